@@ -1,0 +1,59 @@
+//! Wire formats of the mesh, generated at build time from the `.proto`
+//! files in `proto/` (no system `protoc` needed):
+//!
+//! - [`workload`]: Istio workload API (`istio.workload`), served to node
+//!   proxies as [`ADDRESS_TYPE_URL`] resources;
+//! - [`security`]: Istio L4 authorization (`istio.security`), served as
+//!   [`AUTHORIZATION_TYPE_URL`] resources;
+//! - [`discovery`], [`core`], [`rpc`]: Envoy xDS (delta and
+//!   state-of-the-world ADS) with the parts of its core types it needs;
+//! - [`ca`]: Istio's `IstioCertificateService`;
+//! - [`zds`]: the node agent to node proxy protocol.
+//!
+//! Field numbers, names and packages match the upstream definitions, so
+//! these types interoperate with Istio and Envoy components.
+
+#![deny(missing_docs)]
+
+#[allow(
+    // `Address` holds a `Workload` or a much smaller `Service` inline;
+    // boxing would change the generated API for no measurable gain.
+    clippy::large_enum_variant
+)]
+mod generated;
+
+mod any;
+
+pub use any::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, pack, unpack};
+
+/// Re-exported so dependents use the same prost as the generated code.
+pub use prost;
+/// Re-exported so dependents use the same well-known types (`Any`,
+/// `Struct`, `Duration`) as the generated code.
+pub use prost_types;
+
+/// Istio workload API (`istio.workload`): [`workload::Address`] is a
+/// [`workload::Workload`] or a [`workload::Service`].
+pub use generated::istio::workload;
+
+/// Istio L4 authorization (`istio.security`): [`security::Authorization`].
+pub use generated::istio::security;
+
+/// Envoy discovery (`envoy.service.discovery.v3`): delta and
+/// state-of-the-world requests and responses, and the ADS client and server
+/// in `aggregated_discovery_service_client` / `_server`.
+pub use generated::envoy::service::discovery::v3 as discovery;
+
+/// Envoy core types (`envoy.config.core.v3`): [`core::Node`] and friends.
+pub use generated::envoy::config::core::v3 as core;
+
+/// The gRPC error model (`google.rpc`): [`rpc::Status`].
+pub use generated::google::rpc;
+
+/// Istio CA (`istio.v1.auth`): certificate requests and the
+/// `IstioCertificateService` client and server.
+pub use generated::istio::v1::auth as ca;
+
+/// ZDS (`istio.workload.zds`): messages between the node agent and the node
+/// proxy over a unix SEQPACKET socket.
+pub use generated::istio::workload::zds;

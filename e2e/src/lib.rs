@@ -1,0 +1,1 @@
+//! End-to-end harness: drives the sandbox for the tests in `tests/`.

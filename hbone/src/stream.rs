@@ -1,0 +1,130 @@
+//! One HBONE tunnel as a byte stream: an HTTP/2 stream's DATA frames in both directions.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use h2::{RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Largest chunk handed to HTTP/2 per write: one maximum-size frame.
+const MAX_WRITE: usize = crate::settings::MAX_FRAME_SIZE as usize;
+
+/// A tunnel's bytes. Shutting down the write half sends END_STREAM (a TCP half-close carried
+/// across the tunnel); the read half reports EOF when the peer does the same.
+pub struct TunnelStream {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    /// Data received but not yet read by the caller (at most one frame).
+    pending: Bytes,
+    write_closed: bool,
+    /// Kept alive for as long as the stream: releases the pool slot on drop.
+    _slot: Option<Box<dyn Send + Sync>>,
+}
+
+impl TunnelStream {
+    pub(crate) fn new(
+        send: SendStream<Bytes>,
+        recv: RecvStream,
+        slot: Option<Box<dyn Send + Sync>>,
+    ) -> Self {
+        Self {
+            send,
+            recv,
+            pending: Bytes::new(),
+            write_closed: false,
+            _slot: slot,
+        }
+    }
+}
+
+impl std::fmt::Debug for TunnelStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelStream")
+            .field("pending", &self.pending.len())
+            .field("write_closed", &self.write_closed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        match e.into_io() {
+            Some(io) => io,
+            None => io::Error::other("HTTP/2 I/O error"),
+        }
+    } else {
+        io::Error::new(io::ErrorKind::ConnectionReset, e)
+    }
+}
+
+impl AsyncRead for TunnelStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.pending.is_empty() {
+            match ready!(self.recv.poll_data(cx)) {
+                None => return Poll::Ready(Ok(())),
+                Some(Ok(data)) => {
+                    // Return the window at once: `pending` bounds what we hold to one frame.
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.pending = data;
+                }
+                // A peer that resets with NO_ERROR has simply finished (RFC 9113 §8.1).
+                Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => {
+                    return Poll::Ready(Ok(()));
+                }
+                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
+            }
+        }
+        let n = self.pending.len().min(buf.remaining());
+        buf.put_slice(&self.pending[..n]);
+        self.pending.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for TunnelStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if self.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        self.send.reserve_capacity(buf.len().min(MAX_WRITE));
+        loop {
+            match ready!(self.send.poll_capacity(cx)) {
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
+                Some(Ok(0)) => continue,
+                Some(Ok(n)) => {
+                    let n = n.min(buf.len());
+                    let chunk = Bytes::copy_from_slice(&buf[..n]);
+                    self.send.send_data(chunk, false).map_err(to_io)?;
+                    return Poll::Ready(Ok(n));
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // h2 writes frames as soon as the connection task runs; nothing is held back here.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.write_closed {
+            self.write_closed = true;
+            self.send.send_data(Bytes::new(), true).map_err(to_io)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}

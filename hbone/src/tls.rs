@@ -1,0 +1,293 @@
+//! rustls configurations for HBONE, as Istio's ztunnel sets them up: TLS 1.3 only, AES-GCM
+//! suites, ALPN `h2`, no SNI, and SPIFFE identities checked instead of DNS names.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+
+use crate::cert::{WorkloadCertificate, inspect};
+use crate::identity::Identity;
+
+/// The only application protocol HBONE speaks.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// The process-wide crypto provider: ring, restricted to the TLS 1.3 AES-GCM suites.
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            let mut provider = rustls::crypto::ring::default_provider();
+            provider.cipher_suites = vec![
+                rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+                rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+            ];
+            Arc::new(provider)
+        })
+        .clone()
+}
+
+/// A client configuration presenting `cert` and accepting a server only if its chain verifies
+/// against `cert`'s trust bundle and its identity is one of `expected`.
+pub fn client_config(
+    cert: &WorkloadCertificate,
+    expected: &[Identity],
+) -> Result<ClientConfig, rustls::Error> {
+    let verifier = ServerIdentityVerifier {
+        roots: Roots::new(cert.roots())?,
+        expected: expected.to_vec(),
+    };
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(cert.chain().to_vec(), cert.private_key())?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // HBONE peers are addressed by IP and identified by SPIFFE ID, never by hostname.
+    config.enable_sni = false;
+    Ok(config)
+}
+
+/// A server configuration presenting `cert` and requiring a client certificate that chains to
+/// `cert`'s trust bundle and carries an identity in `cert`'s trust domain.
+pub fn server_config(cert: &WorkloadCertificate) -> Result<ServerConfig, rustls::Error> {
+    let verifier = ClientIdentityVerifier {
+        roots: Roots::new(cert.roots())?,
+        trust_domain: cert.identity().trust_domain().to_owned(),
+    };
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(cert.chain().to_vec(), cert.private_key())?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(config)
+}
+
+/// The identity of a verified peer, from its leaf certificate.
+pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<Identity> {
+    let leaf = certs?.first()?;
+    inspect(leaf).ok()?.identity
+}
+
+/// A rustls error carrying a message about the peer's identity.
+#[derive(Debug)]
+struct IdentityRejected(String);
+
+impl fmt::Display for IdentityRejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for IdentityRejected {}
+
+fn rejected(message: String) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+        IdentityRejected(message),
+    ))))
+}
+
+/// Trust anchors parsed once per configuration.
+struct Roots {
+    anchors: Vec<TrustAnchor<'static>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl Roots {
+    fn new(roots: &[CertificateDer<'static>]) -> Result<Self, rustls::Error> {
+        let anchors = roots
+            .iter()
+            .map(|root| {
+                webpki::anchor_from_trusted_cert(root)
+                    .map(|anchor| anchor.to_owned())
+                    .map_err(|e| rejected(format!("unusable trust anchor: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            anchors,
+            algorithms: provider().signature_verification_algorithms,
+        })
+    }
+
+    /// Verifies the chain for `usage` and returns the leaf's identity.
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        usage: webpki::KeyUsage,
+    ) -> Result<Identity, rustls::Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(webpki_error)?;
+        cert.verify_for_usage(
+            self.algorithms.all,
+            &self.anchors,
+            intermediates,
+            now,
+            usage,
+            None,
+            None,
+        )
+        .map_err(webpki_error)?;
+        let info = inspect(end_entity).map_err(|e| rejected(e.to_string()))?;
+        info.identity
+            .ok_or_else(|| rejected("peer certificate has no SPIFFE identity".to_owned()))
+    }
+
+    fn verify_tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+}
+
+/// Maps webpki's verdicts onto rustls' certificate errors, so an expired or foreign certificate
+/// produces the matching TLS alert.
+fn webpki_error(e: webpki::Error) -> rustls::Error {
+    use webpki::Error as E;
+    let err = match e {
+        E::BadDer | E::BadDerTime => CertificateError::BadEncoding,
+        E::CertExpired { .. } => CertificateError::Expired,
+        E::CertNotValidYet { .. } => CertificateError::NotValidYet,
+        E::UnknownIssuer => CertificateError::UnknownIssuer,
+        E::InvalidSignatureForPublicKey => CertificateError::BadSignature,
+        other => return rejected(format!("certificate rejected: {other}")),
+    };
+    rustls::Error::InvalidCertificate(err)
+}
+
+/// Client side: checks the server's chain and that it is one of the identities we meant to
+/// reach. The TLS server name is ignored: it is only an IP here.
+struct ServerIdentityVerifier {
+    roots: Roots,
+    expected: Vec<Identity>,
+}
+
+impl fmt::Debug for ServerIdentityVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerIdentityVerifier")
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for ServerIdentityVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let identity =
+            self.roots
+                .verify(end_entity, intermediates, now, webpki::KeyUsage::server_auth())?;
+        if self.expected.contains(&identity) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            let expected: Vec<String> = self.expected.iter().map(ToString::to_string).collect();
+            Err(rejected(format!(
+                "server identity {identity} is not one of the expected [{}]",
+                expected.join(", ")
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.roots.verify_tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.roots.algorithms.supported_schemes()
+    }
+}
+
+/// Server side: every client must present a certificate that chains to our roots and names an
+/// identity in our trust domain. Authorization of that identity happens later, per stream.
+struct ClientIdentityVerifier {
+    roots: Roots,
+    trust_domain: String,
+}
+
+impl fmt::Debug for ClientIdentityVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentityVerifier")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCertVerifier for ClientIdentityVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let identity =
+            self.roots
+                .verify(end_entity, intermediates, now, webpki::KeyUsage::client_auth())?;
+        if identity.trust_domain() == self.trust_domain {
+            Ok(ClientCertVerified::assertion())
+        } else {
+            Err(rejected(format!(
+                "client identity {identity} is outside trust domain {}",
+                self.trust_domain
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.roots.verify_tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.roots.algorithms.supported_schemes()
+    }
+}

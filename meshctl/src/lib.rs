@@ -1,0 +1,3 @@
+//! meshctl library.
+
+pub mod app;
