@@ -4,7 +4,7 @@
 //! identities, as Istio's ztunnel speaks it on port 15008. This crate holds the pieces both
 //! ends share:
 //!
-//! - [`Identity`]: `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`;
+//! - [`Identity`], of the form `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`;
 //! - [`WorkloadCertificate`], [`CertificateRequest`] and the signing [`Authority`];
 //! - [`tls`]: TLS 1.3-only rustls configurations that verify identities instead of hostnames;
 //! - [`Pool`]: the client, multiplexing tunnels over few connections;

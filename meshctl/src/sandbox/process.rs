@@ -1,0 +1,339 @@
+//! Container processes: environment, spawning inside a pod's namespace,
+//! liveness, readiness and stopping.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::OpenOptions;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::manifest::{Container, parse_map_field, protocol};
+use super::model::{Node, Pod, ProcId};
+use super::netns::{NETNS_RUN_DIR, Tools};
+use super::{Result, SandboxError};
+
+/// How long stopped processes get between SIGTERM and SIGKILL.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+/// The PATH every container gets, after the sandbox's own binaries.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `/proc/PID/stat`: (state, start time). The command name may contain
+/// spaces and parentheses, so fields are counted after the last ')'.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); start time is field 22.
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Identifies a running process.
+pub fn proc_id(pid: i32) -> Option<ProcId> {
+    proc_stat(pid).map(|(_, start)| ProcId { pid, start })
+}
+
+/// True while the process runs (zombies count as gone: they hold no
+/// namespace and will never run again).
+pub fn alive(p: ProcId) -> bool {
+    matches!(proc_stat(p.pid), Some((state, start)) if start == p.start && state != 'Z' && state != 'X')
+}
+
+/// Environment of a container: PATH (sandbox binaries first), HOME,
+/// HOSTNAME, then the container's `env` in order, with `$(VAR)` references
+/// to earlier variables expanded and downward-API fields filled in.
+pub fn container_env(pod: &Pod, node: &Node, c: &Container, bin_dir: &Path) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), format!("{}:{SYSTEM_PATH}", bin_dir.display())),
+        ("HOME".into(), "/root".into()),
+        ("HOSTNAME".into(), pod.name.clone()),
+    ];
+    for var in &c.env {
+        let value = match (&var.value, &var.value_from) {
+            (_, Some(from)) => from
+                .field_ref
+                .as_ref()
+                .map(|f| field_value(pod, node, &f.field_path))
+                .unwrap_or_default(),
+            (Some(v), None) => expand(v, &env),
+            (None, None) => String::new(),
+        };
+        env.retain(|(k, _)| k != &var.name);
+        env.push((var.name.clone(), value));
+    }
+    env
+}
+
+/// Downward-API value of `path` for `pod`.
+pub fn field_value(pod: &Pod, node: &Node, path: &str) -> String {
+    match path {
+        "metadata.name" => pod.name.clone(),
+        "metadata.namespace" => pod.namespace.clone(),
+        "metadata.uid" => pod.uid.clone(),
+        "status.podIP" | "status.podIPs" => pod.ip.to_string(),
+        "status.hostIP" => node.ip.to_string(),
+        "spec.nodeName" => node.name.clone(),
+        "spec.serviceAccountName" => pod.service_account.clone(),
+        _ => {
+            let label = parse_map_field(path, "metadata.labels").and_then(|k| pod.labels.get(k));
+            let annotation =
+                parse_map_field(path, "metadata.annotations").and_then(|k| pod.annotations.get(k));
+            label.or(annotation).cloned().unwrap_or_default()
+        }
+    }
+}
+
+/// Kubernetes' `$(VAR)` expansion: known variables are replaced, `$$` is a
+/// literal `$`, anything else is left as written.
+pub fn expand(s: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+            && let Some((_, v)) = env.iter().rev().find(|(k, _)| k == &inner[..end])
+        {
+            out.push_str(v);
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The argv of a container, `$(VAR)`-expanded. Without a `command` the
+/// `args` are run as the command: there are no images to supply an
+/// entrypoint.
+pub fn container_argv(c: &Container, env: &[(String, String)]) -> Vec<String> {
+    c.command.iter().chain(c.args.iter()).map(|a| expand(a, env)).collect()
+}
+
+/// Starts a container's process in the pod's namespace, detached in its own
+/// session, output appended to `log`.
+pub fn spawn(
+    tools: &Tools,
+    pod: &Pod,
+    argv: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<ProcId> {
+    let ctx = || format!("starting {} in pod {}", argv.join(" "), pod.key());
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(SandboxError::io(ctx()))?;
+    }
+    let out = OpenOptions::new().create(true).append(true).open(log).map_err(SandboxError::io(ctx()))?;
+    let err = out.try_clone().map_err(SandboxError::io(ctx()))?;
+    let mut cmd = Command::new(&tools.ip);
+    // `ip netns exec` also bind-mounts /etc/netns/<ns>/{hosts,resolv.conf}
+    // over /etc in a private mount namespace, then execs the program: the
+    // PID we get is the container's.
+    cmd.args(["netns", "exec", &pod.netns])
+        .args(argv)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: setsid is async-signal-safe; a new session detaches the
+    // process from meshctl's terminal so it outlives the verb.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(SandboxError::io(ctx()))?;
+    let pid = child.id() as i32;
+    // Dropping `child` neither waits nor kills: the process lives on.
+    drop(child);
+    Ok(proc_id(pid).unwrap_or(ProcId { pid, start: 0 }))
+}
+
+/// TCP and UDP ports the process's namespace listens on / has bound.
+pub fn bound_ports(pid: i32) -> BTreeSet<(&'static str, u16)> {
+    let mut ports = BTreeSet::new();
+    for (file, proto, want_state) in [
+        ("tcp", "tcp", Some("0A")),
+        ("tcp6", "tcp", Some("0A")),
+        ("udp", "udp", None),
+        ("udp6", "udp", None),
+    ] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else { continue };
+            if want_state.is_some_and(|w| w != *state) {
+                continue;
+            }
+            let port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if let Some(port) = port {
+                ports.insert((proto, port));
+            }
+        }
+    }
+    ports
+}
+
+/// Ready: every container process alive and every declared port bound.
+pub fn ready(pod: &Pod, containers: &[Container]) -> bool {
+    let procs: Vec<ProcId> = pod.containers.iter().filter_map(|c| c.process).collect();
+    if !procs.iter().all(|p| alive(*p)) {
+        return false;
+    }
+    let Some(first) = procs.first() else { return true };
+    let bound = bound_ports(first.pid);
+    containers.iter().flat_map(|c| &c.ports).all(|p| {
+        let proto = protocol(p.protocol.as_deref()).unwrap_or("tcp");
+        bound.contains(&(proto, p.container_port))
+    })
+}
+
+/// Inode identifying a network namespace.
+fn netns_ino(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Processes whose network namespace is one of `names` (one scan of /proc).
+pub fn pids_in_netns(names: &[String]) -> BTreeMap<i32, String> {
+    let wanted: BTreeMap<(u64, u64), &String> = names
+        .iter()
+        .filter_map(|n| Some((netns_ino(&Path::new(NETNS_RUN_DIR).join(n))?, n)))
+        .collect();
+    let mut found = BTreeMap::new();
+    if wanted.is_empty() {
+        return found;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else { return found };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Some(ns) = netns_ino(&entry.path().join("ns/net")).and_then(|i| wanted.get(&i)) {
+            found.insert(pid, (*ns).clone());
+        }
+    }
+    found
+}
+
+fn signal(p: ProcId, sig: i32) {
+    if alive(p) {
+        // SAFETY: plain kill(2); identity was checked just before.
+        unsafe { libc::kill(p.pid, sig) };
+    }
+}
+
+/// Stops every process in the namespaces `names` plus `extra`: SIGTERM,
+/// up to [`GRACE`] to exit, then SIGKILL. Rescans so children forked while
+/// stopping are caught too.
+pub fn stop(names: &[String], extra: &[ProcId]) {
+    let collect = || -> Vec<ProcId> {
+        let mut v: Vec<ProcId> = pids_in_netns(names).keys().filter_map(|p| proc_id(*p)).collect();
+        v.extend(extra.iter().copied().filter(|p| alive(*p)));
+        v.retain(|p| p.pid != std::process::id() as i32);
+        v
+    };
+    for (round, sig) in [libc::SIGTERM, libc::SIGKILL, libc::SIGKILL].into_iter().enumerate() {
+        let procs = collect();
+        if procs.is_empty() {
+            return;
+        }
+        for p in &procs {
+            signal(*p, sig);
+        }
+        let wait = if round == 0 { GRACE } else { Duration::from_secs(1) };
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline && procs.iter().any(|p| alive(*p)) {
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::manifest::{EnvVar, EnvVarSource, FieldRef};
+    use crate::sandbox::model::Phase;
+    use std::net::Ipv4Addr;
+
+    fn pod() -> Pod {
+        Pod {
+            name: "orders-v1-abc".into(),
+            namespace: "shop".into(),
+            uid: "u-1".into(),
+            node: "node2".into(),
+            ip: Ipv4Addr::new(10, 244, 2, 3),
+            netns: "ms-t.shop.orders-v1-abc".into(),
+            veth: "veth3".into(),
+            labels: [("version".to_string(), "v1".to_string())].into(),
+            annotations: BTreeMap::new(),
+            service_account: "orders".into(),
+            owner: None,
+            spec: serde_json::Value::Null,
+            spec_hash: String::new(),
+            containers: vec![],
+            phase: Phase::Pending,
+            ready: false,
+            created: 0,
+        }
+    }
+
+    fn node() -> Node {
+        Node { name: "node2".into(), index: 2, ip: Ipv4Addr::new(172, 18, 0, 3), netns: "n".into(), next_host: 2 }
+    }
+
+    fn field(name: &str, path: &str) -> EnvVar {
+        EnvVar {
+            name: name.into(),
+            value: None,
+            value_from: Some(EnvVarSource { field_ref: Some(FieldRef { field_path: path.into() }) }),
+        }
+    }
+
+    #[test]
+    fn env_has_path_hostname_fields_and_expansion() {
+        let c = Container {
+            name: "app".into(),
+            env: vec![
+                field("VERSION", "metadata.labels['version']"),
+                field("POD_IP", "status.podIP"),
+                field("NODE", "spec.nodeName"),
+                field("SA", "spec.serviceAccountName"),
+                EnvVar { name: "URL".into(), value: Some("http://$(POD_IP):80/$$(x)$(NOPE)".into()), value_from: None },
+            ],
+            command: vec!["meshctl".into(), "--v=$(VERSION)".into()],
+            ..Default::default()
+        };
+        let env = container_env(&pod(), &node(), &c, Path::new("/opt/bin"));
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert!(get("PATH").unwrap().starts_with("/opt/bin:"));
+        assert_eq!(get("HOSTNAME"), Some("orders-v1-abc"));
+        assert_eq!(get("VERSION"), Some("v1"));
+        assert_eq!(get("POD_IP"), Some("10.244.2.3"));
+        assert_eq!(get("NODE"), Some("node2"));
+        assert_eq!(get("SA"), Some("orders"));
+        assert_eq!(get("URL"), Some("http://10.244.2.3:80/$(x)$(NOPE)"));
+        assert_eq!(container_argv(&c, &env), vec!["meshctl", "--v=v1"]);
+    }
+
+    #[test]
+    fn own_process_is_alive_and_identified() {
+        let me = proc_id(std::process::id() as i32).unwrap();
+        assert!(alive(me));
+        assert!(!alive(ProcId { pid: me.pid, start: me.start + 1 }));
+    }
+}
