@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hbone::{ConnectRequest, Pool, Upstream};
-use support::{Certs, PATTERN_CHUNK, PATTERN_PERIOD, TestServer, echo_with_trailer, pattern, pattern_sink};
+use support::{
+    Certs, PATTERN_CHUNK, PATTERN_PERIOD, TestServer, echo_with_trailer, pattern, pattern_sink,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -30,7 +32,10 @@ async fn bulk<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, len: usize) -> D
     while sent < len {
         let offset = sent % PATTERN_PERIOD;
         let n = (len - sent).min(PATTERN_CHUNK);
-        stream.write_all(&pattern[offset..offset + n]).await.expect("write");
+        stream
+            .write_all(&pattern[offset..offset + n])
+            .await
+            .expect("write");
         sent += n;
     }
     stream.shutdown().await.expect("shutdown");
@@ -42,7 +47,10 @@ async fn bulk<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, len: usize) -> D
 }
 
 /// 1-byte request, 1-byte reply, `rounds` times; returns each round trip.
-async fn ping_pong<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, rounds: usize) -> Vec<Duration> {
+async fn ping_pong<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    rounds: usize,
+) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(rounds);
     let mut byte = [0u8; 1];
     for i in 0..rounds {
@@ -82,7 +90,12 @@ fn report(name: &str, bytes: usize, elapsed: Duration, mut samples: Vec<Duration
     result
 }
 
-async fn tunnel(pool: &Pool, certs: &Certs, server: &TestServer, target: SocketAddr) -> hbone::TunnelStream {
+async fn tunnel(
+    pool: &Pool,
+    certs: &Certs,
+    server: &TestServer,
+    target: SocketAddr,
+) -> hbone::TunnelStream {
     let upstream = Upstream {
         address: server.addr,
         identities: vec![certs.server.identity().clone()],
@@ -100,7 +113,10 @@ async fn run(bytes: usize, rounds: usize) {
     let echo = echo_with_trailer().await;
     let pool = Pool::default();
 
-    println!("HBONE vs direct TCP on loopback: {} MiB bulk, {rounds} 1-byte round trips", bytes >> 20);
+    println!(
+        "HBONE vs direct TCP on loopback: {} MiB bulk, {rounds} 1-byte round trips",
+        bytes >> 20
+    );
     // Warm up both paths (connection setup, allocator, CPU frequency).
     bulk(TcpStream::connect(sink).await.expect("connect"), 64 << 20).await;
     bulk(tunnel(&pool, &certs, &server, sink).await, 64 << 20).await;

@@ -60,7 +60,11 @@ impl Authority {
     /// Loads a CA from PEM: its signing key, its certificate (followed by any intermediates
     /// above it) and the roots to publish. A self-signed root passes its own certificate as
     /// `cert_chain_pem` and as `roots_pem`.
-    pub fn from_pem(key_pem: &str, cert_chain_pem: &str, roots_pem: &str) -> Result<Self, CertError> {
+    pub fn from_pem(
+        key_pem: &str,
+        cert_chain_pem: &str,
+        roots_pem: &str,
+    ) -> Result<Self, CertError> {
         let key = KeyPair::from_pem(key_pem)?;
         let mut chain = crate::cert::certificates_from_pem(cert_chain_pem, "CA certificate")?;
         let roots = crate::cert::certificates_from_pem(roots_pem, "CA roots")?;
@@ -92,7 +96,10 @@ impl Authority {
 
     /// The first root of the trust bundle, in PEM.
     pub fn root_pem(&self) -> String {
-        self.roots.first().map(certificate_to_pem).unwrap_or_default()
+        self.roots
+            .first()
+            .map(certificate_to_pem)
+            .unwrap_or_default()
     }
 
     /// Every trusted root, in PEM.
@@ -155,7 +162,11 @@ impl Authority {
 
     /// Generates a key and signs a certificate for `identity` in one step: for the
     /// controller's own serving certificate and for tests.
-    pub fn issue(&self, identity: &Identity, ttl: Duration) -> Result<WorkloadCertificate, CertError> {
+    pub fn issue(
+        &self,
+        identity: &Identity,
+        ttl: Duration,
+    ) -> Result<WorkloadCertificate, CertError> {
         let now = SystemTime::now();
         self.issue_valid_between(identity, now - BACKDATE, now + ttl)
     }
@@ -168,7 +179,8 @@ impl Authority {
         not_after: SystemTime,
     ) -> Result<WorkloadCertificate, CertError> {
         let request = CertificateRequest::generate(identity)?;
-        let chain = self.sign_csr_valid_between(request.csr_pem(), identity, not_before, not_after)?;
+        let chain =
+            self.sign_csr_valid_between(request.csr_pem(), identity, not_before, not_after)?;
         request.into_certificate(&chain)
     }
 }

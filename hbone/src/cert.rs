@@ -62,8 +62,11 @@ impl WorkloadCertificate {
     ///
     /// The leaf must carry exactly one SPIFFE URI SAN and match the key.
     pub fn from_pem(key_pem: &str, chain_pem: &str, roots_pem: &str) -> Result<Self, CertError> {
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|source| CertError::Pem { what: "private key", source })?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|source| CertError::Pem {
+                what: "private key",
+                source,
+            })?;
         let chain = certificates_from_pem(chain_pem, "certificate chain")?;
         let roots = certificates_from_pem(roots_pem, "trust bundle")?;
         Self::from_der(key, chain, roots)
@@ -187,7 +190,10 @@ impl CertificateRequest {
     /// Combines the CA's answer (leaf first, roots last, as `CreateCertificate` returns it)
     /// with this request's key. Every certificate after the leaf that is self-signed is taken
     /// as a root of the trust bundle; the others stay in the chain as intermediates.
-    pub fn into_certificate(self, ca_chain_pem: &[String]) -> Result<WorkloadCertificate, CertError> {
+    pub fn into_certificate(
+        self,
+        ca_chain_pem: &[String],
+    ) -> Result<WorkloadCertificate, CertError> {
         let mut chain = Vec::new();
         let mut roots = Vec::new();
         for pem in ca_chain_pem {
@@ -199,8 +205,12 @@ impl CertificateRequest {
                 }
             }
         }
-        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
-            .map_err(|source| CertError::Pem { what: "private key", source })?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|source| {
+            CertError::Pem {
+                what: "private key",
+                source,
+            }
+        })?;
         let cert = WorkloadCertificate::from_der(key, chain, roots)?;
         if cert.identity != self.identity {
             return Err(CertError::San(1));
@@ -315,7 +325,11 @@ mod tests {
     fn csr_round_trip_through_a_ca() {
         let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
         let request = CertificateRequest::generate(&identity()).unwrap();
-        assert!(request.csr_pem().starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+        assert!(
+            request
+                .csr_pem()
+                .starts_with("-----BEGIN CERTIFICATE REQUEST-----")
+        );
         let chain = ca
             .sign_csr(request.csr_pem(), &identity(), Duration::from_secs(600))
             .unwrap();
@@ -337,7 +351,9 @@ mod tests {
         let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
         let a = CertificateRequest::generate(&identity()).unwrap();
         let b = CertificateRequest::generate(&identity()).unwrap();
-        let chain = ca.sign_csr(a.csr_pem(), &identity(), Duration::from_secs(60)).unwrap();
+        let chain = ca
+            .sign_csr(a.csr_pem(), &identity(), Duration::from_secs(60))
+            .unwrap();
         let err = b.into_certificate(&chain).unwrap_err();
         assert!(matches!(err, CertError::KeyMismatch), "{err}");
     }

@@ -68,7 +68,10 @@ impl ConnectRequest {
         {
             headers.insert(http::header::FORWARDED, value);
         }
-        for (name, value) in [("baggage", &self.baggage), ("traceparent", &self.traceparent)] {
+        for (name, value) in [
+            ("baggage", &self.baggage),
+            ("traceparent", &self.traceparent),
+        ] {
             if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
                 headers.insert(name, v);
             }
@@ -79,10 +82,7 @@ impl ConnectRequest {
 
 /// An established HBONE connection: the handle to open streams and the connection future
 /// that must be polled to drive it.
-pub(crate) type Dialed = (
-    SendRequest<Bytes>,
-    Connection<TlsStream<TcpStream>, Bytes>,
-);
+pub(crate) type Dialed = (SendRequest<Bytes>, Connection<TlsStream<TcpStream>, Bytes>);
 
 /// Connects to `upstream`, completes mTLS (presenting `cert`, verifying the peer's identity)
 /// and the HTTP/2 handshake.

@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(id.namespace(), "shop");
         assert_eq!(id.service_account(), "orders");
         assert_eq!(id.to_string(), "spiffe://cluster.local/ns/shop/sa/orders");
-        assert_eq!(Identity::new("cluster.local", "shop", "orders").unwrap(), id);
+        assert_eq!(
+            Identity::new("cluster.local", "shop", "orders").unwrap(),
+            id
+        );
     }
 
     #[test]

@@ -134,7 +134,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Conn {
     fn limit(&self, configured: usize) -> usize {
-        configured.min(self.sender.current_max_send_streams()).max(1)
+        configured
+            .min(self.sender.current_max_send_streams())
+            .max(1)
     }
 
     fn try_reserve(self: &Arc<Self>, configured: usize) -> Option<Slot> {

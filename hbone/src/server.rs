@@ -47,7 +47,10 @@ impl IncomingConnect {
     /// Answers 200 and returns the tunnel's byte stream.
     pub fn accept(mut self) -> Result<TunnelStream, Error> {
         let (Some(mut respond), Some(body)) = (self.respond.take(), self.body.take()) else {
-            return Err(Error::Unavailable(self.peer_addr, "already answered".into()));
+            return Err(Error::Unavailable(
+                self.peer_addr,
+                "already answered".into(),
+            ));
         };
         let send = respond.send_response(status_response(StatusCode::OK), false)?;
         Ok(TunnelStream::new(send, body, None))
@@ -126,7 +129,11 @@ impl<H: ConnectHandler> Server<H> {
     /// Serves `listener` until `shutdown` completes, then drains: stops accepting, sends
     /// GOAWAY on every connection, lets in-flight streams finish up to the drain deadline
     /// and cuts what remains.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> DrainReport {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> DrainReport {
         let (drain_tx, drain_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);

@@ -189,9 +189,12 @@ impl ServerCertVerifier for ServerIdentityVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let identity =
-            self.roots
-                .verify(end_entity, intermediates, now, webpki::KeyUsage::server_auth())?;
+        let identity = self.roots.verify(
+            end_entity,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+        )?;
         if self.expected.contains(&identity) {
             Ok(ServerCertVerified::assertion())
         } else {
@@ -254,9 +257,12 @@ impl ClientCertVerifier for ClientIdentityVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let identity =
-            self.roots
-                .verify(end_entity, intermediates, now, webpki::KeyUsage::client_auth())?;
+        let identity = self.roots.verify(
+            end_entity,
+            intermediates,
+            now,
+            webpki::KeyUsage::client_auth(),
+        )?;
         if identity.trust_domain() == self.trust_domain {
             Ok(ClientCertVerified::assertion())
         } else {

@@ -32,7 +32,11 @@ async fn bytes_flow_both_ways_and_half_close_propagates() {
     request.forwarded_for = Some("10.1.2.3:4567".parse().unwrap());
     request.baggage = Some("k8s.namespace.name=shop".into());
     let mut tunnel = pool
-        .connect(&certs.client, &upstream_to(&server, &certs.server), &request)
+        .connect(
+            &certs.client,
+            &upstream_to(&server, &certs.server),
+            &request,
+        )
         .await
         .expect("tunnel");
     tunnel.write_all(b"hello, ").await.unwrap();
@@ -72,7 +76,11 @@ async fn server_side_half_close_lets_the_client_keep_sending() {
 
     let pool = Pool::default();
     let mut tunnel = pool
-        .connect(&certs.client, &upstream_to(&server, &certs.server), &ConnectRequest::new(app))
+        .connect(
+            &certs.client,
+            &upstream_to(&server, &certs.server),
+            &ConnectRequest::new(app),
+        )
         .await
         .unwrap();
     let mut greeting = Vec::new();
@@ -90,7 +98,11 @@ async fn transfer(len: usize) -> String {
     let sink = pattern_sink().await;
     let pool = Pool::default();
     let mut tunnel = pool
-        .connect(&certs.client, &upstream_to(&server, &certs.server), &ConnectRequest::new(sink))
+        .connect(
+            &certs.client,
+            &upstream_to(&server, &certs.server),
+            &ConnectRequest::new(sink),
+        )
         .await
         .unwrap();
     let pattern = pattern();
@@ -98,7 +110,10 @@ async fn transfer(len: usize) -> String {
     while sent < len {
         let offset = sent % support::PATTERN_PERIOD;
         let n = (len - sent).min(support::PATTERN_CHUNK);
-        tunnel.write_all(&pattern[offset..offset + n]).await.unwrap();
+        tunnel
+            .write_all(&pattern[offset..offset + n])
+            .await
+            .unwrap();
         sent += n;
     }
     tunnel.shutdown().await.unwrap();
@@ -142,8 +157,11 @@ async fn refuses_a_client_certificate_from_another_ca() {
     let server = TestServer::start(&certs.server, None).await;
     let app = echo_with_trailer().await;
     // The stranger trusts our CA (so it would accept the server) but its own leaf is foreign.
-    let other = hbone::Authority::generate_root(support::TRUST_DOMAIN, Duration::from_secs(3600)).unwrap();
-    let foreign = other.issue(&identity("shop", "frontend"), Duration::from_secs(3600)).unwrap();
+    let other =
+        hbone::Authority::generate_root(support::TRUST_DOMAIN, Duration::from_secs(3600)).unwrap();
+    let foreign = other
+        .issue(&identity("shop", "frontend"), Duration::from_secs(3600))
+        .unwrap();
     let stranger = WorkloadCertificate::from_der(
         foreign.private_key(),
         foreign.chain().to_vec(),
@@ -151,10 +169,21 @@ async fn refuses_a_client_certificate_from_another_ca() {
     )
     .unwrap();
     let result = Pool::default()
-        .connect(&Arc::new(stranger), &upstream_to(&server, &certs.server), &ConnectRequest::new(app))
+        .connect(
+            &Arc::new(stranger),
+            &upstream_to(&server, &certs.server),
+            &ConnectRequest::new(app),
+        )
         .await;
-    assert!(result.is_err(), "a foreign client certificate must be refused");
-    assert_eq!(server.seen.connects.load(Ordering::SeqCst), 0, "no tunnel reached the handler");
+    assert!(
+        result.is_err(),
+        "a foreign client certificate must be refused"
+    );
+    assert_eq!(
+        server.seen.connects.load(Ordering::SeqCst),
+        0,
+        "no tunnel reached the handler"
+    );
 }
 
 #[tokio::test]
@@ -172,7 +201,11 @@ async fn refuses_an_expired_server_certificate() {
     let server = TestServer::start(&expired, None).await;
     let app = echo_with_trailer().await;
     let err = Pool::default()
-        .connect(&certs.client, &upstream_to(&server, &expired), &ConnectRequest::new(app))
+        .connect(
+            &certs.client,
+            &upstream_to(&server, &expired),
+            &ConnectRequest::new(app),
+        )
         .await
         .expect_err("expired certificate must be refused");
     assert!(err.to_string().to_lowercase().contains("expired"), "{err}");
@@ -193,7 +226,11 @@ async fn refuses_an_expired_client_certificate() {
     let server = TestServer::start(&certs.server, None).await;
     let app = echo_with_trailer().await;
     let result = Pool::default()
-        .connect(&Arc::new(expired), &upstream_to(&server, &certs.server), &ConnectRequest::new(app))
+        .connect(
+            &Arc::new(expired),
+            &upstream_to(&server, &certs.server),
+            &ConnectRequest::new(app),
+        )
         .await;
     assert!(result.is_err());
     assert_eq!(server.seen.connects.load(Ordering::SeqCst), 0);
@@ -209,10 +246,16 @@ async fn a_thousand_concurrent_streams_share_ten_connections() {
     let all_open = Arc::new(tokio::sync::Barrier::new(1000));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..1000 {
-        let (pool, upstream, cert, all_open) =
-            (pool.clone(), upstream.clone(), certs.client.clone(), all_open.clone());
+        let (pool, upstream, cert, all_open) = (
+            pool.clone(),
+            upstream.clone(),
+            certs.client.clone(),
+            all_open.clone(),
+        );
         tasks.spawn(async move {
-            let mut tunnel = pool.connect(&cert, &upstream, &ConnectRequest::new(app)).await?;
+            let mut tunnel = pool
+                .connect(&cert, &upstream, &ConnectRequest::new(app))
+                .await?;
             // Every stream stays open until all thousand are: they really are concurrent.
             all_open.wait().await;
             let message = format!("stream {i}");
@@ -229,7 +272,11 @@ async fn a_thousand_concurrent_streams_share_ten_connections() {
     }
     let peers: HashSet<_> = server.seen.peers.lock().unwrap().iter().copied().collect();
     assert_eq!(server.seen.connects.load(Ordering::SeqCst), 1000);
-    assert!(peers.len() <= 10, "{} TCP connections for 1000 streams", peers.len());
+    assert!(
+        peers.len() <= 10,
+        "{} TCP connections for 1000 streams",
+        peers.len()
+    );
     assert!(pool.connection_count() <= 10);
 }
 
@@ -243,7 +290,11 @@ async fn a_handler_denial_reaches_the_client_as_401() {
     let server = TestServer::start(&certs.server, Some(StatusCode::UNAUTHORIZED)).await;
     let app = echo_with_trailer().await;
     let err = Pool::default()
-        .connect(&certs.client, &upstream_to(&server, &certs.server), &ConnectRequest::new(app))
+        .connect(
+            &certs.client,
+            &upstream_to(&server, &certs.server),
+            &ConnectRequest::new(app),
+        )
         .await
         .expect_err("denied");
     assert!(err.is_denied(), "{err}");
@@ -255,9 +306,17 @@ async fn an_unreachable_destination_is_503() {
     let certs = Certs::new();
     let server = TestServer::start(&certs.server, None).await;
     // A port that was just free: nothing listens there.
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let err = Pool::default()
-        .connect(&certs.client, &upstream_to(&server, &certs.server), &ConnectRequest::new(closed))
+        .connect(
+            &certs.client,
+            &upstream_to(&server, &certs.server),
+            &ConnectRequest::new(closed),
+        )
         .await
         .expect_err("nothing listens there");
     assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE), "{err}");
@@ -265,7 +324,8 @@ async fn an_unreachable_destination_is_503() {
 
 /// A raw HTTP/2 client over the HBONE TLS config, to send what the pool never would.
 async fn raw_request(server: &TestServer, certs: &Certs, request: http::Request<()>) -> StatusCode {
-    let config = hbone::tls::client_config(&certs.client, &[certs.server.identity().clone()]).unwrap();
+    let config =
+        hbone::tls::client_config(&certs.client, &[certs.server.identity().clone()]).unwrap();
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let name = rustls_pki_types::ServerName::IpAddress(server.addr.ip().into());
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -283,12 +343,20 @@ async fn raw_request(server: &TestServer, certs: &Certs, request: http::Request<
 async fn a_request_that_is_not_connect_gets_400() {
     let certs = Certs::new();
     let server = TestServer::start(&certs.server, None).await;
-    let get = http::Request::get("https://10.0.0.1:8080/").body(()).unwrap();
-    assert_eq!(raw_request(&server, &certs, get).await, StatusCode::BAD_REQUEST);
+    let get = http::Request::get("https://10.0.0.1:8080/")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        raw_request(&server, &certs, get).await,
+        StatusCode::BAD_REQUEST
+    );
     let mut by_name = http::Request::new(());
     *by_name.method_mut() = http::Method::CONNECT;
     *by_name.uri_mut() = "orders.shop:8080".parse().unwrap();
-    assert_eq!(raw_request(&server, &certs, by_name).await, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        raw_request(&server, &certs, by_name).await,
+        StatusCode::BAD_REQUEST
+    );
     assert_eq!(server.seen.connects.load(Ordering::SeqCst), 0);
 }
 
@@ -303,7 +371,10 @@ async fn after_a_drain_new_streams_reconnect_and_old_ones_finish() {
     let upstream = upstream_to(&first, &certs.server);
     let first_seen = first.seen.clone();
 
-    let mut in_flight = pool.connect(&certs.client, &upstream, &ConnectRequest::new(app)).await.unwrap();
+    let mut in_flight = pool
+        .connect(&certs.client, &upstream, &ConnectRequest::new(app))
+        .await
+        .unwrap();
     in_flight.write_all(b"before ").await.unwrap();
 
     // The old server drains (GOAWAY); its replacement takes over the same address.
@@ -314,17 +385,29 @@ async fn after_a_drain_new_streams_reconnect_and_old_ones_finish() {
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     };
-    let second = TestServer::start_on(second_listener, &certs.server, None, Duration::from_secs(10));
+    let second = TestServer::start_on(
+        second_listener,
+        &certs.server,
+        None,
+        Duration::from_secs(10),
+    );
     // Give the GOAWAY time to reach the client, so the pool must notice it.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let mut fresh = pool.connect(&certs.client, &upstream, &ConnectRequest::new(app)).await.expect("new stream");
+    let mut fresh = pool
+        .connect(&certs.client, &upstream, &ConnectRequest::new(app))
+        .await
+        .expect("new stream");
     fresh.write_all(b"new").await.unwrap();
     fresh.shutdown().await.unwrap();
     let mut reply = String::new();
     fresh.read_to_string(&mut reply).await.unwrap();
     assert_eq!(reply, "new<done 3>");
-    assert_eq!(second.seen.connects.load(Ordering::SeqCst), 1, "the new stream reached the new server");
+    assert_eq!(
+        second.seen.connects.load(Ordering::SeqCst),
+        1,
+        "the new stream reached the new server"
+    );
 
     // The stream in flight during the drain still completes.
     in_flight.write_all(b"after").await.unwrap();
@@ -345,7 +428,11 @@ async fn the_drain_deadline_cuts_streams_that_do_not_finish() {
     let app = echo_with_trailer().await;
     let pool = Pool::default();
     let mut stuck = pool
-        .connect(&certs.client, &upstream_to(&server, &certs.server), &ConnectRequest::new(app))
+        .connect(
+            &certs.client,
+            &upstream_to(&server, &certs.server),
+            &ConnectRequest::new(app),
+        )
         .await
         .unwrap();
     stuck.write_all(b"x").await.unwrap();

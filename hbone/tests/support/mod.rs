@@ -34,8 +34,14 @@ pub struct Certs {
 impl Certs {
     pub fn new() -> Self {
         let ca = Authority::generate_root(TRUST_DOMAIN, CERT_TTL).expect("root");
-        let client = Arc::new(ca.issue(&identity("shop", "frontend"), CERT_TTL).expect("client cert"));
-        let server = Arc::new(ca.issue(&identity("shop", "orders"), CERT_TTL).expect("server cert"));
+        let client = Arc::new(
+            ca.issue(&identity("shop", "frontend"), CERT_TTL)
+                .expect("client cert"),
+        );
+        let server = Arc::new(
+            ca.issue(&identity("shop", "orders"), CERT_TTL)
+                .expect("server cert"),
+        );
         Self { ca, client, server }
     }
 }
@@ -59,8 +65,16 @@ impl ConnectHandler for Forwarder {
     async fn handle(&self, connect: IncomingConnect) {
         self.seen.connects.fetch_add(1, Ordering::SeqCst);
         self.seen.peers.lock().unwrap().push(connect.peer_addr);
-        self.seen.identities.lock().unwrap().push(connect.peer_identity.clone());
-        self.seen.headers.lock().unwrap().push(connect.headers.clone());
+        self.seen
+            .identities
+            .lock()
+            .unwrap()
+            .push(connect.peer_identity.clone());
+        self.seen
+            .headers
+            .lock()
+            .unwrap()
+            .push(connect.headers.clone());
         if let Some(status) = self.deny {
             connect.reject(status);
             return;
@@ -70,7 +84,9 @@ impl ConnectHandler for Forwarder {
             Ok(s) => s,
             Err(_) => return connect.reject(StatusCode::SERVICE_UNAVAILABLE),
         };
-        let Ok(mut tunnel) = connect.accept() else { return };
+        let Ok(mut tunnel) = connect.accept() else {
+            return;
+        };
         let mut upstream = upstream;
         let _ = tokio::io::copy_bidirectional(&mut tunnel, &mut upstream).await;
     }
