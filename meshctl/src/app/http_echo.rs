@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use super::client::{self, MAX_BODY, RequestTemplate, Target};
 use super::echo_reply::{EchoReply, EchoStats, Overrides, PROPAGATED_HEADERS, embed_upstream};
 use super::identity::Identity;
-use super::{AppError, MAX_CONNECTIONS, bind, shutdown_signal};
+use super::{AppError, MAX_CONNECTIONS, accept_bounded, bind, shutdown_signal};
 
 /// Path of the request counter; not counted itself.
 pub const STATS_PATH: &str = "/_echo/stats";
@@ -32,8 +32,6 @@ pub const STATS_PATH: &str = "/_echo/stats";
 pub const POD_HEADER: &str = "x-echo-pod";
 /// How long in-flight requests get to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause after a failed accept (e.g. out of file descriptors) before retrying.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Arguments of `meshctl app http-echo`.
 #[derive(clap::Args, Debug, Clone)]
@@ -139,23 +137,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit,
-            () = &mut shutdown => break,
-        };
-        let Ok(permit) = permit else { break };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("http-echo accept failed: {e}");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    while let Some((permit, stream, peer)) =
+        accept_bounded("http-echo", &listener, &slots, &mut shutdown).await
+    {
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let service = service_fn(move |req| handle(state.clone(), peer, req));

@@ -57,6 +57,39 @@ async fn bind(port: u16) -> Result<TcpListener, AppError> {
 }
 
 /// Completes on SIGTERM (how the sandbox and Kubernetes stop pods) or Ctrl-C.
+/// Pause after a failed accept (typically EMFILE), so the loop does not spin.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Accepts connections while holding at most [`MAX_CONNECTIONS`] at once: each connection comes
+/// with the permit that frees its slot when dropped. Returns `None` once `shutdown` completes.
+async fn accept_bounded<F: std::future::Future<Output = ()>>(
+    app: &str,
+    listener: &TcpListener,
+    slots: &std::sync::Arc<tokio::sync::Semaphore>,
+    shutdown: &mut std::pin::Pin<&mut F>,
+) -> Option<(
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::net::TcpStream,
+    SocketAddr,
+)> {
+    let permit = tokio::select! {
+        permit = slots.clone().acquire_owned() => permit.ok()?,
+        () = shutdown.as_mut() => return None,
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => return Some((permit, stream, peer)),
+                Err(e) => {
+                    tracing::warn!("{app} accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            () = shutdown.as_mut() => return None,
+        }
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {

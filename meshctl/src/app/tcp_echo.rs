@@ -4,17 +4,13 @@
 use std::io;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::identity::Identity;
-use super::{AppError, MAX_CONNECTIONS, bind, shutdown_signal};
-
-/// Pause after a failed accept (e.g. out of file descriptors) before retrying.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+use super::{AppError, MAX_CONNECTIONS, accept_bounded, bind, shutdown_signal};
 
 /// Arguments of `meshctl app tcp-echo`.
 #[derive(clap::Args, Debug, Clone)]
@@ -46,23 +42,9 @@ pub async fn serve(
     let banner: Option<Arc<str>> = banner.map(Arc::from);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit,
-            () = &mut shutdown => break,
-        };
-        let Ok(permit) = permit else { break };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("tcp-echo accept failed: {e}");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    while let Some((permit, stream, peer)) =
+        accept_bounded("tcp-echo", &listener, &slots, &mut shutdown).await
+    {
         let banner = banner.clone();
         tokio::spawn(async move {
             match echo_connection(stream, banner.as_deref()).await {
