@@ -1,6 +1,23 @@
-//! The `controller` binary.
+//! The `controller` binary: file source → index → translation → delta xDS, the CA, and the
+//! admin endpoint.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
+use controller::admin::{self, AdminState, Readiness};
+use controller::ca::auth::{Authenticator, StaticTokens, TokenFile};
+use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory};
+use controller::model::Index;
+use controller::server::{self, ServingTls};
+use controller::source::FileSource;
+use controller::translate::{Snapshot, TranslateOptions, Translator};
+use controller::xds::{XdsConfig, XdsServer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// Control plane of the ambient mesh.
 #[derive(Parser, Debug)]
@@ -8,21 +25,263 @@ use clap::Parser;
     name = "controller",
     version,
     about,
-    long_about = "Control plane of the ambient mesh. Watches Kubernetes (or a folder of the same manifests), translates them into workloads, services, policies and routes, streams them to ztunnels and waypoints over delta xDS (port 15012), and is the certificate authority that issues SPIFFE workload identities."
+    long_about = "Control plane of the ambient mesh.\n\n\
+        Reads Kubernetes manifests from one or more folders (--config-dir, rescanned for \
+        changes), translates them into Istio workload API resources (workloads, services) and \
+        authorization policies, and streams them to ztunnels and waypoints over delta ADS \
+        (gRPC over TLS on --xds-addr, port 15012). The same port serves Istio's \
+        IstioCertificateService: the controller is the certificate authority issuing SPIFFE \
+        identities (spiffe://<trust-domain>/ns/<ns>/sa/<sa>), with its root generated on \
+        first start and kept in --ca-dir (or an intermediate plugged in there as ca-cert.pem, \
+        ca-key.pem, cert-chain.pem, root-cert.pem). Callers authenticate with bearer tokens \
+        listed in --tokens-file. The admin endpoint (--admin-addr, port 15014) serves \
+        /metrics, /ready and /debug/config_dump."
 )]
 struct Args {
+    /// Folder of Kubernetes manifests (multi-document YAML); repeatable.
+    #[arg(long = "config-dir", value_name = "DIR")]
+    config_dirs: Vec<PathBuf>,
+    /// Address of the gRPC endpoint (delta xDS and CA) over TLS.
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    xds_addr: SocketAddr,
+    /// Address of the admin HTTP endpoint.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    admin_addr: SocketAddr,
+    /// SPIFFE trust domain of issued identities.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Namespace whose policies apply mesh-wide, and where the controller and ztunnel run.
+    #[arg(long, default_value = "istio-system")]
+    root_namespace: String,
+    /// Cluster name used in workload uids.
+    #[arg(long, default_value = "Kubernetes")]
+    cluster_id: String,
+    /// Folder holding the CA's root (created on first start) or a plugged-in intermediate.
+    /// Without it, a root is generated in memory and lost on restart.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// YAML or JSON map of bearer token → {identity, node}; re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    tokens_file: Option<PathBuf>,
+    /// Debounce window for config pushes, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    debounce_ms: u64,
     /// Log filter in `tracing` syntax (for example `info` or `controller=debug`).
     #[arg(long, default_value = "info")]
     log_level: String,
 }
 
-fn main() -> std::process::ExitCode {
+/// Errors that stop the controller at startup.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("CA: {0}")]
+    Ca(#[from] controller::ca::CaError),
+    #[error("invalid trust domain or namespace: {0}")]
+    Identity(#[from] hbone::IdentityError),
+    #[error("gRPC endpoint: {0}")]
+    Server(#[from] server::ServerError),
+    #[error("admin: {0}")]
+    Admin(#[from] admin::AdminError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("tokio runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Answers the CA's "does this node run that service account" from the live index.
+struct IndexDirectory(watch::Receiver<Arc<Index>>);
+
+impl NodeDirectory for IndexDirectory {
+    fn has_pod(&self, node: &str, namespace: &str, service_account: &str) -> bool {
+        self.0
+            .borrow()
+            .pods_on_node(node)
+            .iter()
+            .any(|(ns, sa)| ns == namespace && sa == service_account)
+    }
+}
+
+fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_level))
         .init();
-    tracing::error!(
-        "controller: this build carries no runtime yet; only --help and --version work"
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("controller: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), StartError> {
+    let metrics = admin::install_metrics()?;
+    let readiness = Readiness::default();
+
+    // Config pipeline: files → index → translation → snapshot.
+    let (index_tx, index_rx) = watch::channel(Arc::new(Index::new()));
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    if args.config_dirs.is_empty() {
+        tracing::warn!("no --config-dir given: serving an empty configuration");
+    }
+    tokio::spawn(
+        FileSource::new(args.config_dirs.clone()).watch(index_tx, Duration::from_millis(200)),
     );
-    std::process::ExitCode::from(2)
+    let options = TranslateOptions {
+        trust_domain: args.trust_domain.clone(),
+        root_namespace: args.root_namespace.clone(),
+        cluster_id: args.cluster_id.clone(),
+    };
+    let pipeline = tokio::spawn(translate_loop(
+        index_rx.clone(),
+        snap_tx,
+        Translator::new(options),
+        readiness.clone(),
+    ));
+
+    // CA and authentication.
+    let ca = Arc::new(CertificateAuthority::open(
+        args.ca_dir.as_deref(),
+        &args.trust_domain,
+    )?);
+    tracing::info!(origin = ?ca.origin(), dir = ?args.ca_dir, "certificate authority ready");
+    let authenticator: Arc<dyn Authenticator> = match &args.tokens_file {
+        Some(path) => Arc::new(TokenFile::new(path)),
+        None => {
+            tracing::warn!("no --tokens-file given: every caller will be refused");
+            Arc::new(StaticTokens::default())
+        }
+    };
+    let ca_service = CaService::new(
+        ca.clone(),
+        authenticator.clone(),
+        Arc::new(IndexDirectory(index_rx)),
+        CaConfig::new(&args.trust_domain)?,
+    );
+    let xds = XdsServer::new(
+        snap_rx.clone(),
+        authenticator,
+        XdsConfig {
+            debounce: Duration::from_millis(args.debounce_ms),
+            ..XdsConfig::default()
+        },
+    );
+
+    // Endpoints.
+    let identity = server::controller_identity(&args.trust_domain, &args.root_namespace)?;
+    let tls = ServingTls::issue(ca, identity.clone())?;
+    tokio::spawn(tls.clone().renew_forever());
+    let grpc_listener = bind(args.xds_addr).await?;
+    let admin_listener = bind(args.admin_addr).await?;
+    tracing::info!(xds = %args.xds_addr, admin = %args.admin_addr, %identity, "controller serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let grpc = tokio::spawn(server::serve(
+        grpc_listener,
+        tls,
+        xds,
+        ca_service,
+        stopped(stop_rx.clone()),
+    ));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState {
+            metrics,
+            snapshots: snap_rx,
+            readiness,
+        },
+        stopped(stop_rx),
+    ));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    // Dropping the snapshot sender ends every xDS stream, so the gRPC server can drain.
+    pipeline.abort();
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(5), grpc).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
+        Err(_) => tracing::warn!("gRPC server did not drain in time"),
+        _ => {}
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+    Ok(())
+}
+
+/// Translates every new index and publishes the snapshot when it changed.
+async fn translate_loop(
+    mut index_rx: watch::Receiver<Arc<Index>>,
+    snap_tx: watch::Sender<Arc<Snapshot>>,
+    mut translator: Translator,
+    readiness: Readiness,
+) {
+    let mut reported = Vec::new();
+    while index_rx.changed().await.is_ok() {
+        let index = index_rx.borrow_and_update().clone();
+        // Translation is CPU work over the whole index: keep it off the async workers.
+        let joined = tokio::task::spawn_blocking(move || {
+            let translation = translator.translate(&index);
+            (translator, translation)
+        })
+        .await;
+        let Ok((back, translation)) = joined else {
+            tracing::error!("translation panicked; keeping the last snapshot");
+            return;
+        };
+        translator = back;
+        if translation.problems != reported {
+            for problem in &translation.problems {
+                tracing::warn!("{problem}");
+            }
+            reported = translation.problems;
+        }
+        let resources = translation.snapshot.len();
+        let snapshot = Arc::new(translation.snapshot);
+        snap_tx.send_if_modified(|current| {
+            if **current == *snapshot {
+                false
+            } else {
+                *current = snapshot;
+                true
+            }
+        });
+        if !readiness.is_ready() {
+            tracing::info!(resources, "first configuration translated");
+            readiness.set_ready();
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the controller");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

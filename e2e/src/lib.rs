@@ -1,1 +1,348 @@
 //! End-to-end harness: drives the sandbox for the tests in `tests/`.
+//!
+//! Each [`Sandbox`] is a real cluster of network namespaces built by the
+//! `meshctl` binary of the same build (`target/<profile>/meshctl`), with a
+//! unique name so tests run in parallel. It is torn down by [`Sandbox::down`]
+//! or on drop (panics included), and — should the test process be killed —
+//! by the reaper `meshctl up --owner-pid` starts.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Harness errors; messages carry the failing command's output.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The meshctl binary is missing.
+    #[error("meshctl binary not found at {0}: run `cargo build --workspace --bins` first")]
+    NoBinary(PathBuf),
+    /// A meshctl command failed.
+    #[error("`meshctl {args}` failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}")]
+    Command {
+        /// Arguments.
+        args: String,
+        /// Exit status.
+        status: String,
+        /// Captured stdout.
+        stdout: String,
+        /// Captured stderr.
+        stderr: String,
+    },
+    /// Spawning or file I/O failed.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// Output could not be understood.
+    #[error("{0}")]
+    Parse(String),
+}
+
+/// Result alias of the harness.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How to build a sandbox.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Number of nodes (default 2).
+    pub nodes: u32,
+    /// Process whose exit tears the sandbox down (default: this test process).
+    pub owner_pid: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nodes: 2,
+            owner_pid: std::process::id(),
+        }
+    }
+}
+
+/// A pod as `meshctl get pods -o json` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodInfo {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Node name.
+    pub node: String,
+    /// Pod IP.
+    pub ip: Ipv4Addr,
+    /// Pending / Running / Failed.
+    pub phase: String,
+    /// Ready condition.
+    pub ready: bool,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Path of the `meshctl` binary built alongside the running test.
+pub fn meshctl_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MESHCTL_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    // Tests run from target/<profile>/deps/<test>-<hash>.
+    let exe =
+        std::env::current_exe().map_err(|e| Error::Io("locating the test binary".into(), e))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let bin = profile_dir.join("meshctl");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(Error::NoBinary(bin))
+    }
+}
+
+/// A name no other sandbox of this machine uses at the same time.
+pub fn unique_name(tag: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tag: String = tag
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .take(6)
+        .collect();
+    format!("e2e{tag}-{}-{n}", std::process::id())
+}
+
+fn check(args: &[String], out: Output) -> Result<Output> {
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(Error::Command {
+            args: args.join(" "),
+            status: out.status.to_string(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// A running sandbox cluster.
+#[derive(Debug)]
+pub struct Sandbox {
+    name: String,
+    bin: PathBuf,
+    scratch: PathBuf,
+    up: bool,
+}
+
+impl Sandbox {
+    /// Builds a 2-node sandbox from `manifests`: YAML text, or the path of a
+    /// file or folder.
+    pub fn up(manifests: &str) -> Result<Sandbox> {
+        Sandbox::up_with(manifests, Options::default())
+    }
+
+    /// Builds a sandbox with options.
+    pub fn up_with(manifests: &str, opts: Options) -> Result<Sandbox> {
+        let name = unique_name("");
+        let bin = meshctl_bin()?;
+        let scratch = std::env::temp_dir().join(format!("meshctl-{name}"));
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| Error::Io(format!("creating {}", scratch.display()), e))?;
+        let mut sb = Sandbox {
+            name,
+            bin,
+            scratch,
+            up: false,
+        };
+        let source = sb.manifest_path(manifests)?;
+        sb.up = true; // from here on, drop tears down whatever was built
+        sb.run(&[
+            "up".into(),
+            source.display().to_string(),
+            "--nodes".into(),
+            opts.nodes.to_string(),
+            "--owner-pid".into(),
+            opts.owner_pid.to_string(),
+        ])?;
+        Ok(sb)
+    }
+
+    /// A folder or file path is used as is; YAML text is written to a file.
+    fn manifest_path(&self, manifests: &str) -> Result<PathBuf> {
+        let as_path = Path::new(manifests.trim());
+        if !manifests.contains('\n') && as_path.exists() {
+            return Ok(as_path.to_path_buf());
+        }
+        let file = self.scratch.join("manifests.yaml");
+        std::fs::write(&file, manifests)
+            .map_err(|e| Error::Io(format!("writing {}", file.display()), e))?;
+        Ok(file)
+    }
+
+    /// The sandbox's name (`--sandbox`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Prefix of all the sandbox's network namespaces.
+    pub fn netns_prefix(&self) -> String {
+        format!("ms-{}.", self.name)
+    }
+
+    /// The sandbox's state folder.
+    pub fn state_dir(&self) -> PathBuf {
+        PathBuf::from(meshctl::sandbox::STATE_ROOT).join(&self.name)
+    }
+
+    /// A `meshctl` command aimed at this sandbox.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        // Every sandbox keeps its own default state folder, whatever the
+        // developer's shell has set.
+        cmd.env_remove("MESHCTL_STATE_DIR")
+            .arg("--sandbox")
+            .arg(&self.name);
+        cmd
+    }
+
+    /// Runs `meshctl <args>`, failing unless it exits 0.
+    pub fn run(&self, args: &[String]) -> Result<Output> {
+        let out = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::Io(format!("running {}", self.bin.display()), e))?;
+        check(args, out)
+    }
+
+    fn run_stdin(&self, args: &[&str], input: &str) -> Result<Output> {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Io(format!("running {}", self.bin.display()), e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .map_err(|e| Error::Io("writing manifests".into(), e))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::Io("waiting for meshctl".into(), e))?;
+        check(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>(), out)
+    }
+
+    /// Runs a command in a pod (`name` or `namespace/name`); the output is
+    /// returned whatever the exit status.
+    pub fn exec(&self, pod: &str, cmd: &[&str]) -> Result<Output> {
+        let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
+        self.command()
+            .args(["exec", name, "-n", ns, "--"])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::Io(format!("running {}", self.bin.display()), e))
+    }
+
+    /// GETs `url` from inside `pod` with `meshctl app curl --fail`; the body.
+    pub fn http(&self, pod: &str, url: &str) -> Result<String> {
+        let args = ["meshctl", "app", "curl", "--fail", url];
+        let out = self.exec(pod, &args)?;
+        let args: Vec<String> = [format!("exec {pod} --")]
+            .into_iter()
+            .chain(args.iter().map(|s| s.to_string()))
+            .collect();
+        check(&args, out).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// `meshctl label namespace NS key=value` (or `key-`).
+    pub fn label(&self, namespace: &str, label: &str) -> Result<()> {
+        self.run(&[
+            "label".into(),
+            "namespace".into(),
+            namespace.into(),
+            label.into(),
+        ])
+        .map(|_| ())
+    }
+
+    /// `meshctl apply -f -` with YAML text; returns meshctl's output.
+    pub fn apply(&self, yaml: &str) -> Result<String> {
+        self.run_stdin(&["apply", "-f", "-"], yaml)
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// `meshctl delete -f -` with YAML text.
+    pub fn delete(&self, yaml: &str) -> Result<String> {
+        self.run_stdin(&["delete", "-f", "-"], yaml)
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// Every pod of the sandbox.
+    pub fn pods(&self) -> Result<Vec<PodInfo>> {
+        let out = self.run(&[
+            "get".into(),
+            "pods".into(),
+            "-A".into(),
+            "-o".into(),
+            "json".into(),
+        ])?;
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| Error::Parse(format!("get pods -o json: {e}")))?;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        items
+            .iter()
+            .map(|p| {
+                let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+                let ip = s(&p["status"]["podIP"]);
+                Ok(PodInfo {
+                    name: s(&p["metadata"]["name"]),
+                    namespace: s(&p["metadata"]["namespace"]),
+                    node: s(&p["spec"]["nodeName"]),
+                    ip: ip
+                        .parse()
+                        .map_err(|_| Error::Parse(format!("bad pod IP {ip:?}")))?,
+                    phase: s(&p["status"]["phase"]),
+                    ready: p["status"]["conditions"][0]["status"] == "True",
+                    labels: serde_json::from_value(p["metadata"]["labels"].clone())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// A pod by name (any namespace).
+    pub fn pod(&self, name: &str) -> Result<PodInfo> {
+        self.pods()?
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::Parse(format!("no pod named {name}")))
+    }
+
+    /// A pod's IP.
+    pub fn pod_ip(&self, name: &str) -> Result<Ipv4Addr> {
+        self.pod(name).map(|p| p.ip)
+    }
+
+    /// Tears the sandbox down now (drop does it too).
+    pub fn down(&mut self) -> Result<()> {
+        if !self.up {
+            return Ok(());
+        }
+        self.up = false;
+        self.run(&["down".into()]).map(|_| ())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Err(e) = self.down() {
+            eprintln!("tearing down sandbox {}: {e}", self.name);
+        }
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}

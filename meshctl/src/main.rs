@@ -1,1 +1,65 @@
-fn main() {}
+//! `meshctl`: the operator CLI and the sandbox.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use meshctl::app::AppCommand;
+use meshctl::sandbox::cli::{GlobalArgs, SandboxCommand};
+
+/// Operator CLI of the mesh, and a sandbox cluster of network namespaces.
+#[derive(Parser, Debug)]
+#[command(name = "meshctl", version)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    #[command(flatten)]
+    Sandbox(SandboxCommand),
+    /// Built-in test apps to run as container commands.
+    #[command(subcommand)]
+    App(AppCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::App(cmd) => run_app(cmd),
+        Command::Sandbox(cmd) => match meshctl::sandbox::cli::run(&cli.global, cmd) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run_app(cmd: AppCommand) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(meshctl::app::run(cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -75,7 +75,11 @@ fn write_in_place(path: &Path, content: &str) -> std::io::Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
         return Ok(());
     }
-    let mut f = OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)?;
     f.write_all(content.as_bytes())?;
     f.set_len(content.len() as u64)?;
     Ok(())
@@ -105,7 +109,12 @@ pub fn sync(cluster: &Cluster, services: &[ServiceView]) -> Result<()> {
 
 /// Writes one pod's files.
 pub fn write_pod(cluster: &Cluster, pod: &Pod, services: &[ServiceView]) -> Result<()> {
-    let hosts = render_hosts(&cluster.name, Some(&pod.namespace), Some((&pod.name, pod.ip)), services);
+    let hosts = render_hosts(
+        &cluster.name,
+        Some(&pod.namespace),
+        Some((&pod.name, pod.ip)),
+        services,
+    );
     write_files(&pod.netns, &hosts, &render_resolv(Some(&pod.namespace)))
 }
 
@@ -118,7 +127,9 @@ pub fn remove(names: &[String]) {
 
 /// `/etc/netns` entries starting with `prefix` (leftovers included).
 pub fn list(prefix: &str) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(ETC_NETNS) else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir(ETC_NETNS) else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.starts_with(prefix))
         .collect()
@@ -134,7 +145,13 @@ mod tests {
             namespace: ns.into(),
             name: name.into(),
             cluster_ip: ip,
-            ports: vec![PortView { name: String::new(), port: 80, protocol: "tcp", target: "80".into(), endpoints: vec![] }],
+            ports: vec![PortView {
+                name: String::new(),
+                port: 80,
+                protocol: "tcp",
+                target: "80".into(),
+                endpoints: vec![],
+            }],
             addresses: addrs,
         }
     }
@@ -144,16 +161,29 @@ mod tests {
         let services = vec![
             svc("shop", "orders", Some(Ipv4Addr::new(10, 96, 0, 10)), vec![]),
             svc("other", "web", Some(Ipv4Addr::new(10, 96, 0, 11)), vec![]),
-            svc("shop", "db", None, vec![Ipv4Addr::new(10, 244, 1, 5), Ipv4Addr::new(10, 244, 2, 5)]),
+            svc(
+                "shop",
+                "db",
+                None,
+                vec![Ipv4Addr::new(10, 244, 1, 5), Ipv4Addr::new(10, 244, 2, 5)],
+            ),
         ];
-        let hosts = render_hosts("s", Some("shop"), Some(("pod-a", Ipv4Addr::new(10, 244, 1, 2))), &services);
+        let hosts = render_hosts(
+            "s",
+            Some("shop"),
+            Some(("pod-a", Ipv4Addr::new(10, 244, 1, 2))),
+            &services,
+        );
         assert!(hosts.contains("10.96.0.10\torders.shop.svc.cluster.local\torders.shop\torders\n"));
         assert!(hosts.contains("10.96.0.11\tweb.other.svc.cluster.local\tweb.other\n"));
         assert!(hosts.contains("10.244.1.5\tdb.shop.svc.cluster.local\tdb.shop\tdb\n"));
         assert!(hosts.contains("10.244.2.5\tdb.shop.svc.cluster.local"));
         assert!(hosts.contains("10.244.1.2\tpod-a\n"));
         assert!(hosts.contains("127.0.0.1\tlocalhost"));
-        assert!(render_resolv(Some("shop")).contains("search shop.svc.cluster.local svc.cluster.local cluster.local"));
+        assert!(
+            render_resolv(Some("shop"))
+                .contains("search shop.svc.cluster.local svc.cluster.local cluster.local")
+        );
     }
 
     #[test]

@@ -58,9 +58,15 @@ pub fn services(cluster: &Cluster) -> Vec<ServiceView> {
     let mut views = Vec::new();
     for applied in cluster.of_kind("Service") {
         let obj = &applied.object;
-        let Ok(svc) = obj.typed::<ServiceObject>() else { continue };
+        let Ok(svc) = obj.typed::<ServiceObject>() else {
+            continue;
+        };
         let namespace = obj.namespace.clone().unwrap_or_default();
-        let cluster_ip = svc.spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
+        let cluster_ip = svc
+            .spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok());
         let selected: Vec<&Pod> = match &svc.spec.selector {
             Some(sel) if !sel.is_empty() => cluster
                 .pods
@@ -150,7 +156,11 @@ pub fn render_rules(services: &[ServiceView], local_pods: &[Ipv4Addr]) -> String
                     dport = port.port,
                 );
                 if i + 1 < n {
-                    let _ = write!(out, " -m statistic --mode random --probability {:.10}", 1.0 / (n - i) as f64);
+                    let _ = write!(
+                        out,
+                        " -m statistic --mode random --probability {:.10}",
+                        1.0 / (n - i) as f64
+                    );
                 }
                 let _ = writeln!(out, " -j DNAT --to-destination {ip}:{target}");
             }
@@ -186,7 +196,12 @@ pub fn install(tools: &Tools, node: &Node) -> Result<()> {
 pub fn sync(tools: &Tools, cluster: &Cluster) -> Result<()> {
     let views = services(cluster);
     for node in &cluster.nodes {
-        let local: Vec<Ipv4Addr> = cluster.pods.values().filter(|p| p.node == node.name).map(|p| p.ip).collect();
+        let local: Vec<Ipv4Addr> = cluster
+            .pods
+            .values()
+            .filter(|p| p.node == node.name)
+            .map(|p| p.ip)
+            .collect();
         restore(tools, node, &render_rules(&views, &local))?;
     }
     Ok(())
@@ -272,13 +287,18 @@ spec: {containers: [{name: c}]}
     fn rules_split_evenly_and_skip_headless() {
         let c = cluster();
         let rules = render_rules(&services(&c), &[Ipv4Addr::new(10, 244, 1, 2)]);
-        let raw: Vec<&str> = rules.lines().filter(|l| l.contains("--dport 81 ")).collect();
+        let raw: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.contains("--dport 81 "))
+            .collect();
         assert_eq!(raw.len(), 3);
         assert!(raw[0].contains("--probability 0.3333333333"));
         assert!(raw[1].contains("--probability 0.5000000000"));
         assert!(!raw[2].contains("statistic"));
         assert!(rules.starts_with("*nat\n:MS-SERVICES - [0:0]\n"));
-        assert!(rules.contains("-A MS-POSTROUTING -s 10.244.1.2/32 -d 10.244.1.2/32 -j MASQUERADE"));
+        assert!(
+            rules.contains("-A MS-POSTROUTING -s 10.244.1.2/32 -d 10.244.1.2/32 -j MASQUERADE")
+        );
         assert!(!rules.contains("None"));
         assert!(rules.ends_with("COMMIT\n"));
         assert!(!rules.contains("0x539") && !rules.contains(":1500"));

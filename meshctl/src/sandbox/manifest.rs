@@ -10,10 +10,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use super::validate::{parse_map_field, protocol, supported_field_path};
+use super::validate::{validate_deployment, validate_name, validate_pod_spec, validate_service};
 
 /// Kinds that live outside any namespace.
 const CLUSTER_SCOPED: &[&str] = &[
@@ -401,13 +403,17 @@ pub fn parse_documents(text: &str, file: &str) -> Result<Vec<Object>, ManifestEr
             .kind
             .filter(|k| !k.is_empty())
             .ok_or_else(|| invalid(what.clone(), "kind: required field is missing".into()))?;
-        let api_version = header.api_version.filter(|v| !v.is_empty()).ok_or_else(|| {
-            invalid(what.clone(), "apiVersion: required field is missing".into())
-        })?;
+        let api_version = header
+            .api_version
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| invalid(what.clone(), "apiVersion: required field is missing".into()))?;
         let name = header.metadata.name.clone().unwrap_or_default();
         let what = format!("{what} ({kind} {name})");
         if name.is_empty() {
-            return Err(invalid(what, "metadata.name: required field is missing".into()));
+            return Err(invalid(
+                what,
+                "metadata.name: required field is missing".into(),
+            ));
         }
         let namespace = if CLUSTER_SCOPED.contains(&kind.as_str()) {
             None
@@ -447,9 +453,8 @@ pub fn parse_documents(text: &str, file: &str) -> Result<Vec<Object>, ManifestEr
             }
             _ => {}
         }
-        let mut json = serde_json::to_value(value).map_err(|e| {
-            invalid(what.clone(), format!("cannot be represented as JSON: {e}"))
-        })?;
+        let mut json = serde_json::to_value(value)
+            .map_err(|e| invalid(what.clone(), format!("cannot be represented as JSON: {e}")))?;
         if let (Some(ns), Some(meta)) = (&namespace, json.get_mut("metadata")) {
             // Explicit namespaces so the controller never has to guess.
             if let Some(m) = meta.as_object_mut() {
@@ -466,147 +471,6 @@ pub fn parse_documents(text: &str, file: &str) -> Result<Vec<Object>, ManifestEr
         });
     }
     Ok(objects)
-}
-
-/// DNS-1123 names: a label (namespaces, services) or a subdomain.
-fn validate_name(name: &str, label: bool) -> Result<(), String> {
-    let max = if label { 63 } else { 253 };
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-    let ok_chars = name.chars().all(|c| allowed(c) || (!label && c == '.'));
-    let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if name.len() > max || !ok_chars || !ok_ends {
-        let dot = if label { "" } else { ", '.'" };
-        return Err(format!(
-            "invalid name {name:?}: at most {max} lower case alphanumeric characters, '-'{dot}, \
-             starting and ending with an alphanumeric character"
-        ));
-    }
-    Ok(())
-}
-
-/// The downward-API fields the sandbox can fill in.
-pub fn supported_field_path(path: &str) -> bool {
-    const PLAIN: &[&str] = &[
-        "metadata.name",
-        "metadata.namespace",
-        "metadata.uid",
-        "status.podIP",
-        "status.podIPs",
-        "status.hostIP",
-        "spec.nodeName",
-        "spec.serviceAccountName",
-    ];
-    PLAIN.contains(&path)
-        || parse_map_field(path, "metadata.labels").is_some()
-        || parse_map_field(path, "metadata.annotations").is_some()
-}
-
-/// `metadata.labels['version']` → `version`.
-pub fn parse_map_field<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
-    let rest = path.strip_prefix(prefix)?.strip_prefix('[')?.strip_suffix(']')?;
-    rest.strip_prefix('\'')
-        .and_then(|r| r.strip_suffix('\''))
-        .or_else(|| rest.strip_prefix('"').and_then(|r| r.strip_suffix('"')))
-}
-
-fn validate_pod_spec(spec: &PodSpec, at: &str) -> Result<(), String> {
-    if spec.containers.is_empty() {
-        return Err(format!("{at}.containers: at least one container is required"));
-    }
-    let mut names = Vec::new();
-    for (i, c) in spec.containers.iter().enumerate() {
-        let here = format!("{at}.containers[{i}]");
-        if c.name.is_empty() {
-            return Err(format!("{here}.name: required field is missing"));
-        }
-        if names.contains(&&c.name) {
-            return Err(format!("{here}.name: duplicate container name {:?}", c.name));
-        }
-        names.push(&c.name);
-        for (j, e) in c.env.iter().enumerate() {
-            let here = format!("{here}.env[{j}]");
-            if let Some(from) = &e.value_from {
-                match &from.field_ref {
-                    Some(f) if supported_field_path(&f.field_path) => {}
-                    Some(f) => {
-                        return Err(format!(
-                            "{here}.valueFrom.fieldRef.fieldPath: unsupported field {:?}",
-                            f.field_path
-                        ));
-                    }
-                    None => {
-                        return Err(format!(
-                            "{here}.valueFrom: only fieldRef is supported in the sandbox"
-                        ));
-                    }
-                }
-            }
-        }
-        for (j, p) in c.ports.iter().enumerate() {
-            protocol(p.protocol.as_deref())
-                .map_err(|m| format!("{here}.ports[{j}].protocol: {m}"))?;
-            if p.container_port == 0 {
-                return Err(format!("{here}.ports[{j}].containerPort: must be 1-65535"));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn validate_deployment(d: &DeploymentObject) -> Result<(), String> {
-    let selector = &d.spec.selector.match_labels;
-    if selector.is_empty() {
-        return Err("spec.selector.matchLabels: required (the sandbox supports matchLabels)".into());
-    }
-    let labels = &d.spec.template.metadata.labels;
-    for (k, v) in selector {
-        if labels.get(k) != Some(v) {
-            return Err(format!(
-                "spec.selector: label {k}={v} is not in spec.template.metadata.labels"
-            ));
-        }
-    }
-    validate_pod_spec(&d.spec.template.spec, "spec.template.spec")
-}
-
-fn validate_service(spec: &ServiceSpec) -> Result<(), String> {
-    let headless = spec.cluster_ip.as_deref() == Some("None");
-    if let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && !headless) {
-        let parsed: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| format!("spec.clusterIP: {ip:?} is not an IPv4 address or \"None\""))?;
-        if !crate::sandbox::model::in_service_range(parsed) {
-            return Err(format!(
-                "spec.clusterIP: {ip} is outside the service range {}",
-                crate::sandbox::model::SERVICE_CIDR
-            ));
-        }
-    }
-    if spec.ports.is_empty() && !headless {
-        return Err("spec.ports: at least one port is required".into());
-    }
-    for (i, p) in spec.ports.iter().enumerate() {
-        if p.port == 0 {
-            return Err(format!("spec.ports[{i}].port: must be 1-65535"));
-        }
-        if spec.ports.len() > 1 && p.name.as_deref().unwrap_or("").is_empty() {
-            return Err(format!(
-                "spec.ports[{i}].name: required when a Service has several ports"
-            ));
-        }
-        protocol(p.protocol.as_deref()).map_err(|m| format!("spec.ports[{i}].protocol: {m}"))?;
-    }
-    Ok(())
-}
-
-/// Normalised protocol: "tcp" or "udp".
-pub fn protocol(p: Option<&str>) -> Result<&'static str, String> {
-    match p.unwrap_or("TCP") {
-        "TCP" => Ok("tcp"),
-        "UDP" => Ok("udp"),
-        other => Err(format!("unsupported protocol {other:?} (TCP or UDP)")),
-    }
 }
 
 #[cfg(test)]
@@ -656,7 +520,10 @@ spec: {action: DENY}
         assert_eq!(kept, "kept");
         // Unknown kinds default to the "default" namespace, explicitly.
         assert_eq!(objs[2].namespace.as_deref(), Some("default"));
-        assert_eq!(objs[2].value.pointer("/metadata/namespace").unwrap(), "default");
+        assert_eq!(
+            objs[2].value.pointer("/metadata/namespace").unwrap(),
+            "default"
+        );
         let d: DeploymentObject = objs[1].typed().unwrap();
         assert_eq!(d.spec.replicas, Some(2));
     }
@@ -676,7 +543,10 @@ spec:
   selector: {matchLabels: {app: orders}}
   template: {metadata: {labels: {app: orders}}, spec: {containers: [{name: a}]}}
 "#);
-        assert!(e.starts_with("bad.yaml: document 1 (Deployment default/orders)"), "{e}");
+        assert!(
+            e.starts_with("bad.yaml: document 1 (Deployment default/orders)"),
+            "{e}"
+        );
         assert!(e.contains("spec.replicas"), "{e}");
     }
 
@@ -684,11 +554,15 @@ spec:
     fn missing_fields_and_bad_values_are_named() {
         let e = err("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {}\n");
         assert!(e.contains("bad.yaml") && e.contains("containers"), "{e}");
-        let e = err("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {clusterIP: 1.2.3.4, ports: [{port: 80}]}\n");
+        let e = err(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {clusterIP: 1.2.3.4, ports: [{port: 80}]}\n",
+        );
         assert!(e.contains("spec.clusterIP"), "{e}");
         let e = err("kind: Pod\nmetadata: {name: p}\n");
         assert!(e.contains("apiVersion"), "{e}");
-        let e = err("apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name}\nspec: {containers: [{name: a}]}\n");
+        let e = err(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name}\nspec: {containers: [{name: a}]}\n",
+        );
         assert!(e.contains("metadata.name"), "{e}");
         let e = err(r#"
 apiVersion: v1
@@ -719,7 +593,10 @@ spec:
 
     #[test]
     fn field_paths() {
-        assert_eq!(parse_map_field("metadata.labels['version']", "metadata.labels"), Some("version"));
+        assert_eq!(
+            parse_map_field("metadata.labels['version']", "metadata.labels"),
+            Some("version")
+        );
         assert!(supported_field_path("status.podIP"));
         assert!(!supported_field_path("status.phase"));
     }

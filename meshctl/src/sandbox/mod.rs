@@ -8,6 +8,11 @@
 //! Teardown is: kill the processes in those namespaces, delete the
 //! namespaces, remove `/etc/netns/<ns>` and the state folder.
 
+/// `println!` that never panics on a closed stdout.
+macro_rules! say {
+    ($($t:tt)*) => { $crate::sandbox::output::say(format!($($t)*)) };
+}
+
 pub mod cli;
 mod cluster;
 mod dns;
@@ -21,6 +26,7 @@ mod process;
 mod reaper;
 pub mod state;
 mod teardown;
+mod validate;
 
 use std::path::PathBuf;
 
@@ -43,7 +49,9 @@ pub enum SandboxError {
     )]
     NotRoot,
     /// A required tool is not installed.
-    #[error("`{tool}` not found in PATH: install the Debian package `{package}` (apt-get install -y {package})")]
+    #[error(
+        "`{tool}` not found in PATH: install the Debian package `{package}` (apt-get install -y {package})"
+    )]
     MissingTool {
         /// The program.
         tool: &'static str,
@@ -112,11 +120,7 @@ pub struct Config {
 
 impl Config {
     /// Builds a config, checking the name and defaulting the folders.
-    pub fn new(
-        name: &str,
-        state_dir: Option<PathBuf>,
-        bin_dir: Option<PathBuf>,
-    ) -> Result<Config> {
+    pub fn new(name: &str, state_dir: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Config> {
         validate_sandbox_name(name)?;
         let state_dir = state_dir.unwrap_or_else(|| PathBuf::from(STATE_ROOT).join(name));
         let bin_dir = match bin_dir {
@@ -126,7 +130,11 @@ impl Config {
                 .and_then(|p| p.parent().map(|d| d.to_path_buf()))
                 .unwrap_or_else(|| PathBuf::from("/usr/local/bin")),
         };
-        Ok(Config { name: name.to_string(), state_dir, bin_dir })
+        Ok(Config {
+            name: name.to_string(),
+            state_dir,
+            bin_dir,
+        })
     }
 }
 
@@ -134,7 +142,9 @@ impl Config {
 pub fn validate_sandbox_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 24
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-');
     if ok {
         Ok(())

@@ -215,7 +215,19 @@ pub struct PodPlan {
     /// Pods to create.
     pub create: Vec<NewPod>,
     /// Standalone pods whose labels or annotations changed in place.
-    pub relabel: Vec<(String, BTreeMap<String, String>, BTreeMap<String, String>)>,
+    pub relabel: Vec<Relabel>,
+}
+
+/// New labels and annotations for a running pod (no restart, as in
+/// Kubernetes).
+#[derive(Debug, PartialEq)]
+pub struct Relabel {
+    /// `namespace/name`.
+    pub key: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Cluster {
@@ -263,7 +275,9 @@ impl Cluster {
     /// Finds an applied object.
     pub fn find(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<&Applied> {
         self.objects.iter().find(|a| {
-            a.object.kind == kind && a.object.namespace.as_deref() == namespace && a.object.name == name
+            a.object.kind == kind
+                && a.object.namespace.as_deref() == namespace
+                && a.object.name == name
         })
     }
 
@@ -289,7 +303,9 @@ impl Cluster {
             let ns = obj.namespace.clone().unwrap_or_default();
             match obj.kind.as_str() {
                 "Pod" => {
-                    let Ok(pod) = obj.typed::<PodObject>() else { continue };
+                    let Ok(pod) = obj.typed::<PodObject>() else {
+                        continue;
+                    };
                     let spec = obj.value.get("spec").cloned().unwrap_or_default();
                     let spec_hash = hash_value(&spec);
                     let key = format!("{ns}/{}", obj.name);
@@ -298,7 +314,11 @@ impl Cluster {
                         Some(p) if p.owner.is_none() && p.spec_hash == spec_hash => {
                             let (l, a) = (&pod.metadata.labels, &pod.metadata.annotations);
                             if &p.labels != l || &p.annotations != a {
-                                plan.relabel.push((key, l.clone(), a.clone()));
+                                plan.relabel.push(Relabel {
+                                    key,
+                                    labels: l.clone(),
+                                    annotations: a.clone(),
+                                });
                             }
                             continue;
                         }
@@ -318,8 +338,14 @@ impl Cluster {
                     });
                 }
                 "Deployment" => {
-                    let Ok(d) = obj.typed::<DeploymentObject>() else { continue };
-                    let template = obj.value.pointer("/spec/template").cloned().unwrap_or_default();
+                    let Ok(d) = obj.typed::<DeploymentObject>() else {
+                        continue;
+                    };
+                    let template = obj
+                        .value
+                        .pointer("/spec/template")
+                        .cloned()
+                        .unwrap_or_default();
                     let template_hash = k8s_suffix(fnv64(template.to_string().as_bytes()), 10);
                     let spec = template.get("spec").cloned().unwrap_or_default();
                     let replicas = d.spec.replicas.unwrap_or(1) as usize;
@@ -379,10 +405,17 @@ impl Cluster {
     /// index.
     pub fn place(&mut self, new: NewPod, now: u64, rng: &mut dyn Entropy) -> Result<Pod, String> {
         let node_idx = match &new.node_name {
-            Some(name) => self.nodes.iter().position(|n| &n.name == name).ok_or_else(|| {
-                let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-                format!("spec.nodeName: no node {name:?} (nodes: {})", names.join(", "))
-            })?,
+            Some(name) => self
+                .nodes
+                .iter()
+                .position(|n| &n.name == name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+                    format!(
+                        "spec.nodeName: no node {name:?} (nodes: {})",
+                        names.join(", ")
+                    )
+                })?,
             None => {
                 let score = |n: &Node| {
                     let on_node = self.pods.values().filter(|p| p.node == n.name);
@@ -430,7 +463,10 @@ impl Cluster {
             containers: typed
                 .containers
                 .iter()
-                .map(|c| ContainerState { name: c.name.clone(), process: None })
+                .map(|c| ContainerState {
+                    name: c.name.clone(),
+                    process: None,
+                })
                 .collect(),
             phase: Phase::Pending,
             ready: false,
@@ -496,7 +532,11 @@ pub fn netns_name(sandbox: &str, rest: &str) -> String {
         return full;
     }
     let keep: String = rest.chars().take(40).collect();
-    format!("{}{keep}-{:08x}", netns_prefix(sandbox), fnv64(rest.as_bytes()) as u32)
+    format!(
+        "{}{keep}-{:08x}",
+        netns_prefix(sandbox),
+        fnv64(rest.as_bytes()) as u32
+    )
 }
 
 fn sa_name(spec: &PodSpec) -> String {
@@ -562,13 +602,20 @@ spec:
             assert_eq!(parts.len(), 3, "{}", p.name);
             assert_eq!(parts[0].len(), 5);
             assert_eq!(parts[1].len(), 10);
-            assert_eq!(p.labels.get("pod-template-hash").map(|s| s.as_str()), Some(parts[1]));
+            assert_eq!(
+                p.labels.get("pod-template-hash").map(|s| s.as_str()),
+                Some(parts[1])
+            );
             assert_eq!(p.uid.len(), 36);
             assert_eq!(&p.uid[14..15], "4");
         }
         let ips: BTreeSet<_> = c.pods.values().map(|p| p.ip).collect();
         assert_eq!(ips.len(), 4);
-        assert!(c.pods.values().all(|p| p.ip.octets()[2] as usize == p.node[4..].parse::<usize>().unwrap()));
+        assert!(
+            c.pods
+                .values()
+                .all(|p| p.ip.octets()[2] as usize == p.node[4..].parse::<usize>().unwrap())
+        );
     }
 
     #[test]
@@ -599,7 +646,10 @@ spec:
         let mut rng = Counter(0);
         apply_plan(&mut c, &mut rng);
         let p = &c.pods["default/p"];
-        assert_eq!((p.node.as_str(), p.ip), ("node2", Ipv4Addr::new(10, 244, 2, 2)));
+        assert_eq!(
+            (p.node.as_str(), p.ip),
+            ("node2", Ipv4Addr::new(10, 244, 2, 2))
+        );
         assert_eq!(p.netns, "ms-t.default.p");
         assert_eq!(c.plan_pods(), PodPlan::default());
         c.objects = cluster_with(&yaml.replace("{a: b}", "{a: c}"), 2).objects;
@@ -624,7 +674,10 @@ spec:
         let a = allocate_cluster_ip(&used).unwrap();
         assert_eq!(a, Ipv4Addr::new(10, 96, 0, 10));
         used.insert(a);
-        assert_eq!(allocate_cluster_ip(&used).unwrap(), Ipv4Addr::new(10, 96, 0, 11));
+        assert_eq!(
+            allocate_cluster_ip(&used).unwrap(),
+            Ipv4Addr::new(10, 96, 0, 11)
+        );
         let long = netns_name("s", &"x".repeat(100));
         assert!(long.len() <= 64 && long.starts_with("ms-s."));
         assert_eq!(netns_name("s", "node1"), "ms-s.node1");

@@ -31,19 +31,29 @@ pub struct Tools {
 impl Tools {
     /// Finds the tools, naming the package to install when one is missing.
     pub fn find() -> Result<Tools> {
-        let ip = which("ip").ok_or(SandboxError::MissingTool { tool: "ip", package: "iproute2" })?;
+        let ip = which("ip").ok_or(SandboxError::MissingTool {
+            tool: "ip",
+            package: "iproute2",
+        })?;
         let iptables_restore = which("iptables-restore").ok_or(SandboxError::MissingTool {
             tool: "iptables-restore",
             package: "iptables",
         })?;
-        Ok(Tools { ip, iptables_restore })
+        Ok(Tools {
+            ip,
+            iptables_restore,
+        })
     }
 }
 
 /// Fails unless running as root.
 pub fn require_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 { Ok(()) } else { Err(SandboxError::NotRoot) }
+    if unsafe { libc::geteuid() } == 0 {
+        Ok(())
+    } else {
+        Err(SandboxError::NotRoot)
+    }
 }
 
 /// Looks `name` up in PATH and the sbin folders (often missing from a
@@ -59,7 +69,7 @@ fn which(name: &str) -> Option<PathBuf> {
 /// Runs a command, feeding `stdin`, and fails with its stderr unless it
 /// exits 0.
 pub fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
-    let describe = || {
+    let line = {
         let mut s = cmd.get_program().to_string_lossy().into_owned();
         for a in cmd.get_args() {
             s.push(' ');
@@ -67,10 +77,17 @@ pub fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
         }
         s
     };
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(SandboxError::io(format!("running {}", describe())))?;
+    let describe = || line.clone();
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(SandboxError::io(format!("running {}", describe())))?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // A failed write shows up as the command's own error below.
         let _ = pipe.write_all(input.as_bytes());
@@ -88,7 +105,10 @@ pub fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
         if stderr.is_empty() {
             stderr = out.status.to_string();
         }
-        Err(SandboxError::Command { command: describe(), stderr })
+        Err(SandboxError::Command {
+            command: describe(),
+            stderr,
+        })
     }
 }
 
@@ -110,7 +130,9 @@ pub fn ip_batch(tools: &Tools, netns: Option<&str>, lines: &[String], force: boo
 
 /// Namespace names under /run/netns starting with `prefix`.
 pub fn list_netns(prefix: &str) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(NETNS_RUN_DIR) else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir(NETNS_RUN_DIR) else {
+        return Vec::new();
+    };
     let mut names: Vec<String> = dir
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.starts_with(prefix))
@@ -155,7 +177,10 @@ pub fn create_nodes(tools: &Tools, cluster: &Cluster, nodes: &[Node]) -> Result<
     for n in nodes {
         // The veth is created inside the fabric with its peer moved straight
         // into the node: it never exists in the host namespace.
-        fabric.push(format!("link add {} type veth peer name eth0 netns {}", n.name, n.netns));
+        fabric.push(format!(
+            "link add {} type veth peer name eth0 netns {}",
+            n.name, n.netns
+        ));
         fabric.push(format!("link set {} master br0", n.name));
         fabric.push(format!("link set {} up", n.name));
     }
@@ -167,7 +192,11 @@ pub fn create_nodes(tools: &Tools, cluster: &Cluster, nodes: &[Node]) -> Result<
             format!("addr add {}/{NODE_CIDR_PREFIX} dev eth0", n.ip),
         ];
         for other in nodes.iter().filter(|o| o.name != n.name) {
-            lines.push(format!("route add {} via {} dev eth0", other.pod_cidr(), other.ip));
+            lines.push(format!(
+                "route add {} via {} dev eth0",
+                other.pod_cidr(),
+                other.ip
+            ));
         }
         ip_batch(tools, Some(&n.netns), &lines, false)?;
         sysctl(&n.netns, "net.ipv4.ip_forward", "1")?;
@@ -178,12 +207,18 @@ pub fn create_nodes(tools: &Tools, cluster: &Cluster, nodes: &[Node]) -> Result<
 /// Creates the namespaces and links of new pods: one `ip` call for the
 /// namespaces, one per node, one per pod.
 pub fn create_pods(tools: &Tools, cluster: &Cluster, pods: &[&Pod]) -> Result<()> {
-    let adds: Vec<String> = pods.iter().map(|p| format!("netns add {}", p.netns)).collect();
+    let adds: Vec<String> = pods
+        .iter()
+        .map(|p| format!("netns add {}", p.netns))
+        .collect();
     ip_batch(tools, None, &adds, false)?;
     for node in &cluster.nodes {
         let mut lines = Vec::new();
         for p in pods.iter().filter(|p| p.node == node.name) {
-            lines.push(format!("link add {} type veth peer name eth0 netns {}", p.veth, p.netns));
+            lines.push(format!(
+                "link add {} type veth peer name eth0 netns {}",
+                p.veth, p.netns
+            ));
             lines.push(format!("addr add {}/32 dev {}", node.gateway(), p.veth));
             lines.push(format!("link set {} up", p.veth));
             lines.push(format!("route add {}/32 dev {}", p.ip, p.veth));
@@ -191,10 +226,9 @@ pub fn create_pods(tools: &Tools, cluster: &Cluster, pods: &[&Pod]) -> Result<()
         ip_batch(tools, Some(&node.netns), &lines, false)?;
     }
     for p in pods {
-        let gw = cluster
-            .node(&p.node)
-            .map(|n| n.gateway())
-            .ok_or_else(|| SandboxError::Invalid(format!("pod {} is on unknown node {}", p.key(), p.node)))?;
+        let gw = cluster.node(&p.node).map(|n| n.gateway()).ok_or_else(|| {
+            SandboxError::Invalid(format!("pod {} is on unknown node {}", p.key(), p.node))
+        })?;
         let lines = vec![
             "link set lo up".to_string(),
             "link set eth0 up".to_string(),

@@ -46,9 +46,17 @@ pub fn alive(p: ProcId) -> bool {
 /// Environment of a container: PATH (sandbox binaries first), HOME,
 /// HOSTNAME, then the container's `env` in order, with `$(VAR)` references
 /// to earlier variables expanded and downward-API fields filled in.
-pub fn container_env(pod: &Pod, node: &Node, c: &Container, bin_dir: &Path) -> Vec<(String, String)> {
+pub fn container_env(
+    pod: &Pod,
+    node: &Node,
+    c: &Container,
+    bin_dir: &Path,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), format!("{}:{SYSTEM_PATH}", bin_dir.display())),
+        (
+            "PATH".into(),
+            format!("{}:{SYSTEM_PATH}", bin_dir.display()),
+        ),
         ("HOME".into(), "/root".into()),
         ("HOSTNAME".into(), pod.name.clone()),
     ];
@@ -117,7 +125,11 @@ pub fn expand(s: &str, env: &[(String, String)]) -> String {
 /// `args` are run as the command: there are no images to supply an
 /// entrypoint.
 pub fn container_argv(c: &Container, env: &[(String, String)]) -> Vec<String> {
-    c.command.iter().chain(c.args.iter()).map(|a| expand(a, env)).collect()
+    c.command
+        .iter()
+        .chain(c.args.iter())
+        .map(|a| expand(a, env))
+        .collect()
 }
 
 /// Starts a container's process in the pod's namespace, detached in its own
@@ -133,7 +145,11 @@ pub fn spawn(
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(SandboxError::io(ctx()))?;
     }
-    let out = OpenOptions::new().create(true).append(true).open(log).map_err(SandboxError::io(ctx()))?;
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(SandboxError::io(ctx()))?;
     let err = out.try_clone().map_err(SandboxError::io(ctx()))?;
     let mut cmd = Command::new(&tools.ip);
     // `ip netns exec` also bind-mounts /etc/netns/<ns>/{hosts,resolv.conf}
@@ -173,14 +189,21 @@ pub fn bound_ports(pid: i32) -> BTreeSet<(&'static str, u16)> {
         ("udp", "udp", None),
         ("udp6", "udp", None),
     ] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else { continue };
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else { continue };
+            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else {
+                continue;
+            };
             if want_state.is_some_and(|w| w != *state) {
                 continue;
             }
-            let port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            let port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
             if let Some(port) = port {
                 ports.insert((proto, port));
             }
@@ -195,7 +218,9 @@ pub fn ready(pod: &Pod, containers: &[Container]) -> bool {
     if !procs.iter().all(|p| alive(*p)) {
         return false;
     }
-    let Some(first) = procs.first() else { return true };
+    let Some(first) = procs.first() else {
+        return true;
+    };
     let bound = bound_ports(first.pid);
     containers.iter().flat_map(|c| &c.ports).all(|p| {
         let proto = protocol(p.protocol.as_deref()).unwrap_or("tcp");
@@ -218,9 +243,15 @@ pub fn pids_in_netns(names: &[String]) -> BTreeMap<i32, String> {
     if wanted.is_empty() {
         return found;
     }
-    let Ok(dir) = std::fs::read_dir("/proc") else { return found };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if let Some(ns) = netns_ino(&entry.path().join("ns/net")).and_then(|i| wanted.get(&i)) {
@@ -242,12 +273,18 @@ fn signal(p: ProcId, sig: i32) {
 /// stopping are caught too.
 pub fn stop(names: &[String], extra: &[ProcId]) {
     let collect = || -> Vec<ProcId> {
-        let mut v: Vec<ProcId> = pids_in_netns(names).keys().filter_map(|p| proc_id(*p)).collect();
+        let mut v: Vec<ProcId> = pids_in_netns(names)
+            .keys()
+            .filter_map(|p| proc_id(*p))
+            .collect();
         v.extend(extra.iter().copied().filter(|p| alive(*p)));
         v.retain(|p| p.pid != std::process::id() as i32);
         v
     };
-    for (round, sig) in [libc::SIGTERM, libc::SIGKILL, libc::SIGKILL].into_iter().enumerate() {
+    for (round, sig) in [libc::SIGTERM, libc::SIGKILL, libc::SIGKILL]
+        .into_iter()
+        .enumerate()
+    {
         let procs = collect();
         if procs.is_empty() {
             return;
@@ -255,7 +292,11 @@ pub fn stop(names: &[String], extra: &[ProcId]) {
         for p in &procs {
             signal(*p, sig);
         }
-        let wait = if round == 0 { GRACE } else { Duration::from_secs(1) };
+        let wait = if round == 0 {
+            GRACE
+        } else {
+            Duration::from_secs(1)
+        };
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline && procs.iter().any(|p| alive(*p)) {
             std::thread::sleep(Duration::from_millis(25));
@@ -293,14 +334,24 @@ mod tests {
     }
 
     fn node() -> Node {
-        Node { name: "node2".into(), index: 2, ip: Ipv4Addr::new(172, 18, 0, 3), netns: "n".into(), next_host: 2 }
+        Node {
+            name: "node2".into(),
+            index: 2,
+            ip: Ipv4Addr::new(172, 18, 0, 3),
+            netns: "n".into(),
+            next_host: 2,
+        }
     }
 
     fn field(name: &str, path: &str) -> EnvVar {
         EnvVar {
             name: name.into(),
             value: None,
-            value_from: Some(EnvVarSource { field_ref: Some(FieldRef { field_path: path.into() }) }),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(FieldRef {
+                    field_path: path.into(),
+                }),
+            }),
         }
     }
 
@@ -313,7 +364,11 @@ mod tests {
                 field("POD_IP", "status.podIP"),
                 field("NODE", "spec.nodeName"),
                 field("SA", "spec.serviceAccountName"),
-                EnvVar { name: "URL".into(), value: Some("http://$(POD_IP):80/$$(x)$(NOPE)".into()), value_from: None },
+                EnvVar {
+                    name: "URL".into(),
+                    value: Some("http://$(POD_IP):80/$$(x)$(NOPE)".into()),
+                    value_from: None,
+                },
             ],
             command: vec!["meshctl".into(), "--v=$(VERSION)".into()],
             ..Default::default()
@@ -334,6 +389,9 @@ mod tests {
     fn own_process_is_alive_and_identified() {
         let me = proc_id(std::process::id() as i32).unwrap();
         assert!(alive(me));
-        assert!(!alive(ProcId { pid: me.pid, start: me.start + 1 }));
+        assert!(!alive(ProcId {
+            pid: me.pid,
+            start: me.start + 1
+        }));
     }
 }

@@ -44,9 +44,15 @@ pub fn lock(dir: &Path, name: &str, create: bool) -> Result<StateLock> {
             if !create {
                 return Err(SandboxError::NotUp(name.to_string()));
             }
-            std::fs::create_dir_all(dir).map_err(SandboxError::io(format!("creating {}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(SandboxError::io(format!("creating {}", dir.display())))?;
         }
-        let file = match File::options().create(true).truncate(false).write(true).open(&path) {
+        let file = match File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        {
             Ok(f) => f,
             // Removed between the check and the open: a teardown raced us.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -127,8 +133,13 @@ pub fn save(dir: &Path, cluster: &Cluster) -> Result<()> {
     write_atomic(&state_file(dir), &text)?;
     let mut pods = Vec::new();
     for pod in cluster.pods.values() {
-        let Some(node) = cluster.node(&pod.node) else { continue };
-        pods.push((PathBuf::from(&pod.namespace).join(format!("{}.yaml", pod.name)), pod_object(pod, node)));
+        let Some(node) = cluster.node(&pod.node) else {
+            continue;
+        };
+        pods.push((
+            PathBuf::from(&pod.namespace).join(format!("{}.yaml", pod.name)),
+            pod_object(pod, node),
+        ));
     }
     sync_folder(&dir.join("pods"), pods)?;
     let manifests = cluster
@@ -159,9 +170,13 @@ fn sync_folder(root: &Path, files: Vec<(PathBuf, Value)>) -> Result<()> {
         }
         wanted.insert(path);
     }
-    let Ok(subdirs) = std::fs::read_dir(root) else { return Ok(()) };
+    let Ok(subdirs) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
     for sub in subdirs.flatten() {
-        let Ok(entries) = std::fs::read_dir(sub.path()) else { continue };
+        let Ok(entries) = std::fs::read_dir(sub.path()) else {
+            continue;
+        };
         for e in entries.flatten() {
             if !wanted.contains(&e.path()) {
                 let _ = std::fs::remove_file(e.path());
@@ -199,7 +214,11 @@ pub fn pod_object(pod: &Pod, node: &Node) -> Value {
         s.insert("nodeName".into(), json!(node.name));
         s.insert("serviceAccountName".into(), json!(pod.service_account));
     }
-    let ready = if pod.ready && pod.phase == Phase::Running { "True" } else { "False" };
+    let ready = if pod.ready && pod.phase == Phase::Running {
+        "True"
+    } else {
+        "False"
+    };
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -238,7 +257,12 @@ pub fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -256,7 +280,13 @@ mod tests {
 
     #[test]
     fn pod_yaml_is_a_kubernetes_pod() {
-        let node = Node { name: "node2".into(), index: 2, ip: Ipv4Addr::new(172, 18, 0, 3), netns: "n".into(), next_host: 2 };
+        let node = Node {
+            name: "node2".into(),
+            index: 2,
+            ip: Ipv4Addr::new(172, 18, 0, 3),
+            netns: "n".into(),
+            next_host: 2,
+        };
         let pod = Pod {
             name: "orders-abc".into(),
             namespace: "shop".into(),
@@ -268,7 +298,11 @@ mod tests {
             labels: [("app".to_string(), "orders".to_string())].into(),
             annotations: Default::default(),
             service_account: "orders".into(),
-            owner: Some(PodOwner { deployment: "orders".into(), template_hash: "h".into(), replicaset_uid: "r".into() }),
+            owner: Some(PodOwner {
+                deployment: "orders".into(),
+                template_hash: "h".into(),
+                replicaset_uid: "r".into(),
+            }),
             spec: json!({"containers": [{"name": "c", "ports": [{"containerPort": 8080}]}]}),
             spec_hash: String::new(),
             containers: vec![],
@@ -284,6 +318,9 @@ mod tests {
         assert_eq!(back["status"]["podIP"], "10.244.2.7");
         assert_eq!(back["status"]["hostIP"], "172.18.0.3");
         assert_eq!(back["metadata"]["ownerReferences"][0]["name"], "orders-h");
-        assert_eq!(back["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
+        assert_eq!(
+            back["spec"]["containers"][0]["ports"][0]["containerPort"],
+            8080
+        );
     }
 }

@@ -1,0 +1,302 @@
+//! The admin endpoint (HTTP/1.1, port 15014): `/metrics`, `/ready` and `/debug/config_dump`.
+//!
+//! Metrics are recorded through the `metrics` facade; the Prometheus recorder installed by
+//! [`install_metrics`] renders them here, so there is no second listener.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use api::workload::{Address, GatewayAddress, Service, Workload, address, gateway_address};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::translate::Snapshot;
+
+/// Errors of the admin endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Another metrics recorder is already installed in this process.
+    #[error("a metrics recorder is already installed")]
+    RecorderInstalled,
+}
+
+/// Installs the process-wide Prometheus recorder and describes the controller's metrics.
+pub fn install_metrics() -> Result<PrometheusHandle, AdminError> {
+    let recorder = PrometheusBuilder::new()
+        // Explicit buckets render the push latency as a histogram (aggregatable across
+        // replicas) rather than a summary.
+        .set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        .map_err(|_| AdminError::RecorderInstalled)?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|_| AdminError::RecorderInstalled)?;
+    crate::xds::metrics::describe();
+    crate::ca::metrics::describe();
+    Ok(handle)
+}
+
+/// Whether the controller is ready: set once the first translated snapshot is being served.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the controller ready.
+    pub fn set_ready(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Readiness::set_ready`] was called.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What the admin endpoint reads.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// The snapshot being served, for `/debug/config_dump`.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Answers `/ready`.
+    pub readiness: Readiness,
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let state = Arc::new(state);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&req, &state)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(tcp), service);
+            // Idle or slow admin clients must not hold a task forever.
+            match tokio::time::timeout(Duration::from_secs(60), conn).await {
+                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "admin connection error"),
+                Err(_) => tracing::debug!(%remote, "admin connection timed out"),
+                Ok(Ok(())) => {}
+            }
+        });
+    }
+}
+
+/// Answers one admin request.
+pub fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, state.metrics.render());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        "/ready" => {
+            if state.readiness.is_ready() {
+                text(StatusCode::OK, "ready\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
+            }
+        }
+        "/debug/config_dump" => {
+            let snapshot = state.snapshots.borrow().clone();
+            let body = serde_json::to_string_pretty(&config_dump(&snapshot))
+                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+            let mut response = text(StatusCode::OK, body);
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+/// The snapshot as JSON: type URL → name → `{version, resource}`. Workload API addresses are
+/// mapped field by field; other types are rendered from their `Debug` form. The snapshot
+/// holds no key material, so nothing needs redacting.
+pub fn config_dump(snapshot: &Snapshot) -> Value {
+    let mut types = serde_json::Map::new();
+    for (type_url, resources) in &snapshot.resources {
+        let mut named = serde_json::Map::new();
+        for (name, resource) in resources {
+            named.insert(
+                name.clone(),
+                json!({
+                    "version": resource.version,
+                    "resource": decode(type_url, &resource.body),
+                }),
+            );
+        }
+        types.insert(type_url.clone(), Value::Object(named));
+    }
+    Value::Object(types)
+}
+
+fn decode(type_url: &str, body: &api::prost_types::Any) -> Value {
+    match type_url {
+        api::ADDRESS_TYPE_URL => match api::unpack::<Address>(body) {
+            Ok(Address {
+                r#type: Some(address::Type::Workload(w)),
+            }) => json!({ "workload": workload(&w) }),
+            Ok(Address {
+                r#type: Some(address::Type::Service(s)),
+            }) => json!({ "service": service(&s) }),
+            Ok(Address { r#type: None }) => Value::Null,
+            Err(e) => json!({ "error": e.to_string() }),
+        },
+        api::AUTHORIZATION_TYPE_URL => match api::unpack::<api::security::Authorization>(body) {
+            Ok(policy) => json!({ "debug": format!("{policy:?}") }),
+            Err(e) => json!({ "error": e.to_string() }),
+        },
+        _ => json!({ "type_url": body.type_url, "bytes": body.value.len() }),
+    }
+}
+
+fn ip(bytes: &[u8]) -> String {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).map(|b| IpAddr::from(b).to_string()),
+        16 => <[u8; 16]>::try_from(bytes).map(|b| IpAddr::from(b).to_string()),
+        _ => return format!("invalid({} bytes)", bytes.len()),
+    }
+    .unwrap_or_default()
+}
+
+fn gateway(g: &Option<GatewayAddress>) -> Value {
+    match g
+        .as_ref()
+        .and_then(|g| g.destination.as_ref().map(|d| (g, d)))
+    {
+        Some((g, gateway_address::Destination::Hostname(h))) => {
+            json!({ "hostname": format!("{}/{}", h.namespace, h.hostname), "hbone_mtls_port": g.hbone_mtls_port })
+        }
+        Some((g, gateway_address::Destination::Address(a))) => {
+            json!({ "address": format!("{}/{}", a.network, ip(&a.address)), "hbone_mtls_port": g.hbone_mtls_port })
+        }
+        None => Value::Null,
+    }
+}
+
+fn workload(w: &Workload) -> Value {
+    let services: serde_json::Map<String, Value> = w
+        .services
+        .iter()
+        .map(|(svc, ports)| {
+            let ports: Vec<Value> = ports
+                .ports
+                .iter()
+                .map(|p| json!({ "service_port": p.service_port, "target_port": p.target_port }))
+                .collect();
+            (svc.clone(), Value::Array(ports))
+        })
+        .collect();
+    json!({
+        "uid": w.uid,
+        "name": w.name,
+        "namespace": w.namespace,
+        "addresses": w.addresses.iter().map(|a| ip(a)).collect::<Vec<_>>(),
+        "network": w.network,
+        "node": w.node,
+        "trust_domain": w.trust_domain,
+        "service_account": w.service_account,
+        "tunnel_protocol": api::workload::TunnelProtocol::try_from(w.tunnel_protocol)
+            .map(|p| p.as_str_name().to_owned())
+            .unwrap_or_else(|_| w.tunnel_protocol.to_string()),
+        "workload_name": w.workload_name,
+        "canonical_name": w.canonical_name,
+        "canonical_revision": w.canonical_revision,
+        "cluster_id": w.cluster_id,
+        "waypoint": gateway(&w.waypoint),
+        "services": services,
+        "authorization_policies": w.authorization_policies,
+    })
+}
+
+fn service(s: &Service) -> Value {
+    json!({
+        "name": s.name,
+        "namespace": s.namespace,
+        "hostname": s.hostname,
+        "addresses": s.addresses.iter().map(|a| format!("{}/{}", a.network, ip(&a.address))).collect::<Vec<_>>(),
+        "ports": s.ports.iter().map(|p| json!({ "service_port": p.service_port, "target_port": p.target_port })).collect::<Vec<_>>(),
+        "subject_alt_names": s.subject_alt_names,
+        "waypoint": gateway(&s.waypoint),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::Resource;
+
+    #[test]
+    fn dumps_workloads() {
+        let address = Address {
+            r#type: Some(address::Type::Workload(Workload {
+                name: "web-1".into(),
+                namespace: "app".into(),
+                addresses: vec![vec![10, 0, 0, 7]],
+                tunnel_protocol: api::workload::TunnelProtocol::Hbone as i32,
+                ..Default::default()
+            })),
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot
+            .resources
+            .entry(api::ADDRESS_TYPE_URL.into())
+            .or_default()
+            .insert(
+                "Kubernetes//Pod/app/web-1".into(),
+                Resource {
+                    version: "v1".into(),
+                    body: api::pack(&address),
+                },
+            );
+        let dump = config_dump(&snapshot);
+        let w = &dump[api::ADDRESS_TYPE_URL]["Kubernetes//Pod/app/web-1"];
+        assert_eq!(w["version"], "v1");
+        assert_eq!(w["resource"]["workload"]["addresses"][0], "10.0.0.7");
+        assert_eq!(w["resource"]["workload"]["tunnel_protocol"], "HBONE");
+    }
+}

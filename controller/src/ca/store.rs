@@ -1,0 +1,159 @@
+//! Where the CA's signing material comes from: a root generated on first start and persisted,
+//! or an intermediate plugged in from files in Istio's "plug-in CA" layout.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hbone::Authority;
+use hbone::cert::{certificate_to_pem, certificates_from_pem};
+
+use super::CaError;
+
+/// Self-signed root certificate (also the published trust bundle).
+pub const ROOT_CERT: &str = "root-cert.pem";
+/// Key of a generated self-signed root.
+pub const ROOT_KEY: &str = "root-key.pem";
+/// Plugged-in signing certificate (an intermediate).
+pub const CA_CERT: &str = "ca-cert.pem";
+/// Key of the plugged-in signing certificate.
+pub const CA_KEY: &str = "ca-key.pem";
+/// Chain from the plugged-in certificate up towards the root.
+pub const CERT_CHAIN: &str = "cert-chain.pem";
+
+/// Lifetime of a generated root.
+pub const ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// How the signing authority was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Generated now and written to the CA directory.
+    Generated,
+    /// A self-signed root read back from the CA directory.
+    Reloaded,
+    /// An intermediate plugged in from `ca-cert.pem` / `ca-key.pem`.
+    PluggedIn,
+    /// Generated in memory only (no CA directory): lost on restart.
+    Ephemeral,
+}
+
+/// Loads the CA from `dir`, generating and persisting a root on first start.
+///
+/// With `ca-cert.pem` and `ca-key.pem` present, they sign (the plug-in layout), with
+/// `cert-chain.pem` supplying the certificates above them and `root-cert.pem` the roots.
+/// Otherwise `root-cert.pem` + `root-key.pem` are a self-signed root; if neither exists a
+/// new ECDSA P-256 root is generated and written (the key with mode 0600).
+pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<(Authority, Origin), CaError> {
+    if dir.join(CA_CERT).exists() || dir.join(CA_KEY).exists() {
+        return Ok((load_plugged_in(dir)?, Origin::PluggedIn));
+    }
+    let cert_path = dir.join(ROOT_CERT);
+    let key_path = dir.join(ROOT_KEY);
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => {
+            let key = read(&key_path)?;
+            let roots = read(&cert_path)?;
+            // The first certificate of root-cert.pem signs; any others are published too
+            // (old or next roots during a rotation).
+            let signer = certificates_from_pem(&roots, "CA root")?;
+            let own = certificate_to_pem(&signer[0]);
+            Ok((Authority::from_pem(&key, &own, &roots)?, Origin::Reloaded))
+        }
+        (false, false) => {
+            let authority = Authority::generate_root(trust_domain, ROOT_TTL)?;
+            std::fs::create_dir_all(dir).map_err(|e| CaError::io(dir, e))?;
+            // Key first: a crash in between leaves a key without a certificate, which the
+            // next start reports instead of silently generating a second root.
+            write_atomic(&key_path, authority.key_pem(), 0o600)?;
+            write_atomic(&cert_path, &authority.root_pem(), 0o644)?;
+            Ok((authority, Origin::Generated))
+        }
+        _ => Err(CaError::Incomplete(dir.to_path_buf())),
+    }
+}
+
+/// Reads the plug-in layout.
+fn load_plugged_in(dir: &Path) -> Result<Authority, CaError> {
+    let key = read(&dir.join(CA_KEY))?;
+    let cert = read(&dir.join(CA_CERT))?;
+    let roots = read(&dir.join(ROOT_CERT))?;
+    let root_ders = certificates_from_pem(&roots, "CA roots")?;
+    let own = certificates_from_pem(&cert, "CA certificate")?;
+    // cert-chain.pem conventionally repeats ca-cert.pem and may end with the root: keep only
+    // the intermediates between them.
+    let mut chain = cert.clone();
+    let chain_path = dir.join(CERT_CHAIN);
+    if chain_path.exists() {
+        for der in certificates_from_pem(&read(&chain_path)?, "CA certificate chain")? {
+            if !own.contains(&der) && !root_ders.contains(&der) {
+                chain.push_str(&certificate_to_pem(&der));
+            }
+        }
+    }
+    Ok(Authority::from_pem(&key, &chain, &roots)?)
+}
+
+/// Persists `roots` (the signing root first) as the published bundle, after a rotation step.
+pub fn write_roots(dir: &Path, roots_pem: &[String]) -> Result<(), CaError> {
+    write_atomic(&dir.join(ROOT_CERT), &roots_pem.concat(), 0o644)
+}
+
+/// Persists a new signing root's key (root rotation), mode 0600.
+pub fn write_key(dir: &Path, key_pem: &str) -> Result<(), CaError> {
+    write_atomic(&dir.join(ROOT_KEY), key_pem, 0o600)
+}
+
+fn read(path: &Path) -> Result<String, CaError> {
+    std::fs::read_to_string(path).map_err(|e| CaError::io(path, e))
+}
+
+/// Writes through a temporary file and a rename, so readers never see half a file.
+fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), CaError> {
+    let tmp: PathBuf = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| CaError::io(&tmp, e))?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| CaError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| CaError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ca-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn generates_then_reloads() {
+        let dir = temp_dir("gen");
+        let (first, origin) = load_or_create(&dir, "cluster.local").unwrap();
+        assert_eq!(origin, Origin::Generated);
+        let mode = std::fs::metadata(dir.join(ROOT_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (second, origin) = load_or_create(&dir, "cluster.local").unwrap();
+        assert_eq!(origin, Origin::Reloaded);
+        assert_eq!(first.roots(), second.roots());
+        std::fs::remove_file(dir.join(ROOT_CERT)).unwrap();
+        assert!(matches!(
+            load_or_create(&dir, "cluster.local"),
+            Err(CaError::Incomplete(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,126 @@
+//! The controller's config model: the Kubernetes objects it reads, and one
+//! [`Index`] of them that every source (files, Kubernetes) feeds.
+
+mod index;
+mod istio;
+mod kube;
+mod parse;
+mod problem;
+
+pub use index::{Index, Stored};
+pub use istio::{
+    AuthorizationPolicy, AuthorizationPolicySpec, AuthorizationRule, Condition, MutualTls,
+    Operation, PeerAuthentication, PeerAuthenticationSpec, PolicyTargetReference, RuleFrom,
+    RuleTo, Source, WorkloadSelector,
+};
+pub use kube::{
+    Container, ContainerPort, Gateway, GatewayInfrastructure, GatewaySpec, IntOrString, Listener,
+    Namespace, ObjectMeta, OwnerReference, Pod, PodIp, PodSpec, PodStatus, Service, ServicePort,
+    ServiceSpec,
+};
+pub use parse::{Parsed, parse_documents};
+pub use problem::Problem;
+
+/// Kinds kept as raw JSON: stored and listed, translated by a later step.
+pub const RAW_KINDS: &[&str] = &[
+    "HTTPRoute",
+    "GRPCRoute",
+    "VirtualService",
+    "DestinationRule",
+    "TrafficSplit",
+    "ServiceProfile",
+    "EnvoyFilter",
+];
+
+/// Identity of an object: kind, namespace (empty for cluster-scoped kinds), name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Kind, e.g. `Pod`.
+    pub kind: String,
+    /// Namespace; empty for `Namespace` objects.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Builds a key.
+    pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
+        Self {
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// A decoded object of one of the kinds the controller understands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    /// `v1/Namespace`.
+    Namespace(Namespace),
+    /// `v1/Pod`.
+    Pod(Pod),
+    /// `v1/Service`.
+    Service(Service),
+    /// Gateway API `Gateway`.
+    Gateway(Gateway),
+    /// Istio `AuthorizationPolicy`.
+    AuthorizationPolicy(AuthorizationPolicy),
+    /// Istio `PeerAuthentication`.
+    PeerAuthentication(PeerAuthentication),
+    /// Any kind of [`RAW_KINDS`], kept verbatim.
+    Raw {
+        /// The object's kind.
+        kind: String,
+        /// The object's metadata (for its key).
+        metadata: ObjectMeta,
+        /// The whole object.
+        value: serde_json::Value,
+    },
+}
+
+impl Object {
+    /// The object's kind.
+    pub fn kind(&self) -> &str {
+        match self {
+            Object::Namespace(_) => "Namespace",
+            Object::Pod(_) => "Pod",
+            Object::Service(_) => "Service",
+            Object::Gateway(_) => "Gateway",
+            Object::AuthorizationPolicy(_) => "AuthorizationPolicy",
+            Object::PeerAuthentication(_) => "PeerAuthentication",
+            Object::Raw { kind, .. } => kind,
+        }
+    }
+
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Namespace(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::AuthorizationPolicy(o) => &o.metadata,
+            Object::PeerAuthentication(o) => &o.metadata,
+            Object::Raw { metadata, .. } => metadata,
+        }
+    }
+
+    /// The object's key. Namespaced kinds without a namespace were already
+    /// defaulted to `default` when parsed.
+    pub fn key(&self) -> ObjectKey {
+        let m = self.metadata();
+        ObjectKey::new(self.kind(), &m.namespace, &m.name)
+    }
+}

@@ -1,0 +1,327 @@
+//! Decoding manifests (multi-document YAML, JSON, `kind: List`) into objects.
+//!
+//! Each document is decoded on its own so that one bad document is reported
+//! (file, document index, field path, line and column) and skipped while the
+//! others load.
+
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+
+use super::{Object, ObjectMeta, Problem, RAW_KINDS};
+
+/// What one file yields.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Parsed {
+    /// Objects of the kinds the controller reads (others are ignored).
+    pub objects: Vec<Object>,
+    /// One problem per document (or list item) that could not be decoded.
+    pub problems: Vec<Problem>,
+}
+
+/// Decodes every document of `text`, read from `origin`. `json` turns off
+/// splitting at `---` lines (JSON is read with the YAML parser, of which it is
+/// a subset).
+pub fn parse_documents(origin: &str, text: &str, json: bool) -> Parsed {
+    let mut parsed = Parsed::default();
+    let chunks = if json {
+        vec![(0, text.to_string())]
+    } else {
+        split_documents(text)
+    };
+    for (doc, (first_line, chunk)) in chunks.iter().enumerate() {
+        let ctx = DocContext {
+            origin,
+            doc,
+            first_line: *first_line,
+        };
+        parse_document(&ctx, chunk, &mut parsed);
+    }
+    parsed
+}
+
+/// Where a document sits in its file, for messages.
+struct DocContext<'a> {
+    origin: &'a str,
+    doc: usize,
+    /// Lines before the document's first line.
+    first_line: usize,
+}
+
+/// Splits a YAML stream at `---` lines. Returns (lines before the document,
+/// document text). Splitting by hand (instead of the parser's document
+/// iterator) lets a syntax error in one document leave the others readable.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut current = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let is_marker = line.starts_with("---")
+            && line[3..].chars().next().is_none_or(char::is_whitespace);
+        if is_marker {
+            docs.push((start, std::mem::take(&mut current)));
+            start = n;
+            // `--- {a: 1}` carries content on the marker line itself; keep
+            // it, and keep the line count so locations stay right.
+            current.push_str(&line[3..]);
+            current.push('\n');
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    docs.push((start, current));
+    docs
+}
+
+/// True when a document holds nothing but blank lines, comments and markers.
+fn is_empty_document(chunk: &str) -> bool {
+    chunk.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "..." || t.starts_with('%')
+    })
+}
+
+/// A document's text, or one item of a `List`.
+enum Src<'a> {
+    Text(&'a str),
+    Item(&'a Value),
+}
+
+fn decode<T: DeserializeOwned>(src: &Src<'_>) -> Result<T, serde_yaml_ng::Error> {
+    match src {
+        Src::Text(t) => serde_yaml_ng::from_str(t),
+        // Decoding from text (not from the value) keeps the field path in
+        // errors; the item's own line numbers are not meaningful and are
+        // dropped by the caller.
+        Src::Item(v) => serde_yaml_ng::from_str(&serde_yaml_ng::to_string(*v)?),
+    }
+}
+
+fn parse_document(ctx: &DocContext<'_>, chunk: &str, out: &mut Parsed) {
+    // Documents counted from 0 in messages would confuse people; use 1-based.
+    let doc_no = ctx.doc + 1;
+    if is_empty_document(chunk) {
+        return;
+    }
+    let value: Value = match serde_yaml_ng::from_str(chunk) {
+        Ok(v) => v,
+        Err(e) => {
+            out.problems.push(error_problem(ctx, None, &e, ""));
+            return;
+        }
+    };
+    if value.is_null() {
+        return;
+    }
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+    if kind == "List" || (kind.ends_with("List") && value.get("items").is_some()) {
+        let Some(items) = value.get("items").and_then(Value::as_sequence) else {
+            // A List without items is an empty list.
+            return;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let prefix = format!("items[{i}]");
+            if let Err(e) = decode_object(&Src::Item(item), item, out) {
+                out.problems
+                    .push(error_problem(ctx, Some(item), &e, &prefix).with_doc(doc_no));
+            }
+        }
+        return;
+    }
+    if let Err(e) = decode_object(&Src::Text(chunk), &value, out) {
+        out.problems
+            .push(error_problem(ctx, Some(&value), &e, "").with_doc(doc_no));
+    }
+}
+
+/// Decodes one object (if it is of a kind the controller reads) into `out`.
+fn decode_object(src: &Src<'_>, value: &Value, out: &mut Parsed) -> Result<(), serde_yaml_ng::Error> {
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let object = match kind {
+        "Namespace" => Object::Namespace(decode(src)?),
+        "Pod" => Object::Pod(decode(src)?),
+        "Service" => Object::Service(decode(src)?),
+        // Istio's own networking.istio.io Gateway shares the kind name but
+        // not the shape; only the Gateway API one can be a waypoint.
+        "Gateway" if api_version.starts_with("gateway.networking.k8s.io/") => {
+            Object::Gateway(decode(src)?)
+        }
+        "AuthorizationPolicy" if api_version.starts_with("security.istio.io/") => {
+            Object::AuthorizationPolicy(decode(src)?)
+        }
+        "PeerAuthentication" if api_version.starts_with("security.istio.io/") => {
+            Object::PeerAuthentication(decode(src)?)
+        }
+        k if RAW_KINDS.contains(&k) => {
+            let metadata: ObjectMeta = match value.get("metadata") {
+                Some(m) => serde_yaml_ng::from_value(m.clone())?,
+                None => ObjectMeta::default(),
+            };
+            let json = serde_json::to_value(value).map_err(|e| {
+                <serde_yaml_ng::Error as serde::de::Error>::custom(format!(
+                    "not representable as JSON: {e}"
+                ))
+            })?;
+            Object::Raw {
+                kind: k.to_string(),
+                metadata,
+                value: json,
+            }
+        }
+        // Deployments, ConfigMaps, ...: not the controller's business.
+        _ => return Ok(()),
+    };
+    out.objects.push(normalize(object)?);
+    Ok(())
+}
+
+/// Fills defaults (namespace `default`) and rejects objects without a name.
+fn normalize(mut object: Object) -> Result<Object, serde_yaml_ng::Error> {
+    let cluster_scoped = matches!(object, Object::Namespace(_));
+    let meta = match &mut object {
+        Object::Namespace(o) => &mut o.metadata,
+        Object::Pod(o) => &mut o.metadata,
+        Object::Service(o) => &mut o.metadata,
+        Object::Gateway(o) => &mut o.metadata,
+        Object::AuthorizationPolicy(o) => &mut o.metadata,
+        Object::PeerAuthentication(o) => &mut o.metadata,
+        Object::Raw { metadata, .. } => metadata,
+    };
+    if meta.name.is_empty() {
+        return Err(<serde_yaml_ng::Error as serde::de::Error>::custom(
+            "metadata.name: missing",
+        ));
+    }
+    if cluster_scoped {
+        meta.namespace.clear();
+    } else if meta.namespace.is_empty() {
+        meta.namespace = "default".to_string();
+    }
+    Ok(object)
+}
+
+impl Problem {
+    fn with_doc(mut self, doc: usize) -> Self {
+        self.message = format!("document {doc}: {}", self.message);
+        self
+    }
+}
+
+/// Turns a decoding error into a problem: the serde path becomes the field,
+/// and the location is made relative to the file.
+fn error_problem(
+    ctx: &DocContext<'_>,
+    value: Option<&Value>,
+    err: &serde_yaml_ng::Error,
+    prefix: &str,
+) -> Problem {
+    let meta = |k: &str| {
+        value
+            .and_then(|v| v.get("metadata"))
+            .and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let kind = value
+        .and_then(|v| v.get("kind"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (path, message) = split_error(&err.to_string());
+    let field = match (prefix.is_empty(), path.is_empty()) {
+        (true, _) => path,
+        (false, true) => prefix.to_string(),
+        (false, false) => format!("{prefix}.{path}"),
+    };
+    let mut message = message;
+    // Items of a List were re-decoded from a value and carry no location.
+    if let Some(loc) = err.location().filter(|_| prefix.is_empty()) {
+        message = format!(
+            "{message} (line {}, column {})",
+            loc.line() + ctx.first_line,
+            loc.column()
+        );
+    }
+    if value.is_none() {
+        message = format!("document {}: {message}", ctx.doc + 1);
+    }
+    let mut p = Problem::new(ctx.origin, kind, &meta("namespace"), &meta("name"))
+        .field(field)
+        .message(format!("{message}; document skipped"));
+    if kind.is_empty() {
+        p.kind.clear();
+    }
+    p
+}
+
+/// Splits serde_yaml_ng's `path: message at line L column C` into the path
+/// and the bare message (the location is re-added relative to the file).
+fn split_error(text: &str) -> (String, String) {
+    let stripped = strip_locations(text);
+    let text = stripped.as_str();
+    if let Some((path, rest)) = text.split_once(": ") {
+        let looks_like_path = !path.is_empty()
+            && path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-[]/".contains(c));
+        if looks_like_path {
+            return (path.to_string(), rest.to_string());
+        }
+    }
+    (String::new(), text.to_string())
+}
+
+/// Removes every ` at line N column M` (relative to the document, hence
+/// misleading in a multi-document file).
+fn strip_locations(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(" at line ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + " at line ".len()..];
+        let digits = |s: &str| s.len() - s.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let n = digits(after);
+        let tail = &after[n..];
+        match tail.strip_prefix(" column ") {
+            Some(col) if n > 0 => rest = &col[digits(col)..],
+            // Not a location after all: keep the text.
+            _ => {
+                out.push_str(" at line ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_documents_and_keeps_line_numbers() {
+        let docs = split_documents("a: 1\n---\nb: 2\n--- \n\nc: 3\n");
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[1].0, 1);
+        assert_eq!(docs[2].0, 3);
+        assert!(docs[2].1.contains("c: 3"));
+    }
+
+    #[test]
+    fn bad_field_names_path_and_line() {
+        let text = "kind: Pod\napiVersion: v1\nmetadata: {name: p}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n  - port: eighty\n";
+        let parsed = parse_documents("f.yaml", text, false);
+        assert_eq!(parsed.objects.len(), 1);
+        assert_eq!(parsed.problems.len(), 1);
+        let p = &parsed.problems[0];
+        assert_eq!(p.field, "spec.ports[0].port");
+        assert_eq!((p.kind.as_str(), p.name.as_str()), ("Service", "s"));
+        assert!(p.message.contains("line 11"), "{p}");
+        assert!(p.message.contains("document 2"), "{p}");
+    }
+}

@@ -1,0 +1,64 @@
+//! A problem found while loading or translating config.
+
+/// Something wrong with one object (or one document of a file): reported,
+/// and the object skipped, while the rest of the config keeps working.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    /// File path, or `kube` for objects from the Kubernetes API.
+    pub origin: String,
+    /// Kind of the object; empty when the document could not be read at all.
+    pub kind: String,
+    /// Namespace of the object (may be empty).
+    pub namespace: String,
+    /// Name of the object (may be empty).
+    pub name: String,
+    /// Path of the offending field (`spec.rules[0].from[0].source.principals[1]`), may be empty.
+    pub field: String,
+    /// What is wrong, and what happens as a result.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with the object `kind namespace/name` from `origin`.
+    pub fn new(origin: &str, kind: &str, namespace: &str, name: &str) -> Self {
+        Self {
+            origin: origin.to_string(),
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the field path.
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = field.into();
+        self
+    }
+
+    /// Sets the message.
+    pub fn message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+}
+
+/// `<origin>: <Kind> <ns>/<name>: field <field>: <message>`; parts that are
+/// unknown (a document that is not even YAML has no kind) are left out.
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:", self.origin)?;
+        if !self.kind.is_empty() || !self.name.is_empty() {
+            let kind = if self.kind.is_empty() { "object" } else { &self.kind };
+            if self.namespace.is_empty() {
+                write!(f, " {kind} {}:", self.name)?;
+            } else {
+                write!(f, " {kind} {}/{}:", self.namespace, self.name)?;
+            }
+        }
+        if !self.field.is_empty() {
+            write!(f, " field {}:", self.field)?;
+        }
+        write!(f, " {}", self.message)
+    }
+}

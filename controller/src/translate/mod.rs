@@ -1,0 +1,195 @@
+//! Translation of the [`Index`] into the xDS resources the controller serves:
+//! `istio.workload.Address` (workloads and services) and
+//! `istio.security.Authorization`.
+//!
+//! Translation is a pure function of the index ([`translate`]); the
+//! [`Translator`] adds one piece of memory, the last good translation of each
+//! policy, so that an invalid edit leaves the previous policy in force.
+
+mod authorization;
+mod peer_authentication;
+mod services;
+mod version;
+mod waypoints;
+mod workloads;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use api::prost_types::Any;
+use api::security::Authorization;
+use api::workload::{Address, address};
+
+use crate::model::{Index, ObjectKey};
+pub use crate::model::Problem;
+
+/// DNS suffix of Service hostnames (`<name>.<ns>.svc.cluster.local`).
+pub const DOMAIN_SUFFIX: &str = "cluster.local";
+
+/// Everything the controller serves, as xDS resources, keyed by type URL then
+/// resource name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// type URL → resource name → resource.
+    pub resources: BTreeMap<String, BTreeMap<String, Resource>>,
+}
+
+/// One xDS resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    /// Content hash (hex) of the resource: equal content, equal version.
+    pub version: String,
+    /// The resource, packed.
+    pub body: Any,
+}
+
+/// Settings of the translation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TranslateOptions {
+    /// SPIFFE trust domain of workload identities (`cluster.local`).
+    pub trust_domain: String,
+    /// Namespace whose policies apply mesh-wide (`istio-system`).
+    pub root_namespace: String,
+    /// Cluster name put in workload uids (`Kubernetes`).
+    pub cluster_id: String,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        Self {
+            trust_domain: "cluster.local".to_string(),
+            root_namespace: "istio-system".to_string(),
+            cluster_id: "Kubernetes".to_string(),
+        }
+    }
+}
+
+/// The result of a translation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translation {
+    /// The resources to serve.
+    pub snapshot: Snapshot,
+    /// Problems found in the index and during translation, in a stable order.
+    pub problems: Vec<Problem>,
+}
+
+/// Translates `index` statelessly: an invalid policy is simply skipped.
+pub fn translate(index: &Index, options: &TranslateOptions) -> Translation {
+    Translator::new(options.clone()).translate(index)
+}
+
+/// A translator that remembers the last good translation of each policy.
+#[derive(Clone, Debug, Default)]
+pub struct Translator {
+    options: TranslateOptions,
+    last_good: BTreeMap<ObjectKey, authorization::Policy>,
+}
+
+impl Translator {
+    /// A translator with no memory yet.
+    pub fn new(options: TranslateOptions) -> Self {
+        Self {
+            options,
+            last_good: BTreeMap::new(),
+        }
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &TranslateOptions {
+        &self.options
+    }
+
+    /// Translates `index`. A policy that is now invalid is reported, and its
+    /// last good translation (if any) is served instead.
+    pub fn translate(&mut self, index: &Index) -> Translation {
+        let opts = &self.options;
+        let mut problems: Vec<Problem> = index.problems().to_vec();
+        let waypoints = waypoints::Waypoints::collect(index, &mut problems);
+        let policies = authorization::convert_all(index, opts, &mut self.last_good, &mut problems);
+        let peer = peer_authentication::PeerAuthn::collect(index, opts, &mut problems);
+        let services = services::translate_services(index, &waypoints, &mut problems);
+        let ctx = workloads::Context {
+            index,
+            options: opts,
+            waypoints: &waypoints,
+            policies: &policies,
+            peer: &peer,
+        };
+        let workloads = workloads::translate_workloads(&ctx, &mut problems);
+
+        let mut snapshot = Snapshot::default();
+        for w in workloads {
+            let name = w.uid.clone();
+            let body = version::pack_workload(&w);
+            let version = version::version(&body.value);
+            snapshot.insert(api::ADDRESS_TYPE_URL, name, version, body);
+        }
+        for s in services {
+            let name = format!("{}/{}", s.namespace, s.hostname);
+            let body = version::pack_address(&Address {
+                r#type: Some(address::Type::Service(s)),
+            });
+            let version = version::version(&body.value);
+            snapshot.insert(api::ADDRESS_TYPE_URL, name, version, body);
+        }
+        let authorizations: Vec<&Authorization> = policies
+            .iter()
+            .map(|p| &p.auth)
+            .chain(peer.authorizations())
+            .collect();
+        for a in authorizations {
+            let name = format!("{}/{}", a.namespace, a.name);
+            let body = api::pack(a);
+            let version = version::version(&body.value);
+            snapshot.insert(api::AUTHORIZATION_TYPE_URL, name, version, body);
+        }
+        Translation {
+            snapshot,
+            problems: dedup(problems),
+        }
+    }
+}
+
+impl Snapshot {
+    fn insert(&mut self, type_url: &str, name: String, version: String, body: Any) {
+        self.resources
+            .entry(type_url.to_string())
+            .or_default()
+            .insert(name, Resource { version, body });
+    }
+
+    /// The resources of one type (empty when there are none).
+    pub fn of_type(&self, type_url: &str) -> impl Iterator<Item = (&String, &Resource)> {
+        self.resources.get(type_url).into_iter().flatten()
+    }
+
+    /// Total number of resources.
+    pub fn len(&self) -> usize {
+        self.resources.values().map(BTreeMap::len).sum()
+    }
+
+    /// True when there are no resources.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Removes repeated problems (a namespace label read by every pod of the
+/// namespace reports once), keeping the first occurrence's position.
+fn dedup(problems: Vec<Problem>) -> Vec<Problem> {
+    let mut seen = BTreeSet::new();
+    problems
+        .into_iter()
+        .filter(|p| seen.insert(p.clone()))
+        .collect()
+}
+
+/// True when every label of `selector` is on `labels`. An empty selector
+/// selects everything; callers decide what an absent selector means.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// `<name>.<namespace>.svc.cluster.local`.
+fn service_hostname(name: &str, namespace: &str) -> String {
+    format!("{name}.{namespace}.svc.{DOMAIN_SUFFIX}")
+}

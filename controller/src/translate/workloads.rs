@@ -1,0 +1,190 @@
+//! Pods → `istio.workload.Workload`: enrollment, identity, addresses,
+//! service port maps, waypoint and the selector policies that apply.
+
+use std::net::IpAddr;
+
+use api::workload::{TunnelProtocol, Workload, WorkloadStatus, WorkloadType};
+
+use super::authorization::Policy;
+use super::peer_authentication::PeerAuthn;
+use super::services::{ip_bytes, ports_for_pod};
+use super::waypoints::{Asker, Waypoints};
+use super::{TranslateOptions, selects, service_hostname};
+use crate::model::{Index, Pod, Problem};
+
+/// Namespace or pod label choosing the data plane.
+pub const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
+
+/// What workload translation reads besides the pods.
+pub(super) struct Context<'a> {
+    pub index: &'a Index,
+    pub options: &'a TranslateOptions,
+    pub waypoints: &'a Waypoints,
+    pub policies: &'a [Policy],
+    pub peer: &'a PeerAuthn<'a>,
+}
+
+/// Translates every pod that has an address and is running (or starting).
+pub(super) fn translate_workloads(ctx: &Context<'_>, problems: &mut Vec<Problem>) -> Vec<Workload> {
+    ctx.index
+        .pods()
+        .filter_map(|(origin, pod)| translate_pod(ctx, origin, pod, problems))
+        .collect()
+}
+
+/// True when the pod is captured: the pod's own label wins (`none` opts
+/// out, `ambient` opts in), else the namespace's.
+pub fn is_enrolled(index: &Index, pod: &Pod) -> bool {
+    match pod.metadata.labels.get(DATAPLANE_MODE).map(String::as_str) {
+        Some("none") => false,
+        Some("ambient") => true,
+        _ => index
+            .namespace(&pod.metadata.namespace)
+            .and_then(|ns| ns.metadata.labels.get(DATAPLANE_MODE))
+            .is_some_and(|mode| mode == "ambient"),
+    }
+}
+
+fn translate_pod(
+    ctx: &Context<'_>,
+    origin: &str,
+    pod: &Pod,
+    problems: &mut Vec<Problem>,
+) -> Option<Workload> {
+    let m = &pod.metadata;
+    let phase = pod.status.phase.as_str();
+    if phase != "Running" && phase != "Pending" {
+        return None;
+    }
+    let mut ips: Vec<&str> = pod.status.pod_ips.iter().map(|p| p.ip.as_str()).collect();
+    if ips.is_empty() && !pod.status.pod_ip.is_empty() {
+        ips.push(&pod.status.pod_ip);
+    }
+    if ips.is_empty() {
+        // Not yet scheduled or no network: nothing to route to.
+        return None;
+    }
+    let mut addresses = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        match ip.parse::<IpAddr>() {
+            Ok(addr) => addresses.push(ip_bytes(addr)),
+            Err(_) => {
+                problems.push(
+                    Problem::new(origin, "Pod", &m.namespace, &m.name)
+                        .field(format!("status.podIPs[{i}]"))
+                        .message(format!("{ip:?} is not an IP address; pod skipped")),
+                );
+                return None;
+            }
+        }
+    }
+    let service_account = if pod.spec.service_account_name.is_empty() {
+        "default".to_string()
+    } else {
+        pod.spec.service_account_name.clone()
+    };
+    let workload_name = workload_name(pod);
+    let label = |keys: &[&str]| keys.iter().find_map(|k| m.labels.get(*k).cloned());
+    let canonical_name = label(&[
+        "service.istio.io/canonical-name",
+        "app.kubernetes.io/name",
+        "app",
+    ])
+    .unwrap_or_else(|| workload_name.clone());
+    let canonical_revision = label(&[
+        "service.istio.io/canonical-revision",
+        "app.kubernetes.io/version",
+        "version",
+    ])
+    .unwrap_or_else(|| "latest".to_string());
+
+    let mut services = std::collections::HashMap::new();
+    for (svc_origin, svc) in ctx.index.services() {
+        if svc.metadata.namespace != m.namespace {
+            continue;
+        }
+        // A Service without selector has its endpoints managed elsewhere.
+        let Some(selector) = svc.spec.selector.as_ref().filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        if !selects(selector, &m.labels) {
+            continue;
+        }
+        let key = format!(
+            "{}/{}",
+            svc.metadata.namespace,
+            service_hostname(&svc.metadata.name, &svc.metadata.namespace)
+        );
+        services.insert(key, ports_for_pod(svc_origin, svc, pod, problems));
+    }
+
+    let mut authorization_policies: Vec<String> = ctx
+        .policies
+        .iter()
+        .filter(|p| {
+            let in_scope = p.mesh_wide || p.auth.namespace == m.namespace;
+            in_scope && p.selector.as_ref().is_some_and(|s| selects(s, &m.labels))
+        })
+        .map(Policy::reference)
+        .chain(ctx.peer.references_for(pod))
+        .collect();
+    authorization_policies.sort();
+    authorization_policies.dedup();
+
+    let tunnel = if is_enrolled(ctx.index, pod) {
+        TunnelProtocol::Hbone
+    } else {
+        TunnelProtocol::None
+    };
+    let status = if phase == "Running" {
+        WorkloadStatus::Healthy
+    } else {
+        WorkloadStatus::Unhealthy
+    };
+    let waypoint = ctx
+        .waypoints
+        .for_object(ctx.index, origin, "Pod", m, Asker::Workload, problems);
+    Some(Workload {
+        uid: format!("{}//Pod/{}/{}", ctx.options.cluster_id, m.namespace, m.name),
+        name: m.name.clone(),
+        namespace: m.namespace.clone(),
+        addresses,
+        tunnel_protocol: tunnel as i32,
+        trust_domain: ctx.options.trust_domain.clone(),
+        service_account,
+        waypoint,
+        node: pod.spec.node_name.clone(),
+        canonical_name,
+        canonical_revision,
+        workload_type: WorkloadType::Pod as i32,
+        workload_name,
+        services,
+        authorization_policies,
+        status: status as i32,
+        cluster_id: ctx.options.cluster_id.clone(),
+        ..Default::default()
+    })
+}
+
+/// The name of the pod's owning workload: the Deployment behind a
+/// ReplicaSet (`<deployment>-<pod-template-hash>`), another controller's
+/// name, the pod name minus its two generated segments, or the pod name.
+pub fn workload_name(pod: &Pod) -> String {
+    let m = &pod.metadata;
+    let hash = m.labels.get("pod-template-hash");
+    if let Some(owner) = m.owner_references.first() {
+        if owner.kind == "ReplicaSet" {
+            if let Some(deployment) = hash.and_then(|h| owner.name.strip_suffix(&format!("-{h}"))) {
+                return deployment.to_string();
+            }
+        }
+        return owner.name.clone();
+    }
+    if let Some(h) = hash {
+        let parts: Vec<&str> = m.name.rsplitn(3, '-').collect();
+        if parts.len() == 3 && parts[1] == h {
+            return parts[2].to_string();
+        }
+    }
+    m.name.clone()
+}

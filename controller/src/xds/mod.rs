@@ -1,0 +1,13 @@
+//! The delta ADS server: streams the translated [`Snapshot`](crate::translate::Snapshot) to
+//! ztunnels and waypoints over Envoy's incremental aggregated discovery protocol.
+//!
+//! Each stream follows a `watch` channel of snapshots. Changes are debounced, then every
+//! subscribed type gets only what changed for that client (upserts and removed names), with
+//! a fresh nonce. NACKs are logged and counted; the stream keeps going.
+
+pub mod delta;
+pub mod metrics;
+mod service;
+mod stream;
+
+pub use service::{XdsConfig, XdsServer};

@@ -1,0 +1,208 @@
+//! The CA driven by real tonic clients over loopback TLS.
+
+mod xds_common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::ca::IstioCertificateRequest;
+use api::ca::istio_certificate_service_client::IstioCertificateServiceClient;
+use api::prost_types::{Struct, Value, value::Kind};
+use controller::ca::{CertificateAuthority, Origin};
+use controller::translate::Snapshot;
+use hbone::{CertificateRequest, Identity, WorkloadCertificate};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tonic::Code;
+use xds_common::*;
+
+const WEB: &str = "spiffe://cluster.local/ns/app/sa/web";
+
+async fn harness() -> Harness {
+    let (_tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    // Keep the sender alive for the test's duration: dropping it ends xDS streams only.
+    std::mem::forget(_tx);
+    start(rx, CertificateAuthority::open(None, TD).unwrap()).await
+}
+
+fn request(
+    csr: &CertificateRequest,
+    ttl: i64,
+    impersonate: Option<&str>,
+) -> IstioCertificateRequest {
+    IstioCertificateRequest {
+        csr: csr.csr_pem().to_owned(),
+        validity_duration: ttl,
+        metadata: impersonate.map(|id| Struct {
+            fields: BTreeMap::from([(
+                "ImpersonatedIdentity".to_owned(),
+                Value {
+                    kind: Some(Kind::StringValue(id.to_owned())),
+                },
+            )]),
+        }),
+    }
+}
+
+async fn create(
+    h: &Harness,
+    token: &str,
+    identity: &str,
+    ttl: i64,
+    impersonate: Option<&str>,
+) -> Result<WorkloadCertificate, tonic::Status> {
+    let id: Identity = identity.parse().unwrap();
+    let csr = CertificateRequest::generate(&id).unwrap();
+    let mut client = IstioCertificateServiceClient::new(h.channel().await);
+    let chain = client
+        .create_certificate(with_token(request(&csr, ttl, impersonate), token))
+        .await?
+        .into_inner()
+        .cert_chain;
+    Ok(csr.into_certificate(&chain).expect("chain assembles"))
+}
+
+/// Completes an hbone mTLS handshake between two certificates: proves each chain verifies
+/// against the other's trust bundle and that the SAN is the expected identity.
+async fn handshake(server: &WorkloadCertificate, client: &WorkloadCertificate) {
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(hbone::tls::server_config(server).unwrap()));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(
+        hbone::tls::client_config(client, &[server.identity().clone()]).unwrap(),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        hbone::tls::peer_identity(tls.get_ref().1.peer_certificates())
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    connector.connect(name, tcp).await.unwrap();
+    assert_eq!(accept.await.unwrap().as_ref(), Some(client.identity()));
+}
+
+#[tokio::test]
+async fn issues_own_identity_with_a_verifying_chain() {
+    let h = harness().await;
+    let before = counter("controller_ca_certificates_issued_total");
+    let web = create(&h, "app", WEB, 3600, None).await.unwrap();
+    assert_eq!(web.identity().to_string(), WEB);
+    let lifetime = web.expires_at().duration_since(web.not_before()).unwrap();
+    assert!(lifetime >= Duration::from_secs(3600) && lifetime < Duration::from_secs(3800));
+    let zt = create(&h, "zt-node1", ZTUNNEL, 0, None).await.unwrap();
+    let lifetime = zt.expires_at().duration_since(zt.not_before()).unwrap();
+    assert!(
+        lifetime >= Duration::from_secs(24 * 3600),
+        "default TTL is 24 h"
+    );
+    handshake(&zt, &web).await;
+    assert!(counter("controller_ca_certificates_issued_total") >= before + 2.0);
+}
+
+#[tokio::test]
+async fn node_proxy_impersonates_pods_on_its_node_only() {
+    let h = harness().await;
+    h.pods
+        .0
+        .lock()
+        .unwrap()
+        .push(("node1".into(), "app".into(), "web".into()));
+    let cert = create(&h, "zt-node1", WEB, 3600, Some(WEB)).await.unwrap();
+    assert_eq!(cert.identity().to_string(), WEB);
+
+    let err = create(&h, "zt-node2", WEB, 3600, Some(WEB))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "no such pod on node2");
+
+    let other = "spiffe://cluster.local/ns/app/sa/db";
+    let err = create(&h, "zt-node1", other, 3600, Some(other))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "no pod runs as db");
+}
+
+#[tokio::test]
+async fn non_node_callers_cannot_impersonate() {
+    let h = harness().await;
+    h.pods
+        .0
+        .lock()
+        .unwrap()
+        .push(("node1".into(), "istio-system".into(), "ztunnel".into()));
+    let before = counter("controller_ca_certificates_refused_total");
+    let err = create(&h, "app", ZTUNNEL, 3600, Some(ZTUNNEL))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    // Without impersonation, a CSR for someone else's identity is refused as well.
+    let err = create(&h, "app", ZTUNNEL, 3600, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(counter("controller_ca_certificates_refused_total") >= before + 2.0);
+}
+
+#[tokio::test]
+async fn bad_token_and_long_ttl_are_refused() {
+    let h = harness().await;
+    let err = create(&h, "nope", WEB, 3600, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = create(&h, "app", WEB, 91 * 24 * 3600, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let mut client = IstioCertificateServiceClient::new(h.channel().await);
+    let err = client
+        .create_certificate(with_token(
+            IstioCertificateRequest {
+                csr: "not a csr".into(),
+                validity_duration: 60,
+                metadata: None,
+            },
+            "app",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn persisted_root_survives_restart_and_rotation() {
+    let dir = std::env::temp_dir().join(format!("controller-ca-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let first = CertificateAuthority::open(Some(&dir), TD).unwrap();
+    assert_eq!(first.origin(), Origin::Generated);
+    let roots = first.roots_pem().unwrap();
+    drop(first);
+
+    let second = CertificateAuthority::open(Some(&dir), TD).unwrap();
+    assert_eq!(second.origin(), Origin::Reloaded);
+    assert_eq!(second.roots_pem().unwrap(), roots);
+
+    // Certificates issued before a restart verify against the reloaded CA's issues.
+    let (_tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let h = start(rx, second).await;
+    let web = create(&h, "app", WEB, 3600, None).await.unwrap();
+    assert_eq!(web.roots().len(), 1);
+
+    // Rotation: publish the next root first; certificates issued from then on carry both
+    // roots, so they keep trusting peers once signing switches.
+    let next = hbone::Authority::generate_root(TD, Duration::from_secs(3600)).unwrap();
+    h.ca.add_trusted_root(&next.root_pem()).unwrap();
+    assert_eq!(h.ca.roots_pem().unwrap().len(), 2);
+    let before_switch = create(&h, "app", WEB, 3600, None).await.unwrap();
+    assert_eq!(before_switch.roots().len(), 2);
+    h.ca.rotate(next).unwrap();
+    let rotated = create(&h, "app", WEB, 3600, None).await.unwrap();
+    assert_eq!(rotated.roots().len(), 2);
+    handshake(&before_switch, &rotated).await;
+    handshake(&rotated, &before_switch).await;
+    // A peer still holding only the old root trusts certificates of the old signer.
+    handshake(&web, &before_switch).await;
+
+    let third = CertificateAuthority::open(Some(&dir), TD).unwrap();
+    assert_eq!(third.roots_pem().unwrap().len(), 2, "rotation is persisted");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

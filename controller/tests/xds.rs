@@ -1,0 +1,294 @@
+//! The delta ADS server driven by real tonic clients over loopback TLS.
+
+mod xds_common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use api::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest};
+use api::prost_types::Any;
+use controller::ca::CertificateAuthority;
+use controller::translate::{Resource, Snapshot};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Streaming};
+use xds_common::*;
+
+const ADDR: &str = api::ADDRESS_TYPE_URL;
+const AUTHZ: &str = api::AUTHORIZATION_TYPE_URL;
+
+fn snapshot(entries: &[(&str, &str, &str)]) -> Arc<Snapshot> {
+    let mut resources: BTreeMap<String, BTreeMap<String, Resource>> = BTreeMap::new();
+    for (type_url, name, version) in entries {
+        resources.entry(type_url.to_string()).or_default().insert(
+            name.to_string(),
+            Resource {
+                version: version.to_string(),
+                body: Any {
+                    type_url: type_url.to_string(),
+                    value: format!("{name}@{version}").into_bytes(),
+                },
+            },
+        );
+    }
+    Arc::new(Snapshot { resources })
+}
+
+fn ca() -> CertificateAuthority {
+    CertificateAuthority::open(None, TD).unwrap()
+}
+
+struct Client {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    rx: Streaming<DeltaDiscoveryResponse>,
+}
+
+impl Client {
+    async fn connect(h: &Harness, token: &str) -> Result<Client, tonic::Status> {
+        let mut grpc = AggregatedDiscoveryServiceClient::new(h.channel().await);
+        let (tx, requests) = mpsc::channel(16);
+        let rx = grpc
+            .delta_aggregated_resources(with_token(ReceiverStream::new(requests), token))
+            .await?
+            .into_inner();
+        Ok(Client { tx, rx })
+    }
+
+    async fn send(&self, request: DeltaDiscoveryRequest) {
+        self.tx.send(request).await.unwrap();
+    }
+
+    async fn subscribe(&self, type_url: &str, initial: &[(&str, &str)]) {
+        self.send(DeltaDiscoveryRequest {
+            node: Some(api::core::Node {
+                id: "ztunnel~10.0.0.1~test".into(),
+                ..Default::default()
+            }),
+            type_url: type_url.into(),
+            initial_resource_versions: initial
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    async fn recv(&mut self) -> DeltaDiscoveryResponse {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+            .await
+            .expect("no response in time")
+            .expect("stream error")
+            .expect("stream ended")
+    }
+
+    /// Nothing further arrives for a while.
+    async fn quiet(&mut self) {
+        let got = tokio::time::timeout(Duration::from_millis(300), self.rx.message()).await;
+        assert!(got.is_err(), "unexpected response: {got:?}");
+    }
+
+    async fn ack(&self, response: &DeltaDiscoveryResponse) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: response.type_url.clone(),
+            response_nonce: response.nonce.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+}
+
+fn names(response: &DeltaDiscoveryResponse) -> Vec<(String, String)> {
+    let mut v: Vec<_> = response
+        .resources
+        .iter()
+        .map(|r| (r.name.clone(), r.version.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn pairs(entries: &[(&str, &str)]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn subscribe_update_delete() {
+    let (tx, rx) = watch::channel(snapshot(&[
+        (ADDR, "a", "1"),
+        (ADDR, "b", "1"),
+        (AUTHZ, "p", "1"),
+    ]));
+    let h = start(rx, ca()).await;
+    let mut c = Client::connect(&h, "zt-node1").await.unwrap();
+    c.subscribe(ADDR, &[]).await;
+    let first = c.recv().await;
+    assert_eq!(first.type_url, ADDR);
+    assert_eq!(names(&first), pairs(&[("a", "1"), ("b", "1")]));
+    assert!(first.resources.iter().all(|r| r.resource.is_some()));
+    assert!(!first.nonce.is_empty());
+    c.ack(&first).await;
+    c.quiet().await;
+
+    tx.send(snapshot(&[
+        (ADDR, "a", "1"),
+        (ADDR, "b", "2"),
+        (AUTHZ, "p", "2"),
+    ]))
+    .unwrap();
+    let update = c.recv().await;
+    assert_eq!(update.type_url, ADDR, "only the subscribed type is pushed");
+    assert_eq!(names(&update), pairs(&[("b", "2")]));
+    assert!(update.removed_resources.is_empty());
+    assert_ne!(update.nonce, first.nonce);
+    assert_ne!(update.system_version_info, first.system_version_info);
+    assert_eq!(update.resources[0].resource.as_ref().unwrap().value, b"b@2");
+    c.ack(&update).await;
+
+    tx.send(snapshot(&[(ADDR, "b", "2")])).unwrap();
+    let removal = c.recv().await;
+    assert!(removal.resources.is_empty());
+    assert_eq!(removal.removed_resources, ["a"]);
+    c.ack(&removal).await;
+    c.quiet().await;
+
+    // A second type subscribed later gets its current state.
+    c.subscribe(AUTHZ, &[]).await;
+    let authz = c.recv().await;
+    assert_eq!(authz.type_url, AUTHZ);
+    assert!(authz.resources.is_empty() && authz.removed_resources.is_empty());
+}
+
+#[tokio::test]
+async fn empty_snapshot_still_answers() {
+    let (_tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let h = start(rx, ca()).await;
+    let mut c = Client::connect(&h, "zt-node1").await.unwrap();
+    c.subscribe(ADDR, &[]).await;
+    let first = c.recv().await;
+    assert!(first.resources.is_empty());
+}
+
+#[tokio::test]
+async fn nack_is_counted_and_stream_keeps_working() {
+    let (tx, rx) = watch::channel(snapshot(&[(ADDR, "a", "1")]));
+    let h = start(rx, ca()).await;
+    let mut c = Client::connect(&h, "zt-node1").await.unwrap();
+    c.subscribe(ADDR, &[]).await;
+    let first = c.recv().await;
+    let before = counter("controller_xds_nacks_total");
+    c.send(DeltaDiscoveryRequest {
+        type_url: ADDR.into(),
+        response_nonce: first.nonce.clone(),
+        error_detail: Some(api::rpc::Status {
+            code: Code::InvalidArgument as i32,
+            message: "cannot apply a@1".into(),
+            details: vec![],
+        }),
+        ..Default::default()
+    })
+    .await;
+    // The rejected version is not resent.
+    c.quiet().await;
+    assert!(counter("controller_xds_nacks_total") >= before + 1.0);
+
+    tx.send(snapshot(&[(ADDR, "a", "2")])).unwrap();
+    let update = c.recv().await;
+    assert_eq!(names(&update), pairs(&[("a", "2")]));
+}
+
+#[tokio::test]
+async fn reconnect_sends_only_differences() {
+    let (_tx, rx) = watch::channel(snapshot(&[
+        (ADDR, "a", "1"),
+        (ADDR, "b", "2"),
+        (ADDR, "c", "1"),
+    ]));
+    let h = start(rx, ca()).await;
+    let mut c = Client::connect(&h, "zt-node1").await.unwrap();
+    c.subscribe(ADDR, &[("a", "1"), ("b", "1"), ("gone", "1")])
+        .await;
+    let first = c.recv().await;
+    assert_eq!(names(&first), pairs(&[("b", "2"), ("c", "1")]));
+    assert_eq!(first.removed_resources, ["gone"]);
+}
+
+#[tokio::test]
+async fn two_clients_see_the_same_state() {
+    let (tx, rx) = watch::channel(snapshot(&[(ADDR, "a", "1")]));
+    let h = start(rx, ca()).await;
+    let mut c1 = Client::connect(&h, "zt-node1").await.unwrap();
+    let mut c2 = Client::connect(&h, "zt-node2").await.unwrap();
+    c1.subscribe(ADDR, &[]).await;
+    c2.subscribe(ADDR, &[]).await;
+    let (r1, r2) = (c1.recv().await, c2.recv().await);
+    assert_eq!(names(&r1), names(&r2));
+    assert_eq!(r1.system_version_info, r2.system_version_info);
+    tx.send(snapshot(&[(ADDR, "a", "2"), (ADDR, "b", "1")]))
+        .unwrap();
+    let (u1, u2) = (c1.recv().await, c2.recv().await);
+    assert_eq!(names(&u1), pairs(&[("a", "2"), ("b", "1")]));
+    assert_eq!(names(&u1), names(&u2));
+    assert_eq!(u1.system_version_info, u2.system_version_info);
+}
+
+#[tokio::test]
+async fn explicit_subscriptions() {
+    let (tx, rx) = watch::channel(snapshot(&[(ADDR, "a", "1"), (ADDR, "b", "1")]));
+    let h = start(rx, ca()).await;
+    let mut c = Client::connect(&h, "zt-node1").await.unwrap();
+    c.send(DeltaDiscoveryRequest {
+        type_url: ADDR.into(),
+        resource_names_subscribe: vec!["a".into()],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(names(&c.recv().await), pairs(&[("a", "1")]));
+    c.send(DeltaDiscoveryRequest {
+        type_url: ADDR.into(),
+        resource_names_subscribe: vec!["b".into()],
+        resource_names_unsubscribe: vec!["a".into()],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(names(&c.recv().await), pairs(&[("b", "1")]));
+    // "a" is no longer subscribed: its change is not pushed.
+    tx.send(snapshot(&[(ADDR, "a", "2"), (ADDR, "b", "1")]))
+        .unwrap();
+    c.quiet().await;
+}
+
+#[tokio::test]
+async fn missing_or_bad_token_is_unauthenticated() {
+    let (_tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let h = start(rx, ca()).await;
+    let err = Client::connect(&h, "not-a-token").await.err().unwrap();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut grpc = AggregatedDiscoveryServiceClient::new(h.channel().await);
+    let (_keep, requests) = mpsc::channel::<DeltaDiscoveryRequest>(1);
+    let err = grpc
+        .delta_aggregated_resources(ReceiverStream::new(requests))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn state_of_the_world_is_unimplemented() {
+    let (_tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let h = start(rx, ca()).await;
+    let mut grpc = AggregatedDiscoveryServiceClient::new(h.channel().await);
+    let (_keep, requests) = mpsc::channel::<DiscoveryRequest>(1);
+    let err = grpc
+        .stream_aggregated_resources(with_token(ReceiverStream::new(requests), "zt-node1"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Code::Unimplemented);
+}

@@ -1,0 +1,427 @@
+//! The sandbox verbs: `up`, `get`, `apply`, `delete`, `label`, `exec`,
+//! `logs`, `down` (and the hidden `sandbox-reaper`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::cluster::{Sandbox, tail};
+use super::manifest::{Object, load_path};
+use super::model::{Cluster, MAX_NODES, ProcId};
+use super::netns::{self, Tools};
+use super::{Config, Result, SandboxError, output, process, reaper, state, teardown};
+
+/// Options every verb takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Sandbox to act on; several can run side by side.
+    #[arg(long, global = true, env = "MESHCTL_SANDBOX", default_value = super::DEFAULT_SANDBOX)]
+    pub sandbox: String,
+    /// State folder of the sandbox [default: /run/meshctl/<sandbox>].
+    #[arg(long, global = true, env = "MESHCTL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Folder with the meshctl/ztunnel/controller/waypoint binaries pods run
+    /// [default: the folder of this meshctl].
+    #[arg(long, global = true, env = "MESHCTL_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The sandbox these options select.
+    pub fn config(&self) -> Result<Config> {
+        Config::new(&self.sandbox, self.state_dir.clone(), self.bin_dir.clone())
+    }
+}
+
+/// Sandbox verbs.
+#[derive(clap::Subcommand, Debug)]
+pub enum SandboxCommand {
+    /// Build a sandbox cluster from a folder (or file) of Kubernetes manifests.
+    Up(UpArgs),
+    /// List pods, services, namespaces or nodes.
+    Get(GetArgs),
+    /// Create or update objects from a file or folder (`-` for stdin).
+    Apply(FileArgs),
+    /// Delete the objects named in a file or folder.
+    Delete(FileArgs),
+    /// Set (`key=value`) or remove (`key-`) labels on a namespace or pod.
+    Label(LabelArgs),
+    /// Run a command inside a pod's network namespace.
+    Exec(ExecArgs),
+    /// Print a pod's output.
+    Logs(LogsArgs),
+    /// Tear the sandbox down: processes, namespaces, files.
+    Down(DownArgs),
+    /// Watch an owner process and tear the sandbox down when it exits.
+    #[command(hide = true)]
+    SandboxReaper(ReaperArgs),
+}
+
+/// `up`.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Manifests: a folder (its *.yaml, *.yml, *.json) or a file.
+    pub folder: Option<PathBuf>,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 2)]
+    pub nodes: u32,
+    /// Tear the sandbox down automatically when this process exits.
+    #[arg(long)]
+    pub owner_pid: Option<i32>,
+}
+
+/// `get`.
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    /// pods (po), services (svc), namespaces (ns) or nodes (no).
+    pub kind: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// All namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Output format: table (default) or json (pods only).
+    #[arg(short, long)]
+    pub output: Option<String>,
+}
+
+/// `apply` / `delete`.
+#[derive(clap::Args, Debug)]
+pub struct FileArgs {
+    /// Files or folders of manifests, `-` for stdin.
+    #[arg(short, long = "filename", required = true)]
+    pub file: Vec<PathBuf>,
+}
+
+/// `label`.
+#[derive(clap::Args, Debug)]
+pub struct LabelArgs {
+    /// namespace (ns) or pod (po).
+    pub kind: String,
+    /// Object name.
+    pub name: String,
+    /// `key=value` to set, `key-` to remove.
+    #[arg(required = true)]
+    pub labels: Vec<String>,
+    /// Namespace of a pod.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Accepted for kubectl compatibility (labels are always overwritten).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// `exec`.
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    /// Pod name, or deploy/NAME for a pod of a Deployment.
+    pub pod: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Container whose environment to use (default: the first).
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// Accepted for kubectl compatibility: stdin is always passed through.
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Accepted for kubectl compatibility: the terminal is always inherited.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The command, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `logs`.
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    /// Pod name, or deploy/NAME.
+    pub pod: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Container (default: the first).
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// Only the last N lines.
+    #[arg(long)]
+    pub tail: Option<usize>,
+}
+
+/// `down`.
+#[derive(clap::Args, Debug)]
+pub struct DownArgs {
+    /// Every sandbox on this machine.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `sandbox-reaper`.
+#[derive(clap::Args, Debug)]
+pub struct ReaperArgs {
+    /// The owner.
+    #[arg(long)]
+    pub owner_pid: i32,
+    /// The owner's start time, guarding against PID reuse.
+    #[arg(long)]
+    pub owner_start: u64,
+}
+
+/// Runs a verb; returns the process exit code.
+pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
+    let cfg = global.config()?;
+    match cmd {
+        SandboxCommand::Up(a) => up(&cfg, a).map(|_| 0),
+        SandboxCommand::Get(a) => get(&cfg, a).map(|_| 0),
+        SandboxCommand::Apply(a) => {
+            let objects = load_all(&a.file)?;
+            Sandbox::open(&cfg)?.apply(objects).map(|_| 0)
+        }
+        SandboxCommand::Delete(a) => {
+            let objects = load_all(&a.file)?;
+            Sandbox::open(&cfg)?.delete(&objects).map(|_| 0)
+        }
+        SandboxCommand::Label(a) => label(&cfg, a).map(|_| 0),
+        SandboxCommand::Exec(a) => exec(&cfg, a),
+        SandboxCommand::Logs(a) => logs(&cfg, a).map(|_| 0),
+        SandboxCommand::Down(a) => down(&cfg, a).map(|_| 0),
+        SandboxCommand::SandboxReaper(a) => reaper::run(
+            &cfg,
+            ProcId {
+                pid: a.owner_pid,
+                start: a.owner_start,
+            },
+        )
+        .map(|_| 0),
+    }
+}
+
+fn load_all(paths: &[PathBuf]) -> Result<Vec<Object>> {
+    let mut objects = Vec::new();
+    for p in paths {
+        objects.extend(load_path(p)?);
+    }
+    Ok(objects)
+}
+
+fn up(cfg: &Config, args: UpArgs) -> Result<()> {
+    netns::require_root()?;
+    let tools = Tools::find()?;
+    if args.nodes == 0 || args.nodes > MAX_NODES {
+        return Err(SandboxError::Invalid(format!(
+            "--nodes must be 1..={MAX_NODES}"
+        )));
+    }
+    // Fail on bad manifests before building anything.
+    let objects = match &args.folder {
+        Some(f) => load_path(f)?,
+        None => Vec::new(),
+    };
+    let owner =
+        match args.owner_pid {
+            Some(pid) => Some(process::proc_id(pid).ok_or_else(|| {
+                SandboxError::Invalid(format!("--owner-pid {pid}: no such process"))
+            })?),
+            None => None,
+        };
+    for name in teardown::reap_stale(&tools, &cfg.name) {
+        say!("removed sandbox {name}: its owner process is gone");
+    }
+    let entry = teardown::registry_entry(&cfg.name);
+    if entry != cfg.state_dir && (entry.exists() || entry.is_symlink()) {
+        let target = std::fs::read_link(&entry).unwrap_or_else(|_| entry.clone());
+        if target != cfg.state_dir {
+            return Err(SandboxError::AlreadyUp(cfg.name.clone()));
+        }
+    }
+    let lock = state::lock(&cfg.state_dir, &cfg.name, true)?;
+    if let Ok(old) = state::load(&cfg.state_dir, &cfg.name) {
+        match old.owner {
+            Some(o) if !process::alive(o) => {
+                say!("removing sandbox {}: its owner process is gone", cfg.name);
+                teardown::destroy_runtime(&tools, &cfg.name, Some(&old));
+            }
+            _ => return Err(SandboxError::AlreadyUp(cfg.name.clone())),
+        }
+    }
+    let prefix = super::model::netns_prefix(&cfg.name);
+    if !netns::list_netns(&prefix).is_empty() {
+        say!("removing leftovers of an earlier sandbox {}", cfg.name);
+        teardown::destroy_runtime(&tools, &cfg.name, None);
+    }
+    if entry != cfg.state_dir && !entry.is_symlink() {
+        let _ = std::fs::create_dir_all(super::STATE_ROOT);
+        std::os::unix::fs::symlink(&cfg.state_dir, &entry)
+            .map_err(SandboxError::io(format!("registering {}", entry.display())))?;
+    }
+    let mut cluster = Cluster::new(&cfg.name, args.nodes, state::now());
+    cluster.owner = owner;
+    say!(
+        "building sandbox {} ({} nodes, state in {})",
+        cfg.name,
+        args.nodes,
+        cfg.state_dir.display()
+    );
+    let mut sb = Sandbox::create(cfg, tools.clone(), lock, cluster)?;
+    // A panic half way must not leave namespaces behind either.
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if let Some(owner) = owner {
+            // Started first: from here on, the owner dying cleans up.
+            sb.cluster.reaper = Some(reaper::spawn(cfg, owner)?);
+            sb.save()?;
+        }
+        sb.build_nodes()?;
+        if !objects.is_empty() {
+            sb.apply(objects)?;
+        }
+        Ok(())
+    }))
+    .unwrap_or_else(|_| {
+        Err(SandboxError::Invalid(
+            "internal error while building the sandbox".into(),
+        ))
+    });
+    if let Err(e) = built {
+        eprintln!("removing the partly built sandbox {}", cfg.name);
+        teardown::destroy(&tools, &cfg.name, &cfg.state_dir, Some(&sb.cluster));
+        return Err(e);
+    }
+    output::emit(&output::summary(&sb.cluster, state::now()));
+    Ok(())
+}
+
+fn get(cfg: &Config, a: GetArgs) -> Result<()> {
+    let sb = Sandbox::open(cfg)?;
+    let ns = if a.all_namespaces {
+        None
+    } else {
+        Some(a.namespace.as_str())
+    };
+    let now = state::now();
+    let json = match a.output.as_deref() {
+        None | Some("wide") => false,
+        Some("json") => true,
+        Some(o) => {
+            return Err(SandboxError::Invalid(format!(
+                "-o {o}: supported formats are json and wide"
+            )));
+        }
+    };
+    let text = match a.kind.as_str() {
+        "pods" | "pod" | "po" if json => output::pods_json(&sb.cluster, ns) + "\n",
+        "pods" | "pod" | "po" => output::pods(&sb.cluster, ns, now),
+        "services" | "service" | "svc" => output::svcs(&sb.cluster, ns, now),
+        "namespaces" | "namespace" | "ns" => output::namespaces(&sb.cluster, now),
+        "nodes" | "node" | "no" => output::nodes(&sb.cluster, now),
+        other => {
+            return Err(SandboxError::Invalid(format!(
+                "unknown resource type {other:?}: use pods, svc, ns or nodes"
+            )));
+        }
+    };
+    output::emit(&text);
+    Ok(())
+}
+
+fn label(cfg: &Config, a: LabelArgs) -> Result<()> {
+    let (kind, ns) = match a.kind.as_str() {
+        "namespace" | "namespaces" | "ns" => ("Namespace", None),
+        "pod" | "pods" | "po" => ("Pod", Some(a.namespace.as_str())),
+        other => {
+            return Err(SandboxError::Invalid(format!(
+                "cannot label {other:?}: use namespace or pod"
+            )));
+        }
+    };
+    let mut sb = Sandbox::open(cfg)?;
+    let line = sb.label(kind, ns, &a.name, &a.labels)?;
+    say!("{line}");
+    Ok(())
+}
+
+fn exec(cfg: &Config, a: ExecArgs) -> Result<i32> {
+    // The lock is held only to read the pod: the command may run for long.
+    let (netns, env, ip) = {
+        let sb = Sandbox::open(cfg)?;
+        let pod = sb.find_pod(&a.namespace, &a.pod)?.clone();
+        let node = sb
+            .cluster
+            .node(&pod.node)
+            .cloned()
+            .ok_or_else(|| SandboxError::Invalid(format!("node {} missing", pod.node)))?;
+        let spec = pod.typed_spec();
+        let container = match &a.container {
+            Some(c) => spec
+                .containers
+                .iter()
+                .find(|x| &x.name == c)
+                .ok_or_else(|| {
+                    SandboxError::Invalid(format!("container {c:?} not found in pod {}", pod.key()))
+                })?,
+            None => spec
+                .containers
+                .first()
+                .ok_or_else(|| SandboxError::Invalid("pod has no containers".into()))?,
+        };
+        let env = process::container_env(&pod, &node, container, &sb.cfg.bin_dir);
+        (pod.netns.clone(), env, sb.tools.ip.clone())
+    };
+    let status = Command::new(ip)
+        .args(["netns", "exec", &netns])
+        .args(&a.command)
+        .env_clear()
+        .envs(env)
+        .status()
+        .map_err(SandboxError::io(format!("running {}", a.command.join(" "))))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+fn logs(cfg: &Config, a: LogsArgs) -> Result<()> {
+    let sb = Sandbox::open(cfg)?;
+    let pod = sb.find_pod(&a.namespace, &a.pod)?;
+    let container = match &a.container {
+        Some(c) => c.clone(),
+        None => pod
+            .containers
+            .first()
+            .map(|c| c.name.clone())
+            .unwrap_or_default(),
+    };
+    let path = sb.log_path(pod, &container);
+    match a.tail {
+        Some(n) => say!("{}", tail(&path, n).replace("  | ", "")),
+        None => {
+            let text = match std::fs::read(&path) {
+                Ok(t) => t,
+                // A container without a command never wrote anything.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(SandboxError::io(format!("reading {}", path.display()))(e)),
+            };
+            output::emit(&String::from_utf8_lossy(&text));
+        }
+    }
+    Ok(())
+}
+
+fn down(cfg: &Config, a: DownArgs) -> Result<()> {
+    if a.all {
+        let done = teardown::down_all(&cfg.bin_dir)?;
+        if done.is_empty() {
+            say!("no sandboxes found");
+        }
+        for name in done {
+            say!("sandbox {name} removed");
+        }
+        return Ok(());
+    }
+    if teardown::down(cfg)? {
+        say!("sandbox {} removed", cfg.name);
+    } else {
+        say!("sandbox {} is not up", cfg.name);
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! kubectl-like tables.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use super::kubeproxy::{ServiceView, services};
+use super::model::{Cluster, Phase, Pod};
+
+/// Prints to stdout, ignoring errors: a closed pipe (`meshctl up | head`)
+/// must not abort a verb half way through building or tearing down.
+pub fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// [`emit`] with a newline.
+pub fn say(line: impl AsRef<str>) {
+    emit(&format!("{}\n", line.as_ref()));
+}
+
+/// Left-aligned columns separated by three spaces, as kubectl prints them.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.len());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(|s| s.as_str()).collect()));
+    }
+    out
+}
+
+/// kubectl's AGE: 45s, 12m, 3h, 5d.
+pub fn age(created: u64, now: u64) -> String {
+    let s = now.saturating_sub(created);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn status(p: &Pod) -> &'static str {
+    match (p.phase, p.ready) {
+        (Phase::Running, _) => "Running",
+        (Phase::Pending, _) => "Pending",
+        (Phase::Failed, _) => "Error",
+    }
+}
+
+fn ready(p: &Pod) -> String {
+    let total = p.containers.len();
+    let n = if p.ready && p.phase == Phase::Running {
+        total
+    } else {
+        0
+    };
+    format!("{n}/{total}")
+}
+
+/// `get pods`.
+pub fn pods(c: &Cluster, namespace: Option<&str>, now: u64) -> String {
+    let all = namespace.is_none();
+    let mut rows = Vec::new();
+    for p in c
+        .pods
+        .values()
+        .filter(|p| namespace.is_none_or(|ns| p.namespace == ns))
+    {
+        let mut row = vec![
+            p.name.clone(),
+            ready(p),
+            status(p).into(),
+            p.ip.to_string(),
+            p.node.clone(),
+            age(p.created, now),
+        ];
+        if all {
+            row.insert(0, p.namespace.clone());
+        }
+        rows.push(row);
+    }
+    let mut header = vec!["NAME", "READY", "STATUS", "IP", "NODE", "AGE"];
+    if all {
+        header.insert(0, "NAMESPACE");
+    }
+    if rows.is_empty() {
+        return empty(namespace, "pods");
+    }
+    table(&header, &rows)
+}
+
+/// `get pods -o json`: a Kubernetes `List` of Pod objects with status.
+pub fn pods_json(c: &Cluster, namespace: Option<&str>) -> String {
+    let items: Vec<_> = c
+        .pods
+        .values()
+        .filter(|p| namespace.is_none_or(|ns| p.namespace == ns))
+        .filter_map(|p| Some(super::state::pod_object(p, c.node(&p.node)?)))
+        .collect();
+    serde_json::to_string_pretty(&json!({"apiVersion": "v1", "kind": "List", "items": items}))
+        .unwrap_or_default()
+}
+
+fn ports(s: &ServiceView) -> String {
+    let v: Vec<String> = s
+        .ports
+        .iter()
+        .map(|p| format!("{}/{}", p.port, p.protocol.to_uppercase()))
+        .collect();
+    if v.is_empty() {
+        "<none>".into()
+    } else {
+        v.join(",")
+    }
+}
+
+/// `get svc`.
+pub fn svcs(c: &Cluster, namespace: Option<&str>, now: u64) -> String {
+    let all = namespace.is_none();
+    let mut rows = Vec::new();
+    for s in services(c)
+        .iter()
+        .filter(|s| namespace.is_none_or(|ns| s.namespace == ns))
+    {
+        let created = c
+            .find("Service", Some(&s.namespace), &s.name)
+            .map(|a| a.created)
+            .unwrap_or(now);
+        let ip = s
+            .cluster_ip
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "None".into());
+        let eps: usize = s.addresses.len();
+        let mut row = vec![
+            s.name.clone(),
+            "ClusterIP".into(),
+            ip,
+            ports(s),
+            eps.to_string(),
+            age(created, now),
+        ];
+        if all {
+            row.insert(0, s.namespace.clone());
+        }
+        rows.push(row);
+    }
+    let mut header = vec!["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS", "AGE"];
+    if all {
+        header.insert(0, "NAMESPACE");
+    }
+    if rows.is_empty() {
+        return empty(namespace, "services");
+    }
+    table(&header, &rows)
+}
+
+/// `get ns`.
+pub fn namespaces(c: &Cluster, now: u64) -> String {
+    let rows: Vec<Vec<String>> = c
+        .of_kind("Namespace")
+        .map(|a| {
+            let labels = a.object.labels();
+            let labels = if labels.is_empty() {
+                "<none>".to_string()
+            } else {
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            vec![
+                a.object.name.clone(),
+                "Active".into(),
+                labels,
+                age(a.created, now),
+            ]
+        })
+        .collect();
+    table(&["NAME", "STATUS", "LABELS", "AGE"], &rows)
+}
+
+/// `get nodes`.
+pub fn nodes(c: &Cluster, now: u64) -> String {
+    let rows: Vec<Vec<String>> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let count = c.pods.values().filter(|p| p.node == n.name).count();
+            vec![
+                n.name.clone(),
+                "Ready".into(),
+                n.ip.to_string(),
+                n.pod_cidr(),
+                count.to_string(),
+                age(c.created, now),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "STATUS", "INTERNAL-IP", "POD-CIDR", "PODS", "AGE"],
+        &rows,
+    )
+}
+
+fn empty(namespace: Option<&str>, what: &str) -> String {
+    match namespace {
+        Some(ns) => format!("No {what} found in {ns} namespace.\n"),
+        None => format!("No {what} found.\n"),
+    }
+}
+
+/// The summary printed at the end of `up`.
+pub fn summary(c: &Cluster, now: u64) -> String {
+    format!(
+        "\nsandbox {} is up.\n\n{}\n{}\n{}",
+        c.name,
+        nodes(c, now),
+        pods(c, None, now),
+        svcs(c, None, now)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["NAME", "IP"],
+            &[
+                vec!["a-long-name".into(), "10.0.0.1".into()],
+                vec!["b".into(), "x".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "NAME          IP\na-long-name   10.0.0.1\nb             x\n"
+        );
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(age(100, 145), "45s");
+        assert_eq!(age(0, 600), "10m");
+        assert_eq!(age(0, 3 * 3600), "3h");
+        assert_eq!(age(0, 5 * 86_400), "5d");
+        assert_eq!(age(10, 5), "0s");
+    }
+}

@@ -1,0 +1,114 @@
+//! Owner watch: `up --owner-pid PID` starts a small detached process
+//! (`meshctl sandbox-reaper`) that tears the sandbox down once PID is gone,
+//! so a killed test or a crashed script leaves nothing behind.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::model::ProcId;
+use super::{Config, Result, SandboxError, process, state, teardown};
+
+/// How often the reaper re-checks when it cannot wait on a pidfd.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Starts the reaper for `owner`; returns its identity.
+pub fn spawn(cfg: &Config, owner: ProcId) -> Result<ProcId> {
+    let exe = std::env::current_exe().map_err(SandboxError::io("locating meshctl"))?;
+    let log_dir = cfg.state_dir.join("logs");
+    std::fs::create_dir_all(&log_dir).map_err(SandboxError::io("creating logs folder"))?;
+    let log = std::fs::File::create(log_dir.join("reaper.log"))
+        .map_err(SandboxError::io("creating reaper log"))?;
+    let log2 = log
+        .try_clone()
+        .map_err(SandboxError::io("creating reaper log"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--sandbox")
+        .arg(&cfg.name)
+        .arg("--state-dir")
+        .arg(&cfg.state_dir)
+        .arg("--bin-dir")
+        .arg(&cfg.bin_dir)
+        .arg("sandbox-reaper")
+        .arg("--owner-pid")
+        .arg(owner.pid.to_string())
+        .arg("--owner-start")
+        .arg(owner.start.to_string())
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // SAFETY: setsid is async-signal-safe; its own session keeps the reaper
+    // out of the owner's process group, so whatever kills the owner's group
+    // does not take the reaper with it.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(SandboxError::io("starting the sandbox reaper"))?;
+    let pid = child.id() as i32;
+    drop(child);
+    Ok(process::proc_id(pid).unwrap_or(ProcId { pid, start: 0 }))
+}
+
+/// A pidfd for `pid`, when the kernel supports them (5.3+).
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: plain syscall; a non-negative result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd was just returned by pidfd_open and is owned by nobody else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits up to `timeout` for the pidfd to report the process's exit.
+fn wait_exit(fd: &OwnedFd, timeout: Duration) {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+}
+
+/// The reaper's main loop: returns once the sandbox is gone, tearing it
+/// down itself if the owner dies first.
+pub fn run(cfg: &Config, owner: ProcId) -> Result<()> {
+    let me = std::process::id() as i32;
+    // Opened before the liveness check so a recycled PID cannot slip in.
+    let fd = pidfd(owner.pid);
+    loop {
+        if !process::alive(owner) {
+            say!(
+                "owner process {} is gone: tearing sandbox {} down",
+                owner.pid,
+                cfg.name
+            );
+            teardown::down(cfg)?;
+            return Ok(());
+        }
+        if !cfg.state_dir.exists() {
+            return Ok(()); // torn down by `meshctl down`
+        }
+        // Another reaper took over (the sandbox was recreated).
+        if let Some(c) = state::peek(&cfg.state_dir)
+            && c.reaper.is_some_and(|r| r.pid != me)
+        {
+            return Ok(());
+        }
+        // Wake at least every POLL to notice a `down` by someone else.
+        match &fd {
+            Some(fd) => wait_exit(fd, POLL),
+            None => std::thread::sleep(POLL),
+        }
+    }
+}
