@@ -1,9 +1,9 @@
 //! The controller component.
 
+pub mod admin;
+pub mod ca;
 pub mod model;
+pub mod server;
 pub mod source;
 pub mod translate;
-pub mod ca;
 pub mod xds;
-pub mod server;
-pub mod admin;

@@ -94,7 +94,11 @@ fn every_l4_field() {
             ..Default::default()
         }]
     );
-    let v6: Vec<u8> = "fd00::".parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec();
+    let v6: Vec<u8> = "fd00::"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets()
+        .to_vec();
     assert_eq!(
         clauses[1].matches,
         vec![
@@ -187,7 +191,11 @@ fn deny_rule_keeps_its_l4_parts() {
     );
     let p = problems_about(&t, "AuthorizationPolicy", "deny-delete");
     assert_eq!(p.len(), 1);
-    assert!(p[0].message.contains("methods, request.headers[x-debug]"), "{}", p[0]);
+    assert!(
+        p[0].message.contains("methods, request.headers[x-debug]"),
+        "{}",
+        p[0]
+    );
 }
 
 #[test]
@@ -232,8 +240,14 @@ fn invalid_policies_are_reported_with_their_field() {
     let (f, text) = field("bad-principal");
     assert_eq!(f, "spec.rules[0].from[0].source.principals[1]");
     assert!(text.contains("only at its start or end"), "{text}");
-    assert_eq!(field("bad-ip").0, "spec.rules[0].from[0].source.ipBlocks[0]");
-    assert_eq!(field("bad-port").0, "spec.rules[0].to[0].operation.ports[0]");
+    assert_eq!(
+        field("bad-ip").0,
+        "spec.rules[0].from[0].source.ipBlocks[0]"
+    );
+    assert_eq!(
+        field("bad-port").0,
+        "spec.rules[0].to[0].operation.ports[0]"
+    );
     // A wrong type is a decoding problem, with location.
     let (f, text) = field("bad-selector");
     assert_eq!(f, "spec.selector.matchLabels");
@@ -270,12 +284,16 @@ status: {phase: Running, podIP: 10.244.1.30}
         "last good version served"
     );
     assert_eq!(
-        workload(&second, "shop", "api-1").unwrap().authorization_policies,
+        workload(&second, "shop", "api-1")
+            .unwrap()
+            .authorization_policies,
         vec!["shop/p"]
     );
     assert_eq!(second.problems.len(), 1);
     assert!(
-        second.problems[0].message.contains("keeping its last good version"),
+        second.problems[0]
+            .message
+            .contains("keeping its last good version"),
         "{}",
         second.problems[0]
     );

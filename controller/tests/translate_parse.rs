@@ -21,9 +21,17 @@ fn bad_documents_are_reported_and_skipped() {
     let problems: Vec<String> = index.problems().iter().map(|p| p.to_string()).collect();
     assert_eq!(problems.len(), 3, "{problems:#?}");
     // Syntax error: file, document and line.
-    assert!(problems[0].starts_with("fixtures/bad-yaml.yaml: "), "{}", problems[0]);
+    assert!(
+        problems[0].starts_with("fixtures/bad-yaml.yaml: "),
+        "{}",
+        problems[0]
+    );
     assert!(problems[0].contains("document 2"), "{}", problems[0]);
-    assert!(problems[0].contains("(line 15, column 1)"), "{}", problems[0]);
+    assert!(
+        problems[0].contains("(line 15, column 1)"),
+        "{}",
+        problems[0]
+    );
     // Type error: kind/name, field path, line and column.
     assert_eq!(
         problems[1],
@@ -77,6 +85,25 @@ fn json_and_empty_documents() {
     let parsed = controller::model::parse_documents("n.json", json, true);
     assert!(parsed.problems.is_empty());
     assert_eq!(parsed.objects.len(), 1);
-    let parsed = controller::model::parse_documents("e.yaml", "---\n# nothing\n---\n\n---\n", false);
+    let parsed =
+        controller::model::parse_documents("e.yaml", "---\n# nothing\n---\n\n---\n", false);
     assert!(parsed.problems.is_empty() && parsed.objects.is_empty());
+}
+
+#[test]
+fn replacing_an_origin_leaves_no_ghosts() {
+    let two = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n";
+    let one = "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n";
+    let mut index = controller::model::Index::new();
+    index.replace_origin("kube", objects("kube", two), vec![]);
+    index.replace_origin("f.yaml", objects("f.yaml", one), vec![]);
+    assert_eq!(index.len(), 2);
+    assert_eq!(index.problems().len(), 1, "b is defined twice");
+    index.replace_origin("kube", objects("kube", one), vec![]);
+    let keys: Vec<String> = index.iter().map(|(k, _)| k.to_string()).collect();
+    assert_eq!(keys, vec!["Namespace b"]);
+    index.remove_origin("f.yaml");
+    assert_eq!(index.len(), 1);
+    assert!(index.problems().is_empty());
+    assert_eq!(index.origins().collect::<Vec<_>>(), vec!["kube"]);
 }

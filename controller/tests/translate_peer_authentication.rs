@@ -42,8 +42,15 @@ fn precedence_workload_over_namespace_over_mesh() {
     let t = run(&["peer-authentication.yaml"]);
     assert_eq!(refs(&t, "strict-ns", "app-1"), vec![STRICT], "mesh STRICT");
     assert_eq!(refs(&t, "other", "other-1"), vec![STRICT], "mesh STRICT");
-    assert!(refs(&t, "relaxed", "web-1").is_empty(), "namespace PERMISSIVE wins");
-    assert_eq!(refs(&t, "relaxed", "payments-1"), vec![STRICT], "workload STRICT wins");
+    assert!(
+        refs(&t, "relaxed", "web-1").is_empty(),
+        "namespace PERMISSIVE wins"
+    );
+    assert_eq!(
+        refs(&t, "relaxed", "payments-1"),
+        vec![STRICT],
+        "workload STRICT wins"
+    );
 }
 
 #[test]
@@ -79,7 +86,10 @@ fn port_exception_under_strict() {
 fn strict_port_under_permissive() {
     let t = run(&["peer-authentication.yaml"]);
     let name = "istio_converted_peer_authentication_admin-port";
-    assert_eq!(refs(&t, "relaxed", "admin-1"), vec![format!("relaxed/{name}")]);
+    assert_eq!(
+        refs(&t, "relaxed", "admin-1"),
+        vec![format!("relaxed/{name}")]
+    );
     let a = authorization(&t, "relaxed", name).unwrap();
     let mut m = no_principal();
     m.destination_ports = vec![8443];

@@ -72,7 +72,11 @@ fn missing_waypoint_is_reported_once() {
     let problems = problems_about(&t, "Namespace", "lost");
     assert_eq!(problems.len(), 1, "{:?}", t.problems);
     assert_eq!(problems[0].field, "metadata.labels[istio.io/use-waypoint]");
-    assert!(problems[0].message.contains("lost/nowhere"), "{}", problems[0]);
+    assert!(
+        problems[0].message.contains("lost/nowhere"),
+        "{}",
+        problems[0]
+    );
     assert!(
         problems[0]
             .to_string()

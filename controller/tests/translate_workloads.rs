@@ -59,7 +59,11 @@ fn deployment_pod_in_ambient_namespace() {
             ]
         }
     );
-    assert_eq!(w.services.len(), 1, "the selector-less service selects nobody");
+    assert_eq!(
+        w.services.len(),
+        1,
+        "the selector-less service selects nobody"
+    );
 }
 
 #[test]
@@ -190,17 +194,20 @@ fn versions_are_deterministic_and_local() {
     let opts = TranslateOptions::default();
     let a = translate(&index, &opts);
     let b = translate(&index, &opts);
-    assert_eq!(a.snapshot, b.snapshot, "same input, same bytes and versions");
+    assert_eq!(
+        a.snapshot, b.snapshot,
+        "same input, same bytes and versions"
+    );
 
     // Relabel one pod: only its workload changes version.
     let mut objects: Vec<Object> = index.iter().map(|(_, s)| s.object.clone()).collect();
     for o in &mut objects {
-        if let Object::Pod(p) = o {
-            if p.metadata.name == "cron" {
-                p.metadata
-                    .labels
-                    .insert("service.istio.io/canonical-revision".into(), "r8".into());
-            }
+        if let Object::Pod(p) = o
+            && p.metadata.name == "cron"
+        {
+            p.metadata
+                .labels
+                .insert("service.istio.io/canonical-revision".into(), "r8".into());
         }
     }
     let changed = controller::model::Index::from_origins(vec![("x".into(), objects, vec![])]);
@@ -225,5 +232,8 @@ fn options_are_used() {
     };
     let t = translate(&index_of(&["enrollment.yaml"]), &opts);
     let names: Vec<&String> = t.snapshot.resources[api::ADDRESS_TYPE_URL].keys().collect();
-    assert!(names.contains(&&"east//Pod/legacy/cron".to_string()), "{names:?}");
+    assert!(
+        names.contains(&&"east//Pod/legacy/cron".to_string()),
+        "{names:?}"
+    );
 }

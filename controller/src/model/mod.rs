@@ -10,8 +10,8 @@ mod problem;
 pub use index::{Index, Stored};
 pub use istio::{
     AuthorizationPolicy, AuthorizationPolicySpec, AuthorizationRule, Condition, MutualTls,
-    Operation, PeerAuthentication, PeerAuthenticationSpec, PolicyTargetReference, RuleFrom,
-    RuleTo, Source, WorkloadSelector,
+    Operation, PeerAuthentication, PeerAuthenticationSpec, PolicyTargetReference, RuleFrom, RuleTo,
+    Source, WorkloadSelector,
 };
 pub use kube::{
     Container, ContainerPort, Gateway, GatewayInfrastructure, GatewaySpec, IntOrString, Listener,

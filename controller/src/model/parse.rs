@@ -55,8 +55,8 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     let mut start = 0;
     let mut current = String::new();
     for (n, line) in text.lines().enumerate() {
-        let is_marker = line.starts_with("---")
-            && line[3..].chars().next().is_none_or(char::is_whitespace);
+        let is_marker =
+            line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
         if is_marker {
             docs.push((start, std::mem::take(&mut current)));
             start = n;
@@ -106,14 +106,19 @@ fn parse_document(ctx: &DocContext<'_>, chunk: &str, out: &mut Parsed) {
     let value: Value = match serde_yaml_ng::from_str(chunk) {
         Ok(v) => v,
         Err(e) => {
-            out.problems.push(error_problem(ctx, None, &e, ""));
+            let mut problem = error_problem(ctx, None, &e, "");
+            (problem.kind, problem.namespace, problem.name) = guess_identity(chunk);
+            out.problems.push(problem);
             return;
         }
     };
     if value.is_null() {
         return;
     }
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if kind == "List" || (kind.ends_with("List") && value.get("items").is_some()) {
         let Some(items) = value.get("items").and_then(Value::as_sequence) else {
             // A List without items is an empty list.
@@ -135,8 +140,15 @@ fn parse_document(ctx: &DocContext<'_>, chunk: &str, out: &mut Parsed) {
 }
 
 /// Decodes one object (if it is of a kind the controller reads) into `out`.
-fn decode_object(src: &Src<'_>, value: &Value, out: &mut Parsed) -> Result<(), serde_yaml_ng::Error> {
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+fn decode_object(
+    src: &Src<'_>,
+    value: &Value,
+    out: &mut Parsed,
+) -> Result<(), serde_yaml_ng::Error> {
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let api_version = value
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -273,6 +285,33 @@ fn split_error(text: &str) -> (String, String) {
         }
     }
     (String::new(), text.to_string())
+}
+
+/// Best-effort (kind, namespace, name) of a document that is not valid
+/// YAML, read line by line from its block-style header, so that the message
+/// can still name the object.
+fn guess_identity(chunk: &str) -> (String, String, String) {
+    let value = |line: &str, key: &str| {
+        line.strip_prefix(key)
+            .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+    };
+    let (mut kind, mut namespace, mut name) = (String::new(), String::new(), String::new());
+    let mut in_metadata = false;
+    for line in chunk.lines() {
+        if !line.starts_with(' ') {
+            in_metadata = line.trim_end() == "metadata:";
+            if let Some(k) = value(line, "kind:") {
+                kind = k;
+            }
+        } else if in_metadata {
+            if let Some(n) = value(line, "  name:") {
+                name = n;
+            } else if let Some(ns) = value(line, "  namespace:") {
+                namespace = ns;
+            }
+        }
+    }
+    (kind, namespace, name)
 }
 
 /// Removes every ` at line N column M` (relative to the document, hence

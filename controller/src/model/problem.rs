@@ -49,7 +49,11 @@ impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:", self.origin)?;
         if !self.kind.is_empty() || !self.name.is_empty() {
-            let kind = if self.kind.is_empty() { "object" } else { &self.kind };
+            let kind = if self.kind.is_empty() {
+                "object"
+            } else {
+                &self.kind
+            };
             if self.namespace.is_empty() {
                 write!(f, " {kind} {}:", self.name)?;
             } else {

@@ -87,9 +87,10 @@ impl FileSource {
         let mut found = Vec::new();
         for dir in &self.dirs {
             if let Err(e) = walk(dir, 0, &mut found) {
-                dir_problems.push(Problem::new(&dir.display().to_string(), "", "", "").message(
-                    format!("cannot read config directory: {e}"),
-                ));
+                dir_problems.push(
+                    Problem::new(&dir.display().to_string(), "", "", "")
+                        .message(format!("cannot read config directory: {e}")),
+                );
             }
         }
         // A file reachable from two dirs counts once, at its first place.
@@ -149,13 +150,13 @@ impl FileSource {
         }
     }
 
-    /// Rescans every `interval` and publishes the index on `tx` whenever it
-    /// changed. Returns when every receiver is gone.
-    pub async fn watch(
-        mut self,
-        tx: tokio::sync::watch::Sender<Arc<Index>>,
-        interval: Duration,
-    ) {
+    /// Rescans every `interval` and publishes the index on `tx`: once after
+    /// the first scan (even when empty, so consumers can become ready), then
+    /// whenever it changed. Returns when every receiver is gone. Problems are
+    /// not logged here: they travel in the index, and the translation that
+    /// consumes it reports them.
+    pub async fn watch(mut self, tx: tokio::sync::watch::Sender<Arc<Index>>, interval: Duration) {
+        let mut first = true;
         loop {
             // Reading files blocks; keep it off the async workers.
             let joined = tokio::task::spawn_blocking(move || {
@@ -168,14 +169,18 @@ impl FileSource {
                 return;
             };
             self = source;
-            if result.changed {
-                for p in result.index.problems() {
-                    tracing::warn!("{p}");
-                }
+            if result.changed || first {
+                tracing::debug!(
+                    files = result.files,
+                    objects = result.index.len(),
+                    problems = result.index.problems().len(),
+                    "config files changed"
+                );
                 if tx.send(result.index).is_err() {
                     return;
                 }
             }
+            first = false;
             if tx.is_closed() {
                 return;
             }
@@ -196,7 +201,10 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, Stamp)>) -> Result<(),
         .collect();
     entries.sort();
     for path in entries {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         // Editors' swap and backup files, and `..data` style links of
         // mounted ConfigMaps, start with a dot.
         if name.starts_with('.') {

@@ -46,9 +46,9 @@ impl Policy {
 /// Why a policy produced no resource.
 enum Skip {
     /// Invalid: the last good translation stays in force.
-    Invalid(Problem),
+    Invalid(Box<Problem>),
     /// Valid, but nothing for ztunnel (unsupported action): removed.
-    Unsupported(Problem),
+    Unsupported(Box<Problem>),
     /// Meant for a waypoint (`targetRefs`): nothing for ztunnel.
     ForWaypoint,
 }
@@ -70,7 +70,8 @@ pub(crate) fn convert_all(
                 keep.insert(key, policy.clone());
                 out.push(policy);
             }
-            Err(Skip::Invalid(mut problem)) => {
+            Err(Skip::Invalid(problem)) => {
+                let mut problem = *problem;
                 if let Some(previous) = last_good.remove(&key) {
                     problem.message.push_str("; keeping its last good version");
                     keep.insert(key, previous.clone());
@@ -80,7 +81,7 @@ pub(crate) fn convert_all(
                 }
                 problems.push(problem);
             }
-            Err(Skip::Unsupported(problem)) => problems.push(problem),
+            Err(Skip::Unsupported(problem)) => problems.push(*problem),
             Err(Skip::ForWaypoint) => {}
         }
     }
@@ -105,14 +106,18 @@ fn convert(
         "ALLOW" => Action::Allow,
         "DENY" => Action::Deny,
         a @ ("AUDIT" | "CUSTOM") => {
-            return Err(Skip::Unsupported(problem().field("spec.action").message(format!(
-                "ztunnel does not support the {a} action; policy skipped"
-            ))));
+            return Err(Skip::Unsupported(Box::new(
+                problem().field("spec.action").message(format!(
+                    "ztunnel does not support the {a} action; policy skipped"
+                )),
+            )));
         }
         other => {
-            return Err(Skip::Invalid(problem().field("spec.action").message(format!(
-                "unknown action {other:?} (ALLOW, DENY, AUDIT, CUSTOM)"
-            ))));
+            return Err(Skip::Invalid(Box::new(
+                problem().field("spec.action").message(format!(
+                    "unknown action {other:?} (ALLOW, DENY, AUDIT, CUSTOM)"
+                )),
+            )));
         }
     };
     let selector = ap
@@ -132,7 +137,7 @@ fn convert(
     for (i, rule) in ap.spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         let (clauses, l7) = convert_rule(rule, &m.namespace, &field)
-            .map_err(|(f, msg)| Skip::Invalid(problem().field(f).message(msg)))?;
+            .map_err(|(f, msg)| Skip::Invalid(Box::new(problem().field(f).message(msg))))?;
         let dropped = action == Action::Allow && !l7.is_empty();
         for attr in l7 {
             if !l7_found.contains(&attr) {
@@ -331,7 +336,10 @@ fn ports(values: &[String], field: &str) -> Result<Vec<u32>, RuleError> {
         .enumerate()
         .map(|(i, v)| match v.parse::<u16>() {
             Ok(p) if p > 0 => Ok(u32::from(p)),
-            _ => Err((format!("{field}[{i}]"), format!("{v:?} is not a port number"))),
+            _ => Err((
+                format!("{field}[{i}]"),
+                format!("{v:?} is not a port number"),
+            )),
         })
         .collect()
 }
@@ -342,7 +350,12 @@ fn ips(values: &[String], field: &str) -> Result<Vec<Address>, RuleError> {
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let bad = || (format!("{field}[{i}]"), format!("{v:?} is not an IP address or CIDR"));
+            let bad = || {
+                (
+                    format!("{field}[{i}]"),
+                    format!("{v:?} is not an IP address or CIDR"),
+                )
+            };
             let (ip, len) = match v.split_once('/') {
                 Some((ip, len)) => {
                     let ip: IpAddr = ip.parse().map_err(|_| bad())?;

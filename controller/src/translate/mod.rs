@@ -19,8 +19,8 @@ use api::prost_types::Any;
 use api::security::Authorization;
 use api::workload::{Address, address};
 
-use crate::model::{Index, ObjectKey};
 pub use crate::model::Problem;
+use crate::model::{Index, ObjectKey};
 
 /// DNS suffix of Service hostnames (`<name>.<ns>.svc.cluster.local`).
 pub const DOMAIN_SUFFIX: &str = "cluster.local";

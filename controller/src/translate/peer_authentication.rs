@@ -100,7 +100,10 @@ impl<'a> PeerAuthn<'a> {
             for (port, mtls) in &pa.spec.port_level_mtls {
                 let field = format!("spec.portLevelMtls[{port}]");
                 let Some(port_mode) = parse_mode(mtls.mode.as_deref()) else {
-                    problems.push(problem(format!("{field}.mode"), mtls.mode.as_deref().unwrap_or_default()));
+                    problems.push(problem(
+                        format!("{field}.mode"),
+                        mtls.mode.as_deref().unwrap_or_default(),
+                    ));
                     valid = false;
                     break;
                 };
@@ -127,7 +130,11 @@ impl<'a> PeerAuthn<'a> {
         all.sort_by(|(_, a), (_, b)| {
             let key = |e: &Entry<'_>| {
                 let m = &e.pa.metadata;
-                (m.creation_timestamp.clone().unwrap_or_default(), m.namespace.clone(), m.name.clone())
+                (
+                    m.creation_timestamp.clone().unwrap_or_default(),
+                    m.namespace.clone(),
+                    m.name.clone(),
+                )
             };
             key(a).cmp(&key(b))
         });
@@ -153,7 +160,11 @@ impl<'a> PeerAuthn<'a> {
         };
         for (_, e) in all {
             let m = &e.pa.metadata;
-            let selector = e.pa.spec.selector.as_ref().filter(|s| !s.match_labels.is_empty());
+            let selector =
+                e.pa.spec
+                    .selector
+                    .as_ref()
+                    .filter(|s| !s.match_labels.is_empty());
             match (selector.is_some(), m.namespace == options.root_namespace) {
                 (false, true) => {
                     this.mesh.get_or_insert(e);
@@ -163,7 +174,11 @@ impl<'a> PeerAuthn<'a> {
                 }
                 // Istio ignores selector policies in the root namespace.
                 (true, true) => {}
-                (true, false) => this.workloads.entry(m.namespace.clone()).or_default().push(e),
+                (true, false) => this
+                    .workloads
+                    .entry(m.namespace.clone())
+                    .or_default()
+                    .push(e),
             }
         }
         this.convert_port_policies();
@@ -263,22 +278,25 @@ impl<'a> PeerAuthn<'a> {
             return Vec::new();
         }
         let ns = &pod.metadata.namespace;
-        let workload_policy = self
-            .workloads
-            .get(ns)
-            .and_then(|es| es.iter().find(|e| {
+        let workload_policy = self.workloads.get(ns).and_then(|es| {
+            es.iter().find(|e| {
                 e.pa.spec
                     .selector
                     .as_ref()
                     .is_some_and(|s| selects(&s.match_labels, &pod.metadata.labels))
-            }));
+            })
+        });
         let inherited = self.inherited(ns);
         let (mode, converted) = match workload_policy {
             None => (inherited, None),
             Some(e) => {
                 let reference = format!("{ns}/{CONVERTED_PREFIX}{}", e.pa.metadata.name);
                 let converted = self.converted.contains_key(&reference).then_some(reference);
-                let mode = if e.mode == Mode::Unset { inherited } else { e.mode };
+                let mode = if e.mode == Mode::Unset {
+                    inherited
+                } else {
+                    e.mode
+                };
                 (mode, converted)
             }
         };

@@ -7,7 +7,7 @@ use api::workload::{NetworkAddress, Port, PortList, Service};
 
 use super::service_hostname;
 use super::waypoints::{Asker, Waypoints};
-use crate::model::{self, IntOrString, Index, Pod, Problem};
+use crate::model::{self, Index, IntOrString, Pod, Problem};
 
 /// Translates every Service of the index.
 pub(super) fn translate_services(

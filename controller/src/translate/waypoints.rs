@@ -156,12 +156,27 @@ impl Waypoints {
         }
         let (labels, label_origin, label_kind, label_ns, label_name) =
             if meta.labels.contains_key(USE_WAYPOINT) {
-                (&meta.labels, origin, kind, meta.namespace.as_str(), meta.name.as_str())
+                (
+                    &meta.labels,
+                    origin,
+                    kind,
+                    meta.namespace.as_str(),
+                    meta.name.as_str(),
+                )
             } else {
-                let ns = index
-                    .get(&crate::model::ObjectKey::new("Namespace", "", &meta.namespace))?;
+                let ns = index.get(&crate::model::ObjectKey::new(
+                    "Namespace",
+                    "",
+                    &meta.namespace,
+                ))?;
                 let labels = &ns.object.metadata().labels;
-                (labels, ns.origin.as_str(), "Namespace", "", meta.namespace.as_str())
+                (
+                    labels,
+                    ns.origin.as_str(),
+                    "Namespace",
+                    "",
+                    meta.namespace.as_str(),
+                )
             };
         let name = labels.get(USE_WAYPOINT)?;
         if name == "none" || name.is_empty() {

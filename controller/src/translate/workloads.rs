@@ -173,10 +173,11 @@ pub fn workload_name(pod: &Pod) -> String {
     let m = &pod.metadata;
     let hash = m.labels.get("pod-template-hash");
     if let Some(owner) = m.owner_references.first() {
-        if owner.kind == "ReplicaSet" {
-            if let Some(deployment) = hash.and_then(|h| owner.name.strip_suffix(&format!("-{h}"))) {
-                return deployment.to_string();
-            }
+        let deployment = hash
+            .filter(|_| owner.kind == "ReplicaSet")
+            .and_then(|h| owner.name.strip_suffix(&format!("-{h}")));
+        if let Some(deployment) = deployment {
+            return deployment.to_string();
         }
         return owner.name.clone();
     }
