@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use hbone::{Identity, WorkloadCertificate};
+use hbone::Identity;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -53,16 +53,6 @@ pub fn controller_identity(
     Identity::new(trust_domain, namespace, "controller")
 }
 
-/// A TLS 1.3 server configuration presenting `cert`, ALPN h2, no client certificate.
-pub fn server_config(cert: &WorkloadCertificate) -> Result<ServerConfig, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(hbone::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(cert.chain().to_vec(), cert.private_key())?;
-    config.alpn_protocols = vec![hbone::tls::ALPN_H2.to_vec()];
-    Ok(config)
-}
-
 /// The current TLS configuration, swapped when the serving certificate is renewed.
 #[derive(Clone)]
 pub struct ServingTls {
@@ -87,7 +77,10 @@ impl ServingTls {
         identity: &Identity,
     ) -> Result<(ServerConfig, SystemTime), ServerError> {
         let cert = ca.issue(identity, SERVING_TTL)?;
-        Ok((server_config(&cert)?, cert.refresh_at()))
+        Ok((
+            hbone::tls::server_config_without_client_auth(&cert)?,
+            cert.refresh_at(),
+        ))
     }
 
     /// Reissues the certificate now (after a root rotation, or at half-life).

@@ -134,6 +134,9 @@ pub struct Sandbox {
     up: bool,
 }
 
+/// How long [`Sandbox::http`] waits for an answer.
+const DEFAULT_HTTP_TIMEOUT_MS: u64 = 5000;
+
 impl Sandbox {
     /// Builds a 2-node sandbox from `manifests`: YAML text, or the path of a
     /// file or folder.
@@ -250,13 +253,25 @@ impl Sandbox {
 
     /// GETs `url` from inside `pod` with `meshctl app curl --fail`; the body.
     pub fn http(&self, pod: &str, url: &str) -> Result<String> {
-        let args = ["meshctl", "app", "curl", "--fail", url];
-        let out = self.exec(pod, &args)?;
-        let args: Vec<String> = [format!("exec {pod} --")]
-            .into_iter()
-            .chain(args.iter().map(|s| s.to_string()))
-            .collect();
+        let out = self.try_http(pod, url, DEFAULT_HTTP_TIMEOUT_MS)?;
+        let args = vec![format!("exec {pod} -- meshctl app curl --fail {url}")];
         check(&args, out).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// GETs `url` from inside `pod`, giving up after `timeout_ms`; the raw output, so a test
+    /// can assert that a request fails (non-2xx or no answer) as well as that it succeeds.
+    pub fn try_http(&self, pod: &str, url: &str, timeout_ms: u64) -> Result<Output> {
+        let timeout = timeout_ms.to_string();
+        let args = [
+            "meshctl",
+            "app",
+            "curl",
+            "--fail",
+            "--timeout-ms",
+            &timeout,
+            url,
+        ];
+        self.exec(pod, &args)
     }
 
     /// `meshctl label namespace NS key=value` (or `key-`).

@@ -254,39 +254,13 @@ fn applied_pods_become_reachable_and_deleted_pods_stop() {
     let out = sb.delete(&extra).unwrap();
     assert!(out.contains("pod/late deleted"), "{out}");
     assert!(sb.pods().unwrap().iter().all(|p| p.name != "late"));
-    let gone = sb
-        .exec(
-            "client",
-            &[
-                "meshctl",
-                "app",
-                "curl",
-                "--fail",
-                "--timeout-ms",
-                "2000",
-                &url,
-            ],
-        )
-        .unwrap();
+    let gone = sb.try_http("client", &url, 2000).unwrap();
     assert!(
         !gone.status.success(),
         "deleted pod still answers: {}",
         String::from_utf8_lossy(&gone.stdout)
     );
-    let via_service = sb
-        .exec(
-            "client",
-            &[
-                "meshctl",
-                "app",
-                "curl",
-                "--fail",
-                "--timeout-ms",
-                "2000",
-                "http://late/",
-            ],
-        )
-        .unwrap();
+    let via_service = sb.try_http("client", "http://late/", 2000).unwrap();
     assert!(
         !via_service.status.success(),
         "service without endpoints still answers"
@@ -418,20 +392,7 @@ fn service_names_resolve_in_all_forms() {
     // From another namespace only the qualified forms exist.
     sb.apply(&client_pod("node2")).unwrap();
     assert!(sb.http("client", "http://echo.names/").is_ok());
-    let short = sb
-        .exec(
-            "client",
-            &[
-                "meshctl",
-                "app",
-                "curl",
-                "--fail",
-                "--timeout-ms",
-                "2000",
-                "http://echo/",
-            ],
-        )
-        .unwrap();
+    let short = sb.try_http("client", "http://echo/", 2000).unwrap();
     assert!(!short.status.success());
 }
 

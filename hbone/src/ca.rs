@@ -150,7 +150,10 @@ impl Authority {
         }
         let requested: Identity = uris[0].parse()?;
         if &requested != identity {
-            return Err(CertError::San(1));
+            return Err(CertError::IdentityMismatch {
+                expected: Box::new(identity.clone()),
+                found: Box::new(requested),
+            });
         }
         let params = leaf_params(identity, not_before, not_after)?;
         let leaf = params.signed_by(&csr.public_key, &self.issuer)?;

@@ -30,6 +30,14 @@ pub enum CertError {
     /// The certificate does not carry exactly one SPIFFE URI SAN.
     #[error("certificate must carry exactly one spiffe:// URI SAN, found {0}")]
     San(usize),
+    /// The certificate or CSR names another identity than the one it must carry.
+    #[error("expected identity {expected}, found {found}")]
+    IdentityMismatch {
+        /// The identity required.
+        expected: Box<Identity>,
+        /// The identity present.
+        found: Box<Identity>,
+    },
     /// The URI SAN is not a valid identity.
     #[error(transparent)]
     Identity(#[from] IdentityError),
@@ -213,7 +221,10 @@ impl CertificateRequest {
         })?;
         let cert = WorkloadCertificate::from_der(key, chain, roots)?;
         if cert.identity != self.identity {
-            return Err(CertError::San(1));
+            return Err(CertError::IdentityMismatch {
+                expected: Box::new(self.identity),
+                found: Box::new(cert.identity),
+            });
         }
         Ok(cert)
     }
@@ -344,6 +355,23 @@ mod tests {
         assert_eq!(half, lifetime / 2);
         assert!(!cert.is_expired_at(SystemTime::now()));
         assert!(cert.is_expired_at(cert.expires_at()));
+    }
+
+    #[test]
+    fn the_ca_refuses_a_csr_for_another_identity() {
+        let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+        let request = CertificateRequest::generate(&identity()).unwrap();
+        let granted: Identity = "spiffe://cluster.local/ns/shop/sa/payments"
+            .parse()
+            .unwrap();
+        let err = ca
+            .sign_csr(request.csr_pem(), &granted, Duration::from_secs(60))
+            .unwrap_err();
+        assert!(
+            matches!(&err, CertError::IdentityMismatch { expected, found }
+                if **expected == granted && **found == identity()),
+            "{err}"
+        );
     }
 
     #[test]

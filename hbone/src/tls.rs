@@ -70,6 +70,20 @@ pub fn server_config(cert: &WorkloadCertificate) -> Result<ServerConfig, rustls:
     Ok(config)
 }
 
+/// A server configuration presenting `cert` without asking for a client certificate: for
+/// services whose callers authenticate otherwise (the controller's xDS and CA take bearer
+/// tokens, since a node proxy has no certificate before its first CSR).
+pub fn server_config_without_client_auth(
+    cert: &WorkloadCertificate,
+) -> Result<ServerConfig, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(cert.chain().to_vec(), cert.private_key())?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(config)
+}
+
 /// The identity of a verified peer, from its leaf certificate.
 pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<Identity> {
     let leaf = certs?.first()?;

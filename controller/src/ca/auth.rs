@@ -69,6 +69,27 @@ pub async fn authenticate(
     auth.authenticate(token).await
 }
 
+/// The remote address of a gRPC request, for logs (empty when unknown).
+pub fn peer_of<T>(request: &tonic::Request<T>) -> String {
+    request
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+/// Authenticates a gRPC request's bearer token. A refusal is logged with the peer and `what`
+/// was refused, and answered `Unauthenticated` without saying why (the log does).
+pub async fn authenticate_request<T>(
+    auth: &dyn Authenticator,
+    request: &tonic::Request<T>,
+    what: &str,
+) -> Result<Caller, tonic::Status> {
+    authenticate(auth, request.metadata()).await.map_err(|e| {
+        tracing::warn!(peer = %peer_of(request), reason = %e, "refused {what}");
+        tonic::Status::unauthenticated("a valid bearer token is required")
+    })
+}
+
 /// One entry of a tokens file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

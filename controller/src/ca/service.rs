@@ -89,19 +89,16 @@ impl IstioCertificateService for CaService {
             .permits
             .try_acquire()
             .map_err(|_| Status::resource_exhausted("too many certificate requests in flight"))?;
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let caller = match auth::authenticate(self.authenticator.as_ref(), request.metadata()).await
-        {
-            Ok(caller) => caller,
-            Err(e) => {
-                tracing::warn!(%peer, reason = %e, "refused certificate request");
-                ::metrics::counter!(metrics::REFUSED, "reason" => "unauthenticated").increment(1);
-                return Err(Status::unauthenticated("a valid bearer token is required"));
-            }
-        };
+        let peer = auth::peer_of(&request);
+        let caller = auth::authenticate_request(
+            self.authenticator.as_ref(),
+            &request,
+            "certificate request",
+        )
+        .await
+        .inspect_err(|_| {
+            ::metrics::counter!(metrics::REFUSED, "reason" => "unauthenticated").increment(1);
+        })?;
         let caller_id = caller.identity.to_string();
         let request = request.into_inner();
         let ttl = policy::ttl(request.validity_duration)
@@ -125,8 +122,12 @@ impl IstioCertificateService for CaService {
                 }))
             }
             // The CSR names another identity than the one granted.
-            Err(CaError::Cert(CertError::San(_) | CertError::Identity(_))) => {
-                tracing::warn!(%peer, caller = %caller_id, %identity, "refused certificate request: CSR SAN differs from the granted identity");
+            Err(CaError::Cert(
+                e @ (CertError::San(_)
+                | CertError::IdentityMismatch { .. }
+                | CertError::Identity(_)),
+            )) => {
+                tracing::warn!(%peer, caller = %caller_id, %identity, error = %e, "refused certificate request: CSR SAN differs from the granted identity");
                 ::metrics::counter!(metrics::REFUSED, "reason" => "csr_san").increment(1);
                 Err(Status::unauthenticated(
                     "the CSR must carry exactly the granted identity as its URI SAN",

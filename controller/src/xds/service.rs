@@ -115,18 +115,8 @@ impl AggregatedDiscoveryService for XdsServer {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let caller = match auth::authenticate(self.authenticator.as_ref(), request.metadata()).await
-        {
-            Ok(caller) => caller,
-            Err(e) => {
-                tracing::warn!(%peer, reason = %e, "refused xDS stream");
-                return Err(Status::unauthenticated("xDS requires a valid bearer token"));
-            }
-        };
+        let caller =
+            auth::authenticate_request(self.authenticator.as_ref(), &request, "xDS stream").await?;
         let (tx, rx) = mpsc::channel(self.config.outbound_capacity.max(1));
         tokio::spawn(Stream::run(
             caller.identity.to_string(),

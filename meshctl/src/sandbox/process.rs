@@ -163,16 +163,9 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    // SAFETY: setsid is async-signal-safe; a new session detaches the
-    // process from meshctl's terminal so it outlives the verb.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // A new session detaches the container from meshctl's terminal so it
+    // outlives the verb.
+    new_session(&mut cmd);
     let child = cmd.spawn().map_err(SandboxError::io(ctx()))?;
     let pid = child.id() as i32;
     // Dropping `child` neither waits nor kills: the process lives on.
@@ -301,6 +294,21 @@ pub fn stop(names: &[String], extra: &[ProcId]) {
         while Instant::now() < deadline && procs.iter().any(|p| alive(*p)) {
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+}
+
+/// Makes `cmd` start in a session of its own: it no longer belongs to the
+/// caller's terminal or process group, so signals aimed at those (Ctrl-C, a
+/// test runner killing its group) do not reach it.
+pub(crate) fn new_session(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

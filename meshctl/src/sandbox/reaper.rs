@@ -3,7 +3,6 @@
 //! so a killed test or a crashed script leaves nothing behind.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -39,17 +38,9 @@ pub fn spawn(cfg: &Config, owner: ProcId) -> Result<ProcId> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
-    // SAFETY: setsid is async-signal-safe; its own session keeps the reaper
-    // out of the owner's process group, so whatever kills the owner's group
-    // does not take the reaper with it.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // Its own session keeps the reaper out of the owner's process group, so
+    // whatever kills the owner's group does not take the reaper with it.
+    process::new_session(&mut cmd);
     let child = cmd
         .spawn()
         .map_err(SandboxError::io("starting the sandbox reaper"))?;
