@@ -1,6 +1,12 @@
-//! The `ztunnel` binary.
+//! The `ztunnel` binary: `ztunnel proxy` (the node proxy) and `ztunnel node-agent` (capture).
 
-use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ztunnel::config::{AgentConfig, ControlPlaneConfig, ProxyConfig};
 
 /// Per-node L4 tunnel of the ambient mesh.
 #[derive(Parser, Debug)]
@@ -8,19 +14,171 @@ use clap::Parser;
     name = "ztunnel",
     version,
     about,
-    long_about = "Per-node L4 tunnel of the ambient mesh. Runs once per node, captures every TCP connection of the node's enrolled pods inside each pod's network namespace, and carries it over HBONE (HTTP/2 CONNECT inside mTLS, port 15008) to the destination's ztunnel or waypoint. Enforces L4 authorization and reports TCP telemetry."
+    long_about = "Per-node L4 tunnel of the ambient mesh. `ztunnel proxy` runs once per node, \
+        runs listeners inside each enrolled pod's network namespace and carries every TCP \
+        connection over HBONE (HTTP/2 CONNECT inside mTLS, port 15008) to the destination's \
+        ztunnel or waypoint, enforcing L4 authorization and reporting TCP telemetry. \
+        `ztunnel node-agent` installs the in-pod redirection rules and hands pod network \
+        namespaces to the proxy over ZDS."
 )]
-struct Args {
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
     /// Log filter in `tracing` syntax (for example `info` or `ztunnel=debug`).
-    #[arg(long, default_value = "info")]
+    #[arg(long, global = true, default_value = "info")]
     log_level: String,
 }
 
-fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+#[derive(Subcommand, Debug)]
+enum Role {
+    /// The node proxy.
+    Proxy(ProxyArgs),
+    /// The node agent (in-pod capture).
+    NodeAgent(AgentArgs),
+}
+
+#[derive(Args, Debug)]
+struct ControlArgs {
+    /// `host:port` of the controller's gRPC endpoint.
+    #[arg(long, default_value = "istiod.istio-system.svc:15012")]
+    controller: String,
+    /// PEM roots the controller's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    root_cert: PathBuf,
+    /// File holding this node's bearer token.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// SPIFFE identity the controller must present.
+    #[arg(long, default_value = "spiffe://cluster.local/ns/istio-system/sa/controller")]
+    controller_identity: String,
+}
+
+impl ControlArgs {
+    fn config(&self) -> ControlPlaneConfig {
+        ControlPlaneConfig {
+            address: self.controller.clone(),
+            root_cert: self.root_cert.clone(),
+            token_file: self.token_file.clone(),
+            server_identity: self.controller_identity.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct ProxyArgs {
+    /// This node's name.
+    #[arg(long)]
+    node: String,
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Cluster id.
+    #[arg(long, default_value = "Kubernetes")]
+    cluster_id: String,
+    /// Trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// ZDS socket served by the node agent.
+    #[arg(long, default_value = "/var/run/ztunnel/ztunnel.sock")]
+    zds_socket: PathBuf,
+    /// Admin endpoint (`/config_dump`).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin_addr: SocketAddr,
+    /// Metrics endpoint.
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    metrics_addr: SocketAddr,
+    /// Readiness endpoint.
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    ready_addr: SocketAddr,
+    /// Requested certificate lifetime, in seconds.
+    #[arg(long, default_value_t = 86400)]
+    cert_ttl_secs: u64,
+    /// How long in-flight connections may run after SIGTERM, in seconds.
+    #[arg(long, default_value_t = 30)]
+    drain_secs: u64,
+}
+
+#[derive(Args, Debug)]
+struct AgentArgs {
+    /// This node's name.
+    #[arg(long)]
+    node: String,
+    #[command(flatten)]
+    control: ControlArgs,
+    /// ZDS socket to serve.
+    #[arg(long, default_value = "/var/run/ztunnel/ztunnel.sock")]
+    zds_socket: PathBuf,
+    /// Folder where `<pod uid>` names each pod's network namespace file; without it,
+    /// namespaces are found by scanning /proc.
+    #[arg(long, value_name = "DIR")]
+    netns_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_level))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log_level))
         .init();
-    tracing::error!("ztunnel: this build carries no runtime yet; only --help and --version work");
-    std::process::ExitCode::from(2)
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.role {
+        Role::Proxy(args) => {
+            let config = ProxyConfig {
+                node: args.node,
+                cluster_id: args.cluster_id,
+                trust_domain: args.trust_domain,
+                control: args.control.config(),
+                zds_socket: args.zds_socket,
+                admin_addr: args.admin_addr,
+                metrics_addr: args.metrics_addr,
+                ready_addr: args.ready_addr,
+                cert_ttl: Duration::from_secs(args.cert_ttl_secs),
+                drain_deadline: Duration::from_secs(args.drain_secs),
+            };
+            runtime
+                .block_on(ztunnel::app::run_proxy(config))
+                .map_err(|e| e.to_string())
+        }
+        Role::NodeAgent(args) => {
+            let config = AgentConfig {
+                node: args.node,
+                control: args.control.config(),
+                zds_socket: args.zds_socket,
+                netns_dir: args.netns_dir,
+            };
+            runtime
+                .block_on(async {
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    tokio::spawn(async move {
+                        shutdown_signal().await;
+                        let _ = tx.send(true);
+                    });
+                    ztunnel::agent::run(config, rx).await
+                })
+                .map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
