@@ -55,6 +55,28 @@ pub fn client_config(
     Ok(config)
 }
 
+/// A client configuration presenting no certificate and accepting a server only if its chain
+/// verifies against `roots` and its identity is one of `expected`: for reaching the
+/// controller, which authenticates callers by bearer token (a node proxy has no certificate
+/// before its first CSR).
+pub fn client_config_without_client_auth(
+    roots: &[CertificateDer<'static>],
+    expected: &[Identity],
+) -> Result<ClientConfig, rustls::Error> {
+    let verifier = ServerIdentityVerifier {
+        roots: Roots::new(roots)?,
+        expected: expected.to_vec(),
+    };
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.enable_sni = false;
+    Ok(config)
+}
+
 /// A server configuration presenting `cert` and requiring a client certificate that chains to
 /// `cert`'s trust bundle and carries an identity in `cert`'s trust domain.
 pub fn server_config(cert: &WorkloadCertificate) -> Result<ServerConfig, rustls::Error> {
