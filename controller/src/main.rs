@@ -66,6 +66,9 @@ struct Args {
     /// Debounce window for config pushes, in milliseconds.
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
+    /// How often the --config-dir folders are rescanned for changes, in milliseconds.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    scan_interval_ms: u64,
     /// Log filter in `tracing` syntax (for example `info` or `controller=debug`).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -134,7 +137,8 @@ async fn run(args: Args) -> Result<(), StartError> {
         tracing::warn!("no --config-dir given: serving an empty configuration");
     }
     tokio::spawn(
-        FileSource::new(args.config_dirs.clone()).watch(index_tx, Duration::from_millis(200)),
+        FileSource::new(args.config_dirs.clone())
+            .watch(index_tx, Duration::from_millis(args.scan_interval_ms)),
     );
     let options = TranslateOptions {
         trust_domain: args.trust_domain.clone(),

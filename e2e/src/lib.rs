@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -42,6 +42,8 @@ pub enum Error {
 /// Result alias of the harness.
 pub type Result<T> = std::result::Result<T, Error>;
 
+pub use meshctl::sandbox::control::Component;
+
 /// How to build a sandbox.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -49,6 +51,13 @@ pub struct Options {
     pub nodes: u32,
     /// Process whose exit tears the sandbox down (default: this test process).
     pub owner_pid: u32,
+    /// Start a ztunnel and a node agent per node (default true).
+    pub ztunnel: bool,
+    /// Host port for the controller's admin endpoint (default 0: a free
+    /// port, so parallel sandboxes never collide).
+    pub admin_port: u16,
+    /// Host port for the controller's xDS/CA endpoint (default 0: a free port).
+    pub xds_port: u16,
 }
 
 impl Default for Options {
@@ -56,7 +65,57 @@ impl Default for Options {
         Options {
             nodes: 2,
             owner_pid: std::process::id(),
+            ztunnel: true,
+            admin_port: 0,
+            xds_port: 0,
         }
+    }
+}
+
+/// Where a sandbox's controller is, as `meshctl get controller -o json`
+/// reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerInfo {
+    /// Fabric address (reachable from nodes and pods).
+    pub ip: Ipv4Addr,
+    /// Host port forwarded to its admin endpoint.
+    pub admin_port: u16,
+    /// Host port forwarded to its xDS/CA endpoint.
+    pub xds_port: u16,
+    /// The CA's root certificate file.
+    pub root_cert: PathBuf,
+    /// Folder of per-node token files.
+    pub tokens_dir: PathBuf,
+}
+
+impl ControllerInfo {
+    fn parse(v: &serde_json::Value) -> Result<ControllerInfo> {
+        let bad = |what: &str| Error::Parse(format!("get controller -o json: bad {what}: {v}"));
+        let port = |k: &str| {
+            v[k].as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or_else(|| bad(k))
+        };
+        let path = |k: &str| v[k].as_str().map(PathBuf::from).ok_or_else(|| bad(k));
+        Ok(ControllerInfo {
+            ip: v["ip"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("ip"))?,
+            admin_port: port("admin_port")?,
+            xds_port: port("xds_port")?,
+            root_cert: path("root_cert")?,
+            tokens_dir: path("tokens_dir")?,
+        })
+    }
+}
+
+/// `meshctl` arguments naming a system component.
+fn component_args(c: &Component) -> Vec<String> {
+    match c {
+        Component::Controller => vec!["controller".into()],
+        Component::Ztunnel(n) => vec!["ztunnel".into(), "--node".into(), n.clone()],
+        Component::NodeAgent(n) => vec!["node-agent".into(), "--node".into(), n.clone()],
     }
 }
 
@@ -112,6 +171,10 @@ pub fn unique_name(tag: &str) -> String {
     format!("e2e{tag}-{}-{n}", std::process::id())
 }
 
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
 fn check(args: &[String], out: Output) -> Result<Output> {
     if out.status.success() {
         Ok(out)
@@ -132,6 +195,7 @@ pub struct Sandbox {
     bin: PathBuf,
     scratch: PathBuf,
     up: bool,
+    controller: Option<ControllerInfo>,
 }
 
 /// How long [`Sandbox::http`] waits for an answer.
@@ -156,17 +220,27 @@ impl Sandbox {
             bin,
             scratch,
             up: false,
+            controller: None,
         };
         let source = sb.manifest_path(manifests)?;
         sb.up = true; // from here on, drop tears down whatever was built
-        sb.run(&[
+        let mut args = vec![
             "up".into(),
             source.display().to_string(),
             "--nodes".into(),
             opts.nodes.to_string(),
             "--owner-pid".into(),
             opts.owner_pid.to_string(),
-        ])?;
+            "--admin-port".into(),
+            opts.admin_port.to_string(),
+            "--xds-port".into(),
+            opts.xds_port.to_string(),
+        ];
+        if !opts.ztunnel {
+            args.push("--no-ztunnel".into());
+        }
+        sb.run(&args)?;
+        sb.controller = Some(sb.controller_info()?);
         Ok(sb)
     }
 
@@ -341,6 +415,89 @@ impl Sandbox {
     /// A pod's IP.
     pub fn pod_ip(&self, name: &str) -> Result<Ipv4Addr> {
         self.pod(name).map(|p| p.ip)
+    }
+
+    /// Reads where the controller is (`meshctl get controller -o json`).
+    pub fn controller_info(&self) -> Result<ControllerInfo> {
+        let out = self.run(&args(&["get", "controller", "-o", "json"]))?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| Error::Parse(format!("get controller -o json: {e}")))?;
+        ControllerInfo::parse(&v)
+    }
+
+    fn controller(&self) -> &ControllerInfo {
+        // Set by `up_with` before any Sandbox is handed out.
+        self.controller
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("sandbox {} has no controller record", self.name))
+    }
+
+    /// `http://127.0.0.1:<port>`: the controller's admin endpoint from the host.
+    pub fn controller_admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.controller().admin_port)
+    }
+
+    /// The controller's xDS/CA endpoint (gRPC over TLS) from the host.
+    pub fn controller_xds_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.controller().xds_port))
+    }
+
+    /// The controller's address on the sandbox fabric (from nodes and pods).
+    pub fn controller_ip(&self) -> Ipv4Addr {
+        self.controller().ip
+    }
+
+    /// The bearer token provisioned for `node`'s ztunnel.
+    pub fn node_token(&self, node: &str) -> Result<String> {
+        let path = self.controller().tokens_dir.join(node);
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| Error::Io(format!("reading {}", path.display()), e))
+    }
+
+    /// The mesh's root certificate (PEM).
+    pub fn root_cert_pem(&self) -> Result<String> {
+        let path = &self.controller().root_cert;
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::Io(format!("reading {}", path.display()), e))
+    }
+
+    /// `meshctl restart <component>`: stops it (if running) and starts it
+    /// with the same arguments; the controller is ready when this returns.
+    pub fn restart(&self, component: &Component) -> Result<()> {
+        self.component_verb("restart", component)
+    }
+
+    /// `meshctl stop <component>`.
+    pub fn stop(&self, component: &Component) -> Result<()> {
+        self.component_verb("stop", component)
+    }
+
+    /// `meshctl start <component>`.
+    pub fn start(&self, component: &Component) -> Result<()> {
+        self.component_verb("start", component)
+    }
+
+    fn component_verb(&self, verb: &str, component: &Component) -> Result<()> {
+        let mut a = vec![verb.to_string()];
+        a.extend(component_args(component));
+        self.run(&a).map(|_| ())
+    }
+
+    /// The controller's `/debug/config_dump` (`meshctl config dump`).
+    pub fn config_dump(&self) -> Result<serde_json::Value> {
+        let out = self.run(&args(&["config", "dump"]))?;
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| Error::Parse(format!("config dump is not JSON: {e}")))
+    }
+
+    /// A system component's log (`meshctl logs controller` and friends; a
+    /// pod of the same name in the default namespace would win).
+    pub fn logs(&self, component: &Component) -> Result<String> {
+        let mut a = vec!["logs".to_string()];
+        a.extend(component_args(component));
+        self.run(&a)
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     }
 
     /// Tears the sandbox down now (drop does it too).

@@ -1,5 +1,6 @@
 //! The sandbox verbs: `up`, `get`, `apply`, `delete`, `label`, `exec`,
-//! `logs`, `down` (and the hidden `sandbox-reaper`).
+//! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
+//! `down` (and the hidden `sandbox-reaper` and `sandbox-forward`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,7 +9,8 @@ use super::cluster::{Sandbox, tail};
 use super::manifest::{Object, load_path};
 use super::model::{Cluster, MAX_NODES, ProcId};
 use super::netns::{self, Tools};
-use super::{Config, Result, SandboxError, output, process, reaper, state, teardown};
+use super::system::{self, SystemOptions};
+use super::{Config, Result, SandboxError, forward, output, process, reaper, state, teardown};
 
 /// Options every verb takes.
 #[derive(clap::Args, Debug, Clone)]
@@ -37,7 +39,7 @@ impl GlobalArgs {
 pub enum SandboxCommand {
     /// Build a sandbox cluster from a folder (or file) of Kubernetes manifests.
     Up(UpArgs),
-    /// List pods, services, namespaces or nodes.
+    /// List pods, services, namespaces or nodes, or show the controller.
     Get(GetArgs),
     /// Create or update objects from a file or folder (`-` for stdin).
     Apply(FileArgs),
@@ -47,13 +49,26 @@ pub enum SandboxCommand {
     Label(LabelArgs),
     /// Run a command inside a pod's network namespace.
     Exec(ExecArgs),
-    /// Print a pod's output.
+    /// Print a pod's output, or a system component's (controller, ztunnel,
+    /// node-agent).
     Logs(LogsArgs),
+    /// Start a stopped system component (controller, ztunnel, node-agent).
+    Start(ComponentArgs),
+    /// Stop a system component (controller, ztunnel, node-agent).
+    Stop(ComponentArgs),
+    /// Restart a system component with the same arguments.
+    Restart(ComponentArgs),
+    /// The controller's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Tear the sandbox down: processes, namespaces, files.
     Down(DownArgs),
     /// Watch an owner process and tear the sandbox down when it exits.
     #[command(hide = true)]
     SandboxReaper(ReaperArgs),
+    /// Forward inherited host listeners into a namespace.
+    #[command(hide = true)]
+    SandboxForward(ForwardArgs),
 }
 
 /// `up`.
@@ -67,12 +82,51 @@ pub struct UpArgs {
     /// Tear the sandbox down automatically when this process exits.
     #[arg(long)]
     pub owner_pid: Option<i32>,
+    /// Do not start a ztunnel and a node agent on each node.
+    #[arg(long)]
+    pub no_ztunnel: bool,
+    /// Host port (on 127.0.0.1) for the controller's admin endpoint; 0 picks
+    /// a free port [default: 15014, or a free port when that is taken].
+    #[arg(long)]
+    pub admin_port: Option<u16>,
+    /// Host port (on 127.0.0.1) for the controller's xDS and CA endpoint; 0
+    /// picks a free port.
+    #[arg(long, default_value_t = 0)]
+    pub xds_port: u16,
+}
+
+/// `start` / `stop` / `restart`.
+#[derive(clap::Args, Debug)]
+pub struct ComponentArgs {
+    /// controller, ztunnel or node-agent.
+    pub component: String,
+    /// The node (ztunnel, node-agent); default: every node.
+    #[arg(long)]
+    pub node: Option<String>,
+}
+
+/// `config`.
+#[derive(clap::Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the controller's current configuration (/debug/config_dump).
+    Dump,
+}
+
+/// `sandbox-forward`.
+#[derive(clap::Args, Debug)]
+pub struct ForwardArgs {
+    /// Namespace to connect in.
+    #[arg(long)]
+    pub netns: String,
+    /// FD=PORT: accept on inherited descriptor FD, connect to 127.0.0.1:PORT.
+    #[arg(long = "forward", required = true)]
+    pub forwards: Vec<super::forward::Forward>,
 }
 
 /// `get`.
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
-    /// pods (po), services (svc), namespaces (ns) or nodes (no).
+    /// pods (po), services (svc), namespaces (ns), nodes (no) or controller.
     pub kind: String,
     /// Namespace.
     #[arg(short, long, default_value = "default")]
@@ -80,7 +134,7 @@ pub struct GetArgs {
     /// All namespaces.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
-    /// Output format: table (default) or json (pods only).
+    /// Output format: table (default) or json (pods and controller).
     #[arg(short, long)]
     pub output: Option<String>,
 }
@@ -136,8 +190,12 @@ pub struct ExecArgs {
 /// `logs`.
 #[derive(clap::Args, Debug)]
 pub struct LogsArgs {
-    /// Pod name, or deploy/NAME.
+    /// Pod name, or deploy/NAME; or controller, ztunnel, node-agent (when no
+    /// pod of that name exists).
     pub pod: String,
+    /// Node of a ztunnel or node agent.
+    #[arg(long)]
+    pub node: Option<String>,
     /// Namespace.
     #[arg(short, long, default_value = "default")]
     pub namespace: String,
@@ -185,7 +243,12 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Label(a) => label(&cfg, a).map(|_| 0),
         SandboxCommand::Exec(a) => exec(&cfg, a),
         SandboxCommand::Logs(a) => logs(&cfg, a).map(|_| 0),
+        SandboxCommand::Start(a) => components(&cfg, a, Action::Start).map(|_| 0),
+        SandboxCommand::Stop(a) => components(&cfg, a, Action::Stop).map(|_| 0),
+        SandboxCommand::Restart(a) => components(&cfg, a, Action::Restart).map(|_| 0),
+        SandboxCommand::Config(ConfigCommand::Dump) => config_dump(&cfg).map(|_| 0),
         SandboxCommand::Down(a) => down(&cfg, a).map(|_| 0),
+        SandboxCommand::SandboxForward(a) => forward::run(&a.netns, &a.forwards).map(|_| 0),
         SandboxCommand::SandboxReaper(a) => reaper::run(
             &cfg,
             ProcId {
@@ -255,6 +318,11 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
         std::os::unix::fs::symlink(&cfg.state_dir, &entry)
             .map_err(SandboxError::io(format!("registering {}", entry.display())))?;
     }
+    let system_opts = SystemOptions {
+        ztunnel: !args.no_ztunnel,
+        admin_port: args.admin_port,
+        xds_port: args.xds_port,
+    };
     let mut cluster = Cluster::new(&cfg.name, args.nodes, state::now());
     cluster.owner = owner;
     say!(
@@ -272,6 +340,8 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
             sb.save()?;
         }
         sb.build_nodes()?;
+        // The mesh is installed before the workloads, as on a cluster.
+        sb.start_system(&system_opts)?;
         if !objects.is_empty() {
             sb.apply(objects)?;
         }
@@ -288,6 +358,14 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
         return Err(e);
     }
     output::emit(&output::summary(&sb.cluster, state::now()));
+    if let Some(c) = &sb.cluster.control {
+        say!(
+            "\ncontroller {}: admin http://127.0.0.1:{}, xDS/CA 127.0.0.1:{} (`meshctl get controller`)",
+            c.ip,
+            c.admin_port,
+            c.xds_port
+        );
+    }
     Ok(())
 }
 
@@ -314,9 +392,18 @@ fn get(cfg: &Config, a: GetArgs) -> Result<()> {
         "services" | "service" | "svc" => output::svcs(&sb.cluster, ns, now),
         "namespaces" | "namespace" | "ns" => output::namespaces(&sb.cluster, now),
         "nodes" | "node" | "no" => output::nodes(&sb.cluster, now),
+        "controller" | "controllers" => {
+            let c = sb.control()?;
+            let layout = sb.layout();
+            if json {
+                output::controller_json(c, &layout) + "\n"
+            } else {
+                output::controller(c, &layout)
+            }
+        }
         other => {
             return Err(SandboxError::Invalid(format!(
-                "unknown resource type {other:?}: use pods, svc, ns or nodes"
+                "unknown resource type {other:?}: use pods, svc, ns, nodes or controller"
             )));
         }
     };
@@ -382,16 +469,37 @@ fn exec(cfg: &Config, a: ExecArgs) -> Result<i32> {
 
 fn logs(cfg: &Config, a: LogsArgs) -> Result<()> {
     let sb = Sandbox::open(cfg)?;
-    let pod = sb.find_pod(&a.namespace, &a.pod)?;
-    let container = match &a.container {
-        Some(c) => c.clone(),
-        None => pod
-            .containers
-            .first()
-            .map(|c| c.name.clone())
-            .unwrap_or_default(),
+    let is_component = ["controller", "ztunnel", "node-agent"].contains(&a.pod.as_str());
+    // A pod of that name wins, as kubectl would find it.
+    let path = match sb.find_pod(&a.namespace, &a.pod) {
+        Err(_) if is_component => {
+            let mut selected = system::select(&sb, &a.pod, a.node.as_deref())?;
+            if selected.len() > 1 {
+                let nodes: Vec<&str> = selected.iter().filter_map(|c| c.node()).collect();
+                return Err(SandboxError::Invalid(format!(
+                    "{} runs on every node: add --node ({})",
+                    a.pod,
+                    nodes.join(", ")
+                )));
+            }
+            let component = selected
+                .pop()
+                .ok_or_else(|| SandboxError::Invalid(format!("no {} in this sandbox", a.pod)))?;
+            sb.layout().log(&component)
+        }
+        Err(e) => return Err(e),
+        Ok(pod) => {
+            let container = match &a.container {
+                Some(c) => c.clone(),
+                None => pod
+                    .containers
+                    .first()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+            };
+            sb.log_path(pod, &container)
+        }
     };
-    let path = sb.log_path(pod, &container);
     match a.tail {
         Some(n) => say!("{}", tail(&path, n).replace("  | ", "")),
         None => {
@@ -404,6 +512,48 @@ fn logs(cfg: &Config, a: LogsArgs) -> Result<()> {
             output::emit(&String::from_utf8_lossy(&text));
         }
     }
+    Ok(())
+}
+
+/// What `start`/`stop`/`restart` do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Start,
+    Stop,
+    Restart,
+}
+
+fn components(cfg: &Config, a: ComponentArgs, action: Action) -> Result<()> {
+    let mut sb = Sandbox::open(cfg)?;
+    let selected = system::select(&sb, &a.component, a.node.as_deref())?;
+    for c in &selected {
+        if action != Action::Start && !sb.stop_component(c)? && action == Action::Stop {
+            say!("{} was not running", c.name());
+        }
+        if action != Action::Stop {
+            let p = sb.start_component(c)?;
+            say!("{} running (pid {})", c.name(), p.pid);
+        }
+    }
+    Ok(())
+}
+
+fn config_dump(cfg: &Config) -> Result<()> {
+    // The lock is released before the request: the dump may be large.
+    let netns = Sandbox::open(cfg)?.control()?.netns.clone();
+    let response = system::controller_get(&netns, "/debug/config_dump")?;
+    if response.status != 200 {
+        return Err(SandboxError::Invalid(format!(
+            "controller answered {} to /debug/config_dump: {}",
+            response.status,
+            String::from_utf8_lossy(&response.body).trim()
+        )));
+    }
+    let text = match serde_json::from_slice::<serde_json::Value>(&response.body) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(&response.body).into_owned(),
+    };
+    output::emit(&(text + "\n"));
     Ok(())
 }
 

@@ -92,7 +92,8 @@ impl Sandbox {
         Ok(sb)
     }
 
-    fn say(&self, line: impl AsRef<str>) {
+    /// Prints a progress line unless quiet.
+    pub(crate) fn say(&self, line: impl AsRef<str>) {
         if self.verbose {
             say!("{}", line.as_ref());
         }
@@ -119,6 +120,8 @@ impl Sandbox {
             kubeproxy::install(&self.tools, n)?;
         }
         self.ensure_namespace("default");
+        // The mesh's root namespace: policies there apply mesh-wide.
+        self.ensure_namespace(super::control::ROOT_NAMESPACE);
         self.sync()
     }
 

@@ -13,9 +13,12 @@ macro_rules! say {
     ($($t:tt)*) => { $crate::sandbox::output::say(format!($($t)*)) };
 }
 
+mod admin;
 pub mod cli;
 mod cluster;
+pub mod control;
 mod dns;
+mod forward;
 mod ids;
 pub mod kubeproxy;
 pub mod manifest;
@@ -25,7 +28,9 @@ mod output;
 mod process;
 mod reaper;
 pub mod state;
+mod system;
 mod teardown;
+mod tokens;
 mod validate;
 
 use std::path::PathBuf;
@@ -82,6 +87,18 @@ pub enum SandboxError {
         "sandbox {0:?} is already up: use `meshctl apply -f ...` to change it, or `meshctl down` first"
     )]
     AlreadyUp(String),
+    /// A system component did not come up.
+    #[error("the {what} did not become ready: {why}\nlast lines of {log}:\n{tail}")]
+    NotReady {
+        /// The component.
+        what: String,
+        /// What was observed.
+        why: String,
+        /// Its log file.
+        log: String,
+        /// The end of its log.
+        tail: String,
+    },
     /// Anything the user asked for that cannot be done.
     #[error("{0}")]
     Invalid(String),
@@ -113,7 +130,7 @@ pub struct Config {
     pub name: String,
     /// The sandbox's state folder.
     pub state_dir: PathBuf,
-    /// Folder holding `meshctl` (and later `ztunnel`, `controller`,
+    /// Folder holding `meshctl`, `controller`, `ztunnel` (and later
     /// `waypoint`), put first in every container's PATH.
     pub bin_dir: PathBuf,
 }

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use super::control::ControlPlane;
 use super::ids::{Entropy, fnv64, k8s_suffix, uid};
 use super::manifest::{DeploymentObject, Object, PodObject, PodSpec};
 
@@ -182,6 +183,9 @@ pub struct Cluster {
     pub objects: Vec<Applied>,
     /// Pods by `namespace/name`.
     pub pods: BTreeMap<String, Pod>,
+    /// The control plane and the mesh's system processes, once started.
+    #[serde(default)]
+    pub control: Option<ControlPlane>,
 }
 
 /// A pod the model wants and that does not exist yet.
@@ -251,6 +255,7 @@ impl Cluster {
             nodes,
             objects: Vec::new(),
             pods: BTreeMap::new(),
+            control: None,
         }
     }
 
@@ -264,6 +269,7 @@ impl Cluster {
         let mut v = vec![self.fabric_netns.clone()];
         v.extend(self.nodes.iter().map(|n| n.netns.clone()));
         v.extend(self.pods.values().map(|p| p.netns.clone()));
+        v.extend(self.control.iter().map(|c| c.netns.clone()));
         v
     }
 

@@ -9,9 +9,11 @@
 //! (a host-wide kernel module) is needed.
 
 use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use super::model::{Cluster, NODE_CIDR_PREFIX, Node, Pod};
 use super::{Result, SandboxError};
@@ -204,6 +206,51 @@ pub fn create_nodes(tools: &Tools, cluster: &Cluster, nodes: &[Node]) -> Result<
     Ok(())
 }
 
+/// Creates the control-plane namespace on the fabric bridge at `ip`, with
+/// routes to every node's pod CIDR through that node, so nodes and pods
+/// reach it and it answers them.
+pub fn create_control(tools: &Tools, cluster: &Cluster, netns: &str, ip: Ipv4Addr) -> Result<()> {
+    ip_batch(tools, None, &[format!("netns add {netns}")], false)?;
+    let fabric = vec![
+        format!("link add control type veth peer name eth0 netns {netns}"),
+        "link set control master br0".to_string(),
+        "link set control up".to_string(),
+    ];
+    ip_batch(tools, Some(&cluster.fabric_netns), &fabric, false)?;
+    let mut lines = vec![
+        "link set lo up".to_string(),
+        "link set eth0 up".to_string(),
+        format!("addr add {ip}/{NODE_CIDR_PREFIX} dev eth0"),
+    ];
+    for n in &cluster.nodes {
+        lines.push(format!("route add {} via {} dev eth0", n.pod_cidr(), n.ip));
+    }
+    ip_batch(tools, Some(netns), &lines, false)
+}
+
+/// Connects to `addr` from inside the network namespace `netns`. A socket
+/// belongs to the namespace it was created in, so a short-lived thread
+/// joins `netns`, creates and connects the socket, and returns to its
+/// original namespace; the caller's threads never change namespace.
+pub fn connect_in(netns: &str, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let target = std::fs::File::open(Path::new(NETNS_RUN_DIR).join(netns))?;
+    let original = std::fs::File::open("/proc/thread-self/ns/net")?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on valid namespace fds changes only this thread.
+            if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let connected = TcpStream::connect_timeout(&addr, timeout);
+            // SAFETY: as above; the thread ends right after either way.
+            unsafe { libc::setns(original.as_raw_fd(), libc::CLONE_NEWNET) };
+            connected
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("connect thread panicked")))
+    })
+}
+
 /// Creates the namespaces and links of new pods: one `ip` call for the
 /// namespaces, one per node, one per pod.
 pub fn create_pods(tools: &Tools, cluster: &Cluster, pods: &[&Pod]) -> Result<()> {
@@ -266,4 +313,55 @@ pub fn delete_netns(tools: &Tools, names: &[String]) {
         .map(|n| format!("netns del {n}"))
         .collect();
     let _ = ip_batch(tools, None, &lines, true);
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A throwaway network namespace with loopback up, deleted on drop
+    /// (panics included). `None` (test skipped) without root.
+    pub(crate) struct TestNetns(pub String);
+
+    impl TestNetns {
+        pub(crate) fn new(tag: &str) -> Option<TestNetns> {
+            if require_root().is_err() {
+                eprintln!("skipped: needs root for a network namespace");
+                return None;
+            }
+            let name = format!("meshctl-ut-{tag}-{}", std::process::id());
+            let ok = |args: &[&str]| {
+                Command::new("ip")
+                    .args(args)
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            assert!(ok(&["netns", "add", &name]), "ip netns add {name}");
+            let ns = TestNetns(name);
+            assert!(ok(&["-n", &ns.0, "link", "set", "lo", "up"]));
+            Some(ns)
+        }
+    }
+
+    impl Drop for TestNetns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    #[test]
+    fn connect_in_reaches_only_the_namespace_loopback() {
+        let Some(ns) = TestNetns::new("connect") else {
+            return;
+        };
+        // Nothing listens inside the new namespace: refused there, even
+        // though the host may well listen on the same port.
+        let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = host.local_addr().unwrap();
+        let err = connect_in(&ns.0, addr, Duration::from_secs(2)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(connect_in("meshctl-ut-no-such-netns", addr, Duration::from_secs(1)).is_err());
+        // The calling thread stayed in its own namespace.
+        assert!(TcpStream::connect(addr).is_ok());
+    }
 }

@@ -4,8 +4,10 @@ use std::io::Write;
 
 use serde_json::json;
 
+use super::control::{ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT};
 use super::kubeproxy::{ServiceView, services};
 use super::model::{Cluster, Phase, Pod};
+use super::process;
 
 /// Prints to stdout, ignoring errors: a closed pipe (`meshctl up | head`)
 /// must not abort a verb half way through building or tearing down.
@@ -228,6 +230,71 @@ fn empty(namespace: Option<&str>, what: &str) -> String {
         Some(ns) => format!("No {what} found in {ns} namespace.\n"),
         None => format!("No {what} found.\n"),
     }
+}
+
+/// `get controller`: where the control plane is and how its processes are.
+pub fn controller(c: &ControlPlane, layout: &Layout) -> String {
+    let mut out = format!(
+        "controller {} in {}\n  admin    http://127.0.0.1:{} -> {}:{ADMIN_PORT}\n  xDS/CA   127.0.0.1:{} -> {}:{XDS_PORT}\n  root     {}\n  tokens   {}\n\n",
+        c.ip,
+        c.netns,
+        c.admin_port,
+        c.ip,
+        c.xds_port,
+        c.ip,
+        layout.root_cert().display(),
+        layout.tokens_dir().display(),
+    );
+    let rows: Vec<Vec<String>> = c
+        .processes
+        .iter()
+        .map(|p| {
+            let pid = p.process.filter(|p| process::alive(*p));
+            vec![
+                p.component.name(),
+                if pid.is_some() { "Running" } else { "Stopped" }.into(),
+                pid.map(|p| p.pid.to_string()).unwrap_or_else(|| "-".into()),
+                p.log.display().to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["COMPONENT", "STATUS", "PID", "LOG"], &rows));
+    out
+}
+
+/// `get controller -o json`.
+pub fn controller_json(c: &ControlPlane, layout: &Layout) -> String {
+    let components: Vec<serde_json::Value> = c
+        .processes
+        .iter()
+        .map(|p| {
+            let pid = p.process.filter(|p| process::alive(*p)).map(|p| p.pid);
+            json!({
+                "name": p.component.name(),
+                "component": p.component,
+                "running": pid.is_some(),
+                "pid": pid,
+                "netns": p.netns,
+                "log": p.log,
+                "command": p.argv,
+            })
+        })
+        .collect();
+    let value = json!({
+        "ip": c.ip.to_string(),
+        "netns": c.netns,
+        "xds": format!("{}:{XDS_PORT}", c.ip),
+        "admin_port": c.admin_port,
+        "xds_port": c.xds_port,
+        "admin_url": format!("http://127.0.0.1:{}", c.admin_port),
+        "xds_addr": format!("127.0.0.1:{}", c.xds_port),
+        "identity": CONTROLLER_IDENTITY,
+        "root_cert": layout.root_cert(),
+        "tokens_dir": layout.tokens_dir(),
+        "tokens_file": layout.tokens_file(),
+        "components": components,
+    });
+    serde_json::to_string_pretty(&value).unwrap_or_default()
 }
 
 /// The summary printed at the end of `up`.

@@ -141,7 +141,27 @@ pub fn spawn(
     env: &[(String, String)],
     log: &Path,
 ) -> Result<ProcId> {
-    let ctx = || format!("starting {} in pod {}", argv.join(" "), pod.key());
+    spawn_in(
+        tools,
+        &pod.netns,
+        argv,
+        env,
+        log,
+        &format!("pod {}", pod.key()),
+    )
+}
+
+/// Starts `argv` inside the network namespace `netns`, detached in its own
+/// session, output appended to `log`; `what` names it in errors.
+pub fn spawn_in(
+    tools: &Tools,
+    netns: &str,
+    argv: &[String],
+    env: &[(String, String)],
+    log: &Path,
+    what: &str,
+) -> Result<ProcId> {
+    let ctx = || format!("starting {} in {what}", argv.join(" "));
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(SandboxError::io(ctx()))?;
     }
@@ -154,8 +174,8 @@ pub fn spawn(
     let mut cmd = Command::new(&tools.ip);
     // `ip netns exec` also bind-mounts /etc/netns/<ns>/{hosts,resolv.conf}
     // over /etc in a private mount namespace, then execs the program: the
-    // PID we get is the container's.
-    cmd.args(["netns", "exec", &pod.netns])
+    // PID we get is the program's.
+    cmd.args(["netns", "exec", netns])
         .args(argv)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -163,7 +183,7 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    // A new session detaches the container from meshctl's terminal so it
+    // A new session detaches the process from meshctl's terminal so it
     // outlives the verb.
     new_session(&mut cmd);
     let child = cmd.spawn().map_err(SandboxError::io(ctx()))?;
@@ -171,6 +191,21 @@ pub fn spawn(
     // Dropping `child` neither waits nor kills: the process lives on.
     drop(child);
     Ok(proc_id(pid).unwrap_or(ProcId { pid, start: 0 }))
+}
+
+/// The environment of a system process: PATH with the sandbox's binaries
+/// first, HOME, backtraces on panic and no colour codes (both land in its
+/// log file).
+pub fn system_env(bin_dir: &Path) -> Vec<(String, String)> {
+    vec![
+        (
+            "PATH".into(),
+            format!("{}:{SYSTEM_PATH}", bin_dir.display()),
+        ),
+        ("HOME".into(), "/root".into()),
+        ("RUST_BACKTRACE".into(), "1".into()),
+        ("NO_COLOR".into(), "1".into()),
+    ]
 }
 
 /// TCP and UDP ports the process's namespace listens on / has bound.

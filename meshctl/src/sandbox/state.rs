@@ -7,6 +7,10 @@
 //! <state>/manifests/<ns>/<kind>-<name>.yaml   every other applied object,
 //!                                    Namespaces under manifests/_cluster/
 //! <state>/logs/<ns>/<pod>/<container>.log
+//! <state>/netns/<pod uid>            symlink to /run/netns/<pod netns>
+//! <state>/logs/<component>.log       controller, ztunnel-<node>, node-agent-<node>
+//! <state>/ca/, tokens.yaml, tokens/<node>, zds/<node>.sock
+//!                                    the system components' files (control.rs)
 //! ```
 //!
 //! `pods/` and `manifests/` hold ordinary Kubernetes YAML, one object per
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::model::{Cluster, Node, Phase, Pod};
+use super::netns::NETNS_RUN_DIR;
 use super::{Result, SandboxError};
 
 /// Longest a verb waits for another one holding the sandbox.
@@ -131,6 +136,9 @@ pub fn save(dir: &Path, cluster: &Cluster) -> Result<()> {
         message: e.to_string(),
     })?;
     write_atomic(&state_file(dir), &text)?;
+    // Links first: a node agent told about a pod (through the Pod file and
+    // the controller) must find its namespace.
+    sync_netns_links(&dir.join("netns"), cluster)?;
     let mut pods = Vec::new();
     for pod in cluster.pods.values() {
         let Some(node) = cluster.node(&pod.node) else {
@@ -153,6 +161,40 @@ pub fn save(dir: &Path, cluster: &Cluster) -> Result<()> {
         })
         .collect();
     sync_folder(&dir.join("manifests"), manifests)
+}
+
+/// Makes `root` hold a `<pod uid>` symlink to the namespace file of every
+/// pod whose namespace exists, and nothing else: how a node agent finds a
+/// pod's network namespace from its UID, as the CNI plugin's netns path
+/// does in Kubernetes.
+fn sync_netns_links(root: &Path, cluster: &Cluster) -> Result<()> {
+    let ctx = || format!("updating {}", root.display());
+    std::fs::create_dir_all(root).map_err(SandboxError::io(ctx()))?;
+    let mut wanted = BTreeSet::new();
+    for pod in cluster.pods.values() {
+        let target = Path::new(NETNS_RUN_DIR).join(&pod.netns);
+        if !target.exists() {
+            continue;
+        }
+        let link = root.join(&pod.uid);
+        wanted.insert(link.clone());
+        if std::fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
+            continue;
+        }
+        let tmp = root.join(format!(".{}.tmp", pod.uid));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp).map_err(SandboxError::io(ctx()))?;
+        std::fs::rename(&tmp, &link).map_err(SandboxError::io(ctx()))?;
+    }
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        if !wanted.contains(&e.path()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(())
 }
 
 /// Makes `root` hold exactly `files` (relative path → object): unchanged
@@ -270,6 +312,60 @@ mod tests {
     use super::*;
     use crate::sandbox::model::PodOwner;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn netns_links_follow_the_pods_whose_namespace_exists() {
+        use crate::sandbox::netns::tests::TestNetns;
+        let Some(ns) = TestNetns::new("links") else {
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("meshctl-links-{}", std::process::id()));
+        let root = dir.join("netns");
+        let mut cluster = Cluster::new("t", 1, 0);
+        for (uid, netns) in [("u-live", ns.0.as_str()), ("u-gone", "meshctl-ut-missing")] {
+            let mut p = pod_with(uid);
+            p.netns = netns.into();
+            cluster.pods.insert(format!("default/{uid}"), p);
+        }
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("stale"), "").unwrap();
+        sync_netns_links(&root, &cluster).unwrap();
+        let entries: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(entries, ["u-live"]);
+        assert_eq!(
+            std::fs::read_link(root.join("u-live")).unwrap(),
+            Path::new(NETNS_RUN_DIR).join(&ns.0)
+        );
+        cluster.pods.clear();
+        sync_netns_links(&root, &cluster).unwrap();
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn pod_with(uid: &str) -> Pod {
+        Pod {
+            name: uid.into(),
+            namespace: "default".into(),
+            uid: uid.into(),
+            node: "node1".into(),
+            ip: Ipv4Addr::new(10, 244, 1, 2),
+            netns: String::new(),
+            veth: "veth2".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            service_account: "default".into(),
+            owner: None,
+            spec: Value::Null,
+            spec_hash: String::new(),
+            containers: vec![],
+            phase: Phase::Running,
+            ready: true,
+            created: 0,
+        }
+    }
 
     #[test]
     fn timestamps() {

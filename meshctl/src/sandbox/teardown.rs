@@ -46,6 +46,9 @@ pub fn destroy_runtime(tools: &Tools, name: &str, cluster: Option<&Cluster>) {
                 .values()
                 .flat_map(|p| p.containers.iter().filter_map(|c| c.process)),
         );
+        // System processes, and the port forwarder living in the host
+        // namespace where no namespace scan finds it.
+        procs.extend(c.control.iter().flat_map(|cp| cp.all_processes()));
         // The reaper watches from the host namespace; stop it unless it is us.
         procs.extend(c.reaper.filter(|r| r.pid != std::process::id() as i32));
     }

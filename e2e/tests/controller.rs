@@ -1,0 +1,487 @@
+//! The controller as the sandbox runs it: a real controller process in the
+//! sandbox's control-plane namespace, reached from the test over the host
+//! port forwarder with gRPC over TLS, exactly as a ztunnel would reach it
+//! (node token, delta ADS, Istio CA).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::ca::IstioCertificateRequest;
+use api::ca::istio_certificate_service_client::IstioCertificateServiceClient;
+use api::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use api::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use api::prost_types::{Struct, Value, value::Kind};
+use api::security::Authorization;
+use api::workload::{Address, Service, TunnelProtocol, Workload, address};
+use e2e::{Component, Options, PodInfo, Sandbox};
+use hbone::{CertificateRequest, Identity, WorkloadCertificate};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::CertificateDer;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Code, Streaming};
+
+const NS: &str = "ctl";
+const CONTROLLER: &str = "spiffe://cluster.local/ns/istio-system/sa/controller";
+/// Upper bound for config to arrive; generous, as the machine may be busy.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A namespace with a 2-replica Deployment (spread over both nodes), its
+/// Service, a pod pinned to node2 with its own service account, an
+/// AuthorizationPolicy and a namespace-wide STRICT PeerAuthentication.
+fn manifests() -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {NS}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {NS}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      serviceAccountName: web
+      containers:
+      - name: web
+        command: [meshctl, app, http-echo, --port, "8080"]
+        ports: [{{name: http, containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {NS}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: lonely, namespace: {NS}, labels: {{app: lonely}}}}
+spec:
+  nodeName: node2
+  serviceAccountName: lonely
+  containers: [{{name: c, command: [sleep, infinity]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: allow-web, namespace: {NS}}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  action: ALLOW
+  rules:
+  - from: [{{source: {{principals: [cluster.local/ns/{NS}/sa/lonely]}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: strict, namespace: {NS}}}
+spec:
+  mtls: {{mode: STRICT}}
+"#
+    )
+}
+
+fn controller_identity() -> Identity {
+    CONTROLLER.parse().unwrap()
+}
+
+fn roots(pem: &str) -> Vec<CertificateDer<'static>> {
+    hbone::cert::certificates_from_pem(pem, "root certificate").unwrap()
+}
+
+/// A gRPC channel over TLS to the forwarded xDS port that accepts only the
+/// controller's identity chained to the sandbox's root.
+async fn channel(addr: SocketAddr, root_pem: &str) -> Channel {
+    let config = Arc::new(
+        hbone::tls::client_config_without_client_auth(&roots(root_pem), &[controller_identity()])
+            .unwrap(),
+    );
+    Endpoint::from_static("http://controller.invalid")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let config = config.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await?;
+                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .expect("TLS channel to the controller")
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// A delta ADS client keeping the resources it was sent.
+struct Ads {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    rx: Streaming<DeltaDiscoveryResponse>,
+    addresses: BTreeMap<String, Address>,
+    policies: BTreeMap<String, Authorization>,
+}
+
+impl Ads {
+    async fn connect(channel: Channel, token: &str) -> Ads {
+        let (tx, requests) = mpsc::channel(16);
+        let rx = AggregatedDiscoveryServiceClient::new(channel)
+            .delta_aggregated_resources(with_token(ReceiverStream::new(requests), token))
+            .await
+            .expect("delta ADS stream")
+            .into_inner();
+        let ads = Ads {
+            tx,
+            rx,
+            addresses: BTreeMap::new(),
+            policies: BTreeMap::new(),
+        };
+        // Wildcard subscriptions (no names), as ztunnel subscribes.
+        for type_url in [api::ADDRESS_TYPE_URL, api::AUTHORIZATION_TYPE_URL] {
+            ads.send(DeltaDiscoveryRequest {
+                node: Some(api::core::Node {
+                    id: "ztunnel~172.18.0.2~e2e.istio-system~istio-system.svc.cluster.local".into(),
+                    ..Default::default()
+                }),
+                type_url: type_url.into(),
+                ..Default::default()
+            })
+            .await;
+        }
+        ads
+    }
+
+    async fn send(&self, request: DeltaDiscoveryRequest) {
+        self.tx.send(request).await.expect("ADS stream open");
+    }
+
+    /// Applies one response to the kept state and ACKs it.
+    async fn apply(&mut self, response: DeltaDiscoveryResponse) {
+        for r in &response.resources {
+            let any = r.resource.as_ref().expect("resource body");
+            match response.type_url.as_str() {
+                api::ADDRESS_TYPE_URL => {
+                    self.addresses
+                        .insert(r.name.clone(), api::unpack(any).expect("Address"));
+                }
+                api::AUTHORIZATION_TYPE_URL => {
+                    self.policies
+                        .insert(r.name.clone(), api::unpack(any).expect("Authorization"));
+                }
+                other => panic!("unexpected type {other}"),
+            }
+        }
+        for name in &response.removed_resources {
+            self.addresses.remove(name);
+            self.policies.remove(name);
+        }
+        self.send(DeltaDiscoveryRequest {
+            type_url: response.type_url.clone(),
+            response_nonce: response.nonce.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    /// Receives, applies and ACKs responses until `done` holds; returns how
+    /// long that took. Panics (with the state) if it does not within WAIT.
+    async fn until(&mut self, what: &str, done: impl Fn(&Ads) -> bool) -> Duration {
+        let start = Instant::now();
+        while !done(self) {
+            let left = WAIT.saturating_sub(start.elapsed());
+            let next = tokio::time::timeout(left, self.rx.message()).await;
+            match next {
+                Ok(Ok(Some(response))) => self.apply(response).await,
+                Ok(Ok(None)) => panic!("{what}: the stream ended"),
+                Ok(Err(status)) => panic!("{what}: stream error {status}"),
+                Err(_) => panic!(
+                    "{what}: not within {WAIT:?}; workloads {:#?}; policies {:?}",
+                    self.workloads(),
+                    self.policies.keys().collect::<Vec<_>>()
+                ),
+            }
+        }
+        start.elapsed()
+    }
+
+    fn workloads(&self) -> Vec<&Workload> {
+        self.addresses
+            .values()
+            .filter_map(|a| match &a.r#type {
+                Some(address::Type::Workload(w)) if w.namespace == NS => Some(w),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn workload(&self, name: &str) -> Option<&Workload> {
+        self.workloads().into_iter().find(|w| w.name == name)
+    }
+
+    fn service(&self, name: &str) -> Option<&Service> {
+        self.addresses.values().find_map(|a| match &a.r#type {
+            Some(address::Type::Service(s)) if s.namespace == NS && s.name == name => Some(s),
+            _ => None,
+        })
+    }
+}
+
+/// True when `w` is `pod` as the sandbox placed it.
+fn matches_pod(w: &Workload, pod: &PodInfo, service_account: &str) -> bool {
+    w.node == pod.node
+        && w.service_account == service_account
+        && w.addresses == [pod.ip.octets().to_vec()]
+}
+
+/// Asks the CA for `identity` on behalf of a node.
+async fn certificate(
+    channel: Channel,
+    token: &str,
+    identity: &Identity,
+) -> Result<(CertificateRequest, Vec<String>), tonic::Status> {
+    let csr = CertificateRequest::generate(identity).unwrap();
+    let request = IstioCertificateRequest {
+        csr: csr.csr_pem().to_owned(),
+        validity_duration: 3600,
+        metadata: Some(Struct {
+            fields: BTreeMap::from([(
+                "ImpersonatedIdentity".to_owned(),
+                Value {
+                    kind: Some(Kind::StringValue(identity.to_string())),
+                },
+            )]),
+        }),
+    };
+    let chain = IstioCertificateServiceClient::new(channel)
+        .create_certificate(with_token(request, token))
+        .await?
+        .into_inner()
+        .cert_chain;
+    Ok((csr, chain))
+}
+
+/// Proves `cert` chains to the sandbox's root and carries `identity`: a TLS
+/// handshake whose client trusts only that root and that identity.
+async fn verify_against_root(cert: &WorkloadCertificate, root_pem: &str, identity: &Identity) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+        hbone::tls::server_config_without_client_auth(cert).unwrap(),
+    ));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(
+        hbone::tls::client_config_without_client_auth(
+            &roots(root_pem),
+            std::slice::from_ref(identity),
+        )
+        .unwrap(),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        acceptor.accept(tcp).await.map(|_| ())
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    connector
+        .connect(name, tcp)
+        .await
+        .expect("the issued chain verifies against the sandbox root");
+    server.await.unwrap().unwrap();
+}
+
+#[test]
+fn the_controller_serves_the_sandbox_over_xds_and_issues_node_scoped_certificates() {
+    let sb = Sandbox::up_with(&manifests(), Options::default()).expect("sandbox up");
+    let pods: Vec<PodInfo> = sb
+        .pods()
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.namespace == NS)
+        .collect();
+    let web: Vec<&PodInfo> = pods.iter().filter(|p| p.name.starts_with("web-")).collect();
+    let lonely = pods.iter().find(|p| p.name == "lonely").unwrap().clone();
+    let mut web_nodes: Vec<&str> = web.iter().map(|p| p.node.as_str()).collect();
+    web_nodes.sort();
+    assert_eq!(web_nodes, ["node1", "node2"], "replicas on both nodes");
+    let root_pem = sb.root_cert_pem().unwrap();
+    let token1 = sb.node_token("node1").unwrap();
+    let token2 = sb.node_token("node2").unwrap();
+    assert_ne!(token1, token2);
+    let addr = sb.controller_xds_addr();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Delta ADS as node1's ztunnel.
+        let mut ads = Ads::connect(channel(addr, &root_pem).await, &token1).await;
+        let took = ads
+            .until("workloads, service and policies", |a| {
+                web.iter().all(|p| {
+                    a.workload(&p.name)
+                        .is_some_and(|w| matches_pod(w, p, "web"))
+                }) && a
+                    .workload("lonely")
+                    .is_some_and(|w| matches_pod(w, &lonely, "lonely"))
+                    && a.service("web").is_some()
+                    && a.policies.contains_key(&format!("{NS}/allow-web"))
+                    && a.policies
+                        .contains_key("istio-system/istio_converted_static_strict")
+            })
+            .await;
+        eprintln!("initial config received after {took:?}");
+        let svc = ads.service("web").unwrap();
+        assert_eq!(svc.hostname, format!("web.{NS}.svc.cluster.local"));
+        let key = format!("{NS}/web.{NS}.svc.cluster.local");
+        for p in &web {
+            let w = ads.workload(&p.name).unwrap();
+            assert!(w.services.contains_key(&key), "{w:?}");
+            assert_eq!(
+                w.tunnel_protocol,
+                TunnelProtocol::None as i32,
+                "not enrolled yet"
+            );
+        }
+        let policy = &ads.policies[&format!("{NS}/allow-web")];
+        assert_eq!(policy.namespace, NS);
+        assert_eq!(policy.name, "allow-web");
+
+        // Enrolling the namespace turns its workloads to HBONE.
+        sb.label(NS, "istio.io/dataplane-mode=ambient").unwrap();
+        let took = ads
+            .until("workloads turn HBONE", |a| {
+                let ws = a.workloads();
+                ws.len() == 3
+                    && ws
+                        .iter()
+                        .all(|w| w.tunnel_protocol == TunnelProtocol::Hbone as i32)
+            })
+            .await;
+        eprintln!("label reached the ztunnel view after {took:?}");
+
+        // CA: node1 may have a certificate for web (a pod runs there)...
+        let web_id: Identity = format!("spiffe://cluster.local/ns/{NS}/sa/web")
+            .parse()
+            .unwrap();
+        let (csr, chain) = certificate(channel(addr, &root_pem).await, &token1, &web_id)
+            .await
+            .expect("node1 may impersonate web");
+        assert_eq!(roots(chain.last().unwrap()), roots(&root_pem), "roots last");
+        let cert = csr.into_certificate(&chain).expect("chain assembles");
+        assert_eq!(cert.identity(), &web_id, "SAN is the identity");
+        verify_against_root(&cert, &root_pem, &web_id).await;
+
+        // ...but not for lonely, whose only pod is on node2.
+        let lonely_id: Identity = format!("spiffe://cluster.local/ns/{NS}/sa/lonely")
+            .parse()
+            .unwrap();
+        let refused = certificate(channel(addr, &root_pem).await, &token1, &lonely_id)
+            .await
+            .expect_err("node1 has no pod of lonely");
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+        let (_, chain) = certificate(channel(addr, &root_pem).await, &token2, &lonely_id)
+            .await
+            .expect("node2 may impersonate lonely");
+        assert!(!chain.is_empty());
+        // An unknown token gets nothing.
+        let stranger = certificate(channel(addr, &root_pem).await, "nope", &web_id)
+            .await
+            .expect_err("unknown token");
+        assert_eq!(stranger.code(), Code::Unauthenticated);
+    });
+
+    // An invalid object is reported with its file, object and field.
+    let broken = format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: broken, namespace: {NS}}}\nspec: {{action: BOGUS}}\n"
+    );
+    sb.apply(&broken).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut log = String::new();
+    while Instant::now() < deadline {
+        log = sb.logs(&Component::Controller).unwrap();
+        if log.contains("authorizationpolicy-broken.yaml") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains("authorizationpolicy-broken.yaml"))
+        .unwrap_or_else(|| panic!("no report of the broken policy in:\n{log}"));
+    assert!(
+        line.contains(&format!("AuthorizationPolicy {NS}/broken")),
+        "{line}"
+    );
+    assert!(line.contains("spec.action"), "{line}");
+
+    // The admin endpoint's dump holds the workloads.
+    let dump = sb.config_dump().unwrap();
+    let addresses = &dump[api::ADDRESS_TYPE_URL];
+    for p in &web {
+        let w = &addresses[format!("Kubernetes//Pod/{NS}/{}", p.name)]["resource"]["workload"];
+        assert_eq!(w["node"], p.node.as_str(), "{dump}");
+        assert_eq!(w["tunnel_protocol"], "HBONE");
+    }
+}
+
+#[test]
+fn a_restarted_controller_keeps_its_ca_and_serves_again() {
+    let yaml = manifests();
+    let opts = Options {
+        ztunnel: false,
+        ..Options::default()
+    };
+    let sb = Sandbox::up_with(&yaml, opts).expect("sandbox up");
+    let root_before = sb.root_cert_pem().unwrap();
+    let token = sb.node_token("node2").unwrap();
+    let addr = sb.controller_xds_addr();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut ads = rt.block_on(async {
+        let mut ads = Ads::connect(channel(addr, &root_before).await, &token).await;
+        ads.until("lonely", |a| a.workload("lonely").is_some())
+            .await;
+        ads
+    });
+
+    sb.stop(&Component::Controller).unwrap();
+    rt.block_on(async {
+        // Responses sent before the stop may still be buffered; then the
+        // stream must end.
+        let ended = tokio::time::timeout(WAIT, async {
+            while let Ok(Some(_)) = ads.rx.message().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the stream of a stopped controller ends");
+    });
+    let admin = sb.controller_admin_url();
+    assert!(
+        sb.config_dump().is_err(),
+        "admin of a stopped controller answers ({admin})"
+    );
+
+    sb.restart(&Component::Controller).unwrap();
+    assert_eq!(
+        sb.root_cert_pem().unwrap(),
+        root_before,
+        "the CA root persists"
+    );
+    rt.block_on(async {
+        let mut ads = Ads::connect(channel(addr, &root_before).await, &token).await;
+        ads.until("lonely after restart", |a| {
+            a.workload("lonely").is_some() && a.service("web").is_some()
+        })
+        .await;
+    });
+    let info = sb.controller_info().unwrap();
+    assert_eq!(info.xds_port, addr.port(), "same forwarded port");
+}
