@@ -1,7 +1,32 @@
 //! The gRPC channel to the controller: TLS 1.3 verified against the mesh roots and the
 //! controller's SPIFFE identity, with the node's bearer token on every call.
 
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hbone::Identity;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Endpoint, Uri};
+
 use crate::config::ControlPlaneConfig;
+
+/// Longest a connection attempt may take: TCP, TLS and the HTTP/2 handshake together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle connection is probed, so a vanished controller is noticed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a probe may go unanswered before the connection is considered dead.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest token file read; service account tokens are a few kilobytes.
+const MAX_TOKEN_BYTES: u64 = 64 * 1024;
+/// Largest root bundle read.
+const MAX_ROOTS_BYTES: u64 = 1024 * 1024;
 
 /// Why the controller could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -24,19 +49,156 @@ pub enum ControlError {
 pub struct ControlPlane {
     /// The underlying channel (shared by xDS and CA clients).
     pub channel: tonic::transport::Channel,
-    token: Option<String>,
+    token: Option<MetadataValue<Ascii>>,
 }
 
 impl ControlPlane {
     /// Connects to the controller once.
+    ///
+    /// The roots and the token are read afresh on every call, so a rotated token or trust
+    /// bundle takes effect on the next connection.
     pub async fn connect(config: &ControlPlaneConfig) -> Result<ControlPlane, ControlError> {
-        let _ = config;
-        todo!("control::connect")
+        let roots = read_roots(&config.root_cert)?;
+        let expected: Identity = config.server_identity.parse().map_err(|e| {
+            ControlError::Config(format!(
+                "controller identity {:?}: {e}",
+                config.server_identity
+            ))
+        })?;
+        let tls = hbone::tls::client_config_without_client_auth(&roots, &[expected])
+            .map_err(|e| ControlError::Config(format!("TLS configuration: {e}")))?;
+        let token = config.token_file.as_deref().map(read_token).transpose()?;
+        let authority = authority(&config.address);
+        let connect_error = |reason: String| ControlError::Connect {
+            address: config.address.clone(),
+            reason,
+        };
+        let endpoint = Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| connect_error(format!("invalid address: {}", chain(&e))))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let connector = Connector {
+            address: authority.into(),
+            tls: Arc::new(tls),
+        };
+        let channel =
+            tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect_with_connector(connector))
+                .await
+                .map_err(|_| connect_error(format!("timed out after {CONNECT_TIMEOUT:?}")))?
+                .map_err(|e| connect_error(chain(&e)))?;
+        Ok(ControlPlane { channel, token })
     }
 
     /// Adds `authorization: Bearer <token>` to `request` when a token is configured.
     pub fn authorize<T>(&self, request: &mut tonic::Request<T>) {
-        let _ = (&self.token, request);
-        todo!("control::authorize")
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
     }
 }
+
+/// `host:port` from the configured address, which may also be written as a URL.
+fn authority(address: &str) -> &str {
+    let rest = address
+        .strip_prefix("https://")
+        .or_else(|| address.strip_prefix("http://"))
+        .unwrap_or(address);
+    rest.trim_end_matches('/')
+}
+
+/// Reads at most `limit` bytes of `path` as UTF-8.
+fn read_limited(path: &Path, limit: u64, what: &str) -> Result<String, ControlError> {
+    use std::io::Read;
+    let fail = |e: &dyn std::fmt::Display| {
+        ControlError::Config(format!("reading the {what} {}: {e}", path.display()))
+    };
+    let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
+    let mut text = String::new();
+    file.take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(&e))?;
+    if text.len() as u64 > limit {
+        return Err(fail(&format!("larger than {limit} bytes")));
+    }
+    Ok(text)
+}
+
+fn read_roots(path: &Path) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ControlError> {
+    let pem = read_limited(path, MAX_ROOTS_BYTES, "root certificates")?;
+    hbone::cert::certificates_from_pem(&pem, "root certificates")
+        .map_err(|e| ControlError::Config(format!("root certificates {}: {e}", path.display())))
+}
+
+/// The bearer token in `path`, surrounding whitespace removed, as a header value.
+fn read_token(path: &Path) -> Result<MetadataValue<Ascii>, ControlError> {
+    let text = read_limited(path, MAX_TOKEN_BYTES, "token file")?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ControlError::Config(format!(
+            "token file {} is empty",
+            path.display()
+        )));
+    }
+    format!("Bearer {token}").parse().map_err(|_| {
+        ControlError::Config(format!(
+            "token file {} holds characters not allowed in a header",
+            path.display()
+        ))
+    })
+}
+
+/// An error and its sources, `: `-separated (transport errors say little on their own).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Dials the controller: TCP, then TLS with the controller-specific client configuration.
+/// The URI tonic passes is ignored; the address is fixed at construction.
+#[derive(Clone)]
+struct Connector {
+    address: Arc<str>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl tonic::codegen::Service<Uri> for Connector {
+    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let address = self.address.clone();
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(&*address).await?;
+            tcp.set_nodelay(true)?;
+            // No SNI is sent and the verifier checks the SPIFFE identity, not this name.
+            let name = rustls_pki_types::ServerName::IpAddress(tcp.peer_addr()?.ip().into());
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "control_tests.rs"]
+mod tests;

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use hbone::Identity;
 
 /// How traffic to a workload is carried.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub enum TunnelProtocol {
     /// Over HBONE to `ip:15008` (the workload is captured by a ztunnel).
     Hbone,
-    /// Plain TCP to the workload itself (not in the mesh).
+    /// Plain TCP to the workload itself (not in the mesh); the workload API's default.
+    #[default]
     Tcp,
 }
 
@@ -40,7 +41,7 @@ pub struct WaypointRef {
 }
 
 /// A workload (a pod).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Workload {
     /// Unique id: `<cluster>//Pod/<namespace>/<name>`.
     pub uid: String,
@@ -72,18 +73,60 @@ pub struct Workload {
     pub healthy: bool,
     /// `namespace/hostname` of each service selecting it → service port → target port.
     pub services: BTreeMap<String, BTreeMap<u16, u16>>,
+    /// `namespace/name` of the WORKLOAD_SELECTOR authorization policies that apply to it
+    /// (the controller resolves selectors; the proxy only looks the names up).
+    pub authorization_policies: Vec<String>,
+    /// Its addresses are its node's (host networking): they do not identify it, so it is not
+    /// found by IP.
+    pub host_network: bool,
 }
 
+/// Trust domain assumed when a workload names none.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+/// Service account assumed when a workload names none.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+
 impl Workload {
-    /// The SPIFFE identity of this workload.
+    /// The SPIFFE identity of this workload:
+    /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`, with `cluster.local` and
+    /// `default` standing in for an empty trust domain and service account.
+    ///
+    /// Workloads that arrive over xDS are checked to have a valid identity; a hand-built one
+    /// that has none gets a placeholder no real pod can hold (its namespace contains a dot,
+    /// which Kubernetes namespaces never do), so it matches no policy and no peer.
     pub fn identity(&self) -> Identity {
-        let _ = self;
-        todo!()
+        self.try_identity()
+            .unwrap_or_else(|_| placeholder_identity().clone())
+    }
+
+    /// The SPIFFE identity of this workload, or why its parts do not form one.
+    pub fn try_identity(&self) -> Result<Identity, hbone::IdentityError> {
+        let trust_domain = if self.trust_domain.is_empty() {
+            DEFAULT_TRUST_DOMAIN
+        } else {
+            &self.trust_domain
+        };
+        let service_account = if self.service_account.is_empty() {
+            DEFAULT_SERVICE_ACCOUNT
+        } else {
+            &self.service_account
+        };
+        Identity::new(trust_domain, &self.namespace, service_account)
     }
 }
 
+/// The identity of workloads whose own is invalid; see [`Workload::identity`].
+fn placeholder_identity() -> &'static Identity {
+    static PLACEHOLDER: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
+    PLACEHOLDER.get_or_init(|| {
+        Identity::new(DEFAULT_TRUST_DOMAIN, "invalid.workload", "invalid.workload")
+            // A constant that the identity rules accept (checked by a test).
+            .expect("the placeholder identity is valid")
+    })
+}
+
 /// A service.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Service {
     /// Name.
     pub name: String,

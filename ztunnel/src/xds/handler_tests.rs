@@ -1,0 +1,203 @@
+//! Tests of response handling: apply, ACK/NACK, removals, sync and versions held.
+
+use api::discovery::Resource;
+use api::workload::{Address, Workload, address};
+
+use super::*;
+
+fn workload(name: &str, ip: &[u8]) -> Any {
+    api::pack(&Address {
+        r#type: Some(address::Type::Workload(Workload {
+            uid: format!("c//Pod/ns/{name}"),
+            name: name.into(),
+            namespace: "ns".into(),
+            addresses: vec![ip.to_vec()],
+            ..Default::default()
+        })),
+    })
+}
+
+fn resource(name: &str, version: &str, body: Option<Any>) -> Resource {
+    Resource {
+        name: name.into(),
+        version: version.into(),
+        resource: body,
+        ..Default::default()
+    }
+}
+
+fn response(
+    type_url: &str,
+    nonce: &str,
+    resources: Vec<Resource>,
+    removed: &[&str],
+) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        type_url: type_url.into(),
+        nonce: nonce.into(),
+        resources,
+        removed_resources: removed.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn acks_applies_and_tracks_versions() {
+    let state = ProxyState::new();
+    let mut tracker = Tracker::default();
+    let (ack, outcome) = tracker.handle(
+        &state,
+        response(
+            api::ADDRESS_TYPE_URL,
+            "n1",
+            vec![
+                resource("c//Pod/ns/a", "v1", Some(workload("a", &[10, 0, 0, 1]))),
+                resource("c//Pod/ns/b", "v1", Some(workload("b", &[10, 0, 0, 2]))),
+            ],
+            &[],
+        ),
+    );
+    assert_eq!(ack.response_nonce, "n1");
+    assert_eq!(ack.type_url, api::ADDRESS_TYPE_URL);
+    assert!(ack.error_detail.is_none());
+    assert_eq!((outcome.applied, outcome.removed), (2, 0));
+    assert!(state.workload_by_uid("c//Pod/ns/a").is_some());
+
+    let (ack, _) = tracker.handle(
+        &state,
+        response(api::ADDRESS_TYPE_URL, "n2", vec![], &["c//Pod/ns/a"]),
+    );
+    assert!(ack.error_detail.is_none());
+    assert!(state.workload_by_uid("c//Pod/ns/a").is_none());
+    assert_eq!(tracker.held(ResourceType::Address), 1);
+
+    let node = Node {
+        id: "ztunnel~x".into(),
+        ..Default::default()
+    };
+    let initial = tracker.initial_requests(&node);
+    assert_eq!(initial.len(), 2);
+    assert_eq!(initial[0].type_url, api::ADDRESS_TYPE_URL);
+    assert_eq!(
+        initial[0].initial_resource_versions,
+        [("c//Pod/ns/b".to_string(), "v1".to_string())].into()
+    );
+    assert_eq!(initial[1].type_url, api::AUTHORIZATION_TYPE_URL);
+    assert!(initial[1].initial_resource_versions.is_empty());
+    // A wildcard subscription: no names, as Istio's ztunnel subscribes.
+    assert!(initial.iter().all(|r| r.resource_names_subscribe.is_empty()
+        && r.resource_names_unsubscribe.is_empty()
+        && r.node.as_ref().is_some_and(|n| n.id == "ztunnel~x")
+        && r.response_nonce.is_empty()));
+}
+
+#[test]
+fn nacks_invalid_resources_but_applies_the_valid_ones() {
+    let state = ProxyState::new();
+    let mut tracker = Tracker::default();
+    // Held at v1; its v2 is invalid, so v1 stays in force and stays the version reported.
+    tracker.handle(
+        &state,
+        response(
+            api::ADDRESS_TYPE_URL,
+            "n0",
+            vec![resource(
+                "c//Pod/ns/kept",
+                "v1",
+                Some(workload("kept", &[10, 0, 0, 9])),
+            )],
+            &[],
+        ),
+    );
+    let policy_body = api::pack(&api::security::Authorization {
+        name: "p".into(),
+        namespace: "ns".into(),
+        ..Default::default()
+    });
+    let (nack, outcome) = tracker.handle(
+        &state,
+        response(
+            api::ADDRESS_TYPE_URL,
+            "n1",
+            vec![
+                resource(
+                    "c//Pod/ns/good",
+                    "v1",
+                    Some(workload("good", &[10, 0, 0, 1])),
+                ),
+                resource("c//Pod/ns/kept", "v2", Some(workload("kept", &[10, 0, 0]))),
+                resource("wrong-type", "v1", Some(policy_body)),
+                resource("no-body", "v1", None),
+            ],
+            &[],
+        ),
+    );
+    assert_eq!(nack.response_nonce, "n1");
+    let detail = nack.error_detail.unwrap();
+    assert_eq!(detail.code, 3);
+    for name in ["c//Pod/ns/kept", "wrong-type", "no-body"] {
+        assert!(detail.message.contains(name), "{}", detail.message);
+    }
+    assert!(detail.message.starts_with("rejected 3 resource(s)"));
+    assert_eq!((outcome.applied, outcome.rejected.len()), (1, 3));
+    assert!(state.workload_by_uid("c//Pod/ns/good").is_some());
+    assert_eq!(
+        state.workload_by_uid("c//Pod/ns/kept").unwrap().addresses,
+        ["10.0.0.9".parse::<std::net::IpAddr>().unwrap()]
+    );
+    let initial = tracker.initial_requests(&Node::default());
+    assert_eq!(
+        initial[0].initial_resource_versions,
+        [
+            ("c//Pod/ns/good".to_string(), "v1".to_string()),
+            ("c//Pod/ns/kept".to_string(), "v1".to_string())
+        ]
+        .into()
+    );
+}
+
+#[test]
+fn nack_messages_are_bounded() {
+    let state = ProxyState::new();
+    let mut tracker = Tracker::default();
+    let resources = (0..25)
+        .map(|i| resource(&format!("bad-{i}"), "v", None))
+        .collect();
+    let (nack, _) = tracker.handle(&state, response(api::ADDRESS_TYPE_URL, "n", resources, &[]));
+    let message = nack.error_detail.unwrap().message;
+    assert!(
+        message.contains("bad-9") && !message.contains("bad-10:"),
+        "{message}"
+    );
+    assert!(message.ends_with("and 15 more"), "{message}");
+}
+
+#[test]
+fn unknown_types_are_nacked() {
+    let state = ProxyState::new();
+    let (nack, _) = Tracker::default().handle(
+        &state,
+        response("type.googleapis.com/some.Other", "n", vec![], &[]),
+    );
+    assert_eq!(nack.type_url, "type.googleapis.com/some.Other");
+    assert!(
+        nack.error_detail
+            .unwrap()
+            .message
+            .contains("not subscribed")
+    );
+}
+
+#[test]
+fn synced_after_the_first_response_of_both_types() {
+    let state = ProxyState::new();
+    let mut tracker = Tracker::default();
+    tracker.handle(&state, response(api::ADDRESS_TYPE_URL, "1", vec![], &[]));
+    tracker.handle(&state, response(api::ADDRESS_TYPE_URL, "2", vec![], &[]));
+    assert!(!state.is_synced());
+    tracker.handle(
+        &state,
+        response(api::AUTHORIZATION_TYPE_URL, "3", vec![], &[]),
+    );
+    assert!(state.is_synced());
+}

@@ -1,0 +1,174 @@
+//! The delta ADS client: subscribes to workloads/services and authorizations, applies them to
+//! the [`ProxyState`], ACKs or NACKs each response, and reconnects with backoff, sending the
+//! versions it holds so the controller sends only what changed. The state is kept while the
+//! controller is unreachable.
+
+mod backoff;
+mod handler;
+mod node;
+
+pub use backoff::Backoff;
+pub use node::{ROLE, node_id};
+
+use api::discovery::DeltaDiscoveryRequest;
+use api::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::ControlPlaneConfig;
+use crate::control::{ControlError, ControlPlane};
+use crate::state::ProxyState;
+use handler::Tracker;
+
+/// Requests (ACKs) queued for the controller before the client waits for it to read.
+const REQUEST_QUEUE: usize = 16;
+/// Largest response accepted; a full push for a big cluster is a few megabytes.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Identifies this client to the controller (`Node.id` and metadata).
+#[derive(Clone, Debug)]
+pub struct ClientIdentity {
+    /// `Node.id`, Istio style: `<role>~<ip>~<name>.<namespace>~<namespace>.svc.cluster.local`
+    /// (see [`node_id`]).
+    pub node_id: String,
+    /// The Kubernetes node name (`NODE_NAME` metadata).
+    pub node_name: String,
+    /// Cluster id metadata.
+    pub cluster_id: String,
+}
+
+/// Why a stream ended.
+#[derive(Debug, thiserror::Error)]
+enum XdsError {
+    /// The controller could not be reached.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The stream failed.
+    #[error("stream failed: {0}")]
+    Rpc(#[from] tonic::Status),
+    /// The controller ended the stream.
+    #[error("the controller closed the stream")]
+    Closed,
+}
+
+/// How a session ended.
+enum End {
+    /// Shutdown was requested.
+    Shutdown,
+    /// The stream failed or was never established.
+    Failed(XdsError),
+}
+
+/// Runs the client until `shutdown` fires; never returns early on controller errors
+/// (it reconnects). A dropped `shutdown` sender counts as shutdown.
+pub async fn run(
+    control: ControlPlaneConfig,
+    client: ClientIdentity,
+    state: ProxyState,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let node = node::node(&client);
+    let mut tracker = Tracker::default();
+    let mut backoff = Backoff::default();
+    while !*shutdown.borrow() {
+        let mut received = false;
+        let end = session(
+            &control,
+            &node,
+            &state,
+            &mut tracker,
+            &mut received,
+            &mut shutdown,
+        )
+        .await;
+        let error = match end {
+            End::Shutdown => break,
+            End::Failed(error) => error,
+        };
+        if received {
+            // The stream worked: start over from the shortest delay.
+            backoff.reset();
+            tracing::info!(address = %control.address, %error, "disconnected from the controller");
+        } else {
+            tracing::warn!(address = %control.address, %error, "controller unavailable");
+        }
+        let delay = backoff.next_delay();
+        tracing::debug!(?delay, "reconnecting to the controller after a delay");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(&mut shutdown) => break,
+        }
+    }
+    tracing::info!("xDS client stopped");
+}
+
+/// Resolves when shutdown is requested or can no longer be (sender gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// One connection: connect, subscribe, then apply and answer responses until the stream
+/// ends. Sets `received` once a response has arrived.
+async fn session(
+    control: &ControlPlaneConfig,
+    node: &api::core::Node,
+    state: &ProxyState,
+    tracker: &mut Tracker,
+    received: &mut bool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> End {
+    let plane = tokio::select! {
+        plane = ControlPlane::connect(control) => match plane {
+            Ok(plane) => plane,
+            Err(e) => return End::Failed(e.into()),
+        },
+        () = stopped(shutdown) => return End::Shutdown,
+    };
+    let (requests, queue) = mpsc::channel::<DeltaDiscoveryRequest>(REQUEST_QUEUE);
+    for request in tracker.initial_requests(node) {
+        // The queue is empty and larger than the number of types.
+        let _ = requests.try_send(request);
+    }
+    let mut request = tonic::Request::new(ReceiverStream::new(queue));
+    plane.authorize(&mut request);
+    let mut grpc = AggregatedDiscoveryServiceClient::new(plane.channel.clone())
+        .max_decoding_message_size(MAX_RESPONSE_BYTES);
+    let mut responses = tokio::select! {
+        opened = grpc.delta_aggregated_resources(request) => match opened {
+            Ok(response) => response.into_inner(),
+            Err(status) => return End::Failed(status.into()),
+        },
+        () = stopped(shutdown) => return End::Shutdown,
+    };
+    tracing::info!(address = %control.address, "connected to the controller");
+    loop {
+        let message = tokio::select! {
+            message = responses.message() => message,
+            () = stopped(shutdown) => return End::Shutdown,
+        };
+        let response = match message {
+            Ok(Some(response)) => response,
+            Ok(None) => return End::Failed(XdsError::Closed),
+            Err(status) => return End::Failed(status.into()),
+        };
+        *received = true;
+        let nonce = response.nonce.clone();
+        let (reply, outcome) = tracker.handle(state, response);
+        if outcome.rejected.is_empty() {
+            tracing::debug!(
+                type_url = %outcome.type_url, %nonce, applied = outcome.applied,
+                removed = outcome.removed, "applied xDS response (ACK)"
+            );
+        } else {
+            tracing::warn!(
+                type_url = %outcome.type_url, %nonce, applied = outcome.applied,
+                removed = outcome.removed, rejected = outcome.rejected.len(),
+                "applied xDS response in part (NACK)"
+            );
+        }
+        if requests.send(reply).await.is_err() {
+            // The transport dropped the request stream: the call is over.
+            return End::Failed(XdsError::Closed);
+        }
+    }
+}

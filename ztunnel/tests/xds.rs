@@ -1,0 +1,578 @@
+//! The xDS client against the controller's real delta ADS server, over loopback TLS: initial
+//! sync, updates, removals, a controller restart, and resumption from the versions held.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::security::{self as sec, Authorization, Clause, Rule, string_match::MatchType};
+use api::workload::{self as wl, NetworkAddress, Port, PortList, address};
+use controller::ca::auth::{Caller, StaticTokens};
+use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory};
+use controller::server::{ServingTls, controller_identity};
+use controller::translate::{Resource, Snapshot};
+use controller::xds::{XdsConfig, XdsServer};
+use hbone::Identity;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use ztunnel::config::ControlPlaneConfig;
+use ztunnel::state::{AuthzRequest, Decision, ProxyState};
+use ztunnel::xds::{self, ClientIdentity};
+
+const TD: &str = "cluster.local";
+const TOKEN: &str = "zt-node1";
+/// Upper bound on any wait; reaching it fails the test instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "ztunnel-xds-test-{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// No pods anywhere: these tests ask for no certificates.
+struct NoPods;
+
+impl NodeDirectory for NoPods {
+    fn has_pod(&self, _: &str, _: &str, _: &str) -> bool {
+        false
+    }
+}
+
+/// A running controller endpoint.
+struct Controller {
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), controller::server::ServerError>>,
+}
+
+impl Controller {
+    /// Serves `snapshot` on `listener`, signed by `ca`, to the token [`TOKEN`].
+    fn start(
+        listener: TcpListener,
+        ca: Arc<CertificateAuthority>,
+        snapshot: Arc<Snapshot>,
+    ) -> Self {
+        let (snapshots, receiver) = watch::channel(snapshot);
+        let caller = Caller {
+            identity: Identity::new(TD, "istio-system", "ztunnel").unwrap(),
+            node: Some("node1".into()),
+        };
+        let auth = Arc::new(StaticTokens(HashMap::from([(TOKEN.to_owned(), caller)])));
+        let xds = XdsServer::new(
+            receiver,
+            auth.clone(),
+            XdsConfig {
+                debounce: Duration::from_millis(10),
+                outbound_capacity: 4,
+            },
+        );
+        let ca_service = CaService::new(
+            ca.clone(),
+            auth,
+            Arc::new(NoPods),
+            CaConfig::new(TD).unwrap(),
+        );
+        let tls = ServingTls::issue(ca, controller_identity(TD, "istio-system").unwrap()).unwrap();
+        let (shutdown, stop) = oneshot::channel();
+        let task = tokio::spawn(controller::server::serve(
+            listener,
+            tls,
+            xds,
+            ca_service,
+            async move {
+                let _ = stop.await;
+            },
+        ));
+        Self {
+            snapshots,
+            shutdown,
+            task,
+        }
+    }
+
+    fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.snapshots.send_replace(snapshot);
+    }
+
+    /// Ends every stream, then the server, and waits until it is gone.
+    async fn stop(self) {
+        // Streams end when their snapshot source goes away; then the server can drain.
+        drop(self.snapshots);
+        let _ = self.shutdown.send(());
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("the controller stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn bytes(ip: &str) -> Vec<u8> {
+    match ip.parse::<IpAddr>().unwrap() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+fn uid(name: &str) -> String {
+    format!("Kubernetes//Pod/shop/{name}")
+}
+
+const WEB: &str = "shop/web.shop.svc.cluster.local";
+
+fn pod(name: &str, ip: &str) -> wl::Address {
+    wl::Address {
+        r#type: Some(address::Type::Workload(wl::Workload {
+            uid: uid(name),
+            name: name.into(),
+            namespace: "shop".into(),
+            addresses: vec![bytes(ip)],
+            tunnel_protocol: wl::TunnelProtocol::Hbone as i32,
+            service_account: "web".into(),
+            node: "node1".into(),
+            services: [(
+                WEB.to_string(),
+                PortList {
+                    ports: vec![Port {
+                        service_port: 80,
+                        target_port: 8080,
+                    }],
+                },
+            )]
+            .into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn web_service() -> wl::Address {
+    wl::Address {
+        r#type: Some(address::Type::Service(wl::Service {
+            name: "web".into(),
+            namespace: "shop".into(),
+            hostname: "web.shop.svc.cluster.local".into(),
+            addresses: vec![NetworkAddress {
+                network: String::new(),
+                address: bytes("10.96.0.10"),
+            }],
+            ports: vec![Port {
+                service_port: 80,
+                target_port: 8080,
+            }],
+            ..Default::default()
+        })),
+    }
+}
+
+/// A DENY of plaintext in `shop`, on `ports` (every port when empty).
+fn deny_plaintext(ports: &[u32]) -> Authorization {
+    Authorization {
+        name: "deny-plaintext".into(),
+        namespace: "shop".into(),
+        scope: sec::Scope::Namespace as i32,
+        action: sec::Action::Deny as i32,
+        rules: vec![Rule {
+            clauses: vec![Clause {
+                matches: vec![sec::Match {
+                    not_principals: vec![sec::StringMatch {
+                        match_type: Some(MatchType::Presence(())),
+                    }],
+                    destination_ports: ports.to_vec(),
+                    ..Default::default()
+                }],
+            }],
+        }],
+        dry_run: false,
+    }
+}
+
+/// Builds a snapshot from (name, version, body) entries of both types.
+fn snapshot(
+    addresses: &[(&str, &str, wl::Address)],
+    policies: &[(&str, &str, Authorization)],
+) -> Arc<Snapshot> {
+    let mut snapshot = Snapshot::default();
+    for (name, version, body) in addresses {
+        snapshot
+            .resources
+            .entry(api::ADDRESS_TYPE_URL.to_owned())
+            .or_default()
+            .insert(
+                name.to_string(),
+                Resource {
+                    version: version.to_string(),
+                    body: api::pack(body),
+                },
+            );
+    }
+    for (name, version, body) in policies {
+        snapshot
+            .resources
+            .entry(api::AUTHORIZATION_TYPE_URL.to_owned())
+            .or_default()
+            .insert(
+                name.to_string(),
+                Resource {
+                    version: version.to_string(),
+                    body: api::pack(body),
+                },
+            );
+    }
+    Arc::new(snapshot)
+}
+
+/// Waits until `condition` holds, re-checking on every state change.
+async fn wait_until(state: &ProxyState, what: &str, condition: impl Fn(&ProxyState) -> bool) {
+    let mut changes = state.changes();
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while !condition(state) {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out waiting for {what}");
+}
+
+/// The verdict for a plaintext connection to workload `a` on `port`.
+fn plaintext_to_a(state: &ProxyState, port: u16) -> Decision {
+    let Some(a) = state.workload_by_uid(&uid("a")) else {
+        return Decision::Deny("no workload a".into());
+    };
+    state.authorize(&AuthzRequest {
+        source_identity: None,
+        source_ip: "10.0.0.99".parse().unwrap(),
+        destination: &a,
+        destination_port: port,
+    })
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let dir = TempDir::new();
+    let ca = Arc::new(CertificateAuthority::open(None, TD).unwrap());
+    let root_cert = dir.0.join("root.pem");
+    std::fs::write(&root_cert, ca.roots_pem().unwrap().concat()).unwrap();
+    let token_file = dir.0.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let mut bad = pod("bad", "10.0.0.3");
+    if let Some(address::Type::Workload(w)) = &mut bad.r#type {
+        w.addresses = vec![vec![10, 0, 0]];
+    }
+    let policy_name = "shop/deny-plaintext";
+    let v1 = snapshot(
+        &[
+            (&uid("a"), "a1", pod("a", "10.0.0.1")),
+            (&uid("b"), "b1", pod("b", "10.0.0.2")),
+            (&uid("bad"), "bad1", bad.clone()),
+            (WEB, "web1", web_service()),
+        ],
+        &[(policy_name, "p1", deny_plaintext(&[]))],
+    );
+    let server = Controller::start(listener, ca.clone(), v1);
+
+    let state = ProxyState::new();
+    let (stop_client, shutdown) = watch::channel(false);
+    let client = tokio::spawn(xds::run(
+        ControlPlaneConfig {
+            address: addr.to_string(),
+            root_cert,
+            token_file: Some(token_file),
+            server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
+        },
+        ClientIdentity {
+            node_id: xds::node_id("10.0.0.200", "ztunnel-x", "istio-system"),
+            node_name: "node1".into(),
+            cluster_id: "Kubernetes".into(),
+        },
+        state.clone(),
+        shutdown,
+    ));
+
+    // Initial sync: everything valid arrives; the invalid workload is refused.
+    wait_until(&state, "the initial sync", |s| s.is_synced()).await;
+    assert_eq!(state.workload_by_ip(ip("10.0.0.1")).unwrap().name, "a");
+    assert_eq!(state.workload_by_ip(ip("10.0.0.2")).unwrap().name, "b");
+    assert!(state.workload_by_uid(&uid("bad")).is_none());
+    let web = state.service_by_vip(ip("10.96.0.10")).unwrap();
+    assert_eq!(state.endpoints(&web, 80).len(), 2);
+    assert!(matches!(plaintext_to_a(&state, 80), Decision::Deny(_)));
+
+    // An update: a moves to a new address.
+    let v2 = snapshot(
+        &[
+            (&uid("a"), "a2", pod("a", "10.0.0.11")),
+            (&uid("b"), "b1", pod("b", "10.0.0.2")),
+            (&uid("bad"), "bad1", bad.clone()),
+            (WEB, "web1", web_service()),
+        ],
+        &[(policy_name, "p1", deny_plaintext(&[]))],
+    );
+    server.publish(v2);
+    wait_until(&state, "the update of a", |s| {
+        s.workload_by_ip(ip("10.0.0.11")).is_some()
+    })
+    .await;
+    assert!(state.workload_by_ip(ip("10.0.0.1")).is_none());
+
+    // A removal: b goes away.
+    let v3 = snapshot(
+        &[
+            (&uid("a"), "a2", pod("a", "10.0.0.11")),
+            (&uid("bad"), "bad1", bad.clone()),
+            (WEB, "web1", web_service()),
+        ],
+        &[(policy_name, "p1", deny_plaintext(&[]))],
+    );
+    server.publish(v3);
+    wait_until(&state, "the removal of b", |s| {
+        s.workload_by_uid(&uid("b")).is_none()
+    })
+    .await;
+
+    // The controller goes away: the config stays.
+    server.stop().await;
+    assert_eq!(state.workload_by_ip(ip("10.0.0.11")).unwrap().name, "a");
+    assert!(state.service_by_vip(ip("10.96.0.10")).is_some());
+    assert!(matches!(plaintext_to_a(&state, 80), Decision::Deny(_)));
+    let changes_before = *state.changes().borrow();
+
+    // It comes back on the same address with the service removed and the policy narrowed.
+    // The removal can only be reported if the client listed the service among the versions
+    // it holds, and the unchanged workload a is not resent since its version matches.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let v4 = snapshot(
+        &[
+            (&uid("a"), "a2", pod("a", "10.0.0.11")),
+            (&uid("bad"), "bad1", bad),
+        ],
+        &[(policy_name, "p2", deny_plaintext(&[9999]))],
+    );
+    let server = Controller::start(listener, ca, v4);
+    wait_until(&state, "the resumed stream's changes", |s| {
+        s.service_by_vip(ip("10.96.0.10")).is_none() && plaintext_to_a(s, 80) == Decision::Allow
+    })
+    .await;
+    assert_eq!(
+        *state.changes().borrow() - changes_before,
+        2,
+        "only the removal and the changed policy were applied"
+    );
+    assert!(matches!(plaintext_to_a(&state, 9999), Decision::Deny(_)));
+    assert_eq!(state.workload_by_ip(ip("10.0.0.11")).unwrap().name, "a");
+
+    // Shutdown stops the client.
+    stop_client.send(true).unwrap();
+    tokio::time::timeout(PATIENCE, client)
+        .await
+        .expect("the client stops")
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_while_the_controller_is_unreachable() {
+    let dir = TempDir::new();
+    let ca = CertificateAuthority::open(None, TD).unwrap();
+    let root_cert = dir.0.join("root.pem");
+    std::fs::write(&root_cert, ca.roots_pem().unwrap().concat()).unwrap();
+    // Nothing listens on this port.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let state = ProxyState::new();
+    let (stop_client, shutdown) = watch::channel(false);
+    let client = tokio::spawn(xds::run(
+        ControlPlaneConfig {
+            address: addr.to_string(),
+            root_cert,
+            token_file: None,
+            server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
+        },
+        ClientIdentity {
+            node_id: "ztunnel~10.0.0.200~z.istio-system~istio-system.svc.cluster.local".into(),
+            node_name: "node1".into(),
+            cluster_id: "Kubernetes".into(),
+        },
+        state.clone(),
+        shutdown,
+    ));
+    stop_client.send(true).unwrap();
+    tokio::time::timeout(PATIENCE, client)
+        .await
+        .expect("the client stops")
+        .unwrap();
+    assert!(!state.is_synced());
+}
+
+/// What the controller translates from Istio resources is enforced as Istio enforces it:
+/// PeerAuthentication STRICT / PERMISSIVE / DISABLE (with port exceptions both ways) and an
+/// AuthorizationPolicy naming principals in Istio's form (without `spiffe://`).
+#[test]
+fn controller_translations_are_enforced_as_istio_does() {
+    const MANIFESTS: &str = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: relaxed}
+spec: {mtls: {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: open}
+spec: {mtls: {mode: DISABLE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: scrape, namespace: strict}
+spec:
+  selector: {matchLabels: {app: exporter}}
+  portLevelMtls: {"9100": {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: admin-port, namespace: relaxed}
+spec:
+  selector: {matchLabels: {app: admin}}
+  mtls: {mode: PERMISSIVE}
+  portLevelMtls: {"8443": {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: cart-from-web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/front/sa/web"]}}]
+    to: [{operation: {ports: ["8080"]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: app-1, namespace: strict, labels: {app: app}}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIP: 10.244.1.40}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: exporter-1, namespace: strict, labels: {app: exporter}}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIP: 10.244.1.41}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: relaxed, labels: {app: web}}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIP: 10.244.1.42}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: admin-1, namespace: relaxed, labels: {app: admin}}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIP: 10.244.1.43}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-1, namespace: open, labels: {app: db}}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIP: 10.244.1.44}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cart-1, namespace: shop, labels: {app: cart}}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIP: 10.244.1.45}
+"#;
+    let parsed = controller::model::parse_documents("inline", MANIFESTS, false);
+    assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+    let index = controller::model::Index::from_origins(vec![(
+        "inline".into(),
+        parsed.objects,
+        parsed.problems,
+    )]);
+    let translation = controller::translate::translate(
+        &index,
+        &controller::translate::TranslateOptions::default(),
+    );
+    let state = ProxyState::new();
+    for (name, resource) in translation.snapshot.of_type(api::ADDRESS_TYPE_URL) {
+        state
+            .apply_address(name, api::unpack(&resource.body).unwrap())
+            .unwrap();
+    }
+    for (name, resource) in translation.snapshot.of_type(api::AUTHORIZATION_TYPE_URL) {
+        state
+            .apply_authorization(name, api::unpack(&resource.body).unwrap())
+            .unwrap();
+    }
+
+    let web: Identity = "spiffe://cluster.local/ns/front/sa/web".parse().unwrap();
+    let other: Identity = "spiffe://cluster.local/ns/front/sa/other".parse().unwrap();
+    // (pod, port, peer identity, allowed)
+    let cases: &[(&str, u16, Option<&Identity>, bool)] = &[
+        ("strict/app-1", 80, None, false),
+        ("strict/app-1", 80, Some(&other), true),
+        ("strict/exporter-1", 9100, None, true),
+        ("strict/exporter-1", 80, None, false),
+        ("relaxed/web-1", 80, None, true),
+        ("relaxed/admin-1", 8443, None, false),
+        ("relaxed/admin-1", 8443, Some(&other), true),
+        ("relaxed/admin-1", 80, None, true),
+        ("open/db-1", 5432, None, true),
+        ("shop/cart-1", 8080, Some(&web), true),
+        ("shop/cart-1", 9090, Some(&web), false),
+        ("shop/cart-1", 8080, Some(&other), false),
+        ("shop/cart-1", 8080, None, false),
+    ];
+    for (pod, port, peer, allowed) in cases {
+        let workload = state
+            .workload_by_uid(&format!("Kubernetes//Pod/{pod}"))
+            .unwrap_or_else(|| panic!("{pod} is known"));
+        let decision = state.authorize(&AuthzRequest {
+            source_identity: *peer,
+            source_ip: "10.244.2.7".parse().unwrap(),
+            destination: &workload,
+            destination_port: *port,
+        });
+        assert_eq!(
+            decision == Decision::Allow,
+            *allowed,
+            "{pod}:{port} from {peer:?}: {decision:?}"
+        );
+    }
+}
