@@ -1,6 +1,13 @@
 //! TCP telemetry with Istio's metric names and labels, and the per-connection access log.
+//!
+//! The registry is owned by each [`Metrics`] value rather than being a process-wide recorder:
+//! tests and the sandbox run several proxies in one process, and each must report only its own
+//! connections.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Which side reports.
@@ -12,7 +19,22 @@ pub enum Reporter {
     Destination,
 }
 
+impl Reporter {
+    /// The `reporter` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reporter::Source => "source",
+            Reporter::Destination => "destination",
+        }
+    }
+}
+
 /// Istio's standard labels of `istio_tcp_*` metrics.
+///
+/// Empty values are rendered as `"unknown"`, as Istio does; `request_protocol` is always
+/// `"tcp"`. `source_canonical_service` and `source_canonical_revision` (and their destination
+/// counterparts) repeat the app and version labels: Istio fills both from the workload's
+/// canonical name and revision.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnectionLabels {
     /// `reporter`: "source" or "destination".
@@ -23,29 +45,34 @@ pub struct ConnectionLabels {
     pub source_workload_namespace: String,
     /// `source_principal`.
     pub source_principal: String,
-    /// `source_app`.
+    /// `source_app` (also `source_canonical_service`).
     pub source_app: String,
-    /// `source_version`.
+    /// `source_version` (also `source_canonical_revision`).
     pub source_version: String,
+    /// `source_cluster`.
+    pub source_cluster: String,
     /// `destination_workload`.
     pub destination_workload: String,
     /// `destination_workload_namespace`.
     pub destination_workload_namespace: String,
     /// `destination_principal`.
     pub destination_principal: String,
-    /// `destination_app`.
+    /// `destination_app` (also `destination_canonical_service`).
     pub destination_app: String,
-    /// `destination_version`.
+    /// `destination_version` (also `destination_canonical_revision`).
     pub destination_version: String,
+    /// `destination_cluster`.
+    pub destination_cluster: String,
     /// `destination_service` (hostname).
     pub destination_service: String,
     /// `destination_service_name`.
     pub destination_service_name: String,
     /// `destination_service_namespace`.
     pub destination_service_namespace: String,
-    /// `connection_security_policy`: "mutual_tls" or "none".
+    /// `connection_security_policy`: "mutual_tls", or "unknown" when left empty.
     pub connection_security_policy: String,
-    /// `response_flags`: "-" or Envoy-style flags (e.g. "UF" upstream failure, "DENY"?).
+    /// `response_flags`: "-" when left empty, "DENY" (refused by authorization policy) or
+    /// "CONNECT" (the upstream connection failed), as Istio's ztunnel reports them.
     pub response_flags: String,
 }
 
@@ -68,32 +95,299 @@ pub struct ConnectionRecord {
     pub error: Option<String>,
 }
 
+/// Most distinct label sets kept. Label values come from workload metadata, so the number of
+/// series grows with the pairs of talking workloads; past this bound new pairs are counted in
+/// [`OVERFLOW`] instead of growing memory without limit.
+const MAX_SERIES: usize = 65_536;
+
+const OPENED: &str = "istio_tcp_connections_opened_total";
+const CLOSED: &str = "istio_tcp_connections_closed_total";
+const SENT: &str = "istio_tcp_sent_bytes_total";
+const RECEIVED: &str = "istio_tcp_received_bytes_total";
+const BUILD: &str = "istio_build";
+const OVERFLOW: &str = "ztunnel_metrics_series_overflow_total";
+
+/// The counters of one label set.
+struct Series {
+    /// The label set already rendered (`{reporter="source",...}`), so scrapes do not re-escape.
+    rendered: String,
+    opened: AtomicU64,
+    closed: AtomicU64,
+    /// Server → client bytes (Istio: "sent during response").
+    sent: AtomicU64,
+    /// Client → server bytes (Istio: "received during request").
+    received: AtomicU64,
+}
+
 /// The proxy's metric registry.
 pub struct Metrics {
-    _private: (),
+    series: RwLock<HashMap<ConnectionLabels, Arc<Series>>>,
+    overflow: AtomicU64,
 }
 
 impl Metrics {
     /// An empty registry.
     pub fn new() -> Arc<Self> {
-        todo!()
+        Arc::new(Self {
+            series: RwLock::new(HashMap::new()),
+            overflow: AtomicU64::new(0),
+        })
     }
 
     /// Counts `istio_tcp_connections_opened_total`.
     pub fn connection_opened(&self, labels: &ConnectionLabels) {
-        let _ = labels;
-        todo!()
+        if let Some(series) = self.series(labels) {
+            series.opened.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts `istio_tcp_connections_closed_total` and the byte totals, and writes the access
     /// log line ("connection complete").
+    ///
+    /// As in Istio, `istio_tcp_received_bytes_total` counts what the client sent (the
+    /// "request") and `istio_tcp_sent_bytes_total` what the server sent back, whichever side
+    /// reports.
     pub fn connection_closed(&self, record: &ConnectionRecord) {
-        let _ = record;
-        todo!()
+        if let Some(series) = self.series(&record.labels) {
+            series.closed.fetch_add(1, Ordering::Relaxed);
+            series
+                .received
+                .fetch_add(record.bytes_sent, Ordering::Relaxed);
+            series
+                .sent
+                .fetch_add(record.bytes_received, Ordering::Relaxed);
+        }
+        access_log(record);
     }
 
     /// Prometheus text exposition of everything.
     pub fn render(&self) -> String {
-        todo!()
+        let mut series: Vec<Arc<Series>> = self.read().values().cloned().collect();
+        series.sort_unstable_by(|a, b| a.rendered.cmp(&b.rendered));
+        let mut out = String::with_capacity(512 + series.len() * 4 * 700);
+        type Pick = fn(&Series) -> u64;
+        let families: [(&str, &str, Pick); 4] = [
+            (OPENED, "TCP connections opened through this proxy.", |s| {
+                s.opened.load(Ordering::Relaxed)
+            }),
+            (
+                CLOSED,
+                "TCP connections through this proxy that have ended.",
+                |s| s.closed.load(Ordering::Relaxed),
+            ),
+            (
+                SENT,
+                "Bytes the server sent back on TCP connections (the response direction).",
+                |s| s.sent.load(Ordering::Relaxed),
+            ),
+            (
+                RECEIVED,
+                "Bytes the client sent on TCP connections (the request direction).",
+                |s| s.received.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, pick) in families {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for s in &series {
+                let _ = writeln!(out, "{name}{} {}", s.rendered, pick(s));
+            }
+        }
+        let _ = writeln!(out, "# HELP {BUILD} Build of this proxy.");
+        let _ = writeln!(out, "# TYPE {BUILD} gauge");
+        let _ = writeln!(
+            out,
+            "{BUILD}{{component=\"ztunnel\",tag=\"{}\"}} 1",
+            escape(env!("CARGO_PKG_VERSION"))
+        );
+        let _ = writeln!(
+            out,
+            "# HELP {OVERFLOW} Connections not counted: the number of label sets is at its bound."
+        );
+        let _ = writeln!(out, "# TYPE {OVERFLOW} counter");
+        let _ = writeln!(out, "{OVERFLOW} {}", self.overflow.load(Ordering::Relaxed));
+        out
+    }
+
+    /// The counters of `labels`, created on first use; `None` once the bound is reached.
+    fn series(&self, labels: &ConnectionLabels) -> Option<Arc<Series>> {
+        if let Some(series) = self.read().get(labels) {
+            return Some(series.clone());
+        }
+        let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(series) = map.get(labels) {
+            return Some(series.clone());
+        }
+        if map.len() >= MAX_SERIES {
+            self.overflow.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let series = Arc::new(Series {
+            rendered: render_labels(labels),
+            opened: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        });
+        map.insert(labels.clone(), series.clone());
+        Some(series)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnectionLabels, Arc<Series>>> {
+        // Counters stay meaningful after a panic elsewhere: recover the guard.
+        self.series.read().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// Writes the "connection complete" line. Byte counts are from the reporting side's workload:
+/// on the source side "sent" is what the client sent, on the destination side what the server
+/// sent, as Istio's ztunnel logs them.
+fn access_log(record: &ConnectionRecord) {
+    let labels = &record.labels;
+    let (sent, received, direction) = match labels.reporter {
+        Some(Reporter::Destination) => (record.bytes_received, record.bytes_sent, "inbound"),
+        _ => (record.bytes_sent, record.bytes_received, "outbound"),
+    };
+    // Identities are only known for certain when the connection was mutual TLS.
+    let mtls = labels.connection_security_policy == "mutual_tls";
+    let identity = |principal: &str| (mtls && !principal.is_empty()).then(|| principal.to_owned());
+    let src_workload = first_non_empty(&labels.source_workload, &labels.source_app);
+    let dst_workload = first_non_empty(&labels.destination_workload, &labels.destination_app);
+    tracing::event!(
+        target: "access",
+        tracing::Level::INFO,
+        src.addr = %record.source,
+        src.workload = src_workload,
+        src.namespace = non_empty(&labels.source_workload_namespace),
+        src.identity = identity(&labels.source_principal),
+        dst.addr = %record.destination,
+        dst.service = non_empty(&labels.destination_service),
+        dst.workload = dst_workload,
+        dst.namespace = non_empty(&labels.destination_workload_namespace),
+        dst.identity = identity(&labels.destination_principal),
+        direction,
+        bytes_sent = sent,
+        bytes_recv = received,
+        duration = %format_args!("{}ms", record.duration.as_millis()),
+        error = record.error.as_deref(),
+        "connection complete"
+    );
+}
+
+fn non_empty(value: &str) -> Option<&str> {
+    (!value.is_empty()).then_some(value)
+}
+
+fn first_non_empty<'a>(first: &'a str, second: &'a str) -> Option<&'a str> {
+    non_empty(first).or_else(|| non_empty(second))
+}
+
+/// Renders a label set in Istio's label order.
+fn render_labels(labels: &ConnectionLabels) -> String {
+    let reporter = labels.reporter.map(Reporter::as_str).unwrap_or("");
+    let pairs: [(&str, &str, &str); 23] = [
+        ("reporter", reporter, "unknown"),
+        ("source_workload", &labels.source_workload, "unknown"),
+        ("source_canonical_service", &labels.source_app, "unknown"),
+        (
+            "source_canonical_revision",
+            &labels.source_version,
+            "unknown",
+        ),
+        (
+            "source_workload_namespace",
+            &labels.source_workload_namespace,
+            "unknown",
+        ),
+        ("source_principal", &labels.source_principal, "unknown"),
+        ("source_app", &labels.source_app, "unknown"),
+        ("source_version", &labels.source_version, "unknown"),
+        ("source_cluster", &labels.source_cluster, "unknown"),
+        (
+            "destination_service",
+            &labels.destination_service,
+            "unknown",
+        ),
+        (
+            "destination_service_namespace",
+            &labels.destination_service_namespace,
+            "unknown",
+        ),
+        (
+            "destination_service_name",
+            &labels.destination_service_name,
+            "unknown",
+        ),
+        (
+            "destination_workload",
+            &labels.destination_workload,
+            "unknown",
+        ),
+        (
+            "destination_canonical_service",
+            &labels.destination_app,
+            "unknown",
+        ),
+        (
+            "destination_canonical_revision",
+            &labels.destination_version,
+            "unknown",
+        ),
+        (
+            "destination_workload_namespace",
+            &labels.destination_workload_namespace,
+            "unknown",
+        ),
+        (
+            "destination_principal",
+            &labels.destination_principal,
+            "unknown",
+        ),
+        ("destination_app", &labels.destination_app, "unknown"),
+        (
+            "destination_version",
+            &labels.destination_version,
+            "unknown",
+        ),
+        (
+            "destination_cluster",
+            &labels.destination_cluster,
+            "unknown",
+        ),
+        ("request_protocol", "tcp", "tcp"),
+        ("response_flags", &labels.response_flags, "-"),
+        (
+            "connection_security_policy",
+            &labels.connection_security_policy,
+            "unknown",
+        ),
+    ];
+    let mut out = String::with_capacity(640);
+    out.push('{');
+    for (i, (name, value, default)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let value = if value.is_empty() { default } else { value };
+        let _ = write!(out, "{name}=\"{}\"", escape(value));
+    }
+    out.push('}');
+    out
+}
+
+/// Escapes a label value for the text exposition format.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
