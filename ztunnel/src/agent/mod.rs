@@ -2,8 +2,32 @@
 //! controller), finds each pod's network namespace, installs the in-pod redirection rules
 //! inside it (the istio-cni in-pod contract) and hands the namespace to the proxy over ZDS.
 //! Removing a pod from the mesh removes its rules and tells the proxy to let go.
+//!
+//! - [`enrollment`]: the feed of this node's pods and the loop capturing and releasing them;
+//! - [`netns`]: finding a pod's namespace (a folder of namespace files, or `/proc`) and
+//!   running commands inside one;
+//! - [`iptables`]: the rules and policy routing, rendered as text and applied atomically;
+//! - `server`: the ZDS server, its proxy sessions and snapshots.
+//!
+//! Stopping the agent leaves every rule in place, as istio-cni does: captured pods stay
+//! captured (the proxy keeps serving them) across an agent restart or upgrade, and the next
+//! agent reinstalls the same rules idempotently and sends the proxy a fresh snapshot.
+
+pub mod enrollment;
+pub mod iptables;
+pub mod netns;
+mod server;
+
+pub use enrollment::NodePod;
+pub use netns::NetnsSource;
+pub use server::ACK_TIMEOUT;
+
+use tokio::sync::watch;
 
 use crate::config::AgentConfig;
+use crate::state::ProxyState;
+use crate::xds::{self, ClientIdentity};
+use crate::zds::ZdsListener;
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -18,11 +42,78 @@ pub enum AgentError {
     },
 }
 
+/// The feed of this node's pods: `None` until the first complete view.
+pub type PodFeed = watch::Receiver<Option<Vec<NodePod>>>;
+
 /// Runs the agent until `shutdown` fires.
 pub async fn run(
     config: AgentConfig,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    let _ = (config, shutdown);
-    todo!()
+    let listener = ZdsListener::bind(&config.zds_socket).map_err(|source| AgentError::Zds {
+        path: config.zds_socket.display().to_string(),
+        source,
+    })?;
+    tracing::info!(socket = %config.zds_socket.display(), node = %config.node, "node agent serving ZDS");
+
+    let state = ProxyState::new();
+    let xds = tokio::spawn(xds::run(
+        config.control.clone(),
+        client_identity(&config.node),
+        state.clone(),
+        shutdown.clone(),
+    ));
+    let (feed_tx, feed) = watch::channel(None);
+    let feeder = tokio::spawn(enrollment::feed_from_state(
+        state,
+        config.node.clone(),
+        feed_tx,
+        shutdown.clone(),
+    ));
+    let source = NetnsSource::from_config(config.netns_dir.as_deref());
+    serve(listener, source, feed, shutdown).await;
+    let _ = feeder.await;
+    let _ = xds.await;
+    Ok(())
+}
+
+/// The agent without its controller: captures what `feed` enrolls, finding namespaces in
+/// `source`, and serves proxies on `listener` until `shutdown` fires. Rules stay in place
+/// when it returns.
+pub async fn serve(
+    listener: ZdsListener,
+    source: NetnsSource,
+    feed: PodFeed,
+    shutdown: watch::Receiver<bool>,
+) {
+    let hub = server::Hub::new();
+    let mut enroll = tokio::spawn(enrollment::run(source, hub.clone(), feed, shutdown.clone()));
+    tokio::select! {
+        _ = server::serve_sessions(listener, hub, shutdown) => {}
+        // Only a panic ends enrollment before shutdown; the sessions loop sees shutdown too.
+        _ = &mut enroll => {}
+    }
+    if !enroll.is_finished() {
+        let _ = enroll.await;
+    }
+}
+
+/// How the agent names itself to the controller, Istio style
+/// (`<role>~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`), from the downward-API
+/// variables the DaemonSet sets (`POD_IP`, `POD_NAME`, `POD_NAMESPACE`, `CLUSTER_ID`).
+fn client_identity(node: &str) -> ClientIdentity {
+    let env = |name: &str, default: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    };
+    let ip = env("POD_IP", "0.0.0.0");
+    let pod = env("POD_NAME", &format!("ztunnel-{node}"));
+    let namespace = env("POD_NAMESPACE", "istio-system");
+    ClientIdentity {
+        node_id: format!("node-agent~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local"),
+        node_name: node.to_string(),
+        cluster_id: env("CLUSTER_ID", "Kubernetes"),
+    }
 }

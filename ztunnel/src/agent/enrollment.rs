@@ -1,0 +1,493 @@
+//! Which pods are captured, and keeping their rules and the proxy in step with that.
+//!
+//! The controller decides enrollment (namespace label, pod opt-out): a workload on this node
+//! with protocol HBONE is to be captured. The feed is a `watch` of the pods on this node,
+//! `None` until the agent's xDS state first synced, so an empty view at startup is never
+//! mistaken for "nothing is enrolled".
+//!
+//! Each round diffs the feed against what is captured, in istio-cni's order:
+//!
+//! - a new pod: find its namespace, install the rules, then `Add` it to the proxy (with the
+//!   namespace fd). A pod whose namespace is not there yet (still starting) is retried with
+//!   backoff, and meanwhile appears in snapshots as `Keep`, so a proxy that already serves it
+//!   (captured before an agent restart) keeps doing so;
+//! - a pod no longer enrolled but still running: remove the rules first, then `Del` it, so
+//!   new connections go straight to the application rather than to listeners that are
+//!   closing; a pod gone from the node: `Del` only, its namespace is going away with it;
+//! - a pod replaced by a new one of the same name (new addresses, or in a namespace folder a
+//!   different namespace file): `Del` the old one, capture the new one.
+//!
+//! The first round also removes rules left behind by an earlier agent in pods of this node
+//! that are no longer enrolled.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::iptables::{self, Family};
+use super::netns::{NetnsSource, NsId};
+use super::server::Hub;
+use crate::state::{ProxyState, TunnelProtocol};
+
+/// A pod on this node, as the agent needs to know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePod {
+    /// Workload uid (`<cluster>//Pod/<namespace>/<name>`); the ZDS uid of the pod.
+    pub uid: String,
+    /// Pod name.
+    pub name: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod service account.
+    pub service_account: String,
+    /// Pod IPs (find its namespace in `/proc`, choose IP families).
+    pub addresses: Vec<IpAddr>,
+    /// Whether the pod is to be captured (HBONE, not host-network).
+    pub enrolled: bool,
+}
+
+impl NodePod {
+    fn info(&self) -> api::zds::WorkloadInfo {
+        api::zds::WorkloadInfo {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            service_account: self.service_account.clone(),
+        }
+    }
+}
+
+/// The pods `state` places on `node`, sorted by uid.
+pub fn node_pods(state: &ProxyState, node: &str) -> Vec<NodePod> {
+    let mut pods: Vec<NodePod> = state
+        .workloads_on_node(node)
+        .iter()
+        .map(|w| NodePod {
+            uid: w.uid.clone(),
+            name: w.name.clone(),
+            namespace: w.namespace.clone(),
+            service_account: w.service_account.clone(),
+            addresses: w.addresses.clone(),
+            // A host-network pod shares the node's namespace: never captured, as in Istio.
+            enrolled: w.protocol == TunnelProtocol::Hbone && !w.host_network,
+        })
+        .collect();
+    pods.sort_by(|a, b| a.uid.cmp(&b.uid));
+    pods
+}
+
+/// How often a state that has not synced yet is looked at again, in case syncing itself
+/// raised no change notification.
+const SYNC_POLL: Duration = Duration::from_secs(1);
+
+/// Publishes [`node_pods`] on `tx` whenever `state` changes, once it has synced.
+pub async fn feed_from_state(
+    state: ProxyState,
+    node: String,
+    tx: watch::Sender<Option<Vec<NodePod>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changes = state.changes();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let synced = state.is_synced();
+        if synced {
+            let pods = node_pods(&state, &node);
+            tx.send_if_modified(|current| {
+                if current.as_ref() == Some(&pods) {
+                    return false;
+                }
+                *current = Some(pods);
+                true
+            });
+        }
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(SYNC_POLL), if !synced => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// First retry delay for a pod that could not be captured; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest retry delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often pending work (retries) is looked at when the feed is quiet.
+const TICK: Duration = Duration::from_secs(1);
+
+/// The wait before retry number `attempts + 1`.
+fn backoff_delay(attempts: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1u32 << attempts.min(16))
+        .min(MAX_BACKOFF)
+}
+
+/// A captured pod: rules installed, namespace held open.
+struct Captured {
+    pod: NodePod,
+    netns: Arc<OwnedFd>,
+    id: NsId,
+    families: Vec<Family>,
+}
+
+/// A pod to capture that is not captured yet.
+struct Pending {
+    attempts: u32,
+    next: Instant,
+}
+
+/// The diffing state of the enrollment loop.
+pub(crate) struct Reconciler {
+    source: NetnsSource,
+    hub: Arc<Hub>,
+    captured: BTreeMap<String, Captured>,
+    pending: BTreeMap<String, Pending>,
+    cleaned_up: bool,
+}
+
+impl Reconciler {
+    pub(crate) fn new(source: NetnsSource, hub: Arc<Hub>) -> Reconciler {
+        Reconciler {
+            source,
+            hub,
+            captured: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            cleaned_up: false,
+        }
+    }
+
+    /// Brings captures, rules and the proxy in line with `pods`.
+    pub(crate) async fn round(&mut self, pods: &[NodePod]) {
+        let on_node: BTreeMap<&str, &NodePod> = pods.iter().map(|p| (p.uid.as_str(), p)).collect();
+        let enrolled = |uid: &str| on_node.get(uid).is_some_and(|p| p.enrolled);
+
+        // Release pods that left the mesh or the node, and pods replaced under the same uid.
+        let captured_uids: Vec<String> = self.captured.keys().cloned().collect();
+        for uid in captured_uids {
+            let Some(current) = on_node.get(uid.as_str()).copied() else {
+                tracing::info!(pod = %uid, "pod left the node; releasing it");
+                self.release(&uid, false).await;
+                continue;
+            };
+            if !current.enrolled {
+                tracing::info!(pod = %uid, "pod left the mesh; removing its redirection");
+                self.release(&uid, true).await;
+                continue;
+            }
+            if self.replaced(current) {
+                tracing::info!(pod = %uid, "pod was replaced; capturing the new one");
+                self.release(&uid, false).await;
+            }
+        }
+        let stale: Vec<String> = self
+            .pending
+            .keys()
+            .filter(|uid| !enrolled(uid))
+            .cloned()
+            .collect();
+        for uid in stale {
+            self.pending.remove(&uid);
+            // A proxy may still serve it from before an agent restart.
+            self.hub.remove(&uid).await;
+        }
+
+        // Capture what is enrolled and not captured yet (or due for a retry).
+        let now = Instant::now();
+        let due: Vec<&NodePod> = pods
+            .iter()
+            .filter(|p| p.enrolled && !self.captured.contains_key(&p.uid))
+            .filter(|p| self.pending.get(&p.uid).is_none_or(|r| r.next <= now))
+            .collect();
+        if !due.is_empty() {
+            let mut found = self.find(&due).await;
+            for pod in due {
+                match found.remove(&pod.uid) {
+                    Some(netns) => self.capture(pod, netns).await,
+                    None => {
+                        tracing::debug!(pod = %pod.uid, "network namespace not found yet");
+                        self.hub.keep(&pod.uid, pod.info());
+                        self.backoff(&pod.uid);
+                    }
+                }
+            }
+        }
+
+        // Re-send adds the proxy failed to acknowledge.
+        for uid in self.hub.take_retries() {
+            if let Some(c) = self.captured.get(&uid)
+                && let Err(e) = self.hub.add(&uid, c.pod.info(), c.netns.clone()).await
+            {
+                tracing::warn!(pod = %uid, "proxy did not take the pod again: {e}");
+            }
+        }
+
+        if !self.cleaned_up {
+            self.cleaned_up = true;
+            let others: Vec<&NodePod> = pods.iter().filter(|p| !p.enrolled).collect();
+            self.clean_up_leftovers(&others).await;
+        }
+    }
+
+    /// Whether the pod under `current.uid` is no longer the one captured.
+    fn replaced(&self, current: &NodePod) -> bool {
+        let Some(c) = self.captured.get(&current.uid) else {
+            return false;
+        };
+        if c.pod.addresses != current.addresses {
+            return true;
+        }
+        // A missing file means the pod is going away; the feed will say so.
+        self.source.current_id(current).is_some_and(|id| id != c.id)
+    }
+
+    async fn find(&self, pods: &[&NodePod]) -> BTreeMap<String, super::netns::Netns> {
+        let source = self.source.clone();
+        let owned: Vec<NodePod> = pods.iter().map(|p| (*p).clone()).collect();
+        let lookup = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&NodePod> = owned.iter().collect();
+            source.find(&refs)
+        })
+        .await;
+        match lookup {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::warn!("finding pod network namespaces: {e}");
+                BTreeMap::new()
+            }
+            Err(e) => {
+                tracing::warn!("finding pod network namespaces: {e}");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    async fn capture(&mut self, pod: &NodePod, netns: super::netns::Netns) {
+        let families = iptables::families_for(&pod.addresses);
+        if let Err(e) = iptables::install(netns.fd(), &families).await {
+            tracing::warn!(pod = %pod.uid, "installing the redirection: {e}");
+            self.hub.keep(&pod.uid, pod.info());
+            self.backoff(&pod.uid);
+            return;
+        }
+        tracing::info!(pod = %pod.uid, "pod captured");
+        self.pending.remove(&pod.uid);
+        let id = netns.id();
+        let fd = Arc::new(netns.into_fd());
+        self.captured.insert(
+            pod.uid.clone(),
+            Captured {
+                pod: pod.clone(),
+                netns: fd.clone(),
+                id,
+                families,
+            },
+        );
+        if let Err(e) = self.hub.add(&pod.uid, pod.info(), fd).await {
+            tracing::warn!(pod = %pod.uid, "proxy did not take the pod (will retry): {e}");
+        }
+    }
+
+    /// Stops capturing `uid`: rules out first when the pod still runs, then `Del`.
+    async fn release(&mut self, uid: &str, remove_rules: bool) {
+        let Some(c) = self.captured.remove(uid) else {
+            return;
+        };
+        if remove_rules {
+            use std::os::fd::AsFd;
+            if let Err(e) = iptables::remove(c.netns.as_fd(), &c.families).await {
+                tracing::warn!(pod = %uid, "removing the redirection: {e}");
+            }
+        }
+        self.hub.remove(uid).await;
+    }
+
+    fn backoff(&mut self, uid: &str) {
+        let entry = self.pending.entry(uid.to_string()).or_insert(Pending {
+            attempts: 0,
+            next: Instant::now(),
+        });
+        let delay = backoff_delay(entry.attempts);
+        entry.attempts = entry.attempts.saturating_add(1);
+        entry.next = Instant::now() + delay;
+    }
+
+    /// Removes our rules from pods of this node that are not enrolled, in case an earlier
+    /// agent captured them and the pod left the mesh while no agent ran.
+    async fn clean_up_leftovers(&self, pods: &[&NodePod]) {
+        if pods.is_empty() {
+            return;
+        }
+        let found = self.find(pods).await;
+        for pod in pods {
+            let Some(netns) = found.get(&pod.uid) else {
+                continue;
+            };
+            let families = iptables::families_for(&pod.addresses);
+            let mut ours = false;
+            for &family in &families {
+                match iptables::installed(netns.fd(), family).await {
+                    Ok(state) => ours |= state.any(),
+                    Err(e) => tracing::debug!(pod = %pod.uid, "reading rules: {e}"),
+                }
+            }
+            if ours {
+                tracing::info!(pod = %pod.uid, "removing redirection left by an earlier agent");
+                if let Err(e) = iptables::remove(netns.fd(), &families).await {
+                    tracing::warn!(pod = %pod.uid, "removing the redirection: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Runs rounds on every feed change (and on a tick, for retries) until `shutdown`. The hub
+/// is marked ready after the first round, so proxies get a complete first snapshot.
+pub(crate) async fn run(
+    source: NetnsSource,
+    hub: Arc<Hub>,
+    mut feed: watch::Receiver<Option<Vec<NodePod>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut reconciler = Reconciler::new(source, hub.clone());
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut feed_open = true;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let pods = feed.borrow_and_update().clone();
+        if let Some(pods) = pods {
+            tokio::select! {
+                _ = reconciler.round(&pods) => {}
+                _ = shutdown.changed() => return,
+            }
+            hub.set_ready();
+        }
+        tokio::select! {
+            changed = feed.changed(), if feed_open => {
+                // A closed feed keeps its last view: nothing will change it any more.
+                feed_open = changed.is_ok();
+            }
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::workload::{Address, NetworkMode, Workload, address};
+
+    fn workload(name: &str, node: &str, hbone: bool, host_network: bool) -> Address {
+        Address {
+            r#type: Some(address::Type::Workload(Workload {
+                uid: format!("Kubernetes//Pod/shop/{name}"),
+                name: name.into(),
+                namespace: "shop".into(),
+                addresses: vec![vec![10, 244, 1, 9]],
+                tunnel_protocol: if hbone {
+                    api::workload::TunnelProtocol::Hbone as i32
+                } else {
+                    api::workload::TunnelProtocol::None as i32
+                },
+                trust_domain: "cluster.local".into(),
+                service_account: "web".into(),
+                node: node.into(),
+                network_mode: if host_network {
+                    NetworkMode::HostNetwork as i32
+                } else {
+                    NetworkMode::Standard as i32
+                },
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn node_pods_are_this_nodes_workloads_enrolled_when_hbone() {
+        let state = ProxyState::new();
+        for (name, node, hbone, host) in [
+            ("a", "node1", true, false),
+            ("b", "node1", false, false),
+            ("c", "node2", true, false),
+            ("d", "node1", true, true),
+        ] {
+            let w = workload(name, node, hbone, host);
+            state
+                .apply_address(&format!("Kubernetes//Pod/shop/{name}"), w)
+                .unwrap();
+        }
+        let pods = node_pods(&state, "node1");
+        let view: Vec<(&str, bool)> = pods.iter().map(|p| (p.name.as_str(), p.enrolled)).collect();
+        assert_eq!(view, [("a", true), ("b", false), ("d", false)]);
+        assert_eq!(pods[0].uid, "Kubernetes//Pod/shop/a");
+        assert_eq!(pods[0].service_account, "web");
+        assert_eq!(pods[0].addresses, ["10.244.1.9".parse::<IpAddr>().unwrap()]);
+    }
+
+    fn pod(name: &str, enrolled: bool) -> NodePod {
+        NodePod {
+            uid: format!("Kubernetes//Pod/shop/{name}"),
+            name: name.into(),
+            namespace: "shop".into(),
+            service_account: "web".into(),
+            addresses: vec!["10.244.1.9".parse().unwrap()],
+            enrolled,
+        }
+    }
+
+    #[tokio::test]
+    async fn pods_without_a_namespace_yet_are_kept_and_retried_with_backoff() {
+        // An empty namespace folder: nothing can be captured, nothing is touched.
+        let dir = std::env::temp_dir().join(format!(
+            "enroll-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hub = Hub::new();
+        let mut r = Reconciler::new(NetnsSource::Dir(dir.clone()), hub.clone());
+
+        r.round(&[pod("a", true), pod("b", false)]).await;
+        assert_eq!(
+            hub.snapshot_view(),
+            [("Kubernetes//Pod/shop/a".to_string(), false)]
+        );
+        let first = r.pending["Kubernetes//Pod/shop/a"].next;
+        assert_eq!(r.pending["Kubernetes//Pod/shop/a"].attempts, 1);
+
+        // Not due yet: the round leaves it alone.
+        r.round(&[pod("a", true)]).await;
+        assert_eq!(r.pending["Kubernetes//Pod/shop/a"].attempts, 1);
+        assert_eq!(r.pending["Kubernetes//Pod/shop/a"].next, first);
+
+        // Leaving the mesh forgets it.
+        r.round(&[pod("a", false)]).await;
+        assert!(r.pending.is_empty());
+        assert!(hub.snapshot_view().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let delays: Vec<Duration> = (0..10).map(backoff_delay).collect();
+        assert_eq!(delays[0], FIRST_BACKOFF);
+        assert_eq!(delays[1], FIRST_BACKOFF * 2);
+        assert_eq!(delays[5], MAX_BACKOFF.min(FIRST_BACKOFF * 32));
+        assert_eq!(delays[9], MAX_BACKOFF);
+        assert_eq!(backoff_delay(u32::MAX), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,536 @@
+//! The node agent against real network namespaces: rule installation and removal, traffic
+//! capture through the installed rules, namespace discovery, and the ZDS hand-off to a proxy.
+//!
+//! Every test builds its own uniquely named namespaces and folders and removes them on drop
+//! (also when it fails), so tests run in parallel and leave nothing behind. Needs root.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use api::zds::{
+    Ack, Version, WorkloadRequest, WorkloadResponse, ZdsHello, workload_request, workload_response,
+};
+use tokio::sync::watch;
+use ztunnel::agent::iptables::{self, Family};
+use ztunnel::agent::netns::Netns;
+use ztunnel::agent::{NetnsSource, NodePod};
+use ztunnel::zds::{ZdsListener, ZdsStream};
+
+/// Bound on any single wait, so a broken agent fails the test instead of hanging it.
+const WAIT: Duration = Duration::from_secs(30);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(tag: &str) -> String {
+    format!(
+        "zta-{tag}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A named network namespace (`ip netns add`) with `lo` up, deleted on drop.
+struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    fn new(tag: &str) -> TestNetns {
+        let name = unique(tag);
+        sh("ip", &["netns", "add", &name]);
+        let ns = TestNetns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    fn open(&self) -> Netns {
+        Netns::open(&self.path()).unwrap()
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    }
+
+    fn exec(&self, args: &[&str]) -> String {
+        let mut all = vec!["netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    }
+
+    /// `iptables-save` without comments and counters.
+    fn saved_rules(&self) -> Vec<String> {
+        self.exec(&["iptables-save"])
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn fwmark_rules(&self) -> usize {
+        self.ip(&["-4", "rule", "show"])
+            .lines()
+            .filter(|l| l.contains("fwmark 0x111/0xfff lookup 100"))
+            .count()
+    }
+
+    /// Runs `f` on a thread inside this namespace; sockets it creates stay in it.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let fd = self.open().into_fd();
+        std::thread::spawn(move || {
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A scratch folder, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed and reaped on drop.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const EXPECTED_RULES: &[&str] = &[
+    ":ISTIO_PRERT - [0:0]",
+    ":ISTIO_OUTPUT - [0:0]",
+    "-A PREROUTING -j ISTIO_PRERT",
+    "-A OUTPUT -j ISTIO_OUTPUT",
+    "-A ISTIO_PRERT -m mark --mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff",
+    "-A ISTIO_OUTPUT -m connmark --mark 0x111/0xfff -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff",
+    "-A ISTIO_PRERT -s 169.254.7.127/32 -p tcp -m tcp -j ACCEPT",
+    "-A ISTIO_OUTPUT -d 169.254.7.127/32 -p tcp -m tcp -j ACCEPT",
+    "-A ISTIO_PRERT ! -d 127.0.0.1/32 -p tcp -m tcp ! --dport 15008 -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15006",
+    "-A ISTIO_OUTPUT -p tcp -m mark --mark 0x111/0xfff -j ACCEPT",
+    "-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -j ACCEPT",
+    "-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001",
+];
+
+fn assert_installed(ns: &TestNetns) {
+    let saved = ns.saved_rules();
+    for line in EXPECTED_RULES {
+        assert!(
+            saved.iter().any(|l| l == line),
+            "missing `{line}` in:\n{}",
+            saved.join("\n")
+        );
+    }
+    assert_eq!(ns.fwmark_rules(), 1);
+    assert!(
+        ns.ip(&["-4", "route", "show", "table", "100"])
+            .contains("local default dev lo"),
+    );
+}
+
+fn assert_clean(ns: &TestNetns) {
+    let saved = ns.saved_rules().join("\n");
+    assert!(!saved.contains("ISTIO_"), "left behind:\n{saved}");
+    assert_eq!(ns.fwmark_rules(), 0);
+}
+
+#[tokio::test]
+async fn rules_install_idempotently_and_remove_exactly() {
+    let ns = TestNetns::new("rules");
+    // Someone else's rule in a built-in chain must survive everything we do.
+    ns.exec(&[
+        "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "udp", "-j", "ACCEPT",
+    ]);
+    let fd = ns.open();
+
+    iptables::install(fd.fd(), &[Family::V4]).await.unwrap();
+    assert_installed(&ns);
+    let first = ns.saved_rules();
+
+    iptables::install(fd.fd(), &[Family::V4]).await.unwrap();
+    assert_eq!(ns.saved_rules(), first, "a second install changes nothing");
+    assert_eq!(ns.fwmark_rules(), 1);
+    let state = iptables::installed(fd.fd(), Family::V4).await.unwrap();
+    assert!(state.hooked());
+
+    iptables::remove(fd.fd(), &[Family::V4]).await.unwrap();
+    assert_clean(&ns);
+    assert!(
+        ns.saved_rules()
+            .iter()
+            .any(|l| l == "-A OUTPUT -p udp -j ACCEPT")
+    );
+    // Removing again finds nothing to do and succeeds.
+    iptables::remove(fd.fd(), &[Family::V4]).await.unwrap();
+    assert_clean(&ns);
+}
+
+/// A pod namespace `10.77.0.2/24` on a veth to a peer namespace `10.77.0.1/24`, which is
+/// also the pod's default gateway.
+fn pod_and_peer() -> (TestNetns, TestNetns) {
+    let pod = TestNetns::new("pod");
+    let peer = TestNetns::new("peer");
+    let (a, b) = ("eth0", "veth-pod");
+    pod.ip(&[
+        "link", "add", a, "type", "veth", "peer", "name", b, "netns", &peer.name,
+    ]);
+    pod.ip(&["addr", "add", "10.77.0.2/24", "dev", a]);
+    pod.ip(&["link", "set", a, "up"]);
+    pod.ip(&["route", "add", "default", "via", "10.77.0.1"]);
+    peer.ip(&["addr", "add", "10.77.0.1/24", "dev", b]);
+    peer.ip(&["link", "set", b, "up"]);
+    (pod, peer)
+}
+
+fn original_dst(stream: &TcpStream) -> SocketAddr {
+    socket2::SockRef::from(stream)
+        .original_dst_v4()
+        .unwrap()
+        .as_socket()
+        .unwrap()
+}
+
+fn connect(to: &str) -> TcpStream {
+    TcpStream::connect_timeout(&to.parse().unwrap(), WAIT).unwrap()
+}
+
+#[tokio::test]
+async fn installed_rules_capture_pod_traffic() {
+    let (pod, peer) = pod_and_peer();
+    iptables::install(pod.open().fd(), &[Family::V4])
+        .await
+        .unwrap();
+
+    let (outbound, inbound, hbone) = pod.run(|| {
+        (
+            TcpListener::bind("0.0.0.0:15001").unwrap(),
+            TcpListener::bind("0.0.0.0:15006").unwrap(),
+            TcpListener::bind("0.0.0.0:15008").unwrap(),
+        )
+    });
+    let peer_app = peer.run(|| TcpListener::bind("10.77.0.1:9000").unwrap());
+
+    // Outbound: an application connecting anywhere lands on 15001 and the original
+    // destination is recoverable.
+    let mut app = pod.run(|| connect("198.51.100.10:80"));
+    let (mut captured, _) = outbound.accept().unwrap();
+    assert_eq!(original_dst(&captured), "198.51.100.10:80".parse().unwrap());
+    app.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    captured.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+
+    // Inbound plaintext: a peer connecting to an application port lands on 15006.
+    let _client = peer.run(|| connect("10.77.0.2:8080"));
+    let (captured, from) = inbound.accept().unwrap();
+    assert_eq!(original_dst(&captured), "10.77.0.2:8080".parse().unwrap());
+    assert_eq!(from.ip(), IpAddr::V4(Ipv4Addr::new(10, 77, 0, 1)));
+
+    // HBONE is not redirected: it reaches the 15008 listener as addressed.
+    let _tunnel = peer.run(|| connect("10.77.0.2:15008"));
+    let (tunnel, _) = hbone.accept().unwrap();
+    assert_eq!(
+        tunnel.local_addr().unwrap(),
+        "10.77.0.2:15008".parse().unwrap()
+    );
+
+    // The proxy's own sockets (mark 0x539) are not redirected: this one reaches the peer.
+    let _upstream = pod.run(|| {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        socket.set_mark(iptables::INPOD_MARK).unwrap();
+        let to: SocketAddr = "10.77.0.1:9000".parse().unwrap();
+        socket.connect_timeout(&to.into(), WAIT).unwrap();
+        TcpStream::from(socket)
+    });
+    let (_, from) = peer_app.accept().unwrap();
+    assert_eq!(from.ip(), IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2)));
+
+    // Source-preserving delivery: the proxy connects to the application with the client's
+    // address. The application's replies to that (remote) address must come back to the
+    // proxy, not leave through eth0: connmark 0x111 plus table 100 do that.
+    let app = pod.run(|| TcpListener::bind("10.77.0.2:8080").unwrap());
+    let mut spoofed = pod.run(|| {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        socket.set_mark(iptables::INPOD_MARK).unwrap();
+        socket.set_ip_transparent_v4(true).unwrap();
+        let client: SocketAddr = "10.77.0.1:41000".parse().unwrap();
+        socket.bind(&client.into()).unwrap();
+        let to: SocketAddr = "10.77.0.2:8080".parse().unwrap();
+        socket.connect_timeout(&to.into(), WAIT).unwrap();
+        TcpStream::from(socket)
+    });
+    let (mut served, from) = app.accept().unwrap();
+    assert_eq!(from, "10.77.0.1:41000".parse().unwrap());
+    served.write_all(b"pong").unwrap();
+    spoofed.set_read_timeout(Some(WAIT)).unwrap();
+    spoofed.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"pong");
+}
+
+fn pod(uid_name: &str, namespace: &str, addresses: &[&str], enrolled: bool) -> NodePod {
+    NodePod {
+        uid: format!("Kubernetes//Pod/{namespace}/{uid_name}"),
+        name: uid_name.into(),
+        namespace: namespace.into(),
+        service_account: "default".into(),
+        addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+        enrolled,
+    }
+}
+
+#[tokio::test]
+async fn proc_scan_finds_a_pod_namespace_by_its_ip() {
+    let ns = TestNetns::new("proc");
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    ns.ip(&["addr", "add", "10.231.77.5/32", "dev", "eth0"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    // A process keeps the namespace visible in /proc, as a pod's sandbox process does.
+    let _sleeper = KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, "sleep", "600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let wanted = pod("web", "shop", &["10.231.77.5"], true);
+    let absent = pod("gone", "shop", &["10.231.77.6"], true);
+    let source = NetnsSource::Proc(PathBuf::from("/proc"));
+    let expected = std::fs::metadata(ns.path()).unwrap().ino();
+    // The sleeper may still be starting: look again until it shows up (bounded).
+    let deadline = std::time::Instant::now() + WAIT;
+    let found = loop {
+        let found = source.find(&[&wanted, &absent]).unwrap();
+        if !found.is_empty() || std::time::Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[&wanted.uid].id().ino, expected);
+}
+
+/// The proxy side of ZDS, answering every request with an empty `Ack`.
+struct Proxy(ZdsStream);
+
+impl Proxy {
+    async fn connect(socket: &Path) -> Proxy {
+        let stream = ZdsStream::connect(socket).await.unwrap();
+        stream
+            .send(
+                &ZdsHello {
+                    version: Version::V1 as i32,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        Proxy(stream)
+    }
+
+    async fn next(&self) -> (workload_request::Payload, Option<std::os::fd::OwnedFd>) {
+        let (request, fd): (WorkloadRequest, _) = tokio::time::timeout(WAIT, self.0.recv())
+            .await
+            .expect("the agent sent nothing")
+            .unwrap();
+        let ack = WorkloadResponse {
+            payload: Some(workload_response::Payload::Ack(Ack::default())),
+        };
+        self.0.send(&ack, None).await.unwrap();
+        (request.payload.unwrap(), fd)
+    }
+}
+
+/// Everything one agent under test needs.
+struct Agent {
+    feed: watch::Sender<Option<Vec<NodePod>>>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    fn start(socket: &Path, netns_dir: &Path, pods: Vec<NodePod>) -> Agent {
+        let listener = ZdsListener::bind(socket).unwrap();
+        let (feed, feed_rx) = watch::channel(Some(pods));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(ztunnel::agent::serve(
+            listener,
+            NetnsSource::Dir(netns_dir.to_path_buf()),
+            feed_rx,
+            shutdown_rx,
+        ));
+        Agent {
+            feed,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.send_replace(true);
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("agent did not stop")
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn agent_hands_enrolled_pods_to_the_proxy() {
+    let ns = TestNetns::new("zds");
+    let dir = TempDir::new("zds");
+    let netns_dir = dir.0.join("netns");
+    std::fs::create_dir_all(&netns_dir).unwrap();
+    // The sandbox names a pod's namespace `<namespace>.<pod name>`.
+    std::os::unix::fs::symlink(ns.path(), netns_dir.join("shop.web-1")).unwrap();
+    let socket = dir.0.join("zds").join("ztunnel.sock");
+    let web = pod("web-1", "shop", &["10.77.1.2"], true);
+    let later = pod("late-1", "shop", &["10.77.1.3"], true);
+    let expected = std::fs::metadata(ns.path()).unwrap();
+
+    let agent = Agent::start(&socket, &netns_dir, vec![web.clone(), later.clone()]);
+    let proxy = Proxy::connect(&socket).await;
+
+    // The snapshot: the captured pod with its namespace, the one not found yet as Keep.
+    let mut adds = Vec::new();
+    let mut keeps = Vec::new();
+    loop {
+        match proxy.next().await {
+            (workload_request::Payload::Add(add), fd) => adds.push((add, fd)),
+            (workload_request::Payload::Keep(keep), _) => keeps.push(keep.uid),
+            (workload_request::Payload::SnapshotSent(_), _) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(keeps, std::slice::from_ref(&later.uid));
+    assert_eq!(adds.len(), 1);
+    let (add, fd) = adds.pop().unwrap();
+    assert_eq!(add.uid, web.uid);
+    let info = add.workload_info.unwrap();
+    assert_eq!(
+        (
+            info.name.as_str(),
+            info.namespace.as_str(),
+            info.service_account.as_str()
+        ),
+        ("web-1", "shop", "default")
+    );
+    let fd = fd.expect("Add carries the namespace");
+    let got = std::fs::File::from(fd).metadata().unwrap();
+    assert_eq!((got.dev(), got.ino()), (expected.dev(), expected.ino()));
+    // Rules go in before the proxy is told.
+    assert_installed(&ns);
+
+    // The late pod's namespace appears: the agent's retry captures it.
+    let late_ns = TestNetns::new("late");
+    std::os::unix::fs::symlink(late_ns.path(), netns_dir.join("shop.late-1")).unwrap();
+    match proxy.next().await {
+        (workload_request::Payload::Add(add), Some(fd)) => {
+            assert_eq!(add.uid, later.uid);
+            let got = std::fs::File::from(fd).metadata().unwrap();
+            assert_eq!(got.ino(), std::fs::metadata(late_ns.path()).unwrap().ino());
+        }
+        other => panic!("expected an Add with a namespace, got {other:?}"),
+    }
+    assert_installed(&late_ns);
+
+    // Leaving the mesh: rules removed first, then Del.
+    let mut web_out = web.clone();
+    web_out.enrolled = false;
+    agent.feed.send_replace(Some(vec![web_out, later.clone()]));
+    match proxy.next().await {
+        (workload_request::Payload::Del(del), None) => assert_eq!(del.uid, web.uid),
+        other => panic!("expected Del, got {other:?}"),
+    }
+    assert_clean(&ns);
+
+    // Back in, then the agent stops: the rules stay.
+    agent
+        .feed
+        .send_replace(Some(vec![web.clone(), later.clone()]));
+    match proxy.next().await {
+        (workload_request::Payload::Add(add), Some(_)) => assert_eq!(add.uid, web.uid),
+        other => panic!("expected Add, got {other:?}"),
+    }
+    agent.stop().await;
+    assert_installed(&ns);
+    assert_installed(&late_ns);
+
+    // A restarted agent replaces the socket and sends the full snapshot again.
+    let agent = Agent::start(&socket, &netns_dir, vec![web.clone(), later.clone()]);
+    let proxy = Proxy::connect(&socket).await;
+    let mut uids = Vec::new();
+    loop {
+        match proxy.next().await {
+            (workload_request::Payload::Add(add), Some(_)) => uids.push(add.uid),
+            (workload_request::Payload::SnapshotSent(_), _) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    uids.sort();
+    assert_eq!(uids, [later.uid.clone(), web.uid.clone()]);
+    assert_installed(&ns);
+
+    // A pod gone from the node is released without touching its (vanishing) namespace.
+    agent.feed.send_replace(Some(vec![web.clone()]));
+    match proxy.next().await {
+        (workload_request::Payload::Del(del), None) => assert_eq!(del.uid, later.uid),
+        other => panic!("expected Del, got {other:?}"),
+    }
+    agent.stop().await;
+}
