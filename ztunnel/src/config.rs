@@ -51,8 +51,8 @@ pub struct AgentConfig {
     pub control: ControlPlaneConfig,
     /// ZDS socket to serve; the proxy connects to it.
     pub zds_socket: PathBuf,
-    /// Where pods' network namespaces are found. With `Some(dir)`, `dir/<pod uid>` is a
-    /// network namespace file (the sandbox provides this); with `None`, namespaces are found by
-    /// scanning `/proc` for processes whose cgroup names the pod uid (Kubernetes).
+    /// Where pods' network namespaces are found. With `Some(dir)`, `dir/<namespace>.<pod name>`
+    /// is a network namespace file (the sandbox provides this); with `None`, the namespace holding
+    /// the pod's IP is found through `/proc` (Kubernetes).
     pub netns_dir: Option<PathBuf>,
 }

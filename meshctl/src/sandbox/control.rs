@@ -172,7 +172,7 @@ impl Layout {
         self.zds_dir().join(format!("{node}.sock"))
     }
 
-    /// Folder of `<pod uid>` links to pod network namespaces.
+    /// Folder of `<namespace>.<pod>` links to pod network namespaces.
     pub fn netns_dir(&self) -> PathBuf {
         self.state_dir.join("netns")
     }

@@ -163,10 +163,10 @@ pub fn save(dir: &Path, cluster: &Cluster) -> Result<()> {
     sync_folder(&dir.join("manifests"), manifests)
 }
 
-/// Makes `root` hold a `<pod uid>` symlink to the namespace file of every
-/// pod whose namespace exists, and nothing else: how a node agent finds a
-/// pod's network namespace from its UID, as the CNI plugin's netns path
-/// does in Kubernetes.
+/// Makes `root` hold a `<namespace>.<pod name>` symlink to the namespace
+/// file of every pod whose namespace exists, and nothing else: how the node
+/// agent finds a pod's network namespace from the workload the controller
+/// describes (namespace names hold no dot, so the name is unambiguous).
 fn sync_netns_links(root: &Path, cluster: &Cluster) -> Result<()> {
     let ctx = || format!("updating {}", root.display());
     std::fs::create_dir_all(root).map_err(SandboxError::io(ctx()))?;
@@ -176,12 +176,13 @@ fn sync_netns_links(root: &Path, cluster: &Cluster) -> Result<()> {
         if !target.exists() {
             continue;
         }
-        let link = root.join(&pod.uid);
+        let link_name = format!("{}.{}", pod.namespace, pod.name);
+        let link = root.join(&link_name);
         wanted.insert(link.clone());
         if std::fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
             continue;
         }
-        let tmp = root.join(format!(".{}.tmp", pod.uid));
+        let tmp = root.join(format!(".{link_name}.tmp"));
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&target, &tmp).map_err(SandboxError::io(ctx()))?;
         std::fs::rename(&tmp, &link).map_err(SandboxError::io(ctx()))?;
@@ -334,9 +335,9 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(entries, ["u-live"]);
+        assert_eq!(entries, ["default.u-live"]);
         assert_eq!(
-            std::fs::read_link(root.join("u-live")).unwrap(),
+            std::fs::read_link(root.join("default.u-live")).unwrap(),
             Path::new(NETNS_RUN_DIR).join(&ns.0)
         );
         cluster.pods.clear();
