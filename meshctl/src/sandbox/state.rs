@@ -7,7 +7,7 @@
 //! <state>/manifests/<ns>/<kind>-<name>.yaml   every other applied object,
 //!                                    Namespaces under manifests/_cluster/
 //! <state>/logs/<ns>/<pod>/<container>.log
-//! <state>/netns/<pod uid>            symlink to /run/netns/<pod netns>
+//! <state>/netns/<namespace>.<pod>    symlink to /run/netns/<pod netns>
 //! <state>/logs/<component>.log       controller, ztunnel-<node>, node-agent-<node>
 //! <state>/ca/, tokens.yaml, tokens/<node>, zds/<node>.sock
 //!                                    the system components' files (control.rs)
