@@ -1,5 +1,7 @@
 //! Opening HBONE tunnels: dialing an mTLS HTTP/2 connection and sending `CONNECT` on it.
 
+use std::fmt;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -80,17 +82,52 @@ impl ConnectRequest {
     }
 }
 
+/// Creates the TCP socket of each connection the client dials, given the peer's address.
+///
+/// A proxy that runs inside other network namespaces (or must mark its packets) supplies one,
+/// so that sockets are born where, and with the options, its traffic rules expect. The
+/// returned socket is not yet connected; the client binds it to `Upstream::source_ip` when
+/// one is set, then connects.
+#[derive(Clone)]
+pub struct SocketFactory(Arc<dyn Fn(SocketAddr) -> io::Result<TcpSocket> + Send + Sync>);
+
+impl SocketFactory {
+    /// Wraps `create`, called once per dialed connection.
+    pub fn new(
+        create: impl Fn(SocketAddr) -> io::Result<TcpSocket> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(create))
+    }
+
+    /// A socket for a connection to `peer`.
+    pub fn create(&self, peer: SocketAddr) -> io::Result<TcpSocket> {
+        (self.0)(peer)
+    }
+}
+
+impl fmt::Debug for SocketFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SocketFactory(..)")
+    }
+}
+
 /// An established HBONE connection: the handle to open streams and the connection future
 /// that must be polled to drive it.
 pub(crate) type Dialed = (SendRequest<Bytes>, Connection<TlsStream<TcpStream>, Bytes>);
 
 /// Connects to `upstream`, completes mTLS (presenting `cert`, verifying the peer's identity)
 /// and the HTTP/2 handshake.
-pub(crate) async fn dial(upstream: &Upstream, cert: &WorkloadCertificate) -> Result<Dialed, Error> {
+///
+/// The TCP socket comes from `factory` when one is given, else a plain socket.
+pub(crate) async fn dial(
+    upstream: &Upstream,
+    cert: &WorkloadCertificate,
+    factory: Option<&SocketFactory>,
+) -> Result<Dialed, Error> {
     let addr = upstream.address;
     let config = Arc::new(client_config(cert, &upstream.identities)?);
     let handshake = async {
-        let tcp = connect_tcp(addr, upstream.source_ip)
+        let tcp = connect_tcp(addr, upstream.source_ip, factory)
             .await
             .map_err(|source| Error::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
@@ -110,11 +147,15 @@ pub(crate) async fn dial(upstream: &Upstream, cert: &WorkloadCertificate) -> Res
         .map_err(|_| Error::Timeout("HBONE handshake"))?
 }
 
-async fn connect_tcp(addr: SocketAddr, source_ip: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
+async fn connect_tcp(
+    addr: SocketAddr,
+    source_ip: Option<IpAddr>,
+    factory: Option<&SocketFactory>,
+) -> io::Result<TcpStream> {
+    let socket = match factory {
+        Some(factory) => factory.create(addr)?,
+        None if addr.is_ipv4() => TcpSocket::new_v4()?,
+        None => TcpSocket::new_v6()?,
     };
     if let Some(ip) = source_ip {
         socket.bind(SocketAddr::new(ip, 0))?;
@@ -157,5 +198,51 @@ mod tests {
 
         let v6 = ConnectRequest::new("[fd00::5]:80".parse().unwrap()).to_http();
         assert_eq!(v6.uri().authority().unwrap().as_str(), "[fd00::5]:80");
+    }
+
+    #[tokio::test]
+    async fn socket_factory_makes_the_dialed_socket() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let factory = SocketFactory::new(move |peer| {
+            assert_eq!(peer, addr);
+            seen.fetch_add(1, Ordering::SeqCst);
+            let socket = TcpSocket::new_v4()?;
+            // An option the default path never sets, to prove this socket was used.
+            socket.set_nodelay(true)?;
+            Ok(socket)
+        });
+        let stream = connect_tcp(addr, Some("127.0.0.1".parse().unwrap()), Some(&factory))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(stream.nodelay().unwrap());
+        assert_eq!(stream.local_addr().unwrap().ip(), addr.ip());
+
+        let plain = connect_tcp(addr, None, None).await.unwrap();
+        assert!(!plain.nodelay().unwrap());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn socket_factory_errors_reach_the_caller() {
+        let factory = SocketFactory::new(|_| Err(io::Error::other("no namespace")));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt
+            .block_on(connect_tcp(
+                "127.0.0.1:1".parse().unwrap(),
+                None,
+                Some(&factory),
+            ))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "no namespace");
+        assert_eq!(format!("{factory:?}"), "SocketFactory(..)");
     }
 }

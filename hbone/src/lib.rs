@@ -23,7 +23,7 @@ pub mod tls;
 
 pub use ca::Authority;
 pub use cert::{CertError, CertificateRequest, WorkloadCertificate};
-pub use client::{ConnectRequest, Upstream};
+pub use client::{ConnectRequest, SocketFactory, Upstream};
 pub use error::Error;
 pub use identity::{Identity, IdentityError};
 pub use pool::{Pool, PoolConfig};

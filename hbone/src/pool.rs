@@ -16,7 +16,7 @@ use h2::client::SendRequest;
 use tracing::{debug, warn};
 
 use crate::cert::WorkloadCertificate;
-use crate::client::{ConnectRequest, Upstream, dial, open_stream};
+use crate::client::{ConnectRequest, SocketFactory, Upstream, dial, open_stream};
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::settings;
@@ -36,6 +36,8 @@ pub struct PoolConfig {
     pub keepalive_timeout: Duration,
     /// Attempts to open a stream when connections turn out to be going away.
     pub max_attempts: usize,
+    /// Creates the TCP socket of each dialed connection; `None` uses a plain socket.
+    pub socket_factory: Option<SocketFactory>,
 }
 
 impl Default for PoolConfig {
@@ -46,6 +48,7 @@ impl Default for PoolConfig {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(5),
             max_attempts: 3,
+            socket_factory: None,
         }
     }
 }
@@ -261,13 +264,14 @@ impl Pool {
             return Err(Error::Unavailable(upstream.address, error.clone()));
         }
         let attempt = entry.dials.fetch_add(1, Ordering::AcqRel) + 1;
-        let (sender, mut connection) = match dial(upstream, cert).await {
-            Ok(dialed) => dialed,
-            Err(e) => {
-                dial_state.last_failure = Some((attempt, e.to_string()));
-                return Err(e);
-            }
-        };
+        let (sender, mut connection) =
+            match dial(upstream, cert, self.inner.config.socket_factory.as_ref()).await {
+                Ok(dialed) => dialed,
+                Err(e) => {
+                    dial_state.last_failure = Some((attempt, e.to_string()));
+                    return Err(e);
+                }
+            };
         dial_state.last_failure = None;
         let conn = Arc::new(Conn {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),

@@ -1,0 +1,210 @@
+//! Outbound (15001): the pod's own connections, REDIRECTed here by its iptables rules, are
+//! resolved from their original destination and carried over HBONE, plain TCP, or passed
+//! through.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hbone::{ConnectRequest, Upstream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::connection::{Relayed, Tracked, relay};
+use super::labels::{Peer, connection_labels};
+use super::resolve::{Hop, Plan, resolve, workload_identity};
+use super::socket::{canonical, original_dst};
+use super::{CONNECT_TIMEOUT, Finished, ProxyError, Shared, is_own_port, socket, stopped};
+use crate::state::Workload;
+use crate::telemetry::Reporter;
+
+/// Accepts until `stop` turns true.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // Registered before anything can fail, so a drain sees it.
+                    let tracked = shared.registry.register(None);
+                    tokio::spawn(handle(shared.clone(), stream, canonical(peer), tracked));
+                }
+                Err(e) => {
+                    // Typically out of descriptors: back off rather than spin.
+                    warn!(error = %e, "outbound accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    debug!(pod = %shared.ctx.name, "outbound listener closed");
+}
+
+async fn handle(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr, tracked: Tracked) {
+    let start = Instant::now();
+    let _ = stream.set_nodelay(true);
+    let destination = match original_dst(&stream) {
+        Ok(destination) => destination,
+        Err(e) => {
+            // Not redirected: someone dialed 15001 itself. Proxying it would loop.
+            debug!(%client, error = %ProxyError::OriginalDestination(e), "dropping outbound connection");
+            return;
+        }
+    };
+    if is_own_port(destination) && is_local(&shared, destination) {
+        debug!(%client, %destination, "dropping outbound connection to the proxy itself");
+        return;
+    }
+    let source = shared.local_workload(Some(client.ip()));
+    let source_peer = Peer {
+        workload: source.as_deref(),
+        identity: Some(&shared.identity),
+    };
+    let plan = match resolve(&shared.ctx.state, source.as_deref(), destination) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let error = ProxyError::from(e);
+            info!(%client, %destination, error = %error, "no route for outbound connection; closing");
+            let labels =
+                connection_labels(Reporter::Source, source_peer, Peer::default(), None, false);
+            shared.ctx.metrics.connection_opened(&labels);
+            let finished = Finished {
+                labels,
+                source: client,
+                destination,
+                start,
+            };
+            shared.record_failure(finished, &error);
+            return;
+        }
+    };
+    let destination_identity = plan
+        .workload
+        .as_deref()
+        .filter(|_| plan.is_mtls())
+        .and_then(|w| workload_identity(w).ok());
+    let labels = connection_labels(
+        Reporter::Source,
+        source_peer,
+        Peer {
+            workload: plan.workload.as_deref(),
+            identity: destination_identity.as_ref(),
+        },
+        plan.service.as_deref(),
+        plan.is_mtls(),
+    );
+    shared.ctx.metrics.connection_opened(&labels);
+    let finished = Finished {
+        labels,
+        source: client,
+        destination,
+        start,
+    };
+    debug!(%client, %destination, hop = ?plan.hop, "outbound connection");
+    match plan.hop.clone() {
+        Hop::Hbone {
+            address,
+            authority,
+            identities,
+        } => {
+            let upstream = Upstream {
+                address,
+                identities,
+                source_ip: None,
+            };
+            let mut request = ConnectRequest::new(authority);
+            request.forwarded_for = Some(client);
+            request.baggage = source.as_deref().map(baggage);
+            let opened = tracked
+                .unless_closed(open_tunnel(&shared, &upstream, &request))
+                .await;
+            match opened {
+                Ok(Ok(tunnel)) => {
+                    let relayed = relay(stream, tunnel, &tracked).await;
+                    shared.record(finished, relayed);
+                }
+                Ok(Err(e)) => fail(&shared, finished, &plan, e),
+                Err(cut) => shared.record(finished, Relayed::cut(cut)),
+            }
+        }
+        Hop::Tcp { address } => {
+            let connect = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                socket::connect(&shared.ctx.netns, address, None),
+            );
+            match tracked.unless_closed(connect).await {
+                Ok(Ok(Ok(upstream))) => {
+                    let relayed = relay(stream, upstream, &tracked).await;
+                    shared.record(finished, relayed);
+                }
+                Ok(Ok(Err(source))) => fail(
+                    &shared,
+                    finished,
+                    &plan,
+                    ProxyError::Connect {
+                        addr: address,
+                        source,
+                    },
+                ),
+                Ok(Err(_elapsed)) => {
+                    let source = std::io::ErrorKind::TimedOut.into();
+                    fail(
+                        &shared,
+                        finished,
+                        &plan,
+                        ProxyError::Connect {
+                            addr: address,
+                            source,
+                        },
+                    );
+                }
+                Err(cut) => shared.record(finished, Relayed::cut(cut)),
+            }
+        }
+    }
+}
+
+async fn open_tunnel(
+    shared: &Shared,
+    upstream: &Upstream,
+    request: &ConnectRequest,
+) -> Result<hbone::TunnelStream, ProxyError> {
+    let cert = shared.ctx.certs.fetch(&shared.identity).await?;
+    Ok(shared.pool.connect(&cert, upstream, request).await?)
+}
+
+fn fail(shared: &Shared, finished: Finished, plan: &Plan, error: ProxyError) {
+    info!(
+        client = %finished.source,
+        destination = %finished.destination,
+        hop = ?plan.hop,
+        error = %error,
+        "outbound connection failed"
+    );
+    shared.record_failure(finished, &error);
+}
+
+/// Whether `destination` is this pod (or loopback): where the proxy's own ports live.
+fn is_local(shared: &Shared, destination: SocketAddr) -> bool {
+    destination.ip().is_loopback()
+        || shared
+            .local_workload(None)
+            .is_some_and(|w| w.addresses.contains(&destination.ip()))
+}
+
+/// Workload metadata for the peer, in Istio's `baggage` format.
+fn baggage(source: &Workload) -> String {
+    format!(
+        "k8s.cluster.name={},k8s.namespace.name={},k8s.deployment.name={},service.name={},service.version={}",
+        source.cluster_id,
+        source.namespace,
+        source.workload_name,
+        source.canonical_name,
+        source.canonical_revision,
+    )
+}

@@ -1,0 +1,134 @@
+//! Inbound plaintext (15006): connections to the pod that did not come over HBONE, delivered
+//! here by the pod's redirection rules (REDIRECT, or TPROXY with the original destination as
+//! the accepted socket's local address). They
+//! have no peer identity, so they pass only if authorization allows that (STRICT mTLS arrives
+//! as a DENY policy matching identity-less connections).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::connection::{AuthzInputs, Relayed, relay};
+use super::labels::{Peer, connection_labels, guess_service};
+use super::socket::{canonical, original_dst};
+use super::{CONNECT_TIMEOUT, Finished, ProxyError, Shared, is_own_port, socket, stopped};
+use crate::state::Decision;
+use crate::telemetry::Reporter;
+
+/// Accepts until `stop` turns true.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(handle(shared.clone(), stream, canonical(peer)));
+                }
+                Err(e) => {
+                    // Typically out of descriptors: back off rather than spin.
+                    warn!(error = %e, "inbound plaintext accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    debug!(pod = %shared.ctx.name, "inbound plaintext listener closed");
+}
+
+async fn handle(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr) {
+    let start = Instant::now();
+    let _ = stream.set_nodelay(true);
+    // REDIRECT keeps the original destination in conntrack; TPROXY leaves it as the
+    // socket's local address. Either contract may be installed.
+    let destination = match original_dst(&stream).or_else(|_| stream.local_addr().map(canonical)) {
+        Ok(addr) => addr,
+        Err(e) => {
+            debug!(%client, error = %e, "inbound plaintext connection without a destination");
+            return;
+        }
+    };
+    // pod:15006 asked for directly would be forwarded to pod:15006 again, forever.
+    if is_own_port(destination) {
+        info!(%client, %destination, error = %ProxyError::SelfCall(destination.port()), "inbound plaintext refused");
+        return;
+    }
+    let Some(workload) = shared
+        .local_workload(Some(destination.ip()))
+        .filter(|w| w.addresses.contains(&destination.ip()))
+    else {
+        info!(%client, %destination, "inbound plaintext to an address that is not this pod's; closing");
+        return;
+    };
+    let source = shared.ctx.state.workload_by_ip(client.ip());
+    let service = guess_service(&workload, destination.port(), |ns, host| {
+        shared.ctx.state.service_by_host(ns, host)
+    });
+    let labels = connection_labels(
+        Reporter::Destination,
+        Peer {
+            workload: source.as_deref(),
+            identity: None,
+        },
+        Peer {
+            workload: Some(&workload),
+            identity: Some(&shared.identity),
+        },
+        service.as_deref(),
+        false,
+    );
+    shared.ctx.metrics.connection_opened(&labels);
+    let finished = Finished {
+        labels,
+        source: client,
+        destination,
+        start,
+    };
+    let inputs = AuthzInputs {
+        source_identity: None,
+        source_ip: client.ip(),
+        destination: workload,
+        destination_port: destination.port(),
+    };
+    // Registered before the decision, so a policy change racing with it is not missed.
+    let tracked = shared.registry.register(Some(inputs.clone()));
+    if let Decision::Deny(policy) = inputs.authorize(&shared.ctx.state) {
+        let error = ProxyError::Denied(policy);
+        info!(%client, %destination, error = %error, "inbound plaintext refused");
+        shared.record_failure(finished, &error);
+        return;
+    }
+    let connect_app = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        socket::connect(&shared.ctx.netns, destination, Some(client.ip())),
+    );
+    let app = match tracked.unless_closed(connect_app).await {
+        Ok(Ok(Ok(app))) => app,
+        Ok(result) => {
+            let source = match result {
+                Ok(Err(e)) => e,
+                _ => std::io::ErrorKind::TimedOut.into(),
+            };
+            let error = ProxyError::Connect {
+                addr: destination,
+                source,
+            };
+            info!(%client, %destination, error = %error, "inbound plaintext failed");
+            shared.record_failure(finished, &error);
+            return;
+        }
+        Err(cut) => {
+            shared.record(finished, Relayed::cut(cut));
+            return;
+        }
+    };
+    let relayed = relay(stream, app, &tracked).await;
+    shared.record(finished, relayed);
+}
