@@ -1,0 +1,216 @@
+//! Tests of the controller channel against real TLS servers on loopback.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use hbone::Authority;
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+
+use super::*;
+
+const CONTROLLER: &str = "spiffe://cluster.local/ns/istio-system/sa/controller";
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "ztunnel-control-test-{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(dir: &TempDir, ca: &Authority, address: String) -> ControlPlaneConfig {
+    ControlPlaneConfig {
+        address,
+        root_cert: dir.write("root.pem", &ca.root_pem()),
+        token_file: Some(dir.write("token", "  node-token\n")),
+        server_identity: CONTROLLER.into(),
+    }
+}
+
+/// Serves HTTP/2 over TLS as `identity` on loopback, answering every gRPC call
+/// UNIMPLEMENTED and recording its `authorization` header. Serves until the test ends.
+async fn serve(ca: &Authority, identity: &str) -> (String, Arc<Mutex<Vec<String>>>) {
+    let cert = ca
+        .issue(&identity.parse().unwrap(), Duration::from_secs(600))
+        .unwrap();
+    let tls = hbone::tls::server_config_without_client_auth(&cert).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let record = record.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let token = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    record.lock().unwrap().push(token);
+                    async move {
+                        hyper::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", "12")
+                            .body(Empty::<Bytes>::new())
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (address, seen)
+}
+
+#[tokio::test]
+async fn connects_and_sends_the_token() {
+    let dir = TempDir::new();
+    let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let (address, seen) = serve(&ca, CONTROLLER).await;
+    let control = ControlPlane::connect(&config(&dir, &ca, format!("https://{address}")))
+        .await
+        .unwrap();
+    let mut client = api::ca::istio_certificate_service_client::IstioCertificateServiceClient::new(
+        control.channel.clone(),
+    );
+    let mut request = tonic::Request::new(api::ca::IstioCertificateRequest::default());
+    control.authorize(&mut request);
+    let status = client.create_certificate(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    assert_eq!(*seen.lock().unwrap(), ["Bearer node-token"]);
+}
+
+#[tokio::test]
+async fn refuses_a_server_with_another_identity() {
+    let dir = TempDir::new();
+    let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let (address, _) = serve(&ca, "spiffe://cluster.local/ns/istio-system/sa/impostor").await;
+    let Err(ControlError::Connect {
+        address: reported, ..
+    }) = ControlPlane::connect(&config(&dir, &ca, address.clone())).await
+    else {
+        panic!("expected a connect error");
+    };
+    assert_eq!(reported, address);
+}
+
+#[tokio::test]
+async fn refuses_a_server_signed_by_other_roots() {
+    let dir = TempDir::new();
+    let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let other = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let (address, _) = serve(&other, CONTROLLER).await;
+    let result = ControlPlane::connect(&config(&dir, &ca, address)).await;
+    assert!(matches!(result, Err(ControlError::Connect { .. })));
+}
+
+#[tokio::test]
+async fn reports_an_unreachable_controller() {
+    let dir = TempDir::new();
+    let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    // A port that was just free: nothing listens there.
+    let address = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let err = ControlPlane::connect(&config(&dir, &ca, address.clone()))
+        .await
+        .err()
+        .unwrap();
+    let text = err.to_string();
+    assert!(text.contains(&address), "{text}");
+    assert!(matches!(err, ControlError::Connect { .. }));
+}
+
+#[tokio::test]
+async fn configuration_errors() {
+    let dir = TempDir::new();
+    let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let base = config(&dir, &ca, "127.0.0.1:1".into());
+    let config_error = |c: ControlPlaneConfig| async move {
+        match ControlPlane::connect(&c).await {
+            Err(ControlError::Config(reason)) => reason,
+            Err(other) => panic!("expected a configuration error, got {other}"),
+            Ok(_) => panic!("expected a configuration error"),
+        }
+    };
+    let missing = ControlPlaneConfig {
+        root_cert: dir.0.join("absent.pem"),
+        ..base.clone()
+    };
+    assert!(config_error(missing).await.contains("absent.pem"));
+    let not_pem = ControlPlaneConfig {
+        root_cert: dir.write("garbage.pem", "not a certificate"),
+        ..base.clone()
+    };
+    assert!(config_error(not_pem).await.contains("garbage.pem"));
+    let bad_identity = ControlPlaneConfig {
+        server_identity: "controller".into(),
+        ..base.clone()
+    };
+    assert!(
+        config_error(bad_identity)
+            .await
+            .contains("controller identity")
+    );
+    let empty_token = ControlPlaneConfig {
+        token_file: Some(dir.write("empty", " \n")),
+        ..base.clone()
+    };
+    assert!(config_error(empty_token).await.contains("is empty"));
+    let bad_token = ControlPlaneConfig {
+        token_file: Some(dir.write("bad", "line1\nline2")),
+        ..base
+    };
+    assert!(config_error(bad_token).await.contains("not allowed"));
+}
+
+#[tokio::test]
+async fn token_is_trimmed_and_addresses_may_be_urls() {
+    let dir = TempDir::new();
+    let token = read_token(&dir.write("t", "\tabc.def\r\n")).unwrap();
+    assert_eq!(token.to_str().unwrap(), "Bearer abc.def");
+    assert_eq!(authority("https://istiod:15012/"), "istiod:15012");
+    assert_eq!(authority("istiod:15012"), "istiod:15012");
+    let plane = ControlPlane {
+        channel: Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
+        token: None,
+    };
+    let mut request = tonic::Request::new(());
+    plane.authorize(&mut request);
+    assert!(request.metadata().get("authorization").is_none());
+}
