@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "envoy/config/core/v3/base.proto",
     "envoy/service/discovery/v3/discovery.proto",
     "envoy/service/discovery/v3/ads.proto",
+    "mesh/waypoint/v1/waypoint.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // the form xDS uses in `Any` and `type_url`.
     config.enable_type_names();
     config.type_name_domain(["."], "type.googleapis.com");
+    // Our own types use ordered maps: prost encodes a map in iteration order,
+    // and equal content must give equal bytes (resource versions are hashes
+    // of the encoding).
+    config.btree_map([".mesh"]);
 
     tonic_prost_build::configure()
         .build_client(true)

@@ -9,6 +9,9 @@ pub const ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
 /// Type URL of `istio.security.Authorization` resources.
 pub const AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/istio.security.Authorization";
 
+/// Type URL of `mesh.waypoint.v1.Waypoint` resources (one per waypoint).
+pub const WAYPOINT_TYPE_URL: &str = "type.googleapis.com/mesh.waypoint.v1.Waypoint";
+
 /// Packs `message` into an `Any` tagged `type.googleapis.com/<full name>`.
 pub fn pack<M: Name>(message: &M) -> Any {
     Any {
@@ -25,12 +28,13 @@ pub fn unpack<M: Name + Default>(any: &Any) -> Result<M, prost::DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{security, workload};
+    use crate::{security, waypoint, workload};
 
     #[test]
     fn type_urls_match_generated_names() {
         assert_eq!(workload::Address::type_url(), ADDRESS_TYPE_URL);
         assert_eq!(security::Authorization::type_url(), AUTHORIZATION_TYPE_URL);
+        assert_eq!(waypoint::Waypoint::type_url(), WAYPOINT_TYPE_URL);
     }
 
     #[test]

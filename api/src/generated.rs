@@ -57,3 +57,14 @@ pub mod istio {
         }
     }
 }
+
+/// `mesh.*` packages: the mesh's own types.
+pub mod mesh {
+    /// `mesh.waypoint.*` packages.
+    pub mod waypoint {
+        /// `mesh.waypoint.v1`: waypoint configuration.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/mesh.waypoint.v1.rs"));
+        }
+    }
+}

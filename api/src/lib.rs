@@ -8,10 +8,12 @@
 //! - [`discovery`], [`core`], [`rpc`]: Envoy xDS (delta and
 //!   state-of-the-world ADS) with the parts of its core types it needs;
 //! - [`ca`]: Istio's `IstioCertificateService`;
-//! - [`zds`]: the node agent to node proxy protocol.
+//! - [`zds`]: the node agent to node proxy protocol;
+//! - [`waypoint`]: the mesh's own waypoint configuration
+//!   (`mesh.waypoint.v1`), served as [`WAYPOINT_TYPE_URL`] resources.
 //!
-//! Field numbers, names and packages match the upstream definitions, so
-//! these types interoperate with Istio and Envoy components.
+//! Field numbers, names and packages of the upstream types match their
+//! definitions, so these types interoperate with Istio and Envoy components.
 
 #![deny(missing_docs)]
 
@@ -24,7 +26,7 @@ mod generated;
 
 mod any;
 
-pub use any::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, pack, unpack};
+pub use any::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_TYPE_URL, pack, unpack};
 
 /// Re-exported so dependents use the same prost as the generated code.
 pub use prost;
@@ -57,3 +59,8 @@ pub use generated::istio::v1::auth as ca;
 /// ZDS (`istio.workload.zds`): messages between the node agent and the node
 /// proxy over a unix SEQPACKET socket.
 pub use generated::istio::workload::zds;
+
+/// Waypoint configuration (`mesh.waypoint.v1`): one [`waypoint::Waypoint`]
+/// per waypoint, with its services' routes, upstream policies, rate limits
+/// and the authorization policies it enforces.
+pub use generated::mesh::waypoint::v1 as waypoint;

@@ -190,6 +190,10 @@ fn decode(type_url: &str, body: &api::prost_types::Any) -> Value {
             Ok(policy) => json!({ "debug": format!("{policy:?}") }),
             Err(e) => json!({ "error": e.to_string() }),
         },
+        api::WAYPOINT_TYPE_URL => match api::unpack::<api::waypoint::Waypoint>(body) {
+            Ok(w) => crate::translate::waypoint_json(&w),
+            Err(e) => json!({ "error": e.to_string() }),
+        },
         _ => json!({ "type_url": body.type_url, "bytes": body.value.len() }),
     }
 }

@@ -18,6 +18,7 @@ use xds_common::*;
 
 const ADDR: &str = api::ADDRESS_TYPE_URL;
 const AUTHZ: &str = api::AUTHORIZATION_TYPE_URL;
+const WAYPOINT: &str = api::WAYPOINT_TYPE_URL;
 
 fn snapshot(entries: &[(&str, &str, &str)]) -> Arc<Snapshot> {
     let mut resources: BTreeMap<String, BTreeMap<String, Resource>> = BTreeMap::new();
@@ -261,6 +262,59 @@ async fn explicit_subscriptions() {
     tx.send(snapshot(&[(ADDR, "a", "2"), (ADDR, "b", "1")]))
         .unwrap();
     c.quiet().await;
+}
+
+#[tokio::test]
+async fn waypoint_subscribes_to_its_own_configuration() {
+    let (tx, rx) = watch::channel(snapshot(&[
+        (ADDR, "a", "1"),
+        (WAYPOINT, "shop/waypoint", "1"),
+        (WAYPOINT, "other/waypoint", "1"),
+    ]));
+    let h = start(rx, ca()).await;
+    let mut c = Client::connect(&h, "zt-node1").await.unwrap();
+    // A named (non-wildcard) subscription from the first request on.
+    c.send(DeltaDiscoveryRequest {
+        node: Some(api::core::Node {
+            id: "waypoint~10.244.1.2~waypoint-7d9f-abcde.shop~shop.svc.cluster.local".into(),
+            ..Default::default()
+        }),
+        type_url: WAYPOINT.into(),
+        resource_names_subscribe: vec!["shop/waypoint".into()],
+        ..Default::default()
+    })
+    .await;
+    let first = c.recv().await;
+    assert_eq!(first.type_url, WAYPOINT);
+    assert_eq!(names(&first), pairs(&[("shop/waypoint", "1")]));
+    let body = first.resources[0].resource.as_ref().unwrap();
+    assert_eq!(body.type_url, WAYPOINT);
+    assert_eq!(body.value, b"shop/waypoint@1");
+    c.ack(&first).await;
+    c.quiet().await;
+
+    // Another waypoint's change is not pushed; its own is.
+    tx.send(snapshot(&[
+        (ADDR, "a", "2"),
+        (WAYPOINT, "shop/waypoint", "1"),
+        (WAYPOINT, "other/waypoint", "2"),
+    ]))
+    .unwrap();
+    c.quiet().await;
+    tx.send(snapshot(&[
+        (WAYPOINT, "shop/waypoint", "2"),
+        (WAYPOINT, "other/waypoint", "2"),
+    ]))
+    .unwrap();
+    let update = c.recv().await;
+    assert_eq!(names(&update), pairs(&[("shop/waypoint", "2")]));
+    c.ack(&update).await;
+
+    // The waypoint (its Gateway) is deleted: the removal is pushed.
+    tx.send(snapshot(&[(WAYPOINT, "other/waypoint", "2")]))
+        .unwrap();
+    let removal = c.recv().await;
+    assert_eq!(removal.removed_resources, ["shop/waypoint"]);
 }
 
 #[tokio::test]

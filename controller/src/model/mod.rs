@@ -6,6 +6,7 @@ mod istio;
 mod kube;
 mod parse;
 mod problem;
+pub mod routes;
 
 pub use index::{Index, Stored};
 pub use istio::{
@@ -21,7 +22,8 @@ pub use kube::{
 pub use parse::{Parsed, parse_documents};
 pub use problem::Problem;
 
-/// Kinds kept as raw JSON: stored and listed, translated by a later step.
+/// Kinds kept as raw JSON: stored and listed as they are, decoded (see
+/// [`routes`]) and translated into waypoint configuration.
 pub const RAW_KINDS: &[&str] = &[
     "HTTPRoute",
     "GRPCRoute",

@@ -272,7 +272,7 @@ fn error_problem(
 
 /// Splits serde_yaml_ng's `path: message at line L column C` into the path
 /// and the bare message (the location is re-added relative to the file).
-fn split_error(text: &str) -> (String, String) {
+pub(super) fn split_error(text: &str) -> (String, String) {
     let stripped = strip_locations(text);
     let text = stripped.as_str();
     if let Some((path, rest)) = text.split_once(": ") {

@@ -2,7 +2,10 @@
 //! ambient semantics: rules are enforced by ztunnel at L4, so HTTP attributes
 //! cannot match there. In an ALLOW policy a rule with HTTP attributes is
 //! dropped (it could never match: fail closed); in a DENY policy only the HTTP
-//! parts are dropped (the rule denies more: fail closed).
+//! parts are dropped (the rule denies more: fail closed). The warning saying so
+//! is kept with the policy and reported unless waypoints enforce the policy
+//! for every workload it selects (see `waypoint_policy`). Policies with
+//! `targetRefs` belong to waypoints only.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -34,6 +37,9 @@ pub(crate) struct Policy {
     pub selector: Option<BTreeMap<String, String>>,
     /// True for policies of the root namespace.
     pub mesh_wide: bool,
+    /// The warning that HTTP attributes were dropped, if any; reported
+    /// unless a waypoint enforces the policy for every workload it selects.
+    pub l7_warning: Option<Problem>,
 }
 
 impl Policy {
@@ -65,7 +71,7 @@ pub(crate) fn convert_all(
     for (origin, ap) in index.authorization_policies() {
         let m = &ap.metadata;
         let key = ObjectKey::new("AuthorizationPolicy", &m.namespace, &m.name);
-        match convert(origin, ap, options, problems) {
+        match convert(origin, ap, options) {
             Ok(policy) => {
                 keep.insert(key, policy.clone());
                 out.push(policy);
@@ -94,7 +100,6 @@ fn convert(
     origin: &str,
     ap: &AuthorizationPolicy,
     options: &TranslateOptions,
-    problems: &mut Vec<Problem>,
 ) -> Result<Policy, Skip> {
     let m = &ap.metadata;
     let problem = || Problem::new(origin, "AuthorizationPolicy", &m.namespace, &m.name);
@@ -148,17 +153,17 @@ fn convert(
             rules.push(Rule { clauses });
         }
     }
-    if !l7_found.is_empty() {
+    let l7_warning = (!l7_found.is_empty()).then(|| {
         let consequence = if action == Action::Allow {
             "within an ALLOW policy, rules matching HTTP attributes are omitted"
         } else {
             "the DENY policy is enforced without its HTTP parts"
         };
-        problems.push(problem().field("spec.rules").message(format!(
+        problem().field("spec.rules").message(format!(
             "warning: ztunnel does not support HTTP attributes (found: {}); use a waypoint to enforce them; {consequence}, which is more restrictive than requested",
             l7_found.join(", ")
-        )));
-    }
+        ))
+    });
     Ok(Policy {
         auth: Authorization {
             name: m.name.clone(),
@@ -170,10 +175,12 @@ fn convert(
         },
         selector,
         mesh_wide,
+        l7_warning,
     })
 }
 
-type RuleError = (String, String);
+/// (field, message) of an invalid value.
+pub(super) type RuleError = (String, String);
 
 /// One Istio rule → clauses (all must match); also returns the HTTP
 /// attributes found. Clause order follows Istio: to, from, then when.
@@ -281,7 +288,7 @@ fn convert_rule(
 
 /// Istio's string patterns: `*` alone means "present", a leading `*` a
 /// suffix match, a trailing `*` a prefix match; `*` anywhere else is invalid.
-fn strings(values: &[String], field: &str) -> Result<Vec<StringMatch>, RuleError> {
+pub(super) fn strings(values: &[String], field: &str) -> Result<Vec<StringMatch>, RuleError> {
     values
         .iter()
         .enumerate()
@@ -330,7 +337,7 @@ fn service_accounts(values: &[String], namespace: &str) -> Vec<ServiceAccountMat
         .collect()
 }
 
-fn ports(values: &[String], field: &str) -> Result<Vec<u32>, RuleError> {
+pub(super) fn ports(values: &[String], field: &str) -> Result<Vec<u32>, RuleError> {
     values
         .iter()
         .enumerate()
@@ -345,7 +352,7 @@ fn ports(values: &[String], field: &str) -> Result<Vec<u32>, RuleError> {
 }
 
 /// IPs and CIDRs (`10.0.0.0/8`, `fd00::/64`, `10.1.2.3`).
-fn ips(values: &[String], field: &str) -> Result<Vec<Address>, RuleError> {
+pub(super) fn ips(values: &[String], field: &str) -> Result<Vec<Address>, RuleError> {
     values
         .iter()
         .enumerate()

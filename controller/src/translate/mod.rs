@@ -1,17 +1,28 @@
 //! Translation of the [`Index`] into the xDS resources the controller serves:
-//! `istio.workload.Address` (workloads and services) and
-//! `istio.security.Authorization`.
+//! `istio.workload.Address` (workloads and services),
+//! `istio.security.Authorization`, and one `mesh.waypoint.v1.Waypoint` per
+//! waypoint (routes, upstream policies, rate limits, L7 authorization).
 //!
 //! Translation is a pure function of the index ([`translate`]); the
 //! [`Translator`] adds one piece of memory, the last good translation of each
-//! policy, so that an invalid edit leaves the previous policy in force.
+//! policy and traffic object, so that an invalid edit leaves the previous
+//! version in force.
 
+mod admission;
 mod authorization;
+mod bindings;
+mod dump;
 mod peer_authentication;
+mod routes;
 mod services;
 mod version;
+mod waypoint_policy;
 mod waypoints;
 mod workloads;
+
+pub use admission::ALLOW_WAYPOINT_PREFIX;
+pub use dump::waypoint_json;
+pub use routes::RATE_LIMIT_ANNOTATION;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,11 +88,14 @@ pub fn translate(index: &Index, options: &TranslateOptions) -> Translation {
     Translator::new(options.clone()).translate(index)
 }
 
-/// A translator that remembers the last good translation of each policy.
+/// A translator that remembers the last good translation of each policy
+/// and traffic object.
 #[derive(Clone, Debug, Default)]
 pub struct Translator {
     options: TranslateOptions,
     last_good: BTreeMap<ObjectKey, authorization::Policy>,
+    last_good_waypoint_policies: waypoint_policy::PolicyMemory,
+    last_good_routes: routes::RouteMemory,
 }
 
 impl Translator {
@@ -89,7 +103,7 @@ impl Translator {
     pub fn new(options: TranslateOptions) -> Self {
         Self {
             options,
-            last_good: BTreeMap::new(),
+            ..Self::default()
         }
     }
 
@@ -107,14 +121,32 @@ impl Translator {
         let policies = authorization::convert_all(index, opts, &mut self.last_good, &mut problems);
         let peer = peer_authentication::PeerAuthn::collect(index, opts, &mut problems);
         let services = services::translate_services(index, &waypoints, &mut problems);
+        let bindings = bindings::Bindings::collect(index, &waypoints, &opts.cluster_id);
+        // HTTP attributes dropped at ztunnel are worth a warning only where
+        // no waypoint enforces them.
+        for p in &policies {
+            if let Some(w) = &p.l7_warning
+                && !waypoint_policy::fully_enforced_at_waypoints(
+                    index,
+                    p,
+                    &opts.cluster_id,
+                    &bindings,
+                )
+            {
+                problems.push(w.clone());
+            }
+        }
+        let admission = admission::admission(index, opts, &bindings, &policies);
         let ctx = workloads::Context {
             index,
             options: opts,
             waypoints: &waypoints,
             policies: &policies,
             peer: &peer,
+            admission: &admission,
         };
         let workloads = workloads::translate_workloads(&ctx, &mut problems);
+        let waypoint_configs = self.waypoint_configs(index, &waypoints, &bindings, &mut problems);
 
         let mut snapshot = Snapshot::default();
         for w in workloads {
@@ -135,6 +167,7 @@ impl Translator {
             .iter()
             .map(|p| &p.auth)
             .chain(peer.authorizations())
+            .chain(&admission.policies)
             .collect();
         for a in authorizations {
             let name = format!("{}/{}", a.namespace, a.name);
@@ -142,10 +175,51 @@ impl Translator {
             let version = version::version(&body.value);
             snapshot.insert(api::AUTHORIZATION_TYPE_URL, name, version, body);
         }
+        for (name, w) in waypoint_configs {
+            let body = api::pack(&w);
+            let version = version::version(&body.value);
+            snapshot.insert(api::WAYPOINT_TYPE_URL, name, version, body);
+        }
         Translation {
             snapshot,
             problems: dedup(problems),
         }
+    }
+
+    /// One configuration per waypoint: routes and policies of the services
+    /// it serves, and the authorization policies it enforces.
+    fn waypoint_configs(
+        &mut self,
+        index: &Index,
+        waypoints: &waypoints::Waypoints,
+        bindings: &bindings::Bindings,
+        problems: &mut Vec<Problem>,
+    ) -> Vec<(String, api::waypoint::Waypoint)> {
+        let opts = &self.options;
+        let catalog = routes::Catalog::new(index, &opts.cluster_id);
+        let sources = routes::collect(&catalog, &mut self.last_good_routes, problems);
+        let mut authz = waypoint_policy::collect(
+            index,
+            opts,
+            waypoints,
+            bindings,
+            &mut self.last_good_waypoint_policies,
+            problems,
+        );
+        let assembly = routes::Assembly {
+            catalog: &catalog,
+            sources: &sources,
+            bindings,
+            waypoints,
+            root_namespace: &opts.root_namespace,
+        };
+        routes::assemble(&assembly, problems)
+            .into_iter()
+            .map(|(key, mut w)| {
+                w.authorization_policies = authz.remove(&key).unwrap_or_default();
+                (key.resource_name(), w)
+            })
+            .collect()
     }
 }
 

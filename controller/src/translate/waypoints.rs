@@ -140,6 +140,11 @@ impl Waypoints {
         by_label || by_name
     }
 
+    /// Every waypoint, ordered by namespace and name.
+    pub fn iter(&self) -> impl Iterator<Item = &Waypoint> {
+        self.by_key.values()
+    }
+
     /// The waypoint address for a service or workload, following
     /// `istio.io/use-waypoint` on the object, else on its namespace.
     pub(super) fn for_object(
@@ -151,6 +156,21 @@ impl Waypoints {
         asker: Asker,
         problems: &mut Vec<Problem>,
     ) -> Option<GatewayAddress> {
+        self.waypoint_for(index, origin, kind, meta, asker, problems)
+            .map(Waypoint::address)
+    }
+
+    /// The waypoint a service or workload uses, following
+    /// `istio.io/use-waypoint` on the object, else on its namespace.
+    pub(super) fn waypoint_for(
+        &self,
+        index: &Index,
+        origin: &str,
+        kind: &str,
+        meta: &ObjectMeta,
+        asker: Asker,
+        problems: &mut Vec<Problem>,
+    ) -> Option<&Waypoint> {
         if self.is_part_of_waypoint(meta, asker) {
             return None;
         }
@@ -200,6 +220,6 @@ impl Waypoints {
             Asker::Service => waypoint.for_.services(),
             Asker::Workload => waypoint.for_.workloads(),
         };
-        wanted.then(|| waypoint.address())
+        wanted.then_some(waypoint)
     }
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use api::workload::{TunnelProtocol, Workload, WorkloadStatus, WorkloadType};
 
+use super::admission::Admission;
 use super::authorization::Policy;
 use super::peer_authentication::PeerAuthn;
 use super::services::{ip_bytes, ports_for_pod};
@@ -22,6 +23,7 @@ pub(super) struct Context<'a> {
     pub waypoints: &'a Waypoints,
     pub policies: &'a [Policy],
     pub peer: &'a PeerAuthn<'a>,
+    pub admission: &'a Admission,
 }
 
 /// Translates every pod that has an address and is running (or starting).
@@ -127,6 +129,14 @@ fn translate_pod(
         })
         .map(Policy::reference)
         .chain(ctx.peer.references_for(pod))
+        .chain(
+            ctx.admission
+                .references
+                .get(&super::bindings::workload_uid(&ctx.options.cluster_id, pod))
+                .into_iter()
+                .flatten()
+                .cloned(),
+        )
         .collect();
     authorization_policies.sort();
     authorization_policies.dedup();

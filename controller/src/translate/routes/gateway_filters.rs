@@ -1,0 +1,276 @@
+//! Gateway API route filters and backend references: header modifiers,
+//! mirrors, redirects, rewrites, and the Services they name.
+
+use api::waypoint::{HeaderModifier, Mirror, Redirect, UrlRewrite, redirect, url_rewrite};
+
+use super::catalog::{At, Catalog, Invalid, Obj, ServiceKey};
+use super::parts;
+use super::values;
+use crate::model::routes::{BackendRef, HttpRouteFilter, PathModifier};
+
+/// What a rule's filters do.
+#[derive(Default)]
+pub(super) struct RuleAction {
+    /// Request header edits.
+    pub request_headers: Option<HeaderModifier>,
+    /// Response header edits.
+    pub response_headers: Option<HeaderModifier>,
+    /// Mirrors.
+    pub mirrors: Vec<Mirror>,
+    /// A redirect answer.
+    pub redirect: Option<Redirect>,
+    /// A URL rewrite.
+    pub rewrite: Option<UrlRewrite>,
+}
+
+impl RuleAction {
+    /// Reads `filters`; `all_prefix` says whether every match of the rule is
+    /// a prefix match, `http` whether HTTP-only filters are allowed.
+    pub(super) fn from_filters(
+        obj: &Obj,
+        catalog: &Catalog<'_>,
+        filters: &[HttpRouteFilter],
+        field: &str,
+        all_prefix: bool,
+        http: bool,
+    ) -> Result<Self, Invalid> {
+        let mut out = RuleAction::default();
+        for (k, f) in filters.iter().enumerate() {
+            let ff = format!("{field}[{k}]");
+            let missing = |name: &str| Invalid::new(format!("{ff}.{name}"), "missing");
+            match f.type_.as_str() {
+                "RequestHeaderModifier" => {
+                    let h = f
+                        .request_header_modifier
+                        .as_ref()
+                        .ok_or_else(|| missing("requestHeaderModifier"))?;
+                    let m = header_filter(h, &format!("{ff}.requestHeaderModifier"))?;
+                    out.request_headers = parts::merge_modifiers(out.request_headers, m);
+                }
+                "ResponseHeaderModifier" => {
+                    let h = f
+                        .response_header_modifier
+                        .as_ref()
+                        .ok_or_else(|| missing("responseHeaderModifier"))?;
+                    let m = header_filter(h, &format!("{ff}.responseHeaderModifier"))?;
+                    out.response_headers = parts::merge_modifiers(out.response_headers, m);
+                }
+                "RequestMirror" => {
+                    let m = f
+                        .request_mirror
+                        .as_ref()
+                        .ok_or_else(|| missing("requestMirror"))?;
+                    let mf = format!("{ff}.requestMirror");
+                    let service =
+                        backend(obj, catalog, &m.backend_ref, &format!("{mf}.backendRef"))?;
+                    let percentage = match (m.percent, &m.fraction) {
+                        (Some(_), Some(_)) => {
+                            return Err(Invalid::new(mf, "percent and fraction are exclusive"));
+                        }
+                        (Some(p), None) => {
+                            values::percentage(f64::from(p)).at(&format!("{mf}.percent"))?
+                        }
+                        (None, Some(fr)) => {
+                            let den = fr.denominator.unwrap_or(100);
+                            if den == 0 || fr.numerator > den {
+                                return Err(Invalid::new(
+                                    format!("{mf}.fraction"),
+                                    "numerator must be at most denominator, and denominator above 0",
+                                ));
+                            }
+                            f64::from(fr.numerator) * 100.0 / f64::from(den)
+                        }
+                        (None, None) => 100.0,
+                    };
+                    out.mirrors.push(Mirror {
+                        destination: Some(
+                            service.destination(u32::from(m.backend_ref.port.unwrap_or(0)), ""),
+                        ),
+                        percentage,
+                    });
+                }
+                "RequestRedirect" if http => {
+                    let r = f
+                        .request_redirect
+                        .as_ref()
+                        .ok_or_else(|| missing("requestRedirect"))?;
+                    let rf = format!("{ff}.requestRedirect");
+                    let status = r.status_code.unwrap_or(302);
+                    if ![301, 302, 303, 307, 308].contains(&status) {
+                        return Err(Invalid::new(
+                            format!("{rf}.statusCode"),
+                            format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
+                        ));
+                    }
+                    if let Some(s) = r
+                        .scheme
+                        .as_deref()
+                        .filter(|s| !matches!(*s, "http" | "https"))
+                    {
+                        return Err(Invalid::new(
+                            format!("{rf}.scheme"),
+                            format!("{s:?} is not http or https"),
+                        ));
+                    }
+                    let path = match &r.path {
+                        Some(p) => {
+                            Some(match path_modifier(p, &format!("{rf}.path"), all_prefix)? {
+                                url_rewrite::Path::FullPath(p) => redirect::Path::FullPath(p),
+                                url_rewrite::Path::Prefix(p) => redirect::Path::Prefix(p),
+                                url_rewrite::Path::Regex(_) => unreachable!("not produced"),
+                            })
+                        }
+                        None => None,
+                    };
+                    out.redirect = Some(Redirect {
+                        scheme: r.scheme.clone().unwrap_or_default(),
+                        host: r.hostname.clone().unwrap_or_default(),
+                        port: u32::from(r.port.unwrap_or(0)),
+                        path,
+                        status: u32::from(status),
+                    });
+                }
+                "URLRewrite" if http => {
+                    let r = f
+                        .url_rewrite
+                        .as_ref()
+                        .ok_or_else(|| missing("urlRewrite"))?;
+                    let rf = format!("{ff}.urlRewrite");
+                    out.rewrite = Some(UrlRewrite {
+                        path: match &r.path {
+                            Some(p) => Some(path_modifier(p, &format!("{rf}.path"), all_prefix)?),
+                            None => None,
+                        },
+                        host: r.hostname.clone().unwrap_or_default(),
+                    });
+                }
+                other => {
+                    return Err(Invalid::new(
+                        format!("{ff}.type"),
+                        format!(
+                            "filter {other:?} is not supported here (RequestHeaderModifier, ResponseHeaderModifier, RequestMirror{})",
+                            if http {
+                                ", RequestRedirect, URLRewrite"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
+        if out.redirect.is_some() && out.rewrite.is_some() {
+            return Err(Invalid::new(
+                field,
+                "RequestRedirect and URLRewrite cannot be used in the same rule",
+            ));
+        }
+        Ok(out)
+    }
+}
+
+fn header_filter(
+    h: &crate::model::routes::HeaderFilter,
+    field: &str,
+) -> Result<Option<HeaderModifier>, Invalid> {
+    parts::header_modifier(
+        h.set.iter().map(|x| (x.name.as_str(), x.value.as_str())),
+        h.add.iter().map(|x| (x.name.as_str(), x.value.as_str())),
+        h.remove.iter().map(String::as_str),
+        field,
+    )
+}
+
+fn path_modifier(
+    p: &PathModifier,
+    field: &str,
+    all_prefix: bool,
+) -> Result<url_rewrite::Path, Invalid> {
+    match p.type_.as_str() {
+        "ReplaceFullPath" => {
+            let v = p.replace_full_path.as_deref().unwrap_or("/");
+            Ok(url_rewrite::Path::FullPath(parts::absolute(
+                v,
+                &format!("{field}.replaceFullPath"),
+            )?))
+        }
+        "ReplacePrefixMatch" => {
+            if !all_prefix {
+                return Err(Invalid::new(
+                    field,
+                    "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match",
+                ));
+            }
+            let v = p.replace_prefix_match.as_deref().unwrap_or("/");
+            Ok(url_rewrite::Path::Prefix(parts::absolute(
+                v,
+                &format!("{field}.replacePrefixMatch"),
+            )?))
+        }
+        other => Err(Invalid::new(
+            format!("{field}.type"),
+            format!("unknown path modifier {other:?} (ReplaceFullPath, ReplacePrefixMatch)"),
+        )),
+    }
+}
+
+/// A backend that must be a Service of the route's namespace (cross-namespace
+/// references would need a ReferenceGrant, which is not read).
+fn backend(
+    obj: &Obj,
+    catalog: &Catalog<'_>,
+    b: &BackendRef,
+    field: &str,
+) -> Result<ServiceKey, Invalid> {
+    service_ref(
+        obj,
+        catalog,
+        b.group.as_deref(),
+        b.kind.as_deref(),
+        &b.name,
+        b.namespace.as_deref(),
+        b.port,
+        field,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn service_ref(
+    obj: &Obj,
+    catalog: &Catalog<'_>,
+    group: Option<&str>,
+    kind: Option<&str>,
+    name: &str,
+    namespace: Option<&str>,
+    port: Option<u16>,
+    field: &str,
+) -> Result<ServiceKey, Invalid> {
+    let kind = kind.unwrap_or("Service");
+    if kind != "Service" || !matches!(group.unwrap_or(""), "" | "core") {
+        return Err(Invalid::new(
+            format!("{field}.kind"),
+            format!("backend kind {kind:?} is not supported (Service)"),
+        ));
+    }
+    let ns = namespace.unwrap_or(&obj.namespace);
+    if ns != obj.namespace {
+        return Err(Invalid::new(
+            format!("{field}.namespace"),
+            "cross-namespace backends need a ReferenceGrant, which is not supported",
+        ));
+    }
+    if port == Some(0) {
+        return Err(Invalid::new(
+            format!("{field}.port"),
+            "port 0 is not a port",
+        ));
+    }
+    let key = ServiceKey::new(ns, name);
+    match catalog.service(&key) {
+        Some(_) => Ok(key),
+        None => Err(Invalid::new(
+            format!("{field}.name"),
+            format!("no Service {key}"),
+        )),
+    }
+}

@@ -1,0 +1,233 @@
+//! Traffic objects → waypoint configuration (`mesh.waypoint.v1.Waypoint`).
+//!
+//! Each object is decoded and translated on its own into what it
+//! contributes (routes, a split, a policy, a rate limit); an invalid object
+//! is reported and its last good contribution stays in force. The
+//! contributions are then assembled per waypoint, for every service it
+//! serves, with this precedence for routes:
+//!
+//! 1. HTTPRoute and GRPCRoute attached to the Service (all of them, ranked
+//!    by the Gateway API rules);
+//! 2. else the oldest VirtualService naming the service;
+//! 3. else a default route to the service, or to the weighted backends of
+//!    the oldest TrafficSplit, or of the ServiceProfile's dstOverrides;
+//!    the ServiceProfile's routes come first, forwarding to the same
+//!    destinations with their own timeouts and retries.
+//!
+//! DestinationRules and ServiceProfile retry budgets become the upstream
+//! policy of every service a waypoint serves or sends to; rate limits come
+//! from the `mesh.io/rate-limit` Service annotation, else from EnvoyFilters.
+
+mod assemble;
+mod catalog;
+mod destination_rule;
+mod gateway_api;
+mod gateway_filters;
+mod parts;
+mod rate_limit;
+mod service_profile;
+mod traffic_split;
+mod values;
+mod virtual_service;
+
+use std::collections::BTreeMap;
+
+use api::waypoint::LocalRateLimit;
+use serde::de::DeserializeOwned;
+
+pub(crate) use assemble::{Assembly, assemble};
+pub(crate) use catalog::{Catalog, ServiceKey};
+pub(crate) use parts::exact as exact_match;
+pub use rate_limit::RATE_LIMIT_ANNOTATION;
+
+use catalog::{Invalid, Obj};
+use destination_rule::RulePolicy;
+use gateway_api::Attached;
+use rate_limit::FilterLimit;
+use service_profile::Profile;
+use traffic_split::Split;
+use virtual_service::VsRoutes;
+
+use crate::model::routes::{self as raw, DecodeError};
+use crate::model::{Object, ObjectKey, Problem};
+
+/// One object's contribution.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Contribution {
+    /// HTTPRoute / GRPCRoute.
+    Attached(Attached),
+    /// VirtualService.
+    Virtual(VsRoutes),
+    /// DestinationRule.
+    Rule(RulePolicy),
+    /// TrafficSplit.
+    Split(Split),
+    /// ServiceProfile.
+    Profile(Profile),
+    /// EnvoyFilter.
+    Filter(FilterLimit),
+    /// `mesh.io/rate-limit` on a Service.
+    Annotation(ServiceKey, LocalRateLimit),
+}
+
+/// The last good contribution of every object, so an invalid edit leaves the
+/// previous one in force.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RouteMemory {
+    last_good: BTreeMap<ObjectKey, Contribution>,
+}
+
+/// Every object's contribution, by kind.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Sources {
+    /// HTTPRoutes and GRPCRoutes.
+    pub attached: Vec<Attached>,
+    /// VirtualServices.
+    pub virtuals: Vec<VsRoutes>,
+    /// DestinationRules.
+    pub rules: Vec<RulePolicy>,
+    /// TrafficSplits.
+    pub splits: Vec<Split>,
+    /// ServiceProfiles.
+    pub profiles: Vec<Profile>,
+    /// EnvoyFilters.
+    pub filters: Vec<FilterLimit>,
+    /// Rate-limit annotations, by service.
+    pub annotations: BTreeMap<ServiceKey, (Obj, LocalRateLimit)>,
+}
+
+impl Sources {
+    fn add(&mut self, c: Contribution, obj: Obj) {
+        match c {
+            Contribution::Attached(a) => self.attached.push(a),
+            Contribution::Virtual(v) => self.virtuals.push(v),
+            Contribution::Rule(r) => self.rules.push(r),
+            Contribution::Split(s) => self.splits.push(s),
+            Contribution::Profile(p) => self.profiles.push(p),
+            Contribution::Filter(f) => self.filters.push(f),
+            Contribution::Annotation(key, mut limit) => {
+                limit.source = Some(obj.source());
+                self.annotations.insert(key, (obj, limit));
+            }
+        }
+    }
+}
+
+fn decoded<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, Invalid> {
+    raw::decode(value).map_err(|DecodeError { field, message }| Invalid::new(field, message))
+}
+
+/// Translates every traffic object of the index.
+pub(crate) fn collect(
+    catalog: &Catalog<'_>,
+    memory: &mut RouteMemory,
+    problems: &mut Vec<Problem>,
+) -> Sources {
+    let mut sources = Sources::default();
+    let mut keep = BTreeMap::new();
+    for kind in crate::model::RAW_KINDS {
+        for stored in catalog.index.of_kind(kind) {
+            let Object::Raw {
+                metadata, value, ..
+            } = &stored.object
+            else {
+                continue;
+            };
+            let obj = Obj::new(&stored.origin, kind, metadata);
+            let mut warnings = Vec::new();
+            let w = &mut warnings;
+            let result = match *kind {
+                "HTTPRoute" => decoded(value)
+                    .and_then(|r| gateway_api::http_route(&obj, &r, catalog, w))
+                    .map(Contribution::Attached),
+                "GRPCRoute" => decoded(value)
+                    .and_then(|r| gateway_api::grpc_route(&obj, &r, catalog, w))
+                    .map(Contribution::Attached),
+                "VirtualService" => decoded(value)
+                    .and_then(|r| virtual_service::virtual_service(&obj, &r, catalog, w))
+                    .map(Contribution::Virtual),
+                "DestinationRule" => decoded(value)
+                    .and_then(|r| destination_rule::destination_rule(&obj, &r, catalog, w))
+                    .map(Contribution::Rule),
+                "TrafficSplit" => decoded(value)
+                    .and_then(|r| traffic_split::traffic_split(&obj, &r, catalog))
+                    .map(Contribution::Split),
+                "ServiceProfile" => decoded(value)
+                    .and_then(|r| service_profile::service_profile(&obj, &r, catalog, w))
+                    .map(Contribution::Profile),
+                "EnvoyFilter" => decoded(value)
+                    .and_then(|r| rate_limit::envoy_filter(&obj, &r, w))
+                    .map(Contribution::Filter),
+                _ => continue,
+            };
+            let key = ObjectKey::new(kind, &obj.namespace, &obj.name);
+            remember(
+                key,
+                obj,
+                result,
+                warnings,
+                memory,
+                &mut keep,
+                &mut sources,
+                problems,
+            );
+        }
+    }
+    for (origin, svc) in catalog.index.services() {
+        let Some(text) = svc.metadata.annotations.get(RATE_LIMIT_ANNOTATION) else {
+            continue;
+        };
+        let m = &svc.metadata;
+        let obj = Obj::new(origin, "Service", m);
+        let service = ServiceKey::new(&m.namespace, &m.name);
+        let result = rate_limit::annotation(text)
+            .map(|l| Contribution::Annotation(service, l))
+            .map_err(|e| Invalid::new(format!("metadata.annotations[{RATE_LIMIT_ANNOTATION}]"), e));
+        let key = ObjectKey::new("Service", &m.namespace, &m.name);
+        remember(
+            key,
+            obj,
+            result,
+            Vec::new(),
+            memory,
+            &mut keep,
+            &mut sources,
+            problems,
+        );
+    }
+    // Objects gone from the index leave the memory too (no ghosts).
+    memory.last_good = keep;
+    sources
+}
+
+#[allow(clippy::too_many_arguments)]
+fn remember(
+    key: ObjectKey,
+    obj: Obj,
+    result: Result<Contribution, Invalid>,
+    warnings: Vec<Problem>,
+    memory: &RouteMemory,
+    keep: &mut BTreeMap<ObjectKey, Contribution>,
+    sources: &mut Sources,
+    problems: &mut Vec<Problem>,
+) {
+    match result {
+        Ok(c) => {
+            problems.extend(warnings);
+            keep.insert(key, c.clone());
+            sources.add(c, obj);
+        }
+        Err(e) => {
+            let mut problem = obj.problem(e.field, e.message);
+            match memory.last_good.get(&key) {
+                Some(previous) => {
+                    problem.message.push_str("; keeping its last good version");
+                    keep.insert(key, previous.clone());
+                    sources.add(previous.clone(), obj);
+                }
+                None => problem.message.push_str("; object skipped"),
+            }
+            problems.push(problem);
+        }
+    }
+}
