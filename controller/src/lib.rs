@@ -5,5 +5,6 @@ pub mod ca;
 pub mod model;
 pub mod server;
 pub mod source;
+pub mod status;
 pub mod translate;
 pub mod xds;

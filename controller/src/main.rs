@@ -1,5 +1,5 @@
-//! The `controller` binary: file source → index → translation → delta xDS, the CA, and the
-//! admin endpoint.
+//! The `controller` binary: source (files, or the Kubernetes API) → index → translation →
+//! delta xDS, the CA, status conditions (Kubernetes), and the admin endpoint.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,10 +10,12 @@ use std::time::Duration;
 use clap::Parser;
 use controller::admin::{self, AdminState, Readiness};
 use controller::ca::auth::{Authenticator, StaticTokens, TokenFile};
-use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory};
-use controller::model::Index;
+use controller::ca::tokenreview::TokenReviewAuthenticator;
+use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory, secret_store};
+use controller::model::{Index, Problem};
 use controller::server::{self, ServingTls};
-use controller::source::FileSource;
+use controller::source::{FileSource, KubeSettings, KubeSource};
+use controller::status::{self, ObservedMap};
 use controller::translate::{Snapshot, TranslateOptions, Translator};
 use controller::xds::{XdsConfig, XdsServer};
 use tokio::net::TcpListener;
@@ -26,21 +28,32 @@ use tokio::sync::watch;
     version,
     about,
     long_about = "Control plane of the ambient mesh.\n\n\
-        Reads Kubernetes manifests from one or more folders (--config-dir, rescanned for \
-        changes), translates them into Istio workload API resources (workloads, services) and \
-        authorization policies, and streams them to ztunnels and waypoints over delta ADS \
-        (gRPC over TLS on --xds-addr, port 15012). The same port serves Istio's \
-        IstioCertificateService: the controller is the certificate authority issuing SPIFFE \
-        identities (spiffe://<trust-domain>/ns/<ns>/sa/<sa>), with its root generated on \
-        first start and kept in --ca-dir (or an intermediate plugged in there as ca-cert.pem, \
-        ca-key.pem, cert-chain.pem, root-cert.pem). Callers authenticate with bearer tokens \
-        listed in --tokens-file. The admin endpoint (--admin-addr, port 15014) serves \
-        /metrics, /ready and /debug/config_dump."
+        Reads Kubernetes objects, either from the API server (--kubernetes) or from one or \
+        more folders of manifests (--config-dir, rescanned for changes), translates them into \
+        Istio workload API resources (workloads, services), authorization policies and \
+        waypoint routes, and streams them to ztunnels and waypoints over delta ADS (gRPC over \
+        TLS on --xds-addr, port 15012). The same port serves Istio's IstioCertificateService: \
+        the controller is the certificate authority issuing SPIFFE identities \
+        (spiffe://<trust-domain>/ns/<ns>/sa/<sa>).\n\n\
+        Local mode: the CA root is generated on first start and kept in --ca-dir (or an \
+        intermediate plugged in there as ca-cert.pem, ca-key.pem, cert-chain.pem, \
+        root-cert.pem); callers authenticate with bearer tokens listed in --tokens-file.\n\n\
+        Kubernetes mode (--kubernetes, in-cluster config or the usual kubeconfig): the CA \
+        root lives in the Secret istio-ca-secret of --root-namespace (the plug-in Secret \
+        cacerts wins when present; --ca-dir overrides both); callers present service account \
+        tokens (audience istio-ca) checked with TokenReview; problems found in objects are \
+        written to their status conditions.\n\n\
+        The admin endpoint (--admin-addr, port 15014) serves /metrics, /ready and \
+        /debug/config_dump."
 )]
 struct Args {
     /// Folder of Kubernetes manifests (multi-document YAML); repeatable.
-    #[arg(long = "config-dir", value_name = "DIR")]
+    #[arg(long = "config-dir", value_name = "DIR", conflicts_with = "kubernetes")]
     config_dirs: Vec<PathBuf>,
+    /// Read objects from the Kubernetes API server instead of folders, authenticate callers
+    /// with TokenReview and keep the CA in Secrets.
+    #[arg(long)]
+    kubernetes: bool,
     /// Address of the gRPC endpoint (delta xDS and CA) over TLS.
     #[arg(long, default_value = "0.0.0.0:15012")]
     xds_addr: SocketAddr,
@@ -61,7 +74,7 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     ca_dir: Option<PathBuf>,
     /// YAML or JSON map of bearer token → {identity, node}; re-read when it changes.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "kubernetes")]
     tokens_file: Option<PathBuf>,
     /// Debounce window for config pushes, in milliseconds.
     #[arg(long, default_value_t = 100)]
@@ -92,6 +105,8 @@ enum StartError {
     },
     #[error("tokio runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("Kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
 }
 
 /// Answers the CA's "does this node run that service account" from the live index.
@@ -130,16 +145,29 @@ async fn run(args: Args) -> Result<(), StartError> {
     let metrics = admin::install_metrics()?;
     let readiness = Readiness::default();
 
-    // Config pipeline: files → index → translation → snapshot.
+    // Config pipeline: source → index → translation → snapshot (and, from Kubernetes,
+    // problems → status conditions).
     let (index_tx, index_rx) = watch::channel(Arc::new(Index::new()));
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
-    if args.config_dirs.is_empty() {
-        tracing::warn!("no --config-dir given: serving an empty configuration");
-    }
-    tokio::spawn(
-        FileSource::new(args.config_dirs.clone())
-            .watch(index_tx, Duration::from_millis(args.scan_interval_ms)),
-    );
+    let (problems_tx, problems_rx) = watch::channel(None);
+    let kube_client = if args.kubernetes {
+        let client = kube::Client::try_default().await?;
+        let (observed_tx, observed_rx) = watch::channel(Arc::new(ObservedMap::new()));
+        tokio::spawn(
+            KubeSource::new(client.clone(), KubeSettings::default()).run(index_tx, observed_tx),
+        );
+        tokio::spawn(status::run(client.clone(), problems_rx, observed_rx));
+        Some(client)
+    } else {
+        if args.config_dirs.is_empty() {
+            tracing::warn!("no --config-dir given: serving an empty configuration");
+        }
+        tokio::spawn(
+            FileSource::new(args.config_dirs.clone())
+                .watch(index_tx, Duration::from_millis(args.scan_interval_ms)),
+        );
+        None
+    };
     let options = TranslateOptions {
         trust_domain: args.trust_domain.clone(),
         root_namespace: args.root_namespace.clone(),
@@ -148,19 +176,33 @@ async fn run(args: Args) -> Result<(), StartError> {
     let pipeline = tokio::spawn(translate_loop(
         index_rx.clone(),
         snap_tx,
+        problems_tx,
         Translator::new(options),
         readiness.clone(),
     ));
 
     // CA and authentication.
-    let ca = Arc::new(CertificateAuthority::open(
-        args.ca_dir.as_deref(),
-        &args.trust_domain,
-    )?);
+    let ca = match (&kube_client, &args.ca_dir) {
+        (Some(client), None) => {
+            let (authority, origin) = secret_store::load_or_create(
+                client.clone(),
+                &args.root_namespace,
+                &args.trust_domain,
+            )
+            .await?;
+            CertificateAuthority::from_loaded(authority, origin, &args.trust_domain)
+        }
+        _ => CertificateAuthority::open(args.ca_dir.as_deref(), &args.trust_domain)?,
+    };
+    let ca = Arc::new(ca);
     tracing::info!(origin = ?ca.origin(), dir = ?args.ca_dir, "certificate authority ready");
-    let authenticator: Arc<dyn Authenticator> = match &args.tokens_file {
-        Some(path) => Arc::new(TokenFile::new(path)),
-        None => {
+    let authenticator: Arc<dyn Authenticator> = match (&kube_client, &args.tokens_file) {
+        (Some(client), _) => Arc::new(TokenReviewAuthenticator::new(
+            client.clone(),
+            &args.trust_domain,
+        )),
+        (None, Some(path)) => Arc::new(TokenFile::new(path)),
+        (None, None) => {
             tracing::warn!("no --tokens-file given: every caller will be refused");
             Arc::new(StaticTokens::default())
         }
@@ -223,10 +265,12 @@ async fn run(args: Args) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Translates every new index and publishes the snapshot when it changed.
+/// Translates every new index and publishes the snapshot when it changed, and the problems
+/// (for status conditions) when they changed.
 async fn translate_loop(
     mut index_rx: watch::Receiver<Arc<Index>>,
     snap_tx: watch::Sender<Arc<Snapshot>>,
+    problems_tx: watch::Sender<Option<Arc<Vec<Problem>>>>,
     mut translator: Translator,
     readiness: Readiness,
 ) {
@@ -244,11 +288,12 @@ async fn translate_loop(
             return;
         };
         translator = back;
-        if translation.problems != reported {
+        if translation.problems != reported || problems_tx.borrow().is_none() {
             for problem in &translation.problems {
                 tracing::warn!("{problem}");
             }
             reported = translation.problems;
+            problems_tx.send_replace(Some(Arc::new(reported.clone())));
         }
         let resources = translation.snapshot.len();
         let snapshot = Arc::new(translation.snapshot);

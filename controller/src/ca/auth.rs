@@ -2,8 +2,9 @@
 //!
 //! Every xDS stream and every certificate request carries `authorization: Bearer <token>`.
 //! An [`Authenticator`] turns the token into a [`Caller`]: the workload identity it speaks for
-//! and, for node proxies, the node it runs on. In Kubernetes the token would be checked with a
-//! TokenReview; in local mode (the sandbox) a [`TokenFile`] maps provisioned tokens to callers.
+//! and, for node proxies, the node it runs on. In Kubernetes the token is a service account
+//! token checked with a TokenReview ([`super::tokenreview`]); in local mode (the sandbox) a
+//! [`TokenFile`] maps provisioned tokens to callers.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

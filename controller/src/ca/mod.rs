@@ -1,15 +1,19 @@
 //! The mesh's certificate authority: Istio's `IstioCertificateService/CreateCertificate`.
 //!
 //! - [`store`]: the signing root, generated on first start and persisted, or plugged in;
+//! - [`secret_store`]: the same, kept in Kubernetes Secrets (`--kubernetes`);
 //! - [`auth`]: bearer-token authentication shared with the xDS server;
+//! - [`tokenreview`]: Kubernetes service account tokens as bearer tokens;
 //! - [`policy`]: who may have which identity, and for how long;
 //! - [`CaService`]: the gRPC service tying them together.
 
 pub mod auth;
 pub mod metrics;
 pub mod policy;
+pub mod secret_store;
 mod service;
 pub mod store;
+pub mod tokenreview;
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -41,6 +45,22 @@ pub enum CaError {
     /// A certificate or key is unusable.
     #[error(transparent)]
     Cert(#[from] CertError),
+    /// A Kubernetes Secret holding the CA could not be read or written.
+    #[error("Secret {secret}: {source}")]
+    Kubernetes {
+        /// `namespace/name` of the Secret.
+        secret: String,
+        /// The API error.
+        source: Box<kube::Error>,
+    },
+    /// A Kubernetes Secret holding the CA is incomplete or unreadable.
+    #[error("Secret {secret}: {reason}")]
+    BadSecret {
+        /// `namespace/name` of the Secret.
+        secret: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The authority's lock was poisoned by a panic.
     #[error("CA state lock poisoned")]
     Poisoned,
@@ -82,6 +102,19 @@ impl CertificateAuthority {
             dir: dir.map(Path::to_path_buf),
             origin,
         })
+    }
+
+    /// Wraps an authority loaded elsewhere (the Kubernetes Secrets of
+    /// [`secret_store::load_or_create`]). Root rotation through
+    /// [`CertificateAuthority::add_trusted_root`] and [`CertificateAuthority::rotate`] then
+    /// lives in memory only: the Secret is the operator's to change.
+    pub fn from_loaded(authority: Authority, origin: Origin, trust_domain: &str) -> Self {
+        Self {
+            authority: RwLock::new(authority),
+            trust_domain: trust_domain.to_owned(),
+            dir: None,
+            origin,
+        }
     }
 
     /// Wraps an existing authority (tests, embedding); nothing is persisted.

@@ -29,11 +29,11 @@ pub const ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How the signing authority was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// Generated now and written to the CA directory.
+    /// Generated now and written to the CA directory (or Secret).
     Generated,
-    /// A self-signed root read back from the CA directory.
+    /// A self-signed root read back from the CA directory (or Secret).
     Reloaded,
-    /// An intermediate plugged in from `ca-cert.pem` / `ca-key.pem`.
+    /// An intermediate plugged in from `ca-cert.pem` / `ca-key.pem` (files or `cacerts`).
     PluggedIn,
     /// Generated in memory only (no CA directory): lost on restart.
     Ephemeral,
@@ -55,11 +55,7 @@ pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<(Authority, Orig
         (true, true) => {
             let key = read(&key_path)?;
             let roots = read(&cert_path)?;
-            // The first certificate of root-cert.pem signs; any others are published too
-            // (old or next roots during a rotation).
-            let signer = certificates_from_pem(&roots, "CA root")?;
-            let own = certificate_to_pem(&signer[0]);
-            Ok((Authority::from_pem(&key, &own, &roots)?, Origin::Reloaded))
+            Ok((root_from_pem(&key, &roots)?, Origin::Reloaded))
         }
         (false, false) => {
             let authority = Authority::generate_root(trust_domain, ROOT_TTL)?;
@@ -79,20 +75,44 @@ fn load_plugged_in(dir: &Path) -> Result<Authority, CaError> {
     let key = read(&dir.join(CA_KEY))?;
     let cert = read(&dir.join(CA_CERT))?;
     let roots = read(&dir.join(ROOT_CERT))?;
-    let root_ders = certificates_from_pem(&roots, "CA roots")?;
-    let own = certificates_from_pem(&cert, "CA certificate")?;
+    let chain_path = dir.join(CERT_CHAIN);
+    let chain = if chain_path.exists() {
+        Some(read(&chain_path)?)
+    } else {
+        None
+    };
+    plugged_in_from_pem(&key, &cert, chain.as_deref(), &roots)
+}
+
+/// A self-signed root from its key and published bundle: the first certificate of `roots_pem`
+/// signs; any others are published too (old or next roots during a rotation).
+pub fn root_from_pem(key_pem: &str, roots_pem: &str) -> Result<Authority, CaError> {
+    let signer = certificates_from_pem(roots_pem, "CA root")?;
+    let own = certificate_to_pem(&signer[0]);
+    Ok(Authority::from_pem(key_pem, &own, roots_pem)?)
+}
+
+/// A plugged-in intermediate from the plug-in layout's contents (files or Secret keys):
+/// `ca-key.pem`, `ca-cert.pem`, optional `cert-chain.pem`, `root-cert.pem`.
+pub fn plugged_in_from_pem(
+    key_pem: &str,
+    cert_pem: &str,
+    chain_pem: Option<&str>,
+    roots_pem: &str,
+) -> Result<Authority, CaError> {
+    let root_ders = certificates_from_pem(roots_pem, "CA roots")?;
+    let own = certificates_from_pem(cert_pem, "CA certificate")?;
     // cert-chain.pem conventionally repeats ca-cert.pem and may end with the root: keep only
     // the intermediates between them.
-    let mut chain = cert.clone();
-    let chain_path = dir.join(CERT_CHAIN);
-    if chain_path.exists() {
-        for der in certificates_from_pem(&read(&chain_path)?, "CA certificate chain")? {
+    let mut chain = cert_pem.to_string();
+    if let Some(chain_pem) = chain_pem.filter(|c| !c.trim().is_empty()) {
+        for der in certificates_from_pem(chain_pem, "CA certificate chain")? {
             if !own.contains(&der) && !root_ders.contains(&der) {
                 chain.push_str(&certificate_to_pem(&der));
             }
         }
     }
-    Ok(Authority::from_pem(&key, &chain, &roots)?)
+    Ok(Authority::from_pem(key_pem, &chain, roots_pem)?)
 }
 
 /// Persists `roots` (the signing root first) as the published bundle, after a rotation step.

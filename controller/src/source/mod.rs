@@ -1,9 +1,14 @@
 //! Sources of config: each one feeds whole contributions into a
 //! [`crate::model::Index`].
+//!
+//! - [`files`]: folders of manifests (local mode, the sandbox);
+//! - [`kube`]: the Kubernetes API (`--kubernetes`).
 
 pub mod files;
+pub mod kube;
 
 pub use files::{FileSource, ScanResult};
+pub use kube::{KubeSettings, KubeSource};
 
 /// Errors reading a source. They become [`crate::model::Problem`]s: a source
 /// never stops because one file is unreadable.

@@ -1,0 +1,204 @@
+//! The kinds the Kubernetes source watches, with the API coordinates each is
+//! listed and watched at.
+
+use kube::core::{ApiResource, GroupVersionKind};
+
+/// How the controller reports problems on objects of a kind (see [`crate::status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusStyle {
+    /// No status is written (core kinds, and CRDs whose upstream definitions
+    /// have no status subresource).
+    None,
+    /// Gateway API routes: one `status.parents[]` entry per mesh parent.
+    RouteParents,
+    /// Istio kinds: one condition in `status.conditions`.
+    IstioConditions,
+}
+
+/// One kind the Kubernetes source lists and watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchedKind {
+    /// API group; empty for the core group.
+    pub group: &'static str,
+    /// API version within the group.
+    pub version: &'static str,
+    /// Kind, as the model names it (`Pod`, `HTTPRoute`).
+    pub kind: &'static str,
+    /// Resource name in URLs.
+    pub plural: &'static str,
+    /// False for cluster-scoped kinds (`Namespace`).
+    pub namespaced: bool,
+    /// A custom resource whose definition may not be installed: a 404 on
+    /// list means "none of these", not a failure.
+    pub optional: bool,
+    /// How problems are reported on objects of this kind.
+    pub status: StatusStyle,
+}
+
+const fn core(kind: &'static str, plural: &'static str, namespaced: bool) -> WatchedKind {
+    WatchedKind {
+        group: "",
+        version: "v1",
+        kind,
+        plural,
+        namespaced,
+        optional: false,
+        status: StatusStyle::None,
+    }
+}
+
+const fn custom(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    status: StatusStyle,
+) -> WatchedKind {
+    WatchedKind {
+        group,
+        version,
+        kind,
+        plural,
+        namespaced: true,
+        optional: true,
+        status,
+    }
+}
+
+/// Gateway API group.
+const GATEWAY: &str = "gateway.networking.k8s.io";
+/// Istio security group.
+const SECURITY: &str = "security.istio.io";
+/// Istio networking group.
+const NETWORKING: &str = "networking.istio.io";
+
+/// Every kind the source watches, in the order their objects enter the index.
+///
+/// Versions are the ones current releases serve as storage versions, so no
+/// conversion webhook is involved: Gateway API v1 (GRPCRoute is v1 since
+/// Gateway API 1.1), Istio `v1` (EnvoyFilter only exists as `v1alpha3`), SMI
+/// TrafficSplit `v1alpha4` and Linkerd ServiceProfile `v1alpha2`.
+pub const WATCHED: &[WatchedKind] = &[
+    core("Namespace", "namespaces", false),
+    core("Pod", "pods", true),
+    core("Service", "services", true),
+    // Gateways carry no problem conditions from here: the waypoint manager
+    // owns their status (Accepted, Programmed, addresses).
+    custom(GATEWAY, "v1", "Gateway", "gateways", StatusStyle::None),
+    custom(
+        GATEWAY,
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+        StatusStyle::RouteParents,
+    ),
+    custom(
+        GATEWAY,
+        "v1",
+        "GRPCRoute",
+        "grpcroutes",
+        StatusStyle::RouteParents,
+    ),
+    custom(
+        SECURITY,
+        "v1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        StatusStyle::IstioConditions,
+    ),
+    custom(
+        SECURITY,
+        "v1",
+        "PeerAuthentication",
+        "peerauthentications",
+        StatusStyle::IstioConditions,
+    ),
+    custom(
+        NETWORKING,
+        "v1",
+        "VirtualService",
+        "virtualservices",
+        StatusStyle::IstioConditions,
+    ),
+    custom(
+        NETWORKING,
+        "v1",
+        "DestinationRule",
+        "destinationrules",
+        StatusStyle::IstioConditions,
+    ),
+    custom(
+        NETWORKING,
+        "v1alpha3",
+        "EnvoyFilter",
+        "envoyfilters",
+        StatusStyle::IstioConditions,
+    ),
+    custom(
+        "split.smi-spec.io",
+        "v1alpha4",
+        "TrafficSplit",
+        "trafficsplits",
+        StatusStyle::None,
+    ),
+    custom(
+        "linkerd.io",
+        "v1alpha2",
+        "ServiceProfile",
+        "serviceprofiles",
+        StatusStyle::None,
+    ),
+];
+
+impl WatchedKind {
+    /// The watched kind called `kind`.
+    pub fn by_kind(kind: &str) -> Option<&'static WatchedKind> {
+        WATCHED.iter().find(|k| k.kind == kind)
+    }
+
+    /// `group/version`, or `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The coordinates for a dynamic `Api`.
+    pub fn api_resource(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(self.group, self.version, self.kind),
+            self.plural,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_once_with_its_api_version() {
+        let mut kinds: Vec<_> = WATCHED.iter().map(|k| k.kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), WATCHED.len());
+        assert_eq!(
+            WatchedKind::by_kind("Pod")
+                .map(|k| k.api_version())
+                .as_deref(),
+            Some("v1")
+        );
+        let route = WatchedKind::by_kind("GRPCRoute").map(WatchedKind::api_resource);
+        assert_eq!(
+            route.map(|r| (r.api_version, r.plural)),
+            Some((
+                "gateway.networking.k8s.io/v1".to_string(),
+                "grpcroutes".to_string()
+            ))
+        );
+        // Only core kinds are required to exist.
+        assert!(WATCHED.iter().all(|k| k.optional != k.group.is_empty()));
+    }
+}

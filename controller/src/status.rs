@@ -1,0 +1,689 @@
+//! Status conditions on Kubernetes objects: the problems translation finds in
+//! an object are written back to that object, where `kubectl get -o yaml`
+//! shows them, and withdrawn once the object is fixed.
+//!
+//! [`desired_statuses`] is a pure function from (problems, observed objects)
+//! to the status updates still to be made; [`run`] is the thin writer that
+//! sends them as JSON merge patches to the status subresource.
+//!
+//! What is written follows what Istio writes:
+//! - Gateway API routes (`HTTPRoute`, `GRPCRoute`): one `status.parents[]`
+//!   entry per mesh parent (a `Service` parentRef, GAMMA), controller
+//!   `istio.io/mesh-controller`, with an `Accepted` condition: `True`/`Accepted`,
+//!   or `False`/`UnsupportedValue` (the route reason the specification gives for
+//!   invalid values) with the problems as message. Entries of other controllers
+//!   are kept untouched.
+//! - `AuthorizationPolicy`: `status.conditions[]` of type `ZtunnelAccepted`
+//!   (or `WaypointAccepted` for policies with `targetRef(s)`), always present as
+//!   in Istio ambient: `True`/`Accepted` ("attached to ztunnel"), `True`/
+//!   `UnsupportedValue` when parts are dropped with a warning, `False`/`Invalid`
+//!   when the policy is refused.
+//! - `PeerAuthentication` (`ZtunnelAccepted`) and `VirtualService`,
+//!   `DestinationRule`, `EnvoyFilter` (`WaypointAccepted`): Istio writes no
+//!   condition for them, so ours appears only while there is a problem.
+//!
+//! Writes happen only when the desired status differs from the observed one,
+//! and a status already sent is not sent again while it stays desired, so a
+//! server that rewrites what it is given cannot start a write loop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::model::{ObjectKey, Problem};
+use crate::source::kube::{StatusStyle, WatchedKind};
+
+/// `controllerName` of the mesh (GAMMA) controller, as Istio names it.
+pub const CONTROLLER_NAME: &str = "istio.io/mesh-controller";
+/// Prefix of the origin of every object read from the Kubernetes API.
+pub const KUBERNETES_ORIGIN: &str = "kubernetes:";
+/// Condition type of policies enforced by ztunnel.
+pub const ZTUNNEL_ACCEPTED: &str = "ZtunnelAccepted";
+/// Condition type of configuration enforced by waypoints.
+pub const WAYPOINT_ACCEPTED: &str = "WaypointAccepted";
+/// Problems whose message starts so leave the object in force.
+const WARNING_PREFIX: &str = "warning: ";
+/// Longest message written (Gateway API allows 32768; keep statuses readable).
+const MAX_MESSAGE: usize = 4096;
+
+/// What the controller last saw of an object it may write a status on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// The object's kind and where its API lives.
+    pub kind: &'static WatchedKind,
+    /// `metadata.generation` (0 when absent).
+    pub generation: i64,
+    /// `metadata.resourceVersion`: the precondition of the write.
+    pub resource_version: String,
+    /// `metadata.uid`: a deleted and recreated object is another object.
+    pub uid: String,
+    /// The current `status` (`null` when absent).
+    pub status: Value,
+    /// `spec.parentRefs` (routes).
+    pub parent_refs: Vec<Value>,
+    /// `spec.targetRef` or `spec.targetRefs` is set (policies bound to waypoints).
+    pub targeted: bool,
+}
+
+/// Observed objects by key.
+pub type ObservedMap = BTreeMap<ObjectKey, Observed>;
+
+/// One status write: the fields of `status` to merge into the object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusUpdate {
+    /// The object.
+    pub key: ObjectKey,
+    /// The object's kind and API.
+    pub kind: &'static WatchedKind,
+    /// `metadata.resourceVersion` the update was computed from.
+    pub resource_version: String,
+    /// `metadata.uid` of the object.
+    pub uid: String,
+    /// The `status` fields to set (`parents` or `conditions`, whole).
+    pub status: Value,
+}
+
+/// What the problems of one object amount to.
+#[derive(Default)]
+struct Verdict {
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// The status updates that make every observed object show its current
+/// problems: only those whose status differs from the observed one.
+///
+/// `now` (RFC 3339) stamps conditions whose status changes; a condition
+/// that keeps its status keeps its `lastTransitionTime`.
+pub fn desired_statuses(
+    problems: &[Problem],
+    observed: &ObservedMap,
+    now: &str,
+) -> Vec<StatusUpdate> {
+    let mut verdicts: BTreeMap<ObjectKey, Verdict> = BTreeMap::new();
+    for p in problems
+        .iter()
+        .filter(|p| p.origin.starts_with(KUBERNETES_ORIGIN))
+    {
+        let key = ObjectKey::new(&p.kind, &p.namespace, &p.name);
+        if !observed.contains_key(&key) {
+            continue;
+        }
+        let verdict = verdicts.entry(key).or_default();
+        let text = describe(p);
+        match text.strip_prefix(WARNING_PREFIX) {
+            Some(w) => push_unique(&mut verdict.warnings, w.to_string()),
+            None => push_unique(&mut verdict.errors, text),
+        }
+    }
+    let empty = Verdict::default();
+    let mut out = Vec::new();
+    for (key, obs) in observed {
+        let verdict = verdicts.get(key).unwrap_or(&empty);
+        let desired = match obs.kind.status {
+            StatusStyle::None => None,
+            StatusStyle::RouteParents => route_parents(obs, verdict, now),
+            StatusStyle::IstioConditions => istio_conditions(key, obs, verdict, now),
+        };
+        if let Some(status) = desired {
+            out.push(StatusUpdate {
+                key: key.clone(),
+                kind: obs.kind,
+                resource_version: obs.resource_version.clone(),
+                uid: obs.uid.clone(),
+                status,
+            });
+        }
+    }
+    out
+}
+
+fn push_unique(list: &mut Vec<String>, text: String) {
+    if !list.contains(&text) {
+        list.push(text);
+    }
+}
+
+/// `field F: message`, or the message alone.
+fn describe(p: &Problem) -> String {
+    if p.field.is_empty() {
+        p.message.clone()
+    } else if let Some(rest) = p.message.strip_prefix(WARNING_PREFIX) {
+        // Keep the warning marker in front so it is still recognised.
+        format!("{WARNING_PREFIX}{}: {rest}", p.field)
+    } else {
+        format!("{}: {}", p.field, p.message)
+    }
+}
+
+/// Joins messages, capped at [`MAX_MESSAGE`] bytes on a character boundary.
+fn join(messages: &[String]) -> String {
+    let mut text = messages.join("; ");
+    if text.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE - 3;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+/// A condition to hold: (status, reason, message).
+struct Wanted<'a> {
+    type_: &'a str,
+    ok: bool,
+    reason: &'a str,
+    message: String,
+}
+
+impl Wanted<'_> {
+    /// The condition as JSON; `generation` is written as Istio's protobuf JSON
+    /// (a string) or as Gateway API's integer.
+    fn to_json(&self, previous: Option<&Value>, generation: Value, now: &str) -> Value {
+        let status = if self.ok { "True" } else { "False" };
+        // The transition time moves only when the status does.
+        let since = previous
+            .filter(|c| c.get("status").and_then(Value::as_str) == Some(status))
+            .and_then(|c| c.get("lastTransitionTime").cloned())
+            .unwrap_or_else(|| Value::String(now.to_string()));
+        json!({
+            "type": self.type_,
+            "status": status,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": since,
+            "observedGeneration": generation,
+        })
+    }
+}
+
+fn array<'a>(value: &'a Value, field: &str) -> &'a [Value] {
+    value
+        .get(field)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// True for a parentRef to a Service (GAMMA): the ones this controller serves.
+fn is_mesh_parent(parent: &Value) -> bool {
+    let kind = parent
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("Gateway");
+    let group = parent
+        .get("group")
+        .and_then(Value::as_str)
+        .unwrap_or("gateway.networking.k8s.io");
+    kind == "Service" && (group.is_empty() || group == "core")
+}
+
+fn route_parents(obs: &Observed, verdict: &Verdict, now: &str) -> Option<Value> {
+    let wanted = if verdict.errors.is_empty() {
+        let message = if verdict.warnings.is_empty() {
+            "Route was valid".to_string()
+        } else {
+            join(&verdict.warnings)
+        };
+        Wanted {
+            type_: "Accepted",
+            ok: true,
+            reason: "Accepted",
+            message,
+        }
+    } else {
+        let mut all = verdict.errors.clone();
+        all.extend(verdict.warnings.iter().cloned());
+        Wanted {
+            type_: "Accepted",
+            ok: false,
+            reason: "UnsupportedValue",
+            message: join(&all),
+        }
+    };
+    let mut parents: Vec<&Value> = Vec::new();
+    for p in obs.parent_refs.iter().filter(|p| is_mesh_parent(p)) {
+        if !parents.contains(&p) {
+            parents.push(p);
+        }
+    }
+    let current = array(&obs.status, "parents");
+    let ours = |entry: &Value| {
+        entry.get("controllerName").and_then(Value::as_str) == Some(CONTROLLER_NAME)
+    };
+    let entry_for = |parent: &Value| {
+        let previous = current
+            .iter()
+            .filter(|e| ours(e) && e.get("parentRef") == Some(parent))
+            .flat_map(|e| array(e, "conditions"))
+            .find(|c| c.get("type").and_then(Value::as_str) == Some(wanted.type_));
+        json!({
+            "parentRef": parent,
+            "controllerName": CONTROLLER_NAME,
+            "conditions": [wanted.to_json(previous, json!(obs.generation), now)],
+        })
+    };
+    // Entries keep their places (another controller doing the same then
+    // never sees its list reordered); ours are replaced, dropped when their
+    // parentRef is gone, and new ones appended.
+    let mut used = BTreeSet::new();
+    let mut desired = Vec::new();
+    for entry in current {
+        if !ours(entry) {
+            desired.push(entry.clone());
+            continue;
+        }
+        let Some(i) = entry
+            .get("parentRef")
+            .and_then(|r| parents.iter().position(|p| *p == r))
+        else {
+            continue;
+        };
+        if used.insert(i) {
+            desired.push(entry_for(parents[i]));
+        }
+    }
+    for (i, parent) in parents.iter().enumerate() {
+        if !used.contains(&i) {
+            desired.push(entry_for(parent));
+        }
+    }
+    (desired.as_slice() != current).then(|| json!({ "parents": desired }))
+}
+
+fn istio_conditions(
+    key: &ObjectKey,
+    obs: &Observed,
+    verdict: &Verdict,
+    now: &str,
+) -> Option<Value> {
+    let policy = key.kind == "AuthorizationPolicy";
+    let type_ = match key.kind.as_str() {
+        "AuthorizationPolicy" if obs.targeted => WAYPOINT_ACCEPTED,
+        "AuthorizationPolicy" | "PeerAuthentication" => ZTUNNEL_ACCEPTED,
+        _ => WAYPOINT_ACCEPTED,
+    };
+    let wanted = if !verdict.errors.is_empty() {
+        let mut all = verdict.errors.clone();
+        all.extend(verdict.warnings.iter().cloned());
+        Some(Wanted {
+            type_,
+            ok: false,
+            reason: "Invalid",
+            message: join(&all),
+        })
+    } else if !verdict.warnings.is_empty() {
+        Some(Wanted {
+            type_,
+            ok: true,
+            reason: "UnsupportedValue",
+            message: join(&verdict.warnings),
+        })
+    } else if policy {
+        let message = if obs.targeted {
+            "attached to waypoint"
+        } else {
+            "attached to ztunnel"
+        };
+        Some(Wanted {
+            type_,
+            ok: true,
+            reason: "Accepted",
+            message: message.to_string(),
+        })
+    } else {
+        None
+    };
+    let current = array(&obs.status, "conditions");
+    let is_ours = |c: &Value| {
+        matches!(
+            c.get("type").and_then(Value::as_str),
+            Some(ZTUNNEL_ACCEPTED | WAYPOINT_ACCEPTED)
+        )
+    };
+    let mut desired = Vec::new();
+    let mut placed = false;
+    for c in current {
+        if !is_ours(c) {
+            desired.push(c.clone());
+            continue;
+        }
+        // A policy that changed between selector and targetRef changes type:
+        // the other type is dropped.
+        if let Some(w) = &wanted
+            && !placed
+            && c.get("type").and_then(Value::as_str) == Some(w.type_)
+        {
+            desired.push(w.to_json(Some(c), istio_generation(obs.generation), now));
+            placed = true;
+        }
+    }
+    if let (Some(w), false) = (&wanted, placed) {
+        desired.push(w.to_json(None, istio_generation(obs.generation), now));
+    }
+    (desired.as_slice() != current).then(|| json!({ "conditions": desired }))
+}
+
+/// Istio's status is protobuf JSON, where an int64 is a string.
+fn istio_generation(generation: i64) -> Value {
+    Value::String(generation.to_string())
+}
+
+/// `now` as Kubernetes writes times (RFC 3339, seconds, UTC).
+pub fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Errors of one status write; logged, never fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The API server refused or failed the patch.
+    #[error("patching the status of {key}: {source}")]
+    Patch {
+        /// The object.
+        key: ObjectKey,
+        /// The cause.
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+/// How long changes settle before statuses are computed: an edit typically
+/// yields a new index and a new translation in quick succession.
+const SETTLE: Duration = Duration::from_millis(500);
+/// How often writes that failed are retried even without a change.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// Writes statuses until either channel closes. `problems` carries the
+/// problems of the latest translation (`None` until the first one, so that
+/// nothing is written from an incomplete picture); `observed` the objects
+/// the Kubernetes source sees.
+pub async fn run(
+    client: kube::Client,
+    mut problems: watch::Receiver<Option<Arc<Vec<Problem>>>>,
+    mut observed: watch::Receiver<Arc<ObservedMap>>,
+) {
+    // What was last sent per object (by uid): not sent again while still desired.
+    let mut sent: BTreeMap<ObjectKey, (String, Value)> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            changed = problems.changed() => if changed.is_err() { return },
+            changed = observed.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(RETRY) => {}
+        }
+        tokio::time::sleep(SETTLE).await;
+        let Some(current) = problems.borrow_and_update().clone() else {
+            continue;
+        };
+        let objects = observed.borrow_and_update().clone();
+        sent.retain(|key, _| objects.contains_key(key));
+        for update in desired_statuses(&current, &objects, &now_rfc3339()) {
+            if sent
+                .get(&update.key)
+                .is_some_and(|(uid, status)| *uid == update.uid && *status == update.status)
+            {
+                continue;
+            }
+            match patch(&client, &update).await {
+                Ok(()) => {
+                    tracing::debug!(object = %update.key, "status written");
+                    sent.insert(update.key, (update.uid, update.status));
+                }
+                // Gone, or changed since it was observed: the watch brings the
+                // new version, and the next round decides again.
+                Err(StatusError::Patch { source, .. }) if matches!(&*source, kube::Error::Api(s) if s.is_not_found() || s.is_conflict()) =>
+                {
+                    sent.remove(&update.key);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "status not written; will retry");
+                    sent.remove(&update.key);
+                }
+            }
+        }
+    }
+}
+
+/// Sends one update as a JSON merge patch with the observed resourceVersion
+/// as precondition, so a status another writer changed meanwhile is not
+/// overwritten from a stale copy.
+async fn patch(client: &kube::Client, update: &StatusUpdate) -> Result<(), StatusError> {
+    let kind = update.kind;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(kind.group, kind.version, kind.kind),
+        kind.plural,
+    );
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &update.key.namespace, &resource);
+    let body = json!({
+        "metadata": { "resourceVersion": update.resource_version },
+        "status": update.status,
+    });
+    api.patch_status(
+        &update.key.name,
+        &PatchParams::default(),
+        &Patch::Merge(&body),
+    )
+    .await
+    .map(drop)
+    .map_err(|source| StatusError::Patch {
+        key: update.key.clone(),
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: &str = "2025-01-02T03:04:05Z";
+    const LATER: &str = "2025-01-02T09:00:00Z";
+
+    fn kind(name: &str) -> &'static WatchedKind {
+        WatchedKind::by_kind(name).unwrap()
+    }
+
+    fn observed(kind_name: &str, status: Value, parent_refs: Vec<Value>) -> (ObjectKey, Observed) {
+        (
+            ObjectKey::new(kind_name, "shop", "obj"),
+            Observed {
+                kind: kind(kind_name),
+                generation: 3,
+                resource_version: "42".into(),
+                uid: "u-1".into(),
+                status,
+                parent_refs,
+                targeted: false,
+            },
+        )
+    }
+
+    fn problem(kind_name: &str, message: &str) -> Problem {
+        Problem::new(
+            &format!("kubernetes:{kind_name}/shop/obj"),
+            kind_name,
+            "shop",
+            "obj",
+        )
+        .field("spec.rules[0]")
+        .message(message)
+    }
+
+    fn service_ref() -> Value {
+        json!({"group": "", "kind": "Service", "name": "reviews"})
+    }
+
+    /// Applies updates to the observed map, as the API server and the watch would.
+    fn apply(map: &mut ObservedMap, updates: &[StatusUpdate]) {
+        for u in updates {
+            let obs = map.get_mut(&u.key).unwrap();
+            let mut status = obs.status.as_object().cloned().unwrap_or_default();
+            for (k, v) in u.status.as_object().unwrap() {
+                status.insert(k.clone(), v.clone());
+            }
+            obs.status = Value::Object(status);
+        }
+    }
+
+    #[test]
+    fn route_problem_becomes_accepted_false_and_clears() {
+        let gateway_ref =
+            json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "ingress"});
+        let other = json!({"parentRef": gateway_ref, "controllerName": "example.com/ingress", "conditions": []});
+        let mut map: ObservedMap = [observed(
+            "HTTPRoute",
+            json!({"parents": [other.clone()]}),
+            vec![gateway_ref.clone(), service_ref()],
+        )]
+        .into();
+        let bad = [problem("HTTPRoute", "unknown filter type \"Foo\"")];
+        let updates = desired_statuses(&bad, &map, NOW);
+        assert_eq!(updates.len(), 1);
+        let parents = updates[0].status["parents"].as_array().unwrap();
+        // The other controller's entry stays first and untouched.
+        assert_eq!(parents[0], other);
+        assert_eq!(parents[1]["parentRef"], service_ref());
+        assert_eq!(parents[1]["controllerName"], CONTROLLER_NAME);
+        let c = &parents[1]["conditions"][0];
+        assert_eq!(
+            (c["type"].as_str(), c["status"].as_str()),
+            (Some("Accepted"), Some("False"))
+        );
+        assert_eq!(c["reason"], "UnsupportedValue");
+        assert_eq!(c["message"], "spec.rules[0]: unknown filter type \"Foo\"");
+        assert_eq!(c["observedGeneration"], 3);
+        assert_eq!(c["lastTransitionTime"], NOW);
+        apply(&mut map, &updates);
+
+        // Same problems: nothing to write (no loops).
+        assert!(desired_statuses(&bad, &map, LATER).is_empty());
+
+        // Fixed: Accepted=True, stamped with the new transition time.
+        let updates = desired_statuses(&[], &map, LATER);
+        let c = &updates[0].status["parents"][1]["conditions"][0];
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("True"), Some("Accepted"))
+        );
+        assert_eq!(c["lastTransitionTime"], LATER);
+        apply(&mut map, &updates);
+        assert!(desired_statuses(&[], &map, "2030-01-01T00:00:00Z").is_empty());
+    }
+
+    #[test]
+    fn route_warnings_keep_it_accepted_and_other_origins_are_ignored() {
+        let map: ObservedMap = [observed("GRPCRoute", Value::Null, vec![service_ref()])].into();
+        let mut from_file = problem("GRPCRoute", "broken");
+        from_file.origin = "/etc/config/routes.yaml".into();
+        let warn = problem(
+            "GRPCRoute",
+            "warning: Service x is not served by a waypoint",
+        );
+        let updates = desired_statuses(&[from_file, warn], &map, NOW);
+        let c = &updates[0].status["parents"][0]["conditions"][0];
+        assert_eq!(c["status"], "True");
+        assert_eq!(
+            c["message"],
+            "spec.rules[0]: Service x is not served by a waypoint"
+        );
+    }
+
+    #[test]
+    fn route_without_mesh_parents_gets_nothing() {
+        let gateway_ref = json!({"name": "ingress"});
+        let map: ObservedMap = [observed("HTTPRoute", Value::Null, vec![gateway_ref])].into();
+        assert!(desired_statuses(&[problem("HTTPRoute", "bad")], &map, NOW).is_empty());
+    }
+
+    #[test]
+    fn authorization_policy_conditions_follow_istio() {
+        let foreign = json!({"type": "Reconciled", "status": "True"});
+        let mut map: ObservedMap = [observed(
+            "AuthorizationPolicy",
+            json!({"conditions": [foreign.clone()]}),
+            vec![],
+        )]
+        .into();
+        // Valid: attached to ztunnel.
+        let updates = desired_statuses(&[], &map, NOW);
+        let conditions = updates[0].status["conditions"].as_array().unwrap();
+        assert_eq!(conditions[0], foreign);
+        assert_eq!(conditions[1]["type"], ZTUNNEL_ACCEPTED);
+        assert_eq!(conditions[1]["reason"], "Accepted");
+        assert_eq!(conditions[1]["message"], "attached to ztunnel");
+        assert_eq!(conditions[1]["observedGeneration"], "3");
+        apply(&mut map, &updates);
+        assert!(desired_statuses(&[], &map, LATER).is_empty());
+
+        // HTTP attributes dropped: still accepted, with Istio's reason.
+        let warn = problem(
+            "AuthorizationPolicy",
+            "warning: ztunnel does not support HTTP attributes",
+        );
+        let updates = desired_statuses(std::slice::from_ref(&warn), &map, LATER);
+        let c = &updates[0].status["conditions"][1];
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("True"), Some("UnsupportedValue"))
+        );
+        assert_eq!(c["lastTransitionTime"], NOW, "status unchanged, time kept");
+
+        // Refused.
+        let bad = problem("AuthorizationPolicy", "unknown action \"LOG\"");
+        let updates = desired_statuses(&[bad, warn], &map, LATER);
+        let c = &updates[0].status["conditions"][1];
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("False"), Some("Invalid"))
+        );
+        assert_eq!(c["lastTransitionTime"], LATER);
+        assert!(
+            c["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("spec.rules[0]: unknown action")
+        );
+
+        // Bound to a waypoint instead: the condition changes type.
+        map.values_mut().for_each(|o| o.targeted = true);
+        let updates = desired_statuses(&[], &map, LATER);
+        let conditions = updates[0].status["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[1]["type"], WAYPOINT_ACCEPTED);
+    }
+
+    #[test]
+    fn other_istio_kinds_show_a_condition_only_while_broken() {
+        let mut map: ObservedMap = [observed("DestinationRule", Value::Null, vec![])].into();
+        assert!(desired_statuses(&[], &map, NOW).is_empty());
+        let updates = desired_statuses(&[problem("DestinationRule", "bad subset")], &map, NOW);
+        assert_eq!(
+            updates[0].status["conditions"][0]["type"],
+            WAYPOINT_ACCEPTED
+        );
+        assert_eq!(updates[0].resource_version, "42");
+        apply(&mut map, &updates);
+        let updates = desired_statuses(&[], &map, LATER);
+        assert_eq!(updates[0].status, json!({"conditions": []}));
+        apply(&mut map, &updates);
+        assert!(desired_statuses(&[], &map, LATER).is_empty());
+    }
+
+    #[test]
+    fn kinds_without_status_and_long_messages() {
+        let map: ObservedMap = [observed("TrafficSplit", Value::Null, vec![])].into();
+        assert!(desired_statuses(&[problem("TrafficSplit", "bad")], &map, NOW).is_empty());
+        let long = join(&["é".repeat(MAX_MESSAGE)]);
+        assert!(long.len() <= MAX_MESSAGE && long.ends_with("..."));
+        assert_eq!(now_rfc3339().len(), NOW.len());
+    }
+}

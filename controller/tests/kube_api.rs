@@ -1,0 +1,491 @@
+//! The Kubernetes mode against a small fake API server on a loopback socket:
+//! the source's list/watch and 404 handling, TokenReview, the CA Secret and
+//! status patches, each checked on the requests the fake receives.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use controller::ca::auth::{AuthError, Authenticator};
+use controller::ca::tokenreview::TokenReviewAuthenticator;
+use controller::ca::{Origin, secret_store};
+use controller::model::{Index, ObjectKey, Problem};
+use controller::source::kube::WatchedKind;
+use controller::source::{KubeSettings, KubeSource};
+use controller::status::{self, Observed, ObservedMap};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A safety net against a hung test, never a timing assertion.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One request the fake received.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Value,
+}
+
+/// What the fake serves: list bodies by path, Secrets by name, and TokenReview answers.
+#[derive(Default)]
+struct Fake {
+    lists: BTreeMap<String, Value>,
+    secrets: Mutex<BTreeMap<String, Value>>,
+    reviews: BTreeMap<String, Value>,
+    seen: Mutex<Vec<Seen>>,
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn json_response(code: u16, value: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(value.to_string())).boxed())
+        .expect("response")
+}
+
+fn not_found() -> Response<Body> {
+    json_response(
+        404,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": "the server could not find the requested resource",
+                "reason": "NotFound", "code": 404}),
+    )
+}
+
+impl Fake {
+    fn answer(&self, seen: &Seen) -> Response<Body> {
+        const SECRETS: &str = "/api/v1/namespaces/istio-system/secrets";
+        match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", path) if seen.query.contains("watch=") && self.lists.contains_key(path) => {
+                // A watch that stays open with nothing to say.
+                let pending = tokio_stream::pending::<Result<Frame<Bytes>, Infallible>>();
+                Response::new(StreamBody::new(pending).boxed())
+            }
+            ("GET", path) if self.lists.contains_key(path) => json_response(200, &self.lists[path]),
+            ("GET", path) if path.starts_with(SECRETS) => {
+                let name = path.rsplit('/').next().unwrap_or_default();
+                match self.secrets.lock().unwrap().get(name) {
+                    Some(secret) => json_response(200, secret),
+                    None => not_found(),
+                }
+            }
+            ("POST", SECRETS) => {
+                let name = seen.body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                self.secrets.lock().unwrap().insert(name, seen.body.clone());
+                json_response(201, &seen.body)
+            }
+            ("POST", "/apis/authentication.k8s.io/v1/tokenreviews") => {
+                let token = seen.body["spec"]["token"].as_str().unwrap_or_default();
+                let status = self.reviews.get(token).cloned().unwrap_or_else(
+                    || json!({"authenticated": false, "error": "invalid bearer token"}),
+                );
+                let mut answer = seen.body.clone();
+                answer["status"] = status;
+                json_response(201, &answer)
+            }
+            ("PATCH", path) if path.ends_with("/status") => json_response(
+                200,
+                &json!({"apiVersion": "v1", "kind": "Object", "metadata": {"name": "x"}}),
+            ),
+            _ => not_found(),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Serves `fake` on a loopback port; returns a client for it and a counter
+/// of requests received.
+async fn start(fake: Fake) -> (kube::Client, Arc<Fake>, watch::Receiver<usize>) {
+    let (client, fake, count, _) = serve(fake).await;
+    (client, fake, count)
+}
+
+/// [`start`], also returning the fake's address.
+async fn serve(
+    fake: Fake,
+) -> (
+    kube::Client,
+    Arc<Fake>,
+    watch::Receiver<usize>,
+    std::net::SocketAddr,
+) {
+    let fake = Arc::new(fake);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (count_tx, count_rx) = watch::channel(0usize);
+    let count_tx = Arc::new(count_tx);
+    let served = fake.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let fake = served.clone();
+            let count = count_tx.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let fake = fake.clone();
+                    let count = count.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let bytes = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let seen = Seen {
+                            method: parts.method.to_string(),
+                            path: parts.uri.path().to_string(),
+                            query: parts.uri.query().unwrap_or_default().to_string(),
+                            content_type: parts
+                                .headers
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string(),
+                            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                        };
+                        let response = fake.answer(&seen);
+                        fake.seen.lock().unwrap().push(seen);
+                        count.send_modify(|n| *n += 1);
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let url = format!("http://{addr}").parse().expect("url");
+    let client = kube::Client::try_from(kube::Config::new(url)).expect("client");
+    (client, fake, count_rx, addr)
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": {"resourceVersion": "10"}, "items": items})
+}
+
+#[tokio::test]
+async fn source_publishes_once_listed_and_treats_missing_crds_as_empty() {
+    let route = json!({
+        "metadata": {"name": "r", "namespace": "shop", "generation": 4, "resourceVersion": "9"},
+        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "reviews"}]},
+        "status": {"parents": []},
+    });
+    let lists = BTreeMap::from([
+        (
+            "/api/v1/namespaces".to_string(),
+            list(
+                "Namespace",
+                vec![json!({"metadata": {"name": "shop", "resourceVersion": "3"}})],
+            ),
+        ),
+        (
+            "/api/v1/pods".to_string(),
+            list(
+                "Pod",
+                vec![json!({
+                    "metadata": {"name": "p", "namespace": "shop", "resourceVersion": "4"},
+                    "spec": {"nodeName": "n1", "serviceAccountName": "sa"},
+                    "status": {"phase": "Running", "podIP": "10.0.0.1"},
+                })],
+            ),
+        ),
+        ("/api/v1/services".to_string(), list("Service", vec![])),
+        (
+            "/apis/gateway.networking.k8s.io/v1/httproutes".to_string(),
+            list("HTTPRoute", vec![route]),
+        ),
+    ]);
+    // Every other custom resource answers 404: not installed.
+    let fake = Fake {
+        lists,
+        ..Fake::default()
+    };
+    let (client, fake, _) = start(fake).await;
+    let (index_tx, mut index_rx) = watch::channel(Arc::new(Index::new()));
+    let (observed_tx, observed_rx) = watch::channel(Arc::new(ObservedMap::new()));
+    let task =
+        tokio::spawn(KubeSource::new(client, KubeSettings::default()).run(index_tx, observed_tx));
+    let changed = tokio::time::timeout(PATIENCE, index_rx.changed()).await;
+    assert!(matches!(changed, Ok(Ok(()))), "no index published");
+    let index = index_rx.borrow_and_update().clone();
+    assert!(index.namespace("shop").is_some());
+    assert_eq!(
+        index.pods_on_node("n1"),
+        [("shop".to_string(), "sa".to_string())]
+    );
+    assert!(
+        index
+            .get(&ObjectKey::new("HTTPRoute", "shop", "r"))
+            .is_some()
+    );
+    assert!(index.problems().is_empty(), "{:?}", index.problems());
+    let observed = observed_rx.borrow().clone();
+    let route = &observed[&ObjectKey::new("HTTPRoute", "shop", "r")];
+    assert_eq!(
+        (route.generation, route.resource_version.as_str()),
+        (4, "9")
+    );
+    task.abort();
+    // Every kind was listed, at its API version.
+    let paths: Vec<String> = fake.seen().into_iter().map(|s| s.path).collect();
+    for path in [
+        "/apis/security.istio.io/v1/authorizationpolicies",
+        "/apis/networking.istio.io/v1alpha3/envoyfilters",
+        "/apis/split.smi-spec.io/v1alpha4/trafficsplits",
+        "/apis/linkerd.io/v1alpha2/serviceprofiles",
+        "/apis/gateway.networking.k8s.io/v1/grpcroutes",
+    ] {
+        assert!(
+            paths.iter().any(|p| p == path),
+            "{path} not listed: {paths:?}"
+        );
+    }
+}
+
+fn review_status(user: &str, node: &str) -> Value {
+    json!({
+        "authenticated": true,
+        "audiences": ["istio-ca"],
+        "user": {
+            "username": user,
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+            "extra": {"authentication.kubernetes.io/node-name": [node]},
+        },
+    })
+}
+
+#[tokio::test]
+async fn token_review_asks_for_istio_ca_and_caches_positive_answers() {
+    let mut fake = Fake::default();
+    fake.reviews.insert(
+        "good".into(),
+        review_status("system:serviceaccount:istio-system:ztunnel", "node-7"),
+    );
+    let (client, fake, _) = start(fake).await;
+    let auth = TokenReviewAuthenticator::new(client, "cluster.local");
+    let caller = auth.authenticate("good").await.expect("authenticated");
+    assert_eq!(
+        caller.identity.to_string(),
+        "spiffe://cluster.local/ns/istio-system/sa/ztunnel"
+    );
+    assert_eq!(caller.node.as_deref(), Some("node-7"));
+    assert_eq!(auth.authenticate("good").await.expect("cached"), caller);
+    assert!(matches!(
+        auth.authenticate("bad").await,
+        Err(AuthError::Unknown)
+    ));
+    assert!(matches!(
+        auth.authenticate("bad").await,
+        Err(AuthError::Unknown)
+    ));
+    let reviews: Vec<Seen> = fake
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.ends_with("tokenreviews"))
+        .collect();
+    // One review for the good token (then cached), one per refusal.
+    assert_eq!(reviews.len(), 3);
+    assert_eq!(reviews[0].body["apiVersion"], "authentication.k8s.io/v1");
+    assert_eq!(reviews[0].body["kind"], "TokenReview");
+    assert_eq!(
+        reviews[0].body["spec"],
+        json!({"token": "good", "audiences": ["istio-ca"]})
+    );
+}
+
+#[tokio::test]
+async fn ca_secret_is_created_once_then_read_back() {
+    let (client, fake, _) = start(Fake::default()).await;
+    let (first, origin) =
+        secret_store::load_or_create(client.clone(), "istio-system", "cluster.local")
+            .await
+            .expect("created");
+    assert_eq!(origin, Origin::Generated);
+    let stored = fake.secrets.lock().unwrap()["istio-ca-secret"].clone();
+    assert_eq!(stored["type"], "istio.io/ca-root");
+    let keys: Vec<&String> = stored["data"].as_object().expect("data").keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "ca-cert.pem",
+            "ca-key.pem",
+            "cert-chain.pem",
+            "root-cert.pem"
+        ]
+    );
+    let (second, origin) =
+        secret_store::load_or_create(client.clone(), "istio-system", "cluster.local")
+            .await
+            .expect("reloaded");
+    assert_eq!(origin, Origin::Reloaded);
+    assert_eq!(first.roots(), second.roots());
+    let creates = fake.seen().iter().filter(|s| s.method == "POST").count();
+    assert_eq!(creates, 1);
+
+    // An operator's plug-in CA wins over the generated root.
+    let mut plugged = stored.clone();
+    plugged["metadata"]["name"] = json!("cacerts");
+    plugged["data"]["root-cert.pem"] = stored["data"]["ca-cert.pem"].clone();
+    fake.secrets
+        .lock()
+        .unwrap()
+        .insert("cacerts".into(), plugged);
+    let (_, origin) = secret_store::load_or_create(client, "istio-system", "cluster.local")
+        .await
+        .expect("plugged in");
+    assert_eq!(origin, Origin::PluggedIn);
+}
+
+#[tokio::test]
+async fn status_writer_sends_a_merge_patch_with_a_precondition() {
+    let (client, fake, mut count) = start(Fake::default()).await;
+    let key = ObjectKey::new("HTTPRoute", "shop", "r");
+    let observed = ObservedMap::from([(
+        key.clone(),
+        Observed {
+            kind: WatchedKind::by_kind("HTTPRoute").expect("kind"),
+            generation: 2,
+            resource_version: "77".into(),
+            uid: "6f1c".into(),
+            status: Value::Null,
+            parent_refs: vec![json!({"group": "", "kind": "Service", "name": "reviews"})],
+            targeted: false,
+        },
+    )]);
+    let problem = Problem::new("kubernetes:HTTPRoute/shop/r", "HTTPRoute", "shop", "r")
+        .field("spec.rules[0].filters[0].type")
+        .message("unknown filter type");
+    let (problems_tx, problems_rx) = watch::channel(None);
+    let (observed_tx, observed_rx) = watch::channel(Arc::new(ObservedMap::new()));
+    let writer = tokio::spawn(status::run(client, problems_rx, observed_rx));
+    observed_tx.send_replace(Arc::new(observed));
+    problems_tx.send_replace(Some(Arc::new(vec![problem])));
+    let patched = tokio::time::timeout(PATIENCE, count.wait_for(|n| *n >= 1)).await;
+    writer.abort();
+    assert!(patched.is_ok(), "no status written");
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let patch = &seen[0];
+    assert_eq!(patch.method, "PATCH");
+    assert_eq!(
+        patch.path,
+        "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/r/status"
+    );
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    assert_eq!(patch.body["metadata"]["resourceVersion"], "77");
+    let parent = &patch.body["status"]["parents"][0];
+    assert_eq!(parent["controllerName"], "istio.io/mesh-controller");
+    assert_eq!(parent["conditions"][0]["status"], "False");
+    assert_eq!(parent["conditions"][0]["observedGeneration"], 2);
+}
+
+/// Removes a folder when the test ends, however it ends.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills the process when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// True when `GET /ready` on `addr` answers 200.
+fn ready(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = b"GET /ready HTTP/1.1\r\nHost: controller\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    stream.write_all(request).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+}
+
+#[tokio::test]
+async fn binary_in_kubernetes_mode_becomes_ready() {
+    let empty = |kind: &str| list(kind, vec![]);
+    let fake = Fake {
+        lists: BTreeMap::from([
+            ("/api/v1/namespaces".to_string(), empty("Namespace")),
+            ("/api/v1/pods".to_string(), empty("Pod")),
+            ("/api/v1/services".to_string(), empty("Service")),
+        ]),
+        ..Fake::default()
+    };
+    let (_, fake, _, api) = serve(fake).await;
+    let dir = std::env::temp_dir().join(format!("controller-kube-mode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = TempDir(dir);
+    let kubeconfig = dir.0.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: 'http://{api}'}}}}]\n\
+             users: [{{name: u, user: {{}}}}]\ncontexts: [{{name: c, context: {{cluster: fake, user: u}}}}]\n\
+             current-context: c\n"
+        ),
+    )
+    .expect("kubeconfig");
+    // A free port for the admin endpoint (released just before the controller binds it).
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_controller"))
+        .args(["--kubernetes", "--xds-addr", "127.0.0.1:0", "--admin-addr"])
+        .arg(admin.to_string())
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("controller starts");
+    let _running = Running(child);
+    let became_ready = tokio::time::timeout(PATIENCE, async {
+        while !tokio::task::spawn_blocking(move || ready(admin))
+            .await
+            .unwrap_or(false)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(became_ready.is_ok(), "controller never became ready");
+    // It created its CA root in the root namespace's Secret.
+    let secrets = fake.secrets.lock().unwrap().clone();
+    assert_eq!(
+        secrets["istio-ca-secret"]["metadata"]["namespace"],
+        "istio-system"
+    );
+}
