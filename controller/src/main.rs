@@ -196,6 +196,9 @@ async fn run(args: Args) -> Result<(), StartError> {
     };
     let ca = Arc::new(ca);
     tracing::info!(origin = ?ca.origin(), dir = ?args.ca_dir, "certificate authority ready");
+    if let Some(client) = &kube_client {
+        secret_store::publish_roots(client.clone(), &args.root_namespace, &ca.roots_pem()?).await?;
+    }
     let authenticator: Arc<dyn Authenticator> = match (&kube_client, &args.tokens_file) {
         (Some(client), _) => Arc::new(TokenReviewAuthenticator::new(
             client.clone(),

@@ -98,6 +98,9 @@ impl Fake {
                 answer["status"] = status;
                 json_response(201, &answer)
             }
+            ("PATCH", "/api/v1/namespaces/istio-system/configmaps/istio-ca-root-cert") => {
+                json_response(200, &seen.body)
+            }
             ("PATCH", path) if path.ends_with("/status") => json_response(
                 200,
                 &json!({"apiVersion": "v1", "kind": "Object", "metadata": {"name": "x"}}),
@@ -483,6 +486,16 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
     .await;
     assert!(became_ready.is_ok(), "controller never became ready");
     // It created its CA root in the root namespace's Secret.
+    let published = fake
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "PATCH" && s.path.ends_with("/configmaps/istio-ca-root-cert"))
+        .expect("the trust bundle is published for node proxies");
+    assert!(
+        published.body["data"]["root-cert.pem"]
+            .as_str()
+            .is_some_and(|pem| pem.contains("BEGIN CERTIFICATE"))
+    );
     let secrets = fake.secrets.lock().unwrap().clone();
     assert_eq!(
         secrets["istio-ca-secret"]["metadata"]["namespace"],

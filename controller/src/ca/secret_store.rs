@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use hbone::Authority;
 use hbone::cert::{certificate_to_pem, certificates_from_pem};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 
 use super::store::{self, CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT};
 use super::{CaError, Origin};
@@ -28,6 +28,44 @@ pub const CA_SECRET: &str = "istio-ca-secret";
 pub const PLUGGED_IN_SECRET: &str = "cacerts";
 /// The type istiod gives its root Secret.
 pub const CA_SECRET_TYPE: &str = "istio.io/ca-root";
+
+/// The ConfigMap through which node proxies (and Istio's) trust the mesh roots.
+pub const ROOT_CONFIGMAP: &str = "istio-ca-root-cert";
+
+/// Publishes the trust bundle as `ROOT_CONFIGMAP` (key `root-cert.pem`) in `namespace`, where
+/// the ztunnel DaemonSet mounts it to verify the controller. Server-side apply: created on
+/// first start, rewritten only when the roots change.
+pub async fn publish_roots(
+    client: kube::Client,
+    namespace: &str,
+    roots_pem: &[String],
+) -> Result<(), CaError> {
+    let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+    api.patch(
+        ROOT_CONFIGMAP,
+        &PatchParams::apply("mesh-controller").force(),
+        &Patch::Apply(root_configmap(namespace, roots_pem)),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| kube_error(namespace, ROOT_CONFIGMAP, e))
+}
+
+/// The ConfigMap carrying `roots_pem`, concatenated.
+pub fn root_configmap(namespace: &str, roots_pem: &[String]) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(ROOT_CONFIGMAP.into()),
+            namespace: Some(namespace.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            ROOT_CERT.to_string(),
+            roots_pem.concat(),
+        )])),
+        ..ConfigMap::default()
+    }
+}
 
 /// Loads the CA from the Secrets of `namespace`, generating and storing a root on first start.
 pub async fn load_or_create(
@@ -190,6 +228,16 @@ mod tests {
             ),
             ..Secret::default()
         }
+    }
+
+    #[test]
+    fn root_configmap_carries_every_root_under_istio_key() {
+        let (a, b) = (root(), root());
+        let roots = [a.roots_pem().concat(), b.roots_pem().concat()];
+        let cm = root_configmap("istio-system", &roots);
+        assert_eq!(cm.metadata.name.as_deref(), Some(ROOT_CONFIGMAP));
+        let pem = &cm.data.as_ref().unwrap()[ROOT_CERT];
+        assert_eq!(certificates_from_pem(pem, "roots").unwrap().len(), 2);
     }
 
     #[test]
