@@ -7,5 +7,6 @@
 //!   fault injection, retries and timeouts, load balancing with connection-pool limits and
 //!   outlier detection, mirroring, header rewriting, request telemetry.
 
+pub mod app;
 pub mod engine;
 pub mod transport;

@@ -1,6 +1,13 @@
 //! The `waypoint` binary.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
 use clap::Parser;
+use waypoint::app::{WaypointConfig, run, service_account_from_token};
+use ztunnel::config::ControlPlaneConfig;
 
 /// Per-namespace L7 proxy of the ambient mesh.
 #[derive(Parser, Debug)]
@@ -11,16 +18,104 @@ use clap::Parser;
     long_about = "Per-namespace L7 proxy of the ambient mesh. Terminates HBONE, parses HTTP/1.1, HTTP/2 and gRPC, applies routing, mirroring, fault injection, retries, timeouts, circuit breaking, rate limiting and L7 authorization, then originates HBONE to the chosen endpoint."
 )]
 struct Args {
+    /// Namespace of the waypoint's Gateway.
+    #[arg(long)]
+    namespace: String,
+    /// Name of the waypoint's Gateway.
+    #[arg(long)]
+    name: String,
+    /// `host:port` of the controller's gRPC endpoint.
+    #[arg(long, default_value = "istiod.istio-system.svc:15012")]
+    controller: String,
+    /// PEM roots the controller's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    root_cert: PathBuf,
+    /// File holding the waypoint's bearer token.
+    #[arg(long, value_name = "FILE")]
+    token_file: PathBuf,
+    /// SPIFFE identity the controller must present.
+    #[arg(
+        long,
+        default_value = "spiffe://cluster.local/ns/istio-system/sa/controller"
+    )]
+    controller_identity: String,
+    /// Trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Cluster id.
+    #[arg(long, default_value = "Kubernetes")]
+    cluster_id: String,
+    /// Service account the waypoint runs as; default: the one its token was issued for,
+    /// else the Gateway's name (as Istio names a waypoint's service account).
+    #[arg(long)]
+    service_account: Option<String>,
+    /// HBONE listener.
+    #[arg(long, default_value = "0.0.0.0:15008")]
+    hbone_addr: SocketAddr,
+    /// Admin endpoint (`/config_dump`).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin_addr: SocketAddr,
+    /// Metrics endpoint.
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    metrics_addr: SocketAddr,
+    /// Readiness endpoint.
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    ready_addr: SocketAddr,
+    /// Requested certificate lifetime, in seconds.
+    #[arg(long, default_value_t = 86400)]
+    cert_ttl_secs: u64,
+    /// How long in-flight requests may run after SIGTERM, in seconds.
+    #[arg(long, default_value_t = 30)]
+    drain_secs: u64,
     /// Log filter in `tracing` syntax (for example `info` or `waypoint=debug`).
     #[arg(long, default_value = "info")]
     log_level: String,
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_level))
         .init();
-    tracing::error!("waypoint: this build carries no runtime yet; only --help and --version work");
-    std::process::ExitCode::from(2)
+    let service_account = args
+        .service_account
+        .clone()
+        .or_else(|| service_account_from_token(&args.token_file, &args.namespace))
+        .unwrap_or_else(|| args.name.clone());
+    let config = WaypointConfig {
+        namespace: args.namespace,
+        name: args.name,
+        service_account,
+        trust_domain: args.trust_domain,
+        cluster_id: args.cluster_id,
+        control: ControlPlaneConfig {
+            address: args.controller,
+            root_cert: args.root_cert,
+            token_file: Some(args.token_file),
+            server_identity: args.controller_identity,
+        },
+        hbone_addr: args.hbone_addr,
+        admin_addr: args.admin_addr,
+        metrics_addr: args.metrics_addr,
+        ready_addr: args.ready_addr,
+        cert_ttl: Duration::from_secs(args.cert_ttl_secs),
+        drain_deadline: Duration::from_secs(args.drain_secs),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -49,6 +49,23 @@ pub struct AdminContext {
     pub extra_dump: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
 }
 
+/// Text appended to `/metrics`: another registry of the same process, already in the
+/// Prometheus text format (a waypoint's request metrics).
+pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Optional additions to the endpoints, for processes that embed them.
+#[derive(Clone, Default)]
+pub struct AdminExtensions {
+    /// Appended to `/metrics`.
+    pub extra_metrics: Option<ExtraMetrics>,
+}
+
+/// What the handlers read: the context and the extensions.
+struct Served {
+    context: AdminContext,
+    extensions: AdminExtensions,
+}
+
 /// Addresses of the three endpoints.
 #[derive(Clone, Copy, Debug)]
 pub struct AdminAddresses {
@@ -107,7 +124,20 @@ pub async fn serve_listeners(
     context: AdminContext,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let context = Arc::new(context);
+    serve_listeners_with(listeners, context, AdminExtensions::default(), shutdown).await
+}
+
+/// Like [`serve_listeners`], with `extensions`.
+pub async fn serve_listeners_with(
+    listeners: AdminListeners,
+    context: AdminContext,
+    extensions: AdminExtensions,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let context = Arc::new(Served {
+        context,
+        extensions,
+    });
     tokio::join!(
         serve_endpoint(
             listeners.admin,
@@ -137,7 +167,7 @@ enum Endpoint {
 async fn serve_endpoint(
     listener: TcpListener,
     endpoint: Endpoint,
-    context: Arc<AdminContext>,
+    context: Arc<Served>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -197,9 +227,9 @@ fn route(
     endpoint: Endpoint,
     method: &Method,
     path: &str,
-    context: &AdminContext,
+    served: &Served,
 ) -> Response<Full<Bytes>> {
-    let handler: fn(&AdminContext) -> Response<Full<Bytes>> = match (endpoint, path) {
+    let handler: fn(&Served) -> Response<Full<Bytes>> = match (endpoint, path) {
         (Endpoint::Admin, "/config_dump") => config_dump,
         (Endpoint::Metrics, "/metrics") => metrics,
         (Endpoint::Ready, "/healthz/ready") => ready,
@@ -212,11 +242,12 @@ fn route(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    handler(context)
+    handler(served)
 }
 
 /// `/config_dump`: the mesh config, the certificates (never keys) and the extra sections.
-fn config_dump(context: &AdminContext) -> Response<Full<Bytes>> {
+fn config_dump(served: &Served) -> Response<Full<Bytes>> {
+    let context = &served.context;
     let dump = serde_json::json!({
         "config": context.state.config_dump(),
         "certificates": context.certs.dump(),
@@ -234,17 +265,19 @@ fn config_dump(context: &AdminContext) -> Response<Full<Bytes>> {
     }
 }
 
-/// `/metrics`: Prometheus text.
-fn metrics(context: &AdminContext) -> Response<Full<Bytes>> {
-    with_type(
-        Response::new(Full::new(Bytes::from(context.metrics.render()))),
-        PROMETHEUS_TEXT,
-    )
+/// `/metrics`: Prometheus text, then the extra registry's, if any.
+fn metrics(served: &Served) -> Response<Full<Bytes>> {
+    let mut text = served.context.metrics.render();
+    if let Some(extra) = &served.extensions.extra_metrics {
+        text.push_str(&extra());
+    }
+    with_type(Response::new(Full::new(Bytes::from(text))), PROMETHEUS_TEXT)
 }
 
 /// `/healthz/ready`: 200 once config has arrived, every prefetched identity has a valid
 /// certificate and no readiness condition is open; otherwise 503 listing what is missing.
-fn ready(context: &AdminContext) -> Response<Full<Bytes>> {
+fn ready(served: &Served) -> Response<Full<Bytes>> {
+    let context = &served.context;
     let mut missing = Vec::new();
     if !context.state.is_synced() {
         missing.push("config: initial xDS response not yet applied".to_owned());

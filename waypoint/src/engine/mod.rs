@@ -1,11 +1,50 @@
 //! The request pipeline, independent of how bytes arrive or leave: it is given a request, the
 //! service and port it was addressed to and who sent it, and an [`Upstream`] to send to.
+//!
+//! [`Engine::handle`] runs, in order: find the served service (the target VIP, from the config
+//! or [`Upstream::service_by_vip`]; a target this waypoint does not serve is answered 404 with
+//! flag NR rather than forwarded, so the waypoint never relays traffic its config does not
+//! cover), L7 authorization (403), the service's rate limit (429), route matching (first
+//! match; none: 404 NR), redirect or direct answer, fault injection, the weighted choice of
+//! destination, then attempts: endpoint choice (subset, outlier ejection, load balancer),
+//! workload-scoped authorization, connection-pool admission, the exchange with per-try and
+//! route timeouts, and retries within the policy and budget. Mirrors are sent on the side.
+//!
+//! Modules: [`config`] compiles the proto once per version; [`matching`], [`headers`],
+//! [`select`], [`balance`], [`pool`], [`outlier`], [`retry`], [`fault`], [`ratelimit`],
+//! [`authz`], [`mirror`], [`body`] and [`telemetry`] each hold one concern; [`runtime`] keeps
+//! what outlives a config version.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
+
+mod authz;
+mod balance;
+mod body;
+mod config;
+mod fault;
+mod forward;
+mod handle;
+mod headers;
+mod matching;
+mod mirror;
+mod outlier;
+mod pool;
+mod ratelimit;
+mod reply;
+mod retry;
+mod runtime;
+mod select;
+mod telemetry;
+
+#[cfg(test)]
+mod tests;
+
+pub use runtime::Runtime;
 
 /// Body type flowing through the engine.
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -42,6 +81,33 @@ pub struct EndpointInfo {
     pub address: SocketAddr,
 }
 
+/// What request telemetry reports about a workload (Istio's workload labels).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadMeta {
+    /// Owning workload name (the Deployment's), for `*_workload`.
+    pub workload: String,
+    /// Namespace, for `*_workload_namespace`.
+    pub namespace: String,
+    /// Canonical service (the `app` label), for `*_app` / `*_canonical_service`.
+    pub canonical_service: String,
+    /// Canonical revision (the `version` label), for `*_version` / `*_canonical_revision`.
+    pub canonical_revision: String,
+    /// Cluster id, for `*_cluster`.
+    pub cluster: String,
+    /// The workload's identity, for `*_principal`.
+    pub identity: Option<hbone::Identity>,
+}
+
+/// Connection settings of the destination's connection pool, attached to each request the
+/// engine sends (as a request extension) for the transport's connection handling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamHints {
+    /// Requests sent over one connection before it is closed; 0: no limit.
+    pub max_requests_per_connection: u32,
+    /// Limit on establishing a connection; `None`: the transport's default.
+    pub connect_timeout: Option<Duration>,
+}
+
 /// Why an upstream exchange failed before a response arrived.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -75,30 +141,19 @@ pub trait Upstream: Send + Sync + 'static {
                 + 'static,
         >,
     >;
-}
 
-/// State that outlives config updates: request metrics, endpoint health (outlier detection),
-/// connection-pool and least-request counters, rate-limit buckets, retry budgets.
-pub struct Runtime {
-    _private: (),
-}
-
-impl Runtime {
-    /// Fresh state.
-    pub fn new() -> Arc<Self> {
-        todo!()
-    }
-
-    /// Prometheus text of the request metrics (`istio_requests_total`,
-    /// `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes`).
-    pub fn render_metrics(&self) -> String {
-        todo!()
+    /// Telemetry labels of the workload at `ip` (a caller or an endpoint); `None` leaves the
+    /// labels "unknown".
+    fn workload(&self, ip: IpAddr) -> Option<WorkloadMeta> {
+        let _ = ip;
+        None
     }
 }
 
 /// A compiled waypoint config.
 pub struct Engine {
-    _private: (),
+    config: config::Compiled,
+    runtime: Arc<Runtime>,
 }
 
 impl Engine {
@@ -108,22 +163,70 @@ impl Engine {
         config: &api::waypoint::Waypoint,
         runtime: Arc<Runtime>,
     ) -> Result<Engine, ConfigError> {
-        let _ = (config, runtime);
-        todo!()
+        let compiled = config::Compiled::compile(config)?;
+        runtime.retain(&compiled.hostnames());
+        Ok(Engine {
+            config: compiled,
+            runtime,
+        })
     }
 
     /// Whether `target` is a service port declared TCP (pass bytes through with L4 policy
     /// only), HTTP, or unknown (detect).
     pub fn port_protocol(&self, target: &Target) -> api::waypoint::Protocol {
-        let _ = target;
-        todo!()
+        self.config
+            .by_vip
+            .get(&target.address.ip())
+            .map_or(api::waypoint::Protocol::Unspecified, |s| {
+                s.protocol(target.address.port())
+            })
     }
 
     /// L4 authorization for a connection (used for TCP pass-through): DENY/ALLOW policies
-    /// without HTTP attributes.
+    /// without HTTP attributes. Policies scoped to workloads are left to
+    /// [`Engine::authorize_connection_to`], once the endpoint is known.
     pub fn authorize_connection(&self, caller: &Caller, target: &Target) -> bool {
-        let _ = (caller, target);
-        todo!()
+        self.connection_check(caller, target, None)
+    }
+
+    /// L4 authorization for a connection to a chosen `endpoint`: as
+    /// [`Engine::authorize_connection`], plus the policies scoped to that workload.
+    pub fn authorize_connection_to(
+        &self,
+        caller: &Caller,
+        target: &Target,
+        endpoint: &EndpointInfo,
+    ) -> bool {
+        self.connection_check(caller, target, Some(&endpoint.uid))
+    }
+
+    fn connection_check(&self, caller: &Caller, target: &Target, uid: Option<&str>) -> bool {
+        let principal = caller.identity.as_ref().map(handle::principal);
+        let input = authz::Input {
+            principal: principal.as_deref(),
+            namespace: caller.identity.as_ref().map(|i| i.namespace()),
+            source_ip: caller.ip,
+            remote_ip: caller.ip,
+            destination_ip: target.address.ip(),
+            destination_port: target.address.port(),
+            http: None,
+        };
+        let service = self
+            .config
+            .by_vip
+            .get(&target.address.ip())
+            .map_or("", |s| s.hostname.as_str());
+        let pending = match self.config.authz.check_request(&input, service) {
+            Ok(p) => p,
+            Err(denied) => {
+                tracing::debug!(%denied, "connection denied");
+                return false;
+            }
+        };
+        match uid {
+            Some(uid) => self.config.authz.check_endpoint(&input, pending, uid).is_ok(),
+            None => true,
+        }
     }
 
     /// Handles one request end to end and never fails: every error becomes a response
@@ -136,8 +239,6 @@ impl Engine {
         target: Target,
         request: http::Request<Body>,
     ) -> http::Response<Body> {
-        let _ = (upstream, caller, target, request);
-        todo!()
+        handle::run(self, upstream, caller, target, request).await
     }
-
 }

@@ -256,3 +256,45 @@ async fn shutdown_stops_every_endpoint() {
         );
     }
 }
+
+#[tokio::test]
+async fn extra_metrics_follow_the_tcp_metrics() {
+    let listeners = AdminListeners::bind(AdminAddresses {
+        admin: "127.0.0.1:0".parse().unwrap(),
+        metrics: "127.0.0.1:0".parse().unwrap(),
+        ready: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .unwrap();
+    let metrics = listeners.metrics.local_addr().unwrap();
+    let signer = GatedCa {
+        authority: Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap(),
+        gate: Arc::new(Semaphore::new(0)),
+    };
+    let context = AdminContext {
+        state: ProxyState::new(),
+        certs: CertManager::with_signer(Arc::new(signer), CertSettings::default()),
+        metrics: Metrics::new(),
+        readiness: Readiness::new(),
+        extra_dump: Arc::new(|| serde_json::Value::Null),
+    };
+    let extensions = AdminExtensions {
+        extra_metrics: Some(Arc::new(|| {
+            "# TYPE istio_requests_total counter\nistio_requests_total 7\n".to_owned()
+        })),
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(serve_listeners_with(
+        listeners, context, extensions, shutdown,
+    ));
+    let reply = request(metrics, "GET", "/metrics").await;
+    assert_eq!(reply.status, 200);
+    let tcp = reply
+        .body
+        .find("istio_tcp_connections_opened_total")
+        .unwrap();
+    let extra = reply.body.find("istio_requests_total 7").unwrap();
+    assert!(tcp < extra, "{}", reply.body);
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
+}

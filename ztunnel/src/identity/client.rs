@@ -1,5 +1,6 @@
 //! The CA client: Istio's `IstioCertificateService/CreateCertificate`, asking on behalf of a
-//! pod's service account with the `ImpersonatedIdentity` metadata field.
+//! pod's service account with the `ImpersonatedIdentity` metadata field, or (for a proxy
+//! that is its own workload, such as a waypoint) for the caller's own identity without it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,6 +26,8 @@ type Authorize = dyn Fn(&mut tonic::Request<IstioCertificateRequest>) + Send + S
 pub struct CaClient {
     channel: Channel,
     authorize: Box<Authorize>,
+    /// Whether requests name the identity in `ImpersonatedIdentity`.
+    impersonate: bool,
 }
 
 impl CaClient {
@@ -32,6 +35,16 @@ impl CaClient {
     pub fn new(control: ControlPlane) -> Self {
         let channel = control.channel.clone();
         Self::with_authorizer(channel, move |request| control.authorize(request))
+    }
+
+    /// A client for the caller's own identity: requests carry no `ImpersonatedIdentity`,
+    /// so the CA grants the identity the caller's credentials stand for (as for an Istio
+    /// waypoint, which is not a node proxy and may not impersonate).
+    pub fn own_identity(control: ControlPlane) -> Self {
+        Self {
+            impersonate: false,
+            ..Self::new(control)
+        }
     }
 
     /// A client on any channel to an `IstioCertificateService`; `authorize` adds the
@@ -43,20 +56,23 @@ impl CaClient {
         Self {
             channel,
             authorize: Box::new(authorize),
+            impersonate: true,
         }
     }
 }
 
-/// The request for `identity`: the CSR, the validity in seconds and the impersonated identity.
+/// The request for `identity`: the CSR, the validity in seconds and, when `impersonate`,
+/// the impersonated identity.
 pub(super) fn certificate_request(
     identity: &Identity,
     csr_pem: &str,
     ttl: Duration,
+    impersonate: bool,
 ) -> IstioCertificateRequest {
     IstioCertificateRequest {
         csr: csr_pem.to_owned(),
         validity_duration: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
-        metadata: Some(Struct {
+        metadata: impersonate.then(|| Struct {
             fields: BTreeMap::from([(
                 IMPERSONATED_IDENTITY.to_owned(),
                 Value {
@@ -75,7 +91,12 @@ impl CertificateSigner for CaClient {
         csr_pem: &str,
         ttl: Duration,
     ) -> Result<Vec<String>, IdentityError> {
-        let mut request = tonic::Request::new(certificate_request(identity, csr_pem, ttl));
+        let mut request = tonic::Request::new(certificate_request(
+            identity,
+            csr_pem,
+            ttl,
+            self.impersonate,
+        ));
         (self.authorize)(&mut request);
         let mut client = IstioCertificateServiceClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
@@ -99,7 +120,7 @@ mod tests {
     #[test]
     fn request_carries_csr_ttl_and_impersonated_identity() {
         let identity: Identity = "spiffe://cluster.local/ns/shop/sa/orders".parse().unwrap();
-        let request = certificate_request(&identity, "CSR", Duration::from_secs(3600));
+        let request = certificate_request(&identity, "CSR", Duration::from_secs(3600), true);
         assert_eq!(request.csr, "CSR");
         assert_eq!(request.validity_duration, 3600);
         let metadata = request.metadata.unwrap();
@@ -108,5 +129,15 @@ mod tests {
             metadata.fields[IMPERSONATED_IDENTITY].kind,
             Some(Kind::StringValue(identity.to_string()))
         );
+    }
+
+    #[test]
+    fn own_identity_requests_carry_no_impersonation() {
+        let identity: Identity = "spiffe://cluster.local/ns/shop/sa/waypoint"
+            .parse()
+            .unwrap();
+        let request = certificate_request(&identity, "CSR", Duration::from_secs(60), false);
+        assert_eq!(request.validity_duration, 60);
+        assert!(request.metadata.is_none());
     }
 }

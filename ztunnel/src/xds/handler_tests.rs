@@ -201,3 +201,107 @@ fn synced_after_the_first_response_of_both_types() {
     );
     assert!(state.is_synced());
 }
+
+/// A handler recording what it is given; refuses resources whose body is not a workload.
+#[derive(Default)]
+struct Recorder {
+    applied: std::sync::Mutex<Vec<String>>,
+    removed: std::sync::Mutex<Vec<String>>,
+    synced: std::sync::atomic::AtomicUsize,
+}
+
+impl super::super::ResourceHandler for Recorder {
+    fn apply(&self, name: &str, resource: &Any) -> Result<(), String> {
+        api::unpack::<Address>(resource).map_err(|e| e.to_string())?;
+        self.applied.lock().unwrap().push(name.to_owned());
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) {
+        self.removed.lock().unwrap().push(name.to_owned());
+    }
+
+    fn synced(&self) {
+        self.synced
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+const NAMED_TYPE: &str = "type.googleapis.com/mesh.waypoint.v1.Waypoint";
+
+fn named_tracker(recorder: &std::sync::Arc<Recorder>) -> Tracker {
+    Tracker::with_subscriptions(vec![NamedSubscription {
+        type_url: NAMED_TYPE.into(),
+        names: vec!["shop/waypoint".into()],
+        handler: recorder.clone(),
+    }])
+}
+
+#[test]
+fn named_subscriptions_ask_by_name_and_reach_their_handler() {
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let mut tracker = named_tracker(&recorder);
+    let state = ProxyState::new();
+    let initial = tracker.initial_requests(&Node::default());
+    assert_eq!(initial.len(), 3);
+    assert_eq!(tracker.request_count(), 3);
+    assert_eq!(initial[2].type_url, NAMED_TYPE);
+    assert_eq!(initial[2].resource_names_subscribe, ["shop/waypoint"]);
+
+    // The first response may be empty: the handler learns it is in sync all the same.
+    let (ack, _) = tracker.handle(&state, response(NAMED_TYPE, "1", vec![], &[]));
+    assert!(ack.error_detail.is_none());
+    assert_eq!(recorder.synced.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let (ack, outcome) = tracker.handle(
+        &state,
+        response(
+            NAMED_TYPE,
+            "2",
+            vec![resource(
+                "shop/waypoint",
+                "v1",
+                Some(workload("a", &[10, 0, 0, 1])),
+            )],
+            &[],
+        ),
+    );
+    assert!(ack.error_detail.is_none());
+    assert_eq!(outcome.applied, 1);
+    assert_eq!(*recorder.applied.lock().unwrap(), ["shop/waypoint"]);
+    // Named resources never touch the workload state, and do not mark it synced.
+    assert!(state.workload_by_uid("c//Pod/ns/a").is_none());
+    assert!(!state.is_synced());
+
+    // A refused version is NACKed and not recorded: v1 stays the version reported.
+    let bad = api::pack(&api::security::Authorization::default());
+    let (nack, _) = tracker.handle(
+        &state,
+        response(
+            NAMED_TYPE,
+            "3",
+            vec![resource("shop/waypoint", "v2", Some(bad))],
+            &[],
+        ),
+    );
+    assert_eq!(nack.response_nonce, "3");
+    assert!(nack.error_detail.unwrap().message.contains("shop/waypoint"));
+    let initial = tracker.initial_requests(&Node::default());
+    assert_eq!(
+        initial[2].initial_resource_versions,
+        [("shop/waypoint".to_string(), "v1".to_string())].into()
+    );
+
+    let (ack, _) = tracker.handle(
+        &state,
+        response(NAMED_TYPE, "4", vec![], &["shop/waypoint"]),
+    );
+    assert!(ack.error_detail.is_none());
+    assert_eq!(*recorder.removed.lock().unwrap(), ["shop/waypoint"]);
+    assert_eq!(recorder.synced.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        tracker.initial_requests(&Node::default())[2]
+            .initial_resource_versions
+            .is_empty()
+    );
+}

@@ -1,13 +1,16 @@
 //! The delta ADS client: subscribes to workloads/services and authorizations, applies them to
 //! the [`ProxyState`], ACKs or NACKs each response, and reconnects with backoff, sending the
 //! versions it holds so the controller sends only what changed. The state is kept while the
-//! controller is unreachable.
+//! controller is unreachable. Callers may add [`NamedSubscription`]s to other types (a
+//! waypoint's own configuration) on the same stream.
 
 mod backoff;
 mod handler;
+mod named;
 mod node;
 
 pub use backoff::Backoff;
+pub use named::{NamedSubscription, ResourceHandler};
 pub use node::{ROLE, node_id};
 
 use api::discovery::DeltaDiscoveryRequest;
@@ -65,10 +68,22 @@ pub async fn run(
     control: ControlPlaneConfig,
     client: ClientIdentity,
     state: ProxyState,
+    shutdown: watch::Receiver<bool>,
+) {
+    run_with(control, client, state, Vec::new(), shutdown).await
+}
+
+/// Like [`run`], also subscribing to `subscriptions` (by name, not wildcard) and handing
+/// their resources to their handlers; a handler's refusal NACKs the response.
+pub async fn run_with(
+    control: ControlPlaneConfig,
+    client: ClientIdentity,
+    state: ProxyState,
+    subscriptions: Vec<NamedSubscription>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let node = node::node(&client);
-    let mut tracker = Tracker::default();
+    let mut tracker = Tracker::with_subscriptions(subscriptions);
     let mut backoff = Backoff::default();
     while !*shutdown.borrow() {
         let mut received = false;
@@ -124,7 +139,8 @@ async fn session(
         },
         () = stopped(shutdown) => return End::Shutdown,
     };
-    let (requests, queue) = mpsc::channel::<DeltaDiscoveryRequest>(REQUEST_QUEUE);
+    let (requests, queue) =
+        mpsc::channel::<DeltaDiscoveryRequest>(REQUEST_QUEUE + tracker.request_count());
     for request in tracker.initial_requests(node) {
         // The queue is empty and larger than the number of types.
         let _ = requests.try_send(request);

@@ -1,0 +1,473 @@
+//! The controller's [`pb::Waypoint`] compiled into lookup tables and matchers, once per
+//! config version. Anything unusable refuses the whole config, so a half-applied config never
+//! serves traffic.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::waypoint::{self as pb, LoadBalancer, Protocol, route};
+use bytes::Bytes;
+use http::StatusCode;
+
+use super::ConfigError;
+use super::authz::Policies;
+use super::fault::FaultSpec;
+use super::headers::{HeaderMods, Redirect, Rewrite};
+use super::matching::{RequestView, RouteMatcher};
+use super::outlier::OutlierSpec;
+use super::pool::PoolSpec;
+use super::ratelimit::RateLimitSpec;
+use super::retry::{BudgetSpec, RetrySpec};
+
+/// Converts a protobuf duration; negative or out-of-range values are refused.
+pub(crate) fn duration(
+    d: Option<&api::prost_types::Duration>,
+    field: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    let Some(d) = d else {
+        return Ok(None);
+    };
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return Err(ConfigError(format!(
+            "{field}: invalid duration {}s {}ns",
+            d.seconds, d.nanos
+        )));
+    }
+    Ok(Some(
+        Duration::from_secs(d.seconds as u64) + Duration::from_nanos(d.nanos as u64),
+    ))
+}
+
+/// An upstream service (and subset) a request or a mirror goes to.
+#[derive(Debug, Clone)]
+pub(crate) struct DestSpec {
+    /// Service hostname.
+    pub hostname: String,
+    /// Service namespace.
+    pub namespace: String,
+    /// Service name (for metric labels).
+    pub name: String,
+    /// Service port; 0: the port the request arrived on.
+    pub port: u16,
+    /// Subset name.
+    pub subset: Option<String>,
+}
+
+impl DestSpec {
+    fn compile(d: Option<&pb::Destination>, field: &str) -> Result<Self, ConfigError> {
+        let d = d.ok_or_else(|| ConfigError(format!("{field}: missing destination")))?;
+        if d.hostname.is_empty() {
+            return Err(ConfigError(format!("{field}.hostname: empty")));
+        }
+        let port = u16::try_from(d.port)
+            .map_err(|_| ConfigError(format!("{field}.port: {} out of range", d.port)))?;
+        let name = match d.hostname.split_once('.') {
+            Some((name, rest)) if rest.contains(".svc.") || rest.ends_with(".svc") => name,
+            _ => d.hostname.as_str(),
+        };
+        Ok(Self {
+            hostname: d.hostname.clone(),
+            namespace: d.namespace.clone(),
+            name: name.to_string(),
+            port,
+            subset: (!d.subset.is_empty()).then(|| d.subset.clone()),
+        })
+    }
+}
+
+/// A destination with its weight and edits.
+#[derive(Debug)]
+pub(crate) struct WeightedDest {
+    /// Where.
+    pub dest: DestSpec,
+    /// Relative weight.
+    pub weight: u32,
+    /// Request edits (after the route's).
+    pub request_headers: HeaderMods,
+    /// Response edits (before the route's).
+    pub response_headers: HeaderMods,
+}
+
+/// A mirror target.
+#[derive(Debug)]
+pub(crate) struct MirrorSpec {
+    /// Where copies go.
+    pub dest: DestSpec,
+    /// Share of requests copied.
+    pub percentage: f64,
+}
+
+/// A forwarding action.
+#[derive(Debug)]
+pub(crate) struct ForwardSpec {
+    /// Candidates.
+    pub destinations: Vec<WeightedDest>,
+    /// Sum of weights.
+    pub total_weight: u64,
+    /// URL rewrite.
+    pub rewrite: Option<Rewrite>,
+    /// Mirrors.
+    pub mirrors: Vec<MirrorSpec>,
+    /// Whole-request limit.
+    pub timeout: Option<Duration>,
+    /// Per-attempt limit.
+    pub attempt_timeout: Option<Duration>,
+    /// Retries.
+    pub retry: Option<RetrySpec>,
+}
+
+/// What a route does.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Send upstream.
+    Forward(ForwardSpec),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+    /// Answer directly.
+    Direct(StatusCode, Bytes),
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub(crate) struct RouteEntry {
+    /// Route name.
+    pub name: String,
+    /// Matches (any); empty: every request.
+    pub matches: Vec<RouteMatcher>,
+    /// Action.
+    pub action: Action,
+    /// Request edits.
+    pub request_headers: HeaderMods,
+    /// Response edits.
+    pub response_headers: HeaderMods,
+    /// Faults.
+    pub fault: Option<FaultSpec>,
+}
+
+impl RouteEntry {
+    fn compile(r: &pb::Route, field: &str) -> Result<Self, ConfigError> {
+        let matches = r
+            .matches
+            .iter()
+            .enumerate()
+            .map(|(i, m)| RouteMatcher::compile(m, &format!("{field}.matches[{i}]")))
+            .collect::<Result<_, _>>()?;
+        let action = match &r.action {
+            Some(route::Action::Forward(f)) => {
+                Action::Forward(compile_forward(f, &format!("{field}.forward"))?)
+            }
+            Some(route::Action::Redirect(rd)) => {
+                Action::Redirect(Redirect::compile(rd, &format!("{field}.redirect"))?)
+            }
+            Some(route::Action::DirectResponse(d)) => {
+                let status = u16::try_from(d.status)
+                    .ok()
+                    .filter(|s| (200..600).contains(s))
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                    .ok_or_else(|| {
+                        ConfigError(format!("{field}.direct_response.status: {}", d.status))
+                    })?;
+                Action::Direct(status, Bytes::from(d.body.clone()))
+            }
+            None => return Err(ConfigError(format!("{field}: no action"))),
+        };
+        Ok(Self {
+            name: r.name.clone(),
+            matches,
+            action,
+            request_headers: HeaderMods::compile(
+                r.request_headers.as_ref(),
+                &format!("{field}.request_headers"),
+            )?,
+            response_headers: HeaderMods::compile(
+                r.response_headers.as_ref(),
+                &format!("{field}.response_headers"),
+            )?,
+            fault: match &r.fault {
+                Some(f) => FaultSpec::compile(f, &format!("{field}.fault"))?,
+                None => None,
+            },
+        })
+    }
+
+    /// Whether the route takes the request; returns the prefix a prefix rewrite replaces.
+    pub(crate) fn matches<'a>(&'a self, view: &RequestView<'_>) -> Option<&'a str> {
+        if self.matches.is_empty() {
+            return Some("/");
+        }
+        self.matches
+            .iter()
+            .find(|m| m.matches(view))
+            .map(RouteMatcher::rewrite_prefix)
+    }
+}
+
+fn compile_forward(f: &pb::Forward, field: &str) -> Result<ForwardSpec, ConfigError> {
+    if f.destinations.is_empty() {
+        return Err(ConfigError(format!("{field}.destinations: empty")));
+    }
+    let destinations: Vec<WeightedDest> = f
+        .destinations
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let at = format!("{field}.destinations[{i}]");
+            Ok(WeightedDest {
+                dest: DestSpec::compile(w.destination.as_ref(), &at)?,
+                weight: w.weight,
+                request_headers: HeaderMods::compile(
+                    w.request_headers.as_ref(),
+                    &format!("{at}.request_headers"),
+                )?,
+                response_headers: HeaderMods::compile(
+                    w.response_headers.as_ref(),
+                    &format!("{at}.response_headers"),
+                )?,
+            })
+        })
+        .collect::<Result<_, ConfigError>>()?;
+    let total_weight: u64 = destinations.iter().map(|d| u64::from(d.weight)).sum();
+    if total_weight == 0 {
+        return Err(ConfigError(format!("{field}.destinations: every weight is 0")));
+    }
+    let mirrors = f
+        .mirrors
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let at = format!("{field}.mirrors[{i}]");
+            if !m.percentage.is_finite() || !(0.0..=100.0).contains(&m.percentage) {
+                return Err(ConfigError(format!("{at}.percentage: {}", m.percentage)));
+            }
+            Ok(MirrorSpec {
+                dest: DestSpec::compile(m.destination.as_ref(), &at)?,
+                percentage: m.percentage,
+            })
+        })
+        .collect::<Result<_, ConfigError>>()?;
+    Ok(ForwardSpec {
+        destinations,
+        total_weight,
+        rewrite: f
+            .rewrite
+            .as_ref()
+            .map(|r| Rewrite::compile(r, &format!("{field}.rewrite")))
+            .transpose()?,
+        mirrors,
+        timeout: duration(f.timeout.as_ref(), &format!("{field}.timeout"))?.filter(|d| !d.is_zero()),
+        attempt_timeout: duration(f.attempt_timeout.as_ref(), &format!("{field}.attempt_timeout"))?
+            .filter(|d| !d.is_zero()),
+        retry: match &f.retry {
+            Some(r) => RetrySpec::compile(r, &format!("{field}.retry"))?,
+            None => None,
+        },
+    })
+}
+
+/// A service port.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PortEntry {
+    /// Service port.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: Protocol,
+}
+
+/// A compiled served service.
+#[derive(Debug)]
+pub(crate) struct ServiceEntry {
+    /// Hostname.
+    pub hostname: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Ports.
+    pub ports: Vec<PortEntry>,
+    /// Routes in order.
+    pub routes: Vec<RouteEntry>,
+    /// Local rate limit.
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+impl ServiceEntry {
+    /// The declared protocol of `port`; unknown ports are unspecified.
+    pub(crate) fn protocol(&self, port: u16) -> Protocol {
+        self.ports
+            .iter()
+            .find(|p| p.port == port)
+            .map_or(Protocol::Unspecified, |p| p.protocol)
+    }
+}
+
+/// Settings for endpoints of a service or subset.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EndpointPolicy {
+    /// Load balancer.
+    pub lb: LoadBalancer,
+    /// Connection pool.
+    pub pool: Option<PoolSpec>,
+    /// Outlier detection.
+    pub outlier: Option<OutlierSpec>,
+}
+
+impl EndpointPolicy {
+    fn compile(t: Option<&pb::TrafficPolicy>, field: &str) -> Result<Self, ConfigError> {
+        let Some(t) = t else {
+            return Ok(Self::default());
+        };
+        Ok(Self {
+            lb: LoadBalancer::try_from(t.load_balancer).map_err(|_| {
+                ConfigError(format!("{field}.load_balancer: unknown {}", t.load_balancer))
+            })?,
+            pool: t
+                .connection_pool
+                .as_ref()
+                .map(|p| PoolSpec::compile(p, &format!("{field}.connection_pool")))
+                .transpose()?,
+            outlier: match &t.outlier_detection {
+                Some(o) => OutlierSpec::compile(o, &format!("{field}.outlier_detection"))?,
+                None => None,
+            },
+        })
+    }
+}
+
+/// A subset.
+#[derive(Debug)]
+pub(crate) struct SubsetPolicy {
+    /// Workloads in it.
+    pub uids: HashSet<String>,
+    /// Its effective policy.
+    pub policy: EndpointPolicy,
+}
+
+/// The upstream policy of a service.
+#[derive(Debug, Default)]
+pub(crate) struct DestPolicy {
+    /// Service-wide settings.
+    pub policy: EndpointPolicy,
+    /// Subsets by name.
+    pub subsets: HashMap<String, SubsetPolicy>,
+    /// Retry budget.
+    pub budget: Option<BudgetSpec>,
+}
+
+impl DestPolicy {
+    fn compile(d: &pb::DestinationPolicy, field: &str) -> Result<Self, ConfigError> {
+        let policy = EndpointPolicy::compile(d.traffic_policy.as_ref(), &format!("{field}.traffic_policy"))?;
+        let mut subsets = HashMap::with_capacity(d.subsets.len());
+        for (i, s) in d.subsets.iter().enumerate() {
+            let at = format!("{field}.subsets[{i}]");
+            let sp = SubsetPolicy {
+                uids: s.workload_uids.iter().cloned().collect(),
+                policy: match &s.traffic_policy {
+                    Some(t) => EndpointPolicy::compile(Some(t), &format!("{at}.traffic_policy"))?,
+                    None => policy.clone(),
+                },
+            };
+            if subsets.insert(s.name.clone(), sp).is_some() {
+                return Err(ConfigError(format!("{at}.name: duplicate subset {:?}", s.name)));
+            }
+        }
+        Ok(Self {
+            policy,
+            subsets,
+            budget: d
+                .retry_budget
+                .as_ref()
+                .map(|b| BudgetSpec::compile(b, &format!("{field}.retry_budget")))
+                .transpose()?,
+        })
+    }
+}
+
+/// The whole compiled config.
+#[derive(Debug, Default)]
+pub(crate) struct Compiled {
+    /// Served services by hostname.
+    pub by_host: HashMap<String, Arc<ServiceEntry>>,
+    /// Served services by VIP.
+    pub by_vip: HashMap<IpAddr, Arc<ServiceEntry>>,
+    /// Upstream policies by hostname.
+    pub destinations: HashMap<String, Arc<DestPolicy>>,
+    /// Authorization.
+    pub authz: Policies,
+}
+
+impl Compiled {
+    /// Compiles a config.
+    pub(crate) fn compile(w: &pb::Waypoint) -> Result<Self, ConfigError> {
+        let mut out = Compiled {
+            authz: Policies::compile(&w.authorization_policies)?,
+            ..Default::default()
+        };
+        for (i, s) in w.services.iter().enumerate() {
+            let field = format!("services[{i}] ({})", s.hostname);
+            let ports = s
+                .ports
+                .iter()
+                .map(|p| {
+                    Ok(PortEntry {
+                        port: u16::try_from(p.port).map_err(|_| {
+                            ConfigError(format!("{field}.ports: {} out of range", p.port))
+                        })?,
+                        protocol: Protocol::try_from(p.protocol).unwrap_or(Protocol::Unspecified),
+                    })
+                })
+                .collect::<Result<_, ConfigError>>()?;
+            let routes = s
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(j, r)| RouteEntry::compile(r, &format!("{field}.routes[{j}] ({})", r.name)))
+                .collect::<Result<_, _>>()?;
+            let entry = Arc::new(ServiceEntry {
+                hostname: s.hostname.clone(),
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                ports,
+                routes,
+                rate_limit: s
+                    .rate_limit
+                    .as_ref()
+                    .map(|r| RateLimitSpec::compile(r, &format!("{field}.rate_limit")))
+                    .transpose()?,
+            });
+            for a in &s.addresses {
+                let ip: IpAddr = a
+                    .parse()
+                    .map_err(|_| ConfigError(format!("{field}.addresses: {a:?} is not an IP")))?;
+                out.by_vip.insert(ip, entry.clone());
+            }
+            out.by_host.insert(s.hostname.clone(), entry);
+        }
+        for (i, d) in w.destinations.iter().enumerate() {
+            let field = format!("destinations[{i}] ({})", d.hostname);
+            out.destinations
+                .insert(d.hostname.clone(), Arc::new(DestPolicy::compile(d, &field)?));
+        }
+        Ok(out)
+    }
+
+    /// Hostnames whose runtime state is worth keeping.
+    pub(crate) fn hostnames(&self) -> HashSet<&str> {
+        let mut out: HashSet<&str> = self
+            .by_host
+            .keys()
+            .chain(self.destinations.keys())
+            .map(String::as_str)
+            .collect();
+        for s in self.by_host.values() {
+            for r in &s.routes {
+                if let Action::Forward(f) = &r.action {
+                    out.extend(f.destinations.iter().map(|d| d.dest.hostname.as_str()));
+                    out.extend(f.mirrors.iter().map(|m| m.dest.hostname.as_str()));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,375 @@
+//! One request from arrival to the start of its response: identification, service lookup,
+//! authorization, rate limiting, route matching, faults and local answers. Forwarding is in
+//! [`super::forward`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, Request, Response};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+
+use super::authz::{HttpAttributes, Input, Pending};
+use super::config::{Action, ServiceEntry};
+use super::fault::Abort;
+use super::headers::{self, redirect_headers, strip_port};
+use super::matching::RequestView;
+use super::reply::{self, RequestError};
+use super::telemetry::{CountingBody, Finish, ObservedBody, RequestLabels, RequestRecord};
+use super::{Body, Caller, Engine, Target, Upstream, WorkloadMeta, body, forward};
+
+/// A caller's principal as policies name it: the SPIFFE ID without `spiffe://`.
+pub(crate) fn principal(id: &hbone::Identity) -> String {
+    format!(
+        "{}/ns/{}/sa/{}",
+        id.trust_domain(),
+        id.namespace(),
+        id.service_account()
+    )
+}
+
+/// Whether the request is gRPC (by content type, as Envoy decides).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// The original client: the first `x-forwarded-for` address, else the peer.
+fn remote_ip(headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
+/// What is known about a request as it goes, for its telemetry.
+pub(crate) struct Ctx {
+    /// The record written when the response ends.
+    pub record: RequestRecord,
+    /// Held until the response ends.
+    pub guards: Vec<Box<dyn Send + Sync>>,
+}
+
+impl Ctx {
+    /// Adds an Envoy response flag.
+    pub(crate) fn flag(&mut self, flag: &str) {
+        if flag.is_empty() {
+            return;
+        }
+        let flags = &mut self.record.labels.response_flags;
+        if !flags.is_empty() {
+            flags.push(',');
+        }
+        flags.push_str(flag);
+    }
+
+    /// Sets the destination service labels.
+    pub(crate) fn service(&mut self, hostname: &str, name: &str, namespace: &str) {
+        let l = &mut self.record.labels;
+        l.destination_service = hostname.to_string();
+        l.destination_service_name = name.to_string();
+        l.destination_service_namespace = namespace.to_string();
+    }
+
+    /// Sets the destination workload labels.
+    pub(crate) fn destination(&mut self, meta: Option<WorkloadMeta>) {
+        let m = meta.unwrap_or_default();
+        let l = &mut self.record.labels;
+        l.destination_workload = m.workload;
+        l.destination_workload_namespace = m.namespace;
+        l.destination_app = m.canonical_service;
+        l.destination_version = m.canonical_revision;
+        l.destination_cluster = m.cluster;
+        l.destination_principal = m.identity.map(|i| i.to_string()).unwrap_or_default();
+    }
+}
+
+/// The request attributes workload-scoped policies need after routing has edited the request.
+pub(crate) struct AuthzSnapshot {
+    principal: Option<String>,
+    namespace: Option<String>,
+    source_ip: IpAddr,
+    remote_ip: IpAddr,
+    destination_ip: IpAddr,
+    destination_port: u16,
+    host: String,
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    /// The first step's result.
+    pub pending: Pending,
+}
+
+impl AuthzSnapshot {
+    /// The policy input.
+    pub(crate) fn input(&self) -> Input<'_> {
+        Input {
+            principal: self.principal.as_deref(),
+            namespace: self.namespace.as_deref(),
+            source_ip: self.source_ip,
+            remote_ip: self.remote_ip,
+            destination_ip: self.destination_ip,
+            destination_port: self.destination_port,
+            http: Some(HttpAttributes {
+                host: &self.host,
+                method: &self.method,
+                path: &self.path,
+                headers: &self.headers,
+            }),
+        }
+    }
+}
+
+/// Runs the pipeline and wraps the response so that it is recorded when it ends.
+pub(crate) async fn run(
+    engine: &Arc<Engine>,
+    upstream: Arc<dyn Upstream>,
+    caller: Caller,
+    target: Target,
+    request: Request<Body>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let (mut parts, body) = request.into_parts();
+    let request_bytes = Arc::new(AtomicU64::new(0));
+    let body = CountingBody::new(body, request_bytes.clone()).boxed();
+    let (request_id, trace_id) = headers::identify(&mut parts.headers);
+    let grpc = is_grpc(&parts.headers);
+    let source = upstream.workload(caller.ip).unwrap_or_default();
+    let mut ctx = Ctx {
+        record: RequestRecord {
+            labels: RequestLabels {
+                source_workload: source.workload,
+                source_workload_namespace: source.namespace,
+                source_principal: caller
+                    .identity
+                    .as_ref()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default(),
+                source_app: source.canonical_service,
+                source_version: source.canonical_revision,
+                source_cluster: source.cluster,
+                request_protocol: if grpc { "grpc" } else { "http" },
+                ..Default::default()
+            },
+            method: parts.method.to_string(),
+            authority: headers::authority(&parts).to_string(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.to_string()),
+            source: Some(std::net::SocketAddr::new(caller.ip, 0)),
+            request_id,
+            trace_id,
+            ..Default::default()
+        },
+        guards: Vec::new(),
+    };
+    let mut response = match process(engine, &upstream, &caller, &target, parts, body, grpc, &mut ctx).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "answered locally");
+            ctx.flag(e.flag());
+            ctx.record.details = e.details();
+            e.response(grpc)
+        }
+    };
+    let labels = &mut ctx.record.labels;
+    labels.response_code = response.status().as_u16();
+    if let Some(s) = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
+        labels.grpc_response_status = s.to_string();
+    }
+    let finish = Finish {
+        metrics: engine.runtime.metrics.clone(),
+        record: ctx.record,
+        started,
+        request_bytes,
+        guards: ctx.guards,
+    };
+    let inner = std::mem::replace(response.body_mut(), body::empty());
+    *response.body_mut() = ObservedBody::new(inner, finish).boxed();
+    response
+}
+
+/// The served service a target addresses.
+fn service_for<'a>(engine: &'a Engine, upstream: &dyn Upstream, target: &Target) -> Option<&'a Arc<ServiceEntry>> {
+    let ip = target.address.ip();
+    engine.config.by_vip.get(&ip).or_else(|| {
+        let (_, hostname) = upstream.service_by_vip(ip)?;
+        engine.config.by_host.get(&hostname)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn process(
+    engine: &Arc<Engine>,
+    upstream: &Arc<dyn Upstream>,
+    caller: &Caller,
+    target: &Target,
+    mut parts: http::request::Parts,
+    body: Body,
+    grpc: bool,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, RequestError> {
+    let svc = service_for(engine, upstream.as_ref(), target)
+        .ok_or(RequestError::UnknownService)?
+        .clone();
+    ctx.service(&svc.hostname, &svc.name, &svc.namespace);
+
+    let principal = caller.identity.as_ref().map(principal);
+    let namespace = caller.identity.as_ref().map(|i| i.namespace().to_string());
+    let remote = remote_ip(&parts.headers, caller.ip);
+    let authority = headers::authority(&parts).to_string();
+    let host = strip_port(&authority).to_string();
+    let path = parts.uri.path().to_string();
+    let input = Input {
+        principal: principal.as_deref(),
+        namespace: namespace.as_deref(),
+        source_ip: caller.ip,
+        remote_ip: remote,
+        destination_ip: target.address.ip(),
+        destination_port: target.address.port(),
+        http: Some(HttpAttributes {
+            host: &host,
+            method: parts.method.as_str(),
+            path: &path,
+            headers: &parts.headers,
+        }),
+    };
+    let pending = engine
+        .config
+        .authz
+        .check_request(&input, &svc.hostname)
+        .map_err(RequestError::Denied)?;
+    // Routing edits the request; workload-scoped policies judge the request as it arrived.
+    let snapshot = engine.config.authz.has_workload_scoped().then(|| AuthzSnapshot {
+        principal: principal.clone(),
+        namespace: namespace.clone(),
+        source_ip: caller.ip,
+        remote_ip: remote,
+        destination_ip: target.address.ip(),
+        destination_port: target.address.port(),
+        host: host.clone(),
+        method: parts.method.to_string(),
+        path: path.clone(),
+        headers: parts.headers.clone(),
+        pending,
+    });
+
+    if let Some(limit) = svc.rate_limit
+        && !engine.runtime.bucket(&svc.hostname, limit).try_take()
+    {
+        return Err(RequestError::RateLimited);
+    }
+
+    let view = RequestView {
+        method: parts.method.as_str(),
+        path: &path,
+        query: parts.uri.query(),
+        authority: &authority,
+        scheme: parts.uri.scheme_str().unwrap_or("http"),
+        headers: &parts.headers,
+        port: target.address.port(),
+        source_namespace: namespace.as_deref(),
+    };
+    let (route, prefix) = svc
+        .routes
+        .iter()
+        .find_map(|r| r.matches(&view).map(|p| (r, p.to_string())))
+        .ok_or(RequestError::NoRoute)?;
+    ctx.record.route = route.name.clone();
+
+    if let Some(fault) = &route.fault {
+        if let Some(delay) = fault.roll_delay() {
+            ctx.flag("DI");
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(abort) = fault.roll_abort() {
+            ctx.flag("FI");
+            ctx.record.details = "fault_filter_abort";
+            let mut resp = abort_response(abort, grpc);
+            route.response_headers.apply(resp.headers_mut());
+            return Ok(resp);
+        }
+    }
+
+    match &route.action {
+        Action::Redirect(r) => {
+            let (status, location) = r.location(&parts, &prefix);
+            ctx.record.details = "direct_response";
+            let mut resp = Response::new(body::empty());
+            *resp.status_mut() = status;
+            *resp.headers_mut() = redirect_headers(&location);
+            route.response_headers.apply(resp.headers_mut());
+            Ok(resp)
+        }
+        Action::Direct(status, text) => {
+            ctx.record.details = "direct_response";
+            let mut resp = Response::new(if text.is_empty() {
+                body::empty()
+            } else {
+                body::full(text.clone())
+            });
+            *resp.status_mut() = *status;
+            route.response_headers.apply(resp.headers_mut());
+            Ok(resp)
+        }
+        Action::Forward(spec) => {
+            route.request_headers.apply(&mut parts.headers);
+            forward::run(
+                forward::Forwarding {
+                    engine,
+                    upstream,
+                    caller,
+                    target,
+                    route,
+                    spec,
+                    prefix: &prefix,
+                    authz: snapshot,
+                },
+                parts,
+                body,
+                ctx,
+            )
+            .await
+        }
+    }
+}
+
+/// The answer of an injected abort, worded as Envoy's fault filter words it.
+fn abort_response(abort: Abort, grpc: bool) -> Response<Body> {
+    if abort.grpc_status != 0 {
+        return reply::grpc_local(abort.grpc_status, "fault filter abort", HeaderMap::new());
+    }
+    reply::local(abort.http_status, "fault filter abort", HeaderMap::new(), grpc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_ip_prefers_forwarded_for() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(remote_ip(&h, peer), peer);
+        h.insert("x-forwarded-for", "192.0.2.7, 10.0.0.9".parse().unwrap());
+        assert_eq!(remote_ip(&h, peer), "192.0.2.7".parse::<IpAddr>().unwrap());
+        h.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(remote_ip(&h, peer), peer);
+    }
+
+    #[test]
+    fn principals_drop_the_scheme() {
+        let id: hbone::Identity = "spiffe://cluster.local/ns/shop/sa/web".parse().unwrap();
+        assert_eq!(principal(&id), "cluster.local/ns/shop/sa/web");
+        let mut g = HeaderMap::new();
+        g.insert(CONTENT_TYPE, "application/grpc+proto".parse().unwrap());
+        assert!(is_grpc(&g));
+    }
+}

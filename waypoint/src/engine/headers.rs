@@ -1,0 +1,565 @@
+//! Request and response header edits, URL rewrites and redirects, and the request identity
+//! headers a proxy maintains (`x-request-id`, W3C `traceparent`).
+
+use std::fmt::Write as _;
+
+use api::waypoint::{self as pb, redirect, url_rewrite};
+use http::header::{HOST, LOCATION};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use regex::Regex;
+
+use super::ConfigError;
+use super::matching::search_regex;
+
+/// `x-request-id`, generated when the client sent none.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// W3C trace context.
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+fn header_name(name: &str, field: &str) -> Result<HeaderName, ConfigError> {
+    HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+        .map_err(|_| ConfigError(format!("{field}: invalid header name {name:?}")))
+}
+
+fn header_value(value: &str, field: &str) -> Result<HeaderValue, ConfigError> {
+    HeaderValue::from_str(value)
+        .map_err(|_| ConfigError(format!("{field}: invalid header value {value:?}")))
+}
+
+/// A compiled [`pb::HeaderModifier`]: remove, then set, then add.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HeaderMods {
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl HeaderMods {
+    /// Compiles an optional modifier (unset: no edits).
+    pub(crate) fn compile(m: Option<&pb::HeaderModifier>, field: &str) -> Result<Self, ConfigError> {
+        let Some(m) = m else {
+            return Ok(Self::default());
+        };
+        let pairs = |hs: &[pb::Header], f: &str| -> Result<Vec<_>, ConfigError> {
+            hs.iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let at = format!("{field}.{f}[{i}]");
+                    Ok((header_name(&h.name, &at)?, header_value(&h.value, &at)?))
+                })
+                .collect()
+        };
+        Ok(Self {
+            set: pairs(&m.set, "set")?,
+            add: pairs(&m.add, "add")?,
+            remove: m
+                .remove
+                .iter()
+                .enumerate()
+                .map(|(i, n)| header_name(n, &format!("{field}.remove[{i}]")))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Applies the edits.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// How a forwarded path changes.
+#[derive(Debug, Clone)]
+enum PathRewrite {
+    Full(String),
+    Prefix(String),
+    Regex(Regex, String),
+}
+
+/// A compiled [`pb::UrlRewrite`].
+#[derive(Debug, Clone)]
+pub(crate) struct Rewrite {
+    path: Option<PathRewrite>,
+    host: Option<HeaderValue>,
+}
+
+impl Rewrite {
+    /// Compiles a rewrite.
+    pub(crate) fn compile(r: &pb::UrlRewrite, field: &str) -> Result<Self, ConfigError> {
+        let path = match &r.path {
+            None => None,
+            Some(url_rewrite::Path::FullPath(p)) => Some(PathRewrite::Full(p.clone())),
+            Some(url_rewrite::Path::Prefix(p)) => Some(PathRewrite::Prefix(p.clone())),
+            Some(url_rewrite::Path::Regex(re)) => Some(PathRewrite::Regex(
+                search_regex(&re.pattern, &format!("{field}.regex"))?,
+                substitution(&re.substitution),
+            )),
+        };
+        let host = (!r.host.is_empty())
+            .then(|| header_value(&r.host, &format!("{field}.host")))
+            .transpose()?;
+        Ok(Self { path, host })
+    }
+
+    /// Rewrites the request's path and authority; `matched_prefix` is what the route's path
+    /// condition matched (for prefix rewrites).
+    pub(crate) fn apply(&self, parts: &mut http::request::Parts, matched_prefix: &str) {
+        if let Some(rewrite) = &self.path {
+            let path = parts.uri.path();
+            let new_path = match rewrite {
+                PathRewrite::Full(p) => p.clone(),
+                PathRewrite::Prefix(p) => replace_prefix(path, matched_prefix, p),
+                PathRewrite::Regex(re, sub) => re.replace_all(path, sub.as_str()).into_owned(),
+            };
+            set_path(&mut parts.uri, &new_path);
+        }
+        if let Some(host) = &self.host {
+            set_authority(parts, host);
+        }
+    }
+}
+
+/// Converts Envoy-style `\1` group references to the regex crate's `${1}` and escapes `$`.
+fn substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                out.push_str("${");
+                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                    out.push(d);
+                    chars.next();
+                }
+                out.push('}');
+            }
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Replaces `prefix` at the start of `path` by `replacement`, without doubling or losing the
+/// slash between them (Gateway API `ReplacePrefixMatch`).
+fn replace_prefix(path: &str, prefix: &str, replacement: &str) -> String {
+    let rest = if path.len() >= prefix.len() && path.is_char_boundary(prefix.len()) {
+        &path[prefix.len()..]
+    } else {
+        path
+    };
+    let mut out = String::with_capacity(replacement.len() + rest.len());
+    out.push_str(replacement);
+    // A prefix that ended mid-segment (Istio's plain prefix form) keeps its remainder attached,
+    // as Envoy does; only a doubled slash at the seam is collapsed.
+    match rest.strip_prefix('/') {
+        Some(tail) if out.ends_with('/') => out.push_str(tail),
+        _ => out.push_str(rest),
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Replaces the path of `uri`, keeping its query.
+pub(crate) fn set_path(uri: &mut Uri, path: &str) {
+    let mut pq = String::with_capacity(path.len() + 16);
+    if !path.starts_with('/') {
+        pq.push('/');
+    }
+    pq.push_str(path);
+    if let Some(q) = uri.query() {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = pq.parse().ok();
+    if let Ok(new) = Uri::from_parts(parts) {
+        *uri = new;
+    }
+}
+
+/// The request's authority: the URI's (HTTP/2, absolute form), else the Host header.
+pub(crate) fn authority(parts: &http::request::Parts) -> &str {
+    if let Some(a) = parts.uri.authority() {
+        return a.as_str();
+    }
+    parts
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Sets the authority in the URI (when it has one) and the Host header (when present, or when
+/// the URI has none).
+pub(crate) fn set_authority(parts: &mut http::request::Parts, host: &HeaderValue) {
+    if parts.uri.authority().is_some()
+        && let Ok(auth) = http::uri::Authority::try_from(host.as_bytes())
+    {
+        let mut up = std::mem::take(&mut parts.uri).into_parts();
+        up.authority = Some(auth);
+        if let Ok(new) = Uri::from_parts(up) {
+            parts.uri = new;
+        }
+    }
+    if parts.headers.contains_key(HOST) || parts.uri.authority().is_none() {
+        parts.headers.insert(HOST, host.clone());
+    }
+}
+
+/// `host` without its port (`[v6]:p` and `name:p` forms).
+pub(crate) fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// The port of an authority, if it names one.
+fn authority_port(authority: &str) -> Option<&str> {
+    let host = strip_port(authority);
+    authority
+        .get(host.len()..)
+        .and_then(|r| r.strip_prefix(':'))
+        .filter(|p| !p.is_empty())
+}
+
+/// The authority of a mirrored copy: `-shadow` appended to the host, before any port, as
+/// Envoy names shadow traffic.
+pub(crate) fn shadow_authority(authority: &str) -> String {
+    let host = strip_port(authority);
+    let rest = &authority[host.len()..];
+    format!("{host}-shadow{rest}")
+}
+
+/// A compiled [`pb::Redirect`].
+#[derive(Debug, Clone)]
+pub(crate) struct Redirect {
+    scheme: Option<String>,
+    host: Option<String>,
+    port: u16,
+    path: Option<PathRewrite>,
+    status: StatusCode,
+}
+
+impl Redirect {
+    /// Compiles a redirect; the status must be a redirect status (0 means 302).
+    pub(crate) fn compile(r: &pb::Redirect, field: &str) -> Result<Self, ConfigError> {
+        let status = match r.status {
+            0 => StatusCode::FOUND,
+            301 | 302 | 303 | 307 | 308 => StatusCode::from_u16(r.status as u16)
+                .map_err(|_| ConfigError(format!("{field}.status: {}", r.status)))?,
+            other => {
+                return Err(ConfigError(format!(
+                    "{field}.status: {other} is not a redirect status"
+                )));
+            }
+        };
+        let port = u16::try_from(r.port)
+            .map_err(|_| ConfigError(format!("{field}.port: {} out of range", r.port)))?;
+        Ok(Self {
+            scheme: (!r.scheme.is_empty()).then(|| r.scheme.to_ascii_lowercase()),
+            host: (!r.host.is_empty()).then(|| r.host.clone()),
+            port,
+            path: match &r.path {
+                None => None,
+                Some(redirect::Path::FullPath(p)) => Some(PathRewrite::Full(p.clone())),
+                Some(redirect::Path::Prefix(p)) => Some(PathRewrite::Prefix(p.clone())),
+            },
+            status,
+        })
+    }
+
+    /// The status and `Location` of the answer to a request.
+    pub(crate) fn location(
+        &self,
+        parts: &http::request::Parts,
+        matched_prefix: &str,
+    ) -> (StatusCode, String) {
+        let req_authority = authority(parts);
+        let req_scheme = parts.uri.scheme_str().unwrap_or("http");
+        let scheme = self.scheme.as_deref().unwrap_or(req_scheme);
+        let host = self
+            .host
+            .as_deref()
+            .unwrap_or_else(|| strip_port(req_authority));
+        let port = if self.port != 0 {
+            Some(self.port.to_string())
+        } else if self.scheme.is_some() {
+            // A scheme change moves to the scheme's default port.
+            None
+        } else {
+            authority_port(req_authority).map(str::to_string)
+        };
+        let port = port.filter(|p| !matches!((scheme, p.as_str()), ("http", "80") | ("https", "443")));
+        let path = parts.uri.path();
+        let new_path = match &self.path {
+            None => path.to_string(),
+            Some(PathRewrite::Full(p)) => p.clone(),
+            Some(PathRewrite::Prefix(p)) => replace_prefix(path, matched_prefix, p),
+            Some(PathRewrite::Regex(re, sub)) => re.replace_all(path, sub.as_str()).into_owned(),
+        };
+        let mut location = format!("{scheme}://{host}");
+        if let Some(p) = port {
+            let _ = write!(location, ":{p}");
+        }
+        location.push_str(&new_path);
+        if let Some(q) = parts.uri.query() {
+            location.push('?');
+            location.push_str(q);
+        }
+        (self.status, location)
+    }
+}
+
+/// The response headers of a redirect.
+pub(crate) fn redirect_headers(location: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(LOCATION, v);
+    }
+    h
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Random bytes that are not all zero (W3C forbids all-zero trace and span ids).
+fn random_id<const N: usize>() -> [u8; N] {
+    loop {
+        let mut out = [0u8; N];
+        for b in out.iter_mut() {
+            *b = fastrand::u8(..);
+        }
+        if out.iter().any(|b| *b != 0) {
+            return out;
+        }
+    }
+}
+
+/// A random version-4 UUID, as Envoy generates for `x-request-id`.
+pub(crate) fn uuid_v4() -> String {
+    let mut b: [u8; 16] = random_id();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Ensures the request carries `x-request-id` and a `traceparent` naming this hop: an incoming
+/// valid trace is continued with a new span id (this proxy's span), an absent or invalid one
+/// is replaced by a new sampled trace. Returns the request id and the trace id for the log.
+pub(crate) fn identify(headers: &mut HeaderMap) -> (String, String) {
+    let request_id = match headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => {
+            let id = uuid_v4();
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                headers.insert(REQUEST_ID, v);
+            }
+            id
+        }
+    };
+    let span = hex(&random_id::<8>());
+    let (trace, flags) = match headers
+        .get(&TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent)
+    {
+        Some((trace, flags)) => (trace.to_string(), flags.to_string()),
+        None => (hex(&random_id::<16>()), "01".to_string()),
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span}-{flags}")) {
+        headers.insert(TRACEPARENT, v);
+    }
+    (request_id, trace)
+}
+
+/// The trace id and flags of a valid version-00 `traceparent`.
+fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
+    let mut it = v.trim().split('-');
+    let (version, trace, parent, flags) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    let hexlen = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    // Future versions may append fields; version 00 has exactly four.
+    if !hexlen(version, 2) || version == "ff" || (version == "00" && it.next().is_some()) {
+        return None;
+    }
+    if !hexlen(trace, 32) || trace.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    if !hexlen(parent, 16) || parent.bytes().all(|b| b == b'0') || !hexlen(flags, 2) {
+        return None;
+    }
+    Some((trace, flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, host: Option<&str>) -> http::request::Parts {
+        let mut b = http::Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(HOST, h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn modifiers_remove_set_add() {
+        let m = HeaderMods::compile(
+            Some(&pb::HeaderModifier {
+                set: vec![pb::Header {
+                    name: "X-Env".into(),
+                    value: "prod".into(),
+                }],
+                add: vec![pb::Header {
+                    name: "x-tag".into(),
+                    value: "b".into(),
+                }],
+                remove: vec!["x-secret".into()],
+            }),
+            "h",
+        )
+        .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-env", "dev".parse().unwrap());
+        h.insert("x-tag", "a".parse().unwrap());
+        h.insert("x-secret", "s".parse().unwrap());
+        m.apply(&mut h);
+        assert_eq!(h["x-env"], "prod");
+        assert_eq!(h.get_all("x-tag").iter().count(), 2);
+        assert!(!h.contains_key("x-secret"));
+        assert!(HeaderMods::compile(
+            Some(&pb::HeaderModifier {
+                set: vec![pb::Header {
+                    name: "bad name".into(),
+                    value: "x".into()
+                }],
+                ..Default::default()
+            }),
+            "h"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn prefix_rewrites() {
+        assert_eq!(replace_prefix("/foo/bar", "/foo", "/bar"), "/bar/bar");
+        assert_eq!(replace_prefix("/foo/bar", "/foo", "/"), "/bar");
+        assert_eq!(replace_prefix("/foo", "/foo", "/"), "/");
+        assert_eq!(replace_prefix("/foo", "/foo", ""), "/");
+        assert_eq!(replace_prefix("/v1/items", "/", "/api/"), "/api/v1/items");
+    }
+
+    #[test]
+    fn rewrite_path_keeps_query_and_sets_host() {
+        let rw = Rewrite::compile(
+            &pb::UrlRewrite {
+                host: "new.example".into(),
+                path: Some(url_rewrite::Path::Regex(pb::RegexRewrite {
+                    pattern: "^/service/([^/]+)(/.*)$".into(),
+                    substitution: "\\2/instance/\\1".into(),
+                })),
+            },
+            "r",
+        )
+        .unwrap();
+        let mut p = parts("/service/foo/v1/api?x=1", Some("old"));
+        rw.apply(&mut p, "/");
+        assert_eq!(p.uri.path(), "/v1/api/instance/foo");
+        assert_eq!(p.uri.query(), Some("x=1"));
+        assert_eq!(p.headers[HOST], "new.example");
+    }
+
+    #[test]
+    fn redirect_location() {
+        let r = Redirect::compile(
+            &pb::Redirect {
+                scheme: "https".into(),
+                status: 301,
+                path: Some(redirect::Path::Prefix("/new".into())),
+                ..Default::default()
+            },
+            "r",
+        )
+        .unwrap();
+        let p = parts("/old/page?q=1", Some("shop.example:8080"));
+        let (status, loc) = r.location(&p, "/old");
+        assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(loc, "https://shop.example/new/page?q=1");
+        let keep = Redirect::compile(&pb::Redirect::default(), "r").unwrap();
+        let (status, loc) = keep.location(&p, "/");
+        assert_eq!(status, StatusCode::FOUND);
+        assert_eq!(loc, "http://shop.example:8080/old/page?q=1");
+        assert!(Redirect::compile(
+            &pb::Redirect {
+                status: 200,
+                ..Default::default()
+            },
+            "r"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn shadow_host() {
+        assert_eq!(shadow_authority("reviews:9080"), "reviews-shadow:9080");
+        assert_eq!(shadow_authority("reviews"), "reviews-shadow");
+        assert_eq!(shadow_authority("[fd00::1]:80"), "[fd00::1]-shadow:80");
+    }
+
+    #[test]
+    fn trace_context_is_continued_or_started() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        let (id, trace) = identify(&mut h);
+        assert_eq!(trace, "0af7651916cd43dd8448eb211c80319c");
+        let tp = h[&TRACEPARENT].to_str().unwrap().to_string();
+        assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+        assert!(!tp.contains("b7ad6b7169203331"));
+        assert_eq!(h[&REQUEST_ID], id.as_str());
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+
+        let mut fresh = HeaderMap::new();
+        fresh.insert(REQUEST_ID, "given".parse().unwrap());
+        fresh.insert(TRACEPARENT, "garbage".parse().unwrap());
+        let (id, trace) = identify(&mut fresh);
+        assert_eq!(id, "given");
+        assert_eq!(trace.len(), 32);
+        assert!(parse_traceparent(fresh[&TRACEPARENT].to_str().unwrap()).is_some());
+    }
+}

@@ -1,0 +1,98 @@
+//! Request mirroring: a fire-and-forget copy to another service, with the host renamed
+//! `<host>-shadow` as Envoy does. The copy never affects the client's response: it runs in its
+//! own task, its answer is discarded, and when too many copies are in flight new ones are
+//! skipped rather than queued.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use http::Request;
+
+use super::balance;
+use super::body::{self, Buffered};
+use super::config::DestSpec;
+use super::headers::{authority, set_authority, shadow_authority};
+use super::select;
+use super::{Caller, Engine, Upstream};
+
+/// How long a copy may take when the route sets no timeout.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The body of a copy.
+pub(crate) enum MirrorBody {
+    /// No body.
+    Empty,
+    /// The request body once complete (`None`: it never will be, skip the copy).
+    Wait(Pin<Box<dyn Future<Output = Option<Arc<Buffered>>> + Send>>),
+}
+
+/// One copy to send.
+pub(crate) struct Copy {
+    pub engine: Arc<Engine>,
+    pub upstream: Arc<dyn Upstream>,
+    pub caller: Caller,
+    pub dest: DestSpec,
+    pub port: u16,
+    /// The request as forwarded.
+    pub parts: http::request::Parts,
+    pub body: MirrorBody,
+    /// The route's timeout, if any.
+    pub deadline: Option<Duration>,
+}
+
+/// Sends a copy in the background, unless too many are already in flight.
+pub(crate) fn spawn(copy: Copy) {
+    let Ok(permit) = copy.engine.runtime.mirrors.clone().try_acquire_owned() else {
+        tracing::debug!(service = %copy.dest.hostname, "mirror skipped: too many in flight");
+        return;
+    };
+    let deadline = copy.deadline.unwrap_or(DEFAULT_DEADLINE);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let hostname = copy.dest.hostname.clone();
+        match tokio::time::timeout(deadline, send(copy)).await {
+            Ok(Ok(status)) => tracing::debug!(service = %hostname, %status, "mirror answered"),
+            Ok(Err(why)) => tracing::debug!(service = %hostname, why, "mirror not sent"),
+            Err(_) => tracing::debug!(service = %hostname, "mirror timed out"),
+        }
+    });
+}
+
+async fn send(copy: Copy) -> Result<http::StatusCode, &'static str> {
+    let Copy {
+        engine,
+        upstream,
+        caller,
+        dest,
+        port,
+        mut parts,
+        body,
+        ..
+    } = copy;
+    let body = match body {
+        MirrorBody::Empty => body::empty(),
+        MirrorBody::Wait(done) => done.await.ok_or("request body not kept")?.body(),
+    };
+    let shadow = shadow_authority(authority(&parts));
+    if let Ok(v) = HeaderValue::from_str(&shadow) {
+        set_authority(&mut parts, &v);
+    }
+    let policy = engine.config.destinations.get(&dest.hostname).map(Arc::as_ref);
+    let resolved = select::resolve(&dest, policy).ok_or("unknown subset")?;
+    let state = engine.runtime.upstream(&dest.hostname);
+    let listed = upstream.endpoints(&dest.namespace, &dest.hostname, port);
+    let candidates = state.candidates(listed, resolved.uids, resolved.policy.outlier.as_ref(), &[]);
+    let endpoint = balance::pick(resolved.policy.lb, &candidates, &state.round_robin)
+        .ok_or("no healthy endpoint")?;
+    let _in_flight = endpoint.state.start();
+    let request = Request::from_parts(parts, body);
+    let response = upstream
+        .send(&endpoint.info, &caller, request)
+        .await
+        .map_err(|_| "upstream failed")?;
+    // The answer is discarded; dropping it releases the stream.
+    Ok(response.status())
+}

@@ -1,0 +1,229 @@
+//! State that outlives config versions: per-service endpoint counters and outlier state,
+//! connection pools, retry budgets and rate-limit buckets, and the request metrics.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::EndpointInfo;
+use super::balance::{Candidate, EndpointState};
+use super::outlier::{self, Health, OutlierSpec};
+use super::pool::{PoolSpec, PoolState};
+use super::ratelimit::{Bucket, RateLimitSpec};
+use super::retry::{Budget, BudgetSpec};
+use super::telemetry::Metrics;
+
+/// Mirrored requests in flight at once; beyond this, copies are skipped so that a slow mirror
+/// target can never hold the waypoint's memory.
+pub(crate) const MAX_MIRRORS_IN_FLIGHT: usize = 256;
+
+/// Endpoint entries kept beyond the current endpoint list before stale ones are pruned.
+const ENDPOINT_SLACK: usize = 16;
+
+/// State that outlives config updates: request metrics, endpoint health (outlier detection),
+/// connection-pool and least-request counters, rate-limit buckets, retry budgets.
+pub struct Runtime {
+    pub(crate) metrics: Arc<Metrics>,
+    upstreams: RwLock<HashMap<String, Arc<UpstreamState>>>,
+    buckets: Mutex<HashMap<String, Arc<Bucket>>>,
+    pub(crate) mirrors: Arc<Semaphore>,
+}
+
+impl Runtime {
+    /// Fresh state.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            metrics: Arc::new(Metrics::default()),
+            upstreams: RwLock::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            mirrors: Arc::new(Semaphore::new(MAX_MIRRORS_IN_FLIGHT)),
+        })
+    }
+
+    /// Prometheus text of the request metrics (`istio_requests_total`,
+    /// `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes`).
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render()
+    }
+
+    /// The state of upstream service `hostname`, created on first use.
+    pub(crate) fn upstream(&self, hostname: &str) -> Arc<UpstreamState> {
+        if let Some(u) = self
+            .upstreams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(hostname)
+        {
+            return u.clone();
+        }
+        self.upstreams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(hostname.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The token bucket of service `hostname`, replaced when its limit changes.
+    pub(crate) fn bucket(&self, hostname: &str, spec: RateLimitSpec) -> Arc<Bucket> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        match buckets.get(hostname) {
+            Some(b) if b.spec() == spec => b.clone(),
+            _ => {
+                let b = Arc::new(Bucket::new(spec));
+                buckets.insert(hostname.to_string(), b.clone());
+                b
+            }
+        }
+    }
+
+    /// Drops the state of services a new config no longer mentions.
+    pub(crate) fn retain(&self, hostnames: &HashSet<&str>) {
+        self.upstreams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|h, _| hostnames.contains(h.as_str()));
+        self.buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|h, _| hostnames.contains(h.as_str()));
+    }
+}
+
+/// What the waypoint keeps about one upstream service.
+#[derive(Default)]
+pub(crate) struct UpstreamState {
+    endpoints: RwLock<HashMap<SocketAddr, Arc<EndpointState>>>,
+    /// Endpoints last listed, for the ejection percentage.
+    listed: AtomicUsize,
+    /// Round-robin position.
+    pub round_robin: AtomicUsize,
+    pools: Mutex<HashMap<String, Arc<PoolState>>>,
+    budget: Mutex<Option<Arc<Budget>>>,
+}
+
+impl UpstreamState {
+    fn endpoint(&self, address: SocketAddr) -> Arc<EndpointState> {
+        if let Some(e) = self
+            .endpoints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&address)
+        {
+            return e.clone();
+        }
+        self.endpoints
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(address)
+            .or_default()
+            .clone()
+    }
+
+    /// The endpoints of `listed` that may receive a request: in the subset (when given), not
+    /// ejected, and not in `avoid` unless nothing else is left.
+    pub(crate) fn candidates(
+        &self,
+        listed: Vec<EndpointInfo>,
+        subset: Option<&HashSet<String>>,
+        outlier: Option<&OutlierSpec>,
+        avoid: &[SocketAddr],
+    ) -> Vec<Candidate> {
+        self.listed.store(listed.len(), Ordering::Relaxed);
+        self.prune(&listed);
+        let now = Instant::now();
+        let mut out: Vec<Candidate> = listed
+            .into_iter()
+            .filter(|e| subset.is_none_or(|s| s.contains(&e.uid)))
+            .filter_map(|info| {
+                let state = self.endpoint(info.address);
+                let ejected = state.outlier().is_ejected(outlier, now);
+                (!ejected).then_some(Candidate { info, state })
+            })
+            .collect();
+        // Retries prefer endpoints not tried yet (Istio's previous-hosts predicate).
+        if !avoid.is_empty() && out.iter().any(|c| !avoid.contains(&c.info.address)) {
+            out.retain(|c| !avoid.contains(&c.info.address));
+        }
+        out
+    }
+
+    /// Forgets endpoints no longer listed, once enough have gone to be worth a pass.
+    fn prune(&self, listed: &[EndpointInfo]) {
+        let len = self
+            .endpoints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        if len <= listed.len() + ENDPOINT_SLACK {
+            return;
+        }
+        let keep: HashSet<SocketAddr> = listed.iter().map(|e| e.address).collect();
+        let now = Instant::now();
+        self.endpoints
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|a, s| {
+                keep.contains(a) || s.in_flight() > 0 || s.outlier().is_ejected(None, now)
+            });
+    }
+
+    /// Records how an exchange with `endpoint` went and ejects it when it trips `spec`
+    /// within the ejection percentage.
+    pub(crate) fn report(&self, endpoint: &Candidate, spec: Option<&OutlierSpec>, health: Health) {
+        let Some(spec) = spec else {
+            return;
+        };
+        let tripped = endpoint.state.outlier().record(spec, health);
+        if !tripped {
+            return;
+        }
+        let now = Instant::now();
+        let ejected = self
+            .endpoints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|s| !Arc::ptr_eq(s, &endpoint.state) && s.outlier().is_ejected(Some(spec), now))
+            .count();
+        let total = self.listed.load(Ordering::Relaxed).max(1);
+        let mut state = endpoint.state.outlier();
+        if outlier::may_eject(spec, ejected, total) {
+            state.eject(spec, now);
+            tracing::info!(endpoint = %endpoint.info.address, uid = %endpoint.info.uid, "outlier ejected");
+        } else {
+            state.reset_streak();
+        }
+    }
+
+    /// The connection pool of `subset` ("" for the whole service), replaced when its limits
+    /// change.
+    pub(crate) fn pool(&self, subset: &str, spec: PoolSpec) -> Arc<PoolState> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        match pools.get(subset) {
+            Some(p) if p.spec() == spec => p.clone(),
+            _ => {
+                let p = PoolState::new(spec);
+                pools.insert(subset.to_string(), p.clone());
+                p
+            }
+        }
+    }
+
+    /// The retry budget, replaced when its settings change.
+    pub(crate) fn budget(&self, spec: BudgetSpec) -> Arc<Budget> {
+        let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        match &*budget {
+            Some(b) if b.spec() == spec => b.clone(),
+            _ => {
+                let b = Arc::new(Budget::new(spec));
+                *budget = Some(b.clone());
+                b
+            }
+        }
+    }
+}

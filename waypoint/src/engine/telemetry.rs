@@ -1,0 +1,509 @@
+//! Request telemetry with Istio's metric names and labels, and one access log line per
+//! request (tracing target `access`).
+//!
+//! The registry belongs to each [`super::Runtime`] rather than to the process, so several
+//! waypoints in one process (tests, the sandbox) each report only their own requests. A request
+//! is recorded when its response body ends (or is abandoned), so durations and byte counts
+//! cover the whole exchange, as Envoy's do.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::time::Instant;
+
+use super::{Body, BoxError};
+
+/// Most label sets kept; further ones are counted in [`OVERFLOW`] instead of growing memory.
+const MAX_SERIES: usize = 65_536;
+
+const REQUESTS: &str = "istio_requests_total";
+const DURATION: &str = "istio_request_duration_milliseconds";
+const REQUEST_BYTES: &str = "istio_request_bytes";
+const RESPONSE_BYTES: &str = "istio_response_bytes";
+const OVERFLOW: &str = "waypoint_metrics_series_overflow_total";
+
+/// Envoy's default histogram buckets, which Istio's standard metrics use for durations (ms)
+/// and sizes (bytes) alike.
+const BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Istio's labels of the request metrics (`reporter` is always "waypoint" and
+/// `connection_security_policy` "mutual_tls": every request arrives over HBONE). Empty values
+/// render as "unknown"; the canonical service and revision repeat app and version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct RequestLabels {
+    pub source_workload: String,
+    pub source_workload_namespace: String,
+    pub source_principal: String,
+    pub source_app: String,
+    pub source_version: String,
+    pub source_cluster: String,
+    pub destination_workload: String,
+    pub destination_workload_namespace: String,
+    pub destination_principal: String,
+    pub destination_app: String,
+    pub destination_version: String,
+    pub destination_cluster: String,
+    pub destination_service: String,
+    pub destination_service_name: String,
+    pub destination_service_namespace: String,
+    /// "http" or "grpc".
+    pub request_protocol: &'static str,
+    pub response_code: u16,
+    pub grpc_response_status: String,
+    /// Envoy response flags, "-" when none.
+    pub response_flags: String,
+}
+
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    /// Sum in thousandths, so fractional milliseconds add up.
+    sum_milli: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_milli: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, value: f64) {
+        if let Some(i) = BUCKETS.iter().position(|b| value <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_milli
+            .fetch_add((value * 1000.0) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        // `labels` is "{a="b",...}": the bucket label goes inside the braces.
+        let inner = &labels[1..labels.len() - 1];
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{inner},le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{inner},le=\"+Inf\"}} {count}");
+        let sum = self.sum_milli.load(Ordering::Relaxed) as f64 / 1000.0;
+        let _ = writeln!(out, "{name}_sum{labels} {sum}");
+        let _ = writeln!(out, "{name}_count{labels} {count}");
+    }
+}
+
+struct Series {
+    rendered: String,
+    requests: AtomicU64,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+/// The waypoint's request metrics.
+pub(crate) struct Metrics {
+    series: RwLock<HashMap<RequestLabels, Arc<Series>>>,
+    overflow: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            series: RwLock::new(HashMap::new()),
+            overflow: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    fn series(&self, labels: &RequestLabels) -> Option<Arc<Series>> {
+        if let Some(s) = self.read().get(labels) {
+            return Some(s.clone());
+        }
+        let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(labels) {
+            return Some(s.clone());
+        }
+        if map.len() >= MAX_SERIES {
+            self.overflow.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let s = Arc::new(Series {
+            rendered: render_labels(labels),
+            requests: AtomicU64::new(0),
+            duration: Histogram::new(),
+            request_bytes: Histogram::new(),
+            response_bytes: Histogram::new(),
+        });
+        map.insert(labels.clone(), s.clone());
+        Some(s)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<RequestLabels, Arc<Series>>> {
+        // Counters stay meaningful after a panic elsewhere: recover the guard.
+        self.series.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one finished request.
+    pub(crate) fn record(&self, r: &RequestRecord) {
+        if let Some(s) = self.series(&r.labels) {
+            s.requests.fetch_add(1, Ordering::Relaxed);
+            s.duration.observe(r.duration.as_secs_f64() * 1000.0);
+            s.request_bytes.observe(r.request_bytes as f64);
+            s.response_bytes.observe(r.response_bytes as f64);
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub(crate) fn render(&self) -> String {
+        let mut series: Vec<Arc<Series>> = self.read().values().cloned().collect();
+        series.sort_unstable_by(|a, b| a.rendered.cmp(&b.rendered));
+        let mut out = String::with_capacity(1024 + series.len() * 12_000);
+        let _ = writeln!(out, "# HELP {REQUESTS} Requests handled by this waypoint.");
+        let _ = writeln!(out, "# TYPE {REQUESTS} counter");
+        for s in &series {
+            let _ = writeln!(out, "{REQUESTS}{} {}", s.rendered, s.requests.load(Ordering::Relaxed));
+        }
+        type Pick = fn(&Series) -> &Histogram;
+        let histograms: [(&str, &str, Pick); 3] = [
+            (DURATION, "Request duration in milliseconds.", |s| &s.duration),
+            (REQUEST_BYTES, "Request body sizes in bytes.", |s| &s.request_bytes),
+            (RESPONSE_BYTES, "Response body sizes in bytes.", |s| &s.response_bytes),
+        ];
+        for (name, help, pick) in histograms {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            for s in &series {
+                pick(s).render(&mut out, name, &s.rendered);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {OVERFLOW} Requests not counted: the number of label sets is at its bound."
+        );
+        let _ = writeln!(out, "# TYPE {OVERFLOW} counter");
+        let _ = writeln!(out, "{OVERFLOW} {}", self.overflow.load(Ordering::Relaxed));
+        out
+    }
+}
+
+/// Renders a label set in Istio's label order.
+fn render_labels(l: &RequestLabels) -> String {
+    let code = l.response_code.to_string();
+    let pairs: [(&str, &str, &str); 25] = [
+        ("reporter", "waypoint", "waypoint"),
+        ("source_workload", &l.source_workload, "unknown"),
+        ("source_canonical_service", &l.source_app, "unknown"),
+        ("source_canonical_revision", &l.source_version, "latest"),
+        ("source_workload_namespace", &l.source_workload_namespace, "unknown"),
+        ("source_principal", &l.source_principal, "unknown"),
+        ("source_app", &l.source_app, "unknown"),
+        ("source_version", &l.source_version, "unknown"),
+        ("source_cluster", &l.source_cluster, "unknown"),
+        ("destination_workload", &l.destination_workload, "unknown"),
+        ("destination_workload_namespace", &l.destination_workload_namespace, "unknown"),
+        ("destination_principal", &l.destination_principal, "unknown"),
+        ("destination_app", &l.destination_app, "unknown"),
+        ("destination_version", &l.destination_version, "unknown"),
+        ("destination_service", &l.destination_service, "unknown"),
+        ("destination_canonical_service", &l.destination_app, "unknown"),
+        ("destination_canonical_revision", &l.destination_version, "latest"),
+        ("destination_service_name", &l.destination_service_name, "unknown"),
+        ("destination_service_namespace", &l.destination_service_namespace, "unknown"),
+        ("destination_cluster", &l.destination_cluster, "unknown"),
+        ("request_protocol", l.request_protocol, "http"),
+        ("response_code", &code, "0"),
+        ("grpc_response_status", &l.grpc_response_status, ""),
+        ("response_flags", &l.response_flags, "-"),
+        ("connection_security_policy", "mutual_tls", "mutual_tls"),
+    ];
+    let mut out = String::with_capacity(900);
+    out.push('{');
+    for (i, (name, value, default)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let value = if value.is_empty() { default } else { value };
+        let _ = write!(out, "{name}=\"{}\"", escape(value));
+    }
+    out.push('}');
+    out
+}
+
+/// Escapes a label value for the text exposition format.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One finished request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestRecord {
+    pub labels: RequestLabels,
+    pub method: String,
+    pub authority: String,
+    pub path: String,
+    pub source: Option<SocketAddr>,
+    pub upstream: Option<SocketAddr>,
+    pub route: String,
+    pub request_id: String,
+    pub trace_id: String,
+    /// Why the waypoint answered itself, Envoy style ("route_not_found", ...).
+    pub details: &'static str,
+    pub duration: Duration,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+}
+
+fn access_log(r: &RequestRecord) {
+    let l = &r.labels;
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    tracing::event!(
+        target: "access",
+        tracing::Level::INFO,
+        src.addr = r.source.map(|s| s.to_string()),
+        src.identity = opt(&l.source_principal),
+        src.workload = opt(&l.source_workload),
+        method = %r.method,
+        authority = %r.authority,
+        path = %r.path,
+        protocol = l.request_protocol,
+        status = l.response_code,
+        grpc_status = opt(&l.grpc_response_status),
+        flags = %if l.response_flags.is_empty() { "-" } else { &l.response_flags },
+        details = (!r.details.is_empty()).then_some(r.details),
+        route = opt(&r.route),
+        dst.service = opt(&l.destination_service),
+        upstream = r.upstream.map(|u| u.to_string()),
+        dst.workload = opt(&l.destination_workload),
+        bytes_recv = r.request_bytes,
+        bytes_sent = r.response_bytes,
+        duration = %format_args!("{}ms", r.duration.as_millis()),
+        request_id = %r.request_id,
+        trace_id = %r.trace_id,
+        "request complete"
+    );
+}
+
+/// Counts the bytes of a request body as the upstream reads them.
+pub(crate) struct CountingBody {
+    inner: Body,
+    count: Arc<AtomicU64>,
+}
+
+impl CountingBody {
+    /// Wraps `inner`; the total appears in `count`.
+    pub(crate) fn new(inner: Body, count: Arc<AtomicU64>) -> Self {
+        Self { inner, count }
+    }
+}
+
+impl HttpBody for CountingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &polled
+            && let Some(d) = f.data_ref()
+        {
+            self.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What is needed to record a request once its response ends.
+pub(crate) struct Finish {
+    /// Where to count it.
+    pub metrics: Arc<Metrics>,
+    /// The record, without duration and sizes.
+    pub record: RequestRecord,
+    /// When the request arrived.
+    pub started: Instant,
+    /// Request body bytes read so far.
+    pub request_bytes: Arc<AtomicU64>,
+    /// Held until the response ends: pool slots and in-flight counters.
+    pub guards: Vec<Box<dyn Send + Sync>>,
+}
+
+/// A response body that records the request when it ends or is dropped.
+pub(crate) struct ObservedBody {
+    inner: Body,
+    bytes: u64,
+    finish: Option<Finish>,
+}
+
+impl ObservedBody {
+    /// Wraps a response body.
+    pub(crate) fn new(inner: Body, finish: Finish) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            finish: Some(finish),
+        }
+    }
+
+    fn complete(&mut self, flag: Option<&str>) {
+        let Some(mut f) = self.finish.take() else {
+            return;
+        };
+        if let Some(flag) = flag {
+            let flags = &mut f.record.labels.response_flags;
+            if flags.is_empty() || flags == "-" {
+                *flags = flag.to_string();
+            } else {
+                flags.push(',');
+                flags.push_str(flag);
+            }
+        }
+        f.record.duration = f.started.elapsed();
+        f.record.response_bytes = self.bytes;
+        f.record.request_bytes = f.request_bytes.load(Ordering::Relaxed);
+        f.metrics.record(&f.record);
+        access_log(&f.record);
+        drop(f.guards);
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        // The client went away before the end of the response.
+        self.complete(Some("DC"));
+    }
+}
+
+impl HttpBody for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
+                } else if let Some(t) = frame.trailers_ref()
+                    && let Some(status) = t.get("grpc-status").and_then(|v| v.to_str().ok())
+                    && let Some(f) = self.finish.as_mut()
+                {
+                    f.record.labels.grpc_response_status = status.to_string();
+                }
+                if self.inner.is_end_stream() {
+                    self.complete(None);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.complete(Some("UR")),
+            Poll::Ready(None) => self.complete(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The flags of the record an [`ObservedBody`] will write, for tests.
+#[cfg(test)]
+pub(crate) fn count_of(rendered: &str, needle: &[(&str, &str)]) -> u64 {
+    rendered
+        .lines()
+        .filter(|l| l.starts_with(REQUESTS))
+        .filter(|l| needle.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn finish(metrics: &Arc<Metrics>, code: u16) -> Finish {
+        Finish {
+            metrics: metrics.clone(),
+            record: RequestRecord {
+                labels: RequestLabels {
+                    destination_service: "orders.shop.svc.cluster.local".into(),
+                    request_protocol: "http",
+                    response_code: code,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            started: Instant::now(),
+            request_bytes: Arc::new(AtomicU64::new(3)),
+            guards: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_when_the_body_ends() {
+        let m = Arc::new(Metrics::default());
+        let body = ObservedBody::new(super::super::body::full("hello"), finish(&m, 200));
+        assert_eq!(count_of(&m.render(), &[]), 0);
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "hello");
+        let text = m.render();
+        assert_eq!(count_of(&text, &[("response_code", "200"), ("reporter", "waypoint")]), 1);
+        assert!(text.contains("istio_response_bytes_sum{"));
+        assert!(text.contains("le=\"5\"} 1"), "{text}");
+        assert!(text.contains("istio_request_bytes_count{"));
+        // Dropped before the end: counted once, flagged DC.
+        drop(ObservedBody::new(super::super::body::full("x"), finish(&m, 503)));
+        assert_eq!(count_of(&m.render(), &[("response_code", "503"), ("response_flags", "DC")]), 1);
+    }
+
+    #[test]
+    fn labels_escape_and_default() {
+        let r = render_labels(&RequestLabels {
+            destination_service: "a\"b".into(),
+            ..Default::default()
+        });
+        assert!(r.contains("destination_service=\"a\\\"b\""));
+        assert!(r.contains("source_workload=\"unknown\""));
+        assert!(r.contains("response_flags=\"-\""));
+    }
+}

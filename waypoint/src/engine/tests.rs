@@ -1,0 +1,8 @@
+//! Engine-level tests: real requests through [`Engine::handle`](super::Engine::handle) against
+//! an in-process fake of the transport (the [`Upstream`](super::Upstream) boundary).
+
+mod cfg;
+mod fake;
+mod policy;
+mod resilience;
+mod routing;

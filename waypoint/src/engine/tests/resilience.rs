@@ -1,0 +1,277 @@
+//! Faults, retries, timeouts, connection-pool limits, outlier detection and rate limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::waypoint as pb;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::cfg::*;
+use super::fake::Behavior;
+use crate::engine::telemetry::count_of;
+
+fn one_route(f: pb::Forward, traffic: Option<pb::TrafficPolicy>) -> pb::Waypoint {
+    waypoint(
+        vec![reviews(vec![route("r", vec![], f)])],
+        vec![reviews_policy(traffic)],
+        vec![],
+    )
+}
+
+fn with_fault(fault: pb::Fault) -> pb::Waypoint {
+    let mut r = route("faulty", vec![], forward(&[("v1", 1)]));
+    r.fault = Some(fault);
+    waypoint(vec![reviews(vec![r])], vec![reviews_policy(None)], vec![])
+}
+
+#[tokio::test]
+async fn fault_abort_percentage() {
+    let e = engine(&with_fault(pb::Fault {
+        abort: Some(pb::FaultAbort {
+            http_status: 503,
+            grpc_status: 0,
+            percentage: 50.0,
+        }),
+        ..Default::default()
+    }));
+    let f = fake();
+    let n = 2000;
+    let mut aborted = 0;
+    for _ in 0..n {
+        let a = get(&e, &f, "/", &[]).await;
+        if a.status == 503 {
+            assert_eq!(a.body, "fault filter abort");
+            aborted += 1;
+        }
+    }
+    // Half of 2000 has a standard deviation of ~22: six of them either side.
+    assert!((866..=1134).contains(&aborted), "{aborted}");
+    assert_eq!(f.calls().len(), n - aborted);
+    let text = e.runtime.render_metrics();
+    assert_eq!(count_of(&text, &[("response_flags", "FI")]), aborted as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fault_delay_adds_latency() {
+    let e = engine(&with_fault(pb::Fault {
+        delay: Some(pb::FaultDelay {
+            fixed_delay: secs(3),
+            percentage: 100.0,
+        }),
+        ..Default::default()
+    }));
+    let f = fake();
+    let start = Instant::now();
+    let a = get(&e, &f, "/", &[]).await;
+    assert_eq!(a.status, 200);
+    // The paused clock only moves by the injected sleep.
+    assert!(start.elapsed() >= Duration::from_secs(3));
+    assert_eq!(count_of(&e.runtime.render_metrics(), &[("response_flags", "DI")]), 1);
+}
+
+fn retrying(attempts: u32, on: &[&str], non_idempotent: bool) -> pb::Forward {
+    let mut f = forward(&[("v2", 1)]);
+    f.retry = Some(pb::RetryPolicy {
+        attempts,
+        retry_on: on.iter().map(|s| s.to_string()).collect(),
+        retriable_status_codes: vec![503],
+        backoff: None,
+        retry_non_idempotent: non_idempotent,
+    });
+    f
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_turns_503_into_success_but_not_for_post() {
+    let e = engine(&one_route(retrying(2, &["retriable-status-codes"], false), None));
+    let f = fake();
+    f.set(V2_ADDR, Behavior::FailFirst(1, 503));
+    let a = get(&e, &f, "/", &[]).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(f.calls().len(), 2);
+
+    let f = fake();
+    f.set(V2_ADDR, Behavior::FailFirst(1, 503));
+    let a = send(&e, &f, caller("web"), request("POST", "/", &[], "order")).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(f.calls().len(), 1);
+
+    // Asked to, POSTs are retried with their body.
+    let e = engine(&one_route(retrying(2, &["5xx"], true), None));
+    let f = fake();
+    f.set(V2_ADDR, Behavior::FailFirst(2, 503));
+    let a = send(&e, &f, caller("web"), request("POST", "/", &[], "order")).await;
+    assert_eq!(a.status, 200);
+    let calls = f.calls();
+    assert_eq!(calls.len(), 3);
+    assert!(calls.iter().all(|c| c.body == "order"));
+
+    // Exhausted retries answer with the last response, flagged URX.
+    let f = fake();
+    f.set(V2_ADDR, Behavior::Status(503));
+    let a = get(&e, &f, "/", &[]).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(f.calls().len(), 3);
+    assert_eq!(count_of(&e.runtime.render_metrics(), &[("response_flags", "URX")]), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_failures_move_to_another_endpoint() {
+    let e = engine(&one_route(
+        {
+            let mut f = forward(&[("v1", 1)]);
+            f.retry = Some(pb::RetryPolicy {
+                attempts: 2,
+                retry_on: vec!["connect-failure".into()],
+                ..Default::default()
+            });
+            f
+        },
+        None,
+    ));
+    let f = fake();
+    f.set(V1A_ADDR, Behavior::Refuse);
+    for _ in 0..20 {
+        let a = send(&e, &f, caller("web"), request("POST", "/", &[], "x")).await;
+        assert_eq!(a.status, 200);
+    }
+    f.set(V1B_ADDR, Behavior::Refuse);
+    let a = get(&e, &f, "/", &[]).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(count_of(&e.runtime.render_metrics(), &[("response_flags", "UF,URX")]), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn route_and_attempt_timeouts_answer_504() {
+    let mut f = forward(&[("v2", 1)]);
+    f.timeout = secs(2);
+    let e = engine(&one_route(f, None));
+    let fk = fake();
+    fk.set(V2_ADDR, Behavior::Hang);
+    let start = Instant::now();
+    let a = get(&e, &fk, "/", &[]).await;
+    assert_eq!(a.status, 504);
+    assert!(start.elapsed() >= Duration::from_secs(2));
+    assert_eq!(count_of(&e.runtime.render_metrics(), &[("response_flags", "UT")]), 1);
+
+    let mut f = retrying(1, &["gateway-error"], false);
+    f.attempt_timeout = secs(1);
+    let e = engine(&one_route(f, None));
+    let fk = fake();
+    fk.set(V2_ADDR, Behavior::Hang);
+    let a = get(&e, &fk, "/", &[]).await;
+    assert_eq!(a.status, 504);
+    // The first attempt and one retry each ran out of time.
+    assert_eq!(fk.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn connection_pool_overflow_is_shed_at_once() {
+    let traffic = pb::TrafficPolicy {
+        connection_pool: Some(pb::ConnectionPool {
+            max_connections: 1,
+            max_pending_requests: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let e = engine(&one_route(forward(&[("v2", 1)]), Some(traffic)));
+    let f = fake();
+    let gate = Arc::new(Semaphore::new(0));
+    f.set(V2_ADDR, Behavior::Gate(gate.clone()));
+    let first = tokio::spawn({
+        let (e, f) = (e.clone(), f.clone());
+        async move { get(&e, &f, "/", &[]).await.status }
+    });
+    // The first request holds the only slot once the endpoint has it.
+    while f.calls().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let second = tokio::spawn({
+        let (e, f) = (e.clone(), f.clone());
+        async move { get(&e, &f, "/", &[]).await.status }
+    });
+    // The second waits as pending; the third finds the queue full.
+    let third = loop {
+        let a = get(&e, &f, "/", &[]).await;
+        if a.status == 503 {
+            break a;
+        }
+    };
+    assert_eq!(third.body, "upstream connect error or disconnect/reset before headers. reset reason: overflow");
+    gate.add_permits(10);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(second.await.unwrap(), 200);
+    assert!(count_of(&e.runtime.render_metrics(), &[("response_flags", "UO")]) >= 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn outlier_detection_ejects_and_returns() {
+    let traffic = pb::TrafficPolicy {
+        load_balancer: pb::LoadBalancer::RoundRobin as i32,
+        outlier_detection: Some(pb::OutlierDetection {
+            consecutive_5xx_errors: 3,
+            consecutive_gateway_errors: 0,
+            interval: secs(1),
+            base_ejection_time: secs(30),
+            max_ejection_percent: 100,
+        }),
+        ..Default::default()
+    };
+    let e = engine(&one_route(forward(&[("v1", 1)]), Some(traffic)));
+    let f = fake();
+    f.set(V1A_ADDR, Behavior::Status(500));
+    // Round robin alternates, so v1-a sees three 500s within six requests and is ejected.
+    for _ in 0..6 {
+        get(&e, &f, "/", &[]).await;
+    }
+    let before = f.count_by_uid()[V1A];
+    assert_eq!(before, 3);
+    for _ in 0..20 {
+        assert_eq!(get(&e, &f, "/", &[]).await.status, 200);
+    }
+    assert_eq!(f.count_by_uid()[V1A], before);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    f.set(V1A_ADDR, Behavior::Status(200));
+    for _ in 0..4 {
+        get(&e, &f, "/", &[]).await;
+    }
+    assert!(f.count_by_uid()[V1A] > before, "v1-a is back after the base ejection time");
+}
+
+#[tokio::test]
+async fn no_endpoints_answer_503_uh() {
+    let mut f = forward(&[("v1", 1)]);
+    f.destinations[0].destination = Some(dest("ghost.shop.svc.cluster.local", ""));
+    let e = engine(&one_route(f, None));
+    let a = get(&e, &fake(), "/", &[]).await;
+    assert_eq!((a.status.as_u16(), &a.body[..]), (503, &b"no healthy upstream"[..]));
+    assert_eq!(count_of(&e.runtime.render_metrics(), &[("response_flags", "UH")]), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_answers_429_beyond_the_bucket() {
+    let mut svc = reviews(vec![route("r", vec![], forward(&[("v1", 1)]))]);
+    svc.rate_limit = Some(pb::LocalRateLimit {
+        max_tokens: 5,
+        tokens_per_fill: 5,
+        fill_interval: secs(60),
+        source: None,
+    });
+    let e = engine(&waypoint(vec![svc], vec![reviews_policy(None)], vec![]));
+    let f = fake();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let a = get(&e, &f, "/", &[]).await;
+        if a.status == 429 {
+            assert_eq!(a.headers["x-envoy-ratelimited"], "true");
+            assert_eq!(a.body, "local_rate_limited");
+        }
+        statuses.push(a.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(get(&e, &f, "/", &[]).await.status, 200);
+    assert_eq!(count_of(&e.runtime.render_metrics(), &[("response_flags", "RL")]), 3);
+}

@@ -1,0 +1,276 @@
+//! Opaque TCP through the waypoint: ports declared TCP (and undeclared ports whose bytes are
+//! not HTTP) get L4 authorization only, then are spliced to one endpoint of the destination
+//! service (or to the addressed workload) over HBONE, with Istio's TCP metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hbone::IncomingConnect;
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use ztunnel::state::{ProxyState, Service, Workload};
+use ztunnel::telemetry::{ConnectionLabels, ConnectionRecord, Metrics, Reporter};
+
+use super::upstream::{HboneUpstream, pod_ip};
+use crate::engine::{Caller, EndpointInfo, Engine, Target};
+
+/// `connection_security_policy` of tunnels: always mutual TLS at a waypoint.
+const MUTUAL_TLS: &str = "mutual_tls";
+/// `response_flags` of a connection refused by policy (as Istio's ztunnel reports it).
+const DENIED: &str = "DENY";
+/// `response_flags` of a connection whose upstream could not be reached.
+const CONNECT_FAILED: &str = "CONNECT";
+/// `response_flags` when no endpoint was there to take it.
+const NO_HEALTHY_UPSTREAM: &str = "UH";
+
+/// Where a TCP connection goes.
+struct Plan {
+    workload: Arc<Workload>,
+    address: SocketAddr,
+    service: Option<Arc<Service>>,
+}
+
+/// Splices TCP connections to endpoints.
+#[derive(Clone)]
+pub struct Passthrough {
+    upstream: HboneUpstream,
+    metrics: Arc<Metrics>,
+}
+
+impl Passthrough {
+    /// Opens upstream streams with `upstream` and reports to `metrics`.
+    pub fn new(upstream: HboneUpstream, metrics: Arc<Metrics>) -> Self {
+        Self { upstream, metrics }
+    }
+
+    /// A tunnel to a TCP port: authorize and connect upstream first, so the peer hears 401
+    /// or 503 rather than 200 followed by a closed stream.
+    pub async fn tunnel(
+        &self,
+        connect: IncomingConnect,
+        client: SocketAddr,
+        caller: Caller,
+        target: Target,
+        engine: &Engine,
+    ) {
+        let start = Instant::now();
+        let plan = self.plan(&target);
+        let mut labels = self.labels(&caller, plan.as_ref());
+        self.metrics.connection_opened(&labels);
+        if !authorized(engine, &caller, &target, plan.as_ref()) {
+            connect.reject(StatusCode::UNAUTHORIZED);
+            labels.response_flags = DENIED.into();
+            self.record(
+                labels,
+                client,
+                &target,
+                start,
+                (0, 0),
+                Some("denied by policy".into()),
+            );
+            return;
+        }
+        let Some(plan) = plan else {
+            connect.reject(StatusCode::SERVICE_UNAVAILABLE);
+            labels.response_flags = NO_HEALTHY_UPSTREAM.into();
+            self.record(
+                labels,
+                client,
+                &target,
+                start,
+                (0, 0),
+                Some("no endpoint".into()),
+            );
+            return;
+        };
+        let mut upstream = match self
+            .upstream
+            .open(&plan.workload, plan.address, client, None)
+            .await
+        {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                connect.reject(StatusCode::SERVICE_UNAVAILABLE);
+                labels.response_flags = CONNECT_FAILED.into();
+                self.record(labels, client, &target, start, (0, 0), Some(e.to_string()));
+                return;
+            }
+        };
+        let mut tunnel = match connect.accept() {
+            Ok(tunnel) => tunnel,
+            Err(e) => {
+                self.record(labels, client, &target, start, (0, 0), Some(e.to_string()));
+                return;
+            }
+        };
+        let (bytes, error) = splice(&mut tunnel, &mut upstream).await;
+        self.record(labels, client, &target, start, bytes, error);
+    }
+
+    /// A tunnel already answered whose bytes turned out not to be HTTP.
+    pub async fn stream<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        client: SocketAddr,
+        caller: Caller,
+        target: Target,
+        engine: &Engine,
+    ) {
+        let start = Instant::now();
+        let plan = self.plan(&target);
+        let mut labels = self.labels(&caller, plan.as_ref());
+        self.metrics.connection_opened(&labels);
+        if !authorized(engine, &caller, &target, plan.as_ref()) {
+            labels.response_flags = DENIED.into();
+            let _ = stream.shutdown().await;
+            self.record(
+                labels,
+                client,
+                &target,
+                start,
+                (0, 0),
+                Some("denied by policy".into()),
+            );
+            return;
+        }
+        let Some(plan) = plan else {
+            labels.response_flags = NO_HEALTHY_UPSTREAM.into();
+            self.record(
+                labels,
+                client,
+                &target,
+                start,
+                (0, 0),
+                Some("no endpoint".into()),
+            );
+            return;
+        };
+        let mut upstream = match self
+            .upstream
+            .open(&plan.workload, plan.address, client, None)
+            .await
+        {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                labels.response_flags = CONNECT_FAILED.into();
+                self.record(labels, client, &target, start, (0, 0), Some(e.to_string()));
+                return;
+            }
+        };
+        let (bytes, error) = splice(&mut stream, &mut upstream).await;
+        self.record(labels, client, &target, start, bytes, error);
+    }
+
+    /// The endpoint for `target`: one healthy endpoint of the service owning the VIP, picked
+    /// at random, or the workload owning the address.
+    fn plan(&self, target: &Target) -> Option<Plan> {
+        let state: &ProxyState = self.upstream.state();
+        let address = target.address;
+        if let Some(service) = state.service_by_vip(address.ip()) {
+            let endpoints = state.endpoints(&service, address.port());
+            if endpoints.is_empty() {
+                return None;
+            }
+            let chosen = &endpoints[fastrand::usize(..endpoints.len())];
+            let ip = pod_ip(&chosen.workload)?;
+            return Some(Plan {
+                workload: chosen.workload.clone(),
+                address: SocketAddr::new(ip, chosen.port),
+                service: Some(service),
+            });
+        }
+        state.workload_by_ip(address.ip()).map(|workload| Plan {
+            workload,
+            address,
+            service: None,
+        })
+    }
+
+    /// Istio's TCP labels, as the waypoint sees the connection.
+    fn labels(&self, caller: &Caller, plan: Option<&Plan>) -> ConnectionLabels {
+        let state = self.upstream.state();
+        let source = state.workload_by_ip(caller.ip);
+        let source = source.as_deref();
+        let destination = plan.map(|p| p.workload.as_ref());
+        let service = plan.and_then(|p| p.service.as_deref());
+        let text = |w: Option<&Workload>, f: fn(&Workload) -> &str| {
+            w.map(f).unwrap_or_default().to_owned()
+        };
+        ConnectionLabels {
+            // The waypoint terminates the client's tunnel: it reports as the server side.
+            reporter: Some(Reporter::Destination),
+            source_workload: text(source, |w| &w.workload_name),
+            source_workload_namespace: text(source, |w| &w.namespace),
+            source_principal: caller
+                .identity
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            source_app: text(source, |w| &w.canonical_name),
+            source_version: text(source, |w| &w.canonical_revision),
+            source_cluster: text(source, |w| &w.cluster_id),
+            destination_workload: text(destination, |w| &w.workload_name),
+            destination_workload_namespace: text(destination, |w| &w.namespace),
+            destination_principal: destination
+                .map(|w| w.identity().to_string())
+                .unwrap_or_default(),
+            destination_app: text(destination, |w| &w.canonical_name),
+            destination_version: text(destination, |w| &w.canonical_revision),
+            destination_cluster: text(destination, |w| &w.cluster_id),
+            destination_service: service.map(|s| s.hostname.clone()).unwrap_or_default(),
+            destination_service_name: service.map(|s| s.name.clone()).unwrap_or_default(),
+            destination_service_namespace: service.map(|s| s.namespace.clone()).unwrap_or_default(),
+            connection_security_policy: MUTUAL_TLS.into(),
+            response_flags: String::new(),
+        }
+    }
+
+    fn record(
+        &self,
+        labels: ConnectionLabels,
+        client: SocketAddr,
+        target: &Target,
+        start: Instant,
+        (sent, received): (u64, u64),
+        error: Option<String>,
+    ) {
+        self.metrics.connection_closed(&ConnectionRecord {
+            labels,
+            source: client,
+            destination: target.address,
+            bytes_sent: sent,
+            bytes_received: received,
+            duration: start.elapsed(),
+            error,
+        });
+    }
+}
+
+/// L4 authorization of the connection; with the endpoint known, the policies scoped to its
+/// workload apply too.
+fn authorized(engine: &Engine, caller: &Caller, target: &Target, plan: Option<&Plan>) -> bool {
+    match plan {
+        Some(plan) => {
+            let endpoint = EndpointInfo {
+                uid: plan.workload.uid.clone(),
+                address: plan.address,
+            };
+            engine.authorize_connection_to(caller, target, &endpoint)
+        }
+        None => engine.authorize_connection(caller, target),
+    }
+}
+
+/// Copies both ways until both sides are done; returns (client → server, server → client)
+/// byte counts and the error that ended it, if any.
+async fn splice<A, B>(client: &mut A, server: &mut B) -> ((u64, u64), Option<String>)
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    match tokio::io::copy_bidirectional(client, server).await {
+        Ok(bytes) => (bytes, None),
+        Err(e) => ((0, 0), Some(e.to_string())),
+    }
+}

@@ -1,0 +1,240 @@
+//! The engine's way out: endpoints and services from the workload API ([`ProxyState`]), and
+//! requests sent to an endpoint over HBONE (to its ztunnel on port 15008, with the waypoint's
+//! certificate, expecting the endpoint's own identity, carrying the caller's address in
+//! `forwarded`) or over plain TCP to endpoints outside the mesh.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hbone::{ConnectRequest, Identity};
+use http::{Request, Response, Version};
+use tokio::io::{AsyncRead, AsyncWrite};
+use ztunnel::identity::CertManager;
+use ztunnel::state::{ProxyState, TunnelProtocol, Workload};
+
+use super::headers;
+use super::pool::{HttpPool, PoolKey, PoolSettings};
+use crate::engine::{Body, Caller, EndpointInfo, Upstream, UpstreamError};
+
+/// A byte stream to an endpoint: an HBONE tunnel or a TCP connection.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+/// A boxed [`Io`].
+pub type BoxedIo = Box<dyn Io>;
+
+/// Tunables of the upstream side.
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    /// The port endpoints' ztunnels take HBONE on (15008).
+    pub hbone_port: u16,
+    /// Longest wait for a plain TCP connection to an endpoint outside the mesh.
+    pub connect_timeout: Duration,
+    /// HTTP connection reuse.
+    pub pool: PoolSettings,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            hbone_port: hbone::HBONE_PORT,
+            connect_timeout: Duration::from_secs(10),
+            pool: PoolSettings::default(),
+        }
+    }
+}
+
+struct Inner {
+    state: ProxyState,
+    certs: Arc<CertManager>,
+    identity: Identity,
+    tunnels: hbone::Pool,
+    http: Arc<HttpPool>,
+    settings: UpstreamSettings,
+}
+
+/// [`Upstream`] over HBONE. Cheap to clone.
+#[derive(Clone)]
+pub struct HboneUpstream {
+    inner: Arc<Inner>,
+}
+
+impl HboneUpstream {
+    /// Sends as `identity` (the waypoint's), with certificates from `certs`. Must be called
+    /// within a tokio runtime.
+    pub fn new(
+        state: ProxyState,
+        certs: Arc<CertManager>,
+        identity: Identity,
+        settings: UpstreamSettings,
+    ) -> Self {
+        let http = HttpPool::new(settings.pool.clone());
+        Self {
+            inner: Arc::new(Inner {
+                state,
+                certs,
+                identity,
+                tunnels: hbone::Pool::default(),
+                http,
+                settings,
+            }),
+        }
+    }
+
+    /// The mesh state endpoints come from.
+    pub fn state(&self) -> &ProxyState {
+        &self.inner.state
+    }
+
+    /// HTTP connections held for reuse.
+    pub fn pooled_connections(&self) -> usize {
+        self.inner.http.connection_count()
+    }
+
+    /// Opens a byte stream to `target` on `workload`: an HBONE tunnel to its ztunnel (a
+    /// meshed workload) or a TCP connection (a workload outside the mesh). `client` is the
+    /// original caller's address, sent as `forwarded`.
+    pub async fn open(
+        &self,
+        workload: &Workload,
+        target: SocketAddr,
+        client: SocketAddr,
+        traceparent: Option<String>,
+    ) -> Result<BoxedIo, UpstreamError> {
+        let inner = &self.inner;
+        match workload.protocol {
+            TunnelProtocol::Hbone => {
+                let cert =
+                    inner.certs.fetch(&inner.identity).await.map_err(|e| {
+                        UpstreamError::Connect(format!("waypoint certificate: {e}"))
+                    })?;
+                let peer = hbone::Upstream {
+                    address: SocketAddr::new(target.ip(), inner.settings.hbone_port),
+                    identities: vec![workload.identity()],
+                    source_ip: None,
+                };
+                let mut request = ConnectRequest::new(target);
+                request.forwarded_for = Some(client);
+                request.traceparent = traceparent;
+                let tunnel = inner
+                    .tunnels
+                    .connect(&cert, &peer, &request)
+                    .await
+                    .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+                Ok(Box::new(tunnel))
+            }
+            TunnelProtocol::Tcp => {
+                let connect = tokio::net::TcpStream::connect(target);
+                let tcp = tokio::time::timeout(inner.settings.connect_timeout, connect)
+                    .await
+                    .map_err(|_| {
+                        UpstreamError::Connect(format!("connecting to {target}: timed out"))
+                    })?
+                    .map_err(|e| UpstreamError::Connect(format!("connecting to {target}: {e}")))?;
+                let _ = tcp.set_nodelay(true);
+                Ok(Box::new(tcp))
+            }
+        }
+    }
+
+    /// The workload behind `endpoint`: by uid, else by address.
+    fn workload_of(&self, endpoint: &EndpointInfo) -> Option<Arc<Workload>> {
+        let state = &self.inner.state;
+        state
+            .workload_by_uid(&endpoint.uid)
+            .or_else(|| state.workload_by_ip(endpoint.address.ip()))
+    }
+
+    async fn exchange(
+        self,
+        endpoint: EndpointInfo,
+        caller: Caller,
+        mut request: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let workload = self.workload_of(&endpoint).ok_or_else(|| {
+            UpstreamError::Connect(format!("no workload is known at {}", endpoint.address))
+        })?;
+        let http2 = request.version() == Version::HTTP_2 || is_grpc(&request);
+        let version = if http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let traceparent = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        headers::for_upstream(&mut request, version);
+        let key = PoolKey {
+            endpoint: endpoint.address,
+            uid: workload.uid.clone(),
+            caller: caller.ip,
+            http2,
+        };
+        // The caller's port is not known here; RFC 7239 allows a node without one, and the
+        // hbone client always writes one, so it is 0.
+        let client = SocketAddr::new(caller.ip, 0);
+        let target = endpoint.address;
+        let opener = self.clone();
+        let open = move || async move { opener.open(&workload, target, client, traceparent).await };
+        let mut response = self.inner.http.send(key, request, open).await?;
+        headers::strip_hop_by_hop(response.headers_mut());
+        Ok(response)
+    }
+}
+
+/// Whether `request` is gRPC (always HTTP/2 upstream, whatever the client spoke).
+fn is_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+impl Upstream for HboneUpstream {
+    fn endpoints(&self, namespace: &str, hostname: &str, port: u16) -> Vec<EndpointInfo> {
+        let state = &self.inner.state;
+        let Some(service) = state.service_by_host(namespace, hostname) else {
+            return Vec::new();
+        };
+        state
+            .endpoints(&service, port)
+            .into_iter()
+            .filter_map(|endpoint| {
+                let ip = pod_ip(&endpoint.workload)?;
+                Some(EndpointInfo {
+                    uid: endpoint.workload.uid.clone(),
+                    address: SocketAddr::new(ip, endpoint.port),
+                })
+            })
+            .collect()
+    }
+
+    fn service_by_vip(&self, ip: IpAddr) -> Option<(String, String)> {
+        self.inner
+            .state
+            .service_by_vip(ip)
+            .map(|s| (s.namespace.clone(), s.hostname.clone()))
+    }
+
+    fn send(
+        &self,
+        endpoint: &EndpointInfo,
+        caller: &Caller,
+        request: Request<Body>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static>> {
+        Box::pin(
+            self.clone()
+                .exchange(endpoint.clone(), caller.clone(), request),
+        )
+    }
+}
+
+/// The address a workload is reached at: its first pod IP.
+pub fn pod_ip(workload: &Workload) -> Option<IpAddr> {
+    workload.addresses.first().copied()
+}
