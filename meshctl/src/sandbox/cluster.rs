@@ -145,7 +145,7 @@ impl Sandbox {
 
     /// Adds or replaces an object, filling uid and creationTimestamp (kept
     /// from an earlier version of the same object).
-    fn store(&mut self, mut object: Object, now: u64) -> Change {
+    pub(super) fn store(&mut self, mut object: Object, now: u64) -> Change {
         let existing = self
             .cluster
             .objects
@@ -185,7 +185,7 @@ impl Sandbox {
 
     /// Gives a Service its ClusterIP: the one it asks for, the one it had,
     /// or the next free one.
-    fn assign_cluster_ip(&self, object: &mut Object) -> Result<()> {
+    pub(super) fn assign_cluster_ip(&self, object: &mut Object) -> Result<()> {
         let spec = object.value.get("spec").cloned().unwrap_or_default();
         let requested = spec.get("clusterIP").and_then(|v| v.as_str()).unwrap_or("");
         if requested == "None" {
@@ -349,9 +349,12 @@ impl Sandbox {
         Ok(format!("{}/{name} labeled", kind.to_lowercase()))
     }
 
-    /// Makes pods match the objects: stops removed pods, creates and starts
-    /// new ones, waits (bounded) for them to be ready, then syncs.
+    /// Makes pods match the objects: deploys waypoints for waypoint Gateways,
+    /// stops removed pods, creates and starts new ones, waits (bounded) for
+    /// them to be ready, then syncs.
     pub fn reconcile(&mut self) -> Result<()> {
+        // Waypoint Gateways first: their Deployments are planned like any other.
+        self.sync_waypoints()?;
         let plan = self.cluster.plan_pods();
         for r in plan.relabel {
             if let Some(p) = self.cluster.pods.get_mut(&r.key) {

@@ -20,6 +20,8 @@ pub const XDS_PORT: u16 = 15012;
 pub const ADMIN_PORT: u16 = 15014;
 /// Namespace of the mesh's own workloads, whose policies apply mesh-wide.
 pub const ROOT_NAMESPACE: &str = "istio-system";
+/// The mesh's trust domain (the first segment of every SPIFFE identity).
+pub const TRUST_DOMAIN: &str = "cluster.local";
 /// Identity node tokens stand for: the ztunnel service account.
 pub const ZTUNNEL_IDENTITY: &str = "spiffe://cluster.local/ns/istio-system/sa/ztunnel";
 /// Identity the controller serves xDS and CA with.
@@ -160,6 +162,17 @@ impl Layout {
     /// A node's token file.
     pub fn token_file(&self, node: &str) -> PathBuf {
         self.tokens_dir().join(node)
+    }
+
+    /// The token file of the waypoint of Gateway `namespace/name`:
+    /// `waypoint-<namespace>.<name>`. Namespace names hold no dot, so no two
+    /// Gateways share a file (with `-` as separator, `a-b/c` and `a/b-c`
+    /// would).
+    pub fn waypoint_token_file(&self, namespace: &str, name: &str) -> PathBuf {
+        self.tokens_dir().join(format!(
+            "{}{namespace}.{name}",
+            super::tokens::WAYPOINT_TOKEN_PREFIX
+        ))
     }
 
     /// Folder of the nodes' ZDS sockets.

@@ -32,6 +32,7 @@ mod system;
 mod teardown;
 mod tokens;
 mod validate;
+pub mod waypoints;
 
 use std::path::PathBuf;
 
@@ -130,8 +131,8 @@ pub struct Config {
     pub name: String,
     /// The sandbox's state folder.
     pub state_dir: PathBuf,
-    /// Folder holding `meshctl`, `controller`, `ztunnel` (and later
-    /// `waypoint`), put first in every container's PATH.
+    /// Folder holding `meshctl`, `controller`, `ztunnel` and `waypoint`,
+    /// put first in every container's PATH.
     pub bin_dir: PathBuf,
 }
 

@@ -9,8 +9,8 @@
 //! <state>/logs/<ns>/<pod>/<container>.log
 //! <state>/netns/<namespace>.<pod>    symlink to /run/netns/<pod netns>
 //! <state>/logs/<component>.log       controller, ztunnel-<node>, node-agent-<node>
-//! <state>/ca/, tokens.yaml, tokens/<node>, zds/<node>.sock
-//!                                    the system components' files (control.rs)
+//! <state>/ca/, tokens.yaml, tokens/<node>, tokens/waypoint-<ns>.<gateway>, zds/<node>.sock
+//!                                    the system components' files (control.rs, tokens.rs)
 //! ```
 //!
 //! `pods/` and `manifests/` hold ordinary Kubernetes YAML, one object per

@@ -1,0 +1,335 @@
+//! HTTP requests pod to pod directly against the same requests through the L7 path (client's
+//! ztunnel, HBONE to the waypoint, HBONE on to the server's ztunnel), HTTP/1.1 and HTTP/2 (h2c
+//! with prior knowledge), in one sandbox and one run.
+//!
+//! `cargo build --release -p meshctl -p controller -p ztunnel -p waypoint && cargo bench -p e2e --bench waypoint`
+//!
+//! The sandbox holds a client (node1) and an echo server (`meshctl app http-echo`, node2) in a
+//! plain namespace, and the same pair in an ambient namespace whose Service is bound to a
+//! waypoint. The client runs `meshctl app load`. Measured for each path and protocol:
+//!
+//! - throughput: `WAYPOINT_BENCH_REQUESTS` requests (default 50 000), `WAYPOINT_BENCH_CONCURRENCY`
+//!   in flight (default 16), as fast as they go: requests per second, and requests per second
+//!   per CPU core, counting every process on the path (client, server, and for the L7 path
+//!   both ztunnels and the waypoint), from `/proc` and `getrusage`;
+//! - latency: `WAYPOINT_BENCH_RATE` requests per second (default 500) for `WAYPOINT_BENCH_SECS`
+//!   (default 10), spread over 64 connections so a slow answer does not hold back the next
+//!   request: p50 and p99 of the request latencies `load` measures;
+//!
+//! and the waypoint's resident memory, idle and after the runs.
+
+#[path = "../tests/ztunnel/mesh.rs"]
+mod mesh;
+#[path = "../tests/waypoint/shop.rs"]
+mod shop;
+
+use std::time::Duration;
+
+use e2e::Sandbox;
+use mesh::{NODES, SETTLE, eventually, proc_usage, wait_ready, ztunnel_pid};
+use meshctl::app::load_report::LoadReport;
+use meshctl::sandbox::state;
+
+const MANIFESTS: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: direct}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: mesh}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: direct}
+spec: {nodeName: node1, containers: [{name: c, command: [sleep, infinity]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: direct, labels: {app: echo}}
+spec:
+  nodeName: node2
+  containers:
+  - name: echo
+    command: [meshctl, app, http-echo, --port, "8080"]
+    ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: direct}
+spec:
+  selector: {app: echo}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: mesh}
+spec: {nodeName: node1, containers: [{name: c, command: [sleep, infinity]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: mesh, labels: {app: echo}}
+spec:
+  nodeName: node2
+  containers:
+  - name: echo
+    command: [meshctl, app, http-echo, --port, "8080"]
+    ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: mesh, labels: {istio.io/use-waypoint: waypoint}}
+spec:
+  selector: {app: echo}
+  ports: [{name: http, port: 8080}]
+"#;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Clone, Copy)]
+struct Settings {
+    requests: u64,
+    concurrency: u64,
+    rate: u64,
+    seconds: u64,
+}
+
+/// CPU seconds used by this process's waited-for children (and theirs): the `meshctl exec`
+/// running `load`, so the client's work.
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// The processes on one path, besides the client.
+struct PathProcesses {
+    /// The echo server.
+    server: i32,
+    /// Both ztunnels and the waypoint (the L7 path only).
+    proxies: Vec<i32>,
+}
+
+impl PathProcesses {
+    fn cpu(pids: &[i32]) -> f64 {
+        pids.iter()
+            .map(|p| proc_usage(*p).expect("process of the path").cpu_seconds)
+            .sum()
+    }
+}
+
+/// One measured run: the load report and the CPU it cost.
+struct Measured {
+    report: LoadReport,
+    /// CPU seconds of every process on the path together.
+    path_cpu: f64,
+    /// CPU seconds of the proxies only.
+    proxy_cpu: f64,
+}
+
+impl Measured {
+    /// Requests per CPU second of the whole path: requests per second per core.
+    fn per_core(&self) -> f64 {
+        self.report.requests as f64 / self.path_cpu
+    }
+
+    /// Cores the proxies kept busy while the requests ran.
+    fn proxy_cores(&self) -> f64 {
+        self.proxy_cpu / (self.report.duration_ms / 1000.0)
+    }
+}
+
+fn measure(
+    sb: &Sandbox,
+    client: &str,
+    url: &str,
+    procs: &PathProcesses,
+    args: &[&str],
+    requests: u64,
+) -> Measured {
+    let (server_before, proxies_before) = (
+        PathProcesses::cpu(&[procs.server]),
+        PathProcesses::cpu(&procs.proxies),
+    );
+    let client_before = children_cpu_seconds();
+    let report = shop::load(sb, client, url, requests, args);
+    // Includes the few milliseconds `meshctl exec` itself takes: a fixed cost, small next
+    // to thousands of requests.
+    let client_cpu = children_cpu_seconds() - client_before;
+    let server_cpu = PathProcesses::cpu(&[procs.server]) - server_before;
+    let proxy_cpu = PathProcesses::cpu(&procs.proxies) - proxies_before;
+    assert_eq!(
+        report.count(200),
+        requests,
+        "{client} → {url}: every request succeeds: {:?} {:?}",
+        report.statuses,
+        report.errors
+    );
+    Measured {
+        report,
+        path_cpu: client_cpu + server_cpu + proxy_cpu,
+        proxy_cpu,
+    }
+}
+
+/// Results of one path and protocol.
+struct Row {
+    rps: f64,
+    rps_per_core: f64,
+    proxy_cores: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn run(sb: &Sandbox, ns: &str, http2: bool, procs: &PathProcesses, s: Settings) -> Row {
+    let client = format!("{ns}/client");
+    let url = "http://echo:8080/";
+    let proto: &[&str] = if http2 { &["--http2"] } else { &[] };
+    let c = s.concurrency.to_string();
+    let mut args = vec!["-c", c.as_str()];
+    args.extend_from_slice(proto);
+    // Warm up: connections, pools, certificates.
+    measure(sb, &client, url, procs, &args, (s.requests / 10).max(100));
+    let throughput = measure(sb, &client, url, procs, &args, s.requests);
+
+    let rate = s.rate.to_string();
+    let mut args = vec!["--rate", rate.as_str(), "-c", "64"];
+    args.extend_from_slice(proto);
+    let latency = measure(sb, &client, url, procs, &args, s.rate * s.seconds);
+    let row = Row {
+        rps: throughput.report.rps,
+        rps_per_core: throughput.per_core(),
+        proxy_cores: throughput.proxy_cores(),
+        p50: latency.report.latency_ms.p50,
+        p99: latency.report.latency_ms.p99,
+    };
+    println!(
+        "{:<8} {:<8} {:>9.0} req/s {:>8.0} req/s/core   proxies {:>4.2} cores   at {} req/s: p50 {:>7.3} ms p99 {:>7.3} ms",
+        if ns == "direct" { "direct" } else { "waypoint" },
+        if http2 { "HTTP/2" } else { "HTTP/1.1" },
+        row.rps,
+        row.rps_per_core,
+        row.proxy_cores,
+        s.rate,
+        row.p50,
+        row.p99
+    );
+    row
+}
+
+/// The pid of the first container of pod `namespace/name`, or of the first pod whose name
+/// starts with `name-` (a Deployment's).
+fn pod_pid(sb: &Sandbox, namespace: &str, name: &str) -> i32 {
+    let cluster = state::peek(&sb.state_dir()).expect("sandbox state");
+    cluster
+        .pods
+        .values()
+        .filter(|p| p.namespace == namespace)
+        .find(|p| p.name == name || p.name.starts_with(&format!("{name}-")))
+        .and_then(|p| p.containers.first()?.process)
+        .map(|p| p.pid)
+        .unwrap_or_else(|| panic!("no running pod {namespace}/{name}"))
+}
+
+fn rss_mib(pid: i32) -> f64 {
+    proc_usage(pid).expect("waypoint process").rss_bytes as f64 / f64::from(1 << 20)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and then a short run
+    // only checks that every path works.
+    let full = std::env::args().any(|a| a == "--bench");
+    let s = Settings {
+        requests: env_or("WAYPOINT_BENCH_REQUESTS", if full { 50_000 } else { 300 }),
+        concurrency: env_or("WAYPOINT_BENCH_CONCURRENCY", 16),
+        rate: env_or("WAYPOINT_BENCH_RATE", if full { 500 } else { 50 }),
+        seconds: env_or("WAYPOINT_BENCH_SECS", if full { 10 } else { 1 }),
+    };
+
+    let sb = Sandbox::up(MANIFESTS).expect("sandbox up");
+    wait_ready(&sb);
+    // The L7 path works end to end once the waypoint counts a request.
+    let through = eventually(SETTLE, || {
+        let out = sb.exec(
+            "mesh/client",
+            &[
+                "meshctl",
+                "app",
+                "curl",
+                "--fail",
+                "--timeout-ms",
+                "3000",
+                "http://echo:8080/",
+            ],
+        );
+        let metrics = sb.exec(
+            "mesh/deploy/waypoint",
+            &[
+                "meshctl",
+                "app",
+                "curl",
+                "--fail",
+                "http://127.0.0.1:15020/metrics",
+            ],
+        );
+        out.is_ok_and(|o| o.status.success())
+            && metrics
+                .is_ok_and(|m| shop::requests_total(&String::from_utf8_lossy(&m.stdout), &[]) > 0.0)
+    });
+    assert!(through, "requests never went through the waypoint");
+
+    let waypoint = pod_pid(&sb, "mesh", "waypoint");
+    let ztunnels: Vec<i32> = NODES
+        .iter()
+        .map(|n| ztunnel_pid(&sb, n).expect("ztunnel running"))
+        .collect();
+    let direct = PathProcesses {
+        server: pod_pid(&sb, "direct", "server"),
+        proxies: Vec::new(),
+    };
+    let mesh = PathProcesses {
+        server: pod_pid(&sb, "mesh", "server"),
+        proxies: ztunnels.iter().copied().chain([waypoint]).collect(),
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_rss = rss_mib(waypoint);
+
+    println!(
+        "HTTP pod to pod across two nodes, direct vs through ztunnel + waypoint: {} requests \
+         ({} in flight) for throughput, {} req/s for {} s for latency",
+        s.requests, s.concurrency, s.rate, s.seconds
+    );
+    let mut ratios = Vec::new();
+    for http2 in [false, true] {
+        let d = run(&sb, "direct", http2, &direct, s);
+        let w = run(&sb, "mesh", http2, &mesh, s);
+        ratios.push((http2, d, w));
+    }
+    let loaded_rss = rss_mib(waypoint);
+    println!("ratios (waypoint path / direct):");
+    for (http2, d, w) in &ratios {
+        println!(
+            "  {:<8} req/s {:.2}x   req/s per core {:.2}x   p50 {:.2}x   p99 {:.2}x",
+            if *http2 { "HTTP/2" } else { "HTTP/1.1" },
+            w.rps / d.rps,
+            w.rps_per_core / d.rps_per_core,
+            w.p50 / d.p50,
+            w.p99 / d.p99,
+        );
+    }
+    println!("waypoint RSS: {idle_rss:.1} MiB idle, {loaded_rss:.1} MiB after the runs");
+}

@@ -1,0 +1,487 @@
+//! Pod to pod directly against pod to pod through two ztunnels (outbound on node1, HBONE across
+//! the fabric, inbound on node2), in one sandbox and one run.
+//!
+//! `cargo build --release -p meshctl -p controller -p ztunnel && cargo bench -p e2e --bench ztunnel`
+//!
+//! The sandbox holds a client (node1) and a server (node2) in a plain namespace and the same
+//! pair in an ambient one. The benchmark's own threads play the apps: a thread that has
+//! entered a pod's network namespace creates its sockets there, so its traffic is captured
+//! exactly as an app's would be. Measured for each path:
+//!
+//! - bulk: one stream of `ZTUNNEL_BENCH_BYTES` (default 1 GiB), acknowledged by the server;
+//! - request/response: 64-byte requests echoed on one connection at a fixed rate
+//!   (`ZTUNNEL_BENCH_RATE` per second for `ZTUNNEL_BENCH_SECS`), latency from the send, or
+//!   from the scheduled time when an earlier stall delayed it;
+//! - new connections: connect, 1-byte round trip, server closes, 8 at a time, for
+//!   `ZTUNNEL_BENCH_SECS`;
+//!
+//! and the two ztunnels' CPU (cores busy over each phase) and resident memory, idle and under
+//! load, from `/proc`.
+
+#[path = "../tests/ztunnel/mesh.rs"]
+mod mesh;
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use e2e::Sandbox;
+use mesh::{NODES, ProcUsage, proc_usage, wait_captured, wait_ready, ztunnel_pid};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The benchmark server's port in both server pods.
+const PORT: u16 = 7000;
+/// Request and response size of the request/response phase.
+const MESSAGE: usize = 64;
+/// Connections opened at once in the new-connections phase.
+const CONNECT_CONCURRENCY: usize = 8;
+/// Write size of the bulk phase.
+const CHUNK: usize = 256 * 1024;
+
+const MANIFESTS: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: direct}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: direct}
+spec: {nodeName: node1, containers: [{name: c, command: [sleep, infinity]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: direct}
+spec: {nodeName: node2, containers: [{name: c, command: [sleep, infinity]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: mesh}
+spec: {nodeName: node1, containers: [{name: c, command: [sleep, infinity]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: mesh}
+spec: {nodeName: node2, containers: [{name: c, command: [sleep, infinity]}]}
+"#;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `work` on a new thread inside the network namespace at `netns`, on a single-threaded
+/// runtime of its own. Every socket it creates lives in that namespace.
+fn in_netns<T, F>(
+    netns: PathBuf,
+    work: impl FnOnce() -> F + Send + 'static,
+) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: Future<Output = T>,
+{
+    std::thread::spawn(move || {
+        let ns = File::open(&netns).unwrap_or_else(|e| panic!("{}: {e}", netns.display()));
+        // SAFETY: setns on this thread only, which is dedicated to `work`.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(work())
+    })
+}
+
+/// The server: `B` streams are counted and acknowledged with `ok <bytes>`, `E` streams are
+/// echoed, `C` streams get one byte back and are closed. Serves until the process ends.
+async fn serve() {
+    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, PORT))
+        .await
+        .expect("bind the benchmark server");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let (mut rx, mut tx) = stream.into_split();
+            let mut mode = [0u8; 1];
+            if rx.read_exact(&mut mode).await.is_err() {
+                return;
+            }
+            if mode[0] == b'C' {
+                // One byte back, then the server closes first, as an HTTP/1.0 server does:
+                // TIME_WAIT stays on this side, so clients never run short of ports.
+                let mut byte = [0u8; 1];
+                if rx.read_exact(&mut byte).await.is_ok() {
+                    let _ = tx.write_all(&byte).await;
+                }
+                let _ = tx.shutdown().await;
+            } else if mode[0] == b'B' {
+                let mut buffer = vec![0u8; CHUNK];
+                let mut total: u64 = 0;
+                while let Ok(n) = rx.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                }
+                let _ = tx.write_all(format!("ok {total}").as_bytes()).await;
+                let _ = tx.shutdown().await;
+            } else {
+                let _ = tokio::io::copy(&mut rx, &mut tx).await;
+                let _ = tx.shutdown().await;
+            }
+        });
+    }
+}
+
+async fn connect(server: SocketAddr, mode: u8) -> TcpStream {
+    let mut stream = TcpStream::connect(server).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream.write_all(&[mode]).await.expect("mode");
+    stream
+}
+
+/// One stream of `bytes`; the elapsed time until the server acknowledged all of it.
+async fn bulk(server: SocketAddr, bytes: u64) -> Duration {
+    let start = Instant::now();
+    let mut stream = connect(server, b'B').await;
+    let chunk = vec![0x5au8; CHUNK];
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = (bytes - sent).min(CHUNK as u64) as usize;
+        stream.write_all(&chunk[..n]).await.expect("bulk write");
+        sent += n as u64;
+    }
+    stream.shutdown().await.expect("bulk shutdown");
+    let mut verdict = String::new();
+    stream
+        .read_to_string(&mut verdict)
+        .await
+        .expect("bulk verdict");
+    assert_eq!(verdict, format!("ok {bytes}"), "every byte arrived");
+    start.elapsed()
+}
+
+/// `count` echoed requests at `rate` per second on one connection. Blocking sockets and
+/// thread sleeps keep the schedule to tens of microseconds (the async timer's millisecond
+/// granularity would swamp the latencies). A request sent late because the previous answer
+/// was late is measured from when it was due, so a stall counts for every request it delays.
+fn request_response(server: SocketAddr, rate: u64, count: u64) -> Vec<Duration> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream.write_all(b"E").expect("mode");
+    let request = [0x42u8; MESSAGE];
+    let mut reply = [0u8; MESSAGE];
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let mut previous_done = start;
+    let mut samples = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let due = start + interval * i as u32;
+        let behind = previous_done > due;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let sent = Instant::now();
+        stream.write_all(&request).expect("request");
+        stream.read_exact(&mut reply).expect("response");
+        previous_done = Instant::now();
+        samples.push(previous_done - if behind { due } else { sent });
+    }
+    samples
+}
+
+/// New connections per second: each connects, does a 1-byte round trip and waits for the
+/// server to close.
+async fn new_connections(server: SocketAddr, seconds: u64) -> f64 {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONNECT_CONCURRENCY {
+        workers.spawn(async move {
+            let mut done = 0u64;
+            let mut byte = [0u8; 1];
+            while Instant::now() < deadline {
+                let mut stream = connect(server, b'C').await;
+                stream.write_all(b"x").await.expect("write");
+                stream.read_exact(&mut byte).await.expect("read");
+                // Wait for the server's close, so this side never holds TIME_WAIT.
+                let _ = stream.read(&mut byte).await;
+                done += 1;
+            }
+            done
+        });
+    }
+    let mut total = 0;
+    while let Some(done) = workers.join_next().await {
+        total += done.expect("connection worker");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Both ztunnels' usage.
+struct Ztunnels {
+    pids: Vec<i32>,
+}
+
+/// Usage of the ztunnels over one phase.
+#[derive(Clone, Copy, Debug, Default)]
+struct PhaseUsage {
+    /// CPU cores kept busy on average (both ztunnels together).
+    cores: f64,
+    /// Resident memory of both together at the end of the phase, in MiB.
+    rss_mib: f64,
+    /// CPU cores the whole machine kept busy (apps, kernel networking, anything else running).
+    machine_cores: f64,
+}
+
+/// Busy and total CPU time of the machine so far, in clock ticks, from `/proc/stat`.
+fn machine_ticks() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: f64 = fields.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th.
+    let idle = fields.get(3).copied().unwrap_or(0.0) + fields.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
+impl Ztunnels {
+    fn sample(&self) -> Vec<ProcUsage> {
+        self.pids
+            .iter()
+            .map(|p| proc_usage(*p).expect("ztunnel process"))
+            .collect()
+    }
+
+    /// Runs `phase` and reports what the ztunnels used meanwhile.
+    fn measure<T>(&self, phase: impl FnOnce() -> T) -> (T, PhaseUsage) {
+        let before = self.sample();
+        let machine_before = machine_ticks();
+        let start = Instant::now();
+        let out = phase();
+        let wall = start.elapsed().as_secs_f64();
+        let after = self.sample();
+        let machine_after = machine_ticks();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let busy = machine_after.0 - machine_before.0;
+        let total = machine_after.1 - machine_before.1;
+        let cpu: f64 = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.cpu_seconds - b.cpu_seconds)
+            .sum();
+        let rss: u64 = after.iter().map(|u| u.rss_bytes).sum();
+        (
+            out,
+            PhaseUsage {
+                cores: cpu / wall,
+                rss_mib: rss as f64 / f64::from(1 << 20),
+                machine_cores: if total > 0.0 {
+                    busy / total * cpus
+                } else {
+                    0.0
+                },
+            },
+        )
+    }
+}
+
+struct PathResult {
+    gbit_per_s: f64,
+    p50: Duration,
+    p99: Duration,
+    conns_per_s: f64,
+    bulk: PhaseUsage,
+    rr: PhaseUsage,
+    conns: PhaseUsage,
+}
+
+/// Runs the three phases from the client pod `client` against `server`.
+fn run_path(
+    name: &str,
+    sb: &Sandbox,
+    client: &str,
+    server: SocketAddr,
+    settings: &Settings,
+    ztunnels: &Ztunnels,
+) -> PathResult {
+    let client_ns = PathBuf::from("/run/netns").join(format!("{}{client}", sb.netns_prefix()));
+    let on_client = |phase: u8| {
+        let ns = client_ns.clone();
+        let Settings {
+            bytes,
+            rate,
+            seconds,
+        } = *settings;
+        move || {
+            in_netns(ns, move || async move {
+                match phase {
+                    0 => Phase::Bulk(bulk(server, bytes).await),
+                    1 => Phase::Rr(request_response(server, rate, rate * seconds)),
+                    _ => Phase::Conns(new_connections(server, seconds).await),
+                }
+            })
+            .join()
+            .expect("client thread")
+        }
+    };
+    // Warm up: connection pools, certificates, caches.
+    let _ = in_netns(client_ns.clone(), move || async move {
+        bulk(server, 64 << 20).await;
+        new_connections(server, 1).await
+    })
+    .join();
+
+    let (Phase::Bulk(elapsed), bulk_usage) = ztunnels.measure(on_client(0)) else {
+        unreachable!()
+    };
+    let (Phase::Rr(mut samples), rr_usage) = ztunnels.measure(on_client(1)) else {
+        unreachable!()
+    };
+    let (Phase::Conns(conns_per_s), conns_usage) = ztunnels.measure(on_client(2)) else {
+        unreachable!()
+    };
+    samples.sort();
+    let result = PathResult {
+        gbit_per_s: settings.bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9,
+        p50: percentile(&samples, 50.0),
+        p99: percentile(&samples, 99.0),
+        conns_per_s,
+        bulk: bulk_usage,
+        rr: rr_usage,
+        conns: conns_usage,
+    };
+    println!(
+        "{name:<7} bulk {:>6.2} Gbit/s   req/resp p50 {:>7.1} µs p99 {:>7.1} µs   {:>7.0} conn/s",
+        result.gbit_per_s,
+        result.p50.as_secs_f64() * 1e6,
+        result.p99.as_secs_f64() * 1e6,
+        result.conns_per_s,
+    );
+    result
+}
+
+enum Phase {
+    Bulk(Duration),
+    Rr(Vec<Duration>),
+    Conns(f64),
+}
+
+#[derive(Clone, Copy)]
+struct Settings {
+    bytes: u64,
+    rate: u64,
+    seconds: u64,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and then a short run
+    // only checks that both paths work.
+    let full = std::env::args().any(|a| a == "--bench");
+    let settings = Settings {
+        bytes: env_or("ZTUNNEL_BENCH_BYTES", if full { 1 << 30 } else { 16 << 20 }),
+        rate: env_or("ZTUNNEL_BENCH_RATE", if full { 1000 } else { 100 }),
+        seconds: env_or("ZTUNNEL_BENCH_SECS", if full { 10 } else { 1 }),
+    };
+
+    let sb = Sandbox::up(MANIFESTS).expect("sandbox up");
+    wait_ready(&sb);
+    wait_captured(&sb, "node1", &["mesh/client"]);
+    wait_captured(&sb, "node2", &["mesh/server"]);
+    let ztunnels = Ztunnels {
+        pids: NODES
+            .iter()
+            .map(|n| ztunnel_pid(&sb, n).expect("ztunnel running"))
+            .collect(),
+    };
+    let server_ns =
+        |ns: &str| PathBuf::from("/run/netns").join(format!("{}{ns}.server", sb.netns_prefix()));
+    // The servers run until the process ends; the sandbox is torn down first, on drop.
+    for ns in ["direct", "mesh"] {
+        drop(in_netns(server_ns(ns), serve));
+    }
+    let address = |ns: &str| {
+        let ip = sb
+            .pods()
+            .expect("pods")
+            .into_iter()
+            .find(|p| p.namespace == ns && p.name == "server")
+            .expect("server pod")
+            .ip;
+        SocketAddr::from((ip, PORT))
+    };
+    let (direct_addr, mesh_addr) = (address("direct"), address("mesh"));
+
+    println!(
+        "pod to pod across two nodes, direct vs through two ztunnels: {} MiB bulk, \
+         {} req/s for {} s, new connections for {} s",
+        settings.bytes >> 20,
+        settings.rate,
+        settings.seconds,
+        settings.seconds
+    );
+    let ((), idle) = ztunnels.measure(|| std::thread::sleep(Duration::from_secs(settings.seconds)));
+    let direct = run_path(
+        "direct",
+        &sb,
+        "direct.client",
+        direct_addr,
+        &settings,
+        &ztunnels,
+    );
+    let mesh = run_path(
+        "ztunnel",
+        &sb,
+        "mesh.client",
+        mesh_addr,
+        &settings,
+        &ztunnels,
+    );
+    println!(
+        "ratio   throughput {:.2}x of direct   p50 {:.2}x   p99 {:.2}x   conn/s {:.2}x",
+        mesh.gbit_per_s / direct.gbit_per_s,
+        mesh.p50.as_secs_f64() / direct.p50.as_secs_f64(),
+        mesh.p99.as_secs_f64() / direct.p99.as_secs_f64(),
+        mesh.conns_per_s / direct.conns_per_s,
+    );
+    println!("CPU (cores busy) and memory; ztunnels = both nodes' ztunnel processes together:");
+    println!("  phase       path      ztunnels  ztunnel RSS  whole machine");
+    let rows = [
+        ("idle", "-", idle),
+        ("bulk", "direct", direct.bulk),
+        ("bulk", "ztunnel", mesh.bulk),
+        ("req/resp", "direct", direct.rr),
+        ("req/resp", "ztunnel", mesh.rr),
+        ("new conns", "direct", direct.conns),
+        ("new conns", "ztunnel", mesh.conns),
+    ];
+    for (phase, path, usage) in rows {
+        println!(
+            "  {phase:<10}  {path:<8}  {:>8.2}  {:>7.1} MiB  {:>13.2}",
+            usage.cores, usage.rss_mib, usage.machine_cores
+        );
+    }
+}

@@ -1,0 +1,401 @@
+//! Helpers for the waypoint scenarios: the shop of `examples/l7/base` in a sandbox, its
+//! scenario folders, traffic from its client pods with `meshctl app load`, the echo servers'
+//! request counters and the waypoint's Prometheus metrics.
+
+// Shared by the tests and the benchmark, each of which uses a part.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use e2e::Sandbox;
+use meshctl::app::load_report::LoadReport;
+
+use super::mesh::{SETTLE, eventually, json, wait_ready};
+
+/// Namespace of the shop.
+pub const NS: &str = "shop";
+/// The waypoint Gateway's name (also its Deployment's).
+pub const WAYPOINT: &str = "waypoint";
+/// The client pod (service account `client`).
+pub const CLIENT: &str = "shop/client";
+/// The api-gateway pod (service account `api-gateway`).
+pub const API_GATEWAY: &str = "shop/deploy/api-gateway";
+/// The orders Service as the clients call it.
+pub const ORDERS: &str = "http://orders:8080";
+/// The waypoint's Prometheus endpoint, inside its pod.
+const METRICS_URL: &str = "http://127.0.0.1:15020/metrics";
+/// The waypoint's readiness endpoint, inside its pod.
+const READY_URL: &str = "http://127.0.0.1:15021/healthz/ready";
+
+/// A folder of `examples/l7`.
+pub fn example(folder: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/l7")
+        .join(folder)
+}
+
+/// The manifests of an example folder (its `.yaml` files in name order) as one YAML text.
+pub fn example_yaml(folder: &str) -> String {
+    let dir = example(folder);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{} holds no manifests", dir.display());
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// `meshctl apply` of an example folder.
+pub fn apply_example(sb: &Sandbox, folder: &str) {
+    sb.apply(&example_yaml(folder))
+        .unwrap_or_else(|e| panic!("applying examples/l7/{folder}: {e}"));
+}
+
+/// The last lines of the waypoint's log, for failure messages.
+pub fn waypoint_log(sb: &Sandbox) -> String {
+    let out = sb
+        .command()
+        .args([
+            "logs",
+            "-n",
+            NS,
+            &format!("deploy/{WAYPOINT}"),
+            "--tail",
+            "40",
+        ])
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("(no log: {e})"),
+    }
+}
+
+/// Runs `meshctl app curl` in `pod`; the body on success.
+fn curl_in(sb: &Sandbox, pod: &str, url: &str) -> Option<String> {
+    let out = sb
+        .exec(
+            pod,
+            &[
+                "meshctl",
+                "app",
+                "curl",
+                "--fail",
+                "--timeout-ms",
+                "3000",
+                url,
+            ],
+        )
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The waypoint pod, as `namespace/deploy/name` for `Sandbox::exec`.
+fn waypoint_pod() -> String {
+    format!("{NS}/deploy/{WAYPOINT}")
+}
+
+/// The waypoint's `/metrics` text, or `None` while it does not answer.
+pub fn waypoint_metrics(sb: &Sandbox) -> Option<String> {
+    curl_in(sb, &waypoint_pod(), METRICS_URL)
+}
+
+/// Builds a sandbox from `examples/l7/base` and waits until the ztunnels are ready, the
+/// waypoint pod is ready and requests to orders pass through the waypoint.
+pub fn up() -> Sandbox {
+    let sb = Sandbox::up(&example("base").display().to_string()).expect("sandbox up");
+    wait_ready(&sb);
+    let mut failed = false;
+    let ready = eventually(SETTLE, || {
+        let pods = sb.pods().unwrap_or_default();
+        let waypoints: Vec<_> = pods
+            .iter()
+            .filter(|p| {
+                p.namespace == NS
+                    && p.labels.get("gateway.networking.k8s.io/gateway-name")
+                        == Some(&WAYPOINT.to_string())
+            })
+            .collect();
+        // A crashed waypoint will not recover: stop waiting.
+        failed = waypoints.iter().any(|p| p.phase == "Failed");
+        failed
+            || (waypoints.iter().any(|p| p.ready)
+                && curl_in(&sb, &waypoint_pod(), READY_URL).is_some())
+    });
+    assert!(
+        ready && !failed,
+        "the waypoint never became ready{}\n--- waypoint log\n{}",
+        if failed { " (it exited)" } else { "" },
+        waypoint_log(&sb)
+    );
+    // Traffic reaches orders through the waypoint once the ztunnels know it: the waypoint
+    // then counts the request.
+    let through = eventually(SETTLE, || {
+        curl_in(&sb, CLIENT, &format!("{ORDERS}/")).is_some()
+            && waypoint_metrics(&sb).is_some_and(|m| requests_total(&m, &[]) > 0.0)
+    });
+    assert!(
+        through,
+        "requests to orders never went through the waypoint\n--- waypoint log\n{}",
+        waypoint_log(&sb)
+    );
+    sb
+}
+
+/// Runs `meshctl app load --json` in `pod` against `url` with `extra` arguments.
+pub fn load(sb: &Sandbox, pod: &str, url: &str, requests: u64, extra: &[&str]) -> LoadReport {
+    let n = requests.to_string();
+    let mut args = vec![
+        "meshctl",
+        "app",
+        "load",
+        "--json",
+        "--url",
+        url,
+        "-n",
+        &n,
+        "--timeout-ms",
+        "15000",
+    ];
+    args.extend_from_slice(extra);
+    let out = sb.exec(pod, &args).expect("running meshctl app load");
+    assert!(
+        out.status.success(),
+        "load from {pod} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("load report is not JSON ({e}): {text}"))
+}
+
+/// The Deployment a pod belongs to, from its name (`<deployment>-<hash>-<suffix>`).
+pub fn deployment_of(pod: &str) -> String {
+    let parts: Vec<&str> = pod.rsplitn(3, '-').collect();
+    match parts.as_slice() {
+        [_, _, deployment] => deployment.to_string(),
+        _ => pod.to_string(),
+    }
+}
+
+/// Replies per Deployment (`orders-v1`, `orders-v2`, ...), whatever their status.
+pub fn by_deployment(report: &LoadReport) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (pod, n) in &report.by_pod {
+        *out.entry(deployment_of(pod)).or_default() += n;
+    }
+    out
+}
+
+/// Replies from Deployment `deployment` in `report`.
+pub fn replies_from(report: &LoadReport, deployment: &str) -> u64 {
+    by_deployment(report)
+        .get(deployment)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Requests served so far by the (single) pod of `deployment`, from its echo counter.
+pub fn served(sb: &Sandbox, deployment: &str) -> u64 {
+    let pod = format!("{NS}/deploy/{deployment}");
+    let body = curl_in(sb, &pod, "http://127.0.0.1:8080/_echo/stats")
+        .unwrap_or_else(|| panic!("{deployment}: /_echo/stats did not answer"));
+    json(&body)["requests"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{deployment}: bad stats {body}"))
+}
+
+/// [`served`] once it stops changing: copies still on their way (mirrors, retries of earlier
+/// requests) have landed. Polls every second; never asserts how long that takes.
+pub fn served_settled(sb: &Sandbox, deployment: &str) -> u64 {
+    let mut last = served(sb, deployment);
+    let mut value = last;
+    let settled = eventually(SETTLE, || {
+        std::thread::sleep(Duration::from_secs(1));
+        value = served(sb, deployment);
+        let same = value == last;
+        last = value;
+        same
+    });
+    assert!(settled, "{deployment} kept serving requests nobody sent");
+    value
+}
+
+/// One sample of a Prometheus text exposition: metric name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Metric name (with `_count`, `_sum`, `_bucket` suffixes as exposed).
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+/// Parses the Prometheus text format (comments skipped, escapes in label values honoured).
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, labels, rest) = match line.find('{') {
+            Some(open) => {
+                let Some((labels, rest)) = parse_labels(&line[open + 1..]) else {
+                    continue;
+                };
+                (&line[..open], labels, rest)
+            }
+            None => match line.split_once(char::is_whitespace) {
+                Some((name, rest)) => (name, BTreeMap::new(), rest),
+                None => continue,
+            },
+        };
+        let Some(value) = rest
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        out.push(Sample {
+            name: name.trim().to_string(),
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+/// `k="v",...}` → the labels and what follows the closing brace.
+fn parse_labels(s: &str) -> Option<(BTreeMap<String, String>, &str)> {
+    let mut labels = BTreeMap::new();
+    let mut rest = s.trim_start();
+    loop {
+        rest = rest.trim_start_matches([',', ' ']);
+        if let Some(after) = rest.strip_prefix('}') {
+            return Some((labels, after));
+        }
+        let (key, after_key) = rest.split_once('=')?;
+        let mut chars = after_key.strip_prefix('"')?.char_indices();
+        let mut value = String::new();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '\\' => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                '"' => break i,
+                c => value.push(c),
+            }
+        };
+        labels.insert(key.trim().to_string(), value);
+        rest = &after_key[1 + end + 1..];
+    }
+}
+
+/// Sum of metric `name` over the samples carrying every label in `filter`.
+pub fn metric_sum(text: &str, name: &str, filter: &[(&str, &str)]) -> f64 {
+    parse_metrics(text)
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            filter
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+/// `istio_requests_total` summed over the samples matching `filter`.
+pub fn requests_total(text: &str, filter: &[(&str, &str)]) -> f64 {
+    metric_sum(text, "istio_requests_total", filter)
+}
+
+/// The waypoint's request metrics for one destination service, as numbers to compare before
+/// and after a run.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RequestCounts {
+    /// `istio_requests_total`.
+    pub requests: f64,
+    /// `istio_requests_total` with `response_code="200"`.
+    pub ok: f64,
+    /// `istio_request_duration_milliseconds_count`.
+    pub durations: f64,
+    /// `istio_request_bytes_count`.
+    pub request_sizes: f64,
+    /// `istio_response_bytes_count`.
+    pub response_sizes: f64,
+}
+
+impl RequestCounts {
+    /// Reads the counts for requests to Service `service` (its short name) from the waypoint.
+    pub fn read(sb: &Sandbox, service: &str) -> RequestCounts {
+        let text = waypoint_metrics(sb).expect("the waypoint's /metrics answers");
+        let f = [("destination_service_name", service)];
+        let ok = [
+            ("destination_service_name", service),
+            ("response_code", "200"),
+        ];
+        RequestCounts {
+            requests: metric_sum(&text, "istio_requests_total", &f),
+            ok: metric_sum(&text, "istio_requests_total", &ok),
+            durations: metric_sum(&text, "istio_request_duration_milliseconds_count", &f),
+            request_sizes: metric_sum(&text, "istio_request_bytes_count", &f),
+            response_sizes: metric_sum(&text, "istio_response_bytes_count", &f),
+        }
+    }
+
+    /// What happened between `before` and `self`.
+    pub fn since(&self, before: &RequestCounts) -> RequestCounts {
+        RequestCounts {
+            requests: self.requests - before.requests,
+            ok: self.ok - before.ok,
+            durations: self.durations - before.durations,
+            request_sizes: self.request_sizes - before.request_sizes,
+            response_sizes: self.response_sizes - before.response_sizes,
+        }
+    }
+}
+
+#[test]
+fn prometheus_text_parses() {
+    let text = "# HELP istio_requests_total Total requests.\n\
+                # TYPE istio_requests_total counter\n\
+                istio_requests_total{response_code=\"200\",destination_service_name=\"orders\",x=\"a\\\"b,}\"} 7\n\
+                istio_requests_total{response_code=\"503\",destination_service_name=\"orders\"} 3 1700000000\n\
+                istio_requests_total{response_code=\"200\",destination_service_name=\"other\"} 100\n\
+                process_open_fds 12\n";
+    let samples = parse_metrics(text);
+    assert_eq!(samples.len(), 4);
+    assert_eq!(samples[0].labels["x"], "a\"b,}");
+    assert_eq!(samples[3].name, "process_open_fds");
+    assert_eq!(
+        requests_total(text, &[("destination_service_name", "orders")]),
+        10.0
+    );
+    assert_eq!(
+        requests_total(
+            text,
+            &[
+                ("destination_service_name", "orders"),
+                ("response_code", "200")
+            ]
+        ),
+        7.0
+    );
+    assert_eq!(deployment_of("orders-v1-96gzr5vggh-gp5pw"), "orders-v1");
+    assert_eq!(deployment_of("client"), "client");
+}

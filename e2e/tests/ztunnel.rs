@@ -1,0 +1,489 @@
+//! The node proxies on the sandbox: capture of running pods, HBONE between nodes, source IP
+//! preservation, peer authentication, authorization, load balancing, life without the
+//! controller, certificate rotation and draining. Each test builds its own two-node sandbox
+//! (controller, and per node a ztunnel and a node agent) with a unique name, so they run in
+//! parallel.
+
+#[path = "ztunnel/mesh.rs"]
+mod mesh;
+#[path = "ztunnel/sniffer.rs"]
+mod sniffer;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use e2e::{Component, Sandbox};
+use mesh::{
+    NODES, SETTLE, active_connections, captured, certificate_serials, eventually, json, marker,
+    pod_pids, process_exited, restart_ztunnels_with, wait_captured, wait_ready, ztunnel_pid,
+};
+use sniffer::Sniffer;
+
+/// The ambient label.
+const AMBIENT: &str = "istio.io/dataplane-mode=ambient";
+/// HBONE's port.
+const HBONE_PORT: u16 = 15008;
+/// The echo server's port.
+const APP_PORT: u16 = 8080;
+
+fn namespace(name: &str, ambient: bool) -> String {
+    let labels = if ambient {
+        "{istio.io/dataplane-mode: ambient}"
+    } else {
+        "{}"
+    };
+    format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {labels}}}\n---\n")
+}
+
+fn service_account(namespace: &str, name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}, namespace: {namespace}}}\n---\n"
+    )
+}
+
+/// An http-echo pod pinned to a node.
+fn server_pod(namespace: &str, name: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {namespace}, labels: {{app: {name}}}}}
+spec:
+  nodeName: {node}
+  containers:
+  - name: echo
+    command: [meshctl, app, http-echo, --port, "{APP_PORT}"]
+    ports: [{{name: http, containerPort: {APP_PORT}}}]
+---
+"#
+    )
+}
+
+/// An idle client pod pinned to a node, running as `service_account`.
+fn client_pod(namespace: &str, name: &str, node: &str, service_account: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  nodeName: {node}
+  serviceAccountName: {service_account}
+  containers: [{{name: client, command: [sleep, infinity]}}]
+---
+"#
+    )
+}
+
+/// A mesh-wide PeerAuthentication (in the root namespace).
+fn peer_authentication(mode: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: istio-system}}\nspec: {{mtls: {{mode: {mode}}}}}\n"
+    )
+}
+
+/// A client in `namespace` on node1 and a server in `namespace` on node2.
+fn pair(ambient: bool) -> String {
+    namespace("mesh", ambient)
+        + &server_pod("mesh", "server", "node2")
+        + &client_pod("mesh", "client", "node1", "default")
+}
+
+fn up(manifests: &str) -> Sandbox {
+    let sb = Sandbox::up(manifests).expect("sandbox up");
+    wait_ready(&sb);
+    sb
+}
+
+/// GETs `path` on the server pod from `client`; the reply, or the failure as text.
+fn get(
+    sb: &Sandbox,
+    client: &str,
+    server_ip: Ipv4Addr,
+    path: &str,
+) -> Result<serde_json::Value, String> {
+    let url = format!("http://{server_ip}:{APP_PORT}{path}");
+    let out = sb.try_http(client, &url, 5000).map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(json(&String::from_utf8_lossy(&out.stdout)))
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn fabric(sb: &Sandbox) -> Sniffer {
+    let path = PathBuf::from("/run/netns").join(format!("{}fabric", sb.netns_prefix()));
+    Sniffer::start(&path).expect("packet capture in the fabric namespace")
+}
+
+#[test]
+fn labelling_a_namespace_captures_running_pods_and_unlabelling_releases_them() {
+    let sb = up(&pair(false));
+    let client_ip = sb.pod_ip("client").unwrap();
+    let server_ip = sb.pod_ip("server").unwrap();
+    let pids = pod_pids(&sb);
+    let sniffer = fabric(&sb);
+    let call = |path: &str| get(&sb, "mesh/client", server_ip, path);
+
+    // Before: plaintext, and the capture does see it (so its silence later means something).
+    let clear = marker("plain");
+    sniffer.watch(&clear);
+    call(&format!("/{clear}")).expect("plaintext request");
+    assert!(
+        eventually(SETTLE, || sniffer.saw(&clear)),
+        "capture sees plaintext"
+    );
+    assert!(
+        sniffer
+            .server_ports(client_ip, server_ip)
+            .contains(&APP_PORT)
+    );
+
+    sb.label("mesh", AMBIENT).unwrap();
+    wait_captured(&sb, "node1", &["mesh/client"]);
+    wait_captured(&sb, "node2", &["mesh/server"]);
+    assert!(
+        eventually(SETTLE, || call("/warm").is_ok()),
+        "traffic flows once both pods are captured"
+    );
+
+    sniffer.clear();
+    let secrets: Vec<String> = (0..5).map(|_| marker("secret")).collect();
+    for secret in &secrets {
+        sniffer.watch(secret);
+        let reply = call(&format!("/{secret}")).expect("meshed request");
+        assert_eq!(reply["path"], format!("/{secret}"));
+    }
+    let ports = sniffer.server_ports(client_ip, server_ip);
+    assert_eq!(
+        ports,
+        BTreeSet::from([HBONE_PORT]),
+        "only HBONE between the pods"
+    );
+    for secret in &secrets {
+        assert!(!sniffer.saw(secret), "{secret} crossed the fabric in clear");
+    }
+    assert_eq!(
+        pod_pids(&sb),
+        pids,
+        "pods were not restarted to be captured"
+    );
+
+    sb.label("mesh", "istio.io/dataplane-mode-").unwrap();
+    wait_captured(&sb, "node1", &[]);
+    wait_captured(&sb, "node2", &[]);
+    let again = marker("again");
+    sniffer.watch(&again);
+    assert!(
+        eventually(SETTLE, || call(&format!("/{again}")).is_ok()),
+        "traffic flows after release"
+    );
+    assert!(
+        eventually(SETTLE, || sniffer.saw(&again)),
+        "plaintext again"
+    );
+    assert_eq!(
+        pod_pids(&sb),
+        pids,
+        "pods were not restarted to be released"
+    );
+}
+
+#[test]
+fn the_app_sees_the_real_client_ip() {
+    let sb = up(&pair(true));
+    wait_captured(&sb, "node1", &["mesh/client"]);
+    wait_captured(&sb, "node2", &["mesh/server"]);
+    let client_ip = sb.pod_ip("client").unwrap();
+    let server_ip = sb.pod_ip("server").unwrap();
+    let mut reply = None;
+    assert!(eventually(SETTLE, || {
+        reply = get(&sb, "mesh/client", server_ip, "/who").ok();
+        reply.is_some()
+    }));
+    let reply = reply.unwrap();
+    let seen = reply["client"].as_str().unwrap_or_default();
+    assert!(
+        seen.starts_with(&format!("{client_ip}:")),
+        "server saw {seen}, the client is {client_ip}"
+    );
+}
+
+#[test]
+fn strict_peer_authentication_refuses_plaintext_and_permissive_admits_it() {
+    let manifests = pair(true)
+        + &namespace("outside", false)
+        + &client_pod("outside", "stranger", "node1", "default")
+        + &peer_authentication("PERMISSIVE");
+    let sb = up(&manifests);
+    wait_captured(&sb, "node1", &["mesh/client"]);
+    wait_captured(&sb, "node2", &["mesh/server"]);
+    let server_ip = sb.pod_ip("server").unwrap();
+    let from = |pod: &str| get(&sb, pod, server_ip, "/pa").is_ok();
+    assert!(eventually(SETTLE, || from("mesh/client")), "meshed client");
+    assert!(
+        eventually(SETTLE, || from("outside/stranger")),
+        "PERMISSIVE admits plaintext"
+    );
+
+    sb.apply(&peer_authentication("STRICT")).unwrap();
+    assert!(
+        eventually(SETTLE, || !from("outside/stranger")),
+        "STRICT refuses plaintext"
+    );
+    assert!(from("mesh/client"), "mTLS still admitted under STRICT");
+
+    sb.apply(&peer_authentication("PERMISSIVE")).unwrap();
+    assert!(
+        eventually(SETTLE, || from("outside/stranger")),
+        "PERMISSIVE admits plaintext again"
+    );
+}
+
+#[test]
+fn authorization_policy_allows_by_service_account_and_denies_the_rest() {
+    let manifests = namespace("mesh", true)
+        + &service_account("mesh", "allowed")
+        + &service_account("mesh", "other")
+        + &server_pod("mesh", "server", "node2")
+        + &client_pod("mesh", "friend", "node1", "allowed")
+        + &client_pod("mesh", "foe", "node1", "other");
+    let sb = up(&manifests);
+    wait_captured(&sb, "node1", &["mesh/foe", "mesh/friend"]);
+    wait_captured(&sb, "node2", &["mesh/server"]);
+    let server_ip = sb.pod_ip("server").unwrap();
+    let from = |pod: &str| get(&sb, pod, server_ip, "/authz").is_ok();
+    assert!(eventually(SETTLE, || from("mesh/friend") && from("mesh/foe")));
+
+    let policy = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: server-allow, namespace: mesh}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/mesh/sa/allowed"]}}]
+"#;
+    sb.apply(policy).unwrap();
+    assert!(
+        eventually(SETTLE, || !from("mesh/foe")),
+        "other service accounts denied"
+    );
+    assert!(
+        from("mesh/friend"),
+        "the allowed service account still gets through"
+    );
+}
+
+#[test]
+fn services_balance_over_endpoints_on_both_nodes() {
+    let manifests = namespace("mesh", true)
+        + r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: mesh}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      containers:
+      - name: echo
+        command: [meshctl, app, http-echo, --port, "9090"]
+        ports: [{name: web, containerPort: 9090}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: mesh}
+spec:
+  selector: {app: echo}
+  ports: [{name: http, port: 80, targetPort: web}]
+---
+"# + &client_pod("mesh", "client", "node1", "default");
+    let sb = up(&manifests);
+    let echoes: Vec<e2e::PodInfo> = sb
+        .pods()
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.labels.get("app").map(String::as_str) == Some("echo"))
+        .collect();
+    let nodes: BTreeSet<&str> = echoes.iter().map(|p| p.node.as_str()).collect();
+    assert_eq!(nodes.len(), 2, "one replica per node: {echoes:?}");
+    for node in NODES {
+        let mut want: Vec<String> = echoes
+            .iter()
+            .filter(|p| p.node == node)
+            .map(|p| format!("mesh/{}", p.name))
+            .collect();
+        if node == "node1" {
+            want.push("mesh/client".into());
+        }
+        let want: Vec<&str> = want.iter().map(String::as_str).collect();
+        wait_captured(&sb, node, &want);
+    }
+    assert!(eventually(SETTLE, || sb
+        .http("mesh/client", "http://echo.mesh/")
+        .is_ok()));
+
+    let load = "meshctl app load --url http://echo.mesh/ -n 80 -c 4 --new-conn --json";
+    let out = sb
+        .exec("mesh/client", &load.split(' ').collect::<Vec<_>>())
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report["statuses"]["200"], 80, "{report}");
+    let answered: BTreeSet<String> = report["by_pod"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let expected: BTreeSet<String> = echoes.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(
+        answered, expected,
+        "endpoints on both nodes answered: {report}"
+    );
+}
+
+#[test]
+fn traffic_survives_the_controller_and_a_restart_resyncs() {
+    let sb = up(&pair(true));
+    wait_captured(&sb, "node1", &["mesh/client"]);
+    wait_captured(&sb, "node2", &["mesh/server"]);
+    let server_ip = sb.pod_ip("server").unwrap();
+    assert!(eventually(SETTLE, || get(
+        &sb,
+        "mesh/client",
+        server_ip,
+        "/"
+    )
+    .is_ok()));
+
+    sb.stop(&Component::Controller).unwrap();
+    for i in 0..5 {
+        get(&sb, "mesh/client", server_ip, &format!("/alone-{i}"))
+            .expect("traffic without the controller");
+    }
+    // A change made while the controller is away...
+    let deny = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-client, namespace: mesh}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/mesh/sa/default"]}}]
+"#;
+    sb.apply(deny).unwrap();
+    get(&sb, "mesh/client", server_ip, "/still").expect("the proxies keep the last config");
+
+    // ...takes effect once it is back.
+    sb.start(&Component::Controller).unwrap();
+    assert!(
+        eventually(SETTLE, || get(&sb, "mesh/client", server_ip, "/after")
+            .is_err()),
+        "the policy made while the controller was down applies after its restart"
+    );
+}
+
+#[test]
+fn requests_never_fail_across_certificate_rotations() {
+    let sb = up(&pair(true));
+    restart_ztunnels_with(&sb, &["--cert-ttl-secs", "20"]);
+    wait_ready(&sb);
+    wait_captured(&sb, "node1", &["mesh/client"]);
+    wait_captured(&sb, "node2", &["mesh/server"]);
+    let server_ip = sb.pod_ip("server").unwrap();
+    assert!(eventually(SETTLE, || get(
+        &sb,
+        "mesh/client",
+        server_ip,
+        "/"
+    )
+    .is_ok()));
+
+    // 10 requests a second for 70 s, each on a new connection: with a 20 s lifetime and
+    // rotation at half-life, several certificates come and go on both nodes meanwhile.
+    let url = format!("http://{server_ip}:{APP_PORT}/steady");
+    let load = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            let args =
+                format!("meshctl app load --url {url} -n 700 -c 4 --rate 10 --new-conn --json");
+            sb.exec("mesh/client", &args.split(' ').collect::<Vec<_>>())
+        });
+        let mut serials: BTreeSet<String> = BTreeSet::new();
+        while !load.is_finished() {
+            for node in NODES {
+                serials.extend(certificate_serials(&sb, node).into_values());
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        (load.join().expect("load thread"), serials)
+    });
+    let (out, serials) = load;
+    let out = out.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report["statuses"]["200"], 700, "{report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    // Each node's first certificate makes 2 serials: more means rotations happened.
+    assert!(serials.len() >= 5, "certificates seen: {serials:?}");
+}
+
+/// Sends SIGTERM to `node`'s ztunnel while a slow request crosses it: the request completes,
+/// the process exits by itself, and a fresh ztunnel takes over.
+fn drain_during_a_slow_request(sb: &Sandbox, node: &str, pod: &str) {
+    let server_ip = sb.pod_ip("server").unwrap();
+    let pid = ztunnel_pid(sb, node).expect("ztunnel running");
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| {
+            let url = format!("http://{server_ip}:{APP_PORT}/slow?latency_ms=4000");
+            sb.try_http("mesh/client", &url, 30_000)
+        });
+        assert!(
+            eventually(SETTLE, || active_connections(sb, node, pod) > 0),
+            "the slow request is in flight through {node}"
+        );
+        // SAFETY: kill(2) on the recorded ztunnel process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let out = slow.join().expect("request thread").unwrap();
+        assert!(
+            out.status.success(),
+            "request cut by the drain: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    assert!(
+        eventually(SETTLE, || process_exited(pid)),
+        "ztunnel exits after draining"
+    );
+    sb.start(&Component::Ztunnel(node.into())).unwrap();
+    wait_captured(sb, node, &[pod]);
+    let works = || get(sb, "mesh/client", server_ip, "/after").is_ok();
+    assert!(eventually(SETTLE, works), "the new ztunnel carries traffic");
+}
+
+#[test]
+fn sigterm_drains_without_cutting_a_request_in_flight() {
+    let sb = up(&pair(true));
+    wait_captured(&sb, "node1", &["mesh/client"]);
+    wait_captured(&sb, "node2", &["mesh/server"]);
+    let server_ip = sb.pod_ip("server").unwrap();
+    let works = || get(&sb, "mesh/client", server_ip, "/").is_ok();
+    assert!(eventually(SETTLE, works));
+    // The client's side (outbound), then the server's side (inbound HBONE).
+    drain_during_a_slow_request(&sb, "node1", "mesh/client");
+    drain_during_a_slow_request(&sb, "node2", "mesh/server");
+    assert!(captured(&sb, "node2").contains("mesh/server"));
+}
