@@ -16,7 +16,7 @@
 //!   `ZTUNNEL_BENCH_SECS`;
 //!
 //! and the two ztunnels' CPU (cores busy over each phase) and resident memory, idle and under
-//! load, from `/proc`.
+//! load, from `/proc`, next to the CPU of the apps themselves (this process) for scale.
 
 #[path = "../tests/ztunnel/mesh.rs"]
 mod mesh;
@@ -247,25 +247,9 @@ struct PhaseUsage {
     cores: f64,
     /// Resident memory of both together at the end of the phase, in MiB.
     rss_mib: f64,
-    /// CPU cores the whole machine kept busy (apps, kernel networking, anything else running).
-    machine_cores: f64,
-}
-
-/// Busy and total CPU time of the machine so far, in clock ticks, from `/proc/stat`.
-fn machine_ticks() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let total: f64 = fields.iter().take(8).sum();
-    // idle and iowait are the 4th and 5th.
-    let idle = fields.get(3).copied().unwrap_or(0.0) + fields.get(4).copied().unwrap_or(0.0);
-    (total - idle, total)
+    /// CPU cores this process kept busy: the apps on both ends, with the kernel's work on
+    /// their sockets.
+    apps_cores: f64,
 }
 
 impl Ztunnels {
@@ -278,16 +262,14 @@ impl Ztunnels {
 
     /// Runs `phase` and reports what the ztunnels used meanwhile.
     fn measure<T>(&self, phase: impl FnOnce() -> T) -> (T, PhaseUsage) {
+        let apps = || proc_usage(std::process::id() as i32).map_or(0.0, |u| u.cpu_seconds);
         let before = self.sample();
-        let machine_before = machine_ticks();
+        let apps_before = apps();
         let start = Instant::now();
         let out = phase();
         let wall = start.elapsed().as_secs_f64();
         let after = self.sample();
-        let machine_after = machine_ticks();
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let busy = machine_after.0 - machine_before.0;
-        let total = machine_after.1 - machine_before.1;
+        let apps_after = apps();
         let cpu: f64 = after
             .iter()
             .zip(&before)
@@ -299,11 +281,7 @@ impl Ztunnels {
             PhaseUsage {
                 cores: cpu / wall,
                 rss_mib: rss as f64 / f64::from(1 << 20),
-                machine_cores: if total > 0.0 {
-                    busy / total * cpus
-                } else {
-                    0.0
-                },
+                apps_cores: (apps_after - apps_before) / wall,
             },
         )
     }
@@ -468,7 +446,7 @@ fn main() {
         mesh.conns_per_s / direct.conns_per_s,
     );
     println!("CPU (cores busy) and memory; ztunnels = both nodes' ztunnel processes together:");
-    println!("  phase       path      ztunnels  ztunnel RSS  whole machine");
+    println!("  phase       path      ztunnels  ztunnel RSS  apps (both ends)");
     let rows = [
         ("idle", "-", idle),
         ("bulk", "direct", direct.bulk),
@@ -481,7 +459,7 @@ fn main() {
     for (phase, path, usage) in rows {
         println!(
             "  {phase:<10}  {path:<8}  {:>8.2}  {:>7.1} MiB  {:>13.2}",
-            usage.cores, usage.rss_mib, usage.machine_cores
+            usage.cores, usage.rss_mib, usage.apps_cores
         );
     }
 }

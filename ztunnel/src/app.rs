@@ -1,7 +1,35 @@
 //! Wiring of the proxy role: controller channel, xDS, certificates, telemetry, admin, the ZDS
 //! client and the per-pod proxies; SIGTERM drains.
+//!
+//! Start-up order: signal handlers (a SIGTERM during start-up still exits cleanly), the
+//! controller channel (retried until it works), certificates, the xDS client, the admin
+//! endpoints, then the ZDS client. On SIGTERM/SIGINT the proxy reports not ready, stops taking
+//! ZDS requests, drains every pod's proxy at once within `drain_deadline`, then stops xDS and
+//! the admin endpoints and returns.
 
+use std::time::Duration;
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminAddresses, AdminContext};
 use crate::config::ProxyConfig;
+use crate::control::ControlPlane;
+use crate::identity::{CertManager, CertSettings};
+use crate::inpod::{InpodClient, InpodSettings, ProxyLauncher};
+use crate::readiness::Readiness;
+use crate::state::ProxyState;
+use crate::telemetry::Metrics;
+use crate::xds::{self, ClientIdentity};
+
+/// Most certificate requests in flight at once.
+const MAX_CSRS_IN_FLIGHT: usize = 8;
+/// Longest a deleted pod's connections may run on (bounded by the shutdown deadline too): the
+/// pod is gone or leaving the mesh, so its connections are not worth holding up.
+const DEL_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+/// Backoff between attempts to reach the controller.
+const CONTROL_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const CONTROL_BACKOFF_MAX: Duration = Duration::from_secs(15);
 
 /// Why the proxy stopped.
 #[derive(Debug, thiserror::Error)]
@@ -9,10 +37,186 @@ pub enum ProxyError {
     /// Startup failed.
     #[error("{0}")]
     Start(String),
+    /// The admin endpoints failed while running.
+    #[error("admin endpoints: {0}")]
+    Admin(String),
+}
+
+/// SIGTERM and SIGINT, installed once.
+pub struct ShutdownSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers; from now on the signals no longer kill the process.
+    pub fn install() -> std::io::Result<ShutdownSignals> {
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves at the next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }
 
 /// Runs the proxy until SIGTERM/SIGINT, then drains.
 pub async fn run_proxy(config: ProxyConfig) -> Result<(), ProxyError> {
-    let _ = config;
-    todo!()
+    let mut signals = ShutdownSignals::install()
+        .map_err(|e| ProxyError::Start(format!("installing signal handlers: {e}")))?;
+
+    let control = tokio::select! {
+        control = connect_control(&config) => control,
+        _ = signals.recv() => {
+            tracing::info!("stopping before the controller was reached");
+            return Ok(());
+        }
+    };
+
+    let readiness = Readiness::new();
+    let metrics = Metrics::new();
+    let state = ProxyState::new();
+    let certs = CertManager::new(
+        control,
+        CertSettings {
+            ttl: config.cert_ttl,
+            max_in_flight: MAX_CSRS_IN_FLIGHT,
+        },
+    );
+
+    // xDS and the ZDS client stop first; the admin endpoints last, so readiness and
+    // /config_dump stay observable while pods drain.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+
+    let xds_task = tokio::spawn(xds::run(
+        config.control.clone(),
+        client_identity(&config),
+        state.clone(),
+        stop_rx.clone(),
+    ));
+
+    let inpod = InpodClient::new(
+        InpodSettings {
+            zds_socket: config.zds_socket.clone(),
+            del_drain_deadline: DEL_DRAIN_DEADLINE.min(config.drain_deadline),
+            drain_deadline: config.drain_deadline,
+        },
+        ProxyLauncher {
+            node: config.node.clone(),
+            trust_domain: config.trust_domain.clone(),
+            state: state.clone(),
+            certs: certs.clone(),
+            metrics: metrics.clone(),
+        },
+        readiness.clone(),
+    );
+
+    let context = AdminContext {
+        state,
+        certs,
+        metrics,
+        readiness: readiness.clone(),
+        extra_dump: inpod.dump(),
+    };
+    let addresses = AdminAddresses {
+        admin: config.admin_addr,
+        metrics: config.metrics_addr,
+        ready: config.ready_addr,
+    };
+    let mut admin_task = tokio::spawn(admin::serve(addresses, context, admin_stop_rx));
+    let inpod_task = tokio::spawn(inpod.run(stop_rx));
+    tracing::info!(node = %config.node, "proxy started");
+
+    let (outcome, admin_done) = tokio::select! {
+        _ = signals.recv() => (Ok(()), false),
+        served = &mut admin_task => {
+            let reason = match served {
+                Ok(Ok(())) => "stopped unexpectedly".to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!("admin endpoints failed: {reason}");
+            (Err(ProxyError::Admin(reason)), true)
+        }
+    };
+
+    tracing::info!(deadline = ?config.drain_deadline, "draining");
+    let _draining = readiness.block("draining");
+    let _ = stop_tx.send(true);
+    if let Err(e) = inpod_task.await {
+        tracing::error!("the ZDS client failed: {e}");
+    }
+    if let Err(e) = xds_task.await {
+        tracing::error!("the xDS client failed: {e}");
+    }
+    let _ = admin_stop_tx.send(true);
+    if !admin_done {
+        match admin_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("admin endpoints: {e}"),
+            Err(e) => tracing::warn!("admin endpoints: {e}"),
+        }
+    }
+    tracing::info!("drained");
+    outcome
+}
+
+/// Connects to the controller, retrying with jittered exponential backoff until it answers
+/// (it may start after the node's proxies, or be restarting).
+async fn connect_control(config: &ProxyConfig) -> ControlPlane {
+    let mut delay = CONTROL_BACKOFF_MIN;
+    loop {
+        match ControlPlane::connect(&config.control).await {
+            Ok(control) => {
+                tracing::info!(controller = %config.control.address, "controller reached");
+                return control;
+            }
+            Err(e) => {
+                tracing::warn!("{e}; retrying in {delay:?}");
+                let jitter = 0.8 + fastrand::f64() * 0.4;
+                tokio::time::sleep(delay.mul_f64(jitter)).await;
+                delay = (delay * 2).min(CONTROL_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// How this proxy names itself to the controller, Istio style
+/// (`ztunnel~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`). The pod name, namespace
+/// and IP come from the downward API variables Istio's ztunnel reads, with defaults for
+/// running outside Kubernetes.
+fn client_identity(config: &ProxyConfig) -> ClientIdentity {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let pod = env("POD_NAME").unwrap_or_else(|| format!("ztunnel-{}", config.node));
+    let namespace = env("POD_NAMESPACE").unwrap_or_else(|| "istio-system".into());
+    let ip = env("INSTANCE_IP").unwrap_or_else(|| "127.0.0.1".into());
+    ClientIdentity {
+        node_id: node_id(&ip, &pod, &namespace),
+        node_name: config.node.clone(),
+        cluster_id: config.cluster_id.clone(),
+    }
+}
+
+fn node_id(ip: &str, pod: &str, namespace: &str) -> String {
+    format!("ztunnel~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_has_istios_shape() {
+        assert_eq!(
+            node_id("10.0.0.5", "ztunnel-abcde", "istio-system"),
+            "ztunnel~10.0.0.5~ztunnel-abcde.istio-system~istio-system.svc.cluster.local"
+        );
+    }
 }

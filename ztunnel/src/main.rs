@@ -49,7 +49,10 @@ struct ControlArgs {
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// SPIFFE identity the controller must present.
-    #[arg(long, default_value = "spiffe://cluster.local/ns/istio-system/sa/controller")]
+    #[arg(
+        long,
+        default_value = "spiffe://cluster.local/ns/istio-system/sa/controller"
+    )]
     controller_identity: String,
 }
 
@@ -118,7 +121,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log_level))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("tokio runtime: {e}");
@@ -150,16 +156,18 @@ fn main() -> ExitCode {
                 zds_socket: args.zds_socket,
                 netns_dir: args.netns_dir,
             };
-            runtime
-                .block_on(async {
-                    let (tx, rx) = tokio::sync::watch::channel(false);
-                    tokio::spawn(async move {
-                        shutdown_signal().await;
-                        let _ = tx.send(true);
-                    });
-                    ztunnel::agent::run(config, rx).await
-                })
-                .map_err(|e| e.to_string())
+            runtime.block_on(async {
+                let mut signals = ztunnel::app::ShutdownSignals::install()
+                    .map_err(|e| format!("installing signal handlers: {e}"))?;
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    signals.recv().await;
+                    let _ = tx.send(true);
+                });
+                ztunnel::agent::run(config, rx)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
         }
     };
     match result {
@@ -168,17 +176,5 @@ fn main() -> ExitCode {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
