@@ -41,7 +41,9 @@ impl Cidr {
     fn contains(&self, ip: IpAddr) -> bool {
         match (self.address, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -64,7 +66,9 @@ fn cidrs(bs: &[pb::IpBlock], field: &str) -> Result<Vec<Cidr>, ConfigError> {
 
 fn ports(ps: &[u32], field: &str) -> Result<Vec<u16>, ConfigError> {
     ps.iter()
-        .map(|p| u16::try_from(*p).map_err(|_| ConfigError(format!("{field}: port {p} out of range"))))
+        .map(|p| {
+            u16::try_from(*p).map_err(|_| ConfigError(format!("{field}: port {p} out of range")))
+        })
         .collect()
 }
 
@@ -128,13 +132,22 @@ impl SourceMatch {
     fn compile(s: &pb::Source, f: &str) -> Result<Self, ConfigError> {
         Ok(Self {
             principals: StringMatcher::compile_all(&s.principals, &format!("{f}.principals"))?,
-            not_principals: StringMatcher::compile_all(&s.not_principals, &format!("{f}.not_principals"))?,
+            not_principals: StringMatcher::compile_all(
+                &s.not_principals,
+                &format!("{f}.not_principals"),
+            )?,
             namespaces: StringMatcher::compile_all(&s.namespaces, &format!("{f}.namespaces"))?,
-            not_namespaces: StringMatcher::compile_all(&s.not_namespaces, &format!("{f}.not_namespaces"))?,
+            not_namespaces: StringMatcher::compile_all(
+                &s.not_namespaces,
+                &format!("{f}.not_namespaces"),
+            )?,
             ip_blocks: cidrs(&s.ip_blocks, &format!("{f}.ip_blocks"))?,
             not_ip_blocks: cidrs(&s.not_ip_blocks, &format!("{f}.not_ip_blocks"))?,
             remote_ip_blocks: cidrs(&s.remote_ip_blocks, &format!("{f}.remote_ip_blocks"))?,
-            not_remote_ip_blocks: cidrs(&s.not_remote_ip_blocks, &format!("{f}.not_remote_ip_blocks"))?,
+            not_remote_ip_blocks: cidrs(
+                &s.not_remote_ip_blocks,
+                &format!("{f}.not_remote_ip_blocks"),
+            )?,
         })
     }
 
@@ -150,6 +163,9 @@ impl SourceMatch {
             && !in_any(&self.not_remote_ip_blocks, input.remote_ip)
     }
 }
+
+/// Reads one HTTP attribute.
+type Field = for<'b> fn(&'b HttpAttributes<'b>) -> &'b str;
 
 #[derive(Debug)]
 struct OperationMatch {
@@ -167,7 +183,9 @@ struct OperationMatch {
 fn ignore_case(mut ms: Vec<StringMatcher>) -> Vec<StringMatcher> {
     for m in &mut ms {
         match m {
-            StringMatcher::Exact(_, ic) | StringMatcher::Prefix(_, ic) | StringMatcher::Suffix(_, ic) => {
+            StringMatcher::Exact(_, ic)
+            | StringMatcher::Prefix(_, ic)
+            | StringMatcher::Suffix(_, ic) => {
                 *ic = true;
             }
             StringMatcher::Regex(_) | StringMatcher::Present => {}
@@ -180,7 +198,10 @@ impl OperationMatch {
     fn compile(o: &pb::Operation, f: &str) -> Result<Self, ConfigError> {
         Ok(Self {
             hosts: ignore_case(StringMatcher::compile_all(&o.hosts, &format!("{f}.hosts"))?),
-            not_hosts: ignore_case(StringMatcher::compile_all(&o.not_hosts, &format!("{f}.not_hosts"))?),
+            not_hosts: ignore_case(StringMatcher::compile_all(
+                &o.not_hosts,
+                &format!("{f}.not_hosts"),
+            )?),
             ports: ports(&o.ports, &format!("{f}.ports"))?,
             not_ports: ports(&o.not_ports, &format!("{f}.not_ports"))?,
             methods: StringMatcher::compile_all(&o.methods, &format!("{f}.methods"))?,
@@ -192,10 +213,11 @@ impl OperationMatch {
 
     fn matches(&self, input: &Input<'_>, missing: Missing) -> bool {
         let port = input.destination_port;
-        if (!self.ports.is_empty() && !self.ports.contains(&port)) || self.not_ports.contains(&port) {
+        if (!self.ports.is_empty() && !self.ports.contains(&port)) || self.not_ports.contains(&port)
+        {
             return false;
         }
-        let http_fields: [(&[StringMatcher], bool, for<'b> fn(&'b HttpAttributes<'b>) -> &'b str); 6] = [
+        let http_fields: [(&[StringMatcher], bool, Field); 6] = [
             (&self.hosts, true, |h| h.host),
             (&self.not_hosts, false, |h| h.host),
             (&self.methods, true, |h| h.method),
@@ -323,7 +345,11 @@ struct Policy {
 
 impl Policy {
     fn matches(&self, input: &Input<'_>) -> bool {
-        let missing = if self.deny { Missing::Holds } else { Missing::Fails };
+        let missing = if self.deny {
+            Missing::Holds
+        } else {
+            Missing::Fails
+        };
         self.rules.iter().any(|r| r.matches(input, missing))
     }
 }
@@ -411,7 +437,9 @@ impl Policies {
                 rules,
             });
         }
-        let workload_scoped = policies.iter().any(|p| matches!(p.scope, Scope::Workloads(_)));
+        let workload_scoped = policies
+            .iter()
+            .any(|p| matches!(p.scope, Scope::Workloads(_)));
         let workload_allow = policies
             .iter()
             .any(|p| !p.deny && matches!(p.scope, Scope::Workloads(_)));
@@ -428,7 +456,11 @@ impl Policies {
     }
 
     /// Evaluates the waypoint- and service-scoped policies for a request to `service`.
-    pub(crate) fn check_request(&self, input: &Input<'_>, service: &str) -> Result<Pending, Denied> {
+    pub(crate) fn check_request(
+        &self,
+        input: &Input<'_>,
+        service: &str,
+    ) -> Result<Pending, Denied> {
         let mut pending = Pending::default();
         for p in &self.policies {
             let applies = match &p.scope {

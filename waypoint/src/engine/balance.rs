@@ -103,7 +103,13 @@ mod tests {
         let c = candidates(3);
         let rr = AtomicUsize::new(0);
         let picks: Vec<_> = (0..6)
-            .map(|_| pick(LoadBalancer::RoundRobin, &c, &rr).unwrap().info.uid.clone())
+            .map(|_| {
+                pick(LoadBalancer::RoundRobin, &c, &rr)
+                    .unwrap()
+                    .info
+                    .uid
+                    .clone()
+            })
             .collect();
         assert_eq!(picks, ["w0", "w1", "w2", "w0", "w1", "w2"]);
     }
@@ -114,7 +120,10 @@ mod tests {
         let rr = AtomicUsize::new(0);
         let _busy: Vec<_> = (0..5).map(|_| c[0].state.start()).collect();
         for _ in 0..100 {
-            assert_eq!(pick(LoadBalancer::LeastRequest, &c, &rr).unwrap().info.uid, "w1");
+            assert_eq!(
+                pick(LoadBalancer::LeastRequest, &c, &rr).unwrap().info.uid,
+                "w1"
+            );
         }
         drop(_busy);
         assert_eq!(c[0].state.in_flight(), 0);
@@ -126,7 +135,13 @@ mod tests {
         let rr = AtomicUsize::new(0);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..400 {
-            seen.insert(pick(LoadBalancer::Random, &c, &rr).unwrap().info.uid.clone());
+            seen.insert(
+                pick(LoadBalancer::Random, &c, &rr)
+                    .unwrap()
+                    .info
+                    .uid
+                    .clone(),
+            );
         }
         assert_eq!(seen.len(), 4);
         assert!(pick(LoadBalancer::Random, &[], &rr).is_none());

@@ -149,7 +149,9 @@ impl Replay {
     }
 
     /// Waits for the complete body (for a mirror); `None` when it will never be complete.
-    pub(crate) fn completion(&self) -> impl std::future::Future<Output = Option<Arc<Buffered>>> + Send + 'static {
+    pub(crate) fn completion(
+        &self,
+    ) -> impl std::future::Future<Output = Option<Arc<Buffered>>> + Send + 'static {
         let mut rx = self.completion.clone();
         async move {
             loop {
@@ -276,7 +278,10 @@ mod tests {
 
     fn chunks(parts: &[&'static str]) -> Body {
         Buffered {
-            data: parts.iter().map(|p| Bytes::from_static(p.as_bytes())).collect(),
+            data: parts
+                .iter()
+                .map(|p| Bytes::from_static(p.as_bytes()))
+                .collect(),
             trailers: None,
         }
         .body()
@@ -292,7 +297,10 @@ mod tests {
         let second = replay.attempt().collect().await.unwrap().to_bytes();
         assert_eq!(second, "hello world");
         let copy = mirror.await.unwrap().unwrap();
-        assert_eq!(copy.body().collect().await.unwrap().to_bytes(), "hello world");
+        assert_eq!(
+            copy.body().collect().await.unwrap().to_bytes(),
+            "hello world"
+        );
     }
 
     #[tokio::test]

@@ -230,7 +230,9 @@ fn compile_forward(f: &pb::Forward, field: &str) -> Result<ForwardSpec, ConfigEr
         .collect::<Result<_, ConfigError>>()?;
     let total_weight: u64 = destinations.iter().map(|d| u64::from(d.weight)).sum();
     if total_weight == 0 {
-        return Err(ConfigError(format!("{field}.destinations: every weight is 0")));
+        return Err(ConfigError(format!(
+            "{field}.destinations: every weight is 0"
+        )));
     }
     let mirrors = f
         .mirrors
@@ -256,9 +258,13 @@ fn compile_forward(f: &pb::Forward, field: &str) -> Result<ForwardSpec, ConfigEr
             .map(|r| Rewrite::compile(r, &format!("{field}.rewrite")))
             .transpose()?,
         mirrors,
-        timeout: duration(f.timeout.as_ref(), &format!("{field}.timeout"))?.filter(|d| !d.is_zero()),
-        attempt_timeout: duration(f.attempt_timeout.as_ref(), &format!("{field}.attempt_timeout"))?
+        timeout: duration(f.timeout.as_ref(), &format!("{field}.timeout"))?
             .filter(|d| !d.is_zero()),
+        attempt_timeout: duration(
+            f.attempt_timeout.as_ref(),
+            &format!("{field}.attempt_timeout"),
+        )?
+        .filter(|d| !d.is_zero()),
         retry: match &f.retry {
             Some(r) => RetrySpec::compile(r, &format!("{field}.retry"))?,
             None => None,
@@ -320,7 +326,10 @@ impl EndpointPolicy {
         };
         Ok(Self {
             lb: LoadBalancer::try_from(t.load_balancer).map_err(|_| {
-                ConfigError(format!("{field}.load_balancer: unknown {}", t.load_balancer))
+                ConfigError(format!(
+                    "{field}.load_balancer: unknown {}",
+                    t.load_balancer
+                ))
             })?,
             pool: t
                 .connection_pool
@@ -357,7 +366,10 @@ pub(crate) struct DestPolicy {
 
 impl DestPolicy {
     fn compile(d: &pb::DestinationPolicy, field: &str) -> Result<Self, ConfigError> {
-        let policy = EndpointPolicy::compile(d.traffic_policy.as_ref(), &format!("{field}.traffic_policy"))?;
+        let policy = EndpointPolicy::compile(
+            d.traffic_policy.as_ref(),
+            &format!("{field}.traffic_policy"),
+        )?;
         let mut subsets = HashMap::with_capacity(d.subsets.len());
         for (i, s) in d.subsets.iter().enumerate() {
             let at = format!("{field}.subsets[{i}]");
@@ -369,7 +381,10 @@ impl DestPolicy {
                 },
             };
             if subsets.insert(s.name.clone(), sp).is_some() {
-                return Err(ConfigError(format!("{at}.name: duplicate subset {:?}", s.name)));
+                return Err(ConfigError(format!(
+                    "{at}.name: duplicate subset {:?}",
+                    s.name
+                )));
             }
         }
         Ok(Self {
@@ -446,8 +461,10 @@ impl Compiled {
         }
         for (i, d) in w.destinations.iter().enumerate() {
             let field = format!("destinations[{i}] ({})", d.hostname);
-            out.destinations
-                .insert(d.hostname.clone(), Arc::new(DestPolicy::compile(d, &field)?));
+            out.destinations.insert(
+                d.hostname.clone(),
+                Arc::new(DestPolicy::compile(d, &field)?),
+            );
         }
         Ok(out)
     }

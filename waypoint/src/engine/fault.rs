@@ -28,7 +28,9 @@ fn percentage(p: f64, field: &str) -> Result<f64, ConfigError> {
     if p.is_finite() && (0.0..=100.0).contains(&p) {
         Ok(p)
     } else {
-        Err(ConfigError(format!("{field}: percentage {p} not in 0..=100")))
+        Err(ConfigError(format!(
+            "{field}: percentage {p} not in 0..=100"
+        )))
     }
 }
 
@@ -42,8 +44,11 @@ impl FaultSpec {
     pub(crate) fn compile(f: &pb::Fault, field: &str) -> Result<Option<Self>, ConfigError> {
         let delay = match &f.delay {
             Some(d) => Some((
-                duration(d.fixed_delay.as_ref(), &format!("{field}.delay.fixed_delay"))?
-                    .unwrap_or_default(),
+                duration(
+                    d.fixed_delay.as_ref(),
+                    &format!("{field}.delay.fixed_delay"),
+                )?
+                .unwrap_or_default(),
                 percentage(d.percentage, &format!("{field}.delay.percentage"))?,
             )),
             None => None,
@@ -144,7 +149,11 @@ mod tests {
             ..Default::default()
         };
         assert!(FaultSpec::compile(&bad_status, "f").is_err());
-        assert!(FaultSpec::compile(&pb::Fault::default(), "f").unwrap().is_none());
+        assert!(
+            FaultSpec::compile(&pb::Fault::default(), "f")
+                .unwrap()
+                .is_none()
+        );
         let grpc = pb::Fault {
             abort: Some(pb::FaultAbort {
                 http_status: 0,
@@ -153,7 +162,11 @@ mod tests {
             }),
             ..Default::default()
         };
-        let a = FaultSpec::compile(&grpc, "f").unwrap().unwrap().roll_abort().unwrap();
+        let a = FaultSpec::compile(&grpc, "f")
+            .unwrap()
+            .unwrap()
+            .roll_abort()
+            .unwrap();
         assert_eq!(a.grpc_status, 14);
     }
 }

@@ -23,10 +23,10 @@ use super::{Body, Caller, Engine, Target, Upstream, UpstreamError, UpstreamHints
 /// The parts of a request every attempt repeats.
 #[derive(Clone)]
 pub(crate) struct Template {
-    pub method: Method,
-    pub uri: Uri,
-    pub version: Version,
-    pub headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
 }
 
 impl Template {
@@ -50,7 +50,12 @@ impl Template {
     }
 
     /// A request with `body`; the last attempt takes the headers instead of copying them.
-    pub(crate) fn request(&mut self, body: Body, last: bool, hints: Option<UpstreamHints>) -> Request<Body> {
+    pub(crate) fn request(
+        &mut self,
+        body: Body,
+        last: bool,
+        hints: Option<UpstreamHints>,
+    ) -> Request<Body> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
@@ -104,11 +109,17 @@ impl Source {
 
 /// Everything forwarding looks at.
 pub(crate) struct Forwarding<'a> {
+    /// The engine (config and runtime state).
     pub engine: &'a Arc<Engine>,
+    /// The transport.
     pub upstream: &'a Arc<dyn Upstream>,
+    /// Who sent the request.
     pub caller: &'a Caller,
+    /// Where it was addressed.
     pub target: &'a Target,
+    /// The matched route.
     pub route: &'a RouteEntry,
+    /// Its forwarding action.
     pub spec: &'a ForwardSpec,
     /// What a prefix rewrite replaces.
     pub prefix: &'a str,
@@ -189,7 +200,9 @@ fn classify(result: &Result<Response<Body>, AttemptError>) -> (Outcome, Health) 
         Err(AttemptError::Upstream(UpstreamError::Connect(_))) => {
             (Outcome::ConnectFailure, Health::GatewayError)
         }
-        Err(AttemptError::Upstream(UpstreamError::Request(_))) => (Outcome::Reset, Health::GatewayError),
+        Err(AttemptError::Upstream(UpstreamError::Request(_))) => {
+            (Outcome::Reset, Health::GatewayError)
+        }
         Err(AttemptError::Timeout) => (Outcome::Timeout, Health::GatewayError),
     }
 }
@@ -222,7 +235,12 @@ async fn attempts(
     } else {
         f.target.address.port()
     };
-    let policy = f.engine.config.destinations.get(&dest.hostname).map(Arc::as_ref);
+    let policy = f
+        .engine
+        .config
+        .destinations
+        .get(&dest.hostname)
+        .map(Arc::as_ref);
     let resolved = select::resolve(dest, policy)
         .ok_or_else(|| RequestError::NoCluster(dest.subset.clone().unwrap_or_default()))?;
     let state = f.engine.runtime.upstream(&dest.hostname);

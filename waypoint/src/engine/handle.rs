@@ -163,25 +163,36 @@ pub(crate) async fn run(
                 .uri
                 .path_and_query()
                 .map_or_else(|| "/".to_string(), |p| p.to_string()),
-            source: Some(std::net::SocketAddr::new(caller.ip, 0)),
+            source: Some(caller.ip),
             request_id,
             trace_id,
             ..Default::default()
         },
         guards: Vec::new(),
     };
-    let mut response = match process(engine, &upstream, &caller, &target, parts, body, grpc, &mut ctx).await {
+    let mut response = match process(
+        engine, &upstream, &caller, &target, parts, body, grpc, &mut ctx,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "answered locally");
+            // The cause goes first, as in Envoy's flag order (UF before URX, UT before DI).
+            let flags = std::mem::take(&mut ctx.record.labels.response_flags);
             ctx.flag(e.flag());
+            ctx.flag(&flags);
             ctx.record.details = e.details();
             e.response(grpc)
         }
     };
     let labels = &mut ctx.record.labels;
     labels.response_code = response.status().as_u16();
-    if let Some(s) = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
+    if let Some(s) = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+    {
         labels.grpc_response_status = s.to_string();
     }
     let finish = Finish {
@@ -197,7 +208,11 @@ pub(crate) async fn run(
 }
 
 /// The served service a target addresses.
-fn service_for<'a>(engine: &'a Engine, upstream: &dyn Upstream, target: &Target) -> Option<&'a Arc<ServiceEntry>> {
+fn service_for<'a>(
+    engine: &'a Engine,
+    upstream: &dyn Upstream,
+    target: &Target,
+) -> Option<&'a Arc<ServiceEntry>> {
     let ip = target.address.ip();
     engine.config.by_vip.get(&ip).or_else(|| {
         let (_, hostname) = upstream.service_by_vip(ip)?;
@@ -247,19 +262,23 @@ async fn process(
         .check_request(&input, &svc.hostname)
         .map_err(RequestError::Denied)?;
     // Routing edits the request; workload-scoped policies judge the request as it arrived.
-    let snapshot = engine.config.authz.has_workload_scoped().then(|| AuthzSnapshot {
-        principal: principal.clone(),
-        namespace: namespace.clone(),
-        source_ip: caller.ip,
-        remote_ip: remote,
-        destination_ip: target.address.ip(),
-        destination_port: target.address.port(),
-        host: host.clone(),
-        method: parts.method.to_string(),
-        path: path.clone(),
-        headers: parts.headers.clone(),
-        pending,
-    });
+    let snapshot = engine
+        .config
+        .authz
+        .has_workload_scoped()
+        .then(|| AuthzSnapshot {
+            principal: principal.clone(),
+            namespace: namespace.clone(),
+            source_ip: caller.ip,
+            remote_ip: remote,
+            destination_ip: target.address.ip(),
+            destination_port: target.address.port(),
+            host: host.clone(),
+            method: parts.method.to_string(),
+            path: path.clone(),
+            headers: parts.headers.clone(),
+            pending,
+        });
 
     if let Some(limit) = svc.rate_limit
         && !engine.runtime.bucket(&svc.hostname, limit).try_take()
@@ -346,7 +365,12 @@ fn abort_response(abort: Abort, grpc: bool) -> Response<Body> {
     if abort.grpc_status != 0 {
         return reply::grpc_local(abort.grpc_status, "fault filter abort", HeaderMap::new());
     }
-    reply::local(abort.http_status, "fault filter abort", HeaderMap::new(), grpc)
+    reply::local(
+        abort.http_status,
+        "fault filter abort",
+        HeaderMap::new(),
+        grpc,
+    )
 }
 
 #[cfg(test)]

@@ -36,7 +36,10 @@ pub(crate) struct HeaderMods {
 
 impl HeaderMods {
     /// Compiles an optional modifier (unset: no edits).
-    pub(crate) fn compile(m: Option<&pb::HeaderModifier>, field: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn compile(
+        m: Option<&pb::HeaderModifier>,
+        field: &str,
+    ) -> Result<Self, ConfigError> {
         let Some(m) = m else {
             return Ok(Self::default());
         };
@@ -305,7 +308,8 @@ impl Redirect {
         } else {
             authority_port(req_authority).map(str::to_string)
         };
-        let port = port.filter(|p| !matches!((scheme, p.as_str()), ("http", "80") | ("https", "443")));
+        let port =
+            port.filter(|p| !matches!((scheme, p.as_str()), ("http", "80") | ("https", "443")));
         let path = parts.uri.path();
         let new_path = match &self.path {
             None => path.to_string(),
@@ -406,7 +410,9 @@ pub(crate) fn identify(headers: &mut HeaderMap) -> (String, String) {
 fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
     let mut it = v.trim().split('-');
     let (version, trace, parent, flags) = (it.next()?, it.next()?, it.next()?, it.next()?);
-    let hexlen = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let hexlen = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
     // Future versions may append fields; version 00 has exactly four.
     if !hexlen(version, 2) || version == "ff" || (version == "00" && it.next().is_some()) {
         return None;
@@ -457,17 +463,19 @@ mod tests {
         assert_eq!(h["x-env"], "prod");
         assert_eq!(h.get_all("x-tag").iter().count(), 2);
         assert!(!h.contains_key("x-secret"));
-        assert!(HeaderMods::compile(
-            Some(&pb::HeaderModifier {
-                set: vec![pb::Header {
-                    name: "bad name".into(),
-                    value: "x".into()
-                }],
-                ..Default::default()
-            }),
-            "h"
-        )
-        .is_err());
+        assert!(
+            HeaderMods::compile(
+                Some(&pb::HeaderModifier {
+                    set: vec![pb::Header {
+                        name: "bad name".into(),
+                        value: "x".into()
+                    }],
+                    ..Default::default()
+                }),
+                "h"
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -519,14 +527,16 @@ mod tests {
         let (status, loc) = keep.location(&p, "/");
         assert_eq!(status, StatusCode::FOUND);
         assert_eq!(loc, "http://shop.example:8080/old/page?q=1");
-        assert!(Redirect::compile(
-            &pb::Redirect {
-                status: 200,
-                ..Default::default()
-            },
-            "r"
-        )
-        .is_err());
+        assert!(
+            Redirect::compile(
+                &pb::Redirect {
+                    status: 200,
+                    ..Default::default()
+                },
+                "r"
+            )
+            .is_err()
+        );
     }
 
     #[test]

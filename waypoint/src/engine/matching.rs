@@ -58,7 +58,10 @@ impl StringMatcher {
     }
 
     /// Compiles a list of conditions.
-    pub(crate) fn compile_all(ms: &[pb::StringMatch], field: &str) -> Result<Vec<Self>, ConfigError> {
+    pub(crate) fn compile_all(
+        ms: &[pb::StringMatch],
+        field: &str,
+    ) -> Result<Vec<Self>, ConfigError> {
         ms.iter()
             .enumerate()
             .map(|(i, m)| Self::compile(m, &format!("{field}[{i}]")))
@@ -84,7 +87,8 @@ impl StringMatcher {
 }
 
 fn starts_with_ci(value: &str, prefix: &str) -> bool {
-    value.len() >= prefix.len() && value.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    value.len() >= prefix.len()
+        && value.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// A compiled [`pb::PathMatch`].
@@ -124,7 +128,11 @@ impl PathMatcher {
             PathMatcher::Prefix(p, false) => path.starts_with(p.as_str()),
             PathMatcher::Prefix(p, true) => starts_with_ci(path, p),
             PathMatcher::Segments(p, ic) => {
-                let head = if *ic { starts_with_ci(path, p) } else { path.starts_with(p.as_str()) };
+                let head = if *ic {
+                    starts_with_ci(path, p)
+                } else {
+                    path.starts_with(p.as_str())
+                };
                 head && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/' || p.is_empty())
             }
             PathMatcher::Regex(r) => r.is_match(path),
@@ -275,7 +283,9 @@ impl RouteMatcher {
                 .enumerate()
                 .map(|(i, q)| {
                     let value = match &q.value {
-                        Some(v) => StringMatcher::compile(v, &format!("{field}.query_params[{i}]"))?,
+                        Some(v) => {
+                            StringMatcher::compile(v, &format!("{field}.query_params[{i}]"))?
+                        }
                         None => StringMatcher::Present,
                     };
                     Ok((q.name.clone(), value))
@@ -287,7 +297,10 @@ impl RouteMatcher {
                 .enumerate()
                 .map(|(i, p)| PathMatcher::compile(p, &format!("{field}.not_paths[{i}]")))
                 .collect::<Result<_, _>>()?,
-            not_methods: StringMatcher::compile_all(&m.not_methods, &format!("{field}.not_methods"))?,
+            not_methods: StringMatcher::compile_all(
+                &m.not_methods,
+                &format!("{field}.not_methods"),
+            )?,
             port,
             source_namespace: (!m.source_namespace.is_empty()).then(|| m.source_namespace.clone()),
         })

@@ -31,13 +31,19 @@ pub(crate) enum MirrorBody {
 
 /// One copy to send.
 pub(crate) struct Copy {
+    /// The engine (config and runtime state).
     pub engine: Arc<Engine>,
+    /// The transport.
     pub upstream: Arc<dyn Upstream>,
+    /// The original caller, carried forward as for the request itself.
     pub caller: Caller,
+    /// Where the copy goes.
     pub dest: DestSpec,
+    /// Service port of the copy.
     pub port: u16,
     /// The request as forwarded.
     pub parts: http::request::Parts,
+    /// Its body.
     pub body: MirrorBody,
     /// The route's timeout, if any.
     pub deadline: Option<Duration>,
@@ -80,7 +86,11 @@ async fn send(copy: Copy) -> Result<http::StatusCode, &'static str> {
     if let Ok(v) = HeaderValue::from_str(&shadow) {
         set_authority(&mut parts, &v);
     }
-    let policy = engine.config.destinations.get(&dest.hostname).map(Arc::as_ref);
+    let policy = engine
+        .config
+        .destinations
+        .get(&dest.hostname)
+        .map(Arc::as_ref);
     let resolved = select::resolve(&dest, policy).ok_or("unknown subset")?;
     let state = engine.runtime.upstream(&dest.hostname);
     let listed = upstream.endpoints(&dest.namespace, &dest.hostname, port);

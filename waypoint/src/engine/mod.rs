@@ -224,7 +224,11 @@ impl Engine {
             }
         };
         match uid {
-            Some(uid) => self.config.authz.check_endpoint(&input, pending, uid).is_ok(),
+            Some(uid) => self
+                .config
+                .authz
+                .check_endpoint(&input, pending, uid)
+                .is_ok(),
             None => true,
         }
     }

@@ -23,7 +23,10 @@ pub(crate) struct OutlierSpec {
 impl OutlierSpec {
     /// Compiles outlier detection; `None` when no check is on. Unset durations take Envoy's
     /// defaults (10 s interval, 30 s base ejection time).
-    pub(crate) fn compile(o: &pb::OutlierDetection, field: &str) -> Result<Option<Self>, ConfigError> {
+    pub(crate) fn compile(
+        o: &pb::OutlierDetection,
+        field: &str,
+    ) -> Result<Option<Self>, ConfigError> {
         if o.consecutive_5xx_errors == 0 && o.consecutive_gateway_errors == 0 {
             return Ok(None);
         }

@@ -41,8 +41,11 @@ impl PoolSpec {
             max_requests: p.max_requests,
             max_requests_per_connection: p.max_requests_per_connection,
             max_retries: p.max_retries,
-            connect_timeout: duration(p.connect_timeout.as_ref(), &format!("{field}.connect_timeout"))?
-                .filter(|d| !d.is_zero()),
+            connect_timeout: duration(
+                p.connect_timeout.as_ref(),
+                &format!("{field}.connect_timeout"),
+            )?
+            .filter(|d| !d.is_zero()),
         })
     }
 }

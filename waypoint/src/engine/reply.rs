@@ -87,7 +87,9 @@ impl RequestError {
             RequestError::NoCluster(_) => "cluster_not_found",
             RequestError::NoHealthyUpstream => "no_healthy_upstream",
             RequestError::Overflow => "upstream_overflow",
-            RequestError::ConnectFailure(_) => "upstream_reset_before_response_started{connection_failure}",
+            RequestError::ConnectFailure(_) => {
+                "upstream_reset_before_response_started{connection_failure}"
+            }
             RequestError::Reset(_) => "upstream_reset_before_response_started{remote_reset}",
             RequestError::PerTryTimeout => "upstream_per_try_timeout",
             RequestError::Timeout => "upstream_response_timeout",
@@ -102,7 +104,9 @@ impl RequestError {
             RequestError::RateLimited => "local_rate_limited",
             RequestError::NoCluster(_) => "",
             RequestError::NoHealthyUpstream => "no healthy upstream",
-            RequestError::Overflow => "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            RequestError::Overflow => {
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+            }
             RequestError::ConnectFailure(_) => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
             }
@@ -162,7 +166,11 @@ pub(crate) fn local(
 }
 
 /// A trailers-only gRPC answer.
-pub(crate) fn grpc_local(grpc_status: u32, message: &str, mut headers: HeaderMap) -> Response<Body> {
+pub(crate) fn grpc_local(
+    grpc_status: u32,
+    message: &str,
+    mut headers: HeaderMap,
+) -> Response<Body> {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert("grpc-status", HeaderValue::from(grpc_status));
     if let Ok(v) = HeaderValue::from_str(&percent_encode(message))

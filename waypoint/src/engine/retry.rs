@@ -239,7 +239,9 @@ impl Budget {
 
     fn advance(&self, w: &mut Window) -> usize {
         let slot_len = (self.spec.ttl / SLOTS as u32).max(Duration::from_millis(1));
-        let now_slot = (Instant::now().saturating_duration_since(w.epoch).as_micros()
+        let now_slot = (Instant::now()
+            .saturating_duration_since(w.epoch)
+            .as_micros()
             / slot_len.as_micros().max(1)) as u64;
         // Clear the slots that expired since the newest write.
         let stale = now_slot.saturating_sub(w.newest).min(SLOTS as u64);
@@ -300,10 +302,16 @@ mod tests {
         let s = spec(&["gateway-error"], false);
         let get = Method::GET;
         assert!(s.should_retry(Outcome::Response(StatusCode::BAD_GATEWAY, None), &get));
-        assert!(!s.should_retry(Outcome::Response(StatusCode::INTERNAL_SERVER_ERROR, None), &get));
+        assert!(!s.should_retry(
+            Outcome::Response(StatusCode::INTERNAL_SERVER_ERROR, None),
+            &get
+        ));
         assert!(s.should_retry(Outcome::Timeout, &get));
         let s = spec(&["5xx"], false);
-        assert!(s.should_retry(Outcome::Response(StatusCode::INTERNAL_SERVER_ERROR, None), &get));
+        assert!(s.should_retry(
+            Outcome::Response(StatusCode::INTERNAL_SERVER_ERROR, None),
+            &get
+        ));
         assert!(s.should_retry(Outcome::Reset, &get));
         assert!(!s.should_retry(Outcome::Response(StatusCode::CONFLICT, None), &get));
         let s = spec(&["retriable-4xx", "retriable-status-codes"], false);
@@ -312,26 +320,34 @@ mod tests {
         let s = spec(&["unavailable"], false);
         assert!(s.should_retry(Outcome::Response(StatusCode::OK, Some(14)), &get));
         assert!(!s.should_retry(Outcome::Response(StatusCode::OK, Some(13)), &get));
-        assert!(RetrySpec::compile(
-            &pb::RetryPolicy {
-                attempts: 1,
-                retry_on: vec!["sometimes".into()],
-                ..Default::default()
-            },
-            "r"
-        )
-        .is_err());
+        assert!(
+            RetrySpec::compile(
+                &pb::RetryPolicy {
+                    attempts: 1,
+                    retry_on: vec!["sometimes".into()],
+                    ..Default::default()
+                },
+                "r"
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn non_idempotent_only_when_unsent_or_asked() {
         let s = spec(&["5xx", "connect-failure"], false);
         let post = Method::POST;
-        assert!(!s.should_retry(Outcome::Response(StatusCode::SERVICE_UNAVAILABLE, None), &post));
+        assert!(!s.should_retry(
+            Outcome::Response(StatusCode::SERVICE_UNAVAILABLE, None),
+            &post
+        ));
         assert!(!s.should_retry(Outcome::Reset, &post));
         assert!(s.should_retry(Outcome::ConnectFailure, &post));
         let s = spec(&["5xx"], true);
-        assert!(s.should_retry(Outcome::Response(StatusCode::SERVICE_UNAVAILABLE, None), &post));
+        assert!(s.should_retry(
+            Outcome::Response(StatusCode::SERVICE_UNAVAILABLE, None),
+            &post
+        ));
     }
 
     #[test]

@@ -37,7 +37,10 @@ fn default_policy() -> &'static EndpointPolicy {
 
 /// The endpoint policy of `dest` under its service's `policy` (absent: defaults); `None` when
 /// the destination names a subset the policy does not define.
-pub(crate) fn resolve<'a>(dest: &'a DestSpec, policy: Option<&'a DestPolicy>) -> Option<Resolved<'a>> {
+pub(crate) fn resolve<'a>(
+    dest: &'a DestSpec,
+    policy: Option<&'a DestPolicy>,
+) -> Option<Resolved<'a>> {
     match (&dest.subset, policy) {
         (None, Some(p)) => Some(Resolved {
             policy: &p.policy,

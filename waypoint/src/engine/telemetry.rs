@@ -33,11 +33,11 @@ const OVERFLOW: &str = "waypoint_metrics_series_overflow_total";
 /// Envoy's default histogram buckets, which Istio's standard metrics use for durations (ms)
 /// and sizes (bytes) alike.
 const BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
-/// Istio's labels of the request metrics (`reporter` is always "waypoint" and
+/// Istio's labels of the request metrics, each field the label of the same name (`reporter` is always "waypoint" and
 /// `connection_security_policy` "mutual_tls": every request arrives over HBONE). Empty values
 /// render as "unknown"; the canonical service and revision repeat app and version.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -176,13 +176,24 @@ impl Metrics {
         let _ = writeln!(out, "# HELP {REQUESTS} Requests handled by this waypoint.");
         let _ = writeln!(out, "# TYPE {REQUESTS} counter");
         for s in &series {
-            let _ = writeln!(out, "{REQUESTS}{} {}", s.rendered, s.requests.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{REQUESTS}{} {}",
+                s.rendered,
+                s.requests.load(Ordering::Relaxed)
+            );
         }
         type Pick = fn(&Series) -> &Histogram;
         let histograms: [(&str, &str, Pick); 3] = [
-            (DURATION, "Request duration in milliseconds.", |s| &s.duration),
-            (REQUEST_BYTES, "Request body sizes in bytes.", |s| &s.request_bytes),
-            (RESPONSE_BYTES, "Response body sizes in bytes.", |s| &s.response_bytes),
+            (DURATION, "Request duration in milliseconds.", |s| {
+                &s.duration
+            }),
+            (REQUEST_BYTES, "Request body sizes in bytes.", |s| {
+                &s.request_bytes
+            }),
+            (RESPONSE_BYTES, "Response body sizes in bytes.", |s| {
+                &s.response_bytes
+            }),
         ];
         for (name, help, pick) in histograms {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -209,21 +220,45 @@ fn render_labels(l: &RequestLabels) -> String {
         ("source_workload", &l.source_workload, "unknown"),
         ("source_canonical_service", &l.source_app, "unknown"),
         ("source_canonical_revision", &l.source_version, "latest"),
-        ("source_workload_namespace", &l.source_workload_namespace, "unknown"),
+        (
+            "source_workload_namespace",
+            &l.source_workload_namespace,
+            "unknown",
+        ),
         ("source_principal", &l.source_principal, "unknown"),
         ("source_app", &l.source_app, "unknown"),
         ("source_version", &l.source_version, "unknown"),
         ("source_cluster", &l.source_cluster, "unknown"),
         ("destination_workload", &l.destination_workload, "unknown"),
-        ("destination_workload_namespace", &l.destination_workload_namespace, "unknown"),
+        (
+            "destination_workload_namespace",
+            &l.destination_workload_namespace,
+            "unknown",
+        ),
         ("destination_principal", &l.destination_principal, "unknown"),
         ("destination_app", &l.destination_app, "unknown"),
         ("destination_version", &l.destination_version, "unknown"),
         ("destination_service", &l.destination_service, "unknown"),
-        ("destination_canonical_service", &l.destination_app, "unknown"),
-        ("destination_canonical_revision", &l.destination_version, "latest"),
-        ("destination_service_name", &l.destination_service_name, "unknown"),
-        ("destination_service_namespace", &l.destination_service_namespace, "unknown"),
+        (
+            "destination_canonical_service",
+            &l.destination_app,
+            "unknown",
+        ),
+        (
+            "destination_canonical_revision",
+            &l.destination_version,
+            "latest",
+        ),
+        (
+            "destination_service_name",
+            &l.destination_service_name,
+            "unknown",
+        ),
+        (
+            "destination_service_namespace",
+            &l.destination_service_namespace,
+            "unknown",
+        ),
         ("destination_cluster", &l.destination_cluster, "unknown"),
         ("request_protocol", l.request_protocol, "http"),
         ("response_code", &code, "0"),
@@ -261,19 +296,31 @@ fn escape(value: &str) -> String {
 /// One finished request.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RequestRecord {
+    /// Metric labels.
     pub labels: RequestLabels,
+    /// Request method.
     pub method: String,
+    /// Authority as received.
     pub authority: String,
+    /// Path and query as received.
     pub path: String,
-    pub source: Option<SocketAddr>,
+    /// Client IP.
+    pub source: Option<std::net::IpAddr>,
+    /// Endpoint of the last attempt.
     pub upstream: Option<SocketAddr>,
+    /// Name of the matched route.
     pub route: String,
+    /// `x-request-id`.
     pub request_id: String,
+    /// W3C trace id.
     pub trace_id: String,
     /// Why the waypoint answered itself, Envoy style ("route_not_found", ...).
     pub details: &'static str,
+    /// Arrival to the end of the response.
     pub duration: Duration,
+    /// Request body bytes.
     pub request_bytes: u64,
+    /// Response body bytes.
     pub response_bytes: u64,
 }
 
@@ -451,7 +498,11 @@ pub(crate) fn count_of(rendered: &str, needle: &[(&str, &str)]) -> u64 {
     rendered
         .lines()
         .filter(|l| l.starts_with(REQUESTS))
-        .filter(|l| needle.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            needle
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -487,13 +538,25 @@ mod tests {
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(bytes, "hello");
         let text = m.render();
-        assert_eq!(count_of(&text, &[("response_code", "200"), ("reporter", "waypoint")]), 1);
+        assert_eq!(
+            count_of(&text, &[("response_code", "200"), ("reporter", "waypoint")]),
+            1
+        );
         assert!(text.contains("istio_response_bytes_sum{"));
         assert!(text.contains("le=\"5\"} 1"), "{text}");
         assert!(text.contains("istio_request_bytes_count{"));
         // Dropped before the end: counted once, flagged DC.
-        drop(ObservedBody::new(super::super::body::full("x"), finish(&m, 503)));
-        assert_eq!(count_of(&m.render(), &[("response_code", "503"), ("response_flags", "DC")]), 1);
+        drop(ObservedBody::new(
+            super::super::body::full("x"),
+            finish(&m, 503),
+        ));
+        assert_eq!(
+            count_of(
+                &m.render(),
+                &[("response_code", "503"), ("response_flags", "DC")]
+            ),
+            1
+        );
     }
 
     #[test]

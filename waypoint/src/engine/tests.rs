@@ -2,6 +2,7 @@
 //! an in-process fake of the transport (the [`Upstream`](super::Upstream) boundary).
 
 mod cfg;
+mod controller;
 mod fake;
 mod policy;
 mod resilience;

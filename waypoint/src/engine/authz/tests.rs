@@ -15,7 +15,11 @@ fn prefix(s: &str) -> pb::StringMatch {
     }
 }
 
-fn policy(name: &str, action: AuthorizationAction, rules: Vec<pb::AuthorizationRule>) -> pb::AuthorizationPolicy {
+fn policy(
+    name: &str,
+    action: AuthorizationAction,
+    rules: Vec<pb::AuthorizationRule>,
+) -> pb::AuthorizationPolicy {
     pb::AuthorizationPolicy {
         name: name.into(),
         namespace: "shop".into(),
@@ -26,7 +30,12 @@ fn policy(name: &str, action: AuthorizationAction, rules: Vec<pb::AuthorizationR
     }
 }
 
-fn input<'a>(principal: Option<&'a str>, method: &'a str, path: &'a str, headers: &'a HeaderMap) -> Input<'a> {
+fn input<'a>(
+    principal: Option<&'a str>,
+    method: &'a str,
+    path: &'a str,
+    headers: &'a HeaderMap,
+) -> Input<'a> {
     Input {
         principal,
         namespace: principal.and_then(|p| p.split('/').nth(2)),
@@ -76,13 +85,23 @@ fn only_the_gateway_may_post() {
     .unwrap();
     let h = HeaderMap::new();
     let svc = "orders.shop.svc.cluster.local";
-    assert!(ps.check_request(&input(Some(GATEWAY), "POST", "/orders/1", &h), svc).is_ok());
+    assert!(
+        ps.check_request(&input(Some(GATEWAY), "POST", "/orders/1", &h), svc)
+            .is_ok()
+    );
     assert_eq!(
-        ps.check_request(&input(Some(OTHER), "POST", "/orders/1", &h), svc).unwrap_err(),
+        ps.check_request(&input(Some(OTHER), "POST", "/orders/1", &h), svc)
+            .unwrap_err(),
         Denied::NotAllowed
     );
-    assert!(ps.check_request(&input(Some(OTHER), "GET", "/orders/1", &h), svc).is_ok());
-    assert!(ps.check_request(&input(None, "POST", "/orders/1", &h), svc).is_err());
+    assert!(
+        ps.check_request(&input(Some(OTHER), "GET", "/orders/1", &h), svc)
+            .is_ok()
+    );
+    assert!(
+        ps.check_request(&input(None, "POST", "/orders/1", &h), svc)
+            .is_err()
+    );
 }
 
 #[test]
@@ -118,19 +137,40 @@ fn deny_first_and_not_forms() {
         Err(Denied::Policy(name)) if name == "shop/deny-admin"
     ));
     // A caller without identity has no namespace, so "not in ops" holds: denied.
-    assert!(ps.check_request(&input(None, "GET", "/admin/x", &h), svc).is_err());
-    assert!(ps.check_request(&input(Some(OTHER), "OPTIONS", "/admin/x", &h), svc).is_ok());
-    assert!(ps.check_request(&input(Some("cluster.local/ns/ops/sa/x"), "GET", "/admin", &h), svc).is_ok());
-    assert!(ps.check_request(&input(Some(OTHER), "GET", "/public", &h), svc).is_ok());
+    assert!(
+        ps.check_request(&input(None, "GET", "/admin/x", &h), svc)
+            .is_err()
+    );
+    assert!(
+        ps.check_request(&input(Some(OTHER), "OPTIONS", "/admin/x", &h), svc)
+            .is_ok()
+    );
+    assert!(
+        ps.check_request(
+            &input(Some("cluster.local/ns/ops/sa/x"), "GET", "/admin", &h),
+            svc
+        )
+        .is_ok()
+    );
+    assert!(
+        ps.check_request(&input(Some(OTHER), "GET", "/public", &h), svc)
+            .is_ok()
+    );
 }
 
 #[test]
 fn empty_allow_denies_everything() {
     let ps = Policies::compile(&[policy("deny-all", AuthorizationAction::Allow, vec![])]).unwrap();
     let h = HeaderMap::new();
-    assert!(ps.check_request(&input(Some(GATEWAY), "GET", "/", &h), "s").is_err());
+    assert!(
+        ps.check_request(&input(Some(GATEWAY), "GET", "/", &h), "s")
+            .is_err()
+    );
     let none = Policies::compile(&[]).unwrap();
-    assert!(none.check_request(&input(None, "GET", "/", &h), "s").is_ok());
+    assert!(
+        none.check_request(&input(None, "GET", "/", &h), "s")
+            .is_ok()
+    );
 }
 
 #[test]
@@ -152,10 +192,19 @@ fn service_scope_and_header_conditions() {
     p.services = vec!["orders".into()];
     let ps = Policies::compile(&[p]).unwrap();
     let mut h = HeaderMap::new();
-    assert!(ps.check_request(&input(None, "GET", "/", &h), "orders").is_err());
-    assert!(ps.check_request(&input(None, "GET", "/", &h), "payments").is_ok());
+    assert!(
+        ps.check_request(&input(None, "GET", "/", &h), "orders")
+            .is_err()
+    );
+    assert!(
+        ps.check_request(&input(None, "GET", "/", &h), "payments")
+            .is_ok()
+    );
     h.insert("x-token", "let-me-in".parse().unwrap());
-    assert!(ps.check_request(&input(None, "GET", "/", &h), "orders").is_ok());
+    assert!(
+        ps.check_request(&input(None, "GET", "/", &h), "orders")
+            .is_ok()
+    );
 }
 
 #[test]
@@ -182,7 +231,10 @@ fn workload_scope_is_decided_per_endpoint() {
     let other = input(Some(OTHER), "GET", "/", &h);
     let pending = ps.check_request(&other, "s").unwrap();
     assert!(ps.check_endpoint(&other, pending, "c//Pod/shop/v1").is_ok());
-    assert!(ps.check_endpoint(&other, pending, "c//Pod/shop/v2").is_err());
+    assert!(
+        ps.check_endpoint(&other, pending, "c//Pod/shop/v2")
+            .is_err()
+    );
     let gw = input(Some(GATEWAY), "GET", "/", &h);
     let pending = ps.check_request(&gw, "s").unwrap();
     assert!(ps.check_endpoint(&gw, pending, "c//Pod/shop/v2").is_ok());

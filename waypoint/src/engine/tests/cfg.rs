@@ -166,7 +166,11 @@ pub fn engine(w: &pb::Waypoint) -> Arc<Engine> {
 /// A caller running as service account `sa` in `shop`.
 pub fn caller(sa: &str) -> Caller {
     Caller {
-        identity: Some(format!("spiffe://cluster.local/ns/shop/sa/{sa}").parse().unwrap()),
+        identity: Some(
+            format!("spiffe://cluster.local/ns/shop/sa/{sa}")
+                .parse()
+                .unwrap(),
+        ),
         ip: "10.0.9.9".parse().unwrap(),
     }
 }
@@ -199,7 +203,12 @@ pub async fn send(
 }
 
 /// A request to `reviews`.
-pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body_text: &'static str) -> Request<Body> {
+pub fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body_text: &'static str,
+) -> Request<Body> {
     let mut b = Request::builder()
         .method(method)
         .uri(path)
@@ -216,6 +225,17 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body_text: &'
 }
 
 /// GET `path` as the `web` service account.
-pub async fn get(engine: &Arc<Engine>, fake: &Arc<Fake>, path: &str, headers: &[(&str, &str)]) -> Answer {
-    send(engine, fake, caller("web"), request("GET", path, headers, "")).await
+pub async fn get(
+    engine: &Arc<Engine>,
+    fake: &Arc<Fake>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    send(
+        engine,
+        fake,
+        caller("web"),
+        request("GET", path, headers, ""),
+    )
+    .await
 }

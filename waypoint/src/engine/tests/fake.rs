@@ -10,9 +10,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
-use crate::engine::{
-    Body, Caller, EndpointInfo, Upstream, UpstreamError, WorkloadMeta, body,
-};
+use crate::engine::{Body, Caller, EndpointInfo, Upstream, UpstreamError, WorkloadMeta, body};
 
 /// How an endpoint answers.
 #[derive(Clone)]
@@ -32,7 +30,6 @@ pub enum Behavior {
 /// One request an endpoint received.
 #[derive(Clone, Debug)]
 pub struct Call {
-    pub endpoint: SocketAddr,
     pub uid: String,
     pub method: String,
     pub path: String,
@@ -83,7 +80,10 @@ impl Fake {
 
     /// Changes how an endpoint answers.
     pub fn set(&self, addr: &str, b: Behavior) {
-        self.behavior.lock().unwrap().insert(addr.parse().unwrap(), b);
+        self.behavior
+            .lock()
+            .unwrap()
+            .insert(addr.parse().unwrap(), b);
     }
 
     /// Requests received, per endpoint uid.
@@ -116,7 +116,11 @@ impl Upstream for Fake {
         _caller: &Caller,
         request: Request<Body>,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static>,
+        Box<
+            dyn std::future::Future<Output = Result<Response<Body>, UpstreamError>>
+                + Send
+                + 'static,
+        >,
     > {
         let behavior = self
             .behavior
@@ -146,10 +150,13 @@ impl Upstream for Fake {
             })
             .unwrap_or_default();
         let mut call = Call {
-            endpoint: endpoint.address,
             uid: endpoint.uid.clone(),
             method: parts.method.to_string(),
-            path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
             host,
             headers: parts.headers,
             body: Bytes::new(),
@@ -159,7 +166,11 @@ impl Upstream for Fake {
         }
         let record = self.calls.clone();
         Box::pin(async move {
-            call.body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            call.body = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             record.lock().unwrap().push(call);
             let status = match behavior {
                 Behavior::Status(s) => s,

@@ -49,7 +49,13 @@ fn served(policies: Vec<pb::AuthorizationPolicy>) -> std::sync::Arc<crate::engin
 async fn only_the_gateway_may_post() {
     let e = served(vec![orders_policy()]);
     let f = fake();
-    let a = send(&e, &f, caller("api-gateway"), request("POST", "/orders", &[], "{}")).await;
+    let a = send(
+        &e,
+        &f,
+        caller("api-gateway"),
+        request("POST", "/orders", &[], "{}"),
+    )
+    .await;
     assert_eq!(a.status, 200);
     for sa in ["web", "default"] {
         let a = send(&e, &f, caller(sa), request("POST", "/orders", &[], "{}")).await;
@@ -71,7 +77,10 @@ async fn only_the_gateway_may_post() {
             &text,
             &[
                 ("response_code", "200"),
-                ("source_principal", "spiffe://cluster.local/ns/shop/sa/api-gateway"),
+                (
+                    "source_principal",
+                    "spiffe://cluster.local/ns/shop/sa/api-gateway"
+                ),
                 ("destination_service", HOST),
                 ("destination_service_name", "reviews"),
                 ("destination_workload_namespace", "shop"),
@@ -97,7 +106,9 @@ async fn deny_all_and_deny_with_not_forms() {
     let f = fake();
     assert_eq!(get(&e, &f, "/", &[]).await.status, 403);
     assert_eq!(
-        send(&e, &f, caller("api-gateway"), request("POST", "/", &[], "")).await.status,
+        send(&e, &f, caller("api-gateway"), request("POST", "/", &[], ""))
+            .await
+            .status,
         403
     );
     assert!(f.calls().is_empty());
@@ -126,7 +137,13 @@ async fn deny_all_and_deny_with_not_forms() {
     let e = served(vec![deny_outside]);
     assert_eq!(get(&e, &f, "/admin/users", &[]).await.status, 403);
     assert_eq!(get(&e, &f, "/public", &[]).await.status, 200);
-    let ops = send(&e, &f, caller("ops"), request("GET", "/admin/users", &[], "")).await;
+    let ops = send(
+        &e,
+        &f,
+        caller("ops"),
+        request("GET", "/admin/users", &[], ""),
+    )
+    .await;
     assert_eq!(ops.status, 200);
 }
 
@@ -153,7 +170,11 @@ async fn workload_scoped_policies_apply_to_the_chosen_endpoint() {
     };
     let e = engine(&waypoint(
         vec![reviews(vec![
-            route("beta", vec![header_is("x-beta-user", "true")], forward(&[("v2", 1)])),
+            route(
+                "beta",
+                vec![header_is("x-beta-user", "true")],
+                forward(&[("v2", 1)]),
+            ),
             route("rest", vec![], forward(&[("v1", 1)])),
         ])],
         vec![reviews_policy(None)],
@@ -161,7 +182,10 @@ async fn workload_scoped_policies_apply_to_the_chosen_endpoint() {
     ));
     let f = fake();
     assert_eq!(get(&e, &f, "/", &[]).await.status, 200);
-    assert_eq!(get(&e, &f, "/", &[("x-beta-user", "true")]).await.status, 403);
+    assert_eq!(
+        get(&e, &f, "/", &[("x-beta-user", "true")]).await.status,
+        403
+    );
     let gw = send(
         &e,
         &f,
@@ -198,14 +222,22 @@ async fn grpc_requests_get_grpc_answers() {
         &e,
         &f,
         caller("web"),
-        request("POST", "/shop.Reviews/Get", &[("content-type", "application/grpc")], ""),
+        request(
+            "POST",
+            "/shop.Reviews/Get",
+            &[("content-type", "application/grpc")],
+            "",
+        ),
     )
     .await;
     assert_eq!(a.status, 200);
     assert_eq!(a.headers["grpc-status"], "7");
     let text = e.runtime.render_metrics();
     assert_eq!(
-        count_of(&text, &[("request_protocol", "grpc"), ("grpc_response_status", "7")]),
+        count_of(
+            &text,
+            &[("request_protocol", "grpc"), ("grpc_response_status", "7")]
+        ),
         1
     );
 }

@@ -67,7 +67,10 @@ async fn fault_delay_adds_latency() {
     assert_eq!(a.status, 200);
     // The paused clock only moves by the injected sleep.
     assert!(start.elapsed() >= Duration::from_secs(3));
-    assert_eq!(count_of(&e.runtime.render_metrics(), &[("response_flags", "DI")]), 1);
+    assert_eq!(
+        count_of(&e.runtime.render_metrics(), &[("response_flags", "DI")]),
+        1
+    );
 }
 
 fn retrying(attempts: u32, on: &[&str], non_idempotent: bool) -> pb::Forward {
@@ -84,7 +87,10 @@ fn retrying(attempts: u32, on: &[&str], non_idempotent: bool) -> pb::Forward {
 
 #[tokio::test(start_paused = true)]
 async fn retry_turns_503_into_success_but_not_for_post() {
-    let e = engine(&one_route(retrying(2, &["retriable-status-codes"], false), None));
+    let e = engine(&one_route(
+        retrying(2, &["retriable-status-codes"], false),
+        None,
+    ));
     let f = fake();
     f.set(V2_ADDR, Behavior::FailFirst(1, 503));
     let a = get(&e, &f, "/", &[]).await;
@@ -113,7 +119,10 @@ async fn retry_turns_503_into_success_but_not_for_post() {
     let a = get(&e, &f, "/", &[]).await;
     assert_eq!(a.status, 503);
     assert_eq!(f.calls().len(), 3);
-    assert_eq!(count_of(&e.runtime.render_metrics(), &[("response_flags", "URX")]), 1);
+    assert_eq!(
+        count_of(&e.runtime.render_metrics(), &[("response_flags", "URX")]),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -139,7 +148,10 @@ async fn connect_failures_move_to_another_endpoint() {
     f.set(V1B_ADDR, Behavior::Refuse);
     let a = get(&e, &f, "/", &[]).await;
     assert_eq!(a.status, 503);
-    assert_eq!(count_of(&e.runtime.render_metrics(), &[("response_flags", "UF,URX")]), 1);
+    assert_eq!(
+        count_of(&e.runtime.render_metrics(), &[("response_flags", "UF,URX")]),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -153,7 +165,10 @@ async fn route_and_attempt_timeouts_answer_504() {
     let a = get(&e, &fk, "/", &[]).await;
     assert_eq!(a.status, 504);
     assert!(start.elapsed() >= Duration::from_secs(2));
-    assert_eq!(count_of(&e.runtime.render_metrics(), &[("response_flags", "UT")]), 1);
+    assert_eq!(
+        count_of(&e.runtime.render_metrics(), &[("response_flags", "UT")]),
+        1
+    );
 
     let mut f = retrying(1, &["gateway-error"], false);
     f.attempt_timeout = secs(1);
@@ -180,30 +195,43 @@ async fn connection_pool_overflow_is_shed_at_once() {
     let f = fake();
     let gate = Arc::new(Semaphore::new(0));
     f.set(V2_ADDR, Behavior::Gate(gate.clone()));
-    let first = tokio::spawn({
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let spawn = |tx: tokio::sync::mpsc::Sender<_>| {
         let (e, f) = (e.clone(), f.clone());
-        async move { get(&e, &f, "/", &[]).await.status }
-    });
+        tokio::spawn(async move {
+            let a = get(&e, &f, "/", &[]).await;
+            let _ = tx.send((a.status.as_u16(), a.body)).await;
+        })
+    };
+    let first = spawn(tx.clone());
     // The first request holds the only slot once the endpoint has it.
     while f.calls().is_empty() {
         tokio::task::yield_now().await;
     }
-    let second = tokio::spawn({
-        let (e, f) = (e.clone(), f.clone());
-        async move { get(&e, &f, "/", &[]).await.status }
-    });
-    // The second waits as pending; the third finds the queue full.
-    let third = loop {
-        let a = get(&e, &f, "/", &[]).await;
-        if a.status == 503 {
-            break a;
-        }
-    };
-    assert_eq!(third.body, "upstream connect error or disconnect/reset before headers. reset reason: overflow");
+    // Of the next two, one waits as pending and the other finds the queue full at once; the
+    // gate is still closed, so the first answer to arrive must be the refusal.
+    let others = [spawn(tx.clone()), spawn(tx.clone())];
+    let (status, body) = rx.recv().await.unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+    );
     gate.add_permits(10);
-    assert_eq!(first.await.unwrap(), 200);
-    assert_eq!(second.await.unwrap(), 200);
-    assert!(count_of(&e.runtime.render_metrics(), &[("response_flags", "UO")]) >= 1);
+    first.await.unwrap();
+    for o in others {
+        o.await.unwrap();
+    }
+    drop(tx);
+    let mut rest = Vec::new();
+    while let Some((status, _)) = rx.recv().await {
+        rest.push(status);
+    }
+    assert_eq!(rest, [200, 200]);
+    assert_eq!(
+        count_of(&e.runtime.render_metrics(), &[("response_flags", "UO")]),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -237,7 +265,10 @@ async fn outlier_detection_ejects_and_returns() {
     for _ in 0..4 {
         get(&e, &f, "/", &[]).await;
     }
-    assert!(f.count_by_uid()[V1A] > before, "v1-a is back after the base ejection time");
+    assert!(
+        f.count_by_uid()[V1A] > before,
+        "v1-a is back after the base ejection time"
+    );
 }
 
 #[tokio::test]
@@ -246,8 +277,14 @@ async fn no_endpoints_answer_503_uh() {
     f.destinations[0].destination = Some(dest("ghost.shop.svc.cluster.local", ""));
     let e = engine(&one_route(f, None));
     let a = get(&e, &fake(), "/", &[]).await;
-    assert_eq!((a.status.as_u16(), &a.body[..]), (503, &b"no healthy upstream"[..]));
-    assert_eq!(count_of(&e.runtime.render_metrics(), &[("response_flags", "UH")]), 1);
+    assert_eq!(
+        (a.status.as_u16(), &a.body[..]),
+        (503, &b"no healthy upstream"[..])
+    );
+    assert_eq!(
+        count_of(&e.runtime.render_metrics(), &[("response_flags", "UH")]),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -273,5 +310,8 @@ async fn rate_limit_answers_429_beyond_the_bucket() {
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
     tokio::time::advance(Duration::from_secs(60)).await;
     assert_eq!(get(&e, &f, "/", &[]).await.status, 200);
-    assert_eq!(count_of(&e.runtime.render_metrics(), &[("response_flags", "RL")]), 3);
+    assert_eq!(
+        count_of(&e.runtime.render_metrics(), &[("response_flags", "RL")]),
+        3
+    );
 }

@@ -10,7 +10,11 @@ use crate::engine::telemetry::count_of;
 fn canary() -> pb::Waypoint {
     waypoint(
         vec![reviews(vec![
-            route("beta", vec![header_is("x-beta-user", "true")], forward(&[("v2", 1)])),
+            route(
+                "beta",
+                vec![header_is("x-beta-user", "true")],
+                forward(&[("v2", 1)]),
+            ),
             route("split", vec![], forward(&[("v1", 90), ("v2", 10)])),
         ])],
         vec![reviews_policy(None)],
@@ -40,7 +44,10 @@ async fn canary_split_with_header_override() {
         assert_eq!(a.body, format!("from {V2}"));
     }
     let text = e.runtime.render_metrics();
-    assert_eq!(count_of(&text, &[("response_code", "200")]), (n + 200) as u64);
+    assert_eq!(
+        count_of(&text, &[("response_code", "200")]),
+        (n + 200) as u64
+    );
 }
 
 #[tokio::test]
@@ -60,7 +67,13 @@ async fn mirror_copies_never_change_the_answer() {
     fk.set(V2_ADDR, Behavior::Status(500));
     let n = 50;
     for i in 0..n {
-        let a = send(&e, &fk, caller("web"), request("POST", &format!("/r/{i}"), &[], "payload")).await;
+        let a = send(
+            &e,
+            &fk,
+            caller("web"),
+            request("POST", &format!("/r/{i}"), &[], "payload"),
+        )
+        .await;
         assert_eq!(a.status, 200);
         assert!(a.body.starts_with(b"from Kubernetes//Pod/shop/reviews-v1"));
     }
@@ -136,7 +149,11 @@ async fn rewrites_headers_and_request_identity() {
         remove: vec!["x-internal".into()],
         ..Default::default()
     });
-    let e = engine(&waypoint(vec![reviews(vec![r])], vec![reviews_policy(None)], vec![]));
+    let e = engine(&waypoint(
+        vec![reviews(vec![r])],
+        vec![reviews_policy(None)],
+        vec![],
+    ));
     let fk = fake();
     let a = get(&e, &fk, "/api/items?page=2", &[("x-internal", "1")]).await;
     assert_eq!(a.status, 200);
@@ -147,7 +164,12 @@ async fn rewrites_headers_and_request_identity() {
     assert_eq!(call.headers["x-route"], "api");
     assert!(!call.headers.contains_key("x-internal"));
     assert_eq!(call.headers["x-request-id"].len(), 36);
-    assert!(call.headers["traceparent"].to_str().unwrap().starts_with("00-"));
+    assert!(
+        call.headers["traceparent"]
+            .to_str()
+            .unwrap()
+            .starts_with("00-")
+    );
 }
 
 #[tokio::test]
@@ -193,21 +215,37 @@ async fn redirects_direct_answers_and_misses() {
     let fk = fake();
     let a = get(&e, &fk, "/old?x=1", &[]).await;
     assert_eq!(a.status, 301);
-    assert_eq!(a.headers["location"], format!("http://reviews:{PORT}/new?x=1"));
+    assert_eq!(
+        a.headers["location"],
+        format!("http://reviews:{PORT}/new?x=1")
+    );
     let a = get(&e, &fk, "/", &[("x-tea", "yes")]).await;
-    assert_eq!((a.status.as_u16(), &a.body[..]), (418, &b"short and stout"[..]));
+    assert_eq!(
+        (a.status.as_u16(), &a.body[..]),
+        (418, &b"short and stout"[..])
+    );
     let a = send(&e, &fk, caller("web"), request("DELETE", "/x", &[], "")).await;
     assert_eq!(a.status, 404);
     assert!(fk.calls().is_empty());
     let text = e.runtime.render_metrics();
-    assert_eq!(count_of(&text, &[("response_code", "404"), ("response_flags", "NR")]), 1);
+    assert_eq!(
+        count_of(&text, &[("response_code", "404"), ("response_flags", "NR")]),
+        1
+    );
 
     // A service this waypoint does not serve is not forwarded.
     let upstream: std::sync::Arc<dyn crate::engine::Upstream> = fk.clone();
     let target = crate::engine::Target {
         address: std::net::SocketAddr::new(RATINGS_VIP.parse().unwrap(), PORT),
     };
-    let resp = e.handle(upstream, caller("web"), target, request("GET", "/", &[], "")).await;
+    let resp = e
+        .handle(
+            upstream,
+            caller("web"),
+            target,
+            request("GET", "/", &[], ""),
+        )
+        .await;
     assert_eq!(resp.status(), 404);
 }
 
