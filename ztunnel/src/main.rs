@@ -110,8 +110,8 @@ struct AgentArgs {
     /// ZDS socket to serve.
     #[arg(long, default_value = "/var/run/ztunnel/ztunnel.sock")]
     zds_socket: PathBuf,
-    /// Folder where `<pod uid>` names each pod's network namespace file; without it,
-    /// namespaces are found by scanning /proc.
+    /// Folder where `<namespace>.<pod>` names each pod's network namespace file; without
+    /// it, the namespace holding the pod's IP is found through /proc.
     #[arg(long, value_name = "DIR")]
     netns_dir: Option<PathBuf>,
 }

@@ -17,7 +17,7 @@ use ztunnel::state::{ProxyState, TunnelProtocol, Workload};
 
 use super::headers;
 use super::pool::{HttpPool, PoolKey, PoolSettings};
-use crate::engine::{Body, Caller, EndpointInfo, Upstream, UpstreamError};
+use crate::engine::{Body, Caller, EndpointInfo, Upstream, UpstreamError, WorkloadMeta};
 
 /// A byte stream to an endpoint: an HBONE tunnel or a TCP connection.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -219,6 +219,18 @@ impl Upstream for HboneUpstream {
             .state
             .service_by_vip(ip)
             .map(|s| (s.namespace.clone(), s.hostname.clone()))
+    }
+
+    fn workload(&self, ip: IpAddr) -> Option<WorkloadMeta> {
+        let w = self.inner.state.workload_by_ip(ip)?;
+        Some(WorkloadMeta {
+            workload: w.workload_name.clone(),
+            namespace: w.namespace.clone(),
+            canonical_service: w.canonical_name.clone(),
+            canonical_revision: w.canonical_revision.clone(),
+            cluster: w.cluster_id.clone(),
+            identity: w.try_identity().ok(),
+        })
     }
 
     fn send(
