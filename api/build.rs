@@ -33,10 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // the form xDS uses in `Any` and `type_url`.
     config.enable_type_names();
     config.type_name_domain(["."], "type.googleapis.com");
-    // Our own types use ordered maps: prost encodes a map in iteration order,
-    // and equal content must give equal bytes (resource versions are hashes
-    // of the encoding).
-    config.btree_map([".mesh"]);
+    // Resources served over xDS use ordered maps: prost encodes a map in
+    // iteration order, and equal content must give equal bytes (resource
+    // versions are hashes of the encoding).
+    config.btree_map([".mesh", ".istio.workload"]);
 
     tonic_prost_build::configure()
         .build_client(true)

@@ -6,7 +6,7 @@
 //! varints and 2 for length-delimited values; tags past field 15 take two
 //! varint bytes. prost writes fields in field-number order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use api::ca::IstioCertificateRequest;
 use api::core::Node;
@@ -67,7 +67,7 @@ fn workload() {
         node: "n1".into(),
         workload_type: WorkloadType::Pod as i32,
         status: WorkloadStatus::Unhealthy as i32,
-        services: HashMap::from([(
+        services: BTreeMap::from([(
             "ns/svc".to_string(),
             PortList {
                 ports: vec![Port {

@@ -4,7 +4,6 @@
 //! [`install_metrics`] renders them here, so there is no second listener.
 
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -199,12 +198,7 @@ fn decode(type_url: &str, body: &api::prost_types::Any) -> Value {
 }
 
 fn ip(bytes: &[u8]) -> String {
-    match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes).map(|b| IpAddr::from(b).to_string()),
-        16 => <[u8; 16]>::try_from(bytes).map(|b| IpAddr::from(b).to_string()),
-        _ => return format!("invalid({} bytes)", bytes.len()),
-    }
-    .unwrap_or_default()
+    crate::translate::ip_text(bytes).unwrap_or_else(|| format!("invalid({} bytes)", bytes.len()))
 }
 
 fn gateway(g: &Option<GatewayAddress>) -> Value {

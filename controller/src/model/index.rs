@@ -206,12 +206,10 @@ impl Index {
             .pods()
             .filter(|(_, p)| !node.is_empty() && p.spec.node_name == node)
             .map(|(_, p)| {
-                let sa = if p.spec.service_account_name.is_empty() {
-                    "default"
-                } else {
-                    &p.spec.service_account_name
-                };
-                (p.metadata.namespace.clone(), sa.to_string())
+                (
+                    p.metadata.namespace.clone(),
+                    p.service_account().to_string(),
+                )
             })
             .collect();
         out.sort();

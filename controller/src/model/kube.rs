@@ -56,6 +56,17 @@ pub struct Pod {
     pub status: PodStatus,
 }
 
+impl Pod {
+    /// The service account the pod runs as: `spec.serviceAccountName`, or
+    /// `default` when unset, as Kubernetes fills it in.
+    pub fn service_account(&self) -> &str {
+        match self.spec.service_account_name.as_str() {
+            "" => "default",
+            sa => sa,
+        }
+    }
+}
+
 /// `Pod.spec`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

@@ -16,9 +16,9 @@ use api::security::{
     Action, Authorization, Clause, Match, Rule, Scope, StringMatch, string_match::MatchType,
 };
 
+use super::TranslateOptions;
 use super::authorization::Policy;
 use super::bindings::{Bindings, WaypointKey, waypoint_identities, workload_uid};
-use super::{TranslateOptions, selects};
 use crate::model::{Index, Pod};
 
 /// Prefix of the per-waypoint admission policies (underscores cannot clash
@@ -94,10 +94,5 @@ pub(crate) fn admission(
 
 /// True when `p` is an ALLOW policy ztunnel applies to `pod`.
 fn allows_apply(p: &Policy, pod: &Pod) -> bool {
-    if p.auth.action != Action::Allow as i32 {
-        return false;
-    }
-    let m = &pod.metadata;
-    let in_scope = p.mesh_wide || p.auth.namespace == m.namespace;
-    in_scope && p.selector.as_ref().is_none_or(|s| selects(s, &m.labels))
+    p.auth.action == Action::Allow as i32 && p.applies_to(pod)
 }

@@ -15,8 +15,9 @@ use api::security::{
     string_match::MatchType,
 };
 
-use super::TranslateOptions;
-use crate::model::{AuthorizationPolicy, AuthorizationRule, Index, ObjectKey, Problem};
+use super::last_good::LastGood;
+use super::{TranslateOptions, selects};
+use crate::model::{AuthorizationPolicy, AuthorizationRule, Index, ObjectKey, Pod, Problem};
 
 /// `when` keys ztunnel can evaluate.
 const L4_WHEN_KEYS: &[&str] = &[
@@ -47,6 +48,15 @@ impl Policy {
     pub fn reference(&self) -> String {
         format!("{}/{}", self.auth.namespace, self.auth.name)
     }
+
+    /// True when the policy applies to `pod`: a pod of the policy's
+    /// namespace (of any namespace for the root one) that its selector, if
+    /// it has one, picks.
+    pub fn applies_to(&self, pod: &Pod) -> bool {
+        let m = &pod.metadata;
+        (self.mesh_wide || self.auth.namespace == m.namespace)
+            && self.selector.as_ref().is_none_or(|s| selects(s, &m.labels))
+    }
 }
 
 /// Why a policy produced no resource.
@@ -59,40 +69,31 @@ enum Skip {
     ForWaypoint,
 }
 
-/// Translates every AuthorizationPolicy; invalid ones fall back to `last_good`.
+/// Translates every AuthorizationPolicy; invalid ones fall back to their
+/// last good translation.
 pub(crate) fn convert_all(
     index: &Index,
     options: &TranslateOptions,
-    last_good: &mut BTreeMap<ObjectKey, Policy>,
+    memory: &mut LastGood<Policy>,
     problems: &mut Vec<Problem>,
 ) -> Vec<Policy> {
+    memory.start();
     let mut out = Vec::new();
-    let mut keep = BTreeMap::new();
     for (origin, ap) in index.authorization_policies() {
         let m = &ap.metadata;
         let key = ObjectKey::new("AuthorizationPolicy", &m.namespace, &m.name);
         match convert(origin, ap, options) {
             Ok(policy) => {
-                keep.insert(key, policy.clone());
+                memory.good(key, &policy);
                 out.push(policy);
             }
             Err(Skip::Invalid(problem)) => {
-                let mut problem = *problem;
-                if let Some(previous) = last_good.remove(&key) {
-                    problem.message.push_str("; keeping its last good version");
-                    keep.insert(key, previous.clone());
-                    out.push(previous);
-                } else {
-                    problem.message.push_str("; policy skipped");
-                }
-                problems.push(problem);
+                out.extend(memory.invalid(key, *problem, "policy", "", problems));
             }
             Err(Skip::Unsupported(problem)) => problems.push(*problem),
             Err(Skip::ForWaypoint) => {}
         }
     }
-    // Policies gone from the index leave the cache too (no ghosts).
-    *last_good = keep;
     out
 }
 
@@ -137,22 +138,11 @@ fn convert(
         (None, true) => Scope::Global,
         (None, false) => Scope::Namespace,
     };
-    let mut rules = Vec::new();
-    let mut l7_found: Vec<String> = Vec::new();
-    for (i, rule) in ap.spec.rules.iter().enumerate() {
-        let field = format!("spec.rules[{i}]");
-        let (clauses, l7) = convert_rule(rule, &m.namespace, &field)
-            .map_err(|(f, msg)| Skip::Invalid(Box::new(problem().field(f).message(msg))))?;
-        let dropped = action == Action::Allow && !l7.is_empty();
-        for attr in l7 {
-            if !l7_found.contains(&attr) {
-                l7_found.push(attr);
-            }
-        }
-        if !dropped {
-            rules.push(Rule { clauses });
-        }
-    }
+    let (rules, l7_found) = convert_rules(ap, action == Action::Allow, |rule, field| {
+        let (clauses, l7) = convert_rule(rule, &m.namespace, field)?;
+        Ok((Rule { clauses }, l7))
+    })
+    .map_err(|(f, msg)| Skip::Invalid(Box::new(problem().field(f).message(msg))))?;
     let l7_warning = (!l7_found.is_empty()).then(|| {
         let consequence = if action == Action::Allow {
             "within an ALLOW policy, rules matching HTTP attributes are omitted"
@@ -181,6 +171,33 @@ fn convert(
 
 /// (field, message) of an invalid value.
 pub(super) type RuleError = (String, String);
+
+/// Converts every rule of `ap` with `convert`, which also returns the
+/// attributes it had to leave out. In an ALLOW policy a rule missing
+/// attributes is dropped (it could never match); in a DENY policy it stays
+/// without them (it denies more): both fail closed. Returns the rules and
+/// every attribute left out, once, in order of appearance.
+pub(super) fn convert_rules<R>(
+    ap: &AuthorizationPolicy,
+    allow: bool,
+    mut convert: impl FnMut(&AuthorizationRule, &str) -> Result<(R, Vec<String>), RuleError>,
+) -> Result<(Vec<R>, Vec<String>), RuleError> {
+    let mut rules = Vec::new();
+    let mut left_out: Vec<String> = Vec::new();
+    for (i, rule) in ap.spec.rules.iter().enumerate() {
+        let (converted, missing) = convert(rule, &format!("spec.rules[{i}]"))?;
+        let dropped = allow && !missing.is_empty();
+        for attr in missing {
+            if !left_out.contains(&attr) {
+                left_out.push(attr);
+            }
+        }
+        if !dropped {
+            rules.push(converted);
+        }
+    }
+    Ok((rules, left_out))
+}
 
 /// One Istio rule → clauses (all must match); also returns the HTTP
 /// attributes found. Clause order follows Istio: to, from, then when.

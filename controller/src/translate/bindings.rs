@@ -120,13 +120,7 @@ pub(crate) fn waypoint_identities(
             p.metadata.namespace == w.namespace
                 && p.metadata.labels.get(GATEWAY_NAME) == Some(&w.name)
         })
-        .map(|(_, p)| {
-            if p.spec.service_account_name.is_empty() {
-                "default".to_string()
-            } else {
-                p.spec.service_account_name.clone()
-            }
-        })
+        .map(|(_, p)| p.service_account().to_string())
         .collect();
     if accounts.is_empty() {
         accounts.push(w.name.clone());

@@ -342,15 +342,8 @@ fn destination_policy(d: &DestinationPolicy) -> Value {
 }
 
 fn ip_block(b: &IpBlock) -> Value {
-    let ip = match b.address.len() {
-        4 => {
-            <[u8; 4]>::try_from(b.address.as_slice()).map(|a| std::net::IpAddr::from(a).to_string())
-        }
-        16 => <[u8; 16]>::try_from(b.address.as_slice())
-            .map(|a| std::net::IpAddr::from(a).to_string()),
-        _ => Ok("?".to_string()),
-    };
-    json!(format!("{}/{}", ip.unwrap_or_default(), b.prefix_len))
+    let ip = super::ip_text(&b.address).unwrap_or_else(|| "?".to_string());
+    json!(format!("{ip}/{}", b.prefix_len))
 }
 
 fn condition(c: &Condition) -> Value {

@@ -12,6 +12,7 @@ mod admission;
 mod authorization;
 mod bindings;
 mod dump;
+mod last_good;
 mod peer_authentication;
 mod routes;
 mod services;
@@ -23,6 +24,7 @@ mod workloads;
 pub use admission::ALLOW_WAYPOINT_PREFIX;
 pub use dump::waypoint_json;
 pub use routes::RATE_LIMIT_ANNOTATION;
+pub(crate) use services::ip_text;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,8 +32,8 @@ use api::prost_types::Any;
 use api::security::Authorization;
 use api::workload::{Address, address};
 
+use crate::model::Index;
 pub use crate::model::Problem;
-use crate::model::{Index, ObjectKey};
 
 /// DNS suffix of Service hostnames (`<name>.<ns>.svc.cluster.local`).
 pub const DOMAIN_SUFFIX: &str = "cluster.local";
@@ -93,7 +95,7 @@ pub fn translate(index: &Index, options: &TranslateOptions) -> Translation {
 #[derive(Clone, Debug, Default)]
 pub struct Translator {
     options: TranslateOptions,
-    last_good: BTreeMap<ObjectKey, authorization::Policy>,
+    last_good: last_good::LastGood<authorization::Policy>,
     last_good_waypoint_policies: waypoint_policy::PolicyMemory,
     last_good_routes: routes::RouteMemory,
 }
@@ -151,17 +153,17 @@ impl Translator {
         let mut snapshot = Snapshot::default();
         for w in workloads {
             let name = w.uid.clone();
-            let body = version::pack_workload(&w);
-            let version = version::version(&body.value);
-            snapshot.insert(api::ADDRESS_TYPE_URL, name, version, body);
+            let address = Address {
+                r#type: Some(address::Type::Workload(w)),
+            };
+            snapshot.insert(api::ADDRESS_TYPE_URL, name, api::pack(&address));
         }
         for s in services {
             let name = format!("{}/{}", s.namespace, s.hostname);
-            let body = version::pack_address(&Address {
+            let address = Address {
                 r#type: Some(address::Type::Service(s)),
-            });
-            let version = version::version(&body.value);
-            snapshot.insert(api::ADDRESS_TYPE_URL, name, version, body);
+            };
+            snapshot.insert(api::ADDRESS_TYPE_URL, name, api::pack(&address));
         }
         let authorizations: Vec<&Authorization> = policies
             .iter()
@@ -171,14 +173,10 @@ impl Translator {
             .collect();
         for a in authorizations {
             let name = format!("{}/{}", a.namespace, a.name);
-            let body = api::pack(a);
-            let version = version::version(&body.value);
-            snapshot.insert(api::AUTHORIZATION_TYPE_URL, name, version, body);
+            snapshot.insert(api::AUTHORIZATION_TYPE_URL, name, api::pack(a));
         }
         for (name, w) in waypoint_configs {
-            let body = api::pack(&w);
-            let version = version::version(&body.value);
-            snapshot.insert(api::WAYPOINT_TYPE_URL, name, version, body);
+            snapshot.insert(api::WAYPOINT_TYPE_URL, name, api::pack(&w));
         }
         Translation {
             snapshot,
@@ -224,7 +222,9 @@ impl Translator {
 }
 
 impl Snapshot {
-    fn insert(&mut self, type_url: &str, name: String, version: String, body: Any) {
+    /// Adds a resource, versioned by its content.
+    fn insert(&mut self, type_url: &str, name: String, body: Any) {
+        let version = version::version(&body.value);
         self.resources
             .entry(type_url.to_string())
             .or_default()

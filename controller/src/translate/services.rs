@@ -104,6 +104,16 @@ pub(super) fn ip_bytes(ip: IpAddr) -> Vec<u8> {
     }
 }
 
+/// The address [`ip_bytes`] encoded, as text; `None` for any other length.
+pub(crate) fn ip_text(bytes: &[u8]) -> Option<String> {
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(ip.to_string())
+}
+
 /// The ports of `svc` as seen by `pod`: named target ports are looked up in
 /// the pod's containers; a name the pod does not declare drops that port for
 /// this pod (and is reported).
@@ -151,4 +161,18 @@ pub(super) fn ports_for_pod(
         }
     }
     PortList { ports }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip_through_bytes() {
+        for text in ["10.0.0.7", "fd00::1"] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(ip_text(&ip_bytes(ip)).as_deref(), Some(text));
+        }
+        assert_eq!(ip_text(&[10, 0, 0]), None);
+    }
 }

@@ -23,6 +23,7 @@ use api::waypoint::{
 
 use super::authorization::{self, RuleError};
 use super::bindings::{Bindings, WaypointKey, workload_uid};
+use super::last_good::LastGood;
 use super::routes::ServiceKey;
 use super::waypoints::{WAYPOINT_CLASS, Waypoints};
 use super::{TranslateOptions, selects};
@@ -36,7 +37,7 @@ pub(crate) struct Converted {
 }
 
 /// Last good conversion of every policy.
-pub(crate) type PolicyMemory = BTreeMap<ObjectKey, Converted>;
+pub(crate) type PolicyMemory = LastGood<Converted>;
 
 /// Where one policy applies, per waypoint.
 enum Scope {
@@ -54,8 +55,8 @@ pub(crate) fn collect(
     memory: &mut PolicyMemory,
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<WaypointKey, Vec<WaypointPolicy>> {
+    memory.start();
     let mut out: BTreeMap<WaypointKey, Vec<WaypointPolicy>> = BTreeMap::new();
-    let mut keep = PolicyMemory::new();
     for (origin, ap) in index.authorization_policies() {
         let m = &ap.metadata;
         let problem = |field: String, message: String| {
@@ -78,29 +79,19 @@ pub(crate) fn collect(
         let converted = match convert(ap, options, &problem, &mut warnings) {
             Ok(c) => {
                 problems.extend(warnings);
+                memory.good(key, &c);
                 c
             }
             Err(p) => {
-                let mut p = *p;
                 // Selector policies were checked by the ztunnel translation,
                 // which reports their L4 errors; say what it means here.
                 let at = if targeted { "" } else { " at waypoints" };
-                match memory.remove(&key) {
-                    Some(previous) => {
-                        p.message
-                            .push_str(&format!("; keeping its last good version{at}"));
-                        problems.push(p);
-                        previous
-                    }
-                    None => {
-                        p.message.push_str(&format!("; policy skipped{at}"));
-                        problems.push(p);
-                        continue;
-                    }
+                match memory.invalid(key, *p, "policy", at, problems) {
+                    Some(previous) => previous,
+                    None => continue,
                 }
             }
         };
-        keep.insert(key, converted.clone());
         for (waypoint, scope) in scopes {
             let mut policy = WaypointPolicy {
                 name: m.name.clone(),
@@ -137,7 +128,6 @@ pub(crate) fn collect(
             out.entry(waypoint).or_default().push(policy);
         }
     }
-    *memory = keep;
     out
 }
 
@@ -274,15 +264,9 @@ pub(crate) fn fully_enforced_at_waypoints(
     cluster_id: &str,
     bindings: &Bindings,
 ) -> bool {
-    let a = &policy.auth;
     let mut any = false;
     for (_, pod) in index.pods() {
-        let in_scope = policy.mesh_wide || pod.metadata.namespace == a.namespace;
-        let chosen = policy
-            .selector
-            .as_ref()
-            .is_none_or(|s| selects(s, &pod.metadata.labels));
-        if in_scope && chosen {
+        if policy.applies_to(pod) {
             if !bindings
                 .workloads
                 .contains_key(&workload_uid(cluster_id, pod))
@@ -318,22 +302,11 @@ fn convert(
             )));
         }
     };
-    let mut rules = Vec::new();
-    let mut jwt: Vec<String> = Vec::new();
-    for (i, rule) in ap.spec.rules.iter().enumerate() {
-        let field = format!("spec.rules[{i}]");
-        let (converted, found) = convert_rule(rule, &ap.metadata.namespace, options, &field)
-            .map_err(|(f, msg)| Box::new(problem(f, msg)))?;
-        let dropped = action == AuthorizationAction::Allow && !found.is_empty();
-        for f in found {
-            if !jwt.contains(&f) {
-                jwt.push(f);
-            }
-        }
-        if !dropped {
-            rules.push(converted);
-        }
-    }
+    let allow = action == AuthorizationAction::Allow;
+    let (rules, jwt) = authorization::convert_rules(ap, allow, |rule, field| {
+        convert_rule(rule, &ap.metadata.namespace, options, field)
+    })
+    .map_err(|(f, msg)| Box::new(problem(f, msg)))?;
     if !jwt.is_empty() {
         let consequence = if action == AuthorizationAction::Allow {
             "ALLOW rules using them never match"
@@ -349,6 +322,13 @@ fn convert(
         ));
     }
     Ok(Converted { action, rules })
+}
+
+/// How the values of a `when` condition read.
+enum Values {
+    Ips,
+    Strings,
+    Ports,
 }
 
 /// One rule; also returns the JWT attributes it uses (left out).
@@ -432,12 +412,12 @@ fn convert_rule(
             c.not_values = strings(nots, &nf)?;
         } else {
             let (k, kind) = match key {
-                "source.ip" => (ConditionKey::SourceIp, 'i'),
-                "remote.ip" => (ConditionKey::RemoteIp, 'i'),
-                "destination.ip" => (ConditionKey::DestinationIp, 'i'),
-                "source.namespace" => (ConditionKey::SourceNamespace, 's'),
-                "source.principal" => (ConditionKey::SourcePrincipal, 's'),
-                "destination.port" => (ConditionKey::DestinationPort, 'p'),
+                "source.ip" => (ConditionKey::SourceIp, Values::Ips),
+                "remote.ip" => (ConditionKey::RemoteIp, Values::Ips),
+                "destination.ip" => (ConditionKey::DestinationIp, Values::Ips),
+                "source.namespace" => (ConditionKey::SourceNamespace, Values::Strings),
+                "source.principal" => (ConditionKey::SourcePrincipal, Values::Strings),
+                "destination.port" => (ConditionKey::DestinationPort, Values::Ports),
                 other => {
                     return Err((
                         format!("{f}.key"),
@@ -451,15 +431,15 @@ fn convert_rule(
             };
             c.key = k as i32;
             match kind {
-                'i' => {
+                Values::Ips => {
                     c.ip_values = ips(vals, &vf)?;
                     c.not_ip_values = ips(nots, &nf)?;
                 }
-                's' => {
+                Values::Strings => {
                     c.values = strings(vals, &vf)?;
                     c.not_values = strings(nots, &nf)?;
                 }
-                _ => {
+                Values::Ports => {
                     c.port_values = authorization::ports(vals, &vf)?;
                     c.not_port_values = authorization::ports(nots, &nf)?;
                 }

@@ -7,6 +7,7 @@ use api::workload::{TunnelProtocol, Workload, WorkloadStatus, WorkloadType};
 
 use super::admission::Admission;
 use super::authorization::Policy;
+use super::bindings::workload_uid;
 use super::peer_authentication::PeerAuthn;
 use super::services::{ip_bytes, ports_for_pod};
 use super::waypoints::{Asker, Waypoints};
@@ -80,11 +81,6 @@ fn translate_pod(
             }
         }
     }
-    let service_account = if pod.spec.service_account_name.is_empty() {
-        "default".to_string()
-    } else {
-        pod.spec.service_account_name.clone()
-    };
     let workload_name = workload_name(pod);
     let label = |keys: &[&str]| keys.iter().find_map(|k| m.labels.get(*k).cloned());
     let canonical_name = label(&[
@@ -100,7 +96,7 @@ fn translate_pod(
     ])
     .unwrap_or_else(|| "latest".to_string());
 
-    let mut services = std::collections::HashMap::new();
+    let mut services = std::collections::BTreeMap::new();
     for (svc_origin, svc) in ctx.index.services() {
         if svc.metadata.namespace != m.namespace {
             continue;
@@ -120,19 +116,18 @@ fn translate_pod(
         services.insert(key, ports_for_pod(svc_origin, svc, pod, problems));
     }
 
+    let uid = workload_uid(&ctx.options.cluster_id, pod);
     let mut authorization_policies: Vec<String> = ctx
         .policies
         .iter()
-        .filter(|p| {
-            let in_scope = p.mesh_wide || p.auth.namespace == m.namespace;
-            in_scope && p.selector.as_ref().is_some_and(|s| selects(s, &m.labels))
-        })
+        // Namespace and mesh-wide policies apply by their scope alone.
+        .filter(|p| p.selector.is_some() && p.applies_to(pod))
         .map(Policy::reference)
         .chain(ctx.peer.references_for(pod))
         .chain(
             ctx.admission
                 .references
-                .get(&super::bindings::workload_uid(&ctx.options.cluster_id, pod))
+                .get(&uid)
                 .into_iter()
                 .flatten()
                 .cloned(),
@@ -155,13 +150,13 @@ fn translate_pod(
         .waypoints
         .for_object(ctx.index, origin, "Pod", m, Asker::Workload, problems);
     Some(Workload {
-        uid: format!("{}//Pod/{}/{}", ctx.options.cluster_id, m.namespace, m.name),
+        uid,
         name: m.name.clone(),
         namespace: m.namespace.clone(),
         addresses,
         tunnel_protocol: tunnel as i32,
         trust_domain: ctx.options.trust_domain.clone(),
-        service_account,
+        service_account: pod.service_account().to_string(),
         waypoint,
         node: pod.spec.node_name.clone(),
         canonical_name,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use api::waypoint::{ConfigSource, Destination, WeightedDestination};
 
+use super::super::bindings::workload_uid;
 use super::super::{DOMAIN_SUFFIX, selects, service_hostname};
 use crate::model::{self, Index, ObjectMeta, Problem};
 
@@ -101,6 +102,18 @@ impl<'a> Catalog<'a> {
         self.services.contains_key(&key).then_some(key)
     }
 
+    /// [`Catalog::resolve_host`], or an error at `field` when `host` names
+    /// no Service.
+    pub fn require_host(
+        &self,
+        host: &str,
+        namespace: &str,
+        field: impl Into<String>,
+    ) -> Result<ServiceKey, Invalid> {
+        self.resolve_host(host, namespace)
+            .ok_or_else(|| Invalid::new(field, format!("{host:?} names no Service of the mesh")))
+    }
+
     /// UIDs of the running workloads in `namespace` carrying every label of
     /// `labels`, sorted.
     pub fn workloads_with(
@@ -114,15 +127,10 @@ impl<'a> Catalog<'a> {
             .filter(|(_, p)| {
                 p.metadata.namespace == namespace && selects(labels, &p.metadata.labels)
             })
-            .map(|(_, p)| self.workload_uid(&p.metadata))
+            .map(|(_, p)| workload_uid(self.cluster_id, p))
             .collect();
         uids.sort();
         uids
-    }
-
-    /// The workload API uid of a pod.
-    pub fn workload_uid(&self, pod: &ObjectMeta) -> String {
-        format!("{}//Pod/{}/{}", self.cluster_id, pod.namespace, pod.name)
     }
 }
 

@@ -63,14 +63,7 @@ pub(crate) fn destination_rule(
         ));
         return Ok(out);
     }
-    let key = catalog
-        .resolve_host(&dr.spec.host, &obj.namespace)
-        .ok_or_else(|| {
-            Invalid::new(
-                "spec.host",
-                format!("{:?} names no Service of the mesh", dr.spec.host),
-            )
-        })?;
+    let key = catalog.require_host(&dr.spec.host, &obj.namespace, "spec.host")?;
     let base = dr.spec.traffic_policy.as_ref();
     out.policy = traffic_policy(base, "spec.trafficPolicy", obj, warnings)?;
     for (i, s) in dr.spec.subsets.iter().enumerate() {

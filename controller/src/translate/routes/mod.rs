@@ -48,6 +48,7 @@ use service_profile::Profile;
 use traffic_split::Split;
 use virtual_service::VsRoutes;
 
+use super::last_good::LastGood;
 use crate::model::routes::{self as raw, DecodeError};
 use crate::model::{Object, ObjectKey, Problem};
 
@@ -72,10 +73,7 @@ pub(crate) enum Contribution {
 
 /// The last good contribution of every object, so an invalid edit leaves the
 /// previous one in force.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct RouteMemory {
-    last_good: BTreeMap<ObjectKey, Contribution>,
-}
+pub(crate) type RouteMemory = LastGood<Contribution>;
 
 /// Every object's contribution, by kind.
 #[derive(Clone, Debug, Default)]
@@ -123,8 +121,8 @@ pub(crate) fn collect(
     memory: &mut RouteMemory,
     problems: &mut Vec<Problem>,
 ) -> Sources {
+    memory.start();
     let mut sources = Sources::default();
-    let mut keep = BTreeMap::new();
     for kind in crate::model::RAW_KINDS {
         for stored in catalog.index.of_kind(kind) {
             let Object::Raw {
@@ -161,16 +159,7 @@ pub(crate) fn collect(
                 _ => continue,
             };
             let key = ObjectKey::new(kind, &obj.namespace, &obj.name);
-            remember(
-                key,
-                obj,
-                result,
-                warnings,
-                memory,
-                &mut keep,
-                &mut sources,
-                problems,
-            );
+            remember(key, obj, result, warnings, memory, &mut sources, problems);
         }
     }
     for (origin, svc) in catalog.index.services() {
@@ -184,50 +173,34 @@ pub(crate) fn collect(
             .map(|l| Contribution::Annotation(service, l))
             .map_err(|e| Invalid::new(format!("metadata.annotations[{RATE_LIMIT_ANNOTATION}]"), e));
         let key = ObjectKey::new("Service", &m.namespace, &m.name);
-        remember(
-            key,
-            obj,
-            result,
-            Vec::new(),
-            memory,
-            &mut keep,
-            &mut sources,
-            problems,
-        );
+        remember(key, obj, result, Vec::new(), memory, &mut sources, problems);
     }
-    // Objects gone from the index leave the memory too (no ghosts).
-    memory.last_good = keep;
     sources
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Adds an object's contribution to `sources`, or its last good one when it
+/// is invalid.
 fn remember(
     key: ObjectKey,
     obj: Obj,
     result: Result<Contribution, Invalid>,
     warnings: Vec<Problem>,
-    memory: &RouteMemory,
-    keep: &mut BTreeMap<ObjectKey, Contribution>,
+    memory: &mut RouteMemory,
     sources: &mut Sources,
     problems: &mut Vec<Problem>,
 ) {
-    match result {
+    let contribution = match result {
         Ok(c) => {
             problems.extend(warnings);
-            keep.insert(key, c.clone());
-            sources.add(c, obj);
+            memory.good(key, &c);
+            Some(c)
         }
         Err(e) => {
-            let mut problem = obj.problem(e.field, e.message);
-            match memory.last_good.get(&key) {
-                Some(previous) => {
-                    problem.message.push_str("; keeping its last good version");
-                    keep.insert(key, previous.clone());
-                    sources.add(previous.clone(), obj);
-                }
-                None => problem.message.push_str("; object skipped"),
-            }
-            problems.push(problem);
+            let problem = obj.problem(e.field, e.message);
+            memory.invalid(key, problem, "object", "", problems)
         }
+    };
+    if let Some(c) = contribution {
+        sources.add(c, obj);
     }
 }

@@ -2,8 +2,8 @@
 //! matches, header edits, methods and the default retry policy.
 
 use api::waypoint::{
-    Header, HeaderMatch, HeaderModifier, PathMatch, RetryPolicy, StringMatch, path_match,
-    string_match,
+    Destination, Header, HeaderMatch, HeaderModifier, PathMatch, RetryPolicy, StringMatch,
+    WeightedDestination, path_match, string_match,
 };
 
 use super::catalog::{At, Invalid};
@@ -46,6 +46,27 @@ pub(crate) const RETRY_ON: &[&str] = &[
     "resource-exhausted",
     "unavailable",
 ];
+
+/// Weighted destinations from raw weights in thousandths (see
+/// [`values::weight_milli`]), reduced to the smallest integers with the same
+/// ratios; destinations whose weight is zero are left out.
+pub(crate) fn weighted(
+    destinations: Vec<Destination>,
+    raw: &[u64],
+    field: &str,
+) -> Result<Vec<WeightedDestination>, Invalid> {
+    let weights = values::normalize_weights(raw).at(field)?;
+    Ok(destinations
+        .into_iter()
+        .zip(weights)
+        .filter(|(_, w)| *w > 0)
+        .map(|(d, weight)| WeightedDestination {
+            destination: Some(d),
+            weight,
+            ..Default::default()
+        })
+        .collect())
+}
 
 /// `exact` string match.
 pub(crate) fn exact(s: &str) -> StringMatch {

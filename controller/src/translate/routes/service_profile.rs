@@ -79,15 +79,10 @@ pub(crate) fn service_profile(
         overrides: Vec::new(),
     };
     let service = catalog
-        .resolve_host(&obj.name, &obj.namespace)
-        .ok_or_else(|| {
-            Invalid::new(
-                "metadata.name",
-                format!(
-                    "{:?} names no Service of the mesh (the name must be the service's FQDN)",
-                    obj.name
-                ),
-            )
+        .require_host(&obj.name, &obj.namespace, "metadata.name")
+        .map_err(|mut e| {
+            e.message.push_str(" (the name must be the service's FQDN)");
+            e
         })?;
     if service.namespace != obj.namespace {
         warnings.push(obj.problem(
@@ -144,7 +139,7 @@ pub(crate) fn service_profile(
         None if out.routes.iter().any(|r| r.retry.is_some()) => Some(default_budget()),
         None => None,
     };
-    let mut keys = Vec::new();
+    let mut overrides = Vec::new();
     let mut raw = Vec::new();
     for (i, d) in sp.spec.dst_overrides.iter().enumerate() {
         let f = format!("spec.dstOverrides[{i}]");
@@ -157,27 +152,12 @@ pub(crate) fn service_profile(
             ),
             None => (d.authority.as_str(), 0),
         };
-        let key = catalog.resolve_host(host, &obj.namespace).ok_or_else(|| {
-            Invalid::new(
-                format!("{f}.authority"),
-                format!("{host:?} names no Service of the mesh"),
-            )
-        })?;
+        let key = catalog.require_host(host, &obj.namespace, format!("{f}.authority"))?;
         raw.push(values::weight_milli(&d.weight).at(&format!("{f}.weight"))?);
-        keys.push((key, port));
+        overrides.push(key.destination(u32::from(port), ""));
     }
     if !raw.is_empty() {
-        let weights = values::normalize_weights(&raw).at("spec.dstOverrides")?;
-        out.overrides = keys
-            .iter()
-            .zip(weights)
-            .filter(|(_, w)| *w > 0)
-            .map(|((k, port), weight)| WeightedDestination {
-                destination: Some(k.destination(u32::from(*port), "")),
-                weight,
-                ..Default::default()
-            })
-            .collect();
+        out.overrides = parts::weighted(overrides, &raw, "spec.dstOverrides")?;
     }
     out.service = Some(service);
     Ok(out)

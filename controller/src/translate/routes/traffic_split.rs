@@ -4,7 +4,7 @@
 use api::waypoint::WeightedDestination;
 
 use super::catalog::{At, Catalog, Invalid, Obj, ServiceKey};
-use super::values;
+use super::{parts, values};
 use crate::model::routes::TrafficSplit;
 
 /// What one TrafficSplit contributes.
@@ -31,49 +31,24 @@ pub(crate) fn traffic_split(
             "splits limited to HTTPRouteGroup matches are not supported; use an HTTPRoute",
         ));
     }
-    let service = catalog
-        .resolve_host(&ts.spec.service, &obj.namespace)
-        .ok_or_else(|| {
-            Invalid::new(
-                "spec.service",
-                format!("{:?} names no Service of the mesh", ts.spec.service),
-            )
-        })?;
+    let service = catalog.require_host(&ts.spec.service, &obj.namespace, "spec.service")?;
     if ts.spec.backends.is_empty() {
         return Err(Invalid::new(
             "spec.backends",
             "at least one backend is required",
         ));
     }
-    let mut keys = Vec::new();
+    let mut backends = Vec::new();
     let mut raw = Vec::new();
     for (i, b) in ts.spec.backends.iter().enumerate() {
         let f = format!("spec.backends[{i}]");
-        let key = catalog
-            .resolve_host(&b.service, &obj.namespace)
-            .ok_or_else(|| {
-                Invalid::new(
-                    format!("{f}.service"),
-                    format!("{:?} names no Service of the mesh", b.service),
-                )
-            })?;
+        let key = catalog.require_host(&b.service, &obj.namespace, format!("{f}.service"))?;
         raw.push(values::weight_milli(&b.weight).at(&format!("{f}.weight"))?);
-        keys.push(key);
+        backends.push(key.destination(0, ""));
     }
-    let weights = values::normalize_weights(&raw).at("spec.backends")?;
-    let destinations = keys
-        .iter()
-        .zip(weights)
-        .filter(|(_, w)| *w > 0)
-        .map(|(k, weight)| WeightedDestination {
-            destination: Some(k.destination(0, "")),
-            weight,
-            ..Default::default()
-        })
-        .collect();
     Ok(Split {
         obj: obj.clone(),
         service,
-        destinations,
+        destinations: parts::weighted(backends, &raw, "spec.backends")?,
     })
 }

@@ -292,14 +292,7 @@ fn destination(
     d: &VsDestination,
     field: &str,
 ) -> Result<api::waypoint::Destination, Invalid> {
-    let key = catalog
-        .resolve_host(&d.host, &obj.namespace)
-        .ok_or_else(|| {
-            Invalid::new(
-                format!("{field}.host"),
-                format!("{:?} names no Service of the mesh", d.host),
-            )
-        })?;
+    let key = catalog.require_host(&d.host, &obj.namespace, format!("{field}.host"))?;
     let port =
         match &d.port {
             Some(p) => u32::from(u16::try_from(p.number).ok().filter(|p| *p > 0).ok_or_else(
