@@ -72,15 +72,82 @@ pub(crate) fn http_route(
     catalog: &Catalog<'_>,
     warnings: &mut Vec<Problem>,
 ) -> Result<Attached, Invalid> {
-    let parents = parents(obj, &r.spec.parent_refs, catalog, warnings)?;
-    let mut routes = Vec::new();
-    if parents.is_empty() {
-        return Ok(Attached {
-            obj: obj.clone(),
-            parents,
-            routes,
+    attach(obj, &r.spec.parent_refs, catalog, warnings, |w| {
+        http_rules(obj, r, catalog, w)
+    })
+}
+
+/// Translates a GRPCRoute: gRPC method matches become path matches on
+/// `/<service>/<method>`.
+pub(crate) fn grpc_route(
+    obj: &Obj,
+    r: &GrpcRoute,
+    catalog: &Catalog<'_>,
+    warnings: &mut Vec<Problem>,
+) -> Result<Attached, Invalid> {
+    attach(obj, &r.spec.parent_refs, catalog, warnings, |_| {
+        grpc_rules(obj, r, catalog)
+    })
+}
+
+/// What a route contributes: its Service parents and, when it has any, the
+/// routes of its `rules`. A route without Service parents is not mesh
+/// routing, so its rules are not read.
+fn attach(
+    obj: &Obj,
+    refs: &[ParentReference],
+    catalog: &Catalog<'_>,
+    warnings: &mut Vec<Problem>,
+    rules: impl FnOnce(&mut Vec<Problem>) -> Result<Vec<RankedRoute>, Invalid>,
+) -> Result<Attached, Invalid> {
+    let parents = parents(obj, refs, catalog, warnings)?;
+    let routes = if parents.is_empty() {
+        Vec::new()
+    } else {
+        rules(warnings)?
+    };
+    Ok(Attached {
+        obj: obj.clone(),
+        parents,
+        routes,
+    })
+}
+
+/// One route per match of rule `i`, ranked, each with the rule's action
+/// and header edits.
+fn rule_routes(
+    obj: &Obj,
+    i: usize,
+    name: Option<&str>,
+    matches: Vec<RouteMatch>,
+    action: &route::Action,
+    filters: &RuleAction,
+    out: &mut Vec<RankedRoute>,
+) {
+    let rule_name = name.map_or_else(|| format!("rule-{i}"), str::to_string);
+    for (j, m) in matches.into_iter().enumerate() {
+        out.push(RankedRoute {
+            rank: rank(obj, &m, i, j),
+            route: Route {
+                name: format!("{}/{}/{rule_name}/match-{j}", obj.namespace, obj.name),
+                source: Some(obj.source()),
+                matches: vec![m],
+                action: Some(action.clone()),
+                request_headers: filters.request_headers.clone(),
+                response_headers: filters.response_headers.clone(),
+                fault: None,
+            },
         });
     }
+}
+
+fn http_rules(
+    obj: &Obj,
+    r: &HttpRoute,
+    catalog: &Catalog<'_>,
+    warnings: &mut Vec<Problem>,
+) -> Result<Vec<RankedRoute>, Invalid> {
+    let mut routes = Vec::new();
     for (i, rule) in r.spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         let default_match = [HttpRouteMatch::default()];
@@ -120,46 +187,19 @@ pub(crate) fn http_route(
             }
             None => route::Action::Forward(forward),
         };
-        let rule_name = rule.name.clone().unwrap_or_else(|| format!("rule-{i}"));
-        for (j, (m, _)) in converted.into_iter().enumerate() {
-            routes.push(RankedRoute {
-                rank: rank(obj, &m, i, j),
-                route: Route {
-                    name: format!("{}/{}/{rule_name}/match-{j}", obj.namespace, obj.name),
-                    source: Some(obj.source()),
-                    matches: vec![m],
-                    action: Some(route_action.clone()),
-                    request_headers: action.request_headers.clone(),
-                    response_headers: action.response_headers.clone(),
-                    fault: None,
-                },
-            });
-        }
+        let matches = converted.into_iter().map(|(m, _)| m).collect();
+        let name = rule.name.as_deref();
+        rule_routes(obj, i, name, matches, &route_action, &action, &mut routes);
     }
-    Ok(Attached {
-        obj: obj.clone(),
-        parents,
-        routes,
-    })
+    Ok(routes)
 }
 
-/// Translates a GRPCRoute: gRPC method matches become path matches on
-/// `/<service>/<method>`.
-pub(crate) fn grpc_route(
+fn grpc_rules(
     obj: &Obj,
     r: &GrpcRoute,
     catalog: &Catalog<'_>,
-    warnings: &mut Vec<Problem>,
-) -> Result<Attached, Invalid> {
-    let parents = parents(obj, &r.spec.parent_refs, catalog, warnings)?;
+) -> Result<Vec<RankedRoute>, Invalid> {
     let mut routes = Vec::new();
-    if parents.is_empty() {
-        return Ok(Attached {
-            obj: obj.clone(),
-            parents,
-            routes,
-        });
-    }
     for (i, rule) in r.spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         let mut converted = Vec::new();
@@ -188,27 +228,11 @@ pub(crate) fn grpc_route(
         let mut forward = forward(obj, catalog, &rule.backend_refs, &field)?;
         forward.retry = retry(rule.retry.as_ref(), &format!("{field}.retry"))?;
         forward.mirrors = action.mirrors.clone();
-        let rule_name = rule.name.clone().unwrap_or_else(|| format!("rule-{i}"));
-        for (j, m) in converted.into_iter().enumerate() {
-            routes.push(RankedRoute {
-                rank: rank(obj, &m, i, j),
-                route: Route {
-                    name: format!("{}/{}/{rule_name}/match-{j}", obj.namespace, obj.name),
-                    source: Some(obj.source()),
-                    matches: vec![m],
-                    action: Some(route::Action::Forward(forward.clone())),
-                    request_headers: action.request_headers.clone(),
-                    response_headers: action.response_headers.clone(),
-                    fault: None,
-                },
-            });
-        }
+        let forward = route::Action::Forward(forward);
+        let name = rule.name.as_deref();
+        rule_routes(obj, i, name, converted, &forward, &action, &mut routes);
     }
-    Ok(Attached {
-        obj: obj.clone(),
-        parents,
-        routes,
-    })
+    Ok(routes)
 }
 
 /// The Service parents of a route. Other parents (Gateways) are not mesh
@@ -436,16 +460,7 @@ fn forward(
     let mut destinations = Vec::new();
     for (k, b) in refs.iter().enumerate() {
         let bf = format!("{field}.backendRefs[{k}]");
-        let service = service_ref(
-            obj,
-            catalog,
-            b.group.as_deref(),
-            b.kind.as_deref(),
-            &b.name,
-            b.namespace.as_deref(),
-            b.port,
-            &bf,
-        )?;
+        let service = service_ref(obj, catalog, b.into(), &bf)?;
         let action = RuleAction::from_filters(
             obj,
             catalog,

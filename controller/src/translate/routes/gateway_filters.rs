@@ -6,7 +6,7 @@ use api::waypoint::{HeaderModifier, Mirror, Redirect, UrlRewrite, redirect, url_
 use super::catalog::{At, Catalog, Invalid, Obj, ServiceKey};
 use super::parts;
 use super::values;
-use crate::model::routes::{BackendRef, HttpRouteFilter, PathModifier};
+use crate::model::routes::{BackendRef, HttpBackendRef, HttpRouteFilter, PathModifier};
 
 /// What a rule's filters do.
 #[derive(Default)]
@@ -61,8 +61,12 @@ impl RuleAction {
                         .as_ref()
                         .ok_or_else(|| missing("requestMirror"))?;
                     let mf = format!("{ff}.requestMirror");
-                    let service =
-                        backend(obj, catalog, &m.backend_ref, &format!("{mf}.backendRef"))?;
+                    let service = service_ref(
+                        obj,
+                        catalog,
+                        (&m.backend_ref).into(),
+                        &format!("{mf}.backendRef"),
+                    )?;
                     let percentage = match (m.percent, &m.fraction) {
                         (Some(_), Some(_)) => {
                             return Err(Invalid::new(mf, "percent and fraction are exclusive"));
@@ -115,9 +119,8 @@ impl RuleAction {
                     let path = match &r.path {
                         Some(p) => {
                             Some(match path_modifier(p, &format!("{rf}.path"), all_prefix)? {
-                                url_rewrite::Path::FullPath(p) => redirect::Path::FullPath(p),
-                                url_rewrite::Path::Prefix(p) => redirect::Path::Prefix(p),
-                                url_rewrite::Path::Regex(_) => unreachable!("not produced"),
+                                PathChange::Full(p) => redirect::Path::FullPath(p),
+                                PathChange::Prefix(p) => redirect::Path::Prefix(p),
                             })
                         }
                         None => None,
@@ -138,7 +141,12 @@ impl RuleAction {
                     let rf = format!("{ff}.urlRewrite");
                     out.rewrite = Some(UrlRewrite {
                         path: match &r.path {
-                            Some(p) => Some(path_modifier(p, &format!("{rf}.path"), all_prefix)?),
+                            Some(p) => {
+                                Some(match path_modifier(p, &format!("{rf}.path"), all_prefix)? {
+                                    PathChange::Full(p) => url_rewrite::Path::FullPath(p),
+                                    PathChange::Prefix(p) => url_rewrite::Path::Prefix(p),
+                                })
+                            }
                             None => None,
                         },
                         host: r.hostname.clone().unwrap_or_default(),
@@ -181,15 +189,20 @@ fn header_filter(
     )
 }
 
-fn path_modifier(
-    p: &PathModifier,
-    field: &str,
-    all_prefix: bool,
-) -> Result<url_rewrite::Path, Invalid> {
+/// The path change of a redirect or a rewrite (which each have their own
+/// type for it).
+enum PathChange {
+    /// Replace the whole path.
+    Full(String),
+    /// Replace the matched prefix.
+    Prefix(String),
+}
+
+fn path_modifier(p: &PathModifier, field: &str, all_prefix: bool) -> Result<PathChange, Invalid> {
     match p.type_.as_str() {
         "ReplaceFullPath" => {
             let v = p.replace_full_path.as_deref().unwrap_or("/");
-            Ok(url_rewrite::Path::FullPath(parts::absolute(
+            Ok(PathChange::Full(parts::absolute(
                 v,
                 &format!("{field}.replaceFullPath"),
             )?))
@@ -202,7 +215,7 @@ fn path_modifier(
                 ));
             }
             let v = p.replace_prefix_match.as_deref().unwrap_or("/");
-            Ok(url_rewrite::Path::Prefix(parts::absolute(
+            Ok(PathChange::Prefix(parts::absolute(
                 v,
                 &format!("{field}.replacePrefixMatch"),
             )?))
@@ -214,37 +227,55 @@ fn path_modifier(
     }
 }
 
-/// A backend that must be a Service of the route's namespace (cross-namespace
-/// references would need a ReferenceGrant, which is not read).
-fn backend(
-    obj: &Obj,
-    catalog: &Catalog<'_>,
-    b: &BackendRef,
-    field: &str,
-) -> Result<ServiceKey, Invalid> {
-    service_ref(
-        obj,
-        catalog,
-        b.group.as_deref(),
-        b.kind.as_deref(),
-        &b.name,
-        b.namespace.as_deref(),
-        b.port,
-        field,
-    )
+/// The parts of a backend reference (of a mirror, or of a rule with its
+/// weight and filters) that name the backend.
+pub(super) struct ServiceRef<'a> {
+    group: Option<&'a str>,
+    kind: Option<&'a str>,
+    name: &'a str,
+    namespace: Option<&'a str>,
+    port: Option<u16>,
 }
 
-#[allow(clippy::too_many_arguments)]
+impl<'a> From<&'a BackendRef> for ServiceRef<'a> {
+    fn from(b: &'a BackendRef) -> Self {
+        Self {
+            group: b.group.as_deref(),
+            kind: b.kind.as_deref(),
+            name: &b.name,
+            namespace: b.namespace.as_deref(),
+            port: b.port,
+        }
+    }
+}
+
+impl<'a> From<&'a HttpBackendRef> for ServiceRef<'a> {
+    fn from(b: &'a HttpBackendRef) -> Self {
+        Self {
+            group: b.group.as_deref(),
+            kind: b.kind.as_deref(),
+            name: &b.name,
+            namespace: b.namespace.as_deref(),
+            port: b.port,
+        }
+    }
+}
+
+/// A backend that must be a Service of the route's namespace (cross-namespace
+/// references would need a ReferenceGrant, which is not read).
 pub(super) fn service_ref(
     obj: &Obj,
     catalog: &Catalog<'_>,
-    group: Option<&str>,
-    kind: Option<&str>,
-    name: &str,
-    namespace: Option<&str>,
-    port: Option<u16>,
+    r: ServiceRef<'_>,
     field: &str,
 ) -> Result<ServiceKey, Invalid> {
+    let ServiceRef {
+        group,
+        kind,
+        name,
+        namespace,
+        port,
+    } = r;
     let kind = kind.unwrap_or("Service");
     if kind != "Service" || !matches!(group.unwrap_or(""), "" | "core") {
         return Err(Invalid::new(
