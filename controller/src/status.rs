@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -93,6 +92,13 @@ pub struct StatusUpdate {
 struct Verdict {
     errors: Vec<String>,
     warnings: Vec<String>,
+}
+
+impl Verdict {
+    /// Every problem, errors first, as one message.
+    fn all(&self) -> String {
+        join(&[self.errors.as_slice(), self.warnings.as_slice()].concat())
+    }
 }
 
 /// The status updates that make every observed object show its current
@@ -239,13 +245,11 @@ fn route_parents(obs: &Observed, verdict: &Verdict, now: &str) -> Option<Value> 
             message,
         }
     } else {
-        let mut all = verdict.errors.clone();
-        all.extend(verdict.warnings.iter().cloned());
         Wanted {
             type_: "Accepted",
             ok: false,
             reason: "UnsupportedValue",
-            message: join(&all),
+            message: verdict.all(),
         }
     };
     let mut parents: Vec<&Value> = Vec::new();
@@ -311,13 +315,11 @@ fn istio_conditions(
         _ => WAYPOINT_ACCEPTED,
     };
     let wanted = if !verdict.errors.is_empty() {
-        let mut all = verdict.errors.clone();
-        all.extend(verdict.warnings.iter().cloned());
         Some(Wanted {
             type_,
             ok: false,
             reason: "Invalid",
-            message: join(&all),
+            message: verdict.all(),
         })
     } else if !verdict.warnings.is_empty() {
         Some(Wanted {
@@ -457,11 +459,7 @@ pub async fn run(
 /// as precondition, so a status another writer changed meanwhile is not
 /// overwritten from a stale copy.
 async fn patch(client: &kube::Client, update: &StatusUpdate) -> Result<(), StatusError> {
-    let kind = update.kind;
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(kind.group, kind.version, kind.kind),
-        kind.plural,
-    );
+    let resource = update.kind.api_resource();
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &update.key.namespace, &resource);
     let body = json!({
