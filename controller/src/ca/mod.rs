@@ -117,16 +117,6 @@ impl CertificateAuthority {
         }
     }
 
-    /// Wraps an existing authority (tests, embedding); nothing is persisted.
-    pub fn from_authority(authority: Authority, trust_domain: &str) -> Self {
-        Self {
-            authority: RwLock::new(authority),
-            trust_domain: trust_domain.to_owned(),
-            dir: None,
-            origin: Origin::Ephemeral,
-        }
-    }
-
     /// How the signing material was obtained.
     pub fn origin(&self) -> Origin {
         self.origin

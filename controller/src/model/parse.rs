@@ -261,13 +261,9 @@ fn error_problem(
     if value.is_none() {
         message = format!("document {}: {message}", ctx.doc + 1);
     }
-    let mut p = Problem::new(ctx.origin, kind, &meta("namespace"), &meta("name"))
+    Problem::new(ctx.origin, kind, &meta("namespace"), &meta("name"))
         .field(field)
-        .message(format!("{message}; document skipped"));
-    if kind.is_empty() {
-        p.kind.clear();
-    }
-    p
+        .message(format!("{message}; document skipped"))
 }
 
 /// Splits serde_yaml_ng's `path: message at line L column C` into the path

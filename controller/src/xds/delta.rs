@@ -102,9 +102,9 @@ pub fn record(known: &mut BTreeMap<String, String>, delta: &Delta<'_>) {
 
 /// A digest of a type's resource versions, used as `system_version_info`: identical for every
 /// client that sees the same state, which makes comparing clients easy in logs.
-pub fn system_version(resources: Option<&BTreeMap<String, Resource>>) -> String {
+pub fn system_version(resources: &BTreeMap<String, Resource>) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for (name, resource) in resources.into_iter().flatten() {
+    for (name, resource) in resources {
         name.hash(&mut hasher);
         resource.version.hash(&mut hasher);
     }
@@ -194,7 +194,7 @@ mod tests {
     fn system_version_is_content_based() {
         let a = resources(&[("a", "1")]);
         let b = resources(&[("a", "2")]);
-        assert_eq!(system_version(Some(&a)), system_version(Some(&a.clone())));
-        assert_ne!(system_version(Some(&a)), system_version(Some(&b)));
+        assert_eq!(system_version(&a), system_version(&a.clone()));
+        assert_ne!(system_version(&a), system_version(&b));
     }
 }

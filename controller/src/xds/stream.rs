@@ -200,7 +200,7 @@ fn response(
     nonce: &str,
 ) -> DeltaDiscoveryResponse {
     DeltaDiscoveryResponse {
-        system_version_info: delta::system_version(Some(resources)),
+        system_version_info: delta::system_version(resources),
         resources: delta
             .upserts
             .iter()
