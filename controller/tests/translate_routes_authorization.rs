@@ -104,7 +104,7 @@ fn service_class_and_empty_policies() {
     assert_eq!(deny.rules[0].to[0].paths, [suffix("/admin")]);
     assert_eq!(deny.rules[0].to[0].not_methods, [exact("GET")]);
     // `direct` has no waypoint: reported, reference ignored.
-    let p = problems_of(&t, "AuthorizationPolicy", "reviews-deny");
+    let p = problems_about(&t, "AuthorizationPolicy", "reviews-deny");
     assert_eq!(p.len(), 1, "{p:?}");
     assert_eq!(p[0].field, "spec.targetRefs[2].name");
     // Empty spec: ALLOW nothing, so everything through the waypoint is denied.
@@ -142,7 +142,7 @@ fn jwt_attributes_fail_closed_with_a_problem() {
         ("jwt-allow", "requestPrincipals"),
         ("jwt-deny", "request.auth.claims[iss]"),
     ] {
-        let p = problems_of(&t, "AuthorizationPolicy", name);
+        let p = problems_about(&t, "AuthorizationPolicy", name);
         assert_eq!(p.len(), 1, "{name}: {p:?}");
         assert!(
             p[0].message.contains("JWT attributes are not supported"),
@@ -153,7 +153,7 @@ fn jwt_attributes_fail_closed_with_a_problem() {
     }
     // An unknown condition key is invalid: skipped.
     assert!(at_waypoint(&t, "bad-key").is_none());
-    let p = problems_of(&t, "AuthorizationPolicy", "bad-key");
+    let p = problems_about(&t, "AuthorizationPolicy", "bad-key");
     assert_eq!(p[0].field, "spec.rules[0].when[0].key");
     assert!(p[0].message.ends_with("; policy skipped"), "{}", p[0]);
 }
@@ -184,10 +184,10 @@ fn selector_policy_is_enforced_at_the_waypoint() {
     let z = authorization(&t, "shop", "reviews-selector").unwrap();
     assert_eq!(z.scope, Scope::WorkloadSelector as i32);
     assert!(z.rules.is_empty());
-    assert!(problems_of(&t, "AuthorizationPolicy", "reviews-selector").is_empty());
+    assert!(problems_about(&t, "AuthorizationPolicy", "reviews-selector").is_empty());
     // A workload without a waypoint: ztunnel only, with the warning.
     assert!(at_waypoint(&t, "direct-selector").is_none());
-    let p = problems_of(&t, "AuthorizationPolicy", "direct-selector");
+    let p = problems_about(&t, "AuthorizationPolicy", "direct-selector");
     assert_eq!(p.len(), 1);
     assert!(p[0].message.contains("use a waypoint"), "{}", p[0]);
 }
@@ -256,7 +256,7 @@ fn last_good_waypoint_policy_stays_in_force() {
     assert_eq!(good.rules[0].to[0].paths, [prefix("/api/")]);
     let second = translator.translate(&index(&policy("/a*i")));
     assert_eq!(at_waypoint(&second, "p"), Some(good));
-    let p = problems_of(&second, "AuthorizationPolicy", "p");
+    let p = problems_about(&second, "AuthorizationPolicy", "p");
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].field, "spec.rules[0].to[0].operation.paths[0]");
     assert!(

@@ -109,14 +109,6 @@ pub fn dur(seconds: i64, nanos: i32) -> Option<api::prost_types::Duration> {
     Some(api::prost_types::Duration { seconds, nanos })
 }
 
-/// Problems about one object, of any kind.
-pub fn problems_of<'a>(t: &'a Translation, kind: &str, name: &str) -> Vec<&'a Problem> {
-    t.problems
-        .iter()
-        .filter(|p| p.kind == kind && p.name == name)
-        .collect()
-}
-
 /// Problems that are not warnings.
 pub fn errors(t: &Translation) -> Vec<&Problem> {
     t.problems

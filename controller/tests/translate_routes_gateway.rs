@@ -55,7 +55,7 @@ fn waypoint_serves_the_bound_services_with_ports_and_addresses() {
         Protocol::Http2 as i32
     );
     assert!(errors(&t).is_empty(), "{:?}", t.problems);
-    let warned = problems_of(&t, "HTTPRoute", "reviews-extra");
+    let warned = problems_about(&t, "HTTPRoute", "reviews-extra");
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert_eq!(warned[0].field, "spec.parentRefs[1].group");
 }

@@ -89,7 +89,7 @@ fn each_invalid_object_names_its_field() {
         ),
     ];
     for (kind, name, field, text) in table {
-        let p = problems_of(&t, kind, name);
+        let p = problems_about(&t, kind, name);
         assert_eq!(p.len(), 1, "{kind} {name}: {p:?}");
         assert_eq!(p[0].field, field, "{kind} {name}");
         assert!(p[0].message.contains(text), "{kind} {name}: {}", p[0]);
@@ -97,7 +97,7 @@ fn each_invalid_object_names_its_field() {
         assert_eq!(p[0].origin, "fixtures/routes-invalid.yaml");
         assert_eq!(p[0].namespace, "shop");
     }
-    let rendered = problems_of(&t, "HTTPRoute", "bad-regex")[0].to_string();
+    let rendered = problems_about(&t, "HTTPRoute", "bad-regex")[0].to_string();
     assert!(
         rendered.starts_with(
             "fixtures/routes-invalid.yaml: HTTPRoute shop/bad-regex: field spec.rules[0].matches[0].path.value:"
@@ -107,6 +107,7 @@ fn each_invalid_object_names_its_field() {
     assert_eq!(errors(&t).len(), table.len(), "{:?}", t.problems);
     // Nothing of the skipped objects reaches the waypoint.
     let w = shop(&t);
+    assert!(!w.services.is_empty());
     for s in &w.services {
         assert_eq!(route_names(s), ["default"], "{}", s.name);
         assert!(s.rate_limit.is_none());
@@ -145,7 +146,7 @@ fn last_good_route_stays_in_force() {
 
     let second = translator.translate(&index_with(&bad));
     assert_eq!(shop(&second), shop(&first), "last good version served");
-    let p = problems_of(&second, "HTTPRoute", "r");
+    let p = problems_about(&second, "HTTPRoute", "r");
     assert_eq!(p.len(), 1);
     assert!(
         p[0].message.ends_with("; keeping its last good version"),
@@ -159,7 +160,7 @@ fn last_good_route_stays_in_force() {
     let fourth = translator.translate(&index_with(&bad));
     assert_eq!(route_names(&served(&shop(&fourth), "reviews")), ["default"]);
     assert!(
-        problems_of(&fourth, "HTTPRoute", "r")[0]
+        problems_about(&fourth, "HTTPRoute", "r")[0]
             .message
             .ends_with("; object skipped")
     );
@@ -178,7 +179,7 @@ fn last_good_rate_limit_annotation_stays_in_force() {
     assert_eq!(limit.tokens_per_fill, 10);
     let second = translator.translate(&index_with(&svc("ten per second")));
     assert_eq!(served(&shop(&second), "limited").rate_limit, Some(limit));
-    let p = problems_of(&second, "Service", "limited");
+    let p = problems_about(&second, "Service", "limited");
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].field, "metadata.annotations[mesh.io/rate-limit]");
 }

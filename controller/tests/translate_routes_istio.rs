@@ -36,7 +36,7 @@ fn hosts_in_every_form_and_route_order() {
     assert_eq!(route_names(&served(&w, "ratings")), names);
     // `details` is only named by a gateway VirtualService.
     assert_eq!(route_names(&served(&w, "details")), ["default"]);
-    let warned: Vec<&str> = problems_of(&t, "VirtualService", "reviews")
+    let warned: Vec<&str> = problems_about(&t, "VirtualService", "reviews")
         .iter()
         .map(|p| p.field.as_str())
         .collect();
@@ -46,7 +46,7 @@ fn hosts_in_every_form_and_route_order() {
         warned,
         ["spec.hosts[2]", "spec.http[4].fault.abort.percentage"]
     );
-    let shadowed = problems_of(&t, "VirtualService", "reviews-newer");
+    let shadowed = problems_about(&t, "VirtualService", "reviews-newer");
     assert_eq!(shadowed.len(), 1);
     assert!(
         shadowed[0].message.contains("VirtualService shop/reviews"),
@@ -176,7 +176,8 @@ fn every_action_field() {
     let abort = grpc.fault.as_ref().unwrap().abort.as_ref().unwrap();
     assert_eq!((abort.grpc_status, abort.percentage), (14, 0.0));
     assert_eq!(forward(grpc).retry, None, "attempts: 0 turns retries off");
-    let warned = problems_of(&t, "VirtualService", "reviews");
+    let warned = problems_about(&t, "VirtualService", "reviews");
+    assert!(!warned.is_empty());
     assert!(warned.iter().all(|p| p.message.starts_with("warning:")));
 
     let split = forward(route(&reviews, "shop/reviews/split"));
@@ -247,7 +248,7 @@ fn destination_rule_policies_and_subsets() {
         details.traffic_policy.as_ref().unwrap().load_balancer,
         LoadBalancer::LeastRequest as i32
     );
-    let warned = problems_of(&t, "DestinationRule", "details");
+    let warned = problems_about(&t, "DestinationRule", "details");
     assert_eq!(
         warned[0].field,
         "spec.trafficPolicy.loadBalancer.consistentHash"
@@ -274,7 +275,7 @@ spec:
     let (origin, mesh) = fixture("routes-mesh.yaml");
     let text = format!("{mesh}\n---\n{yaml}");
     let t = controller::translate::translate(&index_from(&origin, &text), &Default::default());
-    let p = problems_of(&t, "VirtualService", "v9");
+    let p = problems_about(&t, "VirtualService", "v9");
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].message.contains("subset \"v9\""), "{}", p[0]);
     assert_eq!(p[0].origin, origin);

@@ -28,7 +28,7 @@ fn split_weights_are_normalised() {
             (host("reviews-v2"), 0, String::new(), 1)
         ]
     );
-    let shadowed = problems_of(&t, "TrafficSplit", "reviews-newer");
+    let shadowed = problems_about(&t, "TrafficSplit", "reviews-newer");
     assert_eq!(shadowed.len(), 1);
     assert!(
         shadowed[0]
@@ -150,7 +150,7 @@ fn route_sources_by_precedence() {
         "routes-istio.yaml",
     ]);
     assert!(
-        kinds(&t).iter().all(|k| k == "VirtualService"),
+        !kinds(&t).is_empty() && kinds(&t).iter().all(|k| k == "VirtualService"),
         "{:?}",
         kinds(&t)
     );
@@ -158,7 +158,7 @@ fn route_sources_by_precedence() {
         ("TrafficSplit", "reviews-rollout"),
         ("ServiceProfile", "reviews.shop.svc.cluster.local"),
     ] {
-        let p = problems_of(&t, kind, name);
+        let p = problems_about(&t, kind, name);
         assert_eq!(p.len(), 1, "{kind} {name}: {p:?}");
         assert!(
             p[0].message.contains("VirtualService shop/reviews"),
@@ -175,11 +175,11 @@ fn route_sources_by_precedence() {
         "routes-httproute.yaml",
     ]);
     assert!(
-        kinds(&t).iter().all(|k| k == "HTTPRoute"),
+        !kinds(&t).is_empty() && kinds(&t).iter().all(|k| k == "HTTPRoute"),
         "{:?}",
         kinds(&t)
     );
-    let p = problems_of(&t, "VirtualService", "reviews");
+    let p = problems_about(&t, "VirtualService", "reviews");
     assert!(
         p.iter()
             .any(|p| p.message.contains("HTTPRoute shop/reviews")),
@@ -213,7 +213,7 @@ fn rate_limits() {
     assert_eq!(details.fill_interval, dur(60, 0));
     // Never enforced: no limit, and a warning.
     assert_eq!(limit("ratings"), None);
-    let p = problems_of(&t, "EnvoyFilter", "ratings-disabled");
+    let p = problems_about(&t, "EnvoyFilter", "ratings-disabled");
     assert_eq!(p.len(), 1);
     assert!(p[0].message.contains("never enforce"), "{}", p[0]);
     // The annotation.
@@ -222,7 +222,7 @@ fn rate_limits() {
     assert_eq!(search.fill_interval, dur(1, 0));
     assert_eq!(search.source.unwrap().kind, "Service");
     // Patches other than rate limits are reported as ignored.
-    let p = problems_of(&t, "EnvoyFilter", "reviews-ratelimit");
+    let p = problems_about(&t, "EnvoyFilter", "reviews-ratelimit");
     assert_eq!(p.len(), 1);
     assert!(p[0].message.contains("1 patch(es) ignored"), "{}", p[0]);
     assert!(errors(&t).is_empty(), "{:?}", t.problems);
