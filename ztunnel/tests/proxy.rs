@@ -447,6 +447,38 @@ async fn a_policy_change_closes_live_connections_it_now_denies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_newly_selected_by_a_deny_policy_loses_the_connections_it_denies() {
+    let mesh = Mesh::new().await;
+    let _echo = echo_server(&mesh.server, ECHO_PORT);
+    let mut stream = dial(&mesh.client, SocketAddr::new(mesh.server.ip, ECHO_PORT))
+        .await
+        .unwrap();
+    assert_eq!(greeting(&mut stream).await.unwrap(), CLIENT_IP.to_string());
+    // A selector policy that selects no pod yet changes nothing.
+    let deny_all = Authorization {
+        name: "deny-all".into(),
+        namespace: "server".into(),
+        scope: Scope::WorkloadSelector as i32,
+        action: Action::Deny as i32,
+        rules: vec![Rule { clauses: vec![] }],
+        ..Default::default()
+    };
+    mesh.state
+        .apply_authorization("server/deny-all", deny_all)
+        .unwrap();
+    echo_round_trip(&mut stream, b"still allowed").await;
+    // The controller now says it selects the server pod: only the workload changes.
+    let mut selected = workload("echo", "server", SERVER_IP);
+    if let Some(address::Type::Workload(w)) = &mut selected.r#type {
+        w.authorization_policies = vec!["server/deny-all".into()];
+    }
+    mesh.state
+        .apply_address(&uid("echo", "server"), selected)
+        .unwrap();
+    assert!(closed(&mut stream).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_inbound_passes_unless_mtls_is_strict() {
     let mesh = Mesh::new().await;
     let _echo = echo_server(&mesh.server, ECHO_PORT);

@@ -9,7 +9,7 @@ use hbone::Identity;
 use super::{Launcher, PodInfo};
 use crate::identity::CertManager;
 use crate::proxy::{PodContext, PodNetns, PodProxy};
-use crate::state::ProxyState;
+use crate::state::{ProxyState, identity_of};
 use crate::telemetry::Metrics;
 
 /// Starts [`PodProxy`]s with the node's shared state, certificates and telemetry.
@@ -33,8 +33,10 @@ pub struct RunningPod {
 }
 
 impl ProxyLauncher {
+    /// The identity the pod's proxy presents (see [`identity_of`]), whose certificate is kept
+    /// warm while the pod is served.
     fn identity(&self, pod: &PodInfo) -> Option<Identity> {
-        match Identity::new(&self.trust_domain, &pod.namespace, &pod.service_account) {
+        match identity_of(&self.trust_domain, &pod.namespace, &pod.service_account) {
             Ok(identity) => Some(identity),
             Err(e) => {
                 // The proxy still starts: its HBONE side simply never gets a certificate.

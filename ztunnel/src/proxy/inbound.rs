@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::connection::{AuthzInputs, Relayed, relay};
 use super::labels::{Peer, connection_labels, guess_service};
 use super::socket::canonical;
-use super::{CONNECT_TIMEOUT, Finished, ProxyError, Shared, is_own_port, socket, stopped};
+use super::{Finished, ProxyError, Shared, connect_upstream, is_own_port, stopped};
 use crate::state::Decision;
 use crate::telemetry::Reporter;
 
@@ -157,26 +157,10 @@ async fn handle(shared: Arc<Shared>, connect: IncomingConnect) {
     }
     // Istio connects from the HBONE peer's address: the client pod's, or the waypoint's
     // when the tunnel comes through one.
-    let connect_app = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        socket::connect(&shared.ctx.netns, authority, Some(client.ip())),
-    );
+    let connect_app = connect_upstream(&shared.ctx.netns, authority, Some(client.ip()));
     let app = match tracked.unless_closed(connect_app).await {
-        Ok(Ok(Ok(app))) => app,
-        Ok(Ok(Err(source))) => {
-            let error = ProxyError::Connect {
-                addr: authority,
-                source,
-            };
-            reject(&shared, connect, finished, error);
-            return;
-        }
-        Ok(Err(_elapsed)) => {
-            let source = std::io::ErrorKind::TimedOut.into();
-            let error = ProxyError::Connect {
-                addr: authority,
-                source,
-            };
+        Ok(Ok(app)) => app,
+        Ok(Err(error)) => {
             reject(&shared, connect, finished, error);
             return;
         }

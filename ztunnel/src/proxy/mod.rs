@@ -26,13 +26,13 @@ use std::time::{Duration, Instant};
 
 use hbone::Identity;
 use http::StatusCode;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::identity::CertManager;
-use crate::state::{DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN};
-use crate::state::{ProxyState, Workload};
+use crate::state::{ProxyState, Workload, identity_of};
 use crate::telemetry::{ConnectionLabels, ConnectionRecord, Metrics};
 
 use connection::{CloseReason, Registry, Relayed};
@@ -230,7 +230,7 @@ impl PodProxy {
             })),
             ..hbone::PoolConfig::default()
         });
-        let changes = context.state.changes();
+        let changes = context.state.authz_changes();
         let shared = Arc::new(Shared {
             ctx: context,
             identity,
@@ -296,21 +296,15 @@ impl Drop for PodProxy {
 
 /// The pod's identity, with Istio's defaults for an empty trust domain or service account.
 fn pod_identity(context: &PodContext) -> io::Result<Identity> {
-    let trust_domain = if context.trust_domain.is_empty() {
-        DEFAULT_TRUST_DOMAIN
-    } else {
-        &context.trust_domain
-    };
-    let service_account = if context.service_account.is_empty() {
-        DEFAULT_SERVICE_ACCOUNT
-    } else {
-        &context.service_account
-    };
-    Identity::new(trust_domain, &context.namespace, service_account)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    identity_of(
+        &context.trust_domain,
+        &context.namespace,
+        &context.service_account,
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
-/// Re-evaluates live inbound connections whenever the mesh config changes.
+/// Re-evaluates live inbound connections whenever an authorization decision may have changed.
 async fn recheck_on_changes(shared: Arc<Shared>, mut changes: watch::Receiver<u64>) {
     while changes.changed().await.is_ok() {
         let closed = shared.registry.recheck(&shared.ctx.state);
@@ -324,6 +318,46 @@ async fn recheck_on_changes(shared: Arc<Shared>, mut changes: watch::Receiver<u6
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard `wait_for` yields is dropped at once: it must not live across an await.
     let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Accepts connections on `listener` until `stop` turns true, handing each (with the client's
+/// canonical address) to `accepted`, which must not block.
+pub(crate) async fn accept_until_stopped(
+    listener: &TcpListener,
+    mut stop: watch::Receiver<bool>,
+    listener_name: &str,
+    mut accepted: impl FnMut(TcpStream, SocketAddr),
+) {
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            result = listener.accept() => match result {
+                Ok((stream, peer)) => accepted(stream, socket::canonical(peer)),
+                Err(e) => {
+                    // Typically out of descriptors: back off rather than spin.
+                    warn!(error = %e, listener = listener_name, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Connects to `addr` from inside the pod (from `source` when given), giving up after
+/// [`CONNECT_TIMEOUT`].
+pub(crate) async fn connect_upstream(
+    netns: &PodNetns,
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> Result<TcpStream, ProxyError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, socket::connect(netns, addr, source)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(source)) => Err(ProxyError::Connect { addr, source }),
+        Err(_elapsed) => Err(ProxyError::Connect {
+            addr,
+            source: io::ErrorKind::TimedOut.into(),
+        }),
+    }
 }
 
 /// Whether `destination` is one of this proxy's own listeners.

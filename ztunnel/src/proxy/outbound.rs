@@ -4,44 +4,29 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hbone::{ConnectRequest, Upstream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::connection::{Relayed, Tracked, relay};
 use super::labels::{Peer, connection_labels};
 use super::resolve::{Hop, Plan, resolve, workload_identity};
-use super::socket::{canonical, original_dst};
-use super::{CONNECT_TIMEOUT, Finished, ProxyError, Shared, is_own_port, socket, stopped};
+use super::socket::original_dst;
+use super::{Finished, ProxyError, Shared, accept_until_stopped, connect_upstream, is_own_port};
 use crate::state::Workload;
 use crate::telemetry::Reporter;
 
 /// Accepts until `stop` turns true.
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            () = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    // Registered before anything can fail, so a drain sees it.
-                    let tracked = shared.registry.register(None);
-                    tokio::spawn(handle(shared.clone(), stream, canonical(peer), tracked));
-                }
-                Err(e) => {
-                    // Typically out of descriptors: back off rather than spin.
-                    warn!(error = %e, "outbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: watch::Receiver<bool>) {
+    accept_until_stopped(&listener, stop, "outbound", |stream, client| {
+        // Registered before anything can fail, so a drain sees it.
+        let tracked = shared.registry.register(None);
+        tokio::spawn(handle(shared.clone(), stream, client, tracked));
+    })
+    .await;
     debug!(pod = %shared.ctx.name, "outbound listener closed");
 }
 
@@ -133,36 +118,13 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr, trac
             }
         }
         Hop::Tcp { address } => {
-            let connect = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                socket::connect(&shared.ctx.netns, address, None),
-            );
+            let connect = connect_upstream(&shared.ctx.netns, address, None);
             match tracked.unless_closed(connect).await {
-                Ok(Ok(Ok(upstream))) => {
+                Ok(Ok(upstream)) => {
                     let relayed = relay(stream, upstream, &tracked).await;
                     shared.record(finished, relayed);
                 }
-                Ok(Ok(Err(source))) => fail(
-                    &shared,
-                    finished,
-                    &plan,
-                    ProxyError::Connect {
-                        addr: address,
-                        source,
-                    },
-                ),
-                Ok(Err(_elapsed)) => {
-                    let source = std::io::ErrorKind::TimedOut.into();
-                    fail(
-                        &shared,
-                        finished,
-                        &plan,
-                        ProxyError::Connect {
-                            addr: address,
-                            source,
-                        },
-                    );
-                }
+                Ok(Err(e)) => fail(&shared, finished, &plan, e),
                 Err(cut) => shared.record(finished, Relayed::cut(cut)),
             }
         }

@@ -6,40 +6,25 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::connection::{AuthzInputs, Relayed, relay};
 use super::labels::{Peer, connection_labels, guess_service};
 use super::socket::{canonical, original_dst};
-use super::{CONNECT_TIMEOUT, Finished, ProxyError, Shared, is_own_port, socket, stopped};
+use super::{Finished, ProxyError, Shared, accept_until_stopped, connect_upstream, is_own_port};
 use crate::state::Decision;
 use crate::telemetry::Reporter;
 
 /// Accepts until `stop` turns true.
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            () = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tokio::spawn(handle(shared.clone(), stream, canonical(peer)));
-                }
-                Err(e) => {
-                    // Typically out of descriptors: back off rather than spin.
-                    warn!(error = %e, "inbound plaintext accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: watch::Receiver<bool>) {
+    accept_until_stopped(&listener, stop, "inbound plaintext", |stream, client| {
+        tokio::spawn(handle(shared.clone(), stream, client));
+    })
+    .await;
     debug!(pod = %shared.ctx.name, "inbound plaintext listener closed");
 }
 
@@ -105,21 +90,10 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr) {
         shared.record_failure(finished, &error);
         return;
     }
-    let connect_app = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        socket::connect(&shared.ctx.netns, destination, Some(client.ip())),
-    );
+    let connect_app = connect_upstream(&shared.ctx.netns, destination, Some(client.ip()));
     let app = match tracked.unless_closed(connect_app).await {
-        Ok(Ok(Ok(app))) => app,
-        Ok(result) => {
-            let source = match result {
-                Ok(Err(e)) => e,
-                _ => std::io::ErrorKind::TimedOut.into(),
-            };
-            let error = ProxyError::Connect {
-                addr: destination,
-                source,
-            };
+        Ok(Ok(app)) => app,
+        Ok(Err(error)) => {
             info!(%client, %destination, error = %error, "inbound plaintext failed");
             shared.record_failure(finished, &error);
             return;

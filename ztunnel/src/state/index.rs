@@ -11,7 +11,7 @@ use super::convert::Converted;
 use super::model::{Endpoint, Service, Workload};
 
 /// What an `Address` resource name stands for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum AddressKey {
     /// A workload, by uid.
     Workload(String),
@@ -24,6 +24,8 @@ enum AddressKey {
 pub(super) struct Index {
     /// `Address` resource name → the workload or service it carries.
     address_names: HashMap<String, AddressKey>,
+    /// The inverse of `address_names`: which resource name carries a workload or service.
+    address_owners: HashMap<AddressKey, String>,
     /// Workloads by uid.
     pub(super) workloads: BTreeMap<String, Arc<Workload>>,
     /// Workload uid by address (host-network workloads excluded).
@@ -38,6 +40,8 @@ pub(super) struct Index {
     endpoints: HashMap<String, BTreeSet<String>>,
     /// `Authorization` resource name → policy key.
     policy_names: HashMap<String, String>,
+    /// The inverse of `policy_names`: which resource name carries a policy.
+    policy_owners: HashMap<String, String>,
     /// Policies by `namespace/name`.
     pub(super) policies: BTreeMap<String, Arc<Policy>>,
     /// Keys of GLOBAL policies.
@@ -47,47 +51,60 @@ pub(super) struct Index {
 }
 
 impl Index {
-    /// Inserts (or replaces) the `Address` resource `name`.
-    pub(super) fn insert_address(&mut self, name: &str, converted: Converted) {
+    /// Inserts (or replaces) the `Address` resource `name`. Returns whether it changed what
+    /// authorization reads of a workload already known (see [`same_authorization_inputs`]).
+    pub(super) fn insert_address(&mut self, name: &str, converted: Converted) -> bool {
+        let authorization_changed = match &converted {
+            Converted::Workload(new) => self
+                .workloads
+                .get(&new.uid)
+                .is_some_and(|old| !same_authorization_inputs(old, new)),
+            Converted::Service(_) => false,
+        };
         // The resource may have held something else before (another uid, or a service).
         self.remove_address(name);
         let key = match converted {
             Converted::Workload(workload) => {
-                let uid = workload.uid.clone();
-                self.forget_address_key(&AddressKey::Workload(uid.clone()));
+                let key = AddressKey::Workload(workload.uid.clone());
+                self.forget_address_key(&key);
                 self.insert_workload(workload);
-                AddressKey::Workload(uid)
+                key
             }
             Converted::Service(service) => {
-                let key = service.key();
-                self.forget_address_key(&AddressKey::Service(key.clone()));
+                let key = AddressKey::Service(service.key());
+                self.forget_address_key(&key);
                 self.insert_service(service);
-                AddressKey::Service(key)
+                key
             }
         };
+        self.address_owners.insert(key.clone(), name.to_owned());
         self.address_names.insert(name.to_owned(), key);
+        authorization_changed
     }
 
     /// Removes the `Address` resource `name`; false if it was not known.
     pub(super) fn remove_address(&mut self, name: &str) -> bool {
-        match self.address_names.remove(name) {
-            Some(AddressKey::Workload(uid)) => self.remove_workload(&uid),
-            Some(AddressKey::Service(key)) => self.remove_service(&key),
-            None => return false,
-        }
+        let Some(key) = self.address_names.remove(name) else {
+            return false;
+        };
+        self.address_owners.remove(&key);
+        self.remove_address_entries(&key);
         true
     }
 
     /// Drops whatever other resource name carried `key` (two names for one uid: the newer
     /// one wins), and the entries it had.
     fn forget_address_key(&mut self, key: &AddressKey) {
-        let before = self.address_names.len();
-        self.address_names.retain(|_, k| k != key);
-        if self.address_names.len() != before {
-            match key {
-                AddressKey::Workload(uid) => self.remove_workload(uid),
-                AddressKey::Service(key) => self.remove_service(key),
-            }
+        if let Some(other) = self.address_owners.remove(key) {
+            self.address_names.remove(&other);
+            self.remove_address_entries(key);
+        }
+    }
+
+    fn remove_address_entries(&mut self, key: &AddressKey) {
+        match key {
+            AddressKey::Workload(uid) => self.remove_workload(uid),
+            AddressKey::Service(key) => self.remove_service(key),
         }
     }
 
@@ -208,9 +225,9 @@ impl Index {
     pub(super) fn insert_policy(&mut self, name: &str, policy: Policy) {
         self.remove_policy(name);
         let key = policy.key();
-        let before = self.policy_names.len();
-        self.policy_names.retain(|_, k| *k != key);
-        if self.policy_names.len() != before {
+        // Another resource name carrying the same policy: the newer one wins.
+        if let Some(other) = self.policy_owners.remove(&key) {
+            self.policy_names.remove(&other);
             self.remove_policy_entries(&key);
         }
         match policy.scope {
@@ -227,6 +244,7 @@ impl Index {
             Scope::WorkloadSelector => {}
         }
         self.policies.insert(key.clone(), Arc::new(policy));
+        self.policy_owners.insert(key.clone(), name.to_owned());
         self.policy_names.insert(name.to_owned(), key);
     }
 
@@ -235,6 +253,7 @@ impl Index {
         let Some(key) = self.policy_names.remove(name) else {
             return false;
         };
+        self.policy_owners.remove(&key);
         self.remove_policy_entries(&key);
         true
     }
@@ -277,6 +296,15 @@ impl Index {
             })
             .collect()
     }
+}
+
+/// Whether `a` and `b` (two versions of one workload) look the same to authorization, which
+/// reads of the destination only its namespace, addresses and selector policies: any other
+/// change (health, services, waypoint, ...) leaves every decision as it was.
+fn same_authorization_inputs(a: &Workload, b: &Workload) -> bool {
+    a.namespace == b.namespace
+        && a.addresses == b.addresses
+        && a.authorization_policies == b.authorization_policies
 }
 
 /// Removes `value` from the set at `key`, dropping the set when it empties.

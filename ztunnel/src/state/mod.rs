@@ -17,7 +17,7 @@ pub use authz::{
 pub use convert::InvalidResource;
 pub use model::{
     DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Endpoint, Service, TunnelProtocol, WaypointRef,
-    WaypointTarget, Workload,
+    WaypointTarget, Workload, identity_of,
 };
 
 use std::net::IpAddr;
@@ -37,6 +37,8 @@ struct Shared {
     synced: AtomicBool,
     /// Counts changes; receivers wake on each.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Counts the changes that may alter an authorization decision (a subset of `changes`).
+    authz_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Shared {
@@ -45,6 +47,7 @@ impl Default for Shared {
             index: RwLock::default(),
             synced: AtomicBool::new(false),
             changes: tokio::sync::watch::Sender::new(0),
+            authz_changes: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -75,11 +78,21 @@ impl ProxyState {
         self.shared.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Signals a change that may alter authorization decisions.
+    fn authz_changed(&self) {
+        self.shared
+            .authz_changes
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Inserts or replaces the xDS `Address` resource `name`. An invalid resource is refused
     /// with a reason (NACK) and changes nothing.
     pub fn apply_address(&self, name: &str, address: api::workload::Address) -> Result<(), String> {
         let converted = convert::address(address).map_err(|e| e.to_string())?;
-        self.write().insert_address(name, converted);
+        let authorization_changed = self.write().insert_address(name, converted);
+        if authorization_changed {
+            self.authz_changed();
+        }
         self.changed();
         Ok(())
     }
@@ -100,6 +113,7 @@ impl ProxyState {
     ) -> Result<(), String> {
         let policy = authz::convert(policy).map_err(|e| e.to_string())?;
         self.write().insert_policy(name, policy);
+        self.authz_changed();
         self.changed();
         Ok(())
     }
@@ -108,6 +122,7 @@ impl ProxyState {
     pub fn remove_authorization(&self, name: &str) {
         let removed = self.write().remove_policy(name);
         if removed {
+            self.authz_changed();
             self.changed();
         }
     }
@@ -167,10 +182,20 @@ impl ProxyState {
         authz::evaluate(index.policies_for(request.destination), request)
     }
 
-    /// A receiver that changes whenever workloads, services or policies change (the data
-    /// path re-checks live connections on policy changes).
+    /// A receiver that changes whenever workloads, services or policies change.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.changes.subscribe()
+    }
+
+    /// A receiver that changes whenever an authorization decision may have changed: a policy
+    /// was added, replaced or removed, or a known workload's namespace, addresses or selector
+    /// policies changed. The data path re-checks live connections on it, so updates that
+    /// cannot matter to them (a new pod elsewhere, a health change, a service) cost nothing.
+    ///
+    /// A workload seen for the first time or removed does not count: live connections hold the
+    /// workload they were authorized against and fall back to it while it is unknown.
+    pub fn authz_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.authz_changes.subscribe()
     }
 
     /// The known workloads, services and policies as JSON, for `/config_dump`.

@@ -101,18 +101,25 @@ impl Workload {
 
     /// The SPIFFE identity of this workload, or why its parts do not form one.
     pub fn try_identity(&self) -> Result<Identity, hbone::IdentityError> {
-        let trust_domain = if self.trust_domain.is_empty() {
-            DEFAULT_TRUST_DOMAIN
-        } else {
-            &self.trust_domain
-        };
-        let service_account = if self.service_account.is_empty() {
-            DEFAULT_SERVICE_ACCOUNT
-        } else {
-            &self.service_account
-        };
-        Identity::new(trust_domain, &self.namespace, service_account)
+        identity_of(&self.trust_domain, &self.namespace, &self.service_account)
     }
+}
+
+/// The SPIFFE identity of a pod of `namespace` running as `service_account`, with Istio's
+/// `cluster.local` and `default` standing in for an empty trust domain and service account.
+pub fn identity_of(
+    trust_domain: &str,
+    namespace: &str,
+    service_account: &str,
+) -> Result<Identity, hbone::IdentityError> {
+    fn or<'a>(value: &'a str, default: &'a str) -> &'a str {
+        if value.is_empty() { default } else { value }
+    }
+    Identity::new(
+        or(trust_domain, DEFAULT_TRUST_DOMAIN),
+        namespace,
+        or(service_account, DEFAULT_SERVICE_ACCOUNT),
+    )
 }
 
 /// The identity of workloads whose own is invalid; see [`Workload::identity`].

@@ -263,6 +263,104 @@ async fn changes_and_sync_are_signalled() {
     assert_eq!(*changes.borrow_and_update(), 3);
 }
 
+#[test]
+fn a_second_name_for_a_resource_replaces_the_first() {
+    let state = ProxyState::new();
+    state
+        .apply_address("old", pod("a", "n", "10.0.0.1", &[]))
+        .unwrap();
+    state
+        .apply_address("new", pod("a", "n", "10.0.0.2", &[]))
+        .unwrap();
+    assert!(state.workload_by_ip(ip("10.0.0.1")).is_none());
+    assert_eq!(state.workload_by_ip(ip("10.0.0.2")).unwrap().name, "a");
+    // The first name no longer carries anything: removing it keeps the workload.
+    state.remove_address("old");
+    assert!(state.workload_by_uid(&uid("a")).is_some());
+    state.remove_address("new");
+    assert!(state.workload_by_uid(&uid("a")).is_none());
+
+    let workload = {
+        state
+            .apply_address(&uid("a"), pod("a", "n", "10.0.0.1", &[]))
+            .unwrap();
+        state.workload_by_uid(&uid("a")).unwrap()
+    };
+    let plaintext = || {
+        state.authorize(&AuthzRequest {
+            source_identity: None,
+            source_ip: ip("10.0.0.9"),
+            destination: &workload,
+            destination_port: 80,
+        })
+    };
+    let deny = authz("ns", "shop", sec::Scope::Namespace, sec::Action::Deny);
+    state.apply_authorization("old", deny.clone()).unwrap();
+    state.apply_authorization("new", deny).unwrap();
+    state.remove_authorization("old");
+    assert_eq!(plaintext(), Decision::Deny("denied by shop/ns".into()));
+    state.remove_authorization("new");
+    assert_eq!(plaintext(), Decision::Allow);
+}
+
+#[test]
+fn authorization_changes_are_signalled_only_when_decisions_may_change() {
+    let state = ProxyState::new();
+    let authz_changes = state.authz_changes();
+    let signalled = |before: &mut u64| {
+        let now = *authz_changes.borrow();
+        std::mem::replace(before, now) != now
+    };
+    let mut seen = *authz_changes.borrow();
+    let with_policies = |addr: &str, policies: &[&str]| {
+        let mut a = pod("a", "n", addr, &[(80, 8080)]);
+        if let Some(address::Type::Workload(w)) = &mut a.r#type {
+            w.authorization_policies = policies.iter().map(|p| p.to_string()).collect();
+        }
+        a
+    };
+
+    // New workloads, services and changes nobody's decision reads: not signalled.
+    state
+        .apply_address(&uid("a"), with_policies("10.0.0.1", &[]))
+        .unwrap();
+    state
+        .apply_address(&uid("b"), pod("b", "n", "10.0.0.2", &[]))
+        .unwrap();
+    state
+        .apply_address(WEB, web_service(&[(80, 8080)]))
+        .unwrap();
+    let mut unhealthy = with_policies("10.0.0.1", &[]);
+    if let Some(address::Type::Workload(w)) = &mut unhealthy.r#type {
+        w.status = wl::WorkloadStatus::Unhealthy as i32;
+    }
+    state.apply_address(&uid("a"), unhealthy).unwrap();
+    state.remove_address(&uid("b"));
+    state.mark_synced();
+    assert!(!signalled(&mut seen));
+
+    // A workload's selector policies or addresses: signalled.
+    state
+        .apply_address(&uid("a"), with_policies("10.0.0.1", &["shop/p"]))
+        .unwrap();
+    assert!(signalled(&mut seen));
+    state
+        .apply_address(&uid("a"), with_policies("10.0.0.3", &["shop/p"]))
+        .unwrap();
+    assert!(signalled(&mut seen));
+
+    // Policies: signalled when added, replaced or removed, not when unknown.
+    let deny = authz("p", "shop", sec::Scope::WorkloadSelector, sec::Action::Deny);
+    state.apply_authorization("shop/p", deny.clone()).unwrap();
+    assert!(signalled(&mut seen));
+    state.apply_authorization("shop/p", deny).unwrap();
+    assert!(signalled(&mut seen));
+    state.remove_authorization("shop/p");
+    assert!(signalled(&mut seen));
+    state.remove_authorization("shop/p");
+    assert!(!signalled(&mut seen));
+}
+
 fn authz(name: &str, ns: &str, scope: sec::Scope, action: sec::Action) -> Authorization {
     Authorization {
         name: name.into(),
