@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use hbone::Identity;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -16,9 +16,6 @@ use tokio::sync::{Notify, watch};
 use tracing::info;
 
 use crate::state::{AuthzRequest, Decision, ProxyState, Workload};
-
-/// Copy buffer per direction: bounded, and large enough for bulk transfer.
-pub const COPY_BUFFER: usize = 32 * 1024;
 
 /// What an inbound connection was authorized with, kept to re-check it later.
 #[derive(Clone, Debug)]
@@ -252,73 +249,161 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let sent = Arc::new(AtomicU64::new(0));
-    let received = Arc::new(AtomicU64::new(0));
-    let mut client = Counted {
-        inner: client,
-        read: sent.clone(),
-        written: received.clone(),
-    };
-    let mut server = server;
-    let copy = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut server,
-        COPY_BUFFER,
-        COPY_BUFFER,
-    );
-    let (error, cut) = match tracked.unless_closed(copy).await {
-        Ok(Ok(_)) => (None, None),
+    let mut relay = Relay::new(client, server);
+    let (error, cut) = match tracked.unless_closed(&mut relay).await {
+        Ok(Ok(())) => (None, None),
         Ok(Err(e)) => (Some(e.to_string()), None),
         Err(reason) => (None, Some(reason)),
     };
     Relayed {
-        sent: sent.load(Ordering::Relaxed),
-        received: received.load(Ordering::Relaxed),
+        sent: relay.up.read,
+        received: relay.down.written,
         error,
         cut,
     }
 }
 
-/// Counts the bytes read from and written to a stream, readable even if the copy is cut.
-struct Counted<T> {
-    inner: T,
-    read: Arc<AtomicU64>,
-    written: Arc<AtomicU64>,
+/// First copy buffer of each direction. Most connections carry little at a time, and a node
+/// holds many of them: they start small.
+const INITIAL_BUFFER: usize = 4 * 1024;
+/// Largest copy buffer of one direction. A direction whose reads keep filling its buffer
+/// doubles it up to this, so bulk transfers move large chunks: fewer reads, writes, HTTP/2
+/// frames and wake-ups per byte.
+const MAX_BUFFER: usize = 256 * 1024;
+
+/// The two directions of a relayed connection, counting what they move (readable even if
+/// the relay is cut midway).
+struct Relay<C, S> {
+    client: C,
+    server: S,
+    /// Client to server.
+    up: Direction,
+    /// Server to client.
+    down: Direction,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len().saturating_sub(before);
-        self.read.fetch_add(n as u64, Ordering::Relaxed);
-        result
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &result {
-            self.written.fetch_add(*n as u64, Ordering::Relaxed);
+impl<C, S> Relay<C, S> {
+    fn new(client: C, server: S) -> Self {
+        Self {
+            client,
+            server,
+            up: Direction::default(),
+            down: Direction::default(),
         }
-        result
     }
+}
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+impl<C, S> Future for Relay<C, S>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let up = this.up.poll_copy(cx, &mut this.client, &mut this.server)?;
+        let down = this
+            .down
+            .poll_copy(cx, &mut this.server, &mut this.client)?;
+        if up.is_ready() && down.is_ready() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
     }
+}
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+/// One direction of a relay: reads into its buffer, writes it out, passes the end of the
+/// stream on as a shutdown.
+struct Direction {
+    buffer: Vec<u8>,
+    /// `buffer[start..end]` is read and not yet written.
+    start: usize,
+    end: usize,
+    /// The reader reached its end.
+    eof: bool,
+    /// The writer was shut down: this direction is over.
+    done: bool,
+    /// Something was written since the last flush.
+    unflushed: bool,
+    /// Bytes read.
+    read: u64,
+    /// Bytes written.
+    written: u64,
+}
+
+impl Default for Direction {
+    fn default() -> Self {
+        Self {
+            buffer: vec![0; INITIAL_BUFFER],
+            start: 0,
+            end: 0,
+            eof: false,
+            done: false,
+            unflushed: false,
+            read: 0,
+            written: 0,
+        }
+    }
+}
+
+impl Direction {
+    /// Moves bytes from `reader` to `writer` until the reader ends (then shuts the writer
+    /// down and is ready) or neither side can make progress now.
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut R,
+        writer: &mut W,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if self.start == self.end && !self.eof {
+                let mut buf = ReadBuf::new(&mut self.buffer);
+                match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
+                    Poll::Ready(result) => result?,
+                    Poll::Pending => {
+                        // Nothing more to send for now: push out what was written.
+                        if self.unflushed {
+                            ready!(Pin::new(&mut *writer).poll_flush(cx))?;
+                            self.unflushed = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+                let n = buf.filled().len();
+                self.read += n as u64;
+                (self.start, self.end, self.eof) = (0, n, n == 0);
+            }
+            while self.start < self.end {
+                let n = ready!(
+                    Pin::new(&mut *writer).poll_write(cx, &self.buffer[self.start..self.end])
+                )?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.start += n;
+                self.written += n as u64;
+                self.unflushed = true;
+            }
+            if self.eof {
+                ready!(Pin::new(&mut *writer).poll_flush(cx))?;
+                ready!(Pin::new(&mut *writer).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            // The read filled the whole buffer: more is likely waiting, read larger chunks.
+            if self.end == self.buffer.len() && self.buffer.len() < MAX_BUFFER {
+                self.buffer = vec![0; (self.buffer.len() * 2).min(MAX_BUFFER)];
+            }
+        }
     }
 }
 
@@ -368,6 +453,50 @@ mod tests {
         let out = relay.await.unwrap();
         assert_eq!(out.cut, Some(CloseReason::Drain));
         registry.wait_empty().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_ends_the_relay_with_its_error() {
+        let registry = Registry::new();
+        let tracked = registry.register(None);
+        let (mut client_app, client_proxy) = tokio::io::duplex(64);
+        let (server_proxy, server_app) = tokio::io::duplex(64);
+        drop(server_app);
+        client_app.write_all(b"lost").await.unwrap();
+        let out = relay(client_proxy, server_proxy, &tracked).await;
+        assert!(out.error.is_some(), "{out:?}");
+        assert!(out.cut.is_none());
+        assert_eq!((out.sent, out.received), (4, 0));
+    }
+
+    #[tokio::test]
+    async fn copy_buffers_grow_for_bulk_and_stay_small_for_small_messages() {
+        let (mut client_app, client_proxy) = tokio::io::duplex(2 * MAX_BUFFER);
+        let (server_proxy, mut server_app) = tokio::io::duplex(2 * MAX_BUFFER);
+        let mut relay = Relay::new(client_proxy, server_proxy);
+        let bulk: Vec<u8> = (0..4 * MAX_BUFFER).map(|i| (i % 251) as u8).collect();
+        let send = async {
+            client_app.write_all(&bulk).await.unwrap();
+            client_app.shutdown().await.unwrap();
+        };
+        let serve = async {
+            let mut got = Vec::new();
+            server_app.read_to_end(&mut got).await.unwrap();
+            server_app.write_all(b"ok").await.unwrap();
+            server_app.shutdown().await.unwrap();
+            got
+        };
+        let (relayed, (), got) = tokio::join!(&mut relay, send, serve);
+        relayed.unwrap();
+        assert!(got == bulk, "the bulk arrived intact");
+        let mut reply = Vec::new();
+        client_app.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"ok");
+        assert_eq!(relay.up.buffer.len(), MAX_BUFFER);
+        assert_eq!(relay.down.buffer.len(), INITIAL_BUFFER);
+        assert_eq!(relay.up.read, bulk.len() as u64);
+        assert_eq!(relay.up.written, bulk.len() as u64);
+        assert_eq!((relay.down.read, relay.down.written), (2, 2));
     }
 
     #[test]
