@@ -24,6 +24,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::enrollment::NodePod;
+pub use crate::proxy::netns::NsId;
 
 /// Why a namespace could not be found, opened or used.
 #[derive(Debug, thiserror::Error)]
@@ -82,15 +83,6 @@ pub struct Netns {
     id: NsId,
 }
 
-/// Identity of a namespace: device and inode of its nsfs file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct NsId {
-    /// `st_dev`.
-    pub dev: u64,
-    /// `st_ino`.
-    pub ino: u64,
-}
-
 impl Netns {
     /// Opens `path`, which must be a network namespace (a nsfs file or a link to one).
     pub fn open(path: &Path) -> Result<Netns, NetnsError> {
@@ -104,7 +96,7 @@ impl Netns {
         if kind != libc::CLONE_NEWNET {
             return Err(NetnsError::NotNetns(path.display().to_string()));
         }
-        let id = ns_id(&fd).map_err(|source| NetnsError::Open {
+        let id = NsId::of(&fd).map_err(|source| NetnsError::Open {
             path: path.display().to_string(),
             source,
         })?;
@@ -126,14 +118,6 @@ impl Netns {
     pub fn into_fd(self) -> OwnedFd {
         self.fd
     }
-}
-
-fn ns_id(fd: &OwnedFd) -> io::Result<NsId> {
-    let meta = File::from(fd.try_clone()?).metadata()?;
-    Ok(NsId {
-        dev: meta.dev(),
-        ino: meta.ino(),
-    })
 }
 
 /// The file name a pod's namespace has in a [`NetnsSource::Dir`] folder.

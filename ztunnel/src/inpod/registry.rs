@@ -2,7 +2,7 @@
 //! on delete, snapshot reconciliation per connection, retries of proxies that failed to start.
 
 use std::collections::{BTreeMap, HashSet};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -12,24 +12,7 @@ use tokio::task::JoinSet;
 use super::protocol::WorkloadMessage;
 use super::{InpodError, Launcher, PodInfo};
 use crate::proxy::PodNetns;
-
-/// Which network namespace a descriptor refers to: the device and inode of its nsfs file, as
-/// two descriptors of one namespace always agree on them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct NetnsId {
-    dev: u64,
-    ino: u64,
-}
-
-impl NetnsId {
-    pub(crate) fn of(fd: impl AsFd) -> std::io::Result<NetnsId> {
-        let stat = nix::sys::stat::fstat(fd)?;
-        Ok(NetnsId {
-            dev: stat.st_dev,
-            ino: stat.st_ino,
-        })
-    }
-}
+use crate::proxy::netns::NsId;
 
 enum PodState<P> {
     /// Serving.
@@ -40,7 +23,7 @@ enum PodState<P> {
 
 struct Pod<P> {
     info: PodInfo,
-    netns_id: NetnsId,
+    netns_id: NsId,
     netns: Arc<PodNetns>,
     state: PodState<P>,
 }
@@ -162,7 +145,7 @@ impl<L: Launcher> Registry<L> {
 
     async fn add(&mut self, info: PodInfo, fd: OwnedFd) -> Result<(), InpodError> {
         let uid = info.uid.clone();
-        let netns_id = NetnsId::of(&fd).map_err(|e| InpodError::Start {
+        let netns_id = NsId::of(&fd).map_err(|e| InpodError::Start {
             uid: uid.clone(),
             reason: format!("reading the network namespace descriptor: {e}"),
         })?;
@@ -193,7 +176,7 @@ impl<L: Launcher> Registry<L> {
     async fn start(
         &mut self,
         info: PodInfo,
-        netns_id: NetnsId,
+        netns_id: NsId,
         netns: Arc<PodNetns>,
     ) -> Result<(), InpodError> {
         let result = self.launcher.start(&info, netns.clone()).await;

@@ -6,14 +6,36 @@
 //! bind) a socket, then switches it back; everything after that (connect, accept, I/O) works on
 //! the socket from any thread.
 
+use std::cell::{Cell, OnceCell};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::sched::{CloneFlags, setns};
 
 /// The calling thread's own network namespace (not the process's: threads may differ).
 const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+
+/// Which network namespace a descriptor or file is: the device and inode of its nsfs file,
+/// on which every descriptor of one namespace agrees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NsId {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+impl NsId {
+    /// The namespace `fd` refers to.
+    pub fn of(fd: impl AsFd) -> io::Result<NsId> {
+        let stat = nix::sys::stat::fstat(fd)?;
+        Ok(NsId {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+        })
+    }
+}
 
 /// A network namespace the proxy creates sockets in.
 pub struct PodNetns {
@@ -43,30 +65,57 @@ impl PodNetns {
     ///
     /// `f` must be synchronous and short (socket(), setsockopt, bind, listen): the thread is
     /// in the pod's namespace while it runs. The thread returns to the namespace it had
-    /// before, even if `f` panics.
+    /// before, even if `f` panics. Outside `run`, a thread is taken to stay in one namespace
+    /// (the proxy's threads never switch otherwise): that namespace is opened once per thread,
+    /// not once per call.
     pub fn run<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        // Inside another `run`, the namespace to return to is that run's pod's: opened afresh.
         // Opened before switching: once inside, "our" namespace can no longer be named.
-        let home: OwnedFd = File::open(THREAD_NETNS)?.into();
-        setns(self.fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-        let _restore = Restore { home };
-        f()
+        let enclosing: Option<OwnedFd> = if DEPTH.get() > 0 {
+            Some(File::open(THREAD_NETNS)?.into())
+        } else {
+            None
+        };
+        HOME.with(|cached| {
+            let home = match (&enclosing, cached.get()) {
+                (Some(fd), _) | (None, Some(fd)) => fd.as_fd(),
+                (None, None) => {
+                    let fd: OwnedFd = File::open(THREAD_NETNS)?.into();
+                    cached.get_or_init(|| fd).as_fd()
+                }
+            };
+            setns(self.fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            DEPTH.set(DEPTH.get() + 1);
+            let _restore = Restore { home };
+            f()
+        })
     }
 }
 
-/// Switches the thread back into its namespace when dropped (also while unwinding).
-struct Restore {
-    home: OwnedFd,
+thread_local! {
+    /// This thread's own namespace, opened on its first `run`. Opening it (a procfs lookup)
+    /// costs more than both switches together, and `run` is on the path of every proxied
+    /// connection.
+    static HOME: OnceCell<OwnedFd> = const { OnceCell::new() };
+    /// How many `run`s this thread is inside.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
-impl Drop for Restore {
+/// Switches the thread back into its namespace when dropped (also while unwinding).
+struct Restore<'a> {
+    home: BorrowedFd<'a>,
+}
+
+impl Drop for Restore<'_> {
     fn drop(&mut self) {
-        if let Err(e) = setns(self.home.as_fd(), CloneFlags::CLONE_NEWNET) {
+        if let Err(e) = setns(self.home, CloneFlags::CLONE_NEWNET) {
             // A thread stranded in a pod's namespace would silently create every later socket
             // of every pod there. Returning to a namespace we just left, through a descriptor
             // we hold, cannot fail short of a broken kernel: stop rather than misroute traffic.
             tracing::error!(error = %e, "cannot return to the proxy's network namespace");
             std::process::abort();
         }
+        DEPTH.set(DEPTH.get().saturating_sub(1));
     }
 }
 
@@ -104,6 +153,21 @@ pub(crate) mod tests {
         let inside = netns.run(|| Ok(current_inode())).unwrap();
         assert_eq!(inside, target);
         assert_eq!(current_inode(), before);
+    }
+
+    #[test]
+    fn nested_runs_return_to_the_enclosing_namespace() {
+        let (outer, inner) = (new_namespace(), new_namespace());
+        let (outer_ino, inner_ino) = (inode(&outer), inode(&inner));
+        let (outer, inner) = (PodNetns::new(outer), PodNetns::new(inner));
+        let before = current_inode();
+        for _ in 0..2 {
+            let (seen_inside, seen_after) = outer
+                .run(|| Ok((inner.run(|| Ok(current_inode()))?, current_inode())))
+                .unwrap();
+            assert_eq!((seen_inside, seen_after), (inner_ino, outer_ino));
+            assert_eq!(current_inode(), before);
+        }
     }
 
     /// The inode of the network namespace `socket` belongs to (SIOCGSKNS).
