@@ -28,8 +28,10 @@ use std::os::fd::BorrowedFd;
 
 use super::netns::{NetnsError, run_in_netns};
 
-/// Mark the proxy puts on its own sockets (`SO_MARK`); such traffic is never redirected.
-pub const INPOD_MARK: u32 = 0x539;
+// The proxy's own ports and socket mark: the rules and the listeners must agree on them.
+pub use crate::proxy::socket::PROXY_MARK as INPOD_MARK;
+pub use crate::proxy::{INBOUND_HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
+
 /// Mask of [`INPOD_MARK`].
 pub const INPOD_MASK: u32 = 0xfff;
 /// Connection mark of connections the proxy made inside the pod, restored on their replies.
@@ -42,12 +44,6 @@ pub const INPOD_RESTORE_MASK: u32 = 0xffff_ffff;
 pub const ROUTE_TABLE: u32 = 100;
 /// Priority of the `ip rule` selecting [`ROUTE_TABLE`].
 pub const RULE_PRIORITY: u32 = 32764;
-/// Outbound capture port.
-pub const OUTBOUND_PORT: u16 = 15001;
-/// Inbound plaintext capture port.
-pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
-/// Inbound HBONE port (never redirected).
-pub const INBOUND_HBONE_PORT: u16 = 15008;
 /// Source address the node gives its health probes (IPv4).
 pub const PROBE_SNAT_V4: &str = "169.254.7.127";
 /// Source address the node gives its health probes (IPv6).
