@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::registry::Registry;
 use super::{InpodError, Launcher, protocol};
 use crate::readiness::{BlockReady, Readiness};
+use crate::xds::Backoff;
 use crate::zds::ZdsStream;
 
 /// How often proxies that failed to start are tried again (Istio's interval).
@@ -195,19 +196,19 @@ fn agent_gone(e: &std::io::Error) -> bool {
 /// Connects to the agent's socket, retrying with jittered exponential backoff until it
 /// answers (the agent may start after the proxy, or be restarting).
 async fn connect(path: &Path) -> ZdsStream {
-    let mut delay = CONNECT_BACKOFF_MIN;
+    let mut backoff = Backoff::new(CONNECT_BACKOFF_MIN, CONNECT_BACKOFF_MAX);
     loop {
         match ZdsStream::connect(path).await {
             Ok(stream) => return stream,
             Err(e) => {
+                let delay = backoff.next_delay();
+                // Quick retries are the normal start-up race; only a lasting absence is news.
                 if delay >= Duration::from_secs(1) {
                     tracing::warn!(socket = %path.display(), "node agent not reachable: {e}");
                 } else {
                     tracing::debug!(socket = %path.display(), "node agent not reachable: {e}");
                 }
-                let jitter = 0.8 + fastrand::f64() * 0.4;
-                tokio::time::sleep(delay.mul_f64(jitter)).await;
-                delay = (delay * 2).min(CONNECT_BACKOFF_MAX);
+                tokio::time::sleep(delay).await;
             }
         }
     }
