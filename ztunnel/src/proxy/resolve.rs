@@ -134,11 +134,7 @@ pub fn resolve(
                 ..plan
             });
         }
-        let endpoints: Vec<Endpoint> = directory
-            .endpoints(&service, destination.port())
-            .into_iter()
-            .filter(|e| e.workload.healthy)
-            .collect();
+        let endpoints = directory.endpoints(&service, destination.port());
         let Some(endpoint) = pick(&endpoints) else {
             return Err(ResolveError::NoHealthyEndpoint {
                 service: service.key(),
