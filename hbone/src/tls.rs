@@ -4,12 +4,13 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use rustls::client::WantsClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
-    ServerConfig, SignatureScheme,
+    CertificateError, ClientConfig, ConfigBuilder, DigitallySignedStruct, DistinguishedName,
+    OtherError, ServerConfig, SignatureScheme,
 };
 use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 
@@ -40,19 +41,9 @@ pub fn client_config(
     cert: &WorkloadCertificate,
     expected: &[Identity],
 ) -> Result<ClientConfig, rustls::Error> {
-    let verifier = ServerIdentityVerifier {
-        roots: Roots::new(cert.roots())?,
-        expected: expected.to_vec(),
-    };
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+    let config = client_builder(cert.roots(), expected)?
         .with_client_auth_cert(cert.chain().to_vec(), cert.private_key())?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    // HBONE peers are addressed by IP and identified by SPIFFE ID, never by hostname.
-    config.enable_sni = false;
-    Ok(config)
+    Ok(hbone_client(config))
 }
 
 /// A client configuration presenting no certificate and accepting a server only if its chain
@@ -63,18 +54,33 @@ pub fn client_config_without_client_auth(
     roots: &[CertificateDer<'static>],
     expected: &[Identity],
 ) -> Result<ClientConfig, rustls::Error> {
+    Ok(hbone_client(
+        client_builder(roots, expected)?.with_no_client_auth(),
+    ))
+}
+
+/// TLS 1.3 with a server check of the chain against `roots` and of the identity against
+/// `expected`; the client's own certificate, if any, comes next.
+fn client_builder(
+    roots: &[CertificateDer<'static>],
+    expected: &[Identity],
+) -> Result<ConfigBuilder<ClientConfig, WantsClientCert>, rustls::Error> {
     let verifier = ServerIdentityVerifier {
         roots: Roots::new(roots)?,
         expected: expected.to_vec(),
     };
-    let mut config = ClientConfig::builder_with_provider(provider())
+    Ok(ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(verifier)))
+}
+
+/// ALPN `h2` and no SNI: peers are addressed by IP and identified by SPIFFE ID, never by
+/// hostname.
+fn hbone_client(mut config: ClientConfig) -> ClientConfig {
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.enable_sni = false;
-    Ok(config)
+    config
 }
 
 /// A server configuration presenting `cert` and requiring a client certificate that chains to
@@ -318,4 +324,27 @@ impl ClientCertVerifier for ClientIdentityVerifier {
     }
 
     handshake_signature_checks!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Authority;
+    use std::time::Duration;
+
+    #[test]
+    fn clients_offer_h2_and_send_no_server_name() {
+        let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+        let identity: Identity = "spiffe://cluster.local/ns/shop/sa/web".parse().unwrap();
+        let cert = ca.issue(&identity, Duration::from_secs(3600)).unwrap();
+        let expected = [identity];
+        let with_cert = client_config(&cert, &expected).unwrap();
+        let without = client_config_without_client_auth(cert.roots(), &expected).unwrap();
+        for config in [&with_cert, &without] {
+            assert_eq!(config.alpn_protocols, [ALPN_H2.to_vec()]);
+            assert!(!config.enable_sni);
+        }
+        assert!(with_cert.client_auth_cert_resolver.has_certs());
+        assert!(!without.client_auth_cert_resolver.has_certs());
+    }
 }
