@@ -296,10 +296,13 @@ impl Pool {
     }
 
     fn entry(&self, key: &PoolKey) -> Arc<Entry> {
-        lock(&self.inner.entries)
-            .entry(key.clone())
-            .or_default()
-            .clone()
+        let mut entries = lock(&self.inner.entries);
+        // Looked up first: the key is cloned (a few strings) only for a new entry, not on
+        // every tunnel.
+        if let Some(entry) = entries.get(key) {
+            return entry.clone();
+        }
+        entries.entry(key.clone()).or_default().clone()
     }
 }
 
