@@ -461,18 +461,22 @@ mod tests {
         let hub = Hub::new();
         let mut r = Reconciler::new(NetnsSource::Dir(dir.clone()), hub.clone());
 
+        let start = Instant::now();
         r.round(&[pod("a", true), pod("b", false)]).await;
         assert_eq!(
             hub.snapshot_view(),
             [("Kubernetes//Pod/shop/a".to_string(), false)]
         );
-        let first = r.pending["Kubernetes//Pod/shop/a"].next;
         assert_eq!(r.pending["Kubernetes//Pod/shop/a"].attempts, 1);
+        assert!(r.pending["Kubernetes//Pod/shop/a"].next >= start + FIRST_BACKOFF);
 
-        // Not due yet: the round leaves it alone.
+        // Not due yet: the round leaves it alone. (Moved far ahead, so that however slowly
+        // this runs, the retry cannot fall due in between.)
+        let later = Instant::now() + Duration::from_secs(3600);
+        r.pending.get_mut("Kubernetes//Pod/shop/a").unwrap().next = later;
         r.round(&[pod("a", true)]).await;
         assert_eq!(r.pending["Kubernetes//Pod/shop/a"].attempts, 1);
-        assert_eq!(r.pending["Kubernetes//Pod/shop/a"].next, first);
+        assert_eq!(r.pending["Kubernetes//Pod/shop/a"].next, later);
 
         // Leaving the mesh forgets it.
         r.round(&[pod("a", false)]).await;
