@@ -56,7 +56,6 @@ async fn bind(port: u16) -> Result<TcpListener, AppError> {
         })
 }
 
-/// Completes on SIGTERM (how the sandbox and Kubernetes stop pods) or Ctrl-C.
 /// Pause after a failed accept (typically EMFILE), so the loop does not spin.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -90,6 +89,7 @@ async fn accept_bounded<F: std::future::Future<Output = ()>>(
     }
 }
 
+/// Completes on SIGTERM (how the sandbox and Kubernetes stop pods) or Ctrl-C.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {

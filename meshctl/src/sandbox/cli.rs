@@ -93,6 +93,11 @@ pub struct UpArgs {
     /// picks a free port.
     #[arg(long, default_value_t = 0)]
     pub xds_port: u16,
+    /// An extra argument for every node's `ztunnel proxy` (repeatable, in
+    /// order), e.g. `--ztunnel-arg=--cert-ttl-secs --ztunnel-arg=20`; kept
+    /// for restarts.
+    #[arg(long = "ztunnel-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub ztunnel_args: Vec<String>,
 }
 
 /// `start` / `stop` / `restart`.
@@ -322,6 +327,7 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
         ztunnel: !args.no_ztunnel,
         admin_port: args.admin_port,
         xds_port: args.xds_port,
+        ztunnel_args: args.ztunnel_args,
     };
     let mut cluster = Cluster::new(&cfg.name, args.nodes, state::now());
     cluster.owner = owner;
@@ -501,7 +507,7 @@ fn logs(cfg: &Config, a: LogsArgs) -> Result<()> {
         }
     };
     match a.tail {
-        Some(n) => say!("{}", tail(&path, n).replace("  | ", "")),
+        Some(n) => say!("{}", tail(&path, n)),
         None => {
             let text = match std::fs::read(&path) {
                 Ok(t) => t,
@@ -574,4 +580,35 @@ fn down(cfg: &Config, a: DownArgs) -> Result<()> {
         say!("sandbox {} is not up", cfg.name);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    }
+
+    #[test]
+    fn ztunnel_args_accept_values_that_look_like_flags() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "up",
+            "--ztunnel-arg",
+            "--cert-ttl-secs",
+            "--ztunnel-arg=20",
+            "--nodes",
+            "3",
+        ])
+        .unwrap();
+        let SandboxCommand::Up(up) = cli.command else {
+            panic!("not `up`");
+        };
+        assert_eq!(up.ztunnel_args, ["--cert-ttl-secs", "20"]);
+        assert_eq!(up.nodes, 3);
+    }
 }

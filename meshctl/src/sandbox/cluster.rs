@@ -488,7 +488,7 @@ impl Sandbox {
                     .first()
                     .map(|c| c.name.clone())
                     .unwrap_or_default();
-                let tail = tail(&self.log_path(p, &name), 5);
+                let tail = quoted_tail(&self.log_path(p, &name), 5);
                 self.say(format!(
                     "warning: pod {key} failed; last log lines:\n{tail}"
                 ));
@@ -540,7 +540,7 @@ impl Sandbox {
             .iter()
             .flat_map(|p| p.containers.iter().filter_map(|c| c.process))
             .collect();
-        process::stop(&names, &procs);
+        process::stop(&names, &procs, process::GRACE);
         let refs: Vec<&Pod> = pods.iter().collect();
         netns::delete_pods(&self.tools, &self.cluster, &refs);
         dns::remove(&names);
@@ -594,13 +594,18 @@ fn not_found(kind: &str, name: &str) -> SandboxError {
     SandboxError::Invalid(format!("{kind} {name:?} not found"))
 }
 
-/// Last `n` lines of a file, indented.
+/// Last `n` lines of a file ("" when it cannot be read).
 pub fn tail(path: &std::path::Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(n);
-    lines[from..]
-        .iter()
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Last `n` lines of a file, indented behind a `|` gutter to quote them in a
+/// message.
+pub fn quoted_tail(path: &std::path::Path, n: usize) -> String {
+    tail(path, n)
+        .lines()
         .map(|l| format!("  | {l}"))
         .collect::<Vec<_>>()
         .join("\n")

@@ -6,6 +6,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,15 @@ pub const DEBOUNCE_MS: u64 = 50;
 /// How often the controller rescans the state folder: every change made by
 /// `apply`, `delete` or `label` reaches it well within a second.
 pub const SCAN_INTERVAL_MS: u64 = 200;
+/// How long the controller may take to shut down on SIGTERM: it waits up to
+/// 5 s for gRPC streams to drain and 1 s for its admin endpoint.
+pub const CONTROLLER_SHUTDOWN: Duration = Duration::from_secs(6);
+/// The drain deadline of `ztunnel proxy` when its command line sets none
+/// (its `--drain-secs` default).
+pub const ZTUNNEL_DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// Time a process gets on top of its own shutdown deadline to exit before it
+/// is killed.
+pub const STOP_MARGIN: Duration = Duration::from_secs(2);
 
 /// A system component of the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,11 +71,6 @@ impl Component {
             Component::Ztunnel(n) | Component::NodeAgent(n) => Some(n),
         }
     }
-
-    /// Whether this is one of the two ztunnel roles.
-    pub fn is_node_proxy(&self) -> bool {
-        !matches!(self, Component::Controller)
-    }
 }
 
 /// A running (or stopped) system process and how to start it again.
@@ -83,6 +88,36 @@ pub struct SystemProcess {
     pub process: Option<ProcId>,
 }
 
+impl SystemProcess {
+    /// How long `stop` waits between SIGTERM and SIGKILL: the component's
+    /// own shutdown deadline (a ztunnel's drain, from its command line) plus
+    /// [`STOP_MARGIN`], so a clean shutdown is never cut short.
+    pub fn stop_grace(&self) -> Duration {
+        let shutdown = match self.component {
+            Component::Controller => CONTROLLER_SHUTDOWN,
+            Component::Ztunnel(_) => flag_value(&self.argv, "--drain-secs")
+                .and_then(|v| v.parse().ok())
+                .map_or(ZTUNNEL_DEFAULT_DRAIN, Duration::from_secs),
+            Component::NodeAgent(_) => Duration::ZERO,
+        };
+        shutdown + STOP_MARGIN
+    }
+}
+
+/// The value of the last `flag VALUE` or `flag=VALUE` in `argv` (the last
+/// one is what a command-line parser keeps when it allows repeats).
+fn flag_value<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+    let mut found = None;
+    for (i, arg) in argv.iter().enumerate() {
+        if arg == flag {
+            found = argv.get(i + 1).map(String::as_str);
+        } else if let Some(v) = arg.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
+            found = Some(v);
+        }
+    }
+    found
+}
+
 /// The control plane of a sandbox and its system processes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControlPlane {
@@ -98,6 +133,9 @@ pub struct ControlPlane {
     pub forwarder: Option<ProcId>,
     /// Controller, ztunnels and node agents.
     pub processes: Vec<SystemProcess>,
+    /// Extra arguments every node's `ztunnel proxy` gets (`up --ztunnel-arg`).
+    #[serde(default)]
+    pub ztunnel_args: Vec<String>,
 }
 
 impl ControlPlane {
@@ -118,6 +156,17 @@ impl ControlPlane {
         self.processes
             .iter_mut()
             .find(|p| &p.component == component)
+    }
+
+    /// The command line `component` first starts with: the layout's, plus
+    /// the extra arguments of `up --ztunnel-arg` for node proxies. Once
+    /// started, the recorded command line is what restarts reuse.
+    pub fn argv(&self, layout: &Layout, component: &Component) -> Vec<String> {
+        let mut argv = layout.argv(component, self.ip);
+        if matches!(component, Component::Ztunnel(_)) {
+            argv.extend(self.ztunnel_args.iter().cloned());
+        }
+        argv
     }
 }
 
@@ -318,6 +367,61 @@ mod tests {
         assert_eq!(
             l.log(&Component::NodeAgent("node2".into())),
             Path::new("/run/meshctl/t/logs/node-agent-node2.log")
+        );
+    }
+
+    fn control_plane(ztunnel_args: &[&str]) -> ControlPlane {
+        ControlPlane {
+            netns: "ms-t.control".into(),
+            ip: CONTROL_IP,
+            admin_port: 0,
+            xds_port: 0,
+            forwarder: None,
+            processes: Vec::new(),
+            ztunnel_args: ztunnel_args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn extra_ztunnel_arguments_go_to_every_node_proxy_only() {
+        let l = layout();
+        let cp = control_plane(&["--cert-ttl-secs", "20"]);
+        for node in ["node1", "node2"] {
+            let proxy = cp.argv(&l, &Component::Ztunnel(node.into()));
+            assert_eq!(proxy[proxy.len() - 2..], ["--cert-ttl-secs", "20"]);
+            let agent = cp.argv(&l, &Component::NodeAgent(node.into()));
+            assert!(!agent.contains(&"--cert-ttl-secs".to_string()), "{agent:?}");
+        }
+        assert!(
+            !cp.argv(&l, &Component::Controller)
+                .contains(&"--cert-ttl-secs".to_string())
+        );
+    }
+
+    #[test]
+    fn stop_grace_covers_each_components_own_shutdown() {
+        let l = layout();
+        let record = |component: Component, extra: &[&str]| SystemProcess {
+            argv: control_plane(extra).argv(&l, &component),
+            log: l.log(&component),
+            netns: "n".into(),
+            process: None,
+            component,
+        };
+        let proxy = |extra: &[&str]| record(Component::Ztunnel("node1".into()), extra).stop_grace();
+        assert_eq!(proxy(&[]), ZTUNNEL_DEFAULT_DRAIN + STOP_MARGIN);
+        assert_eq!(proxy(&["--drain-secs", "5"]), Duration::from_secs(7));
+        assert_eq!(
+            proxy(&["--drain-secs=5", "--drain-secs=9"]),
+            Duration::from_secs(11)
+        );
+        assert_eq!(
+            record(Component::Controller, &[]).stop_grace(),
+            CONTROLLER_SHUTDOWN + STOP_MARGIN
+        );
+        assert_eq!(
+            record(Component::NodeAgent("node1".into()), &[]).stop_grace(),
+            STOP_MARGIN
         );
     }
 

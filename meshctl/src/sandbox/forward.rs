@@ -11,9 +11,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,58 +72,23 @@ pub fn bind(port: u16, what: &str, flag: &str) -> Result<TcpListener> {
 }
 
 /// Starts the forwarder for `listeners` (each with its target port inside
-/// `netns`), detached in its own session; returns its identity.
+/// `netns`), detached in its own session like the reaper; returns its
+/// identity.
 pub fn spawn(cfg: &Config, netns: &str, listeners: &[(&TcpListener, u16)]) -> Result<ProcId> {
-    let exe = std::env::current_exe().map_err(SandboxError::io("locating meshctl"))?;
-    let log_dir = cfg.state_dir.join("logs");
-    std::fs::create_dir_all(&log_dir).map_err(SandboxError::io("creating logs folder"))?;
-    let log = std::fs::File::create(log_dir.join("forwarder.log"))
-        .map_err(SandboxError::io("creating the forwarder log"))?;
-    let log2 = log
-        .try_clone()
-        .map_err(SandboxError::io("creating the forwarder log"))?;
-    let fds: Vec<RawFd> = listeners.iter().map(|(l, _)| l.as_raw_fd()).collect();
-    let mut cmd = Command::new(exe);
-    cmd.arg("--sandbox")
-        .arg(&cfg.name)
-        .arg("--state-dir")
-        .arg(&cfg.state_dir)
-        .arg("sandbox-forward")
-        .arg("--netns")
-        .arg(netns);
+    let mut args = vec![
+        "sandbox-forward".to_string(),
+        "--netns".into(),
+        netns.into(),
+    ];
     for (l, port) in listeners {
         let f = Forward {
             fd: l.as_raw_fd(),
             port: *port,
         };
-        cmd.arg("--forward").arg(f.to_string());
+        args.extend(["--forward".into(), f.to_string()]);
     }
-    cmd.current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2);
-    // SAFETY: fcntl is async-signal-safe; the descriptors stay open in the
-    // parent until the child has exec'd.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in &fds {
-                // Keep the listeners open across exec.
-                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    // Out of the caller's session, like the reaper: signals to the shell or
-    // test runner that started `up` do not reach it.
-    process::new_session(&mut cmd);
-    let child = cmd
-        .spawn()
-        .map_err(SandboxError::io("starting the port forwarder"))?;
-    let pid = child.id() as i32;
-    drop(child);
-    Ok(process::proc_id(pid).unwrap_or(ProcId { pid, start: 0 }))
+    let fds: Vec<RawFd> = listeners.iter().map(|(l, _)| l.as_raw_fd()).collect();
+    process::spawn_self(cfg, &args, "forwarder.log", &fds)
 }
 
 /// Takes ownership of an inherited listening socket, checking it is one.
@@ -252,21 +215,9 @@ mod tests {
         assert!("3=70000".parse::<Forward>().is_err());
     }
 
-    /// Binds 127.0.0.1:0 inside `netns` (from a thread that joins it).
+    /// Binds 127.0.0.1:0 inside `netns`.
     fn listen_in(netns: &str) -> TcpListener {
-        let ns = std::fs::File::open(Path::new(NETNS_RUN_DIR).join(netns)).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on a valid fd, this thread only; it ends next.
-                assert_eq!(
-                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                    0
-                );
-                TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap()
-            })
-            .join()
-            .unwrap()
-        })
+        netns::in_netns(netns, || TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).unwrap()
     }
 
     #[test]

@@ -1,11 +1,34 @@
 //! Identifiers: random UIDs, Kubernetes-style name suffixes and a stable hash.
 
-use std::io::Read;
-
 /// Source of random bytes (a trait so tests can be deterministic).
 pub trait Entropy {
     /// `n` random bytes.
     fn bytes(&mut self, n: usize) -> Vec<u8>;
+}
+
+/// `n` bytes from the kernel's CSPRNG (getrandom(2)).
+pub fn os_random(n: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    let mut filled = 0;
+    while filled < n {
+        // SAFETY: writes at most `n - filled` bytes into our buffer.
+        let got = unsafe {
+            libc::getrandom(
+                buf[filled..].as_mut_ptr().cast::<libc::c_void>(),
+                n - filled,
+                0,
+            )
+        };
+        if got < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += got as usize;
+    }
+    Ok(buf)
 }
 
 /// Random bytes from the kernel.
@@ -13,18 +36,17 @@ pub struct OsEntropy;
 
 impl Entropy for OsEntropy {
     fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; n];
-        let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
-        if filled.is_err() {
-            // Without /dev/urandom, std's per-process random hasher keys are
-            // still unpredictable enough for names and UIDs.
+        os_random(n).unwrap_or_else(|_| {
+            // Without the kernel's source, std's per-process random hasher
+            // keys are still unpredictable enough for names and UIDs.
             use std::hash::{BuildHasher, RandomState};
+            let mut buf = vec![0u8; n];
             for (i, chunk) in buf.chunks_mut(8).enumerate() {
                 let v = RandomState::new().hash_one(i).to_le_bytes();
                 chunk.copy_from_slice(&v[..chunk.len()]);
             }
-        }
-        buf
+            buf
+        })
     }
 }
 

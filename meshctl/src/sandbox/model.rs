@@ -259,11 +259,6 @@ impl Cluster {
         }
     }
 
-    /// Prefix of every network namespace of this sandbox.
-    pub fn netns_prefix(&self) -> String {
-        netns_prefix(&self.name)
-    }
-
     /// All network namespaces of this sandbox.
     pub fn all_netns(&self) -> Vec<String> {
         let mut v = vec![self.fabric_netns.clone()];

@@ -143,26 +143,34 @@ pub fn list_netns(prefix: &str) -> Vec<String> {
     names
 }
 
-/// Writes a sysctl inside a namespace: a short-lived thread joins the
-/// namespace, since `/proc/sys/net` shows the calling thread's namespace.
-pub fn sysctl(netns: &str, key: &str, value: &str) -> Result<()> {
-    let handle = Path::new(NETNS_RUN_DIR).join(netns);
-    let ctx = format!("setting {key}={value} in namespace {netns}");
-    let file = std::fs::File::open(&handle).map_err(SandboxError::io(ctx.clone()))?;
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    let result = std::thread::scope(|s| {
+/// Runs `work` on a short-lived thread that has joined the network
+/// namespace `netns`: sockets it creates belong to that namespace and
+/// `/proc/sys/net` shows that namespace's settings. The caller's threads
+/// never change namespace, and the helper thread ends with `work`.
+pub fn in_netns<T: Send>(
+    netns: &str,
+    work: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    let handle = std::fs::File::open(Path::new(NETNS_RUN_DIR).join(netns))?;
+    std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: setns on a valid namespace fd affects only this thread,
-            // which exits right after.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            // SAFETY: setns on a valid namespace fd affects only this thread.
+            if unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            std::fs::write(&path, value)
+            work()
         })
         .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("sysctl thread panicked")))
-    });
-    result.map_err(SandboxError::io(ctx))
+        .unwrap_or_else(|_| Err(std::io::Error::other("namespace thread panicked")))
+    })
+}
+
+/// Writes a sysctl inside a namespace.
+pub fn sysctl(netns: &str, key: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    in_netns(netns, || std::fs::write(&path, value)).map_err(SandboxError::io(format!(
+        "setting {key}={value} in namespace {netns}"
+    )))
 }
 
 /// Creates the fabric namespace with its bridge and the node namespaces
@@ -228,27 +236,10 @@ pub fn create_control(tools: &Tools, cluster: &Cluster, netns: &str, ip: Ipv4Add
     ip_batch(tools, Some(netns), &lines, false)
 }
 
-/// Connects to `addr` from inside the network namespace `netns`. A socket
-/// belongs to the namespace it was created in, so a short-lived thread
-/// joins `netns`, creates and connects the socket, and returns to its
-/// original namespace; the caller's threads never change namespace.
+/// Connects to `addr` from inside the network namespace `netns` (a socket
+/// belongs to the namespace it was created in).
 pub fn connect_in(netns: &str, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    let target = std::fs::File::open(Path::new(NETNS_RUN_DIR).join(netns))?;
-    let original = std::fs::File::open("/proc/thread-self/ns/net")?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns on valid namespace fds changes only this thread.
-            if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let connected = TcpStream::connect_timeout(&addr, timeout);
-            // SAFETY: as above; the thread ends right after either way.
-            unsafe { libc::setns(original.as_raw_fd(), libc::CLONE_NEWNET) };
-            connected
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("connect thread panicked")))
-    })
+    in_netns(netns, || TcpStream::connect_timeout(&addr, timeout))
 }
 
 /// Creates the namespaces and links of new pods: one `ip` call for the

@@ -62,10 +62,10 @@ pub fn age(created: u64, now: u64) -> String {
 }
 
 fn status(p: &Pod) -> &'static str {
-    match (p.phase, p.ready) {
-        (Phase::Running, _) => "Running",
-        (Phase::Pending, _) => "Pending",
-        (Phase::Failed, _) => "Error",
+    match p.phase {
+        Phase::Running => "Running",
+        Phase::Pending => "Pending",
+        Phase::Failed => "Error",
     }
 }
 
@@ -79,36 +79,52 @@ fn ready(p: &Pod) -> String {
     format!("{n}/{total}")
 }
 
+/// A table of namespaced objects, `rows` given with their namespace: one
+/// namespace's objects, or (`namespace` None) everyone's with a NAMESPACE
+/// column first; kubectl's "No ... found." when there are none.
+fn namespaced_table(
+    namespace: Option<&str>,
+    what: &str,
+    header: &[&str],
+    rows: Vec<(String, Vec<String>)>,
+) -> String {
+    if rows.is_empty() {
+        return empty(namespace, what);
+    }
+    if namespace.is_some() {
+        let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, row)| row).collect();
+        return table(header, &rows);
+    }
+    let header: Vec<&str> = std::iter::once("NAMESPACE")
+        .chain(header.iter().copied())
+        .collect();
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|(ns, row)| std::iter::once(ns).chain(row).collect())
+        .collect();
+    table(&header, &rows)
+}
+
 /// `get pods`.
 pub fn pods(c: &Cluster, namespace: Option<&str>, now: u64) -> String {
-    let all = namespace.is_none();
-    let mut rows = Vec::new();
-    for p in c
+    let rows = c
         .pods
         .values()
         .filter(|p| namespace.is_none_or(|ns| p.namespace == ns))
-    {
-        let mut row = vec![
-            p.name.clone(),
-            ready(p),
-            status(p).into(),
-            p.ip.to_string(),
-            p.node.clone(),
-            age(p.created, now),
-        ];
-        if all {
-            row.insert(0, p.namespace.clone());
-        }
-        rows.push(row);
-    }
-    let mut header = vec!["NAME", "READY", "STATUS", "IP", "NODE", "AGE"];
-    if all {
-        header.insert(0, "NAMESPACE");
-    }
-    if rows.is_empty() {
-        return empty(namespace, "pods");
-    }
-    table(&header, &rows)
+        .map(|p| {
+            let row = vec![
+                p.name.clone(),
+                ready(p),
+                status(p).into(),
+                p.ip.to_string(),
+                p.node.clone(),
+                age(p.created, now),
+            ];
+            (p.namespace.clone(), row)
+        })
+        .collect();
+    let header = ["NAME", "READY", "STATUS", "IP", "NODE", "AGE"];
+    namespaced_table(namespace, "pods", &header, rows)
 }
 
 /// `get pods -o json`: a Kubernetes `List` of Pod objects with status.
@@ -138,42 +154,31 @@ fn ports(s: &ServiceView) -> String {
 
 /// `get svc`.
 pub fn svcs(c: &Cluster, namespace: Option<&str>, now: u64) -> String {
-    let all = namespace.is_none();
-    let mut rows = Vec::new();
-    for s in services(c)
-        .iter()
+    let rows = services(c)
+        .into_iter()
         .filter(|s| namespace.is_none_or(|ns| s.namespace == ns))
-    {
-        let created = c
-            .find("Service", Some(&s.namespace), &s.name)
-            .map(|a| a.created)
-            .unwrap_or(now);
-        let ip = s
-            .cluster_ip
-            .map(|i| i.to_string())
-            .unwrap_or_else(|| "None".into());
-        let eps: usize = s.addresses.len();
-        let mut row = vec![
-            s.name.clone(),
-            "ClusterIP".into(),
-            ip,
-            ports(s),
-            eps.to_string(),
-            age(created, now),
-        ];
-        if all {
-            row.insert(0, s.namespace.clone());
-        }
-        rows.push(row);
-    }
-    let mut header = vec!["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS", "AGE"];
-    if all {
-        header.insert(0, "NAMESPACE");
-    }
-    if rows.is_empty() {
-        return empty(namespace, "services");
-    }
-    table(&header, &rows)
+        .map(|s| {
+            let created = c
+                .find("Service", Some(&s.namespace), &s.name)
+                .map(|a| a.created)
+                .unwrap_or(now);
+            let ip = s
+                .cluster_ip
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "None".into());
+            let row = vec![
+                s.name.clone(),
+                "ClusterIP".into(),
+                ip,
+                ports(&s),
+                s.addresses.len().to_string(),
+                age(created, now),
+            ];
+            (s.namespace, row)
+        })
+        .collect();
+    let header = ["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS", "AGE"];
+    namespaced_table(namespace, "services", &header, rows)
 }
 
 /// `get ns`.
@@ -324,6 +329,28 @@ mod tests {
         assert_eq!(
             t,
             "NAME          IP\na-long-name   10.0.0.1\nb             x\n"
+        );
+    }
+
+    #[test]
+    fn namespaced_tables_add_the_namespace_column_only_across_namespaces() {
+        let rows = || vec![("shop".to_string(), vec!["web".to_string(), "1".to_string()])];
+        let header = ["NAME", "N"];
+        assert_eq!(
+            namespaced_table(Some("shop"), "pods", &header, rows()),
+            "NAME   N\nweb    1\n"
+        );
+        assert_eq!(
+            namespaced_table(None, "pods", &header, rows()),
+            "NAMESPACE   NAME   N\nshop        web    1\n"
+        );
+        assert_eq!(
+            namespaced_table(Some("x"), "pods", &header, Vec::new()),
+            "No pods found in x namespace.\n"
+        );
+        assert_eq!(
+            namespaced_table(None, "services", &header, Vec::new()),
+            "No services found.\n"
         );
     }
 

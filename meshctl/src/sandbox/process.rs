@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
+use std::os::fd::RawFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -12,9 +13,10 @@ use std::time::{Duration, Instant};
 use super::manifest::{Container, parse_map_field, protocol};
 use super::model::{Node, Pod, ProcId};
 use super::netns::{NETNS_RUN_DIR, Tools};
-use super::{Result, SandboxError};
+use super::{Config, Result, SandboxError};
 
-/// How long stopped processes get between SIGTERM and SIGKILL.
+/// How long pod processes, and every process at teardown, get between
+/// SIGTERM and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(2);
 
 /// The PATH every container gets, after the sandbox's own binaries.
@@ -193,6 +195,58 @@ pub fn spawn_in(
     Ok(proc_id(pid).unwrap_or(ProcId { pid, start: 0 }))
 }
 
+/// Starts this `meshctl` binary, aimed at `cfg`'s sandbox, with `args` (a
+/// hidden verb and its options), in a session of its own so signals to the
+/// caller's terminal or process group do not reach it; output goes to
+/// `<state>/logs/<log>`. `inherit` are descriptors the child keeps across
+/// exec. Returns its identity.
+pub fn spawn_self(cfg: &Config, args: &[String], log: &str, inherit: &[RawFd]) -> Result<ProcId> {
+    let what = args.first().map(String::as_str).unwrap_or("meshctl");
+    let exe = std::env::current_exe().map_err(SandboxError::io("locating meshctl"))?;
+    let log_dir = cfg.state_dir.join("logs");
+    std::fs::create_dir_all(&log_dir).map_err(SandboxError::io("creating logs folder"))?;
+    let out = std::fs::File::create(log_dir.join(log))
+        .map_err(SandboxError::io(format!("creating the {what} log")))?;
+    let err = out
+        .try_clone()
+        .map_err(SandboxError::io(format!("creating the {what} log")))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--sandbox")
+        .arg(&cfg.name)
+        .arg("--state-dir")
+        .arg(&cfg.state_dir)
+        .arg("--bin-dir")
+        .arg(&cfg.bin_dir)
+        .args(args)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    if !inherit.is_empty() {
+        let fds = inherit.to_vec();
+        // SAFETY: fcntl is async-signal-safe; the descriptors stay open in
+        // the parent until the child has exec'd.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in &fds {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    new_session(&mut cmd);
+    let child = cmd
+        .spawn()
+        .map_err(SandboxError::io(format!("starting meshctl {what}")))?;
+    let pid = child.id() as i32;
+    // Dropping `child` neither waits nor kills: the process lives on.
+    drop(child);
+    Ok(proc_id(pid).unwrap_or(ProcId { pid, start: 0 }))
+}
+
 /// The environment of a system process: PATH with the sandbox's binaries
 /// first, HOME, backtraces on panic and no colour codes (both land in its
 /// log file).
@@ -297,9 +351,9 @@ fn signal(p: ProcId, sig: i32) {
 }
 
 /// Stops every process in the namespaces `names` plus `extra`: SIGTERM,
-/// up to [`GRACE`] to exit, then SIGKILL. Rescans so children forked while
+/// up to `grace` to exit, then SIGKILL. Rescans so children forked while
 /// stopping are caught too.
-pub fn stop(names: &[String], extra: &[ProcId]) {
+pub fn stop(names: &[String], extra: &[ProcId], grace: Duration) {
     let collect = || -> Vec<ProcId> {
         let mut v: Vec<ProcId> = pids_in_netns(names)
             .keys()
@@ -321,7 +375,7 @@ pub fn stop(names: &[String], extra: &[ProcId]) {
             signal(*p, sig);
         }
         let wait = if round == 0 {
-            GRACE
+            grace
         } else {
             Duration::from_secs(1)
         };

@@ -3,50 +3,26 @@
 //! so a killed test or a crashed script leaves nothing behind.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::model::ProcId;
-use super::{Config, Result, SandboxError, process, state, teardown};
+use super::{Config, Result, process, state, teardown};
 
 /// How often the reaper re-checks when it cannot wait on a pidfd.
 const POLL: Duration = Duration::from_millis(500);
 
-/// Starts the reaper for `owner`; returns its identity.
+/// Starts the reaper for `owner` in a session of its own, so whatever kills
+/// the owner's process group does not take the reaper with it; returns its
+/// identity.
 pub fn spawn(cfg: &Config, owner: ProcId) -> Result<ProcId> {
-    let exe = std::env::current_exe().map_err(SandboxError::io("locating meshctl"))?;
-    let log_dir = cfg.state_dir.join("logs");
-    std::fs::create_dir_all(&log_dir).map_err(SandboxError::io("creating logs folder"))?;
-    let log = std::fs::File::create(log_dir.join("reaper.log"))
-        .map_err(SandboxError::io("creating reaper log"))?;
-    let log2 = log
-        .try_clone()
-        .map_err(SandboxError::io("creating reaper log"))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("--sandbox")
-        .arg(&cfg.name)
-        .arg("--state-dir")
-        .arg(&cfg.state_dir)
-        .arg("--bin-dir")
-        .arg(&cfg.bin_dir)
-        .arg("sandbox-reaper")
-        .arg("--owner-pid")
-        .arg(owner.pid.to_string())
-        .arg("--owner-start")
-        .arg(owner.start.to_string())
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2);
-    // Its own session keeps the reaper out of the owner's process group, so
-    // whatever kills the owner's group does not take the reaper with it.
-    process::new_session(&mut cmd);
-    let child = cmd
-        .spawn()
-        .map_err(SandboxError::io("starting the sandbox reaper"))?;
-    let pid = child.id() as i32;
-    drop(child);
-    Ok(process::proc_id(pid).unwrap_or(ProcId { pid, start: 0 }))
+    let args = [
+        "sandbox-reaper".to_string(),
+        "--owner-pid".into(),
+        owner.pid.to_string(),
+        "--owner-start".into(),
+        owner.start.to_string(),
+    ];
+    process::spawn_self(cfg, &args, "reaper.log", &[])
 }
 
 /// A pidfd for `pid`, when the kernel supports them (5.3+).

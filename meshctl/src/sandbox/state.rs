@@ -19,8 +19,9 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -117,15 +118,45 @@ pub fn peek(dir: &Path) -> Option<Cluster> {
     serde_json::from_str(&std::fs::read_to_string(state_file(dir)).ok()?).ok()
 }
 
-/// Writes `content` to `path` atomically.
+/// Writes `content` to `path` atomically (temp file + rename), readable by
+/// everyone.
 fn write_atomic(path: &Path, content: &str) -> Result<()> {
+    write_file(path, content, 0o644)
+}
+
+/// Writes `content` to `path` atomically, readable by root only from the
+/// start (never briefly world-readable): tokens.
+pub fn write_private(path: &Path, content: &str) -> Result<()> {
+    write_file(path, content, 0o600)
+}
+
+/// Creates `dir` (and its parents) accessible by root only.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(SandboxError::io(format!("creating {}", dir.display())))
+}
+
+fn write_file(path: &Path, content: &str, mode: u32) -> Result<()> {
     let ctx = || format!("writing {}", path.display());
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(SandboxError::io(ctx()))?;
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, content).map_err(SandboxError::io(ctx()))?;
+    // A leftover of an interrupted write would make create_new fail.
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(SandboxError::io(ctx()))?;
+    file.write_all(content.as_bytes())
+        .map_err(SandboxError::io(ctx()))?;
+    drop(file);
     std::fs::rename(&tmp, path).map_err(SandboxError::io(ctx()))
 }
 

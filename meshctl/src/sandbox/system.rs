@@ -3,15 +3,14 @@
 //! until `/ready`), and per node a ztunnel and a node agent (started, never
 //! waited for). Also stopping, starting and restarting any of them.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::time::{Duration, Instant};
 
-use super::cluster::{Sandbox, tail};
+use super::cluster::{Sandbox, quoted_tail};
 use super::control::{
     ADMIN_PORT, CONTROL_IP, Component, ControlPlane, Layout, SystemProcess, XDS_PORT,
 };
 use super::model::{ProcId, netns_name};
-use super::{Result, SandboxError, admin, forward, netns, process, tokens};
+use super::{Result, SandboxError, admin, forward, netns, process, state, tokens};
 
 /// Longest wait for the controller's `/ready`.
 pub const CONTROLLER_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,6 +27,8 @@ pub struct SystemOptions {
     pub admin_port: Option<u16>,
     /// Host port for the gRPC endpoint (0: any free port).
     pub xds_port: u16,
+    /// Extra arguments for every node's `ztunnel proxy`.
+    pub ztunnel_args: Vec<String>,
 }
 
 /// Which components a `start`/`stop`/`restart` verb names.
@@ -96,6 +97,7 @@ impl Sandbox {
             xds_port: 0,
             forwarder: None,
             processes: Vec::new(),
+            ztunnel_args: opts.ztunnel_args.clone(),
         });
         self.save()?;
         self.say(format!(
@@ -110,12 +112,8 @@ impl Sandbox {
                 .map_err(SandboxError::io(format!("creating {}", dir.display())))?;
         }
         for dir in [layout.ca_dir(), layout.netns_dir(), layout.zds_dir()] {
-            // 0700: the CA folder holds the root's private key.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(SandboxError::io(format!("creating {}", dir.display())))?;
+            // Private: the CA folder holds the root's private key.
+            state::private_dir(&dir)?;
         }
 
         let admin = match opts.admin_port {
@@ -181,17 +179,13 @@ impl Sandbox {
         let record = control.find(component).cloned().unwrap_or(SystemProcess {
             component: component.clone(),
             netns,
-            argv: layout.argv(component, control.ip),
+            argv: control.argv(&layout, component),
             log: layout.log(component),
             process: None,
         });
-        if component.is_node_proxy() {
+        if let Component::NodeAgent(node) = component {
             // A leftover socket of a killed agent would make the new one fail to bind.
-            if let Some(node) = component.node()
-                && matches!(component, Component::NodeAgent(_))
-            {
-                let _ = std::fs::remove_file(layout.zds_socket(node));
-            }
+            let _ = std::fs::remove_file(layout.zds_socket(node));
         }
         self.say(format!("starting {}", component.name()));
         let env = process::system_env(&self.cfg.bin_dir);
@@ -218,17 +212,16 @@ impl Sandbox {
         Ok(spawned)
     }
 
-    /// Stops one component (SIGTERM, then SIGKILL after a grace period);
-    /// false when it was not running.
+    /// Stops one component: SIGTERM, then SIGKILL once its own shutdown
+    /// deadline has passed ([`SystemProcess::stop_grace`]); false when it was
+    /// not running.
     pub fn stop_component(&mut self, component: &Component) -> Result<bool> {
-        let running = self
-            .control()?
-            .find(component)
-            .and_then(|p| p.process)
-            .filter(|p| process::alive(*p));
-        if let Some(p) = running {
+        let record = self.control()?.find(component);
+        let running =
+            record.and_then(|r| Some((r.process.filter(|p| process::alive(*p))?, r.stop_grace())));
+        if let Some((p, grace)) = running {
             self.say(format!("stopping {} (pid {})", component.name(), p.pid));
-            process::stop(&[], &[p]);
+            process::stop(&[], &[p], grace);
         }
         if let Some(r) = self
             .cluster
@@ -251,7 +244,7 @@ impl Sandbox {
             what: "controller".into(),
             why,
             log: log.display().to_string(),
-            tail: tail(&log, 20),
+            tail: quoted_tail(&log, 20),
         };
         let deadline = Instant::now() + CONTROLLER_READY_TIMEOUT;
         loop {

@@ -52,7 +52,7 @@ pub fn destroy_runtime(tools: &Tools, name: &str, cluster: Option<&Cluster>) {
         // The reaper watches from the host namespace; stop it unless it is us.
         procs.extend(c.reaper.filter(|r| r.pid != std::process::id() as i32));
     }
-    process::stop(&names, &procs);
+    process::stop(&names, &procs, process::GRACE);
     netns::delete_netns(tools, &names);
     let mut etc = dns::list(&prefix);
     etc.extend(names.iter().cloned());

@@ -6,45 +6,20 @@
 //! identity and its node (what the controller's CA checks impersonation
 //! against), or a waypoint's own identity with no node.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::control::{Layout, TRUST_DOMAIN, ZTUNNEL_IDENTITY};
+use super::ids::os_random;
+use super::state::{private_dir, write_private};
 use super::{Result, SandboxError};
 
 /// Random bytes per token (64 hex characters).
 const TOKEN_BYTES: usize = 32;
 
-/// `n` bytes from the kernel's CSPRNG; unlike pod UIDs, tokens have no
-/// fallback: a guessable token would let anyone impersonate a node.
-fn os_random(n: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; n];
-    let mut filled = 0;
-    while filled < n {
-        // SAFETY: writes at most `n - filled` bytes into our buffer.
-        let got = unsafe {
-            libc::getrandom(
-                buf[filled..].as_mut_ptr().cast::<libc::c_void>(),
-                n - filled,
-                0,
-            )
-        };
-        if got < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += got as usize;
-    }
-    Ok(buf)
-}
-
 /// A new random token, hex-encoded.
 pub fn generate() -> Result<String> {
+    // No fallback, unlike pod UIDs: a guessable token would let anyone
+    // impersonate a node.
     let bytes = os_random(TOKEN_BYTES).map_err(SandboxError::io("reading the OS random source"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -94,40 +69,17 @@ pub fn waypoint_identity(namespace: &str, name: &str) -> String {
     format!("spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{name}")
 }
 
-/// Writes `content` to `path` readable by root only, atomically.
-fn write_private(path: &Path, content: &str) -> Result<()> {
-    let ctx = || format!("writing {}", path.display());
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("token");
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(SandboxError::io(ctx()))?;
-    f.write_all(content.as_bytes())
-        .map_err(SandboxError::io(ctx()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(SandboxError::io(ctx()))
-}
-
-/// Generates a token per node and writes the token files and the tokens
-/// file; returns (node, token) pairs.
+/// Generates a token per node, writes the token files, then the tokens file
+/// (with no waypoint yet); returns (node, token) pairs.
 pub fn provision(layout: &Layout, nodes: &[String]) -> Result<Vec<(String, String)>> {
-    let dir = layout.tokens_dir();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(SandboxError::io(format!("creating {}", dir.display())))?;
+    private_dir(&layout.tokens_dir())?;
     let mut tokens = Vec::new();
     for node in nodes {
         let token = generate()?;
         write_private(&layout.token_file(node), &token)?;
         tokens.push((node.clone(), token));
     }
-    write_private(&layout.tokens_file(), &render(&node_entries(&tokens)))?;
+    sync_waypoints(layout, nodes, &[])?;
     Ok(tokens)
 }
 
@@ -150,11 +102,7 @@ pub fn sync_waypoints(
     waypoints: &[(String, String)],
 ) -> Result<bool> {
     let dir = layout.tokens_dir();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(SandboxError::io(format!("creating {}", dir.display())))?;
+    private_dir(&dir)?;
     let mut node_tokens = Vec::new();
     for node in nodes {
         if let Some(token) = read_token(&layout.token_file(node))? {

@@ -49,6 +49,8 @@ pub fn parse_map_field<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
         .or_else(|| rest.strip_prefix('"').and_then(|r| r.strip_suffix('"')))
 }
 
+/// A pod spec (`at` is its field path): containers with unique names,
+/// supported downward-API env fields, valid ports.
 pub fn validate_pod_spec(spec: &PodSpec, at: &str) -> Result<(), String> {
     if spec.containers.is_empty() {
         return Err(format!(
@@ -98,6 +100,8 @@ pub fn validate_pod_spec(spec: &PodSpec, at: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A Deployment: a matchLabels selector that its pod template carries, and
+/// a valid pod template.
 pub fn validate_deployment(d: &DeploymentObject) -> Result<(), String> {
     let selector = &d.spec.selector.match_labels;
     if selector.is_empty() {
@@ -116,6 +120,8 @@ pub fn validate_deployment(d: &DeploymentObject) -> Result<(), String> {
     validate_pod_spec(&d.spec.template.spec, "spec.template.spec")
 }
 
+/// A Service: a ClusterIP in the service range (or `None`), ports with
+/// numbers, names when several, and a protocol the sandbox supports.
 pub fn validate_service(spec: &ServiceSpec) -> Result<(), String> {
     let headless = spec.cluster_ip.as_deref() == Some("None");
     if let Some(ip) = spec
