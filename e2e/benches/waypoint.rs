@@ -18,17 +18,13 @@
 //!
 //! and the waypoint's resident memory, idle and after the runs.
 
-#[path = "../tests/ztunnel/mesh.rs"]
-mod mesh;
-#[path = "../tests/waypoint/shop.rs"]
-mod shop;
-
 use std::time::Duration;
 
-use e2e::Sandbox;
-use mesh::{NODES, SETTLE, eventually, proc_usage, wait_ready, ztunnel_pid};
+use e2e::measure::{children_cpu_seconds, env_or, full_run, proc_usage, rss_mib};
+use e2e::mesh::{NODES, pod_pids, wait_ready, ztunnel_pid};
+use e2e::metrics::requests_total;
+use e2e::{SETTLE, Sandbox, eventually};
 use meshctl::app::load_report::LoadReport;
-use meshctl::sandbox::state;
 
 const MANIFESTS: &str = r#"apiVersion: v1
 kind: Namespace
@@ -90,30 +86,12 @@ spec:
   ports: [{name: http, port: 8080}]
 "#;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[derive(Clone, Copy)]
 struct Settings {
     requests: u64,
     concurrency: u64,
     rate: u64,
     seconds: u64,
-}
-
-/// CPU seconds used by this process's waited-for children (and theirs): the `meshctl exec`
-/// running `load`, so the client's work.
-fn children_cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// The processes on one path, besides the client.
@@ -166,7 +144,12 @@ fn measure(
         PathProcesses::cpu(&procs.proxies),
     );
     let client_before = children_cpu_seconds();
-    let report = shop::load(sb, client, url, requests, args);
+    let n = requests.to_string();
+    let mut load_args = vec!["--url", url, "-n", &n, "--timeout-ms", "15000"];
+    load_args.extend_from_slice(args);
+    let report = sb
+        .load(client, &load_args)
+        .unwrap_or_else(|e| panic!("load from {client}: {e}"));
     // Includes the few milliseconds `meshctl exec` itself takes: a fixed cost, small next
     // to thousands of requests.
     let client_cpu = children_cpu_seconds() - client_before;
@@ -234,25 +217,23 @@ fn run(sb: &Sandbox, ns: &str, http2: bool, procs: &PathProcesses, s: Settings) 
 /// The pid of the first container of pod `namespace/name`, or of the first pod whose name
 /// starts with `name-` (a Deployment's).
 fn pod_pid(sb: &Sandbox, namespace: &str, name: &str) -> i32 {
-    let cluster = state::peek(&sb.state_dir()).expect("sandbox state");
-    cluster
-        .pods
-        .values()
-        .filter(|p| p.namespace == namespace)
-        .find(|p| p.name == name || p.name.starts_with(&format!("{name}-")))
-        .and_then(|p| p.containers.first()?.process)
-        .map(|p| p.pid)
+    pod_pids(sb)
+        .into_iter()
+        .find(|(key, _)| {
+            key.strip_prefix(namespace)
+                .and_then(|k| k.strip_prefix('/'))
+                .is_some_and(|pod| pod == name || pod.starts_with(&format!("{name}-")))
+        })
+        .and_then(|(_, pids)| pids.first().copied())
         .unwrap_or_else(|| panic!("no running pod {namespace}/{name}"))
 }
 
-fn rss_mib(pid: i32) -> f64 {
-    proc_usage(pid).expect("waypoint process").rss_bytes as f64 / f64::from(1 << 20)
+fn waypoint_rss(pid: i32) -> f64 {
+    rss_mib(pid).expect("waypoint process")
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and then a short run
-    // only checks that every path works.
-    let full = std::env::args().any(|a| a == "--bench");
+    let full = full_run();
     let s = Settings {
         requests: env_or("WAYPOINT_BENCH_REQUESTS", if full { 50_000 } else { 300 }),
         concurrency: env_or("WAYPOINT_BENCH_CONCURRENCY", 16),
@@ -264,31 +245,10 @@ fn main() {
     wait_ready(&sb);
     // The L7 path works end to end once the waypoint counts a request.
     let through = eventually(SETTLE, || {
-        let out = sb.exec(
-            "mesh/client",
-            &[
-                "meshctl",
-                "app",
-                "curl",
-                "--fail",
-                "--timeout-ms",
-                "3000",
-                "http://echo:8080/",
-            ],
-        );
-        let metrics = sb.exec(
-            "mesh/deploy/waypoint",
-            &[
-                "meshctl",
-                "app",
-                "curl",
-                "--fail",
-                "http://127.0.0.1:15020/metrics",
-            ],
-        );
-        out.is_ok_and(|o| o.status.success())
-            && metrics
-                .is_ok_and(|m| shop::requests_total(&String::from_utf8_lossy(&m.stdout), &[]) > 0.0)
+        sb.http("mesh/client", "http://echo:8080/").is_ok()
+            && sb
+                .http("mesh/deploy/waypoint", "http://127.0.0.1:15020/metrics")
+                .is_ok_and(|m| requests_total(&m, &[]) > 0.0)
     });
     assert!(through, "requests never went through the waypoint");
 
@@ -306,7 +266,7 @@ fn main() {
         proxies: ztunnels.iter().copied().chain([waypoint]).collect(),
     };
     std::thread::sleep(Duration::from_secs(1));
-    let idle_rss = rss_mib(waypoint);
+    let idle_rss = waypoint_rss(waypoint);
 
     println!(
         "HTTP pod to pod across two nodes, direct vs through ztunnel + waypoint: {} requests \
@@ -319,7 +279,7 @@ fn main() {
         let w = run(&sb, "mesh", http2, &mesh, s);
         ratios.push((http2, d, w));
     }
-    let loaded_rss = rss_mib(waypoint);
+    let loaded_rss = waypoint_rss(waypoint);
     println!("ratios (waypoint path / direct):");
     for (http2, d, w) in &ratios {
         println!(

@@ -18,9 +18,6 @@
 //! and the two ztunnels' CPU (cores busy over each phase) and resident memory, idle and under
 //! load, from `/proc`, next to the CPU of the apps themselves (this process) for scale.
 
-#[path = "../tests/ztunnel/mesh.rs"]
-mod mesh;
-
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -28,7 +25,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::Sandbox;
-use mesh::{NODES, ProcUsage, proc_usage, wait_captured, wait_ready, ztunnel_pid};
+use e2e::measure::{ProcUsage, env_or, full_run, proc_usage};
+use e2e::mesh::{NODES, wait_captured, wait_ready, ztunnel_pid};
+use meshctl::app::load_report::percentile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -69,13 +68,6 @@ kind: Pod
 metadata: {name: server, namespace: mesh}
 spec: {nodeName: node2, containers: [{name: c, command: [sleep, infinity]}]}
 "#;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Runs `work` on a new thread inside the network namespace at `netns`, on a single-threaded
 /// runtime of its own. Every socket it creates lives in that namespace.
@@ -230,11 +222,6 @@ async fn new_connections(server: SocketAddr, seconds: u64) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// Both ztunnels' usage.
 struct Ztunnels {
     pids: Vec<i32>,
@@ -289,8 +276,9 @@ impl Ztunnels {
 
 struct PathResult {
     gbit_per_s: f64,
-    p50: Duration,
-    p99: Duration,
+    /// Request/response latency, microseconds.
+    p50_us: f64,
+    p99_us: f64,
     conns_per_s: f64,
     bulk: PhaseUsage,
     rr: PhaseUsage,
@@ -306,7 +294,7 @@ fn run_path(
     settings: &Settings,
     ztunnels: &Ztunnels,
 ) -> PathResult {
-    let client_ns = PathBuf::from("/run/netns").join(format!("{}{client}", sb.netns_prefix()));
+    let client_ns = sb.netns_path(client);
     let on_client = |phase: u8| {
         let ns = client_ns.clone();
         let Settings {
@@ -336,17 +324,18 @@ fn run_path(
     let (Phase::Bulk(elapsed), bulk_usage) = ztunnels.measure(on_client(0)) else {
         unreachable!()
     };
-    let (Phase::Rr(mut samples), rr_usage) = ztunnels.measure(on_client(1)) else {
+    let (Phase::Rr(samples), rr_usage) = ztunnels.measure(on_client(1)) else {
         unreachable!()
     };
     let (Phase::Conns(conns_per_s), conns_usage) = ztunnels.measure(on_client(2)) else {
         unreachable!()
     };
-    samples.sort();
+    let mut micros: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    micros.sort_by(f64::total_cmp);
     let result = PathResult {
         gbit_per_s: settings.bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9,
-        p50: percentile(&samples, 50.0),
-        p99: percentile(&samples, 99.0),
+        p50_us: percentile(&micros, 50.0),
+        p99_us: percentile(&micros, 99.0),
         conns_per_s,
         bulk: bulk_usage,
         rr: rr_usage,
@@ -354,10 +343,7 @@ fn run_path(
     };
     println!(
         "{name:<7} bulk {:>6.2} Gbit/s   req/resp p50 {:>7.1} µs p99 {:>7.1} µs   {:>7.0} conn/s",
-        result.gbit_per_s,
-        result.p50.as_secs_f64() * 1e6,
-        result.p99.as_secs_f64() * 1e6,
-        result.conns_per_s,
+        result.gbit_per_s, result.p50_us, result.p99_us, result.conns_per_s,
     );
     result
 }
@@ -376,9 +362,7 @@ struct Settings {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and then a short run
-    // only checks that both paths work.
-    let full = std::env::args().any(|a| a == "--bench");
+    let full = full_run();
     let settings = Settings {
         bytes: env_or("ZTUNNEL_BENCH_BYTES", if full { 1 << 30 } else { 16 << 20 }),
         rate: env_or("ZTUNNEL_BENCH_RATE", if full { 1000 } else { 100 }),
@@ -395,8 +379,7 @@ fn main() {
             .map(|n| ztunnel_pid(&sb, n).expect("ztunnel running"))
             .collect(),
     };
-    let server_ns =
-        |ns: &str| PathBuf::from("/run/netns").join(format!("{}{ns}.server", sb.netns_prefix()));
+    let server_ns = |ns: &str| sb.netns_path(&format!("{ns}.server"));
     // The servers run until the process ends; the sandbox is torn down first, on drop.
     for ns in ["direct", "mesh"] {
         drop(in_netns(server_ns(ns), serve));
@@ -441,8 +424,8 @@ fn main() {
     println!(
         "ratio   throughput {:.2}x of direct   p50 {:.2}x   p99 {:.2}x   conn/s {:.2}x",
         mesh.gbit_per_s / direct.gbit_per_s,
-        mesh.p50.as_secs_f64() / direct.p50.as_secs_f64(),
-        mesh.p99.as_secs_f64() / direct.p99.as_secs_f64(),
+        mesh.p50_us / direct.p50_us,
+        mesh.p99_us / direct.p99_us,
         mesh.conns_per_s / direct.conns_per_s,
     );
     println!("CPU (cores busy) and memory; ztunnels = both nodes' ztunnel processes together:");

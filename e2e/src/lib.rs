@@ -5,6 +5,14 @@
 //! unique name so tests run in parallel. It is torn down by [`Sandbox::down`]
 //! or on drop (panics included), and — should the test process be killed —
 //! by the reaper `meshctl up --owner-pid` starts.
+//!
+//! Shared by the tests and the benchmarks: [`mesh`] (the node proxies as
+//! their admin endpoints show them), [`metrics`] (Prometheus text) and
+//! [`measure`] (process CPU and memory, run settings).
+
+pub mod measure;
+pub mod mesh;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,6 +20,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use meshctl::app::load_report::LoadReport;
 
 /// Harness errors; messages carry the failing command's output.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +55,41 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 pub use meshctl::sandbox::control::Component;
 
+/// How long the mesh gets to reach a state a test waits for. Generous: a
+/// loaded machine runs several sandboxes at once. Never asserted as a
+/// duration.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
+/// Polls `cond` every 200 ms until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Parses JSON or fails the test with the text.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Whether process `pid` is gone, or a zombie (which holds no namespace and
+/// never runs again).
+pub fn process_exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
 /// How to build a sandbox.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -58,6 +104,8 @@ pub struct Options {
     pub admin_port: u16,
     /// Host port for the controller's xDS/CA endpoint (default 0: a free port).
     pub xds_port: u16,
+    /// Extra arguments for every node's `ztunnel proxy` (`up --ztunnel-arg`).
+    pub ztunnel_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -68,6 +116,7 @@ impl Default for Options {
             ztunnel: true,
             admin_port: 0,
             xds_port: 0,
+            ztunnel_args: Vec::new(),
         }
     }
 }
@@ -239,6 +288,12 @@ impl Sandbox {
         if !opts.ztunnel {
             args.push("--no-ztunnel".into());
         }
+        // `=`: the values are ztunnel flags themselves.
+        args.extend(
+            opts.ztunnel_args
+                .iter()
+                .map(|a| format!("--ztunnel-arg={a}")),
+        );
         sb.run(&args)?;
         sb.controller = Some(sb.controller_info()?);
         Ok(sb)
@@ -263,7 +318,13 @@ impl Sandbox {
 
     /// Prefix of all the sandbox's network namespaces.
     pub fn netns_prefix(&self) -> String {
-        format!("ms-{}.", self.name)
+        meshctl::sandbox::model::netns_prefix(&self.name)
+    }
+
+    /// The handle of the sandbox's network namespace `rest` (`fabric`,
+    /// `node1`, `<namespace>.<pod>`), for `setns`.
+    pub fn netns_path(&self, rest: &str) -> PathBuf {
+        Path::new("/run/netns").join(format!("{}{rest}", self.netns_prefix()))
     }
 
     /// The sandbox's state folder.
@@ -348,6 +409,18 @@ impl Sandbox {
         self.exec(pod, &args)
     }
 
+    /// Runs `meshctl app load --json ARGS` in `pod` (`name` or
+    /// `namespace/name`); its report, or an error when it exits non-zero.
+    pub fn load(&self, pod: &str, args: &[&str]) -> Result<LoadReport> {
+        let mut argv = vec!["meshctl", "app", "load", "--json"];
+        argv.extend_from_slice(args);
+        let out = self.exec(pod, &argv)?;
+        let out = check(&[format!("exec {pod} -- {}", argv.join(" "))], out)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim())
+            .map_err(|e| Error::Parse(format!("load report is not JSON ({e}): {text}")))
+    }
+
     /// `meshctl label namespace NS key=value` (or `key-`).
     pub fn label(&self, namespace: &str, label: &str) -> Result<()> {
         self.run(&[
@@ -417,12 +490,16 @@ impl Sandbox {
         self.pod(name).map(|p| p.ip)
     }
 
+    /// `meshctl get controller -o json`: the control plane and its processes.
+    fn controller_json(&self) -> Result<serde_json::Value> {
+        let out = self.run(&args(&["get", "controller", "-o", "json"]))?;
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| Error::Parse(format!("get controller -o json: {e}")))
+    }
+
     /// Reads where the controller is (`meshctl get controller -o json`).
     pub fn controller_info(&self) -> Result<ControllerInfo> {
-        let out = self.run(&args(&["get", "controller", "-o", "json"]))?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| Error::Parse(format!("get controller -o json: {e}")))?;
-        ControllerInfo::parse(&v)
+        ControllerInfo::parse(&self.controller_json()?)
     }
 
     fn controller(&self) -> &ControllerInfo {
@@ -445,6 +522,22 @@ impl Sandbox {
     /// The controller's address on the sandbox fabric (from nodes and pods).
     pub fn controller_ip(&self) -> Ipv4Addr {
         self.controller().ip
+    }
+
+    /// The PID of a running system component, as `meshctl get controller
+    /// -o json` reports it; `None` when it is not running.
+    pub fn component_pid(&self, component: &Component) -> Result<Option<i32>> {
+        let v = self.controller_json()?;
+        let components = v["components"].as_array().cloned().unwrap_or_default();
+        let entry = components.iter().find(|c| {
+            serde_json::from_value::<Component>(c["component"].clone())
+                .ok()
+                .as_ref()
+                == Some(component)
+        });
+        Ok(entry
+            .and_then(|c| c["pid"].as_i64())
+            .and_then(|p| i32::try_from(p).ok()))
     }
 
     /// The bearer token provisioned for `node`'s ztunnel.

@@ -4,7 +4,6 @@
 //! (node token, delta ADS, Istio CA).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,13 +16,14 @@ use api::security::Authorization;
 use api::workload::{Address, Service, TunnelProtocol, Workload, address};
 use e2e::{Component, Options, PodInfo, Sandbox};
 use hbone::{CertificateRequest, Identity, WorkloadCertificate};
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use tonic::{Code, Streaming};
+use ztunnel::config::ControlPlaneConfig;
+use ztunnel::control::ControlPlane;
 
 const NS: &str = "ctl";
 const CONTROLLER: &str = "spiffe://cluster.local/ns/istio-system/sa/controller";
@@ -88,35 +88,24 @@ spec:
     )
 }
 
-fn controller_identity() -> Identity {
-    CONTROLLER.parse().unwrap()
-}
-
 fn roots(pem: &str) -> Vec<CertificateDer<'static>> {
     hbone::cert::certificates_from_pem(pem, "root certificate").unwrap()
 }
 
-/// A gRPC channel over TLS to the forwarded xDS port that accepts only the
-/// controller's identity chained to the sandbox's root.
-async fn channel(addr: SocketAddr, root_pem: &str) -> Channel {
-    let config = Arc::new(
-        hbone::tls::client_config_without_client_auth(&roots(root_pem), &[controller_identity()])
-            .unwrap(),
-    );
-    Endpoint::from_static("http://controller.invalid")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let config = config.clone();
-            async move {
-                let tcp = TcpStream::connect(addr).await?;
-                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-                let tls = tokio_rustls::TlsConnector::from(config)
-                    .connect(name, tcp)
-                    .await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        }))
+/// A gRPC channel to the sandbox's forwarded xDS port, made the way a ztunnel makes it: TLS
+/// that accepts only the controller's identity chained to the sandbox's root. Tokens are
+/// added per request, so one test can speak for several callers.
+async fn channel(sb: &Sandbox) -> Channel {
+    let config = ControlPlaneConfig {
+        address: sb.controller_xds_addr().to_string(),
+        root_cert: sb.controller_info().expect("controller info").root_cert,
+        token_file: None,
+        server_identity: CONTROLLER.into(),
+    };
+    ControlPlane::connect(&config)
         .await
         .expect("TLS channel to the controller")
+        .channel
 }
 
 fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
@@ -319,12 +308,11 @@ fn the_controller_serves_the_sandbox_over_xds_and_issues_node_scoped_certificate
     let token1 = sb.node_token("node1").unwrap();
     let token2 = sb.node_token("node2").unwrap();
     assert_ne!(token1, token2);
-    let addr = sb.controller_xds_addr();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Delta ADS as node1's ztunnel.
-        let mut ads = Ads::connect(channel(addr, &root_pem).await, &token1).await;
+        let mut ads = Ads::connect(channel(&sb).await, &token1).await;
         let took = ads
             .until("workloads, service and policies", |a| {
                 web.iter().all(|p| {
@@ -373,7 +361,7 @@ fn the_controller_serves_the_sandbox_over_xds_and_issues_node_scoped_certificate
         let web_id: Identity = format!("spiffe://cluster.local/ns/{NS}/sa/web")
             .parse()
             .unwrap();
-        let (csr, chain) = certificate(channel(addr, &root_pem).await, &token1, &web_id)
+        let (csr, chain) = certificate(channel(&sb).await, &token1, &web_id)
             .await
             .expect("node1 may impersonate web");
         assert_eq!(roots(chain.last().unwrap()), roots(&root_pem), "roots last");
@@ -385,16 +373,16 @@ fn the_controller_serves_the_sandbox_over_xds_and_issues_node_scoped_certificate
         let lonely_id: Identity = format!("spiffe://cluster.local/ns/{NS}/sa/lonely")
             .parse()
             .unwrap();
-        let refused = certificate(channel(addr, &root_pem).await, &token1, &lonely_id)
+        let refused = certificate(channel(&sb).await, &token1, &lonely_id)
             .await
             .expect_err("node1 has no pod of lonely");
         assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
-        let (_, chain) = certificate(channel(addr, &root_pem).await, &token2, &lonely_id)
+        let (_, chain) = certificate(channel(&sb).await, &token2, &lonely_id)
             .await
             .expect("node2 may impersonate lonely");
         assert!(!chain.is_empty());
         // An unknown token gets nothing.
-        let stranger = certificate(channel(addr, &root_pem).await, "nope", &web_id)
+        let stranger = certificate(channel(&sb).await, "nope", &web_id)
             .await
             .expect_err("unknown token");
         assert_eq!(stranger.code(), Code::Unauthenticated);
@@ -447,7 +435,7 @@ fn a_restarted_controller_keeps_its_ca_and_serves_again() {
     let addr = sb.controller_xds_addr();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut ads = rt.block_on(async {
-        let mut ads = Ads::connect(channel(addr, &root_before).await, &token).await;
+        let mut ads = Ads::connect(channel(&sb).await, &token).await;
         ads.until("lonely", |a| a.workload("lonely").is_some())
             .await;
         ads
@@ -476,7 +464,7 @@ fn a_restarted_controller_keeps_its_ca_and_serves_again() {
         "the CA root persists"
     );
     rt.block_on(async {
-        let mut ads = Ads::connect(channel(addr, &root_before).await, &token).await;
+        let mut ads = Ads::connect(channel(&sb).await, &token).await;
         ads.until("lonely after restart", |a| {
             a.workload("lonely").is_some() && a.service("web").is_some()
         })

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use e2e::{Sandbox, meshctl_bin, unique_name};
+use e2e::{Sandbox, eventually, json, meshctl_bin, process_exited, unique_name};
 
 /// An http-echo pod pinned to a node.
 fn echo_pod(name: &str, node: &str) -> String {
@@ -79,27 +79,9 @@ spec:
     )
 }
 
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// Polls `cond` every 100 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// What a sandbox may leave on the machine; all empty once it is gone.
 fn leftovers(name: &str) -> Vec<String> {
-    let prefix = format!("ms-{name}.");
+    let prefix = meshctl::sandbox::model::netns_prefix(name);
     let mut found = Vec::new();
     for dir in ["/run/netns", "/etc/netns"] {
         if let Ok(entries) = std::fs::read_dir(dir) {
@@ -119,10 +101,10 @@ fn leftovers(name: &str) -> Vec<String> {
     // namespace of it (checked through /proc/PID/ns/net of every process).
     if let Ok(procs) = std::fs::read_dir("/proc") {
         for p in procs.flatten() {
-            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            if pid == std::process::id() || is_zombie(pid) {
+            if pid == std::process::id() as i32 || process_exited(pid) {
                 continue;
             }
             let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
@@ -136,18 +118,6 @@ fn leftovers(name: &str) -> Vec<String> {
         }
     }
     found
-}
-
-fn is_zombie(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Zombies hold no namespace and never run again; they wait for init.
-    stat.rsplit(')')
-        .next()
-        .is_none_or(|rest| rest.trim_start().starts_with(['Z', 'X']))
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
 }
 
 #[test]
@@ -196,13 +166,10 @@ fn services_balance_across_replicas_on_different_nodes() {
     assert_eq!(nodes.len(), 2, "replicas spread over both nodes: {pods:?}");
 
     // A new connection per request: kube-proxy balances connections.
-    let out = sb
-        .exec(
+    let report = sb
+        .load(
             "client",
             &[
-                "meshctl",
-                "app",
-                "load",
                 "--url",
                 "http://echo.web/",
                 "-n",
@@ -210,21 +177,13 @@ fn services_balance_across_replicas_on_different_nodes() {
                 "-c",
                 "4",
                 "--new-conn",
-                "--json",
             ],
         )
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = json(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(report["statuses"]["200"], 60, "{report}");
-    let by_pod = report["by_pod"].as_object().cloned().unwrap_or_default();
-    let answered: BTreeSet<String> = by_pod.keys().cloned().collect();
+    assert_eq!(report.count(200), 60, "{report:?}");
+    let answered: BTreeSet<String> = report.by_pod.keys().cloned().collect();
     let expected: BTreeSet<String> = pods.iter().map(|p| p.name.clone()).collect();
-    assert_eq!(answered, expected, "both replicas answered: {report}");
+    assert_eq!(answered, expected, "both replicas answered: {report:?}");
     let answering_nodes: BTreeSet<_> = pods
         .iter()
         .filter(|p| answered.contains(&p.name))
@@ -276,20 +235,20 @@ fn down_leaves_nothing_behind() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sb.state_dir().join("state.json")).unwrap())
             .unwrap();
-    let mut pids: Vec<u32> = Vec::new();
+    let mut pids: Vec<i32> = Vec::new();
     for pod in state["pods"].as_object().unwrap().values() {
         for c in pod["containers"].as_array().unwrap() {
-            pids.extend(c["process"]["pid"].as_u64().map(|p| p as u32));
+            pids.extend(c["process"]["pid"].as_i64().map(|p| p as i32));
         }
     }
-    pids.extend(state["reaper"]["pid"].as_u64().map(|p| p as u32));
+    pids.extend(state["reaper"]["pid"].as_i64().map(|p| p as i32));
     assert_eq!(pids.len(), 4, "3 containers and the reaper: {pids:?}");
-    assert!(pids.iter().all(|p| alive(*p)));
+    assert!(pids.iter().all(|p| !process_exited(*p)));
     assert!(!leftovers(&name).is_empty());
 
     sb.down().unwrap();
     assert_eq!(leftovers(&name), Vec::<String>::new());
-    let running: Vec<u32> = pids.into_iter().filter(|p| alive(*p)).collect();
+    let running: Vec<i32> = pids.into_iter().filter(|p| !process_exited(*p)).collect();
     assert!(running.is_empty(), "still running: {running:?}");
     // Nothing was ever added to the host namespace.
     let host_links = Command::new("ip").args(["-o", "link"]).output().unwrap();
@@ -423,7 +382,14 @@ fn the_state_folder_holds_kubernetes_objects_for_the_controller() {
             .unwrap_or_else(|e| panic!("{rel}: {e}"));
         serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}"))
     };
-    for pod in sb.pods().unwrap().iter().filter(|p| p.namespace == "st") {
+    let pods: Vec<e2e::PodInfo> = sb
+        .pods()
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.namespace == "st")
+        .collect();
+    assert_eq!(pods.len(), 2, "both echo replicas: {pods:?}");
+    for pod in &pods {
         let obj = read(&format!("pods/st/{}.yaml", pod.name));
         assert_eq!(obj["kind"], "Pod");
         assert_eq!(obj["spec"]["nodeName"], pod.node.as_str());

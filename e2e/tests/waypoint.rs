@@ -6,13 +6,10 @@
 //! waypoint's metrics say. Only the delay scenario looks at latency, since latency is what it
 //! adds.
 
-#[path = "ztunnel/mesh.rs"]
-mod mesh;
 #[path = "waypoint/shop.rs"]
 mod shop;
 
-use e2e::{Options, Sandbox};
-use mesh::{SETTLE, eventually};
+use e2e::{Options, SETTLE, Sandbox, eventually};
 use meshctl::app::load_report::LoadReport;
 use shop::{
     API_GATEWAY, CLIENT, NS, ORDERS, RequestCounts, apply_example, by_deployment, load,

@@ -4,21 +4,18 @@
 //! (controller, and per node a ztunnel and a node agent) with a unique name, so they run in
 //! parallel.
 
-#[path = "ztunnel/mesh.rs"]
-mod mesh;
 #[path = "ztunnel/sniffer.rs"]
 mod sniffer;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use e2e::{Component, Sandbox};
-use mesh::{
-    NODES, SETTLE, active_connections, captured, certificate_serials, eventually, json, marker,
-    pod_pids, process_exited, restart_ztunnels_with, wait_captured, wait_ready, ztunnel_pid,
+use e2e::mesh::{
+    NODES, active_connections, captured, certificate_serials, pod_pids, wait_captured, wait_ready,
+    ztunnel_pid,
 };
+use e2e::{Component, Options, SETTLE, Sandbox, eventually, json, process_exited};
 use sniffer::Sniffer;
 
 /// The ambient label.
@@ -90,9 +87,38 @@ fn pair(ambient: bool) -> String {
 }
 
 fn up(manifests: &str) -> Sandbox {
-    let sb = Sandbox::up(manifests).expect("sandbox up");
+    up_with(manifests, Options::default())
+}
+
+fn up_with(manifests: &str, options: Options) -> Sandbox {
+    let sb = Sandbox::up_with(manifests, options).expect("sandbox up");
     wait_ready(&sb);
     sb
+}
+
+/// The ambient pair plus `extra` manifests, built with `options`: returned with the
+/// server's IP once both pods are captured and the client reaches the server.
+fn meshed_pair(extra: &str, options: Options) -> (Sandbox, Ipv4Addr) {
+    let sb = up_with(&(pair(true) + extra), options);
+    wait_captured(&sb, "node1", &["mesh/client"]);
+    wait_captured(&sb, "node2", &["mesh/server"]);
+    let server_ip = sb.pod_ip("server").unwrap();
+    assert!(
+        eventually(SETTLE, || get(&sb, "mesh/client", server_ip, "/").is_ok()),
+        "the captured client reaches the captured server"
+    );
+    (sb, server_ip)
+}
+
+/// A name no other request of this process uses, to find in a packet capture.
+fn marker(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "m{tag}{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// GETs `path` on the server pod from `client`; the reply, or the failure as text.
@@ -116,8 +142,7 @@ fn get(
 }
 
 fn fabric(sb: &Sandbox) -> Sniffer {
-    let path = PathBuf::from("/run/netns").join(format!("{}fabric", sb.netns_prefix()));
-    Sniffer::start(&path).expect("packet capture in the fabric namespace")
+    Sniffer::start(&sb.netns_path("fabric")).expect("packet capture in the fabric namespace")
 }
 
 #[test]
@@ -129,14 +154,13 @@ fn labelling_a_namespace_captures_running_pods_and_unlabelling_releases_them() {
     let sniffer = fabric(&sb);
     let call = |path: &str| get(&sb, "mesh/client", server_ip, path);
 
-    // Before: plaintext, and the capture does see it (so its silence later means something).
+    // Before: plaintext, and the capture does see it once it has caught up (so the same
+    // check after capture, below, means something).
     let clear = marker("plain");
     sniffer.watch(&clear);
     call(&format!("/{clear}")).expect("plaintext request");
-    assert!(
-        eventually(SETTLE, || sniffer.saw(&clear)),
-        "capture sees plaintext"
-    );
+    sniffer.sync();
+    assert!(sniffer.saw(&clear), "capture sees plaintext");
     assert!(
         sniffer
             .server_ports(client_ip, server_ip)
@@ -158,6 +182,9 @@ fn labelling_a_namespace_captures_running_pods_and_unlabelling_releases_them() {
         let reply = call(&format!("/{secret}")).expect("meshed request");
         assert_eq!(reply["path"], format!("/{secret}"));
     }
+    // Every frame of those requests crossed before their answers came back: once the
+    // capture has caught up, a secret in clear would have been seen.
+    sniffer.sync();
     let ports = sniffer.server_ports(client_ip, server_ip);
     assert_eq!(
         ports,
@@ -195,17 +222,9 @@ fn labelling_a_namespace_captures_running_pods_and_unlabelling_releases_them() {
 
 #[test]
 fn the_app_sees_the_real_client_ip() {
-    let sb = up(&pair(true));
-    wait_captured(&sb, "node1", &["mesh/client"]);
-    wait_captured(&sb, "node2", &["mesh/server"]);
+    let (sb, server_ip) = meshed_pair("", Options::default());
     let client_ip = sb.pod_ip("client").unwrap();
-    let server_ip = sb.pod_ip("server").unwrap();
-    let mut reply = None;
-    assert!(eventually(SETTLE, || {
-        reply = get(&sb, "mesh/client", server_ip, "/who").ok();
-        reply.is_some()
-    }));
-    let reply = reply.unwrap();
+    let reply = get(&sb, "mesh/client", server_ip, "/who").expect("meshed request");
     let seen = reply["client"].as_str().unwrap_or_default();
     assert!(
         seen.starts_with(&format!("{client_ip}:")),
@@ -215,16 +234,11 @@ fn the_app_sees_the_real_client_ip() {
 
 #[test]
 fn strict_peer_authentication_refuses_plaintext_and_permissive_admits_it() {
-    let manifests = pair(true)
-        + &namespace("outside", false)
+    let outside = namespace("outside", false)
         + &client_pod("outside", "stranger", "node1", "default")
         + &peer_authentication("PERMISSIVE");
-    let sb = up(&manifests);
-    wait_captured(&sb, "node1", &["mesh/client"]);
-    wait_captured(&sb, "node2", &["mesh/server"]);
-    let server_ip = sb.pod_ip("server").unwrap();
+    let (sb, server_ip) = meshed_pair(&outside, Options::default());
     let from = |pod: &str| get(&sb, pod, server_ip, "/pa").is_ok();
-    assert!(eventually(SETTLE, || from("mesh/client")), "meshed client");
     assert!(
         eventually(SETTLE, || from("outside/stranger")),
         "PERMISSIVE admits plaintext"
@@ -329,41 +343,32 @@ spec:
         .http("mesh/client", "http://echo.mesh/")
         .is_ok()));
 
-    let load = "meshctl app load --url http://echo.mesh/ -n 80 -c 4 --new-conn --json";
-    let out = sb
-        .exec("mesh/client", &load.split(' ').collect::<Vec<_>>())
+    let report = sb
+        .load(
+            "mesh/client",
+            &[
+                "--url",
+                "http://echo.mesh/",
+                "-n",
+                "80",
+                "-c",
+                "4",
+                "--new-conn",
+            ],
+        )
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = json(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(report["statuses"]["200"], 80, "{report}");
-    let answered: BTreeSet<String> = report["by_pod"]
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
+    assert_eq!(report.count(200), 80, "{report:?}");
+    let answered: BTreeSet<String> = report.by_pod.keys().cloned().collect();
     let expected: BTreeSet<String> = echoes.iter().map(|p| p.name.clone()).collect();
     assert_eq!(
         answered, expected,
-        "endpoints on both nodes answered: {report}"
+        "endpoints on both nodes answered: {report:?}"
     );
 }
 
 #[test]
 fn traffic_survives_the_controller_and_a_restart_resyncs() {
-    let sb = up(&pair(true));
-    wait_captured(&sb, "node1", &["mesh/client"]);
-    wait_captured(&sb, "node2", &["mesh/server"]);
-    let server_ip = sb.pod_ip("server").unwrap();
-    assert!(eventually(SETTLE, || get(
-        &sb,
-        "mesh/client",
-        server_ip,
-        "/"
-    )
-    .is_ok()));
+    let (sb, server_ip) = meshed_pair("", Options::default());
 
     sb.stop(&Component::Controller).unwrap();
     for i in 0..5 {
@@ -394,28 +399,29 @@ spec:
 
 #[test]
 fn requests_never_fail_across_certificate_rotations() {
-    let sb = up(&pair(true));
-    restart_ztunnels_with(&sb, &["--cert-ttl-secs", "20"]);
-    wait_ready(&sb);
-    wait_captured(&sb, "node1", &["mesh/client"]);
-    wait_captured(&sb, "node2", &["mesh/server"]);
-    let server_ip = sb.pod_ip("server").unwrap();
-    assert!(eventually(SETTLE, || get(
-        &sb,
-        "mesh/client",
-        server_ip,
-        "/"
-    )
-    .is_ok()));
+    let options = Options {
+        ztunnel_args: vec!["--cert-ttl-secs".into(), "20".into()],
+        ..Options::default()
+    };
+    let (sb, server_ip) = meshed_pair("", options);
 
     // 10 requests a second for 70 s, each on a new connection: with a 20 s lifetime and
     // rotation at half-life, several certificates come and go on both nodes meanwhile.
     let url = format!("http://{server_ip}:{APP_PORT}/steady");
     let load = std::thread::scope(|s| {
         let load = s.spawn(|| {
-            let args =
-                format!("meshctl app load --url {url} -n 700 -c 4 --rate 10 --new-conn --json");
-            sb.exec("mesh/client", &args.split(' ').collect::<Vec<_>>())
+            let args = [
+                "--url",
+                &url,
+                "-n",
+                "700",
+                "-c",
+                "4",
+                "--rate",
+                "10",
+                "--new-conn",
+            ];
+            sb.load("mesh/client", &args)
         });
         let mut serials: BTreeSet<String> = BTreeSet::new();
         while !load.is_finished() {
@@ -426,24 +432,20 @@ fn requests_never_fail_across_certificate_rotations() {
         }
         (load.join().expect("load thread"), serials)
     });
-    let (out, serials) = load;
-    let out = out.unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = json(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(report["statuses"]["200"], 700, "{report}");
-    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    let (report, serials) = load;
+    let report = report.unwrap();
+    assert_eq!(report.count(200), 700, "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
     // Each node's first certificate makes 2 serials: more means rotations happened.
     assert!(serials.len() >= 5, "certificates seen: {serials:?}");
 }
 
-/// Sends SIGTERM to `node`'s ztunnel while a slow request crosses it: the request completes,
-/// the process exits by itself, and a fresh ztunnel takes over.
+/// Stops `node`'s ztunnel with `meshctl stop` (SIGTERM, SIGKILL only after its drain
+/// deadline) while a slow request crosses it: the request completes, the process exits by
+/// itself once drained, and a fresh ztunnel takes over.
 fn drain_during_a_slow_request(sb: &Sandbox, node: &str, pod: &str) {
     let server_ip = sb.pod_ip("server").unwrap();
+    let ztunnel = Component::Ztunnel(node.into());
     let pid = ztunnel_pid(sb, node).expect("ztunnel running");
     std::thread::scope(|s| {
         let slow = s.spawn(|| {
@@ -454,8 +456,8 @@ fn drain_during_a_slow_request(sb: &Sandbox, node: &str, pod: &str) {
             eventually(SETTLE, || active_connections(sb, node, pod) > 0),
             "the slow request is in flight through {node}"
         );
-        // SAFETY: kill(2) on the recorded ztunnel process.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        // Returns once the process is gone.
+        sb.stop(&ztunnel).expect("meshctl stop ztunnel");
         let out = slow.join().expect("request thread").unwrap();
         assert!(
             out.status.success(),
@@ -464,11 +466,14 @@ fn drain_during_a_slow_request(sb: &Sandbox, node: &str, pod: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     });
+    assert!(process_exited(pid), "ztunnel stopped");
+    // The proxy's last words once every pod proxy has drained (per-pod lines carry fields).
+    let log = sb.logs(&ztunnel).unwrap();
     assert!(
-        eventually(SETTLE, || process_exited(pid)),
-        "ztunnel exits after draining"
+        log.lines().any(|l| l.trim_end().ends_with("drained")),
+        "ztunnel finished its drain rather than being killed:\n{log}"
     );
-    sb.start(&Component::Ztunnel(node.into())).unwrap();
+    sb.start(&ztunnel).unwrap();
     wait_captured(sb, node, &[pod]);
     let works = || get(sb, "mesh/client", server_ip, "/after").is_ok();
     assert!(eventually(SETTLE, works), "the new ztunnel carries traffic");
@@ -476,12 +481,7 @@ fn drain_during_a_slow_request(sb: &Sandbox, node: &str, pod: &str) {
 
 #[test]
 fn sigterm_drains_without_cutting_a_request_in_flight() {
-    let sb = up(&pair(true));
-    wait_captured(&sb, "node1", &["mesh/client"]);
-    wait_captured(&sb, "node2", &["mesh/server"]);
-    let server_ip = sb.pod_ip("server").unwrap();
-    let works = || get(&sb, "mesh/client", server_ip, "/").is_ok();
-    assert!(eventually(SETTLE, works));
+    let (sb, _) = meshed_pair("", Options::default());
     // The client's side (outbound), then the server's side (inbound HBONE).
     drain_during_a_slow_request(&sb, "node1", "mesh/client");
     drain_during_a_slow_request(&sb, "node2", "mesh/server");

@@ -2,6 +2,10 @@
 //! inside one network namespace (the sandbox's fabric, which every packet between nodes
 //! crosses) records the TCP flows it sees and whether chosen byte strings ever crossed in
 //! clear.
+//!
+//! The kernel queues captured frames as they pass and a thread reads them; [`Sniffer::sync`]
+//! waits until every frame queued before the call has been read, so a test can tell "not
+//! seen" from "not read yet".
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -9,9 +13,10 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Most distinct flows remembered; a test needs far fewer.
 const MAX_FLOWS: usize = 100_000;
@@ -19,6 +24,8 @@ const MAX_FLOWS: usize = 100_000;
 const FRAME_BUFFER: usize = 256 * 1024;
 /// Kernel receive buffer, so bursts of a load test are not dropped before they are read.
 const SOCKET_BUFFER: libc::c_int = 16 << 20;
+/// Longest [`Sniffer::sync`] waits for the reader to catch up.
+const SYNC_LIMIT: Duration = Duration::from_secs(30);
 
 /// One direction of a TCP connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,6 +47,9 @@ struct Seen {
 pub struct Sniffer {
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
+    /// Counts the times the reader found the kernel queue empty with every frame it had
+    /// taken already recorded.
+    drained: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -54,17 +64,34 @@ impl Sniffer {
         let socket = open_packet_socket(netns)?;
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = Arc::new(AtomicBool::new(false));
+        let drained = Arc::new(AtomicU64::new(0));
         let thread = {
-            let (seen, stop) = (seen.clone(), stop.clone());
+            let (seen, stop, drained) = (seen.clone(), stop.clone(), drained.clone());
             std::thread::Builder::new()
                 .name("sniffer".into())
-                .spawn(move || read_frames(&socket, &seen, &stop))?
+                .spawn(move || read_frames(&socket, &seen, &stop, &drained))?
         };
         Ok(Sniffer {
             seen,
             stop,
+            drained,
             thread: Some(thread),
         })
+    }
+
+    /// Waits until every frame captured before this call has been read and recorded: the
+    /// reader has since found the kernel's queue empty. Panics if it never catches up.
+    pub fn sync(&self) {
+        let start = self.drained.load(Ordering::SeqCst);
+        let deadline = Instant::now() + SYNC_LIMIT;
+        // Two more drains: the first may have been decided before this call began.
+        while self.drained.load(Ordering::SeqCst) < start + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the packet capture did not catch up within {SYNC_LIMIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Starts looking for `marker` in every TCP payload from now on.
@@ -170,7 +197,16 @@ fn set_option<T>(socket: &OwnedFd, name: libc::c_int, value: &T) -> io::Result<(
     }
 }
 
-fn read_frames(socket: &OwnedFd, seen: &Mutex<Seen>, stop: &AtomicBool) {
+/// Whether the kernel holds no captured frame for `socket` (`SIOCINQ` on a packet socket is
+/// the size of the next queued frame, 0 when there is none).
+fn queue_empty(socket: &OwnedFd) -> bool {
+    let mut next: libc::c_int = 0;
+    // SAFETY: FIONREAD (SIOCINQ) writes one int into `next`.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut next) };
+    rc == 0 && next == 0
+}
+
+fn read_frames(socket: &OwnedFd, seen: &Mutex<Seen>, stop: &AtomicBool, drained: &AtomicU64) {
     let mut buffer = vec![0u8; FRAME_BUFFER];
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: recv into a buffer we own, of the length given.
@@ -182,23 +218,31 @@ fn read_frames(socket: &OwnedFd, seen: &Mutex<Seen>, stop: &AtomicBool) {
                 0,
             )
         };
-        if n <= 0 {
-            // Timeout (EAGAIN) or interruption: check `stop` and read again.
-            continue;
+        // n <= 0: timeout (EAGAIN) or interruption; check `stop` and read again.
+        if n > 0 {
+            record(&buffer[..n as usize], seen);
         }
-        let frame = &buffer[..n as usize];
-        let Some((flow, payload)) = parse_tcp(frame) else {
-            continue;
-        };
-        let mut seen = lock(seen);
-        if seen.flows.len() < MAX_FLOWS {
-            seen.flows.insert(flow);
+        // Every frame taken so far is recorded: if the queue is empty now, whatever was
+        // captured before this point has been seen.
+        if queue_empty(socket) {
+            drained.fetch_add(1, Ordering::SeqCst);
         }
-        if !payload.is_empty() {
-            for (marker, hit) in seen.markers.iter_mut() {
-                if !*hit && payload.windows(marker.len()).any(|w| w == &marker[..]) {
-                    *hit = true;
-                }
+    }
+}
+
+/// Records a frame's flow and the markers its TCP payload holds.
+fn record(frame: &[u8], seen: &Mutex<Seen>) {
+    let Some((flow, payload)) = parse_tcp(frame) else {
+        return;
+    };
+    let mut seen = lock(seen);
+    if seen.flows.len() < MAX_FLOWS {
+        seen.flows.insert(flow);
+    }
+    if !payload.is_empty() {
+        for (marker, hit) in seen.markers.iter_mut() {
+            if !*hit && payload.windows(marker.len()).any(|w| w == &marker[..]) {
+                *hit = true;
             }
         }
     }
@@ -237,6 +281,73 @@ fn parse_tcp(frame: &[u8]) -> Option<(Flow, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::process::Command;
+
+    /// A throwaway network namespace with loopback up, deleted on drop.
+    struct Netns(String);
+
+    impl Netns {
+        fn new() -> Netns {
+            let name = format!("e2e-sniff-{}", std::process::id());
+            let ip = |args: &[&str]| {
+                let ok = Command::new("ip")
+                    .args(args)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "ip {args:?}");
+            };
+            ip(&["netns", "add", &name]);
+            let ns = Netns(name);
+            ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+            ns
+        }
+
+        fn path(&self) -> std::path::PathBuf {
+            Path::new("/run/netns").join(&self.0)
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    /// Sends `payload` over a loopback TCP connection inside `ns` and waits for the echo.
+    fn send_in(ns: &Netns, payload: &'static [u8]) {
+        let handle = File::open(ns.path()).unwrap();
+        std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, which ends right after.
+            assert_eq!(
+                unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (mut server, _) = listener.accept().unwrap();
+            client.write_all(payload).unwrap();
+            let mut buffer = vec![0u8; payload.len()];
+            server.read_exact(&mut buffer).unwrap();
+            server.write_all(&buffer).unwrap();
+            client.read_exact(&mut buffer).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn after_sync_clear_text_that_crossed_is_seen_and_nothing_else() {
+        let ns = Netns::new();
+        let sniffer = Sniffer::start(&ns.path()).unwrap();
+        sniffer.watch("plain-marker-1");
+        sniffer.watch("never-sent-marker");
+        send_in(&ns, b"GET /plain-marker-1 HTTP/1.1\r\n\r\n");
+        sniffer.sync();
+        assert!(sniffer.saw("plain-marker-1"));
+        assert!(!sniffer.saw("never-sent-marker"));
+        assert!(!sniffer.flows().is_empty());
+    }
 
     /// An Ethernet + IPv4 + TCP frame with `payload`, plus Ethernet padding.
     fn frame(payload: &[u8]) -> Vec<u8> {

@@ -1,0 +1,181 @@
+//! The node proxies of a sandbox, as tests and benchmarks observe them: their admin endpoints
+//! (reached inside each node's network namespace), which pods they capture, their processes,
+//! and the processes of pods.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::{Component, SETTLE, Sandbox, eventually, json, meshctl_bin};
+
+/// The sandbox's nodes (two by default).
+pub const NODES: [&str; 2] = ["node1", "node2"];
+/// ztunnel's localhost admin port (`/config_dump`).
+const ADMIN_PORT: u16 = 15000;
+/// ztunnel's readiness port (`/healthz/ready`).
+const READY_PORT: u16 = 15021;
+
+/// Runs `args` inside `node`'s network namespace.
+pub fn node_exec(sb: &Sandbox, node: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", &format!("{}{node}", sb.netns_prefix())])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("ip netns exec: {e}"))
+}
+
+/// GETs `path` from one of `node`'s ztunnel endpoints; the body on a 2xx answer.
+fn ztunnel_get(sb: &Sandbox, node: &str, port: u16, path: &str) -> Option<String> {
+    let bin = meshctl_bin().expect("meshctl binary");
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let out = node_exec(
+        sb,
+        node,
+        &[
+            &bin.display().to_string(),
+            "app",
+            "curl",
+            "--fail",
+            "--timeout-ms",
+            "3000",
+            &url,
+        ],
+    );
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether `node`'s ztunnel reports ready.
+pub fn ztunnel_ready(sb: &Sandbox, node: &str) -> bool {
+    ztunnel_get(sb, node, READY_PORT, "/healthz/ready").is_some()
+}
+
+/// `node`'s ztunnel `/config_dump`, or Null while it does not answer.
+pub fn ztunnel_dump(sb: &Sandbox, node: &str) -> Value {
+    ztunnel_get(sb, node, ADMIN_PORT, "/config_dump")
+        .map(|t| json(&t))
+        .unwrap_or(Value::Null)
+}
+
+/// The pods `node`'s ztunnel serves, from its dump: `namespace/name` and the pod's state.
+fn served_pods(sb: &Sandbox, node: &str) -> Vec<(String, Value)> {
+    let dump = ztunnel_dump(sb, node);
+    let pods = dump["extra"]["workloadState"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    pods.into_iter()
+        .map(|(_, p)| {
+            let key = format!(
+                "{}/{}",
+                p["info"]["namespace"].as_str().unwrap_or_default(),
+                p["info"]["name"].as_str().unwrap_or_default()
+            );
+            (key, p)
+        })
+        .collect()
+}
+
+/// `namespace/name` of the pods `node`'s ztunnel serves, from its dump.
+pub fn captured(sb: &Sandbox, node: &str) -> BTreeSet<String> {
+    served_pods(sb, node)
+        .into_iter()
+        .filter(|(_, p)| p["state"] == "Up")
+        .map(|(key, _)| key)
+        .collect()
+}
+
+/// Live connections of pod `namespace/name` in `node`'s ztunnel (0 when not served).
+pub fn active_connections(sb: &Sandbox, node: &str, pod: &str) -> u64 {
+    served_pods(sb, node)
+        .into_iter()
+        .filter(|(key, _)| key == pod)
+        .filter_map(|(_, p)| p["activeConnections"].as_u64())
+        .sum()
+}
+
+/// Serial numbers of the certificates `node`'s ztunnel holds, by identity.
+pub fn certificate_serials(sb: &Sandbox, node: &str) -> BTreeMap<String, String> {
+    let dump = ztunnel_dump(sb, node);
+    dump["certificates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c["identity"].as_str()?.to_string(),
+                c["certificate"]["serial_number"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Fails the test with the component's log.
+fn fail_with_log(sb: &Sandbox, component: &Component, why: &str) -> ! {
+    let log = sb.logs(component).unwrap_or_else(|e| e.to_string());
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(40)..];
+    panic!(
+        "{why}\n--- {} log (last lines)\n{}",
+        component.name(),
+        tail.join("\n")
+    );
+}
+
+/// Waits until every node's ztunnel reports ready.
+pub fn wait_ready(sb: &Sandbox) {
+    for node in NODES {
+        if !eventually(SETTLE, || ztunnel_ready(sb, node)) {
+            fail_with_log(
+                sb,
+                &Component::Ztunnel(node.into()),
+                &format!("ztunnel on {node} never became ready"),
+            );
+        }
+    }
+}
+
+/// Waits until `node`'s ztunnel serves exactly `pods` (`namespace/name`) and is ready.
+pub fn wait_captured(sb: &Sandbox, node: &str, pods: &[&str]) {
+    let want: BTreeSet<String> = pods.iter().map(|p| p.to_string()).collect();
+    let mut last = BTreeSet::new();
+    let done = eventually(SETTLE, || {
+        last = captured(sb, node);
+        last == want && ztunnel_ready(sb, node)
+    });
+    if !done {
+        fail_with_log(
+            sb,
+            &Component::Ztunnel(node.into()),
+            &format!("ztunnel on {node} serves {last:?}, expected {want:?}"),
+        );
+    }
+}
+
+/// Container PIDs of every pod, by `namespace/name`, from the sandbox's state file (which
+/// no verb prints).
+pub fn pod_pids(sb: &Sandbox) -> BTreeMap<String, Vec<i32>> {
+    let cluster = meshctl::sandbox::state::peek(&sb.state_dir()).expect("readable sandbox state");
+    cluster
+        .pods
+        .iter()
+        .map(|(key, pod)| {
+            let pids = pod
+                .containers
+                .iter()
+                .filter_map(|c| c.process.map(|p| p.pid))
+                .collect();
+            (key.clone(), pids)
+        })
+        .collect()
+}
+
+/// PID of `node`'s running ztunnel.
+pub fn ztunnel_pid(sb: &Sandbox, node: &str) -> Option<i32> {
+    sb.component_pid(&Component::Ztunnel(node.into()))
+        .expect("meshctl get controller")
+}
