@@ -14,7 +14,7 @@ use bytes::Bytes;
 use harness::*;
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use waypoint::engine::{Caller, EndpointInfo, Upstream};
+use waypoint::engine::{Caller, EndpointInfo, Upstream, UpstreamError, UpstreamHints};
 use waypoint::transport::{HboneUpstream, UpstreamSettings};
 use ztunnel::state::ProxyState;
 
@@ -144,11 +144,57 @@ async fn upstream_sends_over_hbone_as_the_waypoint_with_the_callers_address() {
     };
     let request = http::Request::get("/").body(body("")).unwrap();
     let error = upstream.send(&unknown, &caller, request).await.unwrap_err();
+    assert!(matches!(error, UpstreamError::Connect(_)), "{error}");
+
+    stop.send_replace(true);
+    xds.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_configured_connect_timeout_bounds_the_dial() {
+    let controller = Controller::start(snapshot("127.0.0.1", None)).await;
+    let certs = controller.cert_manager().await;
+    let state = ProxyState::new();
+    let (stop, xds) = controller.run_xds(state.clone(), Vec::new());
+    eventually("workloads", || state.is_synced()).await;
+    // Takes TCP connections (the kernel does) and never answers the TLS handshake.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = HboneUpstream::new(
+        state,
+        certs,
+        waypoint_identity(),
+        UpstreamSettings {
+            hbone_port: silent.local_addr().unwrap().port(),
+            ..UpstreamSettings::default()
+        },
+    );
+    let orders = EndpointInfo {
+        uid: ORDERS_UID.into(),
+        address: "127.0.0.1:8080".parse().unwrap(),
+    };
+    let caller = Caller {
+        identity: None,
+        ip: client_addr().ip(),
+    };
+    let mut request = http::Request::get("/")
+        .header(http::header::HOST, HOST)
+        .body(body(""))
+        .unwrap();
+    request.extensions_mut().insert(UpstreamHints {
+        max_requests_per_connection: 0,
+        connect_timeout: Some(std::time::Duration::from_millis(200)),
+    });
+    let sent = upstream.send(&orders, &caller, request);
+    let error = tokio::time::timeout(std::time::Duration::from_secs(60), sent)
+        .await
+        .expect("the dial ends")
+        .unwrap_err();
+    // The configured limit ends it, not the HBONE handshake's own (longer) one.
     assert!(
-        matches!(error, waypoint::engine::UpstreamError::Connect(_)),
+        matches!(&error, UpstreamError::Connect(m) if m == "connecting to 127.0.0.1:8080: timed out"),
         "{error}"
     );
-
+    drop(silent);
     stop.send_replace(true);
     xds.await.unwrap();
 }
@@ -237,6 +283,7 @@ async fn tcp_ports_pass_through_with_l4_policy() {
     eventually("the connection to be counted", || {
         metrics.render().lines().any(|line| {
             line.starts_with("istio_tcp_connections_closed_total{")
+                && line.contains("reporter=\"waypoint\"")
                 && line.contains(&format!("destination_service=\"{HOST}\""))
                 && line.ends_with(" 1")
         })
@@ -256,6 +303,14 @@ async fn tcp_ports_pass_through_with_l4_policy() {
         other => panic!("expected 401, got {other:?}"),
     }
     assert_eq!(endpoint.tunnels().len(), 1, "nothing reached the endpoint");
+    eventually("the refusal to be counted", || {
+        metrics.render().lines().any(|line| {
+            line.starts_with("istio_tcp_connections_closed_total{")
+                && line.contains("response_flags=\"DENY\"")
+                && line.ends_with(" 1")
+        })
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -4,11 +4,14 @@
 //! tests and the sandbox run several proxies in one process, and each must report only its own
 //! connections.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+pub mod registry;
+
+use registry::{Registry, Series};
 
 /// Which side reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -17,6 +20,8 @@ pub enum Reporter {
     Source,
     /// The server's ztunnel.
     Destination,
+    /// A waypoint, between the two (Istio's waypoints report as "waypoint").
+    Waypoint,
 }
 
 impl Reporter {
@@ -25,6 +30,7 @@ impl Reporter {
         match self {
             Reporter::Source => "source",
             Reporter::Destination => "destination",
+            Reporter::Waypoint => "waypoint",
         }
     }
 }
@@ -37,7 +43,7 @@ impl Reporter {
 /// canonical name and revision.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnectionLabels {
-    /// `reporter`: "source" or "destination".
+    /// `reporter`: "source", "destination" or "waypoint".
     pub reporter: Option<Reporter>,
     /// `source_workload`.
     pub source_workload: String,
@@ -95,11 +101,6 @@ pub struct ConnectionRecord {
     pub error: Option<String>,
 }
 
-/// Most distinct label sets kept. Label values come from workload metadata, so the number of
-/// series grows with the pairs of talking workloads; past this bound new pairs are counted in
-/// [`OVERFLOW`] instead of growing memory without limit.
-const MAX_SERIES: usize = 65_536;
-
 const OPENED: &str = "istio_tcp_connections_opened_total";
 const CLOSED: &str = "istio_tcp_connections_closed_total";
 const SENT: &str = "istio_tcp_sent_bytes_total";
@@ -108,9 +109,8 @@ const BUILD: &str = "istio_build";
 const OVERFLOW: &str = "ztunnel_metrics_series_overflow_total";
 
 /// The counters of one label set.
-struct Series {
-    /// The label set already rendered (`{reporter="source",...}`), so scrapes do not re-escape.
-    rendered: String,
+#[derive(Default)]
+struct Counters {
     opened: AtomicU64,
     closed: AtomicU64,
     /// Server → client bytes (Istio: "sent during response").
@@ -121,23 +121,21 @@ struct Series {
 
 /// The proxy's metric registry.
 pub struct Metrics {
-    series: RwLock<HashMap<ConnectionLabels, Arc<Series>>>,
-    overflow: AtomicU64,
+    series: Registry<ConnectionLabels, Counters>,
 }
 
 impl Metrics {
     /// An empty registry.
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            series: RwLock::new(HashMap::new()),
-            overflow: AtomicU64::new(0),
+            series: Registry::default(),
         })
     }
 
     /// Counts `istio_tcp_connections_opened_total`.
     pub fn connection_opened(&self, labels: &ConnectionLabels) {
         if let Some(series) = self.series(labels) {
-            series.opened.fetch_add(1, Ordering::Relaxed);
+            series.values.opened.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -149,11 +147,12 @@ impl Metrics {
     /// reports.
     pub fn connection_closed(&self, record: &ConnectionRecord) {
         if let Some(series) = self.series(&record.labels) {
-            series.closed.fetch_add(1, Ordering::Relaxed);
-            series
+            let counters = &series.values;
+            counters.closed.fetch_add(1, Ordering::Relaxed);
+            counters
                 .received
                 .fetch_add(record.bytes_sent, Ordering::Relaxed);
-            series
+            counters
                 .sent
                 .fetch_add(record.bytes_received, Ordering::Relaxed);
         }
@@ -162,90 +161,69 @@ impl Metrics {
 
     /// Prometheus text exposition of everything.
     pub fn render(&self) -> String {
-        let mut series: Vec<Arc<Series>> = self.read().values().cloned().collect();
-        series.sort_unstable_by(|a, b| a.rendered.cmp(&b.rendered));
+        let series = self.series.sorted();
         let mut out = String::with_capacity(512 + series.len() * 4 * 700);
-        type Pick = fn(&Series) -> u64;
+        type Pick = fn(&Counters) -> &AtomicU64;
         let families: [(&str, &str, Pick); 4] = [
-            (OPENED, "TCP connections opened through this proxy.", |s| {
-                s.opened.load(Ordering::Relaxed)
+            (OPENED, "TCP connections opened through this proxy.", |c| {
+                &c.opened
             }),
             (
                 CLOSED,
                 "TCP connections through this proxy that have ended.",
-                |s| s.closed.load(Ordering::Relaxed),
+                |c| &c.closed,
             ),
             (
                 SENT,
                 "Bytes the server sent back on TCP connections (the response direction).",
-                |s| s.sent.load(Ordering::Relaxed),
+                |c| &c.sent,
             ),
             (
                 RECEIVED,
                 "Bytes the client sent on TCP connections (the request direction).",
-                |s| s.received.load(Ordering::Relaxed),
+                |c| &c.received,
             ),
         ];
         for (name, help, pick) in families {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
+            registry::family(&mut out, name, help, "counter");
             for s in &series {
-                let _ = writeln!(out, "{name}{} {}", s.rendered, pick(s));
+                let value = pick(&s.values).load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{} {value}", s.labels);
             }
         }
-        let _ = writeln!(out, "# HELP {BUILD} Build of this proxy.");
-        let _ = writeln!(out, "# TYPE {BUILD} gauge");
+        registry::family(&mut out, BUILD, "Build of this proxy.", "gauge");
         let _ = writeln!(
             out,
-            "{BUILD}{{component=\"ztunnel\",tag=\"{}\"}} 1",
-            escape(env!("CARGO_PKG_VERSION"))
+            "{BUILD}{} 1",
+            registry::render_labels(&[
+                ("component", "ztunnel", ""),
+                ("tag", env!("CARGO_PKG_VERSION"), ""),
+            ])
         );
-        let _ = writeln!(
-            out,
-            "# HELP {OVERFLOW} Connections not counted: the number of label sets is at its bound."
+        self.series.render_overflow(
+            &mut out,
+            OVERFLOW,
+            "Connections not counted: the number of label sets is at its bound.",
         );
-        let _ = writeln!(out, "# TYPE {OVERFLOW} counter");
-        let _ = writeln!(out, "{OVERFLOW} {}", self.overflow.load(Ordering::Relaxed));
         out
     }
 
     /// The counters of `labels`, created on first use; `None` once the bound is reached.
-    fn series(&self, labels: &ConnectionLabels) -> Option<Arc<Series>> {
-        if let Some(series) = self.read().get(labels) {
-            return Some(series.clone());
-        }
-        let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(series) = map.get(labels) {
-            return Some(series.clone());
-        }
-        if map.len() >= MAX_SERIES {
-            self.overflow.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let series = Arc::new(Series {
-            rendered: render_labels(labels),
-            opened: AtomicU64::new(0),
-            closed: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-        });
-        map.insert(labels.clone(), series.clone());
-        Some(series)
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnectionLabels, Arc<Series>>> {
-        // Counters stay meaningful after a panic elsewhere: recover the guard.
-        self.series.read().unwrap_or_else(|e| e.into_inner())
+    fn series(&self, labels: &ConnectionLabels) -> Option<Arc<Series<Counters>>> {
+        self.series.get(labels, render_labels)
     }
 }
 
 /// Writes the "connection complete" line. Byte counts are from the reporting side's workload:
 /// on the source side "sent" is what the client sent, on the destination side what the server
-/// sent, as Istio's ztunnel logs them.
+/// sent, as Istio's ztunnel logs them. A waypoint receives the client's tunnel, so it logs as
+/// the receiving side.
 fn access_log(record: &ConnectionRecord) {
     let labels = &record.labels;
     let (sent, received, direction) = match labels.reporter {
-        Some(Reporter::Destination) => (record.bytes_received, record.bytes_sent, "inbound"),
+        Some(Reporter::Destination | Reporter::Waypoint) => {
+            (record.bytes_received, record.bytes_sent, "inbound")
+        }
         _ => (record.bytes_sent, record.bytes_received, "outbound"),
     };
     // Identities are only known for certain when the connection was mutual TLS.
@@ -362,31 +340,7 @@ fn render_labels(labels: &ConnectionLabels) -> String {
             "unknown",
         ),
     ];
-    let mut out = String::with_capacity(640);
-    out.push('{');
-    for (i, (name, value, default)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let value = if value.is_empty() { default } else { value };
-        let _ = write!(out, "{name}=\"{}\"", escape(value));
-    }
-    out.push('}');
-    out
-}
-
-/// Escapes a label value for the text exposition format.
-fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+    registry::render_labels(&pairs)
 }
 
 #[cfg(test)]

@@ -6,23 +6,21 @@
 //! is recorded when its response body ends (or is abandoned), so durations and byte counts
 //! cover the whole exchange, as Envoy's do.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::Instant;
+use ztunnel::telemetry::Reporter;
+use ztunnel::telemetry::registry::{self, Registry};
 
 use super::{Body, BoxError};
-
-/// Most label sets kept; further ones are counted in [`OVERFLOW`] instead of growing memory.
-const MAX_SERIES: usize = 65_536;
 
 const REQUESTS: &str = "istio_requests_total";
 const DURATION: &str = "istio_request_duration_milliseconds";
@@ -72,15 +70,17 @@ struct Histogram {
     count: AtomicU64,
 }
 
-impl Histogram {
-    fn new() -> Self {
+impl Default for Histogram {
+    fn default() -> Self {
         Self {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_milli: AtomicU64::new(0),
             count: AtomicU64::new(0),
         }
     }
+}
 
+impl Histogram {
     fn observe(&self, value: f64) {
         if let Some(i) = BUCKETS.iter().position(|b| value <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -106,8 +106,9 @@ impl Histogram {
     }
 }
 
+/// The values of one label set.
+#[derive(Default)]
 struct Series {
-    rendered: String,
     requests: AtomicU64,
     duration: Histogram,
     request_bytes: Histogram,
@@ -115,52 +116,16 @@ struct Series {
 }
 
 /// The waypoint's request metrics.
+#[derive(Default)]
 pub(crate) struct Metrics {
-    series: RwLock<HashMap<RequestLabels, Arc<Series>>>,
-    overflow: AtomicU64,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self {
-            series: RwLock::new(HashMap::new()),
-            overflow: AtomicU64::new(0),
-        }
-    }
+    series: Registry<RequestLabels, Series>,
 }
 
 impl Metrics {
-    fn series(&self, labels: &RequestLabels) -> Option<Arc<Series>> {
-        if let Some(s) = self.read().get(labels) {
-            return Some(s.clone());
-        }
-        let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = map.get(labels) {
-            return Some(s.clone());
-        }
-        if map.len() >= MAX_SERIES {
-            self.overflow.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let s = Arc::new(Series {
-            rendered: render_labels(labels),
-            requests: AtomicU64::new(0),
-            duration: Histogram::new(),
-            request_bytes: Histogram::new(),
-            response_bytes: Histogram::new(),
-        });
-        map.insert(labels.clone(), s.clone());
-        Some(s)
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<RequestLabels, Arc<Series>>> {
-        // Counters stay meaningful after a panic elsewhere: recover the guard.
-        self.series.read().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Counts one finished request.
     pub(crate) fn record(&self, r: &RequestRecord) {
-        if let Some(s) = self.series(&r.labels) {
+        if let Some(s) = self.series.get(&r.labels, render_labels) {
+            let s = &s.values;
             s.requests.fetch_add(1, Ordering::Relaxed);
             s.duration.observe(r.duration.as_secs_f64() * 1000.0);
             s.request_bytes.observe(r.request_bytes as f64);
@@ -170,18 +135,17 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub(crate) fn render(&self) -> String {
-        let mut series: Vec<Arc<Series>> = self.read().values().cloned().collect();
-        series.sort_unstable_by(|a, b| a.rendered.cmp(&b.rendered));
+        let series = self.series.sorted();
         let mut out = String::with_capacity(1024 + series.len() * 12_000);
-        let _ = writeln!(out, "# HELP {REQUESTS} Requests handled by this waypoint.");
-        let _ = writeln!(out, "# TYPE {REQUESTS} counter");
+        registry::family(
+            &mut out,
+            REQUESTS,
+            "Requests handled by this waypoint.",
+            "counter",
+        );
         for s in &series {
-            let _ = writeln!(
-                out,
-                "{REQUESTS}{} {}",
-                s.rendered,
-                s.requests.load(Ordering::Relaxed)
-            );
+            let count = s.values.requests.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{REQUESTS}{} {count}", s.labels);
         }
         type Pick = fn(&Series) -> &Histogram;
         let histograms: [(&str, &str, Pick); 3] = [
@@ -196,18 +160,16 @@ impl Metrics {
             }),
         ];
         for (name, help, pick) in histograms {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} histogram");
+            registry::family(&mut out, name, help, "histogram");
             for s in &series {
-                pick(s).render(&mut out, name, &s.rendered);
+                pick(&s.values).render(&mut out, name, &s.labels);
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP {OVERFLOW} Requests not counted: the number of label sets is at its bound."
+        self.series.render_overflow(
+            &mut out,
+            OVERFLOW,
+            "Requests not counted: the number of label sets is at its bound.",
         );
-        let _ = writeln!(out, "# TYPE {OVERFLOW} counter");
-        let _ = writeln!(out, "{OVERFLOW} {}", self.overflow.load(Ordering::Relaxed));
         out
     }
 }
@@ -215,8 +177,9 @@ impl Metrics {
 /// Renders a label set in Istio's label order.
 fn render_labels(l: &RequestLabels) -> String {
     let code = l.response_code.to_string();
-    let pairs: [(&str, &str, &str); 25] = [
-        ("reporter", "waypoint", "waypoint"),
+    let reporter = Reporter::Waypoint.as_str();
+    registry::render_labels(&[
+        ("reporter", reporter, reporter),
         ("source_workload", &l.source_workload, "unknown"),
         ("source_canonical_service", &l.source_app, "unknown"),
         ("source_canonical_revision", &l.source_version, "latest"),
@@ -265,32 +228,7 @@ fn render_labels(l: &RequestLabels) -> String {
         ("grpc_response_status", &l.grpc_response_status, ""),
         ("response_flags", &l.response_flags, "-"),
         ("connection_security_policy", "mutual_tls", "mutual_tls"),
-    ];
-    let mut out = String::with_capacity(900);
-    out.push('{');
-    for (i, (name, value, default)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let value = if value.is_empty() { default } else { value };
-        let _ = write!(out, "{name}=\"{}\"", escape(value));
-    }
-    out.push('}');
-    out
-}
-
-/// Escapes a label value for the text exposition format.
-fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+    ])
 }
 
 /// One finished request.
@@ -492,7 +430,8 @@ impl HttpBody for ObservedBody {
     }
 }
 
-/// The flags of the record an [`ObservedBody`] will write, for tests.
+/// The sum of the `istio_requests_total` samples of `rendered` whose labels include every
+/// `(name, value)` of `needle`, for tests.
 #[cfg(test)]
 pub(crate) fn count_of(rendered: &str, needle: &[(&str, &str)]) -> u64 {
     rendered

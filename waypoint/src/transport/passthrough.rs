@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use ztunnel::state::{ProxyState, Service, Workload};
 use ztunnel::telemetry::{ConnectionLabels, ConnectionRecord, Metrics, Reporter};
 
-use super::upstream::{HboneUpstream, pod_ip};
+use super::upstream::{BoxedIo, HboneUpstream, pod_ip};
 use crate::engine::{Caller, EndpointInfo, Engine, Target};
 
 /// `connection_security_policy` of tunnels: always mutual TLS at a waypoint.
@@ -29,6 +29,22 @@ struct Plan {
     workload: Arc<Workload>,
     address: SocketAddr,
     service: Option<Arc<Service>>,
+}
+
+/// Why a connection was not spliced: what the peer hears (on a tunnel not yet answered), the
+/// response flag and the reason logged.
+struct Refusal {
+    status: StatusCode,
+    flag: &'static str,
+    reason: String,
+}
+
+/// One connection being passed through, for its telemetry.
+struct Connection {
+    labels: ConnectionLabels,
+    client: SocketAddr,
+    destination: SocketAddr,
+    start: Instant,
 }
 
 /// Splices TCP connections to endpoints.
@@ -54,61 +70,26 @@ impl Passthrough {
         target: Target,
         engine: &Engine,
     ) {
-        let start = Instant::now();
-        let plan = self.plan(&target);
-        let mut labels = self.labels(&caller, plan.as_ref());
-        self.metrics.connection_opened(&labels);
-        if !authorized(engine, &caller, &target, plan.as_ref()) {
-            connect.reject(StatusCode::UNAUTHORIZED);
-            labels.response_flags = DENIED.into();
-            self.record(
-                labels,
-                client,
-                &target,
-                start,
-                (0, 0),
-                Some("denied by policy".into()),
-            );
-            return;
-        }
-        let Some(plan) = plan else {
-            connect.reject(StatusCode::SERVICE_UNAVAILABLE);
-            labels.response_flags = NO_HEALTHY_UPSTREAM.into();
-            self.record(
-                labels,
-                client,
-                &target,
-                start,
-                (0, 0),
-                Some("no endpoint".into()),
-            );
-            return;
-        };
-        let mut upstream = match self
-            .upstream
-            .open(&plan.workload, plan.address, client, None)
-            .await
-        {
+        let (conn, opened) = self.open(client, &caller, &target, engine).await;
+        let mut upstream = match opened {
             Ok(upstream) => upstream,
-            Err(e) => {
-                connect.reject(StatusCode::SERVICE_UNAVAILABLE);
-                labels.response_flags = CONNECT_FAILED.into();
-                self.record(labels, client, &target, start, (0, 0), Some(e.to_string()));
+            Err(refusal) => {
+                connect.reject(refusal.status);
+                self.refused(conn, refusal);
                 return;
             }
         };
-        let mut tunnel = match connect.accept() {
-            Ok(tunnel) => tunnel,
-            Err(e) => {
-                self.record(labels, client, &target, start, (0, 0), Some(e.to_string()));
-                return;
+        match connect.accept() {
+            Ok(mut tunnel) => {
+                let (bytes, error) = splice(&mut tunnel, &mut upstream).await;
+                self.record(conn, bytes, error);
             }
-        };
-        let (bytes, error) = splice(&mut tunnel, &mut upstream).await;
-        self.record(labels, client, &target, start, bytes, error);
+            Err(e) => self.record(conn, (0, 0), Some(e.to_string())),
+        }
     }
 
-    /// A tunnel already answered whose bytes turned out not to be HTTP.
+    /// A tunnel already answered whose bytes turned out not to be HTTP: a refusal can only
+    /// close it.
     pub async fn stream<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         mut stream: S,
@@ -117,49 +98,63 @@ impl Passthrough {
         target: Target,
         engine: &Engine,
     ) {
+        let (conn, opened) = self.open(client, &caller, &target, engine).await;
+        match opened {
+            Ok(mut upstream) => {
+                let (bytes, error) = splice(&mut stream, &mut upstream).await;
+                self.record(conn, bytes, error);
+            }
+            Err(refusal) => {
+                let _ = stream.shutdown().await;
+                self.refused(conn, refusal);
+            }
+        }
+    }
+
+    /// Counts the connection as opened, then authorizes it (L4 policy, with the endpoint's
+    /// workload-scoped policies once it is chosen) and opens the upstream stream.
+    async fn open(
+        &self,
+        client: SocketAddr,
+        caller: &Caller,
+        target: &Target,
+        engine: &Engine,
+    ) -> (Connection, Result<BoxedIo, Refusal>) {
         let start = Instant::now();
-        let plan = self.plan(&target);
-        let mut labels = self.labels(&caller, plan.as_ref());
-        self.metrics.connection_opened(&labels);
-        if !authorized(engine, &caller, &target, plan.as_ref()) {
-            labels.response_flags = DENIED.into();
-            let _ = stream.shutdown().await;
-            self.record(
-                labels,
-                client,
-                &target,
-                start,
-                (0, 0),
-                Some("denied by policy".into()),
-            );
-            return;
+        let plan = self.plan(target);
+        let conn = Connection {
+            labels: self.labels(caller, plan.as_ref()),
+            client,
+            destination: target.address,
+            start,
+        };
+        self.metrics.connection_opened(&conn.labels);
+        if !authorized(engine, caller, target, plan.as_ref()) {
+            let refusal = Refusal {
+                status: StatusCode::UNAUTHORIZED,
+                flag: DENIED,
+                reason: "denied by policy".into(),
+            };
+            return (conn, Err(refusal));
         }
         let Some(plan) = plan else {
-            labels.response_flags = NO_HEALTHY_UPSTREAM.into();
-            self.record(
-                labels,
-                client,
-                &target,
-                start,
-                (0, 0),
-                Some("no endpoint".into()),
-            );
-            return;
+            let refusal = Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                flag: NO_HEALTHY_UPSTREAM,
+                reason: "no endpoint".into(),
+            };
+            return (conn, Err(refusal));
         };
-        let mut upstream = match self
+        let opened = self
             .upstream
             .open(&plan.workload, plan.address, client, None)
             .await
-        {
-            Ok(upstream) => upstream,
-            Err(e) => {
-                labels.response_flags = CONNECT_FAILED.into();
-                self.record(labels, client, &target, start, (0, 0), Some(e.to_string()));
-                return;
-            }
-        };
-        let (bytes, error) = splice(&mut stream, &mut upstream).await;
-        self.record(labels, client, &target, start, bytes, error);
+            .map_err(|e| Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                flag: CONNECT_FAILED,
+                reason: e.to_string(),
+            });
+        (conn, opened)
     }
 
     /// The endpoint for `target`: one healthy endpoint of the service owning the VIP, picked
@@ -198,8 +193,7 @@ impl Passthrough {
             w.map(f).unwrap_or_default().to_owned()
         };
         ConnectionLabels {
-            // The waypoint terminates the client's tunnel: it reports as the server side.
-            reporter: Some(Reporter::Destination),
+            reporter: Some(Reporter::Waypoint),
             source_workload: text(source, |w| &w.workload_name),
             source_workload_namespace: text(source, |w| &w.namespace),
             source_principal: caller
@@ -226,22 +220,19 @@ impl Passthrough {
         }
     }
 
-    fn record(
-        &self,
-        labels: ConnectionLabels,
-        client: SocketAddr,
-        target: &Target,
-        start: Instant,
-        (sent, received): (u64, u64),
-        error: Option<String>,
-    ) {
+    fn refused(&self, mut conn: Connection, refusal: Refusal) {
+        conn.labels.response_flags = refusal.flag.into();
+        self.record(conn, (0, 0), Some(refusal.reason));
+    }
+
+    fn record(&self, conn: Connection, (sent, received): (u64, u64), error: Option<String>) {
         self.metrics.connection_closed(&ConnectionRecord {
-            labels,
-            source: client,
-            destination: target.address,
+            labels: conn.labels,
+            source: conn.client,
+            destination: conn.destination,
             bytes_sent: sent,
             bytes_received: received,
-            duration: start.elapsed(),
+            duration: conn.start.elapsed(),
             error,
         });
     }

@@ -4,6 +4,9 @@
 //!
 //! Connections are keyed by endpoint and by caller IP as well: the tunnel under each one
 //! carries one caller's address forward (`forwarded`), so callers never share one.
+//!
+//! A request carrying [`UpstreamHints`] with `max_requests_per_connection` retires its
+//! connection once that many requests have used it (Istio's `maxRequestsPerConnection`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,7 +24,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::upstream::BoxedIo;
-use crate::engine::{Body, BoxError, UpstreamError};
+use crate::engine::{Body, BoxError, UpstreamError, UpstreamHints};
 
 /// Tunables of the pool.
 #[derive(Clone, Debug)]
@@ -66,11 +69,15 @@ pub struct PoolKey {
 struct Idle {
     sender: http1::SendRequest<Body>,
     since: Instant,
+    /// Requests it has carried.
+    served: u32,
 }
 
 struct Shared {
     sender: http2::SendRequest<Body>,
     last_used: Instant,
+    /// Requests it has carried.
+    served: u32,
 }
 
 #[derive(Default)]
@@ -116,10 +123,14 @@ impl HttpPool {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<BoxedIo, UpstreamError>>,
     {
+        let limit = request
+            .extensions()
+            .get::<UpstreamHints>()
+            .map_or(0, |h| h.max_requests_per_connection);
         if key.http2 {
-            self.send_http2(key, request, open).await
+            self.send_http2(key, request, limit, open).await
         } else {
-            self.send_http1(key, request, open).await
+            self.send_http1(key, request, limit, open).await
         }
     }
 
@@ -132,6 +143,7 @@ impl HttpPool {
         self: &Arc<Self>,
         key: PoolKey,
         mut request: Request<Body>,
+        limit: u32,
         open: F,
     ) -> Result<Response<Body>, UpstreamError>
     where
@@ -139,12 +151,15 @@ impl HttpPool {
         Fut: Future<Output = Result<BoxedIo, UpstreamError>>,
     {
         // Idle connections first; a request one of them did not take goes to the next.
-        while let Some(mut sender) = self.checkout(&key) {
+        while let Some((mut sender, served)) = self.checkout(&key) {
             if sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.returning(key, sender, response)),
+                Ok(response) => {
+                    let slot = Slot::new(self, key, sender, served + 1, limit);
+                    return Ok(slot.returning(response));
+                }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => request = unsent,
                     None => return Err(UpstreamError::Request(e.into_error().to_string())),
@@ -157,44 +172,26 @@ impl HttpPool {
             .handshake::<_, Body>(TokioIo::new(io))
             .await
             .map_err(|e| UpstreamError::Connect(format!("HTTP/1.1 handshake: {e}")))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
-            }
-        });
+        drive(connection, "HTTP/1.1");
         let response = sender
             .send_request(request)
             .await
             .map_err(|e| UpstreamError::Request(e.to_string()))?;
-        Ok(self.returning(key, sender, response))
+        Ok(Slot::new(self, key, sender, 1, limit).returning(response))
     }
 
     async fn send_http2<F, Fut>(
         self: &Arc<Self>,
         key: PoolKey,
-        request: Request<Body>,
+        mut request: Request<Body>,
+        limit: u32,
         open: F,
     ) -> Result<Response<Body>, UpstreamError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<BoxedIo, UpstreamError>>,
     {
-        let mut request = request;
-        let shared = {
-            let mut map = lock(&self.http2);
-            match map.get_mut(&key) {
-                Some(shared) if !shared.sender.is_closed() => {
-                    shared.last_used = Instant::now();
-                    Some(shared.sender.clone())
-                }
-                Some(_) => {
-                    map.remove(&key);
-                    None
-                }
-                None => None,
-            }
-        };
-        if let Some(mut sender) = shared {
+        if let Some(mut sender) = self.shared(&key, limit) {
             // A connection going away hands back requests it did not start.
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(boxed(response)),
@@ -214,12 +211,9 @@ impl HttpPool {
             .handshake::<_, Body>(TokioIo::new(io))
             .await
             .map_err(|e| UpstreamError::Connect(format!("HTTP/2 handshake: {e}")))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-            }
-        });
-        {
+        drive(connection, "HTTP/2");
+        // A connection allowed a single request is not worth sharing.
+        if limit != 1 {
             let mut map = lock(&self.http2);
             if map.len() < self.settings.max_http2 || map.contains_key(&key) {
                 map.insert(
@@ -227,6 +221,7 @@ impl HttpPool {
                     Shared {
                         sender: sender.clone(),
                         last_used: Instant::now(),
+                        served: 1,
                     },
                 );
             }
@@ -238,8 +233,26 @@ impl HttpPool {
         Ok(boxed(response))
     }
 
-    /// An idle connection of `key`, if any is still open.
-    fn checkout(&self, key: &PoolKey) -> Option<http1::SendRequest<Body>> {
+    /// The shared HTTP/2 connection of `key`, counted as carrying one more request; retired
+    /// from sharing when that request is its last.
+    fn shared(&self, key: &PoolKey, limit: u32) -> Option<http2::SendRequest<Body>> {
+        let mut map = lock(&self.http2);
+        let shared = map.get_mut(key)?;
+        if shared.sender.is_closed() {
+            map.remove(key);
+            return None;
+        }
+        shared.last_used = Instant::now();
+        shared.served += 1;
+        let sender = shared.sender.clone();
+        if limit > 0 && shared.served >= limit {
+            map.remove(key);
+        }
+        Some(sender)
+    }
+
+    /// An idle connection of `key`, if any is still open, and the requests it has carried.
+    fn checkout(&self, key: &PoolKey) -> Option<(http1::SendRequest<Body>, u32)> {
         let mut idle = lock(&self.idle);
         let IdleSet { by_key, total } = &mut *idle;
         let list = by_key.get_mut(key)?;
@@ -247,7 +260,7 @@ impl HttpPool {
         while let Some(entry) = list.pop() {
             *total -= 1;
             if !entry.sender.is_closed() && entry.since.elapsed() < self.settings.idle_timeout {
-                found = Some(entry.sender);
+                found = Some((entry.sender, entry.served));
                 break;
             }
         }
@@ -257,9 +270,17 @@ impl HttpPool {
         found
     }
 
-    /// Puts `sender` back among the idle connections, if there is room.
-    fn checkin(&self, key: PoolKey, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
+    /// Puts the connection of `slot` back among the idle ones, if it may carry more requests
+    /// and there is room.
+    fn checkin(&self, slot: Slot) {
+        let Slot {
+            key,
+            sender,
+            served,
+            limit,
+            ..
+        } = slot;
+        if sender.is_closed() || (limit > 0 && served >= limit) {
             return;
         }
         let mut idle = lock(&self.idle);
@@ -274,26 +295,9 @@ impl HttpPool {
         list.push(Idle {
             sender,
             since: Instant::now(),
+            served,
         });
         idle.total += 1;
-    }
-
-    /// The response, its body returning the connection to the pool once read to the end.
-    fn returning(
-        self: &Arc<Self>,
-        key: PoolKey,
-        sender: http1::SendRequest<Body>,
-        response: Response<Incoming>,
-    ) -> Response<Body> {
-        let (parts, body) = response.into_parts();
-        let mut body = Returning {
-            body,
-            slot: Some((Arc::downgrade(self), key, sender)),
-        };
-        if body.body.is_end_stream() {
-            body.give_back();
-        }
-        Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
     }
 
     /// Closes connections idle for longer than the timeout.
@@ -332,11 +336,63 @@ async fn sweep(pool: Weak<HttpPool>) {
     }
 }
 
+/// Runs an upstream connection in the background until it ends.
+fn drive<C>(connection: C, protocol: &'static str)
+where
+    C: Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, protocol, "upstream connection ended");
+        }
+    });
+}
+
 fn boxed(response: Response<Incoming>) -> Response<Body> {
     response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed())
 }
 
-type Slot = (Weak<HttpPool>, PoolKey, http1::SendRequest<Body>);
+/// An HTTP/1.1 connection busy with one request, to give back to its pool afterwards.
+struct Slot {
+    pool: Weak<HttpPool>,
+    key: PoolKey,
+    sender: http1::SendRequest<Body>,
+    /// Requests it has carried, this one included.
+    served: u32,
+    /// `max_requests_per_connection` of this request; 0: no limit.
+    limit: u32,
+}
+
+impl Slot {
+    fn new(
+        pool: &Arc<HttpPool>,
+        key: PoolKey,
+        sender: http1::SendRequest<Body>,
+        served: u32,
+        limit: u32,
+    ) -> Self {
+        Self {
+            pool: Arc::downgrade(pool),
+            key,
+            sender,
+            served,
+            limit,
+        }
+    }
+
+    /// The response, its body giving the connection back once read to the end.
+    fn returning(self, response: Response<Incoming>) -> Response<Body> {
+        let (parts, body) = response.into_parts();
+        let mut body = Returning {
+            body,
+            slot: Some(self),
+        };
+        if body.body.is_end_stream() {
+            body.give_back();
+        }
+        Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    }
+}
 
 /// A response body that gives its connection back to the pool at its end. Dropped early,
 /// it takes the connection with it (the rest of the response is unread, so the connection
@@ -348,10 +404,10 @@ struct Returning {
 
 impl Returning {
     fn give_back(&mut self) {
-        if let Some((pool, key, sender)) = self.slot.take()
-            && let Some(pool) = pool.upgrade()
+        if let Some(slot) = self.slot.take()
+            && let Some(pool) = slot.pool.upgrade()
         {
-            pool.checkin(key, sender);
+            pool.checkin(slot);
         }
     }
 }
@@ -392,7 +448,8 @@ mod tests {
 
     use super::*;
 
-    /// An HTTP/1.1 server on loopback answering "ok", counting the connections it accepts.
+    /// An HTTP/1.1 and HTTP/2 server on loopback answering "ok", counting the connections it
+    /// accepts.
     async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -407,7 +464,7 @@ mod tests {
                             Bytes::from_static(b"ok"),
                         )))
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tcp), service)
                         .await;
                 });
@@ -488,6 +545,38 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("the idle connection was never closed");
+    }
+
+    #[tokio::test]
+    async fn connections_retire_after_their_request_limit() {
+        let limited = |http2: bool| {
+            let mut request = get();
+            if http2 {
+                *request.version_mut() = http::Version::HTTP_2;
+                *request.uri_mut() = "http://orders/".parse().unwrap();
+            }
+            request.extensions_mut().insert(UpstreamHints {
+                max_requests_per_connection: 2,
+                connect_timeout: None,
+            });
+            request
+        };
+        for http2 in [false, true] {
+            let (addr, accepted) = server().await;
+            let pool = HttpPool::new(PoolSettings::default());
+            let mut key = key(addr);
+            key.http2 = http2;
+            for _ in 0..3 {
+                let response = pool
+                    .send(key.clone(), limited(http2), || open(addr))
+                    .await
+                    .unwrap();
+                response.into_body().collect().await.unwrap();
+            }
+            // Two requests on the first connection, the third on a new one.
+            assert_eq!(accepted.load(Ordering::SeqCst), 2, "http2: {http2}");
+            assert_eq!(pool.connection_count(), 1, "http2: {http2}");
+        }
     }
 
     #[tokio::test]

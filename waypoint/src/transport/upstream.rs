@@ -17,7 +17,9 @@ use ztunnel::state::{ProxyState, TunnelProtocol, Workload};
 
 use super::headers;
 use super::pool::{HttpPool, PoolKey, PoolSettings};
-use crate::engine::{Body, Caller, EndpointInfo, Upstream, UpstreamError, WorkloadMeta};
+use crate::engine::{
+    Body, Caller, EndpointInfo, Upstream, UpstreamError, UpstreamHints, WorkloadMeta,
+};
 
 /// A byte stream to an endpoint: an HBONE tunnel or a TCP connection.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -147,39 +149,48 @@ impl HboneUpstream {
             .or_else(|| state.workload_by_ip(endpoint.address.ip()))
     }
 
+    /// Sends `request` to `target` on `workload` for the caller at `caller`, on a pooled
+    /// connection or a new one.
     async fn exchange(
         self,
-        endpoint: EndpointInfo,
-        caller: Caller,
+        workload: Arc<Workload>,
+        target: SocketAddr,
+        caller: IpAddr,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let workload = self.workload_of(&endpoint).ok_or_else(|| {
-            UpstreamError::Connect(format!("no workload is known at {}", endpoint.address))
-        })?;
         let http2 = request.version() == Version::HTTP_2 || is_grpc(&request);
         let version = if http2 {
             Version::HTTP_2
         } else {
             Version::HTTP_11
         };
-        let traceparent = request
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        // Only a new connection carries it, on its CONNECT.
+        let traceparent = request.headers().get("traceparent").cloned();
+        let connect_timeout = request
+            .extensions()
+            .get::<UpstreamHints>()
+            .and_then(|h| h.connect_timeout);
         headers::for_upstream(&mut request, version);
         let key = PoolKey {
-            endpoint: endpoint.address,
+            endpoint: target,
             uid: workload.uid.clone(),
-            caller: caller.ip,
+            caller,
             http2,
         };
         // The caller's port is not known here; RFC 7239 allows a node without one, and the
         // hbone client always writes one, so it is 0.
-        let client = SocketAddr::new(caller.ip, 0);
-        let target = endpoint.address;
+        let client = SocketAddr::new(caller, 0);
         let opener = self.clone();
-        let open = move || async move { opener.open(&workload, target, client, traceparent).await };
+        let open = move || async move {
+            let traceparent = traceparent.and_then(|v| v.to_str().ok().map(str::to_owned));
+            let opening = opener.open(&workload, target, client, traceparent);
+            match connect_timeout {
+                Some(limit) => tokio::time::timeout(limit, opening).await.map_err(|_| {
+                    UpstreamError::Connect(format!("connecting to {target}: timed out"))
+                })?,
+                None => opening.await,
+            }
+        };
         let mut response = self.inner.http.send(key, request, open).await?;
         headers::strip_hop_by_hop(response.headers_mut());
         Ok(response)
@@ -239,10 +250,12 @@ impl Upstream for HboneUpstream {
         caller: &Caller,
         request: Request<Body>,
     ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static>> {
-        Box::pin(
-            self.clone()
-                .exchange(endpoint.clone(), caller.clone(), request),
-        )
+        let target = endpoint.address;
+        let Some(workload) = self.workload_of(endpoint) else {
+            let error = UpstreamError::Connect(format!("no workload is known at {target}"));
+            return Box::pin(std::future::ready(Err(error)));
+        };
+        Box::pin(self.clone().exchange(workload, target, caller.ip, request))
     }
 }
 

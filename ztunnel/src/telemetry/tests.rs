@@ -291,4 +291,19 @@ fn access_log_line() {
     assert!(line.contains("bytes_recv=100"), "{line}");
     assert!(!line.contains("identity"), "{line}");
     assert!(!line.contains("error"), "{line}");
+
+    // A waypoint takes the receiving side's view too.
+    let line = log_of(&record(labels(Reporter::Waypoint), 100, 2000));
+    assert!(line.contains("direction=\"inbound\""), "{line}");
+    assert!(line.contains("bytes_sent=2000"), "{line}");
+}
+
+#[test]
+fn waypoints_report_as_waypoint() {
+    let metrics = Metrics::new();
+    metrics.connection_closed(&record(labels(Reporter::Waypoint), 3, 4));
+    let (samples, _) = parse(&metrics.render());
+    assert_eq!(value(&samples, CLOSED, "waypoint"), 1.0);
+    assert_eq!(value(&samples, RECEIVED, "waypoint"), 3.0);
+    assert_eq!(value(&samples, SENT, "waypoint"), 4.0);
 }
