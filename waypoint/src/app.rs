@@ -35,9 +35,6 @@ use crate::transport::{
 
 /// Certificate requests in flight at once: the waypoint has a single identity.
 const MAX_CSRS_IN_FLIGHT: usize = 2;
-/// Backoff between attempts to reach the controller.
-const CONTROL_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const CONTROL_BACKOFF_MAX: Duration = Duration::from_secs(15);
 /// Largest token file read when looking for the service account in it.
 const MAX_TOKEN_BYTES: u64 = 64 * 1024;
 
@@ -134,7 +131,7 @@ pub async fn serve(
     } = listeners;
 
     let control = tokio::select! {
-        control = connect_control(&config.control) => control,
+        control = ControlPlane::connect_retrying(&config.control) => control,
         () = &mut shutdown => {
             tracing::info!("stopping before the controller was reached");
             return Ok(());
@@ -262,25 +259,6 @@ fn outcome_of<E: std::fmt::Display>(
         Ok(Ok(())) => "stopped unexpectedly".into(),
         Ok(Err(e)) => e.to_string(),
         Err(e) => e.to_string(),
-    }
-}
-
-/// Connects to the controller, retrying with jittered exponential backoff until it answers.
-async fn connect_control(config: &ControlPlaneConfig) -> ControlPlane {
-    let mut delay = CONTROL_BACKOFF_MIN;
-    loop {
-        match ControlPlane::connect(config).await {
-            Ok(control) => {
-                tracing::info!(controller = %config.address, "controller reached");
-                return control;
-            }
-            Err(e) => {
-                tracing::warn!("{e}; retrying in {delay:?}");
-                let jitter = 0.8 + fastrand::f64() * 0.4;
-                tokio::time::sleep(delay.mul_f64(jitter)).await;
-                delay = (delay * 2).min(CONTROL_BACKOFF_MAX);
-            }
-        }
     }
 }
 

@@ -1,13 +1,12 @@
 //! The `waypoint` binary.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use waypoint::app::{WaypointConfig, run, service_account_from_token};
-use ztunnel::config::ControlPlaneConfig;
+use ztunnel::control::ControlArgs;
 
 /// Per-namespace L7 proxy of the ambient mesh.
 #[derive(Parser, Debug)]
@@ -15,7 +14,9 @@ use ztunnel::config::ControlPlaneConfig;
     name = "waypoint",
     version,
     about,
-    long_about = "Per-namespace L7 proxy of the ambient mesh. Terminates HBONE, parses HTTP/1.1, HTTP/2 and gRPC, applies routing, mirroring, fault injection, retries, timeouts, circuit breaking, rate limiting and L7 authorization, then originates HBONE to the chosen endpoint."
+    long_about = "Per-namespace L7 proxy of the ambient mesh. Terminates HBONE, parses HTTP/1.1, HTTP/2 and gRPC, applies routing, mirroring, fault injection, retries, timeouts, circuit breaking, rate limiting and L7 authorization, then originates HBONE to the chosen endpoint.",
+    // The waypoint's identity is its token's: it cannot run without one.
+    mut_arg("token_file", |arg| arg.required(true))
 )]
 struct Args {
     /// Namespace of the waypoint's Gateway.
@@ -24,21 +25,8 @@ struct Args {
     /// Name of the waypoint's Gateway.
     #[arg(long)]
     name: String,
-    /// `host:port` of the controller's gRPC endpoint.
-    #[arg(long, default_value = "istiod.istio-system.svc:15012")]
-    controller: String,
-    /// PEM roots the controller's certificate must chain to.
-    #[arg(long, value_name = "FILE")]
-    root_cert: PathBuf,
-    /// File holding the waypoint's bearer token.
-    #[arg(long, value_name = "FILE")]
-    token_file: PathBuf,
-    /// SPIFFE identity the controller must present.
-    #[arg(
-        long,
-        default_value = "spiffe://cluster.local/ns/istio-system/sa/controller"
-    )]
-    controller_identity: String,
+    #[command(flatten)]
+    control: ControlArgs,
     /// Trust domain.
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
@@ -80,7 +68,10 @@ fn main() -> ExitCode {
     let service_account = args
         .service_account
         .clone()
-        .or_else(|| service_account_from_token(&args.token_file, &args.namespace))
+        .or_else(|| {
+            let token = args.control.token_file.as_deref()?;
+            service_account_from_token(token, &args.namespace)
+        })
         .unwrap_or_else(|| args.name.clone());
     let config = WaypointConfig {
         namespace: args.namespace,
@@ -88,12 +79,7 @@ fn main() -> ExitCode {
         service_account,
         trust_domain: args.trust_domain,
         cluster_id: args.cluster_id,
-        control: ControlPlaneConfig {
-            address: args.controller,
-            root_cert: args.root_cert,
-            token_file: Some(args.token_file),
-            server_identity: args.controller_identity,
-        },
+        control: args.control.config(),
         hbone_addr: args.hbone_addr,
         admin_addr: args.admin_addr,
         metrics_addr: args.metrics_addr,

@@ -27,9 +27,6 @@ const MAX_CSRS_IN_FLIGHT: usize = 8;
 /// Longest a deleted pod's connections may run on (bounded by the shutdown deadline too): the
 /// pod is gone or leaving the mesh, so its connections are not worth holding up.
 const DEL_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
-/// Backoff between attempts to reach the controller.
-const CONTROL_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const CONTROL_BACKOFF_MAX: Duration = Duration::from_secs(15);
 
 /// Why the proxy stopped.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +69,7 @@ pub async fn run_proxy(config: ProxyConfig) -> Result<(), ProxyError> {
         .map_err(|e| ProxyError::Start(format!("installing signal handlers: {e}")))?;
 
     let control = tokio::select! {
-        control = connect_control(&config) => control,
+        control = ControlPlane::connect_retrying(&config.control) => control,
         _ = signals.recv() => {
             tracing::info!("stopping before the controller was reached");
             return Ok(());
@@ -166,26 +163,6 @@ pub async fn run_proxy(config: ProxyConfig) -> Result<(), ProxyError> {
     }
     tracing::info!("drained");
     outcome
-}
-
-/// Connects to the controller, retrying with jittered exponential backoff until it answers
-/// (it may start after the node's proxies, or be restarting).
-async fn connect_control(config: &ProxyConfig) -> ControlPlane {
-    let mut delay = CONTROL_BACKOFF_MIN;
-    loop {
-        match ControlPlane::connect(&config.control).await {
-            Ok(control) => {
-                tracing::info!(controller = %config.control.address, "controller reached");
-                return control;
-            }
-            Err(e) => {
-                tracing::warn!("{e}; retrying in {delay:?}");
-                let jitter = 0.8 + fastrand::f64() * 0.4;
-                tokio::time::sleep(delay.mul_f64(jitter)).await;
-                delay = (delay * 2).min(CONTROL_BACKOFF_MAX);
-            }
-        }
-    }
 }
 
 /// How this proxy names itself to the controller, Istio style

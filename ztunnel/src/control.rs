@@ -2,7 +2,7 @@
 //! controller's SPIFFE identity, with the node's bearer token on every call.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,10 +23,46 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a probe may go unanswered before the connection is considered dead.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Backoff between attempts to reach the controller: doubling from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_LAST: Duration = Duration::from_secs(15);
 /// Largest token file read; service account tokens are a few kilobytes.
 const MAX_TOKEN_BYTES: u64 = 64 * 1024;
 /// Largest root bundle read.
 const MAX_ROOTS_BYTES: u64 = 1024 * 1024;
+
+/// The command-line flags naming the controller and how to trust it, shared by the mesh's
+/// proxy binaries.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ControlArgs {
+    /// `host:port` of the controller's gRPC endpoint.
+    #[arg(long, default_value = "istiod.istio-system.svc:15012")]
+    pub controller: String,
+    /// PEM roots the controller's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub root_cert: PathBuf,
+    /// File holding the bearer token sent to the controller.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// SPIFFE identity the controller must present.
+    #[arg(
+        long,
+        default_value = "spiffe://cluster.local/ns/istio-system/sa/controller"
+    )]
+    pub controller_identity: String,
+}
+
+impl ControlArgs {
+    /// The settings these flags give.
+    pub fn config(&self) -> ControlPlaneConfig {
+        ControlPlaneConfig {
+            address: self.controller.clone(),
+            root_cert: self.root_cert.clone(),
+            token_file: self.token_file.clone(),
+            server_identity: self.controller_identity.clone(),
+        }
+    }
+}
 
 /// Why the controller could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +125,26 @@ impl ControlPlane {
                 .map_err(|_| connect_error(format!("timed out after {CONNECT_TIMEOUT:?}")))?
                 .map_err(|e| connect_error(chain(&e)))?;
         Ok(ControlPlane { channel, token })
+    }
+
+    /// Connects to the controller, retrying with jittered exponential backoff until it answers
+    /// (it may start after the proxies, or be restarting). Dropping the future gives up.
+    pub async fn connect_retrying(config: &ControlPlaneConfig) -> ControlPlane {
+        let mut delay = RETRY_FIRST;
+        loop {
+            match Self::connect(config).await {
+                Ok(control) => {
+                    tracing::info!(controller = %config.address, "controller reached");
+                    return control;
+                }
+                Err(e) => {
+                    tracing::warn!("{e}; retrying in {delay:?}");
+                    let jitter = 0.8 + fastrand::f64() * 0.4;
+                    tokio::time::sleep(delay.mul_f64(jitter)).await;
+                    delay = (delay * 2).min(RETRY_LAST);
+                }
+            }
+        }
     }
 
     /// Adds `authorization: Bearer <token>` to `request` when a token is configured.

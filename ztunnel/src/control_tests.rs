@@ -115,6 +115,38 @@ async fn connects_and_sends_the_token() {
 }
 
 #[tokio::test]
+async fn retries_until_the_controller_can_be_reached() {
+    let dir = TempDir::new();
+    let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let (address, seen) = serve(&ca, CONTROLLER).await;
+    let mut config = config(&dir, &ca, address);
+    // The roots are not there yet (as before a mounted secret appears): attempts fail.
+    let roots = std::mem::replace(&mut config.root_cert, dir.0.join("later.pem"));
+    let retrying = {
+        let config = config.clone();
+        tokio::spawn(async move { ControlPlane::connect_retrying(&config).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !retrying.is_finished(),
+        "no attempt can succeed without roots"
+    );
+    std::fs::copy(&roots, &config.root_cert).unwrap();
+    let control = tokio::time::timeout(Duration::from_secs(60), retrying)
+        .await
+        .expect("connects once the roots are there")
+        .unwrap();
+    let mut client = api::ca::istio_certificate_service_client::IstioCertificateServiceClient::new(
+        control.channel.clone(),
+    );
+    let mut request = tonic::Request::new(api::ca::IstioCertificateRequest::default());
+    control.authorize(&mut request);
+    let status = client.create_certificate(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    assert_eq!(*seen.lock().unwrap(), ["Bearer node-token"]);
+}
+
+#[tokio::test]
 async fn refuses_a_server_with_another_identity() {
     let dir = TempDir::new();
     let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();

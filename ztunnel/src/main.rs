@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ztunnel::config::{AgentConfig, ControlPlaneConfig, ProxyConfig};
+use ztunnel::config::{AgentConfig, ProxyConfig};
+use ztunnel::control::ControlArgs;
 
 /// Per-node L4 tunnel of the ambient mesh.
 #[derive(Parser, Debug)]
@@ -35,36 +36,6 @@ enum Role {
     Proxy(ProxyArgs),
     /// The node agent (in-pod capture).
     NodeAgent(AgentArgs),
-}
-
-#[derive(Args, Debug)]
-struct ControlArgs {
-    /// `host:port` of the controller's gRPC endpoint.
-    #[arg(long, default_value = "istiod.istio-system.svc:15012")]
-    controller: String,
-    /// PEM roots the controller's certificate must chain to.
-    #[arg(long, value_name = "FILE")]
-    root_cert: PathBuf,
-    /// File holding this node's bearer token.
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// SPIFFE identity the controller must present.
-    #[arg(
-        long,
-        default_value = "spiffe://cluster.local/ns/istio-system/sa/controller"
-    )]
-    controller_identity: String,
-}
-
-impl ControlArgs {
-    fn config(&self) -> ControlPlaneConfig {
-        ControlPlaneConfig {
-            address: self.controller.clone(),
-            root_cert: self.root_cert.clone(),
-            token_file: self.token_file.clone(),
-            server_identity: self.controller_identity.clone(),
-        }
-    }
 }
 
 #[derive(Args, Debug)]
