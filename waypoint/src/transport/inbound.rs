@@ -14,6 +14,7 @@ use http::{HeaderMap, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use ztunnel::telemetry::Metrics;
@@ -58,6 +59,8 @@ struct Inner {
     /// Turns true when the waypoint drains: HTTP connections finish what they are doing and
     /// close (HTTP/1.1 after the current response, HTTP/2 with GOAWAY).
     drain: watch::Receiver<bool>,
+    /// HTTP/1.1 and HTTP/2 serving with the settings' bounds, configured once.
+    http: auto::Builder<TokioExecutor>,
 }
 
 /// The HBONE server's handler. Cheap to clone.
@@ -81,11 +84,29 @@ impl Inbound {
                 config,
                 passthrough: Passthrough::new(upstream.clone(), metrics),
                 upstream: Arc::new(upstream),
+                http: http_builder(&settings),
                 settings,
                 drain,
             }),
         }
     }
+}
+
+/// The HTTP server settings of every connection.
+fn http_builder(settings: &InboundSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(settings.max_concurrent_streams);
+    builder
 }
 
 impl ConnectHandler for Inbound {
@@ -145,30 +166,27 @@ async fn handle(inner: Arc<Inner>, connect: IncomingConnect) {
     let stream = Prefixed::new(prefix, tunnel);
     match detected {
         Detected::Empty => {}
-        Detected::Http2 => serve_http2(&inner, stream, caller, target).await,
         Detected::Opaque if protocol == Protocol::Unspecified => {
             inner
                 .passthrough
                 .stream(stream, client, caller, target, &engine)
                 .await;
         }
-        // On an HTTP port: hyper answers what is not HTTP with 400.
-        Detected::Http1 | Detected::Opaque => serve_http1(&inner, stream, caller, target).await,
+        // The HTTP server tells HTTP/2's preface from HTTP/1.1 itself; on an HTTP port it
+        // answers what is not HTTP with 400.
+        Detected::Http2 | Detected::Http1 | Detected::Opaque => {
+            serve_http(&inner, stream, caller, target).await;
+        }
     }
 }
 
-/// Serves HTTP/1.1 on `stream` until the client closes, or the waypoint drains.
-async fn serve_http1<S>(inner: &Arc<Inner>, stream: S, caller: Caller, target: Target)
+/// Serves HTTP/1.1 or HTTP/2 on `stream` until the client closes, or the waypoint drains.
+async fn serve_http<S>(inner: &Arc<Inner>, stream: S, caller: Caller, target: Target)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let service = service(inner.clone(), caller, target, Version::HTTP_11);
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(inner.settings.header_read_timeout)
-        .max_buf_size(inner.settings.max_header_bytes.max(8192))
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+    let service = service(inner.clone(), caller, target);
+    let connection = inner.http.serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
     let mut drain = inner.drain.clone();
     let result = tokio::select! {
@@ -179,42 +197,16 @@ where
         }
     };
     if let Err(e) = result {
-        tracing::debug!(error = %e, "HTTP/1.1 connection ended with an error");
-    }
-}
-
-/// Serves HTTP/2 on `stream` until the client closes, or the waypoint drains.
-async fn serve_http2<S>(inner: &Arc<Inner>, stream: S, caller: Caller, target: Target)
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let service = service(inner.clone(), caller, target, Version::HTTP_2);
-    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(inner.settings.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(inner.settings.max_concurrent_streams)
-        .serve_connection(TokioIo::new(stream), service);
-    let mut connection = std::pin::pin!(connection);
-    let mut drain = inner.drain.clone();
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = draining(&mut drain) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
 }
 
 /// The hyper service of one connection: each request goes to the engine in force when it
-/// arrives.
+/// arrives, and its answer goes back in the protocol of the request.
 fn service(
     inner: Arc<Inner>,
     caller: Caller,
     target: Target,
-    version: Version,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -227,6 +219,11 @@ fn service(
         let target = target.clone();
         async move {
             let engine = inner.config.engine();
+            let version = if request.version() == Version::HTTP_2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
             let request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed());
             let mut response = engine
                 .handle(inner.upstream.clone(), caller, target, request)
