@@ -2,8 +2,6 @@
 //! loopback TLS), an HBONE "endpoint" that serves HTTP and echoes TCP inside its tunnels, and
 //! an HBONE client.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
