@@ -9,18 +9,14 @@ use std::time::Instant;
 use hbone::IncomingConnect;
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use ztunnel::proxy::connection::{Registry, relay};
+use ztunnel::proxy::labels::{CONNECT_FAILED, DENIED, Peer, connection_labels};
 use ztunnel::state::{ProxyState, Service, Workload};
 use ztunnel::telemetry::{ConnectionLabels, ConnectionRecord, Metrics, Reporter};
 
 use super::upstream::{BoxedIo, HboneUpstream, pod_ip};
 use crate::engine::{Caller, EndpointInfo, Engine, Target};
 
-/// `connection_security_policy` of tunnels: always mutual TLS at a waypoint.
-const MUTUAL_TLS: &str = "mutual_tls";
-/// `response_flags` of a connection refused by policy (as Istio's ztunnel reports it).
-const DENIED: &str = "DENY";
-/// `response_flags` of a connection whose upstream could not be reached.
-const CONNECT_FAILED: &str = "CONNECT";
 /// `response_flags` when no endpoint was there to take it.
 const NO_HEALTHY_UPSTREAM: &str = "UH";
 
@@ -52,12 +48,17 @@ struct Connection {
 pub struct Passthrough {
     upstream: HboneUpstream,
     metrics: Arc<Metrics>,
+    connections: Arc<Registry>,
 }
 
 impl Passthrough {
     /// Opens upstream streams with `upstream` and reports to `metrics`.
     pub fn new(upstream: HboneUpstream, metrics: Arc<Metrics>) -> Self {
-        Self { upstream, metrics }
+        Self {
+            upstream,
+            metrics,
+            connections: Registry::new(),
+        }
     }
 
     /// A tunnel to a TCP port: authorize and connect upstream first, so the peer hears 401
@@ -71,7 +72,7 @@ impl Passthrough {
         engine: &Engine,
     ) {
         let (conn, opened) = self.open(client, &caller, &target, engine).await;
-        let mut upstream = match opened {
+        let upstream = match opened {
             Ok(upstream) => upstream,
             Err(refusal) => {
                 connect.reject(refusal.status);
@@ -80,10 +81,7 @@ impl Passthrough {
             }
         };
         match connect.accept() {
-            Ok(mut tunnel) => {
-                let (bytes, error) = splice(&mut tunnel, &mut upstream).await;
-                self.record(conn, bytes, error);
-            }
+            Ok(tunnel) => self.splice(conn, tunnel, upstream).await,
             Err(e) => self.record(conn, (0, 0), Some(e.to_string())),
         }
     }
@@ -100,10 +98,7 @@ impl Passthrough {
     ) {
         let (conn, opened) = self.open(client, &caller, &target, engine).await;
         match opened {
-            Ok(mut upstream) => {
-                let (bytes, error) = splice(&mut stream, &mut upstream).await;
-                self.record(conn, bytes, error);
-            }
+            Ok(upstream) => self.splice(conn, stream, upstream).await,
             Err(refusal) => {
                 let _ = stream.shutdown().await;
                 self.refused(conn, refusal);
@@ -184,40 +179,35 @@ impl Passthrough {
 
     /// Istio's TCP labels, as the waypoint sees the connection.
     fn labels(&self, caller: &Caller, plan: Option<&Plan>) -> ConnectionLabels {
-        let state = self.upstream.state();
-        let source = state.workload_by_ip(caller.ip);
-        let source = source.as_deref();
-        let destination = plan.map(|p| p.workload.as_ref());
-        let service = plan.and_then(|p| p.service.as_deref());
-        let text = |w: Option<&Workload>, f: fn(&Workload) -> &str| {
-            w.map(f).unwrap_or_default().to_owned()
-        };
-        ConnectionLabels {
-            reporter: Some(Reporter::Waypoint),
-            source_workload: text(source, |w| &w.workload_name),
-            source_workload_namespace: text(source, |w| &w.namespace),
-            source_principal: caller
-                .identity
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            source_app: text(source, |w| &w.canonical_name),
-            source_version: text(source, |w| &w.canonical_revision),
-            source_cluster: text(source, |w| &w.cluster_id),
-            destination_workload: text(destination, |w| &w.workload_name),
-            destination_workload_namespace: text(destination, |w| &w.namespace),
-            destination_principal: destination
-                .map(|w| w.identity().to_string())
-                .unwrap_or_default(),
-            destination_app: text(destination, |w| &w.canonical_name),
-            destination_version: text(destination, |w| &w.canonical_revision),
-            destination_cluster: text(destination, |w| &w.cluster_id),
-            destination_service: service.map(|s| s.hostname.clone()).unwrap_or_default(),
-            destination_service_name: service.map(|s| s.name.clone()).unwrap_or_default(),
-            destination_service_namespace: service.map(|s| s.namespace.clone()).unwrap_or_default(),
-            connection_security_policy: MUTUAL_TLS.into(),
-            response_flags: String::new(),
-        }
+        let source = self.upstream.state().workload_by_ip(caller.ip);
+        let destination_identity = plan.map(|p| p.workload.identity());
+        connection_labels(
+            Reporter::Waypoint,
+            Peer {
+                workload: source.as_deref(),
+                identity: caller.identity.as_ref(),
+            },
+            Peer {
+                workload: plan.map(|p| p.workload.as_ref()),
+                identity: destination_identity.as_ref(),
+            },
+            plan.and_then(|p| p.service.as_deref()),
+            true,
+        )
+    }
+
+    /// Relays both ways until both sides are done (or the connection is cut), then records it.
+    async fn splice<C, S>(&self, conn: Connection, client: C, server: S)
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let tracked = self.connections.register(None);
+        let relayed = relay(client, server, &tracked).await;
+        let error = relayed
+            .error
+            .or_else(|| relayed.cut.map(|reason| reason.to_string()));
+        self.record(conn, (relayed.sent, relayed.received), error);
     }
 
     fn refused(&self, mut conn: Connection, refusal: Refusal) {
@@ -250,18 +240,5 @@ fn authorized(engine: &Engine, caller: &Caller, target: &Target, plan: Option<&P
             engine.authorize_connection_to(caller, target, &endpoint)
         }
         None => engine.authorize_connection(caller, target),
-    }
-}
-
-/// Copies both ways until both sides are done; returns (client → server, server → client)
-/// byte counts and the error that ended it, if any.
-async fn splice<A, B>(client: &mut A, server: &mut B) -> ((u64, u64), Option<String>)
-where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
-{
-    match tokio::io::copy_bidirectional(client, server).await {
-        Ok(bytes) => (bytes, None),
-        Err(e) => ((0, 0), Some(e.to_string())),
     }
 }

@@ -10,9 +10,9 @@
 //! Every socket is created inside the pod's namespace and carries [`socket::PROXY_MARK`], so
 //! the pod's redirection rules let the proxy's own traffic through.
 
-mod connection;
+pub mod connection;
 mod inbound;
-mod labels;
+pub mod labels;
 pub mod netns;
 mod outbound;
 mod passthrough;
