@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod ca;
+pub mod deploy;
 pub mod model;
 pub mod server;
 pub mod source;

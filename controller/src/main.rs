@@ -12,6 +12,7 @@ use controller::admin::{self, AdminState, Readiness};
 use controller::ca::auth::{Authenticator, StaticTokens, TokenFile};
 use controller::ca::tokenreview::TokenReviewAuthenticator;
 use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory, secret_store};
+use controller::deploy::{self, DeploySettings, WaypointRuntime};
 use controller::model::{Index, Problem};
 use controller::server::{self, ServingTls};
 use controller::source::{FileSource, KubeSettings, KubeSource};
@@ -42,7 +43,9 @@ use tokio::sync::watch;
         root lives in the Secret istio-ca-secret of --root-namespace (the plug-in Secret \
         cacerts wins when present; --ca-dir overrides both); callers present service account \
         tokens (audience istio-ca) checked with TokenReview; problems found in objects are \
-        written to their status conditions.\n\n\
+        written to their status conditions; every Gateway of class istio-waypoint gets its \
+        waypoint (ServiceAccount, Deployment, Service, owned by the Gateway) and its status \
+        address; every namespace gets the trust bundle ConfigMap istio-ca-root-cert.\n\n\
         The admin endpoint (--admin-addr, port 15014) serves /metrics, /ready and \
         /debug/config_dump."
 )]
@@ -82,6 +85,13 @@ struct Args {
     /// How often the --config-dir folders are rescanned for changes, in milliseconds.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     scan_interval_ms: u64,
+    /// Image of the waypoints the controller deploys for Gateways of class istio-waypoint
+    /// (Kubernetes mode).
+    #[arg(long, default_value = "ghcr.io/ambient-mesh/waypoint:0.1.0")]
+    waypoint_image: String,
+    /// Where deployed waypoints reach the controller; default `istiod.<root-namespace>.svc:15012`.
+    #[arg(long, value_name = "HOST:PORT")]
+    waypoint_controller_addr: Option<String>,
     /// Log filter in `tracing` syntax (for example `info` or `controller=debug`).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -197,7 +207,20 @@ async fn run(args: Args) -> Result<(), StartError> {
     let ca = Arc::new(ca);
     tracing::info!(origin = ?ca.origin(), dir = ?args.ca_dir, "certificate authority ready");
     if let Some(client) = &kube_client {
-        secret_store::publish_roots(client.clone(), &args.root_namespace, &ca.roots_pem()?).await?;
+        let roots_pem = ca.roots_pem()?;
+        // Node proxies need the roots before anything else is listed.
+        secret_store::publish_roots(client.clone(), &args.root_namespace, &roots_pem).await?;
+        let controller_addr = args
+            .waypoint_controller_addr
+            .clone()
+            .unwrap_or_else(|| format!("istiod.{}.svc:15012", args.root_namespace));
+        let settings = DeploySettings {
+            runtime: WaypointRuntime::kubernetes(&args.waypoint_image, &controller_addr),
+            roots_pem,
+            resync: Duration::from_secs(300),
+            retry: Duration::from_secs(1),
+        };
+        tokio::spawn(deploy::run(client.clone(), index_rx.clone(), settings));
     }
     let authenticator: Arc<dyn Authenticator> = match (&kube_client, &args.tokens_file) {
         (Some(client), _) => Arc::new(TokenReviewAuthenticator::new(

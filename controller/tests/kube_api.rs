@@ -98,7 +98,8 @@ impl Fake {
                 answer["status"] = status;
                 json_response(201, &answer)
             }
-            ("PATCH", "/api/v1/namespaces/istio-system/configmaps/istio-ca-root-cert") => {
+            // Server-side apply of anything: answered with what was sent.
+            ("PATCH", _) if seen.content_type == "application/apply-patch+yaml" => {
                 json_response(200, &seen.body)
             }
             ("PATCH", path) if path.ends_with("/status") => json_response(
@@ -439,11 +440,39 @@ fn ready(addr: std::net::SocketAddr) -> bool {
 #[tokio::test]
 async fn binary_in_kubernetes_mode_becomes_ready() {
     let empty = |kind: &str| list(kind, vec![]);
+    let namespace = |name: &str| json!({"metadata": {"name": name, "resourceVersion": "1"}});
     let fake = Fake {
         lists: BTreeMap::from([
-            ("/api/v1/namespaces".to_string(), empty("Namespace")),
+            (
+                "/api/v1/namespaces".to_string(),
+                list(
+                    "Namespace",
+                    vec![namespace("shop"), namespace("kube-system")],
+                ),
+            ),
             ("/api/v1/pods".to_string(), empty("Pod")),
-            ("/api/v1/services".to_string(), empty("Service")),
+            (
+                "/api/v1/services".to_string(),
+                list(
+                    "Service",
+                    vec![json!({
+                        "metadata": {"name": "waypoint", "namespace": "shop", "resourceVersion": "5"},
+                        "spec": {"clusterIP": "10.96.0.12", "ports": [{"name": "mesh", "port": 15008}]},
+                    })],
+                ),
+            ),
+            (
+                "/apis/gateway.networking.k8s.io/v1/gateways".to_string(),
+                list(
+                    "Gateway",
+                    vec![json!({
+                        "metadata": {"name": "waypoint", "namespace": "shop", "uid": "gw-uid-1",
+                                     "generation": 2, "resourceVersion": "6"},
+                        "spec": {"gatewayClassName": "istio-waypoint",
+                                 "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]},
+                    })],
+                ),
+            ),
         ]),
         ..Fake::default()
     };
@@ -500,5 +529,79 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
     assert_eq!(
         secrets["istio-ca-secret"]["metadata"]["namespace"],
         "istio-system"
+    );
+
+    // The waypoint Gateway gets its objects, owned by it, and its status address; every
+    // namespace but the system ones gets the trust bundle.
+    let wanted = [
+        "/api/v1/namespaces/shop/serviceaccounts/waypoint",
+        "/apis/apps/v1/namespaces/shop/deployments/waypoint",
+        "/api/v1/namespaces/shop/services/waypoint",
+        "/api/v1/namespaces/shop/configmaps/istio-ca-root-cert",
+        "/apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways/waypoint/status",
+    ];
+    let all_written = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let seen = fake.seen();
+            if wanted
+                .iter()
+                .all(|w| seen.iter().any(|s| s.method == "PATCH" && s.path == *w))
+            {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let Ok(seen) = all_written else {
+        panic!("not every waypoint object was written: {:?}", fake.seen());
+    };
+    let patch = |path: &str| {
+        seen.iter()
+            .find(|s| s.method == "PATCH" && s.path == path)
+            .expect("written")
+    };
+    // Written once: nothing changed since, so nothing is written again.
+    for path in wanted {
+        let writes = seen
+            .iter()
+            .filter(|s| s.method == "PATCH" && s.path == path)
+            .count();
+        assert_eq!(writes, 1, "{path}");
+    }
+    let deployment = patch(wanted[1]);
+    assert_eq!(deployment.content_type, "application/apply-patch+yaml");
+    assert!(deployment.query.contains("fieldManager=mesh-controller"));
+    assert!(deployment.query.contains("force=true"));
+    assert_eq!(
+        deployment.body["metadata"]["ownerReferences"][0]["uid"],
+        "gw-uid-1"
+    );
+    let container = &deployment.body["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/ambient-mesh/waypoint:0.1.0");
+    assert!(
+        container["args"]
+            .as_array()
+            .expect("args")
+            .contains(&json!("--controller=istiod.istio-system.svc:15012"))
+    );
+    let status = &patch(wanted[4]).body["status"];
+    assert_eq!(
+        status["addresses"],
+        json!([{"type": "IPAddress", "value": "10.96.0.12"}])
+    );
+    assert_eq!(status["conditions"][1]["type"], "Programmed");
+    assert_eq!(status["conditions"][1]["status"], "True");
+    assert_eq!(status["conditions"][1]["observedGeneration"], 2);
+    let bundle = patch(wanted[3]);
+    assert_eq!(
+        bundle.body["data"]["root-cert.pem"],
+        published.body["data"]["root-cert.pem"]
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.path.starts_with("/api/v1/namespaces/kube-system/")),
+        "kube-system gets no trust bundle"
     );
 }

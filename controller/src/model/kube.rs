@@ -16,6 +16,8 @@ pub struct ObjectMeta {
     pub namespace: String,
     /// `metadata.uid`.
     pub uid: String,
+    /// `metadata.generation` (0 when absent): what status conditions observed.
+    pub generation: i64,
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
     /// `metadata.annotations`.
@@ -221,4 +223,6 @@ pub struct Listener {
 pub struct GatewayInfrastructure {
     /// Labels; Istio also reads `istio.io/waypoint-for` here.
     pub labels: BTreeMap<String, String>,
+    /// Annotations, propagated to generated resources.
+    pub annotations: BTreeMap<String, String>,
 }

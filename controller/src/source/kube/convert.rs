@@ -129,8 +129,8 @@ fn manifest(kind: &WatchedKind, obj: &DynamicObject) -> Result<String, serde_jso
         }
         if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("managedFields");
+            // generation stays: it moves only with the spec, and conditions report it.
             meta.remove("resourceVersion");
-            meta.remove("generation");
         }
     }
     serde_json::to_string(&value)
