@@ -188,6 +188,32 @@ fn a_waypoint_gateway_deploys_a_waypoint_pod_and_service_and_removing_it_removes
 }
 
 #[test]
+fn the_app_behind_the_waypoint_sees_the_original_client_ip() {
+    let sb = shop::up();
+    let client_ip = sb.pod_ip("client").expect("client pod");
+    let out = sb
+        .try_http(CLIENT, &url("/who"), 5000)
+        .expect("request through the waypoint");
+    assert!(out.status.success(), "{out:?}");
+    let reply: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the echo server answers JSON");
+    let seen = reply["client"].as_str().unwrap_or_default();
+    let waypoint_ip = sb
+        .pods()
+        .expect("pods")
+        .into_iter()
+        .find(|p| {
+            p.labels.get("gateway.networking.k8s.io/gateway-name") == Some(&"waypoint".into())
+        })
+        .map(|p| p.ip.to_string())
+        .unwrap_or_default();
+    assert!(
+        seen.starts_with(&format!("{client_ip}:")),
+        "orders saw {seen}; the client is {client_ip}, the waypoint {waypoint_ip}"
+    );
+}
+
+#[test]
 fn canary_beta_users_always_reach_v2_others_split_90_10_over_http1_and_http2_and_metrics_count_every_request()
  {
     let sb = shop::up();

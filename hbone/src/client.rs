@@ -36,7 +36,8 @@ pub struct Upstream {
 pub struct ConnectRequest {
     /// The original destination (`:authority` of the `CONNECT`).
     pub target: SocketAddr,
-    /// The original client's address, sent as `forwarded: for="ip:port"`.
+    /// The original client's address, sent as `forwarded: for="ip:port"`; port 0 means the
+    /// port is unknown, and only the IP is sent (`for=ip`, `for="[v6]"`, as RFC 7239 allows).
     pub forwarded_for: Option<SocketAddr>,
     /// W3C `baggage` to propagate (Istio puts workload metadata here).
     pub baggage: Option<String>,
@@ -66,7 +67,7 @@ impl ConnectRequest {
         }
         let headers = request.headers_mut();
         if let Some(addr) = self.forwarded_for
-            && let Ok(value) = HeaderValue::from_str(&format!("for=\"{addr}\""))
+            && let Ok(value) = HeaderValue::from_str(&crate::forwarded::header_value(addr))
         {
             headers.insert(http::header::FORWARDED, value);
         }
@@ -195,6 +196,14 @@ mod tests {
         assert_eq!(http.headers()["forwarded"], "for=\"10.0.1.7:41234\"");
         assert_eq!(http.headers()["baggage"], "k8s.namespace.name=shop");
         assert!(http.headers().contains_key("traceparent"));
+        for (client, header) in [
+            ("10.0.1.7:0", "for=10.0.1.7"),
+            ("[fd00::7]:0", "for=\"[fd00::7]\""),
+            ("[fd00::7]:80", "for=\"[fd00::7]:80\""),
+        ] {
+            req.forwarded_for = Some(client.parse().unwrap());
+            assert_eq!(req.to_http().headers()["forwarded"], header);
+        }
 
         let v6 = ConnectRequest::new("[fd00::5]:80".parse().unwrap()).to_http();
         assert_eq!(v6.uri().authority().unwrap().as_str(), "[fd00::5]:80");

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::connection::{AuthzInputs, Relayed, relay};
 use super::labels::{Peer, connection_labels, guess_service};
+use super::resolve::is_waypoint_of;
 use super::socket::canonical;
 use super::{Finished, ProxyError, Shared, connect_upstream, is_own_port, stopped};
 use crate::state::Decision;
@@ -119,7 +120,25 @@ async fn handle(shared: Arc<Shared>, connect: IncomingConnect) {
         return;
     }
     let peer_identity = connect.peer_identity.clone();
-    let source = shared.ctx.state.workload_by_ip(client.ip());
+    // Through a waypoint the peer is the waypoint; it names the original client in
+    // `forwarded`, trusted from the destination's own waypoints only (as Istio does). The
+    // app then sees, and telemetry reports, the original client; authorization stays with
+    // the authenticated peer.
+    let original = if is_waypoint_of(&shared.ctx.state, &workload, &peer_identity, client.ip()) {
+        hbone::forwarded::client(&connect.headers).map_or(client, |fwd| {
+            SocketAddr::new(
+                fwd.ip(),
+                if fwd.port() == 0 {
+                    client.port()
+                } else {
+                    fwd.port()
+                },
+            )
+        })
+    } else {
+        client
+    };
+    let source = shared.ctx.state.workload_by_ip(original.ip());
     let service = guess_service(&workload, authority.port(), |ns, host| {
         shared.ctx.state.service_by_host(ns, host)
     });
@@ -139,7 +158,7 @@ async fn handle(shared: Arc<Shared>, connect: IncomingConnect) {
     shared.ctx.metrics.connection_opened(&labels);
     let finished = Finished {
         labels,
-        source: client,
+        source: original,
         destination: authority,
         start,
     };
@@ -155,9 +174,9 @@ async fn handle(shared: Arc<Shared>, connect: IncomingConnect) {
         reject(&shared, connect, finished, ProxyError::Denied(policy));
         return;
     }
-    // Istio connects from the HBONE peer's address: the client pod's, or the waypoint's
-    // when the tunnel comes through one.
-    let connect_app = connect_upstream(&shared.ctx.netns, authority, Some(client.ip()));
+    // From the original client's address (IP_TRANSPARENT; replies come back through the
+    // pod's connmark routing whoever the address belongs to).
+    let connect_app = connect_upstream(&shared.ctx.netns, authority, Some(original.ip()));
     let app = match tracked.unless_closed(connect_app).await {
         Ok(Ok(app)) => app,
         Ok(Err(error)) => {

@@ -229,6 +229,34 @@ fn through_waypoint(
     }))
 }
 
+/// True when the HBONE peer (`identity` at `ip`) is an instance of a waypoint serving
+/// `destination`: its own waypoint or one of its services'. Istio then trusts the tunnel's
+/// `forwarded` header to name the original client.
+pub fn is_waypoint_of(
+    directory: &impl Directory,
+    destination: &Workload,
+    identity: &Identity,
+    ip: IpAddr,
+) -> bool {
+    let service_waypoints = destination.services.keys().filter_map(|key| {
+        let (namespace, hostname) = key.split_once('/')?;
+        directory
+            .service_by_host(namespace, hostname)?
+            .waypoint
+            .clone()
+    });
+    destination
+        .waypoint
+        .clone()
+        .into_iter()
+        .chain(service_waypoints)
+        .any(|waypoint| {
+            waypoint_instances(directory, &waypoint).iter().any(|w| {
+                w.addresses.contains(&ip) && workload_identity(w).is_ok_and(|id| &id == identity)
+            })
+        })
+}
+
 /// The workloads implementing a waypoint: its service's endpoints (on the HBONE port, or
 /// on any port the service declares), or the workload the address names.
 fn waypoint_instances(directory: &impl Directory, waypoint: &WaypointRef) -> Vec<Arc<Workload>> {
@@ -543,6 +571,31 @@ mod tests {
                 identities: vec![id("cart")],
             }
         );
+    }
+
+    #[test]
+    fn only_the_destinations_own_waypoint_may_name_the_original_client() {
+        let (fake, _) = waypoint_setup();
+        let by_name = |name: &str| {
+            fake.workloads
+                .iter()
+                .find(|w| w.name == name)
+                .unwrap()
+                .clone()
+        };
+        let (cart, pod) = (by_name("cart"), by_name("pod"));
+        let wp_ip: IpAddr = "10.244.3.3".parse().unwrap();
+        // Through a service's waypoint and through the workload's own.
+        assert!(is_waypoint_of(&fake, &cart, &id("waypoint"), wp_ip));
+        assert!(is_waypoint_of(&fake, &pod, &id("waypoint"), wp_ip));
+        // The waypoint's identity from another address, or another identity from the
+        // waypoint's address, is not the waypoint.
+        let elsewhere: IpAddr = "10.244.9.9".parse().unwrap();
+        assert!(!is_waypoint_of(&fake, &cart, &id("waypoint"), elsewhere));
+        assert!(!is_waypoint_of(&fake, &cart, &id("pod"), wp_ip));
+        // A workload without a waypoint trusts no one's forwarded header.
+        let waypoint = by_name("waypoint");
+        assert!(!is_waypoint_of(&fake, &waypoint, &id("waypoint"), wp_ip));
     }
 
     #[test]
