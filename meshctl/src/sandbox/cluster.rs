@@ -540,7 +540,12 @@ impl Sandbox {
             .iter()
             .flat_map(|p| p.containers.iter().filter_map(|c| c.process))
             .collect();
-        process::stop(&names, &procs, process::GRACE);
+        let grace = pods
+            .iter()
+            .filter_map(Pod::termination_grace)
+            .max()
+            .unwrap_or(process::GRACE);
+        process::stop(&names, &procs, grace);
         let refs: Vec<&Pod> = pods.iter().collect();
         netns::delete_pods(&self.tools, &self.cluster, &refs);
         dns::remove(&names);

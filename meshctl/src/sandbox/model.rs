@@ -162,7 +162,20 @@ impl Pod {
     pub fn typed_spec(&self) -> PodSpec {
         serde_json::from_value(self.spec.clone()).unwrap_or_default()
     }
+
+    /// `spec.terminationGracePeriodSeconds`, capped at [`MAX_TERMINATION_GRACE`]; `None`
+    /// when unset (the sandbox then uses its own short default, not Kubernetes' 30 s, so
+    /// that tearing down test pods stays quick).
+    pub fn termination_grace(&self) -> Option<std::time::Duration> {
+        let secs = self.spec.get("terminationGracePeriodSeconds")?.as_u64()?;
+        Some(std::time::Duration::from_secs(
+            secs.min(MAX_TERMINATION_GRACE.as_secs()),
+        ))
+    }
 }
+
+/// Longest a pod may take to stop after SIGTERM.
+pub const MAX_TERMINATION_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The whole sandbox, as saved in `state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -682,5 +695,37 @@ spec:
         let long = netns_name("s", &"x".repeat(100));
         assert!(long.len() <= 64 && long.starts_with("ms-s."));
         assert_eq!(netns_name("s", "node1"), "ms-s.node1");
+    }
+
+    #[test]
+    fn termination_grace_comes_from_the_spec_and_is_capped() {
+        let pod = |spec: serde_json::Value| Pod {
+            name: "p".into(),
+            namespace: "shop".into(),
+            uid: "u".into(),
+            node: "node1".into(),
+            ip: Ipv4Addr::new(10, 244, 1, 2),
+            netns: "ns".into(),
+            veth: "veth2".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            service_account: "default".into(),
+            owner: None,
+            spec,
+            spec_hash: String::new(),
+            containers: Vec::new(),
+            phase: Phase::Pending,
+            ready: false,
+            created: 0,
+        };
+        assert_eq!(pod(serde_json::json!({})).termination_grace(), None);
+        assert_eq!(
+            pod(serde_json::json!({"terminationGracePeriodSeconds": 5})).termination_grace(),
+            Some(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(
+            pod(serde_json::json!({"terminationGracePeriodSeconds": 86400})).termination_grace(),
+            Some(MAX_TERMINATION_GRACE)
+        );
     }
 }
