@@ -183,3 +183,25 @@ fn last_good_rate_limit_annotation_stays_in_force() {
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].field, "metadata.annotations[mesh.io/rate-limit]");
 }
+
+#[test]
+fn an_out_of_range_target_port_is_left_out_by_ztunnels_and_waypoints_alike() {
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: odd, namespace: shop}\nspec:\n  clusterIP: 10.96.0.41\n  ports:\n  - {name: http, port: 80, targetPort: 8080}\n  - {name: http-big, port: 81, targetPort: 70000}\n";
+    let t = controller::translate::translate(&index_with(svc), &TranslateOptions::default());
+    let p = problems_about(&t, "Service", "odd");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].field, "spec.ports[1].targetPort");
+    let for_ztunnel = service(&t, "shop", "odd").expect("service");
+    let ztunnel_ports: Vec<(u32, u32)> = for_ztunnel
+        .ports
+        .iter()
+        .map(|p| (p.service_port, p.target_port))
+        .collect();
+    assert_eq!(ztunnel_ports, [(80, 8080)]);
+    let waypoint_ports: Vec<(u32, u32)> = served(&shop(&t), "odd")
+        .ports
+        .iter()
+        .map(|p| (p.port, p.target_port))
+        .collect();
+    assert_eq!(waypoint_ports, [(80, 8080)]);
+}

@@ -91,15 +91,21 @@ fn ports(svc: &model::Service) -> Vec<Port> {
         .ports
         .iter()
         .filter(|p| p.port > 0)
-        .map(|p| Port {
-            name: p.name.clone(),
-            port: u32::from(p.port),
-            target_port: match &p.target_port {
+        .filter_map(|p| {
+            let target_port = match &p.target_port {
                 None => u32::from(p.port),
-                Some(IntOrString::Int(n)) => u32::try_from(*n).unwrap_or(0),
+                // The service translation reports an out-of-range port and leaves it out:
+                // so does the waypoint's view of the service.
+                Some(IntOrString::Int(n)) => u32::from(u16::try_from(*n).ok().filter(|n| *n > 0)?),
+                // Named: resolved per endpoint.
                 Some(IntOrString::String(_)) => 0,
-            },
-            protocol: protocol(p) as i32,
+            };
+            Some(Port {
+                name: p.name.clone(),
+                port: u32::from(p.port),
+                target_port,
+                protocol: protocol(p) as i32,
+            })
         })
         .collect()
 }
