@@ -34,7 +34,7 @@ fn snapshot(entries: &[(&str, &str, &str)]) -> Arc<Snapshot> {
             },
         );
     }
-    Arc::new(Snapshot { resources })
+    Arc::new(Snapshot::new(resources))
 }
 
 fn ca() -> CertificateAuthority {

@@ -44,6 +44,9 @@ pub const DOMAIN_SUFFIX: &str = "cluster.local";
 pub struct Snapshot {
     /// type URL → resource name → resource.
     pub resources: BTreeMap<String, BTreeMap<String, Resource>>,
+    /// type URL → digest of its resources' names and versions, computed once per snapshot
+    /// (not per client and push).
+    system_versions: BTreeMap<String, String>,
 }
 
 /// One xDS resource.
@@ -179,7 +182,7 @@ impl Translator {
             snapshot.insert(api::WAYPOINT_TYPE_URL, name, api::pack(&w));
         }
         Translation {
-            snapshot,
+            snapshot: Snapshot::new(snapshot.resources),
             problems: dedup(problems),
         }
     }
@@ -222,6 +225,29 @@ impl Translator {
 }
 
 impl Snapshot {
+    /// A snapshot of `resources`.
+    pub fn new(resources: BTreeMap<String, BTreeMap<String, Resource>>) -> Self {
+        let system_versions = resources
+            .iter()
+            .map(|(type_url, of_type)| {
+                (type_url.clone(), crate::xds::delta::system_version(of_type))
+            })
+            .collect();
+        Self {
+            resources,
+            system_versions,
+        }
+    }
+
+    /// `system_version_info` of `type_url`: a digest of its resources' names and versions,
+    /// the same for every client that sees the same state.
+    pub fn system_version(&self, type_url: &str) -> String {
+        self.system_versions
+            .get(type_url)
+            .cloned()
+            .unwrap_or_else(|| crate::xds::delta::system_version(&BTreeMap::new()))
+    }
+
     /// Adds a resource, versioned by its content.
     fn insert(&mut self, type_url: &str, name: String, body: Any) {
         let version = version::version(&body.value);

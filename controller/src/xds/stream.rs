@@ -176,7 +176,7 @@ impl Stream {
             return Ok(());
         }
         let nonce = next_nonce();
-        let response = response(type_url, &delta, resources, &nonce);
+        let response = response(type_url, &delta, current.system_version(type_url), &nonce);
         delta::record(&mut state.known, &delta);
         state.last_nonce = Some(nonce.clone());
         tracing::debug!(
@@ -196,11 +196,11 @@ impl Stream {
 fn response(
     type_url: &str,
     delta: &Delta<'_>,
-    resources: &BTreeMap<String, crate::translate::Resource>,
+    system_version: String,
     nonce: &str,
 ) -> DeltaDiscoveryResponse {
     DeltaDiscoveryResponse {
-        system_version_info: delta::system_version(resources),
+        system_version_info: system_version,
         resources: delta
             .upserts
             .iter()
