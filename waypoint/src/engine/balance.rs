@@ -44,11 +44,11 @@ impl Drop for InFlight {
     }
 }
 
-/// An endpoint the balancer may choose.
+/// An endpoint the balancer may choose; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Candidate {
     /// Where it is.
-    pub info: EndpointInfo,
+    pub info: Arc<EndpointInfo>,
     /// Its counters.
     pub state: Arc<EndpointState>,
 }
@@ -89,10 +89,10 @@ mod tests {
     fn candidates(n: usize) -> Vec<Candidate> {
         (0..n)
             .map(|i| Candidate {
-                info: EndpointInfo {
+                info: Arc::new(EndpointInfo {
                     uid: format!("w{i}"),
                     address: format!("10.0.0.{}:80", i + 1).parse().unwrap(),
-                },
+                }),
                 state: Arc::default(),
             })
             .collect()

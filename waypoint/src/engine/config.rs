@@ -13,6 +13,7 @@ use http::StatusCode;
 
 use super::ConfigError;
 use super::authz::Policies;
+use super::endpoints::EndpointCache;
 use super::fault::FaultSpec;
 use super::headers::{HeaderMods, Redirect, Rewrite};
 use super::matching::{RequestView, RouteMatcher};
@@ -20,6 +21,7 @@ use super::outlier::OutlierSpec;
 use super::pool::PoolSpec;
 use super::ratelimit::RateLimitSpec;
 use super::retry::{BudgetSpec, RetrySpec};
+use super::telemetry::ServiceLabels;
 
 /// Converts a protobuf duration; negative or out-of-range values are refused.
 pub(crate) fn duration(
@@ -47,15 +49,35 @@ pub(crate) struct DestSpec {
     pub hostname: String,
     /// Service namespace.
     pub namespace: String,
-    /// Service name (for metric labels).
-    pub name: String,
     /// Service port; 0: the port the request arrived on.
     pub port: u16,
     /// Subset name.
     pub subset: Option<String>,
+    /// Its `destination_service*` metric labels.
+    pub labels: Arc<ServiceLabels>,
+    /// Its endpoints, kept between requests (shared by clones).
+    pub endpoints: Arc<EndpointCache>,
 }
 
 impl DestSpec {
+    /// The destination `hostname` in `namespace` (subset `subset`, port `port` or, when 0,
+    /// the request's).
+    pub(crate) fn new(hostname: &str, namespace: &str, port: u16, subset: Option<&str>) -> Self {
+        // The service name is the hostname's first label for cluster-local services.
+        let name = match hostname.split_once('.') {
+            Some((name, rest)) if rest.contains(".svc.") || rest.ends_with(".svc") => name,
+            _ => hostname,
+        };
+        Self {
+            hostname: hostname.to_owned(),
+            namespace: namespace.to_owned(),
+            port,
+            subset: subset.map(str::to_owned),
+            labels: Arc::new(ServiceLabels::new(hostname, name, namespace)),
+            endpoints: Arc::default(),
+        }
+    }
+
     fn compile(d: Option<&pb::Destination>, field: &str) -> Result<Self, ConfigError> {
         let d = d.ok_or_else(|| ConfigError(format!("{field}: missing destination")))?;
         if d.hostname.is_empty() {
@@ -63,17 +85,8 @@ impl DestSpec {
         }
         let port = u16::try_from(d.port)
             .map_err(|_| ConfigError(format!("{field}.port: {} out of range", d.port)))?;
-        let name = match d.hostname.split_once('.') {
-            Some((name, rest)) if rest.contains(".svc.") || rest.ends_with(".svc") => name,
-            _ => d.hostname.as_str(),
-        };
-        Ok(Self {
-            hostname: d.hostname.clone(),
-            namespace: d.namespace.clone(),
-            name: name.to_string(),
-            port,
-            subset: (!d.subset.is_empty()).then(|| d.subset.clone()),
-        })
+        let subset = (!d.subset.is_empty()).then_some(d.subset.as_str());
+        Ok(Self::new(&d.hostname, &d.namespace, port, subset))
     }
 }
 
@@ -133,7 +146,7 @@ pub(crate) enum Action {
 #[derive(Debug)]
 pub(crate) struct RouteEntry {
     /// Route name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Matches (any); empty: every request.
     pub matches: Vec<RouteMatcher>,
     /// Action.
@@ -174,7 +187,7 @@ impl RouteEntry {
             None => return Err(ConfigError(format!("{field}: no action"))),
         };
         Ok(Self {
-            name: r.name.clone(),
+            name: r.name.as_str().into(),
             matches,
             action,
             request_headers: HeaderMods::compile(
@@ -286,10 +299,8 @@ pub(crate) struct PortEntry {
 pub(crate) struct ServiceEntry {
     /// Hostname.
     pub hostname: String,
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
+    /// Its `destination_service*` metric labels (hostname, name, namespace).
+    pub labels: Arc<ServiceLabels>,
     /// Ports.
     pub ports: Vec<PortEntry>,
     /// Routes in order.
@@ -441,8 +452,7 @@ impl Compiled {
                 .collect::<Result<_, _>>()?;
             let entry = Arc::new(ServiceEntry {
                 hostname: s.hostname.clone(),
-                namespace: s.namespace.clone(),
-                name: s.name.clone(),
+                labels: Arc::new(ServiceLabels::new(&s.hostname, &s.name, &s.namespace)),
                 ports,
                 routes,
                 rate_limit: s

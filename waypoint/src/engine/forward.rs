@@ -8,7 +8,6 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Body as _;
 
-use super::balance;
 use super::body::Replay;
 use super::config::{DestSpec, ForwardSpec, RouteEntry};
 use super::fault::roll;
@@ -17,8 +16,8 @@ use super::mirror::{self, MirrorBody};
 use super::outlier::Health;
 use super::reply::RequestError;
 use super::retry::Outcome;
-use super::select;
 use super::{Body, Caller, Engine, Target, Upstream, UpstreamError, UpstreamHints, body};
+use super::{endpoints, select};
 
 /// The parts of a request every attempt repeats.
 #[derive(Clone)]
@@ -141,7 +140,7 @@ pub(crate) async fn run(
         rewrite.apply(&mut parts, f.prefix);
     }
     let dest = &chosen.dest;
-    ctx.service(&dest.hostname, &dest.name, &dest.namespace);
+    ctx.service(&dest.labels);
 
     let mirrors: Vec<_> = spec.mirrors.iter().filter(|m| roll(m.percentage)).collect();
     let mut source = if request_body.is_end_stream() {
@@ -267,10 +266,10 @@ async fn attempts(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let listed = f.upstream.endpoints(&dest.namespace, &dest.hostname, port);
-        let candidates = state.candidates(listed, resolved.uids, outlier, &tried);
-        let endpoint = balance::pick(resolved.policy.lb, &candidates, &state.round_robin)
-            .cloned()
+        let candidates = dest
+            .endpoints
+            .candidates(f.upstream, &state, dest, port, resolved.uids);
+        let endpoint = endpoints::choose(&state, resolved.policy.lb, &candidates, outlier, &tried)
             .ok_or(RequestError::NoHealthyUpstream)?;
         if let Some(snapshot) = &f.authz {
             f.engine
@@ -285,7 +284,12 @@ async fn attempts(
         };
         let in_flight = endpoint.state.start();
         ctx.record.upstream = Some(endpoint.info.address);
-        ctx.destination(f.upstream.workload(endpoint.info.address.ip()));
+        ctx.destination(
+            f.engine
+                .runtime
+                .peers
+                .destination(f.upstream, endpoint.info.address.ip()),
+        );
         let body = source
             .next()
             .ok_or_else(|| RequestError::Reset("request body already sent".into()))?;

@@ -17,8 +17,12 @@ use super::fault::Abort;
 use super::headers::{self, redirect_headers, strip_port};
 use super::matching::RequestView;
 use super::reply::{self, RequestError};
-use super::telemetry::{CountingBody, Finish, ObservedBody, RequestLabels, RequestRecord};
-use super::{Body, Caller, Engine, Target, Upstream, WorkloadMeta, body, forward};
+use super::telemetry::labels::grpc_status;
+use super::telemetry::{
+    Authority, CountingBody, Finish, ObservedBody, PeerLabels, RequestLabels, RequestRecord,
+    ServiceLabels,
+};
+use super::{Body, Caller, Engine, Target, Upstream, body, forward};
 
 /// A caller's principal as policies name it: the SPIFFE ID without `spiffe://`.
 pub(crate) fn principal(id: &hbone::Identity) -> String {
@@ -70,23 +74,13 @@ impl Ctx {
     }
 
     /// Sets the destination service labels.
-    pub(crate) fn service(&mut self, hostname: &str, name: &str, namespace: &str) {
-        let l = &mut self.record.labels;
-        l.destination_service = hostname.to_string();
-        l.destination_service_name = name.to_string();
-        l.destination_service_namespace = namespace.to_string();
+    pub(crate) fn service(&mut self, labels: &Arc<ServiceLabels>) {
+        self.record.labels.service = labels.clone();
     }
 
     /// Sets the destination workload labels.
-    pub(crate) fn destination(&mut self, meta: Option<WorkloadMeta>) {
-        let m = meta.unwrap_or_default();
-        let l = &mut self.record.labels;
-        l.destination_workload = m.workload;
-        l.destination_workload_namespace = m.namespace;
-        l.destination_app = m.canonical_service;
-        l.destination_version = m.canonical_revision;
-        l.destination_cluster = m.cluster;
-        l.destination_principal = m.identity.map(|i| i.to_string()).unwrap_or_default();
+    pub(crate) fn destination(&mut self, labels: Arc<PeerLabels>) {
+        self.record.labels.destination = labels;
     }
 }
 
@@ -140,29 +134,20 @@ pub(crate) async fn run(
     let body = CountingBody::new(body, request_bytes.clone()).boxed();
     let (request_id, trace_id) = headers::identify(&mut parts.headers);
     let grpc = is_grpc(&parts.headers);
-    let source = upstream.workload(caller.ip).unwrap_or_default();
+    let source = engine
+        .runtime
+        .peers
+        .source(&upstream, caller.ip, caller.identity.as_ref());
     let mut ctx = Ctx {
         record: RequestRecord {
             labels: RequestLabels {
-                source_workload: source.workload,
-                source_workload_namespace: source.namespace,
-                source_principal: caller
-                    .identity
-                    .as_ref()
-                    .map(|i| i.to_string())
-                    .unwrap_or_default(),
-                source_app: source.canonical_service,
-                source_version: source.canonical_revision,
-                source_cluster: source.cluster,
+                source,
                 request_protocol: if grpc { "grpc" } else { "http" },
                 ..Default::default()
             },
-            method: parts.method.to_string(),
-            authority: headers::authority(&parts).to_string(),
-            path: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.to_string()),
+            method: parts.method.clone(),
+            authority: Authority::of(&parts),
+            path: parts.uri.path_and_query().cloned(),
             source: Some(caller.ip),
             request_id,
             trace_id,
@@ -193,7 +178,7 @@ pub(crate) async fn run(
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
     {
-        labels.grpc_response_status = s.to_string();
+        labels.grpc_response_status = grpc_status(s);
     }
     let finish = Finish {
         metrics: engine.runtime.metrics.clone(),
@@ -234,25 +219,30 @@ async fn process(
     let svc = service_for(engine, upstream.as_ref(), target)
         .ok_or(RequestError::UnknownService)?
         .clone();
-    ctx.service(&svc.hostname, &svc.name, &svc.namespace);
+    ctx.service(&svc.labels);
 
-    let principal = caller.identity.as_ref().map(principal);
-    let namespace = caller.identity.as_ref().map(|i| i.namespace().to_string());
+    // The source labels were built from the caller's identity: no need to format it again.
+    let source = ctx.record.labels.source.clone();
+    let principal = caller
+        .identity
+        .as_ref()
+        .and_then(|_| source.policy_principal());
+    let namespace = caller.identity.as_ref().map(|i| i.namespace());
     let remote = remote_ip(&parts.headers, caller.ip);
-    let authority = headers::authority(&parts).to_string();
-    let host = strip_port(&authority).to_string();
-    let path = parts.uri.path().to_string();
+    let authority = headers::authority(&parts);
+    let host = strip_port(authority);
+    let path = parts.uri.path();
     let input = Input {
-        principal: principal.as_deref(),
-        namespace: namespace.as_deref(),
+        principal,
+        namespace,
         source_ip: caller.ip,
         remote_ip: remote,
         destination_ip: target.address.ip(),
         destination_port: target.address.port(),
         http: Some(HttpAttributes {
-            host: &host,
+            host,
             method: parts.method.as_str(),
-            path: &path,
+            path,
             headers: &parts.headers,
         }),
     };
@@ -267,15 +257,15 @@ async fn process(
         .authz
         .has_workload_scoped()
         .then(|| AuthzSnapshot {
-            principal: principal.clone(),
-            namespace: namespace.clone(),
+            principal: principal.map(str::to_owned),
+            namespace: namespace.map(str::to_owned),
             source_ip: caller.ip,
             remote_ip: remote,
             destination_ip: target.address.ip(),
             destination_port: target.address.port(),
-            host: host.clone(),
+            host: host.to_owned(),
             method: parts.method.to_string(),
-            path: path.clone(),
+            path: path.to_owned(),
             headers: parts.headers.clone(),
             pending,
         });
@@ -288,20 +278,20 @@ async fn process(
 
     let view = RequestView {
         method: parts.method.as_str(),
-        path: &path,
+        path,
         query: parts.uri.query(),
-        authority: &authority,
+        authority,
         scheme: parts.uri.scheme_str().unwrap_or("http"),
         headers: &parts.headers,
         port: target.address.port(),
-        source_namespace: namespace.as_deref(),
+        source_namespace: namespace,
     };
     let (route, prefix) = svc
         .routes
         .iter()
-        .find_map(|r| r.matches(&view).map(|p| (r, p.to_string())))
+        .find_map(|r| r.matches(&view).map(|p| (r, p)))
         .ok_or(RequestError::NoRoute)?;
-    ctx.record.route = route.name.clone();
+    ctx.record.route = Some(route.name.clone());
 
     if let Some(fault) = &route.fault {
         if let Some(delay) = fault.roll_delay() {
@@ -319,7 +309,7 @@ async fn process(
 
     match &route.action {
         Action::Redirect(r) => {
-            let (status, location) = r.location(&parts, &prefix);
+            let (status, location) = r.location(&parts, prefix);
             ctx.record.details = "direct_response";
             let mut resp = Response::new(body::empty());
             *resp.status_mut() = status;
@@ -348,7 +338,7 @@ async fn process(
                     target,
                     route,
                     spec,
-                    prefix: &prefix,
+                    prefix,
                     authz: snapshot,
                 },
                 parts,

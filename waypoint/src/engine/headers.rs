@@ -10,6 +10,7 @@ use regex::Regex;
 
 use super::ConfigError;
 use super::matching::search_regex;
+use super::telemetry::TraceId;
 
 /// `x-request-id`, generated when the client sent none.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -340,70 +341,72 @@ pub(crate) fn redirect_headers(location: &str) -> HeaderMap {
 }
 
 /// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+/// Writes `bytes` as lowercase hex into `out` (twice as long). A table rather than the
+/// formatter: ids are made on every request.
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
-    s
 }
 
 /// Random bytes that are not all zero (W3C forbids all-zero trace and span ids).
 fn random_id<const N: usize>() -> [u8; N] {
     loop {
         let mut out = [0u8; N];
-        for b in out.iter_mut() {
-            *b = fastrand::u8(..);
-        }
+        fastrand::fill(&mut out);
         if out.iter().any(|b| *b != 0) {
             return out;
         }
     }
 }
 
-/// A random version-4 UUID, as Envoy generates for `x-request-id`.
-pub(crate) fn uuid_v4() -> String {
+/// A random version-4 UUID in its text form, as Envoy generates for `x-request-id`.
+pub(crate) fn uuid_v4() -> [u8; 36] {
     let mut b: [u8; 16] = random_id();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut out = [b'-'; 36];
+    // 8-4-4-4-12 hex digits.
+    for (from, to, at) in [(0, 4, 0), (4, 6, 9), (6, 8, 14), (8, 10, 19), (10, 16, 24)] {
+        hex_into(&mut out[at..at + 2 * (to - from)], &b[from..to]);
+    }
+    out
 }
 
 /// Ensures the request carries `x-request-id` and a `traceparent` naming this hop: an incoming
 /// valid trace is continued with a new span id (this proxy's span), an absent or invalid one
 /// is replaced by a new sampled trace. Returns the request id and the trace id for the log.
-pub(crate) fn identify(headers: &mut HeaderMap) -> (String, String) {
-    let request_id = match headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => {
-            let id = uuid_v4();
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                headers.insert(REQUEST_ID, v);
-            }
-            id
-        }
+pub(crate) fn identify(headers: &mut HeaderMap) -> (Option<HeaderValue>, TraceId) {
+    let request_id = match headers.get(&REQUEST_ID) {
+        Some(id) if !id.is_empty() && id.to_str().is_ok() => Some(id.clone()),
+        _ => HeaderValue::from_bytes(&uuid_v4()).ok().inspect(|v| {
+            headers.insert(REQUEST_ID, v.clone());
+        }),
     };
-    let span = hex(&random_id::<8>());
-    let (trace, flags) = match headers
+    // "00-" trace "-" span "-" flags.
+    let mut parent = [b'-'; 55];
+    parent[..2].copy_from_slice(b"00");
+    hex_into(&mut parent[36..52], &random_id::<8>());
+    match headers
         .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent)
     {
-        Some((trace, flags)) => (trace.to_string(), flags.to_string()),
-        None => (hex(&random_id::<16>()), "01".to_string()),
-    };
-    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span}-{flags}")) {
+        Some((trace, flags)) if trace.len() == 32 && flags.len() == 2 => {
+            parent[3..35].copy_from_slice(trace.as_bytes());
+            parent[53..].copy_from_slice(flags.as_bytes());
+        }
+        _ => {
+            hex_into(&mut parent[3..35], &random_id::<16>());
+            parent[53..].copy_from_slice(b"01");
+        }
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&parent) {
         headers.insert(TRACEPARENT, v);
     }
-    (request_id, trace)
+    (request_id, TraceId::from_hex(&parent[3..35]))
 }
 
 /// The trace id and flags of a valid version-00 `traceparent`.
@@ -556,20 +559,30 @@ mod tests {
                 .unwrap(),
         );
         let (id, trace) = identify(&mut h);
-        assert_eq!(trace, "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(trace.as_str(), "0af7651916cd43dd8448eb211c80319c");
         let tp = h[&TRACEPARENT].to_str().unwrap().to_string();
         assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+        assert!(tp.ends_with("-01"), "{tp}");
+        assert!(parse_traceparent(&tp).is_some(), "{tp}");
         assert!(!tp.contains("b7ad6b7169203331"));
-        assert_eq!(h[&REQUEST_ID], id.as_str());
+        let id = id.unwrap();
+        assert_eq!(h[&REQUEST_ID], id);
+        let id = id.to_str().unwrap();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
+        assert!(id.split('-').map(str::len).eq([8, 4, 4, 4, 12]), "{id}");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
 
         let mut fresh = HeaderMap::new();
         fresh.insert(REQUEST_ID, "given".parse().unwrap());
         fresh.insert(TRACEPARENT, "garbage".parse().unwrap());
         let (id, trace) = identify(&mut fresh);
-        assert_eq!(id, "given");
-        assert_eq!(trace.len(), 32);
+        assert_eq!(id.unwrap(), "given");
+        assert_eq!(trace.as_str().len(), 32);
+        assert_eq!(
+            fresh[&TRACEPARENT].to_str().unwrap()[3..35],
+            *trace.as_str()
+        );
         assert!(parse_traceparent(fresh[&TRACEPARENT].to_str().unwrap()).is_some());
     }
 }

@@ -11,12 +11,11 @@ use std::time::Duration;
 use http::HeaderValue;
 use http::Request;
 
-use super::balance;
 use super::body::{self, Buffered};
 use super::config::DestSpec;
 use super::headers::{authority, set_authority, shadow_authority};
-use super::select;
 use super::{Caller, Engine, Upstream};
+use super::{endpoints, select};
 
 /// How long a copy may take when the route sets no timeout.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
@@ -93,9 +92,11 @@ async fn send(copy: Copy) -> Result<http::StatusCode, &'static str> {
         .map(Arc::as_ref);
     let resolved = select::resolve(&dest, policy).ok_or("unknown subset")?;
     let state = engine.runtime.upstream(&dest.hostname);
-    let listed = upstream.endpoints(&dest.namespace, &dest.hostname, port);
-    let candidates = state.candidates(listed, resolved.uids, resolved.policy.outlier.as_ref(), &[]);
-    let endpoint = balance::pick(resolved.policy.lb, &candidates, &state.round_robin)
+    let candidates = dest
+        .endpoints
+        .candidates(&upstream, &state, &dest, port, resolved.uids);
+    let outlier = resolved.policy.outlier.as_ref();
+    let endpoint = endpoints::choose(&state, resolved.policy.lb, &candidates, outlier, &[])
         .ok_or("no healthy endpoint")?;
     let _in_flight = endpoint.state.start();
     let request = Request::from_parts(parts, body);

@@ -11,9 +11,11 @@
 //! route timeouts, and retries within the policy and budget. Mirrors are sent on the side.
 //!
 //! Modules: [`config`] compiles the proto once per version; [`matching`], [`headers`],
-//! [`select`], [`balance`], [`pool`], [`outlier`], [`retry`], [`fault`], [`ratelimit`],
-//! [`authz`], [`mirror`], [`body`] and [`telemetry`] each hold one concern; [`runtime`] keeps
-//! what outlives a config version.
+//! [`select`], [`endpoints`], [`balance`], [`pool`], [`outlier`], [`retry`], [`fault`],
+//! [`ratelimit`], [`authz`], [`mirror`], [`body`] and [`telemetry`] each hold one concern;
+//! [`runtime`] keeps what outlives a config version. What a request derives from the mesh
+//! state (candidate endpoints, workload labels) is kept until [`Upstream::state_version`]
+//! changes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -26,6 +28,7 @@ mod authz;
 mod balance;
 mod body;
 mod config;
+mod endpoints;
 mod fault;
 mod forward;
 mod handle;
@@ -146,6 +149,14 @@ pub trait Upstream: Send + Sync + 'static {
     /// labels "unknown".
     fn workload(&self, ip: IpAddr) -> Option<WorkloadMeta> {
         let _ = ip;
+        None
+    }
+
+    /// A number that changes whenever what [`Upstream::endpoints`] and
+    /// [`Upstream::workload`] answer may have changed. The engine keeps what it derives from
+    /// them (candidate endpoints, metric labels) until it changes; `None`, the default, keeps
+    /// nothing: every request asks again.
+    fn state_version(&self) -> Option<u64> {
         None
     }
 }

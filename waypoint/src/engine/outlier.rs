@@ -141,12 +141,15 @@ impl OutlierState {
                     && self.consecutive_gateway >= spec.consecutive_gateway))
     }
 
-    /// Ejects the endpoint for base × (number of ejections) and restarts its counters.
-    pub(crate) fn eject(&mut self, spec: &OutlierSpec, now: Instant) {
+    /// Ejects the endpoint for base × (number of ejections) and restarts its counters;
+    /// returns when the ejection ends.
+    pub(crate) fn eject(&mut self, spec: &OutlierSpec, now: Instant) -> Instant {
         self.ejections = self.ejections.saturating_add(1);
-        self.ejected_until = Some(now + spec.base_ejection * self.ejections.min(1000));
+        let until = now + spec.base_ejection * self.ejections.min(1000);
+        self.ejected_until = Some(until);
         self.consecutive_5xx = 0;
         self.consecutive_gateway = 0;
+        until
     }
 
     /// Forgets the current streak without ejecting (the percentage cap refused it).
@@ -163,6 +166,23 @@ pub(crate) fn may_eject(spec: &OutlierSpec, ejected: usize, total: usize) -> boo
         return false;
     }
     ejected == 0 || (ejected + 1) * 100 <= spec.max_ejection_percent as usize * total
+}
+
+/// Specs other modules' tests use.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// One gateway error ejects for 30 s, up to half of the endpoints.
+    pub(crate) fn one_error_ejects() -> OutlierSpec {
+        OutlierSpec {
+            consecutive_5xx: 0,
+            consecutive_gateway: 1,
+            interval: Duration::from_secs(10),
+            base_ejection: Duration::from_secs(30),
+            max_ejection_percent: 50,
+        }
+    }
 }
 
 #[cfg(test)]

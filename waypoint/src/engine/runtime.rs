@@ -15,7 +15,7 @@ use super::outlier::{self, Health, OutlierSpec};
 use super::pool::{PoolSpec, PoolState};
 use super::ratelimit::{Bucket, RateLimitSpec};
 use super::retry::{Budget, BudgetSpec};
-use super::telemetry::Metrics;
+use super::telemetry::{Metrics, Peers};
 
 /// Mirrored requests in flight at once; beyond this, copies are skipped so that a slow mirror
 /// target can never hold the waypoint's memory.
@@ -28,6 +28,8 @@ const ENDPOINT_SLACK: usize = 16;
 /// connection-pool and least-request counters, rate-limit buckets, retry budgets.
 pub struct Runtime {
     pub(crate) metrics: Arc<Metrics>,
+    /// Workload labels of callers and endpoints, built once per mesh state version.
+    pub(crate) peers: Peers,
     upstreams: RwLock<HashMap<String, Arc<UpstreamState>>>,
     buckets: Mutex<HashMap<String, Arc<Bucket>>>,
     pub(crate) mirrors: Arc<Semaphore>,
@@ -38,6 +40,7 @@ impl Runtime {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             metrics: Arc::new(Metrics::default()),
+            peers: Peers::default(),
             upstreams: RwLock::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
             mirrors: Arc::new(Semaphore::new(MAX_MIRRORS_IN_FLIGHT)),
@@ -104,6 +107,9 @@ pub(crate) struct UpstreamState {
     pub round_robin: AtomicUsize,
     pools: Mutex<HashMap<String, Arc<PoolState>>>,
     budget: Mutex<Option<Arc<Budget>>>,
+    /// When the last ejection so far ends: before then some endpoint may be ejected, after
+    /// it none is, and choosing needs no look at each endpoint.
+    ejections_end: Mutex<Option<Instant>>,
 }
 
 impl UpstreamState {
@@ -124,32 +130,31 @@ impl UpstreamState {
             .clone()
     }
 
-    /// The endpoints of `listed` that may receive a request: in the subset (when given), not
-    /// ejected, and not in `avoid` unless nothing else is left.
+    /// The endpoints of `listed` in the subset (when given), each with its counters.
     pub(crate) fn candidates(
         &self,
         listed: Vec<EndpointInfo>,
         subset: Option<&HashSet<String>>,
-        outlier: Option<&OutlierSpec>,
-        avoid: &[SocketAddr],
     ) -> Vec<Candidate> {
         self.listed.store(listed.len(), Ordering::Relaxed);
         self.prune(&listed);
-        let now = Instant::now();
-        let mut out: Vec<Candidate> = listed
+        listed
             .into_iter()
             .filter(|e| subset.is_none_or(|s| s.contains(&e.uid)))
-            .filter_map(|info| {
-                let state = self.endpoint(info.address);
-                let ejected = state.outlier().is_ejected(outlier, now);
-                (!ejected).then_some(Candidate { info, state })
+            .map(|info| Candidate {
+                state: self.endpoint(info.address),
+                info: Arc::new(info),
             })
-            .collect();
-        // Retries prefer endpoints not tried yet (Istio's previous-hosts predicate).
-        if !avoid.is_empty() && out.iter().any(|c| !avoid.contains(&c.info.address)) {
-            out.retain(|c| !avoid.contains(&c.info.address));
-        }
-        out
+            .collect()
+    }
+
+    /// Whether some endpoint of the service may be ejected now.
+    pub(crate) fn any_ejected(&self) -> bool {
+        // Most services never eject: no clock read for them.
+        self.ejections_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|end| Instant::now() < end)
     }
 
     /// Forgets endpoints no longer listed, once enough have gone to be worth a pass.
@@ -178,11 +183,17 @@ impl UpstreamState {
         let Some(spec) = spec else {
             return;
         };
-        let tripped = endpoint.state.outlier().record(spec, health);
+        let now = Instant::now();
+        let tripped = {
+            let mut state = endpoint.state.outlier();
+            // Ends an ejection that has run its time and decays the multiplier first, as
+            // choosing the endpoint would have when it looked at every endpoint.
+            state.is_ejected(Some(spec), now);
+            state.record(spec, health)
+        };
         if !tripped {
             return;
         }
-        let now = Instant::now();
         let ejected = self
             .endpoints
             .read()
@@ -193,7 +204,9 @@ impl UpstreamState {
         let total = self.listed.load(Ordering::Relaxed).max(1);
         let mut state = endpoint.state.outlier();
         if outlier::may_eject(spec, ejected, total) {
-            state.eject(spec, now);
+            let until = state.eject(spec, now);
+            let mut end = self.ejections_end.lock().unwrap_or_else(|e| e.into_inner());
+            *end = Some(end.map_or(until, |e| e.max(until)));
             tracing::info!(endpoint = %endpoint.info.address, uid = %endpoint.info.uid, "outlier ejected");
         } else {
             state.reset_streak();

@@ -68,13 +68,7 @@ mod tests {
 
     fn dest(name: &str, weight: u32) -> WeightedDest {
         WeightedDest {
-            dest: DestSpec {
-                hostname: name.into(),
-                namespace: "ns".into(),
-                name: name.into(),
-                port: 0,
-                subset: None,
-            },
+            dest: DestSpec::new(name, "ns", 0, None),
             weight,
             request_headers: HeaderMods::default(),
             response_headers: HeaderMods::default(),

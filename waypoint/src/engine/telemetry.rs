@@ -1,5 +1,6 @@
-//! Request telemetry with Istio's metric names and labels, and one access log line per
-//! request (tracing target `access`).
+//! Request telemetry with Istio's metric names and labels ([`labels`], built once per
+//! workload and per service rather than per request), and one access log line per request
+//! (target `access`, written to stdout by its own thread: [`access`]).
 //!
 //! The registry belongs to each [`super::Runtime`] rather than to the process, so several
 //! waypoints in one process (tests, the sandbox) each report only their own requests. A request
@@ -7,7 +8,7 @@
 //! cover the whole exchange, as Envoy's do.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,18 +16,24 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::Instant;
-use ztunnel::telemetry::Reporter;
 use ztunnel::telemetry::registry::{self, Registry};
 
 use super::{Body, BoxError};
+
+mod access;
+pub(crate) mod labels;
+
+pub(crate) use labels::{PeerLabels, Peers, RequestLabels, ServiceLabels};
 
 const REQUESTS: &str = "istio_requests_total";
 const DURATION: &str = "istio_request_duration_milliseconds";
 const REQUEST_BYTES: &str = "istio_request_bytes";
 const RESPONSE_BYTES: &str = "istio_response_bytes";
 const OVERFLOW: &str = "waypoint_metrics_series_overflow_total";
+const ACCESS_LOG_DROPPED: &str = "waypoint_access_log_lines_dropped_total";
 
 /// Envoy's default histogram buckets, which Istio's standard metrics use for durations (ms)
 /// and sizes (bytes) alike.
@@ -34,34 +41,6 @@ const BUCKETS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
-
-/// Istio's labels of the request metrics, each field the label of the same name (`reporter` is always "waypoint" and
-/// `connection_security_policy` "mutual_tls": every request arrives over HBONE). Empty values
-/// render as "unknown"; the canonical service and revision repeat app and version.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub(crate) struct RequestLabels {
-    pub source_workload: String,
-    pub source_workload_namespace: String,
-    pub source_principal: String,
-    pub source_app: String,
-    pub source_version: String,
-    pub source_cluster: String,
-    pub destination_workload: String,
-    pub destination_workload_namespace: String,
-    pub destination_principal: String,
-    pub destination_app: String,
-    pub destination_version: String,
-    pub destination_cluster: String,
-    pub destination_service: String,
-    pub destination_service_name: String,
-    pub destination_service_namespace: String,
-    /// "http" or "grpc".
-    pub request_protocol: &'static str,
-    pub response_code: u16,
-    pub grpc_response_status: String,
-    /// Envoy response flags, "-" when none.
-    pub response_flags: String,
-}
 
 struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
@@ -115,16 +94,23 @@ struct Series {
     response_bytes: Histogram,
 }
 
-/// The waypoint's request metrics.
+/// The waypoint's request metrics and access log.
 #[derive(Default)]
 pub(crate) struct Metrics {
     series: Registry<RequestLabels, Series>,
+    access: access::AccessLog,
 }
 
 impl Metrics {
+    /// Counts one finished request and logs it.
+    pub(crate) fn finished(&self, r: &RequestRecord) {
+        self.record(r);
+        self.access.log(r);
+    }
+
     /// Counts one finished request.
-    pub(crate) fn record(&self, r: &RequestRecord) {
-        if let Some(s) = self.series.get(&r.labels, render_labels) {
+    fn record(&self, r: &RequestRecord) {
+        if let Some(s) = self.series.get(&r.labels, labels::render) {
             let s = &s.values;
             s.requests.fetch_add(1, Ordering::Relaxed);
             s.duration.observe(r.duration.as_secs_f64() * 1000.0);
@@ -170,88 +156,93 @@ impl Metrics {
             OVERFLOW,
             "Requests not counted: the number of label sets is at its bound.",
         );
+        registry::family(
+            &mut out,
+            ACCESS_LOG_DROPPED,
+            "Access log lines dropped because stdout did not keep up.",
+            "counter",
+        );
+        let _ = writeln!(out, "{ACCESS_LOG_DROPPED} {}", self.access.dropped());
         out
     }
 }
 
-/// Renders a label set in Istio's label order.
-fn render_labels(l: &RequestLabels) -> String {
-    let code = l.response_code.to_string();
-    let reporter = Reporter::Waypoint.as_str();
-    registry::render_labels(&[
-        ("reporter", reporter, reporter),
-        ("source_workload", &l.source_workload, "unknown"),
-        ("source_canonical_service", &l.source_app, "unknown"),
-        ("source_canonical_revision", &l.source_version, "latest"),
-        (
-            "source_workload_namespace",
-            &l.source_workload_namespace,
-            "unknown",
-        ),
-        ("source_principal", &l.source_principal, "unknown"),
-        ("source_app", &l.source_app, "unknown"),
-        ("source_version", &l.source_version, "unknown"),
-        ("source_cluster", &l.source_cluster, "unknown"),
-        ("destination_workload", &l.destination_workload, "unknown"),
-        (
-            "destination_workload_namespace",
-            &l.destination_workload_namespace,
-            "unknown",
-        ),
-        ("destination_principal", &l.destination_principal, "unknown"),
-        ("destination_app", &l.destination_app, "unknown"),
-        ("destination_version", &l.destination_version, "unknown"),
-        ("destination_service", &l.destination_service, "unknown"),
-        (
-            "destination_canonical_service",
-            &l.destination_app,
-            "unknown",
-        ),
-        (
-            "destination_canonical_revision",
-            &l.destination_version,
-            "latest",
-        ),
-        (
-            "destination_service_name",
-            &l.destination_service_name,
-            "unknown",
-        ),
-        (
-            "destination_service_namespace",
-            &l.destination_service_namespace,
-            "unknown",
-        ),
-        ("destination_cluster", &l.destination_cluster, "unknown"),
-        ("request_protocol", l.request_protocol, "http"),
-        ("response_code", &code, "0"),
-        ("grpc_response_status", &l.grpc_response_status, ""),
-        ("response_flags", &l.response_flags, "-"),
-        ("connection_security_policy", "mutual_tls", "mutual_tls"),
-    ])
+/// The authority a request named: its URI's (HTTP/2, absolute form) or its `Host` header's.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Authority {
+    /// Neither.
+    #[default]
+    None,
+    /// From the URI.
+    Uri(http::uri::Authority),
+    /// From `Host`.
+    Host(HeaderValue),
 }
 
-/// One finished request.
+impl Authority {
+    /// The authority of a request, shared with it rather than copied.
+    pub(crate) fn of(parts: &http::request::Parts) -> Self {
+        if let Some(a) = parts.uri.authority() {
+            return Authority::Uri(a.clone());
+        }
+        parts
+            .headers
+            .get(http::header::HOST)
+            .map_or(Authority::None, |h| Authority::Host(h.clone()))
+    }
+
+    /// As text ("" when absent or not text).
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Authority::None => "",
+            Authority::Uri(a) => a.as_str(),
+            Authority::Host(h) => h.to_str().unwrap_or(""),
+        }
+    }
+}
+
+/// A W3C trace id, as 32 lowercase hex digits.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TraceId(Option<[u8; 32]>);
+
+impl TraceId {
+    /// The id spelled by `hex` (32 lowercase hex digits; anything else is no id).
+    pub(crate) fn from_hex(hex: &[u8]) -> Self {
+        let valid = hex.len() == 32 && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        TraceId(valid.then(|| <[u8; 32]>::try_from(hex).ok()).flatten())
+    }
+
+    /// The hex digits ("" when there is no id).
+    pub(crate) fn as_str(&self) -> &str {
+        self.0
+            .as_ref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+}
+
+/// One finished request. Request attributes share the request's own buffers (header
+/// values, URI parts) instead of copying them.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RequestRecord {
     /// Metric labels.
     pub labels: RequestLabels,
     /// Request method.
-    pub method: String,
+    pub method: http::Method,
     /// Authority as received.
-    pub authority: String,
+    pub authority: Authority,
     /// Path and query as received.
-    pub path: String,
+    pub path: Option<http::uri::PathAndQuery>,
     /// Client IP.
-    pub source: Option<std::net::IpAddr>,
+    pub source: Option<IpAddr>,
     /// Endpoint of the last attempt.
     pub upstream: Option<SocketAddr>,
     /// Name of the matched route.
-    pub route: String,
+    pub route: Option<Arc<str>>,
     /// `x-request-id`.
-    pub request_id: String,
+    pub request_id: Option<HeaderValue>,
     /// W3C trace id.
-    pub trace_id: String,
+    pub trace_id: TraceId,
     /// Why the waypoint answered itself, Envoy style ("route_not_found", ...).
     pub details: &'static str,
     /// Arrival to the end of the response.
@@ -260,36 +251,6 @@ pub(crate) struct RequestRecord {
     pub request_bytes: u64,
     /// Response body bytes.
     pub response_bytes: u64,
-}
-
-fn access_log(r: &RequestRecord) {
-    let l = &r.labels;
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    tracing::event!(
-        target: "access",
-        tracing::Level::INFO,
-        src.addr = r.source.map(|s| s.to_string()),
-        src.identity = opt(&l.source_principal),
-        src.workload = opt(&l.source_workload),
-        method = %r.method,
-        authority = %r.authority,
-        path = %r.path,
-        protocol = l.request_protocol,
-        status = l.response_code,
-        grpc_status = opt(&l.grpc_response_status),
-        flags = %if l.response_flags.is_empty() { "-" } else { &l.response_flags },
-        details = (!r.details.is_empty()).then_some(r.details),
-        route = opt(&r.route),
-        dst.service = opt(&l.destination_service),
-        upstream = r.upstream.map(|u| u.to_string()),
-        dst.workload = opt(&l.destination_workload),
-        bytes_recv = r.request_bytes,
-        bytes_sent = r.response_bytes,
-        duration = %format_args!("{}ms", r.duration.as_millis()),
-        request_id = %r.request_id,
-        trace_id = %r.trace_id,
-        "request complete"
-    );
 }
 
 /// Counts the bytes of a request body as the upstream reads them.
@@ -378,8 +339,7 @@ impl ObservedBody {
         f.record.duration = f.started.elapsed();
         f.record.response_bytes = self.bytes;
         f.record.request_bytes = f.request_bytes.load(Ordering::Relaxed);
-        f.metrics.record(&f.record);
-        access_log(&f.record);
+        f.metrics.finished(&f.record);
         drop(f.guards);
     }
 }
@@ -408,7 +368,7 @@ impl HttpBody for ObservedBody {
                     && let Some(status) = t.get("grpc-status").and_then(|v| v.to_str().ok())
                     && let Some(f) = self.finish.as_mut()
                 {
-                    f.record.labels.grpc_response_status = status.to_string();
+                    f.record.labels.grpc_response_status = labels::grpc_status(status);
                 }
                 if self.inner.is_end_stream() {
                     self.complete(None);
@@ -456,7 +416,11 @@ mod tests {
             metrics: metrics.clone(),
             record: RequestRecord {
                 labels: RequestLabels {
-                    destination_service: "orders.shop.svc.cluster.local".into(),
+                    service: Arc::new(ServiceLabels::new(
+                        "orders.shop.svc.cluster.local",
+                        "orders",
+                        "shop",
+                    )),
                     request_protocol: "http",
                     response_code: code,
                     ..Default::default()
@@ -496,16 +460,5 @@ mod tests {
             ),
             1
         );
-    }
-
-    #[test]
-    fn labels_escape_and_default() {
-        let r = render_labels(&RequestLabels {
-            destination_service: "a\"b".into(),
-            ..Default::default()
-        });
-        assert!(r.contains("destination_service=\"a\\\"b\""));
-        assert!(r.contains("source_workload=\"unknown\""));
-        assert!(r.contains("response_flags=\"-\""));
     }
 }

@@ -3,6 +3,7 @@
 
 mod cfg;
 mod controller;
+mod cost;
 mod fake;
 mod policy;
 mod resilience;

@@ -21,6 +21,9 @@ use crate::engine::{
     Body, Caller, EndpointInfo, Upstream, UpstreamError, UpstreamHints, WorkloadMeta,
 };
 
+/// W3C trace context, carried on the `CONNECT` of a new tunnel.
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
 /// A byte stream to an endpoint: an HBONE tunnel or a TCP connection.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
@@ -50,6 +53,8 @@ impl Default for UpstreamSettings {
 
 struct Inner {
     state: ProxyState,
+    /// The state's change counter, read (not awaited) for [`Upstream::state_version`].
+    changes: tokio::sync::watch::Receiver<u64>,
     certs: Arc<CertManager>,
     identity: Identity,
     tunnels: hbone::Pool,
@@ -75,6 +80,7 @@ impl HboneUpstream {
         let http = HttpPool::new(settings.pool.clone());
         Self {
             inner: Arc::new(Inner {
+                changes: state.changes(),
                 state,
                 certs,
                 identity,
@@ -165,7 +171,7 @@ impl HboneUpstream {
             Version::HTTP_11
         };
         // Only a new connection carries it, on its CONNECT.
-        let traceparent = request.headers().get("traceparent").cloned();
+        let traceparent = request.headers().get(TRACEPARENT).cloned();
         let connect_timeout = request
             .extensions()
             .get::<UpstreamHints>()
@@ -177,8 +183,8 @@ impl HboneUpstream {
             caller,
             http2,
         };
-        // The caller's port is not known here; RFC 7239 allows a node without one, and the
-        // hbone client always writes one, so it is 0.
+        // The caller's port is not known here; RFC 7239 allows a node without one: with
+        // port 0 the hbone client sends the bare IP.
         let client = SocketAddr::new(caller, 0);
         let opener = self.clone();
         let open = move || async move {
@@ -223,6 +229,10 @@ impl Upstream for HboneUpstream {
                 })
             })
             .collect()
+    }
+
+    fn state_version(&self) -> Option<u64> {
+        Some(*self.inner.changes.borrow())
     }
 
     fn service_by_vip(&self, ip: IpAddr) -> Option<(String, String)> {

@@ -197,6 +197,11 @@ impl Upstream for Fake {
         })
     }
 
+    fn state_version(&self) -> Option<u64> {
+        // Endpoints and workloads are fixed when the fake is built.
+        Some(0)
+    }
+
     fn workload(&self, ip: IpAddr) -> Option<WorkloadMeta> {
         let uid = self
             .endpoints
