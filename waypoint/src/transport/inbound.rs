@@ -4,13 +4,13 @@
 //! as HTTP/2 or HTTP/1.1 with hyper, each request handed to the engine in force.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use api::waypoint::Protocol;
 use hbone::{ConnectHandler, IncomingConnect};
-use http::{HeaderMap, Request, Response, Version};
+use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -116,7 +116,8 @@ impl ConnectHandler for Inbound {
 }
 
 async fn handle(inner: Arc<Inner>, connect: IncomingConnect) {
-    let client = forwarded_for(&connect.headers).unwrap_or_else(|| canonical(connect.peer_addr));
+    let client =
+        hbone::forwarded::client(&connect.headers).unwrap_or_else(|| canonical(connect.peer_addr));
     let caller = Caller {
         identity: Some(connect.peer_identity.clone()),
         ip: client.ip(),
@@ -242,66 +243,7 @@ async fn draining(drain: &mut watch::Receiver<bool>) {
     }
 }
 
-/// The original client in a `forwarded` header (RFC 7239): the `for` parameter of its first
-/// element, as `ip:port`, `"[v6]:port"` or a bare IP (port 0 then).
-pub fn forwarded_for(headers: &HeaderMap) -> Option<SocketAddr> {
-    let value = headers.get(http::header::FORWARDED)?.to_str().ok()?;
-    let first = value.split(',').next()?;
-    let node = first.split(';').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        key.trim()
-            .eq_ignore_ascii_case("for")
-            .then_some(value.trim())
-    })?;
-    let node = node.trim_matches('"');
-    if let Ok(addr) = node.parse::<SocketAddr>() {
-        return Some(canonical(addr));
-    }
-    let ip = node.trim_start_matches('[').trim_end_matches(']');
-    ip.parse::<IpAddr>()
-        .ok()
-        .map(|ip| canonical(SocketAddr::new(ip, 0)))
-}
-
 /// `addr` with an IPv4-mapped IPv6 address turned back into IPv4.
 fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn forwarded(value: &str) -> Option<SocketAddr> {
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::FORWARDED, value.parse().unwrap());
-        forwarded_for(&headers)
-    }
-
-    #[test]
-    fn forwarded_for_forms() {
-        assert_eq!(
-            forwarded("for=\"10.0.1.7:41234\""),
-            Some("10.0.1.7:41234".parse().unwrap())
-        );
-        assert_eq!(
-            forwarded("for=10.0.1.7"),
-            Some("10.0.1.7:0".parse().unwrap())
-        );
-        assert_eq!(
-            forwarded("proto=http;For=\"[fd00::7]:80\", for=10.9.9.9"),
-            Some("[fd00::7]:80".parse().unwrap())
-        );
-        assert_eq!(
-            forwarded("for=\"[fd00::8]\""),
-            Some("[fd00::8]:0".parse().unwrap())
-        );
-        assert_eq!(
-            forwarded("for=\"[::ffff:10.0.0.1]:5\""),
-            Some("10.0.0.1:5".parse().unwrap())
-        );
-        assert_eq!(forwarded("for=unknown"), None);
-        assert_eq!(forwarded("by=10.0.0.1"), None);
-        assert_eq!(forwarded_for(&HeaderMap::new()), None);
-    }
 }
