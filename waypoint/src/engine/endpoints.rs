@@ -121,7 +121,7 @@ mod tests {
     use std::net::IpAddr;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-    use http::{Request, Response};
+    use http::Request;
 
     use super::*;
     use crate::engine::outlier::Health;
@@ -150,13 +150,7 @@ mod tests {
             _: &EndpointInfo,
             _: &Caller,
             _: Request<Body>,
-        ) -> std::pin::Pin<
-            Box<
-                dyn std::future::Future<Output = Result<Response<Body>, UpstreamError>>
-                    + Send
-                    + 'static,
-            >,
-        > {
+        ) -> crate::engine::SendFuture {
             Box::pin(async { Err(UpstreamError::Connect("not here".into())) })
         }
 

@@ -122,6 +122,11 @@ pub enum UpstreamError {
     Request(String),
 }
 
+/// The response of [`Upstream::send`], once the upstream answers.
+pub type SendFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<http::Response<Body>, UpstreamError>> + Send>,
+>;
+
 /// What the engine needs from the transport.
 pub trait Upstream: Send + Sync + 'static {
     /// Healthy endpoints of service `hostname` (in `namespace`) for service port `port`.
@@ -137,13 +142,7 @@ pub trait Upstream: Send + Sync + 'static {
         endpoint: &EndpointInfo,
         caller: &Caller,
         request: http::Request<Body>,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<http::Response<Body>, UpstreamError>>
-                + Send
-                + 'static,
-        >,
-    >;
+    ) -> SendFuture;
 
     /// Telemetry labels of the workload at `ip` (a caller or an endpoint); `None` leaves the
     /// labels "unknown".

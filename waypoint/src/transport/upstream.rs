@@ -3,9 +3,7 @@
 //! certificate, expecting the endpoint's own identity, carrying the caller's address in
 //! `forwarded`) or over plain TCP to endpoints outside the mesh.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +16,7 @@ use ztunnel::state::{ProxyState, TunnelProtocol, Workload};
 use super::headers;
 use super::pool::{HttpPool, PoolKey, PoolSettings};
 use crate::engine::{
-    Body, Caller, EndpointInfo, Upstream, UpstreamError, UpstreamHints, WorkloadMeta,
+    Body, Caller, EndpointInfo, SendFuture, Upstream, UpstreamError, UpstreamHints, WorkloadMeta,
 };
 
 /// W3C trace context, carried on the `CONNECT` of a new tunnel.
@@ -254,12 +252,7 @@ impl Upstream for HboneUpstream {
         })
     }
 
-    fn send(
-        &self,
-        endpoint: &EndpointInfo,
-        caller: &Caller,
-        request: Request<Body>,
-    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static>> {
+    fn send(&self, endpoint: &EndpointInfo, caller: &Caller, request: Request<Body>) -> SendFuture {
         let target = endpoint.address;
         let Some(workload) = self.workload_of(endpoint) else {
             let error = UpstreamError::Connect(format!("no workload is known at {target}"));

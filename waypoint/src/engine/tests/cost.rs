@@ -12,9 +12,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 
 use super::cfg::*;
-use crate::engine::{
-    Body, Caller, EndpointInfo, Target, Upstream, UpstreamError, WorkloadMeta, body,
-};
+use crate::engine::{Body, Caller, EndpointInfo, Target, Upstream, WorkloadMeta, body};
 
 /// An upstream that answers 200 at once, with the same lookups a real one makes.
 struct Instant200 {
@@ -37,13 +35,7 @@ impl Upstream for Instant200 {
         _endpoint: &EndpointInfo,
         _caller: &Caller,
         _request: Request<Body>,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<Response<Body>, UpstreamError>>
-                + Send
-                + 'static,
-        >,
-    > {
+    ) -> crate::engine::SendFuture {
         Box::pin(async { Ok(Response::new(body::full("hello"))) })
     }
 

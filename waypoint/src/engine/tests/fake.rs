@@ -115,13 +115,7 @@ impl Upstream for Fake {
         endpoint: &EndpointInfo,
         _caller: &Caller,
         request: Request<Body>,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<Response<Body>, UpstreamError>>
-                + Send
-                + 'static,
-        >,
-    > {
+    ) -> crate::engine::SendFuture {
         let behavior = self
             .behavior
             .lock()
