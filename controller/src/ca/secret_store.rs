@@ -43,7 +43,7 @@ pub async fn publish_roots(
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
     api.patch(
         ROOT_CONFIGMAP,
-        &PatchParams::apply("mesh-controller").force(),
+        &PatchParams::apply(crate::deploy::FIELD_MANAGER).force(),
         &Patch::Apply(root_configmap(namespace, roots_pem)),
     )
     .await
