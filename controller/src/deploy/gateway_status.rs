@@ -2,6 +2,8 @@
 //! waypoint's Service has an address, which `status.addresses` then lists (what
 //! `kubectl get gateway` shows under ADDRESS).
 
+use std::net::IpAddr;
+
 use serde_json::{Value, json};
 
 use super::waypoints::{HBONE_PORT, WaypointGateway};
@@ -66,16 +68,15 @@ pub fn desired(gateway: &WaypointGateway, service: Option<&Service>, now: &str) 
     })
 }
 
-/// The Service's cluster IPs (all families), none for a headless Service.
+/// The Service's cluster IPs (all families), none for a headless Service (`None` is no IP).
 fn service_addresses(service: &Service) -> Vec<String> {
-    let spec = &service.spec;
-    let mut ips: Vec<String> = if spec.cluster_ips.is_empty() {
-        vec![spec.cluster_ip.clone()]
-    } else {
-        spec.cluster_ips.clone()
-    };
-    ips.retain(|ip| !ip.is_empty() && ip != "None");
-    ips
+    service
+        .spec
+        .cluster_ip_list()
+        .iter()
+        .filter(|ip| ip.parse::<IpAddr>().is_ok())
+        .cloned()
+        .collect()
 }
 
 /// `status` without the parts that change on every write (`lastTransitionTime`): two
@@ -139,6 +140,15 @@ mod tests {
             "Resource programmed, assigned to service(s) waypoint.shop.svc.cluster.local:15008"
         );
         assert_eq!(ready["listeners"][0]["name"], "mesh");
+
+        let dual: Service = serde_json::from_value(json!({"spec": {
+            "clusterIP": "10.96.0.12", "clusterIPs": ["10.96.0.12", "fd00:10:96::c"]}}))
+        .expect("service");
+        assert_eq!(
+            desired(&gateway(), Some(&dual), "t1")["addresses"],
+            json!([{"type": "IPAddress", "value": "10.96.0.12"},
+                   {"type": "IPAddress", "value": "fd00:10:96::c"}])
+        );
         assert_eq!(ready["listeners"][0]["conditions"][0]["status"], "True");
     }
 

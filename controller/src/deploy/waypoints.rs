@@ -9,19 +9,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::model::{Gateway, Index};
+// The translation decides which Gateways are waypoints and how their pods are found: the
+// objects deployed for them follow the same names.
+pub use crate::translate::{GATEWAY_NAME_LABEL, HBONE_PORT, WAYPOINT_CLASS};
 
 /// The template, as shipped in `manifests/`.
 pub const TEMPLATE: &str = include_str!("../../../manifests/waypoint-template.yaml");
-/// Gateway class that asks for a waypoint.
-pub const WAYPOINT_CLASS: &str = "istio-waypoint";
-/// Label tying generated objects and waypoint pods to their Gateway.
-pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// Label marking objects managed for a Gateway, as Istio sets it.
 pub const MANAGED_LABEL: &str = "gateway.istio.io/managed";
 /// Value of [`MANAGED_LABEL`] for mesh (waypoint) gateways.
 pub const MANAGED_VALUE: &str = "istio.io-mesh-controller";
-/// The waypoint's HBONE port (the Service port `mesh`).
-pub const HBONE_PORT: u16 = 15008;
 /// Where the Kubernetes template mounts the mesh roots.
 pub const KUBERNETES_ROOT_CERT: &str = "/var/run/secrets/istio/root-cert.pem";
 /// Where the Kubernetes template mounts the projected token.
@@ -87,7 +84,7 @@ impl WaypointGateway {
 
     /// `<name>.<namespace>.svc.cluster.local`: the waypoint Service's host.
     pub fn service_host(&self) -> String {
-        format!("{}.{}.svc.cluster.local", self.name, self.namespace)
+        crate::translate::service_hostname(&self.name, &self.namespace)
     }
 }
 

@@ -157,6 +157,20 @@ pub struct ServiceSpec {
     pub selector: Option<BTreeMap<String, String>>,
 }
 
+impl ServiceSpec {
+    /// The cluster IPs as written: `clusterIPs`, else `clusterIP` alone, else none. Entries
+    /// may still be `None` (headless) or malformed: each reader decides what to report.
+    pub fn cluster_ip_list(&self) -> &[String] {
+        if !self.cluster_ips.is_empty() {
+            &self.cluster_ips
+        } else if self.cluster_ip.is_empty() {
+            &[]
+        } else {
+            std::slice::from_ref(&self.cluster_ip)
+        }
+    }
+}
+
 /// One Service port.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

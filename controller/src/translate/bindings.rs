@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::routes::ServiceKey;
 use super::selects;
-use super::waypoints::{Asker, GATEWAY_NAME, Waypoint, Waypoints};
+use super::waypoints::{Asker, GATEWAY_NAME_LABEL, Waypoint, Waypoints};
 use crate::model::{Index, Pod};
 
 /// A waypoint, by Gateway namespace and name.
@@ -118,7 +118,7 @@ pub(crate) fn waypoint_identities(
         .pods()
         .filter(|(_, p)| {
             p.metadata.namespace == w.namespace
-                && p.metadata.labels.get(GATEWAY_NAME) == Some(&w.name)
+                && p.metadata.labels.get(GATEWAY_NAME_LABEL) == Some(&w.name)
         })
         .map(|(_, p)| p.service_account().to_string())
         .collect();

@@ -25,6 +25,7 @@ pub use admission::ALLOW_WAYPOINT_PREFIX;
 pub use dump::waypoint_json;
 pub use routes::RATE_LIMIT_ANNOTATION;
 pub(crate) use services::ip_text;
+pub use waypoints::{GATEWAY_NAME_LABEL, HBONE_PORT, WAYPOINT_CLASS};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -290,6 +291,6 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 }
 
 /// `<name>.<namespace>.svc.cluster.local`.
-fn service_hostname(name: &str, namespace: &str) -> String {
+pub(crate) fn service_hostname(name: &str, namespace: &str) -> String {
     format!("{name}.{namespace}.svc.{DOMAIN_SUFFIX}")
 }

@@ -34,14 +34,10 @@ fn translate_service(
             .field(field)
             .message(message)
     };
-    let mut ips: Vec<&str> = svc.spec.cluster_ips.iter().map(String::as_str).collect();
-    if ips.is_empty() && !svc.spec.cluster_ip.is_empty() {
-        ips.push(&svc.spec.cluster_ip);
-    }
     let mut addresses = Vec::new();
-    for (i, ip) in ips.iter().enumerate() {
+    for (i, ip) in svc.spec.cluster_ip_list().iter().enumerate() {
         // Headless services have no VIP; clients resolve pod addresses.
-        if ip.is_empty() || *ip == "None" {
+        if ip.is_empty() || ip == "None" {
             continue;
         }
         match ip.parse::<IpAddr>() {

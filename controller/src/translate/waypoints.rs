@@ -17,7 +17,7 @@ pub const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
 /// Gateway label choosing the traffic a waypoint handles.
 pub const WAYPOINT_FOR: &str = "istio.io/waypoint-for";
 /// Label that Gateway API implementations put on a gateway's pods.
-pub const GATEWAY_NAME: &str = "gateway.networking.k8s.io/gateway-name";
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// HBONE port of waypoints.
 pub const HBONE_PORT: u32 = 15008;
 
@@ -134,7 +134,7 @@ impl Waypoints {
     pub(super) fn is_part_of_waypoint(&self, meta: &ObjectMeta, asker: Asker) -> bool {
         let by_label = meta
             .labels
-            .get(GATEWAY_NAME)
+            .get(GATEWAY_NAME_LABEL)
             .is_some_and(|gw| self.get(&meta.namespace, gw).is_some());
         let by_name = asker == Asker::Service && self.get(&meta.namespace, &meta.name).is_some();
         by_label || by_name

@@ -75,12 +75,10 @@ pub(crate) fn assemble(
 }
 
 fn addresses(svc: &model::Service) -> Vec<String> {
-    let mut ips: Vec<&str> = svc.spec.cluster_ips.iter().map(String::as_str).collect();
-    if ips.is_empty() {
-        ips.push(&svc.spec.cluster_ip);
-    }
     // Bad addresses are reported by the service translation.
-    ips.iter()
+    svc.spec
+        .cluster_ip_list()
+        .iter()
         .filter_map(|ip| ip.parse::<IpAddr>().ok())
         .map(|ip| ip.to_string())
         .collect()
