@@ -48,7 +48,8 @@ pub struct DeploySettings {
     pub roots_pem: Vec<String>,
     /// Re-apply everything this often.
     pub resync: Duration,
-    /// First wait after a failed write; doubles up to [`DeploySettings::resync`].
+    /// First wait after a failed write; doubles with every failed retry, up to
+    /// [`DeploySettings::resync`].
     pub retry: Duration,
 }
 
@@ -82,8 +83,8 @@ pub async fn run(
     let mut resync = tokio::time::interval(settings.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
-    let mut retry = settings.retry;
-    let mut failing = false;
+    // The wait before retrying failed writes; `None` while nothing is failing.
+    let mut retry: Option<Duration> = None;
     loop {
         tokio::select! {
             changed = index.changed() => {
@@ -92,7 +93,7 @@ pub async fn run(
                 }
             }
             _ = resync.tick() => written = Written::default(),
-            () = tokio::time::sleep(retry), if failing => {}
+            () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
         }
         let snapshot = index.borrow_and_update().clone();
         // An empty index is the state before the first list: it must not look like "no
@@ -101,12 +102,10 @@ pub async fn run(
             continue;
         }
         let errors = sync(&client, &snapshot, &settings, &mut written).await;
-        failing = errors > 0;
-        retry = if failing {
-            (retry * 2).min(settings.resync)
-        } else {
-            settings.retry
-        };
+        retry = (errors > 0).then(|| match retry {
+            None => settings.retry,
+            Some(previous) => (previous * 2).min(settings.resync),
+        });
     }
 }
 
@@ -117,7 +116,8 @@ async fn sync(
     settings: &DeploySettings,
     written: &mut Written,
 ) -> usize {
-    let (objects, problems) = desired_objects(index, settings);
+    let gateways = waypoints::gateways(index);
+    let (objects, problems) = desired_objects(index, &gateways, settings);
     for problem in &problems {
         tracing::warn!("{problem}");
     }
@@ -148,7 +148,6 @@ async fn sync(
         }
     }
 
-    let gateways = waypoints::gateways(index);
     written.statuses.retain(|(ns, name), _| {
         gateways
             .iter()
@@ -156,17 +155,16 @@ async fn sync(
     });
     let now = now_rfc3339();
     for gateway in &gateways {
-        let service = match index.get(&ObjectKey::new(
-            "Service",
-            &gateway.namespace,
-            &gateway.name,
-        )) {
-            Some(stored) => match &stored.object {
+        let service = index
+            .get(&ObjectKey::new(
+                "Service",
+                &gateway.namespace,
+                &gateway.name,
+            ))
+            .and_then(|stored| match &stored.object {
                 Object::Service(s) => Some(s),
                 _ => None,
-            },
-            None => None,
-        };
+            });
         let status = gateway_status::desired(gateway, service, &now);
         let key = (gateway.namespace.clone(), gateway.name.clone());
         let comparable = gateway_status::comparable(&status);
@@ -189,12 +187,17 @@ async fn sync(
     errors
 }
 
-/// Every object to apply for `index`, and why some could not be rendered.
-fn desired_objects(index: &Index, settings: &DeploySettings) -> (Vec<Desired>, Vec<String>) {
+/// Every object to apply for `index` and its waypoint `gateways`, and why some could not be
+/// rendered.
+fn desired_objects(
+    index: &Index,
+    gateways: &[WaypointGateway],
+    settings: &DeploySettings,
+) -> (Vec<Desired>, Vec<String>) {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
-    for gateway in waypoints::gateways(index) {
-        match waypoints::render(&gateway, &settings.runtime) {
+    for gateway in gateways {
+        match waypoints::render(gateway, &settings.runtime) {
             Ok(rendered) => objects.extend(rendered.into_iter().filter_map(desired)),
             Err(e) => problems.push(format!(
                 "Gateway {}/{}: {e}",
@@ -207,10 +210,9 @@ fn desired_objects(index: &Index, settings: &DeploySettings) -> (Vec<Desired>, V
         if SKIPPED_NAMESPACES.contains(&name) {
             continue;
         }
+        // The typed ConfigMap serializes with its apiVersion and kind.
         let configmap = secret_store::root_configmap(name, &settings.roots_pem);
-        if let Ok(mut body) = serde_json::to_value(configmap) {
-            body["apiVersion"] = json!("v1");
-            body["kind"] = json!("ConfigMap");
+        if let Ok(body) = serde_json::to_value(configmap) {
             objects.extend(desired(body));
         }
     }
@@ -317,7 +319,9 @@ spec:
 
     #[test]
     fn waypoint_objects_and_a_trust_bundle_per_namespace() {
-        let (objects, problems) = desired_objects(&index(CLUSTER), &settings());
+        let index = index(CLUSTER);
+        let (objects, problems) =
+            desired_objects(&index, &waypoints::gateways(&index), &settings());
         assert!(problems.is_empty(), "{problems:?}");
         let summary: Vec<String> = objects
             .iter()
@@ -348,7 +352,8 @@ spec:
     fn a_gateway_that_cannot_be_rendered_is_reported_not_applied() {
         let mut settings = settings();
         settings.runtime.image = "bad image".into();
-        let (objects, problems) = desired_objects(&index(CLUSTER), &settings);
+        let index = index(CLUSTER);
+        let (objects, problems) = desired_objects(&index, &waypoints::gateways(&index), &settings);
         assert_eq!(objects.len(), 1, "only the trust bundle");
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("shop/waypoint"), "{problems:?}");
