@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use api::waypoint::LoadBalancer;
 use tokio::time::Instant;
 
-use super::Upstream;
 use super::balance::{self, Candidate};
 use super::config::DestSpec;
 use super::outlier::OutlierSpec;
 use super::runtime::UpstreamState;
+use super::{StateStamp, Upstream, state_stamp};
 
 /// Ports one destination keeps lists for (a route without a port serves every port of its
 /// service); the oldest goes first.
@@ -37,8 +37,8 @@ impl std::fmt::Debug for EndpointCache {
 }
 
 struct Slot {
-    /// The upstream the list came from (its address) and its state version then.
-    origin: (usize, u64),
+    /// The upstream state the list came from.
+    stamp: StateStamp,
     /// The runtime state whose counters the candidates carry.
     state: Arc<UpstreamState>,
     port: u16,
@@ -56,28 +56,26 @@ impl EndpointCache {
         port: u16,
         subset: Option<&HashSet<String>>,
     ) -> Arc<[Candidate]> {
-        let origin = Arc::as_ptr(upstream).cast::<()>() as usize;
-        // Read before the endpoints: a change after this read shows as a new version next
-        // time, never as an old version with new contents.
-        let version = upstream.state_version();
-        if let Some(version) = version {
+        let stamp = state_stamp(upstream);
+        if let Some(stamp) = stamp {
             let slots = self.lock();
-            if let Some(slot) = slots.iter().find(|s| {
-                s.port == port && s.origin == (origin, version) && Arc::ptr_eq(&s.state, state)
-            }) {
+            if let Some(slot) = slots
+                .iter()
+                .find(|s| s.port == port && s.stamp == stamp && Arc::ptr_eq(&s.state, state))
+            {
                 return slot.candidates.clone();
             }
         }
         let listed = upstream.endpoints(&dest.namespace, &dest.hostname, port);
         let candidates: Arc<[Candidate]> = state.candidates(listed, subset).into();
-        if let Some(version) = version {
+        if let Some(stamp) = stamp {
             let mut slots = self.lock();
             slots.retain(|s| s.port != port);
             if slots.len() >= PORTS_KEPT {
                 slots.remove(0);
             }
             slots.push(Slot {
-                origin: (origin, version),
+                stamp,
                 state: state.clone(),
                 port,
                 candidates: candidates.clone(),

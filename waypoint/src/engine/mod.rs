@@ -160,6 +160,18 @@ pub trait Upstream: Send + Sync + 'static {
     }
 }
 
+/// The mesh state something was derived from: which upstream (its address) and its
+/// [`Upstream::state_version`] then. Entries stamped otherwise are stale.
+pub(crate) type StateStamp = (usize, u64);
+
+/// The stamp of `upstream`'s current state; `None` when it gives no version (nothing may be
+/// kept). Read before the answers derived from it: a change after this read shows as a new
+/// stamp next time, never as an old stamp with new contents.
+pub(crate) fn state_stamp(upstream: &Arc<dyn Upstream>) -> Option<StateStamp> {
+    let version = upstream.state_version()?;
+    Some((Arc::as_ptr(upstream).cast::<()>() as usize, version))
+}
+
 /// A compiled waypoint config.
 pub struct Engine {
     config: config::Compiled,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use ztunnel::telemetry::Reporter;
 use ztunnel::telemetry::registry;
 
-use crate::engine::{Upstream, WorkloadMeta};
+use crate::engine::{StateStamp, Upstream, WorkloadMeta, state_stamp};
 
 /// Most workloads whose labels are kept; past it the cache starts over, so a caller cycling
 /// through addresses cannot grow it.
@@ -268,34 +268,53 @@ pub(crate) fn render(l: &RequestLabels) -> String {
     ])
 }
 
-/// Workload labels already built, valid while the upstream's state version stays the same.
+/// Workload labels already built, valid while the upstream's state stays the same.
 #[derive(Default)]
 pub(crate) struct Peers {
     inner: Mutex<PeerMaps>,
 }
 
+/// Labels by IP, with the caller identity their principal was built from (`None` for
+/// endpoints, whose principal is their workload's own).
+type PeerMap = HashMap<IpAddr, (Option<hbone::Identity>, Arc<PeerLabels>)>;
+
 #[derive(Default)]
 struct PeerMaps {
-    /// The upstream the entries came from (its address) and its state version then.
-    origin: Option<(usize, u64)>,
-    /// Callers by IP, with the identity their principal label was built from.
-    sources: HashMap<IpAddr, (Option<hbone::Identity>, Arc<PeerLabels>)>,
-    /// Endpoints by IP.
-    destinations: HashMap<IpAddr, Arc<PeerLabels>>,
+    /// The upstream state the entries came from.
+    stamp: Option<StateStamp>,
+    /// Callers.
+    sources: PeerMap,
+    /// Endpoints.
+    destinations: PeerMap,
 }
 
 impl PeerMaps {
-    /// Starts over when the entries came from another upstream or another state version
-    /// (`version` `None`: nothing may be kept).
-    fn check(&mut self, upstream: usize, version: Option<u64>) -> bool {
-        let now = version.map(|v| (upstream, v));
-        if self.origin != now {
+    /// Starts over when the entries came from another upstream state (`stamp` `None`:
+    /// nothing may be kept).
+    fn check(&mut self, stamp: Option<StateStamp>) -> bool {
+        if self.stamp != stamp {
             self.sources.clear();
             self.destinations.clear();
-            self.origin = now;
+            self.stamp = stamp;
         }
-        now.is_some()
+        stamp.is_some()
     }
+
+    fn side(&mut self, peer: Peer<'_>) -> &mut PeerMap {
+        match peer {
+            Peer::Caller(_) => &mut self.sources,
+            Peer::Endpoint => &mut self.destinations,
+        }
+    }
+}
+
+/// Which side of a request a workload is on.
+#[derive(Clone, Copy)]
+enum Peer<'a> {
+    /// The caller, proving this identity (its principal label).
+    Caller(Option<&'a hbone::Identity>),
+    /// An endpoint: its principal is its workload's identity.
+    Endpoint,
 }
 
 impl Peers {
@@ -311,68 +330,126 @@ impl Peers {
         ip: IpAddr,
         identity: Option<&hbone::Identity>,
     ) -> Arc<PeerLabels> {
-        let origin = origin(upstream);
-        let version = upstream.state_version();
+        self.labels(upstream, ip, Peer::Caller(identity))
+    }
+
+    /// The `destination_*` labels of the endpoint at `ip`.
+    pub(crate) fn destination(&self, upstream: &Arc<dyn Upstream>, ip: IpAddr) -> Arc<PeerLabels> {
+        self.labels(upstream, ip, Peer::Endpoint)
+    }
+
+    fn labels(&self, upstream: &Arc<dyn Upstream>, ip: IpAddr, peer: Peer<'_>) -> Arc<PeerLabels> {
+        let stamp = state_stamp(upstream);
+        let identity = match peer {
+            Peer::Caller(identity) => identity,
+            Peer::Endpoint => None,
+        };
         {
             let mut maps = self.lock();
-            if maps.check(origin, version)
-                && let Some((id, labels)) = maps.sources.get(&ip)
+            if maps.check(stamp)
+                && let Some((id, labels)) = maps.side(peer).get(&ip)
                 && id.as_ref() == identity
             {
                 return labels.clone();
             }
         }
         let meta = upstream.workload(ip);
-        let principal = identity.map(ToString::to_string).unwrap_or_default();
+        let principal = match peer {
+            Peer::Caller(identity) => identity,
+            Peer::Endpoint => meta.as_ref().and_then(|m| m.identity.as_ref()),
+        };
+        let principal = principal.map(ToString::to_string).unwrap_or_default();
         let labels = Arc::new(PeerLabels::new(meta.as_ref(), principal));
         let mut maps = self.lock();
-        if maps.check(origin, version) {
-            if maps.sources.len() >= MAX_PEERS {
-                maps.sources.clear();
+        if maps.check(stamp) {
+            let map = maps.side(peer);
+            if map.len() >= MAX_PEERS {
+                map.clear();
             }
-            maps.sources.insert(ip, (identity.cloned(), labels.clone()));
+            map.insert(ip, (identity.cloned(), labels.clone()));
         }
         labels
     }
-
-    /// The `destination_*` labels of the endpoint at `ip`.
-    pub(crate) fn destination(&self, upstream: &Arc<dyn Upstream>, ip: IpAddr) -> Arc<PeerLabels> {
-        let origin = origin(upstream);
-        let version = upstream.state_version();
-        {
-            let mut maps = self.lock();
-            if maps.check(origin, version)
-                && let Some(labels) = maps.destinations.get(&ip)
-            {
-                return labels.clone();
-            }
-        }
-        let meta = upstream.workload(ip);
-        let principal = meta
-            .as_ref()
-            .and_then(|m| m.identity.as_ref())
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let labels = Arc::new(PeerLabels::new(meta.as_ref(), principal));
-        let mut maps = self.lock();
-        if maps.check(origin, version) {
-            if maps.destinations.len() >= MAX_PEERS {
-                maps.destinations.clear();
-            }
-            maps.destinations.insert(ip, labels.clone());
-        }
-        labels
-    }
-}
-
-/// Tells upstreams apart by address, so entries from one are never served for another.
-fn origin(upstream: &Arc<dyn Upstream>) -> usize {
-    Arc::as_ptr(upstream).cast::<()>() as usize
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
     use super::*;
+    use crate::engine::{Body, Caller, EndpointInfo, SendFuture, UpstreamError};
+
+    /// Workloads whose state version the test bumps, counting the lookups.
+    #[derive(Default)]
+    struct Workloads {
+        version: AtomicU64,
+        looked_up: AtomicUsize,
+    }
+
+    impl Upstream for Workloads {
+        fn endpoints(&self, _: &str, _: &str, _: u16) -> Vec<EndpointInfo> {
+            Vec::new()
+        }
+
+        fn service_by_vip(&self, _: IpAddr) -> Option<(String, String)> {
+            None
+        }
+
+        fn send(&self, _: &EndpointInfo, _: &Caller, _: http::Request<Body>) -> SendFuture {
+            Box::pin(async { Err(UpstreamError::Connect("not here".into())) })
+        }
+
+        fn state_version(&self) -> Option<u64> {
+            Some(self.version.load(Ordering::SeqCst))
+        }
+
+        fn workload(&self, ip: IpAddr) -> Option<WorkloadMeta> {
+            self.looked_up.fetch_add(1, Ordering::SeqCst);
+            Some(WorkloadMeta {
+                workload: format!("w-{ip}"),
+                identity: Some("spiffe://cluster.local/ns/shop/sa/reviews".parse().unwrap()),
+                ..Default::default()
+            })
+        }
+    }
+
+    #[test]
+    fn peer_labels_are_kept_per_state_and_caller_identity() {
+        let workloads = Arc::new(Workloads::default());
+        let upstream: Arc<dyn Upstream> = workloads.clone();
+        let looked_up = || workloads.looked_up.load(Ordering::SeqCst);
+        let peers = Peers::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let web: hbone::Identity = "spiffe://cluster.local/ns/shop/sa/web".parse().unwrap();
+
+        let caller = peers.source(&upstream, ip, Some(&web));
+        assert_eq!(&*caller.workload, "w-10.0.0.1");
+        assert_eq!(&*caller.principal, "spiffe://cluster.local/ns/shop/sa/web");
+        assert!(Arc::ptr_eq(
+            &caller,
+            &peers.source(&upstream, ip, Some(&web))
+        ));
+        assert_eq!(looked_up(), 1);
+        // Another caller at that address is named by what it proves, not by the last one.
+        assert_eq!(&*peers.source(&upstream, ip, None).principal, "");
+        assert_eq!(looked_up(), 2);
+
+        // An endpoint's principal is its workload's own identity.
+        let endpoint = peers.destination(&upstream, ip);
+        assert_eq!(
+            &*endpoint.principal,
+            "spiffe://cluster.local/ns/shop/sa/reviews"
+        );
+        assert!(Arc::ptr_eq(&endpoint, &peers.destination(&upstream, ip)));
+        assert_eq!(looked_up(), 3);
+
+        // A new mesh state: everything is looked up again.
+        workloads.version.fetch_add(1, Ordering::SeqCst);
+        assert!(!Arc::ptr_eq(&endpoint, &peers.destination(&upstream, ip)));
+        assert_eq!(looked_up(), 4);
+        peers.source(&upstream, ip, Some(&web));
+        assert_eq!(looked_up(), 5);
+    }
 
     #[test]
     fn labels_escape_and_default() {
