@@ -520,7 +520,7 @@ mod tests {
     }
 
     /// The same record as an event of the process's log subscriber: the line is the one it
-    /// would write, but for the time stamp.
+    /// would write, and its time stamp reads as the subscriber's does.
     #[test]
     fn the_line_is_the_subscriber_s_line() {
         let captured = Captured::default();
@@ -532,6 +532,7 @@ mod tests {
         let r = record();
         let l = &r.labels;
         let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let before = SystemTime::now();
         tracing::subscriber::with_default(subscriber, || {
             tracing::event!(
                 target: "access",
@@ -559,24 +560,47 @@ mod tests {
                 "request complete"
             );
         });
+        let after = SystemTime::now();
         let theirs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        let mut ours = String::new();
-        format_line(&mut ours, &r, SystemTime::now());
-        let after_time = |line: &str| line.split_once(' ').map(|(_, rest)| rest.to_owned());
-        assert_eq!(after_time(&ours), after_time(&theirs), "{theirs}");
+        let ours = |at: SystemTime| {
+            let mut line = String::new();
+            format_line(&mut line, &r, at);
+            line
+        };
+        let (earliest, latest) = (ours(before), ours(after));
+        let split = |line: &str| {
+            line.split_once(' ')
+                .map(|(t, rest)| (t.to_owned(), rest.to_owned()))
+        };
+        let (their_time, their_rest) = split(&theirs).unwrap();
+        let (first_time, rest) = split(&earliest).unwrap();
+        assert_eq!(rest, their_rest, "{theirs}");
+        // Same layout and width: the subscriber's stamp, taken in between, sorts in between.
+        let last_time = split(&latest).unwrap().0;
+        assert_eq!(their_time.len(), first_time.len(), "{theirs}");
+        assert!(
+            first_time <= their_time && their_time <= last_time,
+            "{first_time} {their_time} {last_time}"
+        );
     }
 
     #[test]
     fn lines_reach_the_sink_in_order_and_a_full_queue_drops() {
         let sink = Captured::default();
         let log = AccessLog::new(Box::new(sink.clone()), CAPACITY);
-        for _ in 0..3 {
-            log.write(&record(), SystemTime::now());
+        for i in 0..3 {
+            let mut r = record();
+            r.request_bytes = i;
+            log.write(&r, SystemTime::now());
         }
         // Dropping the log writes out what is queued.
         drop(log);
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(text.lines().count(), 3, "{text}");
+        let sent: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once(" bytes_recv=")?.1.split(' ').next())
+            .collect();
+        assert_eq!(sent, ["0", "1", "2"], "{text}");
         assert!(
             text.lines()
                 .all(|l| l.ends_with("trace_id=0af7651916cd43dd8448eb211c80319c"))
