@@ -221,12 +221,10 @@ async fn process(
         .clone();
     ctx.service(&svc.labels);
 
-    // The source labels were built from the caller's identity: no need to format it again.
+    // The source labels were built from the caller's identity (no identity, no principal):
+    // no need to format it again.
     let source = ctx.record.labels.source.clone();
-    let principal = caller
-        .identity
-        .as_ref()
-        .and_then(|_| source.policy_principal());
+    let principal = source.policy_principal();
     let namespace = caller.identity.as_ref().map(|i| i.namespace());
     let remote = remote_ip(&parts.headers, caller.ip);
     let authority = headers::authority(&parts);
