@@ -340,7 +340,6 @@ pub(crate) fn redirect_headers(location: &str) -> HeaderMap {
     h
 }
 
-/// Lower-case hex of `bytes`.
 /// Writes `bytes` as lowercase hex into `out` (twice as long). A table rather than the
 /// formatter: ids are made on every request.
 fn hex_into(out: &mut [u8], bytes: &[u8]) {
