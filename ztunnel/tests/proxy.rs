@@ -267,6 +267,15 @@ async fn dial(pod: &Pod, to: SocketAddr) -> io::Result<TcpStream> {
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
 }
 
+/// A connection from the client pod's app to the echo server through both proxies, checked
+/// to reach the app from the client pod's address.
+async fn dial_echo(mesh: &Mesh) -> TcpStream {
+    let to = SocketAddr::new(mesh.server.ip, ECHO_PORT);
+    let mut stream = dial(&mesh.client, to).await.unwrap();
+    assert_eq!(greeting(&mut stream).await.unwrap(), CLIENT_IP.to_string());
+    stream
+}
+
 /// A connection from `pod` that its rules let through untouched (as a plaintext client).
 async fn dial_plain(pod: &Pod, to: SocketAddr) -> io::Result<TcpStream> {
     tokio::time::timeout(HANG_GUARD, socket::connect(&pod.netns, to, None))
@@ -328,10 +337,7 @@ fn pool_in(pod: &Pod) -> Pool {
 async fn outbound_goes_over_hbone_and_reaches_the_app_from_the_client_ip() {
     let mesh = Mesh::new().await;
     let _echo = echo_server(&mesh.server, ECHO_PORT);
-    let mut stream = dial(&mesh.client, SocketAddr::new(mesh.server.ip, ECHO_PORT))
-        .await
-        .unwrap();
-    assert_eq!(greeting(&mut stream).await.unwrap(), CLIENT_IP.to_string());
+    let mut stream = dial_echo(&mesh).await;
     echo_round_trip(&mut stream, b"hello through the mesh").await;
     let client_proxy = mesh.client.proxy.as_ref().unwrap();
     let server_proxy = mesh.server.proxy.as_ref().unwrap();
@@ -421,13 +427,62 @@ async fn hbone_connects_are_checked_before_they_are_answered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_destinations_waypoint_may_name_the_original_client() {
+    let mesh = Mesh::new().await;
+    let _echo = echo_server(&mesh.server, ECHO_PORT);
+    // The sleep pod plays the echo pod's waypoint.
+    let mut echo = workload("echo", "server", SERVER_IP);
+    if let Some(address::Type::Workload(w)) = &mut echo.r#type {
+        w.waypoint = Some(wl::GatewayAddress {
+            destination: Some(wl::gateway_address::Destination::Address(
+                wl::NetworkAddress {
+                    network: String::new(),
+                    address: CLIENT_IP.octets().to_vec(),
+                },
+            )),
+            hbone_mtls_port: 15008,
+        });
+    }
+    mesh.state
+        .apply_address(&uid("echo", "server"), echo)
+        .unwrap();
+    let pool = pool_in(&mesh.client);
+    let upstream = Upstream {
+        address: SocketAddr::new(mesh.server.ip, 15008),
+        identities: vec!["spiffe://cluster.local/ns/server/sa/echo".parse().unwrap()],
+        source_ip: None,
+    };
+    // What the app sees when `identity` (from the sleep pod's address) names another client.
+    let seen_by_app = |identity: &str| {
+        let (pool, cert, upstream) = (pool.clone(), mesh.cert(identity), upstream.clone());
+        async move {
+            let mut request = ConnectRequest::new(SocketAddr::new(mesh.server.ip, ECHO_PORT));
+            request.forwarded_for = Some("10.77.0.9:41234".parse().unwrap());
+            let tunnel = pool.connect(&cert, &upstream, &request).await.unwrap();
+            let mut line = String::new();
+            tokio::time::timeout(HANG_GUARD, BufReader::new(tunnel).read_line(&mut line))
+                .await
+                .unwrap()
+                .unwrap();
+            line.trim().to_string()
+        }
+    };
+    assert_eq!(
+        seen_by_app("spiffe://cluster.local/ns/client/sa/sleep").await,
+        "10.77.0.9"
+    );
+    // Another identity from the waypoint's address is not the waypoint.
+    assert_eq!(
+        seen_by_app("spiffe://cluster.local/ns/client/sa/other").await,
+        CLIENT_IP.to_string()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_change_closes_live_connections_it_now_denies() {
     let mesh = Mesh::new().await;
     let _echo = echo_server(&mesh.server, ECHO_PORT);
-    let mut stream = dial(&mesh.client, SocketAddr::new(mesh.server.ip, ECHO_PORT))
-        .await
-        .unwrap();
-    assert_eq!(greeting(&mut stream).await.unwrap(), CLIENT_IP.to_string());
+    let mut stream = dial_echo(&mesh).await;
     echo_round_trip(&mut stream, b"before").await;
     mesh.deny(
         "deny-sleep",
@@ -450,10 +505,7 @@ async fn a_policy_change_closes_live_connections_it_now_denies() {
 async fn a_pod_newly_selected_by_a_deny_policy_loses_the_connections_it_denies() {
     let mesh = Mesh::new().await;
     let _echo = echo_server(&mesh.server, ECHO_PORT);
-    let mut stream = dial(&mesh.client, SocketAddr::new(mesh.server.ip, ECHO_PORT))
-        .await
-        .unwrap();
-    assert_eq!(greeting(&mut stream).await.unwrap(), CLIENT_IP.to_string());
+    let mut stream = dial_echo(&mesh).await;
     // A selector policy that selects no pod yet changes nothing.
     let deny_all = Authorization {
         name: "deny-all".into(),
@@ -501,17 +553,14 @@ async fn plaintext_inbound_passes_unless_mtls_is_strict() {
     let mut stream = dial_plain(&mesh.client, target).await.unwrap();
     assert!(closed(&mut stream).await);
     // Mutual TLS still passes.
-    let mut stream = dial(&mesh.client, target).await.unwrap();
-    assert_eq!(greeting(&mut stream).await.unwrap(), CLIENT_IP.to_string());
+    dial_echo(&mesh).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_stops_listening_and_cuts_what_remains_at_the_deadline() {
     let mut mesh = Mesh::new().await;
     let _echo = echo_server(&mesh.server, ECHO_PORT);
-    let target = SocketAddr::new(mesh.server.ip, ECHO_PORT);
-    let mut stream = dial(&mesh.client, target).await.unwrap();
-    assert_eq!(greeting(&mut stream).await.unwrap(), CLIENT_IP.to_string());
+    let mut stream = dial_echo(&mesh).await;
     let server_proxy = mesh.server.proxy.take().unwrap();
     tokio::time::timeout(HANG_GUARD, server_proxy.drain(Duration::from_millis(100)))
         .await

@@ -17,7 +17,7 @@ use super::labels::{Peer, connection_labels, guess_service};
 use super::resolve::is_waypoint_of;
 use super::socket::canonical;
 use super::{Finished, ProxyError, Shared, connect_upstream, is_own_port, stopped};
-use crate::state::Decision;
+use crate::state::{Decision, Workload};
 use crate::telemetry::Reporter;
 
 /// The HBONE server's own drain bound: longer than any drain, which cuts connections
@@ -120,24 +120,7 @@ async fn handle(shared: Arc<Shared>, connect: IncomingConnect) {
         return;
     }
     let peer_identity = connect.peer_identity.clone();
-    // Through a waypoint the peer is the waypoint; it names the original client in
-    // `forwarded`, trusted from the destination's own waypoints only (as Istio does). The
-    // app then sees, and telemetry reports, the original client; authorization stays with
-    // the authenticated peer.
-    let original = if is_waypoint_of(&shared.ctx.state, &workload, &peer_identity, client.ip()) {
-        hbone::forwarded::client(&connect.headers).map_or(client, |fwd| {
-            SocketAddr::new(
-                fwd.ip(),
-                if fwd.port() == 0 {
-                    client.port()
-                } else {
-                    fwd.port()
-                },
-            )
-        })
-    } else {
-        client
-    };
+    let original = original_client(&shared, &workload, &connect, client);
     let source = shared.ctx.state.workload_by_ip(original.ip());
     let service = guess_service(&workload, authority.port(), |ns, host| {
         shared.ctx.state.service_by_host(ns, host)
@@ -155,13 +138,7 @@ async fn handle(shared: Arc<Shared>, connect: IncomingConnect) {
         service.as_deref(),
         true,
     );
-    shared.ctx.metrics.connection_opened(&labels);
-    let finished = Finished {
-        labels,
-        source: original,
-        destination: authority,
-        start,
-    };
+    let finished = shared.opened(labels, original, authority, start);
     // Registered before the decision, so a policy change racing with it is not missed.
     let inputs = AuthzInputs {
         source_identity: Some(peer_identity),
@@ -198,6 +175,39 @@ async fn handle(shared: Arc<Shared>, connect: IncomingConnect) {
     };
     let relayed = relay(tunnel, app, &tracked).await;
     shared.record(finished, relayed);
+}
+
+/// The connection's original client. Through a waypoint the peer is the waypoint, which
+/// names the original client in `forwarded`; that is trusted from the destination's own
+/// waypoints only (as Istio does). The app then sees, and telemetry reports, the original
+/// client; authorization stays with the authenticated peer. A header naming the peer itself
+/// (what ztunnels send) says nothing new, so the waypoint lookup is left out for it.
+fn original_client(
+    shared: &Shared,
+    destination: &Workload,
+    connect: &IncomingConnect,
+    client: SocketAddr,
+) -> SocketAddr {
+    match hbone::forwarded::client(&connect.headers) {
+        Some(fwd)
+            if fwd.ip() != client.ip()
+                && is_waypoint_of(
+                    &shared.ctx.state,
+                    destination,
+                    &connect.peer_identity,
+                    client.ip(),
+                ) =>
+        {
+            // Port 0: the waypoint knew only the IP.
+            let port = if fwd.port() == 0 {
+                client.port()
+            } else {
+                fwd.port()
+            };
+            SocketAddr::new(fwd.ip(), port)
+        }
+        _ => client,
+    }
 }
 
 /// Refuses a CONNECT that never became a connection (no metrics, as Istio's early denies).

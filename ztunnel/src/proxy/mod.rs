@@ -158,6 +158,24 @@ impl Shared {
             .or_else(|| state.workload_by_uid(&self.ctx.uid))
     }
 
+    /// Counts a connection as opened; the returned record closes it later, through
+    /// [`Shared::record`] or [`Shared::record_failure`].
+    pub(crate) fn opened(
+        &self,
+        labels: ConnectionLabels,
+        source: SocketAddr,
+        destination: SocketAddr,
+        start: Instant,
+    ) -> Finished {
+        self.ctx.metrics.connection_opened(&labels);
+        Finished {
+            labels,
+            source,
+            destination,
+            start,
+        }
+    }
+
     /// Reports a finished connection.
     pub(crate) fn record(&self, mut finished: Finished, relayed: Relayed) {
         if let Some(cut) = &relayed.cut {
@@ -166,33 +184,30 @@ impl Shared {
         let error = relayed
             .error
             .or_else(|| relayed.cut.as_ref().map(CloseReason::to_string));
-        self.ctx.metrics.connection_closed(&ConnectionRecord {
-            labels: finished.labels,
-            source: finished.source,
-            destination: finished.destination,
-            bytes_sent: relayed.sent,
-            bytes_received: relayed.received,
-            duration: finished.start.elapsed(),
-            error,
-        });
+        self.closed(finished, relayed.sent, relayed.received, error);
     }
 
     /// Reports a connection that failed before any byte flowed.
     pub(crate) fn record_failure(&self, mut finished: Finished, error: &ProxyError) {
         finished.labels.response_flags = error.response_flag().to_owned();
+        self.closed(finished, 0, 0, Some(error.to_string()));
+    }
+
+    fn closed(&self, finished: Finished, sent: u64, received: u64, error: Option<String>) {
         self.ctx.metrics.connection_closed(&ConnectionRecord {
             labels: finished.labels,
             source: finished.source,
             destination: finished.destination,
-            bytes_sent: 0,
-            bytes_received: 0,
+            bytes_sent: sent,
+            bytes_received: received,
             duration: finished.start.elapsed(),
-            error: Some(error.to_string()),
+            error,
         });
     }
 }
 
-/// What the access log and the close metrics need about a connection.
+/// What the access log and the close metrics need about an opened connection (made by
+/// [`Shared::opened`]).
 pub(crate) struct Finished {
     pub(crate) labels: ConnectionLabels,
     pub(crate) source: SocketAddr,

@@ -57,13 +57,7 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr, trac
             info!(%client, %destination, error = %error, "no route for outbound connection; closing");
             let labels =
                 connection_labels(Reporter::Source, source_peer, Peer::default(), None, false);
-            shared.ctx.metrics.connection_opened(&labels);
-            let finished = Finished {
-                labels,
-                source: client,
-                destination,
-                start,
-            };
+            let finished = shared.opened(labels, client, destination, start);
             shared.record_failure(finished, &error);
             return;
         }
@@ -83,13 +77,7 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr, trac
         plan.service.as_deref(),
         plan.is_mtls(),
     );
-    shared.ctx.metrics.connection_opened(&labels);
-    let finished = Finished {
-        labels,
-        source: client,
-        destination,
-        start,
-    };
+    let finished = shared.opened(labels, client, destination, start);
     debug!(%client, %destination, hop = ?plan.hop, "outbound connection");
     match plan.hop.clone() {
         Hop::Hbone {

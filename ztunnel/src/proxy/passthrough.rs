@@ -15,7 +15,7 @@ use tracing::{debug, info};
 use super::connection::{AuthzInputs, Relayed, relay};
 use super::labels::{Peer, connection_labels, guess_service};
 use super::socket::{canonical, original_dst};
-use super::{Finished, ProxyError, Shared, accept_until_stopped, connect_upstream, is_own_port};
+use super::{ProxyError, Shared, accept_until_stopped, connect_upstream, is_own_port};
 use crate::state::Decision;
 use crate::telemetry::Reporter;
 
@@ -69,13 +69,7 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr) {
         service.as_deref(),
         false,
     );
-    shared.ctx.metrics.connection_opened(&labels);
-    let finished = Finished {
-        labels,
-        source: client,
-        destination,
-        start,
-    };
+    let finished = shared.opened(labels, client, destination, start);
     let inputs = AuthzInputs {
         source_identity: None,
         source_ip: client.ip(),
