@@ -238,6 +238,26 @@ fn connect(to: &str) -> TcpStream {
     TcpStream::connect_timeout(&to.parse().unwrap(), WAIT).unwrap()
 }
 
+/// Connects to `to` as the proxy does: with the proxy's mark, from `from` when given
+/// (IP_TRANSPARENT, so any address will do).
+fn proxy_connect(from: Option<&str>, to: &str) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    socket.set_mark(iptables::INPOD_MARK).unwrap();
+    if let Some(from) = from {
+        socket.set_ip_transparent_v4(true).unwrap();
+        let from: SocketAddr = from.parse().unwrap();
+        socket.bind(&from.into()).unwrap();
+    }
+    let to: SocketAddr = to.parse().unwrap();
+    socket.connect_timeout(&to.into(), WAIT).unwrap();
+    TcpStream::from(socket)
+}
+
 #[tokio::test]
 async fn installed_rules_capture_pod_traffic() {
     let (pod, peer) = pod_and_peer();
@@ -279,18 +299,7 @@ async fn installed_rules_capture_pod_traffic() {
     );
 
     // The proxy's own sockets (mark 0x539) are not redirected: this one reaches the peer.
-    let _upstream = pod.run(|| {
-        let socket = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .unwrap();
-        socket.set_mark(iptables::INPOD_MARK).unwrap();
-        let to: SocketAddr = "10.77.0.1:9000".parse().unwrap();
-        socket.connect_timeout(&to.into(), WAIT).unwrap();
-        TcpStream::from(socket)
-    });
+    let _upstream = pod.run(|| proxy_connect(None, "10.77.0.1:9000"));
     let (_, from) = peer_app.accept().unwrap();
     assert_eq!(from.ip(), IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2)));
 
@@ -298,21 +307,7 @@ async fn installed_rules_capture_pod_traffic() {
     // address. The application's replies to that (remote) address must come back to the
     // proxy, not leave through eth0: connmark 0x111 plus table 100 do that.
     let app = pod.run(|| TcpListener::bind("10.77.0.2:8080").unwrap());
-    let mut spoofed = pod.run(|| {
-        let socket = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .unwrap();
-        socket.set_mark(iptables::INPOD_MARK).unwrap();
-        socket.set_ip_transparent_v4(true).unwrap();
-        let client: SocketAddr = "10.77.0.1:41000".parse().unwrap();
-        socket.bind(&client.into()).unwrap();
-        let to: SocketAddr = "10.77.0.2:8080".parse().unwrap();
-        socket.connect_timeout(&to.into(), WAIT).unwrap();
-        TcpStream::from(socket)
-    });
+    let mut spoofed = pod.run(|| proxy_connect(Some("10.77.0.1:41000"), "10.77.0.2:8080"));
     let (mut served, from) = app.accept().unwrap();
     assert_eq!(from, "10.77.0.1:41000".parse().unwrap());
     served.write_all(b"pong").unwrap();
