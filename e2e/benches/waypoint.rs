@@ -20,71 +20,46 @@
 
 use std::time::Duration;
 
+use e2e::manifests::{echo_pod, idle_pod, namespace};
 use e2e::measure::{children_cpu_seconds, env_or, full_run, proc_usage, rss_mib};
 use e2e::mesh::{NODES, pod_pids, wait_ready, ztunnel_pid};
 use e2e::metrics::requests_total;
 use e2e::{SETTLE, Sandbox, eventually};
 use meshctl::app::load_report::LoadReport;
 
-const MANIFESTS: &str = r#"apiVersion: v1
-kind: Namespace
-metadata: {name: direct}
+/// The echo server's port.
+const PORT: u16 = 8080;
+
+/// The same client (node1), echo server (node2) and Service `echo` in both namespaces; in
+/// `mesh`, the Service is bound to the namespace's waypoint.
+fn manifests() -> String {
+    let mut yaml = String::new();
+    for (ns, ambient, service_labels) in [
+        ("direct", false, "{}"),
+        ("mesh", true, "{istio.io/use-waypoint: waypoint}"),
+    ] {
+        yaml += &namespace(ns, ambient);
+        yaml += &idle_pod(ns, "client", "node1", "default");
+        yaml += &echo_pod(ns, "server", "node2", PORT);
+        yaml += &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: {ns}, labels: {service_labels}}}
+spec:
+  selector: {{app: server}}
+  ports: [{{name: http, port: {PORT}}}]
 ---
-apiVersion: v1
-kind: Namespace
-metadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: gateway.networking.k8s.io/v1
+"#
+        );
+    }
+    yaml + r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: waypoint, namespace: mesh}
 spec:
   gatewayClassName: istio-waypoint
   listeners: [{name: mesh, port: 15008, protocol: HBONE}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: direct}
-spec: {nodeName: node1, containers: [{name: c, command: [sleep, infinity]}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: server, namespace: direct, labels: {app: echo}}
-spec:
-  nodeName: node2
-  containers:
-  - name: echo
-    command: [meshctl, app, http-echo, --port, "8080"]
-    ports: [{name: http, containerPort: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: direct}
-spec:
-  selector: {app: echo}
-  ports: [{name: http, port: 8080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: mesh}
-spec: {nodeName: node1, containers: [{name: c, command: [sleep, infinity]}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: server, namespace: mesh, labels: {app: echo}}
-spec:
-  nodeName: node2
-  containers:
-  - name: echo
-    command: [meshctl, app, http-echo, --port, "8080"]
-    ports: [{name: http, containerPort: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: mesh, labels: {istio.io/use-waypoint: waypoint}}
-spec:
-  selector: {app: echo}
-  ports: [{name: http, port: 8080}]
-"#;
+"#
+}
 
 #[derive(Clone, Copy)]
 struct Settings {
@@ -180,19 +155,19 @@ struct Row {
 
 fn run(sb: &Sandbox, ns: &str, http2: bool, procs: &PathProcesses, s: Settings) -> Row {
     let client = format!("{ns}/client");
-    let url = "http://echo:8080/";
+    let url = format!("http://echo:{PORT}/");
     let proto: &[&str] = if http2 { &["--http2"] } else { &[] };
     let c = s.concurrency.to_string();
     let mut args = vec!["-c", c.as_str()];
     args.extend_from_slice(proto);
     // Warm up: connections, pools, certificates.
-    measure(sb, &client, url, procs, &args, (s.requests / 10).max(100));
-    let throughput = measure(sb, &client, url, procs, &args, s.requests);
+    measure(sb, &client, &url, procs, &args, (s.requests / 10).max(100));
+    let throughput = measure(sb, &client, &url, procs, &args, s.requests);
 
     let rate = s.rate.to_string();
     let mut args = vec!["--rate", rate.as_str(), "-c", "64"];
     args.extend_from_slice(proto);
-    let latency = measure(sb, &client, url, procs, &args, s.rate * s.seconds);
+    let latency = measure(sb, &client, &url, procs, &args, s.rate * s.seconds);
     let row = Row {
         rps: throughput.report.rps,
         rps_per_core: throughput.per_core(),
@@ -241,11 +216,12 @@ fn main() {
         seconds: env_or("WAYPOINT_BENCH_SECS", if full { 10 } else { 1 }),
     };
 
-    let sb = Sandbox::up(MANIFESTS).expect("sandbox up");
+    let sb = Sandbox::up(&manifests()).expect("sandbox up");
     wait_ready(&sb);
     // The L7 path works end to end once the waypoint counts a request.
     let through = eventually(SETTLE, || {
-        sb.http("mesh/client", "http://echo:8080/").is_ok()
+        sb.http("mesh/client", &format!("http://echo:{PORT}/"))
+            .is_ok()
             && sb
                 .http("mesh/deploy/waypoint", "http://127.0.0.1:15020/metrics")
                 .is_ok_and(|m| requests_total(&m, &[]) > 0.0)

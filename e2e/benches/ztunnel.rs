@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::Sandbox;
+use e2e::manifests::{idle_pod, namespace};
 use e2e::measure::{ProcUsage, env_or, full_run, proc_usage};
 use e2e::mesh::{NODES, wait_captured, wait_ready, ztunnel_pid};
 use meshctl::app::load_report::percentile;
@@ -40,34 +41,18 @@ const CONNECT_CONCURRENCY: usize = 8;
 /// Write size of the bulk phase.
 const CHUNK: usize = 256 * 1024;
 
-const MANIFESTS: &str = r#"apiVersion: v1
-kind: Namespace
-metadata: {name: direct}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: direct}
-spec: {nodeName: node1, containers: [{name: c, command: [sleep, infinity]}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: server, namespace: direct}
-spec: {nodeName: node2, containers: [{name: c, command: [sleep, infinity]}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: mesh}
-spec: {nodeName: node1, containers: [{name: c, command: [sleep, infinity]}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: server, namespace: mesh}
-spec: {nodeName: node2, containers: [{name: c, command: [sleep, infinity]}]}
-"#;
+/// The same pair in both namespaces: a client on node1 and a server on node2, both idle (the
+/// benchmark's threads play the apps in their network namespaces).
+fn manifests() -> String {
+    [("direct", false), ("mesh", true)]
+        .into_iter()
+        .map(|(ns, ambient)| {
+            namespace(ns, ambient)
+                + &idle_pod(ns, "client", "node1", "default")
+                + &idle_pod(ns, "server", "node2", "default")
+        })
+        .collect()
+}
 
 /// Runs `work` on a new thread inside the network namespace at `netns`, on a single-threaded
 /// runtime of its own. Every socket it creates lives in that namespace.
@@ -369,7 +354,7 @@ fn main() {
         seconds: env_or("ZTUNNEL_BENCH_SECS", if full { 10 } else { 1 }),
     };
 
-    let sb = Sandbox::up(MANIFESTS).expect("sandbox up");
+    let sb = Sandbox::up(&manifests()).expect("sandbox up");
     wait_ready(&sb);
     wait_captured(&sb, "node1", &["mesh/client"]);
     wait_captured(&sb, "node2", &["mesh/server"]);

@@ -6,10 +6,12 @@
 //! or on drop (panics included), and — should the test process be killed —
 //! by the reaper `meshctl up --owner-pid` starts.
 //!
-//! Shared by the tests and the benchmarks: [`mesh`] (the node proxies as
-//! their admin endpoints show them), [`metrics`] (Prometheus text) and
-//! [`measure`] (process CPU and memory, run settings).
+//! Shared by the tests and the benchmarks: [`manifests`] (the pieces their
+//! sandboxes are written in), [`mesh`] (the node proxies as their admin
+//! endpoints show them), [`metrics`] (Prometheus text) and [`measure`]
+//! (process CPU and memory, run settings).
 
+pub mod manifests;
 pub mod measure;
 pub mod mesh;
 pub mod metrics;

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use e2e::manifests::{echo_pod, idle_pod, namespace, service_account};
 use e2e::mesh::{
     NODES, active_connections, captured, certificate_serials, pod_pids, wait_captured, wait_ready,
     ztunnel_pid,
@@ -25,53 +26,6 @@ const HBONE_PORT: u16 = 15008;
 /// The echo server's port.
 const APP_PORT: u16 = 8080;
 
-fn namespace(name: &str, ambient: bool) -> String {
-    let labels = if ambient {
-        "{istio.io/dataplane-mode: ambient}"
-    } else {
-        "{}"
-    };
-    format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {labels}}}\n---\n")
-}
-
-fn service_account(namespace: &str, name: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}, namespace: {namespace}}}\n---\n"
-    )
-}
-
-/// An http-echo pod pinned to a node.
-fn server_pod(namespace: &str, name: &str, node: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: {namespace}, labels: {{app: {name}}}}}
-spec:
-  nodeName: {node}
-  containers:
-  - name: echo
-    command: [meshctl, app, http-echo, --port, "{APP_PORT}"]
-    ports: [{{name: http, containerPort: {APP_PORT}}}]
----
-"#
-    )
-}
-
-/// An idle client pod pinned to a node, running as `service_account`.
-fn client_pod(namespace: &str, name: &str, node: &str, service_account: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  nodeName: {node}
-  serviceAccountName: {service_account}
-  containers: [{{name: client, command: [sleep, infinity]}}]
----
-"#
-    )
-}
-
 /// A mesh-wide PeerAuthentication (in the root namespace).
 fn peer_authentication(mode: &str) -> String {
     format!(
@@ -82,8 +36,8 @@ fn peer_authentication(mode: &str) -> String {
 /// A client in `namespace` on node1 and a server in `namespace` on node2.
 fn pair(ambient: bool) -> String {
     namespace("mesh", ambient)
-        + &server_pod("mesh", "server", "node2")
-        + &client_pod("mesh", "client", "node1", "default")
+        + &echo_pod("mesh", "server", "node2", APP_PORT)
+        + &idle_pod("mesh", "client", "node1", "default")
 }
 
 fn up(manifests: &str) -> Sandbox {
@@ -235,7 +189,7 @@ fn the_app_sees_the_real_client_ip() {
 #[test]
 fn strict_peer_authentication_refuses_plaintext_and_permissive_admits_it() {
     let outside = namespace("outside", false)
-        + &client_pod("outside", "stranger", "node1", "default")
+        + &idle_pod("outside", "stranger", "node1", "default")
         + &peer_authentication("PERMISSIVE");
     let (sb, server_ip) = meshed_pair(&outside, Options::default());
     let from = |pod: &str| get(&sb, pod, server_ip, "/pa").is_ok();
@@ -263,9 +217,9 @@ fn authorization_policy_allows_by_service_account_and_denies_the_rest() {
     let manifests = namespace("mesh", true)
         + &service_account("mesh", "allowed")
         + &service_account("mesh", "other")
-        + &server_pod("mesh", "server", "node2")
-        + &client_pod("mesh", "friend", "node1", "allowed")
-        + &client_pod("mesh", "foe", "node1", "other");
+        + &echo_pod("mesh", "server", "node2", APP_PORT)
+        + &idle_pod("mesh", "friend", "node1", "allowed")
+        + &idle_pod("mesh", "foe", "node1", "other");
     let sb = up(&manifests);
     wait_captured(&sb, "node1", &["mesh/foe", "mesh/friend"]);
     wait_captured(&sb, "node2", &["mesh/server"]);
@@ -317,7 +271,7 @@ spec:
   selector: {app: echo}
   ports: [{name: http, port: 80, targetPort: web}]
 ---
-"# + &client_pod("mesh", "client", "node1", "default");
+"# + &idle_pod("mesh", "client", "node1", "default");
     let sb = up(&manifests);
     let echoes: Vec<e2e::PodInfo> = sb
         .pods()
