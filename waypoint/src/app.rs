@@ -13,14 +13,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hbone::Identity;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use ztunnel::admin::{self, AdminAddresses, AdminContext, AdminExtensions, AdminListeners};
+use ztunnel::admin::{self, AdminContext, AdminExtensions, AdminListeners};
 use ztunnel::app::ShutdownSignals;
-use ztunnel::config::ControlPlaneConfig;
+use ztunnel::config::{ControlPlaneConfig, MeshProxyConfig};
 use ztunnel::control::ControlPlane;
 use ztunnel::identity::{CaClient, CertManager, CertSettings};
 use ztunnel::readiness::Readiness;
@@ -47,24 +46,12 @@ pub struct WaypointConfig {
     pub name: String,
     /// Service account the waypoint runs as (its identity).
     pub service_account: String,
-    /// Trust domain of the mesh.
-    pub trust_domain: String,
-    /// Cluster id (xDS node metadata).
-    pub cluster_id: String,
     /// The controller.
     pub control: ControlPlaneConfig,
     /// HBONE listener (15008).
     pub hbone_addr: SocketAddr,
-    /// `/config_dump` (localhost 15000).
-    pub admin_addr: SocketAddr,
-    /// `/metrics` (15020).
-    pub metrics_addr: SocketAddr,
-    /// `/healthz/ready` (15021).
-    pub ready_addr: SocketAddr,
-    /// Lifetime asked for the certificate.
-    pub cert_ttl: Duration,
-    /// How long in-flight requests and tunnels may run after SIGTERM.
-    pub drain_deadline: Duration,
+    /// Mesh, endpoints, certificate and shutdown.
+    pub mesh: MeshProxyConfig,
 }
 
 /// Why the waypoint stopped.
@@ -93,13 +80,9 @@ impl Listeners {
         let hbone = TcpListener::bind(config.hbone_addr)
             .await
             .map_err(|e| AppError::Start(format!("binding HBONE on {}: {e}", config.hbone_addr)))?;
-        let admin = AdminListeners::bind(AdminAddresses {
-            admin: config.admin_addr,
-            metrics: config.metrics_addr,
-            ready: config.ready_addr,
-        })
-        .await
-        .map_err(|e| AppError::Start(format!("admin endpoints: {e}")))?;
+        let admin = AdminListeners::bind(config.mesh.endpoints)
+            .await
+            .map_err(|e| AppError::Start(format!("admin endpoints: {e}")))?;
         Ok(Self { hbone, admin })
     }
 }
@@ -120,7 +103,7 @@ pub async fn serve(
 ) -> Result<(), AppError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let identity = Identity::new(
-        &config.trust_domain,
+        &config.mesh.trust_domain,
         &config.namespace,
         &config.service_account,
     )
@@ -146,7 +129,7 @@ pub async fn serve(
     let certs = CertManager::with_signer(
         Arc::new(CaClient::own_identity(control)),
         CertSettings {
-            ttl: config.cert_ttl,
+            ttl: config.mesh.cert_ttl,
             max_in_flight: MAX_CSRS_IN_FLIGHT,
         },
     );
@@ -185,7 +168,7 @@ pub async fn serve(
         certs.clone(),
         identity.clone(),
         hbone_listener,
-        config.drain_deadline,
+        config.mesh.drain_deadline,
         drain_rx,
     ));
 
@@ -229,7 +212,7 @@ pub async fn serve(
         tracing::error!("{e}");
     }
 
-    tracing::info!(deadline = ?config.drain_deadline, "draining");
+    tracing::info!(deadline = ?config.mesh.drain_deadline, "draining");
     let _draining = readiness.block("draining");
     let _ = drain_tx.send(true);
     if !hbone_done {
@@ -273,7 +256,7 @@ fn client_identity(config: &WaypointConfig) -> ClientIdentity {
     ClientIdentity {
         node_id: format!("router~{ip}~{pod}.{ns}~{ns}.svc.cluster.local"),
         node_name: env("NODE_NAME").unwrap_or_default(),
-        cluster_id: config.cluster_id.clone(),
+        cluster_id: config.mesh.cluster_id.clone(),
     }
 }
 
@@ -361,8 +344,6 @@ mod tests {
             namespace: "shop".into(),
             name: "waypoint".into(),
             service_account: "waypoint".into(),
-            trust_domain: "cluster.local".into(),
-            cluster_id: "Kubernetes".into(),
             control: ControlPlaneConfig {
                 address: "127.0.0.1:15012".into(),
                 root_cert: "/nonexistent".into(),
@@ -370,11 +351,17 @@ mod tests {
                 server_identity: "spiffe://cluster.local/ns/istio-system/sa/controller".into(),
             },
             hbone_addr: "10.0.0.9:15008".parse().unwrap(),
-            admin_addr: "127.0.0.1:15000".parse().unwrap(),
-            metrics_addr: "0.0.0.0:15020".parse().unwrap(),
-            ready_addr: "0.0.0.0:15021".parse().unwrap(),
-            cert_ttl: Duration::from_secs(3600),
-            drain_deadline: Duration::from_secs(30),
+            mesh: MeshProxyConfig {
+                cluster_id: "Kubernetes".into(),
+                trust_domain: "cluster.local".into(),
+                endpoints: ztunnel::admin::AdminAddresses {
+                    admin: "127.0.0.1:15000".parse().unwrap(),
+                    metrics: "0.0.0.0:15020".parse().unwrap(),
+                    ready: "0.0.0.0:15021".parse().unwrap(),
+                },
+                cert_ttl: std::time::Duration::from_secs(3600),
+                drain_deadline: std::time::Duration::from_secs(30),
+            },
         };
         let id = client_identity(&config);
         assert!(id.node_id.starts_with("router~"), "{}", id.node_id);

@@ -2,10 +2,10 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use waypoint::app::{WaypointConfig, run, service_account_from_token};
+use ztunnel::config::MeshProxyArgs;
 use ztunnel::control::ControlArgs;
 
 /// Per-namespace L7 proxy of the ambient mesh.
@@ -27,12 +27,8 @@ struct Args {
     name: String,
     #[command(flatten)]
     control: ControlArgs,
-    /// Trust domain.
-    #[arg(long, default_value = "cluster.local")]
-    trust_domain: String,
-    /// Cluster id.
-    #[arg(long, default_value = "Kubernetes")]
-    cluster_id: String,
+    #[command(flatten)]
+    mesh: MeshProxyArgs,
     /// Service account the waypoint runs as; default: the one its token was issued for,
     /// else the Gateway's name (as Istio names a waypoint's service account).
     #[arg(long)]
@@ -40,21 +36,6 @@ struct Args {
     /// HBONE listener.
     #[arg(long, default_value = "0.0.0.0:15008")]
     hbone_addr: SocketAddr,
-    /// Admin endpoint (`/config_dump`).
-    #[arg(long, default_value = "127.0.0.1:15000")]
-    admin_addr: SocketAddr,
-    /// Metrics endpoint.
-    #[arg(long, default_value = "0.0.0.0:15020")]
-    metrics_addr: SocketAddr,
-    /// Readiness endpoint.
-    #[arg(long, default_value = "0.0.0.0:15021")]
-    ready_addr: SocketAddr,
-    /// Requested certificate lifetime, in seconds.
-    #[arg(long, default_value_t = 86400)]
-    cert_ttl_secs: u64,
-    /// How long in-flight requests may run after SIGTERM, in seconds.
-    #[arg(long, default_value_t = 30)]
-    drain_secs: u64,
     /// Log filter in `tracing` syntax (for example `info` or `waypoint=debug`).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -77,15 +58,9 @@ fn main() -> ExitCode {
         namespace: args.namespace,
         name: args.name,
         service_account,
-        trust_domain: args.trust_domain,
-        cluster_id: args.cluster_id,
         control: args.control.config(),
         hbone_addr: args.hbone_addr,
-        admin_addr: args.admin_addr,
-        metrics_addr: args.metrics_addr,
-        ready_addr: args.ready_addr,
-        cert_ttl: Duration::from_secs(args.cert_ttl_secs),
-        drain_deadline: Duration::from_secs(args.drain_secs),
+        mesh: args.mesh.config(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

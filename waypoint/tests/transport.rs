@@ -378,15 +378,19 @@ async fn the_assembled_waypoint_reports_readiness_metrics_and_config() {
         namespace: NS.into(),
         name: GATEWAY.into(),
         service_account: GATEWAY.into(),
-        trust_domain: TD.into(),
-        cluster_id: "Kubernetes".into(),
         control: controller.control_config(),
         hbone_addr: any_port,
-        admin_addr: any_port,
-        metrics_addr: any_port,
-        ready_addr: any_port,
-        cert_ttl: std::time::Duration::from_secs(3600),
-        drain_deadline: std::time::Duration::from_secs(5),
+        mesh: ztunnel::config::MeshProxyConfig {
+            cluster_id: "Kubernetes".into(),
+            trust_domain: TD.into(),
+            endpoints: ztunnel::admin::AdminAddresses {
+                admin: any_port,
+                metrics: any_port,
+                ready: any_port,
+            },
+            cert_ttl: std::time::Duration::from_secs(3600),
+            drain_deadline: std::time::Duration::from_secs(5),
+        },
     };
     let listeners = Listeners::bind(&settings).await.unwrap();
     let hbone = listeners.hbone.local_addr().unwrap();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::admin::{self, AdminAddresses, AdminContext};
+use crate::admin::{self, AdminContext};
 use crate::config::ProxyConfig;
 use crate::control::ControlPlane;
 use crate::identity::{CertManager, CertSettings};
@@ -82,7 +82,7 @@ pub async fn run_proxy(config: ProxyConfig) -> Result<(), ProxyError> {
     let certs = CertManager::new(
         control,
         CertSettings {
-            ttl: config.cert_ttl,
+            ttl: config.mesh.cert_ttl,
             max_in_flight: MAX_CSRS_IN_FLIGHT,
         },
     );
@@ -102,12 +102,12 @@ pub async fn run_proxy(config: ProxyConfig) -> Result<(), ProxyError> {
     let inpod = InpodClient::new(
         InpodSettings {
             zds_socket: config.zds_socket.clone(),
-            del_drain_deadline: DEL_DRAIN_DEADLINE.min(config.drain_deadline),
-            drain_deadline: config.drain_deadline,
+            del_drain_deadline: DEL_DRAIN_DEADLINE.min(config.mesh.drain_deadline),
+            drain_deadline: config.mesh.drain_deadline,
         },
         ProxyLauncher {
             node: config.node.clone(),
-            trust_domain: config.trust_domain.clone(),
+            trust_domain: config.mesh.trust_domain.clone(),
             state: state.clone(),
             certs: certs.clone(),
             metrics: metrics.clone(),
@@ -122,12 +122,7 @@ pub async fn run_proxy(config: ProxyConfig) -> Result<(), ProxyError> {
         readiness: readiness.clone(),
         extra_dump: inpod.dump(),
     };
-    let addresses = AdminAddresses {
-        admin: config.admin_addr,
-        metrics: config.metrics_addr,
-        ready: config.ready_addr,
-    };
-    let mut admin_task = tokio::spawn(admin::serve(addresses, context, admin_stop_rx));
+    let mut admin_task = tokio::spawn(admin::serve(config.mesh.endpoints, context, admin_stop_rx));
     let inpod_task = tokio::spawn(inpod.run(stop_rx));
     tracing::info!(node = %config.node, "proxy started");
 
@@ -144,7 +139,7 @@ pub async fn run_proxy(config: ProxyConfig) -> Result<(), ProxyError> {
         }
     };
 
-    tracing::info!(deadline = ?config.drain_deadline, "draining");
+    tracing::info!(deadline = ?config.mesh.drain_deadline, "draining");
     let _draining = readiness.block("draining");
     let _ = stop_tx.send(true);
     if let Err(e) = inpod_task.await {
@@ -177,7 +172,7 @@ fn client_identity(config: &ProxyConfig) -> ClientIdentity {
     ClientIdentity {
         node_id: node_id(&ip, &pod, &namespace),
         node_name: config.node.clone(),
-        cluster_id: config.cluster_id.clone(),
+        cluster_id: config.mesh.cluster_id.clone(),
     }
 }
 

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::admin::AdminAddresses;
+
 /// How to reach and trust the controller (xDS and CA on one gRPC endpoint).
 #[derive(Clone, Debug)]
 pub struct ControlPlaneConfig {
@@ -22,24 +24,71 @@ pub struct ControlPlaneConfig {
 pub struct ProxyConfig {
     /// Name of the node this ztunnel serves (matches `Workload.node`).
     pub node: String,
-    /// Cluster id used in workload uids and telemetry.
-    pub cluster_id: String,
-    /// Trust domain of this mesh's identities.
-    pub trust_domain: String,
     /// The controller.
     pub control: ControlPlaneConfig,
     /// ZDS socket served by the node agent.
     pub zds_socket: PathBuf,
-    /// Admin endpoint (`/config_dump`), localhost only (15000).
-    pub admin_addr: SocketAddr,
-    /// Prometheus endpoint (`/metrics`, 15020).
-    pub metrics_addr: SocketAddr,
-    /// Readiness endpoint (`/healthz/ready`, 15021).
-    pub ready_addr: SocketAddr,
-    /// Lifetime asked for workload certificates.
+    /// Mesh, endpoints, certificates and shutdown.
+    pub mesh: MeshProxyConfig,
+}
+
+/// What both mesh proxies (ztunnel's proxy role and the waypoint) are told about their mesh,
+/// endpoints, certificates and shutdown.
+#[derive(Clone, Debug)]
+pub struct MeshProxyConfig {
+    /// Cluster id used in workload uids, xDS node metadata and telemetry.
+    pub cluster_id: String,
+    /// Trust domain of this mesh's identities.
+    pub trust_domain: String,
+    /// `/config_dump` (localhost 15000), `/metrics` (15020), `/healthz/ready` (15021).
+    pub endpoints: AdminAddresses,
+    /// Lifetime asked for certificates.
     pub cert_ttl: Duration,
-    /// How long in-flight connections may run after SIGTERM.
+    /// How long in-flight connections and requests may run after SIGTERM.
     pub drain_deadline: Duration,
+}
+
+/// The command-line flags of [`MeshProxyConfig`], shared by the proxy binaries.
+#[derive(clap::Args, Clone, Debug)]
+pub struct MeshProxyArgs {
+    /// Cluster id.
+    #[arg(long, default_value = "Kubernetes")]
+    pub cluster_id: String,
+    /// Trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Admin endpoint (`/config_dump`).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+    /// Metrics endpoint.
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    pub metrics_addr: SocketAddr,
+    /// Readiness endpoint.
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    pub ready_addr: SocketAddr,
+    /// Requested certificate lifetime, in seconds.
+    #[arg(long, default_value_t = 86400)]
+    pub cert_ttl_secs: u64,
+    /// How long in-flight connections and requests may run after SIGTERM, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub drain_secs: u64,
+}
+
+impl MeshProxyArgs {
+    /// The settings these flags describe.
+    pub fn config(&self) -> MeshProxyConfig {
+        MeshProxyConfig {
+            cluster_id: self.cluster_id.clone(),
+            trust_domain: self.trust_domain.clone(),
+            endpoints: AdminAddresses {
+                admin: self.admin_addr,
+                metrics: self.metrics_addr,
+                ready: self.ready_addr,
+            },
+            cert_ttl: Duration::from_secs(self.cert_ttl_secs),
+            drain_deadline: Duration::from_secs(self.drain_secs),
+        }
+    }
 }
 
 /// Settings of the node agent role.

@@ -1,12 +1,10 @@
 //! The `ztunnel` binary: `ztunnel proxy` (the node proxy) and `ztunnel node-agent` (capture).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ztunnel::config::{AgentConfig, ProxyConfig};
+use ztunnel::config::{AgentConfig, MeshProxyArgs, ProxyConfig};
 use ztunnel::control::ControlArgs;
 
 /// Per-node L4 tunnel of the ambient mesh.
@@ -45,30 +43,11 @@ struct ProxyArgs {
     node: String,
     #[command(flatten)]
     control: ControlArgs,
-    /// Cluster id.
-    #[arg(long, default_value = "Kubernetes")]
-    cluster_id: String,
-    /// Trust domain.
-    #[arg(long, default_value = "cluster.local")]
-    trust_domain: String,
     /// ZDS socket served by the node agent.
     #[arg(long, default_value = "/var/run/ztunnel/ztunnel.sock")]
     zds_socket: PathBuf,
-    /// Admin endpoint (`/config_dump`).
-    #[arg(long, default_value = "127.0.0.1:15000")]
-    admin_addr: SocketAddr,
-    /// Metrics endpoint.
-    #[arg(long, default_value = "0.0.0.0:15020")]
-    metrics_addr: SocketAddr,
-    /// Readiness endpoint.
-    #[arg(long, default_value = "0.0.0.0:15021")]
-    ready_addr: SocketAddr,
-    /// Requested certificate lifetime, in seconds.
-    #[arg(long, default_value_t = 86400)]
-    cert_ttl_secs: u64,
-    /// How long in-flight connections may run after SIGTERM, in seconds.
-    #[arg(long, default_value_t = 30)]
-    drain_secs: u64,
+    #[command(flatten)]
+    mesh: MeshProxyArgs,
 }
 
 #[derive(Args, Debug)]
@@ -106,15 +85,9 @@ fn main() -> ExitCode {
         Role::Proxy(args) => {
             let config = ProxyConfig {
                 node: args.node,
-                cluster_id: args.cluster_id,
-                trust_domain: args.trust_domain,
                 control: args.control.config(),
                 zds_socket: args.zds_socket,
-                admin_addr: args.admin_addr,
-                metrics_addr: args.metrics_addr,
-                ready_addr: args.ready_addr,
-                cert_ttl: Duration::from_secs(args.cert_ttl_secs),
-                drain_deadline: Duration::from_secs(args.drain_secs),
+                mesh: args.mesh.config(),
             };
             runtime
                 .block_on(ztunnel::app::run_proxy(config))
