@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use api::workload::{Address, GatewayAddress, Service, Workload, address, gateway_address};
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::translate::Snapshot;
+use crate::translate::{Published, Snapshot};
 
 /// Errors of the admin endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -44,19 +44,54 @@ pub fn install_metrics() -> Result<PrometheusHandle, AdminError> {
     Ok(handle)
 }
 
-/// Whether the controller is ready: set once the first translated snapshot is being served.
+/// Whether the controller is ready: once the first translated snapshot is being served, and
+/// as long as translation has not failed since (the last good snapshot is still served then,
+/// but the controller says why it is not keeping up).
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<Mutex<ReadyState>>);
+
+#[derive(Debug, Default)]
+struct ReadyState {
+    serving: bool,
+    failure: Option<String>,
+}
 
 impl Readiness {
-    /// Marks the controller ready.
+    /// Marks the first snapshot as served.
     pub fn set_ready(&self) {
-        self.0.store(true, Ordering::Release);
+        self.state().serving = true;
     }
 
-    /// Whether [`Readiness::set_ready`] was called.
+    /// Records why the controller cannot follow its input (cleared by [`Readiness::recovered`]).
+    pub fn set_failure(&self, reason: String) {
+        self.state().failure = Some(reason);
+    }
+
+    /// Clears a failure recorded by [`Readiness::set_failure`].
+    pub fn recovered(&self) {
+        self.state().failure = None;
+    }
+
+    /// Whether the controller serves a snapshot and follows its input.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.status().is_ok()
+    }
+
+    /// `Ok` when ready, else the reason.
+    pub fn status(&self) -> Result<(), String> {
+        let state = self.state();
+        match (&state.failure, state.serving) {
+            (Some(reason), _) => Err(reason.clone()),
+            (None, false) => Err("no configuration translated yet".to_owned()),
+            (None, true) => Ok(()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ReadyState> {
+        // The state is two plain fields: a panic while holding the lock cannot leave it torn.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -66,7 +101,7 @@ pub struct AdminState {
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// The snapshot being served, for `/debug/config_dump`.
-    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub snapshots: watch::Receiver<Published>,
     /// Answers `/ready`.
     pub readiness: Readiness,
 }
@@ -124,15 +159,20 @@ pub fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes
             );
             response
         }
-        "/ready" => {
-            if state.readiness.is_ready() {
-                text(StatusCode::OK, "ready\n".into())
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
-            }
-        }
+        "/ready" => match state.readiness.status() {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(reason) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {reason}\n"),
+            ),
+        },
         "/debug/config_dump" => {
-            let snapshot = state.snapshots.borrow().clone();
+            let Some(snapshot) = state.snapshots.borrow().clone() else {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no configuration translated yet\n".into(),
+                );
+            };
             let body = serde_json::to_string_pretty(&config_dump(&snapshot))
                 .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
             let mut response = text(StatusCode::OK, body);

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod ca;
 pub mod deploy;
 pub mod model;
+pub mod pipeline;
 pub mod server;
 pub mod source;
 pub mod status;

@@ -13,11 +13,12 @@ use controller::ca::auth::{Authenticator, StaticTokens, TokenFile};
 use controller::ca::tokenreview::TokenReviewAuthenticator;
 use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory, secret_store};
 use controller::deploy::{self, DeploySettings, WaypointRuntime};
-use controller::model::{Index, Problem};
+use controller::model::Index;
+use controller::pipeline;
 use controller::server::{self, ServingTls};
 use controller::source::{FileSource, KubeSettings, KubeSource};
 use controller::status::{self, ObservedMap};
-use controller::translate::{Snapshot, TranslateOptions, Translator};
+use controller::translate::{Published, TranslateOptions, Translator};
 use controller::xds::{XdsConfig, XdsServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -119,16 +120,24 @@ enum StartError {
     Kube(#[from] kube::Error),
 }
 
-/// Answers the CA's "does this node run that service account" from the live index.
-struct IndexDirectory(watch::Receiver<Arc<Index>>);
+/// Answers the CA's "does this node run that service account" from the live index, once the
+/// first complete configuration has been translated.
+struct IndexDirectory {
+    index: watch::Receiver<Arc<Index>>,
+    published: watch::Receiver<Published>,
+}
 
 impl NodeDirectory for IndexDirectory {
     fn has_pod(&self, node: &str, namespace: &str, service_account: &str) -> bool {
-        self.0
+        self.index
             .borrow()
             .pods_on_node(node)
             .iter()
             .any(|(ns, sa)| ns == namespace && sa == service_account)
+    }
+
+    fn loaded(&self) -> bool {
+        self.published.borrow().is_some()
     }
 }
 
@@ -153,12 +162,13 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), StartError> {
     let metrics = admin::install_metrics()?;
+    pipeline::describe();
     let readiness = Readiness::default();
 
     // Config pipeline: source → index → translation → snapshot (and, from Kubernetes,
     // problems → status conditions).
     let (index_tx, index_rx) = watch::channel(Arc::new(Index::new()));
-    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (snap_tx, snap_rx) = watch::channel(None);
     let (problems_tx, problems_rx) = watch::channel(None);
     let kube_client = if args.kubernetes {
         let client = kube::Client::try_default().await?;
@@ -183,12 +193,14 @@ async fn run(args: Args) -> Result<(), StartError> {
         root_namespace: args.root_namespace.clone(),
         cluster_id: args.cluster_id.clone(),
     };
-    let pipeline = tokio::spawn(translate_loop(
+    let pipeline = tokio::spawn(pipeline::translate_loop(
         index_rx.clone(),
-        snap_tx,
-        problems_tx,
+        pipeline::Outputs {
+            snapshots: snap_tx,
+            problems: problems_tx,
+            readiness: readiness.clone(),
+        },
         Translator::new(options),
-        readiness.clone(),
     ));
 
     // CA and authentication.
@@ -236,7 +248,10 @@ async fn run(args: Args) -> Result<(), StartError> {
     let ca_service = CaService::new(
         ca.clone(),
         authenticator.clone(),
-        Arc::new(IndexDirectory(index_rx)),
+        Arc::new(IndexDirectory {
+            index: index_rx,
+            published: snap_rx.clone(),
+        }),
         CaConfig::new(&args.trust_domain)?,
     );
     let xds = XdsServer::new(
@@ -289,53 +304,6 @@ async fn run(args: Args) -> Result<(), StartError> {
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
     Ok(())
-}
-
-/// Translates every new index and publishes the snapshot when it changed, and the problems
-/// (for status conditions) when they changed.
-async fn translate_loop(
-    mut index_rx: watch::Receiver<Arc<Index>>,
-    snap_tx: watch::Sender<Arc<Snapshot>>,
-    problems_tx: watch::Sender<Option<Arc<Vec<Problem>>>>,
-    mut translator: Translator,
-    readiness: Readiness,
-) {
-    let mut reported = Vec::new();
-    while index_rx.changed().await.is_ok() {
-        let index = index_rx.borrow_and_update().clone();
-        // Translation is CPU work over the whole index: keep it off the async workers.
-        let joined = tokio::task::spawn_blocking(move || {
-            let translation = translator.translate(&index);
-            (translator, translation)
-        })
-        .await;
-        let Ok((back, translation)) = joined else {
-            tracing::error!("translation panicked; keeping the last snapshot");
-            return;
-        };
-        translator = back;
-        if translation.problems != reported || problems_tx.borrow().is_none() {
-            for problem in &translation.problems {
-                tracing::warn!("{problem}");
-            }
-            reported = translation.problems;
-            problems_tx.send_replace(Some(Arc::new(reported.clone())));
-        }
-        let resources = translation.snapshot.len();
-        let snapshot = Arc::new(translation.snapshot);
-        snap_tx.send_if_modified(|current| {
-            if **current == *snapshot {
-                false
-            } else {
-                *current = snapshot;
-                true
-            }
-        });
-        if !readiness.is_ready() {
-            tracing::info!(resources, "first configuration translated");
-            readiness.set_ready();
-        }
-    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -20,7 +20,7 @@ use xds_common::*;
 const WEB: &str = "spiffe://cluster.local/ns/app/sa/web";
 
 async fn harness() -> Harness {
-    let (_tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (_tx, rx) = watch::channel(Some(Arc::new(Snapshot::default())));
     // Keep the sender alive for the test's duration: dropping it ends xDS streams only.
     std::mem::forget(_tx);
     start(rx, CertificateAuthority::open(None, TD).unwrap()).await
@@ -182,7 +182,7 @@ async fn persisted_root_survives_restart_and_rotation() {
     assert_eq!(second.roots_pem().unwrap(), roots);
 
     // Certificates issued before a restart verify against the reloaded CA's issues.
-    let (_tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (_tx, rx) = watch::channel(Some(Arc::new(Snapshot::default())));
     let h = start(rx, second).await;
     let web = create(&h, "app", WEB, 3600, None).await.unwrap();
     assert_eq!(web.roots().len(), 1);

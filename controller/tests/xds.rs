@@ -10,7 +10,7 @@ use api::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServ
 use api::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest};
 use api::prost_types::Any;
 use controller::ca::CertificateAuthority;
-use controller::translate::{Resource, Snapshot};
+use controller::translate::{Published, Resource, Snapshot};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
@@ -20,7 +20,7 @@ const ADDR: &str = api::ADDRESS_TYPE_URL;
 const AUTHZ: &str = api::AUTHORIZATION_TYPE_URL;
 const WAYPOINT: &str = api::WAYPOINT_TYPE_URL;
 
-fn snapshot(entries: &[(&str, &str, &str)]) -> Arc<Snapshot> {
+fn snapshot(entries: &[(&str, &str, &str)]) -> Published {
     let mut resources: BTreeMap<String, BTreeMap<String, Resource>> = BTreeMap::new();
     for (type_url, name, version) in entries {
         resources.entry(type_url.to_string()).or_default().insert(
@@ -34,7 +34,7 @@ fn snapshot(entries: &[(&str, &str, &str)]) -> Arc<Snapshot> {
             },
         );
     }
-    Arc::new(Snapshot::new(resources))
+    Some(Arc::new(Snapshot::new(resources)))
 }
 
 fn ca() -> CertificateAuthority {
@@ -167,7 +167,7 @@ async fn subscribe_update_delete() {
 
 #[tokio::test]
 async fn empty_snapshot_still_answers() {
-    let (_tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (_tx, rx) = watch::channel(Some(Arc::new(Snapshot::default())));
     let h = start(rx, ca()).await;
     let mut c = Client::connect(&h, "zt-node1").await.unwrap();
     c.subscribe(ADDR, &[]).await;
@@ -201,6 +201,29 @@ async fn nack_is_counted_and_stream_keeps_working() {
     tx.send(snapshot(&[(ADDR, "a", "2")])).unwrap();
     let update = c.recv().await;
     assert_eq!(names(&update), pairs(&[("a", "2")]));
+}
+
+#[tokio::test]
+async fn a_client_connecting_before_the_first_snapshot_waits_for_it_and_keeps_what_it_has() {
+    // A controller that has not translated its configuration yet, and a node proxy
+    // reconnecting with what it holds.
+    let (tx, rx) = watch::channel(None);
+    let h = start(rx, ca()).await;
+    let mut c = Client::connect(&h, "zt-node1").await.unwrap();
+    c.subscribe(ADDR, &[("a", "1"), ("b", "1")]).await;
+    // Nothing is answered from a configuration not read yet: compared with nothing, what the
+    // client holds would all be removed.
+    c.quiet().await;
+
+    tx.send(snapshot(&[
+        (ADDR, "a", "1"),
+        (ADDR, "b", "2"),
+        (ADDR, "c", "1"),
+    ]))
+    .unwrap();
+    let first = c.recv().await;
+    assert_eq!(names(&first), pairs(&[("b", "2"), ("c", "1")]));
+    assert!(first.removed_resources.is_empty(), "{first:?}");
 }
 
 #[tokio::test]
@@ -319,7 +342,7 @@ async fn waypoint_subscribes_to_its_own_configuration() {
 
 #[tokio::test]
 async fn missing_or_bad_token_is_unauthenticated() {
-    let (_tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (_tx, rx) = watch::channel(Some(Arc::new(Snapshot::default())));
     let h = start(rx, ca()).await;
     let err = Client::connect(&h, "not-a-token").await.err().unwrap();
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -335,7 +358,7 @@ async fn missing_or_bad_token_is_unauthenticated() {
 
 #[tokio::test]
 async fn state_of_the_world_is_unimplemented() {
-    let (_tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (_tx, rx) = watch::channel(Some(Arc::new(Snapshot::default())));
     let h = start(rx, ca()).await;
     let mut grpc = AggregatedDiscoveryServiceClient::new(h.channel().await);
     let (_keep, requests) = mpsc::channel::<DiscoveryRequest>(1);

@@ -12,7 +12,7 @@ use api::workload::{self as wl, NetworkAddress, Port, PortList, address};
 use controller::ca::auth::{Caller, StaticTokens};
 use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory};
 use controller::server::{ServingTls, controller_identity};
-use controller::translate::{Resource, Snapshot};
+use controller::translate::{Published, Resource, Snapshot};
 use controller::xds::{XdsConfig, XdsServer};
 use hbone::Identity;
 use tokio::net::TcpListener;
@@ -59,7 +59,7 @@ impl NodeDirectory for NoPods {
 
 /// A running controller endpoint.
 struct Controller {
-    snapshots: watch::Sender<Arc<Snapshot>>,
+    snapshots: watch::Sender<Published>,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<Result<(), controller::server::ServerError>>,
 }
@@ -71,7 +71,7 @@ impl Controller {
         ca: Arc<CertificateAuthority>,
         snapshot: Arc<Snapshot>,
     ) -> Self {
-        let (snapshots, receiver) = watch::channel(snapshot);
+        let (snapshots, receiver) = watch::channel(Some(snapshot));
         let caller = Caller {
             identity: Identity::new(TD, "istio-system", "ztunnel").unwrap(),
             node: Some("node1".into()),
@@ -110,7 +110,7 @@ impl Controller {
     }
 
     fn publish(&self, snapshot: Arc<Snapshot>) {
-        self.snapshots.send_replace(snapshot);
+        self.snapshots.send_replace(Some(snapshot));
     }
 
     /// Ends every stream, then the server, and waits until it is gone.

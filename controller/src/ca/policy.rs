@@ -18,10 +18,17 @@ pub const MAX_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 pub trait NodeDirectory: Send + Sync {
     /// Whether `node` has a pod running as `namespace`/`service_account`.
     fn has_pod(&self, node: &str, namespace: &str, service_account: &str) -> bool;
+
+    /// Whether the pods have been read in full: until then "no pod" means "not known yet",
+    /// and impersonation is answered "unavailable" (retried) rather than refused.
+    fn loaded(&self) -> bool {
+        true
+    }
 }
 
 /// Why a certificate is refused. Every variant maps to `Unauthenticated` except
-/// [`Refusal::Ttl`] and [`Refusal::Malformed`] (`InvalidArgument`).
+/// [`Refusal::Ttl`] and [`Refusal::Malformed`] (`InvalidArgument`) and [`Refusal::NotLoaded`]
+/// (`Unavailable`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// The caller's own identity is outside the CA's trust domain.
@@ -50,6 +57,10 @@ pub enum Refusal {
     /// The metadata carries `ImpersonatedIdentity` of a type other than string.
     #[error("{IMPERSONATED_IDENTITY} must be a string")]
     Malformed,
+    /// The controller has not read its configuration yet, so it cannot tell which pods run
+    /// where.
+    #[error("the controller is still loading its configuration")]
+    NotLoaded,
 }
 
 impl Refusal {
@@ -63,6 +74,7 @@ impl Refusal {
             Refusal::NoPodOnNode { .. } => "no_pod_on_node",
             Refusal::Ttl(_) => "ttl",
             Refusal::Malformed => "malformed",
+            Refusal::NotLoaded => "not_loaded",
         }
     }
 }
@@ -118,6 +130,9 @@ pub fn grant(
         .ok_or_else(|| Refusal::NoNode(caller.identity.to_string()))?;
     if requested.trust_domain() != trust_domain {
         return Err(Refusal::BadIdentity(requested.to_string()));
+    }
+    if !directory.loaded() {
+        return Err(Refusal::NotLoaded);
     }
     if !directory.has_pod(node, requested.namespace(), requested.service_account()) {
         return Err(Refusal::NoPodOnNode {
@@ -185,6 +200,27 @@ mod tests {
             node: None,
         };
         assert!(matches!(g(&foreign, None), Err(Refusal::ForeignCaller(_))));
+    }
+
+    /// A directory that has not read its pods yet.
+    struct Loading;
+    impl NodeDirectory for Loading {
+        fn has_pod(&self, _: &str, _: &str, _: &str) -> bool {
+            false
+        }
+        fn loaded(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn impersonation_waits_for_the_pods_to_be_read() {
+        let nodes = [id(ZT)];
+        let g = |imp| grant(&ztunnel(Some("n1")), imp, "cluster.local", &nodes, &Loading);
+        // Unknown yet, not refused: the node proxy retries.
+        assert_eq!(g(Some(APP)), Err(Refusal::NotLoaded));
+        // Its own identity needs no directory.
+        assert_eq!(g(None), Ok(id(ZT)));
     }
 
     #[test]

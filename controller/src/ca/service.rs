@@ -72,6 +72,7 @@ impl CaService {
         ::metrics::counter!(metrics::REFUSED, "reason" => refusal.reason()).increment(1);
         match refusal {
             Refusal::Ttl(_) | Refusal::Malformed => Status::invalid_argument(refusal.to_string()),
+            Refusal::NotLoaded => Status::unavailable(refusal.to_string()),
             _ => Status::unauthenticated("not allowed to obtain this identity"),
         }
     }

@@ -50,6 +50,10 @@ pub struct Snapshot {
     system_versions: BTreeMap<String, String>,
 }
 
+/// The snapshot the controller serves: `None` until the first complete translation, so that
+/// nothing is ever served from a configuration that was not read in full.
+pub type Published = Option<std::sync::Arc<Snapshot>>;
+
 /// One xDS resource.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resource {

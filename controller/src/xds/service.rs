@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::metrics;
 use super::stream::Stream;
 use crate::ca::auth::{self, Authenticator};
-use crate::translate::Snapshot;
+use crate::translate::Published;
 
 /// Tuning of the xDS server.
 #[derive(Debug, Clone)]
@@ -40,15 +40,16 @@ impl Default for XdsConfig {
 /// The delta ADS service. Cheap to clone.
 #[derive(Clone)]
 pub struct XdsServer {
-    snapshots: watch::Receiver<Arc<Snapshot>>,
+    snapshots: watch::Receiver<Published>,
     authenticator: Arc<dyn Authenticator>,
     config: XdsConfig,
 }
 
 impl XdsServer {
-    /// Serves the snapshots published on `snapshots` to callers `authenticator` accepts.
+    /// Serves the snapshots published on `snapshots` to callers `authenticator` accepts; a
+    /// stream opened before the first snapshot waits for it.
     pub fn new(
-        snapshots: watch::Receiver<Arc<Snapshot>>,
+        snapshots: watch::Receiver<Published>,
         authenticator: Arc<dyn Authenticator>,
         config: XdsConfig,
     ) -> Self {

@@ -13,7 +13,7 @@ use tonic::{Status, Streaming};
 
 use super::delta::{self, Delta, Subscription};
 use super::metrics;
-use crate::translate::Snapshot;
+use crate::translate::{Published, Snapshot};
 
 /// What the stream sends the client: responses, or a final error.
 pub(crate) type Outbound = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
@@ -48,14 +48,20 @@ enum End {
 
 impl Stream {
     /// Serves one stream until the client leaves or the snapshot sender is dropped.
+    ///
+    /// Nothing is read or answered before the first complete snapshot is published: a
+    /// reconnecting client's `initial_resource_versions` compared with an empty configuration
+    /// would read as "remove everything".
     pub(crate) async fn run(
         identity: String,
         mut inbound: Streaming<DeltaDiscoveryRequest>,
-        mut snapshots: watch::Receiver<Arc<Snapshot>>,
+        mut snapshots: watch::Receiver<Published>,
         out: Outbound,
         debounce: Duration,
     ) {
-        let current = snapshots.borrow_and_update().clone();
+        let Some(current) = first_snapshot(&mut snapshots).await else {
+            return;
+        };
         let mut stream = Stream {
             node: String::new(),
             identity,
@@ -87,8 +93,12 @@ impl Stream {
                 },
                 () = sleep_until(deadline), if deadline.is_some() => {
                     let since = pending.take().unwrap_or_else(Instant::now);
+                    // Once published, a snapshot is only ever replaced by another.
                     let latest = snapshots.borrow_and_update().clone();
-                    stream.push_all(latest, since).await
+                    match latest {
+                        Some(latest) => stream.push_all(latest, since).await,
+                        None => Ok(()),
+                    }
                 }
             };
             if let Err(End::Closed) = result {
@@ -190,6 +200,14 @@ impl Stream {
         ::metrics::histogram!(metrics::PUSH_SECONDS).record(since.elapsed().as_secs_f64());
         Ok(())
     }
+}
+
+/// Waits for the first complete snapshot; `None` when the controller stops first.
+async fn first_snapshot(snapshots: &mut watch::Receiver<Published>) -> Option<Arc<Snapshot>> {
+    if snapshots.wait_for(Option::is_some).await.is_err() {
+        return None;
+    }
+    snapshots.borrow().clone()
 }
 
 /// Builds the response carrying `delta`.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use controller::ca::auth::{Caller, StaticTokens};
 use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory};
 use controller::server::{ServingTls, controller_identity};
-use controller::translate::Snapshot;
+use controller::translate::Published;
 use controller::xds::{XdsConfig, XdsServer};
 use hbone::Identity;
 use hyper_util::rt::TokioIo;
@@ -81,7 +81,7 @@ pub fn tokens() -> StaticTokens {
 }
 
 /// Starts xDS + CA on an ephemeral loopback port.
-pub async fn start(snapshots: watch::Receiver<Arc<Snapshot>>, ca: CertificateAuthority) -> Harness {
+pub async fn start(snapshots: watch::Receiver<Published>, ca: CertificateAuthority) -> Harness {
     metrics();
     let ca = Arc::new(ca);
     let pods = Arc::new(Pods::default());

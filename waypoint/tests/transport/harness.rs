@@ -15,7 +15,7 @@ use bytes::Bytes;
 use controller::ca::auth::{Caller, StaticTokens};
 use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory};
 use controller::server::{ServingTls, controller_identity};
-use controller::translate::{Resource, Snapshot};
+use controller::translate::{Published, Resource, Snapshot};
 use controller::xds::{XdsConfig, XdsServer};
 use hbone::{ConnectHandler, ConnectRequest, Identity, IncomingConnect, WorkloadCertificate};
 use http::{Request, Response};
@@ -91,7 +91,7 @@ impl NodeDirectory for NoPods {
 pub struct Controller {
     pub addr: SocketAddr,
     pub ca: Arc<CertificateAuthority>,
-    snapshots: watch::Sender<Arc<Snapshot>>,
+    snapshots: watch::Sender<Published>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     dir: TempDir,
@@ -108,7 +108,7 @@ impl Controller {
                 node: None,
             },
         )])));
-        let (snapshots, receiver) = watch::channel(Arc::new(snapshot));
+        let (snapshots, receiver) = watch::channel(Some(Arc::new(snapshot)));
         let xds = XdsServer::new(
             receiver,
             auth.clone(),
@@ -159,7 +159,7 @@ impl Controller {
 
     /// Replaces what is served.
     pub fn publish(&self, snapshot: Snapshot) {
-        self.snapshots.send_replace(Arc::new(snapshot));
+        self.snapshots.send_replace(Some(Arc::new(snapshot)));
     }
 
     /// A certificate for `identity`, from this controller's CA.

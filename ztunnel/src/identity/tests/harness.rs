@@ -113,7 +113,7 @@ impl Controller {
     }
 
     fn launch(&mut self, listener: TcpListener) {
-        let (snapshots_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
+        let (snapshots_tx, snapshots) = watch::channel(Some(Arc::new(Snapshot::default())));
         let xds = XdsServer::new(snapshots, self.auth.clone(), XdsConfig::default());
         let service = CaService::new(
             self.ca.clone(),
