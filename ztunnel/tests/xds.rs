@@ -399,6 +399,81 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
     server.stop().await;
 }
 
+/// True when the state still holds what `v1` of the restart test serves: both pods, the
+/// service and the DENY policy in force.
+fn holds_everything(state: &ProxyState) -> bool {
+    state.workload_by_uid(&uid("a")).is_some()
+        && state.workload_by_uid(&uid("b")).is_some()
+        && state.service_by_vip(ip("10.96.0.10")).is_some()
+        && matches!(plaintext_to_a(state, 80), Decision::Deny(_))
+}
+
+#[tokio::test]
+async fn a_restarted_controller_answering_with_nothing_does_not_wipe_the_proxy() {
+    let dir = TempDir::new();
+    let ca = Arc::new(CertificateAuthority::open(None, TD).unwrap());
+    let root_cert = dir.0.join("root.pem");
+    std::fs::write(&root_cert, ca.roots_pem().unwrap().concat()).unwrap();
+    let token_file = dir.0.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let v1 = snapshot(
+        &[
+            (&uid("a"), "a1", pod("a", "10.0.0.1")),
+            (&uid("b"), "b1", pod("b", "10.0.0.2")),
+            (WEB, "web1", web_service()),
+        ],
+        &[("shop/deny-plaintext", "p1", deny_plaintext(&[]))],
+    );
+    let server = Controller::start(listener, ca.clone(), v1.clone());
+    let state = ProxyState::new();
+    let (stop_client, shutdown) = watch::channel(false);
+    let client = tokio::spawn(xds::run(
+        ControlPlaneConfig {
+            address: addr.to_string(),
+            root_cert,
+            token_file: Some(token_file),
+            server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
+        },
+        ClientIdentity {
+            node_id: xds::node_id("10.0.0.200", "ztunnel-x", "istio-system"),
+            node_name: "node1".into(),
+            cluster_id: "Kubernetes".into(),
+        },
+        state.clone(),
+        shutdown,
+    ));
+    wait_until(&state, "the initial sync", holds_everything).await;
+
+    // The controller restarts and, wrongly, serves an empty configuration at first: to the
+    // reconnecting client that reads as the removal of everything it holds.
+    server.stop().await;
+    let server = Controller::start(
+        TcpListener::bind(addr).await.unwrap(),
+        ca,
+        Arc::new(Snapshot::default()),
+    );
+    // The client reconnects within a fraction of a second; sample well past that.
+    for _ in 0..150 {
+        assert!(holds_everything(&state), "the proxy kept its state");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Its real configuration follows: nothing was lost on the way, nothing is removed later.
+    server.publish(v1);
+    for _ in 0..50 {
+        assert!(holds_everything(&state), "the proxy kept its state");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    stop_client.send(true).unwrap();
+    tokio::time::timeout(PATIENCE, client)
+        .await
+        .expect("the client stops")
+        .unwrap();
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_while_the_controller_is_unreachable() {
     let dir = TempDir::new();

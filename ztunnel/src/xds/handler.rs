@@ -7,6 +7,9 @@ use api::core::Node;
 use api::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use api::prost_types::Any;
 
+use tokio::time::Instant;
+
+use super::held::Held;
 use super::named::NamedSubscription;
 use crate::state::ProxyState;
 
@@ -67,15 +70,16 @@ pub(super) struct Outcome {
     pub applied: usize,
     /// Resources removed.
     pub removed: usize,
+    /// Removals held back (a suspected wipe by a freshly connected controller).
+    pub deferred: usize,
     /// `name: reason` of each resource refused.
     pub rejected: Vec<String>,
 }
 
-/// What the client holds, by type: resource name → version. Only resources actually applied
-/// are recorded, so on reconnection the controller resends what was refused.
+/// What the client holds, by type (see [`Held`]); survives reconnections.
 #[derive(Debug, Default)]
 pub(super) struct Tracker {
-    versions: BTreeMap<ResourceType, BTreeMap<String, String>>,
+    held: BTreeMap<ResourceType, Held>,
     /// Types whose first response has been applied (ever, not per connection).
     seen: BTreeSet<ResourceType>,
     /// Named subscriptions to other types, and what is held of each (by position).
@@ -86,7 +90,7 @@ pub(super) struct Tracker {
 #[derive(Debug)]
 struct Named {
     subscription: NamedSubscription,
-    versions: BTreeMap<String, String>,
+    held: Held,
     seen: bool,
 }
 
@@ -98,7 +102,7 @@ impl Tracker {
                 .into_iter()
                 .map(|subscription| Named {
                     subscription,
-                    versions: BTreeMap::new(),
+                    held: Held::default(),
                     seen: false,
                 })
                 .collect(),
@@ -121,9 +125,9 @@ impl Tracker {
                 node: Some(node.clone()),
                 type_url: kind.url().to_owned(),
                 initial_resource_versions: self
-                    .versions
+                    .held
                     .get(&kind)
-                    .map(|v| v.clone().into_iter().collect())
+                    .map(|h| h.versions.clone().into_iter().collect())
                     .unwrap_or_default(),
                 ..Default::default()
             });
@@ -131,7 +135,7 @@ impl Tracker {
             node: Some(node.clone()),
             type_url: named.subscription.type_url.clone(),
             resource_names_subscribe: named.subscription.names.clone(),
-            initial_resource_versions: named.versions.clone().into_iter().collect(),
+            initial_resource_versions: named.held.versions.clone().into_iter().collect(),
             ..Default::default()
         });
         wildcard.chain(named).collect()
@@ -140,7 +144,48 @@ impl Tracker {
     /// How many resources of `kind` are held.
     #[cfg(test)]
     pub(super) fn held(&self, kind: ResourceType) -> usize {
-        self.versions.get(&kind).map_or(0, BTreeMap::len)
+        self.held.get(&kind).map_or(0, |h| h.versions.len())
+    }
+
+    /// A new stream opened: each type's first response on it is checked for a wipe.
+    pub(super) fn stream_opened(&mut self) {
+        for kind in ResourceType::ALL {
+            self.held.entry(kind).or_default().stream_opened();
+        }
+        for named in &mut self.named {
+            named.held.stream_opened();
+        }
+    }
+
+    /// When the next held-back removals take effect.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let named = self.named.iter().map(|n| &n.held);
+        self.held
+            .values()
+            .chain(named)
+            .filter_map(Held::deadline)
+            .min()
+    }
+
+    /// Applies the held-back removals due at `now`; returns how many.
+    pub(super) fn expire(&mut self, state: &ProxyState, now: Instant) -> usize {
+        let mut removed = 0;
+        for (kind, held) in &mut self.held {
+            for name in held.due(now) {
+                kind.remove(state, &name);
+                removed += 1;
+            }
+        }
+        for named in &mut self.named {
+            for name in named.held.due(now) {
+                named.subscription.handler.remove(&name);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "applied removals the controller did not take back");
+        }
+        removed
     }
 
     /// Applies `response` to `state` (or to its named subscription's handler) and builds its
@@ -155,10 +200,10 @@ impl Tracker {
             ..Default::default()
         };
         if let Some(kind) = ResourceType::from_url(&response.type_url) {
-            let versions = self.versions.entry(kind).or_default();
+            let held = self.held.entry(kind).or_default();
             apply_response(
                 &response,
-                versions,
+                held,
                 &mut outcome,
                 |name, body| kind.apply(state, name, body),
                 |name| kind.remove(state, name),
@@ -174,7 +219,7 @@ impl Tracker {
             let handler = named.subscription.handler.clone();
             apply_response(
                 &response,
-                &mut named.versions,
+                &mut named.held,
                 &mut outcome,
                 |name, body| handler.apply(name, body),
                 |name| handler.remove(name),
@@ -194,10 +239,11 @@ impl Tracker {
 }
 
 /// Applies the upserts and removals of `response` through `apply` and `remove`, recording
-/// in `versions` what was applied and in `outcome` what happened.
+/// in `held` what was applied and in `outcome` what happened. The first response on a new
+/// stream that would remove everything held has its removals held back (see [`Held`]).
 fn apply_response(
     response: &DeltaDiscoveryResponse,
-    versions: &mut BTreeMap<String, String>,
+    held: &mut Held,
     outcome: &mut Outcome,
     apply: impl Fn(&str, &Any) -> Result<(), String>,
     remove: impl Fn(&str),
@@ -219,7 +265,7 @@ fn apply_response(
         };
         match result {
             Ok(()) => {
-                versions.insert(name.to_owned(), resource.version.clone());
+                held.applied(name, &resource.version);
                 outcome.applied += 1;
             }
             Err(reason) => {
@@ -228,15 +274,31 @@ fn apply_response(
             }
         }
     }
-    let removed = response.removed_resources.iter().map(String::as_str).chain(
-        response
-            .removed_resource_names
-            .iter()
-            .map(|n| n.name.as_str()),
-    );
+    let removed: Vec<&str> = response
+        .removed_resources
+        .iter()
+        .map(String::as_str)
+        .chain(
+            response
+                .removed_resource_names
+                .iter()
+                .map(|n| n.name.as_str()),
+        )
+        .collect();
+    if held.take_fresh() && held.is_wipe(response.resources.len(), &removed) {
+        held.defer(&removed, Instant::now());
+        tracing::warn!(
+            type_url = %response.type_url, held_back = held.deferred_count(),
+            delay = ?super::held::WIPE_CONFIRMATION,
+            "the controller removed everything right after connecting; keeping it until the \
+             controller sends it again or the delay ends"
+        );
+        outcome.deferred += held.deferred_count();
+        return;
+    }
     for name in removed {
         remove(name);
-        versions.remove(name);
+        held.removed(name);
         outcome.removed += 1;
     }
 }

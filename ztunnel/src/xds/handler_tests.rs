@@ -305,3 +305,141 @@ fn named_subscriptions_ask_by_name_and_reach_their_handler() {
             .is_empty()
     );
 }
+
+/// A tracker holding workloads `a` and `b` and policy `p`, from an earlier stream.
+fn holding_two_workloads_and_a_policy(state: &ProxyState) -> Tracker {
+    let mut tracker = Tracker::default();
+    tracker.stream_opened();
+    tracker.handle(
+        state,
+        response(
+            api::ADDRESS_TYPE_URL,
+            "n1",
+            vec![
+                resource("c//Pod/ns/a", "v1", Some(workload("a", &[10, 0, 0, 1]))),
+                resource("c//Pod/ns/b", "v1", Some(workload("b", &[10, 0, 0, 2]))),
+            ],
+            &[],
+        ),
+    );
+    let policy = api::pack(&api::security::Authorization {
+        name: "p".into(),
+        namespace: "ns".into(),
+        ..Default::default()
+    });
+    tracker.handle(
+        state,
+        response(
+            api::AUTHORIZATION_TYPE_URL,
+            "n2",
+            vec![resource("ns/p", "v1", Some(policy))],
+            &[],
+        ),
+    );
+    tracker
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wipe_right_after_reconnecting_is_held_back_until_confirmed() {
+    let state = ProxyState::new();
+    let mut tracker = holding_two_workloads_and_a_policy(&state);
+
+    // Reconnected; the controller answers before it has read its configuration.
+    tracker.stream_opened();
+    let (ack, outcome) = tracker.handle(
+        &state,
+        response(
+            api::ADDRESS_TYPE_URL,
+            "n3",
+            vec![],
+            &["c//Pod/ns/a", "c//Pod/ns/b"],
+        ),
+    );
+    assert!(
+        ack.error_detail.is_none(),
+        "ACKed: the controller may resend"
+    );
+    assert_eq!((outcome.removed, outcome.deferred), (0, 2));
+    let (_, outcome) = tracker.handle(
+        &state,
+        response(api::AUTHORIZATION_TYPE_URL, "n4", vec![], &["ns/p"]),
+    );
+    assert_eq!(outcome.deferred, 1);
+    assert!(state.workload_by_uid("c//Pod/ns/a").is_some());
+    assert!(state.workload_by_uid("c//Pod/ns/b").is_some());
+    assert_eq!(
+        state.config_dump()["policies"].as_array().map(Vec::len),
+        Some(1)
+    );
+    // What the controller believes is what a reconnection reports.
+    assert_eq!(tracker.held(ResourceType::Address), 0);
+
+    // It then sends `a` and the policy again: they stay; `b` never comes back.
+    tracker.handle(
+        &state,
+        response(
+            api::ADDRESS_TYPE_URL,
+            "n5",
+            vec![resource(
+                "c//Pod/ns/a",
+                "v1",
+                Some(workload("a", &[10, 0, 0, 1])),
+            )],
+            &[],
+        ),
+    );
+    let policy = api::pack(&api::security::Authorization {
+        name: "p".into(),
+        namespace: "ns".into(),
+        ..Default::default()
+    });
+    tracker.handle(
+        &state,
+        response(
+            api::AUTHORIZATION_TYPE_URL,
+            "n6",
+            vec![resource("ns/p", "v1", Some(policy))],
+            &[],
+        ),
+    );
+    let deadline = tracker.next_deadline().expect("b is still due for removal");
+    assert_eq!(tracker.expire(&state, tokio::time::Instant::now()), 0);
+    assert!(
+        state.workload_by_uid("c//Pod/ns/b").is_some(),
+        "not before the delay"
+    );
+
+    tokio::time::sleep_until(deadline).await;
+    assert_eq!(tracker.expire(&state, tokio::time::Instant::now()), 1);
+    assert!(state.workload_by_uid("c//Pod/ns/b").is_none());
+    assert!(state.workload_by_uid("c//Pod/ns/a").is_some());
+    assert_eq!(
+        state.config_dump()["policies"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(tracker.next_deadline(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn removals_that_leave_something_or_come_later_apply_at_once() {
+    let state = ProxyState::new();
+    let mut tracker = holding_two_workloads_and_a_policy(&state);
+
+    // First response of a new stream removing one of two: an ordinary change.
+    tracker.stream_opened();
+    let (_, outcome) = tracker.handle(
+        &state,
+        response(api::ADDRESS_TYPE_URL, "n3", vec![], &["c//Pod/ns/a"]),
+    );
+    assert_eq!((outcome.removed, outcome.deferred), (1, 0));
+    assert!(state.workload_by_uid("c//Pod/ns/a").is_none());
+
+    // Later on the same stream, removing the last one is trusted too.
+    let (_, outcome) = tracker.handle(
+        &state,
+        response(api::ADDRESS_TYPE_URL, "n4", vec![], &["c//Pod/ns/b"]),
+    );
+    assert_eq!((outcome.removed, outcome.deferred), (1, 0));
+    assert!(state.workload_by_uid("c//Pod/ns/b").is_none());
+    assert_eq!(tracker.next_deadline(), None);
+}

@@ -6,6 +6,7 @@
 
 mod backoff;
 mod handler;
+mod held;
 mod named;
 mod node;
 
@@ -117,6 +118,14 @@ pub async fn run_with(
     tracing::info!("xDS client stopped");
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves when shutdown is requested or can no longer be (sender gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
@@ -157,10 +166,18 @@ async fn session(
         () = stopped(shutdown) => return End::Shutdown,
     };
     tracing::info!(address = %control.address, "connected to the controller");
+    // Removals held back on an earlier stream that came due while disconnected.
+    tracker.expire(state, tokio::time::Instant::now());
+    tracker.stream_opened();
     loop {
+        let deadline = tracker.next_deadline();
         let message = tokio::select! {
             message = responses.message() => message,
             () = stopped(shutdown) => return End::Shutdown,
+            () = sleep_until(deadline), if deadline.is_some() => {
+                tracker.expire(state, tokio::time::Instant::now());
+                continue;
+            }
         };
         let response = match message {
             Ok(Some(response)) => response,
@@ -173,7 +190,8 @@ async fn session(
         if outcome.rejected.is_empty() {
             tracing::debug!(
                 type_url = %outcome.type_url, %nonce, applied = outcome.applied,
-                removed = outcome.removed, "applied xDS response (ACK)"
+                removed = outcome.removed, held_back = outcome.deferred,
+                "applied xDS response (ACK)"
             );
         } else {
             tracing::warn!(
