@@ -1,0 +1,148 @@
+//! The mesh fails closed: restarts of the control plane and policies that cannot be understood
+//! never let through what policy forbids. Each test builds its own two-node sandbox.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use e2e::manifests::{echo_pod, idle_pod, namespace};
+use e2e::mesh::{NODES, captured, wait_captured, wait_ready, ztunnel_dump};
+use e2e::{Component, SETTLE, Sandbox, eventually};
+
+/// The echo server's port.
+const APP_PORT: u16 = 8080;
+
+/// A client on node1 and a server (`app: server`) on node2, both in the ambient namespace
+/// `mesh`, plus `extra`; returned once both are captured, with the server's IP.
+fn meshed_pair(extra: &str) -> (Sandbox, Ipv4Addr) {
+    let manifests = namespace("mesh", true)
+        + &echo_pod("mesh", "server", "node2", APP_PORT)
+        + &idle_pod("mesh", "client", "node1", "default")
+        + extra;
+    let sb = Sandbox::up(&manifests).expect("sandbox up");
+    wait_ready(&sb);
+    wait_captured(&sb, "node1", &["mesh/client"]);
+    wait_captured(&sb, "node2", &["mesh/server"]);
+    let server_ip = sb.pod_ip("server").unwrap();
+    (sb, server_ip)
+}
+
+/// Whether a GET from the client to the server gets an answer.
+fn reaches(sb: &Sandbox, server_ip: Ipv4Addr) -> bool {
+    let url = format!("http://{server_ip}:{APP_PORT}/");
+    sb.try_http("mesh/client", &url, 3000)
+        .is_ok_and(|out| out.status.success())
+}
+
+/// A DENY policy on the server for every caller.
+const DENY_SERVER: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-server, namespace: mesh}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules: [{}]
+---
+"#;
+
+/// `count` Services without endpoints in namespace `bulk`: configuration weight only.
+fn bulk_services(count: usize) -> String {
+    let mut yaml = namespace("bulk", false);
+    for i in 0..count {
+        yaml.push_str(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: bulk}}\nspec: {{ports: [{{port: 80}}]}}\n---\n"
+        ));
+    }
+    yaml
+}
+
+/// Workloads and services in `node`'s ztunnel, from its dump (`None` while it does not
+/// answer).
+fn held(sb: &Sandbox, node: &str) -> Option<(usize, usize)> {
+    let dump = ztunnel_dump(sb, node);
+    let count = |key: &str| dump["config"][key].as_array().map(Vec::len);
+    Some((count("workloads")?, count("services")?))
+}
+
+#[test]
+fn controller_restarts_with_a_large_config_never_let_denied_traffic_through() {
+    const SERVICES: usize = 5000;
+    const RESTARTS: usize = 5;
+    let (sb, server_ip) = meshed_pair(&(DENY_SERVER.to_owned() + &bulk_services(SERVICES)));
+    assert!(
+        eventually(SETTLE, || NODES.iter().all(
+            |n| held(&sb, n).is_some_and(|(_, services)| services >= SERVICES)
+        )),
+        "every ztunnel holds the {SERVICES} services"
+    );
+    assert!(!reaches(&sb, server_ip), "the policy denies the client");
+    let before: Vec<(usize, usize)> = NODES.iter().map(|n| held(&sb, n).unwrap()).collect();
+
+    let done = AtomicBool::new(false);
+    let url = format!("http://{server_ip}:{APP_PORT}/denied");
+    let (allowed, lowest) = std::thread::scope(|s| {
+        // A denied client, on new connections, all along.
+        let client = s.spawn(|| {
+            let mut allowed = 0;
+            let mut sent = 0;
+            while !done.load(Ordering::Relaxed) {
+                let args = [
+                    "--url",
+                    &url,
+                    "-n",
+                    "20",
+                    "-c",
+                    "2",
+                    "--rate",
+                    "20",
+                    "--new-conn",
+                    "--timeout-ms",
+                    "2000",
+                ];
+                let report = sb.load("mesh/client", &args).expect("load");
+                allowed += report.count(200);
+                sent += 20;
+            }
+            (allowed, sent)
+        });
+        // What each ztunnel holds, sampled from its admin port all along.
+        let sampler = s.spawn(|| {
+            let mut lowest = before.clone();
+            while !done.load(Ordering::Relaxed) {
+                for (i, node) in NODES.iter().enumerate() {
+                    if let Some((workloads, services)) = held(&sb, node) {
+                        lowest[i].0 = lowest[i].0.min(workloads);
+                        lowest[i].1 = lowest[i].1.min(services);
+                    }
+                    assert!(
+                        captured(&sb, node).len() == 1,
+                        "{node} still captures its pod"
+                    );
+                }
+            }
+            lowest
+        });
+        for _ in 0..RESTARTS {
+            sb.restart(&Component::Controller)
+                .expect("controller restart");
+            // Let the proxies reconnect and resync before the next restart.
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        done.store(true, Ordering::Relaxed);
+        let (allowed, sent) = client.join().expect("client thread");
+        assert!(sent > 0);
+        (allowed, sampler.join().expect("sampler thread"))
+    });
+    assert_eq!(allowed, 0, "requests the DENY policy forbids got through");
+    assert_eq!(
+        lowest, before,
+        "a ztunnel's config shrank during the restarts"
+    );
+    for node in NODES {
+        let log = sb.logs(&Component::NodeAgent(node.to_owned())).unwrap();
+        assert!(
+            !log.contains("releasing"),
+            "the node agent of {node} released a pod:\n{log}"
+        );
+    }
+}
