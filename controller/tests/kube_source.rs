@@ -267,18 +267,28 @@ fn invalid_update_keeps_the_last_good_version() {
         Event::Apply(policy("ALLOW", "3")),
     );
     assert!(state.index().problems().is_empty());
-    // A first version that is already broken yields problems and no object.
+    // A first version that is already broken is kept with what could be read of it and why
+    // it could not be read in full: translation fails it closed (a policy never vanishes
+    // because of a typo).
     let mut new = policy("DENY", "1");
     new.metadata.name = Some("other".into());
     new.data["spec"]["rules"] = json!(7);
     state.apply(kind("AuthorizationPolicy"), Event::Apply(new));
     let index = state.index();
+    let stored = index
+        .get(&ObjectKey::new("AuthorizationPolicy", "shop", "other"))
+        .expect("the broken policy is kept");
+    let unreadable = stored.object.unreadable().expect("marked unreadable");
+    assert_eq!(unreadable.field, "spec.rules");
     assert!(
-        index
-            .get(&ObjectKey::new("AuthorizationPolicy", "shop", "other"))
-            .is_none()
+        unreadable.message.ends_with("expected a sequence"),
+        "{unreadable:?}"
     );
-    assert!(!index.problems().is_empty());
+    let Object::AuthorizationPolicy(policy) = &stored.object else {
+        panic!("an AuthorizationPolicy");
+    };
+    assert_eq!(policy.spec.action.as_deref(), Some("DENY"));
+    assert!(policy.spec.rules.is_empty());
 }
 
 #[test]

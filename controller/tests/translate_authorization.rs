@@ -9,7 +9,7 @@ use api::security::{
 };
 use common::*;
 use controller::model::Index;
-use controller::translate::{TranslateOptions, Translator};
+use controller::translate::{TranslateOptions, Translation, Translator};
 
 fn exact(s: &str) -> StringMatch {
     StringMatch {
@@ -223,13 +223,27 @@ fn unsupported_and_waypoint_policies() {
 }
 
 #[test]
-fn invalid_policies_are_reported_with_their_field() {
+fn invalid_policies_are_reported_with_their_field_and_fail_closed() {
     let t = run(&["authorization-invalid.yaml"]);
     let field = |name: &str| {
         let p = problems_about(&t, "AuthorizationPolicy", name);
         assert_eq!(p.len(), 1, "{name}: {:?}", t.problems);
-        assert!(authorization(&t, "shop", name).is_none(), "{name} skipped");
         (p[0].field.clone(), p[0].to_string())
+    };
+    // What stands in: a DENY matching everything, or an ALLOW matching nothing.
+    let denies_all = |name: &str| {
+        let a = authorization(&t, "shop", name).expect(name);
+        assert_eq!(a.action, Action::Deny as i32, "{name}");
+        assert_eq!(a.rules, vec![Rule { clauses: vec![] }], "{name}");
+        assert!(field(name).1.contains("denies every request"), "{name}");
+        a
+    };
+    let allows_nothing = |name: &str| {
+        let a = authorization(&t, "shop", name).expect(name);
+        assert_eq!(a.action, Action::Allow as i32, "{name}");
+        assert!(a.rules.is_empty(), "{name}");
+        assert!(field(name).1.contains("allows nothing"), "{name}");
+        a
     };
     let (f, text) = field("bad-action");
     assert_eq!(f, "spec.action");
@@ -237,24 +251,38 @@ fn invalid_policies_are_reported_with_their_field() {
     assert!(text.starts_with(
         "fixtures/authorization-invalid.yaml: AuthorizationPolicy shop/bad-action: field spec.action:"
     ));
+    denies_all("bad-action");
     let (f, text) = field("bad-principal");
     assert_eq!(f, "spec.rules[0].from[0].source.principals[1]");
     assert!(text.contains("only at its start or end"), "{text}");
+    allows_nothing("bad-principal");
     assert_eq!(
         field("bad-ip").0,
         "spec.rules[0].from[0].source.ipBlocks[0]"
     );
+    allows_nothing("bad-ip");
     assert_eq!(
         field("bad-port").0,
         "spec.rules[0].to[0].operation.ports[0]"
     );
-    // A wrong type is a decoding problem, with location.
+    allows_nothing("bad-port");
+    // A wrong type is a decoding problem, with location; a selector that cannot be read
+    // leaves the policy namespace-wide.
     let (f, text) = field("bad-selector");
     assert_eq!(f, "spec.selector.matchLabels");
     assert!(text.contains("line 53, column 18"), "{text}");
     assert!(text.contains("document 5"), "{text}");
+    let namespace_wide = allows_nothing("bad-selector");
+    assert_eq!(namespace_wide.scope, Scope::Namespace as i32);
+    // Rules of the wrong type: the readable selector and action stay.
+    let (f, _) = field("bad-type-deny");
+    assert_eq!(f, "spec.rules[0].from[0].source.namespaces");
+    let selected = denies_all("bad-type-deny");
+    assert_eq!(selected.scope, Scope::WorkloadSelector as i32);
     // The valid one is unaffected.
-    assert!(authorization(&t, "shop", "good").is_some());
+    let good = authorization(&t, "shop", "good").unwrap();
+    assert_eq!(good.rules.len(), 1);
+    assert!(problems_about(&t, "AuthorizationPolicy", "good").is_empty());
 }
 
 #[test]
@@ -300,10 +328,47 @@ status: {phase: Running, podIP: 10.244.1.30}
     // Removed from the index: gone (no ghost), and forgotten.
     let third = translator.translate(&Index::new());
     assert_eq!(count(&third, api::AUTHORIZATION_TYPE_URL), 0);
+    // Invalid with no last good version: it fails closed (an ALLOW allowing nothing).
+    let allows_nothing = |t: &Translation| {
+        let p = authorization(t, "shop", "p").expect("stands in");
+        p.action == Action::Allow as i32 && p.rules.is_empty()
+    };
     let fourth = translator.translate(&index_from("p.yaml", &bad));
-    assert!(authorization(&fourth, "shop", "p").is_none());
+    assert!(allows_nothing(&fourth));
     // The stateless function has no memory.
     let stateless =
         controller::translate::translate(&index_from("p.yaml", &bad), &TranslateOptions::default());
-    assert!(authorization(&stateless, "shop", "p").is_none());
+    assert!(allows_nothing(&stateless));
+}
+
+#[test]
+fn custom_is_enforced_as_deny_of_what_it_would_send_to_its_provider() {
+    let yaml = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: shop}
+spec:
+  selector: {matchLabels: {app: api}}
+  action: CUSTOM
+  provider: {name: ext-authz}
+  rules: [{to: [{operation: {ports: ["8080"]}}]}]
+"#;
+    let t = controller::translate::translate(&index_from("p.yaml", yaml), &Default::default());
+    let ext = authorization(&t, "shop", "ext").expect("enforced");
+    assert_eq!(ext.action, Action::Deny as i32);
+    assert_eq!(
+        ext.rules,
+        vec![Rule {
+            clauses: vec![Clause {
+                matches: vec![Match {
+                    destination_ports: vec![8080],
+                    ..Default::default()
+                }]
+            }]
+        }]
+    );
+    let p = problems_about(&t, "AuthorizationPolicy", "ext");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].field, "spec.action");
+    assert!(p[0].message.contains("enforced as DENY"), "{}", p[0]);
 }

@@ -108,6 +108,61 @@ fn unknown_mode_is_reported() {
     assert_eq!(p.len(), 1, "{:?}", t.problems);
     assert_eq!(p[0].field, "spec.mtls.mode");
     assert!(p[0].message.contains("STRICTEST"));
+    assert!(
+        p[0].message
+            .ends_with("enforced as STRICT until it is fixed")
+    );
+}
+
+#[test]
+fn a_peer_authentication_that_cannot_be_understood_is_enforced_as_strict() {
+    // No mesh policy: without the broken ones the pods would accept plaintext.
+    let yaml = |mtls: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: loose, labels: {{istio.io/dataplane-mode: ambient}}}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: broken, namespace: loose}}
+spec:
+  selector: {{matchLabels: {{app: db}}}}
+  mtls: {mtls}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: db-1, namespace: loose, labels: {{app: db}}}}
+spec: {{nodeName: n1, containers: [{{name: c, image: i}}]}}
+status: {{phase: Running, podIP: 10.244.1.50}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-1, namespace: loose, labels: {{app: web}}}}
+spec: {{nodeName: n1, containers: [{{name: c, image: i}}]}}
+status: {{phase: Running, podIP: 10.244.1.51}}
+"#
+        )
+    };
+    for (mtls, field) in [
+        // An unknown mode, and a value of the wrong type.
+        ("{mode: STRICTT}", "spec.mtls.mode"),
+        ("STRICT", "spec.mtls"),
+    ] {
+        let t = controller::translate::translate(
+            &index_from("pa.yaml", &yaml(mtls)),
+            &Default::default(),
+        );
+        let p = problems_about(&t, "PeerAuthentication", "broken");
+        assert_eq!(p.len(), 1, "{mtls}: {:?}", t.problems);
+        assert_eq!(p[0].field, field, "{mtls}");
+        assert_eq!(refs(&t, "loose", "db-1"), vec![STRICT], "{mtls}");
+        assert!(
+            refs(&t, "loose", "web-1").is_empty(),
+            "{mtls}: not selected"
+        );
+    }
 }
 
 #[test]

@@ -151,11 +151,17 @@ fn jwt_attributes_fail_closed_with_a_problem() {
         );
         assert!(p[0].message.contains(found), "{}", p[0]);
     }
-    // An unknown condition key is invalid: skipped.
-    assert!(at_waypoint(&t, "bad-key").is_none());
+    // An unknown condition key is invalid: the ALLOW fails closed, allowing nothing.
+    let bad = at_waypoint(&t, "bad-key").expect("stands in");
+    assert_eq!(bad.action, AuthorizationAction::Allow as i32);
+    assert!(bad.rules.is_empty());
     let p = problems_about(&t, "AuthorizationPolicy", "bad-key");
     assert_eq!(p[0].field, "spec.rules[0].when[0].key");
-    assert!(p[0].message.ends_with("; policy skipped"), "{}", p[0]);
+    assert!(
+        p[0].message.contains("; the policy allows nothing"),
+        "{}",
+        p[0]
+    );
 }
 
 #[test]
@@ -264,4 +270,34 @@ fn last_good_waypoint_policy_stays_in_force() {
         "{}",
         p[0]
     );
+}
+
+#[test]
+fn a_waypoint_policy_that_cannot_be_read_denies_everything_through_its_target() {
+    let broken = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: broken-deny, namespace: shop}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]
+  action: DENY
+  rules: [{to: [{operation: {paths: "/admin"}}]}]
+"#;
+    let mut index = index_of(&["routes-mesh.yaml", "routes-authz.yaml"]);
+    index.replace_origin("broken.yaml", objects("broken.yaml", broken), Vec::new());
+    let t = controller::translate::translate(&index, &Default::default());
+    let broken = at_waypoint(&t, "broken-deny").expect("stands in");
+    assert_eq!(broken.action, AuthorizationAction::Deny as i32);
+    assert_eq!(broken.scope, PolicyScope::Waypoint as i32);
+    assert_eq!(
+        broken.rules,
+        vec![Default::default()],
+        "one rule matching everything"
+    );
+    let p = problems_about(&t, "AuthorizationPolicy", "broken-deny");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].field, "spec.rules[0].to[0].operation.paths");
+    assert!(p[0].message.contains("denies every request"), "{}", p[0]);
+    // Not for ztunnel: it targets the waypoint.
+    assert!(authorization(&t, "shop", "broken-deny").is_none());
 }

@@ -2,13 +2,17 @@
 //!
 //! Enumerations (action, mTLS mode) stay strings here so that an unknown
 //! value is reported by the translation for that one object, which then keeps
-//! its last good translation, instead of failing the whole document.
+//! its last good translation, instead of failing the whole document. A policy
+//! whose document cannot be decoded at all is kept too, with what could be
+//! read of it and the reason, so that translation fails it closed rather than
+//! skipping it (see `parse`).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
 use super::kube::ObjectMeta;
+use super::problem::Problem;
 
 /// `selector: {matchLabels: ...}` of Istio policies.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -40,6 +44,10 @@ pub struct AuthorizationPolicy {
     pub metadata: ObjectMeta,
     /// `spec`.
     pub spec: AuthorizationPolicySpec,
+    /// Why the object could not be read in full; `spec` then holds only what could be read
+    /// (selector, targets, action) and no rules.
+    #[serde(skip)]
+    pub unreadable: Option<Box<Problem>>,
 }
 
 /// `AuthorizationPolicy.spec`.
@@ -158,6 +166,9 @@ pub struct PeerAuthentication {
     pub metadata: ObjectMeta,
     /// `spec`.
     pub spec: PeerAuthenticationSpec,
+    /// Why the object could not be read in full; `spec` then holds only its selector.
+    #[serde(skip)]
+    pub unreadable: Option<Box<Problem>>,
 }
 
 /// `PeerAuthentication.spec`.

@@ -119,6 +119,24 @@ impl Object {
         }
     }
 
+    /// Why a security policy could not be read in full (it is kept to fail closed).
+    pub fn unreadable(&self) -> Option<&Problem> {
+        match self {
+            Object::AuthorizationPolicy(o) => o.unreadable.as_deref(),
+            Object::PeerAuthentication(o) => o.unreadable.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The problem of an unreadable security policy, to edit.
+    pub fn unreadable_mut(&mut self) -> Option<&mut Problem> {
+        match self {
+            Object::AuthorizationPolicy(o) => o.unreadable.as_deref_mut(),
+            Object::PeerAuthentication(o) => o.unreadable.as_deref_mut(),
+            _ => None,
+        }
+    }
+
     /// The object's key. Namespaced kinds without a namespace were already
     /// defaulted to `default` when parsed.
     pub fn key(&self) -> ObjectKey {

@@ -7,7 +7,10 @@
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
-use super::{Object, ObjectMeta, Problem, RAW_KINDS};
+use super::{
+    AuthorizationPolicy, AuthorizationPolicySpec, Object, ObjectMeta, PeerAuthentication,
+    PeerAuthenticationSpec, Problem, RAW_KINDS,
+};
 
 /// What one file yields.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -106,7 +109,7 @@ fn parse_document(ctx: &DocContext<'_>, chunk: &str, out: &mut Parsed) {
     let value: Value = match serde_yaml_ng::from_str(chunk) {
         Ok(v) => v,
         Err(e) => {
-            let mut problem = error_problem(ctx, None, &e, "");
+            let mut problem = error_problem(ctx, None, &e, "").skipped();
             (problem.kind, problem.namespace, problem.name) = guess_identity(chunk);
             out.problems.push(problem);
             return;
@@ -127,16 +130,73 @@ fn parse_document(ctx: &DocContext<'_>, chunk: &str, out: &mut Parsed) {
         for (i, item) in items.iter().enumerate() {
             let prefix = format!("items[{i}]");
             if let Err(e) = decode_object(&Src::Item(item), item, out) {
-                out.problems
-                    .push(error_problem(ctx, Some(item), &e, &prefix).with_doc(doc_no));
+                let problem = error_problem(ctx, Some(item), &e, &prefix).with_doc(doc_no);
+                keep_or_skip(item, problem, out);
             }
         }
         return;
     }
     if let Err(e) = decode_object(&Src::Text(chunk), &value, out) {
-        out.problems
-            .push(error_problem(ctx, Some(&value), &e, "").with_doc(doc_no));
+        let problem = error_problem(ctx, Some(&value), &e, "").with_doc(doc_no);
+        keep_or_skip(&value, problem, out);
     }
+}
+
+/// A document that could not be decoded: a security policy is kept, marked unreadable
+/// (it must fail closed, not vanish); anything else is skipped and reported.
+fn keep_or_skip(value: &Value, problem: Problem, out: &mut Parsed) {
+    match salvage_policy(value, &problem) {
+        Some(policy) => out.objects.push(policy),
+        None => out.problems.push(problem.skipped()),
+    }
+}
+
+/// What can be read of a security policy that failed to decode: its metadata and the
+/// parts that say where it applies and what it does (selector, targets, action), each
+/// decoded on its own; the rest (rules, modes) is left out. `None` for other kinds, and
+/// for a policy without a readable name (nothing could refer to it).
+fn salvage_policy(value: &Value, problem: &Problem) -> Option<Object> {
+    let api_version = value.get("apiVersion").and_then(Value::as_str)?;
+    if !api_version.starts_with("security.istio.io/") {
+        return None;
+    }
+    let metadata: ObjectMeta = serde_yaml_ng::from_value(value.get("metadata")?.clone()).ok()?;
+    let spec = value.get("spec");
+    fn part<T: DeserializeOwned>(spec: Option<&Value>, key: &str) -> Option<T> {
+        let v = spec?.get(key)?;
+        serde_yaml_ng::from_value(v.clone()).ok()
+    }
+    let unreadable = Some(Box::new(problem.clone()));
+    let object = match value.get("kind").and_then(Value::as_str)? {
+        "AuthorizationPolicy" => Object::AuthorizationPolicy(AuthorizationPolicy {
+            metadata,
+            spec: AuthorizationPolicySpec {
+                selector: part(spec, "selector"),
+                target_ref: part(spec, "targetRef"),
+                target_refs: part(spec, "targetRefs").unwrap_or_default(),
+                // An action that is there but not a string must not read as the default
+                // (ALLOW): keep its text, which no action is named, so it fails as DENY.
+                action: spec
+                    .and_then(|s| s.get("action"))
+                    .map(|a| match a.as_str() {
+                        Some(text) => text.to_owned(),
+                        None => format!("{a:?}"),
+                    }),
+                rules: Vec::new(),
+            },
+            unreadable,
+        }),
+        "PeerAuthentication" => Object::PeerAuthentication(PeerAuthentication {
+            metadata,
+            spec: PeerAuthenticationSpec {
+                selector: part(spec, "selector"),
+                ..PeerAuthenticationSpec::default()
+            },
+            unreadable,
+        }),
+        _ => return None,
+    };
+    normalize(object).ok()
 }
 
 /// Decodes one object (if it is of a kind the controller reads) into `out`.
@@ -221,6 +281,11 @@ impl Problem {
         self.message = format!("document {doc}: {}", self.message);
         self
     }
+
+    fn skipped(mut self) -> Self {
+        self.message.push_str("; document skipped");
+        self
+    }
 }
 
 /// Turns a decoding error into a problem: the serde path becomes the field,
@@ -263,7 +328,7 @@ fn error_problem(
     }
     Problem::new(ctx.origin, kind, &meta("namespace"), &meta("name"))
         .field(field)
-        .message(format!("{message}; document skipped"))
+        .message(message)
 }
 
 /// Splits serde_yaml_ng's `path: message at line L column C` into the path

@@ -5,7 +5,10 @@
 //! parts are dropped (the rule denies more: fail closed). The warning saying so
 //! is kept with the policy and reported unless waypoints enforce the policy
 //! for every workload it selects (see `waypoint_policy`). Policies with
-//! `targetRefs` belong to waypoints only.
+//! `targetRefs` belong to waypoints only. A policy that cannot be understood
+//! fails closed (see `fail_closed`); CUSTOM (external authorization, not
+//! supported) is enforced as DENY of the requests it would have sent to its
+//! provider.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -15,6 +18,7 @@ use api::security::{
     string_match::MatchType,
 };
 
+use super::fail_closed::StandIn;
 use super::last_good::LastGood;
 use super::{TranslateOptions, selects};
 use crate::model::{AuthorizationPolicy, AuthorizationRule, Index, ObjectKey, Pod, Problem};
@@ -41,6 +45,8 @@ pub(crate) struct Policy {
     /// The warning that HTTP attributes were dropped, if any; reported
     /// unless a waypoint enforces the policy for every workload it selects.
     pub l7_warning: Option<Problem>,
+    /// A warning always reported (a CUSTOM action enforced as DENY).
+    pub warning: Option<Problem>,
 }
 
 impl Policy {
@@ -88,7 +94,10 @@ pub(crate) fn convert_all(
                 out.push(policy);
             }
             Err(Skip::Invalid(problem)) => {
-                out.extend(memory.invalid(key, *problem, "policy", "", problems));
+                let stand_in = StandIn::of(ap);
+                let policy = stand_in_policy(ap, options, stand_in);
+                let consequence = stand_in.consequence();
+                out.extend(memory.invalid_or(key, *problem, policy, consequence, "", problems));
             }
             Err(Skip::Unsupported(problem)) => problems.push(*problem),
             Err(Skip::ForWaypoint) => {}
@@ -108,14 +117,22 @@ fn convert(
         // Enforced by the targeted waypoint, not by ztunnel.
         return Err(Skip::ForWaypoint);
     }
+    if let Some(unreadable) = &ap.unreadable {
+        return Err(Skip::Invalid(unreadable.clone()));
+    }
+    let mut warning = None;
     let action = match ap.spec.action.as_deref().unwrap_or("ALLOW") {
         "ALLOW" => Action::Allow,
         "DENY" => Action::Deny,
-        a @ ("AUDIT" | "CUSTOM") => {
+        "CUSTOM" => {
+            warning = Some(problem().field("spec.action").message(CUSTOM_AS_DENY));
+            Action::Deny
+        }
+        "AUDIT" => {
             return Err(Skip::Unsupported(Box::new(
-                problem().field("spec.action").message(format!(
-                    "ztunnel does not support the {a} action; policy skipped"
-                )),
+                problem()
+                    .field("spec.action")
+                    .message("ztunnel does not support the AUDIT action; policy skipped"),
             )));
         }
         other => {
@@ -126,18 +143,7 @@ fn convert(
             )));
         }
     };
-    let selector = ap
-        .spec
-        .selector
-        .as_ref()
-        .map(|s| s.match_labels.clone())
-        .filter(|labels| !labels.is_empty());
-    let mesh_wide = m.namespace == options.root_namespace;
-    let scope = match (&selector, mesh_wide) {
-        (Some(_), _) => Scope::WorkloadSelector,
-        (None, true) => Scope::Global,
-        (None, false) => Scope::Namespace,
-    };
+    let (selector, mesh_wide, scope) = placement(ap, options);
     let (rules, l7_found) = convert_rules(ap, action == Action::Allow, |rule, field| {
         let (clauses, l7) = convert_rule(rule, &m.namespace, field)?;
         Ok((Rule { clauses }, l7))
@@ -166,6 +172,61 @@ fn convert(
         selector,
         mesh_wide,
         l7_warning,
+        warning,
+    })
+}
+
+/// What a CUSTOM policy means here.
+pub(super) const CUSTOM_AS_DENY: &str = "warning: the CUSTOM action (external authorization) \
+    is not supported; it is enforced as DENY of the requests it would have sent to its provider";
+
+/// Where a policy applies: its selector (absent or empty: every workload of its namespace,
+/// or of the mesh for the root namespace), whether it is mesh-wide, and the scope saying so.
+fn placement(
+    ap: &AuthorizationPolicy,
+    options: &TranslateOptions,
+) -> (Option<BTreeMap<String, String>>, bool, Scope) {
+    let selector = ap
+        .spec
+        .selector
+        .as_ref()
+        .map(|s| s.match_labels.clone())
+        .filter(|labels| !labels.is_empty());
+    let mesh_wide = ap.metadata.namespace == options.root_namespace;
+    let scope = match (&selector, mesh_wide) {
+        (Some(_), _) => Scope::WorkloadSelector,
+        (None, true) => Scope::Global,
+        (None, false) => Scope::Namespace,
+    };
+    (selector, mesh_wide, scope)
+}
+
+/// The policy standing in for `ap`, which cannot be understood (see `fail_closed`).
+fn stand_in_policy(
+    ap: &AuthorizationPolicy,
+    options: &TranslateOptions,
+    stand_in: StandIn,
+) -> Option<Policy> {
+    let (action, rules) = match stand_in {
+        StandIn::AllowNothing => (Action::Allow, Vec::new()),
+        // A rule without clauses matches every connection.
+        StandIn::DenyAll => (Action::Deny, vec![Rule::default()]),
+        StandIn::Nothing => return None,
+    };
+    let (selector, mesh_wide, scope) = placement(ap, options);
+    Some(Policy {
+        auth: Authorization {
+            name: ap.metadata.name.clone(),
+            namespace: ap.metadata.namespace.clone(),
+            scope: scope as i32,
+            action: action as i32,
+            rules,
+            dry_run: false,
+        },
+        selector,
+        mesh_wide,
+        l7_warning: None,
+        warning: None,
     })
 }
 

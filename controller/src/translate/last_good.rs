@@ -43,23 +43,41 @@ impl<T: Clone> LastGood<T> {
     pub fn invalid(
         &mut self,
         key: ObjectKey,
-        mut problem: Problem,
+        problem: Problem,
         what: &str,
         at: &str,
         problems: &mut Vec<Problem>,
     ) -> Option<T> {
-        let previous = self.previous.remove(&key);
-        match &previous {
+        let skipped = format!("{what} skipped");
+        self.invalid_or(key, problem, None, &skipped, at, problems)
+    }
+
+    /// Like [`LastGood::invalid`], but without a last good translation `stand_in` takes its
+    /// place (and is not remembered as good), `consequence` saying what that means.
+    pub fn invalid_or(
+        &mut self,
+        key: ObjectKey,
+        mut problem: Problem,
+        stand_in: Option<T>,
+        consequence: &str,
+        at: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<T> {
+        let kept = match self.previous.remove(&key) {
             Some(value) => {
                 problem
                     .message
                     .push_str(&format!("; keeping its last good version{at}"));
                 self.current.insert(key, value.clone());
+                Some(value)
             }
-            None => problem.message.push_str(&format!("; {what} skipped{at}")),
-        }
+            None => {
+                problem.message.push_str(&format!("; {consequence}{at}"));
+                stand_in
+            }
+        };
         problems.push(problem);
-        previous
+        kept
     }
 }
 

@@ -12,6 +12,7 @@ mod admission;
 mod authorization;
 mod bindings;
 mod dump;
+mod fail_closed;
 mod last_good;
 mod peer_authentication;
 mod routes;
@@ -134,6 +135,7 @@ impl Translator {
         let bindings = bindings::Bindings::collect(index, &waypoints, &opts.cluster_id);
         // HTTP attributes dropped at ztunnel are worth a warning only where
         // no waypoint enforces them.
+        problems.extend(policies.iter().filter_map(|p| p.warning.clone()));
         for p in &policies {
             if let Some(w) = &p.l7_warning
                 && !waypoint_policy::fully_enforced_at_waypoints(

@@ -14,6 +14,7 @@ use api::security::{
     Action, Authorization, Clause, Match, Rule, Scope, StringMatch, string_match::MatchType,
 };
 
+use super::fail_closed::PEER_AUTHENTICATION_CONSEQUENCE;
 use super::{TranslateOptions, selects};
 use crate::model::{Index, PeerAuthentication, Pod, Problem};
 
@@ -73,8 +74,45 @@ fn no_principal() -> Match {
     }
 }
 
+/// Reads one PeerAuthentication; the problem (without its consequence) when it cannot be
+/// understood.
+fn read_entry<'a>(origin: &str, pa: &'a PeerAuthentication) -> Result<Entry<'a>, Box<Problem>> {
+    let m = &pa.metadata;
+    let problem = || Problem::new(origin, "PeerAuthentication", &m.namespace, &m.name);
+    if let Some(unreadable) = &pa.unreadable {
+        return Err(unreadable.clone());
+    }
+    let unknown = |field: String, v: Option<&str>| {
+        Box::new(problem().field(field).message(format!(
+            "unknown mode {:?} (UNSET, PERMISSIVE, STRICT, DISABLE)",
+            v.unwrap_or_default()
+        )))
+    };
+    let top = pa.spec.mtls.as_ref().and_then(|t| t.mode.as_deref());
+    let mode = parse_mode(top).ok_or_else(|| unknown("spec.mtls.mode".into(), top))?;
+    let mut ports = Vec::new();
+    for (port, mtls) in &pa.spec.port_level_mtls {
+        let field = format!("spec.portLevelMtls[{port}]");
+        let port_mode = parse_mode(mtls.mode.as_deref())
+            .ok_or_else(|| unknown(format!("{field}.mode"), mtls.mode.as_deref()))?;
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => ports.push((u32::from(p), port_mode)),
+            _ => {
+                return Err(Box::new(
+                    problem()
+                        .field(field)
+                        .message(format!("{port:?} is not a port number")),
+                ));
+            }
+        }
+    }
+    ports.sort_by_key(|(p, _)| *p);
+    Ok(Entry { pa, mode, ports })
+}
+
 impl<'a> PeerAuthn<'a> {
-    /// Reads every PeerAuthentication of `index`; invalid ones are reported and ignored.
+    /// Reads every PeerAuthentication of `index`; invalid ones are reported and enforced as
+    /// STRICT.
     pub(crate) fn collect(
         index: &'a Index,
         options: &TranslateOptions,
@@ -82,48 +120,22 @@ impl<'a> PeerAuthn<'a> {
     ) -> Self {
         let mut all: Vec<(&str, Entry<'a>)> = Vec::new();
         for (origin, pa) in index.peer_authentications() {
-            let m = &pa.metadata;
-            let problem = |field: String, v: &str| {
-                Problem::new(origin, "PeerAuthentication", &m.namespace, &m.name)
-                    .field(field)
-                    .message(format!(
-                        "unknown mode {v:?} (UNSET, PERMISSIVE, STRICT, DISABLE); policy skipped"
-                    ))
-            };
-            let top = pa.spec.mtls.as_ref().and_then(|t| t.mode.as_deref());
-            let Some(mode) = parse_mode(top) else {
-                problems.push(problem("spec.mtls.mode".into(), top.unwrap_or_default()));
-                continue;
-            };
-            let mut ports = Vec::new();
-            let mut valid = true;
-            for (port, mtls) in &pa.spec.port_level_mtls {
-                let field = format!("spec.portLevelMtls[{port}]");
-                let Some(port_mode) = parse_mode(mtls.mode.as_deref()) else {
-                    problems.push(problem(
-                        format!("{field}.mode"),
-                        mtls.mode.as_deref().unwrap_or_default(),
-                    ));
-                    valid = false;
-                    break;
-                };
-                match port.parse::<u16>() {
-                    Ok(p) if p > 0 => ports.push((u32::from(p), port_mode)),
-                    _ => {
-                        problems.push(
-                            Problem::new(origin, "PeerAuthentication", &m.namespace, &m.name)
-                                .field(field)
-                                .message(format!("{port:?} is not a port number; policy skipped")),
-                        );
-                        valid = false;
-                        break;
+            let entry = match read_entry(origin, pa) {
+                Ok(entry) => entry,
+                Err(mut problem) => {
+                    // Fails closed: what cannot be understood requires mTLS.
+                    problem
+                        .message
+                        .push_str(&format!("; {PEER_AUTHENTICATION_CONSEQUENCE}"));
+                    problems.push(*problem);
+                    Entry {
+                        pa,
+                        mode: Mode::Strict,
+                        ports: Vec::new(),
                     }
                 }
-            }
-            if valid {
-                ports.sort_by_key(|(p, _)| *p);
-                all.push((origin, Entry { pa, mode, ports }));
-            }
+            };
+            all.push((origin, entry));
         }
         // Oldest first (RFC 3339 UTC strings sort chronologically), then by
         // namespace/name, so the winner of a conflict is deterministic.

@@ -11,7 +11,8 @@
 //!
 //! JWT attributes are not supported: an ALLOW rule using them never matches
 //! and a DENY rule is enforced without them (fail closed), with a problem
-//! reported.
+//! reported. A policy that cannot be understood fails closed (see
+//! `fail_closed`); CUSTOM is enforced as DENY.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +24,7 @@ use api::waypoint::{
 
 use super::authorization::{self, RuleError};
 use super::bindings::{Bindings, WaypointKey, workload_uid};
+use super::fail_closed::StandIn;
 use super::last_good::LastGood;
 use super::routes::ServiceKey;
 use super::waypoints::{WAYPOINT_CLASS, Waypoints};
@@ -86,8 +88,11 @@ pub(crate) fn collect(
                 // Selector policies were checked by the ztunnel translation,
                 // which reports their L4 errors; say what it means here.
                 let at = if targeted { "" } else { " at waypoints" };
-                match memory.invalid(key, *p, "policy", at, problems) {
-                    Some(previous) => previous,
+                let stand_in = StandIn::of(ap);
+                let consequence = stand_in.consequence();
+                let policy = stand_in_policy(stand_in);
+                match memory.invalid_or(key, *p, policy, consequence, at, problems) {
+                    Some(kept) => kept,
                     None => continue,
                 }
             }
@@ -286,13 +291,23 @@ fn convert(
     problem: &dyn Fn(String, String) -> Problem,
     warnings: &mut Vec<Problem>,
 ) -> Result<Converted, Box<Problem>> {
+    if let Some(unreadable) = &ap.unreadable {
+        return Err(unreadable.clone());
+    }
     let action = match ap.spec.action.as_deref().unwrap_or("ALLOW") {
         "ALLOW" => AuthorizationAction::Allow,
         "DENY" => AuthorizationAction::Deny,
-        a @ ("AUDIT" | "CUSTOM") => {
+        "CUSTOM" => {
+            warnings.push(problem(
+                "spec.action".into(),
+                authorization::CUSTOM_AS_DENY.into(),
+            ));
+            AuthorizationAction::Deny
+        }
+        "AUDIT" => {
             return Err(Box::new(problem(
                 "spec.action".into(),
-                format!("waypoints do not support the {a} action"),
+                "waypoints do not support the AUDIT action".into(),
             )));
         }
         other => {
@@ -322,6 +337,22 @@ fn convert(
         ));
     }
     Ok(Converted { action, rules })
+}
+
+/// The policy standing in for one that cannot be understood (see `fail_closed`).
+fn stand_in_policy(stand_in: StandIn) -> Option<Converted> {
+    match stand_in {
+        StandIn::AllowNothing => Some(Converted {
+            action: AuthorizationAction::Allow,
+            rules: Vec::new(),
+        }),
+        // A rule without parts matches every request.
+        StandIn::DenyAll => Some(Converted {
+            action: AuthorizationAction::Deny,
+            rules: vec![AuthorizationRule::default()],
+        }),
+        StandIn::Nothing => None,
+    }
 }
 
 /// How the values of a `when` condition read.

@@ -56,6 +56,11 @@ pub(super) fn convert(
             for p in &mut parsed.problems {
                 p.message = tidy(&p.message);
             }
+            for object in &mut parsed.objects {
+                if let Some(p) = object.unreadable_mut() {
+                    p.message = tidy(&p.message);
+                }
+            }
             parsed
         }
         Err(e) => crate::model::Parsed {
@@ -66,16 +71,28 @@ pub(super) fn convert(
             ],
         },
     };
-    if parsed.problems.is_empty() {
+    // A policy that could not be read in full is kept, to fail closed, unless a good version
+    // of it is known; its problem is then reported here rather than by translation.
+    let unreadable: Vec<Problem> = parsed
+        .objects
+        .iter()
+        .filter_map(|o| o.unreadable().cloned())
+        .collect();
+    if parsed.problems.is_empty() && unreadable.is_empty() {
         return Entry {
             objects: parsed.objects,
             problems: Vec::new(),
             observed,
         };
     }
+    let readable = |e: &Entry| e.objects.iter().all(|o| o.unreadable().is_none());
     match previous {
-        Some(prev) if !prev.objects.is_empty() => {
+        Some(prev) if !prev.objects.is_empty() && readable(prev) => {
             let mut problems = parsed.problems;
+            problems.extend(unreadable.into_iter().map(|p| {
+                let message = format!("{}; object skipped", p.message);
+                p.message(message)
+            }));
             problems.push(
                 Problem::new(&origin, kind.kind, &namespace, &name)
                     .message("keeping the last good version of this object until it is fixed"),
