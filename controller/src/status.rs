@@ -34,7 +34,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::model::{ObjectKey, Problem};
+use crate::model::{ObjectKey, Problem, WARNING_PREFIX};
 use crate::source::kube::{StatusStyle, WatchedKind};
 
 /// `controllerName` of the mesh (GAMMA) controller, as Istio names it.
@@ -45,8 +45,6 @@ pub const KUBERNETES_ORIGIN: &str = "kubernetes:";
 pub const ZTUNNEL_ACCEPTED: &str = "ZtunnelAccepted";
 /// Condition type of configuration enforced by waypoints.
 pub const WAYPOINT_ACCEPTED: &str = "WaypointAccepted";
-/// Problems whose message starts so leave the object in force.
-const WARNING_PREFIX: &str = "warning: ";
 /// Longest message written (Gateway API allows 32768; keep statuses readable).
 const MAX_MESSAGE: usize = 4096;
 

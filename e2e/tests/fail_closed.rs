@@ -146,3 +146,100 @@ fn controller_restarts_with_a_large_config_never_let_denied_traffic_through() {
         );
     }
 }
+
+/// A policy on the server that cannot be understood, the field `meshctl apply` must name, and
+/// what it must say the policy does meanwhile.
+struct Broken {
+    yaml: &'static str,
+    field: &'static str,
+    consequence: &'static str,
+}
+
+/// A DENY with a typo in its action (it would have denied one namespace only).
+const TYPO_IN_ACTION: Broken = Broken {
+    yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: broken, namespace: mesh}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENNY
+  rules: [{from: [{source: {namespaces: [elsewhere]}}]}]
+"#,
+    field: "field spec.action",
+    consequence: "denies every request",
+};
+
+/// A DENY whose `namespaces` is a string, not a list: the document does not decode.
+const WRONG_TYPE_IN_DENY: Broken = Broken {
+    yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: broken, namespace: mesh}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules: [{from: [{source: {namespaces: elsewhere}}]}]
+"#,
+    field: "field spec.rules[0].from[0].source.namespaces",
+    consequence: "denies every request",
+};
+
+/// An ALLOW that would have let the client in, with a malformed principal.
+const MALFORMED_ALLOW: Broken = Broken {
+    yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: broken, namespace: mesh}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: ALLOW
+  rules: [{from: [{source: {principals: ["cluster.local/*/sa/default"]}}]}]
+"#,
+    field: "field spec.rules[0].from[0].source.principals[0]",
+    consequence: "allows nothing",
+};
+
+#[test]
+fn fresh_policies_that_cannot_be_understood_fail_closed_and_apply_says_why() {
+    let (sb, server_ip) = meshed_pair("");
+    assert!(
+        eventually(SETTLE, || reaches(&sb, server_ip)),
+        "the client reaches the server before any policy"
+    );
+    let file = std::env::temp_dir().join(format!("{}-broken-policy.yaml", sb.name()));
+    for broken in [TYPO_IN_ACTION, WRONG_TYPE_IN_DENY, MALFORMED_ALLOW] {
+        std::fs::write(&file, broken.yaml).unwrap();
+        let args = [
+            "apply".to_owned(),
+            "-f".to_owned(),
+            file.display().to_string(),
+        ];
+        let refused = sb.run(&args).expect_err("apply exits non-zero");
+        let text = refused.to_string();
+        for expected in [
+            &file.display().to_string(),
+            "AuthorizationPolicy mesh/broken",
+            broken.field,
+            broken.consequence,
+        ] {
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
+        }
+        assert!(
+            eventually(SETTLE, || !reaches(&sb, server_ip)),
+            "{}: the client is denied",
+            broken.field
+        );
+        // Steadily denied, not just once.
+        for _ in 0..5 {
+            assert!(!reaches(&sb, server_ip), "{}", broken.field);
+        }
+        sb.delete(broken.yaml).unwrap();
+        assert!(
+            eventually(SETTLE, || reaches(&sb, server_ip)),
+            "{}: removing the policy lets the client in again",
+            broken.field
+        );
+    }
+    let _ = std::fs::remove_file(&file);
+}

@@ -20,7 +20,7 @@ pub use kube::{
     ServiceSpec,
 };
 pub use parse::{Parsed, parse_documents};
-pub use problem::Problem;
+pub use problem::{Problem, WARNING_PREFIX};
 
 /// Kinds kept as raw JSON: stored and listed as they are, decoded (see
 /// [`routes`]) and translated into waypoint configuration.

@@ -18,7 +18,17 @@ pub struct Problem {
     pub message: String,
 }
 
+/// How a problem that is only a warning (the object is acted on, in part or with a caveat)
+/// starts its message.
+pub const WARNING_PREFIX: &str = "warning: ";
+
 impl Problem {
+    /// Whether this is only a warning: the object is acted on, with the caveat the message
+    /// gives.
+    pub fn is_warning(&self) -> bool {
+        self.message.starts_with(WARNING_PREFIX)
+    }
+
     /// A problem with the object `kind namespace/name` from `origin`.
     pub fn new(origin: &str, kind: &str, namespace: &str, name: &str) -> Self {
         Self {
@@ -28,6 +38,25 @@ impl Problem {
             name: name.to_string(),
             ..Self::default()
         }
+    }
+
+    /// The problem without what only makes sense in the file the parser read: the document
+    /// number and the line and column. For objects that reached it in another form than the
+    /// user wrote them (the Kubernetes API's JSON, a copy in a state folder).
+    pub fn without_location(mut self) -> Self {
+        let mut text = self
+            .message
+            .strip_prefix("document 1: ")
+            .unwrap_or(&self.message)
+            .to_string();
+        if let Some(start) = text.find(" (line ")
+            && let Some(len) = text[start..].find(')')
+            && text[start..start + len].contains(", column ")
+        {
+            text.replace_range(start..=start + len, "");
+        }
+        self.message = text;
+        self
     }
 
     /// Sets the field path.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::cluster::{Sandbox, tail};
+use super::findings::{self, Finding};
 use super::manifest::{Object, load_path};
 use super::model::{Cluster, MAX_NODES, ProcId};
 use super::netns::{self, Tools};
@@ -239,7 +240,9 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Get(a) => get(&cfg, a).map(|_| 0),
         SandboxCommand::Apply(a) => {
             let objects = load_all(&a.file)?;
-            Sandbox::open(&cfg)?.apply(objects).map(|_| 0)
+            let mut sb = Sandbox::open(&cfg)?;
+            sb.apply(objects.clone())?;
+            Ok(report(&findings::of_applied(&cfg.state_dir, &objects)))
         }
         SandboxCommand::Delete(a) => {
             let objects = load_all(&a.file)?;
@@ -263,6 +266,19 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         )
         .map(|_| 0),
     }
+}
+
+/// Prints what the mesh will not act on (or only in part) among applied objects, as kubectl
+/// prints admission errors; the exit code is 1 when any is an error.
+fn report(findings: &[Finding]) -> i32 {
+    for finding in findings {
+        if finding.error {
+            eprintln!("error: {}", finding.text);
+        } else {
+            eprintln!("{}", finding.text);
+        }
+    }
+    i32::from(findings.iter().any(|f| f.error))
 }
 
 fn load_all(paths: &[PathBuf]) -> Result<Vec<Object>> {
@@ -349,7 +365,10 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
         // The mesh is installed before the workloads, as on a cluster.
         sb.start_system(&system_opts)?;
         if !objects.is_empty() {
-            sb.apply(objects)?;
+            sb.apply(objects.clone())?;
+            // Reported, but the sandbox stays up: what the mesh cannot read is what a user
+            // comes to fix.
+            report(&findings::of_applied(&cfg.state_dir, &objects));
         }
         Ok(())
     }))

@@ -18,6 +18,7 @@ pub mod cli;
 mod cluster;
 pub mod control;
 mod dns;
+mod findings;
 mod forward;
 mod ids;
 pub mod kubeproxy;

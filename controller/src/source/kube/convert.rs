@@ -114,16 +114,10 @@ pub(super) fn convert(
 /// A parse message without what only makes sense for files: the document
 /// number and the line and column in the one-line JSON the object became.
 fn tidy(message: &str) -> String {
-    let mut text = message
-        .strip_prefix("document 1: ")
-        .unwrap_or(message)
-        .to_string();
-    if let Some(start) = text.find(" (line ")
-        && let Some(len) = text[start..].find(')')
-        && text[start..start + len].contains(", column ")
-    {
-        text.replace_range(start..=start + len, "");
-    }
+    let text = Problem::default()
+        .message(message)
+        .without_location()
+        .message;
     match text.strip_suffix("; document skipped") {
         Some(rest) => format!("{rest}; object skipped"),
         None => text,
