@@ -10,6 +10,7 @@ use hyper::body::Body as _;
 
 use super::body::Replay;
 use super::config::{DestSpec, ForwardSpec, RouteEntry};
+use super::downstream::{Fault, Watch};
 use super::fault::roll;
 use super::handle::{AuthzSnapshot, Ctx};
 use super::mirror::{self, MirrorBody};
@@ -173,7 +174,13 @@ pub(crate) async fn run(
     let mut response = match spec.timeout {
         Some(limit) => match tokio::time::timeout(limit, attempts).await {
             Ok(r) => r?,
-            Err(_) => return Err(RequestError::Timeout),
+            // Still waiting for the client's body, the time ran out on the client.
+            Err(_) => {
+                return Err(ctx
+                    .downstream
+                    .timeout_fault()
+                    .map_or(RequestError::Timeout, RequestError::Downstream));
+            }
         },
         None => attempts.await?,
     };
@@ -209,6 +216,16 @@ fn classify(result: &Result<Response<Body>, AttemptError>) -> (Outcome, Health) 
 enum AttemptError {
     Upstream(UpstreamError),
     Timeout,
+}
+
+/// Whether an attempt ended by the client's doing rather than the endpoint's: the request
+/// body failed (whatever the endpoint then did), or the per-try time ran out while the
+/// waypoint was waiting for the client's bytes.
+fn downstream_fault(result: &Result<Response<Body>, AttemptError>, watch: &Watch) -> Option<Fault> {
+    match result {
+        Err(AttemptError::Timeout) => watch.timeout_fault(),
+        _ => watch.fault(),
+    }
 }
 
 impl From<AttemptError> for RequestError {
@@ -302,6 +319,10 @@ async fn attempts(
             },
             None => sent.await.map_err(AttemptError::Upstream),
         };
+        if let Some(fault) = downstream_fault(&result, &ctx.downstream) {
+            // Not the endpoint's failure: it is not judged, and nothing is retried.
+            return Err(RequestError::Downstream(fault));
+        }
         let (outcome, health) = classify(&result);
         state.report(&endpoint, outlier, health);
         tried.push(endpoint.info.address);
