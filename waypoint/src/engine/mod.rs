@@ -190,6 +190,7 @@ impl Engine {
     ) -> Result<Engine, ConfigError> {
         let compiled = config::Compiled::compile(config)?;
         runtime.retain(&compiled.hostnames());
+        runtime.outlier_detection(compiled.outlier_specs());
         Ok(Engine {
             config: compiled,
             runtime,
