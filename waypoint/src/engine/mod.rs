@@ -261,7 +261,8 @@ impl Engine {
 
     /// Handles one request end to end and never fails: every error becomes a response
     /// (403 denied, 429 rate limited, 404 no route, 503 no healthy upstream or overflow,
-    /// 504 timeout, injected faults).
+    /// 504 timeout, injected faults; for the client's own faults 400 malformed body, 408
+    /// body too slow, 499 client gone).
     pub async fn handle(
         self: &Arc<Self>,
         upstream: Arc<dyn Upstream>,
