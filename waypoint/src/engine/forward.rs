@@ -15,8 +15,10 @@ use super::fault::roll;
 use super::handle::{AuthzSnapshot, Ctx};
 use super::mirror::{self, MirrorBody};
 use super::outlier::Health;
+use super::pool::PoolState;
 use super::reply::RequestError;
-use super::retry::Outcome;
+use super::retry::{Budget, Outcome};
+use super::runtime::UpstreamState;
 use super::{Body, Caller, Engine, Target, Upstream, UpstreamError, UpstreamHints, body};
 use super::{endpoints, select};
 
@@ -238,14 +240,19 @@ impl From<AttemptError> for RequestError {
     }
 }
 
-async fn attempts(
-    f: &Forwarding<'_>,
-    dest: &DestSpec,
-    mut template: Template,
-    source: &mut Source,
-    ctx: &mut Ctx,
-) -> Result<Response<Body>, RequestError> {
-    let spec = f.spec;
+/// What the attempts of a request to one destination work with: its port, its policy
+/// resolved (service or subset) and the runtime state it counts in.
+struct Plan<'a> {
+    port: u16,
+    resolved: select::Resolved<'a>,
+    state: Arc<UpstreamState>,
+    budget: Option<Arc<Budget>>,
+    pool: Option<Arc<PoolState>>,
+    hints: Option<UpstreamHints>,
+}
+
+/// Resolves `dest`'s policy and state; the request is counted in the retry budget here.
+fn plan<'a>(f: &Forwarding<'a>, dest: &'a DestSpec) -> Result<Plan<'a>, RequestError> {
     let port = if dest.port != 0 {
         dest.port
     } else {
@@ -276,6 +283,34 @@ async fn attempts(
             max_requests_per_connection: p.max_requests_per_connection,
             connect_timeout: p.connect_timeout,
         });
+    Ok(Plan {
+        port,
+        resolved,
+        state,
+        budget,
+        pool,
+        hints,
+    })
+}
+
+/// The attempt loop: endpoint choice, workload-scoped authorization, pool admission, the
+/// exchange under the per-try timeout, then the verdict on the endpoint and on a retry.
+async fn attempts(
+    f: &Forwarding<'_>,
+    dest: &DestSpec,
+    mut template: Template,
+    source: &mut Source,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, RequestError> {
+    let spec = f.spec;
+    let Plan {
+        port,
+        resolved,
+        state,
+        budget,
+        pool,
+        hints,
+    } = plan(f, dest)?;
     let outlier = resolved.policy.outlier.as_ref();
     let max_attempts = 1 + spec.retry.as_ref().map_or(0, |r| r.attempts);
     let mut tried: Vec<SocketAddr> = Vec::new();
