@@ -154,7 +154,17 @@ impl RequestError {
             headers.insert("x-envoy-ratelimited", HeaderValue::from_static("true"));
             headers.insert("x-local-rate-limit", HeaderValue::from_static("true"));
         }
-        local(self.status(), self.body(), headers, grpc)
+        let mut response = local(self.status(), self.body(), headers, grpc);
+        if matches!(self, RequestError::Downstream(Fault::Disconnected)) {
+            // Not a registered status: without a phrase of its own HTTP/1.1 would say
+            // `<none>` to a client that only half-closed and still reads.
+            response
+                .extensions_mut()
+                .insert(hyper::ext::ReasonPhrase::from_static(
+                    b"Client Closed Request",
+                ));
+        }
+        response
     }
 }
 
@@ -242,5 +252,18 @@ mod tests {
         assert_eq!(RequestError::Overflow.flag(), "UO");
         assert_eq!(RequestError::Timeout.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(percent_encode("a%b\n"), "a%25b%0A");
+        let malformed = RequestError::Downstream(Fault::Malformed);
+        assert_eq!(
+            (malformed.status(), malformed.flag()),
+            (StatusCode::BAD_REQUEST, "DPE")
+        );
+        let gone = RequestError::Downstream(Fault::Disconnected);
+        assert_eq!((gone.recorded_status(), gone.flag()), (0, "DC"));
+        assert_eq!(gone.response(false).status().as_u16(), CLIENT_CLOSED);
+        let slow = RequestError::Downstream(Fault::Timeout);
+        assert_eq!(
+            (slow.status(), slow.flag()),
+            (StatusCode::REQUEST_TIMEOUT, "")
+        );
     }
 }
