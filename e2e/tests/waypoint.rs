@@ -1,11 +1,14 @@
 //! The waypoint on the sandbox, through real ztunnels: each scenario of `examples/l7` in a
 //! sandbox of its own (unique names, so the tests run in parallel), built from
 //! `examples/l7/base` with the scenario's folder applied on top, driven with
-//! `meshctl app load` from the shop's client pods, and judged by counts: which version
+//! `meshctl app load` from the shop's client pods (raw bytes, where a request must be
+//! malformed, with bash's `/dev/tcp`), and judged by counts: which version
 //! answered, which statuses came back, how many requests each echo server saw, and what the
 //! waypoint's metrics say. Only the delay scenario looks at latency, since latency is what it
 //! adds.
 
+#[path = "waypoint/outlier.rs"]
+mod outlier;
 #[path = "waypoint/shop.rs"]
 mod shop;
 
@@ -458,48 +461,6 @@ fn connection_pool_limits_shed_excess_concurrent_load_with_503() {
         10,
         "{}",
         explain(&sb, "no shedding without excess", &serial)
-    );
-}
-
-#[test]
-fn outlier_detection_ejects_the_failing_endpoint() {
-    let sb = shop::up();
-    apply_example(&sb, "outlier");
-    // The faulty pod first takes its share (its 503s are retried elsewhere), then is ejected:
-    // a whole batch passes without it seeing a request.
-    let reached = eventually(SETTLE, || {
-        load(&sb, CLIENT, &url("/"), 30, &["-c", "2"]);
-        served(&sb, "orders-faulty") > 0
-    });
-    assert!(
-        reached,
-        "the faulty endpoint joins orders\n{}",
-        waypoint_log(&sb)
-    );
-    let ejected = eventually(SETTLE, || {
-        let before = served_settled(&sb, "orders-faulty");
-        load(&sb, CLIENT, &url("/"), 30, &["-c", "2"]);
-        served_settled(&sb, "orders-faulty") == before
-    });
-    assert!(
-        ejected,
-        "the faulty endpoint is never ejected\n{}",
-        waypoint_log(&sb)
-    );
-
-    let before = served_settled(&sb, "orders-faulty");
-    let report = load(&sb, CLIENT, &url("/"), 100, &["-c", "2"]);
-    assert_eq!(
-        report.count(200),
-        100,
-        "{}",
-        explain(&sb, "healthy endpoints serve all", &report)
-    );
-    assert_eq!(replies_from(&report, "orders-faulty"), 0);
-    assert_eq!(
-        served_settled(&sb, "orders-faulty"),
-        before,
-        "no request reaches the ejected endpoint"
     );
 }
 

@@ -23,6 +23,8 @@ pub const API_GATEWAY: &str = "shop/deploy/api-gateway";
 pub const ORDERS: &str = "http://orders:8080";
 /// The waypoint's Prometheus endpoint, inside its pod.
 const METRICS_URL: &str = "http://127.0.0.1:15020/metrics";
+/// The waypoint's config dump, inside its pod.
+const CONFIG_DUMP_URL: &str = "http://127.0.0.1:15000/config_dump";
 /// The waypoint's readiness endpoint, inside its pod.
 const READY_URL: &str = "http://127.0.0.1:15021/healthz/ready";
 
@@ -58,6 +60,11 @@ pub fn apply_example(sb: &Sandbox, folder: &str) {
 
 /// The last lines of the waypoint's log, for failure messages.
 pub fn waypoint_log(sb: &Sandbox) -> String {
+    waypoint_log_tail(sb, 40)
+}
+
+/// The last `lines` lines of the waypoint's log (its access log among them).
+pub fn waypoint_log_tail(sb: &Sandbox, lines: usize) -> String {
     let out = sb
         .command()
         .args([
@@ -66,7 +73,7 @@ pub fn waypoint_log(sb: &Sandbox) -> String {
             NS,
             &format!("deploy/{WAYPOINT}"),
             "--tail",
-            "40",
+            &lines.to_string(),
         ])
         .output();
     match out {
@@ -86,6 +93,11 @@ fn curl_in(sb: &Sandbox, pod: &str, url: &str) -> Option<String> {
 /// The waypoint pod, as `namespace/deploy/name` for `Sandbox::exec`.
 fn waypoint_pod() -> String {
     format!("{NS}/deploy/{WAYPOINT}")
+}
+
+/// The waypoint's `/config_dump` text, or `None` while it does not answer.
+pub fn waypoint_config_dump(sb: &Sandbox) -> Option<String> {
+    curl_in(sb, &waypoint_pod(), CONFIG_DUMP_URL)
 }
 
 /// The waypoint's `/metrics` text, or `None` while it does not answer.

@@ -479,6 +479,21 @@ impl Compiled {
         Ok(out)
     }
 
+    /// The outlier detection settings in force for each destination service: its own and
+    /// its subsets' (a service without any is left out).
+    pub(crate) fn outlier_specs(&self) -> HashMap<&str, HashSet<OutlierSpec>> {
+        self.destinations
+            .iter()
+            .filter_map(|(host, d)| {
+                let specs: HashSet<OutlierSpec> = std::iter::once(&d.policy)
+                    .chain(d.subsets.values().map(|s| &s.policy))
+                    .filter_map(|p| p.outlier)
+                    .collect();
+                (!specs.is_empty()).then_some((host.as_str(), specs))
+            })
+            .collect()
+    }
+
     /// Hostnames whose runtime state is worth keeping.
     pub(crate) fn hostnames(&self) -> HashSet<&str> {
         let mut out: HashSet<&str> = self

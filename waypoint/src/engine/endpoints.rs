@@ -90,8 +90,9 @@ impl EndpointCache {
     }
 }
 
-/// Chooses among `candidates` with `lb`: those not ejected and, when possible, not in
-/// `avoid` (Istio's previous-hosts predicate for retries).
+/// Chooses among `candidates` with `lb`: those not ejected (under `outlier`: without it no
+/// endpoint is) and, when possible, not in `avoid` (Istio's previous-hosts predicate for
+/// retries).
 pub(crate) fn choose(
     state: &UpstreamState,
     lb: LoadBalancer,
@@ -105,7 +106,7 @@ pub(crate) fn choose(
     let now = Instant::now();
     let mut left: Vec<Candidate> = candidates
         .iter()
-        .filter(|c| !c.state.outlier().is_ejected(outlier, now))
+        .filter(|c| outlier.is_none() || !c.state.outlier().is_ejected(outlier, now))
         .cloned()
         .collect();
     if !avoid.is_empty() && left.iter().any(|c| !avoid.contains(&c.info.address)) {

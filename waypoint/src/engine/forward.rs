@@ -10,12 +10,15 @@ use hyper::body::Body as _;
 
 use super::body::Replay;
 use super::config::{DestSpec, ForwardSpec, RouteEntry};
+use super::downstream::{Fault, Watch};
 use super::fault::roll;
 use super::handle::{AuthzSnapshot, Ctx};
 use super::mirror::{self, MirrorBody};
 use super::outlier::Health;
+use super::pool::PoolState;
 use super::reply::RequestError;
-use super::retry::Outcome;
+use super::retry::{Budget, Outcome};
+use super::runtime::UpstreamState;
 use super::{Body, Caller, Engine, Target, Upstream, UpstreamError, UpstreamHints, body};
 use super::{endpoints, select};
 
@@ -173,7 +176,13 @@ pub(crate) async fn run(
     let mut response = match spec.timeout {
         Some(limit) => match tokio::time::timeout(limit, attempts).await {
             Ok(r) => r?,
-            Err(_) => return Err(RequestError::Timeout),
+            // Still waiting for the client's body, the time ran out on the client.
+            Err(_) => {
+                return Err(ctx
+                    .downstream
+                    .timeout_fault()
+                    .map_or(RequestError::Timeout, RequestError::Downstream));
+            }
         },
         None => attempts.await?,
     };
@@ -211,6 +220,16 @@ enum AttemptError {
     Timeout,
 }
 
+/// Whether an attempt ended by the client's doing rather than the endpoint's: the request
+/// body failed (whatever the endpoint then did), or the per-try time ran out while the
+/// waypoint was waiting for the client's bytes.
+fn downstream_fault(result: &Result<Response<Body>, AttemptError>, watch: &Watch) -> Option<Fault> {
+    match result {
+        Err(AttemptError::Timeout) => watch.timeout_fault(),
+        _ => watch.fault(),
+    }
+}
+
 impl From<AttemptError> for RequestError {
     fn from(e: AttemptError) -> Self {
         match e {
@@ -221,14 +240,19 @@ impl From<AttemptError> for RequestError {
     }
 }
 
-async fn attempts(
-    f: &Forwarding<'_>,
-    dest: &DestSpec,
-    mut template: Template,
-    source: &mut Source,
-    ctx: &mut Ctx,
-) -> Result<Response<Body>, RequestError> {
-    let spec = f.spec;
+/// What the attempts of a request to one destination work with: its port, its policy
+/// resolved (service or subset) and the runtime state it counts in.
+struct Plan<'a> {
+    port: u16,
+    resolved: select::Resolved<'a>,
+    state: Arc<UpstreamState>,
+    budget: Option<Arc<Budget>>,
+    pool: Option<Arc<PoolState>>,
+    hints: Option<UpstreamHints>,
+}
+
+/// Resolves `dest`'s policy and state; the request is counted in the retry budget here.
+fn plan<'a>(f: &Forwarding<'a>, dest: &'a DestSpec) -> Result<Plan<'a>, RequestError> {
     let port = if dest.port != 0 {
         dest.port
     } else {
@@ -259,6 +283,34 @@ async fn attempts(
             max_requests_per_connection: p.max_requests_per_connection,
             connect_timeout: p.connect_timeout,
         });
+    Ok(Plan {
+        port,
+        resolved,
+        state,
+        budget,
+        pool,
+        hints,
+    })
+}
+
+/// The attempt loop: endpoint choice, workload-scoped authorization, pool admission, the
+/// exchange under the per-try timeout, then the verdict on the endpoint and on a retry.
+async fn attempts(
+    f: &Forwarding<'_>,
+    dest: &DestSpec,
+    mut template: Template,
+    source: &mut Source,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, RequestError> {
+    let spec = f.spec;
+    let Plan {
+        port,
+        resolved,
+        state,
+        budget,
+        pool,
+        hints,
+    } = plan(f, dest)?;
     let outlier = resolved.policy.outlier.as_ref();
     let max_attempts = 1 + spec.retry.as_ref().map_or(0, |r| r.attempts);
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -302,6 +354,10 @@ async fn attempts(
             },
             None => sent.await.map_err(AttemptError::Upstream),
         };
+        if let Some(fault) = downstream_fault(&result, &ctx.downstream) {
+            // Not the endpoint's failure: it is not judged, and nothing is retried.
+            return Err(RequestError::Downstream(fault));
+        }
         let (outcome, health) = classify(&result);
         state.report(&endpoint, outlier, health);
         tried.push(endpoint.info.address);

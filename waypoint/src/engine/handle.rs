@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Request, Response};
@@ -13,14 +13,15 @@ use tokio::time::Instant;
 
 use super::authz::{HttpAttributes, Input, Pending};
 use super::config::{Action, ServiceEntry};
+use super::downstream::Watch;
 use super::fault::Abort;
 use super::headers::{self, redirect_headers, strip_port};
 use super::matching::RequestView;
 use super::reply::{self, RequestError};
 use super::telemetry::labels::grpc_status;
 use super::telemetry::{
-    Authority, CountingBody, Finish, ObservedBody, PeerLabels, RequestLabels, RequestRecord,
-    ServiceLabels,
+    Authority, CountingBody, Finish, Metrics, ObservedBody, PeerLabels, RequestLabels,
+    RequestRecord, ServiceLabels,
 };
 use super::{Body, Caller, Engine, Target, Upstream, body, forward};
 
@@ -53,11 +54,14 @@ fn remote_ip(headers: &HeaderMap, peer: IpAddr) -> IpAddr {
 }
 
 /// What is known about a request as it goes, for its telemetry.
+#[derive(Default)]
 pub(crate) struct Ctx {
     /// The record written when the response ends.
     pub record: RequestRecord,
     /// Held until the response ends.
     pub guards: Vec<Box<dyn Send + Sync>>,
+    /// The client's side of the request: whether its body failed, or is awaited.
+    pub downstream: Watch,
 }
 
 impl Ctx {
@@ -131,14 +135,17 @@ pub(crate) async fn run(
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
     let request_bytes = Arc::new(AtomicU64::new(0));
-    let body = CountingBody::new(body, request_bytes.clone()).boxed();
+    let downstream = Watch::default();
+    let body = downstream
+        .wrap(CountingBody::new(body, request_bytes.clone()).boxed())
+        .boxed();
     let (request_id, trace_id) = headers::identify(&mut parts.headers);
     let grpc = is_grpc(&parts.headers);
     let source = engine
         .runtime
         .peers
         .source(&upstream, caller.ip, caller.identity.as_ref());
-    let mut ctx = Ctx {
+    let ctx = Ctx {
         record: RequestRecord {
             labels: RequestLabels {
                 source,
@@ -154,13 +161,32 @@ pub(crate) async fn run(
             ..Default::default()
         },
         guards: Vec::new(),
+        downstream,
     };
-    let mut response = match process(
-        engine, &upstream, &caller, &target, parts, body, grpc, &mut ctx,
+    let mut unanswered = Unanswered {
+        ctx,
+        metrics: engine.runtime.metrics.clone(),
+        started,
+        request_bytes: request_bytes.clone(),
+        armed: true,
+    };
+    let result = process(
+        engine,
+        &upstream,
+        &caller,
+        &target,
+        parts,
+        body,
+        grpc,
+        &mut unanswered.ctx,
     )
-    .await
-    {
-        Ok(r) => r,
+    .await;
+    let mut ctx = unanswered.answered();
+    let (mut response, code) = match result {
+        Ok(r) => {
+            let code = r.status().as_u16();
+            (r, code)
+        }
         Err(e) => {
             tracing::debug!(error = %e, "answered locally");
             // The cause goes first, as in Envoy's flag order (UF before URX, UT before DI).
@@ -168,11 +194,11 @@ pub(crate) async fn run(
             ctx.flag(e.flag());
             ctx.flag(&flags);
             ctx.record.details = e.details();
-            e.response(grpc)
+            (e.response(grpc), e.recorded_status())
         }
     };
     let labels = &mut ctx.record.labels;
-    labels.response_code = response.status().as_u16();
+    labels.response_code = code;
     if let Some(s) = response
         .headers()
         .get("grpc-status")
@@ -186,10 +212,49 @@ pub(crate) async fn run(
         started,
         request_bytes,
         guards: ctx.guards,
+        downstream: ctx.downstream,
     };
     let inner = std::mem::replace(response.body_mut(), body::empty());
     *response.body_mut() = ObservedBody::new(inner, finish).boxed();
     response
+}
+
+/// A request not answered yet. Dropped as such, the client went away while the waypoint
+/// was working on it (the transport drops the request's future): it is recorded with flag
+/// DC and response code 0, as Envoy records a request whose client left before any
+/// response.
+struct Unanswered {
+    ctx: Ctx,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    request_bytes: Arc<AtomicU64>,
+    /// Still to be recorded here.
+    armed: bool,
+}
+
+impl Unanswered {
+    /// The request's context, now that there is an answer to record it with.
+    fn answered(&mut self) -> Ctx {
+        self.armed = false;
+        std::mem::take(&mut self.ctx)
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let ctx = &mut self.ctx;
+        let flags = std::mem::take(&mut ctx.record.labels.response_flags);
+        ctx.flag("DC");
+        ctx.flag(&flags);
+        ctx.record.labels.response_code = 0;
+        ctx.record.details = "downstream_remote_disconnect";
+        ctx.record.duration = self.started.elapsed();
+        ctx.record.request_bytes = self.request_bytes.load(Ordering::Relaxed);
+        self.metrics.finished(&ctx.record);
+    }
 }
 
 /// The served service a target addresses.

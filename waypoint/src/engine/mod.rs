@@ -9,13 +9,15 @@
 //! destination, then attempts: endpoint choice (subset, outlier ejection, load balancer),
 //! workload-scoped authorization, connection-pool admission, the exchange with per-try and
 //! route timeouts, and retries within the policy and budget. Mirrors are sent on the side.
+//! A failure the client caused (a malformed or abandoned body, a body too slow to arrive) is
+//! answered for the client and never counted against the upstream.
 //!
 //! Modules: [`config`] compiles the proto once per version; [`matching`], [`headers`],
 //! [`select`], [`endpoints`], [`balance`], [`pool`], [`outlier`], [`retry`], [`fault`],
-//! [`ratelimit`], [`authz`], [`mirror`], [`body`] and [`telemetry`] each hold one concern;
-//! [`runtime`] keeps what outlives a config version. What a request derives from the mesh
-//! state (candidate endpoints, workload labels) is kept until [`Upstream::state_version`]
-//! changes.
+//! [`ratelimit`], [`authz`], [`mirror`], [`body`], [`downstream`] and [`telemetry`] each
+//! hold one concern; [`runtime`] keeps what outlives a config version. What a request
+//! derives from the mesh state (candidate endpoints, workload labels) is kept until
+//! [`Upstream::state_version`] changes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -28,6 +30,7 @@ mod authz;
 mod balance;
 mod body;
 mod config;
+mod downstream;
 mod endpoints;
 mod fault;
 mod forward;
@@ -187,6 +190,7 @@ impl Engine {
     ) -> Result<Engine, ConfigError> {
         let compiled = config::Compiled::compile(config)?;
         runtime.retain(&compiled.hostnames());
+        runtime.outlier_detection(compiled.outlier_specs());
         Ok(Engine {
             config: compiled,
             runtime,
@@ -257,7 +261,8 @@ impl Engine {
 
     /// Handles one request end to end and never fails: every error becomes a response
     /// (403 denied, 429 rate limited, 404 no route, 503 no healthy upstream or overflow,
-    /// 504 timeout, injected faults).
+    /// 504 timeout, injected faults; for the client's own faults 400 malformed body, 408
+    /// body too slow, 499 client gone).
     pub async fn handle(
         self: &Arc<Self>,
         upstream: Arc<dyn Upstream>,

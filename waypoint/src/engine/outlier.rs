@@ -11,7 +11,7 @@ use super::ConfigError;
 use super::config::duration;
 
 /// A compiled [`pb::OutlierDetection`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct OutlierSpec {
     consecutive_5xx: u32,
     consecutive_gateway: u32,

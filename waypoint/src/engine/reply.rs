@@ -7,6 +7,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use super::Body;
 use super::authz::Denied;
 use super::body;
+use super::downstream::Fault;
 
 /// Why the waypoint answered a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,14 @@ pub(crate) enum RequestError {
     /// The route's timeout expired.
     #[error("upstream request timeout")]
     Timeout,
+    /// The client broke its own request: malformed, abandoned or too slow.
+    #[error("downstream fault: {0:?}")]
+    Downstream(Fault),
 }
+
+/// HTTP status of the answer to a client that went away: nginx's "client closed request".
+/// It rarely reaches anyone; telemetry records 0, as Envoy does when no response was sent.
+pub(crate) const CLIENT_CLOSED: u16 = 499;
 
 impl RequestError {
     /// HTTP status of the answer.
@@ -59,6 +67,19 @@ impl RequestError {
             | RequestError::ConnectFailure(_)
             | RequestError::Reset(_) => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::PerTryTimeout | RequestError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            RequestError::Downstream(Fault::Malformed) => StatusCode::BAD_REQUEST,
+            RequestError::Downstream(Fault::Timeout) => StatusCode::REQUEST_TIMEOUT,
+            RequestError::Downstream(Fault::Disconnected) => {
+                StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+        }
+    }
+
+    /// The response code telemetry records: 0 when no answer can reach the client.
+    pub(crate) fn recorded_status(&self) -> u16 {
+        match self {
+            RequestError::Downstream(Fault::Disconnected) => 0,
+            other => other.status().as_u16(),
         }
     }
 
@@ -74,6 +95,7 @@ impl RequestError {
             RequestError::ConnectFailure(_) => "UF",
             RequestError::Reset(_) => "UR",
             RequestError::PerTryTimeout | RequestError::Timeout => "UT",
+            RequestError::Downstream(fault) => fault.flag(),
         }
     }
 
@@ -93,6 +115,9 @@ impl RequestError {
             RequestError::Reset(_) => "upstream_reset_before_response_started{remote_reset}",
             RequestError::PerTryTimeout => "upstream_per_try_timeout",
             RequestError::Timeout => "upstream_response_timeout",
+            RequestError::Downstream(Fault::Malformed) => "codec_error",
+            RequestError::Downstream(Fault::Disconnected) => "downstream_remote_disconnect",
+            RequestError::Downstream(Fault::Timeout) => "request_overall_timeout",
         }
     }
 
@@ -114,6 +139,9 @@ impl RequestError {
                 "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
             }
             RequestError::PerTryTimeout | RequestError::Timeout => "upstream request timeout",
+            RequestError::Downstream(Fault::Malformed) => "Bad Request",
+            RequestError::Downstream(Fault::Disconnected) => "",
+            RequestError::Downstream(Fault::Timeout) => "request timeout",
         }
     }
 
@@ -126,7 +154,17 @@ impl RequestError {
             headers.insert("x-envoy-ratelimited", HeaderValue::from_static("true"));
             headers.insert("x-local-rate-limit", HeaderValue::from_static("true"));
         }
-        local(self.status(), self.body(), headers, grpc)
+        let mut response = local(self.status(), self.body(), headers, grpc);
+        if matches!(self, RequestError::Downstream(Fault::Disconnected)) {
+            // Not a registered status: without a phrase of its own HTTP/1.1 would say
+            // `<none>` to a client that only half-closed and still reads.
+            response
+                .extensions_mut()
+                .insert(hyper::ext::ReasonPhrase::from_static(
+                    b"Client Closed Request",
+                ));
+        }
+        response
     }
 }
 
@@ -214,5 +252,18 @@ mod tests {
         assert_eq!(RequestError::Overflow.flag(), "UO");
         assert_eq!(RequestError::Timeout.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(percent_encode("a%b\n"), "a%25b%0A");
+        let malformed = RequestError::Downstream(Fault::Malformed);
+        assert_eq!(
+            (malformed.status(), malformed.flag()),
+            (StatusCode::BAD_REQUEST, "DPE")
+        );
+        let gone = RequestError::Downstream(Fault::Disconnected);
+        assert_eq!((gone.recorded_status(), gone.flag()), (0, "DC"));
+        assert_eq!(gone.response(false).status().as_u16(), CLIENT_CLOSED);
+        let slow = RequestError::Downstream(Fault::Timeout);
+        assert_eq!(
+            (slow.status(), slow.flag()),
+            (StatusCode::REQUEST_TIMEOUT, "")
+        );
     }
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::EndpointInfo;
 use super::balance::{Candidate, EndpointState};
-use super::outlier::{self, Health, OutlierSpec};
+use super::outlier::{self, Health, OutlierSpec, OutlierState};
 use super::pool::{PoolSpec, PoolState};
 use super::ratelimit::{Bucket, RateLimitSpec};
 use super::retry::{Budget, BudgetSpec};
@@ -32,6 +32,8 @@ pub struct Runtime {
     pub(crate) peers: Peers,
     upstreams: RwLock<HashMap<String, Arc<UpstreamState>>>,
     buckets: Mutex<HashMap<String, Arc<Bucket>>>,
+    /// The outlier detection settings of each service in the config last compiled.
+    outliers: Mutex<HashMap<String, HashSet<OutlierSpec>>>,
     pub(crate) mirrors: Arc<Semaphore>,
 }
 
@@ -43,6 +45,7 @@ impl Runtime {
             peers: Peers::default(),
             upstreams: RwLock::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            outliers: Mutex::new(HashMap::new()),
             mirrors: Arc::new(Semaphore::new(MAX_MIRRORS_IN_FLIGHT)),
         })
     }
@@ -94,6 +97,31 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|h, _| hostnames.contains(h.as_str()));
+    }
+
+    /// Takes the outlier detection settings of a new config. A service whose settings were
+    /// removed or changed forgets its endpoints' ejections and error streaks, as Envoy
+    /// rebuilds a cluster whose outlier detection changed: an endpoint ejected under the old
+    /// settings is back in rotation at once.
+    pub(crate) fn outlier_detection(&self, specs: HashMap<&str, HashSet<OutlierSpec>>) {
+        let mut known = self.outliers.lock().unwrap_or_else(|e| e.into_inner());
+        let none = HashSet::new();
+        for (host, state) in self
+            .upstreams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let before = known.get(host).unwrap_or(&none);
+            let after = specs.get(host.as_str()).unwrap_or(&none);
+            if before != after {
+                state.forget_outliers(host);
+            }
+        }
+        *known = specs
+            .into_iter()
+            .map(|(host, s)| (host.to_string(), s))
+            .collect();
     }
 }
 
@@ -210,6 +238,29 @@ impl UpstreamState {
             tracing::info!(endpoint = %endpoint.info.address, uid = %endpoint.info.uid, "outlier ejected");
         } else {
             state.reset_streak();
+        }
+    }
+
+    /// Ends every ejection and error streak of the service's endpoints (`host`, for the log).
+    fn forget_outliers(&self, host: &str) {
+        let mut lifted = 0;
+        for e in self
+            .endpoints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            let mut state = e.outlier();
+            lifted += usize::from(state.is_ejected(None, Instant::now()));
+            *state = OutlierState::default();
+        }
+        *self.ejections_end.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if lifted > 0 {
+            tracing::info!(
+                service = host,
+                lifted,
+                "outlier detection changed: ejections lifted"
+            );
         }
     }
 

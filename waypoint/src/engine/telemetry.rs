@@ -21,6 +21,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::Instant;
 use ztunnel::telemetry::registry::{self, Registry};
 
+use super::downstream::{Fault, Watch};
 use super::{Body, BoxError};
 
 mod access;
@@ -304,6 +305,9 @@ pub(crate) struct Finish {
     pub request_bytes: Arc<AtomicU64>,
     /// Held until the response ends: pool slots and in-flight counters.
     pub guards: Vec<Box<dyn Send + Sync>>,
+    /// The client's side: a response that breaks because the request body did is flagged
+    /// for the client, not the upstream.
+    pub downstream: Watch,
 }
 
 /// A response body that records the request when it ends or is dropped.
@@ -346,8 +350,13 @@ impl ObservedBody {
 
 impl Drop for ObservedBody {
     fn drop(&mut self) {
-        // The client went away before the end of the response.
-        self.complete(Some("DC"));
+        // The client went away before the end of the response, unless its request had
+        // already failed on its side (and is flagged for that).
+        let failed = self
+            .finish
+            .as_ref()
+            .is_some_and(|f| f.downstream.fault().is_some());
+        self.complete((!failed).then_some("DC"));
     }
 }
 
@@ -374,7 +383,14 @@ impl HttpBody for ObservedBody {
                     self.complete(None);
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.complete(Some("UR")),
+            Poll::Ready(Some(Err(_))) => {
+                let flag = self
+                    .finish
+                    .as_ref()
+                    .and_then(|f| f.downstream.fault())
+                    .map_or("UR", Fault::flag);
+                self.complete(Some(flag).filter(|f| !f.is_empty()));
+            }
             Poll::Ready(None) => self.complete(None),
             Poll::Pending => {}
         }
@@ -430,6 +446,7 @@ mod tests {
             started: Instant::now(),
             request_bytes: Arc::new(AtomicU64::new(3)),
             guards: Vec::new(),
+            downstream: Watch::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 mod cfg;
 mod controller;
 mod cost;
+mod downstream;
 mod fake;
 mod policy;
 mod resilience;

@@ -25,6 +25,8 @@ pub enum Behavior {
     Gate(Arc<Semaphore>),
     /// Refuses the connection.
     Refuse,
+    /// Reads the request, then resets the stream without an answer.
+    Reset,
 }
 
 /// One request an endpoint received.
@@ -99,6 +101,11 @@ impl Fake {
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
+
+    /// Attempts sent to any endpoint, whether or not their request arrived whole.
+    pub fn attempts(&self) -> usize {
+        self.served.lock().unwrap().values().sum()
+    }
 }
 
 impl Upstream for Fake {
@@ -160,11 +167,12 @@ impl Upstream for Fake {
         }
         let record = self.calls.clone();
         Box::pin(async move {
+            // As an HTTP client does, a request whose body fails is abandoned.
             call.body = body
                 .collect()
                 .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
+                .map_err(|e| UpstreamError::Request(format!("request body: {e}")))?
+                .to_bytes();
             record.lock().unwrap().push(call);
             let status = match behavior {
                 Behavior::Status(s) => s,
@@ -183,6 +191,7 @@ impl Upstream for Fake {
                     let _permit = gate.acquire().await;
                     200
                 }
+                Behavior::Reset => return Err(UpstreamError::Request("stream reset".into())),
                 Behavior::Refuse => unreachable!(),
             };
             let mut resp = Response::new(body::full(format!("from {}", endpoint.uid)));

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::cfg::*;
 use super::fake::Behavior;
 use crate::engine::telemetry::count_of;
+use crate::engine::{Engine, Runtime};
 
 fn one_route(f: pb::Forward, traffic: Option<pb::TrafficPolicy>) -> pb::Waypoint {
     waypoint(
@@ -314,4 +315,76 @@ async fn rate_limit_answers_429_beyond_the_bucket() {
         count_of(&e.runtime.render_metrics(), &[("response_flags", "RL")]),
         3
     );
+}
+
+/// `reviews` (all three endpoints, round robin) where one 5xx ejects an endpoint for five
+/// minutes; `detect: false` leaves outlier detection out.
+fn ejecting(detect: bool) -> pb::Waypoint {
+    one_route(
+        forward(&[("", 1)]),
+        Some(pb::TrafficPolicy {
+            load_balancer: pb::LoadBalancer::RoundRobin as i32,
+            outlier_detection: detect.then(|| pb::OutlierDetection {
+                consecutive_5xx_errors: 1,
+                consecutive_gateway_errors: 0,
+                interval: secs(1),
+                base_ejection_time: secs(300),
+                max_ejection_percent: 50,
+            }),
+            ..Default::default()
+        }),
+    )
+}
+
+/// Requests v1-a serves out of `n` GETs.
+async fn served_by_v1a(e: &Arc<Engine>, f: &Arc<super::fake::Fake>, n: usize) -> usize {
+    let before = f.count_by_uid().get(V1A).copied().unwrap_or_default();
+    for _ in 0..n {
+        assert_eq!(get(e, f, "/", &[]).await.status, 200);
+    }
+    f.count_by_uid().get(V1A).copied().unwrap_or_default() - before
+}
+
+#[tokio::test(start_paused = true)]
+async fn ejections_end_when_outlier_detection_is_removed_or_changed_but_not_otherwise() {
+    let runtime = Runtime::new();
+    let compile = |w: &pb::Waypoint| Arc::new(Engine::compile(w, runtime.clone()).unwrap());
+    let f = fake();
+    let eject_v1a = |e: Arc<Engine>| {
+        let f = f.clone();
+        async move {
+            f.set(V1A_ADDR, Behavior::Status(500));
+            // Round robin over three: one of three requests reaches v1-a.
+            for _ in 0..3 {
+                get(&e, &f, "/", &[]).await;
+            }
+            f.set(V1A_ADDR, Behavior::Status(200));
+            assert_eq!(served_by_v1a(&e, &f, 9).await, 0, "v1-a is ejected");
+        }
+    };
+    eject_v1a(compile(&ejecting(true))).await;
+
+    // A new config version with the same outlier detection keeps the ejection.
+    let mut unrelated = ejecting(true);
+    unrelated.services[0].routes[0].name = "renamed".into();
+    assert_eq!(served_by_v1a(&compile(&unrelated), &f, 9).await, 0);
+
+    // Outlier detection removed: the DestinationRule's setting, or the DestinationRule.
+    assert!(served_by_v1a(&compile(&ejecting(false)), &f, 9).await > 0);
+    eject_v1a(compile(&ejecting(true))).await;
+    let mut no_rule = ejecting(true);
+    no_rule.destinations.clear();
+    assert!(served_by_v1a(&compile(&no_rule), &f, 9).await > 0);
+
+    // Changed settings start afresh, as Envoy's rebuilt cluster does.
+    eject_v1a(compile(&ejecting(true))).await;
+    let mut longer = ejecting(true);
+    if let Some(o) = longer.destinations[0]
+        .traffic_policy
+        .as_mut()
+        .and_then(|t| t.outlier_detection.as_mut())
+    {
+        o.base_ejection_time = secs(600);
+    }
+    assert!(served_by_v1a(&compile(&longer), &f, 9).await > 0);
 }
