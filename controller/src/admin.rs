@@ -1,5 +1,9 @@
 //! The admin endpoint (HTTP/1.1, port 15014): `/metrics`, `/ready` and `/debug/config_dump`.
 //!
+//! `/metrics` and `/ready` answer anyone (Prometheus and kubelet reach them from elsewhere);
+//! `/debug/*` holds the whole mesh configuration and answers only clients on the controller's
+//! own host (loopback), unless [`AdminState::remote_debug`] says otherwise.
+//!
 //! Metrics are recorded through the `metrics` facade; the Prometheus recorder installed by
 //! [`install_metrics`] renders them here, so there is no second listener.
 
@@ -104,7 +108,12 @@ pub struct AdminState {
     pub snapshots: watch::Receiver<Published>,
     /// Answers `/ready`.
     pub readiness: Readiness,
+    /// Whether `/debug/*` answers clients that are not on loopback.
+    pub remote_debug: bool,
 }
+
+/// Admin connections served at once; more are closed on accept (they hold a task each).
+const MAX_CONNECTIONS: usize = 64;
 
 /// Serves the admin endpoint on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -113,6 +122,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let state = Arc::new(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         let (tcp, remote) = tokio::select! {
@@ -126,11 +136,16 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, "too many admin connections; closing this one");
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&req, &state)) }
+                async move { Ok::<_, Infallible>(route(&req, remote, &state)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(64 * 1024)
@@ -145,10 +160,23 @@ pub async fn serve(
     }
 }
 
-/// Answers one admin request.
-pub fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+/// Answers one admin request from `remote`.
+pub fn route(
+    req: &Request<Incoming>,
+    remote: std::net::SocketAddr,
+    state: &AdminState,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+    }
+    let local = remote.ip().to_canonical().is_loopback();
+    if req.uri().path().starts_with("/debug/") && !local && !state.remote_debug {
+        tracing::debug!(%remote, path = req.uri().path(), "refused a remote debug request");
+        return text(
+            StatusCode::FORBIDDEN,
+            "debug endpoints answer only on localhost (controller --remote-debug changes that)\n"
+                .into(),
+        );
     }
     match req.uri().path() {
         "/metrics" => {

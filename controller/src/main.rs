@@ -48,7 +48,8 @@ use tokio::sync::watch;
         waypoint (ServiceAccount, Deployment, Service, owned by the Gateway) and its status \
         address; every namespace gets the trust bundle ConfigMap istio-ca-root-cert.\n\n\
         The admin endpoint (--admin-addr, port 15014) serves /metrics, /ready and \
-        /debug/config_dump."
+        /debug/config_dump (the latter only to the controller's own host, unless \
+        --remote-debug)."
 )]
 struct Args {
     /// Folder of Kubernetes manifests (multi-document YAML); repeatable.
@@ -64,6 +65,10 @@ struct Args {
     /// Address of the admin HTTP endpoint.
     #[arg(long, default_value = "127.0.0.1:15014")]
     admin_addr: SocketAddr,
+    /// Let clients other than the controller's own host read `/debug/*` on the admin
+    /// endpoint (the whole mesh configuration); `/metrics` and `/ready` answer anyone.
+    #[arg(long)]
+    remote_debug: bool,
     /// SPIFFE trust domain of issued identities.
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
@@ -288,6 +293,7 @@ async fn run(args: Args) -> Result<(), StartError> {
             metrics,
             snapshots: snap_rx,
             readiness,
+            remote_debug: args.remote_debug,
         },
         stopped(stop_rx),
     ));

@@ -388,11 +388,21 @@ fn the_controller_serves_the_sandbox_over_xds_and_issues_node_scoped_certificate
         assert_eq!(stranger.code(), Code::Unauthenticated);
     });
 
-    // An invalid object is reported with its file, object and field.
+    // An invalid object is reported with its file, object and field: by apply, which exits
+    // non-zero, and in the controller's log.
     let broken = format!(
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: broken, namespace: {NS}}}\nspec: {{action: BOGUS}}\n"
     );
-    sb.apply(&broken).unwrap();
+    let refused = sb
+        .apply(&broken)
+        .expect_err("apply reports the error")
+        .to_string();
+    assert!(
+        refused.contains(&format!(
+            "AuthorizationPolicy {NS}/broken: field spec.action"
+        )),
+        "{refused}"
+    );
     let deadline = Instant::now() + WAIT;
     let mut log = String::new();
     while Instant::now() < deadline {

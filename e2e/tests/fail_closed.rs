@@ -243,3 +243,26 @@ fn fresh_policies_that_cannot_be_understood_fail_closed_and_apply_says_why() {
     }
     let _ = std::fs::remove_file(&file);
 }
+
+#[test]
+fn the_controllers_debug_endpoint_refuses_pods_but_not_probes_or_the_operator() {
+    let (sb, _) = meshed_pair("");
+    let admin = format!("http://{}:15014", sb.controller_ip());
+    let status_from_pod = |path: &str| {
+        let url = format!("{admin}{path}");
+        let out = sb
+            .exec("mesh/client", &["meshctl", "app", "curl", "-i", &url])
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().next().unwrap_or_default().to_owned()
+    };
+    let refused = status_from_pod("/debug/config_dump");
+    assert!(refused.contains("403"), "{refused}");
+    for open in ["/ready", "/metrics"] {
+        let status = status_from_pod(open);
+        assert!(status.contains("200"), "{open}: {status}");
+    }
+    // The operator, on the controller's host (through meshctl's forwarder), still reads it.
+    let dump = sb.config_dump().expect("meshctl config dump");
+    assert!(dump[api::ADDRESS_TYPE_URL].is_object(), "{dump}");
+}
