@@ -27,6 +27,7 @@ mod netns;
 mod output;
 mod process;
 mod reaper;
+pub mod security;
 pub mod state;
 mod system;
 mod teardown;
