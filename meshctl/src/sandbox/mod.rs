@@ -16,6 +16,7 @@ macro_rules! say {
 mod admin;
 pub mod cli;
 mod cluster;
+mod container;
 pub mod control;
 mod dns;
 mod forward;
