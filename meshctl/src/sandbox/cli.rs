@@ -298,6 +298,9 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
             "--nodes must be 1..={MAX_NODES}"
         )));
     }
+    if let Some(warning) = process::unreachable_bin_dir(&cfg.bin_dir) {
+        say!("warning: {warning}");
+    }
     // Fail on bad manifests before building anything.
     let objects = match &args.folder {
         Some(f) => load_path(f)?,

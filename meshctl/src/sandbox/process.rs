@@ -170,6 +170,34 @@ pub fn container_argv(c: &Container, env: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// Why pods, which run as unprivileged users, could not run the binaries in
+/// `bin_dir` (the built-in apps, the waypoint): a folder on the way that
+/// others cannot enter, or a `meshctl` there that others cannot execute.
+/// `None` when they can.
+pub fn unreachable_bin_dir(bin_dir: &Path) -> Option<String> {
+    for dir in bin_dir.ancestors() {
+        let mode = std::fs::metadata(dir).ok()?.mode();
+        if mode & 0o001 == 0 {
+            return Some(format!(
+                "pods run as unprivileged users and cannot enter {} (mode {:o}): the built-in \
+                 apps in {} will not start (chmod o+x, or point --bin-dir elsewhere)",
+                dir.display(),
+                mode & 0o7777,
+                bin_dir.display()
+            ));
+        }
+    }
+    let meshctl = bin_dir.join("meshctl");
+    let mode = std::fs::metadata(&meshctl).ok()?.mode();
+    (mode & 0o005 != 0o005).then(|| {
+        format!(
+            "pods run as unprivileged users and cannot run {} (mode {:o}; chmod o+rx)",
+            meshctl.display(),
+            mode & 0o7777
+        )
+    })
+}
+
 /// Starts a container (see [`super::container`]) detached in its own
 /// session, output appended to `log`.
 pub fn spawn(launch: &Launch, log: &Path) -> Result<ProcId> {
@@ -517,6 +545,34 @@ mod tests {
         assert_eq!(get("SA"), Some("orders"));
         assert_eq!(get("URL"), Some("http://10.244.2.3:80/$(x)$(NOPE)"));
         assert_eq!(container_argv(&c, &env), vec!["meshctl", "--v=v1"]);
+    }
+
+    #[test]
+    fn a_bin_dir_others_cannot_enter_is_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("meshctl-bin-{}", std::process::id()));
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let exe = bin.join("meshctl");
+        std::fs::write(&exe, "").unwrap();
+        let set = |p: &Path, mode| std::fs::set_permissions(p, PermissionsExt::from_mode(mode));
+        set(&root, 0o755).unwrap();
+        set(&exe, 0o755).unwrap();
+        let open = unreachable_bin_dir(&bin);
+        set(&exe, 0o700).unwrap();
+        let private_exe = unreachable_bin_dir(&bin);
+        set(&root, 0o700).unwrap();
+        let private_dir = unreachable_bin_dir(&bin);
+        let _ = std::fs::remove_dir_all(&root);
+        // The temp folder itself may be private on this machine.
+        if std::env::temp_dir()
+            .ancestors()
+            .all(|d| std::fs::metadata(d).is_ok_and(|m| m.mode() & 0o001 != 0))
+        {
+            assert_eq!(open, None);
+            assert!(private_exe.is_some_and(|m| m.contains("chmod o+rx")));
+        }
+        assert!(private_dir.is_some_and(|m| m.contains("cannot enter")));
     }
 
     #[test]

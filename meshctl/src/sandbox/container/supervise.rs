@@ -51,6 +51,7 @@ pub(super) fn run(launch: &Launch) -> Result<i32> {
         watched.add(s);
     }
     watched.add(Signal::SIGCHLD);
+    seal_descriptors()?;
     // Blocked before anything starts, so no signal is lost or acted on
     // by default in between; each process below waits for them instead.
     watched.thread_block().map_err(sys("blocking signals"))?;
@@ -74,6 +75,24 @@ pub(super) fn run(launch: &Launch) -> Result<i32> {
             std::process::exit(code)
         }
     }
+}
+
+/// Marks every descriptor beyond stdio close-on-exec: whatever meshctl's
+/// caller left open (without close-on-exec) must not reach the container.
+fn seal_descriptors() -> Result<()> {
+    let entries =
+        std::fs::read_dir("/proc/self/fd").map_err(SandboxError::io("listing open descriptors"))?;
+    let fds: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl on a descriptor number; one that was the listing's
+        // own (closed meanwhile) just fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
 }
 
 /// New namespaces: the pod's network, own mounts, PIDs, IPC and hostname.
