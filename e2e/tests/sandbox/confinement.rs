@@ -303,9 +303,17 @@ fn exec_joins_the_container_and_pods_see_only_their_own_processes() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sb.state_dir().join("state.json")).unwrap())
             .unwrap();
-    let server_pid = state["pods"]["default/server"]["containers"][0]["process"]["pid"]
+    let recorded = state["pods"]["default/server"]["containers"][0]["process"]["pid"]
         .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
         .expect("the server's process");
+    // The server itself, seen from the host: the app, unprivileged.
+    let server_pid = meshctl::sandbox::command_pid(recorded).expect("the server's command");
+    let cmdline = std::fs::read(format!("/proc/{server_pid}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("http-echo"));
+    let status = std::fs::read_to_string(format!("/proc/{server_pid}/status")).unwrap();
+    assert!(status.contains("Uid:\t65534\t"), "{status}");
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
     let out = sb
         .exec("client", &["kill", "-0", &server_pid.to_string()])
         .unwrap();

@@ -38,6 +38,7 @@ pub mod waypoints;
 
 use std::path::PathBuf;
 
+pub use container::command_pid;
 pub use manifest::ManifestError;
 
 /// Default sandbox name.

@@ -147,6 +147,34 @@ fn read_launch(fd: RawFd) -> Result<Launch> {
     serde_json::from_str(&text).map_err(|e| SandboxError::Invalid(format!("{ctx}: {e}")))
 }
 
+/// The host PID of the command a container runs, given the process the
+/// sandbox records for it: that is `meshctl sandbox-container`, whose child
+/// is the container's init, whose first child is the command. `None` once
+/// the command has exited. For tools that measure the command itself.
+pub fn command_pid(recorded: i32) -> Option<i32> {
+    let init = first_child(recorded)?;
+    first_child(init)
+}
+
+/// The earliest-started child of `pid` (one scan of /proc).
+fn first_child(pid: i32) -> Option<i32> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| parent(*child) == Some(pid))
+        .filter_map(super::process::proc_id)
+        .min_by_key(|p| p.start)
+        .map(|p| p.pid)
+}
+
+/// The parent of `pid`, from `/proc/PID/stat` (fields counted after the
+/// command name, which may hold spaces and parentheses).
+fn parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Maps a failed system call to the sandbox's error, saying what was done.
 fn sys(context: impl std::fmt::Display) -> impl FnOnce(nix::errno::Errno) -> SandboxError {
     let context = context.to_string();
