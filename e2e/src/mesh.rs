@@ -156,8 +156,8 @@ pub fn wait_captured(sb: &Sandbox, node: &str, pods: &[&str]) {
     }
 }
 
-/// Container PIDs of every pod, by `namespace/name`, from the sandbox's state file (which
-/// no verb prints).
+/// PIDs of the commands every pod's containers run, by `namespace/name`, from the sandbox's
+/// state file (which no verb prints): what to measure, below the process that confines each.
 pub fn pod_pids(sb: &Sandbox) -> BTreeMap<String, Vec<i32>> {
     let cluster = meshctl::sandbox::state::peek(&sb.state_dir()).expect("readable sandbox state");
     cluster
@@ -168,6 +168,7 @@ pub fn pod_pids(sb: &Sandbox) -> BTreeMap<String, Vec<i32>> {
                 .containers
                 .iter()
                 .filter_map(|c| c.process.map(|p| p.pid))
+                .map(|pid| meshctl::sandbox::command_pid(pid).unwrap_or(pid))
                 .collect();
             (key.clone(), pids)
         })

@@ -2,6 +2,9 @@
 //! iptables. Every test builds its own small sandbox with a unique name, so
 //! they run in parallel.
 
+#[path = "sandbox/confinement.rs"]
+mod confinement;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -1,9 +1,9 @@
 //! The sandbox verbs: `up`, `get`, `apply`, `delete`, `label`, `exec`,
 //! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
-//! `down` (and the hidden `sandbox-reaper` and `sandbox-forward`).
+//! `down` (and the hidden `sandbox-reaper`, `sandbox-forward` and
+//! `sandbox-container`).
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use super::cluster::{Sandbox, tail};
 use super::findings::{self, Finding};
@@ -11,7 +11,9 @@ use super::manifest::{Object, load_path};
 use super::model::{Cluster, MAX_NODES, ProcId};
 use super::netns::{self, Tools};
 use super::system::{self, SystemOptions};
-use super::{Config, Result, SandboxError, forward, output, process, reaper, state, teardown};
+use super::{
+    Config, Result, SandboxError, container, forward, output, process, reaper, state, teardown,
+};
 
 /// Options every verb takes.
 #[derive(clap::Args, Debug, Clone)]
@@ -70,6 +72,20 @@ pub enum SandboxCommand {
     /// Forward inherited host listeners into a namespace.
     #[command(hide = true)]
     SandboxForward(ForwardArgs),
+    /// Run a pod's process confined (what pods and `exec` are started with).
+    #[command(hide = true)]
+    SandboxContainer(ContainerArgs),
+}
+
+/// `sandbox-container`.
+#[derive(clap::Args, Debug)]
+pub struct ContainerArgs {
+    /// Inherited descriptor holding what to run.
+    #[arg(long)]
+    pub spec_fd: i32,
+    /// What runs, for `ps` (the description is authoritative).
+    #[arg(long = "for")]
+    pub what: Option<String>,
 }
 
 /// `up`.
@@ -257,6 +273,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Config(ConfigCommand::Dump) => config_dump(&cfg).map(|_| 0),
         SandboxCommand::Down(a) => down(&cfg, a).map(|_| 0),
         SandboxCommand::SandboxForward(a) => forward::run(&a.netns, &a.forwards).map(|_| 0),
+        SandboxCommand::SandboxContainer(a) => Ok(container::run(a.spec_fd)),
         SandboxCommand::SandboxReaper(a) => reaper::run(
             &cfg,
             ProcId {
@@ -296,6 +313,9 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
         return Err(SandboxError::Invalid(format!(
             "--nodes must be 1..={MAX_NODES}"
         )));
+    }
+    if let Some(warning) = process::unreachable_bin_dir(&cfg.bin_dir) {
+        say!("warning: {warning}");
     }
     // Fail on bad manifests before building anything.
     let objects = match &args.folder {
@@ -454,7 +474,7 @@ fn label(cfg: &Config, a: LabelArgs) -> Result<()> {
 
 fn exec(cfg: &Config, a: ExecArgs) -> Result<i32> {
     // The lock is held only to read the pod: the command may run for long.
-    let (netns, env, ip) = {
+    let launch = {
         let sb = Sandbox::open(cfg)?;
         let pod = sb.find_pod(&a.namespace, &a.pod)?.clone();
         let node = sb
@@ -463,27 +483,33 @@ fn exec(cfg: &Config, a: ExecArgs) -> Result<i32> {
             .cloned()
             .ok_or_else(|| SandboxError::Invalid(format!("node {} missing", pod.node)))?;
         let spec = pod.typed_spec();
-        let container = match &a.container {
+        let index = match &a.container {
             Some(c) => spec
                 .containers
                 .iter()
-                .find(|x| &x.name == c)
+                .position(|x| &x.name == c)
                 .ok_or_else(|| {
                     SandboxError::Invalid(format!("container {c:?} not found in pod {}", pod.key()))
                 })?,
-            None => spec
-                .containers
-                .first()
-                .ok_or_else(|| SandboxError::Invalid("pod has no containers".into()))?,
+            None if spec.containers.is_empty() => {
+                return Err(SandboxError::Invalid("pod has no containers".into()));
+            }
+            None => 0,
         };
-        let env = process::container_env(&pod, &node, container, &sb.cfg.bin_dir);
-        (pod.netns.clone(), env, sb.tools.ip.clone())
+        let mut launch =
+            process::container_launch(&sb.cfg, &pod, &node, index, sb.granted_files(&pod))?;
+        // As kubectl exec: inside the running container; a container that
+        // runs nothing (no command) gets namespaces of its own.
+        launch.join = pod
+            .containers
+            .get(index)
+            .and_then(|c| c.process)
+            .filter(|p| process::alive(*p));
+        launch.argv = a.command.clone();
+        launch
     };
-    let status = Command::new(ip)
-        .args(["netns", "exec", &netns])
-        .args(&a.command)
-        .env_clear()
-        .envs(env)
+    let (mut cmd, _description) = launch.command()?;
+    let status = cmd
         .status()
         .map_err(SandboxError::io(format!("running {}", a.command.join(" "))))?;
     use std::os::unix::process::ExitStatusExt;

@@ -423,20 +423,20 @@ impl Sandbox {
             pod.ip
         ));
         let spec = pod.typed_spec();
+        let grant = self.granted_files(&pod);
         let mut states = pod.containers.clone();
-        for (c, st) in spec.containers.iter().zip(states.iter_mut()) {
-            let env = process::container_env(&pod, &node, c, &self.cfg.bin_dir);
-            let argv = process::container_argv(c, &env);
-            if argv.is_empty() {
+        for (i, st) in states.iter_mut().enumerate().take(spec.containers.len()) {
+            let launch = process::container_launch(&self.cfg, &pod, &node, i, grant.clone())?;
+            if launch.argv.is_empty() {
                 self.say(format!(
                     "  warning: container {} of {} has no command; the sandbox runs commands, not images",
-                    c.name,
+                    st.name,
                     pod.key()
                 ));
                 continue;
             }
-            let log = self.log_path(&pod, &c.name);
-            st.process = Some(process::spawn(&self.tools, &pod, &argv, &env, &log)?);
+            let log = self.log_path(&pod, &st.name);
+            st.process = Some(process::spawn(&launch, &log)?);
         }
         if let Some(p) = self.cluster.pods.get_mut(key) {
             p.containers = states;

@@ -1,9 +1,10 @@
 //! Name resolution inside pods through hosts files.
 //!
-//! `ip netns exec NS` bind-mounts `/etc/netns/NS/hosts` and `resolv.conf`
-//! over `/etc` for the process it starts. glibc's `files` backend matches
-//! names exactly (search domains only apply to DNS), so every form a pod may
-//! use is written out: `svc`, `svc.ns` and `svc.ns.svc.cluster.local`, the
+//! `ip netns exec NS` (for system processes) and `meshctl
+//! sandbox-container` (for pods) bind-mount `/etc/netns/NS/hosts` and
+//! `resolv.conf` over `/etc` for the process they start. glibc's `files`
+//! backend matches names exactly (search domains only apply to DNS), so
+//! every form a pod may use is written out: `svc`, `svc.ns` and `svc.ns.svc.cluster.local`, the
 //! short one only in the service's own namespace. Files are rewritten in
 //! place (same inode) because running processes see the bind-mounted inode,
 //! not the path.

@@ -163,6 +163,71 @@ pub struct PodSpec {
     /// Pins the pod to a node.
     #[serde(default)]
     pub node_name: Option<String>,
+    /// What every container runs as unless its own `securityContext` says
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+}
+
+/// `spec.securityContext`: the pod-wide part of what containers run as.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityContext {
+    /// User id of every container (a container's own setting wins).
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    /// Primary group id of every container.
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+    /// Refuse to run a container as uid 0.
+    #[serde(default)]
+    pub run_as_non_root: Option<bool>,
+    /// Extra groups of every container's process.
+    #[serde(default)]
+    pub supplemental_groups: Vec<i64>,
+    /// A further supplementary group (volumes' owner in Kubernetes).
+    #[serde(default)]
+    pub fs_group: Option<i64>,
+}
+
+/// `containers[].securityContext`: what one container runs as and with
+/// which privileges.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    /// User id (wins over the pod's).
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    /// Primary group id (wins over the pod's).
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+    /// Refuse to run as uid 0 (wins over the pod's).
+    #[serde(default)]
+    pub run_as_non_root: Option<bool>,
+    /// Capabilities added to or dropped from the runtime's default set.
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+    /// Every capability and device of the machine: refused by the sandbox.
+    #[serde(default)]
+    pub privileged: Option<bool>,
+    /// `false` sets no_new_privs; the sandbox sets it unless this is `true`.
+    #[serde(default)]
+    pub allow_privilege_escalation: Option<bool>,
+    /// Accepted; the sandbox's root filesystem is always read-only.
+    #[serde(default)]
+    pub read_only_root_filesystem: Option<bool>,
+}
+
+/// `securityContext.capabilities`: names as in Kubernetes (`NET_ADMIN`,
+/// `CAP_NET_ADMIN` also accepted), `ALL` in `drop`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Capabilities {
+    /// Granted on top of the default set.
+    #[serde(default)]
+    pub add: Vec<String>,
+    /// Removed from the default set (and from `add`).
+    #[serde(default)]
+    pub drop: Vec<String>,
 }
 
 /// One container: a process started in the pod's network namespace.
@@ -186,6 +251,9 @@ pub struct Container {
     /// Declared ports: used for named targetPorts and readiness.
     #[serde(default)]
     pub ports: Vec<ContainerPort>,
+    /// User, groups and privileges (wins over the pod's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
 }
 
 /// An environment variable.

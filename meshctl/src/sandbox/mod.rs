@@ -16,6 +16,7 @@ macro_rules! say {
 mod admin;
 pub mod cli;
 mod cluster;
+mod container;
 pub mod control;
 mod dns;
 mod findings;
@@ -28,6 +29,7 @@ mod netns;
 mod output;
 mod process;
 mod reaper;
+pub mod security;
 pub mod state;
 mod system;
 mod teardown;
@@ -37,6 +39,7 @@ pub mod waypoints;
 
 use std::path::PathBuf;
 
+pub use container::command_pid;
 pub use manifest::ManifestError;
 
 /// Default sandbox name.

@@ -167,11 +167,35 @@ pub fn in_netns<T: Send>(
 
 /// Writes a sysctl inside a namespace.
 pub fn sysctl(netns: &str, key: &str, value: &str) -> Result<()> {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    in_netns(netns, || std::fs::write(&path, value)).map_err(SandboxError::io(format!(
-        "setting {key}={value} in namespace {netns}"
-    )))
+    sysctls(netns, &[(key, value)])
 }
+
+/// Writes sysctls inside a namespace (one thread joins it for all).
+pub fn sysctls(netns: &str, settings: &[(&str, &str)]) -> Result<()> {
+    let mut failed = None;
+    in_netns(netns, || {
+        for (key, value) in settings {
+            let path = format!("/proc/sys/{}", key.replace('.', "/"));
+            if let Err(e) = std::fs::write(&path, value) {
+                failed = Some(format!("{key}={value}"));
+                return Err(e);
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| {
+        let what = failed.unwrap_or_else(|| "sysctls".into());
+        SandboxError::io(format!("setting {what} in namespace {netns}"))(e)
+    })
+}
+
+/// What every pod namespace gets, as containerd 2 and Docker set them:
+/// unprivileged processes may bind ports below 1024 and open ICMP echo
+/// sockets (`ping`), so neither needs a capability.
+const POD_SYSCTLS: [(&str, &str); 2] = [
+    ("net.ipv4.ip_unprivileged_port_start", "0"),
+    ("net.ipv4.ping_group_range", "0 2147483647"),
+];
 
 /// Creates the fabric namespace with its bridge and the node namespaces
 /// joined to it, with routes to every other node's pod CIDR.
@@ -275,6 +299,7 @@ pub fn create_pods(tools: &Tools, cluster: &Cluster, pods: &[&Pod]) -> Result<()
             format!("route add default via {gw} dev eth0"),
         ];
         ip_batch(tools, Some(&p.netns), &lines, false)?;
+        sysctls(&p.netns, &POD_SYSCTLS)?;
     }
     Ok(())
 }

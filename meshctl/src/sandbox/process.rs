@@ -6,14 +6,15 @@ use std::fs::OpenOptions;
 use std::os::fd::RawFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::container::Launch;
 use super::manifest::{Container, parse_map_field, protocol};
 use super::model::{Node, Pod, ProcId};
 use super::netns::{NETNS_RUN_DIR, Tools};
-use super::{Config, Result, SandboxError};
+use super::{Config, Result, STATE_ROOT, SandboxError, security};
 
 /// How long pod processes, and every process at teardown, get between
 /// SIGTERM and SIGKILL.
@@ -45,21 +46,23 @@ pub fn alive(p: ProcId) -> bool {
     matches!(proc_stat(p.pid), Some((state, start)) if start == p.start && state != 'Z' && state != 'X')
 }
 
-/// Environment of a container: PATH (sandbox binaries first), HOME,
-/// HOSTNAME, then the container's `env` in order, with `$(VAR)` references
-/// to earlier variables expanded and downward-API fields filled in.
+/// Environment of a container: PATH (sandbox binaries first), HOME (the
+/// container user's), HOSTNAME, then the container's `env` in order, with
+/// `$(VAR)` references to earlier variables expanded and downward-API
+/// fields filled in.
 pub fn container_env(
     pod: &Pod,
     node: &Node,
     c: &Container,
     bin_dir: &Path,
+    home: &str,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         (
             "PATH".into(),
             format!("{}:{SYSTEM_PATH}", bin_dir.display()),
         ),
-        ("HOME".into(), "/root".into()),
+        ("HOME".into(), home.into()),
         ("HOSTNAME".into(), pod.name.clone()),
     ];
     for var in &c.env {
@@ -76,6 +79,39 @@ pub fn container_env(
         env.push((var.name.clone(), value));
     }
     env
+}
+
+/// How container `index` of `pod` runs (its command, or for `meshctl
+/// exec` any command in its context): environment, user and privileges
+/// from its securityContext, the state folder hidden except the files in
+/// `grant`.
+pub fn container_launch(
+    cfg: &Config,
+    pod: &Pod,
+    node: &Node,
+    index: usize,
+    grant: Vec<PathBuf>,
+) -> Result<Launch> {
+    let spec = pod.typed_spec();
+    let c = spec.containers.get(index).ok_or_else(|| {
+        SandboxError::Invalid(format!("pod {} has no container {index}", pod.key()))
+    })?;
+    let what = format!("container {} of pod {}", c.name, pod.key());
+    let run_as = security::run_as(&spec, index, "spec", &security::host_primary_group)
+        .map_err(|m| SandboxError::Invalid(format!("{what}: {m}")))?;
+    let env = container_env(pod, node, c, &cfg.bin_dir, &security::home(run_as.uid));
+    let argv = container_argv(c, &env);
+    Ok(Launch {
+        what,
+        netns: pod.netns.clone(),
+        hostname: pod.name.clone(),
+        join: None,
+        run_as,
+        hide: vec![PathBuf::from(STATE_ROOT), cfg.state_dir.clone()],
+        grant,
+        argv,
+        env,
+    })
 }
 
 /// Downward-API value of `path` for `pod`.
@@ -134,27 +170,64 @@ pub fn container_argv(c: &Container, env: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
-/// Starts a container's process in the pod's namespace, detached in its own
+/// Why pods, which run as unprivileged users, could not run the binaries in
+/// `bin_dir` (the built-in apps, the waypoint): a folder on the way that
+/// others cannot enter, or a `meshctl` there that others cannot execute.
+/// `None` when they can.
+pub fn unreachable_bin_dir(bin_dir: &Path) -> Option<String> {
+    for dir in bin_dir.ancestors() {
+        let mode = std::fs::metadata(dir).ok()?.mode();
+        if mode & 0o001 == 0 {
+            return Some(format!(
+                "pods run as unprivileged users and cannot enter {} (mode {:o}): the built-in \
+                 apps in {} will not start (chmod o+x, or point --bin-dir elsewhere)",
+                dir.display(),
+                mode & 0o7777,
+                bin_dir.display()
+            ));
+        }
+    }
+    let meshctl = bin_dir.join("meshctl");
+    let mode = std::fs::metadata(&meshctl).ok()?.mode();
+    (mode & 0o005 != 0o005).then(|| {
+        format!(
+            "pods run as unprivileged users and cannot run {} (mode {:o}; chmod o+rx)",
+            meshctl.display(),
+            mode & 0o7777
+        )
+    })
+}
+
+/// Starts a container (see [`super::container`]) detached in its own
 /// session, output appended to `log`.
-pub fn spawn(
-    tools: &Tools,
-    pod: &Pod,
-    argv: &[String],
-    env: &[(String, String)],
-    log: &Path,
-) -> Result<ProcId> {
-    spawn_in(
-        tools,
-        &pod.netns,
-        argv,
-        env,
-        log,
-        &format!("pod {}", pod.key()),
-    )
+pub fn spawn(launch: &Launch, log: &Path) -> Result<ProcId> {
+    let ctx = || format!("starting {}", launch.what);
+    let (out, err) = open_log(log).map_err(SandboxError::io(ctx()))?;
+    let (mut cmd, description) = launch.command()?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    new_session(&mut cmd);
+    let child = cmd.spawn().map_err(SandboxError::io(ctx()))?;
+    drop(description);
+    let pid = child.id() as i32;
+    // Dropping `child` neither waits nor kills: the process lives on.
+    drop(child);
+    Ok(proc_id(pid).unwrap_or(ProcId { pid, start: 0 }))
+}
+
+/// Opens `log` for appending (creating its folder), twice: stdout, stderr.
+fn open_log(log: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let out = OpenOptions::new().create(true).append(true).open(log)?;
+    let err = out.try_clone()?;
+    Ok((out, err))
 }
 
 /// Starts `argv` inside the network namespace `netns`, detached in its own
-/// session, output appended to `log`; `what` names it in errors.
+/// session, output appended to `log`; `what` names it in errors. For the
+/// system components, which run as root with every capability (pods go
+/// through [`spawn`]).
 pub fn spawn_in(
     tools: &Tools,
     netns: &str,
@@ -164,15 +237,7 @@ pub fn spawn_in(
     what: &str,
 ) -> Result<ProcId> {
     let ctx = || format!("starting {} in {what}", argv.join(" "));
-    if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).map_err(SandboxError::io(ctx()))?;
-    }
-    let out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(SandboxError::io(ctx()))?;
-    let err = out.try_clone().map_err(SandboxError::io(ctx()))?;
+    let (out, err) = open_log(log).map_err(SandboxError::io(ctx()))?;
     let mut cmd = Command::new(&tools.ip);
     // `ip netns exec` also bind-mounts /etc/netns/<ns>/{hosts,resolv.conf}
     // over /etc in a private mount namespace, then execs the program: the
@@ -470,7 +535,7 @@ mod tests {
             command: vec!["meshctl".into(), "--v=$(VERSION)".into()],
             ..Default::default()
         };
-        let env = container_env(&pod(), &node(), &c, Path::new("/opt/bin"));
+        let env = container_env(&pod(), &node(), &c, Path::new("/opt/bin"), "/");
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert!(get("PATH").unwrap().starts_with("/opt/bin:"));
         assert_eq!(get("HOSTNAME"), Some("orders-v1-abc"));
@@ -480,6 +545,34 @@ mod tests {
         assert_eq!(get("SA"), Some("orders"));
         assert_eq!(get("URL"), Some("http://10.244.2.3:80/$(x)$(NOPE)"));
         assert_eq!(container_argv(&c, &env), vec!["meshctl", "--v=v1"]);
+    }
+
+    #[test]
+    fn a_bin_dir_others_cannot_enter_is_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("meshctl-bin-{}", std::process::id()));
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let exe = bin.join("meshctl");
+        std::fs::write(&exe, "").unwrap();
+        let set = |p: &Path, mode| std::fs::set_permissions(p, PermissionsExt::from_mode(mode));
+        set(&root, 0o755).unwrap();
+        set(&exe, 0o755).unwrap();
+        let open = unreachable_bin_dir(&bin);
+        set(&exe, 0o700).unwrap();
+        let private_exe = unreachable_bin_dir(&bin);
+        set(&root, 0o700).unwrap();
+        let private_dir = unreachable_bin_dir(&bin);
+        let _ = std::fs::remove_dir_all(&root);
+        // The temp folder itself may be private on this machine.
+        if std::env::temp_dir()
+            .ancestors()
+            .all(|d| std::fs::metadata(d).is_ok_and(|m| m.mode() & 0o001 != 0))
+        {
+            assert_eq!(open, None);
+            assert!(private_exe.is_some_and(|m| m.contains("chmod o+rx")));
+        }
+        assert!(private_dir.is_some_and(|m| m.contains("cannot enter")));
     }
 
     #[test]

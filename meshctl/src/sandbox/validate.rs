@@ -50,7 +50,8 @@ pub fn parse_map_field<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// A pod spec (`at` is its field path): containers with unique names,
-/// supported downward-API env fields, valid ports.
+/// supported downward-API env fields, valid ports, security settings the
+/// sandbox can honour.
 pub fn validate_pod_spec(spec: &PodSpec, at: &str) -> Result<(), String> {
     if spec.containers.is_empty() {
         return Err(format!(
@@ -97,7 +98,7 @@ pub fn validate_pod_spec(spec: &PodSpec, at: &str) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    super::security::validate(spec, at)
 }
 
 /// A Deployment: a matchLabels selector that its pod template carries, and

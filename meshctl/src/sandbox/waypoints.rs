@@ -21,6 +21,7 @@
 //! sandbox part stores them and issues the waypoint's bearer token.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use controller::deploy::waypoints::{
     self as template, MANAGED_LABEL, MANAGED_VALUE, WaypointGateway, WaypointRuntime,
@@ -30,7 +31,7 @@ use serde_json::Value;
 use super::cluster::Sandbox;
 use super::control::{Layout, XDS_PORT};
 use super::manifest::Object;
-use super::model::Cluster;
+use super::model::{Cluster, Pod};
 use super::{Result, SandboxError, tokens};
 
 /// The sandbox's waypoint runtime: no images, the controller at `control_ip`,
@@ -117,6 +118,37 @@ pub fn plan(
 }
 
 impl Sandbox {
+    /// The files of the state folder pod `pod` may read: a waypoint's pods
+    /// get their own token and the root certificate (what the projected
+    /// service-account token and the `istio-ca-root-cert` ConfigMap of the
+    /// template give them on Kubernetes); every other pod gets nothing. A
+    /// waypoint pod is one of the Deployment generated for a waypoint
+    /// Gateway (a user's object of that name is replaced by the generated
+    /// one, so labels alone cannot claim a token).
+    pub(super) fn granted_files(&self, pod: &Pod) -> Vec<PathBuf> {
+        let Some(owner) = &pod.owner else {
+            return Vec::new();
+        };
+        let ns = pod.namespace.as_str();
+        let gateway = gateways(&self.cluster)
+            .into_iter()
+            .any(|g| g.namespace == ns && g.name == owner.deployment);
+        let generated = self.cluster.objects.iter().any(|a| {
+            a.object.kind == "Deployment"
+                && a.object.namespace.as_deref() == Some(ns)
+                && a.object.name == owner.deployment
+                && is_generated(&a.object)
+        });
+        if !(gateway && generated) {
+            return Vec::new();
+        }
+        let layout = self.layout();
+        vec![
+            layout.waypoint_token_file(ns, &owner.deployment),
+            layout.root_cert(),
+        ]
+    }
+
     /// Brings the waypoint objects and tokens in line with the Gateways:
     /// stores the generated ServiceAccount, Deployment and Service of every
     /// waypoint Gateway, removes those of Gateways that are gone, and issues
