@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod ca;
 pub mod deploy;
+pub mod field_manager;
 pub mod model;
 pub mod pipeline;
 pub mod server;

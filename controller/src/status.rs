@@ -35,40 +35,17 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::model::{ObjectKey, Problem, WARNING_PREFIX};
-use crate::source::kube::{StatusStyle, WatchedKind};
+use crate::source::kube::kinds::{StatusStyle, WatchedKind};
+use crate::source::kube::observed::{KUBERNETES_ORIGIN, Observed, ObservedMap};
 
 /// `controllerName` of the mesh (GAMMA) controller, as Istio names it.
 pub const CONTROLLER_NAME: &str = "istio.io/mesh-controller";
-/// Prefix of the origin of every object read from the Kubernetes API.
-pub const KUBERNETES_ORIGIN: &str = "kubernetes:";
 /// Condition type of policies enforced by ztunnel.
 pub const ZTUNNEL_ACCEPTED: &str = "ZtunnelAccepted";
 /// Condition type of configuration enforced by waypoints.
 pub const WAYPOINT_ACCEPTED: &str = "WaypointAccepted";
 /// Longest message written (Gateway API allows 32768; keep statuses readable).
 const MAX_MESSAGE: usize = 4096;
-
-/// What the controller last saw of an object it may write a status on.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observed {
-    /// The object's kind and where its API lives.
-    pub kind: &'static WatchedKind,
-    /// `metadata.generation` (0 when absent).
-    pub generation: i64,
-    /// `metadata.resourceVersion`: the precondition of the write.
-    pub resource_version: String,
-    /// `metadata.uid`: a deleted and recreated object is another object.
-    pub uid: String,
-    /// The current `status` (`null` when absent).
-    pub status: Value,
-    /// `spec.parentRefs` (routes).
-    pub parent_refs: Vec<Value>,
-    /// `spec.targetRef` or `spec.targetRefs` is set (policies bound to waypoints).
-    pub targeted: bool,
-}
-
-/// Observed objects by key.
-pub type ObservedMap = BTreeMap<ObjectKey, Observed>;
 
 /// One status write: the fields of `status` to merge into the object.
 #[derive(Clone, Debug, PartialEq)]

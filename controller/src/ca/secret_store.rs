@@ -19,8 +19,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 
-use super::store::{self, CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT};
-use super::{CaError, Origin};
+use super::error::CaError;
+use super::store::{self, CA_CERT, CA_KEY, CERT_CHAIN, Origin, ROOT_CERT};
 
 /// The self-signed root's Secret, as istiod names it.
 pub const CA_SECRET: &str = "istio-ca-secret";
@@ -43,7 +43,7 @@ pub async fn publish_roots(
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
     api.patch(
         ROOT_CONFIGMAP,
-        &PatchParams::apply(crate::deploy::FIELD_MANAGER).force(),
+        &PatchParams::apply(crate::field_manager::FIELD_MANAGER).force(),
         &Patch::Apply(root_configmap(namespace, roots_pem)),
     )
     .await

@@ -11,8 +11,10 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use super::auth::{self, Authenticator};
+use super::authority::CertificateAuthority;
+use super::error::CaError;
+use super::metrics;
 use super::policy::{self, NodeDirectory, Refusal};
-use super::{CaError, CertificateAuthority, metrics};
 
 /// Tuning and trust settings of the CA service.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hbone::Authority;
 use hbone::cert::{certificate_to_pem, certificates_from_pem};
 
-use super::CaError;
+use super::error::CaError;
 
 /// Self-signed root certificate (also the published trust bundle).
 pub const ROOT_CERT: &str = "root-cert.pem";

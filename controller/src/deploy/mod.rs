@@ -8,7 +8,7 @@
 //! - the trust bundle ConfigMap `istio-ca-root-cert` in every namespace, which waypoints (and
 //!   Istio's proxies) mount to verify the controller.
 //!
-//! Everything is written with server-side apply (field manager [`FIELD_MANAGER`]), and only
+//! Everything is written with server-side apply (field manager [`FIELD_MANAGER`](crate::field_manager::FIELD_MANAGER)), and only
 //! when it differs from what this process last wrote; a periodic resync re-applies everything,
 //! restoring objects someone deleted or edited. A failed write is retried with backoff, while
 //! the rest proceeds.
@@ -25,12 +25,11 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::ca::secret_store;
+use crate::field_manager::FIELD_MANAGER;
 use crate::model::{Index, Object, ObjectKey};
 use crate::status::now_rfc3339;
 pub use waypoints::{WaypointGateway, WaypointRuntime};
 
-/// The field manager of every object the controller applies.
-pub const FIELD_MANAGER: &str = "mesh-controller";
 /// Namespaces that get no trust bundle, as Istio skips them.
 pub const SKIPPED_NAMESPACES: [&str; 4] = [
     "kube-system",

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::SourceError;
+use super::error::SourceError;
 use crate::model::{Index, Object, Problem, parse_documents};
 
 /// Deeper trees are not config folders; the limit also stops symlink loops.

@@ -4,9 +4,9 @@
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use super::{StatusStyle, WatchedKind};
+use super::kinds::{StatusStyle, WatchedKind};
+use super::observed::{KUBERNETES_ORIGIN, Observed};
 use crate::model::{Object, ObjectKey, Problem, parse_documents};
-use crate::status::{KUBERNETES_ORIGIN, Observed};
 
 /// What the index holds for one Kubernetes object.
 #[derive(Clone, Debug, Default, PartialEq)]

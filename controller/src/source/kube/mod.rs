@@ -17,7 +17,8 @@
 //!   burst (a relist of thousands of pods) yields one index, not thousands.
 
 mod convert;
-mod kinds;
+pub mod kinds;
+pub mod observed;
 mod state;
 
 use std::sync::Arc;
@@ -30,10 +31,10 @@ use tokio_stream::StreamExt;
 
 pub use convert::origin;
 pub use kinds::{StatusStyle, WATCHED, WatchedKind};
+pub use observed::{KUBERNETES_ORIGIN, Observed, ObservedMap};
 pub use state::KubeState;
 
 use crate::model::Index;
-use crate::status::ObservedMap;
 
 /// Tuning of the Kubernetes source.
 #[derive(Clone, Debug)]

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use kube::api::DynamicObject;
 use kube::runtime::watcher;
 
-use super::WatchedKind;
 use super::convert::{self, Entry};
+use super::kinds::WatchedKind;
+use super::observed::ObservedMap;
 use crate::model::{Index, Object, Problem};
-use crate::status::ObservedMap;
 
 /// (namespace, name): the key of an object within its kind.
 type Name = (String, String);

@@ -1,0 +1,128 @@
+//! The signing authority: its root (or plugged-in intermediate) and the certificates it
+//! signs.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use hbone::cert::certificates_from_pem;
+use hbone::{Authority, Identity, WorkloadCertificate};
+
+use super::error::CaError;
+use super::store::{self, Origin};
+
+/// The signing authority with its persistence: shared by the gRPC service, the controller's
+/// own serving certificate and root rotation.
+#[derive(Debug)]
+pub struct CertificateAuthority {
+    authority: RwLock<Authority>,
+    trust_domain: String,
+    dir: Option<PathBuf>,
+    origin: Origin,
+}
+
+impl CertificateAuthority {
+    /// Loads (or generates and persists) the CA from `dir`; without a directory the root lives
+    /// in memory only and is lost on restart.
+    pub fn open(dir: Option<&Path>, trust_domain: &str) -> Result<Self, CaError> {
+        let (authority, origin) = match dir {
+            Some(dir) => store::load_or_create(dir, trust_domain)?,
+            None => (
+                Authority::generate_root(trust_domain, store::ROOT_TTL)?,
+                Origin::Ephemeral,
+            ),
+        };
+        Ok(Self {
+            authority: RwLock::new(authority),
+            trust_domain: trust_domain.to_owned(),
+            dir: dir.map(Path::to_path_buf),
+            origin,
+        })
+    }
+
+    /// Wraps an authority loaded elsewhere (the Kubernetes Secrets of
+    /// [`secret_store::load_or_create`]). Root rotation through
+    /// [`CertificateAuthority::add_trusted_root`] and [`CertificateAuthority::rotate`] then
+    /// lives in memory only: the Secret is the operator's to change.
+    pub fn from_loaded(authority: Authority, origin: Origin, trust_domain: &str) -> Self {
+        Self {
+            authority: RwLock::new(authority),
+            trust_domain: trust_domain.to_owned(),
+            dir: None,
+            origin,
+        }
+    }
+
+    /// How the signing material was obtained.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// The trust domain certificates are issued in.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The published roots, in PEM.
+    pub fn roots_pem(&self) -> Result<Vec<String>, CaError> {
+        Ok(self.read()?.roots_pem())
+    }
+
+    /// Signs `csr_pem` for `identity`; the chain is leaf first, roots last.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        identity: &Identity,
+        ttl: Duration,
+    ) -> Result<Vec<String>, CaError> {
+        Ok(self.read()?.sign_csr(csr_pem, identity, ttl)?)
+    }
+
+    /// Issues a key and certificate in one step (the controller's own serving certificate).
+    pub fn issue(
+        &self,
+        identity: &Identity,
+        ttl: Duration,
+    ) -> Result<WorkloadCertificate, CaError> {
+        Ok(self.read()?.issue(identity, ttl)?)
+    }
+
+    /// Root rotation, step 1: publishes `root_pem` (the next root) in the trust bundle
+    /// alongside the current one, without changing the signer. Once every workload trusts
+    /// both, [`CertificateAuthority::rotate`] switches signing. Persisted for a generated root.
+    pub fn add_trusted_root(&self, root_pem: &str) -> Result<(), CaError> {
+        let roots = certificates_from_pem(root_pem, "trusted root")?;
+        let mut authority = self.authority.write().map_err(|_| CaError::Poisoned)?;
+        for root in roots {
+            authority.add_trusted_root(root);
+        }
+        self.persist_roots(&authority)
+    }
+
+    /// Root rotation, step 2: signs with `next` from now on, keeping every previously
+    /// published root in the bundle so certificates issued before stay trusted.
+    pub fn rotate(&self, mut next: Authority) -> Result<(), CaError> {
+        let mut authority = self.authority.write().map_err(|_| CaError::Poisoned)?;
+        for root in authority.roots() {
+            next.add_trusted_root(root.clone());
+        }
+        *authority = next;
+        if let (Some(dir), Origin::Generated | Origin::Reloaded) = (&self.dir, self.origin) {
+            store::write_key(dir, authority.key_pem())?;
+        }
+        self.persist_roots(&authority)
+    }
+
+    fn persist_roots(&self, authority: &Authority) -> Result<(), CaError> {
+        match (&self.dir, self.origin) {
+            (Some(dir), Origin::Generated | Origin::Reloaded) => {
+                store::write_roots(dir, &authority.roots_pem())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Authority>, CaError> {
+        self.authority.read().map_err(|_| CaError::Poisoned)
+    }
+}
