@@ -16,9 +16,9 @@ use api::security::{
     Action, Authorization, Clause, Match, Rule, Scope, StringMatch, string_match::MatchType,
 };
 
-use super::TranslateOptions;
 use super::authorization::Policy;
 use super::bindings::{Bindings, WaypointKey, waypoint_identities, workload_uid};
+use super::options::TranslateOptions;
 use crate::model::{Index, Pod};
 
 /// Prefix of the per-waypoint admission policies (underscores cannot clash

@@ -19,8 +19,9 @@ use api::security::{
 };
 
 use super::fail_closed::StandIn;
+use super::labels::selects;
 use super::last_good::LastGood;
-use super::{TranslateOptions, selects};
+use super::options::TranslateOptions;
 use crate::model::{AuthorizationPolicy, AuthorizationRule, Index, ObjectKey, Pod, Problem};
 
 /// `when` keys ztunnel can evaluate.

@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::routes::ServiceKey;
-use super::selects;
+use super::labels::selects;
+use super::service_key::ServiceKey;
 use super::waypoints::{Asker, GATEWAY_NAME_LABEL, Waypoint, Waypoints};
 use crate::model::{Index, Pod};
 

@@ -342,7 +342,7 @@ fn destination_policy(d: &DestinationPolicy) -> Value {
 }
 
 fn ip_block(b: &IpBlock) -> Value {
-    let ip = super::ip_text(&b.address).unwrap_or_else(|| "?".to_string());
+    let ip = super::services::ip_text(&b.address).unwrap_or_else(|| "?".to_string());
     json!(format!("{ip}/{}", b.prefix_len))
 }
 

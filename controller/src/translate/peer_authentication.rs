@@ -15,7 +15,8 @@ use api::security::{
 };
 
 use super::fail_closed::PEER_AUTHENTICATION_CONSEQUENCE;
-use super::{TranslateOptions, selects};
+use super::labels::selects;
+use super::options::TranslateOptions;
 use crate::model::{Index, PeerAuthentication, Pod, Problem};
 
 /// Name of the static STRICT policy (underscores cannot clash with

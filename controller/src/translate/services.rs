@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use api::workload::{NetworkAddress, Port, PortList, Service};
 
-use super::service_hostname;
+use super::options::service_hostname;
 use super::waypoints::{Asker, Waypoints};
 use crate::model::{self, Index, IntOrString, Pod, Problem};
 

@@ -25,10 +25,11 @@ use api::waypoint::{
 use super::authorization::{self, RuleError};
 use super::bindings::{Bindings, WaypointKey, workload_uid};
 use super::fail_closed::StandIn;
+use super::labels::selects;
 use super::last_good::LastGood;
-use super::routes::ServiceKey;
+use super::options::TranslateOptions;
+use super::service_key::ServiceKey;
 use super::waypoints::{WAYPOINT_CLASS, Waypoints};
-use super::{TranslateOptions, selects};
 use crate::model::{AuthorizationPolicy, AuthorizationRule as Rule, Index, ObjectKey, Problem};
 
 /// The validated, target-independent part of a policy.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use api::workload::{GatewayAddress, NamespacedHostname, gateway_address};
 
-use super::service_hostname;
+use super::options::service_hostname;
 use crate::model::{Index, ObjectMeta, Problem};
 
 /// Gateway class that marks a waypoint.

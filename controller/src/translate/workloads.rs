@@ -8,10 +8,11 @@ use api::workload::{TunnelProtocol, Workload, WorkloadStatus, WorkloadType};
 use super::admission::Admission;
 use super::authorization::Policy;
 use super::bindings::workload_uid;
+use super::labels::selects;
+use super::options::{TranslateOptions, service_hostname};
 use super::peer_authentication::PeerAuthn;
 use super::services::{ip_bytes, ports_for_pod};
 use super::waypoints::{Asker, Waypoints};
-use super::{TranslateOptions, selects, service_hostname};
 use crate::model::{Index, Pod, Problem};
 
 /// Namespace or pod label choosing the data plane.

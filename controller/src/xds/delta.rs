@@ -2,7 +2,6 @@
 //! and the pure computation of what to send it next.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 
 use crate::translate::Resource;
 
@@ -100,17 +99,6 @@ pub fn record(known: &mut BTreeMap<String, String>, delta: &Delta<'_>) {
     }
 }
 
-/// A digest of a type's resource versions, used as `system_version_info`: identical for every
-/// client that sees the same state, which makes comparing clients easy in logs.
-pub fn system_version(resources: &BTreeMap<String, Resource>) -> String {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for (name, resource) in resources {
-        name.hash(&mut hasher);
-        resource.version.hash(&mut hasher);
-    }
-    format!("{:016x}", hasher.finish())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,13 +176,5 @@ mod tests {
         assert!(sub.wildcard);
         sub.update(false, &[], &[WILDCARD.into()]);
         assert!(!sub.wildcard && sub.wants("x"));
-    }
-
-    #[test]
-    fn system_version_is_content_based() {
-        let a = resources(&[("a", "1")]);
-        let b = resources(&[("a", "2")]);
-        assert_eq!(system_version(&a), system_version(&a.clone()));
-        assert_ne!(system_version(&a), system_version(&b));
     }
 }

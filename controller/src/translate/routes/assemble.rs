@@ -10,15 +10,17 @@ use api::waypoint::{
     Service, Subset, TrafficPolicy, Waypoint, WeightedDestination, route,
 };
 
-use super::catalog::{Catalog, Obj, ServiceKey};
+use super::super::service_key::ServiceKey;
+use super::catalog::{Catalog, Obj};
 use super::destination_rule::RulePolicy;
 use super::parts::default_retry;
 use super::rate_limit::LimitTarget;
 use super::{Sources, gateway_api::RankedRoute};
 use crate::model::{self, IntOrString, Problem};
 use crate::translate::bindings::{Bindings, WaypointKey};
+use crate::translate::labels::selects;
+use crate::translate::options::DOMAIN_SUFFIX;
 use crate::translate::waypoints::Waypoints;
-use crate::translate::{DOMAIN_SUFFIX, selects};
 
 /// What assembly reads.
 pub(crate) struct Assembly<'a> {

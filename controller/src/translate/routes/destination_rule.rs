@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use api::prost_types::Duration;
 use api::waypoint::{ConnectionPool, LoadBalancer, OutlierDetection, TrafficPolicy};
 
-use super::catalog::{At, Catalog, Invalid, Obj, ServiceKey};
+use super::super::service_key::ServiceKey;
+use super::catalog::{At, Catalog, Invalid, Obj};
 use super::values;
 use crate::model::Problem;
 use crate::model::routes::{DestinationRule, DrTrafficPolicy};

@@ -7,7 +7,8 @@ use api::waypoint::{
     Forward, RetryPolicy, Route, RouteMatch, WeightedDestination, path_match, route,
 };
 
-use super::catalog::{At, Catalog, Invalid, Obj, ServiceKey};
+use super::super::service_key::ServiceKey;
+use super::catalog::{At, Catalog, Invalid, Obj};
 use super::gateway_filters::{RuleAction, service_ref};
 use super::parts::{self, default_retry};
 use super::values;

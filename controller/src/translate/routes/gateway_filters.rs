@@ -3,7 +3,8 @@
 
 use api::waypoint::{HeaderModifier, Mirror, Redirect, UrlRewrite, redirect, url_rewrite};
 
-use super::catalog::{At, Catalog, Invalid, Obj, ServiceKey};
+use super::super::service_key::ServiceKey;
+use super::catalog::{At, Catalog, Invalid, Obj};
 use super::parts;
 use super::values;
 use crate::model::routes::{BackendRef, HttpBackendRef, HttpRouteFilter, PathModifier};

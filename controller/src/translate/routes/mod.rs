@@ -36,7 +36,7 @@ use api::waypoint::LocalRateLimit;
 use serde::de::DeserializeOwned;
 
 pub(crate) use assemble::{Assembly, assemble};
-pub(crate) use catalog::{Catalog, ServiceKey};
+pub(crate) use catalog::Catalog;
 pub(crate) use parts::exact as exact_match;
 pub use rate_limit::RATE_LIMIT_ANNOTATION;
 
@@ -49,6 +49,7 @@ use traffic_split::Split;
 use virtual_service::VsRoutes;
 
 use super::last_good::LastGood;
+use super::service_key::ServiceKey;
 use crate::model::routes::{self as raw, DecodeError};
 use crate::model::{Object, ObjectKey, Problem};
 

@@ -8,7 +8,8 @@
 use api::prost_types::Duration;
 use api::waypoint::{RetryBudget, RetryPolicy, RouteMatch, WeightedDestination, path_match};
 
-use super::catalog::{At, Catalog, Invalid, Obj, ServiceKey};
+use super::super::service_key::ServiceKey;
+use super::catalog::{At, Catalog, Invalid, Obj};
 use super::parts;
 use super::values;
 use crate::model::Problem;

@@ -3,7 +3,8 @@
 
 use api::waypoint::WeightedDestination;
 
-use super::catalog::{At, Catalog, Invalid, Obj, ServiceKey};
+use super::super::service_key::ServiceKey;
+use super::catalog::{At, Catalog, Invalid, Obj};
 use super::{parts, values};
 use crate::model::routes::TrafficSplit;
 

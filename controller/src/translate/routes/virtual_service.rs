@@ -6,7 +6,8 @@ use api::waypoint::{
     UrlRewrite, WeightedDestination, path_match, redirect, route, url_rewrite,
 };
 
-use super::catalog::{At, Catalog, Invalid, Obj, ServiceKey};
+use super::super::service_key::ServiceKey;
+use super::catalog::{At, Catalog, Invalid, Obj};
 use super::parts::{self, default_retry};
 use super::values;
 use crate::model::Problem;
