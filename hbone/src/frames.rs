@@ -18,14 +18,9 @@ use tokio::time::{Instant, Sleep};
 
 use crate::limits::Limit;
 
-/// What every HTTP/2 client sends first.
-const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const FRAME_HEADER_LEN: usize = 9;
-const HEADERS: u8 = 0x1;
-const SETTINGS: u8 = 0x4;
-const PUSH_PROMISE: u8 = 0x5;
-const CONTINUATION: u8 = 0x9;
-const END_HEADERS: u8 = 0x4;
+pub mod wire;
+
+use wire::{CONTINUATION, END_HEADERS, FRAME_HEADER_LEN, HEADERS, PREFACE, PUSH_PROMISE, SETTINGS};
 
 /// The bounds a [`FrameGuard`] enforces.
 #[derive(Clone, Copy, Debug)]
@@ -273,10 +268,9 @@ impl Parser {
     }
 
     fn frame_started(&mut self) {
-        let h = &self.header;
-        let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
-        self.frame = (h[3], h[4]);
-        match h[3] {
+        let (len, kind, flags) = wire::header(&self.header);
+        self.frame = (kind, flags);
+        match kind {
             HEADERS | PUSH_PROMISE => {
                 if !self.in_block {
                     self.blocks += 1;

@@ -8,19 +8,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hbone::frames::wire::{
+    CONTINUATION, END_HEADERS, HEADERS, PREFACE, RST_STREAM, SETTINGS, encode as frame,
+    goaway_codes,
+};
 use hbone::{ConnectRequest, Limit, Pool, ServerLimits, Upstream};
 use rustls_pki_types::ServerName;
 use support::{Certs, TestServer, echo_with_trailer, eventually};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const GOAWAY: u8 = 0x7;
-const CONTINUATION: u8 = 0x9;
-const END_HEADERS: u8 = 0x4;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 const CANCEL: u32 = 0x8;
 /// Short enough for a quick test, long next to anything a loopback handshake needs.
@@ -37,14 +34,6 @@ async fn server(limits: ServerLimits) -> (Certs, TestServer) {
         limits,
     );
     (certs, server)
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len();
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
 }
 
 /// The preface and an empty SETTINGS frame: an HTTP/2 client's opening.
@@ -94,29 +83,6 @@ async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
         .await
         .expect("the server closes the connection");
     seen
-}
-
-/// The (type, payload) of each whole frame in what a server sent.
-fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut out = Vec::new();
-    while bytes.len() >= 9 {
-        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
-        if bytes.len() < 9 + len {
-            break;
-        }
-        out.push((bytes[3], bytes[9..9 + len].to_vec()));
-        bytes = &bytes[9 + len..];
-    }
-    out
-}
-
-/// The error codes of the GOAWAY frames in what a server sent.
-fn goaway_codes(bytes: &[u8]) -> Vec<u32> {
-    frames(bytes)
-        .into_iter()
-        .filter(|(kind, payload)| *kind == GOAWAY && payload.len() >= 8)
-        .map(|(_, p)| u32::from_be_bytes([p[4], p[5], p[6], p[7]]))
-        .collect()
 }
 
 async fn counted(server: &TestServer, limit: Limit, want: u64) {

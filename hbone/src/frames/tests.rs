@@ -1,14 +1,7 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
+use super::wire::encode as frame;
 use super::*;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len();
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
 
 fn preface_and_settings() -> Vec<u8> {
     let mut out = PREFACE.to_vec();
