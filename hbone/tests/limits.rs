@@ -293,7 +293,7 @@ async fn a_peer_at_its_cap_is_refused_while_other_peers_connect() {
 
 #[tokio::test]
 async fn a_connection_with_a_live_tunnel_outlasts_the_idle_timeout() {
-    let idle_timeout = Duration::from_millis(500);
+    let idle_timeout = Duration::from_secs(1);
     let (certs, server) = server(ServerLimits {
         idle_timeout,
         ..ServerLimits::default()
@@ -311,9 +311,11 @@ async fn a_connection_with_a_live_tunnel_outlasts_the_idle_timeout() {
         .await
         .unwrap();
     tunnel.write_all(b"before ").await.unwrap();
+    // (A connection idled out before its first tunnel, on a starved machine, counts here.)
+    let before = server.counters.get(Limit::Idle);
     // Several idle timeouts pass with the tunnel open but silent.
-    tokio::time::sleep(idle_timeout * 4).await;
-    assert_eq!(server.counters.get(Limit::Idle), 0);
+    tokio::time::sleep(idle_timeout * 3).await;
+    assert_eq!(server.counters.get(Limit::Idle), before);
     tunnel.write_all(b"after").await.unwrap();
     tunnel.shutdown().await.unwrap();
     let mut reply = String::new();
@@ -321,7 +323,7 @@ async fn a_connection_with_a_live_tunnel_outlasts_the_idle_timeout() {
     assert_eq!(reply, "before after<done 12>");
     drop(tunnel);
     // Without its tunnel, the connection is idle and goes.
-    counted(&server, Limit::Idle, 1).await;
+    counted(&server, Limit::Idle, before + 1).await;
 }
 
 /// Keeps the HTTP/2 helpers honest: a well-formed client opening passes every limit.
