@@ -3,6 +3,8 @@
 //! and the processes of pods.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
@@ -15,6 +17,8 @@ pub const NODES: [&str; 2] = ["node1", "node2"];
 const ADMIN_PORT: u16 = 15000;
 /// ztunnel's readiness port (`/healthz/ready`).
 const READY_PORT: u16 = 15021;
+/// ztunnel's metrics port (`/metrics`).
+const METRICS_PORT: u16 = 15020;
 
 /// Runs `args` inside `node`'s network namespace.
 pub fn node_exec(sb: &Sandbox, node: &str, args: &[&str]) -> Output {
@@ -51,6 +55,30 @@ fn ztunnel_get(sb: &Sandbox, node: &str, port: u16, path: &str) -> Option<String
 /// Whether `node`'s ztunnel reports ready.
 pub fn ztunnel_ready(sb: &Sandbox, node: &str) -> bool {
     ztunnel_get(sb, node, READY_PORT, "/healthz/ready").is_some()
+}
+
+/// `node`'s ztunnel `/metrics` text, or `None` while it does not answer.
+pub fn ztunnel_metrics(sb: &Sandbox, node: &str) -> Option<String> {
+    ztunnel_get(sb, node, METRICS_PORT, "/metrics")
+}
+
+/// Runs `f` on a thread that has entered the network namespace at `netns` (see
+/// [`Sandbox::netns_path`]): sockets it creates belong to that namespace, and keep working
+/// from any thread afterwards.
+pub fn in_netns<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    let handle = std::fs::File::open(netns)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                // SAFETY: setns on this thread only, which ends right after `f`.
+                if unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// `node`'s ztunnel `/config_dump`, or Null while it does not answer.

@@ -8,14 +8,18 @@
 mod sniffer;
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::manifests::{echo_pod, idle_pod, namespace, service_account};
+use e2e::measure::rss_mib;
 use e2e::mesh::{
-    NODES, active_connections, captured, certificate_serials, pod_pids, wait_captured, wait_ready,
-    ztunnel_pid,
+    NODES, active_connections, captured, certificate_serials, in_netns, pod_pids, wait_captured,
+    wait_ready, ztunnel_metrics, ztunnel_pid,
 };
+use e2e::metrics::metric_sum;
 use e2e::{Component, Options, SETTLE, Sandbox, eventually, json, process_exited};
 use sniffer::Sniffer;
 
@@ -440,4 +444,157 @@ fn sigterm_drains_without_cutting_a_request_in_flight() {
     drain_during_a_slow_request(&sb, "node1", "mesh/client");
     drain_during_a_slow_request(&sb, "node2", "mesh/server");
     assert!(captured(&sb, "node2").contains("mesh/server"));
+}
+
+/// A TLS ClientHello as an HBONE client sends it, to leave a handshake half done.
+fn client_hello(sb: &Sandbox, server_ip: Ipv4Addr) -> Vec<u8> {
+    let roots = hbone::cert::certificates_from_pem(&sb.root_cert_pem().unwrap(), "root").unwrap();
+    let server = hbone::Identity::new("cluster.local", "mesh", "default").unwrap();
+    let config = hbone::tls::client_config_without_client_auth(&roots, &[server]).unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(std::net::IpAddr::V4(server_ip).into());
+    let mut tls = tokio_rustls::rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    tls.write_tls(&mut hello).unwrap();
+    hello
+}
+
+/// Opens `count` connections to `addr` from the network namespace `netns`, sending `hello`
+/// on every other one.
+fn hold_connections(
+    netns: &std::path::Path,
+    addr: SocketAddr,
+    count: usize,
+    hello: &[u8],
+) -> Vec<TcpStream> {
+    let open = || -> std::io::Result<Vec<TcpStream>> {
+        (0..count)
+            .map(|i| {
+                let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+                if i % 2 == 1 {
+                    stream.write_all(hello)?;
+                }
+                Ok(stream)
+            })
+            .collect()
+    };
+    in_netns(netns, open)
+        .unwrap()
+        .expect("connections to the pod's HBONE port")
+}
+
+/// Reads `stream` until the server closes it (a reset counts); what it sent.
+fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    stream.set_read_timeout(Some(SETTLE)).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return seen,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return seen,
+            Err(e) => panic!("the connection was not closed: {e}"),
+        }
+    }
+}
+
+/// Connections held against node2's HBONE listener from node1, and what became of them.
+struct Held<'a> {
+    sb: &'a Sandbox,
+    hbone: SocketAddr,
+    hello: Vec<u8>,
+}
+
+impl Held<'_> {
+    const COUNT: usize = 200;
+    const CAP: usize = 150;
+
+    /// `ztunnel_connections_<family>_total{listener="hbone",reason}` on node2 (-1 unread).
+    fn count(&self, family: &str, reason: &str) -> f64 {
+        ztunnel_metrics(self.sb, "node2").map_or(-1.0, |text| {
+            let name = format!("ztunnel_connections_{family}_total");
+            metric_sum(&text, &name, &[("listener", "hbone"), ("reason", reason)])
+        })
+    }
+
+    /// Opens [`Held::COUNT`] connections from node1's own address (no pod's), half silent,
+    /// half stopping after their ClientHello; checks the ones past the cap are refused at
+    /// once, runs `meanwhile` (which times out `others` handshakes of its own), then waits
+    /// until the server has closed the rest and counted them. Returns `meanwhile`'s result.
+    fn round<T>(&self, others: usize, meanwhile: impl FnOnce() -> T) -> T {
+        let refused = self.count("refused", "per_peer_limit");
+        let closed = self.count("closed", "tls_handshake_timeout");
+        let mut held = hold_connections(
+            &self.sb.netns_path("node1"),
+            self.hbone,
+            Self::COUNT,
+            &self.hello,
+        );
+        let want = refused + (Self::COUNT - Self::CAP) as f64;
+        assert!(
+            eventually(SETTLE, || self.count("refused", "per_peer_limit") == want),
+            "connections past the cap are refused and counted: {}",
+            self.count("refused", "per_peer_limit")
+        );
+        let result = meanwhile();
+        for stream in &mut held {
+            read_until_closed(stream);
+        }
+        let want = closed + (Self::CAP + others) as f64;
+        assert!(
+            eventually(SETTLE, || self.count("closed", "tls_handshake_timeout")
+                == want),
+            "every held connection is closed and counted: {}",
+            self.count("closed", "tls_handshake_timeout")
+        );
+        result
+    }
+}
+
+#[test]
+fn handshakeless_connections_to_hbone_are_closed_counted_and_capped_per_peer() {
+    let options = Options {
+        ztunnel_args: vec![
+            "--tls-handshake-timeout-secs=3".into(),
+            format!("--max-connections-per-peer={}", Held::CAP),
+        ],
+        ..Options::default()
+    };
+    let (sb, server_ip) = meshed_pair("", options);
+    let pid = ztunnel_pid(&sb, "node2").expect("ztunnel on node2");
+    let rss = || rss_mib(pid).expect("ztunnel's RSS");
+    let held = Held {
+        sb: &sb,
+        hbone: SocketAddr::from((server_ip, HBONE_PORT)),
+        hello: client_hello(&sb, server_ip),
+    };
+    let rss_start = rss();
+
+    let rss_first = held.round(2, || {
+        // Other peers are served meanwhile: the client pod, and a handshake from node2.
+        get(&sb, "mesh/client", server_ip, "/while-held").expect("another peer is served");
+        let mut probe = hold_connections(&sb.netns_path("node2"), held.hbone, 2, &held.hello);
+        assert!(
+            !read_until_closed(&mut probe[1]).is_empty(),
+            "node2's ClientHello is answered"
+        );
+        rss()
+    });
+    // The allocator keeps what the first round freed for reuse: the baseline is taken once
+    // it has been through the same load, so growth now would be a leak.
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_before = rss();
+    let rss_held = held.round(0, rss);
+    let mut rss_after = rss_held;
+    let returned = eventually(SETTLE, || {
+        rss_after = rss();
+        rss_after <= rss_before * 1.10
+    });
+    eprintln!(
+        "ztunnel on node2, RSS in MiB: {rss_start:.1} at start, {rss_first:.1} with {cap} held, \
+         {rss_before:.1} after the first round; {rss_held:.1} with {cap} held again, \
+         {rss_after:.1} after",
+        cap = Held::CAP
+    );
+    assert!(returned, "memory returns to within 10% of before");
+    get(&sb, "mesh/client", server_ip, "/after").expect("traffic still flows");
 }

@@ -8,14 +8,17 @@
 //! - [`WorkloadCertificate`], [`CertificateRequest`] and the signing [`Authority`];
 //! - [`tls`]: TLS 1.3-only rustls configurations that verify identities instead of hostnames;
 //! - [`Pool`]: the client, multiplexing tunnels over few connections;
-//! - [`Server`]: accepts tunnels and lets a [`ConnectHandler`] answer each one.
+//! - [`Server`]: accepts tunnels and lets a [`ConnectHandler`] answer each one, within the
+//!   [`ServerLimits`] it puts on every peer.
 
 pub mod ca;
 pub mod cert;
 pub mod client;
 pub mod error;
 pub mod forwarded;
+pub mod frames;
 pub mod identity;
+pub mod limits;
 pub mod pool;
 pub mod server;
 pub mod settings;
@@ -27,6 +30,7 @@ pub use cert::{CertError, CertificateRequest, WorkloadCertificate};
 pub use client::{ConnectRequest, SocketFactory, Upstream};
 pub use error::Error;
 pub use identity::{Identity, IdentityError};
+pub use limits::{Limit, LimitCounters, ServerLimits};
 pub use pool::{Pool, PoolConfig};
 pub use server::{ConnectHandler, DrainReport, IncomingConnect, Server, TlsUpdater};
 pub use stream::TunnelStream;

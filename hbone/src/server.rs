@@ -7,21 +7,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use h2::RecvStream;
 use h2::server::SendResponse;
+use h2::{Reason, RecvStream};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
 use crate::error::Error;
+use crate::frames::{FrameGuard, FrameLimits};
 use crate::identity::Identity;
+use crate::limits::{Limit, LimitCounters, PeerLimiter, ServerLimits};
 use crate::settings;
 use crate::stream::TunnelStream;
 use crate::tls::peer_identity;
+
+/// The transport under a server's HTTP/2: TLS, watched for stalled handshakes and headers.
+type Guarded = FrameGuard<TlsStream<TcpStream>>;
 
 /// A `CONNECT` waiting for its answer.
 ///
@@ -98,8 +105,15 @@ pub struct DrainReport {
 /// rotation); connections already established keep theirs.
 pub struct Server<H> {
     tls: watch::Receiver<Arc<ServerConfig>>,
-    handler: Arc<H>,
+    shared: Arc<Shared<H>>,
     drain_deadline: Duration,
+}
+
+/// What every connection of a server needs.
+struct Shared<H> {
+    handler: H,
+    limits: ServerLimits,
+    counters: Arc<LimitCounters>,
 }
 
 /// Replaces the TLS configuration of a running [`Server`].
@@ -114,13 +128,35 @@ impl TlsUpdater {
 }
 
 impl<H: ConnectHandler> Server<H> {
-    /// A server presenting `tls` and sending every `CONNECT` to `handler`. In-flight streams
-    /// get `drain_deadline` to finish once shutdown starts.
+    /// A server presenting `tls` and sending every `CONNECT` to `handler`, with the default
+    /// [`ServerLimits`]. In-flight streams get `drain_deadline` to finish once shutdown starts.
     pub fn new(tls: Arc<ServerConfig>, handler: H, drain_deadline: Duration) -> (Self, TlsUpdater) {
+        Self::with_limits(
+            tls,
+            handler,
+            drain_deadline,
+            ServerLimits::default(),
+            LimitCounters::new(),
+        )
+    }
+
+    /// As [`Server::new`], putting `limits` on every peer and counting the connections they
+    /// end in `counters`.
+    pub fn with_limits(
+        tls: Arc<ServerConfig>,
+        handler: H,
+        drain_deadline: Duration,
+        limits: ServerLimits,
+        counters: Arc<LimitCounters>,
+    ) -> (Self, TlsUpdater) {
         let (tx, rx) = watch::channel(tls);
         let server = Self {
             tls: rx,
-            handler: Arc::new(handler),
+            shared: Arc::new(Shared {
+                handler,
+                limits,
+                counters,
+            }),
             drain_deadline,
         };
         (server, TlsUpdater(Arc::new(tx)))
@@ -135,6 +171,7 @@ impl<H: ConnectHandler> Server<H> {
         shutdown: impl Future<Output = ()>,
     ) -> DrainReport {
         let (drain_tx, drain_rx) = watch::channel(false);
+        let peers = PeerLimiter::new(self.shared.limits.max_connections_per_peer);
         let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -142,10 +179,23 @@ impl<H: ConnectHandler> Server<H> {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
+                        let Some(slot) = peers.try_acquire(peer.ip()) else {
+                            // Closed before any handshake: one address cannot hold them all.
+                            self.shared.counters.record(Limit::PerPeerLimit);
+                            debug!(%peer, "HBONE connection refused: per-peer limit");
+                            continue;
+                        };
                         let tls = self.tls.borrow().clone();
-                        let handler = self.handler.clone();
+                        let shared = self.shared.clone();
                         let drain = drain_rx.clone();
-                        connections.spawn(serve_connection(tcp, peer, tls, handler, drain));
+                        connections.spawn(async move {
+                            let ended = serve_connection(tcp, peer, tls, &shared, drain).await;
+                            drop(slot);
+                            if let Some(limit) = ended {
+                                shared.counters.record(limit);
+                                debug!(%peer, %limit, "HBONE connection closed by a limit");
+                            }
+                        });
                     }
                     Err(e) => {
                         // Typically EMFILE: back off rather than spin.
@@ -178,45 +228,96 @@ impl<H: ConnectHandler> Server<H> {
     }
 }
 
-/// Serves one TCP connection: TLS, then HTTP/2 streams until the peer leaves or we drain.
+/// Who is on the other end of a connection.
+struct PeerInfo {
+    identity: Identity,
+    addr: SocketAddr,
+    local_addr: SocketAddr,
+}
+
+/// Serves one TCP connection: TLS, then HTTP/2 streams until the peer leaves, we drain, or
+/// a limit ends it (returned).
 async fn serve_connection<H: ConnectHandler>(
     tcp: TcpStream,
     peer_addr: SocketAddr,
     tls: Arc<ServerConfig>,
-    handler: Arc<H>,
-    mut drain: watch::Receiver<bool>,
-) {
+    shared: &Arc<Shared<H>>,
+    drain: watch::Receiver<bool>,
+) -> Option<Limit> {
+    let limits = &shared.limits;
     let _ = tcp.set_nodelay(true);
-    let local_addr = match tcp.local_addr() {
-        Ok(addr) => addr,
-        Err(_) => return,
-    };
+    let local_addr = tcp.local_addr().ok()?;
     let handshake = TlsAcceptor::from(tls).accept(tcp);
-    let tls_stream = match tokio::time::timeout(settings::HANDSHAKE_TIMEOUT, handshake).await {
+    let tls_stream = match tokio::time::timeout(limits.tls_handshake_timeout, handshake).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             debug!(peer = %peer_addr, error = %e, "HBONE TLS handshake failed");
-            return;
+            return None;
         }
-        Err(_) => {
-            debug!(peer = %peer_addr, "HBONE TLS handshake timed out");
-            return;
-        }
+        Err(_) => return Some(Limit::TlsHandshakeTimeout),
     };
-    let Some(peer_identity) = peer_identity(tls_stream.get_ref().1.peer_certificates()) else {
+    let Some(identity) = peer_identity(tls_stream.get_ref().1.peer_certificates()) else {
         debug!(peer = %peer_addr, "HBONE peer without identity");
-        return;
+        return None;
     };
-    let mut connection = match settings::server_builder().handshake(tls_stream).await {
+    let guarded = FrameGuard::new(
+        tls_stream,
+        FrameLimits {
+            handshake_timeout: limits.http2_handshake_timeout,
+            header_block_timeout: limits.header_block_timeout,
+            max_header_block_bytes: limits.max_header_block_bytes(),
+        },
+    );
+    let tripped = guarded.tripped();
+    let connection = match settings::server_builder(limits).handshake(guarded).await {
         Ok(c) => c,
         Err(e) => {
             debug!(peer = %peer_addr, error = %e, "HTTP/2 handshake failed");
-            return;
+            return tripped.get();
         }
     };
+    let peer = Arc::new(PeerInfo {
+        identity,
+        addr: peer_addr,
+        local_addr,
+    });
+    let ended = serve_streams(connection, peer, shared, drain).await;
+    // The guard's verdict first: its failed reads surface as I/O errors.
+    tripped.get().or(match ended {
+        Ended::Idle => Some(Limit::Idle),
+        Ended::Error(e) if e.is_go_away() && e.is_library() => {
+            (e.reason() == Some(Reason::ENHANCE_YOUR_CALM)).then_some(Limit::Http2Abuse)
+        }
+        Ended::Closed | Ended::Error(_) => None,
+    })
+}
+
+/// How a connection's HTTP/2 life ended.
+enum Ended {
+    /// The peer went away, or we drained.
+    Closed,
+    /// No stream for the idle timeout (after GOAWAY, by itself or cut).
+    Idle,
+    /// An HTTP/2 or I/O error.
+    Error(h2::Error),
+}
+
+/// Accepts streams, each handled in its own task, until the connection ends. A connection
+/// without streams for the idle timeout gets GOAWAY; still without streams a grace period
+/// later, it is cut.
+async fn serve_streams<H: ConnectHandler>(
+    mut connection: h2::server::Connection<Guarded, Bytes>,
+    peer: Arc<PeerInfo>,
+    shared: &Arc<Shared<H>>,
+    mut drain: watch::Receiver<bool>,
+) -> Ended {
+    let limits = &shared.limits;
     let mut streams = JoinSet::new();
     let mut draining = false;
-    loop {
+    let mut idle_goaway = false;
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
+    let ended = loop {
         tokio::select! {
             changed = drain.changed(), if !draining => {
                 // A closed channel means the server is gone: drain as well.
@@ -226,24 +327,38 @@ async fn serve_connection<H: ConnectHandler>(
             }
             next = connection.accept() => match next {
                 Some(Ok((request, respond))) => {
-                    let connect = match parse_connect(request, respond, &peer_identity, peer_addr, local_addr) {
-                        Some(connect) => connect,
-                        None => continue,
-                    };
-                    let handler = handler.clone();
-                    streams.spawn(async move { handler.handle(connect).await });
+                    if let Some(connect) = parse_connect(request, respond, &peer) {
+                        let shared = shared.clone();
+                        streams.spawn(async move { shared.handler.handle(connect).await });
+                    }
                 }
+                // After an idle GOAWAY, the peer leaving (politely or not) is what we asked.
+                _ if idle_goaway => break Ended::Idle,
                 Some(Err(e)) => {
-                    debug!(peer = %peer_addr, error = %e, "HBONE connection error");
-                    break;
+                    debug!(peer = %peer.addr, error = %e, "HBONE connection error");
+                    break Ended::Error(e);
                 }
-                None => break,
+                None => break Ended::Closed,
             },
-            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            Some(_) = streams.join_next(), if !streams.is_empty() => {
+                if streams.is_empty() {
+                    let wait = if idle_goaway { limits.idle_close_grace() } else { limits.idle_timeout };
+                    idle.as_mut().reset(Instant::now() + wait);
+                }
+            }
+            () = &mut idle, if streams.is_empty() => {
+                if idle_goaway {
+                    break Ended::Idle;
+                }
+                idle_goaway = true;
+                connection.graceful_shutdown();
+                idle.as_mut().reset(Instant::now() + limits.idle_close_grace());
+            }
         }
-    }
+    };
     // The connection has ended; tunnels still running have lost their transport.
     streams.shutdown().await;
+    ended
 }
 
 /// Checks the request is a well-formed `CONNECT` to `ip:port`; anything else is answered 400
@@ -251,9 +366,7 @@ async fn serve_connection<H: ConnectHandler>(
 fn parse_connect(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-    peer_identity: &Identity,
-    peer_addr: SocketAddr,
-    local_addr: SocketAddr,
+    peer: &PeerInfo,
 ) -> Option<IncomingConnect> {
     let authority = request
         .uri()
@@ -262,7 +375,7 @@ fn parse_connect(
     let authority = match (request.method(), authority) {
         (&Method::CONNECT, Some(authority)) => authority,
         (method, _) => {
-            debug!(peer = %peer_addr, %method, uri = %request.uri(), "rejecting non-CONNECT or bad authority");
+            debug!(peer = %peer.addr, %method, uri = %request.uri(), "rejecting non-CONNECT or bad authority");
             let _ = respond.send_response(status_response(StatusCode::BAD_REQUEST), true);
             return None;
         }
@@ -271,9 +384,9 @@ fn parse_connect(
     Some(IncomingConnect {
         authority,
         headers: parts.headers,
-        peer_identity: peer_identity.clone(),
-        peer_addr,
-        local_addr,
+        peer_identity: peer.identity.clone(),
+        peer_addr: peer.addr,
+        local_addr: peer.local_addr,
         respond: Some(respond),
         body: Some(body),
     })

@@ -123,7 +123,7 @@ pub async fn serve(
 
     let readiness = Readiness::new();
     let state = ProxyState::new();
-    let metrics = Metrics::new();
+    let metrics = Metrics::for_component("waypoint");
     let runtime = Runtime::new();
     // The waypoint is its own workload: it asks for its own identity, never impersonating.
     let certs = CertManager::with_signer(
@@ -160,7 +160,10 @@ pub async fn serve(
         store.clone(),
         upstream,
         metrics.clone(),
-        InboundSettings::default(),
+        InboundSettings {
+            limits: config.mesh.limits.clone(),
+            ..InboundSettings::default()
+        },
         drain_rx.clone(),
     );
     let mut hbone_task = tokio::spawn(serve_hbone(
@@ -361,6 +364,7 @@ mod tests {
                 },
                 cert_ttl: std::time::Duration::from_secs(3600),
                 drain_deadline: std::time::Duration::from_secs(30),
+                limits: hbone::ServerLimits::default(),
             },
         };
         let id = client_identity(&config);

@@ -390,6 +390,7 @@ async fn the_assembled_waypoint_reports_readiness_metrics_and_config() {
             },
             cert_ttl: std::time::Duration::from_secs(3600),
             drain_deadline: std::time::Duration::from_secs(5),
+            limits: hbone::ServerLimits::default(),
         },
     };
     let listeners = Listeners::bind(&settings).await.unwrap();
@@ -429,6 +430,12 @@ async fn the_assembled_waypoint_reports_readiness_metrics_and_config() {
         .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"503\""))
         .unwrap_or_else(|| panic!("no request metric in:\n{text}"));
     assert!(requests.ends_with(" 1"), "{requests}");
+    for listener in ["hbone", "http"] {
+        let series = format!(
+            "waypoint_connections_closed_total{{listener=\"{listener}\",reason=\"idle\"}} 0"
+        );
+        assert!(text.contains(&series), "no {series} in:\n{text}");
+    }
 
     let (status, text) = plain_get(admin, "/config_dump").await;
     assert_eq!(status, 200);

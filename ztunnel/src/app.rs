@@ -111,6 +111,7 @@ pub async fn run_proxy(config: ProxyConfig) -> Result<(), ProxyError> {
             state: state.clone(),
             certs: certs.clone(),
             metrics: metrics.clone(),
+            limits: config.mesh.limits.clone(),
         },
         readiness.clone(),
     );

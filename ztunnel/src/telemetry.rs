@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+mod limits;
 pub mod registry;
 
+use hbone::LimitCounters;
 use registry::{Registry, Series};
 
 /// Which side reports.
@@ -122,14 +124,36 @@ struct Counters {
 /// The proxy's metric registry.
 pub struct Metrics {
     series: Registry<ConnectionLabels, Counters>,
+    /// Prefix of the proxy's own (non-Istio) metric names.
+    component: &'static str,
+    limits: limits::Listeners,
 }
 
+/// The listener kind of HBONE servers in [`Metrics::connection_limits`].
+pub const HBONE_LISTENER: &str = "hbone";
+
 impl Metrics {
-    /// An empty registry.
+    /// An empty registry of a ztunnel.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self {
+        Self::for_component("ztunnel")
+    }
+
+    /// An empty registry whose own metrics are named `<component>_...` (`"waypoint"`).
+    pub fn for_component(component: &'static str) -> Arc<Self> {
+        let metrics = Self {
             series: Registry::default(),
-        })
+            component,
+            limits: limits::Listeners::default(),
+        };
+        // Both proxies serve HBONE: its series exist (at zero) from the start.
+        metrics.limits.get(HBONE_LISTENER);
+        Arc::new(metrics)
+    }
+
+    /// The counters of connections closed or refused by the limits of `listener`'s servers
+    /// (`"hbone"`, the waypoint's `"http"`), shared by all of them.
+    pub fn connection_limits(&self, listener: &'static str) -> Arc<LimitCounters> {
+        self.limits.get(listener)
     }
 
     /// Counts `istio_tcp_connections_opened_total`.
@@ -205,6 +229,7 @@ impl Metrics {
             OVERFLOW,
             "Connections not counted: the number of label sets is at its bound.",
         );
+        self.limits.render(&mut out, self.component);
         out
     }
 

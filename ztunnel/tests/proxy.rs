@@ -175,6 +175,7 @@ impl Mesh {
                 state: state.clone(),
                 certs: certs.clone(),
                 metrics: metrics.clone(),
+                limits: hbone::ServerLimits::default(),
             })
             .await
             .unwrap();

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hbone::{
-    Authority, ConnectHandler, DrainReport, Identity, IncomingConnect, Server, WorkloadCertificate,
+    Authority, ConnectHandler, DrainReport, Identity, IncomingConnect, LimitCounters, Server,
+    ServerLimits, WorkloadCertificate,
 };
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -96,6 +97,8 @@ impl ConnectHandler for Forwarder {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub seen: Arc<Seen>,
+    /// Connections the server's limits ended.
+    pub counters: Arc<LimitCounters>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<DrainReport>,
 }
@@ -112,6 +115,23 @@ impl TestServer {
         deny: Option<StatusCode>,
         drain_deadline: Duration,
     ) -> Self {
+        Self::start_limited(
+            listener,
+            cert,
+            deny,
+            drain_deadline,
+            ServerLimits::default(),
+        )
+    }
+
+    /// A forwarding server on `listener` that puts `limits` on its peers.
+    pub fn start_limited(
+        listener: TcpListener,
+        cert: &WorkloadCertificate,
+        deny: Option<StatusCode>,
+        drain_deadline: Duration,
+        limits: ServerLimits,
+    ) -> Self {
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());
         let tls = Arc::new(hbone::tls::server_config(cert).expect("server config"));
@@ -119,7 +139,9 @@ impl TestServer {
             seen: seen.clone(),
             deny,
         };
-        let (server, _updater) = Server::new(tls, handler, drain_deadline);
+        let counters = LimitCounters::new();
+        let (server, _updater) =
+            Server::with_limits(tls, handler, drain_deadline, limits, counters.clone());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(listener, async {
             let _ = stopped.await;
@@ -127,6 +149,7 @@ impl TestServer {
         Self {
             addr,
             seen,
+            counters,
             stop: Some(stop),
             task,
         }
@@ -139,6 +162,17 @@ impl TestServer {
         }
         self.task
     }
+}
+
+/// Waits (up to a generous bound, so a broken build fails instead of hanging) until `done`.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
 }
 
 /// An upstream app that echoes every byte and, once the client half-closes, writes a trailer

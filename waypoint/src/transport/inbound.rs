@@ -1,7 +1,8 @@
 //! Each HBONE `CONNECT` the waypoint receives: the original destination is its authority,
 //! the caller is the TLS peer's identity and the address in `forwarded` (ztunnel sets it; the
 //! TCP peer otherwise). TCP ports go to [`Passthrough`]; anything else is detected and served
-//! as HTTP/2 or HTTP/1.1 with hyper, each request handed to the engine in force.
+//! as HTTP/2 or HTTP/1.1 with hyper (within the limits of [`super::serving`]), each request
+//! handed to the engine in force.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -9,20 +10,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::waypoint::Protocol;
-use hbone::{ConnectHandler, IncomingConnect};
+use hbone::{ConnectHandler, IncomingConnect, Limit, LimitCounters, ServerLimits};
 use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use ztunnel::telemetry::Metrics;
+use ztunnel::telemetry::{HBONE_LISTENER, Metrics};
 
 use super::config::ConfigStore;
 use super::detect::{self, Detected, Prefixed};
 use super::headers::strip_hop_by_hop;
 use super::passthrough::Passthrough;
+use super::serving::{self, Activity, HTTP_LISTENER, Serving};
 use super::upstream::HboneUpstream;
 use crate::engine::{Body, BoxError, Caller, Target, Upstream};
 
@@ -36,8 +38,9 @@ pub struct InboundSettings {
     pub header_read_timeout: Duration,
     /// Bound on a request head (HTTP/1.1) or header list (HTTP/2).
     pub max_header_bytes: usize,
-    /// Concurrent HTTP/2 streams per tunnel.
-    pub max_concurrent_streams: u32,
+    /// What a peer may hold: on the HBONE listener all of it; on the HTTP served inside
+    /// each tunnel, the HTTP/2 deadlines and bounds and the idle timeout.
+    pub limits: ServerLimits,
 }
 
 impl Default for InboundSettings {
@@ -46,7 +49,7 @@ impl Default for InboundSettings {
             detect_timeout: Duration::from_secs(1),
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
-            max_concurrent_streams: 100,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -61,6 +64,10 @@ struct Inner {
     drain: watch::Receiver<bool>,
     /// HTTP/1.1 and HTTP/2 serving with the settings' bounds, configured once.
     http: auto::Builder<TokioExecutor>,
+    /// Connections the HBONE listener's limits end.
+    hbone_counters: Arc<LimitCounters>,
+    /// Connections the HTTP serving's limits end.
+    http_counters: Arc<LimitCounters>,
 }
 
 /// The HBONE server's handler. Cheap to clone.
@@ -82,6 +89,8 @@ impl Inbound {
         Self {
             inner: Arc::new(Inner {
                 config,
+                hbone_counters: metrics.connection_limits(HBONE_LISTENER),
+                http_counters: metrics.connection_limits(HTTP_LISTENER),
                 passthrough: Passthrough::new(upstream.clone(), metrics),
                 upstream: Arc::new(upstream),
                 http: http_builder(&settings),
@@ -89,6 +98,15 @@ impl Inbound {
                 drain,
             }),
         }
+    }
+
+    /// The limits of the HBONE listener serving this handler, and where it counts what
+    /// they end.
+    pub fn hbone_limits(&self) -> (ServerLimits, Arc<LimitCounters>) {
+        (
+            self.inner.settings.limits.clone(),
+            self.inner.hbone_counters.clone(),
+        )
     }
 }
 
@@ -101,11 +119,14 @@ fn http_builder(settings: &InboundSettings) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_header_bytes.max(8192))
         .keep_alive(true);
+    let limits = &settings.limits;
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(settings.max_concurrent_streams);
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(limits.max_local_error_reset_streams);
     builder
 }
 
@@ -161,6 +182,7 @@ async fn handle(inner: Arc<Inner>, connect: IncomingConnect) {
         Err(_) if protocol == Protocol::Unspecified => detect::classify(&prefix),
         Err(_) => {
             tracing::debug!(target = %target.address, "no request within the head timeout");
+            inner.http_counters.record(Limit::HeaderTimeout);
             return;
         }
     };
@@ -175,31 +197,29 @@ async fn handle(inner: Arc<Inner>, connect: IncomingConnect) {
         }
         // The HTTP server tells HTTP/2's preface from HTTP/1.1 itself; on an HTTP port it
         // answers what is not HTTP with 400.
-        Detected::Http2 | Detected::Http1 | Detected::Opaque => {
-            serve_http(&inner, stream, caller, target).await;
+        Detected::Http2 => serve_http(&inner, stream, true, caller, target).await,
+        Detected::Http1 | Detected::Opaque => {
+            serve_http(&inner, stream, false, caller, target).await;
         }
     }
 }
 
-/// Serves HTTP/1.1 or HTTP/2 on `stream` until the client closes, or the waypoint drains.
-async fn serve_http<S>(inner: &Arc<Inner>, stream: S, caller: Caller, target: Target)
+/// Serves HTTP/1.1 or HTTP/2 (`http2`: prior knowledge) on `stream` until the client
+/// closes, the waypoint drains, or a limit ends it.
+async fn serve_http<S>(inner: &Arc<Inner>, stream: S, http2: bool, caller: Caller, target: Target)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let service = service(inner.clone(), caller, target);
-    let connection = inner.http.serve_connection(TokioIo::new(stream), service);
-    let mut connection = std::pin::pin!(connection);
-    let mut drain = inner.drain.clone();
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = draining(&mut drain) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
+    let activity = Activity::default();
+    let service = service(inner.clone(), caller, target, activity.clone());
+    let serving = Serving {
+        builder: &inner.http,
+        limits: &inner.settings.limits,
+        max_header_bytes: inner.settings.max_header_bytes,
+        counters: &inner.http_counters,
+        drain: inner.drain.clone(),
     };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "HTTP connection ended with an error");
-    }
+    serving::serve(serving, stream, http2, activity, service).await;
 }
 
 /// The hyper service of one connection: each request goes to the engine in force when it
@@ -208,6 +228,7 @@ fn service(
     inner: Arc<Inner>,
     caller: Caller,
     target: Target,
+    activity: Activity,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -218,6 +239,7 @@ fn service(
         let inner = inner.clone();
         let caller = caller.clone();
         let target = target.clone();
+        let active = activity.start();
         async move {
             let engine = inner.config.engine();
             let version = if request.version() == Version::HTTP_2 {
@@ -231,13 +253,13 @@ fn service(
                 .await;
             strip_hop_by_hop(response.headers_mut());
             *response.version_mut() = version;
-            Ok(response)
+            Ok(response.map(|body| Activity::track(active, body)))
         }
     })
 }
 
 /// Resolves once the waypoint drains; never if the drain signal is gone.
-async fn draining(drain: &mut watch::Receiver<bool>) {
+pub(super) async fn draining(drain: &mut watch::Receiver<bool>) {
     if drain.wait_for(|d| *d).await.is_err() {
         std::future::pending::<()>().await;
     }

@@ -12,11 +12,14 @@
 //!   config from the controller;
 //! - [`inbound`]: the HBONE server's handler: caller, target, protocol, HTTP serving;
 //! - [`detect`]: telling HTTP/2 prior knowledge, HTTP/1.1 and opaque bytes apart;
+//! - [`serving`]: serving HTTP on one tunnel within the deadlines and bounds of
+//!   [`hbone::ServerLimits`], counting what they end;
 //! - [`passthrough`]: TCP ports, spliced to an endpoint with L4 policy only;
 //! - [`upstream`]: [`engine::Upstream`](crate::engine::Upstream) over HBONE, with
 //!   [`pool`] keeping HTTP connections to endpoints;
 //! - [`headers`]: what changes at each hop regardless of config (hop-by-hop headers, URI form);
-//! - [`server`]: the HBONE listener with the waypoint's certificate, rotated live.
+//! - [`server`]: the HBONE listener with the waypoint's certificate, rotated live, and the
+//!   same limits.
 
 pub mod config;
 pub mod detect;
@@ -25,6 +28,7 @@ pub mod inbound;
 pub mod passthrough;
 pub mod pool;
 pub mod server;
+pub mod serving;
 pub mod upstream;
 
 pub use config::ConfigStore;

@@ -1,5 +1,6 @@
-//! The HBONE listener: presents the waypoint's own certificate, follows its rotations, and
-//! drains on shutdown (GOAWAY on every connection; tunnels get the drain deadline to finish).
+//! The HBONE listener: presents the waypoint's own certificate, follows its rotations, puts
+//! the inbound settings' limits on every peer, and drains on shutdown (GOAWAY on every
+//! connection; tunnels get the drain deadline to finish).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,8 @@ pub async fn serve_hbone(
         config = first_config(&certs, &identity) => config,
         () = stopped(&mut shutdown) => return Err(ServeError::StoppedEarly),
     };
-    let (server, updater) = Server::new(config, inbound, drain_deadline);
+    let (limits, counters) = inbound.hbone_limits();
+    let (server, updater) = Server::with_limits(config, inbound, drain_deadline, limits, counters);
     let rotation = tokio::spawn(follow_rotation(certs, identity.clone(), updater));
     tracing::info!(%identity, address = ?listener.local_addr().ok(), "HBONE listener serving");
     let report = server

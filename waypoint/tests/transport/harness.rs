@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
+use waypoint::transport::InboundSettings;
 use waypoint::transport::detect::{Detected, Prefixed, detect};
 use ztunnel::config::ControlPlaneConfig;
 use ztunnel::control::ControlPlane;
@@ -579,8 +580,17 @@ pub struct Waypoint {
 impl Waypoint {
     /// Starts and waits until it is ready (workloads synced, config applied, certificate).
     pub async fn start(controller: &Controller, endpoint: &Endpoint) -> Self {
+        Self::start_with(controller, endpoint, InboundSettings::default()).await
+    }
+
+    /// As [`Waypoint::start`], serving tunnels with `settings`.
+    pub async fn start_with(
+        controller: &Controller,
+        endpoint: &Endpoint,
+        settings: InboundSettings,
+    ) -> Self {
         use waypoint::transport::{
-            ConfigStore, HboneUpstream, Inbound, InboundSettings, UpstreamSettings, serve_hbone,
+            ConfigStore, HboneUpstream, Inbound, UpstreamSettings, serve_hbone,
         };
         let readiness = ztunnel::readiness::Readiness::new();
         let state = ProxyState::new();
@@ -590,7 +600,7 @@ impl Waypoint {
         let runtime = waypoint::engine::Runtime::new();
         let store = ConfigStore::new(NS, GATEWAY, runtime, &readiness).unwrap();
         let (xds_stop, _xds) = controller.run_xds(state.clone(), vec![store.subscription()]);
-        let metrics = ztunnel::telemetry::Metrics::new();
+        let metrics = ztunnel::telemetry::Metrics::for_component("waypoint");
         let upstream = HboneUpstream::new(
             state.clone(),
             certs.clone(),
@@ -605,7 +615,7 @@ impl Waypoint {
             store.clone(),
             upstream,
             metrics.clone(),
-            InboundSettings::default(),
+            settings,
             draining.clone(),
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -24,6 +24,8 @@ pub struct ProxyLauncher {
     pub certs: Arc<CertManager>,
     /// Telemetry.
     pub metrics: Arc<Metrics>,
+    /// What a peer may hold on each pod's HBONE listener.
+    pub limits: hbone::ServerLimits,
 }
 
 /// A served pod: its proxy and the certificate reference taken for it.
@@ -67,6 +69,7 @@ impl Launcher for ProxyLauncher {
             state: self.state.clone(),
             certs: self.certs.clone(),
             metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
         };
         match PodProxy::start(context).await {
             Ok(proxy) => Ok(RunningPod { proxy, identity }),

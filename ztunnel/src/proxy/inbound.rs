@@ -1,6 +1,7 @@
 //! Inbound HBONE (15008): mTLS tunnels from peer ztunnels and waypoints, each CONNECT
 //! checked (authority, authorization) and connected to the app from the client's IP before it
-//! is answered 200.
+//! is answered 200. The server puts the proxy's [`hbone::ServerLimits`] on every peer and
+//! counts what they end in the `hbone` listener's series of the proxy's metrics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use super::resolve::is_waypoint_of;
 use super::socket::canonical;
 use super::{Finished, ProxyError, Shared, connect_upstream, is_own_port, stopped};
 use crate::state::{Decision, Workload};
-use crate::telemetry::Reporter;
+use crate::telemetry::{HBONE_LISTENER, Reporter};
 
 /// The HBONE server's own drain bound: longer than any drain, which cuts connections
 /// itself at its deadline (the server is built before that deadline is known).
@@ -37,12 +38,14 @@ pub(crate) async fn serve(
         () = stopped(&mut stop) => return,
         config = first_config(&shared) => config,
     };
-    let (server, updater) = Server::new(
+    let (server, updater) = Server::with_limits(
         config,
         Handler {
             shared: shared.clone(),
         },
         SERVER_DRAIN_BOUND,
+        shared.ctx.limits.clone(),
+        shared.ctx.metrics.connection_limits(HBONE_LISTENER),
     );
     let rotation = tokio::spawn(follow_rotation(shared.clone(), updater));
     let report = server

@@ -78,6 +78,8 @@ pub struct PodContext {
     pub certs: Arc<CertManager>,
     /// Telemetry.
     pub metrics: Arc<Metrics>,
+    /// What a peer may hold on the pod's HBONE listener.
+    pub limits: hbone::ServerLimits,
 }
 
 /// Why a proxied connection failed; mapped to an HBONE status and a response flag at the

@@ -307,3 +307,45 @@ fn waypoints_report_as_waypoint() {
     assert_eq!(value(&samples, RECEIVED, "waypoint"), 3.0);
     assert_eq!(value(&samples, SENT, "waypoint"), 4.0);
 }
+
+#[test]
+fn limits_render_per_listener_and_reason_under_the_component() {
+    let metrics = Metrics::for_component("waypoint");
+    let hbone = metrics.connection_limits(HBONE_LISTENER);
+    hbone.record(hbone::Limit::Idle);
+    hbone.record(hbone::Limit::PerPeerLimit);
+    metrics
+        .connection_limits("http")
+        .record(hbone::Limit::HeaderTimeout);
+    assert!(Arc::ptr_eq(
+        &hbone,
+        &metrics.connection_limits(HBONE_LISTENER)
+    ));
+
+    let (samples, meta) = parse(&metrics.render());
+    let get = |name: &str, listener: &str, reason: &str| {
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && l["listener"] == listener && l["reason"] == reason)
+            .map(|(_, _, v)| *v)
+    };
+    let closed = "waypoint_connections_closed_total";
+    let refused = "waypoint_connections_refused_total";
+    assert_eq!(meta[closed].1, "counter");
+    assert_eq!(meta[refused].1, "counter");
+    assert_eq!(get(closed, "hbone", "idle"), Some(1.0));
+    assert_eq!(get(closed, "hbone", "tls_handshake_timeout"), Some(0.0));
+    assert_eq!(get(closed, "http", "header_timeout"), Some(1.0));
+    assert_eq!(get(refused, "hbone", "per_peer_limit"), Some(1.0));
+    assert_eq!(
+        get(closed, "hbone", "per_peer_limit"),
+        None,
+        "a refusal is not a close"
+    );
+    assert!(
+        Metrics::new()
+            .render()
+            .contains("ztunnel_connections_closed_total{listener=\"hbone\",reason=\"idle\"} 0"),
+        "a ztunnel names them after itself, at zero from the start"
+    );
+}
