@@ -1,6 +1,7 @@
 //! The controller component.
 
 pub mod admin;
+pub mod app;
 pub mod ca;
 pub mod deploy;
 pub mod field_manager;

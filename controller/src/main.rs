@@ -4,25 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use controller::admin::{self, AdminState, Readiness};
-use controller::ca::auth::{Authenticator, StaticTokens, TokenFile};
-use controller::ca::tokenreview::TokenReviewAuthenticator;
-use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory, secret_store};
-use controller::deploy::{self, DeploySettings, WaypointRuntime};
-use controller::model::Index;
-use controller::pipeline;
-use controller::server::{self, ServingTls};
-use controller::source::kube::ObservedMap;
-use controller::source::{FileSource, KubeSettings, KubeSource};
-use controller::status;
-use controller::translate::{Published, TranslateOptions, Translator};
-use controller::xds::{XdsConfig, XdsServer};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use controller::app::{self, ControllerConfig};
+use controller::translate::TranslateOptions;
 
 /// Control plane of the ambient mesh.
 #[derive(Parser, Debug)]
@@ -104,60 +90,23 @@ struct Args {
     log_level: String,
 }
 
-/// Errors that stop the controller at startup.
-#[derive(Debug, thiserror::Error)]
-enum StartError {
-    #[error("CA: {0}")]
-    Ca(#[from] controller::ca::CaError),
-    #[error("invalid trust domain or namespace: {0}")]
-    Identity(#[from] hbone::IdentityError),
-    #[error("gRPC endpoint: {0}")]
-    Server(#[from] server::ServerError),
-    #[error("admin: {0}")]
-    Admin(#[from] admin::AdminError),
-    #[error("binding {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("tokio runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error("Kubernetes client: {0}")]
-    Kube(#[from] kube::Error),
-}
-
-/// Answers the CA's "does this node run that service account" from the live index, once the
-/// first complete configuration has been translated.
-struct IndexDirectory {
-    index: watch::Receiver<Arc<Index>>,
-    published: watch::Receiver<Published>,
-}
-
-impl NodeDirectory for IndexDirectory {
-    fn has_pod(&self, node: &str, namespace: &str, service_account: &str) -> bool {
-        self.index
-            .borrow()
-            .pods_on_node(node)
-            .iter()
-            .any(|(ns, sa)| ns == namespace && sa == service_account)
-    }
-
-    fn loaded(&self) -> bool {
-        self.published.borrow().is_some()
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_level))
         .init();
-    let result = tokio::runtime::Builder::new_multi_thread()
+    let config = args.config();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(StartError::Runtime)
-        .and_then(|rt| rt.block_on(run(args)));
-    match result {
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("controller: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("controller: {e}");
@@ -166,157 +115,28 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), StartError> {
-    let metrics = admin::install_metrics()?;
-    pipeline::describe();
-    let readiness = Readiness::default();
-
-    // Config pipeline: source → index → translation → snapshot (and, from Kubernetes,
-    // problems → status conditions).
-    let (index_tx, index_rx) = watch::channel(Arc::new(Index::new()));
-    let (snap_tx, snap_rx) = watch::channel(None);
-    let (problems_tx, problems_rx) = watch::channel(None);
-    let kube_client = if args.kubernetes {
-        let client = kube::Client::try_default().await?;
-        let (observed_tx, observed_rx) = watch::channel(Arc::new(ObservedMap::new()));
-        tokio::spawn(
-            KubeSource::new(client.clone(), KubeSettings::default()).run(index_tx, observed_tx),
-        );
-        tokio::spawn(status::run(client.clone(), problems_rx, observed_rx));
-        Some(client)
-    } else {
-        if args.config_dirs.is_empty() {
-            tracing::warn!("no --config-dir given: serving an empty configuration");
+impl Args {
+    /// The controller's settings.
+    fn config(&self) -> ControllerConfig {
+        ControllerConfig {
+            config_dirs: self.config_dirs.clone(),
+            kubernetes: self.kubernetes,
+            xds_addr: self.xds_addr,
+            admin_addr: self.admin_addr,
+            remote_debug: self.remote_debug,
+            translate: TranslateOptions {
+                trust_domain: self.trust_domain.clone(),
+                root_namespace: self.root_namespace.clone(),
+                cluster_id: self.cluster_id.clone(),
+            },
+            ca_dir: self.ca_dir.clone(),
+            tokens_file: self.tokens_file.clone(),
+            debounce: Duration::from_millis(self.debounce_ms),
+            scan_interval: Duration::from_millis(self.scan_interval_ms),
+            waypoint_image: self.waypoint_image.clone(),
+            waypoint_controller_addr: self.waypoint_controller_addr.clone(),
         }
-        tokio::spawn(
-            FileSource::new(args.config_dirs.clone())
-                .watch(index_tx, Duration::from_millis(args.scan_interval_ms)),
-        );
-        None
-    };
-    let options = TranslateOptions {
-        trust_domain: args.trust_domain.clone(),
-        root_namespace: args.root_namespace.clone(),
-        cluster_id: args.cluster_id.clone(),
-    };
-    let pipeline = tokio::spawn(pipeline::translate_loop(
-        index_rx.clone(),
-        pipeline::Outputs {
-            snapshots: snap_tx,
-            problems: problems_tx,
-            readiness: readiness.clone(),
-        },
-        Translator::new(options),
-    ));
-
-    // CA and authentication.
-    let ca = match (&kube_client, &args.ca_dir) {
-        (Some(client), None) => {
-            let (authority, origin) = secret_store::load_or_create(
-                client.clone(),
-                &args.root_namespace,
-                &args.trust_domain,
-            )
-            .await?;
-            CertificateAuthority::from_loaded(authority, origin, &args.trust_domain)
-        }
-        _ => CertificateAuthority::open(args.ca_dir.as_deref(), &args.trust_domain)?,
-    };
-    let ca = Arc::new(ca);
-    tracing::info!(origin = ?ca.origin(), dir = ?args.ca_dir, "certificate authority ready");
-    if let Some(client) = &kube_client {
-        let roots_pem = ca.roots_pem()?;
-        // Node proxies need the roots before anything else is listed.
-        secret_store::publish_roots(client.clone(), &args.root_namespace, &roots_pem).await?;
-        let controller_addr = args
-            .waypoint_controller_addr
-            .clone()
-            .unwrap_or_else(|| format!("istiod.{}.svc:15012", args.root_namespace));
-        let settings = DeploySettings {
-            runtime: WaypointRuntime::kubernetes(&args.waypoint_image, &controller_addr),
-            roots_pem,
-            resync: Duration::from_secs(300),
-            retry: Duration::from_secs(1),
-        };
-        tokio::spawn(deploy::run(client.clone(), index_rx.clone(), settings));
     }
-    let authenticator: Arc<dyn Authenticator> = match (&kube_client, &args.tokens_file) {
-        (Some(client), _) => Arc::new(TokenReviewAuthenticator::new(
-            client.clone(),
-            &args.trust_domain,
-        )),
-        (None, Some(path)) => Arc::new(TokenFile::new(path)),
-        (None, None) => {
-            tracing::warn!("no --tokens-file given: every caller will be refused");
-            Arc::new(StaticTokens::default())
-        }
-    };
-    let ca_service = CaService::new(
-        ca.clone(),
-        authenticator.clone(),
-        Arc::new(IndexDirectory {
-            index: index_rx,
-            published: snap_rx.clone(),
-        }),
-        CaConfig::new(&args.trust_domain)?,
-    );
-    let xds = XdsServer::new(
-        snap_rx.clone(),
-        authenticator,
-        XdsConfig {
-            debounce: Duration::from_millis(args.debounce_ms),
-            ..XdsConfig::default()
-        },
-    );
-
-    // Endpoints.
-    let identity = server::controller_identity(&args.trust_domain, &args.root_namespace)?;
-    let tls = ServingTls::issue(ca, identity.clone())?;
-    tokio::spawn(tls.clone().renew_forever());
-    let grpc_listener = bind(args.xds_addr).await?;
-    let admin_listener = bind(args.admin_addr).await?;
-    tracing::info!(xds = %args.xds_addr, admin = %args.admin_addr, %identity, "controller serving");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let grpc = tokio::spawn(server::serve(
-        grpc_listener,
-        tls,
-        xds,
-        ca_service,
-        stopped(stop_rx.clone()),
-    ));
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
-        AdminState {
-            metrics,
-            snapshots: snap_rx,
-            readiness,
-            remote_debug: args.remote_debug,
-        },
-        stopped(stop_rx),
-    ));
-
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    // Dropping the snapshot sender ends every xDS stream, so the gRPC server can drain.
-    pipeline.abort();
-    let _ = stop_tx.send(true);
-    match tokio::time::timeout(Duration::from_secs(5), grpc).await {
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
-        Err(_) => tracing::warn!("gRPC server did not drain in time"),
-        _ => {}
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
-    Ok(())
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Completes on SIGTERM or SIGINT.

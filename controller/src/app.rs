@@ -1,0 +1,303 @@
+//! Wiring of the controller: source (files, or the Kubernetes API) → index → translation →
+//! delta xDS, the CA, status conditions and waypoint deployment (Kubernetes), and the admin
+//! endpoint; graceful shutdown.
+//!
+//! Start-up order: metrics, the config pipeline (its first snapshot is awaited by xDS
+//! streams, not here), the CA (in Kubernetes, its roots are published before anything else),
+//! authentication, then the listeners. On shutdown every xDS stream ends (so the gRPC server
+//! can drain, at most 5 s) and the admin endpoint stops.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState, Readiness};
+use crate::ca::auth::{Authenticator, StaticTokens, TokenFile};
+use crate::ca::tokenreview::TokenReviewAuthenticator;
+use crate::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory, secret_store};
+use crate::deploy::{self, DeploySettings, WaypointRuntime};
+use crate::model::Index;
+use crate::pipeline;
+use crate::server::{self, ServingTls};
+use crate::source::kube::ObservedMap;
+use crate::source::{FileSource, KubeSettings, KubeSource};
+use crate::status;
+use crate::translate::{Published, TranslateOptions, Translator};
+use crate::xds::{XdsConfig, XdsServer};
+
+/// Settings of the controller, filled from the command line by the binary.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Folders of manifests (local mode).
+    pub config_dirs: Vec<PathBuf>,
+    /// Read objects from the Kubernetes API server instead.
+    pub kubernetes: bool,
+    /// gRPC endpoint (delta xDS and CA) over TLS.
+    pub xds_addr: SocketAddr,
+    /// Admin endpoint.
+    pub admin_addr: SocketAddr,
+    /// Whether `/debug/*` answers clients other than loopback.
+    pub remote_debug: bool,
+    /// Trust domain, root namespace and cluster name.
+    pub translate: TranslateOptions,
+    /// Folder of the CA's root (local mode, or to override the Kubernetes Secrets).
+    pub ca_dir: Option<PathBuf>,
+    /// Bearer tokens of callers (local mode).
+    pub tokens_file: Option<PathBuf>,
+    /// How long snapshot changes are coalesced before a push.
+    pub debounce: Duration,
+    /// How often the config folders are rescanned.
+    pub scan_interval: Duration,
+    /// Image of deployed waypoints (Kubernetes).
+    pub waypoint_image: String,
+    /// Where deployed waypoints reach the controller; default `istiod.<root-ns>.svc:15012`.
+    pub waypoint_controller_addr: Option<String>,
+}
+
+/// Errors that stop the controller at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The CA could not be loaded or created.
+    #[error("CA: {0}")]
+    Ca(#[from] crate::ca::CaError),
+    /// The trust domain or root namespace do not make an identity.
+    #[error("invalid trust domain or namespace: {0}")]
+    Identity(#[from] hbone::IdentityError),
+    /// The gRPC endpoint could not be set up.
+    #[error("gRPC endpoint: {0}")]
+    Server(#[from] server::ServerError),
+    /// The metrics recorder could not be installed.
+    #[error("admin: {0}")]
+    Admin(#[from] admin::AdminError),
+    /// A listener could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The Kubernetes client could not be created or used.
+    #[error("Kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// Answers the CA's "does this node run that service account" from the live index, once the
+/// first complete configuration has been translated.
+struct IndexDirectory {
+    index: watch::Receiver<Arc<Index>>,
+    published: watch::Receiver<Published>,
+}
+
+impl NodeDirectory for IndexDirectory {
+    fn has_pod(&self, node: &str, namespace: &str, service_account: &str) -> bool {
+        self.index
+            .borrow()
+            .pods_on_node(node)
+            .iter()
+            .any(|(ns, sa)| ns == namespace && sa == service_account)
+    }
+
+    fn loaded(&self) -> bool {
+        self.published.borrow().is_some()
+    }
+}
+
+/// The running config pipeline: its outputs, and the Kubernetes client when there is one.
+struct Pipeline {
+    index: watch::Receiver<Arc<Index>>,
+    snapshots: watch::Receiver<Published>,
+    readiness: Readiness,
+    kube: Option<kube::Client>,
+    translate: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let metrics = admin::install_metrics()?;
+    pipeline::describe();
+    let pipeline = start_pipeline(&config).await?;
+    let ca = Arc::new(open_ca(&config, pipeline.kube.as_ref()).await?);
+    tracing::info!(origin = ?ca.origin(), dir = ?config.ca_dir, "certificate authority ready");
+    if let Some(client) = &pipeline.kube {
+        start_deployer(&config, client, &ca, pipeline.index.clone()).await?;
+    }
+    let authenticator = authenticator(&config, pipeline.kube.as_ref());
+    let ca_service = CaService::new(
+        ca.clone(),
+        authenticator.clone(),
+        Arc::new(IndexDirectory {
+            index: pipeline.index.clone(),
+            published: pipeline.snapshots.clone(),
+        }),
+        CaConfig::new(&config.translate.trust_domain)?,
+    );
+    let xds = XdsServer::new(
+        pipeline.snapshots.clone(),
+        authenticator,
+        XdsConfig {
+            debounce: config.debounce,
+            ..XdsConfig::default()
+        },
+    );
+
+    // Endpoints.
+    let options = &config.translate;
+    let identity = server::controller_identity(&options.trust_domain, &options.root_namespace)?;
+    let tls = ServingTls::issue(ca, identity.clone())?;
+    tokio::spawn(tls.clone().renew_forever());
+    let grpc_listener = bind(config.xds_addr).await?;
+    let admin_listener = bind(config.admin_addr).await?;
+    tracing::info!(xds = %config.xds_addr, admin = %config.admin_addr, %identity, "controller serving");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let grpc = tokio::spawn(server::serve(
+        grpc_listener,
+        tls,
+        xds,
+        ca_service,
+        stopped(stop_rx.clone()),
+    ));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState {
+            metrics,
+            snapshots: pipeline.snapshots,
+            readiness: pipeline.readiness,
+            remote_debug: config.remote_debug,
+        },
+        stopped(stop_rx),
+    ));
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    // Dropping the snapshot sender ends every xDS stream, so the gRPC server can drain.
+    pipeline.translate.abort();
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(5), grpc).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
+        Err(_) => tracing::warn!("gRPC server did not drain in time"),
+        _ => {}
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+    Ok(())
+}
+
+/// Source → index → translation → snapshot (and, from Kubernetes, problems → status
+/// conditions).
+async fn start_pipeline(config: &ControllerConfig) -> Result<Pipeline, StartError> {
+    let (index_tx, index) = watch::channel(Arc::new(Index::new()));
+    let (snapshots_tx, snapshots) = watch::channel(None);
+    let (problems_tx, problems) = watch::channel(None);
+    let kube = if config.kubernetes {
+        let client = kube::Client::try_default().await?;
+        let (observed_tx, observed) = watch::channel(Arc::new(ObservedMap::new()));
+        tokio::spawn(
+            KubeSource::new(client.clone(), KubeSettings::default()).run(index_tx, observed_tx),
+        );
+        tokio::spawn(status::run(client.clone(), problems, observed));
+        Some(client)
+    } else {
+        if config.config_dirs.is_empty() {
+            tracing::warn!("no --config-dir given: serving an empty configuration");
+        }
+        tokio::spawn(
+            FileSource::new(config.config_dirs.clone()).watch(index_tx, config.scan_interval),
+        );
+        None
+    };
+    let readiness = Readiness::default();
+    let translate = tokio::spawn(pipeline::translate_loop(
+        index.clone(),
+        pipeline::Outputs {
+            snapshots: snapshots_tx,
+            problems: problems_tx,
+            readiness: readiness.clone(),
+        },
+        Translator::new(config.translate.clone()),
+    ));
+    Ok(Pipeline {
+        index,
+        snapshots,
+        readiness,
+        kube,
+        translate,
+    })
+}
+
+/// The CA: in Kubernetes from its Secrets (unless `ca_dir` overrides them), else from
+/// `ca_dir` (or in memory).
+async fn open_ca(
+    config: &ControllerConfig,
+    kube: Option<&kube::Client>,
+) -> Result<CertificateAuthority, StartError> {
+    let options = &config.translate;
+    Ok(match (kube, &config.ca_dir) {
+        (Some(client), None) => {
+            let (authority, origin) = secret_store::load_or_create(
+                client.clone(),
+                &options.root_namespace,
+                &options.trust_domain,
+            )
+            .await?;
+            CertificateAuthority::from_loaded(authority, origin, &options.trust_domain)
+        }
+        _ => CertificateAuthority::open(config.ca_dir.as_deref(), &options.trust_domain)?,
+    })
+}
+
+/// Publishes the roots (node proxies need them before anything else is listed), then deploys
+/// waypoints and trust bundles.
+async fn start_deployer(
+    config: &ControllerConfig,
+    client: &kube::Client,
+    ca: &CertificateAuthority,
+    index: watch::Receiver<Arc<Index>>,
+) -> Result<(), StartError> {
+    let root_namespace = &config.translate.root_namespace;
+    let roots_pem = ca.roots_pem()?;
+    secret_store::publish_roots(client.clone(), root_namespace, &roots_pem).await?;
+    let controller_addr = config
+        .waypoint_controller_addr
+        .clone()
+        .unwrap_or_else(|| format!("istiod.{root_namespace}.svc:15012"));
+    let settings = DeploySettings {
+        runtime: WaypointRuntime::kubernetes(&config.waypoint_image, &controller_addr),
+        roots_pem,
+        resync: Duration::from_secs(300),
+        retry: Duration::from_secs(1),
+    };
+    tokio::spawn(deploy::run(client.clone(), index, settings));
+    Ok(())
+}
+
+/// Who callers are: TokenReview in Kubernetes, else the tokens file (or nobody).
+fn authenticator(config: &ControllerConfig, kube: Option<&kube::Client>) -> Arc<dyn Authenticator> {
+    match (kube, &config.tokens_file) {
+        (Some(client), _) => Arc::new(TokenReviewAuthenticator::new(
+            client.clone(),
+            &config.translate.trust_domain,
+        )),
+        (None, Some(path)) => Arc::new(TokenFile::new(path)),
+        (None, None) => {
+            tracing::warn!("no --tokens-file given: every caller will be refused");
+            Arc::new(StaticTokens::default())
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
