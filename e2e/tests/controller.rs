@@ -16,14 +16,14 @@ use api::security::Authorization;
 use api::workload::{Address, Service, TunnelProtocol, Workload, address};
 use e2e::{Component, Options, PodInfo, Sandbox};
 use hbone::{CertificateRequest, Identity, WorkloadCertificate};
+use proxy_core::config::ControlPlaneConfig;
+use proxy_core::control::ControlPlane;
 use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
-use ztunnel::config::ControlPlaneConfig;
-use ztunnel::control::ControlPlane;
 
 const NS: &str = "ctl";
 const CONTROLLER: &str = "spiffe://cluster.local/ns/istio-system/sa/controller";

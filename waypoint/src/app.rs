@@ -15,17 +15,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hbone::Identity;
+use proxy_core::admin::{self, AdminContext, AdminExtensions, AdminListeners};
+use proxy_core::config::{ControlPlaneConfig, MeshProxyConfig};
+use proxy_core::control::ControlPlane;
+use proxy_core::identity::{CaClient, CertManager, CertSettings};
+use proxy_core::readiness::Readiness;
+use proxy_core::shutdown::ShutdownSignals;
+use proxy_core::state::ProxyState;
+use proxy_core::telemetry::Metrics;
+use proxy_core::xds::{self, ClientIdentity};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use ztunnel::admin::{self, AdminContext, AdminExtensions, AdminListeners};
-use ztunnel::app::ShutdownSignals;
-use ztunnel::config::{ControlPlaneConfig, MeshProxyConfig};
-use ztunnel::control::ControlPlane;
-use ztunnel::identity::{CaClient, CertManager, CertSettings};
-use ztunnel::readiness::Readiness;
-use ztunnel::state::ProxyState;
-use ztunnel::telemetry::Metrics;
-use ztunnel::xds::{self, ClientIdentity};
 
 use crate::engine::Runtime;
 use crate::transport::{
@@ -357,7 +357,7 @@ mod tests {
             mesh: MeshProxyConfig {
                 cluster_id: "Kubernetes".into(),
                 trust_domain: "cluster.local".into(),
-                endpoints: ztunnel::admin::AdminAddresses {
+                endpoints: proxy_core::admin::AdminAddresses {
                     admin: "127.0.0.1:15000".parse().unwrap(),
                     metrics: "0.0.0.0:15020".parse().unwrap(),
                     ready: "0.0.0.0:15021".parse().unwrap(),

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
+use proxy_core::config::MeshProxyArgs;
+use proxy_core::control::ControlArgs;
 use waypoint::app::{WaypointConfig, run, service_account_from_token};
-use ztunnel::config::MeshProxyArgs;
-use ztunnel::control::ControlArgs;
 
 /// Per-namespace L7 proxy of the ambient mesh.
 #[derive(Parser, Debug)]

@@ -13,10 +13,10 @@ use api::waypoint as wp;
 use bytes::Bytes;
 use harness::*;
 use http_body_util::{BodyExt, Full};
+use proxy_core::state::ProxyState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waypoint::engine::{Caller, EndpointInfo, Upstream, UpstreamError, UpstreamHints};
 use waypoint::transport::{HboneUpstream, UpstreamSettings};
-use ztunnel::state::ProxyState;
 
 fn vip(port: u16) -> SocketAddr {
     SocketAddr::new(VIP.parse().unwrap(), port)
@@ -380,10 +380,10 @@ async fn the_assembled_waypoint_reports_readiness_metrics_and_config() {
         service_account: GATEWAY.into(),
         control: controller.control_config(),
         hbone_addr: any_port,
-        mesh: ztunnel::config::MeshProxyConfig {
+        mesh: proxy_core::config::MeshProxyConfig {
             cluster_id: "Kubernetes".into(),
             trust_domain: TD.into(),
-            endpoints: ztunnel::admin::AdminAddresses {
+            endpoints: proxy_core::admin::AdminAddresses {
                 admin: any_port,
                 metrics: any_port,
                 ready: any_port,

@@ -9,18 +9,18 @@
 
 use std::time::Duration;
 
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::admin::{self, AdminContext};
 use crate::config::ProxyConfig;
-use crate::control::ControlPlane;
-use crate::identity::{CertManager, CertSettings};
 use crate::inpod::{InpodClient, InpodSettings, ProxyLauncher};
-use crate::readiness::Readiness;
-use crate::state::ProxyState;
-use crate::telemetry::Metrics;
-use crate::xds::{self, ClientIdentity};
+use proxy_core::admin::{self, AdminContext};
+use proxy_core::control::ControlPlane;
+use proxy_core::identity::{CertManager, CertSettings};
+use proxy_core::readiness::Readiness;
+use proxy_core::shutdown::ShutdownSignals;
+use proxy_core::state::ProxyState;
+use proxy_core::telemetry::Metrics;
+use proxy_core::xds::{self, ClientIdentity};
 
 /// Most certificate requests in flight at once.
 const MAX_CSRS_IN_FLIGHT: usize = 8;
@@ -37,30 +37,6 @@ pub enum ProxyError {
     /// The admin endpoints failed while running.
     #[error("admin endpoints: {0}")]
     Admin(String),
-}
-
-/// SIGTERM and SIGINT, installed once.
-pub struct ShutdownSignals {
-    term: Signal,
-    int: Signal,
-}
-
-impl ShutdownSignals {
-    /// Installs the handlers; from now on the signals no longer kill the process.
-    pub fn install() -> std::io::Result<ShutdownSignals> {
-        Ok(ShutdownSignals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    /// Resolves at the next SIGTERM or SIGINT.
-    pub async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM received"),
-            _ = self.int.recv() => tracing::info!("SIGINT received"),
-        }
-    }
 }
 
 /// Runs the proxy until SIGTERM/SIGINT, then drains.

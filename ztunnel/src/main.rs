@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use ztunnel::config::{AgentConfig, MeshProxyArgs, ProxyConfig};
-use ztunnel::control::ControlArgs;
+use proxy_core::config::MeshProxyArgs;
+use proxy_core::control::ControlArgs;
+use ztunnel::config::{AgentConfig, ProxyConfig};
 
 /// Per-node L4 tunnel of the ambient mesh.
 #[derive(Parser, Debug)]
@@ -101,7 +102,7 @@ fn main() -> ExitCode {
                 netns_dir: args.netns_dir,
             };
             runtime.block_on(async {
-                let mut signals = ztunnel::app::ShutdownSignals::install()
+                let mut signals = proxy_core::shutdown::ShutdownSignals::install()
                     .map_err(|e| format!("installing signal handlers: {e}"))?;
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {

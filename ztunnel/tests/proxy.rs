@@ -18,13 +18,13 @@ use api::security::{self as authz, Action, Authorization, Clause, Match, Rule, S
 use api::workload::{self as wl, address};
 use hbone::{Authority, ConnectRequest, Identity, Pool, PoolConfig, SocketFactory, Upstream};
 use http::StatusCode;
+use proxy_core::identity::{CertManager, CertSettings, CertificateSigner, IdentityError};
+use proxy_core::state::ProxyState;
+use proxy_core::telemetry::Metrics;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use ztunnel::agent::iptables;
-use ztunnel::identity::{CertManager, CertSettings, CertificateSigner, IdentityError};
 use ztunnel::proxy::{PodContext, PodNetns, PodProxy, socket};
-use ztunnel::state::ProxyState;
-use ztunnel::telemetry::Metrics;
 
 const TRUST_DOMAIN: &str = "cluster.local";
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);

@@ -18,8 +18,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderValue;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use proxy_core::telemetry::registry::{self, Registry};
 use tokio::time::Instant;
-use ztunnel::telemetry::registry::{self, Registry};
 
 use super::downstream::{Fault, Watch};
 use super::{Body, BoxError};

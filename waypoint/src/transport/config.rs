@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use api::prost_types::Any;
 use api::waypoint::Waypoint;
-use ztunnel::readiness::{BlockReady, Readiness};
-use ztunnel::xds::{NamedSubscription, ResourceHandler};
+use proxy_core::readiness::{BlockReady, Readiness};
+use proxy_core::xds::{NamedSubscription, ResourceHandler};
 
 use crate::engine::{ConfigError, Engine, Runtime};
 

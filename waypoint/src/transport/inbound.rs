@@ -16,9 +16,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use proxy_core::telemetry::{HBONE_LISTENER, Metrics};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use ztunnel::telemetry::{HBONE_LISTENER, Metrics};
 
 use super::config::ConfigStore;
 use super::detect::{self, Detected, Prefixed};

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use hbone::IncomingConnect;
 use http::StatusCode;
+use proxy_core::connections::{LiveConnections, relay};
+use proxy_core::labels::{CONNECT_FAILED, DENIED, Peer, connection_labels};
+use proxy_core::state::{ProxyState, Service, Workload};
+use proxy_core::telemetry::{ConnectionLabels, ConnectionRecord, Metrics, Reporter};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use ztunnel::proxy::connection::{Registry, relay};
-use ztunnel::proxy::labels::{CONNECT_FAILED, DENIED, Peer, connection_labels};
-use ztunnel::state::{ProxyState, Service, Workload};
-use ztunnel::telemetry::{ConnectionLabels, ConnectionRecord, Metrics, Reporter};
 
 use super::upstream::{BoxedIo, HboneUpstream, pod_ip};
 use crate::engine::{Caller, EndpointInfo, Engine, Target};
@@ -48,7 +48,7 @@ struct Connection {
 pub struct Passthrough {
     upstream: HboneUpstream,
     metrics: Arc<Metrics>,
-    connections: Arc<Registry>,
+    connections: Arc<LiveConnections>,
 }
 
 impl Passthrough {
@@ -57,7 +57,7 @@ impl Passthrough {
         Self {
             upstream,
             metrics,
-            connections: Registry::new(),
+            connections: LiveConnections::new(),
         }
     }
 

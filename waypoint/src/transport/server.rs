@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hbone::{DrainReport, Identity, Server, TlsUpdater, WorkloadCertificate};
+use proxy_core::identity::CertManager;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use ztunnel::identity::CertManager;
 
 use super::inbound::Inbound;
 

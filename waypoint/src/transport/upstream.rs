@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use hbone::{ConnectRequest, Identity};
 use http::{Request, Response, Version};
+use proxy_core::identity::CertManager;
+use proxy_core::state::{ProxyState, TunnelProtocol, Workload};
 use tokio::io::{AsyncRead, AsyncWrite};
-use ztunnel::identity::CertManager;
-use ztunnel::state::{ProxyState, TunnelProtocol, Workload};
 
 use super::headers;
 use super::pool::{HttpPool, PoolKey, PoolSettings};

@@ -22,17 +22,17 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use proxy_core::config::ControlPlaneConfig;
+use proxy_core::control::ControlPlane;
+use proxy_core::identity::{CaClient, CertManager, CertSettings};
+use proxy_core::state::ProxyState;
+use proxy_core::xds::{ClientIdentity, NamedSubscription};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 use waypoint::transport::InboundSettings;
 use waypoint::transport::detect::{Detected, Prefixed, detect};
-use ztunnel::config::ControlPlaneConfig;
-use ztunnel::control::ControlPlane;
-use ztunnel::identity::{CaClient, CertManager, CertSettings};
-use ztunnel::state::ProxyState;
-use ztunnel::xds::{ClientIdentity, NamedSubscription};
 
 pub const TD: &str = "cluster.local";
 pub const NS: &str = "shop";
@@ -189,7 +189,7 @@ impl Controller {
             node_name: String::new(),
             cluster_id: "Kubernetes".into(),
         };
-        let task = tokio::spawn(ztunnel::xds::run_with(
+        let task = tokio::spawn(proxy_core::xds::run_with(
             self.control_config(),
             client,
             state,
@@ -570,8 +570,8 @@ pub struct Waypoint {
     pub state: ProxyState,
     pub certs: Arc<CertManager>,
     pub store: Arc<waypoint::transport::ConfigStore>,
-    pub readiness: ztunnel::readiness::Readiness,
-    pub metrics: Arc<ztunnel::telemetry::Metrics>,
+    pub readiness: proxy_core::readiness::Readiness,
+    pub metrics: Arc<proxy_core::telemetry::Metrics>,
     drain: watch::Sender<bool>,
     xds_stop: watch::Sender<bool>,
     pub server: Option<JoinHandle<Result<hbone::DrainReport, waypoint::transport::ServeError>>>,
@@ -592,7 +592,7 @@ impl Waypoint {
         use waypoint::transport::{
             ConfigStore, HboneUpstream, Inbound, UpstreamSettings, serve_hbone,
         };
-        let readiness = ztunnel::readiness::Readiness::new();
+        let readiness = proxy_core::readiness::Readiness::new();
         let state = ProxyState::new();
         let certs = controller.cert_manager().await;
         let id = waypoint_identity();
@@ -600,7 +600,7 @@ impl Waypoint {
         let runtime = waypoint::engine::Runtime::new();
         let store = ConfigStore::new(NS, GATEWAY, runtime, &readiness).unwrap();
         let (xds_stop, _xds) = controller.run_xds(state.clone(), vec![store.subscription()]);
-        let metrics = ztunnel::telemetry::Metrics::for_component("waypoint");
+        let metrics = proxy_core::telemetry::Metrics::for_component("waypoint");
         let upstream = HboneUpstream::new(
             state.clone(),
             certs.clone(),

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use super::iptables::{self, Family};
 use super::netns::{NetnsSource, NsId};
 use super::server::Hub;
-use crate::state::{ProxyState, TunnelProtocol};
+use proxy_core::state::{ProxyState, TunnelProtocol};
 
 /// A pod on this node, as the agent needs to know it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -25,9 +25,9 @@ pub use server::ACK_TIMEOUT;
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
-use crate::state::ProxyState;
-use crate::xds::{self, ClientIdentity};
 use crate::zds::ZdsListener;
+use proxy_core::state::ProxyState;
+use proxy_core::xds::{self, ClientIdentity};
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]

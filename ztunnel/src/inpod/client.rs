@@ -11,9 +11,9 @@ use tokio::time::Instant;
 
 use super::registry::Registry;
 use super::{InpodError, Launcher, protocol};
-use crate::readiness::{BlockReady, Readiness};
-use crate::xds::Backoff;
 use crate::zds::ZdsStream;
+use proxy_core::readiness::{BlockReady, Readiness};
+use proxy_core::xds::Backoff;
 
 /// How often proxies that failed to start are tried again (Istio's interval).
 const RETRY_PENDING: Duration = Duration::from_secs(5);
@@ -83,7 +83,7 @@ impl<L: Launcher> InpodClient<L> {
         }
     }
 
-    /// The captured pods as JSON, for `/config_dump` ([`crate::admin::AdminContext::extra_dump`]).
+    /// The captured pods as JSON, for `/config_dump` ([`proxy_core::admin::AdminContext::extra_dump`]).
     pub fn dump(&self) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
         self.registry.dump_fn()
     }

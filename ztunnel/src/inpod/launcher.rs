@@ -7,10 +7,10 @@ use std::time::Duration;
 use hbone::Identity;
 
 use super::{Launcher, PodInfo};
-use crate::identity::CertManager;
 use crate::proxy::{PodContext, PodNetns, PodProxy};
-use crate::state::{ProxyState, identity_of};
-use crate::telemetry::Metrics;
+use proxy_core::identity::CertManager;
+use proxy_core::state::{ProxyState, identity_of};
+use proxy_core::telemetry::Metrics;
 
 /// Starts [`PodProxy`]s with the node's shared state, certificates and telemetry.
 pub struct ProxyLauncher {

@@ -13,13 +13,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::connection::{AuthzInputs, Relayed, relay};
-use super::labels::{Peer, connection_labels, guess_service};
 use super::resolve::is_waypoint_of;
 use super::socket::canonical;
 use super::{Finished, ProxyError, Shared, connect_upstream, is_own_port, stopped};
-use crate::state::{Decision, Workload};
-use crate::telemetry::{HBONE_LISTENER, Reporter};
+use proxy_core::connections::{AuthzInputs, Relayed, relay};
+use proxy_core::labels::{Peer, connection_labels, guess_service};
+use proxy_core::state::{Decision, Workload};
+use proxy_core::telemetry::{HBONE_LISTENER, Reporter};
 
 /// The HBONE server's own drain bound: longer than any drain, which cuts connections
 /// itself at its deadline (the server is built before that deadline is known).

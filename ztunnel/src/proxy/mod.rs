@@ -10,9 +10,7 @@
 //! Every socket is created inside the pod's namespace and carries [`socket::PROXY_MARK`], so
 //! the pod's redirection rules let the proxy's own traffic through.
 
-pub mod connection;
 mod inbound;
-pub mod labels;
 pub mod netns;
 mod outbound;
 mod passthrough;
@@ -31,11 +29,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::identity::CertManager;
-use crate::state::{ProxyState, Workload, identity_of};
-use crate::telemetry::{ConnectionLabels, ConnectionRecord, Metrics};
+use proxy_core::identity::CertManager;
+use proxy_core::state::{ProxyState, Workload, identity_of};
+use proxy_core::telemetry::{ConnectionLabels, ConnectionRecord, Metrics};
 
-use connection::{CloseReason, Registry, Relayed};
+use proxy_core::connections::{CloseReason, LiveConnections, Relayed};
+use proxy_core::labels;
 
 pub use netns::PodNetns;
 
@@ -114,7 +113,7 @@ pub enum ProxyError {
     Resolve(#[from] resolve::ResolveError),
     /// No certificate for this pod.
     #[error("certificate: {0}")]
-    Certificate(#[from] crate::identity::IdentityError),
+    Certificate(#[from] proxy_core::identity::IdentityError),
     /// The HBONE tunnel could not be opened.
     #[error("HBONE: {0}")]
     Hbone(#[from] hbone::Error),
@@ -146,7 +145,7 @@ pub(crate) struct Shared {
     pub(crate) ctx: PodContext,
     /// The pod's own identity (from its service account).
     pub(crate) identity: Identity,
-    pub(crate) registry: Arc<Registry>,
+    pub(crate) registry: Arc<LiveConnections>,
     /// HBONE client connections of this pod, dialed from inside its namespace.
     pub(crate) pool: hbone::Pool,
 }
@@ -251,7 +250,7 @@ impl PodProxy {
         let shared = Arc::new(Shared {
             ctx: context,
             identity,
-            registry: Registry::new(),
+            registry: LiveConnections::new(),
             pool,
         });
         let (shutdown, stop) = watch::channel(false);

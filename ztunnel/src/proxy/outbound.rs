@@ -11,13 +11,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use super::connection::{Relayed, Tracked, relay};
-use super::labels::{Peer, connection_labels};
 use super::resolve::{Hop, Plan, resolve, workload_identity};
 use super::socket::original_dst;
 use super::{Finished, ProxyError, Shared, accept_until_stopped, connect_upstream, is_own_port};
-use crate::state::Workload;
-use crate::telemetry::Reporter;
+use proxy_core::connections::{Relayed, Tracked, relay};
+use proxy_core::labels::{Peer, connection_labels};
+use proxy_core::state::Workload;
+use proxy_core::telemetry::Reporter;
 
 /// Accepts until `stop` turns true.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: watch::Receiver<bool>) {

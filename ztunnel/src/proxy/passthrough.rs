@@ -12,12 +12,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use super::connection::{AuthzInputs, Relayed, relay};
-use super::labels::{Peer, connection_labels, guess_service};
 use super::socket::{canonical, original_dst};
 use super::{ProxyError, Shared, accept_until_stopped, connect_upstream, is_own_port};
-use crate::state::Decision;
-use crate::telemetry::Reporter;
+use proxy_core::connections::{AuthzInputs, Relayed, relay};
+use proxy_core::labels::{Peer, connection_labels, guess_service};
+use proxy_core::state::Decision;
+use proxy_core::telemetry::Reporter;
 
 /// Accepts until `stop` turns true.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: watch::Receiver<bool>) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hbone::Identity;
 
-use crate::state::{
+use proxy_core::state::{
     Endpoint, ProxyState, Service, TunnelProtocol, WaypointRef, WaypointTarget, Workload,
 };
 

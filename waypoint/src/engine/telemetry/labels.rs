@@ -9,8 +9,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use ztunnel::telemetry::Reporter;
-use ztunnel::telemetry::registry;
+use proxy_core::telemetry::Reporter;
+use proxy_core::telemetry::registry;
 
 use crate::engine::{StateStamp, Upstream, WorkloadMeta, state_stamp};
 

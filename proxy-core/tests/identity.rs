@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use harness::Controller;
 use hbone::{Identity, WorkloadCertificate};
+use proxy_core::config::ControlPlaneConfig;
+use proxy_core::control::ControlPlane;
+use proxy_core::identity::{CertManager, CertSettings};
 use tokio::net::{TcpListener, TcpStream};
-use ztunnel::config::ControlPlaneConfig;
-use ztunnel::control::ControlPlane;
-use ztunnel::identity::{CertManager, CertSettings};
 
 /// A private directory removed when dropped, even if the test fails.
 struct TempDir(PathBuf);

@@ -108,7 +108,8 @@ const CLOSED: &str = "istio_tcp_connections_closed_total";
 const SENT: &str = "istio_tcp_sent_bytes_total";
 const RECEIVED: &str = "istio_tcp_received_bytes_total";
 const BUILD: &str = "istio_build";
-const OVERFLOW: &str = "ztunnel_metrics_series_overflow_total";
+/// Suffix of `<component>_metrics_series_overflow_total`.
+const OVERFLOW: &str = "metrics_series_overflow_total";
 
 /// The counters of one label set.
 #[derive(Default)]
@@ -220,13 +221,13 @@ impl Metrics {
             out,
             "{BUILD}{} 1",
             registry::render_labels(&[
-                ("component", "ztunnel", ""),
+                ("component", self.component, ""),
                 ("tag", env!("CARGO_PKG_VERSION"), ""),
             ])
         );
         self.series.render_overflow(
             &mut out,
-            OVERFLOW,
+            &format!("{}_{OVERFLOW}", self.component),
             "Connections not counted: the number of label sets is at its bound.",
         );
         self.limits.render(&mut out, self.component);

@@ -15,12 +15,12 @@ use controller::server::{ServingTls, controller_identity};
 use controller::translate::{Published, Resource, Snapshot};
 use controller::xds::{XdsConfig, XdsServer};
 use hbone::Identity;
+use proxy_core::config::ControlPlaneConfig;
+use proxy_core::state::{AuthzRequest, Decision, ProxyState};
+use proxy_core::xds::{self, ClientIdentity};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use ztunnel::config::ControlPlaneConfig;
-use ztunnel::state::{AuthzRequest, Decision, ProxyState};
-use ztunnel::xds::{self, ClientIdentity};
 
 const TD: &str = "cluster.local";
 const TOKEN: &str = "zt-node1";

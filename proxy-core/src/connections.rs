@@ -80,7 +80,7 @@ struct Entry {
 
 /// The live connections of one pod proxy.
 #[derive(Default)]
-pub struct Registry {
+pub struct LiveConnections {
     entries: Mutex<HashMap<u64, Entry>>,
     next_id: AtomicU64,
     emptied: Notify,
@@ -91,7 +91,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Registry {
+impl LiveConnections {
     /// An empty registry.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
@@ -181,7 +181,7 @@ impl Registry {
 /// One live connection; dropping it unregisters the connection.
 pub struct Tracked {
     id: u64,
-    registry: Arc<Registry>,
+    registry: Arc<LiveConnections>,
     close: watch::Receiver<Option<CloseReason>>,
 }
 
@@ -414,7 +414,7 @@ mod tests {
 
     #[tokio::test]
     async fn relay_counts_bytes_each_way_and_passes_half_closes() {
-        let registry = Registry::new();
+        let registry = LiveConnections::new();
         let tracked = registry.register(None);
         assert_eq!(registry.len(), 1);
         let (client_app, client_proxy) = tokio::io::duplex(1024);
@@ -444,7 +444,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_all_cuts_live_connections() {
-        let registry = Registry::new();
+        let registry = LiveConnections::new();
         let tracked = registry.register(None);
         let (_client_app, client_proxy) = tokio::io::duplex(64);
         let (server_proxy, _server_app) = tokio::io::duplex(64);
@@ -457,7 +457,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_ends_the_relay_with_its_error() {
-        let registry = Registry::new();
+        let registry = LiveConnections::new();
         let tracked = registry.register(None);
         let (mut client_app, client_proxy) = tokio::io::duplex(64);
         let (server_proxy, server_app) = tokio::io::duplex(64);
