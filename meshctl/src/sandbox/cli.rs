@@ -6,20 +6,20 @@
 use std::path::PathBuf;
 
 use super::cluster::{Sandbox, tail};
+use super::config::Config;
+use super::error::{Result, SandboxError};
 use super::findings::{self, Finding};
 use super::manifest::{Object, load_path};
 use super::model::{Cluster, MAX_NODES, ProcId};
 use super::netns::{self, Tools};
 use super::system::{self, SystemOptions};
-use super::{
-    Config, Result, SandboxError, container, forward, output, process, reaper, state, teardown,
-};
+use super::{console, container, forward, output, process, reaper, state, teardown};
 
 /// Options every verb takes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// Sandbox to act on; several can run side by side.
-    #[arg(long, global = true, env = "MESHCTL_SANDBOX", default_value = super::DEFAULT_SANDBOX)]
+    #[arg(long, global = true, env = "MESHCTL_SANDBOX", default_value = super::config::DEFAULT_SANDBOX)]
     pub sandbox: String,
     /// State folder of the sandbox [default: /run/meshctl/<sandbox>].
     #[arg(long, global = true, env = "MESHCTL_STATE_DIR")]
@@ -355,7 +355,7 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
         teardown::destroy_runtime(&tools, &cfg.name, None);
     }
     if entry != cfg.state_dir && !entry.is_symlink() {
-        let _ = std::fs::create_dir_all(super::STATE_ROOT);
+        let _ = std::fs::create_dir_all(super::config::STATE_ROOT);
         std::os::unix::fs::symlink(&cfg.state_dir, &entry)
             .map_err(SandboxError::io(format!("registering {}", entry.display())))?;
     }
@@ -402,7 +402,7 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
         teardown::destroy(&tools, &cfg.name, &cfg.state_dir, Some(&sb.cluster));
         return Err(e);
     }
-    output::emit(&output::summary(&sb.cluster, state::now()));
+    console::emit(&output::summary(&sb.cluster, state::now()));
     if let Some(c) = &sb.cluster.control {
         say!(
             "\ncontroller {}: admin http://127.0.0.1:{}, xDS/CA 127.0.0.1:{} (`meshctl get controller`)",
@@ -452,7 +452,7 @@ fn get(cfg: &Config, a: GetArgs) -> Result<()> {
             )));
         }
     };
-    output::emit(&text);
+    console::emit(&text);
     Ok(())
 }
 
@@ -560,7 +560,7 @@ fn logs(cfg: &Config, a: LogsArgs) -> Result<()> {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => return Err(SandboxError::io(format!("reading {}", path.display()))(e)),
             };
-            output::emit(&String::from_utf8_lossy(&text));
+            console::emit(&String::from_utf8_lossy(&text));
         }
     }
     Ok(())
@@ -604,7 +604,7 @@ fn config_dump(cfg: &Config) -> Result<()> {
         Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
         Err(_) => String::from_utf8_lossy(&response.body).into_owned(),
     };
-    output::emit(&(text + "\n"));
+    console::emit(&(text + "\n"));
     Ok(())
 }
 

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::config::Config;
+use super::error::{Result, SandboxError};
 use super::ids::{OsEntropy, uid};
 use super::manifest::Object;
 use super::model::{Applied, Cluster, Phase, Pod, ProcId, allocate_cluster_ip};
 use super::netns::{self, Tools};
 use super::state::{self, StateLock};
-use super::{Config, Result, SandboxError, dns, kubeproxy, process};
+use super::{dns, kubeproxy, process};
 
 /// Longest `up`/`apply` wait for new pods to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);

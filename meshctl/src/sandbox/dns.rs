@@ -15,9 +15,9 @@ use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use super::error::{Result, SandboxError};
 use super::kubeproxy::ServiceView;
 use super::model::{Cluster, Pod};
-use super::{Result, SandboxError};
 
 /// Cluster DNS domain.
 pub const DOMAIN: &str = "cluster.local";

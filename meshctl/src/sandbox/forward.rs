@@ -15,9 +15,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::config::Config;
+use super::error::{Result, SandboxError};
 use super::model::ProcId;
 use super::netns::{self, NETNS_RUN_DIR};
-use super::{Config, Result, SandboxError, process};
+use super::process;
 
 /// Most connections forwarded at once; further ones are closed at once.
 pub const MAX_CONNECTIONS: usize = 256;

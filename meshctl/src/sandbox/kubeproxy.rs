@@ -13,10 +13,10 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
+use super::error::{Result, SandboxError};
 use super::manifest::{IntOrString, ServiceObject, protocol};
 use super::model::{Cluster, Node, Phase, Pod};
 use super::netns::{Tools, run};
-use super::{Result, SandboxError};
 
 /// A Service with its resolved endpoints.
 #[derive(Debug, Clone, PartialEq)]

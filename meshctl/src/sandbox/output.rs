@@ -1,26 +1,11 @@
 //! kubectl-like tables.
 
-use std::io::Write;
-
 use serde_json::json;
 
 use super::control::{ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT};
 use super::kubeproxy::{ServiceView, services};
 use super::model::{Cluster, Phase, Pod};
 use super::process;
-
-/// Prints to stdout, ignoring errors: a closed pipe (`meshctl up | head`)
-/// must not abort a verb half way through building or tearing down.
-pub fn emit(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
-}
-
-/// [`emit`] with a newline.
-pub fn say(line: impl AsRef<str>) {
-    emit(&format!("{}\n", line.as_ref()));
-}
 
 /// Left-aligned columns separated by three spaces, as kubectl prints them.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {

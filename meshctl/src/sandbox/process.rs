@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::config::{Config, STATE_ROOT};
 use super::container::Launch;
+use super::error::{Result, SandboxError};
 use super::manifest::{Container, parse_map_field, protocol};
 use super::model::{Node, Pod, ProcId};
 use super::netns::{NETNS_RUN_DIR, Tools};
-use super::{Config, Result, STATE_ROOT, SandboxError, security};
+use super::security;
 
 /// How long pod processes, and every process at teardown, get between
 /// SIGTERM and SIGKILL.

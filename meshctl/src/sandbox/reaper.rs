@@ -5,8 +5,10 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use super::config::Config;
+use super::error::Result;
 use super::model::ProcId;
-use super::{Config, Result, process, state, teardown};
+use super::{process, state, teardown};
 
 /// How often the reaper re-checks when it cannot wait on a pidfd.
 const POLL: Duration = Duration::from_millis(500);

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::error::{Result, SandboxError};
 use super::model::{Cluster, Node, Phase, Pod};
 use super::netns::NETNS_RUN_DIR;
-use super::{Result, SandboxError};
 
 /// Longest a verb waits for another one holding the sandbox.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(180);

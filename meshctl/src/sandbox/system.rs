@@ -9,8 +9,9 @@ use super::cluster::{Sandbox, quoted_tail};
 use super::control::{
     ADMIN_PORT, CONTROL_IP, Component, ControlPlane, Layout, SystemProcess, XDS_PORT,
 };
+use super::error::{Result, SandboxError};
 use super::model::{ProcId, netns_name};
-use super::{Result, SandboxError, admin, forward, netns, process, state, tokens};
+use super::{admin, forward, netns, process, state, tokens};
 
 /// Longest wait for the controller's `/ready`.
 pub const CONTROLLER_READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -7,9 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::config::{Config, STATE_ROOT};
+use super::error::{Result, SandboxError};
 use super::model::{Cluster, ProcId, netns_prefix};
 use super::netns::{self, Tools};
-use super::{Config, Result, STATE_ROOT, SandboxError, dns, process, state};
+use super::{dns, process, state};
 
 /// The registry entry of a sandbox: its state folder, or a symlink to it
 /// when `--state-dir` put it elsewhere (so `down --all` and stale-owner
@@ -126,7 +128,7 @@ pub fn state_dir_of(name: &str) -> PathBuf {
 pub fn down_all(bin_dir: &Path) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for name in all_sandboxes() {
-        if super::validate_sandbox_name(&name).is_err() {
+        if super::config::validate_sandbox_name(&name).is_err() {
             continue;
         }
         let cfg = Config::new(
@@ -146,7 +148,7 @@ pub fn down_all(bin_dir: &Path) -> Result<Vec<String>> {
 pub fn reap_stale(tools: &Tools, except: &str) -> Vec<String> {
     let mut reaped = Vec::new();
     for name in all_sandboxes() {
-        if name == except || super::validate_sandbox_name(&name).is_err() {
+        if name == except || super::config::validate_sandbox_name(&name).is_err() {
             continue;
         }
         let dir = state_dir_of(&name);

@@ -9,9 +9,9 @@
 use std::path::Path;
 
 use super::control::{Layout, TRUST_DOMAIN, ZTUNNEL_IDENTITY};
+use super::error::{Result, SandboxError};
 use super::ids::os_random;
 use super::state::{private_dir, write_private};
-use super::{Result, SandboxError};
 
 /// Random bytes per token (64 hex characters).
 const TOKEN_BYTES: usize = 32;

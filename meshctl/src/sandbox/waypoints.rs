@@ -30,9 +30,10 @@ use serde_json::Value;
 
 use super::cluster::Sandbox;
 use super::control::{Layout, XDS_PORT};
+use super::error::{Result, SandboxError};
 use super::manifest::Object;
 use super::model::{Cluster, Pod};
-use super::{Result, SandboxError, tokens};
+use super::tokens;
 
 /// The sandbox's waypoint runtime: no images, the controller at `control_ip`,
 /// the sandbox root and the waypoint's own token file.

@@ -9,7 +9,7 @@
 
 use nix::unistd::{Gid, Uid};
 
-use super::super::Result;
+use super::super::error::Result;
 use super::super::security::{CapSet, RunAs};
 use super::sys;
 

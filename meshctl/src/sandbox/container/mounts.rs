@@ -24,7 +24,7 @@ use nix::sys::stat::{Mode, SFlag, mknod};
 use nix::unistd::{Gid, Uid, chown};
 
 use super::super::dns::etc_dir;
-use super::super::{Result, SandboxError};
+use super::super::error::{Result, SandboxError};
 use super::{Launch, sys};
 
 /// Writable scratch filesystems: nothing on them is a device or setuid.

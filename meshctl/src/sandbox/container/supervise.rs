@@ -24,10 +24,10 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
+use super::super::error::{Result, SandboxError};
 use super::super::netns::NETNS_RUN_DIR;
 use super::super::process::proc_id;
 use super::super::security::RunAs;
-use super::super::{Result, SandboxError};
 use super::{Launch, SETUP_FAILED, creds, mounts, sys};
 
 /// Signals passed on to the container.
