@@ -11,9 +11,9 @@ use serde_json::json;
 
 use super::config::Config;
 use super::error::{Result, SandboxError};
-use super::ids::{OsEntropy, uid};
+use super::ids::{OsEntropy, ProcId, uid};
 use super::manifest::Object;
-use super::model::{Applied, Cluster, Phase, Pod, ProcId, allocate_cluster_ip};
+use super::model::{Applied, Cluster, Phase, Pod, allocate_cluster_ip};
 use super::netns::{self, Tools};
 use super::state::{self, StateLock};
 use super::{dns, kubeproxy, process};

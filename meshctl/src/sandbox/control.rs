@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::ProcId;
+use super::ids::ProcId;
 
 /// Fabric address of the control-plane namespace. Nodes use
 /// 172.18.0.2..=172.18.0.51, so the other end of the /16 never collides.
@@ -32,6 +32,8 @@ pub const DEBOUNCE_MS: u64 = 50;
 /// How often the controller rescans the state folder: every change made by
 /// `apply`, `delete` or `label` reaches it well within a second.
 pub const SCAN_INTERVAL_MS: u64 = 200;
+/// File-name prefix of waypoint tokens (node names never start with it).
+pub const WAYPOINT_TOKEN_PREFIX: &str = "waypoint-";
 /// How long the controller may take to shut down on SIGTERM: it waits up to
 /// 5 s for gRPC streams to drain and 1 s for its admin endpoint.
 pub const CONTROLLER_SHUTDOWN: Duration = Duration::from_secs(6);
@@ -41,6 +43,12 @@ pub const ZTUNNEL_DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 /// Time a process gets on top of its own shutdown deadline to exit before it
 /// is killed.
 pub const STOP_MARGIN: Duration = Duration::from_secs(2);
+
+/// The identity of the waypoint of Gateway `namespace/name`: its pods run as
+/// the service account named after the Gateway, as Istio deploys them.
+pub fn waypoint_identity(namespace: &str, name: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{name}")
+}
 
 /// A system component of the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,10 +226,8 @@ impl Layout {
     /// Gateways share a file (with `-` as separator, `a-b/c` and `a/b-c`
     /// would).
     pub fn waypoint_token_file(&self, namespace: &str, name: &str) -> PathBuf {
-        self.tokens_dir().join(format!(
-            "{}{namespace}.{name}",
-            super::tokens::WAYPOINT_TOKEN_PREFIX
-        ))
+        self.tokens_dir()
+            .join(format!("{WAYPOINT_TOKEN_PREFIX}{namespace}.{name}"))
     }
 
     /// Folder of the nodes' ZDS sockets.

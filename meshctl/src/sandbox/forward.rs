@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::config::Config;
 use super::error::{Result, SandboxError};
-use super::model::ProcId;
+use super::ids::ProcId;
 use super::netns::{self, NETNS_RUN_DIR};
 use super::process;
 

@@ -1,4 +1,17 @@
-//! Identifiers: random UIDs, Kubernetes-style name suffixes and a stable hash.
+//! Identifiers: random UIDs, Kubernetes-style name suffixes, a stable hash,
+//! and process identities that survive PID reuse.
+
+use serde::{Deserialize, Serialize};
+
+/// A process, identified beyond its PID by its start time so a recycled PID
+/// is never mistaken for it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcId {
+    /// Process id.
+    pub pid: i32,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start: u64,
+}
 
 /// Source of random bytes (a trait so tests can be deterministic).
 pub trait Entropy {

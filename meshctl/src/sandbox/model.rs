@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use super::control::ControlPlane;
-use super::ids::{Entropy, fnv64, k8s_suffix, uid};
+use super::ids::{Entropy, ProcId, fnv64, k8s_suffix, uid};
 use super::manifest::{DeploymentObject, Object, PodObject, PodSpec};
 
 /// Where ClusterIPs come from.
@@ -22,16 +22,6 @@ pub const MAX_NODES: u32 = 50;
 pub fn in_service_range(ip: Ipv4Addr) -> bool {
     let o = ip.octets();
     o[0] == 10 && o[1] == 96
-}
-
-/// A process, identified beyond its PID by its start time so a recycled PID
-/// is never mistaken for it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ProcId {
-    /// Process id.
-    pub pid: i32,
-    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
-    pub start: u64,
 }
 
 /// A node: a network namespace on the fabric bridge that routes for its pods.

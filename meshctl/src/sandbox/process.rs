@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use super::config::{Config, STATE_ROOT};
 use super::container::Launch;
 use super::error::{Result, SandboxError};
+use super::ids::ProcId;
 use super::manifest::{Container, parse_map_field, protocol};
-use super::model::{Node, Pod, ProcId};
+use super::model::{Node, Pod};
 use super::netns::{NETNS_RUN_DIR, Tools};
 use super::security;
 

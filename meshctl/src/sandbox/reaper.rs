@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::config::Config;
 use super::error::Result;
-use super::model::ProcId;
+use super::ids::ProcId;
 use super::{process, state, teardown};
 
 /// How often the reaper re-checks when it cannot wait on a pidfd.

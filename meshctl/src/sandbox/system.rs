@@ -10,7 +10,8 @@ use super::control::{
     ADMIN_PORT, CONTROL_IP, Component, ControlPlane, Layout, SystemProcess, XDS_PORT,
 };
 use super::error::{Result, SandboxError};
-use super::model::{ProcId, netns_name};
+use super::ids::ProcId;
+use super::model::netns_name;
 use super::{admin, forward, netns, process, state, tokens};
 
 /// Longest wait for the controller's `/ready`.

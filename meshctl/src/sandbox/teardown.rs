@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use super::config::{Config, STATE_ROOT};
 use super::error::{Result, SandboxError};
-use super::model::{Cluster, ProcId, netns_prefix};
+use super::ids::ProcId;
+use super::model::{Cluster, netns_prefix};
 use super::netns::{self, Tools};
 use super::{dns, process, state};
 

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::control::{Layout, TRUST_DOMAIN, ZTUNNEL_IDENTITY};
+use super::control::{Layout, WAYPOINT_TOKEN_PREFIX, ZTUNNEL_IDENTITY, waypoint_identity};
 use super::error::{Result, SandboxError};
 use super::ids::os_random;
 use super::state::{private_dir, write_private};
@@ -61,12 +61,6 @@ fn node_entries(tokens: &[(String, String)]) -> Vec<Entry> {
             node: Some(node.clone()),
         })
         .collect()
-}
-
-/// The identity of the waypoint of Gateway `namespace/name`: its pods run as
-/// the service account named after the Gateway, as Istio deploys them.
-pub fn waypoint_identity(namespace: &str, name: &str) -> String {
-    format!("spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{name}")
 }
 
 /// Generates a token per node, writes the token files, then the tokens file
@@ -148,9 +142,6 @@ pub fn sync_waypoints(
     write_private(&layout.tokens_file(), &text)?;
     Ok(true)
 }
-
-/// File-name prefix of waypoint tokens (node names never start with it).
-pub const WAYPOINT_TOKEN_PREFIX: &str = "waypoint-";
 
 #[cfg(test)]
 mod tests {

@@ -255,7 +255,7 @@ spec:
         );
         assert_eq!(gws[0].uid, "u-1");
         assert_eq!(
-            tokens::waypoint_identity(&gws[0].namespace, &gws[0].name),
+            crate::sandbox::control::waypoint_identity(&gws[0].namespace, &gws[0].name),
             "spiffe://cluster.local/ns/shop/sa/waypoint"
         );
     }

@@ -37,7 +37,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, SandboxError};
-use super::model::ProcId;
+use super::ids::ProcId;
 use super::security::RunAs;
 
 /// Exit status of `sandbox-container` when the container could not be set
