@@ -320,7 +320,7 @@ impl Sandbox {
 
     /// Prefix of all the sandbox's network namespaces.
     pub fn netns_prefix(&self) -> String {
-        meshctl::sandbox::model::netns_prefix(&self.name)
+        meshctl::sandbox::addresses::netns_prefix(&self.name)
     }
 
     /// The handle of the sandbox's network namespace `rest` (`fabric`,

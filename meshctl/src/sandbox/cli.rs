@@ -5,13 +5,14 @@
 
 use std::path::PathBuf;
 
+use super::addresses::MAX_NODES;
 use super::cluster::{Sandbox, tail};
 use super::config::Config;
 use super::error::{Result, SandboxError};
 use super::findings::{self, Finding};
 use super::ids::ProcId;
 use super::manifest::{Object, load_path};
-use super::model::{Cluster, MAX_NODES};
+use super::model::Cluster;
 use super::netns::{self, Tools};
 use super::system::{self, SystemOptions};
 use super::{console, container, forward, output, process, reaper, state, teardown};
@@ -350,7 +351,7 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
             _ => return Err(SandboxError::AlreadyUp(cfg.name.clone())),
         }
     }
-    let prefix = super::model::netns_prefix(&cfg.name);
+    let prefix = super::addresses::netns_prefix(&cfg.name);
     if !netns::list_netns(&prefix).is_empty() {
         say!("removing leftovers of an earlier sandbox {}", cfg.name);
         teardown::destroy_runtime(&tools, &cfg.name, None);

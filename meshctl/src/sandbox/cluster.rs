@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::addresses::allocate_cluster_ip;
 use super::config::Config;
 use super::error::{Result, SandboxError};
 use super::ids::{OsEntropy, ProcId, uid};
 use super::manifest::Object;
-use super::model::{Applied, Cluster, Phase, Pod, allocate_cluster_ip};
+use super::model::{Applied, Cluster, Phase, Pod};
 use super::netns::{self, Tools};
 use super::state::{self, StateLock};
 use super::{dns, kubeproxy, process};

@@ -13,6 +13,7 @@ macro_rules! say {
     ($($t:tt)*) => { $crate::sandbox::console::say(format!($($t)*)) };
 }
 
+pub mod addresses;
 mod admin;
 pub mod cli;
 mod cluster;

@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::addresses::NODE_CIDR_PREFIX;
 use super::error::{Result, SandboxError};
-use super::model::{Cluster, NODE_CIDR_PREFIX, Node, Pod};
+use super::model::{Cluster, Node, Pod};
 
 /// Where `ip netns` keeps its namespace handles.
 pub const NETNS_RUN_DIR: &str = "/run/netns";

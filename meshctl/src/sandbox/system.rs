@@ -5,13 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+use super::addresses::netns_name;
 use super::cluster::{Sandbox, quoted_tail};
 use super::control::{
     ADMIN_PORT, CONTROL_IP, Component, ControlPlane, Layout, SystemProcess, XDS_PORT,
 };
 use super::error::{Result, SandboxError};
 use super::ids::ProcId;
-use super::model::netns_name;
 use super::{admin, forward, netns, process, state, tokens};
 
 /// Longest wait for the controller's `/ready`.

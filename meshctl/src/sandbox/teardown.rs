@@ -7,10 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::addresses::netns_prefix;
 use super::config::{Config, STATE_ROOT};
 use super::error::{Result, SandboxError};
 use super::ids::ProcId;
-use super::model::{Cluster, netns_prefix};
+use super::model::Cluster;
 use super::netns::{self, Tools};
 use super::{dns, process, state};
 

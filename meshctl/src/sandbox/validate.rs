@@ -1,8 +1,8 @@
 //! Validation of the kinds the sandbox acts on, beyond what their types
 //! enforce. Messages start with the field path (`spec.ports[0].port: ...`).
 
+use super::addresses::{SERVICE_CIDR, in_service_range};
 use super::manifest::{DeploymentObject, PodSpec, ServiceSpec};
-use super::model::{SERVICE_CIDR, in_service_range};
 
 /// DNS-1123 names: a label (namespaces, services) or a subdomain.
 pub fn validate_name(name: &str, label: bool) -> Result<(), String> {
