@@ -1,7 +1,7 @@
 //! The sandbox's error type, shared by every layer that can fail in ways a
 //! verb reports (manifests, host commands, the state folder).
 
-use super::manifest::ManifestError;
+use super::model::manifest::ManifestError;
 
 /// Errors of the sandbox verbs.
 #[derive(Debug, thiserror::Error)]

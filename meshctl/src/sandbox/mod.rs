@@ -13,33 +13,13 @@ macro_rules! say {
     ($($t:tt)*) => { $crate::sandbox::console::say(format!($($t)*)) };
 }
 
-pub mod addresses;
-mod admin;
 pub mod cli;
-mod cluster;
 pub mod config;
 mod console;
-mod container;
-pub mod control;
-mod dns;
 pub mod error;
-mod findings;
-mod forward;
-mod ids;
-pub mod kubeproxy;
-pub mod manifest;
+pub mod host;
 pub mod model;
-mod netns;
-mod output;
-mod process;
-mod reaper;
-pub mod security;
-pub mod state;
-mod system;
-mod teardown;
-mod tokens;
-mod validate;
-pub mod waypoints;
+pub(crate) mod ops;
 
 pub use config::STATE_ROOT;
-pub use container::command_pid;
+pub use host::container::command_pid;

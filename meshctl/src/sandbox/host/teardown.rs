@@ -7,13 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::addresses::netns_prefix;
-use super::config::{Config, STATE_ROOT};
-use super::error::{Result, SandboxError};
-use super::ids::ProcId;
-use super::model::Cluster;
 use super::netns::{self, Tools};
 use super::{dns, process, state};
+use crate::sandbox::config::{Config, STATE_ROOT};
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::model::addresses::netns_prefix;
+use crate::sandbox::model::cluster::Cluster;
+use crate::sandbox::model::ids::ProcId;
 
 /// The registry entry of a sandbox: its state folder, or a symlink to it
 /// when `--state-dir` put it elsewhere (so `down --all` and stale-owner
@@ -130,7 +130,7 @@ pub fn state_dir_of(name: &str) -> PathBuf {
 pub fn down_all(bin_dir: &Path) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for name in all_sandboxes() {
-        if super::config::validate_sandbox_name(&name).is_err() {
+        if crate::sandbox::config::validate_sandbox_name(&name).is_err() {
             continue;
         }
         let cfg = Config::new(
@@ -150,7 +150,7 @@ pub fn down_all(bin_dir: &Path) -> Result<Vec<String>> {
 pub fn reap_stale(tools: &Tools, except: &str) -> Vec<String> {
     let mut reaped = Vec::new();
     for name in all_sandboxes() {
-        if name == except || super::config::validate_sandbox_name(&name).is_err() {
+        if name == except || crate::sandbox::config::validate_sandbox_name(&name).is_err() {
             continue;
         }
         let dir = state_dir_of(&name);

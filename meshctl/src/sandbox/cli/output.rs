@@ -2,10 +2,12 @@
 
 use serde_json::json;
 
-use super::control::{ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT};
-use super::kubeproxy::{ServiceView, services};
-use super::model::{Cluster, Phase, Pod};
-use super::process;
+use crate::sandbox::host::kubeproxy::{ServiceView, services};
+use crate::sandbox::host::process;
+use crate::sandbox::model::cluster::{Cluster, Phase, Pod};
+use crate::sandbox::model::control::{
+    ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT,
+};
 
 /// Left-aligned columns separated by three spaces, as kubectl prints them.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -118,7 +120,7 @@ pub fn pods_json(c: &Cluster, namespace: Option<&str>) -> String {
         .pods
         .values()
         .filter(|p| namespace.is_none_or(|ns| p.namespace == ns))
-        .filter_map(|p| Some(super::state::pod_object(p, c.node(&p.node)?)))
+        .filter_map(|p| Some(crate::sandbox::host::state::pod_object(p, c.node(&p.node)?)))
         .collect();
     serde_json::to_string_pretty(&json!({"apiVersion": "v1", "kind": "List", "items": items}))
         .unwrap_or_default()

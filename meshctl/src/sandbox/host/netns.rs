@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::addresses::NODE_CIDR_PREFIX;
-use super::error::{Result, SandboxError};
-use super::model::{Cluster, Node, Pod};
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::model::addresses::NODE_CIDR_PREFIX;
+use crate::sandbox::model::cluster::{Cluster, Node, Pod};
 
 /// Where `ip netns` keeps its namespace handles.
 pub const NETNS_RUN_DIR: &str = "/run/netns";

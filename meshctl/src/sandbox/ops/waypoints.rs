@@ -28,12 +28,12 @@ use controller::deploy::waypoints::{
 };
 use serde_json::Value;
 
-use super::cluster::Sandbox;
-use super::control::{Layout, XDS_PORT};
-use super::error::{Result, SandboxError};
-use super::manifest::Object;
-use super::model::{Cluster, Pod};
+use super::sandbox::Sandbox;
 use super::tokens;
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::model::cluster::{Cluster, Pod};
+use crate::sandbox::model::control::{Layout, XDS_PORT};
+use crate::sandbox::model::manifest::Object;
 
 /// The sandbox's waypoint runtime: no images, the controller at `control_ip`,
 /// the sandbox root and the waypoint's own token file.
@@ -126,7 +126,7 @@ impl Sandbox {
     /// waypoint pod is one of the Deployment generated for a waypoint
     /// Gateway (a user's object of that name is replaced by the generated
     /// one, so labels alone cannot claim a token).
-    pub(super) fn granted_files(&self, pod: &Pod) -> Vec<PathBuf> {
+    pub(crate) fn granted_files(&self, pod: &Pod) -> Vec<PathBuf> {
         let Some(owner) = &pod.owner else {
             return Vec::new();
         };
@@ -178,7 +178,7 @@ impl Sandbox {
         tokens::sync_waypoints(&layout, &nodes, &pairs)?;
 
         let (wanted, stale) = plan(&self.cluster, &layout, control_ip)?;
-        let now = super::state::now();
+        let now = crate::sandbox::host::state::now();
         for object in stale {
             self.cluster
                 .objects
@@ -191,7 +191,7 @@ impl Sandbox {
             }
             let name = object.resource_name();
             let change = self.store(object, now);
-            if change != super::cluster::Change::Unchanged {
+            if change != super::sandbox::Change::Unchanged {
                 self.say(format!("{name} {} (waypoint)", change.as_str()));
             }
         }
@@ -202,11 +202,11 @@ impl Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::control::CONTROL_IP;
-    use crate::sandbox::ids::tests::Counter;
-    use crate::sandbox::manifest::{DeploymentObject, parse_documents};
-    use crate::sandbox::model::Applied;
-    use crate::sandbox::validate::{validate_deployment, validate_service};
+    use crate::sandbox::model::cluster::Applied;
+    use crate::sandbox::model::control::CONTROL_IP;
+    use crate::sandbox::model::ids::tests::Counter;
+    use crate::sandbox::model::manifest::{DeploymentObject, parse_documents};
+    use crate::sandbox::model::validate::{validate_deployment, validate_service};
     use controller::deploy::waypoints::GATEWAY_NAME_LABEL;
     use std::path::Path;
 
@@ -255,7 +255,7 @@ spec:
         );
         assert_eq!(gws[0].uid, "u-1");
         assert_eq!(
-            crate::sandbox::control::waypoint_identity(&gws[0].namespace, &gws[0].name),
+            crate::sandbox::model::control::waypoint_identity(&gws[0].namespace, &gws[0].name),
             "spiffe://cluster.local/ns/shop/sa/waypoint"
         );
     }
@@ -294,7 +294,7 @@ spec:
         assert_eq!(ports[1]["name"], "mesh");
         assert_eq!(ports[1]["port"], 15008);
         assert_eq!(ports[1]["appProtocol"], "all");
-        let typed: crate::sandbox::manifest::ServiceObject = svc.typed().unwrap();
+        let typed: crate::sandbox::model::manifest::ServiceObject = svc.typed().unwrap();
         validate_service(&typed.spec).unwrap();
 
         let deployment = find(&objects, "Deployment");
@@ -309,7 +309,7 @@ spec:
         let c = &spec.containers[0];
         assert_eq!(c.name, "istio-proxy");
         assert_eq!(
-            crate::sandbox::process::container_argv(c, &[]).join(" "),
+            crate::sandbox::host::process::container_argv(c, &[]).join(" "),
             "waypoint --namespace=shop --name=waypoint --service-account=waypoint \
              --controller=172.18.255.1:15012 \
              --root-cert=/run/meshctl/t/ca/root-cert.pem \

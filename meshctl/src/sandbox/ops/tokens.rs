@@ -8,10 +8,12 @@
 
 use std::path::Path;
 
-use super::control::{Layout, WAYPOINT_TOKEN_PREFIX, ZTUNNEL_IDENTITY, waypoint_identity};
-use super::error::{Result, SandboxError};
-use super::ids::os_random;
-use super::state::{private_dir, write_private};
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::state::{private_dir, write_private};
+use crate::sandbox::model::control::{
+    Layout, WAYPOINT_TOKEN_PREFIX, ZTUNNEL_IDENTITY, waypoint_identity,
+};
+use crate::sandbox::model::ids::os_random;
 
 /// Random bytes per token (64 hex characters).
 const TOKEN_BYTES: usize = 32;

@@ -2,7 +2,7 @@
 //! control-plane namespace, the controller, and per node a ztunnel and a
 //! node agent (like a DaemonSet pod with hostNetwork). Pure: which
 //! processes exist, with which arguments, where their files are. Starting
-//! and stopping them is in `system.rs`.
+//! and stopping them is in `ops::system`.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

@@ -9,9 +9,9 @@
 
 use nix::unistd::{Gid, Uid};
 
-use super::super::error::Result;
-use super::super::security::{CapSet, RunAs};
 use super::sys;
+use crate::sandbox::error::Result;
+use crate::sandbox::model::security::{CapSet, RunAs};
 
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
 const CAP_VERSION_3: u32 = 0x2008_0522;

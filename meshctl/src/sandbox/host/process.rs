@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::config::{Config, STATE_ROOT};
 use super::container::Launch;
-use super::error::{Result, SandboxError};
-use super::ids::ProcId;
-use super::manifest::{Container, parse_map_field, protocol};
-use super::model::{Node, Pod};
 use super::netns::{NETNS_RUN_DIR, Tools};
-use super::security;
+use crate::sandbox::config::{Config, STATE_ROOT};
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::model::cluster::{Node, Pod};
+use crate::sandbox::model::ids::ProcId;
+use crate::sandbox::model::manifest::{Container, parse_map_field, protocol};
+use crate::sandbox::model::security;
 
 /// How long pod processes, and every process at teardown, get between
 /// SIGTERM and SIGKILL.
@@ -472,8 +472,8 @@ pub(crate) fn new_session(cmd: &mut Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::manifest::{EnvVar, EnvVarSource, FieldRef};
-    use crate::sandbox::model::Phase;
+    use crate::sandbox::model::cluster::Phase;
+    use crate::sandbox::model::manifest::{EnvVar, EnvVarSource, FieldRef};
     use std::net::Ipv4Addr;
 
     fn pod() -> Pod {

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::addresses::allocate_cluster_ip;
-use super::config::Config;
-use super::error::{Result, SandboxError};
-use super::ids::{OsEntropy, ProcId, uid};
-use super::manifest::Object;
-use super::model::{Applied, Cluster, Phase, Pod};
-use super::netns::{self, Tools};
-use super::state::{self, StateLock};
-use super::{dns, kubeproxy, process};
+use crate::sandbox::config::Config;
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::netns::{self, Tools};
+use crate::sandbox::host::state::{self, StateLock};
+use crate::sandbox::host::{dns, kubeproxy, process};
+use crate::sandbox::model::addresses::allocate_cluster_ip;
+use crate::sandbox::model::cluster::{Applied, Cluster, Phase, Pod};
+use crate::sandbox::model::ids::{OsEntropy, ProcId, uid};
+use crate::sandbox::model::manifest::Object;
 
 /// Longest `up`/`apply` wait for new pods to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -124,7 +124,7 @@ impl Sandbox {
         }
         self.ensure_namespace("default");
         // The mesh's root namespace: policies there apply mesh-wide.
-        self.ensure_namespace(super::control::ROOT_NAMESPACE);
+        self.ensure_namespace(crate::sandbox::model::control::ROOT_NAMESPACE);
         self.sync()
     }
 

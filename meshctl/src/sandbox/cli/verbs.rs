@@ -5,23 +5,25 @@
 
 use std::path::PathBuf;
 
-use super::addresses::MAX_NODES;
-use super::cluster::{Sandbox, tail};
-use super::config::Config;
-use super::error::{Result, SandboxError};
-use super::findings::{self, Finding};
-use super::ids::ProcId;
-use super::manifest::{Object, load_path};
-use super::model::Cluster;
-use super::netns::{self, Tools};
-use super::system::{self, SystemOptions};
-use super::{console, container, forward, output, process, reaper, state, teardown};
+use super::output;
+use crate::sandbox::config::Config;
+use crate::sandbox::console;
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::netns::{self, Tools};
+use crate::sandbox::host::{container, forward, process, reaper, state, teardown};
+use crate::sandbox::model::addresses::MAX_NODES;
+use crate::sandbox::model::cluster::Cluster;
+use crate::sandbox::model::ids::ProcId;
+use crate::sandbox::model::manifest::{Object, load_path};
+use crate::sandbox::ops::findings::{self, Finding};
+use crate::sandbox::ops::sandbox::{Sandbox, tail};
+use crate::sandbox::ops::system::{self, SystemOptions};
 
 /// Options every verb takes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// Sandbox to act on; several can run side by side.
-    #[arg(long, global = true, env = "MESHCTL_SANDBOX", default_value = super::config::DEFAULT_SANDBOX)]
+    #[arg(long, global = true, env = "MESHCTL_SANDBOX", default_value = crate::sandbox::config::DEFAULT_SANDBOX)]
     pub sandbox: String,
     /// State folder of the sandbox [default: /run/meshctl/<sandbox>].
     #[arg(long, global = true, env = "MESHCTL_STATE_DIR")]
@@ -144,7 +146,7 @@ pub struct ForwardArgs {
     pub netns: String,
     /// FD=PORT: accept on inherited descriptor FD, connect to 127.0.0.1:PORT.
     #[arg(long = "forward", required = true)]
-    pub forwards: Vec<super::forward::Forward>,
+    pub forwards: Vec<crate::sandbox::host::forward::Forward>,
 }
 
 /// `get`.
@@ -351,13 +353,13 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
             _ => return Err(SandboxError::AlreadyUp(cfg.name.clone())),
         }
     }
-    let prefix = super::addresses::netns_prefix(&cfg.name);
+    let prefix = crate::sandbox::model::addresses::netns_prefix(&cfg.name);
     if !netns::list_netns(&prefix).is_empty() {
         say!("removing leftovers of an earlier sandbox {}", cfg.name);
         teardown::destroy_runtime(&tools, &cfg.name, None);
     }
     if entry != cfg.state_dir && !entry.is_symlink() {
-        let _ = std::fs::create_dir_all(super::config::STATE_ROOT);
+        let _ = std::fs::create_dir_all(crate::sandbox::config::STATE_ROOT);
         std::os::unix::fs::symlink(&cfg.state_dir, &entry)
             .map_err(SandboxError::io(format!("registering {}", entry.display())))?;
     }

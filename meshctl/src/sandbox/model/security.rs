@@ -378,7 +378,7 @@ pub fn home(uid: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::manifest::PodObject;
+    use crate::sandbox::model::manifest::PodObject;
 
     fn spec(yaml: &str) -> PodSpec {
         let pod: PodObject = serde_yaml_ng::from_str(yaml).unwrap();

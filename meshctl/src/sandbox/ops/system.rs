@@ -5,14 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use super::addresses::netns_name;
-use super::cluster::{Sandbox, quoted_tail};
-use super::control::{
+use super::sandbox::{Sandbox, quoted_tail};
+use super::tokens;
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::{admin, forward, netns, process, state};
+use crate::sandbox::model::addresses::netns_name;
+use crate::sandbox::model::control::{
     ADMIN_PORT, CONTROL_IP, Component, ControlPlane, Layout, SystemProcess, XDS_PORT,
 };
-use super::error::{Result, SandboxError};
-use super::ids::ProcId;
-use super::{admin, forward, netns, process, state, tokens};
+use crate::sandbox::model::ids::ProcId;
 
 /// Longest wait for the controller's `/ready`.
 pub const CONTROLLER_READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -15,11 +15,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::Config;
-use super::error::{Result, SandboxError};
-use super::ids::ProcId;
 use super::netns::{self, NETNS_RUN_DIR};
 use super::process;
+use crate::sandbox::config::Config;
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::model::ids::ProcId;
 
 /// Most connections forwarded at once; further ones are closed at once.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -205,7 +205,7 @@ async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::netns::tests::TestNetns;
+    use crate::sandbox::host::netns::tests::TestNetns;
 
     #[test]
     fn forward_specs_round_trip() {

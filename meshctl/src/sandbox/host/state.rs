@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <state>/lock                       flock serialising verbs
-//! <state>/state.json                 the cluster model (model::Cluster)
+//! <state>/state.json                 the cluster model (model::cluster::Cluster)
 //! <state>/pods/<ns>/<pod>.yaml       live Pods (spec.nodeName, status.podIP...)
 //! <state>/manifests/<ns>/<kind>-<name>.yaml   every other applied object,
 //!                                    Namespaces under manifests/_cluster/
@@ -10,7 +10,7 @@
 //! <state>/netns/<namespace>.<pod>    symlink to /run/netns/<pod netns>
 //! <state>/logs/<component>.log       controller, ztunnel-<node>, node-agent-<node>
 //! <state>/ca/, tokens.yaml, tokens/<node>, tokens/waypoint-<ns>.<gateway>, zds/<node>.sock
-//!                                    the system components' files (control.rs, tokens.rs)
+//!                                    the system components' files (model::control, ops::tokens)
 //! ```
 //!
 //! `pods/` and `manifests/` hold ordinary Kubernetes YAML, one object per
@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::error::{Result, SandboxError};
-use super::model::{Cluster, Node, Phase, Pod};
 use super::netns::NETNS_RUN_DIR;
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::model::cluster::{Cluster, Node, Phase, Pod};
 
 /// Longest a verb waits for another one holding the sandbox.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(180);
@@ -342,12 +342,12 @@ pub fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::model::PodOwner;
+    use crate::sandbox::model::cluster::PodOwner;
     use std::net::Ipv4Addr;
 
     #[test]
     fn netns_links_follow_the_pods_whose_namespace_exists() {
-        use crate::sandbox::netns::tests::TestNetns;
+        use crate::sandbox::host::netns::tests::TestNetns;
         let Some(ns) = TestNetns::new("links") else {
             return;
         };

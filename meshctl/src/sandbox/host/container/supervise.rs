@@ -24,11 +24,11 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
-use super::super::error::{Result, SandboxError};
-use super::super::netns::NETNS_RUN_DIR;
-use super::super::process::proc_id;
-use super::super::security::RunAs;
 use super::{Launch, SETUP_FAILED, creds, mounts, sys};
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::netns::NETNS_RUN_DIR;
+use crate::sandbox::host::process::proc_id;
+use crate::sandbox::model::security::RunAs;
 
 /// Signals passed on to the container.
 const FORWARDED: [Signal; 7] = [

@@ -5,10 +5,10 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use super::config::Config;
-use super::error::Result;
-use super::ids::ProcId;
 use super::{process, state, teardown};
+use crate::sandbox::config::Config;
+use crate::sandbox::error::Result;
+use crate::sandbox::model::ids::ProcId;
 
 /// How often the reaper re-checks when it cannot wait on a pidfd.
 const POLL: Duration = Duration::from_millis(500);

@@ -36,9 +36,9 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{Result, SandboxError};
-use super::ids::ProcId;
-use super::security::RunAs;
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::model::ids::ProcId;
+use crate::sandbox::model::security::RunAs;
 
 /// Exit status of `sandbox-container` when the container could not be set
 /// up (126 and 127 keep their shell meanings: not executable, not found).

@@ -516,8 +516,8 @@ fn hash_value(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::ids::tests::Counter;
-    use crate::sandbox::manifest::parse_documents;
+    use crate::sandbox::model::ids::tests::Counter;
+    use crate::sandbox::model::manifest::parse_documents;
 
     fn cluster_with(yaml: &str, nodes: u32) -> Cluster {
         let mut c = Cluster::new("t", nodes, 0);

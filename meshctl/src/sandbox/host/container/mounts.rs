@@ -23,9 +23,9 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::stat::{Mode, SFlag, mknod};
 use nix::unistd::{Gid, Uid, chown};
 
-use super::super::dns::etc_dir;
-use super::super::error::{Result, SandboxError};
 use super::{Launch, sys};
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::dns::etc_dir;
 
 /// Writable scratch filesystems: nothing on them is a device or setuid.
 const SCRATCH: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);

@@ -13,10 +13,10 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use super::error::{Result, SandboxError};
-use super::manifest::{IntOrString, ServiceObject, protocol};
-use super::model::{Cluster, Node, Phase, Pod};
 use super::netns::{Tools, run};
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::model::cluster::{Cluster, Node, Phase, Pod};
+use crate::sandbox::model::manifest::{IntOrString, ServiceObject, protocol};
 
 /// A Service with its resolved endpoints.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,9 +210,9 @@ pub fn sync(tools: &Tools, cluster: &Cluster) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::ids::tests::Counter;
-    use crate::sandbox::manifest::parse_documents;
-    use crate::sandbox::model::Applied;
+    use crate::sandbox::model::cluster::Applied;
+    use crate::sandbox::model::ids::tests::Counter;
+    use crate::sandbox::model::manifest::parse_documents;
 
     const YAML: &str = r#"
 apiVersion: v1

@@ -1,0 +1,13 @@
+//! What the sandbox's cluster is, as data: Kubernetes objects as applied,
+//! their validation, the address plan, nodes and pods with their placement,
+//! and the system components' command lines and files. Nothing here starts
+//! a process, touches a namespace or writes a file, so all of it is
+//! unit-tested without root.
+
+pub mod addresses;
+pub mod cluster;
+pub mod control;
+pub mod ids;
+pub mod manifest;
+pub mod security;
+pub(crate) mod validate;
