@@ -14,7 +14,8 @@ use crate::sandbox::host::{container, forward, process, reaper, state, teardown}
 use crate::sandbox::model::addresses::MAX_NODES;
 use crate::sandbox::model::cluster::Cluster;
 use crate::sandbox::model::ids::ProcId;
-use crate::sandbox::model::manifest::{Object, load_path};
+use crate::sandbox::model::manifest::load_path;
+use crate::sandbox::model::objects::Object;
 use crate::sandbox::ops::findings::{self, Finding};
 use crate::sandbox::ops::sandbox::{Sandbox, tail};
 use crate::sandbox::ops::system::{self, SystemOptions};

@@ -16,7 +16,8 @@ use std::process::Command;
 use super::netns::{Tools, run};
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::cluster::{Cluster, Node, Phase, Pod};
-use crate::sandbox::model::manifest::{IntOrString, ServiceObject, protocol};
+use crate::sandbox::model::objects::{IntOrString, ServiceObject};
+use crate::sandbox::model::validate::protocol;
 
 /// A Service with its resolved endpoints.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,8 +16,9 @@ use crate::sandbox::config::{Config, STATE_ROOT};
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::cluster::{Node, Pod};
 use crate::sandbox::model::ids::ProcId;
-use crate::sandbox::model::manifest::{Container, parse_map_field, protocol};
+use crate::sandbox::model::objects::Container;
 use crate::sandbox::model::security;
+use crate::sandbox::model::validate::{parse_map_field, protocol};
 
 /// How long pod processes, and every process at teardown, get between
 /// SIGTERM and SIGKILL.
@@ -473,7 +474,7 @@ pub(crate) fn new_session(cmd: &mut Command) {
 mod tests {
     use super::*;
     use crate::sandbox::model::cluster::Phase;
-    use crate::sandbox::model::manifest::{EnvVar, EnvVarSource, FieldRef};
+    use crate::sandbox::model::objects::{EnvVar, EnvVarSource, FieldRef};
     use std::net::Ipv4Addr;
 
     fn pod() -> Pod {

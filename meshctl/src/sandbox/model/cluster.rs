@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::addresses::netns_name;
 use super::control::ControlPlane;
 use super::ids::{Entropy, ProcId, fnv64, k8s_suffix, uid};
-use super::manifest::{DeploymentObject, Object, PodObject, PodSpec};
+use super::objects::{DeploymentObject, Object, PodObject, PodSpec};
 
 /// A node: a network namespace on the fabric bridge that routes for its pods.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -435,7 +435,7 @@ impl Cluster {
         if let Some(o) = owner.as_mut().filter(|o| o.replicaset_uid.is_empty()) {
             o.replicaset_uid = uid(rng);
         }
-        let spec = super::manifest::PodSpec::default();
+        let spec = super::objects::PodSpec::default();
         let typed: PodSpec = serde_json::from_value(new.spec.clone()).unwrap_or(spec);
         let node = &self.nodes[node_idx];
         let pod = Pod {

@@ -9,5 +9,6 @@ pub mod cluster;
 pub mod control;
 pub mod ids;
 pub mod manifest;
+pub mod objects;
 pub mod security;
 pub(crate) mod validate;

@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::{Container, PodSecurityContext, PodSpec, SecurityContext};
+use super::objects::{Container, PodSecurityContext, PodSpec, SecurityContext};
 
 /// The uid a container runs as when nothing says otherwise (`nobody`).
 pub const DEFAULT_UID: u32 = 65534;
@@ -378,7 +378,7 @@ pub fn home(uid: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::model::manifest::PodObject;
+    use crate::sandbox::model::objects::PodObject;
 
     fn spec(yaml: &str) -> PodSpec {
         let pod: PodObject = serde_yaml_ng::from_str(yaml).unwrap();

@@ -2,7 +2,7 @@
 //! enforce. Messages start with the field path (`spec.ports[0].port: ...`).
 
 use super::addresses::{SERVICE_CIDR, in_service_range};
-use super::manifest::{DeploymentObject, PodSpec, ServiceSpec};
+use super::objects::{DeploymentObject, PodSpec, ServiceSpec};
 
 /// DNS-1123 names: a label (namespaces, services) or a subdomain.
 pub fn validate_name(name: &str, label: bool) -> Result<(), String> {
@@ -162,5 +162,20 @@ pub fn protocol(p: Option<&str>) -> Result<&'static str, String> {
         "TCP" => Ok("tcp"),
         "UDP" => Ok("udp"),
         other => Err(format!("unsupported protocol {other:?} (TCP or UDP)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_paths() {
+        assert_eq!(
+            parse_map_field("metadata.labels['version']", "metadata.labels"),
+            Some("version")
+        );
+        assert!(supported_field_path("status.podIP"));
+        assert!(!supported_field_path("status.phase"));
     }
 }

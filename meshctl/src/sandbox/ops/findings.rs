@@ -8,7 +8,7 @@ use controller::model::Problem;
 use controller::source::FileSource;
 use controller::translate::{TranslateOptions, translate};
 
-use crate::sandbox::model::manifest::Object;
+use crate::sandbox::model::objects::Object;
 
 /// A problem with one applied object.
 #[derive(Debug, Clone, PartialEq, Eq)]

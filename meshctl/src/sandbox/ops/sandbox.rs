@@ -17,7 +17,7 @@ use crate::sandbox::host::{dns, kubeproxy, process};
 use crate::sandbox::model::addresses::allocate_cluster_ip;
 use crate::sandbox::model::cluster::{Applied, Cluster, Phase, Pod};
 use crate::sandbox::model::ids::{OsEntropy, ProcId, uid};
-use crate::sandbox::model::manifest::Object;
+use crate::sandbox::model::objects::Object;
 
 /// Longest `up`/`apply` wait for new pods to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -33,7 +33,7 @@ use super::tokens;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::cluster::{Cluster, Pod};
 use crate::sandbox::model::control::{Layout, XDS_PORT};
-use crate::sandbox::model::manifest::Object;
+use crate::sandbox::model::objects::Object;
 
 /// The sandbox's waypoint runtime: no images, the controller at `control_ip`,
 /// the sandbox root and the waypoint's own token file.
@@ -205,7 +205,8 @@ mod tests {
     use crate::sandbox::model::cluster::Applied;
     use crate::sandbox::model::control::CONTROL_IP;
     use crate::sandbox::model::ids::tests::Counter;
-    use crate::sandbox::model::manifest::{DeploymentObject, parse_documents};
+    use crate::sandbox::model::manifest::parse_documents;
+    use crate::sandbox::model::objects::DeploymentObject;
     use crate::sandbox::model::validate::{validate_deployment, validate_service};
     use controller::deploy::waypoints::GATEWAY_NAME_LABEL;
     use std::path::Path;
@@ -294,7 +295,7 @@ spec:
         assert_eq!(ports[1]["name"], "mesh");
         assert_eq!(ports[1]["port"], 15008);
         assert_eq!(ports[1]["appProtocol"], "all");
-        let typed: crate::sandbox::model::manifest::ServiceObject = svc.typed().unwrap();
+        let typed: crate::sandbox::model::objects::ServiceObject = svc.typed().unwrap();
         validate_service(&typed.spec).unwrap();
 
         let deployment = find(&objects, "Deployment");
