@@ -79,6 +79,15 @@ impl SandboxError {
         let context = context.into();
         move |source| SandboxError::Io { context, source }
     }
+
+    /// Maps a failed system call to the sandbox's error, saying what was done.
+    pub fn sys(context: impl std::fmt::Display) -> impl FnOnce(nix::errno::Errno) -> SandboxError {
+        let context = context.to_string();
+        move |errno| SandboxError::Io {
+            context,
+            source: errno.into(),
+        }
+    }
 }
 
 /// Result alias for the sandbox.

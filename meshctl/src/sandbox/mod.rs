@@ -22,4 +22,4 @@ pub mod model;
 pub(crate) mod ops;
 
 pub use config::STATE_ROOT;
-pub use host::container::command_pid;
+pub use host::procfs::command_pid;

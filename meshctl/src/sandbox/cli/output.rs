@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::sandbox::host::kubeproxy::{ServiceView, services};
-use crate::sandbox::host::process;
+use crate::sandbox::host::procfs;
 use crate::sandbox::model::cluster::{Cluster, Phase, Pod};
 use crate::sandbox::model::control::{
     ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT,
@@ -241,7 +241,7 @@ pub fn controller(c: &ControlPlane, layout: &Layout) -> String {
         .processes
         .iter()
         .map(|p| {
-            let pid = p.process.filter(|p| process::alive(*p));
+            let pid = p.process.filter(|p| procfs::alive(*p));
             vec![
                 p.component.name(),
                 if pid.is_some() { "Running" } else { "Stopped" }.into(),
@@ -260,7 +260,7 @@ pub fn controller_json(c: &ControlPlane, layout: &Layout) -> String {
         .processes
         .iter()
         .map(|p| {
-            let pid = p.process.filter(|p| process::alive(*p)).map(|p| p.pid);
+            let pid = p.process.filter(|p| procfs::alive(*p)).map(|p| p.pid);
             json!({
                 "name": p.component.name(),
                 "component": p.component,

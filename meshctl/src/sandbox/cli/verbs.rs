@@ -10,7 +10,7 @@ use crate::sandbox::config::Config;
 use crate::sandbox::console;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::netns::{self, Tools};
-use crate::sandbox::host::{container, forward, process, reaper, state, teardown};
+use crate::sandbox::host::{container, forward, process, procfs, reaper, state, teardown};
 use crate::sandbox::model::addresses::MAX_NODES;
 use crate::sandbox::model::cluster::Cluster;
 use crate::sandbox::model::ids::ProcId;
@@ -329,7 +329,7 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
     };
     let owner =
         match args.owner_pid {
-            Some(pid) => Some(process::proc_id(pid).ok_or_else(|| {
+            Some(pid) => Some(procfs::proc_id(pid).ok_or_else(|| {
                 SandboxError::Invalid(format!("--owner-pid {pid}: no such process"))
             })?),
             None => None,
@@ -347,7 +347,7 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
     let lock = state::lock(&cfg.state_dir, &cfg.name, true)?;
     if let Ok(old) = state::load(&cfg.state_dir, &cfg.name) {
         match old.owner {
-            Some(o) if !process::alive(o) => {
+            Some(o) if !procfs::alive(o) => {
                 say!("removing sandbox {}: its owner process is gone", cfg.name);
                 teardown::destroy_runtime(&tools, &cfg.name, Some(&old));
             }
@@ -509,7 +509,7 @@ fn exec(cfg: &Config, a: ExecArgs) -> Result<i32> {
             .containers
             .get(index)
             .and_then(|c| c.process)
-            .filter(|p| process::alive(*p));
+            .filter(|p| procfs::alive(*p));
         launch.argv = a.command.clone();
         launch
     };

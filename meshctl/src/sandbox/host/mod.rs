@@ -10,6 +10,7 @@ pub(crate) mod forward;
 pub mod kubeproxy;
 pub(crate) mod netns;
 pub(crate) mod process;
+pub(crate) mod procfs;
 pub(crate) mod reaper;
 pub mod state;
 pub(crate) mod teardown;

@@ -5,7 +5,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use super::{process, state, teardown};
+use super::{process, procfs, state, teardown};
 use crate::sandbox::config::Config;
 use crate::sandbox::error::Result;
 use crate::sandbox::model::ids::ProcId;
@@ -56,7 +56,7 @@ pub fn run(cfg: &Config, owner: ProcId) -> Result<()> {
     // Opened before the liveness check so a recycled PID cannot slip in.
     let fd = pidfd(owner.pid);
     loop {
-        if !process::alive(owner) {
+        if !procfs::alive(owner) {
             say!(
                 "owner process {} is gone: tearing sandbox {} down",
                 owner.pid,

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::netns::{self, Tools};
-use super::{dns, process, state};
+use super::{dns, process, procfs, state};
 use crate::sandbox::config::{Config, STATE_ROOT};
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::addresses::netns_prefix;
@@ -158,7 +158,7 @@ pub fn reap_stale(tools: &Tools, except: &str) -> Vec<String> {
             continue;
         };
         let Some(owner) = cluster.owner else { continue };
-        if process::alive(owner) {
+        if procfs::alive(owner) {
             continue;
         }
         // Only when nobody holds it: a live verb or reaper is dealing with it.

@@ -13,7 +13,7 @@ use crate::sandbox::config::Config;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::netns::{self, Tools};
 use crate::sandbox::host::state::{self, StateLock};
-use crate::sandbox::host::{dns, kubeproxy, process};
+use crate::sandbox::host::{dns, kubeproxy, process, procfs};
 use crate::sandbox::model::addresses::allocate_cluster_ip;
 use crate::sandbox::model::cluster::{Applied, Cluster, Phase, Pod};
 use crate::sandbox::model::ids::{OsEntropy, ProcId, uid};
@@ -507,10 +507,10 @@ impl Sandbox {
                 continue;
             }
             let procs: Vec<ProcId> = pod.containers.iter().filter_map(|c| c.process).collect();
-            let (phase, ready) = if procs.iter().all(|p| process::alive(*p)) {
+            let (phase, ready) = if procs.iter().all(|p| procfs::alive(*p)) {
                 (
                     Phase::Running,
-                    process::ready(pod, &pod.typed_spec().containers),
+                    procfs::ready(pod, &pod.typed_spec().containers),
                 )
             } else {
                 (Phase::Failed, false)

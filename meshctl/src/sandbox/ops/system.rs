@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::sandbox::{Sandbox, quoted_tail};
 use super::tokens;
 use crate::sandbox::error::{Result, SandboxError};
-use crate::sandbox::host::{admin, forward, netns, process, state};
+use crate::sandbox::host::{admin, forward, netns, process, procfs, state};
 use crate::sandbox::model::addresses::netns_name;
 use crate::sandbox::model::control::{
     ADMIN_PORT, CONTROL_IP, Component, ControlPlane, Layout, SystemProcess, XDS_PORT,
@@ -167,7 +167,7 @@ impl Sandbox {
         let layout = self.layout();
         let control = self.control()?.clone();
         if let Some(p) = control.find(component).and_then(|p| p.process)
-            && process::alive(p)
+            && procfs::alive(p)
         {
             return Ok(p);
         }
@@ -221,7 +221,7 @@ impl Sandbox {
     pub fn stop_component(&mut self, component: &Component) -> Result<bool> {
         let record = self.control()?.find(component);
         let running =
-            record.and_then(|r| Some((r.process.filter(|p| process::alive(*p))?, r.stop_grace())));
+            record.and_then(|r| Some((r.process.filter(|p| procfs::alive(*p))?, r.stop_grace())));
         if let Some((p, grace)) = running {
             self.say(format!("stopping {} (pid {})", component.name(), p.pid));
             process::stop(&[], &[p], grace);
@@ -251,7 +251,7 @@ impl Sandbox {
         };
         let deadline = Instant::now() + CONTROLLER_READY_TIMEOUT;
         loop {
-            if !process::alive(proc) {
+            if !procfs::alive(proc) {
                 return Err(failed("it exited".into()));
             }
             let last = match admin::get(&control.netns, ADMIN_PORT, "/ready", ADMIN_TIMEOUT) {

@@ -9,8 +9,7 @@
 
 use nix::unistd::{Gid, Uid};
 
-use super::sys;
-use crate::sandbox::error::Result;
+use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::security::{CapSet, RunAs};
 
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
@@ -49,7 +48,9 @@ fn capset(caps: CapSet) -> Result<()> {
     // kernel expects; both outlive the call.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
     if rc != 0 {
-        return Err(sys("setting capabilities")(nix::errno::Errno::last()));
+        return Err(SandboxError::sys("setting capabilities")(
+            nix::errno::Errno::last(),
+        ));
     }
     Ok(())
 }
@@ -68,7 +69,7 @@ fn cut_bounding(keep: CapSet) -> Result<()> {
             if errno == nix::errno::Errno::EINVAL {
                 break;
             }
-            return Err(sys(format!(
+            return Err(SandboxError::sys(format!(
                 "dropping capability {cap} from the bounding set"
             ))(errno));
         }
@@ -91,9 +92,9 @@ fn raise_ambient(caps: CapSet) -> Result<()> {
             )
         };
         if rc != 0 {
-            return Err(sys(format!("raising ambient capability {cap}"))(
-                nix::errno::Errno::last(),
-            ));
+            return Err(SandboxError::sys(format!(
+                "raising ambient capability {cap}"
+            ))(nix::errno::Errno::last()));
         }
     }
     Ok(())
@@ -103,20 +104,23 @@ fn raise_ambient(caps: CapSet) -> Result<()> {
 /// as root with all capabilities, single-threaded.
 pub(super) fn become_user(run_as: &RunAs) -> Result<()> {
     let groups: Vec<Gid> = run_as.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).map_err(sys("setting supplementary groups"))?;
+    nix::unistd::setgroups(&groups).map_err(SandboxError::sys("setting supplementary groups"))?;
     cut_bounding(run_as.bounding)?;
-    nix::sys::prctl::set_keepcaps(true).map_err(sys("keeping capabilities"))?;
+    nix::sys::prctl::set_keepcaps(true).map_err(SandboxError::sys("keeping capabilities"))?;
     let gid = Gid::from_raw(run_as.gid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(sys(format!("setting gid {}", run_as.gid)))?;
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(SandboxError::sys(format!("setting gid {}", run_as.gid)))?;
     let uid = Uid::from_raw(run_as.uid);
-    nix::unistd::setresuid(uid, uid, uid).map_err(sys(format!("setting uid {}", run_as.uid)))?;
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(SandboxError::sys(format!("setting uid {}", run_as.uid)))?;
     capset(run_as.caps)?;
     if run_as.uid != 0 {
         raise_ambient(run_as.caps)?;
     }
-    nix::sys::prctl::set_keepcaps(false).map_err(sys("resetting keep-capabilities"))?;
+    nix::sys::prctl::set_keepcaps(false)
+        .map_err(SandboxError::sys("resetting keep-capabilities"))?;
     if run_as.no_new_privs {
-        nix::sys::prctl::set_no_new_privs().map_err(sys("setting no_new_privs"))?;
+        nix::sys::prctl::set_no_new_privs().map_err(SandboxError::sys("setting no_new_privs"))?;
     }
     Ok(())
 }

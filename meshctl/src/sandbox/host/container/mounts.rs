@@ -23,7 +23,7 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::stat::{Mode, SFlag, mknod};
 use nix::unistd::{Gid, Uid, chown};
 
-use super::{Launch, sys};
+use super::launch::Launch;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::dns::etc_dir;
 
@@ -69,7 +69,7 @@ pub(super) fn isolate(launch: &Launch) -> Result<()> {
             content,
         });
     }
-    unshare(CloneFlags::CLONE_NEWNS).map_err(sys("creating a mount namespace"))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(SandboxError::sys("creating a mount namespace"))?;
     // Slave: mounts made here stay here, while the host's unmounts (of
     // namespace handles, say) still reach this copy.
     remount(
@@ -104,8 +104,9 @@ pub(super) fn isolate(launch: &Launch) -> Result<()> {
     }
     for dir in hidden {
         let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | SCRATCH | MsFlags::MS_NOEXEC;
-        mount(None::<&str>, dir, None::<&str>, flags, None::<&str>)
-            .map_err(sys(format!("making {} read-only", dir.display())))?;
+        mount(None::<&str>, dir, None::<&str>, flags, None::<&str>).map_err(SandboxError::sys(
+            format!("making {} read-only", dir.display()),
+        ))?;
     }
     Ok(())
 }
@@ -116,7 +117,7 @@ pub(super) fn fresh_proc() -> Result<()> {
     let _ = umount2("/proc", MntFlags::MNT_DETACH);
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>)
-        .map_err(sys("mounting /proc"))?;
+        .map_err(SandboxError::sys("mounting /proc"))?;
     for name in PROC_READ_ONLY {
         let path = Path::new("/proc").join(name);
         if path.exists() {
@@ -149,13 +150,14 @@ fn etc_binds(netns: &str) -> Result<Vec<(PathBuf, PathBuf)>> {
 }
 
 fn remount(target: &str, flags: MsFlags, what: &str) -> Result<()> {
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(sys(what))
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(SandboxError::sys(what))
 }
 
 fn tmpfs(target: impl AsRef<Path>, flags: MsFlags, options: &str) -> Result<()> {
     let target = target.as_ref();
-    mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(options))
-        .map_err(sys(format!("mounting a tmpfs on {}", target.display())))
+    mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(options)).map_err(SandboxError::sys(
+        format!("mounting a tmpfs on {}", target.display()),
+    ))
 }
 
 /// Binds `source` over `target` (creating `target` in a scratch filesystem
@@ -175,9 +177,9 @@ fn bind_read_only(source: &Path, target: &Path) -> Result<()> {
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(sys(&ctx))?;
+    .map_err(SandboxError::sys(&ctx))?;
     let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(sys(ctx))
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(SandboxError::sys(ctx))
 }
 
 /// Makes every mount of this namespace read-only.
@@ -213,7 +215,9 @@ fn read_only_tree() -> Result<()> {
     match nix::errno::Errno::last() {
         // Before Linux 5.12: one mount at a time.
         nix::errno::Errno::ENOSYS => read_only_each(),
-        e => Err(sys("making the host's filesystem read-only")(e)),
+        e => Err(SandboxError::sys("making the host's filesystem read-only")(
+            e,
+        )),
     }
 }
 
@@ -280,7 +284,8 @@ fn unescape(s: &str) -> String {
 fn fresh_sys() -> Result<()> {
     let _ = umount2("/sys", MntFlags::MNT_DETACH);
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("sysfs"), "/sys", Some("sysfs"), flags, None::<&str>).map_err(sys("mounting /sys"))
+    mount(Some("sysfs"), "/sys", Some("sysfs"), flags, None::<&str>)
+        .map_err(SandboxError::sys("mounting /sys"))
 }
 
 /// A `/dev` holding only [`DEVICES`], the usual links and a private
@@ -300,7 +305,7 @@ fn fresh_dev() -> Result<()> {
             mode,
             libc::makedev(major as u32, minor as u32),
         )
-        .map_err(sys(format!("creating {}", path.display())))?;
+        .map_err(SandboxError::sys(format!("creating {}", path.display())))?;
         // mknod honours the umask; devices are for everyone.
         fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
             .map_err(SandboxError::io(format!("opening up {}", path.display())))?;
@@ -336,7 +341,7 @@ fn write_grant(grant: &Grant, uid: u32, gid: u32) -> Result<()> {
         Some(Uid::from_raw(uid)),
         Some(Gid::from_raw(gid)),
     )
-    .map_err(sys(ctx()))?;
+    .map_err(SandboxError::sys(ctx()))?;
     fs::set_permissions(&grant.path, fs::Permissions::from_mode(0o400))
         .map_err(SandboxError::io(ctx()))
 }

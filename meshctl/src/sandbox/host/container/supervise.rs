@@ -24,11 +24,16 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
-use super::{Launch, SETUP_FAILED, creds, mounts, sys};
+use super::launch::Launch;
+use super::{creds, mounts};
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::netns::NETNS_RUN_DIR;
-use crate::sandbox::host::process::proc_id;
+use crate::sandbox::host::procfs::proc_id;
 use crate::sandbox::model::security::RunAs;
+
+/// Exit status of `sandbox-container` when the container could not be set
+/// up (126 and 127 keep their shell meanings: not executable, not found).
+pub(super) const SETUP_FAILED: i32 = 125;
 
 /// Signals passed on to the container.
 const FORWARDED: [Signal; 7] = [
@@ -54,14 +59,16 @@ pub(super) fn run(launch: &Launch) -> Result<i32> {
     seal_descriptors()?;
     // Blocked before anything starts, so no signal is lost or acted on
     // by default in between; each process below waits for them instead.
-    watched.thread_block().map_err(sys("blocking signals"))?;
+    watched
+        .thread_block()
+        .map_err(SandboxError::sys("blocking signals"))?;
     match launch.join {
         Some(_) => join(launch)?,
         None => isolate(launch)?,
     }
     // SAFETY: this process is single-threaded (a fresh exec of meshctl
     // that started no thread).
-    match unsafe { fork() }.map_err(sys("starting the container"))? {
+    match unsafe { fork() }.map_err(SandboxError::sys("starting the container"))? {
         ForkResult::Parent { child } => relay(child, &watched),
         ForkResult::Child => {
             let outcome = match launch.join {
@@ -100,16 +107,20 @@ fn isolate(launch: &Launch) -> Result<()> {
     let handle = Path::new(NETNS_RUN_DIR).join(&launch.netns);
     let netns = std::fs::File::open(&handle)
         .map_err(SandboxError::io(format!("opening {}", handle.display())))?;
-    setns(&netns, CloneFlags::CLONE_NEWNET)
-        .map_err(sys(format!("joining network namespace {}", launch.netns)))?;
+    setns(&netns, CloneFlags::CLONE_NEWNET).map_err(SandboxError::sys(format!(
+        "joining network namespace {}",
+        launch.netns
+    )))?;
     mounts::isolate(launch)?;
     unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
-        .map_err(sys("creating PID, IPC and UTS namespaces"))?;
+        .map_err(SandboxError::sys("creating PID, IPC and UTS namespaces"))?;
     let name: String = launch.hostname.chars().take(MAX_HOSTNAME).collect();
     let name = name.trim_end_matches(['-', '.']);
     // SAFETY: sethostname with a pointer and length of a live buffer.
     if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
-        return Err(sys(format!("setting hostname {name}"))(Errno::last()));
+        return Err(SandboxError::sys(format!("setting hostname {name}"))(
+            Errno::last(),
+        ));
     }
     Ok(())
 }
@@ -142,7 +153,9 @@ fn join(launch: &Launch) -> Result<()> {
         return Err(SandboxError::Invalid("the container is not running".into()));
     }
     for (fd, flag, name) in handles {
-        setns(&fd, flag).map_err(sys(format!("joining the container's {name} namespace")))?;
+        setns(&fd, flag).map_err(SandboxError::sys(format!(
+            "joining the container's {name} namespace"
+        )))?;
     }
     Ok(())
 }
@@ -151,7 +164,9 @@ fn join(launch: &Launch) -> Result<()> {
 /// (128 + signal number when a signal ended it, as shells report).
 fn relay(child: Pid, watched: &SigSet) -> Result<i32> {
     loop {
-        let signal = watched.wait().map_err(sys("waiting for signals"))?;
+        let signal = watched
+            .wait()
+            .map_err(SandboxError::sys("waiting for signals"))?;
         if signal != Signal::SIGCHLD {
             let _ = kill(child, signal);
             continue;
@@ -172,7 +187,7 @@ fn reap(main: Pid) -> Result<Option<i32>> {
             Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(found),
             Ok(_) => {}
             Err(Errno::EINTR) => {}
-            Err(e) => return Err(sys("waiting for the container")(e)),
+            Err(e) => return Err(SandboxError::sys("waiting for the container")(e)),
         }
     }
 }
@@ -182,7 +197,7 @@ fn reap(main: Pid) -> Result<Option<i32>> {
 fn init(launch: &Launch, watched: &SigSet) -> Result<i32> {
     mounts::fresh_proc()?;
     // SAFETY: single-threaded, as in `run`.
-    let command = match unsafe { fork() }.map_err(sys("starting the command"))? {
+    let command = match unsafe { fork() }.map_err(SandboxError::sys("starting the command"))? {
         ForkResult::Child => {
             let code = exec_command(launch).unwrap_or_else(|e| {
                 eprintln!("meshctl: {}: {e}", launch.what);
@@ -194,7 +209,8 @@ fn init(launch: &Launch, watched: &SigSet) -> Result<i32> {
     };
     creds::become_user(&RunAs::powerless(launch.run_as.uid, launch.run_as.gid))?;
     // After the uid change, which clears it: die with the supervisor.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("watching the supervisor"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(SandboxError::sys("watching the supervisor"))?;
     relay(command, watched)
 }
 
@@ -205,9 +221,9 @@ fn exec_command(launch: &Launch) -> Result<i32> {
     // blocked either.
     // SAFETY: restoring a default disposition installs no handler.
     unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
-        .map_err(sys("resetting SIGPIPE"))?;
+        .map_err(SandboxError::sys("resetting SIGPIPE"))?;
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(sys("unblocking signals"))?;
+        .map_err(SandboxError::sys("unblocking signals"))?;
     creds::become_user(&launch.run_as)?;
     let Some(program) = launch.argv.first() else {
         return Err(SandboxError::Invalid("no command to run".into()));
