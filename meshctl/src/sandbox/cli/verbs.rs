@@ -9,8 +9,9 @@ use super::output;
 use crate::sandbox::config::Config;
 use crate::sandbox::console;
 use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::container::{self, Launch};
 use crate::sandbox::host::netns::{self, Tools};
-use crate::sandbox::host::{container, forward, process, procfs, reaper, state, teardown};
+use crate::sandbox::host::{forward, procfs, reaper, state, teardown};
 use crate::sandbox::model::addresses::MAX_NODES;
 use crate::sandbox::model::cluster::Cluster;
 use crate::sandbox::model::ids::ProcId;
@@ -319,7 +320,7 @@ fn up(cfg: &Config, args: UpArgs) -> Result<()> {
             "--nodes must be 1..={MAX_NODES}"
         )));
     }
-    if let Some(warning) = process::unreachable_bin_dir(&cfg.bin_dir) {
+    if let Some(warning) = container::unreachable_bin_dir(&cfg.bin_dir) {
         say!("warning: {warning}");
     }
     // Fail on bad manifests before building anything.
@@ -502,7 +503,7 @@ fn exec(cfg: &Config, a: ExecArgs) -> Result<i32> {
             None => 0,
         };
         let mut launch =
-            process::container_launch(&sb.cfg, &pod, &node, index, sb.granted_files(&pod))?;
+            Launch::for_container(&sb.cfg, &pod, &node, index, sb.granted_files(&pod))?;
         // As kubectl exec: inside the running container; a container that
         // runs nothing (no command) gets namespaces of its own.
         launch.join = pod

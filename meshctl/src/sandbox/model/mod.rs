@@ -7,6 +7,7 @@
 pub mod addresses;
 pub mod cluster;
 pub mod control;
+pub mod env;
 pub mod ids;
 pub mod manifest;
 pub mod objects;

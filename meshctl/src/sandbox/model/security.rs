@@ -357,24 +357,6 @@ pub fn validate(spec: &PodSpec, at: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The host's primary group of `uid`, from the user database.
-pub fn host_primary_group(uid: u32) -> Option<u32> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.gid.as_raw())
-}
-
-/// The home folder of `uid`: its entry in the user database, else `/`
-/// (what container runtimes do).
-pub fn home(uid: u32) -> String {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.dir.display().to_string())
-        .unwrap_or_else(|| "/".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::sandbox::config::Config;
 use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::container::Launch;
 use crate::sandbox::host::netns::{self, Tools};
 use crate::sandbox::host::state::{self, StateLock};
 use crate::sandbox::host::{dns, kubeproxy, process, procfs};
@@ -429,7 +430,7 @@ impl Sandbox {
         let grant = self.granted_files(&pod);
         let mut states = pod.containers.clone();
         for (i, st) in states.iter_mut().enumerate().take(spec.containers.len()) {
-            let launch = process::container_launch(&self.cfg, &pod, &node, i, grant.clone())?;
+            let launch = Launch::for_container(&self.cfg, &pod, &node, i, grant.clone())?;
             if launch.argv.is_empty() {
                 self.say(format!(
                     "  warning: container {} of {} has no command; the sandbox runs commands, not images",

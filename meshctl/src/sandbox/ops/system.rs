@@ -13,6 +13,7 @@ use crate::sandbox::model::addresses::netns_name;
 use crate::sandbox::model::control::{
     ADMIN_PORT, CONTROL_IP, Component, ControlPlane, Layout, SystemProcess, XDS_PORT,
 };
+use crate::sandbox::model::env;
 use crate::sandbox::model::ids::ProcId;
 
 /// Longest wait for the controller's `/ready`.
@@ -191,7 +192,7 @@ impl Sandbox {
             let _ = std::fs::remove_file(layout.zds_socket(node));
         }
         self.say(format!("starting {}", component.name()));
-        let env = process::system_env(&self.cfg.bin_dir);
+        let env = env::system_env(&self.cfg.bin_dir);
         let spawned = process::spawn_in(
             &self.tools,
             &record.netns,

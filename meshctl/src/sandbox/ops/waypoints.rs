@@ -310,7 +310,7 @@ spec:
         let c = &spec.containers[0];
         assert_eq!(c.name, "istio-proxy");
         assert_eq!(
-            crate::sandbox::host::process::container_argv(c, &[]).join(" "),
+            crate::sandbox::model::env::container_argv(c, &[]).join(" "),
             "waypoint --namespace=shop --name=waypoint --service-account=waypoint \
              --controller=172.18.255.1:15012 \
              --root-cert=/run/meshctl/t/ca/root-cert.pem \

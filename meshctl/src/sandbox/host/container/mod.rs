@@ -30,5 +30,5 @@ mod mounts;
 mod supervise;
 mod verb;
 
-pub use launch::Launch;
+pub use launch::{Launch, unreachable_bin_dir};
 pub use verb::run;
