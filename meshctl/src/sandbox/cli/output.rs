@@ -2,12 +2,12 @@
 
 use serde_json::json;
 
-use crate::sandbox::host::kubeproxy::{ServiceView, services};
 use crate::sandbox::host::procfs;
 use crate::sandbox::model::cluster::{Cluster, Phase, Pod};
 use crate::sandbox::model::control::{
     ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT,
 };
+use crate::sandbox::model::services::{ServiceView, services};
 
 /// Left-aligned columns separated by three spaces, as kubectl prints them.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {

@@ -15,9 +15,9 @@ use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use super::kubeproxy::ServiceView;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::cluster::{Cluster, Pod};
+use crate::sandbox::model::services::ServiceView;
 
 /// Cluster DNS domain.
 pub const DOMAIN: &str = "cluster.local";
@@ -139,7 +139,7 @@ pub fn list(prefix: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::host::kubeproxy::PortView;
+    use crate::sandbox::model::services::PortView;
 
     fn svc(ns: &str, name: &str, ip: Option<Ipv4Addr>, addrs: Vec<Ipv4Addr>) -> ServiceView {
         ServiceView {

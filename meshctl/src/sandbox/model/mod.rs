@@ -12,4 +12,5 @@ pub mod ids;
 pub mod manifest;
 pub mod objects;
 pub mod security;
+pub mod services;
 pub(crate) mod validate;

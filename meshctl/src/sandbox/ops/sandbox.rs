@@ -19,6 +19,7 @@ use crate::sandbox::model::addresses::allocate_cluster_ip;
 use crate::sandbox::model::cluster::{Applied, Cluster, Phase, Pod};
 use crate::sandbox::model::ids::{OsEntropy, ProcId, uid};
 use crate::sandbox::model::objects::Object;
+use crate::sandbox::model::services::services;
 
 /// Longest `up`/`apply` wait for new pods to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -397,7 +398,7 @@ impl Sandbox {
                 .filter_map(|k| self.cluster.pods.get(k))
                 .collect();
             netns::create_pods(&self.tools, &self.cluster, &pods)?;
-            let views = kubeproxy::services(&self.cluster);
+            let views = services(&self.cluster);
             for p in &pods {
                 dns::write_pod(&self.cluster, p, &views)?;
             }
@@ -528,7 +529,7 @@ impl Sandbox {
     /// Rewrites Service rules, hosts files and the state folder.
     pub fn sync(&mut self) -> Result<()> {
         kubeproxy::sync(&self.tools, &self.cluster)?;
-        dns::sync(&self.cluster, &kubeproxy::services(&self.cluster))?;
+        dns::sync(&self.cluster, &services(&self.cluster))?;
         self.save()
     }
 
