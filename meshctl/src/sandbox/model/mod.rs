@@ -14,3 +14,4 @@ pub mod objects;
 pub mod security;
 pub mod services;
 pub(crate) mod validate;
+pub mod waypoints;
