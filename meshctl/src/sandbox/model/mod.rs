@@ -11,6 +11,7 @@ pub mod env;
 pub mod ids;
 pub mod manifest;
 pub mod objects;
+pub mod plan;
 pub mod security;
 pub mod services;
 pub(crate) mod validate;
