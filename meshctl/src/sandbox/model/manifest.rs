@@ -118,81 +118,111 @@ pub fn parse_documents(text: &str, file: &str) -> Result<Vec<Object>, ManifestEr
         if value.is_null() {
             continue; // an empty document, e.g. a trailing `---`
         }
-        let what = format!("document {}", i + 1);
-        let header = TypeMeta::deserialize(value.clone())
-            .map_err(|e| invalid(what.clone(), e.to_string()))?;
-        let kind = header
-            .kind
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| invalid(what.clone(), "kind: required field is missing".into()))?;
-        let api_version = header
-            .api_version
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| invalid(what.clone(), "apiVersion: required field is missing".into()))?;
-        let name = header.metadata.name.clone().unwrap_or_default();
-        let what = format!("{what} ({kind} {name})");
-        if name.is_empty() {
-            return Err(invalid(
-                what,
-                "metadata.name: required field is missing".into(),
-            ));
-        }
-        let namespace = if CLUSTER_SCOPED.contains(&kind.as_str()) {
-            None
-        } else {
-            Some(
-                header
-                    .metadata
-                    .namespace
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| "default".to_string()),
+        let id = identity(value, i + 1).map_err(|(what, m)| invalid(what, m))?;
+        validate_kind(doc, &id.kind).map_err(|m| invalid(id.what.clone(), m))?;
+        let mut json = serde_json::to_value(value).map_err(|e| {
+            invalid(
+                id.what.clone(),
+                format!("cannot be represented as JSON: {e}"),
             )
-        };
-        let what = match &namespace {
-            Some(ns) => format!("document {} ({kind} {ns}/{name})", i + 1),
-            None => what,
-        };
-        validate_name(&name, kind == "Namespace" || kind == "Service")
-            .map_err(|m| invalid(what.clone(), format!("metadata.name: {m}")))?;
-        if let Some(ns) = &namespace {
-            validate_name(ns, true)
-                .map_err(|m| invalid(what.clone(), format!("metadata.namespace: {m}")))?;
-        }
-        let typed_err = |e: serde_yaml_ng::Error| invalid(what.clone(), e.to_string());
-        match kind.as_str() {
-            "Pod" => {
-                let pod = PodObject::deserialize(doc).map_err(typed_err)?;
-                validate_pod_spec(&pod.spec, "spec").map_err(|m| invalid(what.clone(), m))?;
-            }
-            "Deployment" => {
-                let d = DeploymentObject::deserialize(doc).map_err(typed_err)?;
-                validate_deployment(&d).map_err(|m| invalid(what.clone(), m))?;
-            }
-            "Service" => {
-                let s = ServiceObject::deserialize(doc).map_err(typed_err)?;
-                validate_service(&s.spec).map_err(|m| invalid(what.clone(), m))?;
-            }
-            _ => {}
-        }
-        let mut json = serde_json::to_value(value)
-            .map_err(|e| invalid(what.clone(), format!("cannot be represented as JSON: {e}")))?;
-        if let (Some(ns), Some(meta)) = (&namespace, json.get_mut("metadata")) {
+        })?;
+        if let (Some(ns), Some(meta)) = (&id.namespace, json.get_mut("metadata")) {
             // Explicit namespaces so the controller never has to guess.
             if let Some(m) = meta.as_object_mut() {
                 m.insert("namespace".into(), serde_json::Value::String(ns.clone()));
             }
         }
         objects.push(Object {
-            api_version,
-            kind,
-            namespace,
-            name,
+            api_version: id.api_version,
+            kind: id.kind,
+            namespace: id.namespace,
+            name: id.name,
             source: file.to_string(),
             value: json,
         });
     }
     Ok(objects)
+}
+
+/// Who a document is: its kind, apiVersion, name and (defaulted) namespace,
+/// and how messages name it.
+struct Identity {
+    api_version: String,
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+    /// "document 2 (Deployment shop/orders)".
+    what: String,
+}
+
+/// Reads the header of document `n` (1-based): kind, apiVersion and name
+/// are required, names must be valid, namespaced kinds default to
+/// `default`. Errors are (which document, message).
+fn identity(value: &serde_yaml_ng::Value, n: usize) -> Result<Identity, (String, String)> {
+    let what = format!("document {n}");
+    let header = TypeMeta::deserialize(value.clone()).map_err(|e| (what.clone(), e.to_string()))?;
+    let kind = header
+        .kind
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| (what.clone(), "kind: required field is missing".into()))?;
+    let api_version = header
+        .api_version
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| (what.clone(), "apiVersion: required field is missing".into()))?;
+    let name = header.metadata.name.clone().unwrap_or_default();
+    let what = format!("{what} ({kind} {name})");
+    if name.is_empty() {
+        return Err((what, "metadata.name: required field is missing".into()));
+    }
+    let namespace = if CLUSTER_SCOPED.contains(&kind.as_str()) {
+        None
+    } else {
+        Some(
+            header
+                .metadata
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".to_string()),
+        )
+    };
+    let what = match &namespace {
+        Some(ns) => format!("document {n} ({kind} {ns}/{name})"),
+        None => what,
+    };
+    validate_name(&name, kind == "Namespace" || kind == "Service")
+        .map_err(|m| (what.clone(), format!("metadata.name: {m}")))?;
+    if let Some(ns) = &namespace {
+        validate_name(ns, true).map_err(|m| (what.clone(), format!("metadata.namespace: {m}")))?;
+    }
+    Ok(Identity {
+        api_version,
+        kind,
+        name,
+        namespace,
+        what,
+    })
+}
+
+/// Reads the kinds the sandbox acts on into their types, straight from the
+/// document (so errors name the field and line), and validates them.
+fn validate_kind(doc: serde_yaml_ng::Deserializer<'_>, kind: &str) -> Result<(), String> {
+    let typed_err = |e: serde_yaml_ng::Error| e.to_string();
+    match kind {
+        "Pod" => {
+            let pod = PodObject::deserialize(doc).map_err(typed_err)?;
+            validate_pod_spec(&pod.spec, "spec")
+        }
+        "Deployment" => {
+            let d = DeploymentObject::deserialize(doc).map_err(typed_err)?;
+            validate_deployment(&d)
+        }
+        "Service" => {
+            let s = ServiceObject::deserialize(doc).map_err(typed_err)?;
+            validate_service(&s.spec)
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
