@@ -10,6 +10,7 @@ use crate::sandbox::config::Config;
 use crate::sandbox::console;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::container::{self, Launch};
+use crate::sandbox::host::logs::tail;
 use crate::sandbox::host::netns::{self, Tools};
 use crate::sandbox::host::{forward, procfs, reaper, state, teardown};
 use crate::sandbox::model::addresses::MAX_NODES;
@@ -18,7 +19,7 @@ use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
 use crate::sandbox::ops::findings::{self, Finding};
-use crate::sandbox::ops::sandbox::{Sandbox, tail};
+use crate::sandbox::ops::sandbox::Sandbox;
 use crate::sandbox::ops::system::{self, SystemOptions};
 
 /// Options every verb takes.

@@ -8,6 +8,7 @@ pub(crate) mod container;
 pub(crate) mod dns;
 pub(crate) mod forward;
 pub mod kubeproxy;
+pub(crate) mod logs;
 pub(crate) mod netns;
 pub(crate) mod process;
 pub(crate) mod procfs;

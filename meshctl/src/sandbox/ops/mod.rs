@@ -3,7 +3,9 @@
 //! (controller, ztunnels, node agents) and their tokens, waypoints, and what
 //! the controller makes of applied objects.
 
+pub(crate) mod apply;
 pub(crate) mod findings;
+pub(crate) mod pods;
 pub(crate) mod sandbox;
 pub(crate) mod system;
 pub(crate) mod tokens;

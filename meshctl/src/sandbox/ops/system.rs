@@ -5,13 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use super::sandbox::{Sandbox, quoted_tail};
+use super::sandbox::Sandbox;
 use super::tokens;
 use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::logs::quoted_tail;
 use crate::sandbox::host::{admin, forward, netns, process, procfs, state};
 use crate::sandbox::model::addresses::netns_name;
 use crate::sandbox::model::control::{
-    ADMIN_PORT, CONTROL_IP, Component, ControlPlane, Layout, SystemProcess, XDS_PORT,
+    ADMIN_PORT, CONTROL_IP, Component, ControlPlane, SystemProcess, XDS_PORT,
 };
 use crate::sandbox::model::env;
 use crate::sandbox::model::ids::ProcId;
@@ -64,21 +65,6 @@ pub fn select(sb: &Sandbox, kind: &str, node: Option<&str>) -> Result<Vec<Compon
 }
 
 impl Sandbox {
-    /// Where the system components' files are.
-    pub fn layout(&self) -> Layout {
-        Layout::new(&self.cfg.state_dir, &self.cfg.bin_dir)
-    }
-
-    /// The control plane record, or an error when this sandbox has none.
-    pub fn control(&self) -> Result<&ControlPlane> {
-        self.cluster.control.as_ref().ok_or_else(|| {
-            SandboxError::Invalid(format!(
-                "sandbox {} runs no controller (it was started by an older meshctl)",
-                self.cfg.name
-            ))
-        })
-    }
-
     /// Creates the control-plane namespace, the node tokens and the host
     /// port forwarder, starts the controller and waits until it is ready,
     /// then (unless disabled) starts each node's ztunnel and node agent.
