@@ -1,4 +1,5 @@
-//! kubectl-like tables.
+//! What the verbs print: kubectl-like tables, the summary of `up`, the
+//! controller's view, and what the mesh finds in applied objects.
 
 use serde_json::json;
 
@@ -8,6 +9,7 @@ use crate::sandbox::model::control::{
     ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT,
 };
 use crate::sandbox::model::services::{ServiceView, services};
+use crate::sandbox::ops::findings::Finding;
 
 /// Left-aligned columns separated by three spaces, as kubectl prints them.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -298,6 +300,19 @@ pub fn summary(c: &Cluster, now: u64) -> String {
         pods(c, None, now),
         svcs(c, None, now)
     )
+}
+
+/// Prints what the mesh will not act on (or only in part) among applied objects, as kubectl
+/// prints admission errors; the exit code is 1 when any is an error.
+pub fn report(findings: &[Finding]) -> i32 {
+    for finding in findings {
+        if finding.error {
+            eprintln!("error: {}", finding.text);
+        } else {
+            eprintln!("{}", finding.text);
+        }
+    }
+    i32::from(findings.iter().any(|f| f.error))
 }
 
 #[cfg(test)]
