@@ -55,7 +55,7 @@ pub enum Error {
 /// Result alias of the harness.
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub use meshctl::sandbox::control::Component;
+pub use meshctl::sandbox::model::control::Component;
 
 /// How long the mesh gets to reach a state a test waits for. Generous: a
 /// loaded machine runs several sandboxes at once. Never asserted as a
@@ -320,7 +320,7 @@ impl Sandbox {
 
     /// Prefix of all the sandbox's network namespaces.
     pub fn netns_prefix(&self) -> String {
-        meshctl::sandbox::model::netns_prefix(&self.name)
+        meshctl::sandbox::model::addresses::netns_prefix(&self.name)
     }
 
     /// The handle of the sandbox's network namespace `rest` (`fabric`,

@@ -187,7 +187,8 @@ pub fn wait_captured(sb: &Sandbox, node: &str, pods: &[&str]) {
 /// PIDs of the commands every pod's containers run, by `namespace/name`, from the sandbox's
 /// state file (which no verb prints): what to measure, below the process that confines each.
 pub fn pod_pids(sb: &Sandbox) -> BTreeMap<String, Vec<i32>> {
-    let cluster = meshctl::sandbox::state::peek(&sb.state_dir()).expect("readable sandbox state");
+    let cluster =
+        meshctl::sandbox::host::state::peek(&sb.state_dir()).expect("readable sandbox state");
     cluster
         .pods
         .iter()

@@ -84,7 +84,7 @@ spec:
 
 /// What a sandbox may leave on the machine; all empty once it is gone.
 fn leftovers(name: &str) -> Vec<String> {
-    let prefix = meshctl::sandbox::model::netns_prefix(name);
+    let prefix = meshctl::sandbox::model::addresses::netns_prefix(name);
     let mut found = Vec::new();
     for dir in ["/run/netns", "/etc/netns"] {
         if let Ok(entries) = std::fs::read_dir(dir) {

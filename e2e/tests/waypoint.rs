@@ -128,7 +128,7 @@ fn a_waypoint_gateway_deploys_a_waypoint_pod_and_service_and_removing_it_removes
     assert!(pod.name.starts_with("waypoint-"), "{}", pod.name);
     assert_eq!(pod.labels["istio.io/dataplane-mode"], "none");
 
-    let cluster = meshctl::sandbox::state::peek(&sb.state_dir()).expect("sandbox state");
+    let cluster = meshctl::sandbox::host::state::peek(&sb.state_dir()).expect("sandbox state");
     let record = &cluster.pods[&format!("{NS}/{}", pod.name)];
     assert_eq!(record.service_account, "waypoint");
     let service = cluster
@@ -180,7 +180,7 @@ fn a_waypoint_gateway_deploys_a_waypoint_pod_and_service_and_removing_it_removes
     )
     .expect("deleting the Gateway");
     assert!(waypoint_pods().is_empty(), "the waypoint pod is gone");
-    let cluster = meshctl::sandbox::state::peek(&sb.state_dir()).expect("sandbox state");
+    let cluster = meshctl::sandbox::host::state::peek(&sb.state_dir()).expect("sandbox state");
     for kind in ["Deployment", "Service", "ServiceAccount"] {
         assert!(
             cluster.find(kind, Some(NS), "waypoint").is_none(),

@@ -1,0 +1,271 @@
+//! The sandbox verbs and their options, as clap parses them.
+
+use std::path::PathBuf;
+
+use crate::sandbox::config::{Config, DEFAULT_SANDBOX};
+use crate::sandbox::error::Result;
+use crate::sandbox::host::forward::Forward;
+
+/// Options every verb takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Sandbox to act on; several can run side by side.
+    #[arg(long, global = true, env = "MESHCTL_SANDBOX", default_value = DEFAULT_SANDBOX)]
+    pub sandbox: String,
+    /// State folder of the sandbox [default: /run/meshctl/<sandbox>].
+    #[arg(long, global = true, env = "MESHCTL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Folder with the meshctl/ztunnel/controller/waypoint binaries pods run
+    /// [default: the folder of this meshctl].
+    #[arg(long, global = true, env = "MESHCTL_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The sandbox these options select.
+    pub fn config(&self) -> Result<Config> {
+        Config::new(&self.sandbox, self.state_dir.clone(), self.bin_dir.clone())
+    }
+}
+
+/// Sandbox verbs.
+#[derive(clap::Subcommand, Debug)]
+pub enum SandboxCommand {
+    /// Build a sandbox cluster from a folder (or file) of Kubernetes manifests.
+    Up(UpArgs),
+    /// List pods, services, namespaces or nodes, or show the controller.
+    Get(GetArgs),
+    /// Create or update objects from a file or folder (`-` for stdin).
+    Apply(FileArgs),
+    /// Delete the objects named in a file or folder.
+    Delete(FileArgs),
+    /// Set (`key=value`) or remove (`key-`) labels on a namespace or pod.
+    Label(LabelArgs),
+    /// Run a command inside a pod's network namespace.
+    Exec(ExecArgs),
+    /// Print a pod's output, or a system component's (controller, ztunnel,
+    /// node-agent).
+    Logs(LogsArgs),
+    /// Start a stopped system component (controller, ztunnel, node-agent).
+    Start(ComponentArgs),
+    /// Stop a system component (controller, ztunnel, node-agent).
+    Stop(ComponentArgs),
+    /// Restart a system component with the same arguments.
+    Restart(ComponentArgs),
+    /// The controller's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Tear the sandbox down: processes, namespaces, files.
+    Down(DownArgs),
+    /// Watch an owner process and tear the sandbox down when it exits.
+    #[command(hide = true)]
+    SandboxReaper(ReaperArgs),
+    /// Forward inherited host listeners into a namespace.
+    #[command(hide = true)]
+    SandboxForward(ForwardArgs),
+    /// Run a pod's process confined (what pods and `exec` are started with).
+    #[command(hide = true)]
+    SandboxContainer(ContainerArgs),
+}
+
+/// `sandbox-container`.
+#[derive(clap::Args, Debug)]
+pub struct ContainerArgs {
+    /// Inherited descriptor holding what to run.
+    #[arg(long)]
+    pub spec_fd: i32,
+    /// What runs, for `ps` (the description is authoritative).
+    #[arg(long = "for")]
+    pub what: Option<String>,
+}
+
+/// `up`.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Manifests: a folder (its *.yaml, *.yml, *.json) or a file.
+    pub folder: Option<PathBuf>,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 2)]
+    pub nodes: u32,
+    /// Tear the sandbox down automatically when this process exits.
+    #[arg(long)]
+    pub owner_pid: Option<i32>,
+    /// Do not start a ztunnel and a node agent on each node.
+    #[arg(long)]
+    pub no_ztunnel: bool,
+    /// Host port (on 127.0.0.1) for the controller's admin endpoint; 0 picks
+    /// a free port [default: 15014, or a free port when that is taken].
+    #[arg(long)]
+    pub admin_port: Option<u16>,
+    /// Host port (on 127.0.0.1) for the controller's xDS and CA endpoint; 0
+    /// picks a free port.
+    #[arg(long, default_value_t = 0)]
+    pub xds_port: u16,
+    /// An extra argument for every node's `ztunnel proxy` (repeatable, in
+    /// order), e.g. `--ztunnel-arg=--cert-ttl-secs --ztunnel-arg=20`; kept
+    /// for restarts.
+    #[arg(long = "ztunnel-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub ztunnel_args: Vec<String>,
+}
+
+/// `start` / `stop` / `restart`.
+#[derive(clap::Args, Debug)]
+pub struct ComponentArgs {
+    /// controller, ztunnel or node-agent.
+    pub component: String,
+    /// The node (ztunnel, node-agent); default: every node.
+    #[arg(long)]
+    pub node: Option<String>,
+}
+
+/// `config`.
+#[derive(clap::Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the controller's current configuration (/debug/config_dump).
+    Dump,
+}
+
+/// `sandbox-forward`.
+#[derive(clap::Args, Debug)]
+pub struct ForwardArgs {
+    /// Namespace to connect in.
+    #[arg(long)]
+    pub netns: String,
+    /// FD=PORT: accept on inherited descriptor FD, connect to 127.0.0.1:PORT.
+    #[arg(long = "forward", required = true)]
+    pub forwards: Vec<Forward>,
+}
+
+/// `get`.
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    /// pods (po), services (svc), namespaces (ns), nodes (no) or controller.
+    pub kind: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// All namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Output format: table (default) or json (pods and controller).
+    #[arg(short, long)]
+    pub output: Option<String>,
+}
+
+/// `apply` / `delete`.
+#[derive(clap::Args, Debug)]
+pub struct FileArgs {
+    /// Files or folders of manifests, `-` for stdin.
+    #[arg(short, long = "filename", required = true)]
+    pub file: Vec<PathBuf>,
+}
+
+/// `label`.
+#[derive(clap::Args, Debug)]
+pub struct LabelArgs {
+    /// namespace (ns) or pod (po).
+    pub kind: String,
+    /// Object name.
+    pub name: String,
+    /// `key=value` to set, `key-` to remove.
+    #[arg(required = true)]
+    pub labels: Vec<String>,
+    /// Namespace of a pod.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Accepted for kubectl compatibility (labels are always overwritten).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// `exec`.
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    /// Pod name, or deploy/NAME for a pod of a Deployment.
+    pub pod: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Container whose environment to use (default: the first).
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// Accepted for kubectl compatibility: stdin is always passed through.
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Accepted for kubectl compatibility: the terminal is always inherited.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The command, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `logs`.
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    /// Pod name, or deploy/NAME; or controller, ztunnel, node-agent (when no
+    /// pod of that name exists).
+    pub pod: String,
+    /// Node of a ztunnel or node agent.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Container (default: the first).
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// Only the last N lines.
+    #[arg(long)]
+    pub tail: Option<usize>,
+}
+
+/// `down`.
+#[derive(clap::Args, Debug)]
+pub struct DownArgs {
+    /// Every sandbox on this machine.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `sandbox-reaper`.
+#[derive(clap::Args, Debug)]
+pub struct ReaperArgs {
+    /// The owner.
+    #[arg(long)]
+    pub owner_pid: i32,
+    /// The owner's start time, guarding against PID reuse.
+    #[arg(long)]
+    pub owner_start: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    }
+
+    #[test]
+    fn ztunnel_args_accept_values_that_look_like_flags() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "up",
+            "--ztunnel-arg",
+            "--cert-ttl-secs",
+            "--ztunnel-arg=20",
+            "--nodes",
+            "3",
+        ])
+        .unwrap();
+        let SandboxCommand::Up(up) = cli.command else {
+            panic!("not `up`");
+        };
+        assert_eq!(up.ztunnel_args, ["--cert-ttl-secs", "20"]);
+        assert_eq!(up.nodes, 3);
+    }
+}

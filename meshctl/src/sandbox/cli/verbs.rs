@@ -1,0 +1,286 @@
+//! Running the sandbox verbs: `get`, `apply`, `delete`, `label`, `exec`,
+//! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
+//! `down`, the hidden `sandbox-reaper`, `sandbox-forward` and
+//! `sandbox-container`, and `up` (in [`super::up`]).
+
+use std::path::PathBuf;
+
+use super::args::{
+    ComponentArgs, ConfigCommand, DownArgs, ExecArgs, GetArgs, GlobalArgs, LabelArgs, LogsArgs,
+    SandboxCommand,
+};
+use super::output;
+use super::up::up;
+use crate::sandbox::config::Config;
+use crate::sandbox::console;
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::container::{self, Launch};
+use crate::sandbox::host::logs::tail;
+use crate::sandbox::host::{forward, procfs, reaper, state, teardown};
+use crate::sandbox::model::ids::ProcId;
+use crate::sandbox::model::manifest::load_path;
+use crate::sandbox::model::objects::Object;
+use crate::sandbox::ops::findings;
+use crate::sandbox::ops::sandbox::Sandbox;
+use crate::sandbox::ops::system;
+
+/// Runs a verb; returns the process exit code.
+pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
+    let cfg = global.config()?;
+    match cmd {
+        SandboxCommand::Up(a) => up(&cfg, a).map(|_| 0),
+        SandboxCommand::Get(a) => get(&cfg, a).map(|_| 0),
+        SandboxCommand::Apply(a) => {
+            let objects = load_all(&a.file)?;
+            let mut sb = Sandbox::open(&cfg)?;
+            sb.apply(objects.clone())?;
+            Ok(output::report(&findings::of_applied(
+                &cfg.state_dir,
+                &objects,
+            )))
+        }
+        SandboxCommand::Delete(a) => {
+            let objects = load_all(&a.file)?;
+            Sandbox::open(&cfg)?.delete(&objects).map(|_| 0)
+        }
+        SandboxCommand::Label(a) => label(&cfg, a).map(|_| 0),
+        SandboxCommand::Exec(a) => exec(&cfg, a),
+        SandboxCommand::Logs(a) => logs(&cfg, a).map(|_| 0),
+        SandboxCommand::Start(a) => components(&cfg, a, Action::Start).map(|_| 0),
+        SandboxCommand::Stop(a) => components(&cfg, a, Action::Stop).map(|_| 0),
+        SandboxCommand::Restart(a) => components(&cfg, a, Action::Restart).map(|_| 0),
+        SandboxCommand::Config(ConfigCommand::Dump) => config_dump(&cfg).map(|_| 0),
+        SandboxCommand::Down(a) => down(&cfg, a).map(|_| 0),
+        SandboxCommand::SandboxForward(a) => forward::run(&a.netns, &a.forwards).map(|_| 0),
+        SandboxCommand::SandboxContainer(a) => Ok(container::run(a.spec_fd)),
+        SandboxCommand::SandboxReaper(a) => reaper::run(
+            &cfg,
+            ProcId {
+                pid: a.owner_pid,
+                start: a.owner_start,
+            },
+        )
+        .map(|_| 0),
+    }
+}
+
+fn load_all(paths: &[PathBuf]) -> Result<Vec<Object>> {
+    let mut objects = Vec::new();
+    for p in paths {
+        objects.extend(load_path(p)?);
+    }
+    Ok(objects)
+}
+
+fn get(cfg: &Config, a: GetArgs) -> Result<()> {
+    let sb = Sandbox::open(cfg)?;
+    let ns = if a.all_namespaces {
+        None
+    } else {
+        Some(a.namespace.as_str())
+    };
+    let now = state::now();
+    let json = match a.output.as_deref() {
+        None | Some("wide") => false,
+        Some("json") => true,
+        Some(o) => {
+            return Err(SandboxError::Invalid(format!(
+                "-o {o}: supported formats are json and wide"
+            )));
+        }
+    };
+    let text = match a.kind.as_str() {
+        "pods" | "pod" | "po" if json => output::pods_json(&sb.cluster, ns) + "\n",
+        "pods" | "pod" | "po" => output::pods(&sb.cluster, ns, now),
+        "services" | "service" | "svc" => output::svcs(&sb.cluster, ns, now),
+        "namespaces" | "namespace" | "ns" => output::namespaces(&sb.cluster, now),
+        "nodes" | "node" | "no" => output::nodes(&sb.cluster, now),
+        "controller" | "controllers" => {
+            let c = sb.control()?;
+            let layout = sb.layout();
+            if json {
+                output::controller_json(c, &layout) + "\n"
+            } else {
+                output::controller(c, &layout)
+            }
+        }
+        other => {
+            return Err(SandboxError::Invalid(format!(
+                "unknown resource type {other:?}: use pods, svc, ns, nodes or controller"
+            )));
+        }
+    };
+    console::emit(&text);
+    Ok(())
+}
+
+fn label(cfg: &Config, a: LabelArgs) -> Result<()> {
+    let (kind, ns) = match a.kind.as_str() {
+        "namespace" | "namespaces" | "ns" => ("Namespace", None),
+        "pod" | "pods" | "po" => ("Pod", Some(a.namespace.as_str())),
+        other => {
+            return Err(SandboxError::Invalid(format!(
+                "cannot label {other:?}: use namespace or pod"
+            )));
+        }
+    };
+    let mut sb = Sandbox::open(cfg)?;
+    let line = sb.label(kind, ns, &a.name, &a.labels)?;
+    say!("{line}");
+    Ok(())
+}
+
+fn exec(cfg: &Config, a: ExecArgs) -> Result<i32> {
+    // The lock is held only to read the pod: the command may run for long.
+    let launch = {
+        let sb = Sandbox::open(cfg)?;
+        let pod = sb.find_pod(&a.namespace, &a.pod)?.clone();
+        let node = sb
+            .cluster
+            .node(&pod.node)
+            .cloned()
+            .ok_or_else(|| SandboxError::Invalid(format!("node {} missing", pod.node)))?;
+        let spec = pod.typed_spec();
+        let index = match &a.container {
+            Some(c) => spec
+                .containers
+                .iter()
+                .position(|x| &x.name == c)
+                .ok_or_else(|| {
+                    SandboxError::Invalid(format!("container {c:?} not found in pod {}", pod.key()))
+                })?,
+            None if spec.containers.is_empty() => {
+                return Err(SandboxError::Invalid("pod has no containers".into()));
+            }
+            None => 0,
+        };
+        let mut launch =
+            Launch::for_container(&sb.cfg, &pod, &node, index, sb.granted_files(&pod))?;
+        // As kubectl exec: inside the running container; a container that
+        // runs nothing (no command) gets namespaces of its own.
+        launch.join = pod
+            .containers
+            .get(index)
+            .and_then(|c| c.process)
+            .filter(|p| procfs::alive(*p));
+        launch.argv = a.command.clone();
+        launch
+    };
+    let (mut cmd, _description) = launch.command()?;
+    let status = cmd
+        .status()
+        .map_err(SandboxError::io(format!("running {}", a.command.join(" "))))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+fn logs(cfg: &Config, a: LogsArgs) -> Result<()> {
+    let sb = Sandbox::open(cfg)?;
+    let is_component = ["controller", "ztunnel", "node-agent"].contains(&a.pod.as_str());
+    // A pod of that name wins, as kubectl would find it.
+    let path = match sb.find_pod(&a.namespace, &a.pod) {
+        Err(_) if is_component => {
+            let mut selected = system::select(&sb, &a.pod, a.node.as_deref())?;
+            if selected.len() > 1 {
+                let nodes: Vec<&str> = selected.iter().filter_map(|c| c.node()).collect();
+                return Err(SandboxError::Invalid(format!(
+                    "{} runs on every node: add --node ({})",
+                    a.pod,
+                    nodes.join(", ")
+                )));
+            }
+            let component = selected
+                .pop()
+                .ok_or_else(|| SandboxError::Invalid(format!("no {} in this sandbox", a.pod)))?;
+            sb.layout().log(&component)
+        }
+        Err(e) => return Err(e),
+        Ok(pod) => {
+            let container = match &a.container {
+                Some(c) => c.clone(),
+                None => pod
+                    .containers
+                    .first()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+            };
+            sb.log_path(pod, &container)
+        }
+    };
+    match a.tail {
+        Some(n) => say!("{}", tail(&path, n)),
+        None => {
+            let text = match std::fs::read(&path) {
+                Ok(t) => t,
+                // A container without a command never wrote anything.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(SandboxError::io(format!("reading {}", path.display()))(e)),
+            };
+            console::emit(&String::from_utf8_lossy(&text));
+        }
+    }
+    Ok(())
+}
+
+/// What `start`/`stop`/`restart` do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Start,
+    Stop,
+    Restart,
+}
+
+fn components(cfg: &Config, a: ComponentArgs, action: Action) -> Result<()> {
+    let mut sb = Sandbox::open(cfg)?;
+    let selected = system::select(&sb, &a.component, a.node.as_deref())?;
+    for c in &selected {
+        if action != Action::Start && !sb.stop_component(c)? && action == Action::Stop {
+            say!("{} was not running", c.name());
+        }
+        if action != Action::Stop {
+            let p = sb.start_component(c)?;
+            say!("{} running (pid {})", c.name(), p.pid);
+        }
+    }
+    Ok(())
+}
+
+fn config_dump(cfg: &Config) -> Result<()> {
+    // The lock is released before the request: the dump may be large.
+    let netns = Sandbox::open(cfg)?.control()?.netns.clone();
+    let response = system::controller_get(&netns, "/debug/config_dump")?;
+    if response.status != 200 {
+        return Err(SandboxError::Invalid(format!(
+            "controller answered {} to /debug/config_dump: {}",
+            response.status,
+            String::from_utf8_lossy(&response.body).trim()
+        )));
+    }
+    let text = match serde_json::from_slice::<serde_json::Value>(&response.body) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(&response.body).into_owned(),
+    };
+    console::emit(&(text + "\n"));
+    Ok(())
+}
+
+fn down(cfg: &Config, a: DownArgs) -> Result<()> {
+    if a.all {
+        let done = teardown::down_all(&cfg.bin_dir)?;
+        if done.is_empty() {
+            say!("no sandboxes found");
+        }
+        for name in done {
+            say!("sandbox {name} removed");
+        }
+        return Ok(());
+    }
+    if teardown::down(cfg)? {
+        say!("sandbox {} removed", cfg.name);
+    } else {
+        say!("sandbox {} is not up", cfg.name);
+    }
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! What the sandbox does to the machine: network namespaces and links,
+//! kube-proxy-like DNAT rules, per-namespace hosts files, `/proc`,
+//! processes and the confined containers of pods, the state folder and log
+//! files, the host port forwarder, an HTTP GET inside a namespace, teardown
+//! and the reaper.
+//!
+//! Imports [`super::model`], [`super::error`], [`super::config`] and
+//! `console`, never `ops` or `cli`. Inside, from the bottom up: `netns`
+//! (and `logs`, which imports nothing); `dns`, `kubeproxy`, `admin`,
+//! `state` and `procfs` (on `netns`); `container` (on `dns`, `netns`,
+//! `procfs`); `process` (on `container`); `forward` and `teardown` (on
+//! `process`); `reaper` (on `teardown`).
+
+pub(crate) mod admin;
+pub(crate) mod container;
+pub(crate) mod dns;
+pub(crate) mod forward;
+pub mod kubeproxy;
+pub(crate) mod logs;
+pub(crate) mod netns;
+pub(crate) mod process;
+pub(crate) mod procfs;
+pub(crate) mod reaper;
+pub mod state;
+pub(crate) mod teardown;

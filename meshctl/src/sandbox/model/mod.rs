@@ -1,0 +1,24 @@
+//! What the sandbox's cluster is, as data: Kubernetes objects as applied,
+//! their validation, the address plan, nodes and pods with their placement,
+//! Services with their endpoints, what a process is started with, and the
+//! system components' command lines and files. Nothing here starts a
+//! process, touches a namespace or writes a file, so all of it is
+//! unit-tested without root.
+//!
+//! Imports nothing else of the sandbox. Inside, from the bottom up: `ids` and
+//! `objects`; `addresses`, `control` (on `ids`) and `security` (on
+//! `objects`); `validate`; `manifest`; `cluster`; then `plan`, `env`,
+//! `services` and `waypoints`, which import `cluster` and what is below it.
+
+pub mod addresses;
+pub mod cluster;
+pub mod control;
+pub mod env;
+pub mod ids;
+pub mod manifest;
+pub mod objects;
+pub mod plan;
+pub mod security;
+pub mod services;
+pub(crate) mod validate;
+pub mod waypoints;

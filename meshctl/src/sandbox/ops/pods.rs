@@ -1,0 +1,233 @@
+//! Pods in a running sandbox: reconciling them with the objects (planning
+//! in the model, then namespaces, links, hosts files and processes on the
+//! host), waiting for them to be ready, stopping them, finding them.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::sandbox::{Sandbox, not_found};
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::container::Launch;
+use crate::sandbox::host::logs::quoted_tail;
+use crate::sandbox::host::{dns, netns, process, state};
+use crate::sandbox::model::cluster::{Phase, Pod};
+use crate::sandbox::model::ids::{OsEntropy, ProcId};
+use crate::sandbox::model::services::services;
+
+/// Longest `up`/`apply` wait for new pods to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Sandbox {
+    /// Makes pods match the objects: deploys waypoints for waypoint Gateways,
+    /// stops removed pods, creates and starts new ones, waits (bounded) for
+    /// them to be ready, then syncs.
+    pub fn reconcile(&mut self) -> Result<()> {
+        // Waypoint Gateways first: their Deployments are planned like any other.
+        self.sync_waypoints()?;
+        let plan = self.cluster.plan_pods();
+        for r in plan.relabel {
+            if let Some(p) = self.cluster.pods.get_mut(&r.key) {
+                p.labels = r.labels;
+                p.annotations = r.annotations;
+            }
+        }
+        let doomed: Vec<Pod> = plan
+            .delete
+            .iter()
+            .filter_map(|k| self.cluster.pods.remove(k))
+            .collect();
+        // Place every new pod in the model first: an impossible placement
+        // fails the verb before anything is stopped or started.
+        let now = state::now();
+        let mut created = Vec::new();
+        for new in plan.create {
+            let what = match (&new.name, &new.owner) {
+                (Some(n), _) => format!("pod {}/{n}", new.namespace),
+                (None, Some(o)) => format!("deployment {}/{}", new.namespace, o.deployment),
+                (None, None) => format!("pod in namespace {}", new.namespace),
+            };
+            let pod = self
+                .cluster
+                .place(new, now, &mut OsEntropy)
+                .map_err(|m| SandboxError::Invalid(format!("{what}: {m}")))?;
+            created.push(pod.key());
+        }
+        self.stop_pods(&doomed);
+        // Recorded before anything exists, so a crash from here on leaves
+        // nothing `down` does not know about.
+        self.save()?;
+        if !created.is_empty() {
+            let pods: Vec<&Pod> = created
+                .iter()
+                .filter_map(|k| self.cluster.pods.get(k))
+                .collect();
+            netns::create_pods(&self.tools, &self.cluster, &pods)?;
+            let views = services(&self.cluster);
+            for p in &pods {
+                dns::write_pod(&self.cluster, p, &views)?;
+            }
+            for key in &created {
+                self.start_pod(key)?;
+            }
+            self.save()?;
+            self.wait_ready(&created);
+        }
+        self.refresh();
+        self.sync()
+    }
+
+    fn start_pod(&mut self, key: &str) -> Result<()> {
+        let Some(pod) = self.cluster.pods.get(key).cloned() else {
+            return Ok(());
+        };
+        let node = self
+            .cluster
+            .node(&pod.node)
+            .cloned()
+            .ok_or_else(|| not_found("node", &pod.node))?;
+        self.say(format!(
+            "starting pod {} on {} ({})",
+            pod.key(),
+            pod.node,
+            pod.ip
+        ));
+        let spec = pod.typed_spec();
+        let grant = self.granted_files(&pod);
+        let mut states = pod.containers.clone();
+        for (i, st) in states.iter_mut().enumerate().take(spec.containers.len()) {
+            let launch = Launch::for_container(&self.cfg, &pod, &node, i, grant.clone())?;
+            if launch.argv.is_empty() {
+                self.say(format!(
+                    "  warning: container {} of {} has no command; the sandbox runs commands, not images",
+                    st.name,
+                    pod.key()
+                ));
+                continue;
+            }
+            let log = self.log_path(&pod, &st.name);
+            st.process = Some(process::spawn(&launch, &log)?);
+        }
+        if let Some(p) = self.cluster.pods.get_mut(key) {
+            p.containers = states;
+            p.phase = Phase::Running;
+        }
+        Ok(())
+    }
+
+    /// A container's log file.
+    pub fn log_path(&self, pod: &Pod, container: &str) -> PathBuf {
+        self.cfg
+            .state_dir
+            .join("logs")
+            .join(&pod.namespace)
+            .join(&pod.name)
+            .join(format!("{container}.log"))
+    }
+
+    fn wait_ready(&mut self, keys: &[String]) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.refresh();
+            let pending: Vec<&Pod> = keys
+                .iter()
+                .filter_map(|k| self.cluster.pods.get(k))
+                .filter(|p| p.phase == Phase::Running && !p.ready)
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let names: Vec<String> = pending.iter().map(|p| p.key()).collect();
+                self.say(format!(
+                    "warning: not ready after {}s (ports not listening): {}",
+                    READY_TIMEOUT.as_secs(),
+                    names.join(", ")
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for key in keys {
+            let Some(p) = self.cluster.pods.get(key) else {
+                continue;
+            };
+            if p.phase == Phase::Failed {
+                let name = p
+                    .containers
+                    .first()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                let tail = quoted_tail(&self.log_path(p, &name), 5);
+                self.say(format!(
+                    "warning: pod {key} failed; last log lines:\n{tail}"
+                ));
+            }
+        }
+    }
+
+    fn stop_pods(&self, pods: &[Pod]) {
+        if pods.is_empty() {
+            return;
+        }
+        for p in pods {
+            self.say(format!("stopping pod {} on {}", p.key(), p.node));
+        }
+        let names: Vec<String> = pods.iter().map(|p| p.netns.clone()).collect();
+        let procs: Vec<ProcId> = pods
+            .iter()
+            .flat_map(|p| p.containers.iter().filter_map(|c| c.process))
+            .collect();
+        let grace = pods
+            .iter()
+            .filter_map(Pod::termination_grace)
+            .max()
+            .unwrap_or(process::GRACE);
+        process::stop(&names, &procs, grace);
+        let refs: Vec<&Pod> = pods.iter().collect();
+        netns::delete_pods(&self.tools, &self.cluster, &refs);
+        dns::remove(&names);
+        for p in pods {
+            let _ = std::fs::remove_dir_all(
+                self.cfg
+                    .state_dir
+                    .join("logs")
+                    .join(&p.namespace)
+                    .join(&p.name),
+            );
+        }
+    }
+
+    /// Finds a pod by name, or `deploy/NAME` / `deployment/NAME` for a
+    /// running pod of that Deployment.
+    pub fn find_pod(&self, namespace: &str, name: &str) -> Result<&Pod> {
+        if let Some(d) = name
+            .strip_prefix("deploy/")
+            .or_else(|| name.strip_prefix("deployment/"))
+        {
+            return self
+                .cluster
+                .pods
+                .values()
+                .filter(|p| {
+                    p.namespace == namespace && p.owner.as_ref().is_some_and(|o| o.deployment == d)
+                })
+                .min_by_key(|p| (p.phase != Phase::Running, p.created, p.name.clone()))
+                .ok_or_else(|| not_found("deployment", &format!("{namespace}/{d}")));
+        }
+        let key = format!("{namespace}/{name}");
+        self.cluster.pods.get(&key).ok_or_else(|| {
+            let elsewhere: Vec<&str> = self
+                .cluster
+                .pods
+                .values()
+                .filter(|p| p.name == name)
+                .map(|p| p.namespace.as_str())
+                .collect();
+            let hint = match elsewhere.first() {
+                Some(ns) => format!(" (it exists in namespace {ns}: add -n {ns})"),
+                None => String::new(),
+            };
+            SandboxError::Invalid(format!("pod {key:?} not found{hint}"))
+        })
+    }
+}

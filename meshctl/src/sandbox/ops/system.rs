@@ -1,0 +1,276 @@
+//! Running the mesh's system components in a sandbox: the control-plane
+//! namespace, tokens, the host port forwarder, the controller (waited for
+//! until `/ready`), and per node a ztunnel and a node agent (started, never
+//! waited for). Also stopping, starting and restarting any of them.
+
+use std::time::{Duration, Instant};
+
+use super::sandbox::Sandbox;
+use super::tokens;
+use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::logs::quoted_tail;
+use crate::sandbox::host::{admin, forward, netns, process, procfs, state};
+use crate::sandbox::model::addresses::netns_name;
+use crate::sandbox::model::control::{
+    ADMIN_PORT, CONTROL_IP, Component, ControlPlane, SystemProcess, XDS_PORT,
+};
+use crate::sandbox::model::env;
+use crate::sandbox::model::ids::ProcId;
+
+/// Longest wait for the controller's `/ready`.
+pub const CONTROLLER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of one admin request.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `up` starts besides the nodes.
+#[derive(Debug, Clone)]
+pub struct SystemOptions {
+    /// Start a ztunnel and a node agent on every node.
+    pub ztunnel: bool,
+    /// Host port for the admin endpoint (0: any free port; `None`: 15014 if
+    /// free, else any free port).
+    pub admin_port: Option<u16>,
+    /// Host port for the gRPC endpoint (0: any free port).
+    pub xds_port: u16,
+    /// Extra arguments for every node's `ztunnel proxy`.
+    pub ztunnel_args: Vec<String>,
+}
+
+/// Which components a `start`/`stop`/`restart` verb names.
+pub fn select(sb: &Sandbox, kind: &str, node: Option<&str>) -> Result<Vec<Component>> {
+    let nodes: Vec<String> = match node {
+        Some(n) => {
+            if sb.cluster.node(n).is_none() {
+                let names: Vec<&str> = sb.cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+                return Err(SandboxError::Invalid(format!(
+                    "no node {n:?} (nodes: {})",
+                    names.join(", ")
+                )));
+            }
+            vec![n.to_string()]
+        }
+        None => sb.cluster.nodes.iter().map(|n| n.name.clone()).collect(),
+    };
+    match kind {
+        "controller" if node.is_some() => Err(SandboxError::Invalid(
+            "the controller is not per node: drop --node".into(),
+        )),
+        "controller" => Ok(vec![Component::Controller]),
+        "ztunnel" => Ok(nodes.into_iter().map(Component::Ztunnel).collect()),
+        "node-agent" => Ok(nodes.into_iter().map(Component::NodeAgent).collect()),
+        other => Err(SandboxError::Invalid(format!(
+            "unknown component {other:?}: use controller, ztunnel or node-agent"
+        ))),
+    }
+}
+
+impl Sandbox {
+    /// Creates the control-plane namespace, the node tokens and the host
+    /// port forwarder, starts the controller and waits until it is ready,
+    /// then (unless disabled) starts each node's ztunnel and node agent.
+    pub fn start_system(&mut self, opts: &SystemOptions) -> Result<()> {
+        let layout = self.layout();
+        let controller_bin = self.cfg.bin_dir.join("controller");
+        if !controller_bin.is_file() {
+            return Err(SandboxError::Invalid(format!(
+                "controller binary not found at {} (build it with `cargo build -p controller`, \
+                 or point --bin-dir at the folder holding it)",
+                controller_bin.display()
+            )));
+        }
+        let netns = netns_name(&self.cluster.name, "control");
+        // Recorded before it exists, so a failure from here on is cleaned up.
+        self.cluster.control = Some(ControlPlane {
+            netns: netns.clone(),
+            ip: CONTROL_IP,
+            admin_port: 0,
+            xds_port: 0,
+            forwarder: None,
+            processes: Vec::new(),
+            ztunnel_args: opts.ztunnel_args.clone(),
+        });
+        self.save()?;
+        self.say(format!(
+            "creating the control plane namespace ({CONTROL_IP})"
+        ));
+        netns::create_control(&self.tools, &self.cluster, &netns, CONTROL_IP)?;
+        let nodes: Vec<String> = self.cluster.nodes.iter().map(|n| n.name.clone()).collect();
+        tokens::provision(&layout, &nodes)?;
+        // The config folders exist before the controller first scans them.
+        for dir in ["manifests", "pods"].map(|d| self.cfg.state_dir.join(d)) {
+            std::fs::create_dir_all(&dir)
+                .map_err(SandboxError::io(format!("creating {}", dir.display())))?;
+        }
+        for dir in [layout.ca_dir(), layout.netns_dir(), layout.zds_dir()] {
+            // Private: the CA folder holds the root's private key.
+            state::private_dir(&dir)?;
+        }
+
+        let admin = match opts.admin_port {
+            Some(p) => forward::bind(p, "admin", "--admin-port")?,
+            // The default port is a convenience: another sandbox holding it
+            // must not stop this one from coming up.
+            None => match forward::bind(ADMIN_PORT, "admin", "--admin-port") {
+                Ok(l) => l,
+                Err(_) => forward::bind(0, "admin", "--admin-port")?,
+            },
+        };
+        let xds = forward::bind(opts.xds_port, "gRPC (xDS)", "--xds-port")?;
+        let port = |l: &std::net::TcpListener| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(SandboxError::io("reading a forwarded port"))
+        };
+        let (admin_port, xds_port) = (port(&admin)?, port(&xds)?);
+        let forwarder =
+            forward::spawn(&self.cfg, &netns, &[(&admin, ADMIN_PORT), (&xds, XDS_PORT)])?;
+        if let Some(c) = self.cluster.control.as_mut() {
+            c.admin_port = admin_port;
+            c.xds_port = xds_port;
+            c.forwarder = Some(forwarder);
+        }
+        self.save()?;
+        // The forwarder holds its own copies of the listeners now.
+        drop((admin, xds));
+
+        self.start_component(&Component::Controller)?;
+        if opts.ztunnel {
+            for node in nodes {
+                for c in [Component::NodeAgent(node.clone()), Component::Ztunnel(node)] {
+                    // Not waited for and not fatal: the node proxies must
+                    // not keep the rest of the sandbox from coming up.
+                    if let Err(e) = self.start_component(&c) {
+                        self.say(format!("warning: {}: {e}", c.name()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts one component with its recorded (or default) command line;
+    /// the controller is waited for until ready. Already running: no-op.
+    pub fn start_component(&mut self, component: &Component) -> Result<ProcId> {
+        let layout = self.layout();
+        let control = self.control()?.clone();
+        if let Some(p) = control.find(component).and_then(|p| p.process)
+            && procfs::alive(p)
+        {
+            return Ok(p);
+        }
+        let netns = match component.node() {
+            None => control.netns.clone(),
+            Some(n) => self
+                .cluster
+                .node(n)
+                .map(|n| n.netns.clone())
+                .ok_or_else(|| SandboxError::Invalid(format!("no node {n:?}")))?,
+        };
+        let record = control.find(component).cloned().unwrap_or(SystemProcess {
+            component: component.clone(),
+            netns,
+            argv: control.argv(&layout, component),
+            log: layout.log(component),
+            process: None,
+        });
+        if let Component::NodeAgent(node) = component {
+            // A leftover socket of a killed agent would make the new one fail to bind.
+            let _ = std::fs::remove_file(layout.zds_socket(node));
+        }
+        self.say(format!("starting {}", component.name()));
+        let env = env::system_env(&self.cfg.bin_dir);
+        let spawned = process::spawn_in(
+            &self.tools,
+            &record.netns,
+            &record.argv,
+            &env,
+            &record.log,
+            &component.name(),
+        )?;
+        let mut record = record;
+        record.process = Some(spawned);
+        if let Some(c) = self.cluster.control.as_mut() {
+            match c.find_mut(component) {
+                Some(r) => *r = record,
+                None => c.processes.push(record),
+            }
+        }
+        self.save()?;
+        if *component == Component::Controller {
+            self.wait_controller_ready(spawned)?;
+        }
+        Ok(spawned)
+    }
+
+    /// Stops one component: SIGTERM, then SIGKILL once its own shutdown
+    /// deadline has passed ([`SystemProcess::stop_grace`]); false when it was
+    /// not running.
+    pub fn stop_component(&mut self, component: &Component) -> Result<bool> {
+        let record = self.control()?.find(component);
+        let running =
+            record.and_then(|r| Some((r.process.filter(|p| procfs::alive(*p))?, r.stop_grace())));
+        if let Some((p, grace)) = running {
+            self.say(format!("stopping {} (pid {})", component.name(), p.pid));
+            process::stop(&[], &[p], grace);
+        }
+        if let Some(r) = self
+            .cluster
+            .control
+            .as_mut()
+            .and_then(|c| c.find_mut(component))
+        {
+            r.process = None;
+        }
+        self.save()?;
+        Ok(running.is_some())
+    }
+
+    /// Polls the controller's `/ready` (inside its namespace) until it
+    /// answers 200; fails early if the process exits.
+    fn wait_controller_ready(&self, proc: ProcId) -> Result<()> {
+        let control = self.control()?;
+        let log = self.layout().log(&Component::Controller);
+        let failed = |why: String| SandboxError::NotReady {
+            what: "controller".into(),
+            why,
+            log: log.display().to_string(),
+            tail: quoted_tail(&log, 20),
+        };
+        let deadline = Instant::now() + CONTROLLER_READY_TIMEOUT;
+        loop {
+            if !procfs::alive(proc) {
+                return Err(failed("it exited".into()));
+            }
+            let last = match admin::get(&control.netns, ADMIN_PORT, "/ready", ADMIN_TIMEOUT) {
+                Ok(r) if r.status == 200 => break,
+                Ok(r) => format!("/ready answered {}", r.status),
+                Err(e) => format!("/ready: {e}"),
+            };
+            if Instant::now() >= deadline {
+                return Err(failed(format!(
+                    "not ready after {}s ({last})",
+                    CONTROLLER_READY_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let root = self.layout().root_cert();
+        if !root.is_file() {
+            return Err(failed(format!("ready, but {} is missing", root.display())));
+        }
+        self.say(format!(
+            "controller ready (admin http://127.0.0.1:{}, xDS 127.0.0.1:{})",
+            control.admin_port, control.xds_port
+        ));
+        Ok(())
+    }
+}
+
+/// GETs `path` from the admin endpoint of the controller in `netns`.
+pub fn controller_get(netns: &str, path: &str) -> Result<admin::Response> {
+    admin::get(netns, ADMIN_PORT, path, ADMIN_TIMEOUT).map_err(|e| {
+        SandboxError::Invalid(format!(
+            "controller admin endpoint: {e} (is it running? `meshctl logs controller`)"
+        ))
+    })
+}
