@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{
-    AuthorizationPolicy, Gateway, Namespace, Object, ObjectKey, PeerAuthentication, Pod, Problem,
-    Service,
-};
+use super::istio::{AuthorizationPolicy, PeerAuthentication};
+use super::kube::{Gateway, Namespace, Pod, Service};
+use super::object::{Object, ObjectKey};
+use super::problem::Problem;
 
 /// An object with the place it came from.
 #[derive(Clone, Debug, PartialEq)]

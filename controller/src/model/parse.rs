@@ -7,10 +7,12 @@
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
-use super::{
-    AuthorizationPolicy, AuthorizationPolicySpec, Object, ObjectMeta, PeerAuthentication,
-    PeerAuthenticationSpec, Problem, RAW_KINDS,
+use super::istio::{
+    AuthorizationPolicy, AuthorizationPolicySpec, PeerAuthentication, PeerAuthenticationSpec,
 };
+use super::kube::ObjectMeta;
+use super::object::{Object, RAW_KINDS};
+use super::problem::Problem;
 
 /// What one file yields.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -13,9 +13,10 @@ use api::waypoint::{
 use super::super::service_key::ServiceKey;
 use super::catalog::{Catalog, Obj};
 use super::destination_rule::RulePolicy;
+use super::gateway_api::RankedRoute;
 use super::parts::default_retry;
 use super::rate_limit::LimitTarget;
-use super::{Sources, gateway_api::RankedRoute};
+use super::sources::Sources;
 use crate::model::{self, IntOrString, Problem};
 use crate::translate::bindings::{Bindings, WaypointKey};
 use crate::translate::labels::selects;
