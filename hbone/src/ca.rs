@@ -226,7 +226,7 @@ fn leaf_params(
 /// A positive random 128-bit serial number.
 fn random_serial() -> Result<SerialNumber, CertError> {
     let mut serial = [0u8; 16];
-    crate::tls::provider()
+    crate::crypto::provider()
         .secure_random
         .fill(&mut serial)
         .map_err(|_| CertError::Key(rustls::Error::FailedToGetRandomBytes))?;

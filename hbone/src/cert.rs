@@ -312,7 +312,7 @@ fn check_key_matches(
     key: &PrivateKeyDer<'static>,
     chain: &[CertificateDer<'static>],
 ) -> Result<(), CertError> {
-    let provider = crate::tls::provider();
+    let provider = crate::crypto::provider();
     let signing_key = provider.key_provider.load_private_key(key.clone_key())?;
     let certified = rustls::sign::CertifiedKey::new(chain.to_vec(), signing_key);
     match certified.keys_match() {

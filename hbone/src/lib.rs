@@ -14,6 +14,7 @@
 pub mod ca;
 pub mod cert;
 pub mod client;
+pub mod crypto;
 pub mod error;
 pub mod forwarded;
 pub mod frames;

@@ -269,7 +269,7 @@ async fn serve_connection<H: ConnectHandler>(
         },
     );
     let tripped = guarded.tripped();
-    let connection = match settings::server_builder(limits).handshake(guarded).await {
+    let connection = match server_builder(limits).handshake(guarded).await {
         Ok(c) => c,
         Err(e) => {
             debug!(peer = %peer_addr, error = %e, "HTTP/2 handshake failed");
@@ -390,4 +390,19 @@ fn parse_connect(
         respond: Some(respond),
         body: Some(body),
     })
+}
+
+/// Applies the HBONE settings and a server's `limits` to an HTTP/2 server builder.
+fn server_builder(limits: &ServerLimits) -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(settings::STREAM_WINDOW)
+        .initial_connection_window_size(settings::CONNECTION_WINDOW)
+        .max_frame_size(settings::MAX_FRAME_SIZE)
+        .max_header_list_size(limits.max_header_list_size)
+        .max_send_buffer_size(settings::MAX_SEND_BUFFER)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(limits.max_local_error_reset_streams));
+    builder
 }

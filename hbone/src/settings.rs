@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use crate::limits::ServerLimits;
-
 /// Per-stream flow-control window: 4 MiB keeps one fast stream from stalling on round trips.
 pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 /// Per-connection flow-control window: 16 MiB, shared by every stream on the connection.
@@ -31,20 +29,5 @@ pub(crate) fn client_builder() -> h2::client::Builder {
         // The server opens no streams towards us.
         .max_concurrent_streams(0)
         .enable_push(false);
-    builder
-}
-
-/// Applies the HBONE settings and a server's `limits` to an HTTP/2 server builder.
-pub(crate) fn server_builder(limits: &ServerLimits) -> h2::server::Builder {
-    let mut builder = h2::server::Builder::new();
-    builder
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME_SIZE)
-        .max_header_list_size(limits.max_header_list_size)
-        .max_send_buffer_size(MAX_SEND_BUFFER)
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(Some(limits.max_local_error_reset_streams));
     builder
 }

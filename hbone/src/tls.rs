@@ -2,11 +2,11 @@
 //! suites, ALPN `h2`, no SNI, and SPIFFE identities checked instead of DNS names.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rustls::client::WantsClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
     CertificateError, ClientConfig, ConfigBuilder, DigitallySignedStruct, DistinguishedName,
@@ -15,25 +15,11 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 
 use crate::cert::{WorkloadCertificate, inspect};
+use crate::crypto::provider;
 use crate::identity::Identity;
 
 /// The only application protocol HBONE speaks.
 pub const ALPN_H2: &[u8] = b"h2";
-
-/// The process-wide crypto provider: ring, restricted to the TLS 1.3 AES-GCM suites.
-pub fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| {
-            let mut provider = rustls::crypto::ring::default_provider();
-            provider.cipher_suites = vec![
-                rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
-                rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
-            ];
-            Arc::new(provider)
-        })
-        .clone()
-}
 
 /// A client configuration presenting `cert` and accepting a server only if its chain verifies
 /// against `cert`'s trust bundle and its identity is one of `expected`.

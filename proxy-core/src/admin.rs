@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::config::AdminAddresses;
 use crate::identity::CertManager;
 use crate::readiness::Readiness;
 use crate::state::ProxyState;
@@ -64,17 +65,6 @@ pub struct AdminExtensions {
 struct Served {
     context: AdminContext,
     extensions: AdminExtensions,
-}
-
-/// Addresses of the three endpoints.
-#[derive(Clone, Copy, Debug)]
-pub struct AdminAddresses {
-    /// `/config_dump`.
-    pub admin: SocketAddr,
-    /// `/metrics`.
-    pub metrics: SocketAddr,
-    /// `/healthz/ready`.
-    pub ready: SocketAddr,
 }
 
 /// Already bound listeners for the three endpoints (tests bind port 0 and read the ports).

@@ -8,7 +8,16 @@ use std::time::Duration;
 
 use hbone::ServerLimits;
 
-use crate::admin::AdminAddresses;
+/// Addresses of the three endpoints.
+#[derive(Clone, Copy, Debug)]
+pub struct AdminAddresses {
+    /// `/config_dump`.
+    pub admin: SocketAddr,
+    /// `/metrics`.
+    pub metrics: SocketAddr,
+    /// `/healthz/ready`.
+    pub ready: SocketAddr,
+}
 
 /// How to reach and trust the controller (xDS and CA on one gRPC endpoint).
 #[derive(Clone, Debug)]

@@ -11,7 +11,8 @@ use api::prost_types::{Struct, Value, value::Kind};
 use hbone::Identity;
 use tonic::transport::Channel;
 
-use super::{CertificateSigner, IdentityError};
+use super::error::IdentityError;
+use super::signer::CertificateSigner;
 use crate::control::ControlPlane;
 
 /// The metadata key under which a node proxy names the identity it asks for (Istio's).

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hbone::Identity;
 use serde_json::{Value, json};
 
-use super::{Phase, Status};
+use super::entries::{Phase, Status};
 
 /// One identity's row.
 pub(super) fn entry(identity: &Identity, refs: usize, status: &Status) -> Value {

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use hbone::{CertificateRequest, Identity, WorkloadCertificate};
 use tokio::sync::Semaphore;
 
-use super::{CertManager, CertificateSigner, IdentityError, Phase, Shared, Status};
+use super::entries::{Entries, Phase, Shared, Status};
+use super::error::IdentityError;
+use super::signer::CertificateSigner;
 
 /// First retry delay after a failed request.
 pub(super) const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -22,7 +24,7 @@ const MIN_REFRESH: Duration = Duration::from_millis(500);
 
 /// Everything one identity's task needs; it holds the manager only weakly.
 pub(super) struct Worker {
-    pub(super) manager: Weak<CertManager>,
+    pub(super) entries: Weak<Entries>,
     pub(super) shared: Arc<Shared>,
     pub(super) signer: Arc<dyn CertificateSigner>,
     pub(super) permits: Arc<Semaphore>,
@@ -110,12 +112,12 @@ pub(super) async fn run(worker: Worker) {
             () = tokio::time::sleep(wait) => false,
             () = shared.wake.notified() => true,
         };
-        let Some(manager) = worker.manager.upgrade() else {
+        let Some(entries) = worker.entries.upgrade() else {
             return;
         };
         // A nudge means a caller is waiting for a certificate right now: renew even if
         // nobody keeps the identity.
-        if !nudged && manager.forget_if_unused(shared) {
+        if !nudged && entries.forget_if_unused(shared) {
             return;
         }
     }

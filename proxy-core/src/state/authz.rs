@@ -15,8 +15,8 @@ use std::net::IpAddr;
 use api::security::{self as xds, string_match::MatchType};
 use hbone::Identity;
 
-use super::Workload;
 use super::convert::{self, InvalidResource};
+use super::model::Workload;
 
 /// A connection to be authorized at its destination.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ mod node;
 
 pub use backoff::Backoff;
 pub use named::{NamedSubscription, ResourceHandler};
-pub use node::{ROLE, node_id};
+pub use node::{ClientIdentity, ROLE, node_id};
 
 use api::discovery::DeltaDiscoveryRequest;
 use api::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -28,18 +28,6 @@ use handler::Tracker;
 const REQUEST_QUEUE: usize = 16;
 /// Largest response accepted; a full push for a big cluster is a few megabytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-
-/// Identifies this client to the controller (`Node.id` and metadata).
-#[derive(Clone, Debug)]
-pub struct ClientIdentity {
-    /// `Node.id`, Istio style: `<role>~<ip>~<name>.<namespace>~<namespace>.svc.cluster.local`
-    /// (see [`node_id`]).
-    pub node_id: String,
-    /// The Kubernetes node name (`NODE_NAME` metadata).
-    pub node_name: String,
-    /// Cluster id metadata.
-    pub cluster_id: String,
-}
 
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,17 @@
 use api::core::Node;
 use api::prost_types::{Struct, Value, value::Kind};
 
-use super::ClientIdentity;
+/// Identifies this client to the controller (`Node.id` and metadata).
+#[derive(Clone, Debug)]
+pub struct ClientIdentity {
+    /// `Node.id`, Istio style: `<role>~<ip>~<name>.<namespace>~<namespace>.svc.cluster.local`
+    /// (see [`node_id`]).
+    pub node_id: String,
+    /// The Kubernetes node name (`NODE_NAME` metadata).
+    pub node_name: String,
+    /// Cluster id metadata.
+    pub cluster_id: String,
+}
 
 /// The role prefix of the node id; the controller (like istiod) recognises node proxies by it.
 pub const ROLE: &str = "ztunnel";

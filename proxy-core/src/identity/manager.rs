@@ -1,39 +1,19 @@
-//! Workload certificates for the service accounts of this node's pods, requested from the
-//! controller's CA with `ImpersonatedIdentity`, prefetched, rotated at half-life with jitter,
-//! retried with backoff, at most 8 requests in flight.
-//!
-//! - [`CertManager`]: one current certificate per identity, shared by every connection;
-//! - [`CaClient`]: Istio's `IstioCertificateService/CreateCertificate` over the controller
-//!   channel, behind the [`CertificateSigner`] seam.
-
-mod client;
-mod dump;
-mod worker;
+//! One current certificate per identity, shared by every connection.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hbone::{Identity, WorkloadCertificate};
 use tokio::sync::{Notify, Semaphore, watch};
 
+use super::client::CaClient;
+use super::dump;
+use super::entries::{Entries, Entry, Phase, Shared, Status};
+use super::error::IdentityError;
+use super::signer::CertificateSigner;
+use super::worker;
 use crate::control::ControlPlane;
-
-pub use client::CaClient;
-
-/// Why a certificate could not be obtained.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IdentityError {
-    /// The CA refused or failed.
-    #[error("CA: {0}")]
-    Ca(String),
-    /// The response did not hold a usable certificate.
-    #[error("certificate: {0}")]
-    Certificate(String),
-    /// The identity was released (its last pod left) while the request was waiting.
-    #[error("identity {0} is no longer kept")]
-    Released(String),
-}
 
 /// Knobs of the certificate manager.
 #[derive(Clone, Debug)]
@@ -54,70 +34,6 @@ impl Default for CertSettings {
     }
 }
 
-/// Signs certificate requests: the controller's CA in production ([`CaClient`]).
-#[tonic::async_trait]
-pub trait CertificateSigner: Send + Sync + 'static {
-    /// Asks for `csr_pem` to be signed as `identity` for `ttl`; returns the PEM chain leaf
-    /// first, roots last.
-    async fn sign(
-        &self,
-        identity: &Identity,
-        csr_pem: &str,
-        ttl: Duration,
-    ) -> Result<Vec<String>, IdentityError>;
-}
-
-/// Where an identity's certificate stands.
-#[derive(Clone, Debug)]
-enum Phase {
-    /// No usable certificate yet; a request is queued or in flight.
-    Pending,
-    /// A valid certificate is current; the next refresh is scheduled.
-    Available,
-    /// A valid certificate is current and its replacement is being requested.
-    Refreshing,
-    /// The last request failed; retried after a backoff.
-    Failed(IdentityError),
-}
-
-/// What waiters and the dump read about one identity.
-#[derive(Clone, Debug)]
-struct Status {
-    cert: Option<Arc<WorkloadCertificate>>,
-    phase: Phase,
-    /// When the worker wakes next (refresh or retry).
-    next_attempt: Option<SystemTime>,
-}
-
-impl Status {
-    /// The current certificate if it is valid now.
-    fn valid_cert(&self, now: SystemTime) -> Option<&Arc<WorkloadCertificate>> {
-        self.cert.as_ref().filter(|c| !c.is_expired_at(now))
-    }
-}
-
-/// The state of one identity, shared by its worker and the manager.
-///
-/// Waiters hold only receivers, never this, so that dropping the entry (and aborting its
-/// worker) closes the channels and wakes them.
-struct Shared {
-    identity: Identity,
-    /// Changes only when a new certificate arrives (followers swap TLS configs on it).
-    certs: watch::Sender<Option<Arc<WorkloadCertificate>>>,
-    /// Changes on every phase change.
-    status: watch::Sender<Status>,
-    /// Wakes the worker early when a caller finds the current certificate expired.
-    wake: Arc<Notify>,
-}
-
-/// One identity the manager knows about.
-struct Entry {
-    /// Pods keeping it ([`CertManager::prefetch`] minus [`CertManager::release`]).
-    refs: usize,
-    shared: Arc<Shared>,
-    worker: tokio::task::AbortHandle,
-}
-
 /// Keeps one current certificate per identity.
 ///
 /// An identity is kept while it is prefetched or followed with [`CertManager::watch`]; a
@@ -131,10 +47,9 @@ pub struct CertManager {
     settings: CertSettings,
     /// Bounds CSRs in flight across all identities.
     permits: Arc<Semaphore>,
-    entries: Mutex<HashMap<Identity, Entry>>,
-    /// Handed to workers so they can forget unused identities without keeping the manager
-    /// alive.
-    this: Weak<CertManager>,
+    /// Handed weakly to workers, so they can forget unused identities without keeping the
+    /// manager alive.
+    entries: Arc<Entries>,
 }
 
 impl CertManager {
@@ -146,12 +61,11 @@ impl CertManager {
     /// A manager requesting certificates from `signer`.
     pub fn with_signer(signer: Arc<dyn CertificateSigner>, settings: CertSettings) -> Arc<Self> {
         let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
-        Arc::new_cyclic(|this| Self {
+        Arc::new(Self {
             signer,
             settings,
             permits,
-            entries: Mutex::new(HashMap::new()),
-            this: this.clone(),
+            entries: Arc::default(),
         })
     }
 
@@ -166,7 +80,7 @@ impl CertManager {
         identity: &Identity,
     ) -> Result<Arc<WorkloadCertificate>, IdentityError> {
         let (mut status, wake) = {
-            let mut entries = self.lock();
+            let mut entries = self.entries.lock();
             let entry = self.entry(&mut entries, identity);
             (entry.shared.status.subscribe(), entry.shared.wake.clone())
         };
@@ -193,14 +107,14 @@ impl CertManager {
     /// Starts keeping a certificate for `identity` (a pod with that service account appeared);
     /// counted, so several pods of one service account share it.
     pub fn prefetch(&self, identity: &Identity) {
-        let mut entries = self.lock();
+        let mut entries = self.entries.lock();
         self.entry(&mut entries, identity).refs += 1;
     }
 
     /// Drops one reference taken by [`prefetch`](Self::prefetch); the certificate is
     /// forgotten when none remain and nobody follows it with [`watch`](Self::watch).
     pub fn release(&self, identity: &Identity) {
-        let mut entries = self.lock();
+        let mut entries = self.entries.lock();
         let Some(entry) = entries.get_mut(identity) else {
             return;
         };
@@ -225,14 +139,15 @@ impl CertManager {
     /// Following keeps the identity rotating, as if prefetched, until the receiver (and its
     /// clones) are dropped and no pod keeps it either.
     pub fn watch(&self, identity: &Identity) -> watch::Receiver<Option<Arc<WorkloadCertificate>>> {
-        let mut entries = self.lock();
+        let mut entries = self.entries.lock();
         self.entry(&mut entries, identity).shared.certs.subscribe()
     }
 
     /// Whether every prefetched identity has a valid certificate (readiness).
     pub fn all_ready(&self) -> bool {
         let now = SystemTime::now();
-        self.lock()
+        self.entries
+            .lock()
             .values()
             .filter(|entry| entry.refs > 0)
             .all(|entry| entry.shared.status.borrow().valid_cert(now).is_some())
@@ -241,6 +156,7 @@ impl CertManager {
     /// Identities, serials, validity and state as JSON, never keys.
     pub fn dump(&self) -> serde_json::Value {
         let mut rows: Vec<(Identity, usize, Status)> = self
+            .entries
             .lock()
             .values()
             .map(|entry| {
@@ -279,7 +195,7 @@ impl CertManager {
                 wake: Arc::new(Notify::new()),
             });
             let worker = tokio::spawn(worker::run(worker::Worker {
-                manager: self.this.clone(),
+                entries: Arc::downgrade(&self.entries),
                 shared: shared.clone(),
                 signer: self.signer.clone(),
                 permits: self.permits.clone(),
@@ -294,39 +210,12 @@ impl CertManager {
             }
         })
     }
-
-    /// Removes `shared`'s entry if no pod keeps it and nobody follows it. Returns whether the
-    /// worker should stop (its entry is gone or was replaced).
-    fn forget_if_unused(&self, shared: &Arc<Shared>) -> bool {
-        let mut entries = self.lock();
-        match entries.get(&shared.identity) {
-            Some(entry) if Arc::ptr_eq(&entry.shared, shared) => {
-                if entry.refs == 0 && shared.certs.receiver_count() == 0 {
-                    entries.remove(&shared.identity);
-                    tracing::debug!(identity = %shared.identity, "forgot unused certificate");
-                    true
-                } else {
-                    false
-                }
-            }
-            _ => true,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<Identity, Entry>> {
-        // Entries are replaced whole under the lock: a panic elsewhere cannot leave one
-        // half-updated.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 impl Drop for CertManager {
     fn drop(&mut self) {
-        for entry in self.lock().values() {
+        for entry in self.entries.lock().values() {
             entry.worker.abort();
         }
     }
 }
-
-#[cfg(test)]
-mod tests;
