@@ -16,10 +16,11 @@
 pub mod enrollment;
 pub mod iptables;
 pub mod netns;
+mod pod;
 mod server;
 
-pub use enrollment::NodePod;
 pub use netns::NetnsSource;
+pub use pod::{NodePod, node_pods};
 pub use server::ACK_TIMEOUT;
 
 use tokio::sync::watch;

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::enrollment::NodePod;
+use super::pod::NodePod;
 pub use crate::proxy::netns::NsId;
 
 /// Why a namespace could not be found, opened or used.

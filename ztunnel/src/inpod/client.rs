@@ -9,8 +9,10 @@ use api::zds::WorkloadRequest;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::error::InpodError;
+use super::pod::Launcher;
+use super::protocol;
 use super::registry::Registry;
-use super::{InpodError, Launcher, protocol};
 use crate::zds::ZdsStream;
 use proxy_core::readiness::{BlockReady, Readiness};
 use proxy_core::xds::Backoff;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hbone::Identity;
 
-use super::{Launcher, PodInfo};
+use super::pod::{Launcher, PodInfo};
 use crate::proxy::{PodContext, PodNetns, PodProxy};
 use proxy_core::identity::CertManager;
 use proxy_core::state::{ProxyState, identity_of};

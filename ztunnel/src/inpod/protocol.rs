@@ -6,7 +6,8 @@ use std::os::fd::OwnedFd;
 
 use api::zds::{self, WorkloadRequest, WorkloadResponse, workload_request::Payload};
 
-use super::{InpodError, PodInfo};
+use super::error::InpodError;
+use super::pod::PodInfo;
 
 /// One request of the node agent, validated.
 #[derive(Debug)]

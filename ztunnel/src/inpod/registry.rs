@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
+use super::error::InpodError;
+use super::pod::{Launcher, PodInfo};
 use super::protocol::WorkloadMessage;
-use super::{InpodError, Launcher, PodInfo};
 use crate::proxy::PodNetns;
 use crate::proxy::netns::NsId;
 
