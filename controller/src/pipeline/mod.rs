@@ -134,5 +134,4 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 }
 
 #[cfg(test)]
-#[path = "pipeline_tests.rs"]
 mod tests;

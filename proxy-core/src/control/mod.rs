@@ -256,5 +256,4 @@ impl tonic::codegen::Service<Uri> for Connector {
 }
 
 #[cfg(test)]
-#[path = "control_tests.rs"]
 mod tests;

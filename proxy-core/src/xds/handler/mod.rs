@@ -336,5 +336,4 @@ fn reply(response: &DeltaDiscoveryResponse, rejected: &[String]) -> DeltaDiscove
 }
 
 #[cfg(test)]
-#[path = "handler_tests.rs"]
 mod tests;

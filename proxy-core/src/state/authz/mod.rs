@@ -403,5 +403,4 @@ fn cidr(a: &xds::Address, field: &str) -> Result<Cidr, InvalidResource> {
 }
 
 #[cfg(test)]
-#[path = "authz_tests.rs"]
 mod tests;
