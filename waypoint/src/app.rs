@@ -357,7 +357,7 @@ mod tests {
             mesh: MeshProxyConfig {
                 cluster_id: "Kubernetes".into(),
                 trust_domain: "cluster.local".into(),
-                endpoints: proxy_core::admin::AdminAddresses {
+                endpoints: proxy_core::config::AdminAddresses {
                     admin: "127.0.0.1:15000".parse().unwrap(),
                     metrics: "0.0.0.0:15020".parse().unwrap(),
                     ready: "0.0.0.0:15021".parse().unwrap(),

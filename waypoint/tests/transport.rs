@@ -383,7 +383,7 @@ async fn the_assembled_waypoint_reports_readiness_metrics_and_config() {
         mesh: proxy_core::config::MeshProxyConfig {
             cluster_id: "Kubernetes".into(),
             trust_domain: TD.into(),
-            endpoints: proxy_core::admin::AdminAddresses {
+            endpoints: proxy_core::config::AdminAddresses {
                 admin: any_port,
                 metrics: any_port,
                 ready: any_port,
