@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use api::waypoint::{self as pb, AuthorizationAction, ConditionKey, PolicyScope};
 use http::HeaderMap;
 
-use super::ConfigError;
+use super::compile::ConfigError;
 use super::matching::StringMatcher;
 
 /// An address range.
@@ -102,6 +102,71 @@ pub(crate) struct Input<'a> {
     pub destination_port: u16,
     /// HTTP attributes; `None` for a connection checked at L4.
     pub http: Option<HttpAttributes<'a>>,
+}
+
+/// A caller's principal as policies name it: the SPIFFE ID without `spiffe://`.
+pub(crate) fn principal(id: &hbone::Identity) -> String {
+    format!(
+        "{}/ns/{}/sa/{}",
+        id.trust_domain(),
+        id.namespace(),
+        id.service_account()
+    )
+}
+
+/// The request attributes workload-scoped policies need after routing has edited the request:
+/// an owned copy of the [`Input`] the first step judged.
+pub(crate) struct AuthzSnapshot {
+    principal: Option<String>,
+    namespace: Option<String>,
+    source_ip: IpAddr,
+    remote_ip: IpAddr,
+    destination_ip: IpAddr,
+    destination_port: u16,
+    host: String,
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    /// The first step's result.
+    pub pending: Pending,
+}
+
+impl AuthzSnapshot {
+    /// Keeps what `input` (of an HTTP request) says, with the first step's result.
+    pub(crate) fn of(input: &Input<'_>, pending: Pending) -> Self {
+        let http = input.http.as_ref();
+        Self {
+            principal: input.principal.map(str::to_owned),
+            namespace: input.namespace.map(str::to_owned),
+            source_ip: input.source_ip,
+            remote_ip: input.remote_ip,
+            destination_ip: input.destination_ip,
+            destination_port: input.destination_port,
+            host: http.map_or_else(String::new, |h| h.host.to_owned()),
+            method: http.map_or_else(String::new, |h| h.method.to_owned()),
+            path: http.map_or_else(String::new, |h| h.path.to_owned()),
+            headers: http.map_or_else(HeaderMap::new, |h| h.headers.clone()),
+            pending,
+        }
+    }
+
+    /// The policy input.
+    pub(crate) fn input(&self) -> Input<'_> {
+        Input {
+            principal: self.principal.as_deref(),
+            namespace: self.namespace.as_deref(),
+            source_ip: self.source_ip,
+            remote_ip: self.remote_ip,
+            destination_ip: self.destination_ip,
+            destination_port: self.destination_port,
+            http: Some(HttpAttributes {
+                host: &self.host,
+                method: &self.method,
+                path: &self.path,
+                headers: &self.headers,
+            }),
+        }
+    }
 }
 
 /// How a field that needs HTTP is treated when the check has no HTTP attributes (Istio's rule

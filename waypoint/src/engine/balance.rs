@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use api::waypoint::LoadBalancer;
 
-use super::EndpointInfo;
 use super::outlier::OutlierState;
+use super::upstream::EndpointInfo;
 
 /// What the waypoint knows about one endpoint across requests.
 #[derive(Debug, Default)]

@@ -1,4 +1,5 @@
-//! Request bodies that can be sent more than once (retries, mirrors).
+//! The body type flowing through the engine, and request bodies that can be sent more than
+//! once (retries, mirrors).
 //!
 //! The body is streamed to the first attempt as it arrives while a copy of up to
 //! [`REPLAY_LIMIT`] bytes is kept, so a retry can resend it and a mirror can copy it once it is
@@ -12,11 +13,15 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::HeaderMap;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::watch;
 
-use super::{Body, BoxError};
+/// Body type flowing through the engine.
+pub type Body = BoxBody<Bytes, BoxError>;
+/// Error type of bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Most bytes of a request body kept for replay.
 pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;

@@ -11,8 +11,8 @@ use api::waypoint::{self as pb, LoadBalancer, Protocol, route};
 use bytes::Bytes;
 use http::StatusCode;
 
-use super::ConfigError;
 use super::authz::Policies;
+use super::compile::{ConfigError, duration};
 use super::endpoints::EndpointCache;
 use super::fault::FaultSpec;
 use super::headers::{HeaderMods, Redirect, Rewrite};
@@ -23,39 +23,19 @@ use super::ratelimit::RateLimitSpec;
 use super::retry::{BudgetSpec, RetrySpec};
 use super::telemetry::ServiceLabels;
 
-/// Converts a protobuf duration; negative or out-of-range values are refused.
-pub(crate) fn duration(
-    d: Option<&api::prost_types::Duration>,
-    field: &str,
-) -> Result<Option<Duration>, ConfigError> {
-    let Some(d) = d else {
-        return Ok(None);
-    };
-    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
-        return Err(ConfigError(format!(
-            "{field}: invalid duration {}s {}ns",
-            d.seconds, d.nanos
-        )));
-    }
-    Ok(Some(
-        Duration::from_secs(d.seconds as u64) + Duration::from_nanos(d.nanos as u64),
-    ))
-}
-
 /// An upstream service (and subset) a request or a mirror goes to.
 #[derive(Debug, Clone)]
 pub(crate) struct DestSpec {
     /// Service hostname.
     pub hostname: String,
-    /// Service namespace.
-    pub namespace: String,
     /// Service port; 0: the port the request arrived on.
     pub port: u16,
     /// Subset name.
     pub subset: Option<String>,
     /// Its `destination_service*` metric labels.
     pub labels: Arc<ServiceLabels>,
-    /// Its endpoints, kept between requests (shared by clones).
+    /// Its endpoints, kept between requests (shared by clones); the cache also keeps the
+    /// service's namespace, which only listing endpoints needs.
     pub endpoints: Arc<EndpointCache>,
 }
 
@@ -70,11 +50,10 @@ impl DestSpec {
         };
         Self {
             hostname: hostname.to_owned(),
-            namespace: namespace.to_owned(),
             port,
             subset: subset.map(str::to_owned),
             labels: Arc::new(ServiceLabels::new(hostname, name, namespace)),
-            endpoints: Arc::default(),
+            endpoints: Arc::new(EndpointCache::new(namespace, hostname)),
         }
     }
 

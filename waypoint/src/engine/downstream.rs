@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
-use super::{Body, BoxError};
+use super::body::{Body, BoxError};
 
 /// A fault on the client's side of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,11 @@
 //! The endpoints a destination (service, subset and port) may send to, built once per mesh
 //! state version rather than once per attempt.
 //!
-//! Each destination of a compiled config owns an [`EndpointCache`]; the list it holds (the
-//! service's endpoints, filtered to the subset, each with its counters) is rebuilt only when
-//! the upstream's state version changes, or the request arrived on another port. An attempt
-//! then chooses among it directly; only when endpoints are ejected or a retry avoids those
-//! already tried does it filter a copy.
+//! Each destination of a compiled config owns an [`EndpointCache`] of its service; the list it
+//! holds (the service's endpoints, filtered to the subset, each with its counters) is rebuilt
+//! only when the upstream's state version changes, or the request arrived on another port.
+//! An attempt then chooses among it directly; only when endpoints are ejected or a retry
+//! avoids those already tried does it filter a copy.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -15,18 +15,21 @@ use api::waypoint::LoadBalancer;
 use tokio::time::Instant;
 
 use super::balance::{self, Candidate};
-use super::config::DestSpec;
 use super::outlier::OutlierSpec;
 use super::runtime::UpstreamState;
-use super::{StateStamp, Upstream, state_stamp};
+use super::upstream::{StateStamp, Upstream, state_stamp};
 
 /// Ports one destination keeps lists for (a route without a port serves every port of its
 /// service); the oldest goes first.
 const PORTS_KEPT: usize = 4;
 
-/// The candidate lists of one destination.
-#[derive(Default)]
+/// The candidate lists of one destination. It knows which service it lists, so that it
+/// needs nothing from the compiled config that owns it.
 pub(crate) struct EndpointCache {
+    /// Namespace of the service.
+    namespace: String,
+    /// Hostname of the service.
+    hostname: String,
     slots: Mutex<Vec<Slot>>,
 }
 
@@ -46,13 +49,21 @@ struct Slot {
 }
 
 impl EndpointCache {
-    /// The endpoints of `dest` on `port`, in `subset` when given, each with its counters in
-    /// `state`; from the cache while `upstream`'s state has not changed.
+    /// An empty cache of service `hostname` in `namespace`.
+    pub(crate) fn new(namespace: &str, hostname: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            hostname: hostname.to_owned(),
+            slots: Mutex::default(),
+        }
+    }
+
+    /// The endpoints of the service on `port`, in `subset` when given, each with its counters
+    /// in `state`; from the cache while `upstream`'s state has not changed.
     pub(crate) fn candidates(
         &self,
         upstream: &Arc<dyn Upstream>,
         state: &Arc<UpstreamState>,
-        dest: &DestSpec,
         port: u16,
         subset: Option<&HashSet<String>>,
     ) -> Arc<[Candidate]> {
@@ -66,7 +77,7 @@ impl EndpointCache {
                 return slot.candidates.clone();
             }
         }
-        let listed = upstream.endpoints(&dest.namespace, &dest.hostname, port);
+        let listed = upstream.endpoints(&self.namespace, &self.hostname, port);
         let candidates: Arc<[Candidate]> = state.candidates(listed, subset).into();
         if let Some(stamp) = stamp {
             let mut slots = self.lock();
@@ -165,8 +176,8 @@ mod tests {
         }
     }
 
-    fn dest() -> DestSpec {
-        DestSpec::new("svc.ns.svc.cluster.local", "ns", 0, None)
+    fn service_cache() -> EndpointCache {
+        EndpointCache::new("ns", "svc.ns.svc.cluster.local")
     }
 
     #[test]
@@ -175,24 +186,24 @@ mod tests {
         *listing.endpoints.lock().unwrap() = vec![endpoint(1), endpoint(2)];
         let upstream: Arc<dyn Upstream> = listing.clone();
         let state = Arc::new(UpstreamState::default());
-        let (cache, d) = (EndpointCache::default(), dest());
-        let first = cache.candidates(&upstream, &state, &d, 80, None);
-        let again = cache.candidates(&upstream, &state, &d, 80, None);
+        let cache = service_cache();
+        let first = cache.candidates(&upstream, &state, 80, None);
+        let again = cache.candidates(&upstream, &state, 80, None);
         assert!(Arc::ptr_eq(&first, &again));
         assert_eq!(listing.listed.load(Ordering::SeqCst), 1);
         // Another port is another list.
-        cache.candidates(&upstream, &state, &d, 81, None);
+        cache.candidates(&upstream, &state, 81, None);
         assert_eq!(listing.listed.load(Ordering::SeqCst), 2);
 
         listing.endpoints.lock().unwrap().push(endpoint(3));
         listing.version.fetch_add(1, Ordering::SeqCst);
-        let changed = cache.candidates(&upstream, &state, &d, 80, None);
+        let changed = cache.candidates(&upstream, &state, 80, None);
         assert_eq!(changed.len(), 3);
         // The counters of an endpoint are the same across lists.
         assert!(Arc::ptr_eq(&changed[0].state, &first[0].state));
 
         let subset: HashSet<String> = ["w2".to_string()].into();
-        let only = EndpointCache::default().candidates(&upstream, &state, &d, 80, Some(&subset));
+        let only = service_cache().candidates(&upstream, &state, 80, Some(&subset));
         assert_eq!(only.len(), 1);
         assert_eq!(only[0].info.uid, "w2");
     }
@@ -203,7 +214,7 @@ mod tests {
         *listing.endpoints.lock().unwrap() = vec![endpoint(1), endpoint(2)];
         let upstream: Arc<dyn Upstream> = listing;
         let state = Arc::new(UpstreamState::default());
-        let list = EndpointCache::default().candidates(&upstream, &state, &dest(), 80, None);
+        let list = service_cache().candidates(&upstream, &state, 80, None);
         let lb = LoadBalancer::RoundRobin;
         let tried = [list[0].info.address];
         for _ in 0..4 {

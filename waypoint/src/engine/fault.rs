@@ -5,8 +5,7 @@ use std::time::Duration;
 use api::waypoint as pb;
 use http::StatusCode;
 
-use super::ConfigError;
-use super::config::duration;
+use super::compile::{ConfigError, duration};
 
 /// An injected abort.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

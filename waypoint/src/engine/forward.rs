@@ -8,18 +8,21 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Body as _;
 
-use super::body::Replay;
+use super::authz::AuthzSnapshot;
+use super::body::{self, Body, Replay};
+use super::compiled::Engine;
 use super::config::{DestSpec, ForwardSpec, RouteEntry};
+use super::context::Ctx;
 use super::downstream::{Fault, Watch};
 use super::fault::roll;
-use super::handle::{AuthzSnapshot, Ctx};
 use super::mirror::{self, MirrorBody};
+use super::origin::{Caller, Target};
 use super::outlier::Health;
 use super::pool::PoolState;
 use super::reply::RequestError;
 use super::retry::{Budget, Outcome};
 use super::runtime::UpstreamState;
-use super::{Body, Caller, Engine, Target, Upstream, UpstreamError, UpstreamHints, body};
+use super::upstream::{Upstream, UpstreamError, UpstreamHints};
 use super::{endpoints, select};
 
 /// The parts of a request every attempt repeats.
@@ -320,7 +323,7 @@ async fn attempts(
         attempt += 1;
         let candidates = dest
             .endpoints
-            .candidates(f.upstream, &state, dest, port, resolved.uids);
+            .candidates(f.upstream, &state, port, resolved.uids);
         let endpoint = endpoints::choose(&state, resolved.policy.lb, &candidates, outlier, &tried)
             .ok_or(RequestError::NoHealthyUpstream)?;
         if let Some(snapshot) = &f.authz {

@@ -11,29 +11,23 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use super::authz::{HttpAttributes, Input, Pending};
+use super::authz::{AuthzSnapshot, HttpAttributes, Input};
+use super::body::{self, Body};
+use super::compiled::Engine;
 use super::config::{Action, ServiceEntry};
+use super::context::Ctx;
 use super::downstream::Watch;
 use super::fault::Abort;
+use super::forward;
 use super::headers::{self, redirect_headers, strip_port};
 use super::matching::RequestView;
+use super::origin::{Caller, Target};
 use super::reply::{self, RequestError};
 use super::telemetry::labels::grpc_status;
 use super::telemetry::{
-    Authority, CountingBody, Finish, Metrics, ObservedBody, PeerLabels, RequestLabels,
-    RequestRecord, ServiceLabels,
+    Authority, CountingBody, Finish, Metrics, ObservedBody, RequestLabels, RequestRecord,
 };
-use super::{Body, Caller, Engine, Target, Upstream, body, forward};
-
-/// A caller's principal as policies name it: the SPIFFE ID without `spiffe://`.
-pub(crate) fn principal(id: &hbone::Identity) -> String {
-    format!(
-        "{}/ns/{}/sa/{}",
-        id.trust_domain(),
-        id.namespace(),
-        id.service_account()
-    )
-}
+use super::upstream::Upstream;
 
 /// Whether the request is gRPC (by content type, as Envoy decides).
 fn is_grpc(headers: &HeaderMap) -> bool {
@@ -53,79 +47,24 @@ fn remote_ip(headers: &HeaderMap, peer: IpAddr) -> IpAddr {
         .unwrap_or(peer)
 }
 
-/// What is known about a request as it goes, for its telemetry.
-#[derive(Default)]
-pub(crate) struct Ctx {
-    /// The record written when the response ends.
-    pub record: RequestRecord,
-    /// Held until the response ends.
-    pub guards: Vec<Box<dyn Send + Sync>>,
-    /// The client's side of the request: whether its body failed, or is awaited.
-    pub downstream: Watch,
-}
-
-impl Ctx {
-    /// Adds an Envoy response flag.
-    pub(crate) fn flag(&mut self, flag: &str) {
-        if flag.is_empty() {
-            return;
-        }
-        let flags = &mut self.record.labels.response_flags;
-        if !flags.is_empty() {
-            flags.push(',');
-        }
-        flags.push_str(flag);
-    }
-
-    /// Sets the destination service labels.
-    pub(crate) fn service(&mut self, labels: &Arc<ServiceLabels>) {
-        self.record.labels.service = labels.clone();
-    }
-
-    /// Sets the destination workload labels.
-    pub(crate) fn destination(&mut self, labels: Arc<PeerLabels>) {
-        self.record.labels.destination = labels;
-    }
-}
-
-/// The request attributes workload-scoped policies need after routing has edited the request.
-pub(crate) struct AuthzSnapshot {
-    principal: Option<String>,
-    namespace: Option<String>,
-    source_ip: IpAddr,
-    remote_ip: IpAddr,
-    destination_ip: IpAddr,
-    destination_port: u16,
-    host: String,
-    method: String,
-    path: String,
-    headers: HeaderMap,
-    /// The first step's result.
-    pub pending: Pending,
-}
-
-impl AuthzSnapshot {
-    /// The policy input.
-    pub(crate) fn input(&self) -> Input<'_> {
-        Input {
-            principal: self.principal.as_deref(),
-            namespace: self.namespace.as_deref(),
-            source_ip: self.source_ip,
-            remote_ip: self.remote_ip,
-            destination_ip: self.destination_ip,
-            destination_port: self.destination_port,
-            http: Some(HttpAttributes {
-                host: &self.host,
-                method: &self.method,
-                path: &self.path,
-                headers: &self.headers,
-            }),
-        }
+impl Engine {
+    /// Handles one request end to end and never fails: every error becomes a response
+    /// (403 denied, 429 rate limited, 404 no route, 503 no healthy upstream or overflow,
+    /// 504 timeout, injected faults; for the client's own faults 400 malformed body, 408
+    /// body too slow, 499 client gone).
+    pub async fn handle(
+        self: &Arc<Self>,
+        upstream: Arc<dyn Upstream>,
+        caller: Caller,
+        target: Target,
+        request: http::Request<Body>,
+    ) -> http::Response<Body> {
+        run(self, upstream, caller, target, request).await
     }
 }
 
 /// Runs the pipeline and wraps the response so that it is recorded when it ends.
-pub(crate) async fn run(
+async fn run(
     engine: &Arc<Engine>,
     upstream: Arc<dyn Upstream>,
     caller: Caller,
@@ -319,19 +258,7 @@ async fn process(
         .config
         .authz
         .has_workload_scoped()
-        .then(|| AuthzSnapshot {
-            principal: principal.map(str::to_owned),
-            namespace: namespace.map(str::to_owned),
-            source_ip: caller.ip,
-            remote_ip: remote,
-            destination_ip: target.address.ip(),
-            destination_port: target.address.port(),
-            host: host.to_owned(),
-            method: parts.method.to_string(),
-            path: path.to_owned(),
-            headers: parts.headers.clone(),
-            pending,
-        });
+        .then(|| AuthzSnapshot::of(&input, pending));
 
     if let Some(limit) = svc.rate_limit
         && !engine.runtime.bucket(&svc.hostname, limit).try_take()
@@ -429,6 +356,7 @@ fn abort_response(abort: Abort, grpc: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::authz::principal;
 
     #[test]
     fn remote_ip_prefers_forwarded_for() {

@@ -8,7 +8,7 @@ use http::header::{HOST, LOCATION};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use regex::Regex;
 
-use super::ConfigError;
+use super::compile::ConfigError;
 use super::matching::search_regex;
 use super::telemetry::TraceId;
 

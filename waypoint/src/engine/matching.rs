@@ -5,7 +5,7 @@ use api::waypoint::{self as pb, path_match, string_match};
 use http::HeaderMap;
 use regex::Regex;
 
-use super::ConfigError;
+use super::compile::ConfigError;
 
 /// Largest compiled program a config regex may produce: config comes from users' objects, and
 /// a pathological pattern must not take the proxy's memory.

@@ -12,9 +12,11 @@ use http::HeaderValue;
 use http::Request;
 
 use super::body::{self, Buffered};
+use super::compiled::Engine;
 use super::config::DestSpec;
 use super::headers::{authority, set_authority, shadow_authority};
-use super::{Caller, Engine, Upstream};
+use super::origin::Caller;
+use super::upstream::Upstream;
 use super::{endpoints, select};
 
 /// How long a copy may take when the route sets no timeout.
@@ -94,7 +96,7 @@ async fn send(copy: Copy) -> Result<http::StatusCode, &'static str> {
     let state = engine.runtime.upstream(&dest.hostname);
     let candidates = dest
         .endpoints
-        .candidates(&upstream, &state, &dest, port, resolved.uids);
+        .candidates(&upstream, &state, port, resolved.uids);
     let outlier = resolved.policy.outlier.as_ref();
     let endpoint = endpoints::choose(&state, resolved.policy.lb, &candidates, outlier, &[])
         .ok_or("no healthy endpoint")?;

@@ -7,8 +7,7 @@ use std::time::Duration;
 use api::waypoint as pb;
 use tokio::time::Instant;
 
-use super::ConfigError;
-use super::config::duration;
+use super::compile::{ConfigError, duration};
 
 /// A compiled [`pb::OutlierDetection`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -15,8 +15,7 @@ use std::time::Duration;
 use api::waypoint as pb;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::ConfigError;
-use super::config::duration;
+use super::compile::{ConfigError, duration};
 
 /// A compiled [`pb::ConnectionPool`]; 0 means no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

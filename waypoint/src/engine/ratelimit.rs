@@ -6,8 +6,7 @@ use std::time::Duration;
 use api::waypoint as pb;
 use tokio::time::Instant;
 
-use super::ConfigError;
-use super::config::duration;
+use super::compile::{ConfigError, duration};
 
 /// A compiled [`pb::LocalRateLimit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,9 +4,8 @@
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use super::Body;
 use super::authz::Denied;
-use super::body;
+use super::body::{self, Body};
 use super::downstream::Fault;
 
 /// Why the waypoint answered a request itself.

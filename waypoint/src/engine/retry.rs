@@ -8,8 +8,7 @@ use api::waypoint as pb;
 use http::{Method, StatusCode};
 use tokio::time::Instant;
 
-use super::ConfigError;
-use super::config::duration;
+use super::compile::{ConfigError, duration};
 
 /// Envoy's default base interval between retries.
 const DEFAULT_BACKOFF: Duration = Duration::from_millis(25);

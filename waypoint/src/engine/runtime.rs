@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::EndpointInfo;
 use super::balance::{Candidate, EndpointState};
 use super::outlier::{self, Health, OutlierSpec, OutlierState};
 use super::pool::{PoolSpec, PoolState};
 use super::ratelimit::{Bucket, RateLimitSpec};
 use super::retry::{Budget, BudgetSpec};
 use super::telemetry::{Metrics, Peers};
+use super::upstream::EndpointInfo;
 
 /// Mirrored requests in flight at once; beyond this, copies are skipped so that a slow mirror
 /// target can never hold the waypoint's memory.

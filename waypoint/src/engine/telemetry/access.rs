@@ -20,7 +20,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::RequestRecord;
+use super::record::RequestRecord;
 
 /// Most bytes of lines waiting for the writer; past it lines are dropped.
 const CAPACITY: usize = 1024 * 1024;
@@ -398,7 +398,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::labels::{PeerLabels, RequestLabels, ServiceLabels};
-    use super::super::{Authority, TraceId};
+    use super::super::record::{Authority, TraceId};
     use super::*;
     use crate::engine::WorkloadMeta;
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use proxy_core::telemetry::Reporter;
 use proxy_core::telemetry::registry;
 
-use crate::engine::{StateStamp, Upstream, WorkloadMeta, state_stamp};
+use crate::engine::upstream::{StateStamp, Upstream, WorkloadMeta, state_stamp};
 
 /// Most workloads whose labels are kept; past it the cache starts over, so a caller cycling
 /// through addresses cannot grow it.
@@ -493,7 +493,7 @@ mod tests {
         let caller = PeerLabels::new(None, id.to_string());
         assert_eq!(
             caller.policy_principal(),
-            Some(crate::engine::handle::principal(&id).as_str())
+            Some(crate::engine::authz::principal(&id).as_str())
         );
         assert_eq!(PeerLabels::unknown().policy_principal(), None);
         assert_eq!(grpc_status("14"), "14");
