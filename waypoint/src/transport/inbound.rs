@@ -258,13 +258,6 @@ fn service(
     })
 }
 
-/// Resolves once the waypoint drains; never if the drain signal is gone.
-pub(super) async fn draining(drain: &mut watch::Receiver<bool>) {
-    if drain.wait_for(|d| *d).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// `addr` with an IPv4-mapped IPv6 address turned back into IPv4.
 fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())

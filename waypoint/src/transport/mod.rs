@@ -25,6 +25,7 @@ pub mod config;
 pub mod detect;
 pub mod headers;
 pub mod inbound;
+pub mod io;
 pub mod passthrough;
 pub mod pool;
 pub mod server;

@@ -14,7 +14,8 @@ use proxy_core::state::{ProxyState, Service, Workload};
 use proxy_core::telemetry::{ConnectionLabels, ConnectionRecord, Metrics, Reporter};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::upstream::{BoxedIo, HboneUpstream, pod_ip};
+use super::io::BoxedIo;
+use super::upstream::{HboneUpstream, pod_ip};
 use crate::engine::{Caller, EndpointInfo, Engine, Target};
 
 /// `response_flags` when no endpoint was there to take it.

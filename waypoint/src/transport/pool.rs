@@ -23,7 +23,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::upstream::BoxedIo;
+use super::io::BoxedIo;
 use crate::engine::{Body, BoxError, UpstreamError, UpstreamHints};
 
 /// Tunables of the pool.

@@ -171,7 +171,7 @@ where
                     Err(e) => Ended::Error(e),
                 };
             }
-            () = super::inbound::draining(&mut drain), if !draining => {
+            () = wait_for_drain(&mut drain), if !draining => {
                 draining = true;
                 connection.as_mut().graceful_shutdown();
             }
@@ -184,6 +184,13 @@ where
                 return Ended::Idle;
             }
         }
+    }
+}
+
+/// Resolves once the waypoint drains; never if the drain signal is gone.
+async fn wait_for_drain(drain: &mut watch::Receiver<bool>) {
+    if drain.wait_for(|d| *d).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

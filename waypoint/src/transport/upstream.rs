@@ -11,9 +11,9 @@ use hbone::{ConnectRequest, Identity};
 use http::{Request, Response, Version};
 use proxy_core::identity::CertManager;
 use proxy_core::state::{ProxyState, TunnelProtocol, Workload};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::headers;
+use super::io::BoxedIo;
 use super::pool::{HttpPool, PoolKey, PoolSettings};
 use crate::engine::{
     Body, Caller, EndpointInfo, SendFuture, Upstream, UpstreamError, UpstreamHints, WorkloadMeta,
@@ -21,12 +21,6 @@ use crate::engine::{
 
 /// W3C trace context, carried on the `CONNECT` of a new tunnel.
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-
-/// A byte stream to an endpoint: an HBONE tunnel or a TCP connection.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-/// A boxed [`Io`].
-pub type BoxedIo = Box<dyn Io>;
 
 /// Tunables of the upstream side.
 #[derive(Clone, Debug)]
