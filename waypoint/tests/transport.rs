@@ -15,7 +15,7 @@ use harness::*;
 use http_body_util::{BodyExt, Full};
 use proxy_core::state::ProxyState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use waypoint::engine::{Caller, EndpointInfo, Upstream, UpstreamError, UpstreamHints};
+use waypoint::engine::{Caller, EndpointInfo, UpstreamClient, UpstreamError, UpstreamHints};
 use waypoint::transport::{HboneUpstream, UpstreamSettings};
 
 fn vip(port: u16) -> SocketAddr {

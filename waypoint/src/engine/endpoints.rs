@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::balance::{self, Candidate};
 use super::outlier::OutlierSpec;
 use super::runtime::UpstreamState;
-use super::upstream::{StateStamp, Upstream, state_stamp};
+use super::upstream::{StateStamp, UpstreamClient, state_stamp};
 
 /// Ports one destination keeps lists for (a route without a port serves every port of its
 /// service); the oldest goes first.
@@ -62,7 +62,7 @@ impl EndpointCache {
     /// in `state`; from the cache while `upstream`'s state has not changed.
     pub(crate) fn candidates(
         &self,
-        upstream: &Arc<dyn Upstream>,
+        upstream: &Arc<dyn UpstreamClient>,
         state: &Arc<UpstreamState>,
         port: u16,
         subset: Option<&HashSet<String>>,
@@ -145,7 +145,7 @@ mod tests {
         listed: AtomicUsize,
     }
 
-    impl Upstream for Listing {
+    impl UpstreamClient for Listing {
         fn endpoints(&self, _: &str, _: &str, _: u16) -> Vec<EndpointInfo> {
             self.listed.fetch_add(1, Ordering::SeqCst);
             self.endpoints.lock().unwrap().clone()
@@ -184,7 +184,7 @@ mod tests {
     fn lists_are_rebuilt_only_when_the_state_changes() {
         let listing = Arc::new(Listing::default());
         *listing.endpoints.lock().unwrap() = vec![endpoint(1), endpoint(2)];
-        let upstream: Arc<dyn Upstream> = listing.clone();
+        let upstream: Arc<dyn UpstreamClient> = listing.clone();
         let state = Arc::new(UpstreamState::default());
         let cache = service_cache();
         let first = cache.candidates(&upstream, &state, 80, None);
@@ -212,7 +212,7 @@ mod tests {
     async fn ejected_and_tried_endpoints_are_avoided() {
         let listing = Arc::new(Listing::default());
         *listing.endpoints.lock().unwrap() = vec![endpoint(1), endpoint(2)];
-        let upstream: Arc<dyn Upstream> = listing;
+        let upstream: Arc<dyn UpstreamClient> = listing;
         let state = Arc::new(UpstreamState::default());
         let list = service_cache().candidates(&upstream, &state, 80, None);
         let lb = LoadBalancer::RoundRobin;

@@ -22,7 +22,7 @@ use super::pool::PoolState;
 use super::reply::RequestError;
 use super::retry::{Budget, Outcome};
 use super::runtime::UpstreamState;
-use super::upstream::{Upstream, UpstreamError, UpstreamHints};
+use super::upstream::{UpstreamClient, UpstreamError, UpstreamHints};
 use super::{endpoints, select};
 
 /// The parts of a request every attempt repeats.
@@ -117,7 +117,7 @@ pub(crate) struct Forwarding<'a> {
     /// The engine (config and runtime state).
     pub engine: &'a Arc<Engine>,
     /// The transport.
-    pub upstream: &'a Arc<dyn Upstream>,
+    pub upstream: &'a Arc<dyn UpstreamClient>,
     /// Who sent the request.
     pub caller: &'a Caller,
     /// Where it was addressed.

@@ -27,7 +27,7 @@ use super::telemetry::labels::grpc_status;
 use super::telemetry::{
     Authority, CountingBody, Finish, Metrics, ObservedBody, RequestLabels, RequestRecord,
 };
-use super::upstream::Upstream;
+use super::upstream::UpstreamClient;
 
 /// Whether the request is gRPC (by content type, as Envoy decides).
 fn is_grpc(headers: &HeaderMap) -> bool {
@@ -54,7 +54,7 @@ impl Engine {
     /// body too slow, 499 client gone).
     pub async fn handle(
         self: &Arc<Self>,
-        upstream: Arc<dyn Upstream>,
+        upstream: Arc<dyn UpstreamClient>,
         caller: Caller,
         target: Target,
         request: http::Request<Body>,
@@ -66,7 +66,7 @@ impl Engine {
 /// Runs the pipeline and wraps the response so that it is recorded when it ends.
 async fn run(
     engine: &Arc<Engine>,
-    upstream: Arc<dyn Upstream>,
+    upstream: Arc<dyn UpstreamClient>,
     caller: Caller,
     target: Target,
     request: Request<Body>,
@@ -199,7 +199,7 @@ impl Drop for Unanswered {
 /// The served service a target addresses.
 fn service_for<'a>(
     engine: &'a Engine,
-    upstream: &dyn Upstream,
+    upstream: &dyn UpstreamClient,
     target: &Target,
 ) -> Option<&'a Arc<ServiceEntry>> {
     let ip = target.address.ip();
@@ -212,7 +212,7 @@ fn service_for<'a>(
 #[allow(clippy::too_many_arguments)]
 async fn process(
     engine: &Arc<Engine>,
-    upstream: &Arc<dyn Upstream>,
+    upstream: &Arc<dyn UpstreamClient>,
     caller: &Caller,
     target: &Target,
     mut parts: http::request::Parts,

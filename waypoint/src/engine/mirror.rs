@@ -16,7 +16,7 @@ use super::compiled::Engine;
 use super::config::DestSpec;
 use super::headers::{authority, set_authority, shadow_authority};
 use super::origin::Caller;
-use super::upstream::Upstream;
+use super::upstream::UpstreamClient;
 use super::{endpoints, select};
 
 /// How long a copy may take when the route sets no timeout.
@@ -35,7 +35,7 @@ pub(crate) struct Copy {
     /// The engine (config and runtime state).
     pub engine: Arc<Engine>,
     /// The transport.
-    pub upstream: Arc<dyn Upstream>,
+    pub upstream: Arc<dyn UpstreamClient>,
     /// The original caller, carried forward as for the request itself.
     pub caller: Caller,
     /// Where the copy goes.

@@ -1,5 +1,6 @@
 //! Engine-level tests: real requests through [`Engine::handle`](super::Engine::handle) against
-//! an in-process fake of the transport (the [`Upstream`](super::Upstream) boundary).
+//! an in-process fake of the transport (the [`UpstreamClient`](super::UpstreamClient)
+//! boundary).
 
 mod cfg;
 mod controller;

@@ -1,6 +1,7 @@
-//! The engine's boundary with the transport on the way out: the [`Upstream`] it is handed
-//! (endpoints and workloads from the mesh state, and a way to send a request to an endpoint),
-//! and the types that cross it. Only [`Caller`] is imported from the engine.
+//! The engine's boundary with the transport on the way out: the [`UpstreamClient`] it is
+//! handed (endpoints and workloads from the mesh state, and a way to send a request to an
+//! endpoint), and the types that cross it. It imports only [`Body`] and [`Caller`] from the
+//! engine.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -56,13 +57,13 @@ pub enum UpstreamError {
     Request(String),
 }
 
-/// The response of [`Upstream::send`], once the upstream answers.
+/// The response of [`UpstreamClient::send`], once the upstream answers.
 pub type SendFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<http::Response<Body>, UpstreamError>> + Send>,
 >;
 
 /// What the engine needs from the transport.
-pub trait Upstream: Send + Sync + 'static {
+pub trait UpstreamClient: Send + Sync + 'static {
     /// Healthy endpoints of service `hostname` (in `namespace`) for service port `port`.
     fn endpoints(&self, namespace: &str, hostname: &str, port: u16) -> Vec<EndpointInfo>;
 
@@ -85,23 +86,23 @@ pub trait Upstream: Send + Sync + 'static {
         None
     }
 
-    /// A number that changes whenever what [`Upstream::endpoints`] and
-    /// [`Upstream::workload`] answer may have changed. The engine keeps what it derives from
-    /// them (candidate endpoints, metric labels) until it changes; `None`, the default, keeps
-    /// nothing: every request asks again.
+    /// A number that changes whenever what [`UpstreamClient::endpoints`] and
+    /// [`UpstreamClient::workload`] answer may have changed. The engine keeps what it derives
+    /// from them (candidate endpoints, metric labels) until it changes; `None`, the default,
+    /// keeps nothing: every request asks again.
     fn state_version(&self) -> Option<u64> {
         None
     }
 }
 
 /// The mesh state something was derived from: which upstream (its address) and its
-/// [`Upstream::state_version`] then. Entries stamped otherwise are stale.
+/// [`UpstreamClient::state_version`] then. Entries stamped otherwise are stale.
 pub(crate) type StateStamp = (usize, u64);
 
 /// The stamp of `upstream`'s current state; `None` when it gives no version (nothing may be
 /// kept). Read before the answers derived from it: a change after this read shows as a new
 /// stamp next time, never as an old stamp with new contents.
-pub(crate) fn state_stamp(upstream: &Arc<dyn Upstream>) -> Option<StateStamp> {
+pub(crate) fn state_stamp(upstream: &Arc<dyn UpstreamClient>) -> Option<StateStamp> {
     let version = upstream.state_version()?;
     Some((Arc::as_ptr(upstream).cast::<()>() as usize, version))
 }

@@ -26,7 +26,7 @@ use super::headers::strip_hop_by_hop;
 use super::passthrough::Passthrough;
 use super::serving::{self, Activity, HTTP_LISTENER, Serving};
 use super::upstream::HboneUpstream;
-use crate::engine::{Body, BoxError, Caller, Target, Upstream};
+use crate::engine::{Body, BoxError, Caller, Target, UpstreamClient};
 
 /// Tunables of the inbound side.
 #[derive(Clone, Debug)]
@@ -56,7 +56,7 @@ impl Default for InboundSettings {
 
 struct Inner {
     config: Arc<ConfigStore>,
-    upstream: Arc<dyn Upstream>,
+    upstream: Arc<dyn UpstreamClient>,
     passthrough: Passthrough,
     settings: InboundSettings,
     /// Turns true when the waypoint drains: HTTP connections finish what they are doing and

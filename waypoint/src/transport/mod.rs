@@ -4,7 +4,7 @@
 //! ```text
 //! ztunnel ──HBONE (waypoint identity)──► inbound ──detect──► HTTP/1.1 | HTTP/2 ──► engine
 //!                                           └── TCP port ──► L4 authz ──► passthrough
-//! engine ──Upstream::send──► upstream: HTTP client pool ──HBONE──► endpoint ztunnel:15008
+//! engine ──UpstreamClient::send──► upstream: HTTP client pool ──HBONE──► endpoint ztunnel:15008
 //! controller ──delta xDS──► config: Waypoint → Engine::compile → swapped in (or NACK)
 //! ```
 //!
@@ -15,7 +15,7 @@
 //! - [`serving`]: serving HTTP on one tunnel within the deadlines and bounds of
 //!   [`hbone::ServerLimits`], counting what they end;
 //! - [`passthrough`]: TCP ports, spliced to an endpoint with L4 policy only;
-//! - [`upstream`]: [`engine::Upstream`](crate::engine::Upstream) over HBONE, with
+//! - [`upstream`]: [`engine::UpstreamClient`](crate::engine::UpstreamClient) over HBONE, with
 //!   [`pool`] keeping HTTP connections to endpoints;
 //! - [`headers`]: what changes at each hop regardless of config (hop-by-hop headers, URI form);
 //! - [`server`]: the HBONE listener with the waypoint's certificate, rotated live, and the

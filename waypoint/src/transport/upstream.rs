@@ -16,7 +16,8 @@ use super::headers;
 use super::io::BoxedIo;
 use super::pool::{HttpPool, PoolKey, PoolSettings};
 use crate::engine::{
-    Body, Caller, EndpointInfo, SendFuture, Upstream, UpstreamError, UpstreamHints, WorkloadMeta,
+    Body, Caller, EndpointInfo, SendFuture, UpstreamClient, UpstreamError, UpstreamHints,
+    WorkloadMeta,
 };
 
 /// W3C trace context, carried on the `CONNECT` of a new tunnel.
@@ -45,7 +46,7 @@ impl Default for UpstreamSettings {
 
 struct Inner {
     state: ProxyState,
-    /// The state's change counter, read (not awaited) for [`Upstream::state_version`].
+    /// The state's change counter, read (not awaited) for [`UpstreamClient::state_version`].
     changes: tokio::sync::watch::Receiver<u64>,
     certs: Arc<CertManager>,
     identity: Identity,
@@ -54,7 +55,7 @@ struct Inner {
     settings: UpstreamSettings,
 }
 
-/// [`Upstream`] over HBONE. Cheap to clone.
+/// [`UpstreamClient`] over HBONE. Cheap to clone.
 #[derive(Clone)]
 pub struct HboneUpstream {
     inner: Arc<Inner>,
@@ -204,7 +205,7 @@ fn is_grpc<B>(request: &Request<B>) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
-impl Upstream for HboneUpstream {
+impl UpstreamClient for HboneUpstream {
     fn endpoints(&self, namespace: &str, hostname: &str, port: u16) -> Vec<EndpointInfo> {
         let state = &self.inner.state;
         let Some(service) = state.service_by_host(namespace, hostname) else {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use proxy_core::telemetry::Reporter;
 use proxy_core::telemetry::registry;
 
-use crate::engine::upstream::{StateStamp, Upstream, WorkloadMeta, state_stamp};
+use crate::engine::upstream::{StateStamp, UpstreamClient, WorkloadMeta, state_stamp};
 
 /// Most workloads whose labels are kept; past it the cache starts over, so a caller cycling
 /// through addresses cannot grow it.
@@ -326,7 +326,7 @@ impl Peers {
     /// The `source_*` labels of a caller at `ip` proving `identity`.
     pub(crate) fn source(
         &self,
-        upstream: &Arc<dyn Upstream>,
+        upstream: &Arc<dyn UpstreamClient>,
         ip: IpAddr,
         identity: Option<&hbone::Identity>,
     ) -> Arc<PeerLabels> {
@@ -334,11 +334,20 @@ impl Peers {
     }
 
     /// The `destination_*` labels of the endpoint at `ip`.
-    pub(crate) fn destination(&self, upstream: &Arc<dyn Upstream>, ip: IpAddr) -> Arc<PeerLabels> {
+    pub(crate) fn destination(
+        &self,
+        upstream: &Arc<dyn UpstreamClient>,
+        ip: IpAddr,
+    ) -> Arc<PeerLabels> {
         self.labels(upstream, ip, Peer::Endpoint)
     }
 
-    fn labels(&self, upstream: &Arc<dyn Upstream>, ip: IpAddr, peer: Peer<'_>) -> Arc<PeerLabels> {
+    fn labels(
+        &self,
+        upstream: &Arc<dyn UpstreamClient>,
+        ip: IpAddr,
+        peer: Peer<'_>,
+    ) -> Arc<PeerLabels> {
         let stamp = state_stamp(upstream);
         let identity = match peer {
             Peer::Caller(identity) => identity,
@@ -386,7 +395,7 @@ mod tests {
         looked_up: AtomicUsize,
     }
 
-    impl Upstream for Workloads {
+    impl UpstreamClient for Workloads {
         fn endpoints(&self, _: &str, _: &str, _: u16) -> Vec<EndpointInfo> {
             Vec::new()
         }
@@ -416,7 +425,7 @@ mod tests {
     #[test]
     fn peer_labels_are_kept_per_state_and_caller_identity() {
         let workloads = Arc::new(Workloads::default());
-        let upstream: Arc<dyn Upstream> = workloads.clone();
+        let upstream: Arc<dyn UpstreamClient> = workloads.clone();
         let looked_up = || workloads.looked_up.load(Ordering::SeqCst);
         let peers = Peers::default();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();

@@ -10,7 +10,7 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 
 use super::fake::Fake;
-use crate::engine::{Body, Caller, Engine, Runtime, Target, Upstream, body};
+use crate::engine::{Body, Caller, Engine, Runtime, Target, UpstreamClient, body};
 
 pub const VIP: &str = "10.96.0.10";
 pub const PORT: u16 = 9080;
@@ -189,7 +189,7 @@ pub async fn send(
     caller: Caller,
     request: Request<Body>,
 ) -> Answer {
-    let upstream: Arc<dyn Upstream> = fake.clone();
+    let upstream: Arc<dyn UpstreamClient> = fake.clone();
     let target = Target {
         address: std::net::SocketAddr::new(VIP.parse().unwrap(), PORT),
     };

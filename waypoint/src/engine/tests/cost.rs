@@ -12,7 +12,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 
 use super::cfg::*;
-use crate::engine::{Body, Caller, EndpointInfo, Target, Upstream, WorkloadMeta, body};
+use crate::engine::{Body, Caller, EndpointInfo, Target, UpstreamClient, WorkloadMeta, body};
 
 /// An upstream that answers 200 at once, with the same lookups a real one makes.
 struct Instant200 {
@@ -21,7 +21,7 @@ struct Instant200 {
     version: Option<u64>,
 }
 
-impl Upstream for Instant200 {
+impl UpstreamClient for Instant200 {
     fn endpoints(&self, _namespace: &str, _hostname: &str, _port: u16) -> Vec<EndpointInfo> {
         self.endpoints.clone()
     }
@@ -90,7 +90,7 @@ async fn measure(level: tracing::Level, version: Option<u64>) {
         vec![],
         vec![],
     ));
-    let upstream: Arc<dyn Upstream> = Arc::new(Instant200 {
+    let upstream: Arc<dyn UpstreamClient> = Arc::new(Instant200 {
         endpoints: (1..=8)
             .map(|i| EndpointInfo {
                 uid: format!("Kubernetes//Pod/shop/reviews-{i}"),

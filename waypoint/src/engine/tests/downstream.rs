@@ -21,7 +21,7 @@ use super::cfg::*;
 use super::fake::{Behavior, Fake};
 use crate::engine::downstream::scripted;
 use crate::engine::telemetry::count_of;
-use crate::engine::{BoxError, Engine, Target, Upstream};
+use crate::engine::{BoxError, Engine, Target, UpstreamClient};
 
 /// Rounds of bad requests: each would eject an endpoint if it counted.
 const ROUNDS: usize = 10;
@@ -76,7 +76,7 @@ async fn both_in_rotation(e: &Arc<Engine>, f: &Arc<Fake>) -> bool {
 /// Serves one HTTP/1.1 or HTTP/2 connection into the engine, as the transport does; the task
 /// ends when the connection does, by which time every request on it is recorded.
 fn serve(e: &Arc<Engine>, f: &Arc<Fake>, io: DuplexStream, http2: bool) -> JoinHandle<()> {
-    let (e, upstream) = (e.clone(), f.clone() as Arc<dyn Upstream>);
+    let (e, upstream) = (e.clone(), f.clone() as Arc<dyn UpstreamClient>);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (e, upstream) = (e.clone(), upstream.clone());
         async move {

@@ -1,5 +1,5 @@
-//! An in-process [`Upstream`] that records what it is sent and answers as each endpoint is
-//! told to, and builders for the waypoint config the tests compile.
+//! An in-process [`UpstreamClient`] that records what it is sent and answers as each endpoint
+//! is told to, and builders for the waypoint config the tests compile.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -10,7 +10,9 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
-use crate::engine::{Body, Caller, EndpointInfo, Upstream, UpstreamError, WorkloadMeta, body};
+use crate::engine::{
+    Body, Caller, EndpointInfo, UpstreamClient, UpstreamError, WorkloadMeta, body,
+};
 
 /// How an endpoint answers.
 #[derive(Clone)]
@@ -108,7 +110,7 @@ impl Fake {
     }
 }
 
-impl Upstream for Fake {
+impl UpstreamClient for Fake {
     fn endpoints(&self, _namespace: &str, hostname: &str, _port: u16) -> Vec<EndpointInfo> {
         self.endpoints.get(hostname).cloned().unwrap_or_default()
     }

@@ -234,7 +234,7 @@ async fn redirects_direct_answers_and_misses() {
     );
 
     // A service this waypoint does not serve is not forwarded.
-    let upstream: std::sync::Arc<dyn crate::engine::Upstream> = fk.clone();
+    let upstream: std::sync::Arc<dyn crate::engine::UpstreamClient> = fk.clone();
     let target = crate::engine::Target {
         address: std::net::SocketAddr::new(RATINGS_VIP.parse().unwrap(), PORT),
     };
