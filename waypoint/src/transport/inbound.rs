@@ -20,12 +20,12 @@ use proxy_core::telemetry::{HBONE_LISTENER, Metrics};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::config::ConfigStore;
+use super::config_store::ConfigStore;
 use super::detect::{self, Detected, Prefixed};
-use super::headers::strip_hop_by_hop;
+use super::hop::strip_hop_by_hop;
+use super::outbound::HboneUpstream;
 use super::passthrough::Passthrough;
 use super::serving::{self, Activity, HTTP_LISTENER, Serving};
-use super::upstream::HboneUpstream;
 use crate::engine::{Body, BoxError, Caller, Target, UpstreamClient};
 
 /// Tunables of the inbound side.

@@ -1,6 +1,6 @@
 //! The byte streams requests and pass-through connections travel on to an endpoint: an HBONE
 //! tunnel or a plain TCP connection, behind one boxed type. Opening them is
-//! [`upstream`](super::upstream)'s job; the HTTP connection pool and the TCP pass-through only
+//! [`outbound`](super::outbound)'s job; the HTTP connection pool and the TCP pass-through only
 //! carry them, so this module imports nothing else of the transport.
 
 use tokio::io::{AsyncRead, AsyncWrite};

@@ -15,7 +15,7 @@ use proxy_core::telemetry::{ConnectionLabels, ConnectionRecord, Metrics, Reporte
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::io::BoxedIo;
-use super::upstream::{HboneUpstream, pod_ip};
+use super::outbound::{HboneUpstream, pod_ip};
 use crate::engine::{Caller, EndpointInfo, Engine, Target};
 
 /// `response_flags` when no endpoint was there to take it.

@@ -12,9 +12,9 @@ use http::{Request, Response, Version};
 use proxy_core::identity::CertManager;
 use proxy_core::state::{ProxyState, TunnelProtocol, Workload};
 
-use super::headers;
+use super::hop;
+use super::http_pool::{HttpPool, PoolKey, PoolSettings};
 use super::io::BoxedIo;
-use super::pool::{HttpPool, PoolKey, PoolSettings};
 use crate::engine::{
     Body, Caller, EndpointInfo, SendFuture, UpstreamClient, UpstreamError, UpstreamHints,
     WorkloadMeta,
@@ -169,7 +169,7 @@ impl HboneUpstream {
             .extensions()
             .get::<UpstreamHints>()
             .and_then(|h| h.connect_timeout);
-        headers::for_upstream(&mut request, version);
+        hop::for_upstream(&mut request, version);
         let key = PoolKey {
             endpoint: target,
             uid: workload.uid.clone(),
@@ -191,7 +191,7 @@ impl HboneUpstream {
             }
         };
         let mut response = self.inner.http.send(key, request, open).await?;
-        headers::strip_hop_by_hop(response.headers_mut());
+        hop::strip_hop_by_hop(response.headers_mut());
         Ok(response)
     }
 }
