@@ -39,7 +39,7 @@ const MAX_TOKEN_BYTES: u64 = 64 * 1024;
 
 /// Settings of the waypoint, filled from the command line by the binary.
 #[derive(Clone, Debug)]
-pub struct WaypointConfig {
+pub struct WaypointSettings {
     /// Namespace of the waypoint's Gateway.
     pub namespace: String,
     /// Name of the waypoint's Gateway.
@@ -76,7 +76,7 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds the addresses of `config`.
-    pub async fn bind(config: &WaypointConfig) -> Result<Self, AppError> {
+    pub async fn bind(config: &WaypointSettings) -> Result<Self, AppError> {
         let hbone = TcpListener::bind(config.hbone_addr)
             .await
             .map_err(|e| AppError::Start(format!("binding HBONE on {}: {e}", config.hbone_addr)))?;
@@ -88,7 +88,7 @@ impl Listeners {
 }
 
 /// Runs the waypoint until SIGTERM/SIGINT, then drains.
-pub async fn run(config: WaypointConfig) -> Result<(), AppError> {
+pub async fn run(config: WaypointSettings) -> Result<(), AppError> {
     let mut signals = ShutdownSignals::install()
         .map_err(|e| AppError::Start(format!("installing signal handlers: {e}")))?;
     let listeners = Listeners::bind(&config).await?;
@@ -97,7 +97,7 @@ pub async fn run(config: WaypointConfig) -> Result<(), AppError> {
 
 /// Runs the waypoint on `listeners` until `shutdown` completes, then drains.
 pub async fn serve(
-    config: WaypointConfig,
+    config: WaypointSettings,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
@@ -251,7 +251,7 @@ fn outcome_of<E: std::fmt::Display>(
 /// How the waypoint names itself to the controller, as an Istio waypoint (Envoy's "router"
 /// role): `router~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`, from the downward
 /// API variables Istio's proxies read, with defaults for running outside Kubernetes.
-fn client_identity(config: &WaypointConfig) -> ClientIdentity {
+fn client_identity(config: &WaypointSettings) -> ClientIdentity {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let pod = env("POD_NAME").unwrap_or_else(|| config.name.clone());
     let ip = env("INSTANCE_IP").unwrap_or_else(|| config.hbone_addr.ip().to_string());
@@ -343,7 +343,7 @@ mod tests {
 
     #[test]
     fn node_id_has_the_router_shape() {
-        let config = WaypointConfig {
+        let config = WaypointSettings {
             namespace: "shop".into(),
             name: "waypoint".into(),
             service_account: "waypoint".into(),

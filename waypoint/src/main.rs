@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use proxy_core::config::MeshProxyArgs;
 use proxy_core::control::ControlArgs;
-use waypoint::app::{WaypointConfig, run, service_account_from_token};
+use waypoint::app::{WaypointSettings, run, service_account_from_token};
 
 /// Per-namespace L7 proxy of the ambient mesh.
 #[derive(Parser, Debug)]
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
             service_account_from_token(token, &args.namespace)
         })
         .unwrap_or_else(|| args.name.clone());
-    let config = WaypointConfig {
+    let config = WaypointSettings {
         namespace: args.namespace,
         name: args.name,
         service_account,

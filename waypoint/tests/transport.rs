@@ -369,12 +369,12 @@ async fn draining_lets_in_flight_requests_finish() {
 
 #[tokio::test]
 async fn the_assembled_waypoint_reports_readiness_metrics_and_config() {
-    use waypoint::app::{Listeners, WaypointConfig, serve};
+    use waypoint::app::{Listeners, WaypointSettings, serve};
 
     let config = waypoint_config(Vec::new());
     let controller = Controller::start(snapshot("127.0.0.1", Some(&config))).await;
     let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let settings = WaypointConfig {
+    let settings = WaypointSettings {
         namespace: NS.into(),
         name: GATEWAY.into(),
         service_account: GATEWAY.into(),

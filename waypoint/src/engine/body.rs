@@ -88,7 +88,8 @@ pub(crate) enum Completion {
     Lost,
 }
 
-struct Shared {
+/// The body being recorded, shared by every attempt's handle and the mirrors' wait.
+struct Recording {
     source: Body,
     /// Recorded frames; `frames[i]` has absolute index `dropped + i`.
     frames: Vec<Frame<Bytes>>,
@@ -100,7 +101,7 @@ struct Shared {
     completion: watch::Sender<Completion>,
 }
 
-impl Drop for Shared {
+impl Drop for Recording {
     fn drop(&mut self) {
         if !self.done || self.overflow {
             self.completion.send_replace(Completion::Lost);
@@ -111,7 +112,7 @@ impl Drop for Shared {
 /// A request body that can be handed to several attempts in turn.
 #[derive(Clone)]
 pub(crate) struct Replay {
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<Recording>>,
     completion: watch::Receiver<Completion>,
 }
 
@@ -120,7 +121,7 @@ impl Replay {
     pub(crate) fn new(body: Body) -> Self {
         let (tx, rx) = watch::channel(Completion::Pending);
         Self {
-            shared: Arc::new(Mutex::new(Shared {
+            shared: Arc::new(Mutex::new(Recording {
                 source: body,
                 frames: Vec::new(),
                 dropped: 0,
@@ -134,7 +135,7 @@ impl Replay {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recording> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -174,7 +175,7 @@ impl Replay {
 }
 
 struct AttemptBody {
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<Recording>>,
     pos: usize,
 }
 

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use super::authz::{self, Input};
 use super::compile::ConfigError;
-use super::config::Compiled;
+use super::config::CompiledConfig;
 use super::origin::{Caller, Target};
 use super::runtime::Runtime;
 use super::upstream::EndpointInfo;
 
 /// A compiled waypoint config.
 pub struct Engine {
-    pub(super) config: Compiled,
+    pub(super) config: CompiledConfig,
     pub(super) runtime: Arc<Runtime>,
 }
 
@@ -24,7 +24,7 @@ impl Engine {
         config: &api::waypoint::Waypoint,
         runtime: Arc<Runtime>,
     ) -> Result<Engine, ConfigError> {
-        let compiled = Compiled::compile(config)?;
+        let compiled = CompiledConfig::compile(config)?;
         runtime.retain(&compiled.hostnames());
         runtime.outlier_detection(compiled.outlier_specs());
         Ok(Engine {

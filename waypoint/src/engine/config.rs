@@ -391,7 +391,7 @@ impl DestPolicy {
 
 /// The whole compiled config.
 #[derive(Debug, Default)]
-pub(crate) struct Compiled {
+pub(crate) struct CompiledConfig {
     /// Served services by hostname.
     pub by_host: HashMap<String, Arc<ServiceEntry>>,
     /// Served services by VIP.
@@ -402,10 +402,10 @@ pub(crate) struct Compiled {
     pub authz: Policies,
 }
 
-impl Compiled {
+impl CompiledConfig {
     /// Compiles a config.
     pub(crate) fn compile(w: &pb::Waypoint) -> Result<Self, ConfigError> {
-        let mut out = Compiled {
+        let mut out = CompiledConfig {
             authz: Policies::compile(&w.authorization_policies)?,
             ..Default::default()
         };

@@ -9,7 +9,7 @@ use super::telemetry::{PeerLabels, RequestRecord, ServiceLabels};
 
 /// What is known about a request as it goes, for its telemetry.
 #[derive(Default)]
-pub(crate) struct Ctx {
+pub(crate) struct RequestContext {
     /// The record written when the response ends.
     pub record: RequestRecord,
     /// Held until the response ends.
@@ -18,7 +18,7 @@ pub(crate) struct Ctx {
     pub downstream: Watch,
 }
 
-impl Ctx {
+impl RequestContext {
     /// Adds an Envoy response flag.
     pub(crate) fn flag(&mut self, flag: &str) {
         if flag.is_empty() {

@@ -30,7 +30,7 @@ pub(crate) struct EndpointCache {
     namespace: String,
     /// Hostname of the service.
     hostname: String,
-    slots: Mutex<Vec<Slot>>,
+    lists: Mutex<Vec<PortList>>,
 }
 
 impl std::fmt::Debug for EndpointCache {
@@ -39,7 +39,7 @@ impl std::fmt::Debug for EndpointCache {
     }
 }
 
-struct Slot {
+struct PortList {
     /// The upstream state the list came from.
     stamp: StateStamp,
     /// The runtime state whose counters the candidates carry.
@@ -54,7 +54,7 @@ impl EndpointCache {
         Self {
             namespace: namespace.to_owned(),
             hostname: hostname.to_owned(),
-            slots: Mutex::default(),
+            lists: Mutex::default(),
         }
     }
 
@@ -69,23 +69,23 @@ impl EndpointCache {
     ) -> Arc<[Candidate]> {
         let stamp = state_stamp(upstream);
         if let Some(stamp) = stamp {
-            let slots = self.lock();
-            if let Some(slot) = slots
+            let lists = self.lock();
+            if let Some(list) = lists
                 .iter()
                 .find(|s| s.port == port && s.stamp == stamp && Arc::ptr_eq(&s.state, state))
             {
-                return slot.candidates.clone();
+                return list.candidates.clone();
             }
         }
         let listed = upstream.endpoints(&self.namespace, &self.hostname, port);
         let candidates: Arc<[Candidate]> = state.candidates(listed, subset).into();
         if let Some(stamp) = stamp {
-            let mut slots = self.lock();
-            slots.retain(|s| s.port != port);
-            if slots.len() >= PORTS_KEPT {
-                slots.remove(0);
+            let mut lists = self.lock();
+            lists.retain(|s| s.port != port);
+            if lists.len() >= PORTS_KEPT {
+                lists.remove(0);
             }
-            slots.push(Slot {
+            lists.push(PortList {
                 stamp,
                 state: state.clone(),
                 port,
@@ -95,9 +95,9 @@ impl EndpointCache {
         candidates
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PortList>> {
         // Slots are replaced whole: usable after a panic elsewhere.
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+        self.lists.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

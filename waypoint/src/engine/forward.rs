@@ -12,7 +12,7 @@ use super::authz::AuthzSnapshot;
 use super::body::{self, Body, Replay};
 use super::compiled::Engine;
 use super::config::{DestSpec, ForwardSpec, RouteEntry};
-use super::context::Ctx;
+use super::context::RequestContext;
 use super::downstream::{Fault, Watch};
 use super::fault::roll;
 use super::mirror::{self, MirrorBody};
@@ -137,7 +137,7 @@ pub(crate) async fn run(
     f: Forwarding<'_>,
     mut parts: http::request::Parts,
     request_body: Body,
-    ctx: &mut Ctx,
+    ctx: &mut RequestContext,
 ) -> Result<Response<Body>, RequestError> {
     let spec = f.spec;
     let chosen = select::weighted(&spec.destinations, spec.total_weight);
@@ -163,7 +163,7 @@ pub(crate) async fn run(
         } else {
             f.target.address.port()
         };
-        mirror::spawn(mirror::Copy {
+        mirror::spawn(mirror::MirrorRequest {
             engine: f.engine.clone(),
             upstream: f.upstream.clone(),
             caller: f.caller.clone(),
@@ -245,7 +245,7 @@ impl From<AttemptError> for RequestError {
 
 /// What the attempts of a request to one destination work with: its port, its policy
 /// resolved (service or subset) and the runtime state it counts in.
-struct Plan<'a> {
+struct AttemptPlan<'a> {
     port: u16,
     resolved: select::Resolved<'a>,
     state: Arc<UpstreamState>,
@@ -255,7 +255,7 @@ struct Plan<'a> {
 }
 
 /// Resolves `dest`'s policy and state; the request is counted in the retry budget here.
-fn plan<'a>(f: &Forwarding<'a>, dest: &'a DestSpec) -> Result<Plan<'a>, RequestError> {
+fn plan<'a>(f: &Forwarding<'a>, dest: &'a DestSpec) -> Result<AttemptPlan<'a>, RequestError> {
     let port = if dest.port != 0 {
         dest.port
     } else {
@@ -286,7 +286,7 @@ fn plan<'a>(f: &Forwarding<'a>, dest: &'a DestSpec) -> Result<Plan<'a>, RequestE
             max_requests_per_connection: p.max_requests_per_connection,
             connect_timeout: p.connect_timeout,
         });
-    Ok(Plan {
+    Ok(AttemptPlan {
         port,
         resolved,
         state,
@@ -303,10 +303,10 @@ async fn attempts(
     dest: &DestSpec,
     mut template: Template,
     source: &mut Source,
-    ctx: &mut Ctx,
+    ctx: &mut RequestContext,
 ) -> Result<Response<Body>, RequestError> {
     let spec = f.spec;
-    let Plan {
+    let AttemptPlan {
         port,
         resolved,
         state,

@@ -15,7 +15,7 @@ use super::authz::{AuthzSnapshot, HttpAttributes, Input};
 use super::body::{self, Body};
 use super::compiled::Engine;
 use super::config::{Action, ServiceEntry};
-use super::context::Ctx;
+use super::context::RequestContext;
 use super::downstream::Watch;
 use super::fault::Abort;
 use super::forward;
@@ -25,7 +25,7 @@ use super::origin::{Caller, Target};
 use super::reply::{self, RequestError};
 use super::telemetry::labels::grpc_status;
 use super::telemetry::{
-    Authority, CountingBody, Finish, Metrics, ObservedBody, RequestLabels, RequestRecord,
+    Authority, CountingBody, Finish, ObservedBody, RequestLabels, RequestMetrics, RequestRecord,
 };
 use super::upstream::UpstreamClient;
 
@@ -84,7 +84,7 @@ async fn run(
         .runtime
         .peers
         .source(&upstream, caller.ip, caller.identity.as_ref());
-    let ctx = Ctx {
+    let ctx = RequestContext {
         record: RequestRecord {
             labels: RequestLabels {
                 source,
@@ -163,8 +163,8 @@ async fn run(
 /// DC and response code 0, as Envoy records a request whose client left before any
 /// response.
 struct Unanswered {
-    ctx: Ctx,
-    metrics: Arc<Metrics>,
+    ctx: RequestContext,
+    metrics: Arc<RequestMetrics>,
     started: Instant,
     request_bytes: Arc<AtomicU64>,
     /// Still to be recorded here.
@@ -173,7 +173,7 @@ struct Unanswered {
 
 impl Unanswered {
     /// The request's context, now that there is an answer to record it with.
-    fn answered(&mut self) -> Ctx {
+    fn answered(&mut self) -> RequestContext {
         self.armed = false;
         std::mem::take(&mut self.ctx)
     }
@@ -218,7 +218,7 @@ async fn process(
     mut parts: http::request::Parts,
     body: Body,
     grpc: bool,
-    ctx: &mut Ctx,
+    ctx: &mut RequestContext,
 ) -> Result<Response<Body>, RequestError> {
     let svc = service_for(engine, upstream.as_ref(), target)
         .ok_or(RequestError::UnknownService)?

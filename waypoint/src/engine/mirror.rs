@@ -31,7 +31,7 @@ pub(crate) enum MirrorBody {
 }
 
 /// One copy to send.
-pub(crate) struct Copy {
+pub(crate) struct MirrorRequest {
     /// The engine (config and runtime state).
     pub engine: Arc<Engine>,
     /// The transport.
@@ -51,7 +51,7 @@ pub(crate) struct Copy {
 }
 
 /// Sends a copy in the background, unless too many are already in flight.
-pub(crate) fn spawn(copy: Copy) {
+pub(crate) fn spawn(copy: MirrorRequest) {
     let Ok(permit) = copy.engine.runtime.mirrors.clone().try_acquire_owned() else {
         tracing::debug!(service = %copy.dest.hostname, "mirror skipped: too many in flight");
         return;
@@ -68,8 +68,8 @@ pub(crate) fn spawn(copy: Copy) {
     });
 }
 
-async fn send(copy: Copy) -> Result<http::StatusCode, &'static str> {
-    let Copy {
+async fn send(copy: MirrorRequest) -> Result<http::StatusCode, &'static str> {
+    let MirrorRequest {
         engine,
         upstream,
         caller,

@@ -14,7 +14,7 @@ use super::outlier::{self, Health, OutlierSpec, OutlierState};
 use super::pool::{PoolSpec, PoolState};
 use super::ratelimit::{Bucket, RateLimitSpec};
 use super::retry::{Budget, BudgetSpec};
-use super::telemetry::{Metrics, Peers};
+use super::telemetry::{Peers, RequestMetrics};
 use super::upstream::EndpointInfo;
 
 /// Mirrored requests in flight at once; beyond this, copies are skipped so that a slow mirror
@@ -27,7 +27,7 @@ const ENDPOINT_SLACK: usize = 16;
 /// State that outlives config updates: request metrics, endpoint health (outlier detection),
 /// connection-pool and least-request counters, rate-limit buckets, retry budgets.
 pub struct Runtime {
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<RequestMetrics>,
     /// Workload labels of callers and endpoints, built once per mesh state version.
     pub(crate) peers: Peers,
     upstreams: RwLock<HashMap<String, Arc<UpstreamState>>>,
@@ -41,7 +41,7 @@ impl Runtime {
     /// Fresh state.
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(RequestMetrics::default()),
             peers: Peers::default(),
             upstreams: RwLock::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),

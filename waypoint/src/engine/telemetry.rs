@@ -96,12 +96,12 @@ struct Series {
 
 /// The waypoint's request metrics and access log.
 #[derive(Default)]
-pub(crate) struct Metrics {
+pub(crate) struct RequestMetrics {
     series: Registry<RequestLabels, Series>,
     access: access::AccessLog,
 }
 
-impl Metrics {
+impl RequestMetrics {
     /// Counts one finished request and logs it.
     pub(crate) fn finished(&self, r: &RequestRecord) {
         self.record(r);
@@ -209,7 +209,7 @@ impl HttpBody for CountingBody {
 /// What is needed to record a request once its response ends.
 pub(crate) struct Finish {
     /// Where to count it.
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<RequestMetrics>,
     /// The record, without duration and sizes.
     pub record: RequestRecord,
     /// When the request arrived.
@@ -340,7 +340,7 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    fn finish(metrics: &Arc<Metrics>, code: u16) -> Finish {
+    fn finish(metrics: &Arc<RequestMetrics>, code: u16) -> Finish {
         Finish {
             metrics: metrics.clone(),
             record: RequestRecord {
@@ -365,7 +365,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_when_the_body_ends() {
-        let m = Arc::new(Metrics::default());
+        let m = Arc::new(RequestMetrics::default());
         let body = ObservedBody::new(super::super::body::full("hello"), finish(&m, 200));
         assert_eq!(count_of(&m.render(), &[]), 0);
         let bytes = body.collect().await.unwrap().to_bytes();

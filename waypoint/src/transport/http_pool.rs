@@ -73,7 +73,8 @@ struct Idle {
     served: u32,
 }
 
-struct Shared {
+/// The HTTP/2 connection of a key, shared by its concurrent requests.
+struct Http2Connection {
     sender: http2::SendRequest<Body>,
     last_used: Instant,
     /// Requests it has carried.
@@ -91,7 +92,7 @@ struct IdleSet {
 pub struct HttpPool {
     settings: PoolSettings,
     idle: Mutex<IdleSet>,
-    http2: Mutex<HashMap<PoolKey, Shared>>,
+    http2: Mutex<HashMap<PoolKey, Http2Connection>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -157,8 +158,8 @@ impl HttpPool {
             }
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    let slot = Slot::new(self, key, sender, served + 1, limit);
-                    return Ok(slot.returning(response));
+                    let checkout = Checkout::new(self, key, sender, served + 1, limit);
+                    return Ok(checkout.returning(response));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => request = unsent,
@@ -177,7 +178,7 @@ impl HttpPool {
             .send_request(request)
             .await
             .map_err(|e| UpstreamError::Request(e.to_string()))?;
-        Ok(Slot::new(self, key, sender, 1, limit).returning(response))
+        Ok(Checkout::new(self, key, sender, 1, limit).returning(response))
     }
 
     async fn send_http2<F, Fut>(
@@ -218,7 +219,7 @@ impl HttpPool {
             if map.len() < self.settings.max_http2 || map.contains_key(&key) {
                 map.insert(
                     key,
-                    Shared {
+                    Http2Connection {
                         sender: sender.clone(),
                         last_used: Instant::now(),
                         served: 1,
@@ -270,16 +271,16 @@ impl HttpPool {
         found
     }
 
-    /// Puts the connection of `slot` back among the idle ones, if it may carry more requests
-    /// and there is room.
-    fn checkin(&self, slot: Slot) {
-        let Slot {
+    /// Puts the connection of `checkout` back among the idle ones, if it may carry more
+    /// requests and there is room.
+    fn checkin(&self, checkout: Checkout) {
+        let Checkout {
             key,
             sender,
             served,
             limit,
             ..
-        } = slot;
+        } = checkout;
         if sender.is_closed() || (limit > 0 && served >= limit) {
             return;
         }
@@ -353,7 +354,7 @@ fn boxed(response: Response<Incoming>) -> Response<Body> {
 }
 
 /// An HTTP/1.1 connection busy with one request, to give back to its pool afterwards.
-struct Slot {
+struct Checkout {
     pool: Weak<HttpPool>,
     key: PoolKey,
     sender: http1::SendRequest<Body>,
@@ -363,7 +364,7 @@ struct Slot {
     limit: u32,
 }
 
-impl Slot {
+impl Checkout {
     fn new(
         pool: &Arc<HttpPool>,
         key: PoolKey,
@@ -385,7 +386,7 @@ impl Slot {
         let (parts, body) = response.into_parts();
         let mut body = Returning {
             body,
-            slot: Some(self),
+            checkout: Some(self),
         };
         if body.body.is_end_stream() {
             body.give_back();
@@ -399,15 +400,15 @@ impl Slot {
 /// cannot carry another request).
 struct Returning {
     body: Incoming,
-    slot: Option<Slot>,
+    checkout: Option<Checkout>,
 }
 
 impl Returning {
     fn give_back(&mut self) {
-        if let Some(slot) = self.slot.take()
-            && let Some(pool) = slot.pool.upgrade()
+        if let Some(checkout) = self.checkout.take()
+            && let Some(pool) = checkout.pool.upgrade()
         {
-            pool.checkin(slot);
+            pool.checkin(checkout);
         }
     }
 }
@@ -424,7 +425,7 @@ impl HttpBody for Returning {
         match &polled {
             Poll::Ready(None) => self.give_back(),
             Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.give_back(),
-            Poll::Ready(Some(Err(_))) => self.slot = None,
+            Poll::Ready(Some(Err(_))) => self.checkout = None,
             _ => {}
         }
         polled

@@ -54,7 +54,7 @@ impl Default for InboundSettings {
     }
 }
 
-struct Inner {
+struct InboundShared {
     config: Arc<ConfigStore>,
     upstream: Arc<dyn UpstreamClient>,
     passthrough: Passthrough,
@@ -73,7 +73,7 @@ struct Inner {
 /// The HBONE server's handler. Cheap to clone.
 #[derive(Clone)]
 pub struct Inbound {
-    inner: Arc<Inner>,
+    inner: Arc<InboundShared>,
 }
 
 impl Inbound {
@@ -87,7 +87,7 @@ impl Inbound {
         drain: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(InboundShared {
                 config,
                 hbone_counters: metrics.connection_limits(HBONE_LISTENER),
                 http_counters: metrics.connection_limits(HTTP_LISTENER),
@@ -136,7 +136,7 @@ impl ConnectHandler for Inbound {
     }
 }
 
-async fn handle(inner: Arc<Inner>, connect: IncomingConnect) {
+async fn handle(inner: Arc<InboundShared>, connect: IncomingConnect) {
     let client =
         hbone::forwarded::client(&connect.headers).unwrap_or_else(|| canonical(connect.peer_addr));
     let caller = Caller {
@@ -206,8 +206,13 @@ async fn handle(inner: Arc<Inner>, connect: IncomingConnect) {
 
 /// Serves HTTP/1.1 or HTTP/2 (`http2`: prior knowledge) on `stream` until the client
 /// closes, the waypoint drains, or a limit ends it.
-async fn serve_http<S>(inner: &Arc<Inner>, stream: S, http2: bool, caller: Caller, target: Target)
-where
+async fn serve_http<S>(
+    inner: &Arc<InboundShared>,
+    stream: S,
+    http2: bool,
+    caller: Caller,
+    target: Target,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let activity = Activity::default();
@@ -225,7 +230,7 @@ where
 /// The hyper service of one connection: each request goes to the engine in force when it
 /// arrives, and its answer goes back in the protocol of the request.
 fn service(
-    inner: Arc<Inner>,
+    inner: Arc<InboundShared>,
     caller: Caller,
     target: Target,
     activity: Activity,

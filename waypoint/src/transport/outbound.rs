@@ -44,7 +44,7 @@ impl Default for UpstreamSettings {
     }
 }
 
-struct Inner {
+struct OutboundShared {
     state: ProxyState,
     /// The state's change counter, read (not awaited) for [`UpstreamClient::state_version`].
     changes: tokio::sync::watch::Receiver<u64>,
@@ -58,7 +58,7 @@ struct Inner {
 /// [`UpstreamClient`] over HBONE. Cheap to clone.
 #[derive(Clone)]
 pub struct HboneUpstream {
-    inner: Arc<Inner>,
+    inner: Arc<OutboundShared>,
 }
 
 impl HboneUpstream {
@@ -72,7 +72,7 @@ impl HboneUpstream {
     ) -> Self {
         let http = HttpPool::new(settings.pool.clone());
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(OutboundShared {
                 changes: state.changes(),
                 state,
                 certs,

@@ -22,7 +22,7 @@ use crate::engine::{Caller, EndpointInfo, Engine, Target};
 const NO_HEALTHY_UPSTREAM: &str = "UH";
 
 /// Where a TCP connection goes.
-struct Plan {
+struct TcpDestination {
     workload: Arc<Workload>,
     address: SocketAddr,
     service: Option<Arc<Service>>,
@@ -155,7 +155,7 @@ impl Passthrough {
 
     /// The endpoint for `target`: one healthy endpoint of the service owning the VIP, picked
     /// at random, or the workload owning the address.
-    fn plan(&self, target: &Target) -> Option<Plan> {
+    fn plan(&self, target: &Target) -> Option<TcpDestination> {
         let state: &ProxyState = self.upstream.state();
         let address = target.address;
         if let Some(service) = state.service_by_vip(address.ip()) {
@@ -165,21 +165,23 @@ impl Passthrough {
             }
             let chosen = &endpoints[fastrand::usize(..endpoints.len())];
             let ip = pod_ip(&chosen.workload)?;
-            return Some(Plan {
+            return Some(TcpDestination {
                 workload: chosen.workload.clone(),
                 address: SocketAddr::new(ip, chosen.port),
                 service: Some(service),
             });
         }
-        state.workload_by_ip(address.ip()).map(|workload| Plan {
-            workload,
-            address,
-            service: None,
-        })
+        state
+            .workload_by_ip(address.ip())
+            .map(|workload| TcpDestination {
+                workload,
+                address,
+                service: None,
+            })
     }
 
     /// Istio's TCP labels, as the waypoint sees the connection.
-    fn labels(&self, caller: &Caller, plan: Option<&Plan>) -> ConnectionLabels {
+    fn labels(&self, caller: &Caller, plan: Option<&TcpDestination>) -> ConnectionLabels {
         let source = self.upstream.state().workload_by_ip(caller.ip);
         let destination_identity = plan.map(|p| p.workload.identity());
         connection_labels(
@@ -231,7 +233,12 @@ impl Passthrough {
 
 /// L4 authorization of the connection; with the endpoint known, the policies scoped to its
 /// workload apply too.
-fn authorized(engine: &Engine, caller: &Caller, target: &Target, plan: Option<&Plan>) -> bool {
+fn authorized(
+    engine: &Engine,
+    caller: &Caller,
+    target: &Target,
+    plan: Option<&TcpDestination>,
+) -> bool {
     match plan {
         Some(plan) => {
             let endpoint = EndpointInfo {

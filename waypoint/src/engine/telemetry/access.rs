@@ -36,14 +36,15 @@ pub(crate) type Sink = Box<dyn Write + Send>;
 
 /// The access log of one waypoint: a queue and the thread writing it out.
 pub(crate) struct AccessLog {
-    shared: Arc<Shared>,
+    shared: Arc<Handoff>,
     capacity: usize,
     /// The sink until the writer starts (on the first line), then its thread.
     sink: Mutex<Option<Sink>>,
     writer: OnceLock<Option<JoinHandle<()>>>,
 }
 
-struct Shared {
+/// What the threads logging lines and the writer thread share.
+struct Handoff {
     queue: Mutex<Queue>,
     wake: Condvar,
     dropped: AtomicU64,
@@ -68,7 +69,7 @@ impl AccessLog {
     /// A log writing to `sink`, keeping at most `capacity` bytes waiting.
     pub(crate) fn new(sink: Sink, capacity: usize) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Handoff {
                 queue: Mutex::new(Queue::default()),
                 wake: Condvar::new(),
                 dropped: AtomicU64::new(0),
@@ -158,7 +159,7 @@ impl Drop for AccessLog {
     }
 }
 
-impl Shared {
+impl Handoff {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // The queue is only ever appended to or swapped: usable after a panic elsewhere.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
