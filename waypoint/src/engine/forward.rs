@@ -9,20 +9,19 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Body as _;
 
 use super::authz::AuthzSnapshot;
+use super::balance::{Candidate, InFlight};
 use super::body::{self, Body, Replay};
-use super::compiled::Engine;
 use super::config::{DestSpec, ForwardSpec, RouteEntry};
-use super::context::RequestContext;
+use super::context::{Handling, RequestContext};
 use super::downstream::{Fault, Watch};
 use super::fault::roll;
 use super::mirror::{self, MirrorBody};
-use super::origin::{Caller, Target};
-use super::outlier::Health;
-use super::pool::PoolState;
+use super::outlier::{Health, OutlierSpec};
+use super::pool::{Admission, PoolState, RetryToken};
 use super::reply::RequestError;
 use super::retry::{Budget, Outcome};
 use super::runtime::UpstreamState;
-use super::upstream::{UpstreamClient, UpstreamError, UpstreamHints};
+use super::upstream::{UpstreamError, UpstreamHints};
 use super::{endpoints, select};
 
 /// The parts of a request every attempt repeats.
@@ -114,14 +113,8 @@ impl Source {
 
 /// Everything forwarding looks at.
 pub(crate) struct Forwarding<'a> {
-    /// The engine (config and runtime state).
-    pub engine: &'a Arc<Engine>,
-    /// The transport.
-    pub upstream: &'a Arc<dyn UpstreamClient>,
-    /// Who sent the request.
-    pub caller: &'a Caller,
-    /// Where it was addressed.
-    pub target: &'a Target,
+    /// The engine, the transport and the request's origin.
+    pub handling: Handling<'a>,
     /// The matched route.
     pub route: &'a RouteEntry,
     /// Its forwarding action.
@@ -157,16 +150,22 @@ pub(crate) async fn run(
         Source::Once(Some(request_body))
     };
     let template = Template::of(parts);
+    let Handling {
+        engine,
+        upstream,
+        caller,
+        target,
+    } = f.handling;
     for m in mirrors {
         let port = if m.dest.port != 0 {
             m.dest.port
         } else {
-            f.target.address.port()
+            target.address.port()
         };
         mirror::spawn(mirror::MirrorRequest {
-            engine: f.engine.clone(),
-            upstream: f.upstream.clone(),
-            caller: f.caller.clone(),
+            engine: engine.clone(),
+            upstream: upstream.clone(),
+            caller: caller.clone(),
             dest: m.dest.clone(),
             port,
             parts: template.to_parts(),
@@ -254,22 +253,29 @@ struct AttemptPlan<'a> {
     hints: Option<UpstreamHints>,
 }
 
+impl AttemptPlan<'_> {
+    /// The destination's outlier detection, if any.
+    fn outlier(&self) -> Option<&OutlierSpec> {
+        self.resolved.policy.outlier.as_ref()
+    }
+}
+
 /// Resolves `dest`'s policy and state; the request is counted in the retry budget here.
 fn plan<'a>(f: &Forwarding<'a>, dest: &'a DestSpec) -> Result<AttemptPlan<'a>, RequestError> {
+    let engine = f.handling.engine;
     let port = if dest.port != 0 {
         dest.port
     } else {
-        f.target.address.port()
+        f.handling.target.address.port()
     };
-    let policy = f
-        .engine
+    let policy = engine
         .config
         .destinations
         .get(&dest.hostname)
         .map(Arc::as_ref);
     let resolved = select::resolve(dest, policy)
         .ok_or_else(|| RequestError::NoCluster(dest.subset.clone().unwrap_or_default()))?;
-    let state = f.engine.runtime.upstream(&dest.hostname);
+    let state = engine.runtime.upstream(&dest.hostname);
     let budget = policy.and_then(|p| p.budget).map(|b| state.budget(b));
     if let Some(b) = &budget {
         b.record_request();
@@ -296,99 +302,200 @@ fn plan<'a>(f: &Forwarding<'a>, dest: &'a DestSpec) -> Result<AttemptPlan<'a>, R
     })
 }
 
-/// The attempt loop: endpoint choice, workload-scoped authorization, pool admission, the
-/// exchange under the per-try timeout, then the verdict on the endpoint and on a retry.
-async fn attempts(
-    f: &Forwarding<'_>,
-    dest: &DestSpec,
-    mut template: Template,
-    source: &mut Source,
-    ctx: &mut RequestContext,
-) -> Result<Response<Body>, RequestError> {
-    let spec = f.spec;
-    let AttemptPlan {
-        port,
-        resolved,
-        state,
-        budget,
-        pool,
-        hints,
-    } = plan(f, dest)?;
-    let outlier = resolved.policy.outlier.as_ref();
-    let max_attempts = 1 + spec.retry.as_ref().map_or(0, |r| r.attempts);
-    let mut tried: Vec<SocketAddr> = Vec::new();
-    let mut retry_token = None;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let candidates = dest
-            .endpoints
-            .candidates(f.upstream, &state, port, resolved.uids);
-        let endpoint = endpoints::choose(&state, resolved.policy.lb, &candidates, outlier, &tried)
-            .ok_or(RequestError::NoHealthyUpstream)?;
-        if let Some(snapshot) = &f.authz {
-            f.engine
+/// One attempt sent: how it ended, and what it holds until the response ends or the next
+/// attempt starts.
+struct Attempt {
+    /// Its pool admission, when the destination has connection-pool limits.
+    admission: Option<Admission>,
+    /// The endpoint's count of requests in flight (least-request balancing).
+    in_flight: InFlight,
+    /// The response, or why there is none.
+    result: Result<Response<Body>, AttemptError>,
+}
+
+/// What to do after an attempt that did not end by the client's doing.
+enum Verdict {
+    /// Answer with this attempt: the retry policy does not cover how it ended.
+    Final,
+    /// Answer with this attempt, flagged URX: the policy would retry, but the attempts are
+    /// used up, the body can no longer be replayed, or the pool's or the budget's retry limit
+    /// is reached.
+    Exhausted,
+    /// Try again, holding the pool's retry token when the pool counts retries.
+    Retry(Option<RetryToken>),
+}
+
+/// The attempts of one request at one destination: what they share, and what the loop keeps
+/// from one to the next.
+struct Attempts<'f> {
+    f: &'f Forwarding<'f>,
+    dest: &'f DestSpec,
+    plan: AttemptPlan<'f>,
+    /// The request every attempt repeats.
+    template: Template,
+    /// Where each attempt's body comes from.
+    source: &'f mut Source,
+    /// The first attempt and the retries the policy allows.
+    max_attempts: u32,
+    /// Endpoints already tried, avoided while another is left.
+    tried: Vec<SocketAddr>,
+}
+
+impl Attempts<'_> {
+    /// Chooses the next attempt's endpoint (subset, ejections, tried endpoints, balancer)
+    /// and applies the policies scoped to its workload.
+    fn choose(&self) -> Result<Candidate, RequestError> {
+        let Handling {
+            engine, upstream, ..
+        } = self.f.handling;
+        let plan = &self.plan;
+        let candidates =
+            self.dest
+                .endpoints
+                .candidates(upstream, &plan.state, plan.port, plan.resolved.uids);
+        let endpoint = endpoints::choose(
+            &plan.state,
+            plan.resolved.policy.lb,
+            &candidates,
+            plan.outlier(),
+            &self.tried,
+        )
+        .ok_or(RequestError::NoHealthyUpstream)?;
+        if let Some(snapshot) = &self.f.authz {
+            engine
                 .config
                 .authz
                 .check_endpoint(&snapshot.input(), snapshot.pending, &endpoint.info.uid)
                 .map_err(RequestError::Denied)?;
         }
-        let admission = match &pool {
+        Ok(endpoint)
+    }
+
+    /// Sends attempt number `attempt` to `endpoint` once the pool admits it, under the
+    /// per-try timeout.
+    async fn send(
+        &mut self,
+        endpoint: &Candidate,
+        attempt: u32,
+        ctx: &mut RequestContext,
+    ) -> Result<Attempt, RequestError> {
+        let Handling {
+            engine,
+            upstream,
+            caller,
+            ..
+        } = self.f.handling;
+        let admission = match &self.plan.pool {
             Some(p) => Some(p.admit().await.map_err(|_| RequestError::Overflow)?),
             None => None,
         };
         let in_flight = endpoint.state.start();
         ctx.record.upstream = Some(endpoint.info.address);
         ctx.destination(
-            f.engine
+            engine
                 .runtime
                 .peers
-                .destination(f.upstream, endpoint.info.address.ip()),
+                .destination(upstream, endpoint.info.address.ip()),
         );
-        let body = source
+        let body = self
+            .source
             .next()
             .ok_or_else(|| RequestError::Reset("request body already sent".into()))?;
-        let request = template.request(body, attempt >= max_attempts, hints);
-        let sent = f.upstream.send(&endpoint.info, f.caller, request);
-        let result = match spec.attempt_timeout {
+        let last = attempt >= self.max_attempts;
+        let request = self.template.request(body, last, self.plan.hints);
+        let sent = upstream.send(&endpoint.info, caller, request);
+        let result = match self.f.spec.attempt_timeout {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
                 Ok(r) => r.map_err(AttemptError::Upstream),
                 Err(_) => Err(AttemptError::Timeout),
             },
             None => sent.await.map_err(AttemptError::Upstream),
         };
+        Ok(Attempt {
+            admission,
+            in_flight,
+            result,
+        })
+    }
+
+    /// Whether attempt number `attempt`, which ended with `outcome`, is retried.
+    fn verdict(&self, attempt: u32, outcome: Outcome) -> Verdict {
+        let retriable = self
+            .f
+            .spec
+            .retry
+            .as_ref()
+            .is_some_and(|r| r.should_retry(outcome, &self.template.method));
+        if !retriable {
+            return Verdict::Final;
+        }
+        let more = attempt < self.max_attempts && self.source.replayable();
+        // Pool retry limit first: a refused retry must not spend the budget.
+        let token = more
+            .then(|| match &self.plan.pool {
+                Some(p) => p.try_retry().map(Some),
+                None => Some(None),
+            })
+            .flatten();
+        let allowed = token.is_some() && self.plan.budget.as_ref().is_none_or(|b| b.try_retry());
+        match token {
+            Some(token) if allowed => Verdict::Retry(token),
+            _ => Verdict::Exhausted,
+        }
+    }
+}
+
+/// The attempt loop: endpoint choice, workload-scoped authorization, pool admission, the
+/// exchange under the per-try timeout, then the verdict on the endpoint and on a retry.
+async fn attempts(
+    f: &Forwarding<'_>,
+    dest: &DestSpec,
+    template: Template,
+    source: &mut Source,
+    ctx: &mut RequestContext,
+) -> Result<Response<Body>, RequestError> {
+    let mut attempts = Attempts {
+        f,
+        dest,
+        plan: plan(f, dest)?,
+        template,
+        source,
+        max_attempts: 1 + f.spec.retry.as_ref().map_or(0, |r| r.attempts),
+        tried: Vec::new(),
+    };
+    let mut retry_token = None;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let endpoint = attempts.choose()?;
+        // Bound in this order so that an early return drops them as the attempt ends: the
+        // response first, then the endpoint's count, then the pool admission.
+        let Attempt {
+            admission,
+            in_flight,
+            result,
+        } = attempts.send(&endpoint, attempt, ctx).await?;
         if let Some(fault) = downstream_fault(&result, &ctx.downstream) {
             // Not the endpoint's failure: it is not judged, and nothing is retried.
             return Err(RequestError::Downstream(fault));
         }
         let (outcome, health) = classify(&result);
-        state.report(&endpoint, outlier, health);
-        tried.push(endpoint.info.address);
+        let plan = &attempts.plan;
+        plan.state.report(&endpoint, plan.outlier(), health);
+        attempts.tried.push(endpoint.info.address);
 
-        let retriable = spec
-            .retry
-            .as_ref()
-            .is_some_and(|r| r.should_retry(outcome, &template.method));
-        if retriable {
-            let more = attempt < max_attempts && source.replayable();
-            // Pool retry limit first: a refused retry must not spend the budget.
-            let token = more
-                .then(|| match &pool {
-                    Some(p) => p.try_retry().map(Some),
-                    None => Some(None),
-                })
-                .flatten();
-            let allowed = token.is_some() && budget.as_ref().is_none_or(|b| b.try_retry());
-            if allowed {
-                retry_token = token.flatten();
+        match attempts.verdict(attempt, outcome) {
+            Verdict::Retry(token) => {
+                retry_token = token;
                 drop(result);
                 drop((admission, in_flight));
-                if let Some(r) = &spec.retry {
+                if let Some(r) = &f.spec.retry {
                     tokio::time::sleep(r.backoff(attempt)).await;
                 }
                 continue;
             }
-            ctx.flag("URX");
+            Verdict::Exhausted => ctx.flag("URX"),
+            Verdict::Final => {}
         }
         ctx.guards.push(Box::new(in_flight));
         if let Some(a) = admission {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::CONTENT_TYPE;
+use http::request::Parts;
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
@@ -14,8 +15,8 @@ use tokio::time::Instant;
 use super::authz::{AuthzSnapshot, HttpAttributes, Input};
 use super::body::{self, Body};
 use super::compiled::Engine;
-use super::config::{Action, ServiceEntry};
-use super::context::RequestContext;
+use super::config::{Action, RouteEntry, ServiceEntry};
+use super::context::{Handling, RequestContext};
 use super::downstream::Watch;
 use super::fault::Abort;
 use super::forward;
@@ -78,50 +79,75 @@ async fn run(
     let body = downstream
         .wrap(CountingBody::new(body, request_bytes.clone()).boxed())
         .boxed();
-    let (request_id, trace_id) = headers::identify(&mut parts.headers);
-    let grpc = is_grpc(&parts.headers);
-    let source = engine
-        .runtime
-        .peers
-        .source(&upstream, caller.ip, caller.identity.as_ref());
-    let ctx = RequestContext {
-        record: RequestRecord {
-            labels: RequestLabels {
-                source,
-                request_protocol: if grpc { "grpc" } else { "http" },
-                ..Default::default()
-            },
-            method: parts.method.clone(),
-            authority: Authority::of(&parts),
-            path: parts.uri.path_and_query().cloned(),
-            source: Some(caller.ip),
-            request_id,
-            trace_id,
-            ..Default::default()
-        },
-        guards: Vec::new(),
-        downstream,
+    let handling = Handling {
+        engine,
+        upstream: &upstream,
+        caller: &caller,
+        target: &target,
     };
+    let grpc = is_grpc(&parts.headers);
+    let record = arrival_record(handling, &mut parts, grpc);
     let mut unanswered = Unanswered {
-        ctx,
+        ctx: RequestContext {
+            record,
+            guards: Vec::new(),
+            downstream,
+        },
         metrics: engine.runtime.metrics.clone(),
         started,
         request_bytes: request_bytes.clone(),
         armed: true,
     };
-    let result = process(
-        engine,
-        &upstream,
-        &caller,
-        &target,
-        parts,
-        body,
-        grpc,
-        &mut unanswered.ctx,
-    )
-    .await;
+    let result = process(handling, parts, body, grpc, &mut unanswered.ctx).await;
     let mut ctx = unanswered.answered();
-    let (mut response, code) = match result {
+    let mut response = respond(result, grpc, &mut ctx);
+    let finish = Finish {
+        metrics: engine.runtime.metrics.clone(),
+        record: ctx.record,
+        started,
+        request_bytes,
+        guards: ctx.guards,
+        downstream: ctx.downstream,
+    };
+    let inner = std::mem::replace(response.body_mut(), body::empty());
+    *response.body_mut() = ObservedBody::new(inner, finish).boxed();
+    response
+}
+
+/// The record of a request as it arrives: who sent it (labels built once per workload), what
+/// it asks for, and its ids (`x-request-id` and a `traceparent` naming this hop, which its
+/// headers get when they lack them).
+fn arrival_record(h: Handling<'_>, parts: &mut Parts, grpc: bool) -> RequestRecord {
+    let (request_id, trace_id) = headers::identify(&mut parts.headers);
+    let source = h
+        .engine
+        .runtime
+        .peers
+        .source(h.upstream, h.caller.ip, h.caller.identity.as_ref());
+    RequestRecord {
+        labels: RequestLabels {
+            source,
+            request_protocol: if grpc { "grpc" } else { "http" },
+            ..Default::default()
+        },
+        method: parts.method.clone(),
+        authority: Authority::of(parts),
+        path: parts.uri.path_and_query().cloned(),
+        source: Some(h.caller.ip),
+        request_id,
+        trace_id,
+        ..Default::default()
+    }
+}
+
+/// The response to send: the pipeline's, or the waypoint's own answer to why there is none,
+/// with its code, flags, details and gRPC status written into the request's record.
+fn respond(
+    result: Result<Response<Body>, RequestError>,
+    grpc: bool,
+    ctx: &mut RequestContext,
+) -> Response<Body> {
+    let (response, code) = match result {
         Ok(r) => {
             let code = r.status().as_u16();
             (r, code)
@@ -145,16 +171,6 @@ async fn run(
     {
         labels.grpc_response_status = grpc_status(s);
     }
-    let finish = Finish {
-        metrics: engine.runtime.metrics.clone(),
-        record: ctx.record,
-        started,
-        request_bytes,
-        guards: ctx.guards,
-        downstream: ctx.downstream,
-    };
-    let inner = std::mem::replace(response.body_mut(), body::empty());
-    *response.body_mut() = ObservedBody::new(inner, finish).boxed();
     response
 }
 
@@ -209,135 +225,140 @@ fn service_for<'a>(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The pipeline up to forwarding: service lookup, authorization, rate limit, route match,
+/// injected faults, then the route's own answer or forwarding.
 async fn process(
-    engine: &Arc<Engine>,
-    upstream: &Arc<dyn UpstreamClient>,
-    caller: &Caller,
-    target: &Target,
-    mut parts: http::request::Parts,
+    h: Handling<'_>,
+    mut parts: Parts,
     body: Body,
     grpc: bool,
     ctx: &mut RequestContext,
 ) -> Result<Response<Body>, RequestError> {
-    let svc = service_for(engine, upstream.as_ref(), target)
+    let svc = service_for(h.engine, h.upstream.as_ref(), h.target)
         .ok_or(RequestError::UnknownService)?
         .clone();
     ctx.service(&svc.labels);
-
-    // The source labels were built from the caller's identity (no identity, no principal):
-    // no need to format it again.
-    let source = ctx.record.labels.source.clone();
-    let principal = source.policy_principal();
-    let namespace = caller.identity.as_ref().map(|i| i.namespace());
-    let remote = remote_ip(&parts.headers, caller.ip);
-    let authority = headers::authority(&parts);
-    let host = strip_port(authority);
-    let path = parts.uri.path();
-    let input = Input {
-        principal,
-        namespace,
-        source_ip: caller.ip,
-        remote_ip: remote,
-        destination_ip: target.address.ip(),
-        destination_port: target.address.port(),
-        http: Some(HttpAttributes {
-            host,
-            method: parts.method.as_str(),
-            path,
-            headers: &parts.headers,
-        }),
-    };
-    let pending = engine
-        .config
-        .authz
-        .check_request(&input, &svc.hostname)
-        .map_err(RequestError::Denied)?;
-    // Routing edits the request; workload-scoped policies judge the request as it arrived.
-    let snapshot = engine
-        .config
-        .authz
-        .has_workload_scoped()
-        .then(|| AuthzSnapshot::of(&input, pending));
-
+    let authz = authorize(h, &svc, &parts, ctx)?;
     if let Some(limit) = svc.rate_limit
-        && !engine.runtime.bucket(&svc.hostname, limit).try_take()
+        && !h.engine.runtime.bucket(&svc.hostname, limit).try_take()
     {
         return Err(RequestError::RateLimited);
     }
-
-    let view = RequestView {
-        method: parts.method.as_str(),
-        path,
-        query: parts.uri.query(),
-        authority,
-        scheme: parts.uri.scheme_str().unwrap_or("http"),
-        headers: &parts.headers,
-        port: target.address.port(),
-        source_namespace: namespace,
-    };
-    let (route, prefix) = svc
-        .routes
-        .iter()
-        .find_map(|r| r.matches(&view).map(|p| (r, p)))
-        .ok_or(RequestError::NoRoute)?;
+    let (route, prefix) = route_for(h, &svc, &parts)?;
     ctx.record.route = Some(route.name.clone());
-
-    if let Some(fault) = &route.fault {
-        if let Some(delay) = fault.roll_delay() {
-            ctx.flag("DI");
-            tokio::time::sleep(delay).await;
-        }
-        if let Some(abort) = fault.roll_abort() {
-            ctx.flag("FI");
-            ctx.record.details = "fault_filter_abort";
-            let mut resp = abort_response(abort, grpc);
-            route.response_headers.apply(resp.headers_mut());
-            return Ok(resp);
-        }
+    if let Some(abort) = inject_fault(route, grpc, ctx).await {
+        return Ok(abort);
     }
-
-    match &route.action {
+    let mut answer = match &route.action {
+        Action::Forward(spec) => {
+            route.request_headers.apply(&mut parts.headers);
+            let forwarding = forward::Forwarding {
+                handling: h,
+                route,
+                spec,
+                prefix,
+                authz,
+            };
+            return forward::run(forwarding, parts, body, ctx).await;
+        }
         Action::Redirect(r) => {
             let (status, location) = r.location(&parts, prefix);
-            ctx.record.details = "direct_response";
             let mut resp = Response::new(body::empty());
             *resp.status_mut() = status;
             *resp.headers_mut() = redirect_headers(&location);
-            route.response_headers.apply(resp.headers_mut());
-            Ok(resp)
+            resp
         }
         Action::Direct(status, text) => {
-            ctx.record.details = "direct_response";
             let mut resp = Response::new(if text.is_empty() {
                 body::empty()
             } else {
                 body::full(text.clone())
             });
             *resp.status_mut() = *status;
-            route.response_headers.apply(resp.headers_mut());
-            Ok(resp)
+            resp
         }
-        Action::Forward(spec) => {
-            route.request_headers.apply(&mut parts.headers);
-            forward::run(
-                forward::Forwarding {
-                    engine,
-                    upstream,
-                    caller,
-                    target,
-                    route,
-                    spec,
-                    prefix,
-                    authz: snapshot,
-                },
-                parts,
-                body,
-                ctx,
-            )
-            .await
-        }
+    };
+    ctx.record.details = "direct_response";
+    route.response_headers.apply(answer.headers_mut());
+    Ok(answer)
+}
+
+/// L7 authorization of the request as it arrived: denied (403) by the policies that apply
+/// before the endpoint is known, or allowed. Routing edits the request afterwards, so when
+/// workload-scoped policies exist, what they will judge is kept as it arrived.
+fn authorize(
+    h: Handling<'_>,
+    svc: &ServiceEntry,
+    parts: &Parts,
+    ctx: &RequestContext,
+) -> Result<Option<AuthzSnapshot>, RequestError> {
+    // The source labels were built from the caller's identity (no identity, no principal):
+    // no need to format it again.
+    let principal = ctx.record.labels.source.policy_principal();
+    let input = Input {
+        principal,
+        namespace: h.caller.identity.as_ref().map(|i| i.namespace()),
+        source_ip: h.caller.ip,
+        remote_ip: remote_ip(&parts.headers, h.caller.ip),
+        destination_ip: h.target.address.ip(),
+        destination_port: h.target.address.port(),
+        http: Some(HttpAttributes {
+            host: strip_port(headers::authority(parts)),
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            headers: &parts.headers,
+        }),
+    };
+    let policies = &h.engine.config.authz;
+    let pending = policies
+        .check_request(&input, &svc.hostname)
+        .map_err(RequestError::Denied)?;
+    Ok(policies
+        .has_workload_scoped()
+        .then(|| AuthzSnapshot::of(&input, pending)))
+}
+
+/// The first of the service's routes that takes the request (none: 404 NR), with the prefix
+/// a prefix rewrite replaces.
+fn route_for<'s>(
+    h: Handling<'_>,
+    svc: &'s ServiceEntry,
+    parts: &Parts,
+) -> Result<(&'s RouteEntry, &'s str), RequestError> {
+    let view = RequestView {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        authority: headers::authority(parts),
+        scheme: parts.uri.scheme_str().unwrap_or("http"),
+        headers: &parts.headers,
+        port: h.target.address.port(),
+        source_namespace: h.caller.identity.as_ref().map(|i| i.namespace()),
+    };
+    svc.routes
+        .iter()
+        .find_map(|r| r.matches(&view).map(|p| (r, p)))
+        .ok_or(RequestError::NoRoute)
+}
+
+/// The route's injected faults: a delay (flag DI), then possibly an abort, answered here
+/// (flag FI) with the route's response edits.
+async fn inject_fault(
+    route: &RouteEntry,
+    grpc: bool,
+    ctx: &mut RequestContext,
+) -> Option<Response<Body>> {
+    let fault = route.fault.as_ref()?;
+    if let Some(delay) = fault.roll_delay() {
+        ctx.flag("DI");
+        tokio::time::sleep(delay).await;
     }
+    let abort = fault.roll_abort()?;
+    ctx.flag("FI");
+    ctx.record.details = "fault_filter_abort";
+    let mut resp = abort_response(abort, grpc);
+    route.response_headers.apply(resp.headers_mut());
+    Some(resp)
 }
 
 /// The answer of an injected abort, worded as Envoy's fault filter words it.
