@@ -13,8 +13,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use hbone::Identity;
+use hbone::{DrainReport, Identity};
 use proxy_core::admin::{self, AdminContext, AdminExtensions, AdminListeners};
 use proxy_core::config::{ControlPlaneConfig, MeshProxyConfig};
 use proxy_core::control::ControlPlane;
@@ -26,10 +27,11 @@ use proxy_core::telemetry::Metrics;
 use proxy_core::xds::{self, ClientIdentity};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::engine::Runtime;
 use crate::transport::{
-    ConfigStore, HboneUpstream, Inbound, InboundSettings, UpstreamSettings, serve_hbone,
+    ConfigStore, HboneUpstream, Inbound, InboundSettings, ServeError, UpstreamSettings, serve_hbone,
 };
 
 /// Certificate requests in flight at once: the waypoint has a single identity.
@@ -108,10 +110,6 @@ pub async fn serve(
         &config.service_account,
     )
     .map_err(|e| AppError::Start(format!("the waypoint identity: {e}")))?;
-    let Listeners {
-        hbone: hbone_listener,
-        admin: admin_listeners,
-    } = listeners;
 
     let control = tokio::select! {
         control = ControlPlane::connect_retrying(&config.control) => control,
@@ -121,120 +119,203 @@ pub async fn serve(
         }
     };
 
-    let readiness = Readiness::new();
-    let state = ProxyState::new();
-    let metrics = Metrics::for_component("waypoint");
-    let runtime = Runtime::new();
-    // The waypoint is its own workload: it asks for its own identity, never impersonating.
-    let certs = CertManager::with_signer(
-        Arc::new(CaClient::own_identity(control)),
-        CertSettings {
-            ttl: config.mesh.cert_ttl,
-            max_in_flight: MAX_CSRS_IN_FLIGHT,
-        },
-    );
-    certs.prefetch(&identity);
-    let store = ConfigStore::new(&config.namespace, &config.name, runtime.clone(), &readiness)
-        .map_err(|e| AppError::Start(format!("the empty waypoint config: {e}")))?;
-
-    // xDS and HBONE stop first; the admin endpoints last, so readiness stays observable.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (drain_tx, drain_rx) = watch::channel(false);
-    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
-
-    let xds_task = tokio::spawn(xds::run_with(
-        config.control.clone(),
-        client_identity(&config),
-        state.clone(),
-        vec![store.subscription()],
-        stop_rx,
-    ));
-
-    let upstream = HboneUpstream::new(
-        state.clone(),
-        certs.clone(),
-        identity.clone(),
-        UpstreamSettings::default(),
-    );
-    let inbound = Inbound::new(
-        store.clone(),
-        upstream,
-        metrics.clone(),
-        InboundSettings {
-            limits: config.mesh.limits.clone(),
-            ..InboundSettings::default()
-        },
-        drain_rx.clone(),
-    );
-    let mut hbone_task = tokio::spawn(serve_hbone(
-        inbound,
-        certs.clone(),
-        identity.clone(),
-        hbone_listener,
-        config.mesh.drain_deadline,
-        drain_rx,
-    ));
-
-    let dump_store = store.clone();
-    let context = AdminContext {
-        state,
-        certs,
-        metrics,
-        readiness: readiness.clone(),
-        extra_dump: Arc::new(move || serde_json::json!({ "waypoint": dump_store.dump() })),
-    };
-    let metrics_runtime = runtime.clone();
-    let extensions = AdminExtensions {
-        extra_metrics: Some(Arc::new(move || metrics_runtime.render_metrics())),
-    };
-    let mut admin_task = tokio::spawn(admin::serve_listeners_with(
-        admin_listeners,
-        context,
-        extensions,
-        admin_stop_rx,
-    ));
+    let core = Core::new(&config, identity, control)?;
+    let mut running = Running::start(&config, &core, listeners);
     tracing::info!(
-        waypoint = %store.resource_name(), %identity, hbone = %config.hbone_addr,
-        "waypoint started"
+        waypoint = %core.store.resource_name(), identity = %core.identity,
+        hbone = %config.hbone_addr, "waypoint started"
     );
-
-    let mut hbone_done = false;
-    let mut admin_done = false;
-    let outcome = tokio::select! {
-        () = &mut shutdown => Ok(()),
-        served = &mut admin_task => {
-            admin_done = true;
-            Err(AppError::Failed(format!("admin endpoints stopped: {}", outcome_of(served))))
-        }
-        served = &mut hbone_task => {
-            hbone_done = true;
-            Err(AppError::Failed(format!("HBONE listener stopped: {}", outcome_of(served.map(|r| r.map(|_| ()))))))
-        }
-    };
+    let outcome = running.until_stopped(shutdown).await;
     if let Err(e) = &outcome {
         tracing::error!("{e}");
     }
+    running.drain(&core, config.mesh.drain_deadline).await;
+    outcome
+}
 
-    tracing::info!(deadline = ?config.mesh.drain_deadline, "draining");
-    let _draining = readiness.block("draining");
-    let _ = drain_tx.send(true);
-    if !hbone_done {
-        match hbone_task.await {
-            Ok(Ok(_report)) => {}
-            Ok(Err(e)) => tracing::info!("{e}"),
-            Err(e) => tracing::error!("the HBONE listener failed: {e}"),
+/// What the waypoint's components are built on: its identity, readiness, the mesh state, the
+/// proxy's metrics, the engine's runtime state, the certificates and the config in force.
+struct Core {
+    identity: Identity,
+    readiness: Readiness,
+    state: ProxyState,
+    metrics: Arc<Metrics>,
+    runtime: Arc<Runtime>,
+    certs: Arc<CertManager>,
+    store: Arc<ConfigStore>,
+}
+
+impl Core {
+    /// The waypoint's state, with its own certificate requested from the controller.
+    fn new(
+        config: &WaypointSettings,
+        identity: Identity,
+        control: ControlPlane,
+    ) -> Result<Self, AppError> {
+        let readiness = Readiness::new();
+        let state = ProxyState::new();
+        let metrics = Metrics::for_component("waypoint");
+        let runtime = Runtime::new();
+        // The waypoint is its own workload: it asks for its own identity, never impersonating.
+        let certs = CertManager::with_signer(
+            Arc::new(CaClient::own_identity(control)),
+            CertSettings {
+                ttl: config.mesh.cert_ttl,
+                max_in_flight: MAX_CSRS_IN_FLIGHT,
+            },
+        );
+        certs.prefetch(&identity);
+        let store = ConfigStore::new(&config.namespace, &config.name, runtime.clone(), &readiness)
+            .map_err(|e| AppError::Start(format!("the empty waypoint config: {e}")))?;
+        Ok(Self {
+            identity,
+            readiness,
+            state,
+            metrics,
+            runtime,
+            certs,
+            store,
+        })
+    }
+}
+
+/// The waypoint's tasks, and the signals that stop them.
+struct Running {
+    xds: JoinHandle<()>,
+    hbone: JoinHandle<Result<DrainReport, ServeError>>,
+    admin: JoinHandle<std::io::Result<()>>,
+    /// Stops xDS.
+    stop_xds: watch::Sender<bool>,
+    /// Drains HBONE and HTTP connections.
+    drain: watch::Sender<bool>,
+    /// Stops the admin endpoints.
+    stop_admin: watch::Sender<bool>,
+    /// The HBONE listener has ended (its task must not be awaited again).
+    hbone_done: bool,
+    /// The admin endpoints have ended (their task must not be awaited again).
+    admin_done: bool,
+}
+
+impl Running {
+    /// Starts xDS (workloads and services, plus the waypoint's own config), the HBONE
+    /// listener (serving once the certificate is there) and the admin endpoints.
+    fn start(config: &WaypointSettings, core: &Core, listeners: Listeners) -> Self {
+        let Listeners {
+            hbone: hbone_listener,
+            admin: admin_listeners,
+        } = listeners;
+        // xDS and HBONE stop first; the admin endpoints last, so readiness stays observable.
+        let (stop_xds, stop_xds_rx) = watch::channel(false);
+        let (drain, drain_rx) = watch::channel(false);
+        let (stop_admin, stop_admin_rx) = watch::channel(false);
+
+        let xds = tokio::spawn(xds::run_with(
+            config.control.clone(),
+            client_identity(config),
+            core.state.clone(),
+            vec![core.store.subscription()],
+            stop_xds_rx,
+        ));
+
+        let upstream = HboneUpstream::new(
+            core.state.clone(),
+            core.certs.clone(),
+            core.identity.clone(),
+            UpstreamSettings::default(),
+        );
+        let inbound = Inbound::new(
+            core.store.clone(),
+            upstream,
+            core.metrics.clone(),
+            InboundSettings {
+                limits: config.mesh.limits.clone(),
+                ..InboundSettings::default()
+            },
+            drain_rx.clone(),
+        );
+        let hbone = tokio::spawn(serve_hbone(
+            inbound,
+            core.certs.clone(),
+            core.identity.clone(),
+            hbone_listener,
+            config.mesh.drain_deadline,
+            drain_rx,
+        ));
+
+        let dump_store = core.store.clone();
+        let context = AdminContext {
+            state: core.state.clone(),
+            certs: core.certs.clone(),
+            metrics: core.metrics.clone(),
+            readiness: core.readiness.clone(),
+            extra_dump: Arc::new(move || serde_json::json!({ "waypoint": dump_store.dump() })),
+        };
+        let metrics_runtime = core.runtime.clone();
+        let extensions = AdminExtensions {
+            extra_metrics: Some(Arc::new(move || metrics_runtime.render_metrics())),
+        };
+        let admin = tokio::spawn(admin::serve_listeners_with(
+            admin_listeners,
+            context,
+            extensions,
+            stop_admin_rx,
+        ));
+        Self {
+            xds,
+            hbone,
+            admin,
+            stop_xds,
+            drain,
+            stop_admin,
+            hbone_done: false,
+            admin_done: false,
         }
     }
-    let _ = stop_tx.send(true);
-    if let Err(e) = xds_task.await {
-        tracing::error!("the xDS client failed: {e}");
+
+    /// Waits for `shutdown`, or for the HBONE listener or the admin endpoints to stop on
+    /// their own (an error: they run until told to stop).
+    async fn until_stopped(
+        &mut self,
+        shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), AppError> {
+        tokio::select! {
+            () = shutdown => Ok(()),
+            served = &mut self.admin => {
+                self.admin_done = true;
+                Err(AppError::Failed(format!("admin endpoints stopped: {}", outcome_of(served))))
+            }
+            served = &mut self.hbone => {
+                self.hbone_done = true;
+                Err(AppError::Failed(format!("HBONE listener stopped: {}", outcome_of(served.map(|r| r.map(|_| ()))))))
+            }
+        }
     }
-    let _ = admin_stop_tx.send(true);
-    if !admin_done && let Err(e) = admin_task.await {
-        tracing::warn!("admin endpoints: {e}");
+
+    /// Drains: reports not ready, lets HBONE and HTTP connections finish within `deadline`,
+    /// then stops xDS and, last, the admin endpoints.
+    async fn drain(self, core: &Core, deadline: Duration) {
+        tracing::info!(?deadline, "draining");
+        let _draining = core.readiness.block("draining");
+        let _ = self.drain.send(true);
+        if !self.hbone_done {
+            match self.hbone.await {
+                Ok(Ok(_report)) => {}
+                Ok(Err(e)) => tracing::info!("{e}"),
+                Err(e) => tracing::error!("the HBONE listener failed: {e}"),
+            }
+        }
+        let _ = self.stop_xds.send(true);
+        if let Err(e) = self.xds.await {
+            tracing::error!("the xDS client failed: {e}");
+        }
+        let _ = self.stop_admin.send(true);
+        if !self.admin_done
+            && let Err(e) = self.admin.await
+        {
+            tracing::warn!("admin endpoints: {e}");
+        }
+        tracing::info!("drained");
     }
-    tracing::info!("drained");
-    outcome
 }
 
 /// Describes how a task that should run forever ended.
