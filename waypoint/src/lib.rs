@@ -6,6 +6,10 @@
 //! - [`engine`]: what happens to one request: L7 authorization, rate limiting, route matching,
 //!   fault injection, retries and timeouts, load balancing with connection-pool limits and
 //!   outlier detection, mirroring, header rewriting, request telemetry.
+//! - [`app`]: the wiring of both, with the controller channel and the admin endpoints.
+//!
+//! The engine imports neither of the others: the transport implements its
+//! [`UpstreamClient`](engine::UpstreamClient) and hands it requests; the app imports both.
 
 pub mod app;
 pub mod engine;

@@ -1,6 +1,7 @@
-//! One request from arrival to the start of its response: identification, service lookup,
-//! authorization, rate limiting, route matching, faults and local answers. Forwarding is in
-//! [`super::forward`].
+//! One request from arrival to the start of its response ([`Engine::handle`]): identification,
+//! service lookup, authorization, rate limiting, route matching, faults and local answers.
+//! Forwarding is in [`super::forward`]; the engine itself in [`super::compiled`], which this
+//! module builds on rather than the other way round.
 
 use std::net::IpAddr;
 use std::sync::Arc;

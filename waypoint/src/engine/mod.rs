@@ -1,28 +1,41 @@
 //! The request pipeline, independent of how bytes arrive or leave: it is given a request, the
 //! service and port it was addressed to and who sent it, and an [`UpstreamClient`] to send
-//! to.
+//! to. It never imports the transport; the transport implements [`UpstreamClient`].
 //!
 //! [`Engine::handle`] runs, in order: find the served service (the target VIP, from the
 //! config or [`UpstreamClient::service_by_vip`]; a target this waypoint does not serve is
 //! answered 404 with flag NR rather than forwarded, so the waypoint never relays traffic its
-//! config does not cover), L7 authorization (403), the service's rate limit (429), route matching (first
-//! match; none: 404 NR), redirect or direct answer, fault injection, the weighted choice of
-//! destination, then attempts: endpoint choice (subset, outlier ejection, load balancer),
-//! workload-scoped authorization, connection-pool admission, the exchange with per-try and
-//! route timeouts, and retries within the policy and budget. Mirrors are sent on the side.
-//! A failure the client caused (a malformed or abandoned body, a body too slow to arrive) is
-//! answered for the client and never counted against the upstream.
+//! config does not cover), L7 authorization (403), the service's rate limit (429), route
+//! matching (first match; none: 404 NR), fault injection, redirect or direct answer, the
+//! weighted choice of destination, then attempts: endpoint choice (subset, outlier
+//! ejection, load balancer), workload-scoped authorization, connection-pool admission, the
+//! exchange with per-try and route timeouts, and retries within the policy and budget.
+//! Mirrors are sent on the side. A failure the client caused (a malformed or abandoned body,
+//! a body too slow to arrive) is answered for the client and never counted against the
+//! upstream. What a request derives from the mesh state (candidate endpoints, workload
+//! labels) is kept until [`UpstreamClient::state_version`] changes.
 //!
-//! Modules: [`config`] compiles the proto once per version; [`matching`], [`headers`],
-//! [`select`], [`endpoints`], [`balance`], [`pool`], [`outlier`], [`retry`], [`fault`],
-//! [`ratelimit`], [`authz`], [`mirror`], [`body`], [`downstream`] and [`telemetry`] each
-//! hold one concern; [`runtime`] keeps what outlives a config version. What a request
-//! derives from the mesh state (candidate endpoints, workload labels) is kept until
-//! [`UpstreamClient::state_version`] changes.
+//! The modules form layers; a module imports only from lower layers, or from modules listed
+//! before it in its own layer:
+//!
+//! 1. What every stage shares: `body` (the body type, replayable bodies), `compile`
+//!    ([`ConfigError`], protobuf conversions), `origin` ([`Caller`], [`Target`]),
+//!    `upstream` (the [`UpstreamClient`] boundary and the types crossing it).
+//! 2. One concern each: `matching`, `downstream` (the client's side of a body),
+//!    `telemetry` (its `record`, `labels` and `access` log below it), `headers`,
+//!    `authz`, `fault`, `pool`, `ratelimit`, `retry`, `outlier`, `balance`.
+//! 3. State that outlives a config version: `runtime`, then `endpoints` (each
+//!    destination's candidate lists).
+//! 4. The compiled config: `config` (proto → tables, once per version), then `select`
+//!    (weighted destination, endpoint policy).
+//! 5. The engine and a request's bookkeeping: `compiled` ([`Engine`]: a compiled config
+//!    with its runtime state; connection checks), `context` (what a request is handled
+//!    with, and what is recorded about it), `reply` (the waypoint's own answers).
+//! 6. The request flow: `mirror`, `forward` (the attempt loop), `handle`
+//!    ([`Engine::handle`]).
 //!
 //! This file only declares the modules and re-exports the public surface: no module of the
-//! engine imports it, and the types every stage shares live in modules of their own
-//! ([`body`], [`compile`], [`origin`], [`upstream`]).
+//! engine imports it.
 
 mod authz;
 mod balance;
