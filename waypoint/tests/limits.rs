@@ -4,7 +4,6 @@
 
 // Shared with the transport tests, which use the rest of it.
 #[allow(dead_code)]
-#[path = "transport/harness.rs"]
 mod harness;
 
 use std::net::SocketAddr;

@@ -3,7 +3,6 @@
 //! workloads and the waypoint config over xDS; an HBONE client sends CONNECTs to the
 //! waypoint, which forwards over HBONE to an in-process endpoint.
 
-#[path = "transport/harness.rs"]
 mod harness;
 
 use std::net::SocketAddr;
