@@ -184,7 +184,7 @@ async fn serve_connection<H: ConnectHandler>(
     peer_addr: SocketAddr,
     tls: Arc<ServerConfig>,
     handler: Arc<H>,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
     let local_addr = match tcp.local_addr() {
@@ -207,7 +207,36 @@ async fn serve_connection<H: ConnectHandler>(
         debug!(peer = %peer_addr, "HBONE peer without identity");
         return;
     };
-    let mut connection = match settings::server_builder().handshake(tls_stream).await {
+    serve_h2(
+        tls_stream,
+        peer_identity,
+        peer_addr,
+        local_addr,
+        handler,
+        drain,
+    )
+    .await;
+}
+
+/// Serves HTTP/2 on an authenticated connection: each stream's request is checked to be a
+/// `CONNECT` to `ip:port` and handed to `handler`, until the peer leaves or `drain` turns
+/// true.
+///
+/// Public only so the request parsing can be fuzzed over an in-memory stream; the server
+/// calls it once TLS has named the peer.
+#[doc(hidden)]
+pub async fn serve_h2<T, H>(
+    io: T,
+    peer_identity: Identity,
+    peer_addr: SocketAddr,
+    local_addr: SocketAddr,
+    handler: Arc<H>,
+    mut drain: watch::Receiver<bool>,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    H: ConnectHandler,
+{
+    let mut connection = match settings::server_builder().handshake(io).await {
         Ok(c) => c,
         Err(e) => {
             debug!(peer = %peer_addr, error = %e, "HTTP/2 handshake failed");
