@@ -175,6 +175,16 @@ pub(crate) fn state_stamp(upstream: &Arc<dyn Upstream>) -> Option<StateStamp> {
     Some((Arc::as_ptr(upstream).cast::<()>() as usize, version))
 }
 
+/// Gives `headers` the `x-request-id` and `traceparent` the engine gives every request it
+/// handles, and returns the trace id written to the access log ("" for none).
+///
+/// Public only so the header parsing can be fuzzed; requests get this inside
+/// [`Engine::handle`].
+#[doc(hidden)]
+pub fn identify_request(headers: &mut http::HeaderMap) -> String {
+    headers::identify(headers).1.as_str().to_owned()
+}
+
 /// A compiled waypoint config.
 pub struct Engine {
     config: config::Compiled,

@@ -186,10 +186,50 @@ async fn serve_http<S>(inner: &Arc<Inner>, stream: S, caller: Caller, target: Ta
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let service = service(inner.clone(), caller, target);
-    let connection = inner.http.serve_connection(TokioIo::new(stream), service);
+    let service = service(inner.config.clone(), inner.upstream.clone(), caller, target);
+    serve_with(&inner.http, inner.drain.clone(), stream, service).await;
+}
+
+/// Serves the bytes of an HTTP tunnel (after detection) with the engine in `config`, as
+/// [`Inbound`] does with the HTTP settings of `settings`, until the client closes.
+///
+/// Public only so the HTTP path can be fuzzed without HBONE: it answers from the same
+/// builder and service as a tunnel, with `upstream` standing in for the endpoints.
+#[doc(hidden)]
+pub async fn serve_http_stream<S>(
+    config: Arc<ConfigStore>,
+    upstream: Arc<dyn Upstream>,
+    settings: &InboundSettings,
+    stream: S,
+    caller: Caller,
+    target: Target,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    // The sender stays alive for the whole connection: a closed channel would not drain.
+    let (_never, drain) = watch::channel(false);
+    let service = service(config, upstream, caller, target);
+    serve_with(&http_builder(settings), drain, stream, service).await;
+}
+
+async fn serve_with<S, F>(
+    http: &auto::Builder<TokioExecutor>,
+    mut drain: watch::Receiver<bool>,
+    stream: S,
+    service: impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = F,
+    > + Clone
+    + Send
+    + 'static,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let connection = http.serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
-    let mut drain = inner.drain.clone();
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = draining(&mut drain) => {
@@ -205,7 +245,8 @@ where
 /// The hyper service of one connection: each request goes to the engine in force when it
 /// arrives, and its answer goes back in the protocol of the request.
 fn service(
-    inner: Arc<Inner>,
+    config: Arc<ConfigStore>,
+    upstream: Arc<dyn Upstream>,
     caller: Caller,
     target: Target,
 ) -> impl hyper::service::Service<
@@ -215,20 +256,19 @@ fn service(
     Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
 > + Clone {
     hyper::service::service_fn(move |request: Request<Incoming>| {
-        let inner = inner.clone();
+        let config = config.clone();
+        let upstream = upstream.clone();
         let caller = caller.clone();
         let target = target.clone();
         async move {
-            let engine = inner.config.engine();
+            let engine = config.engine();
             let version = if request.version() == Version::HTTP_2 {
                 Version::HTTP_2
             } else {
                 Version::HTTP_11
             };
             let request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed());
-            let mut response = engine
-                .handle(inner.upstream.clone(), caller, target, request)
-                .await;
+            let mut response = engine.handle(upstream, caller, target, request).await;
             strip_hop_by_hop(response.headers_mut());
             *response.version_mut() = version;
             Ok(response)
