@@ -2,7 +2,7 @@
 //! enforce. Messages start with the field path (`spec.ports[0].port: ...`).
 
 use super::manifest::{DeploymentObject, PodSpec, ServiceSpec};
-use super::model::{SERVICE_CIDR, in_service_range};
+use super::model::{MAX_NODES, PODS_PER_NODE, SERVICE_CIDR, in_service_range};
 
 /// DNS-1123 names: a label (namespaces, services) or a subdomain.
 pub fn validate_name(name: &str, label: bool) -> Result<(), String> {
@@ -103,6 +103,14 @@ pub fn validate_pod_spec(spec: &PodSpec, at: &str) -> Result<(), String> {
 /// A Deployment: a matchLabels selector that its pod template carries, and
 /// a valid pod template.
 pub fn validate_deployment(d: &DeploymentObject) -> Result<(), String> {
+    // More replicas than the largest sandbox has pod addresses could never run, and planning
+    // them would take memory in proportion.
+    let most = MAX_NODES * PODS_PER_NODE;
+    if let Some(replicas) = d.spec.replicas.filter(|r| *r > most) {
+        return Err(format!(
+            "spec.replicas: {replicas} is more pods than a sandbox can hold ({most})"
+        ));
+    }
     let selector = &d.spec.selector.match_labels;
     if selector.is_empty() {
         return Err(
