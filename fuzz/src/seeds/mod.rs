@@ -40,14 +40,25 @@ pub fn corpus(repo: &Path) -> Corpus {
     corpus
 }
 
-/// Writes `corpus` under `dir`, one folder per target, replacing what was there.
+/// Inputs that once failed are kept under this prefix; the generator leaves them alone.
+pub const FOUND_PREFIX: &str = "found-";
+
+/// Writes `corpus` under `dir`, one folder per target, replacing the generated seeds that
+/// were there (not the inputs found by fuzzing).
 pub fn write(corpus: &Corpus, dir: &Path) -> std::io::Result<()> {
     for (target, seeds) in corpus {
         let folder = dir.join(target);
-        if folder.exists() {
-            std::fs::remove_dir_all(&folder)?;
-        }
         std::fs::create_dir_all(&folder)?;
+        for entry in std::fs::read_dir(&folder)? {
+            let path = entry?.path();
+            let found = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(FOUND_PREFIX));
+            if !found {
+                std::fs::remove_file(&path)?;
+            }
+        }
         for (name, bytes) in seeds {
             std::fs::write(folder.join(name), bytes)?;
         }
