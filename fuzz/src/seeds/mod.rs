@@ -117,13 +117,16 @@ fn hbone_request(target: &str, forwarded_for: Option<&str>) -> Request<()> {
     request
 }
 
+/// A request and the bytes sent after it.
+type Exchange = (Request<()>, Bytes);
+
 fn hbone_frames() -> BTreeMap<String, Vec<u8>> {
     let tunnel = Bytes::from_static(b"GET / HTTP/1.1\r\nhost: reviews\r\n\r\n");
     let get = Request::builder()
         .uri("http://10.244.2.10:8082/")
         .body(())
         .expect("a valid request");
-    let sets: Vec<(&str, Vec<(Request<()>, Bytes)>)> = vec![
+    let sets: Vec<(&str, Vec<Exchange>)> = vec![
         (
             "connect-accepted",
             vec![(

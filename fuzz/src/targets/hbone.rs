@@ -91,20 +91,18 @@ fn probe_status(authority: SocketAddr) -> StatusCode {
 }
 
 impl ConnectHandler for Probe {
-    fn handle(&self, connect: IncomingConnect) -> impl Future<Output = ()> + Send {
-        async move {
-            let _ = hbone::forwarded::client(&connect.headers);
-            let mut headers = connect.headers.clone();
-            waypoint::engine::identify_request(&mut headers);
-            match probe_status(connect.authority) {
-                StatusCode::UNAUTHORIZED => connect.reject(StatusCode::UNAUTHORIZED),
-                StatusCode::OK => {
-                    if let Ok(tunnel) = connect.accept() {
-                        echo(tunnel).await;
-                    }
+    async fn handle(&self, connect: IncomingConnect) {
+        let _ = hbone::forwarded::client(&connect.headers);
+        let mut headers = connect.headers.clone();
+        waypoint::engine::identify_request(&mut headers);
+        match probe_status(connect.authority) {
+            StatusCode::UNAUTHORIZED => connect.reject(StatusCode::UNAUTHORIZED),
+            StatusCode::OK => {
+                if let Ok(tunnel) = connect.accept() {
+                    echo(tunnel).await;
                 }
-                _ => drop(connect),
             }
+            _ => drop(connect),
         }
     }
 }

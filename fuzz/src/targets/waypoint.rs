@@ -85,10 +85,18 @@ fn destinations(config: &Waypoint) -> Vec<Destination> {
     out
 }
 
+/// Method, URI, headers and body length of a request.
+type RequestSpec = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    usize,
+);
+
 /// Requests that reach the usual route matches: methods, paths, headers, query parameters,
 /// a body, a trace, and paths the endpoints answer with failures.
 fn requests() -> Vec<Request<waypoint::engine::Body>> {
-    let specs: [(&str, &str, &[(&str, &str)], usize); 6] = [
+    let specs: [RequestSpec; 6] = [
         (
             "GET",
             "/api/v1?v=12",
