@@ -3,7 +3,8 @@
 //! than 64 MiB allocated at once.
 //!
 //! - `FUZZ_SECONDS=0`: the corpus only; `FUZZ_SECONDS=600`: a long run;
-//! - `FUZZ_SEED=<n>`: the mutation seed (printed by every run, so a failure replays);
+//! - `FUZZ_SEED=<n>`: the mutation seed (default: fixed per target; `random`: a new one;
+//!   printed by every run, so a failure replays);
 //! - `FUZZ_INPUT=<file>`: run one file through every selected target, nothing else;
 //! - select targets as any test: `cargo test -p fuzzing --test bounded xds_`.
 //!
@@ -33,12 +34,20 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-fn settings() -> Settings {
-    let seed = env_u64("FUZZ_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
+/// The mutation seed: `FUZZ_SEED`, a new one each run for `FUZZ_SEED=random`, else one fixed
+/// per target, so that the test suite's runs are the same every time.
+fn seed(target: &str) -> u64 {
+    match std::env::var("FUZZ_SEED").as_deref() {
+        Ok("random") => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    });
+            .map_or(0, |d| d.as_nanos() as u64),
+        Ok(_) => env_u64("FUZZ_SEED").unwrap_or_default(),
+        Err(_) => driver::fnv1a(target.as_bytes()),
+    }
+}
+
+fn settings(target: &str) -> Settings {
+    let seed = seed(target);
     Settings {
         duration: Duration::from_secs(env_u64("FUZZ_SECONDS").unwrap_or(10)),
         seed,
@@ -55,7 +64,7 @@ fn fuzz(name: &str) {
         "the counting allocator is not installed"
     );
     let target = fuzzing::target(name).expect("a known target");
-    let settings = settings();
+    let settings = settings(name);
     if let Ok(file) = std::env::var("FUZZ_INPUT") {
         let input = std::fs::read(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
         let watchdog = Watchdog::start(target.name, settings.input_timeout);
