@@ -45,7 +45,7 @@ pub const REQUESTS: Target = Target {
 };
 
 /// How long the proxy may take to answer one packet.
-const ANSWER_TIMEOUT: libc::c_int = 5000;
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Packets sent per input, at most.
 const MAX_PACKETS: usize = 64;
 
@@ -103,22 +103,45 @@ fn listen(path: &Path) -> OwnedFd {
     fd
 }
 
-/// Waits for `fd` to be readable; false on timeout.
+/// Waits for `fd` to be readable; false on timeout. A signal (libFuzzer's timer) does not
+/// end the wait.
 fn readable(fd: &OwnedFd) -> bool {
-    let mut pollfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, for the duration of the call.
-    unsafe { libc::poll(&mut pollfd, 1, ANSWER_TIMEOUT) > 0 }
+    let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut pollfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let n = unsafe { libc::poll(&mut pollfd, 1, millis) };
+        if n > 0 {
+            return true;
+        }
+        let interrupted = n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR;
+        if !interrupted || left.is_zero() {
+            return false;
+        }
+    }
+}
+
+/// Runs a system call again while a signal interrupts it.
+fn retry<T>(mut call: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+    loop {
+        match call() {
+            Err(nix::errno::Errno::EINTR) => continue,
+            result => return result,
+        }
+    }
 }
 
 /// One packet from the proxy; `None` when it closed the connection.
 fn receive(fd: &OwnedFd) -> Option<Vec<u8>> {
     assert!(readable(fd), "the proxy went silent");
     let mut buf = vec![0u8; 64 * 1024];
-    match socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+    match retry(|| socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())) {
         Ok(0) | Err(_) => None,
         Ok(n) => {
             buf.truncate(n);
@@ -151,7 +174,8 @@ fn send(fd: &OwnedFd, flags: u8, body: &[u8]) -> bool {
         vec![ControlMessage::ScmRights(&raw)]
     };
     let iov = [IoSlice::new(body)];
-    socket::sendmsg::<()>(fd.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None).is_ok()
+    retry(|| socket::sendmsg::<()>(fd.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None))
+        .is_ok()
 }
 
 /// Plays the node agent: hello, then every packet of `data`, checking each answer.
@@ -173,7 +197,7 @@ pub fn zds_requests(data: &[u8]) {
             .block_on(InpodClient::new(settings, Idle, Readiness::new()).run(stopped));
     });
     assert!(readable(&listener), "the proxy never connected");
-    let agent = socket::accept(listener.as_raw_fd()).expect("accept");
+    let agent = retry(|| socket::accept(listener.as_raw_fd())).expect("accept");
     // SAFETY: `accept` just returned this descriptor, owned by nobody else.
     let agent = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(agent) };
     let hello = receive(&agent).expect("the proxy says hello");
