@@ -6,4 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/host-packages.sh
 # The end-to-end tests drive the real binaries: build them all first.
 cargo build --workspace --bins
+# Includes the bounded fuzz run (fuzz/tests/bounded.rs): the seed corpus, then FUZZ_SECONDS
+# (default 10) of mutants per target, about two minutes in all; FUZZ_SECONDS=0 keeps the
+# corpus replay only.
 cargo test --workspace "$@"

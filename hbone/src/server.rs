@@ -11,12 +11,12 @@ use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
 use crate::error::Error;
@@ -26,9 +26,6 @@ use crate::limits::{Limit, LimitCounters, PeerLimiter, ServerLimits};
 use crate::settings;
 use crate::stream::TunnelStream;
 use crate::tls::peer_identity;
-
-/// The transport under a server's HTTP/2: TLS, watched for stalled handshakes and headers.
-type Guarded = FrameGuard<TlsStream<TcpStream>>;
 
 /// A `CONNECT` waiting for its answer.
 ///
@@ -260,8 +257,29 @@ async fn serve_connection<H: ConnectHandler>(
         debug!(peer = %peer_addr, "HBONE peer without identity");
         return None;
     };
+    let peer = PeerInfo {
+        identity,
+        addr: peer_addr,
+        local_addr,
+    };
+    serve_h2_guarded(tls_stream, peer, shared, drain).await
+}
+
+/// Serves HTTP/2 on an authenticated stream, under the frame guard and the server's limits;
+/// returns the limit that ended the connection, if one did.
+async fn serve_h2_guarded<T, H>(
+    io: T,
+    peer: PeerInfo,
+    shared: &Arc<Shared<H>>,
+    drain: watch::Receiver<bool>,
+) -> Option<Limit>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    H: ConnectHandler,
+{
+    let limits = &shared.limits;
     let guarded = FrameGuard::new(
-        tls_stream,
+        io,
         FrameLimits {
             handshake_timeout: limits.http2_handshake_timeout,
             header_block_timeout: limits.header_block_timeout,
@@ -272,16 +290,11 @@ async fn serve_connection<H: ConnectHandler>(
     let connection = match server_builder(limits).handshake(guarded).await {
         Ok(c) => c,
         Err(e) => {
-            debug!(peer = %peer_addr, error = %e, "HTTP/2 handshake failed");
+            debug!(peer = %peer.addr, error = %e, "HTTP/2 handshake failed");
             return tripped.get();
         }
     };
-    let peer = Arc::new(PeerInfo {
-        identity,
-        addr: peer_addr,
-        local_addr,
-    });
-    let ended = serve_streams(connection, peer, shared, drain).await;
+    let ended = serve_streams(connection, Arc::new(peer), shared, drain).await;
     // The guard's verdict first: its failed reads surface as I/O errors.
     tripped.get().or(match ended {
         Ended::Idle => Some(Limit::Idle),
@@ -290,6 +303,37 @@ async fn serve_connection<H: ConnectHandler>(
         }
         Ended::Closed | Ended::Error(_) => None,
     })
+}
+
+/// Serves HTTP/2 on an authenticated byte stream, with the default limits: each stream's
+/// request is checked to be a `CONNECT` to `ip:port` and handed to `handler`, until the peer
+/// leaves or `drain` turns true.
+///
+/// Public only so the request parsing can be fuzzed over an in-memory stream; the server
+/// calls the same code once TLS has named the peer.
+#[doc(hidden)]
+pub async fn serve_h2<T, H>(
+    io: T,
+    peer_identity: Identity,
+    peer_addr: SocketAddr,
+    local_addr: SocketAddr,
+    handler: H,
+    drain: watch::Receiver<bool>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+    H: ConnectHandler,
+{
+    let shared = Arc::new(Shared {
+        handler,
+        limits: ServerLimits::default(),
+        counters: LimitCounters::new(),
+    });
+    let peer = PeerInfo {
+        identity: peer_identity,
+        addr: peer_addr,
+        local_addr,
+    };
+    serve_h2_guarded(io, peer, &shared, drain).await;
 }
 
 /// How a connection's HTTP/2 life ended.
@@ -305,12 +349,16 @@ enum Ended {
 /// Accepts streams, each handled in its own task, until the connection ends. A connection
 /// without streams for the idle timeout gets GOAWAY; still without streams a grace period
 /// later, it is cut.
-async fn serve_streams<H: ConnectHandler>(
-    mut connection: h2::server::Connection<Guarded, Bytes>,
+async fn serve_streams<T, H>(
+    mut connection: h2::server::Connection<FrameGuard<T>, Bytes>,
     peer: Arc<PeerInfo>,
     shared: &Arc<Shared<H>>,
     mut drain: watch::Receiver<bool>,
-) -> Ended {
+) -> Ended
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    H: ConnectHandler,
+{
     let limits = &shared.limits;
     let mut streams = JoinSet::new();
     let mut draining = false;

@@ -275,7 +275,61 @@ fn normalize(mut object: Object) -> Result<Object, serde_yaml_ng::Error> {
     } else if meta.namespace.is_empty() {
         meta.namespace = "default".to_string();
     }
+    check_names(&object)?;
     Ok(object)
+}
+
+/// Refuses names the API server would refuse (RFC 1123): they end up in workload identities,
+/// hostnames and resource names, which the proxies check and would refuse in turn.
+fn check_names(object: &Object) -> Result<(), serde_yaml_ng::Error> {
+    let invalid = |field: &str, value: &str, rule: &str| {
+        Err(<serde_yaml_ng::Error as serde::de::Error>::custom(format!(
+            "{field}: {value:?} is not a valid Kubernetes name (RFC 1123 {rule})"
+        )))
+    };
+    let (meta, label_name) = match object {
+        Object::Namespace(o) => (&o.metadata, true),
+        Object::Service(o) => (&o.metadata, true),
+        Object::Pod(o) => (&o.metadata, false),
+        Object::Gateway(o) => (&o.metadata, false),
+        Object::AuthorizationPolicy(o) => (&o.metadata, false),
+        Object::PeerAuthentication(o) => (&o.metadata, false),
+        Object::Raw { metadata, .. } => (metadata, false),
+    };
+    let name_ok = if label_name {
+        dns_label(&meta.name)
+    } else {
+        dns_subdomain(&meta.name)
+    };
+    if !name_ok {
+        let rule = if label_name { "label" } else { "subdomain" };
+        return invalid("metadata.name", &meta.name, rule);
+    }
+    if !meta.namespace.is_empty() && !dns_label(&meta.namespace) {
+        return invalid("metadata.namespace", &meta.namespace, "label");
+    }
+    if let Object::Pod(pod) = object {
+        let account = &pod.spec.service_account_name;
+        if !account.is_empty() && !dns_subdomain(account) {
+            return invalid("spec.serviceAccountName", account, "subdomain");
+        }
+    }
+    Ok(())
+}
+
+/// An RFC 1123 label: namespaces and Service names.
+fn dns_label(s: &str) -> bool {
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = s.as_bytes();
+    s.len() <= 63
+        && bytes.first().is_some_and(alnum)
+        && bytes.last().is_some_and(alnum)
+        && bytes.iter().all(|b| alnum(b) || *b == b'-')
+}
+
+/// An RFC 1123 subdomain: other object names and service accounts.
+fn dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(dns_label)
 }
 
 impl Problem {
@@ -412,6 +466,32 @@ mod tests {
         assert_eq!(docs[1].0, 1);
         assert_eq!(docs[2].0, 3);
         assert!(docs[2].1.contains("c: 3"));
+    }
+
+    #[test]
+    fn names_the_api_server_would_refuse_are_reported() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: \"sh\u{e9}p\"}\n---\n\
+                    apiVersion: v1\nkind: Pod\nmetadata: {name: q, namespace: shop}\n\
+                    spec: {serviceAccountName: Admin}\n---\n\
+                    apiVersion: v1\nkind: Service\nmetadata: {name: a.b, namespace: shop}\n---\n\
+                    apiVersion: v1\nkind: Pod\nmetadata: {name: ok.1, namespace: shop}\n\
+                    spec: {serviceAccountName: reviews.v1}\n";
+        let parsed = parse_documents("f.yaml", text, false);
+        assert_eq!(parsed.objects.len(), 1, "{:?}", parsed.problems);
+        let fields: Vec<&str> = parsed.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "metadata.namespace",
+                "spec.serviceAccountName",
+                "metadata.name"
+            ]
+        );
+        assert!(
+            parsed.problems[0].message.contains("RFC 1123"),
+            "{}",
+            parsed.problems[0]
+        );
     }
 
     #[test]

@@ -374,6 +374,16 @@ pub(crate) fn uuid_v4() -> [u8; 36] {
     out
 }
 
+/// Gives `headers` the `x-request-id` and `traceparent` the engine gives every request it
+/// handles, and returns the trace id written to the access log ("" for none).
+///
+/// Public only so the header parsing can be fuzzed; requests get this inside
+/// `Engine::handle`.
+#[doc(hidden)]
+pub fn identify_request(headers: &mut HeaderMap) -> String {
+    identify(headers).1.as_str().to_owned()
+}
+
 /// Ensures the request carries `x-request-id` and a `traceparent` naming this hop: an incoming
 /// valid trace is continued with a new span id (this proxy's span), an absent or invalid one
 /// is replaced by a new sampled trace. Returns the request id and the trace id for the log.

@@ -69,6 +69,8 @@ mod tests;
 pub use body::{Body, BoxError};
 pub use compile::ConfigError;
 pub use compiled::Engine;
+#[doc(hidden)]
+pub use headers::identify_request;
 pub use origin::{Caller, Target};
 pub use runtime::Runtime;
 pub use upstream::{

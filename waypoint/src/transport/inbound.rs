@@ -216,7 +216,14 @@ async fn serve_http<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let activity = Activity::default();
-    let service = service(inner.clone(), caller, target, activity.clone());
+    let upstream = inner.upstream.clone();
+    let service = service(
+        inner.config.clone(),
+        upstream,
+        caller,
+        target,
+        activity.clone(),
+    );
     let serving = Serving {
         builder: &inner.http,
         limits: &inner.settings.limits,
@@ -227,10 +234,43 @@ async fn serve_http<S>(
     serving::serve(serving, stream, http2, activity, service).await;
 }
 
+/// Serves the bytes of an HTTP tunnel (after detection; `http2`: prior knowledge) with the
+/// engine in `config`, as [`Inbound`] does with `settings`, until the client closes or a limit
+/// ends it.
+///
+/// Public only so the HTTP path can be fuzzed without HBONE: it answers from the same builder,
+/// limits and service as a tunnel, with `upstream` standing in for the endpoints.
+#[doc(hidden)]
+pub async fn serve_http_stream<S>(
+    config: Arc<ConfigStore>,
+    upstream: Arc<dyn UpstreamClient>,
+    settings: &InboundSettings,
+    stream: S,
+    http2: bool,
+    origin: (Caller, Target),
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (caller, target) = origin;
+    // The sender stays alive for the whole connection: a closed channel would drain.
+    let (_never, drain) = watch::channel(false);
+    let activity = Activity::default();
+    let service = service(config, upstream, caller, target, activity.clone());
+    let serving = Serving {
+        builder: &http_builder(settings),
+        limits: &settings.limits,
+        max_header_bytes: settings.max_header_bytes,
+        counters: &LimitCounters::new(),
+        drain,
+    };
+    serving::serve(serving, stream, http2, activity, service).await;
+}
+
 /// The hyper service of one connection: each request goes to the engine in force when it
 /// arrives, and its answer goes back in the protocol of the request.
 fn service(
-    inner: Arc<InboundShared>,
+    config: Arc<ConfigStore>,
+    upstream: Arc<dyn UpstreamClient>,
     caller: Caller,
     target: Target,
     activity: Activity,
@@ -241,21 +281,20 @@ fn service(
     Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
 > + Clone {
     hyper::service::service_fn(move |request: Request<Incoming>| {
-        let inner = inner.clone();
+        let config = config.clone();
+        let upstream = upstream.clone();
         let caller = caller.clone();
         let target = target.clone();
         let active = activity.start();
         async move {
-            let engine = inner.config.engine();
+            let engine = config.engine();
             let version = if request.version() == Version::HTTP_2 {
                 Version::HTTP_2
             } else {
                 Version::HTTP_11
             };
             let request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed());
-            let mut response = engine
-                .handle(inner.upstream.clone(), caller, target, request)
-                .await;
+            let mut response = engine.handle(upstream, caller, target, request).await;
             strip_hop_by_hop(response.headers_mut());
             *response.version_mut() = version;
             Ok(response.map(|body| Activity::track(active, body)))

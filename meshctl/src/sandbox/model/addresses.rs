@@ -12,6 +12,8 @@ pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 pub const NODE_CIDR_PREFIX: u8 = 16;
 /// Most nodes a sandbox may have (each node owns a /24 of 10.244.0.0/16).
 pub const MAX_NODES: u32 = 50;
+/// Pod addresses of a node's /24: .2 to .254 (.1 is the node's gateway).
+pub const PODS_PER_NODE: u32 = 253;
 
 /// True for addresses in [`SERVICE_CIDR`].
 pub fn in_service_range(ip: Ipv4Addr) -> bool {

@@ -338,6 +338,21 @@ spec:
     }
 
     #[test]
+    fn replicas_beyond_any_sandbox_are_refused() {
+        let deployment = |replicas: u32| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\nspec:\n  \
+                 replicas: {replicas}\n  selector: {{matchLabels: {{app: x}}}}\n  \
+                 template: {{metadata: {{labels: {{app: x}}}}, spec: {{containers: [{{name: a}}]}}}}\n"
+            )
+        };
+        assert!(parse_documents(&deployment(12_650), "ok.yaml").is_ok());
+        // Planned as four billion pods, this took the process down.
+        let e = err(&deployment(4_000_000_000));
+        assert!(e.contains("spec.replicas") && e.contains("12650"), "{e}");
+    }
+
+    #[test]
     fn syntax_errors_name_the_file() {
         let e = err("apiVersion: v1\nkind: [unclosed\n");
         assert!(e.starts_with("bad.yaml: document 1: invalid YAML"), "{e}");

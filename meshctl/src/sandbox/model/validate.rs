@@ -1,7 +1,7 @@
 //! Validation of the kinds the sandbox acts on, beyond what their types
 //! enforce. Messages start with the field path (`spec.ports[0].port: ...`).
 
-use super::addresses::{SERVICE_CIDR, in_service_range};
+use super::addresses::{MAX_NODES, PODS_PER_NODE, SERVICE_CIDR, in_service_range};
 use super::objects::{DeploymentObject, PodSpec, ServiceSpec};
 
 /// DNS-1123 names: a label (namespaces, services) or a subdomain.
@@ -104,6 +104,14 @@ pub fn validate_pod_spec(spec: &PodSpec, at: &str) -> Result<(), String> {
 /// A Deployment: a matchLabels selector that its pod template carries, and
 /// a valid pod template.
 pub fn validate_deployment(d: &DeploymentObject) -> Result<(), String> {
+    // More replicas than the largest sandbox has pod addresses could never run, and planning
+    // them would take memory in proportion.
+    let most = MAX_NODES * PODS_PER_NODE;
+    if let Some(replicas) = d.spec.replicas.filter(|r| *r > most) {
+        return Err(format!(
+            "spec.replicas: {replicas} is more pods than a sandbox can hold ({most})"
+        ));
+    }
     let selector = &d.spec.selector.match_labels;
     if selector.is_empty() {
         return Err(

@@ -103,6 +103,9 @@ impl<L: Launcher> InpodClient<L> {
             tracing::info!(socket = %self.settings.zds_socket.display(), "connected to the node agent");
             self.registry.connection_started();
             let end = self.session(&stream, &mut shutdown, &mut gate).await;
+            // Closed before the pause below: the agent sees the end at once instead of a
+            // socket that takes its requests and never answers.
+            drop(stream);
             self.registry.connection_ended();
             // Not connected means changes may be missed: not ready until the next snapshot.
             gate.set(false);

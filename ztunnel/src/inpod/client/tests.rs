@@ -176,6 +176,29 @@ async fn protocol_errors_are_answered_then_the_proxy_reconnects() {
 }
 
 #[tokio::test]
+async fn a_protocol_error_closes_the_connection_before_the_pause() {
+    let f = fixture();
+    let agent = accept(&f.listener).await;
+    let del = Payload::Del(zds::DelWorkload { uid: "a".into() });
+    let error = request(&agent, del, None).await;
+    assert!(error.contains("protocol error"), "{error}");
+    // A request sent after the error is not left unanswered on an open socket.
+    let request = WorkloadRequest {
+        payload: Some(snapshot_sent()),
+    };
+    let _ = agent.send(&request, None).await;
+    let answer = tokio::time::timeout(PAUSE_AFTER_ERROR / 4, agent.recv::<WorkloadResponse>())
+        .await
+        .expect("the connection stayed open after the protocol error");
+    assert_eq!(
+        answer.unwrap_err().kind(),
+        std::io::ErrorKind::UnexpectedEof
+    );
+    f.stop.send(true).unwrap();
+    f.client.await.unwrap();
+}
+
+#[tokio::test]
 async fn the_proxy_waits_for_the_agent_socket() {
     let dir = TempDir::new();
     let socket = dir.0.join("zds.sock");
