@@ -7,7 +7,10 @@ use super::super::service_key::ServiceKey;
 use super::catalog::{At, Catalog, Invalid, Obj};
 use super::parts;
 use super::values;
-use crate::model::routes::{BackendRef, HttpBackendRef, HttpRouteFilter, PathModifier};
+use crate::model::routes::{
+    BackendRef, HttpBackendRef, HttpRouteFilter, MirrorFilter, PathModifier, RedirectFilter,
+    UrlRewriteFilter,
+};
 
 /// What a rule's filters do.
 #[derive(Default)]
@@ -41,18 +44,14 @@ impl RuleAction {
             let missing = |name: &str| Invalid::new(format!("{ff}.{name}"), "missing");
             match f.type_.as_str() {
                 "RequestHeaderModifier" => {
-                    let h = f
-                        .request_header_modifier
-                        .as_ref()
-                        .ok_or_else(|| missing("requestHeaderModifier"))?;
+                    let h = f.request_header_modifier.as_ref();
+                    let h = h.ok_or_else(|| missing("requestHeaderModifier"))?;
                     let m = header_filter(h, &format!("{ff}.requestHeaderModifier"))?;
                     out.request_headers = parts::merge_modifiers(out.request_headers, m);
                 }
                 "ResponseHeaderModifier" => {
-                    let h = f
-                        .response_header_modifier
-                        .as_ref()
-                        .ok_or_else(|| missing("responseHeaderModifier"))?;
+                    let h = f.response_header_modifier.as_ref();
+                    let h = h.ok_or_else(|| missing("responseHeaderModifier"))?;
                     let m = header_filter(h, &format!("{ff}.responseHeaderModifier"))?;
                     out.response_headers = parts::merge_modifiers(out.response_headers, m);
                 }
@@ -61,111 +60,23 @@ impl RuleAction {
                         .request_mirror
                         .as_ref()
                         .ok_or_else(|| missing("requestMirror"))?;
-                    let mf = format!("{ff}.requestMirror");
-                    let service = service_ref(
-                        obj,
-                        catalog,
-                        (&m.backend_ref).into(),
-                        &format!("{mf}.backendRef"),
-                    )?;
-                    let percentage = match (m.percent, &m.fraction) {
-                        (Some(_), Some(_)) => {
-                            return Err(Invalid::new(mf, "percent and fraction are exclusive"));
-                        }
-                        (Some(p), None) => {
-                            values::percentage(f64::from(p)).at(&format!("{mf}.percent"))?
-                        }
-                        (None, Some(fr)) => {
-                            let den = fr.denominator.unwrap_or(100);
-                            if den == 0 || fr.numerator > den {
-                                return Err(Invalid::new(
-                                    format!("{mf}.fraction"),
-                                    "numerator must be at most denominator, and denominator above 0",
-                                ));
-                            }
-                            f64::from(fr.numerator) * 100.0 / f64::from(den)
-                        }
-                        (None, None) => 100.0,
-                    };
-                    out.mirrors.push(Mirror {
-                        destination: Some(
-                            service.destination(u32::from(m.backend_ref.port.unwrap_or(0)), ""),
-                        ),
-                        percentage,
-                    });
+                    let mirror = read_mirror(obj, catalog, m, &format!("{ff}.requestMirror"))?;
+                    out.mirrors.push(mirror);
                 }
                 "RequestRedirect" if http => {
-                    let r = f
-                        .request_redirect
-                        .as_ref()
-                        .ok_or_else(|| missing("requestRedirect"))?;
+                    let r = f.request_redirect.as_ref();
+                    let r = r.ok_or_else(|| missing("requestRedirect"))?;
                     let rf = format!("{ff}.requestRedirect");
-                    let status = r.status_code.unwrap_or(302);
-                    if ![301, 302, 303, 307, 308].contains(&status) {
-                        return Err(Invalid::new(
-                            format!("{rf}.statusCode"),
-                            format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
-                        ));
-                    }
-                    if let Some(s) = r
-                        .scheme
-                        .as_deref()
-                        .filter(|s| !matches!(*s, "http" | "https"))
-                    {
-                        return Err(Invalid::new(
-                            format!("{rf}.scheme"),
-                            format!("{s:?} is not http or https"),
-                        ));
-                    }
-                    let path = match &r.path {
-                        Some(p) => {
-                            Some(match path_modifier(p, &format!("{rf}.path"), all_prefix)? {
-                                PathChange::Full(p) => redirect::Path::FullPath(p),
-                                PathChange::Prefix(p) => redirect::Path::Prefix(p),
-                            })
-                        }
-                        None => None,
-                    };
-                    out.redirect = Some(Redirect {
-                        scheme: r.scheme.clone().unwrap_or_default(),
-                        host: r.hostname.clone().unwrap_or_default(),
-                        port: u32::from(r.port.unwrap_or(0)),
-                        path,
-                        status: u32::from(status),
-                    });
+                    out.redirect = Some(read_redirect(r, &rf, all_prefix)?);
                 }
                 "URLRewrite" if http => {
                     let r = f
                         .url_rewrite
                         .as_ref()
                         .ok_or_else(|| missing("urlRewrite"))?;
-                    let rf = format!("{ff}.urlRewrite");
-                    out.rewrite = Some(UrlRewrite {
-                        path: match &r.path {
-                            Some(p) => {
-                                Some(match path_modifier(p, &format!("{rf}.path"), all_prefix)? {
-                                    PathChange::Full(p) => url_rewrite::Path::FullPath(p),
-                                    PathChange::Prefix(p) => url_rewrite::Path::Prefix(p),
-                                })
-                            }
-                            None => None,
-                        },
-                        host: r.hostname.clone().unwrap_or_default(),
-                    });
+                    out.rewrite = Some(read_rewrite(r, &format!("{ff}.urlRewrite"), all_prefix)?);
                 }
-                other => {
-                    return Err(Invalid::new(
-                        format!("{ff}.type"),
-                        format!(
-                            "filter {other:?} is not supported here (RequestHeaderModifier, ResponseHeaderModifier, RequestMirror{})",
-                            if http {
-                                ", RequestRedirect, URLRewrite"
-                            } else {
-                                ""
-                            }
-                        ),
-                    ));
-                }
+                other => return Err(unsupported(other, &ff, http)),
             }
         }
         if out.redirect.is_some() && out.rewrite.is_some() {
@@ -176,6 +87,110 @@ impl RuleAction {
         }
         Ok(out)
     }
+}
+
+/// A filter type this kind of route does not take.
+fn unsupported(filter: &str, field: &str, http: bool) -> Invalid {
+    let http_only = if http {
+        ", RequestRedirect, URLRewrite"
+    } else {
+        ""
+    };
+    Invalid::new(
+        format!("{field}.type"),
+        format!(
+            "filter {filter:?} is not supported here (RequestHeaderModifier, \
+             ResponseHeaderModifier, RequestMirror{http_only})"
+        ),
+    )
+}
+
+/// A `RequestMirror` filter (at `field`): the mirrored Service and the share of requests.
+fn read_mirror(
+    obj: &Obj,
+    catalog: &Catalog<'_>,
+    m: &MirrorFilter,
+    field: &str,
+) -> Result<Mirror, Invalid> {
+    let backend = format!("{field}.backendRef");
+    let service = service_ref(obj, catalog, (&m.backend_ref).into(), &backend)?;
+    let percentage = match (m.percent, &m.fraction) {
+        (Some(_), Some(_)) => {
+            return Err(Invalid::new(field, "percent and fraction are exclusive"));
+        }
+        (Some(p), None) => values::percentage(f64::from(p)).at(&format!("{field}.percent"))?,
+        (None, Some(fr)) => {
+            let den = fr.denominator.unwrap_or(100);
+            if den == 0 || fr.numerator > den {
+                return Err(Invalid::new(
+                    format!("{field}.fraction"),
+                    "numerator must be at most denominator, and denominator above 0",
+                ));
+            }
+            f64::from(fr.numerator) * 100.0 / f64::from(den)
+        }
+        (None, None) => 100.0,
+    };
+    let port = u32::from(m.backend_ref.port.unwrap_or(0));
+    Ok(Mirror {
+        destination: Some(service.destination(port, "")),
+        percentage,
+    })
+}
+
+/// A `RequestRedirect` filter (at `field`).
+fn read_redirect(r: &RedirectFilter, field: &str, all_prefix: bool) -> Result<Redirect, Invalid> {
+    let status = r.status_code.unwrap_or(302);
+    if ![301, 302, 303, 307, 308].contains(&status) {
+        return Err(Invalid::new(
+            format!("{field}.statusCode"),
+            format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
+        ));
+    }
+    let scheme = r.scheme.as_deref();
+    if let Some(s) = scheme.filter(|s| !matches!(*s, "http" | "https")) {
+        return Err(Invalid::new(
+            format!("{field}.scheme"),
+            format!("{s:?} is not http or https"),
+        ));
+    }
+    let path = match &r.path {
+        Some(p) => Some(
+            match path_modifier(p, &format!("{field}.path"), all_prefix)? {
+                PathChange::Full(p) => redirect::Path::FullPath(p),
+                PathChange::Prefix(p) => redirect::Path::Prefix(p),
+            },
+        ),
+        None => None,
+    };
+    Ok(Redirect {
+        scheme: r.scheme.clone().unwrap_or_default(),
+        host: r.hostname.clone().unwrap_or_default(),
+        port: u32::from(r.port.unwrap_or(0)),
+        path,
+        status: u32::from(status),
+    })
+}
+
+/// A `URLRewrite` filter (at `field`).
+fn read_rewrite(
+    r: &UrlRewriteFilter,
+    field: &str,
+    all_prefix: bool,
+) -> Result<UrlRewrite, Invalid> {
+    let path = match &r.path {
+        Some(p) => Some(
+            match path_modifier(p, &format!("{field}.path"), all_prefix)? {
+                PathChange::Full(p) => url_rewrite::Path::FullPath(p),
+                PathChange::Prefix(p) => url_rewrite::Path::Prefix(p),
+            },
+        ),
+        None => None,
+    };
+    Ok(UrlRewrite {
+        path,
+        host: r.hostname.clone().unwrap_or_default(),
+    })
 }
 
 fn header_filter(
