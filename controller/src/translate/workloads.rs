@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use api::workload::{TunnelProtocol, Workload, WorkloadStatus, WorkloadType};
+use api::workload::{PortList, TunnelProtocol, Workload, WorkloadStatus, WorkloadType};
 
 use super::admission::Admission;
 use super::authorization::Policy;
@@ -60,28 +60,7 @@ fn translate_pod(
     if phase != "Running" && phase != "Pending" {
         return None;
     }
-    let mut ips: Vec<&str> = pod.status.pod_ips.iter().map(|p| p.ip.as_str()).collect();
-    if ips.is_empty() && !pod.status.pod_ip.is_empty() {
-        ips.push(&pod.status.pod_ip);
-    }
-    if ips.is_empty() {
-        // Not yet scheduled or no network: nothing to route to.
-        return None;
-    }
-    let mut addresses = Vec::new();
-    for (i, ip) in ips.iter().enumerate() {
-        match ip.parse::<IpAddr>() {
-            Ok(addr) => addresses.push(ip_bytes(addr)),
-            Err(_) => {
-                problems.push(
-                    Problem::new(origin, "Pod", &m.namespace, &m.name)
-                        .field(format!("status.podIPs[{i}]"))
-                        .message(format!("{ip:?} is not an IP address; pod skipped")),
-                );
-                return None;
-            }
-        }
-    }
+    let addresses = pod_addresses(origin, pod, problems)?;
     let workload_name = workload_name(pod);
     let label = |keys: &[&str]| keys.iter().find_map(|k| m.labels.get(*k).cloned());
     let canonical_name = label(&[
@@ -96,47 +75,8 @@ fn translate_pod(
         "version",
     ])
     .unwrap_or_else(|| "latest".to_string());
-
-    let mut services = std::collections::BTreeMap::new();
-    for (svc_origin, svc) in ctx.index.services() {
-        if svc.metadata.namespace != m.namespace {
-            continue;
-        }
-        // A Service without selector has its endpoints managed elsewhere.
-        let Some(selector) = svc.spec.selector.as_ref().filter(|s| !s.is_empty()) else {
-            continue;
-        };
-        if !selects(selector, &m.labels) {
-            continue;
-        }
-        let key = format!(
-            "{}/{}",
-            svc.metadata.namespace,
-            service_hostname(&svc.metadata.name, &svc.metadata.namespace)
-        );
-        services.insert(key, ports_for_pod(svc_origin, svc, pod, problems));
-    }
-
     let uid = workload_uid(&ctx.options.cluster_id, pod);
-    let mut authorization_policies: Vec<String> = ctx
-        .policies
-        .iter()
-        // Namespace and mesh-wide policies apply by their scope alone.
-        .filter(|p| p.selector.is_some() && p.applies_to(pod))
-        .map(Policy::reference)
-        .chain(ctx.peer.references_for(pod))
-        .chain(
-            ctx.admission
-                .references
-                .get(&uid)
-                .into_iter()
-                .flatten()
-                .cloned(),
-        )
-        .collect();
-    authorization_policies.sort();
-    authorization_policies.dedup();
-
+    let authorization_policies = policy_references(ctx, pod, &uid);
     let tunnel = if is_enrolled(ctx.index, pod) {
         TunnelProtocol::Hbone
     } else {
@@ -164,12 +104,88 @@ fn translate_pod(
         canonical_revision,
         workload_type: WorkloadType::Pod as i32,
         workload_name,
-        services,
+        services: pod_services(ctx, pod, problems),
         authorization_policies,
         status: status as i32,
         cluster_id: ctx.options.cluster_id.clone(),
         ..Default::default()
     })
+}
+
+/// The pod's IPs as bytes; `None` while it has none, or (reported) when one is not an IP.
+fn pod_addresses(origin: &str, pod: &Pod, problems: &mut Vec<Problem>) -> Option<Vec<Vec<u8>>> {
+    let m = &pod.metadata;
+    let mut ips: Vec<&str> = pod.status.pod_ips.iter().map(|p| p.ip.as_str()).collect();
+    if ips.is_empty() && !pod.status.pod_ip.is_empty() {
+        ips.push(&pod.status.pod_ip);
+    }
+    if ips.is_empty() {
+        // Not yet scheduled or no network: nothing to route to.
+        return None;
+    }
+    let mut addresses = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        match ip.parse::<IpAddr>() {
+            Ok(addr) => addresses.push(ip_bytes(addr)),
+            Err(_) => {
+                problems.push(
+                    Problem::new(origin, "Pod", &m.namespace, &m.name)
+                        .field(format!("status.podIPs[{i}]"))
+                        .message(format!("{ip:?} is not an IP address; pod skipped")),
+                );
+                return None;
+            }
+        }
+    }
+    Some(addresses)
+}
+
+/// The Services of the pod's namespace whose selector picks it, by `<ns>/<hostname>`, with
+/// the pod's ports for each.
+fn pod_services(
+    ctx: &Context<'_>,
+    pod: &Pod,
+    problems: &mut Vec<Problem>,
+) -> std::collections::BTreeMap<String, PortList> {
+    let m = &pod.metadata;
+    let mut services = std::collections::BTreeMap::new();
+    for (svc_origin, svc) in ctx.index.services() {
+        if svc.metadata.namespace != m.namespace {
+            continue;
+        }
+        // A Service without selector has its endpoints managed elsewhere.
+        let Some(selector) = svc.spec.selector.as_ref().filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        if !selects(selector, &m.labels) {
+            continue;
+        }
+        let key = format!(
+            "{}/{}",
+            svc.metadata.namespace,
+            service_hostname(&svc.metadata.name, &svc.metadata.namespace)
+        );
+        services.insert(key, ports_for_pod(svc_origin, svc, pod, problems));
+    }
+    services
+}
+
+/// The policies the pod's workload references: selector policies picking it (namespace and
+/// mesh-wide ones apply by their scope alone), PeerAuthentication's converted ones, and the
+/// waypoint admission policies it needs; sorted, once each.
+fn policy_references(ctx: &Context<'_>, pod: &Pod, uid: &str) -> Vec<String> {
+    let admission = ctx.admission.references.get(uid).into_iter().flatten();
+    let mut references: Vec<String> = ctx
+        .policies
+        .iter()
+        .filter(|p| p.selector.is_some() && p.applies_to(pod))
+        .map(Policy::reference)
+        .chain(ctx.peer.references_for(pod))
+        .chain(admission.cloned())
+        .collect();
+    references.sort();
+    references.dedup();
+    references
 }
 
 /// The name of the pod's owning workload: the Deployment behind a
