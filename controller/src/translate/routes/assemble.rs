@@ -16,7 +16,10 @@ use super::destination_rule::RulePolicy;
 use super::gateway_api::RankedRoute;
 use super::parts::default_retry;
 use super::rate_limit::LimitTarget;
+use super::service_profile::Profile;
 use super::sources::Sources;
+use super::traffic_split::Split;
+use super::virtual_service::VsRoutes;
 use crate::model::{self, IntOrString, Problem};
 use crate::translate::bindings::{Bindings, WaypointKey};
 use crate::translate::labels::selects;
@@ -192,7 +195,10 @@ fn describe(obj: &Obj) -> String {
     format!("{} {}/{}", obj.kind, obj.namespace, obj.name)
 }
 
-/// The routes of one service, by source precedence.
+/// The routes of one service, by source precedence: HTTPRoutes and GRPCRoutes attached to
+/// it, else its oldest VirtualService, else a default route (to a TrafficSplit's backends, a
+/// ServiceProfile's overrides or the service itself) after the ServiceProfile's routes.
+/// Sources that lose are reported as shadowed.
 fn routes(a: &Assembly<'_>, service: &ServiceKey, problems: &mut Vec<Problem>) -> Vec<Route> {
     let s = a.sources;
     let virtuals = oldest(
@@ -206,7 +212,25 @@ fn routes(a: &Assembly<'_>, service: &ServiceKey, problems: &mut Vec<Problem>) -
         .profiles
         .iter()
         .find(|p| p.service.as_ref() == Some(service));
+    let losers = Losers {
+        service,
+        splits: &splits,
+        profile,
+    };
+    if let Some((by, attached)) = attached_routes(s, service) {
+        losers.report(&by, &virtuals, problems);
+        return attached;
+    }
+    if let Some((first, rest)) = virtuals.split_first() {
+        losers.report(&describe(&first.obj), rest, problems);
+        return first.routes.clone();
+    }
+    default_routes(service, &splits, profile, problems)
+}
 
+/// The routes of every HTTPRoute / GRPCRoute attached to `service`, ranked as the Gateway
+/// API says, with the first route object's description; `None` without any.
+fn attached_routes(s: &Sources, service: &ServiceKey) -> Option<(String, Vec<Route>)> {
     let mut ranked: Vec<RankedRoute> = Vec::new();
     let mut winner: Option<String> = None;
     for attached in &s.attached {
@@ -229,33 +253,43 @@ fn routes(a: &Assembly<'_>, service: &ServiceKey, problems: &mut Vec<Problem>) -
             }
         }
     }
-    if let Some(by) = winner {
-        ranked.sort_by(|x, y| x.rank.cmp(&y.rank));
-        for v in &virtuals {
-            problems.push(shadowed(&v.obj, &by, service));
+    let by = winner?;
+    ranked.sort_by(|x, y| x.rank.cmp(&y.rank));
+    Some((by, ranked.into_iter().map(|r| r.route).collect()))
+}
+
+/// The lower-precedence sources of a service's routes, reported when a higher one wins.
+struct Losers<'s> {
+    service: &'s ServiceKey,
+    splits: &'s [&'s Split],
+    profile: Option<&'s Profile>,
+}
+
+impl Losers<'_> {
+    /// Reports `virtuals`, every split and a profile with routes or overrides as shadowed
+    /// by `by`.
+    fn report(&self, by: &str, virtuals: &[&VsRoutes], problems: &mut Vec<Problem>) {
+        for v in virtuals {
+            problems.push(shadowed(&v.obj, by, self.service));
         }
-        for x in &splits {
-            problems.push(shadowed(&x.obj, &by, service));
+        for x in self.splits {
+            problems.push(shadowed(&x.obj, by, self.service));
         }
-        if let Some(p) = profile.filter(|p| !p.routes.is_empty() || !p.overrides.is_empty()) {
-            problems.push(shadowed(&p.obj, &by, service));
+        let configured = |p: &&Profile| !p.routes.is_empty() || !p.overrides.is_empty();
+        if let Some(p) = self.profile.filter(configured) {
+            problems.push(shadowed(&p.obj, by, self.service));
         }
-        return ranked.into_iter().map(|r| r.route).collect();
     }
-    if let Some((first, rest)) = virtuals.split_first() {
-        let by = describe(&first.obj);
-        for v in rest {
-            problems.push(shadowed(&v.obj, &by, service));
-        }
-        for x in &splits {
-            problems.push(shadowed(&x.obj, &by, service));
-        }
-        if let Some(p) = profile.filter(|p| !p.routes.is_empty() || !p.overrides.is_empty()) {
-            problems.push(shadowed(&p.obj, &by, service));
-        }
-        return first.routes.clone();
-    }
-    // The default route: the service itself, a split, or profile overrides.
+}
+
+/// The default route of a service (to the oldest split's backends, the profile's overrides,
+/// or the service itself), preceded by the profile's own routes to the same destinations.
+fn default_routes(
+    service: &ServiceKey,
+    splits: &[&Split],
+    profile: Option<&Profile>,
+    problems: &mut Vec<Problem>,
+) -> Vec<Route> {
     let (destinations, source) = match splits.split_first() {
         Some((first, rest)) => {
             let by = describe(&first.obj);
@@ -291,21 +325,21 @@ fn routes(a: &Assembly<'_>, service: &ServiceKey, problems: &mut Vec<Problem>) -
             ..Default::default()
         }))
     };
-    let mut out = Vec::new();
-    if let Some(p) = profile {
-        for r in &p.routes {
-            out.push(Route {
-                name: format!("{}/{}/{}", p.obj.namespace, p.obj.name, r.name),
-                source: Some(p.obj.source()),
-                matches: r.matches.clone(),
-                action: forward(
-                    r.timeout,
-                    Some(r.retry.clone().unwrap_or_else(default_retry)),
-                ),
-                ..Default::default()
-            });
-        }
-    }
+    let profile_routes = profile
+        .into_iter()
+        .flat_map(|p| p.routes.iter().map(move |r| (p, r)));
+    let mut out: Vec<Route> = profile_routes
+        .map(|(p, r)| Route {
+            name: format!("{}/{}/{}", p.obj.namespace, p.obj.name, r.name),
+            source: Some(p.obj.source()),
+            matches: r.matches.clone(),
+            action: forward(
+                r.timeout,
+                Some(r.retry.clone().unwrap_or_else(default_retry)),
+            ),
+            ..Default::default()
+        })
+        .collect();
     out.push(Route {
         name: "default".to_string(),
         source: Some(source),
