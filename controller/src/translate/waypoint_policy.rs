@@ -374,7 +374,6 @@ fn convert_rule(
     let mut out = AuthorizationRule::default();
     for (j, from) in rule.from.iter().enumerate() {
         let s = &from.source;
-        let f = format!("{field}.from[{j}].source");
         for (name, values) in [
             ("requestPrincipals", &s.request_principals),
             ("notRequestPrincipals", &s.not_request_principals),
@@ -383,103 +382,123 @@ fn convert_rule(
                 jwt.push(name.to_string());
             }
         }
-        let mut principals = strings(&s.principals, &format!("{f}.principals"))?;
-        principals.extend(accounts(&s.service_accounts, namespace, options));
-        let mut not_principals = strings(&s.not_principals, &format!("{f}.notPrincipals"))?;
-        not_principals.extend(accounts(&s.not_service_accounts, namespace, options));
-        out.from.push(Source {
-            principals,
-            not_principals,
-            namespaces: strings(&s.namespaces, &format!("{f}.namespaces"))?,
-            not_namespaces: strings(&s.not_namespaces, &format!("{f}.notNamespaces"))?,
-            ip_blocks: ips(&s.ip_blocks, &format!("{f}.ipBlocks"))?,
-            not_ip_blocks: ips(&s.not_ip_blocks, &format!("{f}.notIpBlocks"))?,
-            remote_ip_blocks: ips(&s.remote_ip_blocks, &format!("{f}.remoteIpBlocks"))?,
-            not_remote_ip_blocks: ips(&s.not_remote_ip_blocks, &format!("{f}.notRemoteIpBlocks"))?,
-        });
+        let f = format!("{field}.from[{j}].source");
+        out.from.push(source(s, namespace, options, &f)?);
     }
     for (j, to) in rule.to.iter().enumerate() {
-        let o = &to.operation;
         let f = format!("{field}.to[{j}].operation");
-        let hosts = |v: &[String], name: &str| -> Result<Vec<StringMatch>, RuleError> {
-            Ok(strings(v, &format!("{f}.{name}"))?
-                .into_iter()
-                .map(|mut m| {
-                    m.ignore_case = true;
-                    m
-                })
-                .collect())
-        };
-        out.to.push(Operation {
-            hosts: hosts(&o.hosts, "hosts")?,
-            not_hosts: hosts(&o.not_hosts, "notHosts")?,
-            ports: authorization::ports(&o.ports, &format!("{f}.ports"))?,
-            not_ports: authorization::ports(&o.not_ports, &format!("{f}.notPorts"))?,
-            methods: strings(&o.methods, &format!("{f}.methods"))?,
-            not_methods: strings(&o.not_methods, &format!("{f}.notMethods"))?,
-            paths: strings(&o.paths, &format!("{f}.paths"))?,
-            not_paths: strings(&o.not_paths, &format!("{f}.notPaths"))?,
-        });
+        out.to.push(operation(&to.operation, &f)?);
     }
     for (j, when) in rule.when.iter().enumerate() {
-        let f = format!("{field}.when[{j}]");
-        let (vals, nots) = (&when.values, &when.not_values);
-        let (vf, nf) = (format!("{f}.values"), format!("{f}.notValues"));
-        let mut c = Condition::default();
-        let key = when.key.as_str();
-        if key.starts_with("request.auth.") {
-            jwt.push(key.to_string());
+        if when.key.starts_with("request.auth.") {
+            jwt.push(when.key.clone());
             continue;
         }
-        if let Some(header) = key
-            .strip_prefix("request.headers[")
-            .and_then(|h| h.strip_suffix(']'))
-        {
-            if header.is_empty() {
-                return Err((format!("{f}.key"), "empty header name".into()));
-            }
-            c.key = ConditionKey::RequestHeader as i32;
-            c.header = header.to_ascii_lowercase();
-            c.values = strings(vals, &vf)?;
-            c.not_values = strings(nots, &nf)?;
-        } else {
-            let (k, kind) = match key {
-                "source.ip" => (ConditionKey::SourceIp, Values::Ips),
-                "remote.ip" => (ConditionKey::RemoteIp, Values::Ips),
-                "destination.ip" => (ConditionKey::DestinationIp, Values::Ips),
-                "source.namespace" => (ConditionKey::SourceNamespace, Values::Strings),
-                "source.principal" => (ConditionKey::SourcePrincipal, Values::Strings),
-                "destination.port" => (ConditionKey::DestinationPort, Values::Ports),
-                other => {
-                    return Err((
-                        format!("{f}.key"),
-                        format!(
-                            "unsupported condition key {other:?} (request.headers[...], \
-                             source.ip, remote.ip, source.namespace, source.principal, \
-                             destination.ip, destination.port)"
-                        ),
-                    ));
-                }
-            };
-            c.key = k as i32;
-            match kind {
-                Values::Ips => {
-                    c.ip_values = ips(vals, &vf)?;
-                    c.not_ip_values = ips(nots, &nf)?;
-                }
-                Values::Strings => {
-                    c.values = strings(vals, &vf)?;
-                    c.not_values = strings(nots, &nf)?;
-                }
-                Values::Ports => {
-                    c.port_values = authorization::ports(vals, &vf)?;
-                    c.not_port_values = authorization::ports(nots, &nf)?;
-                }
-            }
-        }
-        out.when.push(c);
+        out.when
+            .push(condition(when, &format!("{field}.when[{j}]"))?);
     }
     Ok((out, jwt))
+}
+
+/// `from[].source` (at `f`); service accounts become principals of the trust domain.
+fn source(
+    s: &crate::model::Source,
+    namespace: &str,
+    options: &TranslateOptions,
+    f: &str,
+) -> Result<Source, RuleError> {
+    let mut principals = strings(&s.principals, &format!("{f}.principals"))?;
+    principals.extend(accounts(&s.service_accounts, namespace, options));
+    let mut not_principals = strings(&s.not_principals, &format!("{f}.notPrincipals"))?;
+    not_principals.extend(accounts(&s.not_service_accounts, namespace, options));
+    Ok(Source {
+        principals,
+        not_principals,
+        namespaces: strings(&s.namespaces, &format!("{f}.namespaces"))?,
+        not_namespaces: strings(&s.not_namespaces, &format!("{f}.notNamespaces"))?,
+        ip_blocks: ips(&s.ip_blocks, &format!("{f}.ipBlocks"))?,
+        not_ip_blocks: ips(&s.not_ip_blocks, &format!("{f}.notIpBlocks"))?,
+        remote_ip_blocks: ips(&s.remote_ip_blocks, &format!("{f}.remoteIpBlocks"))?,
+        not_remote_ip_blocks: ips(&s.not_remote_ip_blocks, &format!("{f}.notRemoteIpBlocks"))?,
+    })
+}
+
+/// `to[].operation` (at `f`); hosts match without regard to case.
+fn operation(o: &crate::model::Operation, f: &str) -> Result<Operation, RuleError> {
+    let hosts = |v: &[String], name: &str| -> Result<Vec<StringMatch>, RuleError> {
+        Ok(strings(v, &format!("{f}.{name}"))?
+            .into_iter()
+            .map(|mut m| {
+                m.ignore_case = true;
+                m
+            })
+            .collect())
+    };
+    Ok(Operation {
+        hosts: hosts(&o.hosts, "hosts")?,
+        not_hosts: hosts(&o.not_hosts, "notHosts")?,
+        ports: authorization::ports(&o.ports, &format!("{f}.ports"))?,
+        not_ports: authorization::ports(&o.not_ports, &format!("{f}.notPorts"))?,
+        methods: strings(&o.methods, &format!("{f}.methods"))?,
+        not_methods: strings(&o.not_methods, &format!("{f}.notMethods"))?,
+        paths: strings(&o.paths, &format!("{f}.paths"))?,
+        not_paths: strings(&o.not_paths, &format!("{f}.notPaths"))?,
+    })
+}
+
+/// One `when` condition (at `f`) other than a JWT one: a request header or an L4 attribute.
+fn condition(when: &crate::model::Condition, f: &str) -> Result<Condition, RuleError> {
+    let (vals, nots) = (&when.values, &when.not_values);
+    let (vf, nf) = (format!("{f}.values"), format!("{f}.notValues"));
+    let mut c = Condition::default();
+    let key = when.key.as_str();
+    if let Some(header) = key
+        .strip_prefix("request.headers[")
+        .and_then(|h| h.strip_suffix(']'))
+    {
+        if header.is_empty() {
+            return Err((format!("{f}.key"), "empty header name".into()));
+        }
+        c.key = ConditionKey::RequestHeader as i32;
+        c.header = header.to_ascii_lowercase();
+        c.values = strings(vals, &vf)?;
+        c.not_values = strings(nots, &nf)?;
+        return Ok(c);
+    }
+    let (k, kind) = match key {
+        "source.ip" => (ConditionKey::SourceIp, Values::Ips),
+        "remote.ip" => (ConditionKey::RemoteIp, Values::Ips),
+        "destination.ip" => (ConditionKey::DestinationIp, Values::Ips),
+        "source.namespace" => (ConditionKey::SourceNamespace, Values::Strings),
+        "source.principal" => (ConditionKey::SourcePrincipal, Values::Strings),
+        "destination.port" => (ConditionKey::DestinationPort, Values::Ports),
+        other => {
+            return Err((
+                format!("{f}.key"),
+                format!(
+                    "unsupported condition key {other:?} (request.headers[...], \
+                     source.ip, remote.ip, source.namespace, source.principal, \
+                     destination.ip, destination.port)"
+                ),
+            ));
+        }
+    };
+    c.key = k as i32;
+    match kind {
+        Values::Ips => {
+            c.ip_values = ips(vals, &vf)?;
+            c.not_ip_values = ips(nots, &nf)?;
+        }
+        Values::Strings => {
+            c.values = strings(vals, &vf)?;
+            c.not_values = strings(nots, &nf)?;
+        }
+        Values::Ports => {
+            c.port_values = authorization::ports(vals, &vf)?;
+            c.not_port_values = authorization::ports(nots, &nf)?;
+        }
+    }
+    Ok(c)
 }
 
 /// Istio's string patterns as waypoint string matches.
