@@ -22,7 +22,9 @@ use super::fail_closed::StandIn;
 use super::labels::selects;
 use super::last_good::LastGood;
 use super::options::TranslateOptions;
-use crate::model::{AuthorizationPolicy, AuthorizationRule, Index, ObjectKey, Pod, Problem};
+use crate::model::{
+    AuthorizationPolicy, AuthorizationRule, Condition, Index, ObjectKey, Pod, Problem,
+};
 
 /// `when` keys ztunnel can evaluate.
 const L4_WHEN_KEYS: &[&str] = &[
@@ -329,40 +331,45 @@ fn convert_rule(
         });
     }
     for (j, when) in rule.when.iter().enumerate() {
-        let f = format!("{field}.when[{j}]");
         if !L4_WHEN_KEYS.contains(&when.key.as_str()) {
             l7.push(when.key.clone());
             continue;
         }
-        let (vals, nots) = (&when.values, &when.not_values);
-        let vf = format!("{f}.values");
-        let nf = format!("{f}.notValues");
-        let mut m = Match::default();
-        match when.key.as_str() {
-            "source.ip" => {
-                m.source_ips = ips(vals, &vf)?;
-                m.not_source_ips = ips(nots, &nf)?;
-            }
-            "source.namespace" => {
-                m.namespaces = strings(vals, &vf)?;
-                m.not_namespaces = strings(nots, &nf)?;
-            }
-            "source.principal" => {
-                m.principals = strings(vals, &vf)?;
-                m.not_principals = strings(nots, &nf)?;
-            }
-            "destination.ip" => {
-                m.destination_ips = ips(vals, &vf)?;
-                m.not_destination_ips = ips(nots, &nf)?;
-            }
-            _ => {
-                m.destination_ports = ports(vals, &vf)?;
-                m.not_destination_ports = ports(nots, &nf)?;
-            }
-        }
+        let m = when_match(when, &format!("{field}.when[{j}]"))?;
         clauses.push(Clause { matches: vec![m] });
     }
     Ok((clauses, l7))
+}
+
+/// A `when` condition (at `f`) on one of [`L4_WHEN_KEYS`], as ztunnel matches it.
+fn when_match(when: &Condition, f: &str) -> Result<Match, RuleError> {
+    let (vals, nots) = (&when.values, &when.not_values);
+    let vf = format!("{f}.values");
+    let nf = format!("{f}.notValues");
+    let mut m = Match::default();
+    match when.key.as_str() {
+        "source.ip" => {
+            m.source_ips = ips(vals, &vf)?;
+            m.not_source_ips = ips(nots, &nf)?;
+        }
+        "source.namespace" => {
+            m.namespaces = strings(vals, &vf)?;
+            m.not_namespaces = strings(nots, &nf)?;
+        }
+        "source.principal" => {
+            m.principals = strings(vals, &vf)?;
+            m.not_principals = strings(nots, &nf)?;
+        }
+        "destination.ip" => {
+            m.destination_ips = ips(vals, &vf)?;
+            m.not_destination_ips = ips(nots, &nf)?;
+        }
+        _ => {
+            m.destination_ports = ports(vals, &vf)?;
+            m.not_destination_ports = ports(nots, &nf)?;
+        }
+    }
+    Ok(m)
 }
 
 /// Istio's string patterns: `*` alone means "present", a leading `*` a
