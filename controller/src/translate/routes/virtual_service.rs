@@ -12,8 +12,8 @@ use super::parts::{self, default_retry};
 use super::values;
 use crate::model::Problem;
 use crate::model::routes::{
-    VirtualService, VsDestination, VsFault, VsHeaderOperations, VsHeaders, VsHttpRoute, VsMatch,
-    VsRetries, VsStringMatch,
+    VirtualService, VsDestination, VsDirectResponse, VsFault, VsHeaderOperations, VsHeaders,
+    VsHttpRoute, VsMatch, VsRedirect, VsRetries, VsStringMatch,
 };
 
 /// What one VirtualService contributes.
@@ -116,57 +116,9 @@ fn http_route(
         ));
     }
     let action = if let Some(r) = &h.redirect {
-        let rf = format!("{field}.redirect");
-        let status = r.redirect_code.unwrap_or(301);
-        if ![301, 302, 303, 307, 308].contains(&status) {
-            return Err(Invalid::new(
-                format!("{rf}.redirectCode"),
-                format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
-            ));
-        }
-        if let Some(d) = r.derive_port.as_deref()
-            && !matches!(d, "FROM_PROTOCOL_DEFAULT" | "FROM_REQUEST_PORT")
-        {
-            return Err(Invalid::new(
-                format!("{rf}.derivePort"),
-                format!("unknown value {d:?} (FROM_PROTOCOL_DEFAULT, FROM_REQUEST_PORT)"),
-            ));
-        }
-        route::Action::Redirect(Redirect {
-            scheme: r.scheme.clone().unwrap_or_default(),
-            host: r.authority.clone().unwrap_or_default(),
-            port: r.port.unwrap_or(0),
-            path: match &r.uri {
-                Some(u) => Some(redirect::Path::FullPath(parts::absolute(
-                    u,
-                    &format!("{rf}.uri"),
-                )?)),
-                None => None,
-            },
-            status,
-        })
+        vs_redirect(r, &format!("{field}.redirect"))?
     } else if let Some(d) = &h.direct_response {
-        let df = format!("{field}.directResponse");
-        if !(200..=599).contains(&d.status) {
-            return Err(Invalid::new(
-                format!("{df}.status"),
-                format!("{} is not an HTTP status", d.status),
-            ));
-        }
-        let body = match &d.body {
-            Some(b) if b.bytes.is_some() => {
-                return Err(Invalid::new(
-                    format!("{df}.body.bytes"),
-                    "binary bodies are not supported; use body.string",
-                ));
-            }
-            Some(b) => b.string.clone().unwrap_or_default().into_bytes(),
-            None => Vec::new(),
-        };
-        route::Action::DirectResponse(DirectResponse {
-            status: d.status,
-            body,
-        })
+        direct_response(d, &format!("{field}.directResponse"))?
     } else {
         route::Action::Forward(forward(obj, catalog, h, field, prefix_only)?)
     };
@@ -185,6 +137,63 @@ fn http_route(
         request_headers,
         response_headers,
         fault,
+    }))
+}
+
+/// A route's `redirect` (at `rf`).
+fn vs_redirect(r: &VsRedirect, rf: &str) -> Result<route::Action, Invalid> {
+    let status = r.redirect_code.unwrap_or(301);
+    if ![301, 302, 303, 307, 308].contains(&status) {
+        return Err(Invalid::new(
+            format!("{rf}.redirectCode"),
+            format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
+        ));
+    }
+    if let Some(d) = r.derive_port.as_deref()
+        && !matches!(d, "FROM_PROTOCOL_DEFAULT" | "FROM_REQUEST_PORT")
+    {
+        return Err(Invalid::new(
+            format!("{rf}.derivePort"),
+            format!("unknown value {d:?} (FROM_PROTOCOL_DEFAULT, FROM_REQUEST_PORT)"),
+        ));
+    }
+    let path = match &r.uri {
+        Some(u) => Some(redirect::Path::FullPath(parts::absolute(
+            u,
+            &format!("{rf}.uri"),
+        )?)),
+        None => None,
+    };
+    Ok(route::Action::Redirect(Redirect {
+        scheme: r.scheme.clone().unwrap_or_default(),
+        host: r.authority.clone().unwrap_or_default(),
+        port: r.port.unwrap_or(0),
+        path,
+        status,
+    }))
+}
+
+/// A route's `directResponse` (at `df`).
+fn direct_response(d: &VsDirectResponse, df: &str) -> Result<route::Action, Invalid> {
+    if !(200..=599).contains(&d.status) {
+        return Err(Invalid::new(
+            format!("{df}.status"),
+            format!("{} is not an HTTP status", d.status),
+        ));
+    }
+    let body = match &d.body {
+        Some(b) if b.bytes.is_some() => {
+            return Err(Invalid::new(
+                format!("{df}.body.bytes"),
+                "binary bodies are not supported; use body.string",
+            ));
+        }
+        Some(b) => b.string.clone().unwrap_or_default().into_bytes(),
+        None => Vec::new(),
+    };
+    Ok(route::Action::DirectResponse(DirectResponse {
+        status: d.status,
+        body,
     }))
 }
 
