@@ -13,7 +13,7 @@ use super::values;
 use crate::model::Problem;
 use crate::model::routes::{
     VirtualService, VsDestination, VsDirectResponse, VsFault, VsHeaderOperations, VsHeaders,
-    VsHttpRoute, VsMatch, VsRedirect, VsRetries, VsStringMatch,
+    VsHttpRoute, VsMatch, VsRedirect, VsRetries, VsRewrite, VsStringMatch,
 };
 
 /// What one VirtualService contributes.
@@ -357,6 +357,30 @@ fn forward(
             "weights add up to 0: no destination would get traffic",
         ));
     }
+    let mirrors = mirrors(obj, catalog, h, field)?;
+    let rewrite = match &h.rewrite {
+        Some(r) => Some(rewrite(r, &format!("{field}.rewrite"), prefix_only)?),
+        None => None,
+    };
+    let (timeout, attempt_timeout, retry) =
+        retries(h.timeout.as_deref(), h.retries.as_ref(), field)?;
+    Ok(Forward {
+        destinations,
+        rewrite,
+        mirrors,
+        timeout,
+        attempt_timeout,
+        retry,
+    })
+}
+
+/// A route's `mirror` (with `mirrorPercentage` / `mirrorPercent`) and `mirrors`.
+fn mirrors(
+    obj: &Obj,
+    catalog: &Catalog<'_>,
+    h: &VsHttpRoute,
+    field: &str,
+) -> Result<Vec<Mirror>, Invalid> {
     let mut mirrors = Vec::new();
     if let Some(m) = &h.mirror {
         let percentage = match (&h.mirror_percentage, h.mirror_percent) {
@@ -375,52 +399,36 @@ fn forward(
     }
     for (k, m) in h.mirrors.iter().enumerate() {
         let mf = format!("{field}.mirrors[{k}]");
+        let target = destination(obj, catalog, &m.destination, &format!("{mf}.destination"))?;
         mirrors.push(Mirror {
-            destination: Some(destination(
-                obj,
-                catalog,
-                &m.destination,
-                &format!("{mf}.destination"),
-            )?),
+            destination: Some(target),
             percentage: match &m.percentage {
                 Some(p) => values::percentage(p.value).at(&format!("{mf}.percentage.value"))?,
                 None => 100.0,
             },
         });
     }
-    let rewrite = match &h.rewrite {
-        Some(r) => {
-            let rf = format!("{field}.rewrite");
-            let path = match (&r.uri, &r.uri_regex_rewrite) {
-                (Some(_), Some(_)) => {
-                    return Err(Invalid::new(rf, "uri and uriRegexRewrite are exclusive"));
-                }
-                // Istio swaps the matched prefix (or the whole path after an
-                // exact or regex match).
-                (Some(u), None) if prefix_only => Some(url_rewrite::Path::Prefix(u.clone())),
-                (Some(u), None) => Some(url_rewrite::Path::FullPath(u.clone())),
-                (None, Some(x)) => Some(url_rewrite::Path::Regex(RegexRewrite {
-                    pattern: values::regex(&x.match_).at(&format!("{rf}.uriRegexRewrite.match"))?,
-                    substitution: x.rewrite.clone(),
-                })),
-                (None, None) => None,
-            };
-            Some(UrlRewrite {
-                path,
-                host: r.authority.clone().unwrap_or_default(),
-            })
+    Ok(mirrors)
+}
+
+/// A route's `rewrite` (at `rf`); after prefix matches only, `uri` swaps the matched prefix.
+fn rewrite(r: &VsRewrite, rf: &str, prefix_only: bool) -> Result<UrlRewrite, Invalid> {
+    let path = match (&r.uri, &r.uri_regex_rewrite) {
+        (Some(_), Some(_)) => {
+            return Err(Invalid::new(rf, "uri and uriRegexRewrite are exclusive"));
         }
-        None => None,
+        // Istio swaps the matched prefix (or the whole path after an exact or regex match).
+        (Some(u), None) if prefix_only => Some(url_rewrite::Path::Prefix(u.clone())),
+        (Some(u), None) => Some(url_rewrite::Path::FullPath(u.clone())),
+        (None, Some(x)) => Some(url_rewrite::Path::Regex(RegexRewrite {
+            pattern: values::regex(&x.match_).at(&format!("{rf}.uriRegexRewrite.match"))?,
+            substitution: x.rewrite.clone(),
+        })),
+        (None, None) => None,
     };
-    let (timeout, attempt_timeout, retry) =
-        retries(h.timeout.as_deref(), h.retries.as_ref(), field)?;
-    Ok(Forward {
-        destinations,
-        rewrite,
-        mirrors,
-        timeout,
-        attempt_timeout,
-        retry,
+    Ok(UrlRewrite {
+        path,
+        host: r.authority.clone().unwrap_or_default(),
     })
 }
 
