@@ -10,7 +10,9 @@ use super::super::service_key::ServiceKey;
 use super::catalog::{At, Catalog, Invalid, Obj};
 use super::values;
 use crate::model::Problem;
-use crate::model::routes::{DestinationRule, DrTrafficPolicy};
+use crate::model::routes::{
+    DestinationRule, DrConnectionPool, DrOutlierDetection, DrTrafficPolicy,
+};
 
 /// Envoy's outlier detection defaults, which Istio keeps for fields it is
 /// not given: 5 consecutive 5xx, 10 s sweeps, 30 s ejections, 10 %.
@@ -154,80 +156,87 @@ fn traffic_policy(
         } as i32;
     }
     if let Some(cp) = &p.connection_pool {
-        let cf = format!("{field}.connectionPool");
-        let mut pool = ConnectionPool::default();
-        if let Some(tcp) = &cp.tcp {
-            pool.max_connections = limit(tcp.max_connections, &format!("{cf}.tcp.maxConnections"))?;
-            if let Some(t) = &tcp.connect_timeout {
-                pool.connect_timeout =
-                    Some(values::positive_duration(t).at(&format!("{cf}.tcp.connectTimeout"))?);
-            }
-        }
-        if let Some(http) = &cp.http {
-            let hf = format!("{cf}.http");
-            pool.max_pending_requests = limit(
-                http.http1_max_pending_requests,
-                &format!("{hf}.http1MaxPendingRequests"),
-            )?;
-            pool.max_requests = limit(http.http2_max_requests, &format!("{hf}.http2MaxRequests"))?;
-            pool.max_requests_per_connection = limit(
-                http.max_requests_per_connection,
-                &format!("{hf}.maxRequestsPerConnection"),
-            )?;
-            pool.max_retries = limit(http.max_retries, &format!("{hf}.maxRetries"))?;
-        }
-        out.connection_pool = Some(pool);
+        out.connection_pool = Some(connection_pool(cp, &format!("{field}.connectionPool"))?);
     }
     if let Some(od) = &p.outlier_detection {
         let of = format!("{field}.outlierDetection");
-        let count = |v: Option<i64>, name: &str| -> Result<Option<u32>, Invalid> {
-            v.map(|n| {
-                u32::try_from(n).map_err(|_| {
-                    Invalid::new(format!("{of}.{name}"), format!("{n} is not a count"))
-                })
-            })
-            .transpose()
-        };
-        let gateway = match count(od.consecutive_gateway_errors, "consecutiveGatewayErrors")? {
-            Some(n) => n,
-            None => count(od.consecutive_errors, "consecutiveErrors")?.unwrap_or(0),
-        };
-        let dur =
-            |v: &Option<String>, name: &str, default: i64| -> Result<Option<Duration>, Invalid> {
-                match v {
-                    Some(t) => Ok(Some(
-                        values::positive_duration(t).at(&format!("{of}.{name}"))?,
-                    )),
-                    None => Ok(Some(Duration {
-                        seconds: default,
-                        nanos: 0,
-                    })),
-                }
-            };
-        let max_ejection = match od.max_ejection_percent {
-            Some(n) if (0..=100).contains(&n) => n as u32,
-            Some(n) => {
-                return Err(Invalid::new(
-                    format!("{of}.maxEjectionPercent"),
-                    format!("{n} is not a percentage between 0 and 100"),
-                ));
-            }
-            None => DEFAULT_MAX_EJECTION_PERCENT,
-        };
-        out.outlier_detection = Some(OutlierDetection {
-            consecutive_5xx_errors: count(od.consecutive_5xx_errors, "consecutive5xxErrors")?
-                .unwrap_or(DEFAULT_CONSECUTIVE_5XX),
-            consecutive_gateway_errors: gateway,
-            interval: dur(&od.interval, "interval", DEFAULT_INTERVAL_SECS)?,
-            base_ejection_time: dur(
-                &od.base_ejection_time,
-                "baseEjectionTime",
-                DEFAULT_BASE_EJECTION_SECS,
-            )?,
-            max_ejection_percent: max_ejection,
-        });
+        out.outlier_detection = Some(outlier_detection(od, &of)?);
     }
     Ok(out)
+}
+
+/// `connectionPool` (at `cf`).
+fn connection_pool(cp: &DrConnectionPool, cf: &str) -> Result<ConnectionPool, Invalid> {
+    let mut pool = ConnectionPool::default();
+    if let Some(tcp) = &cp.tcp {
+        pool.max_connections = limit(tcp.max_connections, &format!("{cf}.tcp.maxConnections"))?;
+        if let Some(t) = &tcp.connect_timeout {
+            pool.connect_timeout =
+                Some(values::positive_duration(t).at(&format!("{cf}.tcp.connectTimeout"))?);
+        }
+    }
+    if let Some(http) = &cp.http {
+        let hf = format!("{cf}.http");
+        pool.max_pending_requests = limit(
+            http.http1_max_pending_requests,
+            &format!("{hf}.http1MaxPendingRequests"),
+        )?;
+        pool.max_requests = limit(http.http2_max_requests, &format!("{hf}.http2MaxRequests"))?;
+        pool.max_requests_per_connection = limit(
+            http.max_requests_per_connection,
+            &format!("{hf}.maxRequestsPerConnection"),
+        )?;
+        pool.max_retries = limit(http.max_retries, &format!("{hf}.maxRetries"))?;
+    }
+    Ok(pool)
+}
+
+/// `outlierDetection` (at `of`), with Envoy's defaults for what is not set.
+fn outlier_detection(od: &DrOutlierDetection, of: &str) -> Result<OutlierDetection, Invalid> {
+    let count = |v: Option<i64>, name: &str| -> Result<Option<u32>, Invalid> {
+        v.map(|n| {
+            u32::try_from(n)
+                .map_err(|_| Invalid::new(format!("{of}.{name}"), format!("{n} is not a count")))
+        })
+        .transpose()
+    };
+    let gateway = match count(od.consecutive_gateway_errors, "consecutiveGatewayErrors")? {
+        Some(n) => n,
+        None => count(od.consecutive_errors, "consecutiveErrors")?.unwrap_or(0),
+    };
+    let dur = |v: &Option<String>, name: &str, default: i64| -> Result<Option<Duration>, Invalid> {
+        match v {
+            Some(t) => Ok(Some(
+                values::positive_duration(t).at(&format!("{of}.{name}"))?,
+            )),
+            None => Ok(Some(Duration {
+                seconds: default,
+                nanos: 0,
+            })),
+        }
+    };
+    let max_ejection = match od.max_ejection_percent {
+        Some(n) if (0..=100).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(Invalid::new(
+                format!("{of}.maxEjectionPercent"),
+                format!("{n} is not a percentage between 0 and 100"),
+            ));
+        }
+        None => DEFAULT_MAX_EJECTION_PERCENT,
+    };
+    Ok(OutlierDetection {
+        consecutive_5xx_errors: count(od.consecutive_5xx_errors, "consecutive5xxErrors")?
+            .unwrap_or(DEFAULT_CONSECUTIVE_5XX),
+        consecutive_gateway_errors: gateway,
+        interval: dur(&od.interval, "interval", DEFAULT_INTERVAL_SECS)?,
+        base_ejection_time: dur(
+            &od.base_ejection_time,
+            "baseEjectionTime",
+            DEFAULT_BASE_EJECTION_SECS,
+        )?,
+        max_ejection_percent: max_ejection,
+    })
 }
 
 /// A limit that fits 32 bits; absent or 0 means none (0), as in Istio.
