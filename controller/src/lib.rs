@@ -8,6 +8,7 @@ pub mod field_manager;
 pub mod model;
 pub mod pipeline;
 pub mod server;
+pub mod shutdown;
 pub mod source;
 pub mod status;
 pub mod translate;

@@ -106,7 +106,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(config, shutdown_signal())) {
+    match runtime.block_on(app::run(config, controller::shutdown::signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("controller: {e}");
@@ -135,23 +135,6 @@ impl Args {
             scan_interval: Duration::from_millis(self.scan_interval_ms),
             waypoint_image: self.waypoint_image.clone(),
             waypoint_controller_addr: self.waypoint_controller_addr.clone(),
-        }
-    }
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the controller");
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

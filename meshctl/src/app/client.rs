@@ -11,7 +11,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use super::AppError;
+use super::error::AppError;
 
 /// Largest response body read into memory by `load` and the echo upstream.
 pub const MAX_BODY: usize = 1 << 20;

@@ -3,8 +3,8 @@
 
 use std::io::Write as _;
 
-use super::AppError;
 use super::client::{self, Reply, RequestTemplate};
+use super::error::AppError;
 
 /// Largest body `curl` prints; bigger replies are an error, not a truncation.
 pub const MAX_CURL_BODY: usize = 16 << 20;

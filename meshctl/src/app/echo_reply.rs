@@ -9,8 +9,8 @@ use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::AppError;
 use super::client::Reply;
+use super::error::AppError;
 use super::identity::Identity;
 
 /// Longest latency a `?latency_ms=` override may ask for, so one query

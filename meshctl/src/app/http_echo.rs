@@ -23,8 +23,10 @@ use tokio::sync::Semaphore;
 
 use super::client::{self, MAX_BODY, RequestTemplate, Target};
 use super::echo_reply::{EchoReply, EchoStats, Overrides, PROPAGATED_HEADERS, embed_upstream};
+use super::error::AppError;
 use super::identity::Identity;
-use super::{AppError, MAX_CONNECTIONS, accept_bounded, bind, shutdown_signal};
+use super::listen::{MAX_CONNECTIONS, accept_bounded, bind};
+use controller::shutdown::signal as shutdown_signal;
 
 /// Path of the request counter; not counted itself.
 pub const STATS_PATH: &str = "/_echo/stats";

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::AppError;
 use super::client::{Connection, MAX_BODY, Reply, RequestTemplate, with_timeout};
+use super::error::AppError;
 use super::http_echo::POD_HEADER;
 use super::load_report::{LoadReport, Tally};
 

@@ -9,8 +9,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::error::AppError;
 use super::identity::Identity;
-use super::{AppError, MAX_CONNECTIONS, accept_bounded, bind, shutdown_signal};
+use super::listen::{MAX_CONNECTIONS, accept_bounded, bind};
+use controller::shutdown::signal as shutdown_signal;
 
 /// Arguments of `meshctl app tcp-echo`.
 #[derive(clap::Args, Debug, Clone)]

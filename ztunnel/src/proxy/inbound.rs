@@ -13,9 +13,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::context::{Finished, Shared};
+use super::error::ProxyError;
+use super::listen::{connect_upstream, stopped};
+use super::ports::is_own_port;
 use super::resolve::is_waypoint_of;
 use super::socket::canonical;
-use super::{Finished, ProxyError, Shared, connect_upstream, is_own_port, stopped};
 use proxy_core::connections::{AuthzInputs, Relayed, relay};
 use proxy_core::labels::{Peer, connection_labels, guess_service};
 use proxy_core::state::{Decision, Workload};

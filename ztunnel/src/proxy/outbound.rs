@@ -11,9 +11,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
+use super::context::{Finished, Shared};
+use super::error::ProxyError;
+use super::listen::{accept_until_stopped, connect_upstream};
+use super::ports::is_own_port;
 use super::resolve::{Hop, Plan, resolve, workload_identity};
 use super::socket::original_dst;
-use super::{Finished, ProxyError, Shared, accept_until_stopped, connect_upstream, is_own_port};
 use proxy_core::connections::{Relayed, Tracked, relay};
 use proxy_core::labels::{Peer, connection_labels};
 use proxy_core::state::Workload;

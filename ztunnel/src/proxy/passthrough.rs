@@ -12,8 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
+use super::context::Shared;
+use super::error::ProxyError;
+use super::listen::{accept_until_stopped, connect_upstream};
+use super::ports::is_own_port;
 use super::socket::{canonical, original_dst};
-use super::{ProxyError, Shared, accept_until_stopped, connect_upstream, is_own_port};
 use proxy_core::connections::{AuthzInputs, Relayed, relay};
 use proxy_core::labels::{Peer, connection_labels, guess_service};
 use proxy_core::state::Decision;
