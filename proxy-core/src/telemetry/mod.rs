@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod limits;
-pub mod registry;
 
 use hbone::LimitCounters;
-use registry::{Registry, Series};
+use prometheus_registry::{Registry, Series, text};
 
 /// Which side reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -210,17 +209,14 @@ impl Metrics {
             ),
         ];
         for (name, help, pick) in families {
-            registry::family(&mut out, name, help, "counter");
-            for s in &series {
-                let value = pick(&s.values).load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}{} {value}", s.labels);
-            }
+            text::family(&mut out, name, help, "counter");
+            text::samples(&mut out, name, &series, |c| pick(c).load(Ordering::Relaxed));
         }
-        registry::family(&mut out, BUILD, "Build of this proxy.", "gauge");
+        text::family(&mut out, BUILD, "Build of this proxy.", "gauge");
         let _ = writeln!(
             out,
             "{BUILD}{} 1",
-            registry::render_labels(&[
+            text::render_labels(&[
                 ("component", self.component, ""),
                 ("tag", env!("CARGO_PKG_VERSION"), ""),
             ])
@@ -366,7 +362,7 @@ fn render_labels(labels: &ConnectionLabels) -> String {
             "unknown",
         ),
     ];
-    registry::render_labels(&pairs)
+    text::render_labels(&pairs)
 }
 
 #[cfg(test)]
