@@ -12,7 +12,7 @@ use std::time::Duration;
 mod limits;
 
 use hbone::LimitCounters;
-use prometheus_registry::{Registry, Series, text};
+use prometheus_registry::{Registry, text};
 
 /// Which side reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -158,9 +158,9 @@ impl Metrics {
 
     /// Counts `istio_tcp_connections_opened_total`.
     pub fn connection_opened(&self, labels: &ConnectionLabels) {
-        if let Some(series) = self.series(labels) {
-            series.values.opened.fetch_add(1, Ordering::Relaxed);
-        }
+        self.series.with(labels, render_labels, |counters| {
+            counters.opened.fetch_add(1, Ordering::Relaxed);
+        });
     }
 
     /// Counts `istio_tcp_connections_closed_total` and the byte totals, and writes the access
@@ -170,8 +170,7 @@ impl Metrics {
     /// "request") and `istio_tcp_sent_bytes_total` what the server sent back, whichever side
     /// reports.
     pub fn connection_closed(&self, record: &ConnectionRecord) {
-        if let Some(series) = self.series(&record.labels) {
-            let counters = &series.values;
+        self.series.with(&record.labels, render_labels, |counters| {
             counters.closed.fetch_add(1, Ordering::Relaxed);
             counters
                 .received
@@ -179,7 +178,7 @@ impl Metrics {
             counters
                 .sent
                 .fetch_add(record.bytes_received, Ordering::Relaxed);
-        }
+        });
         access_log(record);
     }
 
@@ -228,11 +227,6 @@ impl Metrics {
         );
         self.limits.render(&mut out, self.component);
         out
-    }
-
-    /// The counters of `labels`, created on first use; `None` once the bound is reached.
-    fn series(&self, labels: &ConnectionLabels) -> Option<Arc<Series<Counters>>> {
-        self.series.get(labels, render_labels)
     }
 }
 

@@ -80,13 +80,12 @@ impl RequestMetrics {
 
     /// Counts one finished request.
     fn record(&self, r: &RequestRecord) {
-        if let Some(s) = self.series.get(&r.labels, labels::render) {
-            let s = &s.values;
+        self.series.with(&r.labels, labels::render, |s| {
             s.requests.fetch_add(1, Ordering::Relaxed);
             s.duration.observe(r.duration.as_secs_f64() * 1000.0);
             s.request_bytes.observe(r.request_bytes as f64);
             s.response_bytes.observe(r.response_bytes as f64);
-        }
+        });
     }
 
     /// Prometheus text exposition.
