@@ -135,6 +135,14 @@ impl<K: Hash + Eq, V: Default> Registry<K, V> {
     }
 }
 
+impl<K: Hash + Eq> Registry<K, AtomicU64> {
+    /// Writes the counter family `name`, one sample per series, ordered by label set.
+    pub fn render_counter(&self, out: &mut String, name: &str, help: &str) {
+        text::family(out, name, help, "counter");
+        text::samples(out, name, &self.sorted(), |n| n.load(Ordering::Relaxed));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +176,12 @@ mod tests {
         assert_eq!(
             out,
             "# HELP x_overflow_total Refused.\n# TYPE x_overflow_total counter\nx_overflow_total 2\n"
+        );
+        out.clear();
+        registry.render_counter(&mut out, "x_total", "Counted.");
+        assert_eq!(
+            out,
+            "# HELP x_total Counted.\n# TYPE x_total counter\nx_total{k=\"a\"} 1\nx_total{k=\"b\"} 2\n"
         );
     }
 }

@@ -16,6 +16,11 @@ pub fn family(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// Writes the one sample of a family without labels: `name value`.
+pub fn value(out: &mut String, name: &str, value: impl Display) {
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// Writes one sample of `name` per series, in the order given, its value picked from the
 /// series' values: `name{labels} value`.
 pub fn samples<V, T: Display>(
@@ -90,9 +95,10 @@ mod tests {
         let mut out = String::new();
         family(&mut out, "x_total", "Things.", "counter");
         samples(&mut out, "x_total", &series, |v| *v * 10);
+        value(&mut out, "y", -1);
         assert_eq!(
             out,
-            "# HELP x_total Things.\n# TYPE x_total counter\nx_total{k=\"a\"} 10\nx_total 20\n"
+            "# HELP x_total Things.\n# TYPE x_total counter\nx_total{k=\"a\"} 10\nx_total 20\ny -1\n"
         );
     }
 }
