@@ -4,8 +4,8 @@
 //! `/debug/*` holds the whole mesh configuration and answers only clients on the controller's
 //! own host (loopback), unless [`AdminState::remote_debug`] says otherwise.
 //!
-//! Metrics are recorded through the `metrics` facade; the Prometheus recorder installed by
-//! [`install_metrics`] renders them here, so there is no second listener.
+//! `/metrics` renders the controller's registry ([`crate::metrics`]) here, so there is no
+//! second listener.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,35 +18,11 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::translate::{Published, Snapshot};
-
-/// Errors of the admin endpoint.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    /// Another metrics recorder is already installed in this process.
-    #[error("a metrics recorder is already installed")]
-    RecorderInstalled,
-}
-
-/// Installs the process-wide Prometheus recorder and describes the controller's metrics.
-pub fn install_metrics() -> Result<PrometheusHandle, AdminError> {
-    let recorder = PrometheusBuilder::new()
-        // Explicit buckets render the push latency as a histogram (aggregatable across
-        // replicas) rather than a summary.
-        .set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
-        .map_err(|_| AdminError::RecorderInstalled)?
-        .build_recorder();
-    let handle = recorder.handle();
-    metrics::set_global_recorder(recorder).map_err(|_| AdminError::RecorderInstalled)?;
-    crate::xds::metrics::describe();
-    crate::ca::metrics::describe();
-    Ok(handle)
-}
 
 /// Whether the controller is ready: once the first translated snapshot is being served, and
 /// as long as translation has not failed since (the last good snapshot is still served then,
@@ -103,7 +79,7 @@ impl Readiness {
 #[derive(Clone)]
 pub struct AdminState {
     /// Renders `/metrics`.
-    pub metrics: PrometheusHandle,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The snapshot being served, for `/debug/config_dump`.
     pub snapshots: watch::Receiver<Published>,
     /// Answers `/ready`.
@@ -183,7 +159,7 @@ pub fn route(
             let mut response = text(StatusCode::OK, state.metrics.render());
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                http::HeaderValue::from_static(prometheus_registry::text::CONTENT_TYPE),
             );
             response
         }

@@ -2,7 +2,7 @@
 //! delta xDS, the CA, status conditions and waypoint deployment (Kubernetes), and the admin
 //! endpoint; graceful shutdown.
 //!
-//! Start-up order: metrics, the config pipeline (its first snapshot is awaited by xDS
+//! Start-up order: the config pipeline (its first snapshot is awaited by xDS
 //! streams, not here), the CA (in Kubernetes, its roots are published before anything else),
 //! authentication, then the listeners. On shutdown every xDS stream ends (so the gRPC server
 //! can drain, at most 5 s) and the admin endpoint stops.
@@ -71,9 +71,6 @@ pub enum StartError {
     /// The gRPC endpoint could not be set up.
     #[error("gRPC endpoint: {0}")]
     Server(#[from] server::ServerError),
-    /// The metrics recorder could not be installed.
-    #[error("admin: {0}")]
-    Admin(#[from] admin::AdminError),
     /// A listener could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -122,8 +119,6 @@ pub async fn run(
     config: ControllerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let metrics = admin::install_metrics()?;
-    pipeline::describe();
     let pipeline = start_pipeline(&config).await?;
     let ca = Arc::new(open_ca(&config, pipeline.kube.as_ref()).await?);
     tracing::info!(origin = ?ca.origin(), dir = ?config.ca_dir, "certificate authority ready");
@@ -171,7 +166,7 @@ pub async fn run(
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         AdminState {
-            metrics,
+            metrics: crate::metrics::global().clone(),
             snapshots: pipeline.snapshots,
             readiness: pipeline.readiness,
             remote_debug: config.remote_debug,

@@ -5,6 +5,7 @@ pub mod app;
 pub mod ca;
 pub mod deploy;
 pub mod field_manager;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod server;

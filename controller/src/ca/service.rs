@@ -13,7 +13,6 @@ use tonic::{Request, Response, Status};
 use super::auth::{self, Authenticator};
 use super::authority::CertificateAuthority;
 use super::error::CaError;
-use super::metrics;
 use super::policy::{self, NodeDirectory, Refusal};
 
 /// Tuning and trust settings of the CA service.
@@ -71,7 +70,7 @@ impl CaService {
 
     fn refuse(&self, peer: &str, caller: &str, refusal: Refusal) -> Status {
         tracing::warn!(%peer, %caller, reason = %refusal, "refused certificate request");
-        ::metrics::counter!(metrics::REFUSED, "reason" => refusal.reason()).increment(1);
+        crate::metrics::global().ca.refused(refusal.reason());
         match refusal {
             Refusal::Ttl(_) | Refusal::Malformed => Status::invalid_argument(refusal.to_string()),
             Refusal::NotLoaded => Status::unavailable(refusal.to_string()),
@@ -100,7 +99,7 @@ impl IstioCertificateService for CaService {
         )
         .await
         .inspect_err(|_| {
-            ::metrics::counter!(metrics::REFUSED, "reason" => "unauthenticated").increment(1);
+            crate::metrics::global().ca.refused("unauthenticated");
         })?;
         let caller_id = caller.identity.to_string();
         let request = request.into_inner();
@@ -119,7 +118,7 @@ impl IstioCertificateService for CaService {
         match self.ca.sign_csr(&request.csr, &identity, ttl) {
             Ok(chain) => {
                 tracing::info!(%peer, caller = %caller_id, %identity, ttl_s = ttl.as_secs(), "issued certificate");
-                ::metrics::counter!(metrics::ISSUED).increment(1);
+                crate::metrics::global().ca.issued();
                 Ok(Response::new(IstioCertificateResponse {
                     cert_chain: chain,
                 }))
@@ -131,14 +130,14 @@ impl IstioCertificateService for CaService {
                 | CertError::Identity(_)),
             )) => {
                 tracing::warn!(%peer, caller = %caller_id, %identity, error = %e, "refused certificate request: CSR SAN differs from the granted identity");
-                ::metrics::counter!(metrics::REFUSED, "reason" => "csr_san").increment(1);
+                crate::metrics::global().ca.refused("csr_san");
                 Err(Status::unauthenticated(
                     "the CSR must carry exactly the granted identity as its URI SAN",
                 ))
             }
             Err(CaError::Cert(e)) => {
                 tracing::warn!(%peer, caller = %caller_id, error = %e, "refused certificate request: bad CSR");
-                ::metrics::counter!(metrics::REFUSED, "reason" => "bad_csr").increment(1);
+                crate::metrics::global().ca.refused("bad_csr");
                 Err(Status::invalid_argument(format!("invalid CSR: {e}")))
             }
             Err(e) => {

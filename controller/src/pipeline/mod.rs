@@ -19,15 +19,6 @@ use crate::translate::{Published, Translation, Translator};
 /// Counter: translations that failed (the last good snapshot stayed in force).
 pub const TRANSLATION_FAILURES: &str = "controller_translation_failures_total";
 
-/// Registers the pipeline's metric descriptions and publishes its zero.
-pub fn describe() {
-    metrics::describe_counter!(
-        TRANSLATION_FAILURES,
-        "translations that failed; the last good configuration stayed in force"
-    );
-    metrics::counter!(TRANSLATION_FAILURES).absolute(0);
-}
-
 /// Turns an index into a translation. [`Translator`] is the real one; tests substitute their
 /// own to inject failures. Cloned before each run, so that a failed run leaves no trace.
 pub trait Translate: Clone + Send + 'static {
@@ -120,7 +111,7 @@ fn publish(outputs: &Outputs, snapshot: crate::translate::Snapshot) {
 /// Records a failed translation: the last snapshot stays, the controller reports not ready.
 fn failed(readiness: &Readiness, reason: String) {
     tracing::error!(%reason, "translation failed; the last good configuration stays in force");
-    metrics::counter!(TRANSLATION_FAILURES).increment(1);
+    crate::metrics::global().translation_failed();
     readiness.set_failure(reason);
 }
 

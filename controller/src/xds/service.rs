@@ -14,7 +14,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::metrics;
 use super::stream::Stream;
 use crate::ca::auth::{self, Authenticator};
 use crate::translate::Published;
@@ -73,14 +72,14 @@ pub struct ResponseStream {
 
 impl ResponseStream {
     fn new(inner: ReceiverStream<Result<DeltaDiscoveryResponse, Status>>) -> Self {
-        ::metrics::gauge!(metrics::CONNECTED_CLIENTS).increment(1.0);
+        crate::metrics::global().xds.connected();
         Self { inner }
     }
 }
 
 impl Drop for ResponseStream {
     fn drop(&mut self) {
-        ::metrics::gauge!(metrics::CONNECTED_CLIENTS).decrement(1.0);
+        crate::metrics::global().xds.disconnected();
     }
 }
 

@@ -12,7 +12,6 @@ use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
 use super::delta::{self, Delta, Subscription};
-use super::metrics;
 use crate::translate::{Published, Snapshot};
 
 /// What the stream sends the client: responses, or a final error.
@@ -138,7 +137,7 @@ impl Stream {
                     node = %self.node, %type_url, %nonce, code = error.code,
                     error = %error.message, "xDS client rejected config (NACK)"
                 );
-                ::metrics::counter!(metrics::NACKS, "type_url" => type_url.clone()).increment(1);
+                crate::metrics::global().xds.nacked(&type_url);
             } else {
                 tracing::debug!(node = %self.node, %type_url, %nonce, "ACK");
             }
@@ -196,8 +195,9 @@ impl Stream {
         if self.out.send(Ok(response)).await.is_err() {
             return Err(End::Closed);
         }
-        ::metrics::counter!(metrics::PUSHES, "type_url" => type_url.to_owned()).increment(1);
-        ::metrics::histogram!(metrics::PUSH_SECONDS).record(since.elapsed().as_secs_f64());
+        crate::metrics::global()
+            .xds
+            .pushed(type_url, since.elapsed());
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use controller::ca::auth::{Caller, StaticTokens};
@@ -15,7 +15,6 @@ use controller::translate::Published;
 use controller::xds::{XdsConfig, XdsServer};
 use hbone::Identity;
 use hyper_util::rt::TokioIo;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -44,20 +43,10 @@ pub struct Harness {
     pub pods: Arc<Pods>,
 }
 
-/// Installs a process-wide Prometheus recorder once, so tests can read counters.
-pub fn metrics() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
-}
-
-/// The sum of a counter's samples (all label sets) in the rendered metrics.
+/// The sum of a counter's samples (all label sets) in the controller's rendered metrics
+/// (one registry per process, shared by every server a test starts).
 pub fn counter(name: &str) -> f64 {
-    metrics()
+    controller::metrics::global()
         .render()
         .lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -82,7 +71,6 @@ pub fn tokens() -> StaticTokens {
 
 /// Starts xDS + CA on an ephemeral loopback port.
 pub async fn start(snapshots: watch::Receiver<Published>, ca: CertificateAuthority) -> Harness {
-    metrics();
     let ca = Arc::new(ca);
     let pods = Arc::new(Pods::default());
     let auth = Arc::new(tokens());

@@ -32,8 +32,6 @@ const MAX_HEAD_BYTES: usize = 8192;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lifetime of one connection, keep-alive included: an idle client must not hold a slot.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
-/// Content type of the Prometheus text exposition format.
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What the endpoints read.
 #[derive(Clone)]
@@ -261,7 +259,10 @@ fn metrics(served: &Served) -> Response<Full<Bytes>> {
     if let Some(extra) = &served.extensions.extra_metrics {
         text.push_str(&extra());
     }
-    with_type(Response::new(Full::new(Bytes::from(text))), PROMETHEUS_TEXT)
+    with_type(
+        Response::new(Full::new(Bytes::from(text))),
+        prometheus_registry::text::CONTENT_TYPE,
+    )
 }
 
 /// `/healthz/ready`: 200 once config has arrived, every prefetched identity has a valid

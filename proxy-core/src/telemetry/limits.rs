@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use hbone::{Limit, LimitCounters};
 
-use super::registry;
+use prometheus_registry::text;
 
 /// The counters of each listener kind of one proxy (a handful, named in code).
 #[derive(Default)]
@@ -44,13 +44,13 @@ impl Listeners {
         ];
         for (verb, help, refusals) in families {
             let name = format!("{prefix}_connections_{verb}_total");
-            registry::family(out, &name, help, "counter");
+            text::family(out, &name, help, "counter");
             for (listener, counters) in &listeners {
                 for limit in Limit::ALL
                     .into_iter()
                     .filter(|l| l.is_refusal() == refusals)
                 {
-                    let labels = registry::render_labels(&[
+                    let labels = text::render_labels(&[
                         ("listener", listener, ""),
                         ("reason", limit.as_str(), ""),
                     ]);

@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod limits;
-pub mod registry;
 
 use hbone::LimitCounters;
-use registry::{Registry, Series};
+use prometheus_registry::{Registry, text};
 
 /// Which side reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -159,9 +158,9 @@ impl Metrics {
 
     /// Counts `istio_tcp_connections_opened_total`.
     pub fn connection_opened(&self, labels: &ConnectionLabels) {
-        if let Some(series) = self.series(labels) {
-            series.values.opened.fetch_add(1, Ordering::Relaxed);
-        }
+        self.series.with(labels, render_labels, |counters| {
+            counters.opened.fetch_add(1, Ordering::Relaxed);
+        });
     }
 
     /// Counts `istio_tcp_connections_closed_total` and the byte totals, and writes the access
@@ -171,8 +170,7 @@ impl Metrics {
     /// "request") and `istio_tcp_sent_bytes_total` what the server sent back, whichever side
     /// reports.
     pub fn connection_closed(&self, record: &ConnectionRecord) {
-        if let Some(series) = self.series(&record.labels) {
-            let counters = &series.values;
+        self.series.with(&record.labels, render_labels, |counters| {
             counters.closed.fetch_add(1, Ordering::Relaxed);
             counters
                 .received
@@ -180,7 +178,7 @@ impl Metrics {
             counters
                 .sent
                 .fetch_add(record.bytes_received, Ordering::Relaxed);
-        }
+        });
         access_log(record);
     }
 
@@ -210,17 +208,14 @@ impl Metrics {
             ),
         ];
         for (name, help, pick) in families {
-            registry::family(&mut out, name, help, "counter");
-            for s in &series {
-                let value = pick(&s.values).load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}{} {value}", s.labels);
-            }
+            text::family(&mut out, name, help, "counter");
+            text::samples(&mut out, name, &series, |c| pick(c).load(Ordering::Relaxed));
         }
-        registry::family(&mut out, BUILD, "Build of this proxy.", "gauge");
+        text::family(&mut out, BUILD, "Build of this proxy.", "gauge");
         let _ = writeln!(
             out,
             "{BUILD}{} 1",
-            registry::render_labels(&[
+            text::render_labels(&[
                 ("component", self.component, ""),
                 ("tag", env!("CARGO_PKG_VERSION"), ""),
             ])
@@ -232,11 +227,6 @@ impl Metrics {
         );
         self.limits.render(&mut out, self.component);
         out
-    }
-
-    /// The counters of `labels`, created on first use; `None` once the bound is reached.
-    fn series(&self, labels: &ConnectionLabels) -> Option<Arc<Series<Counters>>> {
-        self.series.get(labels, render_labels)
     }
 }
 
@@ -366,7 +356,7 @@ fn render_labels(labels: &ConnectionLabels) -> String {
             "unknown",
         ),
     ];
-    registry::render_labels(&pairs)
+    text::render_labels(&pairs)
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use prometheus_registry::text;
 use proxy_core::telemetry::Reporter;
-use proxy_core::telemetry::registry;
 
 use crate::engine::upstream::{StateStamp, UpstreamClient, WorkloadMeta, state_stamp};
 
@@ -239,7 +239,7 @@ pub(crate) fn render(l: &RequestLabels) -> String {
     let code = l.response_code.to_string();
     let reporter = Reporter::Waypoint.as_str();
     let (s, d, svc) = (&l.source, &l.destination, &l.service);
-    registry::render_labels(&[
+    text::render_labels(&[
         ("reporter", reporter, reporter),
         ("source_workload", &s.workload, "unknown"),
         ("source_canonical_service", &s.app, "unknown"),

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use proxy_core::telemetry::registry::{self, Registry};
+use prometheus_registry::{Histogram, Registry, text};
 use tokio::time::Instant;
 
 use super::body::{Body, BoxError};
@@ -42,56 +42,26 @@ const BUCKETS: [f64; 19] = [
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    /// Sum in thousandths, so fractional milliseconds add up.
-    sum_milli: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Self {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_milli: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Histogram {
-    fn observe(&self, value: f64) {
-        if let Some(i) = BUCKETS.iter().position(|b| value <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_milli
-            .fetch_add((value * 1000.0) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        // `labels` is "{a="b",...}": the bucket label goes inside the braces.
-        let inner = &labels[1..labels.len() - 1];
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{inner},le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{inner},le=\"+Inf\"}} {count}");
-        let sum = self.sum_milli.load(Ordering::Relaxed) as f64 / 1000.0;
-        let _ = writeln!(out, "{name}_sum{labels} {sum}");
-        let _ = writeln!(out, "{name}_count{labels} {count}");
-    }
-}
+/// Sums are kept in thousandths, so fractional milliseconds add up.
+const SUM_SCALE: f64 = 1000.0;
 
 /// The values of one label set.
-#[derive(Default)]
 struct Series {
     requests: AtomicU64,
-    duration: Histogram,
-    request_bytes: Histogram,
-    response_bytes: Histogram,
+    duration: Histogram<{ BUCKETS.len() }>,
+    request_bytes: Histogram<{ BUCKETS.len() }>,
+    response_bytes: Histogram<{ BUCKETS.len() }>,
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            duration: Histogram::new(&BUCKETS, SUM_SCALE),
+            request_bytes: Histogram::new(&BUCKETS, SUM_SCALE),
+            response_bytes: Histogram::new(&BUCKETS, SUM_SCALE),
+        }
+    }
 }
 
 /// The waypoint's request metrics and access log.
@@ -110,30 +80,28 @@ impl RequestMetrics {
 
     /// Counts one finished request.
     fn record(&self, r: &RequestRecord) {
-        if let Some(s) = self.series.get(&r.labels, labels::render) {
-            let s = &s.values;
+        self.series.with(&r.labels, labels::render, |s| {
             s.requests.fetch_add(1, Ordering::Relaxed);
             s.duration.observe(r.duration.as_secs_f64() * 1000.0);
             s.request_bytes.observe(r.request_bytes as f64);
             s.response_bytes.observe(r.response_bytes as f64);
-        }
+        });
     }
 
     /// Prometheus text exposition.
     pub(crate) fn render(&self) -> String {
         let series = self.series.sorted();
         let mut out = String::with_capacity(1024 + series.len() * 12_000);
-        registry::family(
+        text::family(
             &mut out,
             REQUESTS,
             "Requests handled by this waypoint.",
             "counter",
         );
-        for s in &series {
-            let count = s.values.requests.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{REQUESTS}{} {count}", s.labels);
-        }
-        type Pick = fn(&Series) -> &Histogram;
+        text::samples(&mut out, REQUESTS, &series, |s| {
+            s.requests.load(Ordering::Relaxed)
+        });
+        type Pick = fn(&Series) -> &Histogram<{ BUCKETS.len() }>;
         let histograms: [(&str, &str, Pick); 3] = [
             (DURATION, "Request duration in milliseconds.", |s| {
                 &s.duration
@@ -146,7 +114,7 @@ impl RequestMetrics {
             }),
         ];
         for (name, help, pick) in histograms {
-            registry::family(&mut out, name, help, "histogram");
+            text::family(&mut out, name, help, "histogram");
             for s in &series {
                 pick(&s.values).render(&mut out, name, &s.labels);
             }
@@ -156,7 +124,7 @@ impl RequestMetrics {
             OVERFLOW,
             "Requests not counted: the number of label sets is at its bound.",
         );
-        registry::family(
+        text::family(
             &mut out,
             ACCESS_LOG_DROPPED,
             "Access log lines dropped because stdout did not keep up.",
