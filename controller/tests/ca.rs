@@ -12,6 +12,7 @@ use api::prost_types::{Struct, Value, value::Kind};
 use controller::ca::{CertificateAuthority, Origin};
 use controller::translate::Snapshot;
 use hbone::{CertificateRequest, Identity, WorkloadCertificate};
+use test_support::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tonic::Code;
@@ -170,8 +171,8 @@ async fn bad_token_and_long_ttl_are_refused() {
 
 #[tokio::test]
 async fn persisted_root_survives_restart_and_rotation() {
-    let dir = std::env::temp_dir().join(format!("controller-ca-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = TempDir::new("controller-ca");
+    let dir = scratch.join("ca");
     let first = CertificateAuthority::open(Some(&dir), TD).unwrap();
     assert_eq!(first.origin(), Origin::Generated);
     let roots = first.roots_pem().unwrap();
@@ -204,5 +205,4 @@ async fn persisted_root_survives_restart_and_rotation() {
 
     let third = CertificateAuthority::open(Some(&dir), TD).unwrap();
     assert_eq!(third.roots_pem().unwrap().len(), 2, "rotation is persisted");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

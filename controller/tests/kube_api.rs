@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use serde_json::{Value, json};
+use test_support::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -405,15 +406,6 @@ async fn status_writer_sends_a_merge_patch_with_a_precondition() {
     assert_eq!(parent["conditions"][0]["observedGeneration"], 2);
 }
 
-/// Removes a folder when the test ends, however it ends.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Kills the process when the test ends, however it ends.
 struct Running(std::process::Child);
 
@@ -478,10 +470,8 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
         ..Fake::default()
     };
     let (_, fake, _, api) = serve(fake).await;
-    let dir = std::env::temp_dir().join(format!("controller-kube-mode-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let dir = TempDir(dir);
-    let kubeconfig = dir.0.join("kubeconfig");
+    let dir = TempDir::new("controller-kube-mode");
+    let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
         format!(

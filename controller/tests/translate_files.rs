@@ -1,45 +1,11 @@
 //! The file source against a real temporary directory.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use controller::model::{Index, Object, ObjectKey};
 use controller::source::FileSource;
-
-/// A unique temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("controller-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Self(dir)
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        let path = self.0.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).expect("mkdir");
-        }
-        std::fs::write(path, text).expect("write");
-    }
-
-    fn remove(&self, rel: &str) {
-        std::fs::remove_file(self.0.join(rel)).expect("remove");
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use test_support::TempDir;
 
 fn pod(name: &str, ip: &str) -> String {
     format!(
@@ -83,11 +49,11 @@ fn origin_of(index: &Index, key: &ObjectKey) -> String {
 #[test]
 fn scan_reconciles_with_disk() {
     let dir = TempDir::new("scan");
-    dir.write("pods/shop/web-1.yaml", &pod("web-1", "10.244.1.5"));
+    dir.write("pods/shop/web-1.yaml", pod("web-1", "10.244.1.5"));
     dir.write("manifests/app.yaml", MANIFESTS);
     dir.write("manifests/notes.txt", "not config");
     dir.write("manifests/.app.yaml.swp", "garbage: [");
-    let mut source = FileSource::new(vec![dir.0.clone()]);
+    let mut source = FileSource::new(vec![dir.path().to_owned()]);
 
     let first = source.scan();
     assert!(first.changed);
@@ -108,7 +74,7 @@ fn scan_reconciles_with_disk() {
     assert_eq!(keys(&again.index), keys(&first.index));
 
     // In-place rewrite (same size), as the sandbox does.
-    dir.write("pods/shop/web-1.yaml", &pod("web-1", "10.244.1.6"));
+    dir.write("pods/shop/web-1.yaml", pod("web-1", "10.244.1.6"));
     let edited = source.scan();
     assert!(edited.changed);
     assert_eq!(pod_ip(&edited.index, "web-1"), "10.244.1.6");
@@ -170,8 +136,8 @@ fn several_directories_and_missing_ones() {
     let b = TempDir::new("dir-b");
     a.write("ns.yml", MANIFESTS);
     b.write("pods/p.json", r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"shop"},"status":{"phase":"Running","podIP":"10.244.1.9"}}"#);
-    let missing = a.0.join("does-not-exist");
-    let mut source = FileSource::new(vec![a.0.clone(), b.0.clone(), missing]);
+    let missing = a.join("does-not-exist");
+    let mut source = FileSource::new(vec![a.path().to_owned(), b.path().to_owned(), missing]);
     let r = source.scan();
     assert_eq!(r.files, 2);
     assert_eq!(r.index.len(), 3);
@@ -194,7 +160,7 @@ fn first_bad_version_loads_its_good_documents() {
         "m.yaml",
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: ok}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: x}]}\n",
     );
-    let mut source = FileSource::new(vec![dir.0.clone()]);
+    let mut source = FileSource::new(vec![dir.path().to_owned()]);
     let r = source.scan();
     assert_eq!(keys(&r.index), vec!["Namespace ok"]);
     assert_eq!(r.index.problems().len(), 1);
@@ -212,7 +178,7 @@ async fn next(rx: &mut tokio::sync::watch::Receiver<Arc<Index>>) -> Arc<Index> {
 #[tokio::test]
 async fn watch_publishes_even_an_empty_first_scan() {
     let dir = TempDir::new("watch-empty");
-    let source = FileSource::new(vec![dir.0.clone()]);
+    let source = FileSource::new(vec![dir.path().to_owned()]);
     let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Index::new()));
     let task = tokio::spawn(source.watch(tx, Duration::from_millis(20)));
     assert!(next(&mut rx).await.is_empty());
@@ -224,11 +190,11 @@ async fn watch_publishes_even_an_empty_first_scan() {
 async fn watch_publishes_changes() {
     let dir = TempDir::new("watch");
     dir.write("a.yaml", MANIFESTS);
-    let source = FileSource::new(vec![dir.0.clone()]);
+    let source = FileSource::new(vec![dir.path().to_owned()]);
     let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Index::new()));
     let task = tokio::spawn(source.watch(tx, Duration::from_millis(20)));
     assert_eq!(next(&mut rx).await.len(), 2);
-    dir.write("b.yaml", &pod("web-2", "10.244.1.7"));
+    dir.write("b.yaml", pod("web-2", "10.244.1.7"));
     assert_eq!(next(&mut rx).await.len(), 3);
     drop(rx);
     tokio::time::timeout(Duration::from_secs(10), task)

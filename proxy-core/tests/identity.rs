@@ -4,7 +4,6 @@
 #[path = "../src/identity/tests/harness.rs"]
 mod harness;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,29 +12,12 @@ use hbone::{Identity, WorkloadCertificate};
 use proxy_core::config::ControlPlaneConfig;
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CertManager, CertSettings};
+use test_support::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 
-/// A private directory removed when dropped, even if the test fails.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("ztunnel-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 async fn control_plane(controller: &Controller, dir: &TempDir) -> ControlPlane {
-    let root_cert = dir.0.join("root-cert.pem");
-    let token_file = dir.0.join("token");
+    let root_cert = dir.join("root-cert.pem");
+    let token_file = dir.join("token");
     std::fs::write(&root_cert, controller.roots_pem()).unwrap();
     std::fs::write(&token_file, format!("{}\n", harness::TOKEN)).unwrap();
     ControlPlane::connect(&ControlPlaneConfig {
@@ -74,7 +56,7 @@ async fn certificates_for_local_pods_over_the_control_plane() {
     let controller = Controller::start(Duration::ZERO).await;
     controller.add_pod("shop", "orders");
     controller.add_pod("shop", "cart");
-    let dir = TempDir::new("identity-test");
+    let dir = TempDir::new("proxy-core-identity");
     let control = control_plane(&controller, &dir).await;
     let manager = CertManager::new(
         control,

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use hbone::Identity;
 use proxy_core::config::ControlPlaneConfig;
 use proxy_core::state::{AuthzRequest, Decision, ProxyState};
 use proxy_core::xds::{self, ClientIdentity};
+use test_support::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -26,27 +26,6 @@ const TD: &str = "cluster.local";
 const TOKEN: &str = "zt-node1";
 /// Upper bound on any wait; reaching it fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "ztunnel-xds-test-{}-{:016x}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// No pods anywhere: these tests ask for no certificates.
 struct NoPods;
@@ -275,11 +254,11 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
         .with_test_writer()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
-    let dir = TempDir::new();
+    let dir = TempDir::new("proxy-core-xds");
     let ca = Arc::new(CertificateAuthority::open(None, TD).unwrap());
-    let root_cert = dir.0.join("root.pem");
+    let root_cert = dir.join("root.pem");
     std::fs::write(&root_cert, ca.roots_pem().unwrap().concat()).unwrap();
-    let token_file = dir.0.join("token");
+    let token_file = dir.join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -410,11 +389,11 @@ fn holds_everything(state: &ProxyState) -> bool {
 
 #[tokio::test]
 async fn a_restarted_controller_answering_with_nothing_does_not_wipe_the_proxy() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("proxy-core-xds");
     let ca = Arc::new(CertificateAuthority::open(None, TD).unwrap());
-    let root_cert = dir.0.join("root.pem");
+    let root_cert = dir.join("root.pem");
     std::fs::write(&root_cert, ca.roots_pem().unwrap().concat()).unwrap();
-    let token_file = dir.0.join("token");
+    let token_file = dir.join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
@@ -476,9 +455,9 @@ async fn a_restarted_controller_answering_with_nothing_does_not_wipe_the_proxy()
 
 #[tokio::test]
 async fn shutdown_while_the_controller_is_unreachable() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("proxy-core-xds");
     let ca = CertificateAuthority::open(None, TD).unwrap();
-    let root_cert = dir.0.join("root.pem");
+    let root_cert = dir.join("root.pem");
     std::fs::write(&root_cert, ca.roots_pem().unwrap().concat()).unwrap();
     // Nothing listens on this port.
     let addr = TcpListener::bind("127.0.0.1:0")

@@ -15,6 +15,7 @@ use std::time::Duration;
 use api::zds::{
     Ack, Version, WorkloadRequest, WorkloadResponse, ZdsHello, workload_request, workload_response,
 };
+use test_support::TempDir;
 use tokio::sync::watch;
 use ztunnel::agent::iptables::{self, Family};
 use ztunnel::agent::netns::Netns;
@@ -111,23 +112,6 @@ impl Drop for TestNetns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
-    }
-}
-
-/// A scratch folder, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(unique(tag));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -428,12 +412,12 @@ impl Agent {
 #[tokio::test]
 async fn agent_hands_enrolled_pods_to_the_proxy() {
     let ns = TestNetns::new("zds");
-    let dir = TempDir::new("zds");
-    let netns_dir = dir.0.join("netns");
+    let dir = TempDir::new("zta-zds");
+    let netns_dir = dir.join("netns");
     std::fs::create_dir_all(&netns_dir).unwrap();
     // The sandbox names a pod's namespace `<namespace>.<pod name>`.
     std::os::unix::fs::symlink(ns.path(), netns_dir.join("shop.web-1")).unwrap();
-    let socket = dir.0.join("zds").join("ztunnel.sock");
+    let socket = dir.join("zds").join("ztunnel.sock");
     let web = pod("web-1", "shop", &["10.77.1.2"], true);
     let later = pod("late-1", "shop", &["10.77.1.3"], true);
     let expected = std::fs::metadata(ns.path()).unwrap();

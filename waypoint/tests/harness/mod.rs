@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CaClient, CertManager, CertSettings};
 use proxy_core::state::ProxyState;
 use proxy_core::xds::{ClientIdentity, NamedSubscription};
+use test_support::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
@@ -57,27 +57,6 @@ pub fn identity(namespace: &str, service_account: &str) -> Identity {
 
 pub fn waypoint_identity() -> Identity {
     identity(NS, GATEWAY)
-}
-
-/// A scratch folder removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "waypoint-transport-{}-{:x}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 struct NoPods;
@@ -135,9 +114,9 @@ impl Controller {
             };
             let _ = controller::server::serve(listener, tls, xds, service, shutdown).await;
         });
-        let dir = TempDir::new();
-        std::fs::write(dir.0.join("roots.pem"), ca.roots_pem().unwrap().concat()).unwrap();
-        std::fs::write(dir.0.join("token"), TOKEN).unwrap();
+        let dir = TempDir::new("waypoint-transport");
+        std::fs::write(dir.join("roots.pem"), ca.roots_pem().unwrap().concat()).unwrap();
+        std::fs::write(dir.join("token"), TOKEN).unwrap();
         Self {
             addr,
             ca,
@@ -152,8 +131,8 @@ impl Controller {
     pub fn control_config(&self) -> ControlPlaneConfig {
         ControlPlaneConfig {
             address: self.addr.to_string(),
-            root_cert: self.dir.0.join("roots.pem"),
-            token_file: Some(self.dir.0.join("token")),
+            root_cert: self.dir.join("roots.pem"),
+            token_file: Some(self.dir.join("token")),
             server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
         }
     }

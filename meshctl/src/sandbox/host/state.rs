@@ -351,7 +351,7 @@ mod tests {
         let Some(ns) = TestNetns::new("links") else {
             return;
         };
-        let dir = std::env::temp_dir().join(format!("meshctl-links-{}", std::process::id()));
+        let dir = test_support::TempDir::new("meshctl-links");
         let root = dir.join("netns");
         let mut cluster = Cluster::new("t", 1, 0);
         for (uid, netns) in [("u-live", ns.0.as_str()), ("u-gone", "meshctl-ut-missing")] {
@@ -374,7 +374,6 @@ mod tests {
         cluster.pods.clear();
         sync_netns_links(&root, &cluster).unwrap();
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn pod_with(uid: &str) -> Pod {

@@ -1,0 +1,8 @@
+//! What the tests of several crates share. A dev-dependency only.
+//!
+//! Each module is one kind of thing a test needs; helpers that the tests of a single crate
+//! share stay in that crate.
+
+pub mod temp_dir;
+
+pub use temp_dir::TempDir;
