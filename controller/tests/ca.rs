@@ -13,7 +13,7 @@ use controller::ca::{CertificateAuthority, Origin};
 use controller::translate::Snapshot;
 use hbone::{CertificateRequest, Identity, WorkloadCertificate};
 use test_support::TempDir;
-use tokio::net::{TcpListener, TcpStream};
+use test_support::tls::mutual_handshake;
 use tokio::sync::watch;
 use tonic::Code;
 use xds_common::*;
@@ -64,27 +64,6 @@ async fn create(
     Ok(csr.into_certificate(&chain).expect("chain assembles"))
 }
 
-/// Completes an hbone mTLS handshake between two certificates: proves each chain verifies
-/// against the other's trust bundle and that the SAN is the expected identity.
-async fn handshake(server: &WorkloadCertificate, client: &WorkloadCertificate) {
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(Arc::new(hbone::tls::server_config(server).unwrap()));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(
-        hbone::tls::client_config(client, &[server.identity().clone()]).unwrap(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accept = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let tls = acceptor.accept(tcp).await.unwrap();
-        hbone::tls::peer_identity(tls.get_ref().1.peer_certificates())
-    });
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-    connector.connect(name, tcp).await.unwrap();
-    assert_eq!(accept.await.unwrap().as_ref(), Some(client.identity()));
-}
-
 #[tokio::test]
 async fn issues_own_identity_with_a_verifying_chain() {
     let h = harness().await;
@@ -99,7 +78,7 @@ async fn issues_own_identity_with_a_verifying_chain() {
         lifetime >= Duration::from_secs(24 * 3600),
         "default TTL is 24 h"
     );
-    handshake(&zt, &web).await;
+    mutual_handshake(&zt, &web).await;
     assert!(counter("controller_ca_certificates_issued_total") >= before + 2.0);
 }
 
@@ -198,10 +177,10 @@ async fn persisted_root_survives_restart_and_rotation() {
     h.ca.rotate(next).unwrap();
     let rotated = create(&h, "app", WEB, 3600, None).await.unwrap();
     assert_eq!(rotated.roots().len(), 2);
-    handshake(&before_switch, &rotated).await;
-    handshake(&rotated, &before_switch).await;
+    mutual_handshake(&before_switch, &rotated).await;
+    mutual_handshake(&rotated, &before_switch).await;
     // A peer still holding only the old root trusts certificates of the old signer.
-    handshake(&web, &before_switch).await;
+    mutual_handshake(&web, &before_switch).await;
 
     let third = CertificateAuthority::open(Some(&dir), TD).unwrap();
     assert_eq!(third.roots_pem().unwrap().len(), 2, "rotation is persisted");

@@ -4,7 +4,6 @@
 //! (node token, delta ADS, Istio CA).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::ca::IstioCertificateRequest;
@@ -19,7 +18,7 @@ use hbone::{CertificateRequest, Identity, WorkloadCertificate};
 use proxy_core::config::ControlPlaneConfig;
 use proxy_core::control::ControlPlane;
 use rustls_pki_types::CertificateDer;
-use tokio::net::{TcpListener, TcpStream};
+use test_support::tls::handshake_with;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -265,29 +264,18 @@ async fn certificate(
 /// Proves `cert` chains to the sandbox's root and carries `identity`: a TLS
 /// handshake whose client trusts only that root and that identity.
 async fn verify_against_root(cert: &WorkloadCertificate, root_pem: &str, identity: &Identity) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+    let done = handshake_with(
         hbone::tls::server_config_without_client_auth(cert).unwrap(),
-    ));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(
         hbone::tls::client_config_without_client_auth(
             &roots(root_pem),
             std::slice::from_ref(identity),
         )
         .unwrap(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        acceptor.accept(tcp).await.map(|_| ())
-    });
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-    connector
-        .connect(name, tcp)
-        .await
+    )
+    .await;
+    done.client
         .expect("the issued chain verifies against the sandbox root");
-    server.await.unwrap().unwrap();
+    done.server.unwrap();
 }
 
 #[test]

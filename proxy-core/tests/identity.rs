@@ -4,16 +4,15 @@
 #[path = "../src/identity/tests/harness.rs"]
 mod harness;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use harness::Controller;
-use hbone::{Identity, WorkloadCertificate};
+use hbone::Identity;
 use proxy_core::config::ControlPlaneConfig;
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CertManager, CertSettings};
 use test_support::TempDir;
-use tokio::net::{TcpListener, TcpStream};
+use test_support::tls::mutual_handshake;
 
 async fn control_plane(controller: &Controller, dir: &TempDir) -> ControlPlane {
     let root_cert = dir.join("root-cert.pem");
@@ -28,27 +27,6 @@ async fn control_plane(controller: &Controller, dir: &TempDir) -> ControlPlane {
     })
     .await
     .unwrap()
-}
-
-/// Completes a mutual TLS handshake: `server` must accept `client`'s chain and the other way
-/// round, which proves the issued chains and trust bundles fit together.
-async fn handshake(server: &WorkloadCertificate, client: &WorkloadCertificate) {
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(Arc::new(hbone::tls::server_config(server).unwrap()));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(
-        hbone::tls::client_config(client, &[server.identity().clone()]).unwrap(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accept = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let tls = acceptor.accept(tcp).await.unwrap();
-        hbone::tls::peer_identity(tls.get_ref().1.peer_certificates())
-    });
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-    connector.connect(name, tcp).await.unwrap();
-    assert_eq!(accept.await.unwrap().as_ref(), Some(client.identity()));
 }
 
 #[tokio::test]
@@ -75,7 +53,7 @@ async fn certificates_for_local_pods_over_the_control_plane() {
     assert_eq!(orders_cert.identity(), &orders);
     assert_eq!(cart_cert.identity(), &cart);
     assert!(manager.all_ready());
-    handshake(&orders_cert, &cart_cert).await;
+    mutual_handshake(&orders_cert, &cart_cert).await;
 
     // An identity without a pod on this node is refused by the CA, and the refusal surfaces.
     let payments: Identity = "spiffe://cluster.local/ns/shop/sa/payments"

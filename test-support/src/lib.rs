@@ -4,5 +4,6 @@
 //! share stay in that crate.
 
 pub mod temp_dir;
+pub mod tls;
 
 pub use temp_dir::TempDir;
