@@ -2,17 +2,15 @@
 
 mod xds_common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::ca::IstioCertificateRequest;
 use api::ca::istio_certificate_service_client::IstioCertificateServiceClient;
-use api::prost_types::{Struct, Value, value::Kind};
 use controller::ca::{CertificateAuthority, Origin};
 use controller::translate::Snapshot;
 use hbone::{CertificateRequest, Identity, WorkloadCertificate};
 use test_support::TempDir;
+use test_support::grpc::{certificate_request, with_token};
 use test_support::tls::mutual_handshake;
 use tokio::sync::watch;
 use tonic::Code;
@@ -27,25 +25,6 @@ async fn harness() -> Harness {
     start(rx, CertificateAuthority::open(None, TD).unwrap()).await
 }
 
-fn request(
-    csr: &CertificateRequest,
-    ttl: i64,
-    impersonate: Option<&str>,
-) -> IstioCertificateRequest {
-    IstioCertificateRequest {
-        csr: csr.csr_pem().to_owned(),
-        validity_duration: ttl,
-        metadata: impersonate.map(|id| Struct {
-            fields: BTreeMap::from([(
-                "ImpersonatedIdentity".to_owned(),
-                Value {
-                    kind: Some(Kind::StringValue(id.to_owned())),
-                },
-            )]),
-        }),
-    }
-}
-
 async fn create(
     h: &Harness,
     token: &str,
@@ -57,7 +36,10 @@ async fn create(
     let csr = CertificateRequest::generate(&id).unwrap();
     let mut client = IstioCertificateServiceClient::new(h.channel().await);
     let chain = client
-        .create_certificate(with_token(request(&csr, ttl, impersonate), token))
+        .create_certificate(with_token(
+            certificate_request(csr.csr_pem(), ttl, impersonate),
+            token,
+        ))
         .await?
         .into_inner()
         .cert_chain;
@@ -136,11 +118,7 @@ async fn bad_token_and_long_ttl_are_refused() {
     let mut client = IstioCertificateServiceClient::new(h.channel().await);
     let err = client
         .create_certificate(with_token(
-            IstioCertificateRequest {
-                csr: "not a csr".into(),
-                validity_duration: 60,
-                metadata: None,
-            },
+            certificate_request("not a csr", 60, None),
             "app",
         ))
         .await

@@ -11,6 +11,7 @@ use api::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryReq
 use api::prost_types::Any;
 use controller::ca::CertificateAuthority;
 use controller::translate::{Published, Resource, Snapshot};
+use test_support::grpc::with_token;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};

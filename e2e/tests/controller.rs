@@ -6,11 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use api::ca::IstioCertificateRequest;
 use api::ca::istio_certificate_service_client::IstioCertificateServiceClient;
 use api::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use api::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
-use api::prost_types::{Struct, Value, value::Kind};
 use api::security::Authorization;
 use api::workload::{Address, Service, TunnelProtocol, Workload, address};
 use e2e::{Component, Options, PodInfo, Sandbox};
@@ -18,6 +16,7 @@ use hbone::{CertificateRequest, Identity, WorkloadCertificate};
 use proxy_core::config::ControlPlaneConfig;
 use proxy_core::control::ControlPlane;
 use rustls_pki_types::CertificateDer;
+use test_support::grpc::{certificate_request, with_token};
 use test_support::tls::handshake_with;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -105,14 +104,6 @@ async fn channel(sb: &Sandbox) -> Channel {
         .await
         .expect("TLS channel to the controller")
         .channel
-}
-
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 /// A delta ADS client keeping the resources it was sent.
@@ -241,18 +232,7 @@ async fn certificate(
     identity: &Identity,
 ) -> Result<(CertificateRequest, Vec<String>), tonic::Status> {
     let csr = CertificateRequest::generate(identity).unwrap();
-    let request = IstioCertificateRequest {
-        csr: csr.csr_pem().to_owned(),
-        validity_duration: 3600,
-        metadata: Some(Struct {
-            fields: BTreeMap::from([(
-                "ImpersonatedIdentity".to_owned(),
-                Value {
-                    kind: Some(Kind::StringValue(identity.to_string())),
-                },
-            )]),
-        }),
-    };
+    let request = certificate_request(csr.csr_pem(), 3600, Some(&identity.to_string()));
     let chain = IstioCertificateServiceClient::new(channel)
         .create_certificate(with_token(request, token))
         .await?

@@ -3,6 +3,7 @@
 //! Each module is one kind of thing a test needs; helpers that the tests of a single crate
 //! share stay in that crate.
 
+pub mod grpc;
 pub mod temp_dir;
 pub mod tls;
 

@@ -234,9 +234,7 @@ impl tonic::codegen::Service<http::Uri> for Connector {
 
 /// Adds the node proxy's bearer token.
 pub fn bearer<T>(request: &mut tonic::Request<T>) {
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    test_support::grpc::add_token(request, TOKEN);
 }
 
 /// Awaits `future`, failing the test with `what` if it takes unreasonably long (a hang, not a
