@@ -7,26 +7,27 @@ use std::time::Duration;
 
 use api::ca::istio_certificate_service_client::IstioCertificateServiceClient;
 use controller::ca::{CertificateAuthority, Origin};
-use controller::translate::Snapshot;
+use controller::translate::{Published, Snapshot};
 use hbone::{CertificateRequest, Identity, WorkloadCertificate};
 use test_support::TempDir;
+use test_support::control_plane::Controller;
 use test_support::grpc::{certificate_request, with_token};
 use test_support::tls::mutual_handshake;
-use tokio::sync::watch;
 use tonic::Code;
 use xds_common::*;
 
 const WEB: &str = "spiffe://cluster.local/ns/app/sa/web";
 
-async fn harness() -> Harness {
-    let (_tx, rx) = watch::channel(Some(Arc::new(Snapshot::default())));
-    // Keep the sender alive for the test's duration: dropping it ends xDS streams only.
-    std::mem::forget(_tx);
-    start(rx, CertificateAuthority::open(None, TD).unwrap()).await
+async fn harness() -> Controller {
+    start(empty(), CertificateAuthority::open(None, TD).unwrap()).await
+}
+
+fn empty() -> Published {
+    Some(Arc::new(Snapshot::default()))
 }
 
 async fn create(
-    h: &Harness,
+    h: &Controller,
     token: &str,
     identity: &str,
     ttl: i64,
@@ -34,7 +35,7 @@ async fn create(
 ) -> Result<WorkloadCertificate, tonic::Status> {
     let id: Identity = identity.parse().unwrap();
     let csr = CertificateRequest::generate(&id).unwrap();
-    let mut client = IstioCertificateServiceClient::new(h.channel().await);
+    let mut client = IstioCertificateServiceClient::new(h.channel());
     let chain = client
         .create_certificate(with_token(
             certificate_request(csr.csr_pem(), ttl, impersonate),
@@ -67,11 +68,7 @@ async fn issues_own_identity_with_a_verifying_chain() {
 #[tokio::test]
 async fn node_proxy_impersonates_pods_on_its_node_only() {
     let h = harness().await;
-    h.pods
-        .0
-        .lock()
-        .unwrap()
-        .push(("node1".into(), "app".into(), "web".into()));
+    h.pods.add("node1", "app", "web");
     let cert = create(&h, "zt-node1", WEB, 3600, Some(WEB)).await.unwrap();
     assert_eq!(cert.identity().to_string(), WEB);
 
@@ -90,11 +87,7 @@ async fn node_proxy_impersonates_pods_on_its_node_only() {
 #[tokio::test]
 async fn non_node_callers_cannot_impersonate() {
     let h = harness().await;
-    h.pods
-        .0
-        .lock()
-        .unwrap()
-        .push(("node1".into(), "istio-system".into(), "ztunnel".into()));
+    h.pods.add("node1", "istio-system", "ztunnel");
     let before = counter("controller_ca_certificates_refused_total");
     let err = create(&h, "app", ZTUNNEL, 3600, Some(ZTUNNEL))
         .await
@@ -115,7 +108,7 @@ async fn bad_token_and_long_ttl_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let mut client = IstioCertificateServiceClient::new(h.channel().await);
+    let mut client = IstioCertificateServiceClient::new(h.channel());
     let err = client
         .create_certificate(with_token(
             certificate_request("not a csr", 60, None),
@@ -140,8 +133,7 @@ async fn persisted_root_survives_restart_and_rotation() {
     assert_eq!(second.roots_pem().unwrap(), roots);
 
     // Certificates issued before a restart verify against the reloaded CA's issues.
-    let (_tx, rx) = watch::channel(Some(Arc::new(Snapshot::default())));
-    let h = start(rx, second).await;
+    let h = start(empty(), second).await;
     let web = create(&h, "app", WEB, 3600, None).await.unwrap();
     assert_eq!(web.roots().len(), 1);
 

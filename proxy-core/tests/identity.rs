@@ -1,28 +1,24 @@
 //! Workload certificates through the real controller channel (`ControlPlane::connect`: TLS to
 //! the controller, bearer token from a file) and the real controller CA.
 
-#[path = "../src/identity/tests/harness.rs"]
-mod harness;
-
 use std::time::Duration;
 
-use harness::Controller;
 use hbone::Identity;
 use proxy_core::config::ControlPlaneConfig;
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CertManager, CertSettings};
-use test_support::TempDir;
+use test_support::control_plane::Controller;
 use test_support::tls::mutual_handshake;
 
-async fn control_plane(controller: &Controller, dir: &TempDir) -> ControlPlane {
-    let root_cert = dir.join("root-cert.pem");
-    let token_file = dir.join("token");
-    std::fs::write(&root_cert, controller.roots_pem()).unwrap();
-    std::fs::write(&token_file, format!("{}\n", harness::TOKEN)).unwrap();
+const NODE: &str = "node1";
+/// The node proxy's bearer token.
+const TOKEN: &str = "ztunnel-node1";
+
+async fn control_plane(controller: &Controller) -> ControlPlane {
     ControlPlane::connect(&ControlPlaneConfig {
         address: controller.addr.to_string(),
-        root_cert,
-        token_file: Some(token_file),
+        root_cert: controller.root_cert(),
+        token_file: Some(controller.token_file(TOKEN)),
         server_identity: "spiffe://cluster.local/ns/istio-system/sa/controller".into(),
     })
     .await
@@ -31,11 +27,17 @@ async fn control_plane(controller: &Controller, dir: &TempDir) -> ControlPlane {
 
 #[tokio::test]
 async fn certificates_for_local_pods_over_the_control_plane() {
-    let controller = Controller::start(Duration::ZERO).await;
-    controller.add_pod("shop", "orders");
-    controller.add_pod("shop", "cart");
-    let dir = TempDir::new("proxy-core-identity");
-    let control = control_plane(&controller, &dir).await;
+    let controller = Controller::builder()
+        .token(
+            TOKEN,
+            "spiffe://cluster.local/ns/istio-system/sa/ztunnel",
+            Some(NODE),
+        )
+        .start()
+        .await;
+    controller.pods.add(NODE, "shop", "orders");
+    controller.pods.add(NODE, "shop", "cart");
+    let control = control_plane(&controller).await;
     let manager = CertManager::new(
         control,
         CertSettings {

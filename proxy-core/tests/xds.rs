@@ -1,107 +1,46 @@
 //! The xDS client against the controller's real delta ADS server, over loopback TLS: initial
 //! sync, updates, removals, a controller restart, and resumption from the versions held.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use api::security::{self as sec, Authorization, Clause, Rule, string_match::MatchType};
 use api::workload::{self as wl, NetworkAddress, Port, PortList, address};
-use controller::ca::auth::{Caller, StaticTokens};
-use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory};
-use controller::server::{ServingTls, controller_identity};
-use controller::translate::{Published, Resource, Snapshot};
-use controller::xds::{XdsConfig, XdsServer};
+use controller::server::controller_identity;
+use controller::translate::{Resource, Snapshot};
 use hbone::Identity;
 use proxy_core::config::ControlPlaneConfig;
 use proxy_core::state::{AuthzRequest, Decision, ProxyState};
 use proxy_core::xds::{self, ClientIdentity};
-use test_support::TempDir;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use test_support::control_plane::Controller;
+use tokio::sync::watch;
 
 const TD: &str = "cluster.local";
 const TOKEN: &str = "zt-node1";
 /// Upper bound on any wait; reaching it fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// No pods anywhere: these tests ask for no certificates.
-struct NoPods;
-
-impl NodeDirectory for NoPods {
-    fn has_pod(&self, _: &str, _: &str, _: &str) -> bool {
-        false
-    }
+/// A controller serving `snapshot`, with node1's ztunnel (token [`TOKEN`]) as its caller.
+async fn start(snapshot: Arc<Snapshot>) -> Controller {
+    Controller::builder()
+        .token(
+            TOKEN,
+            "spiffe://cluster.local/ns/istio-system/sa/ztunnel",
+            Some("node1"),
+        )
+        .snapshot(snapshot)
+        .start()
+        .await
 }
 
-/// A running controller endpoint.
-struct Controller {
-    snapshots: watch::Sender<Published>,
-    shutdown: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), controller::server::ServerError>>,
-}
-
-impl Controller {
-    /// Serves `snapshot` on `listener`, signed by `ca`, to the token [`TOKEN`].
-    fn start(
-        listener: TcpListener,
-        ca: Arc<CertificateAuthority>,
-        snapshot: Arc<Snapshot>,
-    ) -> Self {
-        let (snapshots, receiver) = watch::channel(Some(snapshot));
-        let caller = Caller {
-            identity: Identity::new(TD, "istio-system", "ztunnel").unwrap(),
-            node: Some("node1".into()),
-        };
-        let auth = Arc::new(StaticTokens(HashMap::from([(TOKEN.to_owned(), caller)])));
-        let xds = XdsServer::new(
-            receiver,
-            auth.clone(),
-            XdsConfig {
-                debounce: Duration::from_millis(10),
-                outbound_capacity: 4,
-            },
-        );
-        let ca_service = CaService::new(
-            ca.clone(),
-            auth,
-            Arc::new(NoPods),
-            CaConfig::new(TD).unwrap(),
-        );
-        let tls = ServingTls::issue(ca, controller_identity(TD, "istio-system").unwrap()).unwrap();
-        let (shutdown, stop) = oneshot::channel();
-        let task = tokio::spawn(controller::server::serve(
-            listener,
-            tls,
-            xds,
-            ca_service,
-            async move {
-                let _ = stop.await;
-            },
-        ));
-        Self {
-            snapshots,
-            shutdown,
-            task,
-        }
-    }
-
-    fn publish(&self, snapshot: Arc<Snapshot>) {
-        self.snapshots.send_replace(Some(snapshot));
-    }
-
-    /// Ends every stream, then the server, and waits until it is gone.
-    async fn stop(self) {
-        // Streams end when their snapshot source goes away; then the server can drain.
-        drop(self.snapshots);
-        let _ = self.shutdown.send(());
-        tokio::time::timeout(PATIENCE, self.task)
-            .await
-            .expect("the controller stops")
-            .unwrap()
-            .unwrap();
+/// How node1's ztunnel reaches `server`.
+fn control_config(server: &Controller) -> ControlPlaneConfig {
+    ControlPlaneConfig {
+        address: server.addr.to_string(),
+        root_cert: server.root_cert(),
+        token_file: Some(server.token_file(TOKEN)),
+        server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
     }
 }
 
@@ -254,15 +193,6 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
         .with_test_writer()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
-    let dir = TempDir::new("proxy-core-xds");
-    let ca = Arc::new(CertificateAuthority::open(None, TD).unwrap());
-    let root_cert = dir.join("root.pem");
-    std::fs::write(&root_cert, ca.roots_pem().unwrap().concat()).unwrap();
-    let token_file = dir.join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
     let mut bad = pod("bad", "10.0.0.3");
     if let Some(address::Type::Workload(w)) = &mut bad.r#type {
         w.addresses = vec![vec![10, 0, 0]];
@@ -277,17 +207,12 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
         ],
         &[(policy_name, "p1", deny_plaintext(&[]))],
     );
-    let server = Controller::start(listener, ca.clone(), v1);
+    let mut server = start(v1).await;
 
     let state = ProxyState::new();
     let (stop_client, shutdown) = watch::channel(false);
     let client = tokio::spawn(xds::run(
-        ControlPlaneConfig {
-            address: addr.to_string(),
-            root_cert,
-            token_file: Some(token_file),
-            server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
-        },
+        control_config(&server),
         ClientIdentity {
             node_id: xds::node_id("10.0.0.200", "ztunnel-x", "istio-system"),
             node_name: "node1".into(),
@@ -348,7 +273,6 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
     // It comes back on the same address with the service removed and the policy narrowed.
     // The removal can only be reported if the client listed the service among the versions
     // it holds, and the unchanged workload a is not resent since its version matches.
-    let listener = TcpListener::bind(addr).await.unwrap();
     let v4 = snapshot(
         &[
             (&uid("a"), "a2", pod("a", "10.0.0.11")),
@@ -356,7 +280,7 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
         ],
         &[(policy_name, "p2", deny_plaintext(&[9999]))],
     );
-    let server = Controller::start(listener, ca, v4);
+    server.restart(v4).await;
     wait_until(&state, "the resumed stream's changes", |s| {
         s.service_by_vip(ip("10.96.0.10")).is_none() && plaintext_to_a(s, 80) == Decision::Allow
     })
@@ -389,14 +313,6 @@ fn holds_everything(state: &ProxyState) -> bool {
 
 #[tokio::test]
 async fn a_restarted_controller_answering_with_nothing_does_not_wipe_the_proxy() {
-    let dir = TempDir::new("proxy-core-xds");
-    let ca = Arc::new(CertificateAuthority::open(None, TD).unwrap());
-    let root_cert = dir.join("root.pem");
-    std::fs::write(&root_cert, ca.roots_pem().unwrap().concat()).unwrap();
-    let token_file = dir.join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
     let v1 = snapshot(
         &[
             (&uid("a"), "a1", pod("a", "10.0.0.1")),
@@ -405,16 +321,11 @@ async fn a_restarted_controller_answering_with_nothing_does_not_wipe_the_proxy()
         ],
         &[("shop/deny-plaintext", "p1", deny_plaintext(&[]))],
     );
-    let server = Controller::start(listener, ca.clone(), v1.clone());
+    let mut server = start(v1.clone()).await;
     let state = ProxyState::new();
     let (stop_client, shutdown) = watch::channel(false);
     let client = tokio::spawn(xds::run(
-        ControlPlaneConfig {
-            address: addr.to_string(),
-            root_cert,
-            token_file: Some(token_file),
-            server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
-        },
+        control_config(&server),
         ClientIdentity {
             node_id: xds::node_id("10.0.0.200", "ztunnel-x", "istio-system"),
             node_name: "node1".into(),
@@ -428,11 +339,7 @@ async fn a_restarted_controller_answering_with_nothing_does_not_wipe_the_proxy()
     // The controller restarts and, wrongly, serves an empty configuration at first: to the
     // reconnecting client that reads as the removal of everything it holds.
     server.stop().await;
-    let server = Controller::start(
-        TcpListener::bind(addr).await.unwrap(),
-        ca,
-        Arc::new(Snapshot::default()),
-    );
+    server.restart(Arc::new(Snapshot::default())).await;
     // The client reconnects within a fraction of a second; sample well past that.
     for _ in 0..150 {
         assert!(holds_everything(&state), "the proxy kept its state");
@@ -455,24 +362,15 @@ async fn a_restarted_controller_answering_with_nothing_does_not_wipe_the_proxy()
 
 #[tokio::test]
 async fn shutdown_while_the_controller_is_unreachable() {
-    let dir = TempDir::new("proxy-core-xds");
-    let ca = CertificateAuthority::open(None, TD).unwrap();
-    let root_cert = dir.join("root.pem");
-    std::fs::write(&root_cert, ca.roots_pem().unwrap().concat()).unwrap();
-    // Nothing listens on this port.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Nothing listens on the stopped controller's port.
+    let mut server = start(Arc::new(Snapshot::default())).await;
+    server.stop().await;
     let state = ProxyState::new();
     let (stop_client, shutdown) = watch::channel(false);
     let client = tokio::spawn(xds::run(
         ControlPlaneConfig {
-            address: addr.to_string(),
-            root_cert,
             token_file: None,
-            server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
+            ..control_config(&server)
         },
         ClientIdentity {
             node_id: "ztunnel~10.0.0.200~z.istio-system~istio-system.svc.cluster.local".into(),

@@ -1,8 +1,11 @@
 //! What the tests of several crates share. A dev-dependency only.
 //!
 //! Each module is one kind of thing a test needs; helpers that the tests of a single crate
-//! share stay in that crate.
+//! share stay in that crate. The in-process controller (`control_plane`) needs the feature
+//! `control-plane`.
 
+#[cfg(feature = "control-plane")]
+pub mod control_plane;
 pub mod grpc;
 pub mod temp_dir;
 pub mod tls;

@@ -2,7 +2,6 @@
 //! loopback TLS), an HBONE "endpoint" that serves HTTP and echoes TCP inside its tunnels, and
 //! an HBONE client.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -11,11 +10,8 @@ use std::time::Duration;
 use api::waypoint as wp;
 use api::workload::{self as wl, NetworkAddress, PortList, address};
 use bytes::Bytes;
-use controller::ca::auth::{Caller, StaticTokens};
-use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory};
-use controller::server::{ServingTls, controller_identity};
-use controller::translate::{Published, Resource, Snapshot};
-use controller::xds::{XdsConfig, XdsServer};
+use controller::server::controller_identity;
+use controller::translate::{Resource, Snapshot};
 use hbone::{ConnectHandler, ConnectRequest, Identity, IncomingConnect, WorkloadCertificate};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -26,10 +22,10 @@ use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CaClient, CertManager, CertSettings};
 use proxy_core::state::ProxyState;
 use proxy_core::xds::{ClientIdentity, NamedSubscription};
-use test_support::TempDir;
+use test_support::control_plane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use waypoint::transport::InboundSettings;
 use waypoint::transport::detect::{Detected, Prefixed, detect};
@@ -59,92 +55,40 @@ pub fn waypoint_identity() -> Identity {
     identity(NS, GATEWAY)
 }
 
-struct NoPods;
-
-impl NodeDirectory for NoPods {
-    fn has_pod(&self, _: &str, _: &str, _: &str) -> bool {
-        false
-    }
-}
-
-/// A controller serving a snapshot that tests replace, and the CA.
+/// The controller, serving a snapshot that tests replace, with the waypoint as its caller.
 pub struct Controller {
-    pub addr: SocketAddr,
-    pub ca: Arc<CertificateAuthority>,
-    snapshots: watch::Sender<Published>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-    dir: TempDir,
+    endpoint: control_plane::Controller,
 }
 
 impl Controller {
     /// Serves `snapshot` on an ephemeral loopback port; the waypoint's token is known.
     pub async fn start(snapshot: Snapshot) -> Self {
-        let ca = Arc::new(CertificateAuthority::open(None, TD).unwrap());
-        let auth = Arc::new(StaticTokens(HashMap::from([(
-            TOKEN.to_owned(),
-            Caller {
-                identity: waypoint_identity(),
-                node: None,
-            },
-        )])));
-        let (snapshots, receiver) = watch::channel(Some(Arc::new(snapshot)));
-        let xds = XdsServer::new(
-            receiver,
-            auth.clone(),
-            XdsConfig {
-                debounce: Duration::from_millis(10),
-                ..XdsConfig::default()
-            },
-        );
-        let service = CaService::new(
-            ca.clone(),
-            auth,
-            Arc::new(NoPods),
-            CaConfig::new(TD).unwrap(),
-        );
-        let tls = ServingTls::issue(ca.clone(), controller_identity(TD, "istio-system").unwrap())
-            .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            let _ = controller::server::serve(listener, tls, xds, service, shutdown).await;
-        });
-        let dir = TempDir::new("waypoint-transport");
-        std::fs::write(dir.join("roots.pem"), ca.roots_pem().unwrap().concat()).unwrap();
-        std::fs::write(dir.join("token"), TOKEN).unwrap();
-        Self {
-            addr,
-            ca,
-            snapshots,
-            stop: Some(stop),
-            task: Some(task),
-            dir,
-        }
+        let endpoint = control_plane::Controller::builder()
+            .token(TOKEN, &waypoint_identity().to_string(), None)
+            .snapshot(Arc::new(snapshot))
+            .start()
+            .await;
+        Self { endpoint }
     }
 
     /// How the waypoint reaches this controller.
     pub fn control_config(&self) -> ControlPlaneConfig {
         ControlPlaneConfig {
-            address: self.addr.to_string(),
-            root_cert: self.dir.join("roots.pem"),
-            token_file: Some(self.dir.join("token")),
+            address: self.endpoint.addr.to_string(),
+            root_cert: self.endpoint.root_cert(),
+            token_file: Some(self.endpoint.token_file(TOKEN)),
             server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
         }
     }
 
     /// Replaces what is served.
     pub fn publish(&self, snapshot: Snapshot) {
-        self.snapshots.send_replace(Some(Arc::new(snapshot)));
+        self.endpoint.publish(Arc::new(snapshot));
     }
 
     /// A certificate for `identity`, from this controller's CA.
     pub fn issue(&self, identity: &Identity) -> Arc<WorkloadCertificate> {
-        Arc::new(self.ca.issue(identity, Duration::from_secs(3600)).unwrap())
+        self.endpoint.issue(identity)
     }
 
     /// The waypoint's certificate manager: its own identity, over the real CA service.
@@ -176,17 +120,6 @@ impl Controller {
             stopped,
         ));
         (stop, task)
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 
