@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use serde_json::{Value, json};
-use test_support::TempDir;
+use test_support::{TempDir, raw_http};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -416,20 +416,6 @@ impl Drop for Running {
     }
 }
 
-/// True when `GET /ready` on `addr` answers 200.
-fn ready(addr: std::net::SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = b"GET /ready HTTP/1.1\r\nHost: controller\r\nConnection: close\r\n\r\n";
-    let mut answer = String::new();
-    stream.write_all(request).is_ok()
-        && stream.read_to_string(&mut answer).is_ok()
-        && answer.starts_with("HTTP/1.1 200")
-}
-
 #[tokio::test]
 async fn binary_in_kubernetes_mode_becomes_ready() {
     let empty = |kind: &str| list(kind, vec![]);
@@ -496,9 +482,9 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
         .expect("controller starts");
     let _running = Running(child);
     let became_ready = tokio::time::timeout(PATIENCE, async {
-        while !tokio::task::spawn_blocking(move || ready(admin))
+        while !raw_http::try_get(admin, "/ready")
             .await
-            .unwrap_or(false)
+            .is_ok_and(|reply| reply.status == 200)
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
