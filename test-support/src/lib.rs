@@ -10,5 +10,6 @@ pub mod grpc;
 pub mod raw_http;
 pub mod temp_dir;
 pub mod tls;
+pub mod wait;
 
 pub use temp_dir::TempDir;

@@ -14,6 +14,7 @@ use harness::*;
 use http_body_util::{BodyExt, Full};
 use proxy_core::state::ProxyState;
 use test_support::raw_http::{self, Reply};
+use test_support::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waypoint::engine::{Caller, EndpointInfo, UpstreamClient, UpstreamError, UpstreamHints};
 use waypoint::transport::{HboneUpstream, UpstreamSettings};

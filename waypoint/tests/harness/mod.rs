@@ -23,6 +23,7 @@ use proxy_core::identity::{CaClient, CertManager, CertSettings};
 use proxy_core::state::ProxyState;
 use proxy_core::xds::{ClientIdentity, NamedSubscription};
 use test_support::control_plane;
+use test_support::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -121,17 +122,6 @@ impl Controller {
         ));
         (stop, task)
     }
-}
-
-/// Waits (bounded) until `done` holds; panics naming `what` otherwise.
-pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn ip_bytes(ip: &str) -> Vec<u8> {

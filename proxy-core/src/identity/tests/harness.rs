@@ -2,7 +2,6 @@
 //! authenticator that counts certificate calls and how many run at once.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -107,13 +106,4 @@ impl Controller {
 /// Adds the node proxy's bearer token.
 pub fn bearer<T>(request: &mut tonic::Request<T>) {
     test_support::grpc::add_token(request, TOKEN);
-}
-
-/// Awaits `future`, failing the test with `what` if it takes unreasonably long (a hang, not a
-/// performance check).
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(Duration::from_secs(90), future).await {
-        Ok(value) => value,
-        Err(_) => panic!("gave up waiting for {what}"),
-    }
 }
