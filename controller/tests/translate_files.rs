@@ -6,20 +6,19 @@ use std::time::Duration;
 use controller::model::{Index, Object, ObjectKey};
 use controller::source::FileSource;
 use test_support::TempDir;
+use test_support::manifests::{namespace, running_pod};
 
+/// Pod `name` of `shop` running on node1 at `ip`.
 fn pod(name: &str, ip: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: shop\nspec:\n  nodeName: node1\n  containers: [{{name: c, image: i}}]\nstatus:\n  phase: Running\n  podIP: {ip}\n"
-    )
+    running_pod("shop", name, &[], "node1", ip)
 }
 
-const MANIFESTS: &str = "apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
-  labels: {istio.io/dataplane-mode: ambient}
----
-apiVersion: v1
+/// The ambient namespace `shop` and its Service `web`.
+fn manifests() -> String {
+    namespace("shop", true) + WEB_SERVICE
+}
+
+const WEB_SERVICE: &str = "apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: shop}
 spec:
@@ -50,7 +49,7 @@ fn origin_of(index: &Index, key: &ObjectKey) -> String {
 fn scan_reconciles_with_disk() {
     let dir = TempDir::new("scan");
     dir.write("pods/shop/web-1.yaml", pod("web-1", "10.244.1.5"));
-    dir.write("manifests/app.yaml", MANIFESTS);
+    dir.write("manifests/app.yaml", manifests());
     dir.write("manifests/notes.txt", "not config");
     dir.write("manifests/.app.yaml.swp", "garbage: [");
     let mut source = FileSource::new(vec![dir.path().to_owned()]);
@@ -104,7 +103,7 @@ fn scan_reconciles_with_disk() {
     );
 
     // Fixed: problems gone.
-    dir.write("manifests/app.yaml", MANIFESTS);
+    dir.write("manifests/app.yaml", manifests());
     let fixed = source.scan();
     assert!(fixed.index.problems().is_empty());
 
@@ -134,7 +133,7 @@ fn scan_reconciles_with_disk() {
 fn several_directories_and_missing_ones() {
     let a = TempDir::new("dir-a");
     let b = TempDir::new("dir-b");
-    a.write("ns.yml", MANIFESTS);
+    a.write("ns.yml", manifests());
     b.write("pods/p.json", r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"shop"},"status":{"phase":"Running","podIP":"10.244.1.9"}}"#);
     let missing = a.join("does-not-exist");
     let mut source = FileSource::new(vec![a.path().to_owned(), b.path().to_owned(), missing]);
@@ -189,7 +188,7 @@ async fn watch_publishes_even_an_empty_first_scan() {
 #[tokio::test]
 async fn watch_publishes_changes() {
     let dir = TempDir::new("watch");
-    dir.write("a.yaml", MANIFESTS);
+    dir.write("a.yaml", manifests());
     let source = FileSource::new(vec![dir.path().to_owned()]);
     let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Index::new()));
     let task = tokio::spawn(source.watch(tx, Duration::from_millis(20)));

@@ -5,10 +5,11 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use e2e::manifests::{echo_pod, idle_pod, namespace};
+use e2e::manifests::{echo_pod, idle_pod};
 use e2e::mesh::{NODES, captured, wait_captured, wait_ready, ztunnel_dump};
 use e2e::{Component, SETTLE, Sandbox, eventually};
 use test_support::TempDir;
+use test_support::manifests::namespace;
 
 /// The echo server's port.
 const APP_PORT: u16 = 8080;

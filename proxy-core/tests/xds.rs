@@ -14,6 +14,7 @@ use proxy_core::config::ControlPlaneConfig;
 use proxy_core::state::{AuthzRequest, Decision, ProxyState};
 use proxy_core::xds::{self, ClientIdentity};
 use test_support::control_plane::Controller;
+use test_support::manifests::running_pod;
 use tokio::sync::watch;
 
 const TD: &str = "cluster.local";
@@ -393,7 +394,7 @@ async fn shutdown_while_the_controller_is_unreachable() {
 /// AuthorizationPolicy naming principals in Istio's form (without `spiffe://`).
 #[test]
 fn controller_translations_are_enforced_as_istio_does() {
-    const MANIFESTS: &str = r#"
+    const POLICIES: &str = r#"
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: default, namespace: istio-system}
@@ -434,43 +435,20 @@ spec:
   - from: [{source: {principals: ["cluster.local/ns/front/sa/web"]}}]
     to: [{operation: {ports: ["8080"]}}]
 ---
-apiVersion: v1
-kind: Pod
-metadata: {name: app-1, namespace: strict, labels: {app: app}}
-spec: {nodeName: n1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.40}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: exporter-1, namespace: strict, labels: {app: exporter}}
-spec: {nodeName: n1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.41}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-1, namespace: relaxed, labels: {app: web}}
-spec: {nodeName: n1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.42}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: admin-1, namespace: relaxed, labels: {app: admin}}
-spec: {nodeName: n1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.43}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: db-1, namespace: open, labels: {app: db}}
-spec: {nodeName: n1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.44}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: cart-1, namespace: shop, labels: {app: cart}}
-spec: {nodeName: n1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.45}
 "#;
-    let parsed = controller::model::parse_documents("inline", MANIFESTS, false);
+    let manifests = [
+        ("strict", "app-1", "app", "10.244.1.40"),
+        ("strict", "exporter-1", "exporter", "10.244.1.41"),
+        ("relaxed", "web-1", "web", "10.244.1.42"),
+        ("relaxed", "admin-1", "admin", "10.244.1.43"),
+        ("open", "db-1", "db", "10.244.1.44"),
+        ("shop", "cart-1", "cart", "10.244.1.45"),
+    ]
+    .iter()
+    .fold(POLICIES.to_owned(), |yaml, (namespace, name, app, ip)| {
+        yaml + &running_pod(namespace, name, &[("app", app)], "n1", ip)
+    });
+    let parsed = controller::model::parse_documents("inline", &manifests, false);
     assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
     let index = controller::model::Index::from_origins(vec![(
         "inline".into(),

@@ -7,6 +7,7 @@
 #[cfg(feature = "control-plane")]
 pub mod control_plane;
 pub mod grpc;
+pub mod manifests;
 pub mod raw_http;
 pub mod temp_dir;
 pub mod tls;
