@@ -9,6 +9,7 @@ pub mod capture;
 pub mod control_plane;
 pub mod grpc;
 pub mod manifests;
+pub mod netns;
 pub mod raw_http;
 pub mod temp_dir;
 pub mod tls;

@@ -9,9 +9,7 @@ use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
-use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use api::security::{self as authz, Action, Authorization, Clause, Match, Rule, Scope};
@@ -21,6 +19,7 @@ use http::StatusCode;
 use proxy_core::identity::{CertManager, CertSettings, CertificateSigner, IdentityError};
 use proxy_core::state::ProxyState;
 use proxy_core::telemetry::Metrics;
+use test_support::netns::TestNetns;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use ztunnel::agent::iptables;
@@ -32,28 +31,6 @@ const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const ECHO_PORT: u16 = 8080;
 /// Only guards against a hung test; nothing is asserted about how long anything takes.
 const HANG_GUARD: Duration = Duration::from_secs(30);
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// Deletes the namespaces it names when dropped (the veth pair goes with them).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Signs with an in-memory root, as the controller's CA does.
 struct TestCa(Arc<Authority>);
@@ -87,8 +64,8 @@ struct Mesh {
     state: ProxyState,
     ca: Arc<Authority>,
     metrics: Arc<Metrics>,
-    // Last: the namespaces outlive the proxies using them.
-    _namespaces: Namespaces,
+    // Last: the namespaces (and the veth pair with them) outlive the proxies using them.
+    _namespaces: [TestNetns; 2],
 }
 
 fn workload(name: &str, namespace: &str, ip: Ipv4Addr) -> wl::Address {
@@ -118,20 +95,19 @@ fn uid(name: &str, namespace: &str) -> String {
 
 impl Mesh {
     async fn new() -> Mesh {
-        let base = format!(
-            "zt-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let (a, b) = (format!("{base}-a"), format!("{base}-b"));
-        let mut namespaces = Namespaces(Vec::new());
-        for name in [&a, &b] {
-            run(&["ip", "netns", "add", name]);
-            namespaces.0.push(name.clone());
-        }
-        run(&[
-            "ip", "link", "add", "eth0", "netns", &a, "type", "veth", "peer", "name", "eth0",
-            "netns", &b,
+        let namespaces = [TestNetns::new("zt-test-a"), TestNetns::new("zt-test-b")];
+        let [a, b] = &namespaces;
+        a.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            b.name(),
         ]);
         let state = ProxyState::new();
         let metrics = Metrics::new();
@@ -139,24 +115,13 @@ impl Mesh {
             Arc::new(Authority::generate_root(TRUST_DOMAIN, Duration::from_secs(3600)).unwrap());
         let certs = CertManager::with_signer(Arc::new(TestCa(ca.clone())), CertSettings::default());
         let mut pods = Vec::new();
-        for (ns_name, ip, name, namespace) in [
-            (&a, CLIENT_IP, "sleep", "client"),
-            (&b, SERVER_IP, "echo", "server"),
+        for (ns, ip, name, namespace) in [
+            (a, CLIENT_IP, "sleep", "client"),
+            (b, SERVER_IP, "echo", "server"),
         ] {
-            run(&[
-                "ip",
-                "-n",
-                ns_name,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                "eth0",
-            ]);
-            run(&["ip", "-n", ns_name, "link", "set", "lo", "up"]);
-            run(&["ip", "-n", ns_name, "link", "set", "eth0", "up"]);
-            let path = format!("/var/run/netns/{ns_name}");
-            let file = File::open(&path).unwrap();
+            ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+            ns.ip(&["link", "set", "eth0", "up"]);
+            let file = File::open(ns.path()).unwrap();
             iptables::install(file.as_fd(), &iptables::families_for(&[ip.into()]))
                 .await
                 .unwrap();
