@@ -25,3 +25,16 @@ impl Write for Captured {
         Ok(())
     }
 }
+
+/// What `f` logs through `tracing`, as the `fmt` subscriber writes it (default format, no
+/// colours).
+pub fn logged(f: impl FnOnce()) -> String {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    captured.text()
+}

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use test_support::capture::Captured;
+use test_support::capture::logged;
 
 use super::*;
 
@@ -231,15 +231,8 @@ fn counts_from_many_threads() {
 }
 
 fn log_of(record: &ConnectionRecord) -> String {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
     let metrics = Metrics::new();
-    tracing::subscriber::with_default(subscriber, || metrics.connection_closed(record));
-    captured.text()
+    logged(|| metrics.connection_closed(record))
 }
 
 #[test]

@@ -398,7 +398,7 @@ mod tests {
     use std::net::SocketAddr;
     use std::sync::Arc;
 
-    use test_support::capture::Captured;
+    use test_support::capture::{Captured, logged};
 
     use super::super::labels::{PeerLabels, RequestLabels, ServiceLabels};
     use super::super::record::{Authority, TraceId};
@@ -511,17 +511,11 @@ mod tests {
     /// would write, and its time stamp reads as the subscriber's does.
     #[test]
     fn the_line_is_the_subscriber_s_line() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
         let r = record();
         let l = &r.labels;
         let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let before = SystemTime::now();
-        tracing::subscriber::with_default(subscriber, || {
+        let theirs = logged(|| {
             tracing::event!(
                 target: "access",
                 tracing::Level::INFO,
@@ -549,7 +543,6 @@ mod tests {
             );
         });
         let after = SystemTime::now();
-        let theirs = captured.text();
         let ours = |at: SystemTime| {
             let mut line = String::new();
             format_line(&mut line, &r, at);
