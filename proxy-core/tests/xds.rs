@@ -1,12 +1,14 @@
 //! The xDS client against the controller's real delta ADS server, over loopback TLS: initial
 //! sync, updates, removals, a controller restart, and resumption from the versions held.
 
-use std::net::IpAddr;
+#[path = "../src/state/tests/workloads.rs"]
+mod workloads;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use api::security::{self as sec, Authorization, Clause, Rule, string_match::MatchType};
-use api::workload::{self as wl, NetworkAddress, Port, PortList, address};
+use api::workload::{self as wl, address};
 use controller::server::controller_identity;
 use controller::translate::{Resource, Snapshot};
 use hbone::Identity;
@@ -16,6 +18,7 @@ use proxy_core::xds::{self, ClientIdentity};
 use test_support::control_plane::Controller;
 use test_support::manifests::running_pod;
 use tokio::sync::watch;
+use workloads::{WEB, ip, pod, uid, web_service};
 
 const TD: &str = "cluster.local";
 const TOKEN: &str = "zt-node1";
@@ -45,62 +48,8 @@ fn control_config(server: &Controller) -> ControlPlaneConfig {
     }
 }
 
-fn bytes(ip: &str) -> Vec<u8> {
-    match ip.parse::<IpAddr>().unwrap() {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    }
-}
-
-fn uid(name: &str) -> String {
-    format!("Kubernetes//Pod/shop/{name}")
-}
-
-const WEB: &str = "shop/web.shop.svc.cluster.local";
-
-fn pod(name: &str, ip: &str) -> wl::Address {
-    wl::Address {
-        r#type: Some(address::Type::Workload(wl::Workload {
-            uid: uid(name),
-            name: name.into(),
-            namespace: "shop".into(),
-            addresses: vec![bytes(ip)],
-            tunnel_protocol: wl::TunnelProtocol::Hbone as i32,
-            service_account: "web".into(),
-            node: "node1".into(),
-            services: [(
-                WEB.to_string(),
-                PortList {
-                    ports: vec![Port {
-                        service_port: 80,
-                        target_port: 8080,
-                    }],
-                },
-            )]
-            .into(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn web_service() -> wl::Address {
-    wl::Address {
-        r#type: Some(address::Type::Service(wl::Service {
-            name: "web".into(),
-            namespace: "shop".into(),
-            hostname: "web.shop.svc.cluster.local".into(),
-            addresses: vec![NetworkAddress {
-                network: String::new(),
-                address: bytes("10.96.0.10"),
-            }],
-            ports: vec![Port {
-                service_port: 80,
-                target_port: 8080,
-            }],
-            ..Default::default()
-        })),
-    }
-}
+/// The web service's one port: 80, to 8080 on its pods.
+const PORTS: &[(u32, u32)] = &[(80, 8080)];
 
 /// A DENY of plaintext in `shop`, on `ports` (every port when empty).
 fn deny_plaintext(ports: &[u32]) -> Authorization {
@@ -184,27 +133,23 @@ fn plaintext_to_a(state: &ProxyState, port: u16) -> Decision {
     })
 }
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
 #[tokio::test]
 async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
-    let mut bad = pod("bad", "10.0.0.3");
+    let mut bad = pod("bad", "node1", "10.0.0.3", PORTS);
     if let Some(address::Type::Workload(w)) = &mut bad.r#type {
         w.addresses = vec![vec![10, 0, 0]];
     }
     let policy_name = "shop/deny-plaintext";
     let v1 = snapshot(
         &[
-            (&uid("a"), "a1", pod("a", "10.0.0.1")),
-            (&uid("b"), "b1", pod("b", "10.0.0.2")),
+            (&uid("a"), "a1", pod("a", "node1", "10.0.0.1", PORTS)),
+            (&uid("b"), "b1", pod("b", "node1", "10.0.0.2", PORTS)),
             (&uid("bad"), "bad1", bad.clone()),
-            (WEB, "web1", web_service()),
+            (WEB, "web1", web_service(PORTS)),
         ],
         &[(policy_name, "p1", deny_plaintext(&[]))],
     );
@@ -235,10 +180,10 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
     // An update: a moves to a new address.
     let v2 = snapshot(
         &[
-            (&uid("a"), "a2", pod("a", "10.0.0.11")),
-            (&uid("b"), "b1", pod("b", "10.0.0.2")),
+            (&uid("a"), "a2", pod("a", "node1", "10.0.0.11", PORTS)),
+            (&uid("b"), "b1", pod("b", "node1", "10.0.0.2", PORTS)),
             (&uid("bad"), "bad1", bad.clone()),
-            (WEB, "web1", web_service()),
+            (WEB, "web1", web_service(PORTS)),
         ],
         &[(policy_name, "p1", deny_plaintext(&[]))],
     );
@@ -252,9 +197,9 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
     // A removal: b goes away.
     let v3 = snapshot(
         &[
-            (&uid("a"), "a2", pod("a", "10.0.0.11")),
+            (&uid("a"), "a2", pod("a", "node1", "10.0.0.11", PORTS)),
             (&uid("bad"), "bad1", bad.clone()),
-            (WEB, "web1", web_service()),
+            (WEB, "web1", web_service(PORTS)),
         ],
         &[(policy_name, "p1", deny_plaintext(&[]))],
     );
@@ -276,7 +221,7 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
     // it holds, and the unchanged workload a is not resent since its version matches.
     let v4 = snapshot(
         &[
-            (&uid("a"), "a2", pod("a", "10.0.0.11")),
+            (&uid("a"), "a2", pod("a", "node1", "10.0.0.11", PORTS)),
             (&uid("bad"), "bad1", bad),
         ],
         &[(policy_name, "p2", deny_plaintext(&[9999]))],
@@ -316,9 +261,9 @@ fn holds_everything(state: &ProxyState) -> bool {
 async fn a_restarted_controller_answering_with_nothing_does_not_wipe_the_proxy() {
     let v1 = snapshot(
         &[
-            (&uid("a"), "a1", pod("a", "10.0.0.1")),
-            (&uid("b"), "b1", pod("b", "10.0.0.2")),
-            (WEB, "web1", web_service()),
+            (&uid("a"), "a1", pod("a", "node1", "10.0.0.1", PORTS)),
+            (&uid("b"), "b1", pod("b", "node1", "10.0.0.2", PORTS)),
+            (WEB, "web1", web_service(PORTS)),
         ],
         &[("shop/deny-plaintext", "p1", deny_plaintext(&[]))],
     );
