@@ -48,6 +48,15 @@ fn control_config(server: &Controller) -> ControlPlaneConfig {
     }
 }
 
+/// The ztunnel of node1, as the controller sees it.
+fn node1_ztunnel() -> ClientIdentity {
+    ClientIdentity {
+        node_id: xds::node_id("10.0.0.200", "ztunnel-x", "istio-system"),
+        node_name: "node1".into(),
+        cluster_id: "Kubernetes".into(),
+    }
+}
+
 /// The web service's one port: 80, to 8080 on its pods.
 const PORTS: &[(u32, u32)] = &[(80, 8080)];
 
@@ -78,30 +87,23 @@ fn snapshot(
     addresses: &[(&str, &str, wl::Address)],
     policies: &[(&str, &str, Authorization)],
 ) -> Arc<Snapshot> {
+    let addresses = addresses
+        .iter()
+        .map(|(name, version, body)| (api::ADDRESS_TYPE_URL, name, version, api::pack(body)));
+    let policies = policies
+        .iter()
+        .map(|(name, version, body)| (api::AUTHORIZATION_TYPE_URL, name, version, api::pack(body)));
     let mut snapshot = Snapshot::default();
-    for (name, version, body) in addresses {
+    for (type_url, name, version, body) in addresses.chain(policies) {
         snapshot
             .resources
-            .entry(api::ADDRESS_TYPE_URL.to_owned())
+            .entry(type_url.to_owned())
             .or_default()
             .insert(
                 name.to_string(),
                 Resource {
                     version: version.to_string(),
-                    body: api::pack(body),
-                },
-            );
-    }
-    for (name, version, body) in policies {
-        snapshot
-            .resources
-            .entry(api::AUTHORIZATION_TYPE_URL.to_owned())
-            .or_default()
-            .insert(
-                name.to_string(),
-                Resource {
-                    version: version.to_string(),
-                    body: api::pack(body),
+                    body,
                 },
             );
     }
@@ -159,11 +161,7 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
     let (stop_client, shutdown) = watch::channel(false);
     let client = tokio::spawn(xds::run(
         control_config(&server),
-        ClientIdentity {
-            node_id: xds::node_id("10.0.0.200", "ztunnel-x", "istio-system"),
-            node_name: "node1".into(),
-            cluster_id: "Kubernetes".into(),
-        },
+        node1_ztunnel(),
         state.clone(),
         shutdown,
     ));
@@ -272,11 +270,7 @@ async fn a_restarted_controller_answering_with_nothing_does_not_wipe_the_proxy()
     let (stop_client, shutdown) = watch::channel(false);
     let client = tokio::spawn(xds::run(
         control_config(&server),
-        ClientIdentity {
-            node_id: xds::node_id("10.0.0.200", "ztunnel-x", "istio-system"),
-            node_name: "node1".into(),
-            cluster_id: "Kubernetes".into(),
-        },
+        node1_ztunnel(),
         state.clone(),
         shutdown,
     ));
