@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use serde_json::{Value, json};
+use test_support::process::KillOnDrop;
 use test_support::{TempDir, raw_http};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -406,16 +407,6 @@ async fn status_writer_sends_a_merge_patch_with_a_precondition() {
     assert_eq!(parent["conditions"][0]["observedGeneration"], 2);
 }
 
-/// Kills the process when the test ends, however it ends.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn binary_in_kubernetes_mode_becomes_ready() {
     let empty = |kind: &str| list(kind, vec![]);
@@ -480,7 +471,7 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("controller starts");
-    let _running = Running(child);
+    let _running = KillOnDrop(child);
     let became_ready = tokio::time::timeout(PATIENCE, async {
         while !raw_http::try_get(admin, "/ready")
             .await

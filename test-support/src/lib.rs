@@ -10,6 +10,7 @@ pub mod control_plane;
 pub mod grpc;
 pub mod manifests;
 pub mod netns;
+pub mod process;
 pub mod raw_http;
 pub mod temp_dir;
 pub mod tls;

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use api::zds::{
@@ -16,6 +16,7 @@ use api::zds::{
 };
 use test_support::TempDir;
 use test_support::netns::TestNetns;
+use test_support::process::KillOnDrop;
 use tokio::sync::watch;
 use ztunnel::agent::iptables::{self, Family};
 use ztunnel::agent::netns::Netns;
@@ -53,16 +54,6 @@ impl Inspect for TestNetns {
             .lines()
             .filter(|l| l.contains("fwmark 0x111/0xfff lookup 100"))
             .count()
-    }
-}
-
-/// A child process killed and reaped on drop.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
