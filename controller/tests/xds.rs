@@ -11,11 +11,12 @@ use api::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryReq
 use api::prost_types::Any;
 use controller::ca::CertificateAuthority;
 use controller::translate::{Published, Resource, Snapshot};
+use test_support::ads::AdsStream;
 use test_support::control_plane::Controller;
 use test_support::grpc::with_token;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Streaming};
+use tonic::Code;
 use xds_common::*;
 
 const ADDR: &str = api::ADDRESS_TYPE_URL;
@@ -43,44 +44,26 @@ fn ca() -> CertificateAuthority {
     CertificateAuthority::open(None, TD).unwrap()
 }
 
-struct Client {
-    tx: mpsc::Sender<DeltaDiscoveryRequest>,
-    rx: Streaming<DeltaDiscoveryResponse>,
-}
+/// A node proxy's stream, with the waits these tests make.
+struct Client(AdsStream);
 
 impl Client {
     async fn connect(h: &Controller, token: &str) -> Result<Client, tonic::Status> {
-        let mut grpc = AggregatedDiscoveryServiceClient::new(h.channel());
-        let (tx, requests) = mpsc::channel(16);
-        let rx = grpc
-            .delta_aggregated_resources(with_token(ReceiverStream::new(requests), token))
-            .await?
-            .into_inner();
-        Ok(Client { tx, rx })
+        AdsStream::open(h.channel(), token).await.map(Client)
     }
 
     async fn send(&self, request: DeltaDiscoveryRequest) {
-        self.tx.send(request).await.unwrap();
+        self.0.send(request).await;
     }
 
     async fn subscribe(&self, type_url: &str, initial: &[(&str, &str)]) {
-        self.send(DeltaDiscoveryRequest {
-            node: Some(api::core::Node {
-                id: "ztunnel~10.0.0.1~test".into(),
-                ..Default::default()
-            }),
-            type_url: type_url.into(),
-            initial_resource_versions: initial
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        })
-        .await;
+        self.0
+            .subscribe("ztunnel~10.0.0.1~test", type_url, initial)
+            .await;
     }
 
     async fn recv(&mut self) -> DeltaDiscoveryResponse {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+        tokio::time::timeout(Duration::from_secs(10), self.0.message())
             .await
             .expect("no response in time")
             .expect("stream error")
@@ -89,17 +72,12 @@ impl Client {
 
     /// Nothing further arrives for a while.
     async fn quiet(&mut self) {
-        let got = tokio::time::timeout(Duration::from_millis(300), self.rx.message()).await;
+        let got = tokio::time::timeout(Duration::from_millis(300), self.0.message()).await;
         assert!(got.is_err(), "unexpected response: {got:?}");
     }
 
     async fn ack(&self, response: &DeltaDiscoveryResponse) {
-        self.send(DeltaDiscoveryRequest {
-            type_url: response.type_url.clone(),
-            response_nonce: response.nonce.clone(),
-            ..Default::default()
-        })
-        .await;
+        self.0.ack(response).await;
     }
 }
 

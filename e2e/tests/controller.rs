@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use api::ca::istio_certificate_service_client::IstioCertificateServiceClient;
-use api::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use api::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use api::discovery::DeltaDiscoveryResponse;
 use api::security::Authorization;
 use api::workload::{Address, Service, TunnelProtocol, Workload, address};
 use e2e::{Component, Options, PodInfo, Sandbox};
@@ -16,12 +15,11 @@ use hbone::{CertificateRequest, Identity, WorkloadCertificate};
 use proxy_core::config::ControlPlaneConfig;
 use proxy_core::control::ControlPlane;
 use rustls_pki_types::CertificateDer;
+use test_support::ads::AdsStream;
 use test_support::grpc::{certificate_request, with_token};
 use test_support::tls::handshake_with;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic::{Code, Streaming};
+use tonic::Code;
 
 const NS: &str = "ctl";
 const CONTROLLER: &str = "spiffe://cluster.local/ns/istio-system/sa/controller";
@@ -108,43 +106,31 @@ async fn channel(sb: &Sandbox) -> Channel {
 
 /// A delta ADS client keeping the resources it was sent.
 struct Ads {
-    tx: mpsc::Sender<DeltaDiscoveryRequest>,
-    rx: Streaming<DeltaDiscoveryResponse>,
+    stream: AdsStream,
     addresses: BTreeMap<String, Address>,
     policies: BTreeMap<String, Authorization>,
 }
 
 impl Ads {
     async fn connect(channel: Channel, token: &str) -> Ads {
-        let (tx, requests) = mpsc::channel(16);
-        let rx = AggregatedDiscoveryServiceClient::new(channel)
-            .delta_aggregated_resources(with_token(ReceiverStream::new(requests), token))
+        let stream = AdsStream::open(channel, token)
             .await
-            .expect("delta ADS stream")
-            .into_inner();
-        let ads = Ads {
-            tx,
-            rx,
-            addresses: BTreeMap::new(),
-            policies: BTreeMap::new(),
-        };
+            .expect("delta ADS stream");
         // Wildcard subscriptions (no names), as ztunnel subscribes.
         for type_url in [api::ADDRESS_TYPE_URL, api::AUTHORIZATION_TYPE_URL] {
-            ads.send(DeltaDiscoveryRequest {
-                node: Some(api::core::Node {
-                    id: "ztunnel~172.18.0.2~e2e.istio-system~istio-system.svc.cluster.local".into(),
-                    ..Default::default()
-                }),
-                type_url: type_url.into(),
-                ..Default::default()
-            })
-            .await;
+            stream
+                .subscribe(
+                    "ztunnel~172.18.0.2~e2e.istio-system~istio-system.svc.cluster.local",
+                    type_url,
+                    &[],
+                )
+                .await;
         }
-        ads
-    }
-
-    async fn send(&self, request: DeltaDiscoveryRequest) {
-        self.tx.send(request).await.expect("ADS stream open");
+        Ads {
+            stream,
+            addresses: BTreeMap::new(),
+            policies: BTreeMap::new(),
+        }
     }
 
     /// Applies one response to the kept state and ACKs it.
@@ -167,12 +153,7 @@ impl Ads {
             self.addresses.remove(name);
             self.policies.remove(name);
         }
-        self.send(DeltaDiscoveryRequest {
-            type_url: response.type_url.clone(),
-            response_nonce: response.nonce.clone(),
-            ..Default::default()
-        })
-        .await;
+        self.stream.ack(&response).await;
     }
 
     /// Receives, applies and ACKs responses until `done` holds; returns how
@@ -181,7 +162,7 @@ impl Ads {
         let start = Instant::now();
         while !done(self) {
             let left = WAIT.saturating_sub(start.elapsed());
-            let next = tokio::time::timeout(left, self.rx.message()).await;
+            let next = tokio::time::timeout(left, self.stream.message()).await;
             match next {
                 Ok(Ok(Some(response))) => self.apply(response).await,
                 Ok(Ok(None)) => panic!("{what}: the stream ended"),
@@ -424,7 +405,7 @@ fn a_restarted_controller_keeps_its_ca_and_serves_again() {
         // Responses sent before the stop may still be buffered; then the
         // stream must end.
         let ended = tokio::time::timeout(WAIT, async {
-            while let Ok(Some(_)) = ads.rx.message().await {}
+            while let Ok(Some(_)) = ads.stream.message().await {}
         })
         .await;
         assert!(ended.is_ok(), "the stream of a stopped controller ends");

@@ -4,6 +4,7 @@
 //! share stay in that crate. The in-process controller (`control_plane`) needs the feature
 //! `control-plane`.
 
+pub mod ads;
 pub mod capture;
 #[cfg(feature = "control-plane")]
 pub mod control_plane;
