@@ -5,13 +5,12 @@ mod xds_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::ca::istio_certificate_service_client::IstioCertificateServiceClient;
 use controller::ca::{CertificateAuthority, Origin};
 use controller::translate::{Published, Snapshot};
 use hbone::{CertificateRequest, Identity, WorkloadCertificate};
 use test_support::TempDir;
 use test_support::control_plane::Controller;
-use test_support::grpc::{certificate_request, with_token};
+use test_support::grpc::create_certificate;
 use test_support::tls::mutual_handshake;
 use tonic::Code;
 use xds_common::*;
@@ -35,15 +34,7 @@ async fn create(
 ) -> Result<WorkloadCertificate, tonic::Status> {
     let id: Identity = identity.parse().unwrap();
     let csr = CertificateRequest::generate(&id).unwrap();
-    let mut client = IstioCertificateServiceClient::new(h.channel());
-    let chain = client
-        .create_certificate(with_token(
-            certificate_request(csr.csr_pem(), ttl, impersonate),
-            token,
-        ))
-        .await?
-        .into_inner()
-        .cert_chain;
+    let chain = create_certificate(h.channel(), token, csr.csr_pem(), ttl, impersonate).await?;
     Ok(csr.into_certificate(&chain).expect("chain assembles"))
 }
 
@@ -108,12 +99,7 @@ async fn bad_token_and_long_ttl_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let mut client = IstioCertificateServiceClient::new(h.channel());
-    let err = client
-        .create_certificate(with_token(
-            certificate_request("not a csr", 60, None),
-            "app",
-        ))
+    let err = create_certificate(h.channel(), "app", "not a csr", 60, None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

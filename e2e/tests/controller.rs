@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use api::ca::istio_certificate_service_client::IstioCertificateServiceClient;
 use api::discovery::DeltaDiscoveryResponse;
 use api::security::Authorization;
 use api::workload::{Address, Service, TunnelProtocol, Workload, address};
@@ -16,10 +15,10 @@ use proxy_core::config::ControlPlaneConfig;
 use proxy_core::control::ControlPlane;
 use rustls_pki_types::CertificateDer;
 use test_support::ads::AdsStream;
-use test_support::grpc::{certificate_request, with_token};
+use test_support::grpc::create_certificate;
 use test_support::tls::handshake_with;
-use tonic::transport::Channel;
 use tonic::Code;
+use tonic::transport::Channel;
 
 const NS: &str = "ctl";
 const CONTROLLER: &str = "spiffe://cluster.local/ns/istio-system/sa/controller";
@@ -213,12 +212,8 @@ async fn certificate(
     identity: &Identity,
 ) -> Result<(CertificateRequest, Vec<String>), tonic::Status> {
     let csr = CertificateRequest::generate(identity).unwrap();
-    let request = certificate_request(csr.csr_pem(), 3600, Some(&identity.to_string()));
-    let chain = IstioCertificateServiceClient::new(channel)
-        .create_certificate(with_token(request, token))
-        .await?
-        .into_inner()
-        .cert_chain;
+    let impersonate = identity.to_string();
+    let chain = create_certificate(channel, token, csr.csr_pem(), 3600, Some(&impersonate)).await?;
     Ok((csr, chain))
 }
 

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use api::ca::IstioCertificateRequest;
+use api::ca::istio_certificate_service_client::IstioCertificateServiceClient;
 use api::prost_types::{Struct, Value, value::Kind};
+use tonic::transport::Channel;
 
 /// Adds `authorization: Bearer <token>` to `request`.
 pub fn add_token<T>(request: &mut tonic::Request<T>, token: &str) {
@@ -41,4 +43,20 @@ pub fn certificate_request(
             )]),
         }),
     }
+}
+
+/// Asks the CA behind `channel`, as the caller of `token`, to sign `csr_pem` for
+/// `ttl_seconds` (on behalf of `impersonate` when given): the chain it answers, leaf first.
+pub async fn create_certificate(
+    channel: Channel,
+    token: &str,
+    csr_pem: &str,
+    ttl_seconds: i64,
+    impersonate: Option<&str>,
+) -> Result<Vec<String>, tonic::Status> {
+    let request = certificate_request(csr_pem, ttl_seconds, impersonate);
+    let response = IstioCertificateServiceClient::new(channel)
+        .create_certificate(with_token(request, token))
+        .await?;
+    Ok(response.into_inner().cert_chain)
 }
