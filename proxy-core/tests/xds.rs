@@ -9,18 +9,16 @@ use std::time::Duration;
 
 use api::security::{self as sec, Authorization, Clause, Rule, string_match::MatchType};
 use api::workload::{self as wl, address};
-use controller::server::controller_identity;
 use controller::translate::{Resource, Snapshot};
 use hbone::Identity;
 use proxy_core::config::ControlPlaneConfig;
 use proxy_core::state::{AuthzRequest, Decision, ProxyState};
 use proxy_core::xds::{self, ClientIdentity};
-use test_support::control_plane::Controller;
+use test_support::control_plane::{Controller, controller_identity};
 use test_support::manifests::running_pod;
 use tokio::sync::watch;
 use workloads::{WEB, ip, pod, uid, web_service};
 
-const TD: &str = "cluster.local";
 const TOKEN: &str = "zt-node1";
 /// Upper bound on any wait; reaching it fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -44,7 +42,7 @@ fn control_config(server: &Controller) -> ControlPlaneConfig {
         address: server.addr.to_string(),
         root_cert: server.root_cert(),
         token_file: Some(server.token_file(TOKEN)),
-        server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
+        server_identity: controller_identity().to_string(),
     }
 }
 

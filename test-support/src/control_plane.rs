@@ -35,11 +35,6 @@ pub fn controller_identity() -> Identity {
         .expect("the controller's identity")
 }
 
-/// `spiffe://cluster.local/ns/<namespace>/sa/<service_account>`.
-pub fn identity(namespace: &str, service_account: &str) -> Identity {
-    Identity::new(TRUST_DOMAIN, namespace, service_account).expect("a valid identity")
-}
-
 /// Which service accounts have a pod on which node: what the CA checks a node proxy's
 /// impersonation against. Tests change it while the controller runs.
 #[derive(Default)]

@@ -4,6 +4,8 @@
 //! share stay in that crate. The in-process controller (`control_plane`) needs the feature
 //! `control-plane`.
 
+#![warn(missing_docs)]
+
 pub mod ads;
 pub mod capture;
 #[cfg(feature = "control-plane")]

@@ -10,7 +10,6 @@ use std::time::Duration;
 use api::waypoint as wp;
 use api::workload::{self as wl, NetworkAddress, PortList, address};
 use bytes::Bytes;
-use controller::server::controller_identity;
 use controller::translate::{Resource, Snapshot};
 use hbone::{ConnectHandler, ConnectRequest, Identity, IncomingConnect, WorkloadCertificate};
 use http::{Request, Response};
@@ -78,7 +77,7 @@ impl Controller {
             address: self.endpoint.addr.to_string(),
             root_cert: self.endpoint.root_cert(),
             token_file: Some(self.endpoint.token_file(TOKEN)),
-            server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
+            server_identity: control_plane::controller_identity().to_string(),
         }
     }
 
