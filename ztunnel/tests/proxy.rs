@@ -1,6 +1,7 @@
 //! The pod data path end to end inside one process, on real network namespaces: two pods
 //! joined by a veth pair, each with the in-pod redirection rules the node agent installs, each
-//! with its own `PodProxy`, certificates from a real CA, and config set by hand.
+//! with its own `PodProxy`, certificates from the controller's CA (in process, over loopback TLS,
+//! asked as node1's ztunnel asks), and config set by hand.
 //!
 //! Needs root (namespaces, iptables). Every test builds its own uniquely named namespaces
 //! and removes them when it ends, even on failure.
@@ -14,11 +15,13 @@ use std::time::Duration;
 
 use api::security::{self as authz, Action, Authorization, Clause, Match, Rule, Scope};
 use api::workload::{self as wl, address};
-use hbone::{Authority, ConnectRequest, Identity, Pool, PoolConfig, SocketFactory, Upstream};
+use hbone::{ConnectRequest, Identity, Pool, PoolConfig, SocketFactory, Upstream};
 use http::StatusCode;
-use proxy_core::identity::{CertManager, CertSettings, CertificateSigner, IdentityError};
+use proxy_core::identity::{CaClient, CertManager, CertSettings};
 use proxy_core::state::ProxyState;
 use proxy_core::telemetry::Metrics;
+use test_support::control_plane::Controller;
+use test_support::grpc::add_token;
 use test_support::netns::TestNetns;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -32,22 +35,8 @@ const ECHO_PORT: u16 = 8080;
 /// Only guards against a hung test; nothing is asserted about how long anything takes.
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
-/// Signs with an in-memory root, as the controller's CA does.
-struct TestCa(Arc<Authority>);
-
-#[tonic::async_trait]
-impl CertificateSigner for TestCa {
-    async fn sign(
-        &self,
-        identity: &Identity,
-        csr_pem: &str,
-        ttl: Duration,
-    ) -> Result<Vec<String>, IdentityError> {
-        self.0
-            .sign_csr(csr_pem, identity, ttl)
-            .map_err(|e| IdentityError::Ca(e.to_string()))
-    }
-}
+/// The node proxy's bearer token at the controller.
+const TOKEN: &str = "ztunnel-node1";
 
 /// One pod: its namespace and its proxy.
 struct Pod {
@@ -62,7 +51,7 @@ struct Mesh {
     client: Pod,
     server: Pod,
     state: ProxyState,
-    ca: Arc<Authority>,
+    controller: Controller,
     metrics: Arc<Metrics>,
     // Last: the namespaces (and the veth pair with them) outlive the proxies using them.
     _namespaces: [TestNetns; 2],
@@ -97,23 +86,24 @@ impl Mesh {
     async fn new() -> Mesh {
         let namespaces = [TestNetns::new("zt-test-a"), TestNetns::new("zt-test-b")];
         let [a, b] = &namespaces;
+        let peer = b.name();
         a.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            b.name(),
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", peer,
         ]);
         let state = ProxyState::new();
         let metrics = Metrics::new();
-        let ca =
-            Arc::new(Authority::generate_root(TRUST_DOMAIN, Duration::from_secs(3600)).unwrap());
-        let certs = CertManager::with_signer(Arc::new(TestCa(ca.clone())), CertSettings::default());
+        // The controller's CA signs for node1's pods, asked as node1's ztunnel asks.
+        let controller = Controller::builder()
+            .token(
+                TOKEN,
+                "spiffe://cluster.local/ns/istio-system/sa/ztunnel",
+                Some("node1"),
+            )
+            .start()
+            .await;
+        let signer =
+            CaClient::with_authorizer(controller.channel(), |request| add_token(request, TOKEN));
+        let certs = CertManager::with_signer(Arc::new(signer), CertSettings::default());
         let mut pods = Vec::new();
         for (ns, ip, name, namespace) in [
             (a, CLIENT_IP, "sleep", "client"),
@@ -128,6 +118,7 @@ impl Mesh {
             state
                 .apply_address(&uid(name, namespace), workload(name, namespace, ip))
                 .unwrap();
+            controller.pods.add("node1", namespace, name);
             let netns = Arc::new(PodNetns::new(file.into()));
             let proxy = PodProxy::start(PodContext {
                 uid: uid(name, namespace),
@@ -157,7 +148,7 @@ impl Mesh {
             client,
             server,
             state,
-            ca,
+            controller,
             metrics,
             _namespaces: namespaces,
         }
@@ -185,7 +176,7 @@ impl Mesh {
     /// A client certificate for `identity` from the mesh's CA.
     fn cert(&self, identity: &str) -> Arc<hbone::WorkloadCertificate> {
         let identity: Identity = identity.parse().unwrap();
-        Arc::new(self.ca.issue(&identity, Duration::from_secs(3600)).unwrap())
+        self.controller.issue(&identity)
     }
 }
 
