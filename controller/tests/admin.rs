@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use controller::admin::{self, AdminState, Readiness};
 use controller::translate::{Published, Snapshot};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use test_support::raw_http;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// A running admin endpoint and the handles that drive what it answers.
@@ -38,21 +38,8 @@ async fn start() -> Admin {
 
 /// GETs `path`: the status code and the body.
 async fn get(admin: &Admin, path: &str) -> (u16, String) {
-    let mut tcp = TcpStream::connect(admin.addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = String::new();
-    tcp.read_to_string(&mut reply).await.unwrap();
-    let status = reply
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {reply:?}"));
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let reply = raw_http::get(admin.addr, path).await;
+    (reply.status, reply.body)
 }
 
 #[tokio::test]

@@ -2,51 +2,31 @@
 
 mod xds_common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::ca::IstioCertificateRequest;
-use api::ca::istio_certificate_service_client::IstioCertificateServiceClient;
-use api::prost_types::{Struct, Value, value::Kind};
 use controller::ca::{CertificateAuthority, Origin};
-use controller::translate::Snapshot;
+use controller::translate::{Published, Snapshot};
 use hbone::{CertificateRequest, Identity, WorkloadCertificate};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use test_support::TempDir;
+use test_support::control_plane::Controller;
+use test_support::grpc::create_certificate;
+use test_support::tls::mutual_handshake;
 use tonic::Code;
 use xds_common::*;
 
 const WEB: &str = "spiffe://cluster.local/ns/app/sa/web";
 
-async fn harness() -> Harness {
-    let (_tx, rx) = watch::channel(Some(Arc::new(Snapshot::default())));
-    // Keep the sender alive for the test's duration: dropping it ends xDS streams only.
-    std::mem::forget(_tx);
-    start(rx, CertificateAuthority::open(None, TD).unwrap()).await
+async fn harness() -> Controller {
+    start(empty(), CertificateAuthority::open(None, TD).unwrap()).await
 }
 
-fn request(
-    csr: &CertificateRequest,
-    ttl: i64,
-    impersonate: Option<&str>,
-) -> IstioCertificateRequest {
-    IstioCertificateRequest {
-        csr: csr.csr_pem().to_owned(),
-        validity_duration: ttl,
-        metadata: impersonate.map(|id| Struct {
-            fields: BTreeMap::from([(
-                "ImpersonatedIdentity".to_owned(),
-                Value {
-                    kind: Some(Kind::StringValue(id.to_owned())),
-                },
-            )]),
-        }),
-    }
+fn empty() -> Published {
+    Some(Arc::new(Snapshot::default()))
 }
 
 async fn create(
-    h: &Harness,
+    h: &Controller,
     token: &str,
     identity: &str,
     ttl: i64,
@@ -54,34 +34,8 @@ async fn create(
 ) -> Result<WorkloadCertificate, tonic::Status> {
     let id: Identity = identity.parse().unwrap();
     let csr = CertificateRequest::generate(&id).unwrap();
-    let mut client = IstioCertificateServiceClient::new(h.channel().await);
-    let chain = client
-        .create_certificate(with_token(request(&csr, ttl, impersonate), token))
-        .await?
-        .into_inner()
-        .cert_chain;
+    let chain = create_certificate(h.channel(), token, csr.csr_pem(), ttl, impersonate).await?;
     Ok(csr.into_certificate(&chain).expect("chain assembles"))
-}
-
-/// Completes an hbone mTLS handshake between two certificates: proves each chain verifies
-/// against the other's trust bundle and that the SAN is the expected identity.
-async fn handshake(server: &WorkloadCertificate, client: &WorkloadCertificate) {
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(Arc::new(hbone::tls::server_config(server).unwrap()));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(
-        hbone::tls::client_config(client, &[server.identity().clone()]).unwrap(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accept = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let tls = acceptor.accept(tcp).await.unwrap();
-        hbone::tls::peer_identity(tls.get_ref().1.peer_certificates())
-    });
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-    connector.connect(name, tcp).await.unwrap();
-    assert_eq!(accept.await.unwrap().as_ref(), Some(client.identity()));
 }
 
 #[tokio::test]
@@ -98,18 +52,14 @@ async fn issues_own_identity_with_a_verifying_chain() {
         lifetime >= Duration::from_secs(24 * 3600),
         "default TTL is 24 h"
     );
-    handshake(&zt, &web).await;
+    mutual_handshake(&zt, &web).await;
     assert!(counter("controller_ca_certificates_issued_total") >= before + 2.0);
 }
 
 #[tokio::test]
 async fn node_proxy_impersonates_pods_on_its_node_only() {
     let h = harness().await;
-    h.pods
-        .0
-        .lock()
-        .unwrap()
-        .push(("node1".into(), "app".into(), "web".into()));
+    h.pods.add("node1", "app", "web");
     let cert = create(&h, "zt-node1", WEB, 3600, Some(WEB)).await.unwrap();
     assert_eq!(cert.identity().to_string(), WEB);
 
@@ -128,11 +78,7 @@ async fn node_proxy_impersonates_pods_on_its_node_only() {
 #[tokio::test]
 async fn non_node_callers_cannot_impersonate() {
     let h = harness().await;
-    h.pods
-        .0
-        .lock()
-        .unwrap()
-        .push(("node1".into(), "istio-system".into(), "ztunnel".into()));
+    h.pods.add("node1", "istio-system", "ztunnel");
     let before = counter("controller_ca_certificates_refused_total");
     let err = create(&h, "app", ZTUNNEL, 3600, Some(ZTUNNEL))
         .await
@@ -153,16 +99,7 @@ async fn bad_token_and_long_ttl_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let mut client = IstioCertificateServiceClient::new(h.channel().await);
-    let err = client
-        .create_certificate(with_token(
-            IstioCertificateRequest {
-                csr: "not a csr".into(),
-                validity_duration: 60,
-                metadata: None,
-            },
-            "app",
-        ))
+    let err = create_certificate(h.channel(), "app", "not a csr", 60, None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -170,8 +107,8 @@ async fn bad_token_and_long_ttl_are_refused() {
 
 #[tokio::test]
 async fn persisted_root_survives_restart_and_rotation() {
-    let dir = std::env::temp_dir().join(format!("controller-ca-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = TempDir::new("controller-ca");
+    let dir = scratch.join("ca");
     let first = CertificateAuthority::open(Some(&dir), TD).unwrap();
     assert_eq!(first.origin(), Origin::Generated);
     let roots = first.roots_pem().unwrap();
@@ -182,8 +119,7 @@ async fn persisted_root_survives_restart_and_rotation() {
     assert_eq!(second.roots_pem().unwrap(), roots);
 
     // Certificates issued before a restart verify against the reloaded CA's issues.
-    let (_tx, rx) = watch::channel(Some(Arc::new(Snapshot::default())));
-    let h = start(rx, second).await;
+    let h = start(empty(), second).await;
     let web = create(&h, "app", WEB, 3600, None).await.unwrap();
     assert_eq!(web.roots().len(), 1);
 
@@ -197,12 +133,11 @@ async fn persisted_root_survives_restart_and_rotation() {
     h.ca.rotate(next).unwrap();
     let rotated = create(&h, "app", WEB, 3600, None).await.unwrap();
     assert_eq!(rotated.roots().len(), 2);
-    handshake(&before_switch, &rotated).await;
-    handshake(&rotated, &before_switch).await;
+    mutual_handshake(&before_switch, &rotated).await;
+    mutual_handshake(&rotated, &before_switch).await;
     // A peer still holding only the old root trusts certificates of the old signer.
-    handshake(&web, &before_switch).await;
+    mutual_handshake(&web, &before_switch).await;
 
     let third = CertificateAuthority::open(Some(&dir), TD).unwrap();
     assert_eq!(third.roots_pem().unwrap().len(), 2, "rotation is persisted");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -21,6 +21,8 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use serde_json::{Value, json};
+use test_support::process::KillOnDrop;
+use test_support::{TempDir, raw_http};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -405,39 +407,6 @@ async fn status_writer_sends_a_merge_patch_with_a_precondition() {
     assert_eq!(parent["conditions"][0]["observedGeneration"], 2);
 }
 
-/// Removes a folder when the test ends, however it ends.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Kills the process when the test ends, however it ends.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// True when `GET /ready` on `addr` answers 200.
-fn ready(addr: std::net::SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = b"GET /ready HTTP/1.1\r\nHost: controller\r\nConnection: close\r\n\r\n";
-    let mut answer = String::new();
-    stream.write_all(request).is_ok()
-        && stream.read_to_string(&mut answer).is_ok()
-        && answer.starts_with("HTTP/1.1 200")
-}
-
 #[tokio::test]
 async fn binary_in_kubernetes_mode_becomes_ready() {
     let empty = |kind: &str| list(kind, vec![]);
@@ -478,10 +447,8 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
         ..Fake::default()
     };
     let (_, fake, _, api) = serve(fake).await;
-    let dir = std::env::temp_dir().join(format!("controller-kube-mode-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let dir = TempDir(dir);
-    let kubeconfig = dir.0.join("kubeconfig");
+    let dir = TempDir::new("controller-kube-mode");
+    let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
         format!(
@@ -504,11 +471,11 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("controller starts");
-    let _running = Running(child);
+    let _running = KillOnDrop(child);
     let became_ready = tokio::time::timeout(PATIENCE, async {
-        while !tokio::task::spawn_blocking(move || ready(admin))
+        while !raw_http::try_get(admin, "/ready")
             .await
-            .unwrap_or(false)
+            .is_ok_and(|reply| reply.status == 200)
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

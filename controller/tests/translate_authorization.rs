@@ -10,6 +10,7 @@ use api::security::{
 use common::*;
 use controller::model::Index;
 use controller::translate::{TranslateOptions, Translation, Translator};
+use test_support::manifests::running_pod;
 
 fn exact(s: &str) -> StringMatch {
     StringMatch {
@@ -295,15 +296,12 @@ spec:
   selector: {matchLabels: {app: api}}
   rules: [{from: [{source: {principals: ["cluster.local/ns/a/sa/b"]}}]}]
 ---
-apiVersion: v1
-kind: Pod
-metadata: {name: api-1, namespace: shop, labels: {app: api}}
-spec: {nodeName: n, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.30}
-"#;
+"#
+    .to_owned()
+        + &running_pod("shop", "api-1", &[("app", "api")], "n", "10.244.1.30");
     let bad = good.replace("cluster.local/ns/a/sa/b", "cluster.local/*/sa/b");
     let mut translator = Translator::new(TranslateOptions::default());
-    let first = translator.translate(&index_from("p.yaml", good));
+    let first = translator.translate(&index_from("p.yaml", &good));
     assert!(first.problems.is_empty(), "{:?}", first.problems);
     let second = translator.translate(&index_from("p.yaml", &bad));
     assert_eq!(

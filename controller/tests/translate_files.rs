@@ -1,59 +1,24 @@
 //! The file source against a real temporary directory.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use controller::model::{Index, Object, ObjectKey};
 use controller::source::FileSource;
+use test_support::TempDir;
+use test_support::manifests::{namespace, running_pod};
 
-/// A unique temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("controller-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Self(dir)
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        let path = self.0.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).expect("mkdir");
-        }
-        std::fs::write(path, text).expect("write");
-    }
-
-    fn remove(&self, rel: &str) {
-        std::fs::remove_file(self.0.join(rel)).expect("remove");
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// Pod `name` of `shop` running on node1 at `ip`.
 fn pod(name: &str, ip: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: shop\nspec:\n  nodeName: node1\n  containers: [{{name: c, image: i}}]\nstatus:\n  phase: Running\n  podIP: {ip}\n"
-    )
+    running_pod("shop", name, &[], "node1", ip)
 }
 
-const MANIFESTS: &str = "apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
-  labels: {istio.io/dataplane-mode: ambient}
----
-apiVersion: v1
+/// The ambient namespace `shop` and its Service `web`.
+fn manifests() -> String {
+    namespace("shop", true) + WEB_SERVICE
+}
+
+const WEB_SERVICE: &str = "apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: shop}
 spec:
@@ -83,11 +48,11 @@ fn origin_of(index: &Index, key: &ObjectKey) -> String {
 #[test]
 fn scan_reconciles_with_disk() {
     let dir = TempDir::new("scan");
-    dir.write("pods/shop/web-1.yaml", &pod("web-1", "10.244.1.5"));
-    dir.write("manifests/app.yaml", MANIFESTS);
+    dir.write("pods/shop/web-1.yaml", pod("web-1", "10.244.1.5"));
+    dir.write("manifests/app.yaml", manifests());
     dir.write("manifests/notes.txt", "not config");
     dir.write("manifests/.app.yaml.swp", "garbage: [");
-    let mut source = FileSource::new(vec![dir.0.clone()]);
+    let mut source = FileSource::new(vec![dir.path().to_owned()]);
 
     let first = source.scan();
     assert!(first.changed);
@@ -108,7 +73,7 @@ fn scan_reconciles_with_disk() {
     assert_eq!(keys(&again.index), keys(&first.index));
 
     // In-place rewrite (same size), as the sandbox does.
-    dir.write("pods/shop/web-1.yaml", &pod("web-1", "10.244.1.6"));
+    dir.write("pods/shop/web-1.yaml", pod("web-1", "10.244.1.6"));
     let edited = source.scan();
     assert!(edited.changed);
     assert_eq!(pod_ip(&edited.index, "web-1"), "10.244.1.6");
@@ -138,7 +103,7 @@ fn scan_reconciles_with_disk() {
     );
 
     // Fixed: problems gone.
-    dir.write("manifests/app.yaml", MANIFESTS);
+    dir.write("manifests/app.yaml", manifests());
     let fixed = source.scan();
     assert!(fixed.index.problems().is_empty());
 
@@ -168,10 +133,10 @@ fn scan_reconciles_with_disk() {
 fn several_directories_and_missing_ones() {
     let a = TempDir::new("dir-a");
     let b = TempDir::new("dir-b");
-    a.write("ns.yml", MANIFESTS);
+    a.write("ns.yml", manifests());
     b.write("pods/p.json", r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"shop"},"status":{"phase":"Running","podIP":"10.244.1.9"}}"#);
-    let missing = a.0.join("does-not-exist");
-    let mut source = FileSource::new(vec![a.0.clone(), b.0.clone(), missing]);
+    let missing = a.join("does-not-exist");
+    let mut source = FileSource::new(vec![a.path().to_owned(), b.path().to_owned(), missing]);
     let r = source.scan();
     assert_eq!(r.files, 2);
     assert_eq!(r.index.len(), 3);
@@ -194,7 +159,7 @@ fn first_bad_version_loads_its_good_documents() {
         "m.yaml",
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: ok}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: x}]}\n",
     );
-    let mut source = FileSource::new(vec![dir.0.clone()]);
+    let mut source = FileSource::new(vec![dir.path().to_owned()]);
     let r = source.scan();
     assert_eq!(keys(&r.index), vec!["Namespace ok"]);
     assert_eq!(r.index.problems().len(), 1);
@@ -212,7 +177,7 @@ async fn next(rx: &mut tokio::sync::watch::Receiver<Arc<Index>>) -> Arc<Index> {
 #[tokio::test]
 async fn watch_publishes_even_an_empty_first_scan() {
     let dir = TempDir::new("watch-empty");
-    let source = FileSource::new(vec![dir.0.clone()]);
+    let source = FileSource::new(vec![dir.path().to_owned()]);
     let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Index::new()));
     let task = tokio::spawn(source.watch(tx, Duration::from_millis(20)));
     assert!(next(&mut rx).await.is_empty());
@@ -223,12 +188,12 @@ async fn watch_publishes_even_an_empty_first_scan() {
 #[tokio::test]
 async fn watch_publishes_changes() {
     let dir = TempDir::new("watch");
-    dir.write("a.yaml", MANIFESTS);
-    let source = FileSource::new(vec![dir.0.clone()]);
+    dir.write("a.yaml", manifests());
+    let source = FileSource::new(vec![dir.path().to_owned()]);
     let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Index::new()));
     let task = tokio::spawn(source.watch(tx, Duration::from_millis(20)));
     assert_eq!(next(&mut rx).await.len(), 2);
-    dir.write("b.yaml", &pod("web-2", "10.244.1.7"));
+    dir.write("b.yaml", pod("web-2", "10.244.1.7"));
     assert_eq!(next(&mut rx).await.len(), 3);
     drop(rx);
     tokio::time::timeout(Duration::from_secs(10), task)

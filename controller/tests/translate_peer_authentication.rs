@@ -5,6 +5,7 @@ mod common;
 
 use api::security::{Action, Clause, Match, Rule, Scope, StringMatch, string_match::MatchType};
 use common::*;
+use test_support::manifests::{namespace, running_pod};
 
 const STRICT: &str = "istio-system/istio_converted_static_strict";
 
@@ -118,12 +119,9 @@ fn unknown_mode_is_reported() {
 fn a_peer_authentication_that_cannot_be_understood_is_enforced_as_strict() {
     // No mesh policy: without the broken ones the pods would accept plaintext.
     let yaml = |mtls: &str| {
-        format!(
-            r#"
-apiVersion: v1
-kind: Namespace
-metadata: {{name: loose, labels: {{istio.io/dataplane-mode: ambient}}}}
----
+        namespace("loose", true)
+            + &format!(
+                r#"
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {{name: broken, namespace: loose}}
@@ -131,19 +129,10 @@ spec:
   selector: {{matchLabels: {{app: db}}}}
   mtls: {mtls}
 ---
-apiVersion: v1
-kind: Pod
-metadata: {{name: db-1, namespace: loose, labels: {{app: db}}}}
-spec: {{nodeName: n1, containers: [{{name: c, image: i}}]}}
-status: {{phase: Running, podIP: 10.244.1.50}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: web-1, namespace: loose, labels: {{app: web}}}}
-spec: {{nodeName: n1, containers: [{{name: c, image: i}}]}}
-status: {{phase: Running, podIP: 10.244.1.51}}
 "#
-        )
+            )
+            + &running_pod("loose", "db-1", &[("app", "db")], "n1", "10.244.1.50")
+            + &running_pod("loose", "web-1", &[("app", "web")], "n1", "10.244.1.51")
     };
     for (mtls, field) in [
         // An unknown mode, and a value of the wrong type.

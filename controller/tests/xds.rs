@@ -11,9 +11,12 @@ use api::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryReq
 use api::prost_types::Any;
 use controller::ca::CertificateAuthority;
 use controller::translate::{Published, Resource, Snapshot};
-use tokio::sync::{mpsc, watch};
+use test_support::ads::AdsStream;
+use test_support::control_plane::Controller;
+use test_support::grpc::with_token;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Streaming};
+use tonic::Code;
 use xds_common::*;
 
 const ADDR: &str = api::ADDRESS_TYPE_URL;
@@ -41,44 +44,26 @@ fn ca() -> CertificateAuthority {
     CertificateAuthority::open(None, TD).unwrap()
 }
 
-struct Client {
-    tx: mpsc::Sender<DeltaDiscoveryRequest>,
-    rx: Streaming<DeltaDiscoveryResponse>,
-}
+/// A node proxy's stream, with the waits these tests make.
+struct Client(AdsStream);
 
 impl Client {
-    async fn connect(h: &Harness, token: &str) -> Result<Client, tonic::Status> {
-        let mut grpc = AggregatedDiscoveryServiceClient::new(h.channel().await);
-        let (tx, requests) = mpsc::channel(16);
-        let rx = grpc
-            .delta_aggregated_resources(with_token(ReceiverStream::new(requests), token))
-            .await?
-            .into_inner();
-        Ok(Client { tx, rx })
+    async fn connect(h: &Controller, token: &str) -> Result<Client, tonic::Status> {
+        AdsStream::open(h.channel(), token).await.map(Client)
     }
 
     async fn send(&self, request: DeltaDiscoveryRequest) {
-        self.tx.send(request).await.unwrap();
+        self.0.send(request).await;
     }
 
     async fn subscribe(&self, type_url: &str, initial: &[(&str, &str)]) {
-        self.send(DeltaDiscoveryRequest {
-            node: Some(api::core::Node {
-                id: "ztunnel~10.0.0.1~test".into(),
-                ..Default::default()
-            }),
-            type_url: type_url.into(),
-            initial_resource_versions: initial
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        })
-        .await;
+        self.0
+            .subscribe("ztunnel~10.0.0.1~test", type_url, initial)
+            .await;
     }
 
     async fn recv(&mut self) -> DeltaDiscoveryResponse {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+        tokio::time::timeout(Duration::from_secs(10), self.0.message())
             .await
             .expect("no response in time")
             .expect("stream error")
@@ -87,17 +72,12 @@ impl Client {
 
     /// Nothing further arrives for a while.
     async fn quiet(&mut self) {
-        let got = tokio::time::timeout(Duration::from_millis(300), self.rx.message()).await;
+        let got = tokio::time::timeout(Duration::from_millis(300), self.0.message()).await;
         assert!(got.is_err(), "unexpected response: {got:?}");
     }
 
     async fn ack(&self, response: &DeltaDiscoveryResponse) {
-        self.send(DeltaDiscoveryRequest {
-            type_url: response.type_url.clone(),
-            response_nonce: response.nonce.clone(),
-            ..Default::default()
-        })
-        .await;
+        self.0.ack(response).await;
     }
 }
 
@@ -120,12 +100,11 @@ fn pairs(entries: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn subscribe_update_delete() {
-    let (tx, rx) = watch::channel(snapshot(&[
-        (ADDR, "a", "1"),
-        (ADDR, "b", "1"),
-        (AUTHZ, "p", "1"),
-    ]));
-    let h = start(rx, ca()).await;
+    let h = start(
+        snapshot(&[(ADDR, "a", "1"), (ADDR, "b", "1"), (AUTHZ, "p", "1")]),
+        ca(),
+    )
+    .await;
     let mut c = Client::connect(&h, "zt-node1").await.unwrap();
     c.subscribe(ADDR, &[]).await;
     let first = c.recv().await;
@@ -136,12 +115,11 @@ async fn subscribe_update_delete() {
     c.ack(&first).await;
     c.quiet().await;
 
-    tx.send(snapshot(&[
+    h.publish(snapshot(&[
         (ADDR, "a", "1"),
         (ADDR, "b", "2"),
         (AUTHZ, "p", "2"),
-    ]))
-    .unwrap();
+    ]));
     let update = c.recv().await;
     assert_eq!(update.type_url, ADDR, "only the subscribed type is pushed");
     assert_eq!(names(&update), pairs(&[("b", "2")]));
@@ -151,7 +129,7 @@ async fn subscribe_update_delete() {
     assert_eq!(update.resources[0].resource.as_ref().unwrap().value, b"b@2");
     c.ack(&update).await;
 
-    tx.send(snapshot(&[(ADDR, "b", "2")])).unwrap();
+    h.publish(snapshot(&[(ADDR, "b", "2")]));
     let removal = c.recv().await;
     assert!(removal.resources.is_empty());
     assert_eq!(removal.removed_resources, ["a"]);
@@ -167,8 +145,7 @@ async fn subscribe_update_delete() {
 
 #[tokio::test]
 async fn empty_snapshot_still_answers() {
-    let (_tx, rx) = watch::channel(Some(Arc::new(Snapshot::default())));
-    let h = start(rx, ca()).await;
+    let h = start(Some(Arc::new(Snapshot::default())), ca()).await;
     let mut c = Client::connect(&h, "zt-node1").await.unwrap();
     c.subscribe(ADDR, &[]).await;
     let first = c.recv().await;
@@ -177,8 +154,7 @@ async fn empty_snapshot_still_answers() {
 
 #[tokio::test]
 async fn nack_is_counted_and_stream_keeps_working() {
-    let (tx, rx) = watch::channel(snapshot(&[(ADDR, "a", "1")]));
-    let h = start(rx, ca()).await;
+    let h = start(snapshot(&[(ADDR, "a", "1")]), ca()).await;
     let mut c = Client::connect(&h, "zt-node1").await.unwrap();
     c.subscribe(ADDR, &[]).await;
     let first = c.recv().await;
@@ -198,7 +174,7 @@ async fn nack_is_counted_and_stream_keeps_working() {
     c.quiet().await;
     assert!(counter("controller_xds_nacks_total") >= before + 1.0);
 
-    tx.send(snapshot(&[(ADDR, "a", "2")])).unwrap();
+    h.publish(snapshot(&[(ADDR, "a", "2")]));
     let update = c.recv().await;
     assert_eq!(names(&update), pairs(&[("a", "2")]));
 }
@@ -207,20 +183,18 @@ async fn nack_is_counted_and_stream_keeps_working() {
 async fn a_client_connecting_before_the_first_snapshot_waits_for_it_and_keeps_what_it_has() {
     // A controller that has not translated its configuration yet, and a node proxy
     // reconnecting with what it holds.
-    let (tx, rx) = watch::channel(None);
-    let h = start(rx, ca()).await;
+    let h = start(None, ca()).await;
     let mut c = Client::connect(&h, "zt-node1").await.unwrap();
     c.subscribe(ADDR, &[("a", "1"), ("b", "1")]).await;
     // Nothing is answered from a configuration not read yet: compared with nothing, what the
     // client holds would all be removed.
     c.quiet().await;
 
-    tx.send(snapshot(&[
+    h.publish(snapshot(&[
         (ADDR, "a", "1"),
         (ADDR, "b", "2"),
         (ADDR, "c", "1"),
-    ]))
-    .unwrap();
+    ]));
     let first = c.recv().await;
     assert_eq!(names(&first), pairs(&[("b", "2"), ("c", "1")]));
     assert!(first.removed_resources.is_empty(), "{first:?}");
@@ -228,12 +202,11 @@ async fn a_client_connecting_before_the_first_snapshot_waits_for_it_and_keeps_wh
 
 #[tokio::test]
 async fn reconnect_sends_only_differences() {
-    let (_tx, rx) = watch::channel(snapshot(&[
-        (ADDR, "a", "1"),
-        (ADDR, "b", "2"),
-        (ADDR, "c", "1"),
-    ]));
-    let h = start(rx, ca()).await;
+    let h = start(
+        snapshot(&[(ADDR, "a", "1"), (ADDR, "b", "2"), (ADDR, "c", "1")]),
+        ca(),
+    )
+    .await;
     let mut c = Client::connect(&h, "zt-node1").await.unwrap();
     c.subscribe(ADDR, &[("a", "1"), ("b", "1"), ("gone", "1")])
         .await;
@@ -244,8 +217,7 @@ async fn reconnect_sends_only_differences() {
 
 #[tokio::test]
 async fn two_clients_see_the_same_state() {
-    let (tx, rx) = watch::channel(snapshot(&[(ADDR, "a", "1")]));
-    let h = start(rx, ca()).await;
+    let h = start(snapshot(&[(ADDR, "a", "1")]), ca()).await;
     let mut c1 = Client::connect(&h, "zt-node1").await.unwrap();
     let mut c2 = Client::connect(&h, "zt-node2").await.unwrap();
     c1.subscribe(ADDR, &[]).await;
@@ -253,8 +225,7 @@ async fn two_clients_see_the_same_state() {
     let (r1, r2) = (c1.recv().await, c2.recv().await);
     assert_eq!(names(&r1), names(&r2));
     assert_eq!(r1.system_version_info, r2.system_version_info);
-    tx.send(snapshot(&[(ADDR, "a", "2"), (ADDR, "b", "1")]))
-        .unwrap();
+    h.publish(snapshot(&[(ADDR, "a", "2"), (ADDR, "b", "1")]));
     let (u1, u2) = (c1.recv().await, c2.recv().await);
     assert_eq!(names(&u1), pairs(&[("a", "2"), ("b", "1")]));
     assert_eq!(names(&u1), names(&u2));
@@ -263,8 +234,7 @@ async fn two_clients_see_the_same_state() {
 
 #[tokio::test]
 async fn explicit_subscriptions() {
-    let (tx, rx) = watch::channel(snapshot(&[(ADDR, "a", "1"), (ADDR, "b", "1")]));
-    let h = start(rx, ca()).await;
+    let h = start(snapshot(&[(ADDR, "a", "1"), (ADDR, "b", "1")]), ca()).await;
     let mut c = Client::connect(&h, "zt-node1").await.unwrap();
     c.send(DeltaDiscoveryRequest {
         type_url: ADDR.into(),
@@ -282,19 +252,21 @@ async fn explicit_subscriptions() {
     .await;
     assert_eq!(names(&c.recv().await), pairs(&[("b", "1")]));
     // "a" is no longer subscribed: its change is not pushed.
-    tx.send(snapshot(&[(ADDR, "a", "2"), (ADDR, "b", "1")]))
-        .unwrap();
+    h.publish(snapshot(&[(ADDR, "a", "2"), (ADDR, "b", "1")]));
     c.quiet().await;
 }
 
 #[tokio::test]
 async fn waypoint_subscribes_to_its_own_configuration() {
-    let (tx, rx) = watch::channel(snapshot(&[
-        (ADDR, "a", "1"),
-        (WAYPOINT, "shop/waypoint", "1"),
-        (WAYPOINT, "other/waypoint", "1"),
-    ]));
-    let h = start(rx, ca()).await;
+    let h = start(
+        snapshot(&[
+            (ADDR, "a", "1"),
+            (WAYPOINT, "shop/waypoint", "1"),
+            (WAYPOINT, "other/waypoint", "1"),
+        ]),
+        ca(),
+    )
+    .await;
     let mut c = Client::connect(&h, "zt-node1").await.unwrap();
     // A named (non-wildcard) subscription from the first request on.
     c.send(DeltaDiscoveryRequest {
@@ -317,36 +289,32 @@ async fn waypoint_subscribes_to_its_own_configuration() {
     c.quiet().await;
 
     // Another waypoint's change is not pushed; its own is.
-    tx.send(snapshot(&[
+    h.publish(snapshot(&[
         (ADDR, "a", "2"),
         (WAYPOINT, "shop/waypoint", "1"),
         (WAYPOINT, "other/waypoint", "2"),
-    ]))
-    .unwrap();
+    ]));
     c.quiet().await;
-    tx.send(snapshot(&[
+    h.publish(snapshot(&[
         (WAYPOINT, "shop/waypoint", "2"),
         (WAYPOINT, "other/waypoint", "2"),
-    ]))
-    .unwrap();
+    ]));
     let update = c.recv().await;
     assert_eq!(names(&update), pairs(&[("shop/waypoint", "2")]));
     c.ack(&update).await;
 
     // The waypoint (its Gateway) is deleted: the removal is pushed.
-    tx.send(snapshot(&[(WAYPOINT, "other/waypoint", "2")]))
-        .unwrap();
+    h.publish(snapshot(&[(WAYPOINT, "other/waypoint", "2")]));
     let removal = c.recv().await;
     assert_eq!(removal.removed_resources, ["shop/waypoint"]);
 }
 
 #[tokio::test]
 async fn missing_or_bad_token_is_unauthenticated() {
-    let (_tx, rx) = watch::channel(Some(Arc::new(Snapshot::default())));
-    let h = start(rx, ca()).await;
+    let h = start(Some(Arc::new(Snapshot::default())), ca()).await;
     let err = Client::connect(&h, "not-a-token").await.err().unwrap();
     assert_eq!(err.code(), Code::Unauthenticated);
-    let mut grpc = AggregatedDiscoveryServiceClient::new(h.channel().await);
+    let mut grpc = AggregatedDiscoveryServiceClient::new(h.channel());
     let (_keep, requests) = mpsc::channel::<DeltaDiscoveryRequest>(1);
     let err = grpc
         .delta_aggregated_resources(ReceiverStream::new(requests))
@@ -358,9 +326,8 @@ async fn missing_or_bad_token_is_unauthenticated() {
 
 #[tokio::test]
 async fn state_of_the_world_is_unimplemented() {
-    let (_tx, rx) = watch::channel(Some(Arc::new(Snapshot::default())));
-    let h = start(rx, ca()).await;
-    let mut grpc = AggregatedDiscoveryServiceClient::new(h.channel().await);
+    let h = start(Some(Arc::new(Snapshot::default())), ca()).await;
+    let mut grpc = AggregatedDiscoveryServiceClient::new(h.channel());
     let (_keep, requests) = mpsc::channel::<DiscoveryRequest>(1);
     let err = grpc
         .stream_aggregated_resources(with_token(ReceiverStream::new(requests), "zt-node1"))

@@ -20,12 +20,13 @@
 
 use std::time::Duration;
 
-use e2e::manifests::{echo_pod, idle_pod, namespace};
+use e2e::manifests::{echo_pod, idle_pod};
 use e2e::measure::{children_cpu_seconds, env_or, full_run, proc_usage, rss_mib};
 use e2e::mesh::{NODES, pod_pids, wait_ready, ztunnel_pid};
 use e2e::metrics::requests_total;
 use e2e::{SETTLE, Sandbox, eventually};
 use meshctl::app::load_report::LoadReport;
+use test_support::manifests::namespace;
 
 /// The echo server's port.
 const PORT: u16 = 8080;

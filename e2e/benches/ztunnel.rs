@@ -25,10 +25,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::Sandbox;
-use e2e::manifests::{idle_pod, namespace};
+use e2e::manifests::idle_pod;
 use e2e::measure::{ProcUsage, env_or, full_run, proc_usage};
 use e2e::mesh::{NODES, wait_captured, wait_ready, ztunnel_pid};
 use meshctl::app::load_report::percentile;
+use test_support::manifests::namespace;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -1,15 +1,6 @@
-//! Manifest pieces the tests and benchmarks assemble their sandboxes from. Each is one YAML
-//! document ending with `---`, so they concatenate.
-
-/// Namespace `name`, enrolled in the mesh when `ambient`.
-pub fn namespace(name: &str, ambient: bool) -> String {
-    let labels = if ambient {
-        "{istio.io/dataplane-mode: ambient}"
-    } else {
-        "{}"
-    };
-    format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {labels}}}\n---\n")
-}
+//! Manifest pieces the tests and benchmarks assemble their sandboxes from, beside the
+//! namespaces of `test_support::manifests`. Each is one YAML document ending with `---`, so
+//! they concatenate.
 
 /// ServiceAccount `name` in `namespace`.
 pub fn service_account(namespace: &str, name: &str) -> String {
@@ -54,6 +45,8 @@ spec:
 
 #[cfg(test)]
 mod tests {
+    use test_support::manifests::namespace;
+
     use super::*;
 
     #[test]

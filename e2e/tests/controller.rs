@@ -4,14 +4,9 @@
 //! (node token, delta ADS, Istio CA).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use api::ca::IstioCertificateRequest;
-use api::ca::istio_certificate_service_client::IstioCertificateServiceClient;
-use api::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use api::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
-use api::prost_types::{Struct, Value, value::Kind};
+use api::discovery::DeltaDiscoveryResponse;
 use api::security::Authorization;
 use api::workload::{Address, Service, TunnelProtocol, Workload, address};
 use e2e::{Component, Options, PodInfo, Sandbox};
@@ -19,11 +14,11 @@ use hbone::{CertificateRequest, Identity, WorkloadCertificate};
 use proxy_core::config::ControlPlaneConfig;
 use proxy_core::control::ControlPlane;
 use rustls_pki_types::CertificateDer;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use test_support::ads::AdsStream;
+use test_support::grpc::create_certificate;
+use test_support::tls::handshake_with;
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, Streaming};
 
 const NS: &str = "ctl";
 const CONTROLLER: &str = "spiffe://cluster.local/ns/istio-system/sa/controller";
@@ -108,53 +103,33 @@ async fn channel(sb: &Sandbox) -> Channel {
         .channel
 }
 
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
 /// A delta ADS client keeping the resources it was sent.
 struct Ads {
-    tx: mpsc::Sender<DeltaDiscoveryRequest>,
-    rx: Streaming<DeltaDiscoveryResponse>,
+    stream: AdsStream,
     addresses: BTreeMap<String, Address>,
     policies: BTreeMap<String, Authorization>,
 }
 
 impl Ads {
     async fn connect(channel: Channel, token: &str) -> Ads {
-        let (tx, requests) = mpsc::channel(16);
-        let rx = AggregatedDiscoveryServiceClient::new(channel)
-            .delta_aggregated_resources(with_token(ReceiverStream::new(requests), token))
+        let stream = AdsStream::open(channel, token)
             .await
-            .expect("delta ADS stream")
-            .into_inner();
-        let ads = Ads {
-            tx,
-            rx,
-            addresses: BTreeMap::new(),
-            policies: BTreeMap::new(),
-        };
+            .expect("delta ADS stream");
         // Wildcard subscriptions (no names), as ztunnel subscribes.
         for type_url in [api::ADDRESS_TYPE_URL, api::AUTHORIZATION_TYPE_URL] {
-            ads.send(DeltaDiscoveryRequest {
-                node: Some(api::core::Node {
-                    id: "ztunnel~172.18.0.2~e2e.istio-system~istio-system.svc.cluster.local".into(),
-                    ..Default::default()
-                }),
-                type_url: type_url.into(),
-                ..Default::default()
-            })
-            .await;
+            stream
+                .subscribe(
+                    "ztunnel~172.18.0.2~e2e.istio-system~istio-system.svc.cluster.local",
+                    type_url,
+                    &[],
+                )
+                .await;
         }
-        ads
-    }
-
-    async fn send(&self, request: DeltaDiscoveryRequest) {
-        self.tx.send(request).await.expect("ADS stream open");
+        Ads {
+            stream,
+            addresses: BTreeMap::new(),
+            policies: BTreeMap::new(),
+        }
     }
 
     /// Applies one response to the kept state and ACKs it.
@@ -177,12 +152,7 @@ impl Ads {
             self.addresses.remove(name);
             self.policies.remove(name);
         }
-        self.send(DeltaDiscoveryRequest {
-            type_url: response.type_url.clone(),
-            response_nonce: response.nonce.clone(),
-            ..Default::default()
-        })
-        .await;
+        self.stream.ack(&response).await;
     }
 
     /// Receives, applies and ACKs responses until `done` holds; returns how
@@ -191,7 +161,7 @@ impl Ads {
         let start = Instant::now();
         while !done(self) {
             let left = WAIT.saturating_sub(start.elapsed());
-            let next = tokio::time::timeout(left, self.rx.message()).await;
+            let next = tokio::time::timeout(left, self.stream.message()).await;
             match next {
                 Ok(Ok(Some(response))) => self.apply(response).await,
                 Ok(Ok(None)) => panic!("{what}: the stream ended"),
@@ -242,52 +212,26 @@ async fn certificate(
     identity: &Identity,
 ) -> Result<(CertificateRequest, Vec<String>), tonic::Status> {
     let csr = CertificateRequest::generate(identity).unwrap();
-    let request = IstioCertificateRequest {
-        csr: csr.csr_pem().to_owned(),
-        validity_duration: 3600,
-        metadata: Some(Struct {
-            fields: BTreeMap::from([(
-                "ImpersonatedIdentity".to_owned(),
-                Value {
-                    kind: Some(Kind::StringValue(identity.to_string())),
-                },
-            )]),
-        }),
-    };
-    let chain = IstioCertificateServiceClient::new(channel)
-        .create_certificate(with_token(request, token))
-        .await?
-        .into_inner()
-        .cert_chain;
+    let impersonate = identity.to_string();
+    let chain = create_certificate(channel, token, csr.csr_pem(), 3600, Some(&impersonate)).await?;
     Ok((csr, chain))
 }
 
 /// Proves `cert` chains to the sandbox's root and carries `identity`: a TLS
 /// handshake whose client trusts only that root and that identity.
 async fn verify_against_root(cert: &WorkloadCertificate, root_pem: &str, identity: &Identity) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+    let done = handshake_with(
         hbone::tls::server_config_without_client_auth(cert).unwrap(),
-    ));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(
         hbone::tls::client_config_without_client_auth(
             &roots(root_pem),
             std::slice::from_ref(identity),
         )
         .unwrap(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        acceptor.accept(tcp).await.map(|_| ())
-    });
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-    connector
-        .connect(name, tcp)
-        .await
+    )
+    .await;
+    done.client
         .expect("the issued chain verifies against the sandbox root");
-    server.await.unwrap().unwrap();
+    done.server.unwrap();
 }
 
 #[test]
@@ -456,7 +400,7 @@ fn a_restarted_controller_keeps_its_ca_and_serves_again() {
         // Responses sent before the stop may still be buffered; then the
         // stream must end.
         let ended = tokio::time::timeout(WAIT, async {
-            while let Ok(Some(_)) = ads.rx.message().await {}
+            while let Ok(Some(_)) = ads.stream.message().await {}
         })
         .await;
         assert!(ended.is_ok(), "the stream of a stopped controller ends");

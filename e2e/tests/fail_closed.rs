@@ -5,9 +5,11 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use e2e::manifests::{echo_pod, idle_pod, namespace};
+use e2e::manifests::{echo_pod, idle_pod};
 use e2e::mesh::{NODES, captured, wait_captured, wait_ready, ztunnel_dump};
 use e2e::{Component, SETTLE, Sandbox, eventually};
+use test_support::TempDir;
+use test_support::manifests::namespace;
 
 /// The echo server's port.
 const APP_PORT: u16 = 8080;
@@ -204,7 +206,8 @@ fn fresh_policies_that_cannot_be_understood_fail_closed_and_apply_says_why() {
         eventually(SETTLE, || reaches(&sb, server_ip)),
         "the client reaches the server before any policy"
     );
-    let file = std::env::temp_dir().join(format!("{}-broken-policy.yaml", sb.name()));
+    let scratch = TempDir::new("e2e-fail-closed");
+    let file = scratch.join("broken-policy.yaml");
     for broken in [TYPO_IN_ACTION, WRONG_TYPE_IN_DENY, MALFORMED_ALLOW] {
         std::fs::write(&file, broken.yaml).unwrap();
         let args = [

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use e2e::{Sandbox, eventually, json, meshctl_bin, process_exited, unique_name};
+use test_support::TempDir;
 
 /// An http-echo pod pinned to a node.
 fn echo_pod(name: &str, node: &str) -> String {
@@ -285,8 +286,8 @@ fn two_sandboxes_with_the_same_addresses_do_not_interfere() {
 fn a_killed_owner_takes_its_sandbox_with_it() {
     let name = unique_name("owner");
     let bin = meshctl_bin().unwrap();
-    let file = std::env::temp_dir().join(format!("{name}.yaml"));
-    std::fs::write(&file, echo_pod("server", "node2")).unwrap();
+    let scratch = TempDir::new("e2e-owner");
+    let file = scratch.write("owner.yaml", echo_pod("server", "node2"));
     // The owner is a shell that brings the sandbox up, then becomes `sleep`
     // (same PID) until killed.
     let script = format!(
@@ -302,7 +303,7 @@ fn a_killed_owner_takes_its_sandbox_with_it() {
     let mut line = String::new();
     let stdout = owner.stdout.take().unwrap();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let _ = std::fs::remove_file(&file);
+    drop(scratch);
     assert_eq!(line.trim(), "READY", "sandbox came up");
     assert!(!leftovers(&name).is_empty());
 
@@ -321,18 +322,17 @@ fn a_killed_owner_takes_its_sandbox_with_it() {
 
 #[test]
 fn invalid_yaml_names_the_file_and_field() {
-    let dir = std::env::temp_dir().join(unique_name("bad"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("good.yaml"), client_pod("node1")).unwrap();
+    let dir = TempDir::new("e2e-bad");
+    dir.write("good.yaml", client_pod("node1"));
     let bad = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: many\n  selector: {matchLabels: {app: web}}\n  template: {metadata: {labels: {app: web}}, spec: {containers: [{name: c}]}}\n";
-    std::fs::write(dir.join("web.yaml"), bad).unwrap();
+    dir.write("web.yaml", bad);
     let name = unique_name("bad");
     let out = Command::new(meshctl_bin().unwrap())
         .args(["--sandbox", &name, "up"])
-        .arg(&dir)
+        .arg(dir.path())
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("web.yaml"), "{stderr}");

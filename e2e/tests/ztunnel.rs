@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::manifests::{echo_pod, idle_pod, namespace, service_account};
+use e2e::manifests::{echo_pod, idle_pod, service_account};
 use e2e::measure::rss_mib;
 use e2e::mesh::{
     NODES, active_connections, captured, certificate_serials, in_netns, pod_pids, wait_captured,
@@ -22,6 +22,7 @@ use e2e::mesh::{
 use e2e::metrics::metric_sum;
 use e2e::{Component, Options, SETTLE, Sandbox, eventually, json, process_exited};
 use sniffer::Sniffer;
+use test_support::manifests::namespace;
 
 /// The ambient label.
 const AMBIENT: &str = "istio.io/dataplane-mode=ambient";

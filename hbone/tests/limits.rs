@@ -14,7 +14,8 @@ use hbone::frames::wire::{
 };
 use hbone::{ConnectRequest, Limit, Pool, ServerLimits, Upstream};
 use rustls_pki_types::ServerName;
-use support::{Certs, TestServer, echo_with_trailer, eventually};
+use support::{Certs, TestServer, echo_with_trailer};
+use test_support::wait::eventually;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 

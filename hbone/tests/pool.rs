@@ -5,22 +5,13 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hbone::{ConnectRequest, Pool, PoolConfig, Upstream};
 use support::{Certs, TestServer, echo_with_trailer};
+use test_support::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Polls `condition` until it holds or a generous deadline passes (never a timing assertion:
-/// the deadline only bounds a broken run).
-async fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "gave up waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn quick_config() -> PoolConfig {
     PoolConfig {

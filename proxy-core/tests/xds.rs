@@ -1,187 +1,62 @@
 //! The xDS client against the controller's real delta ADS server, over loopback TLS: initial
 //! sync, updates, removals, a controller restart, and resumption from the versions held.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+#[path = "../src/state/tests/workloads.rs"]
+mod workloads;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use api::security::{self as sec, Authorization, Clause, Rule, string_match::MatchType};
-use api::workload::{self as wl, NetworkAddress, Port, PortList, address};
-use controller::ca::auth::{Caller, StaticTokens};
-use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory};
-use controller::server::{ServingTls, controller_identity};
-use controller::translate::{Published, Resource, Snapshot};
-use controller::xds::{XdsConfig, XdsServer};
+use api::workload::{self as wl, address};
+use controller::translate::{Resource, Snapshot};
 use hbone::Identity;
 use proxy_core::config::ControlPlaneConfig;
 use proxy_core::state::{AuthzRequest, Decision, ProxyState};
 use proxy_core::xds::{self, ClientIdentity};
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use test_support::control_plane::{Controller, controller_identity};
+use test_support::manifests::running_pod;
+use tokio::sync::watch;
+use workloads::{WEB, ip, pod, uid, web_service};
 
-const TD: &str = "cluster.local";
 const TOKEN: &str = "zt-node1";
 /// Upper bound on any wait; reaching it fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
+/// A controller serving `snapshot`, with node1's ztunnel (token [`TOKEN`]) as its caller.
+async fn start(snapshot: Arc<Snapshot>) -> Controller {
+    Controller::builder()
+        .token(
+            TOKEN,
+            "spiffe://cluster.local/ns/istio-system/sa/ztunnel",
+            Some("node1"),
+        )
+        .snapshot(snapshot)
+        .start()
+        .await
+}
 
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "ztunnel-xds-test-{}-{:016x}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
+/// How node1's ztunnel reaches `server`.
+fn control_config(server: &Controller) -> ControlPlaneConfig {
+    ControlPlaneConfig {
+        address: server.addr.to_string(),
+        root_cert: server.root_cert(),
+        token_file: Some(server.token_file(TOKEN)),
+        server_identity: controller_identity().to_string(),
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// The ztunnel of node1, as the controller sees it.
+fn node1_ztunnel() -> ClientIdentity {
+    ClientIdentity {
+        node_id: xds::node_id("10.0.0.200", "ztunnel-x", "istio-system"),
+        node_name: "node1".into(),
+        cluster_id: "Kubernetes".into(),
     }
 }
 
-/// No pods anywhere: these tests ask for no certificates.
-struct NoPods;
-
-impl NodeDirectory for NoPods {
-    fn has_pod(&self, _: &str, _: &str, _: &str) -> bool {
-        false
-    }
-}
-
-/// A running controller endpoint.
-struct Controller {
-    snapshots: watch::Sender<Published>,
-    shutdown: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), controller::server::ServerError>>,
-}
-
-impl Controller {
-    /// Serves `snapshot` on `listener`, signed by `ca`, to the token [`TOKEN`].
-    fn start(
-        listener: TcpListener,
-        ca: Arc<CertificateAuthority>,
-        snapshot: Arc<Snapshot>,
-    ) -> Self {
-        let (snapshots, receiver) = watch::channel(Some(snapshot));
-        let caller = Caller {
-            identity: Identity::new(TD, "istio-system", "ztunnel").unwrap(),
-            node: Some("node1".into()),
-        };
-        let auth = Arc::new(StaticTokens(HashMap::from([(TOKEN.to_owned(), caller)])));
-        let xds = XdsServer::new(
-            receiver,
-            auth.clone(),
-            XdsConfig {
-                debounce: Duration::from_millis(10),
-                outbound_capacity: 4,
-            },
-        );
-        let ca_service = CaService::new(
-            ca.clone(),
-            auth,
-            Arc::new(NoPods),
-            CaConfig::new(TD).unwrap(),
-        );
-        let tls = ServingTls::issue(ca, controller_identity(TD, "istio-system").unwrap()).unwrap();
-        let (shutdown, stop) = oneshot::channel();
-        let task = tokio::spawn(controller::server::serve(
-            listener,
-            tls,
-            xds,
-            ca_service,
-            async move {
-                let _ = stop.await;
-            },
-        ));
-        Self {
-            snapshots,
-            shutdown,
-            task,
-        }
-    }
-
-    fn publish(&self, snapshot: Arc<Snapshot>) {
-        self.snapshots.send_replace(Some(snapshot));
-    }
-
-    /// Ends every stream, then the server, and waits until it is gone.
-    async fn stop(self) {
-        // Streams end when their snapshot source goes away; then the server can drain.
-        drop(self.snapshots);
-        let _ = self.shutdown.send(());
-        tokio::time::timeout(PATIENCE, self.task)
-            .await
-            .expect("the controller stops")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-fn bytes(ip: &str) -> Vec<u8> {
-    match ip.parse::<IpAddr>().unwrap() {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    }
-}
-
-fn uid(name: &str) -> String {
-    format!("Kubernetes//Pod/shop/{name}")
-}
-
-const WEB: &str = "shop/web.shop.svc.cluster.local";
-
-fn pod(name: &str, ip: &str) -> wl::Address {
-    wl::Address {
-        r#type: Some(address::Type::Workload(wl::Workload {
-            uid: uid(name),
-            name: name.into(),
-            namespace: "shop".into(),
-            addresses: vec![bytes(ip)],
-            tunnel_protocol: wl::TunnelProtocol::Hbone as i32,
-            service_account: "web".into(),
-            node: "node1".into(),
-            services: [(
-                WEB.to_string(),
-                PortList {
-                    ports: vec![Port {
-                        service_port: 80,
-                        target_port: 8080,
-                    }],
-                },
-            )]
-            .into(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn web_service() -> wl::Address {
-    wl::Address {
-        r#type: Some(address::Type::Service(wl::Service {
-            name: "web".into(),
-            namespace: "shop".into(),
-            hostname: "web.shop.svc.cluster.local".into(),
-            addresses: vec![NetworkAddress {
-                network: String::new(),
-                address: bytes("10.96.0.10"),
-            }],
-            ports: vec![Port {
-                service_port: 80,
-                target_port: 8080,
-            }],
-            ..Default::default()
-        })),
-    }
-}
+/// The web service's one port: 80, to 8080 on its pods.
+const PORTS: &[(u32, u32)] = &[(80, 8080)];
 
 /// A DENY of plaintext in `shop`, on `ports` (every port when empty).
 fn deny_plaintext(ports: &[u32]) -> Authorization {
@@ -210,30 +85,23 @@ fn snapshot(
     addresses: &[(&str, &str, wl::Address)],
     policies: &[(&str, &str, Authorization)],
 ) -> Arc<Snapshot> {
+    let addresses = addresses
+        .iter()
+        .map(|(name, version, body)| (api::ADDRESS_TYPE_URL, name, version, api::pack(body)));
+    let policies = policies
+        .iter()
+        .map(|(name, version, body)| (api::AUTHORIZATION_TYPE_URL, name, version, api::pack(body)));
     let mut snapshot = Snapshot::default();
-    for (name, version, body) in addresses {
+    for (type_url, name, version, body) in addresses.chain(policies) {
         snapshot
             .resources
-            .entry(api::ADDRESS_TYPE_URL.to_owned())
+            .entry(type_url.to_owned())
             .or_default()
             .insert(
                 name.to_string(),
                 Resource {
                     version: version.to_string(),
-                    body: api::pack(body),
-                },
-            );
-    }
-    for (name, version, body) in policies {
-        snapshot
-            .resources
-            .entry(api::AUTHORIZATION_TYPE_URL.to_owned())
-            .or_default()
-            .insert(
-                name.to_string(),
-                Resource {
-                    version: version.to_string(),
-                    body: api::pack(body),
+                    body,
                 },
             );
     }
@@ -265,55 +133,33 @@ fn plaintext_to_a(state: &ProxyState, port: u16) -> Decision {
     })
 }
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
 #[tokio::test]
 async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
-    let dir = TempDir::new();
-    let ca = Arc::new(CertificateAuthority::open(None, TD).unwrap());
-    let root_cert = dir.0.join("root.pem");
-    std::fs::write(&root_cert, ca.roots_pem().unwrap().concat()).unwrap();
-    let token_file = dir.0.join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let mut bad = pod("bad", "10.0.0.3");
+    let mut bad = pod("bad", "node1", "10.0.0.3", PORTS);
     if let Some(address::Type::Workload(w)) = &mut bad.r#type {
         w.addresses = vec![vec![10, 0, 0]];
     }
     let policy_name = "shop/deny-plaintext";
     let v1 = snapshot(
         &[
-            (&uid("a"), "a1", pod("a", "10.0.0.1")),
-            (&uid("b"), "b1", pod("b", "10.0.0.2")),
+            (&uid("a"), "a1", pod("a", "node1", "10.0.0.1", PORTS)),
+            (&uid("b"), "b1", pod("b", "node1", "10.0.0.2", PORTS)),
             (&uid("bad"), "bad1", bad.clone()),
-            (WEB, "web1", web_service()),
+            (WEB, "web1", web_service(PORTS)),
         ],
         &[(policy_name, "p1", deny_plaintext(&[]))],
     );
-    let server = Controller::start(listener, ca.clone(), v1);
+    let mut server = start(v1).await;
 
     let state = ProxyState::new();
     let (stop_client, shutdown) = watch::channel(false);
     let client = tokio::spawn(xds::run(
-        ControlPlaneConfig {
-            address: addr.to_string(),
-            root_cert,
-            token_file: Some(token_file),
-            server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
-        },
-        ClientIdentity {
-            node_id: xds::node_id("10.0.0.200", "ztunnel-x", "istio-system"),
-            node_name: "node1".into(),
-            cluster_id: "Kubernetes".into(),
-        },
+        control_config(&server),
+        node1_ztunnel(),
         state.clone(),
         shutdown,
     ));
@@ -330,10 +176,10 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
     // An update: a moves to a new address.
     let v2 = snapshot(
         &[
-            (&uid("a"), "a2", pod("a", "10.0.0.11")),
-            (&uid("b"), "b1", pod("b", "10.0.0.2")),
+            (&uid("a"), "a2", pod("a", "node1", "10.0.0.11", PORTS)),
+            (&uid("b"), "b1", pod("b", "node1", "10.0.0.2", PORTS)),
             (&uid("bad"), "bad1", bad.clone()),
-            (WEB, "web1", web_service()),
+            (WEB, "web1", web_service(PORTS)),
         ],
         &[(policy_name, "p1", deny_plaintext(&[]))],
     );
@@ -347,9 +193,9 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
     // A removal: b goes away.
     let v3 = snapshot(
         &[
-            (&uid("a"), "a2", pod("a", "10.0.0.11")),
+            (&uid("a"), "a2", pod("a", "node1", "10.0.0.11", PORTS)),
             (&uid("bad"), "bad1", bad.clone()),
-            (WEB, "web1", web_service()),
+            (WEB, "web1", web_service(PORTS)),
         ],
         &[(policy_name, "p1", deny_plaintext(&[]))],
     );
@@ -369,15 +215,14 @@ async fn syncs_updates_removes_and_resumes_after_a_controller_restart() {
     // It comes back on the same address with the service removed and the policy narrowed.
     // The removal can only be reported if the client listed the service among the versions
     // it holds, and the unchanged workload a is not resent since its version matches.
-    let listener = TcpListener::bind(addr).await.unwrap();
     let v4 = snapshot(
         &[
-            (&uid("a"), "a2", pod("a", "10.0.0.11")),
+            (&uid("a"), "a2", pod("a", "node1", "10.0.0.11", PORTS)),
             (&uid("bad"), "bad1", bad),
         ],
         &[(policy_name, "p2", deny_plaintext(&[9999]))],
     );
-    let server = Controller::start(listener, ca, v4);
+    server.restart(v4).await;
     wait_until(&state, "the resumed stream's changes", |s| {
         s.service_by_vip(ip("10.96.0.10")).is_none() && plaintext_to_a(s, 80) == Decision::Allow
     })
@@ -410,37 +255,20 @@ fn holds_everything(state: &ProxyState) -> bool {
 
 #[tokio::test]
 async fn a_restarted_controller_answering_with_nothing_does_not_wipe_the_proxy() {
-    let dir = TempDir::new();
-    let ca = Arc::new(CertificateAuthority::open(None, TD).unwrap());
-    let root_cert = dir.0.join("root.pem");
-    std::fs::write(&root_cert, ca.roots_pem().unwrap().concat()).unwrap();
-    let token_file = dir.0.join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
     let v1 = snapshot(
         &[
-            (&uid("a"), "a1", pod("a", "10.0.0.1")),
-            (&uid("b"), "b1", pod("b", "10.0.0.2")),
-            (WEB, "web1", web_service()),
+            (&uid("a"), "a1", pod("a", "node1", "10.0.0.1", PORTS)),
+            (&uid("b"), "b1", pod("b", "node1", "10.0.0.2", PORTS)),
+            (WEB, "web1", web_service(PORTS)),
         ],
         &[("shop/deny-plaintext", "p1", deny_plaintext(&[]))],
     );
-    let server = Controller::start(listener, ca.clone(), v1.clone());
+    let mut server = start(v1.clone()).await;
     let state = ProxyState::new();
     let (stop_client, shutdown) = watch::channel(false);
     let client = tokio::spawn(xds::run(
-        ControlPlaneConfig {
-            address: addr.to_string(),
-            root_cert,
-            token_file: Some(token_file),
-            server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
-        },
-        ClientIdentity {
-            node_id: xds::node_id("10.0.0.200", "ztunnel-x", "istio-system"),
-            node_name: "node1".into(),
-            cluster_id: "Kubernetes".into(),
-        },
+        control_config(&server),
+        node1_ztunnel(),
         state.clone(),
         shutdown,
     ));
@@ -449,11 +277,7 @@ async fn a_restarted_controller_answering_with_nothing_does_not_wipe_the_proxy()
     // The controller restarts and, wrongly, serves an empty configuration at first: to the
     // reconnecting client that reads as the removal of everything it holds.
     server.stop().await;
-    let server = Controller::start(
-        TcpListener::bind(addr).await.unwrap(),
-        ca,
-        Arc::new(Snapshot::default()),
-    );
+    server.restart(Arc::new(Snapshot::default())).await;
     // The client reconnects within a fraction of a second; sample well past that.
     for _ in 0..150 {
         assert!(holds_everything(&state), "the proxy kept its state");
@@ -476,24 +300,15 @@ async fn a_restarted_controller_answering_with_nothing_does_not_wipe_the_proxy()
 
 #[tokio::test]
 async fn shutdown_while_the_controller_is_unreachable() {
-    let dir = TempDir::new();
-    let ca = CertificateAuthority::open(None, TD).unwrap();
-    let root_cert = dir.0.join("root.pem");
-    std::fs::write(&root_cert, ca.roots_pem().unwrap().concat()).unwrap();
-    // Nothing listens on this port.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Nothing listens on the stopped controller's port.
+    let mut server = start(Arc::new(Snapshot::default())).await;
+    server.stop().await;
     let state = ProxyState::new();
     let (stop_client, shutdown) = watch::channel(false);
     let client = tokio::spawn(xds::run(
         ControlPlaneConfig {
-            address: addr.to_string(),
-            root_cert,
             token_file: None,
-            server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
+            ..control_config(&server)
         },
         ClientIdentity {
             node_id: "ztunnel~10.0.0.200~z.istio-system~istio-system.svc.cluster.local".into(),
@@ -516,7 +331,7 @@ async fn shutdown_while_the_controller_is_unreachable() {
 /// AuthorizationPolicy naming principals in Istio's form (without `spiffe://`).
 #[test]
 fn controller_translations_are_enforced_as_istio_does() {
-    const MANIFESTS: &str = r#"
+    const POLICIES: &str = r#"
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: default, namespace: istio-system}
@@ -557,43 +372,20 @@ spec:
   - from: [{source: {principals: ["cluster.local/ns/front/sa/web"]}}]
     to: [{operation: {ports: ["8080"]}}]
 ---
-apiVersion: v1
-kind: Pod
-metadata: {name: app-1, namespace: strict, labels: {app: app}}
-spec: {nodeName: n1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.40}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: exporter-1, namespace: strict, labels: {app: exporter}}
-spec: {nodeName: n1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.41}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-1, namespace: relaxed, labels: {app: web}}
-spec: {nodeName: n1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.42}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: admin-1, namespace: relaxed, labels: {app: admin}}
-spec: {nodeName: n1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.43}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: db-1, namespace: open, labels: {app: db}}
-spec: {nodeName: n1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.44}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: cart-1, namespace: shop, labels: {app: cart}}
-spec: {nodeName: n1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.244.1.45}
 "#;
-    let parsed = controller::model::parse_documents("inline", MANIFESTS, false);
+    let manifests = [
+        ("strict", "app-1", "app", "10.244.1.40"),
+        ("strict", "exporter-1", "exporter", "10.244.1.41"),
+        ("relaxed", "web-1", "web", "10.244.1.42"),
+        ("relaxed", "admin-1", "admin", "10.244.1.43"),
+        ("open", "db-1", "db", "10.244.1.44"),
+        ("shop", "cart-1", "cart", "10.244.1.45"),
+    ]
+    .iter()
+    .fold(POLICIES.to_owned(), |yaml, (namespace, name, app, ip)| {
+        yaml + &running_pod(namespace, name, &[("app", app)], "n1", ip)
+    });
+    let parsed = controller::model::parse_documents("inline", &manifests, false);
     assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
     let index = controller::model::Index::from_origins(vec![(
         "inline".into(),

@@ -402,12 +402,7 @@ mod tests {
 
     #[test]
     fn service_account_comes_from_the_token_subject() {
-        let dir = std::env::temp_dir().join(format!(
-            "waypoint-token-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_support::TempDir::new("waypoint-token");
         let path = dir.join("token");
         // {"sub":"system:serviceaccount:shop:waypoint"}
         let payload = "eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2hvcDp3YXlwb2ludCJ9";
@@ -419,7 +414,6 @@ mod tests {
         assert_eq!(service_account_from_token(&path, "other"), None);
         std::fs::write(&path, "opaque-sandbox-token").unwrap();
         assert_eq!(service_account_from_token(&path, "shop"), None);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -18,6 +18,7 @@ use hbone::frames::wire::{
 use hbone::{Limit, LimitCounters, ServerLimits, TunnelStream};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use test_support::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waypoint::transport::InboundSettings;
 use waypoint::transport::serving::HTTP_LISTENER;

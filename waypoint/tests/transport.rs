@@ -13,6 +13,8 @@ use bytes::Bytes;
 use harness::*;
 use http_body_util::{BodyExt, Full};
 use proxy_core::state::ProxyState;
+use test_support::raw_http::{self, Reply};
+use test_support::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waypoint::engine::{Caller, EndpointInfo, UpstreamClient, UpstreamError, UpstreamHints};
 use waypoint::transport::{HboneUpstream, UpstreamSettings};
@@ -404,7 +406,7 @@ async fn the_assembled_waypoint_reports_readiness_metrics_and_config() {
 
     let mut attempts = 0;
     loop {
-        let (status, body) = plain_get(ready, "/healthz/ready").await;
+        let Reply { status, body, .. } = raw_http::get(ready, "/healthz/ready").await;
         if status == 200 {
             break;
         }
@@ -421,7 +423,9 @@ async fn the_assembled_waypoint_reports_readiness_metrics_and_config() {
     let (status, _) = get_http1(stream, "/counted").await;
     assert_eq!(status, 503);
 
-    let (status, text) = plain_get(metrics, "/metrics").await;
+    let Reply {
+        status, body: text, ..
+    } = raw_http::get(metrics, "/metrics").await;
     assert_eq!(status, 200);
     assert!(text.contains("# TYPE istio_tcp_connections_opened_total counter"));
     let requests = text
@@ -436,7 +440,9 @@ async fn the_assembled_waypoint_reports_readiness_metrics_and_config() {
         assert!(text.contains(&series), "no {series} in:\n{text}");
     }
 
-    let (status, text) = plain_get(admin, "/config_dump").await;
+    let Reply {
+        status, body: text, ..
+    } = raw_http::get(admin, "/config_dump").await;
     assert_eq!(status, 200);
     assert!(!text.contains("PRIVATE KEY"));
     let dump: serde_json::Value = serde_json::from_str(&text).unwrap();

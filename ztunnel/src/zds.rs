@@ -331,6 +331,7 @@ mod tests {
     };
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
+    use test_support::TempDir;
 
     fn add(uid: &str) -> WorkloadRequest {
         WorkloadRequest {
@@ -342,27 +343,6 @@ mod tests {
                     service_account: "sa".into(),
                 }),
             })),
-        }
-    }
-
-    /// A unique scratch folder under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let p = std::env::temp_dir().join(format!(
-                "zds-{tag}-{}-{}",
-                std::process::id(),
-                fastrand::u64(..)
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
@@ -388,8 +368,8 @@ mod tests {
 
     #[tokio::test]
     async fn roundtrip_with_fd_keeps_the_file_and_sets_cloexec() {
-        let dir = TempDir::new("fd");
-        let file_path = dir.0.join("f");
+        let dir = TempDir::new("zds-fd");
+        let file_path = dir.join("f");
         std::fs::write(&file_path, b"x").unwrap();
         let file = std::fs::File::open(&file_path).unwrap();
 
@@ -436,8 +416,8 @@ mod tests {
 
     #[tokio::test]
     async fn listener_replaces_stale_socket_and_restricts_mode() {
-        let dir = TempDir::new("listen");
-        let path = dir.0.join("nested").join("ztunnel.sock");
+        let dir = TempDir::new("zds-listen");
+        let path = dir.join("nested").join("ztunnel.sock");
         let first = ZdsListener::bind(&path).unwrap();
         drop(first); // leaves the socket file behind, as a crashed agent would
         assert!(path.exists());
@@ -473,8 +453,8 @@ mod tests {
 
     #[test]
     fn listener_refuses_to_replace_a_regular_file() {
-        let dir = TempDir::new("file");
-        let path = dir.0.join("not-a-socket");
+        let dir = TempDir::new("zds-file");
+        let path = dir.join("not-a-socket");
         std::fs::write(&path, b"data").unwrap();
         let err = ZdsListener::bind(&path).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);

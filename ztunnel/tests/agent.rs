@@ -8,13 +8,15 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use api::zds::{
     Ack, Version, WorkloadRequest, WorkloadResponse, ZdsHello, workload_request, workload_response,
 };
+use test_support::TempDir;
+use test_support::netns::TestNetns;
+use test_support::process::KillOnDrop;
 use tokio::sync::watch;
 use ztunnel::agent::iptables::{self, Family};
 use ztunnel::agent::netns::Netns;
@@ -24,61 +26,21 @@ use ztunnel::zds::{ZdsListener, ZdsStream};
 /// Bound on any single wait, so a broken agent fails the test instead of hanging it.
 const WAIT: Duration = Duration::from_secs(30);
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn unique(tag: &str) -> String {
-    format!(
-        "zta-{tag}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+/// What these tests read of a namespace beyond what [`TestNetns`] offers.
+trait Inspect {
+    /// The agent's own handle on the namespace.
+    fn open(&self) -> Netns;
+    /// `iptables-save` without comments and counters.
+    fn saved_rules(&self) -> Vec<String>;
+    /// How many `ip rule`s send connmarked packets to table 100.
+    fn fwmark_rules(&self) -> usize;
 }
 
-fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A named network namespace (`ip netns add`) with `lo` up, deleted on drop.
-struct TestNetns {
-    name: String,
-}
-
-impl TestNetns {
-    fn new(tag: &str) -> TestNetns {
-        let name = unique(tag);
-        sh("ip", &["netns", "add", &name]);
-        let ns = TestNetns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.name)
-    }
-
+impl Inspect for TestNetns {
     fn open(&self) -> Netns {
         Netns::open(&self.path()).unwrap()
     }
 
-    fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        sh("ip", &all)
-    }
-
-    fn exec(&self, args: &[&str]) -> String {
-        let mut all = vec!["netns", "exec", &self.name];
-        all.extend_from_slice(args);
-        sh("ip", &all)
-    }
-
-    /// `iptables-save` without comments and counters.
     fn saved_rules(&self) -> Vec<String> {
         self.exec(&["iptables-save"])
             .lines()
@@ -92,52 +54,6 @@ impl TestNetns {
             .lines()
             .filter(|l| l.contains("fwmark 0x111/0xfff lookup 100"))
             .count()
-    }
-
-    /// Runs `f` on a thread inside this namespace; sockets it creates stay in it.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let fd = self.open().into_fd();
-        std::thread::spawn(move || {
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// A scratch folder, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(unique(tag));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed and reaped on drop.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -180,7 +96,7 @@ fn assert_clean(ns: &TestNetns) {
 
 #[tokio::test]
 async fn rules_install_idempotently_and_remove_exactly() {
-    let ns = TestNetns::new("rules");
+    let ns = TestNetns::new("zta-rules");
     // Someone else's rule in a built-in chain must survive everything we do.
     ns.exec(&[
         "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "udp", "-j", "ACCEPT",
@@ -212,11 +128,20 @@ async fn rules_install_idempotently_and_remove_exactly() {
 /// A pod namespace `10.77.0.2/24` on a veth to a peer namespace `10.77.0.1/24`, which is
 /// also the pod's default gateway.
 fn pod_and_peer() -> (TestNetns, TestNetns) {
-    let pod = TestNetns::new("pod");
-    let peer = TestNetns::new("peer");
+    let pod = TestNetns::new("zta-pod");
+    let peer = TestNetns::new("zta-peer");
     let (a, b) = ("eth0", "veth-pod");
     pod.ip(&[
-        "link", "add", a, "type", "veth", "peer", "name", b, "netns", &peer.name,
+        "link",
+        "add",
+        a,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b,
+        "netns",
+        peer.name(),
     ]);
     pod.ip(&["addr", "add", "10.77.0.2/24", "dev", a]);
     pod.ip(&["link", "set", a, "up"]);
@@ -329,7 +254,7 @@ fn pod(uid_name: &str, namespace: &str, addresses: &[&str], enrolled: bool) -> N
 
 #[tokio::test]
 async fn proc_scan_finds_a_pod_namespace_by_its_ip() {
-    let ns = TestNetns::new("proc");
+    let ns = TestNetns::new("zta-proc");
     ns.ip(&[
         "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
     ]);
@@ -338,7 +263,7 @@ async fn proc_scan_finds_a_pod_namespace_by_its_ip() {
     // A process keeps the namespace visible in /proc, as a pod's sandbox process does.
     let _sleeper = KillOnDrop(
         Command::new("ip")
-            .args(["netns", "exec", &ns.name, "sleep", "600"])
+            .args(["netns", "exec", ns.name(), "sleep", "600"])
             .stdin(Stdio::null())
             .spawn()
             .unwrap(),
@@ -427,13 +352,13 @@ impl Agent {
 
 #[tokio::test]
 async fn agent_hands_enrolled_pods_to_the_proxy() {
-    let ns = TestNetns::new("zds");
-    let dir = TempDir::new("zds");
-    let netns_dir = dir.0.join("netns");
+    let ns = TestNetns::new("zta-zds");
+    let dir = TempDir::new("zta-zds");
+    let netns_dir = dir.join("netns");
     std::fs::create_dir_all(&netns_dir).unwrap();
     // The sandbox names a pod's namespace `<namespace>.<pod name>`.
     std::os::unix::fs::symlink(ns.path(), netns_dir.join("shop.web-1")).unwrap();
-    let socket = dir.0.join("zds").join("ztunnel.sock");
+    let socket = dir.join("zds").join("ztunnel.sock");
     let web = pod("web-1", "shop", &["10.77.1.2"], true);
     let later = pod("late-1", "shop", &["10.77.1.3"], true);
     let expected = std::fs::metadata(ns.path()).unwrap();
@@ -472,7 +397,7 @@ async fn agent_hands_enrolled_pods_to_the_proxy() {
     assert_installed(&ns);
 
     // The late pod's namespace appears: the agent's retry captures it.
-    let late_ns = TestNetns::new("late");
+    let late_ns = TestNetns::new("zta-late");
     std::os::unix::fs::symlink(late_ns.path(), netns_dir.join("shop.late-1")).unwrap();
     match proxy.next().await {
         (workload_request::Payload::Add(add), Some(fd)) => {

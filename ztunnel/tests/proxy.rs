@@ -1,6 +1,7 @@
 //! The pod data path end to end inside one process, on real network namespaces: two pods
 //! joined by a veth pair, each with the in-pod redirection rules the node agent installs, each
-//! with its own `PodProxy`, certificates from a real CA, and config set by hand.
+//! with its own `PodProxy`, certificates from the controller's CA (in process, over loopback TLS,
+//! asked as node1's ztunnel asks), and config set by hand.
 //!
 //! Needs root (namespaces, iptables). Every test builds its own uniquely named namespaces
 //! and removes them when it ends, even on failure.
@@ -9,18 +10,19 @@ use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
-use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use api::security::{self as authz, Action, Authorization, Clause, Match, Rule, Scope};
 use api::workload::{self as wl, address};
-use hbone::{Authority, ConnectRequest, Identity, Pool, PoolConfig, SocketFactory, Upstream};
+use hbone::{ConnectRequest, Identity, Pool, PoolConfig, SocketFactory, Upstream};
 use http::StatusCode;
-use proxy_core::identity::{CertManager, CertSettings, CertificateSigner, IdentityError};
+use proxy_core::identity::{CaClient, CertManager, CertSettings};
 use proxy_core::state::ProxyState;
 use proxy_core::telemetry::Metrics;
+use test_support::control_plane::Controller;
+use test_support::grpc::add_token;
+use test_support::netns::TestNetns;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use ztunnel::agent::iptables;
@@ -33,44 +35,8 @@ const ECHO_PORT: u16 = 8080;
 /// Only guards against a hung test; nothing is asserted about how long anything takes.
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// Deletes the namespaces it names when dropped (the veth pair goes with them).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Signs with an in-memory root, as the controller's CA does.
-struct TestCa(Arc<Authority>);
-
-#[tonic::async_trait]
-impl CertificateSigner for TestCa {
-    async fn sign(
-        &self,
-        identity: &Identity,
-        csr_pem: &str,
-        ttl: Duration,
-    ) -> Result<Vec<String>, IdentityError> {
-        self.0
-            .sign_csr(csr_pem, identity, ttl)
-            .map_err(|e| IdentityError::Ca(e.to_string()))
-    }
-}
+/// The node proxy's bearer token at the controller.
+const TOKEN: &str = "ztunnel-node1";
 
 /// One pod: its namespace and its proxy.
 struct Pod {
@@ -85,10 +51,10 @@ struct Mesh {
     client: Pod,
     server: Pod,
     state: ProxyState,
-    ca: Arc<Authority>,
+    controller: Controller,
     metrics: Arc<Metrics>,
-    // Last: the namespaces outlive the proxies using them.
-    _namespaces: Namespaces,
+    // Last: the namespaces (and the veth pair with them) outlive the proxies using them.
+    _namespaces: [TestNetns; 2],
 }
 
 fn workload(name: &str, namespace: &str, ip: Ipv4Addr) -> wl::Address {
@@ -118,51 +84,41 @@ fn uid(name: &str, namespace: &str) -> String {
 
 impl Mesh {
     async fn new() -> Mesh {
-        let base = format!(
-            "zt-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let (a, b) = (format!("{base}-a"), format!("{base}-b"));
-        let mut namespaces = Namespaces(Vec::new());
-        for name in [&a, &b] {
-            run(&["ip", "netns", "add", name]);
-            namespaces.0.push(name.clone());
-        }
-        run(&[
-            "ip", "link", "add", "eth0", "netns", &a, "type", "veth", "peer", "name", "eth0",
-            "netns", &b,
+        let namespaces = [TestNetns::new("zt-test-a"), TestNetns::new("zt-test-b")];
+        let [a, b] = &namespaces;
+        let peer = b.name();
+        a.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", peer,
         ]);
         let state = ProxyState::new();
         let metrics = Metrics::new();
-        let ca =
-            Arc::new(Authority::generate_root(TRUST_DOMAIN, Duration::from_secs(3600)).unwrap());
-        let certs = CertManager::with_signer(Arc::new(TestCa(ca.clone())), CertSettings::default());
+        // The controller's CA signs for node1's pods, asked as node1's ztunnel asks.
+        let controller = Controller::builder()
+            .token(
+                TOKEN,
+                "spiffe://cluster.local/ns/istio-system/sa/ztunnel",
+                Some("node1"),
+            )
+            .start()
+            .await;
+        let signer =
+            CaClient::with_authorizer(controller.channel(), |request| add_token(request, TOKEN));
+        let certs = CertManager::with_signer(Arc::new(signer), CertSettings::default());
         let mut pods = Vec::new();
-        for (ns_name, ip, name, namespace) in [
-            (&a, CLIENT_IP, "sleep", "client"),
-            (&b, SERVER_IP, "echo", "server"),
+        for (ns, ip, name, namespace) in [
+            (a, CLIENT_IP, "sleep", "client"),
+            (b, SERVER_IP, "echo", "server"),
         ] {
-            run(&[
-                "ip",
-                "-n",
-                ns_name,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                "eth0",
-            ]);
-            run(&["ip", "-n", ns_name, "link", "set", "lo", "up"]);
-            run(&["ip", "-n", ns_name, "link", "set", "eth0", "up"]);
-            let path = format!("/var/run/netns/{ns_name}");
-            let file = File::open(&path).unwrap();
+            ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+            ns.ip(&["link", "set", "eth0", "up"]);
+            let file = File::open(ns.path()).unwrap();
             iptables::install(file.as_fd(), &iptables::families_for(&[ip.into()]))
                 .await
                 .unwrap();
             state
                 .apply_address(&uid(name, namespace), workload(name, namespace, ip))
                 .unwrap();
+            controller.pods.add("node1", namespace, name);
             let netns = Arc::new(PodNetns::new(file.into()));
             let proxy = PodProxy::start(PodContext {
                 uid: uid(name, namespace),
@@ -192,7 +148,7 @@ impl Mesh {
             client,
             server,
             state,
-            ca,
+            controller,
             metrics,
             _namespaces: namespaces,
         }
@@ -220,7 +176,7 @@ impl Mesh {
     /// A client certificate for `identity` from the mesh's CA.
     fn cert(&self, identity: &str) -> Arc<hbone::WorkloadCertificate> {
         let identity: Identity = identity.parse().unwrap();
-        Arc::new(self.ca.issue(&identity, Duration::from_secs(3600)).unwrap())
+        self.controller.issue(&identity)
     }
 }
 

@@ -1,47 +1,16 @@
-//! Shared by the xDS and CA tests: a controller gRPC endpoint on loopback TLS, and tonic
-//! clients that verify its identity with hbone's client configuration.
+//! Shared by the xDS and CA tests: the controller endpoint with the callers these tests speak
+//! as, and a process-wide metrics recorder to read counters from.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use controller::ca::auth::{Caller, StaticTokens};
-use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory};
-use controller::server::{ServingTls, controller_identity};
+use controller::ca::CertificateAuthority;
 use controller::translate::Published;
-use controller::xds::{XdsConfig, XdsServer};
-use hbone::Identity;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint, Uri};
+use test_support::control_plane::Controller;
 
 pub const TD: &str = "cluster.local";
 pub const ZTUNNEL: &str = "spiffe://cluster.local/ns/istio-system/sa/ztunnel";
-
-/// Pods by node, changeable while the server runs.
-#[derive(Default)]
-pub struct Pods(pub Mutex<Vec<(String, String, String)>>);
-
-impl NodeDirectory for Pods {
-    fn has_pod(&self, node: &str, namespace: &str, service_account: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(n, ns, sa)| n == node && ns == namespace && sa == service_account)
-    }
-}
-
-/// A running endpoint.
-pub struct Harness {
-    pub addr: SocketAddr,
-    pub ca: Arc<CertificateAuthority>,
-    pub pods: Arc<Pods>,
-}
 
 /// The sum of a counter's samples (all label sets) in the controller's rendered metrics
 /// (one registry per process, shared by every server a test starts).
@@ -54,86 +23,16 @@ pub fn counter(name: &str) -> f64 {
         .sum()
 }
 
-pub fn tokens() -> StaticTokens {
-    let caller = |id: &str, node: Option<&str>| Caller {
-        identity: id.parse().unwrap(),
-        node: node.map(Into::into),
-    };
-    StaticTokens(HashMap::from([
-        ("zt-node1".to_owned(), caller(ZTUNNEL, Some("node1"))),
-        ("zt-node2".to_owned(), caller(ZTUNNEL, Some("node2"))),
-        (
-            "app".to_owned(),
-            caller("spiffe://cluster.local/ns/app/sa/web", Some("node1")),
-        ),
-    ]))
-}
-
-/// Starts xDS + CA on an ephemeral loopback port.
-pub async fn start(snapshots: watch::Receiver<Published>, ca: CertificateAuthority) -> Harness {
-    let ca = Arc::new(ca);
-    let pods = Arc::new(Pods::default());
-    let auth = Arc::new(tokens());
-    let xds = XdsServer::new(
-        snapshots,
-        auth.clone(),
-        XdsConfig {
-            debounce: Duration::from_millis(20),
-            outbound_capacity: 4,
-        },
-    );
-    let service = CaService::new(ca.clone(), auth, pods.clone(), CaConfig::new(TD).unwrap());
-    let tls =
-        ServingTls::issue(ca.clone(), controller_identity(TD, "istio-system").unwrap()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(controller::server::serve(
-        listener,
-        tls,
-        xds,
-        service,
-        std::future::pending(),
-    ));
-    Harness { addr, ca, pods }
-}
-
-impl Harness {
-    /// A channel over TLS that accepts only the controller's identity.
-    pub async fn channel(&self) -> Channel {
-        // The client presents no certificate to the controller (it does not ask), but hbone's
-        // config builder wants one: any identity will do.
-        let throwaway = self
-            .ca
-            .issue(
-                &"spiffe://cluster.local/ns/test/sa/client".parse().unwrap(),
-                Duration::from_secs(600),
-            )
-            .unwrap();
-        let expected: Identity = controller_identity(TD, "istio-system").unwrap();
-        let config = Arc::new(hbone::tls::client_config(&throwaway, &[expected]).unwrap());
-        let addr = self.addr;
-        Endpoint::from_static("http://controller.invalid")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let config = config.clone();
-                async move {
-                    let tcp = TcpStream::connect(addr).await?;
-                    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-                    let tls = tokio_rustls::TlsConnector::from(config)
-                        .connect(name, tcp)
-                        .await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(tls))
-                }
-            }))
-            .await
-            .unwrap()
-    }
-}
-
-/// Adds `authorization: Bearer <token>`.
-pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
+/// Starts xDS + CA on an ephemeral loopback port, serving `snapshot`: the node proxies of
+/// node1 (`zt-node1`) and node2 (`zt-node2`), and an app on node1 (`app`), are callers.
+pub async fn start(snapshot: Published, ca: CertificateAuthority) -> Controller {
+    Controller::builder()
+        .ca(ca)
+        .debounce(Duration::from_millis(20))
+        .snapshot(snapshot)
+        .token("zt-node1", ZTUNNEL, Some("node1"))
+        .token("zt-node2", ZTUNNEL, Some("node2"))
+        .token("app", "spiffe://cluster.local/ns/app/sa/web", Some("node1"))
+        .start()
+        .await
 }

@@ -282,47 +282,11 @@ fn parse_tcp(frame: &[u8]) -> Option<(Flow, &[u8])> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::process::Command;
-
-    /// A throwaway network namespace with loopback up, deleted on drop.
-    struct Netns(String);
-
-    impl Netns {
-        fn new() -> Netns {
-            let name = format!("e2e-sniff-{}", std::process::id());
-            let ip = |args: &[&str]| {
-                let ok = Command::new("ip")
-                    .args(args)
-                    .status()
-                    .is_ok_and(|s| s.success());
-                assert!(ok, "ip {args:?}");
-            };
-            ip(&["netns", "add", &name]);
-            let ns = Netns(name);
-            ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-            ns
-        }
-
-        fn path(&self) -> std::path::PathBuf {
-            Path::new("/run/netns").join(&self.0)
-        }
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
+    use test_support::netns::TestNetns;
 
     /// Sends `payload` over a loopback TCP connection inside `ns` and waits for the echo.
-    fn send_in(ns: &Netns, payload: &'static [u8]) {
-        let handle = File::open(ns.path()).unwrap();
-        std::thread::spawn(move || {
-            // SAFETY: setns on this thread only, which ends right after.
-            assert_eq!(
-                unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
+    fn send_in(ns: &TestNetns, payload: &'static [u8]) {
+        ns.run(move || {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (mut server, _) = listener.accept().unwrap();
@@ -331,14 +295,12 @@ mod tests {
             server.read_exact(&mut buffer).unwrap();
             server.write_all(&buffer).unwrap();
             client.read_exact(&mut buffer).unwrap();
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn after_sync_clear_text_that_crossed_is_seen_and_nothing_else() {
-        let ns = Netns::new();
+        let ns = TestNetns::new("e2e-sniff");
         let sniffer = Sniffer::start(&ns.path()).unwrap();
         sniffer.watch("plain-marker-1");
         sniffer.watch("never-sent-marker");

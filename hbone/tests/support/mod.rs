@@ -164,17 +164,6 @@ impl TestServer {
     }
 }
 
-/// Waits (up to a generous bound, so a broken build fails instead of hanging) until `done`.
-pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never happened: {what}");
-}
-
 /// An upstream app that echoes every byte and, once the client half-closes, writes a trailer
 /// with the byte count before closing: proof that the half-close travelled end to end.
 pub async fn echo_with_trailer() -> SocketAddr {

@@ -1,49 +1,22 @@
 //! Tests of the controller channel against real TLS servers on loopback.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use hbone::Authority;
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioExecutor;
+use test_support::TempDir;
 use tokio::net::TcpListener;
 
 use super::*;
 
 const CONTROLLER: &str = "spiffe://cluster.local/ns/istio-system/sa/controller";
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "ztunnel-control-test-{}-{:016x}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn config(dir: &TempDir, ca: &Authority, address: String) -> ControlPlaneConfig {
     ControlPlaneConfig {
         address,
-        root_cert: dir.write("root.pem", &ca.root_pem()),
+        root_cert: dir.write("root.pem", ca.root_pem()),
         token_file: Some(dir.write("token", "  node-token\n")),
         server_identity: CONTROLLER.into(),
     }
@@ -111,7 +84,7 @@ async fn assert_call_carries_the_token(control: &ControlPlane, seen: &Mutex<Vec<
 
 #[tokio::test]
 async fn connects_and_sends_the_token() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("proxy-core-control");
     let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
     let (address, seen) = serve(&ca, CONTROLLER).await;
     let control = ControlPlane::connect(&config(&dir, &ca, format!("https://{address}")))
@@ -122,12 +95,12 @@ async fn connects_and_sends_the_token() {
 
 #[tokio::test]
 async fn retries_until_the_controller_can_be_reached() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("proxy-core-control");
     let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
     let (address, seen) = serve(&ca, CONTROLLER).await;
     let mut config = config(&dir, &ca, address);
     // The roots are not there yet (as before a mounted secret appears): attempts fail.
-    let roots = std::mem::replace(&mut config.root_cert, dir.0.join("later.pem"));
+    let roots = std::mem::replace(&mut config.root_cert, dir.join("later.pem"));
     let retrying = {
         let config = config.clone();
         tokio::spawn(async move { ControlPlane::connect_retrying(&config).await })
@@ -147,7 +120,7 @@ async fn retries_until_the_controller_can_be_reached() {
 
 #[tokio::test]
 async fn refuses_a_server_with_another_identity() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("proxy-core-control");
     let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
     let (address, _) = serve(&ca, "spiffe://cluster.local/ns/istio-system/sa/impostor").await;
     let Err(ControlError::Connect {
@@ -161,7 +134,7 @@ async fn refuses_a_server_with_another_identity() {
 
 #[tokio::test]
 async fn refuses_a_server_signed_by_other_roots() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("proxy-core-control");
     let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
     let other = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
     let (address, _) = serve(&other, CONTROLLER).await;
@@ -171,7 +144,7 @@ async fn refuses_a_server_signed_by_other_roots() {
 
 #[tokio::test]
 async fn reports_an_unreachable_controller() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("proxy-core-control");
     let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
     // A port that was just free: nothing listens there.
     let address = {
@@ -189,7 +162,7 @@ async fn reports_an_unreachable_controller() {
 
 #[tokio::test]
 async fn configuration_errors() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("proxy-core-control");
     let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
     let base = config(&dir, &ca, "127.0.0.1:1".into());
     let config_error = |c: ControlPlaneConfig| async move {
@@ -200,7 +173,7 @@ async fn configuration_errors() {
         }
     };
     let missing = ControlPlaneConfig {
-        root_cert: dir.0.join("absent.pem"),
+        root_cert: dir.join("absent.pem"),
         ..base.clone()
     };
     assert!(config_error(missing).await.contains("absent.pem"));
@@ -232,7 +205,7 @@ async fn configuration_errors() {
 
 #[tokio::test]
 async fn token_is_trimmed_and_addresses_may_be_urls() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("proxy-core-control");
     let token = read_token(&dir.write("t", "\tabc.def\r\n")).unwrap();
     assert_eq!(token.to_str().unwrap(), "Bearer abc.def");
     assert_eq!(authority("https://istiod:15012/"), "istiod:15012");

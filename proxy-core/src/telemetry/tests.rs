@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::Mutex;
+
+use test_support::capture::logged;
 
 use super::*;
 
@@ -230,30 +230,9 @@ fn counts_from_many_threads() {
     assert_eq!(series, 2);
 }
 
-/// Collects formatted log output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn log_of(record: &ConnectionRecord) -> String {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
     let metrics = Metrics::new();
-    tracing::subscriber::with_default(subscriber, || metrics.connection_closed(record));
-    String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    logged(|| metrics.connection_closed(record))
 }
 
 #[test]

@@ -2,21 +2,15 @@
 //! loopback TLS), an HBONE "endpoint" that serves HTTP and echoes TCP inside its tunnels, and
 //! an HBONE client.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::waypoint as wp;
 use api::workload::{self as wl, NetworkAddress, PortList, address};
 use bytes::Bytes;
-use controller::ca::auth::{Caller, StaticTokens};
-use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory};
-use controller::server::{ServingTls, controller_identity};
-use controller::translate::{Published, Resource, Snapshot};
-use controller::xds::{XdsConfig, XdsServer};
+use controller::translate::{Resource, Snapshot};
 use hbone::{ConnectHandler, ConnectRequest, Identity, IncomingConnect, WorkloadCertificate};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -27,9 +21,11 @@ use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CaClient, CertManager, CertSettings};
 use proxy_core::state::ProxyState;
 use proxy_core::xds::{ClientIdentity, NamedSubscription};
+use test_support::control_plane;
+use test_support::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use waypoint::transport::InboundSettings;
 use waypoint::transport::detect::{Detected, Prefixed, detect};
@@ -59,113 +55,40 @@ pub fn waypoint_identity() -> Identity {
     identity(NS, GATEWAY)
 }
 
-/// A scratch folder removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "waypoint-transport-{}-{:x}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct NoPods;
-
-impl NodeDirectory for NoPods {
-    fn has_pod(&self, _: &str, _: &str, _: &str) -> bool {
-        false
-    }
-}
-
-/// A controller serving a snapshot that tests replace, and the CA.
+/// The controller, serving a snapshot that tests replace, with the waypoint as its caller.
 pub struct Controller {
-    pub addr: SocketAddr,
-    pub ca: Arc<CertificateAuthority>,
-    snapshots: watch::Sender<Published>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-    dir: TempDir,
+    endpoint: control_plane::Controller,
 }
 
 impl Controller {
     /// Serves `snapshot` on an ephemeral loopback port; the waypoint's token is known.
     pub async fn start(snapshot: Snapshot) -> Self {
-        let ca = Arc::new(CertificateAuthority::open(None, TD).unwrap());
-        let auth = Arc::new(StaticTokens(HashMap::from([(
-            TOKEN.to_owned(),
-            Caller {
-                identity: waypoint_identity(),
-                node: None,
-            },
-        )])));
-        let (snapshots, receiver) = watch::channel(Some(Arc::new(snapshot)));
-        let xds = XdsServer::new(
-            receiver,
-            auth.clone(),
-            XdsConfig {
-                debounce: Duration::from_millis(10),
-                ..XdsConfig::default()
-            },
-        );
-        let service = CaService::new(
-            ca.clone(),
-            auth,
-            Arc::new(NoPods),
-            CaConfig::new(TD).unwrap(),
-        );
-        let tls = ServingTls::issue(ca.clone(), controller_identity(TD, "istio-system").unwrap())
-            .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            let _ = controller::server::serve(listener, tls, xds, service, shutdown).await;
-        });
-        let dir = TempDir::new();
-        std::fs::write(dir.0.join("roots.pem"), ca.roots_pem().unwrap().concat()).unwrap();
-        std::fs::write(dir.0.join("token"), TOKEN).unwrap();
-        Self {
-            addr,
-            ca,
-            snapshots,
-            stop: Some(stop),
-            task: Some(task),
-            dir,
-        }
+        let endpoint = control_plane::Controller::builder()
+            .token(TOKEN, &waypoint_identity().to_string(), None)
+            .snapshot(Arc::new(snapshot))
+            .start()
+            .await;
+        Self { endpoint }
     }
 
     /// How the waypoint reaches this controller.
     pub fn control_config(&self) -> ControlPlaneConfig {
         ControlPlaneConfig {
-            address: self.addr.to_string(),
-            root_cert: self.dir.0.join("roots.pem"),
-            token_file: Some(self.dir.0.join("token")),
-            server_identity: controller_identity(TD, "istio-system").unwrap().to_string(),
+            address: self.endpoint.addr.to_string(),
+            root_cert: self.endpoint.root_cert(),
+            token_file: Some(self.endpoint.token_file(TOKEN)),
+            server_identity: control_plane::controller_identity().to_string(),
         }
     }
 
     /// Replaces what is served.
     pub fn publish(&self, snapshot: Snapshot) {
-        self.snapshots.send_replace(Some(Arc::new(snapshot)));
+        self.endpoint.publish(Arc::new(snapshot));
     }
 
     /// A certificate for `identity`, from this controller's CA.
     pub fn issue(&self, identity: &Identity) -> Arc<WorkloadCertificate> {
-        Arc::new(self.ca.issue(identity, Duration::from_secs(3600)).unwrap())
+        self.endpoint.issue(identity)
     }
 
     /// The waypoint's certificate manager: its own identity, over the real CA service.
@@ -198,28 +121,6 @@ impl Controller {
         ));
         (stop, task)
     }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// Waits (bounded) until `done` holds; panics naming `what` otherwise.
-pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn ip_bytes(ip: &str) -> Vec<u8> {
@@ -661,26 +562,4 @@ impl Drop for Waypoint {
             server.abort();
         }
     }
-}
-
-/// A GET on a plain HTTP/1.1 endpoint (the admin ports): status and body.
-pub async fn plain_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
 }

@@ -358,14 +358,9 @@ mod tests {
     #[tokio::test]
     async fn pods_without_a_namespace_yet_are_kept_and_retried_with_backoff() {
         // An empty namespace folder: nothing can be captured, nothing is touched.
-        let dir = std::env::temp_dir().join(format!(
-            "enroll-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_support::TempDir::new("enroll");
         let hub = Hub::new();
-        let mut r = Reconciler::new(NetnsSource::Dir(dir.clone()), hub.clone());
+        let mut r = Reconciler::new(NetnsSource::Dir(dir.path().to_owned()), hub.clone());
 
         let start = Instant::now();
         r.round(&[pod("a", true), pod("b", false)]).await;
@@ -388,7 +383,6 @@ mod tests {
         r.round(&[pod("a", false)]).await;
         assert!(r.pending.is_empty());
         assert!(hub.snapshot_view().is_empty());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -190,14 +190,12 @@ mod tests {
     #[test]
     fn rewrite_keeps_the_inode() {
         use std::os::unix::fs::MetadataExt;
-        let dir = std::env::temp_dir().join(format!("meshctl-dns-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_support::TempDir::new("meshctl-dns");
         let path = dir.join("hosts");
         write_in_place(&path, "a long first version\n").unwrap();
         let ino = std::fs::metadata(&path).unwrap().ino();
         write_in_place(&path, "short\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "short\n");
         assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -205,7 +205,7 @@ async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::host::netns::tests::TestNetns;
+    use test_support::netns::TestNetns;
 
     #[test]
     fn forward_specs_round_trip() {
@@ -225,10 +225,10 @@ mod tests {
     #[test]
     fn host_connections_reach_a_port_inside_the_namespace() {
         use std::io::{Read, Write};
-        let Some(ns) = TestNetns::new("fwd") else {
+        let Some(ns) = TestNetns::if_root("meshctl-ut-fwd") else {
             return;
         };
-        let inner = listen_in(&ns.0);
+        let inner = listen_in(ns.name());
         let port = inner.local_addr().unwrap().port();
         // Nothing listens on that port in the host namespace.
         let direct = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port));
@@ -249,7 +249,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        runtime.spawn(serve(ns.0.clone(), vec![(host, port)]));
+        runtime.spawn(serve(ns.name().to_owned(), vec![(host, port)]));
         let mut client = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, host_port)).unwrap();
         client.write_all(b"hello").unwrap();
         let mut back = [0u8; 5];

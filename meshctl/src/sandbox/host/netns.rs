@@ -333,49 +333,21 @@ pub fn delete_netns(tools: &Tools, names: &[String]) {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
+    use test_support::netns::TestNetns;
+
     use super::*;
-
-    /// A throwaway network namespace with loopback up, deleted on drop
-    /// (panics included). `None` (test skipped) without root.
-    pub(crate) struct TestNetns(pub String);
-
-    impl TestNetns {
-        pub(crate) fn new(tag: &str) -> Option<TestNetns> {
-            if require_root().is_err() {
-                eprintln!("skipped: needs root for a network namespace");
-                return None;
-            }
-            let name = format!("meshctl-ut-{tag}-{}", std::process::id());
-            let ok = |args: &[&str]| {
-                Command::new("ip")
-                    .args(args)
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            assert!(ok(&["netns", "add", &name]), "ip netns add {name}");
-            let ns = TestNetns(name);
-            assert!(ok(&["-n", &ns.0, "link", "set", "lo", "up"]));
-            Some(ns)
-        }
-    }
-
-    impl Drop for TestNetns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
 
     #[test]
     fn connect_in_reaches_only_the_namespace_loopback() {
-        let Some(ns) = TestNetns::new("connect") else {
+        let Some(ns) = TestNetns::if_root("meshctl-ut-connect") else {
             return;
         };
         // Nothing listens inside the new namespace: refused there, even
         // though the host may well listen on the same port.
         let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = host.local_addr().unwrap();
-        let err = connect_in(&ns.0, addr, Duration::from_secs(2)).unwrap_err();
+        let err = connect_in(ns.name(), addr, Duration::from_secs(2)).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
         assert!(connect_in("meshctl-ut-no-such-netns", addr, Duration::from_secs(1)).is_err());
         // The calling thread stayed in its own namespace.

@@ -347,14 +347,14 @@ mod tests {
 
     #[test]
     fn netns_links_follow_the_pods_whose_namespace_exists() {
-        use crate::sandbox::host::netns::tests::TestNetns;
-        let Some(ns) = TestNetns::new("links") else {
+        use test_support::netns::TestNetns;
+        let Some(ns) = TestNetns::if_root("meshctl-ut-links") else {
             return;
         };
-        let dir = std::env::temp_dir().join(format!("meshctl-links-{}", std::process::id()));
+        let dir = test_support::TempDir::new("meshctl-links");
         let root = dir.join("netns");
         let mut cluster = Cluster::new("t", 1, 0);
-        for (uid, netns) in [("u-live", ns.0.as_str()), ("u-gone", "meshctl-ut-missing")] {
+        for (uid, netns) in [("u-live", ns.name()), ("u-gone", "meshctl-ut-missing")] {
             let mut p = pod_with(uid);
             p.netns = netns.into();
             cluster.pods.insert(format!("default/{uid}"), p);
@@ -369,12 +369,11 @@ mod tests {
         assert_eq!(entries, ["default.u-live"]);
         assert_eq!(
             std::fs::read_link(root.join("default.u-live")).unwrap(),
-            Path::new(NETNS_RUN_DIR).join(&ns.0)
+            Path::new(NETNS_RUN_DIR).join(ns.name())
         );
         cluster.pods.clear();
         sync_netns_links(&root, &cluster).unwrap();
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn pod_with(uid: &str) -> Pod {

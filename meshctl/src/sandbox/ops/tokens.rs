@@ -149,6 +149,7 @@ pub fn sync_waypoints(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use test_support::TempDir;
 
     #[test]
     fn tokens_are_random_hex() {
@@ -161,8 +162,8 @@ mod tests {
 
     #[test]
     fn files_are_private_and_the_map_parses() {
-        let dir = std::env::temp_dir().join(format!("meshctl-tokens-{}", generate().unwrap()));
-        let layout = Layout::new(&dir, Path::new("/bin"));
+        let dir = TempDir::new("meshctl-tokens");
+        let layout = Layout::new(dir.path(), Path::new("/bin"));
         let nodes = vec!["node1".to_string(), "node2".to_string()];
         let tokens = provision(&layout, &nodes).unwrap();
         for (node, token) in &tokens {
@@ -178,13 +179,12 @@ mod tests {
         let entry = &map[&tokens[1].1];
         assert_eq!(entry["identity"], ZTUNNEL_IDENTITY);
         assert_eq!(entry["node"], "node2");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn waypoints_get_their_own_identity_and_keep_their_token() {
-        let dir = std::env::temp_dir().join(format!("meshctl-tokens-{}", generate().unwrap()));
-        let layout = Layout::new(&dir, Path::new("/bin"));
+        let dir = TempDir::new("meshctl-tokens");
+        let layout = Layout::new(dir.path(), Path::new("/bin"));
         let nodes = vec!["node1".to_string()];
         let node_tokens = provision(&layout, &nodes).unwrap();
         let wp = vec![("shop".to_string(), "waypoint".to_string())];
@@ -215,6 +215,5 @@ mod tests {
         let text = std::fs::read_to_string(layout.tokens_file()).unwrap();
         assert!(!text.contains(&token));
         assert!(text.contains(&node_tokens[0].1));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

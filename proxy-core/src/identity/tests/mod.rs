@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use harness::{Controller, bearer, within};
+use harness::{Controller, bearer};
 use hbone::{Identity, WorkloadCertificate};
+use test_support::wait::within;
 use tokio::sync::watch;
 
 use super::worker::{INITIAL_BACKOFF, MAX_BACKOFF, next_backoff, refresh_delay};

@@ -398,25 +398,12 @@ mod tests {
     use std::net::SocketAddr;
     use std::sync::Arc;
 
+    use test_support::capture::{Captured, logged};
+
     use super::super::labels::{PeerLabels, RequestLabels, ServiceLabels};
     use super::super::record::{Authority, TraceId};
     use super::*;
     use crate::engine::WorkloadMeta;
-
-    /// A sink tests can read.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// A sink that writes only while its gate is free.
     #[derive(Clone)]
@@ -524,17 +511,11 @@ mod tests {
     /// would write, and its time stamp reads as the subscriber's does.
     #[test]
     fn the_line_is_the_subscriber_s_line() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
         let r = record();
         let l = &r.labels;
         let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let before = SystemTime::now();
-        tracing::subscriber::with_default(subscriber, || {
+        let theirs = logged(|| {
             tracing::event!(
                 target: "access",
                 tracing::Level::INFO,
@@ -562,7 +543,6 @@ mod tests {
             );
         });
         let after = SystemTime::now();
-        let theirs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let ours = |at: SystemTime| {
             let mut line = String::new();
             format_line(&mut line, &r, at);
@@ -596,7 +576,7 @@ mod tests {
         }
         // Dropping the log writes out what is queued.
         drop(log);
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let text = sink.text();
         let sent: Vec<&str> = text
             .lines()
             .filter_map(|l| l.split_once(" bytes_recv=")?.1.split(' ').next())
@@ -623,7 +603,7 @@ mod tests {
         assert!(dropped >= 3, "{dropped}");
         drop(held);
         drop(log);
-        let written = String::from_utf8(sink.1.0.lock().unwrap().clone()).unwrap();
+        let written = sink.1.text();
         assert_eq!(written.lines().count() as u64 + dropped, 5, "{written}");
     }
 }

@@ -1,35 +1,13 @@
 //! The client against a scripted agent on a real ZDS socket.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use api::zds::{self, WorkloadResponse, workload_request::Payload, workload_response};
+use test_support::TempDir;
 
 use super::*;
 use crate::inpod::registry::tests::{FakeLauncher, new_netns};
 use crate::zds::ZdsListener;
-
-/// A private folder for one test's socket, removed afterwards.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ztunnel-inpod-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Fixture {
     _dir: TempDir,
@@ -42,8 +20,8 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let dir = TempDir::new();
-    let socket = dir.0.join("zds.sock");
+    let dir = TempDir::new("ztunnel-inpod");
+    let socket = dir.join("zds.sock");
     let listener = ZdsListener::bind(&socket).unwrap();
     let launcher = Arc::new(FakeLauncher::default());
     let readiness = Readiness::new();
@@ -200,8 +178,8 @@ async fn a_protocol_error_closes_the_connection_before_the_pause() {
 
 #[tokio::test]
 async fn the_proxy_waits_for_the_agent_socket() {
-    let dir = TempDir::new();
-    let socket = dir.0.join("zds.sock");
+    let dir = TempDir::new("ztunnel-inpod");
+    let socket = dir.join("zds.sock");
     let launcher = Arc::new(FakeLauncher::default());
     let settings = InpodSettings {
         zds_socket: socket.clone(),

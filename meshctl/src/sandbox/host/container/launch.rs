@@ -193,20 +193,20 @@ mod tests {
     #[test]
     fn a_bin_dir_others_cannot_enter_is_reported() {
         use std::os::unix::fs::PermissionsExt;
-        let root = std::env::temp_dir().join(format!("meshctl-bin-{}", std::process::id()));
+        let root = test_support::TempDir::new("meshctl-bin");
         let bin = root.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let exe = bin.join("meshctl");
         std::fs::write(&exe, "").unwrap();
         let set = |p: &Path, mode| std::fs::set_permissions(p, PermissionsExt::from_mode(mode));
-        set(&root, 0o755).unwrap();
+        set(root.path(), 0o755).unwrap();
         set(&exe, 0o755).unwrap();
         let open = unreachable_bin_dir(&bin);
         set(&exe, 0o700).unwrap();
         let private_exe = unreachable_bin_dir(&bin);
-        set(&root, 0o700).unwrap();
+        set(root.path(), 0o700).unwrap();
         let private_dir = unreachable_bin_dir(&bin);
-        let _ = std::fs::remove_dir_all(&root);
+        drop(root);
         // The temp folder itself may be private on this machine.
         if std::env::temp_dir()
             .ancestors()

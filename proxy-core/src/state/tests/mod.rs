@@ -1,82 +1,16 @@
 //! Tests of [`ProxyState`]: applying and removing resources, the indexes, endpoints,
 //! change notification, the dump, and which policies apply to a workload.
 
+mod workloads;
+
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use api::security::{self as sec, Authorization, Clause, Rule, string_match::MatchType};
-use api::workload::{self as wl, NetworkAddress, Port, PortList, address};
+use api::workload::{self as wl, address};
 use hbone::Identity;
+use workloads::{WEB, ip, pod, uid, web_service};
 
 use super::*;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn bytes(s: &str) -> Vec<u8> {
-    match ip(s) {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    }
-}
-
-const WEB: &str = "shop/web.shop.svc.cluster.local";
-
-/// A pod `name` in `shop` on `node` at `addr`, backing the web service with `ports`.
-fn pod(name: &str, node: &str, addr: &str, ports: &[(u32, u32)]) -> wl::Address {
-    wl::Address {
-        r#type: Some(address::Type::Workload(wl::Workload {
-            uid: format!("Kubernetes//Pod/shop/{name}"),
-            name: name.into(),
-            namespace: "shop".into(),
-            addresses: vec![bytes(addr)],
-            tunnel_protocol: wl::TunnelProtocol::Hbone as i32,
-            service_account: "web".into(),
-            node: node.into(),
-            services: [(
-                WEB.to_string(),
-                PortList {
-                    ports: ports
-                        .iter()
-                        .map(|(s, t)| Port {
-                            service_port: *s,
-                            target_port: *t,
-                        })
-                        .collect(),
-                },
-            )]
-            .into(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn web_service(ports: &[(u32, u32)]) -> wl::Address {
-    wl::Address {
-        r#type: Some(address::Type::Service(wl::Service {
-            name: "web".into(),
-            namespace: "shop".into(),
-            hostname: "web.shop.svc.cluster.local".into(),
-            addresses: vec![NetworkAddress {
-                network: String::new(),
-                address: bytes("10.96.0.10"),
-            }],
-            ports: ports
-                .iter()
-                .map(|(s, t)| Port {
-                    service_port: *s,
-                    target_port: *t,
-                })
-                .collect(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn uid(name: &str) -> String {
-    format!("Kubernetes//Pod/shop/{name}")
-}
 
 #[test]
 fn workloads_are_indexed_by_uid_address_and_node() {
