@@ -11,9 +11,10 @@ use std::sync::{Arc, LazyLock};
 use prometheus_registry::text;
 
 use crate::ca::metrics::CaMetrics;
-use crate::pipeline::TRANSLATION_FAILURES;
 use crate::xds::metrics::XdsMetrics;
 
+/// Counter: translations that failed (the last good snapshot stayed in force).
+pub const TRANSLATION_FAILURES: &str = "controller_translation_failures_total";
 /// Counter: label sets not counted because their family was at its bound.
 pub const OVERFLOW: &str = "controller_metrics_series_overflow_total";
 

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use crate::Target;
 use crate::alloc;
 use crate::mutate::{Mutator, Rng};
+use crate::target::Target;
 
 /// How long and how hard to fuzz one target.
 #[derive(Clone, Debug)]

@@ -397,7 +397,7 @@ fn http_registry() -> (Record, Render) {
         let series = scraped.sorted();
         let mut out = String::new();
         text::family(&mut out, "istio_requests_total", "Requests.", "counter");
-        text::samples(&mut out, "istio_requests_total", &series, |s| {
+        prometheus_registry::samples(&mut out, "istio_requests_total", &series, |s| {
             s.requests.load(Ordering::Relaxed)
         });
         type Pick = fn(&RequestSeries) -> &Histogram<19>;

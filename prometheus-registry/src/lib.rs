@@ -13,4 +13,4 @@ mod series;
 pub mod text;
 
 pub use histogram::Histogram;
-pub use series::{MAX_SERIES, Registry, Series};
+pub use series::{MAX_SERIES, Registry, Series, samples};

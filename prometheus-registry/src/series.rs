@@ -2,7 +2,7 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -139,7 +139,20 @@ impl<K: Hash + Eq> Registry<K, AtomicU64> {
     /// Writes the counter family `name`, one sample per series, ordered by label set.
     pub fn render_counter(&self, out: &mut String, name: &str, help: &str) {
         text::family(out, name, help, "counter");
-        text::samples(out, name, &self.sorted(), |n| n.load(Ordering::Relaxed));
+        samples(out, name, &self.sorted(), |n| n.load(Ordering::Relaxed));
+    }
+}
+
+/// Writes one sample of `name` per series, in the order given, its value picked from the
+/// series' values: `name{labels} value`.
+pub fn samples<V, T: Display>(
+    out: &mut String,
+    name: &str,
+    series: &[Arc<Series<V>>],
+    value: impl Fn(&V) -> T,
+) {
+    for s in series {
+        let _ = writeln!(out, "{name}{} {}", s.labels, value(&s.values));
     }
 }
 
@@ -182,6 +195,28 @@ mod tests {
         assert_eq!(
             out,
             "# HELP x_total Counted.\n# TYPE x_total counter\nx_total{k=\"a\"} 1\nx_total{k=\"b\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn samples_follow_their_series() {
+        let series = [
+            Arc::new(Series {
+                labels: "{k=\"a\"}".to_owned(),
+                values: 1u64,
+            }),
+            Arc::new(Series {
+                labels: String::new(),
+                values: 2u64,
+            }),
+        ];
+        let mut out = String::new();
+        text::family(&mut out, "x_total", "Things.", "counter");
+        samples(&mut out, "x_total", &series, |v| *v * 10);
+        text::value(&mut out, "y", -1);
+        assert_eq!(
+            out,
+            "# HELP x_total Things.\n# TYPE x_total counter\nx_total{k=\"a\"} 10\nx_total 20\ny -1\n"
         );
     }
 }

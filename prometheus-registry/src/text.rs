@@ -2,9 +2,6 @@
 //! their escaping, and samples.
 
 use std::fmt::{Display, Write as _};
-use std::sync::Arc;
-
-use crate::Series;
 
 /// The `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -19,19 +16,6 @@ pub fn family(out: &mut String, name: &str, help: &str, kind: &str) {
 /// Writes the one sample of a family without labels: `name value`.
 pub fn value(out: &mut String, name: &str, value: impl Display) {
     let _ = writeln!(out, "{name} {value}");
-}
-
-/// Writes one sample of `name` per series, in the order given, its value picked from the
-/// series' values: `name{labels} value`.
-pub fn samples<V, T: Display>(
-    out: &mut String,
-    name: &str,
-    series: &[Arc<Series<V>>],
-    value: impl Fn(&V) -> T,
-) {
-    for s in series {
-        let _ = writeln!(out, "{name}{} {}", s.labels, value(&s.values));
-    }
 }
 
 /// Renders a label set, `{name="value",...}` in the order given; each entry is
@@ -78,27 +62,5 @@ mod tests {
         ]);
         assert_eq!(text, r#"{a="x\"y\\z\nw",b="unknown",c=""}"#);
         assert_eq!(render_labels(&[]), "{}");
-    }
-
-    #[test]
-    fn samples_follow_their_series() {
-        let series = [
-            Arc::new(Series {
-                labels: "{k=\"a\"}".to_owned(),
-                values: 1u64,
-            }),
-            Arc::new(Series {
-                labels: String::new(),
-                values: 2u64,
-            }),
-        ];
-        let mut out = String::new();
-        family(&mut out, "x_total", "Things.", "counter");
-        samples(&mut out, "x_total", &series, |v| *v * 10);
-        value(&mut out, "y", -1);
-        assert_eq!(
-            out,
-            "# HELP x_total Things.\n# TYPE x_total counter\nx_total{k=\"a\"} 10\nx_total 20\ny -1\n"
-        );
     }
 }

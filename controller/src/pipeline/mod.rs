@@ -16,9 +16,6 @@ use crate::admin::Readiness;
 use crate::model::{Index, Problem};
 use crate::translate::{Published, Translation, Translator};
 
-/// Counter: translations that failed (the last good snapshot stayed in force).
-pub const TRANSLATION_FAILURES: &str = "controller_translation_failures_total";
-
 /// Turns an index into a translation. [`Translator`] is the real one; tests substitute their
 /// own to inject failures. Cloned before each run, so that a failed run leaves no trace.
 pub trait Translate: Clone + Send + 'static {

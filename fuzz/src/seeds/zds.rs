@@ -9,7 +9,7 @@ use api::zds::{
 };
 use prost::Message;
 
-use crate::frame;
+use crate::framing::frame;
 
 /// Attach a descriptor.
 const FD: u8 = 1;

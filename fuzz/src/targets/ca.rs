@@ -18,8 +18,8 @@ use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory, O
 use hbone::{Authority, Identity};
 use prost::Message;
 
-use crate::Target;
 use crate::mutate::Shape;
+use crate::target::Target;
 
 /// CSRs in PEM or DER.
 pub const CSR: Target = Target {

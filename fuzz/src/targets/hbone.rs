@@ -19,9 +19,9 @@ use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 
-use super::{PATIENCE, client_identity, paused_runtime};
-use crate::Target;
+use super::support::{PATIENCE, client_identity, paused_runtime};
 use crate::mutate::Shape;
+use crate::target::Target;
 
 /// Raw HTTP/2 frames from a peer.
 pub const FRAMES: Target = Target {

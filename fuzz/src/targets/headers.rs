@@ -12,8 +12,8 @@
 
 use http::{HeaderMap, HeaderValue};
 
-use crate::Target;
 use crate::mutate::Shape;
+use crate::target::Target;
 
 /// `forwarded`, `traceparent` and `x-request-id` values.
 pub const CONNECT_HEADERS: Target = Target {

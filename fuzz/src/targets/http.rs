@@ -16,11 +16,11 @@ use waypoint::transport::ConfigStore;
 use waypoint::transport::detect::{self, Detected, Prefixed};
 use waypoint::transport::inbound::{InboundSettings, serve_http_stream};
 
+use super::support::{PATIENCE, paused_runtime};
 use super::upstream::{caller, upstream};
-use super::{PATIENCE, paused_runtime};
-use crate::Target;
 use crate::mesh::mesh;
 use crate::mutate::Shape;
+use crate::target::Target;
 
 /// Bytes a client sends to the waypoint.
 pub const WAYPOINT_HTTP: Target = Target {

@@ -13,9 +13,9 @@ use meshctl::sandbox::model::cluster::{Applied, Cluster};
 use proxy_core::state::ProxyState;
 use waypoint::engine::{Engine, Runtime};
 
-use crate::Target;
 use crate::mesh::{served, translate_manifests};
 use crate::mutate::Shape;
+use crate::target::Target;
 
 /// Tokens of Kubernetes YAML worth splicing in.
 const YAML_TOKENS: &[&[u8]] = &[

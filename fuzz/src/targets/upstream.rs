@@ -12,7 +12,7 @@ use waypoint::engine::{
     Body, BoxError, Caller, EndpointInfo, SendFuture, UpstreamClient, UpstreamError, WorkloadMeta,
 };
 
-use super::client_identity;
+use super::support::client_identity;
 
 /// Most request body bytes an endpoint reads.
 const BODY_LIMIT: usize = 1 << 20;

@@ -11,10 +11,10 @@ use http::Request;
 use prost::Message;
 use waypoint::engine::{Engine, Runtime, Target as Destination};
 
+use super::support::{PATIENCE, paused_runtime};
 use super::upstream::{caller, full, upstream};
-use super::{PATIENCE, paused_runtime};
-use crate::Target;
 use crate::mutate::Shape;
+use crate::target::Target;
 
 /// `mesh.waypoint.v1.Waypoint` bodies.
 pub const CONFIG: Target = Target {

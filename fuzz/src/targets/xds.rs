@@ -12,10 +12,10 @@ use api::workload::{Address, address};
 use prost::Message;
 use proxy_core::state::{AuthzRequest, ProxyState};
 
-use super::client_identity;
-use crate::Target;
+use super::support::client_identity;
 use crate::mesh::mesh;
 use crate::mutate::Shape;
+use crate::target::Target;
 
 /// `istio.workload.Address` bodies.
 pub const ADDRESS: Target = Target {

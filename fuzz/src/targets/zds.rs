@@ -1,5 +1,5 @@
 //! ZDS as the node proxy receives it: the input is a series of packets (see
-//! [`frames`](crate::frames); flags bit 0 attaches a descriptor, bit 1 picks which, bit 2
+//! [`frames`](crate::framing::frames); flags bit 0 attaches a descriptor, bit 1 picks which, bit 2
 //! attaches a second one) that a fake node agent sends over a real unix SEQPACKET socket to
 //! ztunnel's `InpodClient`, which decodes, validates and applies each one to its registry
 //! of pods (with a launcher that starts nothing).
@@ -25,8 +25,9 @@ use tokio::sync::watch;
 use ztunnel::inpod::{InpodClient, InpodSettings, Launcher, PodInfo};
 use ztunnel::proxy::PodNetns;
 
+use crate::framing::frames;
 use crate::mutate::Shape;
-use crate::{Target, frames};
+use crate::target::Target;
 
 /// ZDS packets from the node agent.
 pub const REQUESTS: Target = Target {

@@ -209,7 +209,9 @@ impl Metrics {
         ];
         for (name, help, pick) in families {
             text::family(&mut out, name, help, "counter");
-            text::samples(&mut out, name, &series, |c| pick(c).load(Ordering::Relaxed));
+            prometheus_registry::samples(&mut out, name, &series, |c| {
+                pick(c).load(Ordering::Relaxed)
+            });
         }
         text::family(&mut out, BUILD, "Build of this proxy.", "gauge");
         let _ = writeln!(

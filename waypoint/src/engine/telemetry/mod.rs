@@ -98,7 +98,7 @@ impl RequestMetrics {
             "Requests handled by this waypoint.",
             "counter",
         );
-        text::samples(&mut out, REQUESTS, &series, |s| {
+        prometheus_registry::samples(&mut out, REQUESTS, &series, |s| {
             s.requests.load(Ordering::Relaxed)
         });
         type Pick = fn(&Series) -> &Histogram<{ BUCKETS.len() }>;
