@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::admin::{self, AdminState, Readiness};
 use crate::ca::auth::{Authenticator, StaticTokens, TokenFile};
 use crate::ca::tokenreview::TokenReviewAuthenticator;
-use crate::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory, secret_store};
+use crate::ca::{CaSettings, CaService, CertificateAuthority, NodeDirectory, secret_store};
 use crate::deploy::{self, DeploySettings, WaypointRuntime};
 use crate::model::Index;
 use crate::pipeline;
@@ -28,11 +28,11 @@ use crate::source::kube::ObservedMap;
 use crate::source::{FileSource, KubeSettings, KubeSource};
 use crate::status;
 use crate::translate::{Published, TranslateOptions, Translator};
-use crate::xds::{XdsConfig, XdsServer};
+use crate::xds::{XdsSettings, XdsServer};
 
 /// Settings of the controller, filled from the command line by the binary.
 #[derive(Clone, Debug)]
-pub struct ControllerConfig {
+pub struct ControllerSettings {
     /// Folders of manifests (local mode).
     pub config_dirs: Vec<PathBuf>,
     /// Read objects from the Kubernetes API server instead.
@@ -116,7 +116,7 @@ struct Pipeline {
 
 /// Runs the controller until `shutdown` completes.
 pub async fn run(
-    config: ControllerConfig,
+    config: ControllerSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let pipeline = start_pipeline(&config).await?;
@@ -133,14 +133,14 @@ pub async fn run(
             index: pipeline.index.clone(),
             published: pipeline.snapshots.clone(),
         }),
-        CaConfig::new(&config.translate.trust_domain)?,
+        CaSettings::new(&config.translate.trust_domain)?,
     );
     let xds = XdsServer::new(
         pipeline.snapshots.clone(),
         authenticator,
-        XdsConfig {
+        XdsSettings {
             debounce: config.debounce,
-            ..XdsConfig::default()
+            ..XdsSettings::default()
         },
     );
 
@@ -190,7 +190,7 @@ pub async fn run(
 
 /// Source → index → translation → snapshot (and, from Kubernetes, problems → status
 /// conditions).
-async fn start_pipeline(config: &ControllerConfig) -> Result<Pipeline, StartError> {
+async fn start_pipeline(config: &ControllerSettings) -> Result<Pipeline, StartError> {
     let (index_tx, index) = watch::channel(Arc::new(Index::new()));
     let (snapshots_tx, snapshots) = watch::channel(None);
     let (problems_tx, problems) = watch::channel(None);
@@ -233,7 +233,7 @@ async fn start_pipeline(config: &ControllerConfig) -> Result<Pipeline, StartErro
 /// The CA: in Kubernetes from its Secrets (unless `ca_dir` overrides them), else from
 /// `ca_dir` (or in memory).
 async fn open_ca(
-    config: &ControllerConfig,
+    config: &ControllerSettings,
     kube: Option<&kube::Client>,
 ) -> Result<CertificateAuthority, StartError> {
     let options = &config.translate;
@@ -254,7 +254,7 @@ async fn open_ca(
 /// Publishes the roots (node proxies need them before anything else is listed), then deploys
 /// waypoints and trust bundles.
 async fn start_deployer(
-    config: &ControllerConfig,
+    config: &ControllerSettings,
     client: &kube::Client,
     ca: &CertificateAuthority,
     index: watch::Receiver<Arc<Index>>,
@@ -277,7 +277,7 @@ async fn start_deployer(
 }
 
 /// Who callers are: TokenReview in Kubernetes, else the tokens file (or nobody).
-fn authenticator(config: &ControllerConfig, kube: Option<&kube::Client>) -> Arc<dyn Authenticator> {
+fn authenticator(config: &ControllerSettings, kube: Option<&kube::Client>) -> Arc<dyn Authenticator> {
     match (kube, &config.tokens_file) {
         (Some(client), _) => Arc::new(TokenReviewAuthenticator::new(
             client.clone(),

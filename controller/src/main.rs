@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use controller::app::{self, ControllerConfig};
+use controller::app::{self, ControllerSettings};
 use controller::translate::TranslateOptions;
 
 /// Control plane of the ambient mesh.
@@ -117,8 +117,8 @@ fn main() -> ExitCode {
 
 impl Args {
     /// The controller's settings.
-    fn config(&self) -> ControllerConfig {
-        ControllerConfig {
+    fn config(&self) -> ControllerSettings {
+        ControllerSettings {
             config_dirs: self.config_dirs.clone(),
             kubernetes: self.kubernetes,
             xds_addr: self.xds_addr,

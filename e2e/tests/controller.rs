@@ -11,7 +11,7 @@ use api::security::Authorization;
 use api::workload::{Address, Service, TunnelProtocol, Workload, address};
 use e2e::{Component, Options, PodInfo, Sandbox};
 use hbone::{CertificateRequest, Identity, WorkloadCertificate};
-use proxy_core::config::ControlPlaneConfig;
+use proxy_core::settings::ControlPlaneSettings;
 use proxy_core::control::ControlPlane;
 use rustls_pki_types::CertificateDer;
 use test_support::ads::AdsStream;
@@ -91,7 +91,7 @@ fn roots(pem: &str) -> Vec<CertificateDer<'static>> {
 /// that accepts only the controller's identity chained to the sandbox's root. Tokens are
 /// added per request, so one test can speak for several callers.
 async fn channel(sb: &Sandbox) -> Channel {
-    let config = ControlPlaneConfig {
+    let config = ControlPlaneSettings {
         address: sb.controller_xds_addr().to_string(),
         root_cert: sb.controller_info().expect("controller info").root_cert,
         token_file: None,
@@ -426,4 +426,51 @@ fn a_restarted_controller_keeps_its_ca_and_serves_again() {
     });
     let info = sb.controller_info().unwrap();
     assert_eq!(info.xds_port, addr.port(), "same forwarded port");
+}
+
+/// Objects the mesh does not read are named at `apply`, with a hint: a near miss of an API
+/// group is an error (exit status 1), a kind the mesh does not implement a warning.
+#[test]
+fn apply_reports_objects_the_mesh_does_not_read() {
+    let sb = Sandbox::up(&test_support::manifests::namespace(NS, true)).expect("sandbox up");
+    let scratch = test_support::TempDir::new("e2e-unread");
+    let file = scratch.join("linkerd-server.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: security.linkerd.io/v1beta1\nkind: Server\n\
+             metadata: {{name: web, namespace: {NS}}}\n\
+             spec: {{podSelector: {{matchLabels: {{app: web}}}}, port: http}}\n"
+        ),
+    )
+    .unwrap();
+    let analyze = ["analyze".to_owned(), "-f".to_owned(), file.display().to_string()];
+    let analyzed = sb.run(&analyze).expect_err("analyze exits non-zero").to_string();
+    assert!(analyzed.contains("did you mean apiVersion: policy.linkerd.io/v1beta1?"), "{analyzed}");
+    let args = ["apply".to_owned(), "-f".to_owned(), file.display().to_string()];
+    let refused = sb.run(&args).expect_err("apply exits non-zero").to_string();
+    for expected in [
+        &format!("{}: Server {NS}/web:", file.display()),
+        "there is no API group security.linkerd.io",
+        "did you mean apiVersion: policy.linkerd.io/v1beta1?",
+    ] {
+        assert!(refused.contains(expected), "{expected:?} missing from:\n{refused}");
+    }
+
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+             metadata: {{name: logs, namespace: {NS}}}\nspec: {{accessLogging: [{{}}]}}\n"
+        ),
+    )
+    .unwrap();
+    let applied = sb.run(&args).expect("a warning does not fail apply");
+    let warned = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        warned.contains(&format!(
+            "Telemetry {NS}/logs: warning: Telemetry (telemetry.istio.io) is not read"
+        )),
+        "{warned}"
+    );
 }

@@ -32,7 +32,7 @@ pub use client::{ConnectRequest, SocketFactory, Upstream};
 pub use error::Error;
 pub use identity::{Identity, IdentityError};
 pub use limits::{Limit, LimitCounters, ServerLimits};
-pub use pool::{Pool, PoolConfig};
+pub use pool::{Pool, PoolSettings};
 pub use server::{ConnectHandler, DrainReport, IncomingConnect, Server, TlsUpdater};
 pub use stream::TunnelStream;
 

@@ -24,7 +24,7 @@ use crate::stream::TunnelStream;
 
 /// Tunables of the pool.
 #[derive(Clone, Debug)]
-pub struct PoolConfig {
+pub struct PoolSettings {
     /// Streams per connection at most (further bounded by the peer's
     /// SETTINGS_MAX_CONCURRENT_STREAMS).
     pub max_streams_per_connection: usize,
@@ -40,7 +40,7 @@ pub struct PoolConfig {
     pub socket_factory: Option<SocketFactory>,
 }
 
-impl Default for PoolConfig {
+impl Default for PoolSettings {
     fn default() -> Self {
         Self {
             max_streams_per_connection: settings::MAX_STREAMS_PER_CONNECTION as usize,
@@ -61,7 +61,7 @@ pub struct Pool {
 
 #[derive(Debug)]
 struct Inner {
-    config: PoolConfig,
+    config: PoolSettings,
     entries: Mutex<HashMap<PoolKey, Arc<Entry>>>,
     next_id: AtomicU64,
 }
@@ -189,13 +189,13 @@ impl Entry {
 
 impl Default for Pool {
     fn default() -> Self {
-        Self::new(PoolConfig::default())
+        Self::new(PoolSettings::default())
     }
 }
 
 impl Pool {
     /// An empty pool.
-    pub fn new(config: PoolConfig) -> Self {
+    pub fn new(config: PoolSettings) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,

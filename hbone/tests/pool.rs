@@ -7,18 +7,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hbone::{ConnectRequest, Pool, PoolConfig, Upstream};
+use hbone::{ConnectRequest, Pool, PoolSettings, Upstream};
 use support::{Certs, TestServer, echo_with_trailer};
 use test_support::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn quick_config() -> PoolConfig {
-    PoolConfig {
+fn quick_config() -> PoolSettings {
+    PoolSettings {
         idle_timeout: Duration::from_millis(100),
         keepalive_interval: Duration::from_millis(50),
         keepalive_timeout: Duration::from_millis(300),
-        ..PoolConfig::default()
+        ..PoolSettings::default()
     }
 }
 
@@ -115,7 +115,7 @@ async fn a_peer_that_stops_answering_pings_is_dropped() {
         identities: vec![certs.server.identity().clone()],
         source_ip: None,
     };
-    let pool = Pool::new(PoolConfig {
+    let pool = Pool::new(PoolSettings {
         // Only the failed PING may close the connection here.
         idle_timeout: Duration::from_secs(3600),
         ..quick_config()

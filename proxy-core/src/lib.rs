@@ -11,7 +11,7 @@
 //! - [`config`], [`shutdown`]: the settings and flags both proxies take, and their signals.
 
 pub mod admin;
-pub mod config;
+pub mod settings;
 pub mod connections;
 pub mod control;
 pub mod identity;

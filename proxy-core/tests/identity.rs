@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hbone::Identity;
-use proxy_core::config::ControlPlaneConfig;
+use proxy_core::settings::ControlPlaneSettings;
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CertManager, CertSettings};
 use test_support::control_plane::Controller;
@@ -15,7 +15,7 @@ const NODE: &str = "node1";
 const TOKEN: &str = "ztunnel-node1";
 
 async fn control_plane(controller: &Controller) -> ControlPlane {
-    ControlPlane::connect(&ControlPlaneConfig {
+    ControlPlane::connect(&ControlPlaneSettings {
         address: controller.addr.to_string(),
         root_cert: controller.root_cert(),
         token_file: Some(controller.token_file(TOKEN)),

@@ -11,7 +11,7 @@ use api::security::{self as sec, Authorization, Clause, Rule, string_match::Matc
 use api::workload::{self as wl, address};
 use controller::translate::{Resource, Snapshot};
 use hbone::Identity;
-use proxy_core::config::ControlPlaneConfig;
+use proxy_core::settings::ControlPlaneSettings;
 use proxy_core::state::{AuthzRequest, Decision, ProxyState};
 use proxy_core::xds::{self, ClientIdentity};
 use test_support::control_plane::{Controller, controller_identity};
@@ -37,8 +37,8 @@ async fn start(snapshot: Arc<Snapshot>) -> Controller {
 }
 
 /// How node1's ztunnel reaches `server`.
-fn control_config(server: &Controller) -> ControlPlaneConfig {
-    ControlPlaneConfig {
+fn control_config(server: &Controller) -> ControlPlaneSettings {
+    ControlPlaneSettings {
         address: server.addr.to_string(),
         root_cert: server.root_cert(),
         token_file: Some(server.token_file(TOKEN)),
@@ -306,7 +306,7 @@ async fn shutdown_while_the_controller_is_unreachable() {
     let state = ProxyState::new();
     let (stop_client, shutdown) = watch::channel(false);
     let client = tokio::spawn(xds::run(
-        ControlPlaneConfig {
+        ControlPlaneSettings {
             token_file: None,
             ..control_config(&server)
         },

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use controller::ca::auth::{Authenticator, Caller, StaticTokens};
-use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory};
+use controller::ca::{CaSettings, CaService, CertificateAuthority, NodeDirectory};
 use controller::server::{ServerError, ServingTls};
 use controller::translate::{Published, Snapshot};
-use controller::xds::{XdsConfig, XdsServer};
+use controller::xds::{XdsSettings, XdsServer};
 use hbone::{Identity, WorkloadCertificate};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -170,7 +170,7 @@ impl Controller {
         let xds = XdsServer::new(
             receiver,
             self.authenticator.clone(),
-            XdsConfig {
+            XdsSettings {
                 debounce: self.debounce,
                 outbound_capacity: 4,
             },
@@ -179,7 +179,7 @@ impl Controller {
             self.ca.clone(),
             self.authenticator.clone(),
             self.pods.clone(),
-            CaConfig::new(TRUST_DOMAIN).expect("a CA configuration"),
+            CaSettings::new(TRUST_DOMAIN).expect("a CA configuration"),
         );
         let tls = ServingTls::issue(self.ca.clone(), controller_identity())
             .expect("a serving certificate");

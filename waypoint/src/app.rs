@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use hbone::{DrainReport, Identity};
 use proxy_core::admin::{self, AdminContext, AdminExtensions, AdminListeners};
-use proxy_core::config::{ControlPlaneConfig, MeshProxyConfig};
+use proxy_core::settings::{ControlPlaneSettings, MeshProxySettings};
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CaClient, CertManager, CertSettings};
 use proxy_core::readiness::Readiness;
@@ -49,11 +49,11 @@ pub struct WaypointSettings {
     /// Service account the waypoint runs as (its identity).
     pub service_account: String,
     /// The controller.
-    pub control: ControlPlaneConfig,
+    pub control: ControlPlaneSettings,
     /// HBONE listener (15008).
     pub hbone_addr: SocketAddr,
     /// Mesh, endpoints, certificate and shutdown.
-    pub mesh: MeshProxyConfig,
+    pub mesh: MeshProxySettings,
 }
 
 /// Why the waypoint stopped.
@@ -422,17 +422,17 @@ mod tests {
             namespace: "shop".into(),
             name: "waypoint".into(),
             service_account: "waypoint".into(),
-            control: ControlPlaneConfig {
+            control: ControlPlaneSettings {
                 address: "127.0.0.1:15012".into(),
                 root_cert: "/nonexistent".into(),
                 token_file: None,
                 server_identity: "spiffe://cluster.local/ns/istio-system/sa/controller".into(),
             },
             hbone_addr: "10.0.0.9:15008".parse().unwrap(),
-            mesh: MeshProxyConfig {
+            mesh: MeshProxySettings {
                 cluster_id: "Kubernetes".into(),
                 trust_domain: "cluster.local".into(),
-                endpoints: proxy_core::config::AdminAddresses {
+                endpoints: proxy_core::settings::AdminAddresses {
                     admin: "127.0.0.1:15000".parse().unwrap(),
                     metrics: "0.0.0.0:15020".parse().unwrap(),
                     ready: "0.0.0.0:15021".parse().unwrap(),

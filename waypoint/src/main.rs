@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use proxy_core::config::MeshProxyArgs;
+use proxy_core::settings::MeshProxyArgs;
 use proxy_core::control::ControlArgs;
 use waypoint::app::{WaypointSettings, run, service_account_from_token};
 

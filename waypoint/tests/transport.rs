@@ -381,10 +381,10 @@ async fn the_assembled_waypoint_reports_readiness_metrics_and_config() {
         service_account: GATEWAY.into(),
         control: controller.control_config(),
         hbone_addr: any_port,
-        mesh: proxy_core::config::MeshProxyConfig {
+        mesh: proxy_core::settings::MeshProxySettings {
             cluster_id: "Kubernetes".into(),
             trust_domain: TD.into(),
-            endpoints: proxy_core::config::AdminAddresses {
+            endpoints: proxy_core::settings::AdminAddresses {
                 admin: any_port,
                 metrics: any_port,
                 ready: any_port,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::ProxyConfig;
+use crate::settings::ProxySettings;
 use crate::inpod::{InpodClient, InpodSettings, ProxyLauncher};
 use proxy_core::admin::{self, AdminContext};
 use proxy_core::control::ControlPlane;
@@ -40,7 +40,7 @@ pub enum ProxyError {
 }
 
 /// Runs the proxy until SIGTERM/SIGINT, then drains.
-pub async fn run_proxy(config: ProxyConfig) -> Result<(), ProxyError> {
+pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
     let mut signals = ShutdownSignals::install()
         .map_err(|e| ProxyError::Start(format!("installing signal handlers: {e}")))?;
 
@@ -141,7 +141,7 @@ pub async fn run_proxy(config: ProxyConfig) -> Result<(), ProxyError> {
 /// (`ztunnel~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`). The pod name, namespace
 /// and IP come from the downward API variables Istio's ztunnel reads, with defaults for
 /// running outside Kubernetes.
-fn client_identity(config: &ProxyConfig) -> ClientIdentity {
+fn client_identity(config: &ProxySettings) -> ClientIdentity {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let pod = env("POD_NAME").unwrap_or_else(|| format!("ztunnel-{}", config.node));
     let namespace = env("POD_NAMESPACE").unwrap_or_else(|| "istio-system".into());

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use proxy_core::config::MeshProxyArgs;
+use proxy_core::settings::MeshProxyArgs;
 use proxy_core::control::ControlArgs;
-use ztunnel::config::{AgentConfig, ProxyConfig};
+use ztunnel::settings::{AgentSettings, ProxySettings};
 
 /// Per-node L4 tunnel of the ambient mesh.
 #[derive(Parser, Debug)]
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.role {
         Role::Proxy(args) => {
-            let config = ProxyConfig {
+            let config = ProxySettings {
                 node: args.node,
                 control: args.control.config(),
                 zds_socket: args.zds_socket,
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
         }
         Role::NodeAgent(args) => {
-            let config = AgentConfig {
+            let config = AgentSettings {
                 node: args.node,
                 control: args.control.config(),
                 zds_socket: args.zds_socket,

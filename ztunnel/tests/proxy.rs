@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use api::security::{self as authz, Action, Authorization, Clause, Match, Rule, Scope};
 use api::workload::{self as wl, address};
-use hbone::{ConnectRequest, Identity, Pool, PoolConfig, SocketFactory, Upstream};
+use hbone::{ConnectRequest, Identity, Pool, PoolSettings, SocketFactory, Upstream};
 use http::StatusCode;
 use proxy_core::identity::{CaClient, CertManager, CertSettings};
 use proxy_core::state::ProxyState;
@@ -282,11 +282,11 @@ async fn until(mut condition: impl FnMut() -> bool) {
 /// An HBONE client dialing from inside `pod` (marked, so not captured again).
 fn pool_in(pod: &Pod) -> Pool {
     let netns = pod.netns.clone();
-    Pool::new(PoolConfig {
+    Pool::new(PoolSettings {
         socket_factory: Some(SocketFactory::new(move |peer| {
             socket::upstream_socket(&netns, peer, None)
         })),
-        ..PoolConfig::default()
+        ..PoolSettings::default()
     })
 }
 

@@ -20,5 +20,5 @@ pub mod tokenreview;
 pub use authority::CertificateAuthority;
 pub use error::CaError;
 pub use policy::NodeDirectory;
-pub use service::{CaConfig, CaService};
+pub use service::{CaSettings, CaService};
 pub use store::Origin;

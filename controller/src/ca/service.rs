@@ -17,14 +17,14 @@ use super::policy::{self, NodeDirectory, Refusal};
 
 /// Tuning and trust settings of the CA service.
 #[derive(Debug, Clone)]
-pub struct CaConfig {
+pub struct CaSettings {
     /// Identities allowed to request certificates on behalf of pods on their node.
     pub trusted_node_identities: Vec<Identity>,
     /// Certificate requests processed at once; more are refused with `ResourceExhausted`.
     pub max_in_flight: usize,
 }
 
-impl CaConfig {
+impl CaSettings {
     /// The defaults for `trust_domain`: ztunnel's service account in `istio-system` is the
     /// trusted node identity, and 64 CSRs may be in flight.
     pub fn new(trust_domain: &str) -> Result<Self, hbone::IdentityError> {
@@ -52,7 +52,7 @@ impl CaService {
         ca: Arc<CertificateAuthority>,
         authenticator: Arc<dyn Authenticator>,
         directory: Arc<dyn NodeDirectory>,
-        config: CaConfig,
+        config: CaSettings,
     ) -> Self {
         Self {
             ca,

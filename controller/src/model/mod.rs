@@ -8,6 +8,7 @@ mod object;
 mod parse;
 mod problem;
 pub mod routes;
+mod unread;
 
 pub use index::{Index, Stored};
 pub use istio::{

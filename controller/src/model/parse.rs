@@ -12,7 +12,8 @@ use super::istio::{
 };
 use super::kube::ObjectMeta;
 use super::object::{Object, RAW_KINDS};
-use super::problem::Problem;
+use super::problem::{Problem, WARNING_PREFIX};
+use super::unread::{Verdict, verdict};
 
 /// What one file yields.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -131,6 +132,9 @@ fn parse_document(ctx: &DocContext<'_>, chunk: &str, out: &mut Parsed) {
         };
         for (i, item) in items.iter().enumerate() {
             let prefix = format!("items[{i}]");
+            if report_unread(ctx, item, out) {
+                continue;
+            }
             if let Err(e) = decode_object(&Src::Item(item), item, out) {
                 let problem = error_problem(ctx, Some(item), &e, &prefix).with_doc(doc_no);
                 keep_or_skip(item, problem, out);
@@ -138,10 +142,38 @@ fn parse_document(ctx: &DocContext<'_>, chunk: &str, out: &mut Parsed) {
         }
         return;
     }
+    if report_unread(ctx, &value, out) {
+        return;
+    }
     if let Err(e) = decode_object(&Src::Text(chunk), &value, out) {
         let problem = error_problem(ctx, Some(&value), &e, "").with_doc(doc_no);
         keep_or_skip(&value, problem, out);
     }
+}
+
+/// Reports an object of a kind the mesh does not read (see [`verdict`]); true when it is one,
+/// and so must not be decoded.
+fn report_unread(ctx: &DocContext<'_>, value: &Value, out: &mut Parsed) -> bool {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+    let kind = text(value.get("kind"));
+    let Verdict::NotRead { error, message } = verdict(&text(value.get("apiVersion")), &kind)
+    else {
+        return false;
+    };
+    let metadata = value.get("metadata");
+    let mut namespace = text(metadata.and_then(|m| m.get("namespace")));
+    if namespace.is_empty() {
+        namespace = "default".to_owned();
+    }
+    let name = text(metadata.and_then(|m| m.get("name")));
+    let message = if error {
+        message
+    } else {
+        format!("{WARNING_PREFIX}{message}")
+    };
+    out.problems
+        .push(Problem::new(ctx.origin, &kind, &namespace, &name).message(message));
+    true
 }
 
 /// A document that could not be decoded: a security policy is kept, marked unreadable
@@ -505,5 +537,37 @@ mod tests {
         assert_eq!((p.kind.as_str(), p.name.as_str()), ("Service", "s"));
         assert!(p.message.contains("line 11"), "{p}");
         assert!(p.message.contains("document 2"), "{p}");
+    }
+
+    #[test]
+    fn kinds_the_mesh_does_not_read_are_reported_not_dropped() {
+        let text = "apiVersion: security.linkerd.io/v1beta1\nkind: Server\n\
+                    metadata: {name: web, namespace: shop}\n---\n\
+                    apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t}\n---\n\
+                    apiVersion: networking.istio.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\n---\n\
+                    apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n";
+        let parsed = parse_documents("f.yaml", text, false);
+        assert!(parsed.objects.is_empty(), "{:?}", parsed.objects);
+        let found: Vec<(String, bool)> = parsed
+            .problems
+            .iter()
+            .map(|p| (format!("{} {}/{}", p.kind, p.namespace, p.name), p.is_warning()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("Server shop/web".to_owned(), false),
+                ("Telemetry default/t".to_owned(), true),
+                ("HTTPRoute default/r".to_owned(), false),
+            ]
+        );
+        assert!(
+            parsed.problems[0].to_string().ends_with(
+                "there is no API group security.linkerd.io, so it is not read (did you mean \
+                 apiVersion: policy.linkerd.io/v1beta1?)"
+            ),
+            "{}",
+            parsed.problems[0]
+        );
     }
 }

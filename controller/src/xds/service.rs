@@ -20,14 +20,14 @@ use crate::translate::Published;
 
 /// Tuning of the xDS server.
 #[derive(Debug, Clone)]
-pub struct XdsConfig {
+pub struct XdsSettings {
     /// How long snapshot changes are coalesced before a push.
     pub debounce: Duration,
     /// Responses queued per stream before the stream waits for the client to read.
     pub outbound_capacity: usize,
 }
 
-impl Default for XdsConfig {
+impl Default for XdsSettings {
     fn default() -> Self {
         Self {
             debounce: Duration::from_millis(100),
@@ -41,7 +41,7 @@ impl Default for XdsConfig {
 pub struct XdsServer {
     snapshots: watch::Receiver<Published>,
     authenticator: Arc<dyn Authenticator>,
-    config: XdsConfig,
+    config: XdsSettings,
 }
 
 impl XdsServer {
@@ -50,7 +50,7 @@ impl XdsServer {
     pub fn new(
         snapshots: watch::Receiver<Published>,
         authenticator: Arc<dyn Authenticator>,
-        config: XdsConfig,
+        config: XdsSettings,
     ) -> Self {
         Self {
             snapshots,

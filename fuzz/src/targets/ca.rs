@@ -14,7 +14,7 @@ use api::ca::IstioCertificateRequest;
 use api::ca::istio_certificate_service_server::IstioCertificateService;
 use api::prost_types::value::Kind;
 use controller::ca::auth::{Caller, StaticTokens};
-use controller::ca::{CaConfig, CaService, CertificateAuthority, NodeDirectory, Origin};
+use controller::ca::{CaSettings, CaService, CertificateAuthority, NodeDirectory, Origin};
 use hbone::{Authority, Identity};
 use prost::Message;
 
@@ -123,7 +123,7 @@ fn ca_service() -> &'static CaService {
             node: Some("node1".into()),
         };
         let tokens = StaticTokens(HashMap::from([(NODE_TOKEN.to_owned(), node)]));
-        let config = CaConfig::new("cluster.local").expect("a valid trust domain");
+        let config = CaSettings::new("cluster.local").expect("a valid trust domain");
         CaService::new(Arc::new(ca), Arc::new(tokens), Arc::new(Directory), config)
     })
 }

@@ -86,7 +86,7 @@ pub fn render(reply: &Reply, include: bool) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::app::echo_reply::EchoReply;
-    use crate::app::http_echo::{EchoConfig, serve};
+    use crate::app::http_echo::{EchoSettings, serve};
     use crate::app::identity::Identity;
     use clap::Parser;
     use std::net::SocketAddr;
@@ -114,7 +114,7 @@ mod tests {
             namespace: "t".into(),
             version: "v1".into(),
         };
-        tokio::spawn(serve(listener, EchoConfig::new(identity), async {
+        tokio::spawn(serve(listener, EchoSettings::new(identity), async {
             let _ = stopped.await;
         }));
         (addr, stop)

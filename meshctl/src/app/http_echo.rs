@@ -74,7 +74,7 @@ fn parse_status(s: &str) -> Result<StatusCode, String> {
 
 /// How the echo server behaves.
 #[derive(Debug, Clone)]
-pub struct EchoConfig {
+pub struct EchoSettings {
     /// Who we report to be.
     pub identity: Identity,
     /// Share of requests answered 503.
@@ -89,10 +89,10 @@ pub struct EchoConfig {
     pub upstream_timeout_ms: u64,
 }
 
-impl EchoConfig {
+impl EchoSettings {
     /// Builds the configuration from the command line and an identity.
     pub fn from_args(args: &HttpEchoArgs, identity: Identity) -> Result<Self, AppError> {
-        Ok(EchoConfig {
+        Ok(EchoSettings {
             identity,
             fail_rate: args.fail_rate,
             latency: Duration::from_millis(args.latency_ms),
@@ -104,7 +104,7 @@ impl EchoConfig {
 
     /// A plain 200 server with this identity.
     pub fn new(identity: Identity) -> Self {
-        EchoConfig {
+        EchoSettings {
             identity,
             fail_rate: 0.0,
             latency: Duration::ZERO,
@@ -117,7 +117,7 @@ impl EchoConfig {
 
 /// Runs `http-echo` until SIGTERM or Ctrl-C.
 pub async fn run(args: HttpEchoArgs) -> Result<(), AppError> {
-    let config = EchoConfig::from_args(&args, Identity::from_env())?;
+    let config = EchoSettings::from_args(&args, Identity::from_env())?;
     let listener = bind(args.port).await?;
     tracing::info!(port = args.port, pod = %config.identity.pod, "http-echo listening");
     serve(listener, config, shutdown_signal()).await
@@ -127,7 +127,7 @@ pub async fn run(args: HttpEchoArgs) -> Result<(), AppError> {
 /// lets in-flight requests finish (bounded by a drain timeout).
 pub async fn serve(
     listener: TcpListener,
-    config: EchoConfig,
+    config: EchoSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let state = Arc::new(State::new(config));
@@ -166,14 +166,14 @@ pub async fn serve(
 
 /// Shared by all connections of one server.
 struct State {
-    config: EchoConfig,
+    config: EchoSettings,
     pod_header: HeaderValue,
     requests: AtomicU64,
     rng: Rng,
 }
 
 impl State {
-    fn new(config: EchoConfig) -> Self {
+    fn new(config: EchoSettings) -> Self {
         let pod_header = HeaderValue::from_str(&config.identity.pod)
             .unwrap_or(HeaderValue::from_static("invalid-pod-name"));
         State {
@@ -241,7 +241,7 @@ async fn echo(
 }
 
 async fn call_upstream(
-    config: &EchoConfig,
+    config: &EchoSettings,
     target: &Target,
     incoming: &HeaderMap,
 ) -> (serde_json::Value, bool) {
@@ -336,7 +336,7 @@ mod tests {
         task: tokio::task::JoinHandle<Result<(), AppError>>,
     }
 
-    async fn start(config: EchoConfig) -> Server {
+    async fn start(config: EchoSettings) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -350,13 +350,13 @@ mod tests {
         }
     }
 
-    fn config(pod: &str) -> EchoConfig {
+    fn config(pod: &str) -> EchoSettings {
         let identity = Identity {
             pod: pod.into(),
             namespace: "shop".into(),
             version: "v2".into(),
         };
-        EchoConfig::new(identity)
+        EchoSettings::new(identity)
     }
 
     async fn get(addr: SocketAddr, path: &str, http2: bool, headers: &[&str]) -> Reply {
@@ -413,7 +413,7 @@ mod tests {
 
     #[tokio::test]
     async fn fail_rate_one_fails_everything() {
-        let server = start(EchoConfig {
+        let server = start(EchoSettings {
             fail_rate: 1.0,
             ..config("echo-3")
         })
@@ -431,7 +431,7 @@ mod tests {
 
     #[tokio::test]
     async fn status_flag_and_query_overrides() {
-        let server = start(EchoConfig {
+        let server = start(EchoSettings {
             status: StatusCode::CREATED,
             ..config("echo-4")
         })
@@ -452,7 +452,7 @@ mod tests {
     async fn embeds_upstream_reply_and_propagates_trace_headers() {
         let backend = start(config("orders-v1")).await;
         let url = format!("http://{}/orders", backend.addr);
-        let frontend_config = EchoConfig {
+        let frontend_config = EchoSettings {
             upstream: Some(Target::parse(&url).unwrap()),
             ..config("frontend")
         };
@@ -476,13 +476,13 @@ mod tests {
 
     #[tokio::test]
     async fn upstream_failure_is_a_bad_gateway() {
-        let backend = start(EchoConfig {
+        let backend = start(EchoSettings {
             status: StatusCode::SERVICE_UNAVAILABLE,
             ..config("b")
         })
         .await;
         let url = format!("http://{}/", backend.addr);
-        let frontend = start(EchoConfig {
+        let frontend = start(EchoSettings {
             upstream: Some(Target::parse(&url).unwrap()),
             ..config("f")
         })

@@ -183,7 +183,7 @@ async fn send(plan: &LoadPlan, conn: &mut Option<Connection>) -> Result<Reply, A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::http_echo::{EchoConfig, serve};
+    use crate::app::http_echo::{EchoSettings, serve};
     use crate::app::identity::Identity;
     use clap::Parser;
     use std::net::SocketAddr;
@@ -210,7 +210,7 @@ mod tests {
             namespace: "t".into(),
             version: String::new(),
         };
-        tokio::spawn(serve(listener, EchoConfig::new(identity), async {
+        tokio::spawn(serve(listener, EchoSettings::new(identity), async {
             let _ = stopped.await;
         }));
         (addr, stop)

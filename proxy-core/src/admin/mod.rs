@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::config::AdminAddresses;
+use crate::settings::AdminAddresses;
 use crate::identity::CertManager;
 use crate::readiness::Readiness;
 use crate::state::ProxyState;

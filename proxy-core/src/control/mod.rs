@@ -15,7 +15,7 @@ use tokio_rustls::client::TlsStream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Endpoint, Uri};
 
-use crate::config::ControlPlaneConfig;
+use crate::settings::ControlPlaneSettings;
 
 /// Longest a connection attempt may take: TCP, TLS and the HTTP/2 handshake together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,8 +54,8 @@ pub struct ControlArgs {
 
 impl ControlArgs {
     /// The settings these flags give.
-    pub fn config(&self) -> ControlPlaneConfig {
-        ControlPlaneConfig {
+    pub fn config(&self) -> ControlPlaneSettings {
+        ControlPlaneSettings {
             address: self.controller.clone(),
             root_cert: self.root_cert.clone(),
             token_file: self.token_file.clone(),
@@ -93,7 +93,7 @@ impl ControlPlane {
     ///
     /// The roots and the token are read afresh on every call, so a rotated token or trust
     /// bundle takes effect on the next connection.
-    pub async fn connect(config: &ControlPlaneConfig) -> Result<ControlPlane, ControlError> {
+    pub async fn connect(config: &ControlPlaneSettings) -> Result<ControlPlane, ControlError> {
         let roots = read_roots(&config.root_cert)?;
         let expected: Identity = config.server_identity.parse().map_err(|e| {
             ControlError::Config(format!(
@@ -129,7 +129,7 @@ impl ControlPlane {
 
     /// Connects to the controller, retrying with jittered exponential backoff until it answers
     /// (it may start after the proxies, or be restarting). Dropping the future gives up.
-    pub async fn connect_retrying(config: &ControlPlaneConfig) -> ControlPlane {
+    pub async fn connect_retrying(config: &ControlPlaneSettings) -> ControlPlane {
         let mut delay = RETRY_FIRST;
         loop {
             match Self::connect(config).await {

@@ -13,8 +13,8 @@ use super::*;
 
 const CONTROLLER: &str = "spiffe://cluster.local/ns/istio-system/sa/controller";
 
-fn config(dir: &TempDir, ca: &Authority, address: String) -> ControlPlaneConfig {
-    ControlPlaneConfig {
+fn config(dir: &TempDir, ca: &Authority, address: String) -> ControlPlaneSettings {
+    ControlPlaneSettings {
         address,
         root_cert: dir.write("root.pem", ca.root_pem()),
         token_file: Some(dir.write("token", "  node-token\n")),
@@ -165,24 +165,24 @@ async fn configuration_errors() {
     let dir = TempDir::new("proxy-core-control");
     let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
     let base = config(&dir, &ca, "127.0.0.1:1".into());
-    let config_error = |c: ControlPlaneConfig| async move {
+    let config_error = |c: ControlPlaneSettings| async move {
         match ControlPlane::connect(&c).await {
             Err(ControlError::Config(reason)) => reason,
             Err(other) => panic!("expected a configuration error, got {other}"),
             Ok(_) => panic!("expected a configuration error"),
         }
     };
-    let missing = ControlPlaneConfig {
+    let missing = ControlPlaneSettings {
         root_cert: dir.join("absent.pem"),
         ..base.clone()
     };
     assert!(config_error(missing).await.contains("absent.pem"));
-    let not_pem = ControlPlaneConfig {
+    let not_pem = ControlPlaneSettings {
         root_cert: dir.write("garbage.pem", "not a certificate"),
         ..base.clone()
     };
     assert!(config_error(not_pem).await.contains("garbage.pem"));
-    let bad_identity = ControlPlaneConfig {
+    let bad_identity = ControlPlaneSettings {
         server_identity: "controller".into(),
         ..base.clone()
     };
@@ -191,12 +191,12 @@ async fn configuration_errors() {
             .await
             .contains("controller identity")
     );
-    let empty_token = ControlPlaneConfig {
+    let empty_token = ControlPlaneSettings {
         token_file: Some(dir.write("empty", " \n")),
         ..base.clone()
     };
     assert!(config_error(empty_token).await.contains("is empty"));
-    let bad_token = ControlPlaneConfig {
+    let bad_token = ControlPlaneSettings {
         token_file: Some(dir.write("bad", "line1\nline2")),
         ..base
     };

@@ -19,7 +19,7 @@ use api::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServ
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::config::ControlPlaneConfig;
+use crate::settings::ControlPlaneSettings;
 use crate::control::{ControlError, ControlPlane};
 use crate::state::ProxyState;
 use handler::Tracker;
@@ -54,7 +54,7 @@ enum End {
 /// Runs the client until `shutdown` fires; never returns early on controller errors
 /// (it reconnects). A dropped `shutdown` sender counts as shutdown.
 pub async fn run(
-    control: ControlPlaneConfig,
+    control: ControlPlaneSettings,
     client: ClientIdentity,
     state: ProxyState,
     shutdown: watch::Receiver<bool>,
@@ -65,7 +65,7 @@ pub async fn run(
 /// Like [`run`], also subscribing to `subscriptions` (by name, not wildcard) and handing
 /// their resources to their handlers; a handler's refusal NACKs the response.
 pub async fn run_with(
-    control: ControlPlaneConfig,
+    control: ControlPlaneSettings,
     client: ClientIdentity,
     state: ProxyState,
     subscriptions: Vec<NamedSubscription>,
@@ -122,7 +122,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// One connection: connect, subscribe, then apply and answer responses until the stream
 /// ends. Sets `received` once a response has arrived.
 async fn session(
-    control: &ControlPlaneConfig,
+    control: &ControlPlaneSettings,
     node: &api::core::Node,
     state: &ProxyState,
     tracker: &mut Tracker,

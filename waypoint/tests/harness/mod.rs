@@ -16,7 +16,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use proxy_core::config::ControlPlaneConfig;
+use proxy_core::settings::ControlPlaneSettings;
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CaClient, CertManager, CertSettings};
 use proxy_core::state::ProxyState;
@@ -72,8 +72,8 @@ impl Controller {
     }
 
     /// How the waypoint reaches this controller.
-    pub fn control_config(&self) -> ControlPlaneConfig {
-        ControlPlaneConfig {
+    pub fn control_config(&self) -> ControlPlaneSettings {
+        ControlPlaneSettings {
             address: self.endpoint.addr.to_string(),
             root_cert: self.endpoint.root_cert(),
             token_file: Some(self.endpoint.token_file(TOKEN)),

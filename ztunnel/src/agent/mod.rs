@@ -25,7 +25,7 @@ pub use server::ACK_TIMEOUT;
 
 use tokio::sync::watch;
 
-use crate::config::AgentConfig;
+use crate::settings::AgentSettings;
 use crate::zds::ZdsListener;
 use proxy_core::state::ProxyState;
 use proxy_core::xds::{self, ClientIdentity};
@@ -48,7 +48,7 @@ pub type PodFeed = watch::Receiver<Option<Vec<NodePod>>>;
 
 /// Runs the agent until `shutdown` fires.
 pub async fn run(
-    config: AgentConfig,
+    config: AgentSettings,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let listener = ZdsListener::bind(&config.zds_socket).map_err(|source| AgentError::Zds {

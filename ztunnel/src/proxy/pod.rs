@@ -42,11 +42,11 @@ impl PodProxy {
         let hbone_listener = socket::bind_listener(&netns, INBOUND_HBONE_PORT, true)?;
 
         let factory_netns = netns.clone();
-        let pool = hbone::Pool::new(hbone::PoolConfig {
+        let pool = hbone::Pool::new(hbone::PoolSettings {
             socket_factory: Some(hbone::SocketFactory::new(move |peer| {
                 socket::upstream_socket(&factory_netns, peer, None)
             })),
-            ..hbone::PoolConfig::default()
+            ..hbone::PoolSettings::default()
         });
         let changes = context.state.authz_changes();
         let shared = Arc::new(Shared {

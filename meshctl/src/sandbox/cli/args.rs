@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::sandbox::config::{Config, DEFAULT_SANDBOX};
+use crate::sandbox::settings::{SandboxSettings, DEFAULT_SANDBOX};
 use crate::sandbox::error::Result;
 use crate::sandbox::host::forward::Forward;
 
@@ -23,8 +23,8 @@ pub struct GlobalArgs {
 
 impl GlobalArgs {
     /// The sandbox these options select.
-    pub fn config(&self) -> Result<Config> {
-        Config::new(&self.sandbox, self.state_dir.clone(), self.bin_dir.clone())
+    pub fn settings(&self) -> Result<SandboxSettings> {
+        SandboxSettings::new(&self.sandbox, self.state_dir.clone(), self.bin_dir.clone())
     }
 }
 
@@ -39,6 +39,9 @@ pub enum SandboxCommand {
     Apply(FileArgs),
     /// Delete the objects named in a file or folder.
     Delete(FileArgs),
+    /// Report what the mesh would not act on (or only in part) in files, without applying
+    /// them: against the sandbox's objects when it is up, else on their own.
+    Analyze(AnalyzeArgs),
     /// Set (`key=value`) or remove (`key-`) labels on a namespace or pod.
     Label(LabelArgs),
     /// Run a command inside a pod's network namespace.
@@ -158,6 +161,17 @@ pub struct FileArgs {
     /// Files or folders of manifests, `-` for stdin.
     #[arg(short, long = "filename", required = true)]
     pub file: Vec<PathBuf>,
+}
+
+/// `analyze`.
+#[derive(clap::Args, Debug)]
+pub struct AnalyzeArgs {
+    /// Files or folders of manifests, `-` for stdin.
+    #[arg(short, long = "filename", required = true)]
+    pub file: Vec<PathBuf>,
+    /// Output format: text (default) or json.
+    #[arg(short, long)]
+    pub output: Option<String>,
 }
 
 /// `label`.

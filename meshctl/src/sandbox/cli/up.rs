@@ -2,7 +2,7 @@
 
 use super::args::UpArgs;
 use super::output;
-use crate::sandbox::config::{Config, STATE_ROOT};
+use crate::sandbox::settings::{SandboxSettings, STATE_ROOT};
 use crate::sandbox::console;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::container;
@@ -21,7 +21,7 @@ use crate::sandbox::ops::system::SystemOptions;
 /// `meshctl up`: checks everything that can be checked first, makes the
 /// sandbox's name ours, then builds nodes, system components and the
 /// manifests' objects; a failure (or panic) part way removes what was built.
-pub(super) fn up(cfg: &Config, args: UpArgs) -> Result<()> {
+pub(super) fn up(cfg: &SandboxSettings, args: UpArgs) -> Result<()> {
     netns::require_root()?;
     let tools = Tools::find()?;
     let (objects, owner) = preflight(cfg, &args)?;
@@ -70,7 +70,7 @@ pub(super) fn up(cfg: &Config, args: UpArgs) -> Result<()> {
 /// What can be checked before anything is touched: the node count, whether
 /// pods can run the binaries, the manifests (loaded: bad ones fail here) and
 /// the owner process.
-fn preflight(cfg: &Config, args: &UpArgs) -> Result<(Vec<Object>, Option<ProcId>)> {
+fn preflight(cfg: &SandboxSettings, args: &UpArgs) -> Result<(Vec<Object>, Option<ProcId>)> {
     if args.nodes == 0 || args.nodes > MAX_NODES {
         return Err(SandboxError::Invalid(format!(
             "--nodes must be 1..={MAX_NODES}"
@@ -98,7 +98,7 @@ fn preflight(cfg: &Config, args: &UpArgs) -> Result<(Vec<Object>, Option<ProcId>
 /// owner is gone, refuses one that is up, takes the lock, clears leftovers
 /// of an earlier sandbox of this name and registers a state folder kept
 /// elsewhere. Returns the lock.
-fn claim(cfg: &Config, tools: &Tools) -> Result<StateLock> {
+fn claim(cfg: &SandboxSettings, tools: &Tools) -> Result<StateLock> {
     for name in teardown::reap_stale(tools, &cfg.name) {
         say!("removed sandbox {name}: its owner process is gone");
     }
@@ -136,7 +136,7 @@ fn claim(cfg: &Config, tools: &Tools) -> Result<StateLock> {
 /// nodes, the system components, then the manifests' objects, whose
 /// findings are reported without failing `up`.
 fn build(
-    cfg: &Config,
+    cfg: &SandboxSettings,
     sb: &mut Sandbox,
     owner: Option<ProcId>,
     system_opts: &SystemOptions,

@@ -1,4 +1,4 @@
-//! Running the sandbox verbs: `get`, `apply`, `delete`, `label`, `exec`,
+//! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `label`, `exec`,
 //! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
 //! `down`, the hidden `sandbox-reaper`, `sandbox-forward` and
 //! `sandbox-container`, and `up` (in [`super::up`]).
@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 
 use super::args::{
-    ComponentArgs, ConfigCommand, DownArgs, ExecArgs, GetArgs, GlobalArgs, LabelArgs, LogsArgs,
+    AnalyzeArgs, ComponentArgs, ConfigCommand, DownArgs, ExecArgs, GetArgs, GlobalArgs, LabelArgs, LogsArgs,
     SandboxCommand,
 };
 use super::output;
 use super::up::up;
-use crate::sandbox::config::Config;
+use crate::sandbox::settings::SandboxSettings;
 use crate::sandbox::console;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::container::{self, Launch};
@@ -26,7 +26,7 @@ use crate::sandbox::ops::system;
 
 /// Runs a verb; returns the process exit code.
 pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
-    let cfg = global.config()?;
+    let cfg = global.settings()?;
     match cmd {
         SandboxCommand::Up(a) => up(&cfg, a).map(|_| 0),
         SandboxCommand::Get(a) => get(&cfg, a).map(|_| 0),
@@ -43,6 +43,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
             let objects = load_all(&a.file)?;
             Sandbox::open(&cfg)?.delete(&objects).map(|_| 0)
         }
+        SandboxCommand::Analyze(a) => analyze(&cfg, a),
         SandboxCommand::Label(a) => label(&cfg, a).map(|_| 0),
         SandboxCommand::Exec(a) => exec(&cfg, a),
         SandboxCommand::Logs(a) => logs(&cfg, a).map(|_| 0),
@@ -72,7 +73,33 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<Object>> {
     Ok(objects)
 }
 
-fn get(cfg: &Config, a: GetArgs) -> Result<()> {
+/// `analyze`: exit status 1 when any finding is an error, as for `apply`.
+fn analyze(cfg: &SandboxSettings, a: AnalyzeArgs) -> Result<i32> {
+    let objects = load_all(&a.file)?;
+    let state_dir = cfg.state_dir.join("manifests").is_dir().then_some(cfg.state_dir.as_path());
+    let found = findings::of_unapplied(state_dir, &objects)
+        .map_err(|source| SandboxError::Io {
+            context: "analyzing in a scratch folder".to_owned(),
+            source,
+        })?;
+    match a.output.as_deref() {
+        Some("json") => println!("{}", serde_json::to_string_pretty(&found).unwrap_or_default()),
+        None | Some("text") => {
+            if found.is_empty() {
+                println!("no problems found in {} objects", objects.len());
+            }
+            return Ok(output::report(&found));
+        }
+        Some(other) => {
+            return Err(SandboxError::Invalid(format!(
+                "--output {other}: use text or json"
+            )));
+        }
+    }
+    Ok(i32::from(found.iter().any(|f| f.error)))
+}
+
+fn get(cfg: &SandboxSettings, a: GetArgs) -> Result<()> {
     let sb = Sandbox::open(cfg)?;
     let ns = if a.all_namespaces {
         None
@@ -114,7 +141,7 @@ fn get(cfg: &Config, a: GetArgs) -> Result<()> {
     Ok(())
 }
 
-fn label(cfg: &Config, a: LabelArgs) -> Result<()> {
+fn label(cfg: &SandboxSettings, a: LabelArgs) -> Result<()> {
     let (kind, ns) = match a.kind.as_str() {
         "namespace" | "namespaces" | "ns" => ("Namespace", None),
         "pod" | "pods" | "po" => ("Pod", Some(a.namespace.as_str())),
@@ -130,7 +157,7 @@ fn label(cfg: &Config, a: LabelArgs) -> Result<()> {
     Ok(())
 }
 
-fn exec(cfg: &Config, a: ExecArgs) -> Result<i32> {
+fn exec(cfg: &SandboxSettings, a: ExecArgs) -> Result<i32> {
     // The lock is held only to read the pod: the command may run for long.
     let launch = {
         let sb = Sandbox::open(cfg)?;
@@ -176,7 +203,7 @@ fn exec(cfg: &Config, a: ExecArgs) -> Result<i32> {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
-fn logs(cfg: &Config, a: LogsArgs) -> Result<()> {
+fn logs(cfg: &SandboxSettings, a: LogsArgs) -> Result<()> {
     let sb = Sandbox::open(cfg)?;
     let is_component = ["controller", "ztunnel", "node-agent"].contains(&a.pod.as_str());
     // A pod of that name wins, as kubectl would find it.
@@ -232,7 +259,7 @@ enum Action {
     Restart,
 }
 
-fn components(cfg: &Config, a: ComponentArgs, action: Action) -> Result<()> {
+fn components(cfg: &SandboxSettings, a: ComponentArgs, action: Action) -> Result<()> {
     let mut sb = Sandbox::open(cfg)?;
     let selected = system::select(&sb, &a.component, a.node.as_deref())?;
     for c in &selected {
@@ -247,7 +274,7 @@ fn components(cfg: &Config, a: ComponentArgs, action: Action) -> Result<()> {
     Ok(())
 }
 
-fn config_dump(cfg: &Config) -> Result<()> {
+fn config_dump(cfg: &SandboxSettings) -> Result<()> {
     // The lock is released before the request: the dump may be large.
     let netns = Sandbox::open(cfg)?.control()?.netns.clone();
     let response = system::controller_get(&netns, "/debug/config_dump")?;
@@ -266,7 +293,7 @@ fn config_dump(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-fn down(cfg: &Config, a: DownArgs) -> Result<()> {
+fn down(cfg: &SandboxSettings, a: DownArgs) -> Result<()> {
     if a.all {
         let done = teardown::down_all(&cfg.bin_dir)?;
         if done.is_empty() {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::netns::{self, NETNS_RUN_DIR};
 use super::process;
-use crate::sandbox::config::Config;
+use crate::sandbox::settings::SandboxSettings;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::ids::ProcId;
 
@@ -76,7 +76,7 @@ pub fn bind(port: u16, what: &str, flag: &str) -> Result<TcpListener> {
 /// Starts the forwarder for `listeners` (each with its target port inside
 /// `netns`), detached in its own session like the reaper; returns its
 /// identity.
-pub fn spawn(cfg: &Config, netns: &str, listeners: &[(&TcpListener, u16)]) -> Result<ProcId> {
+pub fn spawn(cfg: &SandboxSettings, netns: &str, listeners: &[(&TcpListener, u16)]) -> Result<ProcId> {
     let mut args = vec![
         "sandbox-forward".to_string(),
         "--netns".into(),

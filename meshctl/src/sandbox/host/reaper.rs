@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::{process, procfs, state, teardown};
-use crate::sandbox::config::Config;
+use crate::sandbox::settings::SandboxSettings;
 use crate::sandbox::error::Result;
 use crate::sandbox::model::ids::ProcId;
 
@@ -16,7 +16,7 @@ const POLL: Duration = Duration::from_millis(500);
 /// Starts the reaper for `owner` in a session of its own, so whatever kills
 /// the owner's process group does not take the reaper with it; returns its
 /// identity.
-pub fn spawn(cfg: &Config, owner: ProcId) -> Result<ProcId> {
+pub fn spawn(cfg: &SandboxSettings, owner: ProcId) -> Result<ProcId> {
     let args = [
         "sandbox-reaper".to_string(),
         "--owner-pid".into(),
@@ -51,7 +51,7 @@ fn wait_exit(fd: &OwnedFd, timeout: Duration) {
 
 /// The reaper's main loop: returns once the sandbox is gone, tearing it
 /// down itself if the owner dies first.
-pub fn run(cfg: &Config, owner: ProcId) -> Result<()> {
+pub fn run(cfg: &SandboxSettings, owner: ProcId) -> Result<()> {
     let me = std::process::id() as i32;
     // Opened before the liveness check so a recycled PID cannot slip in.
     let fd = pidfd(owner.pid);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::netns::{self, Tools};
 use super::{dns, process, procfs, state};
-use crate::sandbox::config::{Config, STATE_ROOT};
+use crate::sandbox::settings::{SandboxSettings, STATE_ROOT};
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::addresses::netns_prefix;
 use crate::sandbox::model::cluster::Cluster;
@@ -65,7 +65,7 @@ pub fn destroy_runtime(tools: &Tools, name: &str, cluster: Option<&Cluster>) {
 
 /// `meshctl down`: tears the sandbox down. Returns false when there was
 /// nothing to remove.
-pub fn down(cfg: &Config) -> Result<bool> {
+pub fn down(cfg: &SandboxSettings) -> Result<bool> {
     netns::require_root()?;
     let tools = Tools::find()?;
     match state::lock(&cfg.state_dir, &cfg.name, false) {
@@ -130,10 +130,10 @@ pub fn state_dir_of(name: &str) -> PathBuf {
 pub fn down_all(bin_dir: &Path) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for name in all_sandboxes() {
-        if crate::sandbox::config::validate_sandbox_name(&name).is_err() {
+        if crate::sandbox::settings::validate_sandbox_name(&name).is_err() {
             continue;
         }
-        let cfg = Config::new(
+        let cfg = SandboxSettings::new(
             &name,
             Some(state_dir_of(&name)),
             Some(bin_dir.to_path_buf()),
@@ -150,7 +150,7 @@ pub fn down_all(bin_dir: &Path) -> Result<Vec<String>> {
 pub fn reap_stale(tools: &Tools, except: &str) -> Vec<String> {
     let mut reaped = Vec::new();
     for name in all_sandboxes() {
-        if name == except || crate::sandbox::config::validate_sandbox_name(&name).is_err() {
+        if name == except || crate::sandbox::settings::validate_sandbox_name(&name).is_err() {
             continue;
         }
         let dir = state_dir_of(&name);

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::sandbox::config::Config;
+use crate::sandbox::settings::SandboxSettings;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::netns::{self, Tools};
 use crate::sandbox::host::state::{self, StateLock};
@@ -42,7 +42,7 @@ impl Change {
 /// A sandbox held under its lock.
 pub struct Sandbox {
     /// Where things are.
-    pub cfg: Config,
+    pub cfg: SandboxSettings,
     /// Resolved tools.
     pub tools: Tools,
     /// The model.
@@ -54,7 +54,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Locks and loads an existing sandbox, refreshing pod status.
-    pub fn open(cfg: &Config) -> Result<Sandbox> {
+    pub fn open(cfg: &SandboxSettings) -> Result<Sandbox> {
         netns::require_root()?;
         let tools = Tools::find()?;
         let lock = state::lock(&cfg.state_dir, &cfg.name, false)?;
@@ -74,7 +74,7 @@ impl Sandbox {
 
     /// Starts a new sandbox record (no namespaces yet) under `lock`.
     pub fn create(
-        cfg: &Config,
+        cfg: &SandboxSettings,
         tools: Tools,
         lock: StateLock,
         cluster: Cluster,

@@ -15,7 +15,7 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::config::{Config, STATE_ROOT};
+use crate::sandbox::settings::{SandboxSettings, STATE_ROOT};
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::cluster::{Node, Pod};
 use crate::sandbox::model::env::{container_argv, container_env};
@@ -53,7 +53,7 @@ impl Launch {
     /// from its securityContext, the state folder hidden except the files in
     /// `grant`.
     pub fn for_container(
-        cfg: &Config,
+        cfg: &SandboxSettings,
         pod: &Pod,
         node: &Node,
         index: usize,

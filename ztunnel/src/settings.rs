@@ -2,28 +2,28 @@
 
 use std::path::PathBuf;
 
-use proxy_core::config::{ControlPlaneConfig, MeshProxyConfig};
+use proxy_core::settings::{ControlPlaneSettings, MeshProxySettings};
 
 /// Settings of the proxy role.
 #[derive(Clone, Debug)]
-pub struct ProxyConfig {
+pub struct ProxySettings {
     /// Name of the node this ztunnel serves (matches `Workload.node`).
     pub node: String,
     /// The controller.
-    pub control: ControlPlaneConfig,
+    pub control: ControlPlaneSettings,
     /// ZDS socket served by the node agent.
     pub zds_socket: PathBuf,
     /// Mesh, endpoints, certificates and shutdown.
-    pub mesh: MeshProxyConfig,
+    pub mesh: MeshProxySettings,
 }
 
 /// Settings of the node agent role.
 #[derive(Clone, Debug)]
-pub struct AgentConfig {
+pub struct AgentSettings {
     /// Name of the node this agent serves.
     pub node: String,
     /// The controller (the agent learns enrollment from its workloads).
-    pub control: ControlPlaneConfig,
+    pub control: ControlPlaneSettings,
     /// ZDS socket to serve; the proxy connects to it.
     pub zds_socket: PathBuf,
     /// Where pods' network namespaces are found. With `Some(dir)`, `dir/<namespace>.<pod name>`

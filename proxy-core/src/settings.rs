@@ -21,7 +21,7 @@ pub struct AdminAddresses {
 
 /// How to reach and trust the controller (xDS and CA on one gRPC endpoint).
 #[derive(Clone, Debug)]
-pub struct ControlPlaneConfig {
+pub struct ControlPlaneSettings {
     /// `host:port` of the controller's gRPC endpoint (15012).
     pub address: String,
     /// PEM bundle of roots the controller's serving certificate must chain to.
@@ -35,7 +35,7 @@ pub struct ControlPlaneConfig {
 /// What both mesh proxies (ztunnel's proxy role and the waypoint) are told about their mesh,
 /// endpoints, certificates and shutdown.
 #[derive(Clone, Debug)]
-pub struct MeshProxyConfig {
+pub struct MeshProxySettings {
     /// Cluster id used in workload uids, xDS node metadata and telemetry.
     pub cluster_id: String,
     /// Trust domain of this mesh's identities.
@@ -51,7 +51,7 @@ pub struct MeshProxyConfig {
     pub limits: ServerLimits,
 }
 
-/// The command-line flags of [`MeshProxyConfig`], shared by the proxy binaries.
+/// The command-line flags of [`MeshProxySettings`], shared by the proxy binaries.
 #[derive(clap::Args, Clone, Debug)]
 pub struct MeshProxyArgs {
     /// Cluster id.
@@ -121,8 +121,8 @@ impl LimitArgs {
 
 impl MeshProxyArgs {
     /// The settings these flags describe.
-    pub fn config(&self) -> MeshProxyConfig {
-        MeshProxyConfig {
+    pub fn config(&self) -> MeshProxySettings {
+        MeshProxySettings {
             cluster_id: self.cluster_id.clone(),
             trust_domain: self.trust_domain.clone(),
             endpoints: AdminAddresses {

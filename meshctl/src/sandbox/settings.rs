@@ -13,7 +13,7 @@ pub const STATE_ROOT: &str = "/run/meshctl";
 
 /// Which sandbox a verb acts on, and where things are.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct SandboxSettings {
     /// Sandbox name (prefix of every namespace it creates).
     pub name: String,
     /// The sandbox's state folder.
@@ -23,9 +23,9 @@ pub struct Config {
     pub bin_dir: PathBuf,
 }
 
-impl Config {
+impl SandboxSettings {
     /// Builds a config, checking the name and defaulting the folders.
-    pub fn new(name: &str, state_dir: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<Config> {
+    pub fn new(name: &str, state_dir: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<SandboxSettings> {
         validate_sandbox_name(name)?;
         let state_dir = state_dir.unwrap_or_else(|| PathBuf::from(STATE_ROOT).join(name));
         let bin_dir = match bin_dir {
@@ -35,7 +35,7 @@ impl Config {
                 .and_then(|p| p.parent().map(|d| d.to_path_buf()))
                 .unwrap_or_else(|| PathBuf::from("/usr/local/bin")),
         };
-        Ok(Config {
+        Ok(SandboxSettings {
             name: name.to_string(),
             state_dir,
             bin_dir,
