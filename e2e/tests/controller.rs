@@ -3,6 +3,9 @@
 //! port forwarder with gRPC over TLS, exactly as a ztunnel would reach it
 //! (node token, delta ADS, Istio CA).
 
+#[path = "controller/check.rs"]
+mod check;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -252,6 +252,14 @@ pub fn certificates_from_pem(
     Ok(certs)
 }
 
+/// When a DER certificate starts and stops being valid.
+pub fn certificate_validity(
+    der: &CertificateDer<'_>,
+) -> Result<(SystemTime, SystemTime), CertError> {
+    let info = inspect(der)?;
+    Ok((info.not_before, info.not_after))
+}
+
 /// Encodes a DER certificate as PEM.
 pub fn certificate_to_pem(der: &CertificateDer<'_>) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.as_ref()))

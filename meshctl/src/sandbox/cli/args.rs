@@ -39,6 +39,10 @@ pub enum SandboxCommand {
     Apply(FileArgs),
     /// Delete the objects named in a file or folder.
     Delete(FileArgs),
+    /// Check that the mesh works: the controller and its CA root, every node's ztunnel, every
+    /// waypoint and the applied configuration. Exit status 0 when all is well, 1 on any
+    /// error, 2 on warnings only.
+    Check(CheckArgs),
     /// Report what the mesh would not act on (or only in part) in files, without applying
     /// them: against the sandbox's objects when it is up, else on their own.
     Analyze(AnalyzeArgs),
@@ -169,6 +173,14 @@ pub struct AnalyzeArgs {
     /// Files or folders of manifests, `-` for stdin.
     #[arg(short, long = "filename", required = true)]
     pub file: Vec<PathBuf>,
+    /// Output format: text (default) or json.
+    #[arg(short, long)]
+    pub output: Option<String>,
+}
+
+/// `check`.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
     /// Output format: text (default) or json.
     #[arg(short, long)]
     pub output: Option<String>,

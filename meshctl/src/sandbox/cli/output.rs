@@ -9,6 +9,7 @@ use crate::sandbox::model::control::{
     ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT,
 };
 use crate::sandbox::model::services::{ServiceView, services};
+use crate::sandbox::ops::check::{Check, Status};
 use crate::sandbox::ops::findings::Finding;
 
 /// Left-aligned columns separated by three spaces, as kubectl prints them.
@@ -315,9 +316,93 @@ pub fn report(findings: &[Finding]) -> i32 {
     i32::from(findings.iter().any(|f| f.error))
 }
 
+/// `check`'s report: checks under their group's heading, a mark for each (coloured on a
+/// terminal), hints under failures, and a closing line.
+pub fn check_text(checks: &[Check], colour: bool) -> String {
+    let paint = |code: &str, mark: &str| {
+        if colour {
+            format!("\x1b[{code}m{mark}\x1b[0m")
+        } else {
+            mark.to_owned()
+        }
+    };
+    let mut out = String::new();
+    let mut group = "";
+    for check in checks {
+        if check.group != group {
+            group = check.group;
+            out.push_str(&format!("{}{group}\n", if out.is_empty() { "" } else { "\n" }));
+        }
+        let mark = match check.status {
+            Status::Ok => paint("32", "✔"),
+            Status::Warning => paint("33", "⚠"),
+            Status::Error => paint("31", "✘"),
+        };
+        out.push_str(&format!("  {mark} {}\n", check.message));
+        if let Some(hint) = &check.hint {
+            out.push_str(&format!("      hint: {hint}\n"));
+        }
+    }
+    let count = |status| checks.iter().filter(|c| c.status == status).count();
+    let (errors, warnings) = (count(Status::Error), count(Status::Warning));
+    out.push_str(&match (errors, warnings) {
+        (0, 0) => format!("\n{} all {} checks passed\n", paint("32", "✔"), checks.len()),
+        _ => format!("\n{errors} errors, {warnings} warnings in {} checks\n", checks.len()),
+    });
+    out
+}
+
+/// `check -o json`: the checks and how many failed.
+pub fn check_json(checks: &[Check]) -> String {
+    let count = |status| checks.iter().filter(|c| c.status == status).count();
+    let report = serde_json::json!({
+        "checks": checks,
+        "errors": count(Status::Error),
+        "warnings": count(Status::Warning),
+    });
+    serde_json::to_string_pretty(&report).unwrap_or_default()
+}
+
+/// `check`'s exit status: 1 on any error, 2 on warnings only, else 0.
+pub fn check_exit_code(checks: &[Check]) -> i32 {
+    match checks.iter().map(|c| c.status).max() {
+        Some(Status::Error) => 1,
+        Some(Status::Warning) => 2,
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_reports_group_marks_hints_and_exit_status() {
+        let check = |group, status, message: &str, hint: Option<&str>| Check {
+            group,
+            status,
+            message: message.to_owned(),
+            hint: hint.map(str::to_owned),
+        };
+        let mut checks = vec![
+            check("control plane", Status::Ok, "the controller is ready", None),
+            check("node proxies", Status::Warning, "slow", Some("wait")),
+        ];
+        assert_eq!(check_exit_code(&checks), 2);
+        assert_eq!(
+            check_text(&checks, false),
+            "control plane\n  ✔ the controller is ready\n\nnode proxies\n  ⚠ slow\n      \
+             hint: wait\n\n0 errors, 1 warnings in 2 checks\n"
+        );
+        checks.push(check("node proxies", Status::Error, "down", Some("start it")));
+        assert_eq!(check_exit_code(&checks), 1);
+        assert!(check_text(&checks, true).contains("\x1b[31m✘\x1b[0m down"));
+        let json: serde_json::Value = serde_json::from_str(&check_json(&checks)).unwrap();
+        assert_eq!((json["errors"].as_u64(), json["warnings"].as_u64()), (Some(1), Some(1)));
+        assert_eq!(json["checks"][2]["status"], "error");
+        assert_eq!(check_exit_code(&checks[..1]), 0);
+        assert!(check_text(&checks[..1], false).ends_with("✔ all 1 checks passed\n"));
+    }
 
     #[test]
     fn tables_align() {

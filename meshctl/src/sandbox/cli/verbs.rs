@@ -1,4 +1,4 @@
-//! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `label`, `exec`,
+//! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `label`, `exec`,
 //! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
 //! `down`, the hidden `sandbox-reaper`, `sandbox-forward` and
 //! `sandbox-container`, and `up` (in [`super::up`]).
@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use super::args::{
-    AnalyzeArgs, ComponentArgs, ConfigCommand, DownArgs, ExecArgs, GetArgs, GlobalArgs, LabelArgs, LogsArgs,
+    AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DownArgs, ExecArgs, GetArgs, GlobalArgs, LabelArgs, LogsArgs,
     SandboxCommand,
 };
 use super::output;
@@ -20,7 +20,7 @@ use crate::sandbox::host::{forward, procfs, reaper, state, teardown};
 use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
-use crate::sandbox::ops::findings;
+use crate::sandbox::ops::{check, findings};
 use crate::sandbox::ops::sandbox::Sandbox;
 use crate::sandbox::ops::system;
 
@@ -44,6 +44,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
             Sandbox::open(&cfg)?.delete(&objects).map(|_| 0)
         }
         SandboxCommand::Analyze(a) => analyze(&cfg, a),
+        SandboxCommand::Check(a) => check(&cfg, a),
         SandboxCommand::Label(a) => label(&cfg, a).map(|_| 0),
         SandboxCommand::Exec(a) => exec(&cfg, a),
         SandboxCommand::Logs(a) => logs(&cfg, a).map(|_| 0),
@@ -97,6 +98,24 @@ fn analyze(cfg: &SandboxSettings, a: AnalyzeArgs) -> Result<i32> {
         }
     }
     Ok(i32::from(found.iter().any(|f| f.error)))
+}
+
+/// `check`: 0 when every check passed, 1 on any error, 2 on warnings only.
+fn check(cfg: &SandboxSettings, a: CheckArgs) -> Result<i32> {
+    let checks = check::run(&Sandbox::open(cfg)?);
+    match a.output.as_deref() {
+        Some("json") => println!("{}", output::check_json(&checks)),
+        None | Some("text") => {
+            let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            print!("{}", output::check_text(&checks, colour));
+        }
+        Some(other) => {
+            return Err(SandboxError::Invalid(format!(
+                "--output {other}: use text or json"
+            )));
+        }
+    }
+    Ok(output::check_exit_code(&checks))
 }
 
 fn get(cfg: &SandboxSettings, a: GetArgs) -> Result<()> {

@@ -7,11 +7,12 @@
 //! Inside, `sandbox` (the [`sandbox::Sandbox`] type: opening, storing
 //! objects, syncing) is at the bottom; `tokens` and `findings` import
 //! nothing of `ops`; `waypoints` builds on `sandbox` and `tokens`, `pods`
-//! on `waypoints`, `apply` on `pods`, and `system` on `sandbox` and
-//! `tokens`. The methods each adds to `Sandbox` call only methods of the
+//! on `waypoints`, `apply` on `pods`, `system` on `sandbox` and
+//! `tokens`, and `check` on `sandbox`, `system` and `findings`. The methods each adds to `Sandbox` call only methods of the
 //! modules below it.
 
 pub(crate) mod apply;
+pub(crate) mod check;
 pub(crate) mod findings;
 pub(crate) mod pods;
 pub(crate) mod sandbox;

@@ -1,0 +1,103 @@
+//! `meshctl check` on a live sandbox: it passes when all is well, and names each thing broken
+//! (an object the mesh does not read, a stopped ztunnel, a CA root near its end) with a hint
+//! and an exit status scripts can use.
+
+use std::time::Duration;
+
+use e2e::mesh::wait_ready;
+use e2e::{Component, Sandbox, eventually};
+use test_support::manifests::namespace;
+
+/// Upper bound for the sandbox to settle after a change; generous, as the machine may be busy.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// `meshctl check`: exit status and report.
+fn check(sb: &Sandbox) -> (i32, String) {
+    let out = sb.command().arg("check").output().expect("meshctl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Waits until `check` exits with `code`, returning its last report.
+fn check_until(sb: &Sandbox, code: i32) -> String {
+    let mut last = (0, String::new());
+    let reached = eventually(SETTLE, || {
+        last = check(sb);
+        last.0 == code
+    });
+    assert!(reached, "check never exited {code}; last exit {}:\n{}", last.0, last.1);
+    last.1
+}
+
+const TELEMETRY: &str = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+                         metadata: {name: logs, namespace: shop}\nspec: {accessLogging: [{}]}\n";
+
+#[test]
+fn check_passes_on_a_healthy_sandbox_and_names_each_thing_broken() {
+    let waypoint = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+                    metadata: {name: waypoint, namespace: shop}\n\
+                    spec: {gatewayClassName: istio-waypoint, \
+                    listeners: [{name: mesh, port: 15008, protocol: HBONE}]}\n";
+    let sb = Sandbox::up(&(namespace("shop", true) + waypoint)).expect("sandbox up");
+    wait_ready(&sb);
+
+    let healthy = check_until(&sb, 0);
+    for expected in [
+        "✔ the controller is ready",
+        "✔ the CA root certificate is valid for",
+        "✔ the ztunnel of node1 is ready",
+        "✔ the ztunnel of node2 is ready",
+        "✔ the waypoint shop/waypoint-",
+        "✔ the mesh acts on all",
+        "✔ all ",
+    ] {
+        assert!(healthy.contains(expected), "{expected:?} missing from:\n{healthy}");
+    }
+    let json = sb
+        .command()
+        .args(["check", "-o", "json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["checks"][0]["status"], "ok", "{report}");
+
+    // An object the mesh does not read: a warning, exit status 2.
+    sb.apply(TELEMETRY).expect("a warning does not fail apply");
+    let warned = check_until(&sb, 2);
+    assert!(
+        warned.contains("Telemetry shop/logs: warning: Telemetry (telemetry.istio.io) is not read"),
+        "{warned}"
+    );
+    sb.delete(TELEMETRY).unwrap();
+    check_until(&sb, 0);
+
+    // A stopped ztunnel: an error naming the node and how to start it again.
+    let node1 = Component::Ztunnel("node1".into());
+    sb.stop(&node1).unwrap();
+    let broken = check_until(&sb, 1);
+    assert!(broken.contains("✘ the ztunnel of node1 is not running"), "{broken}");
+    assert!(broken.contains("meshctl start ztunnel --node node1"), "{broken}");
+    assert!(broken.contains("✔ the ztunnel of node2 is ready"), "{broken}");
+    sb.start(&node1).unwrap();
+    wait_ready(&sb);
+    check_until(&sb, 0);
+
+    // A CA root with 30 days left, as after plugging in a short-lived one.
+    let controller = Component::Controller;
+    sb.stop(&controller).unwrap();
+    let root = hbone::Authority::generate_root("cluster.local", Duration::from_secs(30 * 86400))
+        .unwrap();
+    let ca = sb.state_dir().join("ca");
+    std::fs::write(ca.join("root-cert.pem"), root.root_pem()).unwrap();
+    std::fs::write(ca.join("root-key.pem"), root.key_pem()).unwrap();
+    sb.start(&controller).unwrap();
+    let mut last = String::new();
+    let warned = eventually(SETTLE, || {
+        let (code, text) = check(&sb);
+        last = text;
+        code != 0 && last.contains("⚠ the CA root certificate expires in 29 days")
+    });
+    assert!(warned, "{last}");
+    assert!(last.contains("ca-cert.pem"), "the hint says how to rotate:\n{last}");
+}
