@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::admin::{self, AdminState, Readiness};
 use crate::ca::auth::{Authenticator, StaticTokens, TokenFile};
 use crate::ca::tokenreview::TokenReviewAuthenticator;
-use crate::ca::{CaSettings, CaService, CertificateAuthority, NodeDirectory, secret_store};
+use crate::ca::{CaService, CaSettings, CertificateAuthority, NodeDirectory, secret_store};
 use crate::deploy::{self, DeploySettings, WaypointRuntime};
 use crate::model::Index;
 use crate::pipeline;
@@ -28,7 +28,7 @@ use crate::source::kube::ObservedMap;
 use crate::source::{FileSource, KubeSettings, KubeSource};
 use crate::status;
 use crate::translate::{Published, TranslateOptions, Translator};
-use crate::xds::{XdsSettings, XdsServer};
+use crate::xds::{XdsServer, XdsSettings};
 
 /// Settings of the controller, filled from the command line by the binary.
 #[derive(Clone, Debug)]
@@ -277,7 +277,10 @@ async fn start_deployer(
 }
 
 /// Who callers are: TokenReview in Kubernetes, else the tokens file (or nobody).
-fn authenticator(config: &ControllerSettings, kube: Option<&kube::Client>) -> Arc<dyn Authenticator> {
+fn authenticator(
+    config: &ControllerSettings,
+    kube: Option<&kube::Client>,
+) -> Arc<dyn Authenticator> {
     match (kube, &config.tokens_file) {
         (Some(client), _) => Arc::new(TokenReviewAuthenticator::new(
             client.clone(),

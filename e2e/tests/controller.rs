@@ -14,8 +14,8 @@ use api::security::Authorization;
 use api::workload::{Address, Service, TunnelProtocol, Workload, address};
 use e2e::{Component, Options, PodInfo, Sandbox};
 use hbone::{CertificateRequest, Identity, WorkloadCertificate};
-use proxy_core::settings::ControlPlaneSettings;
 use proxy_core::control::ControlPlane;
+use proxy_core::settings::ControlPlaneSettings;
 use rustls_pki_types::CertificateDer;
 use test_support::ads::AdsStream;
 use test_support::grpc::create_certificate;
@@ -447,17 +447,34 @@ fn apply_reports_objects_the_mesh_does_not_read() {
         ),
     )
     .unwrap();
-    let analyze = ["analyze".to_owned(), "-f".to_owned(), file.display().to_string()];
-    let analyzed = sb.run(&analyze).expect_err("analyze exits non-zero").to_string();
-    assert!(analyzed.contains("did you mean apiVersion: policy.linkerd.io/v1beta1?"), "{analyzed}");
-    let args = ["apply".to_owned(), "-f".to_owned(), file.display().to_string()];
+    let analyze = [
+        "analyze".to_owned(),
+        "-f".to_owned(),
+        file.display().to_string(),
+    ];
+    let analyzed = sb
+        .run(&analyze)
+        .expect_err("analyze exits non-zero")
+        .to_string();
+    assert!(
+        analyzed.contains("did you mean apiVersion: policy.linkerd.io/v1beta1?"),
+        "{analyzed}"
+    );
+    let args = [
+        "apply".to_owned(),
+        "-f".to_owned(),
+        file.display().to_string(),
+    ];
     let refused = sb.run(&args).expect_err("apply exits non-zero").to_string();
     for expected in [
         &format!("{}: Server {NS}/web:", file.display()),
         "there is no API group security.linkerd.io",
         "did you mean apiVersion: policy.linkerd.io/v1beta1?",
     ] {
-        assert!(refused.contains(expected), "{expected:?} missing from:\n{refused}");
+        assert!(
+            refused.contains(expected),
+            "{expected:?} missing from:\n{refused}"
+        );
     }
 
     std::fs::write(

@@ -11,12 +11,12 @@
 //! - [`config`], [`shutdown`]: the settings and flags both proxies take, and their signals.
 
 pub mod admin;
-pub mod settings;
 pub mod connections;
 pub mod control;
 pub mod identity;
 pub mod labels;
 pub mod readiness;
+pub mod settings;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;

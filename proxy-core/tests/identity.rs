@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use hbone::Identity;
-use proxy_core::settings::ControlPlaneSettings;
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CertManager, CertSettings};
+use proxy_core::settings::ControlPlaneSettings;
 use test_support::control_plane::Controller;
 use test_support::tls::mutual_handshake;
 

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use controller::ca::auth::{Authenticator, Caller, StaticTokens};
-use controller::ca::{CaSettings, CaService, CertificateAuthority, NodeDirectory};
+use controller::ca::{CaService, CaSettings, CertificateAuthority, NodeDirectory};
 use controller::server::{ServerError, ServingTls};
 use controller::translate::{Published, Snapshot};
-use controller::xds::{XdsSettings, XdsServer};
+use controller::xds::{XdsServer, XdsSettings};
 use hbone::{Identity, WorkloadCertificate};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;

@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use hbone::{DrainReport, Identity};
 use proxy_core::admin::{self, AdminContext, AdminExtensions, AdminListeners};
-use proxy_core::settings::{ControlPlaneSettings, MeshProxySettings};
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CaClient, CertManager, CertSettings};
 use proxy_core::readiness::Readiness;
+use proxy_core::settings::{ControlPlaneSettings, MeshProxySettings};
 use proxy_core::shutdown::ShutdownSignals;
 use proxy_core::state::ProxyState;
 use proxy_core::telemetry::Metrics;

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use proxy_core::settings::MeshProxyArgs;
 use proxy_core::control::ControlArgs;
+use proxy_core::settings::MeshProxyArgs;
 use waypoint::app::{WaypointSettings, run, service_account_from_token};
 
 /// Per-namespace L7 proxy of the ambient mesh.

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::settings::ProxySettings;
 use crate::inpod::{InpodClient, InpodSettings, ProxyLauncher};
+use crate::settings::ProxySettings;
 use proxy_core::admin::{self, AdminContext};
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CertManager, CertSettings};

@@ -13,7 +13,7 @@
 
 pub mod agent;
 pub mod app;
-pub mod settings;
 pub mod inpod;
 pub mod proxy;
+pub mod settings;
 pub mod zds;

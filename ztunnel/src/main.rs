@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use proxy_core::settings::MeshProxyArgs;
 use proxy_core::control::ControlArgs;
+use proxy_core::settings::MeshProxyArgs;
 use ztunnel::settings::{AgentSettings, ProxySettings};
 
 /// Per-node L4 tunnel of the ambient mesh.

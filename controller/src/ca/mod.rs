@@ -20,5 +20,5 @@ pub mod tokenreview;
 pub use authority::CertificateAuthority;
 pub use error::CaError;
 pub use policy::NodeDirectory;
-pub use service::{CaSettings, CaService};
+pub use service::{CaService, CaSettings};
 pub use store::Origin;

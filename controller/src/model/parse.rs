@@ -156,8 +156,7 @@ fn parse_document(ctx: &DocContext<'_>, chunk: &str, out: &mut Parsed) {
 fn report_unread(ctx: &DocContext<'_>, value: &Value, out: &mut Parsed) -> bool {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
     let kind = text(value.get("kind"));
-    let Verdict::NotRead { error, message } = verdict(&text(value.get("apiVersion")), &kind)
-    else {
+    let Verdict::NotRead { error, message } = verdict(&text(value.get("apiVersion")), &kind) else {
         return false;
     };
     let metadata = value.get("metadata");
@@ -551,7 +550,12 @@ mod tests {
         let found: Vec<(String, bool)> = parsed
             .problems
             .iter()
-            .map(|p| (format!("{} {}/{}", p.kind, p.namespace, p.name), p.is_warning()))
+            .map(|p| {
+                (
+                    format!("{} {}/{}", p.kind, p.namespace, p.name),
+                    p.is_warning(),
+                )
+            })
             .collect();
         assert_eq!(
             found,

@@ -16,8 +16,8 @@ enum Reading {
 
 use Reading::{Ignored, NotEnforced, Read};
 
-const LINKERD_AUTHZ: &str = "Linkerd's authorization policy is not enforced by this mesh: write \
-     it as an AuthorizationPolicy (apiVersion: security.istio.io/v1)";
+const LINKERD_AUTHZ: &str = "write Linkerd's authorization policy as an AuthorizationPolicy \
+     (apiVersion: security.istio.io/v1); until then, what it forbids is allowed";
 const SIDECAR_ONLY: &str =
     "it configures sidecars, and ambient proxies have none: it has no effect";
 const NOT_READ: &str = "the mesh does not read this kind: it has no effect";
@@ -31,40 +31,130 @@ const KINDS: &[(&str, &str, Reading)] = &[
     ("gateway.networking.k8s.io", "Gateway", Read),
     ("gateway.networking.k8s.io", "HTTPRoute", Read),
     ("gateway.networking.k8s.io", "GRPCRoute", Read),
-    ("gateway.networking.k8s.io", "GatewayClass", Ignored("gateway classes are built in (istio-waypoint): it has no effect")),
-    ("gateway.networking.k8s.io", "ReferenceGrant", Ignored(NOT_READ)),
-    ("gateway.networking.k8s.io", "BackendTLSPolicy", Ignored(NOT_READ)),
-    ("gateway.networking.k8s.io", "TCPRoute", Ignored("only HTTPRoute and GRPCRoute are read; TCP traffic is routed by Service: it has no effect")),
-    ("gateway.networking.k8s.io", "TLSRoute", Ignored("only HTTPRoute and GRPCRoute are read: it has no effect")),
-    ("gateway.networking.k8s.io", "UDPRoute", Ignored("UDP is not carried by the mesh: it has no effect")),
+    (
+        "gateway.networking.k8s.io",
+        "GatewayClass",
+        Ignored("gateway classes are built in (istio-waypoint): it has no effect"),
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "ReferenceGrant",
+        Ignored(NOT_READ),
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "BackendTLSPolicy",
+        Ignored(NOT_READ),
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "TCPRoute",
+        Ignored(
+            "only HTTPRoute and GRPCRoute are read; TCP traffic is routed by Service: it has no effect",
+        ),
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "TLSRoute",
+        Ignored("only HTTPRoute and GRPCRoute are read: it has no effect"),
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "UDPRoute",
+        Ignored("UDP is not carried by the mesh: it has no effect"),
+    ),
     ("security.istio.io", "AuthorizationPolicy", Read),
     ("security.istio.io", "PeerAuthentication", Read),
-    ("security.istio.io", "RequestAuthentication", NotEnforced("request (JWT) authentication is not supported: tokens are not checked, and `requestPrincipals` in an AuthorizationPolicy match no request")),
+    (
+        "security.istio.io",
+        "RequestAuthentication",
+        NotEnforced(
+            "request (JWT) authentication is not supported: tokens are not checked, and `requestPrincipals` in an AuthorizationPolicy match no request",
+        ),
+    ),
     ("networking.istio.io", "VirtualService", Read),
     ("networking.istio.io", "DestinationRule", Read),
     ("networking.istio.io", "EnvoyFilter", Read),
-    ("networking.istio.io", "Gateway", Ignored("Istio's ingress Gateway is not supported: it has no effect; a waypoint is a Gateway API Gateway (apiVersion: gateway.networking.k8s.io/v1, gatewayClassName: istio-waypoint)")),
-    ("networking.istio.io", "ServiceEntry", Ignored("external services are not modelled: traffic to them leaves the mesh as it is; it has no effect")),
+    (
+        "networking.istio.io",
+        "Gateway",
+        Ignored(
+            "Istio's ingress Gateway is not supported: it has no effect; a waypoint is a Gateway API Gateway (apiVersion: gateway.networking.k8s.io/v1, gatewayClassName: istio-waypoint)",
+        ),
+    ),
+    (
+        "networking.istio.io",
+        "ServiceEntry",
+        Ignored(
+            "external services are not modelled: traffic to them leaves the mesh as it is; it has no effect",
+        ),
+    ),
     ("networking.istio.io", "Sidecar", Ignored(SIDECAR_ONLY)),
     ("networking.istio.io", "ProxyConfig", Ignored(SIDECAR_ONLY)),
-    ("networking.istio.io", "WorkloadEntry", Ignored("workloads outside pods (VMs) are not supported: it has no effect")),
-    ("networking.istio.io", "WorkloadGroup", Ignored("workloads outside pods (VMs) are not supported: it has no effect")),
-    ("telemetry.istio.io", "Telemetry", Ignored("telemetry settings are not read: metrics and access logs keep their defaults")),
-    ("extensions.istio.io", "WasmPlugin", Ignored("Wasm plugins are not supported: it has no effect")),
+    (
+        "networking.istio.io",
+        "WorkloadEntry",
+        Ignored("workloads outside pods (VMs) are not supported: it has no effect"),
+    ),
+    (
+        "networking.istio.io",
+        "WorkloadGroup",
+        Ignored("workloads outside pods (VMs) are not supported: it has no effect"),
+    ),
+    (
+        "telemetry.istio.io",
+        "Telemetry",
+        Ignored("telemetry settings are not read: metrics and access logs keep their defaults"),
+    ),
+    (
+        "extensions.istio.io",
+        "WasmPlugin",
+        Ignored("Wasm plugins are not supported: it has no effect"),
+    ),
     ("linkerd.io", "ServiceProfile", Read),
     ("split.smi-spec.io", "TrafficSplit", Read),
     // Linkerd's copies of the Gateway API routes share their schema.
     ("policy.linkerd.io", "HTTPRoute", Read),
     ("policy.linkerd.io", "GRPCRoute", Read),
     ("policy.linkerd.io", "Server", NotEnforced(LINKERD_AUTHZ)),
-    ("policy.linkerd.io", "ServerAuthorization", NotEnforced(LINKERD_AUTHZ)),
-    ("policy.linkerd.io", "AuthorizationPolicy", NotEnforced(LINKERD_AUTHZ)),
-    ("policy.linkerd.io", "MeshTLSAuthentication", NotEnforced(LINKERD_AUTHZ)),
-    ("policy.linkerd.io", "NetworkAuthentication", NotEnforced(LINKERD_AUTHZ)),
-    ("policy.linkerd.io", "HTTPLocalRateLimitPolicy", Ignored("write the limit as the annotation mesh.io/rate-limit on the Service: it has no effect")),
+    (
+        "policy.linkerd.io",
+        "ServerAuthorization",
+        NotEnforced(LINKERD_AUTHZ),
+    ),
+    (
+        "policy.linkerd.io",
+        "AuthorizationPolicy",
+        NotEnforced(LINKERD_AUTHZ),
+    ),
+    (
+        "policy.linkerd.io",
+        "MeshTLSAuthentication",
+        NotEnforced(LINKERD_AUTHZ),
+    ),
+    (
+        "policy.linkerd.io",
+        "NetworkAuthentication",
+        NotEnforced(LINKERD_AUTHZ),
+    ),
+    (
+        "policy.linkerd.io",
+        "HTTPLocalRateLimitPolicy",
+        Ignored(
+            "write the limit as the annotation mesh.io/rate-limit on the Service: it has no effect",
+        ),
+    ),
     ("policy.linkerd.io", "EgressNetwork", Ignored(NOT_READ)),
-    ("workload.linkerd.io", "ExternalWorkload", Ignored("workloads outside pods (VMs) are not supported: it has no effect")),
-    ("multicluster.linkerd.io", "Link", Ignored("multicluster is not supported: it has no effect")),
+    (
+        "workload.linkerd.io",
+        "ExternalWorkload",
+        Ignored("workloads outside pods (VMs) are not supported: it has no effect"),
+    ),
+    (
+        "multicluster.linkerd.io",
+        "Link",
+        Ignored("multicluster is not supported: it has no effect"),
+    ),
 ];
 
 /// The domains whose every group is a mesh API: a group there that is not in [`KINDS`] is a
@@ -131,7 +221,10 @@ pub fn verdict(api_version: &str, kind: &str) -> Verdict {
         if group.is_empty() {
             return Verdict::Read;
         }
-        let kinds = KINDS.iter().filter(|(g, _, _)| *g == group).map(|(_, k, _)| *k);
+        let kinds = KINDS
+            .iter()
+            .filter(|(g, _, _)| *g == group)
+            .map(|(_, k, _)| *k);
         let hint = match closest(kind, kinds.clone()) {
             Some(near) => format!("did you mean {near}?"),
             None => format!("its kinds are {}", kinds.collect::<Vec<_>>().join(", ")),
@@ -219,10 +312,16 @@ mod tests {
     fn a_near_miss_of_a_group_is_an_error_with_the_right_one() {
         let (error, text) = message("security.linkerd.io/v1beta1", "Server");
         assert!(error);
-        assert!(text.contains("did you mean apiVersion: policy.linkerd.io/v1beta1?"), "{text}");
+        assert!(
+            text.contains("did you mean apiVersion: policy.linkerd.io/v1beta1?"),
+            "{text}"
+        );
         let (error, text) = message("securty.istio.io/v1", "AuthorizationPolicy");
         assert!(error);
-        assert!(text.contains("did you mean apiVersion: security.istio.io/v1?"), "{text}");
+        assert!(
+            text.contains("did you mean apiVersion: security.istio.io/v1?"),
+            "{text}"
+        );
         let (_, text) = message("gateway.networking.k8.io/v1", "Widget");
         assert!(text.contains("gateway.networking.k8s.io/v1"), "{text}");
     }

@@ -10,4 +10,4 @@ pub mod metrics;
 mod service;
 mod stream;
 
-pub use service::{XdsSettings, XdsServer};
+pub use service::{XdsServer, XdsSettings};

@@ -25,7 +25,11 @@ fn check_until(sb: &Sandbox, code: i32) -> String {
         last = check(sb);
         last.0 == code
     });
-    assert!(reached, "check never exited {code}; last exit {}:\n{}", last.0, last.1);
+    assert!(
+        reached,
+        "check never exited {code}; last exit {}:\n{}",
+        last.0, last.1
+    );
     last.1
 }
 
@@ -51,13 +55,12 @@ fn check_passes_on_a_healthy_sandbox_and_names_each_thing_broken() {
         "✔ the mesh acts on all",
         "✔ all ",
     ] {
-        assert!(healthy.contains(expected), "{expected:?} missing from:\n{healthy}");
+        assert!(
+            healthy.contains(expected),
+            "{expected:?} missing from:\n{healthy}"
+        );
     }
-    let json = sb
-        .command()
-        .args(["check", "-o", "json"])
-        .output()
-        .unwrap();
+    let json = sb.command().args(["check", "-o", "json"]).output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(report["errors"], 0, "{report}");
     assert_eq!(report["checks"][0]["status"], "ok", "{report}");
@@ -76,9 +79,18 @@ fn check_passes_on_a_healthy_sandbox_and_names_each_thing_broken() {
     let node1 = Component::Ztunnel("node1".into());
     sb.stop(&node1).unwrap();
     let broken = check_until(&sb, 1);
-    assert!(broken.contains("✘ the ztunnel of node1 is not running"), "{broken}");
-    assert!(broken.contains("meshctl start ztunnel --node node1"), "{broken}");
-    assert!(broken.contains("✔ the ztunnel of node2 is ready"), "{broken}");
+    assert!(
+        broken.contains("✘ the ztunnel of node1 is not running"),
+        "{broken}"
+    );
+    assert!(
+        broken.contains("meshctl start ztunnel --node node1"),
+        "{broken}"
+    );
+    assert!(
+        broken.contains("✔ the ztunnel of node2 is ready"),
+        "{broken}"
+    );
     sb.start(&node1).unwrap();
     wait_ready(&sb);
     check_until(&sb, 0);
@@ -86,8 +98,8 @@ fn check_passes_on_a_healthy_sandbox_and_names_each_thing_broken() {
     // A CA root with 30 days left, as after plugging in a short-lived one.
     let controller = Component::Controller;
     sb.stop(&controller).unwrap();
-    let root = hbone::Authority::generate_root("cluster.local", Duration::from_secs(30 * 86400))
-        .unwrap();
+    let root =
+        hbone::Authority::generate_root("cluster.local", Duration::from_secs(30 * 86400)).unwrap();
     let ca = sb.state_dir().join("ca");
     std::fs::write(ca.join("root-cert.pem"), root.root_pem()).unwrap();
     std::fs::write(ca.join("root-key.pem"), root.key_pem()).unwrap();
@@ -99,5 +111,8 @@ fn check_passes_on_a_healthy_sandbox_and_names_each_thing_broken() {
         code != 0 && last.contains("⚠ the CA root certificate expires in 29 days")
     });
     assert!(warned, "{last}");
-    assert!(last.contains("ca-cert.pem"), "the hint says how to rotate:\n{last}");
+    assert!(
+        last.contains("ca-cert.pem"),
+        "the hint says how to rotate:\n{last}"
+    );
 }

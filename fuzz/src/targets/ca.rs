@@ -14,7 +14,7 @@ use api::ca::IstioCertificateRequest;
 use api::ca::istio_certificate_service_server::IstioCertificateService;
 use api::prost_types::value::Kind;
 use controller::ca::auth::{Caller, StaticTokens};
-use controller::ca::{CaSettings, CaService, CertificateAuthority, NodeDirectory, Origin};
+use controller::ca::{CaService, CaSettings, CertificateAuthority, NodeDirectory, Origin};
 use hbone::{Authority, Identity};
 use prost::Message;
 

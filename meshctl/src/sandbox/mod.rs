@@ -32,12 +32,12 @@ macro_rules! say {
 }
 
 pub mod cli;
-pub mod settings;
 mod console;
 pub mod error;
 pub mod host;
 pub mod model;
 pub(crate) mod ops;
+pub mod settings;
 
-pub use settings::STATE_ROOT;
 pub use host::procfs::command_pid;
+pub use settings::STATE_ROOT;

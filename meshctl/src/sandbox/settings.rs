@@ -25,7 +25,11 @@ pub struct SandboxSettings {
 
 impl SandboxSettings {
     /// Builds a config, checking the name and defaulting the folders.
-    pub fn new(name: &str, state_dir: Option<PathBuf>, bin_dir: Option<PathBuf>) -> Result<SandboxSettings> {
+    pub fn new(
+        name: &str,
+        state_dir: Option<PathBuf>,
+        bin_dir: Option<PathBuf>,
+    ) -> Result<SandboxSettings> {
         validate_sandbox_name(name)?;
         let state_dir = state_dir.unwrap_or_else(|| PathBuf::from(STATE_ROOT).join(name));
         let bin_dir = match bin_dir {

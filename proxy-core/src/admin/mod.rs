@@ -18,9 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::settings::AdminAddresses;
 use crate::identity::CertManager;
 use crate::readiness::Readiness;
+use crate::settings::AdminAddresses;
 use crate::state::ProxyState;
 use crate::telemetry::Metrics;
 

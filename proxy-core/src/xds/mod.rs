@@ -19,8 +19,8 @@ use api::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServ
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::settings::ControlPlaneSettings;
 use crate::control::{ControlError, ControlPlane};
+use crate::settings::ControlPlaneSettings;
 use crate::state::ProxyState;
 use handler::Tracker;
 

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::sandbox::settings::{SandboxSettings, DEFAULT_SANDBOX};
 use crate::sandbox::error::Result;
 use crate::sandbox::host::forward::Forward;
+use crate::sandbox::settings::{DEFAULT_SANDBOX, SandboxSettings};
 
 /// Options every verb takes.
 #[derive(clap::Args, Debug, Clone)]

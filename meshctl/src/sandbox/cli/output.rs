@@ -331,7 +331,10 @@ pub fn check_text(checks: &[Check], colour: bool) -> String {
     for check in checks {
         if check.group != group {
             group = check.group;
-            out.push_str(&format!("{}{group}\n", if out.is_empty() { "" } else { "\n" }));
+            out.push_str(&format!(
+                "{}{group}\n",
+                if out.is_empty() { "" } else { "\n" }
+            ));
         }
         let mark = match check.status {
             Status::Ok => paint("32", "✔"),
@@ -346,8 +349,15 @@ pub fn check_text(checks: &[Check], colour: bool) -> String {
     let count = |status| checks.iter().filter(|c| c.status == status).count();
     let (errors, warnings) = (count(Status::Error), count(Status::Warning));
     out.push_str(&match (errors, warnings) {
-        (0, 0) => format!("\n{} all {} checks passed\n", paint("32", "✔"), checks.len()),
-        _ => format!("\n{errors} errors, {warnings} warnings in {} checks\n", checks.len()),
+        (0, 0) => format!(
+            "\n{} all {} checks passed\n",
+            paint("32", "✔"),
+            checks.len()
+        ),
+        _ => format!(
+            "\n{errors} errors, {warnings} warnings in {} checks\n",
+            checks.len()
+        ),
     });
     out
 }
@@ -394,11 +404,19 @@ mod tests {
             "control plane\n  ✔ the controller is ready\n\nnode proxies\n  ⚠ slow\n      \
              hint: wait\n\n0 errors, 1 warnings in 2 checks\n"
         );
-        checks.push(check("node proxies", Status::Error, "down", Some("start it")));
+        checks.push(check(
+            "node proxies",
+            Status::Error,
+            "down",
+            Some("start it"),
+        ));
         assert_eq!(check_exit_code(&checks), 1);
         assert!(check_text(&checks, true).contains("\x1b[31m✘\x1b[0m down"));
         let json: serde_json::Value = serde_json::from_str(&check_json(&checks)).unwrap();
-        assert_eq!((json["errors"].as_u64(), json["warnings"].as_u64()), (Some(1), Some(1)));
+        assert_eq!(
+            (json["errors"].as_u64(), json["warnings"].as_u64()),
+            (Some(1), Some(1))
+        );
         assert_eq!(json["checks"][2]["status"], "error");
         assert_eq!(check_exit_code(&checks[..1]), 0);
         assert!(check_text(&checks[..1], false).ends_with("✔ all 1 checks passed\n"));

@@ -2,7 +2,6 @@
 
 use super::args::UpArgs;
 use super::output;
-use crate::sandbox::settings::{SandboxSettings, STATE_ROOT};
 use crate::sandbox::console;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::container;
@@ -17,6 +16,7 @@ use crate::sandbox::model::objects::Object;
 use crate::sandbox::ops::findings;
 use crate::sandbox::ops::sandbox::Sandbox;
 use crate::sandbox::ops::system::SystemOptions;
+use crate::sandbox::settings::{STATE_ROOT, SandboxSettings};
 
 /// `meshctl up`: checks everything that can be checked first, makes the
 /// sandbox's name ours, then builds nodes, system components and the

@@ -6,12 +6,11 @@
 use std::path::PathBuf;
 
 use super::args::{
-    AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DownArgs, ExecArgs, GetArgs, GlobalArgs, LabelArgs, LogsArgs,
-    SandboxCommand,
+    AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DownArgs, ExecArgs, GetArgs, GlobalArgs,
+    LabelArgs, LogsArgs, SandboxCommand,
 };
 use super::output;
 use super::up::up;
-use crate::sandbox::settings::SandboxSettings;
 use crate::sandbox::console;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::container::{self, Launch};
@@ -20,9 +19,10 @@ use crate::sandbox::host::{forward, procfs, reaper, state, teardown};
 use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
-use crate::sandbox::ops::{check, findings};
 use crate::sandbox::ops::sandbox::Sandbox;
 use crate::sandbox::ops::system;
+use crate::sandbox::ops::{check, findings};
+use crate::sandbox::settings::SandboxSettings;
 
 /// Runs a verb; returns the process exit code.
 pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
@@ -77,14 +77,20 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<Object>> {
 /// `analyze`: exit status 1 when any finding is an error, as for `apply`.
 fn analyze(cfg: &SandboxSettings, a: AnalyzeArgs) -> Result<i32> {
     let objects = load_all(&a.file)?;
-    let state_dir = cfg.state_dir.join("manifests").is_dir().then_some(cfg.state_dir.as_path());
-    let found = findings::of_unapplied(state_dir, &objects)
-        .map_err(|source| SandboxError::Io {
-            context: "analyzing in a scratch folder".to_owned(),
-            source,
-        })?;
+    let state_dir = cfg
+        .state_dir
+        .join("manifests")
+        .is_dir()
+        .then_some(cfg.state_dir.as_path());
+    let found = findings::of_unapplied(state_dir, &objects).map_err(|source| SandboxError::Io {
+        context: "analyzing in a scratch folder".to_owned(),
+        source,
+    })?;
     match a.output.as_deref() {
-        Some("json") => println!("{}", serde_json::to_string_pretty(&found).unwrap_or_default()),
+        Some("json") => println!(
+            "{}",
+            serde_json::to_string_pretty(&found).unwrap_or_default()
+        ),
         None | Some("text") => {
             if found.is_empty() {
                 println!("no problems found in {} objects", objects.len());

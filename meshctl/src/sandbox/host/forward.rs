@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use super::netns::{self, NETNS_RUN_DIR};
 use super::process;
-use crate::sandbox::settings::SandboxSettings;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::ids::ProcId;
+use crate::sandbox::settings::SandboxSettings;
 
 /// Most connections forwarded at once; further ones are closed at once.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -76,7 +76,11 @@ pub fn bind(port: u16, what: &str, flag: &str) -> Result<TcpListener> {
 /// Starts the forwarder for `listeners` (each with its target port inside
 /// `netns`), detached in its own session like the reaper; returns its
 /// identity.
-pub fn spawn(cfg: &SandboxSettings, netns: &str, listeners: &[(&TcpListener, u16)]) -> Result<ProcId> {
+pub fn spawn(
+    cfg: &SandboxSettings,
+    netns: &str,
+    listeners: &[(&TcpListener, u16)],
+) -> Result<ProcId> {
     let mut args = vec![
         "sandbox-forward".to_string(),
         "--netns".into(),

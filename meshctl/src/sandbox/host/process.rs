@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use super::container::Launch;
 use super::netns::Tools;
 use super::procfs::{alive, pids_in_netns, proc_id};
-use crate::sandbox::settings::SandboxSettings;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::ids::ProcId;
+use crate::sandbox::settings::SandboxSettings;
 
 /// How long pod processes, and every process at teardown, get between
 /// SIGTERM and SIGKILL.
@@ -88,7 +88,12 @@ pub fn spawn_in(
 /// caller's terminal or process group do not reach it; output goes to
 /// `<state>/logs/<log>`. `inherit` are descriptors the child keeps across
 /// exec. Returns its identity.
-pub fn spawn_self(cfg: &SandboxSettings, args: &[String], log: &str, inherit: &[RawFd]) -> Result<ProcId> {
+pub fn spawn_self(
+    cfg: &SandboxSettings,
+    args: &[String],
+    log: &str,
+    inherit: &[RawFd],
+) -> Result<ProcId> {
     let what = args.first().map(String::as_str).unwrap_or("meshctl");
     let exe = std::env::current_exe().map_err(SandboxError::io("locating meshctl"))?;
     let log_dir = cfg.state_dir.join("logs");

@@ -6,9 +6,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::{process, procfs, state, teardown};
-use crate::sandbox::settings::SandboxSettings;
 use crate::sandbox::error::Result;
 use crate::sandbox::model::ids::ProcId;
+use crate::sandbox::settings::SandboxSettings;
 
 /// How often the reaper re-checks when it cannot wait on a pidfd.
 const POLL: Duration = Duration::from_millis(500);

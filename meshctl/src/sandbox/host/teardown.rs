@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 use super::netns::{self, Tools};
 use super::{dns, process, procfs, state};
-use crate::sandbox::settings::{SandboxSettings, STATE_ROOT};
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::addresses::netns_prefix;
 use crate::sandbox::model::cluster::Cluster;
 use crate::sandbox::model::ids::ProcId;
+use crate::sandbox::settings::{STATE_ROOT, SandboxSettings};
 
 /// The registry entry of a sandbox: its state folder, or a symlink to it
 /// when `--state-dir` put it elsewhere (so `down --all` and stale-owner

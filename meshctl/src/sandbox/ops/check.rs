@@ -94,7 +94,12 @@ fn control_plane(sb: &Sandbox) -> Vec<Check> {
         Ok(control) => control,
         Err(e) => {
             let hint = "recreate the sandbox: `meshctl down`, then `meshctl up`".to_owned();
-            return vec![Check::failed(CONTROL_PLANE, Status::Error, e.to_string(), hint)];
+            return vec![Check::failed(
+                CONTROL_PLANE,
+                Status::Error,
+                e.to_string(),
+                hint,
+            )];
         }
     };
     let mut checks = Vec::new();
@@ -109,7 +114,9 @@ fn control_plane(sb: &Sandbox) -> Vec<Check> {
         ));
     } else {
         checks.push(match controller_get(&control.netns, "/ready") {
-            Ok(answer) if answer.status == 200 => Check::ok(CONTROL_PLANE, "the controller is ready"),
+            Ok(answer) if answer.status == 200 => {
+                Check::ok(CONTROL_PLANE, "the controller is ready")
+            }
             Ok(answer) => Check::failed(
                 CONTROL_PLANE,
                 Status::Error,
@@ -170,7 +177,12 @@ fn root_check(now: SystemTime, not_before: SystemTime, not_after: SystemTime) ->
     let status = match days {
         d if d < ROOT_ERROR_DAYS => Status::Error,
         d if d < ROOT_WARNING_DAYS => Status::Warning,
-        _ => return Check::ok(CONTROL_PLANE, format!("the CA root certificate is valid for {days} more days")),
+        _ => {
+            return Check::ok(
+                CONTROL_PLANE,
+                format!("the CA root certificate is valid for {days} more days"),
+            );
+        }
     };
     let message = if days == 0 && not_after <= now {
         "the CA root certificate has expired".to_owned()
@@ -228,12 +240,17 @@ fn ztunnel_check(node: &str, netns: &str) -> Check {
     match certificate_problems(&dump) {
         (valid, problems) if problems.is_empty() => Check::ok(
             NODE_PROXIES,
-            format!("the ztunnel of {node} is ready, config synced, {valid} workload certificates valid"),
+            format!(
+                "the ztunnel of {node} is ready, config synced, {valid} workload certificates valid"
+            ),
         ),
         (_, problems) => Check::failed(
             NODE_PROXIES,
             Status::Error,
-            format!("the ztunnel of {node} holds bad certificates: {}", problems.join("; ")),
+            format!(
+                "the ztunnel of {node} holds bad certificates: {}",
+                problems.join("; ")
+            ),
             logs,
         ),
     }
@@ -263,7 +280,9 @@ fn certificate_problems(dump: &serde_json::Value) -> (usize, Vec<String>) {
 fn ready(netns: &str) -> Result<(), String> {
     match admin::get(netns, READY_PORT, "/healthz/ready", PROBE_TIMEOUT) {
         Ok(answer) if answer.status == 200 => Ok(()),
-        Ok(answer) => Err(String::from_utf8_lossy(&answer.body).trim().replace('\n', "; ")),
+        Ok(answer) => Err(String::from_utf8_lossy(&answer.body)
+            .trim()
+            .replace('\n', "; ")),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -289,7 +308,12 @@ fn waypoints(sb: &Sandbox) -> Vec<Check> {
 }
 
 fn configuration(sb: &Sandbox) -> Vec<Check> {
-    let objects: Vec<_> = sb.cluster.objects.iter().map(|a| a.object.clone()).collect();
+    let objects: Vec<_> = sb
+        .cluster
+        .objects
+        .iter()
+        .map(|a| a.object.clone())
+        .collect();
     let found = findings::of_applied(&sb.cfg.state_dir, &objects);
     if found.is_empty() {
         let message = format!("the mesh acts on all {} applied objects", objects.len());
@@ -321,7 +345,10 @@ mod tests {
         let end = start + 365 * DAY;
         let at = |left: u32| root_check(end - left * DAY, start, end);
         assert_eq!(at(60).status, Status::Ok);
-        assert_eq!(at(60).message, "the CA root certificate is valid for 60 more days");
+        assert_eq!(
+            at(60).message,
+            "the CA root certificate is valid for 60 more days"
+        );
         assert_eq!(at(59).status, Status::Warning);
         assert_eq!(at(59).message, "the CA root certificate expires in 59 days");
         assert_eq!(at(7).status, Status::Warning);

@@ -84,10 +84,8 @@ impl Scratch {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .subsec_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "meshctl-analyze-{}-{nanos}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("meshctl-analyze-{}-{nanos}", std::process::id()));
         std::fs::create_dir(&path)?;
         Ok(Self(path))
     }
@@ -125,7 +123,9 @@ mod tests {
         );
         let warning = found.iter().find(|f| !f.error).expect("a warning");
         assert!(
-            warning.text.starts_with("server.yaml: Telemetry shop/t: warning: "),
+            warning
+                .text
+                .starts_with("server.yaml: Telemetry shop/t: warning: "),
             "{warning:?}"
         );
         assert_eq!(found.len(), 2, "{found:?}");

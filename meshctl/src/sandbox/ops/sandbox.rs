@@ -5,7 +5,6 @@
 
 use serde_json::json;
 
-use crate::sandbox::settings::SandboxSettings;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::netns::{self, Tools};
 use crate::sandbox::host::state::{self, StateLock};
@@ -16,6 +15,7 @@ use crate::sandbox::model::control::{ControlPlane, Layout};
 use crate::sandbox::model::ids::{OsEntropy, ProcId, uid};
 use crate::sandbox::model::objects::Object;
 use crate::sandbox::model::services::services;
+use crate::sandbox::settings::SandboxSettings;
 
 /// What applying one object did, as kubectl words it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

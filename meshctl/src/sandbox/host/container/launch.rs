@@ -15,12 +15,12 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::settings::{SandboxSettings, STATE_ROOT};
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::model::cluster::{Node, Pod};
 use crate::sandbox::model::env::{container_argv, container_env};
 use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::security::{self, RunAs};
+use crate::sandbox::settings::{STATE_ROOT, SandboxSettings};
 
 /// Everything `meshctl sandbox-container` needs to start one process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
