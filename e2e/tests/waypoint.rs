@@ -13,6 +13,8 @@ mod limits;
 mod outlier;
 #[path = "waypoint/shop.rs"]
 mod shop;
+#[path = "waypoint/stat.rs"]
+mod stat;
 
 use e2e::{Options, SETTLE, Sandbox, eventually};
 use meshctl::app::load_report::LoadReport;

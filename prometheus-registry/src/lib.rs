@@ -1,6 +1,6 @@
 //! The metrics library of every mesh component: series keyed by label set with a bound on
 //! their number ([`Registry`]), counters and histograms kept in atomics ([`Histogram`]), and
-//! the Prometheus text exposition format ([`text`]).
+//! the Prometheus text exposition format ([`text`]), and reading it back ([`scrape`]).
 //!
 //! Each component owns its registries (a proxy per instance, so several proxies in one process
 //! report apart) and renders them in its own `/metrics` handler: there is no process-wide
@@ -9,6 +9,7 @@
 //! ready text.
 
 mod histogram;
+pub mod scrape;
 mod series;
 pub mod text;
 

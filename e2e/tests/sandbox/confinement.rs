@@ -368,3 +368,41 @@ fn a_waypoint_pod_reads_its_own_token_and_nothing_else_of_the_state_folder() {
     }
     assert_eq!(real_id(&exec_status(&sb, &pod.name)["Uid"]), 1337);
 }
+
+#[test]
+fn pods_run_the_sandboxs_binaries_even_from_a_folder_under_tmp() {
+    // A checkout under /tmp: every pod gets a /tmp of its own, which would hide the binaries.
+    let bin = test_support::TempDir::new("e2e-bin-under-tmp");
+    assert!(
+        bin.path().starts_with("/tmp"),
+        "TMPDIR moves {}",
+        bin.path().display()
+    );
+    std::fs::copy(e2e::meshctl_bin().unwrap(), bin.join("meshctl")).unwrap();
+    let sb = up_without_mesh("");
+    let file = bin.join("echo.yaml");
+    std::fs::write(&file, echo_pod("echo", "node1")).unwrap();
+    let args = [
+        "--bin-dir".to_owned(),
+        bin.path().display().to_string(),
+        "apply".to_owned(),
+        "-f".to_owned(),
+        file.display().to_string(),
+    ];
+    sb.run(&args).expect("apply");
+    let running = eventually(Duration::from_secs(10), || {
+        sb.pod("echo").is_ok_and(|p| p.ready)
+    });
+    let log = sb.command().args(["logs", "echo"]).output().unwrap();
+    assert!(
+        running,
+        "the pod runs meshctl from {}: {}",
+        bin.path().display(),
+        String::from_utf8_lossy(&log.stdout)
+    );
+    // The rest of its /tmp is its own.
+    let out = sb.exec("echo", &["ls", "/tmp"]).unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let own = bin.path().file_name().unwrap().to_string_lossy();
+    assert_eq!(listed.trim(), own, "{listed}");
+}

@@ -43,6 +43,10 @@ pub enum SandboxCommand {
     /// waypoint and the applied configuration. Exit status 0 when all is well, 1 on any
     /// error, 2 on warnings only.
     Check(CheckArgs),
+    /// Golden metrics per deployment, service or namespace over a window: meshed pods,
+    /// success rate, requests per second, latency percentiles (where a waypoint serves
+    /// HTTP), TCP connections, bytes per second and the share on mutual TLS.
+    Stat(StatArgs),
     /// Report what the mesh would not act on (or only in part) in files, without applying
     /// them: against the sandbox's objects when it is up, else on their own.
     Analyze(AnalyzeArgs),
@@ -178,6 +182,48 @@ pub struct AnalyzeArgs {
     pub output: Option<String>,
 }
 
+/// `stat`.
+#[derive(clap::Args, Debug)]
+pub struct StatArgs {
+    /// deploy, svc or ns, optionally with a name: `deploy/orders`.
+    pub resource: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// All namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// How long to measure: `30s`, `2m`, `500ms` (a bare number is seconds).
+    #[arg(long, default_value = "30s", value_parser = parse_window)]
+    pub window: std::time::Duration,
+    /// Output format: table (default) or json.
+    #[arg(short, long)]
+    pub output: Option<String>,
+}
+
+/// `30s`, `2m`, `500ms`, `1h` or a bare number of seconds; at most an hour.
+pub fn parse_window(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: a number with a unit (ms, s, m, h), e.g. 30s"))?;
+    let millis = match unit {
+        "ms" => value,
+        "s" => value.saturating_mul(1000),
+        "m" => value.saturating_mul(60_000),
+        "h" => value.saturating_mul(3_600_000),
+        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
+    };
+    match millis {
+        0 => Err("the window must be longer than 0".to_owned()),
+        m if m > 3_600_000 => Err(format!("{text:?}: at most 1h")),
+        m => Ok(std::time::Duration::from_millis(m)),
+    }
+}
+
 /// `check`.
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
@@ -274,6 +320,19 @@ mod tests {
     struct Cli {
         #[command(subcommand)]
         command: SandboxCommand,
+    }
+
+    #[test]
+    fn windows_read_units_and_refuse_nonsense() {
+        let ms = |text| parse_window(text).map(|d| d.as_millis());
+        assert_eq!(ms("30s"), Ok(30_000));
+        assert_eq!(ms("2m"), Ok(120_000));
+        assert_eq!(ms("500ms"), Ok(500));
+        assert_eq!(ms("1h"), Ok(3_600_000));
+        assert_eq!(ms("10"), Ok(10_000));
+        for bad in ["", "0s", "2d", "s", "-1s", "61m", "99999999999999999999h"] {
+            assert!(parse_window(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! What the verbs print: kubectl-like tables, the summary of `up`, the
-//! controller's view, and what the mesh finds in applied objects.
+//! controller's view, what the mesh finds in applied objects, `check` and `stat`.
 
 use serde_json::json;
 
@@ -9,6 +9,7 @@ use crate::sandbox::model::control::{
     ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT,
 };
 use crate::sandbox::model::services::{ServiceView, services};
+use crate::sandbox::model::stat::Row;
 use crate::sandbox::ops::check::{Check, Status};
 use crate::sandbox::ops::findings::Finding;
 
@@ -316,6 +317,64 @@ pub fn report(findings: &[Finding]) -> i32 {
     i32::from(findings.iter().any(|f| f.error))
 }
 
+/// `stat`'s table, as `linkerd viz stat` prints it; `-` where nothing was measured.
+pub fn stat_table(rows: &[Row], with_namespace: bool) -> String {
+    if rows.is_empty() {
+        return "No resources found.\n".to_owned();
+    }
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
+    let millis = |ms: Option<f64>| {
+        or_dash(ms.map(|ms| {
+            if ms >= 10.0 {
+                format!("{ms:.0}ms")
+            } else {
+                format!("{ms:.1}ms")
+            }
+        }))
+    };
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut row = Vec::new();
+            if with_namespace {
+                row.push(r.namespace.clone());
+            }
+            row.extend([
+                r.name.clone(),
+                format!("{}/{}", r.meshed_pods, r.pods),
+                or_dash(r.success_rate.map(|s| format!("{:.2}%", s * 100.0))),
+                or_dash(r.requests_per_second.map(|rps| format!("{rps:.1}rps"))),
+                millis(r.latency_ms_p50),
+                millis(r.latency_ms_p95),
+                millis(r.latency_ms_p99),
+                r.tcp_connections.to_string(),
+                format!("{:.1}B/s", r.read_bytes_per_second),
+                format!("{:.1}B/s", r.write_bytes_per_second),
+                or_dash(r.mtls_share.map(|m| format!("{:.0}%", m * 100.0))),
+            ]);
+            row
+        })
+        .collect();
+    let mut header = Vec::new();
+    if with_namespace {
+        header.push("NAMESPACE");
+    }
+    header.extend([
+        "NAME",
+        "MESHED",
+        "SUCCESS",
+        "RPS",
+        "LATENCY_P50",
+        "LATENCY_P95",
+        "LATENCY_P99",
+        "TCP_CONN",
+        "READ_BYTES/SEC",
+        "WRITE_BYTES/SEC",
+        "MTLS",
+    ]);
+    table(&header, &body)
+}
+
 /// `check`'s report: checks under their group's heading, a mark for each (coloured on a
 /// terminal), hints under failures, and a closing line.
 pub fn check_text(checks: &[Check], colour: bool) -> String {
@@ -385,6 +444,54 @@ pub fn check_exit_code(checks: &[Check]) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_shows_dashes_where_nothing_was_measured() {
+        let row = |name: &str, requests: Option<u64>| Row {
+            namespace: "shop".into(),
+            name: name.into(),
+            meshed_pods: 2,
+            pods: 3,
+            requests,
+            success_rate: requests.map(|_| 0.9),
+            requests_per_second: requests.map(|r| r as f64 / 10.0),
+            latency_ms_p50: requests.map(|_| 1.25),
+            latency_ms_p95: requests.map(|_| 12.0),
+            latency_ms_p99: requests.map(|_| 40.4),
+            tcp_connections: 4,
+            tcp_opened: 5,
+            read_bytes_per_second: 100.0,
+            write_bytes_per_second: 2048.5,
+            mtls_share: Some(1.0),
+        };
+        let text = stat_table(&[row("orders", Some(100)), row("cache", None)], false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("NAME     MESHED   SUCCESS   RPS"),
+            "{text}"
+        );
+        let orders: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            orders,
+            [
+                "orders",
+                "2/3",
+                "90.00%",
+                "10.0rps",
+                "1.2ms",
+                "12ms",
+                "40ms",
+                "4",
+                "100.0B/s",
+                "2048.5B/s",
+                "100%"
+            ]
+        );
+        let cache: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(&cache[..7], ["cache", "2/3", "-", "-", "-", "-", "-"]);
+        assert!(stat_table(&[row("orders", None)], true).starts_with("NAMESPACE"));
+        assert_eq!(stat_table(&[], false), "No resources found.\n");
+    }
 
     #[test]
     fn check_reports_group_marks_hints_and_exit_status() {

@@ -1,4 +1,4 @@
-//! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `label`, `exec`,
+//! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `stat`, `label`, `exec`,
 //! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
 //! `down`, the hidden `sandbox-reaper`, `sandbox-forward` and
 //! `sandbox-container`, and `up` (in [`super::up`]).
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::args::{
     AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DownArgs, ExecArgs, GetArgs, GlobalArgs,
-    LabelArgs, LogsArgs, SandboxCommand,
+    LabelArgs, LogsArgs, SandboxCommand, StatArgs,
 };
 use super::output;
 use super::up::up;
@@ -19,7 +19,9 @@ use crate::sandbox::host::{forward, procfs, reaper, state, teardown};
 use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
+use crate::sandbox::model::stat::Resource;
 use crate::sandbox::ops::sandbox::Sandbox;
+use crate::sandbox::ops::stat::{self, StatOptions};
 use crate::sandbox::ops::system;
 use crate::sandbox::ops::{check, findings};
 use crate::sandbox::settings::SandboxSettings;
@@ -45,6 +47,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         }
         SandboxCommand::Analyze(a) => analyze(&cfg, a),
         SandboxCommand::Check(a) => check(&cfg, a),
+        SandboxCommand::Stat(a) => stat(&cfg, a).map(|_| 0),
         SandboxCommand::Label(a) => label(&cfg, a).map(|_| 0),
         SandboxCommand::Exec(a) => exec(&cfg, a),
         SandboxCommand::Logs(a) => logs(&cfg, a).map(|_| 0),
@@ -122,6 +125,55 @@ fn check(cfg: &SandboxSettings, a: CheckArgs) -> Result<i32> {
         }
     }
     Ok(output::check_exit_code(&checks))
+}
+
+/// `stat`: the table (or JSON) once the window has passed.
+fn stat(cfg: &SandboxSettings, a: StatArgs) -> Result<()> {
+    let json = match a.output.as_deref() {
+        Some("json") => true,
+        None | Some("table") => false,
+        Some(other) => {
+            return Err(SandboxError::Invalid(format!(
+                "--output {other}: use table or json"
+            )));
+        }
+    };
+    let (kind, name) = match a.resource.split_once('/') {
+        Some((kind, name)) => (kind, Some(name.to_owned())),
+        None => (a.resource.as_str(), None),
+    };
+    let resource = Resource::parse(kind).map_err(SandboxError::Invalid)?;
+    let options = StatOptions {
+        resource,
+        namespace: (!a.all_namespaces && resource != Resource::Namespace)
+            .then(|| a.namespace.clone()),
+        name,
+        window: a.window,
+    };
+    let measured = stat::measure(cfg, &options, |proxies| {
+        eprintln!(
+            "scraped {proxies} proxies; measuring for {:?}",
+            options.window
+        );
+    })?;
+    for proxy in &measured.unreachable {
+        eprintln!("warning: no metrics from {proxy}: its traffic is missing");
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&measured).unwrap_or_default()
+        );
+    } else {
+        print!(
+            "{}",
+            output::stat_table(
+                &measured.rows,
+                options.namespace.is_none() && resource != Resource::Namespace,
+            )
+        );
+    }
+    Ok(())
 }
 
 fn get(cfg: &SandboxSettings, a: GetArgs) -> Result<()> {

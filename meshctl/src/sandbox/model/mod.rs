@@ -8,7 +8,8 @@
 //! Imports nothing else of the sandbox. Inside, from the bottom up: `ids` and
 //! `objects`; `addresses`, `control` (on `ids`) and `security` (on
 //! `objects`); `validate`; `manifest`; `cluster`; then `plan`, `env`,
-//! `services` and `waypoints`, which import `cluster` and what is below it.
+//! `services` and `waypoints`, which import `cluster` and what is below it,
+//! and `stat` (on `services`).
 
 pub mod addresses;
 pub mod cluster;
@@ -20,5 +21,6 @@ pub mod objects;
 pub mod plan;
 pub mod security;
 pub mod services;
+pub mod stat;
 pub(crate) mod validate;
 pub mod waypoints;

@@ -8,7 +8,7 @@
 //! objects, syncing) is at the bottom; `tokens` and `findings` import
 //! nothing of `ops`; `waypoints` builds on `sandbox` and `tokens`, `pods`
 //! on `waypoints`, `apply` on `pods`, `system` on `sandbox` and
-//! `tokens`, and `check` on `sandbox`, `system` and `findings`. The methods each adds to `Sandbox` call only methods of the
+//! `tokens`, `check` on `sandbox`, `system` and `findings`, and `stat` on `sandbox`. The methods each adds to `Sandbox` call only methods of the
 //! modules below it.
 
 pub(crate) mod apply;
@@ -16,6 +16,7 @@ pub(crate) mod check;
 pub(crate) mod findings;
 pub(crate) mod pods;
 pub(crate) mod sandbox;
+pub(crate) mod stat;
 pub(crate) mod system;
 pub(crate) mod tokens;
 pub(crate) mod waypoints;

@@ -41,6 +41,9 @@ pub struct Launch {
     /// Files of hidden folders the container may read, copied in at the
     /// same path, owned by its user, mode 0400.
     pub grant: Vec<PathBuf>,
+    /// Folders to keep in sight, read-only, even where the container gets
+    /// a fresh filesystem (`/tmp`): the sandbox's binaries, which pods run.
+    pub keep: Vec<PathBuf>,
     /// The command line.
     pub argv: Vec<String>,
     /// Its whole environment.
@@ -75,6 +78,7 @@ impl Launch {
             join: None,
             run_as,
             hide: vec![PathBuf::from(STATE_ROOT), cfg.state_dir.clone()],
+            keep: vec![cfg.bin_dir.clone()],
             grant,
             argv,
             env,

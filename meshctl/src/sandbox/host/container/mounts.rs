@@ -11,6 +11,8 @@
 //! in. The pod's hosts and resolv.conf are bound over `/etc` as `ip netns
 //! exec` does.
 //!
+//! The sandbox's binaries stay in sight even when they live under `/tmp`.
+//!
 //! Every writable mount is nosuid and nodev; `/dev` is read-only once
 //! filled, so a root container cannot create device nodes anywhere.
 
@@ -83,10 +85,12 @@ pub(super) fn isolate(launch: &Launch) -> Result<()> {
     // Detached first so this namespace holds no other pod's netns handle.
     let _ = umount2("/run/netns", MntFlags::MNT_DETACH);
     tmpfs("/run", SCRATCH | MsFlags::MS_NOEXEC, "mode=755,size=16m")?;
+    let kept = stage_kept(&launch.keep)?;
     tmpfs("/tmp", SCRATCH, "mode=1777")?;
     if fs::symlink_metadata("/var/tmp").is_ok_and(|m| m.is_dir()) {
         tmpfs("/var/tmp", SCRATCH, "mode=1777")?;
     }
+    restore_kept(&kept)?;
     // Whatever of the state folder is still in sight (one outside /run).
     let hidden: Vec<&PathBuf> = launch
         .hide
@@ -109,6 +113,50 @@ pub(super) fn isolate(launch: &Launch) -> Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// Where folders to keep wait while `/tmp` is replaced (inside the fresh `/run`).
+const STAGING: &str = "/run/.sandbox-keep";
+
+/// Binds each folder of `keep` that a fresh `/tmp` or `/var/tmp` will cover (a checkout
+/// under `/tmp`) to a staging folder first; returns (folder, staging) pairs.
+fn stage_kept(keep: &[PathBuf]) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let mut kept = Vec::new();
+    for (n, path) in keep.iter().filter(|p| under_scratch(p)).enumerate() {
+        let staging = Path::new(STAGING).join(n.to_string());
+        fs::create_dir_all(&staging)
+            .map_err(SandboxError::io(format!("creating {}", staging.display())))?;
+        mount(
+            Some(path.as_path()),
+            &staging,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(SandboxError::sys(format!("staging {}", path.display())))?;
+        kept.push((path.clone(), staging));
+    }
+    Ok(kept)
+}
+
+/// Binds the staged folders back at their own paths, read-only, and drops the staging.
+fn restore_kept(kept: &[(PathBuf, PathBuf)]) -> Result<()> {
+    for (path, staging) in kept {
+        fs::create_dir_all(path)
+            .map_err(SandboxError::io(format!("creating {}", path.display())))?;
+        bind_read_only(staging, path)?;
+        umount2(staging, MntFlags::MNT_DETACH)
+            .map_err(SandboxError::sys(format!("unstaging {}", path.display())))?;
+    }
+    if !kept.is_empty() {
+        let _ = fs::remove_dir_all(STAGING);
+    }
+    Ok(())
+}
+
+/// Whether `path` lies on a filesystem the container gets fresh.
+fn under_scratch(path: &Path) -> bool {
+    path.starts_with("/tmp") || path.starts_with("/var/tmp")
 }
 
 /// Mounts a fresh `/proc` for the caller's PID namespace (the container's
