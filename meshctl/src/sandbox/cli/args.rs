@@ -47,6 +47,9 @@ pub enum SandboxCommand {
     /// success rate, requests per second, latency percentiles (where a waypoint serves
     /// HTTP), TCP connections, bytes per second and the share on mutual TLS.
     Stat(StatArgs),
+    /// Who talked to whom over a window: each client and server workload pair, both SPIFFE
+    /// identities, and whether the connections were mutual TLS (plaintext edges stand out).
+    Edges(EdgesArgs),
     /// Report what the mesh would not act on (or only in part) in files, without applying
     /// them: against the sandbox's objects when it is up, else on their own.
     Analyze(AnalyzeArgs),
@@ -222,6 +225,25 @@ pub fn parse_window(text: &str) -> std::result::Result<std::time::Duration, Stri
         m if m > 3_600_000 => Err(format!("{text:?}: at most 1h")),
         m => Ok(std::time::Duration::from_millis(m)),
     }
+}
+
+/// `edges`.
+#[derive(clap::Args, Debug)]
+pub struct EdgesArgs {
+    /// deploy (edges are between workloads).
+    pub resource: String,
+    /// Namespace: edges with either end in it.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// All namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// How long to watch: `30s`, `2m`, `500ms` (a bare number is seconds).
+    #[arg(long, default_value = "30s", value_parser = parse_window)]
+    pub window: std::time::Duration,
+    /// Output format: table (default) or json.
+    #[arg(short, long)]
+    pub output: Option<String>,
 }
 
 /// `check`.

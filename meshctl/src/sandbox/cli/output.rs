@@ -1,5 +1,6 @@
 //! What the verbs print: kubectl-like tables, the summary of `up`, the
-//! controller's view, what the mesh finds in applied objects, `check` and `stat`.
+//! controller's view, what the mesh finds in applied objects, `check`, `stat`
+//! and `edges`.
 
 use serde_json::json;
 
@@ -9,7 +10,7 @@ use crate::sandbox::model::control::{
     ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT,
 };
 use crate::sandbox::model::services::{ServiceView, services};
-use crate::sandbox::model::stat::Row;
+use crate::sandbox::model::stat::{Edge, Row};
 use crate::sandbox::ops::check::{Check, Status};
 use crate::sandbox::ops::findings::Finding;
 
@@ -375,6 +376,45 @@ pub fn stat_table(rows: &[Row], with_namespace: bool) -> String {
     table(&header, &body)
 }
 
+/// `edges`' table, as `linkerd viz edges` prints it: plaintext edges marked (in red on a
+/// terminal).
+pub fn edges_table(edges: &[Edge], colour: bool) -> String {
+    if edges.is_empty() {
+        return "No edges seen in the window.\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = edges
+        .iter()
+        .map(|e| {
+            let secured = match (e.secured, colour) {
+                (true, _) => "√".to_owned(),
+                (false, true) => "\x1b[31m× plaintext\x1b[0m".to_owned(),
+                (false, false) => "× plaintext".to_owned(),
+            };
+            vec![
+                e.source.clone(),
+                e.destination.clone(),
+                e.source_namespace.clone(),
+                e.destination_namespace.clone(),
+                e.source_identity.clone(),
+                e.destination_identity.clone(),
+                e.connections.to_string(),
+                secured,
+            ]
+        })
+        .collect();
+    let header = [
+        "SRC",
+        "DST",
+        "SRC_NS",
+        "DST_NS",
+        "CLIENT_ID",
+        "SERVER_ID",
+        "CONNS",
+        "SECURED",
+    ];
+    table(&header, &rows)
+}
+
 /// `check`'s report: checks under their group's heading, a mark for each (coloured on a
 /// terminal), hints under failures, and a closing line.
 pub fn check_text(checks: &[Check], colour: bool) -> String {
@@ -491,6 +531,27 @@ mod tests {
         assert_eq!(&cache[..7], ["cache", "2/3", "-", "-", "-", "-", "-"]);
         assert!(stat_table(&[row("orders", None)], true).starts_with("NAMESPACE"));
         assert_eq!(stat_table(&[], false), "No resources found.\n");
+    }
+
+    #[test]
+    fn edges_mark_plaintext() {
+        let edge = |secured| Edge {
+            source_namespace: "default".into(),
+            source: "client".into(),
+            source_identity: "unknown".into(),
+            destination_namespace: "shop".into(),
+            destination: "frontend".into(),
+            destination_identity: "spiffe://cluster.local/ns/shop/sa/frontend".into(),
+            secured,
+            connections: 3,
+        };
+        let text = edges_table(&[edge(true), edge(false)], false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("SRC      DST        SRC_NS"), "{text}");
+        assert!(lines[1].ends_with("3       √"), "{text}");
+        assert!(lines[2].ends_with("× plaintext"), "{text}");
+        assert!(edges_table(&[edge(false)], true).contains("\x1b[31m× plaintext"));
+        assert_eq!(edges_table(&[], false), "No edges seen in the window.\n");
     }
 
     #[test]

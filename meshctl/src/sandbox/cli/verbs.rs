@@ -1,4 +1,4 @@
-//! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `stat`, `label`, `exec`,
+//! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `stat`, `edges`, `label`, `exec`,
 //! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
 //! `down`, the hidden `sandbox-reaper`, `sandbox-forward` and
 //! `sandbox-container`, and `up` (in [`super::up`]).
@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use super::args::{
-    AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DownArgs, ExecArgs, GetArgs, GlobalArgs,
-    LabelArgs, LogsArgs, SandboxCommand, StatArgs,
+    AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DownArgs, EdgesArgs, ExecArgs, GetArgs,
+    GlobalArgs, LabelArgs, LogsArgs, SandboxCommand, StatArgs,
 };
 use super::output;
 use super::up::up;
@@ -48,6 +48,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Analyze(a) => analyze(&cfg, a),
         SandboxCommand::Check(a) => check(&cfg, a),
         SandboxCommand::Stat(a) => stat(&cfg, a).map(|_| 0),
+        SandboxCommand::Edges(a) => edges(&cfg, a).map(|_| 0),
         SandboxCommand::Label(a) => label(&cfg, a).map(|_| 0),
         SandboxCommand::Exec(a) => exec(&cfg, a),
         SandboxCommand::Logs(a) => logs(&cfg, a).map(|_| 0),
@@ -129,15 +130,7 @@ fn check(cfg: &SandboxSettings, a: CheckArgs) -> Result<i32> {
 
 /// `stat`: the table (or JSON) once the window has passed.
 fn stat(cfg: &SandboxSettings, a: StatArgs) -> Result<()> {
-    let json = match a.output.as_deref() {
-        Some("json") => true,
-        None | Some("table") => false,
-        Some(other) => {
-            return Err(SandboxError::Invalid(format!(
-                "--output {other}: use table or json"
-            )));
-        }
-    };
+    let json = json_output(a.output.as_deref())?;
     let (kind, name) = match a.resource.split_once('/') {
         Some((kind, name)) => (kind, Some(name.to_owned())),
         None => (a.resource.as_str(), None),
@@ -174,6 +167,45 @@ fn stat(cfg: &SandboxSettings, a: StatArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `edges`: the table (or JSON) once the window has passed.
+fn edges(cfg: &SandboxSettings, a: EdgesArgs) -> Result<()> {
+    let json = json_output(a.output.as_deref())?;
+    if Resource::parse(&a.resource).map_err(SandboxError::Invalid)? != Resource::Deployment {
+        return Err(SandboxError::Invalid(format!(
+            "{}: edges are between workloads; use `edges deploy`",
+            a.resource
+        )));
+    }
+    let namespace = (!a.all_namespaces).then_some(a.namespace.as_str());
+    let seen = stat::edges(cfg, namespace, a.window, |proxies| {
+        eprintln!("scraped {proxies} proxies; watching for {:?}", a.window);
+    })?;
+    for proxy in &seen.unreachable {
+        eprintln!("warning: no metrics from {proxy}: its traffic is missing");
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&seen).unwrap_or_default()
+        );
+    } else {
+        let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        print!("{}", output::edges_table(&seen.edges, colour));
+    }
+    Ok(())
+}
+
+/// Whether `-o` asks for JSON (else a table).
+fn json_output(output: Option<&str>) -> Result<bool> {
+    match output {
+        Some("json") => Ok(true),
+        None | Some("table") => Ok(false),
+        Some(other) => Err(SandboxError::Invalid(format!(
+            "--output {other}: use table or json"
+        ))),
+    }
 }
 
 fn get(cfg: &SandboxSettings, a: GetArgs) -> Result<()> {

@@ -178,6 +178,87 @@ pub struct Row {
     pub mtls_share: Option<f64>,
 }
 
+/// Who talked to whom in the window, as the ztunnels saw it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Edge {
+    /// The client's namespace.
+    pub source_namespace: String,
+    /// The client's workload (`unknown` when the mesh does not know it).
+    pub source: String,
+    /// The client's SPIFFE identity as the mesh verified it; `unknown` without mutual TLS.
+    pub source_identity: String,
+    /// The server's namespace.
+    pub destination_namespace: String,
+    /// The server's workload.
+    pub destination: String,
+    /// The server's SPIFFE identity.
+    pub destination_identity: String,
+    /// Whether the connections were mutual TLS.
+    pub secured: bool,
+    /// Connections opened in the window.
+    pub connections: u64,
+}
+
+/// The edges of the window from `increase` (every proxy's): each (client, server, mutual TLS
+/// or not) pair with its connections, as the server's ztunnel reported them, or the client's
+/// when the server has none; only pairs with a side in `namespace` (all when `None`).
+pub fn edges(increase: &[Sample], namespace: Option<&str>) -> Vec<Edge> {
+    let opened = |reporter: &'static str| {
+        increase.iter().filter(move |s| {
+            s.name == "istio_tcp_connections_opened_total"
+                && s.label("reporter") == reporter
+                && s.value > 0.0
+        })
+    };
+    let mut found: BTreeMap<Edge, u64> = BTreeMap::new();
+    for s in opened("destination") {
+        count_edge(&mut found, s);
+    }
+    // A server outside the mesh has no ztunnel to report it: its client's ztunnel does.
+    let served: Vec<(String, String)> = found
+        .keys()
+        .map(|e| (e.destination_namespace.clone(), e.destination.clone()))
+        .collect();
+    for s in opened("source") {
+        let server = (
+            s.label("destination_workload_namespace").to_owned(),
+            s.label("destination_workload").to_owned(),
+        );
+        if !served.contains(&server) {
+            count_edge(&mut found, s);
+        }
+    }
+    found
+        .into_iter()
+        .map(|(edge, connections)| Edge {
+            connections,
+            ..edge
+        })
+        .filter(|e| {
+            namespace.is_none_or(|ns| e.source_namespace == ns || e.destination_namespace == ns)
+        })
+        .collect()
+}
+
+/// Adds the connections of `s` to its edge.
+fn count_edge(found: &mut BTreeMap<Edge, u64>, s: &Sample) {
+    let text = |label: &str| match s.label(label) {
+        "" => "unknown".to_owned(),
+        value => value.to_owned(),
+    };
+    let edge = Edge {
+        source_namespace: text("source_workload_namespace"),
+        source: text("source_workload"),
+        source_identity: text("source_principal"),
+        destination_namespace: text("destination_workload_namespace"),
+        destination: text("destination_workload"),
+        destination_identity: text("destination_principal"),
+        secured: s.label("connection_security_policy") == "mutual_tls",
+        connections: 0,
+    };
+    *found.entry(edge).or_default() += s.value as u64;
+}
+
 /// What each counter grew by between two scrapes of one proxy (a counter that went down was
 /// reset by a restart: all of its value is new).
 pub fn increase(before: &[Sample], after: &[Sample]) -> Vec<Sample> {
@@ -444,6 +525,68 @@ mod tests {
         assert_eq!(quantile(0.99, &refs), Some(5.0));
         assert_eq!(quantile(0.05, &refs), Some(3.0));
         assert_eq!(quantile(0.5, &[]), None);
+    }
+
+    #[test]
+    fn edges_come_from_the_servers_side_and_the_clients_when_the_server_has_none() {
+        let edge = |reporter, src: &str, dst: &str, mtls: bool, value| {
+            let policy = if mtls { "mutual_tls" } else { "unknown" };
+            let src_principal = if mtls {
+                format!("spiffe://cluster.local/ns/shop/sa/{src}")
+            } else {
+                String::new()
+            };
+            sample(
+                "istio_tcp_connections_opened_total",
+                &[
+                    ("reporter", reporter),
+                    ("source_workload", src),
+                    ("source_workload_namespace", "shop"),
+                    ("source_principal", &src_principal),
+                    ("destination_workload", dst),
+                    ("destination_workload_namespace", "shop"),
+                    (
+                        "destination_principal",
+                        "spiffe://cluster.local/ns/shop/sa/x",
+                    ),
+                    ("connection_security_policy", policy),
+                ],
+                value,
+            )
+        };
+        let grown = [
+            edge("destination", "frontend", "orders", true, 3.0),
+            edge("source", "frontend", "orders", true, 3.0),
+            edge("destination", "", "frontend", false, 2.0),
+            edge("source", "orders", "legacy", false, 1.0),
+            edge("destination", "orders", "payments", true, 0.0),
+        ];
+        let found = edges(&grown, Some("shop"));
+        let pairs: Vec<(&str, &str, bool, u64)> = found
+            .iter()
+            .map(|e| {
+                (
+                    e.source.as_str(),
+                    e.destination.as_str(),
+                    e.secured,
+                    e.connections,
+                )
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("frontend", "orders", true, 3),
+                ("orders", "legacy", false, 1),
+                ("unknown", "frontend", false, 2),
+            ]
+        );
+        assert_eq!(
+            found[0].source_identity,
+            "spiffe://cluster.local/ns/shop/sa/frontend"
+        );
+        assert_eq!(found[2].source_identity, "unknown");
+        assert!(edges(&grown, Some("elsewhere")).is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `meshctl stat`: scrapes every proxy's `/metrics` (each node's ztunnel, each waypoint pod)
-//! twice, a window apart, and computes each row's golden metrics with
+//! `meshctl stat` and `edges`: scrape every proxy's `/metrics` (each node's ztunnel, each waypoint pod)
+//! twice, a window apart, and compute each row's golden metrics, or who talked to whom, with
 //! [`crate::sandbox::model::stat`]. The sandbox's lock is held only to find the proxies and
 //! the rows, never during the window, so the cluster stays usable meanwhile.
 
@@ -12,7 +12,9 @@ use super::sandbox::Sandbox;
 use crate::sandbox::error::Result;
 use crate::sandbox::host::admin;
 use crate::sandbox::model::control::Component;
-use crate::sandbox::model::stat::{Resource, Row, Target, increase, rows, targets};
+use crate::sandbox::model::stat::{
+    Edge, Resource, Row, edges as model_edges, increase, rows, targets,
+};
 use crate::sandbox::settings::SandboxSettings;
 
 /// Where both proxies serve Prometheus metrics (Istio's port).
@@ -52,6 +54,18 @@ pub struct Measured {
     pub unreachable: Vec<String>,
 }
 
+/// What two scrapes of every proxy, a window apart, found.
+struct Window {
+    /// What every counter grew by (every proxy's, concatenated).
+    increase: Vec<Sample>,
+    /// The samples of the second scrapes.
+    now: Vec<Sample>,
+    /// Seconds between the two scrapes.
+    seconds: f64,
+    /// Proxies whose metrics could not be read, with why.
+    unreachable: Vec<String>,
+}
+
 /// Measures: `started` is called once the first scrape is done and the window runs.
 pub fn measure(
     cfg: &SandboxSettings,
@@ -68,45 +82,71 @@ pub fn measure(
         );
         (proxies(&sb), found)
     };
-    let first = scrape_all(&proxies);
-    let begun = Instant::now();
-    started(proxies.len());
-    std::thread::sleep(options.window);
-    let second = scrape_all(&proxies);
-    let window_seconds = begun.elapsed().as_secs_f64();
-    Ok(compute(
-        options.resource,
-        &targets,
-        &proxies,
-        first,
-        second,
-        window_seconds,
-    ))
+    let window = scrape_window(&proxies, options.window, started);
+    Ok(Measured {
+        window_seconds: window.seconds,
+        rows: rows(
+            options.resource,
+            &targets,
+            &window.increase,
+            &window.now,
+            window.seconds,
+        ),
+        unreachable: window.unreachable,
+    })
 }
 
-fn compute(
-    resource: Resource,
-    targets: &[Target],
-    proxies: &[Proxy],
-    first: Vec<std::result::Result<Vec<Sample>, String>>,
-    second: Vec<std::result::Result<Vec<Sample>, String>>,
-    window_seconds: f64,
-) -> Measured {
-    let mut grown = Vec::new();
+/// The edges of the window, and the proxies that could not be scraped.
+#[derive(Debug, serde::Serialize)]
+pub struct SeenEdges {
+    /// Seconds between the two scrapes.
+    pub window_seconds: f64,
+    /// One per (client, server, mutual TLS or not).
+    pub edges: Vec<Edge>,
+    /// Proxies whose metrics could not be read, with why; their traffic is missing.
+    pub unreachable: Vec<String>,
+}
+
+/// Who talked to whom over `window` (with a side in `namespace`; all when `None`).
+pub fn edges(
+    cfg: &SandboxSettings,
+    namespace: Option<&str>,
+    window: Duration,
+    started: impl FnOnce(usize),
+) -> Result<SeenEdges> {
+    let proxies = proxies(&Sandbox::open(cfg)?);
+    let window = scrape_window(&proxies, window, started);
+    Ok(SeenEdges {
+        window_seconds: window.seconds,
+        edges: model_edges(&window.increase, namespace),
+        unreachable: window.unreachable,
+    })
+}
+
+/// Scrapes `proxies`, waits `window`, scrapes them again.
+fn scrape_window(proxies: &[Proxy], window: Duration, started: impl FnOnce(usize)) -> Window {
+    let first = scrape_all(proxies);
+    let begun = Instant::now();
+    started(proxies.len());
+    std::thread::sleep(window);
+    let second = scrape_all(proxies);
+    let seconds = begun.elapsed().as_secs_f64();
+    let mut increase_all = Vec::new();
     let mut now = Vec::new();
     let mut unreachable = Vec::new();
     for ((proxy, before), after) in proxies.iter().zip(first).zip(second) {
         match (before, after) {
             (Ok(before), Ok(after)) => {
-                grown.extend(increase(&before, &after));
+                increase_all.extend(increase(&before, &after));
                 now.extend(after);
             }
             (Err(e), _) | (_, Err(e)) => unreachable.push(format!("{}: {e}", proxy.name)),
         }
     }
-    Measured {
-        window_seconds,
-        rows: rows(resource, targets, &grown, &now, window_seconds),
+    Window {
+        increase: increase_all,
+        now,
+        seconds,
         unreachable,
     }
 }
