@@ -65,6 +65,44 @@ fn check_passes_on_a_healthy_sandbox_and_names_each_thing_broken() {
     assert_eq!(report["errors"], 0, "{report}");
     assert_eq!(report["checks"][0]["status"], "ok", "{report}");
 
+    // What each proxy holds, from its config dump.
+    let proxy_config = |args: &[&str]| -> serde_json::Value {
+        let out = sb
+            .command()
+            .arg("proxy-config")
+            .args(args)
+            .args(["-o", "json"])
+            .output();
+        let out = out.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let certs = proxy_config(&["certs", "waypoint", "shop/waypoint"]);
+    assert_eq!(
+        certs[0]["identity"], "spiffe://cluster.local/ns/shop/sa/waypoint",
+        "{certs}"
+    );
+    assert_eq!(certs[0]["state"], "available", "{certs}");
+    let services = proxy_config(&["services", "ztunnel", "node2"]);
+    let waypoint_service = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "waypoint" && s["namespace"] == "shop");
+    assert!(waypoint_service.is_some(), "{services}");
+    let table = sb
+        .command()
+        .args(["proxy-config", "workloads", "ztunnel", "node1"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.starts_with("NAMESPACE   NAME"), "{table}");
+    assert!(table.contains("waypoint-"), "{table}");
+
     // An object the mesh does not read: a warning, exit status 2.
     sb.apply(TELEMETRY).expect("a warning does not fail apply");
     let warned = check_until(&sb, 2);

@@ -50,6 +50,9 @@ pub enum SandboxCommand {
     /// Who talked to whom over a window: each client and server workload pair, both SPIFFE
     /// identities, and whether the connections were mutual TLS (plaintext edges stand out).
     Edges(EdgesArgs),
+    /// What one proxy holds (workloads, services, policies, certs), from its config dump:
+    /// `proxy-config workloads ztunnel node1`, `proxy-config certs waypoint shop/waypoint`.
+    ProxyConfig(ProxyConfigArgs),
     /// Report what the mesh would not act on (or only in part) in files, without applying
     /// them: against the sandbox's objects when it is up, else on their own.
     Analyze(AnalyzeArgs),
@@ -241,6 +244,21 @@ pub struct EdgesArgs {
     /// How long to watch: `30s`, `2m`, `500ms` (a bare number is seconds).
     #[arg(long, default_value = "30s", value_parser = parse_window)]
     pub window: std::time::Duration,
+    /// Output format: table (default) or json.
+    #[arg(short, long)]
+    pub output: Option<String>,
+}
+
+/// `proxy-config`.
+#[derive(clap::Args, Debug)]
+pub struct ProxyConfigArgs {
+    /// workloads, services, policies or certs.
+    pub section: String,
+    /// ztunnel or waypoint.
+    pub proxy: String,
+    /// The ztunnel's node (`node1`), or the waypoint as NAMESPACE/NAME (its Gateway's or its
+    /// pod's name).
+    pub target: String,
     /// Output format: table (default) or json.
     #[arg(short, long)]
     pub output: Option<String>,

@@ -1,4 +1,5 @@
-//! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `stat`, `edges`, `label`, `exec`,
+//! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `stat`, `edges`,
+//! `proxy-config`, `label`, `exec`,
 //! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
 //! `down`, the hidden `sandbox-reaper`, `sandbox-forward` and
 //! `sandbox-container`, and `up` (in [`super::up`]).
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 
 use super::args::{
     AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DownArgs, EdgesArgs, ExecArgs, GetArgs,
-    GlobalArgs, LabelArgs, LogsArgs, SandboxCommand, StatArgs,
+    GlobalArgs, LabelArgs, LogsArgs, ProxyConfigArgs, SandboxCommand, StatArgs,
 };
 use super::output;
 use super::up::up;
@@ -19,11 +20,12 @@ use crate::sandbox::host::{forward, procfs, reaper, state, teardown};
 use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
+use crate::sandbox::model::proxy_config::Section;
 use crate::sandbox::model::stat::Resource;
 use crate::sandbox::ops::sandbox::Sandbox;
 use crate::sandbox::ops::stat::{self, StatOptions};
 use crate::sandbox::ops::system;
-use crate::sandbox::ops::{check, findings};
+use crate::sandbox::ops::{check, findings, proxies};
 use crate::sandbox::settings::SandboxSettings;
 
 /// Runs a verb; returns the process exit code.
@@ -49,6 +51,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Check(a) => check(&cfg, a),
         SandboxCommand::Stat(a) => stat(&cfg, a).map(|_| 0),
         SandboxCommand::Edges(a) => edges(&cfg, a).map(|_| 0),
+        SandboxCommand::ProxyConfig(a) => proxy_config(&cfg, a).map(|_| 0),
         SandboxCommand::Label(a) => label(&cfg, a).map(|_| 0),
         SandboxCommand::Exec(a) => exec(&cfg, a),
         SandboxCommand::Logs(a) => logs(&cfg, a).map(|_| 0),
@@ -193,6 +196,34 @@ fn edges(cfg: &SandboxSettings, a: EdgesArgs) -> Result<()> {
     } else {
         let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
         print!("{}", output::edges_table(&seen.edges, colour));
+    }
+    Ok(())
+}
+
+/// `proxy-config`: one section of one proxy's config dump.
+fn proxy_config(cfg: &SandboxSettings, a: ProxyConfigArgs) -> Result<()> {
+    let json = json_output(a.output.as_deref())?;
+    let section = Section::parse(&a.section).map_err(SandboxError::Invalid)?;
+    let proxy = {
+        let sb = Sandbox::open(cfg)?;
+        match (a.proxy.as_str(), a.target.split_once('/')) {
+            ("ztunnel", _) => proxies::ztunnel(&sb, &a.target)?,
+            ("waypoint", Some((namespace, name))) => proxies::waypoint(&sb, namespace, name)?,
+            ("waypoint", None) => proxies::waypoint(&sb, "default", &a.target)?,
+            (other, _) => {
+                return Err(SandboxError::Invalid(format!(
+                    "{other}: use ztunnel NODE or waypoint NAMESPACE/NAME"
+                )));
+            }
+        }
+    };
+    let dump = proxies::config_dump(&proxy)?;
+    if json {
+        let text = serde_json::to_string_pretty(&section.of(&dump)).unwrap_or_default();
+        println!("{text}");
+    } else {
+        let (header, rows) = section.table(&dump);
+        print!("{}", output::table(&header, &rows));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@
 //! `objects`; `addresses`, `control` (on `ids`) and `security` (on
 //! `objects`); `validate`; `manifest`; `cluster`; then `plan`, `env`,
 //! `services` and `waypoints`, which import `cluster` and what is below it,
-//! and `stat` (on `services`).
+//! and `stat` (on `services`); `proxy_config` imports nothing of it.
 
 pub mod addresses;
 pub mod cluster;
@@ -19,6 +19,7 @@ pub mod ids;
 pub mod manifest;
 pub mod objects;
 pub mod plan;
+pub mod proxy_config;
 pub mod security;
 pub mod services;
 pub mod stat;

@@ -19,8 +19,6 @@ pub const ROOT_WARNING_DAYS: u64 = 60;
 pub const ROOT_ERROR_DAYS: u64 = 7;
 /// The proxies' readiness port (Istio's), where `/healthz/ready` answers.
 const READY_PORT: u16 = 15021;
-/// The ztunnel's local admin port, where `/config_dump` answers.
-const ZTUNNEL_ADMIN_PORT: u16 = 15000;
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -225,11 +223,16 @@ fn ztunnel_check(node: &str, netns: &str) -> Check {
         let message = format!("the ztunnel of {node} is not ready: {reason}");
         return Check::failed(NODE_PROXIES, Status::Error, message, logs);
     }
-    let dump = admin::get(netns, ZTUNNEL_ADMIN_PORT, "/config_dump", PROBE_TIMEOUT)
-        .map_err(|e| e.to_string())
-        .and_then(|answer| {
-            serde_json::from_slice::<serde_json::Value>(&answer.body).map_err(|e| e.to_string())
-        });
+    let dump = admin::get(
+        netns,
+        super::proxies::ADMIN_PORT,
+        "/config_dump",
+        PROBE_TIMEOUT,
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|answer| {
+        serde_json::from_slice::<serde_json::Value>(&answer.body).map_err(|e| e.to_string())
+    });
     let dump = match dump {
         Ok(dump) => dump,
         Err(e) => {

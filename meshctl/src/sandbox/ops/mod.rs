@@ -8,13 +8,15 @@
 //! objects, syncing) is at the bottom; `tokens` and `findings` import
 //! nothing of `ops`; `waypoints` builds on `sandbox` and `tokens`, `pods`
 //! on `waypoints`, `apply` on `pods`, `system` on `sandbox` and
-//! `tokens`, `check` on `sandbox`, `system` and `findings`, and `stat` on `sandbox`. The methods each adds to `Sandbox` call only methods of the
+//! `tokens`, `proxies` on `sandbox`, `check` on `sandbox`, `system` and `findings`, and
+//! `stat` on `proxies`. The methods each adds to `Sandbox` call only methods of the
 //! modules below it.
 
 pub(crate) mod apply;
 pub(crate) mod check;
 pub(crate) mod findings;
 pub(crate) mod pods;
+pub(crate) mod proxies;
 pub(crate) mod sandbox;
 pub(crate) mod stat;
 pub(crate) mod system;

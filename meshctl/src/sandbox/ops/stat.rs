@@ -5,22 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use controller::deploy::waypoints::GATEWAY_NAME_LABEL;
 use prometheus_registry::scrape::{self, Sample};
 
+use super::proxies::{self, Proxy};
 use super::sandbox::Sandbox;
 use crate::sandbox::error::Result;
-use crate::sandbox::host::admin;
-use crate::sandbox::model::control::Component;
 use crate::sandbox::model::stat::{
     Edge, Resource, Row, edges as model_edges, increase, rows, targets,
 };
 use crate::sandbox::settings::SandboxSettings;
-
-/// Where both proxies serve Prometheus metrics (Istio's port).
-const METRICS_PORT: u16 = 15020;
-/// How long one scrape may take.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -33,14 +26,6 @@ pub struct StatOptions {
     pub name: Option<String>,
     /// Time between the two scrapes.
     pub window: Duration,
-}
-
-/// One proxy to scrape.
-struct Proxy {
-    /// `ztunnel node1`, `waypoint shop/waypoint-...`.
-    name: String,
-    /// The network namespace its metrics port listens in.
-    netns: String,
 }
 
 /// The rows, over how long they were measured, and the proxies that could not be scraped.
@@ -80,7 +65,7 @@ pub fn measure(
             options.namespace.as_deref(),
             options.name.as_deref(),
         );
-        (proxies(&sb), found)
+        (proxies::all(&sb), found)
     };
     let window = scrape_window(&proxies, options.window, started);
     Ok(Measured {
@@ -114,7 +99,7 @@ pub fn edges(
     window: Duration,
     started: impl FnOnce(usize),
 ) -> Result<SeenEdges> {
-    let proxies = proxies(&Sandbox::open(cfg)?);
+    let proxies = proxies::all(&Sandbox::open(cfg)?);
     let window = scrape_window(&proxies, window, started);
     Ok(SeenEdges {
         window_seconds: window.seconds,
@@ -151,48 +136,13 @@ fn scrape_window(proxies: &[Proxy], window: Duration, started: impl FnOnce(usize
     }
 }
 
-/// Every node's ztunnel and every waypoint pod.
-fn proxies(sb: &Sandbox) -> Vec<Proxy> {
-    let mut proxies: Vec<Proxy> = sb
-        .control()
-        .map(|control| {
-            sb.cluster
-                .nodes
-                .iter()
-                .filter_map(|node| {
-                    let process = control.find(&Component::Ztunnel(node.name.clone()))?;
-                    Some(Proxy {
-                        name: format!("ztunnel {}", node.name),
-                        netns: process.netns.clone(),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    proxies.extend(
-        sb.cluster
-            .pods
-            .values()
-            .filter(|pod| pod.labels.contains_key(GATEWAY_NAME_LABEL))
-            .map(|pod| Proxy {
-                name: format!("waypoint {}/{}", pod.namespace, pod.name),
-                netns: pod.netns.clone(),
-            }),
-    );
-    proxies
-}
-
 /// Each proxy's samples, or why they could not be read.
 fn scrape_all(proxies: &[Proxy]) -> Vec<std::result::Result<Vec<Sample>, String>> {
     proxies
         .iter()
         .map(|proxy| {
-            let answer = admin::get(&proxy.netns, METRICS_PORT, "/metrics", SCRAPE_TIMEOUT)
-                .map_err(|e| e.to_string())?;
-            if answer.status != 200 {
-                return Err(format!("/metrics answered {}", answer.status));
-            }
-            Ok(scrape::parse(&String::from_utf8_lossy(&answer.body)))
+            let text = proxies::get(proxy, proxies::METRICS_PORT, "/metrics")?;
+            Ok(scrape::parse(&text))
         })
         .collect()
 }
