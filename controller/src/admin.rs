@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::translate::{Published, Snapshot};
+use crate::xds::Clients;
 
 /// Whether the controller is ready: once the first translated snapshot is being served, and
 /// as long as translation has not failed since (the last good snapshot is still served then,
@@ -86,6 +87,8 @@ pub struct AdminState {
     pub readiness: Readiness,
     /// Whether `/debug/*` answers clients that are not on loopback.
     pub remote_debug: bool,
+    /// The connected xDS clients, for `/debug/syncz`.
+    pub clients: Clients,
 }
 
 /// Admin connections served at once; more are closed on accept (they hold a task each).
@@ -170,6 +173,31 @@ pub fn route(
                 format!("not ready: {reason}\n"),
             ),
         },
+        "/debug/syncz" => {
+            let clients = state.clients.list();
+            // The current version of every type served or subscribed to.
+            let snapshot = state.snapshots.borrow().clone();
+            let versions: std::collections::BTreeMap<&String, String> = snapshot
+                .as_ref()
+                .map(|snapshot| {
+                    let types = clients.iter().flat_map(|c| c.types.keys());
+                    types
+                        .chain(snapshot.resources.keys())
+                        .map(|t| (t, snapshot.system_version(t)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let body = json!({ "versions": versions, "clients": clients });
+            let mut response = text(
+                StatusCode::OK,
+                serde_json::to_string_pretty(&body).unwrap_or_default(),
+            );
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         "/debug/config_dump" => {
             let Some(snapshot) = state.snapshots.borrow().clone() else {
                 return text(

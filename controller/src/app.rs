@@ -28,7 +28,7 @@ use crate::source::kube::ObservedMap;
 use crate::source::{FileSource, KubeSettings, KubeSource};
 use crate::status;
 use crate::translate::{Published, TranslateOptions, Translator};
-use crate::xds::{XdsServer, XdsSettings};
+use crate::xds::{Clients, XdsServer, XdsSettings};
 
 /// Settings of the controller, filled from the command line by the binary.
 #[derive(Clone, Debug)]
@@ -135,6 +135,7 @@ pub async fn run(
         }),
         CaSettings::new(&config.translate.trust_domain)?,
     );
+    let clients = Clients::default();
     let xds = XdsServer::new(
         pipeline.snapshots.clone(),
         authenticator,
@@ -142,7 +143,8 @@ pub async fn run(
             debounce: config.debounce,
             ..XdsSettings::default()
         },
-    );
+    )
+    .with_clients(clients.clone());
 
     // Endpoints.
     let options = &config.translate;
@@ -170,6 +172,7 @@ pub async fn run(
             snapshots: pipeline.snapshots,
             readiness: pipeline.readiness,
             remote_debug: config.remote_debug,
+            clients,
         },
         stopped(stop_rx),
     ));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use controller::admin::{self, AdminState, Readiness};
 use controller::translate::{Published, Snapshot};
+use controller::xds::Clients;
 use test_support::raw_http;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,6 +28,7 @@ async fn start() -> Admin {
         snapshots: receiver,
         readiness: readiness.clone(),
         remote_debug: false,
+        clients: Clients::default(),
     };
     tokio::spawn(admin::serve(listener, state, std::future::pending()));
     Admin {

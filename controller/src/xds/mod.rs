@@ -5,9 +5,11 @@
 //! subscribed type gets only what changed for that client (upserts and removed names), with
 //! a fresh nonce. NACKs are logged and counted; the stream keeps going.
 
+mod clients;
 pub mod delta;
 pub mod metrics;
 mod service;
 mod stream;
 
+pub use clients::{ClientStatus, Clients, TypeStatus};
 pub use service::{XdsServer, XdsSettings};

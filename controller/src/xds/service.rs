@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::clients::Clients;
 use super::stream::Stream;
 use crate::ca::auth::{self, Authenticator};
 use crate::translate::Published;
@@ -42,6 +43,7 @@ pub struct XdsServer {
     snapshots: watch::Receiver<Published>,
     authenticator: Arc<dyn Authenticator>,
     config: XdsSettings,
+    clients: Clients,
 }
 
 impl XdsServer {
@@ -56,7 +58,14 @@ impl XdsServer {
             snapshots,
             authenticator,
             config,
+            clients: Clients::default(),
         }
+    }
+
+    /// Keeps the connected clients' sync state in `clients` (for `/debug/syncz`).
+    pub fn with_clients(mut self, clients: Clients) -> Self {
+        self.clients = clients;
+        self
     }
 
     /// The tonic service to add to a server.
@@ -118,7 +127,9 @@ impl AggregatedDiscoveryService for XdsServer {
         let caller =
             auth::authenticate_request(self.authenticator.as_ref(), &request, "xDS stream").await?;
         let (tx, rx) = mpsc::channel(self.config.outbound_capacity.max(1));
+        let entry = self.clients.connect(&caller.identity.to_string());
         tokio::spawn(Stream::run(
+            entry,
             caller.identity.to_string(),
             request.into_inner(),
             self.snapshots.clone(),

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
+use super::clients::ClientEntry;
 use super::delta::{self, Delta, Subscription};
 use crate::translate::{Published, Snapshot};
 
@@ -23,8 +24,8 @@ struct TypeState {
     subscription: Subscription,
     /// What the client holds: name → version.
     known: BTreeMap<String, String>,
-    /// The nonce of the last response sent for this type.
-    last_nonce: Option<String>,
+    /// The nonce and system version of the last response sent for this type.
+    last_sent: Option<(String, String)>,
 }
 
 /// A stream in progress.
@@ -33,6 +34,8 @@ pub(crate) struct Stream {
     node: String,
     /// The identity the client authenticated as (for logs).
     identity: String,
+    /// Its entry among the connected clients: what it was sent, ACKed and NACKed.
+    entry: ClientEntry,
     types: BTreeMap<String, TypeState>,
     /// The snapshot the client's state is being brought to.
     current: Arc<Snapshot>,
@@ -52,6 +55,7 @@ impl Stream {
     /// reconnecting client's `initial_resource_versions` compared with an empty configuration
     /// would read as "remove everything".
     pub(crate) async fn run(
+        entry: ClientEntry,
         identity: String,
         mut inbound: Streaming<DeltaDiscoveryRequest>,
         mut snapshots: watch::Receiver<Published>,
@@ -64,6 +68,7 @@ impl Stream {
         let mut stream = Stream {
             node: String::new(),
             identity,
+            entry,
             types: BTreeMap::new(),
             current,
             out,
@@ -113,6 +118,7 @@ impl Stream {
             && !node.id.is_empty()
         {
             self.node = node.id.clone();
+            self.entry.named(&self.node);
             tracing::info!(node = %self.node, identity = %self.identity, "xDS client connected");
         }
         let type_url = request.type_url;
@@ -128,9 +134,17 @@ impl Stream {
         let state = self.types.entry(type_url.clone()).or_default();
         if !request.response_nonce.is_empty() {
             let nonce = &request.response_nonce;
-            if state.last_nonce.as_deref() != Some(nonce.as_str()) {
+            let version = match &state.last_sent {
+                Some((sent, version)) if sent == nonce => Some(version),
+                _ => None,
+            };
+            if let Some(version) = version.filter(|_| request.error_detail.is_none()) {
+                self.entry.acked(&type_url, version);
+            }
+            if version.is_none() {
                 tracing::debug!(node = %self.node, %type_url, %nonce, "ignoring stale nonce");
             } else if let Some(error) = &request.error_detail {
+                self.entry.nacked(&type_url, &error.message);
                 // The client keeps its previous config; we keep assuming it holds what we sent,
                 // so the rejected version is not resent until the resource changes again.
                 tracing::warn!(
@@ -185,9 +199,11 @@ impl Stream {
             return Ok(());
         }
         let nonce = next_nonce();
-        let response = response(type_url, &delta, current.system_version(type_url), &nonce);
+        let version = current.system_version(type_url);
+        let response = response(type_url, &delta, version.clone(), &nonce);
         delta::record(&mut state.known, &delta);
-        state.last_nonce = Some(nonce.clone());
+        self.entry.sent(type_url, &version);
+        state.last_sent = Some((nonce.clone(), version));
         tracing::debug!(
             node = %self.node, %type_url, %nonce,
             upserts = delta.upserts.len(), removals = delta.removals.len(), "push"

@@ -103,6 +103,28 @@ fn check_passes_on_a_healthy_sandbox_and_names_each_thing_broken() {
     assert!(table.starts_with("NAMESPACE   NAME"), "{table}");
     assert!(table.contains("waypoint-"), "{table}");
 
+    // Every proxy connected and synced with the controller.
+    let status = |sb: &Sandbox| {
+        let out = sb
+            .command()
+            .args(["proxy-status", "-o", "json"])
+            .output()
+            .unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), rows)
+    };
+    let synced = eventually(SETTLE, || {
+        let (code, rows) = status(&sb);
+        code == Some(0)
+            && rows.as_array().unwrap().len() == 3
+            && rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["types"][0] == "SYNCED")
+    });
+    assert!(synced, "{:?}", status(&sb));
+
     // An object the mesh does not read: a warning, exit status 2.
     sb.apply(TELEMETRY).expect("a warning does not fail apply");
     let warned = check_until(&sb, 2);
@@ -129,6 +151,16 @@ fn check_passes_on_a_healthy_sandbox_and_names_each_thing_broken() {
         broken.contains("✔ the ztunnel of node2 is ready"),
         "{broken}"
     );
+    let disconnected = eventually(SETTLE, || {
+        let (code, rows) = status(&sb);
+        code == Some(1)
+            && rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == "ztunnel node1" && r["connected"] == false)
+    });
+    assert!(disconnected, "{:?}", status(&sb));
     sb.start(&node1).unwrap();
     wait_ready(&sb);
     check_until(&sb, 0);

@@ -50,6 +50,10 @@ pub enum SandboxCommand {
     /// Who talked to whom over a window: each client and server workload pair, both SPIFFE
     /// identities, and whether the connections were mutual TLS (plaintext edges stand out).
     Edges(EdgesArgs),
+    /// Every ztunnel and waypoint: connected to the controller or not, per xDS type whether
+    /// it ACKed the controller's current version (SYNCED, STALE, NACK), and when its first
+    /// certificate expires. Exit status 1 when one is disconnected or NACKed.
+    ProxyStatus(OutputArgs),
     /// What one proxy holds (workloads, services, policies, certs), from its config dump:
     /// `proxy-config workloads ztunnel node1`, `proxy-config certs waypoint shop/waypoint`.
     ProxyConfig(ProxyConfigArgs),
@@ -244,6 +248,14 @@ pub struct EdgesArgs {
     /// How long to watch: `30s`, `2m`, `500ms` (a bare number is seconds).
     #[arg(long, default_value = "30s", value_parser = parse_window)]
     pub window: std::time::Duration,
+    /// Output format: table (default) or json.
+    #[arg(short, long)]
+    pub output: Option<String>,
+}
+
+/// Verbs that only choose their output.
+#[derive(clap::Args, Debug)]
+pub struct OutputArgs {
     /// Output format: table (default) or json.
     #[arg(short, long)]
     pub output: Option<String>,

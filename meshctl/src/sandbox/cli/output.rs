@@ -9,6 +9,7 @@ use crate::sandbox::model::cluster::{Cluster, Phase, Pod};
 use crate::sandbox::model::control::{
     ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT,
 };
+use crate::sandbox::model::proxy_status;
 use crate::sandbox::model::services::{ServiceView, services};
 use crate::sandbox::model::stat::{Edge, Row};
 use crate::sandbox::ops::check::{Check, Status};
@@ -412,6 +413,26 @@ pub fn edges_table(edges: &[Edge], colour: bool) -> String {
         "CONNS",
         "SECURED",
     ];
+    table(&header, &rows)
+}
+
+/// `proxy-status`' table, as `istioctl proxy-status` prints it.
+pub fn proxy_status_table(statuses: &[proxy_status::Status]) -> String {
+    let rows: Vec<Vec<String>> = statuses
+        .iter()
+        .map(|s| {
+            let mut row = vec![
+                s.name.clone(),
+                if s.connected { "yes" } else { "NO" }.to_owned(),
+            ];
+            row.extend(s.types.iter().cloned());
+            row.push(s.cert_expires.clone().unwrap_or_else(|| "-".to_owned()));
+            row
+        })
+        .collect();
+    let mut header = vec!["NAME", "CONNECTED"];
+    header.extend(proxy_status::TYPES.iter().map(|(_, column)| *column));
+    header.push("CERT_EXPIRES");
     table(&header, &rows)
 }
 

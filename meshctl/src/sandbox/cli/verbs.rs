@@ -1,5 +1,5 @@
 //! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `stat`, `edges`,
-//! `proxy-config`, `label`, `exec`,
+//! `proxy-config`, `proxy-status`, `label`, `exec`,
 //! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
 //! `down`, the hidden `sandbox-reaper`, `sandbox-forward` and
 //! `sandbox-container`, and `up` (in [`super::up`]).
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use super::args::{
     AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DownArgs, EdgesArgs, ExecArgs, GetArgs,
-    GlobalArgs, LabelArgs, LogsArgs, ProxyConfigArgs, SandboxCommand, StatArgs,
+    GlobalArgs, LabelArgs, LogsArgs, OutputArgs, ProxyConfigArgs, SandboxCommand, StatArgs,
 };
 use super::output;
 use super::up::up;
@@ -21,6 +21,7 @@ use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
 use crate::sandbox::model::proxy_config::Section;
+use crate::sandbox::model::proxy_status::{self, Expected};
 use crate::sandbox::model::stat::Resource;
 use crate::sandbox::ops::sandbox::Sandbox;
 use crate::sandbox::ops::stat::{self, StatOptions};
@@ -52,6 +53,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Stat(a) => stat(&cfg, a).map(|_| 0),
         SandboxCommand::Edges(a) => edges(&cfg, a).map(|_| 0),
         SandboxCommand::ProxyConfig(a) => proxy_config(&cfg, a).map(|_| 0),
+        SandboxCommand::ProxyStatus(a) => proxy_status(&cfg, a),
         SandboxCommand::Label(a) => label(&cfg, a).map(|_| 0),
         SandboxCommand::Exec(a) => exec(&cfg, a),
         SandboxCommand::Logs(a) => logs(&cfg, a).map(|_| 0),
@@ -226,6 +228,40 @@ fn proxy_config(cfg: &SandboxSettings, a: ProxyConfigArgs) -> Result<()> {
         print!("{}", output::table(&header, &rows));
     }
     Ok(())
+}
+
+/// `proxy-status`: 1 when a proxy is disconnected or has NACKed its config.
+fn proxy_status(cfg: &SandboxSettings, a: OutputArgs) -> Result<i32> {
+    let json = json_output(a.output.as_deref())?;
+    let (all, netns) = {
+        let sb = Sandbox::open(cfg)?;
+        (proxies::all(&sb), sb.control()?.netns.clone())
+    };
+    let answer = system::controller_get(&netns, "/debug/syncz")?;
+    let syncz: serde_json::Value = serde_json::from_slice(&answer.body).map_err(|e| {
+        SandboxError::Invalid(format!(
+            "controller /debug/syncz: {e} (status {})",
+            answer.status
+        ))
+    })?;
+    let dumps: Vec<_> = all.iter().map(|p| proxies::config_dump(p).ok()).collect();
+    let expected: Vec<Expected> = all
+        .iter()
+        .map(|p| Expected {
+            name: p.name.clone(),
+            key: p.node_key.clone(),
+        })
+        .collect();
+    let found = proxy_status::statuses(&expected, &syncz, &dumps);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&found).unwrap_or_default()
+        );
+    } else {
+        print!("{}", output::proxy_status_table(&found));
+    }
+    Ok(i32::from(found.iter().any(|s| s.failing())))
 }
 
 /// Whether `-o` asks for JSON (else a table).

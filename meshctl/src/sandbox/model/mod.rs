@@ -9,7 +9,8 @@
 //! `objects`; `addresses`, `control` (on `ids`) and `security` (on
 //! `objects`); `validate`; `manifest`; `cluster`; then `plan`, `env`,
 //! `services` and `waypoints`, which import `cluster` and what is below it,
-//! and `stat` (on `services`); `proxy_config` imports nothing of it.
+//! and `stat` (on `services`); `proxy_config` and
+//! `proxy_status` import nothing of it.
 
 pub mod addresses;
 pub mod cluster;
@@ -20,6 +21,7 @@ pub mod manifest;
 pub mod objects;
 pub mod plan;
 pub mod proxy_config;
+pub mod proxy_status;
 pub mod security;
 pub mod services;
 pub mod stat;

@@ -24,6 +24,8 @@ pub struct Proxy {
     pub name: String,
     /// The network namespace its ports listen in.
     pub netns: String,
+    /// `<role>~<pod>.<namespace>`: how it names itself in its xDS node ID, without the IP.
+    pub node_key: String,
 }
 
 /// Every node's ztunnel (started or not) and every waypoint pod.
@@ -42,6 +44,7 @@ pub fn all(sb: &Sandbox) -> Vec<Proxy> {
             .map(|pod| Proxy {
                 name: format!("waypoint {}/{}", pod.namespace, pod.name),
                 netns: pod.netns.clone(),
+                node_key: format!("router~{}.{}", pod.name, pod.namespace),
             }),
     );
     proxies
@@ -62,6 +65,8 @@ pub fn ztunnel(sb: &Sandbox, node: &str) -> Result<Proxy> {
     Ok(Proxy {
         name: format!("ztunnel {node}"),
         netns: process.netns.clone(),
+        // Outside Kubernetes the ztunnel names itself `ztunnel-<node>` in istio-system.
+        node_key: format!("ztunnel~ztunnel-{node}.istio-system"),
     })
 }
 
@@ -77,6 +82,7 @@ pub fn waypoint(sb: &Sandbox, namespace: &str, name: &str) -> Result<Proxy> {
         .map(|(pod, _)| Proxy {
             name: format!("waypoint {namespace}/{}", pod.name),
             netns: pod.netns.clone(),
+            node_key: format!("router~{}.{namespace}", pod.name),
         })
         .ok_or_else(|| {
             SandboxError::Invalid(format!(
