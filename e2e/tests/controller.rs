@@ -493,4 +493,24 @@ fn apply_reports_objects_the_mesh_does_not_read() {
         )),
         "{warned}"
     );
+
+    // A pod field the sandbox accepts but does not apply is named too.
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: confined, namespace: {NS}}}\n\
+             spec:\n  securityContext: {{seccompProfile: {{type: RuntimeDefault}}}}\n  \
+             containers: [{{name: c, command: [sleep, infinity]}}]\n"
+        ),
+    )
+    .unwrap();
+    let applied = sb.run(&args).expect("a warning does not fail apply");
+    let warned = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        warned.contains(&format!(
+            "Pod {NS}/confined: field spec.securityContext.seccompProfile: warning: not \
+             applied in the sandbox"
+        )),
+        "{warned}"
+    );
 }

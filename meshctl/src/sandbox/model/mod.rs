@@ -6,7 +6,7 @@
 //! unit-tested without root.
 //!
 //! Imports nothing else of the sandbox. Inside, from the bottom up: `ids` and
-//! `objects`; `addresses`, `control` (on `ids`) and `security` (on
+//! `objects`, and `ignored` (on `objects`); `addresses`, `control` (on `ids`) and `security` (on
 //! `objects`); `validate`; `manifest`; `cluster`; then `plan`, `env`,
 //! `services` and `waypoints`, which import `cluster` and what is below it,
 //! and `stat` (on `services`); `proxy_config` and
@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod control;
 pub mod env;
 pub mod ids;
+pub mod ignored;
 pub mod manifest;
 pub mod objects;
 pub mod plan;

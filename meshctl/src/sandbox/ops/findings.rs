@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use controller::model::Problem;
+use controller::model::{Problem, WARNING_PREFIX};
 use controller::source::FileSource;
 use controller::translate::{TranslateOptions, translate};
 
+use crate::sandbox::model::ignored::ignored_fields;
 use crate::sandbox::model::objects::Object;
 
 /// A problem with one applied object.
@@ -46,7 +47,29 @@ fn state_folders(state_dir: &Path) -> Vec<PathBuf> {
     vec![state_dir.join("manifests"), state_dir.join("pods")]
 }
 
-/// The problems the controller finds reading `folders` that are about one of `objects`.
+/// The fields of `objects` the sandbox itself does not act on, as warnings; objects with an
+/// owner (a waypoint's Deployment) are the mesh's own doing, not the user's, and left out.
+fn sandbox_ignores(objects: &[Object]) -> Vec<Finding> {
+    objects
+        .iter()
+        .filter(|object| object.value["metadata"]["ownerReferences"].is_null())
+        .flat_map(|object| {
+            ignored_fields(object)
+                .into_iter()
+                .map(move |(field, why)| Finding {
+                    error: false,
+                    text: format!(
+                        "{}: {}: field {field}: {WARNING_PREFIX}not applied in the sandbox: {why}",
+                        object.source,
+                        object.display()
+                    ),
+                })
+        })
+        .collect()
+}
+
+/// The problems the controller finds reading `folders` that are about one of `objects`, and
+/// the fields the sandbox ignores.
 fn of_objects(folders: Vec<PathBuf>, objects: &[Object]) -> Vec<Finding> {
     let mut source = FileSource::new(folders);
     source.scan();
@@ -65,6 +88,7 @@ fn of_objects(folders: Vec<PathBuf>, objects: &[Object]) -> Vec<Finding> {
             .to_string();
             Some(Finding { error, text })
         })
+        .chain(sandbox_ignores(objects))
         .collect()
 }
 
