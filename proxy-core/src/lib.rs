@@ -19,5 +19,6 @@ pub mod readiness;
 pub mod settings;
 pub mod shutdown;
 pub mod state;
+pub mod tap;
 pub mod telemetry;
 pub mod xds;

@@ -252,6 +252,7 @@ impl Running {
         };
         let metrics_runtime = core.runtime.clone();
         let extensions = AdminExtensions {
+            tap: Some(core.runtime.tap()),
             extra_metrics: Some(Arc::new(move || metrics_runtime.render_metrics())),
         };
         let admin = tokio::spawn(admin::serve_listeners_with(

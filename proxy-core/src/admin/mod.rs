@@ -1,9 +1,12 @@
-//! The proxy's HTTP endpoints: `/config_dump` on localhost 15000 (no private keys), `/metrics`
+//! The proxy's HTTP endpoints: `/config_dump` and `/tap` on localhost 15000 (no private keys,
+//! no bodies), `/metrics`
 //! on 15020 and `/healthz/ready` on 15021.
 //!
 //! Each endpoint is its own HTTP/1.1 listener with a bounded number of connections, small
 //! request heads and a deadline per connection, so a misbehaving scraper cannot starve the
 //! others or the proxy.
+
+mod tap;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -22,6 +25,7 @@ use crate::identity::CertManager;
 use crate::readiness::Readiness;
 use crate::settings::AdminAddresses;
 use crate::state::ProxyState;
+use crate::tap::Tap;
 use crate::telemetry::Metrics;
 
 /// Connections served at once per endpoint; more wait in the kernel's accept queue.
@@ -57,6 +61,8 @@ pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 pub struct AdminExtensions {
     /// Appended to `/metrics`.
     pub extra_metrics: Option<ExtraMetrics>,
+    /// Served at `/tap` on the admin listener.
+    pub tap: Option<Arc<Tap>>,
 }
 
 /// What the handlers read: the context and the extensions.
@@ -187,8 +193,15 @@ async fn serve_endpoint(
             let _permit = permit;
             let service =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let response =
-                        route(endpoint, request.method(), request.uri().path(), &context);
+                    let (method, uri) = (request.method(), request.uri());
+                    let response = if endpoint == Endpoint::Admin
+                        && uri.path() == "/tap"
+                        && method == Method::GET
+                    {
+                        tap::respond(context.extensions.tap.as_ref(), uri.query())
+                    } else {
+                        route(endpoint, method, uri.path(), &context).map(Either::Left)
+                    };
                     async move { Ok::<_, Infallible>(response) }
                 });
             let connection = hyper::server::conn::http1::Builder::new()

@@ -235,6 +235,7 @@ async fn extra_metrics_follow_the_tcp_metrics() {
         extra_dump: Arc::new(|| serde_json::Value::Null),
     };
     let extensions = AdminExtensions {
+        tap: None,
         extra_metrics: Some(Arc::new(|| {
             "# TYPE istio_requests_total counter\nistio_requests_total 7\n".to_owned()
         })),
@@ -253,4 +254,83 @@ async fn extra_metrics_follow_the_tcp_metrics() {
     assert!(tcp < extra, "{}", reply.body);
     stop.send_replace(true);
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn tap_streams_the_events_its_query_selects_until_the_client_leaves() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::tap::{Tap, TapEvent};
+
+    let listeners = AdminListeners::bind(AdminAddresses {
+        admin: "127.0.0.1:0".parse().unwrap(),
+        metrics: "127.0.0.1:0".parse().unwrap(),
+        ready: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .unwrap();
+    let admin = listeners.admin.local_addr().unwrap();
+    let context = start().await.context;
+    let tap = Arc::new(Tap::default());
+    let extensions = AdminExtensions {
+        tap: Some(tap.clone()),
+        extra_metrics: None,
+    };
+    let (_stop, shutdown) = watch::channel(false);
+    tokio::spawn(serve_listeners_with(
+        listeners, context, extensions, shutdown,
+    ));
+
+    let mut client = TcpStream::connect(admin).await.unwrap();
+    client
+        .write_all(b"GET /tap?workload=orders HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The listener exists once the response head is out.
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        let mut buf = [0u8; 512];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&seen).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(tap.is_active());
+    for workload in ["payments", "orders"] {
+        tap.publish(|| TapEvent {
+            kind: "request",
+            method: "GET".into(),
+            path: "/".into(),
+            status: 200,
+            destination_workload: workload.into(),
+            ..TapEvent::default()
+        });
+    }
+    while !String::from_utf8_lossy(&seen).contains("\"orders\"") {
+        let mut buf = [0u8; 512];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&seen).contains("payments"));
+    drop(client);
+    // The listener leaves with its client, at the next event at the latest.
+    for _ in 0..100 {
+        tap.publish(TapEvent::default);
+        if !tap.is_active() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!tap.is_active());
+}
+
+#[tokio::test]
+async fn tap_is_not_found_where_the_proxy_has_none() {
+    let r = start().await;
+    let reply = request(r.admin, "GET", "/tap").await;
+    assert_eq!(reply.status, 404);
+    assert!(reply.body.contains("no tap"), "{}", reply.body);
 }

@@ -56,6 +56,11 @@ impl Runtime {
         self.metrics.render()
     }
 
+    /// The live requests `meshctl tap` listens to.
+    pub fn tap(&self) -> Arc<proxy_core::tap::Tap> {
+        self.metrics.tap.clone()
+    }
+
     /// The state of upstream service `hostname`, created on first use.
     pub(crate) fn upstream(&self, hostname: &str) -> Arc<UpstreamState> {
         if let Some(u) = self

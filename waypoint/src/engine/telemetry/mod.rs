@@ -18,6 +18,8 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use prometheus_registry::{Histogram, Registry, text};
 use tokio::time::Instant;
 
+use proxy_core::tap::Tap;
+
 use super::body::{Body, BoxError};
 use super::downstream::{Fault, Watch};
 
@@ -34,6 +36,7 @@ const REQUEST_BYTES: &str = "istio_request_bytes";
 const RESPONSE_BYTES: &str = "istio_response_bytes";
 const OVERFLOW: &str = "waypoint_metrics_series_overflow_total";
 const ACCESS_LOG_DROPPED: &str = "waypoint_access_log_lines_dropped_total";
+const TAP_DROPPED: &str = "waypoint_tap_events_dropped_total";
 
 /// Envoy's default histogram buckets, which Istio's standard metrics use for durations (ms)
 /// and sizes (bytes) alike.
@@ -69,6 +72,8 @@ impl Default for Series {
 pub(crate) struct RequestMetrics {
     series: Registry<RequestLabels, Series>,
     access: access::AccessLog,
+    /// Live requests for `meshctl tap`.
+    pub(crate) tap: Arc<Tap>,
 }
 
 impl RequestMetrics {
@@ -76,6 +81,7 @@ impl RequestMetrics {
     pub(crate) fn finished(&self, r: &RequestRecord) {
         self.record(r);
         self.access.log(r);
+        self.tap.publish(|| r.tap_event());
     }
 
     /// Counts one finished request.
@@ -131,6 +137,13 @@ impl RequestMetrics {
             "counter",
         );
         let _ = writeln!(out, "{ACCESS_LOG_DROPPED} {}", self.access.dropped());
+        text::family(
+            &mut out,
+            TAP_DROPPED,
+            "Tapped requests dropped because a tap client did not keep up.",
+            "counter",
+        );
+        let _ = writeln!(out, "{TAP_DROPPED} {}", self.tap.dropped_total());
         out
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
+use proxy_core::tap::TapEvent;
 
 use super::labels::RequestLabels;
 
@@ -93,4 +94,28 @@ pub(crate) struct RequestRecord {
     pub request_bytes: u64,
     /// Response body bytes.
     pub response_bytes: u64,
+}
+
+impl RequestRecord {
+    /// The request as `meshctl tap` shows it: no bodies, no header values.
+    pub(crate) fn tap_event(&self) -> TapEvent {
+        let l = &self.labels;
+        TapEvent {
+            kind: "request",
+            method: self.method.as_str().to_owned(),
+            authority: self.authority.as_str().to_owned(),
+            path: self.path.as_ref().map_or("", |p| p.as_str()).to_owned(),
+            status: l.response_code,
+            latency_ms: self.duration.as_secs_f64() * 1000.0,
+            route: self.route.as_deref().unwrap_or_default().to_owned(),
+            source_identity: l.source.principal.to_string(),
+            source_workload: l.source.workload.to_string(),
+            source_namespace: l.source.namespace.to_string(),
+            destination_service: l.service.name.to_string(),
+            destination_workload: l.destination.workload.to_string(),
+            destination_namespace: l.destination.namespace.to_string(),
+            upstream: self.upstream.map(|u| u.to_string()).unwrap_or_default(),
+            response_flags: l.response_flags.clone(),
+        }
+    }
 }
