@@ -345,6 +345,25 @@ impl Sandbox {
         cmd
     }
 
+    /// Starts `meshctl <args>` with its output piped, and returns it with the first line it
+    /// writes to stderr once that line is out: verbs that watch (`stat`, `edges`, `tap`) say
+    /// there when they have started watching.
+    pub fn spawn_watching(&self, args: &[&str]) -> Result<(std::process::Child, String)> {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Io(format!("running {}", self.bin.display()), e))?;
+        let mut line = String::new();
+        if let Some(stderr) = child.stderr.take() {
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut line)
+                .map_err(|e| Error::Io("reading meshctl's first line".into(), e))?;
+        }
+        Ok((child, line))
+    }
+
     /// Runs `meshctl <args>`, failing unless it exits 0.
     pub fn run(&self, args: &[String]) -> Result<Output> {
         let out = self

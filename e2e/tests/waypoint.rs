@@ -15,6 +15,8 @@ mod outlier;
 mod shop;
 #[path = "waypoint/stat.rs"]
 mod stat;
+#[path = "waypoint/tap.rs"]
+mod tap;
 
 use e2e::{Options, SETTLE, Sandbox, eventually};
 use meshctl::app::load_report::LoadReport;

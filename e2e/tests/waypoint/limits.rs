@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use e2e::measure::rss_mib;
-use e2e::mesh::{in_netns, pod_pids};
+use e2e::mesh::in_netns;
 use e2e::metrics::metric_sum;
 use e2e::{SETTLE, Sandbox, eventually};
 
@@ -35,15 +35,6 @@ fn orders_ip(sb: &Sandbox) -> Ipv4Addr {
         .find(|line| line.split_whitespace().next() == Some("orders"))
         .and_then(|line| line.split_whitespace().find_map(|f| f.parse().ok()))
         .unwrap_or_else(|| panic!("no cluster IP for orders in:\n{table}"))
-}
-
-/// The waypoint's process id.
-fn waypoint_pid(sb: &Sandbox) -> i32 {
-    pod_pids(sb)
-        .into_iter()
-        .find(|(pod, _)| pod.starts_with(&format!("{NS}/{}-", shop::WAYPOINT)))
-        .and_then(|(_, pids)| pids.first().copied())
-        .expect("the waypoint's process")
 }
 
 /// `waypoint_connections_closed_total{listener="http",reason="header_timeout"}` (-1 unread).
@@ -101,7 +92,7 @@ fn wait_closed(stream: &mut TcpStream) {
 fn http2_header_blocks_that_never_end_are_closed_counted_and_leave_the_waypoints_memory() {
     let sb = shop::up();
     let orders = SocketAddr::from((orders_ip(&sb), ORDERS_PORT));
-    let pid = waypoint_pid(&sb);
+    let pid = shop::waypoint_pid(&sb);
     let rss = || rss_mib(pid).expect("the waypoint's RSS");
     let rss_start = rss();
     let rss_first = round(&sb, orders, || {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use e2e::mesh::wait_ready;
+use e2e::mesh::{pod_pids, wait_ready};
 use e2e::metrics::{metric_sum, requests_total};
 use e2e::{SETTLE, Sandbox, eventually, json};
 use meshctl::app::load_report::LoadReport;
@@ -145,6 +145,23 @@ pub fn up() -> Sandbox {
         waypoint_log(&sb)
     );
     sb
+}
+
+/// The waypoint's pod name (its Deployment's only replica).
+pub fn waypoint_pod_name(sb: &Sandbox) -> String {
+    pod_pids(sb)
+        .into_keys()
+        .find_map(|pod| {
+            pod.strip_prefix(&format!("{NS}/"))
+                .filter(|name| name.starts_with(&format!("{WAYPOINT}-")))
+                .map(str::to_owned)
+        })
+        .expect("the waypoint's pod")
+}
+
+/// The waypoint's process.
+pub fn waypoint_pid(sb: &Sandbox) -> i32 {
+    pod_pids(sb)[&format!("{NS}/{}", waypoint_pod_name(sb))][0]
 }
 
 /// Runs `meshctl app load --json` in `pod` against `url` with `extra` arguments.

@@ -1,9 +1,6 @@
 //! `meshctl stat` against the shop: the requests sent while it measures, counted per
 //! workload from the waypoint's metrics, with the success rate the injected failures give.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
 use super::shop::{self, CLIENT, NS, ORDERS, by_deployment, load};
 
 /// Requests answered normally, and requests the echo servers are told to fail.
@@ -13,17 +10,10 @@ const FAILED_REQUESTS: u64 = 20;
 #[test]
 fn stat_counts_each_workloads_requests_and_failures_over_its_window() {
     let sb = shop::up();
-    let mut stat = sb
-        .command()
-        .args(["stat", "deploy", "-n", NS, "--window", "20s", "-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("meshctl stat starts");
     // The window begins once the first scrape is done.
-    let mut stderr = BufReader::new(stat.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
+    let (mut stat, line) = sb
+        .spawn_watching(&["stat", "deploy", "-n", NS, "--window", "20s", "-o", "json"])
+        .expect("meshctl stat starts");
     assert!(line.starts_with("scraped 3 proxies"), "{line}");
 
     let ok = by_deployment(&load(&sb, CLIENT, &format!("{ORDERS}/"), OK_REQUESTS, &[]));

@@ -1,9 +1,7 @@
 //! `meshctl edges` on the demo shop: who talked to whom while it watched, with both SPIFFE
 //! identities, mutual TLS inside the mesh and the un-meshed client's edge as plaintext.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use e2e::Sandbox;
 use e2e::mesh::{NODES, wait_captured, wait_ready};
@@ -35,19 +33,11 @@ fn edges_show_identities_mutual_tls_and_the_plaintext_edge_from_outside_the_mesh
         );
     }
 
-    let mut edges = sb
-        .command()
-        .args([
+    let (mut edges, line) = sb
+        .spawn_watching(&[
             "edges", "deploy", "-n", "shop", "--window", "20s", "-o", "json",
         ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
         .expect("meshctl edges starts");
-    let mut line = String::new();
-    BufReader::new(edges.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
     assert!(line.starts_with("scraped 2 proxies"), "{line}");
     let load = sb
         .load(

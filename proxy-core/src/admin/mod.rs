@@ -36,6 +36,9 @@ const MAX_HEAD_BYTES: usize = 8192;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lifetime of one connection, keep-alive included: an idle client must not hold a slot.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Kernel send buffer of each connection (the kernel doubles it): enough for any response to
+/// flow, while a client that stops reading cannot make the kernel hold megabytes for it.
+const SEND_BUFFER: usize = 64 * 1024;
 
 /// What the endpoints read.
 #[derive(Clone)]
@@ -188,6 +191,8 @@ async fn serve_endpoint(
             },
             () = stopped(&mut shutdown) => break,
         };
+        // A client that stops reading (a stalled tap) holds at most this much kernel memory.
+        let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(SEND_BUFFER);
         let context = context.clone();
         connections.spawn(async move {
             let _permit = permit;

@@ -54,6 +54,9 @@ pub enum SandboxCommand {
     /// it ACKed the controller's current version (SYNCED, STALE, NACK), and when its first
     /// certificate expires. Exit status 1 when one is disconnected or NACKed.
     ProxyStatus(OutputArgs),
+    /// Live requests to a deployment or service through the waypoints, as they happen:
+    /// method, authority, path, status, latency, route, caller identity, upstream, flags.
+    Tap(TapArgs),
     /// What one proxy holds (workloads, services, policies, certs), from its config dump:
     /// `proxy-config workloads ztunnel node1`, `proxy-config certs waypoint shop/waypoint`.
     ProxyConfig(ProxyConfigArgs),
@@ -249,6 +252,28 @@ pub struct EdgesArgs {
     #[arg(long, default_value = "30s", value_parser = parse_window)]
     pub window: std::time::Duration,
     /// Output format: table (default) or json.
+    #[arg(short, long)]
+    pub output: Option<String>,
+}
+
+/// `tap`.
+#[derive(clap::Args, Debug)]
+pub struct TapArgs {
+    /// deploy/NAME or svc/NAME.
+    pub resource: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Only this method.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Only paths starting with this.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Stop after this many requests.
+    #[arg(long)]
+    pub max: Option<u64>,
+    /// Output format: text (default) or json (a line per request).
     #[arg(short, long)]
     pub output: Option<String>,
 }

@@ -436,6 +436,48 @@ pub fn proxy_status_table(statuses: &[proxy_status::Status]) -> String {
     table(&header, &rows)
 }
 
+/// One line of a tap stream, as `tap` shows it.
+#[derive(Debug, PartialEq)]
+pub enum TapLine {
+    /// A request: JSON as received, or `linkerd viz tap`-style text.
+    Event(String),
+    /// The waypoint dropped this many requests for this tap.
+    Dropped(u64),
+    /// Not JSON: skipped.
+    Unreadable,
+}
+
+/// Reads one line of a tap stream.
+pub fn tap_line(line: &str, json: bool) -> TapLine {
+    let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+        return TapLine::Unreadable;
+    };
+    if let Some(n) = event["dropped"].as_u64() {
+        return TapLine::Dropped(n);
+    }
+    if json {
+        return TapLine::Event(line.to_owned());
+    }
+    let text = |key: &str| match event[key].as_str() {
+        Some("") | None => "-".to_owned(),
+        Some(value) => value.to_owned(),
+    };
+    TapLine::Event(format!(
+        "req {} {}{} status={} latency={:.1}ms route={} src={} dst={}.{} upstream={} flags={}",
+        text("method"),
+        text("authority"),
+        text("path"),
+        event["status"].as_u64().unwrap_or_default(),
+        event["latency_ms"].as_f64().unwrap_or_default(),
+        text("route"),
+        text("source_identity"),
+        text("destination_workload"),
+        text("destination_namespace"),
+        text("upstream"),
+        text("response_flags"),
+    ))
+}
+
 /// `check`'s report: checks under their group's heading, a mark for each (coloured on a
 /// terminal), hints under failures, and a closing line.
 pub fn check_text(checks: &[Check], colour: bool) -> String {
@@ -573,6 +615,23 @@ mod tests {
         assert!(lines[2].ends_with("× plaintext"), "{text}");
         assert!(edges_table(&[edge(false)], true).contains("\x1b[31m× plaintext"));
         assert_eq!(edges_table(&[], false), "No edges seen in the window.\n");
+    }
+
+    #[test]
+    fn tap_lines_read_as_events_drops_or_nothing() {
+        let line = r#"{"kind":"request","method":"GET","authority":"orders:8080","path":"/x","status":503,"latency_ms":1.25,"route":"","source_identity":"spiffe://cluster.local/ns/shop/sa/client","destination_workload":"orders-v1","destination_namespace":"shop","upstream":"10.244.1.2:8080","response_flags":"-"}"#;
+        assert_eq!(
+            tap_line(line, false),
+            TapLine::Event(
+                "req GET orders:8080/x status=503 latency=1.2ms route=- \
+                 src=spiffe://cluster.local/ns/shop/sa/client dst=orders-v1.shop \
+                 upstream=10.244.1.2:8080 flags=-"
+                    .to_owned()
+            )
+        );
+        assert_eq!(tap_line(line, true), TapLine::Event(line.to_owned()));
+        assert_eq!(tap_line("{\"dropped\":7}", false), TapLine::Dropped(7));
+        assert_eq!(tap_line("not json", false), TapLine::Unreadable);
     }
 
     #[test]

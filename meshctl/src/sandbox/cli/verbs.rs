@@ -1,5 +1,5 @@
 //! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `stat`, `edges`,
-//! `proxy-config`, `proxy-status`, `label`, `exec`,
+//! `proxy-config`, `proxy-status`, `tap`, `label`, `exec`,
 //! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
 //! `down`, the hidden `sandbox-reaper`, `sandbox-forward` and
 //! `sandbox-container`, and `up` (in [`super::up`]).
@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use super::args::{
     AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DownArgs, EdgesArgs, ExecArgs, GetArgs,
     GlobalArgs, LabelArgs, LogsArgs, OutputArgs, ProxyConfigArgs, SandboxCommand, StatArgs,
+    TapArgs,
 };
 use super::output;
 use super::up::up;
@@ -26,6 +27,7 @@ use crate::sandbox::model::stat::Resource;
 use crate::sandbox::ops::sandbox::Sandbox;
 use crate::sandbox::ops::stat::{self, StatOptions};
 use crate::sandbox::ops::system;
+use crate::sandbox::ops::tap::{self, TapOptions};
 use crate::sandbox::ops::{check, findings, proxies};
 use crate::sandbox::settings::SandboxSettings;
 
@@ -54,6 +56,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Edges(a) => edges(&cfg, a).map(|_| 0),
         SandboxCommand::ProxyConfig(a) => proxy_config(&cfg, a).map(|_| 0),
         SandboxCommand::ProxyStatus(a) => proxy_status(&cfg, a),
+        SandboxCommand::Tap(a) => tap(&cfg, a).map(|_| 0),
         SandboxCommand::Label(a) => label(&cfg, a).map(|_| 0),
         SandboxCommand::Exec(a) => exec(&cfg, a),
         SandboxCommand::Logs(a) => logs(&cfg, a).map(|_| 0),
@@ -262,6 +265,44 @@ fn proxy_status(cfg: &SandboxSettings, a: OutputArgs) -> Result<i32> {
         print!("{}", output::proxy_status_table(&found));
     }
     Ok(i32::from(found.iter().any(|s| s.failing())))
+}
+
+/// `tap`: a line per request until `--max` of them, or forever.
+fn tap(cfg: &SandboxSettings, a: TapArgs) -> Result<()> {
+    let json = match a.output.as_deref() {
+        Some("json") => true,
+        None | Some("text") => false,
+        Some(other) => {
+            return Err(SandboxError::Invalid(format!(
+                "--output {other}: use text or json"
+            )));
+        }
+    };
+    let (kind, name) = a.resource.split_once('/').ok_or_else(|| {
+        SandboxError::Invalid(format!("{}: tap deploy/NAME or svc/NAME", a.resource))
+    })?;
+    let options = TapOptions {
+        resource: Resource::parse(kind).map_err(SandboxError::Invalid)?,
+        name: name.to_owned(),
+        namespace: a.namespace.clone(),
+        method: a.method.clone(),
+        path: a.path.clone(),
+    };
+    let mut shown = 0u64;
+    let ready = |waypoints| eprintln!("tapping {waypoints} waypoints");
+    tap::run(cfg, &options, ready, |line| {
+        match output::tap_line(line, json) {
+            output::TapLine::Event(text) => {
+                println!("{text}");
+                shown += 1;
+            }
+            output::TapLine::Dropped(n) => {
+                eprintln!("warning: the waypoint dropped {n} requests: this tap reads too slowly");
+            }
+            output::TapLine::Unreadable => {}
+        }
+        a.max.is_none_or(|max| shown < max)
+    })
 }
 
 /// Whether `-o` asks for JSON (else a table).

@@ -22,4 +22,5 @@ pub(crate) mod process;
 pub(crate) mod procfs;
 pub(crate) mod reaper;
 pub mod state;
+pub(crate) mod tap;
 pub(crate) mod teardown;

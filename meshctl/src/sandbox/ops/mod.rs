@@ -9,7 +9,7 @@
 //! nothing of `ops`; `waypoints` builds on `sandbox` and `tokens`, `pods`
 //! on `waypoints`, `apply` on `pods`, `system` on `sandbox` and
 //! `tokens`, `proxies` on `sandbox`, `check` on `sandbox`, `system` and `findings`, and
-//! `stat` on `proxies`. The methods each adds to `Sandbox` call only methods of the
+//! `stat` and `tap` on `proxies`. The methods each adds to `Sandbox` call only methods of the
 //! modules below it.
 
 pub(crate) mod apply;
@@ -20,5 +20,6 @@ pub(crate) mod proxies;
 pub(crate) mod sandbox;
 pub(crate) mod stat;
 pub(crate) mod system;
+pub(crate) mod tap;
 pub(crate) mod tokens;
 pub(crate) mod waypoints;
