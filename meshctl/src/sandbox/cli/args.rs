@@ -39,29 +39,41 @@ pub enum SandboxCommand {
     Apply(FileArgs),
     /// Delete the objects named in a file or folder.
     Delete(FileArgs),
-    /// Check that the mesh works: the controller and its CA root, every node's ztunnel, every
-    /// waypoint and the applied configuration. Exit status 0 when all is well, 1 on any
-    /// error, 2 on warnings only.
+    /// Check that the mesh works, each failure with a hint.
+    ///
+    /// The controller and its CA root, every node's ztunnel, every waypoint and the applied
+    /// configuration. Exit status 0 when all is well, 1 on any error, 2 on warnings only.
     Check(CheckArgs),
-    /// Golden metrics per deployment, service or namespace over a window: meshed pods,
-    /// success rate, requests per second, latency percentiles (where a waypoint serves
-    /// HTTP), TCP connections, bytes per second and the share on mutual TLS.
+    /// Golden metrics per deployment, service or namespace over a window.
+    ///
+    /// Meshed pods, success rate, requests per second, latency percentiles (where a waypoint
+    /// serves HTTP), TCP connections, bytes per second and the share on mutual TLS.
     Stat(StatArgs),
-    /// Who talked to whom over a window: each client and server workload pair, both SPIFFE
-    /// identities, and whether the connections were mutual TLS (plaintext edges stand out).
+    /// Who talked to whom over a window, with which identities, over mutual TLS or not.
+    ///
+    /// Each client and server workload pair, both SPIFFE identities, and whether the
+    /// connections were mutual TLS (plaintext edges stand out).
     Edges(EdgesArgs),
-    /// Every ztunnel and waypoint: connected to the controller or not, per xDS type whether
-    /// it ACKed the controller's current version (SYNCED, STALE, NACK), and when its first
-    /// certificate expires. Exit status 1 when one is disconnected or NACKed.
+    /// Every proxy's connection to the controller and how far its config is synced.
+    ///
+    /// Every ztunnel and waypoint: connected or not, per xDS type whether it ACKed the
+    /// controller's current version (SYNCED, STALE, NACK), and when its first certificate
+    /// expires. Exit status 1 when one is disconnected or NACKed.
     ProxyStatus(OutputArgs),
-    /// Live requests to a deployment or service through the waypoints, as they happen:
-    /// method, authority, path, status, latency, route, caller identity, upstream, flags.
+    /// Live requests to a deployment or service through the waypoints.
+    ///
+    /// As they happen: method, authority, path, status, latency, route, caller identity,
+    /// upstream, flags.
     Tap(TapArgs),
-    /// What one proxy holds (workloads, services, policies, certs), from its config dump:
-    /// `proxy-config workloads ztunnel node1`, `proxy-config certs waypoint shop/waypoint`.
+    /// What one proxy holds: workloads, services, policies or certs.
+    ///
+    /// From its config dump: `proxy-config workloads ztunnel node1`, `proxy-config certs
+    /// waypoint shop/waypoint`.
     ProxyConfig(ProxyConfigArgs),
-    /// Report what the mesh would not act on (or only in part) in files, without applying
-    /// them: against the sandbox's objects when it is up, else on their own.
+    /// Report what the mesh would not act on in files, without applying them.
+    ///
+    /// Objects it does not read, fields it ignores, policies it cannot enforce: against the
+    /// sandbox's objects when it is up, else on their own.
     Analyze(AnalyzeArgs),
     /// Set (`key=value`) or remove (`key-`) labels on a namespace or pod.
     Label(LabelArgs),
