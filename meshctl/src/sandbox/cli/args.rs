@@ -212,13 +212,21 @@ pub struct AnalyzeArgs {
 pub struct StatArgs {
     /// deploy, svc or ns, optionally with a name: `deploy/orders`.
     pub resource: String,
+    /// Where and how long to watch.
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// What the verbs that watch the proxies over a window (`stat`, `edges`) take.
+#[derive(clap::Args, Debug)]
+pub struct WatchArgs {
     /// Namespace.
     #[arg(short, long, default_value = "default")]
     pub namespace: String,
     /// All namespaces.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
-    /// How long to measure: `30s`, `2m`, `500ms` (a bare number is seconds).
+    /// How long to watch: `30s`, `2m`, `500ms` (a bare number is seconds).
     #[arg(long, default_value = "30s", value_parser = parse_window)]
     pub window: std::time::Duration,
     /// Output format: table (default) or json.
@@ -254,18 +262,9 @@ pub fn parse_window(text: &str) -> std::result::Result<std::time::Duration, Stri
 pub struct EdgesArgs {
     /// deploy (edges are between workloads).
     pub resource: String,
-    /// Namespace: edges with either end in it.
-    #[arg(short, long, default_value = "default")]
-    pub namespace: String,
-    /// All namespaces.
-    #[arg(short = 'A', long)]
-    pub all_namespaces: bool,
-    /// How long to watch: `30s`, `2m`, `500ms` (a bare number is seconds).
-    #[arg(long, default_value = "30s", value_parser = parse_window)]
-    pub window: std::time::Duration,
-    /// Output format: table (default) or json.
-    #[arg(short, long)]
-    pub output: Option<String>,
+    /// Where (edges with either end in the namespace) and how long to watch.
+    #[command(flatten)]
+    pub watch: WatchArgs,
 }
 
 /// `tap`.

@@ -98,47 +98,34 @@ fn analyze(cfg: &SandboxSettings, a: AnalyzeArgs) -> Result<i32> {
         context: "analyzing in a scratch folder".to_owned(),
         source,
     })?;
-    match a.output.as_deref() {
-        Some("json") => println!(
+    if json_output(a.output.as_deref())? {
+        println!(
             "{}",
             serde_json::to_string_pretty(&found).unwrap_or_default()
-        ),
-        None | Some("text") => {
-            if found.is_empty() {
-                println!("no problems found in {} objects", objects.len());
-            }
-            return Ok(output::report(&found));
-        }
-        Some(other) => {
-            return Err(SandboxError::Invalid(format!(
-                "--output {other}: use text or json"
-            )));
-        }
+        );
+        return Ok(i32::from(found.iter().any(|f| f.error)));
     }
-    Ok(i32::from(found.iter().any(|f| f.error)))
+    if found.is_empty() {
+        println!("no problems found in {} objects", objects.len());
+    }
+    Ok(output::report(&found))
 }
 
 /// `check`: 0 when every check passed, 1 on any error, 2 on warnings only.
 fn check(cfg: &SandboxSettings, a: CheckArgs) -> Result<i32> {
     let checks = check::run(&Sandbox::open(cfg)?);
-    match a.output.as_deref() {
-        Some("json") => println!("{}", output::check_json(&checks)),
-        None | Some("text") => {
-            let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            print!("{}", output::check_text(&checks, colour));
-        }
-        Some(other) => {
-            return Err(SandboxError::Invalid(format!(
-                "--output {other}: use text or json"
-            )));
-        }
+    if json_output(a.output.as_deref())? {
+        println!("{}", output::check_json(&checks));
+    } else {
+        let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        print!("{}", output::check_text(&checks, colour));
     }
     Ok(output::check_exit_code(&checks))
 }
 
 /// `stat`: the table (or JSON) once the window has passed.
 fn stat(cfg: &SandboxSettings, a: StatArgs) -> Result<()> {
-    let json = json_output(a.output.as_deref())?;
+    let json = json_output(a.watch.output.as_deref())?;
     let (kind, name) = match a.resource.split_once('/') {
         Some((kind, name)) => (kind, Some(name.to_owned())),
         None => (a.resource.as_str(), None),
@@ -146,10 +133,10 @@ fn stat(cfg: &SandboxSettings, a: StatArgs) -> Result<()> {
     let resource = Resource::parse(kind).map_err(SandboxError::Invalid)?;
     let options = StatOptions {
         resource,
-        namespace: (!a.all_namespaces && resource != Resource::Namespace)
-            .then(|| a.namespace.clone()),
+        namespace: (!a.watch.all_namespaces && resource != Resource::Namespace)
+            .then(|| a.watch.namespace.clone()),
         name,
-        window: a.window,
+        window: a.watch.window,
     };
     let measured = stat::measure(cfg, &options, |proxies| {
         eprintln!(
@@ -179,16 +166,19 @@ fn stat(cfg: &SandboxSettings, a: StatArgs) -> Result<()> {
 
 /// `edges`: the table (or JSON) once the window has passed.
 fn edges(cfg: &SandboxSettings, a: EdgesArgs) -> Result<()> {
-    let json = json_output(a.output.as_deref())?;
+    let json = json_output(a.watch.output.as_deref())?;
     if Resource::parse(&a.resource).map_err(SandboxError::Invalid)? != Resource::Deployment {
         return Err(SandboxError::Invalid(format!(
             "{}: edges are between workloads; use `edges deploy`",
             a.resource
         )));
     }
-    let namespace = (!a.all_namespaces).then_some(a.namespace.as_str());
-    let seen = stat::edges(cfg, namespace, a.window, |proxies| {
-        eprintln!("scraped {proxies} proxies; watching for {:?}", a.window);
+    let namespace = (!a.watch.all_namespaces).then_some(a.watch.namespace.as_str());
+    let seen = stat::edges(cfg, namespace, a.watch.window, |proxies| {
+        eprintln!(
+            "scraped {proxies} proxies; watching for {:?}",
+            a.watch.window
+        );
     })?;
     for proxy in &seen.unreachable {
         eprintln!("warning: no metrics from {proxy}: its traffic is missing");
@@ -269,15 +259,7 @@ fn proxy_status(cfg: &SandboxSettings, a: OutputArgs) -> Result<i32> {
 
 /// `tap`: a line per request until `--max` of them, or forever.
 fn tap(cfg: &SandboxSettings, a: TapArgs) -> Result<()> {
-    let json = match a.output.as_deref() {
-        Some("json") => true,
-        None | Some("text") => false,
-        Some(other) => {
-            return Err(SandboxError::Invalid(format!(
-                "--output {other}: use text or json"
-            )));
-        }
-    };
+    let json = json_output(a.output.as_deref())?;
     let (kind, name) = a.resource.split_once('/').ok_or_else(|| {
         SandboxError::Invalid(format!("{}: tap deploy/NAME or svc/NAME", a.resource))
     })?;
@@ -305,13 +287,14 @@ fn tap(cfg: &SandboxSettings, a: TapArgs) -> Result<()> {
     })
 }
 
-/// Whether `-o` asks for JSON (else a table).
+/// Whether `-o` asks for JSON, rather than the verb's text or table (`text` and `table` both
+/// name it, whichever the verb prints).
 fn json_output(output: Option<&str>) -> Result<bool> {
     match output {
         Some("json") => Ok(true),
-        None | Some("table") => Ok(false),
+        None | Some("table") | Some("text") => Ok(false),
         Some(other) => Err(SandboxError::Invalid(format!(
-            "--output {other}: use table or json"
+            "--output {other}: use text or json"
         ))),
     }
 }

@@ -2,25 +2,21 @@
 //! hint, as `linkerd check` does: the controller and its CA root, every node's ztunnel, every
 //! waypoint, and what the controller makes of the applied objects.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use controller::deploy::waypoints::GATEWAY_NAME_LABEL;
 use serde::Serialize;
 
 use super::findings;
+use super::proxies::{self, Proxy};
 use super::sandbox::Sandbox;
 use super::system::controller_get;
-use crate::sandbox::host::{admin, procfs};
+use crate::sandbox::host::procfs;
 use crate::sandbox::model::control::{Component, SystemProcess};
 
 /// A root with less left than this is a warning: time to plan its rotation.
 pub const ROOT_WARNING_DAYS: u64 = 60;
 /// A root with less left than this is an error: workload certificates will soon fail.
 pub const ROOT_ERROR_DAYS: u64 = 7;
-/// The proxies' readiness port (Istio's), where `/healthz/ready` answers.
-const READY_PORT: u16 = 15021;
-/// How long one probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How one check came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -198,9 +194,9 @@ fn node_proxies(sb: &Sandbox) -> Vec<Check> {
         .nodes
         .iter()
         .map(|node| {
-            let process = control.find(&Component::Ztunnel(node.name.clone()));
-            match process.filter(|_| running(process)) {
-                Some(process) => ztunnel_check(&node.name, &process.netns),
+            let running = running(control.find(&Component::Ztunnel(node.name.clone())));
+            match proxies::ztunnel(sb, &node.name).ok().filter(|_| running) {
+                Some(proxy) => ztunnel_check(&node.name, &proxy),
                 None => Check::failed(
                     NODE_PROXIES,
                     Status::Error,
@@ -217,28 +213,15 @@ fn node_proxies(sb: &Sandbox) -> Vec<Check> {
 }
 
 /// A running ztunnel: ready, and every certificate it holds valid.
-fn ztunnel_check(node: &str, netns: &str) -> Check {
+fn ztunnel_check(node: &str, proxy: &Proxy) -> Check {
     let logs = format!("see `meshctl logs ztunnel --node {node}`");
-    if let Err(reason) = ready(netns) {
+    if let Err(reason) = proxies::ready(proxy) {
         let message = format!("the ztunnel of {node} is not ready: {reason}");
         return Check::failed(NODE_PROXIES, Status::Error, message, logs);
     }
-    let dump = admin::get(
-        netns,
-        super::proxies::ADMIN_PORT,
-        "/config_dump",
-        PROBE_TIMEOUT,
-    )
-    .map_err(|e| e.to_string())
-    .and_then(|answer| {
-        serde_json::from_slice::<serde_json::Value>(&answer.body).map_err(|e| e.to_string())
-    });
-    let dump = match dump {
+    let dump = match proxies::config_dump(proxy) {
         Ok(dump) => dump,
-        Err(e) => {
-            let message = format!("the config dump of the ztunnel of {node} cannot be read: {e}");
-            return Check::failed(NODE_PROXIES, Status::Error, message, logs);
-        }
+        Err(e) => return Check::failed(NODE_PROXIES, Status::Error, e.to_string(), logs),
     };
     match certificate_problems(&dump) {
         (valid, problems) if problems.is_empty() => Check::ok(
@@ -279,31 +262,18 @@ fn certificate_problems(dump: &serde_json::Value) -> (usize, Vec<String>) {
     (valid, problems)
 }
 
-/// `Ok` when `/healthz/ready` in `netns` answers 200, else why not.
-fn ready(netns: &str) -> Result<(), String> {
-    match admin::get(netns, READY_PORT, "/healthz/ready", PROBE_TIMEOUT) {
-        Ok(answer) if answer.status == 200 => Ok(()),
-        Ok(answer) => Err(String::from_utf8_lossy(&answer.body)
-            .trim()
-            .replace('\n', "; ")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 fn waypoints(sb: &Sandbox) -> Vec<Check> {
-    sb.cluster
-        .pods
-        .values()
-        .filter(|pod| pod.labels.contains_key(GATEWAY_NAME_LABEL))
-        .map(|pod| {
-            let what = format!("the waypoint {}/{}", pod.namespace, pod.name);
-            match ready(&pod.netns) {
+    proxies::waypoints(sb)
+        .iter()
+        .map(|(proxy, namespace, pod)| {
+            let what = format!("the {}", proxy.name);
+            match proxies::ready(proxy) {
                 Ok(()) => Check::ok(WAYPOINTS, format!("{what} is ready")),
                 Err(reason) => Check::failed(
                     WAYPOINTS,
                     Status::Error,
                     format!("{what} is not ready: {reason}"),
-                    format!("see `meshctl logs {} -n {}`", pod.name, pod.namespace),
+                    format!("see `meshctl logs {pod} -n {namespace}`"),
                 ),
             }
         })
@@ -338,6 +308,8 @@ fn configuration(sb: &Sandbox) -> Vec<Check> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const DAY: Duration = Duration::from_secs(24 * 3600);

@@ -14,6 +14,8 @@ use crate::sandbox::model::control::Component;
 pub const ADMIN_PORT: u16 = 15000;
 /// Where both proxies serve Prometheus metrics (Istio's port).
 pub const METRICS_PORT: u16 = 15020;
+/// Where both proxies answer `/healthz/ready` (Istio's port).
+pub const READY_PORT: u16 = 15021;
 /// How long one request to a proxy may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -36,18 +38,25 @@ pub fn all(sb: &Sandbox) -> Vec<Proxy> {
         .iter()
         .filter_map(|node| ztunnel(sb, &node.name).ok())
         .collect();
-    proxies.extend(
-        sb.cluster
-            .pods
-            .values()
-            .filter(|pod| pod.labels.contains_key(GATEWAY_NAME_LABEL))
-            .map(|pod| Proxy {
+    proxies.extend(waypoints(sb).into_iter().map(|(proxy, _, _)| proxy));
+    proxies
+}
+
+/// Every waypoint pod, with its namespace and pod name.
+pub fn waypoints(sb: &Sandbox) -> Vec<(Proxy, String, String)> {
+    sb.cluster
+        .pods
+        .values()
+        .filter(|pod| pod.labels.contains_key(GATEWAY_NAME_LABEL))
+        .map(|pod| {
+            let proxy = Proxy {
                 name: format!("waypoint {}/{}", pod.namespace, pod.name),
                 netns: pod.netns.clone(),
                 node_key: format!("router~{}.{}", pod.name, pod.namespace),
-            }),
-    );
-    proxies
+            };
+            (proxy, pod.namespace.clone(), pod.name.clone())
+        })
+        .collect()
 }
 
 /// The ztunnel of `node`.
@@ -99,6 +108,13 @@ pub fn get(proxy: &Proxy, port: u16, path: &str) -> std::result::Result<String, 
         200 => Ok(body),
         status => Err(format!("{path} answered {status}: {}", body.trim())),
     }
+}
+
+/// `Ok` when `proxy` answers `/healthz/ready` with 200, else why not (its reasons on one line).
+pub fn ready(proxy: &Proxy) -> std::result::Result<(), String> {
+    get(proxy, READY_PORT, "/healthz/ready")
+        .map(|_| ())
+        .map_err(|why| why.replace('\n', "; "))
 }
 
 /// The config dump of `proxy`.

@@ -76,9 +76,9 @@ pub fn run(
     mut line: impl FnMut(&str) -> bool,
 ) -> Result<()> {
     let query = options.query()?;
-    let waypoints: Vec<Proxy> = proxies::all(&Sandbox::open(cfg)?)
+    let waypoints: Vec<Proxy> = proxies::waypoints(&Sandbox::open(cfg)?)
         .into_iter()
-        .filter(|p| p.name.starts_with("waypoint "))
+        .map(|(proxy, _, _)| proxy)
         .collect();
     if waypoints.is_empty() {
         return Err(SandboxError::Invalid(
