@@ -185,6 +185,21 @@ spec:
     consequence: "denies every request",
 };
 
+/// A DENY whose API group is mistyped: no API server would hold it, but the sandbox and a
+/// config folder do, and what it would deny is denied.
+const TYPO_IN_GROUP: Broken = Broken {
+    yaml: r#"apiVersion: securty.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: broken, namespace: mesh}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules: [{from: [{source: {namespaces: [elsewhere]}}]}]
+"#,
+    field: "did you mean apiVersion: security.istio.io/v1?",
+    consequence: "denies every request",
+};
+
 /// An ALLOW that would have let the client in, with a malformed principal.
 const MALFORMED_ALLOW: Broken = Broken {
     yaml: r#"apiVersion: security.istio.io/v1
@@ -208,7 +223,7 @@ fn fresh_policies_that_cannot_be_understood_fail_closed_and_apply_says_why() {
     );
     let scratch = TempDir::new("e2e-fail-closed");
     let file = scratch.join("broken-policy.yaml");
-    for broken in [TYPO_IN_ACTION, WRONG_TYPE_IN_DENY, MALFORMED_ALLOW] {
+    for broken in [TYPO_IN_ACTION, WRONG_TYPE_IN_DENY, TYPO_IN_GROUP, MALFORMED_ALLOW] {
         std::fs::write(&file, broken.yaml).unwrap();
         let args = [
             "apply".to_owned(),

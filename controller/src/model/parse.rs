@@ -15,6 +15,9 @@ use super::object::{Object, RAW_KINDS};
 use super::problem::{Problem, WARNING_PREFIX};
 use super::unread::{Verdict, verdict};
 
+/// The API group of the security policies, which fail closed when they cannot be read.
+const SECURITY_GROUP: &str = "security.istio.io";
+
 /// What one file yields.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Parsed {
@@ -152,11 +155,18 @@ fn parse_document(ctx: &DocContext<'_>, chunk: &str, out: &mut Parsed) {
 }
 
 /// Reports an object of a kind the mesh does not read (see [`verdict`]); true when it is one,
-/// and so must not be decoded.
+/// and so must not be decoded. A security policy written under a mistyped group is kept as
+/// unreadable instead: what it would have denied is denied, as for any policy that cannot be
+/// understood.
 fn report_unread(ctx: &DocContext<'_>, value: &Value, out: &mut Parsed) -> bool {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
     let kind = text(value.get("kind"));
-    let Verdict::NotRead { error, message } = verdict(&text(value.get("apiVersion")), &kind) else {
+    let Verdict::NotRead {
+        error,
+        message,
+        meant,
+    } = verdict(&text(value.get("apiVersion")), &kind)
+    else {
         return false;
     };
     let metadata = value.get("metadata");
@@ -170,15 +180,21 @@ fn report_unread(ctx: &DocContext<'_>, value: &Value, out: &mut Parsed) -> bool 
     } else {
         format!("{WARNING_PREFIX}{message}")
     };
-    out.problems
-        .push(Problem::new(ctx.origin, &kind, &namespace, &name).message(message));
+    let problem = Problem::new(ctx.origin, &kind, &namespace, &name).message(message);
+    // The translation reports a salvaged policy's problem, with what failing closed does.
+    match salvage_policy(value, &problem).filter(|_| meant == Some(SECURITY_GROUP)) {
+        Some(policy) => out.objects.push(policy),
+        None => out.problems.push(problem),
+    }
     true
 }
 
 /// A document that could not be decoded: a security policy is kept, marked unreadable
 /// (it must fail closed, not vanish); anything else is skipped and reported.
 fn keep_or_skip(value: &Value, problem: Problem, out: &mut Parsed) {
-    match salvage_policy(value, &problem) {
+    let api_version = value.get("apiVersion").and_then(Value::as_str);
+    let security = api_version.is_some_and(|v| v.starts_with(&format!("{SECURITY_GROUP}/")));
+    match salvage_policy(value, &problem).filter(|_| security) {
         Some(policy) => out.objects.push(policy),
         None => out.problems.push(problem.skipped()),
     }
@@ -189,10 +205,6 @@ fn keep_or_skip(value: &Value, problem: Problem, out: &mut Parsed) {
 /// decoded on its own; the rest (rules, modes) is left out. `None` for other kinds, and
 /// for a policy without a readable name (nothing could refer to it).
 fn salvage_policy(value: &Value, problem: &Problem) -> Option<Object> {
-    let api_version = value.get("apiVersion").and_then(Value::as_str)?;
-    if !api_version.starts_with("security.istio.io/") {
-        return None;
-    }
     let metadata: ObjectMeta = serde_yaml_ng::from_value(value.get("metadata")?.clone()).ok()?;
     let spec = value.get("spec");
     fn part<T: DeserializeOwned>(spec: Option<&Value>, key: &str) -> Option<T> {

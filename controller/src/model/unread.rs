@@ -176,6 +176,8 @@ pub enum Verdict {
         error: bool,
         /// What happens and what to do instead.
         message: String,
+        /// For a near miss of a kind the mesh reads: the API group meant.
+        meant: Option<&'static str>,
     },
 }
 
@@ -212,10 +214,13 @@ pub fn verdict(api_version: &str, kind: &str) -> Verdict {
             .iter()
             .find(|(g, k, r)| *k == kind && !g.is_empty() && (*r == Read) == read)
     };
-    if let Some((right, _, _)) = elsewhere(true).or_else(|| elsewhere(false)) {
-        return error(format!(
-            "{not_read} (did you mean apiVersion: {right}/{version}?)"
-        ));
+    if let Some((right, _, reading)) = elsewhere(true).or_else(|| elsewhere(false)) {
+        let message = format!("{not_read} (did you mean apiVersion: {right}/{version}?)");
+        return Verdict::NotRead {
+            error: true,
+            message,
+            meant: (*reading == Read).then_some(*right),
+        };
     }
     if group_known {
         if group.is_empty() {
@@ -243,6 +248,7 @@ fn warning(message: String) -> Verdict {
     Verdict::NotRead {
         error: false,
         message,
+        meant: None,
     }
 }
 
@@ -250,6 +256,7 @@ fn error(message: String) -> Verdict {
     Verdict::NotRead {
         error: true,
         message,
+        meant: None,
     }
 }
 
@@ -284,7 +291,7 @@ mod tests {
 
     fn message(api_version: &str, kind: &str) -> (bool, String) {
         match verdict(api_version, kind) {
-            Verdict::NotRead { error, message } => (error, message),
+            Verdict::NotRead { error, message, .. } => (error, message),
             Verdict::Read => panic!("{api_version} {kind} is read"),
         }
     }
@@ -324,6 +331,25 @@ mod tests {
         );
         let (_, text) = message("gateway.networking.k8.io/v1", "Widget");
         assert!(text.contains("gateway.networking.k8s.io/v1"), "{text}");
+    }
+
+    #[test]
+    fn a_near_miss_of_a_read_kind_names_the_group_meant() {
+        let meant = |api: &str, kind: &str| match verdict(api, kind) {
+            Verdict::NotRead { meant, .. } => meant,
+            Verdict::Read => panic!("{api} {kind} is read"),
+        };
+        assert_eq!(
+            meant("securty.istio.io/v1", "AuthorizationPolicy"),
+            Some("security.istio.io")
+        );
+        assert_eq!(
+            meant("networking.istio.io/v1", "PeerAuthentication"),
+            Some("security.istio.io")
+        );
+        // Linkerd's Server is a kind the mesh does not read anywhere.
+        assert_eq!(meant("security.linkerd.io/v1beta1", "Server"), None);
+        assert_eq!(meant("telemetry.istio.io/v1", "Telemetry"), None);
     }
 
     #[test]

@@ -304,16 +304,8 @@ impl HttpBody for ObservedBody {
 /// `(name, value)` of `needle`, for tests.
 #[cfg(test)]
 pub(crate) fn count_of(rendered: &str, needle: &[(&str, &str)]) -> u64 {
-    rendered
-        .lines()
-        .filter(|l| l.starts_with(REQUESTS))
-        .filter(|l| {
-            needle
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    use prometheus_registry::scrape;
+    scrape::sum(&scrape::parse(rendered), REQUESTS, needle) as u64
 }
 
 #[cfg(test)]
