@@ -223,7 +223,12 @@ fn fresh_policies_that_cannot_be_understood_fail_closed_and_apply_says_why() {
     );
     let scratch = TempDir::new("e2e-fail-closed");
     let file = scratch.join("broken-policy.yaml");
-    for broken in [TYPO_IN_ACTION, WRONG_TYPE_IN_DENY, TYPO_IN_GROUP, MALFORMED_ALLOW] {
+    for broken in [
+        TYPO_IN_ACTION,
+        WRONG_TYPE_IN_DENY,
+        TYPO_IN_GROUP,
+        MALFORMED_ALLOW,
+    ] {
         std::fs::write(&file, broken.yaml).unwrap();
         let args = [
             "apply".to_owned(),
