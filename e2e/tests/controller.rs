@@ -513,4 +513,26 @@ fn apply_reports_objects_the_mesh_does_not_read() {
         )),
         "{warned}"
     );
+    // So is a field of an object the mesh reads that it does not act on.
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {NS}}}\n\
+             spec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+             apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+             metadata: {{name: typo, namespace: {NS}}}\n\
+             spec: {{hosts: [web], http: [{{route: [{{destination: {{host: web}}}}], \
+             retires: {{attempts: 3}}}}]}}\n"
+        ),
+    )
+    .unwrap();
+    let applied = sb.run(&args).expect("a warning does not fail apply");
+    let warned = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        warned.contains(&format!(
+            "VirtualService {NS}/typo: field spec.http[0].retires: warning: the mesh does not \
+             read this field"
+        )),
+        "{warned}"
+    );
 }

@@ -200,6 +200,34 @@ spec:
     consequence: "denies every request",
 };
 
+/// An ALLOW with a misspelt `from`: read without it, its rule would match every caller.
+const TYPO_IN_FIELD_OF_ALLOW: Broken = Broken {
+    yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: broken, namespace: mesh}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: ALLOW
+  rules: [{form: [{source: {namespaces: [elsewhere]}}]}]
+"#,
+    field: "field spec.rules[0].form: unknown field",
+    consequence: "allows nothing",
+};
+
+/// A DENY with a misspelt `rules`: read without it, it would deny nothing.
+const TYPO_IN_RULES_OF_DENY: Broken = Broken {
+    yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: broken, namespace: mesh}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rule: [{from: [{source: {notNamespaces: [elsewhere]}}]}]
+"#,
+    field: "field spec.rule: unknown field",
+    consequence: "denies every request",
+};
+
 /// An ALLOW that would have let the client in, with a malformed principal.
 const MALFORMED_ALLOW: Broken = Broken {
     yaml: r#"apiVersion: security.istio.io/v1
@@ -227,6 +255,8 @@ fn fresh_policies_that_cannot_be_understood_fail_closed_and_apply_says_why() {
         TYPO_IN_ACTION,
         WRONG_TYPE_IN_DENY,
         TYPO_IN_GROUP,
+        TYPO_IN_FIELD_OF_ALLOW,
+        TYPO_IN_RULES_OF_DENY,
         MALFORMED_ALLOW,
     ] {
         std::fs::write(&file, broken.yaml).unwrap();

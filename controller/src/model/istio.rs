@@ -64,6 +64,9 @@ pub struct AuthorizationPolicySpec {
     pub action: Option<String>,
     /// Rules; a request matching any rule matches the policy.
     pub rules: Vec<AuthorizationRule>,
+    /// The external authorizer of a `CUSTOM` policy; read but not called: CUSTOM is enforced
+    /// as DENY of what it would send to the provider.
+    pub provider: Option<serde_json::Value>,
 }
 
 /// One rule: every present part (`from`, `to`, `when`) must match.

@@ -9,6 +9,7 @@ mod parse;
 mod problem;
 pub mod routes;
 mod unread;
+mod unread_fields;
 
 pub use index::{Index, Stored};
 pub use istio::{

@@ -14,6 +14,7 @@ use super::kube::ObjectMeta;
 use super::object::{Object, RAW_KINDS};
 use super::problem::{Problem, WARNING_PREFIX};
 use super::unread::{Verdict, verdict};
+use super::unread_fields::{is_security_kind, unread_fields};
 
 /// The API group of the security policies, which fail closed when they cannot be read.
 const SECURITY_GROUP: &str = "security.istio.io";
@@ -138,9 +139,12 @@ fn parse_document(ctx: &DocContext<'_>, chunk: &str, out: &mut Parsed) {
             if report_unread(ctx, item, out) {
                 continue;
             }
-            if let Err(e) = decode_object(&Src::Item(item), item, out) {
-                let problem = error_problem(ctx, Some(item), &e, &prefix).with_doc(doc_no);
-                keep_or_skip(item, problem, out);
+            match decode_object(&Src::Item(item), item) {
+                Ok(object) => keep_read(ctx, item, object, out),
+                Err(e) => {
+                    let problem = error_problem(ctx, Some(item), &e, &prefix).with_doc(doc_no);
+                    keep_or_skip(item, problem, out);
+                }
             }
         }
         return;
@@ -148,10 +152,49 @@ fn parse_document(ctx: &DocContext<'_>, chunk: &str, out: &mut Parsed) {
     if report_unread(ctx, &value, out) {
         return;
     }
-    if let Err(e) = decode_object(&Src::Text(chunk), &value, out) {
-        let problem = error_problem(ctx, Some(&value), &e, "").with_doc(doc_no);
-        keep_or_skip(&value, problem, out);
+    match decode_object(&Src::Text(chunk), &value) {
+        Ok(object) => keep_read(ctx, &value, object, out),
+        Err(e) => {
+            let problem = error_problem(ctx, Some(&value), &e, "").with_doc(doc_no);
+            keep_or_skip(&value, problem, out);
+        }
     }
+}
+
+/// Keeps a decoded object, reporting the fields the mesh does not read: a warning each, except
+/// in a security policy, which is kept as unreadable instead (an unread field could narrow
+/// what it denies or widen what it allows, so it fails closed until fixed).
+fn keep_read(ctx: &DocContext<'_>, value: &Value, object: Option<Object>, out: &mut Parsed) {
+    let Some(object) = object else {
+        return;
+    };
+    let fields = serde_json::to_value(value)
+        .map(|json| unread_fields(object.kind(), &json))
+        .unwrap_or_default();
+    let key = object.key();
+    let problem =
+        |field: &str| Problem::new(ctx.origin, &key.kind, &key.namespace, &key.name).field(field);
+    if is_security_kind(&key.kind) && object.unreadable().is_none() && !fields.is_empty() {
+        let also = match fields.len() {
+            1 => String::new(),
+            n => format!(" (and {} more: {})", n - 1, fields[1..].join(", ")),
+        };
+        let unread = problem(&fields[0]).message(format!(
+            "unknown field{also}: the mesh cannot read this policy in full"
+        ));
+        match salvage_policy(value, &unread) {
+            Some(policy) => out.objects.push(policy),
+            None => out.problems.push(unread.skipped()),
+        }
+        return;
+    }
+    out.problems.extend(fields.iter().map(|field| {
+        problem(field).message(format!(
+            "{WARNING_PREFIX}the mesh does not read this field (a misspelling, or a feature it \
+             does not implement): it has no effect"
+        ))
+    }));
+    out.objects.push(object);
 }
 
 /// Reports an object of a kind the mesh does not read (see [`verdict`]); true when it is one,
@@ -228,6 +271,7 @@ fn salvage_policy(value: &Value, problem: &Problem) -> Option<Object> {
                         None => format!("{a:?}"),
                     }),
                 rules: Vec::new(),
+                provider: None,
             },
             unreadable,
         }),
@@ -244,12 +288,8 @@ fn salvage_policy(value: &Value, problem: &Problem) -> Option<Object> {
     normalize(object).ok()
 }
 
-/// Decodes one object (if it is of a kind the controller reads) into `out`.
-fn decode_object(
-    src: &Src<'_>,
-    value: &Value,
-    out: &mut Parsed,
-) -> Result<(), serde_yaml_ng::Error> {
+/// Decodes one object, if it is of a kind the controller reads.
+fn decode_object(src: &Src<'_>, value: &Value) -> Result<Option<Object>, serde_yaml_ng::Error> {
     let kind = value
         .get("kind")
         .and_then(Value::as_str)
@@ -290,10 +330,9 @@ fn decode_object(
             }
         }
         // Deployments, ConfigMaps, ...: not the controller's business.
-        _ => return Ok(()),
+        _ => return Ok(None),
     };
-    out.objects.push(normalize(object)?);
-    Ok(())
+    normalize(object).map(Some)
 }
 
 /// Fills defaults (namespace `default`) and rejects objects without a name.

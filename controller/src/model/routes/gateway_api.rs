@@ -123,6 +123,8 @@ pub struct HttpRouteFilter {
     /// For `URLRewrite`.
     #[serde(rename = "urlRewrite")]
     pub url_rewrite: Option<UrlRewriteFilter>,
+    /// For `ExtensionRef`: read so that the unsupported type is what is reported.
+    pub extension_ref: Option<serde_json::Value>,
 }
 
 /// `requestHeaderModifier` / `responseHeaderModifier`.

@@ -88,6 +88,13 @@ fn http_route(
             "delegation is not supported",
         ));
     }
+    if h.cors_policy.is_some() {
+        warnings.push(obj.problem(
+            format!("{field}.corsPolicy"),
+            "warning: CORS is not implemented: the policy has no effect; answer preflight \
+             requests in the application",
+        ));
+    }
     let mut matches = Vec::new();
     let mut prefix_only = true;
     for (j, m) in h.matches.iter().enumerate() {
