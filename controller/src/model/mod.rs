@@ -25,3 +25,4 @@ pub use kube::{
 pub use object::{Object, ObjectKey, RAW_KINDS};
 pub use parse::{Parsed, parse_documents};
 pub use problem::{Problem, WARNING_PREFIX};
+pub(crate) use unread::closest;

@@ -261,7 +261,10 @@ fn error(message: String) -> Verdict {
 }
 
 /// The candidate within a small edit distance of `word` (a typo), if any.
-fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.len() / 4).clamp(1, 3);
     candidates
         .map(|c| (edit_distance(&word.to_lowercase(), &c.to_lowercase()), c))

@@ -17,6 +17,7 @@ mod labels;
 mod last_good;
 mod options;
 mod peer_authentication;
+mod references;
 mod routes;
 mod service_key;
 mod services;

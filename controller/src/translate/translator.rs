@@ -9,8 +9,8 @@ use api::workload::{Address, address};
 use super::options::TranslateOptions;
 use super::snapshot::Snapshot;
 use super::{
-    admission, authorization, bindings, last_good, peer_authentication, routes, services,
-    waypoint_policy, waypoints, workloads,
+    admission, authorization, bindings, last_good, peer_authentication, references, routes,
+    services, waypoint_policy, waypoints, workloads,
 };
 use crate::model::{Index, Problem};
 
@@ -65,6 +65,7 @@ impl Translator {
         // HTTP attributes dropped at ztunnel are worth a warning only where
         // no waypoint enforces them.
         problems.extend(policies.iter().filter_map(|p| p.warning.clone()));
+        problems.extend(references::unknown_identities(index, &opts.trust_domain));
         for p in &policies {
             if let Some(w) = &p.l7_warning
                 && !waypoint_policy::fully_enforced_at_waypoints(
