@@ -121,6 +121,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let pipeline = start_pipeline(&config).await?;
     let ca = Arc::new(open_ca(&config, pipeline.kube.as_ref()).await?);
+    crate::metrics::global().ca.track(&ca);
     tracing::info!(origin = ?ca.origin(), dir = ?config.ca_dir, "certificate authority ready");
     if let Some(client) = &pipeline.kube {
         start_deployer(&config, client, &ca, pipeline.index.clone()).await?;

@@ -110,6 +110,36 @@ mod tests {
     }
 
     #[test]
+    fn the_tracked_authority_s_expiries_are_shown_while_it_lives() {
+        let m = Metrics::default();
+        assert!(!m.render().contains(crate::ca::metrics::ROOT_EXPIRY));
+        let ca = Arc::new(crate::ca::CertificateAuthority::open(None, "cluster.local").unwrap());
+        m.ca.track(&ca);
+        let expiries = ca.expiries().unwrap();
+        let (serial, not_after) = &expiries.roots[0];
+        let at = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let text = m.render();
+        for line in [
+            format!("citadel_server_root_cert_expiry_timestamp {at}"),
+            format!("citadel_server_cert_chain_expiry_timestamp {at}"),
+            format!("controller_ca_root_expiration_timestamp_seconds{{serial=\"{serial}\"}} {at}"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        drop(ca);
+        assert!(
+            !m.render().contains(crate::ca::metrics::ROOT_EXPIRY),
+            "gone with the CA"
+        );
+    }
+
+    #[test]
     fn client_chosen_type_urls_are_bounded() {
         let m = Metrics::default();
         for i in 0..1100 {

@@ -112,6 +112,12 @@ impl Authority {
         &self.roots
     }
 
+    /// The CA's own certificate and any intermediates above it, excluding roots: empty for a
+    /// self-signed root.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
     /// Signs a CSR for `identity`, valid from now for `ttl`. Returns the chain as
     /// `CreateCertificate` answers it: leaf first, then intermediates, then the roots.
     ///

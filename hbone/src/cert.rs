@@ -1,6 +1,7 @@
 //! Workload certificates: the key, the chain and the trust bundle a workload presents and trusts.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
@@ -331,6 +332,61 @@ fn check_key_matches(
     }
 }
 
+/// The serial number of a DER certificate in lowercase hex, or `None` if the DER is not shaped
+/// like an X.509 certificate.
+pub fn serial_hex(der: &[u8]) -> Option<String> {
+    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE {
+    //     [0] version OPTIONAL, serialNumber INTEGER, … }, … }
+    let (tag, certificate, _) = read_tlv(der)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, tbs, _) = read_tlv(certificate)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (mut tag, mut value, rest) = read_tlv(tbs)?;
+    if tag == 0xa0 {
+        (tag, value, _) = read_tlv(rest)?;
+    }
+    if tag != 0x02 || value.is_empty() {
+        return None;
+    }
+    // A leading zero only keeps the DER integer positive; it is not part of the number.
+    if value.len() > 1 && value[0] == 0 {
+        value = &value[1..];
+    }
+    let mut hex = String::with_capacity(value.len() * 2);
+    for byte in value {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    Some(hex)
+}
+
+/// Splits one DER element off `input`: its tag, its contents and what follows it.
+fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let (bytes, after) = rest.split_at(count);
+        rest = after;
+        bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (value, after) = rest.split_at(len);
+    Some((tag, value, after))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,5 +479,25 @@ mod tests {
         let bogus = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         let der = certificates_from_pem(bogus, "x").unwrap();
         assert!(matches!(inspect(&der[0]), Err(CertError::X509(_))));
+    }
+
+    #[test]
+    fn reads_serials() {
+        let ca =
+            crate::Authority::generate_root("cluster.local", Duration::from_secs(600)).unwrap();
+        let id: crate::Identity = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+        let one = ca.issue(&id, Duration::from_secs(60)).unwrap();
+        let two = ca.issue(&id, Duration::from_secs(60)).unwrap();
+        let a = serial_hex(&one.chain()[0]).unwrap();
+        let b = serial_hex(&two.chain()[0]).unwrap();
+        assert_eq!(a.len(), 32, "128-bit serials: {a}");
+        assert_ne!(a, b);
+        // Hand-made: SEQUENCE { SEQUENCE { [0] { INTEGER 2 }, INTEGER 0x00ff } }.
+        let der = [
+            0x30, 0x0b, 0x30, 0x09, 0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x02, 0x00, 0xff,
+        ];
+        assert_eq!(serial_hex(&der).as_deref(), Some("ff"));
+        assert_eq!(serial_hex(&der[..8]), None);
+        assert_eq!(serial_hex(b"not der"), None);
     }
 }

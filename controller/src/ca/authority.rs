@@ -3,13 +3,22 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use hbone::cert::certificates_from_pem;
+use hbone::cert::{certificate_validity, certificates_from_pem, serial_hex};
 use hbone::{Authority, Identity, WorkloadCertificate};
 
 use super::error::CaError;
 use super::store::{self, Origin};
+
+/// When the CA's certificates expire (see [`CertificateAuthority::expiries`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expiries {
+    /// Each published root: serial number (hex) and expiry.
+    pub roots: Vec<(String, SystemTime)>,
+    /// The signing certificate's expiry.
+    pub signer: Option<SystemTime>,
+}
 
 /// The signing authority with its persistence: shared by the gRPC service, the controller's
 /// own serving certificate and root rotation.
@@ -66,6 +75,22 @@ impl CertificateAuthority {
     /// The published roots, in PEM.
     pub fn roots_pem(&self) -> Result<Vec<String>, CaError> {
         Ok(self.read()?.roots_pem())
+    }
+
+    /// When each published root expires, by serial number (hex), and when the signing
+    /// certificate (a plugged-in intermediate, else the first root) expires.
+    pub fn expiries(&self) -> Result<Expiries, CaError> {
+        let authority = self.read()?;
+        let mut roots = Vec::new();
+        for root in authority.roots() {
+            let (_, not_after) = certificate_validity(root)?;
+            roots.push((serial_hex(root).unwrap_or_default(), not_after));
+        }
+        let signer = match authority.chain().first() {
+            Some(own) => Some(certificate_validity(own)?.1),
+            None => roots.first().map(|(_, not_after)| *not_after),
+        };
+        Ok(Expiries { roots, signer })
     }
 
     /// Signs `csr_pem` for `identity`; the chain is leaf first, roots last.

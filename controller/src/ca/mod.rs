@@ -17,7 +17,7 @@ mod service;
 pub mod store;
 pub mod tokenreview;
 
-pub use authority::CertificateAuthority;
+pub use authority::{CertificateAuthority, Expiries};
 pub use error::CaError;
 pub use policy::NodeDirectory;
 pub use service::{CaService, CaSettings};

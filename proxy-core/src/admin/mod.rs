@@ -273,7 +273,11 @@ fn config_dump(served: &Served) -> Response<Full<Bytes>> {
 
 /// `/metrics`: Prometheus text, then the extra registry's, if any.
 fn metrics(served: &Served) -> Response<Full<Bytes>> {
-    let mut text = served.context.metrics.render();
+    let context = &served.context;
+    let mut text = context.metrics.render();
+    context
+        .certs
+        .render_metrics(&mut text, context.metrics.component());
     if let Some(extra) = &served.extensions.extra_metrics {
         text.push_str(&extra());
     }

@@ -1,11 +1,12 @@
 //! The `/config_dump` view of the certificates: identity, state, serial and validity of the
 //! current leaf, never keys.
 
-use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hbone::Identity;
 use serde_json::{Value, json};
+
+use hbone::cert::serial_hex;
 
 use super::entries::{Phase, Status};
 
@@ -35,61 +36,6 @@ pub(super) fn entry(identity: &Identity, refs: usize, status: &Status) -> Value 
         "next_attempt": status.next_attempt.map(rfc3339),
         "certificate": certificate,
     })
-}
-
-/// The serial number of a DER certificate in lowercase hex, or `None` if the DER is not shaped
-/// like an X.509 certificate.
-pub(super) fn serial_hex(der: &[u8]) -> Option<String> {
-    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE {
-    //     [0] version OPTIONAL, serialNumber INTEGER, … }, … }
-    let (tag, certificate, _) = read_tlv(der)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (tag, tbs, _) = read_tlv(certificate)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (mut tag, mut value, rest) = read_tlv(tbs)?;
-    if tag == 0xa0 {
-        (tag, value, _) = read_tlv(rest)?;
-    }
-    if tag != 0x02 || value.is_empty() {
-        return None;
-    }
-    // A leading zero only keeps the DER integer positive; it is not part of the number.
-    if value.len() > 1 && value[0] == 0 {
-        value = &value[1..];
-    }
-    let mut hex = String::with_capacity(value.len() * 2);
-    for byte in value {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    Some(hex)
-}
-
-/// Splits one DER element off `input`: its tag, its contents and what follows it.
-fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let (bytes, after) = rest.split_at(count);
-        rest = after;
-        bytes
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let (value, after) = rest.split_at(len);
-    Some((tag, value, after))
 }
 
 /// Formats a time as RFC 3339 in UTC with second precision (`2024-05-01T12:00:00Z`).
@@ -142,25 +88,5 @@ mod tests {
         assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59Z");
         assert_eq!(at(1_735_689_600), "2025-01-01T00:00:00Z");
         assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00Z");
-    }
-
-    #[test]
-    fn reads_serials() {
-        let ca =
-            hbone::Authority::generate_root("cluster.local", Duration::from_secs(600)).unwrap();
-        let id: Identity = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
-        let one = ca.issue(&id, Duration::from_secs(60)).unwrap();
-        let two = ca.issue(&id, Duration::from_secs(60)).unwrap();
-        let a = serial_hex(&one.chain()[0]).unwrap();
-        let b = serial_hex(&two.chain()[0]).unwrap();
-        assert_eq!(a.len(), 32, "128-bit serials: {a}");
-        assert_ne!(a, b);
-        // Hand-made: SEQUENCE { SEQUENCE { [0] { INTEGER 2 }, INTEGER 0x00ff } }.
-        let der = [
-            0x30, 0x0b, 0x30, 0x09, 0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x02, 0x00, 0xff,
-        ];
-        assert_eq!(serial_hex(&der).as_deref(), Some("ff"));
-        assert_eq!(serial_hex(&der[..8]), None);
-        assert_eq!(serial_hex(b"not der"), None);
     }
 }

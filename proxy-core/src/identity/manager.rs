@@ -11,6 +11,7 @@ use super::client::CaClient;
 use super::dump;
 use super::entries::{Entries, Entry, Phase, Shared, Status};
 use super::error::IdentityError;
+use super::metrics::{self, Requests};
 use super::signer::CertificateSigner;
 use super::worker;
 use crate::control::ControlPlane;
@@ -50,6 +51,8 @@ pub struct CertManager {
     /// Handed weakly to workers, so they can forget unused identities without keeping the
     /// manager alive.
     entries: Arc<Entries>,
+    /// Counted by the workers.
+    requests: Arc<Requests>,
 }
 
 impl CertManager {
@@ -66,6 +69,7 @@ impl CertManager {
             settings,
             permits,
             entries: Arc::default(),
+            requests: Arc::default(),
         })
     }
 
@@ -175,6 +179,21 @@ impl CertManager {
         )
     }
 
+    /// Appends the certificate families (see [`metrics`]) named `<component>_...` to `out`.
+    pub fn render_metrics(&self, out: &mut String, component: &str) {
+        let mut certs: Vec<(String, Option<Arc<WorkloadCertificate>>)> = self
+            .entries
+            .lock()
+            .values()
+            .map(|entry| {
+                let cert = entry.shared.status.borrow().cert.clone();
+                (entry.shared.identity.to_string(), cert)
+            })
+            .collect();
+        certs.sort_by(|a, b| a.0.cmp(&b.0));
+        metrics::render(out, component, &certs, &self.requests, SystemTime::now());
+    }
+
     /// The entry of `identity`, created (and its worker started) if new.
     fn entry<'a>(
         &self,
@@ -200,6 +219,7 @@ impl CertManager {
                 signer: self.signer.clone(),
                 permits: self.permits.clone(),
                 ttl: self.settings.ttl,
+                requests: self.requests.clone(),
             }))
             .abort_handle();
             tracing::debug!(%identity, "requesting certificate");

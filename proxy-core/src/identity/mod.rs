@@ -11,6 +11,7 @@ mod dump;
 mod entries;
 mod error;
 mod manager;
+pub mod metrics;
 mod signer;
 mod worker;
 

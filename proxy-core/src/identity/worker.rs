@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::entries::{Entries, Phase, Shared, Status};
 use super::error::IdentityError;
+use super::metrics::Requests;
 use super::signer::CertificateSigner;
 
 /// First retry delay after a failed request.
@@ -29,6 +30,7 @@ pub(super) struct Worker {
     pub(super) signer: Arc<dyn CertificateSigner>,
     pub(super) permits: Arc<Semaphore>,
     pub(super) ttl: Duration,
+    pub(super) requests: Arc<Requests>,
 }
 
 /// Runs until the identity is forgotten (or the task is aborted by the manager).
@@ -63,6 +65,7 @@ pub(super) async fn run(worker: Worker) {
                 ))),
             }
         };
+        worker.requests.count(result.is_ok());
         let wait = match result {
             Ok(cert) => {
                 backoff = INITIAL_BACKOFF;

@@ -150,6 +150,11 @@ impl Metrics {
         Arc::new(metrics)
     }
 
+    /// The prefix of the proxy's own metric names (`ztunnel`, `waypoint`).
+    pub fn component(&self) -> &'static str {
+        self.component
+    }
+
     /// The counters of connections closed or refused by the limits of `listener`'s servers
     /// (`"hbone"`, the waypoint's `"http"`), shared by all of them.
     pub fn connection_limits(&self, listener: &'static str) -> Arc<LimitCounters> {

@@ -54,7 +54,7 @@ fn row(manager: &CertManager, identity: &Identity) -> Option<serde_json::Value> 
 }
 
 fn serial(cert: &WorkloadCertificate) -> String {
-    dump::serial_hex(&cert.chain()[0]).unwrap()
+    hbone::cert::serial_hex(&cert.chain()[0]).unwrap()
 }
 
 #[tokio::test]
@@ -362,4 +362,74 @@ fn backoff_doubles_up_to_its_cap() {
     assert_eq!(delays[1], Duration::from_secs(1));
     assert_eq!(delays.last(), Some(&Duration::from_secs(30)));
     assert_eq!(next_backoff(MAX_BACKOFF), MAX_BACKOFF);
+}
+
+/// The samples of `family` in `text`, without the `# ` lines.
+fn samples<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|line| line.starts_with(family) && !line.starts_with('#'))
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_show_each_certificate_expiry_the_roots_and_requests_by_result() {
+    let controller = Controller::start(Duration::ZERO).await;
+    controller.add_pod("shop", "orders");
+    let orders = id("shop", "orders");
+    let payments = id("shop", "payments");
+    let manager = manager(&controller, Duration::from_secs(3600), 8);
+    let cert = manager.fetch(&orders).await.unwrap();
+    // No pod of the node runs as shop/payments: refused, and counted so.
+    assert!(manager.fetch(&payments).await.is_err());
+
+    let mut text = String::new();
+    manager.render_metrics(&mut text, "ztunnel");
+    let not_after = cert
+        .expires_at()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        samples(&text, "ztunnel_certificate_expiration_timestamp_seconds"),
+        [format!(
+            "ztunnel_certificate_expiration_timestamp_seconds{{identity=\"{orders}\"}} {not_after}"
+        )],
+        "one sample per identity with a certificate:\n{text}"
+    );
+    let left = samples(&text, "ztunnel_certificate_expiry_seconds");
+    assert_eq!(left.len(), 1, "{text}");
+    let seconds: i64 = left[0].rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((3000..=3600).contains(&seconds), "{}", left[0]);
+    let root = &hbone::cert::certificates_from_pem(&controller.roots_pem(), "roots").unwrap()[0];
+    let root_after = hbone::cert::certificate_validity(root)
+        .unwrap()
+        .1
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        samples(
+            &text,
+            "ztunnel_trust_bundle_root_expiration_timestamp_seconds"
+        ),
+        [format!(
+            "ztunnel_trust_bundle_root_expiration_timestamp_seconds{{serial=\"{}\"}} {root_after}",
+            hbone::cert::serial_hex(root).unwrap()
+        )]
+    );
+    let requests = samples(&text, "ztunnel_certificate_requests_total");
+    assert_eq!(
+        requests[0],
+        "ztunnel_certificate_requests_total{result=\"success\"} 1"
+    );
+    // The refused identity is retried after a backoff: at least the one failure.
+    let failures =
+        requests[1].strip_prefix("ztunnel_certificate_requests_total{result=\"failure\"} ");
+    assert!(
+        failures.is_some_and(|n| n.parse::<u64>().unwrap() >= 1),
+        "{}",
+        requests[1]
+    );
+    let parsed = prometheus_registry::scrape::parse(&text);
+    assert_eq!(parsed.len(), 5, "every sample parses:\n{text}");
 }
