@@ -2,4 +2,5 @@
 //! cluster of network namespaces on one machine) and the built-in test apps.
 
 pub mod app;
+pub mod operator;
 pub mod sandbox;
