@@ -88,6 +88,11 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<Object>> {
 
 /// `analyze`: exit status 1 when any finding is an error, as for `apply`.
 fn analyze(cfg: &SandboxSettings, a: AnalyzeArgs) -> Result<i32> {
+    if a.file.is_empty() {
+        return Err(SandboxError::Invalid(
+            "analyze -f FILE...: the files to analyze against the sandbox".to_owned(),
+        ));
+    }
     let objects = load_all(&a.file)?;
     let state_dir = cfg
         .state_dir
