@@ -63,6 +63,9 @@ impl ApiServer {
                 .map_err(|e| config_error(&e))?,
             (None, None) => kube::Config::infer().await.map_err(|e| config_error(&e))?,
         };
+        // What the verbs ask is reported as answered (a 503 of the controller's `/ready` is
+        // the finding), not retried.
+        config.default_retry = false;
         config.connect_timeout = Some(REQUEST_TIMEOUT);
         config.read_timeout = Some(REQUEST_TIMEOUT);
         let url = config.cluster_url.to_string();

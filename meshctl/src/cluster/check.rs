@@ -64,7 +64,7 @@ async fn api_server(api: &ApiServer) -> Check {
         Err(e) => Check::failed(
             KUBERNETES_API,
             Status::Error,
-            format!("the API server cannot be reached: {e}"),
+            format!("the API server at {} cannot be reached: {e}", api.url),
             "check --kubeconfig and --context, and that the cluster is up (`kubectl version`)",
         ),
     }
