@@ -81,12 +81,6 @@ impl Routes {
         self
     }
 
-    /// Drops the answer to `path` (it is then not found).
-    pub fn without(mut self, path: &str) -> Self {
-        self.0.remove(path);
-        self
-    }
-
     /// The answer to `request`, if it is a `GET` of a known path.
     pub fn answer(&self, request: &Request) -> Option<Reply> {
         if request.method != "GET" {
