@@ -238,8 +238,8 @@ fn check_passes_on_a_healthy_cluster_reaching_the_controller_through_the_service
     );
     assert_eq!(run.line("✔ the API server"), api);
     for line in [
-        "✔ the mesh's: all 7 CRDs are installed",
-        "✔ the Gateway API's: all 3 CRDs are installed",
+        "✔ the 7 CRDs of the mesh are installed",
+        "✔ the 3 CRDs of the Gateway API are installed",
         "✔ the controller Deployment is available (1/1 ready)",
         "✔ the controller is ready",
         "✔ the ztunnel DaemonSet is ready on all 2 nodes",
@@ -296,6 +296,17 @@ fn check_fails_when_the_ztunnel_daemonset_has_fewer_ready_than_desired() {
 }
 
 #[test]
+fn check_fails_naming_a_node_without_a_ztunnel() {
+    let node = |name: &str| json!({"metadata": {"name": name}});
+    let run = check_with(|routes| {
+        let nodes = vec![node("node1"), node("node2"), node("node3")];
+        routes.json("/api/v1/nodes", list("Node", nodes))
+    });
+    assert_eq!(run.code, Some(1), "{run:?}");
+    run.line("✘ no ready ztunnel on node3: pods there have no mesh");
+}
+
+#[test]
 fn check_fails_when_the_root_expires_in_five_days() {
     let run = check_with(|routes| routes.json(ROOT_CONFIGMAP, root_config_map(5 * DAY)));
     assert_eq!(run.code, Some(1), "{run:?}");
@@ -326,7 +337,7 @@ fn check_fails_naming_a_missing_crd() {
         routes.json(CRDS, list("CustomResourceDefinition", crds))
     });
     assert_eq!(run.code, Some(1), "{run:?}");
-    run.line("✘ the Gateway API's: CRDs missing: grpcroutes.gateway.networking.k8s.io");
+    run.line("✘ CRDs of the Gateway API missing: grpcroutes.gateway.networking.k8s.io");
 }
 
 /// The CRDs the mesh needs, all of which [`healthy`] serves.

@@ -94,21 +94,21 @@ async fn definitions(api: &ApiServer) -> Vec<Check> {
         if missing.is_empty() {
             Check::ok(
                 DEFINITIONS,
-                format!("{what}: all {} CRDs are installed", wanted.len()),
+                format!("the {} CRDs of {what} are installed", wanted.len()),
             )
         } else {
-            let message = format!("{what}: CRDs missing: {}", missing.join(", "));
+            let message = format!("CRDs of {what} missing: {}", missing.join(", "));
             Check::failed(DEFINITIONS, Status::Error, message, hint)
         }
     };
     vec![
         check(
-            "the mesh's",
+            "the mesh",
             &mesh,
             "`kubectl apply -f manifests/crds/`: objects of a missing kind are not read",
         ),
         check(
-            "the Gateway API's",
+            "the Gateway API",
             &gateway,
             "install the Gateway API's standard CRDs (v1.1 or later): without them there \
              are no waypoints or routes",
@@ -224,7 +224,7 @@ async fn node_proxies(api: &ApiServer) -> Vec<Check> {
                     format!("every node ({}) runs a ready ztunnel", nodes.len()),
                 ),
                 missing => failed(format!(
-                    "no ready ztunnel on {}: its pods have no mesh",
+                    "no ready ztunnel on {}: pods there have no mesh",
                     missing.join(", ")
                 )),
             }

@@ -1,6 +1,6 @@
-//! What the verbs print: kubectl-like tables, the summary of `up`, the
-//! controller's view, what the mesh finds in applied objects, `check`, `stat`
-//! and `edges`.
+//! What the sandbox's verbs print: kubectl-like tables (the shared `operator::table`), the
+//! summary of `up`, the controller's view, `stat` and `edges`; `check`, findings and
+//! `proxy-status` print through `crate::operator`, alike in both modes.
 
 use serde_json::json;
 
