@@ -3,11 +3,9 @@
 //! status patches, each checked on the requests the fake receives.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use controller::ca::auth::{AuthError, Authenticator};
 use controller::ca::tokenreview::TokenReviewAuthenticator;
 use controller::ca::{Origin, secret_store};
@@ -16,71 +14,34 @@ use controller::source::kube::WatchedKind;
 use controller::source::kube::{Observed, ObservedMap};
 use controller::source::{KubeSettings, KubeSource};
 use controller::status;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper::{Request, Response};
 use serde_json::{Value, json};
+use test_support::fake_kube::{FakeKube, Reply, Request, Routes, list, not_found};
 use test_support::process::KillOnDrop;
 use test_support::{TempDir, raw_http};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// A safety net against a hung test, never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// One request the fake received.
-#[derive(Clone, Debug)]
-struct Seen {
-    method: String,
-    path: String,
-    query: String,
-    content_type: String,
-    body: Value,
-}
-
-/// What the fake serves: list bodies by path, Secrets by name, and TokenReview answers.
+/// What the fake serves: lists by path, Secrets by name, and TokenReview answers.
 #[derive(Default)]
 struct Fake {
-    lists: BTreeMap<String, Value>,
+    lists: Routes,
     secrets: Mutex<BTreeMap<String, Value>>,
     reviews: BTreeMap<String, Value>,
-    seen: Mutex<Vec<Seen>>,
-}
-
-type Body = BoxBody<Bytes, Infallible>;
-
-fn json_response(code: u16, value: &Value) -> Response<Body> {
-    Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(value.to_string())).boxed())
-        .expect("response")
-}
-
-fn not_found() -> Response<Body> {
-    json_response(
-        404,
-        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                "message": "the server could not find the requested resource",
-                "reason": "NotFound", "code": 404}),
-    )
 }
 
 impl Fake {
-    fn answer(&self, seen: &Seen) -> Response<Body> {
+    fn answer(&self, seen: &Request) -> Reply {
         const SECRETS: &str = "/api/v1/namespaces/istio-system/secrets";
+        if let Some(reply) = self.lists.answer(seen) {
+            return reply;
+        }
         match (seen.method.as_str(), seen.path.as_str()) {
-            ("GET", path) if seen.query.contains("watch=") && self.lists.contains_key(path) => {
-                // A watch that stays open with nothing to say.
-                let pending = tokio_stream::pending::<Result<Frame<Bytes>, Infallible>>();
-                Response::new(StreamBody::new(pending).boxed())
-            }
-            ("GET", path) if self.lists.contains_key(path) => json_response(200, &self.lists[path]),
             ("GET", path) if path.starts_with(SECRETS) => {
                 let name = path.rsplit('/').next().unwrap_or_default();
                 match self.secrets.lock().unwrap().get(name) {
-                    Some(secret) => json_response(200, secret),
+                    Some(secret) => Reply::Json(200, secret.clone()),
                     None => not_found(),
                 }
             }
@@ -90,7 +51,7 @@ impl Fake {
                     .unwrap_or_default()
                     .to_string();
                 self.secrets.lock().unwrap().insert(name, seen.body.clone());
-                json_response(201, &seen.body)
+                Reply::Json(201, seen.body.clone())
             }
             ("POST", "/apis/authentication.k8s.io/v1/tokenreviews") => {
                 let token = seen.body["spec"]["token"].as_str().unwrap_or_default();
@@ -99,96 +60,54 @@ impl Fake {
                 );
                 let mut answer = seen.body.clone();
                 answer["status"] = status;
-                json_response(201, &answer)
+                Reply::Json(201, answer)
             }
             // Server-side apply of anything: answered with what was sent.
             ("PATCH", _) if seen.content_type == "application/apply-patch+yaml" => {
-                json_response(200, &seen.body)
+                Reply::Json(200, seen.body.clone())
             }
-            ("PATCH", path) if path.ends_with("/status") => json_response(
+            ("PATCH", path) if path.ends_with("/status") => Reply::Json(
                 200,
-                &json!({"apiVersion": "v1", "kind": "Object", "metadata": {"name": "x"}}),
+                json!({"apiVersion": "v1", "kind": "Object", "metadata": {"name": "x"}}),
             ),
             _ => not_found(),
         }
     }
+}
 
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+/// The fake serving, what it holds, and a client for it.
+struct Running {
+    server: FakeKube,
+    fake: Arc<Fake>,
+    client: kube::Client,
+}
+
+impl Running {
+    fn seen(&self) -> Vec<Request> {
+        self.server.seen()
     }
 }
 
-/// Serves `fake` on a loopback port; returns a client for it and a counter
-/// of requests received.
-async fn start(fake: Fake) -> (kube::Client, Arc<Fake>, watch::Receiver<usize>) {
-    let (client, fake, count, _) = serve(fake).await;
-    (client, fake, count)
-}
-
-/// [`start`], also returning the fake's address.
-async fn serve(
-    fake: Fake,
-) -> (
-    kube::Client,
-    Arc<Fake>,
-    watch::Receiver<usize>,
-    std::net::SocketAddr,
-) {
+/// Serves `fake` on a loopback port.
+fn start(fake: Fake) -> Running {
     let fake = Arc::new(fake);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (count_tx, count_rx) = watch::channel(0usize);
-    let count_tx = Arc::new(count_tx);
-    let served = fake.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let fake = served.clone();
-            let count = count_tx.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let fake = fake.clone();
-                    let count = count.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let bytes = body
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let seen = Seen {
-                            method: parts.method.to_string(),
-                            path: parts.uri.path().to_string(),
-                            query: parts.uri.query().unwrap_or_default().to_string(),
-                            content_type: parts
-                                .headers
-                                .get("content-type")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_string(),
-                            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                        };
-                        let response = fake.answer(&seen);
-                        fake.seen.lock().unwrap().push(seen);
-                        count.send_modify(|n| *n += 1);
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    let url = format!("http://{addr}").parse().expect("url");
+    let serving = fake.clone();
+    let server = FakeKube::serve(move |request| serving.answer(request));
+    let url = server.url().parse().expect("url");
     let client = kube::Client::try_from(kube::Config::new(url)).expect("client");
-    (client, fake, count_rx, addr)
+    Running {
+        server,
+        fake,
+        client,
+    }
 }
 
-fn list(kind: &str, items: Vec<Value>) -> Value {
-    json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": {"resourceVersion": "10"}, "items": items})
+fn routes(lists: BTreeMap<String, Value>) -> Routes {
+    lists
+        .into_iter()
+        .fold(Routes::new(), |routes, (path, value)| {
+            routes.json(&path, value)
+        })
 }
 
 #[tokio::test]
@@ -224,11 +143,11 @@ async fn source_publishes_once_listed_and_treats_missing_crds_as_empty() {
         ),
     ]);
     // Every other custom resource answers 404: not installed.
-    let fake = Fake {
-        lists,
+    let fake = start(Fake {
+        lists: routes(lists),
         ..Fake::default()
-    };
-    let (client, fake, _) = start(fake).await;
+    });
+    let client = fake.client.clone();
     let (index_tx, mut index_rx) = watch::channel(Arc::new(Index::new()));
     let (observed_tx, observed_rx) = watch::channel(Arc::new(ObservedMap::new()));
     let task =
@@ -289,7 +208,8 @@ async fn token_review_asks_for_istio_ca_and_caches_positive_answers() {
         "good".into(),
         review_status("system:serviceaccount:istio-system:ztunnel", "node-7"),
     );
-    let (client, fake, _) = start(fake).await;
+    let fake = start(fake);
+    let client = fake.client.clone();
     let auth = TokenReviewAuthenticator::new(client, "cluster.local");
     let caller = auth.authenticate("good").await.expect("authenticated");
     assert_eq!(
@@ -306,7 +226,7 @@ async fn token_review_asks_for_istio_ca_and_caches_positive_answers() {
         auth.authenticate("bad").await,
         Err(AuthError::Unknown)
     ));
-    let reviews: Vec<Seen> = fake
+    let reviews: Vec<Request> = fake
         .seen()
         .into_iter()
         .filter(|s| s.path.ends_with("tokenreviews"))
@@ -323,13 +243,14 @@ async fn token_review_asks_for_istio_ca_and_caches_positive_answers() {
 
 #[tokio::test]
 async fn ca_secret_is_created_once_then_read_back() {
-    let (client, fake, _) = start(Fake::default()).await;
+    let fake = start(Fake::default());
+    let client = fake.client.clone();
     let (first, origin) =
         secret_store::load_or_create(client.clone(), "istio-system", "cluster.local")
             .await
             .expect("created");
     assert_eq!(origin, Origin::Generated);
-    let stored = fake.secrets.lock().unwrap()["istio-ca-secret"].clone();
+    let stored = fake.fake.secrets.lock().unwrap()["istio-ca-secret"].clone();
     assert_eq!(stored["type"], "istio.io/ca-root");
     let keys: Vec<&String> = stored["data"].as_object().expect("data").keys().collect();
     assert_eq!(
@@ -354,7 +275,8 @@ async fn ca_secret_is_created_once_then_read_back() {
     let mut plugged = stored.clone();
     plugged["metadata"]["name"] = json!("cacerts");
     plugged["data"]["root-cert.pem"] = stored["data"]["ca-cert.pem"].clone();
-    fake.secrets
+    fake.fake
+        .secrets
         .lock()
         .unwrap()
         .insert("cacerts".into(), plugged);
@@ -366,7 +288,9 @@ async fn ca_secret_is_created_once_then_read_back() {
 
 #[tokio::test]
 async fn status_writer_sends_a_merge_patch_with_a_precondition() {
-    let (client, fake, mut count) = start(Fake::default()).await;
+    let fake = start(Fake::default());
+    let client = fake.client.clone();
+    let mut count = fake.server.count();
     let key = ObjectKey::new("HTTPRoute", "shop", "r");
     let observed = ObservedMap::from([(
         key.clone(),
@@ -412,7 +336,7 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
     let empty = |kind: &str| list(kind, vec![]);
     let namespace = |name: &str| json!({"metadata": {"name": name, "resourceVersion": "1"}});
     let fake = Fake {
-        lists: BTreeMap::from([
+        lists: routes(BTreeMap::from([
             (
                 "/api/v1/namespaces".to_string(),
                 list(
@@ -443,21 +367,12 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
                     })],
                 ),
             ),
-        ]),
+        ])),
         ..Fake::default()
     };
-    let (_, fake, _, api) = serve(fake).await;
+    let fake = start(fake);
     let dir = TempDir::new("controller-kube-mode");
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: 'http://{api}'}}}}]\n\
-             users: [{{name: u, user: {{}}}}]\ncontexts: [{{name: c, context: {{cluster: fake, user: u}}}}]\n\
-             current-context: c\n"
-        ),
-    )
-    .expect("kubeconfig");
+    let kubeconfig = fake.server.kubeconfig(dir.path());
     // A free port for the admin endpoint (released just before the controller binds it).
     let admin = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -493,7 +408,7 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
             .as_str()
             .is_some_and(|pem| pem.contains("BEGIN CERTIFICATE"))
     );
-    let secrets = fake.secrets.lock().unwrap().clone();
+    let secrets = fake.fake.secrets.lock().unwrap().clone();
     assert_eq!(
         secrets["istio-ca-secret"]["metadata"]["namespace"],
         "istio-system"

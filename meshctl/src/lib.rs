@@ -1,5 +1,7 @@
 //! meshctl library: the operator CLI's building blocks, the sandbox (a
-//! cluster of network namespaces on one machine) and the built-in test apps.
+//! cluster of network namespaces on one machine), Kubernetes mode and the built-in test apps.
 
 pub mod app;
+pub mod cluster;
+pub mod operator;
 pub mod sandbox;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use meshctl::app::AppCommand;
+use meshctl::cluster::KubeArgs;
 use meshctl::sandbox::cli::{GlobalArgs, SandboxCommand};
 
 /// Operator CLI of the mesh, and a sandbox cluster of network namespaces.
@@ -12,6 +13,8 @@ use meshctl::sandbox::cli::{GlobalArgs, SandboxCommand};
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,13 +32,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::App(cmd) => run_app(cmd),
-        Command::Sandbox(cmd) => match meshctl::sandbox::cli::run(&cli.global, cmd) {
-            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Sandbox(cmd) if cli.kube.enabled() && !meshctl::cluster::verbs::internal(&cmd) => {
+            exit(meshctl::cluster::run(&cli.kube, cmd))
+        }
+        Command::Sandbox(cmd) => exit(meshctl::sandbox::cli::run(&cli.global, cmd)),
+    }
+}
+
+/// The exit code of a verb's outcome; an error is printed.
+fn exit<E: std::fmt::Display>(outcome: Result<i32, E>) -> ExitCode {
+    match outcome {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

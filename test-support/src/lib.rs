@@ -2,7 +2,7 @@
 //!
 //! Each module is one kind of thing a test needs; helpers that the tests of a single crate
 //! share stay in that crate. The in-process controller (`control_plane`) needs the feature
-//! `control-plane`.
+//! `control-plane`, the fake Kubernetes API server (`fake_kube`) the feature `fake-kube`.
 
 #![warn(missing_docs)]
 
@@ -10,6 +10,8 @@ pub mod ads;
 pub mod capture;
 #[cfg(feature = "control-plane")]
 pub mod control_plane;
+#[cfg(feature = "fake-kube")]
+pub mod fake_kube;
 pub mod grpc;
 pub mod manifests;
 pub mod netns;

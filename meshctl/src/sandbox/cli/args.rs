@@ -73,7 +73,8 @@ pub enum SandboxCommand {
     /// Report what the mesh would not act on in files, without applying them.
     ///
     /// Objects it does not read, fields it ignores, policies it cannot enforce: against the
-    /// sandbox's objects when it is up, else on their own.
+    /// sandbox's objects when it is up, else on their own; in Kubernetes mode, against the
+    /// cluster's objects (all of them when no file is given).
     Analyze(AnalyzeArgs),
     /// Set (`key=value`) or remove (`key-`) labels on a namespace or pod.
     Label(LabelArgs),
@@ -199,8 +200,9 @@ pub struct FileArgs {
 /// `analyze`.
 #[derive(clap::Args, Debug)]
 pub struct AnalyzeArgs {
-    /// Files or folders of manifests, `-` for stdin.
-    #[arg(short, long = "filename", required = true)]
+    /// Files or folders of manifests, `-` for stdin (required on the sandbox; in Kubernetes
+    /// mode, without them, the cluster's objects are analyzed).
+    #[arg(short, long = "filename")]
     pub file: Vec<PathBuf>,
     /// Output format: text (default) or json.
     #[arg(short, long)]

@@ -1,47 +1,18 @@
-//! What the verbs print: kubectl-like tables, the summary of `up`, the
-//! controller's view, what the mesh finds in applied objects, `check`, `stat`
-//! and `edges`.
+//! What the sandbox's verbs print: kubectl-like tables (the shared `operator::table`), the
+//! summary of `up`, the controller's view, `stat` and `edges`; `check`, findings and
+//! `proxy-status` print through `crate::operator`, alike in both modes.
 
 use serde_json::json;
+
+pub use crate::operator::table::table;
 
 use crate::sandbox::host::procfs;
 use crate::sandbox::model::cluster::{Cluster, Phase, Pod};
 use crate::sandbox::model::control::{
     ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT,
 };
-use crate::sandbox::model::proxy_status;
 use crate::sandbox::model::services::{ServiceView, services};
 use crate::sandbox::model::stat::{Edge, Row};
-use crate::sandbox::ops::check::{Check, Status};
-use crate::sandbox::ops::findings::Finding;
-
-/// Left-aligned columns separated by three spaces, as kubectl prints them.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.len());
-            }
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(|s| s.as_str()).collect()));
-    }
-    out
-}
 
 /// kubectl's AGE: 45s, 12m, 3h, 5d.
 pub fn age(created: u64, now: u64) -> String {
@@ -306,19 +277,6 @@ pub fn summary(c: &Cluster, now: u64) -> String {
     )
 }
 
-/// Prints what the mesh will not act on (or only in part) among applied objects, as kubectl
-/// prints admission errors; the exit code is 1 when any is an error.
-pub fn report(findings: &[Finding]) -> i32 {
-    for finding in findings {
-        if finding.error {
-            eprintln!("error: {}", finding.text);
-        } else {
-            eprintln!("{}", finding.text);
-        }
-    }
-    i32::from(findings.iter().any(|f| f.error))
-}
-
 /// `stat`'s table, as `linkerd viz stat` prints it; `-` where nothing was measured.
 pub fn stat_table(rows: &[Row], with_namespace: bool) -> String {
     if rows.is_empty() {
@@ -416,26 +374,6 @@ pub fn edges_table(edges: &[Edge], colour: bool) -> String {
     table(&header, &rows)
 }
 
-/// `proxy-status`' table, as `istioctl proxy-status` prints it.
-pub fn proxy_status_table(statuses: &[proxy_status::Status]) -> String {
-    let rows: Vec<Vec<String>> = statuses
-        .iter()
-        .map(|s| {
-            let mut row = vec![
-                s.name.clone(),
-                if s.connected { "yes" } else { "NO" }.to_owned(),
-            ];
-            row.extend(s.types.iter().cloned());
-            row.push(s.cert_expires.clone().unwrap_or_else(|| "-".to_owned()));
-            row
-        })
-        .collect();
-    let mut header = vec!["NAME", "CONNECTED"];
-    header.extend(proxy_status::TYPES.iter().map(|(_, column)| *column));
-    header.push("CERT_EXPIRES");
-    table(&header, &rows)
-}
-
 /// One line of a tap stream, as `tap` shows it.
 #[derive(Debug, PartialEq)]
 pub enum TapLine {
@@ -476,72 +414,6 @@ pub fn tap_line(line: &str, json: bool) -> TapLine {
         text("upstream"),
         text("response_flags"),
     ))
-}
-
-/// `check`'s report: checks under their group's heading, a mark for each (coloured on a
-/// terminal), hints under failures, and a closing line.
-pub fn check_text(checks: &[Check], colour: bool) -> String {
-    let paint = |code: &str, mark: &str| {
-        if colour {
-            format!("\x1b[{code}m{mark}\x1b[0m")
-        } else {
-            mark.to_owned()
-        }
-    };
-    let mut out = String::new();
-    let mut group = "";
-    for check in checks {
-        if check.group != group {
-            group = check.group;
-            out.push_str(&format!(
-                "{}{group}\n",
-                if out.is_empty() { "" } else { "\n" }
-            ));
-        }
-        let mark = match check.status {
-            Status::Ok => paint("32", "✔"),
-            Status::Warning => paint("33", "⚠"),
-            Status::Error => paint("31", "✘"),
-        };
-        out.push_str(&format!("  {mark} {}\n", check.message));
-        if let Some(hint) = &check.hint {
-            out.push_str(&format!("      hint: {hint}\n"));
-        }
-    }
-    let count = |status| checks.iter().filter(|c| c.status == status).count();
-    let (errors, warnings) = (count(Status::Error), count(Status::Warning));
-    out.push_str(&match (errors, warnings) {
-        (0, 0) => format!(
-            "\n{} all {} checks passed\n",
-            paint("32", "✔"),
-            checks.len()
-        ),
-        _ => format!(
-            "\n{errors} errors, {warnings} warnings in {} checks\n",
-            checks.len()
-        ),
-    });
-    out
-}
-
-/// `check -o json`: the checks and how many failed.
-pub fn check_json(checks: &[Check]) -> String {
-    let count = |status| checks.iter().filter(|c| c.status == status).count();
-    let report = serde_json::json!({
-        "checks": checks,
-        "errors": count(Status::Error),
-        "warnings": count(Status::Warning),
-    });
-    serde_json::to_string_pretty(&report).unwrap_or_default()
-}
-
-/// `check`'s exit status: 1 on any error, 2 on warnings only, else 0.
-pub fn check_exit_code(checks: &[Check]) -> i32 {
-    match checks.iter().map(|c| c.status).max() {
-        Some(Status::Error) => 1,
-        Some(Status::Warning) => 2,
-        _ => 0,
-    }
 }
 
 #[cfg(test)]
@@ -632,57 +504,6 @@ mod tests {
         assert_eq!(tap_line(line, true), TapLine::Event(line.to_owned()));
         assert_eq!(tap_line("{\"dropped\":7}", false), TapLine::Dropped(7));
         assert_eq!(tap_line("not json", false), TapLine::Unreadable);
-    }
-
-    #[test]
-    fn check_reports_group_marks_hints_and_exit_status() {
-        let check = |group, status, message: &str, hint: Option<&str>| Check {
-            group,
-            status,
-            message: message.to_owned(),
-            hint: hint.map(str::to_owned),
-        };
-        let mut checks = vec![
-            check("control plane", Status::Ok, "the controller is ready", None),
-            check("node proxies", Status::Warning, "slow", Some("wait")),
-        ];
-        assert_eq!(check_exit_code(&checks), 2);
-        assert_eq!(
-            check_text(&checks, false),
-            "control plane\n  ✔ the controller is ready\n\nnode proxies\n  ⚠ slow\n      \
-             hint: wait\n\n0 errors, 1 warnings in 2 checks\n"
-        );
-        checks.push(check(
-            "node proxies",
-            Status::Error,
-            "down",
-            Some("start it"),
-        ));
-        assert_eq!(check_exit_code(&checks), 1);
-        assert!(check_text(&checks, true).contains("\x1b[31m✘\x1b[0m down"));
-        let json: serde_json::Value = serde_json::from_str(&check_json(&checks)).unwrap();
-        assert_eq!(
-            (json["errors"].as_u64(), json["warnings"].as_u64()),
-            (Some(1), Some(1))
-        );
-        assert_eq!(json["checks"][2]["status"], "error");
-        assert_eq!(check_exit_code(&checks[..1]), 0);
-        assert!(check_text(&checks[..1], false).ends_with("✔ all 1 checks passed\n"));
-    }
-
-    #[test]
-    fn tables_align() {
-        let t = table(
-            &["NAME", "IP"],
-            &[
-                vec!["a-long-name".into(), "10.0.0.1".into()],
-                vec!["b".into(), "x".into()],
-            ],
-        );
-        assert_eq!(
-            t,
-            "NAME          IP\na-long-name   10.0.0.1\nb             x\n"
-        );
     }
 
     #[test]

@@ -154,7 +154,7 @@ fn build(
         sb.apply(objects.to_vec())?;
         // Reported, but the sandbox stays up: what the mesh cannot read is what a user
         // comes to fix.
-        output::report(&findings::of_applied(&cfg.state_dir, objects));
+        crate::operator::findings::report(&findings::of_applied(&cfg.state_dir, objects));
     }
     Ok(())
 }

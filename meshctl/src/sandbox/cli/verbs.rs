@@ -13,6 +13,10 @@ use super::args::{
 };
 use super::output;
 use super::up::up;
+use crate::operator::check as check_report;
+use crate::operator::findings::{print_analysis, report};
+use crate::operator::format::wants_json;
+use crate::operator::proxy_status::{self, Expected};
 use crate::sandbox::console;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::container::{self, Launch};
@@ -22,7 +26,6 @@ use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
 use crate::sandbox::model::proxy_config::Section;
-use crate::sandbox::model::proxy_status::{self, Expected};
 use crate::sandbox::model::stat::Resource;
 use crate::sandbox::ops::sandbox::Sandbox;
 use crate::sandbox::ops::stat::{self, StatOptions};
@@ -41,10 +44,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
             let objects = load_all(&a.file)?;
             let mut sb = Sandbox::open(&cfg)?;
             sb.apply(objects.clone())?;
-            Ok(output::report(&findings::of_applied(
-                &cfg.state_dir,
-                &objects,
-            )))
+            Ok(report(&findings::of_applied(&cfg.state_dir, &objects)))
         }
         SandboxCommand::Delete(a) => {
             let objects = load_all(&a.file)?;
@@ -88,6 +88,11 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<Object>> {
 
 /// `analyze`: exit status 1 when any finding is an error, as for `apply`.
 fn analyze(cfg: &SandboxSettings, a: AnalyzeArgs) -> Result<i32> {
+    if a.file.is_empty() {
+        return Err(SandboxError::Invalid(
+            "analyze -f FILE...: the files to analyze against the sandbox".to_owned(),
+        ));
+    }
     let objects = load_all(&a.file)?;
     let state_dir = cfg
         .state_dir
@@ -98,29 +103,18 @@ fn analyze(cfg: &SandboxSettings, a: AnalyzeArgs) -> Result<i32> {
         context: "analyzing in a scratch folder".to_owned(),
         source,
     })?;
-    if json_output(a.output.as_deref())? {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&found).unwrap_or_default()
-        );
-        return Ok(i32::from(found.iter().any(|f| f.error)));
-    }
-    if found.is_empty() {
-        println!("no problems found in {} objects", objects.len());
-    }
-    Ok(output::report(&found))
+    Ok(print_analysis(
+        &found,
+        objects.len(),
+        json_output(a.output.as_deref())?,
+    ))
 }
 
 /// `check`: 0 when every check passed, 1 on any error, 2 on warnings only.
 fn check(cfg: &SandboxSettings, a: CheckArgs) -> Result<i32> {
+    let json = json_output(a.output.as_deref())?;
     let checks = check::run(&Sandbox::open(cfg)?);
-    if json_output(a.output.as_deref())? {
-        println!("{}", output::check_json(&checks));
-    } else {
-        let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        print!("{}", output::check_text(&checks, colour));
-    }
-    Ok(output::check_exit_code(&checks))
+    Ok(check_report::print(&checks, json))
 }
 
 /// `stat`: the table (or JSON) once the window has passed.
@@ -246,15 +240,7 @@ fn proxy_status(cfg: &SandboxSettings, a: OutputArgs) -> Result<i32> {
         })
         .collect();
     let found = proxy_status::statuses(&expected, &syncz, &dumps);
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&found).unwrap_or_default()
-        );
-    } else {
-        print!("{}", output::proxy_status_table(&found));
-    }
-    Ok(i32::from(found.iter().any(|s| s.failing())))
+    Ok(proxy_status::print(&found, json))
 }
 
 /// `tap`: a line per request until `--max` of them, or forever.
@@ -290,13 +276,7 @@ fn tap(cfg: &SandboxSettings, a: TapArgs) -> Result<()> {
 /// Whether `-o` asks for JSON, rather than the verb's text or table (`text` and `table` both
 /// name it, whichever the verb prints).
 fn json_output(output: Option<&str>) -> Result<bool> {
-    match output {
-        Some("json") => Ok(true),
-        None | Some("table") | Some("text") => Ok(false),
-        Some(other) => Err(SandboxError::Invalid(format!(
-            "--output {other}: use text or json"
-        ))),
-    }
+    wants_json(output).map_err(SandboxError::Invalid)
 }
 
 fn get(cfg: &SandboxSettings, a: GetArgs) -> Result<()> {

@@ -4,70 +4,20 @@
 
 use std::time::SystemTime;
 
-use serde::Serialize;
-
 use super::findings;
 use super::proxies::{self, Proxy};
 use super::sandbox::Sandbox;
 use super::system::controller_get;
+use crate::operator::check::{
+    self as model, CONTROL_PLANE, Check, NODE_PROXIES, Status, WAYPOINTS, root_check, root_validity,
+};
 use crate::sandbox::host::procfs;
 use crate::sandbox::model::control::{Component, SystemProcess};
 
-/// A root with less left than this is a warning: time to plan its rotation.
-pub const ROOT_WARNING_DAYS: u64 = 60;
-/// A root with less left than this is an error: workload certificates will soon fail.
-pub const ROOT_ERROR_DAYS: u64 = 7;
-
-/// How one check came out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// As it should be.
-    Ok,
-    /// Works, with a caveat to act on.
-    Warning,
-    /// Broken: the mesh does not do what it should.
-    Error,
-}
-
-/// One check's outcome.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Check {
-    /// The group it belongs to (`control plane`, `node proxies`, ...).
-    pub group: &'static str,
-    /// How it came out.
-    pub status: Status,
-    /// What was found.
-    pub message: String,
-    /// What to do about it, for warnings and errors.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-}
-
-impl Check {
-    fn ok(group: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            group,
-            status: Status::Ok,
-            message: message.into(),
-            hint: None,
-        }
-    }
-
-    fn failed(group: &'static str, status: Status, message: String, hint: String) -> Self {
-        Self {
-            group,
-            status,
-            message,
-            hint: Some(hint),
-        }
-    }
-}
-
-const CONTROL_PLANE: &str = "control plane";
-const NODE_PROXIES: &str = "node proxies";
-const WAYPOINTS: &str = "waypoints";
-const CONFIGURATION: &str = "configuration";
+/// How to replace the sandbox's root.
+const ROTATE: &str = "rotate the root: put the new CA in the sandbox's CA folder in Istio's \
+                      plug-in layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem) \
+                      and `meshctl restart controller`";
 
 /// Runs every check against `sb`, in the order they are shown.
 pub fn run(sb: &Sandbox) -> Vec<Check> {
@@ -132,7 +82,7 @@ fn control_plane(sb: &Sandbox) -> Vec<Check> {
         .map_err(|e| format!("the CA root certificate cannot be read: {e}"))
         .and_then(|pem| root_validity(&pem));
     checks.push(match root {
-        Ok((not_before, not_after)) => root_check(SystemTime::now(), not_before, not_after),
+        Ok((not_before, not_after)) => root_check(SystemTime::now(), not_before, not_after, ROTATE),
         Err(message) => Check::failed(
             CONTROL_PLANE,
             Status::Error,
@@ -141,49 +91,6 @@ fn control_plane(sb: &Sandbox) -> Vec<Check> {
         ),
     });
     checks
-}
-
-/// The validity of the first certificate of `pem`.
-fn root_validity(pem: &str) -> Result<(SystemTime, SystemTime), String> {
-    let invalid = |e: hbone::CertError| format!("the CA root certificate is invalid: {e}");
-    let certs = hbone::cert::certificates_from_pem(pem, "root certificate").map_err(invalid)?;
-    hbone::cert::certificate_validity(&certs[0]).map_err(invalid)
-}
-
-/// How a root valid from `not_before` until `not_after` stands at `now`.
-fn root_check(now: SystemTime, not_before: SystemTime, not_after: SystemTime) -> Check {
-    const DAY: u64 = 24 * 3600;
-    let rotate = "rotate the root: put the new CA in the sandbox's CA folder in Istio's plug-in \
-                  layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem) and \
-                  `meshctl restart controller`"
-        .to_owned();
-    if now < not_before {
-        return Check::failed(
-            CONTROL_PLANE,
-            Status::Error,
-            "the CA root certificate is not valid yet".to_owned(),
-            "check the host's clock".to_owned(),
-        );
-    }
-    let days = not_after
-        .duration_since(now)
-        .map_or(0, |left| left.as_secs() / DAY);
-    let status = match days {
-        d if d < ROOT_ERROR_DAYS => Status::Error,
-        d if d < ROOT_WARNING_DAYS => Status::Warning,
-        _ => {
-            return Check::ok(
-                CONTROL_PLANE,
-                format!("the CA root certificate is valid for {days} more days"),
-            );
-        }
-    };
-    let message = if days == 0 && not_after <= now {
-        "the CA root certificate has expired".to_owned()
-    } else {
-        format!("the CA root certificate expires in {days} days")
-    };
-    Check::failed(CONTROL_PLANE, status, message, rotate)
 }
 
 fn node_proxies(sb: &Sandbox) -> Vec<Check> {
@@ -288,61 +195,13 @@ fn configuration(sb: &Sandbox) -> Vec<Check> {
         .map(|a| a.object.clone())
         .collect();
     let found = findings::of_applied(&sb.cfg.state_dir, &objects);
-    if found.is_empty() {
-        let message = format!("the mesh acts on all {} applied objects", objects.len());
-        return vec![Check::ok(CONFIGURATION, message)];
-    }
-    found
-        .into_iter()
-        .map(|finding| {
-            let status = if finding.error {
-                Status::Error
-            } else {
-                Status::Warning
-            };
-            let hint = "fix the object and `meshctl apply` it again, or `meshctl delete` it";
-            Check::failed(CONFIGURATION, status, finding.text, hint.to_owned())
-        })
-        .collect()
+    let hint = "fix the object and `meshctl apply` it again, or `meshctl delete` it";
+    model::configuration(found, objects.len(), hint)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-
-    const DAY: Duration = Duration::from_secs(24 * 3600);
-
-    #[test]
-    fn a_root_is_fine_then_a_warning_then_an_error_as_it_nears_its_end() {
-        let start = SystemTime::UNIX_EPOCH + 1000 * DAY;
-        let end = start + 365 * DAY;
-        let at = |left: u32| root_check(end - left * DAY, start, end);
-        assert_eq!(at(60).status, Status::Ok);
-        assert_eq!(
-            at(60).message,
-            "the CA root certificate is valid for 60 more days"
-        );
-        assert_eq!(at(59).status, Status::Warning);
-        assert_eq!(at(59).message, "the CA root certificate expires in 59 days");
-        assert_eq!(at(7).status, Status::Warning);
-        assert_eq!(at(6).status, Status::Error);
-        let expired = root_check(end + DAY, start, end);
-        assert_eq!(expired.status, Status::Error);
-        assert_eq!(expired.message, "the CA root certificate has expired");
-        assert!(expired.hint.unwrap().contains("ca-cert.pem"));
-        assert_eq!(root_check(start - DAY, start, end).status, Status::Error);
-    }
-
-    #[test]
-    fn a_generated_root_reads_as_valid_for_its_lifetime() {
-        let authority = hbone::Authority::generate_root("cluster.local", 90 * DAY).unwrap();
-        let (not_before, not_after) = root_validity(&authority.root_pem()).unwrap();
-        let check = root_check(not_before, not_before, not_after);
-        assert_eq!(check.status, Status::Ok, "{check:?}");
-        assert!(root_validity("not pem").unwrap_err().contains("invalid"));
-    }
 
     #[test]
     fn failed_and_expired_certificates_are_named_pending_ones_are_not_counted() {

@@ -6,6 +6,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::table::table;
+
 /// The xDS types shown, with their column names.
 pub const TYPES: [(&str, &str); 3] = [
     (api::ADDRESS_TYPE_URL, "ADDRESSES"),
@@ -107,6 +109,40 @@ fn first_expiry(dump: &Value) -> Option<String> {
         // RFC 3339 in UTC sorts as text.
         .min()
         .map(str::to_owned)
+}
+
+/// `proxy-status`' table, as `istioctl proxy-status` prints it.
+pub fn status_table(statuses: &[Status]) -> String {
+    let rows: Vec<Vec<String>> = statuses
+        .iter()
+        .map(|s| {
+            let mut row = vec![
+                s.name.clone(),
+                if s.connected { "yes" } else { "NO" }.to_owned(),
+            ];
+            row.extend(s.types.iter().cloned());
+            row.push(s.cert_expires.clone().unwrap_or_else(|| "-".to_owned()));
+            row
+        })
+        .collect();
+    let mut header = vec!["NAME", "CONNECTED"];
+    header.extend(TYPES.iter().map(|(_, column)| *column));
+    header.push("CERT_EXPIRES");
+    table(&header, &rows)
+}
+
+/// Prints `found` as the table (or JSON); returns the exit status: 1 when a proxy is
+/// disconnected or has NACKed its config.
+pub fn print(found: &[Status], json: bool) -> i32 {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(found).unwrap_or_default()
+        );
+    } else {
+        print!("{}", status_table(found));
+    }
+    i32::from(found.iter().any(Status::failing))
 }
 
 #[cfg(test)]

@@ -1,0 +1,258 @@
+//! A fake Kubernetes API server on a loopback port (plain HTTP): it answers every request
+//! through a function the test gives, records what it received, and writes a kubeconfig that
+//! points at it. It runs on a thread of its own, so synchronous tests (which run a binary
+//! against it) and asynchronous ones use it alike; it stops when dropped.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::sync::{oneshot, watch};
+
+/// One request the fake received.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// `GET`, `POST`, `PATCH`...
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The query, without `?`; empty when there is none.
+    pub query: String,
+    /// The `content-type` header; empty when absent.
+    pub content_type: String,
+    /// The body as JSON; `Null` when empty or not JSON.
+    pub body: Value,
+}
+
+/// What the fake answers.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// A status with a JSON body.
+    Json(u16, Value),
+    /// A status with a plain text body.
+    Text(u16, String),
+    /// A response that stays open with nothing to say (a watch with no events).
+    Pending,
+}
+
+/// `404 NotFound` as the API server says it: a resource, or a whole kind, that does not exist.
+pub fn not_found() -> Reply {
+    Reply::Json(
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "message": "the server could not find the requested resource",
+               "reason": "NotFound", "code": 404}),
+    )
+}
+
+/// A list of `kind` holding `items`, as the API server returns it.
+pub fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"kind": format!("{kind}List"), "apiVersion": "v1",
+           "metadata": {"resourceVersion": "10"}, "items": items})
+}
+
+/// Fixed answers to `GET` by path: each path's object, or its list (then a watch of the path
+/// stays open with nothing to say).
+#[derive(Clone, Debug, Default)]
+pub struct Routes(BTreeMap<String, Reply>);
+
+impl Routes {
+    /// No routes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Answers `GET path` with `200` and `value`.
+    pub fn json(mut self, path: &str, value: Value) -> Self {
+        self.0.insert(path.to_owned(), Reply::Json(200, value));
+        self
+    }
+
+    /// Answers `GET path` with `reply`.
+    pub fn reply(mut self, path: &str, reply: Reply) -> Self {
+        self.0.insert(path.to_owned(), reply);
+        self
+    }
+
+    /// The answer to `request`, if it is a `GET` of a known path.
+    pub fn answer(&self, request: &Request) -> Option<Reply> {
+        if request.method != "GET" {
+            return None;
+        }
+        let reply = self.0.get(&request.path)?;
+        if request.query.contains("watch=") {
+            return Some(Reply::Pending);
+        }
+        Some(reply.clone())
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// The running fake: its address, what it received; stopped on drop.
+pub struct FakeKube {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Request>>>,
+    count: watch::Receiver<usize>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeKube {
+    /// Serves [`Routes`] only: anything else is not found.
+    pub fn routes(routes: Routes) -> Self {
+        Self::serve(move |request| routes.answer(request).unwrap_or_else(not_found))
+    }
+
+    /// Serves every request with `answer`, on a loopback port of its own.
+    pub fn serve(answer: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("its address");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (count_tx, count) = watch::channel(0usize);
+        let (stop, stopped) = oneshot::channel();
+        let recorded = seen.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let state = Arc::new((answer, recorded, count_tx));
+                tokio::select! {
+                    _ = stopped => {}
+                    () = accept(listener, state) => {}
+                }
+            });
+        });
+        Self {
+            addr,
+            seen,
+            count,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far, in order.
+    pub fn seen(&self) -> Vec<Request> {
+        self.seen.lock().expect("not poisoned").clone()
+    }
+
+    /// The number of requests received, updated as they come.
+    pub fn count(&self) -> watch::Receiver<usize> {
+        self.count.clone()
+    }
+
+    /// Writes `<dir>/kubeconfig`, whose current context (`fake`) and a second one (`other`,
+    /// pointing at a closed port) name users without credentials; returns its path.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n\
+             - {{name: fake, cluster: {{server: '{}'}}}}\n\
+             - {{name: closed, cluster: {{server: 'http://127.0.0.1:1'}}}}\n\
+             users: [{{name: u, user: {{}}}}]\ncontexts:\n\
+             - {{name: fake, context: {{cluster: fake, user: u}}}}\n\
+             - {{name: other, context: {{cluster: closed, user: u}}}}\n\
+             current-context: fake\n",
+            self.url()
+        );
+        std::fs::write(&path, text).expect("write the kubeconfig");
+        path
+    }
+}
+
+impl Drop for FakeKube {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+type State<F> = (F, Arc<Mutex<Vec<Request>>>, watch::Sender<usize>);
+
+async fn accept<F>(listener: tokio::net::TcpListener, state: Arc<State<F>>)
+where
+    F: Fn(&Request) -> Reply + Send + Sync + 'static,
+{
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(respond(&state, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn respond<F>(state: &State<F>, req: hyper::Request<Incoming>) -> hyper::Response<Body>
+where
+    F: Fn(&Request) -> Reply,
+{
+    let (answer, seen, count) = state;
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let request = Request {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        content_type: parts
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    };
+    let reply = answer(&request);
+    seen.lock().expect("not poisoned").push(request);
+    count.send_modify(|n| *n += 1);
+    let (status, content_type, body) = match reply {
+        Reply::Json(status, value) => (status, "application/json", value.to_string()),
+        Reply::Text(status, text) => (status, "text/plain", text),
+        Reply::Pending => {
+            let pending = tokio_stream::pending::<Result<Frame<Bytes>, Infallible>>();
+            return hyper::Response::new(StreamBody::new(pending).boxed());
+        }
+    };
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)).boxed())
+        .expect("a response")
+}
