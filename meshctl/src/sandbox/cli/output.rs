@@ -1,6 +1,6 @@
 //! What the verbs print: kubectl-like tables, the summary of `up`, the
-//! controller's view, what the mesh finds in applied objects, `check`, `stat`
-//! and `edges`.
+//! controller's view, what the mesh finds in applied objects, `check`, `stat`,
+//! `edges` and `routes`.
 
 use serde_json::json;
 
@@ -14,6 +14,7 @@ use crate::sandbox::model::services::{ServiceView, services};
 use crate::sandbox::model::stat::{Edge, Row};
 use crate::sandbox::ops::check::{Check, Status};
 use crate::sandbox::ops::findings::Finding;
+use crate::sandbox::ops::routes::MeasuredRoutes;
 
 /// Left-aligned columns separated by three spaces, as kubectl prints them.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -319,21 +320,32 @@ pub fn report(findings: &[Finding]) -> i32 {
     i32::from(findings.iter().any(|f| f.error))
 }
 
+/// A value, or `-` where nothing was measured.
+fn or_dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "-".to_owned())
+}
+
+/// A latency as `stat` and `routes` print it: `12ms`, `3.4ms`, `-`.
+fn millis(ms: Option<f64>) -> String {
+    or_dash(ms.map(|ms| {
+        if ms >= 10.0 {
+            format!("{ms:.0}ms")
+        } else {
+            format!("{ms:.1}ms")
+        }
+    }))
+}
+
+/// A success rate as `stat` and `routes` print it: `99.50%`, `-`.
+fn percent(rate: Option<f64>) -> String {
+    or_dash(rate.map(|s| format!("{:.2}%", s * 100.0)))
+}
+
 /// `stat`'s table, as `linkerd viz stat` prints it; `-` where nothing was measured.
 pub fn stat_table(rows: &[Row], with_namespace: bool) -> String {
     if rows.is_empty() {
         return "No resources found.\n".to_owned();
     }
-    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
-    let millis = |ms: Option<f64>| {
-        or_dash(ms.map(|ms| {
-            if ms >= 10.0 {
-                format!("{ms:.0}ms")
-            } else {
-                format!("{ms:.1}ms")
-            }
-        }))
-    };
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -344,7 +356,7 @@ pub fn stat_table(rows: &[Row], with_namespace: bool) -> String {
             row.extend([
                 r.name.clone(),
                 format!("{}/{}", r.meshed_pods, r.pods),
-                or_dash(r.success_rate.map(|s| format!("{:.2}%", s * 100.0))),
+                percent(r.success_rate),
                 or_dash(r.requests_per_second.map(|rps| format!("{rps:.1}rps"))),
                 millis(r.latency_ms_p50),
                 millis(r.latency_ms_p95),
@@ -374,6 +386,48 @@ pub fn stat_table(rows: &[Row], with_namespace: bool) -> String {
         "WRITE_BYTES/SEC",
         "MTLS",
     ]);
+    table(&header, &body)
+}
+
+/// `routes`' table, as `linkerd viz routes` prints it: one row per route, `[default]` for
+/// requests no route took.
+pub fn routes_table(measured: &MeasuredRoutes) -> String {
+    if measured.routes.is_empty() {
+        return format!(
+            "No routes found: no waypoint reports service {}/{} (is it labelled \
+             istio.io/use-waypoint?)\n",
+            measured.namespace, measured.service
+        );
+    }
+    let body: Vec<Vec<String>> = measured
+        .routes
+        .iter()
+        .map(|r| {
+            let source = if r.kind.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{}/{}", r.kind, r.namespace)
+            };
+            vec![
+                r.route.clone(),
+                source,
+                percent(r.success_rate),
+                format!("{:.1}rps", r.requests_per_second),
+                millis(r.latency_ms_p50),
+                millis(r.latency_ms_p95),
+                millis(r.latency_ms_p99),
+            ]
+        })
+        .collect();
+    let header = [
+        "ROUTE",
+        "SOURCE",
+        "SUCCESS",
+        "RPS",
+        "LATENCY_P50",
+        "LATENCY_P95",
+        "LATENCY_P99",
+    ];
     table(&header, &body)
 }
 

@@ -9,7 +9,7 @@
 //! `objects`, and `ignored` (on `objects`); `addresses`, `control` (on `ids`) and `security` (on
 //! `objects`); `validate`; `manifest`; `cluster`; then `plan`, `env`,
 //! `services` and `waypoints`, which import `cluster` and what is below it,
-//! and `stat` (on `services`); `proxy_config` and
+//! and `stat` (on `services`), `routes` (on `stat`); `proxy_config` and
 //! `proxy_status` import nothing of it.
 
 pub mod addresses;
@@ -23,6 +23,7 @@ pub mod objects;
 pub mod plan;
 pub mod proxy_config;
 pub mod proxy_status;
+pub mod routes;
 pub mod security;
 pub mod services;
 pub mod stat;
