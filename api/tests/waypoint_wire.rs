@@ -243,6 +243,7 @@ fn route() {
                 percentage: 20.0,
             }),
         }),
+        rule_name: "n".into(),
     };
     let match_wire = msg(&[
         len(1, &len(1, b"/")),
@@ -293,6 +294,7 @@ fn route() {
         len(7, &headers_wire),
         len(8, &headers_wire),
         len(9, &fault_wire),
+        len(10, b"n"),
     ]);
     assert_wire(&route, &expected);
 

@@ -11,6 +11,8 @@
 mod limits;
 #[path = "waypoint/outlier.rs"]
 mod outlier;
+#[path = "waypoint/routes.rs"]
+mod routes;
 #[path = "waypoint/shop.rs"]
 mod shop;
 #[path = "waypoint/stat.rs"]

@@ -268,6 +268,7 @@ fn route_json(r: &Route) -> Value {
     });
     obj(vec![
         ("name", json!(r.name)),
+        ("ruleName", json!(r.rule_name)),
         ("source", source(&r.source)),
         ("matches", list(&r.matches, route_match)),
         action,

@@ -24,7 +24,7 @@ impl Engine {
         config: &api::waypoint::Waypoint,
         runtime: Arc<Runtime>,
     ) -> Result<Engine, ConfigError> {
-        let compiled = CompiledConfig::compile(config)?;
+        let compiled = CompiledConfig::compile(config, &runtime.metrics.routes)?;
         runtime.retain(&compiled.hostnames());
         runtime.outlier_detection(compiled.outlier_specs());
         Ok(Engine {

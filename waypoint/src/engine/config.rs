@@ -21,7 +21,7 @@ use super::outlier::OutlierSpec;
 use super::pool::PoolSpec;
 use super::ratelimit::RateLimitSpec;
 use super::retry::{BudgetSpec, RetrySpec};
-use super::telemetry::ServiceLabels;
+use super::telemetry::{RouteKey, RouteMetrics, RouteTelemetry, ServiceLabels};
 
 /// An upstream service (and subset) a request or a mirror goes to.
 #[derive(Debug, Clone)]
@@ -124,8 +124,8 @@ pub(crate) enum Action {
 /// A compiled route.
 #[derive(Debug)]
 pub(crate) struct RouteEntry {
-    /// Route name.
-    pub name: Arc<str>,
+    /// Its name and per-route metrics.
+    pub telemetry: Arc<RouteTelemetry>,
     /// Matches (any); empty: every request.
     pub matches: Vec<RouteMatcher>,
     /// Action.
@@ -139,7 +139,11 @@ pub(crate) struct RouteEntry {
 }
 
 impl RouteEntry {
-    fn compile(r: &pb::Route, field: &str) -> Result<Self, ConfigError> {
+    fn compile(
+        r: &pb::Route,
+        field: &str,
+        telemetry: Arc<RouteTelemetry>,
+    ) -> Result<Self, ConfigError> {
         let matches = r
             .matches
             .iter()
@@ -166,7 +170,7 @@ impl RouteEntry {
             None => return Err(ConfigError(format!("{field}: no action"))),
         };
         Ok(Self {
-            name: r.name.as_str().into(),
+            telemetry,
             matches,
             action,
             request_headers: HeaderMods::compile(
@@ -284,6 +288,9 @@ pub(crate) struct ServiceEntry {
     pub ports: Vec<PortEntry>,
     /// Routes in order.
     pub routes: Vec<RouteEntry>,
+    /// Where requests no route took are counted (no route matched, or refused before
+    /// routing).
+    pub default_route: Arc<RouteTelemetry>,
     /// Local rate limit.
     pub rate_limit: Option<RateLimitSpec>,
 }
@@ -403,8 +410,8 @@ pub(crate) struct CompiledConfig {
 }
 
 impl CompiledConfig {
-    /// Compiles a config.
-    pub(crate) fn compile(w: &pb::Waypoint) -> Result<Self, ConfigError> {
+    /// Compiles a config, with the per-route metrics of its routes taken from `routes`.
+    pub(crate) fn compile(w: &pb::Waypoint, routes: &RouteMetrics) -> Result<Self, ConfigError> {
         let mut out = CompiledConfig {
             authz: Policies::compile(&w.authorization_policies)?,
             ..Default::default()
@@ -423,17 +430,29 @@ impl CompiledConfig {
                     })
                 })
                 .collect::<Result<_, ConfigError>>()?;
-            let routes = s
+            let telemetry = |r: &pb::Route| {
+                let (kind, namespace) = r
+                    .source
+                    .as_ref()
+                    .map_or(("", ""), |o| (o.kind.as_str(), o.namespace.as_str()));
+                let key = RouteKey::new(&s.namespace, &s.name, kind, namespace, &r.rule_name);
+                routes.route(&key, &r.name)
+            };
+            let service_routes = s
                 .routes
                 .iter()
                 .enumerate()
-                .map(|(j, r)| RouteEntry::compile(r, &format!("{field}.routes[{j}] ({})", r.name)))
+                .map(|(j, r)| {
+                    let at = format!("{field}.routes[{j}] ({})", r.name);
+                    RouteEntry::compile(r, &at, telemetry(r))
+                })
                 .collect::<Result<_, _>>()?;
             let entry = Arc::new(ServiceEntry {
                 hostname: s.hostname.clone(),
                 labels: Arc::new(ServiceLabels::new(&s.hostname, &s.name, &s.namespace)),
                 ports,
-                routes,
+                routes: service_routes,
+                default_route: routes.route(&RouteKey::default_of(&s.namespace, &s.name), ""),
                 rate_limit: s
                     .rate_limit
                     .as_ref()

@@ -239,6 +239,7 @@ async fn process(
         .ok_or(RequestError::UnknownService)?
         .clone();
     ctx.service(&svc.labels);
+    ctx.record.route = Some(svc.default_route.clone());
     let authz = authorize(h, &svc, &parts, ctx)?;
     if let Some(limit) = svc.rate_limit
         && !h.engine.runtime.bucket(&svc.hostname, limit).try_take()
@@ -246,7 +247,7 @@ async fn process(
         return Err(RequestError::RateLimited);
     }
     let (route, prefix) = route_for(h, &svc, &parts)?;
-    ctx.record.route = Some(route.name.clone());
+    ctx.record.route = Some(route.telemetry.clone());
     if let Some(abort) = inject_fault(route, grpc, ctx).await {
         return Ok(abort);
     }

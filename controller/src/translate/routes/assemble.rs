@@ -331,6 +331,7 @@ fn default_routes(
     let mut out: Vec<Route> = profile_routes
         .map(|(p, r)| Route {
             name: format!("{}/{}/{}", p.obj.namespace, p.obj.name, r.name),
+            rule_name: r.name.clone(),
             source: Some(p.obj.source()),
             matches: r.matches.clone(),
             action: forward(

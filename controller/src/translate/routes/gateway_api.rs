@@ -137,6 +137,7 @@ fn rule_routes(
                 request_headers: filters.request_headers.clone(),
                 response_headers: filters.response_headers.clone(),
                 fault: None,
+                rule_name: rule_name.clone(),
             },
         });
     }

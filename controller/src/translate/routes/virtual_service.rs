@@ -144,6 +144,7 @@ fn http_route(
         request_headers,
         response_headers,
         fault,
+        rule_name: name,
     }))
 }
 

@@ -54,6 +54,12 @@ pub enum SandboxCommand {
     /// Each client and server workload pair, both SPIFFE identities, and whether the
     /// connections were mutual TLS (plaintext edges stand out).
     Edges(EdgesArgs),
+    /// Golden metrics per route of a service over a window.
+    ///
+    /// Per VirtualService http route, HTTPRoute rule or ServiceProfile route of the service,
+    /// and `[default]` for requests no route took: success rate, requests per second and
+    /// latency percentiles, from the waypoints' per-route metrics.
+    Routes(RoutesArgs),
     /// Every proxy's connection to the controller and how far its config is synced.
     ///
     /// Every ztunnel and waypoint: connected or not, per xDS type whether it ACKed the
@@ -219,7 +225,7 @@ pub struct StatArgs {
     pub watch: WatchArgs,
 }
 
-/// What the verbs that watch the proxies over a window (`stat`, `edges`) take.
+/// What the verbs that watch the proxies over a window (`stat`, `edges`, `routes`) take.
 #[derive(clap::Args, Debug)]
 pub struct WatchArgs {
     /// Namespace.
@@ -265,6 +271,16 @@ pub struct EdgesArgs {
     /// deploy (edges are between workloads).
     pub resource: String,
     /// Where (edges with either end in the namespace) and how long to watch.
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// `routes`.
+#[derive(clap::Args, Debug)]
+pub struct RoutesArgs {
+    /// svc/NAME.
+    pub resource: String,
+    /// Where (one namespace: `-A` is refused) and how long to watch.
     #[command(flatten)]
     pub watch: WatchArgs,
 }

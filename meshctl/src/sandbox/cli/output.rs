@@ -1,5 +1,5 @@
 //! What the sandbox's verbs print: kubectl-like tables (the shared `operator::table`), the
-//! summary of `up`, the controller's view, `stat` and `edges`; `check`, findings and
+//! summary of `up`, the controller's view, `stat`, `routes` and `edges`; `check`, findings and
 //! `proxy-status` print through `crate::operator`, alike in both modes.
 
 use serde_json::json;
@@ -13,6 +13,7 @@ use crate::sandbox::model::control::{
 };
 use crate::sandbox::model::services::{ServiceView, services};
 use crate::sandbox::model::stat::{Edge, Row};
+use crate::sandbox::ops::routes::MeasuredRoutes;
 
 /// kubectl's AGE: 45s, 12m, 3h, 5d.
 pub fn age(created: u64, now: u64) -> String {
@@ -277,21 +278,32 @@ pub fn summary(c: &Cluster, now: u64) -> String {
     )
 }
 
+/// A value, or `-` where nothing was measured.
+fn or_dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "-".to_owned())
+}
+
+/// A latency as `stat` and `routes` print it: `12ms`, `3.4ms`, `-`.
+fn millis(ms: Option<f64>) -> String {
+    or_dash(ms.map(|ms| {
+        if ms >= 10.0 {
+            format!("{ms:.0}ms")
+        } else {
+            format!("{ms:.1}ms")
+        }
+    }))
+}
+
+/// A success rate as `stat` and `routes` print it: `99.50%`, `-`.
+fn percent(rate: Option<f64>) -> String {
+    or_dash(rate.map(|s| format!("{:.2}%", s * 100.0)))
+}
+
 /// `stat`'s table, as `linkerd viz stat` prints it; `-` where nothing was measured.
 pub fn stat_table(rows: &[Row], with_namespace: bool) -> String {
     if rows.is_empty() {
         return "No resources found.\n".to_owned();
     }
-    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
-    let millis = |ms: Option<f64>| {
-        or_dash(ms.map(|ms| {
-            if ms >= 10.0 {
-                format!("{ms:.0}ms")
-            } else {
-                format!("{ms:.1}ms")
-            }
-        }))
-    };
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -302,7 +314,7 @@ pub fn stat_table(rows: &[Row], with_namespace: bool) -> String {
             row.extend([
                 r.name.clone(),
                 format!("{}/{}", r.meshed_pods, r.pods),
-                or_dash(r.success_rate.map(|s| format!("{:.2}%", s * 100.0))),
+                percent(r.success_rate),
                 or_dash(r.requests_per_second.map(|rps| format!("{rps:.1}rps"))),
                 millis(r.latency_ms_p50),
                 millis(r.latency_ms_p95),
@@ -332,6 +344,48 @@ pub fn stat_table(rows: &[Row], with_namespace: bool) -> String {
         "WRITE_BYTES/SEC",
         "MTLS",
     ]);
+    table(&header, &body)
+}
+
+/// `routes`' table, as `linkerd viz routes` prints it: one row per route, `[default]` for
+/// requests no route took.
+pub fn routes_table(measured: &MeasuredRoutes) -> String {
+    if measured.routes.is_empty() {
+        return format!(
+            "No routes found: no waypoint reports service {}/{} (is it labelled \
+             istio.io/use-waypoint?)\n",
+            measured.namespace, measured.service
+        );
+    }
+    let body: Vec<Vec<String>> = measured
+        .routes
+        .iter()
+        .map(|r| {
+            let source = if r.kind.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{}/{}", r.kind, r.namespace)
+            };
+            vec![
+                r.route.clone(),
+                source,
+                percent(r.success_rate),
+                format!("{:.1}rps", r.requests_per_second),
+                millis(r.latency_ms_p50),
+                millis(r.latency_ms_p95),
+                millis(r.latency_ms_p99),
+            ]
+        })
+        .collect();
+    let header = [
+        "ROUTE",
+        "SOURCE",
+        "SUCCESS",
+        "RPS",
+        "LATENCY_P50",
+        "LATENCY_P95",
+        "LATENCY_P99",
+    ];
     table(&header, &body)
 }
 

@@ -1,5 +1,5 @@
 //! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `stat`, `edges`,
-//! `proxy-config`, `proxy-status`, `tap`, `label`, `exec`,
+//! `routes`, `proxy-config`, `proxy-status`, `tap`, `label`, `exec`,
 //! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
 //! `down`, the hidden `sandbox-reaper`, `sandbox-forward` and
 //! `sandbox-container`, and `up` (in [`super::up`]).
@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use super::args::{
     AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DownArgs, EdgesArgs, ExecArgs, GetArgs,
-    GlobalArgs, LabelArgs, LogsArgs, OutputArgs, ProxyConfigArgs, SandboxCommand, StatArgs,
-    TapArgs,
+    GlobalArgs, LabelArgs, LogsArgs, OutputArgs, ProxyConfigArgs, RoutesArgs, SandboxCommand,
+    StatArgs, TapArgs,
 };
 use super::output;
 use super::up::up;
@@ -27,6 +27,7 @@ use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
 use crate::sandbox::model::proxy_config::Section;
 use crate::sandbox::model::stat::Resource;
+use crate::sandbox::ops::routes;
 use crate::sandbox::ops::sandbox::Sandbox;
 use crate::sandbox::ops::stat::{self, StatOptions};
 use crate::sandbox::ops::system;
@@ -54,6 +55,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Check(a) => check(&cfg, a),
         SandboxCommand::Stat(a) => stat(&cfg, a).map(|_| 0),
         SandboxCommand::Edges(a) => edges(&cfg, a).map(|_| 0),
+        SandboxCommand::Routes(a) => routes(&cfg, a).map(|_| 0),
         SandboxCommand::ProxyConfig(a) => proxy_config(&cfg, a).map(|_| 0),
         SandboxCommand::ProxyStatus(a) => proxy_status(&cfg, a),
         SandboxCommand::Tap(a) => tap(&cfg, a).map(|_| 0),
@@ -185,6 +187,48 @@ fn edges(cfg: &SandboxSettings, a: EdgesArgs) -> Result<()> {
     } else {
         let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
         print!("{}", output::edges_table(&seen.edges, colour));
+    }
+    Ok(())
+}
+
+/// `routes`: the table (or JSON) of one service's routes once the window has passed.
+fn routes(cfg: &SandboxSettings, a: RoutesArgs) -> Result<()> {
+    let json = json_output(a.watch.output.as_deref())?;
+    let name = match a.resource.split_once('/') {
+        Some((kind, name))
+            if Resource::parse(kind) == Ok(Resource::Service) && !name.is_empty() =>
+        {
+            name
+        }
+        _ => {
+            return Err(SandboxError::Invalid(format!(
+                "{}: routes belong to a service: routes svc/NAME",
+                a.resource
+            )));
+        }
+    };
+    if a.watch.all_namespaces {
+        return Err(SandboxError::Invalid(
+            "routes are of one service: name its namespace with -n, not -A".to_owned(),
+        ));
+    }
+    let namespace = a.watch.namespace.as_str();
+    let measured = routes::measure(cfg, namespace, name, a.watch.window, |proxies| {
+        eprintln!(
+            "scraped {proxies} proxies; measuring for {:?}",
+            a.watch.window
+        );
+    })?;
+    for proxy in &measured.unreachable {
+        eprintln!("warning: no metrics from {proxy}: its traffic is missing");
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&measured).unwrap_or_default()
+        );
+    } else {
+        print!("{}", output::routes_table(&measured));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@
 //! `objects`, and `ignored` (on `objects`); `addresses`, `control` (on `ids`) and `security` (on
 //! `objects`); `validate`; `manifest`; `cluster`; then `plan`, `env`,
 //! `services` and `waypoints`, which import `cluster` and what is below it,
-//! and `stat` (on `services`); `proxy_config` imports nothing
+//! and `stat` (on `services`), `routes` (on `stat`); `proxy_config` imports nothing
 //! of it.
 
 pub mod addresses;
@@ -22,6 +22,7 @@ pub mod manifest;
 pub mod objects;
 pub mod plan;
 pub mod proxy_config;
+pub mod routes;
 pub mod security;
 pub mod services;
 pub mod stat;

@@ -317,7 +317,11 @@ fn row(target: &Target, grown: &[&Sample], now: &[&Sample], seconds: f64) -> Row
         .iter()
         .filter(|s| s.name == "istio_requests_total" && s.label("response_code").starts_with('5'))
         .fold(0.0, |sum, s| sum + s.value);
-    let latency = |q| served.then(|| quantile(q, grown)).flatten();
+    let latency = |q| {
+        served
+            .then(|| quantile(q, grown, DURATION_BUCKETS))
+            .flatten()
+    };
     let destination = [("reporter", "destination")];
     let opened = total(grown, "istio_tcp_connections_opened_total", &destination);
     let mtls = total(
@@ -358,13 +362,17 @@ fn row(target: &Target, grown: &[&Sample], now: &[&Sample], seconds: f64) -> Row
     }
 }
 
-/// The `q` quantile of the request durations in `samples`, estimated from the histogram's
-/// buckets as Prometheus' `histogram_quantile` does (linear within a bucket; the highest finite
-/// bound when it falls in the `+Inf` bucket); `None` without requests.
-fn quantile(q: f64, samples: &[&Sample]) -> Option<f64> {
-    let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+/// The buckets of Istio's request durations, in milliseconds.
+const DURATION_BUCKETS: &str = "istio_request_duration_milliseconds_bucket";
+
+/// The `q` quantile of the histogram whose `_bucket` samples are named `buckets` in
+/// `samples`, estimated as Prometheus' `histogram_quantile` does (linear within a bucket; the
+/// highest finite bound when it falls in the `+Inf` bucket), in the histogram's unit; `None`
+/// without observations.
+pub fn quantile(q: f64, samples: &[&Sample], buckets: &str) -> Option<f64> {
+    let mut counts: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
     for s in samples {
-        if s.name != "istio_request_duration_milliseconds_bucket" {
+        if s.name != buckets {
             continue;
         }
         let bound = match s.label("le") {
@@ -375,15 +383,15 @@ fn quantile(q: f64, samples: &[&Sample]) -> Option<f64> {
             },
         };
         // Keyed by the bound's bits: positive floats sort as their bits do.
-        buckets.entry(bound.to_bits()).or_insert((bound, 0.0)).1 += s.value;
+        counts.entry(bound.to_bits()).or_insert((bound, 0.0)).1 += s.value;
     }
-    let total = buckets.values().last()?.1;
+    let total = counts.values().last()?.1;
     if total <= 0.0 {
         return None;
     }
     let rank = q * total;
     let (mut lower, mut below) = (0.0, 0.0);
-    for (bound, count) in buckets.into_values() {
+    for (bound, count) in counts.into_values() {
         if count >= rank {
             if bound.is_infinite() {
                 return Some(lower);
@@ -522,9 +530,9 @@ mod tests {
     fn latency_in_the_infinite_bucket_is_the_highest_bound() {
         let grown = [bucket("1", 0.0), bucket("5", 1.0), bucket("+Inf", 10.0)];
         let refs: Vec<&Sample> = grown.iter().collect();
-        assert_eq!(quantile(0.99, &refs), Some(5.0));
-        assert_eq!(quantile(0.05, &refs), Some(3.0));
-        assert_eq!(quantile(0.5, &[]), None);
+        assert_eq!(quantile(0.99, &refs, DURATION_BUCKETS), Some(5.0));
+        assert_eq!(quantile(0.05, &refs, DURATION_BUCKETS), Some(3.0));
+        assert_eq!(quantile(0.5, &[], DURATION_BUCKETS), None);
     }
 
     #[test]

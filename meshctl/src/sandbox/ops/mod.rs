@@ -9,7 +9,7 @@
 //! nothing of `ops`; `waypoints` builds on `sandbox` and `tokens`, `pods`
 //! on `waypoints`, `apply` on `pods`, `system` on `sandbox` and
 //! `tokens`, `proxies` on `sandbox`, `check` on `sandbox`, `system` and `findings`, and
-//! `stat` and `tap` on `proxies`. The methods each adds to `Sandbox` call only methods of the
+//! `scrape` and `tap` on `proxies`, `stat` and `routes` on `scrape`. The methods each adds to `Sandbox` call only methods of the
 //! modules below it.
 
 pub(crate) mod apply;
@@ -17,7 +17,9 @@ pub(crate) mod check;
 pub(crate) mod findings;
 pub(crate) mod pods;
 pub(crate) mod proxies;
+pub(crate) mod routes;
 pub(crate) mod sandbox;
+pub(crate) mod scrape;
 pub(crate) mod stat;
 pub(crate) mod system;
 pub(crate) mod tap;

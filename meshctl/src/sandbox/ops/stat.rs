@@ -3,16 +3,13 @@
 //! [`crate::sandbox::model::stat`]. The sandbox's lock is held only to find the proxies and
 //! the rows, never during the window, so the cluster stays usable meanwhile.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use prometheus_registry::scrape::{self, Sample};
-
-use super::proxies::{self, Proxy};
+use super::proxies;
 use super::sandbox::Sandbox;
+use super::scrape::scrape_window;
 use crate::sandbox::error::Result;
-use crate::sandbox::model::stat::{
-    Edge, Resource, Row, edges as model_edges, increase, rows, targets,
-};
+use crate::sandbox::model::stat::{Edge, Resource, Row, edges as model_edges, rows, targets};
 use crate::sandbox::settings::SandboxSettings;
 
 /// What to measure.
@@ -37,18 +34,6 @@ pub struct Measured {
     pub rows: Vec<Row>,
     /// Proxies whose metrics could not be read, with why; their traffic is missing.
     pub unreachable: Vec<String>,
-}
-
-/// What two scrapes of every proxy, a window apart, found.
-struct Window {
-    /// What every counter grew by (every proxy's, concatenated).
-    increase: Vec<Sample>,
-    /// The samples of the second scrapes.
-    now: Vec<Sample>,
-    /// Seconds between the two scrapes.
-    seconds: f64,
-    /// Proxies whose metrics could not be read, with why.
-    unreachable: Vec<String>,
 }
 
 /// Measures: `started` is called once the first scrape is done and the window runs.
@@ -106,43 +91,4 @@ pub fn edges(
         edges: model_edges(&window.increase, namespace),
         unreachable: window.unreachable,
     })
-}
-
-/// Scrapes `proxies`, waits `window`, scrapes them again.
-fn scrape_window(proxies: &[Proxy], window: Duration, started: impl FnOnce(usize)) -> Window {
-    let first = scrape_all(proxies);
-    let begun = Instant::now();
-    started(proxies.len());
-    std::thread::sleep(window);
-    let second = scrape_all(proxies);
-    let seconds = begun.elapsed().as_secs_f64();
-    let mut increase_all = Vec::new();
-    let mut now = Vec::new();
-    let mut unreachable = Vec::new();
-    for ((proxy, before), after) in proxies.iter().zip(first).zip(second) {
-        match (before, after) {
-            (Ok(before), Ok(after)) => {
-                increase_all.extend(increase(&before, &after));
-                now.extend(after);
-            }
-            (Err(e), _) | (_, Err(e)) => unreachable.push(format!("{}: {e}", proxy.name)),
-        }
-    }
-    Window {
-        increase: increase_all,
-        now,
-        seconds,
-        unreachable,
-    }
-}
-
-/// Each proxy's samples, or why they could not be read.
-fn scrape_all(proxies: &[Proxy]) -> Vec<std::result::Result<Vec<Sample>, String>> {
-    proxies
-        .iter()
-        .map(|proxy| {
-            let text = proxies::get(proxy, proxies::METRICS_PORT, "/metrics")?;
-            Ok(scrape::parse(&text))
-        })
-        .collect()
 }

@@ -236,7 +236,7 @@ pub(crate) fn format_line(out: &mut String, r: &RequestRecord, at: SystemTime) {
     };
     bare(out, "flags", flags);
     quoted(out, "details", r.details);
-    quoted(out, "route", r.route.as_deref().unwrap_or(""));
+    quoted(out, "route", r.route_name());
     quoted(out, "dst.service", &l.service.hostname);
     if let Some(upstream) = r.upstream {
         out.push_str(" upstream=\"");
@@ -402,6 +402,7 @@ mod tests {
 
     use super::super::labels::{PeerLabels, RequestLabels, ServiceLabels};
     use super::super::record::{Authority, TraceId};
+    use super::super::routes::RouteTelemetry;
     use super::*;
     use crate::engine::WorkloadMeta;
 
@@ -454,7 +455,7 @@ mod tests {
             path: Some(http::uri::PathAndQuery::from_static("/a?b=c")),
             source: Some("10.0.9.9".parse().unwrap()),
             upstream: Some("10.0.1.1:9080".parse::<SocketAddr>().unwrap()),
-            route: Some("all \"of\" it".into()),
+            route: Some(RouteTelemetry::uncounted("all \"of\" it")),
             request_id: Some(http::HeaderValue::from_static("id-1")),
             trace_id: TraceId::from_hex(b"0af7651916cd43dd8448eb211c80319c"),
             details: "upstream_reset",
@@ -530,7 +531,7 @@ mod tests {
                 grpc_status = some(&l.grpc_response_status),
                 flags = %l.response_flags,
                 details = (!r.details.is_empty()).then_some(r.details),
-                route = r.route.as_deref().map(str::to_owned),
+                route = Some(r.route_name()).filter(|n| !n.is_empty()),
                 dst.service = some(&l.service.hostname),
                 upstream = r.upstream.map(|u| u.to_string()),
                 dst.workload = some(&l.destination.workload),

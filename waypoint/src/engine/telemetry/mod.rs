@@ -1,6 +1,7 @@
 //! Request telemetry with Istio's metric names and labels ([`labels`], built once per
-//! workload and per service rather than per request), and one access log line per request
-//! (target `access`, written to stdout by its own thread: [`access`]).
+//! workload and per service rather than per request), per-route metrics with Linkerd's
+//! ([`routes`], built once per route), and one access log line per request (target
+//! `access`, written to stdout by its own thread: [`access`]).
 //!
 //! The registry belongs to each [`super::Runtime`] rather than to the process, so several
 //! waypoints in one process (tests, the sandbox) each report only their own requests. A request
@@ -26,9 +27,11 @@ use super::downstream::{Fault, Watch};
 mod access;
 pub(crate) mod labels;
 mod record;
+mod routes;
 
 pub(crate) use labels::{PeerLabels, Peers, RequestLabels, ServiceLabels};
 pub(crate) use record::{Authority, RequestRecord, TraceId};
+pub(crate) use routes::{RouteKey, RouteMetrics, RouteTelemetry};
 
 const REQUESTS: &str = "istio_requests_total";
 const DURATION: &str = "istio_request_duration_milliseconds";
@@ -71,6 +74,8 @@ impl Default for Series {
 #[derive(Default)]
 pub(crate) struct RequestMetrics {
     series: Registry<RequestLabels, Series>,
+    /// Per route, beside Istio's metrics (which have no route label).
+    pub(crate) routes: RouteMetrics,
     access: access::AccessLog,
     /// Live requests for `meshctl tap`.
     pub(crate) tap: Arc<Tap>,
@@ -84,7 +89,7 @@ impl RequestMetrics {
         self.tap.publish(|| r.tap_event());
     }
 
-    /// Counts one finished request.
+    /// Counts one finished request, and under its route when it reached a service.
     fn record(&self, r: &RequestRecord) {
         self.series.with(&r.labels, labels::render, |s| {
             s.requests.fetch_add(1, Ordering::Relaxed);
@@ -92,6 +97,10 @@ impl RequestMetrics {
             s.request_bytes.observe(r.request_bytes as f64);
             s.response_bytes.observe(r.response_bytes as f64);
         });
+        if let Some(route) = &r.route {
+            self.routes
+                .record(route, r.labels.response_code, r.duration);
+        }
     }
 
     /// Prometheus text exposition.
@@ -144,6 +153,7 @@ impl RequestMetrics {
             "counter",
         );
         let _ = writeln!(out, "{TAP_DROPPED} {}", self.tap.dropped_total());
+        self.routes.render(&mut out);
         out
     }
 }

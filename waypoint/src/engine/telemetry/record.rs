@@ -9,6 +9,7 @@ use http::HeaderValue;
 use proxy_core::tap::TapEvent;
 
 use super::labels::RequestLabels;
+use super::routes::RouteTelemetry;
 
 /// The authority a request named: its URI's (HTTP/2, absolute form) or its `Host` header's.
 #[derive(Debug, Clone, Default)]
@@ -80,8 +81,9 @@ pub(crate) struct RequestRecord {
     pub source: Option<IpAddr>,
     /// Endpoint of the last attempt.
     pub upstream: Option<SocketAddr>,
-    /// Name of the matched route.
-    pub route: Option<Arc<str>>,
+    /// The route that took the request (the service's default route when none matched);
+    /// `None` when no service did.
+    pub route: Option<Arc<RouteTelemetry>>,
     /// `x-request-id`.
     pub request_id: Option<HeaderValue>,
     /// W3C trace id.
@@ -97,6 +99,11 @@ pub(crate) struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// The name of the matched route ("" when none matched).
+    pub(crate) fn route_name(&self) -> &str {
+        self.route.as_ref().map_or("", |r| &r.name)
+    }
+
     /// The request as `meshctl tap` shows it: no bodies, no header values.
     pub(crate) fn tap_event(&self) -> TapEvent {
         let l = &self.labels;
@@ -107,7 +114,7 @@ impl RequestRecord {
             path: self.path.as_ref().map_or("", |p| p.as_str()).to_owned(),
             status: l.response_code,
             latency_ms: self.duration.as_secs_f64() * 1000.0,
-            route: self.route.as_deref().unwrap_or_default().to_owned(),
+            route: self.route_name().to_owned(),
             source_identity: l.source.principal.to_string(),
             source_workload: l.source.workload.to_string(),
             source_namespace: l.source.namespace.to_string(),

@@ -9,4 +9,5 @@ mod downstream;
 mod fake;
 mod policy;
 mod resilience;
+mod route_metrics;
 mod routing;
