@@ -464,7 +464,10 @@ mod tests {
             namespace: Some("other".into()),
             ..by("orders", Side::Either)
         };
-        assert!(!elsewhere.matches(&out), "workload and namespace on the same side");
+        assert!(
+            !elsewhere.matches(&out),
+            "workload and namespace on the same side"
+        );
 
         let kind = |kind: &str| TapFilter {
             kind: Some(kind.into()),
@@ -489,7 +492,12 @@ mod tests {
     #[test]
     fn request_and_connection_lines_carry_only_their_own_fields() {
         let request = serde_json::to_value(event("GET", "/a", "orders")).unwrap();
-        let keys: Vec<&str> = request.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = request
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys.len(), 15, "{keys:?}");
         assert!(request.get("phase").is_none() && request.get("mtls").is_none());
 
@@ -501,7 +509,10 @@ mod tests {
         assert_eq!(line["phase"], "open");
         assert_eq!(line["mtls"], true);
         assert!(line.get("method").is_none() && line.get("status").is_none());
-        assert!(line.get("bytes_sent").is_none(), "no counts when opened: {line}");
+        assert!(
+            line.get("bytes_sent").is_none(),
+            "no counts when opened: {line}"
+        );
         let closed = TapEvent {
             phase: CLOSE,
             bytes_sent: 12,

@@ -114,7 +114,11 @@ impl Shared {
         let record = self.count_closed(finished, 0, 0, Some(error.to_string()));
         if let ProxyError::Denied(policy) = error {
             self.ctx.tap.publish(|| TapEvent {
-                policy: policy.clone(),
+                // `namespace/name` of a DENY policy; the reason when no ALLOW matched.
+                policy: policy
+                    .strip_prefix("denied by ")
+                    .unwrap_or(policy)
+                    .to_owned(),
                 ..tapped::event(&seen(&record), OPEN, DENY, None)
             });
         } else {
