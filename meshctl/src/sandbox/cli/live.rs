@@ -52,25 +52,29 @@ pub fn top(cfg: &SandboxSettings, a: TopArgs, json: bool) -> Result<()> {
         path: a.path.clone(),
         kind: Some(TapKind::Request),
         until_interrupted: true,
+        idle_tick: Some(REDRAW),
     };
     let live = !json && std::io::stdout().is_terminal();
     let mut top = Top::default();
     let mut drawn: Option<Instant> = None;
+    // Requests counted since the table was last drawn.
+    let mut pending = false;
     let ready = |tapped| eprintln!("{}", tapping(tapped));
     tap::run(cfg, &options, ready, |line| {
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-            return true;
-        };
+        // An empty line is the idle tick: nothing to count, maybe a table to draw.
+        let event = serde_json::from_str::<serde_json::Value>(line).unwrap_or_default();
         if let Some(n) = event["dropped"].as_u64() {
             eprintln!("warning: a waypoint dropped {n} requests: the counts miss them");
         }
         if let Some(request) = TopRequest::from_event(&event) {
             top.add(&request);
+            pending = true;
         }
-        if live && drawn.is_none_or(|at| at.elapsed() >= REDRAW) {
+        if live && pending && drawn.is_none_or(|at| at.elapsed() >= REDRAW) {
             print!("{CLEAR}{}", top_table(&top.rows()));
             let _ = std::io::stdout().flush();
             drawn = Some(Instant::now());
+            pending = false;
         }
         a.max.is_none_or(|max| top.requests() < max)
     })?;

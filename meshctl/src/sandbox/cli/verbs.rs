@@ -273,6 +273,7 @@ fn tap(cfg: &SandboxSettings, a: TapArgs) -> Result<()> {
         path: a.path.clone(),
         kind: kind.map_err(SandboxError::Invalid)?,
         until_interrupted: false,
+        idle_tick: None,
     };
     let mut shown = 0u64;
     let ready = |tapped| eprintln!("{}", live::tapping(tapped));

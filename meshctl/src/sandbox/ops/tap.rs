@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use super::proxies::{self, Proxy};
 use super::sandbox::Sandbox;
@@ -32,6 +33,9 @@ pub struct TapOptions {
     pub kind: Option<TapKind>,
     /// Ctrl-C ends the tap as the end of its streams would (the caller then finishes).
     pub until_interrupted: bool,
+    /// When set, `line` also hears an empty line after each such quiet period, so a live
+    /// display can catch up with what it held back.
+    pub idle_tick: Option<Duration>,
 }
 
 /// What a tap reads, once all its streams listen.
@@ -186,9 +190,16 @@ pub fn run(
         std::thread::spawn(move || follow(&proxy, reader, &query, &lines, &done));
     }
     drop(lines);
-    for text in received {
-        match text {
-            Some(text) if line(&text) => {}
+    loop {
+        let next = match options.idle_tick {
+            Some(tick) => match received.recv_timeout(tick) {
+                Err(mpsc::RecvTimeoutError::Timeout) => Ok(Some(String::new())),
+                other => other.map_err(|_| ()),
+            },
+            None => received.recv().map_err(|_| ()),
+        };
+        match next {
+            Ok(Some(text)) if line(&text) => {}
             _ => break,
         }
     }
@@ -232,6 +243,7 @@ mod tests {
             path: Some("/api/a b&c".into()),
             kind: None,
             until_interrupted: false,
+            idle_tick: None,
         };
         assert_eq!(
             options.query().unwrap(),
