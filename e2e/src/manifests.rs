@@ -27,6 +27,24 @@ spec:
     )
 }
 
+/// A `meshctl app tcp-echo --banner` pod on `port`, pinned to `node`, labelled `app: <name>`:
+/// it writes its name and a newline, then echoes every byte until the client finishes.
+pub fn tcp_echo_pod(namespace: &str, name: &str, node: &str, port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {namespace}, labels: {{app: {name}}}}}
+spec:
+  nodeName: {node}
+  containers:
+  - name: echo
+    command: [meshctl, app, tcp-echo, --port, "{port}", --banner]
+    ports: [{{name: tcp, containerPort: {port}}}]
+---
+"#
+    )
+}
+
 /// An idle pod (`sleep infinity`) pinned to `node`, running as `service_account`: a client
 /// the test drives with `meshctl exec`, or a netns a benchmark's threads enter.
 pub fn idle_pod(namespace: &str, name: &str, node: &str, service_account: &str) -> String {

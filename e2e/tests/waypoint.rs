@@ -19,6 +19,8 @@ mod shop;
 mod stat;
 #[path = "waypoint/tap.rs"]
 mod tap;
+#[path = "waypoint/top.rs"]
+mod top;
 
 use e2e::{Options, SETTLE, Sandbox, eventually};
 use meshctl::app::load_report::LoadReport;

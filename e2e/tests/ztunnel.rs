@@ -8,6 +8,8 @@
 mod edges;
 #[path = "ztunnel/sniffer.rs"]
 mod sniffer;
+#[path = "ztunnel/tap.rs"]
+mod tap;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

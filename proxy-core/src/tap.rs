@@ -18,10 +18,17 @@ pub const QUEUE: usize = 1024;
 /// Listeners at once per proxy; more are refused.
 pub const MAX_LISTENERS: usize = 8;
 
-/// One request or connection, as a tap shows it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+/// `kind` of a waypoint's HTTP request.
+pub const REQUEST: &str = "request";
+/// `kind` of a connection a ztunnel handles.
+pub const CONNECTION: &str = "connection";
+
+/// One request or connection, as a tap shows it. A request's line carries the request
+/// fields, a connection's the connection fields (see [`TapEvent::kind`]), so neither carries
+/// the other's empty values.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TapEvent {
-    /// `request` (a waypoint's HTTP request) or `connection`.
+    /// [`REQUEST`] (a waypoint's HTTP request) or [`CONNECTION`] (a ztunnel's connection).
     pub kind: &'static str,
     /// HTTP method.
     pub method: String,
@@ -51,35 +58,204 @@ pub struct TapEvent {
     pub upstream: String,
     /// Envoy response flags, `-` when none.
     pub response_flags: String,
+    /// Connections: `open` or `close`.
+    pub phase: &'static str,
+    /// Connections: `inbound` (reported by the destination's ztunnel) or `outbound` (by the
+    /// source's).
+    pub direction: &'static str,
+    /// Connections: the destination's SPIFFE identity (verified, or expected of the peer).
+    pub destination_identity: String,
+    /// Connections: the client's address.
+    pub source_address: String,
+    /// Connections: the original destination address.
+    pub destination_address: String,
+    /// Connections: carried over mutual TLS (HBONE).
+    pub mtls: bool,
+    /// Connections: `allow` or `deny`, where the ztunnel decided (inbound); empty otherwise.
+    pub verdict: &'static str,
+    /// Connections: the policy that denied it.
+    pub policy: String,
+    /// Connections, on close: bytes the source sent.
+    pub bytes_sent: u64,
+    /// Connections, on close: bytes the source received.
+    pub bytes_received: u64,
+    /// Connections, on close: how long it lasted, milliseconds.
+    pub duration_ms: f64,
+}
+
+/// `phase` of a connection's first event.
+pub const OPEN: &str = "open";
+/// `phase` of a connection's last event.
+pub const CLOSE: &str = "close";
+
+impl Serialize for TapEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.kind == CONNECTION {
+            ConnectionLine::from(self).serialize(serializer)
+        } else {
+            RequestLine::from(self).serialize(serializer)
+        }
+    }
+}
+
+/// A request's line: its fields, in this order.
+#[derive(Serialize)]
+struct RequestLine<'a> {
+    kind: &'a str,
+    method: &'a str,
+    authority: &'a str,
+    path: &'a str,
+    status: u16,
+    latency_ms: f64,
+    route: &'a str,
+    source_identity: &'a str,
+    source_workload: &'a str,
+    source_namespace: &'a str,
+    destination_service: &'a str,
+    destination_workload: &'a str,
+    destination_namespace: &'a str,
+    upstream: &'a str,
+    response_flags: &'a str,
+}
+
+impl<'a> From<&'a TapEvent> for RequestLine<'a> {
+    fn from(e: &'a TapEvent) -> Self {
+        Self {
+            kind: e.kind,
+            method: &e.method,
+            authority: &e.authority,
+            path: &e.path,
+            status: e.status,
+            latency_ms: e.latency_ms,
+            route: &e.route,
+            source_identity: &e.source_identity,
+            source_workload: &e.source_workload,
+            source_namespace: &e.source_namespace,
+            destination_service: &e.destination_service,
+            destination_workload: &e.destination_workload,
+            destination_namespace: &e.destination_namespace,
+            upstream: &e.upstream,
+            response_flags: &e.response_flags,
+        }
+    }
+}
+
+/// A connection's line: what is unknown is left out, byte counts only on close.
+#[derive(Serialize)]
+struct ConnectionLine<'a> {
+    kind: &'a str,
+    phase: &'a str,
+    direction: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    source_identity: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    source_workload: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    source_namespace: &'a str,
+    source_address: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    destination_identity: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    destination_service: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    destination_workload: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    destination_namespace: &'a str,
+    destination_address: &'a str,
+    mtls: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    verdict: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    policy: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_received: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<f64>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    response_flags: &'a str,
+}
+
+impl<'a> From<&'a TapEvent> for ConnectionLine<'a> {
+    fn from(e: &'a TapEvent) -> Self {
+        let closed = e.phase == CLOSE;
+        Self {
+            kind: e.kind,
+            phase: e.phase,
+            direction: e.direction,
+            source_identity: &e.source_identity,
+            source_workload: &e.source_workload,
+            source_namespace: &e.source_namespace,
+            source_address: &e.source_address,
+            destination_identity: &e.destination_identity,
+            destination_service: &e.destination_service,
+            destination_workload: &e.destination_workload,
+            destination_namespace: &e.destination_namespace,
+            destination_address: &e.destination_address,
+            mtls: e.mtls,
+            verdict: e.verdict,
+            policy: &e.policy,
+            bytes_sent: closed.then_some(e.bytes_sent),
+            bytes_received: closed.then_some(e.bytes_received),
+            duration_ms: closed.then_some(e.duration_ms),
+            response_flags: if closed { &e.response_flags } else { "" },
+        }
+    }
+}
+
+/// Which side of an event a filter's `workload` and `namespace` name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Side {
+    /// The destination (what a request or connection goes to).
+    #[default]
+    Destination,
+    /// The source (the caller).
+    Source,
+    /// Either: a workload's inbound and outbound alike.
+    Either,
 }
 
 /// What a listener wants to see; empty fields match everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TapFilter {
-    /// Only this method.
+    /// Only this kind ([`REQUEST`] or [`CONNECTION`]).
+    pub kind: Option<String>,
+    /// Only this method (connections have none, so they never match one).
     pub method: Option<String>,
-    /// Only paths starting with this.
+    /// Only paths starting with this (connections have none: an empty path).
     pub path_prefix: Option<String>,
-    /// Only this destination workload.
+    /// Only this workload, on [`TapFilter::side`].
     pub workload: Option<String>,
     /// Only this destination service (name).
     pub service: Option<String>,
-    /// Only destinations in this namespace.
+    /// Only this namespace, on [`TapFilter::side`].
     pub namespace: Option<String>,
+    /// Which side `workload` and `namespace` are matched on.
+    pub side: Side,
 }
 
 impl TapFilter {
     /// Whether `event` passes.
     pub fn matches(&self, event: &TapEvent) -> bool {
         let is = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        is(&self.method, &event.method)
+        let side = |workload: &str, namespace: &str| {
+            is(&self.workload, workload) && is(&self.namespace, namespace)
+        };
+        let destination = || side(&event.destination_workload, &event.destination_namespace);
+        let source = || side(&event.source_workload, &event.source_namespace);
+        is(&self.kind, event.kind)
+            && is(&self.method, &event.method)
             && self
                 .path_prefix
                 .as_deref()
                 .is_none_or(|p| event.path.starts_with(p))
-            && is(&self.workload, &event.destination_workload)
             && is(&self.service, &event.destination_service)
-            && is(&self.namespace, &event.destination_namespace)
+            && match self.side {
+                Side::Destination => destination(),
+                Side::Source => source(),
+                Side::Either => destination() || source(),
+            }
     }
 }
 
@@ -251,6 +427,103 @@ mod tests {
         drop(orders);
         assert!(!tap.is_active());
         tap.publish(|| unreachable!("the listener left"));
+    }
+
+    fn connection(source: &str, destination: &str) -> TapEvent {
+        TapEvent {
+            kind: CONNECTION,
+            phase: OPEN,
+            direction: "outbound",
+            source_workload: source.into(),
+            source_namespace: "shop".into(),
+            destination_workload: destination.into(),
+            destination_namespace: "shop".into(),
+            destination_service: destination.into(),
+            ..TapEvent::default()
+        }
+    }
+
+    #[test]
+    fn filters_select_connections_by_either_side_kind_and_service() {
+        let by = |workload: &str, side| TapFilter {
+            workload: Some(workload.into()),
+            namespace: Some("shop".into()),
+            side,
+            ..TapFilter::default()
+        };
+        let out = connection("orders", "payments");
+        let into = connection("client", "orders");
+        assert!(!by("orders", Side::Destination).matches(&out));
+        assert!(by("orders", Side::Destination).matches(&into));
+        assert!(by("orders", Side::Source).matches(&out));
+        assert!(!by("orders", Side::Source).matches(&into));
+        assert!(by("orders", Side::Either).matches(&out));
+        assert!(by("orders", Side::Either).matches(&into));
+        assert!(!by("carts", Side::Either).matches(&out));
+        let elsewhere = TapFilter {
+            namespace: Some("other".into()),
+            ..by("orders", Side::Either)
+        };
+        assert!(
+            !elsewhere.matches(&out),
+            "workload and namespace on the same side"
+        );
+
+        let kind = |kind: &str| TapFilter {
+            kind: Some(kind.into()),
+            ..TapFilter::default()
+        };
+        assert!(kind(CONNECTION).matches(&out));
+        assert!(!kind(REQUEST).matches(&out));
+        assert!(kind(REQUEST).matches(&event("GET", "/", "orders")));
+        let service = |name: &str| TapFilter {
+            service: Some(name.into()),
+            ..TapFilter::default()
+        };
+        assert!(service("payments").matches(&out));
+        assert!(!service("orders").matches(&out));
+        let method = TapFilter {
+            method: Some("GET".into()),
+            ..TapFilter::default()
+        };
+        assert!(!method.matches(&out), "a connection has no method");
+    }
+
+    #[test]
+    fn request_and_connection_lines_carry_only_their_own_fields() {
+        let request = serde_json::to_value(event("GET", "/a", "orders")).unwrap();
+        let keys: Vec<&str> = request
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys.len(), 15, "{keys:?}");
+        assert!(request.get("phase").is_none() && request.get("mtls").is_none());
+
+        let mut open = connection("client", "orders");
+        open.source_address = "10.0.0.1:5000".into();
+        open.destination_address = "10.0.0.2:8080".into();
+        open.mtls = true;
+        let line = serde_json::to_value(&open).unwrap();
+        assert_eq!(line["phase"], "open");
+        assert_eq!(line["mtls"], true);
+        assert!(line.get("method").is_none() && line.get("status").is_none());
+        assert!(
+            line.get("bytes_sent").is_none(),
+            "no counts when opened: {line}"
+        );
+        let closed = TapEvent {
+            phase: CLOSE,
+            bytes_sent: 12,
+            bytes_received: 34,
+            response_flags: "-".into(),
+            ..open
+        };
+        let line = serde_json::to_value(&closed).unwrap();
+        assert_eq!(line["bytes_sent"], 12);
+        assert_eq!(line["bytes_received"], 34);
+        assert_eq!(line["response_flags"], "-");
     }
 
     #[tokio::test]

@@ -7,23 +7,29 @@
 //! ZDS requests, drains every pod's proxy at once within `drain_deadline`, then stops xDS and
 //! the admin endpoints and returns.
 
+use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::inpod::{InpodClient, InpodSettings, ProxyLauncher};
 use crate::settings::ProxySettings;
-use proxy_core::admin::{self, AdminContext};
+use proxy_core::admin::{self, AdminContext, AdminExtensions, AdminListeners};
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CertManager, CertSettings};
 use proxy_core::readiness::Readiness;
 use proxy_core::shutdown::ShutdownSignals;
 use proxy_core::state::ProxyState;
+use proxy_core::tap::Tap;
 use proxy_core::telemetry::Metrics;
 use proxy_core::xds::{self, ClientIdentity};
 
 /// Most certificate requests in flight at once.
 const MAX_CSRS_IN_FLIGHT: usize = 8;
+/// Tapped connection events dropped because a tap client did not keep up (named like the
+/// waypoint's `waypoint_tap_events_dropped_total`).
+const TAP_DROPPED: &str = "ztunnel_tap_events_dropped_total";
 /// Longest a deleted pod's connections may run on (bounded by the shutdown deadline too): the
 /// pod is gone or leaving the mesh, so its connections are not worth holding up.
 const DEL_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -55,6 +61,7 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
     let readiness = Readiness::new();
     let metrics = Metrics::new();
     let state = ProxyState::new();
+    let tap = Arc::new(Tap::default());
     let certs = CertManager::new(
         control,
         CertSettings {
@@ -88,6 +95,7 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
             certs: certs.clone(),
             metrics: metrics.clone(),
             limits: config.mesh.limits.clone(),
+            tap: tap.clone(),
         },
         readiness.clone(),
     );
@@ -99,7 +107,15 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
         readiness: readiness.clone(),
         extra_dump: inpod.dump(),
     };
-    let mut admin_task = tokio::spawn(admin::serve(config.mesh.endpoints, context, admin_stop_rx));
+    let extensions = AdminExtensions {
+        extra_metrics: Some(tap_metrics(tap.clone())),
+        tap: Some(tap),
+    };
+    let endpoints = config.mesh.endpoints;
+    let mut admin_task = tokio::spawn(async move {
+        let listeners = AdminListeners::bind(endpoints).await?;
+        admin::serve_listeners_with(listeners, context, extensions, admin_stop_rx).await
+    });
     let inpod_task = tokio::spawn(inpod.run(stop_rx));
     tracing::info!(node = %config.node, "proxy started");
 
@@ -135,6 +151,20 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
     }
     tracing::info!("drained");
     outcome
+}
+
+/// `ztunnel_tap_events_dropped_total`, appended to `/metrics`.
+fn tap_metrics(tap: Arc<Tap>) -> admin::ExtraMetrics {
+    Arc::new(move || {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP {TAP_DROPPED} Tapped connection events dropped because a tap client did \
+             not keep up.\n# TYPE {TAP_DROPPED} counter\n{TAP_DROPPED} {}",
+            tap.dropped_total()
+        );
+        out
+    })
 }
 
 /// How this proxy names itself to the controller, Istio style

@@ -132,6 +132,7 @@ impl Mesh {
                 certs: certs.clone(),
                 metrics: metrics.clone(),
                 limits: hbone::ServerLimits::default(),
+                tap: Default::default(),
             })
             .await
             .unwrap();

@@ -1,6 +1,7 @@
 //! `/tap` on the admin endpoint: a listener's events as newline-delimited JSON, streamed for
-//! as long as the connection lasts. Query: `method`, `path` (a prefix), `workload`, `service`,
-//! `namespace` (of the destination).
+//! as long as the connection lasts. Query: `kind` (`request` or `connection`), `method`, `path`
+//! (a prefix), `workload`, `service`, `namespace` (of the destination; with `side=source` of
+//! the source, with `side=either` of either).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::tap::{Tap, TapFilter, TapStream};
+use crate::tap::{Side, Tap, TapFilter, TapStream};
 
 /// What the admin endpoint answers with: a whole body, or a tap's stream.
 pub(super) type AdminBody = Either<Full<Bytes>, TapBody>;
@@ -53,6 +54,14 @@ pub(super) fn filter(query: Option<&str>) -> TapFilter {
             "workload" => filter.workload = value,
             "service" => filter.service = value,
             "namespace" => filter.namespace = value,
+            "kind" => filter.kind = value,
+            "side" => {
+                filter.side = match value.as_deref() {
+                    Some("source") => Side::Source,
+                    Some("either") => Side::Either,
+                    _ => Side::Destination,
+                }
+            }
             _ => {}
         }
     }
@@ -120,6 +129,11 @@ mod tests {
         assert_eq!(f.workload.as_deref(), Some("orders"));
         assert_eq!(f.namespace.as_deref(), Some("shop"));
         assert_eq!(f.service, None);
+        assert_eq!(f.side, Side::Destination);
+        let f = filter(Some("kind=connection&workload=orders&side=either"));
+        assert_eq!(f.kind.as_deref(), Some("connection"));
+        assert_eq!(f.side, Side::Either);
+        assert_eq!(filter(Some("side=source")).side, Side::Source);
         assert_eq!(filter(None), TapFilter::default());
         assert_eq!(decode("a%zz%2"), "a%zz%2");
     }

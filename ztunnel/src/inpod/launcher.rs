@@ -10,6 +10,7 @@ use super::pod::{Launcher, PodInfo};
 use crate::proxy::{PodContext, PodNetns, PodProxy};
 use proxy_core::identity::CertManager;
 use proxy_core::state::{ProxyState, identity_of};
+use proxy_core::tap::Tap;
 use proxy_core::telemetry::Metrics;
 
 /// Starts [`PodProxy`]s with the node's shared state, certificates and telemetry.
@@ -26,6 +27,8 @@ pub struct ProxyLauncher {
     pub metrics: Arc<Metrics>,
     /// What a peer may hold on each pod's HBONE listener.
     pub limits: hbone::ServerLimits,
+    /// The node's live connection events.
+    pub tap: Arc<Tap>,
 }
 
 /// A served pod: its proxy and the certificate reference taken for it.
@@ -70,6 +73,7 @@ impl Launcher for ProxyLauncher {
             certs: self.certs.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
+            tap: self.tap.clone(),
         };
         match PodProxy::start(context).await {
             Ok(proxy) => Ok(RunningPod { proxy, identity }),

@@ -9,10 +9,12 @@ use hbone::Identity;
 use proxy_core::connections::{CloseReason, LiveConnections, Relayed};
 use proxy_core::identity::CertManager;
 use proxy_core::state::{ProxyState, Workload};
-use proxy_core::telemetry::{ConnectionLabels, ConnectionRecord, Metrics};
+use proxy_core::tap::{CLOSE, OPEN, Tap, TapEvent};
+use proxy_core::telemetry::{ConnectionLabels, ConnectionRecord, Metrics, Reporter};
 
 use super::error::ProxyError;
 use super::netns::PodNetns;
+use super::tapped::{self, ALLOW, Carried, DENY, Seen};
 
 /// Everything one pod's proxy needs.
 #[derive(Clone)]
@@ -39,6 +41,8 @@ pub struct PodContext {
     pub metrics: Arc<Metrics>,
     /// What a peer may hold on the pod's HBONE listener.
     pub limits: hbone::ServerLimits,
+    /// The node's live connection events for `meshctl tap`.
+    pub tap: Arc<Tap>,
 }
 
 /// What every listener of one pod shares.
@@ -61,7 +65,8 @@ impl Shared {
     }
 
     /// Counts a connection as opened; the returned record closes it later, through
-    /// [`Shared::record`] or [`Shared::record_failure`].
+    /// [`Shared::record`] or [`Shared::record_failure`]. An outbound connection is tapped as
+    /// open now; an inbound one once authorization let it through ([`Shared::allowed`]).
     pub(crate) fn opened(
         &self,
         labels: ConnectionLabels,
@@ -70,12 +75,25 @@ impl Shared {
         start: Instant,
     ) -> Finished {
         self.ctx.metrics.connection_opened(&labels);
-        Finished {
+        let finished = Finished {
             labels,
             source,
             destination,
             start,
+        };
+        if finished.labels.reporter != Some(Reporter::Destination) {
+            self.ctx
+                .tap
+                .publish(|| tapped::event(&finished.seen(), OPEN, "", None));
         }
+        finished
+    }
+
+    /// Taps an inbound connection authorization let through as open.
+    pub(crate) fn allowed(&self, finished: &Finished) {
+        self.ctx
+            .tap
+            .publish(|| tapped::event(&finished.seen(), OPEN, ALLOW, None));
     }
 
     /// Reports a finished connection.
@@ -89,14 +107,39 @@ impl Shared {
         self.closed(finished, relayed.sent, relayed.received, error);
     }
 
-    /// Reports a connection that failed before any byte flowed.
+    /// Reports a connection that failed before any byte flowed. Denied by authorization, it
+    /// is tapped as one event with the verdict and the policy, never as opened nor closed.
     pub(crate) fn record_failure(&self, mut finished: Finished, error: &ProxyError) {
         finished.labels.response_flags = error.response_flag().to_owned();
-        self.closed(finished, 0, 0, Some(error.to_string()));
+        let record = self.count_closed(finished, 0, 0, Some(error.to_string()));
+        if let ProxyError::Denied(policy) = error {
+            self.ctx.tap.publish(|| TapEvent {
+                // `namespace/name` of a DENY policy; the reason when no ALLOW matched.
+                policy: policy
+                    .strip_prefix("denied by ")
+                    .unwrap_or(policy)
+                    .to_owned(),
+                ..tapped::event(&seen(&record), OPEN, DENY, None)
+            });
+        } else {
+            self.tap_closed(&record);
+        }
     }
 
     fn closed(&self, finished: Finished, sent: u64, received: u64, error: Option<String>) {
-        self.ctx.metrics.connection_closed(&ConnectionRecord {
+        let record = self.count_closed(finished, sent, received, error);
+        self.tap_closed(&record);
+    }
+
+    /// Counts the close in the metrics and the access log.
+    fn count_closed(
+        &self,
+        finished: Finished,
+        sent: u64,
+        received: u64,
+        error: Option<String>,
+    ) -> ConnectionRecord {
+        let record = ConnectionRecord {
             labels: finished.labels,
             source: finished.source,
             destination: finished.destination,
@@ -104,7 +147,34 @@ impl Shared {
             bytes_received: received,
             duration: finished.start.elapsed(),
             error,
+        };
+        self.ctx.metrics.connection_closed(&record);
+        record
+    }
+
+    fn tap_closed(&self, record: &ConnectionRecord) {
+        self.ctx.tap.publish(|| {
+            // Inbound connections are only closed once authorization allowed them.
+            let verdict = if record.labels.reporter == Some(Reporter::Destination) {
+                ALLOW
+            } else {
+                ""
+            };
+            let carried = Carried {
+                sent: record.bytes_sent,
+                received: record.bytes_received,
+                duration: record.duration,
+            };
+            tapped::event(&seen(record), CLOSE, verdict, Some(&carried))
         });
+    }
+}
+
+fn seen(record: &ConnectionRecord) -> Seen<'_> {
+    Seen {
+        labels: &record.labels,
+        source: record.source,
+        destination: record.destination,
     }
 }
 
@@ -115,4 +185,14 @@ pub(crate) struct Finished {
     pub(crate) source: SocketAddr,
     pub(crate) destination: SocketAddr,
     pub(crate) start: Instant,
+}
+
+impl Finished {
+    fn seen(&self) -> Seen<'_> {
+        Seen {
+            labels: &self.labels,
+            source: self.source,
+            destination: self.destination,
+        }
+    }
 }

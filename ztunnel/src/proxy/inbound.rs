@@ -157,6 +157,7 @@ async fn handle(shared: Arc<Shared>, connect: IncomingConnect) {
         reject(&shared, connect, finished, ProxyError::Denied(policy));
         return;
     }
+    shared.allowed(&finished);
     // From the original client's address (IP_TRANSPARENT; replies come back through the
     // pod's connmark routing whoever the address belongs to).
     let connect_app = connect_upstream(&shared.ctx.netns, authority, Some(original.ip()));

@@ -87,6 +87,7 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr) {
         shared.record_failure(finished, &error);
         return;
     }
+    shared.allowed(&finished);
     let connect_app = connect_upstream(&shared.ctx.netns, destination, Some(client.ip()));
     let app = match tracked.unless_closed(connect_app).await {
         Ok(Ok(app)) => app,

@@ -66,11 +66,19 @@ pub enum SandboxCommand {
     /// controller's current version (SYNCED, STALE, NACK), and when its first certificate
     /// expires. Exit status 1 when one is disconnected or NACKed.
     ProxyStatus(OutputArgs),
-    /// Live requests to a deployment or service through the waypoints.
+    /// Live requests through the waypoints and connections through the ztunnels.
     ///
-    /// As they happen: method, authority, path, status, latency, route, caller identity,
-    /// upstream, flags.
+    /// As they happen. Requests: method, authority, path, status, latency, route, caller
+    /// identity, upstream, flags. Connections (a deployment's inbound and outbound, a
+    /// service's inbound): open and close, both identities, mutual TLS, bytes and duration,
+    /// the policy verdict.
     Tap(TapArgs),
+    /// The most requested (source, method, path) to a deployment or service, live.
+    ///
+    /// Like `linkerd viz top`: count, success rate, latency p50 and max per row, redrawn at
+    /// most every second on a terminal; the final table when `--max` requests are counted
+    /// or on Ctrl-C (the only output when not on a terminal).
+    Top(TopArgs),
     /// What one proxy holds: workloads, services, policies or certs.
     ///
     /// From its config dump: `proxy-config workloads ztunnel node1`, `proxy-config certs
@@ -299,10 +307,36 @@ pub struct TapArgs {
     /// Only paths starting with this.
     #[arg(long)]
     pub path: Option<String>,
-    /// Stop after this many requests.
+    /// Stop after this many events of the kind shown.
     #[arg(long)]
     pub max: Option<u64>,
-    /// Output format: text (default) or json (a line per request).
+    /// request, connection or all [default: request when a waypoint serves the target
+    /// (istio.io/use-waypoint on it or its namespace), else connection].
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Output format: text (default) or json (a line per event).
+    #[arg(short, long)]
+    pub output: Option<String>,
+}
+
+/// `top`.
+#[derive(clap::Args, Debug)]
+pub struct TopArgs {
+    /// deploy/NAME or svc/NAME.
+    pub resource: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Only this method.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Only paths starting with this.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Stop after this many requests (else at Ctrl-C).
+    #[arg(long)]
+    pub max: Option<u64>,
+    /// Output format: table (default) or json (an array of rows, at the end).
     #[arg(short, long)]
     pub output: Option<String>,
 }

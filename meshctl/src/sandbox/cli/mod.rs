@@ -1,10 +1,11 @@
 //! The sandbox verbs as the operator types them, and what they print.
 //!
 //! The top layer: imports anything below. Inside: `args` and `output` at
-//! the bottom, `up` on them, and `verbs` (which runs every verb) on all
-//! three.
+//! the bottom, `up` and `live` (tap's and top's printing) on them, and `verbs` (which runs
+//! every verb) on all of them.
 
 mod args;
+mod live;
 mod output;
 mod up;
 mod verbs;

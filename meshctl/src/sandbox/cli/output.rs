@@ -431,9 +431,10 @@ pub fn edges_table(edges: &[Edge], colour: bool) -> String {
 /// One line of a tap stream, as `tap` shows it.
 #[derive(Debug, PartialEq)]
 pub enum TapLine {
-    /// A request: JSON as received, or `linkerd viz tap`-style text.
+    /// A request or connection: JSON as received, or `linkerd viz tap`-style text (`req ...`,
+    /// `conn ...`).
     Event(String),
-    /// The waypoint dropped this many requests for this tap.
+    /// A proxy dropped this many events for this tap.
     Dropped(u64),
     /// Not JSON: skipped.
     Unreadable,
@@ -454,6 +455,9 @@ pub fn tap_line(line: &str, json: bool) -> TapLine {
         Some("") | None => "-".to_owned(),
         Some(value) => value.to_owned(),
     };
+    if event["kind"] == "connection" {
+        return TapLine::Event(connection_line(&event, text));
+    }
     TapLine::Event(format!(
         "req {} {}{} status={} latency={:.1}ms route={} src={} dst={}.{} upstream={} flags={}",
         text("method"),
@@ -468,6 +472,40 @@ pub fn tap_line(line: &str, json: bool) -> TapLine {
         text("upstream"),
         text("response_flags"),
     ))
+}
+
+/// A connection event as text: phase (or `deny`), direction, addresses, identities, and
+/// what it carried once closed.
+fn connection_line(event: &serde_json::Value, text: impl Fn(&str) -> String) -> String {
+    let denied = event["verdict"] == "deny";
+    let mut line = format!(
+        "conn {} {} {} -> {} src={} dst={} svc={} mtls={}",
+        if denied {
+            "deny"
+        } else {
+            event["phase"].as_str().unwrap_or("-")
+        },
+        text("direction"),
+        text("source_address"),
+        text("destination_address"),
+        text("source_identity"),
+        text("destination_identity"),
+        text("destination_service"),
+        event["mtls"].as_bool().unwrap_or(false),
+    );
+    if denied {
+        line.push_str(&format!(" policy={}", text("policy")));
+    }
+    if event["phase"] == "close" {
+        line.push_str(&format!(
+            " sent={}B recv={}B duration={:.1}ms flags={}",
+            event["bytes_sent"].as_u64().unwrap_or_default(),
+            event["bytes_received"].as_u64().unwrap_or_default(),
+            event["duration_ms"].as_f64().unwrap_or_default(),
+            text("response_flags"),
+        ));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -557,6 +595,26 @@ mod tests {
         );
         assert_eq!(tap_line(line, true), TapLine::Event(line.to_owned()));
         assert_eq!(tap_line("{\"dropped\":7}", false), TapLine::Dropped(7));
+        let closed = r#"{"kind":"connection","phase":"close","direction":"inbound","source_identity":"spiffe://cluster.local/ns/mesh/sa/client","source_address":"10.0.0.1:4000","destination_identity":"spiffe://cluster.local/ns/mesh/sa/default","destination_address":"10.0.0.2:8080","mtls":true,"verdict":"allow","bytes_sent":12,"bytes_received":34,"duration_ms":2.5,"response_flags":"-"}"#;
+        assert_eq!(
+            tap_line(closed, false),
+            TapLine::Event(
+                "conn close inbound 10.0.0.1:4000 -> 10.0.0.2:8080 \
+                 src=spiffe://cluster.local/ns/mesh/sa/client \
+                 dst=spiffe://cluster.local/ns/mesh/sa/default svc=- mtls=true \
+                 sent=12B recv=34B duration=2.5ms flags=-"
+                    .to_owned()
+            )
+        );
+        let denied = r#"{"kind":"connection","phase":"open","direction":"inbound","source_address":"10.0.0.1:4000","destination_address":"10.0.0.2:8080","mtls":false,"verdict":"deny","policy":"mesh/deny-foe"}"#;
+        assert_eq!(
+            tap_line(denied, false),
+            TapLine::Event(
+                "conn deny inbound 10.0.0.1:4000 -> 10.0.0.2:8080 src=- dst=- svc=- mtls=false \
+                 policy=mesh/deny-foe"
+                    .to_owned()
+            )
+        );
         assert_eq!(tap_line("not json", false), TapLine::Unreadable);
     }
 

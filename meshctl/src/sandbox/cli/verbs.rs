@@ -1,5 +1,5 @@
 //! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `stat`, `edges`,
-//! `routes`, `proxy-config`, `proxy-status`, `tap`, `label`, `exec`,
+//! `routes`, `proxy-config`, `proxy-status`, `tap`, `top`, `label`, `exec`,
 //! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
 //! `down`, the hidden `sandbox-reaper`, `sandbox-forward` and
 //! `sandbox-container`, and `up` (in [`super::up`]).
@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use super::args::{
     AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DownArgs, EdgesArgs, ExecArgs, GetArgs,
     GlobalArgs, LabelArgs, LogsArgs, OutputArgs, ProxyConfigArgs, RoutesArgs, SandboxCommand,
-    StatArgs, TapArgs,
+    StatArgs, TapArgs, TopArgs,
 };
+use super::live;
 use super::output;
 use super::up::up;
 use crate::operator::check as check_report;
@@ -27,6 +28,7 @@ use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
 use crate::sandbox::model::proxy_config::Section;
 use crate::sandbox::model::stat::Resource;
+use crate::sandbox::model::tap::TapKind;
 use crate::sandbox::ops::routes;
 use crate::sandbox::ops::sandbox::Sandbox;
 use crate::sandbox::ops::stat::{self, StatOptions};
@@ -59,6 +61,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::ProxyConfig(a) => proxy_config(&cfg, a).map(|_| 0),
         SandboxCommand::ProxyStatus(a) => proxy_status(&cfg, a),
         SandboxCommand::Tap(a) => tap(&cfg, a).map(|_| 0),
+        SandboxCommand::Top(a) => top(&cfg, a).map(|_| 0),
         SandboxCommand::Label(a) => label(&cfg, a).map(|_| 0),
         SandboxCommand::Exec(a) => exec(&cfg, a),
         SandboxCommand::Logs(a) => logs(&cfg, a).map(|_| 0),
@@ -287,21 +290,23 @@ fn proxy_status(cfg: &SandboxSettings, a: OutputArgs) -> Result<i32> {
     Ok(proxy_status::print(&found, json))
 }
 
-/// `tap`: a line per request until `--max` of them, or forever.
+/// `tap`: a line per request or connection until `--max` of them, or forever.
 fn tap(cfg: &SandboxSettings, a: TapArgs) -> Result<()> {
     let json = json_output(a.output.as_deref())?;
-    let (kind, name) = a.resource.split_once('/').ok_or_else(|| {
-        SandboxError::Invalid(format!("{}: tap deploy/NAME or svc/NAME", a.resource))
-    })?;
+    let (resource, name) = live::target(&a.resource, "tap")?;
+    let kind = a.kind.as_deref().map(TapKind::parse).transpose();
     let options = TapOptions {
-        resource: Resource::parse(kind).map_err(SandboxError::Invalid)?,
-        name: name.to_owned(),
+        resource,
+        name,
         namespace: a.namespace.clone(),
         method: a.method.clone(),
         path: a.path.clone(),
+        kind: kind.map_err(SandboxError::Invalid)?,
+        until_interrupted: false,
+        idle_tick: None,
     };
     let mut shown = 0u64;
-    let ready = |waypoints| eprintln!("tapping {waypoints} waypoints");
+    let ready = |tapped| eprintln!("{}", live::tapping(tapped));
     tap::run(cfg, &options, ready, |line| {
         match output::tap_line(line, json) {
             output::TapLine::Event(text) => {
@@ -309,12 +314,18 @@ fn tap(cfg: &SandboxSettings, a: TapArgs) -> Result<()> {
                 shown += 1;
             }
             output::TapLine::Dropped(n) => {
-                eprintln!("warning: the waypoint dropped {n} requests: this tap reads too slowly");
+                eprintln!("warning: a proxy dropped {n} events: this tap reads too slowly");
             }
             output::TapLine::Unreadable => {}
         }
         a.max.is_none_or(|max| shown < max)
     })
+}
+
+/// `top`: the most requested (source, method, path), live.
+fn top(cfg: &SandboxSettings, a: TopArgs) -> Result<()> {
+    let json = json_output(a.output.as_deref())?;
+    live::top(cfg, a, json)
 }
 
 /// Whether `-o` asks for JSON, rather than the verb's text or table (`text` and `table` both

@@ -56,6 +56,22 @@ pub fn open(netns: &str, port: u16, query: &str) -> Result<TapReader, String> {
     })
 }
 
+/// Calls `notify` on the first Ctrl-C (SIGINT) instead of letting it end the process. Call it
+/// before starting other threads: they inherit the blocked signal, so the waiting thread is
+/// the one that takes it.
+pub fn on_interrupt(notify: impl FnOnce() + Send + 'static) -> Result<(), String> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut interrupt = SigSet::empty();
+    interrupt.add(Signal::SIGINT);
+    interrupt.thread_block().map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        if interrupt.wait().is_ok() {
+            notify();
+        }
+    });
+    Ok(())
+}
+
 /// The lines of one tap stream.
 pub struct TapReader {
     reader: BufReader<TcpStream>,

@@ -9,8 +9,8 @@
 //! `objects`, and `ignored` (on `objects`); `addresses`, `control` (on `ids`) and `security` (on
 //! `objects`); `validate`; `manifest`; `cluster`; then `plan`, `env`,
 //! `services` and `waypoints`, which import `cluster` and what is below it,
-//! and `stat` (on `services`), `routes` (on `stat`); `proxy_config` imports nothing
-//! of it.
+//! and `stat` (on `services`), `routes` and `tap` (on `stat`); `proxy_config` and `top`
+//! import nothing of it.
 
 pub mod addresses;
 pub mod cluster;
@@ -26,5 +26,7 @@ pub mod routes;
 pub mod security;
 pub mod services;
 pub mod stat;
+pub mod tap;
+pub mod top;
 pub(crate) mod validate;
 pub mod waypoints;

@@ -1,16 +1,19 @@
-//! `meshctl tap`: live requests through every waypoint, filtered at the waypoints. Requests
-//! are what waypoints see; a tap needs no more than the admin port of each, reached inside its
-//! pod. The sandbox's lock is held only to find the waypoints.
+//! `meshctl tap`: live requests through every waypoint and live connections through every
+//! ztunnel, filtered at the proxies and merged in arrival order. A tap needs no more than the
+//! admin port of each proxy, reached inside its network namespace. The sandbox's lock is held
+//! only to find the proxies.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use super::proxies::{self, Proxy};
 use super::sandbox::Sandbox;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::tap::{self, TapReader};
 use crate::sandbox::model::stat::Resource;
+use crate::sandbox::model::tap::{TapKind, default_kind};
 use crate::sandbox::settings::SandboxSettings;
 
 /// What to tap.
@@ -26,22 +29,32 @@ pub struct TapOptions {
     pub method: Option<String>,
     /// Only paths starting with this.
     pub path: Option<String>,
+    /// Requests, connections or both; `None`: what [`default_kind`] says of the target.
+    pub kind: Option<TapKind>,
+    /// Ctrl-C ends the tap as the end of its streams would (the caller then finishes).
+    pub until_interrupted: bool,
+    /// When set, `line` also hears an empty line after each such quiet period, so a live
+    /// display can catch up with what it held back.
+    pub idle_tick: Option<Duration>,
+}
+
+/// What a tap reads, once all its streams listen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tapped {
+    /// The kind of events.
+    pub kind: TapKind,
+    /// Waypoints read.
+    pub waypoints: usize,
+    /// ztunnels read.
+    pub ztunnels: usize,
 }
 
 impl TapOptions {
-    /// The `/tap` query that selects these requests at the waypoint.
+    /// The `/tap` query that selects these requests at the waypoints.
     pub fn query(&self) -> Result<String> {
-        let what = match self.resource {
-            Resource::Deployment => "workload",
-            Resource::Service => "service",
-            Resource::Namespace => {
-                return Err(SandboxError::Invalid(
-                    "tap deploy/NAME or svc/NAME".to_owned(),
-                ));
-            }
-        };
+        let what = self.target_key()?;
         let mut query = format!(
-            "{what}={}&namespace={}",
+            "kind=request&{what}={}&namespace={}",
             encode(&self.name),
             encode(&self.namespace)
         );
@@ -52,6 +65,38 @@ impl TapOptions {
             query.push_str(&format!("&path={}", encode(path)));
         }
         Ok(query)
+    }
+
+    /// The `/tap` query that selects these connections at the ztunnels: a Deployment's
+    /// inbound and outbound, a Service's inbound.
+    pub fn connection_query(&self) -> Result<String> {
+        let what = self.target_key()?;
+        if self.method.is_some() || self.path.is_some() {
+            return Err(SandboxError::Invalid(
+                "--method and --path select requests; connections have neither (use --kind \
+                 request)"
+                    .to_owned(),
+            ));
+        }
+        let side = match self.resource {
+            Resource::Deployment => "&side=either",
+            _ => "",
+        };
+        Ok(format!(
+            "kind=connection&{what}={}&namespace={}{side}",
+            encode(&self.name),
+            encode(&self.namespace)
+        ))
+    }
+
+    fn target_key(&self) -> Result<&'static str> {
+        match self.resource {
+            Resource::Deployment => Ok("workload"),
+            Resource::Service => Ok("service"),
+            Resource::Namespace => Err(SandboxError::Invalid(
+                "tap deploy/NAME or svc/NAME".to_owned(),
+            )),
+        }
     }
 }
 
@@ -67,65 +112,117 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-/// Taps every waypoint: `ready` hears how many once all listen, `line` gets each JSON line
-/// (events, and `{"dropped":N}` notices) until it returns false.
+/// The proxies a tap of `kind` reads, each with its query.
+fn sources(sb: &Sandbox, options: &TapOptions, kind: TapKind) -> Result<Vec<(Proxy, String)>> {
+    let mut sources = Vec::new();
+    if kind.requests() {
+        let query = options.query()?;
+        let waypoints = proxies::waypoints(sb);
+        if waypoints.is_empty() && kind == TapKind::Request {
+            return Err(SandboxError::Invalid(
+                "no waypoint runs: requests are seen by waypoints (apply a Gateway of class \
+                 istio-waypoint and bind the service to it with istio.io/use-waypoint), \
+                 connections by ztunnels (--kind connection)"
+                    .to_owned(),
+            ));
+        }
+        sources.extend(waypoints.into_iter().map(|(p, _, _)| (p, query.clone())));
+    }
+    if kind.connections() {
+        let query = options.connection_query()?;
+        for node in &sb.cluster.nodes {
+            sources.push((proxies::ztunnel(sb, &node.name)?, query.clone()));
+        }
+    }
+    Ok(sources)
+}
+
+/// Taps every waypoint and/or ztunnel: `ready` hears what once all listen, `line` gets each
+/// JSON line (events, and `{"dropped":N}` notices) until it returns false, or until Ctrl-C
+/// when [`TapOptions::until_interrupted`].
 pub fn run(
     cfg: &SandboxSettings,
     options: &TapOptions,
-    ready: impl FnOnce(usize),
+    ready: impl FnOnce(Tapped),
     mut line: impl FnMut(&str) -> bool,
 ) -> Result<()> {
-    let query = options.query()?;
-    let waypoints: Vec<Proxy> = proxies::waypoints(&Sandbox::open(cfg)?)
-        .into_iter()
-        .map(|(proxy, _, _)| proxy)
-        .collect();
-    if waypoints.is_empty() {
-        return Err(SandboxError::Invalid(
-            "no waypoint runs: requests are seen by waypoints (apply a Gateway of class \
-             istio-waypoint and bind the service to it with istio.io/use-waypoint)"
-                .to_owned(),
-        ));
+    let (kind, sources) = {
+        let sb = Sandbox::open(cfg)?;
+        let kind = options.kind.unwrap_or_else(|| {
+            default_kind(
+                &sb.cluster,
+                options.resource,
+                &options.name,
+                &options.namespace,
+            )
+        });
+        (kind, sources(&sb, options, kind)?)
+    };
+    let (lines, received) = mpsc::channel::<Option<String>>();
+    if options.until_interrupted {
+        // Before any thread starts, so every thread leaves SIGINT to the waiting one.
+        let interrupted = lines.clone();
+        tap::on_interrupt(move || {
+            let _ = interrupted.send(None);
+        })
+        .map_err(|e| SandboxError::Invalid(format!("waiting for Ctrl-C: {e}")))?;
     }
     let mut readers = Vec::new();
-    for waypoint in &waypoints {
-        let reader = tap::open(&waypoint.netns, proxies::ADMIN_PORT, &query)
-            .map_err(|e| SandboxError::Invalid(format!("{}: tap: {e}", waypoint.name)))?;
-        readers.push((waypoint.clone(), reader));
+    for (proxy, query) in sources {
+        let reader = tap::open(&proxy.netns, proxies::ADMIN_PORT, &query)
+            .map_err(|e| SandboxError::Invalid(format!("{}: tap: {e}", proxy.name)))?;
+        readers.push((proxy, query, reader));
     }
-    ready(readers.len());
-    let (lines, received) = mpsc::channel();
+    let count = |prefix: &str| {
+        readers
+            .iter()
+            .filter(|(p, _, _)| p.name.starts_with(prefix))
+            .count()
+    };
+    ready(Tapped {
+        kind,
+        waypoints: count("waypoint"),
+        ztunnels: count("ztunnel"),
+    });
     let done = Arc::new(AtomicBool::new(false));
-    for (waypoint, reader) in readers {
-        let (lines, done, query) = (lines.clone(), done.clone(), query.clone());
-        std::thread::spawn(move || follow(&waypoint, reader, &query, &lines, &done));
+    for (proxy, query, reader) in readers {
+        let (lines, done) = (lines.clone(), done.clone());
+        std::thread::spawn(move || follow(&proxy, reader, &query, &lines, &done));
     }
     drop(lines);
-    for text in received {
-        if !line(&text) {
-            break;
+    loop {
+        let next = match options.idle_tick {
+            Some(tick) => match received.recv_timeout(tick) {
+                Err(mpsc::RecvTimeoutError::Timeout) => Ok(Some(String::new())),
+                other => other.map_err(|_| ()),
+            },
+            None => received.recv().map_err(|_| ()),
+        };
+        match next {
+            Ok(Some(text)) if line(&text) => {}
+            _ => break,
         }
     }
     done.store(true, Ordering::Relaxed);
     Ok(())
 }
 
-/// Forwards one waypoint's lines; when it ends a stream (its connection deadline), listens
-/// again, until the tap is done or the waypoint is gone.
+/// Forwards one proxy's lines; when it ends a stream (its connection deadline), listens
+/// again, until the tap is done or the proxy is gone.
 fn follow(
-    waypoint: &Proxy,
+    proxy: &Proxy,
     mut reader: TapReader,
     query: &str,
-    lines: &mpsc::Sender<String>,
+    lines: &mpsc::Sender<Option<String>>,
     done: &AtomicBool,
 ) {
     loop {
         while let Some(text) = reader.next_line() {
-            if done.load(Ordering::Relaxed) || lines.send(text).is_err() {
+            if done.load(Ordering::Relaxed) || lines.send(Some(text)).is_err() {
                 return;
             }
         }
-        match tap::open(&waypoint.netns, proxies::ADMIN_PORT, query) {
+        match tap::open(&proxy.netns, proxies::ADMIN_PORT, query) {
             Ok(again) if !done.load(Ordering::Relaxed) => reader = again,
             _ => return,
         }
@@ -144,10 +241,17 @@ mod tests {
             namespace: "shop".into(),
             method: Some("GET".into()),
             path: Some("/api/a b&c".into()),
+            kind: None,
+            until_interrupted: false,
+            idle_tick: None,
         };
         assert_eq!(
             options.query().unwrap(),
-            "workload=orders&namespace=shop&method=GET&path=/api/a%20b%26c"
+            "kind=request&workload=orders&namespace=shop&method=GET&path=/api/a%20b%26c"
+        );
+        assert!(
+            options.connection_query().is_err(),
+            "connections have no method"
         );
         let service = TapOptions {
             resource: Resource::Service,
@@ -155,7 +259,22 @@ mod tests {
             path: None,
             ..options.clone()
         };
-        assert_eq!(service.query().unwrap(), "service=orders&namespace=shop");
+        assert_eq!(
+            service.query().unwrap(),
+            "kind=request&service=orders&namespace=shop"
+        );
+        assert_eq!(
+            service.connection_query().unwrap(),
+            "kind=connection&service=orders&namespace=shop"
+        );
+        let deployment = TapOptions {
+            resource: Resource::Deployment,
+            ..service.clone()
+        };
+        assert_eq!(
+            deployment.connection_query().unwrap(),
+            "kind=connection&workload=orders&namespace=shop&side=either"
+        );
         let namespace = TapOptions {
             resource: Resource::Namespace,
             ..options

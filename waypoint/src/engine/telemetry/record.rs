@@ -108,7 +108,7 @@ impl RequestRecord {
     pub(crate) fn tap_event(&self) -> TapEvent {
         let l = &self.labels;
         TapEvent {
-            kind: "request",
+            kind: proxy_core::tap::REQUEST,
             method: self.method.as_str().to_owned(),
             authority: self.authority.as_str().to_owned(),
             path: self.path.as_ref().map_or("", |p| p.as_str()).to_owned(),
@@ -123,6 +123,7 @@ impl RequestRecord {
             destination_namespace: l.destination.namespace.to_string(),
             upstream: self.upstream.map(|u| u.to_string()).unwrap_or_default(),
             response_flags: l.response_flags.clone(),
+            ..TapEvent::default()
         }
     }
 }
