@@ -19,6 +19,7 @@ use proxy_core::admin::{self, AdminContext, AdminExtensions, AdminListeners};
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CertManager, CertSettings};
 use proxy_core::readiness::Readiness;
+use proxy_core::settings::AdminAddresses;
 use proxy_core::shutdown::ShutdownSignals;
 use proxy_core::state::ProxyState;
 use proxy_core::tap::Tap;
@@ -107,15 +108,7 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
         readiness: readiness.clone(),
         extra_dump: inpod.dump(),
     };
-    let extensions = AdminExtensions {
-        extra_metrics: Some(tap_metrics(tap.clone())),
-        tap: Some(tap),
-    };
-    let endpoints = config.mesh.endpoints;
-    let mut admin_task = tokio::spawn(async move {
-        let listeners = AdminListeners::bind(endpoints).await?;
-        admin::serve_listeners_with(listeners, context, extensions, admin_stop_rx).await
-    });
+    let mut admin_task = spawn_admin(config.mesh.endpoints, context, tap, admin_stop_rx);
     let inpod_task = tokio::spawn(inpod.run(stop_rx));
     tracing::info!(node = %config.node, "proxy started");
 
@@ -151,6 +144,23 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
     }
     tracing::info!("drained");
     outcome
+}
+
+/// Serves the admin, metrics and readiness endpoints, with `/tap`, until `stop`.
+fn spawn_admin(
+    endpoints: AdminAddresses,
+    context: AdminContext,
+    tap: Arc<Tap>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let extensions = AdminExtensions {
+        extra_metrics: Some(tap_metrics(tap.clone())),
+        tap: Some(tap),
+    };
+    tokio::spawn(async move {
+        let listeners = AdminListeners::bind(endpoints).await?;
+        admin::serve_listeners_with(listeners, context, extensions, stop).await
+    })
 }
 
 /// `ztunnel_tap_events_dropped_total`, appended to `/metrics`.

@@ -10,6 +10,7 @@ mod problem;
 pub mod routes;
 mod unread;
 mod unread_fields;
+mod yaml_error;
 
 pub use index::{Index, Stored};
 pub use istio::{

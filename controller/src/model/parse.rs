@@ -15,6 +15,7 @@ use super::object::{Object, RAW_KINDS};
 use super::problem::{Problem, WARNING_PREFIX};
 use super::unread::{Verdict, verdict};
 use super::unread_fields::{is_security_kind, unread_fields};
+use super::yaml_error::split_error;
 
 /// The API group of the security policies, which fail closed when they cannot be read.
 const SECURITY_GROUP: &str = "security.istio.io";
@@ -469,23 +470,6 @@ fn error_problem(
         .message(message)
 }
 
-/// Splits serde_yaml_ng's `path: message at line L column C` into the path
-/// and the bare message (the location is re-added relative to the file).
-pub(super) fn split_error(text: &str) -> (String, String) {
-    let stripped = strip_locations(text);
-    let text = stripped.as_str();
-    if let Some((path, rest)) = text.split_once(": ") {
-        let looks_like_path = !path.is_empty()
-            && path
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-[]/".contains(c));
-        if looks_like_path {
-            return (path.to_string(), rest.to_string());
-        }
-    }
-    (String::new(), text.to_string())
-}
-
 /// Best-effort (kind, namespace, name) of a document that is not valid
 /// YAML, read line by line from its block-style header, so that the message
 /// can still name the object.
@@ -511,30 +495,6 @@ fn guess_identity(chunk: &str) -> (String, String, String) {
         }
     }
     (kind, namespace, name)
-}
-
-/// Removes every ` at line N column M` (relative to the document, hence
-/// misleading in a multi-document file).
-fn strip_locations(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(i) = rest.find(" at line ") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + " at line ".len()..];
-        let digits = |s: &str| s.len() - s.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        let n = digits(after);
-        let tail = &after[n..];
-        match tail.strip_prefix(" column ") {
-            Some(col) if n > 0 => rest = &col[digits(col)..],
-            // Not a location after all: keep the text.
-            _ => {
-                out.push_str(" at line ");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]

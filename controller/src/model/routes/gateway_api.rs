@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use crate::model::ObjectMeta;
+use crate::model::kube::ObjectMeta;
 
 /// An `HTTPRoute`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]

@@ -52,7 +52,7 @@ pub fn decode<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, Decod
         message: e.to_string(),
     })?;
     serde_yaml_ng::from_str(&text).map_err(|e| {
-        let (field, message) = super::parse::split_error(&e.to_string());
+        let (field, message) = super::yaml_error::split_error(&e.to_string());
         DecodeError { field, message }
     })
 }

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::model::{ObjectMeta, PolicyTargetReference};
+use crate::model::istio::PolicyTargetReference;
+use crate::model::kube::ObjectMeta;
 
 /// A `VirtualService`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]

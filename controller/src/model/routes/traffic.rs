@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use crate::model::ObjectMeta;
+use crate::model::kube::ObjectMeta;
 
 /// A `TrafficSplit`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
