@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the mesh needs from the host, when missing: iproute2 and iptables for the
-# sandbox, a C compiler for the crypto crates, and a Rust toolchain.
+# sandbox, a C compiler for the crypto crates, promtool for the alert rules' tests, and a Rust
+# toolchain.
 # Sourced by scripts/demo.sh and scripts/test.sh; safe to run again.
 set -euo pipefail
 
@@ -17,6 +18,8 @@ ensure_packages() {
   command -v iptables >/dev/null 2>&1 || missing+=(iptables)
   command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
   command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+  # promtool evaluates the alert rules of manifests/prometheus-rules.yaml in the tests.
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing missing packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

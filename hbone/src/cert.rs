@@ -109,6 +109,20 @@ impl WorkloadCertificate {
         &self.identity
     }
 
+    /// The root of the trust bundle that signed the chain: the one whose subject is the issuer
+    /// of the chain's last certificate and whose key verifies its signature. `None` when no
+    /// root it trusts issued it (its trust bundle and its chain disagree).
+    pub fn issuing_root(&self) -> Option<&CertificateDer<'static>> {
+        let last = self.chain.last()?;
+        let (_, top) = x509_parser::parse_x509_certificate(last).ok()?;
+        self.roots.iter().find(|root| {
+            x509_parser::parse_x509_certificate(root).is_ok_and(|(_, root)| {
+                top.issuer() == root.subject()
+                    && top.verify_signature(Some(root.public_key())).is_ok()
+            })
+        })
+    }
+
     /// The certificate chain, leaf first.
     pub fn chain(&self) -> &[CertificateDer<'static>] {
         &self.chain
@@ -499,5 +513,32 @@ mod tests {
         assert_eq!(serial_hex(&der).as_deref(), Some("ff"));
         assert_eq!(serial_hex(&der[..8]), None);
         assert_eq!(serial_hex(b"not der"), None);
+    }
+
+    #[test]
+    fn the_issuing_root_is_the_one_whose_key_signed_the_chain() {
+        let id: crate::Identity = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+        let old =
+            crate::Authority::generate_root("cluster.local", Duration::from_secs(600)).unwrap();
+        let mut new =
+            crate::Authority::generate_root("cluster.local", Duration::from_secs(600)).unwrap();
+        let issued = old.issue(&id, Duration::from_secs(60)).unwrap();
+        assert_eq!(issued.issuing_root(), Some(&old.roots()[0]));
+        // Same subject, other key: the new root did not sign it, even listed first.
+        new.add_trusted_root(old.roots()[0].clone());
+        let both = WorkloadCertificate::from_der(
+            issued.private_key(),
+            issued.chain().to_vec(),
+            new.roots().to_vec(),
+        )
+        .unwrap();
+        assert_eq!(both.issuing_root(), Some(&old.roots()[0]));
+        let stranger = WorkloadCertificate::from_der(
+            issued.private_key(),
+            issued.chain().to_vec(),
+            new.roots()[..1].to_vec(),
+        )
+        .unwrap();
+        assert_eq!(stranger.issuing_root(), None);
     }
 }

@@ -340,6 +340,56 @@ fn check_fails_naming_a_missing_crd() {
     run.line("✘ CRDs of the Gateway API missing: grpcroutes.gateway.networking.k8s.io");
 }
 
+#[test]
+fn check_pre_needs_only_a_recent_cluster_with_the_gateway_api() {
+    // Before install: no mesh CRDs, no controller; the Gateway API's CRDs are there.
+    let gateway_only = |routes: Routes| {
+        let mut crds = healthy_crds();
+        crds.retain(|crd| {
+            crd["metadata"]["name"]
+                .as_str()
+                .is_some_and(|name| name.ends_with(".gateway.networking.k8s.io"))
+        });
+        routes.json(CRDS, list("CustomResourceDefinition", crds))
+    };
+    let cluster = Cluster::serve(gateway_only(Routes::new().json(
+        "/version",
+        json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0"}),
+    )));
+    let run = cluster.meshctl(&["check", "--pre"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    for line in [
+        "✔ Kubernetes 1.32 is 1.28 or later",
+        "✔ the 3 CRDs of the Gateway API are installed",
+        "✔ all 3 checks passed",
+    ] {
+        assert_eq!(run.line(line), line);
+    }
+
+    let old = Cluster::serve(gateway_only(Routes::new().json(
+        "/version",
+        json!({"major": "1", "minor": "27+", "gitVersion": "v1.27.3-eks"}),
+    )));
+    let run = old.meshctl(&["check", "--pre"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    run.line("✘ Kubernetes 1.27 is older than 1.28");
+
+    let bare = Cluster::serve(
+        Routes::new()
+            .json(
+                "/version",
+                json!({"major": "1", "minor": "30", "gitVersion": "v1.30.0"}),
+            )
+            .json(CRDS, list("CustomResourceDefinition", Vec::new())),
+    );
+    let run = bare.meshctl(&["check", "--pre"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.line("✘ CRDs of the Gateway API missing: ")
+            .contains("httproutes")
+    );
+}
+
 /// The CRDs the mesh needs, all of which [`healthy`] serves.
 fn healthy_crds() -> Vec<Value> {
     [

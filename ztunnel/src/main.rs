@@ -35,6 +35,10 @@ enum Role {
     Proxy(ProxyArgs),
     /// The node agent (in-pod capture).
     NodeAgent(AgentArgs),
+    /// Whether this host can capture pods: installs the in-pod redirection (policy routing
+    /// and iptables, IPv4 and IPv6) in a throwaway network namespace and reports each family.
+    /// Exit status 1 when one cannot be installed.
+    Preflight,
 }
 
 #[derive(Args, Debug)]
@@ -82,7 +86,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut failed = false;
     let result = match cli.role {
+        Role::Preflight => runtime.block_on(preflight()).map(|passed| failed = !passed),
         Role::Proxy(args) => {
             let config = ProxySettings {
                 node: args.node,
@@ -116,10 +122,29 @@ fn main() -> ExitCode {
         }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) if !failed => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::FAILURE,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints one line per IP family (`ipv4: ok`, or why not) and whether all passed.
+async fn preflight() -> Result<bool, String> {
+    let outcome = ztunnel::agent::preflight::run()
+        .await
+        .map_err(|e| format!("no network namespace could be made: {e}"))?;
+    for (family, result) in &outcome.families {
+        let name = match family {
+            ztunnel::agent::iptables::Family::V4 => "ipv4",
+            ztunnel::agent::iptables::Family::V6 => "ipv6",
+        };
+        match result {
+            Ok(()) => println!("{name}: ok"),
+            Err(e) => println!("{name}: {e}"),
+        }
+    }
+    Ok(outcome.passed())
 }

@@ -186,3 +186,44 @@ fn check_passes_on_a_healthy_sandbox_and_names_each_thing_broken() {
         "the hint says how to rotate:\n{last}"
     );
 }
+
+/// `meshctl check --pre -o json` with `args`: exit status and report.
+fn check_pre(args: &[&str]) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(e2e::meshctl_bin().expect("meshctl built"))
+        .args(["check", "--pre", "-o", "json"])
+        .args(args)
+        .output()
+        .expect("meshctl runs");
+    let report = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    (out.status.code().unwrap_or(-1), report)
+}
+
+#[test]
+fn check_pre_installs_capture_in_a_throwaway_namespace_and_names_what_is_missing() {
+    let (code, report) = check_pre(&[]);
+    assert_eq!(code, 0, "{report:#}");
+    let messages: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages.len(), 5, "{messages:?}");
+    for family in ["ipv4", "ipv6"] {
+        let line = format!("in-pod capture installs ({family})");
+        assert!(messages.contains(&line.as_str()), "{messages:?}");
+    }
+
+    // Without the mesh's binaries, nothing can be tried: both are errors.
+    let empty = test_support::TempDir::new("e2e-check-pre");
+    let bin_dir = empty.path().display().to_string();
+    let (code, report) = check_pre(&["--bin-dir", &bin_dir]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["errors"], 2, "{report:#}");
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(
+        checks[2]["message"],
+        format!("missing from {bin_dir}: meshctl, controller, ztunnel, waypoint")
+    );
+    assert!(checks[3]["hint"].is_string(), "{report:#}");
+}

@@ -40,7 +40,7 @@ pub async fn run(api: &ApiServer) -> Vec<Check> {
     if checks[0].status == Status::Error {
         return checks;
     }
-    checks.extend(definitions(api).await);
+    checks.extend(definitions(api, true).await);
     checks.extend(control_plane(api).await);
     checks.extend(node_proxies(api).await);
     checks.extend(waypoints(api).await);
@@ -70,7 +70,61 @@ async fn api_server(api: &ApiServer) -> Check {
     }
 }
 
-async fn definitions(api: &ApiServer) -> Vec<Check> {
+/// The Kubernetes version the mesh needs at least, as (major, minor).
+const MINIMUM_VERSION: (u64, u64) = (1, 28);
+
+/// `check --pre`: whether the mesh can be installed: the API server and its version, and the
+/// Gateway API CRDs the mesh builds on.
+pub async fn pre(api: &ApiServer) -> Vec<Check> {
+    let mut checks = vec![api_server(api).await];
+    if checks[0].status == Status::Error {
+        return checks;
+    }
+    checks.push(version(api).await);
+    checks.extend(definitions(api, false).await);
+    checks
+}
+
+async fn version(api: &ApiServer) -> Check {
+    let number = |v: &Value| -> Option<u64> {
+        // Some distributions say "28+".
+        v.as_str()?.trim_end_matches('+').parse().ok()
+    };
+    let found = api
+        .get_json("/version")
+        .await
+        .ok()
+        .and_then(|v| Some((number(&v["major"])?, number(&v["minor"])?)));
+    let (major, minor) = MINIMUM_VERSION;
+    match found {
+        Some(found) if found >= MINIMUM_VERSION => Check::ok(
+            KUBERNETES_API,
+            format!(
+                "Kubernetes {}.{} is {major}.{minor} or later",
+                found.0, found.1
+            ),
+        ),
+        Some(found) => Check::failed(
+            KUBERNETES_API,
+            Status::Error,
+            format!(
+                "Kubernetes {}.{} is older than {major}.{minor}",
+                found.0, found.1
+            ),
+            "upgrade the cluster: ambient capture needs the pod and Gateway API features of \
+             recent releases",
+        ),
+        None => Check::failed(
+            KUBERNETES_API,
+            Status::Warning,
+            "the API server's version cannot be read",
+            format!("make sure the cluster runs Kubernetes {major}.{minor} or later"),
+        ),
+    }
+}
+
+/// The CRDs the mesh reads, when `mesh` (after install), and those of the Gateway API.
+async fn definitions(api: &ApiServer, mesh: bool) -> Vec<Check> {
     let crds = match api.list(CRDS).await {
         Ok(crds) => crds.unwrap_or_default(),
         Err(e) => {
@@ -84,7 +138,7 @@ async fn definitions(api: &ApiServer) -> Vec<Check> {
         }
     };
     let installed: Vec<&str> = crds.iter().map(name).collect();
-    let (mesh, gateway) = required_crds();
+    let (mesh_crds, gateway) = required_crds();
     let check = |what: &str, wanted: &[String], hint: &str| {
         let missing: Vec<&str> = wanted
             .iter()
@@ -101,19 +155,21 @@ async fn definitions(api: &ApiServer) -> Vec<Check> {
             Check::failed(DEFINITIONS, Status::Error, message, hint)
         }
     };
-    vec![
-        check(
+    let mut checks = Vec::new();
+    if mesh {
+        checks.push(check(
             "the mesh",
-            &mesh,
+            &mesh_crds,
             "`kubectl apply -f manifests/crds/`: objects of a missing kind are not read",
-        ),
-        check(
-            "the Gateway API",
-            &gateway,
-            "install the Gateway API's standard CRDs (v1.1 or later): without them there \
-             are no waypoints or routes",
-        ),
-    ]
+        ));
+    }
+    checks.push(check(
+        "the Gateway API",
+        &gateway,
+        "install the Gateway API's standard CRDs (v1.1 or later): without them there \
+         are no waypoints or routes",
+    ));
+    checks
 }
 
 async fn control_plane(api: &ApiServer) -> Vec<Check> {

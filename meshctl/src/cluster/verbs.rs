@@ -37,7 +37,11 @@ pub fn run(kube: &KubeArgs, cmd: SandboxCommand) -> Result<i32> {
             let json = json_output(a.output.as_deref())?;
             let checks = runtime.block_on(async {
                 let api = ApiServer::connect(kube).await?;
-                Ok::<_, ClusterError>(check::run(&api).await)
+                Ok::<_, ClusterError>(if a.pre {
+                    check::pre(&api).await
+                } else {
+                    check::run(&api).await
+                })
             })?;
             Ok(check_report::print(&checks, json))
         }

@@ -26,6 +26,9 @@ pub(super) fn entry(identity: &Identity, refs: usize, status: &Status) -> Value 
             "expired": cert.is_expired_at(SystemTime::now()),
             "chain_length": cert.chain().len(),
             "roots": cert.roots().len(),
+            // Which root of its bundle signed it, for `meshctl check` to compare with the
+            // controller's; null when none did.
+            "root_serial": cert.issuing_root().and_then(|root| serial_hex(root)),
         })
     });
     json!({

@@ -1,5 +1,5 @@
-//! What the certificate manager exports: per identity it holds, when its certificate expires
-//! and how long is left; the trust bundle's roots and when each expires; certificate requests
+//! What the certificate manager exports: per identity it holds, when its certificate was issued
+//! and expires and how long is left; the trust bundle's roots and when each expires; certificate requests
 //! by result. Names are `<component>_...` (`ztunnel_certificate_expiry_seconds`), the time left
 //! shaped like Istio agent's `istio_agent_cert_expiry_seconds` (negative once expired).
 
@@ -16,6 +16,9 @@ use hbone::cert::serial_hex;
 
 /// Gauge: when the identity's current certificate expires, seconds since the epoch.
 pub const EXPIRATION: &str = "certificate_expiration_timestamp_seconds";
+/// Gauge: when the identity's current certificate became valid, seconds since the epoch; with
+/// [`EXPIRATION`], its lifetime.
+pub const ISSUED: &str = "certificate_issued_timestamp_seconds";
 /// Gauge: seconds until the identity's current certificate expires (negative once expired).
 pub const EXPIRY: &str = "certificate_expiry_seconds";
 /// Gauge: when each root of the trust bundle expires, seconds since the epoch.
@@ -48,17 +51,27 @@ pub(super) fn render(
     now: SystemTime,
 ) {
     let name = |family: &str| format!("{component}_{family}");
-    let expiration = name(EXPIRATION);
-    text::family(
-        out,
-        &expiration,
-        "When the identity's current certificate expires, in seconds since the epoch.",
-        "gauge",
-    );
-    for (identity, cert) in certs {
-        if let Some(cert) = cert {
-            let labels = text::render_labels(&[("identity", identity, "")]);
-            let _ = writeln!(out, "{expiration}{labels} {}", epoch(cert.expires_at()));
+    type At = fn(&WorkloadCertificate) -> SystemTime;
+    let instants: [(&str, &str, At); 2] = [
+        (
+            EXPIRATION,
+            "When the identity's current certificate expires, in seconds since the epoch.",
+            |cert| cert.expires_at(),
+        ),
+        (
+            ISSUED,
+            "When the identity's current certificate became valid, in seconds since the epoch.",
+            |cert| cert.not_before(),
+        ),
+    ];
+    for (family, help, at) in instants {
+        let family = name(family);
+        text::family(out, &family, help, "gauge");
+        for (identity, cert) in certs {
+            if let Some(cert) = cert {
+                let labels = text::render_labels(&[("identity", identity, "")]);
+                let _ = writeln!(out, "{family}{labels} {}", epoch(at(cert)));
+            }
         }
     }
     let expiry = name(EXPIRY);

@@ -7,7 +7,8 @@
 //! - [`netns`]: finding a pod's namespace (a folder of namespace files, or `/proc`) and
 //!   running commands inside one;
 //! - [`iptables`]: the rules and policy routing, rendered as text and applied atomically;
-//! - `server`: the ZDS server, its proxy sessions and snapshots.
+//! - `server`: the ZDS server, its proxy sessions and snapshots;
+//! - [`preflight`]: whether this host can capture pods, tried in a throwaway namespace.
 //!
 //! Stopping the agent leaves every rule in place, as istio-cni does: captured pods stay
 //! captured (the proxy keeps serving them) across an agent restart or upgrade, and the next
@@ -17,6 +18,7 @@ pub mod enrollment;
 pub mod iptables;
 pub mod netns;
 mod pod;
+pub mod preflight;
 mod server;
 
 pub use netns::NetnsSource;

@@ -370,6 +370,10 @@ pub struct CheckArgs {
     /// Output format: text (default) or json.
     #[arg(short, long)]
     pub output: Option<String>,
+    /// Check this host before a sandbox is made: root, the programs it needs, the mesh's
+    /// binaries, and in-pod capture installed in a throwaway network namespace.
+    #[arg(long)]
+    pub pre: bool,
 }
 
 /// `label`.

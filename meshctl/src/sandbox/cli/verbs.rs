@@ -34,7 +34,7 @@ use crate::sandbox::ops::sandbox::Sandbox;
 use crate::sandbox::ops::stat::{self, StatOptions};
 use crate::sandbox::ops::system;
 use crate::sandbox::ops::tap::{self, TapOptions};
-use crate::sandbox::ops::{check, findings, proxies};
+use crate::sandbox::ops::{check, findings, preflight, proxies};
 use crate::sandbox::settings::SandboxSettings;
 
 /// Runs a verb; returns the process exit code.
@@ -118,7 +118,11 @@ fn analyze(cfg: &SandboxSettings, a: AnalyzeArgs) -> Result<i32> {
 /// `check`: 0 when every check passed, 1 on any error, 2 on warnings only.
 fn check(cfg: &SandboxSettings, a: CheckArgs) -> Result<i32> {
     let json = json_output(a.output.as_deref())?;
-    let checks = check::run(&Sandbox::open(cfg)?);
+    let checks = if a.pre {
+        preflight::run(cfg)
+    } else {
+        check::run(&Sandbox::open(cfg)?)
+    };
     Ok(check_report::print(&checks, json))
 }
 

@@ -4,6 +4,8 @@
 
 use std::time::SystemTime;
 
+use hbone::cert::{certificates_from_pem, serial_hex};
+
 use super::findings;
 use super::proxies::{self, Proxy};
 use super::sandbox::Sandbox;
@@ -22,8 +24,9 @@ const ROTATE: &str = "rotate the root: put the new CA in the sandbox's CA folder
 /// Runs every check against `sb`, in the order they are shown.
 pub fn run(sb: &Sandbox) -> Vec<Check> {
     let mut checks = control_plane(sb);
-    checks.extend(node_proxies(sb));
-    checks.extend(waypoints(sb));
+    let roots = current_roots(sb);
+    checks.extend(node_proxies(sb, &roots));
+    checks.extend(waypoints(sb, &roots));
     checks.extend(configuration(sb));
     checks
 }
@@ -93,7 +96,19 @@ fn control_plane(sb: &Sandbox) -> Vec<Check> {
     checks
 }
 
-fn node_proxies(sb: &Sandbox) -> Vec<Check> {
+/// The serial numbers of the roots the controller publishes (empty when they cannot be read;
+/// the control plane check says why).
+fn current_roots(sb: &Sandbox) -> Vec<String> {
+    std::fs::read_to_string(sb.layout().root_cert())
+        .ok()
+        .and_then(|pem| certificates_from_pem(&pem, "CA roots").ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|root| serial_hex(&root))
+        .collect()
+}
+
+fn node_proxies(sb: &Sandbox, roots: &[String]) -> Vec<Check> {
     let Ok(control) = sb.control() else {
         return Vec::new();
     };
@@ -103,7 +118,7 @@ fn node_proxies(sb: &Sandbox) -> Vec<Check> {
         .map(|node| {
             let running = running(control.find(&Component::Ztunnel(node.name.clone())));
             match proxies::ztunnel(sb, &node.name).ok().filter(|_| running) {
-                Some(proxy) => ztunnel_check(&node.name, &proxy),
+                Some(proxy) => ztunnel_check(&node.name, &proxy, roots),
                 None => Check::failed(
                     NODE_PROXIES,
                     Status::Error,
@@ -119,8 +134,8 @@ fn node_proxies(sb: &Sandbox) -> Vec<Check> {
         .collect()
 }
 
-/// A running ztunnel: ready, and every certificate it holds valid.
-fn ztunnel_check(node: &str, proxy: &Proxy) -> Check {
+/// A running ztunnel: ready, and every certificate it holds valid and issued by a current root.
+fn ztunnel_check(node: &str, proxy: &Proxy, roots: &[String]) -> Check {
     let logs = format!("see `meshctl logs ztunnel --node {node}`");
     if let Err(reason) = proxies::ready(proxy) {
         let message = format!("the ztunnel of {node} is not ready: {reason}");
@@ -130,7 +145,7 @@ fn ztunnel_check(node: &str, proxy: &Proxy) -> Check {
         Ok(dump) => dump,
         Err(e) => return Check::failed(NODE_PROXIES, Status::Error, e.to_string(), logs),
     };
-    match certificate_problems(&dump) {
+    match certificate_problems(&dump, roots) {
         (valid, problems) if problems.is_empty() => Check::ok(
             NODE_PROXIES,
             format!(
@@ -149,39 +164,56 @@ fn ztunnel_check(node: &str, proxy: &Proxy) -> Check {
     }
 }
 
-/// How many certificates of a proxy's config dump are valid, and what is wrong with the others.
-fn certificate_problems(dump: &serde_json::Value) -> (usize, Vec<String>) {
+/// How many certificates of a proxy's config dump are valid, and what is wrong with the others:
+/// failed, expired, or not issued by one of `roots` (the controller's current roots, by serial;
+/// not judged when empty).
+fn certificate_problems(dump: &serde_json::Value, roots: &[String]) -> (usize, Vec<String>) {
     let mut valid = 0;
     let mut problems = Vec::new();
     for entry in dump["certificates"].as_array().into_iter().flatten() {
         let identity = entry["identity"].as_str().unwrap_or("?");
-        match (entry["state"].as_str(), &entry["certificate"]) {
-            (Some("failed"), _) => problems.push(format!(
+        let cert = &entry["certificate"];
+        let issuer = cert["root_serial"].as_str();
+        match entry["state"].as_str() {
+            Some("failed") => problems.push(format!(
                 "{identity}: {}",
                 entry["error"].as_str().unwrap_or("failed")
             )),
-            (_, cert) if cert["expired"] == true => problems.push(format!("{identity}: expired")),
-            (_, cert) if cert.is_object() => valid += 1,
+            _ if cert["expired"] == true => problems.push(format!("{identity}: expired")),
             // Pending: asked for, not yet issued; readiness covers it.
-            _ => {}
+            _ if !cert.is_object() => {}
+            _ if roots.is_empty() => valid += 1,
+            _ => match issuer {
+                Some(serial) if roots.iter().any(|r| r == serial) => valid += 1,
+                Some(serial) => problems.push(format!(
+                    "{identity}: issued under root {serial}, which the controller no longer \
+                     publishes"
+                )),
+                None => problems.push(format!("{identity}: no root of its trust bundle issued it")),
+            },
         }
     }
     (valid, problems)
 }
 
-fn waypoints(sb: &Sandbox) -> Vec<Check> {
+fn waypoints(sb: &Sandbox, roots: &[String]) -> Vec<Check> {
     proxies::waypoints(sb)
         .iter()
         .map(|(proxy, namespace, pod)| {
             let what = format!("the {}", proxy.name);
-            match proxies::ready(proxy) {
-                Ok(()) => Check::ok(WAYPOINTS, format!("{what} is ready")),
-                Err(reason) => Check::failed(
-                    WAYPOINTS,
-                    Status::Error,
-                    format!("{what} is not ready: {reason}"),
-                    format!("see `meshctl logs {pod} -n {namespace}`"),
-                ),
+            let logs = format!("see `meshctl logs {pod} -n {namespace}`");
+            if let Err(reason) = proxies::ready(proxy) {
+                let message = format!("{what} is not ready: {reason}");
+                return Check::failed(WAYPOINTS, Status::Error, message, logs);
+            }
+            let problems = proxies::config_dump(proxy)
+                .map(|dump| certificate_problems(&dump, roots).1)
+                .unwrap_or_else(|e| vec![e.to_string()]);
+            if problems.is_empty() {
+                Check::ok(WAYPOINTS, format!("{what} is ready, its certificate valid"))
+            } else {
+                let message = format!("{what} holds bad certificates: {}", problems.join("; "));
+                Check::failed(WAYPOINTS, Status::Error, message, logs)
             }
         })
         .collect()
@@ -204,10 +236,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failed_and_expired_certificates_are_named_pending_ones_are_not_counted() {
+    fn failed_expired_and_foreign_certificates_are_named_pending_ones_are_not_counted() {
         let dump = serde_json::json!({"certificates": [
             {"identity": "spiffe://cluster.local/ns/a/sa/ok", "state": "available",
-             "certificate": {"expired": false}},
+             "certificate": {"expired": false, "root_serial": "aa"}},
+            {"identity": "spiffe://cluster.local/ns/a/sa/retired", "state": "available",
+             "certificate": {"expired": false, "root_serial": "bb"}},
+            {"identity": "spiffe://cluster.local/ns/a/sa/stray", "state": "available",
+             "certificate": {"expired": false, "root_serial": null}},
             {"identity": "spiffe://cluster.local/ns/a/sa/old", "state": "refreshing",
              "certificate": {"expired": true}},
             {"identity": "spiffe://cluster.local/ns/a/sa/bad", "state": "failed",
@@ -215,14 +251,19 @@ mod tests {
             {"identity": "spiffe://cluster.local/ns/a/sa/new", "state": "pending",
              "certificate": null},
         ]});
-        let (valid, problems) = certificate_problems(&dump);
+        let (valid, problems) = certificate_problems(&dump, &["aa".to_owned()]);
         assert_eq!(valid, 1);
         assert_eq!(
             problems,
             [
+                "spiffe://cluster.local/ns/a/sa/retired: issued under root bb, which the \
+                 controller no longer publishes",
+                "spiffe://cluster.local/ns/a/sa/stray: no root of its trust bundle issued it",
                 "spiffe://cluster.local/ns/a/sa/old: expired",
                 "spiffe://cluster.local/ns/a/sa/bad: CA refused"
             ]
         );
+        // Without the controller's roots, the issuer is not judged.
+        assert_eq!(certificate_problems(&dump, &[]).0, 3);
     }
 }

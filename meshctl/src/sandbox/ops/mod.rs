@@ -8,7 +8,7 @@
 //! objects, syncing) is at the bottom; `tokens` and `findings` import
 //! nothing of `ops`; `waypoints` builds on `sandbox` and `tokens`, `pods`
 //! on `waypoints`, `apply` on `pods`, `system` on `sandbox` and
-//! `tokens`, `proxies` on `sandbox`, `check` on `sandbox`, `system` and `findings`, and
+//! `tokens`, `proxies` on `sandbox`, `check` on `sandbox`, `system` and `findings`; `preflight` on nothing of it; and
 //! `scrape` and `tap` on `proxies`, `stat` and `routes` on `scrape`. The methods each adds to `Sandbox` call only methods of the
 //! modules below it.
 
@@ -16,6 +16,7 @@ pub(crate) mod apply;
 pub(crate) mod check;
 pub(crate) mod findings;
 pub(crate) mod pods;
+pub(crate) mod preflight;
 pub(crate) mod proxies;
 pub(crate) mod routes;
 pub(crate) mod sandbox;

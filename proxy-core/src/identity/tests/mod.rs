@@ -396,6 +396,17 @@ async fn metrics_show_each_certificate_expiry_the_roots_and_requests_by_result()
         )],
         "one sample per identity with a certificate:\n{text}"
     );
+    let not_before = cert
+        .not_before()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        samples(&text, "ztunnel_certificate_issued_timestamp_seconds"),
+        [format!(
+            "ztunnel_certificate_issued_timestamp_seconds{{identity=\"{orders}\"}} {not_before}"
+        )]
+    );
     let left = samples(&text, "ztunnel_certificate_expiry_seconds");
     assert_eq!(left.len(), 1, "{text}");
     let seconds: i64 = left[0].rsplit(' ').next().unwrap().parse().unwrap();
@@ -431,5 +442,5 @@ async fn metrics_show_each_certificate_expiry_the_roots_and_requests_by_result()
         requests[1]
     );
     let parsed = prometheus_registry::scrape::parse(&text);
-    assert_eq!(parsed.len(), 5, "every sample parses:\n{text}");
+    assert_eq!(parsed.len(), 6, "every sample parses:\n{text}");
 }
