@@ -10,6 +10,7 @@ use controller::model::WARNING_PREFIX;
 
 use crate::operator::findings::{Finding, in_folders, in_layers};
 use crate::sandbox::model::ignored::ignored_fields;
+use crate::sandbox::model::manifest::parse_documents;
 use crate::sandbox::model::objects::Object;
 
 /// The problems the controller finds with `applied`, read from the state folder `state_dir`
@@ -23,11 +24,43 @@ pub fn of_applied(state_dir: &Path, applied: &[Object]) -> Vec<Finding> {
 /// The problems the controller would find with `objects` were they applied to the sandbox
 /// whose state folder is `state_dir` (`None`: to an empty cluster), without applying them.
 pub fn of_unapplied(state_dir: Option<&Path>, objects: &[Object]) -> std::io::Result<Vec<Finding>> {
-    let below = state_dir.map(state_folders).unwrap_or_default();
-    // The objects analyzed win over the versions the sandbox holds.
-    let mut found = in_layers(below, &[objects], objects)?;
+    let mut held = Vec::new();
+    for folder in state_dir.map(state_folders).unwrap_or_default() {
+        read_objects(&folder, &mut held)?;
+    }
+    // The objects analyzed replace the versions the sandbox holds (read twice, an object
+    // would be reported as defined twice).
+    let mut found = in_layers(Vec::new(), &[&held, objects], objects)?;
     found.extend(sandbox_ignores(objects));
     Ok(found)
+}
+
+/// Appends the objects of every manifest under `folder` (recursively; none if it is absent).
+fn read_objects(folder: &Path, into: &mut Vec<Object>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            read_objects(&path, into)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            let text = std::fs::read_to_string(&path)?;
+            // The sandbox wrote these; one it cannot read is left to `check` to report.
+            if let Ok(objects) = parse_documents(&text, &path.display().to_string()) {
+                into.extend(objects);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The folders of a state folder that hold what the controller reads.
@@ -59,7 +92,6 @@ fn sandbox_ignores(objects: &[Object]) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::model::manifest::parse_documents;
 
     #[test]
     fn unapplied_objects_are_analyzed_on_their_own() {
@@ -88,5 +120,35 @@ mod tests {
             "{warning:?}"
         );
         assert_eq!(found.len(), 2, "{found:?}");
+    }
+
+    #[test]
+    fn an_object_the_sandbox_already_holds_is_analyzed_once_in_its_new_version() {
+        const SERVICE: &str = "apiVersion: v1\nkind: Service\n\
+                               metadata: {name: web, namespace: shop}\n\
+                               spec: {ports: [{name: http, port: 80}]}\n";
+        let state = test_support::TempDir::new("meshctl-findings");
+        state.write("manifests/shop/service-web.yaml", SERVICE);
+        let route = "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+                     metadata: {name: r, namespace: shop}\n\
+                     spec: {hosts: [web], http: [{route: [{destination: {host: web}}]}]}\n";
+        state.write("manifests/shop/virtualservice-r.yaml", route);
+        let edited = route.replace(
+            "http: [",
+            "http: [{route: [{destination: {host: web}}], timeout: soon}, ",
+        );
+        let objects = parse_documents(&format!("{SERVICE}---\n{edited}"), "vs.yaml").unwrap();
+        let found = of_unapplied(Some(state.path()), &objects).unwrap();
+        assert!(
+            found.iter().all(|f| !f.text.contains("also defined in")),
+            "{found:?}"
+        );
+        let errors: Vec<&str> = found
+            .iter()
+            .filter(|f| f.error)
+            .map(|f| f.text.as_str())
+            .collect();
+        assert_eq!(errors.len(), 1, "the edit's own error only: {found:?}");
+        assert!(errors[0].contains("spec.http[0].timeout"), "{errors:?}");
     }
 }
