@@ -42,6 +42,10 @@ pub enum CertError {
     /// The URI SAN is not a valid identity.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// CA material that cannot sign what workloads will trust (see
+    /// [`Authority::from_pem`](crate::Authority::from_pem)).
+    #[error("unusable CA: {0}")]
+    CaMaterial(String),
     /// The private key does not belong to the leaf certificate.
     #[error("private key does not match the leaf certificate")]
     KeyMismatch,

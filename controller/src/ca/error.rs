@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use hbone::CertError;
 
+use super::store::{CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT};
+
 /// Errors of the CA outside request handling (which answers with gRPC statuses).
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -23,6 +25,14 @@ pub enum CaError {
     /// A certificate or key is unusable.
     #[error(transparent)]
     Cert(#[from] CertError),
+    /// The plugged-in CA material in a folder is unusable.
+    #[error("plugged-in CA in {dir} ({CA_CERT}, {CA_KEY}, {CERT_CHAIN}, {ROOT_CERT}): {source}")]
+    PluggedIn {
+        /// The CA folder.
+        dir: PathBuf,
+        /// What is wrong with it.
+        source: CertError,
+    },
     /// A Kubernetes Secret holding the CA could not be read or written.
     #[error("Secret {secret}: {source}")]
     Kubernetes {

@@ -81,7 +81,13 @@ fn load_plugged_in(dir: &Path) -> Result<Authority, CaError> {
     } else {
         None
     };
-    plugged_in_from_pem(&key, &cert, chain.as_deref(), &roots)
+    plugged_in_from_pem(&key, &cert, chain.as_deref(), &roots).map_err(|e| match e {
+        CaError::Cert(source) => CaError::PluggedIn {
+            dir: dir.to_path_buf(),
+            source,
+        },
+        other => other,
+    })
 }
 
 /// A self-signed root from its key and published bundle: the first certificate of `roots_pem`
@@ -175,5 +181,42 @@ mod tests {
             Err(CaError::Incomplete(_))
         ));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_plugged_in_intermediate_loads_and_bad_material_is_refused_naming_the_folder() {
+        let root = Authority::generate_root("cluster.local", ROOT_TTL).unwrap();
+        let now = std::time::SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let (key, chain) = root
+            .issue_intermediate("mesh intermediate", now - hour, now + hour)
+            .unwrap();
+        let dir = test_support::TempDir::new("ca-plugged-in");
+        dir.write(CA_KEY, &key);
+        dir.write(CA_CERT, &chain);
+        dir.write(CERT_CHAIN, format!("{chain}{}", root.root_pem()));
+        dir.write(ROOT_CERT, root.root_pem());
+        let (authority, origin) = load_or_create(dir.path(), "cluster.local").unwrap();
+        assert_eq!(origin, Origin::PluggedIn);
+        assert_eq!(
+            authority.chain().len(),
+            1,
+            "the intermediate, without the root"
+        );
+        assert_eq!(authority.roots(), root.roots());
+
+        // Another intermediate's key: refused, naming the folder, the files and the reason.
+        let (other_key, _) = root
+            .issue_intermediate("other", now - hour, now + hour)
+            .unwrap();
+        dir.write(CA_KEY, &other_key);
+        let err = load_or_create(dir.path(), "cluster.local")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("plugged-in CA in {}", dir.path().display())),
+            "{err}"
+        );
+        assert!(err.contains("the signing key does not belong"), "{err}");
     }
 }

@@ -15,6 +15,8 @@ use rustls_pki_types::CertificateDer;
 use crate::cert::{CertError, CertificateRequest, WorkloadCertificate, certificate_to_pem};
 use crate::identity::Identity;
 
+mod validate;
+
 /// Clock skew tolerated between the CA and its workloads: certificates start this long ago.
 const BACKDATE: Duration = Duration::from_secs(60);
 
@@ -68,6 +70,7 @@ impl Authority {
         let key = KeyPair::from_pem(key_pem)?;
         let mut chain = crate::cert::certificates_from_pem(cert_chain_pem, "CA certificate")?;
         let roots = crate::cert::certificates_from_pem(roots_pem, "CA roots")?;
+        validate::signing_material(&key, &chain, &roots, SystemTime::now())?;
         let issuer = Issuer::from_ca_cert_der(&chain[0], key)?;
         // A self-signed CA certificate is itself a root; keep it out of issued chains.
         if roots.contains(&chain[0]) {
@@ -178,6 +181,38 @@ impl Authority {
     ) -> Result<WorkloadCertificate, CertError> {
         let now = SystemTime::now();
         self.issue_valid_between(identity, now - BACKDATE, now + ttl)
+    }
+
+    /// Issues a subordinate CA (an intermediate to plug in elsewhere) named `common_name`,
+    /// valid between `not_before` and `not_after`: its key and certificate chain (the new
+    /// certificate, then this CA's own chain), in PEM.
+    pub fn issue_intermediate(
+        &self,
+        common_name: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<(String, String), CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, common_name);
+        params.distinguished_name = name;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial()?);
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let mut chain = cert.pem();
+        for der in &self.chain {
+            chain.push_str(&certificate_to_pem(der));
+        }
+        Ok((key.serialize_pem(), chain))
     }
 
     /// Like [`Authority::issue`] with an explicit validity window.
