@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -59,9 +60,16 @@ pub fn list(kind: &str, items: Vec<Value>) -> Value {
 }
 
 /// Fixed answers to `GET` by path: each path's object, or its list (then a watch of the path
-/// stays open with nothing to say).
+/// stays open with nothing to say), or answers given in turn.
 #[derive(Clone, Debug, Default)]
-pub struct Routes(BTreeMap<String, Reply>);
+pub struct Routes(BTreeMap<String, InTurn>);
+
+/// The answers of one path, in turn, the last repeated; and how many were given.
+#[derive(Clone, Debug)]
+struct InTurn {
+    replies: Vec<Reply>,
+    given: Arc<AtomicUsize>,
+}
 
 impl Routes {
     /// No routes.
@@ -70,14 +78,21 @@ impl Routes {
     }
 
     /// Answers `GET path` with `200` and `value`.
-    pub fn json(mut self, path: &str, value: Value) -> Self {
-        self.0.insert(path.to_owned(), Reply::Json(200, value));
-        self
+    pub fn json(self, path: &str, value: Value) -> Self {
+        self.reply(path, Reply::Json(200, value))
     }
 
     /// Answers `GET path` with `reply`.
-    pub fn reply(mut self, path: &str, reply: Reply) -> Self {
-        self.0.insert(path.to_owned(), reply);
+    pub fn reply(self, path: &str, reply: Reply) -> Self {
+        self.in_turn(path, vec![reply])
+    }
+
+    /// Answers the `GET`s of `path` with `replies` in turn, then with the last one (a proxy's
+    /// metrics that grew between two scrapes).
+    pub fn in_turn(mut self, path: &str, replies: Vec<Reply>) -> Self {
+        assert!(!replies.is_empty(), "{path}: no replies to give");
+        let given = Arc::new(AtomicUsize::new(0));
+        self.0.insert(path.to_owned(), InTurn { replies, given });
         self
     }
 
@@ -86,11 +101,13 @@ impl Routes {
         if request.method != "GET" {
             return None;
         }
-        let reply = self.0.get(&request.path)?;
+        let answers = self.0.get(&request.path)?;
         if request.query.contains("watch=") {
             return Some(Reply::Pending);
         }
-        Some(reply.clone())
+        let turn = answers.given.fetch_add(1, Ordering::SeqCst);
+        let last = answers.replies.len() - 1;
+        Some(answers.replies[turn.min(last)].clone())
     }
 }
 

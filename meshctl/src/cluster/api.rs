@@ -1,6 +1,7 @@
 //! The API server as meshctl reads it: a kube-rs client built from the kubeconfig and
-//! context, plain `GET`s of API paths answered as JSON, and the service proxy through which
-//! the controller's admin endpoint is reached without a port-forward.
+//! context, plain `GET`s of API paths answered as JSON, and the service and pod proxies
+//! through which the controller's admin endpoint and the proxies' metrics are reached
+//! without a port-forward.
 
 use std::time::Duration;
 
@@ -75,12 +76,17 @@ impl ApiServer {
 
     /// `GET path` (with its query), whatever the status.
     pub async fn get(&self, path: &str) -> Result<Answer> {
+        self.get_accepting(path, "application/json").await
+    }
+
+    /// `GET path` asking for the media type `accept`, whatever the status.
+    pub async fn get_accepting(&self, path: &str, accept: &str) -> Result<Answer> {
         let failed = |message: String| ClusterError::Request {
             path: path.to_owned(),
             message,
         };
         let request = http::Request::get(path)
-            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::ACCEPT, accept)
             .body(kube::client::Body::from(Vec::new()))
             .map_err(|e| failed(e.to_string()))?;
         let response = self
@@ -165,6 +171,12 @@ impl ApiServer {
     }
 }
 
+/// `/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy<path>`: a port a pod listens on for all
+/// addresses, through the API server (the proxies' metrics).
+pub fn pod_proxy_path(namespace: &str, pod: &str, port: u16, path: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}")
+}
+
 /// `/api/v1/namespaces/<ns>/services/<svc>:<port>/proxy<path>`.
 pub fn service_proxy_path(namespace: &str, service: &str, port: u16, path: &str) -> String {
     format!("/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy{path}")
@@ -187,6 +199,14 @@ mod tests {
         assert_eq!(
             service_proxy_path("istio-system", "istiod", 15014, "/ready"),
             "/api/v1/namespaces/istio-system/services/istiod:15014/proxy/ready"
+        );
+    }
+
+    #[test]
+    fn pod_proxy_paths_name_the_pod_and_port() {
+        assert_eq!(
+            pod_proxy_path("istio-system", "ztunnel-abcde", 15020, "/metrics"),
+            "/api/v1/namespaces/istio-system/pods/ztunnel-abcde:15020/proxy/metrics"
         );
     }
 

@@ -1,13 +1,15 @@
-//! Kubernetes mode: `check`, `analyze` and `proxy-status` against a cluster through its API
-//! server (kube-rs, with `--kubeconfig` / `--context`), printing what they print on the
-//! sandbox: the checks, findings and statuses are the shared model's
-//! ([`crate::operator`]); this gathers their facts from the cluster. The controller's admin
-//! endpoint is reached through the API server's service proxy; the proxies' own admin
+//! Kubernetes mode: `check`, `analyze`, `proxy-status`, `stat`, `edges` and `routes` against
+//! a cluster through its API server (kube-rs, with `--kubeconfig` / `--context`), printing
+//! what they print on the sandbox: the checks, findings, statuses and traffic figures are the
+//! shared model's ([`crate::operator`]); this gathers their facts from the cluster. The
+//! controller's admin endpoint is reached through the API server's service proxy, the
+//! proxies' metrics port (all addresses) through its pod proxy; the proxies' own admin
 //! endpoints (loopback in their pods) are not reached, so nothing here needs a port-forward.
 //!
 //! Imports `operator`, the sandbox's object model and manifest loader, and its verbs' parsed
 //! arguments; nothing of the sandbox imports it. Inside, from the bottom up: `args`, `error`,
-//! `kinds`, `workloads`; `api`; `objects`, `proxies`; `analyze`; `check`; `verbs`.
+//! `kinds`, `workloads`; `api`, `targets`; `objects`, `proxies`; `analyze`, `metrics`;
+//! `check`; `verbs`.
 
 pub mod analyze;
 pub mod api;
@@ -15,8 +17,10 @@ pub mod args;
 pub mod check;
 pub mod error;
 pub mod kinds;
+pub mod metrics;
 pub mod objects;
 pub mod proxies;
+pub mod targets;
 pub mod verbs;
 pub mod workloads;
 

@@ -1,19 +1,27 @@
-//! The verbs of Kubernetes mode: `check`, `analyze` and `proxy-status`, printing exactly what
-//! they print on the sandbox; every other verb refuses, naming itself, rather than act on a
-//! sandbox the operator did not mean.
+//! The verbs of Kubernetes mode: `check`, `analyze`, `proxy-status`, `stat`, `edges` and
+//! `routes`, printing exactly what they print on the sandbox; every other verb refuses,
+//! naming itself (and, for those that need the proxies' admin port, why), rather than act on
+//! a sandbox the operator did not mean.
+
+use tokio::runtime::Runtime;
 
 use super::analyze;
 use super::api::ApiServer;
 use super::args::KubeArgs;
 use super::check;
 use super::error::{ClusterError, Result};
+use super::metrics;
 use super::proxies;
 use crate::operator::check as check_report;
 use crate::operator::findings::print_analysis;
 use crate::operator::format::wants_json;
 use crate::operator::proxy_status;
-use crate::sandbox::cli::SandboxCommand;
+use crate::operator::traffic;
+use crate::sandbox::cli::{EdgesArgs, RoutesArgs, SandboxCommand, StatArgs};
 use crate::sandbox::model::manifest::load_path;
+
+/// The verbs Kubernetes mode has.
+const KUBE_VERBS: &str = "check, analyze, proxy-status, stat, edges and routes";
 
 /// Whether `cmd` is one the sandbox runs for itself (a pod's container, a forwarder, the
 /// reaper): those run on the sandbox whatever the mode.
@@ -65,12 +73,71 @@ pub fn run(kube: &KubeArgs, cmd: SandboxCommand) -> Result<i32> {
             })?;
             Ok(proxy_status::print(&found, json))
         }
-        other => Err(ClusterError::Invalid(format!(
-            "`{}` works on the sandbox only for now; in Kubernetes mode (--kubeconfig, \
-             --context or MESHCTL_KUBE=1) meshctl has check, analyze and proxy-status",
-            verb_name(&other)
-        ))),
+        SandboxCommand::Stat(a) => stat(&runtime, kube, a),
+        SandboxCommand::Edges(a) => edges(&runtime, kube, a),
+        SandboxCommand::Routes(a) => routes(&runtime, kube, a),
+        other => Err(ClusterError::Invalid(refusal(&other))),
     }
+}
+
+/// `stat`: the proxies' metrics through the pod proxy, the rows from the cluster's objects.
+fn stat(runtime: &Runtime, kube: &KubeArgs, a: StatArgs) -> Result<i32> {
+    let json = json_output(a.watch.output.as_deref())?;
+    let w = &a.watch;
+    let options = traffic::stat_options(&a.resource, &w.namespace, w.all_namespaces, w.window)
+        .map_err(ClusterError::Invalid)?;
+    let measured = runtime.block_on(async {
+        let api = ApiServer::connect(kube).await?;
+        metrics::stat(&api, &options, |n| traffic::window_started(n, w.window)).await
+    })?;
+    traffic::print_stat(&measured, &options, json);
+    Ok(0)
+}
+
+/// `edges`: who talked to whom, from the proxies' metrics through the pod proxy.
+fn edges(runtime: &Runtime, kube: &KubeArgs, a: EdgesArgs) -> Result<i32> {
+    let json = json_output(a.watch.output.as_deref())?;
+    let w = &a.watch;
+    let namespace = traffic::edges_namespace(&a.resource, &w.namespace, w.all_namespaces)
+        .map_err(ClusterError::Invalid)?;
+    let seen = runtime.block_on(async {
+        let api = ApiServer::connect(kube).await?;
+        let started = |n| traffic::window_started(n, w.window);
+        metrics::edges(&api, namespace.as_deref(), w.window, started).await
+    })?;
+    traffic::print_edges(&seen, json);
+    Ok(0)
+}
+
+/// `routes`: one service's routes, from the waypoints' metrics through the pod proxy.
+fn routes(runtime: &Runtime, kube: &KubeArgs, a: RoutesArgs) -> Result<i32> {
+    let json = json_output(a.watch.output.as_deref())?;
+    let w = &a.watch;
+    let (namespace, name) = traffic::routes_service(&a.resource, &w.namespace, w.all_namespaces)
+        .map_err(ClusterError::Invalid)?;
+    let measured = runtime.block_on(async {
+        let api = ApiServer::connect(kube).await?;
+        let started = |n| traffic::window_started(n, w.window);
+        metrics::routes(&api, &namespace, &name, w.window, started).await
+    })?;
+    traffic::print_routes(&measured, json);
+    Ok(0)
+}
+
+/// Why `cmd` does not run in Kubernetes mode.
+fn refusal(cmd: &SandboxCommand) -> String {
+    let verb = verb_name(cmd);
+    let reason = match cmd {
+        SandboxCommand::Tap(_) | SandboxCommand::Top(_) | SandboxCommand::ProxyConfig(_) => {
+            " (it reads the proxies' admin port, which listens on their pods' loopback only, \
+             out of the API server's reach)"
+        }
+        _ => "",
+    };
+    format!(
+        "`{verb}` works on the sandbox only{reason}; in Kubernetes mode (--kubeconfig, \
+         --context or MESHCTL_KUBE=1) meshctl has {KUBE_VERBS}"
+    )
 }
 
 fn json_output(output: Option<&str>) -> Result<bool> {
@@ -116,5 +183,19 @@ mod tests {
         assert_eq!(verb_name(&parsed(&["stat", "deploy"])), "stat");
         assert!(!internal(&config));
         assert!(internal(&parsed(&["sandbox-container", "--spec-fd", "3"])));
+    }
+
+    #[test]
+    fn verbs_needing_the_admin_port_say_why_they_refuse() {
+        let tap = refusal(&parsed(&["tap", "deploy/orders"]));
+        assert!(
+            tap.starts_with("`tap` works on the sandbox only (it reads the proxies' admin port"),
+            "{tap}"
+        );
+        assert_eq!(
+            refusal(&parsed(&["get", "pods"])),
+            "`get` works on the sandbox only; in Kubernetes mode (--kubeconfig, --context or \
+             MESHCTL_KUBE=1) meshctl has check, analyze, proxy-status, stat, edges and routes"
+        );
     }
 }

@@ -10,5 +10,5 @@ mod output;
 mod up;
 mod verbs;
 
-pub use args::{GlobalArgs, SandboxCommand};
+pub use args::{EdgesArgs, GlobalArgs, RoutesArgs, SandboxCommand, StatArgs};
 pub use verbs::run;

@@ -18,6 +18,7 @@ use crate::operator::check as check_report;
 use crate::operator::findings::{print_analysis, report};
 use crate::operator::format::wants_json;
 use crate::operator::proxy_status::{self, Expected};
+use crate::operator::traffic;
 use crate::sandbox::console;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::container::{self, Launch};
@@ -27,11 +28,10 @@ use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
 use crate::sandbox::model::proxy_config::Section;
-use crate::sandbox::model::stat::Resource;
 use crate::sandbox::model::tap::TapKind;
 use crate::sandbox::ops::routes;
 use crate::sandbox::ops::sandbox::Sandbox;
-use crate::sandbox::ops::stat::{self, StatOptions};
+use crate::sandbox::ops::stat;
 use crate::sandbox::ops::system;
 use crate::sandbox::ops::tap::{self, TapOptions};
 use crate::sandbox::ops::{check, findings, preflight, proxies};
@@ -129,114 +129,39 @@ fn check(cfg: &SandboxSettings, a: CheckArgs) -> Result<i32> {
 /// `stat`: the table (or JSON) once the window has passed.
 fn stat(cfg: &SandboxSettings, a: StatArgs) -> Result<()> {
     let json = json_output(a.watch.output.as_deref())?;
-    let (kind, name) = match a.resource.split_once('/') {
-        Some((kind, name)) => (kind, Some(name.to_owned())),
-        None => (a.resource.as_str(), None),
-    };
-    let resource = Resource::parse(kind).map_err(SandboxError::Invalid)?;
-    let options = StatOptions {
-        resource,
-        namespace: (!a.watch.all_namespaces && resource != Resource::Namespace)
-            .then(|| a.watch.namespace.clone()),
-        name,
-        window: a.watch.window,
-    };
+    let w = &a.watch;
+    let options = traffic::stat_options(&a.resource, &w.namespace, w.all_namespaces, w.window)
+        .map_err(SandboxError::Invalid)?;
     let measured = stat::measure(cfg, &options, |proxies| {
-        eprintln!(
-            "scraped {proxies} proxies; measuring for {:?}",
-            options.window
-        );
+        traffic::window_started(proxies, options.window)
     })?;
-    for proxy in &measured.unreachable {
-        eprintln!("warning: no metrics from {proxy}: its traffic is missing");
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&measured).unwrap_or_default()
-        );
-    } else {
-        print!(
-            "{}",
-            output::stat_table(
-                &measured.rows,
-                options.namespace.is_none() && resource != Resource::Namespace,
-            )
-        );
-    }
+    traffic::print_stat(&measured, &options, json);
     Ok(())
 }
 
 /// `edges`: the table (or JSON) once the window has passed.
 fn edges(cfg: &SandboxSettings, a: EdgesArgs) -> Result<()> {
     let json = json_output(a.watch.output.as_deref())?;
-    if Resource::parse(&a.resource).map_err(SandboxError::Invalid)? != Resource::Deployment {
-        return Err(SandboxError::Invalid(format!(
-            "{}: edges are between workloads; use `edges deploy`",
-            a.resource
-        )));
-    }
-    let namespace = (!a.watch.all_namespaces).then_some(a.watch.namespace.as_str());
-    let seen = stat::edges(cfg, namespace, a.watch.window, |proxies| {
-        eprintln!(
-            "scraped {proxies} proxies; watching for {:?}",
-            a.watch.window
-        );
+    let w = &a.watch;
+    let namespace = traffic::edges_namespace(&a.resource, &w.namespace, w.all_namespaces)
+        .map_err(SandboxError::Invalid)?;
+    let seen = stat::edges(cfg, namespace.as_deref(), w.window, |proxies| {
+        traffic::window_started(proxies, w.window)
     })?;
-    for proxy in &seen.unreachable {
-        eprintln!("warning: no metrics from {proxy}: its traffic is missing");
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&seen).unwrap_or_default()
-        );
-    } else {
-        let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        print!("{}", output::edges_table(&seen.edges, colour));
-    }
+    traffic::print_edges(&seen, json);
     Ok(())
 }
 
 /// `routes`: the table (or JSON) of one service's routes once the window has passed.
 fn routes(cfg: &SandboxSettings, a: RoutesArgs) -> Result<()> {
     let json = json_output(a.watch.output.as_deref())?;
-    let name = match a.resource.split_once('/') {
-        Some((kind, name))
-            if Resource::parse(kind) == Ok(Resource::Service) && !name.is_empty() =>
-        {
-            name
-        }
-        _ => {
-            return Err(SandboxError::Invalid(format!(
-                "{}: routes belong to a service: routes svc/NAME",
-                a.resource
-            )));
-        }
-    };
-    if a.watch.all_namespaces {
-        return Err(SandboxError::Invalid(
-            "routes are of one service: name its namespace with -n, not -A".to_owned(),
-        ));
-    }
-    let namespace = a.watch.namespace.as_str();
-    let measured = routes::measure(cfg, namespace, name, a.watch.window, |proxies| {
-        eprintln!(
-            "scraped {proxies} proxies; measuring for {:?}",
-            a.watch.window
-        );
+    let w = &a.watch;
+    let (namespace, name) = traffic::routes_service(&a.resource, &w.namespace, w.all_namespaces)
+        .map_err(SandboxError::Invalid)?;
+    let measured = routes::measure(cfg, &namespace, &name, w.window, |proxies| {
+        traffic::window_started(proxies, w.window)
     })?;
-    for proxy in &measured.unreachable {
-        eprintln!("warning: no metrics from {proxy}: its traffic is missing");
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&measured).unwrap_or_default()
-        );
-    } else {
-        print!("{}", output::routes_table(&measured));
-    }
+    traffic::print_routes(&measured, json);
     Ok(())
 }
 

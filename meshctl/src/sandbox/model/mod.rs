@@ -9,8 +9,8 @@
 //! `objects`, and `ignored` (on `objects`); `addresses`, `control` (on `ids`) and `security` (on
 //! `objects`); `validate`; `manifest`; `cluster`; then `plan`, `env`,
 //! `services` and `waypoints`, which import `cluster` and what is below it,
-//! and `stat` (on `services`), `routes` and `tap` (on `stat`); `proxy_config` and `top`
-//! import nothing of it.
+//! and `stat` (on `services`; the rows' figures are `crate::operator::stat`'s) and `tap`
+//! (on `stat`); `proxy_config` and `top` import nothing of it.
 
 pub mod addresses;
 pub mod cluster;
@@ -22,7 +22,6 @@ pub mod manifest;
 pub mod objects;
 pub mod plan;
 pub mod proxy_config;
-pub mod routes;
 pub mod security;
 pub mod services;
 pub mod stat;

@@ -1,6 +1,6 @@
 //! `meshctl routes svc/NAME`: scrape every proxy's `/metrics` twice, a window apart (as
 //! `stat` does), and compute each route of the service from the waypoints' per-route
-//! metrics with [`crate::sandbox::model::routes`]. The sandbox's lock is held only to find
+//! metrics with [`crate::operator::routes`]. The sandbox's lock is held only to find
 //! the proxies and the service.
 
 use std::time::Duration;
@@ -8,25 +8,10 @@ use std::time::Duration;
 use super::proxies;
 use super::sandbox::Sandbox;
 use super::scrape::scrape_window;
+use crate::operator::window::MeasuredRoutes;
 use crate::sandbox::error::{Result, SandboxError};
-use crate::sandbox::model::routes::{RouteRow, route_rows};
 use crate::sandbox::model::services::services;
 use crate::sandbox::settings::SandboxSettings;
-
-/// The routes of one service over a window, and the proxies that could not be scraped.
-#[derive(Debug, serde::Serialize)]
-pub struct MeasuredRoutes {
-    /// The service's namespace.
-    pub namespace: String,
-    /// The service.
-    pub service: String,
-    /// Seconds between the two scrapes.
-    pub window_seconds: f64,
-    /// One per route a waypoint reports for the service.
-    pub routes: Vec<RouteRow>,
-    /// Proxies whose metrics could not be read, with why; their traffic is missing.
-    pub unreachable: Vec<String>,
-}
 
 /// Measures the routes of service `name` in `namespace` over `window`; `started` is called
 /// once the first scrape is done and the window runs. An error when there is no such
@@ -51,11 +36,5 @@ pub fn measure(
         proxies::all(&sb)
     };
     let window = scrape_window(&proxies, window, started);
-    Ok(MeasuredRoutes {
-        namespace: namespace.to_owned(),
-        service: name.to_owned(),
-        window_seconds: window.seconds,
-        routes: route_rows(namespace, name, &window.increase, window.seconds),
-        unreachable: window.unreachable,
-    })
+    Ok(MeasuredRoutes::of(namespace, name, window))
 }

@@ -1,25 +1,13 @@
-//! Two scrapes of every proxy's `/metrics`, a window apart, and what each counter grew by
-//! in between: what `stat`, `edges` and `routes` compute their rows from. Nothing here holds
-//! the sandbox's lock: the proxies are found before the window starts.
+//! Two scrapes of every proxy's `/metrics`, a window apart: what `stat`, `edges` and
+//! `routes` compute their rows from ([`crate::operator::window`]). Nothing here holds the
+//! sandbox's lock: the proxies are found before the window starts.
 
 use std::time::{Duration, Instant};
 
-use prometheus_registry::scrape::{self, Sample};
+use prometheus_registry::scrape;
 
 use super::proxies::{self, Proxy};
-use crate::sandbox::model::stat::increase;
-
-/// What two scrapes of every proxy, a window apart, found.
-pub struct Window {
-    /// What every counter grew by (every proxy's, concatenated).
-    pub increase: Vec<Sample>,
-    /// The samples of the second scrapes.
-    pub now: Vec<Sample>,
-    /// Seconds between the two scrapes.
-    pub seconds: f64,
-    /// Proxies whose metrics could not be read, with why.
-    pub unreachable: Vec<String>,
-}
+use crate::operator::window::{Scraped, Window};
 
 /// Scrapes `proxies`, waits `window`, scrapes them again.
 pub fn scrape_window(proxies: &[Proxy], window: Duration, started: impl FnOnce(usize)) -> Window {
@@ -29,28 +17,12 @@ pub fn scrape_window(proxies: &[Proxy], window: Duration, started: impl FnOnce(u
     std::thread::sleep(window);
     let second = scrape_all(proxies);
     let seconds = begun.elapsed().as_secs_f64();
-    let mut increase_all = Vec::new();
-    let mut now = Vec::new();
-    let mut unreachable = Vec::new();
-    for ((proxy, before), after) in proxies.iter().zip(first).zip(second) {
-        match (before, after) {
-            (Ok(before), Ok(after)) => {
-                increase_all.extend(increase(&before, &after));
-                now.extend(after);
-            }
-            (Err(e), _) | (_, Err(e)) => unreachable.push(format!("{}: {e}", proxy.name)),
-        }
-    }
-    Window {
-        increase: increase_all,
-        now,
-        seconds,
-        unreachable,
-    }
+    let names: Vec<String> = proxies.iter().map(|p| p.name.clone()).collect();
+    Window::of(&names, first, second, seconds)
 }
 
 /// Each proxy's samples, or why they could not be read.
-fn scrape_all(proxies: &[Proxy]) -> Vec<std::result::Result<Vec<Sample>, String>> {
+fn scrape_all(proxies: &[Proxy]) -> Vec<Scraped> {
     proxies
         .iter()
         .map(|proxy| {

@@ -1,40 +1,17 @@
 //! `meshctl stat` and `edges`: scrape every proxy's `/metrics` (each node's ztunnel, each waypoint pod)
 //! twice, a window apart, and compute each row's golden metrics, or who talked to whom, with
-//! [`crate::sandbox::model::stat`]. The sandbox's lock is held only to find the proxies and
-//! the rows, never during the window, so the cluster stays usable meanwhile.
+//! [`crate::operator::stat`]. The sandbox's lock is held only to find the proxies and the
+//! rows, never during the window, so the cluster stays usable meanwhile.
 
 use std::time::Duration;
 
 use super::proxies;
 use super::sandbox::Sandbox;
 use super::scrape::scrape_window;
+use crate::operator::window::{Measured, SeenEdges, StatOptions};
 use crate::sandbox::error::Result;
-use crate::sandbox::model::stat::{Edge, Resource, Row, edges as model_edges, rows, targets};
+use crate::sandbox::model::stat::targets;
 use crate::sandbox::settings::SandboxSettings;
-
-/// What to measure.
-#[derive(Clone, Debug)]
-pub struct StatOptions {
-    /// Deployments, services or namespaces.
-    pub resource: Resource,
-    /// Only this namespace (`None`: all).
-    pub namespace: Option<String>,
-    /// Only this object.
-    pub name: Option<String>,
-    /// Time between the two scrapes.
-    pub window: Duration,
-}
-
-/// The rows, over how long they were measured, and the proxies that could not be scraped.
-#[derive(Debug, serde::Serialize)]
-pub struct Measured {
-    /// Seconds between the two scrapes.
-    pub window_seconds: f64,
-    /// One per object.
-    pub rows: Vec<Row>,
-    /// Proxies whose metrics could not be read, with why; their traffic is missing.
-    pub unreachable: Vec<String>,
-}
 
 /// Measures: `started` is called once the first scrape is done and the window runs.
 pub fn measure(
@@ -53,28 +30,7 @@ pub fn measure(
         (proxies::all(&sb), found)
     };
     let window = scrape_window(&proxies, options.window, started);
-    Ok(Measured {
-        window_seconds: window.seconds,
-        rows: rows(
-            options.resource,
-            &targets,
-            &window.increase,
-            &window.now,
-            window.seconds,
-        ),
-        unreachable: window.unreachable,
-    })
-}
-
-/// The edges of the window, and the proxies that could not be scraped.
-#[derive(Debug, serde::Serialize)]
-pub struct SeenEdges {
-    /// Seconds between the two scrapes.
-    pub window_seconds: f64,
-    /// One per (client, server, mutual TLS or not).
-    pub edges: Vec<Edge>,
-    /// Proxies whose metrics could not be read, with why; their traffic is missing.
-    pub unreachable: Vec<String>,
+    Ok(Measured::of(options.resource, &targets, window))
 }
 
 /// Who talked to whom over `window` (with a side in `namespace`; all when `None`).
@@ -86,9 +42,5 @@ pub fn edges(
 ) -> Result<SeenEdges> {
     let proxies = proxies::all(&Sandbox::open(cfg)?);
     let window = scrape_window(&proxies, window, started);
-    Ok(SeenEdges {
-        window_seconds: window.seconds,
-        edges: model_edges(&window.increase, namespace),
-        unreachable: window.unreachable,
-    })
+    Ok(SeenEdges::of(namespace, window))
 }
