@@ -28,10 +28,13 @@ const DENY_NOTE: &str = "spec.action: unknown action \"ALOW\" (ALLOW, DENY, AUDI
 const TELEMETRY_NOTE: &str = "Telemetry (telemetry.istio.io) is not read: telemetry settings \
      are not read: metrics and access logs keep their defaults";
 
-/// What the fake serves: lists by path; Events and statuses accepted, or Events refused.
+/// What the fake serves: lists by path; Events and statuses accepted, or Events refused, or
+/// Events gone (expired) when their series is updated.
+#[derive(Default)]
 struct Cluster {
     lists: Routes,
     refuse_events: bool,
+    events_expired: bool,
 }
 
 impl Cluster {
@@ -45,6 +48,7 @@ impl Cluster {
                 forbidden("create", "events.events.k8s.io", "shop")
             }
             "POST" if event => Reply::Json(201, seen.body.clone()),
+            "PATCH" if event && self.events_expired => not_found(),
             "PATCH" if event || seen.path.ends_with("/status") => Reply::Json(
                 200,
                 json!({"apiVersion": "v1", "kind": "Object", "metadata": {"name": "x"}}),
@@ -161,7 +165,7 @@ async fn problems_of_a_cluster_become_events_on_their_objects() {
         .fold(Routes::new(), |r, (path, value)| r.json(path, value));
     let (server, client) = start(Cluster {
         lists,
-        refuse_events: false,
+        ..Cluster::default()
     });
     let (index_tx, index_rx) = watch::channel(Arc::new(Index::new()));
     let (observed_tx, observed_rx) = watch::channel(Arc::new(ObservedMap::new()));
@@ -271,10 +275,7 @@ fn counts(t: Tally) -> Vec<u32> {
 
 #[tokio::test]
 async fn a_standing_problem_is_told_once_and_a_fixed_one_is_forgotten() {
-    let (server, client) = start(Cluster {
-        lists: Routes::new(),
-        refuse_events: false,
-    });
+    let (server, client) = start(Cluster::default());
     let objects: ObservedMap = [
         observed("AuthorizationPolicy", "deny"),
         observed("HTTPRoute", "r1"),
@@ -341,10 +342,7 @@ async fn a_standing_problem_is_told_once_and_a_fixed_one_is_forgotten() {
 
 #[tokio::test]
 async fn a_persisting_problem_updates_the_series_of_its_event() {
-    let (server, client) = start(Cluster {
-        lists: Routes::new(),
-        refuse_events: false,
-    });
+    let (server, client) = start(Cluster::default());
     let objects: ObservedMap = [observed("AuthorizationPolicy", "deny")].into();
     // Every round is past the interval.
     let limits = Limits {
@@ -377,11 +375,35 @@ async fn a_persisting_problem_updates_the_series_of_its_event() {
 }
 
 #[tokio::test]
-async fn the_rate_limit_refuses_past_its_burst_and_counts_it() {
+async fn an_event_that_expired_is_created_anew() {
     let (server, client) = start(Cluster {
-        lists: Routes::new(),
-        refuse_events: false,
+        events_expired: true,
+        ..Cluster::default()
     });
+    let objects: ObservedMap = [observed("AuthorizationPolicy", "deny")].into();
+    let limits = Limits {
+        series_interval: Duration::ZERO,
+        ..Limits::default()
+    };
+    let mut writer = EventWriter::new(client, settings(limits), Arc::new(EventMetrics::default()));
+    writer.write(&[deny_problem()], &objects).await;
+    let renewed = writer.write(&[deny_problem()], &objects).await;
+    assert_eq!(counts(renewed), tally(&[(EventResult::Created, 1)]));
+    let posts = event_requests(&server, "POST");
+    assert_eq!(
+        (posts.len(), event_requests(&server, "PATCH").len()),
+        (2, 1)
+    );
+    assert_ne!(
+        posts[0].body["metadata"]["name"],
+        posts[1].body["metadata"]["name"]
+    );
+    assert_eq!(posts[1].body["note"], DENY_NOTE);
+}
+
+#[tokio::test]
+async fn the_rate_limit_refuses_past_its_burst_and_counts_it() {
+    let (server, client) = start(Cluster::default());
     let names = ["r1", "r2", "r3", "r4"];
     let objects: ObservedMap = names.iter().map(|n| observed("HTTPRoute", n)).collect();
     let problems: Vec<Problem> = names.iter().map(|n| route_problem(n)).collect();
@@ -414,8 +436,8 @@ async fn the_rate_limit_refuses_past_its_burst_and_counts_it() {
 #[tokio::test]
 async fn forbidden_events_are_counted_and_status_is_still_written() {
     let (server, client) = start(Cluster {
-        lists: Routes::new(),
         refuse_events: true,
+        ..Cluster::default()
     });
     let objects: ObservedMap = [
         observed("AuthorizationPolicy", "deny"),

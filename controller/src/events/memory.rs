@@ -232,16 +232,18 @@ mod tests {
         recorder.written(o.clone(), event);
     }
 
-    #[test]
-    fn one_event_per_problem_then_a_series_update_per_interval() {
+    /// On the runtime's clock, paused: the interval is counted as the writer counts it.
+    #[tokio::test(start_paused = true)]
+    async fn one_event_per_problem_then_a_series_update_per_interval() {
         let start = Instant::now();
         let mut r = Recorder::new(limits(10), start, 0);
         let a = occurrence("a");
         assert_eq!(r.decide(&a, start), Decision::Create);
         written(&mut r, &a, start);
-        let later = start + Duration::from_secs(299);
-        assert_eq!(r.decide(&a, later), Decision::Nothing);
-        let due = start + Duration::from_secs(300);
+        tokio::time::advance(Duration::from_secs(299)).await;
+        assert_eq!(r.decide(&a, Instant::now()), Decision::Nothing);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let due = Instant::now();
         let Decision::Refresh(w) = r.decide(&a, due) else {
             panic!("a series update is due");
         };
