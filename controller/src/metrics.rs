@@ -1,6 +1,5 @@
 //! The controller's metrics: the xDS server's, the CA's, the pipeline's and the Event
-//! writer's, in one registry
-//! that the admin endpoint renders on `/metrics`.
+//! writer's, in one registry that the admin endpoint renders on `/metrics`.
 //!
 //! The proxies own a registry per instance because tests run several proxies in one process.
 //! The controller is one per process, and its xDS server, CA and pipeline count into the
