@@ -1,6 +1,6 @@
 //! Wiring of the controller: source (files, or the Kubernetes API) → index → translation →
-//! delta xDS, the CA, status conditions and waypoint deployment (Kubernetes), and the admin
-//! endpoint; graceful shutdown.
+//! delta xDS, the CA, status conditions, Events and waypoint deployment (Kubernetes), and the
+//! admin endpoint; graceful shutdown.
 //!
 //! Start-up order: the config pipeline (its first snapshot is awaited by xDS
 //! streams, not here), the CA (in Kubernetes, its roots are published before anything else),
@@ -21,6 +21,7 @@ use crate::ca::auth::{Authenticator, StaticTokens, TokenFile};
 use crate::ca::tokenreview::TokenReviewAuthenticator;
 use crate::ca::{CaService, CaSettings, CertificateAuthority, NodeDirectory, secret_store};
 use crate::deploy::{self, DeploySettings, WaypointRuntime};
+use crate::events::{EventSettings, EventWriter};
 use crate::model::Index;
 use crate::pipeline;
 use crate::server::{self, ServingTls};
@@ -193,7 +194,7 @@ pub async fn run(
 }
 
 /// Source → index → translation → snapshot (and, from Kubernetes, problems → status
-/// conditions).
+/// conditions and Events).
 async fn start_pipeline(config: &ControllerSettings) -> Result<Pipeline, StartError> {
     let (index_tx, index) = watch::channel(Arc::new(Index::new()));
     let (snapshots_tx, snapshots) = watch::channel(None);
@@ -204,7 +205,14 @@ async fn start_pipeline(config: &ControllerSettings) -> Result<Pipeline, StartEr
         tokio::spawn(
             KubeSource::new(client.clone(), KubeSettings::default()).run(index_tx, observed_tx),
         );
-        tokio::spawn(status::run(client.clone(), problems, observed));
+        tokio::spawn(status::run(
+            client.clone(),
+            problems.clone(),
+            observed.clone(),
+        ));
+        let events = EventSettings::new(&EventSettings::instance_from_env());
+        let metrics = crate::metrics::global().events.clone();
+        tokio::spawn(EventWriter::new(client.clone(), events, metrics).run(problems, observed));
         Some(client)
     } else {
         if config.config_dirs.is_empty() {

@@ -1,5 +1,5 @@
-//! The controller's metrics: the xDS server's, the CA's and the pipeline's, in one registry
-//! that the admin endpoint renders on `/metrics`.
+//! The controller's metrics: the xDS server's, the CA's, the pipeline's and the Event
+//! writer's, in one registry that the admin endpoint renders on `/metrics`.
 //!
 //! The proxies own a registry per instance because tests run several proxies in one process.
 //! The controller is one per process, and its xDS server, CA and pipeline count into the
@@ -11,6 +11,7 @@ use std::sync::{Arc, LazyLock};
 use prometheus_registry::text;
 
 use crate::ca::metrics::CaMetrics;
+use crate::events::EventMetrics;
 use crate::xds::metrics::XdsMetrics;
 
 /// Counter: translations that failed (the last good snapshot stayed in force).
@@ -25,6 +26,8 @@ pub struct Metrics {
     pub xds: XdsMetrics,
     /// The CA's.
     pub ca: CaMetrics,
+    /// The Event writer's (shared with it).
+    pub events: Arc<EventMetrics>,
     translation_failures: AtomicU64,
 }
 
@@ -45,6 +48,7 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         self.xds.render(&mut out);
         self.ca.render(&mut out);
+        self.events.render(&mut out);
         text::family(
             &mut out,
             TRANSLATION_FAILURES,
@@ -86,6 +90,7 @@ mod tests {
         m.ca.issued();
         m.ca.refused("no_pod_on_node");
         m.translation_failed();
+        m.events.count(crate::events::EventResult::RateLimited);
         let text = m.render();
         for line in [
             "# TYPE controller_xds_connected_clients gauge",
@@ -100,6 +105,7 @@ mod tests {
             "controller_ca_certificates_issued_total 1",
             "controller_ca_certificates_refused_total{reason=\"no_pod_on_node\"} 1",
             "controller_translation_failures_total 1",
+            "controller_events_total{result=\"rate_limited\"} 1",
             "controller_metrics_series_overflow_total 0",
         ] {
             assert!(

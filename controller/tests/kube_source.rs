@@ -314,13 +314,21 @@ fn status_changes_reach_the_status_writer_not_the_index() {
         observed[&key].status["conditions"][0]["type"],
         "ZtunnelAccepted"
     );
-    // Kinds without a status are not observed.
+    // Of kinds without a status only the uid is observed (for Events): a pod's status
+    // changes reach no writer.
     state.apply(kind("Pod"), Event::Apply(pod("shop", "a", "10.0.0.1")));
-    assert!(
-        !state
-            .observed()
-            .contains_key(&ObjectKey::new("Pod", "shop", "a"))
+    state.take_observed_changed();
+    let pod_key = ObjectKey::new("Pod", "shop", "a");
+    let observed = state.observed()[&pod_key].clone();
+    assert_eq!(
+        (observed.uid.as_str(), observed.resource_version.as_str()),
+        ("uid-a", "")
     );
+    assert_eq!(observed.status, Value::Null);
+    let mut moved = pod("shop", "a", "10.0.0.2");
+    moved.metadata.resource_version = Some("8".into());
+    state.apply(kind("Pod"), Event::Apply(moved));
+    assert!(!state.take_observed_changed());
 }
 
 /// A client for the cluster of the current kubeconfig (or the in-cluster

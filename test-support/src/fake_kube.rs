@@ -53,6 +53,21 @@ pub fn not_found() -> Reply {
     )
 }
 
+/// `403 Forbidden` as the API server says it when RBAC does not allow `verb` on `resource`
+/// (`events.events.k8s.io`) in `namespace`.
+pub fn forbidden(verb: &str, resource: &str, namespace: &str) -> Reply {
+    let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
+    let message = format!(
+        "{resource} is forbidden: User \"system:serviceaccount:istio-system:controller\" cannot \
+         {verb} resource \"{plural}\" in API group \"{group}\" in the namespace \"{namespace}\""
+    );
+    Reply::Json(
+        403,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "message": message, "reason": "Forbidden", "code": 403}),
+    )
+}
+
 /// A list of `kind` holding `items`, as the API server returns it.
 pub fn list(kind: &str, items: Vec<Value>) -> Value {
     json!({"kind": format!("{kind}List"), "apiVersion": "v1",

@@ -31,6 +31,7 @@ mod workloads;
 pub use crate::model::Problem;
 pub use admission::ALLOW_WAYPOINT_PREFIX;
 pub use dump::waypoint_json;
+pub(crate) use fail_closed::{PEER_AUTHENTICATION_CONSEQUENCE, StandIn};
 pub(crate) use options::service_hostname;
 pub use options::{DOMAIN_SUFFIX, TranslateOptions};
 pub use routes::RATE_LIMIT_ANNOTATION;

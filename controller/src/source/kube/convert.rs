@@ -15,7 +15,7 @@ pub(super) struct Entry {
     pub objects: Vec<Object>,
     /// Problems decoding it.
     pub problems: Vec<Problem>,
-    /// What the status writer needs (kinds with a status only).
+    /// What the status and Event writers need.
     pub observed: Option<Observed>,
 }
 
@@ -147,10 +147,19 @@ fn manifest(kind: &WatchedKind, obj: &DynamicObject) -> Result<String, serde_jso
     serde_json::to_string(&value)
 }
 
-/// The parts of `obj` the status writer reads.
+/// The parts of `obj` the status and Event writers read.
 fn observe(kind: &'static WatchedKind, obj: &DynamicObject) -> Option<Observed> {
+    let uid = obj.metadata.uid.clone().unwrap_or_default();
     if kind.status == StatusStyle::None {
-        return None;
+        return Some(Observed {
+            kind,
+            generation: 0,
+            resource_version: String::new(),
+            uid,
+            status: Value::Null,
+            parent_refs: Vec::new(),
+            targeted: false,
+        });
     }
     let spec = obj.data.get("spec");
     let parent_refs = spec
@@ -168,7 +177,7 @@ fn observe(kind: &'static WatchedKind, obj: &DynamicObject) -> Option<Observed> 
         kind,
         generation: obj.metadata.generation.unwrap_or_default(),
         resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
-        uid: obj.metadata.uid.clone().unwrap_or_default(),
+        uid,
         status: obj.data.get("status").cloned().unwrap_or(Value::Null),
         parent_refs,
         targeted,

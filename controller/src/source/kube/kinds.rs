@@ -150,10 +150,66 @@ pub const WATCHED: &[WatchedKind] = &[
     ),
 ];
 
+/// Kinds of Istio and Linkerd the mesh does not read, watched only so that their objects are
+/// told so (a problem each, hence an Event; see [`crate::model`]'s verdict on unread kinds):
+/// users who bring them expect an effect they do not have. Kinds whose name a read kind
+/// already has (Istio's Gateway, Linkerd's routes and AuthorizationPolicy) are left out, as
+/// the index keys objects by kind name.
+pub const REPORTED: &[WatchedKind] = &[
+    custom(
+        "telemetry.istio.io",
+        "v1",
+        "Telemetry",
+        "telemetries",
+        StatusStyle::None,
+    ),
+    custom(
+        SECURITY,
+        "v1",
+        "RequestAuthentication",
+        "requestauthentications",
+        StatusStyle::None,
+    ),
+    custom(
+        NETWORKING,
+        "v1",
+        "ServiceEntry",
+        "serviceentries",
+        StatusStyle::None,
+    ),
+    custom(NETWORKING, "v1", "Sidecar", "sidecars", StatusStyle::None),
+    custom(
+        "extensions.istio.io",
+        "v1alpha1",
+        "WasmPlugin",
+        "wasmplugins",
+        StatusStyle::None,
+    ),
+    custom(
+        "policy.linkerd.io",
+        "v1beta3",
+        "Server",
+        "servers",
+        StatusStyle::None,
+    ),
+    custom(
+        "policy.linkerd.io",
+        "v1beta1",
+        "ServerAuthorization",
+        "serverauthorizations",
+        StatusStyle::None,
+    ),
+];
+
+/// Every kind the Kubernetes source watches: [`WATCHED`], then [`REPORTED`].
+pub fn all_watched() -> impl Iterator<Item = &'static WatchedKind> {
+    WATCHED.iter().chain(REPORTED)
+}
+
 impl WatchedKind {
-    /// The watched kind called `kind`.
+    /// The watched (or reported) kind called `kind`.
     pub fn by_kind(kind: &str) -> Option<&'static WatchedKind> {
-        WATCHED.iter().find(|k| k.kind == kind)
+        all_watched().find(|k| k.kind == kind)
     }
 
     /// `group/version`, or `version` for the core group.
@@ -199,6 +255,15 @@ mod tests {
             ))
         );
         // Only core kinds are required to exist.
-        assert!(WATCHED.iter().all(|k| k.optional != k.group.is_empty()));
+        assert!(all_watched().all(|k| k.optional != k.group.is_empty()));
+        // Kind names are keys: a reported kind never shadows a read one.
+        let mut all: Vec<_> = all_watched().map(|k| k.kind).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), WATCHED.len() + REPORTED.len());
+        assert_eq!(
+            WatchedKind::by_kind("Telemetry").map(WatchedKind::api_version),
+            Some("telemetry.istio.io/v1".to_string())
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! The Kubernetes source: one watcher per [`WATCHED`] kind feeds a
-//! [`KubeState`], from which the [`Index`] is published on the same channel
-//! the file source uses.
+//! The Kubernetes source: one watcher per [`WATCHED`] kind (and per [`REPORTED`] kind, which
+//! the mesh does not read but tells users about) feeds a [`KubeState`], from which the
+//! [`Index`] is published on the same channel the file source uses.
 //!
 //! Every object goes through the model's manifest parser
 //! ([`crate::model::parse_documents`]), with origin
@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 
 pub use convert::origin;
-pub use kinds::{StatusStyle, WATCHED, WatchedKind};
+pub use kinds::{REPORTED, StatusStyle, WATCHED, WatchedKind, all_watched};
 pub use observed::{KUBERNETES_ORIGIN, Observed, ObservedMap};
 pub use state::KubeState;
 
@@ -79,9 +79,9 @@ impl KubeSource {
         Self { client, settings }
     }
 
-    /// Watches every kind of [`WATCHED`] and publishes the index on `index_tx`
-    /// (first once everything is listed, then on every change) and what the
-    /// status writer needs on `observed_tx`. Returns when `index_tx` has no
+    /// Watches every kind of [`WATCHED`] and [`REPORTED`] and publishes the index on
+    /// `index_tx` (first once everything is listed, then on every change) and what the
+    /// status and Event writers need on `observed_tx`. Returns when `index_tx` has no
     /// receiver left.
     pub async fn run(
         self,
@@ -90,7 +90,7 @@ impl KubeSource {
     ) {
         let (tx, mut rx) = mpsc::channel(self.settings.queue);
         let mut watchers = tokio::task::JoinSet::new();
-        for kind in WATCHED {
+        for kind in all_watched() {
             watchers.spawn(watch_kind(
                 self.client.clone(),
                 kind,
@@ -99,7 +99,7 @@ impl KubeSource {
             ));
         }
         drop(tx);
-        let mut state = KubeState::new(WATCHED);
+        let mut state = KubeState::new(all_watched());
         let mut waiting = tokio::time::interval(Duration::from_secs(10));
         waiting.tick().await;
         loop {

@@ -1,5 +1,5 @@
-//! What the Kubernetes source saw of each object the controller may write a status on: read
-//! by the status writer, which compares it with what translation found.
+//! What the Kubernetes source saw of each object: read by the status writer, which compares
+//! it with what translation found, and by the Event writer (the uid an Event regards).
 
 use std::collections::BTreeMap;
 
@@ -11,7 +11,8 @@ use crate::model::ObjectKey;
 /// Prefix of the origin of every object read from the Kubernetes API.
 pub const KUBERNETES_ORIGIN: &str = "kubernetes:";
 
-/// What the controller last saw of an object it may write a status on.
+/// What the controller last saw of an object. For kinds without a status only `kind` and
+/// `uid` are kept, so that their other changes (a pod's status) reach no writer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
     /// The object's kind and where its API lives.

@@ -39,9 +39,12 @@ pub struct KubeState {
 
 impl KubeState {
     /// An empty state over `kinds`; nothing is synced yet.
-    pub fn new(kinds: &'static [WatchedKind]) -> Self {
+    pub fn new(kinds: impl IntoIterator<Item = &'static WatchedKind>) -> Self {
         Self {
-            kinds: kinds.iter().map(|k| (k, KindState::default())).collect(),
+            kinds: kinds
+                .into_iter()
+                .map(|k| (k, KindState::default()))
+                .collect(),
             index_dirty: true,
             observed_dirty: true,
         }
@@ -164,7 +167,7 @@ impl KubeState {
         Index::from_origins(origins)
     }
 
-    /// What the status writer needs of every live object that can carry a status.
+    /// What the status and Event writers need of every live object.
     pub fn observed(&self) -> ObservedMap {
         let mut out = ObservedMap::new();
         for (kind, slot) in &self.kinds {
