@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use hbone::CertError;
 
-use super::store::{CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT};
+use super::layout::{CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT};
 
 /// Errors of the CA outside request handling (which answers with gRPC statuses).
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@
 pub mod auth;
 mod authority;
 mod error;
+mod layout;
 pub mod metrics;
 pub mod policy;
 pub mod secret_store;

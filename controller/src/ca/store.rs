@@ -12,16 +12,7 @@ use hbone::cert::{certificate_to_pem, certificates_from_pem};
 
 use super::error::CaError;
 
-/// Self-signed root certificate (also the published trust bundle).
-pub const ROOT_CERT: &str = "root-cert.pem";
-/// Key of a generated self-signed root.
-pub const ROOT_KEY: &str = "root-key.pem";
-/// Plugged-in signing certificate (an intermediate).
-pub const CA_CERT: &str = "ca-cert.pem";
-/// Key of the plugged-in signing certificate.
-pub const CA_KEY: &str = "ca-key.pem";
-/// Chain from the plugged-in certificate up towards the root.
-pub const CERT_CHAIN: &str = "cert-chain.pem";
+pub use super::layout::{CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, ROOT_KEY};
 
 /// Lifetime of a generated root.
 pub const ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
