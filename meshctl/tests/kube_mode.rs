@@ -561,8 +561,8 @@ fn sandbox_verbs_refuse_in_kubernetes_mode_without_asking_the_cluster() {
             run.stderr,
             format!(
                 "error: `{verb}` works on the sandbox only for now; in Kubernetes mode \
-                 (--kubeconfig, --context or MESHCTL_KUBE=1) meshctl has check, analyze and \
-                 proxy-status\n"
+                 (--kubeconfig, --context or MESHCTL_KUBE=1) meshctl has check, analyze, \
+                 proxy-status and stat --prometheus\n"
             )
         );
     }
@@ -600,5 +600,155 @@ fn kubeconfig_from_the_environment_and_the_context_flag_select_the_cluster() {
             .filter(|l| l.contains('✘') || l.contains('✔'))
             .count(),
         1
+    );
+}
+
+/// `%XX` decoded: a query's value as Prometheus reads it.
+fn percent_decoded(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        let escaped = tail
+            .get(..2)
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match (byte, escaped) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                rest = &tail[2..];
+            }
+            _ => {
+                out.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A fake Prometheus: 50 requests to shop/orders in the window, 45 of them not 5xx, a median
+/// of 2.5 ms; nothing else has series.
+fn fake_prometheus() -> FakeKube {
+    FakeKube::serve(|request| {
+        let query = percent_decoded(request.query.strip_prefix("query=").unwrap_or_default());
+        let orders = |value: &str| {
+            json!([{"metric": {"destination_workload": "orders",
+                               "destination_workload_namespace": "shop"},
+                    "value": [1765070000.5, value]}])
+        };
+        let requests = "sum by (destination_workload, destination_workload_namespace) \
+                        (increase(istio_requests_total{";
+        if request.path != "/api/v1/query" {
+            return Reply::Text(404, "404 page not found\n".into());
+        }
+        let result = if query.starts_with(requests) && query.contains("response_code!~\"5.*\"") {
+            orders("45")
+        } else if query.starts_with(requests) {
+            orders("50")
+        } else if query.starts_with("histogram_quantile(0.5,") {
+            orders("2.5")
+        } else {
+            json!([])
+        };
+        Reply::Json(
+            200,
+            json!({"status": "success", "data": {"resultType": "vector", "result": result}}),
+        )
+    })
+}
+
+/// The shop's namespace (enrolled), its Deployments and Service, and their pods, one of them
+/// out of the mesh by its own label.
+fn shop() -> Routes {
+    let deployment = |name: &str| {
+        json!({"metadata": metadata("shop", name),
+               "spec": {"selector": {"matchLabels": {"app": name}}}})
+    };
+    let pod = |name: &str, labels: Value| ready_pod("shop", name, "node1", labels);
+    Routes::new()
+        .json(
+            "/api/v1/namespaces",
+            list(
+                "Namespace",
+                vec![json!({"metadata": {"name": "shop",
+                                         "labels": {"istio.io/dataplane-mode": "ambient"}}})],
+            ),
+        )
+        .json(
+            "/apis/apps/v1/deployments",
+            list(
+                "Deployment",
+                vec![deployment("orders"), deployment("cache")],
+            ),
+        )
+        .json("/api/v1/services", list("Service", vec![]))
+        .json(
+            "/api/v1/pods",
+            list(
+                "Pod",
+                vec![
+                    pod("orders-5d8f-aaaaa", json!({"app": "orders"})),
+                    pod(
+                        "orders-5d8f-bbbbb",
+                        json!({"app": "orders", "istio.io/dataplane-mode": "none"}),
+                    ),
+                    pod("cache-77c4-ccccc", json!({"app": "cache"})),
+                ],
+            ),
+        )
+}
+
+#[test]
+fn stat_with_prometheus_takes_rows_from_the_cluster_and_figures_from_prometheus() {
+    let cluster = Cluster::serve(shop());
+    let prometheus = fake_prometheus();
+    let url = prometheus.url();
+    let run = cluster.meshctl(&[
+        "stat",
+        "deploy",
+        "-n",
+        "shop",
+        "--prometheus",
+        &url,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let rows = report["rows"].as_array().expect("rows");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["cache", "orders"]);
+    let (cache, orders) = (&rows[0], &rows[1]);
+    assert_eq!(
+        (&orders["meshed_pods"], &orders["pods"], &orders["requests"]),
+        (&json!(1), &json!(2), &json!(50))
+    );
+    assert_eq!(orders["success_rate"], 0.9);
+    assert_eq!(orders["latency_ms_p50"], 2.5);
+    assert_eq!(orders["requests_per_second"], 50.0 / 30.0);
+    assert_eq!(
+        (&cache["meshed_pods"], &cache["pods"]),
+        (&json!(1), &json!(1))
+    );
+    assert!(cache["requests"].is_null(), "{cache}");
+    let queries: Vec<String> = prometheus
+        .seen()
+        .into_iter()
+        .map(|r| percent_decoded(&r.query))
+        .collect();
+    assert_eq!(queries.len(), 11, "{queries:#?}");
+    assert!(
+        queries
+            .iter()
+            .all(|q| q.contains("destination_workload_namespace=\"shop\"")),
+        "{queries:#?}"
+    );
+
+    let refused = cluster.meshctl(&["stat", "deploy", "--prometheus", "https://prometheus:9090"]);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.starts_with(
+            "error: --prometheus https://prometheus:9090: https:// is not supported, only http://"
+        ),
+        "{refused:?}"
     );
 }

@@ -1,6 +1,6 @@
-//! The verbs of Kubernetes mode: `check`, `analyze` and `proxy-status`, printing exactly what
-//! they print on the sandbox; every other verb refuses, naming itself, rather than act on a
-//! sandbox the operator did not mean.
+//! The verbs of Kubernetes mode: `check`, `analyze`, `proxy-status` and `stat --prometheus`,
+//! printing exactly what they print on the sandbox; every other verb refuses, naming itself,
+//! rather than act on a sandbox the operator did not mean.
 
 use super::analyze;
 use super::api::ApiServer;
@@ -8,12 +8,17 @@ use super::args::KubeArgs;
 use super::check;
 use super::error::{ClusterError, Result};
 use super::proxies;
+use super::stat;
 use crate::operator::check as check_report;
 use crate::operator::findings::print_analysis;
 use crate::operator::format::wants_json;
 use crate::operator::proxy_status;
-use crate::sandbox::cli::SandboxCommand;
+use crate::sandbox::cli::output::stat_report;
+use crate::sandbox::cli::{SandboxCommand, StatArgs};
+use crate::sandbox::host::prometheus::PrometheusUrl;
 use crate::sandbox::model::manifest::load_path;
+use crate::sandbox::model::promql::PrometheusError;
+use crate::sandbox::ops::stat::ask_prometheus;
 
 /// Whether `cmd` is one the sandbox runs for itself (a pod's container, a forwarder, the
 /// reaper): those run on the sandbox whatever the mode.
@@ -65,12 +70,43 @@ pub fn run(kube: &KubeArgs, cmd: SandboxCommand) -> Result<i32> {
             })?;
             Ok(proxy_status::print(&found, json))
         }
+        SandboxCommand::Stat(a) if a.prometheus.is_some() => {
+            stat_from_prometheus(&runtime, kube, &a)
+        }
         other => Err(ClusterError::Invalid(format!(
             "`{}` works on the sandbox only for now; in Kubernetes mode (--kubeconfig, \
-             --context or MESHCTL_KUBE=1) meshctl has check, analyze and proxy-status",
+             --context or MESHCTL_KUBE=1) meshctl has check, analyze, proxy-status and \
+             stat --prometheus",
             verb_name(&other)
         ))),
     }
+}
+
+/// `stat --prometheus`: the rows' objects and pods from the cluster, their figures from
+/// Prometheus, reached directly.
+fn stat_from_prometheus(
+    runtime: &tokio::runtime::Runtime,
+    kube: &KubeArgs,
+    a: &StatArgs,
+) -> Result<i32> {
+    let json = json_output(a.watch.output.as_deref())?;
+    let options = a.options().map_err(ClusterError::Invalid)?;
+    let prometheus = |e: PrometheusError| ClusterError::Invalid(e.to_string());
+    let url =
+        PrometheusUrl::parse(a.prometheus.as_deref().unwrap_or_default()).map_err(prometheus)?;
+    let objects = runtime.block_on(async {
+        let api = ApiServer::connect(kube).await?;
+        stat::objects(&api).await
+    })?;
+    let targets = stat::targets(
+        &objects,
+        options.resource,
+        options.namespace.as_deref(),
+        options.name.as_deref(),
+    );
+    let measured = ask_prometheus(url, None, &options, &targets).map_err(prometheus)?;
+    print!("{}", stat_report(&measured, &options, json));
+    Ok(0)
 }
 
 fn json_output(output: Option<&str>) -> Result<bool> {

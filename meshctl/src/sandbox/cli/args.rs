@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use crate::sandbox::error::Result;
 use crate::sandbox::host::forward::Forward;
+use crate::sandbox::model::stat::Resource;
+use crate::sandbox::ops::stat::StatOptions;
 use crate::sandbox::settings::{DEFAULT_SANDBOX, SandboxSettings};
 
 /// Options every verb takes.
@@ -231,6 +233,35 @@ pub struct StatArgs {
     /// Where and how long to watch.
     #[command(flatten)]
     pub watch: WatchArgs,
+    /// Ask this Prometheus (http://host:port) instead of scraping the proxies.
+    ///
+    /// The rows are its answers over the last --window, at once, from the queries of
+    /// Istio's dashboards (counts are Prometheus's extrapolated `increase`). On the sandbox,
+    /// meshctl connects from the control plane's network namespace (ms-<sandbox>.control),
+    /// which reaches every node address (ztunnels, :15020) and pod address (waypoints,
+    /// :15020): run Prometheus there, e.g. `ip netns exec ms-<sandbox>.control prometheus
+    /// --web.listen-address=127.0.0.1:9090 ...`, and pass http://127.0.0.1:9090.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
+}
+
+impl StatArgs {
+    /// What to measure: `deploy/orders` split into kind and name, the namespace (none for
+    /// namespaces, or with `-A`), the window.
+    pub fn options(&self) -> std::result::Result<StatOptions, String> {
+        let (kind, name) = match self.resource.split_once('/') {
+            Some((kind, name)) => (kind, Some(name.to_owned())),
+            None => (self.resource.as_str(), None),
+        };
+        let resource = Resource::parse(kind)?;
+        Ok(StatOptions {
+            resource,
+            namespace: (!self.watch.all_namespaces && resource != Resource::Namespace)
+                .then(|| self.watch.namespace.clone()),
+            name,
+            window: self.watch.window,
+        })
+    }
 }
 
 /// What the verbs that watch the proxies over a window (`stat`, `edges`, `routes`) take.

@@ -6,9 +6,9 @@
 
 mod args;
 mod live;
-mod output;
+pub(crate) mod output;
 mod up;
 mod verbs;
 
-pub use args::{GlobalArgs, SandboxCommand};
+pub use args::{GlobalArgs, SandboxCommand, StatArgs};
 pub use verbs::run;

@@ -12,8 +12,9 @@ use crate::sandbox::model::control::{
     ADMIN_PORT, CONTROLLER_IDENTITY, ControlPlane, Layout, XDS_PORT,
 };
 use crate::sandbox::model::services::{ServiceView, services};
-use crate::sandbox::model::stat::{Edge, Row};
+use crate::sandbox::model::stat::{Edge, Resource, Row};
 use crate::sandbox::ops::routes::MeasuredRoutes;
+use crate::sandbox::ops::stat::{Measured, StatOptions};
 
 /// kubectl's AGE: 45s, 12m, 3h, 5d.
 pub fn age(created: u64, now: u64) -> String {
@@ -297,6 +298,16 @@ fn millis(ms: Option<f64>) -> String {
 /// A success rate as `stat` and `routes` print it: `99.50%`, `-`.
 fn percent(rate: Option<f64>) -> String {
     or_dash(rate.map(|s| format!("{:.2}%", s * 100.0)))
+}
+
+/// What `stat` prints: its JSON, or the table (with a namespace column when the rows span
+/// namespaces).
+pub fn stat_report(measured: &Measured, options: &StatOptions, json: bool) -> String {
+    if json {
+        return serde_json::to_string_pretty(measured).unwrap_or_default() + "\n";
+    }
+    let spans_namespaces = options.namespace.is_none() && options.resource != Resource::Namespace;
+    stat_table(&measured.rows, spans_namespaces)
 }
 
 /// `stat`'s table, as `linkerd viz stat` prints it; `-` where nothing was measured.

@@ -31,7 +31,7 @@ use crate::sandbox::model::stat::Resource;
 use crate::sandbox::model::tap::TapKind;
 use crate::sandbox::ops::routes;
 use crate::sandbox::ops::sandbox::Sandbox;
-use crate::sandbox::ops::stat::{self, StatOptions};
+use crate::sandbox::ops::stat;
 use crate::sandbox::ops::system;
 use crate::sandbox::ops::tap::{self, TapOptions};
 use crate::sandbox::ops::{check, findings, preflight, proxies};
@@ -129,41 +129,20 @@ fn check(cfg: &SandboxSettings, a: CheckArgs) -> Result<i32> {
 /// `stat`: the table (or JSON) once the window has passed.
 fn stat(cfg: &SandboxSettings, a: StatArgs) -> Result<()> {
     let json = json_output(a.watch.output.as_deref())?;
-    let (kind, name) = match a.resource.split_once('/') {
-        Some((kind, name)) => (kind, Some(name.to_owned())),
-        None => (a.resource.as_str(), None),
+    let options = a.options().map_err(SandboxError::Invalid)?;
+    let measured = match &a.prometheus {
+        Some(url) => stat::measure_from_prometheus(cfg, &options, url)?,
+        None => stat::measure(cfg, &options, |proxies| {
+            eprintln!(
+                "scraped {proxies} proxies; measuring for {:?}",
+                options.window
+            );
+        })?,
     };
-    let resource = Resource::parse(kind).map_err(SandboxError::Invalid)?;
-    let options = StatOptions {
-        resource,
-        namespace: (!a.watch.all_namespaces && resource != Resource::Namespace)
-            .then(|| a.watch.namespace.clone()),
-        name,
-        window: a.watch.window,
-    };
-    let measured = stat::measure(cfg, &options, |proxies| {
-        eprintln!(
-            "scraped {proxies} proxies; measuring for {:?}",
-            options.window
-        );
-    })?;
     for proxy in &measured.unreachable {
         eprintln!("warning: no metrics from {proxy}: its traffic is missing");
     }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&measured).unwrap_or_default()
-        );
-    } else {
-        print!(
-            "{}",
-            output::stat_table(
-                &measured.rows,
-                options.namespace.is_none() && resource != Resource::Namespace,
-            )
-        );
-    }
+    print!("{}", output::stat_report(&measured, &options, json));
     Ok(())
 }
 

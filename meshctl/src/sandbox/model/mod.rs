@@ -9,7 +9,7 @@
 //! `objects`, and `ignored` (on `objects`); `addresses`, `control` (on `ids`) and `security` (on
 //! `objects`); `validate`; `manifest`; `cluster`; then `plan`, `env`,
 //! `services` and `waypoints`, which import `cluster` and what is below it,
-//! and `stat` (on `services`), `routes` and `tap` (on `stat`); `proxy_config` and `top`
+//! and `stat` (on `services`), `routes`, `promql` and `tap` (on `stat`); `proxy_config` and `top`
 //! import nothing of it.
 
 pub mod addresses;
@@ -21,6 +21,7 @@ pub mod ignored;
 pub mod manifest;
 pub mod objects;
 pub mod plan;
+pub mod promql;
 pub mod proxy_config;
 pub mod routes;
 pub mod security;

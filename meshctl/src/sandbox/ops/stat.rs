@@ -1,15 +1,22 @@
 //! `meshctl stat` and `edges`: scrape every proxy's `/metrics` (each node's ztunnel, each waypoint pod)
 //! twice, a window apart, and compute each row's golden metrics, or who talked to whom, with
 //! [`crate::sandbox::model::stat`]. The sandbox's lock is held only to find the proxies and
-//! the rows, never during the window, so the cluster stays usable meanwhile.
+//! the rows, never during the window, so the cluster stays usable meanwhile. With
+//! `--prometheus`, the same rows come from an existing Prometheus's answers over the window
+//! ([`crate::sandbox::model::promql`]) instead, at once.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::proxies;
 use super::sandbox::Sandbox;
 use super::scrape::scrape_window;
 use crate::sandbox::error::Result;
-use crate::sandbox::model::stat::{Edge, Resource, Row, edges as model_edges, rows, targets};
+use crate::sandbox::host::prometheus::{PrometheusClient, PrometheusUrl};
+use crate::sandbox::model::promql::{self, PrometheusError, queries};
+use crate::sandbox::model::stat::{
+    Edge, Resource, Row, Target, edges as model_edges, rows, targets,
+};
 use crate::sandbox::settings::SandboxSettings;
 
 /// What to measure.
@@ -63,6 +70,57 @@ pub fn measure(
             window.seconds,
         ),
         unreachable: window.unreachable,
+    })
+}
+
+/// How long one query to Prometheus may take, connecting included.
+const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Measures with the Prometheus at `url`: its answers over the last `options.window`. Meshed
+/// and total pods still come from the sandbox. meshctl connects from the control plane's
+/// network namespace, which reaches every node and pod address, as a Prometheus scraping the
+/// proxies must too.
+pub fn measure_from_prometheus(
+    cfg: &SandboxSettings,
+    options: &StatOptions,
+    url: &str,
+) -> Result<Measured> {
+    let url = PrometheusUrl::parse(url)?;
+    let (netns, targets) = {
+        let sb = Sandbox::open(cfg)?;
+        let found = targets(
+            &sb.cluster,
+            options.resource,
+            options.namespace.as_deref(),
+            options.name.as_deref(),
+        );
+        (sb.control()?.netns.clone(), found)
+    };
+    Ok(ask_prometheus(url, Some(netns), options, &targets)?)
+}
+
+/// The rows of `targets` from the Prometheus at `url`, connecting from `netns` (meshctl's own
+/// namespace when `None`): one query per figure, over the last `options.window`.
+pub fn ask_prometheus(
+    url: PrometheusUrl,
+    netns: Option<String>,
+    options: &StatOptions,
+    targets: &[Target],
+) -> std::result::Result<Measured, PrometheusError> {
+    let client = PrometheusClient::new(url, netns, PROMETHEUS_TIMEOUT)?;
+    let mut answers = BTreeMap::new();
+    for query in queries(
+        options.resource,
+        options.namespace.as_deref(),
+        options.name.as_deref(),
+        options.window,
+    ) {
+        answers.insert(query.measure, client.query(&query.promql)?);
+    }
+    Ok(Measured {
+        window_seconds: options.window.as_secs_f64(),
+        rows: promql::rows(options.resource, targets, &answers, options.window),
+        unreachable: Vec::new(),
     })
 }
 
