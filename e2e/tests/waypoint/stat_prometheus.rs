@@ -255,6 +255,12 @@ fn stat_from_prometheus_counts_each_workloads_requests_and_failures() {
     for deployment in ["orders-v1", "orders-v2"] {
         let (good, bad) = sent(deployment);
         let row = row(&report, deployment).expect("a row");
+        eprintln!(
+            "{deployment}: {} requests counted of {} sent, over a {:.1} s window",
+            row["requests"],
+            good + bad,
+            report["window_seconds"].as_f64().unwrap_or_default()
+        );
         let success = row["success_rate"].as_f64().unwrap();
         let expected = good as f64 / (good + bad) as f64;
         assert!((success - expected).abs() < 1e-9, "{deployment}: {row}");

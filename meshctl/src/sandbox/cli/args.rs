@@ -240,7 +240,8 @@ pub struct StatArgs {
     /// meshctl connects from the control plane's network namespace (ms-<sandbox>.control),
     /// which reaches every node address (ztunnels, :15020) and pod address (waypoints,
     /// :15020): run Prometheus there, e.g. `ip netns exec ms-<sandbox>.control prometheus
-    /// --web.listen-address=127.0.0.1:9090 ...`, and pass http://127.0.0.1:9090.
+    /// --web.listen-address=127.0.0.1:9090 ...`, and pass http://127.0.0.1:9090. In
+    /// Kubernetes mode meshctl connects to the URL itself (a port-forward, say).
     #[arg(long, value_name = "URL")]
     pub prometheus: Option<String>,
 }
