@@ -17,6 +17,8 @@ mod routes;
 mod shop;
 #[path = "waypoint/stat.rs"]
 mod stat;
+#[path = "waypoint/stat_prometheus.rs"]
+mod stat_prometheus;
 #[path = "waypoint/tap.rs"]
 mod tap;
 #[path = "waypoint/top.rs"]

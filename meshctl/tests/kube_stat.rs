@@ -3,6 +3,7 @@
 //! the second after a known number of connections and requests. The ztunnels' exposition is
 //! rendered by the mesh's own TCP telemetry (`proxy_core::telemetry::Metrics`), the
 //! waypoint's by the mesh's metrics library in the waypoint's families and label order.
+//! `stat --prometheus` asks a fake Prometheus instead.
 
 mod kube_cluster;
 
@@ -10,11 +11,11 @@ use std::iter::repeat_n;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kube_cluster::{Cluster, healthy, metadata};
+use kube_cluster::{Cluster, healthy, metadata, ready_pod};
 use prometheus_registry::{Histogram, text};
 use proxy_core::telemetry::{ConnectionLabels, ConnectionRecord, Metrics, Reporter};
 use serde_json::{Value, json};
-use test_support::fake_kube::{Reply, Routes, list};
+use test_support::fake_kube::{FakeKube, Reply, Routes, list};
 
 const ZTUNNEL_1: &str = "/api/v1/namespaces/istio-system/pods/ztunnel-aaaaa:15020/proxy/metrics";
 const ZTUNNEL_2: &str = "/api/v1/namespaces/istio-system/pods/ztunnel-bbbbb:15020/proxy/metrics";
@@ -321,7 +322,12 @@ fn number(value: &Value) -> f64 {
 
 fn assert_close(value: &Value, expected: f64) {
     let found = number(value);
-    assert!((found - expected).abs() < 1e-9, "{found} is not {expected}");
+    // Relative: a rate divides by the window, which JSON carries to the last digit or so.
+    let tolerance = 1e-9 * expected.abs().max(1.0);
+    assert!(
+        (found - expected).abs() < tolerance,
+        "{found} is not {expected}"
+    );
 }
 
 /// The figures of the orders row, the same whether it is the Deployment or the Service.
@@ -331,7 +337,7 @@ fn assert_orders_figures(row: &Value, seconds: f64) {
         (Some(1), Some(2))
     );
     assert_eq!(row["requests"], 20);
-    assert_eq!(number(&row["requests_per_second"]), 20.0 / seconds);
+    assert_close(&row["requests_per_second"], 20.0 / seconds);
     assert_eq!(row["success_rate"], 0.9);
     assert_close(&row["latency_ms_p50"], 5.0);
     assert_close(&row["latency_ms_p95"], 37.5);
@@ -341,8 +347,8 @@ fn assert_orders_figures(row: &Value, seconds: f64) {
         (Some(4), Some(3))
     );
     assert_eq!(row["mtls_share"], 0.75);
-    assert_eq!(number(&row["read_bytes_per_second"]), 600.0 / seconds);
-    assert_eq!(number(&row["write_bytes_per_second"]), 1200.0 / seconds);
+    assert_close(&row["read_bytes_per_second"], 600.0 / seconds);
+    assert_close(&row["write_bytes_per_second"], 1200.0 / seconds);
 }
 
 #[test]
@@ -449,7 +455,7 @@ fn routes_give_each_route_of_the_service_and_the_default_last() {
         (Some("VirtualService"), Some("shop"))
     );
     assert_eq!(primary["requests"], 18);
-    assert_eq!(number(&primary["requests_per_second"]), 18.0 / seconds);
+    assert_close(&primary["requests_per_second"], 18.0 / seconds);
     assert_close(&primary["success_rate"], 16.0 / 18.0);
     assert_close(&primary["latency_ms_p50"], 4.6);
     assert_close(&primary["latency_ms_p95"], 9.4375);
@@ -505,4 +511,159 @@ fn a_proxy_that_cannot_be_scraped_is_named_and_the_others_still_count() {
     let seen: Value = serde_json::from_str(&run.stdout).expect("JSON");
     assert_eq!(seen["unreachable"], json!([unreachable]));
     assert_eq!(seen["edges"][0]["connections"], 3);
+}
+
+/// `%XX` decoded: a query's value as Prometheus reads it.
+fn percent_decoded(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        let escaped = tail
+            .get(..2)
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match (byte, escaped) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                rest = &tail[2..];
+            }
+            _ => {
+                out.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A fake Prometheus: 50 requests to shop/orders in the window, 45 of them not 5xx, a median
+/// of 2.5 ms; nothing else has series.
+fn fake_prometheus() -> FakeKube {
+    FakeKube::serve(|request| {
+        let query = percent_decoded(request.query.strip_prefix("query=").unwrap_or_default());
+        let orders = |value: &str| {
+            json!([{"metric": {"destination_workload": "orders",
+                               "destination_workload_namespace": "shop"},
+                    "value": [1765070000.5, value]}])
+        };
+        let requests = "sum by (destination_workload, destination_workload_namespace) \
+                        (increase(istio_requests_total{";
+        if request.path != "/api/v1/query" {
+            return Reply::Text(404, "404 page not found\n".into());
+        }
+        let result = if query.starts_with(requests) && query.contains("response_code!~\"5.*\"") {
+            orders("45")
+        } else if query.starts_with(requests) {
+            orders("50")
+        } else if query.starts_with("histogram_quantile(0.5,") {
+            orders("2.5")
+        } else {
+            json!([])
+        };
+        Reply::Json(
+            200,
+            json!({"status": "success", "data": {"resultType": "vector", "result": result}}),
+        )
+    })
+}
+
+/// The shop's namespace (enrolled), its Deployments and their pods (owned through their
+/// ReplicaSets, as Deployments make them), one of them out of the mesh by its own label.
+fn prometheus_shop() -> Routes {
+    let deployment = |name: &str| {
+        json!({"metadata": metadata("shop", name),
+               "spec": {"selector": {"matchLabels": {"app": name}}}})
+    };
+    let pod = |name: &str, deployment: &str, hash: &str, mesh: Option<&str>| {
+        let mut labels = json!({"app": deployment, "pod-template-hash": hash});
+        if let Some(mode) = mesh {
+            labels["istio.io/dataplane-mode"] = json!(mode);
+        }
+        let mut pod = ready_pod("shop", name, "node1", labels);
+        pod["metadata"]["ownerReferences"] = json!([{"kind": "ReplicaSet",
+            "name": format!("{deployment}-{hash}"), "controller": true}]);
+        pod
+    };
+    Routes::new()
+        .json(
+            "/api/v1/namespaces",
+            list(
+                "Namespace",
+                vec![json!({"metadata": {"name": "shop",
+                                         "labels": {"istio.io/dataplane-mode": "ambient"}}})],
+            ),
+        )
+        .json(
+            "/apis/apps/v1/namespaces/shop/deployments",
+            list(
+                "Deployment",
+                vec![deployment("orders"), deployment("cache")],
+            ),
+        )
+        .json(
+            "/api/v1/namespaces/shop/pods",
+            list(
+                "Pod",
+                vec![
+                    pod("orders-5d8f-aaaaa", "orders", "5d8f", None),
+                    pod("orders-5d8f-bbbbb", "orders", "5d8f", Some("none")),
+                    pod("cache-77c4-ccccc", "cache", "77c4", None),
+                ],
+            ),
+        )
+}
+
+#[test]
+fn stat_with_prometheus_takes_rows_from_the_cluster_and_figures_from_prometheus() {
+    let cluster = Cluster::serve(prometheus_shop());
+    let prometheus = fake_prometheus();
+    let url = prometheus.url();
+    let run = cluster.meshctl(&[
+        "stat",
+        "deploy",
+        "-n",
+        "shop",
+        "--prometheus",
+        &url,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let rows = report["rows"].as_array().expect("rows");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["cache", "orders"]);
+    let (cache, orders) = (&rows[0], &rows[1]);
+    assert_eq!(
+        (&orders["meshed_pods"], &orders["pods"], &orders["requests"]),
+        (&json!(1), &json!(2), &json!(50))
+    );
+    assert_eq!(orders["success_rate"], 0.9);
+    assert_eq!(orders["latency_ms_p50"], 2.5);
+    assert_eq!(orders["requests_per_second"], 50.0 / 30.0);
+    assert_eq!(
+        (&cache["meshed_pods"], &cache["pods"]),
+        (&json!(1), &json!(1))
+    );
+    assert!(cache["requests"].is_null(), "{cache}");
+    let queries: Vec<String> = prometheus
+        .seen()
+        .into_iter()
+        .map(|r| percent_decoded(&r.query))
+        .collect();
+    assert_eq!(queries.len(), 11, "{queries:#?}");
+    assert!(
+        queries
+            .iter()
+            .all(|q| q.contains("destination_workload_namespace=\"shop\"")),
+        "{queries:#?}"
+    );
+
+    let refused = cluster.meshctl(&["stat", "deploy", "--prometheus", "https://prometheus:9090"]);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.starts_with(
+            "error: --prometheus https://prometheus:9090: https:// is not supported, only http://"
+        ),
+        "{refused:?}"
+    );
 }

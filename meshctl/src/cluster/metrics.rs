@@ -14,7 +14,7 @@ use super::error::{ClusterError, Result};
 use super::proxies::{waypoint_gateways, waypoint_pods, ztunnel_pods};
 use super::targets::{Objects, targets};
 use super::workloads::{name, namespace};
-use crate::operator::stat::Resource;
+use crate::operator::stat::{Resource, Target};
 use crate::operator::window::{Measured, MeasuredRoutes, Scraped, SeenEdges, StatOptions, Window};
 
 /// Where both proxies serve Prometheus metrics (Istio's port), on all addresses.
@@ -144,15 +144,20 @@ pub async fn stat(
     options: &StatOptions,
     started: impl FnOnce(usize),
 ) -> Result<Measured> {
+    let found = stat_targets(api, options).await?;
+    let window = scrape_window(api, options.window, started).await?;
+    Ok(Measured::of(options.resource, &found, window))
+}
+
+/// The rows `stat` shows for `options`, with their pods, from the cluster's objects.
+pub async fn stat_targets(api: &ApiServer, options: &StatOptions) -> Result<Vec<Target>> {
     let objects = objects(api, options).await?;
-    let found = targets(
+    Ok(targets(
         &objects,
         options.resource,
         options.namespace.as_deref(),
         options.name.as_deref(),
-    );
-    let window = scrape_window(api, options.window, started).await?;
-    Ok(Measured::of(options.resource, &found, window))
+    ))
 }
 
 /// `edges`: who talked to whom over `window`, with a side in `namespace` (all when `None`).

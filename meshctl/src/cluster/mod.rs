@@ -1,4 +1,5 @@
-//! Kubernetes mode: `check`, `analyze`, `proxy-status`, `stat`, `edges` and `routes` against
+//! Kubernetes mode: `check`, `analyze`, `proxy-status`, `stat` (also `--prometheus`), `edges`
+//! and `routes` against
 //! a cluster through its API server (kube-rs, with `--kubeconfig` / `--context`), printing
 //! what they print on the sandbox: the checks, findings, statuses and traffic figures are the
 //! shared model's ([`crate::operator`]); this gathers their facts from the cluster. The

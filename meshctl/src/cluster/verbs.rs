@@ -1,5 +1,5 @@
-//! The verbs of Kubernetes mode: `check`, `analyze`, `proxy-status`, `stat`, `edges` and
-//! `routes`, printing exactly what they print on the sandbox; every other verb refuses,
+//! The verbs of Kubernetes mode: `check`, `analyze`, `proxy-status`, `stat` (also from
+//! Prometheus), `edges` and `routes`, printing exactly what they print on the sandbox; every other verb refuses,
 //! naming itself (and, for those that need the proxies' admin port, why), rather than act on
 //! a sandbox the operator did not mean.
 
@@ -15,9 +15,11 @@ use super::proxies;
 use crate::operator::check as check_report;
 use crate::operator::findings::print_analysis;
 use crate::operator::format::wants_json;
+use crate::operator::promql::PrometheusError;
 use crate::operator::proxy_status;
 use crate::operator::traffic;
 use crate::sandbox::cli::{EdgesArgs, RoutesArgs, SandboxCommand, StatArgs};
+use crate::sandbox::host::prometheus::{self, PrometheusUrl};
 use crate::sandbox::model::manifest::load_path;
 
 /// The verbs Kubernetes mode has.
@@ -80,16 +82,29 @@ pub fn run(kube: &KubeArgs, cmd: SandboxCommand) -> Result<i32> {
     }
 }
 
-/// `stat`: the proxies' metrics through the pod proxy, the rows from the cluster's objects.
+/// `stat`: the proxies' metrics through the pod proxy (or Prometheus's answers), the rows
+/// from the cluster's objects.
 fn stat(runtime: &Runtime, kube: &KubeArgs, a: StatArgs) -> Result<i32> {
     let json = json_output(a.watch.output.as_deref())?;
     let w = &a.watch;
     let options = traffic::stat_options(&a.resource, &w.namespace, w.all_namespaces, w.window)
         .map_err(ClusterError::Invalid)?;
-    let measured = runtime.block_on(async {
-        let api = ApiServer::connect(kube).await?;
-        metrics::stat(&api, &options, |n| traffic::window_started(n, w.window)).await
-    })?;
+    let measured = match &a.prometheus {
+        // The rows' objects and pods from the cluster, their figures from Prometheus, reached
+        // directly (its client blocks: outside the runtime).
+        Some(url) => {
+            let url = PrometheusUrl::parse(url).map_err(prometheus_error)?;
+            let targets = runtime.block_on(async {
+                let api = ApiServer::connect(kube).await?;
+                metrics::stat_targets(&api, &options).await
+            })?;
+            prometheus::measure(url, None, &options, &targets).map_err(prometheus_error)?
+        }
+        None => runtime.block_on(async {
+            let api = ApiServer::connect(kube).await?;
+            metrics::stat(&api, &options, |n| traffic::window_started(n, w.window)).await
+        })?,
+    };
     traffic::print_stat(&measured, &options, json);
     Ok(0)
 }
@@ -138,6 +153,11 @@ fn refusal(cmd: &SandboxCommand) -> String {
         "`{verb}` works on the sandbox only{reason}; in Kubernetes mode (--kubeconfig, \
          --context or MESHCTL_KUBE=1) meshctl has {KUBE_VERBS}"
     )
+}
+
+/// Prometheus's refusals, as Kubernetes mode reports them.
+fn prometheus_error(e: PrometheusError) -> ClusterError {
+    ClusterError::Invalid(e.to_string())
 }
 
 fn json_output(output: Option<&str>) -> Result<bool> {

@@ -40,7 +40,7 @@ impl Resource {
 
     /// The destination labels that name a row: its namespace, and its name (none for
     /// namespaces).
-    fn labels(self) -> (&'static str, Option<&'static str>) {
+    pub fn labels(self) -> (&'static str, Option<&'static str>) {
         match self {
             Self::Deployment => (
                 "destination_workload_namespace",

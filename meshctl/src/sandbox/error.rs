@@ -2,6 +2,7 @@
 //! verb reports (manifests, host commands, the state folder).
 
 use super::model::manifest::ManifestError;
+use crate::operator::promql::PrometheusError;
 
 /// Errors of the sandbox verbs.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,9 @@ pub enum SandboxError {
     /// Anything the user asked for that cannot be done.
     #[error("{0}")]
     Invalid(String),
+    /// Prometheus (`stat --prometheus`) could not be asked, or refused a query.
+    #[error(transparent)]
+    Prometheus(#[from] PrometheusError),
     /// The state folder is unreadable.
     #[error("state {path}: {message}")]
     State {

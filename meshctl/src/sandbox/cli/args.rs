@@ -231,6 +231,17 @@ pub struct StatArgs {
     /// Where and how long to watch.
     #[command(flatten)]
     pub watch: WatchArgs,
+    /// Ask this Prometheus (http://host:port) instead of scraping the proxies.
+    ///
+    /// The rows are its answers over the last --window, at once, from the queries of
+    /// Istio's dashboards (counts are Prometheus's extrapolated `increase`). On the sandbox,
+    /// meshctl connects from the control plane's network namespace (ms-<sandbox>.control),
+    /// which reaches every node address (ztunnels, :15020) and pod address (waypoints,
+    /// :15020): run Prometheus there, e.g. `ip netns exec ms-<sandbox>.control prometheus
+    /// --web.listen-address=127.0.0.1:9090 ...`, and pass http://127.0.0.1:9090. In
+    /// Kubernetes mode meshctl connects to the URL itself (a port-forward, say).
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
 }
 
 /// What the verbs that watch the proxies over a window (`stat`, `edges`, `routes`) take.

@@ -6,7 +6,7 @@
 
 mod args;
 mod live;
-mod output;
+pub(crate) mod output;
 mod up;
 mod verbs;
 

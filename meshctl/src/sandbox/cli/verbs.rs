@@ -132,9 +132,12 @@ fn stat(cfg: &SandboxSettings, a: StatArgs) -> Result<()> {
     let w = &a.watch;
     let options = traffic::stat_options(&a.resource, &w.namespace, w.all_namespaces, w.window)
         .map_err(SandboxError::Invalid)?;
-    let measured = stat::measure(cfg, &options, |proxies| {
-        traffic::window_started(proxies, options.window)
-    })?;
+    let measured = match &a.prometheus {
+        Some(url) => stat::measure_from_prometheus(cfg, &options, url)?,
+        None => stat::measure(cfg, &options, |proxies| {
+            traffic::window_started(proxies, options.window)
+        })?,
+    };
     traffic::print_stat(&measured, &options, json);
     Ok(())
 }

@@ -1,13 +1,13 @@
 //! What the sandbox does to the machine: network namespaces and links,
 //! kube-proxy-like DNAT rules, per-namespace hosts files, `/proc`,
 //! processes and the confined containers of pods, the state folder and log
-//! files, the host port forwarder, an HTTP GET inside a namespace, teardown
-//! and the reaper.
+//! files, the host port forwarder, an HTTP GET inside a namespace, a client
+//! of Prometheus's query API, teardown and the reaper.
 //!
 //! Imports [`super::model`], [`super::error`], [`super::config`] and
 //! `console`, never `ops` or `cli`. Inside, from the bottom up: `netns`
 //! (and `logs`, which imports nothing); `dns`, `kubeproxy`, `admin`,
-//! `state` and `procfs` (on `netns`); `container` (on `dns`, `netns`,
+//! `state`, `procfs` and `prometheus` (on `netns`); `container` (on `dns`, `netns`,
 //! `procfs`); `process` (on `container`); `forward` and `teardown` (on
 //! `process`); `reaper` (on `teardown`).
 
@@ -20,6 +20,7 @@ pub(crate) mod logs;
 pub(crate) mod netns;
 pub(crate) mod process;
 pub(crate) mod procfs;
+pub(crate) mod prometheus;
 pub(crate) mod reaper;
 pub mod state;
 pub(crate) mod tap;

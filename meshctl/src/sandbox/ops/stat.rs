@@ -2,6 +2,8 @@
 //! twice, a window apart, and compute each row's golden metrics, or who talked to whom, with
 //! [`crate::operator::stat`]. The sandbox's lock is held only to find the proxies and the
 //! rows, never during the window, so the cluster stays usable meanwhile.
+//! With `--prometheus`, the same rows come from an existing Prometheus's answers over the
+//! window ([`crate::operator::promql`]) instead, at once.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use super::sandbox::Sandbox;
 use super::scrape::scrape_window;
 use crate::operator::window::{Measured, SeenEdges, StatOptions};
 use crate::sandbox::error::Result;
+use crate::sandbox::host::prometheus::{self, PrometheusUrl};
 use crate::sandbox::model::stat::targets;
 use crate::sandbox::settings::SandboxSettings;
 
@@ -31,6 +34,29 @@ pub fn measure(
     };
     let window = scrape_window(&proxies, options.window, started);
     Ok(Measured::of(options.resource, &targets, window))
+}
+
+/// Measures with the Prometheus at `url`: its answers over the last `options.window`. Meshed
+/// and total pods still come from the sandbox. meshctl connects from the control plane's
+/// network namespace, which reaches every node and pod address, as a Prometheus scraping the
+/// proxies must too.
+pub fn measure_from_prometheus(
+    cfg: &SandboxSettings,
+    options: &StatOptions,
+    url: &str,
+) -> Result<Measured> {
+    let url = PrometheusUrl::parse(url)?;
+    let (netns, targets) = {
+        let sb = Sandbox::open(cfg)?;
+        let found = targets(
+            &sb.cluster,
+            options.resource,
+            options.namespace.as_deref(),
+            options.name.as_deref(),
+        );
+        (sb.control()?.netns.clone(), found)
+    };
+    Ok(prometheus::measure(url, Some(netns), options, &targets)?)
 }
 
 /// Who talked to whom over `window` (with a side in `namespace`; all when `None`).
