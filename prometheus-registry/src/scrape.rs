@@ -14,6 +14,20 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl Sample {
+    /// A sample of `name` with `labels` (name, value pairs) and `value`.
+    pub fn new(name: &str, labels: &[(&str, &str)], value: f64) -> Self {
+        Self {
+            name: name.to_owned(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            value,
+        }
+    }
+}
+
 /// Parses the Prometheus text format (comments skipped, escapes in label values honoured).
 pub fn parse(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();

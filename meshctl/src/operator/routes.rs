@@ -104,17 +104,6 @@ fn row(route: &str, kind: &str, namespace: &str, samples: &[&Sample], seconds: f
 mod tests {
     use super::*;
 
-    fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
-        Sample {
-            name: name.to_owned(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            value,
-        }
-    }
-
     /// The samples of one route of `shop/reviews` (or of `parent`).
     fn route(parent: &str, kind: &str, name: &str) -> Vec<(&'static str, String)> {
         vec![
@@ -143,13 +132,13 @@ mod tests {
     fn status(labels: &[(&'static str, String)], code: &str, value: f64) -> Sample {
         let l = with(labels, &[("http_status", code), ("error", "")]);
         let refs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        sample(STATUSES, &refs, value)
+        Sample::new(STATUSES, &refs, value)
     }
 
     fn bucket(labels: &[(&'static str, String)], le: &str, value: f64) -> Sample {
         let l = with(labels, &[("le", le)]);
         let refs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        sample(DURATION_BUCKETS, &refs, value)
+        Sample::new(DURATION_BUCKETS, &refs, value)
     }
 
     #[test]

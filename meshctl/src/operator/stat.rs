@@ -366,17 +366,6 @@ pub fn quantile(q: f64, samples: &[&Sample], buckets: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
-        Sample {
-            name: name.to_owned(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            value,
-        }
-    }
-
     const ORDERS: [(&str, &str); 3] = [
         ("destination_workload", "orders"),
         ("destination_workload_namespace", "shop"),
@@ -387,13 +376,13 @@ mod tests {
         let mut labels = ORDERS.to_vec();
         labels[2] = ("reporter", "waypoint");
         labels.push(("response_code", code));
-        sample("istio_requests_total", &labels, value)
+        Sample::new("istio_requests_total", &labels, value)
     }
 
     fn bucket(le: &str, value: f64) -> Sample {
         let mut labels = ORDERS.to_vec();
         labels.push(("le", le));
-        sample("istio_request_duration_milliseconds_bucket", &labels, value)
+        Sample::new("istio_request_duration_milliseconds_bucket", &labels, value)
     }
 
     #[test]
@@ -421,17 +410,17 @@ mod tests {
             bucket("5", 90.0),
             bucket("10", 100.0),
             bucket("+Inf", 100.0),
-            sample("istio_tcp_connections_opened_total", &tcp, 3.0),
-            sample("istio_tcp_connections_opened_total", &plain, 1.0),
-            sample("istio_tcp_received_bytes_total", &tcp, 4000.0),
-            sample("istio_tcp_sent_bytes_total", &tcp, 8000.0),
+            Sample::new("istio_tcp_connections_opened_total", &tcp, 3.0),
+            Sample::new("istio_tcp_connections_opened_total", &plain, 1.0),
+            Sample::new("istio_tcp_received_bytes_total", &tcp, 4000.0),
+            Sample::new("istio_tcp_sent_bytes_total", &tcp, 8000.0),
             // Another workload's, and what the source side reports: not counted.
-            sample(
+            Sample::new(
                 "istio_tcp_connections_opened_total",
                 &[("reporter", "destination")],
                 7.0,
             ),
-            sample(
+            Sample::new(
                 "istio_tcp_connections_opened_total",
                 &[
                     ("destination_workload", "orders"),
@@ -442,8 +431,8 @@ mod tests {
             ),
         ];
         let now = [
-            sample("istio_tcp_connections_opened_total", &tcp, 12.0),
-            sample("istio_tcp_connections_closed_total", &tcp, 10.0),
+            Sample::new("istio_tcp_connections_opened_total", &tcp, 12.0),
+            Sample::new("istio_tcp_connections_closed_total", &tcp, 10.0),
         ];
         let target = Target {
             namespace: "shop".into(),
@@ -498,7 +487,7 @@ mod tests {
             } else {
                 String::new()
             };
-            sample(
+            Sample::new(
                 "istio_tcp_connections_opened_total",
                 &[
                     ("reporter", reporter),
