@@ -143,7 +143,8 @@ async fn preflight() -> Result<bool, String> {
         };
         match result {
             Ok(()) => println!("{name}: ok"),
-            Err(e) => println!("{name}: {e}"),
+            // One line per family: iptables-restore explains itself over several.
+            Err(e) => println!("{name}: {}", e.lines().collect::<Vec<_>>().join("; ")),
         }
     }
     Ok(outcome.passed())

@@ -183,7 +183,7 @@ fn keep_read(ctx: &DocContext<'_>, value: &Value, object: Option<Object>, out: &
         let unread = problem(&fields[0]).message(format!(
             "unknown field{also}: the mesh cannot read this policy in full"
         ));
-        match salvage_policy(value, &unread) {
+        match salvage_policy(value, &key.kind, &unread) {
             Some(policy) => out.objects.push(policy),
             None => out.problems.push(unread.skipped()),
         }
@@ -226,7 +226,11 @@ fn report_unread(ctx: &DocContext<'_>, value: &Value, out: &mut Parsed) -> bool 
     };
     let problem = Problem::new(ctx.origin, &kind, &namespace, &name).message(message);
     // The translation reports a salvaged policy's problem, with what failing closed does.
-    match salvage_policy(value, &problem).filter(|_| meant == Some(SECURITY_GROUP)) {
+    let salvaged = match meant {
+        Some((SECURITY_GROUP, kind)) => salvage_policy(value, kind, &problem),
+        _ => None,
+    };
+    match salvaged {
         Some(policy) => out.objects.push(policy),
         None => out.problems.push(problem),
     }
@@ -238,7 +242,11 @@ fn report_unread(ctx: &DocContext<'_>, value: &Value, out: &mut Parsed) -> bool 
 fn keep_or_skip(value: &Value, problem: Problem, out: &mut Parsed) {
     let api_version = value.get("apiVersion").and_then(Value::as_str);
     let security = api_version.is_some_and(|v| v.starts_with(&format!("{SECURITY_GROUP}/")));
-    match salvage_policy(value, &problem).filter(|_| security) {
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match salvage_policy(value, kind, &problem).filter(|_| security) {
         Some(policy) => out.objects.push(policy),
         None => out.problems.push(problem.skipped()),
     }
@@ -247,8 +255,9 @@ fn keep_or_skip(value: &Value, problem: Problem, out: &mut Parsed) {
 /// What can be read of a security policy that failed to decode: its metadata and the
 /// parts that say where it applies and what it does (selector, targets, action), each
 /// decoded on its own; the rest (rules, modes) is left out. `None` for other kinds, and
-/// for a policy without a readable name (nothing could refer to it).
-fn salvage_policy(value: &Value, problem: &Problem) -> Option<Object> {
+/// for a policy without a readable name (nothing could refer to it). `kind` is what it is, or
+/// what a misspelt kind meant.
+fn salvage_policy(value: &Value, kind: &str, problem: &Problem) -> Option<Object> {
     let metadata: ObjectMeta = serde_yaml_ng::from_value(value.get("metadata")?.clone()).ok()?;
     let spec = value.get("spec");
     fn part<T: DeserializeOwned>(spec: Option<&Value>, key: &str) -> Option<T> {
@@ -256,7 +265,7 @@ fn salvage_policy(value: &Value, problem: &Problem) -> Option<Object> {
         serde_yaml_ng::from_value(v.clone()).ok()
     }
     let unreadable = Some(Box::new(problem.clone()));
-    let object = match value.get("kind").and_then(Value::as_str)? {
+    let object = match kind {
         "AuthorizationPolicy" => Object::AuthorizationPolicy(AuthorizationPolicy {
             metadata,
             spec: AuthorizationPolicySpec {
@@ -584,5 +593,29 @@ mod tests {
             "{}",
             parsed.problems[0]
         );
+    }
+
+    #[test]
+    fn a_security_policy_with_a_misspelt_kind_or_group_is_kept_to_fail_closed() {
+        for (api_version, kind) in [
+            ("security.istio.io/v1", "AuthorisationPolicy"),
+            ("securty.istio.io/v1", "AuthorizationPolicy"),
+        ] {
+            let text = format!(
+                "apiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: p, namespace: shop}}\n\
+                 spec: {{action: DENY, rules: [{{from: [{{source: {{namespaces: [x]}}}}]}}]}}\n"
+            );
+            let parsed = parse_documents("p.yaml", &text, false);
+            assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+            let [Object::AuthorizationPolicy(policy)] = parsed.objects.as_slice() else {
+                panic!("{kind} in {api_version} is not kept: {:?}", parsed.objects);
+            };
+            assert_eq!(policy.spec.action.as_deref(), Some("DENY"));
+            let why = policy
+                .unreadable
+                .as_ref()
+                .expect("unreadable: it fails closed");
+            assert!(why.message.contains("did you mean"), "{why:?}");
+        }
     }
 }

@@ -176,8 +176,9 @@ pub enum Verdict {
         error: bool,
         /// What happens and what to do instead.
         message: String,
-        /// For a near miss of a kind the mesh reads: the API group meant.
-        meant: Option<&'static str>,
+        /// For a near miss of a kind the mesh reads (a typo in its group or in its name): the
+        /// API group and kind meant.
+        meant: Option<(&'static str, &'static str)>,
     },
 }
 
@@ -214,12 +215,12 @@ pub fn verdict(api_version: &str, kind: &str) -> Verdict {
             .iter()
             .find(|(g, k, r)| *k == kind && !g.is_empty() && (*r == Read) == read)
     };
-    if let Some((right, _, reading)) = elsewhere(true).or_else(|| elsewhere(false)) {
+    if let Some((right, known, reading)) = elsewhere(true).or_else(|| elsewhere(false)) {
         let message = format!("{not_read} (did you mean apiVersion: {right}/{version}?)");
         return Verdict::NotRead {
             error: true,
             message,
-            meant: (*reading == Read).then_some(*right),
+            meant: (*reading == Read).then_some((*right, *known)),
         };
     }
     if group_known {
@@ -230,11 +231,23 @@ pub fn verdict(api_version: &str, kind: &str) -> Verdict {
             .iter()
             .filter(|(g, _, _)| *g == group)
             .map(|(_, k, _)| *k);
-        let hint = match closest(kind, kinds.clone()) {
+        let near = closest(kind, kinds.clone());
+        let hint = match near {
             Some(near) => format!("did you mean {near}?"),
             None => format!("its kinds are {}", kinds.collect::<Vec<_>>().join(", ")),
         };
-        return error(format!("{not_read} ({hint})"));
+        // A misspelt kind the mesh reads: what was meant, so a policy can fail closed.
+        let meant = near.and_then(|near| {
+            KINDS
+                .iter()
+                .find(|(g, k, r)| *g == group && *k == near && *r == Read)
+                .map(|(g, k, _)| (*g, *k))
+        });
+        return Verdict::NotRead {
+            error: true,
+            message: format!("{not_read} ({hint})"),
+            meant,
+        };
     }
     match near_group {
         Some(near) => error(format!(
@@ -344,11 +357,15 @@ mod tests {
         };
         assert_eq!(
             meant("securty.istio.io/v1", "AuthorizationPolicy"),
-            Some("security.istio.io")
+            Some(("security.istio.io", "AuthorizationPolicy"))
         );
         assert_eq!(
             meant("networking.istio.io/v1", "PeerAuthentication"),
-            Some("security.istio.io")
+            Some(("security.istio.io", "PeerAuthentication"))
+        );
+        assert_eq!(
+            meant("security.istio.io/v1", "AuthorisationPolicy"),
+            Some(("security.istio.io", "AuthorizationPolicy"))
         );
         // Linkerd's Server is a kind the mesh does not read anywhere.
         assert_eq!(meant("security.linkerd.io/v1beta1", "Server"), None);

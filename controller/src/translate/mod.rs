@@ -38,4 +38,4 @@ pub use routes::RATE_LIMIT_ANNOTATION;
 pub(crate) use services::ip_text;
 pub use snapshot::{Published, Resource, Snapshot};
 pub use translator::{Translation, Translator, translate};
-pub use waypoints::{GATEWAY_NAME_LABEL, HBONE_PORT, WAYPOINT_CLASS};
+pub use waypoints::{GATEWAY_NAME_LABEL, HBONE_PORT, USE_WAYPOINT, WAYPOINT_CLASS};

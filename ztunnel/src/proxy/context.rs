@@ -104,7 +104,12 @@ impl Shared {
         let error = relayed
             .error
             .or_else(|| relayed.cut.as_ref().map(CloseReason::to_string));
-        self.closed(finished, relayed.sent, relayed.received, error);
+        let record = self.count_closed(finished, relayed.sent, relayed.received, error);
+        match &relayed.cut {
+            // A policy that now denies it cut it: the close carries that verdict.
+            Some(CloseReason::Policy(policy)) => self.tap_closed(&record, DENY, policy),
+            _ => self.tap_closed(&record, allowed(&record), ""),
+        }
     }
 
     /// Reports a connection that failed before any byte flowed. Denied by authorization, it
@@ -122,13 +127,8 @@ impl Shared {
                 ..tapped::event(&seen(&record), OPEN, DENY, None)
             });
         } else {
-            self.tap_closed(&record);
+            self.tap_closed(&record, allowed(&record), "");
         }
-    }
-
-    fn closed(&self, finished: Finished, sent: u64, received: u64, error: Option<String>) {
-        let record = self.count_closed(finished, sent, received, error);
-        self.tap_closed(&record);
     }
 
     /// Counts the close in the metrics and the access log.
@@ -152,21 +152,28 @@ impl Shared {
         record
     }
 
-    fn tap_closed(&self, record: &ConnectionRecord) {
+    fn tap_closed(&self, record: &ConnectionRecord, verdict: &'static str, policy: &str) {
         self.ctx.tap.publish(|| {
-            // Inbound connections are only closed once authorization allowed them.
-            let verdict = if record.labels.reporter == Some(Reporter::Destination) {
-                ALLOW
-            } else {
-                ""
-            };
             let carried = Carried {
                 sent: record.bytes_sent,
                 received: record.bytes_received,
                 duration: record.duration,
             };
-            tapped::event(&seen(record), CLOSE, verdict, Some(&carried))
+            TapEvent {
+                policy: policy.to_owned(),
+                ..tapped::event(&seen(record), CLOSE, verdict, Some(&carried))
+            }
         });
+    }
+}
+
+/// The verdict a close carries when no policy cut it: inbound connections are only closed
+/// once authorization allowed them; outbound ones are decided at the destination.
+fn allowed(record: &ConnectionRecord) -> &'static str {
+    if record.labels.reporter == Some(Reporter::Destination) {
+        ALLOW
+    } else {
+        ""
     }
 }
 
