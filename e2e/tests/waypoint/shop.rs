@@ -276,3 +276,32 @@ fn pods_belong_to_the_deployment_their_name_starts_with() {
     assert_eq!(deployment_of("orders-v1-96gzr5vggh-gp5pw"), "orders-v1");
     assert_eq!(deployment_of("client"), "client");
 }
+
+/// The row of `meshctl stat -o json`'s `report` named `name`.
+pub fn stat_row(report: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+    let rows = report["rows"].as_array().cloned().unwrap_or_default();
+    rows.into_iter().find(|r| r["name"] == name)
+}
+
+/// What `stat deploy -n shop` must show whatever it is measured from, once `sent` (good and
+/// failed requests per orders Deployment) have been counted: each version's success rate as
+/// its failures give it, one meshed pod, all on mutual TLS, a latency; nothing invented for
+/// the api-gateway nobody calls; no proxy missing.
+pub fn assert_stat_figures(report: &serde_json::Value, sent: impl Fn(&str) -> (u64, u64)) {
+    for deployment in ["orders-v1", "orders-v2"] {
+        let (good, bad) = sent(deployment);
+        let row = stat_row(report, deployment).unwrap_or_else(|| panic!("no row {deployment}"));
+        let success = row["success_rate"].as_f64().unwrap();
+        let expected = good as f64 / (good + bad) as f64;
+        assert!((success - expected).abs() < 1e-9, "{deployment}: {row}");
+        assert_eq!(row["meshed_pods"], 1, "{row}");
+        assert_eq!(
+            row["mtls_share"], 1.0,
+            "the waypoint reaches it over HBONE: {row}"
+        );
+        assert!(row["latency_ms_p50"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let idle = stat_row(report, "api-gateway").expect("an api-gateway row");
+    assert!(idle["requests"].is_null(), "{idle}");
+    assert_eq!(report["unreachable"], serde_json::json!([]), "{report}");
+}

@@ -1,7 +1,7 @@
 //! `meshctl stat` against the shop: the requests sent while it measures, counted per
 //! workload from the waypoint's metrics, with the success rate the injected failures give.
 
-use super::shop::{self, CLIENT, NS, ORDERS, by_deployment, load};
+use super::shop::{self, CLIENT, NS, ORDERS, assert_stat_figures, by_deployment, load, stat_row};
 
 /// Requests answered normally, and requests the echo servers are told to fail.
 const OK_REQUESTS: u64 = 200;
@@ -32,34 +32,16 @@ fn stat_counts_each_workloads_requests_and_failures_over_its_window() {
     let out = stat.wait_with_output().unwrap();
     assert!(out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let row = |name: &str| {
-        report["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .unwrap_or_else(|| panic!("no row {name}: {report}"))
-            .clone()
+    let sent = |deployment: &str| {
+        let count = |replies: &std::collections::BTreeMap<String, u64>| {
+            replies.get(deployment).copied().unwrap_or_default()
+        };
+        (count(&ok), count(&failed))
     };
     for deployment in ["orders-v1", "orders-v2"] {
-        let (good, bad) = (
-            ok.get(deployment).copied().unwrap_or_default(),
-            failed.get(deployment).copied().unwrap_or_default(),
-        );
-        let row = row(deployment);
+        let (good, bad) = sent(deployment);
+        let row = stat_row(&report, deployment).expect("a row");
         assert_eq!(row["requests"], good + bad, "{deployment}: {row}");
-        let success = row["success_rate"].as_f64().unwrap();
-        let expected = good as f64 / (good + bad) as f64;
-        assert!((success - expected).abs() < 1e-9, "{deployment}: {row}");
-        assert_eq!(row["meshed_pods"], 1, "{row}");
-        assert_eq!(
-            row["mtls_share"], 1.0,
-            "the waypoint reaches it over HBONE: {row}"
-        );
-        assert!(row["latency_ms_p50"].as_f64().unwrap() > 0.0, "{row}");
     }
-    // Nothing calls the api-gateway: no request figures, and none invented.
-    let idle = row("api-gateway");
-    assert!(idle["requests"].is_null(), "{idle}");
-    assert_eq!(report["unreachable"], serde_json::json!([]), "{report}");
+    assert_stat_figures(&report, sent);
 }

@@ -18,7 +18,10 @@ use meshctl::sandbox::model::addresses::netns_name;
 use test_support::TempDir;
 use test_support::process::KillOnDrop;
 
-use super::shop::{self, CLIENT, NS, ORDERS, WAYPOINT, by_deployment, load, waypoint_metrics};
+use super::shop::{
+    self, CLIENT, NS, ORDERS, WAYPOINT, assert_stat_figures, by_deployment, load, stat_row,
+    waypoint_metrics,
+};
 
 /// Requests answered normally, and requests the echo servers are told to fail.
 const OK_REQUESTS: u64 = 300;
@@ -222,15 +225,11 @@ fn stat_from_prometheus_counts_each_workloads_requests_and_failures() {
         let count = |replies: &BTreeMap<String, u64>| replies.get(deployment).copied();
         (count(&ok).unwrap_or(0), count(&failed).unwrap_or(0))
     };
-    let row = |report: &serde_json::Value, name: &str| {
-        let rows = report["rows"].as_array().cloned().unwrap_or_default();
-        rows.into_iter().find(|r| r["name"] == name)
-    };
     let within_one_percent = |report: &serde_json::Value| {
         ["orders-v1", "orders-v2"].iter().all(|deployment| {
             let (good, bad) = sent(deployment);
             let expected = (good + bad) as f64;
-            row(report, deployment)
+            stat_row(report, deployment)
                 .and_then(|r| r["requests"].as_u64())
                 .is_some_and(|n| (n as f64 - expected).abs() <= expected / 100.0)
         })
@@ -254,27 +253,15 @@ fn stat_from_prometheus_counts_each_workloads_requests_and_failures() {
     );
     for deployment in ["orders-v1", "orders-v2"] {
         let (good, bad) = sent(deployment);
-        let row = row(&report, deployment).expect("a row");
+        let row = stat_row(&report, deployment).expect("a row");
         eprintln!(
             "{deployment}: {} requests counted of {} sent, over a {:.1} s window",
             row["requests"],
             good + bad,
             report["window_seconds"].as_f64().unwrap_or_default()
         );
-        let success = row["success_rate"].as_f64().unwrap();
-        let expected = good as f64 / (good + bad) as f64;
-        assert!((success - expected).abs() < 1e-9, "{deployment}: {row}");
-        assert_eq!(row["meshed_pods"], 1, "{row}");
-        assert_eq!(
-            row["mtls_share"], 1.0,
-            "the waypoint reaches it over HBONE: {row}"
-        );
-        assert!(row["latency_ms_p50"].as_f64().unwrap() > 0.0, "{row}");
     }
-    // Nothing calls the api-gateway: no request figures, and none invented.
-    let idle = row(&report, "api-gateway").expect("an api-gateway row");
-    assert!(idle["requests"].is_null(), "{idle}");
-    assert_eq!(report["unreachable"], serde_json::json!([]), "{report}");
+    assert_stat_figures(&report, sent);
 
     // Nothing listens on port 9 there: the error names the URL and the query.
     let out = stat(&sb, "http://127.0.0.1:9", Duration::from_secs(30));

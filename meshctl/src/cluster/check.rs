@@ -36,8 +36,9 @@ const CONTROLLER_LOGS: &str = "see `kubectl -n istio-system logs deployment/cont
 /// Runs every check, in the order they are shown; stops after the first group when the API
 /// server cannot be reached.
 pub async fn run(api: &ApiServer) -> Vec<Check> {
-    let mut checks = vec![api_server(api).await];
-    if checks[0].status == Status::Error {
+    let (reached, answer) = api_server(api).await;
+    let mut checks = vec![reached];
+    if answer.is_none() {
         return checks;
     }
     checks.extend(definitions(api, true).await);
@@ -49,24 +50,31 @@ pub async fn run(api: &ApiServer) -> Vec<Check> {
     checks
 }
 
-async fn api_server(api: &ApiServer) -> Check {
+/// Whether the API server answers, and its `/version` answer when it does.
+async fn api_server(api: &ApiServer) -> (Check, Option<Value>) {
     match api.get_json("/version").await {
-        Ok(version) => Check::ok(
-            KUBERNETES_API,
-            format!(
-                "the API server at {} answers: Kubernetes {}",
-                api.url,
-                version["gitVersion"]
-                    .as_str()
-                    .unwrap_or("of unknown version")
-            ),
-        ),
-        Err(e) => Check::failed(
-            KUBERNETES_API,
-            Status::Error,
-            format!("the API server at {} cannot be reached: {e}", api.url),
-            "check --kubeconfig and --context, and that the cluster is up (`kubectl version`)",
-        ),
+        Ok(version) => {
+            let check = Check::ok(
+                KUBERNETES_API,
+                format!(
+                    "the API server at {} answers: Kubernetes {}",
+                    api.url,
+                    version["gitVersion"]
+                        .as_str()
+                        .unwrap_or("of unknown version")
+                ),
+            );
+            (check, Some(version))
+        }
+        Err(e) => {
+            let check = Check::failed(
+                KUBERNETES_API,
+                Status::Error,
+                format!("the API server at {} cannot be reached: {e}", api.url),
+                "check --kubeconfig and --context, and that the cluster is up (`kubectl version`)",
+            );
+            (check, None)
+        }
     }
 }
 
@@ -76,25 +84,22 @@ const MINIMUM_VERSION: (u64, u64) = (1, 28);
 /// `check --pre`: whether the mesh can be installed: the API server and its version, and the
 /// Gateway API CRDs the mesh builds on.
 pub async fn pre(api: &ApiServer) -> Vec<Check> {
-    let mut checks = vec![api_server(api).await];
-    if checks[0].status == Status::Error {
-        return checks;
-    }
-    checks.push(version(api).await);
+    let (reached, answer) = api_server(api).await;
+    let Some(answer) = answer else {
+        return vec![reached];
+    };
+    let mut checks = vec![reached, version(&answer)];
     checks.extend(definitions(api, false).await);
     checks
 }
 
-async fn version(api: &ApiServer) -> Check {
+/// Whether the version the API server gave (`/version`) is recent enough.
+fn version(answer: &Value) -> Check {
     let number = |v: &Value| -> Option<u64> {
         // Some distributions say "28+".
         v.as_str()?.trim_end_matches('+').parse().ok()
     };
-    let found = api
-        .get_json("/version")
-        .await
-        .ok()
-        .and_then(|v| Some((number(&v["major"])?, number(&v["minor"])?)));
+    let found = number(&answer["major"]).zip(number(&answer["minor"]));
     let (major, minor) = MINIMUM_VERSION;
     match found {
         Some(found) if found >= MINIMUM_VERSION => Check::ok(

@@ -1,14 +1,15 @@
 //! Kubernetes mode: `check`, `analyze`, `proxy-status`, `stat` (also `--prometheus`), `edges`
-//! and `routes` against
-//! a cluster through its API server (kube-rs, with `--kubeconfig` / `--context`), printing
+//! and `routes` against a cluster through its API server (kube-rs, with `--kubeconfig` / `--context`), printing
 //! what they print on the sandbox: the checks, findings, statuses and traffic figures are the
 //! shared model's ([`crate::operator`]); this gathers their facts from the cluster. The
 //! controller's admin endpoint is reached through the API server's service proxy, the
 //! proxies' metrics port (all addresses) through its pod proxy; the proxies' own admin
 //! endpoints (loopback in their pods) are not reached, so nothing here needs a port-forward.
 //!
-//! Imports `operator`, the sandbox's object model and manifest loader, and its verbs' parsed
-//! arguments; nothing of the sandbox imports it. Inside, from the bottom up: `args`, `error`,
+//! Imports `operator`, the sandbox's object model and manifest loader, its verbs' parsed
+//! arguments, and its blocking HTTP GET with the Prometheus client (`sandbox::host::admin`,
+//! `sandbox::host::prometheus`, which connect from meshctl's own namespace when given none);
+//! nothing of the sandbox imports it. Inside, from the bottom up: `args`, `error`,
 //! `kinds`, `workloads`; `api`, `targets`; `objects`, `proxies`; `analyze`, `metrics`;
 //! `check`; `verbs`.
 

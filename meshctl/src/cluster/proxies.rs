@@ -16,7 +16,7 @@ pub const CONTROLLER_SERVICE: &str = "istiod";
 /// The controller's Deployment.
 pub const CONTROLLER_DEPLOYMENT: &str = "controller";
 /// The controller's admin port: `/ready`, `/debug/syncz`.
-pub const ADMIN_PORT: u16 = 15014;
+pub use crate::sandbox::model::control::ADMIN_PORT;
 /// The ztunnel DaemonSet (`manifests/ztunnel-daemonset.yaml`).
 pub const ZTUNNEL_DAEMONSET: &str = "ztunnel";
 /// The Gateway API's Gateways, in every namespace.

@@ -1,12 +1,9 @@
 //! What Deployments, DaemonSets, Pods, Nodes and Gateways say about the mesh, read from their
 //! JSON: pure, so the checks are tested without a cluster.
 
+pub use controller::translate::{GATEWAY_NAME_LABEL, WAYPOINT_CLASS};
 use serde_json::Value;
 
-/// The class of waypoint Gateways.
-pub const WAYPOINT_CLASS: &str = "istio-waypoint";
-/// The label of a waypoint's pods naming their Gateway.
-pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// The label of the ztunnel DaemonSet's pods (`manifests/ztunnel-daemonset.yaml`).
 pub const ZTUNNEL_LABEL: (&str, &str) = ("app", "ztunnel");
 

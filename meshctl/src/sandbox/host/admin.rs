@@ -1,9 +1,9 @@
-//! A minimal blocking HTTP/1.1 GET against a port inside a network
-//! namespace: enough for the controller's admin endpoint (`/ready`,
-//! `/debug/config_dump`) without a runtime or a host-side port.
+//! A minimal blocking HTTP/1.1 GET, from inside a network namespace or from meshctl's own:
+//! enough for the controller's and proxies' admin endpoints (`/ready`, `/debug/config_dump`)
+//! and Prometheus's query API, without a runtime or a host-side port.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::netns::connect_in;
@@ -31,14 +31,34 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// GETs `path` from 127.0.0.1:`port` inside `netns`.
+/// GETs `path` from `127.0.0.1:port` inside `netns`.
 pub fn get(netns: &str, port: u16, path: &str, timeout: Duration) -> Result<Response, HttpError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = connect_in(netns, addr, timeout)?;
+    get_at(
+        Some(netns),
+        addr,
+        &format!("127.0.0.1:{port}"),
+        path,
+        timeout,
+    )
+}
+
+/// GETs `path` from `addr`, connecting from inside `netns` (meshctl's own namespace when
+/// `None`), with `host` as the Host header; each step bounded by `timeout`.
+pub fn get_at(
+    netns: Option<&str>,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
+    let mut stream = match netns {
+        Some(netns) => connect_in(netns, addr, timeout)?,
+        None => TcpStream::connect_timeout(&addr, timeout)?,
+    };
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE as u64 + 1).read_to_end(&mut raw)?;
@@ -48,6 +68,19 @@ pub fn get(netns: &str, port: u16, path: &str, timeout: Duration) -> Result<Resp
         )));
     }
     parse(&raw)
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters and `/`, as a query value needs.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Parses a complete `Connection: close` response.

@@ -1,25 +1,18 @@
 //! A small client of Prometheus's HTTP API for `meshctl stat --prometheus`: instant queries
-//! (`GET /api/v1/query?query=…`) over plain HTTP/1.1 with hyper, `http://` only, each bounded
-//! by a timeout and an answer size, optionally connecting from inside a network namespace (the
-//! sandbox's Prometheus lives where it can reach the proxies, not on the host).
+//! (`GET /api/v1/query?query=…`) with the sandbox's blocking GET ([`super::admin`]),
+//! `http://` only, each bounded by a timeout, optionally connecting from inside a network
+//! namespace (the sandbox's Prometheus lives where it can reach the proxies, not on the host).
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{ACCEPT, HOST};
-use http::{Request, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http::Uri;
 
-use super::netns::connect_in;
+use super::admin::{self, percent_encode};
 use crate::operator::promql::{self, PrometheusError, VectorSample, parse_vector, queries};
 use crate::operator::stat::Target;
 use crate::operator::window::{Measured, StatOptions};
-
-/// Largest answer read: a stat's vectors have one sample per row.
-const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 /// Where Prometheus answers, parsed once from `http://host[:port][/prefix]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,49 +82,23 @@ impl PrometheusUrl {
     }
 }
 
-/// Percent-encodes all but RFC 3986's unreserved characters, as a query value needs.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 /// A client of one Prometheus.
 pub struct PrometheusClient {
     url: PrometheusUrl,
     /// The network namespace to connect from (`None`: meshctl's own).
     netns: Option<String>,
-    /// The bound of each query: connecting, asking and reading the answer.
+    /// The bound of each step of a query: connecting, asking, reading the answer.
     timeout: Duration,
-    runtime: tokio::runtime::Runtime,
 }
 
 impl PrometheusClient {
     /// A client of `url`, connecting from `netns` when given.
-    pub fn new(
-        url: PrometheusUrl,
-        netns: Option<String>,
-        timeout: Duration,
-    ) -> Result<Self, PrometheusError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| PrometheusError::Url {
-                url: url.text.clone(),
-                reason: format!("starting the HTTP client: {e}"),
-            })?;
-        Ok(Self {
+    pub fn new(url: PrometheusUrl, netns: Option<String>, timeout: Duration) -> Self {
+        Self {
             url,
             netns,
             timeout,
-            runtime,
-        })
+        }
     }
 
     /// The instant vector `promql` evaluates to now.
@@ -153,25 +120,15 @@ impl PrometheusClient {
     }
 
     /// GETs `target`: the status and the body.
-    fn get(&self, target: &str) -> Result<(u16, Bytes), String> {
+    fn get(&self, target: &str) -> Result<(u16, Vec<u8>), String> {
         let addr = self.resolve()?;
-        let stream = match &self.netns {
-            Some(netns) => connect_in(netns, addr, self.timeout),
-            None => TcpStream::connect_timeout(&addr, self.timeout),
-        }
-        .map_err(|e| match &self.netns {
-            Some(netns) => format!("connecting to {addr} from network namespace {netns}: {e}"),
-            None => format!("connecting to {addr}: {e}"),
-        })?;
-        stream
-            .set_nonblocking(true)
-            .map_err(|e| format!("socket: {e}"))?;
-        let request = exchange(stream, &self.url.authority, target);
-        self.runtime.block_on(async {
-            tokio::time::timeout(self.timeout, request)
-                .await
-                .map_err(|_| format!("no answer within {:?}", self.timeout))?
-        })
+        let netns = self.netns.as_deref();
+        admin::get_at(netns, addr, &self.url.authority, target, self.timeout)
+            .map(|answer| (answer.status, answer.body))
+            .map_err(|e| match netns {
+                Some(netns) => format!("connecting to {addr} from network namespace {netns}: {e}"),
+                None => format!("connecting to {addr}: {e}"),
+            })
     }
 
     /// The first address of the URL's host.
@@ -182,36 +139,6 @@ impl PrometheusClient {
             .next()
             .ok_or_else(|| format!("{} has no address", self.url.host))
     }
-}
-
-/// Sends one GET over `stream` and reads the answer, at most [`MAX_ANSWER`] bytes.
-async fn exchange(
-    stream: TcpStream,
-    authority: &str,
-    target: &str,
-) -> Result<(u16, Bytes), String> {
-    let stream = tokio::net::TcpStream::from_std(stream).map_err(|e| format!("socket: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
-    // The connection is driven beside the request; it ends when the answer has been read.
-    tokio::spawn(connection);
-    let request = Request::get(target)
-        .header(HOST, authority)
-        .header(ACCEPT, "application/json")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
-    let answer = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
-    let status = answer.status().as_u16();
-    let body = Limited::new(answer.into_body(), MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-        .to_bytes();
-    Ok((status, body))
 }
 
 /// The first line of a body that is not Prometheus's (a proxy's error page, say).
@@ -233,7 +160,7 @@ pub fn measure(
     options: &StatOptions,
     targets: &[Target],
 ) -> Result<Measured, PrometheusError> {
-    let client = PrometheusClient::new(url, netns, TIMEOUT)?;
+    let client = PrometheusClient::new(url, netns, TIMEOUT);
     let mut answers = BTreeMap::new();
     for query in queries(
         options.resource,
@@ -310,7 +237,7 @@ mod tests {
 
     fn client(port: u16) -> PrometheusClient {
         let url = PrometheusUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-        PrometheusClient::new(url, None, Duration::from_secs(10)).unwrap()
+        PrometheusClient::new(url, None, Duration::from_secs(10))
     }
 
     #[test]
@@ -369,7 +296,7 @@ mod tests {
             .unwrap()
             .port();
         let url = PrometheusUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-        let client = PrometheusClient::new(url, None, Duration::from_secs(5)).unwrap();
+        let client = PrometheusClient::new(url, None, Duration::from_secs(5));
         let message = client.query("up").unwrap_err().to_string();
         assert!(
             message.starts_with(&format!(

@@ -4,13 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use controller::translate::USE_WAYPOINT;
+
 use super::cluster::Cluster;
 use super::objects::ServiceObject;
 use super::services::selects;
 use super::stat::Resource;
-
-/// Istio's label binding a Service, a workload or a namespace to a waypoint.
-const USE_WAYPOINT: &str = "istio.io/use-waypoint";
 
 /// The events a tap shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -118,7 +118,9 @@ fn redirection(ztunnel: &Path) -> Vec<Check> {
             ),
         })
         .collect();
-    if checks.is_empty() || (!output.status.success() && checks.iter().all(|c| c.hint.is_none())) {
+    if checks.is_empty()
+        || (!output.status.success() && checks.iter().all(|c| c.status == Status::Ok))
+    {
         let stderr = String::from_utf8_lossy(&output.stderr);
         checks.push(Check::failed(
             PRE_FLIGHT,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::proxies;
 use super::sandbox::Sandbox;
 use super::scrape::scrape_window;
+use crate::operator::stat::Target;
 use crate::operator::window::{Measured, SeenEdges, StatOptions};
 use crate::sandbox::error::Result;
 use crate::sandbox::host::prometheus::{self, PrometheusUrl};
@@ -24,13 +25,7 @@ pub fn measure(
 ) -> Result<Measured> {
     let (proxies, targets) = {
         let sb = Sandbox::open(cfg)?;
-        let found = targets(
-            &sb.cluster,
-            options.resource,
-            options.namespace.as_deref(),
-            options.name.as_deref(),
-        );
-        (proxies::all(&sb), found)
+        (proxies::all(&sb), rows_of(&sb, options))
     };
     let window = scrape_window(&proxies, options.window, started);
     Ok(Measured::of(options.resource, &targets, window))
@@ -48,15 +43,19 @@ pub fn measure_from_prometheus(
     let url = PrometheusUrl::parse(url)?;
     let (netns, targets) = {
         let sb = Sandbox::open(cfg)?;
-        let found = targets(
-            &sb.cluster,
-            options.resource,
-            options.namespace.as_deref(),
-            options.name.as_deref(),
-        );
-        (sb.control()?.netns.clone(), found)
+        (sb.control()?.netns.clone(), rows_of(&sb, options))
     };
     Ok(prometheus::measure(url, Some(netns), options, &targets)?)
+}
+
+/// The rows `options` asks for, with their pods, as the sandbox holds them.
+fn rows_of(sb: &Sandbox, options: &StatOptions) -> Vec<Target> {
+    targets(
+        &sb.cluster,
+        options.resource,
+        options.namespace.as_deref(),
+        options.name.as_deref(),
+    )
 }
 
 /// Who talked to whom over `window` (with a side in `namespace`; all when `None`).

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::proxies::{self, Proxy};
 use super::sandbox::Sandbox;
 use crate::sandbox::error::{Result, SandboxError};
+use crate::sandbox::host::admin::percent_encode;
 use crate::sandbox::host::tap::{self, TapReader};
 use crate::sandbox::model::stat::Resource;
 use crate::sandbox::model::tap::{TapKind, default_kind};
@@ -55,14 +56,14 @@ impl TapOptions {
         let what = self.target_key()?;
         let mut query = format!(
             "kind=request&{what}={}&namespace={}",
-            encode(&self.name),
-            encode(&self.namespace)
+            percent_encode(&self.name),
+            percent_encode(&self.namespace)
         );
         if let Some(method) = &self.method {
-            query.push_str(&format!("&method={}", encode(method)));
+            query.push_str(&format!("&method={}", percent_encode(method)));
         }
         if let Some(path) = &self.path {
-            query.push_str(&format!("&path={}", encode(path)));
+            query.push_str(&format!("&path={}", percent_encode(path)));
         }
         Ok(query)
     }
@@ -84,8 +85,8 @@ impl TapOptions {
         };
         Ok(format!(
             "kind=connection&{what}={}&namespace={}{side}",
-            encode(&self.name),
-            encode(&self.namespace)
+            percent_encode(&self.name),
+            percent_encode(&self.namespace)
         ))
     }
 
@@ -98,18 +99,6 @@ impl TapOptions {
             )),
         }
     }
-}
-
-/// Percent-encodes everything but unreserved characters and `/`.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The proxies a tap of `kind` reads, each with its query.
