@@ -138,6 +138,28 @@ mod tests {
                 "{line} missing from\n{text}"
             );
         }
+        // After a rotation the new root signs: it is the one that counts; the old one is
+        // still listed by serial.
+        // Longer-lived than the old root, so the earliest expiry would be the old one.
+        let years = std::time::Duration::from_secs(20 * 365 * 86_400);
+        ca.rotate(hbone::Authority::generate_root("cluster.local", years).unwrap())
+            .unwrap();
+        let rotated = ca.expiries().unwrap();
+        assert_eq!(rotated.roots.len(), 2);
+        let epoch =
+            |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let new_at = epoch(rotated.roots[0].1);
+        assert_ne!(new_at, at);
+        let text = m.render();
+        for line in [
+            format!("citadel_server_root_cert_expiry_timestamp {new_at}"),
+            format!("controller_ca_root_expiration_timestamp_seconds{{serial=\"{serial}\"}} {at}"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
         drop(ca);
         assert!(
             !m.render().contains(crate::ca::metrics::ROOT_EXPIRY),

@@ -14,7 +14,9 @@ pub const ISSUED: &str = "controller_ca_certificates_issued_total";
 /// Counter: certificate requests refused, labelled by `reason`.
 pub const REFUSED: &str = "controller_ca_certificates_refused_total";
 
-/// Gauge (Istio's name): when the first root to expire does, seconds since the epoch.
+/// Gauge (Istio's name): when the current root expires, seconds since the epoch: the first of
+/// the bundle, which signs (a rotation puts the new root first and keeps the old ones after
+/// it, so an old root past its end never keeps the alert on).
 pub const ROOT_EXPIRY: &str = "citadel_server_root_cert_expiry_timestamp";
 /// Gauge (Istio's name): when the signing certificate (a plugged-in intermediate, else the
 /// root) expires, seconds since the epoch.
@@ -74,13 +76,9 @@ impl CaMetrics {
 }
 
 fn render_expiries(out: &mut String, expiries: &Expiries) {
-    let first_root = expiries.roots.iter().map(|(_, at)| *at).min();
+    let current_root = expiries.roots.first().map(|(_, at)| *at);
     for (name, help, at) in [
-        (
-            ROOT_EXPIRY,
-            "when the first root to expire does",
-            first_root,
-        ),
+        (ROOT_EXPIRY, "when the current root expires", current_root),
         (
             CHAIN_EXPIRY,
             "when the signing certificate expires",

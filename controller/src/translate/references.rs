@@ -18,14 +18,10 @@ impl<'a> Identities<'a> {
     fn of(index: &'a Index) -> Self {
         let mut accounts: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for (_, pod) in index.pods() {
-            let account = match pod.spec.service_account_name.as_str() {
-                "" => "default",
-                named => named,
-            };
             accounts
                 .entry(pod.metadata.namespace.as_str())
                 .or_default()
-                .insert(account);
+                .insert(pod.service_account());
         }
         Self {
             namespaces: index

@@ -62,7 +62,8 @@ pub(super) fn signing_material(
             ));
         }
     }
-    let top = parsed.last().unwrap_or(own);
+    // `parse_all` refuses an empty chain: the last is there.
+    let top = &parsed[parsed.len() - 1];
     if root_certs.iter().any(|root| signs(root, top)) {
         Ok(())
     } else {

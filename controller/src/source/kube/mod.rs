@@ -154,13 +154,30 @@ fn handle(state: &mut KubeState, update: Update) {
 
 /// True when `e` says the kind is not served (its CRD is not installed).
 fn is_not_found(e: &watcher::Error) -> bool {
+    api_status(e).is_some_and(|s| s.is_not_found())
+}
+
+/// Whether the API server refused the listing (403: RBAC without the kind).
+fn is_forbidden(e: &watcher::Error) -> bool {
+    api_status(e).is_some_and(|s| s.code == 403)
+}
+
+fn api_status(e: &watcher::Error) -> Option<&kube::core::Status> {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.is_not_found(),
-        watcher::Error::WatchError(s) => s.is_not_found(),
-        _ => false,
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s),
+        watcher::Error::WatchError(s) => Some(s),
+        _ => None,
     }
+}
+
+/// Whether the mesh only reports on `kind` (never enforces it): not being allowed to read it
+/// must not hold back the index of everything it enforces.
+fn only_reported(kind: &WatchedKind) -> bool {
+    REPORTED
+        .iter()
+        .any(|k| k.kind == kind.kind && k.group == kind.group)
 }
 
 /// Doubling delays from one second up to `max`.
@@ -209,13 +226,18 @@ async fn watch_kind(
                 backoff.reset();
                 Update::Event(kind, Box::new(event))
             }
-            Err(e) if kind.optional && is_not_found(&e) => {
+            Err(e)
+                if kind.optional
+                    && (is_not_found(&e) || (only_reported(kind) && is_forbidden(&e))) =>
+            {
                 if !missing {
                     tracing::warn!(
                         kind = kind.kind,
                         api_version = %kind.api_version(),
                         retry_s = settings.missing_retry.as_secs(),
-                        "resource not served (CRD not installed?); treating it as empty"
+                        error = %e,
+                        "resource not served (CRD not installed?) or not allowed (RBAC); \
+                         treating it as empty"
                     );
                     missing = true;
                 }
@@ -263,6 +285,10 @@ mod tests {
         let forbidden =
             watcher::Error::InitialListFailed(kube::Error::Api(status("Forbidden", 403)));
         assert!(!is_not_found(&forbidden));
+        assert!(is_forbidden(&forbidden) && !is_forbidden(&missing));
         assert!(!is_not_found(&watcher::Error::NoResourceVersion));
+        // Only the kinds the mesh merely reports on may be skipped when forbidden.
+        assert!(REPORTED.iter().all(only_reported));
+        assert!(!WATCHED.iter().any(only_reported));
     }
 }
