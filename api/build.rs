@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "envoy/service/discovery/v3/discovery.proto",
     "envoy/service/discovery/v3/ads.proto",
     "mesh/waypoint/v1/waypoint.proto",
+    "mesh/ca/v1/trust_bundle.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

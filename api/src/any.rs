@@ -12,6 +12,12 @@ pub const AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/istio.security.Aut
 /// Type URL of `mesh.waypoint.v1.Waypoint` resources (one per waypoint).
 pub const WAYPOINT_TYPE_URL: &str = "type.googleapis.com/mesh.waypoint.v1.Waypoint";
 
+/// Type URL of `mesh.ca.v1.TrustBundle` resources.
+pub const TRUST_BUNDLE_TYPE_URL: &str = "type.googleapis.com/mesh.ca.v1.TrustBundle";
+
+/// The name of the one trust bundle resource.
+pub const TRUST_BUNDLE_NAME: &str = "default";
+
 /// Packs `message` into an `Any` tagged `type.googleapis.com/<full name>`.
 pub fn pack<M: Name>(message: &M) -> Any {
     Any {
@@ -28,13 +34,14 @@ pub fn unpack<M: Name + Default>(any: &Any) -> Result<M, prost::DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{security, waypoint, workload};
+    use crate::{security, trust, waypoint, workload};
 
     #[test]
     fn type_urls_match_generated_names() {
         assert_eq!(workload::Address::type_url(), ADDRESS_TYPE_URL);
         assert_eq!(security::Authorization::type_url(), AUTHORIZATION_TYPE_URL);
         assert_eq!(waypoint::Waypoint::type_url(), WAYPOINT_TYPE_URL);
+        assert_eq!(trust::TrustBundle::type_url(), TRUST_BUNDLE_TYPE_URL);
     }
 
     #[test]

@@ -60,6 +60,13 @@ pub mod istio {
 
 /// `mesh.*` packages: the mesh's own types.
 pub mod mesh {
+    /// `mesh.ca.*` packages.
+    pub mod ca {
+        /// `mesh.ca.v1`: the trust bundle.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/mesh.ca.v1.rs"));
+        }
+    }
     /// `mesh.waypoint.*` packages.
     pub mod waypoint {
         /// `mesh.waypoint.v1`: waypoint configuration.

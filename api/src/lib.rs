@@ -10,7 +10,9 @@
 //! - [`ca`]: Istio's `IstioCertificateService`;
 //! - [`zds`]: the node agent to node proxy protocol;
 //! - [`waypoint`]: the mesh's own waypoint configuration
-//!   (`mesh.waypoint.v1`), served as [`WAYPOINT_TYPE_URL`] resources.
+//!   (`mesh.waypoint.v1`), served as [`WAYPOINT_TYPE_URL`] resources;
+//! - [`trust`]: the mesh's trust bundle (`mesh.ca.v1`), served as
+//!   [`TRUST_BUNDLE_TYPE_URL`] resources.
 //!
 //! Field numbers, names and packages of the upstream types match their
 //! definitions, so these types interoperate with Istio and Envoy components.
@@ -26,7 +28,10 @@ mod generated;
 
 mod any;
 
-pub use any::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_TYPE_URL, pack, unpack};
+pub use any::{
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, TRUST_BUNDLE_NAME, TRUST_BUNDLE_TYPE_URL,
+    WAYPOINT_TYPE_URL, pack, unpack,
+};
 
 /// Re-exported so dependents use the same prost as the generated code.
 pub use prost;
@@ -64,3 +69,7 @@ pub use generated::istio::workload::zds;
 /// per waypoint, with its services' routes, upstream policies, rate limits
 /// and the authorization policies it enforces.
 pub use generated::mesh::waypoint::v1 as waypoint;
+
+/// The trust bundle (`mesh.ca.v1`): one [`trust::TrustBundle`] named
+/// [`TRUST_BUNDLE_NAME`], served as [`TRUST_BUNDLE_TYPE_URL`] resources.
+pub use generated::mesh::ca::v1 as trust;

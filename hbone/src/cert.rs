@@ -108,6 +108,22 @@ impl WorkloadCertificate {
         })
     }
 
+    /// The same key and chain trusting `roots` instead (a trust bundle learned later, for
+    /// example one with the next root during a root rotation).
+    pub fn with_roots(&self, roots: Vec<CertificateDer<'static>>) -> Result<Self, CertError> {
+        if roots.is_empty() {
+            return Err(CertError::Empty("trust bundle"));
+        }
+        Ok(Self {
+            identity: self.identity.clone(),
+            key: self.key.clone_key(),
+            chain: self.chain.clone(),
+            roots,
+            not_before: self.not_before,
+            not_after: self.not_after,
+        })
+    }
+
     /// The identity in the leaf's URI SAN.
     pub fn identity(&self) -> &Identity {
         &self.identity
@@ -437,6 +453,29 @@ mod tests {
         assert_eq!(half, lifetime / 2);
         assert!(!cert.is_expired_at(SystemTime::now()));
         assert!(cert.is_expired_at(cert.expires_at()));
+    }
+
+    #[test]
+    fn a_certificate_takes_a_later_trust_bundle_and_a_ca_drops_an_old_root() {
+        let mut ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+        let old = ca.roots()[0].clone();
+        let next = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+        let new = next.roots()[0].clone();
+        let cert = ca.issue(&identity(), Duration::from_secs(600)).unwrap();
+        let both = cert.with_roots(vec![old.clone(), new.clone()]).unwrap();
+        assert_eq!(both.roots(), [old.clone(), new.clone()]);
+        assert_eq!(both.chain(), cert.chain());
+        assert_eq!(both.issuing_root(), Some(&old));
+        assert!(matches!(
+            cert.with_roots(Vec::new()),
+            Err(CertError::Empty("trust bundle"))
+        ));
+
+        ca.add_trusted_root(new.clone());
+        assert!(!ca.remove_trusted_root(&old), "the signing root stays");
+        assert!(ca.remove_trusted_root(&new));
+        assert!(!ca.remove_trusted_root(&new));
+        assert_eq!(ca.roots(), [old]);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct ControlPlaneSettings {
     pub token_file: Option<PathBuf>,
     /// SPIFFE identity the controller must present (its certificate's URI SAN).
     pub server_identity: String,
+    /// Roots learned from the controller while running (empty at start), trusted beside
+    /// `root_cert`; clones share them.
+    pub learned_roots: crate::control::LearnedRoots,
 }
 
 /// What both mesh proxies (ztunnel's proxy role and the waypoint) are told about their mesh,

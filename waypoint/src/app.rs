@@ -157,12 +157,14 @@ impl Core {
         let metrics = Metrics::for_component("waypoint");
         let runtime = Runtime::new();
         // The waypoint is its own workload: it asks for its own identity, never impersonating.
-        let certs = CertManager::with_signer(
+        let learned = control.learned_roots().clone();
+        let certs = CertManager::with_signer_and_roots(
             Arc::new(CaClient::own_identity(control)),
             CertSettings {
                 ttl: config.mesh.cert_ttl,
                 max_in_flight: MAX_CSRS_IN_FLIGHT,
             },
+            learned,
         );
         certs.prefetch(&identity);
         let store = ConfigStore::new(&config.namespace, &config.name, runtime.clone(), &readiness)
@@ -213,7 +215,10 @@ impl Running {
             config.control.clone(),
             client_identity(config),
             core.state.clone(),
-            vec![core.store.subscription()],
+            vec![
+                core.store.subscription(),
+                core.certs.trust_bundle_subscription(),
+            ],
             stop_xds_rx,
         ));
 
@@ -428,6 +433,7 @@ mod tests {
                 root_cert: "/nonexistent".into(),
                 token_file: None,
                 server_identity: "spiffe://cluster.local/ns/istio-system/sa/controller".into(),
+                learned_roots: Default::default(),
             },
             hbone_addr: "10.0.0.9:15008".parse().unwrap(),
             mesh: MeshProxySettings {

@@ -76,10 +76,11 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
 
-    let xds_task = tokio::spawn(xds::run(
+    let xds_task = tokio::spawn(xds::run_with(
         config.control.clone(),
         client_identity(&config),
         state.clone(),
+        vec![certs.trust_bundle_subscription()],
         stop_rx.clone(),
     ));
 

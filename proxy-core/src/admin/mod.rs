@@ -257,6 +257,7 @@ fn config_dump(served: &Served) -> Response<Full<Bytes>> {
     let dump = serde_json::json!({
         "config": context.state.config_dump(),
         "certificates": context.certs.dump(),
+        "trust_bundle": context.certs.trust_bundle_dump(),
         "extra": (context.extra_dump)(),
     });
     match serde_json::to_vec_pretty(&dump) {

@@ -17,6 +17,10 @@ use tonic::transport::{Endpoint, Uri};
 
 use crate::settings::ControlPlaneSettings;
 
+mod roots;
+
+pub use roots::LearnedRoots;
+
 /// Longest a connection attempt may take: TCP, TLS and the HTTP/2 handshake together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle connection is probed, so a vanished controller is noticed.
@@ -60,6 +64,7 @@ impl ControlArgs {
             root_cert: self.root_cert.clone(),
             token_file: self.token_file.clone(),
             server_identity: self.controller_identity.clone(),
+            learned_roots: LearnedRoots::default(),
         }
     }
 }
@@ -86,23 +91,29 @@ pub struct ControlPlane {
     /// The underlying channel (shared by xDS and CA clients).
     pub channel: tonic::transport::Channel,
     token: Option<MetadataValue<Ascii>>,
+    learned_roots: LearnedRoots,
 }
 
 impl ControlPlane {
     /// Connects to the controller once.
     ///
-    /// The roots and the token are read afresh on every call, so a rotated token or trust
-    /// bundle takes effect on the next connection.
+    /// The token is read afresh on every call, so a rotated token takes effect on the next
+    /// connection; the roots on every dial, reconnections of this channel included, so a
+    /// rotated trust bundle (file or learned) takes effect without a restart.
     pub async fn connect(config: &ControlPlaneSettings) -> Result<ControlPlane, ControlError> {
-        let roots = read_roots(&config.root_cert)?;
         let expected: Identity = config.server_identity.parse().map_err(|e| {
             ControlError::Config(format!(
                 "controller identity {:?}: {e}",
                 config.server_identity
             ))
         })?;
-        let tls = hbone::tls::client_config_without_client_auth(&roots, &[expected])
-            .map_err(|e| ControlError::Config(format!("TLS configuration: {e}")))?;
+        let trust = ControllerTrust {
+            root_cert: config.root_cert.clone(),
+            learned: config.learned_roots.clone(),
+            expected,
+        };
+        // Fail now on unusable roots; each dial reads them again (see `Connector`).
+        trust.tls_config()?;
         let token = config.token_file.as_deref().map(read_token).transpose()?;
         let authority = authority(&config.address);
         let connect_error = |reason: String| ControlError::Connect {
@@ -117,14 +128,23 @@ impl ControlPlane {
             .keep_alive_while_idle(true);
         let connector = Connector {
             address: authority.into(),
-            tls: Arc::new(tls),
+            trust: Arc::new(trust),
         };
         let channel =
             tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect_with_connector(connector))
                 .await
                 .map_err(|_| connect_error(format!("timed out after {CONNECT_TIMEOUT:?}")))?
                 .map_err(|e| connect_error(chain(&e)))?;
-        Ok(ControlPlane { channel, token })
+        Ok(ControlPlane {
+            channel,
+            token,
+            learned_roots: config.learned_roots.clone(),
+        })
+    }
+
+    /// The roots learned over xDS, shared with the settings this channel was made from.
+    pub fn learned_roots(&self) -> &LearnedRoots {
+        &self.learned_roots
     }
 
     /// Connects to the controller, retrying with jittered exponential backoff until it answers
@@ -222,12 +242,35 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Dials the controller: TCP, then TLS with the controller-specific client configuration.
-/// The URI tonic passes is ignored; the address is fixed at construction.
+/// What the controller's certificate must chain to and name.
+struct ControllerTrust {
+    root_cert: PathBuf,
+    learned: LearnedRoots,
+    expected: Identity,
+}
+
+impl ControllerTrust {
+    /// A TLS configuration trusting the root file's roots and the learned ones; the learned
+    /// ones alone when the file cannot be read (a rotated ConfigMap mid-update).
+    fn tls_config(&self) -> Result<rustls::ClientConfig, ControlError> {
+        let roots = match read_roots(&self.root_cert) {
+            Ok(roots) => self.learned.union(roots),
+            Err(e) => match self.learned.get() {
+                Some(learned) => learned.to_vec(),
+                None => return Err(e),
+            },
+        };
+        hbone::tls::client_config_without_client_auth(&roots, std::slice::from_ref(&self.expected))
+            .map_err(|e| ControlError::Config(format!("TLS configuration: {e}")))
+    }
+}
+
+/// Dials the controller: TCP, then TLS with a controller-specific client configuration built
+/// for the dial. The URI tonic passes is ignored; the address is fixed at construction.
 #[derive(Clone)]
 struct Connector {
     address: Arc<str>,
-    tls: Arc<rustls::ClientConfig>,
+    trust: Arc<ControllerTrust>,
 }
 
 impl tonic::codegen::Service<Uri> for Connector {
@@ -241,13 +284,16 @@ impl tonic::codegen::Service<Uri> for Connector {
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
         let address = self.address.clone();
-        let tls = self.tls.clone();
+        let trust = self.trust.clone();
         Box::pin(async move {
+            let tls = trust
+                .tls_config()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             let tcp = TcpStream::connect(&*address).await?;
             tcp.set_nodelay(true)?;
             // No SNI is sent and the verifier checks the SPIFFE identity, not this name.
             let name = rustls_pki_types::ServerName::IpAddress(tcp.peer_addr()?.ip().into());
-            let stream = tokio_rustls::TlsConnector::from(tls)
+            let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
                 .connect(name, tcp)
                 .await?;
             Ok(TokioIo::new(stream))

@@ -19,6 +19,7 @@ fn config(dir: &TempDir, ca: &Authority, address: String) -> ControlPlaneSetting
         root_cert: dir.write("root.pem", ca.root_pem()),
         token_file: Some(dir.write("token", "  node-token\n")),
         server_identity: CONTROLLER.into(),
+        learned_roots: Default::default(),
     }
 }
 
@@ -143,6 +144,26 @@ async fn refuses_a_server_signed_by_other_roots() {
 }
 
 #[tokio::test]
+async fn trusts_the_roots_learned_over_xds_beside_its_root_file() {
+    let dir = TempDir::new("proxy-core-control");
+    let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let next = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    // The controller already serves with the next root; the root file is an old copy.
+    let (address, seen) = serve(&next, CONTROLLER).await;
+    let config = config(&dir, &ca, address);
+    assert!(ControlPlane::connect(&config).await.is_err());
+    config
+        .learned_roots
+        .set(Arc::new(vec![next.roots()[0].clone()]));
+    let control = ControlPlane::connect(&config).await.unwrap();
+    assert_call_carries_the_token(&control, &seen).await;
+    // An unreadable root file leaves the learned roots.
+    std::fs::remove_file(&config.root_cert).unwrap();
+    let control = ControlPlane::connect(&config).await.unwrap();
+    assert!(control.learned_roots().get().is_some());
+}
+
+#[tokio::test]
 async fn reports_an_unreachable_controller() {
     let dir = TempDir::new("proxy-core-control");
     let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
@@ -213,6 +234,7 @@ async fn token_is_trimmed_and_addresses_may_be_urls() {
     let plane = ControlPlane {
         channel: Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
         token: None,
+        learned_roots: LearnedRoots::default(),
     };
     let mut request = tonic::Request::new(());
     plane.authorize(&mut request);

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use hbone::{Identity, WorkloadCertificate};
 use tokio::sync::{Notify, Semaphore, watch};
 
+use super::bundle::{self, BundleHandler};
 use super::client::CaClient;
 use super::dump;
 use super::entries::{Entries, Entry, Phase, Shared, Status};
@@ -14,7 +15,8 @@ use super::error::IdentityError;
 use super::metrics::{self, Requests};
 use super::signer::CertificateSigner;
 use super::worker;
-use crate::control::ControlPlane;
+use crate::control::{ControlPlane, LearnedRoots};
+use crate::xds::NamedSubscription;
 
 /// Knobs of the certificate manager.
 #[derive(Clone, Debug)]
@@ -53,16 +55,32 @@ pub struct CertManager {
     entries: Arc<Entries>,
     /// Counted by the workers.
     requests: Arc<Requests>,
+    /// The trust bundle from the controller, shared with the controller channel.
+    learned: LearnedRoots,
 }
 
 impl CertManager {
     /// A manager requesting certificates over `control`.
+    ///
+    /// The trust bundle it learns (see [`CertManager::trust_bundle_subscription`]) is shared
+    /// with `control`'s settings, so the controller channel trusts it too.
     pub fn new(control: ControlPlane, settings: CertSettings) -> Arc<Self> {
-        Self::with_signer(Arc::new(CaClient::new(control)), settings)
+        let learned = control.learned_roots().clone();
+        Self::with_signer_and_roots(Arc::new(CaClient::new(control)), settings, learned)
     }
 
     /// A manager requesting certificates from `signer`.
     pub fn with_signer(signer: Arc<dyn CertificateSigner>, settings: CertSettings) -> Arc<Self> {
+        Self::with_signer_and_roots(signer, settings, LearnedRoots::default())
+    }
+
+    /// A manager requesting certificates from `signer`, sharing the trust bundle it learns
+    /// with `learned` (the settings of the controller channel).
+    pub fn with_signer_and_roots(
+        signer: Arc<dyn CertificateSigner>,
+        settings: CertSettings,
+        learned: LearnedRoots,
+    ) -> Arc<Self> {
         let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
         Arc::new(Self {
             signer,
@@ -70,7 +88,24 @@ impl CertManager {
             permits,
             entries: Arc::default(),
             requests: Arc::default(),
+            learned,
         })
+    }
+
+    /// The xDS subscription to the controller's trust bundle: once it arrives, every
+    /// certificate trusts its roots, and those not issued by its first root are renewed
+    /// ahead of schedule (root rotation).
+    pub fn trust_bundle_subscription(&self) -> NamedSubscription {
+        BundleHandler {
+            entries: Arc::downgrade(&self.entries),
+            learned: self.learned.clone(),
+        }
+        .subscription()
+    }
+
+    /// The learned trust bundle's root serial numbers as JSON (null before one arrived).
+    pub fn trust_bundle_dump(&self) -> serde_json::Value {
+        bundle::dump(&self.learned)
     }
 
     /// The current certificate for `identity`, requesting it first if needed (callers
@@ -220,6 +255,7 @@ impl CertManager {
                 permits: self.permits.clone(),
                 ttl: self.settings.ttl,
                 requests: self.requests.clone(),
+                learned: self.learned.clone(),
             }))
             .abort_handle();
             tracing::debug!(%identity, "requesting certificate");

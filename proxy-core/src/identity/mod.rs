@@ -6,6 +6,7 @@
 //! - [`CaClient`]: Istio's `IstioCertificateService/CreateCertificate` over the controller
 //!   channel, behind the [`CertificateSigner`] seam.
 
+mod bundle;
 mod client;
 mod dump;
 mod entries;

@@ -7,10 +7,12 @@ use std::time::{Duration, SystemTime};
 use hbone::{CertificateRequest, Identity, WorkloadCertificate};
 use tokio::sync::Semaphore;
 
+use super::bundle;
 use super::entries::{Entries, Phase, Shared, Status};
 use super::error::IdentityError;
 use super::metrics::Requests;
 use super::signer::CertificateSigner;
+use crate::control::LearnedRoots;
 
 /// First retry delay after a failed request.
 pub(super) const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -31,6 +33,7 @@ pub(super) struct Worker {
     pub(super) permits: Arc<Semaphore>,
     pub(super) ttl: Duration,
     pub(super) requests: Arc<Requests>,
+    pub(super) learned: LearnedRoots,
 }
 
 /// Runs until the identity is forgotten (or the task is aborted by the manager).
@@ -78,7 +81,13 @@ pub(super) async fn run(worker: Worker) {
                     refresh_in_s = wait.as_secs(),
                     "certificate issued"
                 );
-                let cert = Arc::new(cert);
+                let Some(entries) = worker.entries.upgrade() else {
+                    return;
+                };
+                // Under the entries' lock, so that a trust bundle arriving now is applied
+                // either here or by its handler to what is published here.
+                let _locked = entries.lock();
+                let cert = Arc::new(bundle::adopt(cert, &worker.learned));
                 // Followers first: by the time a fetch sees the new status, TLS servers
                 // following the identity have been told too.
                 shared.certs.send_replace(Some(cert.clone()));

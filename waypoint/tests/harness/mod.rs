@@ -78,6 +78,7 @@ impl Controller {
             root_cert: self.endpoint.root_cert(),
             token_file: Some(self.endpoint.token_file(TOKEN)),
             server_identity: control_plane::controller_identity().to_string(),
+            learned_roots: Default::default(),
         }
     }
 

@@ -92,6 +92,11 @@ impl Controller {
         self.endpoint.pods.add(NODE, namespace, service_account);
     }
 
+    /// The CA (to rotate its root).
+    pub fn ca(&self) -> &Arc<controller::ca::CertificateAuthority> {
+        &self.endpoint.ca
+    }
+
     /// The published roots, PEM.
     pub fn roots_pem(&self) -> String {
         self.endpoint.roots_pem()

@@ -1,5 +1,6 @@
 //! The certificate manager against the real controller CA, in process over loopback TLS.
 
+mod bundle;
 mod harness;
 
 use std::sync::Arc;
