@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::root_rotation::{RootRotation, RotateOptions, RotationError};
 use crate::translate::{Published, Snapshot};
 use crate::xds::Clients;
 
@@ -89,6 +90,8 @@ pub struct AdminState {
     pub remote_debug: bool,
     /// The connected xDS clients, for `/debug/syncz`.
     pub clients: Clients,
+    /// Root rotation, for `/debug/ca` and `POST /debug/ca/rotate-root`.
+    pub rotation: Option<RootRotation>,
 }
 
 /// Admin connections served at once; more are closed on accept (they hold a task each).
@@ -145,8 +148,12 @@ pub fn route(
     remote: std::net::SocketAddr,
     state: &AdminState,
 ) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+    let rotate = req.uri().path() == ROTATE_ROOT;
+    if req.method() != Method::GET && !(rotate && req.method() == Method::POST) {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET (POST for rotate-root)\n".into(),
+        );
     }
     let local = remote.ip().to_canonical().is_loopback();
     if req.uri().path().starts_with("/debug/") && !local && !state.remote_debug {
@@ -187,17 +194,16 @@ pub fn route(
                         .collect()
                 })
                 .unwrap_or_default();
-            let body = json!({ "versions": versions, "clients": clients });
-            let mut response = text(
+            json_response(
                 StatusCode::OK,
-                serde_json::to_string_pretty(&body).unwrap_or_default(),
-            );
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            response
+                &json!({ "versions": versions, "clients": clients }),
+            )
         }
+        "/debug/ca" => match &state.rotation {
+            Some(rotation) => json_response(StatusCode::OK, &json!(rotation.status())),
+            None => text(StatusCode::NOT_FOUND, "no CA\n".into()),
+        },
+        ROTATE_ROOT if req.method() == Method::POST => rotate_root(req.uri().query(), state),
         "/debug/config_dump" => {
             let Some(snapshot) = state.snapshots.borrow().clone() else {
                 return text(
@@ -205,17 +211,74 @@ pub fn route(
                     "no configuration translated yet\n".into(),
                 );
             };
-            let body = serde_json::to_string_pretty(&config_dump(&snapshot))
-                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-            let mut response = text(StatusCode::OK, body);
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            response
+            json_response(StatusCode::OK, &config_dump(&snapshot))
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
+}
+
+/// Starts a root rotation: `?new_root_ttl=SECONDS&reissue_within=SECONDS`.
+const ROTATE_ROOT: &str = "/debug/ca/rotate-root";
+
+/// Answers `POST /debug/ca/rotate-root`: the status after phase 1, or why it cannot start.
+fn rotate_root(query: Option<&str>, state: &AdminState) -> Response<Full<Bytes>> {
+    let Some(rotation) = &state.rotation else {
+        return text(StatusCode::NOT_FOUND, "no CA\n".into());
+    };
+    let options = match rotate_options(query.unwrap_or_default()) {
+        Ok(options) => options,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    match rotation.start(options) {
+        Ok(status) => json_response(StatusCode::OK, &json!(status)),
+        Err(e @ RotationError::InProgress(_)) => text(StatusCode::CONFLICT, format!("{e}\n")),
+        Err(e @ RotationError::NotRotatable(_)) => {
+            text(StatusCode::PRECONDITION_FAILED, format!("{e}\n"))
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// The rotation's options from a query string; unknown parameters are refused by name.
+fn rotate_options(query: &str) -> Result<RotateOptions, String> {
+    let mut options = RotateOptions {
+        new_root_ttl: crate::ca::store::ROOT_TTL,
+        reissue_within: Duration::from_secs(60),
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let seconds = value
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e10)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| format!("{name}={value:?}: expected a number of seconds"))?;
+        match name {
+            "new_root_ttl" if seconds >= Duration::from_secs(3600) => {
+                options.new_root_ttl = seconds
+            }
+            "new_root_ttl" => return Err("new_root_ttl: at least 3600 seconds".into()),
+            "reissue_within" => options.reissue_within = seconds,
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?} (new_root_ttl, reissue_within)"
+                ));
+            }
+        }
+    }
+    Ok(options)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = text(
+        status,
+        serde_json::to_string_pretty(body).unwrap_or_default(),
+    );
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -339,6 +402,32 @@ fn service(s: &Service) -> Value {
 mod tests {
     use super::*;
     use crate::translate::Resource;
+
+    #[test]
+    fn rotate_options_are_seconds_and_unknown_ones_are_refused() {
+        let options = rotate_options("new_root_ttl=7200&reissue_within=0.5").unwrap();
+        assert_eq!(options.new_root_ttl, Duration::from_secs(7200));
+        assert_eq!(options.reissue_within, Duration::from_millis(500));
+        assert_eq!(
+            rotate_options("").unwrap().new_root_ttl,
+            crate::ca::store::ROOT_TTL
+        );
+        assert!(
+            rotate_options("new_root_ttl=60")
+                .unwrap_err()
+                .contains("3600")
+        );
+        assert!(
+            rotate_options("reissue_within=-1")
+                .unwrap_err()
+                .contains("seconds")
+        );
+        assert!(
+            rotate_options("ttl=1")
+                .unwrap_err()
+                .contains("unknown parameter \"ttl\"")
+        );
+    }
 
     #[test]
     fn dumps_workloads() {

@@ -24,12 +24,13 @@ use crate::deploy::{self, DeploySettings, WaypointRuntime};
 use crate::events::{EventSettings, EventWriter};
 use crate::model::Index;
 use crate::pipeline;
+use crate::root_rotation::RootRotation;
 use crate::server::{self, ServingTls};
 use crate::source::kube::ObservedMap;
 use crate::source::{FileSource, KubeSettings, KubeSource};
 use crate::status;
 use crate::translate::{Published, TranslateOptions, Translator};
-use crate::xds::{Clients, XdsServer, XdsSettings};
+use crate::xds::{self, Clients, XdsServer, XdsSettings};
 
 /// Settings of the controller, filled from the command line by the binary.
 #[derive(Clone, Debug)]
@@ -127,19 +128,38 @@ pub async fn run(
     if let Some(client) = &pipeline.kube {
         start_deployer(&config, client, &ca, pipeline.index.clone()).await?;
     }
+    let options = &config.translate;
+    let identity = server::controller_identity(&options.trust_domain, &options.root_namespace)?;
+    let tls = ServingTls::issue(ca.clone(), identity.clone())?;
+    tokio::spawn(tls.clone().renew_forever());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    // What xDS serves: each translation joined with the trust bundle root rotation keeps.
+    let clients = Clients::default();
+    let (served_tx, served) = watch::channel(None);
+    let (rotation, bundle) =
+        RootRotation::new(ca.clone(), clients.clone(), served.clone(), tls.clone())?;
+    tokio::spawn(xds::serve_with_trust_bundle(
+        pipeline.snapshots.clone(),
+        bundle,
+        served_tx,
+    ));
+    tokio::spawn(rotation.clone().run(stopped(stop_rx.clone())));
+
     let authenticator = authenticator(&config, pipeline.kube.as_ref());
     let ca_service = CaService::new(
-        ca.clone(),
+        ca,
         authenticator.clone(),
         Arc::new(IndexDirectory {
             index: pipeline.index.clone(),
-            published: pipeline.snapshots.clone(),
+            published: served.clone(),
         }),
-        CaSettings::new(&config.translate.trust_domain)?,
+        CaSettings::new(&options.trust_domain)?,
     );
-    let clients = Clients::default();
     let xds = XdsServer::new(
-        pipeline.snapshots.clone(),
+        served.clone(),
         authenticator,
         XdsSettings {
             debounce: config.debounce,
@@ -148,18 +168,9 @@ pub async fn run(
     )
     .with_clients(clients.clone());
 
-    // Endpoints.
-    let options = &config.translate;
-    let identity = server::controller_identity(&options.trust_domain, &options.root_namespace)?;
-    let tls = ServingTls::issue(ca, identity.clone())?;
-    tokio::spawn(tls.clone().renew_forever());
     let grpc_listener = bind(config.xds_addr).await?;
     let admin_listener = bind(config.admin_addr).await?;
     tracing::info!(xds = %config.xds_addr, admin = %config.admin_addr, %identity, "controller serving");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     let grpc = tokio::spawn(server::serve(
         grpc_listener,
         tls,
@@ -171,17 +182,19 @@ pub async fn run(
         admin_listener,
         AdminState {
             metrics: crate::metrics::global().clone(),
-            snapshots: pipeline.snapshots,
+            snapshots: served,
             readiness: pipeline.readiness,
             remote_debug: config.remote_debug,
             clients,
+            rotation: Some(rotation),
         },
         stopped(stop_rx),
     ));
 
     shutdown.await;
     tracing::info!("shutting down");
-    // Dropping the snapshot sender ends every xDS stream, so the gRPC server can drain.
+    // Dropping the translation's sender ends the join, whose served sender then drops: every
+    // xDS stream ends, so the gRPC server can drain.
     pipeline.translate.abort();
     let _ = stop_tx.send(true);
     match tokio::time::timeout(Duration::from_secs(5), grpc).await {

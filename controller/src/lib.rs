@@ -9,6 +9,7 @@ pub mod field_manager;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod root_rotation;
 pub mod server;
 pub mod shutdown;
 pub mod source;

@@ -29,6 +29,7 @@ async fn start() -> Admin {
         readiness: readiness.clone(),
         remote_debug: false,
         clients: Clients::default(),
+        rotation: None,
     };
     tokio::spawn(admin::serve(listener, state, std::future::pending()));
     Admin {

@@ -3,12 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use hbone::cert::{certificate_validity, certificates_from_pem, serial_hex};
 use hbone::{Authority, Identity, WorkloadCertificate};
 
 use super::error::CaError;
+use super::rotation;
 use super::store::{self, Origin};
 
 /// When the CA's certificates expire (see [`CertificateAuthority::expiries`]).
@@ -28,6 +30,8 @@ pub struct CertificateAuthority {
     trust_domain: String,
     dir: Option<PathBuf>,
     origin: Origin,
+    /// The longest lifetime signed since start, seconds (how long an old root's leaves live).
+    longest_leaf: AtomicU64,
 }
 
 impl CertificateAuthority {
@@ -35,7 +39,11 @@ impl CertificateAuthority {
     /// in memory only and is lost on restart.
     pub fn open(dir: Option<&Path>, trust_domain: &str) -> Result<Self, CaError> {
         let (authority, origin) = match dir {
-            Some(dir) => store::load_or_create(dir, trust_domain)?,
+            Some(dir) => {
+                // A rotation cut short by a stop rewrites the root files to its phase first.
+                rotation::repair(dir)?;
+                store::load_or_create(dir, trust_domain)?
+            }
             None => (
                 Authority::generate_root(trust_domain, store::ROOT_TTL)?,
                 Origin::Ephemeral,
@@ -46,6 +54,7 @@ impl CertificateAuthority {
             trust_domain: trust_domain.to_owned(),
             dir: dir.map(Path::to_path_buf),
             origin,
+            longest_leaf: AtomicU64::new(0),
         })
     }
 
@@ -59,7 +68,18 @@ impl CertificateAuthority {
             trust_domain: trust_domain.to_owned(),
             dir: None,
             origin,
+            longest_leaf: AtomicU64::new(0),
         }
+    }
+
+    /// The CA folder, when the CA is persisted in one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The longest leaf lifetime signed since this process started.
+    pub fn longest_leaf(&self) -> Duration {
+        Duration::from_secs(self.longest_leaf.load(Ordering::Relaxed))
     }
 
     /// How the signing material was obtained.
@@ -100,7 +120,10 @@ impl CertificateAuthority {
         identity: &Identity,
         ttl: Duration,
     ) -> Result<Vec<String>, CaError> {
-        Ok(self.read()?.sign_csr(csr_pem, identity, ttl)?)
+        let chain = self.read()?.sign_csr(csr_pem, identity, ttl)?;
+        self.longest_leaf
+            .fetch_max(ttl.as_secs(), Ordering::Relaxed);
+        Ok(chain)
     }
 
     /// Issues a key and certificate in one step (the controller's own serving certificate).
@@ -134,6 +157,17 @@ impl CertificateAuthority {
         *authority = next;
         if let (Some(dir), Origin::Generated | Origin::Reloaded) = (&self.dir, self.origin) {
             store::write_key(dir, authority.key_pem())?;
+        }
+        self.persist_roots(&authority)
+    }
+
+    /// Root rotation, last step: stops publishing `root_pem` (the old root). The signing
+    /// root is never removed. Persisted for a generated root.
+    pub fn remove_trusted_root(&self, root_pem: &str) -> Result<(), CaError> {
+        let roots = certificates_from_pem(root_pem, "old root")?;
+        let mut authority = self.authority.write().map_err(|_| CaError::Poisoned)?;
+        for root in &roots {
+            authority.remove_trusted_root(root);
         }
         self.persist_roots(&authority)
     }

@@ -25,6 +25,17 @@ pub const CHAIN_EXPIRY: &str = "citadel_server_cert_chain_expiry_timestamp";
 /// a root rotation).
 pub const ROOTS: &str = "controller_ca_root_expiration_timestamp_seconds";
 
+/// Gauge: the phase of a root rotation: 0 none, 1 new root published beside the old one,
+/// 3 new root signing while proxies renew (see `meshctl ca status`).
+pub const ROTATION_PHASE: &str = "controller_ca_rotation_phase";
+/// Gauge: when the rotation's current phase began, seconds since the epoch.
+pub const ROTATION_SINCE: &str = "controller_ca_rotation_phase_start_timestamp_seconds";
+/// Counter: root rotations completed (the old root dropped).
+pub const ROTATIONS: &str = "controller_ca_root_rotations_completed_total";
+/// Gauge: proxies subscribed to the trust bundle, by `state`: `current` (ACKed the version
+/// served) or `stale`.
+pub const BUNDLE_PROXIES: &str = "controller_trust_bundle_proxies";
+
 /// What the CA counts. Refusal reasons are a fixed set named in code.
 #[derive(Default)]
 pub struct CaMetrics {
@@ -33,6 +44,12 @@ pub struct CaMetrics {
     /// The authority whose expiries are shown; weak, so that the registry (process-wide)
     /// never keeps a stopped controller's CA alive.
     authority: Mutex<Weak<CertificateAuthority>>,
+    rotation_phase: AtomicU64,
+    rotation_since: AtomicU64,
+    rotations: AtomicU64,
+    /// Proxies holding the served trust bundle and those that do not; unknown (not shown)
+    /// while the snapshot does not carry the latest bundle yet.
+    bundle_proxies: Mutex<Option<(usize, usize)>>,
 }
 
 impl CaMetrics {
@@ -53,6 +70,22 @@ impl CaMetrics {
         *self.authority.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(authority);
     }
 
+    /// The rotation's phase (as [`ROTATION_PHASE`] numbers it), when it began, and how many
+    /// subscribed proxies hold the served trust bundle (current, stale), if known.
+    pub fn rotation_state(&self, phase: u64, since: u64, proxies: Option<(usize, usize)>) {
+        self.rotation_phase.store(phase, Ordering::Relaxed);
+        self.rotation_since.store(since, Ordering::Relaxed);
+        *self
+            .bundle_proxies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = proxies;
+    }
+
+    /// A root rotation completed.
+    pub fn rotation_completed(&self) {
+        self.rotations.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Label sets refused because a family was at its bound.
     pub(crate) fn overflow(&self) -> u64 {
         self.refused.overflow()
@@ -71,6 +104,50 @@ impl CaMetrics {
             .upgrade();
         if let Some(expiries) = authority.and_then(|a| a.expiries().ok()) {
             render_expiries(out, &expiries);
+        }
+        self.render_rotation(out);
+    }
+
+    fn render_rotation(&self, out: &mut String) {
+        text::family(
+            out,
+            ROTATION_PHASE,
+            "phase of the root rotation (0: none)",
+            "gauge",
+        );
+        text::value(
+            out,
+            ROTATION_PHASE,
+            self.rotation_phase.load(Ordering::Relaxed),
+        );
+        text::family(
+            out,
+            ROTATION_SINCE,
+            "when the rotation's phase began",
+            "gauge",
+        );
+        text::value(
+            out,
+            ROTATION_SINCE,
+            self.rotation_since.load(Ordering::Relaxed),
+        );
+        text::family(out, ROTATIONS, "root rotations completed", "counter");
+        text::value(out, ROTATIONS, self.rotations.load(Ordering::Relaxed));
+        let proxies = *self
+            .bundle_proxies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((current, stale)) = proxies {
+            text::family(
+                out,
+                BUNDLE_PROXIES,
+                "proxies by whether they hold the served trust bundle",
+                "gauge",
+            );
+            for (state, n) in [("current", current), ("stale", stale)] {
+                let labels = text::render_labels(&[("state", state, "")]);
+                let _ = writeln!(out, "{BUNDLE_PROXIES}{labels} {n}");
+            }
         }
     }
 }

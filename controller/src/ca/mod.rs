@@ -5,6 +5,7 @@
 //! - [`auth`]: bearer-token authentication shared with the xDS server;
 //! - [`tokenreview`]: Kubernetes service account tokens as bearer tokens;
 //! - [`policy`]: who may have which identity, and for how long;
+//! - [`rotation`]: a root rotation's persisted phase;
 //! - [`CaService`]: the gRPC service tying them together.
 
 pub mod auth;
@@ -13,6 +14,7 @@ mod error;
 mod layout;
 pub mod metrics;
 pub mod policy;
+pub mod rotation;
 pub mod secret_store;
 mod service;
 pub mod store;

@@ -127,7 +127,7 @@ fn read(path: &Path) -> Result<String, CaError> {
 }
 
 /// Writes through a temporary file and a rename, so readers never see half a file.
-fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), CaError> {
+pub(super) fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), CaError> {
     let tmp: PathBuf = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut file = OpenOptions::new()

@@ -63,6 +63,17 @@ impl Snapshot {
             .insert(name, Resource { version, body });
     }
 
+    /// This snapshot with `name` of `type_url` set to `body` (versioned by its content), the
+    /// other resources of the type removed: for a type the controller serves from outside
+    /// the translation (the trust bundle).
+    pub fn with_only(&self, type_url: &str, name: &str, body: Any) -> Snapshot {
+        let mut resources = self.resources.clone();
+        let version = version::version(&body.value);
+        let of_type = BTreeMap::from([(name.to_owned(), Resource { version, body })]);
+        resources.insert(type_url.to_owned(), of_type);
+        Snapshot::new(resources)
+    }
+
     /// The resources of one type (empty when there are none).
     pub fn of_type(&self, type_url: &str) -> impl Iterator<Item = (&String, &Resource)> {
         self.resources.get(type_url).into_iter().flatten()

@@ -10,6 +10,8 @@ pub mod delta;
 pub mod metrics;
 mod service;
 mod stream;
+mod trust_bundle;
 
-pub use clients::{ClientStatus, Clients, TypeStatus};
+pub use clients::{ClientEntry, ClientStatus, Clients, TypeStatus};
 pub use service::{XdsServer, XdsSettings};
+pub use trust_bundle::serve_with_trust_bundle;

@@ -1,0 +1,188 @@
+//! The phases against a real CA folder, with xDS clients simulated by their ACKs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hbone::cert::certificates_from_pem;
+use test_support::TempDir;
+
+use super::*;
+use crate::ca::rotation::NEXT_KEY;
+use crate::ca::store::{ROOT_CERT, ROOT_KEY};
+use crate::server::controller_identity;
+use crate::translate::Snapshot;
+use crate::xds::serve_with_trust_bundle;
+
+const OPTIONS: RotateOptions = RotateOptions {
+    new_root_ttl: Duration::from_secs(3600),
+    reissue_within: Duration::ZERO,
+};
+
+/// A rotation over the CA in `dir`, serving its bundle through the real join with a
+/// translated snapshot; reconnecting proxies are believed at once.
+async fn rotation(dir: &Path, clients: &Clients) -> (RootRotation, Arc<CertificateAuthority>) {
+    let ca = Arc::new(CertificateAuthority::open(Some(dir), "cluster.local").unwrap());
+    let identity = controller_identity("cluster.local", "istio-system").unwrap();
+    let serving = ServingTls::issue(ca.clone(), identity).unwrap();
+    let (translated_tx, translated) = watch::channel(Some(Arc::new(Snapshot::default())));
+    let (served_tx, served) = watch::channel(None);
+    let (mut rotation, bundle) =
+        RootRotation::new(ca.clone(), clients.clone(), served, serving).unwrap();
+    Arc::get_mut(&mut rotation.inner).unwrap().settle = Duration::ZERO;
+    tokio::spawn(async move {
+        serve_with_trust_bundle(translated, bundle, served_tx).await;
+        drop(translated_tx);
+    });
+    (rotation, ca)
+}
+
+/// Has `client` ACK the bundle being served.
+async fn ack(rotation: &RootRotation, client: &crate::xds::ClientEntry) {
+    let version = served_version(rotation).await;
+    client.sent(api::TRUST_BUNDLE_TYPE_URL, &version);
+    client.acked(api::TRUST_BUNDLE_TYPE_URL, &version);
+}
+
+/// Waits for the join to serve the latest bundle; its system version.
+async fn served_version(rotation: &RootRotation) -> String {
+    let mut served = rotation.inner.served.clone();
+    let want = rotation.inner.bundle.borrow().clone();
+    let snapshot = served
+        .wait_for(|s| {
+            s.as_ref().is_some_and(|s| {
+                s.of_type(api::TRUST_BUNDLE_TYPE_URL)
+                    .any(|(_, r)| r.body == want)
+            })
+        })
+        .await
+        .unwrap()
+        .clone()
+        .unwrap();
+    snapshot.system_version(api::TRUST_BUNDLE_TYPE_URL)
+}
+
+fn roots_in(dir: &Path) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    certificates_from_pem(
+        &std::fs::read_to_string(dir.join(ROOT_CERT)).unwrap(),
+        "roots",
+    )
+    .unwrap()
+}
+
+fn issuing_root(ca: &CertificateAuthority) -> rustls_pki_types::CertificateDer<'static> {
+    let id = "spiffe://cluster.local/ns/shop/sa/orders".parse().unwrap();
+    let cert = ca.issue(&id, Duration::from_secs(60)).unwrap();
+    cert.issuing_root().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_rotation_runs_every_phase_and_resumes_after_a_restart() {
+    let dir = TempDir::new("root-rotation");
+    let clients = Clients::default();
+    let proxy = clients.connect("spiffe://cluster.local/ns/istio-system/sa/ztunnel");
+    proxy.named("ztunnel~10.0.0.1~ztunnel-node1.istio-system~istio-system.svc.cluster.local");
+    let agent = clients.connect("spiffe://cluster.local/ns/istio-system/sa/ztunnel");
+    let (rotation, ca) = rotation(dir.path(), &clients).await;
+    ack(&rotation, &proxy).await;
+    let old = ca.roots_pem().unwrap()[0].clone();
+
+    // Phase 1: both roots published, the old one signing; the proxy has not loaded it.
+    let status = rotation.start(OPTIONS).unwrap();
+    assert_eq!(status.state.phase, Phase::Published);
+    assert_eq!(status.roots.len(), 2);
+    assert!(matches!(
+        rotation.start(OPTIONS),
+        Err(RotationError::InProgress(Phase::Published))
+    ));
+    let old_der = certificates_from_pem(&old, "old").unwrap().remove(0);
+    assert_eq!(roots_in(dir.path())[0], old_der);
+    assert_eq!(roots_in(dir.path()).len(), 2);
+    assert!(dir.path().join(NEXT_KEY).exists());
+    served_version(&rotation).await;
+    rotation.inner.advance().unwrap();
+    let status = rotation.status();
+    assert_eq!(status.state.phase, Phase::Published, "the proxy is stale");
+    assert_eq!(status.proxies.stale.len(), 1);
+    assert_eq!(status.proxies.not_subscribed, 1, "the agent");
+    assert!(
+        status.waiting_for.contains("1 proxies"),
+        "{}",
+        status.waiting_for
+    );
+
+    // Phase 3 once the proxy ACKed: the new root signs and the bundle asks for renewals.
+    ack(&rotation, &proxy).await;
+    rotation.inner.advance().unwrap();
+    let status = rotation.status();
+    assert_eq!(status.state.phase, Phase::Reissuing);
+    let new_der = certificates_from_pem(&status.state.new_root, "new")
+        .unwrap()
+        .remove(0);
+    assert_eq!(issuing_root(&ca), new_der);
+    assert_eq!(roots_in(dir.path()), [new_der.clone(), old_der.clone()]);
+    let bundle: TrustBundle = api::unpack(&rotation.inner.bundle.borrow()).unwrap();
+    assert_eq!(
+        bundle.reissue_within,
+        Some(Duration::ZERO.try_into().unwrap())
+    );
+
+    // A restart in phase 3 resumes it: the new root still signs, both are trusted.
+    drop(rotation);
+    let (rotation, ca) = self::rotation(dir.path(), &clients).await;
+    assert_eq!(rotation.status().state.phase, Phase::Reissuing);
+    assert_eq!(issuing_root(&ca), new_der);
+    assert_eq!(ca.roots_pem().unwrap().len(), 2);
+
+    // Phase 4 once the old root's leaves cannot be valid and the proxy holds the bundle.
+    ack(&rotation, &proxy).await;
+    while now_secs() < rotation.status().state.drop_after {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rotation.inner.advance().unwrap();
+    let status = rotation.status();
+    assert_eq!(status.state.phase, Phase::Idle);
+    assert!(status.state.completed_at > 0);
+    assert_eq!(roots_in(dir.path()), [new_der.clone()]);
+    assert!(!dir.path().join(NEXT_KEY).exists());
+    let bundle: TrustBundle = api::unpack(&rotation.inner.bundle.borrow()).unwrap();
+    assert_eq!(bundle.roots.len(), 1);
+    assert_eq!(bundle.reissue_within, None);
+    drop(agent);
+}
+
+#[tokio::test]
+async fn a_stop_between_two_writes_is_repaired_from_the_record() {
+    let dir = TempDir::new("root-rotation-repair");
+    let clients = Clients::default();
+    let (rotation, _) = rotation(dir.path(), &clients).await;
+    rotation.start(OPTIONS).unwrap();
+    served_version(&rotation).await;
+    rotation.inner.advance().unwrap();
+    assert_eq!(rotation.status().state.phase, Phase::Reissuing);
+    let new_root = rotation.status().state.new_root;
+    drop(rotation);
+    // As if stopped after the record but before the root files: the old key signs again.
+    let old_root = crate::ca::rotation::load(dir.path()).unwrap().old_root;
+    std::fs::write(dir.path().join(ROOT_CERT), format!("{old_root}{new_root}")).unwrap();
+    let next_key = std::fs::read_to_string(dir.path().join(NEXT_KEY)).unwrap();
+    let other = Authority::generate_root("cluster.local", Duration::from_secs(60)).unwrap();
+    std::fs::write(dir.path().join(ROOT_KEY), other.key_pem()).unwrap();
+    let (_, ca) = self::rotation(dir.path(), &clients).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(ROOT_KEY)).unwrap(),
+        next_key
+    );
+    let new_der = certificates_from_pem(&new_root, "new").unwrap().remove(0);
+    assert_eq!(issuing_root(&ca), new_der);
+}
+
+#[tokio::test]
+async fn a_ca_without_a_folder_cannot_rotate() {
+    let ca = Arc::new(CertificateAuthority::open(None, "cluster.local").unwrap());
+    let identity = controller_identity("cluster.local", "istio-system").unwrap();
+    let serving = ServingTls::issue(ca.clone(), identity).unwrap();
+    let (_, served) = watch::channel(None);
+    let (rotation, _) = RootRotation::new(ca, Clients::default(), served, serving).unwrap();
+    let err = rotation.start(OPTIONS).unwrap_err().to_string();
+    assert!(err.contains("kept in memory only"), "{err}");
+}
