@@ -108,6 +108,8 @@ pub struct Options {
     pub xds_port: u16,
     /// Extra arguments for every node's `ztunnel proxy` (`up --ztunnel-arg`).
     pub ztunnel_args: Vec<String>,
+    /// Extra arguments for every waypoint (`up --waypoint-arg`).
+    pub waypoint_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -119,6 +121,7 @@ impl Default for Options {
             admin_port: 0,
             xds_port: 0,
             ztunnel_args: Vec::new(),
+            waypoint_args: Vec::new(),
         }
     }
 }
@@ -295,6 +298,11 @@ impl Sandbox {
             opts.ztunnel_args
                 .iter()
                 .map(|a| format!("--ztunnel-arg={a}")),
+        );
+        args.extend(
+            opts.waypoint_args
+                .iter()
+                .map(|a| format!("--waypoint-arg={a}")),
         );
         sb.run(&args)?;
         sb.controller = Some(sb.controller_info()?);

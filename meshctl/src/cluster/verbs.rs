@@ -147,6 +147,10 @@ fn refusal(cmd: &SandboxCommand) -> String {
             " (it reads the proxies' admin port, which listens on their pods' loopback only, \
              out of the API server's reach)"
         }
+        SandboxCommand::Ca(_) => {
+            " (the phased root rotation keeps its record in the controller's CA folder; in \
+             Kubernetes the CA lives in Secrets, where it is not built yet)"
+        }
         _ => "",
     };
     format!(

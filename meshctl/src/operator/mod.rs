@@ -5,6 +5,8 @@
 //! `-o` flag. Pure:
 //! each mode gathers the facts and hands them here.
 //!
+//! `ca` formats a root rotation's status.
+//!
 //! Imports only the sandbox's object model (`sandbox::model`); the one module of it that
 //! imports this (`sandbox::model::stat`) is not imported here. Inside: `table`, `format`,
 //! `stat` and `findings` at the bottom; `routes` and `promql` (on `stat`; `stat --prometheus`'s
@@ -12,6 +14,7 @@
 //! `proxy_status` (on `table`); `window` (on `stat` and `routes`); `traffic` (on `window`,
 //! `stat` and `table`).
 
+pub mod ca;
 pub mod check;
 pub mod findings;
 pub mod format;

@@ -66,6 +66,9 @@ pub enum SandboxCommand {
     /// controller's current version (SYNCED, STALE, NACK), and when its first certificate
     /// expires. Exit status 1 when one is disconnected or NACKed.
     ProxyStatus(OutputArgs),
+    /// The mesh's certificate authority: a root rotation's status, and rotating the root.
+    #[command(subcommand)]
+    Ca(super::ca::CaCommand),
     /// Live requests through the waypoints and connections through the ztunnels.
     ///
     /// As they happen. Requests: method, authority, path, status, latency, route, caller
@@ -157,6 +160,10 @@ pub struct UpArgs {
     /// for restarts.
     #[arg(long = "ztunnel-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub ztunnel_args: Vec<String>,
+    /// An extra argument for every waypoint (repeatable, in order), e.g.
+    /// `--waypoint-arg=--cert-ttl-secs=20`.
+    #[arg(long = "waypoint-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub waypoint_args: Vec<String>,
 }
 
 /// `start` / `stop` / `restart`.

@@ -31,6 +31,7 @@ pub(super) fn up(cfg: &SandboxSettings, args: UpArgs) -> Result<()> {
         admin_port: args.admin_port,
         xds_port: args.xds_port,
         ztunnel_args: args.ztunnel_args,
+        waypoint_args: args.waypoint_args,
     };
     let mut cluster = Cluster::new(&cfg.name, args.nodes, state::now());
     cluster.owner = owner;

@@ -60,6 +60,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Routes(a) => routes(&cfg, a).map(|_| 0),
         SandboxCommand::ProxyConfig(a) => proxy_config(&cfg, a).map(|_| 0),
         SandboxCommand::ProxyStatus(a) => proxy_status(&cfg, a),
+        SandboxCommand::Ca(a) => super::ca::run(&cfg, a),
         SandboxCommand::Tap(a) => tap(&cfg, a).map(|_| 0),
         SandboxCommand::Top(a) => top(&cfg, a).map(|_| 0),
         SandboxCommand::Label(a) => label(&cfg, a).map(|_| 0),

@@ -43,6 +43,13 @@ pub fn get(netns: &str, port: u16, path: &str, timeout: Duration) -> Result<Resp
     )
 }
 
+/// POSTs to `path` (no body) at `127.0.0.1:port` inside `netns`.
+pub fn post(netns: &str, port: u16, path: &str, timeout: Duration) -> Result<Response, HttpError> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let host = format!("127.0.0.1:{port}");
+    request_at(Some(netns), addr, &host, "POST", path, timeout)
+}
+
 /// GETs `path` from `addr`, connecting from inside `netns` (meshctl's own namespace when
 /// `None`), with `host` as the Host header; each step bounded by `timeout`.
 pub fn get_at(
@@ -52,13 +59,27 @@ pub fn get_at(
     path: &str,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
+    request_at(netns, addr, host, "GET", path, timeout)
+}
+
+/// Sends `method path` without a body; see [`get_at`].
+fn request_at(
+    netns: Option<&str>,
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
     let mut stream = match netns {
         Some(netns) => connect_in(netns, addr, timeout)?,
         None => TcpStream::connect_timeout(&addr, timeout)?,
     };
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE as u64 + 1).read_to_end(&mut raw)?;

@@ -144,6 +144,9 @@ pub struct ControlPlane {
     /// Extra arguments every node's `ztunnel proxy` gets (`up --ztunnel-arg`).
     #[serde(default)]
     pub ztunnel_args: Vec<String>,
+    /// Extra arguments every waypoint gets (`up --waypoint-arg`).
+    #[serde(default)]
+    pub waypoint_args: Vec<String>,
 }
 
 impl ControlPlane {
@@ -385,6 +388,7 @@ mod tests {
             forwarder: None,
             processes: Vec::new(),
             ztunnel_args: ztunnel_args.iter().map(|a| a.to_string()).collect(),
+            waypoint_args: Vec::new(),
         }
     }
 

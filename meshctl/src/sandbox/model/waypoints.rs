@@ -43,15 +43,25 @@ fn runtime(gateway: &WaypointGateway, layout: &Layout, control_ip: Ipv4Addr) -> 
     }
 }
 
-/// ServiceAccount, Deployment and Service for `gateway`'s waypoint; the
-/// error names the Gateway.
+/// ServiceAccount, Deployment and Service for `gateway`'s waypoint, its
+/// container given `extra_args` (`up --waypoint-arg`) after the template's;
+/// the error names the Gateway.
 pub fn objects(
     gateway: &WaypointGateway,
     layout: &Layout,
     control_ip: Ipv4Addr,
+    extra_args: &[String],
 ) -> Result<Vec<Object>, String> {
-    let rendered = template::render(gateway, &runtime(gateway, layout, control_ip))
+    let mut rendered = template::render(gateway, &runtime(gateway, layout, control_ip))
         .map_err(|e| format!("Gateway {}/{}: {e}", gateway.namespace, gateway.name))?;
+    for value in &mut rendered {
+        if value["kind"] == "Deployment"
+            && let Some(args) =
+                value["spec"]["template"]["spec"]["containers"][0]["args"].as_array_mut()
+        {
+            args.extend(extra_args.iter().map(|a| Value::String(a.clone())));
+        }
+    }
     Ok(rendered
         .into_iter()
         .map(|value| Object {
@@ -97,8 +107,12 @@ pub fn plan(
     control_ip: Ipv4Addr,
 ) -> Result<(Vec<Object>, Vec<Object>), String> {
     let mut wanted = Vec::new();
+    let extra_args = cluster
+        .control
+        .as_ref()
+        .map_or(&[][..], |c| c.waypoint_args.as_slice());
     for gateway in gateways(cluster) {
-        wanted.extend(objects(&gateway, layout, control_ip)?);
+        wanted.extend(objects(&gateway, layout, control_ip, extra_args)?);
     }
     let stale = cluster
         .objects
@@ -175,7 +189,7 @@ spec:
     #[test]
     fn generated_objects_match_what_the_controller_looks_for() {
         let gw = &gateways(&cluster(GATEWAYS))[0];
-        let objects = objects(gw, &layout(), CONTROL_IP).unwrap();
+        let objects = objects(gw, &layout(), CONTROL_IP, &["--cert-ttl-secs=20".into()]).unwrap();
         let kinds: Vec<&str> = objects.iter().map(|o| o.kind.as_str()).collect();
         assert_eq!(kinds, ["ServiceAccount", "Deployment", "Service"]);
         assert!(objects.iter().all(|o| o.name == "waypoint"));
@@ -226,7 +240,8 @@ spec:
              --controller=172.18.255.1:15012 \
              --root-cert=/run/meshctl/t/ca/root-cert.pem \
              --token-file=/run/meshctl/t/tokens/waypoint-shop.waypoint \
-             --hbone-addr=0.0.0.0:15008 --metrics-addr=0.0.0.0:15020 --ready-addr=0.0.0.0:15021"
+             --hbone-addr=0.0.0.0:15008 --metrics-addr=0.0.0.0:15020 --ready-addr=0.0.0.0:15021 \
+             --cert-ttl-secs=20"
         );
         let ports: Vec<u16> = c.ports.iter().map(|p| p.container_port).collect();
         assert_eq!(ports, [15008, 15020, 15021]);

@@ -34,6 +34,8 @@ pub struct SystemOptions {
     pub xds_port: u16,
     /// Extra arguments for every node's `ztunnel proxy`.
     pub ztunnel_args: Vec<String>,
+    /// Extra arguments for every waypoint.
+    pub waypoint_args: Vec<String>,
 }
 
 /// Which components a `start`/`stop`/`restart` verb names.
@@ -88,6 +90,7 @@ impl Sandbox {
             forwarder: None,
             processes: Vec::new(),
             ztunnel_args: opts.ztunnel_args.clone(),
+            waypoint_args: opts.waypoint_args.clone(),
         });
         self.save()?;
         self.say(format!(
@@ -266,7 +269,17 @@ impl Sandbox {
     }
 }
 
-/// GETs `path` from the admin endpoint of the controller in `netns`.
+/// POSTs to `path` on the admin endpoint of the controller in `netns` (loopback: `/debug/*`
+/// answers only there).
+pub fn controller_post(netns: &str, path: &str) -> Result<admin::Response> {
+    admin::post(netns, ADMIN_PORT, path, ADMIN_TIMEOUT).map_err(|e| {
+        SandboxError::Invalid(format!(
+            "controller admin endpoint: {e} (is it running? `meshctl logs controller`)"
+        ))
+    })
+}
+
+/// GETs `path` from the controller's admin endpoint, from inside its namespace.
 pub fn controller_get(netns: &str, path: &str) -> Result<admin::Response> {
     admin::get(netns, ADMIN_PORT, path, ADMIN_TIMEOUT).map_err(|e| {
         SandboxError::Invalid(format!(
