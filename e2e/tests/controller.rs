@@ -99,6 +99,7 @@ async fn channel(sb: &Sandbox) -> Channel {
         root_cert: sb.controller_info().expect("controller info").root_cert,
         token_file: None,
         server_identity: CONTROLLER.into(),
+        learned_roots: Default::default(),
     };
     ControlPlane::connect(&config)
         .await

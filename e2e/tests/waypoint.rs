@@ -11,6 +11,8 @@
 mod limits;
 #[path = "waypoint/outlier.rs"]
 mod outlier;
+#[path = "waypoint/rotation.rs"]
+mod rotation;
 #[path = "waypoint/routes.rs"]
 mod routes;
 #[path = "waypoint/shop.rs"]

@@ -20,6 +20,7 @@ async fn control_plane(controller: &Controller) -> ControlPlane {
         root_cert: controller.root_cert(),
         token_file: Some(controller.token_file(TOKEN)),
         server_identity: "spiffe://cluster.local/ns/istio-system/sa/controller".into(),
+        learned_roots: Default::default(),
     })
     .await
     .unwrap()

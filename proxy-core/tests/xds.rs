@@ -43,6 +43,7 @@ fn control_config(server: &Controller) -> ControlPlaneSettings {
         root_cert: server.root_cert(),
         token_file: Some(server.token_file(TOKEN)),
         server_identity: controller_identity().to_string(),
+        learned_roots: Default::default(),
     }
 }
 

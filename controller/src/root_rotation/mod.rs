@@ -247,14 +247,21 @@ impl Inner {
         self.started.elapsed() >= self.settle && self.progress().is_some_and(|p| p.complete())
     }
 
-    /// One step, if its condition holds.
+    /// One step, if its condition holds; the metrics in any case (the proxies' progress
+    /// changes without a step).
     fn advance(&self) -> Result<(), RotationError> {
-        let Some(dir) = self.dir.as_deref() else {
-            return Ok(());
-        };
         let mut state = self.lock();
+        let stepped = match self.dir.as_deref() {
+            Some(dir) => self.step(dir, &mut state),
+            None => Ok(()),
+        };
+        self.record_metrics(&state);
+        stepped
+    }
+
+    fn step(&self, dir: &std::path::Path, state: &mut State) -> Result<(), RotationError> {
         match state.phase {
-            Phase::Idle => return Ok(()),
+            Phase::Idle => {}
             Phase::Published if self.bundle_delivered() => {
                 let next = store::root_from_pem(&rotation::read_next_key(dir)?, &state.new_root)?;
                 let now = now_secs();
@@ -275,7 +282,7 @@ impl Inner {
                     tracing::error!(error = %e, "renewing the serving certificate under the new root");
                 }
                 *state = reissuing;
-                self.publish(&state)?;
+                self.publish(state)?;
                 tracing::info!("root rotation: the new root signs; proxies renew (phase 3)");
             }
             Phase::Reissuing if now_secs() >= state.drop_after && self.bundle_delivered() => {
@@ -291,13 +298,12 @@ impl Inner {
                 // What `rotation::repair` would finish after a stop here.
                 let _ = std::fs::remove_file(dir.join(rotation::NEXT_KEY));
                 *state = done;
-                self.publish(&state)?;
+                self.publish(state)?;
                 crate::metrics::global().ca.rotation_completed();
                 tracing::info!("root rotation complete: the old root is no longer trusted");
             }
             Phase::Published | Phase::Reissuing => {}
         }
-        self.record_metrics(&state);
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use e2e::mesh::{pod_pids, wait_ready};
 use e2e::metrics::{metric_sum, requests_total};
-use e2e::{SETTLE, Sandbox, eventually, json};
+use e2e::{Options, SETTLE, Sandbox, eventually, json};
 use meshctl::app::load_report::LoadReport;
 
 /// Namespace of the shop.
@@ -108,7 +108,12 @@ pub fn waypoint_metrics(sb: &Sandbox) -> Option<String> {
 /// Builds a sandbox from `examples/l7/base` and waits until the ztunnels are ready, the
 /// waypoint pod is ready and requests to orders pass through the waypoint.
 pub fn up() -> Sandbox {
-    let sb = Sandbox::up(&example("base").display().to_string()).expect("sandbox up");
+    up_with(Options::default())
+}
+
+/// [`up`], with `options`.
+pub fn up_with(options: Options) -> Sandbox {
+    let sb = Sandbox::up_with(&example("base").display().to_string(), options).expect("sandbox up");
     wait_ready(&sb);
     let mut failed = false;
     let ready = eventually(SETTLE, || {
