@@ -1,11 +1,13 @@
-//! The certificate alerts of `manifests/prometheus-rules.yaml`, evaluated by Prometheus's own
+//! The certificate and root rotation alerts of `manifests/prometheus-rules.yaml`, evaluated by Prometheus's own
 //! `promtool` on series named as the proxies and the controller export them: each alert fires
 //! on the failure it is for and stays quiet on the healthy series beside it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use controller::ca::metrics::{CHAIN_EXPIRY, REFUSED, ROOT_EXPIRY, ROOTS};
+use controller::ca::metrics::{
+    BUNDLE_PROXIES, CHAIN_EXPIRY, REFUSED, ROOT_EXPIRY, ROOTS, ROTATION_PHASE, ROTATION_SINCE,
+};
 use proxy_core::identity::metrics::{EXPIRATION, EXPIRY, ISSUED, REQUESTS, ROOT_EXPIRATION};
 use test_support::TempDir;
 
@@ -64,7 +66,18 @@ fn every_metric_the_rules_use_is_one_the_mesh_exports() {
             "the rules use {name:?}, which nothing exports"
         );
     }
-    let controller = [ROOT_EXPIRY, CHAIN_EXPIRY, ROOTS, REFUSED];
+    for family in [BUNDLE_PROXIES, ROTATION_PHASE, ROTATION_SINCE] {
+        assert!(text.contains(family), "{family} unused");
+    }
+    let controller = [
+        ROOT_EXPIRY,
+        CHAIN_EXPIRY,
+        ROOTS,
+        REFUSED,
+        BUNDLE_PROXIES,
+        ROTATION_PHASE,
+        ROTATION_SINCE,
+    ];
     for prefix in ["citadel_", "controller_"] {
         for (at, _) in text.match_indices(prefix) {
             let name = word(&text[at..]);
@@ -113,7 +126,34 @@ tests:
     values: '2592000x60'
   - series: 'ztunnel_trust_bundle_root_expiration_timestamp_seconds{serial="bb",instance="node1",job="ztunnel"}'
     values: '2592000x60'
+  # Two proxies stale for 20 minutes, then current; a rotation in phase 1 since time 0.
+  - series: 'controller_trust_bundle_proxies{state="stale",instance="controller",job="controller"}'
+    values: '2x20 0x40'
+  - series: 'controller_ca_rotation_phase{instance="controller",job="controller"}'
+    values: '1x90'
+  - series: 'controller_ca_rotation_phase_start_timestamp_seconds{instance="controller",job="controller"}'
+    values: '0x90'
   alert_rule_test:
+  - eval_time: 10m
+    alertname: MeshTrustBundleNotLoaded
+  - eval_time: 18m
+    alertname: MeshTrustBundleNotLoaded
+    exp_alerts:
+    - exp_labels: {severity: warning, state: stale, instance: controller, job: controller}
+      exp_annotations:
+        summary: "2 proxies have not loaded the served trust bundle"
+        description: "They are listed by `meshctl ca status`; see `meshctl proxy-status` for NACKs or disconnections."
+  - eval_time: 40m
+    alertname: MeshTrustBundleNotLoaded
+  - eval_time: 50m
+    alertname: MeshRootRotationStuck
+  - eval_time: 70m
+    alertname: MeshRootRotationStuck
+    exp_alerts:
+    - exp_labels: {severity: warning, instance: controller, job: controller}
+      exp_annotations:
+        summary: "The root rotation has waited in phase 1 for 1h 10m 0s"
+        description: "The new root is published but not signing yet: `meshctl ca status` says which proxies it waits for."
   - eval_time: 40m
     alertname: MeshCertificateNotRenewed
   - eval_time: 58m

@@ -15,6 +15,7 @@ pub mod connections;
 pub mod control;
 pub mod identity;
 pub mod labels;
+pub mod learned_roots;
 pub mod readiness;
 pub mod settings;
 pub mod shutdown;

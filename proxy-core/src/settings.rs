@@ -32,7 +32,7 @@ pub struct ControlPlaneSettings {
     pub server_identity: String,
     /// Roots learned from the controller while running (empty at start), trusted beside
     /// `root_cert`; clones share them.
-    pub learned_roots: crate::control::LearnedRoots,
+    pub learned_roots: crate::learned_roots::LearnedRoots,
 }
 
 /// What both mesh proxies (ztunnel's proxy role and the waypoint) are told about their mesh,

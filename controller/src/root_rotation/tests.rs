@@ -142,7 +142,7 @@ async fn a_rotation_runs_every_phase_and_resumes_after_a_restart() {
     let status = rotation.status();
     assert_eq!(status.state.phase, Phase::Idle);
     assert!(status.state.completed_at > 0);
-    assert_eq!(roots_in(dir.path()), [new_der.clone()]);
+    assert_eq!(roots_in(dir.path()), [new_der]);
     assert!(!dir.path().join(NEXT_KEY).exists());
     let bundle: TrustBundle = api::unpack(&rotation.inner.bundle.borrow()).unwrap();
     assert_eq!(bundle.roots.len(), 1);

@@ -17,9 +17,7 @@ use tonic::transport::{Endpoint, Uri};
 
 use crate::settings::ControlPlaneSettings;
 
-mod roots;
-
-pub use roots::LearnedRoots;
+pub use crate::learned_roots::LearnedRoots;
 
 /// Longest a connection attempt may take: TCP, TLS and the HTTP/2 handshake together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
