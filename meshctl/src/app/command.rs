@@ -1,7 +1,7 @@
 //! `meshctl app <COMMAND>`: which app to run.
 
 use super::error::AppError;
-use super::{curl, http_echo, load, tcp_echo};
+use super::{curl, http_echo, load, tcp_echo, ws_client};
 
 /// The test apps, as `meshctl app <COMMAND>`.
 #[derive(clap::Subcommand, Debug)]
@@ -14,6 +14,8 @@ pub enum AppCommand {
     Load(load::LoadArgs),
     /// One HTTP request, body to stdout (for pods without curl).
     Curl(curl::CurlArgs),
+    /// WebSocket client: N messages echoed both ways, then a close; a JSON report.
+    Ws(ws_client::WsArgs),
 }
 
 /// Runs one app to completion (servers: until SIGTERM or Ctrl-C).
@@ -23,6 +25,7 @@ pub async fn run(cmd: AppCommand) -> Result<(), AppError> {
         AppCommand::TcpEcho(args) => tcp_echo::run(args).await,
         AppCommand::Load(args) => load::run(args).await,
         AppCommand::Curl(args) => curl::run(args).await,
+        AppCommand::Ws(args) => ws_client::run(args).await,
     }
 }
 

@@ -20,7 +20,8 @@
 //!
 //! 1. What every stage shares: `body` (the body type, replayable bodies), `compile`
 //!    ([`ConfigError`], protobuf conversions), `origin` ([`Caller`], [`Target`]),
-//!    `upstream` (the [`UpstreamClient`] boundary and the types crossing it).
+//!    `upstream` (the [`UpstreamClient`] boundary and the types crossing it), `upgrade`
+//!    (what makes a request an upgrade; the bytes relayed after a 101).
 //! 2. One concern each: `matching`, `downstream` (the client's side of a body),
 //!    `telemetry` (its `record`, `labels` and `access` log below it), `headers`,
 //!    `authz`, `fault`, `pool`, `ratelimit`, `retry`, `outlier`, `balance`.
@@ -61,6 +62,7 @@ mod retry;
 mod runtime;
 mod select;
 mod telemetry;
+mod upgrade;
 mod upstream;
 
 #[cfg(test)]
@@ -73,6 +75,7 @@ pub use compiled::Engine;
 pub use headers::identify_request;
 pub use origin::{Caller, Target};
 pub use runtime::Runtime;
+pub use upgrade::{UpgradedBytes, upgrade_protocol};
 pub use upstream::{
     EndpointInfo, SendFuture, UpstreamClient, UpstreamError, UpstreamHints, WorkloadMeta,
 };
