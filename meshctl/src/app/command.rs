@@ -112,6 +112,29 @@ mod tests {
     }
 
     #[test]
+    fn the_websocket_client_parses() {
+        let cmd = parse(&[
+            "ws",
+            "ws://orders:8080/chat",
+            "-n",
+            "1000",
+            "-H",
+            "x-chat-version: v2",
+            "--http2",
+            "--expect-server-close",
+        ]);
+        let Ok(AppCommand::Ws(a)) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(
+            (a.url.as_str(), a.messages, a.size),
+            ("ws://orders:8080/chat", 1000, 64)
+        );
+        assert!(a.http2 && a.expect_server_close && a.headers.len() == 1);
+        assert!(parse(&["ws"]).is_err(), "URL is required");
+    }
+
+    #[test]
     fn bad_values_are_rejected_by_the_parser() {
         assert!(parse(&["http-echo", "--fail-rate", "2"]).is_err());
         assert!(parse(&["http-echo", "--status", "42"]).is_err());

@@ -37,7 +37,8 @@ pub struct WsArgs {
     /// Bytes per message.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
-    /// Handshake with HTTP/2 extended CONNECT (h2c prior knowledge) instead of HTTP/1.1.
+    /// Handshake with HTTP/2 extended CONNECT (h2c prior knowledge) instead of HTTP/1.1;
+    /// needs a server or proxy speaking RFC 8441, such as the waypoint.
     #[arg(long)]
     pub http2: bool,
     /// After the echoes, wait for the server to close instead of closing first.
@@ -138,7 +139,7 @@ fn message(i: u32, size: usize) -> Frame {
         .chain(std::iter::repeat(b'x'))
         .take(size)
         .collect();
-    let kind = if i % 2 == 0 {
+    let kind = if i.is_multiple_of(2) {
         opcode::TEXT
     } else {
         opcode::BINARY
@@ -233,4 +234,80 @@ async fn handshake(
         .map(str::to_owned);
     let upgraded = hyper::upgrade::on(&mut response).await?;
     Ok((status.as_u16(), pod, upgraded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::http_echo::{EchoSettings, serve};
+    use crate::app::identity::Identity;
+
+    /// An http-echo on loopback, answering as pod `orders-v1-abc`, until the test ends.
+    async fn echo_server() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let identity = Identity {
+            pod: "orders-v1-abc".into(),
+            namespace: "shop".into(),
+            version: "v1".into(),
+        };
+        tokio::spawn(serve(
+            listener,
+            EchoSettings::new(identity),
+            std::future::pending(),
+        ));
+        addr
+    }
+
+    fn args(url: String, messages: u32) -> WsArgs {
+        WsArgs {
+            url,
+            headers: vec!["x-test: 1".into()],
+            messages,
+            size: 200,
+            http2: false,
+            expect_server_close: false,
+            timeout_ms: 10_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_come_back_from_the_echo_and_the_client_closes() {
+        let addr = echo_server().await;
+        let report = exchange(&args(format!("ws://{addr}/chat"), 300))
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            WsReport {
+                status: 101,
+                pod: Some("orders-v1-abc".into()),
+                sent: 300,
+                echoed: 300,
+                close_code: Some(CLOSE_NORMAL),
+                closed_by: "client".into(),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn the_echo_closes_a_quiet_connection_when_asked() {
+        let addr = echo_server().await;
+        let mut args = args(format!("ws://{addr}/quiet?idle_close_ms=50"), 2);
+        args.expect_server_close = true;
+        let report = exchange(&args).await.unwrap();
+        assert_eq!((report.echoed, report.close_code), (2, Some(CLOSE_NORMAL)));
+        assert_eq!(report.closed_by, "server");
+    }
+
+    #[tokio::test]
+    async fn a_refused_handshake_is_an_http_status_error() {
+        let addr = echo_server().await;
+        // The echo's counter path answers every request with its JSON, upgrade or not.
+        let refused = exchange(&args(format!("http://{addr}/_echo/stats"), 1)).await;
+        assert!(
+            matches!(refused, Err(AppError::HttpStatus(200))),
+            "{refused:?}"
+        );
+    }
 }

@@ -10,7 +10,8 @@
 //! weighted choice of destination, then attempts: endpoint choice (subset, outlier
 //! ejection, load balancer), workload-scoped authorization, connection-pool admission, the
 //! exchange with per-try and route timeouts, and retries within the policy and budget.
-//! Mirrors are sent on the side. A failure the client caused (a malformed or abandoned body,
+//! Mirrors are sent on the side (never for an upgrade request, whose 101 the transport then
+//! relays; its record is written when that relay ends). A failure the client caused (a malformed or abandoned body,
 //! a body too slow to arrive) is answered for the client and never counted against the
 //! upstream. What a request derives from the mesh state (candidate endpoints, workload
 //! labels) is kept until [`UpstreamClient::state_version`] changes.

@@ -370,7 +370,7 @@ impl ConnectHandler for EndpointHandler {
                     Err(_) => return,
                 }
             };
-            let mut stream = Prefixed::new(prefix, tunnel);
+            let stream = Prefixed::new(prefix, tunnel);
             if matches!(detected, Detected::Opaque | Detected::Empty) {
                 echo(stream).await;
                 return;
