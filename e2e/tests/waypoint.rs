@@ -25,6 +25,8 @@ mod stat_prometheus;
 mod tap;
 #[path = "waypoint/top.rs"]
 mod top;
+#[path = "waypoint/websocket.rs"]
+mod websocket;
 
 use e2e::{Options, SETTLE, Sandbox, eventually};
 use meshctl::app::load_report::LoadReport;

@@ -67,6 +67,16 @@ impl Target {
         })
     }
 
+    /// `host[:port]` as written in the URL.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// Path and query, `/` when the URL has none.
+    pub fn path_and_query(&self) -> &str {
+        &self.path_and_query
+    }
+
     /// `host:port` for connecting, with brackets around IPv6 literals.
     pub fn connect_addr(&self) -> String {
         if self.host.contains(':') {

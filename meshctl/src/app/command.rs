@@ -1,7 +1,7 @@
 //! `meshctl app <COMMAND>`: which app to run.
 
 use super::error::AppError;
-use super::{curl, http_echo, load, tcp_echo};
+use super::{curl, http_echo, load, tcp_echo, ws_client};
 
 /// The test apps, as `meshctl app <COMMAND>`.
 #[derive(clap::Subcommand, Debug)]
@@ -14,6 +14,8 @@ pub enum AppCommand {
     Load(load::LoadArgs),
     /// One HTTP request, body to stdout (for pods without curl).
     Curl(curl::CurlArgs),
+    /// WebSocket client: N messages echoed both ways, then a close; a JSON report.
+    Ws(ws_client::WsArgs),
 }
 
 /// Runs one app to completion (servers: until SIGTERM or Ctrl-C).
@@ -23,6 +25,7 @@ pub async fn run(cmd: AppCommand) -> Result<(), AppError> {
         AppCommand::TcpEcho(args) => tcp_echo::run(args).await,
         AppCommand::Load(args) => load::run(args).await,
         AppCommand::Curl(args) => curl::run(args).await,
+        AppCommand::Ws(args) => ws_client::run(args).await,
     }
 }
 
@@ -106,6 +109,29 @@ mod tests {
         assert_eq!(a.url, "http://svc:8080/");
         assert_eq!(a.headers.len(), 2);
         assert!(a.include && a.timeout_ms == 5000 && !a.fail);
+    }
+
+    #[test]
+    fn the_websocket_client_parses() {
+        let cmd = parse(&[
+            "ws",
+            "ws://orders:8080/chat",
+            "-n",
+            "1000",
+            "-H",
+            "x-chat-version: v2",
+            "--http2",
+            "--expect-server-close",
+        ]);
+        let Ok(AppCommand::Ws(a)) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(
+            (a.url.as_str(), a.messages, a.size),
+            ("ws://orders:8080/chat", 1000, 64)
+        );
+        assert!(a.http2 && a.expect_server_close && a.headers.len() == 1);
+        assert!(parse(&["ws"]).is_err(), "URL is required");
     }
 
     #[test]

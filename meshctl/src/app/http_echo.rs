@@ -1,5 +1,6 @@
 //! `meshctl app http-echo`: an HTTP/1.1 + h2c echo server that tells who
-//! answered and what it received, with knobs for failures and latency.
+//! answered and what it received, with knobs for failures and latency; a WebSocket
+//! upgrade on any path is a WebSocket echo (see [`super::ws_echo`]).
 
 use std::convert::Infallible;
 use std::hash::{BuildHasher, RandomState};
@@ -26,6 +27,7 @@ use super::echo_reply::{EchoReply, EchoStats, Overrides, PROPAGATED_HEADERS, emb
 use super::error::AppError;
 use super::identity::Identity;
 use super::listen::{MAX_CONNECTIONS, accept_bounded, bind};
+use super::ws_echo;
 use controller::shutdown::signal as shutdown_signal;
 
 /// Path of the request counter; not counted itself.
@@ -146,7 +148,7 @@ pub async fn serve(
         let state = state.clone();
         let service = service_fn(move |req| handle(state.clone(), peer, req));
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -201,6 +203,17 @@ async fn handle(
         return Ok(json_response(&state, StatusCode::OK, &stats));
     }
     state.requests.fetch_add(1, Ordering::Relaxed);
+    if ws_echo::is_websocket(&request) {
+        return Ok(match ws_echo::accept(request) {
+            Ok(switching) => {
+                let mut response = switching.map(|()| Full::new(Bytes::new()));
+                let headers = response.headers_mut();
+                headers.insert(POD_HEADER, state.pod_header.clone());
+                response
+            }
+            Err(status) => text_response(&state, status, "no Sec-WebSocket-Key".into()),
+        });
+    }
     Ok(echo(&state, peer, request).await)
 }
 

@@ -1,6 +1,7 @@
 //! Built-in test apps, run as container commands inside sandbox pods
 //! (`meshctl app http-echo --port 8080`): an HTTP echo server, a TCP echo
-//! server, an HTTP load generator and a minimal curl.
+//! server, an HTTP load generator, a minimal curl, and a WebSocket client for the
+//! echo server's WebSocket side.
 
 pub mod client;
 mod command;
@@ -13,6 +14,9 @@ mod listen;
 pub mod load;
 pub mod load_report;
 pub mod tcp_echo;
+pub mod websocket;
+pub mod ws_client;
+pub mod ws_echo;
 
 pub use command::{AppCommand, run};
 pub use error::AppError;

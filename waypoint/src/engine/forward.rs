@@ -21,6 +21,7 @@ use super::pool::{Admission, PoolState, RetryToken};
 use super::reply::RequestError;
 use super::retry::{Budget, Outcome};
 use super::runtime::UpstreamState;
+use super::upgrade::upgrade_protocol;
 use super::upstream::{UpstreamError, UpstreamHints};
 use super::{endpoints, select};
 
@@ -141,7 +142,14 @@ pub(crate) async fn run(
     let dest = &chosen.dest;
     ctx.service(&dest.labels);
 
-    let mirrors: Vec<_> = spec.mirrors.iter().filter(|m| roll(m.percentage)).collect();
+    // A copy of an upgrade would open a second upgraded connection nobody reads: upgrades
+    // are not mirrored.
+    let upgrade = upgrade_protocol(&parts.headers).is_some();
+    let mirrors: Vec<_> = spec
+        .mirrors
+        .iter()
+        .filter(|m| !upgrade && roll(m.percentage))
+        .collect();
     let mut source = if request_body.is_end_stream() {
         Source::Empty
     } else if spec.retry.is_some() || !mirrors.is_empty() {

@@ -29,6 +29,7 @@ use super::telemetry::labels::grpc_status;
 use super::telemetry::{
     Authority, CountingBody, Finish, ObservedBody, RequestLabels, RequestMetrics, RequestRecord,
 };
+use super::upgrade::UpgradedBytes;
 use super::upstream::UpstreamClient;
 
 /// Whether the request is gRPC (by content type, as Envoy decides).
@@ -102,6 +103,7 @@ async fn run(
     let result = process(handling, parts, body, grpc, &mut unanswered.ctx).await;
     let mut ctx = unanswered.answered();
     let mut response = respond(result, grpc, &mut ctx);
+    let upgraded_response_bytes = upgraded(&mut response, &request_bytes);
     let finish = Finish {
         metrics: engine.runtime.metrics.clone(),
         record: ctx.record,
@@ -109,10 +111,29 @@ async fn run(
         request_bytes,
         guards: ctx.guards,
         downstream: ctx.downstream,
+        upgraded_response_bytes,
     };
     let inner = std::mem::replace(response.body_mut(), body::empty());
     *response.body_mut() = ObservedBody::new(inner, finish).boxed();
     response
+}
+
+/// For a 101 (the upstream switched protocols): the counter of the bytes the transport will
+/// relay back, and the handle it reports them with, in the response's extensions.
+fn upgraded(
+    response: &mut Response<Body>,
+    request_bytes: &Arc<AtomicU64>,
+) -> Option<Arc<AtomicU64>> {
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        return None;
+    }
+    let bytes = UpgradedBytes {
+        request: request_bytes.clone(),
+        response: Arc::default(),
+    };
+    let counter = bytes.response.clone();
+    response.extensions_mut().insert(bytes);
+    Some(counter)
 }
 
 /// The record of a request as it arrives: who sent it (labels built once per workload), what

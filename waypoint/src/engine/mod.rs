@@ -10,7 +10,8 @@
 //! weighted choice of destination, then attempts: endpoint choice (subset, outlier
 //! ejection, load balancer), workload-scoped authorization, connection-pool admission, the
 //! exchange with per-try and route timeouts, and retries within the policy and budget.
-//! Mirrors are sent on the side. A failure the client caused (a malformed or abandoned body,
+//! Mirrors are sent on the side (never for an upgrade request, whose 101 the transport then
+//! relays; its record is written when that relay ends). A failure the client caused (a malformed or abandoned body,
 //! a body too slow to arrive) is answered for the client and never counted against the
 //! upstream. What a request derives from the mesh state (candidate endpoints, workload
 //! labels) is kept until [`UpstreamClient::state_version`] changes.
@@ -20,7 +21,8 @@
 //!
 //! 1. What every stage shares: `body` (the body type, replayable bodies), `compile`
 //!    ([`ConfigError`], protobuf conversions), `origin` ([`Caller`], [`Target`]),
-//!    `upstream` (the [`UpstreamClient`] boundary and the types crossing it).
+//!    `upstream` (the [`UpstreamClient`] boundary and the types crossing it), `upgrade`
+//!    (what makes a request an upgrade; the bytes relayed after a 101).
 //! 2. One concern each: `matching`, `downstream` (the client's side of a body),
 //!    `telemetry` (its `record`, `labels` and `access` log below it), `headers`,
 //!    `authz`, `fault`, `pool`, `ratelimit`, `retry`, `outlier`, `balance`.
@@ -61,6 +63,7 @@ mod retry;
 mod runtime;
 mod select;
 mod telemetry;
+mod upgrade;
 mod upstream;
 
 #[cfg(test)]
@@ -73,6 +76,7 @@ pub use compiled::Engine;
 pub use headers::identify_request;
 pub use origin::{Caller, Target};
 pub use runtime::Runtime;
+pub use upgrade::{UpgradedBytes, upgrade_protocol};
 pub use upstream::{
     EndpointInfo, SendFuture, UpstreamClient, UpstreamError, UpstreamHints, WorkloadMeta,
 };

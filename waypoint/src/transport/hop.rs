@@ -7,6 +7,8 @@ use http::header::{CONNECTION, HOST, HeaderName, TE, TRANSFER_ENCODING, UPGRADE}
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Uri, Version};
 
+use crate::engine::upgrade_protocol;
+
 /// Headers that describe one connection, never the message, besides `Connection`,
 /// `Transfer-Encoding`, `Upgrade` and `TE` (the set Envoy removes).
 const HOP_BY_HOP: [HeaderName; 2] = [
@@ -56,10 +58,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Prepares `request` for an upstream speaking `version`: hop-by-hop headers removed, the
-/// target in the form that protocol uses, and the version set.
+/// [`strip_hop_by_hop`], except that an upgrade (`Connection: upgrade` with `Upgrade`) stays:
+/// for an upgrade request sent on, and a 101 answering it. Whatever else `Connection` named
+/// goes.
+pub fn strip_keeping_upgrade(headers: &mut HeaderMap) {
+    let protocol = upgrade_protocol(headers).and_then(|p| HeaderValue::from_str(p).ok());
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = protocol {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol);
+    }
+}
+
+/// Prepares `request` for an upstream speaking `version`: hop-by-hop headers removed (an
+/// upgrade kept over HTTP/1.1), the target in the form that protocol uses, and the version set.
 pub fn for_upstream<B>(request: &mut Request<B>, version: Version) {
-    strip_hop_by_hop(request.headers_mut());
+    if version == Version::HTTP_11 {
+        strip_keeping_upgrade(request.headers_mut());
+    } else {
+        strip_hop_by_hop(request.headers_mut());
+    }
     let authority = request
         .uri()
         .authority()
@@ -186,6 +204,29 @@ mod tests {
         let per = started.elapsed().as_nanos() as f64 / f64::from(n);
         assert_eq!(typical.len(), 6);
         eprintln!("strip_hop_by_hop: {per:.1} ns per call");
+    }
+
+    #[test]
+    fn upgrades_survive_the_hop_only_over_http1() {
+        let upgrade = || {
+            Request::get("/chat")
+                .header(HOST, "chat.shop")
+                .header(CONNECTION, "keep-alive, Upgrade, x-hop")
+                .header(UPGRADE, "websocket")
+                .header("x-hop", "1")
+                .body(())
+                .unwrap()
+        };
+        let mut request = upgrade();
+        for_upstream(&mut request, Version::HTTP_11);
+        let headers = request.headers();
+        assert_eq!(headers[CONNECTION], "upgrade");
+        assert_eq!(headers[UPGRADE], "websocket");
+        assert!(!headers.contains_key("x-hop"));
+        let mut request = upgrade();
+        for_upstream(&mut request, Version::HTTP_2);
+        assert!(!request.headers().contains_key(UPGRADE));
+        assert!(!request.headers().contains_key(CONNECTION));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use api::waypoint::Protocol;
 use hbone::{ConnectHandler, IncomingConnect, Limit, LimitCounters, ServerLimits};
-use http::{Request, Response, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -26,6 +26,7 @@ use super::hop::strip_hop_by_hop;
 use super::outbound::HboneUpstream;
 use super::passthrough::Passthrough;
 use super::serving::{self, Activity, HTTP_LISTENER, Serving};
+use super::upgrade;
 use crate::engine::{Body, BoxError, Caller, Target, UpstreamClient};
 
 /// Tunables of the inbound side.
@@ -126,7 +127,9 @@ fn http_builder(settings: &InboundSettings) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(limits.max_local_error_reset_streams);
+        .max_local_error_reset_streams(limits.max_local_error_reset_streams)
+        // RFC 8441: WebSocket (and other upgrades) over HTTP/2 streams.
+        .enable_connect_protocol();
     builder
 }
 
@@ -220,9 +223,9 @@ async fn serve_http<S>(
     let service = service(
         inner.config.clone(),
         upstream,
-        caller,
-        target,
+        (caller, target),
         activity.clone(),
+        inner.settings.limits.idle_timeout,
     );
     let serving = Serving {
         builder: &inner.http,
@@ -251,11 +254,11 @@ pub async fn serve_http_stream<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (caller, target) = origin;
     // The sender stays alive for the whole connection: a closed channel would drain.
     let (_never, drain) = watch::channel(false);
     let activity = Activity::default();
-    let service = service(config, upstream, caller, target, activity.clone());
+    let idle_timeout = settings.limits.idle_timeout;
+    let service = service(config, upstream, origin, activity.clone(), idle_timeout);
     let serving = Serving {
         builder: &http_builder(settings),
         limits: &settings.limits,
@@ -267,20 +270,22 @@ pub async fn serve_http_stream<S>(
 }
 
 /// The hyper service of one connection: each request goes to the engine in force when it
-/// arrives, and its answer goes back in the protocol of the request.
+/// arrives, and its answer goes back in the protocol of the request. An upgrade the upstream
+/// accepts is relayed (see [`upgrade`]) until both sides close or nothing moves for
+/// `idle_timeout`.
 fn service(
     config: Arc<ConfigStore>,
     upstream: Arc<dyn UpstreamClient>,
-    caller: Caller,
-    target: Target,
+    (caller, target): (Caller, Target),
     activity: Activity,
+    idle_timeout: Duration,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
     Error = Infallible,
     Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
 > + Clone {
-    hyper::service::service_fn(move |request: Request<Incoming>| {
+    hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let config = config.clone();
         let upstream = upstream.clone();
         let caller = caller.clone();
@@ -293,10 +298,18 @@ fn service(
             } else {
                 Version::HTTP_11
             };
+            let client_upgrade = upgrade::accept(&mut request);
             let request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed());
             let mut response = engine.handle(upstream, caller, target, request).await;
-            strip_hop_by_hop(response.headers_mut());
             *response.version_mut() = version;
+            if let Some(client_upgrade) = client_upgrade
+                && response.status() == StatusCode::SWITCHING_PROTOCOLS
+            {
+                // The relay holds the request as active until it ends.
+                client_upgrade.answer(&mut response, idle_timeout, active);
+                return Ok(response);
+            }
+            strip_hop_by_hop(response.headers_mut());
             Ok(response.map(|body| Activity::track(active, body)))
         }
     })

@@ -18,12 +18,14 @@
 //! - [`outbound`]: [`engine::UpstreamClient`](crate::engine::UpstreamClient) over HBONE,
 //!   with [`http_pool`] keeping HTTP connections to endpoints over the byte streams of
 //!   [`io`];
+//! - [`upgrade`]: HTTP/1.1 upgrades and HTTP/2 extended CONNECT, relayed as bytes after a
+//!   101 (`Upgrade: h2c` refused by serving the request as plain HTTP/1.1);
 //! - [`hop`]: what changes at each hop regardless of config (hop-by-hop headers, URI form);
 //! - [`server`]: the HBONE listener with the waypoint's certificate, rotated live, and the
 //!   same limits.
 //!
 //! Layers, each importing only from those before it (and from the engine, never the other way
-//! round): `io`, `hop`, `detect`, `config_store`, `serving`; then `http_pool`; `outbound`;
+//! round): `io`, `hop`, `detect`, `config_store`, `serving`; then `http_pool`, `upgrade`; `outbound`;
 //! `passthrough`; `inbound`; `server`. This file only declares and re-exports.
 
 pub mod config_store;
@@ -36,6 +38,7 @@ pub mod outbound;
 pub mod passthrough;
 pub mod server;
 pub mod serving;
+pub mod upgrade;
 
 pub use config_store::ConfigStore;
 pub use inbound::{Inbound, InboundSettings};

@@ -15,9 +15,10 @@ use proxy_core::state::{ProxyState, TunnelProtocol, Workload};
 use super::hop;
 use super::http_pool::{HttpPool, PoolKey, PoolSettings};
 use super::io::BoxedIo;
+use super::upgrade;
 use crate::engine::{
     Body, Caller, EndpointInfo, SendFuture, UpstreamClient, UpstreamError, UpstreamHints,
-    WorkloadMeta,
+    WorkloadMeta, upgrade_protocol,
 };
 
 /// W3C trace context, carried on the `CONNECT` of a new tunnel.
@@ -157,7 +158,9 @@ impl HboneUpstream {
         caller: IpAddr,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let http2 = request.version() == Version::HTTP_2 || is_grpc(&request);
+        // An upgrade goes as HTTP/1.1 on a connection of its own.
+        let upgrade = upgrade_protocol(request.headers()).is_some();
+        let http2 = !upgrade && (request.version() == Version::HTTP_2 || is_grpc(&request));
         let version = if http2 {
             Version::HTTP_2
         } else {
@@ -190,6 +193,10 @@ impl HboneUpstream {
                 None => opening.await,
             }
         };
+        if upgrade {
+            let max_header_bytes = self.inner.settings.pool.max_header_bytes;
+            return upgrade::send(open().await?, request, max_header_bytes).await;
+        }
         let mut response = self.inner.http.send(key, request, open).await?;
         hop::strip_hop_by_hop(response.headers_mut());
         Ok(response)

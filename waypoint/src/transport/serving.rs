@@ -157,7 +157,9 @@ where
         + 'static,
     F: Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static,
 {
-    let connection = serving.builder.serve_connection(TokioIo::new(io), service);
+    let connection = serving
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     let mut drain = serving.drain.clone();
     let mut draining = false;

@@ -371,15 +371,9 @@ impl ConnectHandler for EndpointHandler {
                     Err(_) => return,
                 }
             };
-            let mut stream = Prefixed::new(prefix, tunnel);
+            let stream = Prefixed::new(prefix, tunnel);
             if matches!(detected, Detected::Opaque | Detected::Empty) {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = stream.shutdown().await;
+                echo(stream).await;
                 return;
             }
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -387,20 +381,32 @@ impl ConnectHandler for EndpointHandler {
                 async move { Ok::<_, Infallible>(answer(&log, request).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         }
     }
 }
 
-/// `orders-v1 METHOD path version`, after `/slow` waits to be released.
-async fn answer(log: &EndpointLog, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let line = format!(
+/// `orders-v1 METHOD path version`, after `/slow` waits to be released; with
+/// ` upgrade=PROTOCOL` (and ` key` with a WebSocket key) when the request asks for an upgrade,
+/// which `/upgrade` accepts (101, then an echo of the upgraded stream).
+async fn answer(log: &EndpointLog, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let mut line = format!(
         "{} {} {:?}",
         request.method(),
         request.uri().path(),
         request.version()
     );
+    let upgrade = request.headers().get(http::header::UPGRADE).cloned();
+    if let Some(protocol) = &upgrade {
+        line.push_str(&format!(" upgrade={}", protocol.to_str().unwrap_or("?")));
+        if request
+            .headers()
+            .contains_key(http::header::SEC_WEBSOCKET_KEY)
+        {
+            line.push_str(" key");
+        }
+    }
     // The log notes requests that came through the engine (it adds a request id).
     let marked = if request.headers().contains_key("x-request-id") {
         format!("{line} x-request-id")
@@ -411,7 +417,34 @@ async fn answer(log: &EndpointLog, request: Request<Incoming>) -> Response<Full<
     if request.uri().path() == "/slow" {
         log.release.notified().await;
     }
+    if let Some(protocol) = upgrade
+        && request.uri().path() == "/upgrade"
+    {
+        let upgrading = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrading.await {
+                echo(TokioIo::new(upgraded)).await;
+            }
+        });
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(http::header::CONNECTION, "upgrade".parse().unwrap());
+        headers.insert(http::header::UPGRADE, protocol);
+        return response;
+    }
     Response::new(Full::new(Bytes::from(format!("orders-v1 {line}"))))
+}
+
+/// Writes back what it reads until the end of the stream, then shuts its side down.
+async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
 }
 
 /// Opens a tunnel through the waypoint at `waypoint` to `target`, as `client` (sleep's

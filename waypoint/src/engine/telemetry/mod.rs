@@ -212,6 +212,8 @@ pub(crate) struct Finish {
     /// The client's side: a response that breaks because the request body did is flagged
     /// for the client, not the upstream.
     pub downstream: Watch,
+    /// Bytes relayed to the client after a 101, counted as response body.
+    pub upgraded_response_bytes: Option<Arc<AtomicU64>>,
 }
 
 /// A response body that records the request when it ends or is dropped.
@@ -245,7 +247,10 @@ impl ObservedBody {
             }
         }
         f.record.duration = f.started.elapsed();
-        f.record.response_bytes = self.bytes;
+        f.record.response_bytes = self.bytes
+            + f.upgraded_response_bytes
+                .as_ref()
+                .map_or(0, |b| b.load(Ordering::Relaxed));
         f.record.request_bytes = f.request_bytes.load(Ordering::Relaxed);
         f.metrics.finished(&f.record);
         drop(f.guards);
@@ -343,6 +348,7 @@ mod tests {
             request_bytes: Arc::new(AtomicU64::new(3)),
             guards: Vec::new(),
             downstream: Watch::default(),
+            upgraded_response_bytes: None,
         }
     }
 

@@ -11,3 +11,4 @@ mod policy;
 mod resilience;
 mod route_metrics;
 mod routing;
+mod upgrades;
