@@ -9,10 +9,13 @@ use serde_json::Value;
 use super::table::table;
 
 /// The xDS types shown, with their column names.
-pub const TYPES: [(&str, &str); 3] = [
+/// The trust bundle's column says whether a proxy has loaded the roots served (what a root
+/// rotation waits for).
+pub const TYPES: [(&str, &str); 4] = [
     (api::ADDRESS_TYPE_URL, "ADDRESSES"),
     (api::AUTHORIZATION_TYPE_URL, "AUTHORIZATION"),
     (api::WAYPOINT_TYPE_URL, "WAYPOINT"),
+    (api::TRUST_BUNDLE_TYPE_URL, "TRUST_BUNDLE"),
 ];
 
 /// Which proxy: how the controller will name it.
@@ -152,12 +155,17 @@ mod tests {
     #[test]
     fn each_proxy_reads_connected_synced_stale_or_nacked() {
         let syncz = serde_json::json!({
-            "versions": {(api::ADDRESS_TYPE_URL): "v2", (api::AUTHORIZATION_TYPE_URL): "a1"},
+            "versions": {
+                (api::ADDRESS_TYPE_URL): "v2",
+                (api::AUTHORIZATION_TYPE_URL): "a1",
+                (api::TRUST_BUNDLE_TYPE_URL): "b2"
+            },
             "clients": [{
                 "node": "ztunnel~127.0.0.1~ztunnel-node1.istio-system~istio-system.svc.cluster.local",
                 "types": {
                     (api::ADDRESS_TYPE_URL): {"sent": "v2", "acked": "v2", "nacked": null},
-                    (api::AUTHORIZATION_TYPE_URL): {"sent": "a1", "acked": "a0", "nacked": null}
+                    (api::AUTHORIZATION_TYPE_URL): {"sent": "a1", "acked": "a0", "nacked": null},
+                    (api::TRUST_BUNDLE_TYPE_URL): {"sent": "b2", "acked": "b2", "nacked": null}
                 }
             }, {
                 "node": "node-agent~0.0.0.0~ztunnel-node2.istio-system~istio-system.svc.cluster.local",
@@ -189,15 +197,15 @@ mod tests {
             {"certificate": null}
         ]});
         let found = statuses(&expected, &syncz, &[Some(dump), None, None]);
-        assert_eq!(found[0].types, ["SYNCED", "STALE", "-"]);
+        assert_eq!(found[0].types, ["SYNCED", "STALE", "-", "SYNCED"]);
         assert_eq!(
             found[0].cert_expires.as_deref(),
             Some("2026-12-07T00:00:00Z")
         );
         assert!(!found[0].failing());
         assert!(!found[1].connected && found[1].failing());
-        assert_eq!(found[1].types, ["-", "-", "-"]);
-        assert_eq!(found[2].types, ["-", "-", "NACK: bad route"]);
+        assert_eq!(found[1].types, ["-", "-", "-", "-"]);
+        assert_eq!(found[2].types, ["-", "-", "NACK: bad route", "-"]);
         assert!(found[2].failing());
     }
 }
