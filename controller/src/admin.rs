@@ -148,11 +148,11 @@ pub fn route(
     remote: std::net::SocketAddr,
     state: &AdminState,
 ) -> Response<Full<Bytes>> {
-    let rotate = req.uri().path() == ROTATE_ROOT;
-    if req.method() != Method::GET && !(rotate && req.method() == Method::POST) {
+    let post = [ROTATE_ROOT, REPLACE].contains(&req.uri().path());
+    if req.method() != Method::GET && !(post && req.method() == Method::POST) {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only GET (POST for rotate-root)\n".into(),
+            "only GET (POST for rotate-root and replace)\n".into(),
         );
     }
     let local = remote.ip().to_canonical().is_loopback();
@@ -203,7 +203,9 @@ pub fn route(
             Some(rotation) => json_response(StatusCode::OK, &json!(rotation.status())),
             None => text(StatusCode::NOT_FOUND, "no CA\n".into()),
         },
-        ROTATE_ROOT if req.method() == Method::POST => rotate_root(req.uri().query(), state),
+        ROTATE_ROOT | REPLACE if req.method() == Method::POST => {
+            rotate(req.uri().path(), req.uri().query(), state)
+        }
         "/debug/config_dump" => {
             let Some(snapshot) = state.snapshots.borrow().clone() else {
                 return text(
@@ -219,9 +221,13 @@ pub fn route(
 
 /// Starts a root rotation: `?new_root_ttl=SECONDS&reissue_within=SECONDS`.
 const ROTATE_ROOT: &str = "/debug/ca/rotate-root";
+/// Starts replacing the CA's material with a folder's: `?from=NAME&reissue_within=SECONDS`.
+const REPLACE: &str = "/debug/ca/replace";
 
-/// Answers `POST /debug/ca/rotate-root`: the status after phase 1, or why it cannot start.
-fn rotate_root(query: Option<&str>, state: &AdminState) -> Response<Full<Bytes>> {
+/// Answers `POST /debug/ca/rotate-root` and `/debug/ca/replace`: the status after phase 1,
+/// or why it cannot start (400 for bad parameters or refused material, 409 while another
+/// runs, 412 for a CA without a folder).
+fn rotate(path: &str, query: Option<&str>, state: &AdminState) -> Response<Full<Bytes>> {
     let Some(rotation) = &state.rotation else {
         return text(StatusCode::NOT_FOUND, "no CA\n".into());
     };
@@ -229,24 +235,45 @@ fn rotate_root(query: Option<&str>, state: &AdminState) -> Response<Full<Bytes>>
         Ok(options) => options,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    match rotation.start(options) {
+    let started = match (path, &options.from) {
+        (REPLACE, Some(from)) => rotation.replace(from, options.rotate.reissue_within),
+        (REPLACE, None) => return text(StatusCode::BAD_REQUEST, "from: required\n".into()),
+        _ => rotation.start(options.rotate),
+    };
+    match started {
         Ok(status) => json_response(StatusCode::OK, &json!(status)),
         Err(e @ RotationError::InProgress(_)) => text(StatusCode::CONFLICT, format!("{e}\n")),
         Err(e @ RotationError::NotRotatable(_)) => {
             text(StatusCode::PRECONDITION_FAILED, format!("{e}\n"))
         }
+        Err(e @ (RotationError::Folder(_) | RotationError::Ca(_))) => {
+            text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
 
+/// What a rotation request asks for.
+#[derive(Debug)]
+struct RotateQuery {
+    rotate: RotateOptions,
+    /// The folder of replacement material (`replace`).
+    from: Option<String>,
+}
+
 /// The rotation's options from a query string; unknown parameters are refused by name.
-fn rotate_options(query: &str) -> Result<RotateOptions, String> {
+fn rotate_options(query: &str) -> Result<RotateQuery, String> {
     let mut options = RotateOptions {
         new_root_ttl: crate::ca::store::ROOT_TTL,
         reissue_within: Duration::from_secs(60),
     };
+    let mut from = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name == "from" {
+            from = Some(value.to_owned());
+            continue;
+        }
         let seconds = value
             .parse::<f64>()
             .ok()
@@ -261,12 +288,15 @@ fn rotate_options(query: &str) -> Result<RotateOptions, String> {
             "reissue_within" => options.reissue_within = seconds,
             other => {
                 return Err(format!(
-                    "unknown parameter {other:?} (new_root_ttl, reissue_within)"
+                    "unknown parameter {other:?} (new_root_ttl, reissue_within, from)"
                 ));
             }
         }
     }
-    Ok(options)
+    Ok(RotateQuery {
+        rotate: options,
+        from,
+    })
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
@@ -406,12 +436,12 @@ mod tests {
     #[test]
     fn rotate_options_are_seconds_and_unknown_ones_are_refused() {
         let options = rotate_options("new_root_ttl=7200&reissue_within=0.5").unwrap();
-        assert_eq!(options.new_root_ttl, Duration::from_secs(7200));
-        assert_eq!(options.reissue_within, Duration::from_millis(500));
-        assert_eq!(
-            rotate_options("").unwrap().new_root_ttl,
-            crate::ca::store::ROOT_TTL
-        );
+        assert_eq!(options.rotate.new_root_ttl, Duration::from_secs(7200));
+        assert_eq!(options.rotate.reissue_within, Duration::from_millis(500));
+        assert_eq!(options.from, None);
+        let defaults = rotate_options("from=incoming").unwrap();
+        assert_eq!(defaults.rotate.new_root_ttl, crate::ca::store::ROOT_TTL);
+        assert_eq!(defaults.from.as_deref(), Some("incoming"));
         assert!(
             rotate_options("new_root_ttl=60")
                 .unwrap_err()

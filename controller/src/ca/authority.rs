@@ -29,7 +29,8 @@ pub struct CertificateAuthority {
     authority: RwLock<Authority>,
     trust_domain: String,
     dir: Option<PathBuf>,
-    origin: Origin,
+    /// Changes when a rotation installs material of the other layout.
+    origin: RwLock<Origin>,
     /// The longest lifetime signed since start, seconds (how long an old root's leaves live).
     longest_leaf: AtomicU64,
 }
@@ -53,7 +54,7 @@ impl CertificateAuthority {
             authority: RwLock::new(authority),
             trust_domain: trust_domain.to_owned(),
             dir: dir.map(Path::to_path_buf),
-            origin,
+            origin: RwLock::new(origin),
             longest_leaf: AtomicU64::new(0),
         })
     }
@@ -67,7 +68,7 @@ impl CertificateAuthority {
             authority: RwLock::new(authority),
             trust_domain: trust_domain.to_owned(),
             dir: None,
-            origin,
+            origin: RwLock::new(origin),
             longest_leaf: AtomicU64::new(0),
         }
     }
@@ -84,7 +85,25 @@ impl CertificateAuthority {
 
     /// How the signing material was obtained.
     pub fn origin(&self) -> Origin {
-        self.origin
+        *self.origin.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads the CA folder's material again (after a rotation step rewrote it); on an error
+    /// the material in use stays.
+    pub fn reload(&self) -> Result<(), CaError> {
+        let dir = self.dir.as_deref().ok_or(CaError::NoFolder)?;
+        let (authority, origin) = store::load_existing(dir)?;
+        *self.authority.write().map_err(|_| CaError::Poisoned)? = authority;
+        *self.origin.write().unwrap_or_else(|e| e.into_inner()) = origin;
+        Ok(())
+    }
+
+    /// The certificate that signs leaves (a plugged-in intermediate, else the first root),
+    /// DER: what a proxy compares its certificates' issuer with.
+    pub fn signer_der(&self) -> Result<Vec<u8>, CaError> {
+        let authority = self.read()?;
+        let signer = authority.chain().first().or(authority.roots().first());
+        Ok(signer.map(|c| c.to_vec()).unwrap_or_default())
     }
 
     /// The trust domain certificates are issued in.
@@ -155,7 +174,7 @@ impl CertificateAuthority {
             next.add_trusted_root(root.clone());
         }
         *authority = next;
-        if let (Some(dir), Origin::Generated | Origin::Reloaded) = (&self.dir, self.origin) {
+        if let (Some(dir), Origin::Generated | Origin::Reloaded) = (&self.dir, self.origin()) {
             store::write_key(dir, authority.key_pem())?;
         }
         self.persist_roots(&authority)
@@ -173,7 +192,7 @@ impl CertificateAuthority {
     }
 
     fn persist_roots(&self, authority: &Authority) -> Result<(), CaError> {
-        match (&self.dir, self.origin) {
+        match (&self.dir, self.origin()) {
             (Some(dir), Origin::Generated | Origin::Reloaded) => {
                 store::write_roots(dir, &authority.roots_pem())
             }

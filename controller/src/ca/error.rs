@@ -49,6 +49,9 @@ pub enum CaError {
         /// What is wrong.
         reason: String,
     },
+    /// The operation needs the CA kept in a folder (controller --ca-dir), and it is not.
+    #[error("the CA is not kept in a folder (controller --ca-dir)")]
+    NoFolder,
     /// The authority's lock was poisoned by a panic.
     #[error("CA state lock poisoned")]
     Poisoned,

@@ -1,35 +1,40 @@
-//! Where a root rotation stands, persisted in the CA folder before each step takes effect:
-//! `rotation.json` (the phase, both roots' certificates, the deadlines) and
-//! `next-root-key.pem` (the new root's key until it signs). [`repair`] runs before the CA is
-//! loaded and rewrites `root-key.pem` / `root-cert.pem` to what the recorded phase says, so
-//! a controller stopped between two writes resumes where it was.
+//! Where a CA rotation stands, persisted in the CA folder before each step takes effect:
+//! `rotation.json` (the phase, the roots before and after, the deadlines) and `next/`, the
+//! material that will sign, in either layout of the CA folder (a generated root's
+//! `root-key.pem` + `root-cert.pem`, or Istio's plug-in files). [`apply`] writes the live
+//! files a phase calls for; [`repair`] runs it before the CA loads, so a controller stopped
+//! between two writes resumes where it was.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hbone::Authority;
+use hbone::cert::{certificate_to_pem, certificates_from_pem};
 use serde::{Deserialize, Serialize};
 
 use super::error::CaError;
-use super::layout::{ROOT_CERT, ROOT_KEY};
-use super::store::write_atomic;
+use super::layout::{CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, ROOT_KEY};
+use super::store::{self, Origin, write_atomic};
 
 /// The rotation's record.
 pub const STATE: &str = "rotation.json";
-/// The new root's key while the old root still signs.
-pub const NEXT_KEY: &str = "next-root-key.pem";
+/// The folder of the material that signs once phase 3 begins.
+pub const NEXT: &str = "next";
+/// Every file of either layout, copied from `next/` (or removed when `next/` lacks it).
+const LAYOUT: [&str; 5] = [ROOT_KEY, ROOT_CERT, CA_CERT, CA_KEY, CERT_CHAIN];
 
-/// The phases of a root rotation (numbered as the `controller_ca_rotation_phase` gauge).
+/// The phases of a rotation (numbered as the `controller_ca_rotation_phase` gauge).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// 0: no rotation in progress.
     #[default]
     Idle,
-    /// 1–2: the new root is published beside the old one, which still signs; waiting for
+    /// 1–2: the new roots are published beside the old ones, which still sign; waiting for
     /// every proxy to load that bundle.
     Published,
-    /// 3: the new root signs and proxies renew ahead of schedule; waiting until no
-    /// certificate from the old root can still be valid.
+    /// 3: the new material signs and proxies renew; waiting until no certificate from the
+    /// old signer can still be valid.
     Reissuing,
 }
 
@@ -51,15 +56,15 @@ pub struct State {
     pub phase: Phase,
     /// When it began, seconds since the epoch.
     pub since: u64,
-    /// The root being replaced, PEM.
-    pub old_root: String,
-    /// The new root, PEM.
-    pub new_root: String,
-    /// Window in which proxies renew after the new root starts signing, milliseconds.
+    /// The roots published before the rotation, PEM.
+    pub old_roots: String,
+    /// The roots of the new material, PEM (the first signs, for a generated root).
+    pub new_roots: String,
+    /// Window in which proxies renew after the new material starts signing, milliseconds.
     pub reissue_within_ms: u64,
-    /// The longest leaf lifetime the old root may have signed, seconds.
+    /// The longest leaf lifetime the old signer may have signed, seconds.
     pub longest_leaf_secs: u64,
-    /// Phase 3: when the old root is dropped at the earliest, seconds since the epoch.
+    /// Phase 3: when the old roots are dropped at the earliest, seconds since the epoch.
     pub drop_after: u64,
     /// When the last rotation completed, seconds since the epoch (0: never).
     pub completed_at: u64,
@@ -100,44 +105,129 @@ pub fn save(dir: &Path, state: &State) -> Result<(), CaError> {
     write_atomic(&dir.join(STATE), &text, 0o644)
 }
 
-/// The new root's key, kept until it signs.
-pub fn read_next_key(dir: &Path) -> Result<String, CaError> {
-    let path = dir.join(NEXT_KEY);
-    std::fs::read_to_string(&path).map_err(|e| CaError::io(&path, e))
+fn next_dir(dir: &Path) -> PathBuf {
+    dir.join(NEXT)
 }
 
-/// Writes the new root's key, mode 0600.
-pub fn write_next_key(dir: &Path, key_pem: &str) -> Result<(), CaError> {
-    write_atomic(&dir.join(NEXT_KEY), key_pem, 0o600)
+/// Stages a generated root as the next material.
+pub fn stage_generated(dir: &Path, next: &Authority) -> Result<(), CaError> {
+    let staged = fresh_next(dir)?;
+    // The key before the certificate: a stop in between leaves an unusable folder that the
+    // next start of a rotation replaces, never a certificate whose key is lost.
+    write_atomic(&staged.join(ROOT_KEY), next.key_pem(), 0o600)?;
+    write_atomic(&staged.join(ROOT_CERT), &next.root_pem(), 0o644)
 }
 
-/// Brings `root-key.pem` and `root-cert.pem` in line with the recorded phase (idempotent):
-/// phase 1 publishes old then new, phase 3 signs with the new key and publishes new then old;
-/// a completed rotation whose clean-up was cut short publishes the new root alone.
+/// Stages the CA material in `incoming` (either layout) as the next material, once it loads
+/// and validates; refused material names `incoming` and the reason, and stages nothing.
+pub fn stage_from(dir: &Path, incoming: &Path) -> Result<Authority, CaError> {
+    let (authority, _) = store::load_existing(incoming).map_err(|e| in_folder(incoming, e))?;
+    let staged = fresh_next(dir)?;
+    for name in LAYOUT {
+        let from = incoming.join(name);
+        if from.exists() {
+            let text = std::fs::read_to_string(&from).map_err(|e| CaError::io(&from, e))?;
+            let mode = if name.ends_with("key.pem") {
+                0o600
+            } else {
+                0o644
+            };
+            write_atomic(&staged.join(name), &text, mode)?;
+        }
+    }
+    Ok(authority)
+}
+
+/// Material refused in a folder, the folder named (as the plug-in layout's errors are).
+fn in_folder(dir: &Path, error: CaError) -> CaError {
+    match error {
+        CaError::Cert(source) => CaError::PluggedIn {
+            dir: dir.to_path_buf(),
+            source,
+        },
+        other => other,
+    }
+}
+
+/// An empty `next/`.
+fn fresh_next(dir: &Path) -> Result<PathBuf, CaError> {
+    let staged = next_dir(dir);
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged).map_err(|e| CaError::io(&staged, e))?;
+    }
+    std::fs::create_dir_all(&staged).map_err(|e| CaError::io(&staged, e))?;
+    Ok(staged)
+}
+
+/// The staged material, loaded (and validated).
+pub fn load_next(dir: &Path) -> Result<(Authority, Origin), CaError> {
+    store::load_existing(&next_dir(dir))
+}
+
+/// The roots of `authority` as one PEM text.
+pub fn roots_pem(authority: &Authority) -> String {
+    authority.roots_pem().concat()
+}
+
+/// Writes the live files the phase of `state` calls for (idempotent): phase 1 publishes the
+/// old roots then the new ones; phase 3 installs `next/` and publishes the new roots then the
+/// old; a completed rotation publishes the new roots alone and removes `next/`.
+pub fn apply(dir: &Path, state: &State) -> Result<(), CaError> {
+    let staged = next_dir(dir);
+    match state.phase {
+        Phase::Published => write_roots(dir, &[&state.old_roots, &state.new_roots]),
+        Phase::Reissuing => {
+            install(dir, &staged)?;
+            write_roots(dir, &[&state.new_roots, &state.old_roots])
+        }
+        Phase::Idle if staged.exists() && !state.new_roots.is_empty() => {
+            install(dir, &staged)?;
+            write_roots(dir, &[&state.new_roots])?;
+            std::fs::remove_dir_all(&staged).map_err(|e| CaError::io(&staged, e))
+        }
+        Phase::Idle => Ok(()),
+    }
+}
+
+/// Runs [`apply`] for the recorded state; called before the CA loads.
 pub fn repair(dir: &Path) -> Result<State, CaError> {
     let state = load(dir)?;
-    let next_key = dir.join(NEXT_KEY);
-    match state.phase {
-        Phase::Published => {
-            write_atomic(
-                &dir.join(ROOT_CERT),
-                &[state.old_root.as_str(), &state.new_root].concat(),
-                0o644,
-            )?;
-        }
-        Phase::Reissuing => {
-            write_atomic(&dir.join(ROOT_KEY), &read_next_key(dir)?, 0o600)?;
-            write_atomic(
-                &dir.join(ROOT_CERT),
-                &[state.new_root.as_str(), &state.old_root].concat(),
-                0o644,
-            )?;
-        }
-        Phase::Idle if next_key.exists() && !state.new_root.is_empty() => {
-            write_atomic(&dir.join(ROOT_CERT), &state.new_root, 0o644)?;
-            std::fs::remove_file(&next_key).map_err(|e| CaError::io(&next_key, e))?;
-        }
-        Phase::Idle => {}
-    }
+    apply(dir, &state)?;
     Ok(state)
+}
+
+/// Copies every layout file of `staged` over the live one, removing live files it lacks (a
+/// generated root replaced by a plugged-in intermediate loses its `root-key.pem`). The key
+/// files are written before the certificates.
+fn install(dir: &Path, staged: &Path) -> Result<(), CaError> {
+    for name in LAYOUT {
+        let from = staged.join(name);
+        let to = dir.join(name);
+        if from.exists() {
+            let text = std::fs::read_to_string(&from).map_err(|e| CaError::io(&from, e))?;
+            let mode = if name.ends_with("key.pem") {
+                0o600
+            } else {
+                0o644
+            };
+            write_atomic(&to, &text, mode)?;
+        } else if to.exists() {
+            std::fs::remove_file(&to).map_err(|e| CaError::io(&to, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `root-cert.pem` as the given PEM texts' certificates, each once, in order.
+fn write_roots(dir: &Path, groups: &[&str]) -> Result<(), CaError> {
+    let mut seen = Vec::new();
+    for group in groups.iter().filter(|g| !g.trim().is_empty()) {
+        for der in certificates_from_pem(group, "roots")? {
+            if !seen.contains(&der) {
+                seen.push(der);
+            }
+        }
+    }
+    let text: String = seen.iter().map(certificate_to_pem).collect();
+    write_atomic(&dir.join(ROOT_CERT), &text, 0o644)
 }

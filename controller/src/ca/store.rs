@@ -37,18 +37,12 @@ pub enum Origin {
 /// Otherwise `root-cert.pem` + `root-key.pem` are a self-signed root; if neither exists a
 /// new ECDSA P-256 root is generated and written (the key with mode 0600).
 pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<(Authority, Origin), CaError> {
-    if dir.join(CA_CERT).exists() || dir.join(CA_KEY).exists() {
-        return Ok((load_plugged_in(dir)?, Origin::PluggedIn));
-    }
     let cert_path = dir.join(ROOT_CERT);
     let key_path = dir.join(ROOT_KEY);
-    match (cert_path.exists(), key_path.exists()) {
-        (true, true) => {
-            let key = read(&key_path)?;
-            let roots = read(&cert_path)?;
-            Ok((root_from_pem(&key, &roots)?, Origin::Reloaded))
-        }
-        (false, false) => {
+    let plugged_in = dir.join(CA_CERT).exists() || dir.join(CA_KEY).exists();
+    match (plugged_in, cert_path.exists(), key_path.exists()) {
+        (true, _, _) | (false, true, true) => load_existing(dir),
+        (false, false, false) => {
             let authority = Authority::generate_root(trust_domain, ROOT_TTL)?;
             std::fs::create_dir_all(dir).map_err(|e| CaError::io(dir, e))?;
             // Key first: a crash in between leaves a key without a certificate, which the
@@ -59,6 +53,18 @@ pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<(Authority, Orig
         }
         _ => Err(CaError::Incomplete(dir.to_path_buf())),
     }
+}
+
+/// Loads the CA material in `dir` without generating any: the plug-in layout if
+/// `ca-cert.pem` or `ca-key.pem` is there, else a self-signed root (`root-key.pem` signing,
+/// `root-cert.pem` the published roots, the signing one first).
+pub fn load_existing(dir: &Path) -> Result<(Authority, Origin), CaError> {
+    if dir.join(CA_CERT).exists() || dir.join(CA_KEY).exists() {
+        return Ok((load_plugged_in(dir)?, Origin::PluggedIn));
+    }
+    let key = read(&dir.join(ROOT_KEY))?;
+    let roots = read(&dir.join(ROOT_CERT))?;
+    Ok((root_from_pem(&key, &roots)?, Origin::Reloaded))
 }
 
 /// Reads the plug-in layout.

@@ -15,7 +15,7 @@
 
 mod progress;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::ca::rotation::{self, Phase, State, now_secs};
-use crate::ca::{CaError, CertificateAuthority, Origin, store};
+use crate::ca::{CaError, CertificateAuthority, Origin};
 use crate::server::ServingTls;
 use crate::translate::Published;
 use crate::xds::Clients;
@@ -51,10 +51,11 @@ pub struct RotateOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
     /// The CA is not kept in a folder the controller owns.
-    #[error(
-        "root rotation needs a CA folder holding a generated root (controller --ca-dir); this CA is {0}"
-    )]
+    #[error("rotation needs the CA kept in a folder (controller --ca-dir); this CA is {0}")]
     NotRotatable(&'static str),
+    /// The folder of the replacement material is not a plain name beside the CA's files.
+    #[error("{0:?}: name a folder inside the CA folder (no path)")]
+    Folder(String),
     /// Another rotation is under way.
     #[error("a root rotation is already in phase {0:?}; see `meshctl ca status`")]
     InProgress(Phase),
@@ -114,8 +115,8 @@ impl RootRotation {
         serving: ServingTls,
     ) -> Result<(Self, watch::Receiver<Any>), CaError> {
         let dir = match ca.origin() {
-            Origin::Generated | Origin::Reloaded => ca.dir().map(PathBuf::from),
-            Origin::PluggedIn | Origin::Ephemeral => None,
+            Origin::Ephemeral => None,
+            _ => ca.dir().map(PathBuf::from),
         };
         let state = match &dir {
             Some(dir) => rotation::load(dir)?,
@@ -139,42 +140,62 @@ impl RootRotation {
         Ok((rotation, receiver))
     }
 
-    /// Phase 1: generates the new root, records it, and publishes it beside the old one.
+    /// Phase 1 of a root rotation: generates the new root, stages it, and publishes it
+    /// beside the old roots.
     pub fn start(&self, options: RotateOptions) -> Result<Status, RotationError> {
+        self.begin(options.reissue_within, |dir, ca| {
+            let next = Authority::generate_root(ca.trust_domain(), options.new_root_ttl)?;
+            rotation::stage_generated(dir, &next)?;
+            Ok(next)
+        })
+    }
+
+    /// Phase 1 of replacing the CA's material with the CA files in `incoming` (a folder
+    /// beside the CA folder's files, in either layout: a plugged-in intermediate with its
+    /// chain and roots, or a root and its key): refused, with the reason, unless it loads
+    /// and validates; otherwise staged, and its roots published beside the current ones.
+    pub fn replace(
+        &self,
+        incoming: &str,
+        reissue_within: Duration,
+    ) -> Result<Status, RotationError> {
+        if incoming.is_empty() || incoming.contains(['/', '\\']) || incoming.starts_with('.') {
+            return Err(RotationError::Folder(incoming.to_owned()));
+        }
+        self.begin(reissue_within, |dir, _| {
+            rotation::stage_from(dir, &dir.join(incoming))
+        })
+    }
+
+    /// Stages the next material with `stage`, records phase 1 and publishes both roots.
+    fn begin(
+        &self,
+        reissue_within: Duration,
+        stage: impl FnOnce(&Path, &CertificateAuthority) -> Result<Authority, CaError>,
+    ) -> Result<Status, RotationError> {
         let inner = &self.inner;
-        let dir =
-            inner
-                .dir
-                .as_deref()
-                .ok_or(RotationError::NotRotatable(match inner.ca.origin() {
-                    Origin::PluggedIn => "plugged in (replace its files to rotate)",
-                    _ => "kept in memory only",
-                }))?;
+        let dir = inner
+            .dir
+            .as_deref()
+            .ok_or(RotationError::NotRotatable("kept in memory only"))?;
         {
             let mut state = inner.lock();
             if state.phase != Phase::Idle {
                 return Err(RotationError::InProgress(state.phase));
             }
-            let next = Authority::generate_root(inner.ca.trust_domain(), options.new_root_ttl)?;
-            let old_root = inner.ca.roots_pem()?.first().cloned().unwrap_or_default();
-            // The key before the record: a stop in between leaves an unused key, never a
-            // record naming a root whose key is lost.
-            rotation::write_next_key(dir, next.key_pem())?;
+            let next = stage(dir, &inner.ca)?;
             let published = State {
                 phase: Phase::Published,
                 since: now_secs(),
-                old_root,
-                new_root: next.root_pem(),
-                reissue_within_ms: options.reissue_within.as_millis() as u64,
+                old_roots: inner.ca.roots_pem()?.concat(),
+                new_roots: rotation::roots_pem(&next),
+                reissue_within_ms: reissue_within.as_millis() as u64,
                 longest_leaf_secs: inner.ca.longest_leaf().as_secs(),
                 drop_after: 0,
                 completed_at: state.completed_at,
             };
-            rotation::save(dir, &published)?;
-            inner.ca.add_trusted_root(&published.new_root)?;
-            *state = published;
-            inner.publish(&state)?;
-            tracing::info!("root rotation: new root published beside the old one (phase 1)");
+            inner.enter(dir, &mut state, published)?;
+            tracing::info!("CA rotation: new roots published beside the old ones (phase 1)");
         }
         Ok(self.status())
     }
@@ -263,7 +284,8 @@ impl Inner {
         match state.phase {
             Phase::Idle => {}
             Phase::Published if self.bundle_delivered() => {
-                let next = store::root_from_pem(&rotation::read_next_key(dir)?, &state.new_root)?;
+                // The staged material must still load before anything changes.
+                rotation::load_next(dir)?;
                 let now = now_secs();
                 let longest = state
                     .longest_leaf_secs
@@ -276,14 +298,11 @@ impl Inner {
                     drop_after: now + longest.max(window) + 1,
                     ..state.clone()
                 };
-                rotation::save(dir, &reissuing)?;
-                self.ca.rotate(next)?;
+                self.enter(dir, state, reissuing)?;
                 if let Err(e) = self.serving.renew() {
-                    tracing::error!(error = %e, "renewing the serving certificate under the new root");
+                    tracing::error!(error = %e, "renewing the serving certificate under the new signer");
                 }
-                *state = reissuing;
-                self.publish(state)?;
-                tracing::info!("root rotation: the new root signs; proxies renew (phase 3)");
+                tracing::info!("CA rotation: the new material signs; proxies renew (phase 3)");
             }
             Phase::Reissuing if now_secs() >= state.drop_after && self.bundle_delivered() => {
                 let now = now_secs();
@@ -293,18 +312,23 @@ impl Inner {
                     completed_at: now,
                     ..state.clone()
                 };
-                rotation::save(dir, &done)?;
-                self.ca.remove_trusted_root(&state.old_root)?;
-                // What `rotation::repair` would finish after a stop here.
-                let _ = std::fs::remove_file(dir.join(rotation::NEXT_KEY));
-                *state = done;
-                self.publish(state)?;
+                self.enter(dir, state, done)?;
                 crate::metrics::global().ca.rotation_completed();
-                tracing::info!("root rotation complete: the old root is no longer trusted");
+                tracing::info!("CA rotation complete: the old roots are no longer trusted");
             }
             Phase::Published | Phase::Reissuing => {}
         }
         Ok(())
+    }
+
+    /// Records `next` (before anything takes effect), writes the CA folder's files it calls
+    /// for, reloads the CA from them and serves its bundle.
+    fn enter(&self, dir: &Path, state: &mut State, next: State) -> Result<(), CaError> {
+        rotation::save(dir, &next)?;
+        rotation::apply(dir, &next)?;
+        self.ca.reload()?;
+        *state = next;
+        self.publish(state)
     }
 
     /// Serves the bundle `state` calls for.
@@ -347,7 +371,8 @@ impl Inner {
     }
 }
 
-/// The trust bundle resource for `state`: the CA's roots, and in phase 3 the reissue window.
+/// The trust bundle resource for `state`: the CA's roots and signer, and in phase 3 the
+/// reissue window.
 fn bundle_body(ca: &CertificateAuthority, state: &State) -> Result<Any, CaError> {
     let reissue_within = (state.phase == Phase::Reissuing)
         .then(|| state.reissue_within().try_into().ok())
@@ -355,6 +380,7 @@ fn bundle_body(ca: &CertificateAuthority, state: &State) -> Result<Any, CaError>
     Ok(api::pack(&TrustBundle {
         roots: ca.roots_pem()?,
         reissue_within,
+        signer: ca.signer_der()?,
     }))
 }
 

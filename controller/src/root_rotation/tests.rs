@@ -7,7 +7,7 @@ use hbone::cert::certificates_from_pem;
 use test_support::TempDir;
 
 use super::*;
-use crate::ca::rotation::NEXT_KEY;
+use crate::ca::rotation::NEXT;
 use crate::ca::store::{ROOT_CERT, ROOT_KEY};
 use crate::server::controller_identity;
 use crate::translate::Snapshot;
@@ -97,7 +97,7 @@ async fn a_rotation_runs_every_phase_and_resumes_after_a_restart() {
     let old_der = certificates_from_pem(&old, "old").unwrap().remove(0);
     assert_eq!(roots_in(dir.path())[0], old_der);
     assert_eq!(roots_in(dir.path()).len(), 2);
-    assert!(dir.path().join(NEXT_KEY).exists());
+    assert!(dir.path().join(NEXT).exists());
     served_version(&rotation).await;
     rotation.inner.advance().unwrap();
     let status = rotation.status();
@@ -115,7 +115,7 @@ async fn a_rotation_runs_every_phase_and_resumes_after_a_restart() {
     rotation.inner.advance().unwrap();
     let status = rotation.status();
     assert_eq!(status.state.phase, Phase::Reissuing);
-    let new_der = certificates_from_pem(&status.state.new_root, "new")
+    let new_der = certificates_from_pem(&status.state.new_roots, "new")
         .unwrap()
         .remove(0);
     assert_eq!(issuing_root(&ca), new_der);
@@ -143,7 +143,7 @@ async fn a_rotation_runs_every_phase_and_resumes_after_a_restart() {
     assert_eq!(status.state.phase, Phase::Idle);
     assert!(status.state.completed_at > 0);
     assert_eq!(roots_in(dir.path()), [new_der]);
-    assert!(!dir.path().join(NEXT_KEY).exists());
+    assert!(!dir.path().join(NEXT).exists());
     let bundle: TrustBundle = api::unpack(&rotation.inner.bundle.borrow()).unwrap();
     assert_eq!(bundle.roots.len(), 1);
     assert_eq!(bundle.reissue_within, None);
@@ -159,12 +159,15 @@ async fn a_stop_between_two_writes_is_repaired_from_the_record() {
     served_version(&rotation).await;
     rotation.inner.advance().unwrap();
     assert_eq!(rotation.status().state.phase, Phase::Reissuing);
-    let new_root = rotation.status().state.new_root;
+    let state = rotation.status().state;
     drop(rotation);
-    // As if stopped after the record but before the root files: the old key signs again.
-    let old_root = crate::ca::rotation::load(dir.path()).unwrap().old_root;
-    std::fs::write(dir.path().join(ROOT_CERT), format!("{old_root}{new_root}")).unwrap();
-    let next_key = std::fs::read_to_string(dir.path().join(NEXT_KEY)).unwrap();
+    // As if stopped after the record but before the files: the old key and roots are back.
+    let next_key = std::fs::read_to_string(dir.path().join(NEXT).join(ROOT_KEY)).unwrap();
+    std::fs::write(
+        dir.path().join(ROOT_CERT),
+        format!("{}{}", state.old_roots, state.new_roots),
+    )
+    .unwrap();
     let other = Authority::generate_root("cluster.local", Duration::from_secs(60)).unwrap();
     std::fs::write(dir.path().join(ROOT_KEY), other.key_pem()).unwrap();
     let (_, ca) = self::rotation(dir.path(), &clients).await;
@@ -172,8 +175,90 @@ async fn a_stop_between_two_writes_is_repaired_from_the_record() {
         std::fs::read_to_string(dir.path().join(ROOT_KEY)).unwrap(),
         next_key
     );
-    let new_der = certificates_from_pem(&new_root, "new").unwrap().remove(0);
+    let new_der = certificates_from_pem(&state.new_roots, "new")
+        .unwrap()
+        .remove(0);
     assert_eq!(issuing_root(&ca), new_der);
+}
+
+/// Writes an intermediate of `root` in the plug-in layout into `dir/name`.
+fn plug_in_folder(dir: &Path, name: &str, root: &Authority, key_of_another: bool) {
+    let now = std::time::SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    let (key, cert) = root
+        .issue_intermediate("mesh intermediate", now - hour, now + hour)
+        .unwrap();
+    let key = if key_of_another {
+        root.issue_intermediate("other", now - hour, now + hour)
+            .unwrap()
+            .0
+    } else {
+        key
+    };
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("ca-key.pem"), key).unwrap();
+    std::fs::write(folder.join("ca-cert.pem"), &cert).unwrap();
+    std::fs::write(
+        folder.join("cert-chain.pem"),
+        format!("{cert}{}", root.root_pem()),
+    )
+    .unwrap();
+    std::fs::write(folder.join(ROOT_CERT), root.root_pem()).unwrap();
+}
+
+#[tokio::test]
+async fn a_plugged_in_intermediate_replaces_the_signer_and_bad_material_is_refused() {
+    let dir = TempDir::new("root-rotation-replace");
+    let clients = Clients::default();
+    let (rotation, ca) = rotation(dir.path(), &clients).await;
+    let generated = ca.roots_pem().unwrap().concat();
+    let offline = Authority::generate_root("cluster.local", Duration::from_secs(7200)).unwrap();
+
+    // A key that is not the certificate's: refused, naming the folder; nothing changes.
+    plug_in_folder(dir.path(), "bad", &offline, true);
+    let err = rotation
+        .replace("bad", Duration::ZERO)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad") && err.contains("does not belong"),
+        "{err}"
+    );
+    assert_eq!(rotation.status().state.phase, Phase::Idle);
+    assert_eq!(ca.roots_pem().unwrap().concat(), generated);
+    assert!(matches!(
+        rotation.replace("../elsewhere", Duration::ZERO),
+        Err(RotationError::Folder(_))
+    ));
+
+    // A good intermediate under another root: both roots published, then it signs.
+    plug_in_folder(dir.path(), "incoming", &offline, false);
+    let status = rotation.replace("incoming", Duration::ZERO).unwrap();
+    assert_eq!(status.state.phase, Phase::Published);
+    assert_eq!(status.roots.len(), 2);
+    served_version(&rotation).await;
+    rotation.inner.advance().unwrap();
+    assert_eq!(rotation.status().state.phase, Phase::Reissuing);
+    assert_eq!(ca.origin(), Origin::PluggedIn);
+    let id = "spiffe://cluster.local/ns/shop/sa/orders".parse().unwrap();
+    let leaf = ca.issue(&id, Duration::from_secs(60)).unwrap();
+    assert_eq!(leaf.chain().len(), 2, "leaf and the intermediate");
+    assert_eq!(leaf.issuing_root(), Some(&offline.roots()[0]));
+    let bundle: TrustBundle = api::unpack(&rotation.inner.bundle.borrow()).unwrap();
+    assert_eq!(bundle.signer, leaf.chain()[1].to_vec());
+    assert!(
+        !dir.path().join(ROOT_KEY).exists(),
+        "the generated root's key is gone"
+    );
+
+    while now_secs() < rotation.status().state.drop_after {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rotation.inner.advance().unwrap();
+    assert_eq!(rotation.status().state.phase, Phase::Idle);
+    assert_eq!(ca.roots_pem().unwrap(), offline.roots_pem());
+    assert_eq!(roots_in(dir.path()), offline.roots());
 }
 
 #[tokio::test]

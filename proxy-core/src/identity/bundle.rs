@@ -1,7 +1,8 @@
 //! The trust bundle from the controller (`mesh.ca.v1.TrustBundle` over xDS): once one has
 //! arrived, every certificate the manager holds trusts exactly its roots, whatever roots came
-//! with the certificate, and certificates not issued by its first root (the one the CA signs
-//! with) are renewed ahead of schedule, spread over the window it names.
+//! with the certificate, and certificates not issued by its signer (a plugged-in
+//! intermediate, or the first root) are renewed ahead of schedule, spread over the window it
+//! names.
 //!
 //! Applying a bundle and publishing a freshly issued certificate both happen under the
 //! entries' lock, so neither can overwrite the other with stale roots.
@@ -62,11 +63,15 @@ impl ResourceHandler for BundleHandler {
         let Some(entries) = self.entries.upgrade() else {
             return Ok(());
         };
+        let signer = match bundle.signer.is_empty() {
+            true => roots[0].to_vec(),
+            false => bundle.signer,
+        };
         let entries = entries.lock();
         self.learned.set(roots.clone());
         let mut reissued = 0;
         for entry in entries.values() {
-            if retrust(&entry.shared, &roots, within) {
+            if retrust(&entry.shared, &roots, &signer, within) {
                 reissued += 1;
             }
         }
@@ -106,11 +111,12 @@ fn parse(bundle: &TrustBundle) -> Result<Arc<Vec<CertificateDer<'static>>>, Stri
     Ok(Arc::new(roots))
 }
 
-/// Makes `shared`'s current certificate trust `roots` and, when it was not issued by the
-/// first of them, schedules its renewal within `within`. Returns whether it was scheduled.
+/// Makes `shared`'s current certificate trust `roots` and, when it was not issued by
+/// `signer` (DER), schedules its renewal within `within`. Returns whether it was scheduled.
 fn retrust(
     shared: &Arc<Shared>,
     roots: &Arc<Vec<CertificateDer<'static>>>,
+    signer: &[u8],
     within: Option<Duration>,
 ) -> bool {
     let Some(current) = shared.status.borrow().cert.clone() else {
@@ -119,7 +125,7 @@ fn retrust(
     let Ok(replaced) = current.with_roots(roots.to_vec()) else {
         return false;
     };
-    let stale_signer = replaced.issuing_root() != roots.first();
+    let stale_signer = issuer(&replaced) != Some(signer);
     let replaced = Arc::new(replaced);
     shared.certs.send_replace(Some(replaced.clone()));
     shared
@@ -135,6 +141,15 @@ fn retrust(
         wake.notify_one();
     });
     true
+}
+
+/// The certificate that issued `cert`'s leaf: the intermediate after it in its chain, else
+/// the root of its bundle that signed it.
+fn issuer(cert: &WorkloadCertificate) -> Option<&[u8]> {
+    match cert.chain().get(1) {
+        Some(intermediate) => Some(intermediate.as_ref()),
+        None => cert.issuing_root().map(|root| root.as_ref()),
+    }
 }
 
 /// The `/config_dump` view of the learned bundle: each root's serial number.

@@ -27,6 +27,30 @@ pub enum CaCommand {
     /// --reissue-within; (4) once no certificate from the old root can be valid, the old root
     /// is dropped. Follow it with `meshctl ca status`, or --wait.
     RotateRoot(RotateRootArgs),
+    /// Replace the CA's signing material with a folder's, in the same phases.
+    ///
+    /// The folder holds Istio's plug-in layout (ca-cert.pem, ca-key.pem, cert-chain.pem,
+    /// root-cert.pem: an intermediate, as cert-manager or an offline root issue it) or a
+    /// root and its key (root-cert.pem, root-key.pem). Material that does not load (a key
+    /// that is not the certificate's, an expired or not yet valid certificate, a chain that
+    /// does not lead to the given roots) is refused with the reason and changes nothing.
+    Replace(ReplaceArgs),
+}
+
+/// `ca replace`.
+#[derive(clap::Args, Debug)]
+pub struct ReplaceArgs {
+    /// The folder of the new CA material.
+    pub folder: std::path::PathBuf,
+    /// Window over which proxies renew their certificates once the new material signs.
+    #[arg(long, default_value = "60s", value_parser = parse_lifetime)]
+    pub reissue_within: Duration,
+    /// Wait until the replacement completes, printing each phase as it begins.
+    #[arg(long)]
+    pub wait: bool,
+    /// Output format: text (default) or json.
+    #[arg(short, long)]
+    pub output: Option<String>,
 }
 
 /// `ca status`.
@@ -76,7 +100,10 @@ pub fn parse_lifetime(text: &str) -> std::result::Result<Duration, String> {
 
 /// Runs a `ca` verb; returns the exit status.
 pub fn run(cfg: &SandboxSettings, command: CaCommand) -> Result<i32> {
-    let netns = Sandbox::open(cfg)?.control()?.netns.clone();
+    let (netns, ca_dir) = {
+        let sb = Sandbox::open(cfg)?;
+        (sb.control()?.netns.clone(), sb.layout().ca_dir())
+    };
     match command {
         CaCommand::Status(a) => {
             let json = wants_json(a.output.as_deref()).map_err(SandboxError::Invalid)?;
@@ -84,6 +111,7 @@ pub fn run(cfg: &SandboxSettings, command: CaCommand) -> Result<i32> {
             Ok(0)
         }
         CaCommand::RotateRoot(a) => rotate_root(&netns, &a),
+        CaCommand::Replace(a) => replace(&netns, &ca_dir, &a),
     }
 }
 
@@ -116,8 +144,70 @@ fn rotate_root(netns: &str, a: &RotateRootArgs) -> Result<i32> {
         a.reissue_within.as_secs_f64()
     );
     let started = parse(&system::controller_post(netns, &path)?)?;
-    print(&started, json);
-    if !a.wait {
+    follow(netns, &started, a.wait, json)
+}
+
+/// `ca replace`: the folder's layout files copied beside the CA's (the controller reads
+/// nothing outside its folder), then handed over by name; the copy goes once it is staged.
+fn replace(netns: &str, ca_dir: &std::path::Path, a: &ReplaceArgs) -> Result<i32> {
+    let json = wants_json(a.output.as_deref()).map_err(SandboxError::Invalid)?;
+    let name = format!("incoming-{}", std::process::id());
+    let incoming = ca_dir.join(&name);
+    let copied = copy_layout(&a.folder, &incoming);
+    let answer = copied.and_then(|()| {
+        let path = format!(
+            "/debug/ca/replace?from={name}&reissue_within={}",
+            a.reissue_within.as_secs_f64()
+        );
+        system::controller_post(netns, &path)
+    });
+    let _ = std::fs::remove_dir_all(&incoming);
+    let started = parse(&answer?)?;
+    follow(netns, &started, a.wait, json)
+}
+
+/// The CA layout files of `from` (those present) copied into a new folder `to`, mode 0700.
+fn copy_layout(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let fail = |what: &std::path::Path, e: std::io::Error| {
+        SandboxError::Invalid(format!("{}: {e}", what.display()))
+    };
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(to)
+        .map_err(|e| fail(to, e))?;
+    let mut found = 0;
+    for name in LAYOUT {
+        let source = from.join(name);
+        if source.exists() {
+            std::fs::copy(&source, to.join(name)).map_err(|e| fail(&source, e))?;
+            found += 1;
+        }
+    }
+    if found == 0 {
+        return Err(SandboxError::Invalid(format!(
+            "{}: no CA files ({})",
+            from.display(),
+            LAYOUT.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The files of either CA layout.
+const LAYOUT: [&str; 5] = [
+    "ca-cert.pem",
+    "ca-key.pem",
+    "cert-chain.pem",
+    "root-cert.pem",
+    "root-key.pem",
+];
+
+/// Prints `started`, then with `wait` each phase as it begins until the rotation is over.
+fn follow(netns: &str, started: &Value, wait: bool, json: bool) -> Result<i32> {
+    print(started, json);
+    if !wait {
         return Ok(0);
     }
     let mut phase = started["phase_number"].as_u64();

@@ -19,6 +19,7 @@ fn bundle(
     api::pack(&TrustBundle {
         roots: roots.iter().map(|r| certificate_to_pem(r)).collect(),
         reissue_within: within.map(|d| d.try_into().unwrap()),
+        signer: Vec::new(),
     })
 }
 
@@ -89,7 +90,7 @@ async fn a_bundle_is_trusted_at_once_and_a_new_signer_renews_certificates_early(
     );
     let garbage = api::pack(&TrustBundle {
         roots: vec!["not a certificate".into()],
-        reissue_within: None,
+        ..Default::default()
     });
     assert!(
         handler
