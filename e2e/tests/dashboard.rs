@@ -1,0 +1,257 @@
+//! `meshctl dashboard` in a real headless browser (Debian's chromium through chromedriver):
+//! the demo shop in the mesh with traffic running, the dashboard's service graph, a
+//! deployment's figures against `meshctl stat`'s, its live tap, its certificates, and a
+//! stopped ztunnel turning the overview red. Screenshots of every page go to
+//! `target/e2e-artifacts/dashboard/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use e2e::mesh::{wait_namespace_captured, wait_ready};
+use e2e::{Component, SETTLE, Sandbox, eventually, json};
+use serde_json::Value;
+use test_support::process::KillOnDrop;
+use test_support::webdriver::Browser;
+
+/// The label that puts the shop in the mesh.
+const AMBIENT: &str = "istio.io/dataplane-mode=ambient";
+/// Requests per second the client sends to the frontend for the whole test.
+const RATE: &str = "20";
+/// How far the dashboard's figures for orders may be from `meshctl stat`'s: both measure a
+/// steady load, over windows of the same length a few seconds apart.
+const TOLERANCE: f64 = 0.35;
+
+/// Where this test's screenshots go.
+fn artifacts() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("e2e-artifacts").join("dashboard");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
+}
+
+/// Runs `script` in the page until it returns something `accept` takes; panics naming
+/// `what` with the last value otherwise.
+fn wait_page(
+    browser: &Browser,
+    what: &str,
+    script: &str,
+    accept: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Value::Null;
+    let found = eventually(SETTLE, || {
+        last = browser.run(script).unwrap_or_else(|e| Value::String(e));
+        accept(&last)
+    });
+    assert!(found, "{what}: the page shows {last}");
+    last
+}
+
+/// Starts the dashboard on a free loopback port; returns it with its URL.
+fn start_dashboard(sb: &Sandbox) -> (KillOnDrop, String) {
+    let mut child = sb
+        .command()
+        .args(["dashboard", "--address", "127.0.0.1:0", "--no-browser"])
+        .args(["--refresh", "2s", "--window", "10s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("meshctl dashboard starts");
+    let stdout = child.stdout.take().expect("its stdout");
+    let child = KillOnDrop(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("its first line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    (child, url)
+}
+
+#[test]
+fn the_dashboard_shows_the_shop_live_in_a_browser() {
+    // Never skipped: the test command installs the browser (scripts/host-packages.sh).
+    let browser = Browser::start(1400, 1000).unwrap_or_else(|e| panic!("{e}"));
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo");
+    let sb = Sandbox::up(&demo.display().to_string()).expect("sandbox up");
+    sb.label("shop", AMBIENT).unwrap();
+    wait_ready(&sb);
+    wait_namespace_captured(&sb, "shop");
+    let _load = KillOnDrop(
+        sb.command()
+            .args(["exec", "client", "--", "meshctl", "app", "load"])
+            .args([
+                "--url",
+                "http://frontend.shop:8080/",
+                "-n",
+                "1000000",
+                "-c",
+                "2",
+            ])
+            .args(["--rate", RATE, "--new-conn", "--timeout-ms", "5000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the load starts"),
+    );
+    let (_dashboard, url) = start_dashboard(&sb);
+    let shots = artifacts();
+
+    // The graph: the shop's workloads, mutual TLS from frontend to orders to payments, and
+    // the client outside the mesh in plaintext.
+    browser.open(&format!("{url}#/graph")).unwrap();
+    let graph = wait_page(
+        &browser,
+        "the graph's mTLS edges",
+        "return {nodes: [...document.querySelectorAll('g.node')].map(n => n.dataset.id),
+                 edges: [...document.querySelectorAll('g.edge')].map(e =>
+                   [e.dataset.from, e.dataset.to, e.dataset.mtls])};",
+        |g| {
+            let edge = |from: &str, to: &str, mtls: &str| {
+                g["edges"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e == &serde_json::json!([from, to, mtls]))
+            };
+            ["orders-v1", "orders-v2"].iter().all(|orders| {
+                let orders = format!("shop/{orders}");
+                edge("shop/frontend", &orders, "true") && edge(&orders, "shop/payments", "true")
+            }) && edge("default/client", "shop/frontend", "false")
+        },
+    );
+    for workload in [
+        "frontend",
+        "orders-v1",
+        "orders-v2",
+        "payments",
+        "api-gateway",
+    ] {
+        let id = format!("shop/{workload}");
+        assert!(
+            graph["nodes"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::String(id.clone())),
+            "{id}: {graph}"
+        );
+    }
+    browser.screenshot(&shots.join("graph.png")).unwrap();
+
+    // orders-v1's page, reached by clicking its node: its figures as `stat` measures them.
+    browser
+        .run("document.querySelector(\"g.node[data-id='shop/orders-v1']\").dispatchEvent(new MouseEvent('click', {bubbles: true})); return location.hash;")
+        .unwrap();
+    let stat = sb
+        .command()
+        .args([
+            "stat",
+            "deploy/orders-v1",
+            "-n",
+            "shop",
+            "--window",
+            "10s",
+            "-o",
+            "json",
+        ])
+        .output()
+        .expect("meshctl stat runs");
+    assert!(
+        stat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stat.stderr)
+    );
+    let stat = json(&String::from_utf8_lossy(&stat.stdout));
+    let row = &stat["rows"][0];
+    assert_eq!(row["name"], "orders-v1", "{stat}");
+    let figures = wait_page(
+        &browser,
+        "orders-v1's figures",
+        "const f = (k) => document.querySelector(`[data-figure=${k}]`)?.textContent;
+         return {hash: location.hash, pods: f('pods'), mtls: f('mtls_share'),
+                 received: f('read_bytes_per_second'), tap: document.querySelectorAll('#tap tbody tr').length};",
+        |f| f["pods"].is_string() && f["received"].as_str().is_some_and(|r| r.parse::<f64>().is_ok_and(|r| r > 0.0)),
+    );
+    assert_eq!(figures["hash"], "#/workload/deploy/shop/orders-v1");
+    assert_eq!(figures["pods"], "2 / 2", "{figures}");
+    assert_eq!(row["meshed_pods"], 2);
+    assert_eq!(figures["mtls"], "100.0%", "{figures}");
+    assert_eq!(row["mtls_share"], 1.0, "{stat}");
+    let shown: f64 = figures["received"].as_str().unwrap().parse().unwrap();
+    let measured = row["read_bytes_per_second"].as_f64().unwrap();
+    assert!(
+        (shown - measured).abs() <= TOLERANCE * measured,
+        "the dashboard shows {shown} B/s received by orders-v1, stat measured {measured}"
+    );
+
+    // The tap: connections of orders-v1 appear while the load runs.
+    let tapped = wait_page(
+        &browser,
+        "live tap rows",
+        "return [...document.querySelectorAll('#tap tbody tr')].map(r => r.textContent);",
+        |rows| rows.as_array().is_some_and(|r| r.len() >= 3),
+    );
+    let rows = tapped.as_array().unwrap();
+    assert!(
+        rows.iter().all(|r| r
+            .as_str()
+            .unwrap()
+            .contains("spiffe://cluster.local/ns/shop/sa/")),
+        "{tapped}"
+    );
+    let before = rows.len();
+    wait_page(
+        &browser,
+        "more tap rows as requests go on",
+        "return document.querySelectorAll('#tap tbody tr').length;",
+        |n| n.as_u64().is_some_and(|n| n as usize > before),
+    );
+    browser.screenshot(&shots.join("workload.png")).unwrap();
+
+    // Certificates: each shop identity, from the ztunnels' config dumps, and the root.
+    browser.open(&format!("{url}#/certificates")).unwrap();
+    let identities = wait_page(
+        &browser,
+        "the shop's certificates",
+        "return [...document.querySelectorAll('#certificates tbody tr')].map(r => r.children[1].textContent);",
+        |ids| {
+            ["frontend", "orders", "payments"].iter().all(|sa| {
+                let id = format!("spiffe://cluster.local/ns/shop/sa/{sa}");
+                ids.as_array()
+                    .is_some_and(|ids| ids.iter().any(|i| i == &Value::String(id.clone())))
+            })
+        },
+    );
+    assert!(!identities.as_array().unwrap().is_empty());
+    browser.screenshot(&shots.join("certificates.png")).unwrap();
+    browser.open(&format!("{url}#/findings")).unwrap();
+    wait_page(
+        &browser,
+        "the findings",
+        "return document.querySelectorAll('#findings tbody tr').length;",
+        |n| n.as_u64() > Some(0),
+    );
+    browser.screenshot(&shots.join("findings.png")).unwrap();
+
+    // The overview: not red, then red once a ztunnel stops.
+    browser.open(&format!("{url}#/overview")).unwrap();
+    let status = "return document.getElementById('overview-status')?.dataset.status;";
+    // Warnings (findings about the demo's objects) may show; errors may not.
+    let before = wait_page(&browser, "a healthy overview", status, |s| s.is_string());
+    assert_ne!(before, "error", "the overview is red before anything broke");
+    browser.screenshot(&shots.join("overview.png")).unwrap();
+    sb.stop(&Component::Ztunnel("node2".into())).unwrap();
+    wait_page(&browser, "a failing overview", status, |s| s == "error");
+    let failing = browser
+        .run("return document.querySelector(\".check-group[data-group='node proxies']\").dataset.status;")
+        .unwrap();
+    assert_eq!(failing, "error");
+    browser
+        .screenshot(&shots.join("overview-ztunnel-stopped.png"))
+        .unwrap();
+}

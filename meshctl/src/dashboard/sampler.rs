@@ -1,0 +1,285 @@
+//! The dashboard's view of the mesh, refreshed by one thread: every refresh it finds the
+//! proxies and rows under the sandbox's lock (as `stat` does), runs `check`, scrapes every
+//! proxy's `/metrics` once and measures `stat`'s and `edges`' figures between the newest
+//! scrape and the one a window before it, reads every proxy's certificates, and tells the
+//! browsers. The last minutes of each row's figures are kept for the charts.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::certs::{LeafCertificate, leaf_certificates};
+use super::history::History;
+use super::options::DashboardOptions;
+use crate::operator::check::{Check, root_check, root_validity};
+use crate::operator::stat::{Edge, Resource, Row, Target};
+use crate::operator::window::{Measured, MeasuredRoutes, Scraped, SeenEdges, Window};
+use crate::sandbox::model::stat::targets;
+use crate::sandbox::ops::check;
+use crate::sandbox::ops::proxies::{self, Proxy};
+use crate::sandbox::ops::sandbox::Sandbox;
+use crate::sandbox::ops::scrape::scrape_all;
+use crate::sandbox::settings::SandboxSettings;
+
+/// How long the charts look back.
+const HISTORY: Duration = Duration::from_secs(10 * 60);
+
+/// The CA root's validity, judged as `check` judges it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RootCertificate {
+    /// Unix seconds.
+    pub not_before: u64,
+    /// Unix seconds.
+    pub not_after: u64,
+    /// `check`'s verdict on it.
+    pub check: Check,
+}
+
+/// What one refresh found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Snapshot {
+    /// Unix seconds of the refresh.
+    pub at: u64,
+    /// Seconds the figures were measured over (0 until two scrapes exist).
+    pub window_seconds: f64,
+    /// Why the sandbox could not be read, when it could not.
+    pub error: Option<String>,
+    /// `stat ns` rows.
+    pub namespaces: Vec<Row>,
+    /// `stat deploy` rows.
+    pub deployments: Vec<Row>,
+    /// `stat svc` rows.
+    pub services: Vec<Row>,
+    /// `edges` of the window.
+    pub edges: Vec<Edge>,
+    /// Proxies whose metrics could not be read, with why.
+    pub unreachable: Vec<String>,
+    /// `check`'s checks.
+    pub checks: Vec<Check>,
+    /// Every proxy's workload certificates.
+    pub certificates: Vec<LeafCertificate>,
+    /// The CA root.
+    pub root: Option<RootCertificate>,
+}
+
+/// One scrape of every proxy.
+struct Scrape {
+    taken: Instant,
+    names: Vec<String>,
+    scraped: Vec<Scraped>,
+}
+
+/// What the sampler keeps between refreshes.
+struct State {
+    snapshot: Arc<Snapshot>,
+    history: History,
+    scrapes: VecDeque<Scrape>,
+}
+
+/// The sampler's findings, shared with the server.
+pub struct Shared {
+    /// The sandbox looked at.
+    pub cfg: SandboxSettings,
+    /// How the dashboard runs.
+    pub options: DashboardOptions,
+    state: Mutex<State>,
+    refreshed: watch::Sender<u64>,
+}
+
+impl Shared {
+    /// Nothing measured yet.
+    pub fn new(cfg: SandboxSettings, options: DashboardOptions) -> Arc<Self> {
+        let keep = (HISTORY.as_secs_f64() / options.refresh.as_secs_f64().max(0.1)) as usize;
+        Arc::new(Self {
+            cfg,
+            options,
+            state: Mutex::new(State {
+                snapshot: Arc::new(Snapshot::default()),
+                history: History::new(keep),
+                scrapes: VecDeque::new(),
+            }),
+            refreshed: watch::channel(0).0,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere leaves figures that are still worth showing.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest refresh.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state().snapshot.clone()
+    }
+
+    /// The points of one row (`deploy`, `svc` or `ns`).
+    pub fn history(&self, kind: &str, namespace: &str, name: &str) -> Vec<super::history::Point> {
+        self.state().history.of(kind, namespace, name)
+    }
+
+    /// `routes svc/NAME` over the current window; `None` before two scrapes exist.
+    pub fn routes(&self, namespace: &str, name: &str) -> Option<MeasuredRoutes> {
+        let state = self.state();
+        let window = window_of(&state.scrapes)?;
+        Some(MeasuredRoutes::of(namespace, name, window))
+    }
+
+    /// Hears every refresh.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.refreshed.subscribe()
+    }
+
+    /// Refreshes forever, every `options.refresh`.
+    pub fn run(self: Arc<Self>) {
+        let mut count = 0u64;
+        loop {
+            let began = Instant::now();
+            self.refresh();
+            count += 1;
+            self.refreshed.send_replace(count);
+            std::thread::sleep(self.options.refresh.saturating_sub(began.elapsed()));
+        }
+    }
+
+    /// One refresh.
+    fn refresh(&self) {
+        let at = unix_now();
+        let found = match Found::read(&self.cfg) {
+            Ok(found) => found,
+            Err(error) => {
+                self.state().snapshot = Arc::new(Snapshot {
+                    at,
+                    error: Some(error),
+                    ..Snapshot::default()
+                });
+                return;
+            }
+        };
+        let scrape = Scrape {
+            taken: Instant::now(),
+            names: found.proxies.iter().map(|p| p.name.clone()).collect(),
+            scraped: scrape_all(&found.proxies),
+        };
+        let certificates = found
+            .proxies
+            .iter()
+            .filter_map(|p| {
+                Some(leaf_certificates(
+                    &p.name,
+                    &proxies::config_dump(p).ok()?,
+                    at as i64,
+                ))
+            })
+            .flatten()
+            .collect();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let scrapes = &mut state.scrapes;
+        if scrapes
+            .back()
+            .is_some_and(|last| last.names != scrape.names)
+        {
+            // A proxy came or went: scrapes of other proxies do not subtract.
+            scrapes.clear();
+        }
+        scrapes.push_back(scrape);
+        while scrapes.len() > 2 && scrapes[1].taken.elapsed() >= self.options.window {
+            scrapes.pop_front();
+        }
+        let mut snapshot = Snapshot {
+            at,
+            checks: found.checks,
+            certificates,
+            root: found.root,
+            ..Snapshot::default()
+        };
+        let scrapes = &state.scrapes;
+        let measure = |resource, targets: &[Target]| {
+            window_of(scrapes).map(|w| Measured::of(resource, targets, w))
+        };
+        if let (Some(ns), Some(deploy), Some(svc), Some(edges)) = (
+            measure(Resource::Namespace, &found.namespaces),
+            measure(Resource::Deployment, &found.deployments),
+            measure(Resource::Service, &found.services),
+            window_of(scrapes).map(|w| SeenEdges::of(None, w)),
+        ) {
+            snapshot.window_seconds = ns.window_seconds;
+            snapshot.unreachable = ns.unreachable;
+            (snapshot.namespaces, snapshot.deployments) = (ns.rows, deploy.rows);
+            (snapshot.services, snapshot.edges) = (svc.rows, edges.edges);
+            let seconds = snapshot.window_seconds;
+            state
+                .history
+                .record("ns", &snapshot.namespaces, at, seconds);
+            state
+                .history
+                .record("deploy", &snapshot.deployments, at, seconds);
+            state.history.record("svc", &snapshot.services, at, seconds);
+        }
+        state.snapshot = Arc::new(snapshot);
+    }
+}
+
+/// What is read under the sandbox's lock.
+struct Found {
+    proxies: Vec<Proxy>,
+    namespaces: Vec<Target>,
+    deployments: Vec<Target>,
+    services: Vec<Target>,
+    checks: Vec<Check>,
+    root: Option<RootCertificate>,
+}
+
+impl Found {
+    fn read(cfg: &SandboxSettings) -> Result<Self, String> {
+        let sb = Sandbox::open(cfg).map_err(|e| e.to_string())?;
+        let rows = |resource| targets(&sb.cluster, resource, None, None);
+        let root = std::fs::read_to_string(sb.layout().root_cert())
+            .ok()
+            .and_then(|pem| root_validity(&pem).ok())
+            .map(|(not_before, not_after)| RootCertificate {
+                not_before: unix(not_before),
+                not_after: unix(not_after),
+                check: root_check(
+                    SystemTime::now(),
+                    not_before,
+                    not_after,
+                    "see `meshctl check`",
+                ),
+            });
+        Ok(Self {
+            proxies: proxies::all(&sb),
+            namespaces: rows(Resource::Namespace),
+            deployments: rows(Resource::Deployment),
+            services: rows(Resource::Service),
+            checks: check::run(&sb),
+            root,
+        })
+    }
+}
+
+/// The window from the oldest kept scrape to the newest; `None` with fewer than two.
+fn window_of(scrapes: &VecDeque<Scrape>) -> Option<Window> {
+    let (first, last) = (scrapes.front()?, scrapes.back()?);
+    if scrapes.len() < 2 {
+        return None;
+    }
+    let seconds = last.taken.duration_since(first.taken).as_secs_f64();
+    Some(Window::of(
+        &last.names,
+        first.scraped.clone(),
+        last.scraped.clone(),
+        seconds,
+    ))
+}
+
+fn unix(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn unix_now() -> u64 {
+    unix(SystemTime::now())
+}
