@@ -204,12 +204,13 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
             .contains("spiffe://cluster.local/ns/shop/sa/")),
         "{tapped}"
     );
-    let before = rows.len();
+    let received = "return Number(document.getElementById('tap').dataset.received);";
+    let before = browser.run(received).unwrap().as_u64().unwrap();
     wait_page(
         &browser,
-        "more tap rows as requests go on",
-        "return document.querySelectorAll('#tap tbody tr').length;",
-        |n| n.as_u64().is_some_and(|n| n as usize > before),
+        "more tap events as requests go on",
+        received,
+        |n| n.as_u64().is_some_and(|n| n > before),
     );
     browser.screenshot(&shots.join("workload.png")).unwrap();
 
@@ -242,8 +243,11 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
     browser.open(&format!("{url}#/overview")).unwrap();
     let status = "return document.getElementById('overview-status')?.dataset.status;";
     // Warnings (findings about the demo's objects) may show; errors may not.
-    let before = wait_page(&browser, "a healthy overview", status, |s| s.is_string());
-    assert_ne!(before, "error", "the overview is red before anything broke");
+    let healthy = wait_page(&browser, "a healthy overview", status, |s| s.is_string());
+    assert_ne!(
+        healthy, "error",
+        "the overview is red before anything broke"
+    );
     browser.screenshot(&shots.join("overview.png")).unwrap();
     sb.stop(&Component::Ztunnel("node2".into())).unwrap();
     wait_page(&browser, "a failing overview", status, |s| s == "error");

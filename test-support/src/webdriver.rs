@@ -4,13 +4,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-
-use crate::process::KillOnDrop;
 
 /// Where Debian's `chromium-driver` and `chromium` put their programs.
 const DRIVER: &str = "/usr/bin/chromedriver";
@@ -37,7 +36,7 @@ pub fn programs() -> Result<(PathBuf, PathBuf), String> {
 pub struct Browser {
     address: SocketAddr,
     session: String,
-    _driver: KillOnDrop,
+    _driver: GroupKilledOnDrop,
 }
 
 impl Browser {
@@ -45,21 +44,24 @@ impl Browser {
     /// `width` × `height`.
     pub fn start(width: u32, height: u32) -> Result<Browser, String> {
         let (driver, browser) = programs()?;
+        // A process group of its own: the browser it starts goes with it, even when no
+        // session was made.
         let mut child = Command::new(&driver)
             .arg("--port=0")
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("starting {}: {e}", driver.display()))?;
         let stdout = child.stdout.take().ok_or("chromedriver has no stdout")?;
-        let child = KillOnDrop(child);
+        let child = GroupKilledOnDrop(child);
         // "ChromeDriver was started successfully on port 40123."
         let mut lines = BufReader::new(stdout).lines();
         let port = lines
             .by_ref()
             .map_while(Result::ok)
             .find_map(|line| {
-                let rest = line.split("on port ").nth(1)?;
+                let rest = line.split("started successfully on port ").nth(1)?;
                 rest.trim_end_matches('.').trim().parse::<u16>().ok()
             })
             .ok_or("chromedriver never said which port it listens on")?;
@@ -125,7 +127,19 @@ impl Drop for Browser {
     }
 }
 
-/// One WebDriver command: its `value`, or the error it answered.
+/// chromedriver and everything it started, killed and reaped when dropped.
+struct GroupKilledOnDrop(Child);
+
+impl Drop for GroupKilledOnDrop {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// One WebDriver command: its `value`, or the error it answered. chromedriver keeps the
+/// connection open whatever the request asks, so the answer is read by its Content-Length.
 fn request(
     address: SocketAddr,
     method: &str,
@@ -133,7 +147,7 @@ fn request(
     body: Option<&Value>,
 ) -> Result<Value, String> {
     let fail = |e: std::io::Error| format!("WebDriver {method} {path}: {e}");
-    let mut stream = TcpStream::connect(address).map_err(fail)?;
+    let stream = TcpStream::connect(address).map_err(fail)?;
     stream
         .set_read_timeout(Some(COMMAND_TIMEOUT))
         .map_err(fail)?;
@@ -143,14 +157,29 @@ fn request(
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).map_err(fail)?;
-    stream.write_all(body.as_bytes()).map_err(fail)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(fail)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (status_line, rest) = text.split_once("\r\n").unwrap_or((&text, ""));
-    let (_, payload) = rest.split_once("\r\n\r\n").unwrap_or(("", rest));
-    let answer: Value = serde_json::from_str(payload)
+    (&stream).write_all(head.as_bytes()).map_err(fail)?;
+    (&stream).write_all(body.as_bytes()).map_err(fail)?;
+    let mut reader = BufReader::new(&stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).map_err(fail)?;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(fail)?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut payload = vec![0; length];
+    reader.read_exact(&mut payload).map_err(fail)?;
+    let payload = String::from_utf8_lossy(&payload);
+    let status_line = status_line.trim();
+    let answer: Value = serde_json::from_str(&payload)
         .map_err(|e| format!("WebDriver {method} {path}: {e} in {status_line}: {payload}"))?;
     let value = answer.get("value").cloned().unwrap_or(Value::Null);
     if status_line.contains(" 200 ") {

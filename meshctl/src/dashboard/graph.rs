@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::operator::stat::{Edge, Row};
 
 /// Horizontal distance between columns, in SVG units.
-pub const COLUMN_WIDTH: u32 = 260;
+pub const COLUMN_WIDTH: u32 = 300;
 /// Vertical distance between rows, in SVG units.
 pub const ROW_HEIGHT: u32 = 70;
 /// At most this many nodes in one column before it wraps.

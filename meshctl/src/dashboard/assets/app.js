@@ -14,6 +14,10 @@ const percent = (v) => (v === null || v === undefined ? "-" : (100 * v).toFixed(
 const table = (head, rows, rowClass = () => "") =>
   `<table><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>` +
   rows.map((r, i) => `<tr class="${rowClass(i)}">${r.join("")}</tr>`).join("") + "</tbody></table>";
+// A padlock drawn in SVG (emoji fonts may be missing): mutual TLS.
+const LOCK_SHAPES = '<rect x="1" y="5" width="8" height="7" rx="1" fill="currentColor"/>' +
+  '<path d="M3 5V3.5a2 2 0 0 1 4 0V5" stroke="currentColor" fill="none" stroke-width="1.5"/>';
+const LOCK = `<svg class="lock" width="10" height="12" viewBox="0 0 10 12">${LOCK_SHAPES}</svg>`;
 const td = (v) => `<td>${esc(v)}</td>`;
 const num = (v) => `<td class="num">${esc(v)}</td>`;
 
@@ -50,10 +54,11 @@ function overview() {
   html += `<div id="overview-status" class="banner ${s.status}" data-status="${s.status}">` +
     (failing.length ? `Checks failing: ${esc(failing.join(", "))}` : "All checks pass") + "</div>";
   html += "<h2>Namespaces</h2>" + table(
-    ["namespace", "meshed / pods", "rps", "success", "p50 ms", "p99 ms", "mTLS"],
+    ["namespace", "meshed / pods", "rps", "success", "p50 ms", "p99 ms", "conn/s", "mTLS"],
     s.namespaces.map((n) => [td(n.name), num(`${n.meshed_pods} / ${n.pods}`),
       num(fixed(n.requests_per_second, 2)), num(percent(n.success_rate)),
-      num(fixed(n.latency_ms_p50)), num(fixed(n.latency_ms_p99)), num(percent(n.mtls_share))]));
+      num(fixed(n.latency_ms_p50)), num(fixed(n.latency_ms_p99)),
+      num(fixed(n.tcp_opened / (s.window_seconds || 1), 2)), num(percent(n.mtls_share))]));
   html += "<h2>Checks</h2>";
   for (const g of s.check_groups) {
     html += `<div class="check-group" data-group="${esc(g.group)}" data-status="${g.status}">` +
@@ -70,7 +75,7 @@ function overview() {
 function graphPage() {
   const g = snapshot.graph;
   const at = Object.fromEntries(g.nodes.map((n) => [n.id, n]));
-  const W = 190, H = 48;
+  const W = 180, H = 48;
   let svg = `<svg id="graph-svg" width="${g.width}" height="${g.height}" xmlns="http://www.w3.org/2000/svg">`;
   for (const l of g.links) {
     const a = at[l.from], b = at[l.to];
@@ -79,9 +84,11 @@ function graphPage() {
     const mid = (x1 + x2) / 2;
     const path = x2 > x1 ? `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`
       : `M${a.x + W / 2},${a.y + H} C${a.x + W / 2},${y1 + 80} ${b.x + W / 2},${y2 + 80} ${b.x + W / 2},${b.y + H}`;
-    const label = (l.secured ? "\u{1F512} " : "plaintext ") + fixed(l.connections_per_second, 2) + " conn/s";
+    const label = (l.secured ? "" : "plaintext ") + fixed(l.connections_per_second, 1) + "/s";
+    const lx = x2 > x1 ? mid - 30 : (a.x + b.x) / 2 + W / 2, ly = x2 > x1 ? (y1 + y2) / 2 - 4 : y1 + 70;
+    const lock = l.secured ? `<g class="lock" transform="translate(${lx - 14},${ly - 10})">${LOCK_SHAPES}</g>` : "";
     svg += `<g class="edge" data-from="${esc(l.from)}" data-to="${esc(l.to)}" data-mtls="${l.secured}">` +
-      `<path d="${path}" marker-end="url(#arrow)"/><text x="${mid - 40}" y="${(y1 + y2) / 2 - 4}">${esc(label)}</text></g>`;
+      `<path d="${path}" marker-end="url(#arrow)"/>${lock}<text x="${lx}" y="${ly}">${esc(label)}</text></g>`;
   }
   for (const n of g.nodes) {
     const r = n.row;
@@ -98,7 +105,8 @@ function graphPage() {
   svg += `<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto">` +
     `<path d="M0,0 L10,5 L0,10 z" fill="#57606a"/></marker></defs></svg>`;
   page().innerHTML = `<p class="muted">Workloads by how far they are from their callers; ` +
-    `green edges are mutual TLS (\u{1F512}), red dashed ones plaintext. Click a workload.</p>` +
+    `green edges with a ${LOCK} are mutual TLS, red dashed ones plaintext; figures are connections ` +
+    `opened per second. Click a workload.</p>` +
     `<div id="graph">${svg}</div>`;
   page().querySelectorAll("g.node[data-deployment='1']").forEach((node) =>
     node.addEventListener("click", () => {
@@ -152,7 +160,7 @@ async function detailRefresh(args) {
     chart("connections/s", h, [["connections_per_second", "#8250df"]]);
   const edges = (list, side) => table(["client", "server", "mTLS", "connections"], list.map((e) =>
     [td(`${e.source_namespace}/${e.source}`), td(`${e.destination_namespace}/${e.destination}`),
-     `<td class="${e.secured ? "ok" : "error"}">${e.secured ? "\u{1F512} yes" : "plaintext"}</td>`, num(e.connections)]))
+     `<td class="${e.secured ? "ok" : "error"}">${e.secured ? LOCK + " mTLS" : "plaintext"}</td>`, num(e.connections)]))
     .replace("<table>", `<table id="${side}">`);
   let html = "";
   if (kind === "deploy") html += "<h2>Inbound</h2>" + edges(d.inbound, "inbound") + "<h2>Outbound</h2>" + edges(d.outbound, "outbound");
@@ -174,8 +182,9 @@ function chart(title, points, series, max) {
     const pts = points.filter((p) => p[k] !== null && p[k] !== undefined).map((p) => `${x(p.at).toFixed(1)},${y(p[k]).toFixed(1)}`);
     return `<polyline stroke="${colour}" points="${pts.join(" ")}"/>`;
   }).join("");
+  const empty = values.length ? "" : `<text x="8" y="${H / 2}" fill="#57606a">none: requests are measured by waypoints</text>`;
   return `<div class="chart"><div class="muted">${esc(title)} · max ${fixed(top, 2)}</div>` +
-    `<svg width="${W}" height="${H}" data-chart="${esc(title)}">${lines}</svg></div>`;
+    `<svg width="${W}" height="${H}" data-chart="${esc(title)}">${lines}${empty}</svg></div>`;
 }
 
 function stopTap() {
@@ -189,6 +198,9 @@ function startTap(kind, ns, name, form) {
   for (const k of ["method", "path", "kind"]) if (form.get(k)) q.set(k, form.get(k));
   const body = document.querySelector("#tap tbody");
   body.innerHTML = "";
+  // Events heard since the tap started (the table keeps the newest 200).
+  let received = 0;
+  document.getElementById("tap").dataset.received = "0";
   const state = document.getElementById("tap-state");
   tapSource = new EventSource("/api/tap?" + q);
   tapSource.addEventListener("ready", (e) => {
@@ -203,12 +215,14 @@ function startTap(kind, ns, name, form) {
   tapSource.onmessage = (e) => {
     const ev = JSON.parse(e.data);
     if (ev.dropped) { state.textContent = `a proxy dropped ${ev.dropped} events`; return; }
+    received += 1;
+    document.getElementById("tap").dataset.received = String(received);
     const row = document.createElement("tr");
     const time = new Date().toLocaleTimeString();
     row.innerHTML = ev.kind === "connection"
       ? [td(time), td("conn"), td(`${ev.direction ?? "-"} ${ev.destination_service || ""}`),
          td(ev.source_identity || ev.source_address), td(ev.destination_identity || ev.destination_address),
-         td(ev.verdict === "deny" ? "deny" : ev.phase + (ev.mtls ? " \u{1F512}" : " plaintext")),
+         td(ev.verdict === "deny" ? "deny" : ev.phase + (ev.mtls ? " mTLS" : " plaintext")),
          td(ev.phase === "close" ? `${ev.bytes_sent}B / ${ev.bytes_received}B` : "")].join("")
       : [td(time), td("req"), td(`${ev.method} ${ev.authority}${ev.path}`), td(ev.source_identity),
          td(`${ev.destination_workload}.${ev.destination_namespace}`), td(ev.status),
