@@ -42,7 +42,7 @@ fn wait_page(
 ) -> Value {
     let mut last = Value::Null;
     let found = eventually(SETTLE, || {
-        last = browser.run(script).unwrap_or_else(|e| Value::String(e));
+        last = browser.run(script).unwrap_or_else(Value::String);
         accept(&last)
     });
     assert!(found, "{what}: the page shows {last}");
