@@ -1,7 +1,8 @@
 //! `meshctl dashboard` in a real headless browser (Debian's chromium through chromedriver):
 //! the demo shop in the mesh with traffic running, the dashboard's service graph, a
 //! deployment's figures against `meshctl stat`'s, its live tap, its certificates, and a
-//! stopped ztunnel turning the overview red. Screenshots of every page go to
+//! stopped ztunnel turning the overview red; and a generated sandbox of 200 workloads whose
+//! graph keeps every node apart. Screenshots of every page go to
 //! `target/e2e-artifacts/dashboard/`.
 
 use std::io::{BufRead, BufReader};
@@ -258,4 +259,78 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
     browser
         .screenshot(&shots.join("overview-ztunnel-stopped.png"))
         .unwrap();
+}
+
+/// `count` one-replica Deployments in namespace `many`, each an idle process.
+fn many_workloads(count: usize) -> String {
+    let mut yaml = "apiVersion: v1\nkind: Namespace\nmetadata: {name: many}\n---\n".to_owned();
+    for i in 0..count {
+        yaml.push_str(&format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: app-{i:03}, namespace: many}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: app-{i:03}}}}}
+  template:
+    metadata: {{labels: {{app: app-{i:03}}}}}
+    spec:
+      containers: [{{name: app, command: [sleep, infinity]}}]
+---
+"#
+        ));
+    }
+    yaml
+}
+
+#[test]
+fn two_hundred_workloads_each_get_a_place_of_their_own_in_the_graph() {
+    let browser = Browser::start(1400, 1000).unwrap_or_else(|e| panic!("{e}"));
+    let sb = Sandbox::up(&many_workloads(200)).expect("sandbox up");
+    let (_dashboard, url) = start_dashboard(&sb);
+    browser.open(&format!("{url}#/graph")).unwrap();
+    // Every node's box on the page, as the browser laid it out.
+    let boxes = wait_page(
+        &browser,
+        "200 workloads in the graph",
+        "return [...document.querySelectorAll('g.node rect')].map(r => {
+           const b = r.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; });",
+        |b| b.as_array().is_some_and(|b| b.len() == 200),
+    );
+    let boxes: Vec<[f64; 4]> = boxes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| std::array::from_fn(|i| b[i].as_f64().unwrap()))
+        .collect();
+    for (i, a) in boxes.iter().enumerate() {
+        for b in &boxes[i + 1..] {
+            let apart = a[2] <= b[0] || b[2] <= a[0] || a[3] <= b[1] || b[3] <= a[1];
+            assert!(apart, "nodes overlap: {a:?} and {b:?}");
+        }
+    }
+    browser
+        .screenshot(&shots_dir_file("graph-200.png"))
+        .unwrap();
+    browser.open(&format!("{url}#/overview")).unwrap();
+    let many = wait_page(
+        &browser,
+        "the overview's namespace row",
+        "return [...document.querySelectorAll('table tbody tr')].map(r => r.textContent)
+                 .find(t => t.startsWith('many'));",
+        |row| row.is_string(),
+    );
+    assert!(many.as_str().unwrap().starts_with("many0 / 200"), "{many}");
+    let took = browser
+        .run("return document.getElementById('updated').textContent;")
+        .unwrap();
+    eprintln!("200 workloads: {took}");
+    browser
+        .screenshot(&shots_dir_file("overview-200.png"))
+        .unwrap();
+}
+
+/// A file of the artifacts folder.
+fn shots_dir_file(name: &str) -> PathBuf {
+    artifacts().join(name)
 }

@@ -37,6 +37,7 @@ pub fn snapshot(snapshot: &Snapshot) -> Value {
     json!({
         "at": snapshot.at,
         "window_seconds": snapshot.window_seconds,
+        "took_ms": snapshot.took_ms,
         "error": snapshot.error,
         "status": status,
         "check_groups": groups,

@@ -63,6 +63,8 @@ pub struct Snapshot {
     pub certificates: Vec<LeafCertificate>,
     /// The CA root.
     pub root: Option<RootCertificate>,
+    /// How long the refresh took, milliseconds (checks, scrapes and certificates).
+    pub took_ms: u64,
 }
 
 /// One scrape of every proxy.
@@ -146,7 +148,7 @@ impl Shared {
 
     /// One refresh.
     fn refresh(&self) {
-        let at = unix_now();
+        let (at, began) = (unix_now(), Instant::now());
         let found = match Found::read(&self.cfg) {
             Ok(found) => found,
             Err(error) => {
@@ -219,6 +221,7 @@ impl Shared {
                 .record("deploy", &snapshot.deployments, at, seconds);
             state.history.record("svc", &snapshot.services, at, seconds);
         }
+        snapshot.took_ms = began.elapsed().as_millis() as u64;
         state.snapshot = Arc::new(snapshot);
     }
 }

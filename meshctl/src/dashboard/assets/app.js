@@ -42,7 +42,8 @@ function render() {
   status.textContent = "checks: " + snapshot.status;
   document.getElementById("updated").textContent =
     "updated " + new Date(snapshot.at * 1000).toLocaleTimeString() +
-    (snapshot.window_seconds ? `, window ${snapshot.window_seconds.toFixed(0)} s` : "");
+    (snapshot.window_seconds ? `, window ${snapshot.window_seconds.toFixed(0)} s` : "") +
+    ` (read in ${snapshot.took_ms} ms)`;
   const pages = { overview, graph: graphPage, certificates, findings, workload: detailRefresh };
   (pages[r.page] || overview)(r.args);
 }
@@ -104,10 +105,14 @@ function graphPage() {
   }
   svg += `<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto">` +
     `<path d="M0,0 L10,5 L0,10 z" fill="#57606a"/></marker></defs></svg>`;
+  // Redrawn every refresh: keep where the reader scrolled to.
+  const old = document.getElementById("graph");
+  const scrolled = old ? [old.scrollLeft, old.scrollTop] : [0, 0];
   page().innerHTML = `<p class="muted">Workloads by how far they are from their callers; ` +
     `green edges with a ${LOCK} are mutual TLS, red dashed ones plaintext; figures are connections ` +
     `opened per second. Click a workload.</p>` +
     `<div id="graph">${svg}</div>`;
+  [document.getElementById("graph").scrollLeft, document.getElementById("graph").scrollTop] = scrolled;
   page().querySelectorAll("g.node[data-deployment='1']").forEach((node) =>
     node.addEventListener("click", () => {
       const [ns, name] = node.dataset.id.split("/");
