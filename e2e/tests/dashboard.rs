@@ -13,6 +13,7 @@ use e2e::mesh::{wait_namespace_captured, wait_ready};
 use e2e::{Component, SETTLE, Sandbox, eventually, json};
 use serde_json::Value;
 use test_support::process::KillOnDrop;
+use test_support::raw_http;
 use test_support::webdriver::Browser;
 
 /// The label that puts the shop in the mesh.
@@ -102,6 +103,7 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
     );
     let (_dashboard, url) = start_dashboard(&sb);
     let shots = artifacts();
+    refuses_foreign_hosts_and_writes(&url);
 
     // The graph: the shop's workloads, mutual TLS from frontend to orders to payments, and
     // the client outside the mesh in plaintext.
@@ -259,6 +261,28 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
     browser
         .screenshot(&shots.join("overview-ztunnel-stopped.png"))
         .unwrap();
+}
+
+/// The dashboard answers only requests for a loopback name (no DNS rebinding), and only GETs.
+fn refuses_foreign_hosts_and_writes(url: &str) {
+    let address: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("the URL's address");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ask = |request: String| runtime.block_on(raw_http::exchange(address, &request));
+    let port = address.port();
+    let as_host = |host: &str, method: &str| {
+        format!("{method} /api/snapshot HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+    let foreign = ask(as_host(&format!("mesh.example:{port}"), "GET"));
+    assert_eq!(foreign.status, 403, "{foreign:?}");
+    let post = ask(as_host(&format!("127.0.0.1:{port}"), "POST"));
+    assert_eq!(post.status, 405, "{post:?}");
+    let page = ask(as_host(&format!("localhost:{port}"), "GET"));
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(page.header("content-type"), Some("application/json"));
 }
 
 /// `count` one-replica Deployments in namespace `many`, each an idle process.

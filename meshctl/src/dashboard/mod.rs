@@ -22,5 +22,5 @@ mod query;
 mod sampler;
 mod server;
 
-pub use options::{DashboardOptions, exposure};
+pub use options::DashboardOptions;
 pub use server::run;

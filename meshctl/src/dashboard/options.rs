@@ -38,9 +38,36 @@ pub fn exposure(address: SocketAddr, allow_remote: bool) -> Result<Option<String
     )))
 }
 
+/// Whether a request naming `host` (its Host header) may be answered by a dashboard listening
+/// on `port`: on loopback only requests for a loopback name, so that a web page the browser
+/// loaded from elsewhere cannot read the dashboard by pointing its own domain name at
+/// 127.0.0.1 (DNS rebinding); any host with `allow_remote`.
+pub fn host_allowed(host: Option<&str>, port: u16, allow_remote: bool) -> bool {
+    if allow_remote {
+        return true;
+    }
+    let Some(host) = host else {
+        return false;
+    };
+    ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .any(|name| host.eq_ignore_ascii_case(&format!("{name}:{port}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_names_reach_a_loopback_dashboard() {
+        assert!(host_allowed(Some("127.0.0.1:50750"), 50750, false));
+        assert!(host_allowed(Some("LOCALHOST:50750"), 50750, false));
+        assert!(host_allowed(Some("[::1]:50750"), 50750, false));
+        assert!(!host_allowed(Some("evil.example:50750"), 50750, false));
+        assert!(!host_allowed(Some("127.0.0.1:80"), 50750, false));
+        assert!(!host_allowed(None, 50750, false));
+        assert!(host_allowed(Some("mesh.example:50750"), 50750, true));
+    }
 
     #[test]
     fn loopback_is_allowed_anything_else_needs_the_flag_and_warns() {

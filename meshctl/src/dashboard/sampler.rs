@@ -152,11 +152,12 @@ impl Shared {
         let found = match Found::read(&self.cfg) {
             Ok(found) => found,
             Err(error) => {
-                self.state().snapshot = Arc::new(Snapshot {
-                    at,
-                    error: Some(error),
-                    ..Snapshot::default()
-                });
+                // The last figures stay on show, marked stale by the error (a verb may hold
+                // the sandbox's lock for a while).
+                let mut state = self.state();
+                let mut snapshot = (*state.snapshot).clone();
+                (snapshot.at, snapshot.error) = (at, Some(error));
+                state.snapshot = Arc::new(snapshot);
                 return;
             }
         };

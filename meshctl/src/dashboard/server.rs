@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use super::api;
 use super::assets::asset;
 use super::events;
-use super::options::{DashboardOptions, exposure};
+use super::options::{DashboardOptions, exposure, host_allowed};
 use super::query::params;
 use super::sampler::Shared;
 use crate::sandbox::error::{Result, SandboxError};
@@ -55,11 +55,11 @@ pub fn run(cfg: &SandboxSettings, options: DashboardOptions) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().map_err(SandboxError::io(
         "starting the dashboard's runtime".to_owned(),
     ))?;
-    runtime.block_on(serve(listener, shared))
+    runtime.block_on(serve(listener, address.port(), shared))
 }
 
 /// Accepts connections forever, one task each.
-async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) -> Result<()> {
+async fn serve(listener: std::net::TcpListener, port: u16, shared: Arc<Shared>) -> Result<()> {
     listener
         .set_nonblocking(true)
         .map_err(SandboxError::io("dashboard listener".to_owned()))?;
@@ -73,7 +73,7 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) -> Result<(
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&shared, &request)) }
+                async move { Ok::<_, Infallible>(route(&shared, port, &request)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -83,7 +83,15 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) -> Result<(
 }
 
 /// Answers one request.
-fn route(shared: &Arc<Shared>, request: &Request<Incoming>) -> Reply {
+fn route(shared: &Arc<Shared>, port: u16, request: &Request<Incoming>) -> Reply {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    if !host_allowed(host, port, shared.options.allow_remote) {
+        let message = format!("Host {host:?}: open the dashboard as http://127.0.0.1:{port}/");
+        return text(StatusCode::FORBIDDEN, message);
+    }
     if request.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET".to_owned());
     }
