@@ -44,7 +44,12 @@ pub fn snapshot(snapshot: &Snapshot) -> Value {
         "namespaces": snapshot.namespaces,
         "deployments": snapshot.deployments,
         "services": snapshot.services,
-        "graph": graph(&snapshot.deployments, &snapshot.edges, snapshot.window_seconds),
+        "graph": graph(
+            &snapshot.deployments,
+            &snapshot.edges,
+            &snapshot.request_edges,
+            snapshot.window_seconds
+        ),
         "unreachable": snapshot.unreachable,
         "certificates": snapshot.certificates,
         "root": snapshot.root,

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use super::requests::RequestEdge;
 use crate::operator::stat::{Edge, Row};
 
 /// Horizontal distance between columns, in SVG units.
@@ -41,12 +42,17 @@ pub struct Link {
     pub from: String,
     /// The server's node id.
     pub to: String,
-    /// Mutual TLS (else plaintext).
-    pub secured: bool,
+    /// Mutual TLS, or plaintext; `None` when only requests were seen (through a waypoint),
+    /// not the connections.
+    pub secured: Option<bool>,
     /// Connections opened per second.
     pub connections_per_second: f64,
     /// Connections opened in the window.
     pub connections: u64,
+    /// Requests per second, when a waypoint saw them.
+    pub requests_per_second: Option<f64>,
+    /// Share of those requests that did not fail.
+    pub success_rate: Option<f64>,
 }
 
 /// The graph, ready to draw.
@@ -66,9 +72,10 @@ fn id(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
-/// The graph of the `rows` (every Deployment) and the `edges` of a window `seconds` long;
-/// a workload seen only in edges (a bare pod, an unknown client) is a node too.
-pub fn graph(rows: &[Row], edges: &[Edge], seconds: f64) -> Graph {
+/// The graph of the `rows` (every Deployment), the `edges` and the `requests` of a window
+/// `seconds` long; a workload seen only in edges (a bare pod, an unknown client) is a node
+/// too.
+pub fn graph(rows: &[Row], edges: &[Edge], requests: &[RequestEdge], seconds: f64) -> Graph {
     let mut names: BTreeMap<String, (String, String, Option<Row>)> = rows
         .iter()
         .map(|r| {
@@ -76,7 +83,7 @@ pub fn graph(rows: &[Row], edges: &[Edge], seconds: f64) -> Graph {
             (key, (r.namespace.clone(), r.name.clone(), Some(r.clone())))
         })
         .collect();
-    let mut links: BTreeMap<(String, String, bool), u64> = BTreeMap::new();
+    let mut links: BTreeMap<(String, String, Option<bool>), u64> = BTreeMap::new();
     for e in edges {
         for (ns, name) in [
             (&e.source_namespace, &e.source),
@@ -89,9 +96,22 @@ pub fn graph(rows: &[Row], edges: &[Edge], seconds: f64) -> Graph {
         let key = (
             id(&e.source_namespace, &e.source),
             id(&e.destination_namespace, &e.destination),
-            e.secured,
+            Some(e.secured),
         );
         *links.entry(key).or_default() += e.connections;
+    }
+    for r in requests {
+        for (ns, name) in [&r.from, &r.to].map(|id| id.split_once('/').unwrap_or(("", id))) {
+            names
+                .entry(id(ns, name))
+                .or_insert_with(|| (ns.to_owned(), name.to_owned(), None));
+        }
+        if !links
+            .keys()
+            .any(|(from, to, _)| from == &r.from && to == &r.to)
+        {
+            links.insert((r.from.clone(), r.to.clone(), None), 0);
+        }
     }
     let pairs: BTreeSet<(String, String)> = links
         .keys()
@@ -121,7 +141,7 @@ pub fn graph(rows: &[Row], edges: &[Edge], seconds: f64) -> Graph {
             column += 1;
         }
     }
-    let links = links
+    let mut links: Vec<Link> = links
         .into_iter()
         .map(|((from, to, secured), connections)| Link {
             from,
@@ -133,8 +153,17 @@ pub fn graph(rows: &[Row], edges: &[Edge], seconds: f64) -> Graph {
             } else {
                 0.0
             },
+            requests_per_second: None,
+            success_rate: None,
         })
         .collect();
+    for r in requests {
+        // On the pair's first link only, so that no request is shown twice.
+        if let Some(link) = links.iter_mut().find(|l| l.from == r.from && l.to == r.to) {
+            link.requests_per_second = Some(r.requests_per_second);
+            link.success_rate = r.success_rate;
+        }
+    }
     Graph {
         nodes,
         links,
@@ -213,18 +242,56 @@ mod tests {
             edge("orders", "payments", true, 20),
             edge("payments", "orders", true, 1),
         ];
-        let g = graph(&rows, &edges, 10.0);
+        let requests = [
+            RequestEdge {
+                from: "shop/frontend".into(),
+                to: "shop/orders".into(),
+                requests_per_second: 1.5,
+                success_rate: Some(0.9),
+                latency_ms_p99: Some(4.0),
+            },
+            RequestEdge {
+                from: "shop/api-gateway".into(),
+                to: "shop/orders".into(),
+                requests_per_second: 0.5,
+                success_rate: Some(1.0),
+                latency_ms_p99: Some(2.0),
+            },
+        ];
+        let g = graph(&rows, &edges, &requests, 10.0);
         let x = |name: &str| g.nodes.iter().find(|n| n.name == name).unwrap().x;
         assert!(x("client") < x("frontend"));
         assert!(x("frontend") < x("orders"));
         assert!(x("orders") <= x("payments"));
         let client = g.nodes.iter().find(|n| n.name == "client").unwrap();
         assert_eq!(client.row, None);
-        let plaintext: Vec<_> = g.links.iter().filter(|l| !l.secured).collect();
+        let plaintext: Vec<_> = g
+            .links
+            .iter()
+            .filter(|l| l.secured == Some(false))
+            .collect();
         assert_eq!(plaintext.len(), 1);
         assert_eq!(plaintext[0].from, "shop/client");
         let payments = g.links.iter().find(|l| l.to == "shop/payments").unwrap();
         assert_eq!(payments.connections_per_second, 2.0);
+        assert_eq!(payments.requests_per_second, None);
+        let orders = g
+            .links
+            .iter()
+            .find(|l| l.from == "shop/frontend" && l.to == "shop/orders")
+            .unwrap();
+        assert_eq!(
+            (orders.requests_per_second, orders.success_rate),
+            (Some(1.5), Some(0.9))
+        );
+        // Requests seen only through a waypoint: an edge whose security is not known.
+        let gateway = g
+            .links
+            .iter()
+            .find(|l| l.from == "shop/api-gateway")
+            .unwrap();
+        assert_eq!((gateway.secured, gateway.connections), (None, 0));
+        assert_eq!(gateway.requests_per_second, Some(0.5));
     }
 
     #[test]
@@ -241,7 +308,7 @@ mod tests {
                 )
             })
             .collect();
-        let g = graph(&rows, &edges, 10.0);
+        let g = graph(&rows, &edges, &[], 10.0);
         assert_eq!(g.nodes.len(), 200);
         let places: BTreeSet<(u32, u32)> = g.nodes.iter().map(|n| (n.x, n.y)).collect();
         assert_eq!(places.len(), 200, "two nodes share a place");

@@ -8,7 +8,8 @@
 //! plain JavaScript drawing SVG) is compiled in: nothing is fetched from elsewhere.
 //!
 //! Layers (a module imports only those listed before it): `options`, `history`, `certs`,
-//! `graph`, `query` and `assets` (pure); `sampler` (on `options`, `history`, `certs`); `api` (on
+//! `query`, `requests` and `assets` (pure), `graph` (on `requests`); `sampler` (on `options`,
+//! `history`, `certs`, `requests`); `api` (on
 //! `sampler`, `graph`, `history`, `query`); `events` (on `sampler`, `api` and `query`); `server` (on all).
 
 mod api;
@@ -19,6 +20,7 @@ mod graph;
 mod history;
 mod options;
 mod query;
+mod requests;
 mod sampler;
 mod server;
 

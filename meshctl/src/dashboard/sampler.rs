@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::certs::{LeafCertificate, leaf_certificates};
 use super::history::History;
 use super::options::DashboardOptions;
+use super::requests::{RequestEdge, request_edges};
 use crate::operator::check::{Check, root_check, root_validity};
 use crate::operator::stat::{Edge, Resource, Row, Target};
 use crate::operator::window::{Measured, MeasuredRoutes, Scraped, SeenEdges, Window};
@@ -55,6 +56,8 @@ pub struct Snapshot {
     pub services: Vec<Row>,
     /// `edges` of the window.
     pub edges: Vec<Edge>,
+    /// The requests of each (client, server) pair the waypoints saw.
+    pub request_edges: Vec<RequestEdge>,
     /// Proxies whose metrics could not be read, with why.
     pub unreachable: Vec<String>,
     /// `check`'s checks.
@@ -213,6 +216,9 @@ impl Shared {
             snapshot.unreachable = ns.unreachable;
             (snapshot.namespaces, snapshot.deployments) = (ns.rows, deploy.rows);
             (snapshot.services, snapshot.edges) = (svc.rows, edges.edges);
+            snapshot.request_edges = window_of(scrapes)
+                .map(|w| request_edges(&w))
+                .unwrap_or_default();
             let seconds = snapshot.window_seconds;
             state
                 .history

@@ -85,10 +85,12 @@ function graphPage() {
     const mid = (x1 + x2) / 2;
     const path = x2 > x1 ? `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`
       : `M${a.x + W / 2},${a.y + H} C${a.x + W / 2},${y1 + 80} ${b.x + W / 2},${y2 + 80} ${b.x + W / 2},${b.y + H}`;
-    const label = (l.secured ? "" : "plaintext ") + fixed(l.connections_per_second, 1) + "/s";
-    const lx = x2 > x1 ? mid - 30 : (a.x + b.x) / 2 + W / 2, ly = x2 > x1 ? (y1 + y2) / 2 - 4 : y1 + 70;
-    const lock = l.secured ? `<g class="lock" transform="translate(${lx - 14},${ly - 10})">${LOCK_SHAPES}</g>` : "";
-    svg += `<g class="edge" data-from="${esc(l.from)}" data-to="${esc(l.to)}" data-mtls="${l.secured}">` +
+    const label = (l.secured === false ? "plaintext " : "") + (l.requests_per_second !== null
+      ? `${fixed(l.requests_per_second, 1)} rps ${percent(l.success_rate)}`
+      : fixed(l.connections_per_second, 1) + " conn/s");
+    const lx = x2 > x1 ? mid - 40 : (a.x + b.x) / 2 + W / 2, ly = x2 > x1 ? (y1 + y2) / 2 - 4 : y1 + 70;
+    const lock = l.secured === true ? `<g class="lock" transform="translate(${lx - 14},${ly - 10})">${LOCK_SHAPES}</g>` : "";
+    svg += `<g class="edge" data-from="${esc(l.from)}" data-to="${esc(l.to)}" data-mtls="${l.secured ?? "unknown"}">` +
       `<path d="${path}" marker-end="url(#arrow)"/>${lock}<text x="${lx}" y="${ly}">${esc(label)}</text></g>`;
   }
   for (const n of g.nodes) {
@@ -109,8 +111,9 @@ function graphPage() {
   const old = document.getElementById("graph");
   const scrolled = old ? [old.scrollLeft, old.scrollTop] : [0, 0];
   page().innerHTML = `<p class="muted">Workloads by how far they are from their callers; ` +
-    `green edges with a ${LOCK} are mutual TLS, red dashed ones plaintext; figures are connections ` +
-    `opened per second. Click a workload.</p>` +
+    `green edges with a ${LOCK} are mutual TLS, red dashed ones plaintext, grey ones seen only as ` +
+    `requests by a waypoint; figures are requests per second and success where a waypoint ` +
+    `counts them, else connections opened per second. Click a workload.</p>` +
     `<div id="graph">${svg}</div>`;
   [document.getElementById("graph").scrollLeft, document.getElementById("graph").scrollTop] = scrolled;
   page().querySelectorAll("g.node[data-deployment='1']").forEach((node) =>
