@@ -358,3 +358,30 @@ fn two_hundred_workloads_each_get_a_place_of_their_own_in_the_graph() {
 fn shots_dir_file(name: &str) -> PathBuf {
     artifacts().join(name)
 }
+
+#[test]
+fn a_remote_address_needs_the_flag_and_a_taken_port_is_named() {
+    let meshctl = e2e::meshctl_bin().expect("meshctl is built");
+    let dashboard = |address: &str| {
+        let out = std::process::Command::new(&meshctl)
+            .args(["--sandbox", "nonexistent", "dashboard", "--no-browser"])
+            .args(["--address", address])
+            .output()
+            .expect("meshctl runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = dashboard("0.0.0.0:0");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("pass --allow-remote"), "{stderr}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = dashboard(&address);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: dashboard: cannot listen on {address}: ")),
+        "{stderr}"
+    );
+}

@@ -60,6 +60,14 @@ function overview() {
       num(fixed(n.requests_per_second, 2)), num(percent(n.success_rate)),
       num(fixed(n.latency_ms_p50)), num(fixed(n.latency_ms_p99)),
       num(fixed(n.tcp_opened / (s.window_seconds || 1), 2)), num(percent(n.mtls_share))]));
+  const linked = (kind, r) => `<td><a href="#/workload/${kind}/${encodeURIComponent(r.namespace)}/` +
+    `${encodeURIComponent(r.name)}">${esc(r.namespace)}/${esc(r.name)}</a></td>`;
+  const golden = (kind, rows) => table(
+    ["name", "meshed / pods", "rps", "success", "p99 ms", "conn/s", "mTLS"],
+    rows.map((r) => [linked(kind, r), num(`${r.meshed_pods} / ${r.pods}`),
+      num(fixed(r.requests_per_second, 2)), num(percent(r.success_rate)), num(fixed(r.latency_ms_p99)),
+      num(fixed(r.tcp_opened / (s.window_seconds || 1), 2)), num(percent(r.mtls_share))]),
+    (i) => (rows[i].success_rate !== null && rows[i].success_rate < 0.95 ? "warning" : ""));
   html += "<h2>Checks</h2>";
   for (const g of s.check_groups) {
     html += `<div class="check-group" data-group="${esc(g.group)}" data-status="${g.status}">` +
@@ -68,6 +76,8 @@ function overview() {
         (c.hint ? ` <span class="muted">— ${esc(c.hint)}</span>` : "") + "</li>").join("") +
       "</ul></div>";
   }
+  html += "<h2>Deployments</h2>" + golden("deploy", s.deployments);
+  html += "<h2>Services</h2>" + golden("svc", s.services);
   if (s.unreachable.length) html += "<h2>Unreachable proxies</h2><ul>" +
     s.unreachable.map((u) => `<li class="error">${esc(u)}</li>`).join("") + "</ul>";
   page().innerHTML = html;
