@@ -169,68 +169,83 @@ impl Shared {
             names: found.proxies.iter().map(|p| p.name.clone()).collect(),
             scraped: scrape_all(&found.proxies),
         };
-        let certificates = found
-            .proxies
-            .iter()
-            .filter_map(|p| {
-                Some(leaf_certificates(
-                    &p.name,
-                    &proxies::config_dump(p).ok()?,
-                    at as i64,
-                ))
-            })
-            .flatten()
-            .collect();
+        let certificates = certificates(&found.proxies, at);
         let mut guard = self.state();
         let state = &mut *guard;
-        let scrapes = &mut state.scrapes;
-        if scrapes
-            .back()
-            .is_some_and(|last| last.names != scrape.names)
-        {
-            // A proxy came or went: scrapes of other proxies do not subtract.
-            scrapes.clear();
-        }
-        scrapes.push_back(scrape);
-        while scrapes.len() > 2 && scrapes[1].taken.elapsed() >= self.options.window {
-            scrapes.pop_front();
-        }
+        keep(&mut state.scrapes, scrape, self.options.window);
         let mut snapshot = Snapshot {
             at,
-            checks: found.checks,
+            checks: found.checks.clone(),
             certificates,
-            root: found.root,
+            root: found.root.clone(),
             ..Snapshot::default()
         };
-        let scrapes = &state.scrapes;
-        let measure = |resource, targets: &[Target]| {
-            window_of(scrapes).map(|w| Measured::of(resource, targets, w))
-        };
-        if let (Some(ns), Some(deploy), Some(svc), Some(edges)) = (
-            measure(Resource::Namespace, &found.namespaces),
-            measure(Resource::Deployment, &found.deployments),
-            measure(Resource::Service, &found.services),
-            window_of(scrapes).map(|w| SeenEdges::of(None, w)),
-        ) {
-            snapshot.window_seconds = ns.window_seconds;
-            snapshot.unreachable = ns.unreachable;
-            (snapshot.namespaces, snapshot.deployments) = (ns.rows, deploy.rows);
-            (snapshot.services, snapshot.edges) = (svc.rows, edges.edges);
-            snapshot.request_edges = window_of(scrapes)
-                .map(|w| request_edges(&w))
-                .unwrap_or_default();
+        if measure(&mut snapshot, &state.scrapes, &found) {
             let seconds = snapshot.window_seconds;
-            state
-                .history
-                .record("ns", &snapshot.namespaces, at, seconds);
-            state
-                .history
-                .record("deploy", &snapshot.deployments, at, seconds);
-            state.history.record("svc", &snapshot.services, at, seconds);
+            for (kind, rows) in [
+                ("ns", &snapshot.namespaces),
+                ("deploy", &snapshot.deployments),
+                ("svc", &snapshot.services),
+            ] {
+                state.history.record(kind, rows, at, seconds);
+            }
         }
         snapshot.took_ms = began.elapsed().as_millis() as u64;
         state.snapshot = Arc::new(snapshot);
     }
+}
+
+/// Every workload certificate `proxies` hold, judged at `at` (Unix seconds); a proxy whose
+/// config dump cannot be read holds none (`check` says why).
+fn certificates(proxies: &[Proxy], at: u64) -> Vec<LeafCertificate> {
+    proxies
+        .iter()
+        .filter_map(|p| {
+            let dump = proxies::config_dump(p).ok()?;
+            Some(leaf_certificates(&p.name, &dump, at as i64))
+        })
+        .flatten()
+        .collect()
+}
+
+/// Adds `scrape`, keeping the newest scrape at least `window` old as the window's start.
+fn keep(scrapes: &mut VecDeque<Scrape>, scrape: Scrape, window: Duration) {
+    if scrapes
+        .back()
+        .is_some_and(|last| last.names != scrape.names)
+    {
+        // A proxy came or went: scrapes of other proxies do not subtract.
+        scrapes.clear();
+    }
+    scrapes.push_back(scrape);
+    while scrapes.len() > 2 && scrapes[1].taken.elapsed() >= window {
+        scrapes.pop_front();
+    }
+}
+
+/// Fills `snapshot` with `stat`'s rows, `edges` and the request edges of the window of
+/// `scrapes`; false before there are two scrapes.
+fn measure(snapshot: &mut Snapshot, scrapes: &VecDeque<Scrape>, found: &Found) -> bool {
+    let rows = |resource, targets: &[Target]| {
+        window_of(scrapes).map(|w| Measured::of(resource, targets, w))
+    };
+    let (Some(ns), Some(deploy), Some(svc), Some(edges), Some(requests)) = (
+        rows(Resource::Namespace, &found.namespaces),
+        rows(Resource::Deployment, &found.deployments),
+        rows(Resource::Service, &found.services),
+        window_of(scrapes).map(|w| SeenEdges::of(None, w)),
+        window_of(scrapes).map(|w| request_edges(&w)),
+    ) else {
+        return false;
+    };
+    snapshot.window_seconds = ns.window_seconds;
+    snapshot.unreachable = ns.unreachable;
+    snapshot.namespaces = ns.rows;
+    snapshot.deployments = deploy.rows;
+    snapshot.services = svc.rows;
+    snapshot.edges = edges.edges;
+    snapshot.request_edges = requests;
+    true
 }
 
 /// What is read under the sandbox's lock.
