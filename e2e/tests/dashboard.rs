@@ -20,6 +20,8 @@ use test_support::webdriver::Browser;
 const AMBIENT: &str = "istio.io/dataplane-mode=ambient";
 /// Requests per second the client sends to the frontend for the whole test.
 const RATE: &str = "20";
+/// What the dashboard and `meshctl stat` measure over: long enough to smooth a steady load.
+const WINDOW: &str = "20s";
 /// How far the dashboard's figures for orders may be from `meshctl stat`'s: both measure a
 /// steady load, over windows of the same length a few seconds apart.
 const TOLERANCE: f64 = 0.35;
@@ -56,7 +58,7 @@ fn start_dashboard(sb: &Sandbox) -> (KillOnDrop, String) {
     let mut child = sb
         .command()
         .args(["dashboard", "--address", "127.0.0.1:0", "--no-browser"])
-        .args(["--refresh", "2s", "--window", "10s"])
+        .args(["--refresh", "2s", "--window", WINDOW])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -158,7 +160,7 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
             "-n",
             "shop",
             "--window",
-            "10s",
+            WINDOW,
             "-o",
             "json",
         ])
@@ -187,6 +189,7 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
     assert_eq!(row["mtls_share"], 1.0, "{stat}");
     let shown: f64 = figures["received"].as_str().unwrap().parse().unwrap();
     let measured = row["read_bytes_per_second"].as_f64().unwrap();
+    eprintln!("orders-v1 receives {shown} B/s on the dashboard, {measured} B/s by meshctl stat");
     assert!(
         (shown - measured).abs() <= TOLERANCE * measured,
         "the dashboard shows {shown} B/s received by orders-v1, stat measured {measured}"
