@@ -10,5 +10,5 @@ pub(crate) mod output;
 mod up;
 mod verbs;
 
-pub use args::{DashboardArgs, EdgesArgs, GlobalArgs, RoutesArgs, SandboxCommand, StatArgs};
+pub use args::{EdgesArgs, GlobalArgs, RoutesArgs, SandboxCommand, StatArgs};
 pub use verbs::run;

@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 
 use super::args::{
-    AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DashboardArgs, DownArgs, EdgesArgs,
-    ExecArgs, GetArgs, GlobalArgs, LabelArgs, LogsArgs, OutputArgs, ProxyConfigArgs, RoutesArgs,
-    SandboxCommand, StatArgs, TapArgs, TopArgs,
+    AnalyzeArgs, CheckArgs, ComponentArgs, ConfigCommand, DownArgs, EdgesArgs, ExecArgs, GetArgs,
+    GlobalArgs, LabelArgs, LogsArgs, OutputArgs, ProxyConfigArgs, RoutesArgs, SandboxCommand,
+    StatArgs, TapArgs, TopArgs,
 };
 use super::live;
 use super::output;
@@ -198,7 +198,7 @@ fn proxy_config(cfg: &SandboxSettings, a: ProxyConfigArgs) -> Result<()> {
 }
 
 /// `dashboard`: serves until interrupted.
-fn dashboard(cfg: &SandboxSettings, a: DashboardArgs) -> Result<()> {
+fn dashboard(cfg: &SandboxSettings, a: super::args::DashboardArgs) -> Result<()> {
     let options = crate::dashboard::DashboardOptions {
         address: a.address,
         allow_remote: a.allow_remote,
