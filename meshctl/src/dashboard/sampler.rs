@@ -172,7 +172,12 @@ impl Shared {
         let certificates = certificates(&found.proxies, at);
         let mut guard = self.state();
         let state = &mut *guard;
-        keep(&mut state.scrapes, scrape, self.options.window);
+        keep(
+            &mut state.scrapes,
+            scrape,
+            self.options.window,
+            Instant::now(),
+        );
         let mut snapshot = Snapshot {
             at,
             checks: found.checks.clone(),
@@ -208,8 +213,9 @@ fn certificates(proxies: &[Proxy], at: u64) -> Vec<LeafCertificate> {
         .collect()
 }
 
-/// Adds `scrape`, keeping the newest scrape at least `window` old as the window's start.
-fn keep(scrapes: &mut VecDeque<Scrape>, scrape: Scrape, window: Duration) {
+/// Adds `scrape`, keeping as the window's start the newest scrape at least `window` old at
+/// `now`.
+fn keep(scrapes: &mut VecDeque<Scrape>, scrape: Scrape, window: Duration, now: Instant) {
     if scrapes
         .back()
         .is_some_and(|last| last.names != scrape.names)
@@ -218,7 +224,7 @@ fn keep(scrapes: &mut VecDeque<Scrape>, scrape: Scrape, window: Duration) {
         scrapes.clear();
     }
     scrapes.push_back(scrape);
-    while scrapes.len() > 2 && scrapes[1].taken.elapsed() >= window {
+    while scrapes.len() > 2 && now.duration_since(scrapes[1].taken) >= window {
         scrapes.pop_front();
     }
 }
@@ -307,4 +313,52 @@ fn unix(time: SystemTime) -> u64 {
 
 fn unix_now() -> u64 {
     unix(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_registry::scrape::Sample;
+
+    use super::*;
+
+    fn scrape(taken: Instant, names: &[&str], opened: f64) -> Scrape {
+        let sample = Sample::new(
+            "istio_tcp_connections_opened_total",
+            &[("reporter", "destination")],
+            opened,
+        );
+        Scrape {
+            taken,
+            names: names.iter().map(|n| n.to_string()).collect(),
+            scraped: names.iter().map(|_| Ok(vec![sample.clone()])).collect(),
+        }
+    }
+
+    #[test]
+    fn the_window_starts_at_the_newest_scrape_a_window_old_and_restarts_when_proxies_change() {
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let window = Duration::from_secs(10);
+        let mut scrapes = VecDeque::new();
+        keep(
+            &mut scrapes,
+            scrape(at(0), &["ztunnel node1"], 0.0),
+            window,
+            at(0),
+        );
+        assert!(window_of(&scrapes).is_none(), "one scrape is no window");
+        for (second, opened) in [(5, 5.0), (10, 10.0), (15, 15.0), (20, 20.0)] {
+            let next = scrape(at(second), &["ztunnel node1"], opened);
+            keep(&mut scrapes, next, window, at(second));
+        }
+        let w = window_of(&scrapes).unwrap();
+        assert_eq!(w.seconds, 10.0);
+        assert_eq!(w.increase[0].value, 10.0);
+        // A new proxy: what the others counted before cannot be subtracted from its counts.
+        let both = ["ztunnel node1", "ztunnel node2"];
+        keep(&mut scrapes, scrape(at(25), &both, 25.0), window, at(25));
+        assert!(window_of(&scrapes).is_none());
+        keep(&mut scrapes, scrape(at(27), &both, 27.0), window, at(27));
+        assert_eq!(window_of(&scrapes).unwrap().seconds, 2.0);
+    }
 }
