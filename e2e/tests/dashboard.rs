@@ -220,6 +220,23 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
     );
     browser.screenshot(&shots.join("workload.png")).unwrap();
 
+    // The orders Service's page, from the overview's link: its three pods.
+    browser.open(&format!("{url}#/overview")).unwrap();
+    wait_page(
+        &browser,
+        "the overview's link to the orders Service",
+        "const a = document.querySelector(\"a[href='#/workload/svc/shop/orders']\");
+         if (a) a.click(); return location.hash;",
+        |hash| hash == "#/workload/svc/shop/orders",
+    );
+    wait_page(
+        &browser,
+        "the orders Service's pods",
+        "return document.querySelector('[data-figure=pods]')?.textContent;",
+        |pods| pods == "3 / 3",
+    );
+    browser.screenshot(&shots.join("service.png")).unwrap();
+
     // Certificates: each shop identity, from the ztunnels' config dumps, and the root.
     browser.open(&format!("{url}#/certificates")).unwrap();
     let identities = wait_page(

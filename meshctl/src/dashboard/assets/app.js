@@ -13,7 +13,9 @@ const fixed = (v, digits = 1) => (v === null || v === undefined ? "-" : Number(v
 const percent = (v) => (v === null || v === undefined ? "-" : (100 * v).toFixed(1) + "%");
 const table = (head, rows, rowClass = () => "") =>
   `<table><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>` +
-  rows.map((r, i) => `<tr class="${rowClass(i)}">${r.join("")}</tr>`).join("") + "</tbody></table>";
+  // Only warnings and errors are highlighted.
+  rows.map((r, i) => `<tr class="${rowClass(i) === "ok" ? "" : rowClass(i)}">${r.join("")}</tr>`).join("") +
+  "</tbody></table>";
 // A padlock drawn in SVG (emoji fonts may be missing): mutual TLS.
 const LOCK_SHAPES = '<rect x="1" y="5" width="8" height="7" rx="1" fill="currentColor"/>' +
   '<path d="M3 5V3.5a2 2 0 0 1 4 0V5" stroke="currentColor" fill="none" stroke-width="1.5"/>';
