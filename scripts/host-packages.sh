@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the mesh needs from the host, when missing: iproute2 and iptables for the
-# sandbox, a C compiler for the crypto crates, promtool for the alert rules' tests, and a Rust
-# toolchain.
+# sandbox, a C compiler for the crypto crates, promtool for the alert rules' tests, chromium
+# and its WebDriver for the dashboard's test, and a Rust toolchain.
 # Sourced by scripts/demo.sh and scripts/test.sh; safe to run again.
 set -euo pipefail
 
@@ -20,6 +20,9 @@ ensure_packages() {
   command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
   # promtool evaluates the alert rules of manifests/prometheus-rules.yaml in the tests.
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  # The dashboard's end-to-end test drives a headless browser through WebDriver.
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing missing packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

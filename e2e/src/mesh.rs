@@ -184,6 +184,23 @@ pub fn wait_captured(sb: &Sandbox, node: &str, pods: &[&str]) {
     }
 }
 
+/// Waits until every node's ztunnel serves exactly the pods of `namespace` placed on it.
+pub fn wait_namespace_captured(sb: &Sandbox, namespace: &str) {
+    let pods = sb.pods().expect("meshctl get pods");
+    for node in NODES {
+        let here: Vec<String> = pods
+            .iter()
+            .filter(|p| p.namespace == namespace && p.node == node)
+            .map(|p| format!("{namespace}/{}", p.name))
+            .collect();
+        wait_captured(
+            sb,
+            node,
+            &here.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
+}
+
 /// PIDs of the commands every pod's containers run, by `namespace/name`, from the sandbox's
 /// state file (which no verb prints): what to measure, below the process that confines each.
 pub fn pod_pids(sb: &Sandbox) -> BTreeMap<String, Vec<i32>> {

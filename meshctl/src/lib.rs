@@ -3,5 +3,6 @@
 
 pub mod app;
 pub mod cluster;
+pub mod dashboard;
 pub mod operator;
 pub mod sandbox;

@@ -323,6 +323,7 @@ fn sandbox_verbs_refuse_in_kubernetes_mode_without_asking_the_cluster() {
             admin_port,
         ),
         (&["get", "pods"][..], "get", ""),
+        (&["dashboard", "--no-browser"][..], "dashboard", ""),
     ] {
         let run = cluster.meshctl(args);
         assert_eq!(run.code, Some(1), "{run:?}");

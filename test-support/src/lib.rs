@@ -2,7 +2,8 @@
 //!
 //! Each module is one kind of thing a test needs; helpers that the tests of a single crate
 //! share stay in that crate. The in-process controller (`control_plane`) needs the feature
-//! `control-plane`, the fake Kubernetes API server (`fake_kube`) the feature `fake-kube`.
+//! `control-plane`, the fake Kubernetes API server (`fake_kube`) the feature `fake-kube`, the WebDriver client
+//! (`webdriver`) the feature `webdriver`.
 
 #![warn(missing_docs)]
 
@@ -20,5 +21,7 @@ pub mod raw_http;
 pub mod temp_dir;
 pub mod tls;
 pub mod wait;
+#[cfg(feature = "webdriver")]
+pub mod webdriver;
 
 pub use temp_dir::TempDir;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use e2e::Sandbox;
-use e2e::mesh::{NODES, wait_captured, wait_ready};
+use e2e::mesh::{wait_namespace_captured, wait_ready};
 
 /// Requests from the client (namespace `default`, outside the mesh) to the frontend.
 const REQUESTS: &str = "20";
@@ -19,19 +19,7 @@ fn edges_show_identities_mutual_tls_and_the_plaintext_edge_from_outside_the_mesh
     let sb = Sandbox::up(&demo.display().to_string()).expect("sandbox up");
     sb.label("shop", super::AMBIENT).unwrap();
     wait_ready(&sb);
-    let pods = sb.pods().unwrap();
-    for node in NODES {
-        let here: Vec<String> = pods
-            .iter()
-            .filter(|p| p.namespace == "shop" && p.node == node)
-            .map(|p| format!("shop/{}", p.name))
-            .collect();
-        wait_captured(
-            &sb,
-            node,
-            &here.iter().map(String::as_str).collect::<Vec<_>>(),
-        );
-    }
+    wait_namespace_captured(&sb, "shop");
 
     let (mut edges, line) = sb
         .spawn_watching(&[

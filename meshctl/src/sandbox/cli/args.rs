@@ -87,6 +87,11 @@ pub enum SandboxCommand {
     /// From its config dump: `proxy-config workloads ztunnel node1`, `proxy-config certs
     /// waypoint shop/waypoint`.
     ProxyConfig(ProxyConfigArgs),
+    /// Serve a web UI of the mesh: overview, service graph, workloads, certificates.
+    ///
+    /// The same data as `check`, `stat`, `edges`, `routes`, `tap` and `proxy-config certs`,
+    /// refreshed live in the browser. Listens on 127.0.0.1 only unless --allow-remote.
+    Dashboard(DashboardArgs),
     /// Report what the mesh would not act on in files, without applying them.
     ///
     /// Objects it does not read, fields it ignores, policies it cannot enforce: against the
@@ -357,6 +362,26 @@ pub struct TopArgs {
     /// Output format: table (default) or json (an array of rows, at the end).
     #[arg(short, long)]
     pub output: Option<String>,
+}
+
+/// `dashboard`.
+#[derive(clap::Args, Debug)]
+pub struct DashboardArgs {
+    /// Where to listen (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:50750")]
+    pub address: std::net::SocketAddr,
+    /// Print the URL only; do not try to open a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Allow an address other than loopback: anyone who reaches it sees the mesh.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// How often the graph, the metrics and the checks are refreshed.
+    #[arg(long, default_value = "5s", value_parser = parse_window)]
+    pub refresh: std::time::Duration,
+    /// What rates, success and latency are measured over (as `stat --window`).
+    #[arg(long, default_value = "30s", value_parser = parse_window)]
+    pub window: std::time::Duration,
 }
 
 /// Verbs that only choose their output.

@@ -1,5 +1,5 @@
 //! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `stat`, `edges`,
-//! `routes`, `proxy-config`, `proxy-status`, `tap`, `top`, `label`, `exec`,
+//! `routes`, `proxy-config`, `dashboard`, `proxy-status`, `tap`, `top`, `label`, `exec`,
 //! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
 //! `down`, the hidden `sandbox-reaper`, `sandbox-forward` and
 //! `sandbox-container`, and `up` (in [`super::up`]).
@@ -59,6 +59,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Edges(a) => edges(&cfg, a).map(|_| 0),
         SandboxCommand::Routes(a) => routes(&cfg, a).map(|_| 0),
         SandboxCommand::ProxyConfig(a) => proxy_config(&cfg, a).map(|_| 0),
+        SandboxCommand::Dashboard(a) => dashboard(&cfg, a).map(|_| 0),
         SandboxCommand::ProxyStatus(a) => proxy_status(&cfg, a),
         SandboxCommand::Ca(a) => super::ca::run(&cfg, a),
         SandboxCommand::Tap(a) => tap(&cfg, a).map(|_| 0),
@@ -195,6 +196,18 @@ fn proxy_config(cfg: &SandboxSettings, a: ProxyConfigArgs) -> Result<()> {
         print!("{}", output::table(&header, &rows));
     }
     Ok(())
+}
+
+/// `dashboard`: serves until interrupted.
+fn dashboard(cfg: &SandboxSettings, a: super::args::DashboardArgs) -> Result<()> {
+    let options = crate::dashboard::DashboardOptions {
+        address: a.address,
+        allow_remote: a.allow_remote,
+        open_browser: !a.no_browser,
+        refresh: a.refresh,
+        window: a.window,
+    };
+    crate::dashboard::run(cfg, options)
 }
 
 /// `proxy-status`: 1 when a proxy is disconnected or has NACKed its config.

@@ -21,8 +21,9 @@ pub fn scrape_window(proxies: &[Proxy], window: Duration, started: impl FnOnce(u
     Window::of(&names, first, second, seconds)
 }
 
-/// Each proxy's samples, or why they could not be read.
-fn scrape_all(proxies: &[Proxy]) -> Vec<Scraped> {
+/// Each proxy's samples, or why they could not be read (the dashboard keeps its own
+/// rolling window of these).
+pub fn scrape_all(proxies: &[Proxy]) -> Vec<Scraped> {
     proxies
         .iter()
         .map(|proxy| {

@@ -1,0 +1,364 @@
+//! The dashboard's view of the mesh, refreshed by one thread: every refresh it finds the
+//! proxies and rows under the sandbox's lock (as `stat` does), runs `check`, scrapes every
+//! proxy's `/metrics` once and measures `stat`'s and `edges`' figures between the newest
+//! scrape and the one a window before it, reads every proxy's certificates, and tells the
+//! browsers. The last minutes of each row's figures are kept for the charts.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::certs::{LeafCertificate, leaf_certificates};
+use super::history::History;
+use super::options::DashboardOptions;
+use super::requests::{RequestEdge, request_edges};
+use crate::operator::check::{Check, root_check, root_validity};
+use crate::operator::stat::{Edge, Resource, Row, Target};
+use crate::operator::window::{Measured, MeasuredRoutes, Scraped, SeenEdges, Window};
+use crate::sandbox::model::stat::targets;
+use crate::sandbox::ops::check;
+use crate::sandbox::ops::proxies::{self, Proxy};
+use crate::sandbox::ops::sandbox::Sandbox;
+use crate::sandbox::ops::scrape::scrape_all;
+use crate::sandbox::settings::SandboxSettings;
+
+/// How long the charts look back.
+const HISTORY: Duration = Duration::from_secs(10 * 60);
+
+/// The CA root's validity, judged as `check` judges it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RootCertificate {
+    /// Unix seconds.
+    pub not_before: u64,
+    /// Unix seconds.
+    pub not_after: u64,
+    /// `check`'s verdict on it.
+    pub check: Check,
+}
+
+/// What one refresh found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Snapshot {
+    /// Unix seconds of the refresh.
+    pub at: u64,
+    /// Seconds the figures were measured over (0 until two scrapes exist).
+    pub window_seconds: f64,
+    /// Why the sandbox could not be read, when it could not.
+    pub error: Option<String>,
+    /// `stat ns` rows.
+    pub namespaces: Vec<Row>,
+    /// `stat deploy` rows.
+    pub deployments: Vec<Row>,
+    /// `stat svc` rows.
+    pub services: Vec<Row>,
+    /// `edges` of the window.
+    pub edges: Vec<Edge>,
+    /// The requests of each (client, server) pair the waypoints saw.
+    pub request_edges: Vec<RequestEdge>,
+    /// Proxies whose metrics could not be read, with why.
+    pub unreachable: Vec<String>,
+    /// `check`'s checks.
+    pub checks: Vec<Check>,
+    /// Every proxy's workload certificates.
+    pub certificates: Vec<LeafCertificate>,
+    /// The CA root.
+    pub root: Option<RootCertificate>,
+    /// How long the refresh took, milliseconds (checks, scrapes and certificates).
+    pub took_ms: u64,
+}
+
+/// One scrape of every proxy.
+struct Scrape {
+    taken: Instant,
+    names: Vec<String>,
+    scraped: Vec<Scraped>,
+}
+
+/// What the sampler keeps between refreshes.
+struct State {
+    snapshot: Arc<Snapshot>,
+    history: History,
+    scrapes: VecDeque<Scrape>,
+}
+
+/// The sampler's findings, shared with the server.
+pub struct Shared {
+    /// The sandbox looked at.
+    pub cfg: SandboxSettings,
+    /// How the dashboard runs.
+    pub options: DashboardOptions,
+    state: Mutex<State>,
+    refreshed: watch::Sender<u64>,
+}
+
+impl Shared {
+    /// Nothing measured yet.
+    pub fn new(cfg: SandboxSettings, options: DashboardOptions) -> Arc<Self> {
+        let keep = (HISTORY.as_secs_f64() / options.refresh.as_secs_f64().max(0.1)) as usize;
+        Arc::new(Self {
+            cfg,
+            options,
+            state: Mutex::new(State {
+                snapshot: Arc::new(Snapshot::default()),
+                history: History::new(keep),
+                scrapes: VecDeque::new(),
+            }),
+            refreshed: watch::channel(0).0,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere leaves figures that are still worth showing.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest refresh.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state().snapshot.clone()
+    }
+
+    /// The points of one row (`deploy`, `svc` or `ns`).
+    pub fn history(&self, kind: &str, namespace: &str, name: &str) -> Vec<super::history::Point> {
+        self.state().history.of(kind, namespace, name)
+    }
+
+    /// `routes svc/NAME` over the current window; `None` before two scrapes exist.
+    pub fn routes(&self, namespace: &str, name: &str) -> Option<MeasuredRoutes> {
+        let state = self.state();
+        let window = window_of(&state.scrapes)?;
+        Some(MeasuredRoutes::of(namespace, name, window))
+    }
+
+    /// Hears every refresh.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.refreshed.subscribe()
+    }
+
+    /// Refreshes forever, every `options.refresh`.
+    pub fn run(self: Arc<Self>) {
+        let mut count = 0u64;
+        loop {
+            let began = Instant::now();
+            self.refresh();
+            count += 1;
+            self.refreshed.send_replace(count);
+            std::thread::sleep(self.options.refresh.saturating_sub(began.elapsed()));
+        }
+    }
+
+    /// One refresh.
+    fn refresh(&self) {
+        let (at, began) = (unix_now(), Instant::now());
+        let found = match Found::read(&self.cfg) {
+            Ok(found) => found,
+            Err(error) => {
+                // The last figures stay on show, marked stale by the error (a verb may hold
+                // the sandbox's lock for a while).
+                let mut state = self.state();
+                let mut snapshot = (*state.snapshot).clone();
+                (snapshot.at, snapshot.error) = (at, Some(error));
+                state.snapshot = Arc::new(snapshot);
+                return;
+            }
+        };
+        let scrape = Scrape {
+            taken: Instant::now(),
+            names: found.proxies.iter().map(|p| p.name.clone()).collect(),
+            scraped: scrape_all(&found.proxies),
+        };
+        let certificates = certificates(&found.proxies, at);
+        let mut guard = self.state();
+        let state = &mut *guard;
+        keep(
+            &mut state.scrapes,
+            scrape,
+            self.options.window,
+            Instant::now(),
+        );
+        let mut snapshot = Snapshot {
+            at,
+            checks: found.checks.clone(),
+            certificates,
+            root: found.root.clone(),
+            ..Snapshot::default()
+        };
+        if measure(&mut snapshot, &state.scrapes, &found) {
+            let seconds = snapshot.window_seconds;
+            for (kind, rows) in [
+                ("ns", &snapshot.namespaces),
+                ("deploy", &snapshot.deployments),
+                ("svc", &snapshot.services),
+            ] {
+                state.history.record(kind, rows, at, seconds);
+            }
+        }
+        snapshot.took_ms = began.elapsed().as_millis() as u64;
+        state.snapshot = Arc::new(snapshot);
+    }
+}
+
+/// Every workload certificate `proxies` hold, judged at `at` (Unix seconds); a proxy whose
+/// config dump cannot be read holds none (`check` says why).
+fn certificates(proxies: &[Proxy], at: u64) -> Vec<LeafCertificate> {
+    proxies
+        .iter()
+        .filter_map(|p| {
+            let dump = proxies::config_dump(p).ok()?;
+            Some(leaf_certificates(&p.name, &dump, at as i64))
+        })
+        .flatten()
+        .collect()
+}
+
+/// Adds `scrape`, keeping as the window's start the newest scrape at least `window` old at
+/// `now`.
+fn keep(scrapes: &mut VecDeque<Scrape>, scrape: Scrape, window: Duration, now: Instant) {
+    if scrapes
+        .back()
+        .is_some_and(|last| last.names != scrape.names)
+    {
+        // A proxy came or went: scrapes of other proxies do not subtract.
+        scrapes.clear();
+    }
+    scrapes.push_back(scrape);
+    while scrapes.len() > 2 && now.duration_since(scrapes[1].taken) >= window {
+        scrapes.pop_front();
+    }
+}
+
+/// Fills `snapshot` with `stat`'s rows, `edges` and the request edges of the window of
+/// `scrapes`; false before there are two scrapes.
+fn measure(snapshot: &mut Snapshot, scrapes: &VecDeque<Scrape>, found: &Found) -> bool {
+    let rows = |resource, targets: &[Target]| {
+        window_of(scrapes).map(|w| Measured::of(resource, targets, w))
+    };
+    let (Some(ns), Some(deploy), Some(svc), Some(edges), Some(requests)) = (
+        rows(Resource::Namespace, &found.namespaces),
+        rows(Resource::Deployment, &found.deployments),
+        rows(Resource::Service, &found.services),
+        window_of(scrapes).map(|w| SeenEdges::of(None, w)),
+        window_of(scrapes).map(|w| request_edges(&w)),
+    ) else {
+        return false;
+    };
+    snapshot.window_seconds = ns.window_seconds;
+    snapshot.unreachable = ns.unreachable;
+    snapshot.namespaces = ns.rows;
+    snapshot.deployments = deploy.rows;
+    snapshot.services = svc.rows;
+    snapshot.edges = edges.edges;
+    snapshot.request_edges = requests;
+    true
+}
+
+/// What is read under the sandbox's lock.
+struct Found {
+    proxies: Vec<Proxy>,
+    namespaces: Vec<Target>,
+    deployments: Vec<Target>,
+    services: Vec<Target>,
+    checks: Vec<Check>,
+    root: Option<RootCertificate>,
+}
+
+impl Found {
+    fn read(cfg: &SandboxSettings) -> Result<Self, String> {
+        let sb = Sandbox::open(cfg).map_err(|e| e.to_string())?;
+        let rows = |resource| targets(&sb.cluster, resource, None, None);
+        let root = std::fs::read_to_string(sb.layout().root_cert())
+            .ok()
+            .and_then(|pem| root_validity(&pem).ok())
+            .map(|(not_before, not_after)| RootCertificate {
+                not_before: unix(not_before),
+                not_after: unix(not_after),
+                check: root_check(
+                    SystemTime::now(),
+                    not_before,
+                    not_after,
+                    "see `meshctl check`",
+                ),
+            });
+        Ok(Self {
+            proxies: proxies::all(&sb),
+            namespaces: rows(Resource::Namespace),
+            deployments: rows(Resource::Deployment),
+            services: rows(Resource::Service),
+            checks: check::run(&sb),
+            root,
+        })
+    }
+}
+
+/// The window from the oldest kept scrape to the newest; `None` with fewer than two.
+fn window_of(scrapes: &VecDeque<Scrape>) -> Option<Window> {
+    let (first, last) = (scrapes.front()?, scrapes.back()?);
+    if scrapes.len() < 2 {
+        return None;
+    }
+    let seconds = last.taken.duration_since(first.taken).as_secs_f64();
+    Some(Window::of(
+        &last.names,
+        first.scraped.clone(),
+        last.scraped.clone(),
+        seconds,
+    ))
+}
+
+fn unix(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn unix_now() -> u64 {
+    unix(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_registry::scrape::Sample;
+
+    use super::*;
+
+    fn scrape(taken: Instant, names: &[&str], opened: f64) -> Scrape {
+        let sample = Sample::new(
+            "istio_tcp_connections_opened_total",
+            &[("reporter", "destination")],
+            opened,
+        );
+        Scrape {
+            taken,
+            names: names.iter().map(|n| n.to_string()).collect(),
+            scraped: names.iter().map(|_| Ok(vec![sample.clone()])).collect(),
+        }
+    }
+
+    #[test]
+    fn the_window_starts_at_the_newest_scrape_a_window_old_and_restarts_when_proxies_change() {
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let window = Duration::from_secs(10);
+        let mut scrapes = VecDeque::new();
+        keep(
+            &mut scrapes,
+            scrape(at(0), &["ztunnel node1"], 0.0),
+            window,
+            at(0),
+        );
+        assert!(window_of(&scrapes).is_none(), "one scrape is no window");
+        for (second, opened) in [(5, 5.0), (10, 10.0), (15, 15.0), (20, 20.0)] {
+            let next = scrape(at(second), &["ztunnel node1"], opened);
+            keep(&mut scrapes, next, window, at(second));
+        }
+        let w = window_of(&scrapes).unwrap();
+        assert_eq!(w.seconds, 10.0);
+        assert_eq!(w.increase[0].value, 10.0);
+        // A new proxy: what the others counted before cannot be subtracted from its counts.
+        let both = ["ztunnel node1", "ztunnel node2"];
+        keep(&mut scrapes, scrape(at(25), &both, 25.0), window, at(25));
+        assert!(window_of(&scrapes).is_none());
+        keep(&mut scrapes, scrape(at(27), &both, 27.0), window, at(27));
+        assert_eq!(window_of(&scrapes).unwrap().seconds, 2.0);
+    }
+}
