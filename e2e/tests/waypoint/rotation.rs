@@ -1,7 +1,9 @@
-//! Root rotation under load: HTTP through the waypoint at a fixed rate and long-lived TCP
+//! CA rotation under load: HTTP through the waypoint at a fixed rate and long-lived TCP
 //! connections between pods on different nodes for the whole test, leaf certificates living
-//! seconds, one complete `meshctl ca rotate-root`, then a second one with the controller
-//! restarted in phase 3. Not one request may fail and every connection must still carry data.
+//! seconds, one complete `meshctl ca rotate-root`, a second one with the controller restarted
+//! in phase 3, then `meshctl ca replace` with a plugged-in intermediate of an offline root and
+//! with a second intermediate of the same root. Not one request may fail and every connection
+//! must still carry data.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,7 +15,10 @@ use e2e::manifests::tcp_echo_pod;
 use e2e::mesh::{captured, certificate_serials, in_netns, ztunnel_dump, ztunnel_metrics};
 use e2e::metrics::metric_sum;
 use e2e::{Component, Options, SETTLE, Sandbox, eventually, json};
+use hbone::Authority;
+use hbone::cert::{certificates_from_pem, serial_hex};
 use meshctl::app::load_report::LoadReport;
+use test_support::TempDir;
 
 use super::shop::{self, CLIENT, NS, ORDERS};
 
@@ -156,17 +161,20 @@ fn steady_load(sb: &Sandbox, stop: &AtomicBool) -> Vec<LoadReport> {
 
 /// The serial of the root every certificate a ztunnel holds was issued by.
 fn issuing_roots(sb: &Sandbox) -> BTreeSet<String> {
+    dumped(sb, "root_serial")
+}
+
+/// The values of `field` of every certificate the ztunnels hold.
+fn dumped(sb: &Sandbox, field: &str) -> BTreeSet<String> {
     ["node1", "node2"]
         .iter()
         .flat_map(|node| {
             let dump = ztunnel_dump(sb, node);
-            dump["certificates"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
+            let certificates = dump["certificates"].as_array().cloned().unwrap_or_default();
+            certificates
                 .iter()
                 .map(|c| {
-                    c["certificate"]["root_serial"]
+                    c["certificate"][field]
                         .as_str()
                         .unwrap_or("none")
                         .to_owned()
@@ -176,8 +184,30 @@ fn issuing_roots(sb: &Sandbox) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn the_root_rotates_twice_under_load_without_a_failed_request_or_a_dropped_connection() {
+/// Writes an intermediate of `root` named `name` in Istio's plug-in layout into a new folder.
+fn plug_in_folder(root: &Authority, name: &str) -> (TempDir, String) {
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let (key, cert) = root.issue_intermediate(name, now - day, now + day).unwrap();
+    let dir = TempDir::new("e2e-plug-in");
+    dir.write("ca-key.pem", &key);
+    dir.write("ca-cert.pem", &cert);
+    dir.write("cert-chain.pem", format!("{cert}{}", root.root_pem()));
+    dir.write("root-cert.pem", root.root_pem());
+    let der = certificates_from_pem(&cert, "intermediate")
+        .unwrap()
+        .remove(0);
+    (dir, serial_hex(&der).unwrap())
+}
+
+/// The serial of the certificate that signed each certificate the ztunnels hold.
+fn issuers(sb: &Sandbox) -> BTreeSet<String> {
+    dumped(sb, "issuer_serial")
+}
+
+/// Sandbox, TCP echo pod on the node other than the client's; the client's node and the echo
+/// pod's address.
+fn setup() -> (Sandbox, String, SocketAddr) {
     let options = Options {
         ztunnel_args: vec![format!("--cert-ttl-secs={LEAF_TTL}")],
         waypoint_args: vec![format!("--cert-ttl-secs={LEAF_TTL}")],
@@ -198,6 +228,89 @@ fn the_root_rotates_twice_under_load_without_a_failed_request_or_a_dropped_conne
         "the echo pod is captured"
     );
     let echo = SocketAddr::from((sb.pod_ip("tcp-echo").unwrap(), ECHO_PORT));
+    (sb, client_node, echo)
+}
+
+/// Starts a rotation with `args` and waits for it to complete; the final status.
+fn rotate(watch: &mut Watch<'_>, what: &str, args: &[&str]) -> serde_json::Value {
+    let before = ca_status(watch.sb)["completed_at"].as_u64().unwrap_or(0);
+    let started = meshctl_json(watch.sb, args);
+    assert_eq!(started["phase_number"], 1, "{what}: {started:#}");
+    watch.until(what, |s| {
+        s["phase_number"] == 0 && s["completed_at"].as_u64() > Some(before)
+    })
+}
+
+/// Two root rotations (the controller restarted in phase 3 of the second), then two
+/// plugged-in intermediates of an offline root, the second replacing the first.
+fn rotations(watch: &mut Watch<'_>) {
+    let sb = watch.sb;
+    let rotate_root = ["ca", "rotate-root", "--reissue-within", "2s", "-o", "json"];
+    let done = rotate(watch, "the first root rotation", &rotate_root);
+    let first_root = done["roots"][0][0].as_str().unwrap().to_owned();
+    assert_eq!(done["roots"].as_array().unwrap().len(), 1, "{done:#}");
+    assert!(
+        eventually(SETTLE, || issuing_roots(sb)
+            == BTreeSet::from([first_root.clone()])),
+        "every certificate chains to the new root: {:?}",
+        issuing_roots(sb)
+    );
+
+    meshctl_json(sb, &rotate_root);
+    watch.until("phase 3 of the second rotation", |s| s["phase_number"] == 3);
+    sb.restart(&Component::Controller).unwrap();
+    let resumed = ca_status(sb);
+    assert_eq!(
+        resumed["phase_number"], 3,
+        "resumed in phase 3: {resumed:#}"
+    );
+    let done = watch.until("the second rotation complete", |s| {
+        s["phase_number"] == 0 && s["completed_at"].as_u64() >= resumed["since"].as_u64()
+    });
+    assert_ne!(
+        done["roots"][0][0].as_str().unwrap(),
+        first_root,
+        "a second new root"
+    );
+    let completed = controller_metrics(sb);
+    assert_eq!(
+        metric_sum(
+            &completed,
+            "controller_ca_root_rotations_completed_total",
+            &[]
+        ),
+        1.0,
+        "the second rotation, completed after the restart"
+    );
+
+    let offline = Authority::generate_root("cluster.local", Duration::from_secs(86_400)).unwrap();
+    let offline_serial = serial_hex(&offline.roots()[0]).unwrap();
+    for name in ["intermediate one", "intermediate two"] {
+        let (folder, serial) = plug_in_folder(&offline, name);
+        let path = folder.path().display().to_string();
+        let args = [
+            "ca",
+            "replace",
+            &path,
+            "--reissue-within",
+            "2s",
+            "-o",
+            "json",
+        ];
+        let done = rotate(watch, name, &args);
+        assert_eq!(done["roots"].as_array().unwrap().len(), 1, "{done:#}");
+        assert!(
+            eventually(SETTLE, || issuers(sb) == BTreeSet::from([serial.clone()])),
+            "every certificate is issued by {name}: {:?}",
+            issuers(sb)
+        );
+        assert_eq!(issuing_roots(sb), BTreeSet::from([offline_serial.clone()]));
+    }
+}
+
+#[test]
+fn roots_and_intermediates_rotate_under_load_without_a_failed_request_or_a_dropped_connection() {
+    let (sb, client_node, echo) = setup();
     let mut watch = Watch {
         sb: &sb,
         held: Held::open(&sb, echo, 3),
@@ -205,48 +318,15 @@ fn the_root_rotates_twice_under_load_without_a_failed_request_or_a_dropped_conne
         phases: Vec::new(),
         round: 0,
     };
-
     let stop = AtomicBool::new(false);
-    let (reports, first_root) = std::thread::scope(|s| {
+    let reports = std::thread::scope(|s| {
         let load = s.spawn(|| steady_load(&sb, &stop));
-        let started = meshctl_json(
-            &sb,
-            &["ca", "rotate-root", "--reissue-within", "2s", "-o", "json"],
-        );
-        assert_eq!(started["phase_number"], 1, "{started:#}");
-        assert_eq!(started["roots"].as_array().unwrap().len(), 2);
-        let done = watch.until("the first rotation complete", |s| {
-            s["phase_number"] == 0 && s["completed_at"].as_u64() > Some(0)
-        });
-        let new_root = done["roots"][0][0].as_str().unwrap().to_owned();
-        assert_eq!(done["roots"].as_array().unwrap().len(), 1, "{done:#}");
-        assert!(
-            eventually(SETTLE, || issuing_roots(&sb)
-                == BTreeSet::from([new_root.clone()])),
-            "every certificate chains to the new root: {:?}",
-            issuing_roots(&sb)
-        );
-
-        // The second rotation, with the controller restarted in phase 3.
-        meshctl_json(
-            &sb,
-            &["ca", "rotate-root", "--reissue-within", "2s", "-o", "json"],
-        );
-        watch.until("phase 3 of the second rotation", |s| s["phase_number"] == 3);
-        sb.restart(&Component::Controller).unwrap();
-        let resumed = ca_status(&sb);
-        assert_eq!(
-            resumed["phase_number"], 3,
-            "resumed in phase 3: {resumed:#}"
-        );
-        watch.until("the second rotation complete", |s| {
-            s["phase_number"] == 0 && s["completed_at"].as_u64() >= resumed["since"].as_u64()
-        });
+        rotations(&mut watch);
         for _ in 0..4 {
             watch.tick();
         }
         stop.store(true, Ordering::Relaxed);
-        (load.join().expect("load thread"), new_root)
+        load.join().expect("load thread")
     });
 
     // Not one request failed, and the connections held all along still carry data.
@@ -256,9 +336,17 @@ fn the_root_rotates_twice_under_load_without_a_failed_request_or_a_dropped_conne
         .sum();
     let ok: u64 = reports.iter().map(|r| r.count(200)).sum();
     let errors: Vec<_> = reports.iter().flat_map(|r| r.errors.clone()).collect();
+    let counts: BTreeMap<&String, usize> =
+        watch.serials.iter().map(|(i, s)| (i, s.len())).collect();
+    eprintln!(
+        "{sent} requests, {} pings on {} held connections, phases {:?}, certificates per identity {counts:?}",
+        watch.round,
+        watch.held.0.len(),
+        watch.phases
+    );
     assert!(
         sent >= 600,
-        "the load ran through both rotations: {sent} requests"
+        "the load ran through every rotation: {sent} requests"
     );
     assert_eq!(
         (ok, errors.len()),
@@ -280,42 +368,22 @@ fn the_root_rotates_twice_under_load_without_a_failed_request_or_a_dropped_conne
         "phases seen: {:?}",
         watch.phases
     );
-    let status = ca_status(&sb);
-    assert_ne!(
-        status["roots"][0][0].as_str().unwrap(),
-        first_root,
-        "a second new root"
-    );
-    let metrics = controller_metrics(&sb);
+    assert_metrics(&sb, &client_node);
+}
+
+/// The controller's rotation families at rest, and the client ztunnel's renewals.
+fn assert_metrics(sb: &Sandbox, client_node: &str) {
+    let metrics = controller_metrics(sb);
+    let family = |name: &str, labels: &[(&str, &str)]| metric_sum(&metrics, name, labels);
+    assert_eq!(family("controller_ca_rotation_phase", &[]), 0.0);
     assert_eq!(
-        metric_sum(&metrics, "controller_ca_rotation_phase", &[]),
-        0.0
+        family("controller_ca_root_rotations_completed_total", &[]),
+        3.0
     );
-    assert_eq!(
-        metric_sum(
-            &metrics,
-            "controller_ca_root_rotations_completed_total",
-            &[]
-        ),
-        1.0,
-        "the second rotation, completed after the restart"
-    );
-    assert_eq!(
-        metric_sum(
-            &metrics,
-            "controller_trust_bundle_proxies",
-            &[("state", "stale")]
-        ),
-        0.0
-    );
-    assert!(
-        metric_sum(
-            &metrics,
-            "controller_trust_bundle_proxies",
-            &[("state", "current")]
-        ) >= 3.0
-    );
-    let renewed = ztunnel_metrics(&sb, &client_node).map_or(0.0, |m| {
+    let proxies = "controller_trust_bundle_proxies";
+    assert_eq!(family(proxies, &[("state", "stale")]), 0.0);
+    assert!(family(proxies, &[("state", "current")]) >= 3.0);
+    let renewed = ztunnel_metrics(sb, client_node).map_or(0.0, |m| {
         metric_sum(
             &m,
             "ztunnel_certificate_requests_total",
