@@ -17,9 +17,9 @@ use crate::sandbox::host::procfs;
 use crate::sandbox::model::control::{Component, SystemProcess};
 
 /// How to replace the sandbox's root.
-const ROTATE: &str = "rotate the root: put the new CA in the sandbox's CA folder in Istio's \
-                      plug-in layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem) \
-                      and `meshctl restart controller`";
+const ROTATE: &str = "rotate the root without a failed request: `meshctl ca rotate-root`, or \
+                      `meshctl ca replace FOLDER` with an intermediate in Istio's plug-in \
+                      layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)";
 
 /// Runs every check against `sb`, in the order they are shown.
 pub fn run(sb: &Sandbox) -> Vec<Check> {
