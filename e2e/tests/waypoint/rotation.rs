@@ -258,6 +258,12 @@ fn rotations(watch: &mut Watch<'_>) {
 
     meshctl_json(sb, &rotate_root);
     watch.until("phase 3 of the second rotation", |s| s["phase_number"] == 3);
+    let check = sb.command().args(["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains("a CA rotation is in phase 3"),
+        "check names the rotation: {text}"
+    );
     sb.restart(&Component::Controller).unwrap();
     let resumed = ca_status(sb);
     assert_eq!(

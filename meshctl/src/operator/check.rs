@@ -121,6 +121,19 @@ pub fn root_check(
     Check::failed(CONTROL_PLANE, status, message, rotate)
 }
 
+/// A CA rotation under way, from the controller's `/debug/ca`: a warning saying what it waits
+/// for (it completes by itself once that happens); `None` when none is under way.
+pub fn rotation_check(status: &serde_json::Value) -> Option<Check> {
+    let phase = status["phase_number"].as_u64().filter(|p| *p != 0)?;
+    let waiting = status["waiting_for"].as_str().unwrap_or("the next step");
+    Some(Check::failed(
+        CONTROL_PLANE,
+        Status::Warning,
+        format!("a CA rotation is in phase {phase}, waiting for {waiting}"),
+        "it completes by itself; follow it with `meshctl ca status`",
+    ))
+}
+
 /// The configuration group: one check per finding (an error or a warning, with `hint`), or
 /// one that passed when there is none among the `objects` read.
 pub fn configuration(found: Vec<Finding>, objects: usize, hint: &str) -> Vec<Check> {
@@ -225,6 +238,27 @@ mod tests {
     use super::*;
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    #[test]
+    fn a_rotation_under_way_is_a_warning_saying_what_it_waits_for() {
+        let idle = serde_json::json!({"phase_number": 0, "waiting_for": "nothing"});
+        assert!(rotation_check(&idle).is_none());
+        let waiting = serde_json::json!({
+            "phase_number": 1,
+            "waiting_for": "1 proxies to load the trust bundle: ztunnel~node2"
+        });
+        let check = rotation_check(&waiting).unwrap();
+        assert_eq!(check.status, Status::Warning);
+        assert_eq!(
+            check.message,
+            "a CA rotation is in phase 1, waiting for 1 proxies to load the trust bundle: \
+             ztunnel~node2"
+        );
+        assert_eq!(
+            check.hint.as_deref(),
+            Some("it completes by itself; follow it with `meshctl ca status`")
+        );
+    }
 
     #[test]
     fn a_root_is_fine_then_a_warning_then_an_error_as_it_nears_its_end() {

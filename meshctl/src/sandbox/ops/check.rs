@@ -11,7 +11,8 @@ use super::proxies::{self, Proxy};
 use super::sandbox::Sandbox;
 use super::system::controller_get;
 use crate::operator::check::{
-    self as model, CONTROL_PLANE, Check, NODE_PROXIES, Status, WAYPOINTS, root_check, root_validity,
+    self as model, CONTROL_PLANE, Check, NODE_PROXIES, Status, WAYPOINTS, root_check,
+    root_validity, rotation_check,
 };
 use crate::sandbox::host::procfs;
 use crate::sandbox::model::control::{Component, SystemProcess};
@@ -81,6 +82,11 @@ fn control_plane(sb: &Sandbox) -> Vec<Check> {
             ),
         });
     }
+    let rotation = controller_get(&control.netns, "/debug/ca")
+        .ok()
+        .filter(|answer| answer.status == 200)
+        .and_then(|answer| serde_json::from_slice(&answer.body).ok());
+    checks.extend(rotation.as_ref().and_then(rotation_check));
     let root = std::fs::read_to_string(sb.layout().root_cert())
         .map_err(|e| format!("the CA root certificate cannot be read: {e}"))
         .and_then(|pem| root_validity(&pem));
