@@ -256,7 +256,9 @@ fn rotations(watch: &mut Watch<'_>) {
         issuing_roots(sb)
     );
 
-    meshctl_json(sb, &rotate_root);
+    // A longer window keeps phase 3 open while `check` runs and the controller restarts.
+    let slow = ["ca", "rotate-root", "--reissue-within", "15s", "-o", "json"];
+    meshctl_json(sb, &slow);
     watch.until("phase 3 of the second rotation", |s| s["phase_number"] == 3);
     let check = sb.command().args(["check"]).output().unwrap();
     let text = String::from_utf8_lossy(&check.stdout);
