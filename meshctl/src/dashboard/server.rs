@@ -58,19 +58,30 @@ pub fn run(cfg: &SandboxSettings, options: DashboardOptions) -> Result<()> {
     runtime.block_on(serve(listener, address.port(), shared))
 }
 
-/// Accepts connections forever, one task each.
+/// Browser connections served at once (each event stream and tap holds one); more are
+/// closed on accept.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Accepts connections forever, one task each, at most [`MAX_CONNECTIONS`] at once.
 async fn serve(listener: std::net::TcpListener, port: u16, shared: Arc<Shared>) -> Result<()> {
     listener
         .set_nonblocking(true)
         .map_err(SandboxError::io("dashboard listener".to_owned()))?;
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(SandboxError::io("dashboard listener".to_owned()))?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, most likely: let some close.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |request| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(route(&shared, port, &request)) }
