@@ -389,6 +389,7 @@ fn waypoint_service_and_rate_limit() {
             name: "a".into(),
             ..Default::default()
         }],
+        xfcc_include_client_identity: true,
     };
     let service_wire = msg(&[
         len(1, b"h"),
@@ -408,6 +409,7 @@ fn waypoint_service_and_rate_limit() {
         len(3, &service_wire),
         len(4, &len(1, b"h")),
         len(5, &len(1, b"a")),
+        int(6, 1),
     ]);
     assert_wire(&w, &expected);
     assert_eq!(Protocol::Unspecified as i32, 0);

@@ -27,6 +27,8 @@ mod tap;
 mod top;
 #[path = "waypoint/websocket.rs"]
 mod websocket;
+#[path = "waypoint/xfcc.rs"]
+mod xfcc;
 
 use e2e::{Options, SETTLE, Sandbox, eventually};
 use meshctl::app::load_report::LoadReport;

@@ -156,6 +156,7 @@ impl Core {
         let state = ProxyState::new();
         let metrics = Metrics::for_component("waypoint");
         let runtime = Runtime::new();
+        runtime.set_own_identity(&identity);
         // The waypoint is its own workload: it asks for its own identity, never impersonating.
         let learned = control.learned_roots().clone();
         let certs = CertManager::with_signer_and_roots(

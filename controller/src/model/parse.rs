@@ -13,7 +13,7 @@ use super::istio::{
 use super::kube::ObjectMeta;
 use super::object::{Object, RAW_KINDS};
 use super::problem::{Problem, WARNING_PREFIX};
-use super::unread::{Verdict, verdict};
+use super::unread::{Verdict, XFCC_ANNOTATION, verdict};
 use super::unread_fields::{is_security_kind, unread_fields};
 use super::yaml_error::split_error;
 
@@ -225,6 +225,13 @@ fn report_unread(ctx: &DocContext<'_>, value: &Value, out: &mut Parsed) -> bool 
         format!("{WARNING_PREFIX}{message}")
     };
     let problem = Problem::new(ctx.origin, &kind, &namespace, &name).message(message);
+    if kind == "GatewayClass"
+        && let Some(value) = metadata
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get(XFCC_ANNOTATION))
+    {
+        out.problems.push(unread_class_annotation(&problem, value));
+    }
     // The translation reports a salvaged policy's problem, with what failing closed does.
     let salvaged = match meant {
         Some((SECURITY_GROUP, kind)) => salvage_policy(value, kind, &problem),
@@ -235,6 +242,22 @@ fn report_unread(ctx: &DocContext<'_>, value: &Value, out: &mut Parsed) -> bool 
         None => out.problems.push(problem),
     }
     true
+}
+
+/// The client identity annotation on a GatewayClass: the mesh reads it on the waypoint's
+/// Gateway only, so the user hears where to put it instead of losing it in silence.
+fn unread_class_annotation(class: &Problem, value: &Value) -> Problem {
+    let value = value
+        .as_str()
+        .map_or_else(|| format!("{value:?}"), str::to_owned);
+    Problem {
+        message: format!(
+            "{WARNING_PREFIX}the mesh reads {XFCC_ANNOTATION} on the waypoint Gateway only, not \
+             on its GatewayClass: {value:?} here has no effect (set it on each waypoint Gateway)"
+        ),
+        ..class.clone()
+    }
+    .field(format!("metadata.annotations[{XFCC_ANNOTATION}]"))
 }
 
 /// A document that could not be decoded: a security policy is kept, marked unreadable

@@ -16,6 +16,11 @@ enum Reading {
 
 use Reading::{Ignored, NotEnforced, Read};
 
+/// Annotation (Istio 1.30) asking a waypoint to set `x-forwarded-client-cert` from the caller's
+/// peer identity. Read on the waypoint's Gateway only: on a GatewayClass, which the mesh does
+/// not read, it is reported.
+pub const XFCC_ANNOTATION: &str = "ambient.istio.io/xfcc-include-client-identity";
+
 const LINKERD_AUTHZ: &str = "write Linkerd's authorization policy as an AuthorizationPolicy \
      (apiVersion: security.istio.io/v1); until then, what it forbids is allowed";
 const SIDECAR_ONLY: &str =

@@ -18,6 +18,7 @@ pub const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
 pub const WAYPOINT_FOR: &str = "istio.io/waypoint-for";
 /// Label that Gateway API implementations put on a gateway's pods.
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+pub use crate::model::XFCC_ANNOTATION;
 /// HBONE port of waypoints.
 pub const HBONE_PORT: u32 = 15008;
 
@@ -52,6 +53,18 @@ pub struct Waypoint {
     pub name: String,
     /// Traffic it handles.
     pub for_: WaypointFor,
+    /// Whether it sets `x-forwarded-client-cert` from the caller's identity
+    /// ([`XFCC_ANNOTATION`]).
+    pub xfcc_include_client_identity: bool,
+}
+
+/// The value of [`XFCC_ANNOTATION`], as Istio reads it: exactly "true" or "false".
+fn xfcc_flag(value: &str) -> Option<bool> {
+    match value {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
 }
 
 impl Waypoint {
@@ -112,12 +125,27 @@ impl Waypoints {
                     WaypointFor::Service
                 }
             };
+            let xfcc_include_client_identity = match m.annotations.get(XFCC_ANNOTATION) {
+                None => false,
+                Some(value) => xfcc_flag(value).unwrap_or_else(|| {
+                    problems.push(
+                        Problem::new(origin, "Gateway", &m.namespace, &m.name)
+                            .field(format!("metadata.annotations[{XFCC_ANNOTATION}]"))
+                            .message(format!(
+                                "unknown value {value:?} (\"true\" or \"false\"); \
+                                 x-forwarded-client-cert is not set"
+                            )),
+                    );
+                    false
+                }),
+            };
             by_key.insert(
                 (m.namespace.clone(), m.name.clone()),
                 Waypoint {
                     namespace: m.namespace.clone(),
                     name: m.name.clone(),
                     for_,
+                    xfcc_include_client_identity,
                 },
             );
         }

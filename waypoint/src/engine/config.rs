@@ -407,6 +407,8 @@ pub(crate) struct CompiledConfig {
     pub destinations: HashMap<String, Arc<DestPolicy>>,
     /// Authorization.
     pub authz: Policies,
+    /// Whether forwarded requests get `x-forwarded-client-cert` from the caller's identity.
+    pub xfcc_include_client_identity: bool,
 }
 
 impl CompiledConfig {
@@ -414,6 +416,7 @@ impl CompiledConfig {
     pub(crate) fn compile(w: &pb::Waypoint, routes: &RouteMetrics) -> Result<Self, ConfigError> {
         let mut out = CompiledConfig {
             authz: Policies::compile(&w.authorization_policies)?,
+            xfcc_include_client_identity: w.xfcc_include_client_identity,
             ..Default::default()
         };
         for (i, s) in w.services.iter().enumerate() {

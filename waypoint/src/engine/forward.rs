@@ -23,6 +23,7 @@ use super::retry::{Budget, Outcome};
 use super::runtime::UpstreamState;
 use super::upgrade::upgrade_protocol;
 use super::upstream::{UpstreamError, UpstreamHints};
+use super::xfcc;
 use super::{endpoints, select};
 
 /// The parts of a request every attempt repeats.
@@ -136,6 +137,16 @@ pub(crate) async fn run(
     let spec = f.spec;
     let chosen = select::weighted(&spec.destinations, spec.total_weight);
     chosen.request_headers.apply(&mut parts.headers);
+    // After every header edit of the route and destination, so that no configuration can
+    // forge it either; retries and mirrors repeat these headers.
+    let h = f.handling;
+    if h.engine.config.xfcc_include_client_identity {
+        xfcc::set_client_identity(
+            &mut parts.headers,
+            h.engine.runtime.own_identity(),
+            h.caller.identity.as_ref(),
+        );
+    }
     if let Some(rewrite) = &spec.rewrite {
         rewrite.apply(&mut parts, f.prefix);
     }

@@ -25,7 +25,8 @@
 //!    (what makes a request an upgrade; the bytes relayed after a 101).
 //! 2. One concern each: `matching`, `downstream` (the client's side of a body),
 //!    `telemetry` (its `record`, `labels` and `access` log below it), `headers`,
-//!    `authz`, `fault`, `pool`, `ratelimit`, `retry`, `outlier`, `balance`.
+//!    `authz`, `fault`, `pool`, `ratelimit`, `retry`, `outlier`, `balance`, `xfcc` (the
+//!    client identity header).
 //! 3. State that outlives a config version: `runtime`, then `endpoints` (each
 //!    destination's candidate lists).
 //! 4. The compiled config: `config` (proto → tables, once per version), then `select`
@@ -65,6 +66,7 @@ mod select;
 mod telemetry;
 mod upgrade;
 mod upstream;
+mod xfcc;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -35,6 +35,8 @@ pub struct Runtime {
     /// The outlier detection settings of each service in the config last compiled.
     outliers: Mutex<HashMap<String, HashSet<OutlierSpec>>>,
     pub(crate) mirrors: Arc<Semaphore>,
+    /// The waypoint's own SPIFFE URI (`By=` of `x-forwarded-client-cert`), once known.
+    own_identity: OnceLock<String>,
 }
 
 impl Runtime {
@@ -47,7 +49,19 @@ impl Runtime {
             buckets: Mutex::new(HashMap::new()),
             outliers: Mutex::new(HashMap::new()),
             mirrors: Arc::new(Semaphore::new(MAX_MIRRORS_IN_FLIGHT)),
+            own_identity: OnceLock::new(),
         })
+    }
+
+    /// Records the identity the waypoint runs as, which `x-forwarded-client-cert` names as
+    /// `By=`. A waypoint has one identity for its life: later calls change nothing.
+    pub fn set_own_identity(&self, identity: &hbone::Identity) {
+        let _ = self.own_identity.set(identity.to_string());
+    }
+
+    /// The waypoint's own SPIFFE URI, when set.
+    pub(crate) fn own_identity(&self) -> Option<&str> {
+        self.own_identity.get().map(String::as_str)
     }
 
     /// Prometheus text of the request metrics (`istio_requests_total`,

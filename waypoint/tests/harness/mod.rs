@@ -245,6 +245,7 @@ pub fn waypoint_config(policies: Vec<wp::AuthorizationPolicy>) -> wp::Waypoint {
             ..Default::default()
         }],
         authorization_policies: policies,
+        ..Default::default()
     }
 }
 

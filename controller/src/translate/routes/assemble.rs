@@ -74,6 +74,7 @@ pub(crate) fn assemble(
                 services,
                 destinations,
                 authorization_policies: Vec::new(),
+                xfcc_include_client_identity: w.xfcc_include_client_identity,
             },
         ));
     }

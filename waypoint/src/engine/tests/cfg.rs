@@ -142,6 +142,7 @@ pub fn waypoint(
         services,
         destinations,
         authorization_policies: policies,
+        ..Default::default()
     }
 }
 

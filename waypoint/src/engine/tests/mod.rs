@@ -12,3 +12,4 @@ mod resilience;
 mod route_metrics;
 mod routing;
 mod upgrades;
+mod xfcc;
