@@ -138,15 +138,16 @@ pub(crate) async fn run(
     let chosen = select::weighted(&spec.destinations, spec.total_weight);
     chosen.request_headers.apply(&mut parts.headers);
     // After every header edit of the route and destination, so that no configuration can
-    // forge it either; retries and mirrors repeat these headers.
+    // forge it either; retries and mirrors repeat these headers. Without the opt-in the
+    // inbound values are removed all the same (Envoy's default, SANITIZE): an app never sees
+    // one the mesh did not write.
     let h = f.handling;
-    if h.engine.config.xfcc_include_client_identity {
-        xfcc::set_client_identity(
-            &mut parts.headers,
-            h.engine.runtime.own_identity(),
-            h.caller.identity.as_ref(),
-        );
-    }
+    let caller = h
+        .caller
+        .identity
+        .as_ref()
+        .filter(|_| h.engine.config.xfcc_include_client_identity);
+    xfcc::set_client_identity(&mut parts.headers, h.engine.runtime.own_identity(), caller);
     if let Some(rewrite) = &spec.rewrite {
         rewrite.apply(&mut parts, f.prefix);
     }
