@@ -21,7 +21,8 @@ pub const STATE: &str = "rotation.json";
 /// The folder of the material that signs once phase 3 begins.
 pub const NEXT: &str = "next";
 /// Every file of either layout, copied from `next/` (or removed when `next/` lacks it).
-const LAYOUT: [&str; 5] = [ROOT_KEY, ROOT_CERT, CA_CERT, CA_KEY, CERT_CHAIN];
+/// The keys come first, so that a certificate never lands before its key.
+const LAYOUT: [&str; 5] = [ROOT_KEY, CA_KEY, ROOT_CERT, CA_CERT, CERT_CHAIN];
 
 /// The phases of a rotation (numbered as the `controller_ca_rotation_phase` gauge).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,16 +125,7 @@ pub fn stage_from(dir: &Path, incoming: &Path) -> Result<Authority, CaError> {
     let (authority, _) = store::load_existing(incoming).map_err(|e| in_folder(incoming, e))?;
     let staged = fresh_next(dir)?;
     for name in LAYOUT {
-        let from = incoming.join(name);
-        if from.exists() {
-            let text = std::fs::read_to_string(&from).map_err(|e| CaError::io(&from, e))?;
-            let mode = if name.ends_with("key.pem") {
-                0o600
-            } else {
-                0o644
-            };
-            write_atomic(&staged.join(name), &text, mode)?;
-        }
+        copy_file(incoming, &staged, name)?;
     }
     Ok(authority)
 }
@@ -201,21 +193,29 @@ pub fn repair(dir: &Path) -> Result<State, CaError> {
 /// files are written before the certificates.
 fn install(dir: &Path, staged: &Path) -> Result<(), CaError> {
     for name in LAYOUT {
-        let from = staged.join(name);
         let to = dir.join(name);
-        if from.exists() {
-            let text = std::fs::read_to_string(&from).map_err(|e| CaError::io(&from, e))?;
-            let mode = if name.ends_with("key.pem") {
-                0o600
-            } else {
-                0o644
-            };
-            write_atomic(&to, &text, mode)?;
-        } else if to.exists() {
+        if !copy_file(staged, dir, name)? && to.exists() {
             std::fs::remove_file(&to).map_err(|e| CaError::io(&to, e))?;
         }
     }
     Ok(())
+}
+
+/// Copies file `name` of folder `from` into folder `to` (keys with mode 0600); false when
+/// `from` has no such file.
+fn copy_file(from: &Path, to: &Path, name: &str) -> Result<bool, CaError> {
+    let source = from.join(name);
+    if !source.exists() {
+        return Ok(false);
+    }
+    let text = std::fs::read_to_string(&source).map_err(|e| CaError::io(&source, e))?;
+    let mode = if name.ends_with("key.pem") {
+        0o600
+    } else {
+        0o644
+    };
+    write_atomic(&to.join(name), &text, mode)?;
+    Ok(true)
 }
 
 /// Writes `root-cert.pem` as the given PEM texts' certificates, each once, in order.

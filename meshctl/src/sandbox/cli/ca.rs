@@ -42,10 +42,18 @@ pub enum CaCommand {
 pub struct ReplaceArgs {
     /// The folder of the new CA material.
     pub folder: std::path::PathBuf,
+    /// How it runs.
+    #[command(flatten)]
+    pub phases: PhaseArgs,
+}
+
+/// What `rotate-root` and `replace` share.
+#[derive(clap::Args, Debug)]
+pub struct PhaseArgs {
     /// Window over which proxies renew their certificates once the new material signs.
     #[arg(long, default_value = "60s", value_parser = parse_lifetime)]
     pub reissue_within: Duration,
-    /// Wait until the replacement completes, printing each phase as it begins.
+    /// Wait until the rotation completes, printing each phase as it begins.
     #[arg(long)]
     pub wait: bool,
     /// Output format: text (default) or json.
@@ -67,15 +75,9 @@ pub struct RotateRootArgs {
     /// Lifetime of the new root: a number with a unit (s, m, h, d), at least 1h.
     #[arg(long, default_value = "3650d", value_parser = parse_lifetime)]
     pub new_root_ttl: Duration,
-    /// Window over which proxies renew their certificates once the new root signs.
-    #[arg(long, default_value = "60s", value_parser = parse_lifetime)]
-    pub reissue_within: Duration,
-    /// Wait until the rotation completes, printing each phase as it begins.
-    #[arg(long)]
-    pub wait: bool,
-    /// Output format: text (default) or json.
-    #[arg(short, long)]
-    pub output: Option<String>,
+    /// How it runs.
+    #[command(flatten)]
+    pub phases: PhaseArgs,
 }
 
 /// `90s`, `12h`, `3650d`, `500ms` or a bare number of seconds.
@@ -134,36 +136,36 @@ fn parse(answer: &crate::sandbox::host::admin::Response) -> Result<Value> {
 }
 
 fn rotate_root(netns: &str, a: &RotateRootArgs) -> Result<i32> {
-    let json = wants_json(a.output.as_deref()).map_err(SandboxError::Invalid)?;
+    let json = wants_json(a.phases.output.as_deref()).map_err(SandboxError::Invalid)?;
     if a.new_root_ttl < Duration::from_secs(3600) {
         return Err(SandboxError::Invalid("--new-root-ttl: at least 1h".into()));
     }
     let path = format!(
         "/debug/ca/rotate-root?new_root_ttl={}&reissue_within={}",
         a.new_root_ttl.as_secs(),
-        a.reissue_within.as_secs_f64()
+        a.phases.reissue_within.as_secs_f64()
     );
     let started = parse(&system::controller_post(netns, &path)?)?;
-    follow(netns, &started, a.wait, json)
+    follow(netns, &started, a.phases.wait, json)
 }
 
 /// `ca replace`: the folder's layout files copied beside the CA's (the controller reads
 /// nothing outside its folder), then handed over by name; the copy goes once it is staged.
 fn replace(netns: &str, ca_dir: &std::path::Path, a: &ReplaceArgs) -> Result<i32> {
-    let json = wants_json(a.output.as_deref()).map_err(SandboxError::Invalid)?;
+    let json = wants_json(a.phases.output.as_deref()).map_err(SandboxError::Invalid)?;
     let name = format!("incoming-{}", std::process::id());
     let incoming = ca_dir.join(&name);
     let copied = copy_layout(&a.folder, &incoming);
     let answer = copied.and_then(|()| {
         let path = format!(
             "/debug/ca/replace?from={name}&reissue_within={}",
-            a.reissue_within.as_secs_f64()
+            a.phases.reissue_within.as_secs_f64()
         );
         system::controller_post(netns, &path)
     });
     let _ = std::fs::remove_dir_all(&incoming);
     let started = parse(&answer?)?;
-    follow(netns, &started, a.wait, json)
+    follow(netns, &started, a.phases.wait, json)
 }
 
 /// The CA layout files of `from` (those present) copied into a new folder `to`, mode 0700.
