@@ -159,6 +159,20 @@ pub fn fake() -> Arc<Fake> {
     )
 }
 
+/// An engine whose one route sends reviews to v1 and copies every request to v2.
+pub fn mirrored_to_v2() -> Arc<Engine> {
+    let mut f = forward(&[("v1", 1)]);
+    f.mirrors = vec![pb::Mirror {
+        destination: Some(dest(HOST, "v2")),
+        percentage: 100.0,
+    }];
+    engine(&waypoint(
+        vec![reviews(vec![route("mirrored", vec![], f)])],
+        vec![reviews_policy(None)],
+        vec![],
+    ))
+}
+
 /// A compiled engine with fresh runtime state.
 pub fn engine(w: &pb::Waypoint) -> Arc<Engine> {
     Arc::new(Engine::compile(w, Runtime::new()).expect("config compiles"))

@@ -52,16 +52,7 @@ async fn canary_split_with_header_override() {
 
 #[tokio::test]
 async fn mirror_copies_never_change_the_answer() {
-    let mut f = forward(&[("v1", 1)]);
-    f.mirrors = vec![pb::Mirror {
-        destination: Some(dest(HOST, "v2")),
-        percentage: 100.0,
-    }];
-    let e = engine(&waypoint(
-        vec![reviews(vec![route("mirrored", vec![], f)])],
-        vec![reviews_policy(None)],
-        vec![],
-    ));
+    let e = mirrored_to_v2();
     let fk = fake();
     // The mirror target fails: the client must not notice.
     fk.set(V2_ADDR, Behavior::Status(500));

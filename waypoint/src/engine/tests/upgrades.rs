@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use api::waypoint as pb;
 use http_body_util::BodyExt;
 use prometheus_registry::scrape;
 
@@ -20,16 +19,7 @@ fn sum(text: &str, metric: &str) -> f64 {
 
 #[tokio::test]
 async fn upgrades_are_not_mirrored_and_are_recorded_with_their_relayed_bytes() {
-    let mut f = forward(&[("v1", 1)]);
-    f.mirrors = vec![pb::Mirror {
-        destination: Some(dest(HOST, "v2")),
-        percentage: 100.0,
-    }];
-    let e = engine(&waypoint(
-        vec![reviews(vec![route("mirrored", vec![], f)])],
-        vec![reviews_policy(None)],
-        vec![],
-    ));
+    let e = mirrored_to_v2();
     let fk = fake();
     fk.set(V1A_ADDR, Behavior::Status(101));
     fk.set(V1B_ADDR, Behavior::Status(101));
