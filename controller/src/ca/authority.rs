@@ -180,17 +180,6 @@ impl CertificateAuthority {
         self.persist_roots(&authority)
     }
 
-    /// Root rotation, last step: stops publishing `root_pem` (the old root). The signing
-    /// root is never removed. Persisted for a generated root.
-    pub fn remove_trusted_root(&self, root_pem: &str) -> Result<(), CaError> {
-        let roots = certificates_from_pem(root_pem, "old root")?;
-        let mut authority = self.authority.write().map_err(|_| CaError::Poisoned)?;
-        for root in &roots {
-            authority.remove_trusted_root(root);
-        }
-        self.persist_roots(&authority)
-    }
-
     fn persist_roots(&self, authority: &Authority) -> Result<(), CaError> {
         match (&self.dir, self.origin()) {
             (Some(dir), Origin::Generated | Origin::Reloaded) => {

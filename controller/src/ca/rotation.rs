@@ -163,7 +163,9 @@ pub fn roots_pem(authority: &Authority) -> String {
 
 /// Writes the live files the phase of `state` calls for (idempotent): phase 1 publishes the
 /// old roots then the new ones; phase 3 installs `next/` and publishes the new roots then the
-/// old; a completed rotation publishes the new roots alone and removes `next/`.
+/// old; once idle, `next/` goes, after publishing the new roots alone if it was installed (a
+/// completion cut short). Material staged but never recorded (a stop between staging and
+/// phase 1) is discarded, never installed: only phase 3 installs.
 pub fn apply(dir: &Path, state: &State) -> Result<(), CaError> {
     let staged = next_dir(dir);
     match state.phase {
@@ -172,13 +174,30 @@ pub fn apply(dir: &Path, state: &State) -> Result<(), CaError> {
             install(dir, &staged)?;
             write_roots(dir, &[&state.new_roots, &state.old_roots])
         }
-        Phase::Idle if staged.exists() && !state.new_roots.is_empty() => {
-            install(dir, &staged)?;
-            write_roots(dir, &[&state.new_roots])?;
+        Phase::Idle if staged.exists() => {
+            if !state.new_roots.is_empty() && installed(dir, &staged)? {
+                write_roots(dir, &[&state.new_roots])?;
+            }
             std::fs::remove_dir_all(&staged).map_err(|e| CaError::io(&staged, e))
         }
         Phase::Idle => Ok(()),
     }
+}
+
+/// Whether the signing material of `staged` (every file but the published roots, which the
+/// phases rewrite) is the live one: phase 3 installed it.
+fn installed(dir: &Path, staged: &Path) -> Result<bool, CaError> {
+    for name in LAYOUT.into_iter().filter(|name| *name != ROOT_CERT) {
+        let from = staged.join(name);
+        if from.exists() {
+            let read = |path: &Path| std::fs::read(path).map_err(|e| CaError::io(path, e));
+            let to = dir.join(name);
+            if !to.exists() || read(&from)? != read(&to)? {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Runs [`apply`] for the recorded state; called before the CA loads.
@@ -192,6 +211,17 @@ pub fn repair(dir: &Path) -> Result<State, CaError> {
 /// generated root replaced by a plugged-in intermediate loses its `root-key.pem`). The key
 /// files are written before the certificates.
 fn install(dir: &Path, staged: &Path) -> Result<(), CaError> {
+    // Without the staged material there is nothing to install, and removing the live files
+    // it lacks would remove them all.
+    if !staged.join(ROOT_CERT).exists() {
+        return Err(CaError::io(
+            &staged.join(ROOT_CERT),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the staged CA material is missing",
+            ),
+        ));
+    }
     for name in LAYOUT {
         let to = dir.join(name);
         if !copy_file(staged, dir, name)? && to.exists() {

@@ -7,7 +7,7 @@ use hbone::cert::certificates_from_pem;
 use test_support::TempDir;
 
 use super::*;
-use crate::ca::rotation::NEXT;
+use crate::ca::rotation::{self, NEXT};
 use crate::ca::store::{ROOT_CERT, ROOT_KEY};
 use crate::server::controller_identity;
 use crate::translate::Snapshot;
@@ -179,6 +179,46 @@ async fn a_stop_between_two_writes_is_repaired_from_the_record() {
         .unwrap()
         .remove(0);
     assert_eq!(issuing_root(&ca), new_der);
+}
+
+#[test]
+fn material_staged_but_never_recorded_is_discarded_and_a_cut_completion_finishes() {
+    let dir = TempDir::new("root-rotation-staged");
+    let current = CertificateAuthority::open(Some(dir.path()), "cluster.local")
+        .unwrap()
+        .roots_pem()
+        .unwrap();
+    // A completed rotation's record, then a new root staged but stopped before phase 1.
+    let completed = State {
+        new_roots: current.concat(),
+        completed_at: 1,
+        ..State::default()
+    };
+    rotation::save(dir.path(), &completed).unwrap();
+    let next = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    rotation::stage_generated(dir.path(), &next).unwrap();
+    let ca = CertificateAuthority::open(Some(dir.path()), "cluster.local").unwrap();
+    assert_eq!(ca.roots_pem().unwrap(), current, "the old root still signs");
+    assert!(!dir.path().join(NEXT).exists(), "the staged root is gone");
+
+    // Phase 3 installed, then stopped after recording the completion: it finishes.
+    rotation::stage_generated(dir.path(), &next).unwrap();
+    let reissuing = State {
+        phase: Phase::Reissuing,
+        old_roots: current.concat(),
+        new_roots: next.root_pem(),
+        ..State::default()
+    };
+    rotation::apply(dir.path(), &reissuing).unwrap();
+    let done = State {
+        phase: Phase::Idle,
+        completed_at: 2,
+        ..reissuing
+    };
+    rotation::save(dir.path(), &done).unwrap();
+    let ca = CertificateAuthority::open(Some(dir.path()), "cluster.local").unwrap();
+    assert_eq!(ca.roots_pem().unwrap(), next.roots_pem());
+    assert!(!dir.path().join(NEXT).exists());
 }
 
 /// Writes an intermediate of `root` in the plug-in layout into `dir/name`.

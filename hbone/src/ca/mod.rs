@@ -92,18 +92,6 @@ impl Authority {
         }
     }
 
-    /// Removes `root` from the published trust bundle (the old root, once a rotation is
-    /// over); the first root (the signing one) is never removed. Returns whether it was
-    /// removed.
-    pub fn remove_trusted_root(&mut self, root: &CertificateDer<'static>) -> bool {
-        let signing = self.roots.first() == Some(root);
-        let before = self.roots.len();
-        if !signing {
-            self.roots.retain(|r| r != root);
-        }
-        self.roots.len() != before
-    }
-
     /// The signing key in PKCS#8 PEM, for persisting the CA.
     pub fn key_pem(&self) -> &str {
         &self.key_pem
