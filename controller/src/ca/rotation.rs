@@ -22,7 +22,7 @@ pub const STATE: &str = "rotation.json";
 pub const NEXT: &str = "next";
 /// Every file of either layout, copied from `next/` (or removed when `next/` lacks it).
 /// The keys come first, so that a certificate never lands before its key.
-const LAYOUT: [&str; 5] = [ROOT_KEY, CA_KEY, ROOT_CERT, CA_CERT, CERT_CHAIN];
+pub const LAYOUT: [&str; 5] = [ROOT_KEY, CA_KEY, ROOT_CERT, CA_CERT, CERT_CHAIN];
 
 /// The phases of a rotation (numbered as the `controller_ca_rotation_phase` gauge).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

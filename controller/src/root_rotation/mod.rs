@@ -363,8 +363,8 @@ impl Inner {
             Phase::Idle => "nothing (no rotation in progress)".to_owned(),
             Phase::Published => stale(),
             Phase::Reissuing if now_secs() < state.drop_after => format!(
-                "certificates from the old root to expire (until {} s after the epoch)",
-                state.drop_after
+                "certificates from the old signer to expire ({} s more)",
+                state.drop_after.saturating_sub(now_secs())
             ),
             Phase::Reissuing => stale(),
         }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use controller::ca::rotation::LAYOUT;
 use serde_json::Value;
 
 use crate::operator::ca::status_text;
@@ -196,15 +197,6 @@ fn copy_layout(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     }
     Ok(())
 }
-
-/// The files of either CA layout.
-const LAYOUT: [&str; 5] = [
-    "ca-cert.pem",
-    "ca-key.pem",
-    "cert-chain.pem",
-    "root-cert.pem",
-    "root-key.pem",
-];
 
 /// Prints `started`, then with `wait` each phase as it begins until the rotation is over.
 fn follow(netns: &str, started: &Value, wait: bool, json: bool) -> Result<i32> {
