@@ -6,6 +6,7 @@ use std::time::Duration;
 use controller::ca::rotation::LAYOUT;
 use serde_json::Value;
 
+use super::args::parse_duration;
 use crate::operator::ca::status_text;
 use crate::operator::format::wants_json;
 use crate::sandbox::error::{Result, SandboxError};
@@ -52,7 +53,7 @@ pub struct ReplaceArgs {
 #[derive(clap::Args, Debug)]
 pub struct PhaseArgs {
     /// Window over which proxies renew their certificates once the new material signs.
-    #[arg(long, default_value = "60s", value_parser = parse_lifetime)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub reissue_within: Duration,
     /// Wait until the rotation completes, printing each phase as it begins.
     #[arg(long)]
@@ -74,31 +75,11 @@ pub struct CaStatusArgs {
 #[derive(clap::Args, Debug)]
 pub struct RotateRootArgs {
     /// Lifetime of the new root: a number with a unit (s, m, h, d), at least 1h.
-    #[arg(long, default_value = "3650d", value_parser = parse_lifetime)]
+    #[arg(long, default_value = "3650d", value_parser = parse_duration)]
     pub new_root_ttl: Duration,
     /// How it runs.
     #[command(flatten)]
     pub phases: PhaseArgs,
-}
-
-/// `90s`, `12h`, `3650d`, `500ms` or a bare number of seconds.
-pub fn parse_lifetime(text: &str) -> std::result::Result<Duration, String> {
-    let at = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(at);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: a number with a unit (ms, s, m, h, d), e.g. 3650d"))?;
-    let seconds = |n: u64| Duration::from_secs(value.saturating_mul(n));
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "" | "s" => Ok(seconds(1)),
-        "m" => Ok(seconds(60)),
-        "h" => Ok(seconds(3600)),
-        "d" => Ok(seconds(86_400)),
-        _ => Err(format!("{text:?}: unit must be ms, s, m, h or d")),
-    }
 }
 
 /// Runs a `ca` verb; returns the exit status.
@@ -233,12 +214,12 @@ mod tests {
     #[test]
     fn lifetimes_take_days() {
         assert_eq!(
-            parse_lifetime("3650d"),
+            parse_duration("3650d"),
             Ok(Duration::from_secs(3650 * 86_400))
         );
-        assert_eq!(parse_lifetime("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_lifetime("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_lifetime("1y").unwrap_err().contains("unit must be"));
-        assert!(parse_lifetime("d").is_err());
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("1y").unwrap_err().contains("unit must be"));
+        assert!(parse_duration("d").is_err());
     }
 }
