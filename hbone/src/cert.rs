@@ -129,6 +129,12 @@ impl WorkloadCertificate {
         &self.identity
     }
 
+    /// The certificate that issued the leaf: the intermediate after it in the chain, else the
+    /// root of the trust bundle that signed it (see [`WorkloadCertificate::issuing_root`]).
+    pub fn issuer(&self) -> Option<&CertificateDer<'static>> {
+        self.chain.get(1).or_else(|| self.issuing_root())
+    }
+
     /// The root of the trust bundle that signed the chain: the one whose subject is the issuer
     /// of the chain's last certificate and whose key verifies its signature. `None` when no
     /// root it trusts issued it (its trust bundle and its chain disagree).
@@ -466,6 +472,11 @@ mod tests {
         assert_eq!(both.roots(), [old.clone(), new.clone()]);
         assert_eq!(both.chain(), cert.chain());
         assert_eq!(both.issuing_root(), Some(&old));
+        assert_eq!(
+            both.issuer(),
+            Some(&old),
+            "a root-signed leaf's issuer is the root"
+        );
         assert!(matches!(
             cert.with_roots(Vec::new()),
             Err(CertError::Empty("trust bundle"))

@@ -109,7 +109,8 @@ struct Watch<'a> {
 }
 
 impl Watch<'_> {
-    fn tick(&mut self) {
+    /// One round of checks; the `ca status` it read.
+    fn tick(&mut self) -> serde_json::Value {
         self.round += 1;
         self.held.ping(self.round);
         for node in ["node1", "node2"] {
@@ -117,12 +118,14 @@ impl Watch<'_> {
                 self.serials.entry(identity).or_default().insert(serial);
             }
         }
-        if let Some(phase) = ca_status(self.sb)["phase_number"].as_u64()
+        let status = ca_status(self.sb);
+        if let Some(phase) = status["phase_number"].as_u64()
             && self.phases.last() != Some(&phase)
         {
             self.phases.push(phase);
         }
         std::thread::sleep(Duration::from_millis(500));
+        status
     }
 
     /// Ticks until `ca status` satisfies `done`.
@@ -133,8 +136,7 @@ impl Watch<'_> {
     ) -> serde_json::Value {
         let start = std::time::Instant::now();
         loop {
-            self.tick();
-            let status = ca_status(self.sb);
+            let status = self.tick();
             if done(&status) {
                 return status;
             }
@@ -331,7 +333,7 @@ fn roots_and_intermediates_rotate_under_load_without_a_failed_request_or_a_dropp
         let load = s.spawn(|| steady_load(&sb, &stop));
         rotations(&mut watch);
         for _ in 0..4 {
-            watch.tick();
+            let _ = watch.tick();
         }
         stop.store(true, Ordering::Relaxed);
         load.join().expect("load thread")

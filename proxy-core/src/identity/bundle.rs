@@ -125,7 +125,7 @@ fn retrust(
     let Ok(replaced) = current.with_roots(roots.to_vec()) else {
         return false;
     };
-    let stale_signer = issuer(&replaced) != Some(signer);
+    let stale_signer = replaced.issuer().map(|issuer| issuer.as_ref()) != Some(signer);
     let replaced = Arc::new(replaced);
     shared.certs.send_replace(Some(replaced.clone()));
     shared
@@ -141,15 +141,6 @@ fn retrust(
         wake.notify_one();
     });
     true
-}
-
-/// The certificate that issued `cert`'s leaf: the intermediate after it in its chain, else
-/// the root of its bundle that signed it.
-fn issuer(cert: &WorkloadCertificate) -> Option<&[u8]> {
-    match cert.chain().get(1) {
-        Some(intermediate) => Some(intermediate.as_ref()),
-        None => cert.issuing_root().map(|root| root.as_ref()),
-    }
 }
 
 /// The `/config_dump` view of the learned bundle: each root's serial number.

@@ -31,11 +31,7 @@ pub(super) fn entry(identity: &Identity, refs: usize, status: &Status) -> Value 
             "root_serial": cert.issuing_root().and_then(|root| serial_hex(root)),
             // Which certificate signed the leaf: the intermediate after it, else the root
             // (a CA rotation renews what its new signer did not issue).
-            "issuer_serial": cert
-                .chain()
-                .get(1)
-                .or(cert.issuing_root())
-                .and_then(|issuer| serial_hex(issuer)),
+            "issuer_serial": cert.issuer().and_then(|issuer| serial_hex(issuer)),
         })
     });
     json!({
