@@ -249,17 +249,46 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut relay = Relay::new(client, server);
-    let (error, cut) = match tracked.unless_closed(&mut relay).await {
-        Ok(Ok(())) => (None, None),
-        Ok(Err(e)) => (Some(e.to_string()), None),
-        Err(reason) => (None, Some(reason)),
-    };
+    let copied = relay_until(client, server, tracked.closed()).await;
     Relayed {
+        sent: copied.sent,
+        received: copied.received,
+        error: copied.error,
+        cut: copied.stopped,
+    }
+}
+
+/// How [`relay_until`] ended.
+#[derive(Debug)]
+pub struct Copied<T> {
+    /// Bytes from the client side to the server side.
+    pub sent: u64,
+    /// Bytes from the server side to the client side.
+    pub received: u64,
+    /// An I/O error that ended it, if any.
+    pub error: Option<String>,
+    /// What `stop` resolved to, when it ended the relay.
+    pub stopped: Option<T>,
+}
+
+/// The copy of [`relay`] for connections no registry tracks (an upgraded HTTP connection,
+/// say): both ways until both directions finish (half-closes passed on), an error occurs, or
+/// `stop` resolves first.
+pub async fn relay_until<C, S, T>(client: C, server: S, stop: impl Future<Output = T>) -> Copied<T>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut relay = Relay::new(client, server);
+    let (error, stopped) = tokio::select! {
+        copied = &mut relay => (copied.err().map(|e| e.to_string()), None),
+        reason = stop => (None, Some(reason)),
+    };
+    Copied {
         sent: relay.up.read,
         received: relay.down.written,
         error,
-        cut,
+        stopped,
     }
 }
 

@@ -85,6 +85,17 @@ impl Target {
             format!("{}:{}", self.host, self.port)
         }
     }
+
+    /// Opens a TCP connection to the target, Nagle off: requests and messages are small and
+    /// must not wait for more to fill a segment.
+    pub async fn connect(&self) -> Result<TcpStream, AppError> {
+        let addr = self.connect_addr();
+        let stream = TcpStream::connect(&addr)
+            .await
+            .map_err(|source| AppError::Connect { addr, source })?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
 }
 
 /// Parses a curl-style header argument `"name: value"`.
@@ -200,13 +211,7 @@ pub struct Connection {
 impl Connection {
     /// Connects over TCP and performs the HTTP/1.1 or h2c handshake.
     pub async fn open(target: &Target, http2: bool) -> Result<Self, AppError> {
-        let addr = target.connect_addr();
-        let stream = TcpStream::connect(&addr)
-            .await
-            .map_err(|source| AppError::Connect { addr, source })?;
-        // Requests are small; do not let Nagle delay them.
-        stream.set_nodelay(true)?;
-        let io = TokioIo::new(stream);
+        let io = TokioIo::new(target.connect().await?);
         let sender = if http2 {
             let (sender, conn) = http2::handshake(TokioExecutor::new(), io).await?;
             tokio::spawn(async move {

@@ -16,7 +16,6 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::client::{Target, parse_header, with_timeout};
 use super::error::AppError;
@@ -165,12 +164,7 @@ async fn handshake(
     target: &Target,
     args: &WsArgs,
 ) -> Result<(u16, Option<String>, Upgraded), AppError> {
-    let addr = target.connect_addr();
-    let stream = TcpStream::connect(&addr)
-        .await
-        .map_err(|source| AppError::Connect { addr, source })?;
-    stream.set_nodelay(true)?;
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(target.connect().await?);
     let mut request = Request::builder()
         .header(SEC_WEBSOCKET_VERSION, websocket::VERSION)
         .body(Empty::<Bytes>::new())?;

@@ -156,12 +156,12 @@ pub(crate) async fn run(
 
     // A copy of an upgrade would open a second upgraded connection nobody reads: upgrades
     // are not mirrored.
-    let upgrade = upgrade_protocol(&parts.headers).is_some();
-    let mirrors: Vec<_> = spec
-        .mirrors
-        .iter()
-        .filter(|m| !upgrade && roll(m.percentage))
-        .collect();
+    // Checked only on routes that mirror: most requests skip the header lookups.
+    let mirrors: Vec<_> = if spec.mirrors.is_empty() || upgrade_protocol(&parts.headers).is_some() {
+        Vec::new()
+    } else {
+        spec.mirrors.iter().filter(|m| roll(m.percentage)).collect()
+    };
     let mut source = if request_body.is_end_stream() {
         Source::Empty
     } else if spec.retry.is_some() || !mirrors.is_empty() {

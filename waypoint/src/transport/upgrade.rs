@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use proxy_core::connections::relay_until;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -200,42 +201,34 @@ pub async fn send(
     Ok(response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed()))
 }
 
-/// Relays both ways between `client` and `server` until both directions are done (each end
-/// of stream passed on as a shutdown), one fails, or nothing moved either way for
-/// `idle_timeout`. Returns the bytes read from the client and written to it.
-pub async fn splice<C, S>(client: C, mut server: S, idle_timeout: Duration) -> (u64, u64)
+/// Relays both ways between `client` and `server` (proxy-core's relay) until both directions
+/// are done (each end of stream passed on as a shutdown), one fails, or nothing moved either
+/// way for `idle_timeout`. Returns the bytes read from the client and written to it.
+pub async fn splice<C, S>(client: C, server: S, idle_timeout: Duration) -> (u64, u64)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let meter = Arc::new(Meter::new());
-    let mut client = Metered {
+    let client = Metered {
         io: client,
         meter: meter.clone(),
     };
-    tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut server) => {
-            if let Err(e) = copied {
-                tracing::debug!(error = %e, "upgraded connection ended with an error");
-            }
-        }
-        () = meter.idle_for(idle_timeout) => {
-            tracing::debug!(?idle_timeout, "upgraded connection closed: idle");
-        }
+    let copied = relay_until(client, server, meter.idle_for(idle_timeout)).await;
+    if let Some(e) = &copied.error {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
     }
-    (
-        meter.read.load(Ordering::Relaxed),
-        meter.written.load(Ordering::Relaxed),
-    )
+    if copied.stopped.is_some() {
+        tracing::debug!(?idle_timeout, "upgraded connection closed: idle");
+    }
+    (copied.sent, copied.received)
 }
 
-/// What moved on the client's side of a relay, and when it last did.
+/// When anything last moved on the client's side of a relay.
 struct Meter {
     started: Instant,
     /// Milliseconds from `started` to the last byte moved.
     last: AtomicU64,
-    read: AtomicU64,
-    written: AtomicU64,
 }
 
 impl Meter {
@@ -243,8 +236,6 @@ impl Meter {
         Self {
             started: Instant::now(),
             last: AtomicU64::new(0),
-            read: AtomicU64::new(0),
-            written: AtomicU64::new(0),
         }
     }
 
@@ -266,7 +257,7 @@ impl Meter {
     }
 }
 
-/// The client's stream, counting and timing what moves through it.
+/// The client's stream, noting when anything moves through it.
 struct Metered<I> {
     io: I,
     meter: Arc<Meter>,
@@ -280,9 +271,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Metered<I> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.meter.read.fetch_add(n as u64, Ordering::Relaxed);
+        if buf.filled().len() > before {
             self.meter.touch();
         }
         polled
@@ -299,7 +288,6 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Metered<I> {
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
         {
-            self.meter.written.fetch_add(n as u64, Ordering::Relaxed);
             self.meter.touch();
         }
         polled
