@@ -88,7 +88,7 @@ pub fn detail(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Valu
             .collect()
     };
     let routes = match kind.as_str() {
-        "svc" => shared.routes(namespace, name).map(|r| r.routes),
+        "svc" => shared.routes(namespace, name),
         _ => None,
     };
     Ok(json!({

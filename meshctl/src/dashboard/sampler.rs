@@ -16,8 +16,9 @@ use super::history::History;
 use super::options::DashboardOptions;
 use super::requests::{RequestEdge, request_edges};
 use crate::operator::check::{Check, root_check, root_validity};
-use crate::operator::stat::{Edge, Resource, Row, Target};
-use crate::operator::window::{Measured, MeasuredRoutes, Scraped, SeenEdges, Window};
+use crate::operator::routes::{RouteRow, route_rows};
+use crate::operator::stat::{Edge, Resource, Row, Target, edges, rows};
+use crate::operator::window::{Scraped, Window};
 use crate::sandbox::model::stat::targets;
 use crate::sandbox::ops::check;
 use crate::sandbox::ops::proxies::{self, Proxy};
@@ -82,6 +83,8 @@ struct State {
     snapshot: Arc<Snapshot>,
     history: History,
     scrapes: VecDeque<Scrape>,
+    /// The window of `scrapes`, built once per refresh for every figure and route query.
+    window: Option<Window>,
 }
 
 /// The sampler's findings, shared with the server.
@@ -105,6 +108,7 @@ impl Shared {
                 snapshot: Arc::new(Snapshot::default()),
                 history: History::new(keep),
                 scrapes: VecDeque::new(),
+                window: None,
             }),
             refreshed: watch::channel(0).0,
         })
@@ -125,11 +129,16 @@ impl Shared {
         self.state().history.of(kind, namespace, name)
     }
 
-    /// `routes svc/NAME` over the current window; `None` before two scrapes exist.
-    pub fn routes(&self, namespace: &str, name: &str) -> Option<MeasuredRoutes> {
+    /// `routes svc/NAME`'s rows over the current window; `None` before two scrapes exist.
+    pub fn routes(&self, namespace: &str, name: &str) -> Option<Vec<RouteRow>> {
         let state = self.state();
-        let window = window_of(&state.scrapes)?;
-        Some(MeasuredRoutes::of(namespace, name, window))
+        let window = state.window.as_ref()?;
+        Some(route_rows(
+            namespace,
+            name,
+            &window.increase,
+            window.seconds,
+        ))
     }
 
     /// Hears every refresh.
@@ -178,6 +187,7 @@ impl Shared {
             self.options.window,
             Instant::now(),
         );
+        state.window = window_of(&state.scrapes);
         let mut snapshot = Snapshot {
             at,
             checks: found.checks.clone(),
@@ -185,7 +195,8 @@ impl Shared {
             root: found.root.clone(),
             ..Snapshot::default()
         };
-        if measure(&mut snapshot, &state.scrapes, &found) {
+        if let Some(window) = &state.window {
+            measure(&mut snapshot, window, &found);
             let seconds = snapshot.window_seconds;
             for (kind, rows) in [
                 ("ns", &snapshot.namespaces),
@@ -229,29 +240,26 @@ fn keep(scrapes: &mut VecDeque<Scrape>, scrape: Scrape, window: Duration, now: I
     }
 }
 
-/// Fills `snapshot` with `stat`'s rows, `edges` and the request edges of the window of
-/// `scrapes`; false before there are two scrapes.
-fn measure(snapshot: &mut Snapshot, scrapes: &VecDeque<Scrape>, found: &Found) -> bool {
-    let rows = |resource, targets: &[Target]| {
-        window_of(scrapes).map(|w| Measured::of(resource, targets, w))
+/// Fills `snapshot` with `stat`'s rows, `edges` and the request edges of `window`, through
+/// the same model functions `stat` and `edges` call (`Measured::of` and `SeenEdges::of` would
+/// need the window rebuilt for each).
+fn measure(snapshot: &mut Snapshot, window: &Window, found: &Found) {
+    let measure_rows = |resource, targets: &[Target]| {
+        rows(
+            resource,
+            targets,
+            &window.increase,
+            &window.now,
+            window.seconds,
+        )
     };
-    let (Some(ns), Some(deploy), Some(svc), Some(edges), Some(requests)) = (
-        rows(Resource::Namespace, &found.namespaces),
-        rows(Resource::Deployment, &found.deployments),
-        rows(Resource::Service, &found.services),
-        window_of(scrapes).map(|w| SeenEdges::of(None, w)),
-        window_of(scrapes).map(|w| request_edges(&w)),
-    ) else {
-        return false;
-    };
-    snapshot.window_seconds = ns.window_seconds;
-    snapshot.unreachable = ns.unreachable;
-    snapshot.namespaces = ns.rows;
-    snapshot.deployments = deploy.rows;
-    snapshot.services = svc.rows;
-    snapshot.edges = edges.edges;
-    snapshot.request_edges = requests;
-    true
+    snapshot.window_seconds = window.seconds;
+    snapshot.unreachable = window.unreachable.clone();
+    snapshot.namespaces = measure_rows(Resource::Namespace, &found.namespaces);
+    snapshot.deployments = measure_rows(Resource::Deployment, &found.deployments);
+    snapshot.services = measure_rows(Resource::Service, &found.services);
+    snapshot.edges = edges(&window.increase, None);
+    snapshot.request_edges = request_edges(window);
 }
 
 /// What is read under the sandbox's lock.

@@ -10,7 +10,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use super::api;
 use super::assets::asset;
@@ -61,6 +61,9 @@ pub fn run(cfg: &SandboxSettings, options: DashboardOptions) -> Result<()> {
 /// Browser connections served at once (each event stream and tap holds one); more are
 /// closed on accept.
 const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may take to send a request's head (also while idle between
+/// requests): without it, idle connections would hold every slot and shut browsers out.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Accepts connections forever, one task each, at most [`MAX_CONNECTIONS`] at once.
 async fn serve(listener: std::net::TcpListener, port: u16, shared: Arc<Shared>) -> Result<()> {
@@ -87,6 +90,8 @@ async fn serve(listener: std::net::TcpListener, port: u16, shared: Arc<Shared>) 
                 async move { Ok::<_, Infallible>(route(&shared, port, &request)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
