@@ -189,31 +189,13 @@ fn request(
     }
 }
 
-/// Standard base64 (with padding), as WebDriver sends screenshots.
+/// Standard base64, as WebDriver sends screenshots (whitespace, if any, ignored).
 fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
-    let digit = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut bits, mut count) = (0u32, 0);
-    for c in text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-    {
-        let d = digit(c).ok_or_else(|| format!("{:?} is not base64", c as char))?;
-        bits = (bits << 6) | u32::from(d);
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-        }
-    }
-    Ok(out)
+    use base64::Engine as _;
+    let compact: String = text.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(compact.trim_end_matches('='))
+        .map_err(|e| format!("a screenshot that is not base64: {e}"))
 }
 
 #[cfg(test)]

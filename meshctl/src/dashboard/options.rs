@@ -38,6 +38,18 @@ pub fn exposure(address: SocketAddr, allow_remote: bool) -> Result<Option<String
     )))
 }
 
+/// Refuses a `window` shorter than `refresh`: figures are measured between two refreshes'
+/// scrapes, so a shorter window could not be honoured.
+pub fn window_covers_refresh(refresh: Duration, window: Duration) -> Result<(), String> {
+    if window < refresh {
+        return Err(format!(
+            "--window {window:?} is shorter than --refresh {refresh:?}: figures are measured \
+             between two refreshes' scrapes; lengthen --window or shorten --refresh"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a request naming `host` (its Host header) may be answered by a dashboard listening
 /// on `port`: on loopback only requests for a loopback name, so that a web page the browser
 /// loaded from elsewhere cannot read the dashboard by pointing its own domain name at
@@ -57,6 +69,18 @@ pub fn host_allowed(host: Option<&str>, port: u16, allow_remote: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_shorter_than_the_refresh_is_refused() {
+        let s = Duration::from_secs;
+        assert!(window_covers_refresh(s(5), s(30)).is_ok());
+        assert!(window_covers_refresh(s(5), s(5)).is_ok());
+        let err = window_covers_refresh(s(5), s(2)).unwrap_err();
+        assert!(
+            err.starts_with("--window 2s is shorter than --refresh 5s"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn only_loopback_names_reach_a_loopback_dashboard() {

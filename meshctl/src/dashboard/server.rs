@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use super::api;
 use super::assets::asset;
 use super::events;
-use super::options::{DashboardOptions, exposure, host_allowed};
+use super::options::{DashboardOptions, exposure, host_allowed, window_covers_refresh};
 use super::query::params;
 use super::sampler::Shared;
 use crate::sandbox::error::{Result, SandboxError};
@@ -25,6 +25,7 @@ type Reply = Response<BoxBody<Bytes, Infallible>>;
 
 /// Serves the dashboard of the sandbox `cfg` until the process is interrupted.
 pub fn run(cfg: &SandboxSettings, options: DashboardOptions) -> Result<()> {
+    window_covers_refresh(options.refresh, options.window).map_err(SandboxError::Invalid)?;
     if let Some(warning) =
         exposure(options.address, options.allow_remote).map_err(SandboxError::Invalid)?
     {
