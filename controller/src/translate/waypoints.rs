@@ -58,15 +58,6 @@ pub struct Waypoint {
     pub xfcc_include_client_identity: bool,
 }
 
-/// The value of [`XFCC_ANNOTATION`], as Istio reads it: exactly "true" or "false".
-fn xfcc_flag(value: &str) -> Option<bool> {
-    match value {
-        "true" => Some(true),
-        "false" => Some(false),
-        _ => None,
-    }
-}
-
 impl Waypoint {
     fn address(&self) -> GatewayAddress {
         GatewayAddress {
@@ -127,7 +118,8 @@ impl Waypoints {
             };
             let xfcc_include_client_identity = match m.annotations.get(XFCC_ANNOTATION) {
                 None => false,
-                Some(value) => xfcc_flag(value).unwrap_or_else(|| {
+                // Exactly "true" or "false", as Istio reads it (and as `bool` parses).
+                Some(value) => value.parse().unwrap_or_else(|_| {
                     problems.push(
                         Problem::new(origin, "Gateway", &m.namespace, &m.name)
                             .field(format!("metadata.annotations[{XFCC_ANNOTATION}]"))
