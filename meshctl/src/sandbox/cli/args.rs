@@ -275,32 +275,11 @@ pub struct WatchArgs {
 
 /// `30s`, `2m`, `500ms`, `1h` or a bare number of seconds; at most an hour.
 pub fn parse_window(text: &str) -> std::result::Result<std::time::Duration, String> {
-    match parse_duration(text)? {
+    match super::duration::parse_duration(text)? {
         d if d.is_zero() => Err("the window must be longer than 0".to_owned()),
         d if d > std::time::Duration::from_secs(3600) => Err(format!("{text:?}: at most 1h")),
         d => Ok(d),
     }
-}
-
-/// `500ms`, `90s`, `2m`, `12h`, `3650d` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
-    let at = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(at);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: a number with a unit (ms, s, m, h, d), e.g. 30s"))?;
-    let millis = match unit {
-        "ms" => Some(value),
-        "" | "s" => value.checked_mul(1000),
-        "m" => value.checked_mul(60_000),
-        "h" => value.checked_mul(3_600_000),
-        "d" => value.checked_mul(86_400_000),
-        _ => return Err(format!("{text:?}: unit must be ms, s, m, h or d")),
-    };
-    let millis = millis.ok_or_else(|| format!("{text:?}: too long"))?;
-    Ok(std::time::Duration::from_millis(millis))
 }
 
 /// `edges`.

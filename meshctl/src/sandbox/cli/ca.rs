@@ -6,7 +6,7 @@ use std::time::Duration;
 use controller::ca::rotation::LAYOUT;
 use serde_json::Value;
 
-use super::args::parse_duration;
+use super::duration::parse_duration;
 use crate::operator::ca::status_text;
 use crate::operator::format::wants_json;
 use crate::sandbox::error::{Result, SandboxError};
@@ -204,22 +204,5 @@ fn print(status: &Value, json: bool) {
         println!("{}", serde_json::to_string(status).unwrap_or_default());
     } else {
         println!("{}", status_text(status, state::now()));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lifetimes_take_days() {
-        assert_eq!(
-            parse_duration("3650d"),
-            Ok(Duration::from_secs(3650 * 86_400))
-        );
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("1y").unwrap_err().contains("unit must be"));
-        assert!(parse_duration("d").is_err());
     }
 }

@@ -1,11 +1,13 @@
 //! The sandbox verbs as the operator types them, and what they print.
 //!
-//! The top layer: imports anything below. Inside: `args` and `output` at
-//! the bottom, `up`, `live` and `ca` (the CA's status and root rotation) (tap's and top's printing) on them, and `verbs` (which runs
-//! every verb) on all of them.
+//! The top layer: imports anything below. Inside: `duration` (the flags' durations) at the
+//! bottom; `ca` (the CA's status and rotation) on it; `args` and `output` on those; `up`
+//! and `live` (tap's and top's printing) on them; and `verbs` (which runs every verb) on all
+//! of them.
 
 mod args;
 mod ca;
+mod duration;
 mod live;
 pub(crate) mod output;
 mod up;
