@@ -75,3 +75,50 @@ pub mod mesh {
         }
     }
 }
+
+/// `opentelemetry.*` packages: OTLP, as far as trace export uses it.
+pub mod opentelemetry {
+    /// `opentelemetry.proto.*` packages.
+    pub mod proto {
+        /// `opentelemetry.proto.common.v1`: attributes and scopes.
+        pub mod common {
+            /// Version 1.
+            pub mod v1 {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.common.v1.rs"
+                ));
+            }
+        }
+        /// `opentelemetry.proto.resource.v1`: the producing entity.
+        pub mod resource {
+            /// Version 1.
+            pub mod v1 {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.resource.v1.rs"
+                ));
+            }
+        }
+        /// `opentelemetry.proto.trace.v1`: spans.
+        pub mod trace {
+            /// Version 1.
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.trace.v1.rs"));
+            }
+        }
+        /// `opentelemetry.proto.collector.*`: the export services.
+        pub mod collector {
+            /// `opentelemetry.proto.collector.trace`: trace export.
+            pub mod trace {
+                /// Version 1.
+                pub mod v1 {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/opentelemetry.proto.collector.trace.v1.rs"
+                    ));
+                }
+            }
+        }
+    }
+}

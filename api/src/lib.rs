@@ -12,7 +12,9 @@
 //! - [`waypoint`]: the mesh's own waypoint configuration
 //!   (`mesh.waypoint.v1`), served as [`WAYPOINT_TYPE_URL`] resources;
 //! - [`trust`]: the mesh's trust bundle (`mesh.ca.v1`), served as
-//!   [`TRUST_BUNDLE_TYPE_URL`] resources.
+//!   [`TRUST_BUNDLE_TYPE_URL`] resources;
+//! - [`otlp`]: OpenTelemetry's trace export (OTLP over gRPC), which
+//!   waypoints send spans with.
 //!
 //! Field numbers, names and packages of the upstream types match their
 //! definitions, so these types interoperate with Istio and Envoy components.
@@ -73,3 +75,13 @@ pub use generated::mesh::waypoint::v1 as waypoint;
 /// The trust bundle (`mesh.ca.v1`): one [`trust::TrustBundle`] named
 /// [`TRUST_BUNDLE_NAME`], served as [`TRUST_BUNDLE_TYPE_URL`] resources.
 pub use generated::mesh::ca::v1 as trust;
+
+/// OpenTelemetry trace export (OTLP): spans, their attributes and resource,
+/// and the `TraceService` client and server in
+/// [`otlp::collector::trace_service_client`] / `_server`.
+pub mod otlp {
+    pub use crate::generated::opentelemetry::proto::collector::trace::v1 as collector;
+    pub use crate::generated::opentelemetry::proto::common::v1 as common;
+    pub use crate::generated::opentelemetry::proto::resource::v1 as resource;
+    pub use crate::generated::opentelemetry::proto::trace::v1 as trace;
+}

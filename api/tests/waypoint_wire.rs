@@ -380,6 +380,7 @@ fn waypoint_service_and_rate_limit() {
                 fill_interval: Some(secs(1)),
                 source: Some(src),
             }),
+            telemetry: None,
         }],
         destinations: vec![DestinationPolicy {
             hostname: "h".into(),
@@ -390,6 +391,7 @@ fn waypoint_service_and_rate_limit() {
             ..Default::default()
         }],
         xfcc_include_client_identity: true,
+        tracing_providers: Vec::new(),
     };
     let service_wire = msg(&[
         len(1, b"h"),
@@ -630,4 +632,101 @@ fn type_url() {
         ..Default::default()
     });
     assert_eq!(any.type_url, api::WAYPOINT_TYPE_URL);
+}
+
+#[test]
+fn waypoint_telemetry() {
+    let (src, src_wire) = source();
+    let provider = TracingProvider {
+        name: "otel".into(),
+        service: "c.o.svc".into(),
+        namespace: "o".into(),
+        port: 17,
+        max_tag_length: 9,
+    };
+    assert_wire(
+        &provider,
+        &msg(&[
+            len(1, b"otel"),
+            len(2, b"c.o.svc"),
+            len(3, b"o"),
+            int(4, 17),
+            int(5, 9),
+        ]),
+    );
+    let tags = vec![
+        CustomTag {
+            tag: "l".into(),
+            source: Some(custom_tag::Source::Literal("v".into())),
+        },
+        CustomTag {
+            tag: "h".into(),
+            source: Some(custom_tag::Source::Header(ValueFrom {
+                name: "x".into(),
+                default_value: "d".into(),
+            })),
+        },
+        CustomTag {
+            tag: "e".into(),
+            source: Some(custom_tag::Source::Environment(ValueFrom {
+                name: "E".into(),
+                default_value: String::new(),
+            })),
+        },
+    ];
+    let telemetry = Telemetry {
+        tracing: Some(Tracing {
+            provider: "otel".into(),
+            random_sampling_percentage: 10.0,
+            custom_tags: tags,
+            disable_span_reporting: true,
+        }),
+        access_log_disabled: true,
+        metric_overrides: vec![MetricOverride {
+            metric: "REQUEST_COUNT".into(),
+            disabled: true,
+            remove_tags: vec!["a".into()],
+            upsert_tags: vec![Header {
+                name: "b".into(),
+                value: "c".into(),
+            }],
+        }],
+        sources: vec![src],
+    };
+    let tracing_wire = msg(&[
+        len(1, b"otel"),
+        double(2, 10.0),
+        len(3, &msg(&[len(1, b"l"), len(2, b"v")])),
+        len(
+            3,
+            &msg(&[len(1, b"h"), len(3, &msg(&[len(1, b"x"), len(2, b"d")]))]),
+        ),
+        len(3, &msg(&[len(1, b"e"), len(4, &len(1, b"E"))])),
+        int(4, 1),
+    ]);
+    let override_wire = msg(&[
+        len(1, b"REQUEST_COUNT"),
+        int(2, 1),
+        len(3, b"a"),
+        len(4, &msg(&[len(1, b"b"), len(2, b"c")])),
+    ]);
+    assert_wire(
+        &telemetry,
+        &msg(&[
+            len(1, &tracing_wire),
+            int(2, 1),
+            len(3, &override_wire),
+            len(4, &src_wire),
+        ]),
+    );
+    let service = Service {
+        telemetry: Some(Telemetry::default()),
+        ..Default::default()
+    };
+    assert_wire(&service, &len(8, &[]));
+    let w = Waypoint {
+        tracing_providers: vec![TracingProvider::default()],
+        ..Default::default()
+    };
+    assert_wire(&w, &len(7, &[]));
 }

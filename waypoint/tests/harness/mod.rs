@@ -237,6 +237,7 @@ pub fn waypoint_config(policies: Vec<wp::AuthorizationPolicy>) -> wp::Waypoint {
                 ..Default::default()
             }],
             rate_limit: None,
+            telemetry: None,
         }],
         destinations: vec![wp::DestinationPolicy {
             hostname: HOST.into(),

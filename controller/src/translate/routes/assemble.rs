@@ -63,6 +63,7 @@ pub(crate) fn assemble(
                 ports: ports(svc),
                 routes: routes(a, service, problems),
                 rate_limit: rate_limit(a, service, &key),
+                telemetry: None,
             });
         }
         let destinations = policies(a, &mut services, problems);
@@ -75,6 +76,7 @@ pub(crate) fn assemble(
                 destinations,
                 authorization_policies: Vec::new(),
                 xfcc_include_client_identity: w.xfcc_include_client_identity,
+                tracing_providers: Vec::new(),
             },
         ));
     }

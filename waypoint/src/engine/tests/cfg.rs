@@ -104,6 +104,7 @@ pub fn reviews(routes: Vec<pb::Route>) -> pb::Service {
         }],
         routes,
         rate_limit: None,
+        telemetry: None,
     }
 }
 
