@@ -22,6 +22,7 @@ use super::pool::PoolSpec;
 use super::ratelimit::RateLimitSpec;
 use super::retry::{BudgetSpec, RetrySpec};
 use super::telemetry::{RouteKey, RouteMetrics, RouteTelemetry, ServiceLabels};
+use super::trace::{Providers, TracingSpec, providers};
 
 /// An upstream service (and subset) a request or a mirror goes to.
 #[derive(Debug, Clone)]
@@ -293,6 +294,38 @@ pub(crate) struct ServiceEntry {
     pub default_route: Arc<RouteTelemetry>,
     /// Local rate limit.
     pub rate_limit: Option<RateLimitSpec>,
+    /// Tracing and access logging of its requests.
+    pub telemetry: ServiceTelemetry,
+}
+
+/// What the service's `Telemetry` resources ask of its requests.
+#[derive(Debug, Default)]
+pub(crate) struct ServiceTelemetry {
+    /// Its tracing; `None`: trace headers pass as they came.
+    pub tracing: Option<Arc<TracingSpec>>,
+    /// No access log lines.
+    pub access_log_disabled: bool,
+}
+
+impl ServiceTelemetry {
+    fn compile(
+        t: Option<&pb::Telemetry>,
+        providers: &Providers,
+        field: &str,
+    ) -> Result<Self, ConfigError> {
+        let Some(t) = t else {
+            return Ok(Self::default());
+        };
+        Ok(Self {
+            tracing: t
+                .tracing
+                .as_ref()
+                .map(|tr| TracingSpec::compile(tr, providers, &format!("{field}.tracing")))
+                .transpose()?
+                .map(Arc::new),
+            access_log_disabled: t.access_log_disabled,
+        })
+    }
 }
 
 impl ServiceEntry {
@@ -409,6 +442,8 @@ pub(crate) struct CompiledConfig {
     pub authz: Policies,
     /// Whether forwarded requests get `x-forwarded-client-cert` from the caller's identity.
     pub xfcc_include_client_identity: bool,
+    /// `service.name` of the spans' resource: `<waypoint>.<namespace>`.
+    pub trace_resource: Arc<str>,
 }
 
 impl CompiledConfig {
@@ -417,8 +452,10 @@ impl CompiledConfig {
         let mut out = CompiledConfig {
             authz: Policies::compile(&w.authorization_policies)?,
             xfcc_include_client_identity: w.xfcc_include_client_identity,
+            trace_resource: format!("{}.{}", w.name, w.namespace).into(),
             ..Default::default()
         };
+        let providers = providers(&w.tracing_providers)?;
         for (i, s) in w.services.iter().enumerate() {
             let field = format!("services[{i}] ({})", s.hostname);
             let ports = s
@@ -461,6 +498,11 @@ impl CompiledConfig {
                     .as_ref()
                     .map(|r| RateLimitSpec::compile(r, &format!("{field}.rate_limit")))
                     .transpose()?,
+                telemetry: ServiceTelemetry::compile(
+                    s.telemetry.as_ref(),
+                    &providers,
+                    &format!("{field}.telemetry"),
+                )?,
             });
             for a in &s.addresses {
                 let ip: IpAddr = a

@@ -21,6 +21,7 @@ use super::pool::{Admission, PoolState, RetryToken};
 use super::reply::RequestError;
 use super::retry::{Budget, Outcome};
 use super::runtime::UpstreamState;
+use super::trace::cluster_name;
 use super::upgrade::upgrade_protocol;
 use super::upstream::{UpstreamError, UpstreamHints};
 use super::xfcc;
@@ -191,6 +192,7 @@ pub(crate) async fn run(
             parts: template.to_parts(),
             body: source.mirror_body(),
             deadline: spec.timeout,
+            trace: ctx.record.trace.as_deref().map(|t| t.mirror()),
         });
     }
 
@@ -422,7 +424,12 @@ impl Attempts<'_> {
             .next()
             .ok_or_else(|| RequestError::Reset("request body already sent".into()))?;
         let last = attempt >= self.max_attempts;
-        let request = self.template.request(body, last, self.plan.hints);
+        let mut request = self.template.request(body, last, self.plan.hints);
+        if let Some(trace) = ctx.record.trace.as_mut() {
+            let (port, dest) = (self.plan.port, self.dest);
+            let cluster = || cluster_name(port, dest.subset.as_deref(), &dest.hostname);
+            trace.attempt(request.headers_mut(), cluster, endpoint.info.address);
+        }
         let sent = upstream.send(&endpoint.info, caller, request);
         let result = match self.f.spec.attempt_timeout {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
@@ -504,7 +511,18 @@ async fn attempts(
         plan.state.report(&endpoint, plan.outlier(), health);
         attempts.tried.push(endpoint.info.address);
 
-        match attempts.verdict(attempt, outcome) {
+        let verdict = attempts.verdict(attempt, outcome);
+        if let Some(trace) = ctx.record.trace.as_mut() {
+            let retried = matches!(verdict, Verdict::Retry(_));
+            let (status, error) = match &result {
+                Ok(r) => (r.status().as_u16(), None),
+                Err(AttemptError::Upstream(UpstreamError::Connect(_))) => (0, Some("connect")),
+                Err(AttemptError::Upstream(UpstreamError::Request(_))) => (0, Some("reset")),
+                Err(AttemptError::Timeout) => (0, Some("per-try timeout")),
+            };
+            trace.attempt_ended(status, error, retried || result.is_err());
+        }
+        match verdict {
             Verdict::Retry(token) => {
                 retry_token = token;
                 drop(result);

@@ -29,6 +29,7 @@ use super::telemetry::labels::grpc_status;
 use super::telemetry::{
     Authority, CountingBody, Finish, ObservedBody, RequestLabels, RequestMetrics, RequestRecord,
 };
+use super::trace::RequestTrace;
 use super::upgrade::UpgradedBytes;
 use super::upstream::UpstreamClient;
 
@@ -137,10 +138,10 @@ fn upgraded(
 }
 
 /// The record of a request as it arrives: who sent it (labels built once per workload), what
-/// it asks for, and its ids (`x-request-id` and a `traceparent` naming this hop, which its
-/// headers get when they lack them).
+/// it asks for, its `x-request-id` (which its headers get when they lack one) and the trace
+/// context it carries.
 fn arrival_record(h: Handling<'_>, parts: &mut Parts, grpc: bool) -> RequestRecord {
-    let (request_id, trace_id) = headers::identify(&mut parts.headers);
+    let (request_id, incoming_trace, trace_id) = headers::identify(&mut parts.headers);
     let source = h
         .engine
         .runtime
@@ -158,8 +159,28 @@ fn arrival_record(h: Handling<'_>, parts: &mut Parts, grpc: bool) -> RequestReco
         source: Some(h.caller.ip),
         request_id,
         trace_id,
+        incoming_trace,
         ..Default::default()
     }
+}
+
+/// Applies the service's telemetry settings to the request: its access log switch, and its
+/// trace (continued or started, sampled or not) when the service is traced.
+fn observe(h: Handling<'_>, svc: &ServiceEntry, headers: &HeaderMap, ctx: &mut RequestContext) {
+    let telemetry = &svc.telemetry;
+    ctx.record.access_log_disabled = telemetry.access_log_disabled;
+    let Some(spec) = &telemetry.tracing else {
+        return;
+    };
+    let resource = h.engine.config.trace_resource.clone();
+    let incoming = &ctx.record.incoming_trace;
+    let name = format!("{}:{}/*", svc.hostname, h.target.address.port());
+    let trace = RequestTrace::start(incoming, spec.clone(), resource, name, headers);
+    ctx.record.trace_id = headers::trace_id_of(Some(trace.context.trace_id));
+    if trace.records() {
+        h.engine.runtime.metrics.spans.start(h.upstream);
+    }
+    ctx.record.trace = Some(Box::new(trace));
 }
 
 /// The response to send: the pipeline's, or the waypoint's own answer to why there is none,
@@ -261,6 +282,7 @@ async fn process(
         .clone();
     ctx.service(&svc.labels);
     ctx.record.route = Some(svc.default_route.clone());
+    observe(h, &svc, &parts.headers, ctx);
     let authz = authorize(h, &svc, &parts, ctx)?;
     if let Some(limit) = svc.rate_limit
         && !h.engine.runtime.bucket(&svc.hostname, limit).try_take()

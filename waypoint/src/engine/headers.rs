@@ -1,5 +1,5 @@
 //! Request and response header edits, URL rewrites and redirects, and the request identity
-//! headers a proxy maintains (`x-request-id`, W3C `traceparent`).
+//! header a proxy maintains (`x-request-id`), and the trace context a request arrives with.
 
 use std::fmt::Write as _;
 
@@ -11,11 +11,10 @@ use regex::Regex;
 use super::compile::ConfigError;
 use super::matching::search_regex;
 use super::telemetry::TraceId;
+use super::trace::{Incoming, hex_into, random_id};
 
 /// `x-request-id`, generated when the client sent none.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// W3C trace context.
-pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 fn header_name(name: &str, field: &str) -> Result<HeaderName, ConfigError> {
     HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
@@ -340,27 +339,6 @@ pub(crate) fn redirect_headers(location: &str) -> HeaderMap {
     h
 }
 
-/// Writes `bytes` as lowercase hex into `out` (twice as long). A table rather than the
-/// formatter: ids are made on every request.
-fn hex_into(out: &mut [u8], bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0x0f)];
-    }
-}
-
-/// Random bytes that are not all zero (W3C forbids all-zero trace and span ids).
-fn random_id<const N: usize>() -> [u8; N] {
-    loop {
-        let mut out = [0u8; N];
-        fastrand::fill(&mut out);
-        if out.iter().any(|b| *b != 0) {
-            return out;
-        }
-    }
-}
-
 /// A random version-4 UUID in its text form, as Envoy generates for `x-request-id`.
 pub(crate) fn uuid_v4() -> [u8; 36] {
     let mut b: [u8; 16] = random_id();
@@ -374,68 +352,38 @@ pub(crate) fn uuid_v4() -> [u8; 36] {
     out
 }
 
-/// Gives `headers` the `x-request-id` and `traceparent` the engine gives every request it
-/// handles, and returns the trace id written to the access log ("" for none).
+/// Gives `headers` the `x-request-id` the engine gives every request it handles, and
+/// returns the trace id of the context they carry ("" for none).
 ///
 /// Public only so the header parsing can be fuzzed; requests get this inside
 /// `Engine::handle`.
 #[doc(hidden)]
 pub fn identify_request(headers: &mut HeaderMap) -> String {
-    identify(headers).1.as_str().to_owned()
+    identify(headers).2.as_str().to_owned()
 }
 
-/// Ensures the request carries `x-request-id` and a `traceparent` naming this hop: an incoming
-/// valid trace is continued with a new span id (this proxy's span), an absent or invalid one
-/// is replaced by a new sampled trace. Returns the request id and the trace id for the log.
-pub(crate) fn identify(headers: &mut HeaderMap) -> (Option<HeaderValue>, TraceId) {
+/// Ensures the request carries an `x-request-id`, and reads the trace context it carries
+/// (W3C or B3; written on only for a traced service). Returns the request id, the context
+/// and its trace id for the log.
+pub(crate) fn identify(headers: &mut HeaderMap) -> (Option<HeaderValue>, Incoming, TraceId) {
     let request_id = match headers.get(&REQUEST_ID) {
         Some(id) if !id.is_empty() && id.to_str().is_ok() => Some(id.clone()),
         _ => HeaderValue::from_bytes(&uuid_v4()).ok().inspect(|v| {
             headers.insert(REQUEST_ID, v.clone());
         }),
     };
-    // "00-" trace "-" span "-" flags.
-    let mut parent = [b'-'; 55];
-    parent[..2].copy_from_slice(b"00");
-    hex_into(&mut parent[36..52], &random_id::<8>());
-    match headers
-        .get(&TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent)
-    {
-        Some((trace, flags)) if trace.len() == 32 && flags.len() == 2 => {
-            parent[3..35].copy_from_slice(trace.as_bytes());
-            parent[53..].copy_from_slice(flags.as_bytes());
-        }
-        _ => {
-            hex_into(&mut parent[3..35], &random_id::<16>());
-            parent[53..].copy_from_slice(b"01");
-        }
-    }
-    if let Ok(v) = HeaderValue::from_bytes(&parent) {
-        headers.insert(TRACEPARENT, v);
-    }
-    (request_id, TraceId::from_hex(&parent[3..35]))
+    let incoming = Incoming::read(headers);
+    let trace_id = trace_id_of(incoming.trace_id);
+    (request_id, incoming, trace_id)
 }
 
-/// The trace id and flags of a valid version-00 `traceparent`.
-fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
-    let mut it = v.trim().split('-');
-    let (version, trace, parent, flags) = (it.next()?, it.next()?, it.next()?, it.next()?);
-    let hexlen = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    // Future versions may append fields; version 00 has exactly four.
-    if !hexlen(version, 2) || version == "ff" || (version == "00" && it.next().is_some()) {
-        return None;
-    }
-    if !hexlen(trace, 32) || trace.bytes().all(|b| b == b'0') {
-        return None;
-    }
-    if !hexlen(parent, 16) || parent.bytes().all(|b| b == b'0') || !hexlen(flags, 2) {
-        return None;
-    }
-    Some((trace, flags))
+/// The log's spelling of a trace id.
+pub(crate) fn trace_id_of(id: Option<[u8; 16]>) -> TraceId {
+    id.map_or_else(TraceId::default, |id| {
+        let mut hex = [0u8; 32];
+        hex_into(&mut hex, &id);
+        TraceId::from_hex(&hex)
+    })
 }
 
 #[cfg(test)]
@@ -559,21 +507,15 @@ mod tests {
     }
 
     #[test]
-    fn trace_context_is_continued_or_started() {
+    fn request_ids_are_given_and_trace_contexts_read_not_written() {
         let mut h = HeaderMap::new();
-        h.insert(
-            TRACEPARENT,
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-                .parse()
-                .unwrap(),
-        );
-        let (id, trace) = identify(&mut h);
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        h.insert("traceparent", tp.parse().unwrap());
+        let (id, incoming, trace) = identify(&mut h);
         assert_eq!(trace.as_str(), "0af7651916cd43dd8448eb211c80319c");
-        let tp = h[&TRACEPARENT].to_str().unwrap().to_string();
-        assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
-        assert!(tp.ends_with("-01"), "{tp}");
-        assert!(parse_traceparent(&tp).is_some(), "{tp}");
-        assert!(!tp.contains("b7ad6b7169203331"));
+        assert_eq!(incoming.sampled, Some(true));
+        // Only a traced service continues the context.
+        assert_eq!(h["traceparent"], tp);
         let id = id.unwrap();
         assert_eq!(h[&REQUEST_ID], id);
         let id = id.to_str().unwrap();
@@ -584,14 +526,10 @@ mod tests {
 
         let mut fresh = HeaderMap::new();
         fresh.insert(REQUEST_ID, "given".parse().unwrap());
-        fresh.insert(TRACEPARENT, "garbage".parse().unwrap());
-        let (id, trace) = identify(&mut fresh);
+        fresh.insert("traceparent", "garbage".parse().unwrap());
+        let (id, incoming, trace) = identify(&mut fresh);
         assert_eq!(id.unwrap(), "given");
-        assert_eq!(trace.as_str().len(), 32);
-        assert_eq!(
-            fresh[&TRACEPARENT].to_str().unwrap()[3..35],
-            *trace.as_str()
-        );
-        assert!(parse_traceparent(fresh[&TRACEPARENT].to_str().unwrap()).is_some());
+        assert_eq!(trace.as_str(), "");
+        assert_eq!(incoming, Incoming::default());
     }
 }

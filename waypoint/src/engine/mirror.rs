@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 use http::Request;
@@ -16,6 +16,7 @@ use super::compiled::Engine;
 use super::config::DestSpec;
 use super::headers::{authority, set_authority, shadow_authority};
 use super::origin::Caller;
+use super::trace::{ClientSpan, MirrorTrace, client_span, cluster_name, random_id};
 use super::upstream::UpstreamClient;
 use super::{endpoints, select};
 
@@ -48,6 +49,8 @@ pub(crate) struct MirrorRequest {
     pub body: MirrorBody,
     /// The route's timeout, if any.
     pub deadline: Option<Duration>,
+    /// The trace of the request it copies, when its service is traced.
+    pub trace: Option<MirrorTrace>,
 }
 
 /// Sends a copy in the background, unless too many are already in flight.
@@ -77,6 +80,7 @@ async fn send(copy: MirrorRequest) -> Result<http::StatusCode, &'static str> {
         port,
         mut parts,
         body,
+        trace,
         ..
     } = copy;
     let body = match body {
@@ -101,11 +105,47 @@ async fn send(copy: MirrorRequest) -> Result<http::StatusCode, &'static str> {
     let endpoint = endpoints::choose(&state, resolved.policy.lb, &candidates, outlier, &[])
         .ok_or("no healthy endpoint")?;
     let _in_flight = endpoint.state.start();
+    let mut span = trace.as_ref().map(|t| {
+        let span = ClientSpan {
+            span_id: random_id(),
+            cluster: cluster_name(port, dest.subset.as_deref(), &dest.hostname),
+            upstream: Some(endpoint.info.address),
+            started: SystemTime::now(),
+            ended: None,
+            status: 0,
+            error: None,
+        };
+        t.context.write(&mut parts.headers, span.span_id);
+        span
+    });
     let request = Request::from_parts(parts, body);
-    let response = upstream
-        .send(&endpoint.info, &caller, request)
-        .await
-        .map_err(|_| "upstream failed")?;
+    let sent = upstream.send(&endpoint.info, &caller, request).await;
+    if let (Some(t), Some(span)) = (&trace, span.as_mut()) {
+        match &sent {
+            Ok(r) => span.status = r.status().as_u16(),
+            Err(_) => span.error = Some("upstream failed"),
+        }
+        record_span(&engine, t, span);
+    }
     // The answer is discarded; dropping it releases the stream.
-    Ok(response.status())
+    Ok(sent.map_err(|_| "upstream failed")?.status())
+}
+
+/// Exports the span of a copy, when its trace records.
+fn record_span(engine: &Engine, trace: &MirrorTrace, span: &ClientSpan) {
+    let Some(provider) = &trace.provider else {
+        return;
+    };
+    let built = client_span(
+        &trace.context,
+        span,
+        SystemTime::now(),
+        provider.max_tag_length,
+        &trace.tags,
+    );
+    engine
+        .runtime
+        .metrics
+        .spans
+        .submit(provider, &trace.resource, built);
 }

@@ -23,7 +23,8 @@
 //!    ([`ConfigError`], protobuf conversions), `origin` ([`Caller`], [`Target`]),
 //!    `upstream` (the [`UpstreamClient`] boundary and the types crossing it), `upgrade`
 //!    (what makes a request an upgrade; the bytes relayed after a 101).
-//! 2. One concern each: `matching`, `downstream` (the client's side of a body),
+//! 2. One concern each: `matching`, `downstream` (the client's side of a body), `trace`
+//!    (trace context in and out, spans and their export),
 //!    `telemetry` (its `record`, `labels` and `access` log below it), `headers`,
 //!    `authz`, `fault`, `pool`, `ratelimit`, `retry`, `outlier`, `balance`, `xfcc` (the
 //!    client identity header).
@@ -64,6 +65,7 @@ mod retry;
 mod runtime;
 mod select;
 mod telemetry;
+mod trace;
 mod upgrade;
 mod upstream;
 mod xfcc;

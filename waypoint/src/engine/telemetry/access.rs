@@ -462,6 +462,7 @@ mod tests {
             duration: Duration::from_millis(12),
             request_bytes: 3,
             response_bytes: 5,
+            ..Default::default()
         }
     }
 

@@ -23,11 +23,13 @@ use proxy_core::tap::Tap;
 
 use super::body::{Body, BoxError};
 use super::downstream::{Fault, Watch};
+use super::trace::Tracer;
 
 mod access;
 pub(crate) mod labels;
 mod record;
 mod routes;
+mod spans;
 
 pub(crate) use labels::{PeerLabels, Peers, RequestLabels, ServiceLabels};
 pub(crate) use record::{Authority, RequestRecord, TraceId};
@@ -79,14 +81,19 @@ pub(crate) struct RequestMetrics {
     access: access::AccessLog,
     /// Live requests for `meshctl tap`.
     pub(crate) tap: Arc<Tap>,
+    /// Spans of traced requests, on their way to a collector.
+    pub(crate) spans: Tracer,
 }
 
 impl RequestMetrics {
     /// Counts one finished request and logs it.
     pub(crate) fn finished(&self, r: &RequestRecord) {
         self.record(r);
-        self.access.log(r);
+        if !r.access_log_disabled {
+            self.access.log(r);
+        }
         self.tap.publish(|| r.tap_event());
+        spans::export(&self.spans, r);
     }
 
     /// Counts one finished request, and under its route when it reached a service.
@@ -153,6 +160,7 @@ impl RequestMetrics {
             "counter",
         );
         let _ = writeln!(out, "{TAP_DROPPED} {}", self.tap.dropped_total());
+        self.spans.render(&mut out);
         self.routes.render(&mut out);
         out
     }

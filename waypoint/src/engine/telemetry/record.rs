@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use proxy_core::tap::TapEvent;
 
+use super::super::trace::{Incoming, RequestTrace};
 use super::labels::RequestLabels;
 use super::routes::RouteTelemetry;
 
@@ -88,6 +89,12 @@ pub(crate) struct RequestRecord {
     pub request_id: Option<HeaderValue>,
     /// W3C trace id.
     pub trace_id: TraceId,
+    /// The trace context the request arrived with.
+    pub incoming_trace: Incoming,
+    /// Its trace, when its service is traced.
+    pub trace: Option<Box<RequestTrace>>,
+    /// Its service's access log is off.
+    pub access_log_disabled: bool,
     /// Why the waypoint answered itself, Envoy style ("route_not_found", ...).
     pub details: &'static str,
     /// Arrival to the end of the response.

@@ -29,6 +29,8 @@ pub enum Behavior {
     Refuse,
     /// Reads the request, then resets the stream without an answer.
     Reset,
+    /// A gRPC server: 200 with `grpc-status: 0` (a trailers-only answer).
+    GrpcOk,
 }
 
 /// One request an endpoint received.
@@ -177,6 +179,12 @@ impl UpstreamClient for Fake {
                 .to_bytes();
             record.lock().unwrap().push(call);
             let status = match behavior {
+                Behavior::GrpcOk => {
+                    let mut resp = Response::new(body::empty());
+                    resp.headers_mut()
+                        .insert("grpc-status", http::HeaderValue::from_static("0"));
+                    return Ok(resp);
+                }
                 Behavior::Status(s) => s,
                 Behavior::FailFirst(n, s) => {
                     if served <= n {

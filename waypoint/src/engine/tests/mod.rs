@@ -11,5 +11,6 @@ mod policy;
 mod resilience;
 mod route_metrics;
 mod routing;
+mod tracing;
 mod upgrades;
 mod xfcc;

@@ -1,0 +1,82 @@
+//! The spans of a finished traced request, with the attributes Envoy gives its spans
+//! (`http.method`, `http.url`, `http.status_code`, `response_flags`, `guid:x-request-id`,
+//! ...) and Istio's workload tags (`istio.canonical_service`, `istio.namespace`, ...).
+
+use api::otlp::common::KeyValue;
+
+use super::super::trace::{Tracer, attribute};
+use super::record::RequestRecord;
+
+/// Queues the spans of `r` for export, when its trace records.
+pub(crate) fn export(tracer: &Tracer, r: &RequestRecord) {
+    let Some(trace) = r.trace.as_deref().filter(|t| t.records()) else {
+        return;
+    };
+    let code = r.labels.response_code;
+    let error = code == 0 || code >= 500;
+    let attributes = server_attributes(r, trace.spec.provider.max_tag_length, error);
+    // The measured duration, so the span agrees with the metrics and the access log.
+    let end = trace.started + r.duration;
+    for span in trace.spans(end, error, attributes) {
+        tracer.submit(&trace.spec.provider, &trace.resource, span);
+    }
+}
+
+fn server_attributes(r: &RequestRecord, max: usize, error: bool) -> Vec<KeyValue> {
+    let l = &r.labels;
+    let path = r.path.as_ref().map_or("/", |p| p.as_str());
+    let flags = if l.response_flags.is_empty() {
+        "-"
+    } else {
+        &l.response_flags
+    };
+    let namespace = if l.destination.namespace.is_empty() {
+        &l.service.namespace
+    } else {
+        &l.destination.namespace
+    };
+    let request_id = r
+        .request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut out: Vec<KeyValue> = [
+        ("component", "proxy"),
+        ("http.method", r.method.as_str()),
+        ("http.protocol", l.request_protocol),
+        ("response_flags", flags),
+        ("guid:x-request-id", request_id),
+        ("istio.canonical_service", &l.destination.app),
+        ("istio.canonical_revision", &l.destination.version),
+        ("istio.namespace", namespace),
+        ("istio.cluster_id", &l.destination.cluster),
+        ("destination.service", &l.service.hostname),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| attribute(k, v, max))
+    .collect();
+    let url = format!("http://{}{path}", r.authority.as_str());
+    out.push(attribute("http.url", &url, max));
+    out.push(attribute(
+        "http.status_code",
+        &l.response_code.to_string(),
+        max,
+    ));
+    out.push(attribute("request_size", &r.request_bytes.to_string(), max));
+    out.push(attribute(
+        "response_size",
+        &r.response_bytes.to_string(),
+        max,
+    ));
+    if let Some(peer) = r.source {
+        out.push(attribute("peer.address", &peer.to_string(), max));
+    }
+    if !l.grpc_response_status.is_empty() {
+        out.push(attribute("grpc.status_code", &l.grpc_response_status, max));
+    }
+    if error {
+        out.push(attribute("error", "true", max));
+    }
+    out
+}
