@@ -11,7 +11,7 @@ use regex::Regex;
 use super::compile::ConfigError;
 use super::matching::search_regex;
 use super::telemetry::TraceId;
-use super::trace::{Incoming, hex_into, random_id};
+use super::trace::{Continued, Incoming, hex_into, random_id};
 
 /// `x-request-id`, generated when the client sent none.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -352,14 +352,18 @@ pub(crate) fn uuid_v4() -> [u8; 36] {
     out
 }
 
-/// Gives `headers` the `x-request-id` the engine gives every request it handles, and
-/// returns the trace id of the context they carry ("" for none).
+/// Gives `headers` the `x-request-id` the engine gives every request it handles, and the
+/// trace context a traced service sends upstream (the one they carry, continued, or a new
+/// sampled one); returns that context's trace id.
 ///
 /// Public only so the header parsing can be fuzzed; requests get this inside
 /// `Engine::handle`.
 #[doc(hidden)]
 pub fn identify_request(headers: &mut HeaderMap) -> String {
-    identify(headers).2.as_str().to_owned()
+    let (_, incoming, _) = identify(headers);
+    let continued = Continued::from(&incoming, 100.0);
+    continued.write(headers, random_id());
+    trace_id_of(Some(continued.trace_id)).as_str().to_owned()
 }
 
 /// Ensures the request carries an `x-request-id`, and reads the trace context it carries
