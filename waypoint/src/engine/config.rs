@@ -21,7 +21,7 @@ use super::outlier::OutlierSpec;
 use super::pool::PoolSpec;
 use super::ratelimit::RateLimitSpec;
 use super::retry::{BudgetSpec, RetrySpec};
-use super::telemetry::{RouteKey, RouteMetrics, RouteTelemetry, ServiceLabels};
+use super::telemetry::{MetricOverrides, RouteKey, RouteMetrics, RouteTelemetry, ServiceLabels};
 use super::trace::{Providers, TracingSpec, providers};
 
 /// An upstream service (and subset) a request or a mirror goes to.
@@ -305,6 +305,8 @@ pub(crate) struct ServiceTelemetry {
     pub tracing: Option<Arc<TracingSpec>>,
     /// No access log lines.
     pub access_log_disabled: bool,
+    /// Overrides of its request metrics.
+    pub metrics: Option<Arc<MetricOverrides>>,
 }
 
 impl ServiceTelemetry {
@@ -324,6 +326,10 @@ impl ServiceTelemetry {
                 .transpose()?
                 .map(Arc::new),
             access_log_disabled: t.access_log_disabled,
+            metrics: MetricOverrides::compile(
+                &t.metric_overrides,
+                &format!("{field}.metric_overrides"),
+            )?,
         })
     }
 }

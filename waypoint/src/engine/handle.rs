@@ -164,11 +164,12 @@ fn arrival_record(h: Handling<'_>, parts: &mut Parts, grpc: bool) -> RequestReco
     }
 }
 
-/// Applies the service's telemetry settings to the request: its access log switch, and its
-/// trace (continued or started, sampled or not) when the service is traced.
+/// Applies the service's telemetry settings to the request: its access log switch, its
+/// metric overrides, and its trace (continued or started, sampled or not) when the service is traced.
 fn observe(h: Handling<'_>, svc: &ServiceEntry, headers: &HeaderMap, ctx: &mut RequestContext) {
     let telemetry = &svc.telemetry;
     ctx.record.access_log_disabled = telemetry.access_log_disabled;
+    ctx.record.labels.overrides = telemetry.metrics.clone();
     let Some(spec) = &telemetry.tracing else {
         return;
     };

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use prometheus_registry::text;
 use proxy_core::telemetry::Reporter;
 
+use super::overrides::{FamilyOverride, MetricOverrides};
 use crate::engine::upstream::{StateStamp, UpstreamClient, WorkloadMeta, state_stamp};
 
 /// Most workloads whose labels are kept; past it the cache starts over, so a caller cycling
@@ -176,6 +177,8 @@ pub(crate) struct RequestLabels {
     pub grpc_response_status: Cow<'static, str>,
     /// Envoy response flags, "-" when none.
     pub response_flags: String,
+    /// The service's metric overrides (compared by identity: one per compiled service).
+    pub overrides: Option<Arc<MetricOverrides>>,
 }
 
 impl PartialEq for RequestLabels {
@@ -192,6 +195,11 @@ impl PartialEq for RequestLabels {
             && self.service == other.service
             && self.source == other.source
             && self.destination == other.destination
+            && match (&self.overrides, &other.overrides) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
     }
 }
 
@@ -206,6 +214,7 @@ impl Hash for RequestLabels {
         self.response_code.hash(state);
         self.grpc_response_status.hash(state);
         self.response_flags.hash(state);
+        self.overrides.as_ref().map(Arc::as_ptr).hash(state);
     }
 }
 
@@ -219,6 +228,7 @@ impl Default for RequestLabels {
             response_code: 0,
             grpc_response_status: Cow::Borrowed(""),
             response_flags: String::new(),
+            overrides: None,
         }
     }
 }
@@ -237,9 +247,20 @@ pub(crate) fn grpc_status(value: &str) -> Cow<'static, str> {
 /// Renders a label set in Istio's label order.
 pub(crate) fn render(l: &RequestLabels) -> String {
     let code = l.response_code.to_string();
+    text::render_labels(&pairs(l, &code))
+}
+
+/// Renders a label set with a metric's overrides applied.
+pub(crate) fn render_overridden(l: &RequestLabels, o: &FamilyOverride) -> String {
+    let code = l.response_code.to_string();
+    text::render_labels(&o.relabel(&pairs(l, &code)))
+}
+
+/// The `(name, value, default)` label pairs of a label set, in Istio's order.
+fn pairs<'a>(l: &'a RequestLabels, code: &'a str) -> [(&'static str, &'a str, &'static str); 25] {
     let reporter = Reporter::Waypoint.as_str();
     let (s, d, svc) = (&l.source, &l.destination, &l.service);
-    text::render_labels(&[
+    [
         ("reporter", reporter, reporter),
         ("source_workload", &s.workload, "unknown"),
         ("source_canonical_service", &s.app, "unknown"),
@@ -261,11 +282,11 @@ pub(crate) fn render(l: &RequestLabels) -> String {
         ("destination_service_namespace", &svc.namespace, "unknown"),
         ("destination_cluster", &d.cluster, "unknown"),
         ("request_protocol", l.request_protocol, "http"),
-        ("response_code", &code, "0"),
+        ("response_code", code, "0"),
         ("grpc_response_status", &l.grpc_response_status, ""),
         ("response_flags", &l.response_flags, "-"),
         ("connection_security_policy", "mutual_tls", "mutual_tls"),
-    ])
+    ]
 }
 
 /// Workload labels already built, valid while the upstream's state stays the same.

@@ -10,8 +10,8 @@
 
 use std::fmt::Write as _;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -27,11 +27,13 @@ use super::trace::Tracer;
 
 mod access;
 pub(crate) mod labels;
+mod overrides;
 mod record;
 mod routes;
 mod spans;
 
 pub(crate) use labels::{PeerLabels, Peers, RequestLabels, ServiceLabels};
+pub(crate) use overrides::MetricOverrides;
 pub(crate) use record::{Authority, RequestRecord, TraceId};
 pub(crate) use routes::{RouteKey, RouteMetrics, RouteTelemetry};
 
@@ -59,6 +61,23 @@ struct Series {
     duration: Histogram<{ BUCKETS.len() }>,
     request_bytes: Histogram<{ BUCKETS.len() }>,
     response_bytes: Histogram<{ BUCKETS.len() }>,
+    /// With metric overrides: each metric's label set (`None`: the metric is disabled).
+    overridden: OnceLock<[Option<String>; 4]>,
+}
+
+impl Series {
+    /// The label set metric `family` (in [`overrides::METRICS`] order) is reported with, or
+    /// `None` when an override disables it.
+    fn labels<'s>(
+        &'s self,
+        series: &'s prometheus_registry::Series<Series>,
+        family: usize,
+    ) -> Option<&'s str> {
+        match self.overridden.get() {
+            Some(per_metric) => per_metric[family].as_deref(),
+            None => Some(&series.labels),
+        }
+    }
 }
 
 impl Default for Series {
@@ -68,6 +87,7 @@ impl Default for Series {
             duration: Histogram::new(&BUCKETS, SUM_SCALE),
             request_bytes: Histogram::new(&BUCKETS, SUM_SCALE),
             response_bytes: Histogram::new(&BUCKETS, SUM_SCALE),
+            overridden: OnceLock::new(),
         }
     }
 }
@@ -99,6 +119,13 @@ impl RequestMetrics {
     /// Counts one finished request, and under its route when it reached a service.
     fn record(&self, r: &RequestRecord) {
         self.series.with(&r.labels, labels::render, |s| {
+            if let Some(o) = &r.labels.overrides {
+                s.overridden.get_or_init(|| {
+                    o.families
+                        .each_ref()
+                        .map(|f| (!f.disabled).then(|| labels::render_overridden(&r.labels, f)))
+                });
+            }
             s.requests.fetch_add(1, Ordering::Relaxed);
             s.duration.observe(r.duration.as_secs_f64() * 1000.0);
             s.request_bytes.observe(r.request_bytes as f64);
@@ -120,9 +147,12 @@ impl RequestMetrics {
             "Requests handled by this waypoint.",
             "counter",
         );
-        prometheus_registry::samples(&mut out, REQUESTS, &series, |s| {
-            s.requests.load(Ordering::Relaxed)
-        });
+        for s in &series {
+            if let Some(labels) = s.values.labels(s, 0) {
+                let requests = s.values.requests.load(Ordering::Relaxed);
+                let _ = writeln!(out, "{REQUESTS}{labels} {requests}");
+            }
+        }
         type Pick = fn(&Series) -> &Histogram<{ BUCKETS.len() }>;
         let histograms: [(&str, &str, Pick); 3] = [
             (DURATION, "Request duration in milliseconds.", |s| {
@@ -135,10 +165,12 @@ impl RequestMetrics {
                 &s.response_bytes
             }),
         ];
-        for (name, help, pick) in histograms {
+        for (family, (name, help, pick)) in histograms.into_iter().enumerate() {
             text::family(&mut out, name, help, "histogram");
             for s in &series {
-                pick(&s.values).render(&mut out, name, &s.labels);
+                if let Some(labels) = s.values.labels(s, family + 1) {
+                    pick(&s.values).render(&mut out, name, labels);
+                }
             }
         }
         self.series.render_overflow(

@@ -1,6 +1,7 @@
 //! Tracing: the context written upstream (continued, decided once), the spans exported to
 //! the collector over the transport (server span, one client span per attempt and mirror),
-//! and services without tracing leaving trace headers alone.
+//! services without tracing leaving trace headers alone, and the other `Telemetry` settings
+//! of a service: metric overrides.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -291,4 +292,49 @@ async fn a_stuck_collector_costs_requests_nothing_and_is_counted() {
         text.contains("waypoint_trace_spans_total{result=\"exported\"} 0"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn metric_overrides_relabel_and_disable_request_metrics() {
+    let mut service = reviews(vec![route("r", vec![], forward(&[("v1", 1)]))]);
+    service.telemetry = Some(pb::Telemetry {
+        metric_overrides: vec![
+            pb::MetricOverride {
+                metric: "REQUEST_COUNT".into(),
+                remove_tags: vec!["request_protocol".into()],
+                upsert_tags: vec![pb::Header {
+                    name: "team".into(),
+                    value: "books".into(),
+                }],
+                ..Default::default()
+            },
+            pb::MetricOverride {
+                metric: "REQUEST_SIZE".into(),
+                disabled: true,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    });
+    let e = engine(&waypoint(vec![service], vec![reviews_policy(None)], vec![]));
+    let f = with_collector();
+    assert_eq!(get(&e, &f, "/", &[]).await.status, 200);
+    let text = e.runtime.render_metrics();
+    let count = text
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{"))
+        .expect("a request count");
+    assert!(count.contains(",team=\"books\"}"), "{count}");
+    assert!(!count.contains("request_protocol"), "{count}");
+    let duration = text
+        .lines()
+        .find(|l| l.starts_with("istio_request_duration_milliseconds_count{"))
+        .expect("a duration");
+    assert!(duration.contains("request_protocol=\"http\""), "{duration}");
+    assert!(!duration.contains("team="), "{duration}");
+    assert!(
+        !text.contains("istio_request_bytes_count{"),
+        "request sizes are disabled"
+    );
+    assert!(text.contains("istio_response_bytes_count{"));
 }
