@@ -36,7 +36,12 @@ impl UpstreamClient for Instant200 {
         _caller: &Caller,
         _request: Request<Body>,
     ) -> crate::engine::SendFuture {
-        Box::pin(async { Ok(Response::new(body::full("hello"))) })
+        // `grpc-status` for the span exports of the traced runs; plain requests ignore it.
+        let mut response = Response::new(body::full("hello"));
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("0"));
+        Box::pin(async { Ok(response) })
     }
 
     fn state_version(&self) -> Option<u64> {
@@ -58,14 +63,30 @@ impl UpstreamClient for Instant200 {
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "a measurement: run it in release mode with --ignored --nocapture"]
 async fn cost_of_one_request() {
-    measure(tracing::Level::INFO, Some(0)).await;
+    measure(tracing::Level::INFO, Some(0), None).await;
+}
+
+/// The same for a traced service sampling no trace: the context is continued and written
+/// upstream, no span is built.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "a measurement: run it in release mode with --ignored --nocapture"]
+async fn cost_of_one_request_traced_at_0_percent() {
+    measure(tracing::Level::WARN, Some(0), Some(0.0)).await;
+}
+
+/// The same sampling every trace: a server and a client span per request, built, queued and
+/// exported in batches (to an upstream that answers at once).
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "a measurement: run it in release mode with --ignored --nocapture"]
+async fn cost_of_one_request_traced_at_100_percent() {
+    measure(tracing::Level::WARN, Some(0), Some(100.0)).await;
 }
 
 /// The same with the access log filtered out, to tell its share from the rest.
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "a measurement: run it in release mode with --ignored --nocapture"]
 async fn cost_of_one_request_without_access_log() {
-    measure(tracing::Level::WARN, Some(0)).await;
+    measure(tracing::Level::WARN, Some(0), None).await;
 }
 
 /// The same with an upstream that gives no state version: labels and endpoint lists are
@@ -73,10 +94,36 @@ async fn cost_of_one_request_without_access_log() {
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "a measurement: run it in release mode with --ignored --nocapture"]
 async fn cost_of_one_request_without_state_version() {
-    measure(tracing::Level::WARN, None).await;
+    measure(tracing::Level::WARN, None, None).await;
 }
 
-async fn measure(level: tracing::Level, version: Option<u64>) {
+/// The config measured: one route to `reviews`, traced at `percentage` when given.
+fn config(percentage: Option<f64>) -> api::waypoint::Waypoint {
+    use api::waypoint as pb;
+    let mut service = reviews(vec![route("all", vec![], forward(&[("", 1)]))]);
+    let mut w = waypoint(vec![], vec![], vec![]);
+    if let Some(percentage) = percentage {
+        service.telemetry = Some(pb::Telemetry {
+            tracing: Some(pb::Tracing {
+                provider: "otel".into(),
+                random_sampling_percentage: percentage,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        w.tracing_providers = vec![pb::TracingProvider {
+            name: "otel".into(),
+            service: "otel.observability.svc.cluster.local".into(),
+            namespace: "observability".into(),
+            port: 4317,
+            max_tag_length: 0,
+        }];
+    }
+    w.services = vec![service];
+    w
+}
+
+async fn measure(level: tracing::Level, version: Option<u64>, traced: Option<f64>) {
     // As the binary sets it up: log lines (the access log's too) go to stdout.
     let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stdout)
@@ -85,11 +132,7 @@ async fn measure(level: tracing::Level, version: Option<u64>) {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let e = engine(&waypoint(
-        vec![reviews(vec![route("all", vec![], forward(&[("", 1)]))])],
-        vec![],
-        vec![],
-    ));
+    let e = engine(&config(traced));
     let upstream: Arc<dyn UpstreamClient> = Arc::new(Instant200 {
         endpoints: (1..=8)
             .map(|i| EndpointInfo {
@@ -102,7 +145,12 @@ async fn measure(level: tracing::Level, version: Option<u64>) {
     let target = Target {
         address: SocketAddr::new(VIP.parse().unwrap(), PORT),
     };
-    let one = || async {
+    let (e, upstream, target) = (&e, &upstream, &target);
+    let one = |i: u32| async move {
+        // The span export task runs on this thread too: give it its turn.
+        if i.is_multiple_of(256) {
+            tokio::task::yield_now().await;
+        }
         let request = request("GET", "/reviews/1?x=y", &[("user-agent", "bench")], "");
         let response = e
             .handle(upstream.clone(), caller("web"), target.clone(), request)
@@ -110,19 +158,26 @@ async fn measure(level: tracing::Level, version: Option<u64>) {
         assert_eq!(response.status(), 200);
         response.into_body().collect().await.unwrap();
     };
-    for _ in 0..20_000 {
-        one().await;
+    for i in 0..20_000 {
+        one(i).await;
     }
     let n = 500_000;
     let (started, cpu) = (Instant::now(), cpu_seconds());
-    for _ in 0..n {
-        one().await;
+    for i in 0..n {
+        one(i).await;
     }
     let per = started.elapsed().as_nanos() as f64 / f64::from(n);
     let cpu = (cpu_seconds() - cpu) * 1e9 / f64::from(n);
+    let spans: Vec<String> = e
+        .runtime
+        .render_metrics()
+        .lines()
+        .filter(|l| l.starts_with("waypoint_trace_spans_total{"))
+        .map(str::to_owned)
+        .collect();
     eprintln!(
-        "engine, log level {level}, state version {version:?}: {per:.0} ns per request, \
-         {cpu:.0} ns of CPU (all threads)"
+        "engine, log level {level}, state version {version:?}, traced {traced:?}: {per:.0} ns \
+         per request, {cpu:.0} ns of CPU (all threads); {spans:?}"
     );
 }
 
