@@ -148,7 +148,7 @@ async fn measure(level: tracing::Level, version: Option<u64>, traced: Option<f64
     let (e, upstream, target) = (&e, &upstream, &target);
     let one = |i: u32| async move {
         // The span export task runs on this thread too: give it its turn.
-        if i.is_multiple_of(256) {
+        if i.is_multiple_of(32) {
             tokio::task::yield_now().await;
         }
         let request = request("GET", "/reviews/1?x=y", &[("user-agent", "bench")], "");
