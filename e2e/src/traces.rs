@@ -1,7 +1,8 @@
 //! The OTLP receiver (`meshctl app otlp-receiver`) of a sandbox, as tests read it: the spans it
-//! holds and its counters, fetched from inside a pod with `meshctl app curl`, and a wait for a
-//! number of spans to arrive.
+//! holds and its counters, fetched from inside a pod with `meshctl app curl`, a wait for a
+//! number of spans to arrive, and the spans grouped into traces.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use meshctl::app::otlp_receiver::{ReceivedSpan, ReceiverStats};
@@ -54,5 +55,51 @@ pub fn wait_for_spans(
             spans.len()
         ))),
         Err(e) => Err(e),
+    }
+}
+
+/// `spans` grouped by trace id, each trace's spans in arrival order.
+pub fn by_trace(spans: &[ReceivedSpan]) -> BTreeMap<String, Vec<ReceivedSpan>> {
+    let mut traces: BTreeMap<String, Vec<ReceivedSpan>> = BTreeMap::new();
+    for span in spans {
+        traces
+            .entry(span.trace_id.clone())
+            .or_default()
+            .push(span.clone());
+    }
+    traces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(trace: &str, id: &str) -> ReceivedSpan {
+        ReceivedSpan {
+            trace_id: trace.into(),
+            span_id: id.into(),
+            parent_span_id: String::new(),
+            name: id.into(),
+            kind: "SPAN_KIND_SERVER".into(),
+            start_time_unix_nano: 0,
+            end_time_unix_nano: 0,
+            attributes: BTreeMap::new(),
+            status: "STATUS_CODE_UNSET".into(),
+            service_name: String::new(),
+        }
+    }
+
+    #[test]
+    fn spans_group_by_trace_in_arrival_order() {
+        let spans = [span("b", "1"), span("a", "2"), span("b", "3")];
+        let traces = by_trace(&spans);
+        let ids: Vec<(&str, Vec<&str>)> = traces
+            .iter()
+            .map(|(trace, spans)| {
+                let ids = spans.iter().map(|s| s.span_id.as_str()).collect();
+                (trace.as_str(), ids)
+            })
+            .collect();
+        assert_eq!(ids, [("a", vec!["2"]), ("b", vec!["1", "3"])]);
     }
 }

@@ -144,6 +144,7 @@ mod tests {
             panic!()
         };
         assert_eq!((a.port, a.max_spans, a.delay_ms), (4317, 100_000, 0));
+        assert!(!a.quiet);
         let cmd = parse(&[
             "otlp-receiver",
             "--port",
@@ -154,6 +155,7 @@ mod tests {
             "250",
             "--fail-rate",
             "0.25",
+            "--quiet",
         ]);
         let Ok(AppCommand::OtlpReceiver(a)) = cmd else {
             panic!("{cmd:?}")
@@ -162,6 +164,7 @@ mod tests {
             (a.port, a.max_spans, a.delay_ms, a.fail_rate),
             (4318, 10, 250, 0.25)
         );
+        assert!(a.quiet);
         assert!(parse(&["otlp-receiver", "--fail-rate", "1.5"]).is_err());
     }
 

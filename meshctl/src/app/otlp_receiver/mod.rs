@@ -67,6 +67,9 @@ pub struct OtlpReceiverArgs {
     /// 0.5 refuses every second export.
     #[arg(long, default_value_t = 0.0, value_parser = parse_fail_rate)]
     pub fail_rate: f64,
+    /// Print nothing per span (benchmarks: the log would cost more than the receiving).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// How the receiver behaves.
@@ -78,6 +81,8 @@ pub struct ReceiverSettings {
     pub delay: Duration,
     /// Share of exports refused.
     pub fail_rate: f64,
+    /// Whether to print a line per span.
+    pub print_spans: bool,
 }
 
 impl From<&OtlpReceiverArgs> for ReceiverSettings {
@@ -86,6 +91,7 @@ impl From<&OtlpReceiverArgs> for ReceiverSettings {
             max_spans: args.max_spans,
             delay: Duration::from_millis(args.delay_ms),
             fail_rate: args.fail_rate,
+            print_spans: !args.quiet,
         }
     }
 }
@@ -198,7 +204,10 @@ async fn export(state: &State, message: &[u8]) -> Outcome {
         state.store.refuse();
         return Outcome::Refused;
     }
-    print_spans(&state.store.record(&request));
+    let kept = state.store.record(&request);
+    if state.settings.print_spans {
+        print_spans(&kept);
+    }
     Outcome::Accepted
 }
 
@@ -259,23 +268,28 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, String> {
         .map_err(|e| format!("reading the export request: {e}"))
 }
 
-/// One line per span: `trace=… span=… parent=… name="…" service=…` (`parent=-` for a root).
+/// Writes [`span_line`] of every span to stdout.
 fn print_spans(spans: &[ReceivedSpan]) {
     let mut out = std::io::stdout().lock();
     for span in spans {
-        let parent = if span.parent_span_id.is_empty() {
-            "-"
-        } else {
-            &span.parent_span_id
-        };
         // A closed stdout must not stop the receiver from receiving.
-        let _ = writeln!(
-            out,
-            "trace={} span={} parent={parent} name={:?} service={}",
-            span.trace_id, span.span_id, span.name, span.service_name
-        );
+        let _ = writeln!(out, "{}", span_line(span));
     }
     let _ = out.flush();
+}
+
+/// What the receiver prints for a span: `trace=… span=… parent=… name="…" service=…`, with
+/// `parent=-` for a root.
+pub fn span_line(span: &ReceivedSpan) -> String {
+    let parent = if span.parent_span_id.is_empty() {
+        "-"
+    } else {
+        &span.parent_span_id
+    };
+    format!(
+        "trace={} span={} parent={parent} name={:?} service={}",
+        span.trace_id, span.span_id, span.name, span.service_name
+    )
 }
 
 fn json(value: &impl serde::Serialize) -> Response<Body> {

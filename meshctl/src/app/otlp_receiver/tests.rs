@@ -32,6 +32,7 @@ fn settings() -> ReceiverSettings {
         max_spans: 100,
         delay: Duration::ZERO,
         fail_rate: 0.0,
+        print_spans: false,
     }
 }
 
@@ -175,6 +176,22 @@ async fn grpc_exports_are_listed_at_spans_exactly() {
         ..ReceiverStats::default()
     };
     assert_eq!(stats(receiver.addr).await, expected_stats);
+}
+
+#[test]
+fn a_printed_line_names_trace_span_parent_name_and_service() {
+    let spans = spans::flatten(&batch("orders", 0xc3, &["root", "GET /pay"]));
+    let lines: Vec<String> = spans.iter().map(span_line).collect();
+    let trace = "c3".repeat(16);
+    assert_eq!(
+        lines,
+        [
+            format!("trace={trace} span=0101010101010101 parent=- name=\"root\" service=orders"),
+            format!(
+                "trace={trace} span=0202020202020202 parent=0101010101010101 name=\"GET /pay\" service=orders"
+            ),
+        ]
+    );
 }
 
 #[tokio::test]
