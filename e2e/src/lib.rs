@@ -9,12 +9,14 @@
 //! Shared by the tests and the benchmarks: [`manifests`] (the pieces their
 //! sandboxes are written in), [`mesh`] (the node proxies as their admin
 //! endpoints show them), [`metrics`] (Prometheus text) and [`measure`]
-//! (process CPU and memory, run settings).
+//! (process CPU and memory, run settings), and [`traces`] (the spans an OTLP receiver
+//! pod holds).
 
 pub mod manifests;
 pub mod measure;
 pub mod mesh;
 pub mod metrics;
+pub mod traces;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -50,6 +52,9 @@ pub enum Error {
     /// Output could not be understood.
     #[error("{0}")]
     Parse(String),
+    /// A state waited for was not reached in time.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 /// Result alias of the harness.

@@ -45,6 +45,24 @@ spec:
     )
 }
 
+/// A `meshctl app otlp-receiver` pod on `port` (named `grpc-otlp`), pinned to `node`,
+/// labelled `app: <name>`.
+pub fn otlp_receiver_pod(namespace: &str, name: &str, node: &str, port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {namespace}, labels: {{app: {name}}}}}
+spec:
+  nodeName: {node}
+  containers:
+  - name: receiver
+    command: [meshctl, app, otlp-receiver, --port, "{port}"]
+    ports: [{{name: grpc-otlp, containerPort: {port}}}]
+---
+"#
+    )
+}
+
 /// An idle pod (`sleep infinity`) pinned to `node`, running as `service_account`: a client
 /// the test drives with `meshctl exec`, or a netns a benchmark's threads enter.
 pub fn idle_pod(namespace: &str, name: &str, node: &str, service_account: &str) -> String {
@@ -72,14 +90,15 @@ mod tests {
         let yaml = namespace("mesh", true)
             + &service_account("mesh", "friend")
             + &echo_pod("mesh", "server", "node2", 8080)
-            + &idle_pod("mesh", "client", "node1", "friend");
+            + &idle_pod("mesh", "client", "node1", "friend")
+            + &otlp_receiver_pod("mesh", "collector", "node1", 4317);
         let docs: Vec<serde_json::Value> = yaml
             .split("---\n")
             .filter(|d| !d.trim().is_empty())
             .map(|d| serde_yaml_ng::from_str(d).unwrap())
             .collect();
         let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-        assert_eq!(kinds, ["Namespace", "ServiceAccount", "Pod", "Pod"]);
+        assert_eq!(kinds, ["Namespace", "ServiceAccount", "Pod", "Pod", "Pod"]);
         assert_eq!(
             docs[0]["metadata"]["labels"]["istio.io/dataplane-mode"],
             "ambient"
@@ -90,5 +109,9 @@ mod tests {
             8080
         );
         assert_eq!(docs[3]["spec"]["serviceAccountName"], "friend");
+        assert_eq!(
+            docs[4]["spec"]["containers"][0]["command"][2],
+            "otlp-receiver"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! `meshctl app <COMMAND>`: which app to run.
 
 use super::error::AppError;
-use super::{curl, http_echo, load, tcp_echo, ws_client};
+use super::{curl, http_echo, load, otlp_receiver, tcp_echo, ws_client};
 
 /// The test apps, as `meshctl app <COMMAND>`.
 #[derive(clap::Subcommand, Debug)]
@@ -16,6 +16,9 @@ pub enum AppCommand {
     Curl(curl::CurlArgs),
     /// WebSocket client: N messages echoed both ways, then a close; a JSON report.
     Ws(ws_client::WsArgs),
+    /// OpenTelemetry collector stand-in: OTLP/gRPC and OTLP/HTTP trace export, spans listed
+    /// at GET /spans.
+    OtlpReceiver(otlp_receiver::OtlpReceiverArgs),
 }
 
 /// Runs one app to completion (servers: until SIGTERM or Ctrl-C).
@@ -26,6 +29,7 @@ pub async fn run(cmd: AppCommand) -> Result<(), AppError> {
         AppCommand::Load(args) => load::run(args).await,
         AppCommand::Curl(args) => curl::run(args).await,
         AppCommand::Ws(args) => ws_client::run(args).await,
+        AppCommand::OtlpReceiver(args) => otlp_receiver::run(args).await,
     }
 }
 
@@ -132,6 +136,36 @@ mod tests {
         );
         assert!(a.http2 && a.expect_server_close && a.headers.len() == 1);
         assert!(parse(&["ws"]).is_err(), "URL is required");
+    }
+
+    #[test]
+    fn the_otlp_receiver_parses() {
+        let Ok(AppCommand::OtlpReceiver(a)) = parse(&["otlp-receiver"]) else {
+            panic!()
+        };
+        assert_eq!((a.port, a.max_spans, a.delay_ms), (4317, 100_000, 0));
+        assert!(!a.quiet);
+        let cmd = parse(&[
+            "otlp-receiver",
+            "--port",
+            "4318",
+            "--max-spans",
+            "10",
+            "--delay-ms",
+            "250",
+            "--fail-rate",
+            "0.25",
+            "--quiet",
+        ]);
+        let Ok(AppCommand::OtlpReceiver(a)) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(
+            (a.port, a.max_spans, a.delay_ms, a.fail_rate),
+            (4318, 10, 250, 0.25)
+        );
+        assert!(a.quiet);
+        assert!(parse(&["otlp-receiver", "--fail-rate", "1.5"]).is_err());
     }
 
     #[test]

@@ -18,12 +18,20 @@ use super::identity::Identity;
 pub const MAX_LATENCY_OVERRIDE: Duration = Duration::from_secs(60);
 
 /// Headers copied from the incoming request to the upstream call, so traces
-/// and user-based routing follow the request through a chain of echoes.
+/// and user-based routing follow the request through a chain of echoes: the
+/// headers Istio asks applications to forward (W3C trace context, B3 single and
+/// multi header, the request id), plus `baggage` and `end-user`.
 pub const PROPAGATED_HEADERS: &[&str] = &[
     "traceparent",
     "tracestate",
     "baggage",
     "x-request-id",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
     "end-user",
 ];
 

@@ -60,7 +60,8 @@ pub struct HttpEchoArgs {
     pub upstream_timeout_ms: u64,
 }
 
-fn parse_fail_rate(s: &str) -> Result<f64, String> {
+/// Parses a share from 0.0 to 1.0 (`--fail-rate`).
+pub(super) fn parse_fail_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
         _ => Err(format!("{s:?} is not a number from 0.0 to 1.0")),
@@ -485,6 +486,48 @@ mod tests {
         assert_eq!(upstream.path, "/orders");
         assert_eq!(upstream.headers["x-request-id"], "abc");
         assert!(!upstream.headers.contains_key("x-private"));
+    }
+
+    #[tokio::test]
+    async fn forwards_w3c_and_b3_trace_headers_upstream() {
+        let backend = start(config("payments")).await;
+        let url = format!("http://{}/", backend.addr);
+        let frontend = start(EchoSettings {
+            upstream: Some(Target::parse(&url).unwrap()),
+            ..config("orders")
+        })
+        .await;
+        let trace_headers = [
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "vendor=1"),
+            (
+                "b3",
+                "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90",
+            ),
+            ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
+            ("x-b3-sampled", "1"),
+            ("x-b3-flags", "1"),
+        ];
+        let lines: Vec<String> = trace_headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}"))
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let reply = get(frontend.addr, "/", false, &lines).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let upstream: EchoReply = serde_json::from_value(body(&reply).upstream.unwrap()).unwrap();
+        for (name, value) in trace_headers {
+            assert_eq!(
+                upstream.headers.get(name).map(String::as_str),
+                Some(value),
+                "{name}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! Built-in test apps, run as container commands inside sandbox pods
 //! (`meshctl app http-echo --port 8080`): an HTTP echo server, a TCP echo
-//! server, an HTTP load generator, a minimal curl, and a WebSocket client for the
-//! echo server's WebSocket side.
+//! server, an HTTP load generator, a minimal curl, a WebSocket client for the
+//! echo server's WebSocket side, and an OTLP trace receiver.
 
 pub mod client;
 mod command;
@@ -13,6 +13,7 @@ pub mod identity;
 mod listen;
 pub mod load;
 pub mod load_report;
+pub mod otlp_receiver;
 pub mod tcp_echo;
 pub mod websocket;
 pub mod ws_client;
