@@ -99,7 +99,8 @@ mod tests {
             "apiVersion: security.linkerd.io/v1beta1\nkind: Server\n\
              metadata: {name: web, namespace: shop}\n---\n\
              apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
-             metadata: {name: t, namespace: shop}\n---\n\
+             metadata: {name: t, namespace: istio-system}\n\
+             spec: {tracing: [{providers: [{name: jaeger}]}]}\n---\n\
              apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
             "server.yaml",
         )
@@ -112,11 +113,13 @@ mod tests {
             ),
             "{error:?}"
         );
+        // Telemetry is read: a provider the mesh config does not declare is a finding.
         let warning = found.iter().find(|f| !f.error).expect("a warning");
         assert!(
-            warning
-                .text
-                .starts_with("server.yaml: Telemetry shop/t: warning: "),
+            warning.text.starts_with(
+                "server.yaml: Telemetry istio-system/t: field spec.tracing[0].providers[0].name: \
+                 warning: \"jaeger\" names no extension provider of the mesh config"
+            ),
             "{warning:?}"
         );
         assert_eq!(found.len(), 2, "{found:?}");
