@@ -126,6 +126,38 @@ mod tests {
     }
 
     #[test]
+    fn the_mesh_config_map_is_read_like_any_object() {
+        let objects = parse_documents(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n\
+             data:\n  mesh: |\n    extensionProviders:\n    - name: zipkin\n      \
+             zipkin: {service: zipkin.obs.svc.cluster.local, port: 9411}\n---\n\
+             apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+             metadata: {name: mesh-default, namespace: istio-system}\n\
+             spec: {tracing: [{providers: [{name: zipkin}]}]}\n",
+            "tracing.yaml",
+        )
+        .unwrap();
+        let found = of_unapplied(None, &objects).unwrap();
+        let texts: Vec<&str> = found.iter().map(|f| f.text.as_str()).collect();
+        assert_eq!(found.len(), 2, "{texts:?}");
+        assert!(found.iter().all(|f| !f.error), "{texts:?}");
+        assert!(
+            texts[0].starts_with(
+                "tracing.yaml: ConfigMap istio-system/istio: field \
+                 data.mesh.extensionProviders[0]: warning: provider kind zipkin is not supported"
+            ),
+            "{texts:?}"
+        );
+        assert!(
+            texts[1].starts_with(
+                "tracing.yaml: Telemetry istio-system/mesh-default: field \
+                 spec.tracing[0].providers[0].name: warning: provider kind zipkin"
+            ),
+            "{texts:?}"
+        );
+    }
+
+    #[test]
     fn an_object_the_sandbox_already_holds_is_analyzed_once_in_its_new_version() {
         const SERVICE: &str = "apiVersion: v1\nkind: Service\n\
                                metadata: {name: web, namespace: shop}\n\
