@@ -488,3 +488,109 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
         "kube-system gets no trust bundle"
     );
 }
+
+#[tokio::test]
+async fn the_mesh_config_map_and_telemetry_reach_the_waypoint_configuration() {
+    let mesh = "extensionProviders:\n- name: otel\n  opentelemetry: \
+                {service: otel.obs.svc.cluster.local, port: 4317}\n";
+    let lists = BTreeMap::from([
+        (
+            "/api/v1/namespaces".to_string(),
+            list(
+                "Namespace",
+                vec![json!({"metadata": {"name": "shop", "labels": {
+                    "istio.io/dataplane-mode": "ambient", "istio.io/use-waypoint": "waypoint"}}})],
+            ),
+        ),
+        ("/api/v1/pods".to_string(), list("Pod", vec![])),
+        (
+            "/api/v1/services".to_string(),
+            list(
+                "Service",
+                vec![json!({"metadata": {"name": "orders", "namespace": "shop"},
+                            "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]}})],
+            ),
+        ),
+        (
+            "/api/v1/configmaps".to_string(),
+            list(
+                "ConfigMap",
+                vec![
+                    json!({"metadata": {"name": "istio", "namespace": "istio-system"},
+                            "data": {"mesh": mesh}}),
+                ],
+            ),
+        ),
+        (
+            "/apis/gateway.networking.k8s.io/v1/gateways".to_string(),
+            list(
+                "Gateway",
+                vec![
+                    json!({"metadata": {"name": "waypoint", "namespace": "shop"},
+                            "spec": {"gatewayClassName": "istio-waypoint", "listeners": [
+                                {"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}),
+                ],
+            ),
+        ),
+        (
+            "/apis/telemetry.istio.io/v1/telemetries".to_string(),
+            list(
+                "Telemetry",
+                vec![
+                    json!({"metadata": {"name": "mesh-default", "namespace": "istio-system"},
+                            "spec": {"tracing": [{"providers": [{"name": "otel"}],
+                                                  "randomSamplingPercentage": 10.0}]}}),
+                ],
+            ),
+        ),
+    ]);
+    let fake = start(Fake {
+        lists: routes(lists),
+        ..Fake::default()
+    });
+    let (index_tx, mut index_rx) = watch::channel(Arc::new(Index::new()));
+    let (observed_tx, _observed_rx) = watch::channel(Arc::new(ObservedMap::new()));
+    let source = KubeSource::new(fake.client.clone(), KubeSettings::default());
+    let task = tokio::spawn(source.run(index_tx, observed_tx));
+    let changed = tokio::time::timeout(PATIENCE, index_rx.changed()).await;
+    assert!(matches!(changed, Ok(Ok(()))), "no index published");
+    let index = index_rx.borrow_and_update().clone();
+    task.abort();
+    let translation = controller::translate::translate(
+        &index,
+        &controller::translate::TranslateOptions::default(),
+    );
+    let body = &translation.snapshot.resources[api::WAYPOINT_TYPE_URL]["shop/waypoint"].body;
+    let waypoint: api::waypoint::Waypoint = api::unpack(body).expect("decodes");
+    let providers: Vec<(&str, &str, u32)> = waypoint
+        .tracing_providers
+        .iter()
+        .map(|p| (p.name.as_str(), p.namespace.as_str(), p.port))
+        .collect();
+    assert_eq!(providers, [("otel", "obs", 4317)]);
+    let tracing = waypoint.services[0]
+        .telemetry
+        .as_ref()
+        .and_then(|t| t.tracing.as_ref())
+        .expect("traced");
+    assert_eq!(
+        (
+            tracing.provider.as_str(),
+            tracing.random_sampling_percentage
+        ),
+        ("otel", 10.0)
+    );
+    // Only the mesh config's ConfigMap is watched, not every ConfigMap of the cluster.
+    let config_maps: Vec<Request> = fake
+        .seen()
+        .into_iter()
+        .filter(|s| s.path == "/api/v1/configmaps")
+        .collect();
+    assert!(!config_maps.is_empty());
+    assert!(
+        config_maps
+            .iter()
+            .all(|s| s.query.contains("fieldSelector=metadata.name%3Distio")),
+        "{config_maps:?}"
+    );
+}

@@ -25,8 +25,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/";
 const DENY_NOTE: &str = "spec.action: unknown action \"ALOW\" (ALLOW, DENY, AUDIT, CUSTOM); the \
      policy denies every request to its workloads until it is fixed";
-const TELEMETRY_NOTE: &str = "Telemetry (telemetry.istio.io) is not read: telemetry settings \
-     are not read: metrics and access logs keep their defaults";
+const TELEMETRY_NOTE: &str = "no Service of namespace shop is served by a waypoint, and ztunnel \
+     does not read Telemetry yet: it has no effect";
 
 /// What the fake serves: lists by path; Events and statuses accepted, or Events refused, or
 /// Events gone (expired) when their series is updated.
@@ -213,7 +213,7 @@ async fn problems_of_a_cluster_become_events_on_their_objects() {
                 "telemetry.istio.io/v1",
                 "mesh-default",
                 "tel-1",
-                "Ignored",
+                "ConfigurationWarning",
                 TELEMETRY_NOTE
             ),
         ]

@@ -482,7 +482,8 @@ fn apply_reports_objects_the_mesh_does_not_read() {
         &file,
         format!(
             "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
-             metadata: {{name: logs, namespace: {NS}}}\nspec: {{accessLogging: [{{}}]}}\n"
+             metadata: {{name: traces, namespace: {NS}}}\n\
+             spec: {{tracing: [{{providers: [{{name: jaeger}}]}}]}}\n"
         ),
     )
     .unwrap();
@@ -490,7 +491,8 @@ fn apply_reports_objects_the_mesh_does_not_read() {
     let warned = String::from_utf8_lossy(&applied.stderr);
     assert!(
         warned.contains(&format!(
-            "Telemetry {NS}/logs: warning: Telemetry (telemetry.istio.io) is not read"
+            "Telemetry {NS}/traces: field spec.tracing[0].providers[0].name: warning: \
+             \"jaeger\" names no extension provider of the mesh config"
         )),
         "{warned}"
     );

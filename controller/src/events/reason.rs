@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn unread_kinds_are_ignored_or_not_enforced() {
         let problems = parsed(
-            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t}\n---\n\
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\n---\n\
              apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: r}\n",
         );
         assert_eq!(

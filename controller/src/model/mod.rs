@@ -8,6 +8,7 @@ mod object;
 mod parse;
 mod problem;
 pub mod routes;
+pub mod telemetry;
 mod unread;
 mod unread_fields;
 mod yaml_error;

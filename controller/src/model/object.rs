@@ -5,7 +5,8 @@ use super::kube::{Gateway, Namespace, ObjectMeta, Pod, Service};
 use super::problem::Problem;
 
 /// Kinds kept as raw JSON: stored and listed as they are, decoded (see
-/// [`routes`]) and translated into waypoint configuration.
+/// [`routes`](super::routes) and [`telemetry`](super::telemetry)) and translated into waypoint
+/// configuration. The mesh config's ConfigMap is kept raw too (see [`parse_documents`]).
 pub const RAW_KINDS: &[&str] = &[
     "HTTPRoute",
     "GRPCRoute",
@@ -14,6 +15,7 @@ pub const RAW_KINDS: &[&str] = &[
     "TrafficSplit",
     "ServiceProfile",
     "EnvoyFilter",
+    "Telemetry",
 ];
 
 /// Identity of an object: kind, namespace (empty for cluster-scoped kinds), name.

@@ -13,6 +13,7 @@ use super::istio::{
 use super::kube::ObjectMeta;
 use super::object::{Object, RAW_KINDS};
 use super::problem::{Problem, WARNING_PREFIX};
+use super::telemetry::MESH_CONFIG_MAP;
 use super::unread::{Verdict, XFCC_ANNOTATION, verdict};
 use super::unread_fields::{is_security_kind, unread_fields};
 use super::yaml_error::split_error;
@@ -346,26 +347,41 @@ fn decode_object(src: &Src<'_>, value: &Value) -> Result<Option<Object>, serde_y
         "PeerAuthentication" if api_version.starts_with("security.istio.io/") => {
             Object::PeerAuthentication(decode(src)?)
         }
-        k if RAW_KINDS.contains(&k) => {
-            let metadata: ObjectMeta = match value.get("metadata") {
-                Some(m) => serde_yaml_ng::from_value(m.clone())?,
-                None => ObjectMeta::default(),
-            };
-            let json = serde_json::to_value(value).map_err(|e| {
-                <serde_yaml_ng::Error as serde::de::Error>::custom(format!(
-                    "not representable as JSON: {e}"
-                ))
-            })?;
-            Object::Raw {
-                kind: k.to_string(),
-                metadata,
-                value: json,
-            }
-        }
-        // Deployments, ConfigMaps, ...: not the controller's business.
+        k if RAW_KINDS.contains(&k) => raw(k, value)?,
+        // The mesh config (Istio's `istio` ConfigMap); which namespace's counts is the
+        // translation's business (the root namespace).
+        "ConfigMap" if api_version == "v1" && is_mesh_config_map(value) => raw(kind, value)?,
+        // Deployments, other ConfigMaps, ...: not the controller's business.
         _ => return Ok(None),
     };
     normalize(object).map(Some)
+}
+
+/// An object kept verbatim, to be decoded when translated.
+fn raw(kind: &str, value: &Value) -> Result<Object, serde_yaml_ng::Error> {
+    let metadata: ObjectMeta = match value.get("metadata") {
+        Some(m) => serde_yaml_ng::from_value(m.clone())?,
+        None => ObjectMeta::default(),
+    };
+    let json = serde_json::to_value(value).map_err(|e| {
+        <serde_yaml_ng::Error as serde::de::Error>::custom(format!(
+            "not representable as JSON: {e}"
+        ))
+    })?;
+    Ok(Object::Raw {
+        kind: kind.to_string(),
+        metadata,
+        value: json,
+    })
+}
+
+/// Whether a ConfigMap is named as Istio names the one holding the mesh config.
+fn is_mesh_config_map(value: &Value) -> bool {
+    value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        == Some(MESH_CONFIG_MAP)
 }
 
 /// Fills defaults (namespace `default`) and rejects objects without a name.
@@ -589,7 +605,9 @@ mod tests {
                     apiVersion: networking.istio.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\n---\n\
                     apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n";
         let parsed = parse_documents("f.yaml", text, false);
-        assert!(parsed.objects.is_empty(), "{:?}", parsed.objects);
+        // Telemetry is read (v1 and v1alpha1 alike).
+        let kinds: Vec<&str> = parsed.objects.iter().map(Object::kind).collect();
+        assert_eq!(kinds, ["Telemetry"]);
         let found: Vec<(String, bool)> = parsed
             .problems
             .iter()
@@ -604,7 +622,6 @@ mod tests {
             found,
             [
                 ("Server shop/web".to_owned(), false),
-                ("Telemetry default/t".to_owned(), true),
                 ("HTTPRoute default/r".to_owned(), false),
             ]
         );
@@ -615,6 +632,26 @@ mod tests {
             ),
             "{}",
             parsed.problems[0]
+        );
+    }
+
+    #[test]
+    fn only_the_mesh_config_map_is_kept() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n\
+                    data: {mesh: 'defaultProviders: {tracing: [otel]}'}\n---\n\
+                    apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other, namespace: istio-system}\n\
+                    data: {a: b}\n---\n\
+                    apiVersion: telemetry.istio.io/v1alpha1\nkind: Telemetry\n\
+                    metadata: {name: t, namespace: shop}\nspec: {tracng: []}\n";
+        let parsed = parse_documents("f.yaml", text, false);
+        let keys: Vec<String> = parsed.objects.iter().map(|o| o.key().to_string()).collect();
+        assert_eq!(keys, ["ConfigMap istio-system/istio", "Telemetry shop/t"]);
+        let [unread] = parsed.problems.as_slice() else {
+            panic!("{:?}", parsed.problems);
+        };
+        assert_eq!(
+            (unread.field.as_str(), unread.is_warning()),
+            ("spec.tracng", true)
         );
     }
 

@@ -106,11 +106,7 @@ const KINDS: &[(&str, &str, Reading)] = &[
         "WorkloadGroup",
         Ignored("workloads outside pods (VMs) are not supported: it has no effect"),
     ),
-    (
-        "telemetry.istio.io",
-        "Telemetry",
-        Ignored("telemetry settings are not read: metrics and access logs keep their defaults"),
-    ),
+    ("telemetry.istio.io", "Telemetry", Read),
     (
         "extensions.istio.io",
         "WasmPlugin",
@@ -374,7 +370,10 @@ mod tests {
         );
         // Linkerd's Server is a kind the mesh does not read anywhere.
         assert_eq!(meant("security.linkerd.io/v1beta1", "Server"), None);
-        assert_eq!(meant("telemetry.istio.io/v1", "Telemetry"), None);
+        assert_eq!(
+            meant("telemetry.istio.io/v1", "Telemetri"),
+            Some(("telemetry.istio.io", "Telemetry"))
+        );
     }
 
     #[test]
@@ -399,9 +398,11 @@ mod tests {
 
     #[test]
     fn unsupported_kinds_are_warned_about_and_unenforced_policies_are_errors() {
-        let (error, text) = message("telemetry.istio.io/v1", "Telemetry");
-        assert!(!error);
-        assert!(text.starts_with("Telemetry (telemetry.istio.io) is not read: telemetry"));
+        assert_eq!(verdict("telemetry.istio.io/v1", "Telemetry"), Verdict::Read);
+        assert_eq!(
+            verdict("telemetry.istio.io/v1alpha1", "Telemetry"),
+            Verdict::Read
+        );
         let (error, text) = message("policy.linkerd.io/v1beta3", "Server");
         assert!(error);
         assert!(text.contains("security.istio.io/v1"), "{text}");

@@ -10,6 +10,7 @@ use super::istio::{AuthorizationPolicy, PeerAuthentication};
 use super::routes::{
     DestinationRule, GrpcRoute, HttpRoute, ServiceProfile, TrafficSplit, VirtualService,
 };
+use super::telemetry::Telemetry;
 
 /// Top-level keys every object carries that no mesh model reads.
 const ENVELOPE: &[&str] = &["apiVersion", "kind", "metadata", "status"];
@@ -27,6 +28,7 @@ pub fn unread_fields(kind: &str, value: &serde_json::Value) -> Vec<String> {
         "GRPCRoute" => ignored::<GrpcRoute>(value),
         "TrafficSplit" => ignored::<TrafficSplit>(value),
         "ServiceProfile" => ignored::<ServiceProfile>(value),
+        "Telemetry" => ignored::<Telemetry>(value),
         _ => Vec::new(),
     }
 }
@@ -56,7 +58,7 @@ fn ignored<T: DeserializeOwned>(value: &serde_json::Value) -> Vec<String> {
 }
 
 /// `spec.http[0].corsPolicy`, the way decoding errors name fields.
-fn render(path: &Path<'_>) -> String {
+pub(crate) fn render(path: &Path<'_>) -> String {
     match path {
         Path::Root => String::new(),
         Path::Seq { parent, index } => format!("{}[{index}]", render(parent)),

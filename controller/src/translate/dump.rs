@@ -7,8 +7,8 @@ use api::waypoint::{
     AuthorizationAction, AuthorizationPolicy, AuthorizationRule, Condition, ConditionKey,
     ConfigSource, Destination, DestinationPolicy, Forward, HeaderMatch, HeaderModifier, IpBlock,
     LoadBalancer, LocalRateLimit, PathMatch, PolicyScope, Protocol, Route, RouteMatch, Service,
-    StringMatch, TrafficPolicy, Waypoint, WeightedDestination, path_match, redirect, route,
-    string_match, url_rewrite,
+    StringMatch, Telemetry, Tracing, TracingProvider, TrafficPolicy, Waypoint, WeightedDestination,
+    custom_tag, path_match, redirect, route, string_match, url_rewrite,
 };
 use serde_json::{Map, Value, json};
 
@@ -20,6 +20,7 @@ pub fn waypoint_json(w: &Waypoint) -> Value {
         "services": w.services.iter().map(service).collect::<Vec<_>>(),
         "destinations": w.destinations.iter().map(destination_policy).collect::<Vec<_>>(),
         "authorizationPolicies": w.authorization_policies.iter().map(authz).collect::<Vec<_>>(),
+        "tracingProviders": w.tracing_providers.iter().map(tracing_provider).collect::<Vec<_>>(),
     })
 }
 
@@ -84,7 +85,71 @@ fn service(s: &Service) -> Value {
             "rateLimit",
             s.rate_limit.as_ref().map_or(Value::Null, rate_limit),
         ),
+        (
+            "telemetry",
+            s.telemetry.as_ref().map_or(Value::Null, telemetry),
+        ),
     ])
+}
+
+fn tracing_provider(p: &TracingProvider) -> Value {
+    obj(vec![
+        ("name", json!(p.name)),
+        ("service", json!(p.service)),
+        ("namespace", json!(p.namespace)),
+        ("port", json!(p.port)),
+        ("maxTagLength", json!(p.max_tag_length)),
+    ])
+}
+
+fn telemetry(t: &Telemetry) -> Value {
+    obj(vec![
+        ("tracing", t.tracing.as_ref().map_or(Value::Null, tracing)),
+        ("accessLogDisabled", json!(t.access_log_disabled)),
+        (
+            "metricOverrides",
+            list(&t.metric_overrides, |o| {
+                let upsert: Map<String, Value> = o
+                    .upsert_tags
+                    .iter()
+                    .map(|h| (h.name.clone(), json!(h.value)))
+                    .collect();
+                obj(vec![
+                    ("metric", json!(o.metric)),
+                    ("disabled", json!(o.disabled)),
+                    ("removeTags", json!(o.remove_tags)),
+                    ("upsertTags", Value::Object(upsert)),
+                ])
+            }),
+        ),
+        ("sources", list(&t.sources, |s| source(&Some(s.clone())))),
+    ])
+}
+
+fn tracing(t: &Tracing) -> Value {
+    let tags = list(&t.custom_tags, |tag| {
+        let from = |v: &api::waypoint::ValueFrom| {
+            obj(vec![
+                ("name", json!(v.name)),
+                ("defaultValue", json!(v.default_value)),
+            ])
+        };
+        let (kind, value) = match &tag.source {
+            Some(custom_tag::Source::Literal(text)) => ("literal", json!(text)),
+            Some(custom_tag::Source::Header(h)) => ("header", from(h)),
+            Some(custom_tag::Source::Environment(e)) => ("environment", from(e)),
+            None => ("unset", Value::Null),
+        };
+        json!({"tag": tag.tag, kind: value})
+    });
+    let mut out = obj(vec![
+        ("provider", json!(t.provider)),
+        ("customTags", tags),
+        ("disableSpanReporting", json!(t.disable_span_reporting)),
+    ]);
+    // 0 % is a setting, not an unset field.
+    out["randomSamplingPercentage"] = json!(t.random_sampling_percentage);
+    out
 }
 
 fn rate_limit(l: &LocalRateLimit) -> Value {
@@ -474,6 +539,63 @@ mod tests {
         assert!(
             v["services"][0].get("rateLimit").is_none(),
             "unset fields left out"
+        );
+        assert!(v["services"][0].get("telemetry").is_none());
+    }
+
+    #[test]
+    fn renders_telemetry_with_a_zero_sampling_percentage() {
+        let service = Service {
+            telemetry: Some(Telemetry {
+                tracing: Some(Tracing {
+                    provider: "otel".into(),
+                    random_sampling_percentage: 0.0,
+                    custom_tags: vec![api::waypoint::CustomTag {
+                        tag: "env".into(),
+                        source: Some(custom_tag::Source::Literal("prod".into())),
+                    }],
+                    disable_span_reporting: false,
+                }),
+                access_log_disabled: true,
+                metric_overrides: vec![api::waypoint::MetricOverride {
+                    metric: "REQUEST_COUNT".into(),
+                    remove_tags: vec!["request_protocol".into()],
+                    ..Default::default()
+                }],
+                sources: vec![ConfigSource {
+                    kind: "Telemetry".into(),
+                    namespace: "istio-system".into(),
+                    name: "mesh-default".into(),
+                }],
+            }),
+            ..Default::default()
+        };
+        let w = Waypoint {
+            services: vec![service],
+            tracing_providers: vec![TracingProvider {
+                name: "otel".into(),
+                service: "otel.obs.svc.cluster.local".into(),
+                namespace: "obs".into(),
+                port: 4317,
+                max_tag_length: 0,
+            }],
+            ..Default::default()
+        };
+        let v = waypoint_json(&w);
+        assert_eq!(
+            v["services"][0]["telemetry"],
+            json!({
+                "tracing": {"provider": "otel", "randomSamplingPercentage": 0.0,
+                            "customTags": [{"tag": "env", "literal": "prod"}]},
+                "accessLogDisabled": true,
+                "metricOverrides": [{"metric": "REQUEST_COUNT", "removeTags": ["request_protocol"]}],
+                "sources": ["Telemetry istio-system/mesh-default"],
+            })
+        );
+        assert_eq!(
+            v["tracingProviders"],
+            json!([{"name": "otel", "service": "otel.obs.svc.cluster.local", "namespace": "obs",
+                    "port": 4317}])
         );
     }
 }

@@ -22,6 +22,7 @@ mod routes;
 mod service_key;
 mod services;
 mod snapshot;
+mod telemetry;
 mod translator;
 mod version;
 mod waypoint_policy;

@@ -10,7 +10,7 @@ use super::options::TranslateOptions;
 use super::snapshot::Snapshot;
 use super::{
     admission, authorization, bindings, last_good, peer_authentication, references, routes,
-    services, waypoint_policy, waypoints, workloads,
+    services, telemetry, waypoint_policy, waypoints, workloads,
 };
 use crate::model::{Index, Problem};
 
@@ -36,6 +36,7 @@ pub struct Translator {
     last_good: last_good::LastGood<authorization::Policy>,
     last_good_waypoint_policies: waypoint_policy::PolicyMemory,
     last_good_routes: routes::RouteMemory,
+    last_good_telemetry: telemetry::TelemetryMemory,
 }
 
 impl Translator {
@@ -151,7 +152,20 @@ impl Translator {
             waypoints,
             root_namespace: &opts.root_namespace,
         };
-        routes::assemble(&assembly, problems)
+        let mut configs = routes::assemble(&assembly, problems);
+        let inputs = telemetry::Inputs {
+            catalog: &catalog,
+            waypoints,
+            bindings,
+            root_namespace: &opts.root_namespace,
+        };
+        telemetry::apply(
+            &inputs,
+            &mut self.last_good_telemetry,
+            &mut configs,
+            problems,
+        );
+        configs
             .into_iter()
             .map(|(key, mut w)| {
                 w.authorization_policies = authz.remove(&key).unwrap_or_default();

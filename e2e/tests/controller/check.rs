@@ -34,7 +34,8 @@ fn check_until(sb: &Sandbox, code: i32) -> String {
 }
 
 const TELEMETRY: &str = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
-                         metadata: {name: logs, namespace: shop}\nspec: {accessLogging: [{}]}\n";
+                         metadata: {name: traces, namespace: shop}\n\
+                         spec: {tracing: [{providers: [{name: jaeger}]}]}\n";
 
 #[test]
 fn check_passes_on_a_healthy_sandbox_and_names_each_thing_broken() {
@@ -125,11 +126,15 @@ fn check_passes_on_a_healthy_sandbox_and_names_each_thing_broken() {
     });
     assert!(synced, "{:?}", status(&sb));
 
-    // An object the mesh does not read: a warning, exit status 2.
+    // A Telemetry naming a tracing provider the mesh config does not declare: a warning,
+    // exit status 2.
     sb.apply(TELEMETRY).expect("a warning does not fail apply");
     let warned = check_until(&sb, 2);
     assert!(
-        warned.contains("Telemetry shop/logs: warning: Telemetry (telemetry.istio.io) is not read"),
+        warned.contains(
+            "Telemetry shop/traces: field spec.tracing[0].providers[0].name: warning: \"jaeger\" \
+             names no extension provider of the mesh config"
+        ),
         "{warned}"
     );
     sb.delete(TELEMETRY).unwrap();

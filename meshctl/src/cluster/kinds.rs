@@ -75,7 +75,6 @@ impl From<&WatchedKind> for ListedKind {
 /// projects use too (Gateway API's GatewayClass, TCPRoute, ReferenceGrant) are left out: they
 /// are not the mesh's to report.
 pub const UNREAD: &[ListedKind] = &[
-    ListedKind::unread("telemetry.istio.io", "v1", "Telemetry", "telemetries"),
     ListedKind::unread(
         "security.istio.io",
         "v1",
@@ -148,7 +147,7 @@ pub fn analyzed() -> Vec<ListedKind> {
 pub fn required_crds() -> (Vec<String>, Vec<String>) {
     let (gateway, mesh): (Vec<_>, Vec<_>) = WATCHED
         .iter()
-        .filter(|k| k.optional)
+        .filter(|k| k.optional && !k.group.is_empty())
         .map(ListedKind::from)
         .partition(|k| k.group == "gateway.networking.k8s.io");
     let names = |kinds: Vec<ListedKind>| kinds.iter().map(ListedKind::crd_name).collect();
@@ -164,7 +163,8 @@ mod tests {
         let (mesh, gateway) = required_crds();
         assert!(mesh.contains(&"authorizationpolicies.security.istio.io".to_owned()));
         assert!(mesh.contains(&"serviceprofiles.linkerd.io".to_owned()));
-        assert_eq!(mesh.len(), 7, "{mesh:?}");
+        assert!(mesh.contains(&"telemetries.telemetry.istio.io".to_owned()));
+        assert_eq!(mesh.len(), 8, "{mesh:?}");
         assert_eq!(
             gateway,
             [

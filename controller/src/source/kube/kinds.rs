@@ -28,11 +28,14 @@ pub struct WatchedKind {
     pub plural: &'static str,
     /// False for cluster-scoped kinds (`Namespace`).
     pub namespaced: bool,
-    /// A custom resource whose definition may not be installed: a 404 on
-    /// list means "none of these", not a failure.
+    /// A custom resource whose definition may not be installed, or the mesh config's
+    /// ConfigMap: a 404 on list means "none of these", not a failure.
     pub optional: bool,
     /// How problems are reported on objects of this kind.
     pub status: StatusStyle,
+    /// Only the objects of this name are watched (`metadata.name` field selector), for a core
+    /// kind of which the mesh reads one object (the mesh config's ConfigMap).
+    pub only_named: Option<&'static str>,
 }
 
 const fn core(kind: &'static str, plural: &'static str, namespaced: bool) -> WatchedKind {
@@ -44,6 +47,7 @@ const fn core(kind: &'static str, plural: &'static str, namespaced: bool) -> Wat
         namespaced,
         optional: false,
         status: StatusStyle::None,
+        only_named: None,
     }
 }
 
@@ -62,6 +66,7 @@ const fn custom(
         namespaced: true,
         optional: true,
         status,
+        only_named: None,
     }
 }
 
@@ -76,12 +81,22 @@ const NETWORKING: &str = "networking.istio.io";
 ///
 /// Versions are the ones current releases serve as storage versions, so no
 /// conversion webhook is involved: Gateway API v1 (GRPCRoute is v1 since
-/// Gateway API 1.1), Istio `v1` (EnvoyFilter only exists as `v1alpha3`), SMI
+/// Gateway API 1.1), Istio `v1` (EnvoyFilter only exists as `v1alpha3`; Telemetry `v1alpha1`
+/// objects are served as `v1`), SMI
 /// TrafficSplit `v1alpha4` and Linkerd ServiceProfile `v1alpha2`.
 pub const WATCHED: &[WatchedKind] = &[
     core("Namespace", "namespaces", false),
     core("Pod", "pods", true),
     core("Service", "services", true),
+    // The mesh config (Istio's `istio` ConfigMap, key `mesh`); the translation reads the one
+    // in the root namespace.
+    // Optional: not being able to list it (an older ClusterRole) leaves the mesh config at
+    // its defaults rather than holding back the index.
+    WatchedKind {
+        only_named: Some(crate::model::telemetry::MESH_CONFIG_MAP),
+        optional: true,
+        ..core("ConfigMap", "configmaps", true)
+    },
     // Gateways carry no problem conditions from here: the waypoint manager
     // owns their status (Accepted, Programmed, addresses).
     custom(GATEWAY, "v1", "Gateway", "gateways", StatusStyle::None),
@@ -148,6 +163,14 @@ pub const WATCHED: &[WatchedKind] = &[
         "serviceprofiles",
         StatusStyle::None,
     ),
+    // v1alpha1 objects are served as v1 too (same schema).
+    custom(
+        "telemetry.istio.io",
+        "v1",
+        "Telemetry",
+        "telemetries",
+        StatusStyle::IstioConditions,
+    ),
 ];
 
 /// Kinds of Istio and Linkerd the mesh does not read, watched only so that their objects are
@@ -156,13 +179,6 @@ pub const WATCHED: &[WatchedKind] = &[
 /// already has (Istio's Gateway, Linkerd's routes and AuthorizationPolicy) are left out, as
 /// the index keys objects by kind name.
 pub const REPORTED: &[WatchedKind] = &[
-    custom(
-        "telemetry.istio.io",
-        "v1",
-        "Telemetry",
-        "telemetries",
-        StatusStyle::None,
-    ),
     custom(
         SECURITY,
         "v1",
@@ -254,8 +270,8 @@ mod tests {
                 "grpcroutes".to_string()
             ))
         );
-        // Only core kinds are required to exist.
-        assert!(all_watched().all(|k| k.optional != k.group.is_empty()));
+        // Only core kinds are required to exist (the mesh config's ConfigMap need not).
+        assert!(all_watched().all(|k| k.optional != k.group.is_empty() || k.only_named.is_some()));
         // Kind names are keys: a reported kind never shadows a read one.
         let mut all: Vec<_> = all_watched().map(|k| k.kind).collect();
         all.sort_unstable();
@@ -265,5 +281,9 @@ mod tests {
             WatchedKind::by_kind("Telemetry").map(WatchedKind::api_version),
             Some("telemetry.istio.io/v1".to_string())
         );
+        // Of ConfigMaps, only the mesh config's is watched.
+        let config_maps = WatchedKind::by_kind("ConfigMap").expect("watched");
+        assert_eq!(config_maps.only_named, Some("istio"));
+        assert!(WATCHED.iter().filter(|k| k.only_named.is_some()).count() == 1);
     }
 }

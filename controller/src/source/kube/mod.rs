@@ -180,6 +180,12 @@ fn only_reported(kind: &WatchedKind) -> bool {
         .any(|k| k.kind == kind.kind && k.group == kind.group)
 }
 
+/// Whether not being allowed to list `kind` counts as "none of these": kinds only reported,
+/// and the mesh config's ConfigMap (its defaults apply).
+fn may_be_forbidden(kind: &WatchedKind) -> bool {
+    only_reported(kind) || kind.only_named.is_some()
+}
+
 /// Doubling delays from one second up to `max`.
 struct Backoff {
     next: Duration,
@@ -214,7 +220,11 @@ async fn watch_kind(
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &kind.api_resource());
     // The watcher relists by itself after an error: polling it again retries.
-    let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+    let config = match kind.only_named {
+        Some(name) => watcher::Config::default().fields(&format!("metadata.name={name}")),
+        None => watcher::Config::default(),
+    };
+    let mut stream = std::pin::pin!(watcher(api, config));
     let mut backoff = Backoff::new(settings.max_backoff);
     let mut missing = false;
     while let Some(item) = stream.next().await {
@@ -228,7 +238,7 @@ async fn watch_kind(
             }
             Err(e)
                 if kind.optional
-                    && (is_not_found(&e) || (only_reported(kind) && is_forbidden(&e))) =>
+                    && (is_not_found(&e) || (may_be_forbidden(kind) && is_forbidden(&e))) =>
             {
                 if !missing {
                     tracing::warn!(

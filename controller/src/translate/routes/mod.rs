@@ -32,7 +32,7 @@ mod values;
 mod virtual_service;
 
 pub(crate) use assemble::{Assembly, assemble};
-pub(crate) use catalog::Catalog;
+pub(crate) use catalog::{Catalog, Invalid, Obj};
 pub(crate) use parts::exact as exact_match;
 pub use rate_limit::RATE_LIMIT_ANNOTATION;
 pub(crate) use sources::{RouteMemory, collect};

@@ -99,7 +99,8 @@ mod tests {
             "apiVersion: security.linkerd.io/v1beta1\nkind: Server\n\
              metadata: {name: web, namespace: shop}\n---\n\
              apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
-             metadata: {name: t, namespace: shop}\n---\n\
+             metadata: {name: t, namespace: istio-system}\n\
+             spec: {tracing: [{providers: [{name: jaeger}]}]}\n---\n\
              apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
             "server.yaml",
         )
@@ -112,14 +113,48 @@ mod tests {
             ),
             "{error:?}"
         );
+        // Telemetry is read: a provider the mesh config does not declare is a finding.
         let warning = found.iter().find(|f| !f.error).expect("a warning");
         assert!(
-            warning
-                .text
-                .starts_with("server.yaml: Telemetry shop/t: warning: "),
+            warning.text.starts_with(
+                "server.yaml: Telemetry istio-system/t: field spec.tracing[0].providers[0].name: \
+                 warning: \"jaeger\" names no extension provider of the mesh config"
+            ),
             "{warning:?}"
         );
         assert_eq!(found.len(), 2, "{found:?}");
+    }
+
+    #[test]
+    fn the_mesh_config_map_is_read_like_any_object() {
+        let objects = parse_documents(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n\
+             data:\n  mesh: |\n    extensionProviders:\n    - name: zipkin\n      \
+             zipkin: {service: zipkin.obs.svc.cluster.local, port: 9411}\n---\n\
+             apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+             metadata: {name: mesh-default, namespace: istio-system}\n\
+             spec: {tracing: [{providers: [{name: zipkin}]}]}\n",
+            "tracing.yaml",
+        )
+        .unwrap();
+        let found = of_unapplied(None, &objects).unwrap();
+        let texts: Vec<&str> = found.iter().map(|f| f.text.as_str()).collect();
+        assert_eq!(found.len(), 2, "{texts:?}");
+        assert!(found.iter().all(|f| !f.error), "{texts:?}");
+        assert!(
+            texts[0].starts_with(
+                "tracing.yaml: ConfigMap istio-system/istio: field \
+                 data.mesh.extensionProviders[0]: warning: provider kind zipkin is not supported"
+            ),
+            "{texts:?}"
+        );
+        assert!(
+            texts[1].starts_with(
+                "tracing.yaml: Telemetry istio-system/mesh-default: field \
+                 spec.tracing[0].providers[0].name: warning: provider kind zipkin"
+            ),
+            "{texts:?}"
+        );
     }
 
     #[test]
