@@ -301,9 +301,13 @@ spec:
     // The collector gone: requests are answered as before, the spans counted as failed.
     let failed = || waypoint_metric(&sb, "waypoint_trace_spans_total", &[("result", "failed")]);
     let before = failed();
-    let collector = "apiVersion: apps/v1\nkind: Deployment\n\
-                     metadata: {name: otel-collector, namespace: observability}\n";
-    sb.delete(collector).expect("deleting the collector");
+    let collector = std::fs::read_to_string(example("tracing").join("10-otel-collector.yaml"))
+        .expect("the collector's manifests");
+    let deployment = collector
+        .split("\n---\n")
+        .find(|doc| doc.contains("kind: Deployment"))
+        .expect("the collector's Deployment");
+    sb.delete(deployment).expect("deleting the collector");
     let report = sb
         .load(CLIENT, &["--url", FRONTEND, "-n", "20", "-c", "2"])
         .expect("load through the chain");
@@ -345,6 +349,7 @@ fn sampling_at_10_percent_is_decided_once_per_trace() {
         assert_chain(spans, "");
         assert!(spans.iter().all(|s| &s.trace_id == *id));
     }
+    eprintln!("{} of 2000 requests sampled", sampled.len());
     // Binomial(2000, 0.1): 200 expected, 60 is about four standard deviations.
     assert!(
         (140..=260).contains(&sampled.len()),
