@@ -17,6 +17,11 @@
 //!   request: p50 and p99 of the request latencies `load` measures;
 //!
 //! and the waypoint's resident memory, idle and after the runs.
+//!
+//! With `WAYPOINT_BENCH_TRACING=PERCENT`, a Telemetry in the root namespace traces the mesh
+//! namespace's requests at that sampling percentage, to an OTLP receiver (`meshctl app
+//! otlp-receiver --quiet`) in a namespace outside the mesh; the receiver's CPU is not counted
+//! as the path's.
 
 use std::time::Duration;
 
@@ -30,6 +35,46 @@ use test_support::manifests::namespace;
 
 /// The echo server's port.
 const PORT: u16 = 8080;
+
+/// The OTLP receiver, the mesh config declaring it and a mesh-wide Telemetry sampling
+/// `percentage`.
+fn tracing(percentage: &str) -> String {
+    namespace("observability", false)
+        + &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: collector, namespace: observability, labels: {{app: collector}}}}
+spec:
+  nodeName: node1
+  containers:
+  - name: receiver
+    command: [meshctl, app, otlp-receiver, --port, "4317", --quiet]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: collector, namespace: observability}}
+spec:
+  selector: {{app: collector}}
+  ports: [{{name: grpc-otlp, port: 4317, appProtocol: grpc}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |
+    extensionProviders:
+    - name: otel
+      opentelemetry: {{service: collector.observability.svc.cluster.local, port: 4317}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: mesh-default, namespace: istio-system}}
+spec:
+  tracing: [{{providers: [{{name: otel}}], randomSamplingPercentage: {percentage}}}]
+---
+"#
+        )
+}
 
 /// The same client (node1), echo server (node2) and Service `echo` in both namespaces; in
 /// `mesh`, the Service is bound to the namespace's waypoint.
@@ -217,7 +262,12 @@ fn main() {
         seconds: env_or("WAYPOINT_BENCH_SECS", if full { 10 } else { 1 }),
     };
 
-    let sb = Sandbox::up(&manifests()).expect("sandbox up");
+    let traced = std::env::var("WAYPOINT_BENCH_TRACING").ok();
+    let mut yaml = manifests();
+    if let Some(percentage) = &traced {
+        yaml += &tracing(percentage);
+    }
+    let sb = Sandbox::up(&yaml).expect("sandbox up");
     wait_ready(&sb);
     // The L7 path works end to end once the waypoint counts a request.
     let through = eventually(SETTLE, || {
@@ -247,8 +297,14 @@ fn main() {
 
     println!(
         "HTTP pod to pod across two nodes, direct vs through ztunnel + waypoint: {} requests \
-         ({} in flight) for throughput, {} req/s for {} s for latency",
-        s.requests, s.concurrency, s.rate, s.seconds
+         ({} in flight) for throughput, {} req/s for {} s for latency; tracing: {}",
+        s.requests,
+        s.concurrency,
+        s.rate,
+        s.seconds,
+        traced
+            .as_deref()
+            .map_or("off".to_owned(), |p| format!("{p} %"))
     );
     let mut ratios = Vec::new();
     for http2 in [false, true] {
@@ -269,4 +325,15 @@ fn main() {
         );
     }
     println!("waypoint RSS: {idle_rss:.1} MiB idle, {loaded_rss:.1} MiB after the runs");
+    if traced.is_some() {
+        let metrics = sb
+            .http("mesh/deploy/waypoint", "http://127.0.0.1:15020/metrics")
+            .unwrap_or_default();
+        for line in metrics
+            .lines()
+            .filter(|l| l.starts_with("waypoint_trace_spans_total{"))
+        {
+            println!("{line}");
+        }
+    }
 }
