@@ -2,9 +2,7 @@
 //! (`http.method`, `http.url`, `http.status_code`, `response_flags`, `guid:x-request-id`,
 //! ...) and Istio's workload tags (`istio.canonical_service`, `istio.namespace`, ...).
 
-use api::otlp::common::KeyValue;
-
-use super::super::trace::{Tracer, attribute};
+use super::super::trace::{Attributes, Tracer};
 use super::record::RequestRecord;
 
 /// Queues the spans of `r` for export, when its trace records.
@@ -22,7 +20,7 @@ pub(crate) fn export(tracer: &Tracer, r: &RequestRecord) {
     }
 }
 
-fn server_attributes(r: &RequestRecord, max: usize, error: bool) -> Vec<KeyValue> {
+fn server_attributes(r: &RequestRecord, max: usize, error: bool) -> Attributes {
     let l = &r.labels;
     let path = r.path.as_ref().map_or("/", |p| p.as_str());
     let flags = if l.response_flags.is_empty() {
@@ -40,7 +38,8 @@ fn server_attributes(r: &RequestRecord, max: usize, error: bool) -> Vec<KeyValue
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mut out: Vec<KeyValue> = [
+    let mut out = Attributes::new(max);
+    for (key, value) in [
         ("component", "proxy"),
         ("http.method", r.method.as_str()),
         ("http.protocol", l.request_protocol),
@@ -51,32 +50,26 @@ fn server_attributes(r: &RequestRecord, max: usize, error: bool) -> Vec<KeyValue
         ("istio.namespace", namespace),
         ("istio.cluster_id", &l.destination.cluster),
         ("destination.service", &l.service.hostname),
-    ]
-    .into_iter()
-    .filter(|(_, v)| !v.is_empty())
-    .map(|(k, v)| attribute(k, v, max))
-    .collect();
-    let url = format!("http://{}{path}", r.authority.as_str());
-    out.push(attribute("http.url", &url, max));
-    out.push(attribute(
-        "http.status_code",
-        &l.response_code.to_string(),
-        max,
-    ));
-    out.push(attribute("request_size", &r.request_bytes.to_string(), max));
-    out.push(attribute(
-        "response_size",
-        &r.response_bytes.to_string(),
-        max,
-    ));
+    ] {
+        if !value.is_empty() {
+            out.add(key, value);
+        }
+    }
+    out.add_display(
+        "http.url",
+        format_args!("http://{}{path}", r.authority.as_str()),
+    );
+    out.add_display("http.status_code", l.response_code);
+    out.add_display("request_size", r.request_bytes);
+    out.add_display("response_size", r.response_bytes);
     if let Some(peer) = r.source {
-        out.push(attribute("peer.address", &peer.to_string(), max));
+        out.add_display("peer.address", peer);
     }
     if !l.grpc_response_status.is_empty() {
-        out.push(attribute("grpc.status_code", &l.grpc_response_status, max));
+        out.add("grpc.status_code", &l.grpc_response_status);
     }
     if error {
-        out.push(attribute("error", "true", max));
+        out.add("error", "true");
     }
     out
 }

@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use api::otlp::collector::ExportTraceServiceRequest;
-use api::otlp::common::InstrumentationScope;
+use api::otlp::common::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use api::otlp::resource::Resource;
-use api::otlp::trace::{ResourceSpans, ScopeSpans, Span};
 use api::prost::Message;
+use api::prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use http_body_util::BodyExt;
 use prometheus_registry::text;
 use tokio::sync::mpsc;
@@ -23,7 +22,6 @@ use tokio::sync::mpsc;
 use super::super::body;
 use super::super::origin::Caller;
 use super::super::upstream::{UpstreamClient, UpstreamError};
-use super::span::attribute;
 use super::spec::Provider;
 
 /// Spans waiting for export; beyond this they are dropped (OpenTelemetry's default queue).
@@ -41,7 +39,8 @@ const SPANS: &str = "waypoint_trace_spans_total";
 struct Finished {
     provider: Arc<Provider>,
     resource: Arc<str>,
-    span: Span,
+    /// An encoded OTLP `Span`.
+    span: Vec<u8>,
 }
 
 /// Spans by result.
@@ -86,8 +85,9 @@ impl Tracer {
         });
     }
 
-    /// Queues `span` for `provider`, or counts it dropped when the queue is full.
-    pub(crate) fn submit(&self, provider: &Arc<Provider>, resource: &Arc<str>, span: Span) {
+    /// Queues `span` (an encoded OTLP `Span`) for `provider`, or counts it dropped when the
+    /// queue is full.
+    pub(crate) fn submit(&self, provider: &Arc<Provider>, resource: &Arc<str>, span: Vec<u8>) {
         let finished = Finished {
             provider: provider.clone(),
             resource: resource.clone(),
@@ -158,7 +158,7 @@ async fn run(
 struct Group {
     provider: Arc<Provider>,
     resource: Arc<str>,
-    spans: Vec<Span>,
+    spans: Vec<Vec<u8>>,
 }
 
 fn by_destination(batch: Vec<Finished>) -> Vec<Group> {
@@ -187,7 +187,7 @@ async fn export(upstream: &Arc<dyn UpstreamClient>, group: Group) -> Result<(), 
         .version(http::Version::HTTP_2)
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .header(http::header::TE, "trailers")
-        .body(body::full(grpc_frame(&message(group))))
+        .body(body::full(grpc_frame(&group)))
         .map_err(|e| e.to_string())?;
     // The waypoint itself calls: no caller identity to carry.
     let caller = Caller {
@@ -219,35 +219,46 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The export request of a group.
-fn message(group: Group) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![attribute("service.name", &group.resource, usize::MAX)],
-                dropped_attributes_count: 0,
+/// The gRPC frame (uncompressed flag, big-endian length) of the export request of a group:
+/// `ExportTraceServiceRequest { resource_spans: [{ resource, scope_spans: [{ scope, spans }] }] }`
+/// around the spans as they were encoded.
+fn grpc_frame(group: &Group) -> Vec<u8> {
+    let resource = Resource {
+        attributes: vec![KeyValue {
+            key: "service.name".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(group.resource.to_string())),
             }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "waypoint".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                spans: group.spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
         }],
-    }
-}
-
-/// A gRPC message frame: uncompressed flag, big-endian length, the message.
-fn grpc_frame(message: &impl Message) -> Vec<u8> {
-    let len = message.encoded_len();
-    let mut out = Vec::with_capacity(5 + len);
+        dropped_attributes_count: 0,
+    };
+    let scope = InstrumentationScope {
+        name: "waypoint".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    };
+    let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    let scope_spans =
+        field(scope.encoded_len()) + group.spans.iter().map(|s| field(s.len())).sum::<usize>();
+    let resource_spans = field(resource.encoded_len()) + field(scope_spans);
+    let request = field(resource_spans);
+    let mut out = Vec::with_capacity(5 + request);
     out.push(0);
-    out.extend_from_slice(&(len as u32).to_be_bytes());
-    message.encode_raw(&mut out);
+    out.extend_from_slice(&(request as u32).to_be_bytes());
+    let open = |out: &mut Vec<u8>, tag: u32, len: usize| {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(len as u64, out);
+    };
+    open(&mut out, 1, resource_spans);
+    open(&mut out, 1, resource.encoded_len());
+    resource.encode_raw(&mut out);
+    open(&mut out, 2, scope_spans);
+    open(&mut out, 1, scope.encoded_len());
+    scope.encode_raw(&mut out);
+    for span in &group.spans {
+        open(&mut out, 2, span.len());
+        out.extend_from_slice(span);
+    }
     out
 }
 
@@ -268,7 +279,7 @@ mod tests {
         });
         let resource: Arc<str> = "waypoint.shop".into();
         for _ in 0..QUEUE + 3 {
-            tracer.submit(&provider, &resource, Span::default());
+            tracer.submit(&provider, &resource, Vec::new());
         }
         let mut text = String::new();
         tracer.render(&mut text);
@@ -279,8 +290,35 @@ mod tests {
     }
 
     #[test]
-    fn frames_carry_the_message_length() {
-        let m = ExportTraceServiceRequest::default();
-        assert_eq!(grpc_frame(&m), vec![0, 0, 0, 0, 0]);
+    fn frames_hold_the_export_request_around_the_encoded_spans() {
+        use api::otlp::collector::ExportTraceServiceRequest;
+        use api::otlp::trace::Span;
+        let span = |id: u8| Span {
+            span_id: vec![id; 8],
+            name: "s".repeat(200),
+            ..Default::default()
+        };
+        let group = Group {
+            provider: Arc::new(Provider {
+                name: "otel".into(),
+                service: "c".into(),
+                namespace: "o".into(),
+                port: 4317,
+                max_tag_length: 256,
+            }),
+            resource: "waypoint.shop".into(),
+            spans: (1..=3).map(|i| span(i).encode_to_vec()).collect(),
+        };
+        let frame = grpc_frame(&group);
+        assert_eq!(frame[0], 0);
+        let len = u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 5);
+        let request = ExportTraceServiceRequest::decode(&frame[5..]).unwrap();
+        let rs = &request.resource_spans[0];
+        let name = &rs.resource.as_ref().unwrap().attributes[0];
+        assert_eq!(name.key, "service.name");
+        let spans = &rs.scope_spans[0].spans;
+        assert_eq!(*spans, (1..=3).map(span).collect::<Vec<_>>());
+        assert_eq!(rs.scope_spans[0].scope.as_ref().unwrap().name, "waypoint");
     }
 }

@@ -12,8 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use api::otlp::common::KeyValue;
-use api::otlp::trace::Span;
 use http::HeaderMap;
 
 mod context;
@@ -25,7 +23,7 @@ mod spec;
 pub(crate) use context::{Continued, Incoming};
 pub(crate) use export::Tracer;
 pub(crate) use ids::{hex_into, random_id};
-pub(crate) use span::{SpanKind, SpanParts, attribute};
+pub(crate) use span::{Attributes, SpanKind, SpanParts};
 pub(crate) use spec::{Provider, Providers, TagValue, TracingSpec, providers};
 
 /// An upstream exchange of a traced request: an attempt or a mirror.
@@ -62,7 +60,7 @@ pub(crate) struct RequestTrace {
     /// The request's upstream attempts, in order.
     pub attempts: Vec<ClientSpan>,
     /// The custom tags' values for this request.
-    pub tags: Vec<KeyValue>,
+    pub tags: Attributes,
     /// The server span's name: Istio's `<service hostname>:<port>/*`.
     pub name: String,
 }
@@ -77,24 +75,21 @@ impl RequestTrace {
         headers: &HeaderMap,
     ) -> Self {
         let context = Continued::from(incoming, spec.percentage);
-        let max = spec.provider.max_tag_length;
-        let tags = if context.sampled && spec.report {
-            spec.tags
-                .iter()
-                .filter_map(|(tag, value)| {
-                    let v = match value {
-                        TagValue::Fixed(v) => v.as_str(),
-                        TagValue::Header(name, default) => headers
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or(default),
-                    };
-                    (!v.is_empty()).then(|| attribute(tag, v, max))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let mut tags = Attributes::new(spec.provider.max_tag_length);
+        if context.sampled && spec.report {
+            for (tag, value) in &spec.tags {
+                let v = match value {
+                    TagValue::Fixed(v) => v.as_str(),
+                    TagValue::Header(name, default) => headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(default),
+                };
+                if !v.is_empty() {
+                    tags.add(tag, v);
+                }
+            }
+        }
         Self {
             context,
             spec,
@@ -153,15 +148,15 @@ impl RequestTrace {
         &self,
         end: SystemTime,
         error: bool,
-        mut attributes: Vec<KeyValue>,
-    ) -> Vec<Span> {
+        mut attributes: Attributes,
+    ) -> Vec<Vec<u8>> {
         let c = &self.context;
         let max = self.spec.provider.max_tag_length;
         let mut out = Vec::with_capacity(1 + self.attempts.len());
         for a in &self.attempts {
             out.push(client_span(c, a, a.ended.unwrap_or(end), max, &self.tags));
         }
-        attributes.extend(self.tags.iter().cloned());
+        attributes.extend(&self.tags);
         out.push(
             SpanParts {
                 trace_id: c.trace_id,
@@ -175,7 +170,7 @@ impl RequestTrace {
                 error,
                 attributes,
             }
-            .build(),
+            .encode(),
         );
         out
     }
@@ -200,7 +195,7 @@ pub(crate) struct MirrorTrace {
     /// The spans' resource.
     pub resource: Arc<str>,
     /// The custom tags' values.
-    pub tags: Vec<KeyValue>,
+    pub tags: Attributes,
 }
 
 /// The span of an upstream exchange of a traced request.
@@ -209,31 +204,26 @@ pub(crate) fn client_span(
     c: &ClientSpan,
     end: SystemTime,
     max_len: usize,
-    tags: &[KeyValue],
-) -> Span {
-    let mut attributes = vec![
-        attribute("component", "proxy", max_len),
-        attribute("upstream_cluster", &c.cluster, max_len),
-        attribute("upstream_cluster.name", &c.cluster, max_len),
-    ];
+    tags: &Attributes,
+) -> Vec<u8> {
+    let mut attributes = Attributes::new(max_len);
+    attributes.add("component", "proxy");
+    attributes.add("upstream_cluster", &c.cluster);
+    attributes.add("upstream_cluster.name", &c.cluster);
     if let Some(address) = c.upstream {
-        attributes.push(attribute("upstream_address", &address.to_string(), max_len));
+        attributes.add_display("upstream_address", address);
     }
     if c.status != 0 {
-        attributes.push(attribute(
-            "http.status_code",
-            &c.status.to_string(),
-            max_len,
-        ));
+        attributes.add_display("http.status_code", c.status);
     }
     if let Some(why) = c.error {
-        attributes.push(attribute("error.message", why, max_len));
+        attributes.add("error.message", why);
     }
     let error = c.error.is_some() || c.status >= 500;
     if error {
-        attributes.push(attribute("error", "true", max_len));
+        attributes.add("error", "true");
     }
-    attributes.extend(tags.iter().cloned());
+    attributes.extend(tags);
     SpanParts {
         trace_id: context.trace_id,
         span_id: c.span_id,
@@ -247,7 +237,7 @@ pub(crate) fn client_span(
         error,
         attributes,
     }
-    .build()
+    .encode()
 }
 
 /// Envoy's name for the upstream cluster of `hostname`, `port` and `subset`.
