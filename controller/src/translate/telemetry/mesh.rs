@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use api::waypoint::TracingProvider;
 
 use super::super::last_good::LastGood;
+use super::super::options::DOMAIN_SUFFIX;
 use super::super::routes::{Catalog, Obj};
 use super::super::service_key::ServiceKey;
-use crate::model::telemetry::{
-    MESH_CONFIG_KEY, MESH_CONFIG_MAP, MeshConfig, ReadMeshConfig, read_mesh_config,
-};
+use crate::model::mesh_config::{ReadMeshConfig, read_mesh_config};
+use crate::model::telemetry::{MESH_CONFIG_KEY, MESH_CONFIG_MAP, MeshConfig};
 use crate::model::{Object, ObjectKey, Problem, WARNING_PREFIX};
 
 /// Istio's sampling percentage when nothing sets one (`defaultConfig.tracing.sampling`).
@@ -284,7 +284,7 @@ fn otlp(
 /// domain, or `<name>.<namespace>`.
 fn service_of(hostname: &str) -> Option<ServiceKey> {
     let host = hostname.trim_end_matches('.');
-    let suffix = format!(".svc.{}", super::super::DOMAIN_SUFFIX);
+    let suffix = format!(".svc.{DOMAIN_SUFFIX}");
     let short = host
         .strip_suffix(&suffix)
         .or_else(|| host.strip_suffix(".svc"))
