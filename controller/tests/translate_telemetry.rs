@@ -628,3 +628,36 @@ fn a_mesh_config_outside_the_root_namespace_is_not_read() {
     );
     assert_eq!(shop(&t).tracing_providers, [otel()]);
 }
+
+#[test]
+fn tracing_without_any_provider_is_reported_once_per_service() {
+    let sampling_only = "\
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing: [{randomSamplingPercentage: 10.0}]
+";
+    let t = run_with(&[sampling_only]);
+    assert_eq!(tracing_of(&t, "orders"), None);
+    let found: Vec<&Problem> = t
+        .problems
+        .iter()
+        .filter(|p| p.field == "spec.tracing[0].providers")
+        .collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0]
+            .message
+            .contains("no spans are recorded for Service shop/orders"),
+        "{}",
+        found[0]
+    );
+    // With the mesh's default provider, the same Telemetry only sets the sampling.
+    let t = run_with(&[MESH_CONFIG, sampling_only]);
+    assert_eq!(
+        tracing_of(&t, "orders").map(|t| (t.provider, t.random_sampling_percentage)),
+        Some(("otel".to_string(), 10.0))
+    );
+    assert!(findings(&t, "Telemetry").is_empty());
+}

@@ -5,6 +5,8 @@
 
 #[path = "controller/check.rs"]
 mod check;
+#[path = "controller/telemetry.rs"]
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

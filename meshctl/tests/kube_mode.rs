@@ -20,7 +20,7 @@ fn check_passes_on_a_healthy_cluster_reaching_the_controller_through_the_service
     );
     assert_eq!(run.line("✔ the API server"), api);
     for line in [
-        "✔ the 7 CRDs of the mesh are installed",
+        "✔ the 8 CRDs of the mesh are installed",
         "✔ the 3 CRDs of the Gateway API are installed",
         "✔ the controller Deployment is available (1/1 ready)",
         "✔ the controller is ready",
@@ -189,20 +189,20 @@ fn check_fails_when_the_controller_answers_503_to_ready() {
 
 #[test]
 fn analyze_reports_an_object_of_a_kind_the_mesh_does_not_read_served_by_the_cluster() {
-    let telemetry = json!({"metadata": metadata("shop", "metrics"),
-                           "spec": {"metrics": [{"providers": [{"name": "prometheus"}]}]}});
+    let sidecar = json!({"metadata": metadata("shop", "default"),
+                         "spec": {"egress": [{"hosts": ["./*"]}]}});
     let cluster = Cluster::serve(healthy().json(
-        "/apis/telemetry.istio.io/v1/telemetries",
-        list("Telemetry", vec![telemetry]),
+        "/apis/networking.istio.io/v1/sidecars",
+        list("Sidecar", vec![sidecar]),
     ));
     let run = cluster.meshctl(&["analyze"]);
     // A warning: the object has no effect, which loses a feature only.
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(
         run.stderr,
-        "kubernetes:Telemetry/shop/metrics: Telemetry shop/metrics: warning: Telemetry \
-         (telemetry.istio.io) is not read: telemetry settings are not read: metrics and access \
-         logs keep their defaults\n"
+        "kubernetes:Sidecar/shop/default: Sidecar shop/default: warning: Sidecar \
+         (networking.istio.io) is not read: it configures sidecars, and ambient proxies have \
+         none: it has no effect\n"
     );
     let paths = cluster.paths();
     for listed in [

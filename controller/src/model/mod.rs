@@ -4,6 +4,7 @@
 mod index;
 mod istio;
 mod kube;
+pub mod mesh_config;
 mod object;
 mod parse;
 mod problem;

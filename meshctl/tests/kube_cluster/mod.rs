@@ -238,6 +238,7 @@ pub fn healthy_crds() -> Vec<Value> {
         "envoyfilters.networking.istio.io",
         "trafficsplits.split.smi-spec.io",
         "serviceprofiles.linkerd.io",
+        "telemetries.telemetry.istio.io",
         "gateways.gateway.networking.k8s.io",
         "httproutes.gateway.networking.k8s.io",
         "grpcroutes.gateway.networking.k8s.io",

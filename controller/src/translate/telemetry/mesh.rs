@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use api::waypoint::TracingProvider;
 
 use super::super::last_good::LastGood;
+use super::super::options::DOMAIN_SUFFIX;
 use super::super::routes::{Catalog, Obj};
 use super::super::service_key::ServiceKey;
-use crate::model::telemetry::{
-    MESH_CONFIG_KEY, MESH_CONFIG_MAP, MeshConfig, ReadMeshConfig, read_mesh_config,
-};
+use crate::model::mesh_config::{ReadMeshConfig, read_mesh_config};
+use crate::model::telemetry::{MESH_CONFIG_KEY, MESH_CONFIG_MAP, MeshConfig};
 use crate::model::{Object, ObjectKey, Problem, WARNING_PREFIX};
 
 /// Istio's sampling percentage when nothing sets one (`defaultConfig.tracing.sampling`).
@@ -132,42 +132,7 @@ fn settings(
     };
     let config: &MeshConfig = &read.config;
     let mut out = MeshSettings::default();
-    let mut unsupported_kinds = Vec::new();
-    for (i, provider) in config.extension_providers.iter().enumerate() {
-        let at = format!("extensionProviders[{i}]");
-        let kinds = read.provider_kinds.get(i).cloned().unwrap_or_default();
-        if provider.name.is_empty() {
-            problems.push(warn(
-                format!("{at}.name"),
-                "missing: no Telemetry can name this provider".into(),
-            ));
-            continue;
-        }
-        if out.providers.contains_key(&provider.name) {
-            problems.push(warn(
-                format!("{at}.name"),
-                format!("{:?} is declared twice: the first is used", provider.name),
-            ));
-            continue;
-        }
-        let declared = match &provider.opentelemetry {
-            Some(otel) => otlp(&provider.name, otel, catalog, |field, message| {
-                problems.push(warn(format!("{at}.opentelemetry.{field}"), message));
-            }),
-            None => {
-                let kind = kinds.join(", ");
-                unsupported_kinds.extend(kinds.iter().map(|k| format!("{at}.{k}")));
-                let why = format!(
-                    "provider kind {kind} is not supported (only opentelemetry is): a Telemetry \
-                     naming {:?} records no spans",
-                    provider.name
-                );
-                problems.push(warn(at.clone(), why.clone()));
-                Declared::Unusable(why)
-            }
-        };
-        out.providers.insert(provider.name.clone(), declared);
-    }
+    let unsupported_kinds = declare_providers(read, catalog, &warn, &mut out, problems);
     let defaults = &config.default_providers;
     if let Some(first) = defaults.tracing.first() {
         let at = "defaultProviders.tracing[0]".to_string();
@@ -231,6 +196,54 @@ fn settings(
     out
 }
 
+/// Declares the extension providers of `read` in `out`; returns the paths of the providers'
+/// kinds that are not supported (each reported here, so not also as an unread field).
+fn declare_providers(
+    read: &ReadMeshConfig,
+    catalog: &Catalog<'_>,
+    warn: &impl Fn(String, String) -> Problem,
+    out: &mut MeshSettings,
+    problems: &mut Vec<Problem>,
+) -> Vec<String> {
+    let mut unsupported_kinds = Vec::new();
+    for (i, provider) in read.config.extension_providers.iter().enumerate() {
+        let at = format!("extensionProviders[{i}]");
+        let kinds = read.provider_kinds.get(i).cloned().unwrap_or_default();
+        if provider.name.is_empty() {
+            problems.push(warn(
+                format!("{at}.name"),
+                "missing: no Telemetry can name this provider".into(),
+            ));
+            continue;
+        }
+        if out.providers.contains_key(&provider.name) {
+            problems.push(warn(
+                format!("{at}.name"),
+                format!("{:?} is declared twice: the first is used", provider.name),
+            ));
+            continue;
+        }
+        let declared = match &provider.opentelemetry {
+            Some(otel) => otlp(&provider.name, otel, catalog, |field, message| {
+                problems.push(warn(format!("{at}.opentelemetry.{field}"), message));
+            }),
+            None => {
+                let kind = kinds.join(", ");
+                unsupported_kinds.extend(kinds.iter().map(|k| format!("{at}.{k}")));
+                let why = format!(
+                    "provider kind {kind} is not supported (only opentelemetry is): a Telemetry \
+                     naming {:?} records no spans",
+                    provider.name
+                );
+                problems.push(warn(at.clone(), why.clone()));
+                Declared::Unusable(why)
+            }
+        };
+        out.providers.insert(provider.name.clone(), declared);
+    }
+    unsupported_kinds
+}
+
 /// An OpenTelemetry provider: usable when it has a port; its service is looked up among the
 /// mesh's Services (`<name>.<namespace>.svc[.cluster.local]`).
 fn otlp(
@@ -284,7 +297,7 @@ fn otlp(
 /// domain, or `<name>.<namespace>`.
 fn service_of(hostname: &str) -> Option<ServiceKey> {
     let host = hostname.trim_end_matches('.');
-    let suffix = format!(".svc.{}", super::super::DOMAIN_SUFFIX);
+    let suffix = format!(".svc.{DOMAIN_SUFFIX}");
     let short = host
         .strip_suffix(&suffix)
         .or_else(|| host.strip_suffix(".svc"))

@@ -87,14 +87,14 @@ impl Resolver<'_> {
                 .metric_overrides
                 .extend(s.overrides.iter().cloned());
         }
+        // An unusable provider was reported on the Telemetry naming it.
+        let named = provider.is_some();
         let provider = match provider {
             Some(Provider::Named(name)) => Some(name.clone()),
             Some(Provider::Unusable) => None,
             None => self.mesh.default_tracing.clone(),
         };
-        if let (None, Some(s)) = (&provider, last_tracing)
-            && !s.tracing.as_ref().is_some_and(|t| t.provider.is_some())
-        {
+        if let (None, false, Some(s)) = (&provider, named, last_tracing) {
             problems.push(s.obj.problem(
                 "spec.tracing[0].providers",
                 format!(
