@@ -39,7 +39,8 @@ const PORT: u16 = 8080;
 /// The OTLP receiver, the mesh config declaring it and a mesh-wide Telemetry sampling
 /// `percentage`.
 fn tracing(percentage: &str) -> String {
-    namespace("observability", false)
+    "---\n".to_owned()
+        + &namespace("observability", false)
         + &format!(
             r#"apiVersion: v1
 kind: Pod
