@@ -295,6 +295,11 @@ fn main() {
     };
     std::thread::sleep(Duration::from_secs(1));
     let idle_rss = waypoint_rss(waypoint);
+    let collector = traced
+        .is_some()
+        .then(|| pod_pid(&sb, "observability", "collector"));
+    let collector_cpu = || collector.map_or(0.0, |pid| PathProcesses::cpu(&[pid]));
+    let collector_before = collector_cpu();
 
     println!(
         "HTTP pod to pod across two nodes, direct vs through ztunnel + waypoint: {} requests \
@@ -327,6 +332,10 @@ fn main() {
     }
     println!("waypoint RSS: {idle_rss:.1} MiB idle, {loaded_rss:.1} MiB after the runs");
     if traced.is_some() {
+        println!(
+            "OTLP receiver (same two cores, not counted in the path): {:.1} CPU seconds",
+            collector_cpu() - collector_before
+        );
         let metrics = sb
             .http("mesh/deploy/waypoint", "http://127.0.0.1:15020/metrics")
             .unwrap_or_default();
