@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "envoy/service/discovery/v3/ads.proto",
     "mesh/waypoint/v1/waypoint.proto",
     "mesh/ca/v1/trust_bundle.proto",
+    "mesh/telemetry/v1/access_logging.proto",
     "opentelemetry/proto/collector/trace/v1/trace_service.proto",
 ];
 

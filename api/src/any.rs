@@ -18,6 +18,12 @@ pub const TRUST_BUNDLE_TYPE_URL: &str = "type.googleapis.com/mesh.ca.v1.TrustBun
 /// The name of the one trust bundle resource.
 pub const TRUST_BUNDLE_NAME: &str = "default";
 
+/// Type URL of `mesh.telemetry.v1.AccessLogging` resources.
+pub const ACCESS_LOGGING_TYPE_URL: &str = "type.googleapis.com/mesh.telemetry.v1.AccessLogging";
+
+/// The name of the one access logging resource.
+pub const ACCESS_LOGGING_NAME: &str = "default";
+
 /// Packs `message` into an `Any` tagged `type.googleapis.com/<full name>`.
 pub fn pack<M: Name>(message: &M) -> Any {
     Any {
@@ -34,7 +40,7 @@ pub fn unpack<M: Name + Default>(any: &Any) -> Result<M, prost::DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{security, trust, waypoint, workload};
+    use crate::{security, telemetry, trust, waypoint, workload};
 
     #[test]
     fn type_urls_match_generated_names() {
@@ -42,6 +48,10 @@ mod tests {
         assert_eq!(security::Authorization::type_url(), AUTHORIZATION_TYPE_URL);
         assert_eq!(waypoint::Waypoint::type_url(), WAYPOINT_TYPE_URL);
         assert_eq!(trust::TrustBundle::type_url(), TRUST_BUNDLE_TYPE_URL);
+        assert_eq!(
+            telemetry::AccessLogging::type_url(),
+            ACCESS_LOGGING_TYPE_URL
+        );
     }
 
     #[test]

@@ -67,6 +67,13 @@ pub mod mesh {
             include!(concat!(env!("OUT_DIR"), "/mesh.ca.v1.rs"));
         }
     }
+    /// `mesh.telemetry.*` packages.
+    pub mod telemetry {
+        /// `mesh.telemetry.v1`: the node proxies' access log switches.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/mesh.telemetry.v1.rs"));
+        }
+    }
     /// `mesh.waypoint.*` packages.
     pub mod waypoint {
         /// `mesh.waypoint.v1`: waypoint configuration.

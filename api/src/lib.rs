@@ -13,6 +13,7 @@
 //!   (`mesh.waypoint.v1`), served as [`WAYPOINT_TYPE_URL`] resources;
 //! - [`trust`]: the mesh's trust bundle (`mesh.ca.v1`), served as
 //!   [`TRUST_BUNDLE_TYPE_URL`] resources;
+//! - [`telemetry`]: the node proxies' access log switches (`mesh.telemetry.v1`);
 //! - [`otlp`]: OpenTelemetry's trace export (OTLP over gRPC), which
 //!   waypoints send spans with.
 //!
@@ -31,8 +32,8 @@ mod generated;
 mod any;
 
 pub use any::{
-    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, TRUST_BUNDLE_NAME, TRUST_BUNDLE_TYPE_URL,
-    WAYPOINT_TYPE_URL, pack, unpack,
+    ACCESS_LOGGING_NAME, ACCESS_LOGGING_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
+    TRUST_BUNDLE_NAME, TRUST_BUNDLE_TYPE_URL, WAYPOINT_TYPE_URL, pack, unpack,
 };
 
 /// Re-exported so dependents use the same prost as the generated code.
@@ -71,6 +72,11 @@ pub use generated::istio::workload::zds;
 /// per waypoint, with its services' routes, upstream policies, rate limits
 /// and the authorization policies it enforces.
 pub use generated::mesh::waypoint::v1 as waypoint;
+
+/// The node proxies' access log switches (`mesh.telemetry.v1`): one
+/// [`telemetry::AccessLogging`] named [`ACCESS_LOGGING_NAME`], served as
+/// [`ACCESS_LOGGING_TYPE_URL`] resources.
+pub use generated::mesh::telemetry::v1 as telemetry;
 
 /// The trust bundle (`mesh.ca.v1`): one [`trust::TrustBundle`] named
 /// [`TRUST_BUNDLE_NAME`], served as [`TRUST_BUNDLE_TYPE_URL`] resources.

@@ -25,8 +25,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/";
 const DENY_NOTE: &str = "spec.action: unknown action \"ALOW\" (ALLOW, DENY, AUDIT, CUSTOM); the \
      policy denies every request to its workloads until it is fixed";
-const TELEMETRY_NOTE: &str = "no Service of namespace shop is served by a waypoint, and ztunnel \
-     does not read Telemetry yet: it has no effect";
+const TELEMETRY_NOTE: &str = "no Service of namespace shop is served by a waypoint: its tracing \
+     and metrics have no effect (ztunnel reads only accessLogging, mesh-wide or namespace-wide)";
 
 /// What the fake serves: lists by path; Events and statuses accepted, or Events refused, or
 /// Events gone (expired) when their series is updated.
@@ -154,9 +154,10 @@ async fn problems_of_a_cluster_become_events_on_their_objects() {
             "/apis/telemetry.istio.io/v1/telemetries",
             list(
                 "Telemetry",
-                vec![
-                    json!({"metadata": metadata("mesh-default", "tel-1"), "spec": {"tracing": []}}),
-                ],
+                vec![json!({
+                    "metadata": metadata("mesh-default", "tel-1"),
+                    "spec": {"metrics": [{"overrides": [{"disabled": true}]}]},
+                })],
             ),
         ),
     ]);

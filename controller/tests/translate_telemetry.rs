@@ -459,7 +459,7 @@ spec:
     assert!(cel.message.contains("CEL expression"), "{cel}");
     let tcp = problem(&t, "metrics", "spec.metrics[0].overrides[3].match.metric");
     assert!(
-        tcp.message.contains("ztunnel does not read Telemetry yet"),
+        tcp.message.contains("ztunnel reads only accessLogging"),
         "{tcp}"
     );
 }
@@ -523,7 +523,6 @@ spec:
     assert_eq!(
         found,
         [
-            at("lab/lab", ""),
             at("shop/by-label", "spec.selector"),
             at("shop/clients", "spec.accessLogging[0].filter"),
             at("shop/clients", "spec.accessLogging[0].providers[0].name"),
@@ -533,10 +532,21 @@ spec:
             at("shop/clients", "spec.tracing[0].match.mode"),
         ]
     );
-    let lab = problem(&t, "lab", "");
-    assert!(
-        lab.message.contains("ztunnel does not read Telemetry yet"),
-        "{lab}"
+    // Only access logging, in a namespace no waypoint serves: ztunnel acts on it, so it is
+    // no finding, and the node proxies' switches say so.
+    let (name, switches) = t
+        .snapshot
+        .of_type(api::ACCESS_LOGGING_TYPE_URL)
+        .next()
+        .expect("the access log switches");
+    assert_eq!(name, api::ACCESS_LOGGING_NAME);
+    let switches: api::telemetry::AccessLogging = api::unpack(&switches.body).unwrap();
+    assert_eq!(
+        switches,
+        api::telemetry::AccessLogging {
+            disabled: false,
+            namespaces: [("lab".to_string(), true)].into(),
+        }
     );
     let selector = problem(&t, "by-label", "spec.selector");
     assert!(selector.message.contains("use targetRefs"), "{selector}");

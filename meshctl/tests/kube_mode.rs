@@ -272,10 +272,15 @@ fn proxy_status_shows_a_stale_and_a_nacked_proxy() {
                 "AUTHORIZATION",
                 "WAYPOINT",
                 "TRUST_BUNDLE",
+                "ACCESS_LOG",
                 "CERT_EXPIRES"
             ],
-            vec!["ztunnel", "node1", "yes", "SYNCED", "SYNCED", "-", "-", "-"],
-            vec!["ztunnel", "node2", "yes", "SYNCED", "STALE", "-", "-", "-"],
+            vec![
+                "ztunnel", "node1", "yes", "SYNCED", "SYNCED", "-", "-", "-", "-"
+            ],
+            vec![
+                "ztunnel", "node2", "yes", "SYNCED", "STALE", "-", "-", "-", "-"
+            ],
             vec![
                 "waypoint",
                 "shop/waypoint-5d8f-xk2p",
@@ -287,6 +292,7 @@ fn proxy_status_shows_a_stale_and_a_nacked_proxy() {
                 "shop/r:",
                 "unknown",
                 "filter",
+                "-",
                 "-",
                 "-"
             ],

@@ -80,7 +80,10 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
         config.control.clone(),
         client_identity(&config),
         state.clone(),
-        vec![certs.trust_bundle_subscription()],
+        vec![
+            certs.trust_bundle_subscription(),
+            xds::access_logging_subscription(metrics.access_switch()),
+        ],
         stop_rx.clone(),
     ));
 

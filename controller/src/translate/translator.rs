@@ -89,7 +89,8 @@ impl Translator {
             admission: &admission,
         };
         let workloads = workloads::translate_workloads(&ctx, &mut problems);
-        let waypoint_configs = self.waypoint_configs(index, &waypoints, &bindings, &mut problems);
+        let (waypoint_configs, access_logging) =
+            self.waypoint_configs(index, &waypoints, &bindings, &mut problems);
 
         let mut snapshot = Snapshot::default();
         for w in workloads {
@@ -119,6 +120,11 @@ impl Translator {
         for (name, w) in waypoint_configs {
             snapshot.insert(api::WAYPOINT_TYPE_URL, name, api::pack(&w));
         }
+        snapshot.insert(
+            api::ACCESS_LOGGING_TYPE_URL,
+            api::ACCESS_LOGGING_NAME.to_owned(),
+            api::pack(&access_logging),
+        );
         Translation {
             snapshot: Snapshot::new(snapshot.resources),
             problems: dedup(problems),
@@ -126,14 +132,18 @@ impl Translator {
     }
 
     /// One configuration per waypoint: routes and policies of the services
-    /// it serves, and the authorization policies it enforces.
+    /// it serves, and the authorization policies it enforces; and the node proxies' access
+    /// log switches, from the same Telemetry resources.
     fn waypoint_configs(
         &mut self,
         index: &Index,
         waypoints: &waypoints::Waypoints,
         bindings: &bindings::Bindings,
         problems: &mut Vec<Problem>,
-    ) -> Vec<(String, api::waypoint::Waypoint)> {
+    ) -> (
+        Vec<(String, api::waypoint::Waypoint)>,
+        api::telemetry::AccessLogging,
+    ) {
         let opts = &self.options;
         let catalog = routes::Catalog::new(index, &opts.cluster_id);
         let sources = routes::collect(&catalog, &mut self.last_good_routes, problems);
@@ -159,19 +169,20 @@ impl Translator {
             bindings,
             root_namespace: &opts.root_namespace,
         };
-        telemetry::apply(
+        let access_logging = telemetry::apply(
             &inputs,
             &mut self.last_good_telemetry,
             &mut configs,
             problems,
         );
-        configs
+        let configs = configs
             .into_iter()
             .map(|(key, mut w)| {
                 w.authorization_policies = authz.remove(&key).unwrap_or_default();
                 (key.resource_name(), w)
             })
-            .collect()
+            .collect();
+        (configs, access_logging)
     }
 }
 

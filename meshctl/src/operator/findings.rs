@@ -152,7 +152,7 @@ mod tests {
              metadata: {name: p, namespace: shop}\nspec: {action: NOPE}\n---\n\
              apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
              metadata: {name: t, namespace: shop}\n\
-             spec: {accessLogging: [{disabled: true}]}\n",
+             spec: {metrics: [{overrides: [{disabled: true}]}]}\n",
             "kubernetes",
         );
         let fixed = objects(
@@ -166,7 +166,8 @@ mod tests {
         assert_eq!(
             all[0].text,
             "kubernetes: Telemetry shop/t: warning: no Service of namespace shop is served by a \
-             waypoint, and ztunnel does not read Telemetry yet: it has no effect",
+             waypoint: its tracing and metrics have no effect (ztunnel reads only accessLogging, \
+             mesh-wide or namespace-wide)",
             "{all:?}"
         );
         let broken = in_layers(Vec::new(), &[&fixed, &cluster], &cluster[..1]).unwrap();

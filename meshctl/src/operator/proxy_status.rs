@@ -10,12 +10,14 @@ use super::table::table;
 
 /// The xDS types shown, with their column names.
 /// The trust bundle's column says whether a proxy has loaded the roots served (what a root
-/// rotation waits for).
-pub const TYPES: [(&str, &str); 4] = [
+/// rotation waits for); the access log column, whether a ztunnel follows Telemetry's
+/// access logging switches.
+pub const TYPES: [(&str, &str); 5] = [
     (api::ADDRESS_TYPE_URL, "ADDRESSES"),
     (api::AUTHORIZATION_TYPE_URL, "AUTHORIZATION"),
     (api::WAYPOINT_TYPE_URL, "WAYPOINT"),
     (api::TRUST_BUNDLE_TYPE_URL, "TRUST_BUNDLE"),
+    (api::ACCESS_LOGGING_TYPE_URL, "ACCESS_LOG"),
 ];
 
 /// Which proxy: how the controller will name it.
@@ -197,15 +199,15 @@ mod tests {
             {"certificate": null}
         ]});
         let found = statuses(&expected, &syncz, &[Some(dump), None, None]);
-        assert_eq!(found[0].types, ["SYNCED", "STALE", "-", "SYNCED"]);
+        assert_eq!(found[0].types, ["SYNCED", "STALE", "-", "SYNCED", "-"]);
         assert_eq!(
             found[0].cert_expires.as_deref(),
             Some("2026-12-07T00:00:00Z")
         );
         assert!(!found[0].failing());
         assert!(!found[1].connected && found[1].failing());
-        assert_eq!(found[1].types, ["-", "-", "-", "-"]);
-        assert_eq!(found[2].types, ["-", "-", "NACK: bad route", "-"]);
+        assert_eq!(found[1].types, ["-", "-", "-", "-", "-"]);
+        assert_eq!(found[2].types, ["-", "-", "NACK: bad route", "-", "-"]);
         assert!(found[2].failing());
     }
 }

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+mod access_switch;
 mod limits;
+
+pub use access_switch::AccessLogSwitch;
 
 use hbone::LimitCounters;
 use prometheus_registry::{Registry, text};
@@ -127,6 +130,8 @@ pub struct Metrics {
     /// Prefix of the proxy's own (non-Istio) metric names.
     component: &'static str,
     limits: limits::Listeners,
+    /// Whose connections get access log lines.
+    access: Arc<AccessLogSwitch>,
 }
 
 /// The listener kind of HBONE servers in [`Metrics::connection_limits`].
@@ -144,10 +149,17 @@ impl Metrics {
             series: Registry::default(),
             component,
             limits: limits::Listeners::default(),
+            access: Arc::default(),
         };
         // Both proxies serve HBONE: its series exist (at zero) from the start.
         metrics.limits.get(HBONE_LISTENER);
         Arc::new(metrics)
+    }
+
+    /// The access log switches this registry's lines follow (ztunnel subscribes them to the
+    /// controller's; a proxy that does not writes every line).
+    pub fn access_switch(&self) -> Arc<AccessLogSwitch> {
+        self.access.clone()
     }
 
     /// The prefix of the proxy's own metric names (`ztunnel`, `waypoint`).
@@ -169,7 +181,8 @@ impl Metrics {
     }
 
     /// Counts `istio_tcp_connections_closed_total` and the byte totals, and writes the access
-    /// log line ("connection complete").
+    /// log line ("connection complete") unless the access log switches turn it off for the
+    /// namespace of the workload this side serves.
     ///
     /// As in Istio, `istio_tcp_received_bytes_total` counts what the client sent (the
     /// "request") and `istio_tcp_sent_bytes_total` what the server sent back, whichever side
@@ -184,7 +197,15 @@ impl Metrics {
                 .sent
                 .fetch_add(record.bytes_received, Ordering::Relaxed);
         });
-        access_log(record);
+        // The line belongs to the workload this side serves: the client's on the source
+        // side, the server's otherwise, as a Telemetry selects the proxies of its workloads.
+        let local = match record.labels.reporter {
+            Some(Reporter::Source) => &record.labels.source_workload_namespace,
+            _ => &record.labels.destination_workload_namespace,
+        };
+        if self.access.logs(local) {
+            access_log(record);
+        }
     }
 
     /// Prometheus text exposition of everything.

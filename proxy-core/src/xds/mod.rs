@@ -4,12 +4,14 @@
 //! controller is unreachable. Callers may add [`NamedSubscription`]s to other types (a
 //! waypoint's own configuration) on the same stream.
 
+mod access_logging;
 mod backoff;
 mod handler;
 mod held;
 mod named;
 mod node;
 
+pub use access_logging::access_logging_subscription;
 pub use backoff::Backoff;
 pub use named::{NamedSubscription, ResourceHandler};
 pub use node::{ClientIdentity, ROLE, node_id};

@@ -5,8 +5,9 @@
 //! The mesh config is read from the `istio` ConfigMap of the root namespace (key `mesh`), as
 //! Istio has it. A Telemetry applies, from least to most specific, mesh-wide (root namespace,
 //! no selector or target), namespace-wide, to a waypoint Gateway (`targetRefs`) or to a Service
-//! (`targetRefs`); see [`resolve`]. ztunnel does not read Telemetry: resources that could only
-//! concern it are reported.
+//! (`targetRefs`); see [`resolve`]. For ztunnel, only access logging, mesh-wide or
+//! namespace-wide, becomes the one `mesh.telemetry.v1.AccessLogging` resource
+//! ([`access_logging`]); what else could only concern it is reported.
 
 mod mesh;
 mod resolve;
@@ -14,6 +15,7 @@ mod resources;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use api::telemetry::AccessLogging;
 use api::waypoint::{TracingProvider, Waypoint};
 
 use super::bindings::{Bindings, WaypointKey};
@@ -48,13 +50,13 @@ pub(crate) struct Inputs<'a> {
 }
 
 /// Fills in the telemetry of every service of `configs` and each waypoint's tracing
-/// providers.
+/// providers, and returns the node proxies' access log switches.
 pub(crate) fn apply(
     inputs: &Inputs<'_>,
     memory: &mut TelemetryMemory,
     configs: &mut [(WaypointKey, Waypoint)],
     problems: &mut Vec<Problem>,
-) {
+) -> AccessLogging {
     let mesh = mesh::mesh_settings(
         inputs.catalog,
         inputs.root_namespace,
@@ -89,6 +91,27 @@ pub(crate) fn apply(
             .cloned()
             .collect::<Vec<TracingProvider>>();
     }
+    access_logging(&settings, inputs.root_namespace)
+}
+
+/// The node proxies' access log switches: the root namespace's namespace-wide Telemetry
+/// mesh-wide, each other namespace's for its own workloads.
+fn access_logging(settings: &[Settings], root_namespace: &str) -> AccessLogging {
+    let mut out = AccessLogging::default();
+    for s in settings
+        .iter()
+        .filter(|s| s.scopes.contains(&Scope::Namespace))
+    {
+        let Some(off) = s.access_log_disabled else {
+            continue;
+        };
+        if s.obj.namespace == root_namespace {
+            out.disabled = off;
+        } else {
+            out.namespaces.insert(s.obj.namespace.clone(), off);
+        }
+    }
+    out
 }
 
 /// Every Telemetry of the index, translated (or its last good translation), oldest first; of

@@ -25,7 +25,7 @@ const REQUEST_METRICS: &[&str] = &[
     "GRPC_RESPONSE_MESSAGES",
 ];
 
-/// Istio's TCP metrics: reported by ztunnel, which does not read Telemetry.
+/// Istio's TCP metrics: reported by ztunnel, which reads only access logging switches.
 const TCP_METRICS: &[&str] = &[
     "TCP_OPENED_CONNECTIONS",
     "TCP_CLOSED_CONNECTIONS",
@@ -33,7 +33,7 @@ const TCP_METRICS: &[&str] = &[
     "TCP_RECEIVED_BYTES",
 ];
 
-const ZTUNNEL: &str = "ztunnel does not read Telemetry yet";
+const ZTUNNEL: &str = "ztunnel reads only accessLogging, mesh-wide or namespace-wide";
 
 /// What the checks of a Telemetry look up.
 pub(crate) struct Context<'a> {
@@ -133,6 +133,20 @@ pub(crate) fn settings(
     for (j, entry) in spec.metrics.iter().enumerate() {
         metrics(j, entry, &mut overrides, &mut warn);
     }
+    let namespace = &obj.namespace;
+    if scopes == [Scope::Namespace]
+        && *namespace != ctx.root_namespace
+        && !namespace_served(ctx, namespace)
+        && (tracing.is_some() || !overrides.is_empty())
+    {
+        warn(
+            String::new(),
+            format!(
+                "no Service of namespace {namespace} is served by a waypoint: its tracing and \
+                 metrics have no effect ({ZTUNNEL})"
+            ),
+        );
+    }
     Ok(Settings {
         obj: obj.clone(),
         scopes,
@@ -140,6 +154,14 @@ pub(crate) fn settings(
         access_log_disabled,
         overrides,
     })
+}
+
+/// Whether a waypoint serves any Service of `namespace`.
+fn namespace_served(ctx: &Context<'_>, namespace: &str) -> bool {
+    ctx.bindings
+        .services
+        .keys()
+        .any(|k| k.namespace == namespace)
 }
 
 /// Where `telemetry` applies for the waypoint: warns about a selector (Istio applies
@@ -157,11 +179,7 @@ fn scopes(
             .services
             .contains_key(&ServiceKey::new(namespace, name))
     };
-    let namespace_served = ctx
-        .bindings
-        .services
-        .keys()
-        .any(|k| &k.namespace == namespace);
+    let namespace_served = namespace_served(ctx, namespace);
     let targets: Vec<(String, &PolicyTargetReference)> = match &spec.target_ref {
         Some(one) => vec![("spec.targetRef".to_string(), one)],
         None => spec
@@ -183,15 +201,6 @@ fn scopes(
         return Vec::new();
     }
     if targets.is_empty() {
-        if namespace != ctx.root_namespace && !namespace_served {
-            warn(
-                String::new(),
-                format!(
-                    "no Service of namespace {namespace} is served by a waypoint, and {ZTUNNEL}: \
-                     it has no effect"
-                ),
-            );
-        }
         return vec![Scope::Namespace];
     }
     let mut out = Vec::new();
