@@ -12,6 +12,7 @@
 //! (process CPU and memory, run settings), and [`traces`] (the spans an OTLP receiver
 //! pod holds).
 
+pub mod examples;
 pub mod manifests;
 pub mod measure;
 pub mod mesh;

@@ -5,9 +5,9 @@
 //! access log lines and relabels its metrics; a collector that is gone costs requests nothing
 //! and its spans are counted as failed.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use e2e::examples::{folder as example, yaml as example_yaml};
 use e2e::mesh::wait_ready;
 use e2e::metrics::metric_sum;
 use e2e::traces::{ReceivedSpan, by_trace, received_spans};
@@ -26,27 +26,6 @@ const WAYPOINT: &str = "shop/deploy/waypoint";
 const SPANS_PER_TRACE: usize = 6;
 /// The hops, in order.
 const HOPS: [&str; 3] = ["frontend", "orders", "payments"];
-
-fn example(folder: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(folder)
-}
-
-/// An example folder's manifests as one YAML text.
-fn example_yaml(folder: &str) -> String {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(example(folder))
-        .expect("example folder")
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).expect("manifest"))
-        .collect::<Vec<_>>()
-        .join("\n---\n")
-}
 
 /// A fresh id of `n` hex digits (never all zero).
 fn fresh_hex(n: usize) -> String {

@@ -30,26 +30,12 @@ const READY_URL: &str = "http://127.0.0.1:15021/healthz/ready";
 
 /// A folder of `examples/l7`.
 pub fn example(folder: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/l7")
-        .join(folder)
+    e2e::examples::folder(&format!("l7/{folder}"))
 }
 
-/// The manifests of an example folder (its `.yaml` files in name order) as one YAML text.
+/// The manifests of an `examples/l7` folder as one YAML text.
 pub fn example_yaml(folder: &str) -> String {
-    let dir = example(folder);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{} holds no manifests", dir.display());
-    files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())))
-        .collect::<Vec<_>>()
-        .join("\n---\n")
+    e2e::examples::yaml(&format!("l7/{folder}"))
 }
 
 /// `meshctl apply` of an example folder.
