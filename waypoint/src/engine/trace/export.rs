@@ -1,5 +1,6 @@
 //! Span export: finished spans go into a bounded queue (a full queue drops the span and
-//! counts it, never blocking a request); one task takes them in batches and sends each batch
+//! counts it, never blocking a request); one task, woken once per batch (full, or a second
+//! after its first span) rather than per span, takes them in batches and sends each batch
 //! to its provider's collector as an OTLP/gRPC `TraceService/Export` call over the mesh (an
 //! endpoint of the collector's service, through the waypoint's own upstream connections:
 //! HBONE to ambient pods, plain TCP otherwise). One export is in flight at a time, under a
@@ -17,7 +18,7 @@ use api::prost::Message;
 use api::prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use http_body_util::BodyExt;
 use prometheus_registry::text;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::super::body;
 use super::super::origin::Caller;
@@ -60,6 +61,8 @@ pub(crate) struct Tracer {
     pending: Mutex<Option<mpsc::Receiver<Finished>>>,
     started: OnceLock<()>,
     counters: Arc<Counters>,
+    /// Wakes the export task once a batch is waiting, rather than for every span.
+    full: Arc<Notify>,
 }
 
 impl Default for Tracer {
@@ -70,6 +73,7 @@ impl Default for Tracer {
             pending: Mutex::new(Some(pending)),
             started: OnceLock::new(),
             counters: Arc::default(),
+            full: Arc::default(),
         }
     }
 }
@@ -80,7 +84,8 @@ impl Tracer {
         self.started.get_or_init(|| {
             let receiver = self.pending.lock().ok().and_then(|mut p| p.take());
             if let Some(receiver) = receiver {
-                tokio::spawn(run(receiver, upstream.clone(), self.counters.clone()));
+                let (full, counters) = (self.full.clone(), self.counters.clone());
+                tokio::spawn(run(receiver, full, upstream.clone(), counters));
             }
         });
     }
@@ -95,6 +100,8 @@ impl Tracer {
         };
         if self.queue.try_send(finished).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        } else if QUEUE - self.queue.capacity() >= BATCH {
+            self.full.notify_one();
         }
     }
 
@@ -124,33 +131,51 @@ impl Tracer {
 /// Takes batches off the queue and exports them, until every sender is gone.
 async fn run(
     mut queue: mpsc::Receiver<Finished>,
+    full: Arc<Notify>,
     upstream: Arc<dyn UpstreamClient>,
     counters: Arc<Counters>,
 ) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + FLUSH;
-        while batch.len() < BATCH {
-            match tokio::time::timeout_at(deadline, queue.recv()).await {
-                Ok(Some(span)) => batch.push(span),
-                Ok(None) | Err(_) => break,
+        // The batch fills without a wake per span: a full batch (signalled by `submit`) or
+        // the flush time ends the wait.
+        let _ = tokio::time::timeout(FLUSH, full.notified()).await;
+        loop {
+            while batch.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(span) => batch.push(span),
+                    Err(_) => break,
+                }
+            }
+            let more = batch.len() == BATCH;
+            export_batch(&upstream, &counters, std::mem::take(&mut batch)).await;
+            if !more {
+                break;
             }
         }
-        for group in by_destination(batch) {
-            let n = group.spans.len() as u64;
-            let provider = group.provider.clone();
-            let sent = tokio::time::timeout(EXPORT_TIMEOUT, export(&upstream, group)).await;
-            let why = match sent {
-                Ok(Ok(())) => {
-                    counters.exported.fetch_add(n, Ordering::Relaxed);
-                    continue;
-                }
-                Ok(Err(why)) => why,
-                Err(_) => "timed out".to_owned(),
-            };
-            tracing::debug!(provider = %provider.name, why, "span export failed");
-            counters.failed.fetch_add(n, Ordering::Relaxed);
-        }
+    }
+}
+
+/// Exports one batch, a call per collector and resource, and counts the outcome.
+async fn export_batch(
+    upstream: &Arc<dyn UpstreamClient>,
+    counters: &Counters,
+    batch: Vec<Finished>,
+) {
+    for group in by_destination(batch) {
+        let n = group.spans.len() as u64;
+        let provider = group.provider.clone();
+        let sent = tokio::time::timeout(EXPORT_TIMEOUT, export(upstream, group)).await;
+        let why = match sent {
+            Ok(Ok(())) => {
+                counters.exported.fetch_add(n, Ordering::Relaxed);
+                continue;
+            }
+            Ok(Err(why)) => why,
+            Err(_) => "timed out".to_owned(),
+        };
+        tracing::debug!(provider = %provider.name, why, "span export failed");
+        counters.failed.fetch_add(n, Ordering::Relaxed);
     }
 }
 
