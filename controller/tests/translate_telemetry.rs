@@ -422,11 +422,6 @@ spec:
                 disabled: false,
             },
             MetricOverride {
-                metric: "GRPC_REQUEST_MESSAGES".into(),
-                disabled: true,
-                ..MetricOverride::default()
-            },
-            MetricOverride {
                 metric: "ALL_METRICS".into(),
                 upsert_tags: vec![header("e", "all")],
                 ..MetricOverride::default()
@@ -446,6 +441,7 @@ spec:
         [
             "spec.metrics[0].reportingInterval",
             "spec.metrics[0].overrides[0].tagOverrides[c].value",
+            "spec.metrics[0].overrides[1].match.metric",
             "spec.metrics[0].overrides[2].match.customMetric",
             "spec.metrics[0].overrides[3].match.metric",
             "spec.metrics[0].overrides[4].match.mode",
@@ -457,6 +453,8 @@ spec:
         "spec.metrics[0].overrides[0].tagOverrides[c].value",
     );
     assert!(cel.message.contains("CEL expression"), "{cel}");
+    let grpc = problem(&t, "metrics", "spec.metrics[0].overrides[1].match.metric");
+    assert!(grpc.message.contains("does not record"), "{grpc}");
     let tcp = problem(&t, "metrics", "spec.metrics[0].overrides[3].match.metric");
     assert!(
         tcp.message.contains("ztunnel reads only accessLogging"),

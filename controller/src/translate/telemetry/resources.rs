@@ -21,9 +21,10 @@ const REQUEST_METRICS: &[&str] = &[
     "REQUEST_DURATION",
     "REQUEST_SIZE",
     "RESPONSE_SIZE",
-    "GRPC_REQUEST_MESSAGES",
-    "GRPC_RESPONSE_MESSAGES",
 ];
+
+/// Istio's gRPC message counts, which the waypoint does not record.
+const GRPC_MESSAGE_METRICS: &[&str] = &["GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES"];
 
 /// Istio's TCP metrics: reported by ztunnel, which reads only access logging switches.
 const TCP_METRICS: &[&str] = &[
@@ -446,6 +447,12 @@ fn metric_override(
         return Err((
             format!("{at}.match.metric"),
             format!("{metric} is reported by ztunnel, and {ZTUNNEL}"),
+        ));
+    }
+    if GRPC_MESSAGE_METRICS.contains(&metric) {
+        return Err((
+            format!("{at}.match.metric"),
+            format!("the waypoint does not record {metric}: this override has no effect"),
         ));
     }
     if !REQUEST_METRICS.contains(&metric) {
