@@ -75,8 +75,10 @@ impl RequestTrace {
         headers: &HeaderMap,
     ) -> Self {
         let context = Continued::from(incoming, spec.percentage);
-        let mut tags = Attributes::new(spec.provider.max_tag_length);
+        // Nothing allocated for a trace that records no span.
+        let mut tags = Attributes::default();
         if context.sampled && spec.report {
+            tags = Attributes::new(spec.provider.max_tag_length);
             for (tag, value) in &spec.tags {
                 let v = match value {
                     TagValue::Fixed(v) => v.as_str(),
