@@ -21,6 +21,7 @@ mod pod;
 pub mod ports;
 pub mod resolve;
 pub mod socket;
+mod source_ports;
 mod tapped;
 
 pub use context::PodContext;

@@ -10,8 +10,11 @@ use std::cell::{Cell, OnceCell};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
 
 use nix::sched::{CloneFlags, setns};
+
+use super::source_ports::SourcePorts;
 
 /// The calling thread's own network namespace (not the process's: threads may differ).
 const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
@@ -40,6 +43,8 @@ impl NsId {
 /// A network namespace the proxy creates sockets in.
 pub struct PodNetns {
     fd: OwnedFd,
+    /// The namespace's ephemeral ports, read on the first connection from a client's address.
+    source_ports: OnceLock<SourcePorts>,
 }
 
 impl std::fmt::Debug for PodNetns {
@@ -51,7 +56,17 @@ impl std::fmt::Debug for PodNetns {
 impl PodNetns {
     /// Wraps an open network namespace file descriptor (from ZDS).
     pub fn new(fd: OwnedFd) -> Self {
-        Self { fd }
+        Self {
+            fd,
+            source_ports: OnceLock::new(),
+        }
+    }
+
+    /// The ports connections from a client's address take, in turn. Call it inside
+    /// [`PodNetns::run`] of this namespace: the first call reads the namespace's settings.
+    pub(crate) fn source_ports(&self) -> &SourcePorts {
+        self.source_ports
+            .get_or_init(SourcePorts::of_current_namespace)
     }
 
     /// Opens the namespace file at `path` (e.g. `/var/run/netns/<name>` or

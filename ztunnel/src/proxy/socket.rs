@@ -4,9 +4,10 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use nix::sys::socket::{setsockopt, sockopt};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::netns::PodNetns;
 
@@ -73,9 +74,13 @@ fn set_transparent(socket: &Socket, ipv6: bool) -> io::Result<()> {
     }
 }
 
+/// Choices of source port tried for a connection from a client's address before the choice
+/// is left to the kernel.
+const SOURCE_PORT_TRIES: usize = 8;
+
 /// A TCP socket inside `netns`, marked, ready to connect to `peer`.
 ///
-/// With `source`, the socket is bound to that IP (port chosen by the kernel) with
+/// With `source`, the socket is bound to that IP (port chosen by the kernel at connect) with
 /// IP_TRANSPARENT and IP_FREEBIND, so the connection leaves from an address that is not the
 /// pod's: the original client's. If that cannot be arranged the connection still goes ahead
 /// from the pod's own address, as Istio does, with a warning.
@@ -85,16 +90,11 @@ pub fn upstream_socket(
     source: Option<IpAddr>,
 ) -> io::Result<TcpSocket> {
     let peer = canonical(peer);
-    // An IPv4 client can only be impersonated towards an IPv4 peer.
-    let source = source
-        .map(canonical_ip)
-        .filter(|ip| ip.is_ipv4() == peer.is_ipv4());
+    let source = impersonable(source, peer);
     let socket = netns.run(|| {
-        let socket = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_mark(PROXY_MARK)?;
-        socket.set_nonblocking(true)?;
+        let socket = new_socket(peer)?;
         if let Some(ip) = source
-            && let Err(e) = bind_foreign(&socket, ip)
+            && let Err(e) = bind_foreign(&socket, SocketAddr::new(ip, 0))
         {
             warn!(source = %ip, error = %e, "cannot connect from the client's address; using the pod's");
         }
@@ -103,27 +103,86 @@ pub fn upstream_socket(
     Ok(TcpSocket::from_std_stream(socket.into()))
 }
 
-fn bind_foreign(socket: &Socket, ip: IpAddr) -> io::Result<()> {
-    if ip.is_ipv4() {
+/// `source` as an address a connection to `peer` can leave from: an IPv4 client can only be
+/// impersonated towards an IPv4 peer.
+fn impersonable(source: Option<IpAddr>, peer: SocketAddr) -> Option<IpAddr> {
+    source
+        .map(canonical_ip)
+        .filter(|ip| ip.is_ipv4() == peer.is_ipv4())
+}
+
+fn new_socket(peer: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_mark(PROXY_MARK)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Binds `socket` to `source`, an address not the pod's. Port 0 leaves the port to
+/// `connect` (IP_BIND_ADDRESS_NO_PORT), which picks one free for the whole 4-tuple rather
+/// than one free for the IP alone; a given port is shared (SO_REUSEADDR) with sockets of
+/// other 4-tuples and with TIME_WAIT ones, and `connect` refuses it if the 4-tuple is taken.
+fn bind_foreign(socket: &Socket, source: SocketAddr) -> io::Result<()> {
+    if source.is_ipv4() {
         socket.set_freebind_v4(true)?;
     } else {
         socket.set_freebind_v6(true)?;
     }
-    set_transparent(socket, ip.is_ipv6())?;
-    socket.bind(&SocketAddr::new(ip, 0).into())
+    set_transparent(socket, source.is_ipv6())?;
+    if source.port() == 0 {
+        // An optimisation only: a kernel without the option still works.
+        if let Err(e) = setsockopt(socket, sockopt::IpBindAddressNoPort, &true) {
+            debug!(error = %e, "IP_BIND_ADDRESS_NO_PORT not set");
+        }
+    } else {
+        socket.set_reuse_address(true)?;
+    }
+    socket.bind(&source.into())
 }
 
-/// Connects to `peer` from inside `netns` (see [`upstream_socket`]).
+/// Connects to `peer` from inside `netns` (see [`upstream_socket`]); from `source`, the
+/// pod's source ports are taken in turn (see [`super::source_ports`]).
 pub async fn connect(
     netns: &PodNetns,
     peer: SocketAddr,
     source: Option<IpAddr>,
 ) -> io::Result<TcpStream> {
-    let stream = upstream_socket(netns, peer, source)?
-        .connect(canonical(peer))
-        .await?;
+    let peer = canonical(peer);
+    let stream = match impersonable(source, peer) {
+        Some(ip) => connect_from_client(netns, peer, ip).await?,
+        None => upstream_socket(netns, peer, None)?.connect(peer).await?,
+    };
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+async fn connect_from_client(
+    netns: &PodNetns,
+    peer: SocketAddr,
+    ip: IpAddr,
+) -> io::Result<TcpStream> {
+    // Inside the namespace: the first call reads the pod's port settings.
+    let ports = netns.run(|| Ok(netns.source_ports()))?;
+    for port in (0..SOURCE_PORT_TRIES).map_while(|_| ports.next_port()) {
+        let bound = netns.run(|| {
+            let socket = new_socket(peer)?;
+            bind_foreign(&socket, SocketAddr::new(ip, port))?;
+            Ok(socket)
+        });
+        let socket = match bound {
+            Ok(socket) => TcpSocket::from_std_stream(socket.into()),
+            // Held by a socket that does not share it (a listener of the app's, say).
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            // Impersonation itself failed: the kernel's way below reports it and falls back.
+            Err(_) => break,
+        };
+        match socket.connect(peer).await {
+            // The 4-tuple is taken (in TIME_WAIT, most often): the next port.
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => continue,
+            result => return result,
+        }
+    }
+    upstream_socket(netns, peer, Some(ip))?.connect(peer).await
 }
 
 /// The destination a REDIRECTed connection was addressed to (SO_ORIGINAL_DST), trying the
@@ -241,6 +300,55 @@ mod tests {
         assert_eq!(client.local_addr().unwrap().ip(), source);
         let sock = SockRef::from(&client);
         assert!(sock.ip_transparent_v4().unwrap());
+    }
+
+    #[tokio::test]
+    async fn connections_from_a_client_take_the_pods_ports_in_turn() {
+        let netns = namespace_with_loopback();
+        // Bound first, so that its own port is not one of the few the pod is given below.
+        let listener = bind_listener(&netns, 0, false).unwrap();
+        netns
+            .run(|| {
+                let set = |name: &str, value: &str| {
+                    std::fs::write(format!("/proc/sys/net/ipv4/{name}"), value)
+                };
+                set("ip_local_port_range", "40000 40003")?;
+                set("ip_local_reserved_ports", "40001")?;
+                // Loopback would reuse TIME_WAIT 4-tuples (the default 2 means loopback only).
+                set("tcp_tw_reuse", "0")
+            })
+            .unwrap();
+        let peer: SocketAddr = ([127, 0, 0, 1], listener.local_addr().unwrap().port()).into();
+        let source: IpAddr = [127, 0, 0, 9].into();
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            let (client, accepted) =
+                tokio::join!(connect(&netns, peer, Some(source)), listener.accept());
+            open.push((client.unwrap(), accepted.unwrap().0));
+        }
+        let ports: std::collections::BTreeSet<u16> = open
+            .iter()
+            .map(|(client, _)| client.local_addr().unwrap().port())
+            .collect();
+        assert_eq!(ports, [40000, 40002, 40003].into());
+
+        // Every port is in use towards this peer: each try is refused, the kernel finds none.
+        let refused = connect(&netns, peer, Some(source)).await.unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::AddrNotAvailable);
+
+        // The proxy's side closes first, as when a client hangs up: the 4-tuples linger in
+        // TIME_WAIT, which the kernel lets an explicitly bound port take over (timestamps
+        // guard it), so the pod's ports serve again at once.
+        for (client, mut server) in open {
+            drop(client);
+            let mut rest = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut server, &mut rest)
+                .await
+                .unwrap();
+        }
+        let (again, _accepted) =
+            tokio::join!(connect(&netns, peer, Some(source)), listener.accept());
+        assert!(ports.contains(&again.unwrap().local_addr().unwrap().port()));
     }
 
     #[tokio::test]
