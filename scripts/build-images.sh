@@ -2,7 +2,8 @@
 # Builds the container images of the controller, ztunnel (proxy and node agent) and the
 # waypoint from the binaries cargo built, then runs each in a container and prints its size.
 #
-#   scripts/build-images.sh [--profile debug|release] [--tag T] [--tool docker|podman|buildah]
+#   scripts/build-images.sh [--profile debug|release] [--registry R] [--tag T]
+#                           [--tool docker|podman|buildah]
 #
 # Each image is `FROM scratch` plus a root file system assembled here: the stripped binary,
 # the shared libraries `ldd` lists (and the dynamic loader), /etc/passwd and /etc/group, and
@@ -11,9 +12,10 @@
 # are images/<component>.Containerfile. Build first: `cargo build [--release] -p controller
 # -p ztunnel -p waypoint`.
 #
-# The tool is the first of docker, podman, buildah that can actually build (a docker client
-# without a reachable engine is skipped). Exits non-zero, naming what failed, if an image
-# does not build or does not run.
+# Images are named <registry>/<component>:<tag>, by default as the manifests name them
+# (ghcr.io/ambient-mesh/<component>:0.1.0). The tool is the first of docker, podman and
+# buildah that can actually build (a docker client without a reachable engine is skipped).
+# Exits non-zero, naming what failed, if an image does not build or does not run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +26,8 @@ tag=0.1.0
 tool=
 
 usage() {
-  sed -n 's|^#   \(scripts/build-images.sh .*\)|usage: \1|p' "$0" >&2
+  echo "usage: scripts/build-images.sh [--profile debug|release] [--registry R] [--tag T]" \
+    "[--tool docker|podman|buildah]" >&2
   exit "${1:-2}"
 }
 
@@ -36,6 +39,7 @@ fail() {
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile=${2:?--profile needs debug or release}; shift 2 ;;
+    --registry) REGISTRY=${2:?--registry needs a value}; shift 2 ;;
     --tag) tag=${2:?--tag needs a value}; shift 2 ;;
     --tool) tool=${2:?--tool needs docker, podman or buildah}; shift 2 ;;
     -h | --help) usage 0 ;;

@@ -37,7 +37,12 @@ impl Engine {
         [("docker", vec![]), ("podman", podman)]
             .into_iter()
             .map(|(program, global)| Engine { program, global })
-            .find(|engine| engine.command(&["info"]).output().is_ok_and(|o| o.status.success()))
+            .find(|engine| {
+                engine
+                    .command(&["info"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -108,7 +113,12 @@ impl ManifestContainer {
     fn run_flags(&self, engine: &Engine) -> Vec<String> {
         let mut flags: Vec<String> = ["--rm", "--network=none"]
             .into_iter()
-            .chain(["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"])
+            .chain([
+                "--ulimit",
+                "nofile=4096:4096",
+                "--ulimit",
+                "nproc=4096:4096",
+            ])
             .map(str::to_string)
             .collect();
         if let Some(uid) = self.security_id("runAsUser") {
@@ -122,13 +132,20 @@ impl ManifestContainer {
                 flags.push("--read-only-tmpfs=false".into());
             }
         }
-        if self.security("allowPrivilegeEscalation").and_then(Value::as_bool) == Some(false) {
+        if self
+            .security("allowPrivilegeEscalation")
+            .and_then(Value::as_bool)
+            == Some(false)
+        {
             flags.push("--security-opt=no-new-privileges".into());
         }
         let capabilities = &self.container["securityContext"]["capabilities"];
         for (flag, list) in [("--cap-drop", "drop"), ("--cap-add", "add")] {
             for cap in capabilities[list].as_sequence().into_iter().flatten() {
-                flags.push(format!("{flag}={}", cap.as_str().expect("a capability name")));
+                flags.push(format!(
+                    "{flag}={}",
+                    cap.as_str().expect("a capability name")
+                ));
             }
         }
         if let Some(command) = self.container["command"].as_sequence() {
@@ -163,7 +180,9 @@ fn run_as_manifest_says(file: &str, name: &str, image: &str, args: &[&str]) -> O
         assert_eq!(image_user, "0:0", "{image}'s user");
     }
     let mut run = engine.command(&["run"]);
-    run.args(container.run_flags(&engine)).arg(&image).args(args);
+    run.args(container.run_flags(&engine))
+        .arg(&image)
+        .args(args);
     let out = run.output().expect("the container tool runs");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
@@ -177,7 +196,9 @@ fn run_as_manifest_says(file: &str, name: &str, image: &str, args: &[&str]) -> O
 
 #[test]
 fn the_controller_image_runs_as_its_deployment_says() {
-    if let Some(out) = run_as_manifest_says("controller.yaml", "controller", "controller", &["--help"]) {
+    if let Some(out) =
+        run_as_manifest_says("controller.yaml", "controller", "controller", &["--help"])
+    {
         assert!(out.contains("Usage: controller [OPTIONS]"), "{out}");
     }
 }
@@ -197,7 +218,12 @@ fn the_waypoint_image_runs_the_templates_command() {
 
 #[test]
 fn the_ztunnel_image_runs_the_proxy_as_the_daemonset_says() {
-    if let Some(out) = run_as_manifest_says("ztunnel-daemonset.yaml", "proxy", "ztunnel", &["proxy", "--help"]) {
+    if let Some(out) = run_as_manifest_says(
+        "ztunnel-daemonset.yaml",
+        "proxy",
+        "ztunnel",
+        &["proxy", "--help"],
+    ) {
         assert!(out.contains("Usage: ztunnel proxy [OPTIONS]"), "{out}");
     }
 }
@@ -207,8 +233,15 @@ fn the_node_agent_installs_the_redirection_with_the_daemonsets_capabilities_only
     let args = ["node-agent", "--help"];
     let help = run_as_manifest_says("ztunnel-daemonset.yaml", "node-agent", "ztunnel", &args);
     let Some(help) = help else { return };
-    assert!(help.contains("Usage: ztunnel node-agent [OPTIONS]"), "{help}");
-    let preflight =
-        run_as_manifest_says("ztunnel-daemonset.yaml", "node-agent", "ztunnel", &["preflight"]);
+    assert!(
+        help.contains("Usage: ztunnel node-agent [OPTIONS]"),
+        "{help}"
+    );
+    let preflight = run_as_manifest_says(
+        "ztunnel-daemonset.yaml",
+        "node-agent",
+        "ztunnel",
+        &["preflight"],
+    );
     assert_eq!(preflight.as_deref(), Some("ipv4: ok\nipv6: ok\n"));
 }
