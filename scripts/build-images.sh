@@ -105,6 +105,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# Interrupted: exit, so that the cleanup runs.
+trap 'exit 130' INT TERM
 
 # Copies `file` into `root` at the same path, symlinks resolved.
 copy_file() {
