@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the mesh needs from the host, when missing: iproute2 and iptables for the
 # sandbox, a C compiler for the crypto crates, promtool for the alert rules' tests, chromium
-# and its WebDriver for the dashboard's test, and a Rust toolchain.
+# and its WebDriver for the dashboard's test, podman for the container images, and a Rust
+# toolchain.
 # Sourced by scripts/demo.sh and scripts/test.sh; safe to run again.
 set -euo pipefail
 
@@ -23,6 +24,10 @@ ensure_packages() {
   # The dashboard's end-to-end test drives a headless browser through WebDriver.
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  # scripts/build-images.sh builds the container images with podman and runs them with runc
+  # (crun refuses hosts whose cgroups are in hybrid mode).
+  command -v podman >/dev/null 2>&1 || missing+=(podman)
+  command -v runc >/dev/null 2>&1 || missing+=(runc)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing missing packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

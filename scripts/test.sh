@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 source scripts/host-packages.sh
 # The end-to-end tests drive the real binaries: build them all first.
 cargo build --workspace --bins
+# The container images, from those debug binaries (stripped), each run once: the image
+# test (e2e/tests/images.rs) runs them as the manifests do.
+scripts/build-images.sh --profile debug
 # Includes the bounded fuzz run (fuzz/tests/bounded.rs): the seed corpus, then FUZZ_SECONDS
 # (default 10) of mutants per target, about two minutes in all; FUZZ_SECONDS=0 keeps the
 # corpus replay only.
