@@ -306,6 +306,42 @@ pub fn certificate_to_pem(der: &CertificateDer<'_>) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.as_ref()))
 }
 
+/// Every subject alternative name of a DER certificate, in its order, written as OpenSSL
+/// prints them (`URI:spiffe://…`, `DNS:istiod.istio-system.svc`, `IP:10.0.0.1`; other kinds
+/// by their type): what an operator or a test compares.
+pub fn subject_alt_names(der: &CertificateDer<'_>) -> Result<Vec<String>, CertError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| CertError::X509(e.to_string()))?;
+    let san = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san,
+        Ok(None) => return Ok(Vec::new()),
+        Err(e) => return Err(CertError::X509(e.to_string())),
+    };
+    Ok(san
+        .value
+        .general_names
+        .iter()
+        .map(|name| match name {
+            GeneralName::URI(uri) => format!("URI:{uri}"),
+            GeneralName::DNSName(dns) => format!("DNS:{dns}"),
+            GeneralName::IPAddress(bytes) => match ip_from_bytes(bytes) {
+                Some(ip) => format!("IP:{ip}"),
+                None => "IP:<malformed>".to_owned(),
+            },
+            other => format!("{other:?}"),
+        })
+        .collect())
+}
+
+/// An iPAddress SAN's octets as an address (4 or 16 of them).
+fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(Into::into),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(Into::into),
+        _ => None,
+    }
+}
+
 /// The facts about a certificate that the mesh needs.
 pub(crate) struct CertificateInfo {
     pub(crate) identity: Option<Identity>,
