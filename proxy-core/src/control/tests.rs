@@ -50,7 +50,7 @@ fn controller_certificate(ca: &Authority) -> hbone::WorkloadCertificate {
 /// Like [`serve`], presenting `cert`; the server names clients sent (SNI) are recorded
 /// beside the tokens, as `sni:<name>`.
 async fn serve_certificate(cert: &hbone::WorkloadCertificate) -> (String, Arc<Mutex<Vec<String>>>) {
-    let tls = hbone::tls::server_config_without_client_auth(&cert).unwrap();
+    let tls = hbone::tls::server_config_without_client_auth(cert).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
