@@ -497,6 +497,29 @@ mod tests {
         assert!(cert.is_expired_at(cert.expires_at()));
     }
 
+    /// During a root rotation the answer still ends with one element holding every root,
+    /// which is where Istio's ztunnel reads its roots from; the leaf keeps its one URI SAN.
+    #[test]
+    fn every_root_travels_in_the_last_element_of_the_chain() {
+        let mut ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+        let next = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+        ca.add_trusted_root(next.roots()[0].clone());
+        let request = CertificateRequest::generate(&identity()).unwrap();
+        let chain = ca
+            .sign_csr(request.csr_pem(), &identity(), Duration::from_secs(600))
+            .unwrap();
+        assert_eq!(chain.len(), 2, "leaf, then the root bundle");
+        let bundle = certificates_from_pem(&chain[1], "roots").unwrap();
+        assert_eq!(bundle, ca.roots());
+        let cert = request.into_certificate(&chain).unwrap();
+        assert_eq!(cert.roots(), ca.roots());
+        assert_eq!(cert.chain().len(), 1);
+        assert_eq!(
+            subject_alt_names(&cert.chain()[0]).unwrap(),
+            ["URI:spiffe://cluster.local/ns/shop/sa/orders"]
+        );
+    }
+
     #[test]
     fn a_certificate_takes_a_later_trust_bundle() {
         let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();

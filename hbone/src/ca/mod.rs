@@ -123,7 +123,9 @@ impl Authority {
     }
 
     /// Signs a CSR for `identity`, valid from now for `ttl`. Returns the chain as
-    /// `CreateCertificate` answers it: leaf first, then intermediates, then the roots.
+    /// `CreateCertificate` answers it: leaf first, then intermediates, then the roots, all of
+    /// them in one last element (as istiod sends its root bundle: Istio's ztunnel takes the
+    /// last element as its roots and every element before it as the chain).
     ///
     /// The CSR's signature must verify and its only SAN must be `identity`: the caller has
     /// already decided the requester may hold that identity, and the CSR must agree.
@@ -169,7 +171,7 @@ impl Authority {
         let leaf = params.signed_by(&csr.public_key, &self.issuer)?;
         let mut chain = vec![leaf.pem()];
         chain.extend(self.chain.iter().map(certificate_to_pem));
-        chain.extend(self.roots_pem());
+        chain.push(self.roots_pem().concat());
         Ok(chain)
     }
 
