@@ -520,6 +520,33 @@ mod tests {
         );
     }
 
+    /// A CSR as the OpenSSL and BoringSSL builds of Istio's ztunnel write it: empty subject, the
+    /// identity as a critical URI SAN (made once with `openssl req -subj / -addext
+    /// "subjectAltName=critical,URI:..."`).
+    const CRITICAL_SAN_CSR: &str = "\
+-----BEGIN CERTIFICATE REQUEST-----
+MIIBBTCBqwIBADAAMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEVlN2J5OPBK3L
+Q1vBw3vJ6nXL7TfFlWJgC8aEcP6qnve4LK6s3o9xxqQ6+QtnEHO6XDydOtKMHWcE
+sWCI/0R2KqBJMEcGCSqGSIb3DQEJDjE6MDgwNgYDVR0RAQH/BCwwKoYoc3BpZmZl
+Oi8vY2x1c3Rlci5sb2NhbC9ucy9zaG9wL3NhL29yZGVyczAKBggqhkjOPQQDAgNJ
+ADBGAiEA/0YbXm0nvOdOyNUvVdoRLO3vK8Lh5MIv4iuPicxezY4CIQCm5gr7k1IT
+4Pi1eC8Ei0HdGcDBHUsFjOnZO4WdYpOR5A==
+-----END CERTIFICATE REQUEST-----
+";
+
+    #[test]
+    fn signs_a_csr_whose_san_is_critical() {
+        let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+        let chain = ca
+            .sign_csr(CRITICAL_SAN_CSR, &identity(), Duration::from_secs(600))
+            .unwrap();
+        let leaf = certificates_from_pem(&chain[0], "leaf").unwrap();
+        assert_eq!(
+            subject_alt_names(&leaf[0]).unwrap(),
+            ["URI:spiffe://cluster.local/ns/shop/sa/orders"]
+        );
+    }
+
     #[test]
     fn a_certificate_takes_a_later_trust_bundle() {
         let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
