@@ -59,6 +59,8 @@ pub struct ControllerSettings {
     pub waypoint_image: String,
     /// Where deployed waypoints reach the controller; default `istiod.<root-ns>.svc:15012`.
     pub waypoint_controller_addr: Option<String>,
+    /// DNS names and IPs the serving certificate carries beyond its Services' names.
+    pub serving_sans: Vec<hbone::ServingName>,
 }
 
 /// Errors that stop the controller at startup.
@@ -130,7 +132,8 @@ pub async fn run(
     }
     let options = &config.translate;
     let identity = server::controller_identity(&options.trust_domain, &options.root_namespace)?;
-    let tls = ServingTls::issue(ca.clone(), identity.clone())?;
+    let names = server::serving_names(&options.root_namespace, &config.serving_sans);
+    let tls = ServingTls::issue_with_names(ca.clone(), identity.clone(), names)?;
     tokio::spawn(tls.clone().renew_forever());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -170,7 +173,11 @@ pub async fn run(
 
     let grpc_listener = bind(config.xds_addr).await?;
     let admin_listener = bind(config.admin_addr).await?;
-    tracing::info!(xds = %config.xds_addr, admin = %config.admin_addr, %identity, "controller serving");
+    let names: Vec<String> = tls.names().iter().map(ToString::to_string).collect();
+    tracing::info!(
+        xds = %config.xds_addr, admin = %config.admin_addr, %identity, names = %names.join(","),
+        "controller serving"
+    );
     let grpc = tokio::spawn(server::serve(
         grpc_listener,
         tls,

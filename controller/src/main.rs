@@ -23,7 +23,10 @@ use controller::translate::TranslateOptions;
         waypoint routes, and streams them to ztunnels and waypoints over delta ADS (gRPC over \
         TLS on --xds-addr, port 15012). The same port serves Istio's IstioCertificateService: \
         the controller is the certificate authority issuing SPIFFE identities \
-        (spiffe://<trust-domain>/ns/<ns>/sa/<sa>).\n\n\
+        (spiffe://<trust-domain>/ns/<ns>/sa/<sa>). Its own certificate carries \
+        spiffe://<trust-domain>/ns/<root-namespace>/sa/controller for the mesh's proxies and \
+        the DNS names istiod.<root-namespace>.svc[.cluster.local] (plus --serving-san) for \
+        clients that verify it by name, as Istio's ztunnel does.\n\n\
         Local mode: the CA root is generated on first start and kept in --ca-dir (or an \
         intermediate plugged in there as ca-cert.pem, ca-key.pem, cert-chain.pem, \
         root-cert.pem); callers authenticate with bearer tokens listed in --tokens-file.\n\n\
@@ -85,6 +88,12 @@ struct Args {
     /// Where deployed waypoints reach the controller; default `istiod.<root-namespace>.svc:15012`.
     #[arg(long, value_name = "HOST:PORT")]
     waypoint_controller_addr: Option<String>,
+    /// A DNS name or IP address the serving certificate carries beside its SPIFFE identity and
+    /// the names istiod.<root-namespace>.svc and istiod.<root-namespace>.svc.cluster.local, for
+    /// clients that verify the controller by the name or IP they dial (Istio's ztunnel);
+    /// repeatable.
+    #[arg(long = "serving-san", value_name = "NAME|IP")]
+    serving_sans: Vec<hbone::ServingName>,
     /// Log filter in `tracing` syntax (for example `info` or `controller=debug`).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -135,6 +144,7 @@ impl Args {
             scan_interval: Duration::from_millis(self.scan_interval_ms),
             waypoint_image: self.waypoint_image.clone(),
             waypoint_controller_addr: self.waypoint_controller_addr.clone(),
+            serving_sans: self.serving_sans.clone(),
         }
     }
 }

@@ -306,6 +306,42 @@ pub fn certificate_to_pem(der: &CertificateDer<'_>) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.as_ref()))
 }
 
+/// Every subject alternative name of a DER certificate, in its order, written as OpenSSL
+/// prints them (`URI:spiffe://…`, `DNS:istiod.istio-system.svc`, `IP:10.0.0.1`; other kinds
+/// by their type): what an operator or a test compares.
+pub fn subject_alt_names(der: &CertificateDer<'_>) -> Result<Vec<String>, CertError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| CertError::X509(e.to_string()))?;
+    let san = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san,
+        Ok(None) => return Ok(Vec::new()),
+        Err(e) => return Err(CertError::X509(e.to_string())),
+    };
+    Ok(san
+        .value
+        .general_names
+        .iter()
+        .map(|name| match name {
+            GeneralName::URI(uri) => format!("URI:{uri}"),
+            GeneralName::DNSName(dns) => format!("DNS:{dns}"),
+            GeneralName::IPAddress(bytes) => match ip_from_bytes(bytes) {
+                Some(ip) => format!("IP:{ip}"),
+                None => "IP:<malformed>".to_owned(),
+            },
+            other => format!("{other:?}"),
+        })
+        .collect())
+}
+
+/// An iPAddress SAN's octets as an address (4 or 16 of them).
+fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(Into::into),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(Into::into),
+        _ => None,
+    }
+}
+
 /// The facts about a certificate that the mesh needs.
 pub(crate) struct CertificateInfo {
     pub(crate) identity: Option<Identity>,
@@ -459,6 +495,56 @@ mod tests {
         assert_eq!(half, lifetime / 2);
         assert!(!cert.is_expired_at(SystemTime::now()));
         assert!(cert.is_expired_at(cert.expires_at()));
+    }
+
+    /// During a root rotation the answer still ends with one element holding every root,
+    /// which is where Istio's ztunnel reads its roots from; the leaf keeps its one URI SAN.
+    #[test]
+    fn every_root_travels_in_the_last_element_of_the_chain() {
+        let mut ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+        let next = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+        ca.add_trusted_root(next.roots()[0].clone());
+        let request = CertificateRequest::generate(&identity()).unwrap();
+        let chain = ca
+            .sign_csr(request.csr_pem(), &identity(), Duration::from_secs(600))
+            .unwrap();
+        assert_eq!(chain.len(), 2, "leaf, then the root bundle");
+        let bundle = certificates_from_pem(&chain[1], "roots").unwrap();
+        assert_eq!(bundle, ca.roots());
+        let cert = request.into_certificate(&chain).unwrap();
+        assert_eq!(cert.roots(), ca.roots());
+        assert_eq!(cert.chain().len(), 1);
+        assert_eq!(
+            subject_alt_names(&cert.chain()[0]).unwrap(),
+            ["URI:spiffe://cluster.local/ns/shop/sa/orders"]
+        );
+    }
+
+    /// A CSR as the OpenSSL and BoringSSL builds of Istio's ztunnel write it: empty subject, the
+    /// identity as a critical URI SAN (made once with `openssl req -subj / -addext
+    /// "subjectAltName=critical,URI:..."`).
+    const CRITICAL_SAN_CSR: &str = "\
+-----BEGIN CERTIFICATE REQUEST-----
+MIIBBTCBqwIBADAAMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEVlN2J5OPBK3L
+Q1vBw3vJ6nXL7TfFlWJgC8aEcP6qnve4LK6s3o9xxqQ6+QtnEHO6XDydOtKMHWcE
+sWCI/0R2KqBJMEcGCSqGSIb3DQEJDjE6MDgwNgYDVR0RAQH/BCwwKoYoc3BpZmZl
+Oi8vY2x1c3Rlci5sb2NhbC9ucy9zaG9wL3NhL29yZGVyczAKBggqhkjOPQQDAgNJ
+ADBGAiEA/0YbXm0nvOdOyNUvVdoRLO3vK8Lh5MIv4iuPicxezY4CIQCm5gr7k1IT
+4Pi1eC8Ei0HdGcDBHUsFjOnZO4WdYpOR5A==
+-----END CERTIFICATE REQUEST-----
+";
+
+    #[test]
+    fn signs_a_csr_whose_san_is_critical() {
+        let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+        let chain = ca
+            .sign_csr(CRITICAL_SAN_CSR, &identity(), Duration::from_secs(600))
+            .unwrap();
+        let leaf = certificates_from_pem(&chain[0], "leaf").unwrap();
+        assert_eq!(
+            subject_alt_names(&leaf[0]).unwrap(),
+            ["URI:spiffe://cluster.local/ns/shop/sa/orders"]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! rustls configurations for HBONE, as Istio's ztunnel sets them up: TLS 1.3 only, AES-GCM
-//! suites, ALPN `h2`, no SNI, and SPIFFE identities checked instead of DNS names.
+//! suites, ALPN `h2`, no SNI, and SPIFFE identities checked instead of DNS names; and the
+//! standard name check for clients that reach the controller by name.
 
 use std::fmt;
 use std::sync::Arc;
@@ -43,6 +44,27 @@ pub fn client_config_without_client_auth(
     Ok(hbone_client(
         client_builder(roots, expected)?.with_no_client_auth(),
     ))
+}
+
+/// A client configuration presenting no certificate and verifying the server as any TLS client
+/// does: its chain against `roots` and the server name it is given at connect time (a DNS name,
+/// sent as SNI, or an IP address) against the certificate's DNS and IP SANs. For reaching the
+/// controller by name, as Istio's ztunnel does; ALPN `h2`, TLS 1.3 only.
+pub fn client_config_verifying_name(
+    roots: &[CertificateDer<'static>],
+) -> Result<ClientConfig, rustls::Error> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store
+            .add(root.clone())
+            .map_err(|e| rejected(format!("unusable trust anchor: {e}")))?;
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(config)
 }
 
 /// TLS 1.3 with a server check of the chain against `roots` and of the identity against
@@ -315,7 +337,7 @@ impl ClientCertVerifier for ClientIdentityVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Authority;
+    use crate::{Authority, ServingName};
     use std::time::Duration;
 
     #[test]
@@ -332,5 +354,105 @@ mod tests {
         }
         assert!(with_cert.client_auth_cert_resolver.has_certs());
         assert!(!without.client_auth_cert_resolver.has_certs());
+    }
+
+    fn controller() -> Identity {
+        "spiffe://cluster.local/ns/istio-system/sa/controller"
+            .parse()
+            .unwrap()
+    }
+
+    /// A serving certificate answers clients verifying its SPIFFE identity and clients verifying
+    /// one of its names; a name it does not carry is refused.
+    #[tokio::test]
+    async fn a_serving_certificate_verifies_by_identity_and_by_name() {
+        let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+        let names: Vec<ServingName> = ["istiod.istio-system.svc", "127.0.0.1"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let cert = ca
+            .issue_serving(&controller(), &names, Duration::from_secs(600))
+            .unwrap();
+        assert_eq!(
+            crate::cert::subject_alt_names(&cert.chain()[0]).unwrap(),
+            [
+                "URI:spiffe://cluster.local/ns/istio-system/sa/controller",
+                "DNS:istiod.istio-system.svc",
+                "IP:127.0.0.1"
+            ]
+        );
+        assert_eq!(cert.identity(), &controller());
+        let by_identity = client_config_without_client_auth(cert.roots(), &[controller()]);
+        let by_name = client_config_verifying_name(cert.roots()).unwrap();
+        let cases = [
+            (
+                by_identity.unwrap(),
+                ServerName::IpAddress(std::net::IpAddr::from([10, 9, 9, 9]).into()),
+                true,
+            ),
+            (
+                by_name.clone(),
+                ServerName::try_from("istiod.istio-system.svc").unwrap(),
+                true,
+            ),
+            (
+                by_name.clone(),
+                ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into()),
+                true,
+            ),
+            (
+                by_name.clone(),
+                ServerName::try_from("istiod.other.svc").unwrap(),
+                false,
+            ),
+            (
+                by_name,
+                ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 2]).into()),
+                false,
+            ),
+        ];
+        for (client, name, verifies) in cases {
+            let server = server_config_without_client_auth(&cert).unwrap();
+            let result = handshake(server, client, name.to_owned()).await;
+            assert_eq!(result.is_ok(), verifies, "{name:?}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.to_string().contains("not valid for name"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn workload_certificates_carry_only_their_identity() {
+        let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+        let identity: Identity = "spiffe://cluster.local/ns/shop/sa/web".parse().unwrap();
+        let cert = ca.issue(&identity, Duration::from_secs(600)).unwrap();
+        assert_eq!(
+            crate::cert::subject_alt_names(&cert.chain()[0]).unwrap(),
+            ["URI:spiffe://cluster.local/ns/shop/sa/web"]
+        );
+    }
+
+    /// One handshake over loopback, the client naming the server `name`: the client's verdict.
+    async fn handshake(
+        server: ServerConfig,
+        client: ClientConfig,
+        name: ServerName<'static>,
+    ) -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let accepting = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            // The server's side ends with the client's verdict; only the client's is asserted.
+            let _ = acceptor.accept(tcp).await;
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let result = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, tcp)
+            .await
+            .map(drop);
+        accepting.await.unwrap();
+        result
     }
 }

@@ -444,3 +444,31 @@ spec:
         );
     }
 }
+
+/// `--controller-identity istiod.istio-system.svc` (or the IP the controller is dialled at):
+/// the proxy checks the controller's certificate by name, as Istio's ztunnel does, and syncs.
+#[tokio::test]
+async fn syncs_with_a_controller_checked_by_name_or_ip() {
+    let v1 = snapshot(
+        &[(&uid("a"), "a1", pod("a", "node1", "10.0.0.1", PORTS))],
+        &[],
+    );
+    let mut server = start(v1).await;
+    for name in ["istiod.istio-system.svc", "127.0.0.1"] {
+        let config = ControlPlaneSettings {
+            server_identity: name.into(),
+            ..control_config(&server)
+        };
+        let state = ProxyState::new();
+        let (stop_client, shutdown) = watch::channel(false);
+        let client = tokio::spawn(xds::run(config, node1_ztunnel(), state.clone(), shutdown));
+        wait_until(&state, "the initial sync", |s| s.is_synced()).await;
+        assert_eq!(state.workload_by_ip(ip("10.0.0.1")).unwrap().name, "a");
+        stop_client.send(true).unwrap();
+        tokio::time::timeout(PATIENCE, client)
+            .await
+            .expect("the client stops")
+            .unwrap();
+    }
+    server.stop().await;
+}

@@ -181,7 +181,12 @@ impl Controller {
             self.pods.clone(),
             CaSettings::new(TRUST_DOMAIN).expect("a CA configuration"),
         );
-        let tls = ServingTls::issue(self.ca.clone(), controller_identity())
+        // The names the real controller carries, and the loopback address it is dialled at.
+        let names = controller::server::serving_names(
+            "istio-system",
+            &[hbone::ServingName::Ip([127, 0, 0, 1].into())],
+        );
+        let tls = ServingTls::issue_with_names(self.ca.clone(), controller_identity(), names)
             .expect("a serving certificate");
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {

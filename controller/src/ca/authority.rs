@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use hbone::cert::{certificate_validity, certificates_from_pem, serial_hex};
-use hbone::{Authority, Identity, WorkloadCertificate};
+use hbone::{Authority, Identity, ServingName, WorkloadCertificate};
 
 use super::error::CaError;
 use super::rotation;
@@ -152,6 +152,17 @@ impl CertificateAuthority {
         ttl: Duration,
     ) -> Result<WorkloadCertificate, CaError> {
         Ok(self.read()?.issue(identity, ttl)?)
+    }
+
+    /// Issues the controller's serving certificate: `identity` plus `names` as DNS and IP SANs
+    /// (workload certificates, signed from CSRs, carry their identity only).
+    pub fn issue_serving(
+        &self,
+        identity: &Identity,
+        names: &[ServingName],
+        ttl: Duration,
+    ) -> Result<WorkloadCertificate, CaError> {
+        Ok(self.read()?.issue_serving(identity, names, ttl)?)
     }
 
     /// Root rotation, step 1: publishes `root_pem` (the next root) in the trust bundle

@@ -10,10 +10,11 @@ use rcgen::{
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::cert::{CertError, CertificateRequest, WorkloadCertificate, certificate_to_pem};
 use crate::identity::Identity;
+use crate::names::ServingName;
 
 mod validate;
 
@@ -122,7 +123,9 @@ impl Authority {
     }
 
     /// Signs a CSR for `identity`, valid from now for `ttl`. Returns the chain as
-    /// `CreateCertificate` answers it: leaf first, then intermediates, then the roots.
+    /// `CreateCertificate` answers it: leaf first, then intermediates, then the roots, all of
+    /// them in one last element (as istiod sends its root bundle: Istio's ztunnel takes the
+    /// last element as its roots and every element before it as the chain).
     ///
     /// The CSR's signature must verify and its only SAN must be `identity`: the caller has
     /// already decided the requester may hold that identity, and the CSR must agree.
@@ -168,7 +171,7 @@ impl Authority {
         let leaf = params.signed_by(&csr.public_key, &self.issuer)?;
         let mut chain = vec![leaf.pem()];
         chain.extend(self.chain.iter().map(certificate_to_pem));
-        chain.extend(self.roots_pem());
+        chain.push(self.roots_pem().concat());
         Ok(chain)
     }
 
@@ -181,6 +184,32 @@ impl Authority {
     ) -> Result<WorkloadCertificate, CertError> {
         let now = SystemTime::now();
         self.issue_valid_between(identity, now - BACKDATE, now + ttl)
+    }
+
+    /// Generates a key and signs a server certificate for `identity` that also carries
+    /// `names` as DNS and IP SANs, valid from now for `ttl`: the controller's serving
+    /// certificate, which clients verify either by SPIFFE identity or by name. Workload
+    /// certificates never carry names (see [`Authority::sign_csr`]).
+    pub fn issue_serving(
+        &self,
+        identity: &Identity,
+        names: &[ServingName],
+        ttl: Duration,
+    ) -> Result<WorkloadCertificate, CertError> {
+        let now = SystemTime::now();
+        let mut params = leaf_params(identity, now - BACKDATE, now + ttl)?;
+        for name in names {
+            params.subject_alt_names.push(match name {
+                ServingName::Dns(dns) => SanType::DnsName(dns.as_str().try_into()?),
+                ServingName::Ip(ip) => SanType::IpAddress(*ip),
+            });
+        }
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let leaf = params.signed_by(&key, &self.issuer)?;
+        let mut chain = vec![leaf.der().clone()];
+        chain.extend(self.chain.iter().cloned());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        WorkloadCertificate::from_der(key, chain, self.roots.clone())
     }
 
     /// Issues a subordinate CA (an intermediate to plug in elsewhere) named `common_name`,
@@ -239,7 +268,8 @@ impl std::fmt::Debug for Authority {
 }
 
 /// The parameters of a workload leaf: empty subject, the identity as sole (critical) URI SAN,
-/// usable for both TLS server and client authentication.
+/// usable for both TLS server and client authentication. ([`Authority::issue_serving`] adds
+/// names to it.)
 fn leaf_params(
     identity: &Identity,
     not_before: SystemTime,

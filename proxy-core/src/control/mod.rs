@@ -1,5 +1,6 @@
 //! The gRPC channel to the controller: TLS 1.3 verified against the mesh roots and the
-//! controller's SPIFFE identity, with the node's bearer token on every call.
+//! controller's SPIFFE identity (or, when configured with a DNS name, that name as any TLS
+//! client checks it), with the node's bearer token on every call.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -46,7 +47,9 @@ pub struct ControlArgs {
     /// File holding the bearer token sent to the controller.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// SPIFFE identity the controller must present.
+    /// SPIFFE identity the controller must present; or a DNS name (or IP), without the
+    /// `spiffe://` prefix, its certificate must be valid for, checked as any TLS client checks
+    /// a server name and sent as SNI (for example `istiod.istio-system.svc`).
     #[arg(
         long,
         default_value = "spiffe://cluster.local/ns/istio-system/sa/controller"
@@ -99,12 +102,7 @@ impl ControlPlane {
     /// connection; the roots on every dial, reconnections of this channel included, so a
     /// rotated trust bundle (file or learned) takes effect without a restart.
     pub async fn connect(config: &ControlPlaneSettings) -> Result<ControlPlane, ControlError> {
-        let expected: Identity = config.server_identity.parse().map_err(|e| {
-            ControlError::Config(format!(
-                "controller identity {:?}: {e}",
-                config.server_identity
-            ))
-        })?;
+        let expected = ControllerName::parse(&config.server_identity)?;
         let trust = ControllerTrust {
             root_cert: config.root_cert.clone(),
             learned: config.learned_roots.clone(),
@@ -240,11 +238,34 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// How the controller's certificate is matched to the controller.
+enum ControllerName {
+    /// Its URI SAN must be this SPIFFE identity (the mesh's default).
+    Spiffe(Identity),
+    /// It must be valid for this DNS name or IP, as Istio's clients check istiod.
+    Server(rustls_pki_types::ServerName<'static>),
+}
+
+impl ControllerName {
+    /// A SPIFFE identity when `text` starts with `spiffe://`, else a DNS name or IP.
+    fn parse(text: &str) -> Result<Self, ControlError> {
+        let invalid = |e: &dyn std::fmt::Display| {
+            ControlError::Config(format!("controller identity {text:?}: {e}"))
+        };
+        if text.starts_with("spiffe://") {
+            return text.parse().map(Self::Spiffe).map_err(|e| invalid(&e));
+        }
+        rustls_pki_types::ServerName::try_from(text.to_owned())
+            .map(Self::Server)
+            .map_err(|_| invalid(&"neither a spiffe:// identity nor a DNS name or IP"))
+    }
+}
+
 /// What the controller's certificate must chain to and name.
 struct ControllerTrust {
     root_cert: PathBuf,
     learned: LearnedRoots,
-    expected: Identity,
+    expected: ControllerName,
 }
 
 impl ControllerTrust {
@@ -258,8 +279,28 @@ impl ControllerTrust {
                 None => return Err(e),
             },
         };
-        hbone::tls::client_config_without_client_auth(&roots, std::slice::from_ref(&self.expected))
-            .map_err(|e| ControlError::Config(format!("TLS configuration: {e}")))
+        match &self.expected {
+            ControllerName::Spiffe(identity) => hbone::tls::client_config_without_client_auth(
+                &roots,
+                std::slice::from_ref(identity),
+            ),
+            ControllerName::Server(_) => hbone::tls::client_config_verifying_name(&roots),
+        }
+        .map_err(|e| ControlError::Config(format!("TLS configuration: {e}")))
+    }
+
+    /// The server name the handshake names: the configured one when the controller is checked
+    /// by name; else the address dialled (no SNI is sent, the identity is what is checked).
+    fn server_name(
+        &self,
+        tcp: &TcpStream,
+    ) -> std::io::Result<rustls_pki_types::ServerName<'static>> {
+        Ok(match &self.expected {
+            ControllerName::Server(name) => name.clone(),
+            ControllerName::Spiffe(_) => {
+                rustls_pki_types::ServerName::IpAddress(tcp.peer_addr()?.ip().into())
+            }
+        })
     }
 }
 
@@ -289,8 +330,7 @@ impl tonic::codegen::Service<Uri> for Connector {
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             let tcp = TcpStream::connect(&*address).await?;
             tcp.set_nodelay(true)?;
-            // No SNI is sent and the verifier checks the SPIFFE identity, not this name.
-            let name = rustls_pki_types::ServerName::IpAddress(tcp.peer_addr()?.ip().into());
+            let name = trust.server_name(&tcp)?;
             let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
                 .connect(name, tcp)
                 .await?;

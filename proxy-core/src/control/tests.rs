@@ -29,7 +29,28 @@ async fn serve(ca: &Authority, identity: &str) -> (String, Arc<Mutex<Vec<String>
     let cert = ca
         .issue(&identity.parse().unwrap(), Duration::from_secs(600))
         .unwrap();
-    let tls = hbone::tls::server_config_without_client_auth(&cert).unwrap();
+    serve_certificate(&cert).await
+}
+
+/// The controller's serving certificate: its identity and Istio's names for istiod.
+fn controller_certificate(ca: &Authority) -> hbone::WorkloadCertificate {
+    let names = [
+        "istiod.istio-system.svc",
+        "istiod.istio-system.svc.cluster.local",
+    ]
+    .map(|n| n.parse().unwrap());
+    ca.issue_serving(
+        &CONTROLLER.parse().unwrap(),
+        &names,
+        Duration::from_secs(600),
+    )
+    .unwrap()
+}
+
+/// Like [`serve`], presenting `cert`; the server names clients sent (SNI) are recorded
+/// beside the tokens, as `sni:<name>`.
+async fn serve_certificate(cert: &hbone::WorkloadCertificate) -> (String, Arc<Mutex<Vec<String>>>) {
+    let tls = hbone::tls::server_config_without_client_auth(cert).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
@@ -46,6 +67,9 @@ async fn serve(ca: &Authority, identity: &str) -> (String, Arc<Mutex<Vec<String>
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                if let Some(sni) = tls.get_ref().1.server_name() {
+                    record.lock().unwrap().push(format!("sni:{sni}"));
+                }
                 let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
                     let token = req
                         .headers()
@@ -203,15 +227,18 @@ async fn configuration_errors() {
         ..base.clone()
     };
     assert!(config_error(not_pem).await.contains("garbage.pem"));
-    let bad_identity = ControlPlaneSettings {
-        server_identity: "controller".into(),
-        ..base.clone()
-    };
-    assert!(
-        config_error(bad_identity)
-            .await
-            .contains("controller identity")
-    );
+    for bad in [
+        "spiffe://cluster.local/controller",
+        "not a name",
+        "https://istiod",
+    ] {
+        let bad_identity = ControlPlaneSettings {
+            server_identity: bad.into(),
+            ..base.clone()
+        };
+        let reason = config_error(bad_identity).await;
+        assert!(reason.contains("controller identity"), "{bad}: {reason}");
+    }
     let empty_token = ControlPlaneSettings {
         token_file: Some(dir.write("empty", " \n")),
         ..base.clone()
@@ -239,4 +266,46 @@ async fn token_is_trimmed_and_addresses_may_be_urls() {
     let mut request = tonic::Request::new(());
     plane.authorize(&mut request);
     assert!(request.metadata().get("authorization").is_none());
+}
+
+#[tokio::test]
+async fn a_controller_named_by_dns_is_checked_by_name_and_sent_that_name() {
+    let dir = TempDir::new("proxy-core-control");
+    let ca = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let (address, seen) = serve_certificate(&controller_certificate(&ca)).await;
+    let by_name = ControlPlaneSettings {
+        server_identity: "istiod.istio-system.svc".into(),
+        ..config(&dir, &ca, address.clone())
+    };
+    let control = ControlPlane::connect(&by_name).await.unwrap();
+    let mut client = api::ca::istio_certificate_service_client::IstioCertificateServiceClient::new(
+        control.channel.clone(),
+    );
+    let mut request = tonic::Request::new(api::ca::IstioCertificateRequest::default());
+    control.authorize(&mut request);
+    let status = client.create_certificate(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["sni:istiod.istio-system.svc", "Bearer node-token"]
+    );
+
+    // The same certificate still answers the SPIFFE check, without SNI.
+    seen.lock().unwrap().clear();
+    let by_identity = ControlPlane::connect(&config(&dir, &ca, address.clone()))
+        .await
+        .unwrap();
+    assert_call_carries_the_token(&by_identity, &seen).await;
+
+    // A name the certificate does not carry is refused, naming the name.
+    let other = ControlPlaneSettings {
+        server_identity: "istiod.other.svc".into(),
+        ..config(&dir, &ca, address)
+    };
+    let err = ControlPlane::connect(&other)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not valid for name"), "{err}");
 }

@@ -290,6 +290,10 @@ impl Layout {
                     DEBOUNCE_MS.to_string(),
                     "--scan-interval-ms".into(),
                     SCAN_INTERVAL_MS.to_string(),
+                    // Clients that verify the controller by the IP they dial (Istio's ztunnel
+                    // with CA_ADDRESS=https://<ip>:15012) find it in the certificate.
+                    "--serving-san".into(),
+                    control_ip.to_string(),
                 ]);
             }
             Component::Ztunnel(node) | Component::NodeAgent(node) => {
@@ -350,6 +354,7 @@ mod tests {
         assert!(joined.contains("--admin-addr 0.0.0.0:15014"));
         assert!(joined.contains("--ca-dir /run/meshctl/t/ca"));
         assert!(joined.contains("--tokens-file /run/meshctl/t/tokens.yaml"));
+        assert!(joined.contains("--serving-san 172.18.255.1"));
     }
 
     #[test]
