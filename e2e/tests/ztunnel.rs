@@ -436,6 +436,7 @@ fn drain_during_a_slow_request(sb: &Sandbox, node: &str, pod: &str) {
         log.lines().any(|l| l.trim_end().ends_with("drained")),
         "ztunnel finished its drain rather than being killed:\n{log}"
     );
+    assert!(!log.contains('\x1b'), "colour codes in a log file:\n{log}");
     sb.start(&ztunnel).unwrap();
     wait_captured(sb, node, &[pod]);
     let works = || get(sb, "mesh/client", server_ip, "/after").is_ok();
