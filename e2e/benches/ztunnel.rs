@@ -14,6 +14,9 @@
 //!   from the scheduled time when an earlier stall delayed it;
 //! - new connections: connect, 1-byte round trip, server closes, 8 at a time, for
 //!   `ZTUNNEL_BENCH_SECS`;
+//! - churn: `ZTUNNEL_BENCH_CHURN` connections (default 10 000), each a 1-byte round trip
+//!   that the client closes first, 8 at a time: the proxy's connection to the app then closes
+//!   first too, so its TIME_WAIT sockets pile up under the client's address;
 //!
 //! and the two ztunnels' CPU (cores busy over each phase) and resident memory, idle and under
 //! load, from `/proc`, next to the CPU of the apps themselves (this process) for scale.
@@ -95,7 +98,14 @@ async fn serve() {
             if rx.read_exact(&mut mode).await.is_err() {
                 return;
             }
-            if mode[0] == b'C' {
+            if mode[0] == b'H' {
+                // One byte back, then wait for the client to hang up first.
+                let mut byte = [0u8; 1];
+                if rx.read_exact(&mut byte).await.is_ok() {
+                    let _ = tx.write_all(&byte).await;
+                }
+                while matches!(rx.read(&mut byte).await, Ok(n) if n > 0) {}
+            } else if mode[0] == b'C' {
                 // One byte back, then the server closes first, as an HTTP/1.0 server does:
                 // TIME_WAIT stays on this side, so clients never run short of ports.
                 let mut byte = [0u8; 1];
@@ -208,6 +218,30 @@ async fn new_connections(server: SocketAddr, seconds: u64) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Opens `count` connections, 8 at a time, each a 1-byte round trip the client closes first;
+/// returns connections per second.
+async fn churn(server: SocketAddr, count: u64) -> f64 {
+    let start = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONNECT_CONCURRENCY {
+        let next = next.clone();
+        workers.spawn(async move {
+            let mut byte = [0u8; 1];
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                let mut stream = connect(server, b'H').await;
+                stream.write_all(b"x").await.expect("write");
+                stream.read_exact(&mut byte).await.expect("read");
+                // Dropped here: the client hangs up first.
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.expect("churn worker");
+    }
+    count as f64 / start.elapsed().as_secs_f64()
+}
+
 /// Both ztunnels' usage.
 struct Ztunnels {
     pids: Vec<i32>,
@@ -218,6 +252,8 @@ struct Ztunnels {
 struct PhaseUsage {
     /// CPU cores kept busy on average (both ztunnels together).
     cores: f64,
+    /// CPU seconds both ztunnels used over the phase.
+    cpu_seconds: f64,
     /// Resident memory of both together at the end of the phase, in MiB.
     rss_mib: f64,
     /// CPU cores this process kept busy: the apps on both ends, with the kernel's work on
@@ -253,6 +289,7 @@ impl Ztunnels {
             out,
             PhaseUsage {
                 cores: cpu / wall,
+                cpu_seconds: cpu,
                 rss_mib: rss as f64 / f64::from(1 << 20),
                 apps_cores: (apps_after - apps_before) / wall,
             },
@@ -266,12 +303,14 @@ struct PathResult {
     p50_us: f64,
     p99_us: f64,
     conns_per_s: f64,
+    churn_per_s: f64,
     bulk: PhaseUsage,
     rr: PhaseUsage,
     conns: PhaseUsage,
+    churn: PhaseUsage,
 }
 
-/// Runs the three phases from the client pod `client` against `server`.
+/// Runs the four phases from the client pod `client` against `server`.
 fn run_path(
     name: &str,
     sb: &Sandbox,
@@ -287,13 +326,15 @@ fn run_path(
             bytes,
             rate,
             seconds,
+            churn_count,
         } = *settings;
         move || {
             in_netns(ns, move || async move {
                 match phase {
                     0 => Phase::Bulk(bulk(server, bytes).await),
                     1 => Phase::Rr(request_response(server, rate, rate * seconds)),
-                    _ => Phase::Conns(new_connections(server, seconds).await),
+                    2 => Phase::Conns(new_connections(server, seconds).await),
+                    _ => Phase::Churn(churn(server, churn_count).await),
                 }
             })
             .join()
@@ -316,6 +357,9 @@ fn run_path(
     let (Phase::Conns(conns_per_s), conns_usage) = ztunnels.measure(on_client(2)) else {
         unreachable!()
     };
+    let (Phase::Churn(churn_per_s), churn_usage) = ztunnels.measure(on_client(3)) else {
+        unreachable!()
+    };
     let mut micros: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
     micros.sort_by(f64::total_cmp);
     let result = PathResult {
@@ -323,13 +367,16 @@ fn run_path(
         p50_us: percentile(&micros, 50.0),
         p99_us: percentile(&micros, 99.0),
         conns_per_s,
+        churn_per_s,
         bulk: bulk_usage,
         rr: rr_usage,
         conns: conns_usage,
+        churn: churn_usage,
     };
     println!(
-        "{name:<7} bulk {:>6.2} Gbit/s   req/resp p50 {:>7.1} µs p99 {:>7.1} µs   {:>7.0} conn/s",
-        result.gbit_per_s, result.p50_us, result.p99_us, result.conns_per_s,
+        "{name:<7} bulk {:>6.2} Gbit/s   req/resp p50 {:>7.1} µs p99 {:>7.1} µs   {:>7.0} conn/s   \
+         churn {:>7.0} conn/s",
+        result.gbit_per_s, result.p50_us, result.p99_us, result.conns_per_s, result.churn_per_s,
     );
     result
 }
@@ -338,6 +385,7 @@ enum Phase {
     Bulk(Duration),
     Rr(Vec<Duration>),
     Conns(f64),
+    Churn(f64),
 }
 
 #[derive(Clone, Copy)]
@@ -345,6 +393,7 @@ struct Settings {
     bytes: u64,
     rate: u64,
     seconds: u64,
+    churn_count: u64,
 }
 
 fn main() {
@@ -353,6 +402,8 @@ fn main() {
         bytes: env_or("ZTUNNEL_BENCH_BYTES", if full { 1 << 30 } else { 16 << 20 }),
         rate: env_or("ZTUNNEL_BENCH_RATE", if full { 1000 } else { 100 }),
         seconds: env_or("ZTUNNEL_BENCH_SECS", if full { 10 } else { 1 }),
+        // Within one TIME_WAIT period, a pod's ephemeral ports (28 232 by default) bound it.
+        churn_count: env_or("ZTUNNEL_BENCH_CHURN", if full { 10_000 } else { 200 }),
     };
 
     let sb = Sandbox::up(&manifests()).expect("sandbox up");
@@ -384,11 +435,12 @@ fn main() {
 
     println!(
         "pod to pod across two nodes, direct vs through two ztunnels: {} MiB bulk, \
-         {} req/s for {} s, new connections for {} s",
+         {} req/s for {} s, new connections for {} s, churn of {} connections",
         settings.bytes >> 20,
         settings.rate,
         settings.seconds,
-        settings.seconds
+        settings.seconds,
+        settings.churn_count
     );
     let ((), idle) = ztunnels.measure(|| std::thread::sleep(Duration::from_secs(settings.seconds)));
     let direct = run_path(
@@ -408,11 +460,19 @@ fn main() {
         &ztunnels,
     );
     println!(
-        "ratio   throughput {:.2}x of direct   p50 {:.2}x   p99 {:.2}x   conn/s {:.2}x",
+        "ratio   throughput {:.2}x of direct   p50 {:.2}x   p99 {:.2}x   conn/s {:.2}x   \
+         churn {:.2}x",
         mesh.gbit_per_s / direct.gbit_per_s,
         mesh.p50_us / direct.p50_us,
         mesh.p99_us / direct.p99_us,
         mesh.conns_per_s / direct.conns_per_s,
+        mesh.churn_per_s / direct.churn_per_s,
+    );
+    let per_thousand = |usage: PhaseUsage, count: f64| usage.cpu_seconds * 1000.0 / count;
+    println!(
+        "ztunnels' CPU per 1000 connections (both): new conns {:.3} s, churn {:.3} s",
+        per_thousand(mesh.conns, mesh.conns_per_s * settings.seconds as f64),
+        per_thousand(mesh.churn, settings.churn_count as f64),
     );
     println!("CPU (cores busy) and memory; ztunnels = both nodes' ztunnel processes together:");
     println!("  phase       path      ztunnels  ztunnel RSS  apps (both ends)");
@@ -424,6 +484,8 @@ fn main() {
         ("req/resp", "ztunnel", mesh.rr),
         ("new conns", "direct", direct.conns),
         ("new conns", "ztunnel", mesh.conns),
+        ("churn", "direct", direct.churn),
+        ("churn", "ztunnel", mesh.churn),
     ];
     for (phase, path, usage) in rows {
         println!(
