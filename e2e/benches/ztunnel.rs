@@ -14,7 +14,7 @@
 //!   from the scheduled time when an earlier stall delayed it;
 //! - new connections: connect, 1-byte round trip, server closes, 8 at a time, for
 //!   `ZTUNNEL_BENCH_SECS`;
-//! - churn: `ZTUNNEL_BENCH_CHURN` connections (default 10 000), each a 1-byte round trip
+//! - churn: `ZTUNNEL_BENCH_CHURN` connections (default 20 000), each a 1-byte round trip
 //!   that the client closes first, 8 at a time: the proxy's connection to the app then closes
 //!   first too, so its TIME_WAIT sockets pile up under the client's address;
 //!
@@ -403,7 +403,7 @@ fn main() {
         rate: env_or("ZTUNNEL_BENCH_RATE", if full { 1000 } else { 100 }),
         seconds: env_or("ZTUNNEL_BENCH_SECS", if full { 10 } else { 1 }),
         // Within one TIME_WAIT period, a pod's ephemeral ports (28 232 by default) bound it.
-        churn_count: env_or("ZTUNNEL_BENCH_CHURN", if full { 10_000 } else { 200 }),
+        churn_count: env_or("ZTUNNEL_BENCH_CHURN", if full { 20_000 } else { 200 }),
     };
 
     let sb = Sandbox::up(&manifests()).expect("sandbox up");
