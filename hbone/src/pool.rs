@@ -30,6 +30,10 @@ pub struct PoolSettings {
     pub max_streams_per_connection: usize,
     /// A connection with no stream for this long is closed.
     pub idle_timeout: Duration,
+    /// A connection with no stream for this long is closed if another connection to the
+    /// same peer remains: after a burst the pool shrinks back to one warm connection soon,
+    /// not after the full `idle_timeout`.
+    pub surplus_idle_timeout: Duration,
     /// How often each connection is probed with a PING.
     pub keepalive_interval: Duration,
     /// A PING unanswered for this long marks the connection broken.
@@ -45,6 +49,7 @@ impl Default for PoolSettings {
         Self {
             max_streams_per_connection: settings::MAX_STREAMS_PER_CONNECTION as usize,
             idle_timeout: Duration::from_secs(60),
+            surplus_idle_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(5),
             max_attempts: 3,
@@ -338,8 +343,7 @@ impl Driver {
                     break 'drive;
                 }
                 _ = tick.tick() => {
-                    let idle = self.conn.idle_for().is_some_and(|d| d >= config.idle_timeout);
-                    if idle && self.conn.close_if_idle() {
+                    if self.close_if_idle_long_enough(config) {
                         debug!(conn = self.conn.id, "closing idle HBONE connection");
                         break 'drive;
                     }
@@ -362,6 +366,27 @@ impl Driver {
         }
         self.conn.mark_closed();
         self.retire();
+    }
+
+    /// Closes the connection to new streams if it has been idle for the idle timeout, or for
+    /// the surplus timeout while another connection to the peer remains.
+    fn close_if_idle_long_enough(&self, config: &PoolSettings) -> bool {
+        let Some(idle) = self.conn.idle_for() else {
+            return false;
+        };
+        if idle >= config.idle_timeout {
+            return self.conn.close_if_idle();
+        }
+        if idle < config.surplus_idle_timeout {
+            return false;
+        }
+        // Decided and removed under the entry's lock, so that of two idle siblings one stays.
+        let mut conns = lock(&self.entry.conns);
+        if conns.len() > 1 && self.conn.close_if_idle() {
+            conns.retain(|c| c.id != self.conn.id);
+            return true;
+        }
+        false
     }
 
     fn retire(&self) {

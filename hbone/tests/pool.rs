@@ -60,6 +60,49 @@ async fn idle_connections_are_released_and_redialed_on_demand() {
     );
 }
 
+#[tokio::test]
+async fn after_a_burst_surplus_connections_close_first_and_one_stays_warm() {
+    let certs = Certs::new();
+    let server = TestServer::start(&certs.server, None).await;
+    let app = echo_with_trailer().await;
+    let upstream = Upstream {
+        address: server.addr,
+        identities: vec![certs.server.identity().clone()],
+        source_ip: None,
+    };
+    let pool = Pool::new(PoolSettings {
+        max_streams_per_connection: 2,
+        idle_timeout: Duration::from_secs(3600),
+        surplus_idle_timeout: Duration::from_millis(100),
+        keepalive_interval: Duration::from_millis(50),
+        ..PoolSettings::default()
+    });
+    // Five tunnels at once need three connections of two streams each.
+    let mut tunnels = Vec::new();
+    for _ in 0..5 {
+        let tunnel = pool
+            .connect(&certs.client, &upstream, &ConnectRequest::new(app))
+            .await
+            .expect("tunnel");
+        tunnels.push(tunnel);
+    }
+    assert_eq!(pool.connection_count(), 3);
+    drop(tunnels);
+    eventually("the surplus connections to close", || {
+        pool.connection_count() == 1
+    })
+    .await;
+    // The last one is kept for the full idle timeout, and serves the next tunnel.
+    round_trip(&pool, &certs, &upstream, app).await;
+    assert_eq!(pool.connection_count(), 1);
+    let peers = server.seen.peers.lock().unwrap().clone();
+    assert_eq!(peers.len(), 6, "one CONNECT per tunnel");
+    assert!(
+        peers[..5].contains(&peers[5]),
+        "the last tunnel rode a connection of the burst"
+    );
+}
+
 /// A TCP relay whose existing connections can be frozen: bytes stop flowing but nothing is
 /// closed, as when a peer's machine vanishes.
 async fn freezable_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicBool>) {

@@ -78,6 +78,9 @@ struct Entry {
     close: Arc<watch::Sender<Option<CloseReason>>>,
 }
 
+/// Entries a registry's table keeps room for however few connections are live.
+const MIN_REGISTRY_CAPACITY: usize = 64;
+
 /// The live connections of one pod proxy.
 #[derive(Default)]
 pub struct LiveConnections {
@@ -211,6 +214,12 @@ impl Drop for Tracked {
         let now_empty = {
             let mut entries = lock(&self.registry.entries);
             entries.remove(&self.id);
+            // A burst of connections leaves its table behind: give it back once mostly empty
+            // (halving at a quarter full keeps the cost amortised).
+            let live = entries.len();
+            if entries.capacity() > MIN_REGISTRY_CAPACITY && live < entries.capacity() / 4 {
+                entries.shrink_to(live * 2);
+            }
             entries.is_empty()
         };
         if now_empty {
@@ -294,7 +303,7 @@ where
 
 /// First copy buffer of each direction. Most connections carry little at a time, and a node
 /// holds many of them: they start small.
-const INITIAL_BUFFER: usize = 4 * 1024;
+const INITIAL_BUFFER: usize = 1024;
 /// Largest copy buffer of one direction. A direction whose reads keep filling its buffer
 /// doubles it up to this, so bulk transfers move large chunks: fewer reads, writes, HTTP/2
 /// frames and wake-ups per byte.

@@ -16,6 +16,7 @@ pub mod control;
 pub mod identity;
 pub mod labels;
 pub mod learned_roots;
+pub mod memory;
 pub mod readiness;
 pub mod settings;
 pub mod shutdown;

@@ -19,6 +19,7 @@ use hbone::{DrainReport, Identity};
 use proxy_core::admin::{self, AdminContext, AdminExtensions, AdminListeners};
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CaClient, CertManager, CertSettings};
+use proxy_core::memory;
 use proxy_core::readiness::Readiness;
 use proxy_core::settings::{ControlPlaneSettings, MeshProxySettings};
 use proxy_core::shutdown::ShutdownSignals;
@@ -120,6 +121,12 @@ pub async fn serve(
     };
 
     let core = Core::new(&config, identity, control)?;
+    // Memory freed by finished requests and connections goes back to the system (detached:
+    // ends with the runtime).
+    tokio::spawn(memory::trim_periodically(
+        memory::TRIM_INTERVAL,
+        memory::TRIM_THRESHOLD,
+    ));
     let mut running = Running::start(&config, &core, listeners);
     tracing::info!(
         waypoint = %core.store.resource_name(), identity = %core.identity,

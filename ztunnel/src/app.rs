@@ -18,6 +18,7 @@ use crate::settings::ProxySettings;
 use proxy_core::admin::{self, AdminContext, AdminExtensions, AdminListeners};
 use proxy_core::control::ControlPlane;
 use proxy_core::identity::{CertManager, CertSettings};
+use proxy_core::memory;
 use proxy_core::readiness::Readiness;
 use proxy_core::settings::AdminAddresses;
 use proxy_core::shutdown::ShutdownSignals;
@@ -76,6 +77,12 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
 
+    // Memory freed by closed connections goes back to the system (detached: ends with the
+    // runtime).
+    tokio::spawn(memory::trim_periodically(
+        memory::TRIM_INTERVAL,
+        memory::TRIM_THRESHOLD,
+    ));
     let xds_task = tokio::spawn(xds::run_with(
         config.control.clone(),
         client_identity(&config),

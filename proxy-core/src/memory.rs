@@ -1,0 +1,88 @@
+//! Giving freed heap memory back to the system.
+//!
+//! glibc's allocator keeps what connections freed inside its arenas: after 5 000 idle
+//! connections closed, a ztunnel stayed at 113 MB instead of its idle 9 MB, because the freed
+//! blocks are scattered through the heap and only its very top is ever returned. A proxy's
+//! memory should follow its load both ways, so every few seconds the proxy asks how much is
+//! free and, past a threshold, has the allocator release the free pages (`malloc_trim`).
+
+use std::time::Duration;
+
+use tracing::debug;
+
+/// How often the proxy looks at its free heap memory.
+pub const TRIM_INTERVAL: Duration = Duration::from_secs(10);
+/// Free heap memory worth giving back: below it a trim costs more than it returns.
+pub const TRIM_THRESHOLD: usize = 4 << 20;
+
+/// Bytes the allocator holds free in its arenas, where it can say (glibc).
+pub fn free_heap_bytes() -> Option<usize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        Some(info.fordblks)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
+/// Has the allocator release its free pages to the system; true if it released any.
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim is safe to call at any time from any thread.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// Every `interval`, releases free heap memory if more than `threshold` bytes of it are held.
+/// Runs until its task is dropped.
+pub async fn trim_periodically(interval: Duration, threshold: usize) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(free) = free_heap_bytes() else {
+            return;
+        };
+        if free > threshold {
+            // Walks the arenas under their locks: off the proxy's worker threads.
+            let released = tokio::task::spawn_blocking(release_free_memory)
+                .await
+                .unwrap_or(false);
+            debug!(free_bytes = free, released, "heap trimmed");
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scattered_free_memory_is_counted_and_released() {
+        // Many blocks, every other one freed: free memory the heap's top cannot give back.
+        let mut blocks: Vec<Vec<u8>> = (0..8192).map(|i| vec![i as u8; 4096]).collect();
+        let before = free_heap_bytes().unwrap();
+        let kept: Vec<Vec<u8>> = blocks
+            .drain(..)
+            .enumerate()
+            .filter_map(|(i, block)| (i % 2 == 0).then_some(block))
+            .collect();
+        let free = free_heap_bytes().unwrap();
+        // Other tests allocate and free too: half of the 32 MiB is the floor of what freed.
+        assert!(
+            free >= before + (8 << 20),
+            "free heap grew from {before} to {free} only"
+        );
+        assert!(release_free_memory(), "freed pages were given back");
+        drop(kept);
+    }
+}
