@@ -9,6 +9,9 @@ cargo build --workspace --bins
 # The container images, from those debug binaries (stripped), each run once: the image
 # test (e2e/tests/images.rs) runs them as the manifests do.
 scripts/build-images.sh --profile debug
+# The install manifests (kustomize base, `meshctl install`) against the Kubernetes API's
+# schemas, 1.32 and the newest known: seconds (kubernetes-validate from PyPI, into target/).
+scripts/validate-manifests.sh
 # Includes the bounded fuzz run (fuzz/tests/bounded.rs): the seed corpus, then FUZZ_SECONDS
 # (default 10) of mutants per target, about two minutes in all; FUZZ_SECONDS=0 keeps the
 # corpus replay only.

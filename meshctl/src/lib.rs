@@ -4,5 +4,6 @@
 pub mod app;
 pub mod cluster;
 pub mod dashboard;
+pub mod install;
 pub mod operator;
 pub mod sandbox;

@@ -26,12 +26,25 @@ enum Command {
     /// Built-in test apps to run as container commands.
     #[command(subcommand)]
     App(AppCommand),
+    /// Print the Kubernetes install manifests, for `kubectl apply -f -`.
+    ///
+    /// The CRDs, the controller and the ztunnel DaemonSet (the same objects as the kustomize
+    /// base manifests/), with --set options applied. Exit status 2 on a refused option.
+    Install(meshctl::install::InstallArgs),
+    /// Print the installed objects for `kubectl delete -f -` (CRDs only with --crds).
+    ///
+    /// Captured pods keep their redirection rules when the node agent stops: remove the
+    /// istio.io/dataplane-mode label from their namespaces first (the node agents then
+    /// release them), or restart them after uninstalling.
+    Uninstall(meshctl::install::UninstallArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::App(cmd) => run_app(cmd),
+        Command::Install(args) => exit(Ok::<_, String>(meshctl::install::cli::install(&args))),
+        Command::Uninstall(args) => exit(Ok::<_, String>(meshctl::install::cli::uninstall(&args))),
         Command::Sandbox(cmd) if cli.kube.enabled() && !meshctl::cluster::verbs::internal(&cmd) => {
             exit(meshctl::cluster::run(&cli.kube, cmd))
         }
