@@ -1,7 +1,7 @@
 //! `meshctl app <COMMAND>`: which app to run.
 
 use super::error::AppError;
-use super::{curl, http_echo, load, otlp_receiver, tcp_echo, ws_client};
+use super::{curl, grpc_client, grpc_echo, http_echo, load, otlp_receiver, tcp_echo, ws_client};
 
 /// The test apps, as `meshctl app <COMMAND>`.
 #[derive(clap::Subcommand, Debug)]
@@ -16,6 +16,10 @@ pub enum AppCommand {
     Curl(curl::CurlArgs),
     /// WebSocket client: N messages echoed both ways, then a close; a JSON report.
     Ws(ws_client::WsArgs),
+    /// gRPC echo server (h2c): the Echo service's four call kinds, failing or waiting on request.
+    GrpcEcho(grpc_echo::GrpcEchoArgs),
+    /// One gRPC call to grpc-echo (unary or streaming): replies, status and trailers.
+    Grpc(grpc_client::GrpcArgs),
     /// OpenTelemetry collector stand-in: OTLP/gRPC and OTLP/HTTP trace export, spans listed
     /// at GET /spans.
     OtlpReceiver(otlp_receiver::OtlpReceiverArgs),
@@ -29,6 +33,8 @@ pub async fn run(cmd: AppCommand) -> Result<(), AppError> {
         AppCommand::Load(args) => load::run(args).await,
         AppCommand::Curl(args) => curl::run(args).await,
         AppCommand::Ws(args) => ws_client::run(args).await,
+        AppCommand::GrpcEcho(args) => grpc_echo::run(args).await,
+        AppCommand::Grpc(args) => grpc_client::run(args).await,
         AppCommand::OtlpReceiver(args) => otlp_receiver::run(args).await,
     }
 }

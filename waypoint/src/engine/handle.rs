@@ -34,7 +34,7 @@ use super::upgrade::UpgradedBytes;
 use super::upstream::UpstreamClient;
 
 /// Whether the request is gRPC (by content type, as Envoy decides).
-fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
