@@ -163,7 +163,8 @@ fn every_grpc_call_kind_passes_the_waypoint_with_its_status_counted_and_deadline
         2.0,
     );
 
-    // A deadline shorter than the server's work ends the call with DEADLINE_EXCEEDED.
+    // A deadline shorter than the server's work ends the call with DEADLINE_EXCEEDED, kept
+    // by the server and by the waypoint alike.
     let late = call(
         &sb,
         GREETER_V1,
@@ -172,7 +173,27 @@ fn every_grpc_call_kind_passes_the_waypoint_with_its_status_counted_and_deadline
     );
     assert_eq!(late.code, 4, "{late:?}");
     assert!(late.replies.is_empty());
-    assert_counted(&sb, "greeter-v1", &[("grpc_response_status", "4")], 1.0);
+    // A server that ignores the deadline: the waypoint keeps it (Envoy's wording).
+    let ignored = call(
+        &sb,
+        GREETER_V1,
+        "unary",
+        &[
+            "--sleep-ms",
+            "20000",
+            "--timeout-ms",
+            "300",
+            "--server-ignores-deadline",
+        ],
+    );
+    assert_eq!(
+        (ignored.code, ignored.status_message.as_str()),
+        (4, "upstream request timeout"),
+        "{ignored:?}"
+    );
+    // Both counted with DEADLINE_EXCEEDED (the first one by whichever of the waypoint and
+    // the server kept the deadline first).
+    assert_counted(&sb, "greeter-v1", &[("grpc_response_status", "4")], 2.0);
     // Within the deadline, the same call succeeds.
     let in_time = call(
         &sb,

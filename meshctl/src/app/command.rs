@@ -145,6 +145,26 @@ mod tests {
     }
 
     #[test]
+    fn the_grpc_apps_parse() {
+        let Ok(AppCommand::GrpcEcho(a)) = parse(&["grpc-echo"]) else {
+            panic!()
+        };
+        assert_eq!(a.port, grpc_echo::DEFAULT_PORT);
+        let cmd = parse(&[
+            "grpc",
+            "--url",
+            "http://greeter:50051",
+            "--method",
+            "server-stream",
+        ]);
+        let Ok(AppCommand::Grpc(a)) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(a.method, grpc_client::CallKind::ServerStream);
+        assert!(parse(&["grpc"]).is_err(), "--url is required");
+    }
+
+    #[test]
     fn the_otlp_receiver_parses() {
         let Ok(AppCommand::OtlpReceiver(a)) = parse(&["otlp-receiver"]) else {
             panic!()

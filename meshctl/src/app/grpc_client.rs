@@ -79,6 +79,9 @@ pub struct GrpcArgs {
     /// Ask the server to wait this long before answering.
     #[arg(long, default_value_t = 0)]
     pub sleep_ms: u64,
+    /// Ask the server to sleep through the deadline (only the mesh can then keep it).
+    #[arg(long, requires = "timeout_ms")]
+    pub server_ignores_deadline: bool,
     /// The call's deadline, sent as `grpc-timeout`.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=99_999_999))]
     pub timeout_ms: Option<u64>,
@@ -209,6 +212,7 @@ fn echo_request(args: &GrpcArgs, message: String) -> EchoRequest {
         fail_key: args.fail_key.clone().unwrap_or_default(),
         fail_times: args.fail_times,
         sleep_ms: args.sleep_ms,
+        ignore_deadline: args.server_ignores_deadline,
     }
 }
 
@@ -350,4 +354,154 @@ fn metadata_map(metadata: &MetadataMap) -> BTreeMap<String, String> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::app::grpc_echo;
+    use crate::app::identity::Identity;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: GrpcArgs,
+    }
+
+    fn args(argv: &[&str]) -> GrpcArgs {
+        Cli::try_parse_from(std::iter::once("grpc").chain(argv.iter().copied()))
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+            .args
+    }
+
+    /// A grpc-echo server on a free local port, stopped when the test's runtime ends.
+    async fn server() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let identity = Identity {
+            pod: "greeter-v1-abc".into(),
+            namespace: "shop".into(),
+            version: "v1".into(),
+        };
+        tokio::spawn(grpc_echo::serve(listener, identity, std::future::pending()));
+        url
+    }
+
+    async fn run_call(url: &str, extra: &[&str]) -> GrpcReport {
+        let mut argv = vec!["--url", url];
+        argv.extend_from_slice(extra);
+        call(&args(&argv)).await.expect("the call is made")
+    }
+
+    #[test]
+    fn flags_parse_and_are_bounded() {
+        let a = args(&["--url", "http://g:50051"]);
+        assert_eq!(
+            (a.method, a.count, a.output),
+            (CallKind::Unary, 1, Output::Text)
+        );
+        let a = args(&[
+            "--url",
+            "http://g:50051",
+            "--method",
+            "bidi",
+            "--count",
+            "7",
+            "--fail-with",
+            "14",
+            "--fail-key",
+            "k",
+            "--fail-times",
+            "2",
+            "--timeout-ms",
+            "300",
+            "-o",
+            "json",
+        ]);
+        assert_eq!(
+            (a.method, a.count, a.fail_with),
+            (CallKind::Bidi, 7, Some(14))
+        );
+        assert_eq!((a.fail_key.as_deref(), a.fail_times), (Some("k"), 2));
+        assert_eq!((a.timeout_ms, a.output), (Some(300), Output::Json));
+        let bad = |argv: &[&str]| {
+            Cli::try_parse_from(std::iter::once("grpc").chain(argv.iter().copied())).is_err()
+        };
+        assert!(
+            bad(&["--url", "u", "--fail-with", "0"]),
+            "0 is OK, not a failure"
+        );
+        assert!(bad(&["--url", "u", "--fail-with", "17"]));
+        assert!(
+            bad(&["--url", "u", "--fail-key", "k"]),
+            "a key needs a code"
+        );
+        assert!(
+            bad(&["--url", "u", "--timeout-ms", "100000000"]),
+            "9 digits"
+        );
+        assert!(
+            bad(&["--url", "u", "--server-ignores-deadline"]),
+            "needs a deadline"
+        );
+        assert!(bad(&["--url", "u", "--method", "stream"]));
+    }
+
+    #[tokio::test]
+    async fn the_four_call_kinds_echo_their_messages() {
+        let url = server().await;
+        let unary = run_call(&url, &["--message", "ping"]).await;
+        assert_eq!((unary.code, unary.sent), (0, 1));
+        assert_eq!(unary.replies[0].message, "ping");
+        assert_eq!(
+            (
+                unary.replies[0].pod.as_str(),
+                unary.replies[0].version.as_str()
+            ),
+            ("greeter-v1-abc", "v1")
+        );
+        let server_stream = run_call(&url, &["--method", "server-stream", "--count", "3"]).await;
+        let messages: Vec<_> = server_stream
+            .replies
+            .iter()
+            .map(|r| r.message.as_str())
+            .collect();
+        assert_eq!(messages, ["hello-0", "hello-1", "hello-2"]);
+        let client_stream = run_call(&url, &["--method", "client-stream", "--count", "3"]).await;
+        assert_eq!(client_stream.sent, 3);
+        assert_eq!(client_stream.replies[0].message, "hello-0,hello-1,hello-2");
+        let bidi = run_call(&url, &["--method", "bidi", "--count", "4"]).await;
+        let indices: Vec<_> = bidi.replies.iter().map(|r| r.index).collect();
+        assert_eq!((bidi.code, bidi.sent, indices), (0, 4, vec![0, 1, 2, 3]));
+    }
+
+    #[tokio::test]
+    async fn failures_are_counted_per_key_and_name_the_pod() {
+        let url = server().await;
+        let once = ["--fail-with", "14", "--fail-key", "k", "--fail-times", "1"];
+        let first = run_call(&url, &once).await;
+        assert_eq!(first.code, 14);
+        assert_eq!(first.status_message, "failing with 14 as asked");
+        assert_eq!(first.trailers["x-echo-pod"], "greeter-v1-abc");
+        assert_eq!(
+            run_call(&url, &once).await.code,
+            0,
+            "only the first call fails"
+        );
+        let always = run_call(&url, &["--method", "server-stream", "--fail-with", "5"]).await;
+        assert_eq!((always.code, always.replies.len()), (5, 0));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_shorter_than_the_sleep_ends_with_deadline_exceeded() {
+        let url = server().await;
+        let late = run_call(&url, &["--sleep-ms", "60000", "--timeout-ms", "50"]).await;
+        assert_eq!(late.code, Code::DeadlineExceeded as i32);
+        assert_eq!(late.status_message, "the caller's deadline passed");
+        let in_time = run_call(&url, &["--sleep-ms", "1", "--timeout-ms", "60000"]).await;
+        assert_eq!(in_time.code, 0);
+    }
 }

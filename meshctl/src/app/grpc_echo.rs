@@ -138,7 +138,7 @@ impl EchoService {
             return Ok(());
         }
         let wake = Instant::now() + Duration::from_millis(request.sleep_ms);
-        match deadline {
+        match deadline.filter(|_| !request.ignore_deadline) {
             Some(deadline) if deadline < wake => {
                 tokio::time::sleep_until(deadline).await;
                 Err(self.status(

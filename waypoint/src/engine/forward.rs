@@ -227,7 +227,7 @@ fn route_deadline(
 ) -> (Option<Duration>, RequestError) {
     let caller = headers
         .get(api::grpc_timeout::GRPC_TIMEOUT)
-        .filter(|_| super::handle::is_grpc(headers))
+        .filter(|_| super::headers::is_grpc(headers))
         .and_then(|v| v.to_str().ok())
         .and_then(api::grpc_timeout::parse);
     match (route, caller) {
