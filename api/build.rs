@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "mesh/waypoint/v1/waypoint.proto",
     "mesh/ca/v1/trust_bundle.proto",
     "mesh/telemetry/v1/access_logging.proto",
+    "mesh/echo/v1/echo.proto",
     "opentelemetry/proto/collector/trace/v1/trace_service.proto",
 ];
 

@@ -67,6 +67,13 @@ pub mod mesh {
             include!(concat!(env!("OUT_DIR"), "/mesh.ca.v1.rs"));
         }
     }
+    /// `mesh.echo.*` packages.
+    pub mod echo {
+        /// `mesh.echo.v1`: the gRPC test app's Echo service.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/mesh.echo.v1.rs"));
+        }
+    }
     /// `mesh.telemetry.*` packages.
     pub mod telemetry {
         /// `mesh.telemetry.v1`: the node proxies' access log switches.

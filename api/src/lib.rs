@@ -14,6 +14,8 @@
 //! - [`trust`]: the mesh's trust bundle (`mesh.ca.v1`), served as
 //!   [`TRUST_BUNDLE_TYPE_URL`] resources;
 //! - [`telemetry`]: the node proxies' access log switches (`mesh.telemetry.v1`);
+//! - [`echo`]: the gRPC test app's `Echo` service (`mesh.echo.v1`), with the
+//!   four call kinds;
 //! - [`otlp`]: OpenTelemetry's trace export (OTLP over gRPC), which
 //!   waypoints send spans with.
 //!
@@ -30,6 +32,7 @@
 mod generated;
 
 mod any;
+pub mod grpc_timeout;
 
 pub use any::{
     ACCESS_LOGGING_NAME, ACCESS_LOGGING_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
@@ -81,6 +84,11 @@ pub use generated::mesh::telemetry::v1 as telemetry;
 /// The trust bundle (`mesh.ca.v1`): one [`trust::TrustBundle`] named
 /// [`TRUST_BUNDLE_NAME`], served as [`TRUST_BUNDLE_TYPE_URL`] resources.
 pub use generated::mesh::ca::v1 as trust;
+
+/// The gRPC test app (`mesh.echo.v1`): the `Echo` service with unary, server-,
+/// client- and bidirectional streaming calls, its client in `echo_client` and its
+/// server in `echo_server`.
+pub use generated::mesh::echo::v1 as echo;
 
 /// OpenTelemetry trace export (OTLP): spans, their attributes and resource,
 /// and the `TraceService` client and server in

@@ -7,6 +7,8 @@
 //! waypoint's metrics say. Only the delay scenario looks at latency, since latency is what it
 //! adds.
 
+#[path = "waypoint/grpc.rs"]
+mod grpc;
 #[path = "waypoint/limits.rs"]
 mod limits;
 #[path = "waypoint/outlier.rs"]

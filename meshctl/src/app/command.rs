@@ -1,7 +1,7 @@
 //! `meshctl app <COMMAND>`: which app to run.
 
 use super::error::AppError;
-use super::{curl, http_echo, load, otlp_receiver, tcp_echo, ws_client};
+use super::{curl, grpc_client, grpc_echo, http_echo, load, otlp_receiver, tcp_echo, ws_client};
 
 /// The test apps, as `meshctl app <COMMAND>`.
 #[derive(clap::Subcommand, Debug)]
@@ -16,6 +16,10 @@ pub enum AppCommand {
     Curl(curl::CurlArgs),
     /// WebSocket client: N messages echoed both ways, then a close; a JSON report.
     Ws(ws_client::WsArgs),
+    /// gRPC echo server (h2c): the Echo service's four call kinds, failing or waiting on request.
+    GrpcEcho(grpc_echo::GrpcEchoArgs),
+    /// One gRPC call to grpc-echo (unary or streaming): replies, status and trailers.
+    Grpc(grpc_client::GrpcArgs),
     /// OpenTelemetry collector stand-in: OTLP/gRPC and OTLP/HTTP trace export, spans listed
     /// at GET /spans.
     OtlpReceiver(otlp_receiver::OtlpReceiverArgs),
@@ -29,6 +33,8 @@ pub async fn run(cmd: AppCommand) -> Result<(), AppError> {
         AppCommand::Load(args) => load::run(args).await,
         AppCommand::Curl(args) => curl::run(args).await,
         AppCommand::Ws(args) => ws_client::run(args).await,
+        AppCommand::GrpcEcho(args) => grpc_echo::run(args).await,
+        AppCommand::Grpc(args) => grpc_client::run(args).await,
         AppCommand::OtlpReceiver(args) => otlp_receiver::run(args).await,
     }
 }
@@ -136,6 +142,26 @@ mod tests {
         );
         assert!(a.http2 && a.expect_server_close && a.headers.len() == 1);
         assert!(parse(&["ws"]).is_err(), "URL is required");
+    }
+
+    #[test]
+    fn the_grpc_apps_parse() {
+        let Ok(AppCommand::GrpcEcho(a)) = parse(&["grpc-echo"]) else {
+            panic!()
+        };
+        assert_eq!(a.port, grpc_echo::DEFAULT_PORT);
+        let cmd = parse(&[
+            "grpc",
+            "--url",
+            "http://greeter:50051",
+            "--method",
+            "server-stream",
+        ]);
+        let Ok(AppCommand::Grpc(a)) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(a.method, grpc_client::CallKind::ServerStream);
+        assert!(parse(&["grpc"]).is_err(), "--url is required");
     }
 
     #[test]

@@ -50,6 +50,14 @@ pub enum AppError {
     /// `curl --fail` got a non-2xx status.
     #[error("the server answered HTTP {0}")]
     HttpStatus(u16),
+    /// A gRPC call ended with a status other than OK.
+    #[error("the server answered gRPC status {code}: {message}")]
+    GrpcStatus {
+        /// The status code.
+        code: i32,
+        /// The status message.
+        message: String,
+    },
     /// JSON encoding failed.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -65,7 +73,7 @@ impl AppError {
         match self {
             AppError::InvalidUrl { .. } => 3,
             AppError::Connect { .. } => 7,
-            AppError::HttpStatus(_) => 22,
+            AppError::HttpStatus(_) | AppError::GrpcStatus { .. } => 22,
             AppError::Timeout(_) => 28,
             AppError::Http(_) | AppError::Body(_) => 56,
             _ => 1,

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Body as _;
@@ -196,8 +197,9 @@ pub(crate) async fn run(
         });
     }
 
+    let (limit, expired) = route_deadline(spec.timeout, &template.headers);
     let attempts = attempts(&f, dest, template, &mut source, ctx);
-    let mut response = match spec.timeout {
+    let mut response = match limit {
         Some(limit) => match tokio::time::timeout(limit, attempts).await {
             Ok(r) => r?,
             // Still waiting for the client's body, the time ran out on the client.
@@ -205,7 +207,7 @@ pub(crate) async fn run(
                 return Err(ctx
                     .downstream
                     .timeout_fault()
-                    .map_or(RequestError::Timeout, RequestError::Downstream));
+                    .map_or(expired, RequestError::Downstream));
             }
         },
         None => attempts.await?,
@@ -213,6 +215,26 @@ pub(crate) async fn run(
     chosen.response_headers.apply(response.headers_mut());
     f.route.response_headers.apply(response.headers_mut());
     Ok(response)
+}
+
+/// The time the upstream has to answer, and the error when it runs out: the route's
+/// timeout, or a gRPC caller's `grpc-timeout` when that is shorter (Envoy's route timeout
+/// from the header, as Istio configures it). The deadline bounds the wait for the response
+/// headers, as the route timeout does; a stream that has begun is the app's to end.
+fn route_deadline(
+    route: Option<Duration>,
+    headers: &HeaderMap,
+) -> (Option<Duration>, RequestError) {
+    let caller = headers
+        .get(api::grpc_timeout::GRPC_TIMEOUT)
+        .filter(|_| super::headers::is_grpc(headers))
+        .and_then(|v| v.to_str().ok())
+        .and_then(api::grpc_timeout::parse);
+    match (route, caller) {
+        (Some(r), Some(c)) if c < r => (Some(c), RequestError::DeadlineExceeded),
+        (None, Some(c)) => (Some(c), RequestError::DeadlineExceeded),
+        (r, _) => (r, RequestError::Timeout),
+    }
 }
 
 /// How one attempt ended.

@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
@@ -21,7 +20,7 @@ use super::context::{Handling, RequestContext};
 use super::downstream::Watch;
 use super::fault::Abort;
 use super::forward;
-use super::headers::{self, redirect_headers, strip_port};
+use super::headers::{self, is_grpc, redirect_headers, strip_port};
 use super::matching::RequestView;
 use super::origin::{Caller, Target};
 use super::reply::{self, RequestError};
@@ -32,14 +31,6 @@ use super::telemetry::{
 use super::trace::RequestTrace;
 use super::upgrade::UpgradedBytes;
 use super::upstream::UpstreamClient;
-
-/// Whether the request is gRPC (by content type, as Envoy decides).
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
-}
 
 /// The original client: the first `x-forwarded-for` address, else the peer.
 fn remote_ip(headers: &HeaderMap, peer: IpAddr) -> IpAddr {
@@ -424,6 +415,7 @@ fn abort_response(abort: Abort, grpc: bool) -> Response<Body> {
 mod tests {
     use super::*;
     use crate::engine::authz::principal;
+    use http::header::CONTENT_TYPE;
 
     #[test]
     fn remote_ip_prefers_forwarded_for() {

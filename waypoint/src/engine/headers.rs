@@ -172,6 +172,14 @@ fn replace_prefix(path: &str, prefix: &str, replacement: &str) -> String {
     out
 }
 
+/// Whether the request is gRPC (by content type, as Envoy decides).
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
 /// Replaces the path of `uri`, keeping its query.
 pub(crate) fn set_path(uri: &mut Uri, path: &str) {
     let mut pq = String::with_capacity(path.len() + 16);

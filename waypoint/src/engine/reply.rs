@@ -44,10 +44,17 @@ pub(crate) enum RequestError {
     /// The route's timeout expired.
     #[error("upstream request timeout")]
     Timeout,
+    /// A gRPC caller's deadline (`grpc-timeout`), shorter than the route's timeout, expired:
+    /// the route timeout it stands for, answered with DEADLINE_EXCEEDED.
+    #[error("upstream request timeout (the caller's grpc-timeout)")]
+    DeadlineExceeded,
     /// The client broke its own request: malformed, abandoned or too slow.
     #[error("downstream fault: {0:?}")]
     Downstream(Fault),
 }
+
+/// gRPC's DEADLINE_EXCEEDED status code.
+const GRPC_DEADLINE_EXCEEDED: u32 = 4;
 
 /// HTTP status of the answer to a client that went away: nginx's "client closed request".
 /// It rarely reaches anyone; telemetry records 0, as Envoy does when no response was sent.
@@ -65,7 +72,9 @@ impl RequestError {
             | RequestError::Overflow
             | RequestError::ConnectFailure(_)
             | RequestError::Reset(_) => StatusCode::SERVICE_UNAVAILABLE,
-            RequestError::PerTryTimeout | RequestError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            RequestError::PerTryTimeout
+            | RequestError::Timeout
+            | RequestError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             RequestError::Downstream(Fault::Malformed) => StatusCode::BAD_REQUEST,
             RequestError::Downstream(Fault::Timeout) => StatusCode::REQUEST_TIMEOUT,
             RequestError::Downstream(Fault::Disconnected) => {
@@ -93,7 +102,9 @@ impl RequestError {
             RequestError::Overflow => "UO",
             RequestError::ConnectFailure(_) => "UF",
             RequestError::Reset(_) => "UR",
-            RequestError::PerTryTimeout | RequestError::Timeout => "UT",
+            RequestError::PerTryTimeout
+            | RequestError::Timeout
+            | RequestError::DeadlineExceeded => "UT",
             RequestError::Downstream(fault) => fault.flag(),
         }
     }
@@ -113,7 +124,7 @@ impl RequestError {
             }
             RequestError::Reset(_) => "upstream_reset_before_response_started{remote_reset}",
             RequestError::PerTryTimeout => "upstream_per_try_timeout",
-            RequestError::Timeout => "upstream_response_timeout",
+            RequestError::Timeout | RequestError::DeadlineExceeded => "upstream_response_timeout",
             RequestError::Downstream(Fault::Malformed) => "codec_error",
             RequestError::Downstream(Fault::Disconnected) => "downstream_remote_disconnect",
             RequestError::Downstream(Fault::Timeout) => "request_overall_timeout",
@@ -137,7 +148,9 @@ impl RequestError {
             RequestError::Reset(_) => {
                 "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
             }
-            RequestError::PerTryTimeout | RequestError::Timeout => "upstream request timeout",
+            RequestError::PerTryTimeout
+            | RequestError::Timeout
+            | RequestError::DeadlineExceeded => "upstream request timeout",
             RequestError::Downstream(Fault::Malformed) => "Bad Request",
             RequestError::Downstream(Fault::Disconnected) => "",
             RequestError::Downstream(Fault::Timeout) => "request timeout",
@@ -152,6 +165,9 @@ impl RequestError {
             // Istio's documented local rate limit configuration adds.
             headers.insert("x-envoy-ratelimited", HeaderValue::from_static("true"));
             headers.insert("x-local-rate-limit", HeaderValue::from_static("true"));
+        }
+        if grpc && matches!(self, RequestError::DeadlineExceeded) {
+            return grpc_local(GRPC_DEADLINE_EXCEEDED, self.body(), headers);
         }
         let mut response = local(self.status(), self.body(), headers, grpc);
         if matches!(self, RequestError::Downstream(Fault::Disconnected)) {

@@ -182,6 +182,53 @@ async fn route_and_attempt_timeouts_answer_504() {
     assert_eq!(fk.calls().len(), 2);
 }
 
+/// A gRPC call to `reviews` with `headers`, as the `web` service account.
+async fn grpc_call(
+    e: &Arc<Engine>,
+    fk: &Arc<super::fake::Fake>,
+    headers: &[(&str, &str)],
+) -> super::cfg::Answer {
+    let mut all = vec![("content-type", "application/grpc")];
+    all.extend_from_slice(headers);
+    send(
+        e,
+        fk,
+        caller("web"),
+        request("POST", "/shop.Reviews/Get", &all, ""),
+    )
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_callers_deadline_shorter_than_the_route_timeout_ends_with_deadline_exceeded() {
+    let mut f = forward(&[("v2", 1)]);
+    f.timeout = secs(10);
+    let e = engine(&one_route(f, None));
+    let fk = fake();
+    fk.set(V2_ADDR, Behavior::Hang);
+    let start = Instant::now();
+    let a = grpc_call(&e, &fk, &[("grpc-timeout", "1500m")]).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["grpc-status"], "4");
+    assert_eq!(a.headers["grpc-message"], "upstream request timeout");
+    // On the paused clock: the caller's deadline, not the route's timeout.
+    assert_eq!(start.elapsed(), Duration::from_millis(1500));
+    let text = e.runtime.render_metrics();
+    let deadline = [("grpc_response_status", "4"), ("response_flags", "UT")];
+    assert_eq!(count_of(&text, &deadline), 1);
+
+    // The route's timeout, when shorter, is a route timeout: UNAVAILABLE, as Envoy maps 504.
+    let a = grpc_call(&e, &fk, &[("grpc-timeout", "1M")]).await;
+    assert_eq!(a.headers["grpc-status"], "14");
+    // Without a valid deadline, the route's timeout alone; plain HTTP ignores the header.
+    let a = grpc_call(&e, &fk, &[("grpc-timeout", "soon")]).await;
+    assert_eq!(a.headers["grpc-status"], "14");
+    let start = Instant::now();
+    let a = get(&e, &fk, "/", &[("grpc-timeout", "1S")]).await;
+    assert_eq!(a.status, 504);
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+}
+
 #[tokio::test]
 async fn connection_pool_overflow_is_shed_at_once() {
     let traffic = pb::TrafficPolicy {
