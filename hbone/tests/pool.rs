@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hbone::{ConnectRequest, Pool, PoolSettings, Upstream};
-use support::{Certs, TestServer, echo_with_trailer};
+use support::{Certs, TestServer, echo_with_trailer, upstream_to};
 use test_support::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -39,11 +39,7 @@ async fn idle_connections_are_released_and_redialed_on_demand() {
     let certs = Certs::new();
     let server = TestServer::start(&certs.server, None).await;
     let app = echo_with_trailer().await;
-    let upstream = Upstream {
-        address: server.addr,
-        identities: vec![certs.server.identity().clone()],
-        source_ip: None,
-    };
+    let upstream = upstream_to(server.addr, &certs.server);
     let pool = Pool::new(quick_config());
     round_trip(&pool, &certs, &upstream, app).await;
     assert_eq!(pool.connection_count(), 1);
@@ -65,11 +61,7 @@ async fn after_a_burst_surplus_connections_close_first_and_one_stays_warm() {
     let certs = Certs::new();
     let server = TestServer::start(&certs.server, None).await;
     let app = echo_with_trailer().await;
-    let upstream = Upstream {
-        address: server.addr,
-        identities: vec![certs.server.identity().clone()],
-        source_ip: None,
-    };
+    let upstream = upstream_to(server.addr, &certs.server);
     let pool = Pool::new(PoolSettings {
         max_streams_per_connection: 2,
         idle_timeout: Duration::from_secs(3600),
@@ -153,11 +145,7 @@ async fn a_peer_that_stops_answering_pings_is_dropped() {
     let server = TestServer::start(&certs.server, None).await;
     let app = echo_with_trailer().await;
     let (relay, frozen) = freezable_relay(server.addr).await;
-    let upstream = Upstream {
-        address: relay,
-        identities: vec![certs.server.identity().clone()],
-        source_ip: None,
-    };
+    let upstream = upstream_to(relay, &certs.server);
     let pool = Pool::new(PoolSettings {
         // Only the failed PING may close the connection here.
         idle_timeout: Duration::from_secs(3600),

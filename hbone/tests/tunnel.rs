@@ -9,17 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use hbone::{ConnectRequest, Error, Pool, Upstream, WorkloadCertificate};
 use http::StatusCode;
-use support::{Certs, TestServer, echo_with_trailer, identity, pattern, pattern_sink};
+use support::{Certs, TestServer, echo_with_trailer, identity, pattern, pattern_sink, upstream_to};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-fn upstream_to(server: &TestServer, cert: &WorkloadCertificate) -> Upstream {
-    Upstream {
-        address: server.addr,
-        identities: vec![cert.identity().clone()],
-        source_ip: None,
-    }
-}
 
 #[tokio::test]
 async fn bytes_flow_both_ways_and_half_close_propagates() {
@@ -34,7 +26,7 @@ async fn bytes_flow_both_ways_and_half_close_propagates() {
     let mut tunnel = pool
         .connect(
             &certs.client,
-            &upstream_to(&server, &certs.server),
+            &upstream_to(server.addr, &certs.server),
             &request,
         )
         .await
@@ -78,7 +70,7 @@ async fn server_side_half_close_lets_the_client_keep_sending() {
     let mut tunnel = pool
         .connect(
             &certs.client,
-            &upstream_to(&server, &certs.server),
+            &upstream_to(server.addr, &certs.server),
             &ConnectRequest::new(app),
         )
         .await
@@ -100,7 +92,7 @@ async fn transfer(len: usize) -> String {
     let mut tunnel = pool
         .connect(
             &certs.client,
-            &upstream_to(&server, &certs.server),
+            &upstream_to(server.addr, &certs.server),
             &ConnectRequest::new(sink),
         )
         .await
@@ -171,7 +163,7 @@ async fn refuses_a_client_certificate_from_another_ca() {
     let result = Pool::default()
         .connect(
             &Arc::new(stranger),
-            &upstream_to(&server, &certs.server),
+            &upstream_to(server.addr, &certs.server),
             &ConnectRequest::new(app),
         )
         .await;
@@ -203,7 +195,7 @@ async fn refuses_an_expired_server_certificate() {
     let err = Pool::default()
         .connect(
             &certs.client,
-            &upstream_to(&server, &expired),
+            &upstream_to(server.addr, &expired),
             &ConnectRequest::new(app),
         )
         .await
@@ -228,7 +220,7 @@ async fn refuses_an_expired_client_certificate() {
     let result = Pool::default()
         .connect(
             &Arc::new(expired),
-            &upstream_to(&server, &certs.server),
+            &upstream_to(server.addr, &certs.server),
             &ConnectRequest::new(app),
         )
         .await;
@@ -242,7 +234,7 @@ async fn a_thousand_concurrent_streams_share_ten_connections() {
     let server = TestServer::start(&certs.server, None).await;
     let app = echo_with_trailer().await;
     let pool = Pool::default();
-    let upstream = upstream_to(&server, &certs.server);
+    let upstream = upstream_to(server.addr, &certs.server);
     let all_open = Arc::new(tokio::sync::Barrier::new(1000));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..1000 {
@@ -292,7 +284,7 @@ async fn a_handler_denial_reaches_the_client_as_401() {
     let err = Pool::default()
         .connect(
             &certs.client,
-            &upstream_to(&server, &certs.server),
+            &upstream_to(server.addr, &certs.server),
             &ConnectRequest::new(app),
         )
         .await
@@ -314,7 +306,7 @@ async fn an_unreachable_destination_is_503() {
     let err = Pool::default()
         .connect(
             &certs.client,
-            &upstream_to(&server, &certs.server),
+            &upstream_to(server.addr, &certs.server),
             &ConnectRequest::new(closed),
         )
         .await
@@ -368,7 +360,7 @@ async fn after_a_drain_new_streams_reconnect_and_old_ones_finish() {
     let first = TestServer::start_on(listener, &certs.server, None, Duration::from_secs(10));
     let app = echo_with_trailer().await;
     let pool = Pool::default();
-    let upstream = upstream_to(&first, &certs.server);
+    let upstream = upstream_to(first.addr, &certs.server);
     let first_seen = first.seen.clone();
 
     let mut in_flight = pool
@@ -430,7 +422,7 @@ async fn the_drain_deadline_cuts_streams_that_do_not_finish() {
     let mut stuck = pool
         .connect(
             &certs.client,
-            &upstream_to(&server, &certs.server),
+            &upstream_to(server.addr, &certs.server),
             &ConnectRequest::new(app),
         )
         .await

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hbone::{
     Authority, ConnectHandler, DrainReport, Identity, IncomingConnect, LimitCounters, Server,
-    ServerLimits, WorkloadCertificate,
+    ServerLimits, Upstream, WorkloadCertificate,
 };
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +23,15 @@ const CERT_TTL: Duration = Duration::from_secs(3600);
 
 pub fn identity(ns: &str, sa: &str) -> Identity {
     Identity::new(TRUST_DOMAIN, ns, sa).expect("valid identity")
+}
+
+/// An upstream at `address` expected to present `cert`'s identity.
+pub fn upstream_to(address: SocketAddr, cert: &WorkloadCertificate) -> Upstream {
+    Upstream {
+        address,
+        identities: vec![cert.identity().clone()],
+        source_ip: None,
+    }
 }
 
 /// A CA with a client and a server workload certificate.
