@@ -182,6 +182,19 @@ fn a_refused_option_exits_2_naming_the_key_and_printing_nothing() {
 }
 
 #[test]
+fn several_controller_replicas_are_installed_with_a_warning_about_leader_election() {
+    let (code, stdout, stderr) = meshctl(&["install", "--set", "controller.replicas=3"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("replicas: 3"), "{stdout}");
+    assert!(
+        stderr.starts_with("warning: controller.replicas=3: the controller has no leader election"),
+        "{stderr}"
+    );
+    let (_, _, quiet) = meshctl(&["install"]);
+    assert_eq!(quiet, "");
+}
+
+#[test]
 fn uninstall_names_the_objects_in_reverse_order_and_keeps_the_crds_unless_asked() {
     let (code, stdout, stderr) = meshctl(&["uninstall", "-o", "json"]);
     assert_eq!(code, Some(0), "{stderr}");
