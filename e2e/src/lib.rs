@@ -63,6 +63,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 pub use meshctl::sandbox::model::control::Component;
 
+/// The SPIFFE identity the sandbox's controller serves as.
+pub const CONTROLLER_IDENTITY: &str = "spiffe://cluster.local/ns/istio-system/sa/controller";
+
 /// How long the mesh gets to reach a state a test waits for. Generous: a
 /// loaded machine runs several sandboxes at once. Never asserted as a
 /// duration.

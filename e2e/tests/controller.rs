@@ -26,7 +26,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 const NS: &str = "ctl";
-const CONTROLLER: &str = "spiffe://cluster.local/ns/istio-system/sa/controller";
+use e2e::CONTROLLER_IDENTITY as CONTROLLER;
 /// Upper bound for config to arrive; generous, as the machine may be busy.
 const WAIT: Duration = Duration::from_secs(10);
 

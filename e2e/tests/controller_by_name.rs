@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 const NS: &str = "byname";
 const WEB: &str = "spiffe://cluster.local/ns/byname/sa/web";
-const CONTROLLER: &str = "spiffe://cluster.local/ns/istio-system/sa/controller";
+use e2e::CONTROLLER_IDENTITY as CONTROLLER;
 /// Upper bound for config to arrive; generous, as the machine may be busy.
 const WAIT: Duration = Duration::from_secs(30);
 
