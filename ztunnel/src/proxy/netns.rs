@@ -62,11 +62,17 @@ impl PodNetns {
         }
     }
 
-    /// The ports connections from a client's address take, in turn. Call it inside
-    /// [`PodNetns::run`] of this namespace: the first call reads the namespace's settings.
-    pub(crate) fn source_ports(&self) -> &SourcePorts {
-        self.source_ports
-            .get_or_init(SourcePorts::of_current_namespace)
+    /// The ports connections from a client's address take, in turn. The first call reads the
+    /// namespace's settings from inside it; later ones do not switch namespaces.
+    pub(crate) fn source_ports(&self) -> io::Result<&SourcePorts> {
+        if let Some(ports) = self.source_ports.get() {
+            return Ok(ports);
+        }
+        self.run(|| {
+            Ok(self
+                .source_ports
+                .get_or_init(SourcePorts::of_current_namespace))
+        })
     }
 
     /// Opens the namespace file at `path` (e.g. `/var/run/netns/<name>` or

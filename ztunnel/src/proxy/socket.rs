@@ -161,8 +161,7 @@ async fn connect_from_client(
     peer: SocketAddr,
     ip: IpAddr,
 ) -> io::Result<TcpStream> {
-    // Inside the namespace: the first call reads the pod's port settings.
-    let ports = netns.run(|| Ok(netns.source_ports()))?;
+    let ports = netns.source_ports()?;
     for port in (0..SOURCE_PORT_TRIES).map_while(|_| ports.next_port()) {
         let bound = netns.run(|| {
             let socket = new_socket(peer)?;
