@@ -27,10 +27,10 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use e2e::Sandbox;
 use e2e::manifests::idle_pod;
 use e2e::measure::{ProcUsage, env_or, full_run, proc_usage};
-use e2e::mesh::{NODES, wait_captured, wait_ready, ztunnel_pid};
+use e2e::mesh::{wait_captured, ztunnel_pid, ztunnel_ready};
+use e2e::{Options, Sandbox};
 use meshctl::app::load_report::percentile;
 use test_support::manifests::namespace;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,15 +45,24 @@ const CONNECT_CONCURRENCY: usize = 8;
 /// Write size of the bulk phase.
 const CHUNK: usize = 256 * 1024;
 
-/// The same pair in both namespaces: a client on node1 and a server on node2, both idle (the
-/// benchmark's threads play the apps in their network namespaces).
-fn manifests() -> String {
-    [("direct", false), ("mesh", true)]
+/// The same pair in each namespace: a client on the first node and a server on the second,
+/// both idle (the benchmark's threads play the apps in their network namespaces). `direct`
+/// and `mesh` on node1 → node2; with a peer node proxy, `peer` on node3 → node4, the nodes
+/// that run it.
+fn manifests(with_peer: bool) -> String {
+    let mut pairs = vec![
+        ("direct", false, "node1", "node2"),
+        ("mesh", true, "node1", "node2"),
+    ];
+    if with_peer {
+        pairs.push(("peer", true, "node3", "node4"));
+    }
+    pairs
         .into_iter()
-        .map(|(ns, ambient)| {
+        .map(|(ns, ambient, client_node, server_node)| {
             namespace(ns, ambient)
-                + &idle_pod(ns, "client", "node1", "default")
-                + &idle_pod(ns, "server", "node2", "default")
+                + &idle_pod(ns, "client", client_node, "default")
+                + &idle_pod(ns, "server", server_node, "default")
         })
         .collect()
 }
@@ -396,6 +405,62 @@ struct Settings {
     churn_count: u64,
 }
 
+/// The node proxy binary to measure beside the mesh's own (Istio's ztunnel), from
+/// `ZTUNNEL_BENCH_PEER`.
+fn peer_binary() -> Option<String> {
+    std::env::var("ZTUNNEL_BENCH_PEER")
+        .ok()
+        .filter(|p| !p.is_empty())
+}
+
+/// The node proxies of `nodes`, once each is ready and serves its benchmark pod.
+fn node_proxies(sb: &Sandbox, namespace: &str, nodes: [&str; 2]) -> Ztunnels {
+    for (node, pod) in nodes.iter().zip(["client", "server"]) {
+        let ready = e2e::eventually(e2e::SETTLE, || ztunnel_ready(sb, node));
+        assert!(ready, "the node proxy of {node} never became ready");
+        wait_captured(sb, node, &[&format!("{namespace}/{pod}")]);
+    }
+    Ztunnels {
+        pids: nodes
+            .iter()
+            .map(|n| ztunnel_pid(sb, n).expect("node proxy running"))
+            .collect(),
+    }
+}
+
+/// The address of the server pod of `namespace`.
+fn server_address(sb: &Sandbox, namespace: &str) -> SocketAddr {
+    let ip = sb
+        .pods()
+        .expect("pods")
+        .into_iter()
+        .find(|p| p.namespace == namespace && p.name == "server")
+        .expect("server pod")
+        .ip;
+    SocketAddr::from((ip, PORT))
+}
+
+/// Ratios of `path` against `direct`, and its proxies' CPU per connection and per GB.
+fn print_ratios(label: &str, path: &PathResult, direct: &PathResult, settings: &Settings) {
+    println!(
+        "{label:<7} throughput {:.2}x of direct   p50 {:.2}x   p99 {:.2}x   conn/s {:.2}x   \
+         churn {:.2}x",
+        path.gbit_per_s / direct.gbit_per_s,
+        path.p50_us / direct.p50_us,
+        path.p99_us / direct.p99_us,
+        path.conns_per_s / direct.conns_per_s,
+        path.churn_per_s / direct.churn_per_s,
+    );
+    let per_thousand = |usage: PhaseUsage, count: f64| usage.cpu_seconds * 1000.0 / count;
+    println!(
+        "{label:<7} proxies' CPU (both): per GB {:.2} s, per 1000 new conns {:.3} s, \
+         per 1000 churn conns {:.3} s",
+        path.bulk.cpu_seconds / (settings.bytes as f64 / 1e9),
+        per_thousand(path.conns, path.conns_per_s * settings.seconds as f64),
+        per_thousand(path.churn, settings.churn_count as f64),
+    );
+}
+
 fn main() {
     let full = full_run();
     let settings = Settings {
@@ -405,33 +470,29 @@ fn main() {
         // Within one TIME_WAIT period, a pod's ephemeral ports (28 232 by default) bound it.
         churn_count: env_or("ZTUNNEL_BENCH_CHURN", if full { 20_000 } else { 200 }),
     };
-
-    let sb = Sandbox::up(&manifests()).expect("sandbox up");
-    wait_ready(&sb);
-    wait_captured(&sb, "node1", &["mesh/client"]);
-    wait_captured(&sb, "node2", &["mesh/server"]);
-    let ztunnels = Ztunnels {
-        pids: NODES
+    let peer = peer_binary();
+    let options = Options {
+        nodes: if peer.is_some() { 4 } else { 2 },
+        node_proxies: peer
             .iter()
-            .map(|n| ztunnel_pid(&sb, n).expect("ztunnel running"))
+            .flat_map(|p| [format!("node3={p}"), format!("node4={p}")])
             .collect(),
+        ..Options::default()
     };
-    let server_ns = |ns: &str| sb.netns_path(&format!("{ns}.server"));
+    let sb = Sandbox::up_with(&manifests(peer.is_some()), options).expect("sandbox up");
+    let ztunnels = node_proxies(&sb, "mesh", ["node1", "node2"]);
+    let peer_proxies = peer
+        .as_ref()
+        .map(|_| node_proxies(&sb, "peer", ["node3", "node4"]));
+    let namespaces: &[&str] = if peer.is_some() {
+        &["direct", "mesh", "peer"]
+    } else {
+        &["direct", "mesh"]
+    };
     // The servers run until the process ends; the sandbox is torn down first, on drop.
-    for ns in ["direct", "mesh"] {
-        drop(in_netns(server_ns(ns), serve));
+    for ns in namespaces {
+        drop(in_netns(sb.netns_path(&format!("{ns}.server")), serve));
     }
-    let address = |ns: &str| {
-        let ip = sb
-            .pods()
-            .expect("pods")
-            .into_iter()
-            .find(|p| p.namespace == ns && p.name == "server")
-            .expect("server pod")
-            .ip;
-        SocketAddr::from((ip, PORT))
-    };
-    let (direct_addr, mesh_addr) = (address("direct"), address("mesh"));
 
     println!(
         "pod to pod across two nodes, direct vs through two ztunnels: {} MiB bulk, \
@@ -442,42 +503,30 @@ fn main() {
         settings.seconds,
         settings.churn_count
     );
-    let ((), idle) = ztunnels.measure(|| std::thread::sleep(Duration::from_secs(settings.seconds)));
-    let direct = run_path(
-        "direct",
-        &sb,
-        "direct.client",
-        direct_addr,
-        &settings,
-        &ztunnels,
-    );
-    let mesh = run_path(
-        "ztunnel",
-        &sb,
-        "mesh.client",
-        mesh_addr,
-        &settings,
-        &ztunnels,
-    );
-    println!(
-        "ratio   throughput {:.2}x of direct   p50 {:.2}x   p99 {:.2}x   conn/s {:.2}x   \
-         churn {:.2}x",
-        mesh.gbit_per_s / direct.gbit_per_s,
-        mesh.p50_us / direct.p50_us,
-        mesh.p99_us / direct.p99_us,
-        mesh.conns_per_s / direct.conns_per_s,
-        mesh.churn_per_s / direct.churn_per_s,
-    );
-    let per_thousand = |usage: PhaseUsage, count: f64| usage.cpu_seconds * 1000.0 / count;
-    println!(
-        "ztunnels' CPU per 1000 connections (both): new conns {:.3} s, churn {:.3} s",
-        per_thousand(mesh.conns, mesh.conns_per_s * settings.seconds as f64),
-        per_thousand(mesh.churn, settings.churn_count as f64),
-    );
-    println!("CPU (cores busy) and memory; ztunnels = both nodes' ztunnel processes together:");
-    println!("  phase       path      ztunnels  ztunnel RSS  apps (both ends)");
-    let rows = [
-        ("idle", "-", idle),
+    if let Some(p) = &peer {
+        println!("peer: {p} on node3 and node4 (pair node3 → node4)");
+    }
+    let idle_for = || std::thread::sleep(Duration::from_secs(settings.seconds));
+    let ((), idle) = ztunnels.measure(idle_for);
+    let run = |name: &str, ns: &str, proxies: &Ztunnels| {
+        let client = format!("{ns}.client");
+        run_path(
+            name,
+            &sb,
+            &client,
+            server_address(&sb, ns),
+            &settings,
+            proxies,
+        )
+    };
+    let direct = run("direct", "direct", &ztunnels);
+    let mesh = run("ztunnel", "mesh", &ztunnels);
+    let peer_result = peer_proxies
+        .as_ref()
+        .map(|p| (p.measure(idle_for).1, run("peer", "peer", p)));
+    print_ratios("ztunnel", &mesh, &direct, &settings);
+    let mut rows = vec![
+        ("idle", "ztunnel", idle),
         ("bulk", "direct", direct.bulk),
         ("bulk", "ztunnel", mesh.bulk),
         ("req/resp", "direct", direct.rr),
@@ -487,6 +536,28 @@ fn main() {
         ("churn", "direct", direct.churn),
         ("churn", "ztunnel", mesh.churn),
     ];
+    if let Some((peer_idle, peer)) = &peer_result {
+        print_ratios("peer", peer, &direct, &settings);
+        println!(
+            "ztunnel vs peer: throughput {:.2}x   p50 {:.2}x   p99 {:.2}x   conn/s {:.2}x   \
+             churn {:.2}x   CPU per GB {:.2}x",
+            mesh.gbit_per_s / peer.gbit_per_s,
+            mesh.p50_us / peer.p50_us,
+            mesh.p99_us / peer.p99_us,
+            mesh.conns_per_s / peer.conns_per_s,
+            mesh.churn_per_s / peer.churn_per_s,
+            mesh.bulk.cpu_seconds / peer.bulk.cpu_seconds,
+        );
+        rows.extend([
+            ("idle", "peer", *peer_idle),
+            ("bulk", "peer", peer.bulk),
+            ("req/resp", "peer", peer.rr),
+            ("new conns", "peer", peer.conns),
+            ("churn", "peer", peer.churn),
+        ]);
+    }
+    println!("CPU (cores busy) and memory; proxies = both nodes' node proxy processes together:");
+    println!("  phase       path      proxies   proxy RSS    apps (both ends)");
     for (phase, path, usage) in rows {
         println!(
             "  {phase:<10}  {path:<8}  {:>8.2}  {:>7.1} MiB  {:>13.2}",

@@ -119,6 +119,9 @@ pub struct Options {
     pub ztunnel_args: Vec<String>,
     /// Extra arguments for every waypoint (`up --waypoint-arg`).
     pub waypoint_args: Vec<String>,
+    /// Node proxy programs replacing `ztunnel proxy` (`up --node-proxy
+    /// [NODE=]PATH`).
+    pub node_proxies: Vec<String>,
 }
 
 impl Default for Options {
@@ -131,6 +134,7 @@ impl Default for Options {
             xds_port: 0,
             ztunnel_args: Vec::new(),
             waypoint_args: Vec::new(),
+            node_proxies: Vec::new(),
         }
     }
 }
@@ -312,6 +316,11 @@ impl Sandbox {
             opts.waypoint_args
                 .iter()
                 .map(|a| format!("--waypoint-arg={a}")),
+        );
+        args.extend(
+            opts.node_proxies
+                .iter()
+                .map(|p| format!("--node-proxy={p}")),
         );
         sb.run(&args)?;
         sb.controller = Some(sb.controller_info()?);

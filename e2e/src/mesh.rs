@@ -89,10 +89,13 @@ pub fn ztunnel_dump(sb: &Sandbox, node: &str) -> Value {
 }
 
 /// The pods `node`'s ztunnel serves, from its dump: `namespace/name` and the pod's state.
+/// Istio's ztunnel has `workloadState` at the top of its dump, the mesh's own under `extra`;
+/// the entries are alike.
 fn served_pods(sb: &Sandbox, node: &str) -> Vec<(String, Value)> {
     let dump = ztunnel_dump(sb, node);
     let pods = dump["extra"]["workloadState"]
         .as_object()
+        .or_else(|| dump["workloadState"].as_object())
         .cloned()
         .unwrap_or_default();
     pods.into_iter()

@@ -169,6 +169,11 @@ pub struct UpArgs {
     /// `--waypoint-arg=--cert-ttl-secs=20`.
     #[arg(long = "waypoint-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub waypoint_args: Vec<String>,
+    /// Run this node proxy binary instead of `ztunnel proxy` (Istio's ztunnel,
+    /// configured through its environment variables): `PATH` on every node,
+    /// `NODE=PATH` on one (repeatable; a mixed cluster).
+    #[arg(long = "node-proxy", value_name = "[NODE=]PATH")]
+    pub node_proxies: Vec<String>,
 }
 
 /// `start` / `stop` / `restart`.

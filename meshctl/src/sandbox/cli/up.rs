@@ -1,5 +1,7 @@
 //! `meshctl up`: a new sandbox from a folder of manifests.
 
+use std::os::unix::fs::PermissionsExt;
+
 use super::args::UpArgs;
 use super::output;
 use crate::sandbox::console;
@@ -10,6 +12,7 @@ use crate::sandbox::host::state::{self, StateLock};
 use crate::sandbox::host::{procfs, reaper, teardown};
 use crate::sandbox::model::addresses::{MAX_NODES, netns_prefix};
 use crate::sandbox::model::cluster::Cluster;
+use crate::sandbox::model::control::NodeProxyProgram;
 use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
@@ -25,6 +28,7 @@ pub(super) fn up(cfg: &SandboxSettings, args: UpArgs) -> Result<()> {
     netns::require_root()?;
     let tools = Tools::find()?;
     let (objects, owner) = preflight(cfg, &args)?;
+    let node_proxies = node_proxies(&args)?;
     let lock = claim(cfg, &tools)?;
     let system_opts = SystemOptions {
         ztunnel: !args.no_ztunnel,
@@ -32,6 +36,7 @@ pub(super) fn up(cfg: &SandboxSettings, args: UpArgs) -> Result<()> {
         xds_port: args.xds_port,
         ztunnel_args: args.ztunnel_args,
         waypoint_args: args.waypoint_args,
+        node_proxies,
     };
     let mut cluster = Cluster::new(&cfg.name, args.nodes, state::now());
     cluster.owner = owner;
@@ -93,6 +98,38 @@ fn preflight(cfg: &SandboxSettings, args: &UpArgs) -> Result<(Vec<Object>, Optio
             None => None,
         };
     Ok((objects, owner))
+}
+
+/// The `--node-proxy [NODE=]PATH` values: the node must be one `up` builds,
+/// the path an executable file (made absolute: processes start in `/`).
+fn node_proxies(args: &UpArgs) -> Result<Vec<NodeProxyProgram>> {
+    let nodes: Vec<String> = (1..=args.nodes).map(|i| format!("node{i}")).collect();
+    args.node_proxies
+        .iter()
+        .map(|value| {
+            let (node, path) = match value.split_once('=') {
+                Some((node, path)) => (Some(node.to_string()), path),
+                None => (None, value.as_str()),
+            };
+            if let Some(node) = node.as_ref().filter(|n| !nodes.contains(n)) {
+                return Err(SandboxError::Invalid(format!(
+                    "--node-proxy {value}: no node {node:?} (nodes: {})",
+                    nodes.join(", ")
+                )));
+            }
+            let path = std::fs::canonicalize(path)
+                .map_err(|e| SandboxError::Invalid(format!("--node-proxy {value}: {path}: {e}")))?;
+            let executable = std::fs::metadata(&path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            if !executable {
+                return Err(SandboxError::Invalid(format!(
+                    "--node-proxy {value}: {} is not an executable file",
+                    path.display()
+                )));
+            }
+            Ok(NodeProxyProgram { node, path })
+        })
+        .collect()
 }
 
 /// Makes the sandbox's name and state folder ours: removes sandboxes whose
@@ -158,4 +195,50 @@ fn build(
         crate::operator::findings::report(&findings::of_applied(&cfg.state_dir, objects));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use test_support::temp_dir::TempDir;
+
+    fn up_args(extra: &[&str]) -> UpArgs {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            up: UpArgs,
+        }
+        let argv = ["up", "--nodes", "2"].iter().chain(extra);
+        Cli::parse_from(argv).up
+    }
+
+    #[test]
+    fn node_proxies_name_a_built_node_and_an_executable() {
+        let dir = TempDir::new("node-proxy");
+        let program = dir.write("ztunnel", "#!/bin/sh\n");
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let plain = dir.write("not-executable", "");
+        let p = program.display().to_string();
+
+        let all = node_proxies(&up_args(&["--node-proxy", &p])).unwrap();
+        assert_eq!(
+            all,
+            [NodeProxyProgram {
+                node: None,
+                path: program.clone()
+            }]
+        );
+        let one = node_proxies(&up_args(&["--node-proxy", &format!("node2={p}")])).unwrap();
+        assert_eq!(one[0].node.as_deref(), Some("node2"));
+
+        let err = |value: String| {
+            node_proxies(&up_args(&["--node-proxy", &value]))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(format!("node3={p}")).contains("no node \"node3\" (nodes: node1, node2)"));
+        assert!(err(plain.display().to_string()).contains("is not an executable file"));
+        assert!(err(dir.join("missing").display().to_string()).contains("missing"));
+    }
 }

@@ -61,13 +61,16 @@ pub fn render_hosts(
     out
 }
 
-/// resolv.conf with Kubernetes' search path, for resolvers that use DNS.
+/// resolv.conf with Kubernetes' search path, for resolvers that use DNS. A node's also names
+/// a nameserver on its loopback, where none listens (names resolve through the hosts file):
+/// node proxies whose resolver refuses to start without one (Istio's ztunnel) start, and a
+/// lookup the hosts file cannot answer is refused at once.
 pub fn render_resolv(namespace: Option<&str>) -> String {
-    let search = match namespace {
-        Some(ns) => format!("{ns}.svc.{DOMAIN} svc.{DOMAIN} {DOMAIN}"),
-        None => DOMAIN.to_string(),
+    let (search, nameserver) = match namespace {
+        Some(ns) => (format!("{ns}.svc.{DOMAIN} svc.{DOMAIN} {DOMAIN}"), ""),
+        None => (DOMAIN.to_string(), "nameserver 127.0.0.1\n"),
     };
-    format!("# Written by meshctl.\nsearch {search}\noptions ndots:5\n")
+    format!("# Written by meshctl.\n{nameserver}search {search}\noptions ndots:5\n")
 }
 
 /// Writes `content` to `path` keeping its inode: overwrite from the start,
@@ -185,6 +188,8 @@ mod tests {
             render_resolv(Some("shop"))
                 .contains("search shop.svc.cluster.local svc.cluster.local cluster.local")
         );
+        assert!(!render_resolv(Some("shop")).contains("nameserver"));
+        assert!(render_resolv(None).contains("nameserver 127.0.0.1\n"));
     }
 
     #[test]

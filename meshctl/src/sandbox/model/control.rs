@@ -90,6 +90,10 @@ pub struct SystemProcess {
     pub netns: String,
     /// Program and arguments.
     pub argv: Vec<String>,
+    /// Environment on top of every system component's (a foreign node
+    /// proxy is configured through it).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
     /// Output file.
     pub log: PathBuf,
     /// The process; `None` when stopped or never started.
@@ -147,6 +151,30 @@ pub struct ControlPlane {
     /// Extra arguments every waypoint gets (`up --waypoint-arg`).
     #[serde(default)]
     pub waypoint_args: Vec<String>,
+    /// Node proxy programs that replace `ztunnel proxy` (`up --node-proxy`).
+    #[serde(default)]
+    pub node_proxies: Vec<NodeProxyProgram>,
+}
+
+/// A node proxy program other than the mesh's own `ztunnel proxy` that speaks
+/// the same protocols (Istio's ztunnel): started with no arguments and
+/// configured through Istio's environment variables ([`istio_node_proxy_env`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeProxyProgram {
+    /// The node it runs on; `None`: every node that has none of its own.
+    pub node: Option<String>,
+    /// The binary (absolute).
+    pub path: PathBuf,
+}
+
+/// How a system process is started: program and arguments, and environment on
+/// top of the system components' own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launch {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
 }
 
 impl ControlPlane {
@@ -179,6 +207,70 @@ impl ControlPlane {
         }
         argv
     }
+
+    /// The foreign node proxy program of `node`, if it has one: its own
+    /// entry, else the every-node one.
+    pub fn node_proxy(&self, node: &str) -> Option<&Path> {
+        let of = |n: Option<&str>| {
+            self.node_proxies
+                .iter()
+                .rev()
+                .find(|p| p.node.as_deref() == n)
+        };
+        of(Some(node))
+            .or_else(|| of(None))
+            .map(|p| p.path.as_path())
+    }
+
+    /// How `component` first starts: a node with a foreign node proxy runs
+    /// that program with Istio's environment, everything else
+    /// [`ControlPlane::argv`].
+    pub fn launch(&self, layout: &Layout, component: &Component) -> Launch {
+        if let Component::Ztunnel(node) = component
+            && let Some(program) = self.node_proxy(node)
+        {
+            return Launch {
+                argv: vec![program.display().to_string()],
+                env: istio_node_proxy_env(layout, node, self.ip),
+            };
+        }
+        Launch {
+            argv: self.argv(layout, component),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// The environment Istio's ztunnel reads its control plane, credentials and
+/// node agent from (names and meanings from its documented configuration):
+/// xDS and CA at the controller's address (verified by that IP, which the
+/// controller's certificate carries), the sandbox's root, the node's token
+/// (sent as a bearer token, as a projected service account token would be),
+/// the node agent's ZDS socket, and the ztunnel's own pod identity.
+pub fn istio_node_proxy_env(
+    layout: &Layout,
+    node: &str,
+    control_ip: Ipv4Addr,
+) -> Vec<(String, String)> {
+    let controller = format!("https://{control_ip}:{XDS_PORT}");
+    let root = Layout::path(layout.root_cert());
+    [
+        ("XDS_ADDRESS", controller.clone()),
+        ("CA_ADDRESS", controller),
+        ("XDS_ROOT_CA", root.clone()),
+        ("CA_ROOT_CA", root),
+        ("AUTH_TOKEN", Layout::path(layout.token_file(node))),
+        ("INPOD_UDS", Layout::path(layout.zds_socket(node))),
+        ("NODE_NAME", node.to_string()),
+        ("POD_NAME", format!("ztunnel-{node}")),
+        ("POD_NAMESPACE", ROOT_NAMESPACE.to_string()),
+        ("SERVICE_ACCOUNT", "ztunnel".to_string()),
+        ("TRUST_DOMAIN", TRUST_DOMAIN.to_string()),
+        ("CLUSTER_ID", "Kubernetes".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Where the system components' files live in a state folder.
@@ -394,6 +486,7 @@ mod tests {
             processes: Vec::new(),
             ztunnel_args: ztunnel_args.iter().map(|a| a.to_string()).collect(),
             waypoint_args: Vec::new(),
+            node_proxies: Vec::new(),
         }
     }
 
@@ -418,6 +511,7 @@ mod tests {
         let l = layout();
         let record = |component: Component, extra: &[&str]| SystemProcess {
             argv: control_plane(extra).argv(&l, &component),
+            env: Vec::new(),
             log: l.log(&component),
             netns: "n".into(),
             process: None,
@@ -438,6 +532,58 @@ mod tests {
             record(Component::NodeAgent("node1".into()), &[]).stop_grace(),
             STOP_MARGIN
         );
+    }
+
+    #[test]
+    fn a_foreign_node_proxy_runs_bare_with_istios_environment() {
+        let l = layout();
+        let mut cp = control_plane(&["--cert-ttl-secs", "20"]);
+        cp.node_proxies = vec![
+            NodeProxyProgram {
+                node: None,
+                path: "/opt/istio/ztunnel".into(),
+            },
+            NodeProxyProgram {
+                node: Some("node2".into()),
+                path: "/opt/other/ztunnel".into(),
+            },
+        ];
+        let node1 = cp.launch(&l, &Component::Ztunnel("node1".into()));
+        assert_eq!(node1.argv, ["/opt/istio/ztunnel"]);
+        let env: std::collections::BTreeMap<_, _> = node1.env.iter().cloned().collect();
+        assert_eq!(env["XDS_ADDRESS"], "https://172.18.255.1:15012");
+        assert_eq!(env["CA_ADDRESS"], "https://172.18.255.1:15012");
+        assert_eq!(env["CA_ROOT_CA"], "/run/meshctl/t/ca/root-cert.pem");
+        assert_eq!(env["XDS_ROOT_CA"], "/run/meshctl/t/ca/root-cert.pem");
+        assert_eq!(env["AUTH_TOKEN"], "/run/meshctl/t/tokens/node1");
+        assert_eq!(env["INPOD_UDS"], "/run/meshctl/t/zds/node1.sock");
+        assert_eq!(env["NODE_NAME"], "node1");
+        // Its own identity is the one node tokens stand for.
+        let identity = format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            env["TRUST_DOMAIN"], env["POD_NAMESPACE"], env["SERVICE_ACCOUNT"]
+        );
+        assert_eq!(identity, ZTUNNEL_IDENTITY);
+        // A node's own program wins over the every-node one.
+        let node2 = cp.launch(&l, &Component::Ztunnel("node2".into()));
+        assert_eq!(node2.argv, ["/opt/other/ztunnel"]);
+        // The node agent stays the mesh's own.
+        let agent = cp.launch(&l, &Component::NodeAgent("node1".into()));
+        assert_eq!(agent.argv[1], "node-agent");
+        assert!(agent.env.is_empty());
+    }
+
+    #[test]
+    fn without_a_foreign_node_proxy_the_mesh_runs_its_own() {
+        let l = layout();
+        let mut cp = control_plane(&[]);
+        cp.node_proxies = vec![NodeProxyProgram {
+            node: Some("node2".into()),
+            path: "/opt/istio/ztunnel".into(),
+        }];
+        let node1 = cp.launch(&l, &Component::Ztunnel("node1".into()));
+        assert_eq!(node1.argv, cp.argv(&l, &Component::Ztunnel("node1".into())));
+        assert!(node1.env.is_empty());
     }
 
     #[test]

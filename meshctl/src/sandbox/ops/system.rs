@@ -12,7 +12,7 @@ use crate::sandbox::host::logs::quoted_tail;
 use crate::sandbox::host::{admin, forward, netns, process, procfs, state};
 use crate::sandbox::model::addresses::netns_name;
 use crate::sandbox::model::control::{
-    ADMIN_PORT, CONTROL_IP, Component, ControlPlane, SystemProcess, XDS_PORT,
+    ADMIN_PORT, CONTROL_IP, Component, ControlPlane, NodeProxyProgram, SystemProcess, XDS_PORT,
 };
 use crate::sandbox::model::env;
 use crate::sandbox::model::ids::ProcId;
@@ -36,6 +36,8 @@ pub struct SystemOptions {
     pub ztunnel_args: Vec<String>,
     /// Extra arguments for every waypoint.
     pub waypoint_args: Vec<String>,
+    /// Node proxy programs replacing `ztunnel proxy`.
+    pub node_proxies: Vec<NodeProxyProgram>,
 }
 
 /// Which components a `start`/`stop`/`restart` verb names.
@@ -91,6 +93,7 @@ impl Sandbox {
             processes: Vec::new(),
             ztunnel_args: opts.ztunnel_args.clone(),
             waypoint_args: opts.waypoint_args.clone(),
+            node_proxies: opts.node_proxies.clone(),
         });
         self.save()?;
         self.say(format!(
@@ -169,19 +172,24 @@ impl Sandbox {
                 .map(|n| n.netns.clone())
                 .ok_or_else(|| SandboxError::Invalid(format!("no node {n:?}")))?,
         };
-        let record = control.find(component).cloned().unwrap_or(SystemProcess {
-            component: component.clone(),
-            netns,
-            argv: control.argv(&layout, component),
-            log: layout.log(component),
-            process: None,
+        let record = control.find(component).cloned().unwrap_or_else(|| {
+            let launch = control.launch(&layout, component);
+            SystemProcess {
+                component: component.clone(),
+                netns,
+                argv: launch.argv,
+                env: launch.env,
+                log: layout.log(component),
+                process: None,
+            }
         });
         if let Component::NodeAgent(node) = component {
             // A leftover socket of a killed agent would make the new one fail to bind.
             let _ = std::fs::remove_file(layout.zds_socket(node));
         }
         self.say(format!("starting {}", component.name()));
-        let env = env::system_env(&self.cfg.bin_dir);
+        let mut env = env::system_env(&self.cfg.bin_dir);
+        env.extend(record.env.iter().cloned());
         let spawned = process::spawn_in(
             &self.tools,
             &record.netns,
