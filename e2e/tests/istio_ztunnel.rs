@@ -155,6 +155,19 @@ fn a_mixed_cluster_carries_and_polices_traffic_both_ways() {
     assert_hbone_between(&sb, &sniffer, "client-a", "server-b");
     assert_hbone_between(&sb, &sniffer, "client-b", "server-a");
 
+    // `meshctl check` reads Istio's node proxy too: ready, and the certificates of its three
+    // pods issued by the controller's root.
+    let mut report = String::new();
+    let checked = eventually(SETTLE, || {
+        let out = sb.command().arg("check").output().expect("meshctl check");
+        report = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success()
+            && report.contains(
+                "the ztunnel of node2 is ready, config synced, 3 workload certificates valid",
+            )
+    });
+    assert!(checked, "meshctl check:\n{report}");
+
     // Only `client` may call the servers: each inbound checks the identity the other kind of
     // proxy presented for its pod.
     sb.apply(

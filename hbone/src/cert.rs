@@ -139,14 +139,7 @@ impl WorkloadCertificate {
     /// of the chain's last certificate and whose key verifies its signature. `None` when no
     /// root it trusts issued it (its trust bundle and its chain disagree).
     pub fn issuing_root(&self) -> Option<&CertificateDer<'static>> {
-        let last = self.chain.last()?;
-        let (_, top) = x509_parser::parse_x509_certificate(last).ok()?;
-        self.roots.iter().find(|root| {
-            x509_parser::parse_x509_certificate(root).is_ok_and(|(_, root)| {
-                top.issuer() == root.subject()
-                    && top.verify_signature(Some(root.public_key())).is_ok()
-            })
-        })
+        issuing_root(&self.chain, &self.roots)
     }
 
     /// The certificate chain, leaf first.
@@ -291,6 +284,21 @@ pub fn certificates_from_pem(
         return Err(CertError::Empty(what));
     }
     Ok(certs)
+}
+
+/// The root among `roots` that signed `chain` (leaf first): the one whose subject is the issuer
+/// of the chain's last certificate and whose key verifies its signature. `None` when none did.
+pub fn issuing_root<'a, 'r>(
+    chain: &[CertificateDer<'_>],
+    roots: &'a [CertificateDer<'r>],
+) -> Option<&'a CertificateDer<'r>> {
+    let last = chain.last()?;
+    let (_, top) = x509_parser::parse_x509_certificate(last).ok()?;
+    roots.iter().find(|root| {
+        x509_parser::parse_x509_certificate(root).is_ok_and(|(_, root)| {
+            top.issuer() == root.subject() && top.verify_signature(Some(root.public_key())).is_ok()
+        })
+    })
 }
 
 /// When a DER certificate starts and stops being valid.

@@ -30,9 +30,7 @@ pub struct LeafCertificate {
 
 /// The workload certificates of one proxy's config dump, judged at `now` (Unix seconds).
 pub fn leaf_certificates(proxy: &str, dump: &Value, now: i64) -> Vec<LeafCertificate> {
-    let entries = dump["certificates"].as_array().map(Vec::as_slice);
-    entries
-        .unwrap_or_default()
+    crate::operator::dump_certificates::certificates(dump)
         .iter()
         .map(|entry| {
             let cert = &entry["certificate"];

@@ -11,11 +11,13 @@
 //! imports this (`sandbox::model::stat`) is not imported here. Inside: `table`, `format`,
 //! `stat` and `findings` at the bottom; `routes` and `promql` (on `stat`; `stat --prometheus`'s
 //! queries and the rows from their answers), `check` (on `findings`) and
-//! `proxy_status` (on `table`); `window` (on `stat` and `routes`); `traffic` (on `window`,
+//! `proxy_status` (on `table` and `dump_certificates`, which reads proxies' certificate
+//! entries whichever proxy wrote them); `window` (on `stat` and `routes`); `traffic` (on `window`,
 //! `stat` and `table`).
 
 pub mod ca;
 pub mod check;
+pub mod dump_certificates;
 pub mod findings;
 pub mod format;
 pub mod promql;

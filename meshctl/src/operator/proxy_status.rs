@@ -107,8 +107,7 @@ fn type_status(state: &Value, current: &Value) -> String {
 
 /// The earliest expiry among the certificates of a config dump.
 fn first_expiry(dump: &Value) -> Option<String> {
-    dump["certificates"]
-        .as_array()?
+    super::dump_certificates::certificates(dump)
         .iter()
         .filter_map(|c| c["certificate"]["not_after"].as_str())
         // RFC 3339 in UTC sorts as text.

@@ -176,7 +176,7 @@ fn ztunnel_check(node: &str, proxy: &Proxy, roots: &[String]) -> Check {
 fn certificate_problems(dump: &serde_json::Value, roots: &[String]) -> (usize, Vec<String>) {
     let mut valid = 0;
     let mut problems = Vec::new();
-    for entry in dump["certificates"].as_array().into_iter().flatten() {
+    for entry in &crate::operator::dump_certificates::certificates(dump) {
         let identity = entry["identity"].as_str().unwrap_or("?");
         let cert = &entry["certificate"];
         let issuer = cert["root_serial"].as_str();
