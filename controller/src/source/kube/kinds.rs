@@ -114,6 +114,14 @@ pub const WATCHED: &[WatchedKind] = &[
         "grpcroutes",
         StatusStyle::RouteParents,
     ),
+    // TCPRoute is still v1alpha2 (experimental channel) in current Gateway API releases.
+    custom(
+        GATEWAY,
+        "v1alpha2",
+        "TCPRoute",
+        "tcproutes",
+        StatusStyle::RouteParents,
+    ),
     custom(
         SECURITY,
         "v1",
