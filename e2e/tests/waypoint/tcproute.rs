@@ -215,11 +215,15 @@ fn tcproute_weights_pick_the_backend_per_connection_and_refuse_missing_ones() {
 
     // A backend that does not exist: its connections are refused, the others still served.
     let missing = route(&[("tcp-echo-v1", 50), ("tcp-echo-v3", 50)]);
-    let out = sb.apply_output(&missing).expect("applying a missing backend");
+    let out = sb
+        .apply_output(&missing)
+        .expect("applying a missing backend");
     let findings = String::from_utf8_lossy(&out.stderr);
     assert!(
-        findings.contains("TCPRoute shop/tcp-echo: field spec.rules[0].backendRefs[1].name: \
-                           warning: no Service shop/tcp-echo-v3"),
+        findings.contains(
+            "TCPRoute shop/tcp-echo: field spec.rules[0].backendRefs[1].name: \
+                           warning: no Service shop/tcp-echo-v3"
+        ),
         "apply reports the missing backend: {findings}"
     );
     let mut seen = BTreeMap::new();

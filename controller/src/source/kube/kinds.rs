@@ -278,6 +278,14 @@ mod tests {
                 "grpcroutes".to_string()
             ))
         );
+        let tcp = WatchedKind::by_kind("TCPRoute").map(WatchedKind::api_resource);
+        assert_eq!(
+            tcp.map(|r| (r.api_version, r.plural)),
+            Some((
+                "gateway.networking.k8s.io/v1alpha2".to_string(),
+                "tcproutes".to_string()
+            ))
+        );
         // Only core kinds are required to exist (the mesh config's ConfigMap need not).
         assert!(all_watched().all(|k| k.optional != k.group.is_empty() || k.only_named.is_some()));
         // Kind names are keys: a reported kind never shadows a read one.
