@@ -41,8 +41,11 @@ fn tcp_route(name: &str, age: u32, parent: &str, backends: &[(&str, u16, u32)]) 
 
 const REVIEWS_7000: &str = "{group: \"\", kind: Service, name: reviews, port: 7000}";
 
-/// (port, [(hostname, port, weight)], unresolved weight) of each TCP route.
-fn tcp(s: &Service) -> Vec<(u32, Vec<(String, u32, u32)>, u32)> {
+/// (hostname, port, weight) of a backend.
+type Backend = (String, u32, u32);
+
+/// (port, backends, unresolved weight) of each TCP route.
+fn tcp(s: &Service) -> Vec<(u32, Vec<Backend>, u32)> {
     s.tcp_routes
         .iter()
         .map(|r: &TcpRoute| {
