@@ -381,6 +381,7 @@ fn waypoint_service_and_rate_limit() {
                 source: Some(src),
             }),
             telemetry: None,
+            tcp_routes: Vec::new(),
         }],
         destinations: vec![DestinationPolicy {
             hostname: "h".into(),

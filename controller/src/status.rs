@@ -7,12 +7,14 @@
 //! sends them as JSON merge patches to the status subresource.
 //!
 //! What is written follows what Istio writes:
-//! - Gateway API routes (`HTTPRoute`, `GRPCRoute`): one `status.parents[]`
+//! - Gateway API routes (`HTTPRoute`, `GRPCRoute`, `TCPRoute`): one `status.parents[]`
 //!   entry per mesh parent (a `Service` parentRef, GAMMA), controller
 //!   `istio.io/mesh-controller`, with an `Accepted` condition: `True`/`Accepted`,
 //!   or `False`/`UnsupportedValue` (the route reason the specification gives for
-//!   invalid values) with the problems as message. Entries of other controllers
-//!   are kept untouched.
+//!   invalid values; `NoMatchingParent` when a parent does not exist) with the
+//!   problems as message; and a `ResolvedRefs` condition: `True`, or `False` with
+//!   `BackendNotFound`, `InvalidKind` or `RefNotPermitted` for backends that do not
+//!   resolve. Entries of other controllers are kept untouched.
 //! - `AuthorizationPolicy`: `status.conditions[]` of type `ZtunnelAccepted`
 //!   (or `WaypointAccepted` for policies with `targetRef(s)`), always present as
 //!   in Istio ambient: `True`/`Accepted` ("attached to ztunnel"), `True`/
@@ -67,6 +69,32 @@ pub struct StatusUpdate {
 struct Verdict {
     errors: Vec<String>,
     warnings: Vec<String>,
+    /// Route references that did not resolve: the `ResolvedRefs` reason and the problem.
+    unresolved: Vec<(&'static str, String)>,
+    /// An error names a parent that does not exist (`NoMatchingParent`).
+    unmatched_parent: bool,
+}
+
+/// Why a route's problem is about one of its references, in the Gateway API's words: a
+/// `ResolvedRefs` reason for a backend (`BackendNotFound`, `InvalidKind`,
+/// `RefNotPermitted`), or `NoMatchingParent` for a parent. Read from the field the problem
+/// names and what it says, as the translation words them.
+fn route_reason(p: &Problem) -> Option<&'static str> {
+    let missing = ["no Service", "has no port", "has no listener"]
+        .iter()
+        .any(|m| p.message.contains(m));
+    if p.field.starts_with("spec.parentRefs[") {
+        return missing.then_some("NoMatchingParent");
+    }
+    if !p.field.contains(".backendRefs[") || p.field.contains(".filters") {
+        return None;
+    }
+    match p.field.rsplit('.').next() {
+        Some("name" | "port") if missing => Some("BackendNotFound"),
+        Some("kind") => Some("InvalidKind"),
+        Some("namespace") => Some("RefNotPermitted"),
+        _ => None,
+    }
 }
 
 impl Verdict {
@@ -97,6 +125,17 @@ pub fn desired_statuses(
         }
         let verdict = verdicts.entry(key).or_default();
         let text = describe(p);
+        let bare = text
+            .strip_prefix(WARNING_PREFIX)
+            .unwrap_or(&text)
+            .to_string();
+        match route_reason(p) {
+            Some("NoMatchingParent") => verdict.unmatched_parent |= !p.is_warning(),
+            Some(reason) if !verdict.unresolved.iter().any(|(_, m)| *m == bare) => {
+                verdict.unresolved.push((reason, bare.clone()));
+            }
+            _ => {}
+        }
         match text.strip_prefix(WARNING_PREFIX) {
             Some(w) => push_unique(&mut verdict.warnings, w.to_string()),
             None => push_unique(&mut verdict.errors, text),
@@ -223,9 +262,33 @@ fn route_parents(obs: &Observed, verdict: &Verdict, now: &str) -> Option<Value> 
         Wanted {
             type_: "Accepted",
             ok: false,
-            reason: "UnsupportedValue",
+            reason: if verdict.unmatched_parent {
+                "NoMatchingParent"
+            } else {
+                "UnsupportedValue"
+            },
             message: verdict.all(),
         }
+    };
+    let resolved = match verdict.unresolved.first() {
+        None => Wanted {
+            type_: "ResolvedRefs",
+            ok: true,
+            reason: "ResolvedRefs",
+            message: "All references resolved".to_string(),
+        },
+        Some((reason, _)) => Wanted {
+            type_: "ResolvedRefs",
+            ok: false,
+            reason,
+            message: join(
+                &verdict
+                    .unresolved
+                    .iter()
+                    .map(|(_, m)| m.clone())
+                    .collect::<Vec<_>>(),
+            ),
+        },
     };
     let mut parents: Vec<&Value> = Vec::new();
     for p in obs.parent_refs.iter().filter(|p| is_mesh_parent(p)) {
@@ -238,15 +301,21 @@ fn route_parents(obs: &Observed, verdict: &Verdict, now: &str) -> Option<Value> 
         entry.get("controllerName").and_then(Value::as_str) == Some(CONTROLLER_NAME)
     };
     let entry_for = |parent: &Value| {
-        let previous = current
-            .iter()
-            .filter(|e| ours(e) && e.get("parentRef") == Some(parent))
-            .flat_map(|e| array(e, "conditions"))
-            .find(|c| c.get("type").and_then(Value::as_str) == Some(wanted.type_));
+        let previous = |type_: &str| {
+            current
+                .iter()
+                .filter(|e| ours(e) && e.get("parentRef") == Some(parent))
+                .flat_map(|e| array(e, "conditions"))
+                .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
+        };
+        let generation = json!(obs.generation);
         json!({
             "parentRef": parent,
             "controllerName": CONTROLLER_NAME,
-            "conditions": [wanted.to_json(previous, json!(obs.generation), now)],
+            "conditions": [
+                wanted.to_json(previous(wanted.type_), generation.clone(), now),
+                resolved.to_json(previous(resolved.type_), generation, now),
+            ],
         })
     };
     // Entries keep their places (another controller doing the same then
@@ -567,6 +636,54 @@ mod tests {
         assert_eq!(
             c["message"],
             "spec.rules[0]: Service x is not served by a waypoint"
+        );
+    }
+
+    #[test]
+    fn unresolved_backends_and_missing_parents_have_gateway_api_reasons() {
+        let map: ObservedMap = [observed("TCPRoute", Value::Null, vec![service_ref()])].into();
+        let conditions = |problems: &[Problem]| {
+            let updates = desired_statuses(problems, &map, NOW);
+            let c = updates[0].status["parents"][0]["conditions"].clone();
+            let pick = |i: usize| {
+                let f = |k: &str| c[i][k].as_str().unwrap_or_default().to_string();
+                (f("type"), f("status"), f("reason"), f("message"))
+            };
+            (pick(0), pick(1))
+        };
+        let missing = problem("TCPRoute", "warning: no Service shop/v3; refused")
+            .field("spec.rules[0].backendRefs[1].name");
+        let (accepted, resolved) = conditions(&[missing]);
+        assert_eq!(
+            (accepted.1.as_str(), accepted.2.as_str()),
+            ("True", "Accepted")
+        );
+        assert_eq!(
+            resolved,
+            (
+                "ResolvedRefs".into(),
+                "False".into(),
+                "BackendNotFound".into(),
+                "spec.rules[0].backendRefs[1].name: no Service shop/v3; refused".into()
+            )
+        );
+        let (accepted, resolved) = conditions(&[]);
+        assert_eq!(accepted.2, "Accepted");
+        assert_eq!(
+            (resolved.1.as_str(), resolved.2.as_str()),
+            ("True", "ResolvedRefs")
+        );
+        let parent = problem("TCPRoute", "no Service shop/nope").field("spec.parentRefs[0].name");
+        let kind = problem("TCPRoute", "warning: backend kind \"Pod\" is not supported")
+            .field("spec.rules[0].backendRefs[0].kind");
+        let (accepted, resolved) = conditions(&[parent, kind]);
+        assert_eq!(
+            (accepted.1.as_str(), accepted.2.as_str()),
+            ("False", "NoMatchingParent")
+        );
+        assert_eq!(
+            (resolved.1.as_str(), resolved.2.as_str()),
+            ("False", "InvalidKind")
         );
     }
 

@@ -485,6 +485,12 @@ impl Sandbox {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     }
 
+    /// `meshctl apply -f -` with YAML text; meshctl's whole output (the findings it prints
+    /// about the applied objects are on stderr).
+    pub fn apply_output(&self, yaml: &str) -> Result<Output> {
+        self.run_stdin(&["apply", "-f", "-"], yaml)
+    }
+
     /// `meshctl delete -f -` with YAML text.
     pub fn delete(&self, yaml: &str) -> Result<String> {
         self.run_stdin(&["delete", "-f", "-"], yaml)

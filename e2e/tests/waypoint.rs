@@ -25,6 +25,8 @@ mod stat;
 mod stat_prometheus;
 #[path = "waypoint/tap.rs"]
 mod tap;
+#[path = "waypoint/tcproute.rs"]
+mod tcproute;
 #[path = "waypoint/top.rs"]
 mod top;
 #[path = "waypoint/websocket.rs"]

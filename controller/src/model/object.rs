@@ -10,6 +10,7 @@ use super::problem::Problem;
 pub const RAW_KINDS: &[&str] = &[
     "HTTPRoute",
     "GRPCRoute",
+    "TCPRoute",
     "VirtualService",
     "DestinationRule",
     "TrafficSplit",

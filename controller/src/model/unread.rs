@@ -51,17 +51,11 @@ const KINDS: &[(&str, &str, Reading)] = &[
         "BackendTLSPolicy",
         Ignored(NOT_READ),
     ),
-    (
-        "gateway.networking.k8s.io",
-        "TCPRoute",
-        Ignored(
-            "only HTTPRoute and GRPCRoute are read; TCP traffic is routed by Service: it has no effect",
-        ),
-    ),
+    ("gateway.networking.k8s.io", "TCPRoute", Read),
     (
         "gateway.networking.k8s.io",
         "TLSRoute",
-        Ignored("only HTTPRoute and GRPCRoute are read: it has no effect"),
+        Ignored("only HTTPRoute, GRPCRoute and TCPRoute are read: it has no effect"),
     ),
     (
         "gateway.networking.k8s.io",

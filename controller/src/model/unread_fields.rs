@@ -8,7 +8,7 @@ use serde_ignored::Path;
 
 use super::istio::{AuthorizationPolicy, PeerAuthentication};
 use super::routes::{
-    DestinationRule, GrpcRoute, HttpRoute, ServiceProfile, TrafficSplit, VirtualService,
+    DestinationRule, GrpcRoute, HttpRoute, ServiceProfile, TcpRoute, TrafficSplit, VirtualService,
 };
 use super::telemetry::Telemetry;
 
@@ -26,6 +26,7 @@ pub fn unread_fields(kind: &str, value: &serde_json::Value) -> Vec<String> {
         "DestinationRule" => ignored::<DestinationRule>(value),
         "HTTPRoute" => ignored::<HttpRoute>(value),
         "GRPCRoute" => ignored::<GrpcRoute>(value),
+        "TCPRoute" => ignored::<TcpRoute>(value),
         "TrafficSplit" => ignored::<TrafficSplit>(value),
         "ServiceProfile" => ignored::<ServiceProfile>(value),
         "Telemetry" => ignored::<Telemetry>(value),

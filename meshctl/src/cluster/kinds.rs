@@ -72,7 +72,7 @@ impl From<&WatchedKind> for ListedKind {
 }
 
 /// Istio's and Linkerd's kinds the mesh does not read, at their served versions. Kinds other
-/// projects use too (Gateway API's GatewayClass, TCPRoute, ReferenceGrant) are left out: they
+/// projects use too (Gateway API's GatewayClass, TLSRoute, ReferenceGrant) are left out: they
 /// are not the mesh's to report.
 pub const UNREAD: &[ListedKind] = &[
     ListedKind::unread(
@@ -148,6 +148,9 @@ pub fn required_crds() -> (Vec<String>, Vec<String>) {
     let (gateway, mesh): (Vec<_>, Vec<_>) = WATCHED
         .iter()
         .filter(|k| k.optional && !k.group.is_empty())
+        // TCPRoute is in the Gateway API's experimental channel only: a cluster with the
+        // standard channel's CRDs lacks it, and the mesh then reads none.
+        .filter(|k| k.kind != "TCPRoute")
         .map(ListedKind::from)
         .partition(|k| k.group == "gateway.networking.k8s.io");
     let names = |kinds: Vec<ListedKind>| kinds.iter().map(ListedKind::crd_name).collect();

@@ -9,6 +9,7 @@ use super::compile::ConfigError;
 use super::config::CompiledConfig;
 use super::origin::{Caller, Target};
 use super::runtime::Runtime;
+use super::tcp_route::TcpChoice;
 use super::upstream::EndpointInfo;
 
 /// A compiled waypoint config.
@@ -42,6 +43,14 @@ impl Engine {
             .map_or(api::waypoint::Protocol::Unspecified, |s| {
                 s.protocol(target.address.port())
             })
+    }
+
+    /// The backend of one connection to `target`, when a TCP route routes its port: picked
+    /// by weight, afresh for each connection. `None`: no TCP route (the service itself).
+    pub fn tcp_backend(&self, target: &Target) -> Option<TcpChoice> {
+        let service = self.config.by_vip.get(&target.address.ip())?;
+        let route = service.tcp_route(target.address.port())?;
+        Some(route.pick())
     }
 
     /// L4 authorization for a connection (used for TCP pass-through): DENY/ALLOW policies

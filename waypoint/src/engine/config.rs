@@ -21,6 +21,7 @@ use super::outlier::OutlierSpec;
 use super::pool::PoolSpec;
 use super::ratelimit::RateLimitSpec;
 use super::retry::{BudgetSpec, RetrySpec};
+use super::tcp_route::TcpRouteEntry;
 use super::telemetry::{MetricOverrides, RouteKey, RouteMetrics, RouteTelemetry, ServiceLabels};
 use super::trace::{Providers, TracingSpec, providers};
 
@@ -296,6 +297,8 @@ pub(crate) struct ServiceEntry {
     pub rate_limit: Option<RateLimitSpec>,
     /// Tracing and access logging of its requests.
     pub telemetry: ServiceTelemetry,
+    /// TCP routes, by port.
+    pub tcp_routes: Vec<Arc<TcpRouteEntry>>,
 }
 
 /// What the service's `Telemetry` resources ask of its requests.
@@ -341,6 +344,11 @@ impl ServiceEntry {
             .iter()
             .find(|p| p.port == port)
             .map_or(Protocol::Unspecified, |p| p.protocol)
+    }
+
+    /// The TCP route of `port`, if one routes it.
+    pub(crate) fn tcp_route(&self, port: u16) -> Option<&Arc<TcpRouteEntry>> {
+        self.tcp_routes.iter().find(|r| r.port == port)
     }
 }
 
@@ -509,6 +517,14 @@ impl CompiledConfig {
                     &providers,
                     &format!("{field}.telemetry"),
                 )?,
+                tcp_routes: s
+                    .tcp_routes
+                    .iter()
+                    .enumerate()
+                    .map(|(j, r)| {
+                        TcpRouteEntry::compile(r, &format!("{field}.tcp_routes[{j}]")).map(Arc::new)
+                    })
+                    .collect::<Result<_, _>>()?,
             });
             for a in &s.addresses {
                 let ip: IpAddr = a

@@ -22,7 +22,8 @@
 //! 1. What every stage shares: `body` (the body type, replayable bodies), `compile`
 //!    ([`ConfigError`], protobuf conversions), `origin` ([`Caller`], [`Target`]),
 //!    `upstream` (the [`UpstreamClient`] boundary and the types crossing it), `upgrade`
-//!    (what makes a request an upgrade; the bytes relayed after a 101).
+//!    (what makes a request an upgrade; the bytes relayed after a 101), `tcp_route` (a
+//!    port's weighted TCP backends and the pick per connection).
 //! 2. One concern each: `matching`, `downstream` (the client's side of a body), `trace`
 //!    (trace context in and out, spans and their export),
 //!    `telemetry` (its `record`, `labels` and `access` log below it), `headers`,
@@ -64,6 +65,7 @@ mod reply;
 mod retry;
 mod runtime;
 mod select;
+mod tcp_route;
 mod telemetry;
 mod trace;
 mod upgrade;
@@ -80,6 +82,7 @@ pub use compiled::Engine;
 pub use headers::identify_request;
 pub use origin::{Caller, Target};
 pub use runtime::Runtime;
+pub use tcp_route::{TcpBackend, TcpChoice};
 pub use upgrade::{UpgradedBytes, upgrade_protocol};
 pub use upstream::{
     EndpointInfo, SendFuture, UpstreamClient, UpstreamError, UpstreamHints, WorkloadMeta,

@@ -1,6 +1,8 @@
 //! Opaque TCP through the waypoint: ports declared TCP (and undeclared ports whose bytes are
 //! not HTTP) get L4 authorization only, then are spliced to one endpoint of the destination
-//! service (or to the addressed workload) over HBONE, with Istio's TCP metrics.
+//! service (or to the addressed workload) over HBONE, with Istio's TCP metrics. A port a TCP
+//! route (Gateway API TCPRoute) routes goes to one of its backends instead, picked by weight
+//! per connection; the metrics then name that backend's service and workload.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,10 +18,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::io::BoxedIo;
 use super::outbound::{HboneUpstream, pod_ip};
-use crate::engine::{Caller, EndpointInfo, Engine, Target};
+use crate::engine::{Caller, EndpointInfo, Engine, Target, TcpChoice};
 
 /// `response_flags` when no endpoint was there to take it.
 const NO_HEALTHY_UPSTREAM: &str = "UH";
+/// `response_flags` when the route's backend does not exist (Envoy's "no cluster found").
+const NO_CLUSTER_FOUND: &str = "NC";
 
 /// Where a TCP connection goes.
 struct TcpDestination {
@@ -117,15 +121,15 @@ impl Passthrough {
         engine: &Engine,
     ) -> (Connection, Result<BoxedIo, Refusal>) {
         let start = Instant::now();
-        let plan = self.plan(target);
+        let plan = self.plan(target, engine);
         let conn = Connection {
-            labels: self.labels(caller, plan.as_ref()),
+            labels: self.labels(caller, plan.as_ref().ok()),
             client,
             destination: target.address,
             start,
         };
         self.metrics.connection_opened(&conn.labels);
-        if !authorized(engine, caller, target, plan.as_ref()) {
+        if !authorized(engine, caller, target, plan.as_ref().ok()) {
             let refusal = Refusal {
                 status: StatusCode::UNAUTHORIZED,
                 flag: DENIED,
@@ -133,13 +137,9 @@ impl Passthrough {
             };
             return (conn, Err(refusal));
         }
-        let Some(plan) = plan else {
-            let refusal = Refusal {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                flag: NO_HEALTHY_UPSTREAM,
-                reason: "no endpoint".into(),
-            };
-            return (conn, Err(refusal));
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(refusal) => return (conn, Err(refusal)),
         };
         let opened = self
             .upstream
@@ -153,31 +153,55 @@ impl Passthrough {
         (conn, opened)
     }
 
-    /// The endpoint for `target`: one healthy endpoint of the service owning the VIP, picked
-    /// at random, or the workload owning the address.
-    fn plan(&self, target: &Target) -> Option<TcpDestination> {
+    /// The endpoint for `target`: with a TCP route, one healthy endpoint of the backend it
+    /// picks; else one of the service owning the VIP, picked at random, or the workload
+    /// owning the address.
+    fn plan(&self, target: &Target, engine: &Engine) -> Result<TcpDestination, Refusal> {
         let state: &ProxyState = self.upstream.state();
         let address = target.address;
-        if let Some(service) = state.service_by_vip(address.ip()) {
-            let endpoints = state.endpoints(&service, address.port());
-            if endpoints.is_empty() {
-                return None;
+        let service = match engine.tcp_backend(target) {
+            Some(TcpChoice::Backend(b)) => {
+                let port = if b.port == 0 { address.port() } else { b.port };
+                let service = state.service_by_host(&b.namespace, &b.hostname);
+                service.map(|s| (s, port)).ok_or_else(|| Refusal {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    flag: NO_CLUSTER_FOUND,
+                    reason: format!("backend {} is not known", b.hostname),
+                })?
             }
-            let chosen = &endpoints[fastrand::usize(..endpoints.len())];
-            let ip = pod_ip(&chosen.workload)?;
-            return Some(TcpDestination {
-                workload: chosen.workload.clone(),
-                address: SocketAddr::new(ip, chosen.port),
-                service: Some(service),
-            });
+            Some(TcpChoice::Unresolved) => {
+                return Err(Refusal {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    flag: NO_CLUSTER_FOUND,
+                    reason: "the route's backend does not resolve".into(),
+                });
+            }
+            None => match state.service_by_vip(address.ip()) {
+                Some(service) => (service, address.port()),
+                None => {
+                    return state
+                        .workload_by_ip(address.ip())
+                        .map(|workload| TcpDestination {
+                            workload,
+                            address,
+                            service: None,
+                        })
+                        .ok_or_else(no_endpoint);
+                }
+            },
+        };
+        let (service, port) = service;
+        let endpoints = state.endpoints(&service, port);
+        if endpoints.is_empty() {
+            return Err(no_endpoint());
         }
-        state
-            .workload_by_ip(address.ip())
-            .map(|workload| TcpDestination {
-                workload,
-                address,
-                service: None,
-            })
+        let chosen = &endpoints[fastrand::usize(..endpoints.len())];
+        let ip = pod_ip(&chosen.workload).ok_or_else(no_endpoint)?;
+        Ok(TcpDestination {
+            workload: chosen.workload.clone(),
+            address: SocketAddr::new(ip, chosen.port),
+            service: Some(service),
+        })
     }
 
     /// Istio's TCP labels, as the waypoint sees the connection.
@@ -228,6 +252,15 @@ impl Passthrough {
             duration: conn.start.elapsed(),
             error,
         });
+    }
+}
+
+/// No endpoint to take the connection.
+fn no_endpoint() -> Refusal {
+    Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        flag: NO_HEALTHY_UPSTREAM,
+        reason: "no endpoint".into(),
     }
 }
 

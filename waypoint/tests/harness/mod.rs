@@ -238,6 +238,7 @@ pub fn waypoint_config(policies: Vec<wp::AuthorizationPolicy>) -> wp::Waypoint {
             }],
             rate_limit: None,
             telemetry: None,
+            tcp_routes: Vec::new(),
         }],
         destinations: vec![wp::DestinationPolicy {
             hostname: HOST.into(),

@@ -328,3 +328,51 @@ pub struct GrpcMethodMatch {
     /// Method; absent means any.
     pub method: Option<String>,
 }
+
+/// A `TCPRoute` (`v1alpha2`; mesh attachment to a Service, or to a waypoint Gateway).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct TcpRoute {
+    /// Object metadata.
+    pub metadata: ObjectMeta,
+    /// `spec`.
+    pub spec: TcpRouteSpec,
+}
+
+/// `TCPRoute.spec`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TcpRouteSpec {
+    /// Services (GAMMA) or the waypoint Gateway the route attaches to.
+    pub parent_refs: Vec<ParentReference>,
+    /// Rules; a TCP connection carries nothing to match on, so only the first is used.
+    pub rules: Vec<TcpRouteRule>,
+}
+
+/// `spec.rules[]` of a TCPRoute.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TcpRouteRule {
+    /// Optional rule name.
+    pub name: Option<String>,
+    /// Weighted backends.
+    pub backend_refs: Vec<TcpBackendRef>,
+}
+
+/// `rules[].backendRefs[]` of a TCPRoute: a backend without filters.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct TcpBackendRef {
+    /// API group; `""` or `core` for a Service.
+    pub group: Option<String>,
+    /// Kind; `Service` when absent.
+    pub kind: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Namespace; absent means the route's own.
+    pub namespace: Option<String>,
+    /// Service port; required for a Service.
+    pub port: Option<u16>,
+    /// Relative weight; 1 when absent.
+    pub weight: Option<u32>,
+}

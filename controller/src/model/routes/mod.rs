@@ -15,8 +15,8 @@ pub use gateway_api::{
     BackendRef, Fraction, GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec,
     HeaderFilter, HttpBackendRef, HttpHeader, HttpHeaderMatch, HttpPathMatch, HttpRoute,
     HttpRouteFilter, HttpRouteMatch, HttpRouteRetry, HttpRouteRule, HttpRouteSpec,
-    HttpRouteTimeouts, MirrorFilter, ParentReference, PathModifier, RedirectFilter,
-    UrlRewriteFilter,
+    HttpRouteTimeouts, MirrorFilter, ParentReference, PathModifier, RedirectFilter, TcpBackendRef,
+    TcpRoute, TcpRouteRule, TcpRouteSpec, UrlRewriteFilter,
 };
 pub use networking::{
     DestinationRule, DestinationRuleSpec, DrConnectionPool, DrHttpSettings, DrLoadBalancer,

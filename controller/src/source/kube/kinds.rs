@@ -114,6 +114,14 @@ pub const WATCHED: &[WatchedKind] = &[
         "grpcroutes",
         StatusStyle::RouteParents,
     ),
+    // TCPRoute is still v1alpha2 (experimental channel) in current Gateway API releases.
+    custom(
+        GATEWAY,
+        "v1alpha2",
+        "TCPRoute",
+        "tcproutes",
+        StatusStyle::RouteParents,
+    ),
     custom(
         SECURITY,
         "v1",
@@ -268,6 +276,14 @@ mod tests {
             Some((
                 "gateway.networking.k8s.io/v1".to_string(),
                 "grpcroutes".to_string()
+            ))
+        );
+        let tcp = WatchedKind::by_kind("TCPRoute").map(WatchedKind::api_resource);
+        assert_eq!(
+            tcp.map(|r| (r.api_version, r.plural)),
+            Some((
+                "gateway.networking.k8s.io/v1alpha2".to_string(),
+                "tcproutes".to_string()
             ))
         );
         // Only core kinds are required to exist (the mesh config's ConfigMap need not).

@@ -18,6 +18,8 @@ use super::parts::default_retry;
 use super::rate_limit::LimitTarget;
 use super::service_profile::Profile;
 use super::sources::Sources;
+use super::tcp_assemble::{TcpScope, tcp_routes};
+use super::tcp_route::TcpParent;
 use super::traffic_split::Split;
 use super::virtual_service::VsRoutes;
 use crate::model::{self, IntOrString, Problem};
@@ -55,15 +57,24 @@ pub(crate) fn assemble(
             let Some(svc) = a.catalog.service(service) else {
                 continue;
             };
+            let mut ports = ports(svc);
+            let scope = TcpScope {
+                service,
+                waypoint: &key,
+                tcp: &a.sources.tcp,
+                http: &a.sources.attached,
+            };
+            let tcp_routes = tcp_routes(&scope, &mut ports, problems);
             services.push(Service {
                 hostname: service.hostname(),
                 namespace: service.namespace.clone(),
                 name: service.name.clone(),
                 addresses: addresses(svc),
-                ports: ports(svc),
+                ports,
                 routes: routes(a, service, problems),
                 rate_limit: rate_limit(a, service, &key),
                 telemetry: None,
+                tcp_routes,
             });
         }
         let destinations = policies(a, &mut services, problems);
@@ -165,6 +176,20 @@ fn report_unbound(a: &Assembly<'_>, problems: &mut Vec<Problem>) {
     };
     for x in &s.attached {
         check(&x.obj, x.parents.iter().map(|p| &p.service).collect());
+    }
+    for x in &s.tcp {
+        let services: Vec<&ServiceKey> = x
+            .parents
+            .iter()
+            .filter_map(|p| match p {
+                TcpParent::Service { service, .. } => Some(service),
+                TcpParent::Waypoint { .. } => None,
+            })
+            .collect();
+        // A route on a waypoint applies to whatever it serves.
+        if services.len() == x.parents.len() {
+            check(&x.obj, services);
+        }
     }
     for x in &s.virtuals {
         check(&x.obj, x.hosts.iter().collect());

@@ -14,6 +14,9 @@
 //!    the ServiceProfile's routes come first, forwarding to the same
 //!    destinations with their own timeouts and retries.
 //!
+//! TCPRoutes give the ports they attach to weighted TCP backends (`tcp_assemble`); a port an
+//! HTTPRoute or GRPCRoute routes stays theirs.
+//!
 //! DestinationRules and ServiceProfile retry budgets become the upstream
 //! policy of every service a waypoint serves or sends to; rate limits come
 //! from the `mesh.io/rate-limit` Service annotation, else from EnvoyFilters.
@@ -27,6 +30,8 @@ mod parts;
 mod rate_limit;
 mod service_profile;
 mod sources;
+mod tcp_assemble;
+mod tcp_route;
 mod traffic_split;
 mod values;
 mod virtual_service;

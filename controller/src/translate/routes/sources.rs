@@ -10,10 +10,12 @@ use super::destination_rule::RulePolicy;
 use super::gateway_api::Attached;
 use super::rate_limit::{FilterLimit, RATE_LIMIT_ANNOTATION};
 use super::service_profile::Profile;
+use super::tcp_route::TcpAttached;
 use super::traffic_split::Split;
 use super::virtual_service::VsRoutes;
 use super::{
-    destination_rule, gateway_api, rate_limit, service_profile, traffic_split, virtual_service,
+    destination_rule, gateway_api, rate_limit, service_profile, tcp_route, traffic_split,
+    virtual_service,
 };
 
 use super::super::last_good::LastGood;
@@ -26,6 +28,8 @@ use crate::model::{Object, ObjectKey, Problem};
 pub(crate) enum Contribution {
     /// HTTPRoute / GRPCRoute.
     Attached(Attached),
+    /// TCPRoute.
+    Tcp(TcpAttached),
     /// VirtualService.
     Virtual(VsRoutes),
     /// DestinationRule.
@@ -49,6 +53,8 @@ pub(crate) type RouteMemory = LastGood<Contribution>;
 pub(crate) struct Sources {
     /// HTTPRoutes and GRPCRoutes.
     pub attached: Vec<Attached>,
+    /// TCPRoutes.
+    pub tcp: Vec<TcpAttached>,
     /// VirtualServices.
     pub virtuals: Vec<VsRoutes>,
     /// DestinationRules.
@@ -67,6 +73,7 @@ impl Sources {
     fn add(&mut self, c: Contribution, obj: Obj) {
         match c {
             Contribution::Attached(a) => self.attached.push(a),
+            Contribution::Tcp(t) => self.tcp.push(t),
             Contribution::Virtual(v) => self.virtuals.push(v),
             Contribution::Rule(r) => self.rules.push(r),
             Contribution::Split(s) => self.splits.push(s),
@@ -110,6 +117,9 @@ pub(crate) fn collect(
                 "GRPCRoute" => decoded(value)
                     .and_then(|r| gateway_api::grpc_route(&obj, &r, catalog, w))
                     .map(Contribution::Attached),
+                "TCPRoute" => decoded(value)
+                    .and_then(|r| tcp_route::tcp_route(&obj, &r, catalog, w))
+                    .map(Contribution::Tcp),
                 "VirtualService" => decoded(value)
                     .and_then(|r| virtual_service::virtual_service(&obj, &r, catalog, w))
                     .map(Contribution::Virtual),

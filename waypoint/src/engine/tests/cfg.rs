@@ -105,6 +105,7 @@ pub fn reviews(routes: Vec<pb::Route>) -> pb::Service {
         routes,
         rate_limit: None,
         telemetry: None,
+        tcp_routes: Vec::new(),
     }
 }
 
