@@ -556,6 +556,11 @@ fn main() {
             ("churn", "peer", peer.churn),
         ]);
     }
+    print_usage(&rows);
+}
+
+/// The table of CPU and memory per phase and path.
+fn print_usage(rows: &[(&str, &str, PhaseUsage)]) {
     println!("CPU (cores busy) and memory; proxies = both nodes' node proxy processes together:");
     println!("  phase       path      proxies   proxy RSS    apps (both ends)");
     for (phase, path, usage) in rows {

@@ -123,18 +123,7 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
     let inpod_task = tokio::spawn(inpod.run(stop_rx));
     tracing::info!(node = %config.node, "proxy started");
 
-    let (outcome, admin_done) = tokio::select! {
-        _ = signals.recv() => (Ok(()), false),
-        served = &mut admin_task => {
-            let reason = match served {
-                Ok(Ok(())) => "stopped unexpectedly".to_string(),
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
-            };
-            tracing::error!("admin endpoints failed: {reason}");
-            (Err(ProxyError::Admin(reason)), true)
-        }
-    };
+    let (outcome, admin_done) = wait_for_stop(&mut signals, &mut admin_task).await;
 
     tracing::info!(deadline = ?config.mesh.drain_deadline, "draining");
     let _draining = readiness.block("draining");
@@ -155,6 +144,26 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
     }
     tracing::info!("drained");
     outcome
+}
+
+/// Waits for a shutdown signal, or for the admin endpoints to fail (a proxy nobody can probe
+/// must not run on): the run's outcome, and whether the admin task has ended.
+async fn wait_for_stop(
+    signals: &mut ShutdownSignals,
+    admin_task: &mut tokio::task::JoinHandle<std::io::Result<()>>,
+) -> (Result<(), ProxyError>, bool) {
+    tokio::select! {
+        _ = signals.recv() => (Ok(()), false),
+        served = admin_task => {
+            let reason = match served {
+                Ok(Ok(())) => "stopped unexpectedly".to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!("admin endpoints failed: {reason}");
+            (Err(ProxyError::Admin(reason)), true)
+        }
+    }
 }
 
 /// Serves the admin, metrics and readiness endpoints, with `/tap`, until `stop`.
