@@ -403,15 +403,21 @@ pub async fn run_while_leading(
 ) {
     // What was last sent per object (by uid): not sent again while still desired.
     let mut sent: BTreeMap<ObjectKey, (String, Value)> = BTreeMap::new();
+    let mut was_leading = leadership.is_leader();
     loop {
         tokio::select! {
             changed = problems.changed() => if changed.is_err() { return },
             changed = observed.changed() => if changed.is_err() { return },
-            // Another replica may have written meanwhile: decide from what is observed.
-            () = leadership.changed() => sent.clear(),
+            () = leadership.changed() => {}
             () = tokio::time::sleep(RETRY) => {}
         }
-        if !leadership.is_leader() {
+        let leading = leadership.is_leader();
+        if leading && !was_leading {
+            // Another replica may have written meanwhile: decide from what is observed.
+            sent.clear();
+        }
+        was_leading = leading;
+        if !leading {
             continue;
         }
         tokio::time::sleep(SETTLE).await;

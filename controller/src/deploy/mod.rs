@@ -87,6 +87,7 @@ pub async fn run(
 ) {
     let mut written = Written::default();
     let mut roots_published = false;
+    let mut was_leading = false;
     let mut resync = tokio::time::interval(settings.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
@@ -102,15 +103,18 @@ pub async fn run(
                         return;
                     }
                 }
-                () = leadership.changed() => {
-                    written = Written::default();
-                    roots_published = false;
-                }
+                () = leadership.changed() => {}
                 _ = resync.tick() => written = Written::default(),
                 () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
             }
         }
-        if !leadership.is_leader() {
+        let leading = leadership.is_leader();
+        if leading && !was_leading {
+            written = Written::default();
+            roots_published = false;
+        }
+        was_leading = leading;
+        if !leading {
             retry = None;
             continue;
         }

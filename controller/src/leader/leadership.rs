@@ -2,13 +2,20 @@
 
 use tokio::sync::watch;
 
-/// A view of this replica's leadership: `true` while it holds the Lease. Clones share it.
+/// A view of this replica's leadership: `true` while it holds the Lease.
 ///
 /// Writers check [`Leadership::is_leader`] before every write, so a replica that stepped down
 /// stops writing at once, and wait on [`Leadership::changed`] to resume when it leads again.
-#[derive(Clone, Debug)]
+/// A clone sees changes made after it was made, not before.
+#[derive(Debug)]
 pub struct Leadership {
     receiver: watch::Receiver<bool>,
+}
+
+impl Clone for Leadership {
+    fn clone(&self) -> Self {
+        Self::from_receiver(self.receiver.clone())
+    }
 }
 
 impl Leadership {
@@ -20,7 +27,8 @@ impl Leadership {
     }
 
     /// Follows what an election publishes.
-    pub fn from_receiver(receiver: watch::Receiver<bool>) -> Self {
+    pub fn from_receiver(mut receiver: watch::Receiver<bool>) -> Self {
+        receiver.mark_unchanged();
         Self { receiver }
     }
 
