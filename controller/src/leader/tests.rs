@@ -9,6 +9,9 @@ use kube::api::ObjectMeta;
 use super::election::Attempt;
 use super::*;
 
+/// Another replica's write, made between this one's read and write.
+type Interleaved = Box<dyn FnOnce(&mut State) + Send>;
+
 /// What the API server would hold, and the faults a test injects.
 #[derive(Default)]
 struct State {
@@ -19,7 +22,7 @@ struct State {
     /// Every call hangs.
     hanging: bool,
     /// Runs once right after the next read: another replica writing meanwhile.
-    after_read: Option<Box<dyn FnOnce(&mut State) + Send>>,
+    after_read: Option<Interleaved>,
     writes: Vec<String>,
 }
 
