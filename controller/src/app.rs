@@ -222,17 +222,27 @@ pub async fn run(
     // xDS stream ends, so the gRPC server can drain.
     pipeline.translate.abort();
     let _ = stop_tx.send(true);
+    drain(grpc, admin_task, election).await;
+    Ok(())
+}
+
+/// Waits for the stopped tasks: the gRPC server's drain (at most 5 s), the admin endpoint,
+/// and the Lease's release.
+async fn drain(
+    grpc: tokio::task::JoinHandle<Result<(), server::ServerError>>,
+    admin: tokio::task::JoinHandle<()>,
+    election: Option<tokio::task::JoinHandle<()>>,
+) {
     match tokio::time::timeout(Duration::from_secs(5), grpc).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
         Err(_) => tracing::warn!("gRPC server did not drain in time"),
         _ => {}
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
     if let Some(election) = election {
         // Bounded by the release's own timeout; this only waits for it.
         let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
     }
-    Ok(())
 }
 
 /// The leader election, in Kubernetes mode unless disabled: its task and what it publishes.
