@@ -23,9 +23,12 @@ const SECRETS: &str = "/api/v1/namespaces/istio-system/secrets";
 const DEPLOYMENT: &str = "PATCH /apis/apps/v1/namespaces/shop/deployments/waypoint";
 const GATEWAY_STATUS: &str =
     "PATCH /apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways/waypoint/status";
+/// The status condition every AuthorizationPolicy gets.
+const POLICY_STATUS: &str =
+    "PATCH /apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/allow/status";
 
-/// The cluster both replicas see: a namespace with a waypoint Gateway and its Service, the
-/// Lease and the Secrets; writes of anything else are accepted.
+/// The cluster both replicas see: a namespace with a waypoint Gateway and its Service and an
+/// AuthorizationPolicy, the Lease and the Secrets; writes of anything else are accepted.
 struct Cluster {
     lists: Routes,
     objects: Objects,
@@ -60,6 +63,17 @@ impl Cluster {
                     })],
                 ),
             );
+        let lists = lists.json(
+            "/apis/security.istio.io/v1/authorizationpolicies",
+            list(
+                "AuthorizationPolicy",
+                vec![json!({
+                    "metadata": {"name": "allow", "namespace": "shop", "uid": "ap-1",
+                                 "generation": 1, "resourceVersion": "7"},
+                    "spec": {"action": "ALLOW", "rules": [{}]},
+                })],
+            ),
+        );
         Self {
             lists,
             objects: Objects::new(&[LEASES, SECRETS]),
@@ -202,8 +216,10 @@ async fn one_replica_writes_and_the_other_takes_over_once_the_leader_stops_renew
     }
     let [leader, follower] = &mut replicas;
     assert_eq!(leader.name, holder);
-    eventually("the leader's waypoint and Gateway status", || {
-        leader.has_written(DEPLOYMENT) && leader.has_written(GATEWAY_STATUS)
+    eventually("the leader's waypoint and statuses", || {
+        [DEPLOYMENT, GATEWAY_STATUS, POLICY_STATUS]
+            .iter()
+            .all(|w| leader.has_written(w))
     })
     .await;
 
@@ -231,8 +247,10 @@ async fn one_replica_writes_and_the_other_takes_over_once_the_leader_stops_renew
         cluster.holder().as_deref() == Some(next)
     })
     .await;
-    eventually("the new leader's waypoint and Gateway status", || {
-        follower.has_written(DEPLOYMENT) && follower.has_written(GATEWAY_STATUS)
+    eventually("the new leader's waypoint and statuses", || {
+        [DEPLOYMENT, GATEWAY_STATUS, POLICY_STATUS]
+            .iter()
+            .all(|w| follower.has_written(w))
     })
     .await;
     let lease: Value = cluster.objects.get(LEASE).expect("the Lease");

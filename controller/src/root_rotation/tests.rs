@@ -324,3 +324,24 @@ async fn a_ca_without_a_folder_cannot_rotate() {
     let err = rotation.start(OPTIONS).unwrap_err().to_string();
     assert!(err.contains("kept in memory only"), "{err}");
 }
+
+#[tokio::test]
+async fn only_the_leader_starts_a_rotation() {
+    let dir = TempDir::new("rotation-follower");
+    let ca = Arc::new(CertificateAuthority::open(Some(dir.path()), "cluster.local").unwrap());
+    let identity = controller_identity("cluster.local", "istio-system").unwrap();
+    let serving = ServingTls::issue(ca.clone(), identity).unwrap();
+    let (_, served) = watch::channel(None);
+    let (leading, elected) = watch::channel(false);
+    let leadership = Leadership::from_receiver(elected);
+    let (rotation, _) =
+        RootRotation::new(ca, Clients::default(), served, serving, leadership).unwrap();
+    let err = rotation.start(OPTIONS).unwrap_err();
+    assert!(matches!(err, RotationError::NotLeader), "{err}");
+    assert_eq!(rotation.status().state.phase, Phase::Idle);
+    leading.send_replace(true);
+    assert_eq!(
+        rotation.start(OPTIONS).unwrap().state.phase,
+        Phase::Published
+    );
+}
