@@ -241,7 +241,7 @@ impl<S: LeaseStore> Elector<S> {
         seen_at + Duration::from_secs(u64::try_from(seconds).unwrap_or(0)) <= now
     }
 
-    /// The outcome of a write sent at `sent`.
+    /// What a write begun at `at` amounts to; a successful one is the record now observed.
     fn written(
         &mut self,
         sent: Result<Lease, LeaseError>,
