@@ -226,7 +226,7 @@ const REPLACE: &str = "/debug/ca/replace";
 
 /// Answers `POST /debug/ca/rotate-root` and `/debug/ca/replace`: the status after phase 1,
 /// or why it cannot start (400 for bad parameters or refused material, 409 while another
-/// runs, 412 for a CA without a folder).
+/// runs, 412 for a CA without a folder, 503 on a replica that does not lead).
 fn rotate(path: &str, query: Option<&str>, state: &AdminState) -> Response<Full<Bytes>> {
     let Some(rotation) = &state.rotation else {
         return text(StatusCode::NOT_FOUND, "no CA\n".into());
@@ -243,6 +243,9 @@ fn rotate(path: &str, query: Option<&str>, state: &AdminState) -> Response<Full<
     match started {
         Ok(status) => json_response(StatusCode::OK, &json!(status)),
         Err(e @ RotationError::InProgress(_)) => text(StatusCode::CONFLICT, format!("{e}\n")),
+        Err(e @ RotationError::NotLeader) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))
+        }
         Err(e @ RotationError::NotRotatable(_)) => {
             text(StatusCode::PRECONDITION_FAILED, format!("{e}\n"))
         }

@@ -2,10 +2,12 @@
 //! delta xDS, the CA, status conditions, Events and waypoint deployment (Kubernetes), and the
 //! admin endpoint; graceful shutdown.
 //!
-//! Start-up order: the config pipeline (its first snapshot is awaited by xDS
-//! streams, not here), the CA (in Kubernetes, its roots are published before anything else),
-//! authentication, then the listeners. On shutdown every xDS stream ends (so the gRPC server
-//! can drain, at most 5 s) and the admin endpoint stops.
+//! Start-up order: the leader election (Kubernetes), the config pipeline (its first snapshot
+//! is awaited by xDS streams, not here), the CA (in Kubernetes, read from its Secret, which
+//! only the leader creates), authentication, then the listeners. Every replica serves xDS and
+//! the CA; the writers (status, Events, the CA Secret, waypoints and trust bundles, root
+//! rotation) write only while this replica leads. On shutdown the Lease is released, every
+//! xDS stream ends (so the gRPC server can drain, at most 5 s) and the admin endpoint stops.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use crate::ca::tokenreview::TokenReviewAuthenticator;
 use crate::ca::{CaService, CaSettings, CertificateAuthority, NodeDirectory, secret_store};
 use crate::deploy::{self, DeploySettings, WaypointRuntime};
 use crate::events::{EventSettings, EventWriter};
+use crate::leader::{Elector, KubeLeases, LeaderSettings, Leadership};
 use crate::model::Index;
 use crate::pipeline;
 use crate::root_rotation::RootRotation;
@@ -61,6 +64,8 @@ pub struct ControllerSettings {
     pub waypoint_controller_addr: Option<String>,
     /// DNS names and IPs the serving certificate carries beyond its Services' names.
     pub serving_sans: Vec<hbone::ServingName>,
+    /// Leader election among replicas (Kubernetes mode); `None`: this replica always writes.
+    pub leader_election: Option<LeaderSettings>,
 }
 
 /// Errors that stop the controller at startup.
@@ -86,6 +91,9 @@ pub enum StartError {
     /// The Kubernetes client could not be created or used.
     #[error("Kubernetes client: {0}")]
     Kube(#[from] kube::Error),
+    /// The leader election's settings could make two leaders.
+    #[error("leader election: {0}")]
+    LeaderElection(String),
 }
 
 /// Answers the CA's "does this node run that service account" from the live index, once the
@@ -123,27 +131,37 @@ pub async fn run(
     config: ControllerSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let pipeline = start_pipeline(&config).await?;
-    let ca = Arc::new(open_ca(&config, pipeline.kube.as_ref()).await?);
+    let kube = match config.kubernetes {
+        true => Some(kube::Client::try_default().await?),
+        false => None,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (leadership, election) = start_election(&config, kube.as_ref(), stopped(stop_rx.clone()))?;
+    let pipeline = start_pipeline(&config, kube, &leadership).await?;
+    let ca = Arc::new(open_ca(&config, pipeline.kube.as_ref(), &leadership).await?);
     crate::metrics::global().ca.track(&ca);
     tracing::info!(origin = ?ca.origin(), dir = ?config.ca_dir, "certificate authority ready");
     if let Some(client) = &pipeline.kube {
-        start_deployer(&config, client, &ca, pipeline.index.clone()).await?;
+        start_deployer(&config, client, &ca, pipeline.index.clone(), &leadership)?;
     }
     let options = &config.translate;
     let identity = server::controller_identity(&options.trust_domain, &options.root_namespace)?;
     let names = server::serving_names(&options.root_namespace, &config.serving_sans);
     let tls = ServingTls::issue_with_names(ca.clone(), identity.clone(), names)?;
     tokio::spawn(tls.clone().renew_forever());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     // What xDS serves: each translation joined with the trust bundle root rotation keeps.
     let clients = Clients::default();
     let (served_tx, served) = watch::channel(None);
-    let (rotation, bundle) =
-        RootRotation::new(ca.clone(), clients.clone(), served.clone(), tls.clone())?;
+    let (rotation, bundle) = RootRotation::new(
+        ca.clone(),
+        clients.clone(),
+        served.clone(),
+        tls.clone(),
+        leadership,
+    )?;
     tokio::spawn(xds::serve_with_trust_bundle(
         pipeline.snapshots.clone(),
         bundle,
@@ -204,35 +222,72 @@ pub async fn run(
     // xDS stream ends, so the gRPC server can drain.
     pipeline.translate.abort();
     let _ = stop_tx.send(true);
+    drain(grpc, admin_task, election).await;
+    Ok(())
+}
+
+/// Waits for the stopped tasks: the gRPC server's drain (at most 5 s), the admin endpoint,
+/// and the Lease's release.
+async fn drain(
+    grpc: tokio::task::JoinHandle<Result<(), server::ServerError>>,
+    admin: tokio::task::JoinHandle<()>,
+    election: Option<tokio::task::JoinHandle<()>>,
+) {
     match tokio::time::timeout(Duration::from_secs(5), grpc).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
         Err(_) => tracing::warn!("gRPC server did not drain in time"),
         _ => {}
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
-    Ok(())
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
+    if let Some(election) = election {
+        // Bounded by the release's own timeout; this only waits for it.
+        let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    }
+}
+
+/// The leader election, in Kubernetes mode unless disabled: its task and what it publishes.
+/// Elsewhere this process always leads.
+fn start_election(
+    config: &ControllerSettings,
+    kube: Option<&kube::Client>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(Leadership, Option<tokio::task::JoinHandle<()>>), StartError> {
+    let (Some(client), Some(settings)) = (kube, &config.leader_election) else {
+        return Ok((Leadership::always(), None));
+    };
+    settings.validate().map_err(StartError::LeaderElection)?;
+    let store = KubeLeases::new(client.clone(), &settings.namespace, &settings.lease_name);
+    let metrics = crate::metrics::global().leader.clone();
+    let (elector, leadership) = Elector::new(store, settings.clone(), metrics);
+    Ok((leadership, Some(tokio::spawn(elector.run(shutdown)))))
 }
 
 /// Source → index → translation → snapshot (and, from Kubernetes, problems → status
 /// conditions and Events).
-async fn start_pipeline(config: &ControllerSettings) -> Result<Pipeline, StartError> {
+async fn start_pipeline(
+    config: &ControllerSettings,
+    kube: Option<kube::Client>,
+    leadership: &Leadership,
+) -> Result<Pipeline, StartError> {
     let (index_tx, index) = watch::channel(Arc::new(Index::new()));
     let (snapshots_tx, snapshots) = watch::channel(None);
     let (problems_tx, problems) = watch::channel(None);
-    let kube = if config.kubernetes {
-        let client = kube::Client::try_default().await?;
+    let kube = if let Some(client) = kube {
         let (observed_tx, observed) = watch::channel(Arc::new(ObservedMap::new()));
         tokio::spawn(
             KubeSource::new(client.clone(), KubeSettings::default()).run(index_tx, observed_tx),
         );
-        tokio::spawn(status::run(
+        tokio::spawn(status::run_while_leading(
             client.clone(),
             problems.clone(),
             observed.clone(),
+            leadership.clone(),
         ));
         let events = EventSettings::new(&EventSettings::instance_from_env());
         let metrics = crate::metrics::global().events.clone();
-        tokio::spawn(EventWriter::new(client.clone(), events, metrics).run(problems, observed));
+        let writer =
+            EventWriter::new(client.clone(), events, metrics).with_leadership(leadership.clone());
+        tokio::spawn(writer.run(problems, observed));
         Some(client)
     } else {
         if config.config_dirs.is_empty() {
@@ -262,19 +317,26 @@ async fn start_pipeline(config: &ControllerSettings) -> Result<Pipeline, StartEr
     })
 }
 
-/// The CA: in Kubernetes from its Secrets (unless `ca_dir` overrides them), else from
-/// `ca_dir` (or in memory).
+/// The CA: in Kubernetes from its Secrets (unless `ca_dir` overrides them; only the leader
+/// creates them), else from `ca_dir` (or in memory).
 async fn open_ca(
     config: &ControllerSettings,
     kube: Option<&kube::Client>,
+    leadership: &Leadership,
 ) -> Result<CertificateAuthority, StartError> {
     let options = &config.translate;
+    let poll = config
+        .leader_election
+        .as_ref()
+        .map_or(Duration::from_secs(2), |l| l.retry_period);
     Ok(match (kube, &config.ca_dir) {
         (Some(client), None) => {
-            let (authority, origin) = secret_store::load_or_create(
+            let (authority, origin) = secret_store::load_as_replica(
                 client.clone(),
                 &options.root_namespace,
                 &options.trust_domain,
+                leadership.clone(),
+                poll,
             )
             .await?;
             CertificateAuthority::from_loaded(authority, origin, &options.trust_domain)
@@ -283,17 +345,17 @@ async fn open_ca(
     })
 }
 
-/// Publishes the roots (node proxies need them before anything else is listed), then deploys
-/// waypoints and trust bundles.
-async fn start_deployer(
+/// Deploys waypoints and trust bundles while this replica leads (the roots first: node
+/// proxies need them before anything else is listed).
+fn start_deployer(
     config: &ControllerSettings,
     client: &kube::Client,
     ca: &CertificateAuthority,
     index: watch::Receiver<Arc<Index>>,
+    leadership: &Leadership,
 ) -> Result<(), StartError> {
     let root_namespace = &config.translate.root_namespace;
     let roots_pem = ca.roots_pem()?;
-    secret_store::publish_roots(client.clone(), root_namespace, &roots_pem).await?;
     let controller_addr = config
         .waypoint_controller_addr
         .clone()
@@ -301,10 +363,16 @@ async fn start_deployer(
     let settings = DeploySettings {
         runtime: WaypointRuntime::kubernetes(&config.waypoint_image, &controller_addr),
         roots_pem,
+        root_namespace: root_namespace.clone(),
         resync: Duration::from_secs(300),
         retry: Duration::from_secs(1),
     };
-    tokio::spawn(deploy::run(client.clone(), index, settings));
+    tokio::spawn(deploy::run(
+        client.clone(),
+        index,
+        settings,
+        leadership.clone(),
+    ));
     Ok(())
 }
 

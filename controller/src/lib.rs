@@ -6,6 +6,7 @@ pub mod ca;
 pub mod deploy;
 pub mod events;
 pub mod field_manager;
+pub mod leader;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use controller::app::{self, ControllerSettings};
+use controller::leader::LeaderSettings;
 use controller::translate::TranslateOptions;
 
 /// Control plane of the ambient mesh.
@@ -36,7 +37,10 @@ use controller::translate::TranslateOptions;
         tokens (audience istio-ca) checked with TokenReview; problems found in objects are \
         written to their status conditions; every Gateway of class istio-waypoint gets its \
         waypoint (ServiceAccount, Deployment, Service, owned by the Gateway) and its status \
-        address; every namespace gets the trust bundle ConfigMap istio-ca-root-cert.\n\n\
+        address; every namespace gets the trust bundle ConfigMap istio-ca-root-cert. Several \
+        replicas elect a leader through the Lease mesh-controller-leader of --root-namespace \
+        (holder: POD_NAME, else the host name): every replica serves xDS and the CA, only the \
+        leader writes (status, Events, the CA Secret, waypoints, trust bundles).\n\n\
         The admin endpoint (--admin-addr, port 15014) serves /metrics, /ready and \
         /debug/config_dump (the latter only to the controller's own host, unless \
         --remote-debug)."
@@ -94,6 +98,24 @@ struct Args {
     /// repeatable.
     #[arg(long = "serving-san", value_name = "NAME|IP")]
     serving_sans: Vec<hbone::ServingName>,
+    /// Elect a leader among the controller's replicas through a Lease (Kubernetes mode); with
+    /// `--leader-elect=false` this replica always writes (one replica only).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    leader_elect: bool,
+    /// How long followers wait after the last renewal they saw before taking the Lease over.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    leader_elect_lease_duration: Duration,
+    /// How long the leader keeps writing without renewing the Lease before it steps down;
+    /// shorter than the lease duration.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    leader_elect_renew_deadline: Duration,
+    /// Time between attempts to acquire or renew the Lease.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    leader_elect_retry_period: Duration,
+    /// This replica's holderIdentity in the Lease; default: $POD_NAME, else the host name.
+    #[arg(long, value_name = "NAME")]
+    leader_elect_identity: Option<String>,
     /// Log filter in `tracing` syntax (for example `info` or `controller=debug`).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -147,6 +169,38 @@ impl Args {
             waypoint_image: self.waypoint_image.clone(),
             waypoint_controller_addr: self.waypoint_controller_addr.clone(),
             serving_sans: self.serving_sans.clone(),
+            leader_election: self.leader_elect.then(|| self.leader_settings()),
         }
+    }
+
+    /// The leader election's settings: the Lease lives in the controller's namespace.
+    fn leader_settings(&self) -> LeaderSettings {
+        let identity = self
+            .leader_elect_identity
+            .clone()
+            .unwrap_or_else(controller::leader::settings::identity_from_env);
+        LeaderSettings {
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
+            ..LeaderSettings::new(&self.root_namespace, &identity)
+        }
+    }
+}
+
+/// A duration as Kubernetes' flags take it: `500ms`, `15s`, `2m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(at);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: a number with a unit (ms, s, m), e.g. 15s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value.saturating_mul(60))),
+        _ => Err(format!("{text:?}: the unit must be ms, s or m")),
     }
 }

@@ -12,6 +12,7 @@ use prometheus_registry::text;
 
 use crate::ca::metrics::CaMetrics;
 use crate::events::EventMetrics;
+use crate::leader::LeaderMetrics;
 use crate::xds::metrics::XdsMetrics;
 
 /// Counter: translations that failed (the last good snapshot stayed in force).
@@ -28,6 +29,8 @@ pub struct Metrics {
     pub ca: CaMetrics,
     /// The Event writer's (shared with it).
     pub events: Arc<EventMetrics>,
+    /// The leader election's (shared with it; rendered only while an election runs).
+    pub leader: Arc<LeaderMetrics>,
     translation_failures: AtomicU64,
 }
 
@@ -49,6 +52,7 @@ impl Metrics {
         self.xds.render(&mut out);
         self.ca.render(&mut out);
         self.events.render(&mut out);
+        self.leader.render(&mut out);
         text::family(
             &mut out,
             TRANSLATION_FAILURES,

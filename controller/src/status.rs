@@ -36,6 +36,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::leader::Leadership;
 use crate::model::{ObjectKey, Problem, WARNING_PREFIX};
 use crate::source::kube::kinds::{StatusStyle, WatchedKind};
 use crate::source::kube::observed::{KUBERNETES_ORIGIN, Observed, ObservedMap};
@@ -455,16 +456,38 @@ const RETRY: Duration = Duration::from_secs(30);
 /// the Kubernetes source sees.
 pub async fn run(
     client: kube::Client,
+    problems: watch::Receiver<Option<Arc<Vec<Problem>>>>,
+    observed: watch::Receiver<Arc<ObservedMap>>,
+) {
+    run_while_leading(client, problems, observed, Leadership::always()).await;
+}
+
+/// [`run`], writing only while this replica leads: a follower keeps reading, and once it
+/// leads writes what the statuses observed then lack.
+pub async fn run_while_leading(
+    client: kube::Client,
     mut problems: watch::Receiver<Option<Arc<Vec<Problem>>>>,
     mut observed: watch::Receiver<Arc<ObservedMap>>,
+    mut leadership: Leadership,
 ) {
     // What was last sent per object (by uid): not sent again while still desired.
     let mut sent: BTreeMap<ObjectKey, (String, Value)> = BTreeMap::new();
+    let mut was_leading = leadership.is_leader();
     loop {
         tokio::select! {
             changed = problems.changed() => if changed.is_err() { return },
             changed = observed.changed() => if changed.is_err() { return },
+            () = leadership.changed() => {}
             () = tokio::time::sleep(RETRY) => {}
+        }
+        let leading = leadership.is_leader();
+        if leading && !was_leading {
+            // Another replica may have written meanwhile: decide from what is observed.
+            sent.clear();
+        }
+        was_leading = leading;
+        if !leading {
+            continue;
         }
         tokio::time::sleep(SETTLE).await;
         let Some(current) = problems.borrow_and_update().clone() else {
@@ -473,6 +496,9 @@ pub async fn run(
         let objects = observed.borrow_and_update().clone();
         sent.retain(|key, _| objects.contains_key(key));
         for update in desired_statuses(&current, &objects, &now_rfc3339()) {
+            if !leadership.is_leader() {
+                break;
+            }
             if sent
                 .get(&update.key)
                 .is_some_and(|(uid, status)| *uid == update.uid && *status == update.status)

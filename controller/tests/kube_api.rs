@@ -16,25 +16,32 @@ use controller::source::{KubeSettings, KubeSource};
 use controller::status;
 use serde_json::{Value, json};
 use test_support::fake_kube::{FakeKube, Reply, Request, Routes, list, not_found};
+use test_support::fake_objects::Objects;
 use test_support::process::KillOnDrop;
+use test_support::wait::eventually;
 use test_support::{TempDir, raw_http};
 use tokio::sync::watch;
 
 /// A safety net against a hung test, never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// What the fake serves: lists by path, Secrets by name, and TokenReview answers.
+/// The controller's Lease collection.
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/istio-system/leases";
+
+/// What the fake serves: lists by path, Secrets by name, TokenReview answers, and the
+/// controller's Lease.
 #[derive(Default)]
 struct Fake {
     lists: Routes,
     secrets: Mutex<BTreeMap<String, Value>>,
     reviews: BTreeMap<String, Value>,
+    leases: Objects,
 }
 
 impl Fake {
     fn answer(&self, seen: &Request) -> Reply {
         const SECRETS: &str = "/api/v1/namespaces/istio-system/secrets";
-        if let Some(reply) = self.lists.answer(seen) {
+        if let Some(reply) = self.lists.answer(seen).or_else(|| self.leases.answer(seen)) {
             return reply;
         }
         match (seen.method.as_str(), seen.path.as_str()) {
@@ -89,7 +96,8 @@ impl Running {
 }
 
 /// Serves `fake` on a loopback port.
-fn start(fake: Fake) -> Running {
+fn start(mut fake: Fake) -> Running {
+    fake.leases = Objects::new(&[LEASES]);
     let fake = Arc::new(fake);
     let serving = fake.clone();
     let server = FakeKube::serve(move |request| serving.answer(request));
@@ -397,12 +405,17 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
     })
     .await;
     assert!(became_ready.is_ok(), "controller never became ready");
-    // It created its CA root in the root namespace's Secret.
-    let published = fake
-        .seen()
-        .into_iter()
-        .find(|s| s.method == "PATCH" && s.path.ends_with("/configmaps/istio-ca-root-cert"))
-        .expect("the trust bundle is published for node proxies");
+    // It created its CA root in the root namespace's Secret, and publishes the roots there
+    // first (once it leads).
+    let is_bundle = |s: &Request| {
+        s.method == "PATCH"
+            && s.path == "/api/v1/namespaces/istio-system/configmaps/istio-ca-root-cert"
+    };
+    eventually("the trust bundle published for node proxies", || {
+        fake.seen().iter().any(is_bundle)
+    })
+    .await;
+    let published = fake.seen().into_iter().find(is_bundle).expect("published");
     assert!(
         published.body["data"]["root-cert.pem"]
             .as_str()
@@ -412,6 +425,17 @@ async fn binary_in_kubernetes_mode_becomes_ready() {
     assert_eq!(
         secrets["istio-ca-secret"]["metadata"]["namespace"],
         "istio-system"
+    );
+    // Alone, it leads: the Lease names it.
+    let lease = fake
+        .fake
+        .leases
+        .get(&format!("{LEASES}/mesh-controller-leader"));
+    assert!(
+        lease.is_some_and(|l| l["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty())),
+        "the controller holds its Lease"
     );
 
     // The waypoint Gateway gets its objects, owned by it, and its status address; every

@@ -104,7 +104,7 @@ async fn install_output_applies_to_the_api_server_object_by_object() {
     ]);
     assert_eq!(code, Some(0), "{stderr}");
     let objects = documents(&stdout);
-    assert_eq!(objects.len(), 19);
+    assert_eq!(objects.len(), 21);
 
     let store = Store::default();
     let fake = api_server(store.clone());
@@ -129,6 +129,7 @@ async fn install_output_applies_to_the_api_server_object_by_object() {
         "/api/v1/namespaces/mesh-system/serviceaccounts/controller",
         "/apis/rbac.authorization.k8s.io/v1/clusterroles/mesh-controller",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/mesh-system/rolebindings/mesh-controller-ca",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/mesh-system/rolebindings/mesh-controller-leader-election",
         "/api/v1/namespaces/mesh-system/services/istiod",
         "/apis/apps/v1/namespaces/mesh-system/deployments/controller",
         "/apis/policy/v1/namespaces/mesh-system/poddisruptionbudgets/controller",
@@ -182,16 +183,30 @@ fn a_refused_option_exits_2_naming_the_key_and_printing_nothing() {
 }
 
 #[test]
-fn several_controller_replicas_are_installed_with_a_warning_about_leader_election() {
+fn several_controller_replicas_are_installed_with_their_leader_election_rights() {
+    // The replicas elect one writer through a Lease: nothing to warn about.
     let (code, stdout, stderr) = meshctl(&["install", "--set", "controller.replicas=3"]);
     assert_eq!(code, Some(0));
-    assert!(stdout.contains("replicas: 3"), "{stdout}");
-    assert!(
-        stderr.starts_with("warning: controller.replicas=3: the controller has no leader election"),
-        "{stderr}"
+    assert_eq!(stderr, "");
+    let objects = documents(&stdout);
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name} missing"))
+    };
+    assert_eq!(find("Deployment", "controller")["spec"]["replicas"], 3);
+    let rules = &find("Role", "mesh-controller-leader-election")["rules"];
+    assert_eq!(rules[0]["resources"], json!(["leases"]));
+    assert_eq!(rules[0]["verbs"], json!(["create"]));
+    assert_eq!(rules[1]["verbs"], json!(["get", "update"]));
+    assert_eq!(rules[1]["resourceNames"], json!(["mesh-controller-leader"]));
+    let binding = find("RoleBinding", "mesh-controller-leader-election");
+    assert_eq!(binding["subjects"][0]["name"], "controller");
+    assert_eq!(
+        find("PodDisruptionBudget", "controller")["spec"]["maxUnavailable"],
+        1
     );
-    let (_, _, quiet) = meshctl(&["install"]);
-    assert_eq!(quiet, "");
 }
 
 #[test]
@@ -217,7 +232,7 @@ fn uninstall_names_the_objects_in_reverse_order_and_keeps_the_crds_unless_asked(
         names.last().map(String::as_str),
         Some("Namespace/istio-system")
     );
-    assert_eq!(names.len(), 11);
+    assert_eq!(names.len(), 13);
     assert!(
         !names
             .iter()

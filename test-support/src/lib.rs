@@ -2,7 +2,7 @@
 //!
 //! Each module is one kind of thing a test needs; helpers that the tests of a single crate
 //! share stay in that crate. The in-process controller (`control_plane`) needs the feature
-//! `control-plane`, the fake Kubernetes API server (`fake_kube`) the feature `fake-kube`, the WebDriver client
+//! `control-plane`, the fake Kubernetes API server (`fake_kube`, `fake_objects`) the feature `fake-kube`, the WebDriver client
 //! (`webdriver`) the feature `webdriver`.
 
 #![warn(missing_docs)]
@@ -13,6 +13,8 @@ pub mod capture;
 pub mod control_plane;
 #[cfg(feature = "fake-kube")]
 pub mod fake_kube;
+#[cfg(feature = "fake-kube")]
+pub mod fake_objects;
 pub mod grpc;
 pub mod manifests;
 pub mod netns;

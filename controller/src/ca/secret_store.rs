@@ -9,9 +9,11 @@
 //!   afterwards; `root-cert.pem`, when not empty, adds roots to the published bundle.
 //!
 //! Only a 404 leads to generating a root: any other failure to read stops the start, so a
-//! transient API error can never replace the root every workload trusts.
+//! transient API error can never replace the root every workload trusts. With several
+//! replicas only the leader generates it ([`load_as_replica`]).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use hbone::Authority;
 use hbone::cert::{certificate_to_pem, certificates_from_pem};
@@ -21,6 +23,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 
 use super::error::CaError;
 use super::store::{self, CA_CERT, CA_KEY, CERT_CHAIN, Origin, ROOT_CERT};
+use crate::leader::Leadership;
 
 /// The self-signed root's Secret, as istiod names it.
 pub const CA_SECRET: &str = "istio-ca-secret";
@@ -74,15 +77,10 @@ pub async fn load_or_create(
     trust_domain: &str,
 ) -> Result<(Authority, Origin), CaError> {
     let api: Api<Secret> = Api::namespaced(client, namespace);
-    if let Some(secret) = get(&api, namespace, PLUGGED_IN_SECRET).await?
-        && let Some(authority) = from_plugged_in(namespace, &secret)?
-    {
-        return Ok((authority, Origin::PluggedIn));
-    }
     // Twice at most: when another replica creates the Secret first, read theirs.
     for _ in 0..2 {
-        if let Some(secret) = get(&api, namespace, CA_SECRET).await? {
-            return Ok((from_ca_secret(namespace, &secret)?, Origin::Reloaded));
+        if let Some(loaded) = load_existing(&api, namespace).await? {
+            return Ok(loaded);
         }
         let authority = Authority::generate_root(trust_domain, store::ROOT_TTL)?;
         match api
@@ -99,6 +97,58 @@ pub async fn load_or_create(
         CA_SECRET,
         "created concurrently, yet not readable",
     ))
+}
+
+/// Loads the CA as one replica among several: only the leader creates the root; a follower
+/// reads the leader's Secret, waiting (checking every `poll`) until it exists or this replica
+/// leads. Creation is a create, never an overwrite, so even a leader deposed meanwhile
+/// cannot store a second root: it reads the first one instead.
+pub async fn load_as_replica(
+    client: kube::Client,
+    namespace: &str,
+    trust_domain: &str,
+    mut leadership: Leadership,
+    poll: Duration,
+) -> Result<(Authority, Origin), CaError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut told = false;
+    loop {
+        if leadership.is_leader() {
+            return load_or_create(client, namespace, trust_domain).await;
+        }
+        if let Some(loaded) = load_existing(&api, namespace).await? {
+            return Ok(loaded);
+        }
+        if !std::mem::replace(&mut told, true) {
+            tracing::info!(
+                secret = %format!("{namespace}/{CA_SECRET}"),
+                "waiting for the leader to create the CA root"
+            );
+        }
+        tokio::select! {
+            () = leadership.changed() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// The CA of the plug-in Secret, else of the root's Secret; `None` when neither exists.
+async fn load_existing(
+    api: &Api<Secret>,
+    namespace: &str,
+) -> Result<Option<(Authority, Origin)>, CaError> {
+    if let Some(secret) = get(api, namespace, PLUGGED_IN_SECRET).await?
+        && let Some(authority) = from_plugged_in(namespace, &secret)?
+    {
+        return Ok(Some((authority, Origin::PluggedIn)));
+    }
+    match get(api, namespace, CA_SECRET).await? {
+        Some(secret) => Ok(Some((
+            from_ca_secret(namespace, &secret)?,
+            Origin::Reloaded,
+        ))),
+        None => Ok(None),
+    }
 }
 
 async fn get(api: &Api<Secret>, namespace: &str, name: &str) -> Result<Option<Secret>, CaError> {

@@ -11,7 +11,7 @@
 //! Everything is written with server-side apply (field manager [`FIELD_MANAGER`](crate::field_manager::FIELD_MANAGER)), and only
 //! when it differs from what this process last wrote; a periodic resync re-applies everything,
 //! restoring objects someone deleted or edited. A failed write is retried with backoff, while
-//! the rest proceeds.
+//! the rest proceeds. Only the leader among the controller's replicas writes.
 
 pub mod gateway_status;
 pub mod waypoints;
@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::ca::secret_store;
 use crate::field_manager::FIELD_MANAGER;
+use crate::leader::Leadership;
 use crate::model::{Index, Object, ObjectKey};
 use crate::status::now_rfc3339;
 pub use waypoints::{WaypointGateway, WaypointRuntime};
@@ -45,6 +46,8 @@ pub struct DeploySettings {
     pub runtime: WaypointRuntime,
     /// The mesh roots (PEM) published in every namespace.
     pub roots_pem: Vec<String>,
+    /// The controller's namespace, where the roots are published first.
+    pub root_namespace: String,
     /// Re-apply everything this often.
     pub resync: Duration,
     /// First wait after a failed write; doubles with every failed retry, up to
@@ -72,35 +75,71 @@ struct Written {
     statuses: BTreeMap<(String, String), Value>,
 }
 
-/// Keeps waypoints and trust bundles in line with `index` until `index` closes.
+/// Keeps waypoints and trust bundles in line with `index` until `index` closes, writing only
+/// while `leadership` says this replica leads. On becoming leader it first publishes the
+/// roots in the root namespace (node proxies need them before anything else), then applies
+/// everything again: the previous leader's writes are not this replica's to trust.
 pub async fn run(
     client: kube::Client,
     mut index: watch::Receiver<Arc<Index>>,
     settings: DeploySettings,
+    mut leadership: Leadership,
 ) {
     let mut written = Written::default();
+    let mut roots_published = false;
+    let mut was_leading = false;
     let mut resync = tokio::time::interval(settings.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
     // The wait before retrying failed writes; `None` while nothing is failing.
     let mut retry: Option<Duration> = None;
+    // The first round runs at once (the roots are wanted early), the next on a change.
+    let mut first = true;
     loop {
-        tokio::select! {
-            changed = index.changed() => {
-                if changed.is_err() {
-                    return;
+        if !std::mem::take(&mut first) {
+            tokio::select! {
+                changed = index.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = leadership.changed() => {}
+                _ = resync.tick() => written = Written::default(),
+                () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
+            }
+        }
+        let leading = leadership.is_leader();
+        if leading && !was_leading {
+            written = Written::default();
+            roots_published = false;
+        }
+        was_leading = leading;
+        if !leading {
+            retry = None;
+            continue;
+        }
+        let mut errors = 0;
+        if !roots_published {
+            match secret_store::publish_roots(
+                client.clone(),
+                &settings.root_namespace,
+                &settings.roots_pem,
+            )
+            .await
+            {
+                Ok(()) => roots_published = true,
+                Err(e) => {
+                    errors += 1;
+                    tracing::warn!(error = %e, "publishing the trust bundle failed; will retry");
                 }
             }
-            _ = resync.tick() => written = Written::default(),
-            () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
         }
         let snapshot = index.borrow_and_update().clone();
         // An empty index is the state before the first list: it must not look like "no
         // Gateways" (nothing is deleted here anyway, but nothing is worth writing either).
-        if snapshot.is_empty() {
-            continue;
+        if !snapshot.is_empty() {
+            errors += sync(&client, &snapshot, &settings, &mut written, &leadership).await;
         }
-        let errors = sync(&client, &snapshot, &settings, &mut written).await;
         retry = (errors > 0).then(|| match retry {
             None => settings.retry,
             Some(previous) => (previous * 2).min(settings.resync),
@@ -114,6 +153,7 @@ async fn sync(
     index: &Index,
     settings: &DeploySettings,
     written: &mut Written,
+    leadership: &Leadership,
 ) -> usize {
     let gateways = waypoints::gateways(index);
     let (objects, problems) = desired_objects(index, &gateways, settings);
@@ -125,6 +165,9 @@ async fn sync(
     // Forget what is no longer wanted, so it is applied again if it comes back.
     written.objects.retain(|k, _| keys.contains(k));
     for object in objects {
+        if !leadership.is_leader() {
+            return errors;
+        }
         let key = applied_key(&object);
         if written.objects.get(&key) == Some(&object.body) {
             continue;
@@ -154,6 +197,9 @@ async fn sync(
     });
     let now = now_rfc3339();
     for gateway in &gateways {
+        if !leadership.is_leader() {
+            return errors;
+        }
         let service = index
             .get(&ObjectKey::new(
                 "Service",
@@ -287,6 +333,7 @@ mod tests {
         DeploySettings {
             runtime: WaypointRuntime::kubernetes("img:1", "istiod.istio-system.svc:15012"),
             roots_pem: vec!["-----BEGIN CERTIFICATE-----\n".into()],
+            root_namespace: "istio-system".into(),
             resync: Duration::from_secs(300),
             retry: Duration::from_secs(1),
         }

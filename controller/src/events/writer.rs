@@ -5,7 +5,7 @@
 //! watch channel, and a failure to write (403 without RBAC, the API server away) is logged
 //! once, counted, and ends the round; nothing is written again until the next series
 //! interval, however often the problems change meanwhile. Writes the rate limit refused are
-//! tried again once the bucket has refilled.
+//! tried again once the bucket has refilled. With several replicas only the leader writes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use super::body::{self, MAX_INSTANCE, Reporter};
 use super::memory::{Decision, Limits, Occurrence, Recorder, Written};
 use super::metrics::{EventMetrics, EventResult};
 use super::reason::{classify, note, truncate};
+use crate::leader::Leadership;
 use crate::model::{ObjectKey, Problem};
 use crate::source::kube::{KUBERNETES_ORIGIN, ObservedMap, WatchedKind};
 use crate::status::CONTROLLER_NAME;
@@ -125,6 +126,8 @@ pub struct EventWriter {
     failing: bool,
     /// The API server refused every write: nothing is sent before this.
     paused_until: Option<Instant>,
+    /// Events are written only while this replica leads.
+    leadership: Leadership,
 }
 
 impl EventWriter {
@@ -148,7 +151,15 @@ impl EventWriter {
             refill,
             failing: false,
             paused_until: None,
+            leadership: Leadership::always(),
         }
+    }
+
+    /// Writes only while `leadership` says this replica leads (one replica among several):
+    /// a follower writes nothing, so each problem gets one Event, not one per replica.
+    pub fn with_leadership(mut self, leadership: Leadership) -> Self {
+        self.leadership = leadership;
+        self
     }
 
     /// Writes rounds until either channel closes: on every change of the problems or of
@@ -161,11 +172,16 @@ impl EventWriter {
         mut observed: watch::Receiver<Arc<ObservedMap>>,
     ) {
         let mut wait = self.tick;
+        let mut leadership = self.leadership.clone();
         loop {
             tokio::select! {
                 changed = problems.changed() => if changed.is_err() { return },
                 changed = observed.changed() => if changed.is_err() { return },
+                () = leadership.changed() => {}
                 () = tokio::time::sleep(wait) => {}
+            }
+            if !leadership.is_leader() {
+                continue;
             }
             tokio::time::sleep(self.settle).await;
             // Both marked seen, so that a change of either wakes the next round only.
@@ -193,6 +209,9 @@ impl EventWriter {
             return tally;
         }
         for (occurrence, kind) in &standing {
+            if !self.leadership.is_leader() {
+                break;
+            }
             let written = match self.recorder.decide(occurrence, now) {
                 Decision::Nothing => continue,
                 Decision::RateLimited => Ok(EventResult::RateLimited),

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::ca::rotation::{self, Phase, State, now_secs};
 use crate::ca::{CaError, CertificateAuthority, Origin};
+use crate::leader::Leadership;
 use crate::server::ServingTls;
 use crate::translate::Published;
 use crate::xds::Clients;
@@ -56,6 +57,11 @@ pub enum RotationError {
     /// The folder of the replacement material is not a plain name beside the CA's files.
     #[error("{0:?}: name a folder inside the CA folder (no path)")]
     Folder(String),
+    /// Another replica leads: rotations are driven by the leader alone.
+    #[error(
+        "this controller replica is not the leader; ask the leader (leader_election_master_status 1)"
+    )]
+    NotLeader,
     /// Another rotation is under way.
     #[error("a root rotation is already in phase {0:?}; see `meshctl ca status`")]
     InProgress(Phase),
@@ -84,6 +90,8 @@ struct Inner {
     served: watch::Receiver<Published>,
     serving: ServingTls,
     started: Instant,
+    /// Phases advance only while this replica leads.
+    leadership: Leadership,
     /// [`SETTLE`], shorter in tests.
     settle: Duration,
 }
@@ -106,13 +114,15 @@ pub struct Status {
 }
 
 impl RootRotation {
-    /// The driver for `ca`, resuming the phase recorded in its folder; returns the trust
-    /// bundle to serve, which follows every step.
+    /// The driver for `ca`, resuming the phase recorded in its folder, advancing while
+    /// `leadership` says this replica leads; returns the trust bundle to serve, which follows
+    /// every step.
     pub fn new(
         ca: Arc<CertificateAuthority>,
         clients: Clients,
         served: watch::Receiver<Published>,
         serving: ServingTls,
+        leadership: Leadership,
     ) -> Result<(Self, watch::Receiver<Any>), CaError> {
         let dir = match ca.origin() {
             Origin::Ephemeral => None,
@@ -133,6 +143,7 @@ impl RootRotation {
                 served,
                 serving,
                 started: Instant::now(),
+                leadership,
                 settle: SETTLE,
             }),
         };
@@ -178,6 +189,9 @@ impl RootRotation {
             .dir
             .as_deref()
             .ok_or(RotationError::NotRotatable("kept in memory only"))?;
+        if !inner.leadership.is_leader() {
+            return Err(RotationError::NotLeader);
+        }
         {
             let mut state = inner.lock();
             if state.phase != Phase::Idle {
@@ -273,8 +287,8 @@ impl Inner {
     fn advance(&self) -> Result<(), RotationError> {
         let mut state = self.lock();
         let stepped = match self.dir.as_deref() {
-            Some(dir) => self.step(dir, &mut state),
-            None => Ok(()),
+            Some(dir) if self.leadership.is_leader() => self.step(dir, &mut state),
+            _ => Ok(()),
         };
         self.record_metrics(&state);
         stepped

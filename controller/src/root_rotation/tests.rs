@@ -26,8 +26,14 @@ async fn rotation(dir: &Path, clients: &Clients) -> (RootRotation, Arc<Certifica
     let serving = ServingTls::issue(ca.clone(), identity).unwrap();
     let (translated_tx, translated) = watch::channel(Some(Arc::new(Snapshot::default())));
     let (served_tx, served) = watch::channel(None);
-    let (mut rotation, bundle) =
-        RootRotation::new(ca.clone(), clients.clone(), served, serving).unwrap();
+    let (mut rotation, bundle) = RootRotation::new(
+        ca.clone(),
+        clients.clone(),
+        served,
+        serving,
+        Leadership::always(),
+    )
+    .unwrap();
     Arc::get_mut(&mut rotation.inner).unwrap().settle = Duration::ZERO;
     tokio::spawn(async move {
         serve_with_trust_bundle(translated, bundle, served_tx).await;
@@ -307,7 +313,35 @@ async fn a_ca_without_a_folder_cannot_rotate() {
     let identity = controller_identity("cluster.local", "istio-system").unwrap();
     let serving = ServingTls::issue(ca.clone(), identity).unwrap();
     let (_, served) = watch::channel(None);
-    let (rotation, _) = RootRotation::new(ca, Clients::default(), served, serving).unwrap();
+    let (rotation, _) = RootRotation::new(
+        ca,
+        Clients::default(),
+        served,
+        serving,
+        Leadership::always(),
+    )
+    .unwrap();
     let err = rotation.start(OPTIONS).unwrap_err().to_string();
     assert!(err.contains("kept in memory only"), "{err}");
+}
+
+#[tokio::test]
+async fn only_the_leader_starts_a_rotation() {
+    let dir = TempDir::new("rotation-follower");
+    let ca = Arc::new(CertificateAuthority::open(Some(dir.path()), "cluster.local").unwrap());
+    let identity = controller_identity("cluster.local", "istio-system").unwrap();
+    let serving = ServingTls::issue(ca.clone(), identity).unwrap();
+    let (_, served) = watch::channel(None);
+    let (leading, elected) = watch::channel(false);
+    let leadership = Leadership::from_receiver(elected);
+    let (rotation, _) =
+        RootRotation::new(ca, Clients::default(), served, serving, leadership).unwrap();
+    let err = rotation.start(OPTIONS).unwrap_err();
+    assert!(matches!(err, RotationError::NotLeader), "{err}");
+    assert_eq!(rotation.status().state.phase, Phase::Idle);
+    leading.send_replace(true);
+    assert_eq!(
+        rotation.start(OPTIONS).unwrap().state.phase,
+        Phase::Published
+    );
 }

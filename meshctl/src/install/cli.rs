@@ -60,15 +60,6 @@ pub fn install(args: &InstallArgs) -> i32 {
         Ok(options) => options,
         Err(e) => return refuse(&e),
     };
-    if options.controller_replicas > 1 {
-        // Said where the user looks: stdout goes to kubectl.
-        eprintln!(
-            "warning: controller.replicas={}: the controller has no leader election yet, so \
-             every replica writes status, the CA Secret and waypoint Deployments; hint: keep 1 \
-             replica (the PodDisruptionBudget allows draining it)",
-            options.controller_replicas
-        );
-    }
     print(&render::objects(&options), args.output)
 }
 

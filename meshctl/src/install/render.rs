@@ -252,6 +252,7 @@ mod tests {
         for (kind, name) in [
             ("ClusterRoleBinding", "mesh-controller"),
             ("RoleBinding", "mesh-controller-ca"),
+            ("RoleBinding", "mesh-controller-leader-election"),
         ] {
             assert_eq!(
                 find(&objects, kind, name)["subjects"][0]["namespace"],
