@@ -160,7 +160,13 @@ async fn handle(shared: Arc<Shared>, connect: IncomingConnect) {
     shared.allowed(&finished);
     // From the original client's address (IP_TRANSPARENT; replies come back through the
     // pod's connmark routing whoever the address belongs to).
-    let connect_app = connect_upstream(&shared.ctx.netns, authority, Some(original.ip()));
+    // Boxed: the connect's state would otherwise stay in this task, sized for it, for as long
+    // as the connection lives.
+    let connect_app = Box::pin(connect_upstream(
+        &shared.ctx.netns,
+        authority,
+        Some(original.ip()),
+    ));
     let app = match tracked.unless_closed(connect_app).await {
         Ok(Ok(app)) => app,
         Ok(Err(error)) => {

@@ -96,8 +96,11 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr, trac
             let mut request = ConnectRequest::new(authority);
             request.forwarded_for = Some(client);
             request.baggage = source.as_deref().map(baggage);
+            // Boxed: the tunnel's setup (certificate, pool, maybe a TLS and HTTP/2 handshake)
+            // is the largest state of this task; inline, every connection's task would keep
+            // its size for as long as the connection lives.
             let opened = tracked
-                .unless_closed(open_tunnel(&shared, &upstream, &request))
+                .unless_closed(Box::pin(open_tunnel(&shared, &upstream, &request)))
                 .await;
             match opened {
                 Ok(Ok(tunnel)) => {
@@ -109,7 +112,8 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr, trac
             }
         }
         Hop::Tcp { address } => {
-            let connect = connect_upstream(&shared.ctx.netns, address, None);
+            // Boxed for the same reason as the tunnel's setup.
+            let connect = Box::pin(connect_upstream(&shared.ctx.netns, address, None));
             match tracked.unless_closed(connect).await {
                 Ok(Ok(upstream)) => {
                     let relayed = relay(stream, upstream, &tracked).await;

@@ -88,7 +88,12 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr) {
         return;
     }
     shared.allowed(&finished);
-    let connect_app = connect_upstream(&shared.ctx.netns, destination, Some(client.ip()));
+    // Boxed: its state would otherwise stay in this task for the connection's life.
+    let connect_app = Box::pin(connect_upstream(
+        &shared.ctx.netns,
+        destination,
+        Some(client.ip()),
+    ));
     let app = match tracked.unless_closed(connect_app).await {
         Ok(Ok(app)) => app,
         Ok(Err(error)) => {
