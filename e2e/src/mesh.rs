@@ -229,3 +229,29 @@ pub fn ztunnel_pid(sb: &Sandbox, node: &str) -> Option<i32> {
     sb.component_pid(&Component::Ztunnel(node.into()))
         .expect("meshctl get controller")
 }
+
+/// GETs `url` from pod `client` (`namespace/name`) with a 5 s timeout: the echo server's JSON
+/// reply, or the failure as text.
+pub fn get_json(sb: &Sandbox, client: &str, url: &str) -> Result<Value, String> {
+    let out = sb.try_http(client, url, 5000).map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(json(&String::from_utf8_lossy(&out.stdout)))
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A string no other call in this process returns, to find in a packet capture.
+pub fn marker(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "m{tag}{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use e2e::manifests::{echo_pod, idle_pod, service_account};
-use e2e::mesh::{wait_captured, wait_ready};
+use e2e::mesh::{get_json, marker, wait_captured, wait_ready};
 use e2e::{Options, SETTLE, Sandbox, eventually, json};
 use sniffer::Sniffer;
 use test_support::manifests::namespace;
@@ -61,24 +61,7 @@ fn get(
     server_ip: Ipv4Addr,
     path: &str,
 ) -> Result<serde_json::Value, String> {
-    let url = format!("http://{server_ip}:{APP_PORT}{path}");
-    let out = sb.try_http(client, &url, 5000).map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(json(&String::from_utf8_lossy(&out.stdout)))
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// A marker no other request of this process carries, to look for in the capture.
-fn marker(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "i{tag}{}x{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    get_json(sb, client, &format!("http://{server_ip}:{APP_PORT}{path}"))
 }
 
 /// Requests from `client` to `server` carry the marker only inside HBONE: the capture on the

@@ -20,11 +20,11 @@ use std::time::Duration;
 use e2e::manifests::{echo_pod, idle_pod, service_account};
 use e2e::measure::rss_mib;
 use e2e::mesh::{
-    NODES, active_connections, captured, certificate_serials, in_netns, pod_pids, wait_captured,
-    wait_ready, ztunnel_metrics, ztunnel_pid,
+    NODES, active_connections, captured, certificate_serials, get_json, in_netns, marker, pod_pids,
+    wait_captured, wait_ready, ztunnel_metrics, ztunnel_pid,
 };
 use e2e::metrics::metric_sum;
-use e2e::{Component, Options, SETTLE, Sandbox, eventually, json, process_exited};
+use e2e::{Component, Options, SETTLE, Sandbox, eventually, process_exited};
 use sniffer::Sniffer;
 use test_support::manifests::namespace;
 
@@ -73,17 +73,6 @@ fn meshed_pair(extra: &str, options: Options) -> (Sandbox, Ipv4Addr) {
     (sb, server_ip)
 }
 
-/// A name no other request of this process uses, to find in a packet capture.
-fn marker(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "m{tag}{}x{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// GETs `path` on the server pod from `client`; the reply, or the failure as text.
 fn get(
     sb: &Sandbox,
@@ -91,17 +80,7 @@ fn get(
     server_ip: Ipv4Addr,
     path: &str,
 ) -> Result<serde_json::Value, String> {
-    let url = format!("http://{server_ip}:{APP_PORT}{path}");
-    let out = sb.try_http(client, &url, 5000).map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(json(&String::from_utf8_lossy(&out.stdout)))
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    get_json(sb, client, &format!("http://{server_ip}:{APP_PORT}{path}"))
 }
 
 fn fabric(sb: &Sandbox) -> Sniffer {
