@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use e2e::manifests::{echo_pod, idle_pod, service_account};
-use e2e::mesh::{get_json, marker, wait_captured, wait_ready};
+use e2e::mesh::{get_json, marker, wait_captured, wait_ready, ztunnel_pid};
 use e2e::{Options, SETTLE, Sandbox, eventually, json};
 use sniffer::Sniffer;
 use test_support::manifests::namespace;
@@ -36,6 +36,14 @@ fn istio_ztunnel(test: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// Asserts that `node`'s proxy process runs the binary at `path` (and not the mesh's own).
+fn assert_node_proxy(sb: &Sandbox, node: &str, path: &str) {
+    let pid = ztunnel_pid(sb, node).unwrap_or_else(|| panic!("no node proxy on {node}"));
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the proxy's executable");
+    let want = std::fs::canonicalize(path).expect("the Istio ztunnel binary");
+    assert_eq!(exe, want, "the node proxy of {node}");
 }
 
 /// Namespace `mesh` (ambient): an echo server and a client on each node, and an intruder (a
@@ -116,6 +124,10 @@ fn a_mixed_cluster_carries_and_polices_traffic_both_ways() {
     };
     let sb = Sandbox::up_with(&mixed_manifests(), options).expect("sandbox up");
     wait_ready(&sb);
+    assert_node_proxy(&sb, ISTIO_NODE, &istio);
+    let own = ztunnel_pid(&sb, "node1").expect("node1's proxy");
+    let own_exe = std::fs::read_link(format!("/proc/{own}/exe")).unwrap();
+    assert!(own_exe.ends_with("ztunnel") && own_exe != std::fs::canonicalize(&istio).unwrap());
     wait_captured(
         &sb,
         "node1",
@@ -245,6 +257,7 @@ spec:
     };
     let sb = Sandbox::up_with(&manifests, options).expect("sandbox up");
     wait_ready(&sb);
+    assert_node_proxy(&sb, ISTIO_NODE, &istio);
     let mut last = String::new();
     let through = eventually(SETTLE, || {
         match sb.try_http("wp/client", "http://web/", 5000) {
@@ -281,11 +294,14 @@ fn istios_ztunnel_on_every_node_carries_traffic_between_them() {
         + &echo_pod("mesh", "server-b", "node2", APP_PORT)
         + &idle_pod("mesh", "client-a", "node1", "client");
     let options = Options {
-        node_proxies: vec![istio],
+        node_proxies: vec![istio.clone()],
         ..Options::default()
     };
     let sb = Sandbox::up_with(&manifests, options).expect("sandbox up");
     wait_ready(&sb);
+    for node in ["node1", "node2"] {
+        assert_node_proxy(&sb, node, &istio);
+    }
     wait_captured(&sb, "node1", &["mesh/client-a"]);
     wait_captured(&sb, "node2", &["mesh/server-b"]);
     let server = sb.pod_ip("server-b").unwrap();
