@@ -4,6 +4,7 @@ pub mod admin;
 pub mod app;
 pub mod ca;
 pub mod deploy;
+pub mod duration;
 pub mod events;
 pub mod field_manager;
 pub mod leader;

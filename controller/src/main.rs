@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use controller::app::{self, ControllerSettings};
+use controller::duration::parse_duration;
 use controller::leader::LeaderSettings;
 use controller::translate::TranslateOptions;
 
@@ -185,22 +186,5 @@ impl Args {
             retry_period: self.leader_elect_retry_period,
             ..LeaderSettings::new(&self.root_namespace, &identity)
         }
-    }
-}
-
-/// A duration as Kubernetes' flags take it: `500ms`, `15s`, `2m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let at = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(at);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: a number with a unit (ms, s, m), e.g. 15s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value.saturating_mul(60))),
-        _ => Err(format!("{text:?}: the unit must be ms, s or m")),
     }
 }
