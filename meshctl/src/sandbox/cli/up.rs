@@ -29,6 +29,13 @@ pub(super) fn up(cfg: &SandboxSettings, args: UpArgs) -> Result<()> {
     let tools = Tools::find()?;
     let (objects, owner) = preflight(cfg, &args)?;
     let node_proxies = node_proxies(&args)?;
+    if !node_proxies.is_empty() && !args.ztunnel_args.is_empty() {
+        say!(
+            "warning: --ztunnel-arg goes to the mesh's own ztunnel only; a node running a \
+             --node-proxy program gets none of it (that program is configured through its \
+             environment, see docs/interop.md)"
+        );
+    }
     let lock = claim(cfg, &tools)?;
     let system_opts = SystemOptions {
         ztunnel: !args.no_ztunnel,
