@@ -50,12 +50,14 @@ fn ders(list: &Value) -> Vec<CertificateDer<'static>> {
 
 /// One entry of Istio's ztunnel in the mesh's shape.
 fn from_istio(entry: &Value) -> Value {
-    let state_text = entry["state"].as_str().unwrap_or_default();
-    let (state, error) = match state_text.split_once(':') {
-        _ if state_text == "Available" => ("available", None),
-        _ if state_text == "Initializing" => ("pending", None),
-        Some((_, why)) => ("failed", Some(why.trim().to_owned())),
-        None => ("failed", Some(state_text.to_owned())),
+    let (state, error) = match entry["state"].as_str().unwrap_or_default() {
+        "Available" => ("available", None),
+        "Initializing" => ("pending", None),
+        // "Unavailable: <why>", or anything else it may say.
+        other => {
+            let why = other.split_once(':').map_or(other, |(_, why)| why.trim());
+            ("failed", Some(why.to_owned()))
+        }
     };
     let chain = ders(&entry["certChain"]);
     let roots = ders(&entry["rootCerts"]);
