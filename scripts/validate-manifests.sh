@@ -2,7 +2,7 @@
 # Schema validation of the install, as the API server would check it: the kustomize base
 # (manifests/) and `meshctl install` output (defaults, and every option set), strict (unknown
 # fields are errors), against Kubernetes 1.32 (the oldest we support) and the newest version
-# kubernetes-validate knows. Installs kubernetes-validate from PyPI into target/ when missing.
+# kubernetes-validate knows; then custom resources against the mesh's CRDs. Installs kubernetes-validate from PyPI into target/ when missing.
 # Needs meshctl built (MESHCTL, default target/debug/meshctl). Exit status 1 on an invalid object.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,4 +33,10 @@ for version in 1.32 latest; do
     "$work/kustomize-base.yaml" "$work/meshctl-install.yaml" "$work/meshctl-install-options.yaml" \
     || status=1
 done
+# The mesh's CRDs against what users write: every custom resource in examples/ and the
+# controller's valid fixtures must be admitted, and each misspelt or out-of-range object in
+# scripts/testdata/ refused at the field it names (`kubectl apply` refuses unknown fields).
+fixtures=$(ls controller/tests/fixtures/*.yaml | grep -v -e invalid -e bad-yaml -e peer-authentication)
+"$venv/bin/python" scripts/validate_custom_resources.py --crds manifests/crds \
+  --expect-invalid scripts/testdata/custom-resources-invalid.yaml examples $fixtures || status=1
 exit $status
