@@ -27,6 +27,6 @@ pub use kube::{
 };
 pub use object::{Object, ObjectKey, RAW_KINDS};
 pub use parse::{Parsed, parse_documents};
-pub use problem::{Problem, WARNING_PREFIX};
+pub use problem::{Problem, ROUTE_TYPE_CONFLICT, WARNING_PREFIX};
 pub use unread::XFCC_ANNOTATION;
 pub(crate) use unread::closest;

@@ -22,6 +22,11 @@ pub struct Problem {
 /// starts its message.
 pub const WARNING_PREFIX: &str = "warning: ";
 
+/// What a route's problem says when a route of a higher-precedence type binds the same
+/// Service port (the Gateway API's mesh binding: GRPCRoute, HTTPRoute, TLSRoute, TCPRoute):
+/// the route's status then says `Accepted: False`, reason `Conflicted`.
+pub const ROUTE_TYPE_CONFLICT: &str = "takes precedence over a TCPRoute";
+
 impl Problem {
     /// Whether this is only a warning: the object is acted on, with the caveat the message
     /// gives.

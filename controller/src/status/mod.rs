@@ -11,8 +11,10 @@
 //!   entry per mesh parent (a `Service` parentRef, GAMMA), controller
 //!   `istio.io/mesh-controller`, with an `Accepted` condition: `True`/`Accepted`,
 //!   or `False`/`UnsupportedValue` (the route reason the specification gives for
-//!   invalid values; `NoMatchingParent` when a parent does not exist) with the
-//!   problems as message; and a `ResolvedRefs` condition: `True`, or `False` with
+//!   invalid values; `NoMatchingParent` when a parent does not exist; `Conflicted`
+//!   when a route of a higher-precedence type binds the same Service port, as the
+//!   Gateway API's mesh binding, GEP-1294, says) with the problems as message; and a
+//!   `ResolvedRefs` condition: `True`, or `False` with
 //!   `BackendNotFound`, `InvalidKind` or `RefNotPermitted` for backends that do not
 //!   resolve. Entries of other controllers are kept untouched.
 //! - `AuthorizationPolicy`: `status.conditions[]` of type `ZtunnelAccepted`
@@ -37,7 +39,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::leader::Leadership;
-use crate::model::{ObjectKey, Problem, WARNING_PREFIX};
+use crate::model::{ObjectKey, Problem, ROUTE_TYPE_CONFLICT, WARNING_PREFIX};
 use crate::source::kube::kinds::{StatusStyle, WatchedKind};
 use crate::source::kube::observed::{KUBERNETES_ORIGIN, Observed, ObservedMap};
 
@@ -74,6 +76,8 @@ struct Verdict {
     unresolved: Vec<(&'static str, String)>,
     /// An error names a parent that does not exist (`NoMatchingParent`).
     unmatched_parent: bool,
+    /// A route of a higher-precedence type binds the same Service port (`Conflicted`).
+    conflicted: bool,
 }
 
 /// Why a route's problem is about one of its references, in the Gateway API's words: a
@@ -130,6 +134,7 @@ pub fn desired_statuses(
             .strip_prefix(WARNING_PREFIX)
             .unwrap_or(&text)
             .to_string();
+        verdict.conflicted |= p.message.contains(ROUTE_TYPE_CONFLICT);
         match route_reason(p) {
             Some("NoMatchingParent") => verdict.unmatched_parent |= !p.is_warning(),
             Some(reason) if !verdict.unresolved.iter().any(|(_, m)| *m == bare) => {
@@ -247,7 +252,15 @@ fn is_mesh_parent(parent: &Value) -> bool {
 }
 
 fn route_parents(obs: &Observed, verdict: &Verdict, now: &str) -> Option<Value> {
-    let wanted = if verdict.errors.is_empty() {
+    let wanted = if verdict.conflicted && verdict.errors.is_empty() {
+        // Not an error of the route: it is valid, but another route type wins the port.
+        Wanted {
+            type_: "Accepted",
+            ok: false,
+            reason: "Conflicted",
+            message: join(&verdict.warnings),
+        }
+    } else if verdict.errors.is_empty() {
         let message = if verdict.warnings.is_empty() {
             "Route was valid".to_string()
         } else {

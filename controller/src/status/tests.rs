@@ -163,6 +163,42 @@ fn unresolved_backends_and_missing_parents_have_gateway_api_reasons() {
 }
 
 #[test]
+fn a_route_losing_its_port_to_a_higher_route_type_is_conflicted() {
+    let map: ObservedMap = [observed("TCPRoute", Value::Null, vec![service_ref()])].into();
+    // As the translation words it when an HTTPRoute routes the same Service port.
+    let lost = problem(
+        "TCPRoute",
+        &format!(
+            "warning: port 9000 of Service shop/db is also routed by HTTPRoute shop/web, \
+             which {ROUTE_TYPE_CONFLICT}; this route is not used there"
+        ),
+    )
+    .field("spec.parentRefs");
+    let updates = desired_statuses(&[lost], &map, NOW);
+    let c = &updates[0].status["parents"][0]["conditions"][0];
+    assert_eq!(
+        (
+            c["type"].as_str(),
+            c["status"].as_str(),
+            c["reason"].as_str()
+        ),
+        (Some("Accepted"), Some("False"), Some("Conflicted"))
+    );
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("HTTPRoute shop/web")
+    );
+    // An error of its own still says what is wrong with it.
+    let bad = problem("TCPRoute", "no Service shop/nope").field("spec.parentRefs[0].name");
+    let lost_too = problem("TCPRoute", &format!("warning: x {ROUTE_TYPE_CONFLICT}"));
+    let updates = desired_statuses(&[bad, lost_too], &map, NOW);
+    let c = &updates[0].status["parents"][0]["conditions"][0];
+    assert_eq!(c["reason"], "NoMatchingParent");
+}
+
+#[test]
 fn route_without_mesh_parents_gets_nothing() {
     let gateway_ref = json!({"name": "ingress"});
     let map: ObservedMap = [observed("HTTPRoute", Value::Null, vec![gateway_ref])].into();

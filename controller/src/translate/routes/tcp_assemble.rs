@@ -7,7 +7,7 @@ use api::waypoint::{Port, Protocol, TcpRoute};
 use super::super::service_key::ServiceKey;
 use super::gateway_api::Attached;
 use super::tcp_route::{TcpAttached, TcpParent};
-use crate::model::Problem;
+use crate::model::{Problem, ROUTE_TYPE_CONFLICT};
 use crate::translate::bindings::WaypointKey;
 
 /// What the TCP routes of one service are computed from.
@@ -64,7 +64,7 @@ pub(crate) fn tcp_routes(
                 "spec.parentRefs",
                 format!(
                     "warning: port {number} of Service {service} is also routed by {} {}/{}, \
-                     which takes precedence over a TCPRoute; this route is not used there",
+                     which {ROUTE_TYPE_CONFLICT}; this route is not used there",
                     http.kind, http.namespace, http.name
                 ),
             ));
