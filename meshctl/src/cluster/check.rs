@@ -226,9 +226,23 @@ fn deployment_check(deployment: &Value) -> Check {
 /// The root the controller publishes for the node proxies, in the root namespace's
 /// ConfigMap.
 async fn root(api: &ApiServer) -> Check {
+    match root_pem(api).await.and_then(|pem| root_validity(&pem)) {
+        Ok((not_before, not_after)) => root_check(SystemTime::now(), not_before, not_after, ROTATE),
+        Err(message) => Check::failed(
+            CONTROL_PLANE,
+            Status::Error,
+            message,
+            format!("the controller publishes it once its CA is up: {CONTROLLER_LOGS}"),
+        ),
+    }
+}
+
+/// The CA root (PEM) the controller publishes for the node proxies, from the root
+/// namespace's ConfigMap, or why it cannot be read.
+pub async fn root_pem(api: &ApiServer) -> std::result::Result<String, String> {
     use controller::ca::secret_store::ROOT_CONFIGMAP;
     let path = format!("/api/v1/namespaces/{SYSTEM_NAMESPACE}/configmaps/{ROOT_CONFIGMAP}");
-    let pem = match api.object(&path).await {
+    match api.object(&path).await {
         Ok(Some(map)) => map["data"]["root-cert.pem"]
             .as_str()
             .map(str::to_owned)
@@ -237,15 +251,6 @@ async fn root(api: &ApiServer) -> Check {
             "the ConfigMap {SYSTEM_NAMESPACE}/{ROOT_CONFIGMAP} (the CA root) does not exist"
         )),
         Err(e) => Err(e.to_string()),
-    };
-    match pem.and_then(|pem| root_validity(&pem)) {
-        Ok((not_before, not_after)) => root_check(SystemTime::now(), not_before, not_after, ROTATE),
-        Err(message) => Check::failed(
-            CONTROL_PLANE,
-            Status::Error,
-            message,
-            format!("the controller publishes it once its CA is up: {CONTROLLER_LOGS}"),
-        ),
     }
 }
 

@@ -76,7 +76,7 @@ async fn scrape_one(api: &ApiServer, proxy: &ProxyPod) -> Scraped {
 }
 
 /// Every proxy's samples, in the order of `proxies`, asked all at once.
-async fn scrape_all(api: &ApiServer, proxies: &[ProxyPod]) -> Vec<Scraped> {
+pub async fn scrape_all(api: &ApiServer, proxies: &[ProxyPod]) -> Vec<Scraped> {
     let mut asked = tokio::task::JoinSet::new();
     for (at, proxy) in proxies.iter().enumerate() {
         let (api, proxy) = (api.clone(), proxy.clone());
@@ -107,6 +107,19 @@ pub async fn scrape_window(
     let second = scrape_all(api, &proxies).await;
     let seconds = begun.elapsed().as_secs_f64();
     Ok(Window::of(&names, first, second, seconds))
+}
+
+/// Every namespace, pod, Deployment and Service of the cluster: what the rows of every
+/// resource are computed over (the dashboard shows them all at once).
+pub async fn all_objects(api: &ApiServer) -> Result<Objects> {
+    let list =
+        |path: &'static str| async move { api.list(path).await.map(Option::unwrap_or_default) };
+    Ok(Objects {
+        namespaces: list("/api/v1/namespaces").await?,
+        pods: list("/api/v1/pods").await?,
+        deployments: list("/apis/apps/v1/deployments").await?,
+        services: list("/api/v1/services").await?,
+    })
 }
 
 /// The objects `stat` of `options` needs, listed in its namespace (all when `None`).

@@ -1,5 +1,5 @@
 //! The verbs of Kubernetes mode: `check`, `analyze`, `proxy-status`, `stat` (also from
-//! Prometheus), `edges` and `routes`, printing exactly what they print on the sandbox; every other verb refuses,
+//! Prometheus), `edges`, `routes` and `dashboard`, printing exactly what they print on the sandbox; every other verb refuses,
 //! naming itself (and, for those that need the proxies' admin port, why), rather than act on
 //! a sandbox the operator did not mean.
 
@@ -12,6 +12,7 @@ use super::check;
 use super::error::{ClusterError, Result};
 use super::metrics;
 use super::proxies;
+use crate::dashboard::Source;
 use crate::operator::check as check_report;
 use crate::operator::findings::print_analysis;
 use crate::operator::format::wants_json;
@@ -23,7 +24,7 @@ use crate::sandbox::host::prometheus::{self, PrometheusUrl};
 use crate::sandbox::model::manifest::load_path;
 
 /// The verbs Kubernetes mode has.
-const KUBE_VERBS: &str = "check, analyze, proxy-status, stat, edges and routes";
+const KUBE_VERBS: &str = "check, analyze, proxy-status, stat, edges, routes and dashboard";
 
 /// Whether `cmd` is one the sandbox runs for itself (a pod's container, a forwarder, the
 /// reaper): those run on the sandbox whatever the mode.
@@ -78,6 +79,13 @@ pub fn run(kube: &KubeArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Stat(a) => stat(&runtime, kube, a),
         SandboxCommand::Edges(a) => edges(&runtime, kube, a),
         SandboxCommand::Routes(a) => routes(&runtime, kube, a),
+        SandboxCommand::Dashboard(a) => {
+            drop(runtime);
+            let source = Source::cluster(kube.clone()).map_err(ClusterError::Local)?;
+            crate::dashboard::run(source, a.options())
+                .map_err(|e| ClusterError::Invalid(e.to_string()))?;
+            Ok(0)
+        }
         other => Err(ClusterError::Invalid(refusal(&other))),
     }
 }
@@ -219,7 +227,8 @@ mod tests {
         assert_eq!(
             refusal(&parsed(&["get", "pods"])),
             "`get` works on the sandbox only; in Kubernetes mode (--kubeconfig, --context or \
-             MESHCTL_KUBE=1) meshctl has check, analyze, proxy-status, stat, edges and routes"
+             MESHCTL_KUBE=1) meshctl has check, analyze, proxy-status, stat, edges, routes and \
+             dashboard"
         );
     }
 }

@@ -1,10 +1,48 @@
 //! The certificates page: each workload certificate a proxy holds (from its config dump, as
-//! `proxy-config certs` reads it) with the time it has left, marked when close to expiry.
+//! `proxy-config certs` reads it, or, where the admin port is out of reach, from the
+//! certificate gauges of its metrics) with the time it has left, marked when close to expiry;
+//! and the CA root, judged as `check` judges it.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_registry::scrape::Sample;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::operator::check::Status;
+use crate::operator::check::{Check, Status, root_check, root_validity};
+use crate::sandbox::host::state::rfc3339;
+
+/// The gauges every proxy exports per identity it holds (`ztunnel_…`, `waypoint_…`): when its
+/// current certificate became valid and when it expires, seconds since the epoch.
+const ISSUED_SUFFIX: &str = "_certificate_issued_timestamp_seconds";
+const EXPIRATION_SUFFIX: &str = "_certificate_expiration_timestamp_seconds";
+
+/// The CA root's validity, judged as `check` judges it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RootCertificate {
+    /// Unix seconds.
+    pub not_before: u64,
+    /// Unix seconds.
+    pub not_after: u64,
+    /// `check`'s verdict on it.
+    pub check: Check,
+}
+
+/// The root of `pem`, judged now; `None` when it does not parse (`check` says why).
+pub fn root_certificate(pem: &str) -> Option<RootCertificate> {
+    let (not_before, not_after) = root_validity(pem).ok()?;
+    let unix = |time: SystemTime| time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Some(RootCertificate {
+        not_before: unix(not_before),
+        not_after: unix(not_after),
+        check: root_check(
+            SystemTime::now(),
+            not_before,
+            not_after,
+            "see `meshctl check`",
+        ),
+    })
+}
 
 /// One workload certificate held by one proxy.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -40,12 +78,7 @@ pub fn leaf_certificates(proxy: &str, dump: &Value, now: i64) -> Vec<LeafCertifi
             let start = not_before.as_deref().and_then(unix_seconds);
             let end = not_after.as_deref().and_then(unix_seconds);
             let state = text(&entry["state"]).unwrap_or_else(|| "unknown".to_owned());
-            let status = match (state.as_str(), start, end) {
-                ("failed", _, _) => Status::Error,
-                (_, _, Some(end)) if end <= now => Status::Error,
-                (_, Some(start), Some(end)) if (end - now) * 4 < end - start => Status::Warning,
-                _ => Status::Ok,
-            };
+            let status = judged(&state, start, end, now);
             LeafCertificate {
                 proxy: proxy.to_owned(),
                 identity: text(&entry["identity"]).unwrap_or_default(),
@@ -58,6 +91,61 @@ pub fn leaf_certificates(proxy: &str, dump: &Value, now: i64) -> Vec<LeafCertifi
             }
         })
         .collect()
+}
+
+/// The workload certificates one proxy's metrics show (`samples`, one scrape), judged at
+/// `now`: state `available` (a proxy exports the gauges of the certificates it holds), no
+/// serial (the metrics do not carry it).
+pub fn certificates_from_metrics(
+    proxy: &str,
+    samples: &[Sample],
+    now: i64,
+) -> Vec<LeafCertificate> {
+    let gauge = |identity: &str, suffix: &str| {
+        samples
+            .iter()
+            .find(|s| {
+                s.name.ends_with(suffix)
+                    && s.labels.get("identity").map(String::as_str) == Some(identity)
+            })
+            .map(|s| s.value as i64)
+    };
+    let mut identities: Vec<&str> = samples
+        .iter()
+        .filter(|s| s.name.ends_with(EXPIRATION_SUFFIX))
+        .filter_map(|s| s.labels.get("identity").map(String::as_str))
+        .collect();
+    identities.sort_unstable();
+    identities.dedup();
+    identities
+        .into_iter()
+        .map(|identity| {
+            let start = gauge(identity, ISSUED_SUFFIX);
+            let end = gauge(identity, EXPIRATION_SUFFIX);
+            let text = |at: Option<i64>| at.and_then(|t| u64::try_from(t).ok()).map(rfc3339);
+            LeafCertificate {
+                proxy: proxy.to_owned(),
+                identity: identity.to_owned(),
+                state: "available".to_owned(),
+                not_before: text(start),
+                not_after: text(end),
+                seconds_left: end.map(|end| end - now),
+                serial: None,
+                status: judged("available", start, end, now),
+            }
+        })
+        .collect()
+}
+
+/// Ok; a warning with less than a quarter of the lifetime left; an error once expired or
+/// when the proxy failed to get it.
+fn judged(state: &str, start: Option<i64>, end: Option<i64>, now: i64) -> Status {
+    match (state, start, end) {
+        ("failed", _, _) => Status::Error,
+        (_, _, Some(end)) if end <= now => Status::Error,
+        (_, Some(start), Some(end)) if (end - now) * 4 < end - start => Status::Warning,
+        _ => Status::Ok,
+    }
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 time in UTC as the proxies write it
@@ -124,5 +212,50 @@ mod tests {
         assert_eq!(first.seconds_left, Some(86_400));
         assert_eq!(first.serial.as_deref(), Some("1f"));
         assert_eq!(first.proxy, "ztunnel node1");
+    }
+
+    #[test]
+    fn certificates_read_from_metrics_match_the_gauges() {
+        let issued = unix_seconds("2026-12-07T00:00:00Z").unwrap();
+        let orders = "spiffe://cluster.local/ns/shop/sa/orders";
+        let sample = |name: &str, identity: &str, value: i64| Sample {
+            name: name.to_owned(),
+            labels: [("identity".to_owned(), identity.to_owned())].into(),
+            value: value as f64,
+        };
+        let samples = [
+            sample(
+                "ztunnel_certificate_issued_timestamp_seconds",
+                orders,
+                issued,
+            ),
+            sample(
+                "ztunnel_certificate_expiration_timestamp_seconds",
+                orders,
+                issued + 86_400,
+            ),
+            sample("ztunnel_certificate_expiry_seconds", orders, 0),
+            sample(
+                "ztunnel_trust_bundle_root_expiration_timestamp_seconds",
+                "",
+                1,
+            ),
+        ];
+        let found = certificates_from_metrics("ztunnel node2", &samples, issued + 19 * 3600);
+        assert_eq!(found.len(), 1);
+        let cert = &found[0];
+        assert_eq!(
+            (
+                cert.identity.as_str(),
+                cert.proxy.as_str(),
+                cert.state.as_str()
+            ),
+            (orders, "ztunnel node2", "available")
+        );
+        assert_eq!(cert.not_before.as_deref(), Some("2026-12-07T00:00:00Z"));
+        assert_eq!(cert.not_after.as_deref(), Some("2026-12-08T00:00:00Z"));
+        assert_eq!(cert.seconds_left, Some(5 * 3600));
+        assert_eq!(cert.status, Status::Warning);
+        assert_eq!(cert.serial, None);
     }
 }

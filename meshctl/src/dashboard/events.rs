@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::api;
 use super::sampler::Shared;
+use super::source::TAP_IN_KUBERNETES;
 use crate::operator::stat::Resource;
 use crate::sandbox::model::tap::TapKind;
 use crate::sandbox::ops::tap::{self, TapOptions, Tapped};
@@ -95,7 +96,11 @@ pub fn tap_options(params: &BTreeMap<String, String>) -> Result<TapOptions, Stri
 /// A tap's lines, read by a thread of its own until the browser goes away.
 pub fn tap(shared: &Shared, options: TapOptions) -> EventStream {
     let (sender, events) = mpsc::channel(BACKLOG);
-    let cfg = shared.cfg.clone();
+    let Some(cfg) = shared.source.sandbox().cloned() else {
+        let text = json!(TAP_IN_KUBERNETES).to_string();
+        let _ = sender.try_send(event(Some("failure"), &text));
+        return EventStream { events };
+    };
     std::thread::spawn(move || {
         let ready = |tapped: Tapped| {
             let text = json!({"kind": format!("{:?}", tapped.kind).to_lowercase(),

@@ -11,34 +11,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::certs::{LeafCertificate, leaf_certificates};
+use super::certs::{LeafCertificate, RootCertificate};
 use super::history::History;
 use super::options::DashboardOptions;
 use super::requests::{RequestEdge, request_edges};
-use crate::operator::check::{Check, root_check, root_validity};
+use super::source::{Found, Source};
+use crate::operator::check::Check;
 use crate::operator::routes::{RouteRow, route_rows};
 use crate::operator::stat::{Edge, Resource, Row, Target, edges, rows};
 use crate::operator::window::{Scraped, Window};
-use crate::sandbox::model::stat::targets;
-use crate::sandbox::ops::check;
-use crate::sandbox::ops::proxies::{self, Proxy};
-use crate::sandbox::ops::sandbox::Sandbox;
-use crate::sandbox::ops::scrape::scrape_all;
-use crate::sandbox::settings::SandboxSettings;
 
 /// How long the charts look back.
 const HISTORY: Duration = Duration::from_secs(10 * 60);
-
-/// The CA root's validity, judged as `check` judges it.
-#[derive(Clone, Debug, Serialize)]
-pub struct RootCertificate {
-    /// Unix seconds.
-    pub not_before: u64,
-    /// Unix seconds.
-    pub not_after: u64,
-    /// `check`'s verdict on it.
-    pub check: Check,
-}
 
 /// What one refresh found.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -47,7 +31,7 @@ pub struct Snapshot {
     pub at: u64,
     /// Seconds the figures were measured over (0 until two scrapes exist).
     pub window_seconds: f64,
-    /// Why the sandbox could not be read, when it could not.
+    /// Why the mesh could not be read, when it could not.
     pub error: Option<String>,
     /// `stat ns` rows.
     pub namespaces: Vec<Row>,
@@ -89,8 +73,8 @@ struct State {
 
 /// The sampler's findings, shared with the server.
 pub struct Shared {
-    /// The sandbox looked at.
-    pub cfg: SandboxSettings,
+    /// The mesh looked at.
+    pub source: Source,
     /// How the dashboard runs.
     pub options: DashboardOptions,
     state: Mutex<State>,
@@ -99,10 +83,10 @@ pub struct Shared {
 
 impl Shared {
     /// Nothing measured yet.
-    pub fn new(cfg: SandboxSettings, options: DashboardOptions) -> Arc<Self> {
+    pub fn new(source: Source, options: DashboardOptions) -> Arc<Self> {
         let keep = (HISTORY.as_secs_f64() / options.refresh.as_secs_f64().max(0.1)) as usize;
         Arc::new(Self {
-            cfg,
+            source,
             options,
             state: Mutex::new(State {
                 snapshot: Arc::new(Snapshot::default()),
@@ -161,11 +145,11 @@ impl Shared {
     /// One refresh.
     fn refresh(&self) {
         let (at, began) = (unix_now(), Instant::now());
-        let found = match Found::read(&self.cfg) {
+        let found = match self.source.read(at) {
             Ok(found) => found,
             Err(error) => {
                 // The last figures stay on show, marked stale by the error (a verb may hold
-                // the sandbox's lock for a while).
+                // the sandbox's lock for a while; an API server may be unreachable).
                 let mut state = self.state();
                 let mut snapshot = (*state.snapshot).clone();
                 (snapshot.at, snapshot.error) = (at, Some(error));
@@ -175,10 +159,9 @@ impl Shared {
         };
         let scrape = Scrape {
             taken: Instant::now(),
-            names: found.proxies.iter().map(|p| p.name.clone()).collect(),
-            scraped: scrape_all(&found.proxies),
+            names: found.names.clone(),
+            scraped: found.scraped.clone(),
         };
-        let certificates = certificates(&found.proxies, at);
         let mut guard = self.state();
         let state = &mut *guard;
         keep(
@@ -191,7 +174,7 @@ impl Shared {
         let mut snapshot = Snapshot {
             at,
             checks: found.checks.clone(),
-            certificates,
+            certificates: found.certificates.clone(),
             root: found.root.clone(),
             ..Snapshot::default()
         };
@@ -209,19 +192,6 @@ impl Shared {
         snapshot.took_ms = began.elapsed().as_millis() as u64;
         state.snapshot = Arc::new(snapshot);
     }
-}
-
-/// Every workload certificate `proxies` hold, judged at `at` (Unix seconds); a proxy whose
-/// config dump cannot be read holds none (`check` says why).
-fn certificates(proxies: &[Proxy], at: u64) -> Vec<LeafCertificate> {
-    proxies
-        .iter()
-        .filter_map(|p| {
-            let dump = proxies::config_dump(p).ok()?;
-            Some(leaf_certificates(&p.name, &dump, at as i64))
-        })
-        .flatten()
-        .collect()
 }
 
 /// Adds `scrape`, keeping as the window's start the newest scrape at least `window` old at
@@ -260,44 +230,6 @@ fn measure(snapshot: &mut Snapshot, window: &Window, found: &Found) {
     snapshot.services = measure_rows(Resource::Service, &found.services);
     snapshot.edges = edges(&window.increase, None);
     snapshot.request_edges = request_edges(window);
-}
-
-/// What is read under the sandbox's lock.
-struct Found {
-    proxies: Vec<Proxy>,
-    namespaces: Vec<Target>,
-    deployments: Vec<Target>,
-    services: Vec<Target>,
-    checks: Vec<Check>,
-    root: Option<RootCertificate>,
-}
-
-impl Found {
-    fn read(cfg: &SandboxSettings) -> Result<Self, String> {
-        let sb = Sandbox::open(cfg).map_err(|e| e.to_string())?;
-        let rows = |resource| targets(&sb.cluster, resource, None, None);
-        let root = std::fs::read_to_string(sb.layout().root_cert())
-            .ok()
-            .and_then(|pem| root_validity(&pem).ok())
-            .map(|(not_before, not_after)| RootCertificate {
-                not_before: unix(not_before),
-                not_after: unix(not_after),
-                check: root_check(
-                    SystemTime::now(),
-                    not_before,
-                    not_after,
-                    "see `meshctl check`",
-                ),
-            });
-        Ok(Self {
-            proxies: proxies::all(&sb),
-            namespaces: rows(Resource::Namespace),
-            deployments: rows(Resource::Deployment),
-            services: rows(Resource::Service),
-            checks: check::run(&sb),
-            root,
-        })
-    }
 }
 
 /// The window from the oldest kept scrape to the newest; `None` with fewer than two.

@@ -18,13 +18,13 @@ use super::events;
 use super::options::{DashboardOptions, exposure, host_allowed, window_covers_refresh};
 use super::query::params;
 use super::sampler::Shared;
+use super::source::Source;
 use crate::sandbox::error::{Result, SandboxError};
-use crate::sandbox::settings::SandboxSettings;
 
 type Reply = Response<BoxBody<Bytes, Infallible>>;
 
-/// Serves the dashboard of the sandbox `cfg` until the process is interrupted.
-pub fn run(cfg: &SandboxSettings, options: DashboardOptions) -> Result<()> {
+/// Serves the dashboard of `source` until the process is interrupted.
+pub fn run(source: Source, options: DashboardOptions) -> Result<()> {
     window_covers_refresh(options.refresh, options.window).map_err(SandboxError::Invalid)?;
     if let Some(warning) =
         exposure(options.address, options.allow_remote).map_err(SandboxError::Invalid)?
@@ -44,10 +44,10 @@ pub fn run(cfg: &SandboxSettings, options: DashboardOptions) -> Result<()> {
     // A closed stdout must not stop the dashboard.
     let _ = writeln!(
         std::io::stdout(),
-        "dashboard of sandbox {} at {url}",
-        cfg.name
+        "dashboard of {} at {url}",
+        source.label()
     );
-    let shared = Shared::new(cfg.clone(), options.clone());
+    let shared = Shared::new(source, options.clone());
     let sampler = shared.clone();
     std::thread::spawn(move || sampler.run());
     if options.open_browser {

@@ -3,6 +3,8 @@
 //! synced), the built binary run against it, and what a run left.
 #![allow(dead_code)]
 
+pub mod shop;
+
 use std::process::Output;
 use std::time::Duration;
 

@@ -375,6 +375,19 @@ pub struct DashboardArgs {
     pub window: std::time::Duration,
 }
 
+impl DashboardArgs {
+    /// How the dashboard runs, as these flags say.
+    pub fn options(&self) -> crate::dashboard::DashboardOptions {
+        crate::dashboard::DashboardOptions {
+            address: self.address,
+            allow_remote: self.allow_remote,
+            open_browser: !self.no_browser,
+            refresh: self.refresh,
+            window: self.window,
+        }
+    }
+}
+
 /// Verbs that only choose their output.
 #[derive(clap::Args, Debug)]
 pub struct OutputArgs {

@@ -200,14 +200,8 @@ fn proxy_config(cfg: &SandboxSettings, a: ProxyConfigArgs) -> Result<()> {
 
 /// `dashboard`: serves until interrupted.
 fn dashboard(cfg: &SandboxSettings, a: super::args::DashboardArgs) -> Result<()> {
-    let options = crate::dashboard::DashboardOptions {
-        address: a.address,
-        allow_remote: a.allow_remote,
-        open_browser: !a.no_browser,
-        refresh: a.refresh,
-        window: a.window,
-    };
-    crate::dashboard::run(cfg, options)
+    let source = crate::dashboard::Source::Sandbox(cfg.clone());
+    crate::dashboard::run(source, a.options())
 }
 
 /// `proxy-status`: 1 when a proxy is disconnected or has NACKed its config.
