@@ -644,6 +644,9 @@ fn waypoint_telemetry() {
         namespace: "o".into(),
         port: 17,
         max_tag_length: 9,
+        http_path: "/p".into(),
+        timeout_ms: 3,
+        headers: [("k".to_string(), "v".to_string())].into(),
     };
     assert_wire(
         &provider,
@@ -653,6 +656,9 @@ fn waypoint_telemetry() {
             len(3, b"o"),
             int(4, 17),
             int(5, 9),
+            len(6, b"/p"),
+            int(7, 3),
+            len(8, &msg(&[len(1, b"k"), len(2, b"v")])),
         ]),
     );
     let tags = vec![

@@ -99,6 +99,7 @@ fn otel() -> TracingProvider {
         namespace: "obs".into(),
         port: 4317,
         max_tag_length: 128,
+        ..TracingProvider::default()
     }
 }
 
@@ -618,6 +619,60 @@ fn bad_mesh_config_is_an_error_and_the_last_good_one_stays_in_force() {
         &t,
         "istio",
         "data.mesh.extensionProviders[0].opentelemetry.port",
+    );
+}
+
+#[test]
+fn an_http_provider_exports_over_otlp_http_with_its_headers_and_deadline() {
+    let http = MESH_CONFIG.replace(
+        "        maxTagLength: 128\n",
+        "        maxTagLength: 128
+        http:
+          path: /v1/traces
+          timeout: 3s
+          headers:
+          - {name: X-Api-Key, value: k1}
+          - {name: x-token, envName: MESH_TEST_UNSET_VARIABLE}
+        grpc:
+          timeout: 1s
+",
+    );
+    let t = run_with(&[&http]);
+    let provider = &shop(&t).tracing_providers[0];
+    assert_eq!(
+        (provider.http_path.as_str(), provider.timeout_ms),
+        ("/v1/traces", 3000)
+    );
+    let headers: Vec<(&str, &str)> = provider
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(headers, [("x-api-key", "k1"), ("x-token", "")]);
+    // Said, not silently dropped: the unset variable and the unused grpc block.
+    let unset = problem(
+        &t,
+        "istio",
+        "data.mesh.extensionProviders[0].opentelemetry.http.headers[1]",
+    );
+    assert!(
+        unset.message.contains("MESH_TEST_UNSET_VARIABLE"),
+        "{unset}"
+    );
+    problem(
+        &t,
+        "istio",
+        "data.mesh.extensionProviders[0].opentelemetry.grpc",
+    );
+    // gRPC stays the default, its own deadline applied.
+    let grpc = MESH_CONFIG.replace(
+        "        maxTagLength: 128\n",
+        "        maxTagLength: 128\n        grpc: {timeout: 2s}\n",
+    );
+    let provider = &shop(&run_with(&[&grpc])).tracing_providers[0];
+    assert_eq!(
+        (provider.http_path.as_str(), provider.timeout_ms),
+        ("", 2000)
     );
 }
 

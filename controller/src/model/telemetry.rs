@@ -211,6 +211,45 @@ pub struct OpenTelemetryProvider {
     pub port: u32,
     /// Longest tag value.
     pub max_tag_length: Option<u32>,
+    /// OTLP/HTTP export instead of OTLP/gRPC.
+    pub http: Option<OtlpHttp>,
+    /// OTLP/gRPC export settings.
+    pub grpc: Option<OtlpGrpc>,
+}
+
+/// `opentelemetry.http`: export over OTLP/HTTP.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OtlpHttp {
+    /// Where batches are POSTed (`/v1/traces`).
+    pub path: String,
+    /// Deadline of one export (`10s`).
+    pub timeout: Option<String>,
+    /// Request headers.
+    pub headers: Vec<ProviderHeader>,
+}
+
+/// `opentelemetry.grpc`: settings of OTLP/gRPC export.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OtlpGrpc {
+    /// Deadline of one export (`10s`).
+    pub timeout: Option<String>,
+    /// Metadata sent with every call.
+    pub initial_metadata: Vec<ProviderHeader>,
+}
+
+/// A header of an export call: a value, or the name of an environment variable of the control
+/// plane that holds it (as istiod reads it).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProviderHeader {
+    /// Header name.
+    pub name: String,
+    /// Its value.
+    pub value: Option<String>,
+    /// The controller's environment variable holding its value.
+    pub env_name: Option<String>,
 }
 
 /// `defaultProviders`.

@@ -99,6 +99,10 @@ fn tracing_provider(p: &TracingProvider) -> Value {
         ("namespace", json!(p.namespace)),
         ("port", json!(p.port)),
         ("maxTagLength", json!(p.max_tag_length)),
+        ("httpPath", json!(p.http_path)),
+        ("timeoutMs", json!(p.timeout_ms)),
+        // Names only: a header often carries a collector's API key.
+        ("headers", json!(p.headers.keys().collect::<Vec<_>>())),
     ])
 }
 
@@ -577,7 +581,7 @@ mod tests {
                 service: "otel.obs.svc.cluster.local".into(),
                 namespace: "obs".into(),
                 port: 4317,
-                max_tag_length: 0,
+                ..Default::default()
             }],
             ..Default::default()
         };

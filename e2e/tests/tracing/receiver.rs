@@ -184,6 +184,8 @@ fn spans_exported_from_a_mesh_pod_and_a_plain_pod_are_listed_exactly() {
         spans_dropped: 0,
         spans_held: 3,
         batches_refused: 0,
+        // Both came over OTLP/gRPC.
+        http_batches_received: 0,
     };
     assert_eq!(stats, want_stats);
 }

@@ -2,15 +2,15 @@
 //! frontend → orders → payments crosses the shop's waypoint three times, and the receiver gets
 //! one trace whose spans link hop to hop; a B3-only caller keeps its trace id end to end;
 //! sampling at 10 % is decided once per trace; a Telemetry bound to one Service turns off its
-//! access log lines and relabels its metrics; a collector that is gone costs requests nothing
-//! and its spans are counted as failed.
+//! access log lines and relabels its metrics; the provider switched to OTLP/HTTP keeps traces
+//! coming; a collector that is gone costs requests nothing and its spans are counted as failed.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use e2e::examples::{folder as example, yaml as example_yaml};
 use e2e::mesh::wait_ready;
 use e2e::metrics::metric_sum;
-use e2e::traces::{ReceivedSpan, by_trace, received_spans};
+use e2e::traces::{ReceivedSpan, by_trace, received_spans, receiver_stats};
 use e2e::{SETTLE, Sandbox, eventually};
 use meshctl::app::echo_reply::EchoReply;
 
@@ -276,6 +276,38 @@ spec:
         );
     }
     assert!(lines.iter().all(|l| !l.contains(&host("payments"))));
+
+    // The provider switched to OTLP/HTTP (its `http` block, as Istio has it): the next traces
+    // arrive whole, POSTed to /v1/traces.
+    let http_before = receiver_stats(&sb, CLIENT, RECEIVER)
+        .expect("receiver counters")
+        .http_batches_received;
+    let mesh_config = example_yaml("tracing");
+    let config_map = mesh_config
+        .split("\n---\n")
+        .find(|doc| doc.contains("kind: ConfigMap"))
+        .expect("the mesh config of examples/tracing")
+        .replace(
+            "        port: 4317\n",
+            "        port: 4317\n        http: {path: /v1/traces, timeout: 5s}\n",
+        );
+    sb.apply(&config_map).expect("the OTLP/HTTP provider");
+    let mut over_http = 0;
+    let arrived = eventually(SETTLE, || {
+        let trace = fresh_hex(32);
+        let tp = format!("00-{trace}-{}-01", fresh_hex(16));
+        over_http = receiver_stats(&sb, CLIENT, RECEIVER)
+            .map(|s| s.http_batches_received)
+            .unwrap_or_default();
+        call(&sb, &[("traceparent", &tp)]).is_ok()
+            && spans_of(&sb, &trace, Duration::from_secs(5)).is_some()
+            && over_http > http_before
+    });
+    assert!(
+        arrived,
+        "traces over OTLP/HTTP: {over_http} batches (before: {http_before})\n{}",
+        waypoint_log(&sb, 30)
+    );
 
     // The collector gone: requests are answered as before, the spans counted as failed.
     let failed = || waypoint_metric(&sb, "waypoint_trace_spans_total", &[("result", "failed")]);

@@ -11,6 +11,7 @@ use super::super::last_good::LastGood;
 use super::super::options::DOMAIN_SUFFIX;
 use super::super::routes::{Catalog, Obj};
 use super::super::service_key::ServiceKey;
+use super::otlp_export;
 use crate::model::mesh_config::{ReadMeshConfig, read_mesh_config};
 use crate::model::telemetry::{MESH_CONFIG_KEY, MESH_CONFIG_MAP, MeshConfig};
 use crate::model::{Object, ObjectKey, Problem, WARNING_PREFIX};
@@ -26,7 +27,7 @@ const BUILT_IN_METRICS: &str = "prometheus";
 /// An extension provider as the mesh can use it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Declared {
-    /// An OTLP/gRPC collector spans are sent to.
+    /// An OTLP collector spans are sent to (gRPC, or HTTP when the provider says so).
     Otlp(TracingProvider),
     /// Declared, but not usable for tracing; why.
     Unusable(String),
@@ -284,12 +285,17 @@ fn otlp(
             String::new()
         }
     };
+    let env = |variable: &str| std::env::var(variable).ok();
+    let export = otlp_export::export(otel, env, &mut warn);
     Declared::Otlp(TracingProvider {
         name: name.to_string(),
         service: otel.service.clone(),
         namespace,
         port: otel.port,
         max_tag_length: otel.max_tag_length.unwrap_or(0),
+        http_path: export.http_path,
+        timeout_ms: export.timeout_ms,
+        headers: export.headers,
     })
 }
 

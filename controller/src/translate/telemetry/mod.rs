@@ -10,6 +10,7 @@
 //! ([`access_logging`]); what else could only concern it is reported.
 
 mod mesh;
+mod otlp_export;
 mod resolve;
 mod resources;
 

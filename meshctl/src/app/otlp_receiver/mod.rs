@@ -252,6 +252,7 @@ async fn http_export(state: &State, request: Request<Incoming>) -> Response<Body
     };
     match export(state, &body).await {
         Outcome::Accepted => {
+            state.store.count_http();
             let reply = ExportTraceServiceResponse::default().encode_to_vec();
             response(StatusCode::OK, PROTOBUF, Bytes::from(reply))
         }

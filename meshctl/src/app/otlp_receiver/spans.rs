@@ -43,6 +43,9 @@ pub struct ReceivedSpan {
 pub struct ReceiverStats {
     /// Export requests accepted (gRPC and HTTP).
     pub batches_received: u64,
+    /// Of those, the ones that came over OTLP/HTTP.
+    #[serde(default)]
+    pub http_batches_received: u64,
     /// Spans in the accepted requests, held or dropped.
     pub spans_received: u64,
     /// Spans not kept because `--max-spans` were already held.
@@ -87,6 +90,11 @@ impl SpanStore {
         held.spans.extend(kept.iter().cloned());
         held.stats.spans_held = held.spans.len() as u64;
         kept
+    }
+
+    /// Counts an accepted export request as having come over OTLP/HTTP.
+    pub fn count_http(&self) {
+        self.lock().stats.http_batches_received += 1;
     }
 
     /// Counts an export request answered "unavailable" on purpose.
@@ -326,6 +334,7 @@ mod tests {
             spans_dropped: 2,
             spans_held: 3,
             batches_refused: 1,
+            http_batches_received: 0,
         };
         assert_eq!(store.stats(), expected);
         let cleared = store.clear();

@@ -233,7 +233,11 @@ async fn http_protobuf_exports_over_http1_and_h2c_and_json_is_refused() {
         .map(|s| s.name)
         .collect();
     assert_eq!(names, ["a", "b"]);
-    assert_eq!(stats(receiver.addr).await.batches_received, 2);
+    let counted = stats(receiver.addr).await;
+    assert_eq!(
+        (counted.batches_received, counted.http_batches_received),
+        (2, 2)
+    );
 }
 
 #[tokio::test]
@@ -261,6 +265,7 @@ async fn spans_past_the_cap_are_dropped_and_counted() {
         spans_dropped: 2,
         spans_held: 2,
         batches_refused: 0,
+        http_batches_received: 0,
     };
     assert_eq!(stats(receiver.addr).await, expected);
 

@@ -116,7 +116,7 @@ fn config(percentage: Option<f64>) -> api::waypoint::Waypoint {
             service: "otel.observability.svc.cluster.local".into(),
             namespace: "observability".into(),
             port: 4317,
-            max_tag_length: 0,
+            ..Default::default()
         }];
     }
     w.services = vec![service];

@@ -41,7 +41,7 @@ fn traced(percentage: f64, mut route: pb::Route) -> pb::Waypoint {
         service: COLLECTOR.into(),
         namespace: "observability".into(),
         port: 4317,
-        max_tag_length: 0,
+        ..Default::default()
     }];
     w
 }
@@ -290,6 +290,58 @@ async fn a_stuck_collector_costs_requests_nothing_and_is_counted() {
     );
     assert!(
         text.contains("waypoint_trace_spans_total{result=\"exported\"} 0"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http_provider_posts_the_protobuf_with_its_headers_under_its_deadline() {
+    let mut w = traced(100.0, route("r", vec![], forward(&[("v1", 1)])));
+    let provider = &mut w.tracing_providers[0];
+    provider.http_path = "/v1/traces".into();
+    provider.timeout_ms = 2000;
+    provider.headers = [("x-api-key".to_string(), "k1".to_string())].into();
+    let e = engine(&w);
+    let f = with_collector();
+    f.set(COLLECTOR_ADDR, Behavior::Status(200));
+    assert_eq!(get(&e, &f, "/", &[]).await.status, 200);
+    let posted = async {
+        loop {
+            let calls: Vec<Call> = f
+                .calls()
+                .into_iter()
+                .filter(|c| c.host.starts_with(COLLECTOR))
+                .collect();
+            if let Some(call) = calls.into_iter().next() {
+                return call;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let call = tokio::time::timeout(Duration::from_secs(30), posted)
+        .await
+        .expect("an export");
+    assert_eq!(
+        (call.method.as_str(), call.path.as_str()),
+        ("POST", "/v1/traces")
+    );
+    assert_eq!(call.headers["content-type"], "application/x-protobuf");
+    assert_eq!(call.headers["x-api-key"], "k1");
+    // The bare request: no gRPC frame header before it.
+    let request = ExportTraceServiceRequest::decode(call.body.as_ref()).unwrap();
+    let spans: Vec<&Span> = request.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .collect();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+
+    // A collector that does not answer fails the export after the provider's 2 s, not 5 s.
+    f.set(COLLECTOR_ADDR, Behavior::Hang);
+    assert_eq!(get(&e, &f, "/", &[]).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let text = e.runtime.render_metrics();
+    assert!(
+        text.contains("waypoint_trace_spans_total{result=\"failed\"} 2"),
         "{text}"
     );
 }

@@ -1,10 +1,12 @@
 //! Span export: finished spans go into a bounded queue (a full queue drops the span and
 //! counts it, never blocking a request); one task, woken once per batch (full, or a second
 //! after its first span) rather than per span, takes them in batches and sends each batch
-//! to its provider's collector as an OTLP/gRPC `TraceService/Export` call over the mesh (an
+//! to its provider's collector as an OTLP/gRPC `TraceService/Export` call, or an OTLP/HTTP
+//! `POST` of the same protobuf when the provider says `http`, over the mesh (an
 //! endpoint of the collector's service, through the waypoint's own upstream connections:
-//! HBONE to ambient pods, plain TCP otherwise). One export is in flight at a time, under a
-//! deadline: a slow collector fills the queue, and the rest is counted as dropped.
+//! HBONE to ambient pods, plain TCP otherwise), with the provider's headers. One export is
+//! in flight at a time, under the provider's deadline: a slow collector fills the queue, and
+//! the rest is counted as dropped.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -31,8 +33,6 @@ const QUEUE: usize = 2048;
 const BATCH: usize = 512;
 /// How long a span may wait for its batch to fill.
 const FLUSH: Duration = Duration::from_secs(1);
-/// Deadline of one export call.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const SPANS: &str = "waypoint_trace_spans_total";
 
@@ -165,7 +165,7 @@ async fn export_batch(
     for group in by_destination(batch) {
         let n = group.spans.len() as u64;
         let provider = group.provider.clone();
-        let sent = tokio::time::timeout(EXPORT_TIMEOUT, export(upstream, group)).await;
+        let sent = tokio::time::timeout(provider.timeout, export(upstream, group)).await;
         let why = match sent {
             Ok(Ok(())) => {
                 counters.exported.fetch_add(n, Ordering::Relaxed);
@@ -202,18 +202,34 @@ fn by_destination(batch: Vec<Finished>) -> Vec<Group> {
     groups
 }
 
-/// One `Export` call of `group` to an endpoint of its collector.
+/// One export of `group` to an endpoint of its collector: an OTLP/gRPC `Export` call, or
+/// an OTLP/HTTP `POST` of the same request as a protobuf.
 async fn export(upstream: &Arc<dyn UpstreamClient>, group: Group) -> Result<(), String> {
     let p = group.provider.clone();
     let endpoints = upstream.endpoints(&p.namespace, &p.service, p.port);
     let endpoint = fastrand::choice(&endpoints)
         .ok_or_else(|| format!("no endpoint of {}:{}", p.service, p.port))?;
-    let request = http::Request::post(format!("http://{}:{}{EXPORT_PATH}", p.service, p.port))
-        .version(http::Version::HTTP_2)
-        .header(http::header::CONTENT_TYPE, "application/grpc")
-        .header(http::header::TE, "trailers")
-        .body(body::full(grpc_frame(&group)))
+    let frame = bytes::Bytes::from(grpc_frame(&group));
+    let authority = format!("{}:{}", p.service, p.port);
+    let builder = match &p.http_path {
+        Some(path) => http::Request::post(format!("http://{authority}{path}"))
+            .version(http::Version::HTTP_11)
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf"),
+        None => http::Request::post(format!("http://{authority}{EXPORT_PATH}"))
+            .version(http::Version::HTTP_2)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers"),
+    };
+    let mut request = builder
+        // OTLP/HTTP carries the request without gRPC's 5-byte frame header.
+        .body(body::full(match p.http_path {
+            Some(_) => frame.slice(5..),
+            None => frame,
+        }))
         .map_err(|e| e.to_string())?;
+    for (name, value) in &p.headers {
+        request.headers_mut().insert(name.clone(), value.clone());
+    }
     // The waypoint itself calls: no caller identity to carry.
     let caller = Caller {
         identity: None,
@@ -230,6 +246,12 @@ async fn export(upstream: &Arc<dyn UpstreamClient>, group: Group) -> Result<(), 
         .collect()
         .await
         .map_err(|e| e.to_string())?;
+    if p.http_path.is_some() {
+        return match status.is_success() {
+            true => Ok(()),
+            false => Err(format!("HTTP {}", status.as_u16())),
+        };
+    }
     let grpc = head_status.or_else(|| collected.trailers().and_then(grpc_status));
     match (status.as_u16(), grpc.as_deref()) {
         (200, Some("0")) => Ok(()),
@@ -301,6 +323,9 @@ mod tests {
             namespace: "o".into(),
             port: 4317,
             max_tag_length: 256,
+            http_path: None,
+            timeout: Duration::from_secs(5),
+            headers: Vec::new(),
         });
         let resource: Arc<str> = "waypoint.shop".into();
         for _ in 0..QUEUE + 3 {
@@ -330,6 +355,9 @@ mod tests {
                 namespace: "o".into(),
                 port: 4317,
                 max_tag_length: 256,
+                http_path: None,
+                timeout: Duration::from_secs(5),
+                headers: Vec::new(),
             }),
             resource: "waypoint.shop".into(),
             spans: (1..=3).map(|i| span(i).encode_to_vec()).collect(),

@@ -3,16 +3,20 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use api::waypoint as pb;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use super::super::compile::ConfigError;
 
 /// Istio's default cut-off for span attribute values.
 const DEFAULT_MAX_TAG_LENGTH: usize = 256;
 
-/// An OTLP/gRPC collector: a mesh service and port.
+/// Deadline of one export call when the provider sets none.
+const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An OTLP collector: a mesh service and port, and how spans are sent there.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Provider {
     /// The provider's name.
@@ -25,6 +29,12 @@ pub(crate) struct Provider {
     pub port: u16,
     /// Attribute values are cut to this many bytes.
     pub max_tag_length: usize,
+    /// OTLP/HTTP to this path; OTLP/gRPC when `None`.
+    pub http_path: Option<String>,
+    /// Deadline of one export call.
+    pub timeout: Duration,
+    /// Sent with every export call (gRPC: initial metadata).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// The providers of a config, by name.
@@ -44,6 +54,14 @@ pub(crate) fn providers(list: &[pb::TracingProvider]) -> Result<Providers, Confi
                 "{field}: service and namespace are required"
             )));
         }
+        let mut headers = Vec::with_capacity(p.headers.len());
+        for (name, value) in &p.headers {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .zip(HeaderValue::from_str(value).ok())
+                .ok_or_else(|| ConfigError(format!("{field}.headers: {name:?} is not a header")))?;
+            headers.push(header);
+        }
         let provider = Provider {
             name: p.name.clone(),
             service: p.service.clone(),
@@ -53,6 +71,20 @@ pub(crate) fn providers(list: &[pb::TracingProvider]) -> Result<Providers, Confi
                 0 => DEFAULT_MAX_TAG_LENGTH,
                 n => n as usize,
             },
+            http_path: match p.http_path.as_str() {
+                "" => None,
+                path if path.starts_with('/') => Some(path.to_owned()),
+                path => {
+                    return Err(ConfigError(format!(
+                        "{field}.http_path: {path:?} does not start with /"
+                    )));
+                }
+            },
+            timeout: match p.timeout_ms {
+                0 => DEFAULT_EXPORT_TIMEOUT,
+                ms => Duration::from_millis(u64::from(ms)),
+            },
+            headers,
         };
         if out.insert(p.name.clone(), Arc::new(provider)).is_some() {
             return Err(ConfigError(format!("{field}.name: duplicate provider")));
@@ -144,7 +176,7 @@ mod tests {
             service: "c.o.svc.cluster.local".into(),
             namespace: "o".into(),
             port: 4317,
-            max_tag_length: 0,
+            ..Default::default()
         }
     }
 
