@@ -19,6 +19,11 @@
 //!
 //! The first round also removes rules left behind by an earlier agent in pods of this node
 //! that are no longer enrolled.
+//!
+//! With the node's probe rule on ([`super::host_rules`]), each captured pod's addresses join
+//! it once the pod's own rules are in, and leave it when the pod is released; the chain is
+//! written before the first round (clearing what an earlier agent left) and removed when the
+//! loop stops on shutdown.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -28,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::host_rules::HostRules;
 use super::iptables::{self, Family};
 use super::netns::{NetnsSource, NsId};
 use super::pod::{NodePod, node_pods};
@@ -108,16 +114,19 @@ pub(crate) struct Reconciler {
     captured: BTreeMap<String, Captured>,
     pending: BTreeMap<String, Pending>,
     cleaned_up: bool,
+    /// The node's probe rule, when the agent keeps it.
+    host: Option<HostRules>,
 }
 
 impl Reconciler {
-    pub(crate) fn new(source: NetnsSource, hub: Arc<Hub>) -> Reconciler {
+    pub(crate) fn new(source: NetnsSource, hub: Arc<Hub>, host: Option<HostRules>) -> Reconciler {
         Reconciler {
             source,
             hub,
             captured: BTreeMap::new(),
             pending: BTreeMap::new(),
             cleaned_up: false,
+            host,
         }
     }
 
@@ -235,6 +244,9 @@ impl Reconciler {
             return;
         }
         tracing::info!(pod = %pod.uid, "pod captured");
+        if let Some(host) = self.host.as_mut() {
+            host.add(&pod.uid, &pod.addresses).await;
+        }
         self.pending.remove(&pod.uid);
         let id = netns.id();
         let fd = Arc::new(netns.into_fd());
@@ -257,6 +269,9 @@ impl Reconciler {
         let Some(c) = self.captured.remove(uid) else {
             return;
         };
+        if let Some(host) = self.host.as_mut() {
+            host.remove(uid).await;
+        }
         if remove_rules {
             use std::os::fd::AsFd;
             if let Err(e) = iptables::remove(c.netns.as_fd(), &c.families).await {
@@ -307,13 +322,34 @@ impl Reconciler {
 
 /// Runs rounds on every feed change (and on a tick, for retries) until `shutdown`. The hub
 /// is marked ready after the first round, so proxies get a complete first snapshot.
+/// The node's probe rule, if kept, is installed first and removed once the loop stops.
 pub(crate) async fn run(
     source: NetnsSource,
     hub: Arc<Hub>,
+    host: Option<HostRules>,
+    feed: watch::Receiver<Option<Vec<NodePod>>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut reconciler = Reconciler::new(source, hub.clone(), host);
+    if let Some(host) = reconciler.host.as_mut() {
+        host.sync().await;
+    }
+    rounds(&mut reconciler, &hub, feed, shutdown).await;
+    if let Some(host) = reconciler.host.as_mut() {
+        host.remove_all().await;
+        tracing::info!(
+            failures = host.failures,
+            "removed the node's probe SNAT rule"
+        );
+    }
+}
+
+async fn rounds(
+    reconciler: &mut Reconciler,
+    hub: &Hub,
     mut feed: watch::Receiver<Option<Vec<NodePod>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut reconciler = Reconciler::new(source, hub.clone());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut feed_open = true;
@@ -360,7 +396,7 @@ mod tests {
         // An empty namespace folder: nothing can be captured, nothing is touched.
         let dir = test_support::TempDir::new("enroll");
         let hub = Hub::new();
-        let mut r = Reconciler::new(NetnsSource::Dir(dir.path().to_owned()), hub.clone());
+        let mut r = Reconciler::new(NetnsSource::Dir(dir.path().to_owned()), hub.clone(), None);
 
         let start = Instant::now();
         r.round(&[pod("a", true), pod("b", false)]).await;
