@@ -26,6 +26,9 @@ pub fn age(created: u64, now: u64) -> String {
 
 fn status(p: &Pod) -> &'static str {
     match p.phase {
+        // A failing liveness probe: kubelet would be restarting the container; the sandbox
+        // says so instead.
+        Phase::Running if p.unhealthy => "Unhealthy",
         Phase::Running => "Running",
         Phase::Pending => "Pending",
         Phase::Failed => "Error",

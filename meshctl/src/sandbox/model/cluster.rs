@@ -124,8 +124,15 @@ pub struct Pod {
     pub containers: Vec<ContainerState>,
     /// Phase.
     pub phase: Phase,
-    /// Alive and listening on every declared TCP port.
+    /// Alive, and its readiness probes pass (without any the sandbox runs: listening on
+    /// every declared TCP port).
     pub ready: bool,
+    /// A liveness probe is failing (kubelet would be restarting the container).
+    #[serde(default)]
+    pub unhealthy: bool,
+    /// How many times a liveness probe turned to failing.
+    #[serde(default)]
+    pub liveness_failures: u64,
     /// Creation time, seconds since the epoch.
     pub created: u64,
 }
@@ -264,6 +271,8 @@ mod tests {
             containers: Vec::new(),
             phase: Phase::Pending,
             ready: false,
+            unhealthy: false,
+            liveness_failures: 0,
             created: 0,
         };
         assert_eq!(pod(serde_json::json!({})).termination_grace(), None);

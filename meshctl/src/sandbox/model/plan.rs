@@ -242,6 +242,8 @@ impl Cluster {
                 .collect(),
             phase: Phase::Pending,
             ready: false,
+            unhealthy: false,
+            liveness_failures: 0,
             created: now,
         };
         self.pods.insert(pod.key(), pod.clone());
