@@ -237,16 +237,21 @@ impl Reconciler {
 
     async fn capture(&mut self, pod: &NodePod, netns: super::netns::Netns) {
         let families = iptables::families_for(&pod.addresses);
+        // The node's probes get their bypass source before the redirection would send them
+        // to the proxy.
+        if let Some(host) = self.host.as_mut() {
+            host.add(&pod.uid, &pod.addresses).await;
+        }
         if let Err(e) = iptables::install(netns.fd(), &families).await {
             tracing::warn!(pod = %pod.uid, "installing the redirection: {e}");
+            if let Some(host) = self.host.as_mut() {
+                host.remove(&pod.uid).await;
+            }
             self.hub.keep(&pod.uid, pod.info());
             self.backoff(&pod.uid);
             return;
         }
         tracing::info!(pod = %pod.uid, "pod captured");
-        if let Some(host) = self.host.as_mut() {
-            host.add(&pod.uid, &pod.addresses).await;
-        }
         self.pending.remove(&pod.uid);
         let id = netns.id();
         let fd = Arc::new(netns.into_fd());
@@ -269,14 +274,15 @@ impl Reconciler {
         let Some(c) = self.captured.remove(uid) else {
             return;
         };
-        if let Some(host) = self.host.as_mut() {
-            host.remove(uid).await;
-        }
         if remove_rules {
             use std::os::fd::AsFd;
             if let Err(e) = iptables::remove(c.netns.as_fd(), &c.families).await {
                 tracing::warn!(pod = %uid, "removing the redirection: {e}");
             }
+        }
+        // After the redirection is gone, so the node's probes never meet it unSNATed.
+        if let Some(host) = self.host.as_mut() {
+            host.remove(uid).await;
         }
         self.hub.remove(uid).await;
     }

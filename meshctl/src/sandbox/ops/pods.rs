@@ -139,7 +139,7 @@ impl Sandbox {
             if Instant::now() >= deadline {
                 let names: Vec<String> = pending.iter().map(|p| p.key()).collect();
                 self.say(format!(
-                    "warning: not ready after {}s (ports not listening): {}",
+                    "warning: not ready after {}s (readiness probe failing, or ports not listening): {}",
                     READY_TIMEOUT.as_secs(),
                     names.join(", ")
                 ));
