@@ -64,6 +64,12 @@ fn status(sb: &Sandbox, name: &str) -> (bool, bool, u64) {
     (ready, pod.unhealthy, pod.liveness_failures)
 }
 
+/// What `meshctl check` prints (its exit status says only how bad the worst finding is).
+fn check(sb: &Sandbox) -> String {
+    let out = sb.command().arg("check").output().expect("meshctl check");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 /// What the kubelet prober last said about pod `mesh/name`.
 fn probe_message(sb: &Sandbox, name: &str) -> String {
     let path = sb.state_dir().join("probes").join(format!("{NODE}.json"));
@@ -110,6 +116,13 @@ fn probes_pass_under_strict_through_the_node_rule_and_plaintext_stays_refused() 
     );
     let (_, unhealthy, failures) = status(&sb, "server");
     assert!(!unhealthy && failures == 0, "the server stays live");
+    let report = check(&sb);
+    assert!(
+        report.contains(&format!(
+            "{NODE} SNATs its health probes of 2 captured pod addresses"
+        )),
+        "{report}"
+    );
 
     // A readiness path answering 500: probed all the same, and never ready.
     assert!(
@@ -138,6 +151,13 @@ fn probes_pass_under_strict_through_the_node_rule_and_plaintext_stays_refused() 
         probe_message(&sb, "server").contains("Readiness probe failed"),
         "{}",
         probe_message(&sb, "server")
+    );
+    let report = check(&sb);
+    assert!(
+        report.contains(&format!(
+            "the probe SNAT rule of {NODE} lacks ambient pods: mesh/broken, mesh/server"
+        )),
+        "meshctl check names what the node rule lacks:\n{report}"
     );
 
     // A clean stop removes the agent's chain and jump; the next agent writes them again.
