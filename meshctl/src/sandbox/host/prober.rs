@@ -25,6 +25,10 @@ use crate::sandbox::model::probes::{
 
 /// How often the prober wakes to run what is due and re-read the state.
 const TICK: Duration = Duration::from_millis(200);
+/// The longest wait between readiness probes of a container that has not been ready yet:
+/// kubelet would wait a whole period (10 s by default); the sandbox lets pods (waypoints
+/// among them) come up as soon as they serve.
+const UNTIL_FIRST_READY: Duration = Duration::from_secs(1);
 /// The most of a probe's response read (kubelet reads 10 KiB of the body; the status line
 /// is all that counts).
 const MAX_RESPONSE: usize = 10 * 1024;
@@ -56,6 +60,8 @@ struct Scheduled {
     plan: Plan,
     tracker: Tracker,
     next: Instant,
+    /// Whether it has ever passed (readiness probes run faster until then).
+    ever_passed: bool,
 }
 
 /// Probe identity: pod uid, container name, kind.
@@ -217,6 +223,7 @@ pub fn run(state_dir: &Path, node: &str) -> Result<()> {
                     kind: id.2,
                     tracker: Tracker::new(id.2),
                     next: now + plan.initial_delay,
+                    ever_passed: false,
                     plan: plan.clone(),
                 });
                 if s.plan != plan {
@@ -267,7 +274,13 @@ fn run_due(probes: &mut BTreeMap<ProbeId, Scheduled>, node: &str) {
                     s.pod_key, s.kind, s.uid, s.tracker.last_error
                 );
             }
-            s.next = Instant::now() + s.plan.period;
+            s.ever_passed |= s.tracker.passing;
+            let wait = if s.kind == ProbeKind::Readiness && !s.ever_passed {
+                s.plan.period.min(UNTIL_FIRST_READY)
+            } else {
+                s.plan.period
+            };
+            s.next = Instant::now() + wait;
         }
     });
 }
@@ -358,6 +371,7 @@ mod tests {
                     plan: plan.clone(),
                     tracker,
                     next: Instant::now(),
+                    ever_passed: false,
                 },
             );
         }
