@@ -78,6 +78,9 @@ struct AgentArgs {
     /// the proxy, which STRICT peer authentication refuses).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     host_probe_rule: bool,
+    /// Serve the agent's own `/metrics` (the probe rule's failures and coverage) here.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
                 zds_socket: args.zds_socket,
                 netns_dir: args.netns_dir,
                 host_netns: args.host_probe_rule.then_some(args.host_netns),
+                metrics_addr: args.metrics_addr,
             };
             runtime.block_on(async {
                 let mut signals = proxy_core::shutdown::ShutdownSignals::install()

@@ -33,4 +33,6 @@ pub struct AgentSettings {
     /// The node's own network namespace, where the rule SNATing kubelet's probes of captured
     /// pods is kept (`/proc/1/ns/net` on Kubernetes, with `hostPID`); `None` keeps none.
     pub host_netns: Option<PathBuf>,
+    /// Where the agent serves its own `/metrics`; `None` serves none.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }

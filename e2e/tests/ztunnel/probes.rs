@@ -4,7 +4,8 @@
 //! anywhere else is still refused; without the host rule the HTTP probe fails.
 
 use e2e::mesh::{get_json, node_exec, wait_captured, wait_ready};
-use e2e::{Component, SETTLE, Sandbox, eventually};
+use e2e::metrics::metric_sum;
+use e2e::{Component, SETTLE, Sandbox, eventually, meshctl_bin};
 use meshctl::sandbox::host::state;
 use test_support::manifests::namespace;
 
@@ -62,6 +63,30 @@ fn status(sb: &Sandbox, name: &str) -> (bool, bool, u64) {
     let cluster = state::peek(&sb.state_dir()).expect("readable sandbox state");
     let pod = &cluster.pods[&format!("mesh/{name}")];
     (ready, pod.unhealthy, pod.liveness_failures)
+}
+
+/// The node agent's own `/metrics` on [`NODE`] (its sandbox port), or `None` while it does
+/// not answer.
+fn agent_metrics(sb: &Sandbox) -> Option<String> {
+    let bin = meshctl_bin().expect("meshctl binary");
+    let url = "http://127.0.0.1:15014/metrics";
+    let out = node_exec(
+        sb,
+        NODE,
+        &[&bin.display().to_string(), "app", "curl", "--fail", url],
+    );
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `(addresses covered, failures)` from the agent's metrics.
+fn agent_counts(sb: &Sandbox) -> Option<(f64, f64)> {
+    let text = agent_metrics(sb)?;
+    Some((
+        metric_sum(&text, "ztunnel_node_agent_probe_rule_addresses", &[]),
+        metric_sum(&text, "ztunnel_node_agent_probe_rule_failures_total", &[]),
+    ))
 }
 
 /// What `meshctl check` prints (its exit status says only how bad the worst finding is).
@@ -122,6 +147,11 @@ fn probes_pass_under_strict_through_the_node_rule_and_plaintext_stays_refused() 
             "{NODE} SNATs its health probes of 2 captured pod addresses"
         )),
         "{report}"
+    );
+    assert_eq!(
+        agent_counts(&sb),
+        Some((2.0, 0.0)),
+        "the agent's metrics: two addresses covered, no failure"
     );
 
     // A readiness path answering 500: probed all the same, and never ready.

@@ -344,7 +344,7 @@ pub(crate) async fn run(
     if let Some(host) = reconciler.host.as_mut() {
         host.remove_all().await;
         tracing::info!(
-            failures = host.failures,
+            failures = host.failures(),
             "removed the node's probe SNAT rule"
         );
     }

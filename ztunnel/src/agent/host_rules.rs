@@ -25,7 +25,11 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use super::iptables::{Family, PROBE_SNAT_V4, PROBE_SNAT_V6, RulesError};
+use super::metrics::AgentMetrics;
 use super::netns::run_in_netns;
 
 /// Our chain in the node's `nat` table, hooked into `POSTROUTING` (Istio's name).
@@ -221,19 +225,33 @@ pub struct HostRules {
     targets: ProbeTargets,
     /// Whether IPv6 rules were ever written (or found), so they are kept up and removed.
     v6: bool,
-    /// How many installs and removals failed (logged each time; kept for the agent's report).
-    pub failures: u64,
+    /// Failures and the addresses covered.
+    metrics: Arc<AgentMetrics>,
 }
 
 impl HostRules {
-    /// Rules for the node whose network namespace is `netns`, with no target yet.
-    pub fn new(netns: std::os::fd::OwnedFd) -> HostRules {
+    /// Rules for the node whose network namespace is `netns`, with no target yet, counted in
+    /// `metrics`.
+    pub fn new(netns: std::os::fd::OwnedFd, metrics: Arc<AgentMetrics>) -> HostRules {
         HostRules {
             netns,
             targets: ProbeTargets::default(),
             v6: false,
-            failures: 0,
+            metrics,
         }
+    }
+
+    /// How many writes and removals failed so far.
+    pub fn failures(&self) -> u64 {
+        self.metrics.probe_rule_failures.load(Ordering::Relaxed)
+    }
+
+    /// Counts one failure; the running total.
+    fn failed(&self) -> u64 {
+        self.metrics
+            .probe_rule_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1
     }
 
     /// The current targets.
@@ -261,14 +279,18 @@ impl HostRules {
             match result {
                 Ok(_) => self.v6 |= family == Family::V6,
                 Err(e) => {
-                    self.failures += 1;
+                    let failures = self.failed();
                     tracing::warn!(
-                        failures = self.failures,
+                        failures,
                         "installing the node's probe SNAT rule ({family:?}): {e}"
                     );
                 }
             }
         }
+        let covered = self.targets.addresses().len() as u64;
+        self.metrics
+            .probe_rule_addresses
+            .store(covered, Ordering::Relaxed);
     }
 
     /// Adds a captured pod's addresses; rewrites the chain when they are new.
@@ -305,13 +327,16 @@ impl HostRules {
             }
             .await;
             if let Err(e) = result {
-                self.failures += 1;
+                let failures = self.failed();
                 tracing::warn!(
-                    failures = self.failures,
+                    failures,
                     "removing the node's probe SNAT rule ({family:?}): {e}"
                 );
             }
         }
+        self.metrics
+            .probe_rule_addresses
+            .store(0, Ordering::Relaxed);
     }
 }
 

@@ -10,6 +10,8 @@
 //! - `server`: the ZDS server, its proxy sessions and snapshots;
 //! - [`host_rules`]: the node's own rule SNATing its health probes of captured pods to the
 //!   address the in-pod rules let through;
+//! - [`metrics`]: the agent's own `/metrics` (`--metrics-addr`): the probe rule's failures
+//!   and coverage;
 //! - [`preflight`]: whether this host can capture pods, tried in a throwaway namespace.
 //!
 //! Stopping the agent leaves every in-pod rule in place, as istio-cni does: captured pods
@@ -21,6 +23,7 @@
 pub mod enrollment;
 pub mod host_rules;
 pub mod iptables;
+pub mod metrics;
 pub mod netns;
 mod pod;
 pub mod preflight;
@@ -51,6 +54,9 @@ pub enum AgentError {
     /// The node's network namespace (for the probe rule) could not be opened.
     #[error(transparent)]
     HostNetns(#[from] netns::NetnsError),
+    /// The metrics endpoint could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] std::io::Error),
 }
 
 /// The feed of this node's pods: `None` until the first complete view.
@@ -82,15 +88,31 @@ pub async fn run(
         shutdown.clone(),
     ));
     let source = NetnsSource::from_config(config.netns_dir.as_deref());
+    let counters = std::sync::Arc::new(metrics::AgentMetrics::default());
+    let endpoint = match config.metrics_addr {
+        Some(addr) => {
+            let listener = metrics::bind(addr).await?;
+            tracing::info!(%addr, "node agent metrics at /metrics");
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                counters.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let host = match &config.host_netns {
         Some(path) => {
             let netns = netns::Netns::open(path)?;
             tracing::info!(netns = %path.display(), "keeping the node's probe SNAT rule");
-            Some(host_rules::HostRules::new(netns.into_fd()))
+            Some(host_rules::HostRules::new(netns.into_fd(), counters))
         }
         None => None,
     };
     serve_with(listener, source, host, feed, shutdown).await;
+    if let Some(endpoint) = endpoint {
+        let _ = endpoint.await;
+    }
     let _ = feeder.await;
     let _ = xds.await;
     Ok(())

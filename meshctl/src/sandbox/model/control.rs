@@ -34,6 +34,9 @@ pub const DEBOUNCE_MS: u64 = 50;
 pub const SCAN_INTERVAL_MS: u64 = 200;
 /// File-name prefix of waypoint tokens (node names never start with it).
 pub const WAYPOINT_TOKEN_PREFIX: &str = "waypoint-";
+/// Where each node agent serves its own `/metrics` in its node's namespace (istio-cni's
+/// monitoring port; the controller's 15014 is in another namespace).
+pub const NODE_AGENT_METRICS_PORT: u16 = 15014;
 /// How long the controller may take to shut down on SIGTERM: it waits up to
 /// 5 s for gRPC streams to drain and 1 s for its admin endpoint.
 pub const CONTROLLER_SHUTDOWN: Duration = Duration::from_secs(6);
@@ -417,6 +420,10 @@ impl Layout {
                     v.extend(["--netns-dir".into(), Self::path(self.netns_dir())]);
                     // The agent runs in the node's namespace itself (as with hostNetwork).
                     v.extend(["--host-netns".into(), "/proc/self/ns/net".into()]);
+                    v.extend([
+                        "--metrics-addr".into(),
+                        format!("0.0.0.0:{NODE_AGENT_METRICS_PORT}"),
+                    ]);
                 }
             }
             Component::Kubelet(node) => {
@@ -481,12 +488,14 @@ mod tests {
         let agent = l.argv(&Component::NodeAgent("node2".into()), CONTROL_IP);
         assert_eq!(agent[1], "node-agent");
         assert_eq!(
-            agent[agent.len() - 4..],
+            agent[agent.len() - 6..],
             [
                 "--netns-dir",
                 "/run/meshctl/t/netns",
                 "--host-netns",
-                "/proc/self/ns/net"
+                "/proc/self/ns/net",
+                "--metrics-addr",
+                "0.0.0.0:15014"
             ]
         );
         assert_eq!(
