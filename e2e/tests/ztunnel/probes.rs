@@ -39,6 +39,25 @@ spec:
     )
 }
 
+/// A pod outside the mesh on [`NODE`] whose liveness probe dials a port nothing listens on,
+/// and whose readiness probe is an `exec` (which the sandbox does not run).
+const DEAD: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: dead, namespace: outside}
+spec:
+  nodeName: node2
+  containers:
+  - name: app
+    command: [sleep, infinity]
+    readinessProbe:
+      exec: {command: ["true"]}
+    livenessProbe:
+      tcpSocket: {port: 9}
+      periodSeconds: 1
+      failureThreshold: 2
+---
+"#;
+
 /// The node's `nat` table as `iptables-save` prints it.
 fn node_nat(sb: &Sandbox) -> String {
     let out = node_exec(sb, NODE, &["iptables-save", "-t", "nat"]);
@@ -57,11 +76,13 @@ fn host_rule_for(sb: &Sandbox, ip: std::net::Ipv4Addr) -> bool {
         })
 }
 
-/// `(ready, unhealthy, liveness failures)` of pod `mesh/name`, refreshed by a verb.
+/// `(ready, unhealthy, liveness failures)` of pod `name` (in `mesh`, or `namespace/name`),
+/// refreshed by a verb.
 fn status(sb: &Sandbox, name: &str) -> (bool, bool, u64) {
+    let (namespace, name) = name.split_once('/').unwrap_or(("mesh", name));
     let ready = sb.pod(name).expect("meshctl get pods").ready;
     let cluster = state::peek(&sb.state_dir()).expect("readable sandbox state");
-    let pod = &cluster.pods[&format!("mesh/{name}")];
+    let pod = &cluster.pods[&format!("{namespace}/{name}")];
     (ready, pod.unhealthy, pod.liveness_failures)
 }
 
@@ -162,6 +183,31 @@ fn probes_pass_under_strict_through_the_node_rule_and_plaintext_stays_refused() 
         probe_message(&sb, "broken")
     );
     assert!(!status(&sb, "broken").0, "a 500 is not ready");
+
+    // A failing liveness probe shows, and a probe kind the sandbox does not run is named.
+    let applied = sb.apply_output(DEAD).expect("meshctl apply");
+    let said = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        said.contains("spec.containers[0].readinessProbe.exec"),
+        "apply names the exec probe it does not run:\n{said}"
+    );
+    assert!(
+        eventually(SETTLE, || {
+            let (_, unhealthy, failures) = status(&sb, "outside/dead");
+            unhealthy && failures >= 1
+        }),
+        "a liveness probe of a closed port fails"
+    );
+    let table = sb
+        .run(&["get".into(), "pods".into(), "-n".into(), "outside".into()])
+        .expect("meshctl get pods");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("dead ") && l.contains("Unhealthy")),
+        "{table}"
+    );
 
     // The bypass is for the node's probes only: plaintext from a pod outside the mesh is
     // still refused by STRICT.
