@@ -338,7 +338,7 @@ pub(crate) async fn run(
 ) {
     let mut reconciler = Reconciler::new(source, hub.clone(), host);
     if let Some(host) = reconciler.host.as_mut() {
-        host.sync().await;
+        host.start().await;
     }
     rounds(&mut reconciler, &hub, feed, shutdown).await;
     if let Some(host) = reconciler.host.as_mut() {

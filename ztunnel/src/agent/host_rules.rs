@@ -259,6 +259,16 @@ impl HostRules {
         &self.targets
     }
 
+    /// The first write: what an earlier run left is replaced, IPv6 included when it left
+    /// IPv6 rules (read where `ip6tables-save` works; a node without IPv6 has none).
+    pub async fn start(&mut self) {
+        use std::os::fd::AsFd;
+        if let Ok(found) = installed(self.netns.as_fd(), Family::V6).await {
+            self.v6 |= found.any();
+        }
+        self.sync().await;
+    }
+
     /// Installs the chain and its jump from the current targets, replacing what an earlier
     /// run left. Failures are logged and counted; the next change tries again.
     pub async fn sync(&mut self) {
