@@ -191,22 +191,30 @@ fn probes_pass_under_strict_through_the_node_rule_and_plaintext_stays_refused() 
         said.contains("spec.containers[0].readinessProbe.exec"),
         "apply names the exec probe it does not run:\n{said}"
     );
+    let restarts = || {
+        let cluster = state::peek(&sb.state_dir()).expect("readable sandbox state");
+        cluster.pods["outside/dead"].containers[0].restarts
+    };
     assert!(
         eventually(SETTLE, || {
             let (_, unhealthy, failures) = status(&sb, "outside/dead");
-            unhealthy && failures >= 1
+            unhealthy && failures >= 1 && restarts() >= 1
         }),
-        "a liveness probe of a closed port fails"
+        "a liveness probe of a closed port fails and the container is restarted"
     );
     let table = sb
         .run(&["get".into(), "pods".into(), "-n".into(), "outside".into()])
         .expect("meshctl get pods");
     let table = String::from_utf8_lossy(&table.stdout);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("dead "))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(row.get(2), Some(&"Unhealthy"), "{table}");
     assert!(
-        table
-            .lines()
-            .any(|l| l.starts_with("dead ") && l.contains("Unhealthy")),
-        "{table}"
+        row.get(3).and_then(|n| n.parse::<u32>().ok()) >= Some(1),
+        "RESTARTS counts the restart:\n{table}"
     );
 
     // The bypass is for the node's probes only: plaintext from a pod outside the mesh is

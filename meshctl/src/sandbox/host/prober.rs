@@ -6,7 +6,10 @@
 //! It reads `state.json` without the lock (a slightly old view is fine), runs every
 //! `httpGet` / `tcpSocket` readiness and liveness probe of the running pods on its node on
 //! their own schedule, and writes what they say to `<state>/probes/<node>.json` (atomically,
-//! only on change), which verbs read when they refresh pod status. It exits when the
+//! only on change), which verbs read when they refresh pod status. A container whose liveness
+//! probe fails is restarted, as kubelet does, through the caller's `restart` (which takes the
+//! sandbox's lock, on a thread of its own so probing goes on meanwhile); while it keeps failing
+//! it is restarted again after a backoff of 10 s doubling up to 5 minutes. It exits when the
 //! sandbox's state file is gone.
 
 use std::collections::BTreeMap;
@@ -29,6 +32,14 @@ const TICK: Duration = Duration::from_millis(200);
 /// kubelet would wait a whole period (10 s by default); the sandbox lets pods (waypoints
 /// among them) come up as soon as they serve.
 const UNTIL_FIRST_READY: Duration = Duration::from_secs(1);
+/// The wait after a liveness restart before the next one, doubled per restart.
+const RESTART_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest wait between liveness restarts (kubelet's cap).
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Restarts a container: pod key, pod uid, container name.
+pub type Restart = std::sync::Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
+
 /// The most of a probe's response read (kubelet reads 10 KiB of the body; the status line
 /// is all that counts).
 const MAX_RESPONSE: usize = 10 * 1024;
@@ -56,12 +67,16 @@ pub fn read_reports(state_dir: &Path, nodes: &[String]) -> ProbeReport {
 struct Scheduled {
     pod_key: String,
     uid: String,
+    container: String,
     kind: ProbeKind,
     plan: Plan,
     tracker: Tracker,
     next: Instant,
     /// Whether it has ever passed (readiness probes run faster until then).
     ever_passed: bool,
+    /// Liveness restarts made, and when the next may be.
+    restarts: u32,
+    restart_after: Instant,
 }
 
 /// Probe identity: pod uid, container name, kind.
@@ -199,8 +214,9 @@ fn write_report(path: &Path, report: &ProbeReport) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(SandboxError::io(format!("writing {}", path.display())))
 }
 
-/// Runs the prober of `node` until the sandbox's state file disappears.
-pub fn run(state_dir: &Path, node: &str) -> Result<()> {
+/// Runs the prober of `node` until the sandbox's state file disappears; `restart` restarts a
+/// container whose liveness probe fails.
+pub fn run(state_dir: &Path, node: &str, restart: Restart) -> Result<()> {
     let out = report_file(state_dir, node);
     let mut probes: BTreeMap<ProbeId, Scheduled> = BTreeMap::new();
     let mut written: Option<ProbeReport> = None;
@@ -220,6 +236,9 @@ pub fn run(state_dir: &Path, node: &str) -> Result<()> {
                 let s = probes.entry(id.clone()).or_insert_with(|| Scheduled {
                     pod_key,
                     uid: id.0.clone(),
+                    container: id.1.clone(),
+                    restarts: 0,
+                    restart_after: now,
                     kind: id.2,
                     tracker: Tracker::new(id.2),
                     next: now + plan.initial_delay,
@@ -231,7 +250,7 @@ pub fn run(state_dir: &Path, node: &str) -> Result<()> {
                 }
             }
         }
-        run_due(&mut probes, node);
+        run_due(&mut probes, node, &restart);
         let current = report(&probes);
         if written.as_ref() != Some(&current) {
             if let Err(e) = write_report(&out, &current) {
@@ -245,7 +264,7 @@ pub fn run(state_dir: &Path, node: &str) -> Result<()> {
 }
 
 /// Runs every probe that is due, at once (each bounded by its timeout), and records them.
-fn run_due(probes: &mut BTreeMap<ProbeId, Scheduled>, node: &str) {
+fn run_due(probes: &mut BTreeMap<ProbeId, Scheduled>, node: &str, restart: &Restart) {
     let now = Instant::now();
     let due: Vec<&mut Scheduled> = probes.values_mut().filter(|s| s.next <= now).collect();
     if due.is_empty() {
@@ -273,6 +292,19 @@ fn run_due(probes: &mut BTreeMap<ProbeId, Scheduled>, node: &str) {
                     "{node}: {} {:?} probe of {} now {state} {}",
                     s.pod_key, s.kind, s.uid, s.tracker.last_error
                 );
+            }
+            if s.kind == ProbeKind::Liveness
+                && !s.tracker.passing
+                && Instant::now() >= s.restart_after
+            {
+                let (key, uid, container) = (s.pod_key.clone(), s.uid.clone(), s.container.clone());
+                let restart = restart.clone();
+                std::thread::spawn(move || restart(&key, &uid, &container));
+                let backoff = RESTART_BACKOFF
+                    .saturating_mul(1u32 << s.restarts.min(8))
+                    .min(MAX_RESTART_BACKOFF);
+                s.restarts = s.restarts.saturating_add(1);
+                s.restart_after = Instant::now() + backoff;
             }
             s.ever_passed |= s.tracker.passing;
             let wait = if s.kind == ProbeKind::Readiness && !s.ever_passed {
@@ -367,6 +399,9 @@ mod tests {
                 Scheduled {
                     pod_key: "ns/p".into(),
                     uid: "u1".into(),
+                    container: container.into(),
+                    restarts: 0,
+                    restart_after: Instant::now(),
                     kind,
                     plan: plan.clone(),
                     tracker,

@@ -89,6 +89,9 @@ pub struct ContainerState {
     pub name: String,
     /// The process, once started; `None` for containers without a command.
     pub process: Option<ProcId>,
+    /// Times the kubelet prober restarted it after its liveness probe failed.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// A pod: a network namespace on a node, with its processes.

@@ -238,6 +238,7 @@ impl Cluster {
                 .map(|c| ContainerState {
                     name: c.name.clone(),
                     process: None,
+                    restarts: 0,
                 })
                 .collect(),
             phase: Phase::Pending,
