@@ -183,6 +183,7 @@ fn component_args(c: &Component) -> Vec<String> {
         Component::Controller => vec!["controller".into()],
         Component::Ztunnel(n) => vec!["ztunnel".into(), "--node".into(), n.clone()],
         Component::NodeAgent(n) => vec!["node-agent".into(), "--node".into(), n.clone()],
+        Component::Kubelet(n) => vec!["kubelet".into(), "--node".into(), n.clone()],
     }
 }
 

@@ -6,6 +6,8 @@
 
 #[path = "ztunnel/edges.rs"]
 mod edges;
+#[path = "ztunnel/probes.rs"]
+mod probes;
 #[path = "ztunnel/sniffer.rs"]
 mod sniffer;
 #[path = "ztunnel/tap.rs"]

@@ -69,6 +69,18 @@ struct AgentArgs {
     /// it, the namespace holding the pod's IP is found through /proc.
     #[arg(long, value_name = "DIR")]
     netns_dir: Option<PathBuf>,
+    /// The node's network namespace, where the rule SNATing the node's health probes of
+    /// captured pods to 169.254.7.127 is installed (pid 1's with hostPID; the sandbox's node
+    /// runs the agent in it, `/proc/self/ns/net`).
+    #[arg(long, value_name = "PATH", default_value = "/proc/1/ns/net")]
+    host_netns: PathBuf,
+    /// Keep the node's probe rule (`false`: kubelet's HTTP probes of captured pods then reach
+    /// the proxy, which STRICT peer authentication refuses).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    host_probe_rule: bool,
+    /// Serve the agent's own `/metrics` (the probe rule's failures and coverage) here.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -108,6 +120,8 @@ fn main() -> ExitCode {
                 control: args.control.config(),
                 zds_socket: args.zds_socket,
                 netns_dir: args.netns_dir,
+                host_netns: args.host_probe_rule.then_some(args.host_netns),
+                metrics_addr: args.metrics_addr,
             };
             runtime.block_on(async {
                 let mut signals = proxy_core::shutdown::ShutdownSignals::install()

@@ -30,4 +30,9 @@ pub struct AgentSettings {
     /// is a network namespace file (the sandbox provides this); with `None`, the namespace holding
     /// the pod's IP is found through `/proc` (Kubernetes).
     pub netns_dir: Option<PathBuf>,
+    /// The node's own network namespace, where the rule SNATing kubelet's probes of captured
+    /// pods is kept (`/proc/1/ns/net` on Kubernetes, with `hostPID`); `None` keeps none.
+    pub host_netns: Option<PathBuf>,
+    /// Where the agent serves its own `/metrics`; `None` serves none.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }

@@ -19,6 +19,11 @@
 //!
 //! The first round also removes rules left behind by an earlier agent in pods of this node
 //! that are no longer enrolled.
+//!
+//! With the node's probe rule on ([`super::host_rules`]), each captured pod's addresses join
+//! it once the pod's own rules are in, and leave it when the pod is released; the chain is
+//! written before the first round (clearing what an earlier agent left) and removed when the
+//! loop stops on shutdown.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -28,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::host_rules::HostRules;
 use super::iptables::{self, Family};
 use super::netns::{NetnsSource, NsId};
 use super::pod::{NodePod, node_pods};
@@ -108,16 +114,19 @@ pub(crate) struct Reconciler {
     captured: BTreeMap<String, Captured>,
     pending: BTreeMap<String, Pending>,
     cleaned_up: bool,
+    /// The node's probe rule, when the agent keeps it.
+    host: Option<HostRules>,
 }
 
 impl Reconciler {
-    pub(crate) fn new(source: NetnsSource, hub: Arc<Hub>) -> Reconciler {
+    pub(crate) fn new(source: NetnsSource, hub: Arc<Hub>, host: Option<HostRules>) -> Reconciler {
         Reconciler {
             source,
             hub,
             captured: BTreeMap::new(),
             pending: BTreeMap::new(),
             cleaned_up: false,
+            host,
         }
     }
 
@@ -228,8 +237,16 @@ impl Reconciler {
 
     async fn capture(&mut self, pod: &NodePod, netns: super::netns::Netns) {
         let families = iptables::families_for(&pod.addresses);
+        // The node's probes get their bypass source before the redirection would send them
+        // to the proxy.
+        if let Some(host) = self.host.as_mut() {
+            host.add(&pod.uid, &pod.addresses).await;
+        }
         if let Err(e) = iptables::install(netns.fd(), &families).await {
             tracing::warn!(pod = %pod.uid, "installing the redirection: {e}");
+            if let Some(host) = self.host.as_mut() {
+                host.remove(&pod.uid).await;
+            }
             self.hub.keep(&pod.uid, pod.info());
             self.backoff(&pod.uid);
             return;
@@ -262,6 +279,10 @@ impl Reconciler {
             if let Err(e) = iptables::remove(c.netns.as_fd(), &c.families).await {
                 tracing::warn!(pod = %uid, "removing the redirection: {e}");
             }
+        }
+        // After the redirection is gone, so the node's probes never meet it unSNATed.
+        if let Some(host) = self.host.as_mut() {
+            host.remove(uid).await;
         }
         self.hub.remove(uid).await;
     }
@@ -307,13 +328,34 @@ impl Reconciler {
 
 /// Runs rounds on every feed change (and on a tick, for retries) until `shutdown`. The hub
 /// is marked ready after the first round, so proxies get a complete first snapshot.
+/// The node's probe rule, if kept, is installed first and removed once the loop stops.
 pub(crate) async fn run(
     source: NetnsSource,
     hub: Arc<Hub>,
+    host: Option<HostRules>,
+    feed: watch::Receiver<Option<Vec<NodePod>>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut reconciler = Reconciler::new(source, hub.clone(), host);
+    if let Some(host) = reconciler.host.as_mut() {
+        host.start().await;
+    }
+    rounds(&mut reconciler, &hub, feed, shutdown).await;
+    if let Some(host) = reconciler.host.as_mut() {
+        host.remove_all().await;
+        tracing::info!(
+            failures = host.failures(),
+            "removed the node's probe SNAT rule"
+        );
+    }
+}
+
+async fn rounds(
+    reconciler: &mut Reconciler,
+    hub: &Hub,
     mut feed: watch::Receiver<Option<Vec<NodePod>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut reconciler = Reconciler::new(source, hub.clone());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut feed_open = true;
@@ -360,7 +402,7 @@ mod tests {
         // An empty namespace folder: nothing can be captured, nothing is touched.
         let dir = test_support::TempDir::new("enroll");
         let hub = Hub::new();
-        let mut r = Reconciler::new(NetnsSource::Dir(dir.path().to_owned()), hub.clone());
+        let mut r = Reconciler::new(NetnsSource::Dir(dir.path().to_owned()), hub.clone(), None);
 
         let start = Instant::now();
         r.round(&[pod("a", true), pod("b", false)]).await;

@@ -8,14 +8,22 @@
 //!   running commands inside one;
 //! - [`iptables`]: the rules and policy routing, rendered as text and applied atomically;
 //! - `server`: the ZDS server, its proxy sessions and snapshots;
+//! - [`host_rules`]: the node's own rule SNATing its health probes of captured pods to the
+//!   address the in-pod rules let through;
+//! - [`metrics`]: the agent's own `/metrics` (`--metrics-addr`): the probe rule's failures
+//!   and coverage;
 //! - [`preflight`]: whether this host can capture pods, tried in a throwaway namespace.
 //!
-//! Stopping the agent leaves every rule in place, as istio-cni does: captured pods stay
-//! captured (the proxy keeps serving them) across an agent restart or upgrade, and the next
-//! agent reinstalls the same rules idempotently and sends the proxy a fresh snapshot.
+//! Stopping the agent leaves every in-pod rule in place, as istio-cni does: captured pods
+//! stay captured (the proxy keeps serving them) across an agent restart or upgrade, and the
+//! next agent reinstalls the same rules idempotently and sends the proxy a fresh snapshot.
+//! The node's probe rule is the agent's own and goes with it on a clean stop; the next agent
+//! writes it again from the pods it captures.
 
 pub mod enrollment;
+pub mod host_rules;
 pub mod iptables;
+pub mod metrics;
 pub mod netns;
 mod pod;
 pub mod preflight;
@@ -43,6 +51,12 @@ pub enum AgentError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The node's network namespace (for the probe rule) could not be opened.
+    #[error(transparent)]
+    HostNetns(#[from] netns::NetnsError),
+    /// The metrics endpoint could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] std::io::Error),
 }
 
 /// The feed of this node's pods: `None` until the first complete view.
@@ -74,7 +88,31 @@ pub async fn run(
         shutdown.clone(),
     ));
     let source = NetnsSource::from_config(config.netns_dir.as_deref());
-    serve(listener, source, feed, shutdown).await;
+    let counters = std::sync::Arc::new(metrics::AgentMetrics::default());
+    let endpoint = match config.metrics_addr {
+        Some(addr) => {
+            let listener = metrics::bind(addr).await?;
+            tracing::info!(%addr, "node agent metrics at /metrics");
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                counters.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    let host = match &config.host_netns {
+        Some(path) => {
+            let netns = netns::Netns::open(path)?;
+            tracing::info!(netns = %path.display(), "keeping the node's probe SNAT rule");
+            Some(host_rules::HostRules::new(netns.into_fd(), counters))
+        }
+        None => None,
+    };
+    serve_with(listener, source, host, feed, shutdown).await;
+    if let Some(endpoint) = endpoint {
+        let _ = endpoint.await;
+    }
     let _ = feeder.await;
     let _ = xds.await;
     Ok(())
@@ -89,8 +127,25 @@ pub async fn serve(
     feed: PodFeed,
     shutdown: watch::Receiver<bool>,
 ) {
+    serve_with(listener, source, None, feed, shutdown).await
+}
+
+/// [`serve`], also keeping the node's probe rule with `host` (removed when it returns).
+pub async fn serve_with(
+    listener: ZdsListener,
+    source: NetnsSource,
+    host: Option<host_rules::HostRules>,
+    feed: PodFeed,
+    shutdown: watch::Receiver<bool>,
+) {
     let hub = server::Hub::new();
-    let mut enroll = tokio::spawn(enrollment::run(source, hub.clone(), feed, shutdown.clone()));
+    let mut enroll = tokio::spawn(enrollment::run(
+        source,
+        hub.clone(),
+        host,
+        feed,
+        shutdown.clone(),
+    ));
     tokio::select! {
         _ = server::serve_sessions(listener, hub, shutdown) => {}
         // Only a panic ends enrollment before shutdown; the sessions loop sees shutdown too.

@@ -105,9 +105,9 @@ pub enum SandboxCommand {
     /// Print a pod's output, or a system component's (controller, ztunnel,
     /// node-agent).
     Logs(LogsArgs),
-    /// Start a stopped system component (controller, ztunnel, node-agent).
+    /// Start a stopped system component (controller, ztunnel, node-agent, kubelet).
     Start(ComponentArgs),
-    /// Stop a system component (controller, ztunnel, node-agent).
+    /// Stop a system component (controller, ztunnel, node-agent, kubelet).
     Stop(ComponentArgs),
     /// Restart a system component with the same arguments.
     Restart(ComponentArgs),
@@ -122,6 +122,9 @@ pub enum SandboxCommand {
     /// Forward inherited host listeners into a namespace.
     #[command(hide = true)]
     SandboxForward(ForwardArgs),
+    /// Run the health probes of one node's pods from that node, as kubelet does.
+    #[command(hide = true)]
+    SandboxKubelet(KubeletArgs),
     /// Run a pod's process confined (what pods and `exec` are started with).
     #[command(hide = true)]
     SandboxContainer(ContainerArgs),
@@ -179,7 +182,7 @@ pub struct UpArgs {
 /// `start` / `stop` / `restart`.
 #[derive(clap::Args, Debug)]
 pub struct ComponentArgs {
-    /// controller, ztunnel or node-agent.
+    /// controller, ztunnel, node-agent or kubelet.
     pub component: String,
     /// The node (ztunnel, node-agent); default: every node.
     #[arg(long)]
@@ -191,6 +194,14 @@ pub struct ComponentArgs {
 pub enum ConfigCommand {
     /// Print the controller's current configuration (/debug/config_dump).
     Dump,
+}
+
+/// `sandbox-kubelet`.
+#[derive(clap::Args, Debug)]
+pub struct KubeletArgs {
+    /// The node whose pods it probes.
+    #[arg(long)]
+    pub node: String,
 }
 
 /// `sandbox-forward`.
@@ -466,7 +477,7 @@ pub struct ExecArgs {
 /// `logs`.
 #[derive(clap::Args, Debug)]
 pub struct LogsArgs {
-    /// Pod name, or deploy/NAME; or controller, ztunnel, node-agent (when no
+    /// Pod name, or deploy/NAME; or controller, ztunnel, node-agent, kubelet (when no
     /// pod of that name exists).
     pub pod: String,
     /// Node of a ztunnel or node agent.

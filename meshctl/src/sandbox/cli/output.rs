@@ -26,6 +26,9 @@ pub fn age(created: u64, now: u64) -> String {
 
 fn status(p: &Pod) -> &'static str {
     match p.phase {
+        // A failing liveness probe: kubelet would be restarting the container; the sandbox
+        // says so instead.
+        Phase::Running if p.unhealthy => "Unhealthy",
         Phase::Running => "Running",
         Phase::Pending => "Pending",
         Phase::Failed => "Error",
@@ -75,10 +78,12 @@ pub fn pods(c: &Cluster, namespace: Option<&str>, now: u64) -> String {
         .values()
         .filter(|p| namespace.is_none_or(|ns| p.namespace == ns))
         .map(|p| {
+            let restarts: u32 = p.containers.iter().map(|c| c.restarts).sum();
             let row = vec![
                 p.name.clone(),
                 ready(p),
                 status(p).into(),
+                restarts.to_string(),
                 p.ip.to_string(),
                 p.node.clone(),
                 age(p.created, now),
@@ -86,7 +91,7 @@ pub fn pods(c: &Cluster, namespace: Option<&str>, now: u64) -> String {
             (p.namespace.clone(), row)
         })
         .collect();
-    let header = ["NAME", "READY", "STATUS", "IP", "NODE", "AGE"];
+    let header = ["NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE", "AGE"];
     namespaced_table(namespace, "pods", &header, rows)
 }
 

@@ -1,7 +1,7 @@
 //! Running the sandbox verbs: `get`, `apply`, `delete`, `analyze`, `check`, `stat`, `edges`,
 //! `routes`, `proxy-config`, `dashboard`, `proxy-status`, `tap`, `top`, `label`, `exec`,
 //! `logs`, `start`/`stop`/`restart` of system components, `config dump`,
-//! `down`, the hidden `sandbox-reaper`, `sandbox-forward` and
+//! `down`, the hidden `sandbox-reaper`, `sandbox-forward`, `sandbox-kubelet` and
 //! `sandbox-container`, and `up` (in [`super::up`]).
 
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ use crate::sandbox::console;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::container::{self, Launch};
 use crate::sandbox::host::logs::tail;
-use crate::sandbox::host::{forward, procfs, reaper, state, teardown};
+use crate::sandbox::host::{forward, prober, procfs, reaper, state, teardown};
 use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
@@ -73,6 +73,7 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Config(ConfigCommand::Dump) => config_dump(&cfg).map(|_| 0),
         SandboxCommand::Down(a) => down(&cfg, a).map(|_| 0),
         SandboxCommand::SandboxForward(a) => forward::run(&a.netns, &a.forwards).map(|_| 0),
+        SandboxCommand::SandboxKubelet(a) => kubelet(&cfg, &a.node).map(|_| 0),
         SandboxCommand::SandboxContainer(a) => Ok(container::run(a.spec_fd)),
         SandboxCommand::SandboxReaper(a) => reaper::run(
             &cfg,
@@ -83,6 +84,31 @@ pub fn run(global: &GlobalArgs, cmd: SandboxCommand) -> Result<i32> {
         )
         .map(|_| 0),
     }
+}
+
+/// The hidden `sandbox-kubelet`: the node's prober, restarting containers whose liveness
+/// probe fails under the sandbox's lock.
+fn kubelet(cfg: &SandboxSettings, node: &str) -> Result<()> {
+    let settings = cfg.clone();
+    let restart: prober::Restart = std::sync::Arc::new(move |key, uid, container| {
+        let outcome =
+            Sandbox::open(&settings).and_then(|mut sb| sb.restart_container(key, uid, container));
+        match outcome {
+            // The new container is this long-lived process's child: this thread reaps it when
+            // it exits, so it never lingers as a zombie that looks alive.
+            Ok(Some(started)) => {
+                let mut status = 0;
+                // SAFETY: waitpid on our own child's pid, with a valid status pointer.
+                while unsafe { libc::waitpid(started.pid, &mut status, 0) } < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                }
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("restarting container {container} of {key}: {e}"),
+        }
+    });
+    prober::run(&cfg.state_dir, node, restart)
 }
 
 fn load_all(paths: &[PathBuf]) -> Result<Vec<Object>> {
@@ -380,7 +406,7 @@ fn exec(cfg: &SandboxSettings, a: ExecArgs) -> Result<i32> {
 
 fn logs(cfg: &SandboxSettings, a: LogsArgs) -> Result<()> {
     let sb = Sandbox::open(cfg)?;
-    let is_component = ["controller", "ztunnel", "node-agent"].contains(&a.pod.as_str());
+    let is_component = ["controller", "ztunnel", "node-agent", "kubelet"].contains(&a.pod.as_str());
     // A pod of that name wins, as kubectl would find it.
     let path = match sb.find_pod(&a.namespace, &a.pod) {
         Err(_) if is_component => {

@@ -77,6 +77,17 @@ fn restore(tools: &Tools, node: &Node, rules: &str) -> Result<()> {
     })
 }
 
+/// The node's `nat` table as `iptables-save` prints it (where `check` looks for the node
+/// agent's probe SNAT rule).
+pub fn nat_table(tools: &Tools, node: &Node) -> Result<String> {
+    let save = tools.iptables_restore.with_file_name("iptables-save");
+    let mut cmd = Command::new(&tools.ip);
+    cmd.args(["netns", "exec", &node.netns])
+        .arg(save)
+        .args(["-t", "nat"]);
+    run(&mut cmd, None)
+}
+
 /// Installs the chain hooks in a new node.
 pub fn install(tools: &Tools, node: &Node) -> Result<()> {
     restore(tools, node, &render_hooks())

@@ -7,7 +7,8 @@
 //! Imports [`super::model`], [`super::error`], [`super::config`] and
 //! `console`, never `ops` or `cli`. Inside, from the bottom up: `netns`
 //! (and `logs`, which imports nothing); `dns`, `kubeproxy`, `admin`,
-//! `state`, `procfs` and `prometheus` (on `netns`); `container` (on `dns`, `netns`,
+//! `state`, `procfs` and `prometheus` (on `netns`); `prober` (on `state`: the per-node
+//! kubelet prober); `container` (on `dns`, `netns`,
 //! `procfs`); `process` (on `container`); `forward` and `teardown` (on
 //! `process`); `reaper` (on `teardown`).
 
@@ -18,6 +19,7 @@ pub(crate) mod forward;
 pub mod kubeproxy;
 pub(crate) mod logs;
 pub(crate) mod netns;
+pub(crate) mod prober;
 pub(crate) mod process;
 pub(crate) mod procfs;
 pub(crate) mod prometheus;

@@ -394,6 +394,8 @@ mod tests {
             containers: vec![],
             phase: Phase::Running,
             ready: true,
+            unhealthy: false,
+            liveness_failures: 0,
             created: 0,
         }
     }
@@ -435,6 +437,8 @@ mod tests {
             containers: vec![],
             phase: Phase::Running,
             ready: true,
+            unhealthy: false,
+            liveness_failures: 0,
             created: 0,
         };
         let yaml = serde_yaml_ng::to_string(&pod_object(&pod, &node)).unwrap();

@@ -89,6 +89,9 @@ pub struct ContainerState {
     pub name: String,
     /// The process, once started; `None` for containers without a command.
     pub process: Option<ProcId>,
+    /// Times the kubelet prober restarted it after its liveness probe failed.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// A pod: a network namespace on a node, with its processes.
@@ -124,8 +127,15 @@ pub struct Pod {
     pub containers: Vec<ContainerState>,
     /// Phase.
     pub phase: Phase,
-    /// Alive and listening on every declared TCP port.
+    /// Alive, and its readiness probes pass (without any the sandbox runs: listening on
+    /// every declared TCP port).
     pub ready: bool,
+    /// A liveness probe is failing (kubelet would be restarting the container).
+    #[serde(default)]
+    pub unhealthy: bool,
+    /// How many times a liveness probe turned to failing.
+    #[serde(default)]
+    pub liveness_failures: u64,
     /// Creation time, seconds since the epoch.
     pub created: u64,
 }
@@ -264,6 +274,8 @@ mod tests {
             containers: Vec::new(),
             phase: Phase::Pending,
             ready: false,
+            unhealthy: false,
+            liveness_failures: 0,
             created: 0,
         };
         assert_eq!(pod(serde_json::json!({})).termination_grace(), None);

@@ -34,6 +34,9 @@ pub const DEBOUNCE_MS: u64 = 50;
 pub const SCAN_INTERVAL_MS: u64 = 200;
 /// File-name prefix of waypoint tokens (node names never start with it).
 pub const WAYPOINT_TOKEN_PREFIX: &str = "waypoint-";
+/// Where each node agent serves its own `/metrics` in its node's namespace (istio-cni's
+/// monitoring port; the controller's 15014 is in another namespace).
+pub const NODE_AGENT_METRICS_PORT: u16 = 15014;
 /// How long the controller may take to shut down on SIGTERM: it waits up to
 /// 5 s for gRPC streams to drain and 1 s for its admin endpoint.
 pub const CONTROLLER_SHUTDOWN: Duration = Duration::from_secs(6);
@@ -60,15 +63,20 @@ pub enum Component {
     Ztunnel(String),
     /// The node agent (capture) of a node.
     NodeAgent(String),
+    /// The kubelet prober of a node (`meshctl sandbox-kubelet`): runs pods' health probes
+    /// from the node's namespace.
+    Kubelet(String),
 }
 
 impl Component {
-    /// `controller`, `ztunnel-node1`, `node-agent-node1`: also the log file's stem.
+    /// `controller`, `ztunnel-node1`, `node-agent-node1`, `kubelet-node1`: also the log
+    /// file's stem.
     pub fn name(&self) -> String {
         match self {
             Component::Controller => "controller".into(),
             Component::Ztunnel(n) => format!("ztunnel-{n}"),
             Component::NodeAgent(n) => format!("node-agent-{n}"),
+            Component::Kubelet(n) => format!("kubelet-{n}"),
         }
     }
 
@@ -76,7 +84,7 @@ impl Component {
     pub fn node(&self) -> Option<&str> {
         match self {
             Component::Controller => None,
-            Component::Ztunnel(n) | Component::NodeAgent(n) => Some(n),
+            Component::Ztunnel(n) | Component::NodeAgent(n) | Component::Kubelet(n) => Some(n),
         }
     }
 }
@@ -110,7 +118,7 @@ impl SystemProcess {
             Component::Ztunnel(_) => flag_value(&self.argv, "--drain-secs")
                 .and_then(|v| v.parse().ok())
                 .map_or(ZTUNNEL_DEFAULT_DRAIN, Duration::from_secs),
-            Component::NodeAgent(_) => Duration::ZERO,
+            Component::NodeAgent(_) | Component::Kubelet(_) => Duration::ZERO,
         };
         shutdown + STOP_MARGIN
     }
@@ -410,7 +418,23 @@ impl Layout {
                 ]);
                 if role == "node-agent" {
                     v.extend(["--netns-dir".into(), Self::path(self.netns_dir())]);
+                    // The agent runs in the node's namespace itself (as with hostNetwork).
+                    v.extend(["--host-netns".into(), "/proc/self/ns/net".into()]);
+                    v.extend([
+                        "--metrics-addr".into(),
+                        format!("0.0.0.0:{NODE_AGENT_METRICS_PORT}"),
+                    ]);
                 }
+            }
+            Component::Kubelet(node) => {
+                v.extend([
+                    self.bin("meshctl"),
+                    "--state-dir".into(),
+                    Self::path(self.state_dir.clone()),
+                    "sandbox-kubelet".into(),
+                    "--node".into(),
+                    node.clone(),
+                ]);
             }
         }
         v
@@ -464,15 +488,26 @@ mod tests {
         let agent = l.argv(&Component::NodeAgent("node2".into()), CONTROL_IP);
         assert_eq!(agent[1], "node-agent");
         assert_eq!(
-            agent[agent.len() - 2..],
+            agent[agent.len() - 6..],
             [
-                "--netns-dir".to_string(),
-                "/run/meshctl/t/netns".to_string()
+                "--netns-dir",
+                "/run/meshctl/t/netns",
+                "--host-netns",
+                "/proc/self/ns/net",
+                "--metrics-addr",
+                "0.0.0.0:15014"
             ]
         );
         assert_eq!(
             l.log(&Component::NodeAgent("node2".into())),
             Path::new("/run/meshctl/t/logs/node-agent-node2.log")
+        );
+        let kubelet = l
+            .argv(&Component::Kubelet("node2".into()), CONTROL_IP)
+            .join(" ");
+        assert_eq!(
+            kubelet,
+            "/opt/bin/meshctl --state-dir /run/meshctl/t sandbox-kubelet --node node2"
         );
     }
 

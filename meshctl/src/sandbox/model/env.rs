@@ -145,6 +145,8 @@ mod tests {
             containers: vec![],
             phase: Phase::Pending,
             ready: false,
+            unhealthy: false,
+            liveness_failures: 0,
             created: 0,
         }
     }

@@ -1,7 +1,8 @@
 //! Fields of pod specs the sandbox accepts but does not act on, reported as warnings so that
 //! nothing a manifest asks for is dropped in silence: the security settings that need a
-//! kernel-level runtime (seccomp, AppArmor, SELinux, `procMount`, `sysctls`) and the host
-//! namespaces a sandbox pod never shares.
+//! kernel-level runtime (seccomp, AppArmor, SELinux, `procMount`, `sysctls`), the host
+//! namespaces a sandbox pod never shares, and the probe kinds and fields the sandbox's prober
+//! does not run (`exec`, `grpc`, `startupProbe`, another `host`, `scheme: HTTPS`).
 
 use serde_json::Value;
 
@@ -30,7 +31,25 @@ const CONTAINER_FIELDS: &[(&str, &str)] = &[
         "securityContext.procMount",
         "every sandbox pod gets a fresh, masked /proc",
     ),
+    ("readinessProbe.exec", PROBE_KIND),
+    ("readinessProbe.grpc", PROBE_KIND),
+    ("livenessProbe.exec", PROBE_KIND),
+    ("livenessProbe.grpc", PROBE_KIND),
+    (
+        "startupProbe",
+        "the sandbox runs no startup probes: readiness and liveness probes start at once",
+    ),
+    ("readinessProbe.httpGet.host", PROBE_HOST),
+    ("livenessProbe.httpGet.host", PROBE_HOST),
+    ("readinessProbe.tcpSocket.host", PROBE_HOST),
+    ("livenessProbe.tcpSocket.host", PROBE_HOST),
 ];
+
+const PROBE_KIND: &str = "the sandbox's prober runs httpGet and tcpSocket probes only: this \
+                          probe is not run (a readiness probe not run leaves readiness to the \
+                          declared ports)";
+const PROBE_HOST: &str = "the sandbox's prober always probes the pod's IP";
+const PROBE_HTTPS: &str = "the sandbox's prober speaks plain HTTP: this probe is not run";
 
 const SECURITY: &str = "the sandbox confines pods with its own namespaces, user and \
                         capabilities, not with a kernel security profile";
@@ -63,6 +82,12 @@ pub fn ignored_fields(object: &Object) -> Vec<Ignored> {
             for (path, why) in CONTAINER_FIELDS {
                 if is_set(lookup(container, path)) {
                     found.push((format!("{at}.{key}[{i}].{path}"), *why));
+                }
+            }
+            for probe in ["readinessProbe", "livenessProbe"] {
+                let path = format!("{probe}.httpGet.scheme");
+                if lookup(container, &path).as_str() == Some("HTTPS") {
+                    found.push((format!("{at}.{key}[{i}].{path}"), PROBE_HTTPS));
                 }
             }
         }
@@ -120,6 +145,35 @@ mod tests {
         assert_eq!(
             fields(&objects[1]),
             ["spec.template.spec.containers[0].securityContext.appArmorProfile"]
+        );
+    }
+
+    #[test]
+    fn probes_the_prober_does_not_run_are_named() {
+        let objects = parse_documents(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  \
+             - name: a\n    command: [sleep, infinity]\n    \
+             readinessProbe: {httpGet: {port: 80, scheme: HTTP}}\n    \
+             livenessProbe: {exec: {command: ['true']}}\n    \
+             startupProbe: {tcpSocket: {port: 80}}\n  \
+             - name: b\n    command: [sleep, infinity]\n    \
+             readinessProbe: {grpc: {port: 9000}}\n    \
+             livenessProbe: {httpGet: {port: 80, scheme: HTTPS}}\n",
+            "f.yaml",
+        )
+        .unwrap();
+        let fields: Vec<String> = ignored_fields(&objects[0])
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.containers[0].livenessProbe.exec",
+                "spec.containers[0].startupProbe",
+                "spec.containers[1].readinessProbe.grpc",
+                "spec.containers[1].livenessProbe.httpGet.scheme",
+            ]
         );
     }
 }

@@ -6,7 +6,7 @@
 //! unit-tested without root.
 //!
 //! Imports nothing else of the sandbox. Inside, from the bottom up: `ids` and
-//! `objects`, and `ignored` (on `objects`); `addresses`, `control` (on `ids`) and `security` (on
+//! `objects`, and `ignored` and `probes` (on `objects`); `addresses`, `control` (on `ids`) and `security` (on
 //! `objects`); `validate`; `manifest`; `cluster`; then `plan`, `env`,
 //! `services` and `waypoints`, which import `cluster` and what is below it,
 //! and `stat` (on `services`; the rows' figures are `crate::operator::stat`'s) and `tap`
@@ -21,6 +21,7 @@ pub mod ignored;
 pub mod manifest;
 pub mod objects;
 pub mod plan;
+pub mod probes;
 pub mod proxy_config;
 pub mod security;
 pub mod services;

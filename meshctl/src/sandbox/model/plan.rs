@@ -238,10 +238,13 @@ impl Cluster {
                 .map(|c| ContainerState {
                     name: c.name.clone(),
                     process: None,
+                    restarts: 0,
                 })
                 .collect(),
             phase: Phase::Pending,
             ready: false,
+            unhealthy: false,
+            liveness_failures: 0,
             created: now,
         };
         self.pods.insert(pod.key(), pod.clone());

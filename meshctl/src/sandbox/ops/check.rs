@@ -14,7 +14,8 @@ use crate::operator::check::{
     self as model, CONTROL_PLANE, Check, NODE_PROXIES, Status, WAYPOINTS, root_check,
     root_validity, rotation_check,
 };
-use crate::sandbox::host::procfs;
+use crate::sandbox::host::{kubeproxy, procfs};
+use crate::sandbox::model::cluster::Phase;
 use crate::sandbox::model::control::{Component, SystemProcess};
 
 /// How to replace the sandbox's root.
@@ -27,6 +28,7 @@ pub fn run(sb: &Sandbox) -> Vec<Check> {
     let mut checks = control_plane(sb);
     let roots = current_roots(sb);
     checks.extend(node_proxies(sb, &roots));
+    checks.extend(probe_rules(sb));
     checks.extend(waypoints(sb, &roots));
     checks.extend(configuration(sb));
     checks
@@ -140,6 +142,100 @@ fn node_proxies(sb: &Sandbox, roots: &[String]) -> Vec<Check> {
         .collect()
 }
 
+/// The node agent's chain SNATing the node's health probes (istio-cni's name).
+const PROBE_CHAIN: &str = "ISTIO_POSTRT";
+
+/// The probe SNAT rules `nat` (`iptables-save -t nat`) holds, or `None` when the chain is not
+/// hooked into `POSTROUTING`.
+fn probe_rules_of(nat: &str) -> Option<Vec<&str>> {
+    let jump = format!("-A POSTROUTING -j {PROBE_CHAIN}");
+    let rule = format!("-A {PROBE_CHAIN} ");
+    let lines: Vec<&str> = nat.lines().map(str::trim_end).collect();
+    lines.iter().any(|l| *l == jump).then(|| {
+        lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with(&rule))
+            .collect()
+    })
+}
+
+/// Running pods of `node` that the mesh captures (namespace labelled ambient, no opt-out),
+/// as `namespace/name` and IP.
+fn ambient_pods(sb: &Sandbox, node: &str) -> Vec<(String, std::net::Ipv4Addr)> {
+    const LABEL: &str = "istio.io/dataplane-mode";
+    let ambient = |ns: &str| {
+        sb.cluster
+            .find("Namespace", None, ns)
+            .is_some_and(|n| n.object.labels().get(LABEL).map(String::as_str) == Some("ambient"))
+    };
+    sb.cluster
+        .pods
+        .values()
+        .filter(|p| p.node == node && p.phase == Phase::Running)
+        .filter(|p| p.labels.get(LABEL).map(String::as_str) != Some("none"))
+        .filter(|p| ambient(&p.namespace))
+        .map(|p| (p.key(), p.ip))
+        .collect()
+}
+
+/// Per node whose agent runs: whether the node keeps the rule that SNATs its health probes of
+/// its ambient pods to 169.254.7.127 (without it, HTTP probes of those pods fail under STRICT).
+fn probe_rules(sb: &Sandbox) -> Vec<Check> {
+    let Ok(control) = sb.control() else {
+        return Vec::new();
+    };
+    let hint = |node: &str| {
+        format!(
+            "kubelet's HTTP probes of ambient pods on {node} reach the proxy, which STRICT peer \
+             authentication refuses: restart the agent (`meshctl restart node-agent --node \
+             {node}`) and see `meshctl logs node-agent --node {node}`"
+        )
+    };
+    sb.cluster
+        .nodes
+        .iter()
+        .filter(|node| running(control.find(&Component::NodeAgent(node.name.clone()))))
+        .map(|node| {
+            let nat = match kubeproxy::nat_table(&sb.tools, node) {
+                Ok(nat) => nat,
+                Err(e) => {
+                    return Check::failed(
+                        NODE_PROXIES,
+                        Status::Warning,
+                        e.to_string(),
+                        hint(&node.name),
+                    );
+                }
+            };
+            let Some(rules) = probe_rules_of(&nat) else {
+                let message = format!("the probe SNAT rule of {} is missing", node.name);
+                return Check::failed(NODE_PROXIES, Status::Warning, message, hint(&node.name));
+            };
+            let missing: Vec<String> = ambient_pods(sb, &node.name)
+                .into_iter()
+                .filter(|(_, ip)| !rules.iter().any(|r| r.contains(&format!("-d {ip}/32 "))))
+                .map(|(key, _)| key)
+                .collect();
+            if missing.is_empty() {
+                let message = format!(
+                    "{} SNATs its health probes of {} captured pod addresses",
+                    node.name,
+                    rules.len()
+                );
+                Check::ok(NODE_PROXIES, message)
+            } else {
+                let message = format!(
+                    "the probe SNAT rule of {} lacks ambient pods: {}",
+                    node.name,
+                    missing.join(", ")
+                );
+                Check::failed(NODE_PROXIES, Status::Warning, message, hint(&node.name))
+            }
+        })
+        .collect()
+}
+
 /// A running ztunnel: ready, and every certificate it holds valid and issued by a current root.
 fn ztunnel_check(node: &str, proxy: &Proxy, roots: &[String]) -> Check {
     let logs = format!("see `meshctl logs ztunnel --node {node}`");
@@ -240,6 +336,17 @@ fn configuration(sb: &Sandbox) -> Vec<Check> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_rules_count_only_when_hooked() {
+        let hooked = "*nat\n:ISTIO_POSTRT - [0:0]\n-A POSTROUTING -j ISTIO_POSTRT\n\
+                      -A ISTIO_POSTRT -d 10.244.1.2/32 -p tcp -m owner --socket-exists -j SNAT \
+                      --to-source 169.254.7.127\nCOMMIT\n";
+        assert_eq!(probe_rules_of(hooked).map(|r| r.len()), Some(1));
+        let unhooked = "*nat\n:ISTIO_POSTRT - [0:0]\nCOMMIT\n";
+        assert_eq!(probe_rules_of(unhooked), None);
+        assert_eq!(probe_rules_of(""), None);
+    }
 
     #[test]
     fn failed_expired_and_foreign_certificates_are_named_pending_ones_are_not_counted() {

@@ -114,6 +114,52 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Restarts container `name` of pod `key` (if it is still the pod `uid`, running), as
+    /// kubelet does when its liveness probe fails: the process is stopped (SIGTERM, its grace,
+    /// SIGKILL) and started again, and the restart counted. The new process (a child of this
+    /// one), or `None` when there was nothing to restart.
+    pub fn restart_container(
+        &mut self,
+        key: &str,
+        uid: &str,
+        name: &str,
+    ) -> Result<Option<ProcId>> {
+        let Some(pod) = self.cluster.pods.get(key).cloned() else {
+            return Ok(None);
+        };
+        let index = pod.containers.iter().position(|c| c.name == name);
+        let (Some(index), true) = (index, pod.uid == uid && pod.phase == Phase::Running) else {
+            return Ok(None);
+        };
+        let node = self
+            .cluster
+            .node(&pod.node)
+            .cloned()
+            .ok_or_else(|| not_found("node", &pod.node))?;
+        self.say(format!(
+            "restarting container {name} of pod {key}: its liveness probe failed"
+        ));
+        if let Some(old) = pod.containers[index].process {
+            let grace = pod.termination_grace().unwrap_or(process::GRACE);
+            process::stop(&[], &[old], grace);
+        }
+        let launch =
+            Launch::for_container(&self.cfg, &pod, &node, index, self.granted_files(&pod))?;
+        let log = self.log_path(&pod, name);
+        let started = process::spawn(&launch, &log)?;
+        if let Some(st) = self
+            .cluster
+            .pods
+            .get_mut(key)
+            .and_then(|p| p.containers.get_mut(index))
+        {
+            st.process = Some(started);
+            st.restarts = st.restarts.saturating_add(1);
+        }
+        self.save()?;
+        Ok(Some(started))
+    }
+
     /// A container's log file.
     pub fn log_path(&self, pod: &Pod, container: &str) -> PathBuf {
         self.cfg
@@ -139,7 +185,7 @@ impl Sandbox {
             if Instant::now() >= deadline {
                 let names: Vec<String> = pending.iter().map(|p| p.key()).collect();
                 self.say(format!(
-                    "warning: not ready after {}s (ports not listening): {}",
+                    "warning: not ready after {}s (readiness probe failing, or ports not listening): {}",
                     READY_TIMEOUT.as_secs(),
                     names.join(", ")
                 ));

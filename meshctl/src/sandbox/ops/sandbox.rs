@@ -8,12 +8,13 @@ use serde_json::json;
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::netns::{self, Tools};
 use crate::sandbox::host::state::{self, StateLock};
-use crate::sandbox::host::{dns, kubeproxy, procfs};
+use crate::sandbox::host::{dns, kubeproxy, prober, procfs};
 use crate::sandbox::model::addresses::allocate_cluster_ip;
 use crate::sandbox::model::cluster::{Applied, Cluster, Phase};
 use crate::sandbox::model::control::{ControlPlane, Layout};
 use crate::sandbox::model::ids::{OsEntropy, ProcId, uid};
 use crate::sandbox::model::objects::Object;
+use crate::sandbox::model::probes::runs_readiness_probe;
 use crate::sandbox::model::services::services;
 use crate::sandbox::settings::SandboxSettings;
 
@@ -243,25 +244,40 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Updates phases and readiness from the processes; true if any changed.
+    /// Updates phases and readiness from the processes and the nodes' probe reports
+    /// (readiness probes decide readiness where the sandbox runs them, declared ports
+    /// elsewhere); true if any changed.
     pub fn refresh(&mut self) -> bool {
+        let nodes: Vec<String> = self.cluster.nodes.iter().map(|n| n.name.clone()).collect();
+        let reports = prober::read_reports(&self.cfg.state_dir, &nodes);
         let mut changed = false;
-        for pod in self.cluster.pods.values_mut() {
+        for (key, pod) in self.cluster.pods.iter_mut() {
             if pod.phase != Phase::Running {
                 continue;
             }
+            let probes = reports.get(key).filter(|r| r.uid == pod.uid);
             let procs: Vec<ProcId> = pod.containers.iter().filter_map(|c| c.process).collect();
-            let (phase, ready) = if procs.iter().all(|p| procfs::alive(*p)) {
+            let alive = procs.iter().all(|p| procfs::alive(*p));
+            let (phase, ready) = if !alive {
+                (Phase::Failed, false)
+            } else if runs_readiness_probe(&pod.spec, pod.ip) {
+                // Not ready until the first pass is reported, as in Kubernetes.
+                (Phase::Running, probes.and_then(|r| r.ready) == Some(true))
+            } else {
                 (
                     Phase::Running,
                     procfs::ready(pod, &pod.typed_spec().containers),
                 )
-            } else {
-                (Phase::Failed, false)
             };
-            if (phase, ready) != (pod.phase, pod.ready) {
+            let unhealthy = alive && probes.is_some_and(|r| !r.live);
+            let failures = probes.map_or(pod.liveness_failures, |r| r.liveness_failures);
+            if (phase, ready, unhealthy, failures)
+                != (pod.phase, pod.ready, pod.unhealthy, pod.liveness_failures)
+            {
                 pod.phase = phase;
                 pod.ready = ready;
+                pod.unhealthy = unhealthy;
+                pod.liveness_failures = failures;
                 changed = true;
             }
         }

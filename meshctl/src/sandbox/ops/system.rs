@@ -1,7 +1,7 @@
 //! Running the mesh's system components in a sandbox: the control-plane
 //! namespace, tokens, the host port forwarder, the controller (waited for
-//! until `/ready`), and per node a ztunnel and a node agent (started, never
-//! waited for). Also stopping, starting and restarting any of them.
+//! until `/ready`), and per node a kubelet prober, a ztunnel and a node agent
+//! (started, never waited for). Also stopping, starting and restarting any of them.
 
 use std::time::{Duration, Instant};
 
@@ -62,8 +62,9 @@ pub fn select(sb: &Sandbox, kind: &str, node: Option<&str>) -> Result<Vec<Compon
         "controller" => Ok(vec![Component::Controller]),
         "ztunnel" => Ok(nodes.into_iter().map(Component::Ztunnel).collect()),
         "node-agent" => Ok(nodes.into_iter().map(Component::NodeAgent).collect()),
+        "kubelet" => Ok(nodes.into_iter().map(Component::Kubelet).collect()),
         other => Err(SandboxError::Invalid(format!(
-            "unknown component {other:?}: use controller, ztunnel or node-agent"
+            "unknown component {other:?}: use controller, ztunnel, node-agent or kubelet"
         ))),
     }
 }
@@ -140,6 +141,13 @@ impl Sandbox {
         drop((admin, xds));
 
         self.start_component(&Component::Controller)?;
+        for node in &nodes {
+            // Pods' health probes run whether or not the mesh's node proxies do.
+            let kubelet = Component::Kubelet(node.clone());
+            if let Err(e) = self.start_component(&kubelet) {
+                self.say(format!("warning: {}: {e}", kubelet.name()));
+            }
+        }
         if opts.ztunnel {
             for node in nodes {
                 for c in [Component::NodeAgent(node.clone()), Component::Ztunnel(node)] {
