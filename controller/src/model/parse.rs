@@ -11,6 +11,7 @@ use super::istio::{
     AuthorizationPolicy, AuthorizationPolicySpec, PeerAuthentication, PeerAuthenticationSpec,
 };
 use super::kube::ObjectMeta;
+use super::linkerd::{LINKERD_POLICY_GROUP, LINKERD_POLICY_KINDS};
 use super::object::{Object, RAW_KINDS};
 use super::problem::{Problem, WARNING_PREFIX};
 use super::telemetry::MESH_CONFIG_MAP;
@@ -332,6 +333,14 @@ fn decode_object(src: &Src<'_>, value: &Value) -> Result<Option<Object>, serde_y
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let linkerd_kind = api_version
+        .strip_prefix(LINKERD_POLICY_GROUP)
+        .filter(|rest| rest.starts_with('/'))
+        .and_then(|_| LINKERD_POLICY_KINDS.iter().find(|(k, _)| *k == kind))
+        .map(|(_, indexed)| *indexed);
+    if let Some(indexed) = linkerd_kind {
+        return normalize(raw(indexed, value)?).map(Some);
+    }
     let object = match kind {
         "Namespace" => Object::Namespace(decode(src)?),
         "Pod" => Object::Pod(decode(src)?),
@@ -347,6 +356,8 @@ fn decode_object(src: &Src<'_>, value: &Value) -> Result<Option<Object>, serde_y
         "PeerAuthentication" if api_version.starts_with("security.istio.io/") => {
             Object::PeerAuthentication(decode(src)?)
         }
+        // Linkerd's authorization kinds, kept raw for the Linkerd policy translation under
+        // the index kind that keeps its AuthorizationPolicy apart from Istio's.
         k if RAW_KINDS.contains(&k) => raw(k, value)?,
         // The mesh config (Istio's `istio` ConfigMap); which namespace's counts is the
         // translation's business (the root namespace).
