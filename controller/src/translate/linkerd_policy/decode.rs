@@ -95,7 +95,11 @@ fn access(text: Option<&str>) -> Result<DefaultPolicy, Invalid> {
 /// A Server, or the problem and what stands in for it: what can be read of it, selecting every
 /// pod of its namespace when its selector cannot be read, guarding every port when its port
 /// cannot be read, refusing every client it does not authorize.
-pub(super) fn server(name: &str, value: &Value) -> Result<ServerDef, (Invalid, ServerDef)> {
+pub(super) fn server(
+    origin: &str,
+    name: &str,
+    value: &Value,
+) -> Result<ServerDef, (Invalid, ServerDef)> {
     let decoded = spec::<ServerSpec>(value).and_then(|s| {
         let selector = match (&s.pod_selector, &s.external_workload_selector) {
             (Some(sel), _) => {
@@ -111,6 +115,7 @@ pub(super) fn server(name: &str, value: &Value) -> Result<ServerDef, (Invalid, S
             }
         };
         Ok(ServerDef {
+            origin: origin.to_owned(),
             name: name.to_owned(),
             selector,
             port: port(s.port.as_ref())?,
@@ -123,6 +128,7 @@ pub(super) fn server(name: &str, value: &Value) -> Result<ServerDef, (Invalid, S
             .unwrap_or_default();
         let port = port(part::<IntOrString>(value, "port").as_ref()).unwrap_or(PortRef::Every);
         let stand_in = ServerDef {
+            origin: origin.to_owned(),
             name: name.to_owned(),
             selector: Some(selector),
             port,

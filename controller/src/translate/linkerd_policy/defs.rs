@@ -114,6 +114,8 @@ pub(super) enum PortRef {
 /// A validated Server.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct ServerDef {
+    /// Where it was read (for problems found per pod).
+    pub origin: String,
     /// Its name.
     pub name: String,
     /// Pods of its namespace it selects; `None` selects none (an ExternalWorkload selector).

@@ -74,7 +74,7 @@ pub(super) fn collect(
         }
     }
     for (origin, key, value) in raw(index, "Server") {
-        let server = match decode::server(&key.name, value) {
+        let server = match decode::server(origin, &key.name, value) {
             Ok(s) => {
                 memory.servers.good(key.clone(), &s);
                 Some(s)

@@ -44,20 +44,32 @@ fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool 
         })
 }
 
-/// The port a Server guards on `pod`: `Some(None)` for every port, `None` when a named port is
-/// not one of the pod's (the Server does not select the pod).
+/// The port a Server guards on `pod`: `Some(None)` for every port, `None` when the port is not
+/// one of the pod's declared ports (Linkerd considers only those: the Server does not select
+/// the pod).
 fn resolve(port: &PortRef, pod: &Pod) -> Option<Option<u16>> {
+    let mut declared = pod.spec.containers.iter().flat_map(|c| &c.ports);
     match port {
-        PortRef::Number(n) => Some(Some(*n)),
+        PortRef::Number(n) => declared.find(|p| p.container_port == *n).map(|_| Some(*n)),
         PortRef::Every => Some(None),
-        PortRef::Name(name) => pod
-            .spec
-            .containers
-            .iter()
-            .flat_map(|c| &c.ports)
+        PortRef::Name(name) => declared
             .find(|p| &p.name == name)
             .map(|p| Some(p.container_port)),
     }
+}
+
+/// A Server that selects pods but none of which declares its port guards nothing: said so.
+fn unguarded(server: &ServerDef, namespace: &str) -> Problem {
+    let port = match &server.port {
+        PortRef::Number(n) => n.to_string(),
+        PortRef::Name(name) => format!("{name:?}"),
+        PortRef::Every => "every port".to_owned(),
+    };
+    Problem::new(&server.origin, "Server", namespace, &server.name)
+        .field("spec.port")
+        .message(format!(
+            "{WARNING_PREFIX}no pod it selects declares port {port} in its containers' ports              (Linkerd considers only those): it guards nothing"
+        ))
 }
 
 /// The pod's default inbound policy: its own annotation, else its namespace's, else Linkerd's
@@ -139,6 +151,7 @@ fn resource(namespace: &str, name: String, rule: Rule, dry_run: bool) -> Authori
 pub(super) fn resources(inputs: &Inputs<'_>, problems: &mut Vec<Problem>) -> Resources {
     let mut out = Resources::new();
     let no_policies = Vec::new();
+    let (mut selecting, mut guarding) = (BTreeSet::new(), BTreeSet::new());
     for (_, pod) in inputs.index.pods() {
         let ns = pod.metadata.namespace.as_str();
         let servers = inputs.objects.servers.get(ns).map_or(&[][..], Vec::as_slice);
@@ -156,9 +169,13 @@ pub(super) fn resources(inputs: &Inputs<'_>, problems: &mut Vec<Problem>) -> Res
                 .selector
                 .as_ref()
                 .is_some_and(|s| selects(s, &pod.metadata.labels));
+            if selected {
+                selecting.insert((ns.to_owned(), server.name.clone()));
+            }
             let Some(port) = selected.then(|| resolve(&server.port, pod)).flatten() else {
                 continue;
             };
+            guarding.insert((ns.to_owned(), server.name.clone()));
             let (on, name) = match (port, &server.port) {
                 (None, _) => (Ports::Except(Vec::new()), server.name.clone()),
                 (Some(p), PortRef::Name(_)) => (Ports::Only(vec![p]), format!("{}_{p}", server.name)),
@@ -193,6 +210,17 @@ pub(super) fn resources(inputs: &Inputs<'_>, problems: &mut Vec<Problem>) -> Res
         if let Some(rule) = rule {
             add(resource(ns, name, rule, policy == DefaultPolicy::Audit));
         }
+    }
+    for (ns, servers) in &inputs.objects.servers {
+        problems.extend(
+            servers
+                .iter()
+                .filter(|s| {
+                    let key = (ns.clone(), s.name.clone());
+                    selecting.contains(&key) && !guarding.contains(&key)
+                })
+                .map(|s| unguarded(s, ns)),
+        );
     }
     out
 }
