@@ -75,7 +75,14 @@ pub fn in_layers(
 
 /// Whether `problem` is about `object`.
 fn is_about(problem: &Problem, object: &Object) -> bool {
-    problem.kind == object.kind
+    // A kind the controller keys qualified by its group (Linkerd's AuthorizationPolicy).
+    let qualified = || {
+        object
+            .api_version
+            .rsplit_once('/')
+            .is_some_and(|(group, _)| problem.kind == format!("{}.{group}", object.kind))
+    };
+    (problem.kind == object.kind || qualified())
         && problem.name == object.name
         && problem.namespace == object.namespace.as_deref().unwrap_or_default()
 }
