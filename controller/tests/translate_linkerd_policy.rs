@@ -107,7 +107,10 @@ const FRIENDS: &str = "{group: policy.linkerd.io, kind: MeshTLSAuthentication, n
 const OFFICE: &str = "{group: policy.linkerd.io, kind: NetworkAuthentication, name: office}";
 
 fn run_yaml(yaml: &str) -> Translation {
-    controller::translate::translate(&index_from("linkerd.yaml", yaml), &TranslateOptions::default())
+    controller::translate::translate(
+        &index_from("linkerd.yaml", yaml),
+        &TranslateOptions::default(),
+    )
 }
 
 fn linkerd_names(t: &Translation) -> Vec<String> {
@@ -186,7 +189,10 @@ fn a_server_refuses_its_port_to_clients_no_policy_authorizes() {
         }
     );
     assert_eq!(references(&t, "web"), vec!["shop/linkerd_server_web"]);
-    assert!(references(&t, "db").is_empty(), "the Server selects web only");
+    assert!(
+        references(&t, "db").is_empty(),
+        "the Server selects web only"
+    );
 
     // Without any authorization, the port is refused to everybody.
     let t = run_yaml(&(cluster(None) + &server("web", "web", "8080", "")));
@@ -204,8 +210,14 @@ fn named_ports_and_expressions_select_per_pod() {
         + "apiVersion: policy.linkerd.io/v1beta1\nkind: Server\nmetadata: {name: front, namespace: shop}\nspec:\n  podSelector:\n    matchExpressions:\n    - {key: tier, operator: In, values: [front, back]}\n    - {key: env, operator: DoesNotExist}\n  port: admin\n---\n"
         + &server("undeclared", "db", "6000", "");
     let t = run_yaml(&yaml);
-    assert_eq!(rule(&t, "linkerd_server_front_9090").clauses, vec![port_only(9090)]);
-    assert_eq!(references(&t, "web"), vec!["shop/linkerd_server_front_9090"]);
+    assert_eq!(
+        rule(&t, "linkerd_server_front_9090").clauses,
+        vec![port_only(9090)]
+    );
+    assert_eq!(
+        references(&t, "web"),
+        vec!["shop/linkerd_server_front_9090"]
+    );
     // Linkerd considers only declared ports: a Server on another one guards nothing, said so.
     assert!(references(&t, "db").is_empty());
     assert!(t.problems.iter().any(|p| p.name == "undeclared"
@@ -243,7 +255,9 @@ fn authentications_map_identities_service_accounts_and_networks() {
                 port_only(8080),
                 // The namespace-wide policy is another way in (policies in name order).
                 Clause {
-                    matches: vec![not_principals(vec![exact("cluster.local/ns/jobs/sa/batch")])]
+                    matches: vec![not_principals(vec![exact(
+                        "cluster.local/ns/jobs/sa/batch"
+                    )])]
                 },
                 // Both authentications required: failing either refuses.
                 Clause {
@@ -349,7 +363,9 @@ fn access_policy_and_audit() {
         }
     );
     // audit: a dry run (logged, never refused), and a warning for the annotation.
-    let t = run_yaml(&(cluster(Some("audit")) + &server("web", "web", "8080", "  accessPolicy: audit\n")));
+    let t = run_yaml(
+        &(cluster(Some("audit")) + &server("web", "web", "8080", "  accessPolicy: audit\n")),
+    );
     for name in ["linkerd_server_web", "linkerd_default_audit_except_8080"] {
         assert!(authorization(&t, "shop", name).unwrap().dry_run, "{name}");
     }
@@ -365,7 +381,10 @@ fn route_policies_are_reported_and_admit_nothing() {
         + &mesh_tls("friends", "{identities: [\"*\"]}")
         + "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: on-route, namespace: shop}\nspec:\n  targetRef: {group: policy.linkerd.io, kind: HTTPRoute, name: get}\n  requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: friends}]\n---\n";
     let t = run_yaml(&yaml);
-    assert_eq!(rule(&t, "linkerd_server_web").clauses, vec![port_only(8080)]);
+    assert_eq!(
+        rule(&t, "linkerd_server_web").clauses,
+        vec![port_only(8080)]
+    );
     let p = t
         .problems
         .iter()
@@ -381,8 +400,7 @@ fn invalid_objects_never_widen_access() {
     let base = cluster(None) + &server("web", "web", "8080", "");
     for (bad, kind, field) in [
         (
-            network("office", "{networks: [{cidr: 10.0.0.0/33}]}")
-                + &policy("p", "web", &[OFFICE]),
+            network("office", "{networks: [{cidr: 10.0.0.0/33}]}") + &policy("p", "web", &[OFFICE]),
             "NetworkAuthentication",
             "spec.networks[0].cidr",
         ),
@@ -392,7 +410,11 @@ fn invalid_objects_never_widen_access() {
             "spec.requiredAuthenticationRefs[0]",
         ),
         (
-            policy("p", "web", &["{group: policy.linkerd.io, kind: Frobnicator, name: x}"]),
+            policy(
+                "p",
+                "web",
+                &["{group: policy.linkerd.io, kind: Frobnicator, name: x}"],
+            ),
             "AuthorizationPolicy.policy.linkerd.io",
             "spec.requiredAuthenticationRefs[0].kind",
         ),
@@ -403,7 +425,8 @@ fn invalid_objects_never_widen_access() {
         ),
         (
             // A misspelt field would authorize everybody if it were left out.
-            policy("p", "web", &[]).replace("requiredAuthenticationRefs", "requiredAuthenticationRef"),
+            policy("p", "web", &[])
+                .replace("requiredAuthenticationRefs", "requiredAuthenticationRef"),
             "AuthorizationPolicy.policy.linkerd.io",
             "spec.requiredAuthenticationRef",
         ),
@@ -424,8 +447,12 @@ fn invalid_objects_never_widen_access() {
     }
     // A Server that cannot be read in full refuses what it can: an unknown access policy is
     // deny, a port it cannot read is every port.
-    let t = run_yaml(&(cluster(None) + &server("web", "web", "8080", "  accessPolicy: allow-all\n")));
-    assert_eq!(rule(&t, "linkerd_server_web").clauses, vec![port_only(8080)]);
+    let t =
+        run_yaml(&(cluster(None) + &server("web", "web", "8080", "  accessPolicy: allow-all\n")));
+    assert_eq!(
+        rule(&t, "linkerd_server_web").clauses,
+        vec![port_only(8080)]
+    );
     let t = run_yaml(&(cluster(None) + &server("web", "web", "-1", "")));
     assert_eq!(rule(&t, "linkerd_server_web").clauses, Vec::new());
     assert!(errors(&t).iter().any(|p| p.field == "spec.port"));
@@ -468,7 +495,10 @@ fn a_bad_edit_keeps_the_last_good_version() {
     // Deleting the policy (the Server stays) refuses its clients.
     let without = good.replace(&policy("web-friends", "web", &[FRIENDS]), "");
     let t = translator.translate(&index_from("l.yaml", &without));
-    assert_eq!(rule(&t, "linkerd_server_web").clauses, vec![port_only(8080)]);
+    assert_eq!(
+        rule(&t, "linkerd_server_web").clauses,
+        vec![port_only(8080)]
+    );
 }
 
 #[test]

@@ -9,8 +9,8 @@ use api::workload::{Address, address};
 use super::options::TranslateOptions;
 use super::snapshot::Snapshot;
 use super::{
-    admission, authorization, bindings, last_good, linkerd_policy, peer_authentication, references, routes,
-    services, telemetry, waypoint_policy, waypoints, workloads,
+    admission, authorization, bindings, last_good, linkerd_policy, peer_authentication, references,
+    routes, services, telemetry, waypoint_policy, waypoints, workloads,
 };
 use crate::model::{Index, Problem};
 

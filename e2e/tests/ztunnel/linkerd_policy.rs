@@ -47,7 +47,10 @@ fn linkerd_servers_authorizations_and_default_policies_are_enforced() {
     );
     assert!(!on("outside/visitor", GUARDED), "a plain client is refused");
     for client in ["shop/batch", "outside/visitor", "shop/frontend"] {
-        assert!(on(client, OPEN), "{client} reaches the port no Server selects");
+        assert!(
+            on(client, OPEN),
+            "{client} reaches the port no Server selects"
+        );
     }
     assert!(
         eventually(SETTLE, || ztunnel_dump(&sb, "node2")
@@ -65,7 +68,9 @@ fn linkerd_servers_authorizations_and_default_policies_are_enforced() {
         "frontend.shop",
     );
     assert_ne!(broken, policy);
-    let refused = sb.apply(&broken).expect_err("apply reports the invalid object");
+    let refused = sb
+        .apply(&broken)
+        .expect_err("apply reports the invalid object");
     let text = refused.to_string();
     for expected in ["MeshTLSAuthentication shop/frontend", "spec.identities[0]"] {
         assert!(text.contains(expected), "{expected:?} in {text}");
@@ -96,7 +101,10 @@ spec:
         eventually(SETTLE, || on("outside/visitor", GUARDED)),
         "the plain client's network is admitted"
     );
-    assert!(!on("shop/batch", GUARDED), "other clients are still refused");
+    assert!(
+        !on("shop/batch", GUARDED),
+        "other clients are still refused"
+    );
 
     // Deleting the authorization refuses the client it admitted: the Server still guards.
     sb.delete(
@@ -115,7 +123,10 @@ spec:
         "all-authenticated refuses the plain client"
     );
     assert!(on("shop/batch", OPEN), "and admits meshed ones");
-    assert!(on("outside/visitor", GUARDED), "the Server's own rules still apply");
+    assert!(
+        on("outside/visitor", GUARDED),
+        "the Server's own rules still apply"
+    );
 
     // deny: every client is refused on the ports no Server selects.
     sb.apply(&shop_namespace("deny")).unwrap();

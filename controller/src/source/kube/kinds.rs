@@ -176,7 +176,13 @@ pub const WATCHED: &[WatchedKind] = &[
     // Linkerd's authorization policy. Server v1beta3 serves the earlier versions' objects;
     // Linkerd's AuthorizationPolicy is keyed by its kind qualified with its group (Istio's
     // has the plain name).
-    custom(LINKERD_POLICY, "v1beta3", "Server", "servers", StatusStyle::None),
+    custom(
+        LINKERD_POLICY,
+        "v1beta3",
+        "Server",
+        "servers",
+        StatusStyle::None,
+    ),
     custom(
         LINKERD_POLICY,
         "v1alpha1",
@@ -324,7 +330,8 @@ mod tests {
             Some("telemetry.istio.io/v1".to_string())
         );
         // Of ConfigMaps, only the mesh config's is watched.
-        let linkerd = WatchedKind::by_kind("AuthorizationPolicy.policy.linkerd.io").expect("watched");
+        let linkerd =
+            WatchedKind::by_kind("AuthorizationPolicy.policy.linkerd.io").expect("watched");
         assert_eq!(linkerd.api_kind(), "AuthorizationPolicy");
         assert_eq!(linkerd.api_resource().kind, "AuthorizationPolicy");
         assert_eq!(

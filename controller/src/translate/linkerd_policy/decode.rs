@@ -24,9 +24,8 @@ fn spec<T: DeserializeOwned + Default>(value: &Value) -> Result<T, Invalid> {
         return Ok(T::default());
     };
     let mut unknown = Vec::new();
-    let decoded: Result<T, _> = serde_ignored::deserialize(spec, |path| {
-        unknown.push(format!("spec.{path}"))
-    });
+    let decoded: Result<T, _> =
+        serde_ignored::deserialize(spec, |path| unknown.push(format!("spec.{path}")));
     let decoded = decoded.map_err(|e| ("spec".to_owned(), e.to_string()))?;
     match unknown.first() {
         Some(field) => Err((
@@ -149,7 +148,8 @@ pub(super) fn mesh_tls(
     let mut warnings = Vec::new();
     for (i, id) in s.identities.iter().enumerate() {
         let f = format!("spec.identities[{i}]");
-        let (m, warning) = identity::linkerd_identity(id, trust_domain).map_err(|m| (f.clone(), m))?;
+        let (m, warning) =
+            identity::linkerd_identity(id, trust_domain).map_err(|m| (f.clone(), m))?;
         principals.push(m);
         warnings.extend(warning.map(|w| (f, w)));
     }
@@ -263,7 +263,15 @@ pub(super) fn policy(
         .required_authentication_refs
         .iter()
         .enumerate()
-        .map(|(i, r)| requirement(r, &format!("spec.requiredAuthenticationRefs[{i}]"), namespace, trust_domain, authns))
+        .map(|(i, r)| {
+            requirement(
+                r,
+                &format!("spec.requiredAuthenticationRefs[{i}]"),
+                namespace,
+                trust_domain,
+                authns,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Decoded::Enforced(PolicyDef {
         namespace: namespace.to_owned(),
@@ -289,9 +297,13 @@ fn requirement(
         return Err((format!("{field}.name"), "missing".to_owned()));
     }
     match r.kind.as_str() {
-        "ServiceAccount" if is_core(&r.group) => Ok(Requirement::Principal(vec![
-            identity::service_account(trust_domain, ns, &r.name),
-        ])),
+        "ServiceAccount" if is_core(&r.group) => {
+            Ok(Requirement::Principal(vec![identity::service_account(
+                trust_domain,
+                ns,
+                &r.name,
+            )]))
+        }
         kind @ ("MeshTLSAuthentication" | "NetworkAuthentication")
             if r.group == LINKERD_POLICY_GROUP =>
         {

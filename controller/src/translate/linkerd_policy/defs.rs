@@ -56,7 +56,10 @@ pub(super) enum DefaultPolicy {
 const POLICIES: &[(&str, DefaultPolicy)] = &[
     ("all-unauthenticated", DefaultPolicy::AllUnauthenticated),
     ("all-authenticated", DefaultPolicy::AllAuthenticated),
-    ("cluster-unauthenticated", DefaultPolicy::ClusterUnauthenticated),
+    (
+        "cluster-unauthenticated",
+        DefaultPolicy::ClusterUnauthenticated,
+    ),
     ("cluster-authenticated", DefaultPolicy::ClusterAuthenticated),
     ("deny", DefaultPolicy::Deny),
     ("audit", DefaultPolicy::Audit),

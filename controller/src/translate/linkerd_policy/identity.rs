@@ -100,8 +100,16 @@ impl Cidr {
 
     fn mask(self) -> u128 {
         let host = self.width() - self.len;
-        let all = if self.v4 { u128::from(u32::MAX) } else { u128::MAX };
-        if host >= 128 { 0 } else { all & !((1u128 << host) - 1) }
+        let all = if self.v4 {
+            u128::from(u32::MAX)
+        } else {
+            u128::MAX
+        };
+        if host >= 128 {
+            0
+        } else {
+            all & !((1u128 << host) - 1)
+        }
     }
 
     /// Whether `other` lies within this network.
@@ -166,10 +174,7 @@ fn parse_cidr(text: &str) -> Result<Cidr, String> {
 fn subtract(cidr: Cidr, except: &[Cidr]) -> Vec<Cidr> {
     let mut left = vec![cidr];
     for e in except {
-        left = left
-            .into_iter()
-            .flat_map(|c| without(c, *e))
-            .collect();
+        left = left.into_iter().flat_map(|c| without(c, *e)).collect();
     }
     left
 }
@@ -237,7 +242,12 @@ mod tests {
             id("spiffe://cluster.local/ns/a/sa/b"),
             Ok(exact("cluster.local/ns/a/sa/b"))
         );
-        for bad in ["web.shop", "w*b.shop.serviceaccount.identity.linkerd.x", "", "a*"] {
+        for bad in [
+            "web.shop",
+            "w*b.shop.serviceaccount.identity.linkerd.x",
+            "",
+            "a*",
+        ] {
             assert!(id(bad).is_err(), "{bad}");
         }
         let (m, warning) =
@@ -269,7 +279,10 @@ mod tests {
         assert!(holds([10, 0, 0, 1]));
         assert!(!holds([10, 1, 2, 3]));
         assert!(!holds([11, 0, 0, 1]));
-        assert_eq!(network("10.0.0.0/8", &["10.0.0.0/7".into()]), Ok(Vec::new()));
+        assert_eq!(
+            network("10.0.0.0/8", &["10.0.0.0/7".into()]),
+            Ok(Vec::new())
+        );
         assert_eq!(
             network("10.0.0.0/33", &[]).map_err(|e| e.0),
             Err("cidr".to_owned())

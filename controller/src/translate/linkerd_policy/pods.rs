@@ -86,7 +86,10 @@ fn default_policy(index: &Index, pod: &Pod, problems: &mut Vec<Problem>) -> Defa
     };
     let origin = |kind: &str| {
         let key = crate::model::ObjectKey::new(kind, if kind == "Pod" { ns } else { "" }, name);
-        index.get(&key).map(|s| s.origin.clone()).unwrap_or_default()
+        index
+            .get(&key)
+            .map(|s| s.origin.clone())
+            .unwrap_or_default()
     };
     let problem = |message: String| {
         let namespace = if kind == "Pod" { ns } else { "" };
@@ -154,7 +157,11 @@ pub(super) fn resources(inputs: &Inputs<'_>, problems: &mut Vec<Problem>) -> Res
     let (mut selecting, mut guarding) = (BTreeSet::new(), BTreeSet::new());
     for (_, pod) in inputs.index.pods() {
         let ns = pod.metadata.namespace.as_str();
-        let servers = inputs.objects.servers.get(ns).map_or(&[][..], Vec::as_slice);
+        let servers = inputs
+            .objects
+            .servers
+            .get(ns)
+            .map_or(&[][..], Vec::as_slice);
         let policies = inputs.objects.policies.get(ns).unwrap_or(&no_policies);
         let mut add = |auth: Authorization| {
             let entry = out
@@ -178,7 +185,9 @@ pub(super) fn resources(inputs: &Inputs<'_>, problems: &mut Vec<Problem>) -> Res
             guarding.insert((ns.to_owned(), server.name.clone()));
             let (on, name) = match (port, &server.port) {
                 (None, _) => (Ports::Except(Vec::new()), server.name.clone()),
-                (Some(p), PortRef::Name(_)) => (Ports::Only(vec![p]), format!("{}_{p}", server.name)),
+                (Some(p), PortRef::Name(_)) => {
+                    (Ports::Only(vec![p]), format!("{}_{p}", server.name))
+                }
                 (Some(p), _) => (Ports::Only(vec![p]), server.name.clone()),
             };
             match port {
