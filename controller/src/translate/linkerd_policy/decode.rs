@@ -98,7 +98,7 @@ pub(super) fn server(
     origin: &str,
     name: &str,
     value: &Value,
-) -> Result<ServerDef, (Invalid, ServerDef)> {
+) -> Result<ServerDef, Box<(Invalid, ServerDef)>> {
     let decoded = spec::<ServerSpec>(value).and_then(|s| {
         let selector = match (&s.pod_selector, &s.external_workload_selector) {
             (Some(sel), _) => {
@@ -133,7 +133,7 @@ pub(super) fn server(
             port,
             access: DefaultPolicy::Deny,
         };
-        (invalid, stand_in)
+        Box::new((invalid, stand_in))
     })
 }
 

@@ -79,16 +79,19 @@ pub(super) fn collect(
                 memory.servers.good(key.clone(), &s);
                 Some(s)
             }
-            Err((invalid, stand_in)) => memory.servers.invalid_or(
-                key.clone(),
-                decode::problem(origin, &key, invalid),
-                Some(stand_in),
-                "its port refuses every client no policy authorizes until fixed (a port it \
+            Err(bad) => {
+                let (invalid, stand_in) = *bad;
+                memory.servers.invalid_or(
+                    key.clone(),
+                    decode::problem(origin, &key, invalid),
+                    Some(stand_in),
+                    "its port refuses every client no policy authorizes until fixed (a port it \
                  cannot read: every port of its pods; a selector it cannot read: every pod of \
                  its namespace)",
-                "",
-                problems,
-            ),
+                    "",
+                    problems,
+                )
+            }
         };
         if let Some(s) = server {
             out.servers.entry(key.namespace).or_default().push(s);
