@@ -711,7 +711,10 @@ mod tests {
         let parsed = parse_documents("s.yaml", text, false);
         assert_eq!(parsed.objects.len(), 1);
         assert_eq!(parsed.objects[0].key().kind, "Server");
-        assert!(parsed.problems[0].message.contains("fail closed"), "{parsed:?}");
+        assert!(
+            parsed.problems[0].message.contains("fail closed"),
+            "{parsed:?}"
+        );
         assert!(!parsed.problems[0].is_warning());
     }
 }

@@ -71,6 +71,12 @@ impl Translator {
         let peer = peer_authentication::PeerAuthn::collect(index, opts, &mut problems);
         let services = services::translate_services(index, &waypoints, &mut problems);
         let bindings = bindings::Bindings::collect(index, &waypoints, &opts.cluster_id);
+        problems.extend(linkerd_policy::behind_waypoints(
+            index,
+            &policies,
+            &bindings,
+            &opts.cluster_id,
+        ));
         // HTTP attributes dropped at ztunnel are worth a warning only where
         // no waypoint enforces them.
         problems.extend(policies.iter().filter_map(|p| p.warning.clone()));

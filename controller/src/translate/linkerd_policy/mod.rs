@@ -21,8 +21,9 @@ mod rules;
 pub(crate) use objects::Memory;
 
 use super::authorization::Policy;
+use super::bindings::{Bindings, workload_uid};
 use super::options::TranslateOptions;
-use crate::model::{Index, Problem};
+use crate::model::{Index, Problem, WARNING_PREFIX};
 
 /// Translates the Linkerd policy of `index` into policies ztunnel enforces.
 pub(crate) fn translate(
@@ -49,4 +50,44 @@ pub(crate) fn translate(
             pods: Some(pods),
         })
         .collect()
+}
+
+/// A warning for each pod with Linkerd rules that a waypoint reaches: ztunnel sees those
+/// connections with the waypoint's identity, and the rules are not enforced at the waypoint.
+pub(crate) fn behind_waypoints(
+    index: &Index,
+    policies: &[Policy],
+    bindings: &Bindings,
+    cluster_id: &str,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (origin, pod) in index.pods() {
+        let uid = workload_uid(cluster_id, pod);
+        let Some(waypoints) = bindings.workloads.get(&uid) else {
+            continue;
+        };
+        let rules: Vec<String> = policies
+            .iter()
+            .filter(|p| p.pods.is_some() && p.applies_to(pod))
+            .map(Policy::reference)
+            .collect();
+        if rules.is_empty() {
+            continue;
+        }
+        let through: Vec<String> = waypoints
+            .iter()
+            .map(|w| format!("{}/{}", w.namespace, w.name))
+            .collect();
+        let m = &pod.metadata;
+        out.push(
+            Problem::new(origin, "Pod", &m.namespace, &m.name).message(format!(
+                "{WARNING_PREFIX}Linkerd's policy ({}) is enforced by ztunnel only, where \
+                 requests through the waypoint ({}) arrive with the waypoint's identity: they \
+                 are refused unless that identity is authorized",
+                rules.join(", "),
+                through.join(", ")
+            )),
+        );
+    }
+    out
 }
