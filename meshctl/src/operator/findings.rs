@@ -153,6 +153,27 @@ mod tests {
     }
 
     #[test]
+    fn problems_of_linkerds_authorization_policy_are_about_it_and_not_istios() {
+        let both = objects(
+            "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
+             metadata: {name: p, namespace: shop}\n\
+             spec: {targetRef: {group: policy.linkerd.io, kind: Pod, name: x}}\n---\n\
+             apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {name: p, namespace: shop}\n",
+            "p.yaml",
+        );
+        let problem = Problem::new("x", "AuthorizationPolicy.policy.linkerd.io", "shop", "p");
+        assert!(is_about(&problem, &both[0]));
+        assert!(!is_about(&problem, &both[1]));
+        let findings = in_layers(Vec::new(), &[&both], &both).unwrap();
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(
+            findings[0].text.contains("spec.targetRef.kind"),
+            "{findings:?}"
+        );
+    }
+
+    #[test]
     fn a_later_layer_wins_and_only_the_objects_asked_about_are_reported() {
         let cluster = objects(
             "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
