@@ -372,6 +372,11 @@ fn access_policy_and_audit() {
     assert!(t.problems.iter().any(|p| p.kind == "Namespace"
         && p.is_warning()
         && p.field.contains("default-inbound-policy")));
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.kind == "Server" && p.is_warning() && p.field == "spec.accessPolicy")
+    );
 }
 
 #[test]

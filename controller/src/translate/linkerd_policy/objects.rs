@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::decode::{self, Authentications, Decoded};
-use super::defs::{PolicyDef, Requirement, ServerDef};
+use super::defs::{DefaultPolicy, PolicyDef, Requirement, ServerDef};
 use crate::model::linkerd::LINKERD_AUTHORIZATION_POLICY;
 use crate::model::{Index, Object, ObjectKey, Problem};
 use crate::translate::last_good::LastGood;
@@ -76,6 +76,18 @@ pub(super) fn collect(
     for (origin, key, value) in raw(index, "Server") {
         let server = match decode::server(origin, &key.name, value) {
             Ok(s) => {
+                if s.access == DefaultPolicy::Audit {
+                    problems.push(decode::problem(
+                        origin,
+                        &key,
+                        (
+                            "spec.accessPolicy".to_owned(),
+                            "warning: audit admits every client; ztunnel logs the connections \
+                             no authorization admits (a dry-run DENY policy)"
+                                .to_owned(),
+                        ),
+                    ));
+                }
                 memory.servers.good(key.clone(), &s);
                 Some(s)
             }
