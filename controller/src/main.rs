@@ -73,6 +73,10 @@ struct Args {
     /// Cluster name used in workload uids.
     #[arg(long, default_value = "Kubernetes")]
     cluster_id: String,
+    /// Linkerd's clusterNetworks (comma-separated CIDRs): the client networks Linkerd's
+    /// `cluster-authenticated` / `cluster-unauthenticated` default inbound policies admit.
+    #[arg(long, default_value = controller::translate::DEFAULT_CLUSTER_NETWORKS, value_delimiter = ',')]
+    cluster_networks: Vec<String>,
     /// Folder holding the CA's root (created on first start) or a plugged-in intermediate.
     /// Without it, a root is generated in memory and lost on restart.
     #[arg(long, value_name = "DIR")]
@@ -162,6 +166,7 @@ impl Args {
                 trust_domain: self.trust_domain.clone(),
                 root_namespace: self.root_namespace.clone(),
                 cluster_id: self.cluster_id.clone(),
+                cluster_networks: self.cluster_networks.clone(),
             },
             ca_dir: self.ca_dir.clone(),
             tokens_file: self.tokens_file.clone(),

@@ -229,6 +229,7 @@ fn options_are_used() {
         trust_domain: "example.org".into(),
         root_namespace: "mesh-root".into(),
         cluster_id: "east".into(),
+        ..TranslateOptions::default()
     };
     let t = translate(&index_of(&["enrollment.yaml"]), &opts);
     let names: Vec<&String> = t.snapshot.resources[api::ADDRESS_TYPE_URL].keys().collect();

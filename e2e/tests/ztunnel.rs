@@ -6,6 +6,8 @@
 
 #[path = "ztunnel/edges.rs"]
 mod edges;
+#[path = "ztunnel/linkerd_policy.rs"]
+mod linkerd_policy;
 #[path = "ztunnel/probes.rs"]
 mod probes;
 #[path = "ztunnel/sniffer.rs"]

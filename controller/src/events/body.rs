@@ -55,7 +55,7 @@ pub fn new_event(
     let object = &occurrence.object;
     let mut regarding = json!({
         "apiVersion": kind.api_version(),
-        "kind": kind.kind,
+        "kind": kind.api_kind(),
         "name": object.name,
     });
     if !object.namespace.is_empty() {

@@ -12,7 +12,7 @@ pub const MAX_NOTE: usize = 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
     /// A security kind the mesh does not read (RequestAuthentication, Linkerd's
-    /// authorization kinds): what it would forbid is allowed.
+    /// ServerAuthorization): what it would forbid is allowed, or what it would allow refused.
     NotEnforced,
     /// A security policy that cannot be understood is enforced more strictly than written
     /// (allows nothing, denies everything, STRICT, or without its HTTP parts).

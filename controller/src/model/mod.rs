@@ -4,6 +4,7 @@
 mod index;
 mod istio;
 mod kube;
+pub mod linkerd;
 pub mod mesh_config;
 mod object;
 mod parse;

@@ -11,6 +11,7 @@ use super::istio::{
     AuthorizationPolicy, AuthorizationPolicySpec, PeerAuthentication, PeerAuthenticationSpec,
 };
 use super::kube::ObjectMeta;
+use super::linkerd::{LINKERD_POLICY_GROUP, LINKERD_POLICY_KINDS};
 use super::object::{Object, RAW_KINDS};
 use super::problem::{Problem, WARNING_PREFIX};
 use super::telemetry::MESH_CONFIG_MAP;
@@ -233,6 +234,19 @@ fn report_unread(ctx: &DocContext<'_>, value: &Value, out: &mut Parsed) -> bool 
     {
         out.problems.push(unread_class_annotation(&problem, value));
     }
+    // A Linkerd Server under a mistyped group or kind guards its port all the same: what it
+    // would refuse stays refused while the error stands.
+    if meant == Some((LINKERD_POLICY_GROUP, "Server"))
+        && let Ok(server) = raw("Server", value).and_then(normalize)
+    {
+        let message = format!(
+            "{}; enforced as the Server it resembles meanwhile (fail closed)",
+            problem.message
+        );
+        out.problems.push(problem.message(message));
+        out.objects.push(server);
+        return true;
+    }
     // The translation reports a salvaged policy's problem, with what failing closed does.
     let salvaged = match meant {
         Some((SECURITY_GROUP, kind)) => salvage_policy(value, kind, &problem),
@@ -332,6 +346,14 @@ fn decode_object(src: &Src<'_>, value: &Value) -> Result<Option<Object>, serde_y
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let linkerd_kind = api_version
+        .strip_prefix(LINKERD_POLICY_GROUP)
+        .filter(|rest| rest.starts_with('/'))
+        .and_then(|_| LINKERD_POLICY_KINDS.iter().find(|(k, _)| *k == kind))
+        .map(|(_, indexed)| *indexed);
+    if let Some(indexed) = linkerd_kind {
+        return normalize(raw(indexed, value)?).map(Some);
+    }
     let object = match kind {
         "Namespace" => Object::Namespace(decode(src)?),
         "Pod" => Object::Pod(decode(src)?),
@@ -347,6 +369,8 @@ fn decode_object(src: &Src<'_>, value: &Value) -> Result<Option<Object>, serde_y
         "PeerAuthentication" if api_version.starts_with("security.istio.io/") => {
             Object::PeerAuthentication(decode(src)?)
         }
+        // Linkerd's authorization kinds, kept raw for the Linkerd policy translation under
+        // the index kind that keeps its AuthorizationPolicy apart from Istio's.
         k if RAW_KINDS.contains(&k) => raw(k, value)?,
         // The mesh config (Istio's `istio` ConfigMap); which namespace's counts is the
         // translation's business (the root namespace).
@@ -605,9 +629,10 @@ mod tests {
                     apiVersion: networking.istio.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\n---\n\
                     apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n";
         let parsed = parse_documents("f.yaml", text, false);
-        // Telemetry is read (v1 and v1alpha1 alike).
+        // Telemetry is read (v1 and v1alpha1 alike); the misspelt Server is kept to fail
+        // closed, and reported.
         let kinds: Vec<&str> = parsed.objects.iter().map(Object::kind).collect();
-        assert_eq!(kinds, ["Telemetry"]);
+        assert_eq!(kinds, ["Server", "Telemetry"]);
         let found: Vec<(String, bool)> = parsed
             .problems
             .iter()
@@ -626,7 +651,7 @@ mod tests {
             ]
         );
         assert!(
-            parsed.problems[0].to_string().ends_with(
+            parsed.problems[0].to_string().contains(
                 "there is no API group security.linkerd.io, so it is not read (did you mean \
                  apiVersion: policy.linkerd.io/v1beta1?)"
             ),
@@ -677,5 +702,19 @@ mod tests {
                 .expect("unreadable: it fails closed");
             assert!(why.message.contains("did you mean"), "{why:?}");
         }
+    }
+
+    #[test]
+    fn a_linkerd_server_with_a_misspelt_group_still_guards_its_port() {
+        let text = "apiVersion: security.linkerd.io/v1beta3\nkind: Server\n\
+                    metadata: {name: web, namespace: shop}\nspec: {port: 8080}\n";
+        let parsed = parse_documents("s.yaml", text, false);
+        assert_eq!(parsed.objects.len(), 1);
+        assert_eq!(parsed.objects[0].key().kind, "Server");
+        assert!(
+            parsed.problems[0].message.contains("fail closed"),
+            "{parsed:?}"
+        );
+        assert!(!parsed.problems[0].is_warning());
     }
 }

@@ -21,8 +21,10 @@ use Reading::{Ignored, NotEnforced, Read};
 /// not read, it is reported.
 pub const XFCC_ANNOTATION: &str = "ambient.istio.io/xfcc-include-client-identity";
 
-const LINKERD_AUTHZ: &str = "write Linkerd's authorization policy as an AuthorizationPolicy \
-     (apiVersion: security.istio.io/v1); until then, what it forbids is allowed";
+/// ServerAuthorization only admits; unread, the port its Server guards stays refused.
+const LINKERD_SERVER_AUTHORIZATION: &str = "Linkerd deprecates it in favour of AuthorizationPolicy \
+     (policy.linkerd.io/v1alpha1) with a MeshTLSAuthentication or NetworkAuthentication: write \
+     it so; until then the clients it would admit are refused wherever its Server guards the port";
 const SIDECAR_ONLY: &str =
     "it configures sidecars, and ambient proxies have none: it has no effect";
 const NOT_READ: &str = "the mesh does not read this kind: it has no effect";
@@ -111,26 +113,16 @@ const KINDS: &[(&str, &str, Reading)] = &[
     // Linkerd's copies of the Gateway API routes share their schema.
     ("policy.linkerd.io", "HTTPRoute", Read),
     ("policy.linkerd.io", "GRPCRoute", Read),
-    ("policy.linkerd.io", "Server", NotEnforced(LINKERD_AUTHZ)),
+    // Linkerd's authorization policy, enforced by ztunnel at L4 (translate/linkerd_policy);
+    // an AuthorizationPolicy targeting a route is reported there and admits nothing.
+    ("policy.linkerd.io", "Server", Read),
+    ("policy.linkerd.io", "AuthorizationPolicy", Read),
+    ("policy.linkerd.io", "MeshTLSAuthentication", Read),
+    ("policy.linkerd.io", "NetworkAuthentication", Read),
     (
         "policy.linkerd.io",
         "ServerAuthorization",
-        NotEnforced(LINKERD_AUTHZ),
-    ),
-    (
-        "policy.linkerd.io",
-        "AuthorizationPolicy",
-        NotEnforced(LINKERD_AUTHZ),
-    ),
-    (
-        "policy.linkerd.io",
-        "MeshTLSAuthentication",
-        NotEnforced(LINKERD_AUTHZ),
-    ),
-    (
-        "policy.linkerd.io",
-        "NetworkAuthentication",
-        NotEnforced(LINKERD_AUTHZ),
+        NotEnforced(LINKERD_SERVER_AUTHORIZATION),
     ),
     (
         "policy.linkerd.io",
@@ -362,8 +354,15 @@ mod tests {
             meant("security.istio.io/v1", "AuthorisationPolicy"),
             Some(("security.istio.io", "AuthorizationPolicy"))
         );
-        // Linkerd's Server is a kind the mesh does not read anywhere.
-        assert_eq!(meant("security.linkerd.io/v1beta1", "Server"), None);
+        // Linkerd's ServerAuthorization is a kind the mesh does not read anywhere.
+        assert_eq!(
+            meant("security.linkerd.io/v1beta1", "ServerAuthorization"),
+            None
+        );
+        assert_eq!(
+            meant("security.linkerd.io/v1beta1", "Server"),
+            Some(("policy.linkerd.io", "Server"))
+        );
         assert_eq!(
             meant("telemetry.istio.io/v1", "Telemetri"),
             Some(("telemetry.istio.io", "Telemetry"))
@@ -397,9 +396,17 @@ mod tests {
             verdict("telemetry.istio.io/v1alpha1", "Telemetry"),
             Verdict::Read
         );
-        let (error, text) = message("policy.linkerd.io/v1beta3", "Server");
+        for kind in [
+            "Server",
+            "AuthorizationPolicy",
+            "MeshTLSAuthentication",
+            "NetworkAuthentication",
+        ] {
+            assert_eq!(verdict("policy.linkerd.io/v1alpha1", kind), Verdict::Read);
+        }
+        let (error, text) = message("policy.linkerd.io/v1beta1", "ServerAuthorization");
         assert!(error);
-        assert!(text.contains("security.istio.io/v1"), "{text}");
+        assert!(text.contains("AuthorizationPolicy"), "{text}");
         let (error, _) = message("security.istio.io/v1", "RequestAuthentication");
         assert!(error);
         let (error, text) = message("networking.istio.io/v1", "Frobnicator");

@@ -10,7 +10,7 @@
 //! supported) is enforced as DENY of the requests it would have sent to its
 //! provider.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use api::security::{
@@ -50,6 +50,9 @@ pub(crate) struct Policy {
     pub l7_warning: Option<Problem>,
     /// A warning always reported (a CUSTOM action enforced as DENY).
     pub warning: Option<Problem>,
+    /// For policies that pick their pods one by one (Linkerd's, see `linkerd_policy`): the
+    /// (namespace, name) of each pod it applies to.
+    pub pods: Option<BTreeSet<(String, String)>>,
 }
 
 impl Policy {
@@ -63,6 +66,9 @@ impl Policy {
     /// it has one, picks.
     pub fn applies_to(&self, pod: &Pod) -> bool {
         let m = &pod.metadata;
+        if let Some(pods) = &self.pods {
+            return pods.contains(&(m.namespace.clone(), m.name.clone()));
+        }
         (self.mesh_wide || self.auth.namespace == m.namespace)
             && self.selector.as_ref().is_none_or(|s| selects(s, &m.labels))
     }
@@ -176,6 +182,7 @@ fn convert(
         mesh_wide,
         l7_warning,
         warning,
+        pods: None,
     })
 }
 
@@ -230,6 +237,7 @@ fn stand_in_policy(
         mesh_wide,
         l7_warning: None,
         warning: None,
+        pods: None,
     })
 }
 

@@ -10,7 +10,14 @@ pub struct TranslateOptions {
     pub root_namespace: String,
     /// Cluster name put in workload uids (`Kubernetes`).
     pub cluster_id: String,
+    /// Linkerd's `clusterNetworks`: the client networks its `cluster-*` default inbound
+    /// policies admit (CIDRs).
+    pub cluster_networks: Vec<String>,
 }
+
+/// Linkerd's default `clusterNetworks`: every private IPv4 network and the IPv6 ULAs.
+pub const DEFAULT_CLUSTER_NETWORKS: &str =
+    "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8";
 
 impl Default for TranslateOptions {
     fn default() -> Self {
@@ -18,6 +25,10 @@ impl Default for TranslateOptions {
             trust_domain: "cluster.local".to_string(),
             root_namespace: "istio-system".to_string(),
             cluster_id: "Kubernetes".to_string(),
+            cluster_networks: DEFAULT_CLUSTER_NETWORKS
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
         }
     }
 }

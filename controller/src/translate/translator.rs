@@ -9,8 +9,8 @@ use api::workload::{Address, address};
 use super::options::TranslateOptions;
 use super::snapshot::Snapshot;
 use super::{
-    admission, authorization, bindings, last_good, peer_authentication, references, routes,
-    services, telemetry, waypoint_policy, waypoints, workloads,
+    admission, authorization, bindings, last_good, linkerd_policy, peer_authentication, references,
+    routes, services, telemetry, waypoint_policy, waypoints, workloads,
 };
 use crate::model::{Index, Problem};
 
@@ -34,6 +34,7 @@ pub fn translate(index: &Index, options: &TranslateOptions) -> Translation {
 pub struct Translator {
     options: TranslateOptions,
     last_good: last_good::LastGood<authorization::Policy>,
+    last_good_linkerd: linkerd_policy::Memory,
     last_good_waypoint_policies: waypoint_policy::PolicyMemory,
     last_good_routes: routes::RouteMemory,
     last_good_telemetry: telemetry::TelemetryMemory,
@@ -59,10 +60,23 @@ impl Translator {
         let opts = &self.options;
         let mut problems: Vec<Problem> = index.problems().to_vec();
         let waypoints = waypoints::Waypoints::collect(index, &mut problems);
-        let policies = authorization::convert_all(index, opts, &mut self.last_good, &mut problems);
+        let mut policies =
+            authorization::convert_all(index, opts, &mut self.last_good, &mut problems);
+        policies.extend(linkerd_policy::translate(
+            index,
+            opts,
+            &mut self.last_good_linkerd,
+            &mut problems,
+        ));
         let peer = peer_authentication::PeerAuthn::collect(index, opts, &mut problems);
         let services = services::translate_services(index, &waypoints, &mut problems);
         let bindings = bindings::Bindings::collect(index, &waypoints, &opts.cluster_id);
+        problems.extend(linkerd_policy::behind_waypoints(
+            index,
+            &policies,
+            &bindings,
+            &opts.cluster_id,
+        ));
         // HTTP attributes dropped at ztunnel are worth a warning only where
         // no waypoint enforces them.
         problems.extend(policies.iter().filter_map(|p| p.warning.clone()));

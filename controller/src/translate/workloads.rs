@@ -178,7 +178,7 @@ fn policy_references(ctx: &Context<'_>, pod: &Pod, uid: &str) -> Vec<String> {
     let mut references: Vec<String> = ctx
         .policies
         .iter()
-        .filter(|p| p.selector.is_some() && p.applies_to(pod))
+        .filter(|p| (p.selector.is_some() || p.pods.is_some()) && p.applies_to(pod))
         .map(Policy::reference)
         .chain(ctx.peer.references_for(pod))
         .chain(admission.cloned())

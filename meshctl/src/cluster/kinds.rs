@@ -64,7 +64,7 @@ impl From<&WatchedKind> for ListedKind {
         Self {
             group: kind.group,
             version: kind.version,
-            kind: kind.kind,
+            kind: kind.api_kind(),
             plural: kind.plural,
             namespaced: kind.namespaced,
         }
@@ -100,30 +100,11 @@ pub const UNREAD: &[ListedKind] = &[
         "WasmPlugin",
         "wasmplugins",
     ),
-    ListedKind::unread("policy.linkerd.io", "v1beta3", "Server", "servers"),
     ListedKind::unread(
         "policy.linkerd.io",
         "v1beta1",
         "ServerAuthorization",
         "serverauthorizations",
-    ),
-    ListedKind::unread(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "AuthorizationPolicy",
-        "authorizationpolicies",
-    ),
-    ListedKind::unread(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "MeshTLSAuthentication",
-        "meshtlsauthentications",
-    ),
-    ListedKind::unread(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "NetworkAuthentication",
-        "networkauthentications",
     ),
     ListedKind::unread(
         "policy.linkerd.io",
@@ -167,7 +148,8 @@ mod tests {
         assert!(mesh.contains(&"authorizationpolicies.security.istio.io".to_owned()));
         assert!(mesh.contains(&"serviceprofiles.linkerd.io".to_owned()));
         assert!(mesh.contains(&"telemetries.telemetry.istio.io".to_owned()));
-        assert_eq!(mesh.len(), 8, "{mesh:?}");
+        assert!(mesh.contains(&"servers.policy.linkerd.io".to_owned()));
+        assert_eq!(mesh.len(), 12, "{mesh:?}");
         assert_eq!(
             gateway,
             [

@@ -25,6 +25,7 @@ pub const FILES: &[ManifestFile] = &[
     manifest!("crds/authorizationpolicy.yaml"),
     manifest!("crds/destinationrule.yaml"),
     manifest!("crds/envoyfilter.yaml"),
+    manifest!("crds/linkerd-policy.yaml"),
     manifest!("crds/peerauthentication.yaml"),
     manifest!("crds/serviceprofile.yaml"),
     manifest!("crds/telemetry.yaml"),

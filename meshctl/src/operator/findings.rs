@@ -75,7 +75,14 @@ pub fn in_layers(
 
 /// Whether `problem` is about `object`.
 fn is_about(problem: &Problem, object: &Object) -> bool {
-    problem.kind == object.kind
+    // A kind the controller keys qualified by its group (Linkerd's AuthorizationPolicy).
+    let qualified = || {
+        object
+            .api_version
+            .rsplit_once('/')
+            .is_some_and(|(group, _)| problem.kind == format!("{}.{group}", object.kind))
+    };
+    (problem.kind == object.kind || qualified())
         && problem.name == object.name
         && problem.namespace == object.namespace.as_deref().unwrap_or_default()
 }
@@ -143,6 +150,27 @@ mod tests {
 
     fn objects(text: &str, source: &str) -> Vec<Object> {
         parse_documents(text, source).unwrap()
+    }
+
+    #[test]
+    fn problems_of_linkerds_authorization_policy_are_about_it_and_not_istios() {
+        let both = objects(
+            "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\n\
+             metadata: {name: p, namespace: shop}\n\
+             spec: {targetRef: {group: policy.linkerd.io, kind: Pod, name: x}}\n---\n\
+             apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {name: p, namespace: shop}\n",
+            "p.yaml",
+        );
+        let problem = Problem::new("x", "AuthorizationPolicy.policy.linkerd.io", "shop", "p");
+        assert!(is_about(&problem, &both[0]));
+        assert!(!is_about(&problem, &both[1]));
+        let findings = in_layers(Vec::new(), &[&both], &both).unwrap();
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(
+            findings[0].text.contains("spec.targetRef.kind"),
+            "{findings:?}"
+        );
     }
 
     #[test]

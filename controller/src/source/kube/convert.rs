@@ -132,7 +132,7 @@ fn manifest(kind: &WatchedKind, obj: &DynamicObject) -> Result<String, serde_jso
     if let Some(map) = value.as_object_mut() {
         // List items often come without apiVersion and kind.
         map.insert("apiVersion".into(), Value::String(kind.api_version()));
-        map.insert("kind".into(), Value::String(kind.kind.into()));
+        map.insert("kind".into(), Value::String(kind.api_kind().into()));
         // A pod's status is its IP and phase; any other kind's status is
         // what controllers (this one included) write about it.
         if kind.kind != "Pod" {

@@ -76,6 +76,8 @@ const GATEWAY: &str = "gateway.networking.k8s.io";
 const SECURITY: &str = "security.istio.io";
 /// Istio networking group.
 const NETWORKING: &str = "networking.istio.io";
+/// Linkerd's policy group.
+const LINKERD_POLICY: &str = crate::model::linkerd::LINKERD_POLICY_GROUP;
 
 /// Every kind the source watches, in the order their objects enter the index.
 ///
@@ -171,6 +173,37 @@ pub const WATCHED: &[WatchedKind] = &[
         "serviceprofiles",
         StatusStyle::None,
     ),
+    // Linkerd's authorization policy. Server v1beta3 serves the earlier versions' objects;
+    // Linkerd's AuthorizationPolicy is keyed by its kind qualified with its group (Istio's
+    // has the plain name).
+    custom(
+        LINKERD_POLICY,
+        "v1beta3",
+        "Server",
+        "servers",
+        StatusStyle::None,
+    ),
+    custom(
+        LINKERD_POLICY,
+        "v1alpha1",
+        crate::model::linkerd::LINKERD_AUTHORIZATION_POLICY,
+        "authorizationpolicies",
+        StatusStyle::None,
+    ),
+    custom(
+        LINKERD_POLICY,
+        "v1alpha1",
+        "MeshTLSAuthentication",
+        "meshtlsauthentications",
+        StatusStyle::None,
+    ),
+    custom(
+        LINKERD_POLICY,
+        "v1alpha1",
+        "NetworkAuthentication",
+        "networkauthentications",
+        StatusStyle::None,
+    ),
     // v1alpha1 objects are served as v1 too (same schema).
     custom(
         "telemetry.istio.io",
@@ -184,8 +217,8 @@ pub const WATCHED: &[WatchedKind] = &[
 /// Kinds of Istio and Linkerd the mesh does not read, watched only so that their objects are
 /// told so (a problem each, hence an Event; see [`crate::model`]'s verdict on unread kinds):
 /// users who bring them expect an effect they do not have. Kinds whose name a read kind
-/// already has (Istio's Gateway, Linkerd's routes and AuthorizationPolicy) are left out, as
-/// the index keys objects by kind name.
+/// already has (Istio's Gateway, Linkerd's routes) are left out, as the index keys objects by
+/// kind name.
 pub const REPORTED: &[WatchedKind] = &[
     custom(
         SECURITY,
@@ -210,14 +243,7 @@ pub const REPORTED: &[WatchedKind] = &[
         StatusStyle::None,
     ),
     custom(
-        "policy.linkerd.io",
-        "v1beta3",
-        "Server",
-        "servers",
-        StatusStyle::None,
-    ),
-    custom(
-        "policy.linkerd.io",
+        LINKERD_POLICY,
         "v1beta1",
         "ServerAuthorization",
         "serverauthorizations",
@@ -236,6 +262,12 @@ impl WatchedKind {
         all_watched().find(|k| k.kind == kind)
     }
 
+    /// The kind as the API server names it: [`WatchedKind::kind`] without the group a kind
+    /// keyed under a qualified name carries (`AuthorizationPolicy.policy.linkerd.io`).
+    pub fn api_kind(&self) -> &'static str {
+        self.kind.split('.').next().unwrap_or(self.kind)
+    }
+
     /// `group/version`, or `version` for the core group.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -248,7 +280,7 @@ impl WatchedKind {
     /// The coordinates for a dynamic `Api`.
     pub fn api_resource(&self) -> ApiResource {
         ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(self.group, self.version, self.kind),
+            &GroupVersionKind::gvk(self.group, self.version, self.api_kind()),
             self.plural,
         )
     }
@@ -298,6 +330,14 @@ mod tests {
             Some("telemetry.istio.io/v1".to_string())
         );
         // Of ConfigMaps, only the mesh config's is watched.
+        let linkerd =
+            WatchedKind::by_kind("AuthorizationPolicy.policy.linkerd.io").expect("watched");
+        assert_eq!(linkerd.api_kind(), "AuthorizationPolicy");
+        assert_eq!(linkerd.api_resource().kind, "AuthorizationPolicy");
+        assert_eq!(
+            WatchedKind::by_kind("AuthorizationPolicy").map(|k| k.group),
+            Some("security.istio.io")
+        );
         let config_maps = WatchedKind::by_kind("ConfigMap").expect("watched");
         assert_eq!(config_maps.only_named, Some("istio"));
         assert!(WATCHED.iter().filter(|k| k.only_named.is_some()).count() == 1);

@@ -122,7 +122,15 @@ mod tests {
             ),
             "{warning:?}"
         );
-        assert_eq!(found.len(), 2, "{found:?}");
+        // The misspelt Server is enforced meanwhile (fail closed), so its own problems show
+        // too: it has no podSelector.
+        assert!(
+            found
+                .iter()
+                .any(|f| f.error && f.text.contains("field spec.podSelector")),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 3, "{found:?}");
     }
 
     #[test]
