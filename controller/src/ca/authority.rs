@@ -98,6 +98,20 @@ impl CertificateAuthority {
         Ok(())
     }
 
+    /// Signs with `authority` from now on, unless it is the material in use already;
+    /// whether it changed anything.
+    pub fn install(&self, authority: Authority, origin: Origin) -> Result<bool, CaError> {
+        let mut current = self.authority.write().map_err(|_| CaError::Poisoned)?;
+        let same = current.key_pem() == authority.key_pem()
+            && current.chain() == authority.chain()
+            && current.roots() == authority.roots();
+        *self.origin.write().unwrap_or_else(|e| e.into_inner()) = origin;
+        if !same {
+            *current = authority;
+        }
+        Ok(!same)
+    }
+
     /// The certificate that signs leaves (a plugged-in intermediate, else the first root),
     /// DER: what a proxy compares its certificates' issuer with.
     pub fn signer_der(&self) -> Result<Vec<u8>, CaError> {

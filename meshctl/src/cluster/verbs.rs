@@ -1,5 +1,5 @@
 //! The verbs of Kubernetes mode: `check`, `analyze`, `proxy-status`, `stat` (also from
-//! Prometheus), `edges` and `routes`, printing exactly what they print on the sandbox; every other verb refuses,
+//! Prometheus), `edges`, `routes` and `ca`, printing exactly what they print on the sandbox; every other verb refuses,
 //! naming itself (and, for those that need the proxies' admin port, why), rather than act on
 //! a sandbox the operator did not mean.
 
@@ -8,6 +8,7 @@ use tokio::runtime::Runtime;
 use super::analyze;
 use super::api::ApiServer;
 use super::args::KubeArgs;
+use super::ca;
 use super::check;
 use super::error::{ClusterError, Result};
 use super::metrics;
@@ -23,7 +24,7 @@ use crate::sandbox::host::prometheus::{self, PrometheusUrl};
 use crate::sandbox::model::manifest::load_path;
 
 /// The verbs Kubernetes mode has.
-const KUBE_VERBS: &str = "check, analyze, proxy-status, stat, edges and routes";
+const KUBE_VERBS: &str = "check, analyze, proxy-status, stat, edges, routes and ca";
 
 /// Whether `cmd` is one the sandbox runs for itself (a pod's container, a forwarder, the
 /// reaper): those run on the sandbox whatever the mode.
@@ -78,6 +79,10 @@ pub fn run(kube: &KubeArgs, cmd: SandboxCommand) -> Result<i32> {
         SandboxCommand::Stat(a) => stat(&runtime, kube, a),
         SandboxCommand::Edges(a) => edges(&runtime, kube, a),
         SandboxCommand::Routes(a) => routes(&runtime, kube, a),
+        SandboxCommand::Ca(a) => runtime.block_on(async {
+            let api = ApiServer::connect(kube).await?;
+            ca::run(&api, a).await
+        }),
         other => Err(ClusterError::Invalid(refusal(&other))),
     }
 }
@@ -147,10 +152,6 @@ fn refusal(cmd: &SandboxCommand) -> String {
             " (it reads the proxies' admin port, which listens on their pods' loopback only, \
              out of the API server's reach)"
         }
-        SandboxCommand::Ca(_) => {
-            " (the phased root rotation keeps its record in the controller's CA folder; in \
-             Kubernetes the CA lives in Secrets, where it is not built yet)"
-        }
         _ => "",
     };
     format!(
@@ -219,7 +220,7 @@ mod tests {
         assert_eq!(
             refusal(&parsed(&["get", "pods"])),
             "`get` works on the sandbox only; in Kubernetes mode (--kubeconfig, --context or \
-             MESHCTL_KUBE=1) meshctl has check, analyze, proxy-status, stat, edges and routes"
+             MESHCTL_KUBE=1) meshctl has check, analyze, proxy-status, stat, edges, routes and ca"
         );
     }
 }
