@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(asked.request.kind, "replace");
         assert_eq!(
             asked.files.keys().collect::<Vec<_>>(),
-            ["root-key.pem", "root-cert.pem"]
+            ["root-cert.pem", "root-key.pem"]
         );
 
         let created = with_request(None, &asked);
