@@ -335,7 +335,10 @@ fn print(status: &Value, json: bool) {
             "{}",
             status_text(status, crate::sandbox::host::state::now())
         );
-        if let Some(rejected) = status["last_request"]["rejected"].as_str() {
+        if let Some(rejected) = status["last_request"]["rejected"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+        {
             println!("LAST REQUEST  refused: {rejected}");
         }
     }
