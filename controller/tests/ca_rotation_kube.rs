@@ -45,6 +45,8 @@ struct Cluster {
     lists: Routes,
     objects: Objects,
     configmaps: Mutex<BTreeMap<String, Value>>,
+    /// The Events created.
+    events: Mutex<Vec<Value>>,
 }
 
 impl Cluster {
@@ -60,6 +62,7 @@ impl Cluster {
             lists,
             objects: Objects::new(&[LEASES, SECRETS]),
             configmaps: Mutex::default(),
+            events: Mutex::default(),
         })
     }
 
@@ -90,6 +93,11 @@ impl Cluster {
                     applied.insert(request.path.clone(), request.body.clone());
                 }
                 Reply::Json(200, request.body.clone())
+            }
+            "POST" if request.path.ends_with("/events") => {
+                let mut events = self.events.lock().expect("not poisoned");
+                events.push(request.body.clone());
+                Reply::Json(201, request.body.clone())
             }
             "PATCH" if request.path.ends_with("/status") => {
                 Reply::Json(200, json!({"apiVersion": "v1", "kind": "Object"}))
@@ -394,6 +402,24 @@ async fn material_that_does_not_validate_is_refused_with_the_reason_and_changes_
     let answer = cluster.answer_to("mismatched").unwrap();
     assert!(!answer.accepted);
     assert!(answer.rejected.contains("does not belong"), "{answer:?}");
+
+    // The refusal is an Event about the rotation Secret too (written after the answer).
+    let refused = |e: &Value| e["reason"] == "RotationRequestRefused";
+    eventually("the refusal's Event", || {
+        cluster
+            .events
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .any(refused)
+    })
+    .await;
+    let events = cluster.events.lock().expect("not poisoned").clone();
+    let event = events.iter().find(|e| refused(e)).expect("an Event");
+    assert_eq!(event["regarding"]["name"], ROTATION_SECRET);
+    assert_eq!(event["type"], "Warning");
+    let note = event["note"].as_str().unwrap_or_default();
+    assert!(note.starts_with("request mismatched: ") && note.contains("does not belong"));
 
     // Half of a root: named.
     cluster.ask(replace("half"), &[("root-cert.pem", a.root_pem())]);

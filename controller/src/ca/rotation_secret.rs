@@ -22,7 +22,7 @@ use hbone::Authority;
 use hbone::cert::{certificate_to_pem, certificates_from_pem};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
 use serde::{Deserialize, Serialize};
 
 use super::error::CaError;
@@ -31,6 +31,8 @@ use super::rotation::{self, LAYOUT, Material, State, merge_roots, now_secs};
 use super::rotation_store::{Pending, Request, RequestKind, RotationStore};
 use super::secret_store::{CA_SECRET, PLUGGED_IN_SECRET, from_plugged_in};
 use super::store::{self, Origin};
+use crate::events::{self, EventSettings, MAX_NOTE, TYPE, micro_time, truncate};
+use crate::status::CONTROLLER_NAME;
 
 /// The rotation's Secret in the root namespace.
 pub const ROTATION_SECRET: &str = "mesh-ca-rotation";
@@ -270,6 +272,34 @@ impl SecretStore {
         Ok(())
     }
 
+    /// A Warning Event about the rotation Secret saying why request `id` was refused, for
+    /// `kubectl events`; a failure to write it is logged, the answer stands regardless.
+    async fn refusal_event(&self, id: &str, reason: &str) {
+        let now = micro_time(k8s_openapi::jiff::Timestamp::now());
+        let mut event = DynamicObject::new("", &events::resource()).within(&self.namespace);
+        event.metadata.name = None;
+        event.metadata.generate_name = Some(format!("{ROTATION_SECRET}."));
+        event.data = serde_json::json!({
+            "eventTime": now,
+            "reportingController": CONTROLLER_NAME,
+            "reportingInstance": EventSettings::instance_from_env(),
+            "action": "RotateCA",
+            "reason": "RotationRequestRefused",
+            "regarding": {"apiVersion": "v1", "kind": "Secret",
+                          "namespace": self.namespace, "name": ROTATION_SECRET},
+            "note": truncate(format!("request {id}: {reason}"), MAX_NOTE),
+            "type": TYPE,
+        });
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.api.clone().into_client(),
+            &self.namespace,
+            &events::resource(),
+        );
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::warn!(error = %e, "writing the Event of a refused CA rotation request failed");
+        }
+    }
+
     async fn next_request(&self) -> Result<Option<Request>, CaError> {
         let data = self.rotation_data().await?;
         let Some(ByteString(bytes)) = data.get(REQUEST) else {
@@ -375,8 +405,9 @@ impl RotationStore for SecretStore {
             lock(&self.answering).take();
             lock(&self.pending).take();
             self.update_rotation(true, |data| answer(data, id, reason))
-                .await
-                .map(drop)
+                .await?;
+            self.refusal_event(id, reason).await;
+            Ok(())
         })
     }
 }
