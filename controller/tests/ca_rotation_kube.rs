@@ -226,6 +226,21 @@ async fn debug_phase(replica: &Replica) -> Option<u64> {
     status["phase_number"].as_u64()
 }
 
+/// Waits until a replica's `/metrics` has the line `sample`.
+async fn until_metric(replica: &Replica, sample: &str) {
+    test_support::wait::within(&format!("{} showing {sample}", replica.name), async {
+        while !raw_http::get(replica.admin, "/metrics")
+            .await
+            .body
+            .lines()
+            .any(|line| line == sample)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
 /// Waits, polling asynchronously, until `replica`'s `/debug/ca` shows `phase`.
 async fn until_phase(replica: &Replica, phase: u64) {
     test_support::wait::within(&format!("{} at phase {phase}", replica.name), async {
@@ -330,6 +345,12 @@ async fn a_rotation_asked_through_the_secret_survives_its_leader_and_every_repli
         cluster.configmap_roots("istio-system") == reissuing
     })
     .await;
+    // The leader's metrics show the phase.
+    let leading = replicas
+        .iter()
+        .find(|r| r.name == next_leader)
+        .expect("the leader");
+    until_metric(leading, "controller_ca_rotation_phase 3").await;
     // The follower signs with the new material.
     until_phase(follower, 3).await;
     assert_eq!(issuing_root(follower, &reissuing).await, new[0]);
@@ -355,6 +376,8 @@ async fn a_rotation_asked_through_the_secret_survives_its_leader_and_every_repli
         until_phase(replica, 0).await;
     }
     assert_eq!(issuing_root(follower, &new).await, new[0]);
+    until_metric(leading, "controller_ca_rotation_phase 0").await;
+    until_metric(leading, "controller_ca_root_rotations_completed_total 1").await;
     // The follower never wrote (it only asked who called it).
     let written: Vec<String> = follower
         .writes()

@@ -88,18 +88,9 @@ impl CertificateAuthority {
         *self.origin.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Loads the CA folder's material again (after a rotation step rewrote it); on an error
-    /// the material in use stays.
-    pub fn reload(&self) -> Result<(), CaError> {
-        let dir = self.dir.as_deref().ok_or(CaError::NoFolder)?;
-        let (authority, origin) = store::load_existing(dir)?;
-        *self.authority.write().map_err(|_| CaError::Poisoned)? = authority;
-        *self.origin.write().unwrap_or_else(|e| e.into_inner()) = origin;
-        Ok(())
-    }
-
-    /// Signs with `authority` from now on, unless it is the material in use already;
-    /// whether it changed anything.
+    /// Signs with `authority` from now on (what a rotation's store calls for after a step,
+    /// or a follower loaded), unless it is the material in use already; whether it changed
+    /// anything.
     pub fn install(&self, authority: Authority, origin: Origin) -> Result<bool, CaError> {
         let mut current = self.authority.write().map_err(|_| CaError::Poisoned)?;
         let same = current.key_pem() == authority.key_pem()

@@ -49,9 +49,6 @@ pub enum CaError {
         /// What is wrong.
         reason: String,
     },
-    /// The operation needs the CA kept in a folder (controller --ca-dir), and it is not.
-    #[error("the CA is not kept in a folder (controller --ca-dir)")]
-    NoFolder,
     /// CA material given by file name lacks one.
     #[error("{0} is missing")]
     Missing(String),

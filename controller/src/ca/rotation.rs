@@ -1,9 +1,11 @@
-//! Where a CA rotation stands, persisted in the CA folder before each step takes effect:
-//! `rotation.json` (the phase, the roots before and after, the deadlines) and `next/`, the
-//! material that will sign, in either layout of the CA folder (a generated root's
-//! `root-key.pem` + `root-cert.pem`, or Istio's plug-in files). [`apply`] writes the live
-//! files a phase calls for; [`repair`] runs it before the CA loads, so a controller stopped
-//! between two writes resumes where it was.
+//! Where a CA rotation stands ([`State`]) and what each phase makes of the live material
+//! ([`plan`], over material by file name, shared by the folder and the Kubernetes Secrets:
+//! see [`super::rotation_store`]). In the CA folder, persisted before each step takes
+//! effect: `rotation.json` (the phase, the roots before and after, the deadlines) and
+//! `next/`, the material that will sign, in either layout of the CA folder (a generated
+//! root's `root-key.pem` + `root-cert.pem`, or Istio's plug-in files). [`apply`] writes the
+//! live files a phase calls for; [`repair`] runs it before the CA loads, so a controller
+//! stopped between two writes resumes where it was.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
