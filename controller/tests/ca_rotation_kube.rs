@@ -3,7 +3,9 @@
 //! `meshctl ca` asks, through the rotation Secret; the leader answers and runs the phases,
 //! recording each in the Secret before `istio-ca-secret` and the `istio-ca-root-cert`
 //! ConfigMaps follow; a leader killed mid-rotation is replaced by one that resumes; a
-//! follower signs with the new material. Phase 2 is met by having no subscribed proxies.
+//! follower signs with the new material; refused material changes nothing; a plug-in CA
+//! (`cacerts`) is never written, and every replica follows its owner's edits. Phase 2 is met
+//! by having no subscribed proxies.
 
 mod kube_replicas;
 
@@ -168,6 +170,21 @@ impl Cluster {
         certificates_from_pem(pem, "roots").unwrap_or_default()
     }
 
+    /// Writes `body` as a client would (`POST` to a collection, `PUT` of an item).
+    fn write(&self, path: &str, method: &str, body: Value) {
+        let written = self.objects.answer(&Request {
+            method: method.into(),
+            path: path.into(),
+            query: String::new(),
+            content_type: "application/json".into(),
+            body,
+        });
+        assert!(
+            matches!(written, Some(Reply::Json(200 | 201, _))),
+            "{written:?}"
+        );
+    }
+
     /// Writes a request into the rotation Secret as `meshctl ca` does: at the version read,
     /// or creating the Secret.
     fn ask(&self, request: RequestRecord, files: &[(&str, String)]) {
@@ -192,16 +209,10 @@ impl Cluster {
             Some(_) => ("PUT", path),
             None => ("POST", SECRETS.to_owned()),
         };
-        let written = self.objects.answer(&Request {
-            method: method.into(),
-            path: target,
-            query: String::new(),
-            content_type: "application/json".into(),
-            body: serde_json::to_value(&secret).expect("JSON"),
-        });
-        assert!(
-            matches!(written, Some(Reply::Json(200 | 201, _))),
-            "{written:?}"
+        self.write(
+            &target,
+            method,
+            serde_json::to_value(&secret).expect("JSON"),
         );
     }
 }
@@ -486,4 +497,73 @@ async fn material_that_does_not_validate_is_refused_with_the_reason_and_changes_
     assert_eq!(cluster.ca_roots().1, old);
     assert_eq!(cluster.configmap_roots("istio-system"), old);
     assert_eq!(debug_phase(&replica).await, Some(0));
+}
+
+#[tokio::test]
+async fn a_plugged_in_ca_is_its_owners_to_rotate_and_every_replica_follows_its_edits() {
+    let cluster = Cluster::new();
+    let offline = Authority::generate_root("cluster.local", Duration::from_secs(86_400)).unwrap();
+    let now = std::time::SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    let (key, chain) = offline
+        .issue_intermediate("mesh intermediate", now - hour, now + hour)
+        .unwrap();
+    let cacerts = |roots: String| {
+        let data: BTreeMap<String, ByteString> = [
+            ("ca-key.pem", key.clone()),
+            ("ca-cert.pem", chain.clone()),
+            ("root-cert.pem", roots),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+        .collect();
+        let mut secret = json!({"metadata": {"name": "cacerts"}});
+        secret["data"] = serde_json::to_value(data).expect("JSON");
+        secret
+    };
+    cluster.write(SECRETS, "POST", cacerts(offline.root_pem()));
+    let replicas = [cluster.start("controller-a"), cluster.start("controller-b")];
+    for replica in &replicas {
+        replica.until_ready().await;
+    }
+    eventually("a replica holding the Lease", || cluster.holder().is_some()).await;
+    let old = pem_roots(&offline.root_pem());
+    eventually("the plug-in CA's roots published", || {
+        cluster.configmap_roots("istio-system") == old
+    })
+    .await;
+
+    // A rotation is refused, naming the owner's steps; nothing is written for it.
+    cluster.ask(rotate_root("r1", Duration::ZERO), &[]);
+    eventually("the request answered", || cluster.answer_to("r1").is_some()).await;
+    let rejected = cluster.answer_to("r1").unwrap().rejected;
+    assert!(rejected.contains("istio-system/cacerts"), "{rejected}");
+    assert!(cluster.secret("istio-ca-secret").is_none());
+
+    // The owner adds the next root: every replica publishes both, as the ConfigMaps do.
+    let next = Authority::generate_root("cluster.local", Duration::from_secs(86_400)).unwrap();
+    let stored = cluster.objects.get(&format!("{SECRETS}/cacerts")).unwrap();
+    let mut edited = cacerts(format!("{}{}", offline.root_pem(), next.root_pem()));
+    edited["metadata"] = stored["metadata"].clone();
+    cluster.write(&format!("{SECRETS}/cacerts"), "PUT", edited);
+    let both = [old.clone(), pem_roots(&next.root_pem())].concat();
+    eventually("both roots published", || {
+        cluster.configmap_roots("istio-system") == both && cluster.configmap_roots("shop") == both
+    })
+    .await;
+    for replica in &replicas {
+        test_support::wait::within(&format!("{} serving both roots", replica.name), async {
+            while root_count(replica).await != Some(2) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    }
+}
+
+/// How many roots a replica's `/debug/ca` shows.
+async fn root_count(replica: &Replica) -> Option<usize> {
+    let reply = raw_http::try_get(replica.admin, "/debug/ca").await.ok()?;
+    let status: Value = serde_json::from_slice(reply.body.as_bytes()).ok()?;
+    status["roots"].as_array().map(Vec::len)
 }

@@ -384,9 +384,10 @@ impl RotationStore for SecretStore {
     fn refusal(&self) -> Option<String> {
         self.plugged_in.load(Ordering::Relaxed).then(|| {
             format!(
-                "plugged in from the Secret {}/{PLUGGED_IN_SECRET}, which stays its owner's: \
-                 put the new roots beside the old in its {ROOT_CERT}, then the new signing \
-                 material, then drop the old roots; every replica follows each edit",
+                "the CA is plugged in from the Secret {}/{PLUGGED_IN_SECRET}, which stays its \
+                 owner's: to rotate it, put the new roots beside the old in its {ROOT_CERT}, \
+                 then the new signing material, then drop the old roots; every replica \
+                 follows each edit",
                 self.namespace
             )
         })

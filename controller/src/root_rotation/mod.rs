@@ -67,7 +67,7 @@ pub enum RotationError {
     #[error("{0}")]
     Request(String),
     /// The CA is plugged in by its owner, who rotates it.
-    #[error("rotation of this CA is its owner's: it is {0}")]
+    #[error("{0}")]
     Refused(String),
     /// Another rotation is under way.
     #[error("a root rotation is already in phase {0:?}; see `meshctl ca status`")]
