@@ -217,16 +217,17 @@ impl SecretStore {
         ]))
     }
 
-    async fn live_material(&self) -> Result<(Authority, Origin), CaError> {
+    /// The record, and the live material it calls for, each Secret read once.
+    async fn recorded(&self) -> Result<(State, Authority, Origin), CaError> {
+        let data = self.rotation_data().await?;
+        let state = record(&self.namespace, &data)?;
         if let Some(secret) = self.get(PLUGGED_IN_SECRET).await?
             && let Some(authority) = from_plugged_in(&self.namespace, &secret)?
         {
             self.plugged_in.store(true, Ordering::Relaxed);
-            return Ok((authority, Origin::PluggedIn));
+            return Ok((state, authority, Origin::PluggedIn));
         }
         self.plugged_in.store(false, Ordering::Relaxed);
-        let data = self.rotation_data().await?;
-        let state = record(&self.namespace, &data)?;
         let staged = prefixed(&data, NEXT);
         let secret = self
             .get(CA_SECRET)
@@ -234,10 +235,11 @@ impl SecretStore {
             .ok_or_else(|| self.bad(CA_SECRET, "not found"))?;
         let live = ca_material(&self.namespace, &secret)?;
         let planned = rotation::plan(&state, &live, staged.as_ref())?;
-        store::load_material(&planned.live).map_err(|e| match e {
+        let (authority, origin) = store::load_material(&planned.live).map_err(|e| match e {
             CaError::Missing(name) => self.bad(CA_SECRET, format!("{name} is missing")),
             other => other,
-        })
+        })?;
+        Ok((state, authority, origin))
     }
 
     async fn enter_state(&self, state: &State) -> Result<(), CaError> {
@@ -349,7 +351,14 @@ impl RotationStore for SecretStore {
     }
 
     fn live(&self) -> Pending<'_, (Authority, Origin)> {
-        Box::pin(self.live_material())
+        Box::pin(async move {
+            let (_, authority, origin) = self.recorded().await?;
+            Ok((authority, origin))
+        })
+    }
+
+    fn snapshot(&self) -> Pending<'_, (State, Authority, Origin)> {
+        Box::pin(self.recorded())
     }
 
     fn stage(&self, next: Material) -> Pending<'_, ()> {

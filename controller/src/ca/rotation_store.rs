@@ -51,6 +51,16 @@ pub trait RotationStore: Send + Sync + std::fmt::Debug {
     /// The live material as the recorded phase calls for it, loaded: what signs.
     fn live(&self) -> Pending<'_, (Authority, Origin)>;
 
+    /// The recorded state and the live material it calls for, together (what a replica
+    /// that follows the store loads each time).
+    fn snapshot(&self) -> Pending<'_, (State, Authority, Origin)> {
+        Box::pin(async move {
+            let state = self.load().await?;
+            let (authority, origin) = self.live().await?;
+            Ok((state, authority, origin))
+        })
+    }
+
     /// Keeps `next` (validated by the caller) as the material phase 3 installs; it is
     /// recorded by the next [`RotationStore::enter`], never installed before.
     fn stage(&self, next: Material) -> Pending<'_, ()>;

@@ -87,9 +87,8 @@ impl Inner {
     ) -> Result<(), RotationError> {
         if store.shared() {
             if !*repaired {
-                // Which CA is live (a plug-in one is never written) before repairing.
-                store.live().await?;
-                let recorded = store.load().await?;
+                // Also which CA is live (a plug-in one is never written) before repairing.
+                let (recorded, _, _) = store.snapshot().await?;
                 store.enter(&recorded).await?;
                 *repaired = true;
             }
@@ -104,8 +103,7 @@ impl Inner {
     /// Loads what `store` records and the material it calls for: the CA signs with it and
     /// the bundle carries its roots (the serving certificate is renewed under a new signer).
     pub(super) async fn follow(&self, store: &dyn RotationStore) -> Result<(), CaError> {
-        let state = store.load().await?;
-        let (authority, origin) = store.live().await?;
+        let (state, authority, origin) = store.snapshot().await?;
         let installed = self.ca.install(authority, origin)?;
         if installed && let Err(e) = self.serving.renew() {
             tracing::error!(error = %e, "renewing the serving certificate under the new signer");
