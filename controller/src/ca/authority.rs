@@ -59,10 +59,9 @@ impl CertificateAuthority {
         })
     }
 
-    /// Wraps an authority loaded elsewhere (the Kubernetes Secrets of
-    /// [`secret_store::load_or_create`]). Root rotation through
-    /// [`CertificateAuthority::add_trusted_root`] and [`CertificateAuthority::rotate`] then
-    /// lives in memory only: the Secret is the operator's to change.
+    /// Wraps an authority loaded elsewhere (the Kubernetes Secrets, as
+    /// [`super::rotation_secret::SecretStore`] reads them); a root rotation then installs
+    /// what the Secrets call for with [`CertificateAuthority::install`].
     pub fn from_loaded(authority: Authority, origin: Origin, trust_domain: &str) -> Self {
         Self {
             authority: RwLock::new(authority),
