@@ -94,6 +94,7 @@ pub struct SecretStore {
     plugged_in: AtomicBool,
 }
 
+/// A Secret's data by key.
 type Data = BTreeMap<String, ByteString>;
 
 impl SecretStore {
