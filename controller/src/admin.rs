@@ -127,7 +127,7 @@ pub async fn serve(
             let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&req, remote, &state)) }
+                async move { Ok::<_, Infallible>(route(&req, remote, &state).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(64 * 1024)
@@ -143,7 +143,7 @@ pub async fn serve(
 }
 
 /// Answers one admin request from `remote`.
-pub fn route(
+pub async fn route(
     req: &Request<Incoming>,
     remote: std::net::SocketAddr,
     state: &AdminState,
@@ -204,7 +204,7 @@ pub fn route(
             None => text(StatusCode::NOT_FOUND, "no CA\n".into()),
         },
         ROTATE_ROOT | REPLACE if req.method() == Method::POST => {
-            rotate(req.uri().path(), req.uri().query(), state)
+            rotate(req.uri().path(), req.uri().query(), state).await
         }
         "/debug/config_dump" => {
             let Some(snapshot) = state.snapshots.borrow().clone() else {
@@ -227,7 +227,7 @@ const REPLACE: &str = "/debug/ca/replace";
 /// Answers `POST /debug/ca/rotate-root` and `/debug/ca/replace`: the status after phase 1,
 /// or why it cannot start (400 for bad parameters or refused material, 409 while another
 /// runs, 412 for a CA without a folder, 503 on a replica that does not lead).
-fn rotate(path: &str, query: Option<&str>, state: &AdminState) -> Response<Full<Bytes>> {
+async fn rotate(path: &str, query: Option<&str>, state: &AdminState) -> Response<Full<Bytes>> {
     let Some(rotation) = &state.rotation else {
         return text(StatusCode::NOT_FOUND, "no CA\n".into());
     };
@@ -236,9 +236,9 @@ fn rotate(path: &str, query: Option<&str>, state: &AdminState) -> Response<Full<
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
     let started = match (path, &options.from) {
-        (REPLACE, Some(from)) => rotation.replace(from, options.rotate.reissue_within),
+        (REPLACE, Some(from)) => rotation.replace(from, options.rotate.reissue_within).await,
         (REPLACE, None) => return text(StatusCode::BAD_REQUEST, "from: required\n".into()),
-        _ => rotation.start(options.rotate),
+        _ => rotation.start(options.rotate).await,
     };
     match started {
         Ok(status) => json_response(StatusCode::OK, &json!(status)),
@@ -246,10 +246,10 @@ fn rotate(path: &str, query: Option<&str>, state: &AdminState) -> Response<Full<
         Err(e @ RotationError::NotLeader) => {
             text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))
         }
-        Err(e @ RotationError::NotRotatable(_)) => {
+        Err(e @ (RotationError::NotRotatable(_) | RotationError::Refused(_))) => {
             text(StatusCode::PRECONDITION_FAILED, format!("{e}\n"))
         }
-        Err(e @ (RotationError::Folder(_) | RotationError::Ca(_))) => {
+        Err(e @ (RotationError::Folder(_) | RotationError::Request(_) | RotationError::Ca(_))) => {
             text(StatusCode::BAD_REQUEST, format!("{e}\n"))
         }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),

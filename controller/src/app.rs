@@ -20,8 +20,10 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::ca::auth::{Authenticator, StaticTokens, TokenFile};
+use crate::ca::rotation_secret::SecretStore;
+use crate::ca::rotation_store::{FolderStore, RotationStore};
 use crate::ca::tokenreview::TokenReviewAuthenticator;
-use crate::ca::{CaService, CaSettings, CertificateAuthority, NodeDirectory, secret_store};
+use crate::ca::{CaService, CaSettings, CertificateAuthority, NodeDirectory, Origin, secret_store};
 use crate::deploy::{self, DeploySettings, WaypointRuntime};
 use crate::events::{EventSettings, EventWriter};
 use crate::leader::{Elector, KubeLeases, LeaderSettings, Leadership};
@@ -141,12 +143,10 @@ pub async fn run(
     };
     let (leadership, election) = start_election(&config, kube.as_ref(), stopped(stop_rx.clone()))?;
     let pipeline = start_pipeline(&config, kube, &leadership).await?;
-    let ca = Arc::new(open_ca(&config, pipeline.kube.as_ref(), &leadership).await?);
+    let (ca, store) = open_ca(&config, pipeline.kube.as_ref(), &leadership).await?;
+    let ca = Arc::new(ca);
     crate::metrics::global().ca.track(&ca);
     tracing::info!(origin = ?ca.origin(), dir = ?config.ca_dir, "certificate authority ready");
-    if let Some(client) = &pipeline.kube {
-        start_deployer(&config, client, &ca, pipeline.index.clone(), &leadership)?;
-    }
     let options = &config.translate;
     let identity = server::controller_identity(&options.trust_domain, &options.root_namespace)?;
     let names = server::serving_names(&options.root_namespace, &config.serving_sans);
@@ -157,11 +157,17 @@ pub async fn run(
     let (served_tx, served) = watch::channel(None);
     let (rotation, bundle) = RootRotation::new(
         ca.clone(),
+        store,
         clients.clone(),
         served.clone(),
         tls.clone(),
-        leadership,
-    )?;
+        leadership.clone(),
+    )
+    .await?;
+    if let Some(client) = &pipeline.kube {
+        let roots = rotation.roots();
+        start_deployer(&config, client, roots, pipeline.index.clone(), &leadership);
+    }
     tokio::spawn(xds::serve_with_trust_bundle(
         pipeline.snapshots.clone(),
         bundle,
@@ -317,13 +323,14 @@ async fn start_pipeline(
     })
 }
 
-/// The CA: in Kubernetes from its Secrets (unless `ca_dir` overrides them; only the leader
-/// creates them), else from `ca_dir` (or in memory).
+/// The CA and where its rotation lives: in Kubernetes its Secrets (unless `ca_dir`
+/// overrides them; only the leader creates them), loaded as the rotation's record calls for;
+/// else `ca_dir` (or memory, where it cannot rotate).
 async fn open_ca(
     config: &ControllerSettings,
     kube: Option<&kube::Client>,
     leadership: &Leadership,
-) -> Result<CertificateAuthority, StartError> {
+) -> Result<(CertificateAuthority, Option<Arc<dyn RotationStore>>), StartError> {
     let options = &config.translate;
     let poll = config
         .leader_election
@@ -331,7 +338,8 @@ async fn open_ca(
         .map_or(Duration::from_secs(2), |l| l.retry_period);
     Ok(match (kube, &config.ca_dir) {
         (Some(client), None) => {
-            let (authority, origin) = secret_store::load_as_replica(
+            // Created by the leader on first start, then read through the rotation's store.
+            secret_store::load_as_replica(
                 client.clone(),
                 &options.root_namespace,
                 &options.trust_domain,
@@ -339,9 +347,19 @@ async fn open_ca(
                 poll,
             )
             .await?;
-            CertificateAuthority::from_loaded(authority, origin, &options.trust_domain)
+            let store = SecretStore::new(client.clone(), &options.root_namespace);
+            let (authority, origin) = store.live().await?;
+            let ca = CertificateAuthority::from_loaded(authority, origin, &options.trust_domain);
+            (ca, Some(Arc::new(store)))
         }
-        _ => CertificateAuthority::open(config.ca_dir.as_deref(), &options.trust_domain)?,
+        _ => {
+            let ca = CertificateAuthority::open(config.ca_dir.as_deref(), &options.trust_domain)?;
+            let store = match (ca.origin(), ca.dir()) {
+                (Origin::Ephemeral, _) | (_, None) => None,
+                (_, Some(dir)) => Some(Arc::new(FolderStore::new(dir)) as Arc<dyn RotationStore>),
+            };
+            (ca, store)
+        }
     })
 }
 
@@ -350,19 +368,18 @@ async fn open_ca(
 fn start_deployer(
     config: &ControllerSettings,
     client: &kube::Client,
-    ca: &CertificateAuthority,
+    roots: watch::Receiver<Vec<String>>,
     index: watch::Receiver<Arc<Index>>,
     leadership: &Leadership,
-) -> Result<(), StartError> {
+) {
     let root_namespace = &config.translate.root_namespace;
-    let roots_pem = ca.roots_pem()?;
     let controller_addr = config
         .waypoint_controller_addr
         .clone()
         .unwrap_or_else(|| format!("istiod.{root_namespace}.svc:15012"));
     let settings = DeploySettings {
         runtime: WaypointRuntime::kubernetes(&config.waypoint_image, &controller_addr),
-        roots_pem,
+        roots_pem: roots.borrow().clone(),
         root_namespace: root_namespace.clone(),
         resync: Duration::from_secs(300),
         retry: Duration::from_secs(1),
@@ -371,9 +388,9 @@ fn start_deployer(
         client.clone(),
         index,
         settings,
+        roots,
         leadership.clone(),
     ));
-    Ok(())
 }
 
 /// Who callers are: TokenReview in Kubernetes, else the tokens file (or nobody).

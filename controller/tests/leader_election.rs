@@ -4,18 +4,16 @@
 //! takes the Lease over once it has expired and starts writing. Each replica reaches the
 //! shared cluster through a front end of its own, so the requests of each are told apart.
 
-use std::net::SocketAddr;
+mod kube_replicas;
+
 use std::sync::Arc;
-use std::time::Duration;
 
+use kube_replicas::{LEASES, Replica};
 use serde_json::{Value, json};
-use test_support::fake_kube::{FakeKube, Reply, Request, Routes, list, not_found};
+use test_support::fake_kube::{Reply, Request, Routes, list, not_found};
 use test_support::fake_objects::Objects;
-use test_support::process::KillOnDrop;
-use test_support::wait::{eventually, within};
-use test_support::{TempDir, raw_http};
-
-const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/istio-system/leases";
+use test_support::raw_http;
+use test_support::wait::eventually;
 const LEASE: &str =
     "/apis/coordination.k8s.io/v1/namespaces/istio-system/leases/mesh-controller-leader";
 const SECRETS: &str = "/api/v1/namespaces/istio-system/secrets";
@@ -106,87 +104,20 @@ impl Cluster {
     }
 }
 
-/// One controller process, its own front end to the cluster and its admin address.
-struct Replica {
-    name: &'static str,
-    front: FakeKube,
-    admin: SocketAddr,
-    process: Option<KillOnDrop>,
-    _dir: TempDir,
+/// Starts the controller as pod `name` against `cluster`.
+fn start(name: &'static str, cluster: &Arc<Cluster>) -> Replica {
+    let serving = cluster.clone();
+    Replica::start(name, move |request| serving.answer(request))
 }
 
-impl Replica {
-    /// Starts the controller as pod `name`, with a 2 s lease so that the test is quick.
-    fn start(name: &'static str, cluster: &Arc<Cluster>) -> Self {
-        let serving = cluster.clone();
-        let front = FakeKube::serve(move |request| serving.answer(request));
-        let dir = TempDir::new(&format!("controller-{name}"));
-        let kubeconfig = front.kubeconfig(dir.path());
-        let admin = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_controller"))
-            .args([
-                "--kubernetes",
-                "--xds-addr=127.0.0.1:0",
-                &format!("--admin-addr={admin}"),
-                "--leader-elect-lease-duration=2s",
-                "--leader-elect-renew-deadline=1500ms",
-                "--leader-elect-retry-period=200ms",
-            ])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAME", name)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("controller starts");
-        Self {
-            name,
-            front,
-            admin,
-            process: Some(KillOnDrop(child)),
-            _dir: dir,
-        }
-    }
-
-    /// Every request but reads, as `METHOD path`, except those of the Lease (a replica that
-    /// loses the race to create it has tried to).
-    fn writes(&self) -> Vec<String> {
-        self.front
-            .seen()
-            .into_iter()
-            .filter(|r| r.method != "GET" && !r.path.starts_with(LEASES))
-            .map(|r| format!("{} {}", r.method, r.path))
-            .collect()
-    }
-
-    fn has_written(&self, write: &str) -> bool {
-        self.writes().iter().any(|w| w == write)
-    }
-
-    async fn until_ready(&self) {
-        within(&format!("{} ready", self.name), async {
-            while !raw_http::try_get(self.admin, "/ready")
-                .await
-                .is_ok_and(|reply| reply.status == 200)
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-    }
-
-    /// The samples of `/metrics` about the leader election.
-    async fn leader_metrics(&self) -> Vec<String> {
-        let body = raw_http::get(self.admin, "/metrics").await.body;
-        body.lines()
-            .filter(|l| l.starts_with("leader_election_") || l.starts_with("controller_leader_"))
-            .map(str::to_string)
-            .collect()
-    }
+/// The samples of `/metrics` about the leader election.
+async fn leader_metrics(replica: &Replica) -> Vec<String> {
+    let body = raw_http::get(replica.admin, "/metrics").await.body;
+    body.lines()
+        .filter(|l| l.starts_with("leader_election_") || l.starts_with("controller_leader_"))
+        .map(str::to_string)
+        .collect()
 }
-
 fn leader_samples(leading: bool, acquired: u32) -> Vec<String> {
     vec![
         format!(
@@ -202,8 +133,8 @@ fn leader_samples(leading: bool, acquired: u32) -> Vec<String> {
 async fn one_replica_writes_and_the_other_takes_over_once_the_leader_stops_renewing() {
     let cluster = Arc::new(Cluster::new());
     let mut replicas = [
-        Replica::start("controller-a", &cluster),
-        Replica::start("controller-b", &cluster),
+        start("controller-a", &cluster),
+        start("controller-b", &cluster),
     ];
     // Both serve xDS and the CA.
     for replica in &replicas {
@@ -237,8 +168,8 @@ async fn one_replica_writes_and_the_other_takes_over_once_the_leader_stops_renew
         .iter()
         .any(|r| r.method == "GET" && r.path == format!("{SECRETS}/istio-ca-secret"));
     assert!(read_root, "the follower loads the leader's root");
-    assert_eq!(leader.leader_metrics().await, leader_samples(true, 1));
-    assert_eq!(follower.leader_metrics().await, leader_samples(false, 0));
+    assert_eq!(leader_metrics(leader).await, leader_samples(true, 1));
+    assert_eq!(leader_metrics(follower).await, leader_samples(false, 0));
 
     // Killed, the leader neither renews nor releases: the Lease must expire first.
     drop(leader.process.take());
@@ -256,7 +187,7 @@ async fn one_replica_writes_and_the_other_takes_over_once_the_leader_stops_renew
     let lease: Value = cluster.objects.get(LEASE).expect("the Lease");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 2);
-    assert_eq!(follower.leader_metrics().await, leader_samples(true, 1));
+    assert_eq!(leader_metrics(follower).await, leader_samples(true, 1));
     // No second root: the new leader kept the one it loaded.
     assert!(
         !follower.writes().iter().any(|w| w.contains("/secrets")),

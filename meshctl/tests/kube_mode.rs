@@ -337,7 +337,7 @@ fn sandbox_verbs_refuse_in_kubernetes_mode_without_asking_the_cluster() {
             format!(
                 "error: `{verb}` works on the sandbox only{why}; in Kubernetes mode \
                  (--kubeconfig, --context or MESHCTL_KUBE=1) meshctl has check, analyze, \
-                 proxy-status, stat, edges, routes and dashboard\n"
+                 proxy-status, stat, edges, routes, dashboard and ca\n"
             )
         );
     }

@@ -35,6 +35,21 @@ pub fn controller_identity() -> Identity {
         .expect("the controller's identity")
 }
 
+/// A channel to the controller at `addr` that connects on first use, over TLS accepting
+/// only the controller's identity chained to `roots_pem`; it presents no client certificate.
+pub fn channel_to(addr: SocketAddr, roots_pem: &str) -> Channel {
+    let roots = hbone::cert::certificates_from_pem(roots_pem, "roots").expect("the roots parse");
+    let config = hbone::tls::client_config_without_client_auth(&roots, &[controller_identity()])
+        .expect("a client configuration");
+    let config = Arc::new(config);
+    Endpoint::from_static("http://controller.invalid").connect_with_connector_lazy(
+        tower::service_fn(move |_: Uri| {
+            let config = config.clone();
+            async move { crate::tls::connect(addr, config).await.map(TokioIo::new) }
+        }),
+    )
+}
+
 /// Which service accounts have a pod on which node: what the CA checks a node proxy's
 /// impersonation against. Tests change it while the controller runs.
 #[derive(Default)]
@@ -270,19 +285,7 @@ impl Controller {
     /// A channel that connects on first use, over TLS accepting only the controller's
     /// identity chained to its roots; it presents no client certificate.
     pub fn channel(&self) -> Channel {
-        let roots = hbone::cert::certificates_from_pem(&self.roots_pem(), "roots")
-            .expect("the roots parse");
-        let config =
-            hbone::tls::client_config_without_client_auth(&roots, &[controller_identity()])
-                .expect("a client configuration");
-        let config = Arc::new(config);
-        let addr = self.addr;
-        Endpoint::from_static("http://controller.invalid").connect_with_connector_lazy(
-            tower::service_fn(move |_: Uri| {
-                let config = config.clone();
-                async move { crate::tls::connect(addr, config).await.map(TokioIo::new) }
-            }),
-        )
+        channel_to(self.addr, &self.roots_pem())
     }
 }
 

@@ -59,10 +59,9 @@ impl CertificateAuthority {
         })
     }
 
-    /// Wraps an authority loaded elsewhere (the Kubernetes Secrets of
-    /// [`secret_store::load_or_create`]). Root rotation through
-    /// [`CertificateAuthority::add_trusted_root`] and [`CertificateAuthority::rotate`] then
-    /// lives in memory only: the Secret is the operator's to change.
+    /// Wraps an authority loaded elsewhere (the Kubernetes Secrets, as
+    /// [`super::rotation_secret::SecretStore`] reads them); a root rotation then installs
+    /// what the Secrets call for with [`CertificateAuthority::install`].
     pub fn from_loaded(authority: Authority, origin: Origin, trust_domain: &str) -> Self {
         Self {
             authority: RwLock::new(authority),
@@ -88,14 +87,19 @@ impl CertificateAuthority {
         *self.origin.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Loads the CA folder's material again (after a rotation step rewrote it); on an error
-    /// the material in use stays.
-    pub fn reload(&self) -> Result<(), CaError> {
-        let dir = self.dir.as_deref().ok_or(CaError::NoFolder)?;
-        let (authority, origin) = store::load_existing(dir)?;
-        *self.authority.write().map_err(|_| CaError::Poisoned)? = authority;
+    /// Signs with `authority` from now on (what a rotation's store calls for after a step,
+    /// or a follower loaded), unless it is the material in use already; whether it changed
+    /// anything.
+    pub fn install(&self, authority: Authority, origin: Origin) -> Result<bool, CaError> {
+        let mut current = self.authority.write().map_err(|_| CaError::Poisoned)?;
+        let same = current.key_pem() == authority.key_pem()
+            && current.chain() == authority.chain()
+            && current.roots() == authority.roots();
         *self.origin.write().unwrap_or_else(|e| e.into_inner()) = origin;
-        Ok(())
+        if !same {
+            *current = authority;
+        }
+        Ok(!same)
     }
 
     /// The certificate that signs leaves (a plugged-in intermediate, else the first root),

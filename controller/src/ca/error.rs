@@ -49,9 +49,12 @@ pub enum CaError {
         /// What is wrong.
         reason: String,
     },
-    /// The operation needs the CA kept in a folder (controller --ca-dir), and it is not.
-    #[error("the CA is not kept in a folder (controller --ca-dir)")]
-    NoFolder,
+    /// CA material given by file name lacks one.
+    #[error("{0} is missing")]
+    Missing(String),
+    /// A rotation's record is in phase 3, yet the material it installs is not staged.
+    #[error("the staged CA material is missing")]
+    StagedMissing,
     /// The authority's lock was poisoned by a panic.
     #[error("CA state lock poisoned")]
     Poisoned,

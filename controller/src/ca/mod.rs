@@ -5,7 +5,9 @@
 //! - [`auth`]: bearer-token authentication shared with the xDS server;
 //! - [`tokenreview`]: Kubernetes service account tokens as bearer tokens;
 //! - [`policy`]: who may have which identity, and for how long;
-//! - [`rotation`]: a root rotation's persisted phase;
+//! - [`rotation`]: a root rotation's persisted phase and what each phase writes;
+//! - [`rotation_store`]: where the rotation lives (the CA folder, or in Kubernetes
+//!   [`rotation_secret`]'s Secrets);
 //! - [`CaService`]: the gRPC service tying them together.
 
 pub mod auth;
@@ -15,6 +17,8 @@ mod layout;
 pub mod metrics;
 pub mod policy;
 pub mod rotation;
+pub mod rotation_secret;
+pub mod rotation_store;
 pub mod secret_store;
 mod service;
 pub mod store;

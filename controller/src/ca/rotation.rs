@@ -1,10 +1,13 @@
-//! Where a CA rotation stands, persisted in the CA folder before each step takes effect:
-//! `rotation.json` (the phase, the roots before and after, the deadlines) and `next/`, the
-//! material that will sign, in either layout of the CA folder (a generated root's
-//! `root-key.pem` + `root-cert.pem`, or Istio's plug-in files). [`apply`] writes the live
-//! files a phase calls for; [`repair`] runs it before the CA loads, so a controller stopped
-//! between two writes resumes where it was.
+//! Where a CA rotation stands ([`State`]) and what each phase makes of the live material
+//! ([`plan`], over material by file name, shared by the folder and the Kubernetes Secrets:
+//! see [`super::rotation_store`]). In the CA folder, persisted before each step takes
+//! effect: `rotation.json` (the phase, the roots before and after, the deadlines) and
+//! `next/`, the material that will sign, in either layout of the CA folder (a generated
+//! root's `root-key.pem` + `root-cert.pem`, or Istio's plug-in files). [`apply`] writes the
+//! live files a phase calls for; [`repair`] runs it before the CA loads, so a controller
+//! stopped between two writes resumes where it was.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -110,24 +113,19 @@ fn next_dir(dir: &Path) -> PathBuf {
     dir.join(NEXT)
 }
 
-/// Stages a generated root as the next material.
-pub fn stage_generated(dir: &Path, next: &Authority) -> Result<(), CaError> {
+/// Stages `next` as the next material (in a fresh `next/`). The keys are written before
+/// the certificates: a stop in between leaves an unusable folder that the next start of a
+/// rotation replaces, never a certificate whose key is lost.
+pub fn stage_material(dir: &Path, next: &Material) -> Result<(), CaError> {
     let staged = fresh_next(dir)?;
-    // The key before the certificate: a stop in between leaves an unusable folder that the
-    // next start of a rotation replaces, never a certificate whose key is lost.
-    write_atomic(&staged.join(ROOT_KEY), next.key_pem(), 0o600)?;
-    write_atomic(&staged.join(ROOT_CERT), &next.root_pem(), 0o644)
+    write_material(&staged, &Material::new(), next)
 }
 
-/// Stages the CA material in `incoming` (either layout) as the next material, once it loads
-/// and validates; refused material names `incoming` and the reason, and stages nothing.
-pub fn stage_from(dir: &Path, incoming: &Path) -> Result<Authority, CaError> {
+/// The CA material in the folder `incoming` (either layout), once it loads and validates;
+/// refused material names `incoming` and the reason.
+pub fn incoming_folder(incoming: &Path) -> Result<(Material, Authority), CaError> {
     let (authority, _) = store::load_existing(incoming).map_err(|e| in_folder(incoming, e))?;
-    let staged = fresh_next(dir)?;
-    for name in LAYOUT {
-        copy_file(incoming, &staged, name)?;
-    }
-    Ok(authority)
+    Ok((read_material(incoming)?, authority))
 }
 
 /// Material refused in a folder, the folder named (as the plug-in layout's errors are).
@@ -161,95 +159,77 @@ pub fn roots_pem(authority: &Authority) -> String {
     authority.roots_pem().concat()
 }
 
-/// Writes the live files the phase of `state` calls for (idempotent): phase 1 publishes the
-/// old roots then the new ones; phase 3 installs `next/` and publishes the new roots then the
-/// old; once idle, `next/` goes, after publishing the new roots alone if it was installed (a
-/// completion cut short). Material staged but never recorded (a stop between staging and
-/// phase 1) is discarded, never installed: only phase 3 installs.
-pub fn apply(dir: &Path, state: &State) -> Result<(), CaError> {
-    let staged = next_dir(dir);
-    match state.phase {
-        Phase::Published => write_roots(dir, &[&state.old_roots, &state.new_roots]),
+/// A CA's material as the files of [`LAYOUT`] by name: a folder's files, or what the
+/// Kubernetes Secrets hold under the folder's names. The phases are decided on it alone, so
+/// both places a rotation lives in follow the same logic ([`plan`]).
+pub type Material = BTreeMap<String, String>;
+
+/// What the phase of a record calls for: the live material, and whether the staged
+/// material is to go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The live material.
+    pub live: Material,
+    /// Whether the staged material has served its purpose (or was never recorded).
+    pub drop_staged: bool,
+}
+
+/// The live material the phase of `state` calls for, given the live material and the staged
+/// one (idempotent): phase 1 publishes the old roots then the new ones; phase 3 installs the
+/// staged material and publishes the new roots then the old; once idle, the staged material
+/// goes, after publishing the new roots alone if it was installed (a completion cut short).
+/// Material staged but never recorded (a stop between staging and phase 1) is discarded,
+/// never installed: only phase 3 installs.
+pub fn plan(state: &State, live: &Material, staged: Option<&Material>) -> Result<Plan, CaError> {
+    let mut next = live.clone();
+    let drop_staged = match state.phase {
+        Phase::Published => {
+            next.insert(
+                ROOT_CERT.into(),
+                merge_roots(&[&state.old_roots, &state.new_roots])?,
+            );
+            false
+        }
         Phase::Reissuing => {
-            install(dir, &staged)?;
-            write_roots(dir, &[&state.new_roots, &state.old_roots])
+            // Without the staged material there is nothing to install, and removing the live
+            // files it lacks would remove them all.
+            let staged = staged
+                .filter(|s| s.contains_key(ROOT_CERT))
+                .ok_or(CaError::StagedMissing)?;
+            next = staged.clone();
+            next.insert(
+                ROOT_CERT.into(),
+                merge_roots(&[&state.new_roots, &state.old_roots])?,
+            );
+            false
         }
-        Phase::Idle if staged.exists() => {
-            if !state.new_roots.is_empty() && installed(dir, &staged)? {
-                write_roots(dir, &[&state.new_roots])?;
+        Phase::Idle => match staged {
+            Some(staged) => {
+                if !state.new_roots.is_empty() && installed(live, staged) {
+                    next.insert(ROOT_CERT.into(), merge_roots(&[&state.new_roots])?);
+                }
+                true
             }
-            std::fs::remove_dir_all(&staged).map_err(|e| CaError::io(&staged, e))
-        }
-        Phase::Idle => Ok(()),
-    }
+            None => false,
+        },
+    };
+    Ok(Plan {
+        live: next,
+        drop_staged,
+    })
 }
 
 /// Whether the signing material of `staged` (every file but the published roots, which the
 /// phases rewrite) is the live one: phase 3 installed it.
-fn installed(dir: &Path, staged: &Path) -> Result<bool, CaError> {
-    for name in LAYOUT.into_iter().filter(|name| *name != ROOT_CERT) {
-        let from = staged.join(name);
-        if from.exists() {
-            let read = |path: &Path| std::fs::read(path).map_err(|e| CaError::io(path, e));
-            let to = dir.join(name);
-            if !to.exists() || read(&from)? != read(&to)? {
-                return Ok(false);
-            }
-        }
-    }
-    Ok(true)
+fn installed(live: &Material, staged: &Material) -> bool {
+    staged
+        .iter()
+        .filter(|(name, _)| name.as_str() != ROOT_CERT)
+        .all(|(name, text)| live.get(name) == Some(text))
 }
 
-/// Runs [`apply`] for the recorded state; called before the CA loads.
-pub fn repair(dir: &Path) -> Result<State, CaError> {
-    let state = load(dir)?;
-    apply(dir, &state)?;
-    Ok(state)
-}
-
-/// Copies every layout file of `staged` over the live one, removing live files it lacks (a
-/// generated root replaced by a plugged-in intermediate loses its `root-key.pem`). The key
-/// files are written before the certificates.
-fn install(dir: &Path, staged: &Path) -> Result<(), CaError> {
-    // Without the staged material there is nothing to install, and removing the live files
-    // it lacks would remove them all.
-    if !staged.join(ROOT_CERT).exists() {
-        return Err(CaError::io(
-            &staged.join(ROOT_CERT),
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "the staged CA material is missing",
-            ),
-        ));
-    }
-    for name in LAYOUT {
-        let to = dir.join(name);
-        if !copy_file(staged, dir, name)? && to.exists() {
-            std::fs::remove_file(&to).map_err(|e| CaError::io(&to, e))?;
-        }
-    }
-    Ok(())
-}
-
-/// Copies file `name` of folder `from` into folder `to` (keys with mode 0600); false when
-/// `from` has no such file.
-fn copy_file(from: &Path, to: &Path, name: &str) -> Result<bool, CaError> {
-    let source = from.join(name);
-    if !source.exists() {
-        return Ok(false);
-    }
-    let text = std::fs::read_to_string(&source).map_err(|e| CaError::io(&source, e))?;
-    let mode = if name.ends_with("key.pem") {
-        0o600
-    } else {
-        0o644
-    };
-    write_atomic(&to.join(name), &text, mode)?;
-    Ok(true)
-}
-
-/// Writes `root-cert.pem` as the given PEM texts' certificates, each once, in order.
-fn write_roots(dir: &Path, groups: &[&str]) -> Result<(), CaError> {
+/// The given PEM texts' certificates, each once, in order, as one PEM text.
+pub(crate) fn merge_roots(groups: &[&str]) -> Result<String, CaError> {
     let mut seen = Vec::new();
     for group in groups.iter().filter(|g| !g.trim().is_empty()) {
         for der in certificates_from_pem(group, "roots")? {
@@ -258,6 +238,70 @@ fn write_roots(dir: &Path, groups: &[&str]) -> Result<(), CaError> {
             }
         }
     }
-    let text: String = seen.iter().map(certificate_to_pem).collect();
-    write_atomic(&dir.join(ROOT_CERT), &text, 0o644)
+    Ok(seen.iter().map(certificate_to_pem).collect())
+}
+
+/// The layout files present in `dir`.
+pub fn read_material(dir: &Path) -> Result<Material, CaError> {
+    let mut material = Material::new();
+    for name in LAYOUT {
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                material.insert(name.to_owned(), text);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CaError::io(&path, e)),
+        }
+    }
+    Ok(material)
+}
+
+/// Makes the layout files of `dir` those of `to`, given that they are `from` now: changed
+/// files are written (keys with mode 0600, keys before certificates, so that a certificate
+/// never lands before its key) and files `to` lacks removed (a generated root replaced by a
+/// plugged-in intermediate loses its `root-key.pem`).
+fn write_material(dir: &Path, from: &Material, to: &Material) -> Result<(), CaError> {
+    for name in LAYOUT {
+        let path = dir.join(name);
+        match (to.get(name), from.get(name)) {
+            (Some(text), current) if current != Some(text) => {
+                let mode = if name.ends_with("key.pem") {
+                    0o600
+                } else {
+                    0o644
+                };
+                write_atomic(&path, text, mode)?;
+            }
+            (None, Some(_)) => std::fs::remove_file(&path).map_err(|e| CaError::io(&path, e))?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Writes the live files the phase of `state` calls for (see [`plan`]).
+pub fn apply(dir: &Path, state: &State) -> Result<(), CaError> {
+    let staged_dir = next_dir(dir);
+    let staged = match staged_dir.exists() {
+        true => Some(read_material(&staged_dir)?),
+        false => None,
+    };
+    if state.phase == Phase::Idle && staged.is_none() {
+        return Ok(());
+    }
+    let live = read_material(dir)?;
+    let planned = plan(state, &live, staged.as_ref())?;
+    write_material(dir, &live, &planned.live)?;
+    if planned.drop_staged {
+        std::fs::remove_dir_all(&staged_dir).map_err(|e| CaError::io(&staged_dir, e))?;
+    }
+    Ok(())
+}
+
+/// Runs [`apply`] for the recorded state; called before the CA loads.
+pub fn repair(dir: &Path) -> Result<State, CaError> {
+    let state = load(dir)?;
+    apply(dir, &state)?;
+    Ok(state)
 }

@@ -67,6 +67,29 @@ pub fn load_existing(dir: &Path) -> Result<(Authority, Origin), CaError> {
     Ok((root_from_pem(&key, &roots)?, Origin::Reloaded))
 }
 
+/// Loads CA material given as files by name ([`crate::ca::rotation::Material`]), either
+/// layout, as [`load_existing`] loads a folder; a missing file is named in the error.
+pub fn load_material(
+    material: &std::collections::BTreeMap<String, String>,
+) -> Result<(Authority, Origin), CaError> {
+    let get = |name: &str| {
+        material
+            .get(name)
+            .map(String::as_str)
+            .filter(|text| !text.trim().is_empty())
+            .ok_or_else(|| CaError::Missing(name.to_owned()))
+    };
+    if material.contains_key(CA_CERT) || material.contains_key(CA_KEY) {
+        let chain = material.get(CERT_CHAIN).map(String::as_str);
+        let authority = plugged_in_from_pem(get(CA_KEY)?, get(CA_CERT)?, chain, get(ROOT_CERT)?)?;
+        return Ok((authority, Origin::PluggedIn));
+    }
+    Ok((
+        root_from_pem(get(ROOT_KEY)?, get(ROOT_CERT)?)?,
+        Origin::Reloaded,
+    ))
+}
+
 /// Reads the plug-in layout.
 fn load_plugged_in(dir: &Path) -> Result<Authority, CaError> {
     let key = read(&dir.join(CA_KEY))?;

@@ -75,18 +75,21 @@ struct Written {
     statuses: BTreeMap<(String, String), Value>,
 }
 
-/// Keeps waypoints and trust bundles in line with `index` until `index` closes, writing only
-/// while `leadership` says this replica leads. On becoming leader it first publishes the
+/// Keeps waypoints and trust bundles (with the roots `roots` carries, which follow a root
+/// rotation's every phase) in line with `index` until `index` closes, writing only while
+/// `leadership` says this replica leads. On becoming leader it first publishes the
 /// roots in the root namespace (node proxies need them before anything else), then applies
 /// everything again: the previous leader's writes are not this replica's to trust.
 pub async fn run(
     client: kube::Client,
     mut index: watch::Receiver<Arc<Index>>,
-    settings: DeploySettings,
+    mut settings: DeploySettings,
+    mut roots: watch::Receiver<Vec<String>>,
     mut leadership: Leadership,
 ) {
     let mut written = Written::default();
     let mut roots_published = false;
+    let mut roots_open = true;
     let mut was_leading = false;
     let mut resync = tokio::time::interval(settings.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -104,6 +107,14 @@ pub async fn run(
                     }
                 }
                 () = leadership.changed() => {}
+                changed = roots.changed(), if roots_open => match changed {
+                    Ok(()) => {
+                        settings.roots_pem = roots.borrow_and_update().clone();
+                        roots_published = false;
+                    }
+                    // The roots stay as they were last published.
+                    Err(_) => roots_open = false,
+                },
                 _ = resync.tick() => written = Written::default(),
                 () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
             }

@@ -20,8 +20,8 @@ mod metrics;
 mod reason;
 mod writer;
 
-pub use body::{ACTION, MAX_INSTANCE, TYPE};
+pub use body::{ACTION, MAX_INSTANCE, TYPE, micro_time, resource};
 pub use memory::Limits;
 pub use metrics::{EVENTS, EventMetrics, EventResult};
-pub use reason::{MAX_NOTE, Reason, classify, note};
+pub use reason::{MAX_NOTE, Reason, classify, note, truncate};
 pub use writer::{EventError, EventSettings, EventWriter, Tally};

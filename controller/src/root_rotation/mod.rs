@@ -14,19 +14,20 @@
 //! shows [`RootRotation::status`].
 
 mod progress;
+mod requests;
+mod steps;
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use api::prost_types::Any;
 use api::trust::TrustBundle;
-use hbone::Authority;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::ca::rotation::{self, Phase, State, now_secs};
-use crate::ca::{CaError, CertificateAuthority, Origin};
+use crate::ca::rotation_store::RotationStore;
+use crate::ca::{CaError, CertificateAuthority};
 use crate::leader::Leadership;
 use crate::server::ServingTls;
 use crate::translate::Published;
@@ -62,6 +63,12 @@ pub enum RotationError {
         "this controller replica is not the leader; ask the leader (leader_election_master_status 1)"
     )]
     NotLeader,
+    /// A request for a rotation that does not read as one.
+    #[error("{0}")]
+    Request(String),
+    /// The CA is plugged in by its owner, who rotates it.
+    #[error("{0}")]
+    Refused(String),
     /// Another rotation is under way.
     #[error("a root rotation is already in phase {0:?}; see `meshctl ca status`")]
     InProgress(Phase),
@@ -81,11 +88,16 @@ pub struct RootRotation {
 
 struct Inner {
     ca: Arc<CertificateAuthority>,
-    /// The CA folder when rotation is possible.
-    dir: Option<PathBuf>,
+    /// Where the rotation lives, when rotation is possible.
+    store: Option<Arc<dyn RotationStore>>,
     state: Mutex<State>,
+    /// Held by each step, start and follow-up, one at a time; whether this replica, leading,
+    /// has completed what the previous leader may have left half done.
+    steps: tokio::sync::Mutex<bool>,
     /// The trust bundle served over xDS.
     bundle: watch::Sender<Any>,
+    /// Its roots, for the ConfigMaps that publish them.
+    roots: watch::Sender<Vec<String>>,
     clients: Clients,
     served: watch::Receiver<Published>,
     serving: ServingTls,
@@ -114,31 +126,32 @@ pub struct Status {
 }
 
 impl RootRotation {
-    /// The driver for `ca`, resuming the phase recorded in its folder, advancing while
-    /// `leadership` says this replica leads; returns the trust bundle to serve, which follows
-    /// every step.
-    pub fn new(
+    /// The driver for `ca`, resuming the phase recorded in `store`, advancing while
+    /// `leadership` says this replica leads (and, on a store shared among replicas,
+    /// following what the leader records otherwise); returns the trust bundle to serve, which
+    /// follows every step.
+    pub async fn new(
         ca: Arc<CertificateAuthority>,
+        store: Option<Arc<dyn RotationStore>>,
         clients: Clients,
         served: watch::Receiver<Published>,
         serving: ServingTls,
         leadership: Leadership,
     ) -> Result<(Self, watch::Receiver<Any>), CaError> {
-        let dir = match ca.origin() {
-            Origin::Ephemeral => None,
-            _ => ca.dir().map(PathBuf::from),
-        };
-        let state = match &dir {
-            Some(dir) => rotation::load(dir)?,
+        let state = match &store {
+            Some(store) => store.load().await?,
             None => State::default(),
         };
         let (bundle, receiver) = watch::channel(bundle_body(&ca, &state)?);
+        let (roots, _) = watch::channel(ca.roots_pem()?);
         let rotation = Self {
             inner: Arc::new(Inner {
                 ca,
-                dir,
+                store,
                 state: Mutex::new(state),
+                steps: tokio::sync::Mutex::new(false),
                 bundle,
+                roots,
                 clients,
                 served,
                 serving,
@@ -151,21 +164,24 @@ impl RootRotation {
         Ok((rotation, receiver))
     }
 
+    /// The published roots, following every step: what the trust bundle ConfigMaps carry.
+    pub fn roots(&self) -> watch::Receiver<Vec<String>> {
+        self.inner.roots.subscribe()
+    }
+
     /// Phase 1 of a root rotation: generates the new root, stages it, and publishes it
     /// beside the old roots.
-    pub fn start(&self, options: RotateOptions) -> Result<Status, RotationError> {
-        self.begin(options.reissue_within, |dir, ca| {
-            let next = Authority::generate_root(ca.trust_domain(), options.new_root_ttl)?;
-            rotation::stage_generated(dir, &next)?;
-            Ok(next)
-        })
+    pub async fn start(&self, options: RotateOptions) -> Result<Status, RotationError> {
+        let _steps = self.inner.steps.lock().await;
+        self.inner.start(options).await?;
+        Ok(self.status())
     }
 
     /// Phase 1 of replacing the CA's material with the CA files in `incoming` (a folder
     /// beside the CA folder's files, in either layout: a plugged-in intermediate with its
     /// chain and roots, or a root and its key): refused, with the reason, unless it loads
     /// and validates; otherwise staged, and its roots published beside the current ones.
-    pub fn replace(
+    pub async fn replace(
         &self,
         incoming: &str,
         reissue_within: Duration,
@@ -173,44 +189,18 @@ impl RootRotation {
         if incoming.is_empty() || incoming.contains(['/', '\\']) || incoming.starts_with('.') {
             return Err(RotationError::Folder(incoming.to_owned()));
         }
-        self.begin(reissue_within, |dir, _| {
-            rotation::stage_from(dir, &dir.join(incoming))
-        })
-    }
-
-    /// Stages the next material with `stage`, records phase 1 and publishes both roots.
-    fn begin(
-        &self,
-        reissue_within: Duration,
-        stage: impl FnOnce(&Path, &CertificateAuthority) -> Result<Authority, CaError>,
-    ) -> Result<Status, RotationError> {
-        let inner = &self.inner;
-        let dir = inner
-            .dir
-            .as_deref()
-            .ok_or(RotationError::NotRotatable("kept in memory only"))?;
-        if !inner.leadership.is_leader() {
-            return Err(RotationError::NotLeader);
-        }
-        {
-            let mut state = inner.lock();
-            if state.phase != Phase::Idle {
-                return Err(RotationError::InProgress(state.phase));
-            }
-            let next = stage(dir, &inner.ca)?;
-            let published = State {
-                phase: Phase::Published,
-                since: now_secs(),
-                old_roots: inner.ca.roots_pem()?.concat(),
-                new_roots: rotation::roots_pem(&next),
-                reissue_within_ms: reissue_within.as_millis() as u64,
-                longest_leaf_secs: inner.ca.longest_leaf().as_secs(),
-                drop_after: 0,
-                completed_at: state.completed_at,
-            };
-            inner.enter(dir, &mut state, published)?;
-            tracing::info!("CA rotation: new roots published beside the old ones (phase 1)");
-        }
+        let folder = self
+            .inner
+            .store
+            .as_ref()
+            .and_then(|s| s.folder().map(|dir| dir.join(incoming)))
+            .ok_or(RotationError::NotRotatable(
+                "not kept in a folder: in Kubernetes mode, `meshctl ca replace` asks the leader",
+            ))?;
+        let _steps = self.inner.steps.lock().await;
+        self.inner
+            .begin(reissue_within, || Ok(rotation::incoming_folder(&folder)?))
+            .await?;
         Ok(self.status())
     }
 
@@ -248,7 +238,7 @@ impl RootRotation {
                 _ = tick.tick() => {}
                 () = &mut shutdown => return,
             }
-            if let Err(e) = self.inner.advance() {
+            if let Err(e) = self.inner.advance().await {
                 tracing::error!(error = %e, "root rotation could not advance; retrying");
             }
         }
@@ -280,76 +270,6 @@ impl Inner {
     /// long enough for reconnecting proxies to be among them.
     fn bundle_delivered(&self) -> bool {
         self.started.elapsed() >= self.settle && self.progress().is_some_and(|p| p.complete())
-    }
-
-    /// One step, if its condition holds; the metrics in any case (the proxies' progress
-    /// changes without a step).
-    fn advance(&self) -> Result<(), RotationError> {
-        let mut state = self.lock();
-        let stepped = match self.dir.as_deref() {
-            Some(dir) if self.leadership.is_leader() => self.step(dir, &mut state),
-            _ => Ok(()),
-        };
-        self.record_metrics(&state);
-        stepped
-    }
-
-    fn step(&self, dir: &std::path::Path, state: &mut State) -> Result<(), RotationError> {
-        match state.phase {
-            Phase::Idle => {}
-            Phase::Published if self.bundle_delivered() => {
-                // The staged material must still load before anything changes.
-                rotation::load_next(dir)?;
-                let now = now_secs();
-                let longest = state
-                    .longest_leaf_secs
-                    .max(self.ca.longest_leaf().as_secs());
-                let window = state.reissue_within().as_secs_f64().ceil() as u64;
-                let reissuing = State {
-                    phase: Phase::Reissuing,
-                    since: now,
-                    longest_leaf_secs: longest,
-                    drop_after: now + longest.max(window) + 1,
-                    ..state.clone()
-                };
-                self.enter(dir, state, reissuing)?;
-                if let Err(e) = self.serving.renew() {
-                    tracing::error!(error = %e, "renewing the serving certificate under the new signer");
-                }
-                tracing::info!("CA rotation: the new material signs; proxies renew (phase 3)");
-            }
-            Phase::Reissuing if now_secs() >= state.drop_after && self.bundle_delivered() => {
-                let now = now_secs();
-                let done = State {
-                    phase: Phase::Idle,
-                    since: now,
-                    completed_at: now,
-                    ..state.clone()
-                };
-                self.enter(dir, state, done)?;
-                crate::metrics::global().ca.rotation_completed();
-                tracing::info!("CA rotation complete: the old roots are no longer trusted");
-            }
-            Phase::Published | Phase::Reissuing => {}
-        }
-        Ok(())
-    }
-
-    /// Records `next` (before anything takes effect), writes the CA folder's files it calls
-    /// for, reloads the CA from them and serves its bundle.
-    fn enter(&self, dir: &Path, state: &mut State, next: State) -> Result<(), CaError> {
-        rotation::save(dir, &next)?;
-        rotation::apply(dir, &next)?;
-        self.ca.reload()?;
-        *state = next;
-        self.publish(state)
-    }
-
-    /// Serves the bundle `state` calls for.
-    fn publish(&self, state: &State) -> Result<(), CaError> {
-        let body = bundle_body(&self.ca, state)?;
-        self.bundle.send_replace(body);
-        Ok(())
     }
 
     fn record_metrics(&self, state: &State) {

@@ -7,11 +7,14 @@ use hbone::cert::certificates_from_pem;
 use test_support::TempDir;
 
 use super::*;
+use crate::ca::Origin;
 use crate::ca::rotation::{self, NEXT};
+use crate::ca::rotation_store::{FolderStore, generated_material};
 use crate::ca::store::{ROOT_CERT, ROOT_KEY};
 use crate::server::controller_identity;
 use crate::translate::Snapshot;
 use crate::xds::serve_with_trust_bundle;
+use hbone::Authority;
 
 const OPTIONS: RotateOptions = RotateOptions {
     new_root_ttl: Duration::from_secs(3600),
@@ -26,13 +29,16 @@ async fn rotation(dir: &Path, clients: &Clients) -> (RootRotation, Arc<Certifica
     let serving = ServingTls::issue(ca.clone(), identity).unwrap();
     let (translated_tx, translated) = watch::channel(Some(Arc::new(Snapshot::default())));
     let (served_tx, served) = watch::channel(None);
+    let store: Arc<dyn RotationStore> = Arc::new(FolderStore::new(dir));
     let (mut rotation, bundle) = RootRotation::new(
         ca.clone(),
+        Some(store),
         clients.clone(),
         served,
         serving,
         Leadership::always(),
     )
+    .await
     .unwrap();
     Arc::get_mut(&mut rotation.inner).unwrap().settle = Duration::ZERO;
     tokio::spawn(async move {
@@ -93,11 +99,11 @@ async fn a_rotation_runs_every_phase_and_resumes_after_a_restart() {
     let old = ca.roots_pem().unwrap()[0].clone();
 
     // Phase 1: both roots published, the old one signing; the proxy has not loaded it.
-    let status = rotation.start(OPTIONS).unwrap();
+    let status = rotation.start(OPTIONS).await.unwrap();
     assert_eq!(status.state.phase, Phase::Published);
     assert_eq!(status.roots.len(), 2);
     assert!(matches!(
-        rotation.start(OPTIONS),
+        rotation.start(OPTIONS).await,
         Err(RotationError::InProgress(Phase::Published))
     ));
     let old_der = certificates_from_pem(&old, "old").unwrap().remove(0);
@@ -105,7 +111,7 @@ async fn a_rotation_runs_every_phase_and_resumes_after_a_restart() {
     assert_eq!(roots_in(dir.path()).len(), 2);
     assert!(dir.path().join(NEXT).exists());
     served_version(&rotation).await;
-    rotation.inner.advance().unwrap();
+    rotation.inner.advance().await.unwrap();
     let status = rotation.status();
     assert_eq!(status.state.phase, Phase::Published, "the proxy is stale");
     assert_eq!(status.proxies.stale.len(), 1);
@@ -118,7 +124,7 @@ async fn a_rotation_runs_every_phase_and_resumes_after_a_restart() {
 
     // Phase 3 once the proxy ACKed: the new root signs and the bundle asks for renewals.
     ack(&rotation, &proxy).await;
-    rotation.inner.advance().unwrap();
+    rotation.inner.advance().await.unwrap();
     let status = rotation.status();
     assert_eq!(status.state.phase, Phase::Reissuing);
     let new_der = certificates_from_pem(&status.state.new_roots, "new")
@@ -144,7 +150,7 @@ async fn a_rotation_runs_every_phase_and_resumes_after_a_restart() {
     while now_secs() < rotation.status().state.drop_after {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    rotation.inner.advance().unwrap();
+    rotation.inner.advance().await.unwrap();
     let status = rotation.status();
     assert_eq!(status.state.phase, Phase::Idle);
     assert!(status.state.completed_at > 0);
@@ -161,9 +167,9 @@ async fn a_stop_between_two_writes_is_repaired_from_the_record() {
     let dir = TempDir::new("root-rotation-repair");
     let clients = Clients::default();
     let (rotation, _) = rotation(dir.path(), &clients).await;
-    rotation.start(OPTIONS).unwrap();
+    rotation.start(OPTIONS).await.unwrap();
     served_version(&rotation).await;
-    rotation.inner.advance().unwrap();
+    rotation.inner.advance().await.unwrap();
     assert_eq!(rotation.status().state.phase, Phase::Reissuing);
     let state = rotation.status().state;
     drop(rotation);
@@ -202,13 +208,13 @@ fn material_staged_but_never_recorded_is_discarded_and_a_cut_completion_finishes
     };
     rotation::save(dir.path(), &completed).unwrap();
     let next = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
-    rotation::stage_generated(dir.path(), &next).unwrap();
+    rotation::stage_material(dir.path(), &generated_material(&next)).unwrap();
     let ca = CertificateAuthority::open(Some(dir.path()), "cluster.local").unwrap();
     assert_eq!(ca.roots_pem().unwrap(), current, "the old root still signs");
     assert!(!dir.path().join(NEXT).exists(), "the staged root is gone");
 
     // Phase 3 installed, then stopped after recording the completion: it finishes.
-    rotation::stage_generated(dir.path(), &next).unwrap();
+    rotation::stage_material(dir.path(), &generated_material(&next)).unwrap();
     let reissuing = State {
         phase: Phase::Reissuing,
         old_roots: current.concat(),
@@ -265,6 +271,7 @@ async fn a_plugged_in_intermediate_replaces_the_signer_and_bad_material_is_refus
     plug_in_folder(dir.path(), "bad", &offline, true);
     let err = rotation
         .replace("bad", Duration::ZERO)
+        .await
         .unwrap_err()
         .to_string();
     assert!(
@@ -274,17 +281,17 @@ async fn a_plugged_in_intermediate_replaces_the_signer_and_bad_material_is_refus
     assert_eq!(rotation.status().state.phase, Phase::Idle);
     assert_eq!(ca.roots_pem().unwrap().concat(), generated);
     assert!(matches!(
-        rotation.replace("../elsewhere", Duration::ZERO),
+        rotation.replace("../elsewhere", Duration::ZERO).await,
         Err(RotationError::Folder(_))
     ));
 
     // A good intermediate under another root: both roots published, then it signs.
     plug_in_folder(dir.path(), "incoming", &offline, false);
-    let status = rotation.replace("incoming", Duration::ZERO).unwrap();
+    let status = rotation.replace("incoming", Duration::ZERO).await.unwrap();
     assert_eq!(status.state.phase, Phase::Published);
     assert_eq!(status.roots.len(), 2);
     served_version(&rotation).await;
-    rotation.inner.advance().unwrap();
+    rotation.inner.advance().await.unwrap();
     assert_eq!(rotation.status().state.phase, Phase::Reissuing);
     assert_eq!(ca.origin(), Origin::PluggedIn);
     let id = "spiffe://cluster.local/ns/shop/sa/orders".parse().unwrap();
@@ -301,7 +308,7 @@ async fn a_plugged_in_intermediate_replaces_the_signer_and_bad_material_is_refus
     while now_secs() < rotation.status().state.drop_after {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    rotation.inner.advance().unwrap();
+    rotation.inner.advance().await.unwrap();
     assert_eq!(rotation.status().state.phase, Phase::Idle);
     assert_eq!(ca.roots_pem().unwrap(), offline.roots_pem());
     assert_eq!(roots_in(dir.path()), offline.roots());
@@ -315,13 +322,15 @@ async fn a_ca_without_a_folder_cannot_rotate() {
     let (_, served) = watch::channel(None);
     let (rotation, _) = RootRotation::new(
         ca,
+        None,
         Clients::default(),
         served,
         serving,
         Leadership::always(),
     )
+    .await
     .unwrap();
-    let err = rotation.start(OPTIONS).unwrap_err().to_string();
+    let err = rotation.start(OPTIONS).await.unwrap_err().to_string();
     assert!(err.contains("kept in memory only"), "{err}");
 }
 
@@ -334,14 +343,23 @@ async fn only_the_leader_starts_a_rotation() {
     let (_, served) = watch::channel(None);
     let (leading, elected) = watch::channel(false);
     let leadership = Leadership::from_receiver(elected);
-    let (rotation, _) =
-        RootRotation::new(ca, Clients::default(), served, serving, leadership).unwrap();
-    let err = rotation.start(OPTIONS).unwrap_err();
+    let store: Arc<dyn RotationStore> = Arc::new(FolderStore::new(dir.path()));
+    let (rotation, _) = RootRotation::new(
+        ca,
+        Some(store),
+        Clients::default(),
+        served,
+        serving,
+        leadership,
+    )
+    .await
+    .unwrap();
+    let err = rotation.start(OPTIONS).await.unwrap_err();
     assert!(matches!(err, RotationError::NotLeader), "{err}");
     assert_eq!(rotation.status().state.phase, Phase::Idle);
     leading.send_replace(true);
     assert_eq!(
-        rotation.start(OPTIONS).unwrap().state.phase,
+        rotation.start(OPTIONS).await.unwrap().state.phase,
         Phase::Published
     );
 }

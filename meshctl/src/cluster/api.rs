@@ -106,6 +106,37 @@ impl ApiServer {
         })
     }
 
+    /// `method path` with the JSON `body` (a write), whatever the status.
+    pub async fn send_json(&self, method: &str, path: &str, body: &Value) -> Result<Answer> {
+        let failed = |message: String| ClusterError::Request {
+            path: format!("{method} {path}"),
+            message,
+        };
+        let bytes = serde_json::to_vec(body).map_err(|e| failed(e.to_string()))?;
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json")
+            .body(kube::client::Body::from(bytes))
+            .map_err(|e| failed(e.to_string()))?;
+        let response = self
+            .client
+            .send(request)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect_bytes()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Answer {
+            status,
+            body: body.to_vec(),
+        })
+    }
+
     /// `GET path` answered 200 with JSON.
     pub async fn get_json(&self, path: &str) -> Result<Value> {
         let answer = self.get(path).await?;

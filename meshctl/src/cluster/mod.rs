@@ -1,5 +1,5 @@
-//! Kubernetes mode: `check`, `analyze`, `proxy-status`, `stat` (also `--prometheus`), `edges`
-//! and `routes` against a cluster through its API server (kube-rs, with `--kubeconfig` / `--context`), printing
+//! Kubernetes mode: `check`, `analyze`, `proxy-status`, `stat` (also `--prometheus`), `edges`,
+//! `routes` and `ca` against a cluster through its API server (kube-rs, with `--kubeconfig` / `--context`), printing
 //! what they print on the sandbox: the checks, findings, statuses and traffic figures are the
 //! shared model's ([`crate::operator`]); this gathers their facts from the cluster. The
 //! controller's admin endpoint is reached through the API server's service proxy, the
@@ -10,12 +10,13 @@
 //! arguments, and its blocking HTTP GET with the Prometheus client (`sandbox::host::admin`,
 //! `sandbox::host::prometheus`, which connect from meshctl's own namespace when given none);
 //! nothing of the sandbox imports it. Inside, from the bottom up: `args`, `error`,
-//! `kinds`, `workloads`; `api`, `targets`; `objects`, `proxies`; `analyze`, `metrics`;
+//! `kinds`, `workloads`; `api`, `targets`, `ca`; `objects`, `proxies`; `analyze`, `metrics`;
 //! `check`; `verbs`.
 
 pub mod analyze;
 pub mod api;
 pub mod args;
+pub mod ca;
 pub mod check;
 pub mod error;
 pub mod kinds;

@@ -1,5 +1,5 @@
 //! The verbs of Kubernetes mode: `check`, `analyze`, `proxy-status`, `stat` (also from
-//! Prometheus), `edges`, `routes` and `dashboard`, printing exactly what they print on the sandbox; every other verb refuses,
+//! Prometheus), `edges`, `routes`, `dashboard` and `ca`, printing exactly what they print on the sandbox; every other verb refuses,
 //! naming itself (and, for those that need the proxies' admin port, why), rather than act on
 //! a sandbox the operator did not mean.
 
@@ -8,6 +8,7 @@ use tokio::runtime::Runtime;
 use super::analyze;
 use super::api::ApiServer;
 use super::args::KubeArgs;
+use super::ca;
 use super::check;
 use super::error::{ClusterError, Result};
 use super::metrics;
@@ -24,7 +25,7 @@ use crate::sandbox::host::prometheus::{self, PrometheusUrl};
 use crate::sandbox::model::manifest::load_path;
 
 /// The verbs Kubernetes mode has.
-const KUBE_VERBS: &str = "check, analyze, proxy-status, stat, edges, routes and dashboard";
+const KUBE_VERBS: &str = "check, analyze, proxy-status, stat, edges, routes, dashboard and ca";
 
 /// Whether `cmd` is one the sandbox runs for itself (a pod's container, a forwarder, the
 /// reaper): those run on the sandbox whatever the mode.
@@ -86,6 +87,10 @@ pub fn run(kube: &KubeArgs, cmd: SandboxCommand) -> Result<i32> {
                 .map_err(|e| ClusterError::Invalid(e.to_string()))?;
             Ok(0)
         }
+        SandboxCommand::Ca(a) => runtime.block_on(async {
+            let api = ApiServer::connect(kube).await?;
+            ca::run(&api, a).await
+        }),
         other => Err(ClusterError::Invalid(refusal(&other))),
     }
 }
@@ -155,10 +160,6 @@ fn refusal(cmd: &SandboxCommand) -> String {
             " (it reads the proxies' admin port, which listens on their pods' loopback only, \
              out of the API server's reach)"
         }
-        SandboxCommand::Ca(_) => {
-            " (the phased root rotation keeps its record in the controller's CA folder; in \
-             Kubernetes the CA lives in Secrets, where it is not built yet)"
-        }
         _ => "",
     };
     format!(
@@ -227,8 +228,8 @@ mod tests {
         assert_eq!(
             refusal(&parsed(&["get", "pods"])),
             "`get` works on the sandbox only; in Kubernetes mode (--kubeconfig, --context or \
-             MESHCTL_KUBE=1) meshctl has check, analyze, proxy-status, stat, edges, routes and \
-             dashboard"
+             MESHCTL_KUBE=1) meshctl has check, analyze, proxy-status, stat, edges, routes, \
+             dashboard and ca"
         );
     }
 }

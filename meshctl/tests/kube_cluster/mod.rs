@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use test_support::TempDir;
-use test_support::fake_kube::{FakeKube, Reply, Routes, list};
+use test_support::fake_kube::{FakeKube, Reply, Request, Routes, list};
 
 pub const DAY: Duration = Duration::from_secs(24 * 3600);
 pub const ADMIN: &str = "/api/v1/namespaces/istio-system/services/istiod:15014/proxy";
@@ -164,6 +164,14 @@ pub struct Cluster {
 impl Cluster {
     pub fn serve(routes: Routes) -> Self {
         let fake = FakeKube::routes(routes);
+        let dir = TempDir::new("meshctl-kube-mode");
+        fake.kubeconfig(dir.path());
+        Self { fake, dir }
+    }
+
+    /// A fake answering every request with `answer` (writes too).
+    pub fn serve_with(answer: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Self {
+        let fake = FakeKube::serve(answer);
         let dir = TempDir::new("meshctl-kube-mode");
         fake.kubeconfig(dir.path());
         Self { fake, dir }

@@ -14,4 +14,5 @@ mod up;
 mod verbs;
 
 pub use args::{EdgesArgs, GlobalArgs, RoutesArgs, SandboxCommand, StatArgs};
+pub use ca::{CaCommand, PhaseArgs};
 pub use verbs::run;
