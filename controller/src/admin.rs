@@ -148,21 +148,11 @@ pub async fn route(
     remote: std::net::SocketAddr,
     state: &AdminState,
 ) -> Response<Full<Bytes>> {
-    let post = [ROTATE_ROOT, REPLACE].contains(&req.uri().path());
-    if req.method() != Method::GET && !(post && req.method() == Method::POST) {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET (POST for rotate-root and replace)\n".into(),
-        );
-    }
     let local = remote.ip().to_canonical().is_loopback();
-    if req.uri().path().starts_with("/debug/") && !local && !state.remote_debug {
-        tracing::debug!(%remote, path = req.uri().path(), "refused a remote debug request");
-        return text(
-            StatusCode::FORBIDDEN,
-            "debug endpoints answer only on localhost (controller --remote-debug changes that)\n"
-                .into(),
-        );
+    if let Err((status, why)) = admitted(req.method(), req.uri().path(), local, state.remote_debug)
+    {
+        tracing::debug!(%remote, path = req.uri().path(), "refused an admin request");
+        return text(status, why.into());
     }
     match req.uri().path() {
         "/metrics" => {
@@ -220,6 +210,36 @@ pub async fn route(
 }
 
 /// Starts a root rotation: `?new_root_ttl=SECONDS&reissue_within=SECONDS`.
+/// Whether the admin endpoint answers `method path` from a client on the controller's own host
+/// (`local`) or elsewhere: GETs of `/metrics` and `/ready` from anyone, of `/debug/*` from the
+/// host or, with `remote_debug`, from anyone; the CA's operations (POST) from the host only,
+/// whatever the flag says (they change what every workload trusts).
+fn admitted(
+    method: &Method,
+    path: &str,
+    local: bool,
+    remote_debug: bool,
+) -> Result<(), (StatusCode, &'static str)> {
+    let operation = [ROTATE_ROOT, REPLACE].contains(&path);
+    match (method, operation) {
+        (&Method::GET, _) if !path.starts_with("/debug/") || local || remote_debug => Ok(()),
+        (&Method::GET, _) => Err((
+            StatusCode::FORBIDDEN,
+            "debug endpoints answer only on localhost (controller --remote-debug changes that)\n",
+        )),
+        (&Method::POST, true) if local => Ok(()),
+        (&Method::POST, true) => Err((
+            StatusCode::FORBIDDEN,
+            "CA operations answer only on localhost; in Kubernetes mode, ask through the \
+             Secret mesh-ca-rotation (meshctl ca)\n",
+        )),
+        _ => Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET (POST for rotate-root and replace)\n",
+        )),
+    }
+}
+
 const ROTATE_ROOT: &str = "/debug/ca/rotate-root";
 /// Starts replacing the CA's material with a folder's: `?from=NAME&reissue_within=SECONDS`.
 const REPLACE: &str = "/debug/ca/replace";
@@ -434,6 +454,41 @@ fn service(s: &Service) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ca_operations_answer_the_controllers_host_only_even_with_remote_debug() {
+        let status = |method: Method, path: &str, local: bool, remote_debug: bool| {
+            admitted(&method, path, local, remote_debug).map_err(|(status, _)| status.as_u16())
+        };
+        for remote_debug in [false, true] {
+            assert_eq!(status(Method::GET, "/metrics", false, remote_debug), Ok(()));
+            assert_eq!(status(Method::GET, "/ready", false, remote_debug), Ok(()));
+            assert_eq!(
+                status(Method::POST, ROTATE_ROOT, true, remote_debug),
+                Ok(())
+            );
+            assert_eq!(status(Method::POST, REPLACE, false, remote_debug), Err(403));
+            assert_eq!(
+                status(Method::POST, ROTATE_ROOT, false, remote_debug),
+                Err(403)
+            );
+            assert_eq!(
+                status(Method::POST, "/debug/syncz", true, remote_debug),
+                Err(405)
+            );
+            assert_eq!(
+                status(Method::DELETE, "/metrics", true, remote_debug),
+                Err(405)
+            );
+        }
+        assert_eq!(status(Method::GET, "/debug/syncz", true, false), Ok(()));
+        assert_eq!(status(Method::GET, "/debug/syncz", false, false), Err(403));
+        assert_eq!(status(Method::GET, "/debug/syncz", false, true), Ok(()));
+        assert_eq!(
+            status(Method::GET, "/debug/config_dump", false, true),
+            Ok(())
+        );
+    }
     use crate::translate::Resource;
 
     #[test]
