@@ -176,15 +176,7 @@ pub async fn run(
     tokio::spawn(rotation.clone().run(stopped(stop_rx.clone())));
 
     let authenticator = authenticator(&config, pipeline.kube.as_ref());
-    let ca_service = CaService::new(
-        ca,
-        authenticator.clone(),
-        Arc::new(IndexDirectory {
-            index: pipeline.index.clone(),
-            published: served.clone(),
-        }),
-        CaSettings::new(&options.trust_domain)?,
-    );
+    let ca_service = ca_service(&config, ca, &authenticator, &pipeline, &served)?;
     let xds = XdsServer::new(
         served.clone(),
         authenticator,
@@ -394,6 +386,26 @@ fn start_deployer(
 }
 
 /// Who callers are: TokenReview in Kubernetes, else the tokens file (or nobody).
+/// The CA's gRPC service: callers authenticated as xDS clients are, nodes known from the
+/// index and the served snapshots.
+fn ca_service(
+    config: &ControllerSettings,
+    ca: Arc<CertificateAuthority>,
+    authenticator: &Arc<dyn Authenticator>,
+    pipeline: &Pipeline,
+    served: &watch::Receiver<Published>,
+) -> Result<CaService, StartError> {
+    Ok(CaService::new(
+        ca,
+        authenticator.clone(),
+        Arc::new(IndexDirectory {
+            index: pipeline.index.clone(),
+            published: served.clone(),
+        }),
+        CaSettings::new(&config.translate.trust_domain)?,
+    ))
+}
+
 fn authenticator(
     config: &ControllerSettings,
     kube: Option<&kube::Client>,

@@ -251,8 +251,10 @@ fn is_mesh_parent(parent: &Value) -> bool {
     kind == "Service" && (group.is_empty() || group == "core")
 }
 
-fn route_parents(obs: &Observed, verdict: &Verdict, now: &str) -> Option<Value> {
-    let wanted = if verdict.conflicted && verdict.errors.is_empty() {
+/// A route's `Accepted` condition: conflicted (valid, but another route type wins the port),
+/// accepted (perhaps with warnings), or refused for its errors.
+fn accepted(verdict: &Verdict) -> Wanted<'static> {
+    if verdict.conflicted && verdict.errors.is_empty() {
         // Not an error of the route: it is valid, but another route type wins the port.
         Wanted {
             type_: "Accepted",
@@ -283,7 +285,11 @@ fn route_parents(obs: &Observed, verdict: &Verdict, now: &str) -> Option<Value> 
             },
             message: verdict.all(),
         }
-    };
+    }
+}
+
+fn route_parents(obs: &Observed, verdict: &Verdict, now: &str) -> Option<Value> {
+    let wanted = accepted(verdict);
     let resolved = match verdict.unresolved.first() {
         None => Wanted {
             type_: "ResolvedRefs",
