@@ -89,17 +89,21 @@ impl ApiServer {
             .header(http::header::ACCEPT, accept)
             .body(kube::client::Body::from(Vec::new()))
             .map_err(|e| failed(e.to_string()))?;
-        let response = self
-            .client
-            .send(request)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        self.answer(request).await.map_err(failed)
+    }
+
+    /// Sends `request`; its status and whole body, whatever the status.
+    async fn answer(
+        &self,
+        request: http::Request<kube::client::Body>,
+    ) -> std::result::Result<Answer, String> {
+        let response = self.client.send(request).await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let body = response
             .into_body()
             .collect_bytes()
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         Ok(Answer {
             status,
             body: body.to_vec(),
@@ -120,21 +124,7 @@ impl ApiServer {
             .header(http::header::ACCEPT, "application/json")
             .body(kube::client::Body::from(bytes))
             .map_err(|e| failed(e.to_string()))?;
-        let response = self
-            .client
-            .send(request)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect_bytes()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        Ok(Answer {
-            status,
-            body: body.to_vec(),
-        })
+        self.answer(request).await.map_err(failed)
     }
 
     /// `GET path` answered 200 with JSON.

@@ -28,9 +28,8 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::iptables::{Family, PROBE_SNAT_V4, PROBE_SNAT_V6, RulesError};
+use super::iptables::{Family, PROBE_SNAT_V4, PROBE_SNAT_V6, RulesError, run_checked};
 use super::metrics::AgentMetrics;
-use super::netns::run_in_netns;
 
 /// Our chain in the node's `nat` table, hooked into `POSTROUTING` (Istio's name).
 pub const CHAIN_POSTROUTING: &str = "ISTIO_POSTRT";
@@ -181,40 +180,9 @@ fn families(targets: &ProbeTargets, had_v6: bool) -> Vec<Family> {
     families
 }
 
-fn save_program(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "iptables-save",
-        Family::V6 => "ip6tables-save",
-    }
-}
-
-fn restore_program(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "iptables-restore",
-        Family::V6 => "ip6tables-restore",
-    }
-}
-
-async fn run(
-    netns: BorrowedFd<'_>,
-    program: &str,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> Result<String, RulesError> {
-    let out = run_in_netns(netns, program, args, stdin).await?;
-    if out.success {
-        return Ok(out.stdout);
-    }
-    Err(RulesError::Failed {
-        command: format!("{program} {}", args.join(" ")),
-        code: out.code,
-        stderr: out.stderr.trim().to_string(),
-    })
-}
-
 /// What of ours the node's namespace holds for `family`.
 pub async fn installed(netns: BorrowedFd<'_>, family: Family) -> Result<HostInstalled, RulesError> {
-    let save = run(netns, save_program(family), &["-t", "nat"], None).await?;
+    let save = run_checked(netns, family.save_program(), &["-t", "nat"], None, &[]).await?;
     Ok(HostInstalled::parse(&save))
 }
 
@@ -277,11 +245,12 @@ impl HostRules {
             let result = async {
                 let current = installed(self.netns.as_fd(), family).await?;
                 let input = render_install(family, &current, &self.targets);
-                run(
+                run_checked(
                     self.netns.as_fd(),
-                    restore_program(family),
+                    family.restore_program(),
                     &["--noflush"],
                     Some(&input),
+                    &[],
                 )
                 .await
             }
@@ -324,11 +293,12 @@ impl HostRules {
             let result = async {
                 let current = installed(self.netns.as_fd(), family).await?;
                 match render_remove(&current) {
-                    Some(input) => run(
+                    Some(input) => run_checked(
                         self.netns.as_fd(),
-                        restore_program(family),
+                        family.restore_program(),
                         &["--noflush"],
                         Some(&input),
+                        &[],
                     )
                     .await
                     .map(drop),

@@ -112,14 +112,16 @@ impl Family {
         }
     }
 
-    fn save_program(self) -> &'static str {
+    /// The program that prints the family's rules.
+    pub(super) fn save_program(self) -> &'static str {
         match self {
             Family::V4 => "iptables-save",
             Family::V6 => "ip6tables-save",
         }
     }
 
-    fn restore_program(self) -> &'static str {
+    /// The program that loads the family's rules.
+    pub(super) fn restore_program(self) -> &'static str {
         match self {
             Family::V4 => "iptables-restore",
             Family::V6 => "ip6tables-restore",
@@ -402,7 +404,7 @@ pub fn ip_commands(family: Family, add: bool) -> Vec<IpCommand> {
     }
 }
 
-async fn run_checked(
+pub(super) async fn run_checked(
     netns: BorrowedFd<'_>,
     program: &str,
     args: &[&str],
