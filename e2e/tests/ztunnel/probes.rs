@@ -224,6 +224,23 @@ fn probes_pass_under_strict_through_the_node_rule_and_plaintext_stays_refused() 
         "STRICT refuses plaintext from outside the mesh"
     );
 
+    // A stopped agent leaves the rule: its pods stay captured, and their probes keep passing
+    // (through a restart, or a rolling upgrade's old agent stopping after the new one began).
+    let agent = Component::NodeAgent(NODE.into());
+    sb.stop(&agent).unwrap();
+    assert!(
+        host_rule_for(&sb, server_ip),
+        "the stopped agent took its rule away:\n{}",
+        node_nat(&sb)
+    );
+    assert!(status(&sb, "server").0, "still ready with the agent stopped");
+    sb.start(&agent).unwrap();
+    assert!(
+        eventually(SETTLE, || host_rule_for(&sb, server_ip)),
+        "the restarted agent keeps the rule:\n{}",
+        node_nat(&sb)
+    );
+
     // Without the host rule, the node's HTTP probe reaches the proxy, which refuses it.
     let flush = node_exec(&sb, NODE, &["iptables", "-t", "nat", "-F", "ISTIO_POSTRT"]);
     assert!(flush.status.success(), "flushing the probe chain by hand");
@@ -244,14 +261,8 @@ fn probes_pass_under_strict_through_the_node_rule_and_plaintext_stays_refused() 
         "meshctl check names what the node rule lacks:\n{report}"
     );
 
-    // A clean stop removes the agent's chain and jump; the next agent writes them again.
-    let agent = Component::NodeAgent(NODE.into());
+    // The next agent rewrites the chain from the pods it captures.
     sb.stop(&agent).unwrap();
-    let nat = node_nat(&sb);
-    assert!(
-        !nat.contains("ISTIO_POSTRT"),
-        "the stopped agent left its chain:\n{nat}"
-    );
     sb.start(&agent).unwrap();
     assert!(
         eventually(SETTLE, || host_rule_for(&sb, server_ip)),

@@ -22,8 +22,8 @@
 //!
 //! With the node's probe rule on ([`super::host_rules`]), each captured pod's addresses join
 //! it once the pod's own rules are in, and leave it when the pod is released; the chain is
-//! written before the first round (clearing what an earlier agent left) and removed when the
-//! loop stops on shutdown.
+//! written before the first round (replacing what an earlier agent left) and left in place
+//! when the loop stops, as the pods' own rules are.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -328,7 +328,7 @@ impl Reconciler {
 
 /// Runs rounds on every feed change (and on a tick, for retries) until `shutdown`. The hub
 /// is marked ready after the first round, so proxies get a complete first snapshot.
-/// The node's probe rule, if kept, is installed first and removed once the loop stops.
+/// The node's probe rule, if kept, is installed first and left in place when the loop stops.
 pub(crate) async fn run(
     source: NetnsSource,
     hub: Arc<Hub>,
@@ -341,11 +341,13 @@ pub(crate) async fn run(
         host.start().await;
     }
     rounds(&mut reconciler, &hub, feed, shutdown).await;
-    if let Some(host) = reconciler.host.as_mut() {
-        host.remove_all().await;
+    if let Some(host) = reconciler.host.as_ref() {
+        // The pods stay captured when the agent stops (their in-pod rules stay), so their
+        // probes still need the rule: through a restart or a rolling upgrade, where the old
+        // agent stops after the new one has written the chain, kubelet's probes keep passing.
         tracing::info!(
             failures = host.failures(),
-            "removed the node's probe SNAT rule"
+            "left the node's probe SNAT rule for the pods that stay captured"
         );
     }
 }

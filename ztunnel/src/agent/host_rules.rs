@@ -18,7 +18,8 @@
 //!
 //! Only what this module wrote is ever touched: its chain, and its one jump from
 //! `POSTROUTING`. Starting removes whatever an earlier run left (stale addresses) by
-//! rewriting the chain from the current set; stopping cleanly removes both.
+//! rewriting the chain from the current set; stopping leaves both, for the pods that stay
+//! captured ([`HostRules::remove_all`] takes them away).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -286,7 +287,8 @@ impl HostRules {
         }
     }
 
-    /// Removes the jump and the chain (clean shutdown).
+    /// Removes the jump and the chain: for an uninstall, once no pod is captured (a stop
+    /// leaves them, as it leaves the pods' own rules).
     pub async fn remove_all(&mut self) {
         use std::os::fd::AsFd;
         for family in families(&self.targets, self.v6) {
