@@ -233,10 +233,21 @@ fn probes_pass_under_strict_through_the_node_rule_and_plaintext_stays_refused() 
         "the stopped agent took its rule away:\n{}",
         node_nat(&sb)
     );
-    assert!(status(&sb, "server").0, "still ready with the agent stopped");
-    sb.start(&agent).unwrap();
     assert!(
-        eventually(SETTLE, || host_rule_for(&sb, server_ip)),
+        status(&sb, "server").0,
+        "still ready with the agent stopped"
+    );
+    sb.start(&agent).unwrap();
+    // The new agent writes the chain whole once it has looked at every pod (its gauge says
+    // so); what the old one left serves the pods until then.
+    assert!(
+        eventually(SETTLE, || agent_counts(&sb)
+            .is_some_and(|(covered, _)| covered == 2.0)),
+        "the restarted agent writes the chain: {:?}",
+        agent_counts(&sb)
+    );
+    assert!(
+        host_rule_for(&sb, server_ip),
         "the restarted agent keeps the rule:\n{}",
         node_nat(&sb)
     );

@@ -22,8 +22,9 @@
 //!
 //! With the node's probe rule on ([`super::host_rules`]), each captured pod's addresses join
 //! it once the pod's own rules are in, and leave it when the pod is released; the chain is
-//! written before the first round (replacing what an earlier agent left) and left in place
-//! when the loop stops, as the pods' own rules are.
+//! written whole after the first round (replacing what an earlier agent left, which serves
+//! the pods it captured until then) and left in place when the loop stops, as the pods' own
+//! rules are.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -328,7 +329,8 @@ impl Reconciler {
 
 /// Runs rounds on every feed change (and on a tick, for retries) until `shutdown`. The hub
 /// is marked ready after the first round, so proxies get a complete first snapshot.
-/// The node's probe rule, if kept, is installed first and left in place when the loop stops.
+/// The node's probe rule, if kept, is written whole after the first round and left in place
+/// when the loop stops.
 pub(crate) async fn run(
     source: NetnsSource,
     hub: Arc<Hub>,
@@ -337,9 +339,6 @@ pub(crate) async fn run(
     shutdown: watch::Receiver<bool>,
 ) {
     let mut reconciler = Reconciler::new(source, hub.clone(), host);
-    if let Some(host) = reconciler.host.as_mut() {
-        host.start().await;
-    }
     rounds(&mut reconciler, &hub, feed, shutdown).await;
     if let Some(host) = reconciler.host.as_ref() {
         // The pods stay captured when the agent stops (their in-pod rules stay), so their
@@ -372,6 +371,11 @@ async fn rounds(
                 _ = shutdown.changed() => return,
             }
             hub.set_ready();
+            if let Some(host) = reconciler.host.as_mut() {
+                // Written whole once every pod was looked at: meanwhile what an earlier agent
+                // left keeps the pods it captured (adopted in this round) probed.
+                host.start().await;
+            }
         }
         tokio::select! {
             changed = feed.changed(), if feed_open => {

@@ -194,6 +194,9 @@ pub struct HostRules {
     targets: ProbeTargets,
     /// Whether IPv6 rules were ever written (or found), so they are kept up and removed.
     v6: bool,
+    /// Whether the chain was written whole once: until then changes only gather targets, and
+    /// what an earlier agent left stays in force.
+    started: bool,
     /// Failures and the addresses covered.
     metrics: Arc<AgentMetrics>,
 }
@@ -206,6 +209,7 @@ impl HostRules {
             netns,
             targets: ProbeTargets::default(),
             v6: false,
+            started: false,
             metrics,
         }
     }
@@ -228,10 +232,14 @@ impl HostRules {
         &self.targets
     }
 
-    /// The first write: what an earlier run left is replaced, IPv6 included when it left
-    /// IPv6 rules (read where `ip6tables-save` works; a node without IPv6 has none).
+    /// The first write, once every pod of the node was looked at: what an earlier run left
+    /// is replaced, IPv6 included when it left IPv6 rules (read where `ip6tables-save` works;
+    /// a node without IPv6 has none). Later calls do nothing.
     pub async fn start(&mut self) {
         use std::os::fd::AsFd;
+        if std::mem::replace(&mut self.started, true) {
+            return;
+        }
         if let Ok(found) = installed(self.netns.as_fd(), Family::V6).await {
             self.v6 |= found.any();
         }
@@ -273,16 +281,16 @@ impl HostRules {
             .store(covered, Ordering::Relaxed);
     }
 
-    /// Adds a captured pod's addresses; rewrites the chain when they are new.
+    /// Adds a captured pod's addresses; rewrites the chain when they are new (once started).
     pub async fn add(&mut self, uid: &str, addresses: &[IpAddr]) {
-        if self.targets.add(uid, addresses) {
+        if self.targets.add(uid, addresses) && self.started {
             self.sync().await;
         }
     }
 
-    /// Removes a released pod's addresses; rewrites the chain when one goes.
+    /// Removes a released pod's addresses; rewrites the chain when one goes (once started).
     pub async fn remove(&mut self, uid: &str) {
-        if self.targets.remove(uid) {
+        if self.targets.remove(uid) && self.started {
             self.sync().await;
         }
     }
