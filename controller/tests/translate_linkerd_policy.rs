@@ -280,6 +280,47 @@ fn authentications_map_identities_service_accounts_and_networks() {
 }
 
 #[test]
+fn a_second_identity_or_network_authentication_is_warned_about_and_intersected() {
+    let yaml = cluster(None)
+        + &server("web", "web", "http", "")
+        + &mesh_tls("friends", "{identities: [\"*\"]}")
+        + &mesh_tls(
+            "family",
+            "{identityRefs: [{kind: ServiceAccount, name: front}]}",
+        )
+        + &network("office", "{networks: [{cidr: 192.168.0.0/16}]}")
+        + &policy(
+            "strict",
+            "web",
+            &[
+                FRIENDS,
+                OFFICE,
+                "{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: family}",
+            ],
+        );
+    let t = run_yaml(&yaml);
+    assert!(errors(&t).is_empty(), "{:?}", t.problems);
+    let warned: Vec<(&str, &str)> = t
+        .problems
+        .iter()
+        .filter(|p| p.name == "strict")
+        .map(|p| (p.field.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0].0, "spec.requiredAuthenticationRefs[2]");
+    assert!(
+        warned[0]
+            .1
+            .contains("one MeshTLSAuthentication or ServiceAccount per policy")
+    );
+    // Still enforced, as the intersection: failing any of the three refuses (the port's
+    // clause, then one clause matching a client that misses any of them).
+    let clauses = rule(&t, "linkerd_server_web_8080").clauses;
+    assert_eq!(clauses.len(), 2);
+    assert_eq!(clauses[1].matches.len(), 3);
+}
+
+#[test]
 fn default_inbound_policies_govern_the_ports_no_server_selects() {
     let with_server = |annotation: &str| {
         run_yaml(&(cluster(Some(annotation)) + &server("web", "web", "8080", "")))

@@ -194,8 +194,8 @@ pub(super) fn network(value: &Value) -> Result<Requirement, Invalid> {
 
 /// What an AuthorizationPolicy decodes to.
 pub(super) enum Decoded {
-    /// A policy ztunnel enforces.
-    Enforced(PolicyDef),
+    /// A policy ztunnel enforces, and warnings about it.
+    Enforced(PolicyDef, Vec<Invalid>),
     /// A policy of routes (L7), not enforced: the warning saying so.
     NotEnforced(Invalid),
 }
@@ -273,11 +273,38 @@ pub(super) fn policy(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Decoded::Enforced(PolicyDef {
-        namespace: namespace.to_owned(),
-        target,
-        required,
-    }))
+    Ok(Decoded::Enforced(
+        PolicyDef {
+            namespace: namespace.to_owned(),
+            target,
+            required,
+        },
+        one_of_each(&s.required_authentication_refs),
+    ))
+}
+
+/// Warnings for a second identity authentication (MeshTLSAuthentication or ServiceAccount) or
+/// a second NetworkAuthentication: Linkerd's admission refuses such a policy; here a client
+/// must meet every one (the intersection, never wider).
+fn one_of_each(refs: &[LinkerdRef]) -> Vec<Invalid> {
+    let mut seen = (false, false);
+    let mut warnings = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        let (first, what) = match r.kind.as_str() {
+            "NetworkAuthentication" => (&mut seen.1, "NetworkAuthentication"),
+            _ => (&mut seen.0, "MeshTLSAuthentication or ServiceAccount"),
+        };
+        if std::mem::replace(first, true) {
+            warnings.push((
+                format!("spec.requiredAuthenticationRefs[{i}]"),
+                format!(
+                    "warning: Linkerd admits one {what} per policy and refuses this one; here a \
+                     client must meet all of them"
+                ),
+            ));
+        }
+    }
+    warnings
 }
 
 /// One required authentication.

@@ -52,7 +52,10 @@ pub(super) fn collect(
     let mut out = Objects::default();
     for (origin, key, value) in raw(index, LINKERD_AUTHORIZATION_POLICY) {
         let policy = match decode::policy(&key.namespace, value, trust_domain, &authns) {
-            Ok(Decoded::Enforced(p)) => {
+            Ok(Decoded::Enforced(p, warnings)) => {
+                for warning in warnings {
+                    problems.push(decode::problem(origin, &key, warning));
+                }
                 memory.policies.good(key, &p);
                 Some(p)
             }
