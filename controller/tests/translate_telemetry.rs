@@ -543,8 +543,8 @@ spec:
     assert_eq!(
         switches,
         api::telemetry::AccessLogging {
-            disabled: false,
             namespaces: [("lab".to_string(), true)].into(),
+            ..Default::default()
         }
     );
     let selector = problem(&t, "by-label", "spec.selector");
@@ -561,6 +561,62 @@ spec:
         telemetry_of(&t, "orders").and_then(|t| t.tracing),
         tracing_of(&run_with(&[MESH_CONFIG]), "orders")
     );
+}
+
+/// A pod `name` of Deployment `deployment` in `ns` with label app=`app`.
+fn deployment_pod(ns: &str, deployment: &str, name: &str, app: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  \
+         labels: {{app: {app}, pod-template-hash: 5f4b}}\n  ownerReferences: [{{kind: ReplicaSet, \
+         name: {deployment}-5f4b, controller: true}}]\nspec: {{nodeName: node1}}\n\
+         status: {{phase: Running, podIP: 10.244.1.{}}}\n",
+        name.len()
+    )
+}
+
+#[test]
+fn a_selector_switches_the_access_log_of_the_workloads_it_picks() {
+    let pods = [
+        deployment_pod("shop", "orders", "orders-5f4b-aaaaa", "orders"),
+        deployment_pod("shop", "payments", "payments-5f4b-bbbbbb", "payments"),
+        deployment_pod("lab", "orders", "orders-5f4b-ccccccc", "orders"),
+    ];
+    let telemetry = "\
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: quiet-orders, namespace: shop}
+spec:
+  selector: {matchLabels: {app: orders}}
+  accessLogging: [{disabled: true}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: loud-payments, namespace: istio-system}
+spec:
+  selector: {matchLabels: {app: payments}}
+  accessLogging: [{disabled: false}]
+";
+    let mut docs: Vec<&str> = pods.iter().map(String::as_str).collect();
+    docs.push(telemetry);
+    let t = run_with(&docs);
+    let (_, switches) = t
+        .snapshot
+        .of_type(api::ACCESS_LOGGING_TYPE_URL)
+        .next()
+        .expect("the access log switches");
+    let switches: api::telemetry::AccessLogging = api::unpack(&switches.body).unwrap();
+    // shop's orders only (lab's orders is another namespace's); the root namespace's selector
+    // picks payments wherever it runs.
+    assert_eq!(
+        switches.workloads,
+        [
+            ("shop/orders".to_string(), true),
+            ("shop/payments".to_string(), false),
+        ]
+        .into()
+    );
+    // Access logging alone: nothing to report.
+    assert_eq!(findings(&t, "Telemetry"), Vec::new());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Telemetry access logging at ztunnel: a namespace-wide Telemetry with
 //! `accessLogging: [{disabled: true}]` stops the "connection complete" lines of that
-//! namespace's workloads on both nodes' ztunnels; another namespace keeps its lines.
+//! namespace's workloads on both nodes' ztunnels; another namespace keeps its lines; a
+//! selector stops the lines of the workload it picks only.
 
 use e2e::manifests::{echo_pod, idle_pod};
 use e2e::mesh::{captured, wait_ready};
@@ -24,19 +25,38 @@ fn pair(ns: &str) -> String {
 fn lines_of(sb: &Sandbox, ns: &str) -> usize {
     ["node1", "node2"]
         .iter()
-        .map(|node| {
-            let log = sb
-                .logs(&Component::Ztunnel(node.to_string()))
-                .unwrap_or_default();
-            log.lines()
-                .filter(|l| l.contains("connection complete"))
-                .filter(|l| {
-                    l.contains(&format!("namespace=\"{ns}\""))
-                        || l.contains(&format!("namespace={ns} "))
-                })
-                .count()
-        })
+        .map(|node| node_lines(sb, node, ns))
         .sum()
+}
+
+/// The access log lines about workloads of `ns` in the ztunnel of `node`.
+fn node_lines(sb: &Sandbox, node: &str, ns: &str) -> usize {
+    let log = sb
+        .logs(&Component::Ztunnel(node.to_string()))
+        .unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("connection complete"))
+        .filter(|l| {
+            l.contains(&format!("namespace=\"{ns}\"")) || l.contains(&format!("namespace={ns} "))
+        })
+        .count()
+}
+
+/// One request from loud's client, once its line is on the client's node: whether the
+/// server's node wrote a line about it too (written before the client's: the close travels
+/// from the server to the client).
+fn loud_request_logged_by_server(sb: &Sandbox, url: &str) -> bool {
+    let (client, server) = (
+        node_lines(sb, "node1", "loud"),
+        node_lines(sb, "node2", "loud"),
+    );
+    sb.http("loud/client", url)
+        .expect("a request in the loud namespace");
+    assert!(
+        eventually(SETTLE, || node_lines(sb, "node1", "loud") > client),
+        "the client's line on node1"
+    );
+    node_lines(sb, "node2", "loud") > server
 }
 
 #[test]
@@ -88,4 +108,27 @@ fn a_namespace_wide_switch_stops_only_that_namespaces_lines() {
         0,
         "no line about the quiet namespace's workloads"
     );
+
+    // A selector picks one workload of loud: its server stops writing lines on its node,
+    // while its client keeps writing its own.
+    assert!(
+        loud_request_logged_by_server(&sb, &url),
+        "the server logs before the switch"
+    );
+    sb.apply(
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+         metadata: {name: quiet-server, namespace: loud}\n\
+         spec:\n  selector: {matchLabels: {app: server}}\n  accessLogging: [{disabled: true}]\n",
+    )
+    .expect("the selector Telemetry");
+    assert!(
+        eventually(SETTLE, || !loud_request_logged_by_server(&sb, &url)),
+        "the selected server stops writing lines"
+    );
+    for _ in 0..5 {
+        assert!(
+            !loud_request_logged_by_server(&sb, &url),
+            "no line from the selected server"
+        );
+    }
 }

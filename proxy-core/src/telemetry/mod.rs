@@ -199,11 +199,12 @@ impl Metrics {
         });
         // The line belongs to the workload this side serves: the client's on the source
         // side, the server's otherwise, as a Telemetry selects the proxies of its workloads.
-        let local = match record.labels.reporter {
-            Some(Reporter::Source) => &record.labels.source_workload_namespace,
-            _ => &record.labels.destination_workload_namespace,
+        let l = &record.labels;
+        let (namespace, workload) = match l.reporter {
+            Some(Reporter::Source) => (&l.source_workload_namespace, &l.source_workload),
+            _ => (&l.destination_workload_namespace, &l.destination_workload),
         };
-        if self.access.logs(local) {
+        if self.access.logs(namespace, workload) {
             access_log(record);
         }
     }

@@ -43,15 +43,18 @@ mod tests {
         assert_eq!(sub.type_url, api::ACCESS_LOGGING_TYPE_URL);
         assert_eq!(sub.names, [api::ACCESS_LOGGING_NAME]);
         let quiet = AccessLogging {
-            disabled: false,
             namespaces: [("quiet".to_string(), true)].into(),
+            ..AccessLogging::default()
         };
         sub.handler.apply("default", &api::pack(&quiet)).unwrap();
-        assert!(!switch.logs("quiet"));
+        assert!(!switch.logs("quiet", "web"));
         let wrong = api::pack(&api::trust::TrustBundle::default());
         assert!(sub.handler.apply("default", &wrong).is_err());
-        assert!(!switch.logs("quiet"), "a refused resource changes nothing");
+        assert!(
+            !switch.logs("quiet", "web"),
+            "a refused resource changes nothing"
+        );
         sub.handler.remove("default");
-        assert!(switch.logs("quiet"));
+        assert!(switch.logs("quiet", "web"));
     }
 }

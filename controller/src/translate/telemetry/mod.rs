@@ -5,9 +5,10 @@
 //! The mesh config is read from the `istio` ConfigMap of the root namespace (key `mesh`), as
 //! Istio has it. A Telemetry applies, from least to most specific, mesh-wide (root namespace,
 //! no selector or target), namespace-wide, to a waypoint Gateway (`targetRefs`) or to a Service
-//! (`targetRefs`); see [`resolve`]. For ztunnel, only access logging, mesh-wide or
-//! namespace-wide, becomes the one `mesh.telemetry.v1.AccessLogging` resource
-//! ([`access_logging`]); what else could only concern it is reported.
+//! (`targetRefs`); see [`resolve`]. For ztunnel, only access logging, mesh-wide,
+//! namespace-wide or for the workloads a selector picks, becomes the one
+//! `mesh.telemetry.v1.AccessLogging` resource ([`access_logging`]); what else could only
+//! concern it is reported.
 
 mod mesh;
 mod otlp_export;
@@ -20,13 +21,15 @@ use api::telemetry::AccessLogging;
 use api::waypoint::{TracingProvider, Waypoint};
 
 use super::bindings::{Bindings, WaypointKey};
+use super::labels::selects;
 use super::last_good::LastGood;
 use super::routes::{Catalog, Invalid, Obj};
 use super::service_key::ServiceKey;
 use super::waypoints::Waypoints;
+use super::workloads::workload_name;
 use crate::model::routes::DecodeError;
 use crate::model::telemetry::Telemetry;
-use crate::model::{Object, ObjectKey, Problem, WARNING_PREFIX};
+use crate::model::{Index, Object, ObjectKey, Problem, WARNING_PREFIX};
 pub(crate) use mesh::MeshSettings;
 use resources::{Context, Scope, Settings};
 
@@ -92,17 +95,16 @@ pub(crate) fn apply(
             .cloned()
             .collect::<Vec<TracingProvider>>();
     }
-    access_logging(&settings, inputs.root_namespace)
+    access_logging(&settings, inputs.root_namespace, inputs.catalog.index)
 }
 
 /// The node proxies' access log switches: the root namespace's namespace-wide Telemetry
-/// mesh-wide, each other namespace's for its own workloads.
-fn access_logging(settings: &[Settings], root_namespace: &str) -> AccessLogging {
+/// mesh-wide, each other namespace's for its own workloads, and a selector's for the
+/// workloads whose pods it picks (in its namespace, or in every namespace from the root
+/// namespace; a namespace's own selectors before the root's, the oldest first).
+fn access_logging(settings: &[Settings], root_namespace: &str, index: &Index) -> AccessLogging {
     let mut out = AccessLogging::default();
-    for s in settings
-        .iter()
-        .filter(|s| s.scopes.contains(&Scope::Namespace))
-    {
+    for s in &settings_with(settings, |scope| *scope == Scope::Namespace) {
         let Some(off) = s.access_log_disabled else {
             continue;
         };
@@ -112,7 +114,33 @@ fn access_logging(settings: &[Settings], root_namespace: &str) -> AccessLogging 
             out.namespaces.insert(s.obj.namespace.clone(), off);
         }
     }
+    let selectors = settings_with(settings, |scope| matches!(scope, Scope::Selector(_)));
+    let (root, local): (Vec<&Settings>, Vec<&Settings>) = selectors
+        .into_iter()
+        .partition(|s| s.obj.namespace == root_namespace);
+    for s in local.into_iter().chain(root) {
+        let (Some(off), Some(Scope::Selector(labels))) = (s.access_log_disabled, s.scopes.first())
+        else {
+            continue;
+        };
+        let everywhere = s.obj.namespace == root_namespace;
+        for (_, pod) in index.pods() {
+            let m = &pod.metadata;
+            if (everywhere || m.namespace == s.obj.namespace) && selects(labels, &m.labels) {
+                let key = format!("{}/{}", m.namespace, workload_name(pod));
+                out.workloads.entry(key).or_insert(off);
+            }
+        }
+    }
     out
+}
+
+/// The settings with a scope `wanted` accepts, in their order.
+fn settings_with(settings: &[Settings], wanted: impl Fn(&Scope) -> bool) -> Vec<&Settings> {
+    settings
+        .iter()
+        .filter(|s| s.scopes.iter().any(&wanted))
+        .collect()
 }
 
 /// Every Telemetry of the index, translated (or its last good translation), oldest first; of

@@ -34,7 +34,7 @@ const TCP_METRICS: &[&str] = &[
     "TCP_RECEIVED_BYTES",
 ];
 
-const ZTUNNEL: &str = "ztunnel reads only accessLogging, mesh-wide or namespace-wide";
+const ZTUNNEL: &str = "ztunnel reads only accessLogging, mesh-wide, namespace-wide or by selector";
 
 /// What the checks of a Telemetry look up.
 pub(crate) struct Context<'a> {
@@ -59,6 +59,10 @@ pub(crate) enum Scope {
     Gateway(String),
     /// The Service of this name.
     Service(String),
+    /// The pods of its namespace (every namespace, in the root namespace) carrying these
+    /// labels: for ztunnel's access logging only (Istio applies selectors to the workloads'
+    /// own proxies, never to waypoints).
+    Selector(std::collections::BTreeMap<String, String>),
 }
 
 /// The tracing provider a Telemetry selects.
@@ -135,6 +139,19 @@ pub(crate) fn settings(
         metrics(j, entry, &mut overrides, &mut warn);
     }
     let namespace = &obj.namespace;
+    if matches!(scopes.as_slice(), [Scope::Selector(_)])
+        && (tracing.is_some() || !overrides.is_empty())
+    {
+        let hint = if namespace_served(ctx, namespace) {
+            "a selector applies to ztunnel's access logging only, never to waypoints (as in \
+             Istio): its tracing and metrics have no effect; use targetRefs to the waypoint \
+             Gateway or to the Service"
+                .to_string()
+        } else {
+            format!("its tracing and metrics have no effect ({ZTUNNEL})")
+        };
+        warn("spec.selector".into(), hint);
+    }
     if scopes == [Scope::Namespace]
         && *namespace != ctx.root_namespace
         && !namespace_served(ctx, namespace)
@@ -165,8 +182,8 @@ fn namespace_served(ctx: &Context<'_>, namespace: &str) -> bool {
         .any(|k| k.namespace == namespace)
 }
 
-/// Where `telemetry` applies for the waypoint: warns about a selector (Istio applies
-/// selectors to sidecars, never to waypoints) and targets no waypoint reads.
+/// Where `telemetry` applies: its namespace, the workloads its selector picks (for ztunnel's
+/// access logging), or its targets; warns about targets no waypoint reads.
 fn scopes(
     obj: &Obj,
     telemetry: &Telemetry,
@@ -180,7 +197,6 @@ fn scopes(
             .services
             .contains_key(&ServiceKey::new(namespace, name))
     };
-    let namespace_served = namespace_served(ctx, namespace);
     let targets: Vec<(String, &PolicyTargetReference)> = match &spec.target_ref {
         Some(one) => vec![("spec.targetRef".to_string(), one)],
         None => spec
@@ -190,16 +206,17 @@ fn scopes(
             .map(|(i, t)| (format!("spec.targetRefs[{i}]"), t))
             .collect(),
     };
-    if spec.selector.is_some() {
-        let hint = if namespace_served {
-            "a selector does not apply to waypoints (as in Istio): use targetRefs to the \
-             waypoint Gateway or to the Service"
-                .to_string()
+    if let Some(selector) = &spec.selector {
+        if !targets.is_empty() {
+            warn(
+                "spec.selector".into(),
+                "a selector beside targetRefs is not used (Istio refuses the pair): the \
+                 targetRefs apply"
+                    .into(),
+            );
         } else {
-            format!("it selects workloads, and {ZTUNNEL}: it has no effect")
-        };
-        warn("spec.selector".into(), hint);
-        return Vec::new();
+            return vec![Scope::Selector(selector.match_labels.clone())];
+        }
     }
     if targets.is_empty() {
         return vec![Scope::Namespace];
