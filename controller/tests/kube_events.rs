@@ -26,7 +26,7 @@ const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/";
 const DENY_NOTE: &str = "spec.action: unknown action \"ALOW\" (ALLOW, DENY, AUDIT, CUSTOM); the \
      policy denies every request to its workloads until it is fixed";
 const TELEMETRY_NOTE: &str = "no Service of namespace shop is served by a waypoint: its tracing \
-     and metrics have no effect (ztunnel reads only accessLogging, mesh-wide or namespace-wide)";
+     and metrics have no effect (ztunnel reads only accessLogging, mesh-wide, namespace-wide or by selector)";
 
 /// What the fake serves: lists by path; Events and statuses accepted, or Events refused, or
 /// Events gone (expired) when their series is updated.

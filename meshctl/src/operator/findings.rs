@@ -195,7 +195,7 @@ mod tests {
             all[0].text,
             "kubernetes: Telemetry shop/t: warning: no Service of namespace shop is served by a \
              waypoint: its tracing and metrics have no effect (ztunnel reads only accessLogging, \
-             mesh-wide or namespace-wide)",
+             mesh-wide, namespace-wide or by selector)",
             "{all:?}"
         );
         let broken = in_layers(Vec::new(), &[&fixed, &cluster], &cluster[..1]).unwrap();
