@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use controller::ca::rotation::{LAYOUT, State};
+use controller::ca::rotation::{LAYOUT, State, read_material};
 use controller::ca::rotation_secret::{
     ANSWER, AnswerRecord, RECORD, REQUEST, REQUEST_FILES, ROTATION_SECRET, ROTATION_SECRET_TYPE,
     RequestRecord,
@@ -78,19 +78,10 @@ pub fn asked(command: &CaCommand, id: &str) -> Result<Option<Asked>> {
     }))
 }
 
-/// The CA layout files of `folder` (those present); at least one.
+/// The CA layout files of `folder` (those present, read as the controller reads a folder);
+/// at least one.
 fn read_layout(folder: &std::path::Path) -> Result<BTreeMap<String, String>> {
-    let mut files = BTreeMap::new();
-    for name in LAYOUT {
-        let path = folder.join(name);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                files.insert(name.to_owned(), text);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ClusterError::Local(format!("{}: {e}", path.display()))),
-        }
-    }
+    let files = read_material(folder).map_err(|e| ClusterError::Local(e.to_string()))?;
     if files.is_empty() {
         return Err(ClusterError::Local(format!(
             "{}: no CA files ({})",
