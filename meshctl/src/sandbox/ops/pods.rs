@@ -10,7 +10,7 @@ use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::container::Launch;
 use crate::sandbox::host::logs::quoted_tail;
 use crate::sandbox::host::{dns, netns, process, state};
-use crate::sandbox::model::cluster::{Phase, Pod};
+use crate::sandbox::model::cluster::{Node, Phase, Pod};
 use crate::sandbox::model::ids::{OsEntropy, ProcId};
 use crate::sandbox::model::services::services;
 
@@ -76,15 +76,19 @@ impl Sandbox {
         self.sync()
     }
 
+    /// The node `pod` is scheduled on.
+    fn node_of(&self, pod: &Pod) -> Result<Node> {
+        self.cluster
+            .node(&pod.node)
+            .cloned()
+            .ok_or_else(|| not_found("node", &pod.node))
+    }
+
     fn start_pod(&mut self, key: &str) -> Result<()> {
         let Some(pod) = self.cluster.pods.get(key).cloned() else {
             return Ok(());
         };
-        let node = self
-            .cluster
-            .node(&pod.node)
-            .cloned()
-            .ok_or_else(|| not_found("node", &pod.node))?;
+        let node = self.node_of(&pod)?;
         self.say(format!(
             "starting pod {} on {} ({})",
             pod.key(),
@@ -131,11 +135,7 @@ impl Sandbox {
         let (Some(index), true) = (index, pod.uid == uid && pod.phase == Phase::Running) else {
             return Ok(None);
         };
-        let node = self
-            .cluster
-            .node(&pod.node)
-            .cloned()
-            .ok_or_else(|| not_found("node", &pod.node))?;
+        let node = self.node_of(&pod)?;
         self.say(format!(
             "restarting container {name} of pod {key}: its liveness probe failed"
         ));
