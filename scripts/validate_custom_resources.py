@@ -43,8 +43,11 @@ def yaml_files(paths):
 
 def structural_problems(node, where):
     """What makes a schema non-structural: a node without a type (outside int-or-string and
-    preserve-unknown-fields), or an object with both properties and additionalProperties."""
-    problems = []
+    preserve-unknown-fields), or an object with both properties and additionalProperties; and
+    what this check does not evaluate (oneOf / anyOf / allOf / not, CEL aside)."""
+    int_or_string = node.get("x-kubernetes-int-or-string")
+    problems = [f"{where}: {key} is not checked here" for key in ("oneOf", "anyOf", "allOf", "not")
+                if key in node and not (key == "anyOf" and int_or_string)]
     if not node.get("x-kubernetes-int-or-string") and not node.get("x-kubernetes-preserve-unknown-fields"):
         if "type" not in node:
             problems.append(f"{where}: no type")
@@ -82,12 +85,6 @@ def to_json_schema(node):
         node["additionalProperties"] = to_json_schema(node["additionalProperties"])
     if "items" in node:
         node["items"] = to_json_schema(node["items"])
-    for key in ("oneOf", "anyOf", "allOf"):
-        if key in node:
-            # Istio-style "one of these fields" clauses name required fields only.
-            node[key] = [to_json_schema({**clause, "type": "object", "x-kubernetes-preserve-unknown-fields": True})
-                         if "required" in clause or "not" in clause else to_json_schema(clause)
-                         for clause in node[key]]
     return node
 
 
