@@ -317,7 +317,11 @@ async fn a_rotation_asked_through_the_secret_survives_its_leader_and_every_repli
             .contains_key(&format!("{NEXT}root-key.pem"))
     );
     assert!(!cluster.data(ROTATION_SECRET).contains_key(REQUEST));
-    assert_eq!(cluster.ca_roots(), (old.clone(), both.clone()));
+    // The record is written before it takes effect: the CA Secret follows it.
+    eventually("both roots in the CA Secret, the old one signing", || {
+        cluster.ca_roots() == (old.clone(), both.clone())
+    })
+    .await;
     for namespace in ["istio-system", "shop"] {
         eventually(&format!("both roots published in {namespace}"), || {
             cluster.configmap_roots(namespace) == both
@@ -351,7 +355,10 @@ async fn a_rotation_asked_through_the_secret_survives_its_leader_and_every_repli
     })
     .await;
     let reissuing = [new.clone(), old.clone()].concat();
-    assert_eq!(cluster.ca_roots(), (new.clone(), reissuing.clone()));
+    eventually("the new root signing in the CA Secret", || {
+        cluster.ca_roots() == (new.clone(), reissuing.clone())
+    })
+    .await;
     eventually("the new root first in the ConfigMap", || {
         cluster.configmap_roots("istio-system") == reissuing
     })
@@ -372,7 +379,10 @@ async fn a_rotation_asked_through_the_secret_survives_its_leader_and_every_repli
         record.phase == Phase::Idle && record.completed_at > 0
     })
     .await;
-    assert_eq!(cluster.ca_roots(), (new.clone(), new.clone()));
+    eventually("the old root gone from the CA Secret", || {
+        cluster.ca_roots() == (new.clone(), new.clone())
+    })
+    .await;
     assert!(
         !cluster
             .data(ROTATION_SECRET)
