@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod app;
+mod backoff;
 pub mod ca;
 pub mod deploy;
 pub mod duration;

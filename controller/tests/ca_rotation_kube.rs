@@ -338,7 +338,8 @@ async fn a_rotation_asked_through_the_secret_survives_its_leader_and_every_repli
         .iter()
         .position(|r| r.name == leader)
         .expect("known");
-    drop(replicas.remove(index).process.take());
+    let mut leaving = replicas.remove(index);
+    drop(leaving.process.take());
     eventually("another replica leading", || {
         cluster.holder().is_some_and(|h| h != leader)
     })
@@ -399,6 +400,21 @@ async fn a_rotation_asked_through_the_secret_survives_its_leader_and_every_repli
     assert_eq!(issuing_root(follower, &new).await, new[0]);
     until_metric(leading, "controller_ca_rotation_phase 0").await;
     until_metric(leading, "controller_ca_root_rotations_completed_total 1").await;
+    // Every replica watched the three Secrets by name rather than reading them every second.
+    for replica in replicas.iter().chain([&leaving]) {
+        let watched: std::collections::BTreeSet<&str> = replica
+            .front
+            .seen()
+            .iter()
+            .filter(|r| r.path == SECRETS && r.query.contains("watch=true"))
+            .filter_map(|r| {
+                ["cacerts", "istio-ca-secret", ROTATION_SECRET]
+                    .into_iter()
+                    .find(|name| r.query.contains(&format!("metadata.name%3D{name}")))
+            })
+            .collect();
+        assert_eq!(watched.len(), 3, "{}: {watched:?}", replica.name);
+    }
     // The follower never wrote (it only asked who called it).
     let written: Vec<String> = follower
         .writes()

@@ -15,7 +15,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// One request the fake received.
 #[derive(Clone, Debug)]
@@ -41,6 +41,26 @@ pub enum Reply {
     Text(u16, String),
     /// A response that stays open with nothing to say (a watch with no events).
     Pending,
+    /// A watch: `200` and each event as it comes, a JSON object per line, until the events'
+    /// sender is dropped.
+    Events(Events),
+}
+
+/// The events of one watch response, taken by the first response that streams them.
+#[derive(Clone, Debug)]
+pub struct Events(Arc<Mutex<Option<mpsc::UnboundedReceiver<Value>>>>);
+
+impl Events {
+    /// A watch response fed through the returned sender.
+    pub fn channel() -> (mpsc::UnboundedSender<Value>, Self) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (tx, Self(Arc::new(Mutex::new(Some(rx)))))
+    }
+
+    /// The events' receiver, for the first caller.
+    pub fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Value>> {
+        self.0.lock().expect("not poisoned").take()
+    }
 }
 
 /// `404 NotFound` as the API server says it: a resource, or a whole kind, that does not exist.
@@ -248,6 +268,26 @@ where
     }
 }
 
+fn pending() -> hyper::Response<Body> {
+    let pending = tokio_stream::pending::<Result<Frame<Bytes>, Infallible>>();
+    hyper::Response::new(StreamBody::new(pending).boxed())
+}
+
+/// A watch response streaming `events` (nothing, and open, if another response took them).
+fn streamed(events: Events) -> hyper::Response<Body> {
+    let Some(receiver) = events.take_receiver() else {
+        return pending();
+    };
+    let lines = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::UnboundedReceiverStream::new(receiver),
+        |event| Ok(Frame::data(Bytes::from(format!("{event}\n")))),
+    );
+    hyper::Response::builder()
+        .header("content-type", "application/json")
+        .body(StreamBody::new(lines).boxed())
+        .expect("a response")
+}
+
 async fn respond<F>(state: &State<F>, req: hyper::Request<Incoming>) -> hyper::Response<Body>
 where
     F: Fn(&Request) -> Reply,
@@ -277,10 +317,8 @@ where
     let (status, content_type, body) = match reply {
         Reply::Json(status, value) => (status, "application/json", value.to_string()),
         Reply::Text(status, text) => (status, "text/plain", text),
-        Reply::Pending => {
-            let pending = tokio_stream::pending::<Result<Frame<Bytes>, Infallible>>();
-            return hyper::Response::new(StreamBody::new(pending).boxed());
-        }
+        Reply::Pending => return pending(),
+        Reply::Events(events) => return streamed(events),
     };
     hyper::Response::builder()
         .status(status)

@@ -2,7 +2,10 @@
 //! test names (`/apis/coordination.k8s.io/v1/namespaces/istio-system/leases`): `POST` to the
 //! collection creates (409 AlreadyExists when the name is taken), `GET` of an item reads it
 //! (404 when absent), `PUT` replaces it only at its current `metadata.resourceVersion` (409
-//! Conflict otherwise). Every write gets the next resourceVersion. Shared by several
+//! Conflict otherwise). Every write gets the next resourceVersion. `GET` of the collection
+//! lists it, or with `watch=true` streams every later write as an event (`ADDED` or
+//! `MODIFIED`, from the `resourceVersion` asked), as a list-then-watch client (kube's watcher)
+//! expects; both honour a `fieldSelector` of `metadata.name=<name>`. Shared by several
 //! [`FakeKube`](crate::fake_kube::FakeKube) front ends, it is one cluster that several
 //! clients reach each through its own.
 
@@ -10,8 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
-use crate::fake_kube::{Reply, Request, not_found};
+use crate::fake_kube::{Events, Reply, Request, not_found};
 
 /// The objects of some collections, by item path.
 #[derive(Debug, Default)]
@@ -24,6 +28,73 @@ pub struct Objects {
 struct Stored {
     items: BTreeMap<String, Value>,
     version: u64,
+    watches: Vec<Watch>,
+}
+
+/// An open watch: the items it follows and where their events go.
+#[derive(Debug)]
+struct Watch {
+    scope: Scope,
+    events: mpsc::UnboundedSender<Value>,
+}
+
+/// A collection, and one name in it when a field selector says so.
+#[derive(Debug)]
+struct Scope {
+    collection: String,
+    name: Option<String>,
+}
+
+impl Scope {
+    fn of(collection: &str, query: &str) -> Self {
+        let name = query_param(query, "fieldSelector")
+            .and_then(|selector| selector.strip_prefix("metadata.name=").map(str::to_owned));
+        Self {
+            collection: collection.to_owned(),
+            name,
+        }
+    }
+
+    fn holds(&self, path: &str) -> bool {
+        path.strip_prefix(self.collection.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|name| self.name.as_deref().is_none_or(|n| n == name))
+    }
+}
+
+/// The decoded value of `key` in `query`.
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| percent_decoded(v))
+    })
+}
+
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `409` as the API server says it: `reason` `AlreadyExists` or `Conflict`.
@@ -72,6 +143,13 @@ impl Objects {
                 }
                 Some(Reply::Json(201, state.store(path, request.body.clone())))
             }
+            ("GET", true) => {
+                let scope = Scope::of(collection, &request.query);
+                Some(match query_param(&request.query, "watch").as_deref() {
+                    Some("true" | "1") => state.watch(scope, &request.query),
+                    _ => Reply::Json(200, state.list(&scope)),
+                })
+            }
             ("GET", false) => Some(match state.items.get(&request.path) {
                 Some(object) => Reply::Json(200, object.clone()),
                 None => not_found(),
@@ -105,12 +183,53 @@ impl Objects {
 }
 
 impl Stored {
-    /// Stores `object` at `path` with the next resourceVersion; returns it as stored.
+    /// Stores `object` at `path` with the next resourceVersion, telling the watches that
+    /// follow it; returns it as stored.
     fn store(&mut self, path: String, mut object: Value) -> Value {
         self.version += 1;
         object["metadata"]["resourceVersion"] = json!(self.version.to_string());
-        self.items.insert(path, object.clone());
+        let kind = match self.items.insert(path.clone(), object.clone()) {
+            None => "ADDED",
+            Some(_) => "MODIFIED",
+        };
+        let event = json!({"type": kind, "object": object});
+        self.watches
+            .retain(|w| !w.scope.holds(&path) || w.events.send(event.clone()).is_ok());
         object
+    }
+
+    /// The items `scope` holds, as a list at the current version.
+    fn list(&self, scope: &Scope) -> Value {
+        let items: Vec<Value> = self
+            .items
+            .iter()
+            .filter(|(path, _)| scope.holds(path))
+            .map(|(_, item)| item.clone())
+            .collect();
+        json!({"kind": "List", "apiVersion": "v1",
+               "metadata": {"resourceVersion": self.version.to_string()}, "items": items})
+    }
+
+    /// A watch of `scope` from the query's `resourceVersion`: the items written since, then
+    /// every later write.
+    fn watch(&mut self, scope: Scope, query: &str) -> Reply {
+        let since: u64 = query_param(query, "resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let (events, reply) = Events::channel();
+        let version = |item: &Value| {
+            item["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        for (_, item) in self.items.iter().filter(|(path, _)| scope.holds(path)) {
+            if version(item) > since {
+                let _ = events.send(json!({"type": "MODIFIED", "object": item}));
+            }
+        }
+        self.watches.push(Watch { scope, events });
+        Reply::Events(reply)
     }
 }
 
@@ -135,6 +254,59 @@ mod tests {
             Some(Reply::Json(status, body)) => (status, body),
             other => panic!("not a JSON answer: {other:?}"),
         }
+    }
+
+    fn watch(objects: &Objects, query: &str) -> mpsc::UnboundedReceiver<Value> {
+        let mut watching = request("GET", LEASES, Value::Null);
+        watching.query = query.into();
+        let reply = objects.answer(&watching);
+        let Some(Reply::Events(events)) = reply else {
+            panic!("not a watch: {reply:?}");
+        };
+        events.take_receiver().expect("untaken")
+    }
+
+    #[test]
+    fn a_watch_streams_the_writes_after_its_version_of_the_names_it_selects() {
+        let objects = Objects::new(&[LEASES]);
+        let lease = |name: &str| json!({"metadata": {"name": name}});
+        status(objects.answer(&request("POST", LEASES, lease("a"))));
+        let mut all = watch(&objects, "watch=true&resourceVersion=0");
+        let mut named = watch(
+            &objects,
+            "watch=1&resourceVersion=1&fieldSelector=metadata.name%3Db",
+        );
+        let added = all.try_recv().expect("the write before the watch");
+        assert_eq!(
+            (
+                added["type"].as_str(),
+                added["object"]["metadata"]["name"].as_str()
+            ),
+            (Some("MODIFIED"), Some("a"))
+        );
+        status(objects.answer(&request("POST", LEASES, lease("b"))));
+        let mut b = status(objects.answer(&request("GET", &format!("{LEASES}/b"), Value::Null))).1;
+        b["spec"] = json!({"holderIdentity": "x"});
+        status(objects.answer(&request("PUT", &format!("{LEASES}/b"), b)));
+        let kinds = |rx: &mut mpsc::UnboundedReceiver<Value>| {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["type"].as_str().unwrap_or_default(),
+                        e["object"]["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kinds(&mut all), ["ADDED 2", "MODIFIED 3"]);
+        assert_eq!(kinds(&mut named), ["ADDED 2", "MODIFIED 3"]);
+        // A write of another name is not sent to the named watch.
+        status(objects.answer(&request("POST", LEASES, lease("c"))));
+        assert_eq!(kinds(&mut named), Vec::<String>::new());
+        assert_eq!(kinds(&mut all), ["ADDED 4"]);
     }
 
     #[test]
@@ -167,6 +339,16 @@ mod tests {
         let (code, stale) = status(objects.answer(&request("PUT", &item, renewed)));
         assert_eq!((code, stale["reason"].as_str()), (409, Some("Conflict")));
         assert_eq!(objects.get(&item).unwrap()["spec"]["holderIdentity"], "b");
+        // The collection lists, by name with a field selector.
+        let mut listing = request("GET", LEASES, Value::Null);
+        listing.query = "fieldSelector=metadata.name%3Dl".into();
+        let (code, list) = status(objects.answer(&listing));
+        assert_eq!(
+            (code, list["items"][0]["spec"]["holderIdentity"].as_str()),
+            (200, Some("b"))
+        );
+        listing.query = "fieldSelector=metadata.name%3Dother".into();
+        assert_eq!(status(objects.answer(&listing)).1["items"], json!([]));
         // Other paths are not its business.
         assert!(
             objects

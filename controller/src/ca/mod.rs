@@ -20,6 +20,7 @@ pub mod rotation;
 pub mod rotation_secret;
 pub mod rotation_store;
 pub mod secret_store;
+pub mod secret_watch;
 mod service;
 pub mod store;
 pub mod tokenreview;

@@ -24,12 +24,14 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::error::CaError;
 use super::layout::{CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, ROOT_KEY};
 use super::rotation::{self, LAYOUT, Material, State, merge_roots, now_secs};
 use super::rotation_store::{Pending, Request, RequestKind, RotationStore};
 use super::secret_store::{CA_SECRET, PLUGGED_IN_SECRET, from_plugged_in};
+use super::secret_watch::{Changes, watch_secrets};
 use super::store::{self, Origin};
 use crate::events::{self, EventSettings, MAX_NOTE, TYPE, micro_time, truncate};
 use crate::status::CONTROLLER_NAME;
@@ -405,6 +407,11 @@ impl RotationStore for SecretStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn changes(&self) -> Option<watch::Receiver<Changes>> {
+        let names = [ROTATION_SECRET, CA_SECRET, PLUGGED_IN_SECRET];
+        Some(watch_secrets(self.api.clone(), &names))
     }
 
     fn request(&self) -> Pending<'_, Option<Request>> {

@@ -12,6 +12,7 @@ use hbone::Authority;
 
 use super::error::CaError;
 use super::rotation::{self, Material, State};
+use super::secret_watch::Changes;
 use super::store::{self, Origin};
 
 /// An operation of a store, run to its end by the rotation's driver.
@@ -85,6 +86,13 @@ pub trait RotationStore: Send + Sync + std::fmt::Debug {
     /// Whether other replicas share it: those that do not lead then load what it holds.
     fn shared(&self) -> bool {
         false
+    }
+
+    /// Notice of what other writers (other replicas, the plug-in CA's owner) change in the
+    /// store, from a watch started by this call; `None` when the store cannot tell, and is
+    /// then read on every tick.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<Changes>> {
+        None
     }
 
     /// A rotation requested through the store and not yet answered.

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::ca::rotation::{self, Phase, State, now_secs};
 use crate::ca::rotation_store::RotationStore;
+use crate::ca::secret_watch::Changes;
 use crate::ca::{CaError, CertificateAuthority};
 use crate::leader::Leadership;
 use crate::server::ServingTls;
@@ -34,8 +35,12 @@ use crate::translate::Published;
 use crate::xds::Clients;
 pub use progress::Progress;
 
-/// How often the phases are checked.
+/// How often the phases are checked during a rotation, or while the store cannot tell its
+/// changes.
 const TICK: Duration = Duration::from_secs(1);
+/// How often the store is read with no rotation in progress when it tells its changes: a
+/// change wakes the replica at once, this only catches what a watch might miss.
+const IDLE_TICK: Duration = Duration::from_secs(30);
 /// After a start, proxies reconnecting are given this long before an empty or partial list
 /// of clients is believed (their reconnection backoff is at most 15 s).
 const SETTLE: Duration = Duration::from_secs(20);
@@ -229,19 +234,46 @@ impl RootRotation {
         }
     }
 
-    /// Advances the phases until `shutdown` completes.
+    /// Advances the phases until `shutdown` completes: every [`TICK`] during a rotation, and
+    /// otherwise when the store or the leadership changes (every [`IDLE_TICK`] at least).
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(TICK);
+        let mut changes = self.inner.store.as_ref().and_then(|s| s.changes());
+        let mut leadership = self.inner.leadership.clone();
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = &mut shutdown => return,
-            }
             if let Err(e) = self.inner.advance().await {
                 tracing::error!(error = %e, "root rotation could not advance; retrying");
             }
+            let phase = self.inner.lock().phase;
+            let pause = pause(phase, changes.as_ref().map(|c| *c.borrow()));
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = store_changed(&mut changes) => {}
+                () = leadership.changed() => {}
+                () = &mut shutdown => return,
+            }
         }
+    }
+}
+
+/// How long to wait before the next check in `phase`, given what the store's watch tells.
+fn pause(phase: Phase, changes: Option<Changes>) -> Duration {
+    let watched = changes.is_some_and(|c| c.watching);
+    match phase {
+        Phase::Idle if watched => IDLE_TICK,
+        _ => TICK,
+    }
+}
+
+/// Completes when the store tells of a change; never when it cannot tell.
+async fn store_changed(changes: &mut Option<watch::Receiver<Changes>>) {
+    let ended = match changes.as_mut() {
+        Some(changes) => changes.changed().await.is_err(),
+        None => true,
+    };
+    if ended {
+        *changes = None;
+        std::future::pending::<()>().await;
     }
 }
 

@@ -363,3 +363,21 @@ async fn only_the_leader_starts_a_rotation() {
         Phase::Published
     );
 }
+
+#[test]
+fn an_idle_store_that_tells_its_changes_is_read_rarely_and_a_rotation_every_tick() {
+    let watching = Changes {
+        watching: true,
+        seen: 3,
+    };
+    let listing = Changes {
+        watching: false,
+        seen: 1,
+    };
+    assert_eq!(pause(Phase::Idle, Some(watching)), IDLE_TICK);
+    assert_eq!(pause(Phase::Idle, Some(listing)), TICK);
+    assert_eq!(pause(Phase::Idle, None), TICK);
+    for phase in [Phase::Published, Phase::Reissuing] {
+        assert_eq!(pause(phase, Some(watching)), TICK);
+    }
+}

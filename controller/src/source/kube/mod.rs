@@ -34,6 +34,7 @@ pub use kinds::{REPORTED, StatusStyle, WATCHED, WatchedKind, all_watched};
 pub use observed::{KUBERNETES_ORIGIN, Observed, ObservedMap};
 pub use state::KubeState;
 
+use crate::backoff::Backoff;
 use crate::model::Index;
 
 /// Tuning of the Kubernetes source.
@@ -184,31 +185,6 @@ fn only_reported(kind: &WatchedKind) -> bool {
 /// and the mesh config's ConfigMap (its defaults apply).
 fn may_be_forbidden(kind: &WatchedKind) -> bool {
     only_reported(kind) || kind.only_named.is_some()
-}
-
-/// Doubling delays from one second up to `max`.
-struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(max: Duration) -> Self {
-        Self {
-            next: Duration::from_secs(1),
-            max,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = Duration::from_secs(1);
-    }
-
-    fn step(&mut self) -> Duration {
-        let now = self.next.min(self.max);
-        self.next = (self.next * 2).min(self.max);
-        now
-    }
 }
 
 /// Runs the watcher of one kind, forwarding its events, until the queue closes.
