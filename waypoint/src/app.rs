@@ -164,6 +164,7 @@ impl Core {
         let metrics = Metrics::for_component("waypoint");
         let runtime = Runtime::new();
         runtime.set_own_identity(&identity);
+        runtime.set_node_id(&client_identity(config).node_id);
         // The waypoint is its own workload: it asks for its own identity, never impersonating.
         let learned = control.learned_roots().clone();
         let certs = CertManager::with_signer_and_roots(

@@ -167,7 +167,8 @@ fn observe(h: Handling<'_>, svc: &ServiceEntry, headers: &HeaderMap, ctx: &mut R
     let resource = h.engine.config.trace_resource.clone();
     let incoming = &ctx.record.incoming_trace;
     let name = format!("{}:{}/*", svc.hostname, h.target.address.port());
-    let trace = RequestTrace::start(incoming, spec.clone(), resource, name, headers);
+    let mut trace = RequestTrace::start(incoming, spec.clone(), resource, name, headers);
+    trace.node_id = h.engine.runtime.node_id().cloned();
     ctx.record.trace_id = headers::trace_id_of(Some(trace.context.trace_id));
     if trace.records() {
         h.engine.runtime.metrics.spans.start(h.upstream);

@@ -37,6 +37,9 @@ pub struct Runtime {
     pub(crate) mirrors: Arc<Semaphore>,
     /// The waypoint's own SPIFFE URI (`By=` of `x-forwarded-client-cert`), once known.
     own_identity: OnceLock<String>,
+    /// The waypoint's xDS node id (`router~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`), the
+    /// `node_id` of its spans, once known.
+    node_id: OnceLock<Arc<str>>,
 }
 
 impl Runtime {
@@ -50,6 +53,7 @@ impl Runtime {
             outliers: Mutex::new(HashMap::new()),
             mirrors: Arc::new(Semaphore::new(MAX_MIRRORS_IN_FLIGHT)),
             own_identity: OnceLock::new(),
+            node_id: OnceLock::new(),
         })
     }
 
@@ -57,6 +61,16 @@ impl Runtime {
     /// `By=`. A waypoint has one identity for its life: later calls change nothing.
     pub fn set_own_identity(&self, identity: &hbone::Identity) {
         let _ = self.own_identity.set(identity.to_string());
+    }
+
+    /// Records the node id the waypoint gives the controller; later calls change nothing.
+    pub fn set_node_id(&self, node_id: &str) {
+        let _ = self.node_id.set(node_id.into());
+    }
+
+    /// The waypoint's node id, when set.
+    pub(crate) fn node_id(&self) -> Option<&Arc<str>> {
+        self.node_id.get()
     }
 
     /// The waypoint's own SPIFFE URI, when set.

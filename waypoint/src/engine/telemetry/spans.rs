@@ -1,6 +1,7 @@
 //! The spans of a finished traced request, with the attributes Envoy gives its spans
 //! (`http.method`, `http.url`, `http.status_code`, `response_flags`, `guid:x-request-id`,
-//! ...) and Istio's workload tags (`istio.canonical_service`, `istio.namespace`, ...).
+//! `node_id`, `user_agent`, `downstream_cluster`, ...) and Istio's workload tags
+//! (`istio.canonical_service`, `istio.namespace`, ...).
 
 use super::super::trace::{Attributes, Tracer};
 use super::record::RequestRecord;
@@ -12,7 +13,12 @@ pub(crate) fn export(tracer: &Tracer, r: &RequestRecord) {
     };
     let code = r.labels.response_code;
     let error = code == 0 || code >= 500;
-    let attributes = server_attributes(r, trace.spec.provider.max_tag_length, error);
+    let mut attributes = server_attributes(r, trace.spec.provider.max_tag_length, error);
+    if let Some(node_id) = &trace.node_id {
+        attributes.add("node_id", node_id);
+    }
+    let user_agent = trace.user_agent.as_ref().and_then(|v| v.to_str().ok());
+    attributes.add("user_agent", user_agent.unwrap_or("-"));
     // The measured duration, so the span agrees with the metrics and the access log.
     let end = trace.started + r.duration;
     for span in trace.spans(end, error, attributes) {
@@ -41,6 +47,8 @@ fn server_attributes(r: &RequestRecord, max: usize, error: bool) -> Attributes {
     let mut out = Attributes::new(max);
     for (key, value) in [
         ("component", "proxy"),
+        // Envoy's value when the caller names no cluster (x-envoy-downstream-service-cluster).
+        ("downstream_cluster", "-"),
         ("http.method", r.method.as_str()),
         ("http.protocol", l.request_protocol),
         ("response_flags", flags),

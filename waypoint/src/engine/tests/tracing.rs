@@ -122,9 +122,12 @@ fn upstream_calls(fake: &Fake) -> Vec<Call> {
 #[tokio::test(start_paused = true)]
 async fn a_sampled_trace_is_continued_and_its_spans_exported() {
     let e: Arc<Engine> = engine(&traced(0.0, route("r", vec![], forward(&[("v1", 1)]))));
+    const NODE: &str = "router~10.244.1.9~waypoint-1.shop~shop.svc.cluster.local";
+    e.runtime.set_node_id(NODE);
     let f = with_collector();
     let tp = format!("00-{TRACE}-{PARENT}-01");
-    let a = get(&e, &f, "/books", &[("traceparent", &tp)]).await;
+    let headers = [("traceparent", tp.as_str()), ("user-agent", "curl/8.5")];
+    let a = get(&e, &f, "/books", &headers).await;
     assert_eq!(a.status, 200);
     let sent = upstream_calls(&f).pop().unwrap();
     let out = sent.headers["traceparent"].to_str().unwrap().to_owned();
@@ -160,6 +163,9 @@ async fn a_sampled_trace_is_continued_and_its_spans_exported() {
     assert_eq!(attr(server, "http.url"), Some("http://reviews:9080/books"));
     assert_eq!(attr(server, "team"), Some("books"));
     assert_eq!(attr(client, "team"), Some("books"));
+    assert_eq!(attr(server, "node_id"), Some(NODE));
+    assert_eq!(attr(server, "user_agent"), Some("curl/8.5"));
+    assert_eq!(attr(server, "downstream_cluster"), Some("-"));
     assert!(server.end_time_unix_nano >= server.start_time_unix_nano);
     let text = e.runtime.render_metrics();
     assert!(

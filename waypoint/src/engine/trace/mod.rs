@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 mod context;
 mod export;
@@ -63,6 +63,10 @@ pub(crate) struct RequestTrace {
     pub tags: Attributes,
     /// The server span's name: Istio's `<service hostname>:<port>/*`.
     pub name: String,
+    /// The request's `user-agent`, kept when the trace records.
+    pub user_agent: Option<HeaderValue>,
+    /// The waypoint's node id, when known.
+    pub node_id: Option<Arc<str>>,
 }
 
 impl RequestTrace {
@@ -92,6 +96,9 @@ impl RequestTrace {
                 }
             }
         }
+        let user_agent = (context.sampled && spec.report)
+            .then(|| headers.get(http::header::USER_AGENT).cloned())
+            .flatten();
         Self {
             context,
             spec,
@@ -100,6 +107,8 @@ impl RequestTrace {
             attempts: Vec::new(),
             tags,
             name,
+            user_agent,
+            node_id: None,
         }
     }
 
