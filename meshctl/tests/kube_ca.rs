@@ -1,7 +1,8 @@
 //! `meshctl ca` in Kubernetes mode against a fake API server that keeps Secrets as a real
 //! one does: the built binary writes its request into the rotation Secret and prints the
-//! answer found there. The leader's part (answering) is played by the fake, as the
-//! controller's own tests (controller/tests/ca_rotation_kube.rs) run the real one.
+//! answer found there, and with `--wait` follows the recorded phases to the end. The leader's
+//! part (answering, advancing the phases) is played by the fake, as the controller's own tests
+//! (controller/tests/ca_rotation_kube.rs) run the real one.
 
 mod kube_cluster;
 
@@ -25,6 +26,9 @@ struct Fake {
     objects: Objects,
     routes: Routes,
     verdict: Verdict,
+    /// Reads of an accepted rotation's record: from the third on (the first two are
+    /// meshctl's wait for the answer and its first status), each finds the next phase.
+    reads: std::sync::atomic::AtomicUsize,
 }
 
 fn decode(secret: &Value, key: &str) -> Option<Value> {
@@ -38,6 +42,9 @@ fn encode(value: &Value) -> Value {
 
 impl Fake {
     fn answer(&self, request: &Request) -> Reply {
+        if request.method == "GET" && request.path == ROTATION {
+            self.advance();
+        }
         let reply = self
             .routes
             .answer(request)
@@ -50,6 +57,42 @@ impl Fake {
             self.lead(stored.clone(), &asked);
         }
         reply
+    }
+
+    /// Moves an accepted rotation's record one phase on (published, reissuing, then idle
+    /// and completed) once meshctl has read it twice, as a leader would between its reads.
+    fn advance(&self) {
+        let Some(mut secret) = self.objects.get(ROTATION) else {
+            return;
+        };
+        let Some(mut record) = decode(&secret, "rotation.json") else {
+            return;
+        };
+        let next = match record["phase"].as_str() {
+            Some("published") => "reissuing",
+            Some("reissuing") => "idle",
+            _ => return,
+        };
+        if self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            return;
+        }
+        record["phase"] = json!(next);
+        if next == "idle" {
+            record["completed_at"] = json!(2);
+        }
+        secret["data"]["rotation.json"] = encode(&record);
+        self.put(secret);
+    }
+
+    fn put(&self, secret: Value) {
+        let written = self.objects.answer(&Request {
+            method: "PUT".into(),
+            path: ROTATION.into(),
+            query: String::new(),
+            content_type: "application/json".into(),
+            body: secret,
+        });
+        assert!(matches!(written, Some(Reply::Json(200, _))), "{written:?}");
     }
 
     /// Answers `asked` as the leader does: in the same write, the answer (and, accepted,
@@ -67,14 +110,7 @@ impl Fake {
                                 "longest_leaf_secs": 0, "drop_after": 0, "completed_at": 0});
             data.insert("rotation.json".into(), encode(&record));
         }
-        let written = self.objects.answer(&Request {
-            method: "PUT".into(),
-            path: ROTATION.into(),
-            query: String::new(),
-            content_type: "application/json".into(),
-            body: secret,
-        });
-        assert!(matches!(written, Some(Reply::Json(200, _))), "{written:?}");
+        self.put(secret);
     }
 }
 
@@ -83,6 +119,7 @@ fn serve(verdict: Verdict) -> (Cluster, Arc<Fake>) {
         objects: Objects::new(&[SECRETS]),
         routes: Routes::new().json(ROOT_CONFIGMAP, root_config_map(365 * DAY)),
         verdict,
+        reads: Default::default(),
     });
     let serving = fake.clone();
     (Cluster::serve_with(move |r| serving.answer(r)), fake)
@@ -177,4 +214,23 @@ fn replace_sends_the_folders_files_and_prints_phase_1_once_accepted() {
     // Answered: the request's keys are gone.
     let stored = fake.objects.get(ROTATION).expect("the Secret");
     assert!(stored["data"].get("request.json").is_none());
+}
+
+#[test]
+fn rotate_root_wait_prints_each_phase_as_it_begins_until_the_rotation_completes() {
+    let (cluster, fake) = serve(|_| None);
+    let run = cluster.meshctl(&["ca", "rotate-root", "--wait", "-o", "json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let phases: Vec<u64> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON status per line"))
+        .map(|status| status["phase_number"].as_u64().expect("a phase"))
+        .collect();
+    assert_eq!(phases, [1, 3, 0], "{run:?}");
+    let record = decode(&fake.objects.get(ROTATION).unwrap(), "rotation.json").unwrap();
+    assert_eq!(
+        (record["phase"].as_str(), record["completed_at"].as_u64()),
+        (Some("idle"), Some(2))
+    );
 }
