@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use e2e::mesh::{wait_namespace_captured, wait_ready};
-use e2e::{Component, SETTLE, Sandbox, eventually, json};
+use e2e::{Component, Sandbox, json};
 use serde_json::Value;
 use test_support::process::KillOnDrop;
 use test_support::raw_http;
-use test_support::webdriver::Browser;
+use test_support::webdriver::{Browser, artifacts};
 
 /// The label that puts the shop in the mesh.
 const AMBIENT: &str = "istio.io/dataplane-mode=ambient";
@@ -25,33 +25,6 @@ const WINDOW: &str = "20s";
 /// How far the dashboard's figures for orders may be from `meshctl stat`'s: both measure a
 /// steady load, over windows of the same length a few seconds apart.
 const TOLERANCE: f64 = 0.35;
-
-/// Where this test's screenshots go.
-fn artifacts() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("e2e-artifacts").join("dashboard");
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    dir
-}
-
-/// Runs `script` in the page until it returns something `accept` takes; panics naming
-/// `what` with the last value otherwise.
-fn wait_page(
-    browser: &Browser,
-    what: &str,
-    script: &str,
-    accept: impl Fn(&Value) -> bool,
-) -> Value {
-    let mut last = Value::Null;
-    let found = eventually(SETTLE, || {
-        last = browser.run(script).unwrap_or_else(Value::String);
-        accept(&last)
-    });
-    assert!(found, "{what}: the page shows {last}");
-    last
-}
 
 /// Starts the dashboard on a free loopback port; returns it with its URL.
 fn start_dashboard(sb: &Sandbox) -> (KillOnDrop, String) {
@@ -104,14 +77,13 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
             .expect("the load starts"),
     );
     let (_dashboard, url) = start_dashboard(&sb);
-    let shots = artifacts();
+    let shots = artifacts("dashboard");
     refuses_foreign_hosts_and_writes(&url);
 
     // The graph: the shop's workloads, mutual TLS from frontend to orders to payments, and
     // the client outside the mesh in plaintext.
     browser.open(&format!("{url}#/graph")).unwrap();
-    let graph = wait_page(
-        &browser,
+    let graph = browser.wait_for(
         "the graph's mTLS edges",
         "return {nodes: [...document.querySelectorAll('g.node')].map(n => n.dataset.id),
                  edges: [...document.querySelectorAll('g.edge')].map(e =>
@@ -174,9 +146,7 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
     let stat = json(&String::from_utf8_lossy(&stat.stdout));
     let row = &stat["rows"][0];
     assert_eq!(row["name"], "orders-v1", "{stat}");
-    let figures = wait_page(
-        &browser,
-        "orders-v1's figures",
+    let figures = browser.wait_for("orders-v1's figures",
         "const f = (k) => document.querySelector(`[data-figure=${k}]`)?.textContent;
          return {hash: location.hash, pods: f('pods'), mtls: f('mtls_share'),
                  received: f('read_bytes_per_second'), tap: document.querySelectorAll('#tap tbody tr').length};",
@@ -196,8 +166,7 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
     );
 
     // The tap: connections of orders-v1 appear while the load runs.
-    let tapped = wait_page(
-        &browser,
+    let tapped = browser.wait_for(
         "live tap rows",
         "return [...document.querySelectorAll('#tap tbody tr')].map(r => r.textContent);",
         |rows| rows.as_array().is_some_and(|r| r.len() >= 3),
@@ -212,25 +181,20 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
     );
     let received = "return Number(document.getElementById('tap').dataset.received);";
     let before = browser.run(received).unwrap().as_u64().unwrap();
-    wait_page(
-        &browser,
-        "more tap events as requests go on",
-        received,
-        |n| n.as_u64().is_some_and(|n| n > before),
-    );
+    browser.wait_for("more tap events as requests go on", received, |n| {
+        n.as_u64().is_some_and(|n| n > before)
+    });
     browser.screenshot(&shots.join("workload.png")).unwrap();
 
     // The orders Service's page, from the overview's link: its three pods.
     browser.open(&format!("{url}#/overview")).unwrap();
-    wait_page(
-        &browser,
+    browser.wait_for(
         "the overview's link to the orders Service",
         "const a = document.querySelector(\"a[href='#/workload/svc/shop/orders']\");
          if (a) a.click(); return location.hash;",
         |hash| hash == "#/workload/svc/shop/orders",
     );
-    wait_page(
-        &browser,
+    browser.wait_for(
         "the orders Service's pods",
         "return document.querySelector('[data-figure=pods]')?.textContent;",
         |pods| pods == "3 / 3",
@@ -239,9 +203,7 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
 
     // Certificates: each shop identity, from the ztunnels' config dumps, and the root.
     browser.open(&format!("{url}#/certificates")).unwrap();
-    let identities = wait_page(
-        &browser,
-        "the shop's certificates",
+    let identities = browser.wait_for("the shop's certificates",
         "return [...document.querySelectorAll('#certificates tbody tr')].map(r => r.children[1].textContent);",
         |ids| {
             ["frontend", "orders", "payments"].iter().all(|sa| {
@@ -254,8 +216,7 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
     assert!(!identities.as_array().unwrap().is_empty());
     browser.screenshot(&shots.join("certificates.png")).unwrap();
     browser.open(&format!("{url}#/findings")).unwrap();
-    wait_page(
-        &browser,
+    browser.wait_for(
         "the findings",
         "return document.querySelectorAll('#findings tbody tr').length;",
         |n| n.as_u64() > Some(0),
@@ -266,14 +227,14 @@ fn the_dashboard_shows_the_shop_live_in_a_browser() {
     browser.open(&format!("{url}#/overview")).unwrap();
     let status = "return document.getElementById('overview-status')?.dataset.status;";
     // Warnings (findings about the demo's objects) may show; errors may not.
-    let healthy = wait_page(&browser, "a healthy overview", status, |s| s.is_string());
+    let healthy = browser.wait_for("a healthy overview", status, |s| s.is_string());
     assert_ne!(
         healthy, "error",
         "the overview is red before anything broke"
     );
     browser.screenshot(&shots.join("overview.png")).unwrap();
     sb.stop(&Component::Ztunnel("node2".into())).unwrap();
-    wait_page(&browser, "a failing overview", status, |s| s == "error");
+    browser.wait_for("a failing overview", status, |s| s == "error");
     let failing = browser
         .run("return document.querySelector(\".check-group[data-group='node proxies']\").dataset.status;")
         .unwrap();
@@ -334,8 +295,7 @@ fn two_hundred_workloads_each_get_a_place_of_their_own_in_the_graph() {
     let (_dashboard, url) = start_dashboard(&sb);
     browser.open(&format!("{url}#/graph")).unwrap();
     // Every node's box on the page, as the browser laid it out.
-    let boxes = wait_page(
-        &browser,
+    let boxes = browser.wait_for(
         "200 workloads in the graph",
         "return [...document.querySelectorAll('g.node rect')].map(r => {
            const b = r.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; });",
@@ -357,8 +317,7 @@ fn two_hundred_workloads_each_get_a_place_of_their_own_in_the_graph() {
         .screenshot(&shots_dir_file("graph-200.png"))
         .unwrap();
     browser.open(&format!("{url}#/overview")).unwrap();
-    let many = wait_page(
-        &browser,
+    let many = browser.wait_for(
         "the overview's namespace row",
         "return [...document.querySelectorAll('table tbody tr')].map(r => r.textContent)
                  .find(t => t.startsWith('many'));",
@@ -376,7 +335,7 @@ fn two_hundred_workloads_each_get_a_place_of_their_own_in_the_graph() {
 
 /// A file of the artifacts folder.
 fn shots_dir_file(name: &str) -> PathBuf {
-    artifacts().join(name)
+    artifacts("dashboard").join(name)
 }
 
 #[test]

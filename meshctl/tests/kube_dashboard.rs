@@ -2,7 +2,8 @@
 //! the built binary, pointed at it with `--kubeconfig`, serves the figures `stat` computes
 //! from the proxies' metrics (through the pod proxy), `check`'s checks, the root the
 //! controller publishes and the certificates the proxies' gauges show; the live tap says why
-//! it cannot run there.
+//! it cannot run there. The same pages in a real headless browser (Debian's chromium through
+//! chromedriver), screenshots in `target/e2e-artifacts/dashboard-kube/`.
 
 mod kube_cluster;
 
@@ -16,6 +17,7 @@ use serde_json::Value;
 use test_support::fake_kube::Reply;
 use test_support::process::KillOnDrop;
 use test_support::raw_http::{Reply as HttpReply, exchange};
+use test_support::webdriver::{Browser, artifacts};
 
 const ORDERS: &str = "spiffe://cluster.local/ns/shop/sa/orders";
 const FRONTEND: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
@@ -232,4 +234,77 @@ async fn a_cluster_without_the_mesh_turns_the_overview_red() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(snapshot["status"], "error", "{snapshot}");
+}
+
+#[test]
+fn a_clusters_graph_certificates_and_checks_show_in_a_browser() {
+    // Never skipped: the test command installs the browser (scripts/host-packages.sh).
+    let browser = Browser::start(1400, 1000).unwrap_or_else(|e| panic!("{e}"));
+    let cluster = busy_shop_with_certificates();
+    let dashboard = Dashboard::start(&cluster);
+    let url = format!("http://{}/", dashboard.address);
+    let shots = artifacts("dashboard-kube");
+
+    // The graph: frontend to orders over mutual TLS, as the proxies' metrics tell it.
+    browser.open(&format!("{url}#/graph")).unwrap();
+    let graph = browser.wait_for(
+        "the graph's mTLS edge",
+        "return {nodes: [...document.querySelectorAll('g.node')].map(n => n.dataset.id),
+                 edges: [...document.querySelectorAll('g.edge')].map(e =>
+                   [e.dataset.from, e.dataset.to, e.dataset.mtls])};",
+        |g| {
+            g["edges"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e == &serde_json::json!(["shop/frontend", "shop/orders", "true"]))
+        },
+    );
+    let nodes = graph["nodes"].as_array().expect("nodes");
+    for id in ["shop/frontend", "shop/orders"] {
+        assert!(nodes.contains(&Value::String(id.into())), "{id}: {graph}");
+    }
+    // Its label: the requests per second and success rate the waypoint counts for that
+    // edge, as the snapshot the page received has them.
+    let edge = browser.wait_for(
+        "the edge's request figures",
+        "const l = snapshot?.graph.links.find(l => l.from === 'shop/frontend' && l.to === 'shop/orders');
+         const e = document.querySelector(\"g.edge[data-from='shop/frontend'][data-to='shop/orders'] text\");
+         return {text: e?.textContent, rps: l?.requests_per_second, success: l?.success_rate};",
+        |e| e["rps"].as_f64().is_some_and(|r| r > 0.0) && e["text"].is_string(),
+    );
+    let (rps, success) = (number(&edge["rps"]), number(&edge["success"]));
+    assert!(success > 0.0 && success < 1.0, "{edge}");
+    assert_eq!(
+        edge["text"],
+        format!("{rps:.1} rps {:.1}%", 100.0 * success),
+        "{edge}"
+    );
+    browser.screenshot(&shots.join("graph.png")).unwrap();
+
+    // The certificates: frontend's, with a quarter of its life left at most, highlighted.
+    browser.open(&format!("{url}#/certificates")).unwrap();
+    let rows = browser.wait_for(
+        "the proxies' certificates",
+        "return [...document.querySelectorAll('#certificates tbody tr')]
+                  .map(r => [r.children[1].textContent, r.className]);",
+        |rows| rows.as_array().is_some_and(|r| r.len() >= 2),
+    );
+    let class_of = |identity: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r[0] == identity)
+            .unwrap_or_else(|| panic!("no row of {identity}: {rows}"))[1]
+            .clone()
+    };
+    assert_eq!(class_of(FRONTEND), "warning", "{rows}");
+    assert_eq!(class_of(ORDERS), "", "{rows}");
+    browser.screenshot(&shots.join("certificates.png")).unwrap();
+
+    // The overview: the cluster's checks pass.
+    browser.open(&format!("{url}#/overview")).unwrap();
+    let status = "return document.getElementById('overview-status')?.dataset.status;";
+    browser.wait_for("a healthy overview", status, |s| s == "ok");
+    browser.screenshot(&shots.join("overview.png")).unwrap();
 }

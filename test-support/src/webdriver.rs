@@ -108,6 +108,24 @@ impl Browser {
         )
     }
 
+    /// Runs `script` in the page (every 200 ms, for a minute at most) until it returns
+    /// something `accept` takes, and returns that; panics naming `what` with the last value
+    /// the page gave otherwise.
+    pub fn wait_for(&self, what: &str, script: &str, accept: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + PAGE_PATIENCE;
+        loop {
+            let last = self.run(script).unwrap_or_else(Value::String);
+            if accept(&last) {
+                return last;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: the page shows {last}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// Writes a PNG screenshot of the window to `path`.
     pub fn screenshot(&self, path: &Path) -> Result<(), String> {
         let encoded = self.command("GET", "/screenshot", None)?;
@@ -125,6 +143,20 @@ impl Drop for Browser {
             None,
         );
     }
+}
+
+/// How long [`Browser::wait_for`] waits for a page to show what it looks for.
+const PAGE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The folder where a test run keeps `name`'s artifacts (screenshots):
+/// `<target>/e2e-artifacts/<name>`, created; `target` is `CARGO_TARGET_DIR` or the workspace's.
+pub fn artifacts(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("e2e-artifacts").join(name);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
 }
 
 /// chromedriver and everything it started, killed and reaped when dropped.
