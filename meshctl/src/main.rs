@@ -33,9 +33,8 @@ enum Command {
     Install(meshctl::install::InstallArgs),
     /// Print the installed objects for `kubectl delete -f -` (CRDs only with --crds).
     ///
-    /// Captured pods keep their redirection rules when the node agent stops: remove the
-    /// istio.io/dataplane-mode label from their namespaces first (the node agents then
-    /// release them), or restart them after uninstalling.
+    /// The ztunnel DaemonSet comes first: each node agent, stopping, finds it deleted and
+    /// gives every pod it captured its own network back (no pod restarts).
     Uninstall(meshctl::install::UninstallArgs),
 }
 

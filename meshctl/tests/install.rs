@@ -104,7 +104,7 @@ async fn install_output_applies_to_the_api_server_object_by_object() {
     ]);
     assert_eq!(code, Some(0), "{stderr}");
     let objects = documents(&stdout);
-    assert_eq!(objects.len(), 25);
+    assert_eq!(objects.len(), 27);
 
     let store = Store::default();
     let fake = api_server(store.clone());
@@ -213,7 +213,10 @@ fn several_controller_replicas_are_installed_with_their_leader_election_rights()
 fn uninstall_names_the_objects_in_reverse_order_and_keeps_the_crds_unless_asked() {
     let (code, stdout, stderr) = meshctl(&["uninstall", "-o", "json"]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("keep their redirection rules until restarted"));
+    assert!(
+        stderr.contains("each node agent then releases the pods"),
+        "{stderr}"
+    );
     let list: Value = serde_json::from_str(&stdout).expect("JSON");
     let names: Vec<String> = list["items"]
         .as_array()
@@ -232,7 +235,7 @@ fn uninstall_names_the_objects_in_reverse_order_and_keeps_the_crds_unless_asked(
         names.last().map(String::as_str),
         Some("Namespace/istio-system")
     );
-    assert_eq!(names.len(), 13);
+    assert_eq!(names.len(), 15);
     assert!(
         !names
             .iter()

@@ -81,6 +81,34 @@ struct AgentArgs {
     /// Serve the agent's own `/metrics` (the probe rule's failures and coverage) here.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// The DaemonSet this agent runs in (NAMESPACE/NAME). When the agent stops and it is gone
+    /// or being deleted, the mesh is being uninstalled: every captured pod gets its own
+    /// network back and the node's probe rule goes. Otherwise (and without this flag) a stop
+    /// leaves pods captured, for the next agent.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    daemonset: Option<String>,
+    /// The Kubernetes API server to read the DaemonSet from, `http://HOST:PORT`; by default
+    /// the cluster's own, with the pod's ServiceAccount.
+    #[arg(long, value_name = "URL", requires = "daemonset")]
+    kube_api: Option<String>,
+}
+
+/// The uninstall check `--daemonset` and `--kube-api` ask for.
+fn uninstall_check(
+    args: &AgentArgs,
+) -> Result<Option<ztunnel::agent::uninstall::UninstallCheck>, String> {
+    use ztunnel::agent::kube_api::KubeApi;
+    let Some(reference) = &args.daemonset else {
+        return Ok(None);
+    };
+    let api = match &args.kube_api {
+        Some(url) => KubeApi::plain(url),
+        None => KubeApi::in_cluster(),
+    }
+    .map_err(|e| e.to_string())?;
+    ztunnel::agent::uninstall::UninstallCheck::parse(api, reference)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -115,6 +143,13 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
         }
         Role::NodeAgent(args) => {
+            let uninstall = match uninstall_check(&args) {
+                Ok(check) => check,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = AgentSettings {
                 node: args.node,
                 control: args.control.config(),
@@ -122,6 +157,7 @@ fn main() -> ExitCode {
                 netns_dir: args.netns_dir,
                 host_netns: args.host_probe_rule.then_some(args.host_netns),
                 metrics_addr: args.metrics_addr,
+                uninstall,
             };
             runtime.block_on(async {
                 let mut signals = proxy_core::shutdown::ShutdownSignals::install()

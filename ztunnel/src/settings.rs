@@ -35,4 +35,7 @@ pub struct AgentSettings {
     pub host_netns: Option<PathBuf>,
     /// Where the agent serves its own `/metrics`; `None` serves none.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The DaemonSet whose deletion, seen when the agent stops, means the mesh is being
+    /// uninstalled from the node; `None`: a stop always leaves the pods captured.
+    pub uninstall: Option<crate::agent::uninstall::UninstallCheck>,
 }

@@ -14,13 +14,19 @@ use std::time::Duration;
 use api::zds::{
     Ack, Version, WorkloadRequest, WorkloadResponse, ZdsHello, workload_request, workload_response,
 };
+use serde_json::json;
 use test_support::TempDir;
+use test_support::fake_kube::{FakeKube, Reply, Routes};
 use test_support::netns::TestNetns;
 use test_support::process::KillOnDrop;
 use tokio::sync::watch;
+use ztunnel::agent::host_rules::HostRules;
 use ztunnel::agent::iptables::{self, Family};
+use ztunnel::agent::kube_api::KubeApi;
+use ztunnel::agent::metrics::AgentMetrics;
 use ztunnel::agent::netns::Netns;
-use ztunnel::agent::{NetnsSource, NodePod};
+use ztunnel::agent::uninstall::UninstallCheck;
+use ztunnel::agent::{NetnsSource, NodeDuties, NodePod};
 use ztunnel::zds::{ZdsListener, ZdsStream};
 
 /// Bound on any single wait, so a broken agent fails the test instead of hanging it.
@@ -325,12 +331,23 @@ struct Agent {
 
 impl Agent {
     fn start(socket: &Path, netns_dir: &Path, pods: Vec<NodePod>) -> Agent {
+        Self::start_with(socket, netns_dir, pods, NodeDuties::default())
+    }
+
+    /// An agent that also does `duties` for the node.
+    fn start_with(
+        socket: &Path,
+        netns_dir: &Path,
+        pods: Vec<NodePod>,
+        duties: NodeDuties,
+    ) -> Agent {
         let listener = ZdsListener::bind(socket).unwrap();
         let (feed, feed_rx) = watch::channel(Some(pods));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(ztunnel::agent::serve(
+        let task = tokio::spawn(ztunnel::agent::serve_with(
             listener,
             NetnsSource::Dir(netns_dir.to_path_buf()),
+            duties,
             feed_rx,
             shutdown_rx,
         ));
@@ -453,4 +470,148 @@ async fn agent_hands_enrolled_pods_to_the_proxy() {
         other => panic!("expected Del, got {other:?}"),
     }
     agent.stop().await;
+}
+
+/// The node's duties with the probe rule kept in `node` and the uninstall decided by
+/// `daemonset`'s answer from a fake API server (kept alive by the returned handle).
+fn node_duties(node: &TestNetns, daemonset: Reply) -> (NodeDuties, FakeKube) {
+    let fake = FakeKube::routes(Routes::new().reply(DAEMONSET, daemonset));
+    let api = KubeApi::plain(&fake.url()).unwrap();
+    let host = HostRules::new(
+        node.open().into_fd(),
+        std::sync::Arc::new(AgentMetrics::default()),
+    );
+    let duties = NodeDuties {
+        host: Some(host),
+        uninstall: Some(UninstallCheck::parse(api, "istio-system/ztunnel").unwrap()),
+    };
+    (duties, fake)
+}
+
+const DAEMONSET: &str = "/apis/apps/v1/namespaces/istio-system/daemonsets/ztunnel";
+
+/// The node's probe SNAT rules, as `iptables-save -t nat` lists them.
+fn probe_rules(node: &TestNetns) -> Vec<String> {
+    node.exec(&["iptables-save", "-t", "nat"])
+        .lines()
+        .filter(|l| l.contains("ISTIO_POSTRT"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits for the snapshot's end, the proxy acknowledging every message.
+async fn through_snapshot(proxy: &Proxy) {
+    while !matches!(
+        proxy.next().await,
+        (workload_request::Payload::SnapshotSent(_), _)
+    ) {}
+}
+
+#[tokio::test]
+async fn an_uninstall_gives_every_pod_its_network_back_and_a_restart_does_not() {
+    let (pod_ns, node) = (TestNetns::new("zta-un-pod"), TestNetns::new("zta-un-node"));
+    let dir = TempDir::new("zta-uninstall");
+    let netns_dir = dir.join("netns");
+    std::fs::create_dir_all(&netns_dir).unwrap();
+    std::os::unix::fs::symlink(pod_ns.path(), netns_dir.join("shop.web-1")).unwrap();
+    let socket = dir.join("zds").join("ztunnel.sock");
+    let web = pod("web-1", "shop", &["10.77.2.2"], true);
+
+    // The DaemonSet is still there when the agent stops: a restart, everything stays.
+    let present = Reply::Json(
+        200,
+        json!({"kind": "DaemonSet", "metadata": {"name": "ztunnel"}}),
+    );
+    let (duties, fake) = node_duties(&node, present);
+    let agent = Agent::start_with(&socket, &netns_dir, vec![web.clone()], duties);
+    let proxy = Proxy::connect(&socket).await;
+    through_snapshot(&proxy).await;
+    assert_installed(&pod_ns);
+    let probe = "-A ISTIO_POSTRT -d 10.77.2.2/32 -p tcp -m owner --socket-exists -j SNAT --to-source 169.254.7.127";
+    let until_probe_rule = async {
+        while !probe_rules(&node).iter().any(|r| r == probe) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, until_probe_rule)
+        .await
+        .expect("the probe rule");
+    agent.stop().await;
+    assert!(
+        fake.seen().iter().any(|r| r.path == DAEMONSET),
+        "the DaemonSet read at stop"
+    );
+    assert_installed(&pod_ns);
+    assert!(probe_rules(&node).iter().any(|r| r == probe));
+
+    // Gone: the mesh is being uninstalled, the pod gets its own network back and the
+    // node's probe rule goes.
+    let (duties, _fake) = node_duties(&node, test_support::fake_kube::not_found());
+    let agent = Agent::start_with(&socket, &netns_dir, vec![web.clone()], duties);
+    let proxy = Proxy::connect(&socket).await;
+    through_snapshot(&proxy).await;
+    assert_installed(&pod_ns);
+    agent.stop().await;
+    assert_clean(&pod_ns);
+    assert_eq!(probe_rules(&node), Vec::<String>::new());
+}
+
+/// `ztunnel node-agent` run as the DaemonSet runs it, with `--daemonset`, against a fake API
+/// server: a stop reads the DaemonSet; a malformed reference is refused at start.
+#[test]
+fn the_agent_binary_reads_its_daemonset_when_it_stops() {
+    let fake =
+        FakeKube::routes(Routes::new().reply(DAEMONSET, test_support::fake_kube::not_found()));
+    let dir = TempDir::new("zta-bin");
+    let socket = dir.join("ztunnel.sock");
+    let root = hbone::Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    dir.write("root-cert.pem", root.root_pem());
+    let agent = |daemonset: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ztunnel"));
+        command
+            .args([
+                "node-agent",
+                "--node",
+                "node1",
+                "--controller",
+                "127.0.0.1:1",
+            ])
+            .arg("--root-cert")
+            .arg(dir.join("root-cert.pem"))
+            .arg("--zds-socket")
+            .arg(&socket)
+            .arg("--netns-dir")
+            .arg(dir.path())
+            .args(["--host-probe-rule=false", "--daemonset", daemonset])
+            .args(["--kube-api", &fake.url()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        command
+    };
+    // Logged (on standard output, as every log line) before anything starts.
+    let refused = agent("ztunnel").output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).contains("expected NAMESPACE/NAME"),
+        "{refused:?}"
+    );
+
+    let child = KillOnDrop(agent("istio-system/ztunnel").spawn().unwrap());
+    let started = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(started.elapsed() < WAIT, "the agent never served ZDS");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(fake.seen().is_empty(), "nothing asked before the stop");
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut child = child;
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("GET", DAEMONSET)
+    );
 }

@@ -74,12 +74,12 @@ pub fn uninstall(args: &UninstallArgs) -> i32 {
         .filter(|o| args.crds || o["kind"] != "CustomResourceDefinition")
         .collect();
     objects.reverse();
-    // The node agent leaves every pod's redirection in place when it stops (so that an agent
-    // restart or upgrade drops nothing): captured pods must be released first.
+    // The DaemonSet goes first: each node agent, stopping, finds it deleted and gives every
+    // pod it captured its own network back before the rest goes.
     eprintln!(
-        "note: pods captured by the mesh keep their redirection rules until restarted; \
-         remove the istio.io/dataplane-mode label from their namespaces first and wait for \
-         the node agents to release them"
+        "note: the ztunnel DaemonSet is deleted first: each node agent then releases the pods \
+         it captured (their traffic no longer goes through the mesh, nor its policies) before \
+         the controller goes"
     );
     print(&render::references(&objects), args.output)
 }

@@ -34,11 +34,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::NodeDuties;
 use super::host_rules::HostRules;
 use super::iptables::{self, Family};
 use super::netns::{NetnsSource, NsId};
 use super::pod::{NodePod, node_pods};
 use super::server::Hub;
+use super::uninstall::Stop;
 use proxy_core::state::ProxyState;
 
 /// How often a state that has not synced yet is looked at again, in case syncing itself
@@ -298,6 +300,28 @@ impl Reconciler {
         entry.next = Instant::now() + delay;
     }
 
+    /// Gives every captured pod its own network back (its rules removed) and then removes the
+    /// node's probe rule: the mesh is leaving the node. The proxy, stopping too, is not told.
+    async fn release_all(&mut self) {
+        use std::os::fd::AsFd;
+        let captured = std::mem::take(&mut self.captured);
+        let mut failed = 0;
+        for (uid, c) in &captured {
+            if let Err(e) = iptables::remove(c.netns.as_fd(), &c.families).await {
+                failed += 1;
+                tracing::warn!(pod = %uid, "removing the redirection: {e}");
+            }
+        }
+        if let Some(host) = self.host.as_mut() {
+            host.remove_all().await;
+        }
+        tracing::info!(
+            pods = captured.len(),
+            failed,
+            "released every captured pod: the mesh left this node"
+        );
+    }
+
     /// Removes our rules from pods of this node that are not enrolled, in case an earlier
     /// agent captured them and the pod left the mesh while no agent ran.
     async fn clean_up_leftovers(&self, pods: &[&NodePod]) {
@@ -329,17 +353,26 @@ impl Reconciler {
 
 /// Runs rounds on every feed change (and on a tick, for retries) until `shutdown`. The hub
 /// is marked ready after the first round, so proxies get a complete first snapshot.
-/// The node's probe rule, if kept, is written whole after the first round and left in place
-/// when the loop stops.
+/// The node's probe rule, if kept, is written whole after the first round. When the loop
+/// stops, the pods' rules and the probe rule stay, unless the node's duties say the mesh is
+/// being uninstalled: then every pod is released and the probe rule removed.
 pub(crate) async fn run(
     source: NetnsSource,
     hub: Arc<Hub>,
-    host: Option<HostRules>,
+    duties: NodeDuties,
     feed: watch::Receiver<Option<Vec<NodePod>>>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let mut reconciler = Reconciler::new(source, hub.clone(), host);
+    let mut reconciler = Reconciler::new(source, hub.clone(), duties.host);
     rounds(&mut reconciler, &hub, feed, shutdown).await;
+    let stop = match &duties.uninstall {
+        Some(check) => check.on_stop().await,
+        None => Stop::KeepCaptured,
+    };
+    if stop == Stop::Uninstall {
+        reconciler.release_all().await;
+        return;
+    }
     if let Some(host) = reconciler.host.as_ref() {
         // The pods stay captured when the agent stops (their in-pod rules stay), so their
         // probes still need the rule: through a restart or a rolling upgrade, where the old

@@ -19,7 +19,7 @@
 //! Only what this module wrote is ever touched: its chain, and its one jump from
 //! `POSTROUTING`. Starting removes whatever an earlier run left (stale addresses) by
 //! rewriting the chain from the current set; stopping leaves both, for the pods that stay
-//! captured (an uninstall that releases every pod is still to be built).
+//! captured ([`HostRules::remove_all`] takes them away when the mesh is uninstalled).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -154,6 +154,23 @@ pub fn render_install(family: Family, installed: &HostInstalled, targets: &Probe
     out
 }
 
+/// The `iptables-restore --noflush` input removing everything of ours `installed` shows, or
+/// `None` when there is nothing.
+pub fn render_remove(installed: &HostInstalled) -> Option<String> {
+    if !installed.any() {
+        return None;
+    }
+    let mut out = String::from("*nat\n");
+    for _ in 0..installed.jumps {
+        let _ = writeln!(out, "-D POSTROUTING -j {CHAIN_POSTROUTING}");
+    }
+    if installed.chain {
+        let _ = writeln!(out, "-F {CHAIN_POSTROUTING}\n-X {CHAIN_POSTROUTING}");
+    }
+    out.push_str("COMMIT\n");
+    Some(out)
+}
+
 /// Which families the node needs rules for: IPv4 always; IPv6 when a target has an IPv6
 /// address or an earlier run left IPv6 rules (`had_v6`).
 fn families(targets: &ProbeTargets, had_v6: bool) -> Vec<Family> {
@@ -277,6 +294,40 @@ impl HostRules {
             self.sync().await;
         }
     }
+
+    /// Removes the jump and the chain: for an uninstall, once no pod is captured (a stop
+    /// leaves them, as it leaves the pods' own rules).
+    pub async fn remove_all(&mut self) {
+        use std::os::fd::AsFd;
+        for family in families(&self.targets, self.v6) {
+            let result = async {
+                let current = installed(self.netns.as_fd(), family).await?;
+                match render_remove(&current) {
+                    Some(input) => run_checked(
+                        self.netns.as_fd(),
+                        family.restore_program(),
+                        &["--noflush"],
+                        Some(&input),
+                        &[],
+                    )
+                    .await
+                    .map(drop),
+                    None => Ok(()),
+                }
+            }
+            .await;
+            if let Err(e) = result {
+                let failures = self.failed();
+                tracing::warn!(
+                    failures,
+                    "removing the node's probe SNAT rule ({family:?}): {e}"
+                );
+            }
+        }
+        self.metrics
+            .probe_rule_addresses
+            .store(0, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -354,6 +405,25 @@ COMMIT
 "
         );
         assert!(!text.contains("MS-POSTROUTING"), "others' rules untouched");
+    }
+
+    #[test]
+    fn removal_deletes_exactly_our_jumps_and_chain() {
+        assert_eq!(
+            render_remove(&HostInstalled::parse(SAVED)).unwrap(),
+            "\
+*nat
+-D POSTROUTING -j ISTIO_POSTRT
+-D POSTROUTING -j ISTIO_POSTRT
+-F ISTIO_POSTRT
+-X ISTIO_POSTRT
+COMMIT
+"
+        );
+        assert_eq!(render_remove(&HostInstalled::default()), None);
+        // Only the nat table counts: a filter chain of the same name is not ours to remove.
+        let filter_only = "*filter\n:ISTIO_POSTRT - [0:0]\nCOMMIT\n";
+        assert_eq!(render_remove(&HostInstalled::parse(filter_only)), None);
     }
 
     #[test]

@@ -12,22 +12,26 @@
 //!   address the in-pod rules let through;
 //! - [`metrics`]: the agent's own `/metrics` (`--metrics-addr`): the probe rule's failures
 //!   and coverage;
-//! - [`preflight`]: whether this host can capture pods, tried in a throwaway namespace.
+//! - [`preflight`]: whether this host can capture pods, tried in a throwaway namespace;
+//! - [`uninstall`] (with [`kube_api`]): whether a stop is the mesh leaving the node.
 //!
 //! Stopping the agent leaves every in-pod rule in place, as istio-cni does: captured pods
 //! stay captured (the proxy keeps serving them) across an agent restart or upgrade, and the
 //! next agent reinstalls the same rules idempotently and sends the proxy a fresh snapshot.
-//! The node's probe rule is the agent's own and goes with it on a clean stop; the next agent
-//! writes it again from the pods it captures.
+//! The node's probe rule stays too, for the pods that stay captured. Only when its own
+//! DaemonSet is gone or being deleted (an uninstall) does a stopping agent release every pod
+//! and remove the probe rule.
 
 pub mod enrollment;
 pub mod host_rules;
 pub mod iptables;
+pub mod kube_api;
 pub mod metrics;
 pub mod netns;
 mod pod;
 pub mod preflight;
 mod server;
+pub mod uninstall;
 
 pub use netns::NetnsSource;
 pub use pod::{NodePod, node_pods};
@@ -109,7 +113,11 @@ pub async fn run(
         }
         None => None,
     };
-    serve_with(listener, source, host, feed, shutdown).await;
+    let duties = NodeDuties {
+        host,
+        uninstall: config.uninstall.clone(),
+    };
+    serve_with(listener, source, duties, feed, shutdown).await;
     if let Some(endpoint) = endpoint {
         let _ = endpoint.await;
     }
@@ -127,14 +135,24 @@ pub async fn serve(
     feed: PodFeed,
     shutdown: watch::Receiver<bool>,
 ) {
-    serve_with(listener, source, None, feed, shutdown).await
+    serve_with(listener, source, NodeDuties::default(), feed, shutdown).await
 }
 
-/// [`serve`], also keeping the node's probe rule with `host` (removed when it returns).
+/// What the agent does for the node beside capturing its pods.
+#[derive(Debug, Default)]
+pub struct NodeDuties {
+    /// The node's probe rule, when kept.
+    pub host: Option<host_rules::HostRules>,
+    /// How to tell, when the agent stops, whether the mesh is being uninstalled (then every
+    /// pod is released); `None`: a stop always leaves the pods captured.
+    pub uninstall: Option<uninstall::UninstallCheck>,
+}
+
+/// [`serve`], also doing the node's `duties`.
 pub async fn serve_with(
     listener: ZdsListener,
     source: NetnsSource,
-    host: Option<host_rules::HostRules>,
+    duties: NodeDuties,
     feed: PodFeed,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -142,7 +160,7 @@ pub async fn serve_with(
     let mut enroll = tokio::spawn(enrollment::run(
         source,
         hub.clone(),
-        host,
+        duties,
         feed,
         shutdown.clone(),
     ));
