@@ -126,21 +126,35 @@ copy_libraries() {
 # The node agent runs `ip` and `ip[6]tables-save`/`-restore` inside pod namespaces. The
 # iptables programs are the nf_tables variant (Debian's default; it talks netlink, so it
 # needs NET_ADMIN but no NET_RAW and no lock file), one multi-call binary under the names
-# the agent runs. All extensions go in: `iptables-save` must be able to print whatever rules
-# other components (CNI plugins) left in a pod's namespace.
+# the agent runs. In the node's own namespace the agent writes its probe rule in the variant
+# the node's rules use (`-nft-` or `-legacy-` names), so the legacy multi-call binary goes in
+# too. All extensions go in: `iptables-save` must be able to print whatever rules other
+# components (CNI plugins) left in a pod's namespace.
 add_node_agent_tools() {
-  local root=$1 ip multi xtables name ext
+  local root=$1 ip multi legacy xtables name family ext
   ip=$(command -v ip) || fail "ip (iproute2) is not installed: the ztunnel image carries it"
   multi=$(command -v xtables-nft-multi) ||
     fail "xtables-nft-multi (iptables) is not installed: the ztunnel image carries it"
+  legacy=$(command -v xtables-legacy-multi) ||
+    fail "xtables-legacy-multi (iptables) is not installed: the ztunnel image carries it"
   xtables=$(find /usr/lib /usr/lib64 -maxdepth 2 -type d -name xtables -print -quit 2>/dev/null)
   [ -n "$xtables" ] || fail "the iptables extensions folder (…/xtables) was not found"
   cp -L "$ip" "$root/usr/sbin/ip"
   copy_libraries "$ip" "$root"
   cp -L "$multi" "$root/usr/sbin/xtables-nft-multi"
   copy_libraries "$multi" "$root"
-  for name in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
-    ln -s xtables-nft-multi "$root/usr/sbin/$name"
+  cp -L "$legacy" "$root/usr/sbin/xtables-legacy-multi"
+  copy_libraries "$legacy" "$root"
+  for family in iptables ip6tables; do
+    for name in "$family" "$family-save" "$family-restore"; do
+      ln -s xtables-nft-multi "$root/usr/sbin/$name"
+    done
+    for name in "$family-nft-save" "$family-nft-restore"; do
+      ln -s xtables-nft-multi "$root/usr/sbin/$name"
+    done
+    for name in "$family-legacy-save" "$family-legacy-restore"; do
+      ln -s xtables-legacy-multi "$root/usr/sbin/$name"
+    done
   done
   for ext in "$xtables"/*.so; do
     copy_file "$ext" "$root"

@@ -160,6 +160,18 @@ impl ManifestContainer {
 /// or None when it cannot be run here (said on stderr). Asserts the image's user is the one
 /// the manifest runs it as.
 fn run_as_manifest_says(file: &str, name: &str, image: &str, args: &[&str]) -> Option<String> {
+    run_program_as_manifest_says(file, name, image, None, args)
+}
+
+/// [`run_as_manifest_says`], running `program` of the image instead of its entrypoint when
+/// one is given.
+fn run_program_as_manifest_says(
+    file: &str,
+    name: &str,
+    image: &str,
+    program: Option<&str>,
+    args: &[&str],
+) -> Option<String> {
     let Some(engine) = Engine::find() else {
         eprintln!("skipped: neither docker nor podman can run containers here");
         return None;
@@ -180,9 +192,11 @@ fn run_as_manifest_says(file: &str, name: &str, image: &str, args: &[&str]) -> O
         assert_eq!(image_user, "0:0", "{image}'s user");
     }
     let mut run = engine.command(&["run"]);
-    run.args(container.run_flags(&engine))
-        .arg(&image)
-        .args(args);
+    run.args(container.run_flags(&engine));
+    if let Some(program) = program {
+        run.arg(format!("--entrypoint={program}"));
+    }
+    run.arg(&image).args(args);
     let out = run.output().expect("the container tool runs");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
@@ -234,4 +248,22 @@ fn the_node_agent_installs_the_redirection_with_the_daemonsets_capabilities_only
         &["preflight"],
     );
     assert_eq!(preflight.as_deref(), Some("ipv4: ok\nipv6: ok\n"));
+    // The node's probe rule goes in whichever variant the node's own rules use: both run.
+    for (program, variant) in [
+        ("iptables-nft-save", "nf_tables"),
+        ("ip6tables-nft-restore", "nf_tables"),
+        ("iptables-legacy-save", "legacy"),
+        ("ip6tables-legacy-restore", "legacy"),
+    ] {
+        let path = format!("/usr/sbin/{program}");
+        let version = run_program_as_manifest_says(
+            "ztunnel-daemonset.yaml",
+            "node-agent",
+            "ztunnel",
+            Some(&path),
+            &["--version"],
+        )
+        .unwrap_or_default();
+        assert!(version.contains(variant), "{program}: {version}");
+    }
 }

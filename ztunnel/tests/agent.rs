@@ -615,3 +615,46 @@ fn the_agent_binary_reads_its_daemonset_when_it_stops() {
         ("GET", DAEMONSET)
     );
 }
+
+#[tokio::test]
+async fn the_probe_rule_goes_into_the_iptables_variant_the_node_uses() {
+    let node = TestNetns::new("zta-legacy");
+    // kubelet's canary in the legacy tables: this node's rules live there.
+    node.exec(&[
+        "iptables-legacy",
+        "-t",
+        "mangle",
+        "-N",
+        "KUBE-KUBELET-CANARY",
+    ]);
+    let mut host = HostRules::new(
+        node.open().into_fd(),
+        std::sync::Arc::new(AgentMetrics::default()),
+    );
+    host.add(
+        "Kubernetes//Pod/shop/web-1",
+        &["10.77.3.2".parse().unwrap()],
+    )
+    .await;
+    host.start().await;
+    assert_eq!(host.failures(), 0);
+    let legacy = node.exec(&["iptables-legacy-save", "-t", "nat"]);
+    assert!(
+        legacy.contains("-A ISTIO_POSTRT -d 10.77.3.2/32 -p tcp -m owner --socket-exists -j SNAT --to-source 169.254.7.127"),
+        "{legacy}"
+    );
+    assert!(
+        legacy.contains("-A POSTROUTING -j ISTIO_POSTRT"),
+        "{legacy}"
+    );
+    let nft = node.exec(&["iptables-nft-save", "-t", "nat"]);
+    assert!(
+        !nft.contains("ISTIO_POSTRT"),
+        "nothing in nf_tables:\n{nft}"
+    );
+
+    host.remove_all().await;
+    assert_eq!(host.failures(), 0);
+    let legacy = node.exec(&["iptables-legacy-save", "-t", "nat"]);
+    assert!(!legacy.contains("ISTIO_POSTRT"), "{legacy}");
+}

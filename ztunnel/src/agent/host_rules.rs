@@ -29,7 +29,8 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::iptables::{Family, PROBE_SNAT_V4, PROBE_SNAT_V6, RulesError, run_checked};
+use super::host_variant;
+use super::iptables::{Family, PROBE_SNAT_V4, PROBE_SNAT_V6, RulesError, Variant, run_checked};
 use super::metrics::AgentMetrics;
 
 /// Our chain in the node's `nat` table, hooked into `POSTROUTING` (Istio's name).
@@ -181,9 +182,20 @@ fn families(targets: &ProbeTargets, had_v6: bool) -> Vec<Family> {
     families
 }
 
-/// What of ours the node's namespace holds for `family`.
-pub async fn installed(netns: BorrowedFd<'_>, family: Family) -> Result<HostInstalled, RulesError> {
-    let save = run_checked(netns, family.save_program(), &["-t", "nat"], None, &[]).await?;
+/// What of ours the node's namespace holds for `family`, in `variant`'s tables.
+pub async fn installed(
+    netns: BorrowedFd<'_>,
+    family: Family,
+    variant: Variant,
+) -> Result<HostInstalled, RulesError> {
+    let save = run_checked(
+        netns,
+        family.save_program_of(variant),
+        &["-t", "nat"],
+        None,
+        &[],
+    )
+    .await?;
     Ok(HostInstalled::parse(&save))
 }
 
@@ -197,6 +209,8 @@ pub struct HostRules {
     /// Whether the chain was written whole once: until then changes only gather targets, and
     /// what an earlier agent left stays in force.
     started: bool,
+    /// The iptables variant of the node's own rules, found at the first write.
+    variant: Variant,
     /// Failures and the addresses covered.
     metrics: Arc<AgentMetrics>,
 }
@@ -210,6 +224,7 @@ impl HostRules {
             targets: ProbeTargets::default(),
             v6: false,
             started: false,
+            variant: Variant::System,
             metrics,
         }
     }
@@ -240,7 +255,9 @@ impl HostRules {
         if std::mem::replace(&mut self.started, true) {
             return;
         }
-        if let Ok(found) = installed(self.netns.as_fd(), Family::V6).await {
+        self.variant = host_variant::detect(self.netns.as_fd()).await;
+        tracing::info!(variant = ?self.variant, "the node's own rules are in this iptables variant");
+        if let Ok(found) = installed(self.netns.as_fd(), Family::V6, self.variant).await {
             self.v6 |= found.any();
         }
         self.sync().await;
@@ -252,11 +269,11 @@ impl HostRules {
         use std::os::fd::AsFd;
         for family in families(&self.targets, self.v6) {
             let result = async {
-                let current = installed(self.netns.as_fd(), family).await?;
+                let current = installed(self.netns.as_fd(), family, self.variant).await?;
                 let input = render_install(family, &current, &self.targets);
                 run_checked(
                     self.netns.as_fd(),
-                    family.restore_program(),
+                    family.restore_program_of(self.variant),
                     &["--noflush"],
                     Some(&input),
                     &[],
@@ -299,13 +316,17 @@ impl HostRules {
     /// leaves them, as it leaves the pods' own rules).
     pub async fn remove_all(&mut self) {
         use std::os::fd::AsFd;
+        if !self.started {
+            // An earlier agent's chain, in the node's variant.
+            self.variant = host_variant::detect(self.netns.as_fd()).await;
+        }
         for family in families(&self.targets, self.v6) {
             let result = async {
-                let current = installed(self.netns.as_fd(), family).await?;
+                let current = installed(self.netns.as_fd(), family, self.variant).await?;
                 match render_remove(&current) {
                     Some(input) => run_checked(
                         self.netns.as_fd(),
-                        family.restore_program(),
+                        family.restore_program_of(self.variant),
                         &["--noflush"],
                         Some(&input),
                         &[],

@@ -114,19 +114,52 @@ impl Family {
 
     /// The program that prints the family's rules.
     pub(super) fn save_program(self) -> &'static str {
-        match self {
-            Family::V4 => "iptables-save",
-            Family::V6 => "ip6tables-save",
-        }
+        self.save_program_of(Variant::System)
     }
 
     /// The program that loads the family's rules.
     pub(super) fn restore_program(self) -> &'static str {
-        match self {
-            Family::V4 => "iptables-restore",
-            Family::V6 => "ip6tables-restore",
+        self.restore_program_of(Variant::System)
+    }
+
+    /// The program of `variant` that prints the family's rules.
+    pub(super) fn save_program_of(self, variant: Variant) -> &'static str {
+        match (self, variant) {
+            (Family::V4, Variant::System) => "iptables-save",
+            (Family::V4, Variant::Nft) => "iptables-nft-save",
+            (Family::V4, Variant::Legacy) => "iptables-legacy-save",
+            (Family::V6, Variant::System) => "ip6tables-save",
+            (Family::V6, Variant::Nft) => "ip6tables-nft-save",
+            (Family::V6, Variant::Legacy) => "ip6tables-legacy-save",
         }
     }
+
+    /// The program of `variant` that loads the family's rules.
+    pub(super) fn restore_program_of(self, variant: Variant) -> &'static str {
+        match (self, variant) {
+            (Family::V4, Variant::System) => "iptables-restore",
+            (Family::V4, Variant::Nft) => "iptables-nft-restore",
+            (Family::V4, Variant::Legacy) => "iptables-legacy-restore",
+            (Family::V6, Variant::System) => "ip6tables-restore",
+            (Family::V6, Variant::Nft) => "ip6tables-nft-restore",
+            (Family::V6, Variant::Legacy) => "ip6tables-legacy-restore",
+        }
+    }
+}
+
+/// Which of the two iptables implementations a program drives. Rules written through one are
+/// invisible to the other's save, and a node's own rules (kube-proxy's, the CNI's) live in one
+/// of them: rules added to a node must go where its other rules are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Variant {
+    /// Whatever `iptables` names (in the image: nf_tables). Inside pods, whose rules are all
+    /// the mesh's, that is always right.
+    #[default]
+    System,
+    /// The nf_tables variant (`iptables-nft`).
+    Nft,
+    /// The x_tables variant (`iptables-legacy`).
+    Legacy,
 }
 
 /// The families a pod with `addresses` needs rules for: IPv4 always (harmless without an

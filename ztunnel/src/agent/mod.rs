@@ -24,6 +24,7 @@
 
 pub mod enrollment;
 pub mod host_rules;
+pub mod host_variant;
 pub mod iptables;
 pub mod kube_api;
 pub mod metrics;
