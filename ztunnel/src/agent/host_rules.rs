@@ -271,14 +271,7 @@ impl HostRules {
             let result = async {
                 let current = installed(self.netns.as_fd(), family, self.variant).await?;
                 let input = render_install(family, &current, &self.targets);
-                run_checked(
-                    self.netns.as_fd(),
-                    family.restore_program_of(self.variant),
-                    &["--noflush"],
-                    Some(&input),
-                    &[],
-                )
-                .await
+                self.restore(family, &input).await
             }
             .await;
             match result {
@@ -296,6 +289,19 @@ impl HostRules {
         self.metrics
             .probe_rule_addresses
             .store(covered, Ordering::Relaxed);
+    }
+
+    /// Loads `input` into the node's `family` tables, in the node's variant, leaving the rest.
+    async fn restore(&self, family: Family, input: &str) -> Result<String, RulesError> {
+        use std::os::fd::AsFd;
+        run_checked(
+            self.netns.as_fd(),
+            family.restore_program_of(self.variant),
+            &["--noflush"],
+            Some(input),
+            &[],
+        )
+        .await
     }
 
     /// Adds a captured pod's addresses; rewrites the chain when they are new (once started).
@@ -324,15 +330,7 @@ impl HostRules {
             let result = async {
                 let current = installed(self.netns.as_fd(), family, self.variant).await?;
                 match render_remove(&current) {
-                    Some(input) => run_checked(
-                        self.netns.as_fd(),
-                        family.restore_program_of(self.variant),
-                        &["--noflush"],
-                        Some(&input),
-                        &[],
-                    )
-                    .await
-                    .map(drop),
+                    Some(input) => self.restore(family, &input).await.map(drop),
                     None => Ok(()),
                 }
             }
