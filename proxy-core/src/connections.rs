@@ -302,7 +302,8 @@ where
 }
 
 /// First copy buffer of each direction. Most connections carry little at a time, and a node
-/// holds many of them: they start small.
+/// holds many of them: they start small, and hold no buffer at all while idle (a buffer this
+/// small is given back whenever the reader has nothing, and taken again on its next read).
 const INITIAL_BUFFER: usize = 1024;
 /// Largest copy buffer of one direction. A direction whose reads keep filling its buffer
 /// doubles it up to this, so bulk transfers move large chunks: fewer reads, writes, HTTP/2
@@ -355,7 +356,10 @@ where
 /// One direction of a relay: reads into its buffer, writes it out, passes the end of the
 /// stream on as a shutdown.
 struct Direction {
+    /// Empty while idle at the initial size; else `size` bytes.
     buffer: Vec<u8>,
+    /// How much a read asks for: grows while reads fill it.
+    size: usize,
     /// `buffer[start..end]` is read and not yet written.
     start: usize,
     end: usize,
@@ -374,7 +378,8 @@ struct Direction {
 impl Default for Direction {
     fn default() -> Self {
         Self {
-            buffer: vec![0; INITIAL_BUFFER],
+            buffer: Vec::new(),
+            size: INITIAL_BUFFER,
             start: 0,
             end: 0,
             eof: false,
@@ -404,10 +409,19 @@ impl Direction {
         }
         loop {
             if self.start == self.end && !self.eof {
+                if self.buffer.is_empty() {
+                    self.buffer = vec![0; self.size];
+                }
                 let mut buf = ReadBuf::new(&mut self.buffer);
                 match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
                     Poll::Ready(result) => result?,
                     Poll::Pending => {
+                        // Idle: a small buffer goes back (a large one stays, for the bulk
+                        // transfer that pauses between reads, where reallocating it would
+                        // map and unmap pages each time).
+                        if self.size == INITIAL_BUFFER {
+                            self.buffer = Vec::new();
+                        }
                         // Nothing more to send for now: push out what was written.
                         if self.unflushed {
                             ready!(Pin::new(&mut *writer).poll_flush(cx))?;
@@ -438,8 +452,9 @@ impl Direction {
                 return Poll::Ready(Ok(()));
             }
             // The read filled the whole buffer: more is likely waiting, read larger chunks.
-            if self.end == self.buffer.len() && self.buffer.len() < MAX_BUFFER {
-                self.buffer = vec![0; (self.buffer.len() * 2).min(MAX_BUFFER)];
+            if self.end == self.size && self.size < MAX_BUFFER {
+                self.size = (self.size * 2).min(MAX_BUFFER);
+                self.buffer = vec![0; self.size];
             }
         }
     }
@@ -530,11 +545,50 @@ mod tests {
         let mut reply = Vec::new();
         client_app.read_to_end(&mut reply).await.unwrap();
         assert_eq!(reply, b"ok");
-        assert_eq!(relay.up.buffer.len(), MAX_BUFFER);
-        assert_eq!(relay.down.buffer.len(), INITIAL_BUFFER);
+        assert_eq!(relay.up.size, MAX_BUFFER);
+        assert_eq!(relay.down.size, INITIAL_BUFFER);
         assert_eq!(relay.up.read, bulk.len() as u64);
         assert_eq!(relay.up.written, bulk.len() as u64);
         assert_eq!((relay.down.read, relay.down.written), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_copy_buffer() {
+        let (mut client_app, client_proxy) = tokio::io::duplex(64);
+        let (server_proxy, mut server_app) = tokio::io::duplex(64);
+        let mut relay = Relay::new(client_proxy, server_proxy);
+        let exchange = async {
+            client_app.write_all(b"ping").await.unwrap();
+            let mut got = [0; 4];
+            server_app.read_exact(&mut got).await.unwrap();
+            server_app.write_all(b"pong").await.unwrap();
+            client_app.read_exact(&mut got).await.unwrap();
+            got
+        };
+        tokio::select! {
+            got = exchange => assert_eq!(&got, b"pong"),
+            relayed = &mut relay => panic!("the relay ended: {relayed:?}"),
+        }
+        // Nothing more to read either way: once polled again, neither direction holds memory.
+        assert!(futures_poll_once(&mut relay).await.is_pending());
+        assert_eq!(
+            (relay.up.buffer.capacity(), relay.down.buffer.capacity()),
+            (0, 0)
+        );
+        assert_eq!((relay.up.read, relay.down.read), (4, 4));
+        // And the next message is relayed as the first was.
+        client_app.write_all(b"again").await.unwrap();
+        let mut got = [0; 5];
+        tokio::select! {
+            read = server_app.read_exact(&mut got) => { read.unwrap(); }
+            relayed = &mut relay => panic!("the relay ended: {relayed:?}"),
+        }
+        assert_eq!(&got, b"again");
+    }
+
+    /// Polls `future` once.
+    async fn futures_poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await
     }
 
     #[test]
