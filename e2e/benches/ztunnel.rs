@@ -18,6 +18,11 @@
 //!   that the client closes first, 8 at a time: the proxy's connection to the app then closes
 //!   first too, so its TIME_WAIT sockets pile up under the client's address;
 //!
+//! - idle connections: `ZTUNNEL_BENCH_IDLE` connections (default 5 000), each a 1-byte round
+//!   trip, then held open for two seconds and closed: each ztunnel's resident memory while
+//!   they are held, per connection, and `ZTUNNEL_BENCH_RELEASE_SECS` (default 30) after they
+//!   closed;
+//!
 //! and the two ztunnels' CPU (cores busy over each phase) and resident memory, idle and under
 //! load, from `/proc`, next to the CPU of the apps themselves (this process) for scale.
 
@@ -251,6 +256,87 @@ async fn churn(server: SocketAddr, count: u64) -> f64 {
     count as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Each ztunnel's resident memory (client side first), in bytes.
+fn resident(ztunnels: &Ztunnels) -> Vec<u64> {
+    ztunnels.sample().iter().map(|u| u.rss_bytes).collect()
+}
+
+/// Opens `count` connections from the client namespace `netns` to `server`, each carrying a
+/// 1-byte round trip, holds them while `ztunnels`' memory is read, then closes them; the
+/// memory read while they were open.
+fn hold_idle(netns: PathBuf, server: SocketAddr, count: u64, ztunnels: &Ztunnels) -> Vec<u64> {
+    let pids = ztunnels.pids.clone();
+    in_netns(netns, move || async move {
+        let mut held = Vec::with_capacity(count as usize);
+        let mut byte = [0u8; 1];
+        for _ in 0..count {
+            let mut stream = connect(server, b'H').await;
+            stream.write_all(b"x").await.expect("write");
+            stream.read_exact(&mut byte).await.expect("read");
+            held.push(stream);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss = Ztunnels { pids }
+            .sample()
+            .iter()
+            .map(|u| u.rss_bytes)
+            .collect();
+        drop(held);
+        rss
+    })
+    .join()
+    .expect("idle connections thread")
+}
+
+/// Memory of each ztunnel around `count` idle connections: before, while held, and
+/// `release` after they closed.
+struct IdleMemory {
+    count: u64,
+    before: Vec<u64>,
+    held: Vec<u64>,
+    after: Vec<u64>,
+}
+
+impl IdleMemory {
+    fn measure(
+        sb: &Sandbox,
+        namespace: &str,
+        ztunnels: &Ztunnels,
+        count: u64,
+        release: Duration,
+    ) -> Self {
+        let netns = sb.netns_path(&format!("{namespace}.client"));
+        let before = resident(ztunnels);
+        let held = hold_idle(netns, server_address(sb, namespace), count, ztunnels);
+        std::thread::sleep(release);
+        let after = resident(ztunnels);
+        Self {
+            count,
+            before,
+            held,
+            after,
+        }
+    }
+
+    fn print(&self, label: &str, release: Duration) {
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        for (i, side) in ["client side", "server side"].iter().enumerate() {
+            let grown = self.held[i].saturating_sub(self.before[i]);
+            println!(
+                "{label:<7} {side}: {:.1} MiB idle, {:.1} MiB with {} connections held \
+                 ({:.1} KB each), {:.1} MiB {} s after they closed ({:.1}x idle)",
+                mib(self.before[i]),
+                mib(self.held[i]),
+                self.count,
+                grown as f64 / self.count as f64 / 1000.0,
+                mib(self.after[i]),
+                release.as_secs(),
+                self.after[i] as f64 / self.before[i] as f64,
+            );
+        }
+    }
+}
+
 /// Both ztunnels' usage.
 struct Ztunnels {
     pids: Vec<i32>,
@@ -470,6 +556,12 @@ fn main() {
         // Within one TIME_WAIT period, a pod's ephemeral ports (28 232 by default) bound it.
         churn_count: env_or("ZTUNNEL_BENCH_CHURN", if full { 20_000 } else { 200 }),
     };
+    let idle_count = env_or("ZTUNNEL_BENCH_IDLE", if full { 5_000 } else { 100 });
+    let release = Duration::from_secs(env_or(
+        "ZTUNNEL_BENCH_RELEASE_SECS",
+        if full { 30 } else { 0 },
+    ));
+    raise_open_files(4 * idle_count + 1024);
     let peer = peer_binary();
     let options = Options {
         nodes: if peer.is_some() { 4 } else { 2 },
@@ -524,7 +616,15 @@ fn main() {
     let peer_result = peer_proxies
         .as_ref()
         .map(|p| (p.measure(idle_for).1, run("peer", "peer", p)));
+    let mesh_idle = IdleMemory::measure(&sb, "mesh", &ztunnels, idle_count, release);
+    let peer_idle_memory = peer_proxies
+        .as_ref()
+        .map(|p| IdleMemory::measure(&sb, "peer", p, idle_count, release));
     print_ratios("ztunnel", &mesh, &direct, &settings);
+    mesh_idle.print("ztunnel", release);
+    if let Some(memory) = &peer_idle_memory {
+        memory.print("peer", release);
+    }
     let mut rows = vec![
         ("idle", "ztunnel", idle),
         ("bulk", "direct", direct.bulk),
@@ -557,6 +657,22 @@ fn main() {
         ]);
     }
     print_usage(&rows);
+}
+
+/// Lets this process hold `wanted` descriptors (both ends of the idle connections), up to
+/// its hard limit.
+fn raise_open_files(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct given, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// The table of CPU and memory per phase and path.
