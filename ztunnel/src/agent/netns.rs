@@ -311,6 +311,65 @@ pub fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
     out
 }
 
+/// The per-namespace switch that lets the kernel move connections queued on a closing
+/// SO_REUSEPORT listener to another listener of its group (Linux 5.14+).
+const TCP_MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+/// Whether the namespace's `net.ipv4.tcp_migrate_req` is now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestMigration {
+    /// On: a draining proxy's queued connections go to its successor's listener.
+    Enabled,
+    /// The kernel has no such switch (before 5.14): a closing listener resets its queue.
+    Unsupported,
+}
+
+/// Sets `net.ipv4.tcp_migrate_req=1` inside `netns`, so that when an old proxy closes its
+/// listeners during an overlapping upgrade, connections the kernel had queued on them (fully
+/// established or still in the handshake) move to the new proxy's listener instead of being
+/// reset. `/proc/sys/net` shows the namespace of the thread that opens it, so the write is made
+/// by a short-lived thread that enters the namespace and ends there.
+pub async fn enable_request_migration(
+    netns: BorrowedFd<'_>,
+) -> Result<RequestMigration, NetnsError> {
+    let fd = netns
+        .try_clone_to_owned()
+        .map_err(|source| NetnsError::Open {
+            path: TCP_MIGRATE_REQ.into(),
+            source,
+        })?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("netns-sysctl".into())
+        .spawn(move || {
+            let _ = tx.send(write_in(&fd, TCP_MIGRATE_REQ, "1"));
+        })
+        .map_err(|source| NetnsError::Open {
+            path: TCP_MIGRATE_REQ.into(),
+            source,
+        })?;
+    let written = rx
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("the sysctl thread ended early")));
+    match written {
+        Ok(()) => Ok(RequestMigration::Enabled),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(RequestMigration::Unsupported),
+        Err(source) => Err(NetnsError::Open {
+            path: TCP_MIGRATE_REQ.into(),
+            source,
+        }),
+    }
+}
+
+/// Enters `netns` on the calling thread (never switched back: the thread must end after) and
+/// writes `value` to the sysctl file `path`.
+fn write_in(netns: &OwnedFd, path: &str, value: &str) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(io::Error::from)?;
+    std::fs::write(path, value)
+}
+
 /// What a command run in a namespace produced.
 #[derive(Debug)]
 pub struct CommandOutput {

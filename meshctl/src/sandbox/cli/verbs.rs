@@ -24,6 +24,7 @@ use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::container::{self, Launch};
 use crate::sandbox::host::logs::tail;
 use crate::sandbox::host::{forward, prober, procfs, reaper, state, teardown};
+use crate::sandbox::model::control::Component;
 use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
@@ -464,6 +465,12 @@ fn components(cfg: &SandboxSettings, a: ComponentArgs, action: Action) -> Result
     let mut sb = Sandbox::open(cfg)?;
     let selected = system::select(&sb, &a.component, a.node.as_deref())?;
     for c in &selected {
+        // A ztunnel is replaced without a gap, as a surging DaemonSet update does.
+        if let (Action::Restart, Component::Ztunnel(node)) = (action, c) {
+            let p = sb.replace_ztunnel(node)?;
+            say!("{} running (pid {})", c.name(), p.pid);
+            continue;
+        }
         if action != Action::Start && !sb.stop_component(c)? && action == Action::Stop {
             say!("{} was not running", c.name());
         }
