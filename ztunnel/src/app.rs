@@ -272,6 +272,14 @@ fn node_id(ip: &str, pod: &str, namespace: &str) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_successor_binds_the_admin_ports_beside_its_predecessor() {
+        let first = bind_shared("127.0.0.1:0".parse().unwrap(), "readiness").unwrap();
+        let address = first.local_addr().unwrap();
+        let second = bind_shared(address, "readiness").expect("SO_REUSEPORT shares the port");
+        assert_eq!(second.local_addr().unwrap(), address);
+    }
+
     #[test]
     fn node_id_has_istios_shape() {
         assert_eq!(

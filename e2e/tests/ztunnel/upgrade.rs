@@ -179,6 +179,16 @@ fn restart_under_load(sb: &Sandbox, node: &str, client: &Path, server: SocketAdd
     assert_ne!(new, old, "state.json records the new ztunnel");
 }
 
+/// `net.ipv4.tcp_migrate_req` inside the namespace `netns`.
+fn migrate_requests(netns: &Path) -> Option<String> {
+    in_netns(netns, || {
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
+            .ok()
+            .map(|v| v.trim().to_string())
+    })
+    .expect("entering a pod's namespace")
+}
+
 /// Connections the node's (now only, new) ztunnel opened, from its `/metrics`.
 fn connections_opened(sb: &Sandbox, node: &str) -> f64 {
     ztunnel_metrics(sb, node).map_or(0.0, |text| {
@@ -197,6 +207,18 @@ fn restarting_ztunnel_fails_no_connection_and_cuts_no_request() {
         eventually(SETTLE, || get(&client, server, "/warm").is_ok()),
         "the captured client reaches the captured server"
     );
+    // Kernels before 5.14 have no such switch (the agent says so in its log).
+    let kernel_can_migrate = Path::new("/proc/sys/net/ipv4/tcp_migrate_req").exists();
+    for pod in ["mesh.server", "mesh.client"]
+        .into_iter()
+        .filter(|_| kernel_can_migrate)
+    {
+        assert_eq!(
+            migrate_requests(&sb.netns_path(pod)).as_deref(),
+            Some("1"),
+            "the node agent lets {pod}'s kernel move queued connections to a successor"
+        );
+    }
     // The server's side (inbound HBONE), then the client's (outbound, HBONE pool).
     for node in [SERVER_NODE, CLIENT_NODE] {
         restart_under_load(&sb, node, &client, server);

@@ -602,4 +602,31 @@ fd000000000000000000000000000002 04 40 00 82     eth0
             .unwrap();
         assert_eq!(out.stdout, "fed through stdin");
     }
+
+    #[tokio::test]
+    async fn request_migration_is_turned_on_in_the_given_namespace_only() {
+        let fd = std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            Netns::open(Path::new("/proc/thread-self/ns/net")).unwrap()
+        })
+        .join()
+        .unwrap();
+        let own = std::fs::read_to_string(TCP_MIGRATE_REQ).ok();
+        let outcome = enable_request_migration(fd.fd()).await.unwrap();
+        if own.is_none() {
+            // A kernel before 5.14: said so, not an error.
+            assert_eq!(outcome, RequestMigration::Unsupported);
+            return;
+        }
+        assert_eq!(outcome, RequestMigration::Enabled);
+        let inside = run_in_netns(fd.fd(), "cat", &[TCP_MIGRATE_REQ], None)
+            .await
+            .unwrap();
+        assert_eq!(inside.stdout.trim(), "1", "{inside:?}");
+        assert_eq!(
+            std::fs::read_to_string(TCP_MIGRATE_REQ).ok(),
+            own,
+            "the agent's own namespace is left alone"
+        );
+    }
 }

@@ -198,4 +198,12 @@ mod tests {
         assert!(parse(b"garbage").is_err());
         assert!(parse(b"SSH-2.0 x\r\n\r\n").is_err());
     }
+
+    #[test]
+    fn names_the_answering_process_when_it_says() {
+        let r = parse(b"HTTP/1.1 200 OK\r\nX-Process-Id: 4242\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(r.unwrap().process, Some(4242));
+        let r = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+        assert_eq!(r.process, None);
+    }
 }

@@ -460,3 +460,20 @@ fn served_pods(dump: &[u8]) -> Vec<String> {
     pods.sort();
     pods
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_pods_are_the_dumps_pods_that_are_up() {
+        let dump = serde_json::json!({"extra": {"workloadState": {
+            "uid-b": {"info": {"namespace": "shop", "name": "b"}, "state": "Up"},
+            "uid-a": {"info": {"namespace": "shop", "name": "a"}, "state": "Up"},
+            "uid-c": {"info": {"namespace": "shop", "name": "c"}, "state": "Pending"},
+        }}});
+        let pods = served_pods(dump.to_string().as_bytes());
+        assert_eq!(pods, ["shop/a", "shop/b"]);
+        assert!(served_pods(b"not json").is_empty());
+    }
+}
