@@ -629,4 +629,66 @@ fd000000000000000000000000000002 04 40 00 82     eth0
             "the agent's own namespace is left alone"
         );
     }
+
+    /// What the switch is for: connections queued on a listener that closes are accepted by
+    /// the other listener of its SO_REUSEPORT group, none reset.
+    #[tokio::test]
+    async fn queued_connections_of_a_closing_listener_reach_its_successor() {
+        use socket2::{Domain, Socket, Type};
+        const CLIENTS: usize = 24;
+        let fd = std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            Netns::open(Path::new("/proc/thread-self/ns/net")).unwrap()
+        })
+        .join()
+        .unwrap();
+        if enable_request_migration(fd.fd()).await.unwrap() == RequestMigration::Unsupported {
+            return;
+        }
+        let up = run_in_netns(fd.fd(), "ip", &["link", "set", "lo", "up"], None)
+            .await
+            .unwrap();
+        assert!(up.success, "{up:?}");
+        let raw = fd.fd().try_clone_to_owned().unwrap();
+        let (old, new, clients) = std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            nix::sched::setns(raw.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let listener = |port: u16| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.set_reuse_port(true).unwrap();
+                s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+                    .unwrap();
+                s.listen(CLIENTS as i32).unwrap();
+                std::net::TcpListener::from(s)
+            };
+            let old = listener(0);
+            let port = old.local_addr().unwrap().port();
+            let new = listener(port);
+            // Never accepted by the old listener: they wait in its (or the new one's) queue.
+            let clients: Vec<std::net::TcpStream> = (0..CLIENTS)
+                .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+                .collect();
+            (old, new, clients)
+        })
+        .join()
+        .unwrap();
+        drop(old);
+        new.set_nonblocking(true).unwrap();
+        let mut accepted = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while accepted < CLIENTS && std::time::Instant::now() < deadline {
+            match new.accept() {
+                Ok(_) => accepted += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+        assert_eq!(
+            accepted, CLIENTS,
+            "every queued connection moved to the successor"
+        );
+        drop(clients);
+    }
 }
