@@ -6,7 +6,8 @@
 //!
 //! The client runs in the test, its sockets created inside the client pod's network namespace
 //! (so the pod's redirection captures them), rather than through `meshctl exec`: a restart
-//! holds the sandbox's lock while the old proxy drains, and every `exec` takes that lock.
+//! holds the sandbox's lock until the new proxy took over, and every `exec` takes that lock,
+//! so requests started through it would pause exactly when they matter.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

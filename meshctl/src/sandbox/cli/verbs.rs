@@ -462,13 +462,25 @@ enum Action {
 }
 
 fn components(cfg: &SandboxSettings, a: ComponentArgs, action: Action) -> Result<()> {
-    let mut sb = Sandbox::open(cfg)?;
+    let sb = Sandbox::open(cfg)?;
     let selected = system::select(&sb, &a.component, a.node.as_deref())?;
+    // Let go of (the lock) while a replaced ztunnel drains, opened again for the next one.
+    let mut opened = Some(sb);
     for c in &selected {
+        let sb = match opened.as_mut() {
+            Some(sb) => sb,
+            None => opened.insert(Sandbox::open(cfg)?),
+        };
         // A ztunnel is replaced without a gap, as a surging DaemonSet update does.
         if let (Action::Restart, Component::Ztunnel(node)) = (action, c) {
-            let p = sb.replace_ztunnel(node)?;
-            say!("{} running (pid {})", c.name(), p.pid);
+            let takeover = sb.replace_ztunnel(node)?;
+            say!("{} running (pid {})", c.name(), takeover.process.pid);
+            if let Some((old, grace)) = takeover.predecessor {
+                // Without the lock: other verbs need not wait for the drain.
+                opened = None;
+                say!("waiting for pid {} to drain", old.pid);
+                system::drain(old, grace);
+            }
             continue;
         }
         if action != Action::Start && !sb.stop_component(c)? && action == Action::Stop {

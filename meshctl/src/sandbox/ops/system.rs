@@ -44,6 +44,20 @@ pub struct SystemOptions {
     pub node_proxies: Vec<NodeProxyProgram>,
 }
 
+/// The outcome of [`Sandbox::replace_ztunnel`].
+#[derive(Debug, Clone, Copy)]
+pub struct Takeover {
+    /// The ztunnel now recorded and serving.
+    pub process: ProcId,
+    /// The replaced one, still running, and how long its drain may take before it is killed.
+    pub predecessor: Option<(ProcId, Duration)>,
+}
+
+/// Ends a replaced ztunnel: SIGTERM (it drains), SIGKILL once `grace` has passed.
+pub fn drain(predecessor: ProcId, grace: Duration) {
+    process::stop(&[], &[predecessor], grace);
+}
+
 /// Which components a `start`/`stop`/`restart` verb names.
 pub fn select(sb: &Sandbox, kind: &str, node: Option<&str>) -> Result<Vec<Component>> {
     let nodes: Vec<String> = match node {
@@ -258,19 +272,26 @@ impl Sandbox {
     /// keeps serving (and stays recorded). A ztunnel that is not running is simply started; a
     /// foreign node proxy (`up --node-proxy`), whose ports are not shared, is stopped, then
     /// started.
-    pub fn replace_ztunnel(&mut self, node: &str) -> Result<ProcId> {
+    ///
+    /// The old one is left running, unrecorded: the caller ends it with [`drain`] once it
+    /// has let go of the sandbox's lock, so other verbs need not wait for the drain.
+    pub fn replace_ztunnel(&mut self, node: &str) -> Result<Takeover> {
         let component = Component::Ztunnel(node.to_string());
         let control = self.control()?.clone();
         let old = control.find(&component).cloned();
         let running = old
             .as_ref()
             .and_then(|r| Some((r.process.filter(|p| procfs::alive(*p))?, r.clone())));
+        let started = |process| Takeover {
+            process,
+            predecessor: None,
+        };
         let Some((old_proc, record)) = running else {
-            return self.start_component(&component);
+            return self.start_component(&component).map(started);
         };
         if control.node_proxy(node).is_some() {
             self.stop_component(&component)?;
-            return self.start_component(&component);
+            return self.start_component(&component).map(started);
         }
         self.say(format!(
             "starting a new {} beside pid {}",
@@ -307,11 +328,13 @@ impl Sandbox {
         }
         self.save()?;
         self.say(format!(
-            "pid {} serves every pod: draining pid {}",
+            "pid {} serves every pod: pid {} is to drain",
             new_proc.pid, old_proc.pid
         ));
-        process::stop(&[], &[old_proc], record.stop_grace());
-        Ok(new_proc)
+        Ok(Takeover {
+            process: new_proc,
+            predecessor: Some((old_proc, record.stop_grace())),
+        })
     }
 
     /// Polls the controller's `/ready` (inside its namespace) until it
