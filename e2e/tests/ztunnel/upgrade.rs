@@ -232,3 +232,53 @@ fn restarting_ztunnel_fails_no_connection_and_cuts_no_request() {
     wait_captured(&sb, SERVER_NODE, &["mesh/server"]);
     wait_captured(&sb, CLIENT_NODE, &["mesh/client"]);
 }
+
+/// Pids of the `ztunnel proxy` processes running in `node`'s network namespace.
+fn proxies_on(sb: &Sandbox, node: &str) -> Vec<i32> {
+    let netns = format!("{}{node}", sb.netns_prefix());
+    let out = std::process::Command::new("ip")
+        .args(["netns", "pids", &netns])
+        .output()
+        .expect("ip netns pids");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|pid| pid.parse::<i32>().ok())
+        .filter(|pid| {
+            let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv: Vec<&[u8]> = argv.split(|b| *b == 0).collect();
+            argv.len() > 1 && argv[0].ends_with(b"/ztunnel") && argv[1] == b"proxy"
+        })
+        .collect()
+}
+
+#[test]
+fn a_successor_that_never_gets_ready_is_stopped_and_the_old_ztunnel_serves_on() {
+    let sb = up_with(&manifests(), Options::default());
+    wait_captured(&sb, SERVER_NODE, &["mesh/server"]);
+    let server = SocketAddr::from((sb.pod_ip("server").unwrap(), APP_PORT));
+    let client = sb.netns_path("mesh.client");
+    assert!(
+        eventually(SETTLE, || get(&client, server, "/warm").is_ok()),
+        "the captured client reaches the captured server"
+    );
+    let old = ztunnel_pid(&sb, SERVER_NODE).expect("ztunnel running");
+    // Without the controller a new ztunnel gets no config and never reports ready; the one
+    // running keeps what it has.
+    sb.stop(&Component::Controller).unwrap();
+    let restarted = sb.restart(&Component::Ztunnel(SERVER_NODE.into()));
+    assert!(
+        restarted.is_err(),
+        "the restart reports the failed takeover"
+    );
+    assert_eq!(
+        ztunnel_pid(&sb, SERVER_NODE),
+        Some(old),
+        "state.json still records the old ztunnel"
+    );
+    assert_eq!(
+        proxies_on(&sb, SERVER_NODE),
+        [old],
+        "the successor was stopped, the old ztunnel runs"
+    );
+    get(&client, server, "/still").expect("the old ztunnel still carries the traffic");
+}
