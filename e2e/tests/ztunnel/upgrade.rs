@@ -30,8 +30,9 @@ const SERVER_NODE: &str = "node1";
 const CLIENT_NODE: &str = "node2";
 /// Workers each opening one new connection per request, one request at a time.
 const SHORT_WORKERS: usize = 3;
-/// Workers each keeping one slow request in flight at all times.
-const SLOW_WORKERS: usize = 2;
+/// Workers each keeping one slow request in flight at all times: enough that some started
+/// before the new proxy bound its listeners, on the old one, when it is told to drain.
+const SLOW_WORKERS: usize = 4;
 /// How long the server holds each slow request: long enough that some are always in flight
 /// when the old proxy is told to drain.
 const SLOW_MS: u64 = 3000;
@@ -146,8 +147,14 @@ fn restart_under_load(sb: &Sandbox, node: &str, client: &Path, server: SocketAdd
             slow.failures()
         );
         let (short_before, slow_before) = (short.ok(), slow.ok());
+        let started = std::time::Instant::now();
         sb.restart(&Component::Ztunnel(node.into()))
             .expect("meshctl restart ztunnel");
+        // Reported, never asserted: takeover plus the old one's drain.
+        eprintln!(
+            "meshctl restart ztunnel --node {node}: {:?}",
+            started.elapsed()
+        );
         // The load carries on through the new proxy alone for a while.
         let short_restarted = short.ok();
         assert!(
@@ -178,6 +185,25 @@ fn restart_under_load(sb: &Sandbox, node: &str, client: &Path, server: SocketAdd
     assert!(process_exited(old), "the old ztunnel (pid {old}) exited");
     let new = ztunnel_pid(sb, node).expect("a ztunnel recorded");
     assert_ne!(new, old, "state.json records the new ztunnel");
+    // The new process runs on: every drain in the log is the old one's.
+    let log = sb.logs(&Component::Ztunnel(node.into())).unwrap();
+    assert!(
+        drained_connections(&log) > 0,
+        "the old ztunnel drained live connections, which then completed:\n{log}"
+    );
+}
+
+/// The most live connections a pod proxy had when it started draining, from a ztunnel log.
+fn drained_connections(log: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("pod proxy draining"))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("connections=")?;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// `net.ipv4.tcp_migrate_req` inside the namespace `netns`.
