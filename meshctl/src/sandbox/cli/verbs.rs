@@ -464,7 +464,8 @@ enum Action {
 fn components(cfg: &SandboxSettings, a: ComponentArgs, action: Action) -> Result<()> {
     let sb = Sandbox::open(cfg)?;
     let selected = system::select(&sb, &a.component, a.node.as_deref())?;
-    // Let go of (the lock) while a replaced ztunnel drains, opened again for the next one.
+    // The sandbox (and its lock) is let go while a replaced ztunnel drains, then opened again
+    // for the next component.
     let mut opened = Some(sb);
     for c in &selected {
         let sb = match opened.as_mut() {
