@@ -1,8 +1,8 @@
 //! The node proxies on the sandbox: capture of running pods, HBONE between nodes, source IP
 //! preservation, peer authentication, authorization, load balancing, life without the
-//! controller, certificate rotation and draining. Each test builds its own two-node sandbox
-//! (controller, and per node a ztunnel and a node agent) with a unique name, so they run in
-//! parallel.
+//! controller, certificate rotation, draining and replacement under load. Each test builds its
+//! own two-node sandbox (controller, and per node a ztunnel and a node agent) with a unique
+//! name, so they run in parallel.
 
 #[path = "ztunnel/edges.rs"]
 mod edges;
@@ -14,6 +14,8 @@ mod probes;
 mod sniffer;
 #[path = "ztunnel/tap.rs"]
 mod tap;
+#[path = "ztunnel/upgrade.rs"]
+mod upgrade;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

@@ -3,14 +3,21 @@
 //!
 //! Start-up order: signal handlers (a SIGTERM during start-up still exits cleanly), the
 //! controller channel (retried until it works), certificates, the xDS client, the admin
-//! endpoints, then the ZDS client. On SIGTERM/SIGINT the proxy reports not ready, stops taking
-//! ZDS requests, drains every pod's proxy at once within `drain_deadline`, then stops xDS and
-//! the admin endpoints and returns.
+//! endpoints, then, once the first xDS response is applied, the ZDS client: a proxy started
+//! beside a running one (an overlapping upgrade) binds pod listeners, which share the
+//! connections of their SO_REUSEPORT group from the first moment, only when it knows the mesh.
+//! The admin endpoints are SO_REUSEPORT too, so that such a successor can start beside its
+//! predecessor when both share a network namespace (the sandbox, a host-network pod); every
+//! answer names the answering process (`x-process-id`). On SIGTERM/SIGINT the proxy reports
+//! not ready, stops taking ZDS requests, drains every pod's proxy at once within
+//! `drain_deadline`, then stops xDS and the admin endpoints and returns.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
 use crate::inpod::{InpodClient, InpodSettings, ProxyLauncher};
@@ -27,6 +34,8 @@ use proxy_core::tap::Tap;
 use proxy_core::telemetry::Metrics;
 use proxy_core::xds::{self, ClientIdentity};
 
+/// Accept queue of each admin endpoint.
+const ADMIN_BACKLOG: i32 = 128;
 /// Most certificate requests in flight at once.
 const MAX_CSRS_IN_FLIGHT: usize = 8;
 /// Tapped connection events dropped because a tap client did not keep up (named like the
@@ -112,6 +121,7 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
         readiness.clone(),
     );
 
+    let config_state = state.clone();
     let context = AdminContext {
         state,
         certs,
@@ -120,7 +130,7 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
         extra_dump: inpod.dump(),
     };
     let mut admin_task = spawn_admin(config.mesh.endpoints, context, tap, admin_stop_rx);
-    let inpod_task = tokio::spawn(inpod.run(stop_rx));
+    let inpod_task = tokio::spawn(run_inpod_once_synced(inpod, config_state, stop_rx));
     tracing::info!(node = %config.node, "proxy started");
 
     let (outcome, admin_done) = wait_for_stop(&mut signals, &mut admin_task).await;
@@ -178,9 +188,50 @@ fn spawn_admin(
         tap: Some(tap),
     };
     tokio::spawn(async move {
-        let listeners = AdminListeners::bind(endpoints).await?;
+        let listeners = AdminListeners {
+            admin: bind_shared(endpoints.admin, "admin")?,
+            metrics: bind_shared(endpoints.metrics, "metrics")?,
+            ready: bind_shared(endpoints.ready, "readiness")?,
+        };
         admin::serve_listeners_with(listeners, context, extensions, stop).await
     })
+}
+
+/// Binds an admin endpoint with SO_REUSEPORT: a successor in the same network namespace binds
+/// beside this process instead of failing, and takes over once this one exits.
+fn bind_shared(address: SocketAddr, what: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let bind = || {
+        let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(ADMIN_BACKLOG)?;
+        tokio::net::TcpListener::from_std(socket.into())
+    };
+    bind().map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("binding the {what} endpoint on {address}: {e}"),
+        )
+    })
+}
+
+/// Waits for the first xDS response to be applied (or for shutdown), then serves the node
+/// agent: pod listeners are bound only once outbound connections can be resolved.
+async fn run_inpod_once_synced(
+    inpod: InpodClient<ProxyLauncher>,
+    state: ProxyState,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut changes = state.changes();
+    while !state.is_synced() {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { break },
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+    }
+    inpod.run(stop).await
 }
 
 /// `ztunnel_tap_events_dropped_total`, appended to `/metrics`.
@@ -220,6 +271,14 @@ fn node_id(ip: &str, pod: &str, namespace: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_successor_binds_the_admin_ports_beside_its_predecessor() {
+        let first = bind_shared("127.0.0.1:0".parse().unwrap(), "readiness").unwrap();
+        let address = first.local_addr().unwrap();
+        let second = bind_shared(address, "readiness").expect("SO_REUSEPORT shares the port");
+        assert_eq!(second.local_addr().unwrap(), address);
+    }
 
     #[test]
     fn node_id_has_istios_shape() {

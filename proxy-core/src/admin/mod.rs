@@ -28,6 +28,8 @@ use crate::state::ProxyState;
 use crate::tap::Tap;
 use crate::telemetry::Metrics;
 
+/// Response header naming the process that answered (its pid).
+pub const PROCESS_HEADER: &str = "x-process-id";
 /// Connections served at once per endpoint; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 32;
 /// Request head buffer: hyper's minimum, plenty for the few short GETs served here.
@@ -199,7 +201,7 @@ async fn serve_endpoint(
             let service =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                     let (method, uri) = (request.method(), request.uri());
-                    let response = if endpoint == Endpoint::Admin
+                    let mut response = if endpoint == Endpoint::Admin
                         && uri.path() == "/tap"
                         && method == Method::GET
                     {
@@ -207,6 +209,11 @@ async fn serve_endpoint(
                     } else {
                         route(endpoint, method, uri.path(), &context).map(Either::Left)
                     };
+                    // Tells apart two processes sharing the ports during an overlapping
+                    // restart (SO_REUSEPORT), e.g. to wait for the successor's readiness.
+                    response
+                        .headers_mut()
+                        .insert(PROCESS_HEADER, HeaderValue::from(std::process::id()));
                     async move { Ok::<_, Infallible>(response) }
                 });
             let connection = hyper::server::conn::http1::Builder::new()

@@ -111,6 +111,9 @@ async fn ready_waits_for_config_certificates_and_conditions() {
     let reply = request(r.ready, "GET", "/healthz/ready").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body, "ready\n");
+    // A successor sharing the port during a restart is told apart by this.
+    let pid = std::process::id().to_string();
+    assert_eq!(reply.header(PROCESS_HEADER), Some(pid.as_str()));
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use super::NodeDuties;
 use super::host_rules::HostRules;
 use super::iptables::{self, Family};
-use super::netns::{NetnsSource, NsId};
+use super::netns::{NetnsSource, NsId, RequestMigration};
 use super::pod::{NodePod, node_pods};
 use super::server::Hub;
 use super::uninstall::Stop;
@@ -254,6 +254,7 @@ impl Reconciler {
             self.backoff(&pod.uid);
             return;
         }
+        allow_request_migration(&pod.uid, &netns).await;
         tracing::info!(pod = %pod.uid, "pod captured");
         self.pending.remove(&pod.uid);
         let id = netns.id();
@@ -418,6 +419,27 @@ async fn rounds(
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// Turns on `net.ipv4.tcp_migrate_req` in the pod's namespace, so a proxy replaced during an
+/// upgrade hands the connections queued on its listeners to its successor rather than
+/// resetting them. Not fatal: capture works without it, only an overlapping upgrade may then
+/// reset the few connections queued at the moment the old proxy closes its listeners.
+async fn allow_request_migration(uid: &str, netns: &super::netns::Netns) {
+    static UNSUPPORTED_SAID: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+    match super::netns::enable_request_migration(netns.fd()).await {
+        Ok(RequestMigration::Enabled) => {}
+        Ok(RequestMigration::Unsupported) => {
+            if !UNSUPPORTED_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "the kernel has no net.ipv4.tcp_migrate_req (Linux < 5.14): an upgrading \
+                     proxy may reset connections queued on its listeners as it closes them"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(pod = %uid, "setting net.ipv4.tcp_migrate_req: {e}"),
     }
 }
 

@@ -311,6 +311,65 @@ pub fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
     out
 }
 
+/// The per-namespace switch that lets the kernel move connections queued on a closing
+/// SO_REUSEPORT listener to another listener of its group (Linux 5.14+).
+const TCP_MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+/// Whether the namespace's `net.ipv4.tcp_migrate_req` is now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestMigration {
+    /// On: a draining proxy's queued connections go to its successor's listener.
+    Enabled,
+    /// The kernel has no such switch (before 5.14): a closing listener resets its queue.
+    Unsupported,
+}
+
+/// Sets `net.ipv4.tcp_migrate_req=1` inside `netns`, so that when an old proxy closes its
+/// listeners during an overlapping upgrade, connections the kernel had queued on them (fully
+/// established or still in the handshake) move to the new proxy's listener instead of being
+/// reset. `/proc/sys/net` shows the namespace of the thread that opens it, so the write is made
+/// by a short-lived thread that enters the namespace and ends there.
+pub async fn enable_request_migration(
+    netns: BorrowedFd<'_>,
+) -> Result<RequestMigration, NetnsError> {
+    let fd = netns
+        .try_clone_to_owned()
+        .map_err(|source| NetnsError::Open {
+            path: TCP_MIGRATE_REQ.into(),
+            source,
+        })?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("netns-sysctl".into())
+        .spawn(move || {
+            let _ = tx.send(write_in(&fd, TCP_MIGRATE_REQ, "1"));
+        })
+        .map_err(|source| NetnsError::Open {
+            path: TCP_MIGRATE_REQ.into(),
+            source,
+        })?;
+    let written = rx
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("the sysctl thread ended early")));
+    match written {
+        Ok(()) => Ok(RequestMigration::Enabled),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(RequestMigration::Unsupported),
+        Err(source) => Err(NetnsError::Open {
+            path: TCP_MIGRATE_REQ.into(),
+            source,
+        }),
+    }
+}
+
+/// Enters `netns` on the calling thread (never switched back: the thread must end after) and
+/// writes `value` to the sysctl file `path`.
+fn write_in(netns: &OwnedFd, path: &str, value: &str) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(io::Error::from)?;
+    std::fs::write(path, value)
+}
+
 /// What a command run in a namespace produced.
 #[derive(Debug)]
 pub struct CommandOutput {
@@ -542,5 +601,94 @@ fd000000000000000000000000000002 04 40 00 82     eth0
             .await
             .unwrap();
         assert_eq!(out.stdout, "fed through stdin");
+    }
+
+    #[tokio::test]
+    async fn request_migration_is_turned_on_in_the_given_namespace_only() {
+        let fd = std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            Netns::open(Path::new("/proc/thread-self/ns/net")).unwrap()
+        })
+        .join()
+        .unwrap();
+        let own = std::fs::read_to_string(TCP_MIGRATE_REQ).ok();
+        let outcome = enable_request_migration(fd.fd()).await.unwrap();
+        if own.is_none() {
+            // A kernel before 5.14: said so, not an error.
+            assert_eq!(outcome, RequestMigration::Unsupported);
+            return;
+        }
+        assert_eq!(outcome, RequestMigration::Enabled);
+        let inside = run_in_netns(fd.fd(), "cat", &[TCP_MIGRATE_REQ], None)
+            .await
+            .unwrap();
+        assert_eq!(inside.stdout.trim(), "1", "{inside:?}");
+        assert_eq!(
+            std::fs::read_to_string(TCP_MIGRATE_REQ).ok(),
+            own,
+            "the agent's own namespace is left alone"
+        );
+    }
+
+    /// What the switch is for: connections queued on a listener that closes are accepted by
+    /// the other listener of its SO_REUSEPORT group, none reset.
+    #[tokio::test]
+    async fn queued_connections_of_a_closing_listener_reach_its_successor() {
+        use socket2::{Domain, Socket, Type};
+        const CLIENTS: usize = 24;
+        let fd = std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            Netns::open(Path::new("/proc/thread-self/ns/net")).unwrap()
+        })
+        .join()
+        .unwrap();
+        if enable_request_migration(fd.fd()).await.unwrap() == RequestMigration::Unsupported {
+            return;
+        }
+        let up = run_in_netns(fd.fd(), "ip", &["link", "set", "lo", "up"], None)
+            .await
+            .unwrap();
+        assert!(up.success, "{up:?}");
+        let raw = fd.fd().try_clone_to_owned().unwrap();
+        let (old, new, clients) = std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            nix::sched::setns(raw.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let listener = |port: u16| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.set_reuse_port(true).unwrap();
+                s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+                    .unwrap();
+                s.listen(CLIENTS as i32).unwrap();
+                std::net::TcpListener::from(s)
+            };
+            let old = listener(0);
+            let port = old.local_addr().unwrap().port();
+            let new = listener(port);
+            // Never accepted by the old listener: they wait in its (or the new one's) queue.
+            let clients: Vec<std::net::TcpStream> = (0..CLIENTS)
+                .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+                .collect();
+            (old, new, clients)
+        })
+        .join()
+        .unwrap();
+        drop(old);
+        new.set_nonblocking(true).unwrap();
+        let mut accepted = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while accepted < CLIENTS && std::time::Instant::now() < deadline {
+            match new.accept() {
+                Ok(_) => accepted += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+        assert_eq!(
+            accepted, CLIENTS,
+            "every queued connection moved to the successor"
+        );
+        drop(clients);
     }
 }

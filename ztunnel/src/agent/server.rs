@@ -10,7 +10,9 @@
 //! snapshot; a late answer could never be matched to its request).
 //!
 //! Several proxies may be connected during an overlapping upgrade: `Add` goes to the newest
-//! only, `Del` to all, so the old proxy lets go of pods that leave the mesh while it drains.
+//! only, `Del` to all, so the old proxy lets go of pods that leave the mesh while it drains;
+//! if the newest leaves first (a successor that failed), every captured pod is sent again to
+//! the one that is the newest now.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -180,7 +182,21 @@ impl Hub {
     }
 
     fn unregister(&self, id: u64) {
-        self.lock().sessions.retain(|s| s.id != id);
+        let mut inner = self.lock();
+        let was_newest = inner.sessions.last().is_some_and(|s| s.id == id);
+        inner.sessions.retain(|s| s.id != id);
+        // An older proxy is the newest again (a successor that failed to take over): pods
+        // added while it was not were never sent to it, so every captured pod goes again (an
+        // `Add` of a pod it serves in the same namespace keeps that pod's proxy as it is).
+        if was_newest && !inner.sessions.is_empty() {
+            let captured: Vec<String> = inner
+                .snapshot
+                .iter()
+                .filter(|(_, e)| e.netns.is_some())
+                .map(|(uid, _)| uid.clone())
+                .collect();
+            inner.retry.extend(captured);
+        }
     }
 
     /// The snapshot as (uid, captured) pairs, for tests.
@@ -501,6 +517,38 @@ mod tests {
             workload_request::Payload::Del(_)
         ));
         del.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn pods_are_sent_again_to_an_older_proxy_when_the_newest_leaves() {
+        let hub = Hub::new();
+        hub.set_ready();
+        let (old, _t1) = FakeProxy::start(&hub).await;
+        assert!(matches!(
+            old.next("").await.0,
+            workload_request::Payload::SnapshotSent(_)
+        ));
+        let (new, t2) = FakeProxy::start(&hub).await;
+        assert!(matches!(
+            new.next("").await.0,
+            workload_request::Payload::SnapshotSent(_)
+        ));
+        let hub2 = hub.clone();
+        let add = tokio::spawn(async move { hub2.add("c", info("c"), fd()).await });
+        assert!(matches!(
+            new.next("").await.0,
+            workload_request::Payload::Add(_)
+        ));
+        add.await.unwrap().unwrap();
+        assert!(hub.take_retries().is_empty(), "the newest took it");
+
+        drop(new);
+        t2.await.unwrap();
+        assert_eq!(
+            hub.take_retries(),
+            ["c".to_string()],
+            "the old one never got it"
+        );
     }
 
     #[tokio::test]

@@ -109,7 +109,9 @@ pub enum SandboxCommand {
     Start(ComponentArgs),
     /// Stop a system component (controller, ztunnel, node-agent, kubelet).
     Stop(ComponentArgs),
-    /// Restart a system component with the same arguments.
+    /// Restart a system component with the same arguments. A ztunnel is replaced without a
+    /// gap, as a surging DaemonSet update does: the new one starts beside the old one, which
+    /// drains once the new one is ready and serves every pod.
     Restart(ComponentArgs),
     /// The controller's configuration.
     #[command(subcommand)]

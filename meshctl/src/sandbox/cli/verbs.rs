@@ -24,6 +24,7 @@ use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::container::{self, Launch};
 use crate::sandbox::host::logs::tail;
 use crate::sandbox::host::{forward, prober, procfs, reaper, state, teardown};
+use crate::sandbox::model::control::Component;
 use crate::sandbox::model::ids::ProcId;
 use crate::sandbox::model::manifest::load_path;
 use crate::sandbox::model::objects::Object;
@@ -461,9 +462,28 @@ enum Action {
 }
 
 fn components(cfg: &SandboxSettings, a: ComponentArgs, action: Action) -> Result<()> {
-    let mut sb = Sandbox::open(cfg)?;
+    let sb = Sandbox::open(cfg)?;
     let selected = system::select(&sb, &a.component, a.node.as_deref())?;
+    // The sandbox (and its lock) is let go while a replaced ztunnel drains, then opened again
+    // for the next component.
+    let mut opened = Some(sb);
     for c in &selected {
+        let sb = match opened.as_mut() {
+            Some(sb) => sb,
+            None => opened.insert(Sandbox::open(cfg)?),
+        };
+        // A ztunnel is replaced without a gap, as a surging DaemonSet update does.
+        if let (Action::Restart, Component::Ztunnel(node)) = (action, c) {
+            let takeover = sb.replace_ztunnel(node)?;
+            say!("{} running (pid {})", c.name(), takeover.process.pid);
+            if let Some((old, grace)) = takeover.predecessor {
+                // Without the lock: other verbs need not wait for the drain.
+                opened = None;
+                say!("waiting for pid {} to drain", old.pid);
+                system::drain(old, grace);
+            }
+            continue;
+        }
         if action != Action::Start && !sb.stop_component(c)? && action == Action::Stop {
             say!("{} was not running", c.name());
         }

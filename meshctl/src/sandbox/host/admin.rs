@@ -29,6 +29,9 @@ pub struct Response {
     pub status: u16,
     /// Body (chunked encoding removed).
     pub body: Vec<u8>,
+    /// The answering process, when it names itself (`x-process-id`, the proxies' admin
+    /// endpoints): two proxies may share a port during an overlapping restart.
+    pub process: Option<i32>,
 }
 
 /// GETs `path` from `127.0.0.1:port` inside `netns`.
@@ -121,6 +124,7 @@ pub fn parse(raw: &[u8]) -> Result<Response, HttpError> {
         .ok_or_else(|| HttpError::Malformed(format!("status line {status_line:?}")))?;
     let mut chunked = false;
     let mut length = None;
+    let mut process = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -130,6 +134,8 @@ pub fn parse(raw: &[u8]) -> Result<Response, HttpError> {
             chunked = value.to_ascii_lowercase().contains("chunked");
         } else if name.eq_ignore_ascii_case("content-length") {
             length = value.parse::<usize>().ok();
+        } else if name.eq_ignore_ascii_case("x-process-id") {
+            process = value.parse::<i32>().ok();
         }
     }
     let rest = &raw[end + 4..];
@@ -142,7 +148,11 @@ pub fn parse(raw: &[u8]) -> Result<Response, HttpError> {
     } else {
         rest.to_vec()
     };
-    Ok(Response { status, body })
+    Ok(Response {
+        status,
+        body,
+        process,
+    })
 }
 
 /// Removes chunked transfer encoding.
@@ -187,5 +197,13 @@ mod tests {
         assert_eq!(r.body, b"nope");
         assert!(parse(b"garbage").is_err());
         assert!(parse(b"SSH-2.0 x\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn names_the_answering_process_when_it_says() {
+        let r = parse(b"HTTP/1.1 200 OK\r\nX-Process-Id: 4242\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(r.unwrap().process, Some(4242));
+        let r = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+        assert_eq!(r.process, None);
     }
 }

@@ -1,10 +1,12 @@
 //! Running the mesh's system components in a sandbox: the control-plane
 //! namespace, tokens, the host port forwarder, the controller (waited for
 //! until `/ready`), and per node a kubelet prober, a ztunnel and a node agent
-//! (started, never waited for). Also stopping, starting and restarting any of them.
+//! (started, never waited for). Also stopping, starting and restarting any of them; a
+//! ztunnel restarts the way a surging DaemonSet update replaces it ([`Sandbox::replace_ztunnel`]).
 
 use std::time::{Duration, Instant};
 
+use super::proxies::{ADMIN_PORT as PROXY_ADMIN_PORT, READY_PORT};
 use super::sandbox::Sandbox;
 use super::tokens;
 use crate::sandbox::error::{Result, SandboxError};
@@ -21,6 +23,8 @@ use crate::sandbox::model::ids::ProcId;
 pub const CONTROLLER_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of one admin request.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a replacing ztunnel to be ready and serve every pod its predecessor does.
+pub const ZTUNNEL_TAKEOVER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What `up` starts besides the nodes.
 #[derive(Debug, Clone)]
@@ -38,6 +42,20 @@ pub struct SystemOptions {
     pub waypoint_args: Vec<String>,
     /// Node proxy programs replacing `ztunnel proxy`.
     pub node_proxies: Vec<NodeProxyProgram>,
+}
+
+/// The outcome of [`Sandbox::replace_ztunnel`].
+#[derive(Debug, Clone, Copy)]
+pub struct Takeover {
+    /// The ztunnel now recorded and serving.
+    pub process: ProcId,
+    /// The replaced one, still running, and how long its drain may take before it is killed.
+    pub predecessor: Option<(ProcId, Duration)>,
+}
+
+/// Ends a replaced ztunnel: SIGTERM (it drains), SIGKILL once `grace` has passed.
+pub fn drain(predecessor: ProcId, grace: Duration) {
+    process::stop(&[], &[predecessor], grace);
 }
 
 /// Which components a `start`/`stop`/`restart` verb names.
@@ -244,6 +262,81 @@ impl Sandbox {
         Ok(running.is_some())
     }
 
+    /// Replaces `node`'s running ztunnel as a surging DaemonSet update does: starts a new
+    /// process with the recorded command line beside the old one (pod listeners and admin
+    /// endpoints are SO_REUSEPORT), waits until the new one answers `/healthz/ready` (which
+    /// holds until the agent's snapshot is applied and every pod's listeners are bound) and
+    /// serves every pod the old one serves, records it, then SIGTERMs the old one and waits
+    /// for its drain to end. The record names one process at every step: the old one until
+    /// the new one took over. If the new one fails to take over, it is stopped and the old one
+    /// keeps serving (and stays recorded). A ztunnel that is not running is simply started; a
+    /// foreign node proxy (`up --node-proxy`), whose ports are not shared, is stopped, then
+    /// started.
+    ///
+    /// The old one is left running, unrecorded: the caller ends it with [`drain`] once it
+    /// has let go of the sandbox's lock, so other verbs need not wait for the drain.
+    pub fn replace_ztunnel(&mut self, node: &str) -> Result<Takeover> {
+        let component = Component::Ztunnel(node.to_string());
+        let control = self.control()?.clone();
+        let old = control.find(&component).cloned();
+        let running = old
+            .as_ref()
+            .and_then(|r| Some((r.process.filter(|p| procfs::alive(*p))?, r.clone())));
+        let started = |process| Takeover {
+            process,
+            predecessor: None,
+        };
+        let Some((old_proc, record)) = running else {
+            return self.start_component(&component).map(started);
+        };
+        if control.node_proxy(node).is_some() {
+            self.stop_component(&component)?;
+            return self.start_component(&component).map(started);
+        }
+        self.say(format!(
+            "starting a new {} beside pid {}",
+            component.name(),
+            old_proc.pid
+        ));
+        let mut env = env::system_env(&self.cfg.bin_dir);
+        env.extend(record.env.iter().cloned());
+        let new_proc = process::spawn_in(
+            &self.tools,
+            &record.netns,
+            &record.argv,
+            &env,
+            &record.log,
+            &component.name(),
+        )?;
+        if let Err(e) = wait_takeover(&record, old_proc, new_proc) {
+            self.say(format!(
+                "the new {} did not take over: stopping it (pid {}); pid {} keeps serving",
+                component.name(),
+                new_proc.pid,
+                old_proc.pid
+            ));
+            process::stop(&[], &[new_proc], record.stop_grace());
+            return Err(e);
+        }
+        if let Some(r) = self
+            .cluster
+            .control
+            .as_mut()
+            .and_then(|c| c.find_mut(&component))
+        {
+            r.process = Some(new_proc);
+        }
+        self.save()?;
+        self.say(format!(
+            "pid {} serves every pod: pid {} is to drain",
+            new_proc.pid, old_proc.pid
+        ));
+        Ok(Takeover {
+            process: new_proc,
+            predecessor: Some((old_proc, record.stop_grace())),
+        })
+    }
+
     /// Polls the controller's `/ready` (inside its namespace) until it
     /// answers 200; fails early if the process exits.
     fn wait_controller_ready(&self, proc: ProcId) -> Result<()> {
@@ -302,4 +395,108 @@ pub fn controller_get(netns: &str, path: &str) -> Result<admin::Response> {
             "controller admin endpoint: {e} (is it running? `meshctl logs controller`)"
         ))
     })
+}
+
+/// Waits until the ztunnel `new` (started beside `old`, both in `record`'s namespace) answers
+/// `/healthz/ready` with 200 and its `/config_dump` serves every pod `old`'s does. Both share
+/// the admin ports, so each answer is attributed by its `x-process-id`; the kernel spreads new
+/// connections over the two listeners, so polling reaches both.
+fn wait_takeover(record: &SystemProcess, old: ProcId, new: ProcId) -> Result<()> {
+    let failed = |why: String| SandboxError::NotReady {
+        what: format!("the new {} (pid {})", record.component.name(), new.pid),
+        why,
+        log: record.log.display().to_string(),
+        tail: quoted_tail(&record.log, 20),
+    };
+    let deadline = Instant::now() + ZTUNNEL_TAKEOVER_TIMEOUT;
+    let mut ready = false;
+    let mut pods: [Option<Vec<String>>; 2] = [None, None];
+    let mut last = String::from("no answer yet");
+    loop {
+        if !procfs::alive(new) {
+            return Err(failed("it exited".into()));
+        }
+        if !ready {
+            match admin::get(&record.netns, READY_PORT, "/healthz/ready", ADMIN_TIMEOUT) {
+                Ok(r) if r.process == Some(new.pid) && r.status == 200 => ready = true,
+                Ok(r) if r.process == Some(new.pid) => {
+                    last = String::from_utf8_lossy(&r.body).trim().to_string();
+                }
+                Ok(_) => {}
+                Err(e) => last = format!("/healthz/ready: {e}"),
+            }
+        } else if let Ok(r) = admin::get(
+            &record.netns,
+            PROXY_ADMIN_PORT,
+            "/config_dump",
+            ADMIN_TIMEOUT,
+        ) && r.status == 200
+        {
+            let served = served_pods(&r.body);
+            match r.process {
+                Some(p) if p == new.pid => pods[1] = Some(served),
+                Some(p) if p == old.pid => pods[0] = Some(served),
+                _ => {}
+            }
+            // The old one gone (it crashed): nothing to compare with.
+            if !procfs::alive(old) && pods[1].is_some() {
+                return Ok(());
+            }
+            if let [Some(before), Some(after)] = &pods {
+                let missing: Vec<&String> = before.iter().filter(|p| !after.contains(p)).collect();
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                last = format!("ready, but not serving {missing:?} yet");
+                // Compared afresh: both views move while pods come and go.
+                pods = [None, None];
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(failed(format!(
+                "no takeover after {}s ({last})",
+                ZTUNNEL_TAKEOVER_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `namespace/name` of the pods a ztunnel's `/config_dump` shows up and serving.
+fn served_pods(dump: &[u8]) -> Vec<String> {
+    let dump: serde_json::Value = serde_json::from_slice(dump).unwrap_or_default();
+    let mut pods: Vec<String> = dump["extra"]["workloadState"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter(|p| p["state"] == "Up")
+                .map(|p| {
+                    format!(
+                        "{}/{}",
+                        p["info"]["namespace"].as_str().unwrap_or_default(),
+                        p["info"]["name"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pods.sort();
+    pods
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_pods_are_the_dumps_pods_that_are_up() {
+        let dump = serde_json::json!({"extra": {"workloadState": {
+            "uid-b": {"info": {"namespace": "shop", "name": "b"}, "state": "Up"},
+            "uid-a": {"info": {"namespace": "shop", "name": "a"}, "state": "Up"},
+            "uid-c": {"info": {"namespace": "shop", "name": "c"}, "state": "Pending"},
+        }}});
+        let pods = served_pods(dump.to_string().as_bytes());
+        assert_eq!(pods, ["shop/a", "shop/b"]);
+        assert!(served_pods(b"not json").is_empty());
+    }
 }
