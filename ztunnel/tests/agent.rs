@@ -23,6 +23,10 @@ use ztunnel::agent::netns::Netns;
 use ztunnel::agent::{NetnsSource, NodePod};
 use ztunnel::zds::{ZdsListener, ZdsStream};
 
+/// The CNI plugin binary, run as a runtime runs it, against this file's agent.
+#[path = "agent/cni.rs"]
+mod cni;
+
 /// Bound on any single wait, so a broken agent fails the test instead of hanging it.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -330,6 +334,26 @@ impl Agent {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(ztunnel::agent::serve(
             listener,
+            NetnsSource::Dir(netns_dir.to_path_buf()),
+            feed_rx,
+            shutdown_rx,
+        ));
+        Agent {
+            feed,
+            shutdown,
+            task,
+        }
+    }
+
+    /// [`Agent::start`], also answering the CNI plugin on `cni_socket`.
+    fn start_cni(socket: &Path, cni_socket: &Path, netns_dir: &Path, pods: Vec<NodePod>) -> Agent {
+        let listener = ZdsListener::bind(socket).unwrap();
+        let cni = ztunnel::agent::cni::server::bind(cni_socket).unwrap();
+        let (feed, feed_rx) = watch::channel(Some(pods));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(ztunnel::agent::serve_cni(
+            listener,
+            cni,
             NetnsSource::Dir(netns_dir.to_path_buf()),
             feed_rx,
             shutdown_rx,

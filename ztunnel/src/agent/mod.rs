@@ -12,7 +12,9 @@
 //!   address the in-pod rules let through;
 //! - [`metrics`]: the agent's own `/metrics` (`--metrics-addr`): the probe rule's failures
 //!   and coverage;
-//! - [`preflight`]: whether this host can capture pods, tried in a throwaway namespace.
+//! - [`preflight`]: whether this host can capture pods, tried in a throwaway namespace;
+//! - [`cni`]: capture at pod creation, asked by the chained CNI plugin over a second socket
+//!   (`--cni-socket`), and the plugin's place in the node's CNI configuration.
 //!
 //! Stopping the agent leaves every in-pod rule in place, as istio-cni does: captured pods
 //! stay captured (the proxy keeps serving them) across an agent restart or upgrade, and the
@@ -20,6 +22,7 @@
 //! The node's probe rule is the agent's own and goes with it on a clean stop; the next agent
 //! writes it again from the pods it captures.
 
+pub mod cni;
 pub mod enrollment;
 pub mod host_rules;
 pub mod iptables;
@@ -57,6 +60,17 @@ pub enum AgentError {
     /// The metrics endpoint could not be bound.
     #[error(transparent)]
     Metrics(#[from] std::io::Error),
+    /// The CNI socket could not be served.
+    #[error("CNI socket {path}: {source}")]
+    Cni {
+        /// Socket path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The plugin could not be put into the node's CNI configuration.
+    #[error("installing the CNI plugin: {0}")]
+    CniInstall(#[from] cni::install::InstallError),
 }
 
 /// The feed of this node's pods: `None` until the first complete view.
@@ -109,7 +123,28 @@ pub async fn run(
         }
         None => None,
     };
-    serve_with(listener, source, host, feed, shutdown).await;
+    let cni_listener = match &config.cni_socket {
+        Some(path) => {
+            let listener = cni::server::bind(path).map_err(|source| AgentError::Cni {
+                path: path.display().to_string(),
+                source,
+            })?;
+            tracing::info!(socket = %path.display(), "node agent serving the CNI plugin");
+            Some(listener)
+        }
+        None => None,
+    };
+    if let (Some(install), Some(socket)) = (&config.cni_install, &config.cni_socket) {
+        // After the socket is bound: a runtime may run the plugin as soon as it is listed.
+        let entry = cni::install::PluginEntry {
+            agent_socket: socket.clone(),
+            exclude_namespaces: install.exclude_namespaces.clone(),
+        };
+        let file =
+            cni::install::install(&install.plugin, &install.bin_dir, &install.conf_dir, &entry)?;
+        tracing::info!(config = %file.display(), "CNI plugin chained into the node's network");
+    }
+    serve_with(listener, source, host, cni_listener, feed, shutdown).await;
     if let Some(endpoint) = endpoint {
         let _ = endpoint.await;
     }
@@ -127,23 +162,51 @@ pub async fn serve(
     feed: PodFeed,
     shutdown: watch::Receiver<bool>,
 ) {
-    serve_with(listener, source, None, feed, shutdown).await
+    serve_with(listener, source, None, None, feed, shutdown).await
 }
 
-/// [`serve`], also keeping the node's probe rule with `host` (removed when it returns).
+/// [`serve`], also answering the CNI plugin on `cni`.
+pub async fn serve_cni(
+    listener: ZdsListener,
+    cni: tokio::net::UnixListener,
+    source: NetnsSource,
+    feed: PodFeed,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_with(listener, source, None, Some(cni), feed, shutdown).await
+}
+
+/// [`serve`], also keeping the node's probe rule with `host` (left in place when it
+/// returns) and answering the CNI plugin on `cni`.
 pub async fn serve_with(
     listener: ZdsListener,
     source: NetnsSource,
     host: Option<host_rules::HostRules>,
+    cni: Option<tokio::net::UnixListener>,
     feed: PodFeed,
     shutdown: watch::Receiver<bool>,
 ) {
     let hub = server::Hub::new();
+    let (events, cni_task) = match cni {
+        Some(listener) => {
+            // Room for every request the socket serves at once.
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            let task = tokio::spawn(cni::server::serve(
+                listener,
+                feed.clone(),
+                tx,
+                shutdown.clone(),
+            ));
+            (Some(rx), Some(task))
+        }
+        None => (None, None),
+    };
     let mut enroll = tokio::spawn(enrollment::run(
         source,
         hub.clone(),
         host,
         feed,
+        events,
         shutdown.clone(),
     ));
     tokio::select! {
@@ -153,6 +216,9 @@ pub async fn serve_with(
     }
     if !enroll.is_finished() {
         let _ = enroll.await;
+    }
+    if let Some(task) = cni_task {
+        let _ = task.await;
     }
 }
 
