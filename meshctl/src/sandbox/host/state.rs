@@ -293,19 +293,23 @@ pub fn pod_object(pod: &Pod, node: &Node) -> Value {
     } else {
         "False"
     };
+    let mut status = json!({
+        "phase": pod.phase.as_str(),
+        "hostIP": node.ip.to_string(),
+        "hostIPs": [{"ip": node.ip.to_string()}],
+        "conditions": [{"type": "Ready", "status": ready}],
+    });
+    // As kubelet: the IP appears once the runtime's CNI ADD gave the pod its network.
+    if pod.network {
+        status["podIP"] = json!(pod.ip.to_string());
+        status["podIPs"] = json!([{"ip": pod.ip.to_string()}]);
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": meta,
         "spec": spec,
-        "status": {
-            "phase": pod.phase.as_str(),
-            "podIP": pod.ip.to_string(),
-            "podIPs": [{"ip": pod.ip.to_string()}],
-            "hostIP": node.ip.to_string(),
-            "hostIPs": [{"ip": node.ip.to_string()}],
-            "conditions": [{"type": "Ready", "status": ready}],
-        },
+        "status": status,
     })
 }
 
@@ -397,6 +401,7 @@ mod tests {
             unhealthy: false,
             liveness_failures: 0,
             created: 0,
+            network: true,
         }
     }
 
@@ -440,6 +445,7 @@ mod tests {
             unhealthy: false,
             liveness_failures: 0,
             created: 0,
+            network: true,
         };
         let yaml = serde_yaml_ng::to_string(&pod_object(&pod, &node)).unwrap();
         let back: Value = serde_yaml_ng::from_str(&yaml).unwrap();
