@@ -16,9 +16,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use super::protocol::{Answer, Command, MAX_MESSAGE, Request};
-use crate::agent::PodFeed;
 use crate::agent::enrollment::CniEvent;
 use crate::agent::pod::NodePod;
+
+/// This node's pods, `None` until the agent first synced (the agent's `PodFeed`).
+type PodFeed = watch::Receiver<Option<Vec<NodePod>>>;
 
 /// How long `Add` waits for the controller to list the pod on this node.
 pub const POD_WAIT: Duration = Duration::from_secs(10);
@@ -119,12 +121,14 @@ async fn handle(request: Request, mut feed: PodFeed, events: &mpsc::Sender<CniEv
             if request.netns.is_empty() {
                 return Answer::failed("CNI_NETNS is required for ADD");
             }
+            let start = tokio::time::Instant::now();
             let Some(pod) = wait_for_pod(&mut feed, &request.namespace, &request.name).await else {
                 return Answer::failed(format!(
                     "pod {key} is not known on this node after {}s (is the controller reachable?)",
                     POD_WAIT.as_secs()
                 ));
             };
+            let listed = start.elapsed();
             if !pod.enrolled {
                 return Answer::ok(false);
             }
@@ -136,6 +140,14 @@ async fn handle(request: Request, mut feed: PodFeed, events: &mpsc::Sender<CniEv
                 reply,
             })
             .await;
+            // How long the pod waited for the controller to list it, and the whole capture.
+            tracing::info!(
+                pod = %key,
+                listed_ms = listed.as_millis() as u64,
+                total_ms = start.elapsed().as_millis() as u64,
+                ok = matches!(outcome, Ok(Ok(()))),
+                "CNI add answered"
+            );
             match outcome {
                 Ok(Ok(())) => Answer::ok(true),
                 Ok(Err(e)) | Err(e) => Answer::failed(format!("capturing pod {key}: {e}")),
