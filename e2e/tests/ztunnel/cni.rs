@@ -131,4 +131,24 @@ fn a_new_pods_first_connection_is_carried_over_hbone_and_del_releases_it() {
             .any(|l| l.contains("pod sandbox deleted; releasing it") && l.contains("Pod/mesh/idle")),
         "released on CNI DEL:\n{agent_log}"
     );
+
+    // Fail closed: with the node's agent away, a new mesh pod's CNI ADD fails (the sandbox
+    // retries it, as a runtime does, then gives up) and the pod never runs uncaptured.
+    let agent = Component::NodeAgent("node1".into());
+    sb.stop(&agent).unwrap();
+    let out = sb
+        .apply_output(&e2e::manifests::idle_pod(
+            "mesh", "late", "node1", "default",
+        ))
+        .expect("apply while the agent is away");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("warning: pod mesh/late not started") && said.contains("CNI ADD"),
+        "apply says why the pod did not start:\n{said}"
+    );
+    let late = sb.pod("late").unwrap();
+    assert_eq!(late.phase, "Failed", "{late:?}");
+    assert!(late.ip.is_unspecified(), "no IP published: {late:?}");
+    sb.start(&agent).unwrap();
 }

@@ -460,4 +460,31 @@ mod tests {
             8080
         );
     }
+
+    #[test]
+    fn a_pod_without_its_network_yet_is_scheduled_and_pending_without_ip() {
+        let node = Node {
+            name: "node1".into(),
+            index: 1,
+            ip: Ipv4Addr::new(172, 18, 0, 2),
+            netns: "n".into(),
+            next_host: 2,
+        };
+        let mut pod = pod_with("starting");
+        pod.phase = Phase::Pending;
+        pod.ready = false;
+        pod.network = false;
+        pod.spec = json!({"containers": []});
+        let object = pod_object(&pod, &node);
+        assert_eq!(object["spec"]["nodeName"], "node1");
+        assert_eq!(object["status"]["phase"], "Pending");
+        assert!(object["status"].get("podIP").is_none(), "{object}");
+        assert!(object["status"].get("podIPs").is_none(), "{object}");
+        assert_eq!(object["status"]["hostIP"], "172.18.0.2");
+        // A state file from before the field: the pod had its network.
+        let mut recorded = serde_json::to_value(&pod).unwrap();
+        recorded.as_object_mut().unwrap().remove("network");
+        let old: Pod = serde_json::from_value(recorded).unwrap();
+        assert!(old.network);
+    }
 }
