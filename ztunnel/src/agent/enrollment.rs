@@ -444,9 +444,13 @@ impl Reconciler {
         self.released.remove(&pod.uid);
         if let Some(c) = self.captured.get(&pod.uid) {
             if c.id == netns.id() {
-                // A repeated ADD: the rules are reinstalled below, idempotently.
-                tracing::debug!(pod = %pod.uid, "CNI add for a pod already captured");
+                // A repeated ADD for the same sandbox: the proxy already serves it; make
+                // sure of the rules (idempotent) and leave its connections alone.
+                return iptables::install(netns.fd(), &c.families)
+                    .await
+                    .map_err(|e| format!("installing the redirection: {e}"));
             }
+            // Another sandbox of the same pod: the old one is going away.
             self.release(&pod.uid, false).await;
         }
         let mut pod = pod.clone();

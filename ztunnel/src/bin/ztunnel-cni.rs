@@ -5,7 +5,7 @@
 //! then passes `prevResult` on unchanged. Synchronous and small: it runs once per pod.
 //!
 //! Network configuration keys besides the spec's: `agent_socket` (default
-//! `/var/run/ztunnel/cni.sock`) and `exclude_namespaces` (pods there are never asked about).
+//! `/var/run/ztunnel-cni/cni.sock`) and `exclude_namespaces` (pods there are never asked about).
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -20,7 +20,7 @@ use ztunnel::agent::cni::protocol::{Answer, Command, MAX_MESSAGE, Request};
 const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 /// Where the agent listens unless the configuration says otherwise.
-const DEFAULT_SOCKET: &str = "/var/run/ztunnel/cni.sock";
+const DEFAULT_SOCKET: &str = "/var/run/ztunnel-cni/cni.sock";
 
 /// Longest wait for the agent's answer to `ADD` / `CHECK` (it waits up to 10 s for the
 /// pod to be listed, then for the rules and the proxy).

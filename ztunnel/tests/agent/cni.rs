@@ -169,6 +169,19 @@ async fn add_captures_before_the_workload_has_an_address_and_del_releases() {
     assert_eq!(plain.stdout, prev_result("10.77.9.3"));
     assert_clean(&plain_ns);
 
+    // A repeated ADD for the same sandbox succeeds without touching the proxy.
+    let again = plugin(
+        "ADD",
+        &cni_socket,
+        "shop",
+        "web-1",
+        &ns.path(),
+        Some(prev_result("10.77.9.2")),
+    )
+    .await;
+    assert!(again.ok, "{}", again.stdout);
+    assert_installed(&ns);
+
     // The controller publishes the address the runtime gave: nothing changes for the proxy;
     // the next thing it hears is the release on DEL.
     let mut web_up = web.clone();

@@ -204,7 +204,7 @@ mod tests {
 
     fn entry() -> PluginEntry {
         PluginEntry {
-            agent_socket: "/var/run/ztunnel/cni.sock".into(),
+            agent_socket: "/var/run/ztunnel-cni/cni.sock".into(),
             exclude_namespaces: vec!["kube-system".into()],
         }
     }
@@ -244,7 +244,7 @@ mod tests {
             .map(|p| p["type"].as_str().unwrap())
             .collect();
         assert_eq!(types, ["calico", "portmap", "ztunnel-cni"]);
-        assert_eq!(plugins[2]["agent_socket"], "/var/run/ztunnel/cni.sock");
+        assert_eq!(plugins[2]["agent_socket"], "/var/run/ztunnel-cni/cni.sock");
         assert_eq!(plugins[2]["exclude_namespaces"], json!(["kube-system"]));
         assert_eq!(config["name"], "k8s-pod-network");
         assert_eq!(plugins[0], primary["plugins"][0]);
