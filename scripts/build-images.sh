@@ -85,7 +85,7 @@ elif ! tool_works "$tool"; then
   fail "$tool is not installed or cannot reach its engine (\`$tool info\` fails)"
 fi
 
-for c in "${COMPONENTS[@]}"; do
+for c in "${COMPONENTS[@]}" ztunnel-cni; do
   [ -x "target/$profile/$c" ] ||
     fail "target/$profile/$c is missing: run cargo build$([ "$profile" = release ] && echo ' --release') -p controller -p ztunnel -p waypoint"
 done
@@ -177,6 +177,11 @@ assemble() {
   printf 'root:x:0:\nmesh:x:1337:\n' >"$root/etc/group"
   if [ "$component" = ztunnel ]; then
     add_node_agent_tools "$root"
+    # The chained CNI plugin the node agent copies into the host's CNI bin folder. It runs
+    # on the host, so it must need nothing the host may lack: checked below.
+    cp "target/$profile/ztunnel-cni" "$root/usr/local/bin/ztunnel-cni"
+    strip --strip-all "$root/usr/local/bin/ztunnel-cni"
+    copy_libraries "$root/usr/local/bin/ztunnel-cni" "$root"
   fi
   cp "images/$component.Containerfile" "$context/Containerfile"
 }

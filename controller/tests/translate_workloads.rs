@@ -104,13 +104,19 @@ fn pending_and_finished_pods() {
     assert_eq!(starting.workload_name, "frontend", "from pod-template-hash");
     assert!(workload(&t, "shop", "pending-no-ip").is_none());
     assert!(workload(&t, "shop", "done").is_none());
-    // 5 pods make workloads.
+    // Scheduled without IP: known by name and node, enrolled, unhealthy, no address.
+    let scheduled = workload(&t, "shop", "scheduled-no-ip").expect("scheduled without IP");
+    assert!(scheduled.addresses.is_empty());
+    assert_eq!(scheduled.node, "node1");
+    assert_eq!(scheduled.tunnel_protocol, TunnelProtocol::Hbone as i32);
+    assert_eq!(scheduled.status, WorkloadStatus::Unhealthy as i32);
+    // 6 pods make workloads.
     let workloads = t
         .snapshot
         .of_type(api::ADDRESS_TYPE_URL)
         .filter(|(n, _)| n.starts_with("Kubernetes//Pod/"))
         .count();
-    assert_eq!(workloads, 5);
+    assert_eq!(workloads, 6);
 }
 
 #[test]
@@ -169,8 +175,8 @@ fn services() {
     assert!(service(&t, "shop", "external").is_some());
     assert_eq!(
         t.snapshot.resources[api::ADDRESS_TYPE_URL].len(),
-        5 + 3,
-        "5 workloads and 3 services"
+        6 + 3,
+        "6 workloads and 3 services"
     );
 }
 

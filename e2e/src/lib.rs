@@ -196,7 +196,7 @@ pub struct PodInfo {
     pub namespace: String,
     /// Node name.
     pub node: String,
-    /// Pod IP.
+    /// Pod IP (0.0.0.0 while it has none).
     pub ip: Ipv4Addr,
     /// Pending / Running / Failed.
     pub phase: String,
@@ -519,9 +519,13 @@ impl Sandbox {
                     name: s(&p["metadata"]["name"]),
                     namespace: s(&p["metadata"]["namespace"]),
                     node: s(&p["spec"]["nodeName"]),
-                    ip: ip
-                        .parse()
-                        .map_err(|_| Error::Parse(format!("bad pod IP {ip:?}")))?,
+                    // A pod whose network was never set up (its CNI ADD failed) has none.
+                    ip: match ip.as_str() {
+                        "" => Ipv4Addr::UNSPECIFIED,
+                        ip => ip
+                            .parse()
+                            .map_err(|_| Error::Parse(format!("bad pod IP {ip:?}")))?,
+                    },
                     phase: s(&p["status"]["phase"]),
                     ready: p["status"]["conditions"][0]["status"] == "True",
                     labels: serde_json::from_value(p["metadata"]["labels"].clone())

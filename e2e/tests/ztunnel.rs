@@ -4,6 +4,8 @@
 //! own two-node sandbox (controller, and per node a ztunnel and a node agent) with a unique
 //! name, so they run in parallel.
 
+#[path = "ztunnel/cni.rs"]
+mod cni;
 #[path = "ztunnel/edges.rs"]
 mod edges;
 #[path = "ztunnel/linkerd_policy.rs"]

@@ -91,6 +91,24 @@ struct AgentArgs {
     /// the cluster's own, with the pod's ServiceAccount.
     #[arg(long, value_name = "URL", requires = "daemonset")]
     kube_api: Option<String>,
+    /// Socket the chained CNI plugin (`ztunnel-cni`) asks on, to capture each new pod
+    /// before its containers start.
+    #[arg(long, value_name = "PATH")]
+    cni_socket: Option<PathBuf>,
+    /// Put the plugin into the node's CNI configuration: its binary into this folder (the
+    /// host's CNI bin dir), its entry into the primary config of `--cni-conf-dir`. Needs
+    /// `--cni-socket` (the same path on the host).
+    #[arg(long, value_name = "DIR", requires_all = ["cni_conf_dir", "cni_socket"])]
+    cni_bin_dir: Option<PathBuf>,
+    /// The host's CNI conf folder (see `--cni-bin-dir`).
+    #[arg(long, value_name = "DIR", requires = "cni_bin_dir")]
+    cni_conf_dir: Option<PathBuf>,
+    /// The plugin binary to copy (default: `ztunnel-cni` beside this binary).
+    #[arg(long, value_name = "PATH")]
+    cni_plugin: Option<PathBuf>,
+    /// Namespaces the plugin never asks about (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "kube-system")]
+    cni_exclude_namespaces: Vec<String>,
 }
 
 /// The uninstall check `--daemonset` and `--kube-api` ask for.
@@ -109,6 +127,24 @@ fn uninstall_check(
     ztunnel::agent::uninstall::UninstallCheck::parse(api, reference)
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// The CNI install settings, when `--cni-bin-dir` asks for one.
+fn cni_install(args: &AgentArgs) -> Option<ztunnel::settings::CniInstallSettings> {
+    let bin_dir = args.cni_bin_dir.clone()?;
+    let conf_dir = args.cni_conf_dir.clone()?;
+    let plugin = args.cni_plugin.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("ztunnel-cni")))
+            .unwrap_or_else(|| PathBuf::from("/usr/local/bin/ztunnel-cni"))
+    });
+    Some(ztunnel::settings::CniInstallSettings {
+        plugin,
+        bin_dir,
+        conf_dir,
+        exclude_namespaces: args.cni_exclude_namespaces.clone(),
+    })
 }
 
 fn main() -> ExitCode {
@@ -150,6 +186,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let cni_install = cni_install(&args);
             let config = AgentSettings {
                 node: args.node,
                 control: args.control.config(),
@@ -158,6 +195,8 @@ fn main() -> ExitCode {
                 host_netns: args.host_probe_rule.then_some(args.host_netns),
                 metrics_addr: args.metrics_addr,
                 uninstall,
+                cni_socket: args.cni_socket,
+                cni_install,
             };
             runtime.block_on(async {
                 let mut signals = proxy_core::shutdown::ShutdownSignals::install()

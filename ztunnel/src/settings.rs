@@ -38,4 +38,22 @@ pub struct AgentSettings {
     /// The DaemonSet whose deletion, seen when the agent stops, means the mesh is being
     /// uninstalled from the node; `None`: a stop always leaves the pods captured.
     pub uninstall: Option<crate::agent::uninstall::UninstallCheck>,
+    /// The socket the chained CNI plugin asks on; `None` serves none.
+    pub cni_socket: Option<PathBuf>,
+    /// Where to put the plugin into the node's CNI configuration (pointing it at
+    /// `cni_socket`, the same path on the host); `None` leaves it alone.
+    pub cni_install: Option<CniInstallSettings>,
+}
+
+/// Putting the CNI plugin into the node's configuration (the agent's host mounts).
+#[derive(Clone, Debug)]
+pub struct CniInstallSettings {
+    /// The plugin binary to copy (in the agent's image).
+    pub plugin: PathBuf,
+    /// The host's CNI bin folder.
+    pub bin_dir: PathBuf,
+    /// The host's CNI conf folder.
+    pub conf_dir: PathBuf,
+    /// Namespaces the plugin never asks the agent about.
+    pub exclude_namespaces: Vec<String>,
 }

@@ -20,6 +20,7 @@ use test_support::fake_kube::{FakeKube, Reply, Routes};
 use test_support::netns::TestNetns;
 use test_support::process::KillOnDrop;
 use tokio::sync::watch;
+use ztunnel::agent::cni::install::{self as cni_install, PluginEntry};
 use ztunnel::agent::host_rules::HostRules;
 use ztunnel::agent::iptables::{self, Family};
 use ztunnel::agent::kube_api::KubeApi;
@@ -27,7 +28,12 @@ use ztunnel::agent::metrics::AgentMetrics;
 use ztunnel::agent::netns::Netns;
 use ztunnel::agent::uninstall::UninstallCheck;
 use ztunnel::agent::{NetnsSource, NodeDuties, NodePod};
+use ztunnel::settings::CniInstallSettings;
 use ztunnel::zds::{ZdsListener, ZdsStream};
+
+/// The CNI plugin binary, run as a runtime runs it, against this file's agent.
+#[path = "agent/cni.rs"]
+mod cni;
 
 /// Bound on any single wait, so a broken agent fails the test instead of hanging it.
 const WAIT: Duration = Duration::from_secs(30);
@@ -358,6 +364,26 @@ impl Agent {
         }
     }
 
+    /// [`Agent::start`], also answering the CNI plugin on `cni_socket`.
+    fn start_cni(socket: &Path, cni_socket: &Path, netns_dir: &Path, pods: Vec<NodePod>) -> Agent {
+        let listener = ZdsListener::bind(socket).unwrap();
+        let cni = ztunnel::agent::cni::server::bind(cni_socket).unwrap();
+        let (feed, feed_rx) = watch::channel(Some(pods));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(ztunnel::agent::serve_cni(
+            listener,
+            cni,
+            NetnsSource::Dir(netns_dir.to_path_buf()),
+            feed_rx,
+            shutdown_rx,
+        ));
+        Agent {
+            feed,
+            shutdown,
+            task,
+        }
+    }
+
     async fn stop(self) {
         self.shutdown.send_replace(true);
         tokio::time::timeout(WAIT, self.task)
@@ -472,9 +498,10 @@ async fn agent_hands_enrolled_pods_to_the_proxy() {
     agent.stop().await;
 }
 
-/// The node's duties with the probe rule kept in `node` and the uninstall decided by
+/// The node's duties with the probe rule kept in `node`, the CNI plugin chained into the
+/// CNI folders of `cni` (`bin/`, `net.d/` with a bridge network) and the uninstall decided by
 /// `daemonset`'s answer from a fake API server (kept alive by the returned handle).
-fn node_duties(node: &TestNetns, daemonset: Reply) -> (NodeDuties, FakeKube) {
+fn node_duties(node: &TestNetns, cni: &Path, daemonset: Reply) -> (NodeDuties, FakeKube) {
     let fake = FakeKube::routes(Routes::new().reply(DAEMONSET, daemonset));
     let api = KubeApi::plain(&fake.url()).unwrap();
     let host = HostRules::new(
@@ -484,8 +511,46 @@ fn node_duties(node: &TestNetns, daemonset: Reply) -> (NodeDuties, FakeKube) {
     let duties = NodeDuties {
         host: Some(host),
         uninstall: Some(UninstallCheck::parse(api, "istio-system/ztunnel").unwrap()),
+        cni: None,
+        cni_install: Some(chain_cni_plugin(cni)),
     };
     (duties, fake)
+}
+
+/// Chains the plugin into a node's CNI folders under `dir`, as the agent does at start.
+fn chain_cni_plugin(dir: &Path) -> CniInstallSettings {
+    let (bin_dir, conf_dir) = (dir.join("bin"), dir.join("net.d"));
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let network = json!({"cniVersion": "1.0.0", "name": "pods",
+                         "plugins": [{"type": "bridge", "bridge": "cni0"}]});
+    std::fs::write(conf_dir.join("10-pods.conflist"), network.to_string()).unwrap();
+    let plugin = dir.join("ztunnel-cni");
+    std::fs::write(&plugin, "#!/bin/sh\n").unwrap();
+    let entry = PluginEntry {
+        agent_socket: dir.join("cni.sock"),
+        exclude_namespaces: vec!["kube-system".into()],
+    };
+    cni_install::install(&plugin, &bin_dir, &conf_dir, &entry).unwrap();
+    CniInstallSettings {
+        plugin,
+        bin_dir,
+        conf_dir,
+        exclude_namespaces: entry.exclude_namespaces,
+    }
+}
+
+/// The plugin types chained in the node's network of `dir`, and whether its binary is there.
+fn chained(dir: &Path) -> (Vec<String>, bool) {
+    let text = std::fs::read_to_string(dir.join("net.d/10-pods.conflist")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let types = config["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type"].as_str().unwrap().to_owned())
+        .collect();
+    (types, dir.join("bin/ztunnel-cni").exists())
 }
 
 const DAEMONSET: &str = "/apis/apps/v1/namespaces/istio-system/daemonsets/ztunnel";
@@ -522,7 +587,7 @@ async fn an_uninstall_gives_every_pod_its_network_back_and_a_restart_does_not() 
         200,
         json!({"kind": "DaemonSet", "metadata": {"name": "ztunnel"}}),
     );
-    let (duties, fake) = node_duties(&node, present);
+    let (duties, fake) = node_duties(&node, &dir.join("cni"), present);
     let agent = Agent::start_with(&socket, &netns_dir, vec![web.clone()], duties);
     let proxy = Proxy::connect(&socket).await;
     through_snapshot(&proxy).await;
@@ -543,10 +608,16 @@ async fn an_uninstall_gives_every_pod_its_network_back_and_a_restart_does_not() 
     );
     assert_installed(&pod_ns);
     assert!(probe_rules(&node).iter().any(|r| r == probe));
+    let with_plugin = (vec!["bridge".to_owned(), "ztunnel-cni".to_owned()], true);
+    assert_eq!(chained(&dir.join("cni")), with_plugin);
 
     // Gone: the mesh is being uninstalled, the pod gets its own network back and the
     // node's probe rule goes.
-    let (duties, _fake) = node_duties(&node, test_support::fake_kube::not_found());
+    let (duties, _fake) = node_duties(
+        &node,
+        &dir.join("cni"),
+        test_support::fake_kube::not_found(),
+    );
     let agent = Agent::start_with(&socket, &netns_dir, vec![web.clone()], duties);
     let proxy = Proxy::connect(&socket).await;
     through_snapshot(&proxy).await;
@@ -554,6 +625,11 @@ async fn an_uninstall_gives_every_pod_its_network_back_and_a_restart_does_not() 
     agent.stop().await;
     assert_clean(&pod_ns);
     assert_eq!(probe_rules(&node), Vec::<String>::new());
+    // And no new pod waits for an agent that is gone: the plugin is out of the network.
+    assert_eq!(
+        chained(&dir.join("cni")),
+        (vec!["bridge".to_owned()], false)
+    );
 }
 
 /// `ztunnel node-agent` run as the DaemonSet runs it, with `--daemonset`, against a fake API

@@ -28,7 +28,9 @@ pub(super) struct Context<'a> {
     pub admission: &'a Admission,
 }
 
-/// Translates every pod that has an address and is running (or starting).
+/// Translates every pod that is running or starting: with its addresses, or, scheduled on a
+/// node but without an IP yet (its network is being set up), with none, so that the node
+/// agent learns its enrollment before the CNI plugin asks it to capture the pod.
 pub(super) fn translate_workloads(ctx: &Context<'_>, problems: &mut Vec<Problem>) -> Vec<Workload> {
     ctx.index
         .pods()
@@ -112,7 +114,8 @@ fn translate_pod(
     })
 }
 
-/// The pod's IPs as bytes; `None` while it has none, or (reported) when one is not an IP.
+/// The pod's IPs as bytes: none for a pending pod that has a node but no IP yet; `None` for
+/// an unscheduled pod without IP, or (reported) when one is not an IP.
 fn pod_addresses(origin: &str, pod: &Pod, problems: &mut Vec<Problem>) -> Option<Vec<Vec<u8>>> {
     let m = &pod.metadata;
     let mut ips: Vec<&str> = pod.status.pod_ips.iter().map(|p| p.ip.as_str()).collect();
@@ -120,8 +123,11 @@ fn pod_addresses(origin: &str, pod: &Pod, problems: &mut Vec<Problem>) -> Option
         ips.push(&pod.status.pod_ip);
     }
     if ips.is_empty() {
-        // Not yet scheduled or no network: nothing to route to.
-        return None;
+        // Scheduled and starting: the runtime calls the CNI plugins before any IP reaches the
+        // API, so the node agent must know the pod by name by then. Unscheduled: no node's
+        // business yet.
+        let starting = pod.status.phase == "Pending" && !pod.spec.node_name.is_empty();
+        return starting.then(Vec::new);
     }
     let mut addresses = Vec::new();
     for (i, ip) in ips.iter().enumerate() {

@@ -203,7 +203,8 @@ impl Index {
         uids.iter()
             .filter_map(|uid| {
                 let workload = self.workloads.get(uid)?;
-                if !workload.healthy {
+                // A pod whose network is still being set up has no address to reach.
+                if !workload.healthy || workload.addresses.is_empty() {
                     return None;
                 }
                 let target = workload

@@ -20,24 +20,33 @@
 //! The first round also removes rules left behind by an earlier agent in pods of this node
 //! that are no longer enrolled.
 //!
+//! The CNI plugin's events ([`CniEvent`], from [`super::cni`]) are handled by the same loop,
+//! between rounds, so they never race it: `Add` captures a new pod in the namespace the
+//! runtime names, before its containers start and before the controller knows its address
+//! (the pod's workload has none yet, and rounds leave address-less pods alone); once the
+//! workload gets its addresses, the round sees the pod captured already. `Del` releases it
+//! and keeps rounds from capturing it again while its workload lingers.
+//!
 //! With the node's probe rule on ([`super::host_rules`]), each captured pod's addresses join
 //! it once the pod's own rules are in, and leave it when the pod is released; the chain is
 //! written whole after the first round (replacing what an earlier agent left, which serves
 //! the pods it captured until then) and left in place when the loop stops, as the pods' own
 //! rules are.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::NodeDuties;
 use super::host_rules::HostRules;
 use super::iptables::{self, Family};
-use super::netns::{NetnsSource, NsId, RequestMigration};
+use super::netns::{Netns, NetnsSource, NsId, RequestMigration};
 use super::pod::{NodePod, node_pods};
 use super::server::Hub;
 use super::uninstall::Stop;
@@ -102,6 +111,50 @@ struct Captured {
     netns: Arc<OwnedFd>,
     id: NsId,
     families: Vec<Family>,
+    /// Captured on the CNI plugin's `Add` before the workload had addresses: the first
+    /// addresses the workload shows are this pod's, not a replacement's.
+    adopt_addresses: bool,
+    /// The pod sandbox (`CNI_CONTAINERID`) when captured through CNI, else empty.
+    sandbox: String,
+}
+
+/// An event from the CNI plugin, with where its outcome goes.
+pub(crate) enum CniEvent {
+    /// Capture `pod` (enrolled, on this node) in the namespace at `netns`; `ips` are the
+    /// addresses the runtime gave it. Answers whether it is captured, or why not.
+    Add {
+        /// The pod as the feed knows it.
+        pod: NodePod,
+        /// `CNI_NETNS`.
+        netns: PathBuf,
+        /// From the main plugin's result.
+        ips: Vec<IpAddr>,
+        /// `CNI_CONTAINERID`.
+        container_id: String,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Release the pod `namespace/name` of sandbox `container_id`.
+    Del {
+        /// Workload uid, when the feed lists the pod.
+        uid: Option<String>,
+        /// Pod namespace.
+        namespace: String,
+        /// Pod name.
+        name: String,
+        /// `CNI_CONTAINERID`: a late `Del` of an earlier sandbox of the same pod leaves the
+        /// current one alone.
+        container_id: String,
+        /// Done.
+        reply: oneshot::Sender<()>,
+    },
+    /// Whether `uid` is captured with its rules in place.
+    Check {
+        /// Workload uid.
+        uid: String,
+        /// `Ok` when captured and the rules are all there.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// A pod to capture that is not captured yet.
@@ -116,6 +169,9 @@ pub(crate) struct Reconciler {
     hub: Arc<Hub>,
     captured: BTreeMap<String, Captured>,
     pending: BTreeMap<String, Pending>,
+    /// Pods the CNI plugin released (`Del`) whose workload is still on the node: not to be
+    /// captured again by a round.
+    released: BTreeSet<String>,
     cleaned_up: bool,
     /// The node's probe rule, when the agent keeps it.
     host: Option<HostRules>,
@@ -128,6 +184,7 @@ impl Reconciler {
             hub,
             captured: BTreeMap::new(),
             pending: BTreeMap::new(),
+            released: BTreeSet::new(),
             cleaned_up: false,
             host,
         }
@@ -138,6 +195,8 @@ impl Reconciler {
         let on_node: BTreeMap<&str, &NodePod> = pods.iter().map(|p| (p.uid.as_str(), p)).collect();
         let enrolled = |uid: &str| on_node.get(uid).is_some_and(|p| p.enrolled);
 
+        self.released
+            .retain(|uid| on_node.contains_key(uid.as_str()));
         // Release pods that left the mesh or the node, and pods replaced under the same uid.
         let captured_uids: Vec<String> = self.captured.keys().cloned().collect();
         for uid in captured_uids {
@@ -151,6 +210,7 @@ impl Reconciler {
                 self.release(&uid, true).await;
                 continue;
             }
+            self.adopt_addresses(current);
             if self.replaced(current) {
                 tracing::info!(pod = %uid, "pod was replaced; capturing the new one");
                 self.release(&uid, false).await;
@@ -172,7 +232,9 @@ impl Reconciler {
         let now = Instant::now();
         let due: Vec<&NodePod> = pods
             .iter()
-            .filter(|p| p.enrolled && !self.captured.contains_key(&p.uid))
+            // A pod without addresses is still being set up: the CNI plugin captures it.
+            .filter(|p| p.enrolled && !p.addresses.is_empty())
+            .filter(|p| !self.captured.contains_key(&p.uid) && !self.released.contains(&p.uid))
             .filter(|p| self.pending.get(&p.uid).is_none_or(|r| r.next <= now))
             .collect();
         if !due.is_empty() {
@@ -205,12 +267,24 @@ impl Reconciler {
         }
     }
 
+    /// Takes the workload's first addresses for a pod captured through CNI before it had
+    /// any (and its other fields, which may have changed meanwhile).
+    fn adopt_addresses(&mut self, current: &NodePod) {
+        let Some(c) = self.captured.get_mut(&current.uid) else {
+            return;
+        };
+        if c.adopt_addresses && !current.addresses.is_empty() {
+            c.adopt_addresses = false;
+            c.pod = current.clone();
+        }
+    }
+
     /// Whether the pod under `current.uid` is no longer the one captured.
     fn replaced(&self, current: &NodePod) -> bool {
         let Some(c) = self.captured.get(&current.uid) else {
             return false;
         };
-        if c.pod.addresses != current.addresses {
+        if c.pod.addresses != current.addresses && !c.adopt_addresses {
             return true;
         }
         // A missing file means the pod is going away; the feed will say so.
@@ -238,7 +312,7 @@ impl Reconciler {
         }
     }
 
-    async fn capture(&mut self, pod: &NodePod, netns: super::netns::Netns) {
+    async fn capture(&mut self, pod: &NodePod, netns: Netns) {
         let families = iptables::families_for(&pod.addresses);
         // The node's probes get their bypass source before the redirection would send them
         // to the proxy.
@@ -266,6 +340,8 @@ impl Reconciler {
                 netns: fd.clone(),
                 id,
                 families,
+                adopt_addresses: false,
+                sandbox: String::new(),
             },
         );
         if let Err(e) = self.hub.add(&pod.uid, pod.info(), fd).await {
@@ -289,6 +365,151 @@ impl Reconciler {
             host.remove(uid).await;
         }
         self.hub.remove(uid).await;
+    }
+
+    /// Acts on one CNI event and answers it.
+    pub(crate) async fn handle(&mut self, event: CniEvent) {
+        match event {
+            CniEvent::Add {
+                pod,
+                netns,
+                ips,
+                container_id,
+                reply,
+            } => {
+                let outcome = self.capture_for_cni(&pod, &netns, ips, container_id).await;
+                if let Err(e) = &outcome {
+                    tracing::warn!(pod = %pod.uid, "CNI add refused: {e}");
+                }
+                let _ = reply.send(outcome);
+            }
+            CniEvent::Del {
+                uid,
+                namespace,
+                name,
+                container_id,
+                reply,
+            } => {
+                // Not listed and not captured: nothing to release or remember.
+                let Some(uid) = uid.or_else(|| self.uid_of(&namespace, &name)) else {
+                    let _ = reply.send(());
+                    return;
+                };
+                let other_sandbox = self.captured.get(&uid).is_some_and(|c| {
+                    !c.sandbox.is_empty() && !container_id.is_empty() && c.sandbox != container_id
+                });
+                if other_sandbox {
+                    tracing::debug!(pod = %uid, "CNI del of an earlier sandbox: ignored");
+                } else if self.captured.contains_key(&uid) {
+                    tracing::info!(pod = %uid, "pod sandbox deleted; releasing it");
+                    // Its namespace goes away with the sandbox: no rules to remove.
+                    self.release(&uid, false).await;
+                } else if self.pending.remove(&uid).is_some() {
+                    self.hub.remove(&uid).await;
+                }
+                if !other_sandbox {
+                    self.released.insert(uid);
+                }
+                let _ = reply.send(());
+            }
+            CniEvent::Check { uid, reply } => {
+                let _ = reply.send(self.check(&uid).await);
+            }
+        }
+    }
+
+    /// The uid of the captured pod `namespace/name`.
+    fn uid_of(&self, namespace: &str, name: &str) -> Option<String> {
+        self.captured
+            .values()
+            .map(|c| &c.pod)
+            .find(|p| p.namespace == namespace && p.name == name)
+            .map(|p| p.uid.clone())
+    }
+
+    /// Captures a pod the runtime is creating: its rules in the namespace at `path`, then
+    /// the proxy's acknowledged `Add`, so that its listeners are bound before any container
+    /// runs. Fails (and leaves nothing behind) when that cannot all be done.
+    async fn capture_for_cni(
+        &mut self,
+        pod: &NodePod,
+        path: &std::path::Path,
+        ips: Vec<IpAddr>,
+        sandbox: String,
+    ) -> Result<(), String> {
+        if !self.hub.is_ready() {
+            return Err("the node agent has not finished its first round yet".into());
+        }
+        if !self.hub.has_proxy() {
+            return Err("no node proxy is connected to the node agent".into());
+        }
+        let netns = Netns::open(path).map_err(|e| e.to_string())?;
+        self.released.remove(&pod.uid);
+        if let Some(c) = self.captured.get(&pod.uid) {
+            if c.id == netns.id() {
+                // A repeated ADD for the same sandbox: the proxy already serves it; make
+                // sure of the rules (idempotent) and leave its connections alone.
+                return iptables::install(netns.fd(), &c.families)
+                    .await
+                    .map_err(|e| format!("installing the redirection: {e}"));
+            }
+            // Another sandbox of the same pod: the old one is going away.
+            self.release(&pod.uid, false).await;
+        }
+        let mut pod = pod.clone();
+        let adopt = pod.addresses.is_empty();
+        if adopt {
+            pod.addresses = ips;
+        }
+        let families = iptables::families_for(&pod.addresses);
+        if let Some(host) = self.host.as_mut() {
+            host.add(&pod.uid, &pod.addresses).await;
+        }
+        if let Err(e) = iptables::install(netns.fd(), &families).await {
+            if let Some(host) = self.host.as_mut() {
+                host.remove(&pod.uid).await;
+            }
+            return Err(format!("installing the redirection: {e}"));
+        }
+        allow_request_migration(&pod.uid, &netns).await;
+        self.pending.remove(&pod.uid);
+        let id = netns.id();
+        let fd = Arc::new(netns.into_fd());
+        self.captured.insert(
+            pod.uid.clone(),
+            Captured {
+                pod: pod.clone(),
+                netns: fd.clone(),
+                id,
+                families,
+                adopt_addresses: adopt,
+                sandbox,
+            },
+        );
+        if let Err(e) = self.hub.add(&pod.uid, pod.info(), fd).await {
+            // The runtime tears the sandbox down and tries again: start from nothing then.
+            self.release(&pod.uid, true).await;
+            return Err(format!("the node proxy did not take the pod: {e}"));
+        }
+        tracing::info!(pod = %pod.uid, "pod captured at creation (CNI)");
+        Ok(())
+    }
+
+    /// Whether `uid` is captured with every rule of its families in place.
+    async fn check(&self, uid: &str) -> Result<(), String> {
+        use std::os::fd::AsFd;
+        let Some(c) = self.captured.get(uid) else {
+            return Err("the pod is in the mesh but not captured".into());
+        };
+        for &family in &c.families {
+            let installed = iptables::installed(c.netns.as_fd(), family)
+                .await
+                .map_err(|e| format!("reading the rules: {e}"))?;
+            if !installed.hooked() {
+                return Err(format!("the {family:?} redirection rules are incomplete"));
+            }
+        }
+        Ok(())
     }
 
     fn backoff(&mut self, uid: &str) {
@@ -362,15 +583,24 @@ pub(crate) async fn run(
     hub: Arc<Hub>,
     duties: NodeDuties,
     feed: watch::Receiver<Option<Vec<NodePod>>>,
+    cni: Option<mpsc::Receiver<CniEvent>>,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut reconciler = Reconciler::new(source, hub.clone(), duties.host);
-    rounds(&mut reconciler, &hub, feed, shutdown).await;
+    rounds(&mut reconciler, &hub, feed, cni, shutdown).await;
     let stop = match &duties.uninstall {
         Some(check) => check.on_stop().await,
         None => Stop::KeepCaptured,
     };
     if stop == Stop::Uninstall {
+        // New pods first: once the plugin is out of the node's configuration, none waits
+        // for this agent any more.
+        if let Some(install) = &duties.cni_install {
+            match super::cni::install::uninstall(&install.bin_dir, &install.conf_dir) {
+                Ok(()) => tracing::info!("CNI plugin taken out of the node's configuration"),
+                Err(e) => tracing::warn!("taking the CNI plugin out: {e}"),
+            }
+        }
         reconciler.release_all().await;
         return;
     }
@@ -389,6 +619,7 @@ async fn rounds(
     reconciler: &mut Reconciler,
     hub: &Hub,
     mut feed: watch::Receiver<Option<Vec<NodePod>>>,
+    mut cni: Option<mpsc::Receiver<CniEvent>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(TICK);
@@ -417,6 +648,15 @@ async fn rounds(
                 feed_open = changed.is_ok();
             }
             _ = tick.tick() => {}
+            event = next_event(&mut cni) => match event {
+                Some(event) => {
+                    tokio::select! {
+                        _ = reconciler.handle(event) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                None => cni = None,
+            },
             _ = shutdown.changed() => return,
         }
     }
@@ -440,6 +680,14 @@ async fn allow_request_migration(uid: &str, netns: &super::netns::Netns) {
             }
         }
         Err(e) => tracing::warn!(pod = %uid, "setting net.ipv4.tcp_migrate_req: {e}"),
+    }
+}
+
+/// The next CNI event; never, without a CNI socket.
+async fn next_event(cni: &mut Option<mpsc::Receiver<CniEvent>>) -> Option<CniEvent> {
+    match cni {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -486,6 +734,21 @@ mod tests {
         r.round(&[pod("a", false)]).await;
         assert!(r.pending.is_empty());
         assert!(hub.snapshot_view().is_empty());
+    }
+
+    #[tokio::test]
+    async fn pods_without_addresses_are_left_to_the_cni_plugin() {
+        // Their namespace is there, but an address-less pod is still being set up: the
+        // round neither captures it nor lists it; the runtime's CNI ADD will.
+        let dir = test_support::TempDir::new("enroll");
+        std::fs::write(dir.join("shop.a"), "").unwrap();
+        let hub = Hub::new();
+        let mut r = Reconciler::new(NetnsSource::Dir(dir.path().to_owned()), hub.clone(), None);
+        let mut starting = pod("a", true);
+        starting.addresses.clear();
+        r.round(&[starting]).await;
+        assert!(hub.snapshot_view().is_empty());
+        assert!(r.pending.is_empty() && r.captured.is_empty());
     }
 
     #[test]

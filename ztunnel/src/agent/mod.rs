@@ -13,6 +13,8 @@
 //! - [`metrics`]: the agent's own `/metrics` (`--metrics-addr`): the probe rule's failures
 //!   and coverage;
 //! - [`preflight`]: whether this host can capture pods, tried in a throwaway namespace;
+//! - [`cni`]: capture at pod creation, asked by the chained CNI plugin over a second socket
+//!   (`--cni-socket`), and the plugin's place in the node's CNI configuration.
 //! - [`uninstall`] (with [`kube_api`]): whether a stop is the mesh leaving the node.
 //!
 //! Stopping the agent leaves every in-pod rule in place, as istio-cni does: captured pods
@@ -22,6 +24,7 @@
 //! DaemonSet is gone or being deleted (an uninstall) does a stopping agent release every pod
 //! and remove the probe rule.
 
+pub mod cni;
 pub mod enrollment;
 pub mod host_rules;
 pub mod host_variant;
@@ -62,6 +65,17 @@ pub enum AgentError {
     /// The metrics endpoint could not be bound.
     #[error(transparent)]
     Metrics(#[from] std::io::Error),
+    /// The CNI socket could not be served.
+    #[error("CNI socket {path}: {source}")]
+    Cni {
+        /// Socket path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The plugin could not be put into the node's CNI configuration.
+    #[error("installing the CNI plugin: {0}")]
+    CniInstall(#[from] cni::install::InstallError),
 }
 
 /// The feed of this node's pods: `None` until the first complete view.
@@ -114,9 +128,32 @@ pub async fn run(
         }
         None => None,
     };
+    let cni_listener = match &config.cni_socket {
+        Some(path) => {
+            let listener = cni::server::bind(path).map_err(|source| AgentError::Cni {
+                path: path.display().to_string(),
+                source,
+            })?;
+            tracing::info!(socket = %path.display(), "node agent serving the CNI plugin");
+            Some(listener)
+        }
+        None => None,
+    };
+    if let (Some(install), Some(socket)) = (&config.cni_install, &config.cni_socket) {
+        // After the socket is bound: a runtime may run the plugin as soon as it is listed.
+        let entry = cni::install::PluginEntry {
+            agent_socket: socket.clone(),
+            exclude_namespaces: install.exclude_namespaces.clone(),
+        };
+        let file =
+            cni::install::install(&install.plugin, &install.bin_dir, &install.conf_dir, &entry)?;
+        tracing::info!(config = %file.display(), "CNI plugin chained into the node's network");
+    }
     let duties = NodeDuties {
         host,
         uninstall: config.uninstall.clone(),
+        cni: cni_listener,
+        cni_install: config.cni_install.clone(),
     };
     serve_with(listener, source, duties, feed, shutdown).await;
     if let Some(endpoint) = endpoint {
@@ -139,6 +176,21 @@ pub async fn serve(
     serve_with(listener, source, NodeDuties::default(), feed, shutdown).await
 }
 
+/// [`serve`], also answering the CNI plugin on `cni`.
+pub async fn serve_cni(
+    listener: ZdsListener,
+    cni: tokio::net::UnixListener,
+    source: NetnsSource,
+    feed: PodFeed,
+    shutdown: watch::Receiver<bool>,
+) {
+    let duties = NodeDuties {
+        cni: Some(cni),
+        ..NodeDuties::default()
+    };
+    serve_with(listener, source, duties, feed, shutdown).await
+}
+
 /// What the agent does for the node beside capturing its pods.
 #[derive(Debug, Default)]
 pub struct NodeDuties {
@@ -147,22 +199,43 @@ pub struct NodeDuties {
     /// How to tell, when the agent stops, whether the mesh is being uninstalled (then every
     /// pod is released); `None`: a stop always leaves the pods captured.
     pub uninstall: Option<uninstall::UninstallCheck>,
+    /// The socket the chained CNI plugin asks on, to capture pods as they are created.
+    pub cni: Option<tokio::net::UnixListener>,
+    /// Where the plugin was put into the node's CNI configuration, for an uninstall to take
+    /// it out.
+    pub cni_install: Option<crate::settings::CniInstallSettings>,
 }
 
-/// [`serve`], also doing the node's `duties`.
+/// [`serve`], also doing the node's `duties`: keeping the probe rule (left in place when it
+/// returns, but for an uninstall), answering the CNI plugin.
 pub async fn serve_with(
     listener: ZdsListener,
     source: NetnsSource,
-    duties: NodeDuties,
+    mut duties: NodeDuties,
     feed: PodFeed,
     shutdown: watch::Receiver<bool>,
 ) {
     let hub = server::Hub::new();
+    let (events, cni_task) = match duties.cni.take() {
+        Some(listener) => {
+            // Room for every request the socket serves at once.
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            let task = tokio::spawn(cni::server::serve(
+                listener,
+                feed.clone(),
+                tx,
+                shutdown.clone(),
+            ));
+            (Some(rx), Some(task))
+        }
+        None => (None, None),
+    };
     let mut enroll = tokio::spawn(enrollment::run(
         source,
         hub.clone(),
         duties,
         feed,
+        events,
         shutdown.clone(),
     ));
     tokio::select! {
@@ -172,6 +245,9 @@ pub async fn serve_with(
     }
     if !enroll.is_finished() {
         let _ = enroll.await;
+    }
+    if let Some(task) = cni_task {
+        let _ = task.await;
     }
 }
 

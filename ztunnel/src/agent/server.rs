@@ -93,6 +93,16 @@ impl Hub {
         self.ready.send_if_modified(|r| !std::mem::replace(r, true));
     }
 
+    /// Whether the first enrollment round is done.
+    pub(crate) fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Whether a proxy is connected (an `Add` then reaches one and waits for its `Ack`).
+    pub(crate) fn has_proxy(&self) -> bool {
+        !self.lock().sessions.is_empty()
+    }
+
     /// Records `uid` as captured and tells the newest proxy. Without a proxy this succeeds at
     /// once: the snapshot carries the pod when one connects.
     pub(crate) async fn add(

@@ -84,7 +84,12 @@ pub fn pods(c: &Cluster, namespace: Option<&str>, now: u64) -> String {
                 ready(p),
                 status(p).into(),
                 restarts.to_string(),
-                p.ip.to_string(),
+                // As kubectl: no IP until the pod's network is set up.
+                if p.network {
+                    p.ip.to_string()
+                } else {
+                    "<none>".into()
+                },
                 p.node.clone(),
                 age(p.created, now),
             ];

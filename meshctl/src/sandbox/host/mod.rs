@@ -6,13 +6,14 @@
 //!
 //! Imports [`super::model`], [`super::error`], [`super::config`] and
 //! `console`, never `ops` or `cli`. Inside, from the bottom up: `netns`
-//! (and `logs`, which imports nothing); `dns`, `kubeproxy`, `admin`,
+//! (and `logs`, which imports nothing); `cni`, `dns`, `kubeproxy`, `admin`,
 //! `state`, `procfs` and `prometheus` (on `netns`); `prober` (on `state`: the per-node
 //! kubelet prober); `container` (on `dns`, `netns`,
 //! `procfs`); `process` (on `container`); `forward` and `teardown` (on
 //! `process`); `reaper` (on `teardown`).
 
 pub(crate) mod admin;
+pub(crate) mod cni;
 pub(crate) mod container;
 pub(crate) mod dns;
 pub(crate) mod forward;

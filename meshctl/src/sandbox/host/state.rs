@@ -293,19 +293,23 @@ pub fn pod_object(pod: &Pod, node: &Node) -> Value {
     } else {
         "False"
     };
+    let mut status = json!({
+        "phase": pod.phase.as_str(),
+        "hostIP": node.ip.to_string(),
+        "hostIPs": [{"ip": node.ip.to_string()}],
+        "conditions": [{"type": "Ready", "status": ready}],
+    });
+    // As kubelet: the IP appears once the runtime's CNI ADD gave the pod its network.
+    if pod.network {
+        status["podIP"] = json!(pod.ip.to_string());
+        status["podIPs"] = json!([{"ip": pod.ip.to_string()}]);
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": meta,
         "spec": spec,
-        "status": {
-            "phase": pod.phase.as_str(),
-            "podIP": pod.ip.to_string(),
-            "podIPs": [{"ip": pod.ip.to_string()}],
-            "hostIP": node.ip.to_string(),
-            "hostIPs": [{"ip": node.ip.to_string()}],
-            "conditions": [{"type": "Ready", "status": ready}],
-        },
+        "status": status,
     })
 }
 
@@ -397,6 +401,7 @@ mod tests {
             unhealthy: false,
             liveness_failures: 0,
             created: 0,
+            network: true,
         }
     }
 
@@ -440,6 +445,7 @@ mod tests {
             unhealthy: false,
             liveness_failures: 0,
             created: 0,
+            network: true,
         };
         let yaml = serde_yaml_ng::to_string(&pod_object(&pod, &node)).unwrap();
         let back: Value = serde_yaml_ng::from_str(&yaml).unwrap();
@@ -453,5 +459,32 @@ mod tests {
             back["spec"]["containers"][0]["ports"][0]["containerPort"],
             8080
         );
+    }
+
+    #[test]
+    fn a_pod_without_its_network_yet_is_scheduled_and_pending_without_ip() {
+        let node = Node {
+            name: "node1".into(),
+            index: 1,
+            ip: Ipv4Addr::new(172, 18, 0, 2),
+            netns: "n".into(),
+            next_host: 2,
+        };
+        let mut pod = pod_with("starting");
+        pod.phase = Phase::Pending;
+        pod.ready = false;
+        pod.network = false;
+        pod.spec = json!({"containers": []});
+        let object = pod_object(&pod, &node);
+        assert_eq!(object["spec"]["nodeName"], "node1");
+        assert_eq!(object["status"]["phase"], "Pending");
+        assert!(object["status"].get("podIP").is_none(), "{object}");
+        assert!(object["status"].get("podIPs").is_none(), "{object}");
+        assert_eq!(object["status"]["hostIP"], "172.18.0.2");
+        // A state file from before the field: the pod had its network.
+        let mut recorded = serde_json::to_value(&pod).unwrap();
+        recorded.as_object_mut().unwrap().remove("network");
+        let old: Pod = serde_json::from_value(recorded).unwrap();
+        assert!(old.network);
     }
 }

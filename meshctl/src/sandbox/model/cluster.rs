@@ -138,6 +138,15 @@ pub struct Pod {
     pub liveness_failures: u64,
     /// Creation time, seconds since the epoch.
     pub created: u64,
+    /// Its network is set up (the CNI plugins' ADD succeeded): until then the Pod object
+    /// carries no IP, as kubelet's does.
+    #[serde(default = "network_up")]
+    pub network: bool,
+}
+
+/// Pods recorded before the field existed had their network.
+fn network_up() -> bool {
+    true
 }
 
 impl Pod {
@@ -277,6 +286,7 @@ mod tests {
             unhealthy: false,
             liveness_failures: 0,
             created: 0,
+            network: true,
         };
         assert_eq!(pod(serde_json::json!({})).termination_grace(), None);
         assert_eq!(

@@ -343,6 +343,11 @@ impl Layout {
         self.zds_dir().join(format!("{node}.sock"))
     }
 
+    /// A node agent's CNI socket, which the node's CNI plugin asks.
+    pub fn cni_socket(&self, node: &str) -> PathBuf {
+        self.zds_dir().join(format!("{node}-cni.sock"))
+    }
+
     /// Folder of `<namespace>.<pod>` links to pod network namespaces.
     pub fn netns_dir(&self) -> PathBuf {
         self.state_dir.join("netns")
@@ -418,6 +423,7 @@ impl Layout {
                 ]);
                 if role == "node-agent" {
                     v.extend(["--netns-dir".into(), Self::path(self.netns_dir())]);
+                    v.extend(["--cni-socket".into(), Self::path(self.cni_socket(node))]);
                     // The agent runs in the node's namespace itself (as with hostNetwork).
                     v.extend(["--host-netns".into(), "/proc/self/ns/net".into()]);
                     v.extend([
@@ -488,10 +494,12 @@ mod tests {
         let agent = l.argv(&Component::NodeAgent("node2".into()), CONTROL_IP);
         assert_eq!(agent[1], "node-agent");
         assert_eq!(
-            agent[agent.len() - 6..],
+            agent[agent.len() - 8..],
             [
                 "--netns-dir",
                 "/run/meshctl/t/netns",
+                "--cni-socket",
+                "/run/meshctl/t/zds/node2-cni.sock",
                 "--host-netns",
                 "/proc/self/ns/net",
                 "--metrics-addr",

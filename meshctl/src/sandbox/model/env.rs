@@ -148,6 +148,7 @@ mod tests {
             unhealthy: false,
             liveness_failures: 0,
             created: 0,
+            network: true,
         }
     }
 

@@ -246,6 +246,8 @@ impl Cluster {
             unhealthy: false,
             liveness_failures: 0,
             created: now,
+            // Set up by `reconcile` (the namespace, then the CNI chain).
+            network: false,
         };
         self.pods.insert(pod.key(), pod.clone());
         Ok(pod)

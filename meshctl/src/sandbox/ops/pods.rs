@@ -9,13 +9,21 @@ use super::sandbox::{Sandbox, not_found};
 use crate::sandbox::error::{Result, SandboxError};
 use crate::sandbox::host::container::Launch;
 use crate::sandbox::host::logs::quoted_tail;
-use crate::sandbox::host::{dns, netns, process, state};
+use crate::sandbox::host::{cni, dns, netns, process, state};
 use crate::sandbox::model::cluster::{Node, Phase, Pod};
+use crate::sandbox::model::control::Component;
 use crate::sandbox::model::ids::{OsEntropy, ProcId};
 use crate::sandbox::model::services::services;
 
 /// Longest `up`/`apply` wait for new pods to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a new pod's CNI ADD is retried (the runtime retries a failed sandbox), e.g.
+/// while the node agent that `up` just started is not serving yet.
+const CNI_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Pause between two CNI ADD attempts of one pod.
+const CNI_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 impl Sandbox {
     /// Makes pods match the objects: deploys waypoints for waypoint Gateways,
@@ -62,18 +70,84 @@ impl Sandbox {
                 .filter_map(|k| self.cluster.pods.get(k))
                 .collect();
             netns::create_pods(&self.tools, &self.cluster, &pods)?;
+            self.attach_networks(&created);
+            // Their IPs reach the Pod objects now, as kubelet reports them after CNI ADD.
+            self.save()?;
             let views = services(&self.cluster);
-            for p in &pods {
-                dns::write_pod(&self.cluster, p, &views)?;
+            let started: Vec<String> = created
+                .iter()
+                .filter(|k| self.cluster.pods.get(*k).is_some_and(|p| p.network))
+                .cloned()
+                .collect();
+            for key in &started {
+                if let Some(p) = self.cluster.pods.get(key) {
+                    dns::write_pod(&self.cluster, p, &views)?;
+                }
             }
-            for key in &created {
+            for key in &started {
                 self.start_pod(key)?;
             }
             self.save()?;
-            self.wait_ready(&created);
+            self.wait_ready(&started);
         }
         self.refresh();
         self.sync()
+    }
+
+    /// The CNI plugin a runtime on `node` chains after the main one: the mesh's, when the
+    /// node runs its node agent (which installs it); none otherwise.
+    fn cni_plugin(&self, node: &str) -> Option<cni::Plugin> {
+        let control = self.cluster.control.as_ref()?;
+        control.find(&Component::NodeAgent(node.to_string()))?;
+        Some(cni::Plugin {
+            binary: self.cfg.bin_dir.join(cni::PLUGIN),
+            agent_socket: self.layout().cni_socket(node),
+        })
+    }
+
+    /// Runs the node's CNI chain for new pods whose namespace and link exist (the main
+    /// plugin's part is done): the mesh's plugin ADD, retried (after a DEL, as a runtime
+    /// tears a failed sandbox down) for [`CNI_RETRY_FOR`], all pods at once. A pod whose ADD
+    /// keeps failing does not start: it is marked Failed, and the plugin's error printed.
+    fn attach_networks(&mut self, keys: &[String]) {
+        let jobs: Vec<(String, Pod, Node, Option<cni::Plugin>)> = keys
+            .iter()
+            .filter_map(|k| {
+                let pod = self.cluster.pods.get(k)?.clone();
+                let node = self.cluster.node(&pod.node)?.clone();
+                let plugin = self.cni_plugin(&pod.node);
+                Some((k.clone(), pod, node, plugin))
+            })
+            .collect();
+        let outcomes: Vec<(String, Result<(), String>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .iter()
+                .map(|(key, pod, node, plugin)| {
+                    s.spawn(move || {
+                        let outcome = match plugin {
+                            Some(plugin) => add_with_retries(plugin, pod, node),
+                            None => Ok(()),
+                        };
+                        (key.clone(), outcome)
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        for (key, outcome) in outcomes {
+            let Some(pod) = self.cluster.pods.get_mut(&key) else {
+                continue;
+            };
+            match outcome {
+                Ok(()) => pod.network = true,
+                Err(e) => {
+                    pod.phase = Phase::Failed;
+                    self.say(format!(
+                        "warning: pod {key} not started: its network could not be set up                          (CNI ADD): {e}"
+                    ));
+                }
+            }
+        }
     }
 
     /// The node `pod` is scheduled on.
@@ -229,6 +303,14 @@ impl Sandbox {
             .max()
             .unwrap_or(process::GRACE);
         process::stop(&names, &procs, grace);
+        // The runtime's CNI DEL, before the namespace goes (the plugin never fails it).
+        for p in pods.iter().filter(|p| p.network) {
+            if let Some(plugin) = self.cni_plugin(&p.node)
+                && let Err(e) = plugin.del(p)
+            {
+                self.say(format!("warning: pod {}: CNI DEL: {e}", p.key()));
+            }
+        }
         let refs: Vec<&Pod> = pods.iter().collect();
         netns::delete_pods(&self.tools, &self.cluster, &refs);
         dns::remove(&names);
@@ -275,5 +357,22 @@ impl Sandbox {
             };
             SandboxError::Invalid(format!("pod {key:?} not found{hint}"))
         })
+    }
+}
+
+/// [`cni::Plugin::add`] until it succeeds or [`CNI_RETRY_FOR`] has passed; a DEL after
+/// each failure, as a runtime cleans a failed sandbox up. The last error when it never did.
+fn add_with_retries(plugin: &cni::Plugin, pod: &Pod, node: &Node) -> Result<(), String> {
+    let deadline = Instant::now() + CNI_RETRY_FOR;
+    loop {
+        let error = match plugin.add(pod, node) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let _ = plugin.del(pod);
+        if Instant::now() + CNI_RETRY_PAUSE >= deadline {
+            return Err(error);
+        }
+        std::thread::sleep(CNI_RETRY_PAUSE);
     }
 }

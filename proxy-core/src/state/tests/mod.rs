@@ -115,6 +115,14 @@ fn endpoints_resolve_target_ports() {
         w.status = wl::WorkloadStatus::Unhealthy as i32;
     }
     state.apply_address(&uid("c"), unhealthy).unwrap();
+    // Scheduled, network not set up yet: no address, so no endpoint even if marked healthy.
+    let mut starting = pod("d", "n", "10.0.0.4", &[(80, 8080)]);
+    if let Some(address::Type::Workload(w)) = &mut starting.r#type {
+        w.addresses.clear();
+    }
+    state.apply_address(&uid("d"), starting).unwrap();
+    assert!(state.workload_by_uid(&uid("d")).is_some());
+    assert_eq!(state.workloads_on_node("n").len(), 4);
     let svc = state
         .service_by_host("shop", "web.shop.svc.cluster.local")
         .unwrap();
