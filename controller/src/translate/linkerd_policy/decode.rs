@@ -15,6 +15,9 @@ use crate::model::linkerd::{
 };
 use crate::model::{IntOrString, ObjectKey, Problem};
 
+/// The Gateway API's group, whose HTTPRoute Linkerd also reads.
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
 /// An invalid field: (field path, message).
 pub(super) type Invalid = (String, String);
 
@@ -194,9 +197,9 @@ pub(super) fn network(value: &Value) -> Result<Requirement, Invalid> {
 
 /// What an AuthorizationPolicy decodes to.
 pub(super) enum Decoded {
-    /// A policy ztunnel enforces, and warnings about it.
+    /// A policy the mesh enforces, and warnings about it.
     Enforced(PolicyDef, Vec<Invalid>),
-    /// A policy of routes (L7), not enforced: the warning saying so.
+    /// A policy of gRPC routes, not enforced: the warning saying so.
     NotEnforced(Invalid),
 }
 
@@ -232,29 +235,30 @@ pub(super) fn policy(
                 format!("{:?} is not the policy's namespace {namespace:?}", t.name),
             ));
         }
-        "HTTPRoute" | "GRPCRoute" => {
+        "HTTPRoute" if t.group == LINKERD_POLICY_GROUP || t.group == GATEWAY_GROUP => {
+            Target::Route(t.name.clone())
+        }
+        "GRPCRoute" => {
             return Ok(Decoded::NotEnforced((
                 tf("kind"),
-                format!(
-                    "warning: authorization per {} (L7) is not enforced: this policy admits no \
-                     client; clients of the route's Server are admitted only by policies \
-                     targeting the Server or the Namespace",
-                    t.kind
-                ),
+                "warning: authorization per GRPCRoute is not enforced: this policy admits no \
+                 client; clients of the route's Server are admitted only by policies targeting \
+                 the Server or the Namespace"
+                    .to_owned(),
             )));
         }
         other => {
             return Err((
                 tf("kind"),
                 format!(
-                    "{other:?} (group {:?}) is not a target the mesh enforces (Server of \
-                     {LINKERD_POLICY_GROUP}, Namespace)",
+                    "{other:?} (group {:?}) is not a target the mesh enforces (Server or \
+                     HTTPRoute of {LINKERD_POLICY_GROUP}, Namespace)",
                     t.group
                 ),
             ));
         }
     };
-    if let Target::Server(name) = &target
+    if let Target::Server(name) | Target::Route(name) = &target
         && name.is_empty()
     {
         return Err((tf("name"), "missing".to_owned()));

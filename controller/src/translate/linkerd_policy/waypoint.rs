@@ -1,0 +1,385 @@
+//! The guards of pods a waypoint serves, enforced there with the client's own identity, as
+//! DENY authorization policies of the waypoint scoped to those pods (Istio's L7 rules:
+//! paths, methods, headers, principals, addresses, ports):
+//!
+//! - `linkerd_server_<server>...` (403): on the guarded ports, a request no alternative admits;
+//!   with inbound routes, a request matching a route that neither the route's policies nor
+//!   the Server's (or the Namespace's) admit.
+//! - `linkerd_server_<server>..._no_route` (404, the wire format's `not_found`): on a Server
+//!   with routes, a request no route matches, as Linkerd's proxy answers it.
+//! - `linkerd_default_...` (403): the default inbound policy on the other ports.
+//!
+//! Being DENY policies, they never admit what an Istio policy refuses. A request matching
+//! several routes must satisfy each of them (Linkerd picks one by precedence): stricter, never
+//! wider. Ports are matched as the waypoint sees them, the service ports targeting the pod's
+//! port and the pod's port itself (a request to the pod's address).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use api::security::{Address, StringMatch as L4Match, string_match::MatchType};
+use api::waypoint::{
+    AuthorizationAction, AuthorizationPolicy, AuthorizationRule, Condition, ConditionKey, IpBlock,
+    Operation, PolicyScope, StringMatch, WorkloadSelector, string_match::Kind,
+};
+
+use super::defs::{Alternatives, Requirement, Target};
+use super::objects::Objects;
+use super::pods::AtWaypoint;
+use super::routes::{self, MatchDef};
+use super::rules::Ports;
+use crate::model::{Index, IntOrString, Pod, Problem, WARNING_PREFIX};
+use crate::translate::bindings::WaypointKey;
+use crate::translate::labels::selects;
+
+/// Most rules one policy may expand to; beyond it the guarded ports are refused to every
+/// request (fail closed) and a problem says so.
+const MAX_RULES: usize = 64;
+
+/// Suffix of the policy answering 404 to requests no route matches.
+pub const NO_ROUTE_SUFFIX: &str = "_no_route";
+
+/// The ports a request to `pod` arrives on at a waypoint when it is for the pod's `ports`:
+/// those, and the ports of the Services selecting the pod that target them.
+pub(super) fn destination_ports(index: &Index, pod: &Pod, ports: &[u16]) -> Vec<u16> {
+    let named = |name: &str| {
+        pod.spec
+            .containers
+            .iter()
+            .flat_map(|c| &c.ports)
+            .find(|p| p.name == name)
+            .map(|p| p.container_port)
+    };
+    let mut out: BTreeSet<u16> = ports.iter().copied().collect();
+    for (_, svc) in index.services() {
+        let selected = svc.metadata.namespace == pod.metadata.namespace
+            && svc
+                .spec
+                .selector
+                .as_ref()
+                .is_some_and(|s| !s.is_empty() && selects(s, &pod.metadata.labels));
+        if !selected {
+            continue;
+        }
+        for p in &svc.spec.ports {
+            let target = match &p.target_port {
+                None => Some(p.port),
+                Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+                Some(IntOrString::String(name)) => named(name),
+            };
+            if target.is_some_and(|t| ports.contains(&t)) {
+                out.insert(p.port);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The ports of both (of the same kind; differing kinds keep the first).
+fn merged(a: &Ports, b: &Ports) -> Ports {
+    let union = |x: &[u16], y: &[u16]| {
+        let set: BTreeSet<u16> = x.iter().chain(y).copied().collect();
+        set.into_iter().collect()
+    };
+    match (a, b) {
+        (Ports::Only(x), Ports::Only(y)) => Ports::Only(union(x, y)),
+        (Ports::Except(x), Ports::Except(y)) => Ports::Except(union(x, y)),
+        _ => a.clone(),
+    }
+}
+
+/// The same guard of several pods behind one waypoint.
+struct Group {
+    at: AtWaypoint,
+    uids: BTreeSet<String>,
+}
+
+fn ip_block(a: &Address) -> IpBlock {
+    IpBlock {
+        address: a.address.clone(),
+        prefix_len: a.length,
+    }
+}
+
+fn string(m: &L4Match) -> Option<StringMatch> {
+    let kind = match m.match_type.clone()? {
+        MatchType::Exact(s) => Kind::Exact(s),
+        MatchType::Prefix(s) => Kind::Prefix(s),
+        MatchType::Suffix(s) => Kind::Suffix(s),
+        MatchType::Presence(()) => Kind::Present(()),
+    };
+    Some(StringMatch {
+        kind: Some(kind),
+        ignore_case: false,
+    })
+}
+
+/// The condition of a client that does not meet `r`.
+fn failing(r: &Requirement) -> Condition {
+    match r {
+        Requirement::Principal(p) => Condition {
+            key: ConditionKey::SourcePrincipal as i32,
+            not_values: p.iter().filter_map(string).collect(),
+            ..Condition::default()
+        },
+        Requirement::Network(n) => Condition {
+            key: ConditionKey::SourceIp as i32,
+            not_ip_values: n.iter().map(ip_block).collect(),
+            ..Condition::default()
+        },
+    }
+}
+
+/// The ways a client fails every alternative, each a set of conditions that must all hold:
+/// `None` when some alternative admits everybody; `Err` beyond [`MAX_RULES`].
+fn failing_all(alternatives: &Alternatives) -> Result<Option<Vec<Vec<Condition>>>, ()> {
+    let live: Vec<_> = alternatives
+        .iter()
+        .filter(|a| !a.iter().any(Requirement::admits_nobody))
+        .collect();
+    if live.iter().any(|a| a.is_empty()) {
+        return Ok(None);
+    }
+    // Failing every alternative: failing one requirement of each.
+    let mut ways: Vec<Vec<Condition>> = vec![Vec::new()];
+    for a in live {
+        if ways.len() * a.len() > MAX_RULES {
+            return Err(());
+        }
+        ways = ways
+            .iter()
+            .flat_map(|w| {
+                a.iter().map(move |r| {
+                    let mut w = w.clone();
+                    w.push(failing(r));
+                    w
+                })
+            })
+            .collect();
+    }
+    Ok(Some(ways))
+}
+
+fn port_condition(on: &Ports) -> Option<Condition> {
+    let ports = |list: &[u16]| list.iter().map(|p| u32::from(*p)).collect();
+    match on {
+        Ports::Only(list) => Some(Condition {
+            key: ConditionKey::DestinationPort as i32,
+            port_values: ports(list),
+            ..Condition::default()
+        }),
+        Ports::Except(list) if list.is_empty() => None,
+        Ports::Except(list) => Some(Condition {
+            key: ConditionKey::DestinationPort as i32,
+            not_port_values: ports(list),
+            ..Condition::default()
+        }),
+    }
+}
+
+/// What one group's policies are made of.
+struct Parts<'a> {
+    objects: &'a Objects,
+    namespace: &'a str,
+    port: Option<Condition>,
+}
+
+impl Parts<'_> {
+    fn rule(&self, to: Option<Operation>, mut when: Vec<Condition>) -> AuthorizationRule {
+        when.extend(self.port.clone());
+        AuthorizationRule {
+            from: Vec::new(),
+            // An operation without conditions matches every request: left out.
+            to: to
+                .filter(|op| *op != Operation::default())
+                .into_iter()
+                .collect(),
+            when,
+        }
+    }
+
+    /// The rules refusing the requests matching `matches` that no alternative admits.
+    fn refusing(
+        &self,
+        matches: &[MatchDef],
+        alternatives: &Alternatives,
+    ) -> Result<Vec<AuthorizationRule>, ()> {
+        let Some(ways) = failing_all(alternatives)? else {
+            return Ok(Vec::new());
+        };
+        if ways.len() * matches.len() > MAX_RULES {
+            return Err(());
+        }
+        let mut out = Vec::new();
+        for m in matches {
+            let (op, headers) = routes::positive(m);
+            for way in &ways {
+                let mut when = headers.clone();
+                when.extend(way.iter().cloned());
+                out.push(self.rule(Some(op.clone()), when));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rules matching the requests no match of `matches` matches: one rule per way of
+    /// failing each match (one of its parts negated).
+    fn missing(&self, matches: &[&MatchDef]) -> Result<Vec<AuthorizationRule>, ()> {
+        let mut ways: Vec<(Operation, Vec<Condition>)> = vec![Default::default()];
+        for m in matches {
+            if m.is_empty() || ways.len() * m.len() > MAX_RULES {
+                // A match of every request leaves no miss; too many ways: the caller decides.
+                return if m.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    Err(())
+                };
+            }
+            ways = ways
+                .iter()
+                .flat_map(|(op, when)| {
+                    m.iter().map(move |part| {
+                        let (mut op, mut when) = (op.clone(), when.clone());
+                        routes::negate_into(part, &mut op, &mut when);
+                        (op, when)
+                    })
+                })
+                .collect();
+        }
+        Ok(ways
+            .into_iter()
+            .map(|(op, when)| self.rule(Some(op), when))
+            .collect())
+    }
+
+    /// The alternatives of the policies targeting `route`.
+    fn route_alternatives(&self, route: &str) -> Alternatives {
+        let policies = self.objects.policies.get(self.namespace);
+        policies
+            .into_iter()
+            .flatten()
+            .filter(|p| p.target == Target::Route(route.to_owned()))
+            .map(|p| p.required.clone())
+            .collect()
+    }
+}
+
+/// The policies (name, rules, answered 404) of one group; `Err` when they cannot be written
+/// within [`MAX_RULES`].
+fn group_policies(
+    parts: &Parts<'_>,
+    at: &AtWaypoint,
+) -> Result<Vec<(String, Vec<AuthorizationRule>, bool)>, ()> {
+    let guard = &at.guard;
+    let routes: Vec<_> = guard
+        .server
+        .as_ref()
+        .and_then(|server| {
+            let routes = parts.objects.routes.get(parts.namespace)?;
+            Some(
+                routes
+                    .iter()
+                    .filter(|r| r.servers.contains(server))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
+    if routes.is_empty() {
+        let rules = parts.refusing(&[Vec::new()], &guard.alternatives)?;
+        return Ok(vec![(guard.name.clone(), rules, false)]);
+    }
+    let mut refused = Vec::new();
+    for r in &routes {
+        let mut alternatives = guard.alternatives.clone();
+        if !r.admits_nobody {
+            alternatives.extend(parts.route_alternatives(&r.name));
+        }
+        refused.extend(parts.refusing(&r.matches, &alternatives)?);
+    }
+    let matches: Vec<&MatchDef> = routes.iter().flat_map(|r| &r.matches).collect();
+    let missing = parts.missing(&matches)?;
+    Ok(vec![
+        (guard.name.clone(), refused, false),
+        (format!("{}{NO_ROUTE_SUFFIX}", guard.name), missing, true),
+    ])
+}
+
+/// The waypoint policies of every guard a waypoint enforces.
+pub(super) fn policies(
+    objects: &Objects,
+    at_waypoints: Vec<AtWaypoint>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<WaypointKey, Vec<AuthorizationPolicy>> {
+    let mut groups: BTreeMap<(WaypointKey, String, String), Group> = BTreeMap::new();
+    for at in at_waypoints {
+        let key = (at.waypoint.clone(), at.pod.0.clone(), at.guard.name.clone());
+        let uid = at.uid.clone();
+        match groups.get_mut(&key) {
+            Some(group) => {
+                // Pods may reach the same port through different service ports.
+                group.at.ports = merged(&group.at.ports, &at.ports);
+                group.uids.insert(uid);
+            }
+            None => {
+                groups.insert(
+                    key,
+                    Group {
+                        at,
+                        uids: BTreeSet::from([uid]),
+                    },
+                );
+            }
+        }
+    }
+    let mut out: BTreeMap<WaypointKey, Vec<AuthorizationPolicy>> = BTreeMap::new();
+    for ((waypoint, namespace, _), group) in groups {
+        let parts = Parts {
+            objects,
+            namespace: &namespace,
+            port: port_condition(&group.at.ports),
+        };
+        let made = group_policies(&parts, &group.at).unwrap_or_else(|()| {
+            problems.push(too_many(&group.at, &namespace));
+            // Every request to the guarded ports is refused.
+            vec![(
+                group.at.guard.name.clone(),
+                vec![parts.rule(None, Vec::new())],
+                false,
+            )]
+        });
+        for (name, rules, not_found) in made {
+            if rules.is_empty() {
+                continue;
+            }
+            out.entry(waypoint.clone())
+                .or_default()
+                .push(AuthorizationPolicy {
+                    name,
+                    namespace: namespace.clone(),
+                    action: AuthorizationAction::Deny as i32,
+                    scope: PolicyScope::Workloads as i32,
+                    services: Vec::new(),
+                    workloads: Some(WorkloadSelector {
+                        namespace: namespace.clone(),
+                        labels: Default::default(),
+                        workload_uids: group.uids.iter().cloned().collect(),
+                    }),
+                    rules,
+                    not_found,
+                });
+        }
+    }
+    out
+}
+
+fn too_many(at: &AtWaypoint, namespace: &str) -> Problem {
+    let (kind, name) = match &at.guard.server {
+        Some(server) => ("Server", server.as_str()),
+        None => ("Pod", at.pod.1.as_str()),
+    };
+    Problem::new(&at.guard.origin, kind, namespace, name).message(format!(
+        "{WARNING_PREFIX}its authorizations and routes expand to more than {MAX_RULES} \
+         authorization rules at the waypoint {}/{}: every request to its ports is refused \
+         there (fail closed); use fewer authentications per policy or fewer route matches",
+        at.waypoint.namespace, at.waypoint.name
+    ))
+}
