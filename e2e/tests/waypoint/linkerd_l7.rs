@@ -1,0 +1,93 @@
+//! Linkerd's per-route authorization at the waypoint (`examples/linkerd-policy/waypoint` on
+//! top of the shop): a Server on the orders pods with one HTTPRoute whose AuthorizationPolicy
+//! admits the client's service account. Through the waypoint the client gets 200 on the
+//! route, the api-gateway (another service account) 403, and a request no route matches 404,
+//! as Linkerd's proxy answers it.
+
+use e2e::{SETTLE, Sandbox, eventually};
+use meshctl::app::load_report::LoadReport;
+
+use super::shop::{self, API_GATEWAY, CLIENT, ORDERS, load, waypoint_log};
+
+/// Requests per probe.
+const REQUESTS: u64 = 20;
+
+fn url(path: &str) -> String {
+    format!("{ORDERS}{path}")
+}
+
+/// `REQUESTS` requests from `pod` to `path` (with `extra` load arguments).
+fn probe(sb: &Sandbox, pod: &str, path: &str, extra: &[&str]) -> LoadReport {
+    let mut args = vec!["-c", "4"];
+    args.extend_from_slice(extra);
+    load(sb, pod, &url(path), REQUESTS, &args)
+}
+
+/// Asserts every request of `report` got `status`.
+fn all(sb: &Sandbox, report: &LoadReport, status: u16, what: &str) {
+    assert_eq!(
+        report.count(status),
+        REQUESTS,
+        "{what}: statuses {:?}, errors {:?}\n--- waypoint log\n{}",
+        report.statuses,
+        report.errors,
+        waypoint_log(sb)
+    );
+}
+
+/// Applies the example and waits until the waypoint refuses the api-gateway on the route.
+fn apply_route_policy(sb: &Sandbox) {
+    sb.apply(&e2e::examples::yaml("linkerd-policy/waypoint"))
+        .unwrap_or_else(|e| panic!("applying examples/linkerd-policy/waypoint: {e}"));
+    let mut last = None;
+    let refused = eventually(SETTLE, || {
+        let r = probe(sb, API_GATEWAY, "/orders/1", &[]);
+        let done = r.count(403) == REQUESTS;
+        last = Some(r);
+        done
+    });
+    let last = last.expect("one probe ran");
+    assert!(
+        refused,
+        "the api-gateway is never refused on the route: statuses {:?}, errors {:?}\n--- waypoint log\n{}",
+        last.statuses,
+        last.errors,
+        waypoint_log(sb)
+    );
+}
+
+#[test]
+fn a_linkerd_route_policy_admits_its_service_account_and_refuses_others_at_the_waypoint() {
+    let sb = shop::up();
+    apply_route_policy(&sb);
+    all(
+        &sb,
+        &probe(&sb, CLIENT, "/orders/1", &[]),
+        200,
+        "the client on the route",
+    );
+    all(
+        &sb,
+        &probe(&sb, API_GATEWAY, "/orders", &[]),
+        403,
+        "the api-gateway on the route",
+    );
+    all(
+        &sb,
+        &probe(&sb, CLIENT, "/inventory", &[]),
+        404,
+        "a path no route matches",
+    );
+    all(
+        &sb,
+        &probe(&sb, CLIENT, "/orders/1", &["-X", "POST"]),
+        404,
+        "a method no route matches",
+    );
+    all(
+        &sb,
+        &probe(&sb, CLIENT, "/ordersx", &[]),
+        404,
+        "a prefix matches whole segments only",
+    );
+}
