@@ -296,3 +296,70 @@ fn a_fresh_invalid_route_refuses_and_a_bad_edit_keeps_the_last_good_one() {
         then.problems
     );
 }
+
+/// An HTTPLocalRateLimitPolicy of the Server with `spec` lines.
+fn rate_limit(spec: &str) -> String {
+    format!(
+        "apiVersion: policy.linkerd.io/v1alpha1\nkind: HTTPLocalRateLimitPolicy\nmetadata: {{name: web-rl, namespace: shop}}\nspec:\n  targetRef: {{group: policy.linkerd.io, kind: Server, name: web}}\n{spec}---\n"
+    )
+}
+
+#[test]
+fn a_rate_limit_of_the_server_is_enforced_per_pod_at_the_waypoint() {
+    let spec = "  total: {requestsPerSecond: 100}\n  identity: {requestsPerSecond: 20}\n  overrides:\n  - requestsPerSecond: 25\n    clientRefs: [{kind: ServiceAccount, name: special}]\n";
+    let t = run_yaml(&cluster(&rate_limit(spec)));
+    assert!(
+        t.problems.iter().all(|p| p.is_warning()),
+        "{:?}",
+        t.problems
+    );
+    let w = waypoint(&t);
+    assert_eq!(w.workload_rate_limits.len(), 1);
+    let l = &w.workload_rate_limits[0];
+    assert_eq!((l.name.as_str(), l.namespace.as_str()), ("web-rl", "shop"));
+    assert_eq!(l.ports, vec![80, 8080]);
+    assert!(l.workload_uids[0].ends_with("/Pod/shop/web"));
+    assert_eq!(l.total.as_ref().map(|b| b.max_tokens), Some(100));
+    assert_eq!(l.per_identity.as_ref().map(|b| b.max_tokens), Some(20));
+    assert_eq!(
+        l.overrides[0].principals,
+        ["cluster.local/ns/shop/sa/special"]
+    );
+
+    // Without a waypoint it is reported and not enforced.
+    let unserved = cluster(&rate_limit(spec))
+        .replace("labels: {istio.io/use-waypoint: waypoint}", "labels: {}");
+    let t = run_yaml(&unserved);
+    let warned = problems_about(&t, "HTTPLocalRateLimitPolicy", "web-rl");
+    assert!(
+        warned
+            .iter()
+            .any(|p| p.is_warning() && p.message.contains("add a waypoint")),
+        "{warned:?}"
+    );
+}
+
+#[test]
+fn an_invalid_rate_limit_is_reported_and_a_bad_edit_keeps_the_last_good_one() {
+    let good = cluster(&rate_limit("  identity: {requestsPerSecond: 4}\n"));
+    let bad = cluster(&rate_limit(
+        "  total: {requestsPerSecond: 2}\n  identity: {requestsPerSecond: 4}\n",
+    ));
+    let t = run_yaml(&bad);
+    let refused = problems_about(&t, "HTTPLocalRateLimitPolicy", "web-rl");
+    assert!(
+        refused
+            .iter()
+            .any(|p| !p.is_warning() && p.field == "spec.identity.requestsPerSecond"),
+        "{refused:?}"
+    );
+    assert!(waypoint(&t).workload_rate_limits.is_empty());
+    let mut translator = Translator::new(TranslateOptions::default());
+    let first = translator.translate(&index_from("linkerd.yaml", &good));
+    let then = translator.translate(&index_from("linkerd.yaml", &bad));
+    assert_eq!(
+        waypoint(&first).workload_rate_limits,
+        waypoint(&then).workload_rate_limits
+    );
+    assert_eq!(waypoint(&then).workload_rate_limits.len(), 1);
+}

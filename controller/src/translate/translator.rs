@@ -156,7 +156,7 @@ impl Translator {
         bindings: &bindings::Bindings,
         mut linkerd: std::collections::BTreeMap<
             bindings::WaypointKey,
-            Vec<api::waypoint::AuthorizationPolicy>,
+            linkerd_policy::AtWaypointConfig,
         >,
         problems: &mut Vec<Problem>,
     ) -> (
@@ -199,8 +199,9 @@ impl Translator {
             .map(|(key, mut w)| {
                 w.authorization_policies = authz.remove(&key).unwrap_or_default();
                 // Linkerd's policy of the pods it serves, enforced with the client's identity.
-                w.authorization_policies
-                    .extend(linkerd.remove(&key).unwrap_or_default());
+                let linkerd = linkerd.remove(&key).unwrap_or_default();
+                w.authorization_policies.extend(linkerd.policies);
+                w.workload_rate_limits = linkerd.rate_limits;
                 (key.resource_name(), w)
             })
             .collect();

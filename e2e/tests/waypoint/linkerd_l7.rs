@@ -91,3 +91,52 @@ fn a_linkerd_route_policy_admits_its_service_account_and_refuses_others_at_the_w
         "a prefix matches whole segments only",
     );
 }
+
+/// Requests of a rate-limit burst: far more than 2 per second per pod.
+const BURST: u64 = 60;
+
+/// An AuthorizationPolicy of the Server admitting the api-gateway on every route.
+const GATEWAY_ON_SERVER: &str = r#"apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: orders-api-gateway, namespace: shop}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: orders}
+  requiredAuthenticationRefs:
+  - {kind: ServiceAccount, name: api-gateway}
+"#;
+
+#[test]
+fn a_linkerd_rate_limit_answers_429_over_the_identity_limit_and_not_under_the_override() {
+    let sb = shop::up();
+    apply_route_policy(&sb);
+    sb.apply(GATEWAY_ON_SERVER)
+        .unwrap_or_else(|e| panic!("applying the api-gateway's policy: {e}"));
+    // A burst well above 2 per second per pod, sent within a second: some admitted, the rest
+    // answered 429 (nothing else).
+    let burst = |pod: &str| load(&sb, pod, &url("/orders/1"), BURST, &["-c", "8"]);
+    let mut last = None;
+    let limited = eventually(SETTLE, || {
+        let r = burst(API_GATEWAY);
+        let done = r.count(429) > 0 && r.count(200) > 0 && r.count(200) + r.count(429) == BURST;
+        last = Some(r);
+        done
+    });
+    let last = last.expect("one burst ran");
+    assert!(
+        limited,
+        "the api-gateway's burst is never limited: statuses {:?}, errors {:?}\n--- waypoint log\n{}",
+        last.statuses,
+        last.errors,
+        waypoint_log(&sb)
+    );
+    // The client's override (1000 per second) admits the whole burst.
+    let client = burst(CLIENT);
+    assert_eq!(
+        client.count(200),
+        BURST,
+        "the client under its override: statuses {:?}, errors {:?}\n--- waypoint log\n{}",
+        client.statuses,
+        client.errors,
+        waypoint_log(&sb)
+    );
+}

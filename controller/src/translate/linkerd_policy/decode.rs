@@ -22,13 +22,16 @@ const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 pub(super) type Invalid = (String, String);
 
 /// Decodes `spec` of a raw object, refusing fields the model does not read.
-fn spec<T: DeserializeOwned + Default>(value: &Value) -> Result<T, Invalid> {
+pub(super) fn spec<T: DeserializeOwned + Default>(value: &Value) -> Result<T, Invalid> {
     let Some(spec) = value.get("spec") else {
         return Ok(T::default());
     };
     let mut unknown = Vec::new();
     let decoded: Result<T, _> =
-        serde_ignored::deserialize(spec, |path| unknown.push(format!("spec.{path}")));
+        // An optional field shows as `?` in the path: left out.
+        serde_ignored::deserialize(spec, |path| {
+            unknown.push(format!("spec.{path}").replace(".?", ""))
+        });
     let decoded = decoded.map_err(|e| ("spec".to_owned(), e.to_string()))?;
     match unknown.first() {
         Some(field) => Err((

@@ -21,15 +21,15 @@ mod defs;
 mod identity;
 mod objects;
 mod pods;
+mod rate_limit;
 mod routes;
 mod rules;
 mod waypoint;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use api::waypoint::AuthorizationPolicy as WaypointPolicy;
-
 pub(crate) use objects::Memory;
+pub(crate) use waypoint::AtWaypointConfig;
 
 use super::authorization::Policy;
 use super::bindings::{Bindings, WaypointKey, waypoint_identities, workload_uid};
@@ -41,8 +41,8 @@ use crate::model::{Index, Problem, WARNING_PREFIX};
 pub(crate) struct Translated {
     /// The policies ztunnel enforces.
     pub policies: Vec<Policy>,
-    /// The policies each waypoint enforces.
-    pub waypoints: BTreeMap<WaypointKey, Vec<WaypointPolicy>>,
+    /// What each waypoint enforces.
+    pub waypoints: BTreeMap<WaypointKey, AtWaypointConfig>,
 }
 
 /// The waypoints serving each pod, with the identities they connect with.
@@ -90,6 +90,7 @@ pub(crate) fn translate(
     };
     let per_pod = pods::resources(&inputs, problems);
     problems.extend(unserved_routes(&objects, &per_pod.unserved));
+    problems.extend(unserved_rate_limits(&objects, &per_pod.unserved));
     let waypoints = waypoint::policies(&objects, per_pod.at_waypoints, problems);
     let policies = per_pod
         .ztunnel
@@ -145,6 +146,33 @@ fn unserved_routes(
                 routes.join(", "),
                 pods.join(", ")
             )),
+        );
+    }
+    out
+}
+
+/// A warning for each rate limit of a Server whose pods a waypoint does not serve: there it is
+/// not enforced (ztunnel sees no requests).
+fn unserved_rate_limits(
+    objects: &objects::Objects,
+    unserved: &BTreeMap<(String, String), BTreeSet<String>>,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (key, pods) in unserved {
+        let Some(def) = objects.rate_limits.get(key) else {
+            continue;
+        };
+        let pods: Vec<&str> = pods.iter().map(String::as_str).collect();
+        out.push(
+            Problem::new(&def.origin, rate_limit::KIND, &key.0, &def.name)
+                .field("spec.targetRef")
+                .message(format!(
+                    "{WARNING_PREFIX}rate limits are enforced at a waypoint only, and no waypoint \
+                     serves the pods {} of the Server {}: their requests are not limited; add \
+                     a waypoint (label the pods' Service istio.io/use-waypoint)",
+                    pods.join(", "),
+                    key.1
+                )),
         );
     }
     out

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::decode::{self, Authentications, Decoded};
 use super::defs::{DefaultPolicy, PolicyDef, Requirement, ServerDef, Target};
+use super::rate_limit::{self, RateLimitDef, RateLimits};
 use super::routes::{self, RouteDef, Routes};
 use crate::model::linkerd::LINKERD_AUTHORIZATION_POLICY;
 use crate::model::{Index, Object, ObjectKey, Problem};
@@ -18,6 +19,7 @@ pub(crate) struct Memory {
     authentications: LastGood<Requirement>,
     policies: LastGood<PolicyDef>,
     routes: LastGood<RouteDef>,
+    rate_limits: LastGood<(String, RateLimitDef)>,
 }
 
 /// The validated objects of one translation.
@@ -29,6 +31,8 @@ pub(super) struct Objects {
     pub policies: BTreeMap<String, Vec<PolicyDef>>,
     /// Inbound routes (HTTPRoutes whose parent is a Server) by namespace.
     pub routes: Routes,
+    /// Rate limits by Server.
+    pub rate_limits: RateLimits,
 }
 
 /// Raw objects of `kind`: (origin, key, value).
@@ -53,9 +57,11 @@ pub(super) fn collect(
     memory.authentications.start();
     memory.policies.start();
     memory.routes.start();
+    memory.rate_limits.start();
     let authns = authentications(index, trust_domain, memory, problems);
     let mut out = Objects {
         routes: inbound_routes(index, memory, problems),
+        rate_limits: rate_limits(index, trust_domain, memory, problems),
         ..Objects::default()
     };
     for (origin, key, value) in raw(index, LINKERD_AUTHORIZATION_POLICY) {
@@ -245,4 +251,42 @@ fn unattached(routes: &Routes, p: &PolicyDef) -> Option<decode::Invalid> {
             ),
         )
     })
+}
+
+/// Every HTTPLocalRateLimitPolicy, by Server: one per Server (the first by name). An invalid one
+/// keeps its last good version; a fresh invalid one limits nothing (authorization still
+/// applies) and is reported.
+fn rate_limits(
+    index: &Index,
+    trust_domain: &str,
+    memory: &mut Memory,
+    problems: &mut Vec<Problem>,
+) -> RateLimits {
+    let mut out = RateLimits::new();
+    for (origin, key, value) in raw(index, rate_limit::KIND) {
+        let decoded = match rate_limit::policy(&key, origin, value, trust_domain) {
+            Ok(d) => {
+                memory.rate_limits.good(key.clone(), &d);
+                Some(d)
+            }
+            Err(invalid) => memory.rate_limits.invalid_or(
+                key.clone(),
+                decode::problem(origin, &key, invalid),
+                None,
+                "it limits nothing until fixed",
+                "",
+                problems,
+            ),
+        };
+        let Some((server, def)) = decoded else {
+            continue;
+        };
+        match out.get(&(key.namespace.clone(), server.clone())) {
+            Some(kept) => problems.push(rate_limit::second(origin, &key, &kept.name, &server)),
+            None => {
+                out.insert((key.namespace.clone(), server), def);
+            }
+        }
+    }
+    out
 }

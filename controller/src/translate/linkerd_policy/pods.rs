@@ -322,11 +322,13 @@ pub(super) fn resources(inputs: &Inputs<'_>, problems: &mut Vec<Problem>) -> Per
         for guard in pod_guards(inputs, origin, pod, &mut seen, problems) {
             let mut alternatives = guard.alternatives.clone();
             let mut name = guard.name.clone();
-            if !vias.is_empty() && !guard.dry_run {
-                // The waypoint enforces the guard with the real client identity.
-                alternatives.push(waypoint_alternative(vias));
-                for v in vias {
-                    name = format!("{name}_via_{}_{}", v.waypoint.namespace, v.waypoint.name);
+            if !vias.is_empty() {
+                if !guard.dry_run {
+                    // The waypoint enforces the guard with the real client identity.
+                    alternatives.push(waypoint_alternative(vias));
+                    for v in vias {
+                        name = format!("{name}_via_{}_{}", v.waypoint.namespace, v.waypoint.name);
+                    }
                 }
                 let ports = match &guard.on {
                     Ports::Only(list) => Ports::Only(destination_ports(inputs.index, pod, list)),

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use api::security::{Address, StringMatch as L4Match, string_match::MatchType};
 use api::waypoint::{
     AuthorizationAction, AuthorizationPolicy, AuthorizationRule, Condition, ConditionKey, IpBlock,
-    Operation, PolicyScope, StringMatch, WorkloadSelector, string_match::Kind,
+    Operation, PolicyScope, StringMatch, WorkloadRateLimit, WorkloadSelector, string_match::Kind,
 };
 
 use super::defs::{Alternatives, Requirement, Target};
@@ -270,6 +270,10 @@ fn group_policies(
     at: &AtWaypoint,
 ) -> Result<Vec<(String, Vec<AuthorizationRule>, bool)>, ()> {
     let guard = &at.guard;
+    if guard.dry_run {
+        // Audit admits every client (ztunnel logs them): nothing to refuse.
+        return Ok(Vec::new());
+    }
     let routes: Vec<_> = guard
         .server
         .as_ref()
@@ -303,12 +307,42 @@ fn group_policies(
     ])
 }
 
-/// The waypoint policies of every guard a waypoint enforces.
+/// What a waypoint enforces of Linkerd's policy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct AtWaypointConfig {
+    /// Authorization (DENY policies).
+    pub policies: Vec<AuthorizationPolicy>,
+    /// Rate limits of Servers.
+    pub rate_limits: Vec<WorkloadRateLimit>,
+}
+
+/// The rate limit of a group's Server, if it has one.
+fn rate_limit(objects: &Objects, namespace: &str, group: &Group) -> Option<WorkloadRateLimit> {
+    let server = group.at.guard.server.as_ref()?;
+    let def = objects
+        .rate_limits
+        .get(&(namespace.to_owned(), server.clone()))?;
+    let ports = match &group.at.ports {
+        Ports::Only(list) => list.iter().map(|p| u32::from(*p)).collect(),
+        Ports::Except(_) => Vec::new(),
+    };
+    Some(WorkloadRateLimit {
+        name: def.name.clone(),
+        namespace: namespace.to_owned(),
+        workload_uids: group.uids.iter().cloned().collect(),
+        ports,
+        total: def.total.clone(),
+        per_identity: def.identity.clone(),
+        overrides: def.overrides.clone(),
+    })
+}
+
+/// The waypoint policies and rate limits of every guard a waypoint enforces.
 pub(super) fn policies(
     objects: &Objects,
     at_waypoints: Vec<AtWaypoint>,
     problems: &mut Vec<Problem>,
-) -> BTreeMap<WaypointKey, Vec<AuthorizationPolicy>> {
+) -> BTreeMap<WaypointKey, AtWaypointConfig> {
     let mut groups: BTreeMap<(WaypointKey, String, String), Group> = BTreeMap::new();
     for at in at_waypoints {
         let key = (at.waypoint.clone(), at.pod.0.clone(), at.guard.name.clone());
@@ -330,8 +364,14 @@ pub(super) fn policies(
             }
         }
     }
-    let mut out: BTreeMap<WaypointKey, Vec<AuthorizationPolicy>> = BTreeMap::new();
+    let mut out: BTreeMap<WaypointKey, AtWaypointConfig> = BTreeMap::new();
     for ((waypoint, namespace, _), group) in groups {
+        if let Some(limit) = rate_limit(objects, &namespace, &group) {
+            out.entry(waypoint.clone())
+                .or_default()
+                .rate_limits
+                .push(limit);
+        }
         let parts = Parts {
             objects,
             namespace: &namespace,
@@ -352,6 +392,7 @@ pub(super) fn policies(
             }
             out.entry(waypoint.clone())
                 .or_default()
+                .policies
                 .push(AuthorizationPolicy {
                     name,
                     namespace: namespace.clone(),
