@@ -424,3 +424,85 @@ fn too_many(at: &AtWaypoint, namespace: &str) -> Problem {
         at.waypoint.namespace, at.waypoint.name
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::linkerd_policy::routes::Part;
+
+    fn principal(s: &str) -> Requirement {
+        Requirement::Principal(vec![L4Match {
+            match_type: Some(MatchType::Exact(s.into())),
+        }])
+    }
+
+    fn network() -> Requirement {
+        Requirement::Network(vec![Address {
+            address: vec![10, 0, 0, 0],
+            length: 8,
+        }])
+    }
+
+    fn exact(s: &str) -> StringMatch {
+        StringMatch {
+            kind: Some(Kind::Exact(s.into())),
+            ignore_case: false,
+        }
+    }
+
+    #[test]
+    fn failing_every_alternative_takes_one_requirement_of_each() {
+        // Admitted: (a) or (b and the network); refused: not a, and (not b or outside).
+        let ways = failing_all(&vec![vec![principal("a")], vec![principal("b"), network()]])
+            .unwrap()
+            .unwrap();
+        assert_eq!(ways.len(), 2);
+        assert_eq!(ways[0][0].not_values, vec![exact("a")]);
+        assert_eq!(ways[0][1].not_values, vec![exact("b")]);
+        assert_eq!(ways[1][1].key, ConditionKey::SourceIp as i32);
+        // Everybody admitted: nothing to refuse; nobody: one way, unconditional.
+        assert_eq!(failing_all(&vec![Vec::new()]).unwrap(), None);
+        assert_eq!(failing_all(&Vec::new()).unwrap(), Some(vec![Vec::new()]));
+        let nobody = vec![vec![Requirement::Principal(Vec::new())]];
+        assert_eq!(failing_all(&nobody).unwrap(), Some(vec![Vec::new()]));
+        // Too many ways is an error, for the caller to fail closed.
+        let wide: Alternatives = (0..7).map(|_| vec![principal("x"), network()]).collect();
+        assert!(failing_all(&wide).is_err());
+    }
+
+    #[test]
+    fn a_miss_fails_one_part_of_every_match() {
+        let objects = Objects::default();
+        let parts = Parts {
+            objects: &objects,
+            namespace: "shop",
+            port: port_condition(&Ports::Only(vec![80])),
+        };
+        let get = vec![Part::Paths(vec![exact("/a")]), Part::Method(exact("GET"))];
+        let header = vec![Part::Header("x-v".into(), Some(exact("1")))];
+        let rules = parts.missing(&[&get, &header]).unwrap();
+        // (not /a or not GET) and header x-v not 1: two rules, each on the port.
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].to[0].not_paths, vec![exact("/a")]);
+        assert_eq!(rules[1].to[0].not_methods, vec![exact("GET")]);
+        for r in &rules {
+            assert_eq!(r.when[0].not_values, vec![exact("1")]);
+            assert_eq!(r.when[1].port_values, vec![80]);
+        }
+        // A match of every request leaves no miss.
+        assert!(parts.missing(&[&get, &Vec::new()]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn ports_of_a_guard_merge_across_pods() {
+        assert_eq!(
+            merged(&Ports::Only(vec![80]), &Ports::Only(vec![8080, 80])),
+            Ports::Only(vec![80, 8080])
+        );
+        assert_eq!(
+            port_condition(&Ports::Except(vec![8080])).map(|c| c.not_port_values),
+            Some(vec![8080])
+        );
+        assert_eq!(port_condition(&Ports::Except(Vec::new())), None);
+    }
+}
