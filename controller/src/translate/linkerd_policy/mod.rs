@@ -24,6 +24,7 @@ mod pods;
 mod rate_limit;
 mod routes;
 mod rules;
+mod service_ports;
 mod waypoint;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -13,7 +13,7 @@ use super::defs::{
 };
 use super::objects::Objects;
 use super::rules::{Ports, deny_rule};
-use super::waypoint::destination_ports;
+use super::service_ports::destination_ports;
 use crate::model::linkerd::{DEFAULT_INBOUND_POLICY, LabelSelector};
 use crate::model::{Index, Pod, Problem, WARNING_PREFIX};
 use crate::translate::bindings::{WaypointKey, workload_uid};

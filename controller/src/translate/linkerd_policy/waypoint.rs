@@ -27,9 +27,8 @@ use super::objects::Objects;
 use super::pods::AtWaypoint;
 use super::routes::{self, MatchDef};
 use super::rules::Ports;
-use crate::model::{Index, IntOrString, Pod, Problem, WARNING_PREFIX};
+use crate::model::{Problem, WARNING_PREFIX};
 use crate::translate::bindings::WaypointKey;
-use crate::translate::labels::selects;
 
 /// Most rules one policy may expand to; beyond it the guarded ports are refused to every
 /// request (fail closed) and a problem says so.
@@ -37,42 +36,6 @@ const MAX_RULES: usize = 64;
 
 /// Suffix of the policy answering 404 to requests no route matches.
 pub const NO_ROUTE_SUFFIX: &str = "_no_route";
-
-/// The ports a request to `pod` arrives on at a waypoint when it is for the pod's `ports`:
-/// those, and the ports of the Services selecting the pod that target them.
-pub(super) fn destination_ports(index: &Index, pod: &Pod, ports: &[u16]) -> Vec<u16> {
-    let named = |name: &str| {
-        pod.spec
-            .containers
-            .iter()
-            .flat_map(|c| &c.ports)
-            .find(|p| p.name == name)
-            .map(|p| p.container_port)
-    };
-    let mut out: BTreeSet<u16> = ports.iter().copied().collect();
-    for (_, svc) in index.services() {
-        let selected = svc.metadata.namespace == pod.metadata.namespace
-            && svc
-                .spec
-                .selector
-                .as_ref()
-                .is_some_and(|s| !s.is_empty() && selects(s, &pod.metadata.labels));
-        if !selected {
-            continue;
-        }
-        for p in &svc.spec.ports {
-            let target = match &p.target_port {
-                None => Some(p.port),
-                Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
-                Some(IntOrString::String(name)) => named(name),
-            };
-            if target.is_some_and(|t| ports.contains(&t)) {
-                out.insert(p.port);
-            }
-        }
-    }
-    out.into_iter().collect()
-}
 
 /// The ports of both (of the same kind; differing kinds keep the first).
 fn merged(a: &Ports, b: &Ports) -> Ports {
