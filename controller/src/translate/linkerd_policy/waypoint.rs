@@ -9,6 +9,8 @@
 //!   with routes, a request no route matches, as Linkerd's proxy answers it.
 //! - `linkerd_default_...` (403): the default inbound policy on the other ports.
 //!
+//! A Server's HTTPLocalRateLimitPolicy becomes a `WorkloadRateLimit` of the same pods.
+//!
 //! Being DENY policies, they never admit what an Istio policy refuses. A request matching
 //! several routes must satisfy each of them (Linkerd picks one by precedence): stricter, never
 //! wider. Ports are matched as the waypoint sees them, the service ports targeting the pod's
