@@ -211,9 +211,15 @@ fn inbound_routes(index: &Index, memory: &mut Memory, problems: &mut Vec<Problem
                 Some(r)
             }
             Err(invalid) => {
+                let servers = salvaged_servers(value);
+                if servers.is_empty() {
+                    // Not an inbound route as far as it can be read: the route translation
+                    // reports it.
+                    continue;
+                }
                 let stand_in = RouteDef {
                     name: key.name.clone(),
-                    servers: salvaged_servers(value),
+                    servers,
                     matches: vec![routes::every_request()],
                     admits_nobody: true,
                 };
