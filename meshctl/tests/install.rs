@@ -104,7 +104,7 @@ async fn install_output_applies_to_the_api_server_object_by_object() {
     ]);
     assert_eq!(code, Some(0), "{stderr}");
     let objects = documents(&stdout);
-    assert_eq!(objects.len(), 25);
+    assert_eq!(objects.len(), 27);
 
     let store = Store::default();
     let fake = api_server(store.clone());
@@ -245,5 +245,5 @@ fn uninstall_names_the_objects_in_reverse_order_and_keeps_the_crds_unless_asked(
         .iter()
         .filter(|o| o["kind"] == "CustomResourceDefinition")
         .count();
-    assert_eq!(crds, 12);
+    assert_eq!(crds, 14);
 }
