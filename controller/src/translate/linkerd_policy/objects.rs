@@ -197,8 +197,23 @@ fn salvaged_servers(value: &serde_json::Value) -> Vec<String> {
 }
 
 /// Every HTTPRoute whose parent is a Server; an invalid one without a last good version
-/// matches every request to its Servers and admits nobody.
+/// matches every request to its Servers and admits nobody. A GRPCRoute whose parent is a
+/// Server is a warning: it is not an inbound route here.
 fn inbound_routes(index: &Index, memory: &mut Memory, problems: &mut Vec<Problem>) -> Routes {
+    for (origin, key, value) in raw(index, "GRPCRoute") {
+        if !salvaged_servers(value).is_empty() {
+            problems.push(decode::problem(
+                origin,
+                &key,
+                (
+                    "spec.parentRefs".to_owned(),
+                    "warning: a GRPCRoute whose parent is a Server is not enforced: the \
+                     Server's requests are judged by its own policies, without routes"
+                        .to_owned(),
+                ),
+            ));
+        }
+    }
     let mut out = Routes::new();
     for (origin, key, value) in raw(index, "HTTPRoute") {
         let route = match routes::route(&key.namespace, &key.name, value) {

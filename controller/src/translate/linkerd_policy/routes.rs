@@ -160,6 +160,23 @@ pub(super) fn route(
     }
     let mut matches = Vec::new();
     for (i, rule) in parsed.spec.rules.iter().enumerate() {
+        let unapplied = [
+            ("filters", !rule.filters.is_empty()),
+            ("backendRefs", !rule.backend_refs.is_empty()),
+            ("timeouts", rule.timeouts.is_some()),
+            ("retry", rule.retry.is_some()),
+        ];
+        for (what, set) in unapplied {
+            if set {
+                warnings.push((
+                    format!("spec.rules[{i}].{what}"),
+                    format!(
+                        "warning: {what} of a route whose parent is a Server are not applied: \
+                         the mesh enforces its authorization only"
+                    ),
+                ));
+            }
+        }
         if rule.matches.is_empty() {
             matches.push(every_request());
         }
@@ -286,6 +303,13 @@ mod tests {
         .unwrap();
         assert!(r.admits_nobody);
         assert_eq!(warnings[0].0, "spec.rules[0].matches[0].queryParams");
+        let (_, warnings) = decoded(json!({
+            "parentRefs": [{"group": "policy.linkerd.io", "kind": "Server", "name": "web"}],
+            "rules": [{"filters": [{"type": "RequestHeaderModifier"}]}]
+        }))
+        .unwrap()
+        .unwrap();
+        assert_eq!(warnings[0].0, "spec.rules[0].filters");
         let bad = decoded(json!({
             "parentRefs": [{"group": "policy.linkerd.io", "kind": "Server", "name": "web"}],
             "rules": [{"matches": [{"path": {"type": "Exact", "value": "orders"}}]}]
