@@ -363,3 +363,64 @@ fn an_invalid_rate_limit_is_reported_and_a_bad_edit_keeps_the_last_good_one() {
     );
     assert_eq!(waypoint(&then).workload_rate_limits.len(), 1);
 }
+
+#[test]
+fn overlapping_routes_are_judged_by_the_first_in_precedence() {
+    // `all` (every path) admits the client, `admin` (under /admin) the batch: a request under
+    // /admin is judged by `admin` alone, as Linkerd picks the longest prefix.
+    let routes = r#"apiVersion: policy.linkerd.io/v1beta3
+kind: HTTPRoute
+metadata: {name: all, namespace: shop}
+spec:
+  parentRefs: [{group: policy.linkerd.io, kind: Server, name: web}]
+  rules: [{matches: [{path: {value: /}}]}]
+---
+apiVersion: policy.linkerd.io/v1beta3
+kind: HTTPRoute
+metadata: {name: admin, namespace: shop}
+spec:
+  parentRefs: [{group: policy.linkerd.io, kind: Server, name: web}]
+  rules: [{matches: [{path: {value: /admin}}]}]
+---
+"#;
+    let yaml = cluster(
+        &(routes.to_owned()
+            + &policy("all-client", "HTTPRoute/all", "client")
+            + &policy("admin-batch", "HTTPRoute/admin", "batch")),
+    );
+    let t = run_yaml(&yaml);
+    let refused = linkerd_policy(&waypoint(&t), "linkerd_server_web_8080");
+    assert_eq!(refused.rules.len(), 2, "{:?}", refused.rules);
+    let judged_by = |rule: &api::waypoint::AuthorizationRule| -> Vec<api::waypoint::StringMatch> {
+        rule.when
+            .iter()
+            .filter(|c| c.key == ConditionKey::SourcePrincipal as i32)
+            .flat_map(|c| c.not_values.clone())
+            .collect()
+    };
+    // First the /admin rule (longer prefix), then the catch-all, which leaves /admin out.
+    assert_eq!(
+        judged_by(&refused.rules[0]),
+        vec![principal_exact("cluster.local/ns/shop/sa/batch")]
+    );
+    assert_eq!(refused.rules[0].to[0].not_paths, vec![]);
+    assert_eq!(
+        judged_by(&refused.rules[1]),
+        vec![principal_exact("cluster.local/ns/shop/sa/client")]
+    );
+    assert_eq!(
+        refused.rules[1].to[0].not_paths,
+        vec![
+            principal_exact("/admin"),
+            api::waypoint::StringMatch {
+                kind: Some(Kind::Prefix("/admin/".into())),
+                ignore_case: false
+            }
+        ]
+    );
+    assert!(
+        !t.problems.iter().any(|p| p.message.contains("overlap")),
+        "{:?}",
+        t.problems
+    );
+}

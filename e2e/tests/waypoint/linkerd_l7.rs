@@ -2,7 +2,8 @@
 //! top of the shop): a Server on the orders pods with one HTTPRoute whose AuthorizationPolicy
 //! admits the client's service account. Through the waypoint the client gets 200 on the
 //! route, the api-gateway (another service account) 403, and a request no route matches 404,
-//! as Linkerd's proxy answers it.
+//! as Linkerd's proxy answers it; a narrower route takes precedence under its prefix. Then
+//! the Server's HTTPLocalRateLimitPolicy: 429 over a client's limit, none under it.
 
 use e2e::{SETTLE, Sandbox, eventually};
 use meshctl::app::load_report::LoadReport;
@@ -90,7 +91,58 @@ fn a_linkerd_route_policy_admits_its_service_account_and_refuses_others_at_the_w
         404,
         "a prefix matches whole segments only",
     );
+
+    // A narrower route admitting the api-gateway: under it the route takes precedence (the
+    // longest prefix, as Linkerd picks it), so the api-gateway is admitted there (some of its
+    // requests over the example's rate limit of 2 per second per pod get 429, none 403) and
+    // the client, which only the broader route admits, is not.
+    sb.apply(ADMIN_ROUTE)
+        .unwrap_or_else(|e| panic!("applying the admin route: {e}"));
+    let mut last = None;
+    let admitted = eventually(SETTLE, || {
+        let r = probe(&sb, API_GATEWAY, "/orders/admin/1", &[]);
+        let done = r.count(200) > 0 && r.count(200) + r.count(429) == REQUESTS;
+        last = Some(r);
+        done
+    });
+    let last = last.expect("one probe ran");
+    assert!(
+        admitted,
+        "the api-gateway is never admitted on the narrower route: statuses {:?}, errors {:?}\n--- waypoint log\n{}",
+        last.statuses,
+        last.errors,
+        waypoint_log(&sb)
+    );
+    all(
+        &sb,
+        &probe(&sb, CLIENT, "/orders/admin/1", &[]),
+        403,
+        "the client under the narrower route",
+    );
+    all(
+        &sb,
+        &probe(&sb, CLIENT, "/orders/1", &[]),
+        200,
+        "the client elsewhere on the broader route",
+    );
 }
+
+/// A route under /orders/admin admitting the api-gateway.
+const ADMIN_ROUTE: &str = r#"apiVersion: policy.linkerd.io/v1beta3
+kind: HTTPRoute
+metadata: {name: orders-admin, namespace: shop}
+spec:
+  parentRefs: [{group: policy.linkerd.io, kind: Server, name: orders}]
+  rules: [{matches: [{path: {type: PathPrefix, value: /orders/admin}}]}]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: orders-admin-api-gateway, namespace: shop}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: HTTPRoute, name: orders-admin}
+  requiredAuthenticationRefs:
+  - {kind: ServiceAccount, name: api-gateway}
+"#;
 
 /// Requests of a rate-limit burst: far more than 2 per second per pod.
 const BURST: u64 = 60;

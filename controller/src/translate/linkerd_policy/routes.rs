@@ -248,6 +248,86 @@ pub(super) fn negate_into(part: &Part, op: &mut Operation, when: &mut Vec<Condit
 /// Routes by namespace.
 pub(super) type Routes = BTreeMap<String, Vec<RouteDef>>;
 
+/// A match's path, as precedence and overlap read it.
+enum PathKind<'a> {
+    Exact(&'a str),
+    /// Whole segments under this path (`/`: every path).
+    Prefix(&'a str),
+    /// A regular expression, or no path condition.
+    Other,
+}
+
+fn path_kind(m: &MatchDef) -> PathKind<'_> {
+    let paths = m.iter().find_map(|p| match p {
+        Part::Paths(paths) => Some(paths.as_slice()),
+        _ => None,
+    });
+    fn kind(s: &StringMatch) -> Option<&Kind> {
+        s.kind.as_ref()
+    }
+    match paths.unwrap_or_default() {
+        [one] => match kind(one) {
+            Some(Kind::Exact(e)) => PathKind::Exact(e),
+            Some(Kind::Prefix(p)) if p == "/" => PathKind::Prefix("/"),
+            _ => PathKind::Other,
+        },
+        [exact, _] => match kind(exact) {
+            Some(Kind::Exact(t)) => PathKind::Prefix(t),
+            _ => PathKind::Other,
+        },
+        _ => PathKind::Other,
+    }
+}
+
+fn method(m: &MatchDef) -> Option<&StringMatch> {
+    m.iter().find_map(|p| match p {
+        Part::Method(method) => Some(method),
+        _ => None,
+    })
+}
+
+/// The Gateway API's precedence of a match, first first: an exact path, then the longest
+/// prefix (regular expressions last), then a method, then the most headers. Ties keep their
+/// order (route name, rule, match).
+pub(super) fn precedence(
+    m: &MatchDef,
+) -> (u8, std::cmp::Reverse<usize>, bool, std::cmp::Reverse<usize>) {
+    let (rank, len) = match path_kind(m) {
+        PathKind::Exact(e) => (0, e.len()),
+        PathKind::Prefix(p) => (1, p.len()),
+        PathKind::Other => (2, 0),
+    };
+    let headers = m.iter().filter(|p| matches!(p, Part::Header(..))).count();
+    (
+        rank,
+        std::cmp::Reverse(len),
+        method(m).is_none(),
+        std::cmp::Reverse(headers),
+    )
+}
+
+/// Whether `path` is under the segments `prefix`.
+fn under(path: &str, prefix: &str) -> bool {
+    prefix == "/" || path == prefix || path.starts_with(&format!("{prefix}/"))
+}
+
+/// Whether no request can match both (by path or method); false when unsure.
+pub(super) fn disjoint(a: &MatchDef, b: &MatchDef) -> bool {
+    if let (Some(x), Some(y)) = (method(a), method(b))
+        && x != y
+    {
+        return true;
+    }
+    match (path_kind(a), path_kind(b)) {
+        (PathKind::Exact(x), PathKind::Exact(y)) => x != y,
+        (PathKind::Exact(x), PathKind::Prefix(t)) | (PathKind::Prefix(t), PathKind::Exact(x)) => {
+            !under(x, t)
+        }
+        (PathKind::Prefix(t), PathKind::Prefix(u)) => !(under(t, u) || under(u, t)),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -289,6 +369,30 @@ mod tests {
         let (op, when) = positive(&r.matches[1]);
         assert_eq!(op.paths, vec![string(Kind::Exact("/ping".into()))]);
         assert_eq!(when[0].header, "x-a");
+    }
+
+    #[test]
+    fn precedence_and_overlap_follow_paths_and_methods() {
+        let (r, _) = decoded(json!({
+            "parentRefs": [{"group": "policy.linkerd.io", "kind": "Server", "name": "web"}],
+            "rules": [{"matches": [
+                {"path": {"value": "/"}},
+                {"path": {"value": "/admin"}},
+                {"path": {"type": "Exact", "value": "/admin/x"}},
+                {"path": {"value": "/admin"}, "method": "POST"},
+                {"path": {"value": "/adminx"}, "method": "GET"}
+            ]}]
+        }))
+        .unwrap()
+        .unwrap();
+        let m = &r.matches;
+        let mut order: Vec<usize> = (0..m.len()).collect();
+        order.sort_by_key(|i| precedence(&m[*i]));
+        assert_eq!(order, [2, 4, 3, 1, 0]);
+        assert!(!disjoint(&m[0], &m[1]), "/ covers /admin");
+        assert!(!disjoint(&m[1], &m[2]), "/admin covers /admin/x");
+        assert!(disjoint(&m[1], &m[4]), "segments: /admin is not /adminx");
+        assert!(disjoint(&m[3], &m[4]), "POST and GET");
     }
 
     #[test]

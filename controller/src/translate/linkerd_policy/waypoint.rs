@@ -12,8 +12,9 @@
 //! A Server's HTTPLocalRateLimitPolicy becomes a `WorkloadRateLimit` of the same pods.
 //!
 //! Being DENY policies, they never admit what an Istio policy refuses. A request matching
-//! several routes must satisfy each of them (Linkerd picks one by precedence): stricter, never
-//! wider. Ports are matched as the waypoint sees them, the service ports targeting the pod's
+//! several routes is judged by the first in the Gateway API's precedence, as Linkerd does: each
+//! match's rule excludes the overlapping matches before it (when that takes too many rules, it
+//! does not, which is stricter, with a warning). Ports are matched as the waypoint sees them, the service ports targeting the pod's
 //! port and the pod's port itself (a request to the pod's address).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +28,7 @@ use api::waypoint::{
 use super::defs::{Alternatives, Requirement, Target};
 use super::objects::Objects;
 use super::pods::AtWaypoint;
-use super::routes::{self, MatchDef};
+use super::routes::{self, MatchDef, RouteDef};
 use super::rules::Ports;
 use crate::model::{Problem, WARNING_PREFIX};
 use crate::translate::bindings::WaypointKey;
@@ -141,6 +142,33 @@ fn port_condition(on: &Ports) -> Option<Condition> {
     }
 }
 
+/// The requests matching none of `matches`, one (operation, conditions) per way of failing
+/// each match (one of its parts negated): `None` when a match takes every request (no request
+/// fails it); `Err` beyond [`MAX_RULES`].
+#[allow(clippy::type_complexity)]
+fn negations(matches: &[&MatchDef]) -> Result<Option<Vec<(Operation, Vec<Condition>)>>, ()> {
+    let mut ways: Vec<(Operation, Vec<Condition>)> = vec![Default::default()];
+    for m in matches {
+        if m.is_empty() {
+            return Ok(None);
+        }
+        if ways.len() * m.len() > MAX_RULES {
+            return Err(());
+        }
+        ways = ways
+            .iter()
+            .flat_map(|(op, when)| {
+                m.iter().map(move |part| {
+                    let (mut op, mut when) = (op.clone(), when.clone());
+                    routes::negate_into(part, &mut op, &mut when);
+                    (op, when)
+                })
+            })
+            .collect();
+    }
+    Ok(Some(ways))
+}
+
 /// What one group's policies are made of.
 struct Parts<'a> {
     objects: &'a Objects,
@@ -162,23 +190,38 @@ impl Parts<'_> {
         }
     }
 
-    /// The rules refusing the requests matching `matches` that no alternative admits.
+    /// The rules refusing the requests matching `m` but none of `higher` (the matches that
+    /// take precedence) that no alternative admits. When excluding `higher` takes too many
+    /// rules, they are not excluded (stricter: such a request must also satisfy `m`'s
+    /// policies) and `stricter` is set.
     fn refusing(
         &self,
-        matches: &[MatchDef],
+        m: &MatchDef,
+        higher: &[&MatchDef],
         alternatives: &Alternatives,
+        stricter: &mut bool,
     ) -> Result<Vec<AuthorizationRule>, ()> {
         let Some(ways) = failing_all(alternatives)? else {
             return Ok(Vec::new());
         };
-        if ways.len() * matches.len() > MAX_RULES {
-            return Err(());
-        }
+        let exclusions = match negations(higher) {
+            Ok(Some(e)) if e.len() * ways.len() <= MAX_RULES => e,
+            // A higher match takes every request: `m` judges none.
+            Ok(None) => return Ok(Vec::new()),
+            _ => {
+                *stricter = true;
+                vec![Default::default()]
+            }
+        };
+        let (op, headers) = routes::positive(m);
         let mut out = Vec::new();
-        for m in matches {
-            let (op, headers) = routes::positive(m);
+        for (not_op, not_when) in &exclusions {
+            let mut op = op.clone();
+            op.not_paths.extend(not_op.not_paths.iter().cloned());
+            op.not_methods.extend(not_op.not_methods.iter().cloned());
             for way in &ways {
                 let mut when = headers.clone();
+                when.extend(not_when.iter().cloned());
                 when.extend(way.iter().cloned());
                 out.push(self.rule(Some(op.clone()), when));
             }
@@ -186,31 +229,10 @@ impl Parts<'_> {
         Ok(out)
     }
 
-    /// The rules matching the requests no match of `matches` matches: one rule per way of
-    /// failing each match (one of its parts negated).
+    /// The rules matching the requests no match of `matches` matches.
     fn missing(&self, matches: &[&MatchDef]) -> Result<Vec<AuthorizationRule>, ()> {
-        let mut ways: Vec<(Operation, Vec<Condition>)> = vec![Default::default()];
-        for m in matches {
-            if m.is_empty() || ways.len() * m.len() > MAX_RULES {
-                // A match of every request leaves no miss; too many ways: the caller decides.
-                return if m.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    Err(())
-                };
-            }
-            ways = ways
-                .iter()
-                .flat_map(|(op, when)| {
-                    m.iter().map(move |part| {
-                        let (mut op, mut when) = (op.clone(), when.clone());
-                        routes::negate_into(part, &mut op, &mut when);
-                        (op, when)
-                    })
-                })
-                .collect();
-        }
-        Ok(ways
+        Ok(negations(matches)?
+            .unwrap_or_default()
             .into_iter()
             .map(|(op, when)| self.rule(Some(op), when))
             .collect())
@@ -228,16 +250,18 @@ impl Parts<'_> {
     }
 }
 
-/// The policies (name, rules, answered 404) of one group; `Err` when they cannot be written
-/// within [`MAX_RULES`].
+/// The policies (name, rules, answered 404) of one group, and whether overlapping routes are
+/// judged stricter than Linkerd does; `Err` when they cannot be written within [`MAX_RULES`].
+#[allow(clippy::type_complexity)]
 fn group_policies(
     parts: &Parts<'_>,
     at: &AtWaypoint,
-) -> Result<Vec<(String, Vec<AuthorizationRule>, bool)>, ()> {
+) -> Result<(Vec<(String, Vec<AuthorizationRule>, bool)>, bool), ()> {
     let guard = &at.guard;
+    let mut stricter = false;
     if guard.dry_run {
         // Audit admits every client (ztunnel logs them): nothing to refuse.
-        return Ok(Vec::new());
+        return Ok((Vec::new(), stricter));
     }
     let routes: Vec<_> = guard
         .server
@@ -253,23 +277,35 @@ fn group_policies(
         })
         .unwrap_or_default();
     if routes.is_empty() {
-        let rules = parts.refusing(&[Vec::new()], &guard.alternatives)?;
-        return Ok(vec![(guard.name.clone(), rules, false)]);
+        let rules = parts.refusing(&Vec::new(), &[], &guard.alternatives, &mut stricter)?;
+        return Ok((vec![(guard.name.clone(), rules, false)], stricter));
     }
+    // Each request is judged by the first match it meets, in the Gateway API's precedence.
+    let mut ordered: Vec<(&RouteDef, &MatchDef)> = routes
+        .iter()
+        .flat_map(|r| r.matches.iter().map(move |m| (*r, m)))
+        .collect();
+    ordered.sort_by_key(|(_, m)| routes::precedence(m));
     let mut refused = Vec::new();
-    for r in &routes {
+    for (i, (r, m)) in ordered.iter().enumerate() {
         let mut alternatives = guard.alternatives.clone();
         if !r.admits_nobody {
             alternatives.extend(parts.route_alternatives(&r.name));
         }
-        refused.extend(parts.refusing(&r.matches, &alternatives)?);
+        let higher: Vec<&MatchDef> = ordered[..i]
+            .iter()
+            .map(|(_, h)| *h)
+            .filter(|h| !routes::disjoint(h, m))
+            .collect();
+        refused.extend(parts.refusing(m, &higher, &alternatives, &mut stricter)?);
     }
-    let matches: Vec<&MatchDef> = routes.iter().flat_map(|r| &r.matches).collect();
+    let matches: Vec<&MatchDef> = ordered.iter().map(|(_, m)| *m).collect();
     let missing = parts.missing(&matches)?;
-    Ok(vec![
+    let policies = vec![
         (guard.name.clone(), refused, false),
         (format!("{}{NO_ROUTE_SUFFIX}", guard.name), missing, true),
-    ])
+    ];
+    Ok((policies, stricter))
 }
 
 /// What a waypoint enforces of Linkerd's policy.
@@ -342,15 +378,20 @@ pub(super) fn policies(
             namespace: &namespace,
             port: port_condition(&group.at.ports),
         };
-        let made = group_policies(&parts, &group.at).unwrap_or_else(|()| {
-            problems.push(too_many(&group.at, &namespace));
-            // Every request to the guarded ports is refused.
-            vec![(
-                group.at.guard.name.clone(),
-                vec![parts.rule(None, Vec::new())],
-                false,
-            )]
-        });
+        let made = match group_policies(&parts, &group.at) {
+            Ok((made, stricter)) => {
+                if stricter {
+                    problems.push(overlapping(&group.at, &namespace));
+                }
+                made
+            }
+            Err(()) => {
+                problems.push(too_many(&group.at, &namespace));
+                // Every request to the guarded ports is refused.
+                let refuse_all = vec![parts.rule(None, Vec::new())];
+                vec![(group.at.guard.name.clone(), refuse_all, false)]
+            }
+        };
         for (name, rules, not_found) in made {
             if rules.is_empty() {
                 continue;
@@ -375,6 +416,16 @@ pub(super) fn policies(
         }
     }
     out
+}
+
+fn overlapping(at: &AtWaypoint, namespace: &str) -> Problem {
+    let server = at.guard.server.as_deref().unwrap_or_default();
+    Problem::new(&at.guard.origin, "Server", namespace, server).message(format!(
+        "{WARNING_PREFIX}its routes overlap in more ways than {MAX_RULES} authorization rules \
+         express at the waypoint {}/{}: a request matching several routes must be admitted by \
+         each of them (stricter than Linkerd, which judges it by the first in precedence)",
+        at.waypoint.namespace, at.waypoint.name
+    ))
 }
 
 fn too_many(at: &AtWaypoint, namespace: &str) -> Problem {
