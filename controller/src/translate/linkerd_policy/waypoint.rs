@@ -142,12 +142,17 @@ fn port_condition(on: &Ports) -> Option<Condition> {
     }
 }
 
+/// A way for a request to fail matches: negated paths and methods, negated headers.
+type Negation = (Operation, Vec<Condition>);
+
+/// Policies of one group: (name, rules, answered 404).
+type Made = Vec<(String, Vec<AuthorizationRule>, bool)>;
+
 /// The requests matching none of `matches`, one (operation, conditions) per way of failing
 /// each match (one of its parts negated): `None` when a match takes every request (no request
 /// fails it); `Err` beyond [`MAX_RULES`].
-#[allow(clippy::type_complexity)]
-fn negations(matches: &[&MatchDef]) -> Result<Option<Vec<(Operation, Vec<Condition>)>>, ()> {
-    let mut ways: Vec<(Operation, Vec<Condition>)> = vec![Default::default()];
+fn negations(matches: &[&MatchDef]) -> Result<Option<Vec<Negation>>, ()> {
+    let mut ways: Vec<Negation> = vec![Default::default()];
     for m in matches {
         if m.is_empty() {
             return Ok(None);
@@ -252,11 +257,7 @@ impl Parts<'_> {
 
 /// The policies (name, rules, answered 404) of one group, and whether overlapping routes are
 /// judged stricter than Linkerd does; `Err` when they cannot be written within [`MAX_RULES`].
-#[allow(clippy::type_complexity)]
-fn group_policies(
-    parts: &Parts<'_>,
-    at: &AtWaypoint,
-) -> Result<(Vec<(String, Vec<AuthorizationRule>, bool)>, bool), ()> {
+fn group_policies(parts: &Parts<'_>, at: &AtWaypoint) -> Result<(Made, bool), ()> {
     let guard = &at.guard;
     let mut stricter = false;
     if guard.dry_run {
