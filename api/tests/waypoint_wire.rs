@@ -393,7 +393,37 @@ fn waypoint_service_and_rate_limit() {
         }],
         xfcc_include_client_identity: true,
         tracing_providers: Vec::new(),
+        workload_rate_limits: vec![WorkloadRateLimit {
+            name: "l".into(),
+            namespace: "n".into(),
+            workload_uids: vec!["u".into()],
+            ports: vec![80],
+            total: Some(LocalRateLimit {
+                max_tokens: 10,
+                ..Default::default()
+            }),
+            per_identity: Some(LocalRateLimit {
+                max_tokens: 2,
+                ..Default::default()
+            }),
+            overrides: vec![IdentityRateLimit {
+                principals: vec!["p".into()],
+                limit: Some(LocalRateLimit {
+                    max_tokens: 4,
+                    ..Default::default()
+                }),
+            }],
+        }],
     };
+    let limit_wire = msg(&[
+        len(1, b"l"),
+        len(2, b"n"),
+        len(3, b"u"),
+        len(4, &[80]),
+        len(5, &int(1, 10)),
+        len(6, &int(1, 2)),
+        len(7, &msg(&[len(1, b"p"), len(2, &int(1, 4))])),
+    ]);
     let service_wire = msg(&[
         len(1, b"h"),
         len(2, b"n"),
@@ -413,6 +443,7 @@ fn waypoint_service_and_rate_limit() {
         len(4, &len(1, b"h")),
         len(5, &len(1, b"a")),
         int(6, 1),
+        len(8, &limit_wire),
     ]);
     assert_wire(&w, &expected);
     assert_eq!(Protocol::Unspecified as i32, 0);
@@ -556,6 +587,7 @@ fn authorization_policy() {
                 not_port_values: vec![4],
             }],
         }],
+        not_found: true,
     };
     let from_wire = msg(&[
         len(1, &s_wire),
@@ -605,6 +637,7 @@ fn authorization_policy() {
             7,
             &msg(&[len(1, &from_wire), len(2, &to_wire), len(3, &when_wire)]),
         ),
+        int(8, 1),
     ]);
     assert_wire(&p, &expected);
     assert_eq!(AuthorizationAction::Allow as i32, 0);

@@ -11,6 +11,8 @@
 mod grpc;
 #[path = "waypoint/limits.rs"]
 mod limits;
+#[path = "waypoint/linkerd_l7.rs"]
+mod linkerd_l7;
 #[path = "waypoint/outlier.rs"]
 mod outlier;
 #[path = "waypoint/rotation.rs"]

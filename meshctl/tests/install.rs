@@ -248,5 +248,5 @@ fn uninstall_names_the_objects_in_reverse_order_and_keeps_the_crds_unless_asked(
         .iter()
         .filter(|o| o["kind"] == "CustomResourceDefinition")
         .count();
-    assert_eq!(crds, 12);
+    assert_eq!(crds, 14);
 }

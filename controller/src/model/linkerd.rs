@@ -1,5 +1,6 @@
 //! Linkerd's authorization policy kinds (`policy.linkerd.io`): `Server` (v1beta1 to v1beta3),
-//! `AuthorizationPolicy`, `MeshTLSAuthentication` and `NetworkAuthentication` (v1alpha1).
+//! `AuthorizationPolicy`, `MeshTLSAuthentication`, `NetworkAuthentication` and
+//! `HTTPLocalRateLimitPolicy` (v1alpha1).
 //!
 //! They are kept raw in the index, like the traffic kinds, and decoded into these shapes when
 //! translated (`translate/linkerd_policy`), so that one bad object is reported and fails closed
@@ -26,6 +27,7 @@ pub const LINKERD_POLICY_KINDS: &[(&str, &str)] = &[
     ("AuthorizationPolicy", LINKERD_AUTHORIZATION_POLICY),
     ("MeshTLSAuthentication", "MeshTLSAuthentication"),
     ("NetworkAuthentication", "NetworkAuthentication"),
+    ("HTTPLocalRateLimitPolicy", "HTTPLocalRateLimitPolicy"),
 ];
 
 /// Annotation on a Namespace or a Pod (the pod's wins) choosing the policy of the ports no
@@ -121,4 +123,36 @@ pub struct Network {
     pub cidr: String,
     /// Parts of it that are not admitted.
     pub except: Vec<String>,
+}
+
+/// `HTTPLocalRateLimitPolicy.spec`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpLocalRateLimitPolicySpec {
+    /// The Server limited.
+    pub target_ref: LinkerdRef,
+    /// All requests to the Server; unset: no overall limit.
+    pub total: Option<RequestsPerSecond>,
+    /// Each client identity's requests.
+    pub identity: Option<RequestsPerSecond>,
+    /// Limits of named clients, instead of the identity limit.
+    pub overrides: Vec<RateLimitOverride>,
+}
+
+/// A rate (`requestsPerSecond`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RequestsPerSecond {
+    /// Requests per second.
+    pub requests_per_second: i64,
+}
+
+/// One override of an HTTPLocalRateLimitPolicy.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RateLimitOverride {
+    /// Requests per second of these clients.
+    pub requests_per_second: i64,
+    /// The clients (ServiceAccounts).
+    pub client_refs: Vec<LinkerdRef>,
 }

@@ -113,8 +113,8 @@ const KINDS: &[(&str, &str, Reading)] = &[
     // Linkerd's copies of the Gateway API routes share their schema.
     ("policy.linkerd.io", "HTTPRoute", Read),
     ("policy.linkerd.io", "GRPCRoute", Read),
-    // Linkerd's authorization policy, enforced by ztunnel at L4 (translate/linkerd_policy);
-    // an AuthorizationPolicy targeting a route is reported there and admits nothing.
+    // Linkerd's authorization policy, enforced by ztunnel at L4 and by the waypoint serving a
+    // Server's pods, routes included (translate/linkerd_policy).
     ("policy.linkerd.io", "Server", Read),
     ("policy.linkerd.io", "AuthorizationPolicy", Read),
     ("policy.linkerd.io", "MeshTLSAuthentication", Read),
@@ -124,13 +124,8 @@ const KINDS: &[(&str, &str, Reading)] = &[
         "ServerAuthorization",
         NotEnforced(LINKERD_SERVER_AUTHORIZATION),
     ),
-    (
-        "policy.linkerd.io",
-        "HTTPLocalRateLimitPolicy",
-        Ignored(
-            "write the limit as the annotation mesh.io/rate-limit on the Service: it has no effect",
-        ),
-    ),
+    // Rate limits of a Server, enforced by the waypoint serving its pods.
+    ("policy.linkerd.io", "HTTPLocalRateLimitPolicy", Read),
     ("policy.linkerd.io", "EgressNetwork", Ignored(NOT_READ)),
     (
         "workload.linkerd.io",

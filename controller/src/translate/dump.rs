@@ -8,7 +8,7 @@ use api::waypoint::{
     ConfigSource, Destination, DestinationPolicy, Forward, HeaderMatch, HeaderModifier, IpBlock,
     LoadBalancer, LocalRateLimit, PathMatch, PolicyScope, Protocol, Route, RouteMatch, Service,
     StringMatch, Telemetry, Tracing, TracingProvider, TrafficPolicy, Waypoint, WeightedDestination,
-    custom_tag, path_match, redirect, route, string_match, url_rewrite,
+    WorkloadRateLimit, custom_tag, path_match, redirect, route, string_match, url_rewrite,
 };
 use serde_json::{Map, Value, json};
 
@@ -21,6 +21,7 @@ pub fn waypoint_json(w: &Waypoint) -> Value {
         "destinations": w.destinations.iter().map(destination_policy).collect::<Vec<_>>(),
         "authorizationPolicies": w.authorization_policies.iter().map(authz).collect::<Vec<_>>(),
         "tracingProviders": w.tracing_providers.iter().map(tracing_provider).collect::<Vec<_>>(),
+        "workloadRateLimits": w.workload_rate_limits.iter().map(workload_rate_limit).collect::<Vec<_>>(),
     })
 }
 
@@ -489,6 +490,33 @@ fn authz(p: &AuthorizationPolicy) -> Value {
         ),
         ("rules", Value::Array(rules)),
         ("ruleCount", json!(p.rules.len())),
+        ("notFound", json!(p.not_found)),
+    ])
+}
+
+/// A workload rate limit (Linkerd's HTTPLocalRateLimitPolicy).
+fn workload_rate_limit(l: &WorkloadRateLimit) -> Value {
+    let overrides: Vec<Value> = l
+        .overrides
+        .iter()
+        .map(|o| {
+            obj(vec![
+                ("principals", json!(o.principals)),
+                ("limit", o.limit.as_ref().map_or(Value::Null, rate_limit)),
+            ])
+        })
+        .collect();
+    obj(vec![
+        ("name", json!(l.name)),
+        ("namespace", json!(l.namespace)),
+        ("workloads", json!(l.workload_uids)),
+        ("ports", json!(l.ports)),
+        ("total", l.total.as_ref().map_or(Value::Null, rate_limit)),
+        (
+            "perIdentity",
+            l.per_identity.as_ref().map_or(Value::Null, rate_limit),
+        ),
+        ("overrides", Value::Array(overrides)),
     ])
 }
 

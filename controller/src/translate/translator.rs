@@ -60,23 +60,19 @@ impl Translator {
         let opts = &self.options;
         let mut problems: Vec<Problem> = index.problems().to_vec();
         let waypoints = waypoints::Waypoints::collect(index, &mut problems);
+        let bindings = bindings::Bindings::collect(index, &waypoints, &opts.cluster_id);
         let mut policies =
             authorization::convert_all(index, opts, &mut self.last_good, &mut problems);
-        policies.extend(linkerd_policy::translate(
+        let linkerd = linkerd_policy::translate(
             index,
             opts,
+            &bindings,
             &mut self.last_good_linkerd,
             &mut problems,
-        ));
+        );
+        policies.extend(linkerd.policies);
         let peer = peer_authentication::PeerAuthn::collect(index, opts, &mut problems);
         let services = services::translate_services(index, &waypoints, &mut problems);
-        let bindings = bindings::Bindings::collect(index, &waypoints, &opts.cluster_id);
-        problems.extend(linkerd_policy::behind_waypoints(
-            index,
-            &policies,
-            &bindings,
-            &opts.cluster_id,
-        ));
         // HTTP attributes dropped at ztunnel are worth a warning only where
         // no waypoint enforces them.
         problems.extend(policies.iter().filter_map(|p| p.warning.clone()));
@@ -103,8 +99,13 @@ impl Translator {
             admission: &admission,
         };
         let workloads = workloads::translate_workloads(&ctx, &mut problems);
-        let (waypoint_configs, access_logging) =
-            self.waypoint_configs(index, &waypoints, &bindings, &mut problems);
+        let (waypoint_configs, access_logging) = self.waypoint_configs(
+            index,
+            &waypoints,
+            &bindings,
+            linkerd.waypoints,
+            &mut problems,
+        );
 
         let mut snapshot = Snapshot::default();
         for w in workloads {
@@ -153,6 +154,10 @@ impl Translator {
         index: &Index,
         waypoints: &waypoints::Waypoints,
         bindings: &bindings::Bindings,
+        mut linkerd: std::collections::BTreeMap<
+            bindings::WaypointKey,
+            linkerd_policy::AtWaypointConfig,
+        >,
         problems: &mut Vec<Problem>,
     ) -> (
         Vec<(String, api::waypoint::Waypoint)>,
@@ -193,6 +198,10 @@ impl Translator {
             .into_iter()
             .map(|(key, mut w)| {
                 w.authorization_policies = authz.remove(&key).unwrap_or_default();
+                // Linkerd's policy of the pods it serves, enforced with the client's identity.
+                let linkerd = linkerd.remove(&key).unwrap_or_default();
+                w.authorization_policies.extend(linkerd.policies);
+                w.workload_rate_limits = linkerd.rate_limits;
                 (key.resource_name(), w)
             })
             .collect();

@@ -106,12 +106,6 @@ pub const UNREAD: &[ListedKind] = &[
         "ServerAuthorization",
         "serverauthorizations",
     ),
-    ListedKind::unread(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "HTTPLocalRateLimitPolicy",
-        "httplocalratelimitpolicies",
-    ),
 ];
 
 /// Every kind `analyze` lists: the watched ones first, then [`UNREAD`].
@@ -149,7 +143,8 @@ mod tests {
         assert!(mesh.contains(&"serviceprofiles.linkerd.io".to_owned()));
         assert!(mesh.contains(&"telemetries.telemetry.istio.io".to_owned()));
         assert!(mesh.contains(&"servers.policy.linkerd.io".to_owned()));
-        assert_eq!(mesh.len(), 12, "{mesh:?}");
+        assert!(mesh.contains(&"httplocalratelimitpolicies.policy.linkerd.io".to_owned()));
+        assert_eq!(mesh.len(), 13, "{mesh:?}");
         assert_eq!(
             gateway,
             [

@@ -303,7 +303,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(crds(&objects), crds(&defaults));
-        assert_eq!(crds(&objects).len(), 12);
+        assert_eq!(crds(&objects).len(), 14);
     }
 
     #[test]
@@ -323,8 +323,8 @@ mod tests {
         assert_eq!(list["kind"], "List");
         let items = list["items"].as_array().unwrap();
         assert_eq!(items.len(), objects.len());
-        assert_eq!(items[12]["kind"], "Namespace");
-        assert_eq!(items[12]["metadata"]["name"], "istio-system");
+        assert_eq!(items[14]["kind"], "Namespace");
+        assert_eq!(items[14]["metadata"]["name"], "istio-system");
     }
 
     #[test]

@@ -27,6 +27,7 @@ impl Engine {
     ) -> Result<Engine, ConfigError> {
         let compiled = CompiledConfig::compile(config, &runtime.metrics.routes)?;
         runtime.retain(&compiled.hostnames());
+        runtime.limit_buckets.retain(&compiled.workload_limits);
         runtime.outlier_detection(compiled.outlier_specs());
         Ok(Engine {
             config: compiled,

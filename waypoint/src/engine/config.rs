@@ -24,6 +24,7 @@ use super::retry::{BudgetSpec, RetrySpec};
 use super::tcp_route::TcpRouteEntry;
 use super::telemetry::{MetricOverrides, RouteKey, RouteMetrics, RouteTelemetry, ServiceLabels};
 use super::trace::{Providers, TracingSpec, providers};
+use super::workload_limits::WorkloadLimits;
 
 /// An upstream service (and subset) a request or a mirror goes to.
 #[derive(Debug, Clone)]
@@ -454,6 +455,8 @@ pub(crate) struct CompiledConfig {
     pub destinations: HashMap<String, Arc<DestPolicy>>,
     /// Authorization.
     pub authz: Policies,
+    /// Rate limits per workload.
+    pub workload_limits: WorkloadLimits,
     /// Whether forwarded requests get `x-forwarded-client-cert` from the caller's identity.
     pub xfcc_include_client_identity: bool,
     /// `service.name` of the spans' resource: `<waypoint>.<namespace>`.
@@ -465,6 +468,7 @@ impl CompiledConfig {
     pub(crate) fn compile(w: &pb::Waypoint, routes: &RouteMetrics) -> Result<Self, ConfigError> {
         let mut out = CompiledConfig {
             authz: Policies::compile(&w.authorization_policies)?,
+            workload_limits: WorkloadLimits::compile(&w.workload_rate_limits)?,
             xfcc_include_client_identity: w.xfcc_include_client_identity,
             trace_resource: format!("{}.{}", w.name, w.namespace).into(),
             ..Default::default()

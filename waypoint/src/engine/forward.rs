@@ -411,6 +411,16 @@ impl Attempts<'_> {
                 .authz
                 .check_endpoint(&snapshot.input(), snapshot.pending, &endpoint.info.uid)
                 .map_err(RequestError::Denied)?;
+            let input = snapshot.input();
+            let admitted = engine.config.workload_limits.admit(
+                &engine.runtime.limit_buckets,
+                &endpoint.info.uid,
+                input.destination_port,
+                input.principal,
+            );
+            if !admitted {
+                return Err(RequestError::RateLimited);
+            }
         }
         Ok(endpoint)
     }

@@ -351,9 +351,10 @@ fn authorize(
     let pending = policies
         .check_request(&input, &svc.hostname)
         .map_err(RequestError::Denied)?;
-    Ok(policies
-        .has_workload_scoped()
-        .then(|| AuthzSnapshot::of(&input, pending)))
+    // Workload rate limits also judge the request once the endpoint is chosen.
+    let per_workload =
+        policies.has_workload_scoped() || !h.engine.config.workload_limits.is_empty();
+    Ok(per_workload.then(|| AuthzSnapshot::of(&input, pending)))
 }
 
 /// The first of the service's routes that takes the request (none: 404 NR), with the prefix

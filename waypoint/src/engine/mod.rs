@@ -70,6 +70,7 @@ mod telemetry;
 mod trace;
 mod upgrade;
 mod upstream;
+mod workload_limits;
 mod xfcc;
 
 #[cfg(test)]

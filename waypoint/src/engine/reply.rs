@@ -64,7 +64,9 @@ impl RequestError {
     /// HTTP status of the answer.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            RequestError::UnknownService | RequestError::NoRoute => StatusCode::NOT_FOUND,
+            RequestError::UnknownService
+            | RequestError::NoRoute
+            | RequestError::Denied(Denied::NoRoute(_)) => StatusCode::NOT_FOUND,
             RequestError::Denied(_) => StatusCode::FORBIDDEN,
             RequestError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             RequestError::NoCluster(_)
@@ -94,7 +96,9 @@ impl RequestError {
     /// Envoy's response flag ("" for none).
     pub(crate) fn flag(&self) -> &'static str {
         match self {
-            RequestError::UnknownService | RequestError::NoRoute => "NR",
+            RequestError::UnknownService
+            | RequestError::NoRoute
+            | RequestError::Denied(Denied::NoRoute(_)) => "NR",
             RequestError::Denied(_) => "",
             RequestError::RateLimited => "RL",
             RequestError::NoCluster(_) => "NC",
@@ -113,6 +117,7 @@ impl RequestError {
     pub(crate) fn details(&self) -> &'static str {
         match self {
             RequestError::UnknownService => "service_not_served",
+            RequestError::Denied(Denied::NoRoute(_)) => "route_not_found",
             RequestError::Denied(_) => "rbac_access_denied",
             RequestError::RateLimited => "local_rate_limited",
             RequestError::NoRoute => "route_not_found",
@@ -134,7 +139,9 @@ impl RequestError {
     /// Body of the answer, worded as Envoy words it.
     fn body(&self) -> &'static str {
         match self {
-            RequestError::UnknownService | RequestError::NoRoute => "",
+            RequestError::UnknownService
+            | RequestError::NoRoute
+            | RequestError::Denied(Denied::NoRoute(_)) => "",
             RequestError::Denied(_) => "RBAC: access denied",
             RequestError::RateLimited => "local_rate_limited",
             RequestError::NoCluster(_) => "",
@@ -261,6 +268,11 @@ mod tests {
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()["grpc-status"], "7");
         assert_eq!(r.headers()["grpc-message"], "RBAC: access denied");
+        let miss = RequestError::Denied(Denied::NoRoute("shop/server".into()));
+        assert_eq!(
+            (miss.status(), miss.flag(), miss.details()),
+            (StatusCode::NOT_FOUND, "NR", "route_not_found")
+        );
         let r = RequestError::RateLimited.response(false);
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()["x-envoy-ratelimited"], "true");

@@ -16,6 +16,7 @@ use super::ratelimit::{Bucket, RateLimitSpec};
 use super::retry::{Budget, BudgetSpec};
 use super::telemetry::{Peers, RequestMetrics};
 use super::upstream::EndpointInfo;
+use super::workload_limits::LimitBuckets;
 
 /// Mirrored requests in flight at once; beyond this, copies are skipped so that a slow mirror
 /// target can never hold the waypoint's memory.
@@ -32,6 +33,8 @@ pub struct Runtime {
     pub(crate) peers: Peers,
     upstreams: RwLock<HashMap<String, Arc<UpstreamState>>>,
     buckets: Mutex<HashMap<String, Arc<Bucket>>>,
+    /// The buckets of the workload rate limits.
+    pub(crate) limit_buckets: LimitBuckets,
     /// The outlier detection settings of each service in the config last compiled.
     outliers: Mutex<HashMap<String, HashSet<OutlierSpec>>>,
     pub(crate) mirrors: Arc<Semaphore>,
@@ -50,6 +53,7 @@ impl Runtime {
             peers: Peers::default(),
             upstreams: RwLock::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            limit_buckets: LimitBuckets::default(),
             outliers: Mutex::new(HashMap::new()),
             mirrors: Arc::new(Semaphore::new(MAX_MIRRORS_IN_FLIGHT)),
             own_identity: OnceLock::new(),

@@ -204,6 +204,13 @@ pub const WATCHED: &[WatchedKind] = &[
         "networkauthentications",
         StatusStyle::None,
     ),
+    custom(
+        LINKERD_POLICY,
+        "v1alpha1",
+        "HTTPLocalRateLimitPolicy",
+        "httplocalratelimitpolicies",
+        StatusStyle::None,
+    ),
     // v1alpha1 objects are served as v1 too (same schema).
     custom(
         "telemetry.istio.io",

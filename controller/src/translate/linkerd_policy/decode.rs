@@ -15,17 +15,23 @@ use crate::model::linkerd::{
 };
 use crate::model::{IntOrString, ObjectKey, Problem};
 
+/// The Gateway API's group, whose HTTPRoute Linkerd also reads.
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
 /// An invalid field: (field path, message).
 pub(super) type Invalid = (String, String);
 
 /// Decodes `spec` of a raw object, refusing fields the model does not read.
-fn spec<T: DeserializeOwned + Default>(value: &Value) -> Result<T, Invalid> {
+pub(super) fn spec<T: DeserializeOwned + Default>(value: &Value) -> Result<T, Invalid> {
     let Some(spec) = value.get("spec") else {
         return Ok(T::default());
     };
     let mut unknown = Vec::new();
     let decoded: Result<T, _> =
-        serde_ignored::deserialize(spec, |path| unknown.push(format!("spec.{path}")));
+        // An optional field shows as `?` in the path: left out.
+        serde_ignored::deserialize(spec, |path| {
+            unknown.push(format!("spec.{path}").replace(".?", ""))
+        });
     let decoded = decoded.map_err(|e| ("spec".to_owned(), e.to_string()))?;
     match unknown.first() {
         Some(field) => Err((
@@ -194,9 +200,9 @@ pub(super) fn network(value: &Value) -> Result<Requirement, Invalid> {
 
 /// What an AuthorizationPolicy decodes to.
 pub(super) enum Decoded {
-    /// A policy ztunnel enforces, and warnings about it.
+    /// A policy the mesh enforces, and warnings about it.
     Enforced(PolicyDef, Vec<Invalid>),
-    /// A policy of routes (L7), not enforced: the warning saying so.
+    /// A policy of gRPC routes, not enforced: the warning saying so.
     NotEnforced(Invalid),
 }
 
@@ -232,29 +238,30 @@ pub(super) fn policy(
                 format!("{:?} is not the policy's namespace {namespace:?}", t.name),
             ));
         }
-        "HTTPRoute" | "GRPCRoute" => {
+        "HTTPRoute" if t.group == LINKERD_POLICY_GROUP || t.group == GATEWAY_GROUP => {
+            Target::Route(t.name.clone())
+        }
+        "GRPCRoute" => {
             return Ok(Decoded::NotEnforced((
                 tf("kind"),
-                format!(
-                    "warning: authorization per {} (L7) is not enforced: this policy admits no \
-                     client; clients of the route's Server are admitted only by policies \
-                     targeting the Server or the Namespace",
-                    t.kind
-                ),
+                "warning: authorization per GRPCRoute is not enforced: this policy admits no \
+                 client; clients of the route's Server are admitted only by policies targeting \
+                 the Server or the Namespace"
+                    .to_owned(),
             )));
         }
         other => {
             return Err((
                 tf("kind"),
                 format!(
-                    "{other:?} (group {:?}) is not a target the mesh enforces (Server of \
-                     {LINKERD_POLICY_GROUP}, Namespace)",
+                    "{other:?} (group {:?}) is not a target the mesh enforces (Server or \
+                     HTTPRoute of {LINKERD_POLICY_GROUP}, Namespace)",
                     t.group
                 ),
             ));
         }
     };
-    if let Target::Server(name) = &target
+    if let Target::Server(name) | Target::Route(name) = &target
         && name.is_empty()
     {
         return Err((tf("name"), "missing".to_owned()));

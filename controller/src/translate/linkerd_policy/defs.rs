@@ -136,6 +136,9 @@ pub(super) enum Target {
     Server(String),
     /// Every Server of its namespace.
     Namespace,
+    /// One inbound route (HTTPRoute whose parent is a Server) of its namespace: the requests
+    /// it matches, enforced at the waypoint serving the Server's pods.
+    Route(String),
 }
 
 /// A validated AuthorizationPolicy, its authentications resolved.

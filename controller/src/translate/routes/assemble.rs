@@ -88,6 +88,7 @@ pub(crate) fn assemble(
                 authorization_policies: Vec::new(),
                 xfcc_include_client_identity: w.xfcc_include_client_identity,
                 tracing_providers: Vec::new(),
+                workload_rate_limits: Vec::new(),
             },
         ));
     }

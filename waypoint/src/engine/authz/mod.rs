@@ -404,11 +404,22 @@ enum Scope {
 struct Policy {
     name: String,
     deny: bool,
+    /// A DENY policy answering 404 (a route table's miss).
+    not_found: bool,
     scope: Scope,
     rules: Vec<Rule>,
 }
 
 impl Policy {
+    /// The denial of a request this DENY policy matches.
+    fn denial(&self) -> Denied {
+        if self.not_found {
+            Denied::NoRoute(self.name.clone())
+        } else {
+            Denied::Policy(self.name.clone())
+        }
+    }
+
     fn matches(&self, input: &Input<'_>) -> bool {
         let missing = if self.deny {
             Missing::Holds
@@ -425,6 +436,9 @@ pub(crate) enum Denied {
     /// A DENY policy matched.
     #[error("denied by policy {0}")]
     Policy(String),
+    /// Matched by a DENY policy standing for a route table's miss (answered 404).
+    #[error("no route of policy {0} matched")]
+    NoRoute(String),
     /// ALLOW policies apply and none matched.
     #[error("no ALLOW policy matched")]
     NotAllowed,
@@ -498,6 +512,7 @@ impl Policies {
             policies.push(Policy {
                 name: format!("{}/{}", p.namespace, p.name),
                 deny,
+                not_found: deny && p.not_found,
                 scope,
                 rules,
             });
@@ -538,7 +553,7 @@ impl Policies {
             }
             if p.deny {
                 if p.matches(input) {
-                    return Err(Denied::Policy(p.name.clone()));
+                    return Err(p.denial());
                 }
             } else {
                 pending.allow_applies = true;
@@ -570,7 +585,7 @@ impl Policies {
             }
             if p.deny {
                 if p.matches(input) {
-                    return Err(Denied::Policy(p.name.clone()));
+                    return Err(p.denial());
                 }
             } else {
                 allow_applies = true;

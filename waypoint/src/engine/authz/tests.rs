@@ -311,3 +311,37 @@ fn ip_blocks() {
         .is_err()
     );
 }
+
+#[test]
+fn a_not_found_deny_policy_denies_as_no_route_and_an_allow_ignores_the_flag() {
+    let mut miss = policy(
+        "miss",
+        AuthorizationAction::Deny,
+        vec![pb::AuthorizationRule {
+            to: vec![pb::Operation {
+                not_paths: vec![prefix("/api/")],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    );
+    miss.not_found = true;
+    let ps = Policies::compile(&[miss.clone()]).unwrap();
+    let h = HeaderMap::new();
+    assert!(matches!(
+        ps.check_request(&input(Some(GATEWAY), "GET", "/other", &h), "s"),
+        Err(Denied::NoRoute(name)) if name == "shop/miss"
+    ));
+    assert!(
+        ps.check_request(&input(Some(GATEWAY), "GET", "/api/x", &h), "s")
+            .is_ok()
+    );
+    // The flag means nothing on an ALLOW policy: a miss is the ordinary "not allowed".
+    miss.action = AuthorizationAction::Allow as i32;
+    let ps = Policies::compile(&[miss]).unwrap();
+    assert_eq!(
+        ps.check_request(&input(Some(GATEWAY), "GET", "/api/x", &h), "s")
+            .unwrap_err(),
+        Denied::NotAllowed
+    );
+}
