@@ -104,7 +104,7 @@ async fn install_output_applies_to_the_api_server_object_by_object() {
     ]);
     assert_eq!(code, Some(0), "{stderr}");
     let objects = documents(&stdout);
-    assert_eq!(objects.len(), 27);
+    assert_eq!(objects.len(), 29);
 
     let store = Store::default();
     let fake = api_server(store.clone());
