@@ -625,6 +625,17 @@ fn main() {
     if let Some(memory) = &peer_idle_memory {
         memory.print("peer", release);
     }
+    print_comparison(idle, &direct, &mesh, peer_result.as_ref(), &settings);
+}
+
+/// The peer's ratios against direct and against ours, and the usage table of every path.
+fn print_comparison(
+    idle: PhaseUsage,
+    direct: &PathResult,
+    mesh: &PathResult,
+    peer_result: Option<&(PhaseUsage, PathResult)>,
+    settings: &Settings,
+) {
     let mut rows = vec![
         ("idle", "ztunnel", idle),
         ("bulk", "direct", direct.bulk),
@@ -636,8 +647,8 @@ fn main() {
         ("churn", "direct", direct.churn),
         ("churn", "ztunnel", mesh.churn),
     ];
-    if let Some((peer_idle, peer)) = &peer_result {
-        print_ratios("peer", peer, &direct, &settings);
+    if let Some((peer_idle, peer)) = peer_result {
+        print_ratios("peer", peer, direct, settings);
         println!(
             "ztunnel vs peer: throughput {:.2}x   p50 {:.2}x   p99 {:.2}x   conn/s {:.2}x   \
              churn {:.2}x   CPU per GB {:.2}x",

@@ -43,7 +43,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::NodeDuties;
+use super::duties::NodeDuties;
 use super::host_rules::HostRules;
 use super::iptables::{self, Family};
 use super::netns::{Netns, NetnsSource, NsId, RequestMigration};

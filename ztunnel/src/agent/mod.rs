@@ -25,6 +25,7 @@
 //! and remove the probe rule.
 
 pub mod cni;
+mod duties;
 pub mod enrollment;
 pub mod host_rules;
 pub mod host_variant;
@@ -37,6 +38,7 @@ pub mod preflight;
 mod server;
 pub mod uninstall;
 
+pub use duties::NodeDuties;
 pub use netns::NetnsSource;
 pub use pod::{NodePod, node_pods};
 pub use server::ACK_TIMEOUT;
@@ -189,21 +191,6 @@ pub async fn serve_cni(
         ..NodeDuties::default()
     };
     serve_with(listener, source, duties, feed, shutdown).await
-}
-
-/// What the agent does for the node beside capturing its pods.
-#[derive(Debug, Default)]
-pub struct NodeDuties {
-    /// The node's probe rule, when kept.
-    pub host: Option<host_rules::HostRules>,
-    /// How to tell, when the agent stops, whether the mesh is being uninstalled (then every
-    /// pod is released); `None`: a stop always leaves the pods captured.
-    pub uninstall: Option<uninstall::UninstallCheck>,
-    /// The socket the chained CNI plugin asks on, to capture pods as they are created.
-    pub cni: Option<tokio::net::UnixListener>,
-    /// Where the plugin was put into the node's CNI configuration, for an uninstall to take
-    /// it out.
-    pub cni_install: Option<crate::settings::CniInstallSettings>,
 }
 
 /// [`serve`], also doing the node's `duties`: keeping the probe rule (left in place when it
