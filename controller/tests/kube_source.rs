@@ -132,6 +132,50 @@ fn list_items_without_type_fields_and_cluster_scoped_kinds() {
 }
 
 #[test]
+fn linkerds_http_route_is_watched_apart_from_the_gateway_apis_of_the_same_name() {
+    let linkerd = kind("HTTPRoute.policy.linkerd.io");
+    assert_eq!(linkerd.api_resource().group, "policy.linkerd.io");
+    assert_eq!(linkerd.api_resource().kind, "HTTPRoute");
+    assert_eq!(linkerd.api_resource().plural, "httproutes");
+    let mut state = synced();
+    let route = |rules: Value| {
+        object(json!({
+            "metadata": {"name": "orders", "namespace": "shop", "resourceVersion": "3"},
+            "spec": {"parentRefs": [{"name": "x"}], "rules": rules},
+        }))
+    };
+    state.apply(kind("HTTPRoute"), Event::Apply(route(json!([]))));
+    state.apply(
+        linkerd,
+        Event::Apply(route(json!([{"matches": [{"path": {"value": "/admin"}}]}]))),
+    );
+    let index = state.index();
+    let version = |kind: &str| match &index
+        .get(&ObjectKey::new(kind, "shop", "orders"))
+        .expect("indexed")
+        .object
+    {
+        Object::Raw { value, .. } => (
+            value["apiVersion"].as_str().unwrap_or_default().to_owned(),
+            value["spec"]["rules"].as_array().map_or(0, Vec::len),
+        ),
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(
+        version("HTTPRoute"),
+        ("gateway.networking.k8s.io/v1".into(), 0)
+    );
+    assert_eq!(
+        version("HTTPRoute.policy.linkerd.io"),
+        ("policy.linkerd.io/v1beta3".into(), 1)
+    );
+    // As a manifest file keys it.
+    let yaml = "apiVersion: policy.linkerd.io/v1beta3\nkind: HTTPRoute\nmetadata: {name: orders, namespace: shop}\nspec: {parentRefs: [{name: x}]}\n";
+    let parsed = parse_documents("routes.yaml", yaml, false);
+    assert_eq!(parsed.objects[0].key().kind, "HTTPRoute.policy.linkerd.io");
+}
+
+#[test]
 fn apply_and_delete() {
     let mut state = synced();
     state.take_index_changed();

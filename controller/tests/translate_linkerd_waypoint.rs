@@ -255,7 +255,7 @@ fn a_fresh_invalid_route_refuses_and_a_bad_edit_keeps_the_last_good_one() {
     let bad = ROUTE.replace("value: /orders", "value: orders");
     let yaml = cluster(&(bad.clone() + &policy("get-client", "HTTPRoute/get", "client")));
     let t = run_yaml(&yaml);
-    let problem = problems_about(&t, "HTTPRoute", "get");
+    let problem = problems_about(&t, "HTTPRoute.policy.linkerd.io", "get");
     assert!(
         problem
             .iter()
@@ -289,7 +289,7 @@ fn a_fresh_invalid_route_refuses_and_a_bad_edit_keeps_the_last_good_one() {
     let then = translator.translate(&index_from("linkerd.yaml", &yaml));
     assert_eq!(waypoint(&first), waypoint(&then));
     assert!(
-        problems_about(&then, "HTTPRoute", "get")
+        problems_about(&then, "HTTPRoute.policy.linkerd.io", "get")
             .iter()
             .any(|p| p.message.contains("last good")),
         "{:?}",

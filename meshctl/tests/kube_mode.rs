@@ -20,7 +20,7 @@ fn check_passes_on_a_healthy_cluster_reaching_the_controller_through_the_service
     );
     assert_eq!(run.line("✔ the API server"), api);
     for line in [
-        "✔ the 13 CRDs of the mesh are installed",
+        "✔ the 14 CRDs of the mesh are installed",
         "✔ the 3 CRDs of the Gateway API are installed",
         "✔ the controller Deployment is available (1/1 ready)",
         "✔ the controller is ready",

@@ -20,6 +20,10 @@ pub const LINKERD_POLICY_GROUP: &str = "policy.linkerd.io";
 /// The index's kind for Linkerd's `AuthorizationPolicy` (Istio's has the plain name).
 pub const LINKERD_AUTHORIZATION_POLICY: &str = "AuthorizationPolicy.policy.linkerd.io";
 
+/// The index's kind for Linkerd's `HTTPRoute` (the Gateway API's has the plain name; both
+/// share one schema and are translated alike).
+pub const LINKERD_HTTP_ROUTE: &str = "HTTPRoute.policy.linkerd.io";
+
 /// The kinds of [`LINKERD_POLICY_GROUP`] kept raw for the Linkerd policy translation, by the
 /// kind name a manifest uses and the one the index keys them by.
 pub const LINKERD_POLICY_KINDS: &[(&str, &str)] = &[
@@ -28,6 +32,7 @@ pub const LINKERD_POLICY_KINDS: &[(&str, &str)] = &[
     ("MeshTLSAuthentication", "MeshTLSAuthentication"),
     ("NetworkAuthentication", "NetworkAuthentication"),
     ("HTTPLocalRateLimitPolicy", "HTTPLocalRateLimitPolicy"),
+    ("HTTPRoute", LINKERD_HTTP_ROUTE),
 ];
 
 /// Annotation on a Namespace or a Pod (the pod's wins) choosing the policy of the ports no

@@ -9,6 +9,7 @@ use super::problem::Problem;
 /// configuration. The mesh config's ConfigMap is kept raw too (see [`parse_documents`]).
 pub const RAW_KINDS: &[&str] = &[
     "HTTPRoute",
+    super::linkerd::LINKERD_HTTP_ROUTE,
     "GRPCRoute",
     "TCPRoute",
     "VirtualService",

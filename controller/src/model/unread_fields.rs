@@ -24,7 +24,7 @@ pub fn unread_fields(kind: &str, value: &serde_json::Value) -> Vec<String> {
         "PeerAuthentication" => ignored::<PeerAuthentication>(value),
         "VirtualService" => ignored::<VirtualService>(value),
         "DestinationRule" => ignored::<DestinationRule>(value),
-        "HTTPRoute" => ignored::<HttpRoute>(value),
+        "HTTPRoute" | super::linkerd::LINKERD_HTTP_ROUTE => ignored::<HttpRoute>(value),
         "GRPCRoute" => ignored::<GrpcRoute>(value),
         "TCPRoute" => ignored::<TcpRoute>(value),
         "TrafficSplit" => ignored::<TrafficSplit>(value),

@@ -144,7 +144,8 @@ mod tests {
         assert!(mesh.contains(&"telemetries.telemetry.istio.io".to_owned()));
         assert!(mesh.contains(&"servers.policy.linkerd.io".to_owned()));
         assert!(mesh.contains(&"httplocalratelimitpolicies.policy.linkerd.io".to_owned()));
-        assert_eq!(mesh.len(), 13, "{mesh:?}");
+        assert!(mesh.contains(&"httproutes.policy.linkerd.io".to_owned()));
+        assert_eq!(mesh.len(), 14, "{mesh:?}");
         assert_eq!(
             gateway,
             [

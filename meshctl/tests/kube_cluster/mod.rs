@@ -253,6 +253,7 @@ pub fn healthy_crds() -> Vec<Value> {
         "meshtlsauthentications.policy.linkerd.io",
         "networkauthentications.policy.linkerd.io",
         "httplocalratelimitpolicies.policy.linkerd.io",
+        "httproutes.policy.linkerd.io",
         "telemetries.telemetry.istio.io",
         "gateways.gateway.networking.k8s.io",
         "httproutes.gateway.networking.k8s.io",

@@ -211,6 +211,15 @@ pub const WATCHED: &[WatchedKind] = &[
         "httplocalratelimitpolicies",
         StatusStyle::None,
     ),
+    // Linkerd's HTTPRoute (the Gateway API's schema), keyed by its qualified kind like its
+    // AuthorizationPolicy; its status is Linkerd's policy controller's to write.
+    custom(
+        LINKERD_POLICY,
+        "v1beta3",
+        crate::model::linkerd::LINKERD_HTTP_ROUTE,
+        "httproutes",
+        StatusStyle::None,
+    ),
     // v1alpha1 objects are served as v1 too (same schema).
     custom(
         "telemetry.istio.io",

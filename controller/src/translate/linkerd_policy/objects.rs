@@ -8,7 +8,7 @@ use super::decode::{self, Authentications, Decoded};
 use super::defs::{DefaultPolicy, PolicyDef, Requirement, ServerDef, Target};
 use super::rate_limit::{self, RateLimitDef, RateLimits};
 use super::routes::{self, RouteDef, Routes};
-use crate::model::linkerd::LINKERD_AUTHORIZATION_POLICY;
+use crate::model::linkerd::{LINKERD_AUTHORIZATION_POLICY, LINKERD_HTTP_ROUTE};
 use crate::model::{Index, Object, ObjectKey, Problem};
 use crate::translate::last_good::LastGood;
 
@@ -215,7 +215,8 @@ fn inbound_routes(index: &Index, memory: &mut Memory, problems: &mut Vec<Problem
         }
     }
     let mut out = Routes::new();
-    for (origin, key, value) in raw(index, "HTTPRoute") {
+    let routes = raw(index, "HTTPRoute").chain(raw(index, LINKERD_HTTP_ROUTE));
+    for (origin, key, value) in routes {
         let route = match routes::route(&key.namespace, &key.name, value) {
             Ok(None) => continue,
             Ok(Some((r, warnings))) => {

@@ -20,6 +20,7 @@ use super::{
 
 use super::super::last_good::LastGood;
 use super::super::service_key::ServiceKey;
+use crate::model::linkerd::LINKERD_HTTP_ROUTE;
 use crate::model::routes::{self as raw, DecodeError};
 use crate::model::{Object, ObjectKey, Problem};
 
@@ -111,7 +112,7 @@ pub(crate) fn collect(
             let mut warnings = Vec::new();
             let w = &mut warnings;
             let result = match *kind {
-                "HTTPRoute" => decoded(value)
+                "HTTPRoute" | LINKERD_HTTP_ROUTE => decoded(value)
                     .and_then(|r| gateway_api::http_route(&obj, &r, catalog, w))
                     .map(Contribution::Attached),
                 "GRPCRoute" => decoded(value)
