@@ -85,10 +85,32 @@ elif ! tool_works "$tool"; then
   fail "$tool is not installed or cannot reach its engine (\`$tool info\` fails)"
 fi
 
-for c in "${COMPONENTS[@]}" ztunnel-cni; do
+for c in "${COMPONENTS[@]}"; do
   [ -x "target/$profile/$c" ] ||
     fail "target/$profile/$c is missing: run cargo build$([ "$profile" = release ] && echo ' --release') -p controller -p ztunnel -p waypoint"
 done
+
+# The chained CNI plugin runs on the node, from the host's CNI bin folder, with whatever C
+# library the host has (often older than the one it is built against): it is built as a
+# static executable. Its crate is std and serde only, so this build is quick; it has a target
+# folder of its own, as its compiler flags differ.
+build_static_plugin() {
+  local triple release=()
+  triple=$(rustc -vV | awk '$1 == "host:" { print $2 }')
+  case "$triple" in
+    *-linux-gnu) ;;
+    *) fail "a static ztunnel-cni is built for *-linux-gnu hosts only, not $triple" ;;
+  esac
+  [ "$profile" = release ] && release=(--release)
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet "${release[@]}" \
+    -p ztunnel-cni --target "$triple" --target-dir target/static >&2 ||
+    fail "building the static ztunnel-cni failed"
+  plugin="target/static/$triple/$profile/ztunnel-cni"
+  if readelf -d "$plugin" | grep -q NEEDED; then
+    fail "$plugin needs shared libraries: the node's may not match"
+  fi
+}
+build_static_plugin
 
 work=$(mktemp -d /tmp/build-images.XXXXXX)
 # buildah's working container for `component`'s check (podman and docker remove theirs).
@@ -177,11 +199,10 @@ assemble() {
   printf 'root:x:0:\nmesh:x:1337:\n' >"$root/etc/group"
   if [ "$component" = ztunnel ]; then
     add_node_agent_tools "$root"
-    # The chained CNI plugin the node agent copies into the host's CNI bin folder. It runs
-    # on the host, so it must need nothing the host may lack: checked below.
-    cp "target/$profile/ztunnel-cni" "$root/usr/local/bin/ztunnel-cni"
+    # The chained CNI plugin the node agent copies into the host's CNI bin folder: static
+    # (build_static_plugin), as it runs on the host.
+    cp "$plugin" "$root/usr/local/bin/ztunnel-cni"
     strip --strip-all "$root/usr/local/bin/ztunnel-cni"
-    copy_libraries "$root/usr/local/bin/ztunnel-cni" "$root"
   fi
   cp "images/$component.Containerfile" "$context/Containerfile"
 }

@@ -160,16 +160,17 @@ impl ManifestContainer {
 /// or None when it cannot be run here (said on stderr). Asserts the image's user is the one
 /// the manifest runs it as.
 fn run_as_manifest_says(file: &str, name: &str, image: &str, args: &[&str]) -> Option<String> {
-    run_program_as_manifest_says(file, name, image, None, args)
+    run_program_as_manifest_says(file, name, image, None, &[], args)
 }
 
 /// [`run_as_manifest_says`], running `program` of the image instead of its entrypoint when
-/// one is given.
+/// one is given, with `env` (`KEY=VALUE`) set.
 fn run_program_as_manifest_says(
     file: &str,
     name: &str,
     image: &str,
     program: Option<&str>,
+    env: &[&str],
     args: &[&str],
 ) -> Option<String> {
     let Some(engine) = Engine::find() else {
@@ -195,6 +196,9 @@ fn run_program_as_manifest_says(
     run.args(container.run_flags(&engine));
     if let Some(program) = program {
         run.arg(format!("--entrypoint={program}"));
+    }
+    for variable in env {
+        run.arg(format!("--env={variable}"));
     }
     run.arg(&image).args(args);
     let out = run.output().expect("the container tool runs");
@@ -261,9 +265,21 @@ fn the_node_agent_installs_the_redirection_with_the_daemonsets_capabilities_only
             "node-agent",
             "ztunnel",
             Some(&path),
+            &[],
             &["--version"],
         )
         .unwrap_or_default();
         assert!(version.contains(variant), "{program}: {version}");
     }
+    // The chained CNI plugin the agent copies onto the node answers as a runtime asks it.
+    let versions = run_program_as_manifest_says(
+        "ztunnel-daemonset.yaml",
+        "node-agent",
+        "ztunnel",
+        Some("/usr/local/bin/ztunnel-cni"),
+        &["CNI_COMMAND=VERSION"],
+        &[],
+    )
+    .unwrap_or_default();
+    assert!(versions.contains("\"supportedVersions\""), "{versions}");
 }

@@ -12,3 +12,21 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A binary of another package of the workspace, from the folder the running test was built
+/// into (`target/<profile>/<name>`: tests run from `target/<profile>/deps/`). `cargo test
+/// --workspace` builds it; panics saying how to, when it is not there.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let binary = profile.join(name);
+    assert!(
+        binary.is_file(),
+        "{} is not built: `cargo build --bin {name}` (or test the whole workspace)",
+        binary.display()
+    );
+    binary
+}

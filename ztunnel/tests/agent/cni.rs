@@ -53,7 +53,7 @@ async fn plugin(
         ("CNI_PATH", "/opt/cni/bin".to_string()),
     ];
     let run = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ztunnel-cni"))
+        let mut child = Command::new(test_support::process::workspace_binary("ztunnel-cni"))
             .env_clear()
             .envs(env)
             .stdin(Stdio::piped())
@@ -275,58 +275,4 @@ async fn add_fails_closed_without_a_proxy_or_an_agent() {
     assert!(details.contains("no node proxy"), "{details}");
     assert_clean(&ns);
     agent.stop().await;
-}
-
-#[tokio::test]
-async fn version_and_configuration_errors_follow_the_spec() {
-    let dir = TempDir::new("ztc-version");
-    let run = |env: Vec<(&'static str, &'static str)>, stdin: &'static str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ztunnel-cni"))
-            .env_clear()
-            .envs(env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let value: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.success(), value)
-    };
-    let (ok, version) = run(
-        vec![("CNI_COMMAND", "VERSION")],
-        r#"{"cniVersion":"1.1.0"}"#,
-    );
-    assert!(ok);
-    assert_eq!(
-        version,
-        json!({"cniVersion": "1.1.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
-    );
-    let (ok, error) = run(
-        vec![
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", "x"),
-            ("CNI_NETNS", "/x"),
-            ("CNI_IFNAME", "eth0"),
-        ],
-        r#"{"cniVersion":"0.2.0","name":"n","type":"ztunnel-cni"}"#,
-    );
-    assert!(!ok);
-    assert_eq!(error["code"], 1);
-    let (ok, error) = run(
-        vec![
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", "x"),
-            ("CNI_IFNAME", "eth0"),
-        ],
-        r#"{"cniVersion":"1.0.0","name":"n","type":"ztunnel-cni"}"#,
-    );
-    assert!(!ok);
-    assert_eq!(error["code"], 4, "{error}");
-    drop(dir);
 }

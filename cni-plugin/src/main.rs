@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use ztunnel::agent::cni::protocol::{Answer, Command, MAX_MESSAGE, Request};
+use ztunnel_cni::protocol::{Answer, Command, MAX_MESSAGE, Request};
 
 /// The spec versions this plugin speaks (its configuration and results are the same in all).
 const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
