@@ -330,23 +330,35 @@ impl Reconciler {
         }
         allow_request_migration(&pod.uid, &netns).await;
         tracing::info!(pod = %pod.uid, "pod captured");
-        self.pending.remove(&pod.uid);
-        let id = netns.id();
-        let fd = Arc::new(netns.into_fd());
-        self.captured.insert(
-            pod.uid.clone(),
-            Captured {
-                pod: pod.clone(),
-                netns: fd.clone(),
-                id,
-                families,
-                adopt_addresses: false,
-                sandbox: String::new(),
-            },
-        );
+        let fd = self.record_capture(pod.clone(), netns, families, false, String::new());
         if let Err(e) = self.hub.add(&pod.uid, pod.info(), fd).await {
             tracing::warn!(pod = %pod.uid, "proxy did not take the pod (will retry): {e}");
         }
+    }
+
+    /// Records `pod` as captured in `netns` (its rules in), no longer pending; the
+    /// namespace's descriptor, for the proxy.
+    fn record_capture(
+        &mut self,
+        pod: NodePod,
+        netns: Netns,
+        families: Vec<Family>,
+        adopt_addresses: bool,
+        sandbox: String,
+    ) -> Arc<OwnedFd> {
+        self.pending.remove(&pod.uid);
+        let id = netns.id();
+        let fd = Arc::new(netns.into_fd());
+        let captured = Captured {
+            pod,
+            netns: fd.clone(),
+            id,
+            families,
+            adopt_addresses,
+            sandbox,
+        };
+        self.captured.insert(captured.pod.uid.clone(), captured);
+        fd
     }
 
     /// Stops capturing `uid`: rules out first when the pod still runs, then `Del`.
@@ -472,20 +484,7 @@ impl Reconciler {
             return Err(format!("installing the redirection: {e}"));
         }
         allow_request_migration(&pod.uid, &netns).await;
-        self.pending.remove(&pod.uid);
-        let id = netns.id();
-        let fd = Arc::new(netns.into_fd());
-        self.captured.insert(
-            pod.uid.clone(),
-            Captured {
-                pod: pod.clone(),
-                netns: fd.clone(),
-                id,
-                families,
-                adopt_addresses: adopt,
-                sandbox,
-            },
-        );
+        let fd = self.record_capture(pod.clone(), netns, families, adopt, sandbox);
         if let Err(e) = self.hub.add(&pod.uid, pod.info(), fd).await {
             // The runtime tears the sandbox down and tries again: start from nothing then.
             self.release(&pod.uid, true).await;
