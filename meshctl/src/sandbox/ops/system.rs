@@ -214,16 +214,7 @@ impl Sandbox {
             let _ = std::fs::remove_file(layout.zds_socket(node));
         }
         self.say(format!("starting {}", component.name()));
-        let mut env = env::system_env(&self.cfg.bin_dir);
-        env.extend(record.env.iter().cloned());
-        let spawned = process::spawn_in(
-            &self.tools,
-            &record.netns,
-            &record.argv,
-            &env,
-            &record.log,
-            &component.name(),
-        )?;
+        let spawned = self.spawn_recorded(component, &record)?;
         let mut record = record;
         record.process = Some(spawned);
         if let Some(c) = self.cluster.control.as_mut() {
@@ -298,16 +289,7 @@ impl Sandbox {
             component.name(),
             old_proc.pid
         ));
-        let mut env = env::system_env(&self.cfg.bin_dir);
-        env.extend(record.env.iter().cloned());
-        let new_proc = process::spawn_in(
-            &self.tools,
-            &record.netns,
-            &record.argv,
-            &env,
-            &record.log,
-            &component.name(),
-        )?;
+        let new_proc = self.spawn_recorded(&component, &record)?;
         if let Err(e) = wait_takeover(&record, old_proc, new_proc) {
             self.say(format!(
                 "the new {} did not take over: stopping it (pid {}); pid {} keeps serving",
@@ -339,6 +321,20 @@ impl Sandbox {
 
     /// Polls the controller's `/ready` (inside its namespace) until it
     /// answers 200; fails early if the process exits.
+    /// Starts `component` as `record` says: its command line, environment, namespace and log.
+    fn spawn_recorded(&self, component: &Component, record: &SystemProcess) -> Result<ProcId> {
+        let mut env = env::system_env(&self.cfg.bin_dir);
+        env.extend(record.env.iter().cloned());
+        process::spawn_in(
+            &self.tools,
+            &record.netns,
+            &record.argv,
+            &env,
+            &record.log,
+            &component.name(),
+        )
+    }
+
     fn wait_controller_ready(&self, proc: ProcId) -> Result<()> {
         let control = self.control()?;
         let log = self.layout().log(&Component::Controller);
