@@ -493,21 +493,30 @@ mod tests {
         assert!(hub.take_retries().is_empty());
     }
 
-    #[tokio::test]
-    async fn adds_go_to_the_newest_proxy_and_deletes_to_all() {
+    /// Two proxies connected in turn, and pod `c` added since the second one connected.
+    struct Overlap {
+        hub: Arc<Hub>,
+        old: FakeProxy,
+        new: FakeProxy,
+        new_session: tokio::task::JoinHandle<()>,
+        _old_session: tokio::task::JoinHandle<()>,
+    }
+
+    async fn overlap_with_c_added() -> Overlap {
         let hub = Hub::new();
         hub.set_ready();
-        let (old, _t1) = FakeProxy::start(&hub).await;
-        assert!(matches!(
-            old.next("").await.0,
-            workload_request::Payload::SnapshotSent(_)
-        ));
-        let (new, _t2) = FakeProxy::start(&hub).await;
-        assert!(matches!(
-            new.next("").await.0,
-            workload_request::Payload::SnapshotSent(_)
-        ));
-
+        let mut sessions = Vec::new();
+        let mut proxies = Vec::new();
+        for _ in 0..2 {
+            let (proxy, session) = FakeProxy::start(&hub).await;
+            assert!(matches!(
+                proxy.next("").await.0,
+                workload_request::Payload::SnapshotSent(_)
+            ));
+            proxies.push(proxy);
+            sessions.push(session);
+        }
+        let (new, old) = (proxies.pop().unwrap(), proxies.pop().unwrap());
         let hub2 = hub.clone();
         let add = tokio::spawn(async move { hub2.add("c", info("c"), fd()).await });
         assert!(matches!(
@@ -515,7 +524,19 @@ mod tests {
             workload_request::Payload::Add(_)
         ));
         add.await.unwrap().unwrap();
+        let (new_session, old_session) = (sessions.pop().unwrap(), sessions.pop().unwrap());
+        Overlap {
+            hub,
+            old,
+            new,
+            new_session,
+            _old_session: old_session,
+        }
+    }
 
+    #[tokio::test]
+    async fn adds_go_to_the_newest_proxy_and_deletes_to_all() {
+        let Overlap { hub, old, new, .. } = overlap_with_c_added().await;
         let hub2 = hub.clone();
         let del = tokio::spawn(async move { hub2.remove("c").await });
         assert!(matches!(
@@ -531,29 +552,18 @@ mod tests {
 
     #[tokio::test]
     async fn pods_are_sent_again_to_an_older_proxy_when_the_newest_leaves() {
-        let hub = Hub::new();
-        hub.set_ready();
-        let (old, _t1) = FakeProxy::start(&hub).await;
-        assert!(matches!(
-            old.next("").await.0,
-            workload_request::Payload::SnapshotSent(_)
-        ));
-        let (new, t2) = FakeProxy::start(&hub).await;
-        assert!(matches!(
-            new.next("").await.0,
-            workload_request::Payload::SnapshotSent(_)
-        ));
-        let hub2 = hub.clone();
-        let add = tokio::spawn(async move { hub2.add("c", info("c"), fd()).await });
-        assert!(matches!(
-            new.next("").await.0,
-            workload_request::Payload::Add(_)
-        ));
-        add.await.unwrap().unwrap();
+        // The old proxy stays connected (bound, not dropped).
+        let Overlap {
+            hub,
+            old: _old,
+            new,
+            new_session,
+            ..
+        } = overlap_with_c_added().await;
         assert!(hub.take_retries().is_empty(), "the newest took it");
 
         drop(new);
-        t2.await.unwrap();
+        new_session.await.unwrap();
         assert_eq!(
             hub.take_retries(),
             ["c".to_string()],
