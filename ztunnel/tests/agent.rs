@@ -513,6 +513,7 @@ fn node_duties(node: &TestNetns, cni: &Path, daemonset: Reply) -> (NodeDuties, F
         uninstall: Some(UninstallCheck::parse(api, "istio-system/ztunnel").unwrap()),
         cni: None,
         cni_install: Some(chain_cni_plugin(cni)),
+        ..NodeDuties::default()
     };
     (duties, fake)
 }

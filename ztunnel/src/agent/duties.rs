@@ -1,6 +1,9 @@
 //! What the agent does for its node beside capturing pods, handed to the enrollment loop.
 
+use std::sync::Arc;
+
 use super::host_rules::HostRules;
+use super::metrics::AgentMetrics;
 use super::uninstall::UninstallCheck;
 use crate::settings::CniInstallSettings;
 
@@ -17,4 +20,6 @@ pub struct NodeDuties {
     /// Where the plugin was put into the node's CNI configuration, for an uninstall to take
     /// it out.
     pub cni_install: Option<CniInstallSettings>,
+    /// Where the agent counts what it refused.
+    pub metrics: Arc<AgentMetrics>,
 }

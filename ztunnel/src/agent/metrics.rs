@@ -28,6 +28,8 @@ pub struct AgentMetrics {
     pub probe_rule_failures: AtomicU64,
     /// Pod addresses the rule SNATs probes to, as last written.
     pub probe_rule_addresses: AtomicU64,
+    /// CNI plugin requests refused because too many were in progress.
+    pub cni_requests_refused: AtomicU64,
 }
 
 impl AgentMetrics {
@@ -47,6 +49,13 @@ impl AgentMetrics {
                 "gauge",
                 "Captured pod addresses the node's probe SNAT rule covers.",
                 self.probe_rule_addresses.load(Ordering::Relaxed),
+            ),
+            (
+                "ztunnel_node_agent_cni_requests_refused_total",
+                "counter",
+                "CNI plugin requests refused because too many were in progress (the runtime \
+                 retries the pod's sandbox).",
+                self.cni_requests_refused.load(Ordering::Relaxed),
             ),
         ] {
             let _ = write!(

@@ -110,6 +110,7 @@ pub async fn run(
     ));
     let source = NetnsSource::from_config(config.netns_dir.as_deref());
     let counters = std::sync::Arc::new(metrics::AgentMetrics::default());
+    let metrics = counters.clone();
     let endpoint = match config.metrics_addr {
         Some(addr) => {
             let listener = metrics::bind(addr).await?;
@@ -156,6 +157,7 @@ pub async fn run(
         uninstall: config.uninstall.clone(),
         cni: cni_listener,
         cni_install: config.cni_install.clone(),
+        metrics,
     };
     serve_with(listener, source, duties, feed, shutdown).await;
     if let Some(endpoint) = endpoint {
@@ -211,6 +213,7 @@ pub async fn serve_with(
                 listener,
                 feed.clone(),
                 tx,
+                duties.metrics.clone(),
                 shutdown.clone(),
             ));
             (Some(rx), Some(task))

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,6 +18,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use super::protocol::{Answer, Command, MAX_MESSAGE, Request};
 use crate::agent::enrollment::CniEvent;
+use crate::agent::metrics::AgentMetrics;
 use crate::agent::pod::NodePod;
 
 /// This node's pods, `None` until the agent first synced (the agent's `PodFeed`).
@@ -55,6 +57,7 @@ pub(crate) async fn serve(
     listener: UnixListener,
     feed: PodFeed,
     events: mpsc::Sender<CniEvent>,
+    metrics: Arc<AgentMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
@@ -66,6 +69,7 @@ pub(crate) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        metrics.cni_requests_refused.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!("refusing a CNI request: {MAX_CONCURRENT} in progress");
                         continue;
                     };
@@ -228,5 +232,51 @@ async fn wait_for_pod(feed: &mut PodFeed, namespace: &str, name: &str) -> Option
             }
             _ = tokio::time::sleep_until(deadline) => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_past_the_cap_are_refused_and_counted() {
+        let dir = test_support::TempDir::new("cni-cap");
+        let path = dir.join("cni.sock");
+        let listener = bind(&path).unwrap();
+        // No pod is ever listed: every ADD waits, holding its slot.
+        let (_feed_tx, feed) = watch::channel(Some(Vec::new()));
+        let (events, _events_rx) = mpsc::channel(1);
+        let metrics = Arc::new(AgentMetrics::default());
+        let (_stop, shutdown) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, feed, events, metrics.clone(), shutdown));
+        let request = serde_json::to_vec(&Request {
+            command: Command::Add,
+            namespace: "shop".into(),
+            name: "web".into(),
+            container_id: "c".into(),
+            netns: "/proc/self/ns/net".into(),
+            ips: Vec::new(),
+        })
+        .unwrap();
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_CONCURRENT {
+            let mut stream = UnixStream::connect(&path).await.unwrap();
+            stream.write_all(&request).await.unwrap();
+            stream.shutdown().await.unwrap();
+            waiting.push(stream);
+        }
+        // One more: closed without an answer (the plugin reports it, the runtime retries).
+        let mut refused = UnixStream::connect(&path).await.unwrap();
+        let mut answer = Vec::new();
+        refused.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.is_empty(), "{answer:?}");
+        assert_eq!(metrics.cni_requests_refused.load(Ordering::Relaxed), 1);
+        assert!(
+            metrics
+                .render()
+                .contains("ztunnel_node_agent_cni_requests_refused_total 1")
+        );
+        server.abort();
     }
 }
