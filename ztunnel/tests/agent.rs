@@ -366,22 +366,11 @@ impl Agent {
 
     /// [`Agent::start`], also answering the CNI plugin on `cni_socket`.
     fn start_cni(socket: &Path, cni_socket: &Path, netns_dir: &Path, pods: Vec<NodePod>) -> Agent {
-        let listener = ZdsListener::bind(socket).unwrap();
-        let cni = ztunnel::agent::cni::server::bind(cni_socket).unwrap();
-        let (feed, feed_rx) = watch::channel(Some(pods));
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(ztunnel::agent::serve_cni(
-            listener,
-            cni,
-            NetnsSource::Dir(netns_dir.to_path_buf()),
-            feed_rx,
-            shutdown_rx,
-        ));
-        Agent {
-            feed,
-            shutdown,
-            task,
-        }
+        let duties = NodeDuties {
+            cni: Some(ztunnel::agent::cni::server::bind(cni_socket).unwrap()),
+            ..NodeDuties::default()
+        };
+        Self::start_with(socket, netns_dir, pods, duties)
     }
 
     async fn stop(self) {

@@ -180,21 +180,6 @@ pub async fn serve(
     serve_with(listener, source, NodeDuties::default(), feed, shutdown).await
 }
 
-/// [`serve`], also answering the CNI plugin on `cni`.
-pub async fn serve_cni(
-    listener: ZdsListener,
-    cni: tokio::net::UnixListener,
-    source: NetnsSource,
-    feed: PodFeed,
-    shutdown: watch::Receiver<bool>,
-) {
-    let duties = NodeDuties {
-        cni: Some(cni),
-        ..NodeDuties::default()
-    };
-    serve_with(listener, source, duties, feed, shutdown).await
-}
-
 /// [`serve`], also doing the node's `duties`: keeping the probe rule (left in place when it
 /// returns, but for an uninstall), answering the CNI plugin.
 pub async fn serve_with(
