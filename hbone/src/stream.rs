@@ -66,30 +66,81 @@ fn to_io(e: h2::Error) -> io::Error {
     }
 }
 
+impl TunnelStream {
+    /// The next bytes received, as HTTP/2 delivered them (no copy); `None` once the peer has
+    /// finished sending.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        while self.pending.is_empty() {
+            match ready!(self.recv.poll_data(cx)) {
+                None => return Poll::Ready(Ok(None)),
+                Some(Ok(data)) => {
+                    // Return the window at once: what we hold is bounded to one frame (here,
+                    // or with the caller until it has written it out).
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.pending = data;
+                }
+                // A peer that resets with NO_ERROR has simply finished (RFC 9113 §8.1).
+                Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => {
+                    return Poll::Ready(Ok(None));
+                }
+                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
+            }
+        }
+        Poll::Ready(Ok(Some(std::mem::take(&mut self.pending))))
+    }
+
+    /// Sends the front of `chunk`, as much as the peer's window allows now, without copying
+    /// it (HTTP/2 holds a reference until it has written it); returns how much was sent.
+    pub fn poll_send_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        chunk: &mut Bytes,
+    ) -> Poll<io::Result<usize>> {
+        if chunk.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = ready!(self.poll_send_capacity(cx, chunk.len()))?;
+        self.send
+            .send_data(chunk.split_to(n), false)
+            .map_err(to_io)?;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Waits until HTTP/2 lets this stream send some of `wanted` bytes; returns how many.
+    fn poll_send_capacity(
+        &mut self,
+        cx: &mut Context<'_>,
+        wanted: usize,
+    ) -> Poll<io::Result<usize>> {
+        if self.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        self.send.reserve_capacity(wanted.min(MAX_WRITE));
+        loop {
+            match ready!(self.send.poll_capacity(cx)) {
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
+                Some(Ok(0)) => continue,
+                Some(Ok(n)) => return Poll::Ready(Ok(n.min(wanted))),
+            }
+        }
+    }
+}
+
 impl AsyncRead for TunnelStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        while self.pending.is_empty() {
-            match ready!(self.recv.poll_data(cx)) {
-                None => return Poll::Ready(Ok(())),
-                Some(Ok(data)) => {
-                    // Return the window at once: `pending` bounds what we hold to one frame.
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    self.pending = data;
-                }
-                // A peer that resets with NO_ERROR has simply finished (RFC 9113 §8.1).
-                Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => {
-                    return Poll::Ready(Ok(()));
-                }
-                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
-            }
-        }
-        let n = self.pending.len().min(buf.remaining());
-        buf.put_slice(&self.pending[..n]);
-        self.pending.advance(n);
+        let Some(mut data) = ready!(self.poll_chunk(cx))? else {
+            return Poll::Ready(Ok(()));
+        };
+        let n = data.len().min(buf.remaining());
+        buf.put_slice(&data[..n]);
+        data.advance(n);
+        // What did not fit is read next time.
+        self.pending = data;
         Poll::Ready(Ok(()))
     }
 }
@@ -103,27 +154,14 @@ impl AsyncWrite for TunnelStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if self.write_closed {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        let n = ready!(self.poll_send_capacity(cx, buf.len()))?;
+        if self.outgoing.capacity() < n {
+            self.outgoing.reserve(n * WRITE_BLOCK_WRITES);
         }
-        self.send.reserve_capacity(buf.len().min(MAX_WRITE));
-        loop {
-            match ready!(self.send.poll_capacity(cx)) {
-                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
-                Some(Ok(0)) => continue,
-                Some(Ok(n)) => {
-                    let n = n.min(buf.len());
-                    if self.outgoing.capacity() < n {
-                        self.outgoing.reserve(n * WRITE_BLOCK_WRITES);
-                    }
-                    self.outgoing.extend_from_slice(&buf[..n]);
-                    let chunk = self.outgoing.split().freeze();
-                    self.send.send_data(chunk, false).map_err(to_io)?;
-                    return Poll::Ready(Ok(n));
-                }
-            }
-        }
+        self.outgoing.extend_from_slice(&buf[..n]);
+        let chunk = self.outgoing.split().freeze();
+        self.send.send_data(chunk, false).map_err(to_io)?;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

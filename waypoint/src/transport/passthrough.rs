@@ -93,7 +93,7 @@ impl Passthrough {
 
     /// A tunnel already answered whose bytes turned out not to be HTTP: a refusal can only
     /// close it.
-    pub async fn stream<S: AsyncRead + AsyncWrite + Unpin>(
+    pub async fn stream<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         &self,
         mut stream: S,
         client: SocketAddr,
@@ -226,8 +226,8 @@ impl Passthrough {
     /// Relays both ways until both sides are done (or the connection is cut), then records it.
     async fn splice<C, S>(&self, conn: Connection, client: C, server: S)
     where
-        C: AsyncRead + AsyncWrite + Unpin,
-        S: AsyncRead + AsyncWrite + Unpin,
+        C: AsyncRead + AsyncWrite + Unpin + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let tracked = self.connections.register(None);
         let relayed = relay(client, server, &tracked).await;

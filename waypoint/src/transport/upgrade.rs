@@ -206,8 +206,8 @@ pub async fn send(
 /// way for `idle_timeout`. Returns the bytes read from the client and written to it.
 pub async fn splice<C, S>(client: C, server: S, idle_timeout: Duration) -> (u64, u64)
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    S: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let meter = Arc::new(Meter::new());
     let client = Metered {
