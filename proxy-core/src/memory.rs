@@ -15,6 +15,29 @@ pub const TRIM_INTERVAL: Duration = Duration::from_secs(10);
 /// Free heap memory worth giving back: below it a trim costs more than it returns.
 pub const TRIM_THRESHOLD: usize = 4 << 20;
 
+/// Largest allocation glibc serves from its heaps rather than mapping it on its own. Bulk
+/// transfers cycle through buffers of up to a few MiB (the relay's reads into a tunnel,
+/// HTTP/2's received frames): mapped one by one, or trimmed off a heap's top as soon as
+/// freed, each comes back as fresh pages to fault in, which cost more CPU than the copies.
+pub const HEAP_ALLOCATION_MAX: usize = 4 << 20;
+/// Free memory at the top of a heap that a `free` leaves in place for the next allocation;
+/// [`trim_periodically`] gives it back once the load is gone.
+pub const HEAP_TOP_KEPT: usize = 64 << 20;
+
+/// Has the allocator keep freed bulk buffers for reuse (see [`HEAP_ALLOCATION_MAX`]);
+/// [`trim_periodically`] must run beside it so that the memory still follows the load down.
+/// Called once, at startup.
+pub fn reuse_bulk_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets the allocator's parameters; both values fit in a c_int.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, HEAP_ALLOCATION_MAX as libc::c_int);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, HEAP_TOP_KEPT as libc::c_int);
+        }
+    }
+}
+
 /// Bytes the allocator holds free in its arenas, where it can say (glibc).
 pub fn free_heap_bytes() -> Option<usize> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -121,8 +121,9 @@ pub async fn serve(
     };
 
     let core = Core::new(&config, identity, control)?;
-    // Memory freed by finished requests and connections goes back to the system (detached:
-    // ends with the runtime).
+    // Bulk buffers are reused while requests run; memory freed by finished requests and
+    // connections goes back to the system (detached: ends with the runtime).
+    memory::reuse_bulk_buffers();
     tokio::spawn(memory::trim_periodically(
         memory::TRIM_INTERVAL,
         memory::TRIM_THRESHOLD,

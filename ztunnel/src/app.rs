@@ -86,8 +86,9 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
 
-    // Memory freed by closed connections goes back to the system (detached: ends with the
-    // runtime).
+    // Bulk buffers are reused while connections run; memory freed by closed connections goes
+    // back to the system (detached: ends with the runtime).
+    memory::reuse_bulk_buffers();
     tokio::spawn(memory::trim_periodically(
         memory::TRIM_INTERVAL,
         memory::TRIM_THRESHOLD,
