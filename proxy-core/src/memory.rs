@@ -20,9 +20,11 @@ pub const TRIM_THRESHOLD: usize = 4 << 20;
 /// HTTP/2's received frames): mapped one by one, or trimmed off a heap's top as soon as
 /// freed, each comes back as fresh pages to fault in, which cost more CPU than the copies.
 pub const HEAP_ALLOCATION_MAX: usize = 4 << 20;
-/// Free memory at the top of a heap that a `free` leaves in place for the next allocation;
-/// [`trim_periodically`] gives it back once the load is gone.
-pub const HEAP_TOP_KEPT: usize = 64 << 20;
+/// Free memory at the top of a heap that a `free` leaves in place for the next allocation:
+/// room for a few bulk buffers to come and go without being faulted in again. (glibc's
+/// `malloc_trim` does not reach the top of a thread's heap, so this much may stay after a
+/// bulk transfer.)
+pub const HEAP_TOP_KEPT: usize = 4 << 20;
 
 /// Has the allocator keep freed bulk buffers for reuse (see [`HEAP_ALLOCATION_MAX`]);
 /// [`trim_periodically`] must run beside it so that the memory still follows the load down.
