@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use hbone::Identity;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tracing::info;
 
 use crate::state::{AuthzRequest, Decision, ProxyState, Workload};
@@ -70,7 +70,43 @@ impl std::fmt::Display for CloseReason {
 
 struct Entry {
     authz: Option<AuthzInputs>,
-    close: Arc<watch::Sender<Option<CloseReason>>>,
+    close: Arc<CloseSignal>,
+}
+
+/// How a registry tells one connection to close: the first reason given, and a wake-up for
+/// the connection's task. (A node holds one per connection: a watch channel, with its eight
+/// wait lists, was four times the size.)
+#[derive(Default)]
+struct CloseSignal {
+    reason: OnceLock<CloseReason>,
+    notify: Notify,
+}
+
+impl CloseSignal {
+    /// Closes for `reason` unless already closed (the first reason stays).
+    fn close(&self, reason: CloseReason) {
+        if self.reason.set(reason).is_ok() {
+            self.notify.notify_waiters();
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.reason.get().is_some()
+    }
+
+    /// Resolves with the reason once closed.
+    async fn closed(&self) -> CloseReason {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before checking, so a close in between is not missed.
+            notified.as_mut().enable();
+            if let Some(reason) = self.reason.get() {
+                return reason.clone();
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Entries a registry's table keeps room for however few connections are live.
@@ -99,18 +135,18 @@ impl LiveConnections {
     /// returned handle is dropped.
     pub fn register(self: &Arc<Self>, authz: Option<AuthzInputs>) -> Tracked {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(None);
+        let close = Arc::new(CloseSignal::default());
         lock(&self.entries).insert(
             id,
             Entry {
                 authz,
-                close: Arc::new(tx),
+                close: close.clone(),
             },
         );
         Tracked {
             id,
             registry: self.clone(),
-            close: rx,
+            close,
         }
     }
 
@@ -141,7 +177,7 @@ impl LiveConnections {
     /// Tells every live connection to close for `reason`.
     pub fn close_all(&self, reason: CloseReason) {
         for entry in lock(&self.entries).values() {
-            entry.close.send_replace(Some(reason.clone()));
+            entry.close.close(reason.clone());
         }
     }
 
@@ -149,14 +185,13 @@ impl LiveConnections {
     /// Returns how many were closed.
     pub fn recheck(&self, state: &ProxyState) -> usize {
         // Evaluate outside the lock: authorization takes the state's own locks.
-        let inbound: Vec<(AuthzInputs, Arc<watch::Sender<Option<CloseReason>>>)> =
-            lock(&self.entries)
-                .values()
-                .filter_map(|e| Some((e.authz.clone()?, e.close.clone())))
-                .collect();
+        let inbound: Vec<(AuthzInputs, Arc<CloseSignal>)> = lock(&self.entries)
+            .values()
+            .filter_map(|e| Some((e.authz.clone()?, e.close.clone())))
+            .collect();
         let mut closed = 0;
         for (inputs, close) in inbound {
-            if close.borrow().is_some() {
+            if close.is_closed() {
                 continue;
             }
             if let Decision::Deny(policy) = inputs.authorize(state) {
@@ -168,7 +203,7 @@ impl LiveConnections {
                     %policy,
                     "connection closed by policy"
                 );
-                close.send_replace(Some(CloseReason::Policy(policy)));
+                close.close(CloseReason::Policy(policy));
                 closed += 1;
             }
         }
@@ -180,19 +215,13 @@ impl LiveConnections {
 pub struct Tracked {
     id: u64,
     registry: Arc<LiveConnections>,
-    close: watch::Receiver<Option<CloseReason>>,
+    close: Arc<CloseSignal>,
 }
 
 impl Tracked {
     /// Resolves when the connection must be cut, with the reason.
     pub async fn closed(&self) -> CloseReason {
-        let mut close = self.close.clone();
-        match close.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone().unwrap_or(CloseReason::Drain),
-            // The registry entry is gone only once this handle dropped: unreachable, but a
-            // connection whose registry vanished has nothing left to wait for.
-            Err(_) => CloseReason::Drain,
-        }
+        self.close.closed().await
     }
 
     /// Runs `work` unless the connection is cut first.
@@ -226,6 +255,28 @@ impl Drop for Tracked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_waiter_hears_the_first_reason_and_later_ones_change_nothing() {
+        let registry = LiveConnections::new();
+        let tracked = registry.register(None);
+        let policy = CloseReason::Policy("shop/deny-all".into());
+        let close = async {
+            tokio::task::yield_now().await;
+            registry.close_all(policy.clone());
+            registry.close_all(CloseReason::Drain);
+        };
+        let waiters = async { tokio::join!(tracked.closed(), tracked.closed(), close) };
+        let (first, second, ()) = tokio::time::timeout(std::time::Duration::from_secs(10), waiters)
+            .await
+            .expect("both waiters woken");
+        assert_eq!((&first, &second), (&policy, &policy));
+        // Asked after the close, it answers at once.
+        assert_eq!(tracked.closed().await, policy);
+        assert_eq!(registry.len(), 1);
+        drop(tracked);
+        assert!(registry.is_empty());
+    }
 
     #[test]
     fn reasons_read_well() {
