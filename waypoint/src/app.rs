@@ -121,13 +121,7 @@ pub async fn serve(
     };
 
     let core = Core::new(&config, identity, control)?;
-    // Bulk buffers are reused while requests run; memory freed by finished requests and
-    // connections goes back to the system (detached: ends with the runtime).
-    memory::reuse_bulk_buffers();
-    tokio::spawn(memory::trim_periodically(
-        memory::TRIM_INTERVAL,
-        memory::TRIM_THRESHOLD,
-    ));
+    memory::follow_load();
     let mut running = Running::start(&config, &core, listeners);
     tracing::info!(
         waypoint = %core.store.resource_name(), identity = %core.identity,

@@ -86,13 +86,7 @@ pub async fn run_proxy(config: ProxySettings) -> Result<(), ProxyError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
 
-    // Bulk buffers are reused while connections run; memory freed by closed connections goes
-    // back to the system (detached: ends with the runtime).
-    memory::reuse_bulk_buffers();
-    tokio::spawn(memory::trim_periodically(
-        memory::TRIM_INTERVAL,
-        memory::TRIM_THRESHOLD,
-    ));
+    memory::follow_load();
     let xds_task = tokio::spawn(xds::run_with(
         config.control.clone(),
         client_identity(&config),
