@@ -86,7 +86,8 @@ pub(super) struct Direction {
     /// it: a tunnel's HTTP/2 queue holds up to a buffer's worth, so two take turns and a
     /// bulk transfer allocates (and faults in fresh pages) only at its start.
     previous: BytesMut,
-    /// How much a read asks for: grows while reads fill it.
+    /// How much a read from a plain stream asks for: grows while reads fill it (a tunnel's
+    /// reads come as HTTP/2 received them).
     pub(super) size: usize,
     /// Read and not yet written (holds no buffer once written).
     chunk: Bytes,
@@ -188,10 +189,6 @@ impl Direction {
         };
         self.read += chunk.len() as u64;
         self.eof = chunk.is_empty();
-        // The read filled the whole buffer: more is likely waiting, read larger chunks.
-        if chunk.len() >= self.size && self.size < MAX_BUFFER {
-            self.size = (self.size * 2).min(MAX_BUFFER);
-        }
         self.chunk = chunk;
         Poll::Ready(Ok(()))
     }
@@ -212,7 +209,11 @@ impl Direction {
             }
         }
         let mut limited = (&mut self.buffer).limit(self.size);
-        ready!(poll_read_buf(Pin::new(reader), cx, &mut limited))?;
+        let n = ready!(poll_read_buf(Pin::new(reader), cx, &mut limited))?;
+        // The read filled the whole buffer: more is likely waiting, read larger chunks.
+        if n == self.size && self.size < MAX_BUFFER {
+            self.size = (self.size * 2).min(MAX_BUFFER);
+        }
         Poll::Ready(Ok(self.buffer.split().freeze()))
     }
 
