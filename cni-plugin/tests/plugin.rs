@@ -2,27 +2,16 @@
 //! errors in the spec's error format. Its exchanges with a real agent are tested with the
 //! agent (ztunnel/tests/agent/cni.rs).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
+use test_support::process::output_with_stdin;
 
 /// Runs the plugin with `env` and `stdin`: whether it succeeded, and what it printed.
 fn run(env: Vec<(&'static str, &'static str)>, stdin: &'static str) -> (bool, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ztunnel-cni"))
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ztunnel-cni"));
+    command.env_clear().envs(env);
+    let out = output_with_stdin(command, stdin.as_bytes());
     let value: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.success(), value)
 }

@@ -1,6 +1,7 @@
 //! Child processes a test starts.
 
-use std::process::Child;
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
 
 /// A child process killed and reaped when dropped, also when the test fails.
 #[derive(Debug)]
@@ -29,4 +30,23 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
         binary.display()
     );
     binary
+}
+
+/// Runs `command` with `stdin` as its whole standard input (closed after it), its standard
+/// output and error captured: what a runtime does when it execs a plugin.
+pub fn output_with_stdin(mut command: Command, stdin: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    // Dropped right after the write: the command sees the end of its input.
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin)
+        .expect("stdin written");
+    child.wait_with_output().expect("the command's output")
 }

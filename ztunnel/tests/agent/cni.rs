@@ -2,9 +2,8 @@
 //! the network configuration with `prevResult` on stdin) against a real agent, real
 //! namespaces and a proxy answering ZDS.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 use test_support::TempDir;
@@ -53,21 +52,9 @@ async fn plugin(
         ("CNI_PATH", "/opt/cni/bin".to_string()),
     ];
     let run = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(test_support::process::workspace_binary("ztunnel-cni"))
-            .env_clear()
-            .envs(env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(config.to_string().as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        let mut command = Command::new(test_support::process::workspace_binary("ztunnel-cni"));
+        command.env_clear().envs(env);
+        test_support::process::output_with_stdin(command, config.to_string().as_bytes())
     });
     let out = tokio::time::timeout(WAIT * 2, run)
         .await
